@@ -1,0 +1,142 @@
+"""Argument and shape validation shared by every public entry point.
+
+Every check here raises ``TypeError`` (wrong kind of value) or ``ValueError`` (right kind, wrong
+value) with a message that names who is complaining (``owner``, e.g. ``"Conv2D"``), the argument,
+the value received and what is allowed. Kernels never validate; they trust these checks.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _prefix(owner: str) -> str:
+    return f"{owner}: " if owner else ""
+
+
+def check_int(value: Any, name: str, owner: str = "", minimum: int | None = None) -> int:
+    """Return ``value`` as a Python int; reject bools, floats and anything below ``minimum``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        allowed = f"an int >= {minimum}" if minimum is not None else "an int"
+        raise TypeError(f"{_prefix(owner)}{name} must be {allowed}, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{_prefix(owner)}{name} must be an int >= {minimum}, got {value}")
+    return value
+
+
+def pair(value: Any, name: str, owner: str = "", minimum: int = 1) -> tuple[int, int]:
+    """Turn ``int | (int, int)`` into a pair of ints, each ``>= minimum``.
+
+    >>> pair(3, "kernel_size")
+    (3, 3)
+    >>> pair((2, 1), "stride")
+    (2, 1)
+    """
+    allowed = f"an int >= {minimum} or a pair of them"
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{_prefix(owner)}{name} must be {allowed}, got {value!r} (length {len(value)})")
+        items = value
+    elif isinstance(value, np.ndarray) and value.shape == (2,):
+        items = value.tolist()
+    else:
+        items = (value, value)
+    result = []
+    for item in items:
+        if isinstance(item, (bool, np.bool_)) or not isinstance(item, numbers.Integral):
+            raise TypeError(f"{_prefix(owner)}{name} must be {allowed}, got {value!r}")
+        if int(item) < minimum:
+            raise ValueError(f"{_prefix(owner)}{name} must be {allowed}, got {value!r}")
+        result.append(int(item))
+    return result[0], result[1]
+
+
+def check_choice(value: Any, name: str, choices: tuple, owner: str = "") -> Any:
+    """Return ``value`` if it is one of ``choices`` (compared with ==, strings and None allowed)."""
+    for choice in choices:
+        if type(value) is type(choice) and value == choice:
+            return value
+    raise ValueError(f"{_prefix(owner)}{name} must be one of {choices!r}, got {value!r}")
+
+
+def check_float(value: Any, name: str, owner: str = "", low: float | None = None,
+                high: float | None = None, low_open: bool = False, high_open: bool = False) -> float:
+    """Return ``value`` as a finite Python float within the given bounds (open or closed)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{_prefix(owner)}{name} must be a real number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    lo = "(" if low_open else "["
+    hi = ")" if high_open else "]"
+    interval = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+    ok = np.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        raise ValueError(f"{_prefix(owner)}{name} must be a finite number in {interval}, got {value!r}")
+    return value
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output length along one axis: ``(size + 2*padding - kernel) // stride + 1`` (Eq. 8.18/8.19).
+
+    The one place this formula lives; everything that needs an output size calls it.
+    """
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def float_dtype(dtype: Any, name: str = "dtype", owner: str = "") -> np.dtype:
+    """Accept float32 or float64 (as a type, dtype or string); reject everything else."""
+    try:
+        result = np.dtype(dtype)
+    except TypeError:
+        result = None
+    if result not in _FLOAT_DTYPES:
+        raise TypeError(f"{_prefix(owner)}{name} must be float32 or float64, got {dtype!r}")
+    return result
+
+
+def as_float_array(x: Any, name: str, owner: str = "", ndim: int | None = None,
+                   dtype: np.dtype | None = None, finite: bool = True) -> np.ndarray:
+    """Validate a numeric array and return it as float32/float64.
+
+    - object, string, complex, datetime and void arrays raise ``TypeError``;
+    - bool, integer and float16 arrays are converted (to ``dtype``, default float32);
+    - float32/float64 arrays keep their dtype unless ``dtype`` says otherwise (no copy if not needed);
+    - a wrong ``ndim``, an empty array or (with ``finite``) NaN/Inf raise ``ValueError``.
+    """
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except (ValueError, TypeError) as exc:  # ragged nested lists and the like
+            raise TypeError(f"{_prefix(owner)}{name} must be a numeric array, got {type(x).__name__}: {exc}") from None
+    if x.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{_prefix(owner)}{name} must be a real numeric array (bool, int or float), got dtype {x.dtype}"
+        )
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{_prefix(owner)}{name} must be {ndim}-D, got {x.ndim}-D array of shape {x.shape}")
+    if x.size == 0:
+        raise ValueError(f"{_prefix(owner)}{name} must not be empty, got shape {x.shape}")
+    if dtype is None:
+        dtype = x.dtype if x.dtype in _FLOAT_DTYPES else np.dtype(np.float32)
+    x = x.astype(dtype, copy=False)
+    if finite and not np.isfinite(x).all():
+        raise ValueError(f"{_prefix(owner)}{name} contains NaN or Inf; inputs must be finite")
+    return x
+
+
+def check_input_channels(x: np.ndarray, expected: int, owner: str, name: str = "x") -> None:
+    """Raise if an NCHW array does not have ``expected`` channels."""
+    if x.shape[1] != expected:
+        raise ValueError(
+            f"{owner}: {name} must have {expected} channels (shape (N, {expected}, H, W)), "
+            f"got shape {x.shape}"
+        )
