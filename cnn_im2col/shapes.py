@@ -8,7 +8,7 @@ the value received and what is allowed. Kernels never validate; they trust these
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -84,12 +84,70 @@ def check_float(value: Any, name: str, owner: str = "", low: float | None = None
     return value
 
 
-def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+def conv_output_size(size: int, kernel: int, stride: int, padding: int,
+                     padding_after: int | None = None) -> int:
     """Output length along one axis: ``(size + 2*padding - kernel) // stride + 1`` (Eq. 8.18/8.19).
 
-    The one place this formula lives; everything that needs an output size calls it.
+    With ``padding_after`` the two sides differ (``padding`` before, ``padding_after`` after), as
+    ``"same"`` padding needs for an even kernel. The one place this formula lives.
     """
-    return (size + 2 * padding - kernel) // stride + 1
+    if padding_after is None:
+        padding_after = padding
+    return (size + padding + padding_after - kernel) // stride + 1
+
+
+Padding4 = tuple[int, int, int, int]  # (top, bottom, left, right)
+
+
+def resolve_padding(padding: Any, kernel: tuple[int, int], stride: tuple[int, int],
+                    owner: str = "") -> Padding4:
+    """Turn ``int | (ph, pw) | "valid" | "same"`` into ``(top, bottom, left, right)``.
+
+    ``"same"`` keeps the output size equal to the input size; it needs stride 1. For an even kernel
+    the extra row/column of padding goes at the bottom/right, as in PyTorch.
+    """
+    if isinstance(padding, str):
+        check_choice(padding, "padding", ("valid", "same"), owner)
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if stride != (1, 1):
+            raise ValueError(f"{_prefix(owner)}padding='same' needs stride 1, got stride {stride}; "
+                             "use an explicit padding with strides > 1")
+        (kh, kw) = kernel
+        top, left = (kh - 1) // 2, (kw - 1) // 2
+        return (top, kh - 1 - top, left, kw - 1 - left)
+    ph, pw = pair(padding, "padding", owner, minimum=0)
+    return (ph, ph, pw, pw)
+
+
+class WindowGeometry(NamedTuple):
+    """How windows of ``kernel`` move over an ``H x W`` plane; ``oh x ow`` windows fit."""
+
+    kh: int
+    kw: int
+    sy: int
+    sx: int
+    top: int
+    bottom: int
+    left: int
+    right: int
+    oh: int
+    ow: int
+
+
+def window_geometry(height: int, width: int, kernel: tuple[int, int], stride: tuple[int, int],
+                    pads: Padding4, owner: str = "", what: str = "kernel") -> WindowGeometry:
+    """Check the window fits the padded input and return the full geometry (output size included)."""
+    (kh, kw), (sy, sx), (top, bottom, left, right) = kernel, stride, pads
+    if kh > height + top + bottom or kw > width + left + right:
+        raise ValueError(
+            f"{_prefix(owner)}{what} size {(kh, kw)} is larger than the padded input "
+            f"{(height + top + bottom, width + left + right)} (input {(height, width)}, "
+            f"padding (top, bottom, left, right) = {pads}); it must fit inside"
+        )
+    oh = conv_output_size(height, kh, sy, top, bottom)
+    ow = conv_output_size(width, kw, sx, left, right)
+    return WindowGeometry(kh, kw, sy, sx, top, bottom, left, right, oh, ow)
 
 
 def float_dtype(dtype: Any, name: str = "dtype", owner: str = "") -> np.dtype:

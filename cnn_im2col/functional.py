@@ -1,0 +1,305 @@
+"""Stateless forward/backward pairs: convolution, pooling, activations.
+
+Each ``*_forward`` validates its arguments, computes the output and returns ``(out, cache)``;
+the matching ``*_backward(dout, cache)`` returns the gradients. Layers (``layers.py``) hold the
+state; these functions hold the mathematics.
+
+Convolution (cross-correlation, as in PyTorch and Eq. 8.20) is im2col -> one GEMM -> reshape:
+
+    cols (N*OH*OW, C*KH*KW) @ W (O, C*KH*KW).T -> (N*OH*OW, O) -> (N, O, OH, OW)
+
+and its backward pass (Eq. 8.36, 8.45, 8.48 in matrix form) is
+
+    dZ  = dout as (N*OH*OW, O)
+    dW  = dZ.T @ cols            (the weight gradient: a correlation of the input with dZ)
+    db  = sum of dZ              (tied: over N, OH, OW; untied: over N)
+    dx  = col2im(dZ @ W)         (the full convolution with the kernel rotated 180 degrees)
+
+``owner`` names the caller in error messages (a layer passes its own name).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import _kernels
+from .im2col import BACKENDS, fold, unfold
+from .shapes import (
+    WindowGeometry,
+    as_float_array,
+    check_choice,
+    check_input_channels,
+    pair,
+    resolve_padding,
+    window_geometry,
+)
+
+# --------------------------------------------------------------------------- convolution
+
+
+class ConvCache(NamedTuple):
+    x_shape: tuple[int, int, int, int]
+    cols: np.ndarray
+    weight: np.ndarray
+    bias_shape: tuple[int, ...] | None
+    geometry: WindowGeometry
+    backend: str
+    owner: str
+
+
+def conv2d_output_shape(input_shape: tuple[int, int, int], weight_shape: tuple[int, int, int, int],
+                        stride: Any = 1, padding: Any = 0, owner: str = "conv2d") -> tuple[int, int, int]:
+    """(C, H, W) -> (O, OH, OW) for a weight of shape (O, C, KH, KW); raises if the kernel cannot fit."""
+    out_channels, in_channels, kh, kw = weight_shape
+    if len(input_shape) != 3 or input_shape[0] != in_channels:
+        raise ValueError(f"{owner}: input must be ({in_channels}, H, W) (channels, height, width), "
+                         f"got {tuple(input_shape)}")
+    g = _conv_geometry(input_shape[1], input_shape[2], (kh, kw), stride, padding, owner)
+    return (out_channels, g.oh, g.ow)
+
+
+def _conv_geometry(height: int, width: int, kernel: tuple[int, int], stride: Any, padding: Any,
+                   owner: str) -> WindowGeometry:
+    steps = pair(stride, "stride", owner)
+    pads = resolve_padding(padding, kernel, steps, owner)
+    return window_geometry(height, width, kernel, steps, pads, owner)
+
+
+def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
+                   backend: str = "numba", owner: str = "conv2d") -> tuple[np.ndarray, ConvCache]:
+    """Cross-correlate ``x`` (N, C, H, W) with ``weight`` (O, C, KH, KW) and add ``bias``.
+
+    ``bias``: ``None``; tied, shape (O,), one per feature map; or untied, shape (O, OH, OW), one per
+    output neuron (Fig. 8.1). ``stride``: int or (sy, sx). ``padding``: int, (ph, pw), ``"valid"``
+    or ``"same"`` (stride 1 only). ``x`` is cast to the weight's dtype (float32 or float64).
+    Returns ``out`` (N, O, OH, OW), C-contiguous, and the cache for ``conv2d_backward``.
+    """
+    check_choice(backend, "backend", BACKENDS, owner)
+    weight = as_float_array(weight, "weight", owner, ndim=4)
+    x = as_float_array(x, "x", owner, ndim=4, dtype=weight.dtype)
+    out_channels = weight.shape[0]
+    check_input_channels(x, weight.shape[1], owner)
+    g = _conv_geometry(x.shape[2], x.shape[3], weight.shape[2:], stride, padding, owner)
+    bias = _check_bias(bias, (out_channels, g.oh, g.ow), weight.dtype, owner)
+
+    x = np.ascontiguousarray(x)
+    cols = unfold(x, g, 0.0, backend)
+    rows = cols @ weight.reshape(out_channels, -1).T  # (N*OH*OW, O): the whole layer in one GEMM
+    # NHWC -> NCHW; the bias add doubles as the copy into a contiguous output.
+    view = rows.reshape(x.shape[0], g.oh, g.ow, out_channels).transpose(0, 3, 1, 2)
+    out = np.empty(view.shape, dtype=weight.dtype)
+    if bias is None:
+        np.copyto(out, view)
+    elif bias.ndim == 1:
+        np.add(view, bias[:, None, None], out=out)
+    else:
+        np.add(view, bias, out=out)
+    cache = ConvCache(x.shape, cols, weight, None if bias is None else bias.shape, g, backend, owner)
+    return out, cache
+
+
+def _check_bias(bias: Any, out_shape: tuple[int, int, int], dtype: np.dtype, owner: str) -> np.ndarray | None:
+    if bias is None:
+        return None
+    bias = as_float_array(bias, "bias", owner, dtype=dtype)
+    if bias.shape not in (out_shape[:1], out_shape):
+        raise ValueError(f"{owner}: bias must have shape {out_shape[:1]} (tied) or {out_shape} (untied, "
+                         f"one per output neuron), got {bias.shape}")
+    return bias
+
+
+def conv2d_backward(dout: Any, cache: ConvCache) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Gradients of ``conv2d_forward``: ``(dx, dweight, dbias)`` with the shapes of x, weight, bias.
+
+    ``dbias`` is None when there was no bias.
+    """
+    x_shape, cols, weight, bias_shape, g, backend, owner = cache
+    out_channels = weight.shape[0]
+    dout = _check_dout(dout, (x_shape[0], out_channels, g.oh, g.ow), weight.dtype, owner)
+    d_rows = dout.transpose(0, 2, 3, 1).reshape(-1, out_channels)  # (N*OH*OW, O)
+    dweight = (d_rows.T @ cols).reshape(weight.shape)
+    if bias_shape is None:
+        dbias = None
+    elif len(bias_shape) == 1:
+        dbias = dout.sum(axis=(0, 2, 3))
+    else:
+        dbias = dout.sum(axis=0)
+    dcols = d_rows @ weight.reshape(out_channels, -1)  # (N*OH*OW, C*KH*KW)
+    dx = fold(dcols, x_shape, g, backend)
+    return dx, dweight, dbias
+
+
+def _check_dout(dout: Any, expected: tuple[int, ...], dtype: np.dtype, owner: str) -> np.ndarray:
+    dout = as_float_array(dout, "dout", owner, dtype=dtype)
+    if dout.shape != tuple(expected):
+        raise ValueError(f"{owner}: dout must have the output's shape {tuple(expected)}, got {dout.shape}")
+    return dout
+
+
+# --------------------------------------------------------------------------- pooling
+
+
+class PoolCache(NamedTuple):
+    x_shape: tuple[int, int, int, int]
+    geometry: WindowGeometry
+    backend: str
+    owner: str
+    argmax: np.ndarray | None  # max pooling: winner indices
+    sums: np.ndarray | None  # average pooling with a trainable scale: window sums (Eq. 8.22)
+    scale: np.ndarray | None
+    dtype: np.dtype
+
+
+def pool_geometry(height: int, width: int, kernel_size: Any, stride: Any, padding: Any,
+                  owner: str) -> WindowGeometry:
+    """Window geometry of a pooling layer: stride defaults to the window; padding at most half of it."""
+    kernel = pair(kernel_size, "kernel_size", owner)
+    steps = kernel if stride is None else pair(stride, "stride", owner)
+    ph, pw = pair(padding, "padding", owner, minimum=0)
+    if ph > kernel[0] // 2 or pw > kernel[1] // 2:
+        raise ValueError(f"{owner}: padding must be at most half the window ({kernel[0] // 2}, "
+                         f"{kernel[1] // 2}) for kernel_size {kernel}, got {(ph, pw)}")
+    return window_geometry(height, width, kernel, steps, (ph, ph, pw, pw), owner, what="pooling window")
+
+
+def _planes_as_channels(x: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> (N*C, 1, H, W): pooling works on each plane alone."""
+    n, c, height, width = x.shape
+    return x.reshape(n * c, 1, height, width)
+
+
+def max_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                       backend: str = "numba", owner: str = "max_pool2d") -> tuple[np.ndarray, PoolCache]:
+    """Max over windows of each feature map (Eq. 8.24), any window and stride, overlaps allowed.
+
+    Padding cells count as -inf. Ties: the gradient goes to the FIRST maximum in window scan order
+    (row-major within the window), like ``numpy.argmax`` and the primer's ``MaxPoolingMap``.
+    ``x`` (N, C, H, W) -> (N, C, OH, OW).
+    """
+    check_choice(backend, "backend", BACKENDS, owner)
+    x = np.ascontiguousarray(as_float_array(x, "x", owner, ndim=4))
+    g = pool_geometry(x.shape[2], x.shape[3], kernel_size, stride, padding, owner)
+    n, c = x.shape[:2]
+    if backend == "numba":
+        out = np.empty((n, c, g.oh, g.ow), dtype=x.dtype)
+        argmax = np.empty((n, c, g.oh, g.ow), dtype=np.int64)
+        _kernels.max_pool_forward(x, g.kh, g.kw, g.sy, g.sx, g.top, g.left, out, argmax)
+    else:
+        cols = unfold(_planes_as_channels(x), g, -np.inf, "numpy")  # (N*C*OH*OW, KH*KW)
+        argmax = cols.argmax(axis=1)  # window-local index of the first maximum
+        out = np.take_along_axis(cols, argmax[:, None], axis=1).reshape(n, c, g.oh, g.ow)
+    return out, PoolCache(x.shape, g, backend, owner, argmax, None, None, x.dtype)
+
+
+def max_pool2d_backward(dout: Any, cache: PoolCache) -> np.ndarray:
+    """Route each output gradient to the input that won its window; overlapping windows accumulate."""
+    x_shape, g, backend, owner, argmax = cache[:5]
+    n, c, height, width = x_shape
+    dout = np.ascontiguousarray(_check_dout(dout, (n, c, g.oh, g.ow), cache.dtype, owner))
+    if backend == "numba":
+        dx = np.zeros(x_shape, dtype=cache.dtype)
+        _kernels.max_pool_backward(dout, argmax, dx)
+        return dx
+    dcols = np.zeros((argmax.size, g.kh * g.kw), dtype=cache.dtype)
+    dcols[np.arange(argmax.size), argmax] = dout.ravel()
+    return fold(dcols, (n * c, 1, height, width), g, "numpy").reshape(x_shape)
+
+
+def avg_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, scale: Any = None,
+                       backend: str = "numba", owner: str = "avg_pool2d") -> tuple[np.ndarray, PoolCache]:
+    """Average pooling; with ``scale`` (one weight per feature map, shape (C,)) it is Eq. 8.22.
+
+    Without ``scale``: the mean of each window (zero padding counted, divisor KH*KW, like PyTorch's
+    ``count_include_pad=True``). With ``scale``: the window SUM times ``scale[c]``, so
+    ``scale = 1/(KH*KW)`` gives the mean. ``x`` (N, C, H, W) -> (N, C, OH, OW).
+    """
+    check_choice(backend, "backend", BACKENDS, owner)
+    x = np.ascontiguousarray(as_float_array(x, "x", owner, ndim=4))
+    g = pool_geometry(x.shape[2], x.shape[3], kernel_size, stride, padding, owner)
+    n, c = x.shape[:2]
+    if scale is not None:
+        scale = as_float_array(scale, "scale", owner, ndim=1, dtype=x.dtype)
+        if scale.shape != (c,):
+            raise ValueError(f"{owner}: scale must have shape ({c},), one weight per feature map, got {scale.shape}")
+    if backend == "numba":
+        sums = np.empty((n, c, g.oh, g.ow), dtype=x.dtype)
+        _kernels.sum_pool_forward(x, g.kh, g.kw, g.sy, g.sx, g.top, g.left, sums)
+    else:
+        cols = unfold(_planes_as_channels(x), g, 0.0, "numpy")
+        sums = cols.sum(axis=1).reshape(n, c, g.oh, g.ow)
+    if scale is None:
+        out = sums
+        out *= x.dtype.type(1.0 / (g.kh * g.kw))
+        return out, PoolCache(x.shape, g, backend, owner, None, None, None, x.dtype)
+    out = sums * scale[:, None, None]
+    return out, PoolCache(x.shape, g, backend, owner, None, sums, scale, x.dtype)
+
+
+def avg_pool2d_backward(dout: Any, cache: PoolCache) -> tuple[np.ndarray, np.ndarray | None]:
+    """Gradients of ``avg_pool2d_forward``: ``(dx, dscale)``; ``dscale`` is None without a scale.
+
+    dx spreads each output gradient times the window's weight over its window (P8.3);
+    dscale[c] sums dout * window-sum over samples and positions (P8.4).
+    """
+    x_shape, g, backend, owner, _, sums, scale, dtype = cache
+    n, c, height, width = x_shape
+    dout = _check_dout(dout, (n, c, g.oh, g.ow), dtype, owner)
+    if scale is None:
+        dsums = dout * dtype.type(1.0 / (g.kh * g.kw))
+        dscale = None
+    else:
+        dsums = dout * scale[:, None, None]
+        dscale = np.einsum("nchw,nchw->c", dout, sums)
+    dsums = np.ascontiguousarray(dsums)
+    if backend == "numba":
+        dx = np.zeros(x_shape, dtype=dtype)
+        _kernels.sum_pool_backward(dsums, g.kh, g.kw, g.sy, g.sx, g.top, g.left, dx)
+    else:
+        dcols = np.repeat(dsums.reshape(-1, 1), g.kh * g.kw, axis=1)
+        dx = fold(dcols, (n * c, 1, height, width), g, "numpy").reshape(x_shape)
+    return dx, dscale
+
+
+# --------------------------------------------------------------------------- activations
+# Each takes and returns arrays of any shape; backward gets the forward OUTPUT y, which is all
+# these derivatives need (Eq. 8.52: dN = f'(N) * dA).
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0, dtype=x.dtype)
+
+
+def relu_backward(dout: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.where(y > 0, dout, 0).astype(dout.dtype, copy=False)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) computed from exp(-|x|), so no overflow warning for any finite x."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+
+
+def sigmoid_backward(dout: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return dout * y * (1 - y)
+
+
+def tanh(x: np.ndarray) -> np.ndarray:
+    return np.tanh(x)
+
+
+def tanh_backward(dout: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return dout * (1 - y * y)
+
+
+def softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
+    """Softmax along ``axis`` (the class axis), shifted by the max so large logits cannot overflow."""
+    shifted = x - x.max(axis=axis, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def softmax_backward(dout: np.ndarray, y: np.ndarray, axis: int = 1) -> np.ndarray:
+    """Jacobian-vector product of softmax: y * (dout - <dout, y>)."""
+    return y * (dout - (dout * y).sum(axis=axis, keepdims=True))

@@ -1,0 +1,104 @@
+"""im2col / col2im: turn every receptive field into a row, and scatter rows back.
+
+``im2col`` is what lets a convolution be one matrix multiplication (Eq. 8.12 without its sparse
+matrix): the rows of ``cols`` are the receptive fields, so ``cols @ weight.reshape(O, -1).T`` is
+every output neuron at once. ``col2im`` is its adjoint: it scatter-adds rows back into an image,
+so overlapping windows accumulate. That is exactly what the backward pass needs.
+
+Two backends compute the same thing:
+- ``"numba"``: the compiled loops of ``_kernels`` (parallel, no temporaries);
+- ``"numpy"``: ``sliding_window_view`` stride tricks and a loop over kernel offsets only; slower,
+  but short enough to check by eye. The tests hold the two equal.
+
+Layouts: ``x`` is (N, C, H, W); ``cols`` is (N*OH*OW, C*KH*KW), row ``(n, oh, ow)``, column
+``(c, i, j)``, both row-major, which matches a PyTorch weight ``(O, C, KH, KW)`` reshaped to
+``(O, C*KH*KW)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from . import _kernels
+from .shapes import (
+    WindowGeometry,
+    as_float_array,
+    check_choice,
+    pair,
+    resolve_padding,
+    window_geometry,
+)
+
+BACKENDS = ("numba", "numpy")
+
+
+def unfold(x: np.ndarray, g: WindowGeometry, pad_value: float = 0.0, backend: str = "numba") -> np.ndarray:
+    """im2col for validated input: C-contiguous float (N, C, H, W) -> (N*OH*OW, C*KH*KW)."""
+    n, c = x.shape[:2]
+    if backend == "numba":
+        cols = np.empty((n * g.oh * g.ow, c * g.kh * g.kw), dtype=x.dtype)
+        _kernels.im2col(x, g.kh, g.kw, g.sy, g.sx, g.top, g.left, g.oh, g.ow, pad_value, cols)
+        return cols
+    padded = np.pad(x, ((0, 0), (0, 0), (g.top, g.bottom), (g.left, g.right)), constant_values=pad_value)
+    windows = sliding_window_view(padded, (g.kh, g.kw), axis=(2, 3))  # (N, C, H', W', KH, KW)
+    windows = windows[:, :, : g.sy * (g.oh - 1) + 1 : g.sy, : g.sx * (g.ow - 1) + 1 : g.sx]
+    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * g.oh * g.ow, c * g.kh * g.kw)
+
+
+def fold(cols: np.ndarray, input_shape: tuple[int, int, int, int], g: WindowGeometry,
+         backend: str = "numba") -> np.ndarray:
+    """col2im for validated input: scatter-add (N*OH*OW, C*KH*KW) rows into a zeroed (N, C, H, W)."""
+    n, c, height, width = input_shape
+    if backend == "numba":
+        dx = np.zeros(input_shape, dtype=cols.dtype)
+        _kernels.col2im(np.ascontiguousarray(cols), g.kh, g.kw, g.sy, g.sx, g.top, g.left, g.oh, g.ow, dx)
+        return dx
+    padded = np.zeros((n, c, height + g.top + g.bottom, width + g.left + g.right), dtype=cols.dtype)
+    blocks = cols.reshape(n, g.oh, g.ow, c, g.kh, g.kw).transpose(0, 3, 4, 5, 1, 2)  # (N, C, KH, KW, OH, OW)
+    for i in range(g.kh):
+        for j in range(g.kw):
+            padded[:, :, i : i + g.sy * g.oh : g.sy, j : j + g.sx * g.ow : g.sx] += blocks[:, :, i, j]
+    return padded[:, :, g.top : g.top + height, g.left : g.left + width].copy()
+
+
+def _geometry(input_shape: tuple[int, ...], kernel_size: Any, stride: Any, padding: Any,
+              owner: str) -> WindowGeometry:
+    kernel = pair(kernel_size, "kernel_size", owner)
+    steps = pair(stride, "stride", owner)
+    pads = resolve_padding(padding, kernel, steps, owner)
+    return window_geometry(input_shape[2], input_shape[3], kernel, steps, pads, owner)
+
+
+def im2col(x: Any, kernel_size: Any, stride: Any = 1, padding: Any = 0, pad_value: float = 0.0,
+           backend: str = "numba") -> np.ndarray:
+    """Gather every receptive field of ``x`` (N, C, H, W) into a row of a (N*OH*OW, C*KH*KW) matrix.
+
+    ``padding`` is an int, a pair ``(ph, pw)``, ``"valid"`` or ``"same"``; padded cells read
+    ``pad_value`` (0 for convolution, ``-inf`` for max pooling).
+    """
+    check_choice(backend, "backend", BACKENDS, "im2col")
+    x = np.ascontiguousarray(as_float_array(x, "x", "im2col", ndim=4))
+    g = _geometry(x.shape, kernel_size, stride, padding, "im2col")
+    return unfold(x, g, float(pad_value), backend)
+
+
+def col2im(cols: Any, input_shape: tuple[int, int, int, int], kernel_size: Any, stride: Any = 1,
+           padding: Any = 0, backend: str = "numba") -> np.ndarray:
+    """Scatter-add the rows of ``cols`` (N*OH*OW, C*KH*KW) back into an (N, C, H, W) array.
+
+    The adjoint of ``im2col``: ``<im2col(x), c> == <x, col2im(c)>``. Padded cells are dropped.
+    """
+    check_choice(backend, "backend", BACKENDS, "col2im")
+    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else input_shape
+    if not isinstance(shape, tuple) or len(shape) != 4:
+        raise ValueError(f"col2im: input_shape must be (N, C, H, W), got {input_shape!r}")
+    shape = tuple(pair((v, v), "input_shape", "col2im")[0] for v in shape)
+    cols = as_float_array(cols, "cols", "col2im", ndim=2)
+    g = _geometry(shape, kernel_size, stride, padding, "col2im")
+    expected = (shape[0] * g.oh * g.ow, shape[1] * g.kh * g.kw)
+    if cols.shape != expected:
+        raise ValueError(f"col2im: cols must have shape {expected} for input_shape {shape}, got {cols.shape}")
+    return fold(cols, shape, g, backend)
