@@ -117,7 +117,7 @@ def conv2d_backward(dout: Any, cache: ConvCache) -> tuple[np.ndarray, np.ndarray
     """
     x_shape, cols, weight, bias_shape, g, backend, owner = cache
     out_channels = weight.shape[0]
-    dout = _check_dout(dout, (x_shape[0], out_channels, g.oh, g.ow), weight.dtype, owner)
+    dout = check_dout(dout, (x_shape[0], out_channels, g.oh, g.ow), weight.dtype, owner)
     d_rows = dout.transpose(0, 2, 3, 1).reshape(-1, out_channels)  # (N*OH*OW, O)
     dweight = (d_rows.T @ cols).reshape(weight.shape)
     if bias_shape is None:
@@ -131,7 +131,8 @@ def conv2d_backward(dout: Any, cache: ConvCache) -> tuple[np.ndarray, np.ndarray
     return dx, dweight, dbias
 
 
-def _check_dout(dout: Any, expected: tuple[int, ...], dtype: np.dtype, owner: str) -> np.ndarray:
+def check_dout(dout: Any, expected: tuple[int, ...], dtype: np.dtype, owner: str) -> np.ndarray:
+    """Validate an upstream gradient: numeric, finite, cast to ``dtype``, shaped like the output."""
     dout = as_float_array(dout, "dout", owner, dtype=dtype)
     if dout.shape != tuple(expected):
         raise ValueError(f"{owner}: dout must have the output's shape {tuple(expected)}, got {dout.shape}")
@@ -197,7 +198,7 @@ def max_pool2d_backward(dout: Any, cache: PoolCache) -> np.ndarray:
     """Route each output gradient to the input that won its window; overlapping windows accumulate."""
     x_shape, g, backend, owner, argmax = cache[:5]
     n, c, height, width = x_shape
-    dout = np.ascontiguousarray(_check_dout(dout, (n, c, g.oh, g.ow), cache.dtype, owner))
+    dout = np.ascontiguousarray(check_dout(dout, (n, c, g.oh, g.ow), cache.dtype, owner))
     if backend == "numba":
         dx = np.zeros(x_shape, dtype=cache.dtype)
         _kernels.max_pool_backward(dout, argmax, dx)
@@ -245,7 +246,7 @@ def avg_pool2d_backward(dout: Any, cache: PoolCache) -> tuple[np.ndarray, np.nda
     """
     x_shape, g, backend, owner, _, sums, scale, dtype = cache
     n, c, height, width = x_shape
-    dout = _check_dout(dout, (n, c, g.oh, g.ow), dtype, owner)
+    dout = check_dout(dout, (n, c, g.oh, g.ow), dtype, owner)
     if scale is None:
         dsums = dout * dtype.type(1.0 / (g.kh * g.kw))
         dscale = None
