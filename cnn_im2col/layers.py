@@ -1,0 +1,451 @@
+"""Thin stateful layers over ``functional``: they hold parameters, gradients and the forward cache.
+
+The layer protocol (DESIGN.md):
+
+- ``forward(x, training=False) -> y`` and ``backward(dout) -> dx``;
+- ``params`` / ``grads``: dicts of arrays with the same keys and shapes (``"weight"``, ``"bias"``);
+  ``backward`` overwrites ``grads`` in place of accumulating;
+- ``output_shape(input_shape)``: per-sample shapes, without the batch axis, e.g. (C, H, W);
+- ``config()`` (JSON-able constructor arguments) and ``from_config(config)``.
+
+Shapes are NCHW; weights use PyTorch's layouts, Conv2D (O, C, KH, KW) and Dense
+(out_features, in_features), so weights copy across both ways.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+
+from . import functional as F
+from .init import he_normal, make_rng
+from .shapes import (
+    as_float_array,
+    check_choice,
+    check_float,
+    check_input_channels,
+    check_int,
+    float_dtype,
+    pair,
+)
+
+
+class Layer:
+    """Base class: bookkeeping shared by every layer (repr, config, the backward-before-forward check)."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self._cache: Any = None
+
+    # --- protocol --------------------------------------------------------------------------
+    def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dout: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(input_shape)
+
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Layer:
+        return cls(**config)
+
+    __call__ = forward
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _remember(self, **config: Any) -> None:
+        """Store the constructor arguments (JSON-able) for config() and repr()."""
+        self._config = config
+
+    def _cached(self) -> Any:
+        if self._cache is None:
+            raise RuntimeError(f"{self!r}: backward() called before forward(); run forward first")
+        return self._cache
+
+    def _zero_grads(self) -> None:
+        self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
+
+    def __repr__(self) -> str:
+        parameters = inspect.signature(type(self).__init__).parameters
+        parts = []
+        for name, value in self._config.items():
+            default = parameters[name].default
+            if default is inspect.Parameter.empty:
+                parts.append(repr(value))
+            elif name == "dtype" and np.dtype(value) == np.dtype(default):
+                continue
+            elif value != default:
+                parts.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+def _dtype_name(dtype: Any, owner: str) -> str:
+    return float_dtype(dtype, "dtype", owner).name
+
+
+def _input_size(input_size: Any, owner: str) -> list[int] | None:
+    return None if input_size is None else list(pair(input_size, "input_size", owner))
+
+
+class Conv2D(Layer):
+    """A convolution layer: cross-correlation of C input maps with O kernels, plus a bias.
+
+    Weight (O, C, KH, KW), He-initialised from ``seed``. ``bias``: ``"tied"`` -> shape (O,), one
+    per feature map; ``"untied"`` -> shape (O, OH, OW), one per output neuron (Fig. 8.1), which
+    needs ``input_size`` (H, W); ``None`` -> no bias. ``padding``: int, (ph, pw), ``"valid"`` or
+    ``"same"`` (stride 1 only). Input (N, C, H, W) -> output (N, O, OH, OW).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, bias: str | None = "tied", input_size: Any = None,
+                 dtype: Any = np.float32, seed: int | None = None) -> None:
+        super().__init__()
+        name = "Conv2D"
+        in_channels = check_int(in_channels, "in_channels", name, minimum=1)
+        out_channels = check_int(out_channels, "out_channels", name, minimum=1)
+        kernel = pair(kernel_size, "kernel_size", name)
+        steps = pair(stride, "stride", name)
+        if isinstance(padding, str):
+            check_choice(padding, "padding", ("valid", "same"), name)
+            if padding == "same" and steps != (1, 1):
+                raise ValueError(f"{name}: padding='same' needs stride 1, got stride {steps}")
+            pad_config: Any = padding
+        else:
+            pad_config = list(pair(padding, "padding", name, minimum=0))
+        check_choice(bias, "bias", ("tied", "untied", None), name)
+        size = _input_size(input_size, name)
+        if bias == "untied" and size is None:
+            raise ValueError(f"{name}: bias='untied' has one bias per output neuron, so it needs "
+                             "input_size=(H, W); got input_size=None")
+        dtype_name = _dtype_name(dtype, name)
+        if seed is not None:
+            seed = check_int(seed, "seed", name, minimum=0)
+        self._remember(in_channels=in_channels, out_channels=out_channels,
+                       kernel_size=_compact(kernel), stride=_compact(steps), padding=_compact(pad_config),
+                       bias=bias, input_size=size, dtype=dtype_name, seed=seed)
+        self.kernel_size, self.stride, self.padding = kernel, steps, pad_config
+        self.in_channels, self.out_channels, self.bias_mode, self.input_size = in_channels, out_channels, bias, size
+
+        rng = make_rng(seed)
+        fan_in = in_channels * kernel[0] * kernel[1]
+        self.params["weight"] = he_normal((out_channels, in_channels, *kernel), fan_in, rng, dtype_name)
+        if size is not None:  # fail now, not at the first batch, if the kernel cannot fit
+            out_shape = self.output_shape((in_channels, *size))
+        if bias == "tied":
+            self.params["bias"] = np.zeros(out_channels, dtype=dtype_name)
+        elif bias == "untied":
+            self.params["bias"] = np.zeros(out_shape, dtype=dtype_name)
+        self._zero_grads()
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = F.conv2d_output_shape(tuple(input_shape), self.params["weight"].shape,
+                                      self.stride, self.padding, repr(self))
+        if self.input_size is not None and list(input_shape[1:]) != self.input_size:
+            raise ValueError(f"{self!r}: input size must be {tuple(self.input_size)} (input_size), "
+                             f"got {tuple(input_shape[1:])}")
+        return shape
+
+    def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        owner = repr(self)
+        x = as_float_array(x, "x", owner, ndim=4, dtype=self.params["weight"].dtype)
+        check_input_channels(x, self.in_channels, owner)
+        if self.input_size is not None and list(x.shape[2:]) != self.input_size:
+            raise ValueError(f"{owner}: x must be {tuple(self.input_size)} pixels (input_size), "
+                             f"got shape {x.shape}")
+        out, self._cache = F.conv2d_forward(x, self.params["weight"], self.params.get("bias"),
+                                            self.stride, self.padding, owner=owner)
+        return out
+
+    def backward(self, dout: Any) -> np.ndarray:
+        dx, dweight, dbias = F.conv2d_backward(dout, self._cached())
+        self.grads["weight"] = dweight
+        if dbias is not None:
+            self.grads["bias"] = dbias
+        return dx
+
+
+class Dense(Layer):
+    """Fully connected: y = x @ weight.T + bias. Weight (out_features, in_features), He-initialised.
+
+    Input (N, in_features) -> output (N, out_features).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 dtype: Any = np.float32, seed: int | None = None) -> None:
+        super().__init__()
+        name = "Dense"
+        in_features = check_int(in_features, "in_features", name, minimum=1)
+        out_features = check_int(out_features, "out_features", name, minimum=1)
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"{name}: bias must be True or False, got {bias!r}")
+        dtype_name = _dtype_name(dtype, name)
+        if seed is not None:
+            seed = check_int(seed, "seed", name, minimum=0)
+        self._remember(in_features=in_features, out_features=out_features, bias=bool(bias),
+                       dtype=dtype_name, seed=seed)
+        self.in_features, self.out_features = in_features, out_features
+        self.params["weight"] = he_normal((out_features, in_features), in_features, make_rng(seed), dtype_name)
+        if bias:
+            self.params["bias"] = np.zeros(out_features, dtype=dtype_name)
+        self._zero_grads()
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if tuple(input_shape) != (self.in_features,):
+            raise ValueError(f"{self!r}: input must be ({self.in_features},) features per sample, "
+                             f"got {tuple(input_shape)}")
+        return (self.out_features,)
+
+    def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        owner = repr(self)
+        x = as_float_array(x, "x", owner, ndim=2, dtype=self.params["weight"].dtype)
+        if x.shape[1] != self.in_features:
+            raise ValueError(f"{owner}: x must have shape (N, {self.in_features}), got {x.shape}")
+        self._cache = x
+        out = x @ self.params["weight"].T
+        if "bias" in self.params:
+            out += self.params["bias"]
+        return out
+
+    def backward(self, dout: Any) -> np.ndarray:
+        x = self._cached()
+        dout = F.check_dout(dout, (x.shape[0], self.out_features), x.dtype, repr(self))
+        self.grads["weight"] = dout.T @ x
+        if "bias" in self.params:
+            self.grads["bias"] = dout.sum(axis=0)
+        return dout @ self.params["weight"]
+
+
+class _Pool2D(Layer):
+    def _setup(self, name: str, kernel_size: Any, stride: Any, padding: Any) -> None:
+        kernel = pair(kernel_size, "kernel_size", name)
+        steps = kernel if stride is None else pair(stride, "stride", name)
+        pads = pair(padding, "padding", name, minimum=0)
+        if pads[0] > kernel[0] // 2 or pads[1] > kernel[1] // 2:
+            raise ValueError(f"{name}: padding must be at most half the window "
+                             f"({kernel[0] // 2}, {kernel[1] // 2}) for kernel_size {kernel}, got {pads}")
+        self.kernel_size, self.stride, self.padding = kernel, steps, pads
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) != 3:
+            raise ValueError(f"{self!r}: input must be (C, H, W), got {tuple(input_shape)}")
+        g = F.pool_geometry(input_shape[1], input_shape[2], self.kernel_size, self.stride,
+                            self.padding, repr(self))
+        return (input_shape[0], g.oh, g.ow)
+
+
+class MaxPool2D(_Pool2D):
+    """Max pooling over each feature map (Eq. 8.24); ``stride`` defaults to the window.
+
+    Overlapping windows (stride < kernel_size, like the primer's stride-1 ``MaxPoolingMap``) are
+    allowed; their gradients accumulate. Padding counts as -inf and is at most half the window.
+    Ties: the gradient goes to the first maximum in window scan order (row-major).
+    """
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0) -> None:
+        super().__init__()
+        self._setup("MaxPool2D", kernel_size, stride, padding)
+        self._remember(kernel_size=_compact(self.kernel_size),
+                       stride=None if stride is None else _compact(self.stride), padding=_compact(self.padding))
+
+    def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        out, self._cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, owner=repr(self))
+        return out
+
+    def backward(self, dout: Any) -> np.ndarray:
+        return F.max_pool2d_backward(dout, self._cached())
+
+
+class AvgPool2D(_Pool2D):
+    """Average pooling; ``stride`` defaults to the window; zero padding counts toward the divisor.
+
+    With ``trainable_scale=True`` it is Eq. 8.22: the window sum times one learned weight per
+    feature map (``params["weight"]``, shape (channels,), initialised to 1/(KH*KW) so it starts
+    as the mean); that needs ``channels``.
+    """
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                 trainable_scale: bool = False, channels: int | None = None,
+                 dtype: Any = np.float32) -> None:
+        super().__init__()
+        name = "AvgPool2D"
+        self._setup(name, kernel_size, stride, padding)
+        if not isinstance(trainable_scale, (bool, np.bool_)):
+            raise TypeError(f"{name}: trainable_scale must be True or False, got {trainable_scale!r}")
+        dtype_name = _dtype_name(dtype, name)
+        if trainable_scale:
+            if channels is None:
+                raise ValueError(f"{name}: trainable_scale=True learns one weight per feature map, so it "
+                                 "needs channels=<number of feature maps>; got channels=None")
+            channels = check_int(channels, "channels", name, minimum=1)
+            area = self.kernel_size[0] * self.kernel_size[1]
+            self.params["weight"] = np.full(channels, 1.0 / area, dtype=dtype_name)
+        elif channels is not None:
+            channels = check_int(channels, "channels", name, minimum=1)
+        self.channels = channels
+        self._remember(kernel_size=_compact(self.kernel_size),
+                       stride=None if stride is None else _compact(self.stride), padding=_compact(self.padding),
+                       trainable_scale=bool(trainable_scale), channels=channels, dtype=dtype_name)
+        self._zero_grads()
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = super().output_shape(input_shape)
+        if self.channels is not None and input_shape[0] != self.channels:
+            raise ValueError(f"{self!r}: input must have {self.channels} channels, got {tuple(input_shape)}")
+        return shape
+
+    def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        owner = repr(self)
+        scale = self.params.get("weight")
+        if self.channels is not None:
+            x = as_float_array(x, "x", owner, ndim=4)
+            check_input_channels(x, self.channels, owner)
+        if scale is not None:
+            x = as_float_array(x, "x", owner, ndim=4, dtype=scale.dtype)
+        out, self._cache = F.avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding, scale, owner=owner)
+        return out
+
+    def backward(self, dout: Any) -> np.ndarray:
+        dx, dscale = F.avg_pool2d_backward(dout, self._cached())
+        if dscale is not None:
+            self.grads["weight"] = dscale
+        return dx
+
+
+class Flatten(Layer):
+    """(N, C, H, W) -> (N, C*H*W). ``order="C"``: row-major per sample, as PyTorch's ``flatten``.
+
+    ``order="F"``: the column stacking of Eq. 8.26, each feature map's columns stacked top to
+    bottom, first map to last.
+    """
+
+    def __init__(self, order: str = "C") -> None:
+        super().__init__()
+        check_choice(order, "order", ("C", "F"), "Flatten")
+        self.order = order
+        self._remember(order=order)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (int(np.prod(input_shape)),)
+
+    def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        x = as_float_array(x, "x", repr(self))
+        if x.ndim < 2:
+            raise ValueError(f"{self!r}: x must be (N, ...) with at least 2 dimensions, got shape {x.shape}")
+        self._cache = x.shape
+        if self.order == "F" and x.ndim == 4:
+            x = x.transpose(0, 1, 3, 2)  # each map's columns become contiguous runs
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dout: Any) -> np.ndarray:
+        shape = self._cached()
+        dout = as_float_array(dout, "dout", repr(self))
+        if dout.shape != (shape[0], int(np.prod(shape[1:]))):
+            raise ValueError(f"{self!r}: dout must have shape {(shape[0], int(np.prod(shape[1:])))}, got {dout.shape}")
+        if self.order == "F" and len(shape) == 4:
+            n, c, h, w = shape
+            return dout.reshape(n, c, w, h).transpose(0, 1, 3, 2)
+        return dout.reshape(shape)
+
+
+class _Activation(Layer):
+    """Element-wise activation; backward uses the cached output y."""
+
+    _forward = staticmethod(F.relu)
+    _backward = staticmethod(F.relu_backward)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._remember()
+
+    def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        x = as_float_array(x, "x", repr(self))
+        y = self._forward(x)
+        self._cache = y
+        return y
+
+    def backward(self, dout: Any) -> np.ndarray:
+        y = self._cached()
+        dout = F.check_dout(dout, y.shape, y.dtype, repr(self))
+        return self._backward(dout, y)
+
+
+class ReLU(_Activation):
+    """max(x, 0). Its derivative at 0 is taken as 0, as in PyTorch."""
+
+
+class Sigmoid(_Activation):
+    """1 / (1 + exp(-x)), computed without overflow for any finite x."""
+
+    _forward = staticmethod(F.sigmoid)
+    _backward = staticmethod(F.sigmoid_backward)
+
+
+class Tanh(_Activation):
+    _forward = staticmethod(F.tanh)
+    _backward = staticmethod(F.tanh_backward)
+
+
+class Softmax(_Activation):
+    """Softmax over the class axis (axis 1). To train a classifier, prefer raw logits with the
+    fused ``losses.SoftmaxCrossEntropy``; this layer is for networks that output probabilities."""
+
+    _forward = staticmethod(F.softmax)
+    _backward = staticmethod(F.softmax_backward)
+
+    def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        x = as_float_array(x, "x", repr(self))
+        if x.ndim < 2:
+            raise ValueError(f"{self!r}: x must be (N, classes, ...), got shape {x.shape}")
+        return super().forward(x, training)
+
+
+class Dropout(Layer):
+    """Inverted dropout: while training, zero each element with probability ``p`` and scale the
+    survivors by 1/(1-p); at inference, the identity. The mask is drawn from a Generator seeded by
+    ``seed``, so a seeded run is reproducible."""
+
+    def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
+        super().__init__()
+        p = check_float(p, "p", "Dropout", low=0.0, high=1.0, high_open=True)
+        if seed is not None:
+            seed = check_int(seed, "seed", "Dropout", minimum=0)
+        self.p = p
+        self.rng = make_rng(seed)
+        self._remember(p=p, seed=seed)
+
+    def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        x = as_float_array(x, "x", repr(self))
+        if not training or self.p == 0.0:
+            self._cache = np.ones(1, dtype=x.dtype)  # identity; broadcasts in backward
+            return x
+        keep = self.rng.random(x.shape, dtype=np.float32) >= self.p
+        mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
+        self._cache = mask
+        return x * mask
+
+    def backward(self, dout: Any) -> np.ndarray:
+        mask = self._cached()
+        dout = as_float_array(dout, "dout", repr(self))
+        if mask.size > 1 and dout.shape != mask.shape:
+            raise ValueError(f"{self!r}: dout must have the output's shape {mask.shape}, got {dout.shape}")
+        return dout * mask
+
+
+def _compact(value: Any) -> Any:
+    """(3, 3) -> 3 and (2, 1) -> [2, 1]: the JSON-able form of a pair argument."""
+    if isinstance(value, (tuple, list)) and len(value) == 2 and value[0] == value[1]:
+        return value[0]
+    return list(value) if isinstance(value, tuple) else value
+
+
+LAYERS: dict[str, type[Layer]] = {
+    cls.__name__: cls
+    for cls in (Conv2D, Dense, MaxPool2D, AvgPool2D, Flatten, ReLU, Sigmoid, Tanh, Softmax, Dropout)
+}

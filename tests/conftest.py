@@ -1,0 +1,35 @@
+"""Shared test configuration: hypothesis profiles and array strategies.
+
+Numba compiles on first call (then caches), so no hypothesis example may have a deadline.
+CI (CI=true) uses a derandomised profile: the same examples every run, no flaky surprises.
+"""
+
+import os
+
+import numpy as np
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci", derandomize=True, deadline=None, max_examples=40, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "dev", deadline=None, max_examples=40,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+def tolerance(dtype):
+    """(rtol, atol) for comparing a fast path with its reference in ``dtype``."""
+    return (1e-4, 1e-4) if np.dtype(dtype) == np.float32 else (1e-10, 1e-10)
+
+
+def in_memory_order(array, order):
+    """The same values laid out C-ordered, F-ordered or as a non-contiguous strided view."""
+    if order == "C":
+        return np.ascontiguousarray(array)
+    if order == "F":
+        return np.asfortranarray(array)
+    doubled = np.repeat(array, 2, axis=-1)  # every other column: a view with a step of 2
+    return doubled[..., ::2]

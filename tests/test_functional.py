@@ -1,0 +1,240 @@
+"""functional: convolution and pooling equal the scipy / naive-loop oracles of ``reference``,
+on both backends; every activation passes a float64 finite-difference check."""
+
+import numpy as np
+import pytest
+from conftest import in_memory_order, tolerance
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cnn_im2col import functional as F
+from cnn_im2col import reference
+from cnn_im2col.gradcheck import check_function
+
+BACKENDS = ["numba", "numpy"]
+
+
+def distinct_from(draw, low, high, other):
+    return draw(st.integers(low, high).filter(lambda v: v != other))
+
+
+@st.composite
+def conv_cases(draw):
+    """N, C, O, H, W with KH != KW, sy != sx, ph != pw, every bias mode, both dtypes, three layouts."""
+    n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    kh = draw(st.integers(1, 4))
+    kw = distinct_from(draw, 1, 4, kh)
+    sy = draw(st.integers(1, 3))
+    sx = distinct_from(draw, 1, 3, sy)
+    ph = draw(st.integers(0, 2))
+    pw = distinct_from(draw, 0, 2, ph)
+    h = draw(st.integers(max(1, kh - 2 * ph), 9))
+    w = draw(st.integers(max(1, kw - 2 * pw), 9))
+    bias = draw(st.sampled_from(["tied", "untied", None]))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    order = draw(st.sampled_from(["C", "F", "strided"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    weight = rng.standard_normal((o, c, kh, kw)).astype(dtype)
+    oh, ow = (h + 2 * ph - kh) // sy + 1, (w + 2 * pw - kw) // sx + 1
+    b = {"tied": rng.standard_normal(o), "untied": rng.standard_normal((o, oh, ow)), None: None}[bias]
+    b = None if b is None else b.astype(dtype)
+    dout = rng.standard_normal((n, o, oh, ow)).astype(dtype)
+    return x, weight, b, bias, (sy, sx), (ph, pw), dout, order
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(case=conv_cases())
+def test_conv2d_forward_and_gradients_equal_reference(backend, case):
+    x, weight, bias, bias_mode, stride, padding, dout, order = case
+    rtol, atol = tolerance(x.dtype)
+    out, cache = F.conv2d_forward(in_memory_order(x, order), weight, bias, stride, padding, backend=backend)
+    assert out.dtype == x.dtype and out.flags.c_contiguous
+    np.testing.assert_allclose(out, reference.conv2d_forward(x, weight, bias, stride, padding), rtol, atol)
+
+    dx, dweight, dbias = F.conv2d_backward(in_memory_order(dout, order), cache)
+    ref_dx, ref_dweight, ref_dbias = reference.conv2d_backward(x, weight, dout, stride, padding, bias=bias_mode)
+    np.testing.assert_allclose(dx, ref_dx, rtol, atol)
+    np.testing.assert_allclose(dweight, ref_dweight, rtol, atol)
+    if bias_mode is None:
+        assert dbias is None
+    else:
+        assert dbias.shape == bias.shape
+        np.testing.assert_allclose(dbias, ref_dbias, rtol, atol)
+
+
+@st.composite
+def pool_cases(draw, overlapping=False):
+    n, c = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    if overlapping:  # the primer's MaxPoolingMap: windows that share pixels
+        sy, sx = draw(st.integers(1, max(1, kh - 1))), draw(st.integers(1, max(1, kw - 1)))
+    else:
+        sy, sx = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
+    h, w = draw(st.integers(max(1, kh - 2 * ph), 9)), draw(st.integers(max(1, kw - 2 * pw), 9))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    order = draw(st.sampled_from(["C", "F", "strided"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    # A permutation: no ties, so the winner of every window is unambiguous.
+    x = rng.permutation(n * c * h * w).reshape(n, c, h, w).astype(dtype)
+    oh, ow = (h + 2 * ph - kh) // sy + 1, (w + 2 * pw - kw) // sx + 1
+    dout = rng.standard_normal((n, c, oh, ow)).astype(dtype)
+    return x, (kh, kw), (sy, sx), (ph, pw), dout, order
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(case=st.one_of(pool_cases(), pool_cases(overlapping=True)))
+def test_max_pool_equals_reference(backend, case):
+    x, kernel, stride, padding, dout, order = case
+    rtol, atol = tolerance(x.dtype)
+    out, cache = F.max_pool2d_forward(in_memory_order(x, order), kernel, stride, padding, backend=backend)
+    np.testing.assert_array_equal(out, reference.max_pool2d_forward(x, kernel, stride, padding))
+    dx = F.max_pool2d_backward(dout, cache)
+    np.testing.assert_allclose(dx, reference.max_pool2d_backward(x, dout, kernel, stride, padding), rtol, atol)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("trainable", [False, True])
+@given(case=st.one_of(pool_cases(), pool_cases(overlapping=True)))
+def test_avg_pool_equals_reference(backend, trainable, case):
+    x, kernel, stride, padding, dout, order = case
+    rtol, atol = tolerance(x.dtype)
+    x = x / x.size  # keep sums of float32 values small enough for a tight tolerance
+    scale = np.linspace(0.5, 2.0, x.shape[1]).astype(x.dtype) if trainable else None
+    out, cache = F.avg_pool2d_forward(in_memory_order(x, order), kernel, stride, padding, scale, backend=backend)
+    np.testing.assert_allclose(out, reference.avg_pool2d_forward(x, kernel, stride, padding, scale), rtol, atol)
+    dx, dscale = F.avg_pool2d_backward(dout, cache)
+    ref_dx, ref_dscale = reference.avg_pool2d_backward(x, dout, kernel, stride, padding, scale)
+    np.testing.assert_allclose(dx, ref_dx, rtol, atol)
+    if trainable:
+        np.testing.assert_allclose(dscale, ref_dscale, rtol, atol)
+    else:
+        assert dscale is None
+
+
+def test_max_pool_ties_go_to_the_first_maximum_in_scan_order():
+    x = np.ones((1, 1, 2, 2))
+    out, cache = F.max_pool2d_forward(x, 2)
+    dx = F.max_pool2d_backward(np.ones_like(out), cache)
+    np.testing.assert_array_equal(dx[0, 0], [[1, 0], [0, 0]])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bias_mode", ["tied", "untied", None])
+def test_conv2d_gradcheck_float64(backend, bias_mode):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 2, 5, 6))
+    weight = rng.standard_normal((3, 2, 3, 2))
+    bias = {"tied": rng.standard_normal(3), "untied": rng.standard_normal((3, 3, 5)), None: None}[bias_mode]
+    stride, padding = (2, 1), (1, 0)
+    state = {}
+
+    def forward(v):
+        out, state["cache"] = F.conv2d_forward(v, weight, bias, stride, padding, backend=backend)
+        return out
+
+    check_function(forward, lambda d: F.conv2d_backward(d, state["cache"])[0], x)
+
+    def forward_w(w):
+        out, state["cache"] = F.conv2d_forward(x, w, bias, stride, padding, backend=backend)
+        return out
+
+    check_function(forward_w, lambda d: F.conv2d_backward(d, state["cache"])[1], weight)
+    if bias is not None:
+        def forward_b(b):
+            out, state["cache"] = F.conv2d_forward(x, weight, b, stride, padding, backend=backend)
+            return out
+
+        check_function(forward_b, lambda d: F.conv2d_backward(d, state["cache"])[2], bias)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kernel, stride, padding", [(2, None, 0), (2, 1, 0), (3, 2, 1), ((3, 2), (1, 2), (1, 1))])
+def test_pool_gradcheck_float64(backend, kernel, stride, padding):
+    rng = np.random.default_rng(1)
+    x = rng.permutation(2 * 2 * 6 * 7).reshape(2, 2, 6, 7) / 10.0  # distinct values: no ties
+    scale = np.array([0.3, -1.2])
+    state = {}
+
+    def max_forward(v):
+        out, state["cache"] = F.max_pool2d_forward(v, kernel, stride, padding, backend=backend)
+        return out
+
+    check_function(max_forward, lambda d: F.max_pool2d_backward(d, state["cache"]), x, eps=1e-7)
+    for s in (None, scale):
+        def avg_forward(v, s=s):
+            out, state["cache"] = F.avg_pool2d_forward(v, kernel, stride, padding, s, backend=backend)
+            return out
+
+        check_function(avg_forward, lambda d: F.avg_pool2d_backward(d, state["cache"])[0], x)
+
+    def scale_forward(s):
+        out, state["cache"] = F.avg_pool2d_forward(x, kernel, stride, padding, s, backend=backend)
+        return out
+
+    check_function(scale_forward, lambda d: F.avg_pool2d_backward(d, state["cache"])[1], scale.copy())
+
+
+@pytest.mark.parametrize("forward, backward", [
+    (F.relu, F.relu_backward), (F.sigmoid, F.sigmoid_backward), (F.tanh, F.tanh_backward),
+    (F.softmax, F.softmax_backward)])
+def test_activation_gradcheck_float64(forward, backward):
+    x = np.random.default_rng(2).standard_normal((4, 5)) * 3
+    x[np.abs(x) < 1e-3] = 0.5  # keep away from ReLU's kink
+    state = {}
+
+    def f(v):
+        state["y"] = forward(v)
+        return state["y"]
+
+    check_function(f, lambda d: backward(d, state["y"]), x)
+
+
+def test_sigmoid_has_no_overflow_for_large_inputs():
+    x = np.array([-1e4, -800.0, -50.0, 0.0, 50.0, 800.0, 1e4], dtype=np.float32)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow to 0 is exact enough
+        y = F.sigmoid(x)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, [0, 0, 1.9287e-22, 0.5, 1, 1, 1], rtol=1e-4, atol=0)
+
+
+def test_softmax_of_huge_logits_is_exact():
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        y = F.softmax(np.array([[1e4, -1e4, 0.0], [5.0, 5.0, 5.0]]))
+    np.testing.assert_allclose(y, [[1, 0, 0], [1 / 3, 1 / 3, 1 / 3]])
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: F.conv2d_forward(np.zeros((1, 2, 5, 5)), np.zeros((3, 1, 2, 2))), ValueError,
+     r"conv2d: x must have 1 channels \(shape \(N, 1, H, W\)\), got shape \(1, 2, 5, 5\)"),
+    (lambda: F.conv2d_forward(np.zeros((1, 1, 5, 5)), np.zeros((3, 1, 2, 2)), np.zeros(2)), ValueError,
+     r"bias must have shape \(3,\) \(tied\) or \(3, 4, 4\) \(untied"),
+    (lambda: F.conv2d_forward(np.zeros((1, 1, 5, 5)), np.zeros((3, 1, 2, 2)), stride=2, padding="same"),
+     ValueError, r"padding='same' needs stride 1, got stride \(2, 2\)"),
+    (lambda: F.conv2d_forward(np.zeros((1, 1, 5, 5)), np.zeros((1, 1, 7, 2))), ValueError,
+     r"kernel size \(7, 2\) is larger than the padded input \(5, 5\)"),
+    (lambda: F.conv2d_forward(np.full((1, 1, 5, 5), np.nan), np.zeros((1, 1, 2, 2))), ValueError,
+     r"conv2d: x contains NaN or Inf"),
+    (lambda: F.conv2d_backward(np.zeros((1, 1, 3, 3)), F.conv2d_forward(np.zeros((1, 1, 5, 5)), np.zeros((1, 1, 2, 2)))[1]),
+     ValueError, r"dout must have the output's shape \(1, 1, 4, 4\), got \(1, 1, 3, 3\)"),
+    (lambda: F.max_pool2d_forward(np.zeros((1, 1, 5, 5)), 2, padding=2), ValueError,
+     r"max_pool2d: padding must be at most half the window \(1, 1\) for kernel_size \(2, 2\), got \(2, 2\)"),
+    (lambda: F.max_pool2d_forward(np.zeros((1, 1, 2, 2)), 3), ValueError,
+     r"pooling window size \(3, 3\) is larger than the padded input \(2, 2\)"),
+    (lambda: F.avg_pool2d_forward(np.zeros((1, 2, 4, 4)), 2, scale=np.ones(3)), ValueError,
+     r"scale must have shape \(2,\), one weight per feature map, got \(3,\)"),
+    (lambda: F.conv2d_forward(np.zeros((1, 1, 5, 5), dtype=complex), np.zeros((1, 1, 2, 2))), TypeError,
+     r"conv2d: x must be a real numeric array"),
+])
+def test_bad_input_is_named(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_integer_and_float16_inputs_are_converted():
+    weight = np.ones((1, 1, 2, 2), dtype=np.float32)
+    for x in (np.arange(9, dtype=np.uint8).reshape(1, 1, 3, 3), np.arange(9, dtype=np.float16).reshape(1, 1, 3, 3)):
+        out, _ = F.conv2d_forward(x, weight)
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out[0, 0], [[8, 12], [20, 24]])
