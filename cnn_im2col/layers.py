@@ -77,6 +77,7 @@ class Layer:
         parts = []
         for name, value in self._config.items():
             default = parameters[name].default
+            value = tuple(value) if isinstance(value, list) else value  # config keeps JSON lists
             if default is inspect.Parameter.empty:
                 parts.append(repr(value))
             elif name == "dtype" and np.dtype(value) == np.dtype(default):
