@@ -153,10 +153,10 @@ def window_geometry(height: int, width: int, kernel: tuple[int, int], stride: tu
 def float_dtype(dtype: Any, name: str = "dtype", owner: str = "") -> np.dtype:
     """Accept float32 or float64 (as a type, dtype or string); reject everything else."""
     try:
-        result = np.dtype(dtype)
+        result = None if dtype is None else np.dtype(dtype)  # np.dtype(None) would be float64
     except TypeError:
         result = None
-    if result not in _FLOAT_DTYPES:
+    if result is None or result not in _FLOAT_DTYPES:
         raise TypeError(f"{_prefix(owner)}{name} must be float32 or float64, got {dtype!r}")
     return result
 
