@@ -1,0 +1,43 @@
+"""atomic_write: the target is the old complete file or the new complete one, never half of one."""
+
+import os
+import stat
+
+import pytest
+
+from cnn_im2col._files import atomic_write
+
+
+def test_writes_and_replaces(tmp_path):
+    target = tmp_path / "sub" / "model.npz"
+    with atomic_write(target) as handle:
+        handle.write(b"first")
+    with atomic_write(target) as handle:
+        handle.write(b"second")
+    assert target.read_bytes() == b"second"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model.npz"]
+
+
+def test_an_error_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "metrics.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_write(target, "w") as handle:
+        handle.write("half of the new")
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_permissions_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "f") as handle:
+            handle.write(b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f").stat().st_mode) == 0o644
+
+
+def test_rejects_other_modes(tmp_path):
+    with pytest.raises(ValueError, match="mode must be 'wb' or 'w', got 'a'"), atomic_write(tmp_path / "f", "a"):
+        pass
