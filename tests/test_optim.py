@@ -1,0 +1,560 @@
+"""Tests for cnn_im2col.optim: SGD / Adam vs hand computations, in-place updates, checkpoints, schedules."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cnn_im2col.optim import SGD, Adam, CosineAnnealingLR, StepLR
+
+# ---------------------------------------------------------------------------------------------
+# scalar references written out with Python floats, element by element
+# ---------------------------------------------------------------------------------------------
+
+
+def sgd_reference(w, grads, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    """PyTorch SGD on a list of floats; grads: list of lists (one per step). Returns the trajectory."""
+    w = list(w)
+    buf = None
+    out = []
+    for g in grads:
+        d = [gi + weight_decay * wi for gi, wi in zip(g, w)]
+        if momentum:
+            buf = list(d) if buf is None else [momentum * b + di for b, di in zip(buf, d)]
+            d = [di + momentum * b for di, b in zip(d, buf)] if nesterov else list(buf)
+        w = [wi - lr * di for wi, di in zip(w, d)]
+        out.append(list(w))
+    return out
+
+
+def adam_reference(w, grads, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    w = list(w)
+    m = [0.0] * len(w)
+    v = [0.0] * len(w)
+    out = []
+    for t, g in enumerate(grads, start=1):
+        d = [gi + weight_decay * wi for gi, wi in zip(g, w)]
+        m = [beta1 * mi + (1 - beta1) * di for mi, di in zip(m, d)]
+        v = [beta2 * vi + (1 - beta2) * di * di for vi, di in zip(v, d)]
+        mhat = [mi / (1 - beta1**t) for mi in m]
+        vhat = [vi / (1 - beta2**t) for vi in v]
+        w = [wi - lr * mh / (math.sqrt(vh) + eps) for wi, mh, vh in zip(w, mhat, vhat)]
+        out.append(list(w))
+    return out
+
+
+def run(opt, w0, grads):
+    params = {"w": np.array(w0, dtype=np.float64)}
+    arr = params["w"]
+    out = []
+    for g in grads:
+        opt.step(params, {"w": np.array(g, dtype=np.float64)})
+        assert params["w"] is arr  # never rebound
+        out.append(arr.copy())
+    return out
+
+
+GRADS = [[1.0], [2.0], [-1.0]]
+
+
+# ---------------------------------------------------------------------------------------------
+# SGD
+# ---------------------------------------------------------------------------------------------
+
+def test_sgd_plain_by_hand():
+    traj = run(SGD(lr=0.1), [1.0], GRADS)
+    np.testing.assert_allclose(np.ravel(traj), [0.9, 0.7, 0.8], rtol=1e-15)
+
+
+def test_sgd_momentum_by_hand():
+    # v1 = 1, w = 0.9; v2 = 0.9 + 2 = 2.9, w = 0.61; v3 = 2.61 - 1 = 1.61, w = 0.449
+    traj = run(SGD(lr=0.1, momentum=0.9), [1.0], GRADS)
+    np.testing.assert_allclose(np.ravel(traj), [0.9, 0.61, 0.449], rtol=1e-14)
+
+
+def test_sgd_nesterov_by_hand():
+    # d = g + 0.9 v: 1.9, 2 + 2.61 = 4.61, -1 + 1.449 = 0.449
+    traj = run(SGD(lr=0.1, momentum=0.9, nesterov=True), [1.0], GRADS)
+    np.testing.assert_allclose(np.ravel(traj), [0.81, 0.349, 0.3041], rtol=1e-14)
+
+
+def test_sgd_weight_decay_by_hand():
+    # d = g + 0.1 w: 1.1 -> 0.89; 2.089 -> 0.6811; -0.93189 -> 0.774289
+    traj = run(SGD(lr=0.1, weight_decay=0.1), [1.0], GRADS)
+    np.testing.assert_allclose(np.ravel(traj), [0.89, 0.6811, 0.774289], rtol=1e-14)
+
+
+def test_sgd_weight_decay_is_gradient_of_l2_penalty():
+    # weight decay wd == adding (wd/2)||w||^2 to the cost, whose gradient is wd * w
+    rng = np.random.default_rng(0)
+    w0, g = rng.standard_normal(5), rng.standard_normal(5)
+    a = {"w": w0.copy()}
+    b = {"w": w0.copy()}
+    SGD(lr=0.3, weight_decay=0.05).step(a, {"w": g})
+    SGD(lr=0.3).step(b, {"w": g + 0.05 * w0})
+    np.testing.assert_array_equal(a["w"], b["w"])
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    lr=st.floats(1e-4, 1.0),
+    momentum=st.sampled_from([0.0, 0.5, 0.9, 0.99]),
+    nesterov=st.booleans(),
+    weight_decay=st.sampled_from([0.0, 1e-4, 0.1]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_sgd_matches_reference(lr, momentum, nesterov, weight_decay, seed):
+    nesterov = nesterov and momentum > 0
+    rng = np.random.default_rng(seed)
+    w0 = rng.standard_normal(4).tolist()
+    grads = rng.standard_normal((4, 4)).tolist()
+    got = run(SGD(lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay), w0, grads)
+    expected = sgd_reference(w0, grads, lr, momentum, nesterov, weight_decay)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------------------------
+# Adam
+# ---------------------------------------------------------------------------------------------
+
+def test_adam_first_step_by_hand():
+    # bias-corrected m_hat = g, v_hat = g^2, so the first step is lr * g / (|g| + eps)
+    traj = run(Adam(lr=0.1), [1.0, -2.0], [[1.0, 3.0]])
+    np.testing.assert_allclose(traj[0], [1.0 - 0.1 / (1 + 1e-8), -2.0 - 0.1 * 3 / (3 + 1e-8)], rtol=1e-15)
+
+
+def test_adam_three_steps_by_hand():
+    # g = 1, 2, -1; beta1 = 0.9, beta2 = 0.999, eps = 1e-8, lr = 0.1
+    m1, v1 = 0.1, 0.001
+    w1 = 1.0 - 0.1 * (m1 / 0.1) / (math.sqrt(v1 / 0.001) + 1e-8)
+    m2, v2 = 0.9 * m1 + 0.2, 0.999 * v1 + 0.001 * 4
+    w2 = w1 - 0.1 * (m2 / (1 - 0.9**2)) / (math.sqrt(v2 / (1 - 0.999**2)) + 1e-8)
+    m3, v3 = 0.9 * m2 - 0.1, 0.999 * v2 + 0.001
+    w3 = w2 - 0.1 * (m3 / (1 - 0.9**3)) / (math.sqrt(v3 / (1 - 0.999**3)) + 1e-8)
+    traj = run(Adam(lr=0.1), [1.0], GRADS)
+    np.testing.assert_allclose(np.ravel(traj), [w1, w2, w3], rtol=1e-13)
+    assert w2 == pytest.approx(0.9 - 0.1 * (0.29 / 0.19) / math.sqrt(0.004999 / 0.001999), rel=1e-8)  # eps ignored
+
+
+def test_adam_weight_decay_by_hand():
+    # L2 added to the gradient (not AdamW): d1 = 1 + 0.5 * 1 = 1.5, first step = lr * sign
+    traj = run(Adam(lr=0.1, weight_decay=0.5), [1.0], [[1.0], [0.0]])
+    w1 = 1.0 - 0.1 * 1.5 / (1.5 + 1e-8)
+    d2 = 0.0 + 0.5 * w1
+    m2, v2 = 0.9 * 0.15 + 0.1 * d2, 0.999 * 0.001 * 2.25 + 0.001 * d2 * d2
+    w2 = w1 - 0.1 * (m2 / 0.19) / (math.sqrt(v2 / (1 - 0.999**2)) + 1e-8)
+    np.testing.assert_allclose(np.ravel(traj), [w1, w2], rtol=1e-13)
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    lr=st.floats(1e-4, 0.5),
+    beta1=st.sampled_from([0.0, 0.5, 0.9]),
+    beta2=st.sampled_from([0.0, 0.9, 0.999]),
+    eps=st.sampled_from([1e-8, 1e-3]),
+    weight_decay=st.sampled_from([0.0, 0.01]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_adam_matches_reference(lr, beta1, beta2, eps, weight_decay, seed):
+    rng = np.random.default_rng(seed)
+    w0 = rng.standard_normal(3).tolist()
+    grads = rng.standard_normal((4, 3)).tolist()
+    got = run(Adam(lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay), w0, grads)
+    expected = adam_reference(w0, grads, lr, beta1, beta2, eps, weight_decay)
+    np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-13)
+
+
+def test_adam_minimises_quadratic():
+    # f(w) = 0.5 * sum(a * (w - c)^2), badly scaled (a spans 4 orders of magnitude)
+    rng = np.random.default_rng(1)
+    a = np.logspace(-2, 2, 10)
+    c = rng.standard_normal(10)
+    params = {"w": np.zeros(10)}
+    opt = Adam(lr=0.05)
+    f0 = 0.5 * np.sum(a * c**2)
+    for _ in range(3000):
+        opt.step(params, {"w": a * (params["w"] - c)})
+    f = 0.5 * np.sum(a * (params["w"] - c) ** 2)
+    assert f < 1e-6 * f0
+    np.testing.assert_allclose(params["w"], c, atol=1e-3)
+
+
+def test_sgd_momentum_minimises_quadratic():
+    a = np.array([1.0, 4.0])
+    c = np.array([3.0, -1.0])
+    params = {"w": np.zeros(2)}
+    opt = SGD(lr=0.1, momentum=0.9, nesterov=True)
+    for _ in range(500):
+        opt.step(params, {"w": a * (params["w"] - c)})
+    np.testing.assert_allclose(params["w"], c, atol=1e-8)
+
+
+# ---------------------------------------------------------------------------------------------
+# in-place updates, dtypes, multiple params, strided params
+# ---------------------------------------------------------------------------------------------
+
+OPTIMIZERS = [
+    lambda: SGD(0.1),
+    lambda: SGD(0.1, momentum=0.9, weight_decay=0.01),
+    lambda: SGD(0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+    lambda: Adam(0.01, weight_decay=0.01),
+]
+
+
+@pytest.mark.parametrize("make", OPTIMIZERS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_step_in_place_dtype_and_grads_untouched(make, dtype):
+    rng = np.random.default_rng(2)
+    params = {"0.weight": rng.standard_normal((3, 2, 2, 2)).astype(dtype), "0.bias": np.zeros(3, dtype)}
+    grads = {k: rng.standard_normal(v.shape).astype(dtype) for k, v in params.items()}
+    ids = {k: id(v) for k, v in params.items()}
+    g_copy = {k: v.copy() for k, v in grads.items()}
+    before = {k: v.copy() for k, v in params.items()}
+    opt = make()
+    for _ in range(2):
+        opt.step(params, grads)
+    for k, p in params.items():
+        assert id(p) == ids[k]
+        assert p.dtype == dtype
+        assert not np.array_equal(p, before[k])
+        np.testing.assert_array_equal(grads[k], g_copy[k])
+    for k, v in opt.state_dict().items():
+        if isinstance(v, np.ndarray):
+            assert v.dtype == dtype
+
+
+@pytest.mark.parametrize("make", OPTIMIZERS)
+def test_float32_close_to_float64(make):
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal(20)
+    grads = rng.standard_normal((3, 20))
+    p64, p32 = {"w": w.copy()}, {"w": w.astype(np.float32)}
+    o64, o32 = make(), make()
+    for g in grads:
+        o64.step(p64, {"w": g})
+        o32.step(p32, {"w": g.astype(np.float32)})
+    np.testing.assert_allclose(p32["w"], p64["w"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make", OPTIMIZERS)
+def test_strided_and_fortran_params_match_contiguous(make):
+    rng = np.random.default_rng(4)
+    base = rng.standard_normal((6, 8))
+    grads = rng.standard_normal((3, 3, 4))
+    strided_storage = base.copy()
+    p_strided = {"w": strided_storage[::2, ::2]}
+    p_fortran = {"w": np.asfortranarray(base[::2, ::2])}
+    p_c = {"w": np.ascontiguousarray(base[::2, ::2])}
+    opts = [make(), make(), make()]
+    for g in grads:
+        for opt, p in zip(opts, (p_strided, p_fortran, p_c)):
+            opt.step(p, {"w": g})
+    np.testing.assert_array_equal(p_strided["w"], p_c["w"])
+    np.testing.assert_array_equal(p_fortran["w"], p_c["w"])
+    assert np.shares_memory(p_strided["w"], strided_storage)
+    np.testing.assert_array_equal(strided_storage[1::2], base[1::2])  # untouched rows
+
+
+def test_lr_settable_and_used():
+    params = {"w": np.array([1.0])}
+    opt = SGD(0.1)
+    opt.lr = 0.5
+    opt.step(params, {"w": np.array([1.0])})
+    assert params["w"][0] == 0.5
+    opt.lr = 0.0  # a schedule may anneal to 0: allowed through the setter
+    opt.step(params, {"w": np.array([1.0])})
+    assert params["w"][0] == 0.5
+    with pytest.raises(ValueError, match=r"SGD: lr must be a finite number in \[0.0, inf\], got -0.1"):
+        opt.lr = -0.1
+    with pytest.raises(ValueError, match=r"SGD: lr must be a finite number.*got nan"):
+        opt.lr = float("nan")
+
+
+def test_params_missing_from_a_step_keep_their_state():
+    opt = SGD(0.1, momentum=0.9)
+    a, b = {"w": np.ones(2)}, {"v": np.ones(3)}
+    opt.step(a, {"w": np.ones(2)})
+    opt.step(b, {"v": np.ones(3)})
+    opt.step(a, {"w": np.ones(2)})
+    np.testing.assert_allclose(a["w"], 1 - 0.1 - 0.1 * 1.9)
+    np.testing.assert_allclose(b["v"], 0.9)
+
+
+# ---------------------------------------------------------------------------------------------
+# state_dict / load_state_dict
+# ---------------------------------------------------------------------------------------------
+
+def npz_roundtrip(d):
+    buf = io.BytesIO()
+    np.savez(buf, **d)
+    buf.seek(0)
+    with np.load(buf, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.mark.parametrize("make", OPTIMIZERS)
+@pytest.mark.parametrize("through_npz", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_state_dict_resume_is_bit_identical(make, through_npz, dtype):
+    rng = np.random.default_rng(5)
+    params = {"0.weight": rng.standard_normal((4, 3)).astype(dtype), "0.bias": rng.standard_normal(4).astype(dtype)}
+    grads = [{k: rng.standard_normal(v.shape).astype(dtype) for k, v in params.items()} for _ in range(6)]
+    opt = make()
+    for g in grads[:3]:
+        opt.step(params, g)
+    saved = opt.state_dict()
+    saved_params = {k: v.copy() for k, v in params.items()}
+    for g in grads[3:]:
+        opt.step(params, g)
+
+    # fresh optimizer with different hyper-parameters: loading restores them
+    resumed = type(opt)(lr=123.0)
+    resumed.load_state_dict(npz_roundtrip(saved) if through_npz else saved)
+    assert resumed.config() == make().config() | {"lr": opt.config()["lr"]}
+    for g in grads[3:]:
+        resumed.step(saved_params, g)
+    for k, p in params.items():
+        np.testing.assert_array_equal(saved_params[k], p)
+    a, b = resumed.state_dict(), opt.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert resumed.step_count == 6
+
+
+def test_state_dict_contents_and_copies():
+    opt = Adam(0.01)
+    params = {"w": np.ones(3)}
+    opt.step(params, {"w": np.ones(3)})
+    d = opt.state_dict()
+    assert set(d) == {"lr", "step", "beta1", "beta2", "eps", "weight_decay",
+                      "exp_avg:w", "exp_avg_sq:w", "step:w"}
+    assert d["step"] == 1 and d["step:w"] == 1 and d["lr"] == 0.01
+    assert all(isinstance(v, (np.ndarray, float, int)) for v in d.values())
+    d["exp_avg:w"][:] = 99  # a copy: the optimizer is unaffected
+    assert opt.state_dict()["exp_avg:w"][0] != 99
+    sgd = SGD(0.1, momentum=0.9, nesterov=True)
+    sgd.step(params, {"w": np.ones(3)})
+    d = sgd.state_dict()
+    assert set(d) == {"lr", "step", "momentum", "nesterov", "weight_decay", "momentum_buffer:w"}
+    assert d["nesterov"] == 1 and type(d["nesterov"]) is int
+    # loaded arrays are copied too
+    other = SGD(0.1, momentum=0.9)
+    other.load_state_dict(d)
+    d["momentum_buffer:w"][:] = 99
+    assert other.state_dict()["momentum_buffer:w"][0] != 99
+    assert other.nesterov is True
+
+
+def test_load_state_dict_errors_and_atomicity():
+    sgd_state = SGD(0.1, momentum=0.9).state_dict()
+    adam = Adam(0.5)
+    with pytest.raises(ValueError, match=r"Adam.load_state_dict: state_dict does not fit a Adam: missing keys "
+                                         r"\['beta1', 'beta2', 'eps'\], unexpected keys \['momentum', 'nesterov'\]"):
+        adam.load_state_dict(sgd_state)
+    with pytest.raises(ValueError, match=r"unexpected keys \['bogus:w'\]"):
+        SGD(0.1).load_state_dict(sgd_state | {"bogus:w": np.zeros(2)})
+    with pytest.raises(TypeError, match=r"SGD.load_state_dict: state_dict must be a dict, got list"):
+        SGD(0.1).load_state_dict([])
+    with pytest.raises(TypeError, match=r"'momentum_buffer:w' must be a float32/float64 ndarray, got dtype int64"):
+        SGD(0.1).load_state_dict(sgd_state | {"momentum_buffer:w": np.zeros(2, dtype=np.int64)})
+    with pytest.raises(ValueError, match=r"SGD: momentum must be a finite number in \[0.0, 1.0\), got 1.5"):
+        SGD(0.1).load_state_dict(sgd_state | {"momentum": 1.5})
+    with pytest.raises(ValueError, match=r"'lr' must be a scalar, got array of shape \(2,\)"):
+        SGD(0.1).load_state_dict(sgd_state | {"lr": np.zeros(2)})
+    with pytest.raises(ValueError, match=r"parameter 'w' has state \['exp_avg'\]; expected all of"):
+        Adam().load_state_dict(Adam().state_dict() | {"exp_avg:w": np.zeros(2)})
+    # nothing changed by the failed loads
+    assert adam.lr == 0.5 and adam.state == {} and adam.step_count == 0
+
+
+def test_state_shape_mismatch_at_step():
+    opt = SGD(0.1, momentum=0.9)
+    opt.step({"w": np.ones(3)}, {"w": np.ones(3)})
+    with pytest.raises(ValueError, match=r"SGD.step: state 'momentum_buffer' for 'w' has shape \(3,\) but "
+                                         r"params\['w'\] has shape \(4,\)"):
+        opt.step({"w": np.ones(4)}, {"w": np.ones(4)})
+
+
+@pytest.mark.parametrize("make", OPTIMIZERS)
+def test_config_roundtrip_and_repr(make):
+    opt = make()
+    config = opt.config()
+    assert json.loads(json.dumps(config)) == config
+    clone = type(opt).from_config(config)
+    assert clone.config() == config
+    assert repr(opt).startswith(f"{type(opt).__name__}(lr=")
+    with pytest.raises(ValueError, match="from_config: config is for 'Other'"):
+        type(opt).from_config(config | {"name": "Other"})
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "make, exc, pattern",
+    [
+        (lambda: SGD(0.0), ValueError, r"SGD: lr must be a finite number in \(0.0, inf\], got 0.0"),
+        (lambda: SGD(-1), ValueError, r"SGD: lr must be a finite number in \(0.0, inf\], got -1.0"),
+        (lambda: SGD(float("nan")), ValueError, r"SGD: lr must be .*got nan"),
+        (lambda: SGD(float("inf")), ValueError, r"SGD: lr must be .*got inf"),
+        (lambda: SGD("0.1"), TypeError, r"SGD: lr must be a real number, got '0.1' \(str\)"),
+        (lambda: SGD(0.1, momentum=-0.1), ValueError, r"SGD: momentum must be a finite number in \[0.0, 1.0\), got -0.1"),
+        (lambda: SGD(0.1, momentum=1.0), ValueError, r"SGD: momentum must be a finite number in \[0.0, 1.0\), got 1.0"),
+        (lambda: SGD(0.1, nesterov=True), ValueError, r"SGD: nesterov=True requires momentum in \(0, 1\), got momentum=0.0"),
+        (lambda: SGD(0.1, momentum=0.9, nesterov="yes"), TypeError, r"SGD: nesterov must be True or False, got 'yes'"),
+        (lambda: SGD(0.1, weight_decay=-1e-4), ValueError, r"SGD: weight_decay must be a finite number in \[0.0, inf\], got -0.0001"),
+        (lambda: Adam(0.0), ValueError, r"Adam: lr must be a finite number in \(0.0, inf\], got 0.0"),
+        (lambda: Adam(betas=(1.0, 0.999)), ValueError, r"Adam: betas\[0\] must be a finite number in \[0.0, 1.0\), got 1.0"),
+        (lambda: Adam(betas=(0.9, -0.1)), ValueError, r"Adam: betas\[1\] must be a finite number in \[0.0, 1.0\), got -0.1"),
+        (lambda: Adam(betas=0.9), TypeError, r"Adam: betas must be a pair \(beta1, beta2\) in \[0, 1\), got 0.9"),
+        (lambda: Adam(betas=(0.9,)), TypeError, r"Adam: betas must be a pair .*got \(0.9,\)"),
+        (lambda: Adam(eps=0.0), ValueError, r"Adam: eps must be a finite number in \(0.0, inf\], got 0.0"),
+        (lambda: Adam(weight_decay=-1.0), ValueError, r"Adam: weight_decay must be a finite number in \[0.0, inf\], got -1.0"),
+    ],
+)
+def test_constructor_validation(make, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        make()
+
+
+@pytest.mark.parametrize(
+    "params, grads, exc, pattern",
+    [
+        ({"w": np.ones(2)}, {"v": np.ones(2)}, ValueError,
+         r"SGD.step: params and grads must have the same keys; missing from grads: \['w'\], not in params: \['v'\]"),
+        ({"w": np.ones(2)}, {"w": np.ones(3)}, ValueError,
+         r"SGD.step: grads\['w'\] has shape \(3,\) but params\['w'\] has shape \(2,\)"),
+        ([np.ones(2)], [np.ones(2)], TypeError, r"SGD.step: params must be a dict \{name: ndarray\}, got list"),
+        ({"w": np.ones(2)}, None, TypeError, r"SGD.step: grads must be a dict .*got NoneType"),
+        ({"w": np.ones(2, dtype=int)}, {"w": np.ones(2)}, TypeError,
+         r"SGD.step: params\['w'\] must be a float32/float64 ndarray, got dtype int64"),
+        ({"w": [1.0, 2.0]}, {"w": np.ones(2)}, TypeError, r"params\['w'\] must be a float32/float64 ndarray, got list"),
+        ({"w": np.ones(2)}, {"w": [1.0, 2.0]}, TypeError, r"SGD.step: grads\['w'\] must be a float ndarray, got list"),
+        ({"w": np.broadcast_to(np.ones(1), (2,))}, {"w": np.ones(2)}, ValueError,
+         r"SGD.step: params\['w'\] is read-only; it must be updated in place"),
+    ],
+)
+def test_step_validation(params, grads, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        SGD(0.1).step(params, grads)
+
+
+# ---------------------------------------------------------------------------------------------
+# schedules
+# ---------------------------------------------------------------------------------------------
+
+@settings(deadline=None, max_examples=30)
+@given(st.floats(1e-4, 1.0), st.integers(1, 7), st.floats(0.05, 1.0))
+def test_step_lr_sequence(base_lr, step_size, gamma):
+    opt = SGD(base_lr)
+    sched = StepLR(opt, step_size, gamma)
+    lrs = [opt.lr]
+    for _ in range(25):
+        lrs.append(sched.step())
+        assert sched.lr == opt.lr == lrs[-1]
+    expected = [base_lr * gamma ** (e // step_size) for e in range(26)]
+    assert lrs == expected
+
+
+def test_step_lr_by_hand():
+    opt = SGD(1.0)
+    sched = StepLR(opt, step_size=2, gamma=0.5)
+    seen = [opt.lr] + [sched.step() for _ in range(5)]
+    assert seen == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
+    assert sched.get_lr() == 0.25 and sched.last_epoch == 5
+
+
+@settings(deadline=None, max_examples=30)
+@given(st.floats(1e-4, 1.0), st.integers(1, 12), st.floats(0.0, 1e-4))
+def test_cosine_sequence_matches_pytorch_closed_form(base_lr, t_max, eta_min):
+    opt = Adam(base_lr)
+    sched = CosineAnnealingLR(opt, t_max, eta_min)
+    lrs = [opt.lr] + [sched.step() for _ in range(2 * t_max + 3)]
+    expected = [eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * e / t_max)) / 2 for e in range(len(lrs))]
+    assert lrs == expected
+    assert lrs[0] == pytest.approx(base_lr, rel=1e-14)
+    assert lrs[t_max] == pytest.approx(eta_min, abs=1e-15)
+
+
+def test_cosine_reaches_zero_without_error():
+    opt = SGD(0.1)
+    sched = CosineAnnealingLR(opt, t_max=4)
+    lrs = [sched.step() for _ in range(4)]
+    assert lrs[-1] == 0.0 and opt.lr == 0.0
+    assert lrs == sorted(lrs, reverse=True)
+
+
+def test_cosine_with_warmup():
+    opt = SGD(0.3)
+    sched = CosineAnnealingLR(opt, t_max=4, eta_min=0.01, warmup=2)
+    lrs = [opt.lr] + [sched.step() for _ in range(7)]
+    warm = [0.3 * 1 / 3, 0.3 * 2 / 3]
+    cos = [0.01 + 0.29 * (1 + math.cos(math.pi * t / 4)) / 2 for t in range(6)]
+    assert lrs == pytest.approx(warm + cos, rel=1e-15)
+    assert lrs[2] == 0.3 and lrs[6] == pytest.approx(0.01, rel=1e-15)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda o: StepLR(o, 3, 0.5), lambda o: CosineAnnealingLR(o, 10, 1e-3), lambda o: CosineAnnealingLR(o, 5, 0, warmup=3)],
+)
+@pytest.mark.parametrize("through_npz", [False, True])
+def test_schedule_state_dict_resume(make, through_npz):
+    opt = SGD(0.2, momentum=0.9)
+    sched = make(opt)
+    for _ in range(4):
+        sched.step()
+    state = sched.state_dict()
+    assert all(isinstance(v, (int, float)) for v in state.values())
+    expected = [sched.step() for _ in range(6)]
+
+    opt2 = SGD(0.7, momentum=0.9)
+    sched2 = make(opt2)
+    sched2.load_state_dict(npz_roundtrip(state) if through_npz else state)
+    assert opt2.lr == sched2.lr == state["base_lr"] * 0 + sched2.get_lr()
+    assert sched2.last_epoch == 4 and sched2.base_lr == 0.2
+    assert [sched2.step() for _ in range(6)] == expected
+
+
+def test_schedule_repr_and_config():
+    sched = CosineAnnealingLR(SGD(0.1), t_max=5, eta_min=0.001, warmup=1)
+    assert sched.config() == {"name": "CosineAnnealingLR", "t_max": 5, "eta_min": 0.001, "warmup": 1}
+    assert repr(sched) == "CosineAnnealingLR(t_max=5, eta_min=0.001, warmup=1, base_lr=0.1, last_epoch=0)"
+    assert StepLR(SGD(0.1), 2).config() == {"name": "StepLR", "step_size": 2, "gamma": 0.1}
+
+
+@pytest.mark.parametrize(
+    "make, exc, pattern",
+    [
+        (lambda o: StepLR(o, 0), ValueError, r"StepLR: step_size must be an int >= 1, got 0"),
+        (lambda o: StepLR(o, 2.0), TypeError, r"StepLR: step_size must be an int >= 1, got 2.0 \(float\)"),
+        (lambda o: StepLR(o, 2, gamma=0.0), ValueError, r"StepLR: gamma must be a finite number in \(0.0, inf\], got 0.0"),
+        (lambda o: StepLR(o, 2, gamma=float("nan")), ValueError, r"StepLR: gamma must be .*got nan"),
+        (lambda o: CosineAnnealingLR(o, 0), ValueError, r"CosineAnnealingLR: t_max must be an int >= 1, got 0"),
+        (lambda o: CosineAnnealingLR(o, 5, eta_min=-1e-3), ValueError,
+         r"CosineAnnealingLR: eta_min must be a finite number in \[0.0, inf\], got -0.001"),
+        (lambda o: CosineAnnealingLR(o, 5, warmup=-1), ValueError, r"CosineAnnealingLR: warmup must be an int >= 0, got -1"),
+        (lambda o: StepLR("sgd", 2), TypeError, r"StepLR: optimizer must be an Optimizer \(SGD, Adam\), got str"),
+    ],
+)
+def test_schedule_validation(make, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        make(SGD(0.1))
+
+
+def test_schedule_load_state_dict_errors():
+    sched = StepLR(SGD(0.1), 2)
+    with pytest.raises(ValueError, match=r"StepLR.load_state_dict: expected keys \['base_lr', 'gamma', 'last_epoch', "
+                                         r"'step_size'\], got \['base_lr', 'eta_min', 'last_epoch', 't_max', 'warmup'\]"):
+        sched.load_state_dict(CosineAnnealingLR(SGD(0.1), 3).state_dict())
+    with pytest.raises(ValueError, match=r"StepLR: last_epoch must be an int >= 0, got -1"):
+        sched.load_state_dict(sched.state_dict() | {"last_epoch": -1})
+    assert sched.last_epoch == 0
