@@ -1,0 +1,545 @@
+"""The ``cnn-im2col`` command: ``train`` a LeNet-style network on MNIST, ``evaluate`` a saved model,
+``bench`` the time of every layer.
+
+``cnn-im2col train`` with no flags trains :func:`default_model` (two conv-pool groups and two dense
+layers, Fig. 8.11 style) with Adam, a per-batch cosine learning-rate schedule and random shifts of
+up to ``--shift`` pixels, holding out the last ``--val-split`` training images for validation, and
+reports the accuracy on the 10,000 test images. It writes, atomically, to ``--out``:
+
+- ``model.npz``: the trained model (``Sequential.load``);
+- ``metrics.json``: history, test accuracy and loss, times, throughput, the settings;
+- ``curves.png``: loss and accuracy per epoch, training and validation;
+- ``checkpoint.npz``: model, optimizer, scheduler and position, rewritten at every epoch end.
+
+Ctrl-C (SIGINT) or SIGTERM: the current batch finishes, ``checkpoint.npz`` is written with the
+position inside the epoch, and the command exits with 130 / 143. ``cnn-im2col train --resume OUT``
+continues with the settings of the interrupted run and ends with exactly the weights of an
+uninterrupted run. A second Ctrl-C aborts at once (the last epoch-end checkpoint stays). A diverging
+run (NaN/Inf loss) stops with exit code 2, leaving the last epoch-end checkpoint.
+
+Errors from bad flags are argparse's (exit 2); errors from the package are one line on stderr,
+exit 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from ._files import atomic_write
+from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from .losses import SoftmaxCrossEntropy
+from .model import RandomShift, Sequential, TrainingDiverged, TrainingInterrupted
+from .optim import SGD, Adam, CosineAnnealingLR
+
+PROG = "cnn-im2col"
+
+#: The settings ``cnn-im2col train`` uses when a flag is not given (measured: see the README/report).
+DEFAULTS: dict[str, Any] = {
+    "epochs": 8,
+    "batch_size": 128,
+    "lr": None,  # per optimizer: LEARNING_RATES
+    "optimizer": "adam",
+    "seed": 0,
+    "limit": None,
+    "val_split": None,  # min(5000, N // 10) of the N training images
+    "shift": 2,
+    "out": "runs/mnist",
+}
+LEARNING_RATES = {"adam": 2e-3, "sgd": 0.05}
+#: Flags that define a run: with --resume they must be absent or equal to the checkpoint's.
+RUN_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "seed", "limit", "val_split", "shift")
+CHECKPOINT = "checkpoint.npz"
+
+
+class CLIError(Exception):
+    """A problem to report as one line and exit code 2."""
+
+
+def default_model(seed: int = 0, dtype: Any = np.float32) -> Sequential:
+    """Conv(1->32, 5) ReLU MaxPool(2) Conv(32->64, 5) ReLU MaxPool(2) Flatten Dense(1024->256) ReLU
+    Dropout(0.4) Dense(256->10), for (1, 28, 28) inputs. Every layer's seed is derived from ``seed``."""
+    s = [int(v) for v in np.random.SeedSequence(seed).generate_state(5)]
+    return Sequential([
+        Conv2D(1, 32, 5, dtype=dtype, seed=s[0]), ReLU(), MaxPool2D(2),
+        Conv2D(32, 64, 5, dtype=dtype, seed=s[1]), ReLU(), MaxPool2D(2),
+        Flatten(),
+        Dense(64 * 4 * 4, 256, dtype=dtype, seed=s[2]), ReLU(), Dropout(0.4, seed=s[3]),
+        Dense(256, 10, dtype=dtype, seed=s[4]),
+    ])
+
+
+# --------------------------------------------------------------------------------------------
+# argument parsing
+# --------------------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not (value > 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _set_num_threads() -> Any:
+    """``cnn_im2col.set_num_threads`` if the package provides it, else None."""
+    import cnn_im2col
+
+    return getattr(cnn_im2col, "set_num_threads", None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="A CNN engine in NumPy: im2col + GEMM convolutions.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,bench}")
+    sub.required = True
+
+    d = DEFAULTS
+    train = sub.add_parser("train", help="train the default LeNet-style network on MNIST",
+                           description="Train on MNIST (downloaded and cached on first use) and report the "
+                                       "accuracy on the 10,000 test images.")
+    train.add_argument("--epochs", type=_positive_int, help=f"passes over the training images (default {d['epochs']})")
+    train.add_argument("--batch-size", type=_positive_int, help=f"images per step (default {d['batch_size']})")
+    train.add_argument("--lr", type=_positive_float,
+                       help="peak learning rate of the cosine schedule (default "
+                            + ", ".join(f"{k} {v:g}" for k, v in LEARNING_RATES.items()) + ")")
+    train.add_argument("--optimizer", choices=("sgd", "adam"),
+                       help=f"adam, or sgd (momentum 0.9, Nesterov) (default {d['optimizer']})")
+    train.add_argument("--seed", type=_non_negative_int, help=f"seed of weights, order, augmentation, dropout (default {d['seed']})")
+    train.add_argument("--data-dir", metavar="DIR",
+                       help="directory of the MNIST IDX files or of the mnist.npz cache (default: $CNN_IM2COL_DATA "
+                            "or the per-user cache; fetched on first use)")
+    train.add_argument("--limit", type=_positive_int, metavar="N", help="use only the first N training images")
+    train.add_argument("--val-split", type=_non_negative_int, metavar="N",
+                       help="hold out the last N training images for validation; 0 for none "
+                            "(default min(5000, N/10))")
+    train.add_argument("--shift", type=_non_negative_int, metavar="PX",
+                       help=f"augmentation: move each image by up to PX pixels each way; 0 for none (default {d['shift']})")
+    train.add_argument("--out", metavar="DIR", help=f"output directory (default {d['out']})")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument("--resume", metavar="DIR",
+                       help=f"continue the run whose {CHECKPOINT} is in DIR, with its settings")
+    if _set_num_threads() is not None:
+        train.add_argument("--threads", type=_positive_int, metavar="N", help="threads for the kernels and the BLAS")
+
+    evaluate = sub.add_parser("evaluate", help="test accuracy, loss and confusion matrix of a saved model",
+                              description="Evaluate a saved model on the 10,000 MNIST test images.")
+    evaluate.add_argument("model", metavar="MODEL.npz", help="a model written by train (model.npz or checkpoint.npz)")
+    evaluate.add_argument("--data-dir", metavar="DIR", help="as for train")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=256, help="images per forward pass (default 256)")
+
+    bench = sub.add_parser("bench", help="time the forward and backward pass of every layer",
+                           description="Time each layer of the default network (or MODEL.npz) on random "
+                                       "(N, 1, 28, 28) batches.")
+    bench.add_argument("model", metavar="MODEL.npz", nargs="?", help="a saved model (default: the default network)")
+    bench.add_argument("--batch-size", type=_positive_int, default=DEFAULTS["batch_size"],
+                       help=f"images per batch (default {DEFAULTS['batch_size']})")
+    bench.add_argument("--batches", type=_positive_int, default=20, help="timed batches (default 20)")
+    return parser
+
+
+# --------------------------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------------------------
+
+
+class _StopRequest:
+    """Signal handlers for SIGINT/SIGTERM: the first asks training to stop after the current batch;
+    a second SIGINT raises KeyboardInterrupt at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        name = signal.Signals(signum).name
+        print(f"\n{PROG}: {name} received: finishing the current batch, then writing a checkpoint "
+              f"(Ctrl-C again to abort without it)", file=sys.stderr, flush=True)
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+
+def extra_callbacks() -> list:
+    """Extra ``fit`` callbacks (``cb(model, logs)``); empty. A seam for tests and embedding."""
+    return []
+
+
+def _resolve_settings(args: argparse.Namespace) -> tuple[dict, Any]:
+    """The run's settings: flags over defaults, or (with --resume) the checkpoint's, plus the checkpoint."""
+    given = {key: getattr(args, key) for key in RUN_FLAGS if getattr(args, key) is not None}
+    if args.resume is None:
+        settings = {key: DEFAULTS[key] for key in RUN_FLAGS}
+        settings.update(given)
+        settings["out"] = args.out if args.out is not None else DEFAULTS["out"]
+        if settings["lr"] is None:
+            settings["lr"] = LEARNING_RATES[settings["optimizer"]]
+        return settings, None
+    path = Path(args.resume) / CHECKPOINT
+    if not path.is_file():
+        raise CLIError(f"--resume {args.resume}: there is no {CHECKPOINT} in it (is it a train --out directory?)")
+    ckpt = Sequential.load_checkpoint(path)
+    saved = ckpt.extra.get("settings")
+    if not isinstance(saved, dict) or any(key not in saved for key in RUN_FLAGS):
+        raise CLIError(f"{path}: no training settings stored in it; was it written by '{PROG} train'?")
+    different = [f"--{key.replace('_', '-')} {value} (the run used {saved[key]})"
+                 for key, value in given.items() if value != saved[key]]
+    if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
+        different.append(f"--out {args.out} (resuming writes to {args.resume})")
+    if different:
+        raise CLIError("--resume continues a run with its own settings; drop or fix: " + "; ".join(different))
+    settings = {key: saved[key] for key in RUN_FLAGS}
+    settings["out"] = str(args.resume)
+    if args.data_dir is None:  # the data the run used, unless told otherwise
+        args.data_dir = ckpt.extra.get("data_dir")
+    return settings, ckpt
+
+
+def _unfinished(path: Path) -> bool:
+    """Whether the checkpoint at ``path`` is of a run that has not finished all its epochs."""
+    try:
+        state = Sequential.load_checkpoint(path).state
+        return int(state["epoch"]) < int(state["epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # unreadable: nothing worth keeping
+
+
+def _load_data(data_dir: str | None, progress: bool) -> tuple:
+    from .datasets import load_mnist
+
+    return load_mnist(data_dir, progress=progress)
+
+
+def _split(x: np.ndarray, y: np.ndarray, settings: dict) -> tuple:
+    if settings["limit"] is not None:
+        x, y = x[:settings["limit"]], y[:settings["limit"]]
+    n = x.shape[0]
+    val = settings["val_split"]
+    if val is None:
+        val = min(5000, n // 10)
+    if val >= n:
+        raise CLIError(f"--val-split {val} must be smaller than the number of training images ({n})")
+    if val == 0:
+        return (x, y), None, 0
+    return (x[:n - val], y[:n - val]), (x[n - val:], y[n - val:]), val
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    with atomic_write(path, "w") as handle:
+        json.dump(obj, handle, indent=2, default=_json_default)
+        handle.write("\n")
+
+
+def plot_curves(path: Path, history: dict, title: str = "") -> None:
+    """Loss and accuracy per epoch, training and validation, as a PNG (Agg; no global backend change)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    epochs = history.get("epoch", [])
+    fig = Figure(figsize=(10, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    for k, (metric, label) in enumerate((("loss", "loss"), ("accuracy", "accuracy"))):
+        ax = fig.add_subplot(1, 2, k + 1)
+        ax.plot(epochs, history.get(metric, []), "o-", label=f"training {label}")
+        val = [(e, v) for e, v in zip(epochs, history.get(f"val_{metric}", [])) if v is not None]
+        if val:
+            ax.plot([e for e, _ in val], [v for _, v in val], "s-", label=f"validation {label}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(label)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        if epochs:
+            ax.set_xticks(list(epochs))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png")
+
+
+def _make_optimizer(settings: dict, model: Sequential, steps: int) -> tuple[Any, Any]:
+    if settings["optimizer"] == "adam":
+        optimizer: Any = Adam(settings["lr"])
+    else:
+        optimizer = SGD(settings["lr"], momentum=0.9, nesterov=True, weight_decay=5e-4)
+    scheduler = CosineAnnealingLR(optimizer, t_max=steps)
+    return optimizer, scheduler
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    t_start = time.perf_counter()
+    progress = not args.no_progress
+    if getattr(args, "threads", None) is not None:
+        _set_num_threads()(args.threads)
+    settings, ckpt = _resolve_settings(args)
+    out = Path(settings["out"])
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} exists and is not a directory")
+    if ckpt is None and (out / CHECKPOINT).is_file() and _unfinished(out / CHECKPOINT):
+        raise CLIError(f"{out} holds an interrupted run ({CHECKPOINT}); continue it with --resume {out}, "
+                       f"or choose another --out (or delete {out / CHECKPOINT} to start afresh)")
+
+    t_data = time.perf_counter()
+    (x_train, y_train), (x_test, y_test) = _load_data(args.data_dir, progress)
+    (x_fit, y_fit), validation, n_val = _split(x_train, y_train, settings)
+    data_seconds = time.perf_counter() - t_data
+    print(f"data: {x_fit.shape[0]} training, {n_val} validation, {x_test.shape[0]} test images "
+          f"{tuple(x_fit.shape[1:])} ({data_seconds:.1f} s)", flush=True)
+
+    batches = -(-x_fit.shape[0] // settings["batch_size"])
+    if ckpt is None:
+        model = default_model(settings["seed"])
+        optimizer, scheduler = _make_optimizer(settings, model, settings["epochs"] * batches)
+        state = None
+    else:
+        model, optimizer, scheduler, state = ckpt.model, ckpt.optimizer, ckpt.scheduler, ckpt.state
+        print(f"resuming {out / CHECKPOINT}: epoch {state.get('epoch', 0) + 1}, batch {state.get('batch', 0) + 1}",
+              flush=True)
+    print(model.summary(x_fit.shape[1:]), flush=True)
+    opt_text = ("Adam" if settings["optimizer"] == "adam" else "SGD(momentum 0.9, Nesterov, weight decay 5e-4)")
+    print(f"training: {settings['epochs']} epochs x {batches} batches of {settings['batch_size']}, {opt_text}, "
+          f"lr {settings['lr']:g} with per-batch cosine decay, shifts up to {settings['shift']} px, "
+          f"seed {settings['seed']}", flush=True)
+
+    stop = _StopRequest()
+    stop.install()
+    checkpoint = out / CHECKPOINT
+    try:
+        if stop.signum is not None:  # a signal during data loading: nothing to save yet
+            return 128 + int(stop.signum)
+        history = model.fit(
+            x_fit, y_fit, epochs=settings["epochs"], batch_size=settings["batch_size"], optimizer=optimizer,
+            loss=SoftmaxCrossEntropy(), validation_data=validation, seed=settings["seed"], progress=progress,
+            scheduler=scheduler, scheduler_interval="batch",
+            augment=RandomShift(settings["shift"]) if settings["shift"] else None,
+            callbacks=extra_callbacks(), checkpoint=checkpoint, checkpoint_extra={"settings": settings, "data_dir": args.data_dir},
+            resume=state, should_stop=stop)
+    except TrainingInterrupted as exc:
+        signum = int(stop.signum) if stop.signum is not None else signal.SIGINT
+        print(f"{PROG}: interrupted at epoch {exc.epoch}, batch {exc.batch}/{exc.batches}; checkpoint saved "
+              f"to {checkpoint}.\nResume with: {PROG} train --resume {out}", file=sys.stderr, flush=True)
+        return 128 + signum
+    except TrainingDiverged as exc:
+        last = ""
+        if checkpoint.is_file():
+            last = f" The last good checkpoint (end of epoch {exc.epoch - 1}) is {checkpoint}."
+        raise CLIError(f"{exc}.{last}") from None
+    finally:
+        stop.restore()
+
+    train_seconds = float(sum(history["seconds"]))
+    t_test = time.perf_counter()
+    test = model.evaluate(x_test, y_test, batch_size=256)
+    test_seconds = time.perf_counter() - t_test
+    model.save(out / "model.npz")
+    total_seconds = time.perf_counter() - t_start
+    samples = x_fit.shape[0] * len(history["epoch"])
+    pure_train = sum(x_fit.shape[0] / r for r in history["samples_per_s"] if r)
+    metrics = {
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "test_images": int(x_test.shape[0]),
+        "epochs": len(history["epoch"]),
+        "total_seconds": total_seconds,
+        "train_seconds": train_seconds,
+        "data_seconds": data_seconds,
+        "test_seconds": test_seconds,
+        "samples_per_s": samples / pure_train if pure_train else None,
+        "resumed": ckpt is not None,
+        "history": history,
+        "settings": settings,
+        "arguments": {key: value for key, value in vars(args).items()},
+        "model": model.config(),
+        "parameters": model.num_params(),
+        "version": __version__,
+    }
+    write_json(out / "metrics.json", metrics)
+    plot_curves(out / "curves.png", history,
+                title=f"MNIST: test accuracy {100 * test['accuracy']:.2f}% after {len(history['epoch'])} epochs")
+    correct = round(test["accuracy"] * x_test.shape[0])
+    print(f"test accuracy {100 * test['accuracy']:.2f}% ({correct}/{x_test.shape[0]}), test loss "
+          f"{test['loss']:.4f}; total time {total_seconds:.1f} s (training {train_seconds:.1f} s); "
+          f"wrote {out / 'model.npz'}, metrics.json, curves.png", flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate
+# --------------------------------------------------------------------------------------------
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np.ndarray:
+    """``m[t, p]``: how many images of true class ``t`` were predicted as ``p``."""
+    m = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(m, (y_true, y_pred), 1)
+    return m
+
+
+def format_confusion(m: np.ndarray) -> str:
+    width = max(5, len(str(int(m.max()))) + 1)
+    k = m.shape[0]
+    lines = ["rows: true class, columns: predicted class",
+             "true\\pred" + "".join(f"{p:>{width}}" for p in range(k)) + f"{'recall':>9}"]
+    for t in range(k):
+        total = int(m[t].sum())
+        recall = f"{100 * m[t, t] / total:8.2f}%" if total else f"{'-':>9}"
+        lines.append(f"{t:>9}" + "".join(f"{int(v):>{width}}" for v in m[t]) + recall)
+    return "\n".join(lines)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    model = Sequential.load(args.model)
+    (_, _), (x_test, y_test) = _load_data(args.data_dir, True)
+    metrics = model.evaluate(x_test, y_test, batch_size=args.batch_size)
+    probabilities = model.predict(x_test, batch_size=args.batch_size)
+    pred = probabilities.argmax(axis=1)
+    m = confusion_matrix(y_test, pred, probabilities.shape[1])
+    correct = int(np.trace(m))
+    print(f"{args.model}: {x_test.shape[0]} test images")
+    print(f"test loss {metrics['loss']:.4f}, accuracy {100 * metrics['accuracy']:.2f}% ({correct}/{x_test.shape[0]})")
+    print(format_confusion(m))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# bench
+# --------------------------------------------------------------------------------------------
+
+
+def profile_layers(model: Sequential, x: np.ndarray, y: np.ndarray, batches: int) -> dict:
+    """Mean seconds per batch of every layer's forward and backward, the loss, the optimizer step,
+    and the whole step (after one untimed warm-up step)."""
+    loss = SoftmaxCrossEntropy()
+    optimizer = Adam(1e-4)
+    n_layers = len(model.layers)
+    times = np.zeros((n_layers, 2))
+    other = {"loss": 0.0, "step": 0.0, "total": 0.0}
+    for run in range(batches + 1):
+        if run == 1:
+            times[:] = 0
+            other = dict.fromkeys(other, 0.0)
+        t0 = time.perf_counter()
+        a = x
+        for i, layer in enumerate(model.layers):
+            t = time.perf_counter()
+            a = layer.forward(a, training=True)
+            times[i, 0] += time.perf_counter() - t
+        t = time.perf_counter()
+        loss.forward(a, y)
+        d = loss.backward()
+        other["loss"] += time.perf_counter() - t
+        for i in range(n_layers - 1, -1, -1):
+            t = time.perf_counter()
+            d = model.layers[i].backward(d)
+            times[i, 1] += time.perf_counter() - t
+        t = time.perf_counter()
+        optimizer.step(model.params, model.grads)
+        other["step"] += time.perf_counter() - t
+        other["total"] += time.perf_counter() - t0
+    return {"layers": times / batches, **{k: v / batches for k, v in other.items()}}
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    model = Sequential.load(args.model) if args.model else default_model(0)
+    rng = np.random.default_rng(0)
+    shape = (1, 28, 28)
+    x = rng.random((args.batch_size, *shape), dtype=np.float32)
+    out = model.check_shapes(shape)[-1]
+    y = rng.integers(0, out[0], args.batch_size)
+    t = time.perf_counter()
+    result = profile_layers(model, x, y, args.batches)
+    print(f"batch of {args.batch_size} images {shape}, mean of {args.batches} batches after a warm-up "
+          f"({time.perf_counter() - t:.1f} s in all)")
+    width = max(len(repr(layer)) for layer in model.layers)
+    print(f"{'#':>2}  {'layer':<{width}}  {'forward ms':>10}  {'backward ms':>11}")
+    for i, (layer, (fwd, bwd)) in enumerate(zip(model.layers, result["layers"])):
+        print(f"{i:>2}  {layer!r:<{width}}  {1e3 * fwd:>10.2f}  {1e3 * bwd:>11.2f}")
+    fwd, bwd = result["layers"].sum(axis=0)
+    print(f"{'':>2}  {'all layers':<{width}}  {1e3 * fwd:>10.2f}  {1e3 * bwd:>11.2f}")
+    print(f"loss {1e3 * result['loss']:.2f} ms, optimizer step {1e3 * result['step']:.2f} ms, whole step "
+          f"{1e3 * result['total']:.2f} ms: {args.batch_size / result['total']:.0f} images/s")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``cnn-im2col``; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "bench": cmd_bench}
+    try:
+        return commands[args.command](args)
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: aborted", file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, TypeError, OSError, FloatingPointError) as exc:
+        message = " ".join(str(exc).split()) if not isinstance(exc, CLIError) else str(exc)
+        if isinstance(exc, FileNotFoundError) and exc.filename and not str(exc).startswith(str(exc.filename)):
+            message = f"{exc.strerror}: {exc.filename}" if exc.strerror else message
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

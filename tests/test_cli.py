@@ -1,0 +1,245 @@
+"""Tests for the ``cnn-im2col`` command (cnn_im2col.cli) on a tiny synthetic IDX data set, plus one
+real run on MNIST."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from cnn_im2col import cli
+from cnn_im2col.datasets import write_idx
+from cnn_im2col.model import Sequential
+
+
+def synthetic_images(n, seed):
+    """28x28 uint8 images whose class k is a bright 6x6 square at a class-dependent place, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = (rng.random((n, 28, 28)) * 60).astype(np.uint8)
+    for i, k in enumerate(labels):
+        r, c = 3 + 7 * (k // 4), 3 + 7 * (k % 4)
+        images[i, r:r + 6, c:c + 6] = 255
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def idx_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("idx")
+    x, y = synthetic_images(240, 0)
+    xt, yt = synthetic_images(60, 1)
+    write_idx(d / "train-images-idx3-ubyte", x)
+    write_idx(d / "train-labels-idx1-ubyte", y)
+    write_idx(d / "t10k-images-idx3-ubyte.gz", xt)
+    write_idx(d / "t10k-labels-idx1-ubyte.gz", yt)
+    return d
+
+
+def train_args(idx_dir, out, *extra):
+    return ["train", "--data-dir", str(idx_dir), "--limit", "200", "--val-split", "40", "--epochs", "1",
+            "--batch-size", "32", "--no-progress", "--out", str(out), *extra]
+
+
+def same_params(a, b):
+    pa, pb = Sequential.load(a).params, Sequential.load(b).params
+    return pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa)
+
+
+def test_train_writes_model_metrics_and_curves(idx_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(train_args(idx_dir, out)) == 0
+    captured = capsys.readouterr()
+    assert "data: 160 training, 40 validation, 60 test images" in captured.out
+    assert "Total params: 317,066" in captured.out
+    assert "epoch 1/1: loss" in captured.out and "val_accuracy" in captured.out
+    final = captured.out.strip().splitlines()[-1]
+    assert final.startswith("test accuracy ") and "total time" in final
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "curves.png", "metrics.json", "model.npz"]
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("test_accuracy", "test_loss", "total_seconds", "samples_per_s", "history", "settings", "arguments"):
+        assert key in metrics, key
+    assert 0 <= metrics["test_accuracy"] <= 1 and metrics["epochs"] == 1
+    assert metrics["history"]["epoch"] == [1] and len(metrics["history"]["val_accuracy"]) == 1
+    assert metrics["settings"]["limit"] == 200 and metrics["arguments"]["data_dir"] == str(idx_dir)
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model = Sequential.load(out / "model.npz")
+    assert model.check_shapes((1, 28, 28))[-1] == (10,)
+
+
+def test_training_learns_the_synthetic_classes(idx_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(train_args(idx_dir, out, "--epochs", "3", "--lr", "0.003")) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.9, capsys.readouterr().out
+
+
+def test_evaluate_prints_loss_accuracy_and_confusion_matrix(idx_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(train_args(idx_dir, out, "--val-split", "0")) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out / "model.npz"), "--data-dir", str(idx_dir)]) == 0
+    text = capsys.readouterr().out
+    assert "60 test images" in text and "test loss" in text and "accuracy" in text
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("true\\pred"))
+    rows = lines[start + 1:start + 11]
+    assert [int(r.split()[0]) for r in rows] == list(range(10))
+    counts = np.array([[int(v) for v in r.split()[1:11]] for r in rows])
+    assert counts.sum() == 60
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert np.trace(counts) == round(60 * metrics["test_accuracy"])
+
+
+def test_sigint_checkpoints_and_resume_matches_an_uninterrupted_run(idx_dir, tmp_path, monkeypatch, capsys):
+    reference = tmp_path / "reference"
+    assert cli.main(train_args(idx_dir, reference, "--epochs", "2")) == 0
+
+    calls = {"n": 0}
+    original = cli._StopRequest.__call__
+
+    def signal_on_seventh_batch(self):
+        calls["n"] += 1
+        if calls["n"] == 7:  # epoch 2 (5 batches per epoch), a real SIGINT through the handler
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(cli._StopRequest, "__call__", signal_on_seventh_batch)
+    assert cli.main(train_args(idx_dir, out, "--epochs", "2")) == 130
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert "SIGINT received" in err
+    assert f"Resume with: cnn-im2col train --resume {out}" in err
+    assert (out / "checkpoint.npz").is_file() and not (out / "model.npz").exists()
+    state = Sequential.load_checkpoint(out / "checkpoint.npz").state
+    assert state["epoch"] == 1 and state["batch"] == 2  # mid-epoch: 2 of 5 batches of epoch 2 done
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+    # starting afresh in the same directory is refused; resuming with other settings too
+    assert cli.main(train_args(idx_dir, out, "--epochs", "2")) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(out), "--lr", "0.5", "--no-progress", "--data-dir", str(idx_dir)]) == 2
+    assert "--lr 0.5 (the run used " in capsys.readouterr().err
+
+    assert cli.main(["train", "--resume", str(out), "--no-progress"]) == 0  # the run's --data-dir
+    assert "resuming" in capsys.readouterr().out
+    assert same_params(out / "model.npz", reference / "model.npz")
+    resumed = json.loads((out / "metrics.json").read_text())
+    full = json.loads((reference / "metrics.json").read_text())
+    assert resumed["test_accuracy"] == full["test_accuracy"] and resumed["resumed"] is True
+    assert resumed["history"]["loss"] == pytest.approx(full["history"]["loss"], rel=1e-12)
+
+
+def test_sigterm_exits_143_and_resume_at_epoch_end(idx_dir, tmp_path, monkeypatch, capsys):
+    reference = tmp_path / "reference"
+    assert cli.main(train_args(idx_dir, reference, "--epochs", "2", "--optimizer", "sgd")) == 0
+    calls = {"n": 0}
+    original = cli._StopRequest.__call__
+
+    def term_at_epoch_end(self):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(cli._StopRequest, "__call__", term_at_epoch_end)
+    assert cli.main(train_args(idx_dir, out, "--epochs", "2", "--optimizer", "sgd")) == 143
+    monkeypatch.undo()
+    assert "SIGTERM received" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(out), "--no-progress", "--data-dir", str(idx_dir)]) == 0
+    assert same_params(out / "model.npz", reference / "model.npz")
+
+
+def test_real_sigint_in_a_subprocess(idx_dir, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "cnn_im2col.cli", *train_args(idx_dir, out, "--epochs", "500")]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # wait until training runs
+            if line.startswith("epoch 1/500"):
+                break
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "Resume with" in stderr
+    ckpt = Sequential.load_checkpoint(out / "checkpoint.npz")
+    assert ckpt.state["epochs"] == 500 and ckpt.state["epoch"] >= 1
+
+
+def test_divergence_is_one_line_exit_2_and_keeps_the_checkpoint(idx_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = cli.main(train_args(idx_dir, out, "--epochs", "3", "--optimizer", "sgd", "--lr", "1e30"))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cnn-im2col: error: training diverged at epoch ")
+    assert "batch" in err and "learning rate" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (out / "model.npz").exists()
+
+
+def test_bad_flags_are_argparse_errors(capsys):
+    for argv in (["train", "--epochs", "0"], ["train", "--lr", "-1"], ["train", "--optimizer", "rmsprop"],
+                 ["train", "--batch-size", "x"], ["frobnicate"], []):
+        with pytest.raises(SystemExit) as info:
+            cli.main(argv)
+        assert info.value.code == 2
+        assert "usage:" in capsys.readouterr().err
+
+
+def test_package_errors_are_one_line_without_traceback(idx_dir, tmp_path, capsys):
+    assert cli.main(["evaluate", str(tmp_path / "absent.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cnn-im2col: error: ") and "absent.npz" in err and len(err.splitlines()) == 1
+    junk = tmp_path / "junk.npz"
+    junk.write_text("nope")
+    assert cli.main(["evaluate", str(junk), "--data-dir", str(idx_dir)]) == 2
+    assert "not a cnn-im2col model file" in capsys.readouterr().err
+    assert cli.main(train_args(idx_dir, tmp_path / "r", "--val-split", "500")) == 2
+    assert "--val-split 500 must be smaller than the number of training images (200)" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert cli.main(train_args(tmp_path / "a-file", tmp_path / "r")) == 2
+    assert "must be a directory" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(tmp_path / "nothing-here")]) == 2
+    assert "no checkpoint.npz" in capsys.readouterr().err
+
+
+def test_bench_prints_a_row_per_layer(capsys):
+    assert cli.main(["bench", "--batch-size", "4", "--batches", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "Conv2D(32, 64, 5" in text and "all layers" in text and "images/s" in text
+
+
+def test_default_model_is_deterministic():
+    a, b = cli.default_model(3), cli.default_model(3)
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+    assert a.check_shapes((1, 28, 28))[-1] == (10,)
+
+
+def test_real_mnist_one_epoch_on_5000_images(tmp_path, capsys):
+    """Downloads MNIST as a new user would (cached afterwards), trains 1 epoch on 5,000 images."""
+    from cnn_im2col.datasets import load_mnist
+
+    try:
+        load_mnist()  # the per-user cache (or $CNN_IM2COL_DATA), fetched once
+    except ConnectionError as exc:
+        pytest.skip(f"MNIST not cached and no source reachable: {exc}")
+    out = tmp_path / "mnist"
+    start = time.perf_counter()
+    code = cli.main(["train", "--limit", "5000", "--val-split", "0", "--epochs", "1", "--batch-size", "32",
+                     "--optimizer", "sgd", "--lr", "0.05", "--shift", "0", "--no-progress", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_images"] == 10000
+    print(f"1 epoch on 5000 MNIST images: test accuracy {metrics['test_accuracy']:.4f} "
+          f"in {time.perf_counter() - start:.1f} s")
+    assert metrics["test_accuracy"] >= 0.95, text
