@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _kernels
-from .im2col import BACKENDS, fold, unfold
+from .im2col import BACKENDS, fold, fold_t, unfold, unfold_t
 from .shapes import (
     WindowGeometry,
     as_float_array,
@@ -35,6 +35,15 @@ from .shapes import (
     resolve_padding,
     window_geometry,
 )
+
+# --------------------------------------------------------------------------- GEMM
+
+
+def gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` through NumPy's BLAS: every matrix product of the engine goes through here (one
+    place to profile; dtypes are the callers' business and never mixed)."""
+    return np.matmul(a, b)
+
 
 # --------------------------------------------------------------------------- convolution
 
@@ -85,17 +94,30 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
     bias = _check_bias(bias, (out_channels, g.oh, g.ow), weight.dtype, owner)
 
     x = np.ascontiguousarray(x)
-    cols = unfold(x, g, 0.0, backend)
-    rows = cols @ weight.reshape(out_channels, -1).T  # (N*OH*OW, O): the whole layer in one GEMM
-    # NHWC -> NCHW; the bias add doubles as the copy into a contiguous output.
-    view = rows.reshape(x.shape[0], g.oh, g.ow, out_channels).transpose(0, 3, 1, 2)
-    out = np.empty(view.shape, dtype=weight.dtype)
-    if bias is None:
-        np.copyto(out, view)
-    elif bias.ndim == 1:
-        np.add(view, bias[:, None, None], out=out)
+    n = x.shape[0]
+    w2 = weight.reshape(out_channels, -1)
+    if backend == "numba":
+        # channel-major cols (C*KH*KW, N*OH*OW): W @ cols is (O, N*OH*OW), whose planes are
+        # contiguous, so the move to NCHW (fused with the tied bias) copies whole rows
+        cols = unfold_t(x, g)
+        rows_t = gemm(w2, cols)  # (O, N*OH*OW): the whole layer in one GEMM
+        out = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
+        tied = bias if bias is not None and bias.ndim == 1 else np.zeros(out_channels, weight.dtype)
+        _kernels.cnhw_to_nchw(rows_t, tied, out.reshape(n, out_channels, -1))
+        if bias is not None and bias.ndim == 3:
+            out += bias
     else:
-        np.add(view, bias, out=out)
+        cols = unfold(x, g, 0.0, backend)
+        rows = gemm(cols, w2.T)  # (N*OH*OW, O): the whole layer in one GEMM
+        # NHWC -> NCHW; the bias add doubles as the copy into a contiguous output.
+        view = rows.reshape(n, g.oh, g.ow, out_channels).transpose(0, 3, 1, 2)
+        out = np.empty(view.shape, dtype=weight.dtype)
+        if bias is None:
+            np.copyto(out, view)
+        elif bias.ndim == 1:
+            np.add(view, bias[:, None, None], out=out)
+        else:
+            np.add(view, bias, out=out)
     cache = ConvCache(x.shape, cols, weight, None if bias is None else bias.shape, g, backend, owner)
     return out, cache
 
@@ -118,16 +140,26 @@ def conv2d_backward(dout: Any, cache: ConvCache) -> tuple[np.ndarray, np.ndarray
     x_shape, cols, weight, bias_shape, g, backend, owner = cache
     out_channels = weight.shape[0]
     dout = check_dout(dout, (x_shape[0], out_channels, g.oh, g.ow), weight.dtype, owner)
-    d_rows = dout.transpose(0, 2, 3, 1).reshape(-1, out_channels)  # (N*OH*OW, O)
-    dweight = (d_rows.T @ cols).reshape(weight.shape)
+    w2 = weight.reshape(out_channels, -1)
+    if backend == "numba":  # cols is channel-major (C*KH*KW, N*OH*OW), see conv2d_forward
+        d_t = np.empty((out_channels, cols.shape[1]), dtype=weight.dtype)  # dout as (O, N*OH*OW)
+        tied_grad = np.empty(out_channels, dtype=weight.dtype)
+        _kernels.nchw_to_cnhw(np.ascontiguousarray(dout).reshape(x_shape[0], out_channels, -1), d_t, tied_grad)
+        dweight = gemm(d_t, cols.T).reshape(weight.shape)
+        dcols = gemm(w2.T, d_t)  # (C*KH*KW, N*OH*OW)
+        dx = fold_t(dcols, x_shape, g)
+    else:
+        d_rows = dout.transpose(0, 2, 3, 1).reshape(-1, out_channels)  # (N*OH*OW, O)
+        dweight = gemm(d_rows.T, cols).reshape(weight.shape)
+        tied_grad = None
+        dcols = gemm(d_rows, w2)  # (N*OH*OW, C*KH*KW)
+        dx = fold(dcols, x_shape, g, backend)
     if bias_shape is None:
         dbias = None
     elif len(bias_shape) == 1:
-        dbias = dout.sum(axis=(0, 2, 3))
+        dbias = tied_grad if tied_grad is not None else dout.sum(axis=(0, 2, 3))
     else:
         dbias = dout.sum(axis=0)
-    dcols = d_rows @ weight.reshape(out_channels, -1)  # (N*OH*OW, C*KH*KW)
-    dx = fold(dcols, x_shape, g, backend)
     return dx, dweight, dbias
 
 
@@ -165,6 +197,10 @@ def pool_geometry(height: int, width: int, kernel_size: Any, stride: Any, paddin
     return window_geometry(height, width, kernel, steps, (ph, ph, pw, pw), owner, what="pooling window")
 
 
+def _no_padding(g: WindowGeometry) -> bool:
+    return g.top == g.bottom == g.left == g.right == 0
+
+
 def _planes_as_channels(x: np.ndarray) -> np.ndarray:
     """(N, C, H, W) -> (N*C, 1, H, W): pooling works on each plane alone."""
     n, c, height, width = x.shape
@@ -185,8 +221,13 @@ def max_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None, padding: An
     n, c = x.shape[:2]
     if backend == "numba":
         out = np.empty((n, c, g.oh, g.ow), dtype=x.dtype)
-        argmax = np.empty((n, c, g.oh, g.ow), dtype=np.int64)
-        _kernels.max_pool_forward(x, g.kh, g.kw, g.sy, g.sx, g.top, g.left, out, argmax)
+        argmax = np.empty((n, c, g.oh, g.ow), dtype=np.int32 if x[0, 0].size < 2**31 else np.int64)
+        if _no_padding(g) and (g.kh, g.kw) == (2, 2):
+            _kernels.max_pool_forward_2x2(x, g.sy, g.sx, out, argmax)
+        elif _no_padding(g):
+            _kernels.max_pool_forward_valid(x, g.kh, g.kw, g.sy, g.sx, out, argmax, True)
+        else:
+            _kernels.max_pool_forward(x, g.kh, g.kw, g.sy, g.sx, g.top, g.left, out, argmax)
     else:
         cols = unfold(_planes_as_channels(x), g, -np.inf, "numpy")  # (N*C*OH*OW, KH*KW)
         argmax = cols.argmax(axis=1)  # window-local index of the first maximum
@@ -200,8 +241,12 @@ def max_pool2d_backward(dout: Any, cache: PoolCache) -> np.ndarray:
     n, c, height, width = x_shape
     dout = np.ascontiguousarray(check_dout(dout, (n, c, g.oh, g.ow), cache.dtype, owner))
     if backend == "numba":
-        dx = np.zeros(x_shape, dtype=cache.dtype)
-        _kernels.max_pool_backward(dout, argmax, dx)
+        if _no_padding(g) and (g.sy, g.sx) == (g.kh, g.kw):  # windows tile the image: no overlap
+            dx = np.empty(x_shape, dtype=cache.dtype)
+            _kernels.max_pool_backward_tiled(dout, argmax, dx)
+        else:
+            dx = np.zeros(x_shape, dtype=cache.dtype)
+            _kernels.max_pool_backward(dout, argmax, dx)
         return dx
     dcols = np.zeros((argmax.size, g.kh * g.kw), dtype=cache.dtype)
     dcols[np.arange(argmax.size), argmax] = dout.ravel()
@@ -273,6 +318,11 @@ def relu(x: np.ndarray) -> np.ndarray:
 
 
 def relu_backward(dout: np.ndarray, y: np.ndarray) -> np.ndarray:
+    if (dout.dtype == y.dtype and dout.dtype.char in "fd" and dout.shape == y.shape
+            and dout.flags.c_contiguous and y.flags.c_contiguous):
+        dx = np.empty_like(dout)
+        _kernels.relu_backward(dout.reshape(-1), y.reshape(-1), dx.reshape(-1))  # one pass, no mask
+        return dx
     return np.where(y > 0, dout, 0).astype(dout.dtype, copy=False)
 
 

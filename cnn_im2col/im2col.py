@@ -23,6 +23,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import _kernels
+from . import threads as _threads  # noqa: F401 - picks Numba's threading layer before any kernel runs
 from .shapes import (
     WindowGeometry,
     as_float_array,
@@ -62,6 +63,38 @@ def fold(cols: np.ndarray, input_shape: tuple[int, int, int, int], g: WindowGeom
         for j in range(g.kw):
             padded[:, :, i : i + g.sy * g.oh : g.sy, j : j + g.sx * g.ow : g.sx] += blocks[:, :, i, j]
     return padded[:, :, g.top : g.top + height, g.left : g.left + width].copy()
+
+
+def _padded(g: WindowGeometry) -> bool:
+    return bool(g.top or g.bottom or g.left or g.right)
+
+
+def unfold_t(x: np.ndarray, g: WindowGeometry, pad_value: float = 0.0) -> np.ndarray:
+    """Channel-major im2col (Numba) for validated input: C-contiguous float (N, C, H, W) ->
+    (C*KH*KW, N*OH*OW), the transpose of ``unfold``'s layout (``unfold_t(x, g) == unfold(x, g).T``).
+
+    The convolution's own layout: ``W (O, C*KH*KW) @ cols_t`` is (O, N*OH*OW), contiguous planes.
+    With padding, ``x`` is first copied into a padded array (the kernel has no bounds checks).
+    """
+    n, c = x.shape[:2]
+    if _padded(g):
+        x = np.pad(x, ((0, 0), (0, 0), (g.top, g.bottom), (g.left, g.right)), constant_values=pad_value)
+    cols = np.empty((c * g.kh * g.kw, n * g.oh * g.ow), dtype=x.dtype)
+    _kernels.im2col_t(x, g.kh, g.kw, g.sy, g.sx, g.oh, g.ow, cols)
+    return cols
+
+
+def fold_t(cols: np.ndarray, input_shape: tuple[int, int, int, int], g: WindowGeometry) -> np.ndarray:
+    """col2im (Numba) for the channel-major layout of ``unfold_t``: scatter-add (C*KH*KW, N*OH*OW)
+    into a new (N, C, H, W); ``fold_t(cols, s, g) == fold(cols.T, s, g)``. With padding it folds into
+    a padded array and returns the cropped copy (the padding's share is dropped)."""
+    n, c, height, width = input_shape
+    padded = (n, c, height + g.top + g.bottom, width + g.left + g.right)
+    dx = np.empty(padded, dtype=cols.dtype)
+    _kernels.col2im_t(np.ascontiguousarray(cols), g.kh, g.kw, g.sy, g.sx, g.oh, g.ow, dx)
+    if _padded(g):
+        dx = np.ascontiguousarray(dx[:, :, g.top:g.top + height, g.left:g.left + width])
+    return dx
 
 
 def _geometry(input_shape: tuple[int, ...], kernel_size: Any, stride: Any, padding: Any,

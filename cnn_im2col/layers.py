@@ -63,6 +63,7 @@ class Layer:
     def _remember(self, **config: Any) -> None:
         """Store the constructor arguments (JSON-able) for config() and repr()."""
         self._config = config
+        self._repr: str | None = None
 
     def _cached(self) -> Any:
         if self._cache is None:
@@ -73,6 +74,14 @@ class Layer:
         self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
 
     def __repr__(self) -> str:
+        # every forward/backward names its layer in error messages, and inspect.signature is slow:
+        # the configuration never changes after __init__, so the text is made once
+        text = self.__dict__.get("_repr")
+        if text is None:
+            text = self._repr = self._make_repr()
+        return text
+
+    def _make_repr(self) -> str:
         parameters = inspect.signature(type(self).__init__).parameters
         parts = []
         for name, value in self._config.items():
@@ -155,7 +164,8 @@ class Conv2D(Layer):
 
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
         owner = repr(self)
-        x = as_float_array(x, "x", owner, ndim=4, dtype=self.params["weight"].dtype)
+        # NaN/Inf are refused by conv2d_forward, with this owner: one pass over x, not two
+        x = as_float_array(x, "x", owner, ndim=4, dtype=self.params["weight"].dtype, finite=False)
         check_input_channels(x, self.in_channels, owner)
         if self.input_size is not None and list(x.shape[2:]) != self.input_size:
             raise ValueError(f"{owner}: x must be {tuple(self.input_size)} pixels (input_size), "
@@ -209,7 +219,7 @@ class Dense(Layer):
         if x.shape[1] != self.in_features:
             raise ValueError(f"{owner}: x must have shape (N, {self.in_features}), got {x.shape}")
         self._cache = x
-        out = x @ self.params["weight"].T
+        out = F.gemm(x, self.params["weight"].T)
         if "bias" in self.params:
             out += self.params["bias"]
         return out
@@ -217,10 +227,10 @@ class Dense(Layer):
     def backward(self, dout: Any) -> np.ndarray:
         x = self._cached()
         dout = F.check_dout(dout, (x.shape[0], self.out_features), x.dtype, repr(self))
-        self.grads["weight"] = dout.T @ x
+        self.grads["weight"] = F.gemm(dout.T, x)
         if "bias" in self.params:
             self.grads["bias"] = dout.sum(axis=0)
-        return dout @ self.params["weight"]
+        return F.gemm(dout, self.params["weight"])
 
 
 class _Pool2D(Layer):
