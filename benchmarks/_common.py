@@ -1,0 +1,375 @@
+"""Shared helpers of the benchmark scripts: timing, memory, stage profiling, tables, JSON.
+
+Nothing here knows about a particular benchmark. The scripts (``bench_layers.py``,
+``bench_train.py``) import it as a sibling module.
+
+- Timing: ``alternate`` runs several implementations round-robin (a, b, c, a, b, c, ...) so that a
+  change of load on a shared machine hits all of them alike; results are medians.
+- Memory: ``peak_extra_bytes`` resets the kernel's resident-set high-water mark
+  (``/proc/self/clear_refs``), runs a call and reads ``VmHWM`` back: the peak extra resident memory
+  of that call, for NumPy, Numba and PyTorch alike. ``configure_malloc`` first makes glibc serve
+  every allocation above 64 KiB with its own mmap, so a freed buffer leaves the resident set at once
+  and is not silently reused from the heap by the next call (which would hide it). Where ``/proc``
+  lacks these files, ``tracemalloc`` (NumPy buffers only) is the fallback.
+- Profiling: ``StageProfiler`` wraps named functions of the engine and attributes every call's
+  *exclusive* time (minus the time of wrapped functions it calls) to a stage; what no wrapper
+  covers is the Python overhead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import inspect
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------
+
+
+def median_ms(seconds: Sequence[float]) -> float:
+    return 1e3 * statistics.median(seconds)
+
+
+def alternate(runners: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Time each runner ``rounds`` times, round-robin; ``warmup`` untimed rounds first.
+
+    Returns ``{name: [seconds, ...]}``. Interleaving keeps the ratios honest on a machine whose
+    load changes (other processes): every implementation sees the same mix of quiet and busy.
+    """
+    for _ in range(warmup):
+        for fn in runners.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, fn in runners.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def gflops(flop: float, seconds: float) -> float:
+    return flop / seconds / 1e9 if seconds > 0 else float("nan")
+
+
+def gemm_rate(m: int, k: int, n: int, dtype: Any = np.float32, rounds: int = 7) -> dict[str, float]:
+    """This machine's GEMM rate for an (m x k) @ (k x n) ``np.matmul`` (the BLAS NumPy uses), now."""
+    rng = np.random.default_rng(0)
+    a = rng.random((m, k), dtype=np.float32).astype(dtype)
+    b = rng.random((k, n), dtype=np.float32).astype(dtype)
+    out = np.empty((m, n), dtype=dtype)
+    times = alternate({"gemm": lambda: np.matmul(a, b, out=out)}, rounds)["gemm"]
+    seconds = statistics.median(times)
+    return {"m": m, "k": k, "n": n, "ms": 1e3 * seconds, "gflops": gflops(2.0 * m * k * n, seconds)}
+
+
+# --------------------------------------------------------------------------------------------
+# Memory
+# --------------------------------------------------------------------------------------------
+
+_M_MMAP_THRESHOLD = -3
+
+
+def configure_malloc(threshold: int = 64 * 1024) -> bool:
+    """glibc: serve allocations above ``threshold`` bytes with mmap (and stop the threshold from
+    adapting), so the resident set follows what is really in use. False if not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False
+
+
+def _status_kib(*keys: str) -> dict[str, int]:
+    values = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name in keys:
+                values[name] = int(rest.split()[0])
+    return values
+
+
+def _hwm_supported() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return "VmHWM" in _status_kib("VmHWM")
+    except OSError:
+        return False
+
+
+def peak_extra_bytes(fn: Callable[[], Any]) -> tuple[int, str]:
+    """Peak extra memory of one call of ``fn``: ``(bytes, method)``; method ``"rss"`` or ``"tracemalloc"``."""
+    gc.collect()
+    if _hwm_supported():
+        base = _status_kib("VmRSS")["VmRSS"]
+        result = fn()
+        peak = _status_kib("VmHWM")["VmHWM"]
+        del result
+        return max(0, peak - base) * 1024, "rss"
+    tracemalloc.start()
+    try:
+        result = fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del result
+    return peak, "tracemalloc"
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size so far (``ru_maxrss``, KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+# --------------------------------------------------------------------------------------------
+# Stage profiling
+# --------------------------------------------------------------------------------------------
+
+
+class StageProfiler:
+    """Attribute the time of wrapped functions to stages, exclusive of nested wrapped calls.
+
+    >>> prof = StageProfiler()
+    >>> with prof.patch([(module, "unfold", "im2col"), (SomeClass, "forward", "loss")]):
+    ...     run()
+    >>> prof.seconds  # {"im2col": ..., "loss": ...}
+
+    Targets that do not exist are skipped (listed in ``missing``), so one list fits engine versions.
+    A staticmethod or a plain function stored on a class is re-wrapped as what it was.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self.missing: list[str] = []
+        self._stack: list[list[float]] = []  # [start, time spent in nested wrapped calls]
+
+    def reset(self) -> None:
+        self.seconds.clear()
+        self.calls.clear()
+
+    def _wrap(self, fn: Callable, stage: str) -> Callable:
+        stack, seconds, calls, clock = self._stack, self.seconds, self.calls, time.perf_counter
+
+        def wrapped(*args, **kwargs):
+            frame = [clock(), 0.0]
+            stack.append(frame)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                stack.pop()
+                elapsed = clock() - frame[0]
+                seconds[stage] += elapsed - frame[1]
+                calls[stage] += 1
+                if stack:
+                    stack[-1][1] += elapsed
+
+        wrapped.__wrapped__ = fn
+        return wrapped
+
+    @contextlib.contextmanager
+    def patch(self, targets: Iterable[tuple[Any, str, str]]):
+        saved = []
+        try:
+            for owner, name, stage in targets:
+                try:
+                    raw = inspect.getattr_static(owner, name)
+                except AttributeError:
+                    self.missing.append(f"{getattr(owner, '__name__', owner)}.{name}")
+                    continue
+                if isinstance(raw, staticmethod):
+                    replacement: Any = staticmethod(self._wrap(raw.__func__, stage))
+                else:
+                    replacement = self._wrap(getattr(owner, name) if not isinstance(owner, type) else raw, stage)
+                own = name in vars(owner)  # inherited class attributes are shadowed, then deleted
+                saved.append((owner, name, raw, own))
+                setattr(owner, name, replacement)
+            yield self
+        finally:
+            for owner, name, raw, own in reversed(saved):
+                if own:
+                    setattr(owner, name, raw)
+                else:
+                    delattr(owner, name)
+
+
+def breakdown(stage_seconds: dict[str, float], total_seconds: float, batches: int,
+              order: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``{stage: {"ms_per_batch", "percent"}}`` in ``order``, plus ``"python overhead"`` (the rest)."""
+    result = {}
+    covered = 0.0
+    for stage in order:
+        s = stage_seconds.get(stage, 0.0)
+        covered += s
+        result[stage] = {"ms_per_batch": 1e3 * s / batches, "percent": 100.0 * s / total_seconds}
+    rest = max(0.0, total_seconds - covered)
+    result["python overhead"] = {"ms_per_batch": 1e3 * rest / batches, "percent": 100.0 * rest / total_seconds}
+    result["total"] = {"ms_per_batch": 1e3 * total_seconds / batches, "percent": 100.0}
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A table cell: floats to ``digits`` significant digits, None as an em dash."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "—"
+        if value == 0 or abs(value) >= 10 ** digits:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(cell) for cell in row) + " |")
+    return "\n".join(lines)
+
+
+def write_results(name: str, data: dict, markdown: str, directory: Path | None = None) -> tuple[Path, Path]:
+    """Write ``<name>.json`` and ``<name>.md`` (atomically: temp file, then rename)."""
+    directory = RESULTS_DIR if directory is None else Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for suffix, text in ((".json", json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"),
+                         (".md", markdown.rstrip() + "\n")):
+        path = directory / f"{name}{suffix}"
+        tmp = path.with_suffix(suffix + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def finite_or_none(value: Any) -> Any:
+    """JSON has no NaN/Inf: map them to None, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, np.generic):
+        return finite_or_none(value.item())
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Machine and optional PyTorch
+# --------------------------------------------------------------------------------------------
+
+
+def import_torch(enabled: bool = True):
+    """``torch`` if it imports (and ``enabled``), else None: PyTorch is for comparison only."""
+    if not enabled:
+        return None
+    try:
+        import torch
+    except Exception:  # noqa: BLE001 - any failure to import means "no torch column"
+        return None
+    return torch
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal"):
+                    return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def machine_info(torch: Any = None) -> dict:
+    """What the numbers were measured on: CPU, cores, memory, versions, threads, BLAS, load."""
+    import numba
+    import threadpoolctl
+
+    from cnn_im2col import threads
+
+    blas = [{k: info.get(k) for k in ("internal_api", "version", "num_threads", "threading_layer", "architecture")}
+            for info in threadpoolctl.threadpool_info() if info.get("user_api") == "blas"]
+    info = {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_gib": _memory_gib(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "threads": threads.thread_info(),
+        "blas": blas,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "torch": None,
+    }
+    if torch is not None:
+        info["torch"] = {"version": torch.__version__, "num_threads": torch.get_num_threads()}
+    return info
+
+
+def machine_line(info: dict) -> str:
+    """One line describing the machine, for the README and the tables."""
+    threads = info["threads"]
+    blas = info["blas"][0] if info["blas"] else {}
+    line = (f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; Python {info['python']}, "
+            f"NumPy {info['numpy']} ({blas.get('internal_api', '?')} {blas.get('version', '')}), "
+            f"Numba {info['numba']} ({threads['threading_layer']} layer); "
+            f"threads: Numba {threads['numba']}, BLAS {threads['blas']}")
+    if info.get("torch"):
+        line += f"; PyTorch {info['torch']['version']} ({info['torch']['num_threads']} threads)"
+    if info.get("load_average"):
+        line += f"; load average at start {info['load_average'][0]:.2f}"
+    return line
+
+
+def run_json_subprocess(args: Sequence[str], env: dict[str, str] | None = None, timeout: float = 1800) -> dict:
+    """Run ``python args...`` and parse the last stdout line as JSON (the worker's result)."""
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=timeout,
+                          check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    if not lines:
+        raise RuntimeError(f"worker {' '.join(args)} printed nothing; stderr:\n{proc.stderr[-4000:]}")
+    return json.loads(lines[-1])
