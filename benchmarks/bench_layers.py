@@ -20,10 +20,7 @@ timings (every implementation runs untimed first) and measured separately in fre
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402 - the sibling helper module
+import _common as C
 
 IMPLS = ("ref", "numpy", "numba", "torch")
 
@@ -288,11 +285,11 @@ def main(argv=None) -> dict:
     impls = [i for i in IMPLS if i in results[0]["modes"]["forward"]["median_ms"]]
 
     md = [f"# Layer benchmark{' (quick)' if args.quick else ''}", "", f"Machine: {C.machine_line(machine)}.", "",
-          "Median milliseconds over interleaved rounds (ref: the primer's scipy.signal loops; numpy / numba: "
+          ("Median milliseconds over interleaved rounds (ref: the primer's scipy.signal loops; numpy / numba: "
           "this engine's two backends; torch: PyTorch). `numba vs X` = X's time / numba's time. GFLOP/s "
           "counts 2·N·O·OH·OW·C·KH·KW per forward (x3 with backward); `% of GEMM rate` compares it with "
           "np.matmul on a GEMM of the layer's forward M, K, N, measured in the same run. MiB: peak extra "
-          f"resident memory of one call ({results[0]['modes']['forward']['memory_method']}).", "",
+          f"resident memory of one call ({results[0]['modes']['forward']['memory_method']})."), "",
           tables(results, impls), ""]
     gemm_rows = [[r["case"], r["gemm"]["m"], r["gemm"]["k"], r["gemm"]["n"], r["gemm"]["ms"], r["gemm"]["gflops"]]
                  for r in results if "gemm" in r]

@@ -1,0 +1,137 @@
+"""The benchmark scripts run at tiny sizes and write well-formed JSON (no timing is asserted), the
+shared helpers do what they say, and Numba's cache is reused from NUMBA_CACHE_DIR."""
+
+import json
+import math
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import _common as C
+
+
+def run_script(script, *args, env=None):
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                          timeout=600, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def test_bench_layers_quick_writes_well_formed_json(tmp_path):
+    proc = run_script("bench_layers.py", "--quick", "--no-compile", "--out", str(tmp_path))
+    data = json.loads((tmp_path / "layers-quick.json").read_text())
+    assert (tmp_path / "layers-quick.md").read_text().startswith("# Layer benchmark")
+    assert "| case | mode |" in proc.stdout
+    assert data["benchmark"] == "layers" and data["quick"] is True
+    assert data["machine"]["cores"] >= 1 and data["threads"] >= 1
+    assert {r["kind"] for r in data["results"]} == {"conv", "max", "avg"}
+    for result in data["results"]:
+        assert set(result["modes"]) == {"forward", "forward+backward"}
+        for entry in result["modes"].values():
+            impls = set(entry["median_ms"])
+            assert {"ref", "numpy", "numba"} <= impls <= {"ref", "numpy", "numba", "torch"}
+            assert all(is_number(v) and v > 0 for v in entry["median_ms"].values())
+            assert all(is_number(v) and v >= 0 for v in entry["peak_extra_bytes"].values())
+            assert set(entry["speedup_numba_vs"]) == impls - {"numba"}
+            if result["kind"] == "conv":
+                assert is_number(entry["gflops"]["numba"]) and is_number(entry["fraction_of_gemm_rate"]["numba"])
+        if result["kind"] == "conv":
+            assert is_number(result["gemm"]["gflops"])
+
+
+def test_bench_train_quick_writes_well_formed_json(tmp_path):
+    run_script("bench_train.py", "--quick", "--out", str(tmp_path))
+    data = json.loads((tmp_path / "train-quick.json").read_text())
+    assert (tmp_path / "train-quick.md").read_text().startswith("# Training benchmark")
+    assert data["benchmark"] == "train" and data["data"] == "synthetic"
+    frameworks = set(data["summary"])
+    assert "ours" in frameworks and frameworks <= {"ours", "torch"}
+    for summary in data["summary"].values():
+        for key in ("epoch_s", "samples_per_s", "ms_per_batch", "inference_s", "peak_rss_bytes"):
+            assert is_number(summary[key]) and summary[key] > 0
+    if "torch" in frameworks:
+        assert set(data["ratios"]) == {"epoch_time_ours_over_torch", "inference_time_ours_over_torch",
+                                       "peak_rss_ours_over_torch"}
+    stages = data["profile"]["stages"]
+    assert {"im2col", "GEMM", "col2im", "pooling", "activations", "python overhead", "total"} <= set(stages)
+    covered = sum(v["ms_per_batch"] for k, v in stages.items() if k != "total")
+    assert covered == pytest.approx(stages["total"]["ms_per_batch"], rel=1e-6)
+
+
+def test_stage_profiler_counts_exclusive_time_and_restores_targets():
+    class Target:
+        @staticmethod
+        def outer():
+            time.sleep(0.02)
+            return Target.inner() + 1
+
+        @staticmethod
+        def inner():
+            time.sleep(0.03)
+            return 1
+
+    original = Target.__dict__["outer"]
+    prof = C.StageProfiler()
+    with prof.patch([(Target, "outer", "a"), (Target, "inner", "b"), (Target, "absent", "c")]):
+        assert Target.outer() == 2
+    assert Target.__dict__["outer"] is original
+    assert prof.missing == ["Target.absent"]
+    assert 0.015 < prof.seconds["a"] < 0.029  # the nested 30 ms are not counted twice
+    assert prof.seconds["b"] >= 0.025
+    parts = C.breakdown(prof.seconds, 0.1, 2, ["a", "b"])
+    assert parts["total"]["ms_per_batch"] == pytest.approx(50)
+    assert sum(v["ms_per_batch"] for k, v in parts.items() if k != "total") == pytest.approx(50)
+
+
+def test_output_helpers():
+    assert C.finite_or_none({"a": [1.0, float("nan")], "b": float("inf")}) == {"a": [1.0, None], "b": None}
+    table = C.markdown_table(["x", "y"], [[1.23456, None], ["s", 12345.6]])
+    assert table.splitlines() == ["| x | y |", "|---|---|", "| 1.23 | — |", "| s | 12,346 |"]
+    size, method = C.peak_extra_bytes(lambda: bytearray(8 * 2**20))
+    assert method in ("rss", "tracemalloc") and size > 0
+
+
+def test_jit_cache_is_reused_from_numba_cache_dir_with_a_read_only_package(tmp_path):
+    """A copy of the package, made read-only, with NUMBA_CACHE_DIR set: the first process compiles
+    and writes the cache there, the second loads everything from it (no compilation), and nothing
+    is ever written into the package directory."""
+    from bench_layers import COMPILE_PROBE
+
+    package = tmp_path / "site" / "cnn_im2col"
+    shutil.copytree(ROOT / "cnn_im2col", package, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in [package, *package.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    cache = tmp_path / "numba-cache"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(package.parent),
+               PYTHONDONTWRITEBYTECODE="1")
+    probe = COMPILE_PROBE + "\nimport cnn_im2col; print(cnn_im2col.__file__, file=sys.stderr)\n"
+    try:
+        runs = []
+        for _ in range(2):
+            proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
+                                  timeout=600, check=False, cwd=tmp_path)  # not the checkout: '' is on sys.path
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            assert str(package) in proc.stderr  # the read-only copy was the package imported
+            runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        cold, cached = runs
+        assert cold["cache_misses"] > 0
+        assert cached["cache_misses"] == 0 and cached["cache_hits"] == cold["cache_misses"]
+        assert any(cache.rglob("*.nbi"))
+        assert not list(package.rglob("*.nbi")) and not list(package.rglob("*.nbc"))
+    finally:
+        for path in [package, *package.rglob("*")]:
+            path.chmod(path.stat().st_mode | stat.S_IWUSR)

@@ -1,0 +1,110 @@
+"""threads: the thread split between Numba kernels and BLAS, the threading layer, the defaults."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numba
+import numpy as np
+import pytest
+import threadpoolctl
+
+from cnn_im2col import functional as F
+from cnn_im2col import threads
+
+
+def blas_threads():
+    return [info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"]
+
+
+@pytest.fixture(autouse=True)
+def restore_default():
+    yield
+    threads.set_num_threads()
+
+
+def test_set_num_threads_sets_numba_and_blas():
+    assert threads.set_num_threads(1) == {"n": 1, "numba": 1, "blas": 1}
+    assert threads.get_num_threads() == 1
+    assert numba.get_num_threads() == 1
+    assert set(blas_threads()) == {1}
+    info = threads.thread_info()
+    assert (info["n"], info["numba"], info["blas"]) == (1, 1, 1)
+
+
+def test_default_split_uses_every_core_for_numba_and_half_for_blas():
+    cores = threads.default_num_threads()
+    result = threads.set_num_threads()
+    assert result == {"n": cores, "numba": min(cores, numba.config.NUMBA_NUM_THREADS), "blas": max(1, cores // 2)}
+    assert set(blas_threads()) == {max(1, cores // 2)}
+
+
+def test_blas_count_can_be_given():
+    assert threads.set_num_threads(1, blas=2)["blas"] == 2
+    assert set(blas_threads()) == {2}
+
+
+def test_more_threads_than_numba_has_are_capped():
+    result = threads.set_num_threads(numba.config.NUMBA_NUM_THREADS + 3)
+    assert result["numba"] == numba.config.NUMBA_NUM_THREADS
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    outs = []
+    for n in (1, threads.default_num_threads()):
+        threads.set_num_threads(n)
+        out, cache = F.conv2d_forward(x, w, None, 1, 1)
+        outs.append((out, *F.conv2d_backward(np.ones_like(out), cache)[:2]))
+    for a, b in zip(*outs):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-1, ValueError), ("2", TypeError), (True, TypeError),
+                                        (1.5, TypeError)])
+def test_bad_thread_counts_are_named(bad, error):
+    with pytest.raises(error, match="set_num_threads: n must be an int >= 1"):
+        threads.set_num_threads(bad)
+    with pytest.raises(error, match="set_num_threads: blas must be an int >= 1"):
+        threads.set_num_threads(1, blas=bad)
+
+
+PROBE = """
+import json, numpy as np, numba, threadpoolctl
+import cnn_im2col.threads as T
+from cnn_im2col import functional as F
+x = np.ones((2, 3, 6, 6), np.float32)
+o, c = F.max_pool2d_forward(x, 2)          # the first parallel kernels of this process
+F.conv2d_backward(np.ones((2, 1, 4, 4), np.float32), F.conv2d_forward(x, np.ones((1, 3, 3, 3), np.float32))[1])
+print(json.dumps({"layer": numba.threading_layer(), "info": T.thread_info(),
+                  "blas": [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]}))
+"""
+
+
+def run_probe(**env_changes):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_THREADING_LAYER", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env.update(env_changes)
+    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_fresh_process_uses_workqueue_and_keeps_the_blas_limit_after_the_first_kernel():
+    """The first parallel kernel of a process resets OpenBLAS's thread count; the default split must
+    survive it (it is applied after a warm-up kernel), and idle Numba workers must not spin."""
+    result = run_probe()
+    assert result["layer"] == "workqueue"
+    cores = threads.default_num_threads()
+    assert set(result["blas"]) == {max(1, cores // 2)}
+    assert result["info"]["numba"] == min(cores, numba.config.NUMBA_NUM_THREADS)
+
+
+def test_the_users_choice_of_layer_and_blas_threads_is_respected():
+    result = run_probe(NUMBA_THREADING_LAYER="workqueue", OPENBLAS_NUM_THREADS="2")
+    assert result["layer"] == "workqueue"
+    assert set(result["blas"]) == {2}
