@@ -10,8 +10,11 @@ matrix-vector product, the engine's own machinery. Appendix A of the primer in n
     array([[370., 470.],
            [670., 770.]])
 
-Convolution is correlation with the kernel rotated 180 degrees. Inputs are real 2-D arrays;
-integer inputs are computed in float64 (exact for integers below 2**53).
+Convolution is correlation with the kernel rotated 180 degrees, exactly so in ``"full"`` and
+``"valid"`` modes. In ``"same"`` mode both crop the full result around its centre, and for an even
+kernel dimension the centre falls between two pixels: like scipy, correlation keeps the later one
+and convolution the earlier one, so there the two differ by a one-pixel shift. Inputs are real
+2-D arrays; integer inputs are computed in float64 (exact for integers below 2**53).
 """
 
 from __future__ import annotations
