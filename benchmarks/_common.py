@@ -9,8 +9,10 @@ Nothing here knows about a particular benchmark. The scripts (``bench_layers.py`
   (``/proc/self/clear_refs``), runs a call and reads ``VmHWM`` back: the peak extra resident memory
   of that call, for NumPy, Numba and PyTorch alike. ``configure_malloc`` first makes glibc serve
   every allocation above 64 KiB with its own mmap, so a freed buffer leaves the resident set at once
-  and is not silently reused from the heap by the next call (which would hide it). Where ``/proc``
-  lacks these files, ``tracemalloc`` (NumPy buffers only) is the fallback.
+  and is not silently reused from the heap by the next call (which would hide it); it also makes
+  large allocations slower (a fresh mapping each time), so timings are taken before it is called.
+  Where ``/proc`` lacks these files, ``tracemalloc`` (NumPy buffers only) is the fallback.
+  Training's peak RSS (``peak_rss_bytes``) is measured with the default allocator, as users run.
 - Profiling: ``StageProfiler`` wraps named functions of the engine and attributes every call's
   *exclusive* time (minus the time of wrapped functions it calls) to a stage; what no wrapper
   covers is the Python overhead.

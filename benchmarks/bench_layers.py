@@ -224,14 +224,19 @@ def bench_case(name, spec, torch, rounds, ref_rounds, rng):
             entry["gflop"] = flop / 1e9
             entry["gflops"] = {i: C.gflops(flop, ms[i] / 1e3) for i in impls}
             entry["fraction_of_gemm_rate"] = {i: entry["gflops"][i] / gemm["gflops"] for i in impls}
+        result["modes"][mode] = entry
+    return result, fns
+
+
+def measure_memory(result: dict, fns: dict) -> None:
+    """Peak extra memory of one call of each implementation and mode (after all timings: the
+    malloc setting that makes it measurable would slow the timed calls down)."""
+    for mode, entry in result["modes"].items():
         memory = {}
-        for i in impls:
-            size, method = C.peak_extra_bytes(fns[i][mode])
-            memory[i] = size
+        for i in entry["median_ms"]:
+            memory[i], method = C.peak_extra_bytes(fns[i][mode])
         entry["peak_extra_bytes"] = memory
         entry["memory_method"] = method
-        result["modes"][mode] = entry
-    return result
 
 
 def tables(results: list[dict], impls: list[str]) -> str:
@@ -262,7 +267,6 @@ def main(argv=None) -> dict:
     parser.add_argument("--name", default=None, help="results file stem (default layers, or layers-quick)")
     args = parser.parse_args(argv)
 
-    C.configure_malloc()
     from cnn_im2col import threads
 
     threads.set_num_threads(args.threads)
@@ -277,10 +281,16 @@ def main(argv=None) -> dict:
 
     compile_times = None if args.no_compile else measure_compile()
     rng = np.random.default_rng(0)
-    results = []
+    results, all_fns = [], []
     for name, spec in cases.items():
-        results.append(bench_case(name, spec, torch, rounds, ref_rounds, rng))
-        print(f"  done: {name}", file=sys.stderr, flush=True)
+        result, fns = bench_case(name, spec, torch, rounds, ref_rounds, rng)
+        results.append(result)
+        all_fns.append(fns)
+        print(f"  timed: {name}", file=sys.stderr, flush=True)
+    C.configure_malloc()  # from here on, every large allocation is its own mapping: RSS tells usage
+    for result, fns in zip(results, all_fns):
+        measure_memory(result, fns)
+    del all_fns
     machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     impls = [i for i in IMPLS if i in results[0]["modes"]["forward"]["median_ms"]]
 

@@ -173,7 +173,6 @@ def profile_batches(model: Ours, x, y, batches: int) -> dict:
 
 
 def worker(framework: str, args) -> dict:
-    C.configure_malloc()
     x_train, y_train, x_test, y_test, source = load_data(args.quick, args.train, args.test)
     y_train, y_test = y_train.astype(np.int64), y_test.astype(np.int64)
     rss_data = C.peak_rss_bytes()
@@ -280,7 +279,6 @@ def main(argv=None) -> dict:
         print(json.dumps(C.finite_or_none(worker(args.worker, args))))
         return {}
     if args.profile_only:
-        C.configure_malloc()
         try:
             from cnn_im2col import threads
             threads.set_num_threads(args.threads)

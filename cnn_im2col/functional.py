@@ -47,15 +47,18 @@ def gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- convolution
 
+_CHUNK_BYTES = 16 * 2**20  # conv2d_forward(keep_cols=False): im2col at most this much at a time
+
 
 class ConvCache(NamedTuple):
     x_shape: tuple[int, int, int, int]
-    cols: np.ndarray
+    cols: np.ndarray | None  # None when conv2d_forward ran with keep_cols=False
     weight: np.ndarray
     bias_shape: tuple[int, ...] | None
     geometry: WindowGeometry
     backend: str
     owner: str
+    x: np.ndarray | None = None  # the (contiguous) input, kept instead of cols (keep_cols=False)
 
 
 def conv2d_output_shape(input_shape: tuple[int, int, int], weight_shape: tuple[int, int, int, int],
@@ -77,13 +80,17 @@ def _conv_geometry(height: int, width: int, kernel: tuple[int, int], stride: Any
 
 
 def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
-                   backend: str = "numba", owner: str = "conv2d") -> tuple[np.ndarray, ConvCache]:
+                   backend: str = "numba", owner: str = "conv2d", *,
+                   keep_cols: bool = True) -> tuple[np.ndarray, ConvCache]:
     """Cross-correlate ``x`` (N, C, H, W) with ``weight`` (O, C, KH, KW) and add ``bias``.
 
     ``bias``: ``None``; tied, shape (O,), one per feature map; or untied, shape (O, OH, OW), one per
     output neuron (Fig. 8.1). ``stride``: int or (sy, sx). ``padding``: int, (ph, pw), ``"valid"``
     or ``"same"`` (stride 1 only). ``x`` is cast to the weight's dtype (float32 or float64).
     Returns ``out`` (N, O, OH, OW), C-contiguous, and the cache for ``conv2d_backward``.
+    ``keep_cols=False`` (inference): the im2col matrix (C*KH*KW values per output position, the
+    layer's largest array) is built a few samples at a time (about 16 MiB each) and not kept; the
+    cache holds ``x`` instead, and ``conv2d_backward`` rebuilds the matrix if it is ever called.
     """
     check_choice(backend, "backend", BACKENDS, owner)
     weight = as_float_array(weight, "weight", owner, ndim=4)
@@ -99,11 +106,19 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
     if backend == "numba":
         # channel-major cols (C*KH*KW, N*OH*OW): W @ cols is (O, N*OH*OW), whose planes are
         # contiguous, so the move to NCHW (fused with the tied bias) copies whole rows
-        cols = unfold_t(x, g)
-        rows_t = gemm(w2, cols)  # (O, N*OH*OW): the whole layer in one GEMM
         out = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
         tied = bias if bias is not None and bias.ndim == 1 else np.zeros(out_channels, weight.dtype)
-        _kernels.cnhw_to_nchw(rows_t, tied, out.reshape(n, out_channels, -1))
+        # kept for backward: all samples at once; otherwise a few samples at a time, so that the
+        # im2col matrix never holds more than about _CHUNK_BYTES, whatever the batch size
+        per_sample = w2.shape[1] * g.oh * g.ow * x.itemsize
+        step = n if keep_cols else max(1, min(n, _CHUNK_BYTES // per_sample))
+        cols = None
+        for start in range(0, n, step):
+            cols = unfold_t(x[start:start + step], g)
+            rows_t = gemm(w2, cols)  # (O, n*OH*OW): the whole layer (or chunk) in one GEMM
+            _kernels.cnhw_to_nchw(rows_t, tied, out[start:start + step].reshape(-1, out_channels, g.oh * g.ow))
+            if not keep_cols:
+                cols = rows_t = None  # free this chunk's arrays before the next one is made
         if bias is not None and bias.ndim == 3:
             out += bias
     else:
@@ -118,7 +133,8 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
             np.add(view, bias[:, None, None], out=out)
         else:
             np.add(view, bias, out=out)
-    cache = ConvCache(x.shape, cols, weight, None if bias is None else bias.shape, g, backend, owner)
+    cache = ConvCache(x.shape, cols if keep_cols else None, weight, None if bias is None else bias.shape, g,
+                      backend, owner, None if keep_cols else x)
     return out, cache
 
 
@@ -137,7 +153,9 @@ def conv2d_backward(dout: Any, cache: ConvCache) -> tuple[np.ndarray, np.ndarray
 
     ``dbias`` is None when there was no bias.
     """
-    x_shape, cols, weight, bias_shape, g, backend, owner = cache
+    x_shape, cols, weight, bias_shape, g, backend, owner, x = cache
+    if cols is None:  # forward ran with keep_cols=False
+        cols = unfold_t(x, g) if backend == "numba" else unfold(x, g, 0.0, backend)
     out_channels = weight.shape[0]
     dout = check_dout(dout, (x_shape[0], out_channels, g.oh, g.ow), weight.dtype, owner)
     w2 = weight.reshape(out_channels, -1)

@@ -170,8 +170,10 @@ class Conv2D(Layer):
         if self.input_size is not None and list(x.shape[2:]) != self.input_size:
             raise ValueError(f"{owner}: x must be {tuple(self.input_size)} pixels (input_size), "
                              f"got shape {x.shape}")
+        # at inference the im2col matrix is not kept (it is the layer's largest array); backward
+        # still works after forward(training=False): it rebuilds it from x
         out, self._cache = F.conv2d_forward(x, self.params["weight"], self.params.get("bias"),
-                                            self.stride, self.padding, owner=owner)
+                                            self.stride, self.padding, owner=owner, keep_cols=bool(training))
         return out
 
     def backward(self, dout: Any) -> np.ndarray:
