@@ -103,6 +103,15 @@ def configure_malloc(threshold: int = 64 * 1024) -> bool:
         return False
 
 
+def release_free_memory() -> None:
+    """glibc: give the pages of free heap chunks back to the system (``malloc_trim``), so that a
+    call reusing such a chunk touches fresh pages and shows up in the resident set."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _status_kib(*keys: str) -> dict[str, int]:
     values = {}
     with open("/proc/self/status") as f:
@@ -125,6 +134,7 @@ def _hwm_supported() -> bool:
 def peak_extra_bytes(fn: Callable[[], Any]) -> tuple[int, str]:
     """Peak extra memory of one call of ``fn``: ``(bytes, method)``; method ``"rss"`` or ``"tracemalloc"``."""
     gc.collect()
+    release_free_memory()
     if _hwm_supported():
         base = _status_kib("VmRSS")["VmRSS"]
         result = fn()
@@ -331,8 +341,10 @@ def machine_info(torch: Any = None) -> dict:
 
     from cnn_im2col import threads
 
-    blas = [{k: info.get(k) for k in ("internal_api", "version", "num_threads", "threading_layer", "architecture")}
-            for info in threadpoolctl.threadpool_info() if info.get("user_api") == "blas"]
+    found = [info for info in threadpoolctl.threadpool_info() if info.get("user_api") == "blas"]
+    found.sort(key=lambda info: "numpy" not in str(info.get("filepath", "")))  # NumPy's own BLAS first
+    blas = [{k: info.get(k) for k in ("internal_api", "version", "num_threads", "threading_layer", "architecture",
+                                      "filepath")} for info in found]
     info = {
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),

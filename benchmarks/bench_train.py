@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
 
 BATCH = 64
+TORCH_ONE = "torch, 1 thread"  # an extra reference when the engine has more than one thread
 LR, MOMENTUM = 0.05, 0.9
 STAGES = ["im2col", "GEMM", "col2im", "layout+bias", "pooling", "activations", "validation", "loss",
           "optimizer", "conv/dense inline"]
@@ -228,13 +229,16 @@ def worker(framework: str, args) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def worker_args(args, framework: str) -> list[str]:
+def worker_args(args, label: str) -> list[str]:
+    framework = "ours" if label == "ours" else "torch"
     out = [str(Path(__file__).resolve()), "--worker", framework, "--train", str(args.train), "--test", str(args.test),
            "--infer-batch", str(args.infer_batch), "--profile-batches", str(args.profile_batches),
            "--seed", str(args.seed)]
     if args.threads:
         out += ["--threads", str(args.threads)]
-    if args.torch_threads:
+    if label == TORCH_ONE:
+        out += ["--torch-threads", "1"]
+    elif args.torch_threads:
         out += ["--torch-threads", str(args.torch_threads)]
     if args.quick:
         out.append("--quick")
@@ -264,6 +268,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--profile-batches", type=int, default=None, help="batches profiled after an epoch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--no-torch-one-thread", action="store_true",
+                        help="skip the extra PyTorch reference with 1 thread")
     parser.add_argument("--profile-only", action="store_true", help="only the per-batch breakdown, in-process")
     parser.add_argument("--worker", choices=("ours", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None)
@@ -293,10 +299,12 @@ def main(argv=None) -> dict:
 
     torch = C.import_torch(not args.no_torch)
     rounds = args.rounds or (1 if args.quick else 2)
-    frameworks = ["ours", "torch"] if torch is not None else ["ours"]
     from cnn_im2col import threads
 
     threads.set_num_threads(args.threads)
+    frameworks = ["ours", "torch"] if torch is not None else ["ours"]
+    if torch is not None and not args.no_torch_one_thread and threads.get_num_threads() > 1:
+        frameworks.append(TORCH_ONE)
     machine = C.machine_info(torch)
     runs: dict[str, list[dict]] = {f: [] for f in frameworks}
     for r in range(rounds):
@@ -328,7 +336,7 @@ def main(argv=None) -> dict:
     for f in frameworks:
         s = summary[f]
         th = runs[f][0]["threads"]
-        th_text = (f"torch {th['torch']}" if f == "torch" else
+        th_text = (f"torch {th['torch']}" if f != "ours" else
                    f"Numba {th['numba']} + BLAS {th['blas']}" if th else "?")
         rows.append([f, th_text, s["epoch_s"], s["samples_per_s"], s["ms_per_batch"], s["inference_s"],
                      s["peak_rss_bytes"] / 2**20, s["test_accuracy"], s["warmup_batch_s"]])
@@ -338,18 +346,28 @@ def main(argv=None) -> dict:
           f"images, inference on {args.test:,} (batch {args.infer_batch}); medians of {rounds} alternated "
           "run(s) per framework, each in its own process."), "",
           C.markdown_table(heads, rows), ""]
+    if TORCH_ONE in summary:
+        o, t = summary["ours"], summary[TORCH_ONE]
+        ratios_one = {"epoch_time_ours_over_torch": o["epoch_s"] / t["epoch_s"],
+                      "inference_time_ours_over_torch": o["inference_s"] / t["inference_s"],
+                      "peak_rss_ours_over_torch": o["peak_rss_bytes"] / t["peak_rss_bytes"]}
+    else:
+        ratios_one = None
     if ratios:
-        md += [C.markdown_table(["ratio (ours / torch)", "value"],
-                                [["epoch time", ratios["epoch_time_ours_over_torch"]],
-                                 ["inference time", ratios["inference_time_ours_over_torch"]],
-                                 ["peak RSS", ratios["peak_rss_ours_over_torch"]]]), ""]
+        heads_r = ["ratio (ours / torch)", "torch, same threads"] + (["torch, 1 thread"] if ratios_one else [])
+        md += [C.markdown_table(heads_r, [
+            [label, ratios[key]] + ([ratios_one[key]] if ratios_one else [])
+            for label, key in (("epoch time", "epoch_time_ours_over_torch"),
+                               ("inference time", "inference_time_ours_over_torch"),
+                               ("peak RSS", "peak_rss_ours_over_torch"))]), ""]
     if profile:
         md += [(f"Where one training batch of this engine spends its time ({profile['batches']} profiled batches "
                "after the epoch; exclusive times of the wrapped engine functions, the rest is Python overhead):"), "",
                profile_table(profile), ""]
     markdown = "\n".join(md)
     data = C.finite_or_none({"benchmark": "train", "quick": args.quick, "machine": machine, "data": data_source,
-                             "rounds": rounds, "summary": summary, "ratios": ratios, "profile": profile,
+                             "rounds": rounds, "summary": summary, "ratios": ratios,
+                             "ratios_vs_torch_one_thread": ratios_one, "profile": profile,
                              "runs": runs})
     name = args.name or ("train-quick" if args.quick else "train")
     json_path, md_path = C.write_results(name, data, markdown, args.out)

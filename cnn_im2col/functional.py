@@ -15,6 +15,14 @@ and its backward pass (Eq. 8.36, 8.45, 8.48 in matrix form) is
     db  = sum of dZ              (tied: over N, OH, OW; untied: over N)
     dx  = col2im(dZ @ W)         (the full convolution with the kernel rotated 180 degrees)
 
+That is the ``"numpy"`` backend, literally. The ``"numba"`` backend computes the same products
+transposed, with the channel-major matrix ``cols_t = cols.T`` (C*KH*KW, N*OH*OW) of
+``im2col.unfold_t``: ``W @ cols_t`` is (O, N*OH*OW), i.e. (O, N, OH, OW) with contiguous planes, so
+the move to NCHW is a copy of whole planes fused with the bias (``_kernels.cnhw_to_nchw``) instead
+of a strided NHWC -> NCHW transpose; backward turns dout into dZ.T (O, N*OH*OW) in one pass that
+also sums the tied bias gradient, then ``dW = dZ.T @ cols_t.T`` and ``dx = col2im_t(W.T @ dZ.T)``.
+Every matrix product goes through ``gemm`` (NumPy's BLAS).
+
 ``owner`` names the caller in error messages (a layer passes its own name).
 """
 
