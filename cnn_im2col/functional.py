@@ -171,7 +171,9 @@ def conv2d_backward(dout: Any, cache: ConvCache) -> tuple[np.ndarray, np.ndarray
         d_t = np.empty((out_channels, cols.shape[1]), dtype=weight.dtype)  # dout as (O, N*OH*OW)
         tied_grad = np.empty(out_channels, dtype=weight.dtype)
         _kernels.nchw_to_cnhw(np.ascontiguousarray(dout).reshape(x_shape[0], out_channels, -1), d_t, tied_grad)
-        dweight = gemm(d_t, cols.T).reshape(weight.shape)
+        # (cols @ dZ) transposed, not dZ.T @ cols.T: the same product, but OpenBLAS runs this
+        # orientation ~25% faster for these shapes (measured: LeNet's 2.85 -> 2.1 ms, 1.3 -> 1.0 ms)
+        dweight = np.ascontiguousarray(gemm(cols, d_t.T).T).reshape(weight.shape)
         dcols = gemm(w2.T, d_t)  # (C*KH*KW, N*OH*OW)
         dx = fold_t(dcols, x_shape, g)
     else:
