@@ -59,13 +59,15 @@ def test_bench_train_quick_writes_well_formed_json(tmp_path):
     assert (tmp_path / "train-quick.md").read_text().startswith("# Training benchmark")
     assert data["benchmark"] == "train" and data["data"] == "synthetic"
     frameworks = set(data["summary"])
-    assert "ours" in frameworks and frameworks <= {"ours", "torch"}
+    assert "ours" in frameworks and frameworks <= {"ours", "torch", "torch, 1 thread"}
     for summary in data["summary"].values():
         for key in ("epoch_s", "samples_per_s", "ms_per_batch", "inference_s", "peak_rss_bytes"):
             assert is_number(summary[key]) and summary[key] > 0
+    ratio_keys = {"epoch_time_ours_over_torch", "inference_time_ours_over_torch", "peak_rss_ours_over_torch"}
     if "torch" in frameworks:
-        assert set(data["ratios"]) == {"epoch_time_ours_over_torch", "inference_time_ours_over_torch",
-                                       "peak_rss_ours_over_torch"}
+        assert set(data["ratios"]) == ratio_keys and all(is_number(v) for v in data["ratios"].values())
+    if "torch, 1 thread" in frameworks:
+        assert set(data["ratios_vs_torch_one_thread"]) == ratio_keys
     stages = data["profile"]["stages"]
     assert {"im2col", "GEMM", "col2im", "pooling", "activations", "python overhead", "total"} <= set(stages)
     covered = sum(v["ms_per_batch"] for k, v in stages.items() if k != "total")
