@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -368,7 +369,8 @@ def cmd_train(args: argparse.Namespace) -> int:
               flush=True)
     print(model.summary(x_fit.shape[1:]), flush=True)
     opt_text = ("Adam" if settings["optimizer"] == "adam" else "SGD(momentum 0.9, Nesterov, weight decay 5e-4)")
-    print(f"training: {settings['epochs']} epochs x {batches} batches of {settings['batch_size']}, {opt_text}, "
+    plural = "s" if settings["epochs"] != 1 else ""
+    print(f"training: {settings['epochs']} epoch{plural} x {batches} batches of {settings['batch_size']}, {opt_text}, "
           f"lr {settings['lr']:g} with per-batch cosine decay, shifts up to {settings['shift']} px, "
           f"seed {settings['seed']}", flush=True)
 
@@ -549,6 +551,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\n{PROG}: aborted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `cnn-im2col evaluate m.npz | head`: not an error worth a message
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError):
+            pass
+        return 141
     except (CLIError, ValueError, TypeError, OSError, FloatingPointError) as exc:
         message = " ".join(str(exc).split()) if not isinstance(exc, CLIError) else str(exc)
         if isinstance(exc, FileNotFoundError) and exc.filename and not str(exc).startswith(str(exc.filename)):
