@@ -90,6 +90,14 @@ _IDX_CODES = {dtype.newbyteorder("="): code for code, dtype in _IDX_DTYPES.items
 _ALLOWED_IDX = "uint8, int8, int16, int32, float32 or float64"
 
 
+def _as_path(path: object, name: str, owner: str) -> Path:
+    """``path`` as a ``Path``; a TypeError naming ``owner`` and ``name`` if it is not a str or PathLike."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{owner}: {name} must be a path (str or os.PathLike), "
+                        f"got {path!r} ({type(path).__name__})")
+    return Path(path)
+
+
 def _read_file_bytes(path: Path, owner: str) -> bytes:
     """The bytes of ``path``, gunzipped if its name ends in ``.gz``.
 
@@ -142,7 +150,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     not a well-formed IDX file: bad magic number, truncated or over-long payload (the length must
     be exactly the product of the dims times the item size), or broken gzip data.
     """
-    path = Path(path)
+    path = _as_path(path, "path", "read_idx")
     data = _read_file_bytes(path, "read_idx")
     dtype, shape, offset = _parse_idx_header(data, path)
     expected = prod(shape) * dtype.itemsize
@@ -178,7 +186,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     Gzipped if the name ends in ``.gz`` (deterministic: no timestamp, no file name in the header).
     The write is atomic: the file is either the old one or the complete new one.
     """
-    path = Path(path)
+    path = _as_path(path, "path", "write_idx")
     data = _idx_bytes(array)
     with atomic_write(path, "wb") as handle:
         if path.suffix == ".gz":
@@ -244,7 +252,7 @@ def load_idx_dataset(directory: str | os.PathLike) -> tuple[Split, Split]:
     image and label counts disagree, the images are not uint8 ``(N, H, W)`` or the train and
     test images differ in size.
     """
-    directory = Path(directory)
+    directory = _as_path(directory, "directory", "load_idx_dataset")
     if not directory.is_dir():
         raise FileNotFoundError(f"load_idx_dataset: directory {str(directory)!r} does not exist")
     paths = [_find_idx_file(directory, name) for name in IDX_NAMES]
@@ -544,6 +552,10 @@ def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
             if missing:
                 raise ValueError(f"it lacks the arrays {missing}")
             arrays = tuple(npz[key] for key in _NPZ_KEYS)
+            # a zip member that is not a .npy comes back as raw bytes, never unpickled
+            odd = [key for key, value in zip(_NPZ_KEYS, arrays) if not isinstance(value, np.ndarray)]
+            if odd:
+                raise ValueError(f"the entries {odd} are not .npy arrays")
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
@@ -552,6 +564,13 @@ def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
     try:
         _check_split(arrays[0], arrays[1], f"{path}[x_train]", f"{path}[y_train]")
         _check_split(arrays[2], arrays[3], f"{path}[x_test]", f"{path}[y_test]")
+        for key, images in (("x_train", arrays[0]), ("x_test", arrays[2])):
+            if images.shape[1:] != (28, 28):
+                raise ValueError(f"{path}[{key}]: MNIST images must be 28x28, got shape {images.shape}")
+        for key, labels in (("y_train", arrays[1]), ("y_test", arrays[3])):
+            if labels.size and (labels.min() < 0 or labels.max() > 9):
+                raise ValueError(f"{path}[{key}]: MNIST labels must be in 0..9, "
+                                 f"got [{labels.min()}, {labels.max()}]")
     except ValueError as exc:
         raise ValueError(f"load_mnist: {exc}; delete {path} to fetch MNIST again") from None
     return arrays
@@ -642,6 +661,8 @@ def iterate_minibatches(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: 
     or a seed for one; ``None`` draws a fresh unseeded one); without it batches are views in order.
     """
     batch_size = check_int(batch_size, "batch_size", "iterate_minibatches", minimum=1)
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise TypeError(f"iterate_minibatches: shuffle must be True or False, got {shuffle!r}")
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
         raise ValueError(f"iterate_minibatches: x and y must have the same length along axis 0, "

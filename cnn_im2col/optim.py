@@ -216,6 +216,13 @@ class Optimizer:
         name = config.pop("name", cls.__name__)
         if name != cls.__name__:
             raise ValueError(f"{cls.__name__}.from_config: config is for {name!r}, not {cls.__name__!r}")
+        lr = config.get("lr")
+        if isinstance(lr, (int, float, np.integer, np.floating)) and not isinstance(lr, bool) and lr == 0:
+            # a schedule may anneal lr to exactly 0 (the setter allows it; the constructor wants > 0):
+            # the config of such an optimizer, e.g. in the last checkpoint of a run, must still load
+            optimizer = cls(**{**config, "lr": 1.0})
+            optimizer.lr = 0.0
+            return optimizer
         return cls(**config)
 
     def __repr__(self) -> str:

@@ -14,6 +14,10 @@ import numpy as np
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+#: The largest size, stride or padding ``pair`` accepts: the largest array dimension NumPy can hold.
+#: Anything beyond cannot describe a real array, and would overflow the kernels' int64 arguments.
+MAX_SIZE = int(np.iinfo(np.intp).max)
+
 
 def _prefix(owner: str) -> str:
     return f"{owner}: " if owner else ""
@@ -53,6 +57,9 @@ def pair(value: Any, name: str, owner: str = "", minimum: int = 1) -> tuple[int,
             raise TypeError(f"{_prefix(owner)}{name} must be {allowed}, got {value!r}")
         if int(item) < minimum:
             raise ValueError(f"{_prefix(owner)}{name} must be {allowed}, got {value!r}")
+        if int(item) > MAX_SIZE:
+            raise ValueError(f"{_prefix(owner)}{name} must be {allowed}, each at most {MAX_SIZE} "
+                             f"(the largest array dimension), got {value!r}")
         result.append(int(item))
     return result[0], result[1]
 
