@@ -76,7 +76,9 @@ HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "
 
 
 class TrainingDiverged(FloatingPointError):
-    """The loss (or a gradient) of a batch was NaN or Inf. The step was NOT applied.
+    """The loss or a gradient of a batch was NaN or Inf, or the optimizer step made a parameter
+    NaN/Inf. The step was NOT applied: the parameters are those from before that batch (an
+    optimizer's internal state, such as momentum, may have advanced in the last case).
 
     Attributes: ``epoch`` and ``batch`` (1-based), ``loss`` (the bad value), ``lr``.
     """
@@ -167,9 +169,22 @@ def _json_array(obj: Any) -> np.ndarray:
     return np.frombuffer(json.dumps(obj).encode("utf-8"), dtype=np.uint8)
 
 
-def _read_json(npz: Any, key: str, path: str) -> Any:
+def _entry(npz: Any, key: str, path: str) -> np.ndarray:
+    """``npz[key]`` as an ndarray, or a ValueError naming the file and the entry (object arrays,
+    which would need pickle, members that are not .npy data, corrupt members)."""
     try:
-        raw = npz[key]
+        value = npz[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise ValueError(f"{path}: entry {key!r} cannot be read ({exc})") from None
+    if not isinstance(value, np.ndarray):
+        raise ValueError(f"{path}: entry {key!r} is not a .npy array (got {type(value).__name__}); "  # noqa: TRY004 - a bad file
+                         f"not a cnn-im2col model file")
+    return value
+
+
+def _read_json(npz: Any, key: str, path: str) -> Any:
+    raw = _entry(npz, key, path)
+    try:
         if raw.dtype != np.uint8 or raw.ndim != 1:
             raise ValueError(f"{key!r} must be a 1-D uint8 array, got {raw.dtype} {raw.shape}")
         return json.loads(raw.tobytes().decode("utf-8"))
@@ -496,10 +511,12 @@ class Sequential:
         check_choice(scheduler_interval, "scheduler_interval", ("epoch", "batch"), owner)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"{owner}: shuffle must be True or False, got {shuffle!r}")
+        _not_a_class(optimizer, "optimizer", owner, "Adam(1e-3)")
         if not (hasattr(optimizer, "step") and hasattr(optimizer, "lr")):
             raise TypeError(f"{owner}: optimizer must have step(params, grads) and lr (e.g. optim.Adam), "
                             f"got {type(optimizer).__name__}")
         _check_loss(loss, owner)
+        _not_a_class(scheduler, "scheduler", owner, "CosineAnnealingLR(optimizer, t_max=10)")
         if scheduler is not None and not hasattr(scheduler, "step"):
             raise TypeError(f"{owner}: scheduler must have step() (e.g. optim.CosineAnnealingLR), "
                             f"got {type(scheduler).__name__}")
@@ -511,6 +528,17 @@ class Sequential:
                 raise TypeError(f"{owner}: callbacks must be callables cb(model, logs), got {cb!r}")
         if should_stop is not None and not callable(should_stop):
             raise TypeError(f"{owner}: should_stop must be a callable returning bool, got {should_stop!r}")
+        if checkpoint is not None:
+            checkpoint = _path(checkpoint, owner, "checkpoint")
+            if not (hasattr(optimizer, "state_dict") and hasattr(optimizer, "config")):
+                raise TypeError(f"{owner}: checkpointing needs an optimizer with state_dict() and config() "
+                                f"(optim.SGD, optim.Adam), got {type(optimizer).__name__}")
+        if checkpoint_extra is not None:
+            try:
+                json.dumps(dict(checkpoint_extra))
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"{owner}: checkpoint_extra must be a JSON-able dict, got {checkpoint_extra!r} "
+                                f"({exc})") from None
 
         x = self._check_inputs(x, owner)
         n = x.shape[0]
@@ -550,6 +578,7 @@ class Sequential:
             self.save_checkpoint(checkpoint, optimizer, scheduler=scheduler, state=state, extra=checkpoint_extra)
 
         tqdm = _tqdm() if progress else None
+        backup: dict[str, np.ndarray] = {}  # the parameters before the current step
         for epoch in range(start_epoch, epochs):
             first = start_batch if epoch == start_epoch else 0
             if epoch != start_epoch or resume is None:
@@ -572,6 +601,7 @@ class Sequential:
                         xb = augment(xb, np.random.default_rng([seed_value, epoch, b]))
                     try:
                         out, value, grads = self._train_step(xb, yb, loss)
+                        self._optimizer_step(optimizer, grads, backup, value)
                     except _NonFinite as exc:
                         lr = float(optimizer.lr) if hasattr(optimizer, "lr") else None
                         lr_text = f"{lr:.3g}" if lr is not None else "?"
@@ -579,7 +609,6 @@ class Sequential:
                             f"training diverged at epoch {epoch + 1}/{epochs}, batch {b + 1}/{batches}: "
                             f"{exc.what}. This step was not applied. The learning rate ({lr_text}) is "
                             f"probably too high; try one 3-10x smaller", epoch + 1, b + 1, exc.value, lr) from None
-                    optimizer.step(self.params, grads)
                     if scheduler is not None and scheduler_interval == "batch":
                         scheduler.step()
                     count = xb.shape[0]
@@ -659,9 +688,28 @@ class Sequential:
             raise _NonFinite(f"a value overflowed ({exc})", math.nan) from None
         grads = self.grads
         for key, g in grads.items():
-            if not math.isfinite(float(np.sum(g, dtype=np.float64))):
+            if not _finite(g):
                 raise _NonFinite(f"the gradient of {key} is not finite (loss {value:.6g})", value)
         return out, value, grads
+
+    def _optimizer_step(self, optimizer: Any, grads: dict, backup: dict, value: float) -> None:
+        """``optimizer.step``; if it makes a parameter NaN/Inf, put every parameter back as it was
+        and raise ``_NonFinite`` (the optimizer's own state, e.g. momentum, has advanced)."""
+        params = self.params
+        for key, p in params.items():
+            kept = backup.get(key)
+            if kept is None or kept.shape != p.shape or kept.dtype != p.dtype:
+                backup[key] = p.copy()
+            else:
+                np.copyto(kept, p)
+        with np.errstate(over="ignore", invalid="ignore"):  # reported below as a divergence
+            optimizer.step(params, grads)
+            bad = next((key for key, p in params.items() if not _finite(p)), None)
+        if bad is not None:
+            for key, p in params.items():
+                np.copyto(p, backup[key])
+            raise _NonFinite(f"the optimizer step made {bad} non-finite (loss {value:.6g}; the parameters were "
+                             f"restored to before the step)", value)
 
     def _apply_resume(self, resume: Mapping, *, n: int, batch_size: int, epochs: int, shuffle: bool,
                       owner: str, seed: Any, lr: float) -> tuple:
@@ -755,14 +803,16 @@ class Sequential:
             np.savez(handle, **arrays)
 
     @classmethod
-    def _open(cls, path: str | os.PathLike) -> Any:
-        path_text = os.fspath(path)
+    def _open(cls, path_text: str) -> Any:
         if not os.path.isfile(path_text):
             raise FileNotFoundError(f"{path_text}: no such model file")
         try:
-            return np.load(path_text, allow_pickle=False)
+            npz = np.load(path_text, allow_pickle=False)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{path_text}: not a cnn-im2col model file (.npz): {exc}") from None
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path_text}: a .npy file (a single array), not a cnn-im2col model file (.npz)")  # noqa: TRY004
+        return npz
 
     @classmethod
     def _load_from(cls, npz: Any, path: str, custom_layers: Mapping[str, type] | None) -> Sequential:
@@ -787,7 +837,7 @@ class Sequential:
             raise ValueError(f"{path}: the arrays do not match the architecture: missing parameters {missing}, "
                              f"unexpected parameters {extra}, unknown entries {unknown}")
         for key, target in expected.items():
-            value = npz[_PARAM_PREFIX + key]
+            value = _entry(npz, _PARAM_PREFIX + key, path)
             if value.shape != target.shape:
                 raise ValueError(f"{path}: parameter {key!r} has shape {value.shape}, the architecture needs "
                                  f"{target.shape}")
@@ -802,7 +852,7 @@ class Sequential:
     def load(cls, path: str | os.PathLike, custom_layers: Mapping[str, type] | None = None) -> Sequential:
         """Rebuild a model saved by :meth:`save` (or a checkpoint). ``custom_layers``: extra
         ``{class name: class}`` beyond ``layers.LAYERS``. Bad files raise ``ValueError`` naming the file."""
-        path_text = os.fspath(path)
+        path_text = _path(path, "Sequential.load")
         with cls._open(path_text) as npz:
             return cls._load_from(npz, path_text, custom_layers)
 
@@ -810,13 +860,14 @@ class Sequential:
     def load_checkpoint(cls, path: str | os.PathLike,
                         custom_layers: Mapping[str, type] | None = None) -> Checkpoint:
         """Read a checkpoint written by :meth:`save_checkpoint` (e.g. by ``fit(checkpoint=...)``)."""
-        path_text = os.fspath(path)
+        path_text = _path(path, "Sequential.load_checkpoint")
         with cls._open(path_text) as npz:
             model = cls._load_from(npz, path_text, custom_layers)
             if _TRAINING_KEY not in npz.files:
                 raise ValueError(f"{path_text}: a model file, not a checkpoint (no optimizer or training state)")
             training = _read_json(npz, _TRAINING_KEY, path_text)
-            optim_arrays = {key[len(_OPTIM_PREFIX):]: npz[key] for key in npz.files if key.startswith(_OPTIM_PREFIX)}
+            optim_arrays = {key[len(_OPTIM_PREFIX):]: _entry(npz, key, path_text)
+                            for key in npz.files if key.startswith(_OPTIM_PREFIX)}
         try:
             opt_config = dict(training["optimizer"])
             name = opt_config.get("name")
@@ -845,7 +896,28 @@ class _NonFinite(Exception):
         self.what, self.value = what, value
 
 
+def _finite(a: np.ndarray) -> bool:
+    """Whether every element is finite, in one cheap pass: any NaN/Inf makes the float64 sum
+    non-finite, and a float64 sum of finite float32 values cannot overflow (of float64 values only
+    beyond ~1e300, far outside anything trainable)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return math.isfinite(float(np.sum(a, dtype=np.float64)))
+
+
+def _path(path: Any, owner: str, name: str = "path") -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{owner}: {name} must be a str or os.PathLike, got {path!r} ({type(path).__name__})")
+    return os.fspath(path)
+
+
+def _not_a_class(value: Any, name: str, owner: str, example: str) -> None:
+    if isinstance(value, type):
+        raise TypeError(f"{owner}: {name} must be an instance, got the class {value.__name__} "
+                        f"(instantiate it, e.g. {example})")
+
+
 def _check_loss(loss: Any, owner: str) -> None:
+    _not_a_class(loss, "loss", owner, "SoftmaxCrossEntropy()")
     if not (hasattr(loss, "forward") and hasattr(loss, "backward")):
         raise TypeError(f"{owner}: loss must have forward(pred, target) and backward() "
                         f"(e.g. losses.SoftmaxCrossEntropy()), got {loss!r}")

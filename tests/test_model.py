@@ -295,6 +295,21 @@ def test_fit_validates_up_front(change, error, match):
     assert_same_params(model, before)  # nothing was trained
 
 
+@pytest.mark.parametrize(("change", "match"), [
+    ({"optimizer": SGD}, r"optimizer must be an instance, got the class SGD \(instantiate it"),
+    ({"loss": SoftmaxCrossEntropy}, r"loss must be an instance, got the class SoftmaxCrossEntropy"),
+    ({"scheduler": CosineAnnealingLR}, r"scheduler must be an instance, got the class CosineAnnealingLR"),
+    ({"checkpoint": 3}, r"checkpoint must be a str or os.PathLike, got 3"),
+    ({"checkpoint_extra": {"f": object()}}, r"checkpoint_extra must be a JSON-able dict"),
+])
+def test_fit_refuses_classes_and_bad_checkpoint_arguments(change, match):
+    x, y = data(16)
+    with pytest.raises(TypeError, match=match):
+        fit(small_net(), x, y, **change)
+    with pytest.raises(TypeError, match="loss must be an instance"):
+        small_net().evaluate(x, y, loss=MeanSquaredError)
+
+
 class NaNOnCall(SoftmaxCrossEntropy):
     """SoftmaxCrossEntropy whose ``k``-th forward returns NaN; remembers the params at that call."""
 
@@ -331,6 +346,25 @@ def test_real_divergence_with_a_huge_learning_rate():
     with pytest.raises(TrainingDiverged, match=r"epoch \d+/50, batch \d+/4.*learning rate \(50\)"):
         fit(model, x, y, epochs=50, batch_size=16, optimizer=SGD(50.0), loss=MeanSquaredError())
     assert all(np.isfinite(p).all() for p in model.params.values())
+
+
+def test_an_optimizer_step_that_overflows_is_undone_and_reported(tmp_path):
+    x, y = data(8)
+    model = Sequential([Flatten(), Dense(64, 10, seed=0)])
+    optimizer = SGD(0.01)
+    at_end = {}
+
+    def huge_lr_after_epoch_1(m, logs):
+        at_end[logs["epoch"]] = snapshot(m)
+        optimizer.lr = 1e38  # lr * gradient overflows float32
+
+    with pytest.raises(TrainingDiverged, match=r"epoch 2/3, batch 1/1: the optimizer step made 1\.weight non-finite"):
+        fit(model, x * 100, y, epochs=3, batch_size=8, optimizer=optimizer, checkpoint=tmp_path / "c.npz",
+            callbacks=[huge_lr_after_epoch_1])
+    assert_same_params(model, at_end[1])  # restored
+    ckpt = Sequential.load_checkpoint(tmp_path / "c.npz")
+    assert (ckpt.state["epoch"], ckpt.state["batch"]) == (1, 0)
+    assert_same_params(ckpt.model, at_end[1])
 
 
 # ------------------------------------------------------------------------------------------
@@ -447,6 +481,21 @@ def test_load_rejects_bad_files_naming_them(tmp_path, change, match):
     with pytest.raises(ValueError, match=match) as info:
         Sequential.load(bad)
     assert str(bad) in str(info.value)
+
+
+def test_load_rejects_npy_object_arrays_and_non_paths(tmp_path):
+    np.save(tmp_path / "m.npy", np.zeros(3))
+    with pytest.raises(ValueError, match=r"m\.npy: a \.npy file \(a single array\), not a cnn-im2col model file"):
+        Sequential.load(tmp_path / "m.npy")
+    with pytest.raises(TypeError, match=r"Sequential\.load: path must be a str or os\.PathLike, got 3"):
+        Sequential.load(3)
+    small_net().save(tmp_path / "good.npz")
+    bad = _rewrite(tmp_path / "good.npz", tmp_path / "obj.npz",
+                   lambda a: a.update({"param:0.bias": np.array([None] * 4, dtype=object)}))
+    with np.load(bad, allow_pickle=True) as npz:
+        assert npz["param:0.bias"].dtype == object
+    with pytest.raises(ValueError, match=r"obj\.npz: entry 'param:0\.bias' cannot be read \(Object arrays"):
+        Sequential.load(bad)
 
 
 def test_load_rejects_non_npz_and_missing_files(tmp_path):
