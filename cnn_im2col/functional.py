@@ -55,7 +55,10 @@ def gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- convolution
 
-_CHUNK_BYTES = 16 * 2**20  # conv2d_forward(keep_cols=False): im2col at most this much at a time
+# conv2d_forward(keep_cols=False): im2col at most this much at a time. Small enough to stay in cache
+# between the im2col and the GEMM that reads it: measured ~30% faster LeNet inference than 16 MiB
+# chunks (0.5-4 MiB all similar). Training keeps whole matrices: chunking it there was slower.
+_CHUNK_BYTES = 2**20
 
 
 class ConvCache(NamedTuple):
@@ -97,7 +100,7 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
     or ``"same"`` (stride 1 only). ``x`` is cast to the weight's dtype (float32 or float64).
     Returns ``out`` (N, O, OH, OW), C-contiguous, and the cache for ``conv2d_backward``.
     ``keep_cols=False`` (inference): the im2col matrix (C*KH*KW values per output position, the
-    layer's largest array) is built a few samples at a time (about 16 MiB each) and not kept; the
+    layer's largest array) is built a few samples at a time (about 1 MiB each) and not kept; the
     cache holds ``x`` instead, and ``conv2d_backward`` rebuilds the matrix if it is ever called.
     """
     check_choice(backend, "backend", BACKENDS, owner)
