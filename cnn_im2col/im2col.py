@@ -28,6 +28,7 @@ from .shapes import (
     WindowGeometry,
     as_float_array,
     check_choice,
+    check_float,
     pair,
     resolve_padding,
     window_geometry,
@@ -115,7 +116,7 @@ def im2col(x: Any, kernel_size: Any, stride: Any = 1, padding: Any = 0, pad_valu
     check_choice(backend, "backend", BACKENDS, "im2col")
     x = np.ascontiguousarray(as_float_array(x, "x", "im2col", ndim=4))
     g = _geometry(x.shape, kernel_size, stride, padding, "im2col")
-    return unfold(x, g, float(pad_value), backend)
+    return unfold(x, g, check_float(pad_value, "pad_value", "im2col", allow_inf=True), backend)
 
 
 def col2im(cols: Any, input_shape: tuple[int, int, int, int], kernel_size: Any, stride: Any = 1,

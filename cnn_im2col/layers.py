@@ -436,7 +436,8 @@ class Dropout(Layer):
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
         x = as_float_array(x, "x", repr(self))
         if not training or self.p == 0.0:
-            self._cache = np.ones(1, dtype=x.dtype)  # identity; broadcasts in backward
+            # the identity: a read-only view of ones, no allocation, and backward still checks shapes
+            self._cache = np.broadcast_to(np.ones(1, dtype=x.dtype), x.shape)
             return x
         keep = self.rng.random(x.shape, dtype=np.float32) >= self.p
         mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
@@ -446,7 +447,7 @@ class Dropout(Layer):
     def backward(self, dout: Any) -> np.ndarray:
         mask = self._cached()
         dout = as_float_array(dout, "dout", repr(self))
-        if mask.size > 1 and dout.shape != mask.shape:
+        if dout.shape != mask.shape:
             raise ValueError(f"{self!r}: dout must have the output's shape {mask.shape}, got {dout.shape}")
         return dout * mask
 

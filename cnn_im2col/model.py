@@ -55,7 +55,7 @@ from . import functional as F
 from . import optim as _optim
 from ._files import atomic_write
 from .layers import LAYERS, Softmax
-from .shapes import as_float_array, check_choice, check_int
+from .shapes import NonFiniteError, as_float_array, check_choice, check_int
 
 __all__ = [
     "Checkpoint",
@@ -681,10 +681,8 @@ class Sequential:
                 if not math.isfinite(value):
                     raise _NonFinite(f"the loss is {value}", value)
                 self.backward(loss.backward())
-        except ValueError as exc:
+        except NonFiniteError as exc:
             # the layers and losses refuse non-finite inputs: an activation or a gradient overflowed
-            if "NaN or Inf" not in str(exc):
-                raise
             raise _NonFinite(f"a value overflowed ({exc})", math.nan) from None
         grads = self.grads
         for key, g in grads.items():

@@ -19,6 +19,11 @@ _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 MAX_SIZE = int(np.iinfo(np.intp).max)
 
 
+class NonFiniteError(ValueError):
+    """An input held NaN or Inf. A ``ValueError``; its own class so that training can tell an
+    overflowing activation (a divergence) from a genuinely bad argument."""
+
+
 def _prefix(owner: str) -> str:
     return f"{owner}: " if owner else ""
 
@@ -73,21 +78,26 @@ def check_choice(value: Any, name: str, choices: tuple, owner: str = "") -> Any:
 
 
 def check_float(value: Any, name: str, owner: str = "", low: float | None = None,
-                high: float | None = None, low_open: bool = False, high_open: bool = False) -> float:
-    """Return ``value`` as a finite Python float within the given bounds (open or closed)."""
+                high: float | None = None, low_open: bool = False, high_open: bool = False,
+                allow_inf: bool = False) -> float:
+    """Return ``value`` as a Python float within the given bounds (open or closed).
+
+    NaN is always refused; +-inf only with ``allow_inf`` (e.g. a -inf pad value for max pooling).
+    """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{_prefix(owner)}{name} must be a real number, got {value!r} ({type(value).__name__})")
     value = float(value)
     lo = "(" if low_open else "["
     hi = ")" if high_open else "]"
     interval = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
-    ok = np.isfinite(value)
+    ok = not np.isnan(value) if allow_inf else np.isfinite(value)
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:
         ok = value < high if high_open else value <= high
     if not ok:
-        raise ValueError(f"{_prefix(owner)}{name} must be a finite number in {interval}, got {value!r}")
+        kind = "a number (not NaN)" if allow_inf else "a finite number"
+        raise ValueError(f"{_prefix(owner)}{name} must be {kind} in {interval}, got {value!r}")
     return value
 
 
@@ -194,7 +204,7 @@ def as_float_array(x: Any, name: str, owner: str = "", ndim: int | None = None,
         dtype = x.dtype if x.dtype in _FLOAT_DTYPES else np.dtype(np.float32)
     x = x.astype(dtype, copy=False)
     if finite and not np.isfinite(x).all():
-        raise ValueError(f"{_prefix(owner)}{name} contains NaN or Inf; inputs must be finite")
+        raise NonFiniteError(f"{_prefix(owner)}{name} contains NaN or Inf; inputs must be finite")
     return x
 
 

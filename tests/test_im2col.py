@@ -93,6 +93,7 @@ def test_same_padding_with_even_kernel_pads_bottom_right():
     (lambda: im2col(np.zeros((1, 1, 3, 3)), 2, padding="half"), r"padding must be one of \('valid', 'same'\), got 'half'"),
     (lambda: im2col(np.zeros((1, 1, 3, 3)), 2, stride=2, padding="same"), r"padding='same' needs stride 1"),
     (lambda: im2col(np.zeros((1, 1, 3, 3)), 2, backend="cuda"), r"backend must be one of \('numba', 'numpy'\), got 'cuda'"),
+    (lambda: im2col(np.zeros((1, 1, 3, 3)), 2, pad_value=np.nan), r"im2col: pad_value must be a number \(not NaN\)"),
     (lambda: col2im(np.zeros((5, 4)), (1, 1, 3, 3), 2), r"cols must have shape \(4, 4\) .* got \(5, 4\)"),
 ])
 def test_bad_arguments_are_named(call, message):

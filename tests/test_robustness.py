@@ -138,12 +138,6 @@ def test_a_real_float32_overflow_is_a_divergence_not_a_crash(tmp_path):
         assert all(np.isfinite(p).all() for p in ckpt.model.params.values())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "model.Sequential.fit checks the loss and the gradients but not the weights after optimizer.step: a finite "
-    "gradient times a huge lr overflows to Inf inside the step (with a RuntimeWarning), the epoch-end checkpoint "
-    "is then written with Inf weights over the last good one, and the divergence is only reported at the next "
-    "batch. Fix: after optimizer.step (under np.errstate(over='ignore', invalid='ignore')), check the updated "
-    "params are finite (as _train_step does for grads) and raise TrainingDiverged before any checkpoint is saved"))
 def test_weights_that_overflow_in_the_optimizer_never_replace_the_last_good_checkpoint(tmp_path):
     x, y = data(8)
     model = Sequential([Flatten(), Dense(64, 10, seed=0)])
