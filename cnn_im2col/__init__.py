@@ -1,3 +1,54 @@
-"""cnn-im2col: a convolutional neural network engine in NumPy, convolutions lowered to GEMM via im2col."""
+"""cnn-im2col: a convolutional neural network engine in NumPy, convolutions lowered to GEMM via im2col.
+
+The public API, re-exported here::
+
+    from cnn_im2col import Sequential, Conv2D, MaxPool2D, Flatten, Dense, ReLU, SGD, SoftmaxCrossEntropy
+
+Submodules: ``layers``, ``functional`` (stateless forward/backward), ``im2col``, ``signal``
+(scipy-compatible correlate2d / convolve2d), ``losses``, ``optim``, ``init``, ``model``,
+``datasets``, ``reference`` (the slow scipy oracles), ``gradcheck``, ``threads``.
+"""
 
 __version__ = "0.1.0"
+
+# First: it picks Numba's threading layer, which must happen before any parallel kernel runs.
+from .threads import get_num_threads, set_num_threads  # noqa: I001
+
+from .datasets import iterate_minibatches, load_idx_dataset, load_mnist, read_idx, write_idx
+from .layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh
+from .losses import MeanSquaredError, SoftmaxCrossEntropy
+from .model import RandomShift, Sequential, TrainingDiverged, TrainingInterrupted
+from .optim import SGD, Adam, CosineAnnealingLR, StepLR
+from .shapes import NonFiniteError
+
+__all__ = [
+    "SGD",
+    "Adam",
+    "AvgPool2D",
+    "Conv2D",
+    "CosineAnnealingLR",
+    "Dense",
+    "Dropout",
+    "Flatten",
+    "MaxPool2D",
+    "MeanSquaredError",
+    "NonFiniteError",
+    "RandomShift",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Softmax",
+    "SoftmaxCrossEntropy",
+    "StepLR",
+    "Tanh",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "__version__",
+    "get_num_threads",
+    "iterate_minibatches",
+    "load_idx_dataset",
+    "load_mnist",
+    "read_idx",
+    "set_num_threads",
+    "write_idx",
+]

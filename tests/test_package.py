@@ -1,0 +1,34 @@
+"""The package's public API: everything in ``__all__`` imports, and importing picks the threading layer."""
+
+import os
+import subprocess
+import sys
+
+import cnn_im2col
+
+
+def test_public_names_import():
+    for name in cnn_im2col.__all__:
+        assert getattr(cnn_im2col, name) is not None, name
+
+
+def test_quickstart_api_example_runs():
+    """The README's Python example, at a tiny size."""
+    import numpy as np
+
+    from cnn_im2col import SGD, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential, SoftmaxCrossEntropy
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((32, 1, 12, 12), dtype=np.float32), rng.integers(0, 3, 32)
+    model = Sequential([Conv2D(1, 4, 3, seed=0), ReLU(), MaxPool2D(2), Flatten(), Dense(4 * 5 * 5, 3, seed=1)])
+    history = model.fit(x, y, epochs=2, batch_size=8, optimizer=SGD(0.1, momentum=0.9),
+                        loss=SoftmaxCrossEntropy(), seed=0, progress=False)
+    assert len(history["loss"]) == 2
+    assert set(model.evaluate(x, y)) >= {"loss", "accuracy"}
+
+
+def test_importing_the_package_selects_the_workqueue_threading_layer():
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    code = "import numba, cnn_im2col; print(numba.config.THREADING_LAYER)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "workqueue"
