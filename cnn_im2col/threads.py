@@ -6,21 +6,24 @@ same moment, since both are called one after the other from the Python thread, s
 two busy pools but the *idle* threads of one pool burning the cores that the other pool needs:
 
 - Numba's default threading layer here is GNU OpenMP, whose workers spin after every parallel
-  region (``GOMP_SPINCOUNT``) before they sleep. Every GEMM that follows a kernel then shares the
-  cores with spinning threads: measured on the 2-core machine of ``benchmarks/``, a LeNet training
-  step took 3-7x longer with the ``omp`` layer than with ``workqueue``, whose idle workers sleep.
-  So, unless ``NUMBA_THREADING_LAYER`` is set, importing this module selects ``workqueue``
-  (before any parallel kernel runs; Numba fixes the layer at the first launch).
-- OpenBLAS's threads spin (yielding) for a while after each GEMM, and a multi-threaded GEMM stalls
-  whenever one of its threads is not scheduled. This engine's GEMMs are small (at most a few hundred
-  MFLOP per batch), so a second BLAS thread gains little on an idle machine and costs a lot on a busy
-  one: measured, 2 BLAS threads made the step ~2x slower than 1 while other processes loaded the
-  machine, and Numba kernels with 1 or 2 threads did the same within noise.
+  region (``GOMP_SPINCOUNT``) before they sleep, on the cores the next GEMM needs. Measured on the
+  2-core machine of ``benchmarks/`` (LeNet training step, both pools at 2 threads): 76-82 ms with
+  ``omp`` vs 25 ms with ``workqueue`` (whose idle workers sleep) on a quiet machine, and 3-7x
+  worse again while other processes loaded it. So, unless ``NUMBA_THREADING_LAYER`` is set,
+  importing this module selects ``workqueue`` (before any parallel kernel runs: Numba fixes the
+  layer at the first launch).
+- With ``workqueue``, the split still matters. Measured (ms per LeNet batch, Numba/BLAS threads):
+  quiet machine, 1/1: 26-31, 2/1: 27-31, 1/2: 22-25, 2/2: 22-26; machine loaded by other
+  processes (load average 3-7 on 2 cores), 1/1: 27-44, 2/1: 25-44, 1/2: 51-236, 2/2: 50-232.
+  A multi-threaded GEMM stalls whenever one of its threads is not scheduled, and these GEMMs are
+  short (a few ms), so a second BLAS thread gains ~18% on an idle machine and loses 2-5x on a busy
+  one; a second Numba thread gains nothing measurable on LeNet (kernel launches cost ~25-35 us).
 
-Hence the default: the Numba kernels get every core (``n``) and BLAS gets half of them
-(``max(1, n // 2)``: one thread on a 2-core machine). At any moment at most ``n`` threads are busy:
-the pools take turns. ``set_num_threads(n)`` applies the same split to ``n``; ``blas=`` overrides it.
-``NUMBA_NUM_THREADS`` (read by Numba at start-up) caps the Numba side.
+Hence the default: ``n`` = the cores this process may use, split between the pools so that together
+they use ``n`` threads, never twice as many: BLAS ``max(1, n // 2)``, Numba the rest (at least 1).
+On 2 cores that is 1 + 1, the robust choice measured above. ``set_num_threads(n)`` applies the
+same split to ``n``; ``blas=`` moves the split (e.g. ``set_num_threads(2, blas=2)`` on a machine
+you know is idle). ``NUMBA_NUM_THREADS`` (read by Numba at start-up) caps the Numba side.
 
 The workqueue layer does not allow two Python threads to launch parallel kernels at the same time
 (Numba aborts); run one engine per process, or set ``NUMBA_THREADING_LAYER=omp`` (and
@@ -92,14 +95,14 @@ def _start_pool() -> None:
 def set_num_threads(n: int | None = None, blas: int | None = None) -> dict[str, int]:
     """Let the engine use ``n`` threads (default: every core this process may use).
 
-    Numba kernels get ``n`` threads (at most ``NUMBA_NUM_THREADS``); the BLAS gets ``blas`` threads,
-    by default ``max(1, n // 2)`` (see the module docstring for the measurements behind it).
-    Returns ``{"n", "numba", "blas"}``, the counts now in force.
+    The BLAS gets ``blas`` threads, by default ``max(1, n // 2)``, and the Numba kernels the rest,
+    ``max(1, n - blas)`` (at most ``NUMBA_NUM_THREADS``): together ``n`` (the module docstring has
+    the measurements behind the split). Returns ``{"n", "numba", "blas"}``, the counts in force.
     """
     owner = "set_num_threads"
     n = default_num_threads() if n is None else check_int(n, "n", owner, minimum=1)
     blas = max(1, n // 2) if blas is None else check_int(blas, "blas", owner, minimum=1)
-    numba_threads = min(n, numba.config.NUMBA_NUM_THREADS)
+    numba_threads = min(max(1, n - blas), numba.config.NUMBA_NUM_THREADS)
     numba.set_num_threads(numba_threads)
     _start_pool()
     _blas_controller().select(user_api="blas").limit(limits=blas)

@@ -33,20 +33,31 @@ def test_set_num_threads_sets_numba_and_blas():
     assert (info["n"], info["numba"], info["blas"]) == (1, 1, 1)
 
 
-def test_default_split_uses_every_core_for_numba_and_half_for_blas():
-    cores = threads.default_num_threads()
-    result = threads.set_num_threads()
-    assert result == {"n": cores, "numba": min(cores, numba.config.NUMBA_NUM_THREADS), "blas": max(1, cores // 2)}
-    assert set(blas_threads()) == {max(1, cores // 2)}
+def split(n):
+    blas = max(1, n // 2)
+    return {"n": n, "numba": min(max(1, n - blas), numba.config.NUMBA_NUM_THREADS), "blas": blas}
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 8])
+def test_the_two_pools_together_use_n_threads_not_twice_as_many(n):
+    result = threads.set_num_threads(n)
+    assert result == split(n)
+    assert result["numba"] + result["blas"] <= max(n, 2)
+    assert numba.get_num_threads() == result["numba"] and set(blas_threads()) == {result["blas"]}
+
+
+def test_default_is_every_core_of_this_process():
+    assert threads.set_num_threads() == split(threads.default_num_threads())
+    assert threads.get_num_threads() == threads.default_num_threads()
 
 
 def test_blas_count_can_be_given():
-    assert threads.set_num_threads(1, blas=2)["blas"] == 2
+    assert threads.set_num_threads(2, blas=2) == {"n": 2, "numba": 1, "blas": 2}
     assert set(blas_threads()) == {2}
 
 
 def test_more_threads_than_numba_has_are_capped():
-    result = threads.set_num_threads(numba.config.NUMBA_NUM_THREADS + 3)
+    result = threads.set_num_threads(4 * numba.config.NUMBA_NUM_THREADS)
     assert result["numba"] == numba.config.NUMBA_NUM_THREADS
 
 
@@ -99,9 +110,9 @@ def test_fresh_process_uses_workqueue_and_keeps_the_blas_limit_after_the_first_k
     survive it (it is applied after a warm-up kernel), and idle Numba workers must not spin."""
     result = run_probe()
     assert result["layer"] == "workqueue"
-    cores = threads.default_num_threads()
-    assert set(result["blas"]) == {max(1, cores // 2)}
-    assert result["info"]["numba"] == min(cores, numba.config.NUMBA_NUM_THREADS)
+    expected = split(threads.default_num_threads())
+    assert set(result["blas"]) == {expected["blas"]}
+    assert result["info"]["numba"] == expected["numba"]
 
 
 def test_the_users_choice_of_layer_and_blas_threads_is_respected():
