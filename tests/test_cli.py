@@ -10,28 +10,18 @@ import time
 
 import numpy as np
 import pytest
+from conftest import synthetic_digits
 
 from cnn_im2col import cli
 from cnn_im2col.datasets import write_idx
 from cnn_im2col.model import Sequential
 
 
-def synthetic_images(n, seed):
-    """28x28 uint8 images whose class k is a bright 6x6 square at a class-dependent place, plus noise."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, n).astype(np.uint8)
-    images = (rng.random((n, 28, 28)) * 60).astype(np.uint8)
-    for i, k in enumerate(labels):
-        r, c = 3 + 7 * (k // 4), 3 + 7 * (k % 4)
-        images[i, r:r + 6, c:c + 6] = 255
-    return images, labels
-
-
 @pytest.fixture(scope="module")
 def idx_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("idx")
-    x, y = synthetic_images(240, 0)
-    xt, yt = synthetic_images(60, 1)
+    x, y = synthetic_digits(240, 0)
+    xt, yt = synthetic_digits(60, 1)
     write_idx(d / "train-images-idx3-ubyte", x)
     write_idx(d / "train-labels-idx1-ubyte", y)
     write_idx(d / "t10k-images-idx3-ubyte.gz", xt)

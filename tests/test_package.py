@@ -16,7 +16,16 @@ def test_quickstart_api_example_runs():
     """The README's Python example, at a tiny size."""
     import numpy as np
 
-    from cnn_im2col import SGD, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential, SoftmaxCrossEntropy
+    from cnn_im2col import (
+        SGD,
+        Conv2D,
+        Dense,
+        Flatten,
+        MaxPool2D,
+        ReLU,
+        Sequential,
+        SoftmaxCrossEntropy,
+    )
 
     rng = np.random.default_rng(0)
     x, y = rng.random((32, 1, 12, 12), dtype=np.float32), rng.integers(0, 3, 32)

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import synthetic_digits
 
 from cnn_im2col import cli, datasets, losses, threads
 from cnn_im2col import functional as F
@@ -220,20 +221,10 @@ def test_sigkill_during_atomic_writes_never_leaves_a_partial_file(tmp_path):
 EPOCHS = 6  # 48 training images in batches of 16: 3 batches per epoch, a checkpoint per epoch
 
 
-def synthetic_images(n, seed):
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, n).astype(np.uint8)
-    images = (rng.random((n, 28, 28)) * 60).astype(np.uint8)
-    for i, k in enumerate(labels):
-        r, c = 3 + 7 * (k // 4), 3 + 7 * (k % 4)
-        images[i, r:r + 6, c:c + 6] = 255
-    return images, labels
-
-
 @pytest.fixture(scope="module")
 def idx_data(tmp_path_factory):
     d = tmp_path_factory.mktemp("idx")
-    (x, y), (xt, yt) = synthetic_images(64, 0), synthetic_images(16, 1)
+    (x, y), (xt, yt) = synthetic_digits(64, 0), synthetic_digits(16, 1)
     write_idx(d / "train-images-idx3-ubyte", x)
     write_idx(d / "train-labels-idx1-ubyte", y)
     write_idx(d / "t10k-images-idx3-ubyte.gz", xt)
@@ -713,7 +704,7 @@ def test_sigmoid_has_no_overflow_anywhere(strict_floats, dtype):
 
 
 def test_float32_training_of_the_default_network_has_no_nan(strict_floats):
-    (x, y), _ = (synthetic_images(64, 3), None)
+    (x, y), _ = (synthetic_digits(64, 3), None)
     x = (x[:, None] / np.float32(255)).astype(np.float32)
     model = cli.default_model(0)
     optimizer = Adam(cli.LEARNING_RATES["adam"])
