@@ -369,19 +369,3 @@ def relu_backward(dout, y, dx):
     """``dx = dout where y > 0 else 0``, over flat arrays of the same size."""
     for index in nb.prange(dx.shape[0]):
         dx[index] = dout[index] if y[index] > 0 else 0.0
-
-
-@nb.njit(cache=True, nogil=True)
-def all_finite(bits, exponent):
-    """True when no element is NaN or +-Inf. ``bits``: the float array viewed as unsigned integers of
-    its width, flat; ``exponent``: the exponent mask (all ones means Inf or NaN). An integer max
-    over ``bits & exponent`` vectorises, and a block at a time lets a bad value stop the scan early.
-    """
-    block = 16384
-    for start in range(0, bits.shape[0], block):
-        top = bits[start] & exponent
-        for index in range(start, min(start + block, bits.shape[0])):
-            top = max(top, bits[index] & exponent)
-        if top == exponent:
-            return False
-    return True
