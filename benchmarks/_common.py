@@ -268,18 +268,21 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
-def write_results(name: str, data: dict, markdown: str, directory: Path | None = None) -> tuple[Path, Path]:
-    """Write ``<name>.json`` and ``<name>.md`` (atomically: temp file, then rename)."""
+def publish(name: str, data: dict, markdown: str, directory: Path | None = None) -> tuple[Path, Path]:
+    """Write ``<name>.json`` and ``<name>.md`` atomically, print the table, say where it went."""
+    # imported here, not at the top: a PyTorch-only run never loads the engine
+    from cnn_im2col._files import atomic_write
+
     directory = RESULTS_DIR if directory is None else Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for suffix, text in ((".json", json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"),
                          (".md", markdown.rstrip() + "\n")):
         path = directory / f"{name}{suffix}"
-        tmp = path.with_suffix(suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        with atomic_write(path, "w") as handle:
+            handle.write(text)
         paths.append(path)
+    print(markdown)
+    print(f"\nwrote {paths[0]} and {paths[1]}", file=sys.stderr)
     return paths[0], paths[1]
 
 

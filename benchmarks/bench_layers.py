@@ -318,9 +318,7 @@ def main(argv=None) -> dict:
                              "threads": n_threads, "torch_threads": n_threads if torch is not None else None,
                              "compile": compile_times, "results": results})
     name = args.name or ("layers-quick" if args.quick else "layers")
-    json_path, md_path = C.write_results(name, data, markdown, args.out)
-    print(markdown)
-    print(f"\nwrote {json_path} and {md_path}", file=sys.stderr)
+    C.publish(name, data, markdown, args.out)
     return data
 
 

@@ -370,9 +370,7 @@ def main(argv=None) -> dict:
                              "ratios_vs_torch_one_thread": ratios_one, "profile": profile,
                              "runs": runs})
     name = args.name or ("train-quick" if args.quick else "train")
-    json_path, md_path = C.write_results(name, data, markdown, args.out)
-    print(markdown)
-    print(f"\nwrote {json_path} and {md_path}", file=sys.stderr)
+    C.publish(name, data, markdown, args.out)
     return data
 
 
