@@ -93,6 +93,19 @@ def _conv_setup(owner, x, weight, stride, padding):
     return x, weight, (sy, sx), (ph, pw), (oh, ow)
 
 
+def _conv_backward_setup(owner, x, weight, dout, stride, padding, bias):
+    """What both backward oracles start from: validated arrays in one dtype and the padded input.
+
+    Returns ``x_padded, weight, dout, (sy, sx), (ph, pw), (H, W)``.
+    """
+    x, weight, (sy, sx), (ph, pw), (oh, ow) = _conv_setup(owner, x, weight, stride, padding)
+    check_choice(bias, "bias", _BIAS_MODES, owner)
+    dout = _check_dout(owner, dout, (x.shape[0], weight.shape[0], oh, ow))
+    dtype = _common_dtype(x, weight, dout)
+    x, weight, dout = (a.astype(dtype, copy=False) for a in (x, weight, dout))
+    return _pad(x, ph, pw), weight, dout, (sy, sx), (ph, pw), x.shape[2:]
+
+
 def _check_bias(owner, bias, o, oh, ow):
     """Validate a forward bias: None, tied (O,) or untied (O, OH, OW)."""
     if bias is None:
@@ -204,16 +217,11 @@ def conv2d_backward(x, weight, dout, stride=1, padding=0, bias="tied"):
     dx_padded[n, c] = sum_o convolve2d(dZ[n, o], weight[o, c], "full"), then cropped to the
     unpadded input. Rows/columns past the last window that the stride reached get zero.
     """
-    owner = "conv2d_backward"
-    x, weight, (sy, sx), (ph, pw), (oh, ow) = _conv_setup(owner, x, weight, stride, padding)
-    check_choice(bias, "bias", _BIAS_MODES, owner)
-    n_, c_, h, w = x.shape
+    xp, weight, dout, (sy, sx), (ph, pw), (h, w) = _conv_backward_setup(
+        "conv2d_backward", x, weight, dout, stride, padding, bias)
+    n_, c_ = xp.shape[:2]
     o_, _, kh, kw = weight.shape
-    dout = _check_dout(owner, dout, (n_, o_, oh, ow))
-    dtype = _common_dtype(x, weight, dout)
-    x, weight, dout = (a.astype(dtype, copy=False) for a in (x, weight, dout))
-
-    xp = _pad(x, ph, pw)
+    dtype = xp.dtype
     dz = _dilate(dout, sy, sx)
     dh, dw = dz.shape[2:]  # (OH-1)*sy + 1 <= H + 2*ph - KH + 1, so the crops below are valid
 
@@ -277,16 +285,11 @@ def conv2d_backward_naive(x, weight, dout, stride=1, padding=0, bias="tied"):
       field gradient  += g * weight[o]       (Eq. 8.39/8.40)
       dbias[o] or dbias[o, i, j] += g        (Eq. 8.36)
     """
-    owner = "conv2d_backward_naive"
-    x, weight, (sy, sx), (ph, pw), (oh, ow) = _conv_setup(owner, x, weight, stride, padding)
-    check_choice(bias, "bias", _BIAS_MODES, owner)
-    n_, _, h, w = x.shape
-    o_, _, kh, kw = weight.shape
-    dout = _check_dout(owner, dout, (n_, o_, oh, ow))
-    dtype = _common_dtype(x, weight, dout)
-    x, weight, dout = (a.astype(dtype, copy=False) for a in (x, weight, dout))
-
-    xp = _pad(x, ph, pw)
+    xp, weight, dout, (sy, sx), (ph, pw), (h, w) = _conv_backward_setup(
+        "conv2d_backward_naive", x, weight, dout, stride, padding, bias)
+    n_, o_, oh, ow = dout.shape
+    kh, kw = weight.shape[2:]
+    dtype = xp.dtype
     dxp = np.zeros(xp.shape, dtype=dtype)
     dweight = np.zeros(weight.shape, dtype=dtype)
     dbias = {None: None, "tied": np.zeros(o_, dtype), "untied": np.zeros((o_, oh, ow), dtype)}[bias]
