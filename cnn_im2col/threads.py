@@ -1,29 +1,39 @@
 """How many threads the engine uses: Numba's kernels and the BLAS behind NumPy's GEMMs.
 
-A training step alternates between the two pools: a Numba kernel (im2col, col2im, pooling, ...),
-then a GEMM in OpenBLAS (or whichever BLAS NumPy has), then a kernel again. They never run at the
-same moment, since both are called one after the other from the Python thread, so the danger is not
-two busy pools but the *idle* threads of one pool burning the cores that the other pool needs:
+A training step alternates between two thread pools: a Numba kernel (im2col, col2im, pooling, ...),
+then a GEMM in OpenBLAS, then a kernel again. Both are called one after the other from the Python
+thread, so they never compute at the same moment; the danger is the *idle* threads of one pool
+spinning on the cores that the other pool needs:
 
 - Numba's default threading layer here is GNU OpenMP, whose workers spin after every parallel
-  region (``GOMP_SPINCOUNT``) before they sleep, on the cores the next GEMM needs. Measured on the
-  2-core machine of ``benchmarks/`` (LeNet training step, both pools at 2 threads): 76-82 ms with
-  ``omp`` vs 25 ms with ``workqueue`` (whose idle workers sleep) on a quiet machine, and 3-7x
-  worse again while other processes loaded it. So, unless ``NUMBA_THREADING_LAYER`` is set,
-  importing this module selects ``workqueue`` (before any parallel kernel runs: Numba fixes the
-  layer at the first launch).
-- With ``workqueue``, the split still matters. Measured (ms per LeNet batch, Numba/BLAS threads):
-  quiet machine, 1/1: 26-31, 2/1: 27-31, 1/2: 22-25, 2/2: 22-26; machine loaded by other
-  processes (load average 3-7 on 2 cores), 1/1: 27-44, 2/1: 25-44, 1/2: 51-236, 2/2: 50-232.
-  A multi-threaded GEMM stalls whenever one of its threads is not scheduled, and these GEMMs are
-  short (a few ms), so a second BLAS thread gains ~18% on an idle machine and loses 2-5x on a busy
-  one; a second Numba thread gains nothing measurable on LeNet (kernel launches cost ~25-35 us).
+  region. Measured on the 2-core machine of ``benchmarks/`` (LeNet step, both pools at 2 threads):
+  76-82 ms with ``omp`` vs 25 ms with ``workqueue``, whose idle workers sleep. So, unless
+  ``NUMBA_THREADING_LAYER`` is set, importing this module selects ``workqueue`` (before any
+  parallel kernel runs: Numba fixes the layer at the first launch).
+- OpenBLAS's idle workers spin too, for ``2**OPENBLAS_THREAD_TIMEOUT`` CPU cycles (default 2**28,
+  about 0.1 s: longer than the gap between two GEMMs, so in practice they never stop). Sampled from
+  ``/proc`` during LeNet training with Numba 1 + BLAS 2 threads: the OpenBLAS worker was runnable
+  100% of the time, 2.6 runnable threads on average on 2 cores. This module therefore sets
+  ``OPENBLAS_THREAD_TIMEOUT=4`` (the minimum: workers sleep at once) when it is imported before
+  NumPy, because OpenBLAS reads it only when NumPy loads it. Then the pools take turns and
+  each can have every core: Numba n + BLAS n threads, 1.8 runnable threads on average on 2 cores,
+  and a LeNet step measured 20-22 ms against 31-34 ms with the split below.
 
-Hence the default: ``n`` = the cores this process may use, split between the pools so that together
-they use ``n`` threads, never twice as many: BLAS ``max(1, n // 2)``, Numba the rest (at least 1).
-On 2 cores that is 1 + 1, the robust choice measured above. ``set_num_threads(n)`` applies the
-same split to ``n``; ``blas=`` moves the split (e.g. ``set_num_threads(2, blas=2)`` on a machine
-you know is idle). ``NUMBA_NUM_THREADS`` (read by Numba at start-up) caps the Numba side.
+Hence two policies, chosen at import (``thread_info()["policy"]`` says which is in force):
+
+- ``"shared"`` -- OpenBLAS's workers sleep when idle (this module set the timeout before NumPy
+  loaded OpenBLAS, or the user set one of at most 10): Numba ``n`` threads and BLAS ``n``; the
+  pools take turns on the same ``n`` cores.
+- ``"split"`` -- otherwise (NumPy was imported first, or another BLAS): the pools split the cores
+  between them so that spinning workers never meet a busy pool: BLAS ``max(1, n // 2)``, Numba the
+  rest (at least 1). Import ``cnn_im2col`` before NumPy (the command line and the benchmarks do)
+  to get ``"shared"``.
+
+``n`` defaults to the cores this process may use. On a machine that other processes keep busy,
+fewer threads are faster: a parallel GEMM stalls whenever one of its threads is not scheduled
+(measured with two busy processes on the 2 cores: 49 ms per LeNet step with 1 thread, 91 ms with
+2), so use ``set_num_threads(1)`` (``--threads 1``) there. ``set_num_threads(n, blas=b)`` sets the
+BLAS count by hand; ``NUMBA_NUM_THREADS`` (read by Numba at start-up) caps the Numba side.
 
 The workqueue layer does not allow two Python threads to launch parallel kernels at the same time
 (Numba aborts); run one engine per process, or set ``NUMBA_THREADING_LAYER=omp`` (and
@@ -36,15 +46,22 @@ Numba's default); the BLAS limit is process-wide.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
-import numba
+# Before NumPy loads OpenBLAS, which reads this once (the module docstring has the measurements).
+# A value already in the environment is the user's, taken as set before NumPy loaded.
+_TIMEOUT_KNOWN = "numpy" not in sys.modules or "OPENBLAS_THREAD_TIMEOUT" in os.environ
+if "numpy" not in sys.modules:
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import numba  # after the OpenBLAS setting above
 import numpy as np
 import threadpoolctl
 
 from .shapes import check_int
 
-__all__ = ["default_num_threads", "get_num_threads", "set_num_threads", "thread_info"]
+__all__ = ["default_num_threads", "get_num_threads", "policy", "set_num_threads", "thread_info"]
 
 DEFAULT_LAYER = "workqueue"
 
@@ -59,7 +76,7 @@ _select_layer()
 
 from . import _kernels  # after the layer is chosen (importing it launches nothing)
 
-_state: dict[str, Any] = {"n": None, "numba": None, "blas": None, "pool_started": False}
+_state: dict[str, Any] = {"n": None, "numba": None, "blas": None, "pool_started": False, "policy": None}
 _controller: threadpoolctl.ThreadpoolController | None = None
 
 
@@ -82,6 +99,28 @@ def _blas_controller() -> threadpoolctl.ThreadpoolController:
     return _controller
 
 
+def _blas_workers_sleep() -> bool:
+    """True if NumPy's BLAS is an OpenBLAS whose idle workers sleep (almost) at once: it was
+    loaded after ``OPENBLAS_THREAD_TIMEOUT`` was set, to at most 10 (2**10 cycles, under 1 us)."""
+    if not _TIMEOUT_KNOWN:
+        return False
+    try:
+        timeout = int(os.environ.get("OPENBLAS_THREAD_TIMEOUT", ""))
+    except ValueError:
+        return False
+    if not 1 <= timeout <= 10:  # OpenBLAS ignores values < 1 and raises 1-3 to 4
+        return False
+    numpy_blas = [lib for lib in _blas_controller().lib_controllers if lib.user_api == "blas"]
+    return bool(numpy_blas) and all(lib.internal_api == "openblas" for lib in numpy_blas)
+
+
+def policy() -> str:
+    """``"shared"`` (the pools take turns on all ``n`` threads) or ``"split"`` (they divide them)."""
+    if _state["policy"] is None:
+        _state["policy"] = "shared" if _blas_workers_sleep() else "split"
+    return _state["policy"]
+
+
 def _start_pool() -> None:
     """Run one tiny parallel kernel. Measured: the first parallel kernel a process runs (with the
     workqueue layer) puts OpenBLAS back to its default thread count, so a BLAS limit set before it
@@ -95,14 +134,20 @@ def _start_pool() -> None:
 def set_num_threads(n: int | None = None, blas: int | None = None) -> dict[str, int]:
     """Let the engine use ``n`` threads (default: every core this process may use).
 
-    The BLAS gets ``blas`` threads, by default ``max(1, n // 2)``, and the Numba kernels the rest,
-    ``max(1, n - blas)`` (at most ``NUMBA_NUM_THREADS``): together ``n`` (the module docstring has
-    the measurements behind the split). Returns ``{"n", "numba", "blas"}``, the counts in force.
+    Under the ``"shared"`` policy the Numba kernels and the BLAS each get ``n`` (they take turns);
+    under ``"split"`` the BLAS gets ``max(1, n // 2)`` and Numba the rest (the module docstring has
+    the measurements behind both). ``blas`` sets the BLAS count by hand (under ``"split"`` Numba
+    then gets ``max(1, n - blas)``). Numba's count is capped at ``NUMBA_NUM_THREADS``.
+    Returns ``{"n", "numba", "blas"}``, the counts in force.
     """
     owner = "set_num_threads"
     n = default_num_threads() if n is None else check_int(n, "n", owner, minimum=1)
-    blas = max(1, n // 2) if blas is None else check_int(blas, "blas", owner, minimum=1)
-    numba_threads = min(max(1, n - blas), numba.config.NUMBA_NUM_THREADS)
+    shared = policy() == "shared"
+    if blas is None:
+        blas = n if shared else max(1, n // 2)
+    else:
+        blas = check_int(blas, "blas", owner, minimum=1)
+    numba_threads = min(n if shared else max(1, n - blas), numba.config.NUMBA_NUM_THREADS)
     numba.set_num_threads(numba_threads)
     _start_pool()
     _blas_controller().select(user_api="blas").limit(limits=blas)
@@ -118,7 +163,7 @@ def get_num_threads() -> int:
 
 
 def thread_info() -> dict[str, Any]:
-    """What is in force: ``n``, Numba threads and threading layer, BLAS threads (per library), cores."""
+    """What is in force: ``n``, the policy, Numba threads and threading layer, BLAS threads, cores."""
     get_num_threads()
     blas_threads = [info["num_threads"] for info in threadpoolctl.threadpool_info()
                     if info.get("user_api") == "blas"]
@@ -128,6 +173,7 @@ def thread_info() -> dict[str, Any]:
         layer = numba.config.THREADING_LAYER
     return {
         "n": _state["n"],
+        "policy": policy(),
         "numba": numba.get_num_threads(),
         "threading_layer": layer,
         "blas": blas_threads[0] if blas_threads else None,

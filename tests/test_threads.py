@@ -1,4 +1,5 @@
-"""threads: the thread split between Numba kernels and BLAS, the threading layer, the defaults."""
+"""threads: the thread counts of Numba kernels and BLAS (the two policies), the threading layer,
+the defaults, and that idle BLAS workers sleep when the pools share the cores."""
 
 import json
 import os
@@ -33,26 +34,32 @@ def test_set_num_threads_sets_numba_and_blas():
     assert (info["n"], info["numba"], info["blas"]) == (1, 1, 1)
 
 
-def split(n):
-    blas = max(1, n // 2)
+def expected(n, policy):
+    """The counts each policy gives for ``n`` threads."""
+    if policy == "shared":  # the pools take turns: each may use all n
+        return {"n": n, "numba": min(n, numba.config.NUMBA_NUM_THREADS), "blas": n}
+    blas = max(1, n // 2)  # the pools divide the n threads between them
     return {"n": n, "numba": min(max(1, n - blas), numba.config.NUMBA_NUM_THREADS), "blas": blas}
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 8])
-def test_the_two_pools_together_use_n_threads_not_twice_as_many(n):
+def test_set_num_threads_follows_the_policy_in_force(n):
     result = threads.set_num_threads(n)
-    assert result == split(n)
-    assert result["numba"] + result["blas"] <= max(n, 2)
+    assert result == expected(n, threads.policy())
     assert numba.get_num_threads() == result["numba"] and set(blas_threads()) == {result["blas"]}
+    if threads.policy() == "split":
+        assert result["numba"] + result["blas"] <= max(n, 2)
 
 
 def test_default_is_every_core_of_this_process():
-    assert threads.set_num_threads() == split(threads.default_num_threads())
+    assert threads.set_num_threads() == expected(threads.default_num_threads(), threads.policy())
     assert threads.get_num_threads() == threads.default_num_threads()
 
 
 def test_blas_count_can_be_given():
-    assert threads.set_num_threads(2, blas=2) == {"n": 2, "numba": 1, "blas": 2}
+    numba_threads = 2 if threads.policy() == "shared" else 1
+    assert threads.set_num_threads(2, blas=2) == {"n": 2, "numba": min(numba_threads, numba.config.NUMBA_NUM_THREADS),
+                                                  "blas": 2}
     assert set(blas_threads()) == {2}
 
 
@@ -84,8 +91,8 @@ def test_bad_thread_counts_are_named(bad, error):
 
 
 PROBE = """
-import json, numpy as np, numba, threadpoolctl
 import cnn_im2col.threads as T
+import json, numpy as np, numba, threadpoolctl
 from cnn_im2col import functional as F
 x = np.ones((2, 3, 6, 6), np.float32)
 o, c = F.max_pool2d_forward(x, 2)          # the first parallel kernels of this process
@@ -110,12 +117,62 @@ def test_fresh_process_uses_workqueue_and_keeps_the_blas_limit_after_the_first_k
     survive it (it is applied after a warm-up kernel), and idle Numba workers must not spin."""
     result = run_probe()
     assert result["layer"] == "workqueue"
-    expected = split(threads.default_num_threads())
-    assert set(result["blas"]) == {expected["blas"]}
-    assert result["info"]["numba"] == expected["numba"]
+    assert result["info"]["policy"] == "shared"  # the probe imports cnn_im2col before NumPy
+    counts = expected(threads.default_num_threads(), "shared")
+    assert set(result["blas"]) == {counts["blas"]}
+    assert result["info"]["numba"] == counts["numba"]
 
 
 def test_the_users_choice_of_layer_and_blas_threads_is_respected():
     result = run_probe(NUMBA_THREADING_LAYER="workqueue", OPENBLAS_NUM_THREADS="2")
     assert result["layer"] == "workqueue"
     assert set(result["blas"]) == {2}
+
+
+SPIN_PROBE = """
+import os, sys, threading, time, json
+if sys.argv[1] == "numpy-first":
+    import numpy
+import cnn_im2col.threads as T
+import numpy as np
+T.set_num_threads(2, blas=2)
+a = np.ones((512, 512))
+me = threading.get_native_id()
+def others_running():  # threads of this process, other than this one, in state R (running)
+    count = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:  # the thread ended
+            continue
+        count += int(tid) != me and stat[stat.rindex(")") + 2] == "R"
+    return count
+busy = samples = 0
+for _ in range(5):
+    a @ a  # a GEMM on 2 BLAS threads; then 20 ms in which nothing else of ours should run
+    end = time.perf_counter() + 0.02
+    while time.perf_counter() < end:
+        samples += 1
+        busy += others_running() > 0
+print(json.dumps({"policy": T.policy(), "samples": samples, "busy": busy}))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+@pytest.mark.parametrize("order, policy", [("cnn_im2col-first", "shared"), ("numpy-first", "split")])
+def test_idle_blas_workers_sleep_under_the_shared_policy_only(order, policy):
+    """After a GEMM, OpenBLAS's worker sleeps at once if cnn_im2col was imported before NumPy (so the
+    Numba kernels that follow have the cores to themselves); imported after NumPy, the worker spins
+    on (OpenBLAS's default), which is why that case gets the "split" policy."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_NUM_THREADS",
+                                                              "OMP_NUM_THREADS")}
+    proc = subprocess.run([sys.executable, "-c", SPIN_PROBE, order], capture_output=True, text=True, env=env,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["policy"] == policy and result["samples"] > 50
+    if policy == "shared":
+        assert result["busy"] == 0, result
+    else:  # the control: the same probe does see a spinning worker
+        assert result["busy"] > result["samples"] // 2, result
