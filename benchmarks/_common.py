@@ -13,6 +13,9 @@ Nothing here knows about a particular benchmark. The scripts (``bench_layers.py`
   large allocations slower (a fresh mapping each time), so timings are taken before it is called.
   Where ``/proc`` lacks these files, ``tracemalloc`` (NumPy buffers only) is the fallback.
   Training's peak RSS (``peak_rss_bytes``) is measured with the default allocator, as users run.
+- Threads: ``RunnableThreads`` samples, from the driver process, how many threads of a worker are
+  running or waiting for a core (state R in ``/proc/PID/task/*/stat``): more than the cores means
+  oversubscription (for example idle pool workers spinning while the other pool computes).
 - Profiling: ``StageProfiler`` wraps named functions of the engine and attributes every call's
   *exclusive* time (minus the time of wrapped functions it calls) to a stage; what no wrapper
   covers is the Python overhead.
@@ -32,6 +35,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from collections import defaultdict
@@ -380,13 +384,89 @@ def machine_line(info: dict) -> str:
     return line
 
 
-def run_json_subprocess(args: Sequence[str], env: dict[str, str] | None = None, timeout: float = 1800) -> dict:
-    """Run ``python args...`` and parse the last stdout line as JSON (the worker's result)."""
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=timeout,
-                          check=False)
+def run_json_subprocess(args: Sequence[str], env: dict[str, str] | None = None, timeout: float = 1800,
+                        sample_threads: bool = False) -> dict:
+    """Run ``python args...`` and parse the last stdout line as JSON (the worker's result).
+
+    ``sample_threads``: while it runs, sample its runnable threads (``RunnableThreads``); the
+    samples go into the result as ``"runnable_samples"`` ([unix time, count] pairs).
+    """
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    sampler = RunnableThreads(proc.pid) if sample_threads and RunnableThreads.supported() else None
+    if sampler is not None:
+        sampler.start()
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    finally:
+        samples = sampler.stop() if sampler is not None else None
     if proc.returncode != 0:
-        raise RuntimeError(f"worker {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+        raise RuntimeError(f"worker {' '.join(args)} failed ({proc.returncode}):\n{stderr[-4000:]}")
+    lines = [line for line in stdout.splitlines() if line.strip()]
     if not lines:
-        raise RuntimeError(f"worker {' '.join(args)} printed nothing; stderr:\n{proc.stderr[-4000:]}")
-    return json.loads(lines[-1])
+        raise RuntimeError(f"worker {' '.join(args)} printed nothing; stderr:\n{stderr[-4000:]}")
+    result = json.loads(lines[-1])
+    if samples is not None:
+        result["runnable_samples"] = samples
+    return result
+
+
+class RunnableThreads:
+    """Sample how many threads of process ``pid`` are running or runnable (state R), every
+    ``interval`` seconds, from a background thread of this process (so the measured process is
+    not disturbed beyond the reads of its ``/proc`` files, about 1% of a core)."""
+
+    def __init__(self, pid: int, interval: float = 0.005) -> None:
+        self.pid, self.interval = pid, interval
+        self.samples: list[list[float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def supported() -> bool:
+        return os.path.isdir("/proc/self/task")
+
+    def count(self) -> int | None:
+        """Threads of the process in state R now; None once it has exited."""
+        try:
+            tids = os.listdir(f"/proc/{self.pid}/task")
+        except OSError:
+            return None
+        running = 0
+        for tid in tids:
+            try:
+                with open(f"/proc/{self.pid}/task/{tid}/stat") as f:
+                    stat = f.read()
+            except OSError:  # the thread ended
+                continue
+            running += stat[stat.rindex(")") + 2] == "R"  # the state follows the (command name)
+        return running
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            count = self.count()
+            if count is None:
+                return
+            self.samples.append([time.time(), count])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> list[list[float]]:
+        self._stop.set()
+        self._thread.join()
+        return self.samples
+
+
+def runnable_summary(samples: Sequence[Sequence[float]], start: float, end: float, cores: int) -> dict | None:
+    """Mean and maximum runnable threads between unix times ``start`` and ``end``, and the share of
+    samples with more runnable threads than ``cores`` (oversubscribed)."""
+    counts = [count for when, count in samples if start <= when <= end]
+    if not counts:
+        return None
+    return {"samples": len(counts), "mean": statistics.fmean(counts), "max": max(counts),
+            "over_cores": sum(count > cores for count in counts) / len(counts)}

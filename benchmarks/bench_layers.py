@@ -26,6 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# cnn_im2col before NumPy: then its thread pools can share the cores (see cnn_im2col.threads)
+import cnn_im2col  # noqa: F401
+
+# isort: split
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -5,11 +5,14 @@ Dense(640, 100), ReLU, Dense(100, 10); SGD lr 0.05, momentum 0.9, batch 64, one 
 first 50,000 MNIST training images (shuffled), then inference on the 10,000 test images (batch
 1000). PyTorch trains the same network from the same initial weights on the same arrays.
 
-Each measurement runs in its own process (so peak RSS is that framework's alone and the thread pools
-never meet), alternating ``ours, torch, ours, torch, ...``; the table shows medians and the ratios.
-JIT compilation is excluded (one untimed warm-up batch first; its time is reported). After its
-epoch, each of our workers also profiles a number of batches: where a batch spends its time (im2col,
-GEMM, col2im, layout+bias, pooling, activations, validation, loss, optimizer, Python overhead).
+This engine trains with ``Sequential.fit`` and infers with ``Sequential.predict``, as users do;
+PyTorch with the usual loop. Each measurement runs in its own process (so peak RSS is that
+framework's alone and the thread pools never meet), alternating ``ours, torch, ours, torch, ...``;
+the table shows medians and the ratios. JIT compilation is excluded (one untimed warm-up batch
+first; its time is reported). While a worker trains, the driver samples how many of its threads
+are runnable (``/proc``): more than the cores would be oversubscription. After its epoch, each of
+our workers also profiles a number of batches: where a batch spends its time (im2col, GEMM, col2im,
+layout+bias, pooling, activations, validation, loss, optimizer, Python overhead).
 
     python benchmarks/bench_train.py                 # full run -> benchmarks/results/train.{json,md}
     python benchmarks/bench_train.py --quick         # tiny synthetic data, seconds (the tests)
@@ -26,6 +29,10 @@ import sys
 import time
 from pathlib import Path
 
+# cnn_im2col before NumPy: then its thread pools can share the cores (see cnn_im2col.threads)
+import cnn_im2col  # noqa: F401
+
+# isort: split
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -69,33 +76,24 @@ def our_network(seed: int = 0):
 
 
 class Ours:
-    """The engine's training step: forward, fused softmax cross-entropy, backward, SGD."""
+    """The engine as users train it: ``Sequential.fit`` (SGD with momentum, softmax cross-entropy)."""
 
     def __init__(self, seed: int = 0) -> None:
-        from cnn_im2col.losses import SoftmaxCrossEntropy
-        from cnn_im2col.optim import SGD
+        from cnn_im2col import SGD, Sequential
 
-        self.layers = our_network(seed)
-        self.loss = SoftmaxCrossEntropy()
+        self.model = Sequential(our_network(seed))
         self.opt = SGD(LR, momentum=MOMENTUM)
-        self.params = {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
 
-    def forward(self, x, training):
-        for layer in self.layers:
-            x = layer.forward(x, training=training)
-        return x
+    def train(self, x, y, seed: int) -> float:
+        """One epoch over (x, y) in shuffled batches; the mean training loss."""
+        from cnn_im2col import SoftmaxCrossEntropy
 
-    def step(self, xb, yb) -> float:
-        value = self.loss.forward(self.forward(xb, True), yb)
-        d = self.loss.backward()
-        for layer in reversed(self.layers):
-            d = layer.backward(d)
-        grads = {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.grads.items()}
-        self.opt.step(self.params, grads)
-        return value
+        history = self.model.fit(x, y, epochs=1, batch_size=BATCH, optimizer=self.opt, loss=SoftmaxCrossEntropy(),
+                                 seed=seed, progress=False, log=None)
+        return history["loss"][0]
 
-    def predict(self, x):
-        return self.forward(x, False)
+    def predict(self, x, batch: int):
+        return self.model.predict(x, batch_size=batch)
 
 
 class Torch:
@@ -115,16 +113,23 @@ class Torch:
         self.loss = nn.CrossEntropyLoss()
         self.opt = torch.optim.SGD(self.net.parameters(), lr=LR, momentum=MOMENTUM)
 
-    def step(self, xb, yb) -> float:
-        self.opt.zero_grad(set_to_none=True)
-        loss = self.loss(self.net(self.torch.from_numpy(xb)), self.torch.from_numpy(yb))
-        loss.backward()
-        self.opt.step()
-        return float(loss.detach())
+    def train(self, x, y, seed: int) -> float:
+        """One epoch over (x, y) in shuffled batches; the mean training loss."""
+        order = np.random.default_rng(seed).permutation(x.shape[0])
+        total = 0.0
+        for b in range(0, x.shape[0], BATCH):
+            idx = order[b:b + BATCH]
+            self.opt.zero_grad(set_to_none=True)
+            loss = self.loss(self.net(self.torch.from_numpy(x[idx])), self.torch.from_numpy(y[idx]))
+            loss.backward()
+            self.opt.step()
+            total += float(loss.detach()) * idx.size
+        return total / x.shape[0]
 
-    def predict(self, x):
+    def predict(self, x, batch: int):
         with self.torch.no_grad():
-            return self.net(self.torch.from_numpy(x)).numpy()
+            return np.concatenate([self.net(self.torch.from_numpy(x[b:b + batch])).numpy()
+                                   for b in range(0, x.shape[0], batch)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,6 +141,7 @@ def profile_targets():
     """(owner, attribute, stage) for StageProfiler: the engine's leaf operations. Names that an
     engine version lacks are skipped (so the same list profiles older checkouts)."""
     import cnn_im2col.losses as LS
+    import cnn_im2col.model as M
     from cnn_im2col import _kernels as K
     from cnn_im2col import functional as F
     from cnn_im2col import im2col as I
@@ -149,7 +155,8 @@ def profile_targets():
                                                "max_pool_backward", "max_pool_backward_tiled", "sum_pool_forward",
                                                "sum_pool_backward")],
             (L.ReLU, "_forward", "activations"), (L.ReLU, "_backward", "activations"),
-            *[(module, "as_float_array", "validation") for module in (F, L, I, LS)],
+            *[(module, "as_float_array", "validation") for module in (F, L, I, LS, M)],
+            (M, "_finite", "validation"),
             (SoftmaxCrossEntropy, "forward", "loss"), (SoftmaxCrossEntropy, "backward", "loss"),
             (SGD, "step", "optimizer"),
             # what conv/dense do themselves besides the wrapped calls: in an engine that writes its
@@ -160,14 +167,12 @@ def profile_targets():
 
 def profile_batches(model: Ours, x, y, batches: int) -> dict:
     prof = C.StageProfiler()
-    rng = np.random.default_rng(1)
-    order = rng.permutation(x.shape[0])
     batches = max(1, min(batches, x.shape[0] // BATCH))
+    order = np.random.default_rng(1).permutation(x.shape[0])[:batches * BATCH]
+    xs, ys = x[order], y[order]
     with prof.patch(profile_targets()):
         start = time.perf_counter()
-        for b in range(batches):
-            idx = order[b * BATCH:(b + 1) * BATCH]
-            model.step(x[idx], y[idx])
+        model.train(xs, ys, seed=1)
         total = time.perf_counter() - start
     result = C.breakdown(prof.seconds, total, batches, STAGES)
     return {"batches": batches, "stages": result, "missing_targets": prof.missing}
@@ -190,33 +195,26 @@ def worker(framework: str, args) -> dict:
         thread_info = {"torch": torch.get_num_threads()}
     else:
         model = Ours()
-    rng = np.random.default_rng(args.seed)
-    order = rng.permutation(x_train.shape[0])
-
     start = time.perf_counter()  # warm-up batch: JIT compile or cache load, untimed in the epoch
-    model.step(x_train[order[:BATCH]], y_train[order[:BATCH]])
+    model.train(x_train[:BATCH], y_train[:BATCH], seed=args.seed)
     warmup_s = time.perf_counter() - start
 
-    order = rng.permutation(x_train.shape[0])
     n = x_train.shape[0]
-    losses = []
+    epoch_wall = [time.time()]
     start = time.perf_counter()
-    for b in range(0, n, BATCH):
-        idx = order[b:b + BATCH]
-        losses.append(model.step(x_train[idx], y_train[idx]))
+    mean_loss = model.train(x_train, y_train, seed=args.seed)
     epoch_s = time.perf_counter() - start
+    epoch_wall.append(time.time())
 
     start = time.perf_counter()
-    correct = 0
-    for b in range(0, x_test.shape[0], args.infer_batch):
-        logits = model.predict(x_test[b:b + args.infer_batch])
-        correct += int((np.asarray(logits).argmax(axis=1) == y_test[b:b + args.infer_batch]).sum())
+    logits = model.predict(x_test, args.infer_batch)
     infer_s = time.perf_counter() - start
+    correct = int((np.asarray(logits).argmax(axis=1) == y_test).sum())
     result = {
         "framework": framework, "data": source, "train_images": n, "test_images": int(x_test.shape[0]),
         "threads": thread_info, "warmup_batch_s": warmup_s, "epoch_s": epoch_s, "samples_per_s": n / epoch_s,
-        "ms_per_batch": 1e3 * epoch_s / len(losses), "inference_s": infer_s,
-        "test_accuracy": correct / x_test.shape[0], "final_loss": float(np.mean(losses[-50:])),
+        "ms_per_batch": 1e3 * epoch_s / -(-n // BATCH), "inference_s": infer_s, "epoch_wall": epoch_wall,
+        "test_accuracy": correct / x_test.shape[0], "epoch_mean_loss": mean_loss,
         "peak_rss_bytes": C.peak_rss_bytes(), "rss_after_data_bytes": rss_data,
     }
     if framework == "ours" and args.profile_batches:
@@ -248,7 +246,11 @@ def worker_args(args, label: str) -> list[str]:
 def summarise(runs: list[dict]) -> dict:
     keys = ("epoch_s", "samples_per_s", "ms_per_batch", "inference_s", "peak_rss_bytes", "warmup_batch_s",
             "test_accuracy")
-    return {k: statistics.median(r[k] for r in runs) for k in keys}
+    summary = {k: statistics.median(r[k] for r in runs) for k in keys}
+    threads = [r["runnable_threads"] for r in runs if r.get("runnable_threads")]
+    summary["runnable_threads_mean"] = statistics.median(t["mean"] for t in threads) if threads else None
+    summary["runnable_over_cores"] = statistics.median(t["over_cores"] for t in threads) if threads else None
+    return summary
 
 
 def profile_table(profile: dict) -> str:
@@ -292,7 +294,7 @@ def main(argv=None) -> dict:
             pass
         x, y, _, _, _ = load_data(args.quick, max(args.train, BATCH * 8), BATCH)
         model = Ours()
-        model.step(x[:BATCH], y[:BATCH].astype(np.int64))
+        model.train(x[:BATCH], y[:BATCH].astype(np.int64), seed=args.seed)
         prof = profile_batches(model, x, y.astype(np.int64), args.profile_batches)
         print(profile_table(prof))
         return prof
@@ -309,7 +311,10 @@ def main(argv=None) -> dict:
     runs: dict[str, list[dict]] = {f: [] for f in frameworks}
     for r in range(rounds):
         for f in frameworks:
-            result = C.run_json_subprocess(worker_args(args, f))
+            result = C.run_json_subprocess(worker_args(args, f), sample_threads=True)
+            samples = result.pop("runnable_samples", None)
+            result["runnable_threads"] = (C.runnable_summary(samples, *result["epoch_wall"], machine["cores"])
+                                          if samples else None)
             runs[f].append(result)
             print(f"  round {r + 1}/{rounds} {f}: epoch {result['epoch_s']:.2f} s, inference "
                   f"{result['inference_s']:.2f} s, peak RSS {result['peak_rss_bytes'] / 2**20:.0f} MiB",
@@ -331,21 +336,27 @@ def main(argv=None) -> dict:
 
     data_source = runs["ours"][0]["data"]
     heads = ["framework", "threads", "epoch s", "samples/s", "ms/batch", "inference s (10k)" if not args.quick
-             else f"inference s ({args.test})", "peak RSS MiB", "test acc.", "warm-up batch s"]
+             else f"inference s ({args.test})", "peak RSS MiB", "test acc.", "warm-up batch s",
+             "runnable threads (mean)", "samples > cores"]
     rows = []
     for f in frameworks:
         s = summary[f]
         th = runs[f][0]["threads"]
         th_text = (f"torch {th['torch']}" if f != "ours" else
-                   f"Numba {th['numba']} + BLAS {th['blas']}" if th else "?")
+                   f"Numba {th['numba']} + BLAS {th['blas']} ({th.get('policy', 'split')})" if th else "?")
+        over = s["runnable_over_cores"]
         rows.append([f, th_text, s["epoch_s"], s["samples_per_s"], s["ms_per_batch"], s["inference_s"],
-                     s["peak_rss_bytes"] / 2**20, s["test_accuracy"], s["warmup_batch_s"]])
+                     s["peak_rss_bytes"] / 2**20, s["test_accuracy"], s["warmup_batch_s"],
+                     s["runnable_threads_mean"], None if over is None else f"{100 * over:.1f}%"])
     md = [f"# Training benchmark{' (quick)' if args.quick else ''}", "",
           f"Machine: {C.machine_line(machine)}.", "",
           (f"One epoch of LeNet (batch {BATCH}, SGD lr {LR}, momentum {MOMENTUM}) on {args.train:,} {data_source} "
           f"images, inference on {args.test:,} (batch {args.infer_batch}); medians of {rounds} alternated "
           "run(s) per framework, each in its own process."), "",
-          C.markdown_table(heads, rows), ""]
+          C.markdown_table(heads, rows), "",
+          (f"Runnable threads: how many of the worker's threads were running or waiting for a core during the "
+           f"epoch (sampled from /proc every 5 ms; mean), and the share of samples with more than the machine's "
+           f"{machine['cores']} cores (oversubscription)."), ""]
     if TORCH_ONE in summary:
         o, t = summary["ours"], summary[TORCH_ONE]
         ratios_one = {"epoch_time_ours_over_torch": o["epoch_s"] / t["epoch_s"],

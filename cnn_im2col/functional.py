@@ -159,10 +159,12 @@ def _check_bias(bias: Any, out_shape: tuple[int, int, int], dtype: np.dtype, own
     return bias
 
 
-def conv2d_backward(dout: Any, cache: ConvCache) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def conv2d_backward(dout: Any, cache: ConvCache,
+                    input_grad: bool = True) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Gradients of ``conv2d_forward``: ``(dx, dweight, dbias)`` with the shapes of x, weight, bias.
 
-    ``dbias`` is None when there was no bias.
+    ``dbias`` is None when there was no bias; ``dx`` is None with ``input_grad=False`` (not
+    computed: a network's first layer never needs it).
     """
     x_shape, cols, weight, bias_shape, g, backend, owner, x = cache
     if cols is None:  # forward ran with keep_cols=False
@@ -177,14 +179,12 @@ def conv2d_backward(dout: Any, cache: ConvCache) -> tuple[np.ndarray, np.ndarray
         # (cols @ dZ) transposed, not dZ.T @ cols.T: the same product, but OpenBLAS runs this
         # orientation ~25% faster for these shapes (measured: LeNet's 2.85 -> 2.1 ms, 1.3 -> 1.0 ms)
         dweight = np.ascontiguousarray(gemm(cols, d_t.T).T).reshape(weight.shape)
-        dcols = gemm(w2.T, d_t)  # (C*KH*KW, N*OH*OW)
-        dx = fold_t(dcols, x_shape, g)
+        dx = fold_t(gemm(w2.T, d_t), x_shape, g) if input_grad else None  # col2im of (C*KH*KW, N*OH*OW)
     else:
         d_rows = dout.transpose(0, 2, 3, 1).reshape(-1, out_channels)  # (N*OH*OW, O)
         dweight = gemm(d_rows.T, cols).reshape(weight.shape)
         tied_grad = None
-        dcols = gemm(d_rows, w2)  # (N*OH*OW, C*KH*KW)
-        dx = fold(dcols, x_shape, g, backend)
+        dx = fold(gemm(d_rows, w2), x_shape, g, backend) if input_grad else None  # col2im of (N*OH*OW, C*KH*KW)
     if bias_shape is None:
         dbias = None
     elif len(bias_shape) == 1:

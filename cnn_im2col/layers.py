@@ -176,8 +176,10 @@ class Conv2D(Layer):
                                             self.stride, self.padding, owner=owner, keep_cols=bool(training))
         return out
 
-    def backward(self, dout: Any) -> np.ndarray:
-        dx, dweight, dbias = F.conv2d_backward(dout, self._cached())
+    def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
+        """Fill ``grads``; return dx, or None with ``input_grad=False`` (not computed: a first layer's
+        input gradient is never used in training)."""
+        dx, dweight, dbias = F.conv2d_backward(dout, self._cached(), input_grad=input_grad)
         self.grads["weight"] = dweight
         if dbias is not None:
             self.grads["bias"] = dbias
@@ -226,13 +228,14 @@ class Dense(Layer):
             out += self.params["bias"]
         return out
 
-    def backward(self, dout: Any) -> np.ndarray:
+    def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
+        """Fill ``grads``; return dx, or None with ``input_grad=False`` (not computed)."""
         x = self._cached()
         dout = F.check_dout(dout, (x.shape[0], self.out_features), x.dtype, repr(self))
         self.grads["weight"] = F.gemm(dout.T, x)
         if "bias" in self.params:
             self.grads["bias"] = dout.sum(axis=0)
-        return F.gemm(dout, self.params["weight"])
+        return F.gemm(dout, self.params["weight"]) if input_grad else None
 
 
 class _Pool2D(Layer):

@@ -54,8 +54,8 @@ import numpy as np
 from . import functional as F
 from . import optim as _optim
 from ._files import atomic_write
-from .layers import LAYERS, Softmax
-from .shapes import NonFiniteError, as_float_array, check_choice, check_int
+from .layers import LAYERS, Conv2D, Dense, Softmax
+from .shapes import NonFiniteError, as_float_array, check_choice, check_int, finite_scans_skipped
 
 __all__ = [
     "Checkpoint",
@@ -274,15 +274,33 @@ class Sequential:
         return {f"{i}.{name}": value for i, layer in enumerate(self.layers) for name, value in layer.grads.items()}
 
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
-        for layer in self.layers:
-            x = layer.forward(x, training=training)
+        """Run the stack. The first layer checks ``x`` (NaN/Inf included); the others get arrays
+        made by the layer before and skip that scan, so the output is checked instead: a NaN/Inf
+        there means a value overflowed inside the stack (``NonFiniteError``)."""
+        x = self.layers[0].forward(x, training=training)
+        with finite_scans_skipped():
+            for layer in self.layers[1:]:
+                x = layer.forward(x, training=training)
+        _check_finite(x, "output", "Sequential.forward")
         return x
 
     __call__ = forward
 
-    def backward(self, dout: Any) -> np.ndarray:
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
+    def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
+        """Backpropagate ``dout`` (shaped like the output); fills every layer's ``grads`` and
+        returns the gradient with respect to the input. ``input_grad=False`` (training): that last
+        gradient is not needed, so a first ``Conv2D``/``Dense`` skips it (a GEMM and, for a
+        convolution, a col2im) and None is returned."""
+        last = len(self.layers) - 1
+        dout = self.layers[last].backward(dout)  # checks dout, NaN/Inf included
+        with finite_scans_skipped():
+            for i in range(last - 1, -1, -1):
+                layer = self.layers[i]
+                if i == 0 and not input_grad and isinstance(layer, _SKIPS_INPUT_GRAD):
+                    layer.backward(dout, input_grad=False)
+                    return None
+                dout = layer.backward(dout)
+        _check_finite(dout, "input gradient", "Sequential.backward")
         return dout
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -680,7 +698,7 @@ class Sequential:
                 value = float(loss.forward(out, yb))
                 if not math.isfinite(value):
                     raise _NonFinite(f"the loss is {value}", value)
-                self.backward(loss.backward())
+                self.backward(loss.backward(), input_grad=False)
         except NonFiniteError as exc:
             # the layers and losses refuse non-finite inputs: an activation or a gradient overflowed
             raise _NonFinite(f"a value overflowed ({exc})", math.nan) from None
@@ -892,6 +910,15 @@ class _NonFinite(Exception):
     def __init__(self, what: str, value: float) -> None:
         super().__init__(what)
         self.what, self.value = what, value
+
+
+_SKIPS_INPUT_GRAD = (Conv2D, Dense)  # layers whose backward takes input_grad=False
+
+
+def _check_finite(a: np.ndarray, what: str, owner: str) -> None:
+    if not _finite(a):
+        raise NonFiniteError(f"{owner}: the {what} contains NaN or Inf although the input was finite: a value "
+                             f"overflowed inside the network")
 
 
 def _finite(a: np.ndarray) -> bool:

@@ -238,3 +238,22 @@ def test_integer_and_float16_inputs_are_converted():
         out, _ = F.conv2d_forward(x, weight)
         assert out.dtype == np.float32
         np.testing.assert_array_equal(out[0, 0], [[8, 12], [20, 24]])
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("bias_mode", ["tied", "untied", "none"])
+def test_conv2d_backward_without_input_grad_gives_the_same_parameter_gradients(backend, bias_mode):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 2, 7, 6))
+    w = rng.standard_normal((4, 2, 3, 2))
+    bias = {"tied": rng.standard_normal(4), "untied": rng.standard_normal((4, 4, 4)), "none": None}[bias_mode]
+    out, cache = F.conv2d_forward(x, w, bias, stride=(2, 2), padding=1, backend=backend)
+    dout = rng.standard_normal(out.shape)
+    dx, dw, db = F.conv2d_backward(dout, cache)
+    none, dw2, db2 = F.conv2d_backward(dout, cache, input_grad=False)
+    assert none is None and dx.shape == x.shape
+    np.testing.assert_array_equal(dw2, dw)
+    if bias is None:
+        assert db is None and db2 is None
+    else:
+        np.testing.assert_array_equal(db2, db)

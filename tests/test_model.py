@@ -27,6 +27,7 @@ from cnn_im2col.model import (
     TrainingInterrupted,
 )
 from cnn_im2col.optim import SGD, Adam, CosineAnnealingLR
+from cnn_im2col.shapes import NonFiniteError
 
 
 def small_net(seed=0, dropout=0.0, dtype=np.float32):
@@ -648,3 +649,39 @@ def test_random_shift_fills_and_validates():
         RandomShift(1.5)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         RandomShift(1)(np.ones((4, 4)), np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("first", ["conv", "dense", "relu"])
+def test_backward_without_input_grad_fills_the_same_gradients(first):
+    rng = np.random.default_rng(0)
+    head = {"conv": [Conv2D(1, 2, 3, seed=0), Flatten()], "dense": [Dense(36, 18, seed=0)],
+            "relu": [ReLU(), Flatten()]}[first]
+    features = {"conv": 32, "dense": 18, "relu": 36}[first]
+    model = Sequential([*head, Dense(features, 3, seed=1)])
+    x = rng.standard_normal((4, 36) if first == "dense" else (4, 1, 6, 6)).astype(np.float32)
+    dout = rng.standard_normal((4, 3)).astype(np.float32)
+    model.forward(x, training=True)
+    dx = model.backward(dout)
+    full = {k: v.copy() for k, v in model.grads.items()}
+    model.forward(x, training=True)
+    result = model.backward(dout, input_grad=False)
+    if first == "relu":  # not a layer that can skip it: computed and returned as usual
+        np.testing.assert_array_equal(result, dx)
+    else:
+        assert result is None
+    assert dx.shape == x.shape
+    for key, value in model.grads.items():
+        np.testing.assert_array_equal(value, full[key])
+
+
+def test_an_overflow_inside_the_stack_is_reported_at_its_output():
+    """Layers after the first skip the NaN/Inf scan of their input; the stack checks its output."""
+    dense = Dense(2, 2, seed=0)
+    dense.params["weight"][...] = 1e30
+    model = Sequential([Dense(2, 2, seed=0), dense])
+    model[0].params["weight"][...] = 1e30
+    x = np.ones((1, 2), np.float32)  # finite, but 1e30 * 1e30 overflows float32 in the second layer
+    with np.errstate(over="ignore"), pytest.raises(NonFiniteError, match="Sequential.forward: the output contains"):
+        model.forward(x)
+    with pytest.raises(NonFiniteError, match=r"Dense\(2, 2, seed=0\): x contains NaN or Inf"):
+        model.forward(np.array([[np.nan, 1.0]], np.float32))  # the input itself is still checked

@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 
 from cnn_im2col.shapes import (
+    NonFiniteError,
     as_float_array,
     check_choice,
     check_float,
     check_int,
     conv_output_size,
+    finite_scans_skipped,
     float_dtype,
     pair,
     resolve_padding,
@@ -105,3 +107,28 @@ def test_as_float_array_converts_and_rejects():
         as_float_array(np.zeros((2, 2)), "x", ndim=4)
     with pytest.raises(ValueError, match="x contains NaN or Inf"):
         as_float_array([1.0, np.inf], "x")
+
+
+def test_finite_scans_skipped_only_inside_the_block_and_only_in_its_thread():
+    import threading
+
+    bad = np.array([1.0, np.nan])
+    seen_in_other_thread = []
+    with finite_scans_skipped():
+        assert as_float_array(bad, "x", "t") is bad  # not scanned
+        with finite_scans_skipped():  # nested blocks restore the outer state
+            pass
+        as_float_array(bad, "x", "t")
+
+        def other():
+            try:
+                as_float_array(bad, "x", "t")
+            except NonFiniteError:
+                seen_in_other_thread.append(True)
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+    assert seen_in_other_thread == [True]
+    with pytest.raises(NonFiniteError, match="t: x contains NaN or Inf"):
+        as_float_array(bad, "x", "t")
