@@ -79,14 +79,15 @@ class Ours:
     """The engine as users train it: ``Sequential.fit`` (SGD with momentum, softmax cross-entropy)."""
 
     def __init__(self, seed: int = 0) -> None:
-        from cnn_im2col import SGD, Sequential
+        from cnn_im2col.model import Sequential  # submodules: older engine versions lack the re-exports
+        from cnn_im2col.optim import SGD
 
         self.model = Sequential(our_network(seed))
         self.opt = SGD(LR, momentum=MOMENTUM)
 
     def train(self, x, y, seed: int) -> float:
         """One epoch over (x, y) in shuffled batches; the mean training loss."""
-        from cnn_im2col import SoftmaxCrossEntropy
+        from cnn_im2col.losses import SoftmaxCrossEntropy
 
         history = self.model.fit(x, y, epochs=1, batch_size=BATCH, optimizer=self.opt, loss=SoftmaxCrossEntropy(),
                                  seed=seed, progress=False, log=None)
