@@ -79,7 +79,8 @@ class Ours:
     """The engine as users train it: ``Sequential.fit`` (SGD with momentum, softmax cross-entropy)."""
 
     def __init__(self, seed: int = 0) -> None:
-        from cnn_im2col.model import Sequential  # submodules: older engine versions lack the re-exports
+        # from the submodules: older engine versions (profiled for comparison) lack the re-exports
+        from cnn_im2col.model import Sequential
         from cnn_im2col.optim import SGD
 
         self.model = Sequential(our_network(seed))

@@ -92,7 +92,9 @@ def fold_t(cols: np.ndarray, input_shape: tuple[int, int, int, int], g: WindowGe
     n, c, height, width = input_shape
     padded = (n, c, height + g.top + g.bottom, width + g.left + g.right)
     dx = np.empty(padded, dtype=cols.dtype)
-    _kernels.col2im_t(np.ascontiguousarray(cols), g.kh, g.kw, g.sy, g.sx, g.oh, g.ow, dx)
+    # samples per task: up to 32 (longer runs of each row), but at least ~64 tasks to share out
+    block = min(32, max(1, n * c // 64))
+    _kernels.col2im_t(np.ascontiguousarray(cols), g.kh, g.kw, g.sy, g.sx, g.oh, g.ow, block, dx)
     if _padded(g):
         dx = np.ascontiguousarray(dx[:, :, g.top:g.top + height, g.left:g.left + width])
     return dx
