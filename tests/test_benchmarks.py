@@ -68,6 +68,13 @@ def test_bench_train_quick_writes_well_formed_json(tmp_path):
         assert set(data["ratios"]) == ratio_keys and all(is_number(v) for v in data["ratios"].values())
     if "torch, 1 thread" in frameworks:
         assert set(data["ratios_vs_torch_one_thread"]) == ratio_keys
+    for f, summary in data["summary"].items():
+        mean = summary["runnable_threads_mean"]
+        assert mean is None or (is_number(mean) and mean >= 0)
+        if f == "ours" and C.RunnableThreads.supported():
+            run = data["runs"]["ours"][0]
+            assert run["runnable_threads"] is None or run["runnable_threads"]["samples"] >= 1
+    assert data["runs"]["ours"][0]["threads"]["policy"] == "shared"  # the script imports cnn_im2col first
     stages = data["profile"]["stages"]
     assert {"im2col", "GEMM", "col2im", "pooling", "activations", "python overhead", "total"} <= set(stages)
     covered = sum(v["ms_per_batch"] for k, v in stages.items() if k != "total")
@@ -137,3 +144,17 @@ def test_jit_cache_is_reused_from_numba_cache_dir_with_a_read_only_package(tmp_p
     finally:
         for path in [package, *package.rglob("*")]:
             path.chmod(path.stat().st_mode | stat.S_IWUSR)
+
+
+@pytest.mark.skipif(not C.RunnableThreads.supported(), reason="needs Linux /proc")
+def test_runnable_threads_sees_a_busy_process_and_summarises_a_window():
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"])
+    sampler = C.RunnableThreads(busy.pid, interval=0.01)
+    sampler.start()
+    time.sleep(0.5)
+    samples = sampler.stop()
+    busy.wait(timeout=60)
+    assert len(samples) >= 5 and max(count for _, count in samples) == 1  # one thread, spinning
+    summary = C.runnable_summary([[1.0, 1], [2.0, 3], [3.0, 2], [9.0, 4]], 1.0, 3.0, cores=2)
+    assert summary == {"samples": 3, "mean": 2.0, "max": 3, "over_cores": pytest.approx(1 / 3)}
+    assert C.runnable_summary(samples, 0.0, 0.0, cores=2) is None
