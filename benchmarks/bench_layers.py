@@ -5,7 +5,10 @@ For each case, in the same run and interleaved (round-robin, so a change of load
 - ``ref``: the primer's per-feature-map ``scipy.signal`` approach (``cnn_im2col.reference``);
 - ``numpy``: the engine with ``backend="numpy"`` (stride tricks, no Numba);
 - ``numba``: the engine's default path (Numba kernels + one BLAS GEMM per product);
-- ``torch``: PyTorch, when ``import torch`` works (the column is left out otherwise).
+- ``torch``: PyTorch, when ``import torch`` works (the column is left out otherwise), timed in a
+  worker process of its own, run before and after the others (its medians pool both runs): in the
+  same process, PyTorch's OpenMP workers keep spinning after each call on the cores the engine's
+  next call needs (measured: LeNet's conv2 forward 3.9 ms alone, 10.5 ms right after a PyTorch call).
 
 Reported: median milliseconds, ratios, achieved GFLOP/s of the convolutions and its fraction of
 this machine's GEMM rate measured now (``np.matmul`` on a GEMM of the same M, K, N as the layer's
@@ -20,6 +23,8 @@ timings (every implementation runs untimed first) and measured separately in fre
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import os
 import sys
 import tempfile
@@ -36,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
 
 IMPLS = ("ref", "numpy", "numba", "torch")
+MODES = ("forward", "forward+backward")
 
 # name: (kind, N, C, O, H, W, kernel, padding)
 FULL_CASES = {
@@ -118,8 +124,8 @@ def make_case(spec, rng):
     return {"x": x, "dout": rng.standard_normal((n, c, oh, ow)).astype(np.float32), "oh": oh, "ow": ow}
 
 
-def runners(spec, data, torch):
-    """{impl: {"forward": fn, "forward+backward": fn}} for one case."""
+def runners(spec, data):
+    """{impl: {"forward": fn, "forward+backward": fn}} for one case: ref, numpy, numba."""
     from cnn_im2col import functional as F
     from cnn_im2col import reference as R
 
@@ -142,19 +148,6 @@ def runners(spec, data, torch):
                       "forward+backward": lambda: (R.conv2d_forward(x, weight, bias, 1, p),
                                                    R.conv2d_backward(x, weight, dout, 1, p, bias="tied"))}
         out["numpy"], out["numba"] = engine("numpy"), engine("numba")
-        if torch is not None:
-            tx, tw, tb, td = (torch.from_numpy(a) for a in (x, weight, bias, dout))
-
-            def t_fwd():
-                with torch.no_grad():
-                    return torch.nn.functional.conv2d(tx, tw, tb, padding=p)
-
-            def t_fwd_bwd():
-                xs, ws, bs = (t.detach().requires_grad_(True) for t in (tx, tw, tb))
-                y = torch.nn.functional.conv2d(xs, ws, bs, padding=p)
-                y.backward(td)
-                return xs.grad, ws.grad, bs.grad
-            out["torch"] = {"forward": t_fwd, "forward+backward": t_fwd_bwd}
         return out
 
     fwd_f, bwd_f = ((F.max_pool2d_forward, F.max_pool2d_backward) if kind == "max"
@@ -173,54 +166,116 @@ def runners(spec, data, torch):
 
     out["ref"] = {"forward": lambda: ref_f(x, k), "forward+backward": lambda: (ref_f(x, k), ref_b(x, dout, k))}
     out["numpy"], out["numba"] = engine("numpy"), engine("numba")
-    if torch is not None:
-        tx, td = torch.from_numpy(x), torch.from_numpy(dout)
-        t_pool = torch.nn.functional.max_pool2d if kind == "max" else torch.nn.functional.avg_pool2d
-
-        def t_fwd():
-            with torch.no_grad():
-                return t_pool(tx, k)
-
-        def t_fwd_bwd():
-            xs = tx.detach().requires_grad_(True)
-            t_pool(xs, k).backward(td)
-            return xs.grad
-        out["torch"] = {"forward": t_fwd, "forward+backward": t_fwd_bwd}
     return out
 
 
-def alternate_uneven(fns: dict, rounds: dict) -> dict:
+def torch_runners(spec, data, torch):
+    """{"forward": fn, "forward+backward": fn}: the same case in PyTorch, on the same arrays."""
+    kind, _, _, _, _, _, k, p = spec
+    tx, td = torch.from_numpy(data["x"]), torch.from_numpy(data["dout"])
+    if kind == "conv":
+        tw, tb = torch.from_numpy(data["weight"]), torch.from_numpy(data["bias"])
+
+        def t_fwd():
+            with torch.no_grad():
+                return torch.nn.functional.conv2d(tx, tw, tb, padding=p)
+
+        def t_fwd_bwd():
+            xs, ws, bs = (t.detach().requires_grad_(True) for t in (tx, tw, tb))
+            torch.nn.functional.conv2d(xs, ws, bs, padding=p).backward(td)
+            return xs.grad, ws.grad, bs.grad
+        return {"forward": t_fwd, "forward+backward": t_fwd_bwd}
+    t_pool = torch.nn.functional.max_pool2d if kind == "max" else torch.nn.functional.avg_pool2d
+
+    def t_fwd():
+        with torch.no_grad():
+            return t_pool(tx, k)
+
+    def t_fwd_bwd():
+        xs = tx.detach().requires_grad_(True)
+        t_pool(xs, k).backward(td)
+        return xs.grad
+    return {"forward": t_fwd, "forward+backward": t_fwd_bwd}
+
+
+def torch_worker(args) -> dict:
+    """In its own process: time every case in PyTorch; {case: {mode: {"seconds", "peak_extra_bytes"}}}."""
+    torch = C.import_torch()
+    torch.set_num_threads(args.threads)
+    out = {"torch": {"version": torch.__version__, "num_threads": torch.get_num_threads()}, "cases": {}}
+    fns = {}
+    for index, (name, spec) in enumerate(cases_for(args).items()):
+        fns[name] = torch_runners(spec, make_case(spec, np.random.default_rng(index)), torch)
+        out["cases"][name] = {mode: {"seconds": alternate_uneven({"torch": fn}, {"torch": args.rounds})["torch"]}
+                              for mode, fn in fns[name].items()}
+    C.configure_malloc()
+    for name, modes in fns.items():
+        for mode, fn in modes.items():
+            out["cases"][name][mode]["peak_extra_bytes"], out["cases"][name][mode]["memory_method"] = (
+                C.peak_extra_bytes(fn))
+    return out
+
+
+def alternate_uneven(fns: dict, rounds: dict, burst: int = 3) -> dict:
     """Round-robin timing where each implementation has its own number of rounds (the scipy
-    reference is hundreds of times slower than the rest, so it gets fewer). One untimed warm-up."""
+    reference is hundreds of times slower than the rest, so it gets fewer).
+
+    In each round every fast implementation runs once untimed, then ``burst`` timed calls back to
+    back: timed warm, as in a training loop. A call timed right after another implementation's
+    (the reference's 0.3-3 s of scipy loops evict the caches and let the thread pools fall asleep)
+    is not what training sees: measured, LeNet's conv2 forward took 6.3 ms warm, 13 ms after 0.3 s
+    idle and 18 ms right after a reference call. The reference is timed once per round: at
+    seconds per call it has no such warm-up to lose.
+    """
     for fn in fns.values():
         fn()
     times = {name: [] for name in fns}
     for r in range(max(rounds.values())):
         for name, fn in fns.items():
-            if r < rounds[name]:
+            if r >= rounds[name]:
+                continue
+            timed = 1 if name == "ref" else burst
+            if name != "ref":
+                fn()
+            for _ in range(timed):
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)
     return times
 
 
-def bench_case(name, spec, torch, rounds, ref_rounds, rng):
-    kind, n, c, o, h, w, k, p = spec
+def cases_for(args) -> dict:
+    return QUICK_CASES if args.quick else FULL_CASES
+
+
+def time_case(spec, rounds, ref_rounds, rng) -> tuple[dict, dict, dict, dict | None]:
+    """Time one case here (ref, numpy, numba, interleaved): (data, fns, {mode: {impl: seconds}},
+    this machine's GEMM rate for the layer's forward GEMM, measured now)."""
+    kind, n, c, o, _, _, k, _ = spec
     data = make_case(spec, rng)
-    fns = runners(spec, data, torch)
-    impls = [i for i in IMPLS if i in fns]
+    fns = runners(spec, data)
+    gemm = C.gemm_rate(o, c * k * k, n * data["oh"] * data["ow"]) if kind == "conv" else None
+    times = {mode: alternate_uneven({i: fns[i][mode] for i in fns},
+                                    {i: (ref_rounds if i == "ref" else rounds) for i in fns})
+             for mode in MODES}
+    return data, fns, times, gemm
+
+
+def case_result(name, spec, data, times, gemm, torch_runs) -> dict:
+    """Medians, ratios, GFLOP/s and the fraction of the GEMM rate of one case; PyTorch's times
+    pooled from its worker runs."""
+    kind, n, c, o, h, w, k, p = spec
     result = {"case": name, "kind": kind, "shape": {"N": n, "C": c, "O": o, "H": h, "W": w, "kernel": k,
                                                      "padding": p}, "modes": {}}
-    gemm = None
-    if kind == "conv":
-        m_, k_, n_ = o, c * k * k, n * data["oh"] * data["ow"]
-        gemm = C.gemm_rate(m_, k_, n_)
+    if gemm is not None:
         result["gemm"] = gemm
-    for mode in ("forward", "forward+backward"):
-        times = alternate_uneven({i: fns[i][mode] for i in impls},
-                                 {i: (ref_rounds if i == "ref" else rounds) for i in impls})
-        entry = {"median_ms": {i: C.median_ms(times[i]) for i in impls},
-                 "rounds": {i: len(times[i]) for i in impls}}
+    for mode in MODES:
+        mode_times = dict(times[mode])
+        if torch_runs:
+            mode_times["torch"] = [t for run in torch_runs for t in run["cases"][name][mode]["seconds"]]
+        impls = [i for i in IMPLS if i in mode_times]
+        entry = {"median_ms": {i: C.median_ms(mode_times[i]) for i in impls},
+                 "rounds": {i: len(mode_times[i]) for i in impls}}
         ms = entry["median_ms"]
         entry["speedup_numba_vs"] = {i: ms[i] / ms["numba"] for i in impls if i != "numba"}
         if kind == "conv":
@@ -229,16 +284,20 @@ def bench_case(name, spec, torch, rounds, ref_rounds, rng):
             entry["gflops"] = {i: C.gflops(flop, ms[i] / 1e3) for i in impls}
             entry["fraction_of_gemm_rate"] = {i: entry["gflops"][i] / gemm["gflops"] for i in impls}
         result["modes"][mode] = entry
-    return result, fns
+    return result
 
 
-def measure_memory(result: dict, fns: dict) -> None:
+def measure_memory(result: dict, fns: dict, torch_runs: list) -> None:
     """Peak extra memory of one call of each implementation and mode (after all timings: the
-    malloc setting that makes it measurable would slow the timed calls down)."""
+    malloc setting that makes it measurable would slow the timed calls down). PyTorch's was
+    measured the same way in its worker process."""
     for mode, entry in result["modes"].items():
         memory = {}
         for i in entry["median_ms"]:
-            memory[i], method = C.peak_extra_bytes(fns[i][mode])
+            if i == "torch":
+                memory[i] = max(run["cases"][result["case"]][mode]["peak_extra_bytes"] for run in torch_runs)
+            else:
+                memory[i], method = C.peak_extra_bytes(fns[i][mode])
         entry["peak_extra_bytes"] = memory
         entry["memory_method"] = method
 
@@ -267,6 +326,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per implementation")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if installed")
     parser.add_argument("--no-compile", action="store_true", help="skip the JIT compile measurement")
+    parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None, help="results directory (default benchmarks/results)")
     parser.add_argument("--name", default=None, help="results file stem (default layers, or layers-quick)")
     args = parser.parse_args(argv)
@@ -275,32 +335,42 @@ def main(argv=None) -> dict:
 
     threads.set_num_threads(args.threads)
     n_threads = threads.get_num_threads()
-    torch = C.import_torch(not args.no_torch)
-    if torch is not None:
-        torch.set_num_threads(n_threads)
-    cases = QUICK_CASES if args.quick else FULL_CASES
-    rounds = args.rounds or (3 if args.quick else 15)
+    args.threads = n_threads
+    args.rounds = args.rounds or (3 if args.quick else 15)
+    if args.torch_worker:
+        print(json.dumps(C.finite_or_none(torch_worker(args))))
+        return {}
+    has_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
+    cases = cases_for(args)
     ref_rounds = 2 if args.quick else 3
-    machine = C.machine_info(torch)
+    machine = C.machine_info()
 
     compile_times = None if args.no_compile else measure_compile()
-    rng = np.random.default_rng(0)
-    results, all_fns = [], []
-    for name, spec in cases.items():
-        result, fns = bench_case(name, spec, torch, rounds, ref_rounds, rng)
-        results.append(result)
-        all_fns.append(fns)
+    worker = [str(Path(__file__).resolve()), "--torch-worker", "--threads", str(n_threads), "--rounds",
+              str(args.rounds)] + (["--quick"] if args.quick else [])
+    torch_runs = [C.run_json_subprocess(worker)] if has_torch else []  # before ours, and again after
+    timed = []
+    for index, (name, spec) in enumerate(cases.items()):
+        timed.append((name, spec, *time_case(spec, args.rounds, ref_rounds, np.random.default_rng(index))))
         print(f"  timed: {name}", file=sys.stderr, flush=True)
+    if has_torch:
+        torch_runs.append(C.run_json_subprocess(worker))
+        machine["torch"] = torch_runs[0]["torch"]
+    results = [case_result(name, spec, data, times, gemm, torch_runs) for name, spec, data, _, times, gemm in timed]
+    all_fns = [fns for _, _, _, fns, _, _ in timed]
     C.configure_malloc()  # from here on, every large allocation is its own mapping: RSS tells usage
     for result, fns in zip(results, all_fns):
-        measure_memory(result, fns)
-    del all_fns
+        measure_memory(result, fns, torch_runs)
+    del all_fns, timed
     machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     impls = [i for i in IMPLS if i in results[0]["modes"]["forward"]["median_ms"]]
 
     md = [f"# Layer benchmark{' (quick)' if args.quick else ''}", "", f"Machine: {C.machine_line(machine)}.", "",
-          ("Median milliseconds over interleaved rounds (ref: the primer's scipy.signal loops; numpy / numba: "
-          "this engine's two backends; torch: PyTorch). `numba vs X` = X's time / numba's time. GFLOP/s "
+          ("Median milliseconds over interleaved rounds; in each round every implementation but the reference "
+           "runs once untimed, then 3 times timed, back to back (warm, as in a training loop), the reference "
+           "once. ref: the primer's scipy.signal loops; numpy / numba: this engine's two backends; torch: "
+          "PyTorch, timed the same way in a process of its own, once before and once after the others (its "
+          "idle OpenMP workers spin on the cores the engine's next call needs). `numba vs X` = X's time / numba's time. GFLOP/s "
           "counts 2·N·O·OH·OW·C·KH·KW per forward (x3 with backward); `% of GEMM rate` compares it with "
           "np.matmul on a GEMM of the layer's forward M, K, N, measured in the same run. MiB: peak extra "
           f"resident memory of one call ({results[0]['modes']['forward']['memory_method']})."), "",
@@ -319,7 +389,7 @@ def main(argv=None) -> dict:
                                   cached["jit_s"], cached["cache_hits"], cached["cache_misses"]]]), ""]
     markdown = "\n".join(md)
     data = C.finite_or_none({"benchmark": "layers", "quick": args.quick, "machine": machine,
-                             "threads": n_threads, "torch_threads": n_threads if torch is not None else None,
+                             "threads": n_threads, "torch_threads": n_threads if has_torch else None,
                              "compile": compile_times, "results": results})
     name = args.name or ("layers-quick" if args.quick else "layers")
     C.publish(name, data, markdown, args.out)
