@@ -202,6 +202,7 @@ def torch_worker(args) -> dict:
     """In its own process: time every case in PyTorch; {case: {mode: {"seconds", "peak_extra_bytes"}}}."""
     torch = C.import_torch()
     torch.set_num_threads(args.threads)
+    C.keep_freed_memory()  # as in the engine's timings
     out = {"torch": {"version": torch.__version__, "num_threads": torch.get_num_threads()}, "cases": {}}
     fns = {}
     for index, (name, spec) in enumerate(cases_for(args).items()):
@@ -349,6 +350,7 @@ def main(argv=None) -> dict:
     worker = [str(Path(__file__).resolve()), "--torch-worker", "--threads", str(n_threads), "--rounds",
               str(args.rounds)] + (["--quick"] if args.quick else [])
     torch_runs = [C.run_json_subprocess(worker)] if has_torch else []  # before ours, and again after
+    C.keep_freed_memory()  # steady-state allocation, as in a training loop (see _common)
     timed = []
     for index, (name, spec) in enumerate(cases.items()):
         timed.append((name, spec, *time_case(spec, args.rounds, ref_rounds, np.random.default_rng(index))))
@@ -370,7 +372,8 @@ def main(argv=None) -> dict:
            "runs once untimed, then 3 times timed, back to back (warm, as in a training loop), the reference "
            "once. ref: the primer's scipy.signal loops; numpy / numba: this engine's two backends; torch: "
           "PyTorch, timed the same way in a process of its own, once before and once after the others (its "
-          "idle OpenMP workers spin on the cores the engine's next call needs). `numba vs X` = X's time / numba's time. GFLOP/s "
+          "idle OpenMP workers spin on the cores the engine's next call needs). All timings reuse freed memory "
+          "as a training loop does (glibc's thresholds raised; otherwise each call page-faults fresh mappings). `numba vs X` = X's time / numba's time. GFLOP/s "
           "counts 2·N·O·OH·OW·C·KH·KW per forward (x3 with backward); `% of GEMM rate` compares it with "
           "np.matmul on a GEMM of the layer's forward M, K, N, measured in the same run. MiB: peak extra "
           f"resident memory of one call ({results[0]['modes']['forward']['memory_method']})."), "",
