@@ -281,7 +281,7 @@ class Sequential:
         with finite_scans_skipped():
             for layer in self.layers[1:]:
                 x = layer.forward(x, training=training)
-        _check_finite(x, "output", "Sequential.forward")
+        _check_finite(x, "output", "the input", "Sequential.forward")
         return x
 
     __call__ = forward
@@ -300,7 +300,7 @@ class Sequential:
                     layer.backward(dout, input_grad=False)
                     return None
                 dout = layer.backward(dout)
-        _check_finite(dout, "input gradient", "Sequential.backward")
+        _check_finite(dout, "input gradient", "dout", "Sequential.backward")
         return dout
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -616,7 +616,7 @@ class Sequential:
                                                                                                (b + 1) * batch_size)
                     xb, yb = x[index], y[index]
                     if augment is not None:
-                        xb = augment(xb, np.random.default_rng([seed_value, epoch, b]))
+                        xb = _augmented(augment(xb, np.random.default_rng([seed_value, epoch, b])), xb.shape, owner)
                     try:
                         out, value, grads = self._train_step(xb, yb, loss)
                         self._optimizer_step(optimizer, grads, backup, value)
@@ -912,12 +912,21 @@ class _NonFinite(Exception):
         self.what, self.value = what, value
 
 
+def _augmented(xb: Any, shape: tuple[int, ...], owner: str) -> np.ndarray:
+    """Check what ``augment`` returned: a finite batch of the shape it was given (a NaN from it
+    would otherwise surface as a divergence of training)."""
+    xb = as_float_array(xb, "the batch returned by augment", owner)
+    if xb.shape != shape:
+        raise ValueError(f"{owner}: augment must return a batch of the shape it was given, {shape}, got {xb.shape}")
+    return xb
+
+
 _SKIPS_INPUT_GRAD = (Conv2D, Dense)  # layers whose backward takes input_grad=False
 
 
-def _check_finite(a: np.ndarray, what: str, owner: str) -> None:
+def _check_finite(a: np.ndarray, what: str, source: str, owner: str) -> None:
     if not _finite(a):
-        raise NonFiniteError(f"{owner}: the {what} contains NaN or Inf although the input was finite: a value "
+        raise NonFiniteError(f"{owner}: the {what} contains NaN or Inf although {source} was finite: a value "
                              f"overflowed inside the network")
 
 

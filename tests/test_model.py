@@ -685,3 +685,23 @@ def test_an_overflow_inside_the_stack_is_reported_at_its_output():
         model.forward(x)
     with pytest.raises(NonFiniteError, match=r"Dense\(2, 2, seed=0\): x contains NaN or Inf"):
         model.forward(np.array([[np.nan, 1.0]], np.float32))  # the input itself is still checked
+    model.forward(np.full((1, 2), 1e-31, np.float32))
+    with np.errstate(over="ignore"), pytest.raises(NonFiniteError, match="Sequential.backward: the input gradient "
+                                                   "contains NaN or Inf although dout was finite"):
+        model.backward(np.full((1, 2), 1e30, np.float32))  # 1e30 * 1e30 overflows on the way back
+
+
+@pytest.mark.parametrize("augment, error, message", [
+    (lambda x, rng: x * np.nan, NonFiniteError, "Sequential.fit: the batch returned by augment contains NaN or Inf"),
+    (lambda x, rng: x[:, :, :-1], ValueError,
+     r"augment must return a batch of the shape it was given, \(4, 1, 6, 6\), got \(4, 1, 5, 6\)"),
+    (lambda x, rng: "not an array", TypeError, "Sequential.fit: the batch returned by augment must be a real numeric"),
+])
+def test_a_broken_augmentation_is_named_not_reported_as_a_divergence(augment, error, message):
+    rng = np.random.default_rng(0)
+    model = Sequential([Conv2D(1, 2, 3, seed=0), Flatten(), Dense(32, 3, seed=1)])
+    x = rng.standard_normal((8, 1, 6, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 8)
+    with pytest.raises(error, match=message):
+        model.fit(x, y, epochs=1, batch_size=4, optimizer=SGD(0.1), loss=SoftmaxCrossEntropy(), augment=augment,
+                  progress=False, log=None)
