@@ -681,13 +681,14 @@ def test_an_overflow_inside_the_stack_is_reported_at_its_output():
     model = Sequential([Dense(2, 2, seed=0), dense])
     model[0].params["weight"][...] = 1e30
     x = np.ones((1, 2), np.float32)  # finite, but 1e30 * 1e30 overflows float32 in the second layer
-    with np.errstate(over="ignore"), pytest.raises(NonFiniteError, match="Sequential.forward: the output contains"):
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(NonFiniteError,
+                                                                      match="Sequential.forward: the output contains"):
         model.forward(x)
     with pytest.raises(NonFiniteError, match=r"Dense\(2, 2, seed=0\): x contains NaN or Inf"):
         model.forward(np.array([[np.nan, 1.0]], np.float32))  # the input itself is still checked
     model.forward(np.full((1, 2), 1e-31, np.float32))
-    with np.errstate(over="ignore"), pytest.raises(NonFiniteError, match="Sequential.backward: the input gradient "
-                                                   "contains NaN or Inf although dout was finite"):
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(
+            NonFiniteError, match="Sequential.backward: the input gradient contains NaN or Inf although dout was finite"):
         model.backward(np.full((1, 2), 1e30, np.float32))  # 1e30 * 1e30 overflows on the way back
 
 
