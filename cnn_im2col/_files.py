@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
@@ -14,14 +15,16 @@ from typing import IO
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on a clean exit fsync it and ``os.replace`` it into place.
 
-    If the block raises (or the process dies), ``path`` is untouched and the temporary file is removed
-    (a SIGKILL can leave a ``.tmp`` file behind, but never a partial ``path``).
+    If the block raises (or the process dies), ``path`` is untouched and the temporary file is removed.
+    A SIGKILL can leave the temporary file (``.NAME.PID.random.tmp``) behind, never a partial
+    ``path``; the next write of ``path`` removes those whose process no longer exists.
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    _remove_orphans(target)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
@@ -33,6 +36,27 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+def _remove_orphans(target: Path) -> None:
+    """Delete the temporary files of earlier writes of ``target`` whose writer process is gone
+    (killed mid-write); a live writer's file (another process writing the same path) is kept."""
+    prefix = f".{target.name}."
+    for leftover in target.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid_text = leftover.name[len(prefix):].split(".", 1)[0]
+        if pid_text.isdigit() and not _alive(int(pid_text)):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # someone else's process / not a real pid: keep the file
+        return True
+    return True
 
 
 def _umask() -> int:

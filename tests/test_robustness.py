@@ -210,7 +210,9 @@ def test_sigkill_during_atomic_writes_never_leaves_a_partial_file(tmp_path):
         else:
             outcomes.append("absent")
     leftovers = [name for name in listing(target.parent) if name != target.name]
-    assert all(name.startswith(".blob.bin.") and name.endswith(".tmp") for name in leftovers), leftovers
+    # each write removes the temporaries of the writers killed before it: at most the last one's is left
+    assert len(leftovers) <= 1 and all(name.startswith(".blob.bin.") and name.endswith(".tmp") for name in leftovers), \
+        leftovers
     assert outcomes.count("absent") < len(outcomes)  # most kills land after the first write
 
 
@@ -401,7 +403,7 @@ def test_kill_interrupt_and_resume_chain_ends_with_the_uninterrupted_weights(idx
     assert metrics["test_accuracy"] == reference["metrics"]["test_accuracy"] and metrics["resumed"] is True
     targets = {"checkpoint.npz", "model.npz", "metrics.json", "curves.png"}
     leftovers = [n for n in listing(out) if n not in targets]
-    assert all(n.startswith(".") and n.endswith(".tmp") for n in leftovers), leftovers  # never the target
+    assert leftovers == []  # the run that finished rewrote every target, removing the killed runs' temporaries
     print("kill / signal points:", *report, sep="\n  ")
 
 
