@@ -93,6 +93,20 @@ def _conv_setup(owner, x, weight, stride, padding):
     return x, weight, (sy, sx), (ph, pw), (oh, ow)
 
 
+def _conv_forward_setup(owner, x, weight, bias, stride, padding):
+    """What both forward oracles start from: validated arrays in one dtype and the padded input.
+
+    Returns ``x_padded, weight, bias, (sy, sx), (OH, OW)`` (bias None, (O,) or (O, OH, OW)).
+    """
+    x, weight, (sy, sx), (ph, pw), (oh, ow) = _conv_setup(owner, x, weight, stride, padding)
+    bias = _check_bias(owner, bias, weight.shape[0], oh, ow)
+    dtype = _common_dtype(x, weight, bias)
+    x, weight = x.astype(dtype, copy=False), weight.astype(dtype, copy=False)
+    if bias is not None:  # dtype is at least bias's own: the cast is exact
+        bias = bias.astype(dtype, copy=False)
+    return _pad(x, ph, pw), weight, bias, (sy, sx), (oh, ow)
+
+
 def _conv_backward_setup(owner, x, weight, dout, stride, padding, bias):
     """What both backward oracles start from: validated arrays in one dtype and the padded input.
 
@@ -164,23 +178,16 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
     x_padded[n, c] with weight[o, c] (the primer's Appendix B); a stride keeps every sy-th row
     and sx-th column of the stride-1 result, counted from the first.
     """
-    owner = "conv2d_forward"
-    x, weight, (sy, sx), (ph, pw), (oh, ow) = _conv_setup(owner, x, weight, stride, padding)
-    n_, c_, _, _ = x.shape
+    xp, weight, bias, (sy, sx), (oh, ow) = _conv_forward_setup("conv2d_forward", x, weight, bias, stride, padding)
+    n_, c_, _, _ = xp.shape
     o_ = weight.shape[0]
-    bias = _check_bias(owner, bias, o_, oh, ow)
-    dtype = _common_dtype(x, weight, bias)
-    x, weight = x.astype(dtype, copy=False), weight.astype(dtype, copy=False)
-
-    xp = _pad(x, ph, pw)
-    out = np.zeros((n_, o_, oh, ow), dtype=dtype)
+    out = np.zeros((n_, o_, oh, ow), dtype=xp.dtype)
     for n in range(n_):
         for o in range(o_):
             for c in range(c_):
                 stride1 = signal.correlate2d(xp[n, c], weight[o, c], mode="valid")
                 out[n, o] += stride1[::sy, ::sx]
     if bias is not None:
-        bias = bias.astype(dtype, copy=False)
         # tied (O,) is shared by every neuron of a map; untied (O, OH, OW) is one per neuron
         out += bias[:, None, None] if bias.ndim == 1 else bias
     return out
@@ -254,16 +261,11 @@ def conv2d_forward_naive(x, weight, bias=None, stride=1, padding=0):
     out[n, o, i, j] = sum_{c, u, v} weight[o, c, u, v] * x_padded[n, c, i*sy + u, j*sx + v]
                       + bias
     """
-    owner = "conv2d_forward_naive"
-    x, weight, (sy, sx), (ph, pw), (oh, ow) = _conv_setup(owner, x, weight, stride, padding)
-    n_, _, _, _ = x.shape
+    xp, weight, bias, (sy, sx), (oh, ow) = _conv_forward_setup("conv2d_forward_naive", x, weight, bias, stride,
+                                                                padding)
+    n_ = xp.shape[0]
     o_, _, kh, kw = weight.shape
-    bias = _check_bias(owner, bias, o_, oh, ow)
-    dtype = _common_dtype(x, weight, bias)
-    x, weight = x.astype(dtype, copy=False), weight.astype(dtype, copy=False)
-
-    xp = _pad(x, ph, pw)
-    out = np.zeros((n_, o_, oh, ow), dtype=dtype)
+    out = np.zeros((n_, o_, oh, ow), dtype=xp.dtype)
     for n in range(n_):
         for o in range(o_):
             for i in range(oh):
