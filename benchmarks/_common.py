@@ -103,11 +103,7 @@ _M_MMAP_THRESHOLD = -3
 def configure_malloc(threshold: int = 64 * 1024) -> bool:
     """glibc: serve allocations above ``threshold`` bytes with mmap (and stop the threshold from
     adapting), so the resident set follows what is really in use. False if not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
-    except (OSError, AttributeError):
-        return False
+    return _mallopt((_M_MMAP_THRESHOLD, threshold))
 
 
 def keep_freed_memory() -> bool:
@@ -119,9 +115,14 @@ def keep_freed_memory() -> bool:
     setting, at no measurable difference in ms per batch); timing one layer call after another
     does not.
     False if not glibc."""
+    return _mallopt((_M_MMAP_THRESHOLD, 256 * 2**20), (_M_TRIM_THRESHOLD, 2**30))
+
+
+def _mallopt(*settings: tuple[int, int]) -> bool:
+    """glibc's ``mallopt(param, value)`` for each pair; False if not glibc or a setting is refused."""
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 256 * 2**20) and libc.mallopt(_M_TRIM_THRESHOLD, 2**30))
+        return all(libc.mallopt(param, value) for param, value in settings)
     except (OSError, AttributeError):
         return False
 
