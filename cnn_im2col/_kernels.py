@@ -379,3 +379,87 @@ def relu_backward(dout, y, dx):
     """``dx = dout where y > 0 else 0``, over flat arrays of the same size."""
     for index in nb.prange(dx.shape[0]):
         dx[index] = dout[index] if y[index] > 0 else 0.0
+
+
+# --------------------------------------------------------------------------- batch normalisation
+# Serial (nogil) kernels: the engine's own pool of threads calls them, so nothing here asks for
+# Numba's parallel pool. Sums are accumulated in float64 whatever the array dtype (a float32 sum
+# over N*H*W values loses digits that PyTorch's Welford keeps). The backward pass never stores
+# xhat: it is recomputed from x, mean and invstd, so one (N, C, H, W) temporary is saved.
+
+
+@nb.njit(cache=True, nogil=True)
+def batch_norm_stats(x, mean, var):
+    """Per-channel mean and biased variance of x (N, C, H, W), two passes (no cancellation).
+
+    mean, var (written): (C,) float64.
+    """
+    n_count, c_count, height, width = x.shape
+    count = n_count * height * width
+    for c in range(c_count):
+        total = 0.0
+        for n in range(n_count):
+            for y in range(height):
+                for xx in range(width):
+                    total += x[n, c, y, xx]
+        m = total / count
+        squares = 0.0
+        for n in range(n_count):
+            for y in range(height):
+                for xx in range(width):
+                    d = x[n, c, y, xx] - m
+                    squares += d * d
+        mean[c] = m
+        var[c] = squares / count
+
+
+@nb.njit(cache=True, nogil=True)
+def batch_norm_apply(x, scale, shift, out):
+    """``out[n, c] = x[n, c] * scale[c] + shift[c]``: the normalisation and the affine map in one pass."""
+    n_count, c_count, height, width = x.shape
+    for n in range(n_count):
+        for c in range(c_count):
+            a = scale[c]
+            b = shift[c]
+            for y in range(height):
+                for xx in range(width):
+                    out[n, c, y, xx] = x[n, c, y, xx] * a + b
+
+
+@nb.njit(cache=True, nogil=True)
+def batch_norm_backward(dout, x, mean, invstd, gamma, batch_stats, dx, dgamma, dbeta):
+    """Fused batch-norm backward over (N, C, H, W), with xhat = (x - mean) * invstd recomputed.
+
+    dbeta[c] = sum dout, dgamma[c] = sum dout * xhat (written, float64 (C,)). With batch
+    statistics (training) dx = gamma * invstd / M * (M * dout - dbeta - xhat * dgamma), M = N*H*W;
+    with fixed statistics (eval) dx = gamma * invstd * dout. dx (written) has dout's shape.
+    """
+    n_count, c_count, height, width = x.shape
+    count = n_count * height * width
+    for c in range(c_count):
+        m = mean[c]
+        s = invstd[c]
+        sum_dy = 0.0
+        sum_dy_xhat = 0.0
+        for n in range(n_count):
+            for y in range(height):
+                for xx in range(width):
+                    g = dout[n, c, y, xx]
+                    sum_dy += g
+                    sum_dy_xhat += g * ((x[n, c, y, xx] - m) * s)
+        dbeta[c] = sum_dy
+        dgamma[c] = sum_dy_xhat
+        k = gamma[c] * s
+        if batch_stats:
+            a = sum_dy / count
+            b = sum_dy_xhat / count
+            for n in range(n_count):
+                for y in range(height):
+                    for xx in range(width):
+                        xhat = (x[n, c, y, xx] - m) * s
+                        dx[n, c, y, xx] = k * (dout[n, c, y, xx] - a - xhat * b)
+        else:
+            for n in range(n_count):
+                for y in range(height):
+                    for xx in range(width):
+                        dx[n, c, y, xx] = k * dout[n, c, y, xx]

@@ -1,4 +1,4 @@
-"""Stateless forward/backward pairs: convolution, pooling, activations.
+"""Stateless forward/backward pairs: convolution, pooling, batch normalisation, activations.
 
 Each ``*_forward`` validates its arguments, computes the output and returns ``(out, cache)``;
 the matching ``*_backward(dout, cache)`` returns the gradients. Layers (``layers.py``) hold the
@@ -216,6 +216,9 @@ class PoolCache(NamedTuple):
     sums: np.ndarray | None  # average pooling with a trainable scale: window sums (Eq. 8.22)
     scale: np.ndarray | None
     dtype: np.dtype
+    # average pooling with count_include_pad=False: (OH, OW) factors KH*KW / (cells inside the
+    # image) that turn each window sum into the sum over KH*KW in-image-mean cells; None otherwise
+    border: np.ndarray | None = None
 
 
 def pool_geometry(height: int, width: int, kernel_size: Any, stride: Any, padding: Any,
@@ -286,15 +289,33 @@ def max_pool2d_backward(dout: Any, cache: PoolCache) -> np.ndarray:
     return fold(dcols, (n * c, 1, height, width), g, "numpy").reshape(x_shape)
 
 
+def _border_factors(g: WindowGeometry, height: int, width: int, dtype: np.dtype) -> np.ndarray | None:
+    """(OH, OW) factors KH*KW / (window cells inside the image), or None if no window touches padding."""
+    rows = np.arange(g.oh) * g.sy - g.top
+    cols = np.arange(g.ow) * g.sx - g.left
+    inside_h = np.minimum(rows + g.kh, height) - np.maximum(rows, 0)
+    inside_w = np.minimum(cols + g.kw, width) - np.maximum(cols, 0)
+    if (inside_h == g.kh).all() and (inside_w == g.kw).all():
+        return None
+    return (g.kh * g.kw / np.outer(inside_h, inside_w)).astype(dtype)
+
+
 def avg_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, scale: Any = None,
-                       backend: str = "numba", owner: str = "avg_pool2d") -> tuple[np.ndarray, PoolCache]:
+                       backend: str = "numba", owner: str = "avg_pool2d", *,
+                       count_include_pad: bool = True) -> tuple[np.ndarray, PoolCache]:
     """Average pooling; with ``scale`` (one weight per feature map, shape (C,)) it is Eq. 8.22.
 
-    Without ``scale``: the mean of each window (zero padding counted, divisor KH*KW, like PyTorch's
-    ``count_include_pad=True``). With ``scale``: the window SUM times ``scale[c]``, so
-    ``scale = 1/(KH*KW)`` gives the mean. ``x`` (N, C, H, W) -> (N, C, OH, OW).
+    Without ``scale``: the mean of each window. ``count_include_pad=True`` (PyTorch's default):
+    zero padding counts, the divisor is KH*KW; ``False``: the divisor is the number of window
+    cells inside the image (PyTorch's ``count_include_pad=False``). With ``scale``: the window SUM
+    times ``scale[c]``, so ``scale = 1/(KH*KW)`` gives the mean; with ``count_include_pad=False``
+    a border window's sum is first scaled by KH*KW / (cells inside), so that ``1/(KH*KW)`` still
+    gives PyTorch's ``count_include_pad=False`` mean (away from the borders nothing changes).
+    ``x`` (N, C, H, W) -> (N, C, OH, OW).
     """
     check_choice(backend, "backend", BACKENDS, owner)
+    if not isinstance(count_include_pad, (bool, np.bool_)):
+        raise TypeError(f"{owner}: count_include_pad must be True or False, got {count_include_pad!r}")
     x = np.ascontiguousarray(as_float_array(x, "x", owner, ndim=4))
     g = pool_geometry(x.shape[2], x.shape[3], kernel_size, stride, padding, owner)
     n, c = x.shape[:2]
@@ -308,12 +329,15 @@ def avg_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None, padding: An
     else:
         cols = unfold(_planes_as_channels(x), g, 0.0, "numpy")
         sums = cols.sum(axis=1).reshape(n, c, g.oh, g.ow)
+    border = None if count_include_pad else _border_factors(g, x.shape[2], x.shape[3], x.dtype)
+    if border is not None:
+        sums *= border
     if scale is None:
         out = sums
         out *= x.dtype.type(1.0 / (g.kh * g.kw))
-        return out, PoolCache(x.shape, g, backend, owner, None, None, None, x.dtype)
+        return out, PoolCache(x.shape, g, backend, owner, None, None, None, x.dtype, border)
     out = sums * scale[:, None, None]
-    return out, PoolCache(x.shape, g, backend, owner, None, sums, scale, x.dtype)
+    return out, PoolCache(x.shape, g, backend, owner, None, sums, scale, x.dtype, border)
 
 
 def avg_pool2d_backward(dout: Any, cache: PoolCache) -> tuple[np.ndarray, np.ndarray | None]:
@@ -322,7 +346,7 @@ def avg_pool2d_backward(dout: Any, cache: PoolCache) -> tuple[np.ndarray, np.nda
     dx spreads each output gradient times the window's weight over its window (P8.3);
     dscale[c] sums dout * window-sum over samples and positions (P8.4).
     """
-    x_shape, g, backend, owner, _, sums, scale, dtype = cache
+    x_shape, g, backend, owner, _, sums, scale, dtype, border = cache
     n, c, height, width = x_shape
     dout = check_dout(dout, (n, c, g.oh, g.ow), dtype, owner)
     if scale is None:
@@ -331,6 +355,8 @@ def avg_pool2d_backward(dout: Any, cache: PoolCache) -> tuple[np.ndarray, np.nda
     else:
         dsums = dout * scale[:, None, None]
         dscale = np.einsum("nchw,nchw->c", dout, sums)
+    if border is not None:
+        dsums *= border
     dsums = np.ascontiguousarray(dsums)
     if backend == "numba":
         dx = np.zeros(x_shape, dtype=dtype)
@@ -339,6 +365,21 @@ def avg_pool2d_backward(dout: Any, cache: PoolCache) -> tuple[np.ndarray, np.nda
         dcols = np.repeat(dsums.reshape(-1, 1), g.kh * g.kw, axis=1)
         dx = fold(dcols, (n * c, 1, height, width), g, "numpy").reshape(x_shape)
     return dx, dscale
+
+
+def global_avg_pool2d_forward(x: Any, owner: str = "global_avg_pool2d") -> tuple[np.ndarray, tuple]:
+    """The mean of each feature map: (N, C, H, W) -> (N, C). Returns ``(out, cache)``."""
+    x = as_float_array(x, "x", owner, ndim=4)
+    return x.mean(axis=(2, 3), dtype=x.dtype), (x.shape, x.dtype, owner)
+
+
+def global_avg_pool2d_backward(dout: Any, cache: tuple) -> np.ndarray:
+    """dx[n, c, i, j] = dout[n, c] / (H*W) for every pixel."""
+    (n, c, height, width), dtype, owner = cache
+    dout = check_dout(dout, (n, c), dtype, owner)
+    dx = np.empty((n, c, height, width), dtype=dtype)
+    dx[...] = (dout * dtype.type(1.0 / (height * width)))[:, :, None, None]
+    return dx
 
 
 # --------------------------------------------------------------------------- activations
@@ -387,3 +428,78 @@ def softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
 def softmax_backward(dout: np.ndarray, y: np.ndarray, axis: int = 1) -> np.ndarray:
     """Jacobian-vector product of softmax: y * (dout - <dout, y>)."""
     return y * (dout - (dout * y).sum(axis=axis, keepdims=True))
+
+
+# --------------------------------------------------------------------------- batch normalisation
+
+
+class BatchNormCache(NamedTuple):
+    x: np.ndarray  # the (C-contiguous) input: xhat is recomputed from it, never stored
+    mean: np.ndarray  # (C,) float64: the statistics used, batch or running
+    invstd: np.ndarray  # (C,) float64: 1 / sqrt(var + eps)
+    gamma: np.ndarray | None  # (C,) weight, None without affine
+    batch_stats: bool  # True: mean and var came from x, so they depend on it (training)
+    owner: str
+
+
+def batch_norm2d_forward(x: Any, weight: Any = None, bias: Any = None, mean: Any = None, var: Any = None,
+                         eps: float = 1e-5, owner: str = "batch_norm2d") -> tuple[np.ndarray, BatchNormCache,
+                                                                             np.ndarray, np.ndarray]:
+    """Batch normalisation of (N, C, H, W) per channel: ``y = (x - mean) / sqrt(var + eps) * weight + bias``.
+
+    ``mean``/``var`` None: the batch's statistics over (N, H, W), with the BIASED variance (as
+    PyTorch normalises in training); given (shape (C,)): fixed statistics (eval with running stats).
+    ``weight``/``bias`` (C,) or None (no affine map). Returns ``(y, cache, batch_mean, batch_var)``:
+    the statistics used (float64, (C,)), so the caller can update its running statistics.
+    """
+    x = np.ascontiguousarray(as_float_array(x, "x", owner, ndim=4))
+    c = x.shape[1]
+    weight = _channel_vector(weight, "weight", c, x.dtype, owner)
+    bias = _channel_vector(bias, "bias", c, x.dtype, owner)
+    if (mean is None) != (var is None):
+        raise ValueError(f"{owner}: give both mean and var (fixed statistics) or neither (batch statistics)")
+    batch_stats = mean is None
+    if batch_stats:
+        mean = np.empty(c)
+        var = np.empty(c)
+        _kernels.batch_norm_stats(x, mean, var)
+    else:
+        mean = _channel_vector(mean, "mean", c, np.float64, owner)
+        var = _channel_vector(var, "var", c, np.float64, owner)
+        if (var < 0).any():
+            raise ValueError(f"{owner}: var must be >= 0, got min {var.min()}")
+    invstd = 1.0 / np.sqrt(var + eps)
+    scale = invstd if weight is None else invstd * weight
+    shift = -mean * scale if bias is None else bias - mean * scale
+    out = np.empty_like(x)
+    _kernels.batch_norm_apply(x, scale.astype(x.dtype), shift.astype(x.dtype), out)
+    return out, BatchNormCache(x, mean, invstd, weight, batch_stats, owner), mean, var
+
+
+def batch_norm2d_backward(dout: Any, cache: BatchNormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of ``batch_norm2d_forward``: ``(dx, dweight, dbias)``, all in x's dtype.
+
+    The fused closed form, one kernel, no temporaries of x's size but dx: with M = N*H*W,
+    xhat = (x - mean) * invstd, dbias = sum(dout), dweight = sum(dout * xhat) and, with batch
+    statistics, dx = weight * invstd / M * (M * dout - dbias - xhat * dweight); with fixed
+    statistics dx = weight * invstd * dout. Without affine, weight is 1 (dweight, dbias are still
+    returned; the layer drops them).
+    """
+    x, mean, invstd, gamma, batch_stats, owner = cache
+    dout = np.ascontiguousarray(check_dout(dout, x.shape, x.dtype, owner))
+    c = x.shape[1]
+    dx = np.empty_like(x)
+    dgamma = np.empty(c)
+    dbeta = np.empty(c)
+    g = np.ones(c) if gamma is None else gamma.astype(np.float64)
+    _kernels.batch_norm_backward(dout, x, mean, invstd, g, batch_stats, dx, dgamma, dbeta)
+    return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)
+
+
+def _channel_vector(value: Any, name: str, channels: int, dtype: Any, owner: str) -> np.ndarray | None:
+    if value is None:
+        return None
+    value = as_float_array(value, name, owner, ndim=1, dtype=dtype)
+    if value.shape != (channels,):
+        raise ValueError(f"{owner}: {name} must have shape ({channels},), one per channel of x, got {value.shape}")
+    return value

@@ -279,19 +279,26 @@ class MaxPool2D(_Pool2D):
 
 
 class AvgPool2D(_Pool2D):
-    """Average pooling; ``stride`` defaults to the window; zero padding counts toward the divisor.
+    """Average pooling; ``stride`` defaults to the window.
 
+    ``count_include_pad=True`` (PyTorch's default): zero padding counts toward the divisor
+    (always KH*KW); ``False``: the divisor is the number of window cells inside the image.
     With ``trainable_scale=True`` it is Eq. 8.22: the window sum times one learned weight per
     feature map (``params["weight"]``, shape (channels,), initialised to 1/(KH*KW) so it starts
-    as the mean); that needs ``channels``.
+    as the mean); that needs ``channels``. With both, a border window's sum is first scaled by
+    KH*KW / (cells inside), so the initial weight still gives PyTorch's
+    ``count_include_pad=False`` mean; interior windows are Eq. 8.22 unchanged.
     """
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
                  trainable_scale: bool = False, channels: int | None = None,
-                 dtype: Any = np.float32) -> None:
+                 dtype: Any = np.float32, count_include_pad: bool = True) -> None:
         super().__init__()
         name = "AvgPool2D"
         self._setup(name, kernel_size, stride, padding)
+        if not isinstance(count_include_pad, (bool, np.bool_)):
+            raise TypeError(f"{name}: count_include_pad must be True or False, got {count_include_pad!r}")
+        self.count_include_pad = bool(count_include_pad)
         if not isinstance(trainable_scale, (bool, np.bool_)):
             raise TypeError(f"{name}: trainable_scale must be True or False, got {trainable_scale!r}")
         dtype_name = _dtype_name(dtype, name)
@@ -307,7 +314,8 @@ class AvgPool2D(_Pool2D):
         self.channels = channels
         self._remember(kernel_size=_compact(self.kernel_size),
                        stride=None if stride is None else _compact(self.stride), padding=_compact(self.padding),
-                       trainable_scale=bool(trainable_scale), channels=channels, dtype=dtype_name)
+                       trainable_scale=bool(trainable_scale), channels=channels, dtype=dtype_name,
+                       count_include_pad=self.count_include_pad)
         self._zero_grads()
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -324,7 +332,8 @@ class AvgPool2D(_Pool2D):
             check_input_channels(x, self.channels, owner)
         if scale is not None:
             x = as_float_array(x, "x", owner, ndim=4, dtype=scale.dtype)
-        out, self._cache = F.avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding, scale, owner=owner)
+        out, self._cache = F.avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding, scale, owner=owner,
+                                                count_include_pad=self.count_include_pad)
         return out
 
     def backward(self, dout: Any) -> np.ndarray:
@@ -455,6 +464,105 @@ class Dropout(Layer):
         return dout * mask
 
 
+class BatchNorm2D(Layer):
+    """Batch normalisation per channel of (N, C, H, W), PyTorch's ``BatchNorm2d`` in both modes.
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias``. Training (``forward(x, training=True)``):
+    mean and BIASED variance of the batch over (N, H, W); with ``track_running_stats`` the running
+    statistics become ``(1 - momentum) * running + momentum * batch`` with the UNBIASED batch
+    variance (``momentum=None``: the cumulative average, factor 1 / num_batches_tracked). Eval: the
+    running statistics, or the batch's when ``track_running_stats=False``.
+
+    ``params``: ``weight`` (C,) = 1 and ``bias`` (C,) = 0 if ``affine``. ``buffers`` (PyTorch's
+    names, saved in model files and checkpoints, not trained): ``running_mean`` (C,) = 0,
+    ``running_var`` (C,) = 1, ``num_batches_tracked`` (int64, 0-d); empty without
+    ``track_running_stats``. Data-parallel training normalises with each rank's own batch (as
+    PyTorch DDP without SyncBatchNorm).
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, dtype: Any = np.float32) -> None:
+        super().__init__()
+        name = "BatchNorm2D"
+        num_features = check_int(num_features, "num_features", name, minimum=1)
+        eps = check_float(eps, "eps", name, low=0.0, low_open=True)
+        if momentum is not None:
+            momentum = check_float(momentum, "momentum", name, low=0.0, high=1.0)
+        for flag, value in (("affine", affine), ("track_running_stats", track_running_stats)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{name}: {flag} must be True or False, got {value!r}")
+        dtype_name = _dtype_name(dtype, name)
+        self._remember(num_features=num_features, eps=eps, momentum=momentum, affine=bool(affine),
+                       track_running_stats=bool(track_running_stats), dtype=dtype_name)
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
+        if affine:
+            self.params["weight"] = np.ones(num_features, dtype=dtype_name)
+            self.params["bias"] = np.zeros(num_features, dtype=dtype_name)
+        self.buffers: dict[str, np.ndarray] = {}
+        if track_running_stats:
+            self.buffers = {"running_mean": np.zeros(num_features, dtype=dtype_name),
+                            "running_var": np.ones(num_features, dtype=dtype_name),
+                            "num_batches_tracked": np.array(0, dtype=np.int64)}
+        self._dtype = np.dtype(dtype_name)
+        self._zero_grads()
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) != 3 or input_shape[0] != self.num_features:
+            raise ValueError(f"{self!r}: input must be ({self.num_features}, H, W), got {tuple(input_shape)}")
+        return tuple(input_shape)
+
+    def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        owner = repr(self)
+        x = as_float_array(x, "x", owner, ndim=4, dtype=self._dtype)
+        check_input_channels(x, self.num_features, owner)
+        use_batch = training or not self.track_running_stats
+        if use_batch and x.shape[0] * x.shape[2] * x.shape[3] < 2:
+            raise ValueError(f"{owner}: batch statistics need more than 1 value per channel (N*H*W >= 2), "
+                             f"got x of shape {x.shape}")
+        fixed = (None, None) if use_batch else (self.buffers["running_mean"], self.buffers["running_var"])
+        out, self._cache, mean, var = F.batch_norm2d_forward(
+            x, self.params.get("weight"), self.params.get("bias"), *fixed, eps=self.eps, owner=owner)
+        if training and self.track_running_stats:
+            self._update_running(mean, var, x.shape[0] * x.shape[2] * x.shape[3])
+        return out
+
+    def _update_running(self, mean: np.ndarray, var: np.ndarray, count: int) -> None:
+        """In place (the arrays are the ones model files and state_dict hold)."""
+        tracked = self.buffers["num_batches_tracked"]
+        tracked += 1
+        factor = 1.0 / float(tracked) if self.momentum is None else self.momentum
+        for key, batch in (("running_mean", mean), ("running_var", var * (count / (count - 1)))):
+            running = self.buffers[key]
+            running[...] = (1.0 - factor) * running + factor * batch
+
+    def backward(self, dout: Any) -> np.ndarray:
+        dx, dweight, dbias = F.batch_norm2d_backward(dout, self._cached())
+        if self.affine:
+            self.grads["weight"], self.grads["bias"] = dweight, dbias
+        return dx
+
+
+class GlobalAvgPool2D(Layer):
+    """The mean of each feature map: (N, C, H, W) -> (N, C), no parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._remember()
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) != 3:
+            raise ValueError(f"{self!r}: input must be (C, H, W), got {tuple(input_shape)}")
+        return (input_shape[0],)
+
+    def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        out, self._cache = F.global_avg_pool2d_forward(x, owner=repr(self))
+        return out
+
+    def backward(self, dout: Any) -> np.ndarray:
+        return F.global_avg_pool2d_backward(dout, self._cached())
+
+
 def _compact(value: Any) -> Any:
     """(3, 3) -> 3 and (2, 1) -> [2, 1]: the JSON-able form of a pair argument."""
     if isinstance(value, (tuple, list)) and len(value) == 2 and value[0] == value[1]:
@@ -464,5 +572,6 @@ def _compact(value: Any) -> Any:
 
 LAYERS: dict[str, type[Layer]] = {
     cls.__name__: cls
-    for cls in (Conv2D, Dense, MaxPool2D, AvgPool2D, Flatten, ReLU, Sigmoid, Tanh, Softmax, Dropout)
+    for cls in (Conv2D, Dense, MaxPool2D, AvgPool2D, Flatten, ReLU, Sigmoid, Tanh, Softmax, Dropout,
+                BatchNorm2D, GlobalAvgPool2D)
 }
