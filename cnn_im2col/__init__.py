@@ -6,7 +6,7 @@ The public API, re-exported here::
 
 Submodules: ``layers``, ``functional`` (stateless forward/backward), ``im2col``, ``signal``
 (scipy-compatible correlate2d / convolve2d), ``losses``, ``optim``, ``init``, ``model``,
-``datasets``, ``reference`` (the slow scipy oracles), ``gradcheck``, ``threads``.
+``datasets``, ``architectures`` (the named networks of the command), ``reference`` (the slow scipy oracles), ``gradcheck``, ``threads``.
 """
 
 __version__ = "0.1.0"
@@ -15,7 +15,20 @@ __version__ = "0.1.0"
 from .threads import get_num_threads, set_num_threads  # noqa: I001
 
 from .datasets import iterate_minibatches, load_idx_dataset, load_mnist, read_idx, write_idx
-from .layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh
+from .layers import (
+    AvgPool2D,
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2D,
+    MaxPool2D,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
 from .losses import MeanSquaredError, SoftmaxCrossEntropy
 from .model import RandomShift, Sequential, TrainingDiverged, TrainingInterrupted
 from .optim import SGD, Adam, CosineAnnealingLR, StepLR
@@ -25,11 +38,13 @@ __all__ = [
     "SGD",
     "Adam",
     "AvgPool2D",
+    "BatchNorm2D",
     "Conv2D",
     "CosineAnnealingLR",
     "Dense",
     "Dropout",
     "Flatten",
+    "GlobalAvgPool2D",
     "MaxPool2D",
     "MeanSquaredError",
     "NonFiniteError",

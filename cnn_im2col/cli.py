@@ -37,7 +37,8 @@ import numpy as np
 
 from . import __version__
 from ._files import atomic_write
-from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from .architectures import ARCHITECTURES, TRAIN_DEFAULTS, default_model
+from .architectures import build as build_model
 from .losses import SoftmaxCrossEntropy
 from .model import RandomShift, Sequential, TrainingDiverged, TrainingInterrupted
 from .optim import SGD, Adam, CosineAnnealingLR
@@ -59,28 +60,16 @@ DEFAULTS: dict[str, Any] = {
     "val_split": None,  # min(5000, N // 10) of the N training images
     "shift": 2,
     "out": "runs/mnist",
+    "model": "default",  # architectures.ARCHITECTURES, or a .json file; TRAIN_DEFAULTS per architecture
 }
 LEARNING_RATES = {"adam": 2e-3, "sgd": 0.05}
 #: Flags that define a run: with --resume they must be absent or equal to the checkpoint's.
-RUN_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "seed", "limit", "val_split", "shift")
+RUN_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "seed", "limit", "val_split", "shift", "model")
 CHECKPOINT = "checkpoint.npz"
 
 
 class CLIError(Exception):
     """A problem to report as one line and exit code 2."""
-
-
-def default_model(seed: int = 0, dtype: Any = np.float32) -> Sequential:
-    """Conv(1->32, 5) ReLU MaxPool(2) Conv(32->64, 5) ReLU MaxPool(2) Flatten Dense(1024->256) ReLU
-    Dropout(0.4) Dense(256->10), for (1, 28, 28) inputs. Every layer's seed is derived from ``seed``."""
-    s = [int(v) for v in np.random.SeedSequence(seed).generate_state(5)]
-    return Sequential([
-        Conv2D(1, 32, 5, dtype=dtype, seed=s[0]), ReLU(), MaxPool2D(2),
-        Conv2D(32, 64, 5, dtype=dtype, seed=s[1]), ReLU(), MaxPool2D(2),
-        Flatten(),
-        Dense(64 * 4 * 4, 256, dtype=dtype, seed=s[2]), ReLU(), Dropout(0.4, seed=s[3]),
-        Dense(256, 10, dtype=dtype, seed=s[4]),
-    ])
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train the default LeNet-style network on MNIST",
                            description="Train on MNIST (downloaded and cached on first use) and report the "
                                        "accuracy on the 10,000 test images.")
+    train.add_argument("--model", metavar="NAME|FILE.json",
+                       help=f"the network: {', '.join(ARCHITECTURES)}, or a .json file holding Sequential.config() "
+                            f"(default {d['model']})")
     train.add_argument("--epochs", type=_positive_int, help=f"passes over the training images (default {d['epochs']})")
     train.add_argument("--batch-size", type=_positive_int, help=f"images per step (default {d['batch_size']})")
     train.add_argument("--lr", type=_positive_float,
@@ -220,6 +212,7 @@ def _resolve_settings(args: argparse.Namespace) -> tuple[dict, Any]:
     given = {key: getattr(args, key) for key in RUN_FLAGS if getattr(args, key) is not None}
     if args.resume is None:
         settings = {key: DEFAULTS[key] for key in RUN_FLAGS}
+        settings.update(TRAIN_DEFAULTS.get(given.get("model", DEFAULTS["model"]), {}))
         settings.update(given)
         settings["out"] = args.out if args.out is not None else DEFAULTS["out"]
         if settings["lr"] is None:
@@ -230,6 +223,8 @@ def _resolve_settings(args: argparse.Namespace) -> tuple[dict, Any]:
         raise CLIError(f"--resume {args.resume}: there is no {CHECKPOINT} in it (is it a train --out directory?)")
     ckpt = Sequential.load_checkpoint(path)
     saved = ckpt.extra.get("settings")
+    if isinstance(saved, dict):
+        saved = {"model": DEFAULTS["model"], **saved}  # runs from before --model trained the default
     if not isinstance(saved, dict) or any(key not in saved for key in RUN_FLAGS):
         raise CLIError(f"{path}: no training settings stored in it; was it written by '{PROG} train'?")
     different = [f"--{key.replace('_', '-')} {value} (the run used {saved[key]})"
@@ -335,6 +330,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if isinstance(threads, dict):
             print("threads: " + ", ".join(f"{k} {v}" for k, v in threads.items()), flush=True)
     settings, ckpt = _resolve_settings(args)
+    model = build_model(settings["model"], settings["seed"]) if ckpt is None else None  # a bad --model fails now
     out = Path(settings["out"])
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out} exists and is not a directory")
@@ -351,7 +347,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     batches = -(-x_fit.shape[0] // settings["batch_size"])
     if ckpt is None:
-        model = default_model(settings["seed"])
         optimizer, scheduler = _make_optimizer(settings, model, settings["epochs"] * batches)
         state = None
     else:

@@ -19,7 +19,9 @@ A model file is one ``.npz`` (read with ``allow_pickle=False``, written atomical
 
 - ``"__model__"``: UTF-8 JSON as a uint8 array,
   ``{"format": "cnn-im2col.Sequential", "version": 1, "layers": [{"class": ..., "config": ...}]}``;
-- ``"param:{index}.{name}"``: every parameter array, in its dtype.
+- ``"param:{index}.{name}"``: every parameter array, in its dtype;
+- ``"buffer:{index}.{name}"``: every buffer (state that is saved but not trained, e.g.
+  ``BatchNorm2D``'s running statistics), in its dtype.
 
 A checkpoint is a model file plus ``"optim:{key}"`` arrays (the optimizer's ``state_dict``) and
 ``"__training__"`` (JSON: optimizer and scheduler configuration and state, and ``fit``'s position:
@@ -70,6 +72,7 @@ FORMAT_VERSION = 1
 _MODEL_KEY = "__model__"
 _TRAINING_KEY = "__training__"
 _PARAM_PREFIX = "param:"
+_BUFFER_PREFIX = "buffer:"
 _OPTIM_PREFIX = "optim:"
 
 HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "samples_per_s")
@@ -272,6 +275,12 @@ class Sequential:
     @property
     def grads(self) -> dict[str, np.ndarray]:
         return {f"{i}.{name}": value for i, layer in enumerate(self.layers) for name, value in layer.grads.items()}
+
+    @property
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Saved, untrained state (``layer.buffers``, e.g. running statistics), keyed like ``params``."""
+        return {f"{i}.{name}": value for i, layer in enumerate(self.layers)
+                for name, value in getattr(layer, "buffers", {}).items()}
 
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
         """Run the stack. The first layer checks ``x`` (NaN/Inf included); the others get arrays
@@ -783,6 +792,8 @@ class Sequential:
         arrays = {_MODEL_KEY: _json_array(header)}
         for key, value in self.params.items():
             arrays[_PARAM_PREFIX + key] = np.ascontiguousarray(value)
+        for key, value in self.buffers.items():
+            arrays[_BUFFER_PREFIX + key] = np.ascontiguousarray(value)
         return arrays
 
     def save(self, path: str | os.PathLike) -> None:
@@ -845,7 +856,7 @@ class Sequential:
         model = cls.from_config(header, custom_layers=custom_layers, source=str(path))
         expected = model.params
         stored = {key[len(_PARAM_PREFIX):] for key in files if key.startswith(_PARAM_PREFIX)}
-        unknown = sorted(key for key in files if not key.startswith((_PARAM_PREFIX, _OPTIM_PREFIX))
+        unknown = sorted(key for key in files if not key.startswith((_PARAM_PREFIX, _OPTIM_PREFIX, _BUFFER_PREFIX))
                          and key not in (_MODEL_KEY, _TRAINING_KEY))
         missing = sorted(set(expected) - stored)
         extra = sorted(stored - set(expected))
@@ -862,6 +873,7 @@ class Sequential:
             if not np.isfinite(value).all():
                 raise ValueError(f"{path}: parameter {key!r} contains NaN or Inf")
             np.copyto(target, value, casting="same_kind")
+        _load_buffers(model.buffers, npz, files, path)
         return model
 
     @classmethod
@@ -904,6 +916,23 @@ class Sequential:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"{path_text}: the checkpoint's training state is broken: {exc}") from None
         return Checkpoint(model, optimizer, scheduler, state, extra)
+
+
+def _load_buffers(expected: dict[str, np.ndarray], npz: Any, files: set, path: str) -> None:
+    """Copy the file's ``buffer:`` arrays into the model's, checking names, shapes and kinds."""
+    stored = {key[len(_BUFFER_PREFIX):] for key in files if key.startswith(_BUFFER_PREFIX)}
+    missing, extra = sorted(set(expected) - stored), sorted(stored - set(expected))
+    if missing or extra:
+        raise ValueError(f"{path}: the buffers do not match the architecture: missing buffers {missing}, "
+                         f"unexpected buffers {extra}")
+    for key, target in expected.items():
+        value = _entry(npz, _BUFFER_PREFIX + key, path)
+        if value.shape != target.shape or value.dtype.kind != target.dtype.kind:
+            raise ValueError(f"{path}: buffer {key!r} is {value.dtype} of shape {value.shape}, the architecture "
+                             f"needs {target.dtype} of shape {target.shape}")
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ValueError(f"{path}: buffer {key!r} contains NaN or Inf")
+        np.copyto(target, value, casting="same_kind")
 
 
 class _NonFinite(Exception):

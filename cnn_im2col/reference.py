@@ -12,10 +12,16 @@ Two independent convolutions, so that each one checks the other:
 - ``conv2d_forward_naive`` / ``conv2d_backward_naive``: one Python loop iteration per output
   neuron, the most literal reading of Eq. 8.20 (forward) and Eq. 8.39/8.47 (backward).
 
+- ``conv2d_forward_general`` / ``conv2d_backward_general``: PyTorch's ``dilation`` and ``groups``
+  as well, one loop iteration per output position and one einsum per group. Output size with
+  dilation d: ``(H + 2*ph - d*(KH - 1) - 1) // sy + 1`` (the dilated kernel spans d*(KH-1)+1 rows).
+
 And the pooling oracles, looping over output positions (vectorised only over N and C):
 ``max_pool2d_forward`` / ``max_pool2d_backward`` (Eq. 8.24, the primer's ``MaxPoolingMap``) and
 ``avg_pool2d_forward`` / ``avg_pool2d_backward`` (the mean, or Eq. 8.22 with one weight per map,
-gradients P8.3 / P8.4).
+gradients P8.3 / P8.4; ``count_include_pad`` as PyTorch's). Batch normalisation:
+``batch_norm2d_forward`` / ``batch_norm2d_backward``, the textbook formulas and the chain rule
+through each temporary (the engine uses the fused closed form instead).
 
 Conventions (as the rest of the package): layout NCHW; conv weights (O, C, KH, KW); the operation
 is cross-correlation, as in PyTorch; output size ``(H + 2*ph - KH) // sy + 1`` (``shapes``).
@@ -40,9 +46,13 @@ from cnn_im2col.shapes import (
 __all__ = [
     "avg_pool2d_backward",
     "avg_pool2d_forward",
+    "batch_norm2d_backward",
+    "batch_norm2d_forward",
     "conv2d_backward",
+    "conv2d_backward_general",
     "conv2d_backward_naive",
     "conv2d_forward",
+    "conv2d_forward_general",
     "conv2d_forward_naive",
     "max_pool2d_backward",
     "max_pool2d_forward",
@@ -411,16 +421,36 @@ def _check_scale(owner, scale, c_):
     return scale
 
 
-def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, scale=None):
+def _inside_counts(h, w, kh, kw, sy, sx, ph, pw, oh, ow):
+    """(OH, OW): how many cells of each window lie inside the image (not in the padding)."""
+    inside = _pad(np.ones((1, 1, h, w)), ph, pw)[0, 0]
+    return np.array([[inside[i * sy : i * sy + kh, j * sx : j * sx + kw].sum() for j in range(ow)]
+                     for i in range(oh)])
+
+
+def _window_weights(owner, count_include_pad, kh, kw, h, w, sy, sx, ph, pw, oh, ow):
+    """(OH, OW) factor applied to each window sum before the mean or the scale: 1 when padding
+    counts; KH*KW / (cells inside the image) when it does not (the mean over real cells only)."""
+    if not isinstance(count_include_pad, (bool, np.bool_)):
+        raise TypeError(f"{owner}: count_include_pad must be True or False, got {count_include_pad!r}")
+    if count_include_pad:
+        return np.ones((oh, ow))
+    return (kh * kw) / _inside_counts(h, w, kh, kw, sy, sx, ph, pw, oh, ow)
+
+
+def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, scale=None, count_include_pad=True):
     """Average pooling, or Eq. 8.22 (window sum times a per-map weight) when ``scale`` is given.
 
     Args:
         x: (N, C, H, W).
         kernel_size: int or (KH, KW).
         stride: int or (sy, sx); None means kernel_size.
-        padding: int or (ph, pw), at most half the window; zero padding, and the padded
-            zeros count: the divisor is always KH*KW (PyTorch's ``count_include_pad=True``).
+        padding: int or (ph, pw), at most half the window; zero padding.
         scale: None for the mean; or (C,) weights w, and then out = w[c] * window sum.
+        count_include_pad: True (PyTorch's default): the padded zeros count, the divisor is
+            always KH*KW. False: the divisor is the number of window cells inside the image;
+            with ``scale``, the window sum is first multiplied by KH*KW / (cells inside), so
+            that w = 1/(KH*KW) still gives that mean.
 
     Returns:
         (N, C, OH, OW).
@@ -429,30 +459,32 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, scale=None):
     x, (kh, kw), (sy, sx), (ph, pw), (oh, ow) = _pool_setup(owner, x, kernel_size, stride, padding)
     scale = _check_scale(owner, scale, x.shape[1])
     dtype = _common_dtype(x, scale)
+    factor = _window_weights(owner, count_include_pad, kh, kw, *x.shape[2:], sy, sx, ph, pw, oh, ow)
 
     xp = _pad(x.astype(dtype, copy=False), ph, pw)
     out = np.empty(x.shape[:2] + (oh, ow), dtype=dtype)
     for i in range(oh):
         for j in range(ow):
-            window_sum = xp[:, :, i * sy : i * sy + kh, j * sx : j * sx + kw].sum(axis=(2, 3))
+            window_sum = xp[:, :, i * sy : i * sy + kh, j * sx : j * sx + kw].sum(axis=(2, 3)) * factor[i, j]
             out[:, :, i, j] = window_sum / (kh * kw) if scale is None else window_sum * scale
     return out
 
 
-def avg_pool2d_backward(x, dout, kernel_size, stride=None, padding=0, scale=None):
+def avg_pool2d_backward(x, dout, kernel_size, stride=None, padding=0, scale=None, count_include_pad=True):
     """Gradients of ``avg_pool2d_forward``.
 
     Args:
         x: (N, C, H, W) the forward input.
         dout: (N, C, OH, OW) gradient with respect to the forward output.
-        kernel_size, stride, padding, scale: as in the forward call.
+        kernel_size, stride, padding, scale, count_include_pad: as in the forward call.
 
     Returns:
         ``(dx, dscale)``: dx (N, C, H, W); dscale None when scale is None, else (C,).
 
     dx (P8.3): each dout element is spread over its whole window, times 1/(KH*KW) (mean) or
-    times scale[c] (Eq. 8.22); overlapping windows accumulate. Padded cells' share is dropped.
-    dscale (P8.4): dscale[c] = sum over n and windows of dout * window sum.
+    times scale[c] (Eq. 8.22), times the window's factor (see the forward); overlapping windows
+    accumulate. Padded cells' share is dropped.
+    dscale (P8.4): dscale[c] = sum over n and windows of dout * (factor * window sum).
     """
     owner = "avg_pool2d_backward"
     x, (kh, kw), (sy, sx), (ph, pw), (oh, ow) = _pool_setup(owner, x, kernel_size, stride, padding)
@@ -460,6 +492,7 @@ def avg_pool2d_backward(x, dout, kernel_size, stride=None, padding=0, scale=None
     dout = _check_dout(owner, dout, (n_, c_, oh, ow))
     scale = _check_scale(owner, scale, c_)
     dtype = _common_dtype(x, dout, scale)
+    factor = _window_weights(owner, count_include_pad, kh, kw, h, w, sy, sx, ph, pw, oh, ow)
 
     xp = _pad(x.astype(dtype, copy=False), ph, pw)
     dxp = np.zeros(xp.shape, dtype=dtype)
@@ -468,10 +501,218 @@ def avg_pool2d_backward(x, dout, kernel_size, stride=None, padding=0, scale=None
         for j in range(ow):
             rows = slice(i * sy, i * sy + kh)
             cols = slice(j * sx, j * sx + kw)
-            g = dout[:, :, i, j].astype(dtype, copy=False)  # (N, C)
+            g = dout[:, :, i, j].astype(dtype, copy=False) * factor[i, j]  # (N, C)
             if scale is None:
                 dxp[:, :, rows, cols] += (g / (kh * kw))[:, :, None, None]
             else:
                 dxp[:, :, rows, cols] += (g * scale)[:, :, None, None]
                 dscale += (g * xp[:, :, rows, cols].sum(axis=(2, 3))).sum(axis=0)
     return dxp[:, :, ph : ph + h, pw : pw + w].copy(), dscale
+
+
+# --------------------------------------------------------------------------------------------
+# Convolution with dilation and groups: loops over output positions, one einsum per group
+# --------------------------------------------------------------------------------------------
+
+
+def _general_setup(owner, x, weight, stride, padding, dilation, groups):
+    """Validate a dilated / grouped convolution. Returns ``x, weight, (sy, sx), (ph, pw), (dy, dx),
+    groups, (OH, OW)``; the weight is (O, C/groups, KH, KW) and O must be a multiple of groups."""
+    x = _as_c_float(x, "x", owner, ndim=4)
+    weight = _as_c_float(weight, "weight", owner, ndim=4)
+    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"{owner}: groups must be an int >= 1, got {groups!r}")
+    groups = int(groups)
+    c_, o_ = x.shape[1], weight.shape[0]
+    if c_ % groups or o_ % groups:
+        raise ValueError(f"{owner}: groups={groups} must divide the input channels ({c_}) and the output "
+                         f"channels ({o_})")
+    if weight.shape[1] != c_ // groups:
+        raise ValueError(f"{owner}: weight must be (O, C/groups, KH, KW) = ({o_}, {c_ // groups}, KH, KW) for "
+                         f"{c_} input channels and groups={groups}, got shape {weight.shape}")
+    sy, sx = pair(stride, "stride", owner)
+    ph, pw = pair(padding, "padding", owner, minimum=0)
+    dy, dx = pair(dilation, "dilation", owner)
+    _, _, h, w = x.shape
+    _, _, kh, kw = weight.shape
+    # a dilated kernel spans d*(K-1)+1 pixels: the output size is that of a kernel of that size
+    oh, ow = _output_hw(owner, h, w, dy * (kh - 1) + 1, dx * (kw - 1) + 1, sy, sx, ph, pw,
+                        what="dilated kernel extent")
+    return x, weight, (sy, sx), (ph, pw), (dy, dx), groups, (oh, ow)
+
+
+def _field(xp, i, j, kh, kw, sy, sx, dy, dx):
+    """The (N, C, KH, KW) input cells that output position (i, j) reads: every dy-th row and
+    dx-th column of a window starting at (i*sy, j*sx)."""
+    return xp[:, :, i * sy : i * sy + dy * (kh - 1) + 1 : dy, j * sx : j * sx + dx * (kw - 1) + 1 : dx]
+
+
+def conv2d_forward_general(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """Cross-correlation with PyTorch's ``dilation`` and ``groups`` (``torch.nn.functional.conv2d``).
+
+    Args:
+        x: (N, C, H, W) input.
+        weight: (O, C/groups, KH, KW) filters; filters g*O/groups .. (g+1)*O/groups - 1 see only
+            the input channels g*C/groups .. (g+1)*C/groups - 1 (groups == C: depthwise).
+        bias: None, tied (O,) or untied (O, OH, OW).
+        stride: int or (sy, sx), >= 1.
+        padding: int or (ph, pw), >= 0; zero padding on both sides.
+        dilation: int or (dy, dx), >= 1: kernel cell (u, v) reads input pixel (i*sy + u*dy, j*sx + v*dx)
+            of the padded input.
+        groups: int >= 1 dividing both C and O.
+
+    Returns:
+        (N, O, OH, OW) with ``OH = (H + 2*ph - dy*(KH - 1) - 1) // sy + 1`` (likewise OW): the
+        dilated kernel spans ``dy*(KH - 1) + 1`` rows. At dilation 1 this is the usual
+        ``(H + 2*ph - KH) // sy + 1``.
+
+    out[n, o, i, j] = sum_{c in o's group, u, v} weight[o, c', u, v] * x_padded[n, c, i*sy + u*dy, j*sx + v*dx]
+    (c' the index of c within its group), + bias.
+    """
+    owner = "conv2d_forward_general"
+    x, weight, (sy, sx), (ph, pw), (dy, dx), groups, (oh, ow) = _general_setup(
+        owner, x, weight, stride, padding, dilation, groups)
+    bias = _check_bias(owner, bias, weight.shape[0], oh, ow)
+    dtype = _common_dtype(x, weight, bias)
+    xp = _pad(x.astype(dtype, copy=False), ph, pw)
+    weight = weight.astype(dtype, copy=False)
+    n_ = x.shape[0]
+    o_, cg, kh, kw = weight.shape
+    og = o_ // groups
+    out = np.zeros((n_, o_, oh, ow), dtype=dtype)
+    for i in range(oh):
+        for j in range(ow):
+            field = _field(xp, i, j, kh, kw, sy, sx, dy, dx)
+            for g in range(groups):
+                out[:, g * og : (g + 1) * og, i, j] = np.einsum(
+                    "nckl,ockl->no", field[:, g * cg : (g + 1) * cg], weight[g * og : (g + 1) * og])
+    if bias is not None:
+        out += bias[:, None, None] if bias.ndim == 1 else bias
+    return out
+
+
+def conv2d_backward_general(x, weight, dout, stride=1, padding=0, dilation=1, groups=1, bias="tied"):
+    """Gradients of ``conv2d_forward_general``: ``(dx, dweight, dbias)`` as in ``conv2d_backward``.
+
+    Each output position (i, j) read the field F = x_padded[:, :, i*sy :: dy, j*sx :: dx] (KH x KW
+    cells) through its group's filters, so with g = dout[:, group's filters, i, j]:
+      dweight[group] += sum_n g[n, o] * F[n, group's channels]
+      dx_padded[:, group's channels, field cells] += sum_o g[n, o] * weight[o]
+      dbias as in conv2d_backward.
+    """
+    owner = "conv2d_backward_general"
+    x, weight, (sy, sx), (ph, pw), (dy, dx), groups, (oh, ow) = _general_setup(
+        owner, x, weight, stride, padding, dilation, groups)
+    check_choice(bias, "bias", _BIAS_MODES, owner)
+    dout = _check_dout(owner, dout, (x.shape[0], weight.shape[0], oh, ow))
+    dtype = _common_dtype(x, weight, dout)
+    h, w = x.shape[2:]
+    xp = _pad(x.astype(dtype, copy=False), ph, pw)
+    weight = weight.astype(dtype, copy=False)
+    dout = dout.astype(dtype, copy=False)
+    o_, cg, kh, kw = weight.shape
+    og = o_ // groups
+    dxp = np.zeros(xp.shape, dtype=dtype)
+    dweight = np.zeros(weight.shape, dtype=dtype)
+    for i in range(oh):
+        for j in range(ow):
+            field = _field(xp, i, j, kh, kw, sy, sx, dy, dx)
+            dfield = _field(dxp, i, j, kh, kw, sy, sx, dy, dx)  # a view: += writes into dxp
+            for g in range(groups):
+                filters, channels = slice(g * og, (g + 1) * og), slice(g * cg, (g + 1) * cg)
+                grad = dout[:, filters, i, j]  # (N, O/groups)
+                dweight[filters] += np.einsum("no,nckl->ockl", grad, field[:, channels])
+                dfield[:, channels] += np.einsum("no,ockl->nckl", grad, weight[filters])
+    dx_ = dxp[:, :, ph : ph + h, pw : pw + w].copy()
+    return dx_, dweight, _bias_gradient(dout, bias)
+
+
+# --------------------------------------------------------------------------------------------
+# Batch normalisation: the textbook formulas, and the chain rule one temporary at a time
+# --------------------------------------------------------------------------------------------
+
+
+def _bn_setup(owner, x, weight, bias):
+    x = _as_c_float(x, "x", owner, ndim=4)
+    c_ = x.shape[1]
+    vectors = []
+    for name, value in (("weight", weight), ("bias", bias)):
+        if value is not None:
+            value = _as_c_float(value, name, owner, ndim=1)
+            if value.shape != (c_,):
+                raise ValueError(f"{owner}: {name} must have shape ({c_},), got {value.shape}")
+        vectors.append(value)
+    dtype = _common_dtype(x, *vectors)
+    return x.astype(dtype, copy=False), *[None if v is None else v.astype(dtype, copy=False) for v in vectors]
+
+
+def batch_norm2d_forward(x, weight=None, bias=None, running_mean=None, running_var=None, training=True,
+                         momentum=0.1, eps=1e-5):
+    """PyTorch's ``torch.nn.functional.batch_norm`` on (N, C, H, W), without modifying anything.
+
+    Training: per channel c, mean and BIASED variance over (N, H, W) normalise x; the returned
+    running statistics are ``(1 - momentum) * running + momentum * batch`` with the UNBIASED batch
+    variance (M / (M - 1) times the biased one, M = N*H*W), or None when none were given. Eval
+    (``training=False``): the given running statistics normalise x and are returned unchanged.
+    ``weight``/``bias`` None mean 1 and 0.
+
+    Returns ``(y, new_running_mean, new_running_var)``.
+    """
+    owner = "batch_norm2d_forward"
+    x, weight, bias = _bn_setup(owner, x, weight, bias)
+    m = x.shape[0] * x.shape[2] * x.shape[3]
+    if training:
+        mean = x.mean(axis=(0, 2, 3))
+        var = ((x - mean[:, None, None]) ** 2).mean(axis=(0, 2, 3))
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError(f"{owner}: eval mode (training=False) needs running_mean and running_var")
+        mean, var = np.asarray(running_mean), np.asarray(running_var)
+    y = (x - mean[:, None, None]) / np.sqrt(var[:, None, None] + eps)
+    if weight is not None:
+        y = y * weight[:, None, None]
+    if bias is not None:
+        y = y + bias[:, None, None]
+    new_mean, new_var = running_mean, running_var
+    if training and running_mean is not None:
+        new_mean = (1 - momentum) * np.asarray(running_mean) + momentum * mean
+        new_var = (1 - momentum) * np.asarray(running_var) + momentum * var * m / (m - 1)
+    return y.astype(x.dtype, copy=False), new_mean, new_var
+
+
+def batch_norm2d_backward(x, dout, weight=None, running_mean=None, running_var=None, training=True, eps=1e-5):
+    """Gradients of ``batch_norm2d_forward``: ``(dx, dweight, dbias)`` (dweight = sum dout * xhat,
+    dbias = sum dout, returned even when the forward had no weight/bias).
+
+    Training: the chain rule through every temporary of the forward pass (xmu = x - mean,
+    var, std, xhat = xmu / std), each step its own line, with no closed form: dxhat = dout*weight,
+    dvar = sum(dxhat * xmu) * -1/2 (var + eps)^(-3/2), dmean = -sum(dxhat) / std + dvar * mean(-2 xmu),
+    dx = dxhat / std + dvar * 2 xmu / M + dmean / M. Eval: the statistics are constants,
+    dx = dout * weight / sqrt(running_var + eps) and xhat uses the running statistics.
+    """
+    owner = "batch_norm2d_backward"
+    x, weight, _ = _bn_setup(owner, x, weight, None)
+    dout = _check_dout(owner, dout, x.shape).astype(x.dtype, copy=False)
+    gamma = np.ones(x.shape[1], x.dtype) if weight is None else weight
+    axes = (0, 2, 3)
+    m = x.shape[0] * x.shape[2] * x.shape[3]
+    if training:
+        mean = x.mean(axis=axes)
+        xmu = x - mean[:, None, None]
+        var = (xmu**2).mean(axis=axes)
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError(f"{owner}: eval mode (training=False) needs running_mean and running_var")
+        var = np.asarray(running_var)
+        xmu = x - np.asarray(running_mean)[:, None, None]
+    std = np.sqrt(var + eps)
+    dxhat = dout * gamma[:, None, None]
+    if training:
+        xhat = xmu / std[:, None, None]
+        dvar = (dxhat * xmu).sum(axis=axes) * -0.5 * (var + eps) ** -1.5
+        dmean = -dxhat.sum(axis=axes) / std + dvar * (-2 * xmu).mean(axis=axes)
+        dx = dxhat / std[:, None, None] + dvar[:, None, None] * 2 * xmu / m + dmean[:, None, None] / m
+    else:
+        xhat = xmu / std[:, None, None]
+        dx = dxhat / std[:, None, None]
+    return dx.astype(x.dtype, copy=False), (dout * xhat).sum(axis=axes), dout.sum(axis=axes)
