@@ -513,3 +513,219 @@ def test_pool_bad_arguments(name):
         with pytest.raises(ValueError, match=rf"{name}: scale must be None or one weight per "
                                              r"map, shape \(3,\), got shape \(2,\)"):
             call(X, 4, scale=np.ones(2))
+
+
+# --------------------------------------------------------------------------------------------
+# average pooling: count_include_pad=False
+# --------------------------------------------------------------------------------------------
+
+
+def test_avg_pool_count_include_pad_false_divides_by_inside_cells():
+    x = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+    out = ref.avg_pool2d_forward(x, 2, stride=2, padding=1, count_include_pad=False)
+    # windows of a 2x2 pool on the padded 5x5: corners hold 1 real cell, edges 2, the centre 4
+    np.testing.assert_allclose(out[0, 0], [[1.0, 2.5], [5.5, 7.0]])
+    counted = ref.avg_pool2d_forward(x, 2, stride=2, padding=1)
+    np.testing.assert_allclose(counted[0, 0], [[0.25, 1.25], [2.75, 7.0]])
+
+
+@FAST
+@given(case=pool_cases(), scaled=st.booleans())
+def test_avg_pool_exclude_pad_gradients_finite_differences(case, scaled):
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal((case["n"], case["c"], case["h"], case["w"]))
+    scale = rng.standard_normal(case["c"]) if scaled else None
+    dout = rng.standard_normal((case["n"], case["c"]) + case["out_hw"])
+    kw = {**pool_kwargs(case), "count_include_pad": False}
+
+    def loss():
+        return float(np.sum(ref.avg_pool2d_forward(x, scale=scale, **kw) * dout))
+
+    dx, dscale = ref.avg_pool2d_backward(x, dout, scale=scale, **kw)
+    np.testing.assert_allclose(dx, numerical_gradient(loss, x), rtol=1e-6, atol=1e-8)
+    if scaled:
+        np.testing.assert_allclose(dscale, numerical_gradient(loss, scale), rtol=1e-6, atol=1e-8)
+
+
+@FAST
+@given(case=pool_cases(), include=st.booleans())
+def test_avg_pool_matches_torch(case, include):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(case["seed"]).standard_normal((case["n"], case["c"], case["h"], case["w"]))
+    stride = case["stride"] if case["stride"] is not None else case["kernel_size"]
+    expected = torch.nn.functional.avg_pool2d(torch.tensor(x), case["kernel_size"], stride, case["padding"],
+                                              count_include_pad=include).numpy()
+    out = ref.avg_pool2d_forward(x, count_include_pad=include, **pool_kwargs(case))
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_avg_pool_count_include_pad_must_be_bool():
+    with pytest.raises(TypeError, match=r"avg_pool2d_forward: count_include_pad must be True or False, got 1"):
+        ref.avg_pool2d_forward(np.ones((1, 1, 2, 2)), 2, count_include_pad=1)
+
+
+# --------------------------------------------------------------------------------------------
+# convolution with dilation and groups
+# --------------------------------------------------------------------------------------------
+
+
+@st.composite
+def general_conv_cases(draw):
+    groups = draw(st.integers(1, 3))
+    cg, og = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dy, dx = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    sy, sx = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    h = spatial_size(draw, dy * (kh - 1) + 1, ph, sy)
+    w = spatial_size(draw, dx * (kw - 1) + 1, pw, sx)
+    return {"n": draw(st.integers(1, 2)), "c": groups * cg, "o": groups * og, "groups": groups,
+            "kernel": (kh, kw), "dilation": (dy, dx), "stride": (sy, sx), "padding": (ph, pw),
+            "h": h, "w": w, "seed": draw(st.integers(0, 2**32 - 1))}
+
+
+def general_arrays(case, dtype, bias_mode):
+    rng = np.random.default_rng(case["seed"])
+    (kh, kw), (dy, dx), (sy, sx), (ph, pw) = case["kernel"], case["dilation"], case["stride"], case["padding"]
+    oh = (case["h"] + 2 * ph - dy * (kh - 1) - 1) // sy + 1
+    ow = (case["w"] + 2 * pw - dx * (kw - 1) - 1) // sx + 1
+    x = rng.standard_normal((case["n"], case["c"], case["h"], case["w"])).astype(dtype)
+    weight = rng.standard_normal((case["o"], case["c"] // case["groups"], kh, kw)).astype(dtype)
+    bias = {None: None, "tied": rng.standard_normal(case["o"]),
+            "untied": rng.standard_normal((case["o"], oh, ow))}[bias_mode]
+    bias = None if bias is None else bias.astype(dtype)
+    dout = rng.standard_normal((case["n"], case["o"], oh, ow)).astype(dtype)
+    return x, weight, bias, dout
+
+
+def general_kwargs(case):
+    return {"stride": case["stride"], "padding": case["padding"], "dilation": case["dilation"],
+            "groups": case["groups"]}
+
+
+@FAST
+@given(case=conv_cases(), dtype=st.sampled_from([np.float64, np.float32]), bias_mode=st.sampled_from(BIAS_MODES))
+def test_general_conv_at_dilation_1_groups_1_matches_the_other_oracles(case, dtype, bias_mode):
+    x, weight, bias, dout = conv_arrays(case, dtype, bias_mode)
+    kw = {"stride": case["stride"], "padding": case["padding"]}
+    rtol, atol = TOL[dtype]
+    out = ref.conv2d_forward_general(x, weight, bias, **kw)
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out, ref.conv2d_forward(x, weight, bias, **kw), rtol=rtol, atol=atol)
+    np.testing.assert_allclose(out, ref.conv2d_forward_naive(x, weight, bias, **kw), rtol=rtol, atol=atol)
+    for got, scipy_way in zip(ref.conv2d_backward_general(x, weight, dout, bias=bias_mode, **kw),
+                              ref.conv2d_backward(x, weight, dout, bias=bias_mode, **kw)):
+        if scipy_way is None:
+            assert got is None
+        else:
+            np.testing.assert_allclose(got, scipy_way, rtol=rtol, atol=atol)
+
+
+@FAST
+@given(case=general_conv_cases(), bias_mode=st.sampled_from(BIAS_MODES))
+def test_general_conv_gradients_finite_differences(case, bias_mode):
+    x, weight, bias, dout = general_arrays(case, np.float64, bias_mode)
+    kw = general_kwargs(case)
+
+    def loss():
+        return float(np.sum(ref.conv2d_forward_general(x, weight, bias, **kw) * dout))
+
+    dx, dweight, dbias = ref.conv2d_backward_general(x, weight, dout, bias=bias_mode, **kw)
+    np.testing.assert_allclose(dx, numerical_gradient(loss, x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dweight, numerical_gradient(loss, weight), rtol=1e-6, atol=1e-8)
+    if bias is not None:
+        np.testing.assert_allclose(dbias, numerical_gradient(loss, bias), rtol=1e-6, atol=1e-8)
+
+
+@FAST
+@given(case=general_conv_cases(), dtype=st.sampled_from([np.float64, np.float32]), tied=st.booleans())
+def test_general_conv_matches_torch(case, dtype, tied):
+    torch = pytest.importorskip("torch")
+    x, weight, bias, dout = general_arrays(case, dtype, "tied" if tied else None)
+    kw = general_kwargs(case)
+    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(weight, requires_grad=True)
+    tb = None if bias is None else torch.tensor(bias, requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, tw, tb, **kw)
+    ty.backward(torch.tensor(dout))
+    rtol, atol = TOL[dtype]
+    np.testing.assert_allclose(ref.conv2d_forward_general(x, weight, bias, **kw), ty.detach().numpy(),
+                               rtol=rtol, atol=atol)
+    dx, dweight, dbias = ref.conv2d_backward_general(x, weight, dout, bias="tied" if tied else None, **kw)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=rtol, atol=atol)
+    np.testing.assert_allclose(dweight, tw.grad.numpy(), rtol=rtol, atol=atol)
+    if tied:
+        np.testing.assert_allclose(dbias, tb.grad.numpy(), rtol=rtol, atol=atol)
+
+
+def test_general_conv_depthwise_is_one_correlation_per_map():
+    rng = np.random.default_rng(0)
+    x, weight = rng.standard_normal((1, 3, 5, 5)), rng.standard_normal((3, 1, 2, 2))
+    out = ref.conv2d_forward_general(x, weight, groups=3, dilation=2)
+    for c in range(3):
+        dilated = np.zeros((3, 3))
+        dilated[::2, ::2] = weight[c, 0]
+        np.testing.assert_allclose(out[0, c], signal.correlate2d(x[0, c], dilated, mode="valid"), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"groups": 2}, r"groups=2 must divide the input channels \(3\) and the output channels \(4\)"),
+    ({"groups": 0}, r"groups must be an int >= 1, got 0"),
+    ({"dilation": 0}, r"dilation must be an int >= 1"),
+    ({"dilation": 4}, r"dilated kernel extent \(9, 9\) is larger than the padded input"),
+])
+def test_general_conv_errors(kwargs, message):
+    x, weight = np.ones((1, 3, 6, 6)), np.ones((4, 3, 3, 3))
+    with pytest.raises(ValueError, match=f"conv2d_forward_general: {message}"):
+        ref.conv2d_forward_general(x, weight, **kwargs)
+
+
+def test_general_conv_weight_must_have_channels_per_group():
+    with pytest.raises(ValueError, match=r"weight must be \(O, C/groups, KH, KW\) = \(4, 1, KH, KW\) for 2 input channels and groups=2, "
+                                         r"got shape \(4, 2, 1, 1\)"):
+        ref.conv2d_forward_general(np.ones((1, 2, 3, 3)), np.ones((4, 2, 1, 1)), groups=2)
+
+
+# --------------------------------------------------------------------------------------------
+# batch normalisation
+# --------------------------------------------------------------------------------------------
+
+
+@FAST
+@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 3), w=st.integers(2, 3),
+       training=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_batch_norm_gradients_finite_differences(n, c, h, w, training, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)) * 2 + 1
+    weight, bias = rng.standard_normal(c), rng.standard_normal(c)
+    rm, rv = rng.standard_normal(c), rng.random(c) + 0.5
+    dout = rng.standard_normal(x.shape)
+
+    def loss():
+        return float(np.sum(ref.batch_norm2d_forward(x, weight, bias, rm, rv, training=training)[0] * dout))
+
+    dx, dweight, dbias = ref.batch_norm2d_backward(x, dout, weight, rm, rv, training=training)
+    np.testing.assert_allclose(dx, numerical_gradient(loss, x), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(dweight, numerical_gradient(loss, weight), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(dbias, numerical_gradient(loss, bias), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_matches_torch(training):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 4, 5, 2)) * 3 - 1
+    weight, bias = rng.standard_normal(4), rng.standard_normal(4)
+    rm, rv = rng.standard_normal(4), rng.random(4) + 0.5
+    dout = rng.standard_normal(x.shape)
+    trm, trv = torch.tensor(rm), torch.tensor(rv)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, weight, bias))
+    ty = torch.nn.functional.batch_norm(tx, trm, trv, tw, tb, training=training, momentum=0.3, eps=1e-3)
+    ty.backward(torch.tensor(dout))
+    y, new_mean, new_var = ref.batch_norm2d_forward(x, weight, bias, rm, rv, training=training,
+                                                    momentum=0.3, eps=1e-3)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(new_mean, trm.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(new_var, trv.numpy(), rtol=1e-12, atol=1e-12)
+    grads = ref.batch_norm2d_backward(x, dout, weight, rm, rv, training=training, eps=1e-3)
+    for got, tensor in zip(grads, (tx, tw, tb)):
+        np.testing.assert_allclose(got, tensor.grad.numpy(), rtol=1e-10, atol=1e-12)
