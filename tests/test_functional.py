@@ -257,3 +257,157 @@ def test_conv2d_backward_without_input_grad_gives_the_same_parameter_gradients(b
         assert db is None and db2 is None
     else:
         np.testing.assert_array_equal(db2, db)
+
+
+# --------------------------------------------------------------------------- count_include_pad, GAP, batch norm
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("trainable", [False, True])
+@given(case=st.one_of(pool_cases(), pool_cases(overlapping=True)))
+def test_avg_pool_excluding_padding_equals_reference(backend, trainable, case):
+    x, kernel, stride, padding, dout, order = case
+    rtol, atol = tolerance(x.dtype)
+    x = x / x.size
+    scale = np.linspace(0.5, 2.0, x.shape[1]).astype(x.dtype) if trainable else None
+    out, cache = F.avg_pool2d_forward(in_memory_order(x, order), kernel, stride, padding, scale, backend=backend,
+                                      count_include_pad=False)
+    expected = reference.avg_pool2d_forward(x, kernel, stride, padding, scale, count_include_pad=False)
+    np.testing.assert_allclose(out, expected, rtol, atol)
+    dx, dscale = F.avg_pool2d_backward(dout, cache)
+    ref_dx, ref_dscale = reference.avg_pool2d_backward(x, dout, kernel, stride, padding, scale,
+                                                       count_include_pad=False)
+    np.testing.assert_allclose(dx, ref_dx, rtol, atol)
+    if trainable:
+        np.testing.assert_allclose(dscale, ref_dscale, rtol, atol)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_avg_pool_excluding_padding_gradcheck_float64(backend):
+    x = np.random.default_rng(0).standard_normal((2, 2, 5, 4))
+    cache = {}
+
+    def forward(v):
+        out, cache["c"] = F.avg_pool2d_forward(v, 3, 2, 1, backend=backend, count_include_pad=False)
+        return out
+
+    check_function(forward, lambda d: F.avg_pool2d_backward(d, cache["c"])[0], x)
+
+
+@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 5), w=st.integers(1, 5),
+       dtype=st.sampled_from([np.float32, np.float64]), order=st.sampled_from(["C", "F", "strided"]),
+       seed=st.integers(0, 2**16))
+def test_global_avg_pool_equals_reference(n, c, h, w, dtype, order, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    dout = rng.standard_normal((n, c)).astype(dtype)
+    rtol, atol = tolerance(dtype)
+    out, cache = F.global_avg_pool2d_forward(in_memory_order(x, order))
+    assert out.shape == (n, c) and out.dtype == dtype
+    np.testing.assert_allclose(out, reference.avg_pool2d_forward(x, (h, w))[:, :, 0, 0], rtol, atol)
+    dx = F.global_avg_pool2d_backward(dout, cache)
+    assert dx.dtype == dtype and dx.flags.c_contiguous
+    np.testing.assert_allclose(dx, reference.avg_pool2d_backward(x, dout[:, :, None, None], (h, w))[0], rtol, atol)
+
+
+def test_global_avg_pool_gradcheck_float64():
+    cache = {}
+
+    def forward(v):
+        out, cache["c"] = F.global_avg_pool2d_forward(v)
+        return out
+
+    check_function(forward, lambda d: F.global_avg_pool2d_backward(d, cache["c"]),
+                   np.random.default_rng(1).standard_normal((2, 3, 4, 3)))
+
+
+@st.composite
+def batch_norm_cases(draw):
+    n, c, h, w = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(2, 4))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = (rng.standard_normal((n, c, h, w)) * rng.uniform(0.1, 5) + rng.uniform(-3, 3)).astype(dtype)
+    affine = draw(st.booleans())
+    weight = rng.standard_normal(c).astype(dtype) if affine else None
+    bias = rng.standard_normal(c).astype(dtype) if affine else None
+    stats = draw(st.booleans())  # fixed (eval) statistics, or the batch's
+    mean = rng.standard_normal(c) if stats else None
+    var = rng.random(c) + 0.1 if stats else None
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    return x, weight, bias, mean, var, dout, draw(st.sampled_from(["C", "F", "strided"]))
+
+
+@given(case=batch_norm_cases())
+def test_batch_norm_equals_reference(case):
+    x, weight, bias, mean, var, dout, order = case
+    rtol, atol = tolerance(x.dtype)
+    training = mean is None
+    out, cache, used_mean, used_var = F.batch_norm2d_forward(in_memory_order(x, order), weight, bias, mean, var)
+    expected, _, _ = reference.batch_norm2d_forward(x, weight, bias, mean, var, training=training)
+    assert out.dtype == x.dtype
+    np.testing.assert_allclose(out, expected, rtol, atol)
+    if training:
+        np.testing.assert_allclose(used_mean, x.astype(np.float64).mean(axis=(0, 2, 3)), rtol, atol)
+        np.testing.assert_allclose(used_var, x.astype(np.float64).var(axis=(0, 2, 3)), rtol, atol)
+    dx, dweight, dbias = F.batch_norm2d_backward(in_memory_order(dout, order), cache)
+    ref_dx, ref_dweight, ref_dbias = reference.batch_norm2d_backward(x, dout, weight, mean, var, training=training)
+    assert dx.dtype == dweight.dtype == dbias.dtype == x.dtype
+    # dx of a training batch norm is a difference of sums: scale the tolerance by its inputs' size
+    scale = 1.0 if weight is None else max(1.0, float(np.abs(weight).max()))
+    np.testing.assert_allclose(dx, ref_dx, rtol, atol * scale * np.sqrt(x.size))
+    np.testing.assert_allclose(dweight, ref_dweight, rtol, atol * x.size)
+    np.testing.assert_allclose(dbias, ref_dbias, rtol, atol * x.size)
+
+
+@pytest.mark.parametrize("affine, fixed", [(True, False), (False, False), (True, True)])
+def test_batch_norm_gradcheck_float64(affine, fixed):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 2, 3, 2)) * 2 + 1
+    weight, bias = (rng.standard_normal(2), rng.standard_normal(2)) if affine else (None, None)
+    mean, var = (rng.standard_normal(2), rng.random(2) + 0.5) if fixed else (None, None)
+    cache = {}
+
+    def forward(v):
+        out, cache["c"], _, _ = F.batch_norm2d_forward(v, weight, bias, mean, var)
+        return out
+
+    check_function(forward, lambda d: F.batch_norm2d_backward(d, cache["c"])[0], x)
+    # and the parameter gradients, through a forward in the parameter
+    if affine:
+        dout = rng.standard_normal(x.shape)
+        _, c, _, _ = F.batch_norm2d_forward(x, weight, bias, mean, var)
+        _, dweight, dbias = F.batch_norm2d_backward(dout, c)
+        for param, grad in ((weight, dweight), (bias, dbias)):
+            numeric = np.zeros_like(param)
+            for k in range(param.size):
+                saved = param[k]
+                param[k] = saved + 1e-6
+                plus = np.sum(F.batch_norm2d_forward(x, weight, bias, mean, var)[0] * dout)
+                param[k] = saved - 1e-6
+                minus = np.sum(F.batch_norm2d_forward(x, weight, bias, mean, var)[0] * dout)
+                param[k] = saved
+                numeric[k] = (plus - minus) / 2e-6
+            np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"weight": np.ones(3)}, ValueError, r"batch_norm2d: weight must have shape \(2,\), one per channel of x, "
+                                         r"got \(3,\)"),
+    ({"mean": np.zeros(2)}, ValueError, r"batch_norm2d: give both mean and var"),
+    ({"mean": np.zeros(2), "var": -np.ones(2)}, ValueError, r"batch_norm2d: var must be >= 0"),
+    ({"bias": "a"}, TypeError, r"batch_norm2d: bias must be a real numeric array"),
+])
+def test_batch_norm_bad_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        F.batch_norm2d_forward(np.ones((2, 2, 3, 3)), **kwargs)
+
+
+def test_batch_norm_and_gap_bad_shapes():
+    with pytest.raises(ValueError, match=r"batch_norm2d: x must be 4-D, got 2-D"):
+        F.batch_norm2d_forward(np.ones((2, 3)))
+    _, cache = F.global_avg_pool2d_forward(np.ones((2, 3, 4, 4)))
+    with pytest.raises(ValueError, match=r"global_avg_pool2d: dout must have the output's shape \(2, 3\), got \(2, 4\)"):
+        F.global_avg_pool2d_backward(np.ones((2, 4)), cache)
+    _, cache, _, _ = F.batch_norm2d_forward(np.ones((2, 2, 3, 3)) * np.arange(3))
+    with pytest.raises(ValueError, match=r"batch_norm2d: dout must have the output's shape \(2, 2, 3, 3\)"):
+        F.batch_norm2d_backward(np.ones((2, 2, 3)), cache)

@@ -4,15 +4,18 @@ import json
 
 import numpy as np
 import pytest
+from conftest import tolerance
 
 from cnn_im2col.gradcheck import check_layer
 from cnn_im2col.layers import (
     LAYERS,
     AvgPool2D,
+    BatchNorm2D,
     Conv2D,
     Dense,
     Dropout,
     Flatten,
+    GlobalAvgPool2D,
     MaxPool2D,
     ReLU,
     Sigmoid,
@@ -86,7 +89,8 @@ def test_same_seed_same_weights_and_config_round_trip():
 
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_every_layer_round_trips_its_config(name):
-    examples = {"Conv2D": (1, 2, 3), "Dense": (4, 2), "MaxPool2D": (2,), "AvgPool2D": (2,), "Dropout": (0.1,)}
+    examples = {"Conv2D": (1, 2, 3), "Dense": (4, 2), "MaxPool2D": (2,), "AvgPool2D": (2,), "Dropout": (0.1,),
+                "BatchNorm2D": (3,)}
     layer = LAYERS[name](*examples.get(name, ()))
     assert repr(LAYERS[name].from_config(json.loads(json.dumps(layer.config())))) == repr(layer)
 
@@ -192,3 +196,145 @@ def test_output_shape_errors_name_the_layer():
         Dense(640, 100).output_shape((500,))
     with pytest.raises(ValueError, match=r"Conv2D\(20, 40, 5\): input must be \(20, H, W\) .* got \(10, 12, 12\)"):
         Conv2D(20, 40, 5).output_shape((10, 12, 12))
+
+
+# --------------------------------------------------------------------------- BatchNorm2D, GlobalAvgPool2D, AvgPool2D
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_gradcheck_float64(affine, training):
+    layer = BatchNorm2D(3, affine=affine, dtype=F64)
+    randomise_params(layer)
+    layer.buffers["running_mean"][:] = [0.5, -1.0, 2.0]
+    layer.buffers["running_var"][:] = [0.3, 2.0, 1.5]
+    errors = check_layer(layer, distinct_values((2, 3, 3, 2)) * 3 + 1, training=training)
+    assert set(errors) == ({"x", "weight", "bias"} if affine else {"x"})
+
+
+def test_global_avg_pool_gradcheck_and_shapes():
+    layer = GlobalAvgPool2D()
+    assert layer.output_shape((4, 5, 6)) == (4,)
+    check_layer(layer, distinct_values((2, 4, 3, 5)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("affine, momentum", [(True, 0.1), (False, 0.5), (True, None)])
+def test_batch_norm_matches_torch_over_several_steps(dtype, affine, momentum):
+    torch = pytest.importorskip("torch")
+    tdtype = torch.float64 if dtype == np.float64 else torch.float32
+    rtol, atol = tolerance(dtype)
+    ours = BatchNorm2D(3, eps=1e-3, momentum=momentum, affine=affine, dtype=dtype)
+    theirs = torch.nn.BatchNorm2d(3, eps=1e-3, momentum=momentum, affine=affine).to(tdtype)
+    rng = np.random.default_rng(0)
+    if affine:
+        w, b = rng.standard_normal(3).astype(dtype), rng.standard_normal(3).astype(dtype)
+        ours.params["weight"][:], ours.params["bias"][:] = w, b
+        with torch.no_grad():
+            theirs.weight.copy_(torch.tensor(w))
+            theirs.bias.copy_(torch.tensor(b))
+    for _ in range(4):  # training steps: outputs, all gradients, running statistics
+        x = (rng.standard_normal((4, 3, 5, 3)) * 2 + 1).astype(dtype)
+        dout = rng.standard_normal(x.shape).astype(dtype)
+        tx = torch.tensor(x, requires_grad=True)
+        ty = theirs(tx)
+        ty.backward(torch.tensor(dout))
+        np.testing.assert_allclose(ours.forward(x, training=True), ty.detach().numpy(), rtol, atol)
+        np.testing.assert_allclose(ours.backward(dout), tx.grad.numpy(), rtol, atol)
+        if affine:
+            np.testing.assert_allclose(ours.grads["weight"], theirs.weight.grad.numpy(), rtol, atol * 100)
+            np.testing.assert_allclose(ours.grads["bias"], theirs.bias.grad.numpy(), rtol, atol * 100)
+            theirs.zero_grad()
+        for key in ("running_mean", "running_var"):
+            np.testing.assert_allclose(ours.buffers[key], getattr(theirs, key).numpy(), rtol, atol)
+        assert ours.buffers["num_batches_tracked"] == theirs.num_batches_tracked.item()
+    theirs.eval()
+    x = rng.standard_normal((2, 3, 4, 4)).astype(dtype)
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = theirs(tx)
+    ty.backward(torch.tensor(dout))
+    before = {k: v.copy() for k, v in ours.buffers.items()}
+    np.testing.assert_allclose(ours.forward(x), ty.detach().numpy(), rtol, atol)
+    np.testing.assert_allclose(ours.backward(dout), tx.grad.numpy(), rtol, atol)
+    for key, value in before.items():  # eval leaves the statistics alone
+        np.testing.assert_array_equal(ours.buffers[key], value)
+
+
+def test_batch_norm_without_running_stats_uses_the_batch_in_eval_too():
+    torch = pytest.importorskip("torch")
+    layer = BatchNorm2D(2, track_running_stats=False, dtype=F64)
+    assert layer.buffers == {}
+    theirs = torch.nn.BatchNorm2d(2, track_running_stats=False).double().eval()
+    x = np.random.default_rng(1).standard_normal((3, 2, 4, 4)) * 3
+    expected = theirs(torch.tensor(x)).detach().numpy()
+    np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(layer.forward(x, training=True), expected, rtol=1e-12, atol=1e-12)
+    check_layer(layer, x[:, :, :2, :2].copy())
+
+
+def test_batch_norm_buffers_are_updated_in_place():
+    layer = BatchNorm2D(2)
+    arrays = dict(layer.buffers)
+    layer.forward(np.random.default_rng(0).standard_normal((2, 2, 3, 3)), training=True)
+    assert all(layer.buffers[k] is arrays[k] for k in arrays)
+    assert layer.buffers["num_batches_tracked"].dtype == np.int64 and layer.buffers["num_batches_tracked"].shape == ()
+    assert int(layer.buffers["num_batches_tracked"]) == 1
+    assert not np.array_equal(layer.buffers["running_mean"], np.zeros(2))
+
+
+@pytest.mark.parametrize("make, x, training, message", [
+    (lambda: BatchNorm2D(3), np.ones((2, 2, 3, 3)), True,
+     r"BatchNorm2D\(3\): x must have 3 channels \(shape \(N, 3, H, W\)\), got shape \(2, 2, 3, 3\)"),
+    (lambda: BatchNorm2D(3), np.ones((2, 3, 3)), False, r"BatchNorm2D\(3\): x must be 4-D, got 3-D"),
+    (lambda: BatchNorm2D(2), np.ones((1, 2, 1, 1)), True,
+     r"BatchNorm2D\(2\): batch statistics need more than 1 value per channel \(N\*H\*W >= 2\), "
+     r"got x of shape \(1, 2, 1, 1\)"),
+])
+def test_batch_norm_forward_errors(make, x, training, message):
+    with pytest.raises(ValueError, match=message):
+        make().forward(x, training=training)
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: BatchNorm2D(0), ValueError, r"BatchNorm2D: num_features must be an int >= 1, got 0"),
+    (lambda: BatchNorm2D(2, eps=0), ValueError, r"BatchNorm2D: eps must be a finite number in \(0.0, inf\], got 0.0"),
+    (lambda: BatchNorm2D(2, momentum=1.5), ValueError,
+     r"BatchNorm2D: momentum must be a finite number in \[0.0, 1.0\], got 1.5"),
+    (lambda: BatchNorm2D(2, affine="no"), TypeError, r"BatchNorm2D: affine must be True or False, got 'no'"),
+    (lambda: BatchNorm2D(2, track_running_stats=1), TypeError,
+     r"BatchNorm2D: track_running_stats must be True or False, got 1"),
+    (lambda: AvgPool2D(2, count_include_pad="no"), TypeError,
+     r"AvgPool2D: count_include_pad must be True or False, got 'no'"),
+])
+def test_new_layer_constructor_errors(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_new_layers_output_shape_errors():
+    with pytest.raises(ValueError, match=r"BatchNorm2D\(4\): input must be \(4, H, W\), got \(3, 5, 5\)"):
+        BatchNorm2D(4).output_shape((3, 5, 5))
+    with pytest.raises(ValueError, match=r"GlobalAvgPool2D\(\): input must be \(C, H, W\), got \(10,\)"):
+        GlobalAvgPool2D().output_shape((10,))
+
+
+def test_batch_norm_config_round_trip_and_repr():
+    layer = BatchNorm2D(8, eps=1e-3, momentum=None, affine=False, dtype=F64)
+    assert repr(layer) == "BatchNorm2D(8, eps=0.001, momentum=None, affine=False, dtype='float64')"
+    twin = BatchNorm2D.from_config(json.loads(json.dumps(layer.config())))
+    assert repr(twin) == repr(layer) and twin.params == {} and set(twin.buffers) == set(layer.buffers)
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_avg_pool_count_include_pad_false_matches_torch_and_round_trips(scaled):
+    torch = pytest.importorskip("torch")
+    layer = AvgPool2D(3, 2, 1, count_include_pad=False, trainable_scale=scaled, channels=2 if scaled else None,
+                      dtype=F64)
+    x = distinct_values((2, 2, 5, 6))
+    expected = torch.nn.functional.avg_pool2d(torch.tensor(x), 3, 2, 1, count_include_pad=False).numpy()
+    np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-12, atol=1e-12)  # the initial scale: the mean
+    assert layer.config()["count_include_pad"] is False
+    assert "count_include_pad=False" in repr(layer)
+    assert repr(AvgPool2D.from_config(json.loads(json.dumps(layer.config())))) == repr(layer)
+    check_layer(layer, x)
