@@ -792,8 +792,8 @@ class Sequential:
         arrays = {_MODEL_KEY: _json_array(header)}
         for key, value in self.params.items():
             arrays[_PARAM_PREFIX + key] = np.ascontiguousarray(value)
-        for key, value in self.buffers.items():
-            arrays[_BUFFER_PREFIX + key] = np.ascontiguousarray(value)
+        for key, value in self.buffers.items():  # not ascontiguousarray: it makes a 0-d counter 1-d
+            arrays[_BUFFER_PREFIX + key] = np.asarray(value, order="C")
         return arrays
 
     def save(self, path: str | os.PathLike) -> None:

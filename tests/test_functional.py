@@ -391,8 +391,8 @@ def test_batch_norm_gradcheck_float64(affine, fixed):
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    ({"weight": np.ones(3)}, ValueError, r"batch_norm2d: weight must have shape \(2,\), one per channel of x, "
-                                         r"got \(3,\)"),
+    ({"weight": np.ones(3)}, ValueError, (r"batch_norm2d: weight must have shape \(2,\), one per channel of x, "
+                                         r"got \(3,\)")),
     ({"mean": np.zeros(2)}, ValueError, r"batch_norm2d: give both mean and var"),
     ({"mean": np.zeros(2), "var": -np.ones(2)}, ValueError, r"batch_norm2d: var must be >= 0"),
     ({"bias": "a"}, TypeError, r"batch_norm2d: bias must be a real numeric array"),

@@ -288,8 +288,8 @@ def test_batch_norm_buffers_are_updated_in_place():
      r"BatchNorm2D\(3\): x must have 3 channels \(shape \(N, 3, H, W\)\), got shape \(2, 2, 3, 3\)"),
     (lambda: BatchNorm2D(3), np.ones((2, 3, 3)), False, r"BatchNorm2D\(3\): x must be 4-D, got 3-D"),
     (lambda: BatchNorm2D(2), np.ones((1, 2, 1, 1)), True,
-     r"BatchNorm2D\(2\): batch statistics need more than 1 value per channel \(N\*H\*W >= 2\), "
-     r"got x of shape \(1, 2, 1, 1\)"),
+     (r"BatchNorm2D\(2\): batch statistics need more than 1 value per channel \(N\*H\*W >= 2\), "
+     r"got x of shape \(1, 2, 1, 1\)")),
 ])
 def test_batch_norm_forward_errors(make, x, training, message):
     with pytest.raises(ValueError, match=message):

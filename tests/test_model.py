@@ -9,10 +9,12 @@ import pytest
 from cnn_im2col.gradcheck import check_layer
 from cnn_im2col.layers import (
     AvgPool2D,
+    BatchNorm2D,
     Conv2D,
     Dense,
     Dropout,
     Flatten,
+    GlobalAvgPool2D,
     MaxPool2D,
     ReLU,
     Sigmoid,
@@ -706,3 +708,86 @@ def test_a_broken_augmentation_is_named_not_reported_as_a_divergence(augment, er
     with pytest.raises(error, match=message):
         model.fit(x, y, epochs=1, batch_size=4, optimizer=SGD(0.1), loss=SoftmaxCrossEntropy(), augment=augment,
                   progress=False, log=None)
+
+
+# --------------------------------------------------------------------------- buffers (BatchNorm2D)
+
+
+def bn_net(seed=0):
+    """(1, 8, 8) -> 10 classes with BatchNorm2D (buffers) and a GlobalAvgPool2D head."""
+    return Sequential([
+        Conv2D(1, 4, 3, padding=1, bias=None, seed=seed), BatchNorm2D(4), ReLU(), MaxPool2D(2),
+        Conv2D(4, 6, 3, padding=1, seed=seed + 1), BatchNorm2D(6, momentum=None), ReLU(), GlobalAvgPool2D(),
+        Dense(6, 10, seed=seed + 2),
+    ])
+
+
+def assert_same_buffers(a, b):
+    assert set(a.buffers) == set(b.buffers)
+    for key, value in a.buffers.items():
+        assert value.dtype == b.buffers[key].dtype, key
+        np.testing.assert_array_equal(value, b.buffers[key], err_msg=key)
+
+
+def test_buffers_are_keyed_like_params_and_saved(tmp_path):
+    model = bn_net()
+    assert sorted(model.buffers) == sorted(f"{i}.{k}" for i in (1, 5)
+                                           for k in ("running_mean", "running_var", "num_batches_tracked"))
+    x, y = data(16)
+    fit(model, x, y, epochs=1)
+    assert int(model.buffers["1.num_batches_tracked"]) == 2
+    model.save(tmp_path / "m.npz")
+    loaded = Sequential.load(tmp_path / "m.npz")
+    assert_same_buffers(loaded, model)
+    assert_same_params(loaded, model)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))  # eval mode uses the running statistics
+
+
+def test_buffers_mismatch_is_a_clear_error(tmp_path):
+    model = bn_net()
+    path = tmp_path / "m.npz"
+    model.save(path)
+    arrays = dict(np.load(path))
+    del arrays["buffer:1.running_var"]
+    np.savez(tmp_path / "missing.npz", **arrays)
+    with pytest.raises(ValueError, match=r"missing.npz: the buffers do not match the architecture: missing buffers "
+                                         r"\['1.running_var'\], unexpected buffers \[\]"):
+        Sequential.load(tmp_path / "missing.npz")
+    arrays = dict(np.load(path))
+    arrays["buffer:1.num_batches_tracked"] = np.array(1.5)
+    np.savez(tmp_path / "kind.npz", **arrays)
+    with pytest.raises(ValueError, match=r"kind.npz: buffer '1.num_batches_tracked' is float64 of shape \(\), the "
+                                         r"architecture needs int64 of shape \(\)"):
+        Sequential.load(tmp_path / "kind.npz")
+    arrays = dict(np.load(path))
+    arrays["buffer:5.running_mean"] = np.full(6, np.nan, np.float32)
+    np.savez(tmp_path / "nan.npz", **arrays)
+    with pytest.raises(ValueError, match=r"nan.npz: buffer '5.running_mean' contains NaN or Inf"):
+        Sequential.load(tmp_path / "nan.npz")
+
+
+@pytest.mark.parametrize("stop_after", [3, 4])
+def test_resume_with_batch_norm_is_bit_identical(tmp_path, stop_after):
+    """Running statistics travel in the checkpoint: the resumed run ends with the same weights AND buffers."""
+    x, y = data(30, seed=1)
+
+    def run(model, opt, **kwargs):
+        return fit(model, x, y, epochs=2, batch_size=8, optimizer=opt, augment=RandomShift(1), seed=3, **kwargs)
+
+    reference = bn_net(seed=2)
+    run(reference, Adam(5e-3))
+    model = bn_net(seed=2)
+    calls = {"n": 0}
+
+    def should_stop():
+        calls["n"] += 1
+        return calls["n"] == stop_after
+
+    path = tmp_path / "ckpt.npz"
+    with pytest.raises(TrainingInterrupted):
+        run(model, Adam(5e-3), checkpoint=path, should_stop=should_stop)
+    ckpt = Sequential.load_checkpoint(path)
+    assert_same_buffers(ckpt.model, model)
+    run(ckpt.model, ckpt.optimizer, resume=ckpt.state)
+    assert_same_params(ckpt.model, reference)
+    assert_same_buffers(ckpt.model, reference)
