@@ -233,3 +233,76 @@ def test_real_mnist_one_epoch_on_5000_images(tmp_path, capsys):
     print(f"1 epoch on 5000 MNIST images: test accuracy {metrics['test_accuracy']:.4f} "
           f"in {time.perf_counter() - start:.1f} s")
     assert metrics["test_accuracy"] >= 0.95, text
+
+
+# --------------------------------------------------------------------------- --model NAME|FILE.json
+
+
+def test_train_model_by_name_records_it_and_evaluate_reads_it(idx_dir, tmp_path, capsys):
+    out = tmp_path / "vgg"
+    assert cli.main(train_args(idx_dir, out, "--model", "vgg-bn", "--limit", "64", "--val-split", "16")) == 0
+    text = capsys.readouterr().out
+    assert "BatchNorm2D(32)" in text and "training: 1 epoch" in text
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"]["model"] == "vgg-bn"
+    for name in ("model.npz", "checkpoint.npz"):
+        assert cli.main(["evaluate", str(out / name), "--data-dir", str(idx_dir)]) == 0
+        evaluated = capsys.readouterr().out
+        assert f"accuracy {100 * metrics['test_accuracy']:.2f}%" in evaluated  # running statistics restored
+
+
+def test_vgg_bn_trains_with_its_own_default_epochs(monkeypatch):
+    args = cli.build_parser().parse_args(["train", "--model", "vgg-bn"])
+    settings, _ = cli._resolve_settings(args)
+    assert settings["epochs"] == cli.TRAIN_DEFAULTS["vgg-bn"]["epochs"] and settings["model"] == "vgg-bn"
+    args = cli.build_parser().parse_args(["train", "--model", "vgg-bn", "--epochs", "2"])
+    assert cli._resolve_settings(args)[0]["epochs"] == 2  # a flag beats the architecture's default
+    assert cli._resolve_settings(cli.build_parser().parse_args(["train"]))[0]["epochs"] == cli.DEFAULTS["epochs"]
+
+
+def test_train_model_from_json_and_bad_model(idx_dir, tmp_path, capsys):
+    from cnn_im2col.architectures import lenet
+
+    path = tmp_path / "lenet.json"
+    path.write_text(json.dumps(lenet(seed=5).config()))
+    out = tmp_path / "json"
+    assert cli.main(train_args(idx_dir, out, "--model", str(path))) == 0
+    assert "Total params: 85,670" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["settings"]["model"] == str(path)
+    assert cli.main(train_args(idx_dir, tmp_path / "bad", "--model", "resnet")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cnn-im2col: error: model must be one of ['default', 'lenet', 'vgg-bn']") and "'resnet'" in err
+    assert not (tmp_path / "bad").exists()  # refused before any data is read or anything written
+
+
+def test_resume_keeps_the_model_of_the_run(idx_dir, tmp_path, monkeypatch, capsys):
+    reference = tmp_path / "reference"
+    assert cli.main(train_args(idx_dir, reference, "--epochs", "2", "--model", "lenet")) == 0
+    calls = {"n": 0}
+
+    def stop_on_third_batch(self):
+        calls["n"] += 1
+        return calls["n"] == 3
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(cli._StopRequest, "__call__", stop_on_third_batch)
+    assert cli.main(train_args(idx_dir, out, "--epochs", "2", "--model", "lenet")) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(out), "--model", "default", "--no-progress"]) == 2
+    assert "--model default (the run used lenet)" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(out), "--no-progress"]) == 0
+    assert same_params(out / "model.npz", reference / "model.npz")
+    assert json.loads((out / "metrics.json").read_text())["settings"]["model"] == "lenet"
+
+
+def test_fashion_mnist_idx_directory_is_read(capsys):
+    """The Debian package dataset-fashion-mnist installs the four .gz IDX files there."""
+    from cnn_im2col.datasets import load_mnist
+
+    directory = "/usr/share/datasets/fashion-mnist"
+    if not os.path.isdir(directory):
+        pytest.skip(f"{directory}: not installed (apt-get install dataset-fashion-mnist)")
+    (x, y), (xt, yt) = load_mnist(directory, progress=False)
+    assert x.shape == (60000, 1, 28, 28) and xt.shape == (10000, 1, 28, 28)
+    assert sorted(np.unique(y)) == list(range(10)) and np.bincount(yt).tolist() == [1000] * 10
