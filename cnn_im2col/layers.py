@@ -514,7 +514,8 @@ class BatchNorm2D(Layer):
 
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
         owner = repr(self)
-        x = as_float_array(x, "x", owner, ndim=4, dtype=self._dtype)
+        # NaN/Inf are refused by batch_norm2d_forward, with this owner: one pass over x, not two
+        x = as_float_array(x, "x", owner, ndim=4, dtype=self._dtype, finite=False)
         check_input_channels(x, self.num_features, owner)
         use_batch = training or not self.track_running_stats
         if use_batch and x.shape[0] * x.shape[2] * x.shape[3] < 2:
