@@ -78,7 +78,7 @@ def vgg_bn(seed: int = 0, dtype: Any = np.float32) -> Sequential:
 ARCHITECTURES: dict[str, Callable[..., Sequential]] = {"default": default_model, "lenet": lenet, "vgg-bn": vgg_bn}
 
 #: Settings of ``cnn-im2col train`` per architecture where they differ from the command's defaults.
-TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {"vgg-bn": {"epochs": 6}}
+TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {"vgg-bn": {"epochs": 8, "shift": 1}}
 
 
 def build(spec: str, seed: int = 0) -> Sequential:
