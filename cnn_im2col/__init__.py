@@ -17,7 +17,9 @@ from .threads import get_num_threads, set_num_threads  # noqa: I001
 from .datasets import iterate_minibatches, load_idx_dataset, load_mnist, read_idx, write_idx
 from .layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh
 from .losses import MeanSquaredError, SoftmaxCrossEntropy
-from .model import RandomShift, Sequential, TrainingDiverged, TrainingInterrupted
+from .augment import RandomShift
+from .model import Sequential
+from .training import TrainingDiverged, TrainingInterrupted
 from .optim import SGD, Adam, CosineAnnealingLR, StepLR
 from .shapes import NonFiniteError
 

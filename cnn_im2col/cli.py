@@ -37,10 +37,12 @@ import numpy as np
 
 from . import __version__
 from ._files import atomic_write
+from .augment import RandomShift
 from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from .losses import SoftmaxCrossEntropy
-from .model import RandomShift, Sequential, TrainingDiverged, TrainingInterrupted
+from .model import Sequential
 from .optim import SGD, Adam, CosineAnnealingLR
+from .training import TrainingDiverged, TrainingInterrupted
 
 PROG = "cnn-im2col"
 

@@ -1,0 +1,280 @@
+"""Data parallelism over an MPI communicator (mpi4py): what the training loop needs and nothing else.
+
+Public API
+----------
+- :func:`detect_comm` — ``MPI.COMM_WORLD`` when this process was started by an MPI launcher
+  (``mpiexec``, ``srun``) with more than one rank, else None. Needs the ``mpi`` extra (mpi4py).
+- :func:`threads_per_rank` — (cores this process may use) / (ranks on this node): the default
+  number of threads per rank, so that ranks on one node do not oversubscribe it (MPICH does not
+  pin ranks to cores, so every rank sees every core).
+- :class:`DataParallel` — used by :func:`cnn_im2col.training.fit` when given a communicator of
+  size K > 1: each rank's contiguous share of a global batch, one fused ``Allreduce`` per step over
+  a persistent flat buffer (the gradients, each rank's weighted by its sample count, followed by the
+  step's metric sums and flags), the broadcast of rank 0's parameters, optimizer and scheduler state
+  and layer buffers, and the one collective at the start that checks that the ranks agree.
+
+This module imports mpi4py only when a communicator is used; it knows nothing of the model class.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MPI_ENVIRONMENT", "DataParallel", "detect_comm", "fingerprint", "threads_per_rank", "world_size"]
+
+#: Environment variables set by the MPI launchers (MPICH/Intel MPI's Hydra, Open MPI, PMIx, Slurm's PMI).
+MPI_ENVIRONMENT = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
+
+
+def launched_by_mpi() -> bool:
+    """Whether an MPI launcher started this process (or mpi4py.MPI is already imported, as under
+    ``python -m mpi4py``)."""
+    return "mpi4py.MPI" in sys.modules or any(name in os.environ for name in MPI_ENVIRONMENT)
+
+
+def detect_comm() -> Any:
+    """``mpi4py.MPI.COMM_WORLD`` if this process is one of several MPI ranks, else None.
+
+    Raises ImportError (saying how to install it) if an MPI launcher started us but mpi4py is missing.
+    """
+    if not launched_by_mpi():
+        return None
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise ImportError("this process was started by an MPI launcher (" +
+                          ", ".join(v for v in MPI_ENVIRONMENT if v in os.environ) +
+                          " set) but mpi4py is not installed; install it with pip install 'cnn-im2col[mpi]'") from None
+    comm = MPI.COMM_WORLD
+    return comm if comm.Get_size() > 1 else None
+
+
+def threads_per_rank(comm: Any) -> int:
+    """Cores usable by this process divided by the ranks of ``comm`` on this node (at least 1)."""
+    from mpi4py import MPI
+
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        on_node = local.Get_size()
+    finally:
+        local.Free()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // on_node)
+
+
+def world_size(comm: Any, owner: str) -> int:
+    """``comm.Get_size()``, or a TypeError if ``comm`` is not an mpi4py communicator."""
+    if not all(hasattr(comm, name) for name in ("Get_size", "Get_rank", "Allreduce", "bcast", "allgather")):
+        raise TypeError(f"{owner}: comm must be an mpi4py communicator (e.g. mpi4py.MPI.COMM_WORLD) or None, "
+                        f"got {type(comm).__name__}")
+    return int(comm.Get_size())
+
+
+def _checksum(a: np.ndarray) -> str:
+    """CRC-32 of an array's bytes with its dtype and shape: ranks holding different data disagree."""
+    data = np.ascontiguousarray(a)
+    return f"{data.dtype.str}{list(data.shape)}:{zlib.crc32(data.reshape(-1).view(np.uint8)):08x}"
+
+
+def _without_seeds(config: Any) -> Any:
+    """A model config minus the layers' ``seed`` entries: rank 0's weights are broadcast, so layers
+    seeded differently on different ranks are no disagreement."""
+    if isinstance(config, Mapping):
+        return {k: _without_seeds(v) for k, v in config.items() if k != "seed"}
+    if isinstance(config, list):
+        return [_without_seeds(v) for v in config]
+    return config
+
+
+def _config(obj: Any) -> Any:
+    if obj is None:
+        return None
+    try:
+        return json.loads(json.dumps({"class": type(obj).__name__, "config": obj.config()}, default=str))
+    except Exception:  # noqa: BLE001 - an object without a JSON-able config: its class and repr
+        return {"class": type(obj).__name__, "repr": repr(obj)}
+
+
+def fingerprint(model: Any, x: np.ndarray, y: np.ndarray, val: tuple | None, **settings: Any) -> dict:
+    """What every rank must agree on before training: the data (sizes and checksums), the
+    architecture, the hyperparameters (``settings``: epochs, batch_size, shuffle, seed, optimizer,
+    scheduler, scheduler_interval, loss, augment, resume)."""
+    found = {
+        "training samples": int(x.shape[0]),
+        "x": _checksum(x),
+        "y": _checksum(y),
+        "validation data": None if val is None else [_checksum(val[0]), _checksum(val[1])],
+        "model": _without_seeds(model.config()),
+        "parameters": {k: [str(p.dtype), list(p.shape)] for k, p in model.params.items()},
+    }
+    for key, value in settings.items():
+        if key in ("optimizer", "scheduler", "loss", "augment"):
+            value = _config(value)
+        elif key == "resume":
+            value = None if value is None else {k: value.get(k) for k in ("epoch", "batch", "seed", "sums")}
+        found[key] = value
+    return json.loads(json.dumps(found, default=str))
+
+
+def _brief(value: Any, limit: int = 120) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+class DataParallel:
+    """Data-parallel training over ``comm`` (size K > 1): see the module docstring."""
+
+    def __init__(self, comm: Any, owner: str) -> None:
+        from mpi4py import MPI
+
+        self._mpi = MPI
+        self.comm, self.owner = comm, owner
+        self.rank, self.size = int(comm.Get_rank()), int(comm.Get_size())
+        self.buffer = np.empty(0)
+        self._layout: tuple = ()
+        self._views: dict[str, np.ndarray] = {}
+        self._flat: dict[str, np.ndarray] = {}
+        self._buffer_pack = np.empty(0)
+
+    # --- shares ----------------------------------------------------------------------------
+    def share(self, count: int) -> tuple[int, int]:
+        """``(start, stop)`` of this rank's contiguous share of ``count`` samples: the first
+        ``count % K`` ranks take one more than the others."""
+        base, extra = divmod(count, self.size)
+        start = self.rank * base + min(self.rank, extra)
+        return start, start + base + (self.rank < extra)
+
+    # --- the step's collective ------------------------------------------------------------------
+    def _build(self, grads: Mapping[str, np.ndarray], extras: int) -> None:
+        layout = tuple((k, g.shape, g.dtype.str) for k, g in grads.items()) + (extras,)
+        if layout == self._layout:
+            return
+        dtype = np.result_type(*[g.dtype for g in grads.values()]) if grads else np.float64
+        total = sum(int(g.size) for g in grads.values())
+        self.buffer = np.zeros(total + extras, dtype=dtype)
+        self._views, self._flat, offset = {}, {}, 0
+        for key, g in grads.items():
+            part = self.buffer[offset:offset + g.size]
+            self._flat[key], self._views[key] = part, part.reshape(g.shape)
+            offset += g.size
+        self._grad_part = self.buffer[:total]
+        self._tail = self.buffer[total:]
+        self._layout = layout
+
+    def allreduce_gradients(self, grads: Mapping[str, np.ndarray], count: int, total: int,
+                            extras: list[float]) -> tuple[dict[str, np.ndarray], list[float]]:
+        """Sum ``count * grads`` (this rank's mean gradient over its ``count`` samples) and ``extras``
+        over the ranks in one in-place Allreduce; return the global mean gradient (views into the
+        persistent buffer, divided by ``total``, the global batch) and the summed extras."""
+        self._build(grads, len(extras))
+        for key, g in grads.items():
+            if count:
+                np.multiply(g.reshape(-1), count, out=self._flat[key])
+            else:  # an empty share: zeros, whatever (stale, even NaN) gradient the layer holds
+                self._flat[key].fill(0)
+        self._tail[:] = extras
+        self.comm.Allreduce(self._mpi.IN_PLACE, self.buffer, op=self._mpi.SUM)
+        sums = [float(v) for v in self._tail]
+        self._grad_part /= total
+        return self._views, sums
+
+    # --- state kept equal on every rank ----------------------------------------------------------
+    @staticmethod
+    def layer_buffers(model: Any) -> dict[str, np.ndarray]:
+        """Every layer's ``buffers`` (e.g. running statistics), nested stacks included, keyed
+        ``"{index}.{name}"`` like the parameters."""
+        found = {}
+        for i, layer in enumerate(model.layers):
+            inner = DataParallel.layer_buffers(layer) if hasattr(layer, "layers") else getattr(layer, "buffers", {})
+            for name, value in dict(inner or {}).items():
+                found[f"{i}.{name}"] = value
+        return found
+
+    def broadcast_buffers(self, model: Any) -> None:
+        """Rank 0's layer buffers to every rank, in one Bcast (nothing to do if there are none)."""
+        buffers = self.layer_buffers(model)
+        if not buffers:
+            return
+        total = sum(int(np.size(b)) for b in buffers.values())
+        dtype = np.result_type(*[np.asarray(b).dtype for b in buffers.values()])
+        if self._buffer_pack.size != total or self._buffer_pack.dtype != dtype:
+            self._buffer_pack = np.empty(total, dtype=dtype)
+        offset = 0
+        for b in buffers.values():
+            self._buffer_pack[offset:offset + np.size(b)] = np.ravel(b)
+            offset += np.size(b)
+        self.comm.Bcast(self._buffer_pack, root=0)
+        offset = 0
+        for b in buffers.values():
+            b[...] = self._buffer_pack[offset:offset + b.size].reshape(b.shape)
+            offset += b.size
+
+    def broadcast_state(self, model: Any, optimizer: Any, scheduler: Any) -> None:
+        """Rank 0's parameters, layer buffers, optimizer and scheduler state to every rank."""
+        state = None
+        if self.rank == 0:
+            state = {"params": model.params, "buffers": self.layer_buffers(model),
+                     "optimizer": optimizer.state_dict() if hasattr(optimizer, "state_dict") else None,
+                     "scheduler": scheduler.state_dict() if scheduler is not None and hasattr(scheduler, "state_dict")
+                     else None}
+        state = self.comm.bcast(state, root=0)
+        if self.rank == 0:
+            return
+        for group in ("params", "buffers"):
+            mine = model.params if group == "params" else self.layer_buffers(model)
+            for key, value in state[group].items():
+                np.copyto(mine[key], value)
+        if state["optimizer"] is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        if state["scheduler"] is not None:
+            scheduler.load_state_dict(state["scheduler"])
+
+    def key_generators(self, model: Any, key: list[int]) -> None:
+        """Re-seed every layer generator (Dropout's) from ``key + [rank, index]`` before a step: the
+        ranks draw different masks, reproducibly, with no state to checkpoint."""
+        for i, gen in enumerate(model._generators().values()):
+            bitgen = gen.bit_generator
+            bitgen.state = type(bitgen)(np.random.SeedSequence([*key, self.rank, i])).state
+
+    # --- small collectives -------------------------------------------------------------------------
+    def agree(self, mine: dict, owner: str) -> None:
+        """The one collective at the start: gather every rank's ``fingerprint``; if any differs from
+        rank 0's (or a rank reports an ``"error"``), raise the same ValueError on every rank."""
+        every = self.comm.allgather(mine)
+        problems = []
+        for r, theirs in enumerate(every):
+            if "error" in theirs:
+                problems.append(f"rank {r} failed: {theirs['error']}")
+        if not problems:
+            root = every[0]
+            for r, theirs in enumerate(every[1:], start=1):
+                for key in root:
+                    if theirs.get(key) != root[key]:
+                        problems.append(f"rank {r} has {key} {_brief(theirs.get(key))} (rank 0: {_brief(root[key])})")
+        if problems:
+            raise ValueError(f"{owner}: the {self.size} MPI ranks must train on the same data with the same model "
+                             f"and settings, but " + "; ".join(problems) + "; no step was taken")
+
+    def from_root(self, values: list[float]) -> list[float]:
+        """Rank 0's ``values`` on every rank."""
+        return list(self.comm.bcast(list(values) if self.rank == 0 else None, root=0))
+
+    def from_root_object(self, value: Any) -> Any:
+        return self.comm.bcast(value if self.rank == 0 else None, root=0)
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is True on any rank."""
+        return bool(self.comm.allreduce(bool(flag), op=self._mpi.LOR))
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over the ranks, in float64."""
+        data = np.asarray(values, dtype=np.float64)
+        self.comm.Allreduce(self._mpi.IN_PLACE, data, op=self._mpi.SUM)
+        return data.tolist()
