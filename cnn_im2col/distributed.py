@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MPI_ENVIRONMENT", "DataParallel", "detect_comm", "fingerprint", "threads_per_rank", "world_size"]
+__all__ = ["MPI_ENVIRONMENT", "DataParallel", "detect_comm", "fingerprint", "share", "threads_per_rank",
+           "world_size"]
 
 #: Environment variables set by the MPI launchers (MPICH/Intel MPI's Hydra, Open MPI, PMIx, Slurm's PMI).
 MPI_ENVIRONMENT = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
@@ -77,6 +78,15 @@ def world_size(comm: Any, owner: str) -> int:
     return int(comm.Get_size())
 
 
+def share(count: int, rank: int, size: int) -> tuple[int, int]:
+    """``(start, stop)``: rank ``rank``'s contiguous share of ``count`` samples split over ``size``
+    ranks; the first ``count % size`` ranks take one more than the others (an empty share when
+    ``count < size``)."""
+    base, extra = divmod(count, size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
+
+
 def _checksum(a: np.ndarray) -> str:
     """CRC-32 of an array's bytes with its dtype and shape: ranks holding different data disagree."""
     data = np.ascontiguousarray(a)
@@ -112,7 +122,7 @@ def fingerprint(model: Any, x: np.ndarray, y: np.ndarray, val: tuple | None, **s
         "y": _checksum(y),
         "validation data": None if val is None else [_checksum(val[0]), _checksum(val[1])],
         "model": _without_seeds(model.config()),
-        "parameters": {k: [str(p.dtype), list(p.shape)] for k, p in model.params.items()},
+        "parameters": {k: f"{p.dtype} {tuple(p.shape)}" for k, p in model.params.items()},
     }
     for key, value in settings.items():
         if key in ("optimizer", "scheduler", "loss", "augment"):
@@ -121,6 +131,21 @@ def fingerprint(model: Any, x: np.ndarray, y: np.ndarray, val: tuple | None, **s
             value = None if value is None else {k: value.get(k) for k in ("epoch", "batch", "seed", "sums")}
         found[key] = value
     return json.loads(json.dumps(found, default=str))
+
+
+def _leaves(value: Any, prefix: str) -> dict[str, Any]:
+    """Nested dicts and lists as ``{"a.b.0": leaf}``, so a disagreement names the exact setting."""
+    if isinstance(value, Mapping) and value:
+        found: dict[str, Any] = {}
+        for k, v in value.items():
+            found.update(_leaves(v, f"{prefix}.{k}"))
+        return found
+    if isinstance(value, list) and value and any(isinstance(v, (Mapping, list)) for v in value):
+        found = {f"{prefix} length": len(value)}
+        for i, v in enumerate(value):
+            found.update(_leaves(v, f"{prefix}.{i}"))
+        return found
+    return {prefix: value}
 
 
 def _brief(value: Any, limit: int = 120) -> str:
@@ -145,11 +170,8 @@ class DataParallel:
 
     # --- shares ----------------------------------------------------------------------------
     def share(self, count: int) -> tuple[int, int]:
-        """``(start, stop)`` of this rank's contiguous share of ``count`` samples: the first
-        ``count % K`` ranks take one more than the others."""
-        base, extra = divmod(count, self.size)
-        start = self.rank * base + min(self.rank, extra)
-        return start, start + base + (self.rank < extra)
+        """``(start, stop)`` of this rank's share of ``count`` samples (see :func:`share`)."""
+        return share(count, self.rank, self.size)
 
     # --- the step's collective ------------------------------------------------------------------
     def _build(self, grads: Mapping[str, np.ndarray], extras: int) -> None:
@@ -253,11 +275,13 @@ class DataParallel:
             if "error" in theirs:
                 problems.append(f"rank {r} failed: {theirs['error']}")
         if not problems:
-            root = every[0]
+            root = {k: v for key, value in every[0].items() for k, v in _leaves(value, key).items()}
             for r, theirs in enumerate(every[1:], start=1):
-                for key in root:
-                    if theirs.get(key) != root[key]:
-                        problems.append(f"rank {r} has {key} {_brief(theirs.get(key))} (rank 0: {_brief(root[key])})")
+                mine = {k: v for key, value in theirs.items() for k, v in _leaves(value, key).items()}
+                for key in dict.fromkeys([*root, *mine]):
+                    if mine.get(key, "(none)") != root.get(key, "(none)"):
+                        problems.append(f"rank {r} has {key} {_brief(mine.get(key, '(none)'))} "
+                                        f"(rank 0: {_brief(root.get(key, '(none)'))})")
         if problems:
             raise ValueError(f"{owner}: the {self.size} MPI ranks must train on the same data with the same model "
                              f"and settings, but " + "; ".join(problems) + "; no step was taken")

@@ -379,7 +379,8 @@ class Sequential:
           (``"batch"``; then its periods count batches).
         - ``augment(xb, rng) -> xb``: applied to each training batch (e.g. :class:`RandomShift`).
         - ``callbacks``: each called as ``cb(model, logs)`` after every epoch (logs: that epoch's
-          metrics); returning ``False`` stops training after that epoch.
+          metrics); returning ``False`` stops training after that epoch. A
+          :class:`cnn_im2col.training.Callback` instance gets the loop's hooks instead.
         - ``checkpoint``: path of a checkpoint written (atomically) at every epoch end and when
           ``should_stop`` stops training; ``checkpoint_extra``: JSON stored in it.
         - ``resume``: the ``state`` of :meth:`load_checkpoint` (use its optimizer and scheduler too).

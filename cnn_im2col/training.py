@@ -7,7 +7,8 @@ Public API
   ``on_batch_end``, ``on_batches_end``, ``on_epoch_end`` (returns True to stop), ``on_interrupt``.
   The loop's own collaborators are callbacks: :class:`ProgressBar`, :class:`EpochLog`,
   :class:`Checkpointing`, :class:`EarlyStop` (the user's ``cb(model, logs)`` functions); the
-  divergence guard (:class:`DivergenceGuard`) checks every step before it is applied.
+  divergence guard (:class:`DivergenceGuard`) checks every step before it is applied. ``fit``'s
+  ``callbacks`` may mix ``cb(model, logs)`` functions and :class:`Callback` instances.
 - :class:`TrainingDiverged` (a ``FloatingPointError``) — a batch's loss or gradient was NaN/Inf;
   raised *before* that step is applied, naming the epoch and the batch.
 - :class:`TrainingInterrupted` — ``should_stop()`` returned True after a batch; the checkpoint (if
@@ -491,7 +492,8 @@ def fit(model: Sequential, x: Any, y: Any, *, epochs: int, batch_size: int, opti
         steps.append(EpochLog(log, epochs))
     if checkpoint is not None and writer:
         steps.append(Checkpointing(checkpoint, checkpoint_extra))
-    steps.append(EarlyStop(callbacks))
+    steps.extend(cb for cb in callbacks if isinstance(cb, Callback))
+    steps.append(EarlyStop([cb for cb in callbacks if not isinstance(cb, Callback)]))
     trainer = Trainer(model, optimizer, scheduler, scheduler_interval, loss, position, steps, should_stop,
                       checkpoint, parallel)
     trainer.run(x, y, val, batch_size, bool(shuffle), augment, resume is not None)
@@ -524,8 +526,9 @@ def _checked(model: Sequential, x: Any, y: Any, *, epochs: Any, batch_size: Any,
         raise TypeError(f"{owner}: augment must be a callable augment(x, rng) -> x, got {augment!r}")
     callbacks = list(callbacks)
     for cb in callbacks:
-        if not callable(cb):
-            raise TypeError(f"{owner}: callbacks must be callables cb(model, logs), got {cb!r}")
+        if not callable(cb) and not isinstance(cb, Callback):
+            raise TypeError(f"{owner}: callbacks must be callables cb(model, logs) or training.Callback "
+                            f"instances, got {cb!r}")
     if should_stop is not None and not callable(should_stop):
         raise TypeError(f"{owner}: should_stop must be a callable returning bool, got {should_stop!r}")
     if checkpoint is not None:
