@@ -446,9 +446,16 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
             callbacks=extra_callbacks(), checkpoint=checkpoint, checkpoint_extra={"settings": settings, "data_dir": args.data_dir},
             resume=state, should_stop=stop, comm=comm, log=say if rank == 0 else None)
     except TrainingInterrupted as exc:
-        signum = int(stop.signum) if stop.signum is not None else signal.SIGINT
+        signum = int(stop.signum) if stop.signum is not None else 0
+        if comm is not None:  # exit with the signal any rank received
+            from mpi4py import MPI
+
+            signum = comm.allreduce(signum, op=MPI.MAX)
+        signum = signum or int(signal.SIGINT)
         say(f"{PROG}: interrupted at epoch {exc.epoch}, batch {exc.batch}/{exc.batches}; checkpoint saved "
             f"to {checkpoint}.\nResume with: {PROG} train --resume {out}", file=sys.stderr)
+        if comm is not None:
+            comm.Barrier()  # python -m mpi4py aborts the job at the first non-zero exit: rank 0 has spoken
         return 128 + signum
     except TrainingDiverged as exc:
         last = ""

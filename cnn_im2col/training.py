@@ -388,6 +388,8 @@ class Trainer:
     def _interrupt(self, epoch: int, b: int, batches: int, spent: float) -> None:
         for cb in self.callbacks:
             cb.on_interrupt(self, epoch, b, spent)
+        if self.parallel is not None:
+            self.parallel.comm.Barrier()  # no rank leaves (and maybe aborts the job) before rank 0 has written
         epochs = self.position.run["epochs"]
         msg = f"training stopped after epoch {epoch + 1}/{epochs}, batch {b + 1}/{batches}"
         if self.checkpoint is not None:

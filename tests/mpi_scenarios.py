@@ -168,8 +168,52 @@ def kill(out):
     return {"finished": True}  # not reached
 
 
+def cli_resume(out):
+    """``train`` interrupted on rank 1 only (as by a SIGTERM to that rank), then ``--resume``d, ends
+    with the weights of an uninterrupted run; ``metrics.json`` records the world size."""
+    from conftest import synthetic_digits
+
+    from cnn_im2col import cli
+    from cnn_im2col.datasets import write_idx
+
+    idx = out / "idx"
+    if rank == 0:
+        idx.mkdir()
+        x, y = synthetic_digits(120, 0)
+        xt, yt = synthetic_digits(30, 1)
+        for name, a in (("train-images-idx3-ubyte", x), ("train-labels-idx1-ubyte", y),
+                        ("t10k-images-idx3-ubyte", xt), ("t10k-labels-idx1-ubyte", yt)):
+            write_idx(idx / name, a)
+    comm.Barrier()
+
+    def args(run, *extra):
+        return ["train", "--data-dir", str(idx), "--val-split", "20", "--epochs", "2", "--batch-size", "16",
+                "--no-progress", "--out", str(out / run), *extra]
+
+    codes = {"full": cli.main(args("full"))}
+    polls = []
+    original = cli._StopRequest.__call__
+
+    def sigterm_to_rank_1_at_batch_9(self):
+        polls.append(1)
+        if rank == 1 and len(polls) == 9:
+            self.signum = signal.SIGTERM
+        return original(self)
+
+    cli._StopRequest.__call__ = sigterm_to_rank_1_at_batch_9
+    codes["interrupted"] = cli.main(args("part"))
+    cli._StopRequest.__call__ = original
+    codes["resumed"] = cli.main(["train", "--resume", str(out / "part"), "--no-progress"])
+    result = {"codes": comm.allgather(codes)}
+    if rank == 0:
+        a, b = (Sequential.load(out / run / "model.npz").params for run in ("full", "part"))
+        result["bit_identical"] = all(np.array_equal(a[k], b[k]) for k in a)
+        result["world_size"] = json.loads((out / "part" / "metrics.json").read_text())["world_size"]
+    return result
+
+
 if __name__ == "__main__":
     scenario, out = sys.argv[1], Path(sys.argv[2])
-    result = {"equivalence": equivalence, "resume": resume, "kill": kill}[scenario](out)
+    result = {"equivalence": equivalence, "resume": resume, "kill": kill, "cli-resume": cli_resume}[scenario](out)
     if rank == 0:
         (out / "result.json").write_text(json.dumps(result, indent=1))

@@ -198,3 +198,11 @@ def test_train_command_under_mpiexec(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["history"]["epoch"] == [1]
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "curves.png", "metrics.json", "model.npz"]
+
+
+@needs_mpi
+def test_train_command_interrupted_on_one_rank_resumes_bit_identical(tmp_path):
+    result = run_scenario("cli-resume", tmp_path)
+    # SIGTERM reached rank 1 only: every rank stopped after the same batch and exits 143
+    assert result["codes"] == [{"full": 0, "interrupted": 143, "resumed": 0}] * 2
+    assert result["bit_identical"] and result["world_size"] == 2
