@@ -18,11 +18,12 @@ This module imports mpi4py only when a communicator is used; it knows nothing of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -153,6 +154,45 @@ def _brief(value: Any, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+class SampleKeyedGenerator(np.random.Generator):
+    """A Generator whose first ``random(shape)`` returns rows ``offset .. offset + shape[0]`` of the
+    draw of shape ``(offset + shape[0], *shape[1:])``: it draws and drops ``offset`` rows first.
+
+    So a layer that draws one per-sample mask per step over the batch axis (Dropout) masks every
+    sample of a global batch alike whichever rank holds it. Later draws in the same step are not
+    shifted (no layer of this package makes them).
+    """
+
+    def __init__(self, bit_generator: np.random.BitGenerator, offset: int) -> None:
+        super().__init__(bit_generator)
+        self.offset = int(offset)
+
+    def random(self, size: Any = None, dtype: Any = np.float64, out: np.ndarray | None = None) -> Any:
+        shape = out.shape if out is not None else size
+        if self.offset and shape is not None:
+            shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
+            skip = self.offset * int(np.prod(shape[1:], dtype=np.int64)) if shape else 0
+            while skip > 0:  # in chunks: the dropped rows need not be held at once
+                chunk = min(skip, 1 << 20)
+                super().random(chunk, dtype=dtype)
+                skip -= chunk
+        self.offset = 0
+        return super().random(size, dtype=dtype, out=out)
+
+
+def _generator_slots(model: Any) -> list[tuple[Any, str, np.random.Generator]]:
+    """``(layer, attribute, generator)`` of every Generator a layer holds, nested stacks included, in
+    the order of ``Sequential._generators``."""
+    slots = []
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            slots.extend(_generator_slots(layer))
+        else:
+            slots.extend((layer, attr, value) for attr, value in sorted(vars(layer).items())
+                         if isinstance(value, np.random.Generator))
+    return slots
+
+
 class DataParallel:
     """Data-parallel training over ``comm`` (size K > 1): see the module docstring."""
 
@@ -258,12 +298,21 @@ class DataParallel:
         if state["scheduler"] is not None:
             scheduler.load_state_dict(state["scheduler"])
 
-    def key_generators(self, model: Any, key: list[int]) -> None:
-        """Re-seed every layer generator (Dropout's) from ``key + [rank, index]`` before a step: the
-        ranks draw different masks, reproducibly, with no state to checkpoint."""
-        for i, gen in enumerate(model._generators().values()):
-            bitgen = gen.bit_generator
-            bitgen.state = type(bitgen)(np.random.SeedSequence([*key, self.rank, i])).state
+    @contextlib.contextmanager
+    def keyed_generators(self, model: Any, key: list[int], offset: int) -> Iterator[None]:
+        """For one step, every layer generator (Dropout's) is replaced by a
+        :class:`SampleKeyedGenerator` seeded by ``key + [index]`` and shifted to this rank's first
+        sample, ``offset``: the masks of a sample do not depend on the number of ranks, and a resumed
+        run needs no generator state. The layers get their own generators back afterwards."""
+        slots = _generator_slots(model)
+        for i, (owner, attr, gen) in enumerate(slots):
+            seeded = type(gen.bit_generator)(np.random.SeedSequence([*key, i]))
+            setattr(owner, attr, SampleKeyedGenerator(seeded, offset))
+        try:
+            yield
+        finally:
+            for owner, attr, gen in slots:
+                setattr(owner, attr, gen)
 
     # --- small collectives -------------------------------------------------------------------------
     def agree(self, mine: dict, owner: str) -> None:

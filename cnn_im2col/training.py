@@ -28,8 +28,11 @@ every rank passes the same data; each global batch (``batch_size``) is augmented
 rank with the key above and split into K contiguous shares; the gradients, weighted by each share's
 size, are summed by one Allreduce per step, so every rank applies the global mean gradient. The
 result is single-process training up to the order of float summation. Layer generators (Dropout)
-are re-keyed every batch by ``[s, e, b, rank]``: masks differ across ranks and depend on K, and a
-resumed run needs no generator state. Only rank 0 shows progress, logs and writes the checkpoint.
+are keyed per sample: every step draws from ``[s, e, b, index of the generator]`` as if for the whole
+global batch, and each rank keeps its rows (:class:`~cnn_im2col.distributed.SampleKeyedGenerator`),
+so with dropout too the result does not depend on K (it differs from one process without ``comm``,
+whose generators run on from batch to batch), and a resumed run needs no generator state. Only rank
+0 shows progress, logs and writes the checkpoint.
 """
 
 from __future__ import annotations
@@ -298,23 +301,25 @@ class Trainer:
             f"{exc.what}. This step was not applied. The learning rate ({lr_text}) is "
             f"probably too high; try one 3-10x smaller", epoch + 1, b + 1, exc.value, lr)
 
-    def step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, int, int, bool]:
-        """Train on one (global) batch; return (loss x count, correct, count, stop requested)."""
+    def step(self, xb: np.ndarray, yb: np.ndarray, key: list[int]) -> tuple[float, int, int, bool]:
+        """Train on one (global) batch; return (loss x count, correct, count, stop requested).
+        ``key`` ([seed, epoch, batch]) seeds the layers' random draws when data-parallel."""
         if self.parallel is not None:
-            return self._parallel_step(xb, yb)
+            return self._parallel_step(xb, yb, key)
         out, value, grads = self.guard.forward_backward(self.model, xb, yb, self.loss)
         self.guard.apply(self.model, self.optimizer, grads, value)
         return value * xb.shape[0], _correct(out, yb), xb.shape[0], False
 
-    def _parallel_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, int, int, bool]:
+    def _parallel_step(self, xb: np.ndarray, yb: np.ndarray, key: list[int]) -> tuple[float, int, int, bool]:
         dp = self.parallel
         lo, hi = dp.share(xb.shape[0])
         count = hi - lo
         loss_sum, correct, failure = 0.0, 0, None
         if count:
             try:
-                out, value, grads = self.guard.forward_backward(self.model, xb[lo:hi], yb[lo:hi], self.loss,
-                                                                check_grads=False)
+                with dp.keyed_generators(self.model, key, lo):
+                    out, value, grads = self.guard.forward_backward(self.model, xb[lo:hi], yb[lo:hi], self.loss,
+                                                                    check_grads=False)
                 loss_sum, correct = value * count, _correct(out, yb[lo:hi])
             except _NonFinite as exc:
                 failure, grads = exc, self.model.grads
@@ -336,7 +341,7 @@ class Trainer:
     # --- epochs --------------------------------------------------------------------------------
     def run(self, x: np.ndarray, y: np.ndarray, val: tuple | None, batch_size: int, shuffle: bool,
             augment: Any, resumed: bool) -> None:
-        pos, model, run = self.position, self.model, self.position.run
+        pos, run = self.position, self.position.run
         n, epochs, seed = run["n"], run["epochs"], run["seed"]
         batches = math.ceil(n / batch_size)
         start_epoch, start_batch = pos.epoch, pos.batch
@@ -359,10 +364,8 @@ class Trainer:
                     xb, yb = x[index], y[index]
                     if augment is not None:
                         xb = _augmented(augment(xb, np.random.default_rng([seed, epoch, b])), xb.shape, OWNER)
-                    if self.parallel is not None:
-                        self.parallel.key_generators(model, [seed, epoch, b])
                     try:
-                        loss_sum, correct, count, stop = self.step(xb, yb)
+                        loss_sum, correct, count, stop = self.step(xb, yb, [seed, epoch, b])
                     except _NonFinite as exc:
                         raise self._diverged(exc, epoch, b, batches) from None
                     if self.scheduler is not None and self.scheduler_interval == "batch":

@@ -96,10 +96,6 @@ def equivalence(out):
     train(parallel, x[:5], y[:5], comm, epochs=2, batch_size=1)
     result["cases"].append({"case": "batch_size 1", "error": relative_error(parallel, single),
                             "params_same_on_ranks": same_on_every_rank(param_bytes(parallel))})
-    # dropout draws differ per rank, but the parameters stay the same on every rank
-    parallel = net(dropout=True)
-    train(parallel, x, y, comm)
-    result["dropout_params_same_on_ranks"] = same_on_every_rank(param_bytes(parallel))
 
     mismatches = {
         "data length": lambda: train(net(), x[:N - rank], y[:N - rank], comm),
@@ -116,6 +112,17 @@ def equivalence(out):
             message = f"{type(exc).__name__}: {exc}"
         result["mismatch"][name] = comm.allgather(message)
     return result
+
+
+def dropout(out):
+    """Dropout and augmentation under K ranks: saved for the test to compare across launches of
+    different sizes (per-sample keys make the result independent of K)."""
+    x, y = data()
+    parallel = net(dropout=True)
+    train(parallel, x, y, comm)
+    if rank == 0:
+        np.savez(out / f"dropout-{comm.Get_size()}.npz", **parallel.params)
+    return {"params_same_on_ranks": same_on_every_rank(param_bytes(parallel))}
 
 
 def resume(out):
@@ -214,6 +221,7 @@ def cli_resume(out):
 
 if __name__ == "__main__":
     scenario, out = sys.argv[1], Path(sys.argv[2])
-    result = {"equivalence": equivalence, "resume": resume, "kill": kill, "cli-resume": cli_resume}[scenario](out)
+    result = {"equivalence": equivalence, "resume": resume, "kill": kill, "cli-resume": cli_resume,
+              "dropout": dropout}[scenario](out)
     if rank == 0:
         (out / "result.json").write_text(json.dumps(result, indent=1))

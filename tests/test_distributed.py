@@ -55,17 +55,17 @@ def _env() -> dict:
     return env
 
 
-def _launch(*args: str) -> list[str]:
+def _launch(*args: str, ranks: int = 2) -> list[str]:
     mpiexec = _mpiexec()
     if mpiexec is None:
         pytest.fail("mpi4py is installed but no mpiexec was found beside python or on PATH "
                     "(pip install mpich, or the system's MPI)")
-    return [mpiexec, "-n", "2", sys.executable, "-m", "mpi4py", *args]
+    return [mpiexec, "-n", str(ranks), sys.executable, "-m", "mpi4py", *args]
 
 
-def run_scenario(name: str, out: Path) -> dict:
-    proc = subprocess.run(_launch(str(HERE / "mpi_scenarios.py"), name, str(out)), check=False, env=_env(),
-                          capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
+def run_scenario(name: str, out: Path, ranks: int = 2) -> dict:
+    proc = subprocess.run(_launch(str(HERE / "mpi_scenarios.py"), name, str(out), ranks=ranks), check=False,
+                          env=_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads((out / "result.json").read_text())
 
@@ -83,6 +83,20 @@ def test_shares_cover_the_batch_once_in_order_and_differ_by_at_most_one(count, s
     assert all(a[1] == b[0] for a, b in itertools.pairwise(shares))
     sizes = [hi - lo for lo, hi in shares]
     assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+
+
+@pytest.mark.parametrize("features", [(1,), (3,), (2, 5)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sample_keyed_generator_gives_each_share_its_rows_of_the_global_draw(features, dtype):
+    batch = 7
+    whole = np.random.default_rng([3, 1]).random((batch, *features), dtype=dtype)
+    for size in (2, 3):
+        parts = []
+        for r in range(size):
+            lo, hi = dist.share(batch, r, size)
+            gen = dist.SampleKeyedGenerator(np.random.PCG64(np.random.SeedSequence([3, 1])), lo)
+            parts.append(gen.random((hi - lo, *features), dtype=dtype))
+        np.testing.assert_array_equal(np.concatenate(parts), whole)
 
 
 def test_fit_refuses_a_comm_that_is_not_a_communicator():
@@ -133,7 +147,6 @@ def test_two_ranks_train_like_one_process_and_refuse_mismatched_ranks(tmp_path):
         assert case.get("history_same_on_ranks", True), case
     assert {c["case"] for c in result["cases"]} >= {"tied MaxPool2D", "tied AvgPool2D", "untied MaxPool2D",
                                                     "untied AvgPool2D", "batch_size 1"}
-    assert result["dropout_params_same_on_ranks"]
     mismatch = result["mismatch"]
     prefix = "ValueError: Sequential.fit: the 2 MPI ranks must train on the same data with the same model"
     for name in ("data length", "learning rate", "model"):
@@ -206,3 +219,12 @@ def test_train_command_interrupted_on_one_rank_resumes_bit_identical(tmp_path):
     # SIGTERM reached rank 1 only: every rank stopped after the same batch and exits 143
     assert result["codes"] == [{"full": 0, "interrupted": 143, "resumed": 0}] * 2
     assert result["bit_identical"] and result["world_size"] == 2
+
+
+@needs_mpi
+def test_dropout_and_augmentation_do_not_depend_on_the_number_of_ranks(tmp_path):
+    for ranks in (2, 3):  # 3 ranks: shares 3+3+2 of a batch of 8, 2+2+1 of the last
+        assert run_scenario("dropout", tmp_path, ranks=ranks)["params_same_on_ranks"]
+    two, three = np.load(tmp_path / "dropout-2.npz"), np.load(tmp_path / "dropout-3.npz")
+    for key in two.files:
+        assert np.max(np.abs(two[key] - three[key])) <= 1e-8 * np.max(np.abs(two[key])), key
