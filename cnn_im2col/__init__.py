@@ -6,7 +6,9 @@ The public API, re-exported here::
 
 Submodules: ``layers``, ``functional`` (stateless forward/backward), ``im2col``, ``signal``
 (scipy-compatible correlate2d / convolve2d), ``losses``, ``optim``, ``init``, ``model``,
-``datasets``, ``reference`` (the slow scipy oracles), ``gradcheck``, ``threads``.
+``training`` (the loop behind ``fit``, callbacks), ``checkpoint``, ``augment``, ``distributed``
+(data parallelism over MPI), ``datasets``, ``reference`` (the slow scipy oracles), ``gradcheck``,
+``threads``.
 """
 
 __version__ = "0.1.0"
