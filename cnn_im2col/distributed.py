@@ -104,6 +104,21 @@ def _without_seeds(config: Any) -> Any:
     return config
 
 
+def _model_config(model: Any) -> Any:
+    """The architecture without layer seeds, layer by layer; a layer without a config (it cannot be
+    saved, but it can train) by its class name alone."""
+    layers = []
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            layers.append({"class": type(layer).__name__, "layers": _model_config(layer)})
+            continue
+        try:
+            layers.append({"class": type(layer).__name__, "config": _without_seeds(layer.config())})
+        except Exception:  # noqa: BLE001 - no (JSON-able) config: the class must do
+            layers.append({"class": type(layer).__name__})
+    return layers
+
+
 def _config(obj: Any) -> Any:
     if obj is None:
         return None
@@ -122,7 +137,7 @@ def fingerprint(model: Any, x: np.ndarray, y: np.ndarray, val: tuple | None, **s
         "x": _checksum(x),
         "y": _checksum(y),
         "validation data": None if val is None else [_checksum(val[0]), _checksum(val[1])],
-        "model": _without_seeds(model.config()),
+        "model": _model_config(model),
         "parameters": {k: f"{p.dtype} {tuple(p.shape)}" for k, p in model.params.items()},
     }
     for key, value in settings.items():

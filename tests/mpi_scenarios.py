@@ -43,6 +43,26 @@ def data(n=N):
     return rng.random((n, 1, 10, 10)), rng.integers(0, 5, n)
 
 
+class RunningMean:
+    """The identity, with a running mean of its inputs in ``buffers`` (as BatchNorm keeps its
+    statistics): each rank sees other samples, so only broadcasting keeps the buffers equal."""
+
+    def __init__(self):
+        self.params, self.grads, self.buffers = {}, {}, {"mean": np.zeros(1)}
+
+    def forward(self, x, training=False):
+        if training:
+            self.buffers["mean"] *= 0.9
+            self.buffers["mean"] += 0.1 * x.mean()
+        return x
+
+    def backward(self, dout):
+        return dout
+
+    def output_shape(self, shape):
+        return shape
+
+
 def net(bias="tied", pool=MaxPool2D, dropout=False):
     layers = [Conv2D(1, 3, 3, bias=bias, input_size=(10, 10) if bias == "untied" else None, dtype=np.float64,
                      seed=0), ReLU(), pool(2), Flatten(), Dense(48, 12, dtype=np.float64, seed=1), ReLU()]
@@ -96,6 +116,12 @@ def equivalence(out):
     train(parallel, x[:5], y[:5], comm, epochs=2, batch_size=1)
     result["cases"].append({"case": "batch_size 1", "error": relative_error(parallel, single),
                             "params_same_on_ranks": same_on_every_rank(param_bytes(parallel))})
+    # a layer with buffers: rank 0's are broadcast after every step
+    parallel = net()
+    parallel.layers.insert(3, RunningMean())
+    train(parallel, x, y, comm)
+    mean = float(parallel.layers[3].buffers["mean"][0])
+    result["buffers"] = {"same_on_ranks": same_on_every_rank(mean), "updated": mean != 0.0}
 
     mismatches = {
         "data length": lambda: train(net(), x[:N - rank], y[:N - rank], comm),

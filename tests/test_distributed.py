@@ -147,6 +147,7 @@ def test_two_ranks_train_like_one_process_and_refuse_mismatched_ranks(tmp_path):
         assert case.get("history_same_on_ranks", True), case
     assert {c["case"] for c in result["cases"]} >= {"tied MaxPool2D", "tied AvgPool2D", "untied MaxPool2D",
                                                     "untied AvgPool2D", "batch_size 1"}
+    assert result["buffers"] == {"same_on_ranks": True, "updated": True}
     mismatch = result["mismatch"]
     prefix = "ValueError: Sequential.fit: the 2 MPI ranks must train on the same data with the same model"
     for name in ("data length", "learning rate", "model"):
@@ -154,7 +155,7 @@ def test_two_ranks_train_like_one_process_and_refuse_mismatched_ranks(tmp_path):
                    for m in mismatch[name]), (name, mismatch[name])
     assert "rank 1 has training samples 44 (rank 0: 45)" in mismatch["data length"][0]
     assert "rank 1 has optimizer.config.lr 0.02 (rank 0: 0.01)" in mismatch["learning rate"][1]
-    assert 'rank 1 has model.layers.0.config.bias null (rank 0: "tied")' in mismatch["model"][0]
+    assert 'rank 1 has model.0.config.bias null (rank 0: "tied")' in mismatch["model"][0]
     # a rank whose own arguments are bad raises its own error; the others are told which rank failed
     labels = mismatch["labels on one rank"]
     assert "rank 1 failed: ValueError: Sequential.fit: y labels must be in [0, 5)" in labels[0]
