@@ -11,7 +11,11 @@ Public API
   size K > 1: each rank's contiguous share of a global batch, one fused ``Allreduce`` per step over
   a persistent flat buffer (the gradients, each rank's weighted by its sample count, followed by the
   step's metric sums and flags), the broadcast of rank 0's parameters, optimizer and scheduler state
-  and layer buffers, and the one collective at the start that checks that the ranks agree.
+  and layer buffers, and the one collective at the start that checks that the ranks agree
+  (on :func:`fingerprint`: data sizes and CRC-32s, architecture, hyperparameters, resume position).
+- :class:`SampleKeyedGenerator` — what a layer's generator (Dropout's) becomes for one step, so
+  that each sample's mask is the same whichever rank holds it.
+- :func:`share` — rank r's contiguous share of a batch of n samples.
 
 This module imports mpi4py only when a communicator is used; it knows nothing of the model class.
 """
@@ -28,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MPI_ENVIRONMENT", "DataParallel", "detect_comm", "fingerprint", "share", "threads_per_rank",
-           "world_size"]
+__all__ = ["MPI_ENVIRONMENT", "DataParallel", "SampleKeyedGenerator", "detect_comm", "fingerprint",
+           "launched_by_mpi", "share", "threads_per_rank", "world_size"]
 
 #: Environment variables set by the MPI launchers (MPICH/Intel MPI's Hydra, Open MPI, PMIx, Slurm's PMI).
 MPI_ENVIRONMENT = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
@@ -211,11 +215,11 @@ def _generator_slots(model: Any) -> list[tuple[Any, str, np.random.Generator]]:
 class DataParallel:
     """Data-parallel training over ``comm`` (size K > 1): see the module docstring."""
 
-    def __init__(self, comm: Any, owner: str) -> None:
+    def __init__(self, comm: Any) -> None:
         from mpi4py import MPI
 
         self._mpi = MPI
-        self.comm, self.owner = comm, owner
+        self.comm = comm
         self.rank, self.size = int(comm.Get_rank()), int(comm.Get_size())
         self.buffer = np.empty(0)
         self._layout: tuple = ()
@@ -320,14 +324,14 @@ class DataParallel:
         sample, ``offset``: the masks of a sample do not depend on the number of ranks, and a resumed
         run needs no generator state. The layers get their own generators back afterwards."""
         slots = _generator_slots(model)
-        for i, (owner, attr, gen) in enumerate(slots):
+        for i, (layer, attr, gen) in enumerate(slots):
             seeded = type(gen.bit_generator)(np.random.SeedSequence([*key, i]))
-            setattr(owner, attr, SampleKeyedGenerator(seeded, offset))
+            setattr(layer, attr, SampleKeyedGenerator(seeded, offset))
         try:
             yield
         finally:
-            for owner, attr, gen in slots:
-                setattr(owner, attr, gen)
+            for layer, attr, gen in slots:
+                setattr(layer, attr, gen)
 
     # --- small collectives -------------------------------------------------------------------------
     def agree(self, mine: dict, owner: str) -> None:

@@ -457,7 +457,7 @@ def fit(model: Sequential, x: Any, y: Any, *, epochs: int, batch_size: int, opti
         log: Callable[[str], None] | None = _print, comm: Any = None) -> dict[str, list]:
     """Train ``model``; the arguments and the result are those of :meth:`Sequential.fit`."""
     owner = OWNER
-    parallel = _dist.DataParallel(comm, owner) if comm is not None and _dist.world_size(comm, owner) > 1 else None
+    parallel = _dist.DataParallel(comm) if comm is not None and _dist.world_size(comm, owner) > 1 else None
     try:
         args = _checked(model, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, loss=loss,
                         validation_data=validation_data, seed=seed, shuffle=shuffle, scheduler=scheduler,
