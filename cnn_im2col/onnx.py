@@ -685,6 +685,7 @@ def _chain(nodes: list, constants: dict, first: str, last: str, source: str) -> 
     """The nodes in order from the input ``first`` to the output ``last``, each consuming the one
     before (plus constants); anything else (a branch, a node off the chain) is a ValueError."""
     consumers: dict[str, list] = {}
+    produced = {first, *(name for node in nodes for name in node.output)}
     for node in nodes:
         for name in node.input:
             if name and name not in constants:
@@ -703,6 +704,10 @@ def _chain(nodes: list, constants: dict, first: str, last: str, source: str) -> 
                              f"read by the next node only")
         node = users[0]
         computed = [name for name in node.input if name and name not in constants]
+        unknown = [name for name in computed if name not in produced]
+        if unknown:
+            raise ValueError(f"{source}: {label(node)} reads {unknown}, which no node computes and no "
+                             f"initializer or Constant holds")
         if computed != [tensor]:
             raise ValueError(f"{source}: {label(node)} reads the tensors {computed}: the graph branches and "
                              f"joins; supported: a chain, each node reading one computed tensor")
