@@ -623,13 +623,20 @@ def _constant_value(onnx: Any, node: Any, source: str) -> np.ndarray:
     if len(node.attribute) == 1:
         attribute = node.attribute[0]
         if attribute.name == "value":
-            return onnx.numpy_helper.to_array(attribute.t)
+            return _tensor_array(onnx, attribute.t, f"{source}: node {node.name!r} (Constant)")
         if attribute.name in ("value_float", "value_floats", "value_int", "value_ints"):
             value = onnx.helper.get_attribute_value(attribute)
             return np.asarray(value, dtype=np.float32 if "float" in attribute.name else np.int64)
     names = [a.name for a in node.attribute]
     raise ValueError(f"{source}: node {node.name!r} (Constant): attributes {names} are not supported; supported: "
                      f"one of value, value_float(s), value_int(s)")
+
+
+def _tensor_array(onnx: Any, tensor: Any, what: str) -> np.ndarray:
+    try:
+        return onnx.numpy_helper.to_array(tensor)
+    except Exception as exc:  # noqa: BLE001 - unknown data type, data of the wrong size, ...
+        raise ValueError(f"{what}: its data cannot be read ({type(exc).__name__}: {exc})") from None
 
 
 def _per_sample_shape(value_info: Any) -> tuple[int, ...] | None:
@@ -645,11 +652,12 @@ def from_onnx(proto: Any, source: str = "ONNX model") -> Sequential:
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None:
         raise ValueError(f"{source}: the model does not import the default ONNX operator set")
-    constants = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    constants = {}
     for tensor in graph.initializer:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             raise ValueError(f"{source}: initializer {tensor.name!r} is stored in an external file; supported: "
                              f"initializers inside the model file")
+        constants[tensor.name] = _tensor_array(onnx, tensor, f"{source}: initializer {tensor.name!r}")
     inputs = [v for v in graph.input if v.name not in constants]
     if len(inputs) != 1 or len(graph.output) != 1:
         raise ValueError(f"{source}: the graph has inputs {[v.name for v in inputs]} and outputs "
@@ -675,7 +683,14 @@ def from_onnx(proto: Any, source: str = "ONNX model") -> Sequential:
         importer = _IMPORTERS.get(node.op_type)
         if importer is None:
             raise reader.fail(node, "this operator cannot be imported", ", ".join(_IMPORTERS))
-        importer(reader, node)
+        try:
+            importer(reader, node)
+        except ValueError as exc:
+            if str(exc).startswith(source):
+                raise
+            raise ValueError(f"{reader.label(node)}: {exc}") from None
+        except (TypeError, KeyError, IndexError) as exc:  # a malformed node the checker let through
+            raise ValueError(f"{reader.label(node)}: cannot be read ({type(exc).__name__}: {exc})") from None
     if not reader.layers:
         raise ValueError(f"{source}: the graph computes nothing (only Identity nodes): no layer to import")
     return Sequential(reader.layers)

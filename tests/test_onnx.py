@@ -411,3 +411,10 @@ def test_load_errors_name_the_file(tmp_path):
         cx.load(tmp_path / "missing.onnx")
     with pytest.raises(TypeError, match="path must be a str or os.PathLike"):
         cx.load(3)
+
+
+def test_import_refuses_unreadable_initializer_data():
+    proto = make_model([helper.make_node("MatMul", ["x", "w"], ["y"])], {"w": rand(3, 2)}, [3])
+    proto.graph.initializer[0].raw_data = b"\x00" * 5  # 6 floats need 24 bytes
+    with pytest.raises(ValueError, match=r"initializer 'w': its data cannot be read"):
+        cx.from_onnx(proto)
