@@ -268,50 +268,66 @@ class DataParallel:
 
     # --- state kept equal on every rank ----------------------------------------------------------
     @staticmethod
-    def layer_buffers(model: Any) -> dict[str, np.ndarray]:
-        """Every layer's ``buffers`` (e.g. running statistics), nested stacks included, keyed
-        ``"{index}.{name}"`` like the parameters."""
-        found = {}
+    def layer_buffers(model: Any) -> dict[str, tuple[dict, str]]:
+        """Every layer's ``buffers`` (e.g. running statistics, counts), nested stacks included, as
+        ``{"{index}.{name}": (the layer's buffers dict, name)}``: scalars are replaced, not mutated."""
+        found: dict[str, tuple[dict, str]] = {}
         for i, layer in enumerate(model.layers):
-            inner = DataParallel.layer_buffers(layer) if hasattr(layer, "layers") else getattr(layer, "buffers", {})
-            for name, value in dict(inner or {}).items():
-                found[f"{i}.{name}"] = value
+            if hasattr(layer, "layers"):
+                inner = DataParallel.layer_buffers(layer)
+            else:
+                holder = getattr(layer, "buffers", None) or {}
+                inner = {name: (holder, name) for name in holder}
+            for name, slot in inner.items():
+                found[f"{i}.{name}"] = slot
         return found
+
+    @staticmethod
+    def _set_buffer(holder: dict, name: str, value: Any) -> None:
+        current = holder[name]
+        if isinstance(current, np.ndarray) and current.ndim > 0:
+            np.copyto(current, np.reshape(value, current.shape), casting="unsafe")  # in place: others may hold it
+        else:
+            holder[name] = np.asarray(value, dtype=np.asarray(current).dtype).reshape(np.shape(current))
 
     def broadcast_buffers(self, model: Any) -> None:
         """Rank 0's layer buffers to every rank, in one Bcast (nothing to do if there are none)."""
-        buffers = self.layer_buffers(model)
-        if not buffers:
+        slots = list(self.layer_buffers(model).values())
+        if not slots:
             return
-        total = sum(int(np.size(b)) for b in buffers.values())
-        dtype = np.result_type(*[np.asarray(b).dtype for b in buffers.values()])
+        values = [np.asarray(holder[name]) for holder, name in slots]
+        total = sum(v.size for v in values)
+        dtype = np.result_type(*[v.dtype for v in values])
         if self._buffer_pack.size != total or self._buffer_pack.dtype != dtype:
             self._buffer_pack = np.empty(total, dtype=dtype)
         offset = 0
-        for b in buffers.values():
-            self._buffer_pack[offset:offset + np.size(b)] = np.ravel(b)
-            offset += np.size(b)
+        for v in values:
+            self._buffer_pack[offset:offset + v.size] = v.ravel()
+            offset += v.size
         self.comm.Bcast(self._buffer_pack, root=0)
         offset = 0
-        for b in buffers.values():
-            b[...] = self._buffer_pack[offset:offset + b.size].reshape(b.shape)
-            offset += b.size
+        for (holder, name), v in zip(slots, values):
+            self._set_buffer(holder, name, self._buffer_pack[offset:offset + v.size])
+            offset += v.size
 
     def broadcast_state(self, model: Any, optimizer: Any, scheduler: Any) -> None:
         """Rank 0's parameters, layer buffers, optimizer and scheduler state to every rank."""
         state = None
         if self.rank == 0:
-            state = {"params": model.params, "buffers": self.layer_buffers(model),
+            state = {"params": model.params,
+                     "buffers": {key: holder[name] for key, (holder, name) in self.layer_buffers(model).items()},
                      "optimizer": optimizer.state_dict() if hasattr(optimizer, "state_dict") else None,
                      "scheduler": scheduler.state_dict() if scheduler is not None and hasattr(scheduler, "state_dict")
                      else None}
         state = self.comm.bcast(state, root=0)
         if self.rank == 0:
             return
-        for group in ("params", "buffers"):
-            mine = model.params if group == "params" else self.layer_buffers(model)
-            for key, value in state[group].items():
-                np.copyto(mine[key], value)
+        params = model.params
+        for key, value in state["params"].items():
+            np.copyto(params[key], value)
+        buffers = self.layer_buffers(model)
+        for key, value in state["buffers"].items():
+            self._set_buffer(*buffers[key], value)
         if state["optimizer"] is not None:
             optimizer.load_state_dict(state["optimizer"])
         if state["scheduler"] is not None:

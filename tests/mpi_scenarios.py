@@ -48,12 +48,13 @@ class RunningMean:
     statistics): each rank sees other samples, so only broadcasting keeps the buffers equal."""
 
     def __init__(self):
-        self.params, self.grads, self.buffers = {}, {}, {"mean": np.zeros(1)}
+        self.params, self.grads, self.buffers = {}, {}, {"mean": np.zeros(1), "seen": 0}
 
     def forward(self, x, training=False):
         if training:
             self.buffers["mean"] *= 0.9
             self.buffers["mean"] += 0.1 * x.mean()
+            self.buffers["seen"] = self.buffers["seen"] + x.shape[0]  # a scalar: replaced, not mutated
         return x
 
     def backward(self, dout):
@@ -120,8 +121,10 @@ def equivalence(out):
     parallel = net()
     parallel.layers.insert(3, RunningMean())
     train(parallel, x, y, comm)
-    mean = float(parallel.layers[3].buffers["mean"][0])
-    result["buffers"] = {"same_on_ranks": same_on_every_rank(mean), "updated": mean != 0.0}
+    buffers = parallel.layers[3].buffers
+    mean, seen = float(buffers["mean"][0]), int(buffers["seen"])
+    result["buffers"] = {"same_on_ranks": same_on_every_rank([mean, seen]), "updated": mean != 0.0,
+                         "seen": seen}
 
     mismatches = {
         "data length": lambda: train(net(), x[:N - rank], y[:N - rank], comm),
