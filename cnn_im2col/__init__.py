@@ -6,7 +6,9 @@ The public API, re-exported here::
 
 Submodules: ``layers``, ``functional`` (stateless forward/backward), ``im2col``, ``signal``
 (scipy-compatible correlate2d / convolve2d), ``losses``, ``optim``, ``init``, ``model``,
-``datasets``, ``architectures`` (the named networks of the command), ``reference`` (the slow scipy oracles), ``gradcheck``, ``threads``.
+``training`` (the loop behind ``fit``, callbacks), ``checkpoint``, ``augment``, ``distributed``
+(data parallelism over MPI), ``datasets``, ``architectures`` (the named networks of the command),
+``reference`` (the slow scipy oracles), ``gradcheck``, ``threads``.
 """
 
 __version__ = "0.1.0"
@@ -30,7 +32,9 @@ from .layers import (
     Tanh,
 )
 from .losses import MeanSquaredError, SoftmaxCrossEntropy
-from .model import RandomShift, Sequential, TrainingDiverged, TrainingInterrupted
+from .augment import RandomShift
+from .model import Sequential
+from .training import TrainingDiverged, TrainingInterrupted
 from .optim import SGD, Adam, CosineAnnealingLR, StepLR
 from .shapes import NonFiniteError
 
