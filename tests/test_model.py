@@ -791,3 +791,20 @@ def test_resume_with_batch_norm_is_bit_identical(tmp_path, stop_after):
     run(ckpt.model, ckpt.optimizer, resume=ckpt.state)
     assert_same_params(ckpt.model, reference)
     assert_same_buffers(ckpt.model, reference)
+
+
+def test_load_state_dict_of_a_torch_model_with_batch_norm_and_global_pooling():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    theirs = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                           nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6, momentum=None), nn.ReLU(),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 10))
+    x = torch.rand(8, 1, 8, 8)
+    theirs.train()
+    theirs(x)
+    theirs(x * 2)  # running statistics and counters away from their initial values
+    theirs.eval()
+    ours = bn_net()
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    assert int(ours.buffers["5.num_batches_tracked"]) == 2
+    np.testing.assert_allclose(ours.forward(x.numpy()), theirs(x).detach().numpy(), rtol=1e-5, atol=1e-6)
