@@ -61,7 +61,8 @@ def dilated_geometry(height: int, width: int, kernel: tuple[int, int], stride: t
     and ``"same"`` pads the span as PyTorch does (the extra cell at the bottom/right)."""
     span = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
     pads = resolve_padding(padding, span, stride, owner)
-    g = window_geometry(height, width, span, stride, pads, owner)
+    what = "kernel" if dilation == (1, 1) else f"kernel {tuple(kernel)} with dilation {tuple(dilation)}: its span"
+    g = window_geometry(height, width, span, stride, pads, owner, what=what)
     return ConvGeometry(kernel[0], kernel[1], *g[2:], dilation[0], dilation[1])
 
 

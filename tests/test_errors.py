@@ -261,7 +261,7 @@ CASES = {
                                                 r"Conv2D: groups must divide out_channels", r"groups=4",
                                                 r"out_channels=6"),
     "Conv2D dilated kernel larger than input": (lambda t: Conv2D(1, 1, 3, dilation=3, input_size=6), ValueError,
-                                                r"Conv2D", r"kernel size \(7, 7\)", r"larger than the padded input"),
+                                                r"Conv2D", r"dilation \(3, 3\): its span size \(7, 7\)", r"larger than the padded input"),
     "conv2d_forward groups not dividing out channels": (
         lambda t: F.conv2d_forward(np.ones((1, 4, 5, 5)), np.ones((3, 2, 3, 3)), groups=2), ValueError,
         r"conv2d: groups must divide out_channels", r"groups=2", r"out_channels=3"),
