@@ -30,9 +30,10 @@ def _u(index):
     return nb.uint64(index)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _valid_range(offset, stride, size, count):
-    """The outputs ``o`` in [lo, hi) whose input ``o*stride + offset`` lies in [0, size)."""
+    """The outputs ``o`` in [lo, hi) whose input ``o*stride + offset`` lies in [0, size). Inlined
+    (as ``_u``): the kernels' cache then holds everything, and no helper is compiled apart."""
     lo = min(max(-(offset // stride), 0), count)
     hi = max(min((size - 1 - offset) // stride + 1, count), lo)
     return lo, hi

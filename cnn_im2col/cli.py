@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"continue the run whose {CHECKPOINT} is in DIR, with its settings")
     if _set_num_threads() is not None:
         train.add_argument("--threads", type=_positive_int, metavar="N",
-                           help="threads for the Numba kernels and the BLAS (default: the engine's choice)")
+                           help="threads of the engine's pool (default: every core)")
 
     evaluate = sub.add_parser("evaluate", help="test accuracy, loss and confusion matrix of a saved model",
                               description="Evaluate a saved model on the 10,000 MNIST test images.")
