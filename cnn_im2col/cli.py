@@ -1,5 +1,5 @@
-"""The ``cnn-im2col`` command: ``train`` a LeNet-style network on MNIST, ``evaluate`` a saved model,
-``bench`` the time of every layer.
+"""The ``cnn-im2col`` command: ``train`` a LeNet-style network on MNIST, ``evaluate`` a saved model
+(``.npz`` or ``.onnx``), ``bench`` the time of every layer, ``export`` a model to ONNX.
 
 ``cnn-im2col train`` with no flags trains :func:`default_model` (two conv-pool groups and two dense
 layers, Fig. 8.11 style) with Adam, a per-batch cosine learning-rate schedule and random shifts of
@@ -126,7 +126,7 @@ def _set_num_threads() -> Any:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="A CNN engine in NumPy: im2col + GEMM convolutions.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,bench}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,bench,export}")
     sub.required = True
 
     d = DEFAULTS
@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="test accuracy, loss and confusion matrix of a saved model",
                               description="Evaluate a saved model on the 10,000 MNIST test images.")
-    evaluate.add_argument("model", metavar="MODEL.npz", help="a model written by train (model.npz or checkpoint.npz)")
+    evaluate.add_argument("model", metavar="MODEL",
+                          help="a model written by train (model.npz or checkpoint.npz), or an ONNX file (.onnx)")
     evaluate.add_argument("--data-dir", metavar="DIR", help="as for train")
     evaluate.add_argument("--batch-size", type=_positive_int, default=256, help="images per forward pass (default 256)")
 
@@ -171,6 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=_positive_int, default=DEFAULTS["batch_size"],
                        help=f"images per batch (default {DEFAULTS['batch_size']})")
     bench.add_argument("--batches", type=_positive_int, default=20, help="timed batches (default 20)")
+
+    export = sub.add_parser("export", help="write a saved model as an ONNX file",
+                            description="Write MODEL.npz as ONNX (opset 17, dynamic batch axis) and, if "
+                                        "onnxruntime is installed, check it against the engine on random inputs.")
+    export.add_argument("model", metavar="MODEL.npz", help="a model written by train (model.npz or checkpoint.npz)")
+    export.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write")
+    export.add_argument("--input-shape", type=_positive_int, nargs="+", metavar="D",
+                        help="the shape of one input sample, e.g. 1 28 28 (default: taken from the model "
+                             "where it says: a first Conv2D's input_size, a first Dense's in_features)")
     return parser
 
 
@@ -453,8 +463,27 @@ def format_confusion(m: np.ndarray) -> str:
     return "\n".join(lines)
 
 
+def _onnx_module() -> Any:
+    try:
+        from . import onnx
+    except ImportError as exc:
+        raise CLIError(str(exc)) from None
+    try:
+        onnx._onnx()
+    except ImportError as exc:
+        raise CLIError(str(exc)) from None
+    return onnx
+
+
+def load_model(path: str) -> Sequential:
+    """A ``.onnx`` file through ``cnn_im2col.onnx.load``, anything else through ``Sequential.load``."""
+    if path.lower().endswith(".onnx"):
+        return _onnx_module().load(path)
+    return Sequential.load(path)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    model = Sequential.load(args.model)
+    model = load_model(args.model)
     (_, _), (x_test, y_test) = _load_data(args.data_dir, True)
     metrics = model.evaluate(x_test, y_test, batch_size=args.batch_size)
     probabilities = model.predict(x_test, batch_size=args.batch_size)
@@ -528,6 +557,63 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# export
+# --------------------------------------------------------------------------------------------
+
+
+def model_input_shape(model: Sequential) -> tuple[int, ...] | None:
+    """The per-sample input shape the model states, or None: the first layer with parameters decides
+    (a Conv2D with ``input_size`` -> (C, H, W), a Dense -> (in_features,)); layers before it must
+    keep the shape (activations, Dropout)."""
+    from .layers import Sigmoid, Tanh
+
+    for layer in model.layers:
+        if isinstance(layer, Conv2D):
+            return None if layer.input_size is None else (layer.in_channels, *layer.input_size)
+        if isinstance(layer, Dense):
+            return (layer.in_features,)
+        if not isinstance(layer, (ReLU, Sigmoid, Tanh, Dropout)):
+            return None
+    return None
+
+
+def onnxruntime_difference(path: str, model: Sequential, input_shape: tuple[int, ...], n: int = 8) -> float | None:
+    """Largest |onnxruntime - engine| over ``n`` random inputs in [0, 1), or None without onnxruntime."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    dtype = next(iter(model.params.values()), np.zeros(0, np.float32)).dtype
+    x = np.random.default_rng(0).random((n, *input_shape)).astype(dtype)
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    (theirs,) = session.run(None, {session.get_inputs()[0].name: x})
+    return float(np.max(np.abs(theirs.astype(np.float64) - model.forward(x).astype(np.float64))))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    onnx = _onnx_module()
+    model = Sequential.load(args.model)
+    shape = tuple(args.input_shape) if args.input_shape else model_input_shape(model)
+    if shape is None:
+        raise CLIError(f"{args.model}: the model does not say the shape of its input; give it with "
+                       f"--input-shape (e.g. --input-shape 1 28 28 for a model of '{PROG} train')")
+    onnx.export(model, args.out, shape)
+    out_shape = model.output_shape(shape)
+    print(f"wrote {args.out}: ONNX opset {onnx.OPSET}, input (N, {', '.join(map(str, shape))}), "
+          f"output (N, {', '.join(map(str, out_shape))})")
+    try:
+        difference = onnxruntime_difference(args.out, model, shape)
+    except Exception as exc:  # noqa: BLE001 - the file is written; a runtime that cannot run it is news, not a crash
+        print(f"onnxruntime could not run it: {' '.join(str(exc).split())}")
+        return 1
+    if difference is None:
+        print("onnxruntime is not installed: not checked")
+    else:
+        print(f"onnxruntime vs the engine on 8 random inputs: largest difference {difference:.3g}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------------------------
 
@@ -536,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``cnn-im2col``; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "bench": cmd_bench}
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "bench": cmd_bench, "export": cmd_export}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

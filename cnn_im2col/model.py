@@ -4,7 +4,8 @@ Public API
 ----------
 - :class:`Sequential` — ``forward``, ``backward``, ``params`` / ``grads`` (flat dicts keyed
   ``"{index}.{name}"`` holding the layers' own arrays), ``fit``, ``evaluate``, ``predict``,
-  ``check_shapes``, ``summary``, ``save`` / ``load`` and ``save_checkpoint`` / ``load_checkpoint``.
+  ``check_shapes``, ``summary``, ``save`` / ``load`` and ``save_checkpoint`` / ``load_checkpoint``,
+  ``state_dict`` / ``load_state_dict`` (PyTorch's ``nn.Sequential`` key names).
   It follows the layer protocol itself, so a gradient check or a nested stack can treat it as a layer.
 - :class:`TrainingDiverged` (a ``FloatingPointError``) — a batch's loss or gradient was NaN/Inf;
   raised *before* that step is applied, naming the epoch and the batch.
@@ -47,7 +48,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -55,11 +56,12 @@ from . import blocks as _blocks
 from . import functional as F
 from . import optim as _optim
 from ._files import atomic_write
-from .layers import LAYERS, Conv2D, Dense, Softmax
+from .layers import LAYERS, AvgPool2D, Conv2D, Dense, Softmax
 from .shapes import NonFiniteError, as_float_array, check_choice, check_int, finite_scans_skipped
 
 __all__ = [
     "Checkpoint",
+    "IncompatibleKeys",
     "RandomShift",
     "Sequential",
     "TrainingDiverged",
@@ -219,6 +221,26 @@ class Checkpoint:
     scheduler: Any
     state: dict
     extra: dict = field(default_factory=dict)
+
+
+class IncompatibleKeys(NamedTuple):
+    """What :meth:`Sequential.load_state_dict` returns, as PyTorch's: the model's keys absent from
+    the state, and the state's keys the model does not have (both empty after a strict load)."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+#: state_dict names that differ from the layer's own parameter names (no PyTorch counterpart, so
+#: a name that says what it is rather than "weight")
+_STATE_NAMES: dict[type, dict[str, str]] = {AvgPool2D: {"weight": "scale"}}
+
+
+def _shape_of(value: Any) -> Any:
+    try:
+        return np.shape(value)
+    except (TypeError, ValueError, RuntimeError):
+        return f"<{type(value).__name__}>"
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,6 +432,81 @@ class Sequential:
 
     def num_params(self) -> int:
         return sum(int(p.size) for p in self.params.values())
+
+    # --- state_dict (PyTorch's names) ------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Every parameter and buffer as ``{name: array}`` (copies), named as PyTorch's ``nn.Sequential``.
+
+        ``"{index}.{name}"``, the index counting every layer (parameterless ones included), so the
+        keys of a PyTorch ``nn.Sequential`` of the same structure match: Conv2D / Dense ``"{i}.weight"``
+        (O, C, KH, KW) / (out, in) and ``"{i}.bias"``; an untied bias, shape (O, OH, OW), is still
+        ``"{i}.bias"``; the learned scale of ``AvgPool2D(trainable_scale=True)``, shape (C,), is
+        ``"{i}.scale"``. A layer's ``buffers`` dict, if it has one (running statistics), is included
+        the same way; a nested ``Sequential`` gives ``"{i}.{j}.{name}"``.
+        """
+        return {key: np.array(value, copy=True) for key, (value, _, _) in self._state_entries().items()}
+
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
+        """Copy ``state`` (names as :meth:`state_dict`) into the layers, cast to each layer's dtype.
+
+        Values: ndarrays or anything ``np.asarray`` converts (CPU torch tensors included; torch is
+        never imported). ``strict=True``: missing or unexpected keys are an error; ``strict=False``:
+        the keys that match are loaded and the others returned, as PyTorch does. In both modes (as in
+        PyTorch) a wrong shape is an error. Every problem is reported in one ``ValueError`` naming
+        each offending key with the shape expected and received; nothing is copied unless every
+        value checks out. Returns ``IncompatibleKeys(missing_keys, unexpected_keys)``.
+        """
+        owner = "Sequential.load_state_dict"
+        if not isinstance(state, Mapping):
+            raise TypeError(f"{owner}: state must be a mapping {{name: array}}, got {type(state).__name__}")
+        if not isinstance(strict, (bool, np.bool_)):
+            raise TypeError(f"{owner}: strict must be True or False, got {strict!r}")
+        entries = self._state_entries()
+        missing = [key for key in entries if key not in state]
+        unexpected = [key for key in state if key not in entries]
+        problems = []
+        if strict:
+            problems += [f"missing key {key!r} (expected shape {entries[key][0].shape})" for key in missing]
+            problems += [f"unexpected key {key!r} (received shape {_shape_of(state[key])})" for key in unexpected]
+        ready = []
+        for key, (target, holder, name) in entries.items():
+            if key not in state:
+                continue
+            try:
+                value = np.asarray(state[key])
+            except (TypeError, ValueError, RuntimeError) as exc:  # e.g. a CUDA tensor, a ragged list
+                problems.append(f"key {key!r}: cannot be read as an array ({exc})")
+                continue
+            target_shape = np.shape(target)
+            if value.shape != target_shape:
+                problems.append(f"key {key!r}: expected shape {target_shape}, received {value.shape}")
+            elif value.dtype.kind not in "biuf":
+                problems.append(f"key {key!r}: expected numbers, received dtype {value.dtype}")
+            elif value.dtype.kind == "f" and not np.isfinite(value).all():
+                problems.append(f"key {key!r}: contains NaN or Inf")
+            else:
+                ready.append((target, holder, name, value))
+        if problems:
+            raise ValueError(f"{owner}: the state does not fit this model: " + "; ".join(problems))
+        for target, holder, name, value in ready:
+            if isinstance(target, np.ndarray) and target.ndim > 0:
+                np.copyto(target, value, casting="unsafe")  # in place: optimizers hold these arrays
+            else:  # a scalar buffer (a count): keep its type
+                holder[name] = np.asarray(value, dtype=np.asarray(target).dtype)
+        return IncompatibleKeys(missing, unexpected)
+
+    def _state_entries(self, prefix: str = "") -> dict[str, tuple[Any, dict, str]]:
+        """``{key: (array, the dict holding it, its name there)}`` for every parameter and buffer."""
+        entries: dict[str, tuple[Any, dict, str]] = {}
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Sequential):
+                entries.update(layer._state_entries(f"{prefix}{i}."))
+                continue
+            renames = _STATE_NAMES.get(type(layer), {})
+            for holder in (layer.params, getattr(layer, "buffers", None) or {}):
+                for name in holder:
+                    entries[f"{prefix}{i}.{renames.get(name, name)}"] = (holder[name], holder, name)
+        return entries
 
     # --- inference -------------------------------------------------------------------------
     def _ends_with_softmax(self) -> bool:

@@ -233,3 +233,53 @@ def test_real_mnist_one_epoch_on_5000_images(tmp_path, capsys):
     print(f"1 epoch on 5000 MNIST images: test accuracy {metrics['test_accuracy']:.4f} "
           f"in {time.perf_counter() - start:.1f} s")
     assert metrics["test_accuracy"] >= 0.95, text
+
+
+def test_export_a_trained_model_to_onnx_and_evaluate_it(idx_dir, tmp_path, capsys):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    out = tmp_path / "run"
+    assert cli.main(train_args(idx_dir, out, "--val-split", "0")) == 0
+    capsys.readouterr()
+    onnx_path = tmp_path / "model.onnx"
+    # the default network does not record its input size: it must be given
+    assert cli.main(["export", str(out / "model.npz"), str(onnx_path)]) == 2
+    assert "does not say the shape of its input; give it with --input-shape" in capsys.readouterr().err
+    assert not onnx_path.exists()
+    assert cli.main(["export", str(out / "model.npz"), str(onnx_path), "--input-shape", "1", "28", "28"]) == 0
+    text = capsys.readouterr().out
+    assert "input (N, 1, 28, 28), output (N, 10)" in text and "onnxruntime vs the engine" in text
+    # the same predictions in onnxruntime as in the engine, on the test images
+    from cnn_im2col.datasets import read_idx
+
+    x = read_idx(idx_dir / "t10k-images-idx3-ubyte.gz").astype(np.float32)[:, None] / 255
+    model = Sequential.load(out / "model.npz")
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    theirs = session.run(None, {"input": x})[0]
+    np.testing.assert_allclose(theirs, model.forward(x), rtol=1e-5, atol=1e-5)
+    assert np.array_equal(theirs.argmax(axis=1), model.forward(x).argmax(axis=1))
+    # evaluate reads the .onnx file: the same numbers as from the .npz
+    assert cli.main(["evaluate", str(out / "model.npz"), "--data-dir", str(idx_dir)]) == 0
+    from_npz = capsys.readouterr().out.splitlines()[1]
+    assert cli.main(["evaluate", str(onnx_path), "--data-dir", str(idx_dir)]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == from_npz
+
+
+def test_export_takes_the_shape_from_the_model_and_reports_errors(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    from cnn_im2col.layers import Conv2D, Dense, Flatten, ReLU
+
+    path = tmp_path / "mlp.npz"
+    Sequential([ReLU(), Dense(6, 4), ReLU(), Dense(4, 3)]).save(path)
+    assert cli.main(["export", str(path), str(tmp_path / "mlp.onnx")]) == 0
+    assert "input (N, 6), output (N, 3)" in capsys.readouterr().out
+    conv = tmp_path / "conv.npz"
+    Sequential([Conv2D(2, 3, 3, bias="untied", input_size=(5, 6)), Flatten()]).save(conv)
+    assert cli.main(["export", str(conv), str(tmp_path / "conv.onnx")]) == 0
+    assert "input (N, 2, 5, 6), output (N, 36)" in capsys.readouterr().out
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00\x01 not onnx")
+    assert cli.main(["evaluate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cnn-im2col: error: ") and "bad.onnx: not a valid ONNX model file" in err
+    assert len(err.splitlines()) == 1

@@ -263,6 +263,47 @@ plt.show()
 
 # %% [markdown]
 r"""
+## 9. Taking the model elsewhere: ONNX
+
+A trained network is only useful where it can run. `cnn_im2col.onnx.export` writes it in ONNX,
+the format that deployment runtimes read, with a batch axis of any size. We run the file in
+onnxruntime (a different engine with its own convolution code) on all 10,000 test images and
+compare: the outputs should agree to rounding, and so every prediction. Reading the file back
+with `cnn_im2col.onnx.load` gives the same network again. (This needs the `onnx` and
+`onnxruntime` packages: `pip install "cnn-im2col[onnx]"`.)
+"""
+
+# %%
+import importlib.util
+import os
+import tempfile
+
+if importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxruntime") is None:
+    print('onnx or onnxruntime is not installed: pip install "cnn-im2col[onnx]" to run this cell')
+else:
+    import onnxruntime
+
+    from cnn_im2col import onnx as cnn_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "mnist.onnx")
+        cnn_onnx.export(model, path, input_shape=(1, 28, 28))
+        print(f"wrote {os.path.getsize(path) / 1024:.0f} KiB: "
+              + ", ".join(node.op_type for node in cnn_onnx.to_onnx(model, (1, 28, 28)).graph.node))
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        theirs = np.concatenate([session.run(None, {"input": x_test[i:i + 1000]})[0]
+                                 for i in range(0, len(x_test), 1000)])
+        reloaded = cnn_onnx.load(path)
+    ours = np.concatenate([model.forward(x_test[i:i + 1000]) for i in range(0, len(x_test), 1000)])
+    difference = np.abs(theirs - ours).max()
+    agree = np.mean(theirs.argmax(axis=1) == predicted)
+    print(f"onnxruntime vs cnn_im2col on the 10,000 test images: largest difference of a logit "
+          f"{difference:.2g} (logits up to {np.abs(ours).max():.0f}); the same prediction for {agree:.2%}")
+    assert difference < 1e-3 and agree == 1.0
+    assert np.array_equal(reloaded.forward(x_test[:1000]), ours[:1000])
+
+# %% [markdown]
+r"""
 **Summary.** From "what is a feature map" (notebook 1), through the gradients that train it
 (notebook 2) and hand-made templates (notebook 3), to a network that taught itself its
 templates and reads handwritten digits with about 98% accuracy after seeing 20,000 of them

@@ -1,0 +1,420 @@
+"""Tests for cnn_im2col.onnx: export checked by onnx.checker and onnxruntime on hypothesis-drawn
+networks of every layer kind, import of graphs built with onnx.helper (and of a torch.onnx.export
+of a LeNet when torch is importable), and every error."""
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from cnn_im2col import onnx as cx
+from cnn_im2col.layers import (
+    AvgPool2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    MaxPool2D,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
+from cnn_im2col.model import Sequential
+
+TOL = 1e-5  # onnxruntime vs the engine, float32
+
+
+def run_ort(proto_or_path, x):
+    data = proto_or_path.SerializeToString() if hasattr(proto_or_path, "SerializeToString") else str(proto_or_path)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def randomize(model, seed=0):
+    """Non-trivial parameters everywhere (biases start at zero)."""
+    rng = np.random.default_rng(seed)
+    for value in model.params.values():
+        value[...] = rng.uniform(-1, 1, value.shape)
+    return model
+
+
+# --------------------------------------------------------------------------- hypothesis networks
+
+
+@st.composite
+def networks(draw):
+    """(model, per-sample input shape): conv blocks, pooling of both kinds, Flatten of both orders,
+    Dense, every activation, Dropout, maybe a final Softmax."""
+    c, h, w = draw(st.integers(1, 3)), draw(st.integers(5, 9)), draw(st.integers(5, 9))
+    shape = (c, h, w)
+    layers = []
+    for block in range(draw(st.integers(1, 2))):
+        k = draw(st.integers(1, min(3, *shape[1:])))
+        stride = draw(st.sampled_from([1, 2, (1, 2)]))
+        padding = draw(st.sampled_from([0, 1, (1, 0), "valid"] + (["same"] if stride == 1 else [])))
+        bias = draw(st.sampled_from(["tied", "untied", None]))
+        out = draw(st.integers(1, 4))
+        conv = Conv2D(shape[0], out, k, stride, padding, bias=bias,
+                      input_size=shape[1:] if bias == "untied" else None, seed=block)
+        layers.append(conv)
+        shape = conv.output_shape(shape)
+        layers.append(draw(st.sampled_from([ReLU, Sigmoid, Tanh]))())
+        if min(shape[1:]) >= 2 and draw(st.booleans()):
+            kind = draw(st.sampled_from(["max", "avg", "scale"]))
+            size = draw(st.integers(2, min(3, *shape[1:])))
+            pool_stride = draw(st.integers(1, size))  # < size: overlapping windows
+            pad = draw(st.integers(0, size // 2))
+            if kind == "max":
+                pool = MaxPool2D(size, pool_stride, pad)
+            else:
+                pool = AvgPool2D(size, pool_stride, pad, trainable_scale=kind == "scale",
+                                 channels=shape[0] if kind == "scale" else None)
+            layers.append(pool)
+            shape = pool.output_shape(shape)
+    layers.append(Flatten(draw(st.sampled_from(["C", "F"]))))
+    features = int(np.prod(shape))
+    if draw(st.booleans()):
+        layers.append(Dropout(draw(st.sampled_from([0.0, 0.25, 0.5]))))
+    hidden = draw(st.integers(1, 6))
+    layers += [Dense(features, hidden, bias=draw(st.booleans()), seed=7),
+               draw(st.sampled_from([ReLU, Sigmoid, Tanh]))(), Dense(hidden, 3, seed=8)]
+    if draw(st.booleans()):
+        layers.append(Softmax())
+    return randomize(Sequential(layers), draw(st.integers(0, 100))), (c, h, w)
+
+
+@settings(max_examples=15, deadline=None)
+@given(networks(), st.integers(0, 2**31 - 1))
+def test_export_runs_in_onnxruntime_like_the_engine(net, seed):
+    model, shape = net
+    proto = cx.to_onnx(model, shape)
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.opset_import[0].version >= 17
+    x = np.random.default_rng(seed).standard_normal((3, *shape)).astype(np.float32)
+    expected = model.forward(x)
+    np.testing.assert_allclose(run_ort(proto, x), expected, rtol=TOL, atol=TOL)
+    # the batch axis is dynamic
+    np.testing.assert_allclose(run_ort(proto, x[:1]), expected[:1], rtol=TOL, atol=TOL)
+    # and the file reads back as the same network
+    back = cx.from_onnx(proto)
+    assert [type(layer) for layer in back.layers] == [type(layer) for layer in model.layers]
+    np.testing.assert_allclose(back.forward(x), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_export_writes_a_file_that_loads_back(tmp_path):
+    model = randomize(Sequential([Conv2D(1, 2, 3, padding="same", bias="untied", input_size=(6, 6)), ReLU(),
+                                  AvgPool2D(2, trainable_scale=True, channels=2), Flatten("F"),
+                                  Dropout(0.3), Dense(18, 4)]))
+    path = tmp_path / "net.onnx"
+    cx.export(model, path, (1, 6, 6))
+    x = np.random.default_rng(1).random((2, 1, 6, 6), dtype=np.float32)
+    np.testing.assert_allclose(run_ort(path, x), model.forward(x), rtol=TOL, atol=TOL)
+    back = cx.load(path)
+    assert back.layers[0].bias_mode == "untied" and back.layers[0].padding == [1, 1]  # "same" of a 3x3
+    assert back.layers[3].order == "F" and back.layers[4].p == 0.3
+    assert back.layers[2].params["weight"].shape == (2,)
+    assert back.state_dict().keys() == model.state_dict().keys()
+    for key, value in model.state_dict().items():
+        np.testing.assert_allclose(back.state_dict()[key], value, rtol=1e-6, err_msg=key)
+    np.testing.assert_allclose(back.forward(x), model.forward(x), rtol=1e-6, atol=1e-7)
+
+
+def test_average_pool_divisor_is_count_include_pad():
+    """The engine's mean divides by KH*KW with the zero padding counted: count_include_pad=1."""
+    model = Sequential([AvgPool2D(3, 1, 1)])
+    proto = cx.to_onnx(model, (1, 4, 4))
+    (pool,) = [n for n in proto.graph.node if n.op_type == "AveragePool"]
+    assert helper.get_attribute_value(next(a for a in pool.attribute if a.name == "count_include_pad")) == 1
+    x = np.ones((1, 1, 4, 4), np.float32)
+    out = run_ort(proto, x)
+    assert out[0, 0, 0, 0] == pytest.approx(4 / 9)  # a corner window: 4 pixels in, 5 of padding
+    np.testing.assert_allclose(out, model.forward(x), rtol=TOL)
+
+
+def test_float64_and_mixed_dtypes_follow_the_engine():
+    """The engine casts a layer's input to its dtype; the export does it with Cast nodes. onnxruntime's
+    CPU provider has no float64 Conv, so float64 files are run by onnx's reference evaluator."""
+    model = randomize(Sequential([Conv2D(2, 3, 3, dtype=np.float64), Tanh(), Flatten(), Dense(27, 4)]))
+    proto = cx.to_onnx(model, (2, 5, 5))
+    assert proto.graph.input[0].type.tensor_type.elem_type == TensorProto.DOUBLE
+    assert proto.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert [n.op_type for n in proto.graph.node].count("Cast") == 1
+    x = np.random.default_rng(2).standard_normal((2, 2, 5, 5))
+    out = ReferenceEvaluator(proto).run(None, {"input": x})[0]
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, model.forward(x), rtol=TOL, atol=TOL)
+    # dtype="float32": everything float32, runnable by onnxruntime
+    single = cx.to_onnx(model, (2, 5, 5), dtype="float32")
+    assert not [n for n in single.graph.node if n.op_type == "Cast"]
+    np.testing.assert_allclose(run_ort(single, x.astype(np.float32)), model.forward(x), rtol=1e-4, atol=1e-5)
+
+
+def test_nested_sequential_is_exported_in_line():
+    inner = Sequential([Conv2D(1, 2, 3), ReLU()])
+    model = randomize(Sequential([inner, Flatten(), Dense(8, 2)]))
+    proto = cx.to_onnx(model, (1, 4, 4))
+    assert {t.name for t in proto.graph.initializer} == set(model.state_dict())
+    x = np.random.default_rng(3).random((2, 1, 4, 4), dtype=np.float32)
+    np.testing.assert_allclose(run_ort(proto, x), model.forward(x), rtol=TOL, atol=TOL)
+
+
+class Custom:
+    """A user's layer: follows the protocol, has no ONNX exporter."""
+
+    def __init__(self):
+        self.params, self.grads = {}, {}
+
+    def forward(self, x, training=False):
+        return x
+
+    def backward(self, dout):
+        return dout
+
+    def output_shape(self, shape):
+        return shape
+
+    def __repr__(self):
+        return "Custom()"
+
+
+def test_export_errors(tmp_path):
+    path = tmp_path / "net.onnx"
+    path.write_bytes(b"old")
+    with pytest.raises(ValueError, match=r"layer 1 Custom\(\) \(Custom\) cannot be exported to ONNX; exportable layers: Conv2D"):
+        cx.export(Sequential([ReLU(), Custom(), ReLU()]), path, (1, 3, 3))
+    assert path.read_bytes() == b"old"  # nothing written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.onnx"]  # no temporary file left
+    with pytest.raises(ValueError, match=r"layer 0 Dense\(4, 2\) cannot take the input of shape \(3,\)"):
+        cx.export(Sequential([Dense(4, 2)]), path, (3,))
+    with pytest.raises(TypeError, match="per-sample shape"):
+        cx.export(Sequential([Dense(4, 2)]), path, 4)
+    with pytest.raises(TypeError, match="must be a Sequential"):
+        cx.export(Dense(4, 2), path, (4,))
+    with pytest.raises(TypeError, match="dtype must be float32 or float64"):
+        cx.export(Sequential([Dense(4, 2)]), path, (4,), dtype="int8")
+    conv = Conv2D(1, 1, 3)
+    conv.dilation = (2, 2)  # what a dilated convolution will carry: refused until its exporter says so
+    with pytest.raises(ValueError, match=r"dilation=\(2, 2\) is not exported yet"):
+        cx.export(Sequential([conv]), path, (1, 7, 7))
+
+
+# --------------------------------------------------------------------------- import: helper-built graphs
+
+
+def make_model(nodes, initializers, input_shape, output_shape=None, opset=17, extra_outputs=()):
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *input_shape])],
+        [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)] + list(extra_outputs),
+        initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    try:  # the output's shape, as an exporter writes it
+        return onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+    except Exception:  # noqa: BLE001 - graphs that are wrong on purpose: as they are
+        return proto
+
+
+def rand(*shape, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+
+
+def assert_imports_like_onnxruntime(proto, input_shape, n=2):
+    onnx.checker.check_model(proto)
+    model = cx.from_onnx(proto)
+    x = rand(n, *input_shape, seed=5)
+    np.testing.assert_allclose(model.forward(x), run_ort(proto, x), rtol=TOL, atol=TOL)
+    return model
+
+
+def test_import_gemm_with_alpha_beta_and_untransposed_weight():
+    init = {"w": rand(6, 4), "b": rand(4, seed=1)}
+    proto = make_model([helper.make_node("Gemm", ["x", "w", "b"], ["y"], alpha=0.5, beta=2.0)], init, [6])
+    model = assert_imports_like_onnxruntime(proto, (6,))
+    assert isinstance(model.layers[0], Dense) and model.layers[0].params["weight"].shape == (4, 6)
+
+
+def test_import_matmul_add_reshape_constant_identity_and_dropout():
+    nodes = [
+        helper.make_node("Constant", [], ["shape"], value=numpy_helper.from_array(np.array([0, -1], np.int64))),
+        helper.make_node("Identity", ["x"], ["x1"]),
+        helper.make_node("Reshape", ["x1", "shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["mm"]),
+        helper.make_node("Add", ["b", "mm"], ["z"]),  # the constant first: Add commutes
+        helper.make_node("Dropout", ["z", "ratio"], ["d", "mask"]),
+        helper.make_node("Softmax", ["d"], ["y"], axis=-1),
+    ]
+    init = {"w": rand(12, 5), "b": rand(5, seed=1), "ratio": np.array(0.25, np.float32)}
+    model = assert_imports_like_onnxruntime(make_model(nodes, init, [3, 2, 2]), (3, 2, 2))
+    assert [type(layer).__name__ for layer in model.layers] == ["Flatten", "Dense", "Dropout", "Softmax"]
+    assert model.layers[2].p == 0.25
+
+
+def test_import_matmul_without_bias_and_reshape_to_features():
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["y"])]
+    init = {"shape": np.array([-1, 8], np.int64), "w": rand(8, 3)}
+    model = assert_imports_like_onnxruntime(make_model(nodes, init, [2, 2, 2]), (2, 2, 2))
+    assert "bias" not in model.layers[1].params
+
+
+def test_import_conv_auto_pad_and_bias_added_after():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], auto_pad="SAME_UPPER"),
+             helper.make_node("Add", ["c", "b"], ["a"]),
+             helper.make_node("Conv", ["a", "w2"], ["c2"], strides=[2, 1], pads=[1, 0, 1, 0]),
+             helper.make_node("Add", ["c2", "b2"], ["y"])]
+    init = {"w": rand(3, 2, 2, 2), "b": rand(1, 3, 1, 1, seed=1), "w2": rand(2, 3, 3, 3, seed=2),
+            "b2": rand(2, 3, 3, seed=3)}
+    model = assert_imports_like_onnxruntime(make_model(nodes, init, [2, 5, 5]), (2, 5, 5))
+    assert model.layers[0].padding == "same" and model.layers[0].bias_mode == "tied"
+    assert model.layers[1].bias_mode == "untied" and model.layers[1].input_size == [5, 5]
+
+
+def test_import_pools_and_flatten_f():
+    nodes = [helper.make_node("MaxPool", ["x"], ["m"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]),
+             helper.make_node("AveragePool", ["m"], ["a"], kernel_shape=[2, 2], strides=[2, 2],
+                              count_include_pad=0),  # no padding: the divisor is the same
+             helper.make_node("AveragePool", ["a"], ["a2"], kernel_shape=[2, 2], pads=[1, 1, 1, 1],
+                              count_include_pad=1),
+             helper.make_node("Mul", ["a2", "s"], ["s2"]),
+             helper.make_node("Transpose", ["s2"], ["t"], perm=[0, 1, 3, 2]),
+             helper.make_node("Flatten", ["t"], ["y"], axis=1)]
+    model = assert_imports_like_onnxruntime(make_model(nodes, {"s": rand(2, 1, 1)}, [2, 6, 6]), (2, 6, 6))
+    assert [type(layer).__name__ for layer in model.layers] == ["MaxPool2D", "AvgPool2D", "AvgPool2D", "Flatten"]
+    assert model.layers[2].params["weight"].shape == (2,) and model.layers[3].order == "F"
+    assert model.layers[0].stride == (1, 1)  # ONNX's default stride is 1, not the window
+
+
+def test_torch_exported_lenet_reproduces_pytorch(tmp_path):
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.Tanh(),
+                        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 10)).eval()
+    x = torch.rand(5, 1, 28, 28)
+    path = tmp_path / "lenet.onnx"
+    # torch 2.13's default exporter (dynamo) needs onnxscript; the TorchScript one (dynamo=False) does not
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (x,), str(path), dynamo=False, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+    except Exception as exc:  # noqa: BLE001 - e.g. an exporter that needs a missing package
+        pytest.skip(f"torch.onnx.export is unavailable here: {type(exc).__name__}: {exc}")
+    model = cx.load(path)
+    assert [type(layer).__name__ for layer in model.layers] == [
+        "Conv2D", "ReLU", "MaxPool2D", "Conv2D", "Tanh", "AvgPool2D", "Flatten", "Dense", "ReLU", "Dense"]
+    with torch.no_grad():
+        expected = net(x).numpy()
+    np.testing.assert_allclose(model.forward(x.numpy()), expected, rtol=1e-4, atol=1e-4)
+    # the weights are PyTorch's, under PyTorch's names
+    state = {k: v.numpy() for k, v in net.state_dict().items()}
+    assert model.state_dict().keys() == state.keys()
+    for key, value in state.items():
+        np.testing.assert_array_equal(model.state_dict()[key], value)
+
+
+# --------------------------------------------------------------------------- import errors
+
+
+def conv_node(**attributes):
+    return make_model([helper.make_node("Conv", ["x", "w"], ["y"], name="conv1", **attributes)],
+                      {"w": rand(4, 2, 3, 3)}, [2, 6, 6])
+
+
+@pytest.mark.parametrize(("proto", "message"), [
+    (make_model([helper.make_node("Conv", ["x", "w"], ["y"], name="conv1", group=2)], {"w": rand(4, 1, 3, 3)},
+                [2, 6, 6]), r"node 'conv1' \(Conv\): group 2; supported: group 1"),
+    (conv_node(dilations=[2, 2]), r"node 'conv1' \(Conv\): dilations \[2, 2\]; supported: dilations 1"),
+    (conv_node(pads=[1, 0, 0, 0]), r"node 'conv1' \(Conv\): asymmetric pads .*supported: symmetric pads"),
+    (conv_node(strides=[2, 2], auto_pad="SAME_UPPER"), r"auto_pad 'SAME_UPPER' \(stride \[2, 2\].*supported: NOTSET"),
+    (make_model([helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape=[2, 2], ceil_mode=1)], {},
+                [1, 5, 5]), r"node 'pool' \(MaxPool\): ceil_mode 1; supported: ceil_mode 0"),
+    (make_model([helper.make_node("AveragePool", ["x"], ["y"], name="pool", kernel_shape=[3, 3],
+                                  pads=[1, 1, 1, 1])], {}, [1, 5, 5]),
+     r"\(AveragePool\): count_include_pad 0 with padding .*supported: count_include_pad 1, or no padding"),
+    (make_model([helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape=[2, 2], pads=[2, 2, 2, 2])],
+                {}, [1, 5, 5]), r"\(MaxPool\): MaxPool2D: padding must be at most half the window"),
+    (make_model([helper.make_node("LeakyRelu", ["x"], ["y"], name="act")], {}, [3]),
+     r"node 'act' \(LeakyRelu\): this operator cannot be imported; supported: Conv, Relu, Sigmoid, Tanh, MaxPool"),
+    (make_model([helper.make_node("Relu", ["x"], ["r"], name="a"), helper.make_node("Add", ["r", "x"], ["y"],
+                                                                                    name="join")], {}, [3]),
+     r"tensor 'x': 2 nodes read it .*: a branch; supported: a chain"),
+    (make_model([helper.make_node("Flatten", ["x"], ["y"], name="f", axis=2)], {}, [2, 3, 3]),
+     r"node 'f' \(Flatten\): axis 2; supported: axis 1"),
+    (make_model([helper.make_node("Softmax", ["x"], ["y"], name="s")], {}, [2, 3, 3]),
+     r"node 's' \(Softmax\): axis 3 .*supported: a softmax over axis 1"),
+    (make_model([helper.make_node("Relu", ["x"], ["y"], name="r", alpha=1.0)], {}, [3]),
+     r"node 'r' \(Relu\): attribute 'alpha' is not supported"),
+    (make_model([helper.make_node("Gemm", ["x", "w"], ["y"], name="g", transA=1)], {"w": rand(3, 3)}, [3]),
+     r"node 'g' \(Gemm\): transA 1; supported: transA 0"),
+    (make_model([helper.make_node("Reshape", ["x", "s"], ["y"], name="r")], {"s": np.array([0, 3, -1])}, [3, 2, 2]),
+     r"node 'r' \(Reshape\): shape \[0, 3, -1\] .*supported: a reshape to \(N, -1\)"),
+    (make_model([helper.make_node("Transpose", ["x"], ["y"], name="t", perm=[0, 2, 3, 1])], {}, [2, 3, 3]),
+     r"node 't' \(Transpose\): perm \[0, 2, 3, 1\]; supported: perm \[0, 1, 3, 2\] right before Flatten"),
+    (make_model([helper.make_node("Identity", ["x"], ["y"])], {}, [3]), r"computes nothing"),
+], ids=["group", "dilations", "asymmetric-pads", "auto-pad", "ceil-mode", "count-include-pad",
+        "pool-padding", "unknown-op", "branch", "flatten-axis", "softmax-axis", "attribute", "transA",
+        "reshape", "transpose", "nothing"])
+def test_import_errors_name_the_node_the_operator_and_what_is_supported(proto, message):
+    with pytest.raises(ValueError, match=message):
+        cx.from_onnx(proto)
+
+
+def test_import_errors_off_chain_nodes_and_computed_weights():
+    nodes = [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Sigmoid", ["x2"], ["z"])]
+    proto = make_model(nodes[:1], {}, [3])
+    proto.graph.node.append(nodes[1])
+    with pytest.raises(ValueError, match=r"a Sigmoid node are not on the path from the input to the output"):
+        cx.from_onnx(proto)
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("MatMul", ["r", "w"], ["y"], name="mm")]
+    with pytest.raises(ValueError, match=r"node 'mm' \(MatMul\) reads \['w'\], which no node computes"):
+        cx.from_onnx(make_model(nodes, {}, [3]))
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Relu", ["r"], ["r2"]),
+             helper.make_node("Add", ["r", "r2"], ["y"], name="join")]
+    with pytest.raises(ValueError, match=r"tensor 'r': 2 nodes read it .*a branch"):
+        cx.from_onnx(make_model(nodes, {}, [3]))
+
+
+def test_import_refuses_two_inputs():
+    proto = make_model([helper.make_node("Add", ["x", "x2"], ["y"], name="add")], {}, [3])
+    proto.graph.input.append(helper.make_tensor_value_info("x2", TensorProto.FLOAT, ["N", 3]))
+    with pytest.raises(ValueError, match=r"the graph has inputs \['x', 'x2'\] .*supported: one input and one output"):
+        cx.from_onnx(proto)
+
+
+def test_import_refuses_a_used_second_output():
+    node = helper.make_node("Dropout", ["x", "r"], ["y", "mask"], name="drop")
+    proto = make_model([node], {"r": np.array(0.5, np.float32)}, [3],
+                       extra_outputs=[helper.make_tensor_value_info("mask", TensorProto.BOOL, None)])
+    with pytest.raises(ValueError, match=r"one input and one output"):
+        cx.from_onnx(proto)
+
+
+def test_load_errors_name_the_file(tmp_path):
+    good = tmp_path / "good.onnx"
+    cx.export(Sequential([Conv2D(1, 2, 3), ReLU(), Flatten(), Dense(8, 2)]), good, (1, 4, 4))
+    data = good.read_bytes()
+    for name, content in [("truncated.onnx", data[: len(data) // 2]), ("random.onnx", bytes(range(256)) * 4),
+                          ("empty.onnx", b""), ("text.onnx", b"this is not a model\n")]:
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=rf"{name}: not a valid ONNX model file"):
+            cx.load(path)
+    with pytest.raises(FileNotFoundError, match="missing.onnx: no such ONNX file"):
+        cx.load(tmp_path / "missing.onnx")
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike"):
+        cx.load(3)
+
+
+def test_import_refuses_unreadable_initializer_data():
+    proto = make_model([helper.make_node("MatMul", ["x", "w"], ["y"])], {"w": rand(3, 2)}, [3])
+    proto.graph.initializer[0].raw_data = b"\x00" * 5  # 6 floats need 24 bytes
+    with pytest.raises(ValueError, match=r"initializer 'w': its data cannot be read"):
+        cx.from_onnx(proto)
