@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numba
+import numpy as np
 import threadpoolctl
 
 from .shapes import check_int
@@ -79,8 +80,6 @@ def _warm_numba() -> None:
     kernel of a process (workqueue layer) puts OpenBLAS back to its default thread count, so a limit
     set before it would be lost; after it, limits stick."""
     if not _state["warm"]:
-        import numpy as np
-
         one = np.ones((1, 1, 1, 1))
         _kernels.sum_pool_forward(one, 1, 1, 1, 1, 0, 0, np.empty_like(one))
         _state["warm"] = True
@@ -135,22 +134,25 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
     """``[fn(item) for item in items]``, the items shared among the calling thread and the pool's
     ``n - 1`` workers (results in order; the first exception is raised). The caller works too
     instead of waiting, so at most ``n`` threads are ever runnable. Serial with one thread, one
-    item, or when called from inside a worker (so a nested call never waits for the pool)."""
+    item, or when called from inside a worker (so a nested call never waits for the pool). The
+    workers run under the caller's ``np.errstate`` (NumPy keeps it per thread)."""
     pool = _state["pool"]
     if pool is None or len(items) <= 1 or getattr(_in_worker, "active", False):
         return [fn(item) for item in items]
     results: list[Any] = [None] * len(items)
     errors: list[BaseException] = []
     counter = itertools.count()  # next() on it is atomic under the GIL: each index is taken once
+    floating = np.geterr()  # NumPy's error state is per thread: the workers take the caller's
 
     def drain() -> None:
         _in_worker.active = True  # the caller too, while it drains: nested maps run serially
         try:
-            while not errors:
-                i = next(counter)
-                if i >= len(items):
-                    return
-                results[i] = fn(items[i])
+            with np.errstate(**floating):
+                while not errors:
+                    i = next(counter)
+                    if i >= len(items):
+                        return
+                    results[i] = fn(items[i])
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller below
             errors.append(exc)
 

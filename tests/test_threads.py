@@ -214,3 +214,19 @@ def test_training_does_not_oversubscribe_the_cores():
     assert result["samples"] > 100
     assert result["mean"] <= result["cores"], result
     assert result["over"] < 0.1, result
+
+
+def test_workers_run_under_the_callers_numpy_error_state():
+    import time
+
+    threads.set_num_threads(2)
+
+    def state(_):
+        time.sleep(0.01)  # long enough that the worker takes items too
+        return threading.get_ident(), np.geterr()["over"]
+
+    for mode in ("ignore", "raise"):
+        with np.errstate(over=mode):
+            seen = threads.parallel_map(state, list(range(8)))
+        assert len({ident for ident, _ in seen}) == 2  # both threads worked
+        assert {over for _, over in seen} == {mode}
