@@ -6,7 +6,9 @@ The public API, re-exported here::
 
 Submodules: ``layers``, ``functional`` (stateless forward/backward), ``im2col``, ``signal``
 (scipy-compatible correlate2d / convolve2d), ``losses``, ``optim``, ``init``, ``model``,
-``datasets``, ``reference`` (the slow scipy oracles), ``gradcheck``, ``threads``.
+``training`` (the loop behind ``fit``, callbacks), ``checkpoint``, ``augment``, ``distributed``
+(data parallelism over MPI), ``datasets``, ``reference`` (the slow scipy oracles), ``gradcheck``,
+``threads``.
 """
 
 __version__ = "0.1.0"
@@ -17,7 +19,9 @@ from .threads import get_num_threads, set_num_threads  # noqa: I001
 from .datasets import iterate_minibatches, load_idx_dataset, load_mnist, read_idx, write_idx
 from .layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh
 from .losses import MeanSquaredError, SoftmaxCrossEntropy
-from .model import RandomShift, Sequential, TrainingDiverged, TrainingInterrupted
+from .augment import RandomShift
+from .model import Sequential
+from .training import TrainingDiverged, TrainingInterrupted
 from .optim import SGD, Adam, CosineAnnealingLR, StepLR
 from .shapes import NonFiniteError
 

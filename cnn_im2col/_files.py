@@ -1,14 +1,19 @@
-"""Atomic file writes: a reader sees the old complete file or the new complete file, never half of one."""
+"""Atomic file writes (a reader sees the old complete file or the new complete file, never half of
+one), and JSON/array entries of ``.npz`` files."""
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -63,3 +68,35 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# --- JSON and arrays inside .npz files (model files and checkpoints) ----------------------------
+
+
+def json_array(obj: Any) -> np.ndarray:
+    """``obj`` as UTF-8 JSON in a 1-D uint8 array (an ``.npz`` entry readable without pickle)."""
+    return np.frombuffer(json.dumps(obj).encode("utf-8"), dtype=np.uint8)
+
+
+def npz_entry(npz: Any, key: str, path: str) -> np.ndarray:
+    """``npz[key]`` as an ndarray, or a ValueError naming the file and the entry (object arrays,
+    which would need pickle, members that are not .npy data, corrupt members)."""
+    try:
+        value = npz[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise ValueError(f"{path}: entry {key!r} cannot be read ({exc})") from None
+    if not isinstance(value, np.ndarray):
+        raise ValueError(f"{path}: entry {key!r} is not a .npy array (got {type(value).__name__}); "  # noqa: TRY004 - a bad file
+                         f"not a cnn-im2col model file")
+    return value
+
+
+def npz_json(npz: Any, key: str, path: str) -> Any:
+    """The JSON stored by :func:`json_array` at ``npz[key]``; a ValueError naming the file if broken."""
+    raw = npz_entry(npz, key, path)
+    try:
+        if raw.dtype != np.uint8 or raw.ndim != 1:
+            raise ValueError(f"{key!r} must be a 1-D uint8 array, got {raw.dtype} {raw.shape}")
+        return json.loads(raw.tobytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: {key!r} is not valid JSON ({exc})") from None

@@ -17,8 +17,15 @@ continues with the settings of the interrupted run and ends with exactly the wei
 uninterrupted run. A second Ctrl-C aborts at once (the last epoch-end checkpoint stays). A diverging
 run (NaN/Inf loss) stops with exit code 2, leaving the last epoch-end checkpoint.
 
+Under MPI (``mpiexec -n K python -m mpi4py -m cnn_im2col train ...``, or ``mpiexec -n K cnn-im2col
+train``, or Slurm's ``srun``), ``train`` detects the launcher and trains data-parallel on K ranks
+(:mod:`cnn_im2col.distributed`): the same global batch and the same results as one process, each
+rank on (cores of its node) / (ranks on its node) threads unless ``--threads`` says otherwise. Only
+rank 0 prints and writes; ``metrics.json`` records ``world_size``; Ctrl-C, SIGTERM and ``--resume``
+work as above (a signal to any rank stops every rank after the same batch).
+
 Errors from bad flags are argparse's (exit 2); errors from the package are one line on stderr,
-exit 2, no traceback.
+exit 2, no traceback (under MPI the failing rank then aborts the job, so no rank waits forever).
 """
 
 from __future__ import annotations
@@ -36,11 +43,14 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from . import distributed as _dist
 from ._files import atomic_write
+from .augment import RandomShift
 from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from .losses import SoftmaxCrossEntropy
-from .model import RandomShift, Sequential, TrainingDiverged, TrainingInterrupted
+from .model import Sequential
 from .optim import SGD, Adam, CosineAnnealingLR
+from .training import TrainingDiverged, TrainingInterrupted
 
 PROG = "cnn-im2col"
 
@@ -156,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"continue the run whose {CHECKPOINT} is in DIR, with its settings")
     if _set_num_threads() is not None:
         train.add_argument("--threads", type=_positive_int, metavar="N",
-                           help="threads of the engine's pool (default: every core)")
+                           help="threads of the engine's pool (default: every core; under MPI, the cores of "
+                                "the node / the ranks on it)")
 
     evaluate = sub.add_parser("evaluate", help="test accuracy, loss and confusion matrix of a saved model",
                               description="Evaluate a saved model on the 10,000 MNIST test images.")
@@ -193,8 +204,9 @@ class _StopRequest:
     """Signal handlers for SIGINT/SIGTERM: the first asks training to stop after the current batch;
     a second SIGINT raises KeyboardInterrupt at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, verbose: bool = True) -> None:
         self.signum: int | None = None
+        self.verbose = verbose  # False on MPI ranks other than 0: one message per job
         self._previous: dict[int, Any] = {}
 
     def __call__(self) -> bool:
@@ -204,6 +216,8 @@ class _StopRequest:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signum = signum
+        if not self.verbose:
+            return
         name = signal.Signals(signum).name
         print(f"\n{PROG}: {name} received: finishing the current batch, then writing a checkpoint "
               f"(Ctrl-C again to abort without it)", file=sys.stderr, flush=True)
@@ -268,6 +282,26 @@ def _load_data(data_dir: str | None, progress: bool) -> tuple:
     from .datasets import load_mnist
 
     return load_mnist(data_dir, progress=progress)
+
+
+def _load_data_once(data_dir: str | None, progress: bool, comm: Any) -> tuple:
+    """``_load_data``; under MPI rank 0 goes first (it downloads and caches MNIST if needed), then
+    the others read the cache, so K ranks never fetch the same files at once."""
+    if comm is None:
+        return _load_data(data_dir, progress)
+    failure = None
+    if comm.Get_rank() == 0:
+        try:
+            data = _load_data(data_dir, progress)
+        except Exception as exc:
+            comm.bcast(f"rank 0 could not load the data: {exc}", root=0)
+            raise
+        comm.bcast(None, root=0)
+        return data
+    failure = comm.bcast(None, root=0)
+    if failure is not None:
+        raise CLIError(failure)
+    return _load_data(data_dir, False)
 
 
 def _split(x: np.ndarray, y: np.ndarray, settings: dict) -> tuple:
@@ -337,13 +371,47 @@ def _make_optimizer(settings: dict, model: Sequential, steps: int) -> tuple[Any,
     return optimizer, scheduler
 
 
+def _mpi_world() -> Any:
+    """The MPI communicator when launched as several MPI ranks, else None."""
+    try:
+        return _dist.detect_comm()
+    except ImportError as exc:
+        raise CLIError(str(exc)) from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    comm = _mpi_world()
+    try:
+        return _train(args, comm)
+    except (CLIError, ValueError, TypeError, OSError, FloatingPointError) as exc:
+        if comm is None:
+            raise
+        # a rank that fails alone would leave the others waiting in a collective: report, then abort all
+        print(f"{PROG}: error (rank {comm.Get_rank()} of {comm.Get_size()}): {' '.join(str(exc).split())}",
+              file=sys.stderr, flush=True)
+        comm.Abort(2)
+        raise  # pragma: no cover - Abort does not return
+
+
+def _train(args: argparse.Namespace, comm: Any) -> int:
     t_start = time.perf_counter()
-    progress = not args.no_progress
-    if getattr(args, "threads", None) is not None:
-        threads = _set_num_threads()(args.threads)
+    rank, world_size = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
+
+    def say(*parts: Any, **kwargs: Any) -> None:  # only rank 0 talks
+        if rank == 0:
+            print(*parts, **{"flush": True, **kwargs})
+
+    progress = not args.no_progress and rank == 0
+    threads_wanted = getattr(args, "threads", None)
+    if threads_wanted is None and comm is not None and _set_num_threads() is not None:
+        threads_wanted = _dist.threads_per_rank(comm)  # MPICH does not pin: share the node's cores
+    if threads_wanted is not None:
+        threads = _set_num_threads()(threads_wanted)
         if isinstance(threads, dict):
-            print("threads: " + ", ".join(f"{k} {v}" for k, v in threads.items()), flush=True)
+            say("threads" + (" per rank" if comm is not None else "") + ": "
+                + ", ".join(f"{k} {v}" for k, v in threads.items()))
+    if comm is not None:
+        say(f"MPI: {world_size} ranks, data-parallel (each rank computes its share of every global batch)")
     settings, ckpt = _resolve_settings(args)
     out = Path(settings["out"])
     if out.exists() and not out.is_dir():
@@ -353,11 +421,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                        f"or choose another --out (or delete {out / CHECKPOINT} to start afresh)")
 
     t_data = time.perf_counter()
-    (x_train, y_train), (x_test, y_test) = _load_data(args.data_dir, progress)
+    (x_train, y_train), (x_test, y_test) = _load_data_once(args.data_dir, progress, comm)
     (x_fit, y_fit), validation, n_val = _split(x_train, y_train, settings)
     data_seconds = time.perf_counter() - t_data
-    print(f"data: {x_fit.shape[0]} training, {n_val} validation, {x_test.shape[0]} test images "
-          f"{tuple(x_fit.shape[1:])} ({data_seconds:.1f} s)", flush=True)
+    say(f"data: {x_fit.shape[0]} training, {n_val} validation, {x_test.shape[0]} test images "
+        f"{tuple(x_fit.shape[1:])} ({data_seconds:.1f} s)")
 
     batches = -(-x_fit.shape[0] // settings["batch_size"])
     if ckpt is None:
@@ -366,20 +434,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         state = None
     else:
         model, optimizer, scheduler, state = ckpt.model, ckpt.optimizer, ckpt.scheduler, ckpt.state
-        print(f"resuming {out / CHECKPOINT}: epoch {state.get('epoch', 0) + 1}, batch {state.get('batch', 0) + 1}",
-              flush=True)
-    print(model.summary(x_fit.shape[1:]), flush=True)
+        say(f"resuming {out / CHECKPOINT}: epoch {state.get('epoch', 0) + 1}, batch {state.get('batch', 0) + 1}")
+    say(model.summary(x_fit.shape[1:]))
     opt_text = ("Adam" if settings["optimizer"] == "adam" else "SGD(momentum 0.9, Nesterov, weight decay 5e-4)")
     plural = "s" if settings["epochs"] != 1 else ""
-    print(f"training: {settings['epochs']} epoch{plural} x {batches} batches of {settings['batch_size']}, {opt_text}, "
-          f"lr {settings['lr']:g} with per-batch cosine decay, shifts up to {settings['shift']} px, "
-          f"seed {settings['seed']}", flush=True)
+    say(f"training: {settings['epochs']} epoch{plural} x {batches} batches of {settings['batch_size']}, {opt_text}, "
+        f"lr {settings['lr']:g} with per-batch cosine decay, shifts up to {settings['shift']} px, "
+        f"seed {settings['seed']}" + (f", {world_size} MPI ranks" if comm is not None else ""))
 
-    stop = _StopRequest()
+    stop = _StopRequest(verbose=rank == 0)
     stop.install()
     checkpoint = out / CHECKPOINT
     try:
-        if stop.signum is not None:  # a signal during data loading: nothing to save yet
+        if stop.signum is not None and comm is None:  # a signal during data loading: nothing to save yet
+            # (under MPI fit stops every rank after the first batch instead: one rank alone must not leave)
             return 128 + int(stop.signum)
         history = model.fit(
             x_fit, y_fit, epochs=settings["epochs"], batch_size=settings["batch_size"], optimizer=optimizer,
@@ -387,11 +455,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             scheduler=scheduler, scheduler_interval="batch",
             augment=RandomShift(settings["shift"]) if settings["shift"] else None,
             callbacks=extra_callbacks(), checkpoint=checkpoint, checkpoint_extra={"settings": settings, "data_dir": args.data_dir},
-            resume=state, should_stop=stop)
+            resume=state, should_stop=stop, comm=comm, log=say if rank == 0 else None)
     except TrainingInterrupted as exc:
-        signum = int(stop.signum) if stop.signum is not None else signal.SIGINT
-        print(f"{PROG}: interrupted at epoch {exc.epoch}, batch {exc.batch}/{exc.batches}; checkpoint saved "
-              f"to {checkpoint}.\nResume with: {PROG} train --resume {out}", file=sys.stderr, flush=True)
+        signum = int(stop.signum) if stop.signum is not None else 0
+        if comm is not None:  # exit with the signal any rank received
+            from mpi4py import MPI
+
+            signum = comm.allreduce(signum, op=MPI.MAX)
+        signum = signum or int(signal.SIGINT)
+        say(f"{PROG}: interrupted at epoch {exc.epoch}, batch {exc.batch}/{exc.batches}; checkpoint saved "
+            f"to {checkpoint}.\nResume with: {PROG} train --resume {out}", file=sys.stderr)
+        if comm is not None:
+            comm.Barrier()  # python -m mpi4py aborts the job at the first non-zero exit: rank 0 has spoken
         return 128 + signum
     except TrainingDiverged as exc:
         last = ""
@@ -401,6 +476,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         stop.restore()
 
+    if rank != 0:
+        return 0  # rank 0 evaluates and writes the files
     train_seconds = float(sum(history["seconds"]))
     t_test = time.perf_counter()
     test = model.evaluate(x_test, y_test, batch_size=256)
@@ -422,6 +499,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "test_seconds": test_seconds,
         "samples_per_s": samples / pure_train if pure_train else None,
         "resumed": ckpt is not None,
+        "world_size": world_size,
         "history": history,
         "settings": settings,
         "arguments": {key: value for key, value in vars(args).items()},

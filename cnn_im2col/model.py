@@ -1,4 +1,5 @@
-"""``Sequential``: a stack of layers that trains, evaluates, predicts, summarises, saves and loads.
+"""``Sequential``: a stack of layers that evaluates, predicts, summarises, saves and loads, and
+trains through :mod:`cnn_im2col.training`.
 
 Public API
 ----------
@@ -7,12 +8,10 @@ Public API
   ``check_shapes``, ``summary``, ``save`` / ``load`` and ``save_checkpoint`` / ``load_checkpoint``,
   ``state_dict`` / ``load_state_dict`` (PyTorch's ``nn.Sequential`` key names).
   It follows the layer protocol itself, so a gradient check or a nested stack can treat it as a layer.
-- :class:`TrainingDiverged` (a ``FloatingPointError``) — a batch's loss or gradient was NaN/Inf;
-  raised *before* that step is applied, naming the epoch and the batch.
-- :class:`TrainingInterrupted` — ``fit``'s ``should_stop()`` returned True after a batch; the
-  checkpoint (if ``fit`` was given one) was written first.
-- :class:`RandomShift` — data augmentation: every image moved by a random whole number of pixels.
-- :class:`Checkpoint` — what :meth:`Sequential.load_checkpoint` returns.
+- Re-exported for the code that imports them from here: :class:`~cnn_im2col.checkpoint.Checkpoint`,
+  :class:`~cnn_im2col.augment.RandomShift`, and (resolved on first use, since the loop imports this
+  module and not the reverse) :class:`~cnn_im2col.training.TrainingDiverged` and
+  :class:`~cnn_im2col.training.TrainingInterrupted`.
 
 Files
 -----
@@ -22,44 +21,38 @@ A model file is one ``.npz`` (read with ``allow_pickle=False``, written atomical
   ``{"format": "cnn-im2col.Sequential", "version": 1, "layers": [{"class": ..., "config": ...}]}``;
 - ``"param:{index}.{name}"``: every parameter array, in its dtype.
 
-A checkpoint is a model file plus ``"optim:{key}"`` arrays (the optimizer's ``state_dict``) and
-``"__training__"`` (JSON: optimizer and scheduler configuration and state, and ``fit``'s position:
-epoch, batch, seed, partial sums of the epoch, history, the state of every layer's random
-generator). ``Sequential.load`` reads a checkpoint as a model and ignores those extras.
-
-Reproducibility
----------------
-``fit(seed=s)`` draws the order of epoch ``e`` from ``default_rng([s, e])`` and the augmentation of
-batch ``b`` of epoch ``e`` from ``default_rng([s, e, b])``; layers with their own generators
-(``Dropout``) advance them batch by batch and the checkpoint stores their states. So the same seed
-gives the same weights, and training resumed from a checkpoint written mid-epoch (or at an epoch
-end) ends with exactly the weights of an uninterrupted run. ``seed=None`` draws a seed from the OS
-and records it in the history (``history["seed"]``).
+A checkpoint is a model file plus the optimizer's arrays and the training state (see
+:mod:`cnn_im2col.checkpoint`). ``Sequential.load`` reads a checkpoint as a model and ignores those extras.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import numbers
 import os
-import sys
-import time
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import blocks as _blocks
 from . import functional as F
-from . import optim as _optim
-from ._files import atomic_write
+from ._files import atomic_write, json_array, npz_entry, npz_json
+from .augment import RandomShift
+from .checkpoint import (
+    HISTORY_KEYS,
+    OPTIM_PREFIX,
+    TRAINING_KEY,
+    Checkpoint,
+    read_training,
+    training_arrays,
+)
 from .layers import LAYERS, AvgPool2D, Conv2D, Dense, Softmax
-from .shapes import NonFiniteError, as_float_array, check_choice, check_int, finite_scans_skipped
+from .shapes import NonFiniteError, as_float_array, check_int, finite_scans_skipped
 
-__all__ = [
+__all__ = [  # noqa: F822 - TrainingDiverged and TrainingInterrupted come from __getattr__
+    "HISTORY_KEYS",
     "Checkpoint",
     "IncompatibleKeys",
     "RandomShift",
@@ -71,77 +64,17 @@ __all__ = [
 FORMAT = "cnn-im2col.Sequential"
 FORMAT_VERSION = 1
 _MODEL_KEY = "__model__"
-_TRAINING_KEY = "__training__"
 _PARAM_PREFIX = "param:"
-_OPTIM_PREFIX = "optim:"
-
-HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "samples_per_s")
 
 
-class TrainingDiverged(FloatingPointError):
-    """The loss or a gradient of a batch was NaN or Inf, or the optimizer step made a parameter
-    NaN/Inf. The step was NOT applied: the parameters are those from before that batch (an
-    optimizer's internal state, such as momentum, may have advanced in the last case).
+def __getattr__(name: str) -> Any:
+    """``TrainingDiverged`` and ``TrainingInterrupted`` live in :mod:`cnn_im2col.training`, which
+    imports this module: import them from there on first use (PEP 562)."""
+    if name in ("TrainingDiverged", "TrainingInterrupted"):
+        from . import training
 
-    Attributes: ``epoch`` and ``batch`` (1-based), ``loss`` (the bad value), ``lr``.
-    """
-
-    def __init__(self, message: str, epoch: int, batch: int, loss: float, lr: float | None) -> None:
-        super().__init__(message)
-        self.epoch, self.batch, self.loss, self.lr = epoch, batch, loss, lr
-
-
-class TrainingInterrupted(Exception):
-    """``fit`` stopped because ``should_stop()`` returned True after a batch.
-
-    Attributes: ``epoch`` and ``batch`` (1-based: the last batch completed), ``batches`` (per
-    epoch), ``checkpoint`` (the path written, or None) and ``history`` so far.
-    """
-
-    def __init__(self, message: str, epoch: int, batch: int, batches: int, checkpoint: str | None,
-                 history: dict) -> None:
-        super().__init__(message)
-        self.epoch, self.batch, self.batches = epoch, batch, batches
-        self.checkpoint, self.history = checkpoint, history
-
-
-# --------------------------------------------------------------------------------------------
-# Augmentation
-# --------------------------------------------------------------------------------------------
-
-
-class RandomShift:
-    """Move each image by ``(dy, dx)``, each drawn uniformly from ``-max_shift .. max_shift``.
-
-    Pixels shifted in are ``fill`` (0: the black MNIST background). ``aug(x, rng)`` takes a batch
-    ``(N, C, H, W)`` and a Generator and returns a new array; ``max_shift=0`` returns ``x``.
-    """
-
-    def __init__(self, max_shift: int = 2, fill: float = 0.0) -> None:
-        self.max_shift = check_int(max_shift, "max_shift", "RandomShift", minimum=0)
-        if isinstance(fill, (bool, np.bool_)) or not isinstance(fill, numbers.Real):
-            raise TypeError(f"RandomShift: fill must be a number, got {fill!r}")
-        self.fill = float(fill)
-
-    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if x.ndim != 4:
-            raise ValueError(f"RandomShift: x must be (N, C, H, W), got shape {x.shape}")
-        s = self.max_shift
-        if s == 0:
-            return x
-        n, c, h, w = x.shape
-        padded = np.full((n, c, h + 2 * s, w + 2 * s), self.fill, dtype=x.dtype)
-        padded[:, :, s:s + h, s:s + w] = x
-        # windows[n, c, i, j] is the (h, w) crop starting at row i, column j of the padded image
-        windows = np.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(2, 3))
-        offsets = rng.integers(0, 2 * s + 1, size=(2, n))  # crop at s+dy moves the image by -dy
-        return np.ascontiguousarray(windows[np.arange(n), :, offsets[0], offsets[1]])
-
-    def config(self) -> dict:
-        return {"max_shift": self.max_shift, "fill": self.fill}
-
-    def __repr__(self) -> str:
-        return f"RandomShift(max_shift={self.max_shift}, fill={self.fill})"
+        return getattr(training, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,78 +82,17 @@ class RandomShift:
 # --------------------------------------------------------------------------------------------
 
 
-def _fmt_shape(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
 def _print(message: str) -> None:
     print(message, flush=True)
 
 
-def _seed_value(seed: Any, owner: str) -> int:
-    if seed is None:
-        return int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
-    return check_int(seed, "seed", owner, minimum=0)
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _generators(layer: Any) -> dict[str, np.random.Generator]:
     """The numpy Generators a layer holds as attributes (e.g. Dropout's mask generator)."""
     return {k: v for k, v in sorted(vars(layer).items()) if isinstance(v, np.random.Generator)}
-
-
-def _json_array(obj: Any) -> np.ndarray:
-    return np.frombuffer(json.dumps(obj).encode("utf-8"), dtype=np.uint8)
-
-
-def _entry(npz: Any, key: str, path: str) -> np.ndarray:
-    """``npz[key]`` as an ndarray, or a ValueError naming the file and the entry (object arrays,
-    which would need pickle, members that are not .npy data, corrupt members)."""
-    try:
-        value = npz[key]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise ValueError(f"{path}: entry {key!r} cannot be read ({exc})") from None
-    if not isinstance(value, np.ndarray):
-        raise ValueError(f"{path}: entry {key!r} is not a .npy array (got {type(value).__name__}); "  # noqa: TRY004 - a bad file
-                         f"not a cnn-im2col model file")
-    return value
-
-
-def _read_json(npz: Any, key: str, path: str) -> Any:
-    raw = _entry(npz, key, path)
-    try:
-        if raw.dtype != np.uint8 or raw.ndim != 1:
-            raise ValueError(f"{key!r} must be a 1-D uint8 array, got {raw.dtype} {raw.shape}")
-        return json.loads(raw.tobytes().decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: {key!r} is not valid JSON ({exc})") from None
-
-
-def _new_history() -> dict[str, list]:
-    return {key: [] for key in HISTORY_KEYS}
-
-
-def _empty_like_history(history: Any) -> dict[str, list]:
-    fresh = _new_history()
-    if isinstance(history, Mapping):
-        for key in HISTORY_KEYS:
-            fresh[key] = list(history.get(key, []))
-    return fresh
-
-
-@dataclass
-class Checkpoint:
-    """What :meth:`Sequential.load_checkpoint` returns.
-
-    ``model`` holds the saved weights; ``optimizer`` (rebuilt from its config with its state
-    loaded) and ``scheduler`` (or None) continue where they stopped; ``state`` is ``fit``'s position,
-    to pass as ``fit(..., resume=state)``; ``extra`` is whatever JSON the caller stored.
-    """
-
-    model: Sequential
-    optimizer: Any
-    scheduler: Any
-    state: dict
-    extra: dict = field(default_factory=dict)
 
 
 class IncompatibleKeys(NamedTuple):
@@ -603,7 +475,7 @@ class Sequential:
             callbacks: Iterable[Callable[[Sequential, dict], Any]] = (),
             checkpoint: str | os.PathLike | None = None, checkpoint_extra: dict | None = None,
             resume: Mapping | None = None, should_stop: Callable[[], bool] | None = None,
-            log: Callable[[str], None] | None = _print) -> dict[str, list]:
+            log: Callable[[str], None] | None = _print, comm: Any = None) -> dict[str, list]:
         """Train with minibatches; return the history (per-epoch lists).
 
         - ``x`` (N, ...) and ``y``: labels ``(N,)`` in ``[0, K)`` or targets shaped like the output;
@@ -614,7 +486,8 @@ class Sequential:
           (``"batch"``; then its periods count batches).
         - ``augment(xb, rng) -> xb``: applied to each training batch (e.g. :class:`RandomShift`).
         - ``callbacks``: each called as ``cb(model, logs)`` after every epoch (logs: that epoch's
-          metrics); returning ``False`` stops training after that epoch.
+          metrics); returning ``False`` stops training after that epoch. A
+          :class:`cnn_im2col.training.Callback` instance gets the loop's hooks instead.
         - ``checkpoint``: path of a checkpoint written (atomically) at every epoch end and when
           ``should_stop`` stops training; ``checkpoint_extra``: JSON stored in it.
         - ``resume``: the ``state`` of :meth:`load_checkpoint` (use its optimizer and scheduler too).
@@ -622,6 +495,9 @@ class Sequential:
           :class:`TrainingInterrupted` raised.
         - ``progress``: a tqdm bar per epoch (loss, accuracy, samples/s); ``log``: where the
           one-line epoch summaries go (default stdout; None for silence).
+        - ``comm``: an mpi4py communicator; of size K > 1, training is data-parallel (every rank
+          passes the same ``x, y``; ``batch_size`` is the global batch; rank 0 prints and writes the
+          checkpoint; every rank returns the same history). See :mod:`cnn_im2col.training`.
 
         History keys: epoch, loss, accuracy, val_loss, val_accuracy (None without validation data),
         lr (at the epoch's start), seconds (the epoch, validation included), samples_per_s
@@ -630,237 +506,14 @@ class Sequential:
         A batch whose loss or gradient is NaN/Inf raises :class:`TrainingDiverged` (a
         ``FloatingPointError``) naming the epoch and batch, before the step is applied.
         """
-        owner = "Sequential.fit"
-        epochs = check_int(epochs, "epochs", owner, minimum=1)
-        batch_size = check_int(batch_size, "batch_size", owner, minimum=1)
-        check_choice(scheduler_interval, "scheduler_interval", ("epoch", "batch"), owner)
-        if not isinstance(shuffle, (bool, np.bool_)):
-            raise TypeError(f"{owner}: shuffle must be True or False, got {shuffle!r}")
-        _not_a_class(optimizer, "optimizer", owner, "Adam(1e-3)")
-        if not (hasattr(optimizer, "step") and hasattr(optimizer, "lr")):
-            raise TypeError(f"{owner}: optimizer must have step(params, grads) and lr (e.g. optim.Adam), "
-                            f"got {type(optimizer).__name__}")
-        _check_loss(loss, owner)
-        _not_a_class(scheduler, "scheduler", owner, "CosineAnnealingLR(optimizer, t_max=10)")
-        if scheduler is not None and not hasattr(scheduler, "step"):
-            raise TypeError(f"{owner}: scheduler must have step() (e.g. optim.CosineAnnealingLR), "
-                            f"got {type(scheduler).__name__}")
-        if augment is not None and not callable(augment):
-            raise TypeError(f"{owner}: augment must be a callable augment(x, rng) -> x, got {augment!r}")
-        callbacks = list(callbacks)
-        for cb in callbacks:
-            if not callable(cb):
-                raise TypeError(f"{owner}: callbacks must be callables cb(model, logs), got {cb!r}")
-        if should_stop is not None and not callable(should_stop):
-            raise TypeError(f"{owner}: should_stop must be a callable returning bool, got {should_stop!r}")
-        if checkpoint is not None:
-            checkpoint = _path(checkpoint, owner, "checkpoint")
-            if not (hasattr(optimizer, "state_dict") and hasattr(optimizer, "config")):
-                raise TypeError(f"{owner}: checkpointing needs an optimizer with state_dict() and config() "
-                                f"(optim.SGD, optim.Adam), got {type(optimizer).__name__}")
-        if checkpoint_extra is not None:
-            try:
-                json.dumps(dict(checkpoint_extra))
-            except (TypeError, ValueError) as exc:
-                raise TypeError(f"{owner}: checkpoint_extra must be a JSON-able dict, got {checkpoint_extra!r} "
-                                f"({exc})") from None
+        # the loop sits above the container: imported on use, not when this module is
+        from .training import fit
 
-        x = self._check_inputs(x, owner)
-        n = x.shape[0]
-        out_shape = self.check_shapes(x.shape[1:])[-1]
-        y = self._check_targets(y, n, out_shape, owner)
-        val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise TypeError(f"{owner}: validation_data must be a pair (x_val, y_val), got {type(validation_data).__name__}")
-            xv = as_float_array(validation_data[0], "validation x", owner)
-            if xv.shape[1:] != x.shape[1:]:
-                raise ValueError(f"{owner}: validation x must have per-sample shape {x.shape[1:]} like x, "
-                                 f"got {xv.shape[1:]} (shape {xv.shape})")
-            yv = self._check_targets(validation_data[1], xv.shape[0], out_shape, owner, name="validation y")
-            val = (xv, yv)
-
-        seed_value = _seed_value(seed, owner)
-        batches = math.ceil(n / batch_size)
-        history = _new_history()
-        start_epoch, start_batch = 0, 0
-        sums = [0.0, 0, 0]  # loss * count, correct, count (of the current epoch)
-        elapsed = 0.0  # training seconds already spent in the current epoch
-        lr_at_start = float(optimizer.lr)
-        if resume is not None:
-            start_epoch, start_batch, seed_value, sums, elapsed, lr_at_start, history = self._apply_resume(
-                resume, n=n, batch_size=batch_size, epochs=epochs, shuffle=bool(shuffle), owner=owner,
-                seed=seed, lr=lr_at_start)
-        history_seed = seed_value
-
-        def save(epoch: int, batch: int, part: list, spent: float, lr0: float) -> None:
-            if checkpoint is None:
-                return
-            state = {"epoch": epoch, "batch": batch, "seed": seed_value, "n": n, "batch_size": batch_size,
-                     "epochs": epochs, "shuffle": bool(shuffle), "sums": list(part), "elapsed": spent,
-                     "lr_at_epoch_start": lr0, "history": history,
-                     "generators": self._generator_states()}
-            self.save_checkpoint(checkpoint, optimizer, scheduler=scheduler, state=state, extra=checkpoint_extra)
-
-        tqdm = _tqdm() if progress else None
-        backup: dict[str, np.ndarray] = {}  # the parameters before the current step
-        for epoch in range(start_epoch, epochs):
-            first = start_batch if epoch == start_epoch else 0
-            if epoch != start_epoch or resume is None:
-                lr_at_start = float(optimizer.lr)
-            if first == 0:
-                sums, elapsed = [0.0, 0, 0], 0.0
-            order = np.random.default_rng([seed_value, epoch]).permutation(n) if shuffle else None
-            bar = None
-            if tqdm is not None:
-                bar = tqdm(total=batches, initial=first, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
-                           leave=False, dynamic_ncols=True, file=sys.stderr)
-            t_epoch = time.perf_counter()
-            t_mark = t_epoch
-            try:
-                for b in range(first, batches):
-                    index = order[b * batch_size:(b + 1) * batch_size] if shuffle else slice(b * batch_size,
-                                                                                               (b + 1) * batch_size)
-                    xb, yb = x[index], y[index]
-                    if augment is not None:
-                        xb = _augmented(augment(xb, np.random.default_rng([seed_value, epoch, b])), xb.shape, owner)
-                    try:
-                        out, value, grads = self._train_step(xb, yb, loss)
-                        self._optimizer_step(optimizer, grads, backup, value)
-                    except _NonFinite as exc:
-                        lr = float(optimizer.lr) if hasattr(optimizer, "lr") else None
-                        lr_text = f"{lr:.3g}" if lr is not None else "?"
-                        raise TrainingDiverged(
-                            f"training diverged at epoch {epoch + 1}/{epochs}, batch {b + 1}/{batches}: "
-                            f"{exc.what}. This step was not applied. The learning rate ({lr_text}) is "
-                            f"probably too high; try one 3-10x smaller", epoch + 1, b + 1, exc.value, lr) from None
-                    if scheduler is not None and scheduler_interval == "batch":
-                        scheduler.step()
-                    count = xb.shape[0]
-                    sums[0] += value * count
-                    sums[1] += _correct(out, yb)
-                    sums[2] += count
-                    now = time.perf_counter()
-                    if bar is not None:
-                        spent = elapsed + (now - t_epoch)
-                        bar.update(1)
-                        bar.set_postfix_str(f"loss={sums[0] / sums[2]:.4f} acc={sums[1] / sums[2]:.4f} "
-                                            f"{sums[2] / max(spent, 1e-9):.0f} samples/s", refresh=False)
-                    t_mark = now
-                    if should_stop is not None and should_stop():
-                        spent = elapsed + (t_mark - t_epoch)
-                        save(epoch, b + 1, sums, spent, lr_at_start)
-                        where = f"epoch {epoch + 1}/{epochs}, batch {b + 1}/{batches}"
-                        msg = f"training stopped after {where}"
-                        if checkpoint is not None:
-                            msg += f"; checkpoint written to {checkpoint}"
-                        raise TrainingInterrupted(msg, epoch + 1, b + 1, batches,
-                                                  None if checkpoint is None else str(checkpoint), history)
-            finally:
-                if bar is not None:
-                    bar.close()
-            train_seconds = elapsed + (t_mark - t_epoch)
-            if scheduler is not None and scheduler_interval == "epoch":
-                scheduler.step()
-            val_metrics = None
-            if val is not None:
-                val_metrics = self.evaluate(val[0], val[1], batch_size=max(256, batch_size),
-                                            loss=_fresh_loss(loss))
-            seconds = elapsed + (time.perf_counter() - t_epoch)
-            count = max(sums[2], 1)
-            logs = {
-                "epoch": epoch + 1,
-                "loss": sums[0] / count,
-                "accuracy": sums[1] / count,
-                "val_loss": None if val_metrics is None else val_metrics["loss"],
-                "val_accuracy": None if val_metrics is None else val_metrics["accuracy"],
-                "lr": lr_at_start,
-                "seconds": seconds,
-                "samples_per_s": sums[2] / max(train_seconds, 1e-9),
-            }
-            for key in HISTORY_KEYS:
-                history[key].append(logs[key])
-            if log is not None:
-                line = (f"epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f}, accuracy {logs['accuracy']:.4f}")
-                if val_metrics is not None:
-                    line += f", val_loss {logs['val_loss']:.4f}, val_accuracy {logs['val_accuracy']:.4f}"
-                line += f", lr {lr_at_start:.3g}, {seconds:.1f} s, {logs['samples_per_s']:.0f} samples/s"
-                log(line)
-            save(epoch + 1, 0, [0.0, 0, 0], 0.0, float(optimizer.lr))
-            stop = False
-            for cb in callbacks:
-                if cb(self, dict(logs)) is False:
-                    stop = True
-            if stop:
-                break
-        result = dict(history)
-        result["seed"] = history_seed
-        return result
-
-    def _train_step(self, xb: np.ndarray, yb: np.ndarray, loss: Any) -> tuple[np.ndarray, float, dict]:
-        """Forward, loss, backward; raise ``_NonFinite`` if the loss or a gradient is NaN/Inf."""
-        try:
-            with np.errstate(over="ignore", invalid="ignore"):  # reported below as a divergence
-                out = self.forward(xb, training=True)
-                value = float(loss.forward(out, yb))
-                if not math.isfinite(value):
-                    raise _NonFinite(f"the loss is {value}", value)
-                self.backward(loss.backward(), input_grad=False)
-        except NonFiniteError as exc:
-            # the layers and losses refuse non-finite inputs: an activation or a gradient overflowed
-            raise _NonFinite(f"a value overflowed ({exc})", math.nan) from None
-        grads = self.grads
-        for key, g in grads.items():
-            if not _finite(g):
-                raise _NonFinite(f"the gradient of {key} is not finite (loss {value:.6g})", value)
-        return out, value, grads
-
-    def _optimizer_step(self, optimizer: Any, grads: dict, backup: dict, value: float) -> None:
-        """``optimizer.step``; if it makes a parameter NaN/Inf, put every parameter back as it was
-        and raise ``_NonFinite`` (the optimizer's own state, e.g. momentum, has advanced)."""
-        params = self.params
-        for key, p in params.items():
-            kept = backup.get(key)
-            if kept is None or kept.shape != p.shape or kept.dtype != p.dtype:
-                backup[key] = p.copy()
-            else:
-                np.copyto(kept, p)
-        with np.errstate(over="ignore", invalid="ignore"):  # reported below as a divergence
-            optimizer.step(params, grads)
-            bad = next((key for key, p in params.items() if not _finite(p)), None)
-        if bad is not None:
-            for key, p in params.items():
-                np.copyto(p, backup[key])
-            raise _NonFinite(f"the optimizer step made {bad} non-finite (loss {value:.6g}; the parameters were "
-                             f"restored to before the step)", value)
-
-    def _apply_resume(self, resume: Mapping, *, n: int, batch_size: int, epochs: int, shuffle: bool,
-                      owner: str, seed: Any, lr: float) -> tuple:
-        if not isinstance(resume, Mapping):
-            raise TypeError(f"{owner}: resume must be the state of a checkpoint (a dict), got {type(resume).__name__}")
-        try:
-            epoch, batch = int(resume["epoch"]), int(resume["batch"])
-            saved = {"n": int(resume["n"]), "batch_size": int(resume["batch_size"]),
-                     "epochs": int(resume["epochs"]), "shuffle": bool(resume["shuffle"])}
-            seed_value = int(resume["seed"])
-            sums = [float(resume["sums"][0]), int(resume["sums"][1]), int(resume["sums"][2])]
-            elapsed = float(resume["elapsed"])
-            lr0 = float(resume.get("lr_at_epoch_start", lr))
-            history = _empty_like_history(resume.get("history"))
-            generators = resume.get("generators", {})
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ValueError(f"{owner}: resume is not a valid checkpoint state ({exc!r})") from None
-        now = {"n": n, "batch_size": batch_size, "epochs": epochs, "shuffle": shuffle}
-        diff = [f"{k} {now[k]} (checkpoint: {saved[k]})" for k in now if now[k] != saved[k]]
-        if diff:
-            raise ValueError(f"{owner}: cannot resume: this run differs from the checkpointed one in "
-                             f"{', '.join(diff)}; resume with the same data and settings")
-        if seed is not None and int(seed) != seed_value:
-            raise ValueError(f"{owner}: cannot resume: seed {seed} differs from the checkpoint's seed {seed_value}")
-        if not 0 <= epoch <= epochs:
-            raise ValueError(f"{owner}: resume epoch {epoch} is outside 0..{epochs}")
-        self._set_generator_states(generators, owner)
-        return epoch, batch, seed_value, sums, elapsed, lr0, history
+        return fit(self, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, loss=loss,
+                   validation_data=validation_data, seed=seed, progress=progress, shuffle=shuffle,
+                   scheduler=scheduler, scheduler_interval=scheduler_interval, augment=augment,
+                   callbacks=callbacks, checkpoint=checkpoint, checkpoint_extra=checkpoint_extra,
+                   resume=resume, should_stop=should_stop, log=log, comm=comm)
 
     def _generators(self) -> dict[str, np.random.Generator]:
         """Every Generator held by a layer (e.g. Dropout's), keyed ``"{index}.{attribute}"``; nested
@@ -887,7 +540,7 @@ class Sequential:
     # --- files ---------------------------------------------------------------------------------
     def _model_arrays(self) -> dict[str, np.ndarray]:
         header = {"format": FORMAT, "version": FORMAT_VERSION, **self.config()}
-        arrays = {_MODEL_KEY: _json_array(header)}
+        arrays = {_MODEL_KEY: json_array(header)}
         for key, value in self.params.items():
             arrays[_PARAM_PREFIX + key] = np.ascontiguousarray(value)
         return arrays
@@ -905,23 +558,7 @@ class Sequential:
         ``extra`` is any JSON-able dict stored beside them (the CLI keeps its arguments there).
         """
         arrays = self._model_arrays()
-        if not hasattr(optimizer, "state_dict") or not hasattr(optimizer, "config"):
-            raise TypeError(f"save_checkpoint: optimizer must have state_dict() and config(), got {type(optimizer).__name__}")
-        scalars = {}
-        for key, value in optimizer.state_dict().items():
-            if isinstance(value, np.ndarray):
-                arrays[_OPTIM_PREFIX + key] = value
-            else:
-                scalars[key] = value
-        training = {
-            "optimizer": optimizer.config(),
-            "optimizer_scalars": scalars,
-            "scheduler": None if scheduler is None else {
-                "config": scheduler.config(), "state": scheduler.state_dict()},
-            "state": dict(state or {}),
-            "extra": dict(extra or {}),
-        }
-        arrays[_TRAINING_KEY] = _json_array(training)
+        arrays.update(training_arrays(optimizer, scheduler, state, extra))
         with atomic_write(path, "wb") as handle:
             np.savez(handle, **arrays)
 
@@ -942,7 +579,7 @@ class Sequential:
         files = set(npz.files)
         if _MODEL_KEY not in files:
             raise ValueError(f"{path}: not a cnn-im2col model file: it has no {_MODEL_KEY!r} entry")
-        header = _read_json(npz, _MODEL_KEY, path)
+        header = npz_json(npz, _MODEL_KEY, path)
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise ValueError(f"{path}: not a cnn-im2col model file (format {header.get('format') if isinstance(header, dict) else header!r})")
         version = header.get("version")
@@ -952,15 +589,15 @@ class Sequential:
         model = cls.from_config(header, custom_layers=custom_layers, source=str(path))
         expected = model.params
         stored = {key[len(_PARAM_PREFIX):] for key in files if key.startswith(_PARAM_PREFIX)}
-        unknown = sorted(key for key in files if not key.startswith((_PARAM_PREFIX, _OPTIM_PREFIX))
-                         and key not in (_MODEL_KEY, _TRAINING_KEY))
+        unknown = sorted(key for key in files if not key.startswith((_PARAM_PREFIX, OPTIM_PREFIX))
+                         and key not in (_MODEL_KEY, TRAINING_KEY))
         missing = sorted(set(expected) - stored)
         extra = sorted(stored - set(expected))
         if missing or extra or unknown:
             raise ValueError(f"{path}: the arrays do not match the architecture: missing parameters {missing}, "
                              f"unexpected parameters {extra}, unknown entries {unknown}")
         for key, target in expected.items():
-            value = _entry(npz, _PARAM_PREFIX + key, path)
+            value = npz_entry(npz, _PARAM_PREFIX + key, path)
             if value.shape != target.shape:
                 raise ValueError(f"{path}: parameter {key!r} has shape {value.shape}, the architecture needs "
                                  f"{target.shape}")
@@ -980,52 +617,15 @@ class Sequential:
             return cls._load_from(npz, path_text, custom_layers)
 
     @classmethod
+    @classmethod
     def load_checkpoint(cls, path: str | os.PathLike,
                         custom_layers: Mapping[str, type] | None = None) -> Checkpoint:
         """Read a checkpoint written by :meth:`save_checkpoint` (e.g. by ``fit(checkpoint=...)``)."""
         path_text = _path(path, "Sequential.load_checkpoint")
         with cls._open(path_text) as npz:
             model = cls._load_from(npz, path_text, custom_layers)
-            if _TRAINING_KEY not in npz.files:
-                raise ValueError(f"{path_text}: a model file, not a checkpoint (no optimizer or training state)")
-            training = _read_json(npz, _TRAINING_KEY, path_text)
-            optim_arrays = {key[len(_OPTIM_PREFIX):]: _entry(npz, key, path_text)
-                            for key in npz.files if key.startswith(_OPTIM_PREFIX)}
-        try:
-            opt_config = dict(training["optimizer"])
-            name = opt_config.get("name")
-            if name not in ("SGD", "Adam"):
-                raise ValueError(f"unknown optimizer {name!r}")
-            optimizer = getattr(_optim, name).from_config(opt_config)
-            optimizer.load_state_dict({**training["optimizer_scalars"], **optim_arrays})
-            scheduler = None
-            if training.get("scheduler"):
-                sched_config = dict(training["scheduler"]["config"])
-                sched_name = sched_config.pop("name")
-                if sched_name not in ("StepLR", "CosineAnnealingLR"):
-                    raise ValueError(f"unknown scheduler {sched_name!r}")
-                scheduler = getattr(_optim, sched_name)(optimizer, **sched_config)
-                scheduler.load_state_dict(training["scheduler"]["state"])
-            state = dict(training.get("state") or {})
-            extra = dict(training.get("extra") or {})
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ValueError(f"{path_text}: the checkpoint's training state is broken: {exc}") from None
+            optimizer, scheduler, state, extra = read_training(npz, path_text)
         return Checkpoint(model, optimizer, scheduler, state, extra)
-
-
-class _NonFinite(Exception):
-    def __init__(self, what: str, value: float) -> None:
-        super().__init__(what)
-        self.what, self.value = what, value
-
-
-def _augmented(xb: Any, shape: tuple[int, ...], owner: str) -> np.ndarray:
-    """Check what ``augment`` returned: a finite batch of the shape it was given (a NaN from it
-    would otherwise surface as a divergence of training)."""
-    xb = as_float_array(xb, "the batch returned by augment", owner)
-    if xb.shape != shape:
-        raise ValueError(f"{owner}: augment must return a batch of the shape it was given, {shape}, got {xb.shape}")
-    return xb
 
 
 _SKIPS_INPUT_GRAD = (Conv2D, Dense)  # layers whose backward takes input_grad=False
@@ -1064,23 +664,9 @@ def _check_loss(loss: Any, owner: str) -> None:
                         f"(e.g. losses.SoftmaxCrossEntropy()), got {loss!r}")
 
 
-def _fresh_loss(loss: Any) -> Any:
-    """A new loss of the same kind, so validation does not overwrite the training loss's cache."""
-    try:
-        return type(loss).from_config(loss.config())
-    except Exception:  # noqa: BLE001 - a custom loss without config: reuse it
-        return loss
-
-
 def _correct(out: np.ndarray, y: np.ndarray) -> int:
     """How many argmax predictions match labels (or the argmax of dense targets)."""
     if out.ndim != 2:
         return 0
     labels = y if y.ndim == 1 else y.argmax(axis=1)
     return int(np.count_nonzero(out.argmax(axis=1) == labels))
-
-
-def _tqdm() -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm

@@ -166,3 +166,17 @@ def test_runnable_threads_sees_a_busy_process_and_summarises_a_window():
     summary = C.runnable_summary([[1.0, 1], [2.0, 3], [3.0, 2], [9.0, 4]], 1.0, 3.0, cores=2)
     assert summary == {"samples": 3, "mean": 2.0, "max": 3, "over_cores": pytest.approx(1 / 3)}
     assert C.runnable_summary(samples, 0.0, 0.0, cores=2) is None
+
+
+def test_bench_mpi_quick_writes_well_formed_json(tmp_path):
+    pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install '.[mpi]')")
+    run_script("bench_mpi.py", "--quick", "--out", str(tmp_path))
+    data = json.loads((tmp_path / "mpi-quick.json").read_text())
+    assert data["benchmark"] == "mpi" and data["quick"] is True
+    assert set(data["summary"]) == {"1 process x 1 thread", "1 process x 2 threads", "2 ranks x 1 thread"}
+    for name, entry in data["summary"].items():
+        assert is_number(entry["epoch_s"]) and entry["epoch_s"] > 0, name
+        assert 0 <= entry["test_accuracy"] <= 1
+    assert [r["ranks"] for r in data["runs"]["2 ranks x 1 thread"]] == [2]
+    assert data["allreduce"]["buffer_bytes"] == 4 * (317_066 + 4)
+    assert is_number(data["allreduce"]["allreduce_buffer_s"]) and data["allreduce"]["allreduce_buffer_s"] > 0

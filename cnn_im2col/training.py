@@ -1,0 +1,564 @@
+"""The training loop behind :meth:`Sequential.fit`, and its callbacks.
+
+Public API
+----------
+- :func:`fit` — ``fit(model, x, y, ...)``: what ``Sequential.fit`` calls (same arguments).
+- :class:`Callback` — hooks of the loop, in the way of Keras callbacks: ``on_epoch_begin``,
+  ``on_batch_end``, ``on_batches_end``, ``on_epoch_end`` (returns True to stop), ``on_interrupt``.
+  The loop's own collaborators are callbacks: :class:`ProgressBar`, :class:`EpochLog`,
+  :class:`Checkpointing`, :class:`EarlyStop` (the user's ``cb(model, logs)`` functions); the
+  divergence guard (:class:`DivergenceGuard`) checks every step before it is applied. ``fit``'s
+  ``callbacks`` may mix ``cb(model, logs)`` functions and :class:`Callback` instances.
+- :class:`TrainingDiverged` (a ``FloatingPointError``) — a batch's loss or gradient was NaN/Inf;
+  raised *before* that step is applied, naming the epoch and the batch.
+- :class:`TrainingInterrupted` — ``should_stop()`` returned True after a batch; the checkpoint (if
+  ``fit`` was given one) was written first.
+
+Reproducibility
+---------------
+``fit(seed=s)`` draws the order of epoch ``e`` from ``default_rng([s, e])`` and the augmentation of
+batch ``b`` of epoch ``e`` from ``default_rng([s, e, b])``; layers with their own generators
+(``Dropout``) advance them batch by batch and the checkpoint stores their states. So the same seed
+gives the same weights, and training resumed from a checkpoint written mid-epoch (or at an epoch
+end) ends with exactly the weights of an uninterrupted run. ``seed=None`` draws a seed from the OS
+and records it in the history (``history["seed"]``).
+
+Data-parallel (``comm``: an mpi4py communicator of size K > 1; see :mod:`cnn_im2col.distributed`):
+every rank passes the same data; each global batch (``batch_size``) is augmented whole on every
+rank with the key above and split into K contiguous shares; the gradients, weighted by each share's
+size, are summed by one Allreduce per step, so every rank applies the global mean gradient. The
+result is single-process training up to the order of float summation. Layer generators (Dropout)
+are keyed per sample: every step draws from ``[s, e, b, index of the generator]`` as if for the whole
+global batch, and each rank keeps its rows (:class:`~cnn_im2col.distributed.SampleKeyedGenerator`),
+so with dropout too the result does not depend on K (it differs from one process without ``comm``,
+whose generators run on from batch to batch), and a resumed run needs no generator state. Only rank
+0 shows progress, logs and writes the checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from . import distributed as _dist
+from .checkpoint import HISTORY_KEYS, Position
+from .model import Sequential, _check_loss, _correct, _finite, _not_a_class, _path, _print
+from .shapes import NonFiniteError, as_float_array, check_choice, check_int
+
+__all__ = [
+    "Callback",
+    "Checkpointing",
+    "DivergenceGuard",
+    "EarlyStop",
+    "EpochLog",
+    "ProgressBar",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "fit",
+]
+
+OWNER = "Sequential.fit"
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or a gradient of a batch was NaN or Inf, or the optimizer step made a parameter
+    NaN/Inf. The step was NOT applied: the parameters are those from before that batch (an
+    optimizer's internal state, such as momentum, may have advanced in the last case).
+
+    Attributes: ``epoch`` and ``batch`` (1-based), ``loss`` (the bad value), ``lr``.
+    """
+
+    def __init__(self, message: str, epoch: int, batch: int, loss: float, lr: float | None) -> None:
+        super().__init__(message)
+        self.epoch, self.batch, self.loss, self.lr = epoch, batch, loss, lr
+
+
+class TrainingInterrupted(Exception):
+    """``fit`` stopped because ``should_stop()`` returned True after a batch.
+
+    Attributes: ``epoch`` and ``batch`` (1-based: the last batch completed), ``batches`` (per
+    epoch), ``checkpoint`` (the path written, or None) and ``history`` so far.
+    """
+
+    def __init__(self, message: str, epoch: int, batch: int, batches: int, checkpoint: str | None,
+                 history: dict) -> None:
+        super().__init__(message)
+        self.epoch, self.batch, self.batches = epoch, batch, batches
+        self.checkpoint, self.history = checkpoint, history
+
+
+# --------------------------------------------------------------------------------------------
+# Callbacks
+# --------------------------------------------------------------------------------------------
+
+
+class Callback:
+    """Hooks of the loop; each gets the :class:`Trainer` (model, optimizer, position, history)."""
+
+    def on_epoch_begin(self, trainer: Trainer, epoch: int, first_batch: int) -> None:
+        """Before batch ``first_batch`` (0-based; > 0 when resuming mid-epoch) of ``epoch`` (0-based)."""
+
+    def on_batch_end(self, trainer: Trainer, epoch: int, batch: int, spent: float) -> None:
+        """After the step of ``batch``; ``trainer.position.sums`` includes it; ``spent``: seconds in the epoch."""
+
+    def on_batches_end(self, trainer: Trainer, epoch: int) -> None:
+        """After the last batch of the epoch, or when a batch raised (always called)."""
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> bool | None:
+        """After validation and the history update; True stops training after this epoch."""
+        return None
+
+    def on_interrupt(self, trainer: Trainer, epoch: int, batch: int, spent: float) -> None:
+        """``should_stop`` asked to stop after ``batch`` (0-based) of ``epoch``."""
+
+
+class ProgressBar(Callback):
+    """A tqdm bar per epoch on stderr: loss, accuracy and samples/s so far."""
+
+    def __init__(self, epochs: int, batches: int) -> None:
+        from tqdm.auto import tqdm
+
+        self._tqdm, self.epochs, self.batches, self.bar = tqdm, epochs, batches, None
+
+    def on_epoch_begin(self, trainer: Trainer, epoch: int, first_batch: int) -> None:
+        self.bar = self._tqdm(total=self.batches, initial=first_batch, desc=f"epoch {epoch + 1}/{self.epochs}",
+                              unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr)
+
+    def on_batch_end(self, trainer: Trainer, epoch: int, batch: int, spent: float) -> None:
+        sums = trainer.position.sums
+        self.bar.update(1)
+        self.bar.set_postfix_str(f"loss={sums[0] / sums[2]:.4f} acc={sums[1] / sums[2]:.4f} "
+                                 f"{sums[2] / max(spent, 1e-9):.0f} samples/s", refresh=False)
+
+    def on_batches_end(self, trainer: Trainer, epoch: int) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class EpochLog(Callback):
+    """One line per epoch (loss, accuracy, validation, lr, seconds, samples/s) sent to ``log``."""
+
+    def __init__(self, log: Callable[[str], None], epochs: int) -> None:
+        self.log, self.epochs = log, epochs
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
+        line = f"epoch {epoch + 1}/{self.epochs}: loss {logs['loss']:.4f}, accuracy {logs['accuracy']:.4f}"
+        if logs["val_loss"] is not None:
+            line += f", val_loss {logs['val_loss']:.4f}, val_accuracy {logs['val_accuracy']:.4f}"
+        line += f", lr {logs['lr']:.3g}, {logs['seconds']:.1f} s, {logs['samples_per_s']:.0f} samples/s"
+        self.log(line)
+
+
+class Checkpointing(Callback):
+    """Writes the checkpoint (``model.save_checkpoint``, atomic) at every epoch end and on an interrupt."""
+
+    def __init__(self, path: str, extra: dict | None) -> None:
+        self.path, self.extra = path, extra
+
+    def _save(self, trainer: Trainer, epoch: int, batch: int, sums: list, spent: float, lr0: float) -> None:
+        pos = trainer.position
+        state = Position(pos.run, epoch, batch, list(sums), spent, lr0, trainer.history).state(
+            trainer.model._generator_states())
+        trainer.model.save_checkpoint(self.path, trainer.optimizer, scheduler=trainer.scheduler, state=state,
+                                      extra=self.extra)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
+        self._save(trainer, epoch + 1, 0, [0.0, 0, 0], 0.0, float(trainer.optimizer.lr))
+
+    def on_interrupt(self, trainer: Trainer, epoch: int, batch: int, spent: float) -> None:
+        pos = trainer.position
+        self._save(trainer, epoch, batch + 1, pos.sums, spent, pos.lr_at_epoch_start)
+
+
+class EarlyStop(Callback):
+    """The user's ``cb(model, logs)`` functions, called after every epoch; any returning ``False``
+    stops training after that epoch (all are called)."""
+
+    def __init__(self, functions: list) -> None:
+        self.functions = functions
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> bool:
+        stop = False
+        for cb in self.functions:
+            if cb(trainer.model, dict(logs)) is False:
+                stop = True
+        return stop
+
+
+class _NonFinite(Exception):
+    def __init__(self, what: str, value: float) -> None:
+        super().__init__(what)
+        self.what, self.value = what, value
+
+
+class DivergenceGuard:
+    """Runs a step's forward/backward and its optimizer update so that a NaN/Inf never lands in the
+    parameters: a non-finite loss or gradient raises ``_NonFinite`` before the update, and an update
+    that makes a parameter non-finite is undone (the parameters are copied back from ``backup``)."""
+
+    def __init__(self) -> None:
+        self.backup: dict[str, np.ndarray] = {}  # the parameters before the current step
+
+    @staticmethod
+    def forward_backward(model: Sequential, xb: np.ndarray, yb: np.ndarray, loss: Any,
+                         check_grads: bool = True) -> tuple[np.ndarray, float, dict]:
+        """Forward, loss, backward; raise ``_NonFinite`` if the loss or (``check_grads``) a gradient is NaN/Inf."""
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # reported below as a divergence
+                out = model.forward(xb, training=True)
+                value = float(loss.forward(out, yb))
+                if not math.isfinite(value):
+                    raise _NonFinite(f"the loss is {value}", value)
+                model.backward(loss.backward(), input_grad=False)
+        except NonFiniteError as exc:
+            # the layers and losses refuse non-finite inputs: an activation or a gradient overflowed
+            raise _NonFinite(f"a value overflowed ({exc})", math.nan) from None
+        grads = model.grads
+        if check_grads:
+            for key, g in grads.items():
+                if not _finite(g):
+                    raise _NonFinite(f"the gradient of {key} is not finite (loss {value:.6g})", value)
+        return out, value, grads
+
+    def apply(self, model: Sequential, optimizer: Any, grads: dict, value: float) -> None:
+        """``optimizer.step``; if it makes a parameter NaN/Inf, put every parameter back as it was
+        and raise ``_NonFinite`` (the optimizer's own state, e.g. momentum, has advanced)."""
+        params = model.params
+        backup = self.backup
+        for key, p in params.items():
+            kept = backup.get(key)
+            if kept is None or kept.shape != p.shape or kept.dtype != p.dtype:
+                backup[key] = p.copy()
+            else:
+                np.copyto(kept, p)
+        with np.errstate(over="ignore", invalid="ignore"):  # reported below as a divergence
+            optimizer.step(params, grads)
+            bad = next((key for key, p in params.items() if not _finite(p)), None)
+        if bad is not None:
+            for key, p in params.items():
+                np.copyto(p, backup[key])
+            raise _NonFinite(f"the optimizer step made {bad} non-finite (loss {value:.6g}; the parameters were "
+                             f"restored to before the step)", value)
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+def _seed_value(seed: Any, owner: str) -> int:
+    if seed is None:
+        return int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
+    return check_int(seed, "seed", owner, minimum=0)
+
+
+def _augmented(xb: Any, shape: tuple[int, ...], owner: str) -> np.ndarray:
+    """Check what ``augment`` returned: a finite batch of the shape it was given (a NaN from it
+    would otherwise surface as a divergence of training)."""
+    xb = as_float_array(xb, "the batch returned by augment", owner)
+    if xb.shape != shape:
+        raise ValueError(f"{owner}: augment must return a batch of the shape it was given, {shape}, got {xb.shape}")
+    return xb
+
+
+def _fresh_loss(loss: Any) -> Any:
+    """A new loss of the same kind, so validation does not overwrite the training loss's cache."""
+    try:
+        return type(loss).from_config(loss.config())
+    except Exception:  # noqa: BLE001 - a custom loss without config: reuse it
+        return loss
+
+
+class Trainer:
+    """One ``fit`` call's state: the model, optimizer, scheduler, position and history, the
+    callbacks, and (data-parallel) the :class:`~cnn_im2col.distributed.DataParallel` helper."""
+
+    def __init__(self, model: Sequential, optimizer: Any, scheduler: Any, scheduler_interval: str, loss: Any,
+                 position: Position, callbacks: list[Callback], should_stop: Callable[[], bool] | None,
+                 checkpoint: str | None, parallel: _dist.DataParallel | None) -> None:
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.scheduler_interval, self.loss, self.position = scheduler_interval, loss, position
+        self.history = position.history
+        self.callbacks, self.should_stop, self.checkpoint = callbacks, should_stop, checkpoint
+        self.parallel = parallel
+        self.guard = DivergenceGuard()
+
+    # --- one step ----------------------------------------------------------------------------
+    def _diverged(self, exc: _NonFinite, epoch: int, b: int, batches: int) -> TrainingDiverged:
+        epochs = self.position.run["epochs"]
+        lr = float(self.optimizer.lr) if hasattr(self.optimizer, "lr") else None
+        lr_text = f"{lr:.3g}" if lr is not None else "?"
+        return TrainingDiverged(
+            f"training diverged at epoch {epoch + 1}/{epochs}, batch {b + 1}/{batches}: "
+            f"{exc.what}. This step was not applied. The learning rate ({lr_text}) is "
+            f"probably too high; try one 3-10x smaller", epoch + 1, b + 1, exc.value, lr)
+
+    def step(self, xb: np.ndarray, yb: np.ndarray, key: list[int]) -> tuple[float, int, int, bool]:
+        """Train on one (global) batch; return (loss x count, correct, count, stop requested).
+        ``key`` ([seed, epoch, batch]) seeds the layers' random draws when data-parallel."""
+        if self.parallel is not None:
+            return self._parallel_step(xb, yb, key)
+        out, value, grads = self.guard.forward_backward(self.model, xb, yb, self.loss)
+        self.guard.apply(self.model, self.optimizer, grads, value)
+        return value * xb.shape[0], _correct(out, yb), xb.shape[0], False
+
+    def _parallel_step(self, xb: np.ndarray, yb: np.ndarray, key: list[int]) -> tuple[float, int, int, bool]:
+        dp = self.parallel
+        lo, hi = dp.share(xb.shape[0])
+        count = hi - lo
+        loss_sum, correct, failure = 0.0, 0, None
+        if count:
+            try:
+                with dp.keyed_generators(self.model, key, lo):
+                    out, value, grads = self.guard.forward_backward(self.model, xb[lo:hi], yb[lo:hi], self.loss,
+                                                                    check_grads=False)
+                loss_sum, correct = value * count, _correct(out, yb[lo:hi])
+            except _NonFinite as exc:
+                failure, grads = exc, self.model.grads
+        else:
+            grads = self.model.grads  # no sample in this rank's share: it contributes zeros
+        stop = self.should_stop is not None and bool(self.should_stop())  # any rank's request stops all
+        total = xb.shape[0]
+        grads, totals = dp.allreduce_gradients(grads, count, total, [loss_sum, correct, failure is not None, stop])
+        loss_sum, correct, failed_ranks, stop_ranks = totals
+        if failed_ranks or not _finite(dp.buffer):
+            if failure is None:
+                failure = _NonFinite("the loss or a gradient on another rank is not finite"
+                                     if failed_ranks else "the sum of the ranks' gradients is not finite", math.nan)
+            raise failure
+        self.guard.apply(self.model, self.optimizer, grads, loss_sum / total)
+        dp.broadcast_buffers(self.model)
+        return loss_sum, round(correct), total, bool(stop_ranks)
+
+    # --- epochs --------------------------------------------------------------------------------
+    def run(self, x: np.ndarray, y: np.ndarray, val: tuple | None, batch_size: int, shuffle: bool,
+            augment: Any, resumed: bool) -> None:
+        pos, run = self.position, self.position.run
+        n, epochs, seed = run["n"], run["epochs"], run["seed"]
+        batches = math.ceil(n / batch_size)
+        start_epoch, start_batch = pos.epoch, pos.batch
+        for epoch in range(start_epoch, epochs):
+            first = start_batch if epoch == start_epoch else 0
+            pos.epoch, pos.batch = epoch, first
+            if epoch != start_epoch or not resumed:
+                pos.lr_at_epoch_start = float(self.optimizer.lr)
+            if first == 0:
+                pos.sums, pos.elapsed = [0.0, 0, 0], 0.0
+            order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else None
+            for cb in self.callbacks:
+                cb.on_epoch_begin(self, epoch, first)
+            t_epoch = time.perf_counter()
+            t_mark = t_epoch
+            try:
+                for b in range(first, batches):
+                    index = order[b * batch_size:(b + 1) * batch_size] if shuffle else slice(b * batch_size,
+                                                                                               (b + 1) * batch_size)
+                    xb, yb = x[index], y[index]
+                    if augment is not None:
+                        xb = _augmented(augment(xb, np.random.default_rng([seed, epoch, b])), xb.shape, OWNER)
+                    try:
+                        loss_sum, correct, count, stop = self.step(xb, yb, [seed, epoch, b])
+                    except _NonFinite as exc:
+                        raise self._diverged(exc, epoch, b, batches) from None
+                    if self.scheduler is not None and self.scheduler_interval == "batch":
+                        self.scheduler.step()
+                    pos.sums[0] += loss_sum
+                    pos.sums[1] += correct
+                    pos.sums[2] += count
+                    pos.batch = b + 1
+                    now = time.perf_counter()
+                    for cb in self.callbacks:
+                        cb.on_batch_end(self, epoch, b, pos.elapsed + (now - t_epoch))
+                    t_mark = now
+                    if self.parallel is None:
+                        stop = self.should_stop is not None and self.should_stop()
+                    if stop:
+                        self._interrupt(epoch, b, batches, pos.elapsed + (t_mark - t_epoch))
+            finally:
+                for cb in self.callbacks:
+                    cb.on_batches_end(self, epoch)
+            if self._end_epoch(epoch, val, batch_size, pos.elapsed + (t_mark - t_epoch), t_epoch):
+                break
+
+    def _interrupt(self, epoch: int, b: int, batches: int, spent: float) -> None:
+        for cb in self.callbacks:
+            cb.on_interrupt(self, epoch, b, spent)
+        if self.parallel is not None:
+            self.parallel.comm.Barrier()  # no rank leaves (and maybe aborts the job) before rank 0 has written
+        epochs = self.position.run["epochs"]
+        msg = f"training stopped after epoch {epoch + 1}/{epochs}, batch {b + 1}/{batches}"
+        if self.checkpoint is not None:
+            msg += f"; checkpoint written to {self.checkpoint}"
+        raise TrainingInterrupted(msg, epoch + 1, b + 1, batches, self.checkpoint, self.history)
+
+    def _end_epoch(self, epoch: int, val: tuple | None, batch_size: int, train_seconds: float,
+                   t_epoch: float) -> bool:
+        """Scheduler, validation, history, callbacks; True if a callback stops training."""
+        pos = self.position
+        if self.scheduler is not None and self.scheduler_interval == "epoch":
+            self.scheduler.step()
+        val_metrics = None
+        if val is not None:
+            val_metrics = self._validate(val, batch_size)
+        seconds = pos.elapsed + (time.perf_counter() - t_epoch)
+        if self.parallel is not None:  # every rank reports rank 0's times, so histories agree
+            seconds, train_seconds = self.parallel.from_root([seconds, train_seconds])
+        count = max(pos.sums[2], 1)
+        logs = {
+            "epoch": epoch + 1,
+            "loss": pos.sums[0] / count,
+            "accuracy": pos.sums[1] / count,
+            "val_loss": None if val_metrics is None else val_metrics["loss"],
+            "val_accuracy": None if val_metrics is None else val_metrics["accuracy"],
+            "lr": pos.lr_at_epoch_start,
+            "seconds": seconds,
+            "samples_per_s": pos.sums[2] / max(train_seconds, 1e-9),
+        }
+        for key in HISTORY_KEYS:
+            self.history[key].append(logs[key])
+        stop = False
+        for cb in self.callbacks:
+            if cb.on_epoch_end(self, epoch, logs):
+                stop = True
+        if self.parallel is not None:
+            stop = self.parallel.any(stop)
+        return stop
+
+    def _validate(self, val: tuple, batch_size: int) -> dict:
+        """``model.evaluate`` on the validation data; data-parallel, each rank its share, summed."""
+        loss = _fresh_loss(self.loss)
+        eval_batch = max(256, batch_size)
+        if self.parallel is None:
+            return self.model.evaluate(val[0], val[1], batch_size=eval_batch, loss=loss)
+        lo, hi = self.parallel.share(val[0].shape[0])
+        sums = [0.0, 0.0]
+        if hi > lo:
+            part = self.model.evaluate(val[0][lo:hi], val[1][lo:hi], batch_size=eval_batch, loss=loss)
+            sums = [part["loss"] * (hi - lo), part["accuracy"] * (hi - lo)]
+        total = self.parallel.sum(sums)
+        return {"loss": total[0] / val[0].shape[0], "accuracy": total[1] / val[0].shape[0]}
+
+
+def fit(model: Sequential, x: Any, y: Any, *, epochs: int, batch_size: int, optimizer: Any, loss: Any,
+        validation_data: tuple[Any, Any] | None = None, seed: int | None = None, progress: bool = True,
+        shuffle: bool = True, scheduler: Any = None, scheduler_interval: str = "epoch",
+        augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+        callbacks: Iterable[Callable[[Sequential, dict], Any]] = (),
+        checkpoint: Any = None, checkpoint_extra: dict | None = None,
+        resume: Mapping | None = None, should_stop: Callable[[], bool] | None = None,
+        log: Callable[[str], None] | None = _print, comm: Any = None) -> dict[str, list]:
+    """Train ``model``; the arguments and the result are those of :meth:`Sequential.fit`."""
+    owner = OWNER
+    parallel = _dist.DataParallel(comm) if comm is not None and _dist.world_size(comm, owner) > 1 else None
+    try:
+        args = _checked(model, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, loss=loss,
+                        validation_data=validation_data, seed=seed, shuffle=shuffle, scheduler=scheduler,
+                        scheduler_interval=scheduler_interval, augment=augment, callbacks=callbacks,
+                        checkpoint=checkpoint, checkpoint_extra=checkpoint_extra, should_stop=should_stop)
+    except (TypeError, ValueError) as exc:
+        if parallel is None:
+            raise
+        with contextlib.suppress(ValueError):  # the other ranks learn of it and raise; this one raises its own
+            parallel.agree({"error": f"{type(exc).__name__}: {exc}"}, owner)
+        raise
+    epochs, batch_size, x, y, val, callbacks, checkpoint = args
+    seed_value = _seed_value(seed, owner)
+    if parallel is not None:
+        if seed is None:
+            seed_value = parallel.from_root_object(seed_value)
+        parallel.agree(_dist.fingerprint(model, x, y, val, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                                         seed=seed_value, optimizer=optimizer, scheduler=scheduler,
+                                         scheduler_interval=scheduler_interval, loss=loss, augment=augment,
+                                         resume=resume), owner)
+    n = x.shape[0]
+    run = {"n": n, "batch_size": batch_size, "epochs": epochs, "shuffle": bool(shuffle), "seed": seed_value}
+    position = Position(run, lr_at_epoch_start=float(optimizer.lr))
+    if resume is not None:
+        position = Position.resumed(resume, run, seed is not None, float(optimizer.lr), owner)
+        model._set_generator_states(position.generators, owner)
+    history_seed = position.run["seed"]
+    if parallel is not None:
+        parallel.broadcast_state(model, optimizer, scheduler)
+
+    writer = parallel is None or parallel.rank == 0
+    batches = math.ceil(n / batch_size)
+    steps: list[Callback] = []
+    if progress and writer:
+        steps.append(ProgressBar(epochs, batches))
+    if log is not None and writer:
+        steps.append(EpochLog(log, epochs))
+    if checkpoint is not None and writer:
+        steps.append(Checkpointing(checkpoint, checkpoint_extra))
+    steps.extend(cb for cb in callbacks if isinstance(cb, Callback))
+    steps.append(EarlyStop([cb for cb in callbacks if not isinstance(cb, Callback)]))
+    trainer = Trainer(model, optimizer, scheduler, scheduler_interval, loss, position, steps, should_stop,
+                      checkpoint, parallel)
+    trainer.run(x, y, val, batch_size, bool(shuffle), augment, resume is not None)
+    result = dict(trainer.history)
+    result["seed"] = history_seed
+    return result
+
+
+def _checked(model: Sequential, x: Any, y: Any, *, epochs: Any, batch_size: Any, optimizer: Any, loss: Any,
+             validation_data: Any, seed: Any, shuffle: Any, scheduler: Any, scheduler_interval: Any,
+             augment: Any, callbacks: Any, checkpoint: Any, checkpoint_extra: Any, should_stop: Any) -> tuple:
+    """Validate ``fit``'s arguments (TypeError/ValueError naming the argument); return
+    ``(epochs, batch_size, x, y, validation pair or None, callbacks as a list, checkpoint path or None)``."""
+    owner = OWNER
+    epochs = check_int(epochs, "epochs", owner, minimum=1)
+    batch_size = check_int(batch_size, "batch_size", owner, minimum=1)
+    check_choice(scheduler_interval, "scheduler_interval", ("epoch", "batch"), owner)
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise TypeError(f"{owner}: shuffle must be True or False, got {shuffle!r}")
+    _not_a_class(optimizer, "optimizer", owner, "Adam(1e-3)")
+    if not (hasattr(optimizer, "step") and hasattr(optimizer, "lr")):
+        raise TypeError(f"{owner}: optimizer must have step(params, grads) and lr (e.g. optim.Adam), "
+                        f"got {type(optimizer).__name__}")
+    _check_loss(loss, owner)
+    _not_a_class(scheduler, "scheduler", owner, "CosineAnnealingLR(optimizer, t_max=10)")
+    if scheduler is not None and not hasattr(scheduler, "step"):
+        raise TypeError(f"{owner}: scheduler must have step() (e.g. optim.CosineAnnealingLR), "
+                        f"got {type(scheduler).__name__}")
+    if augment is not None and not callable(augment):
+        raise TypeError(f"{owner}: augment must be a callable augment(x, rng) -> x, got {augment!r}")
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        if not callable(cb) and not isinstance(cb, Callback):
+            raise TypeError(f"{owner}: callbacks must be callables cb(model, logs) or training.Callback "
+                            f"instances, got {cb!r}")
+    if should_stop is not None and not callable(should_stop):
+        raise TypeError(f"{owner}: should_stop must be a callable returning bool, got {should_stop!r}")
+    if checkpoint is not None:
+        checkpoint = _path(checkpoint, owner, "checkpoint")
+        if not (hasattr(optimizer, "state_dict") and hasattr(optimizer, "config")):
+            raise TypeError(f"{owner}: checkpointing needs an optimizer with state_dict() and config() "
+                            f"(optim.SGD, optim.Adam), got {type(optimizer).__name__}")
+    if checkpoint_extra is not None:
+        try:
+            json.dumps(dict(checkpoint_extra))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{owner}: checkpoint_extra must be a JSON-able dict, got {checkpoint_extra!r} "
+                            f"({exc})") from None
+
+    x = model._check_inputs(x, owner)
+    out_shape = model.check_shapes(x.shape[1:])[-1]
+    y = model._check_targets(y, x.shape[0], out_shape, owner)
+    val = None
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise TypeError(f"{owner}: validation_data must be a pair (x_val, y_val), got {type(validation_data).__name__}")
+        xv = as_float_array(validation_data[0], "validation x", owner)
+        if xv.shape[1:] != x.shape[1:]:
+            raise ValueError(f"{owner}: validation x must have per-sample shape {x.shape[1:]} like x, "
+                             f"got {xv.shape[1:]} (shape {xv.shape})")
+        yv = model._check_targets(validation_data[1], xv.shape[0], out_shape, owner, name="validation y")
+        val = (xv, yv)
+    return epochs, batch_size, x, y, val, callbacks, checkpoint
