@@ -449,3 +449,99 @@ def sum_pool_backward(dout, kh, kw, sy, sx, pt, pl, dx):
                         xx = ow * sx - pl + j
                         if 0 <= xx < width:
                             dx[n, c, y, xx] += grad
+
+
+# --------------------------------------------------------------------------- depthwise convolution
+# groups == in_channels == out_channels: each output map is one input map correlated with one
+# KH x KW kernel. As grouped im2col + GEMM that is C GEMMs of 1 x KH*KW by KH*KW x N*OH*OW (too
+# thin for a BLAS); directly, it is KH*KW multiply-adds per output, in registers.
+
+
+@nb.njit(cache=True, nogil=True)
+def depthwise_forward(x, w, sy, sx, dy, dx, pt, pl, bias, relu, out):
+    """``out[n, c, oh, ow] = f(bias[c, p or 0] + sum_ij w[c, i, j] * x[n, c, oh*SY - PT + i*DY,
+    ow*SX - PL + j*DX])`` (padding reads 0; f = ReLU if ``relu``).
+
+    x: (N, C, H, W); w: (C, KH, KW); bias: (C, 1) or (C, OH*OW); out (written): (N, C, OH, OW).
+    """
+    n_count, c_count, height, width = x.shape
+    kh, kw = w.shape[1], w.shape[2]
+    oh_count, ow_count = out.shape[2], out.shape[3]
+    untied = bias.shape[1] > 1
+    for n in range(n_count):
+        for c in range(c_count):
+            dst = out[n, c]
+            for oh in range(oh_count):
+                for ow in range(ow_count):
+                    dst[oh, ow] = bias[c, oh * ow_count + ow] if untied else bias[c, 0]
+            src = x[n, c]
+            for i in range(kh):
+                y0 = i * dy - pt
+                oh_lo, oh_hi = _valid_range(y0, sy, height, oh_count)
+                for j in range(kw):
+                    off = j * dx - pl
+                    lo, hi = _valid_range(off, sx, width, ow_count)
+                    weight = w[c, i, j]
+                    for oh in range(oh_lo, oh_hi):
+                        row = src[oh * sy + y0]
+                        target = dst[oh]
+                        if sx == 1:
+                            for ow in range(lo, hi):
+                                target[_u(ow)] += weight * row[_u(ow + off)]
+                        else:
+                            for ow in range(lo, hi):
+                                target[_u(ow)] += weight * row[_u(ow * sx + off)]
+            if relu:
+                for oh in range(oh_count):
+                    for ow in range(ow_count):
+                        if not dst[oh, ow] > 0:
+                            dst[oh, ow] = 0.0
+
+
+@nb.njit(cache=True, nogil=True)
+def depthwise_backward(dout, y, relu, x, w, sy, sx, dy, dx_step, pt, pl, input_grad, dx, dw, db):
+    """Gradients of ``depthwise_forward`` on a batch slice: ``dx`` (written whole when
+    ``input_grad``), and this slice's ``dw`` (C, KH, KW) and ``db`` (C,) (written, float64).
+
+    dout, y (the forward output; read only with ``relu``, whose derivative is ``y > 0``):
+    (N, C, OH, OW); x, dx: (N, C, H, W); w: (C, KH, KW).
+    """
+    n_count, c_count, height, width = x.shape
+    kh, kw = w.shape[1], w.shape[2]
+    oh_count, ow_count = dout.shape[2], dout.shape[3]
+    dw[:] = 0.0
+    db[:] = 0.0
+    g = np.empty((oh_count, ow_count), dtype=dout.dtype)
+    for n in range(n_count):
+        for c in range(c_count):
+            total = 0.0
+            for oh in range(oh_count):
+                for ow in range(ow_count):
+                    v = dout[n, c, oh, ow]
+                    if relu and not y[n, c, oh, ow] > 0:
+                        v = 0.0
+                    g[oh, ow] = v
+                    total += v
+            db[c] += total
+            src = x[n, c]
+            if input_grad:
+                dst = dx[n, c]
+                dst[:] = 0.0
+            for i in range(kh):
+                y0 = i * dy - pt
+                oh_lo, oh_hi = _valid_range(y0, sy, height, oh_count)
+                for j in range(kw):
+                    off = j * dx_step - pl
+                    lo, hi = _valid_range(off, sx, width, ow_count)
+                    weight = w[c, i, j]
+                    acc = 0.0
+                    for oh in range(oh_lo, oh_hi):
+                        row = src[oh * sy + y0]
+                        grad = g[oh]
+                        for ow in range(lo, hi):
+                            acc += grad[_u(ow)] * row[_u(ow * sx + off)]
+                        if input_grad:
+                            target = dx[n, c, oh * sy + y0]
+                            for ow in range(lo, hi):
+                                target[_u(ow * sx + off)] += weight * grad[_u(ow)]
+                    dw[c, i, j] += acc
