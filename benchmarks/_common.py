@@ -195,22 +195,25 @@ class StageProfiler:
 
     Targets that do not exist are skipped (listed in ``missing``), so one list fits engine versions.
     A staticmethod or a plain function stored on a class is re-wrapped as what it was.
+    Each thread has its own stack of nested calls; with several threads (the engine's pool) the
+    stages' seconds add up over the threads (thread-seconds, not wall time).
     """
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self.missing: list[str] = []
-        self._stack: list[list[float]] = []  # [start, time spent in nested wrapped calls]
+        self._local = threading.local()  # .stack: [start, time spent in nested wrapped calls] frames
 
     def reset(self) -> None:
         self.seconds.clear()
         self.calls.clear()
 
     def _wrap(self, fn: Callable, stage: str) -> Callable:
-        stack, seconds, calls, clock = self._stack, self.seconds, self.calls, time.perf_counter
+        local, seconds, calls, clock, lock = self._local, self.seconds, self.calls, time.perf_counter, threading.Lock()
 
         def wrapped(*args, **kwargs):
+            stack = local.__dict__.setdefault("stack", [])
             frame = [clock(), 0.0]
             stack.append(frame)
             try:
@@ -218,8 +221,9 @@ class StageProfiler:
             finally:
                 stack.pop()
                 elapsed = clock() - frame[0]
-                seconds[stage] += elapsed - frame[1]
-                calls[stage] += 1
+                with lock:
+                    seconds[stage] += elapsed - frame[1]
+                    calls[stage] += 1
                 if stack:
                     stack[-1][1] += elapsed
 

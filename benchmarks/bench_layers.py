@@ -31,10 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# cnn_im2col before NumPy: then its thread pools can share the cores (see cnn_im2col.threads)
-import cnn_im2col  # noqa: F401
-
-# isort: split
+# NumPy first, as a user's script (the engine's speed no longer depends on the order)
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,22 +40,34 @@ import _common as C
 IMPLS = ("ref", "numpy", "numba", "torch")
 MODES = ("forward", "forward+backward")
 
-# name: (kind, N, C, O, H, W, kernel, padding)
+# name: (kind, N, C, O, H, W, kernel, padding[, dilation, groups]); kind "net": the LeNet of
+# bench_train at batch N ("forward": inference latency, "forward+backward": one training step's)
 FULL_CASES = {
     "lenet-conv1 (64x1x28x28, 20@5x5)": ("conv", 64, 1, 20, 28, 28, 5, 0),
     "lenet-conv2 (64x20x12x12, 40@5x5)": ("conv", 64, 20, 40, 12, 12, 5, 0),
     "padded 3x3 (32x32x32x32, 64@3x3, pad 1)": ("conv", 32, 32, 64, 32, 32, 3, 1),
+    "dilated 3x3 (32x32x32x32, 64@3x3, pad 2, dilation 2)": ("conv", 32, 32, 64, 32, 32, 3, 2, 2, 1),
+    "grouped 3x3 (32x32x32x32, 64@3x3, pad 1, groups 4)": ("conv", 32, 32, 64, 32, 32, 3, 1, 1, 4),
+    "depthwise 3x3 (32x64x32x32, 64@3x3, pad 1, groups 64)": ("conv", 32, 64, 64, 32, 32, 3, 1, 1, 64),
     "lenet-conv1, batch 1": ("conv", 1, 1, 20, 28, 28, 5, 0),
     "lenet-conv2, batch 1": ("conv", 1, 20, 40, 12, 12, 5, 0),
+    "LeNet network, batch 1 (inference latency / train step)": ("net", 1, 1, 10, 28, 28, 5, 0),
     "max pool 2x2 (64x20x24x24)": ("max", 64, 20, 20, 24, 24, 2, 0),
     "avg pool 2x2 (64x20x24x24)": ("avg", 64, 20, 20, 24, 24, 2, 0),
 }
 QUICK_CASES = {
     "conv (2x2x8x8, 3@3x3)": ("conv", 2, 2, 3, 8, 8, 3, 0),
     "conv padded (2x2x6x6, 3@3x3, pad 1)": ("conv", 2, 2, 3, 6, 6, 3, 1),
+    "conv dilated grouped (2x4x8x8, 4@3x3, pad 2, dilation 2, groups 2)": ("conv", 2, 4, 4, 8, 8, 3, 2, 2, 2),
+    "LeNet network, batch 1": ("net", 1, 1, 10, 28, 28, 5, 0),
     "max pool 2x2 (2x3x8x8)": ("max", 2, 3, 3, 8, 8, 2, 0),
     "avg pool 2x2 (2x3x8x8)": ("avg", 2, 3, 3, 8, 8, 2, 0),
 }
+
+
+def unpack(spec) -> tuple:
+    """(kind, N, C, O, H, W, kernel, padding, dilation, groups): the defaults filled in."""
+    return (*spec, 1, 1)[:10]
 
 COMPILE_PROBE = r"""
 import json, sys, time
@@ -107,17 +116,19 @@ def measure_compile(cache_dir: str | None = None) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def conv_flop(n, c, o, oh, ow, k):
-    return 2.0 * n * o * oh * ow * c * k * k
+def conv_flop(n, c, o, oh, ow, k, groups=1):
+    return 2.0 * n * o * oh * ow * (c // groups) * k * k
 
 
 def make_case(spec, rng):
-    kind, n, c, o, h, w, k, p = spec
+    kind, n, c, o, h, w, k, p, d, g = unpack(spec)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    if kind == "net":
+        return {"x": x, "y": np.arange(n) % 10, "dout": None, "oh": 1, "ow": 1}
     if kind == "conv":
-        weight = (rng.standard_normal((o, c, k, k)) * 0.1).astype(np.float32)
+        weight = (rng.standard_normal((o, c // g, k, k)) * 0.1).astype(np.float32)
         bias = rng.standard_normal(o).astype(np.float32)
-        oh, ow = h + 2 * p - k + 1, w + 2 * p - k + 1
+        oh, ow = h + 2 * p - d * (k - 1), w + 2 * p - d * (k - 1)
         dout = rng.standard_normal((n, o, oh, ow)).astype(np.float32)
         return {"x": x, "weight": weight, "bias": bias, "dout": dout, "oh": oh, "ow": ow}
     oh, ow = (h - k) // k + 1, (w - k) // k + 1
@@ -129,24 +140,27 @@ def runners(spec, data):
     from cnn_im2col import functional as F
     from cnn_im2col import reference as R
 
-    kind, _, _, _, _, _, k, p = spec
+    kind, _, _, _, _, _, k, p, d, g = unpack(spec)
     x, dout = data["x"], data["dout"]
     out = {}
+    if kind == "net":
+        return {"numba": net_runners(data)}
     if kind == "conv":
         weight, bias = data["weight"], data["bias"]
 
         def engine(backend):
             def fwd():
-                return F.conv2d_forward(x, weight, bias, 1, p, backend=backend)[0]
+                return F.conv2d_forward(x, weight, bias, 1, p, backend=backend, dilation=d, groups=g)[0]
 
             def fwd_bwd():
-                _, cache = F.conv2d_forward(x, weight, bias, 1, p, backend=backend)
+                _, cache = F.conv2d_forward(x, weight, bias, 1, p, backend=backend, dilation=d, groups=g)
                 return F.conv2d_backward(dout, cache)
             return {"forward": fwd, "forward+backward": fwd_bwd}
 
-        out["ref"] = {"forward": lambda: R.conv2d_forward(x, weight, bias, 1, p),
-                      "forward+backward": lambda: (R.conv2d_forward(x, weight, bias, 1, p),
-                                                   R.conv2d_backward(x, weight, dout, 1, p, bias="tied"))}
+        if (d, g) == (1, 1):  # the primer's approach knows neither dilation nor groups
+            out["ref"] = {"forward": lambda: R.conv2d_forward(x, weight, bias, 1, p),
+                          "forward+backward": lambda: (R.conv2d_forward(x, weight, bias, 1, p),
+                                                       R.conv2d_backward(x, weight, dout, 1, p, bias="tied"))}
         out["numpy"], out["numba"] = engine("numpy"), engine("numba")
         return out
 
@@ -169,20 +183,51 @@ def runners(spec, data):
     return out
 
 
+def net_runners(data) -> dict:
+    """The engine's LeNet (``bench_train.our_network``): inference on the batch, and one training
+    step's forward + loss + backward."""
+    import bench_train
+
+    from cnn_im2col.losses import SoftmaxCrossEntropy
+    from cnn_im2col.model import Sequential
+
+    model, loss, x, y = Sequential(bench_train.our_network()), SoftmaxCrossEntropy(), data["x"], data["y"]
+
+    def step():
+        loss.forward(model.forward(x, training=True), y)
+        return model.backward(loss.backward(), input_grad=False)
+    return {"forward": lambda: model.forward(x), "forward+backward": step}
+
+
 def torch_runners(spec, data, torch):
     """{"forward": fn, "forward+backward": fn}: the same case in PyTorch, on the same arrays."""
-    kind, _, _, _, _, _, k, p = spec
-    tx, td = torch.from_numpy(data["x"]), torch.from_numpy(data["dout"])
+    kind, _, _, _, _, _, k, p, d, g = unpack(spec)
+    tx = torch.from_numpy(data["x"])
+    if kind == "net":
+        import bench_train
+
+        net = bench_train.Torch(torch)
+        model, ty = net.net, torch.from_numpy(data["y"])
+
+        def t_infer():
+            with torch.no_grad():
+                return model(tx)
+
+        def t_step():
+            model.zero_grad()
+            torch.nn.functional.cross_entropy(model(tx), ty).backward()
+        return {"forward": t_infer, "forward+backward": t_step}
+    td = torch.from_numpy(data["dout"])
     if kind == "conv":
         tw, tb = torch.from_numpy(data["weight"]), torch.from_numpy(data["bias"])
 
         def t_fwd():
             with torch.no_grad():
-                return torch.nn.functional.conv2d(tx, tw, tb, padding=p)
+                return torch.nn.functional.conv2d(tx, tw, tb, padding=p, dilation=d, groups=g)
 
         def t_fwd_bwd():
             xs, ws, bs = (t.detach().requires_grad_(True) for t in (tx, tw, tb))
-            torch.nn.functional.conv2d(xs, ws, bs, padding=p).backward(td)
+            torch.nn.functional.conv2d(xs, ws, bs, padding=p, dilation=d, groups=g).backward(td)
             return xs.grad, ws.grad, bs.grad
         return {"forward": t_fwd, "forward+backward": t_fwd_bwd}
     t_pool = torch.nn.functional.max_pool2d if kind == "max" else torch.nn.functional.avg_pool2d
@@ -252,10 +297,10 @@ def cases_for(args) -> dict:
 def time_case(spec, rounds, ref_rounds, rng) -> tuple[dict, dict, dict, dict | None]:
     """Time one case here (ref, numpy, numba, interleaved): (data, fns, {mode: {impl: seconds}},
     this machine's GEMM rate for the layer's forward GEMM, measured now)."""
-    kind, n, c, o, _, _, k, _ = spec
+    kind, n, c, o, _, _, k, _, _, g = unpack(spec)
     data = make_case(spec, rng)
     fns = runners(spec, data)
-    gemm = C.gemm_rate(o, c * k * k, n * data["oh"] * data["ow"]) if kind == "conv" else None
+    gemm = C.gemm_rate(o // g, c // g * k * k, n * data["oh"] * data["ow"]) if kind == "conv" else None
     times = {mode: alternate_uneven({i: fns[i][mode] for i in fns},
                                     {i: (ref_rounds if i == "ref" else rounds) for i in fns})
              for mode in MODES}
@@ -265,9 +310,9 @@ def time_case(spec, rounds, ref_rounds, rng) -> tuple[dict, dict, dict, dict | N
 def case_result(name, spec, data, times, gemm, torch_runs) -> dict:
     """Medians, ratios, GFLOP/s and the fraction of the GEMM rate of one case; PyTorch's times
     pooled from its worker runs."""
-    kind, n, c, o, h, w, k, p = spec
+    kind, n, c, o, h, w, k, p, d, g = unpack(spec)
     result = {"case": name, "kind": kind, "shape": {"N": n, "C": c, "O": o, "H": h, "W": w, "kernel": k,
-                                                     "padding": p}, "modes": {}}
+                                                     "padding": p, "dilation": d, "groups": g}, "modes": {}}
     if gemm is not None:
         result["gemm"] = gemm
     for mode in MODES:
@@ -280,7 +325,7 @@ def case_result(name, spec, data, times, gemm, torch_runs) -> dict:
         ms = entry["median_ms"]
         entry["speedup_numba_vs"] = {i: ms[i] / ms["numba"] for i in impls if i != "numba"}
         if kind == "conv":
-            flop = conv_flop(n, c, o, data["oh"], data["ow"], k) * (1 if mode == "forward" else 3)
+            flop = conv_flop(n, c, o, data["oh"], data["ow"], k, g) * (1 if mode == "forward" else 3)
             entry["gflop"] = flop / 1e9
             entry["gflops"] = {i: C.gflops(flop, ms[i] / 1e3) for i in impls}
             entry["fraction_of_gemm_rate"] = {i: entry["gflops"][i] / gemm["gflops"] for i in impls}

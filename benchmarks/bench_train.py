@@ -6,7 +6,13 @@ first 50,000 MNIST training images (shuffled), then inference on the 10,000 test
 1000). PyTorch trains the same network from the same initial weights on the same arrays.
 
 This engine trains with ``Sequential.fit`` and infers with ``Sequential.predict``, as users do;
-PyTorch with the usual loop. Each measurement runs in its own process (so peak RSS is that
+PyTorch with the usual loop. Each worker imports NumPy first, as a user's script does; the engine
+is also run with ``cnn_im2col`` imported first and after PyTorch has trained a batch in the same
+process (``--orders``), to show that its speed does not depend on either.
+
+The GEMM floor: a worker that never imports the engine runs NumPy's ``np.matmul`` (its BLAS with
+its default threads) on exactly the GEMMs of one training step (``step_gemms``), and the table
+gives the floor per epoch and the fraction of it the engine's epoch reaches (floor / epoch). Each measurement runs in its own process (so peak RSS is that
 framework's alone and the thread pools never meet), alternating ``ours, torch, ours, torch, ...``;
 the table shows medians and the ratios. JIT compilation is excluded (one untimed warm-up batch
 first; its time is reported). While a worker trains, the driver samples how many of its threads
@@ -17,6 +23,9 @@ layout+bias, pooling, activations, validation, loss, optimizer, Python overhead)
     python benchmarks/bench_train.py                 # full run -> benchmarks/results/train.{json,md}
     python benchmarks/bench_train.py --quick         # tiny synthetic data, seconds (the tests)
     python benchmarks/bench_train.py --profile-only  # just the per-batch breakdown of this engine
+
+The profile (``--profile-threads``, default 1) attributes a batch's time to stages on one thread,
+so the stages add up to the batch; with more threads they add up over the pool's threads.
 """
 
 from __future__ import annotations
@@ -29,8 +38,18 @@ import sys
 import time
 from pathlib import Path
 
-# cnn_im2col before NumPy: then its thread pools can share the cores (see cnn_im2col.threads)
-import cnn_im2col  # noqa: F401
+ORDERS = ("numpy", "cnn_im2col", "torch")  # what a worker imports (and runs) first
+
+
+def _first_import(argv: list[str]) -> str:
+    """The worker's ``--first`` (read before the imports below, which it decides); NumPy by default."""
+    if "--first" in argv and argv.index("--first") + 1 < len(argv):
+        return argv[argv.index("--first") + 1]
+    return "numpy"
+
+
+if _first_import(sys.argv) == "cnn_im2col":
+    import cnn_im2col  # noqa: F401
 
 # isort: split
 import numpy as np
@@ -139,6 +158,40 @@ class Torch:
 # --------------------------------------------------------------------------------------------
 
 
+def step_gemms(batch: int = BATCH) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """The (A shape, B shape) of every GEMM in one LeNet training step of this engine (the first
+    layer computes no input gradient): conv1 24x24 outputs of 1x5x5, conv2 8x8 of 20x5x5, Dense
+    640->100 and 100->10; forward, weight gradient, input gradient."""
+    p1, p2 = batch * 24 * 24, batch * 8 * 8
+    return [((20, 25), (25, p1)), ((20, p1), (p1, 25)),  # conv1: forward, dW
+            ((40, 500), (500, p2)), ((40, p2), (p2, 500)), ((500, 40), (40, p2)),  # conv2: fwd, dW, dcols
+            ((batch, 640), (640, 100)), ((100, batch), (batch, 640)), ((batch, 100), (100, 640)),  # dense1
+            ((batch, 100), (100, 10)), ((10, batch), (batch, 100)), ((batch, 10), (10, 100))]  # dense2
+
+
+def gemm_floor(rounds: int = 200) -> dict:
+    """Median seconds of NumPy's matmul on one step's GEMMs (``step_gemms``), its BLAS at default
+    threads: the floor of a training step. Run in a process that never imports the engine."""
+    rng = np.random.default_rng(0)
+    pairs = [(rng.random(a, dtype=np.float32), rng.random(b, dtype=np.float32)) for a, b in step_gemms()]
+    outs = [np.empty((a.shape[0], b.shape[1]), np.float32) for a, b in pairs]
+    flop = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in pairs)
+
+    def step():
+        for (a, b), out in zip(pairs, outs):
+            np.matmul(a, b, out=out)
+
+    for _ in range(5):
+        step()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {"step_s": median, "mflop_per_step": flop / 1e6, "gflop_s": flop / median / 1e9}
+
+
 def profile_targets():
     """(owner, attribute, stage) for StageProfiler: the engine's leaf operations. Names that an
     engine version lacks are skipped (so the same list profiles older checkouts)."""
@@ -152,7 +205,9 @@ def profile_targets():
     from cnn_im2col.optim import SGD
 
     return [(F, "unfold", "im2col"), (F, "unfold_t", "im2col"), (F, "fold", "col2im"), (F, "fold_t", "col2im"),
-            (F, "gemm", "GEMM"), (K, "cnhw_to_nchw", "layout+bias"), (K, "nchw_to_cnhw", "layout+bias"),
+            (F, "gemm", "GEMM"), (F, "_grouped_matmul", "GEMM"),
+            *[(K, name, "layout+bias") for name in ("cnhw_to_nchw", "nchw_to_cnhw", "cm_to_nchw", "nchw_to_cm",
+                                                    "bias_relu_inplace")],
             *[(K, name, "pooling") for name in ("max_pool_forward", "max_pool_forward_valid", "max_pool_forward_2x2",
                                                "max_pool_backward", "max_pool_backward_tiled", "sum_pool_forward",
                                                "sum_pool_backward")],
@@ -167,7 +222,14 @@ def profile_targets():
             *[(L.Dense, name, "conv/dense inline") for name in ("forward", "backward")]]
 
 
-def profile_batches(model: Ours, x, y, batches: int) -> dict:
+def profile_batches(model: Ours, x, y, batches: int, threads: int | None = 1) -> dict:
+    """The per-stage breakdown of ``batches`` training batches, on ``threads`` engine threads."""
+    try:
+        from cnn_im2col import threads as T
+        before = T.get_num_threads()
+        T.set_num_threads(threads)
+    except (ImportError, AttributeError):  # an engine version without threads.py
+        T = before = None
     prof = C.StageProfiler()
     batches = max(1, min(batches, x.shape[0] // BATCH))
     order = np.random.default_rng(1).permutation(x.shape[0])[:batches * BATCH]
@@ -177,10 +239,19 @@ def profile_batches(model: Ours, x, y, batches: int) -> dict:
         model.train(xs, ys, seed=1)
         total = time.perf_counter() - start
     result = C.breakdown(prof.seconds, total, batches, STAGES)
-    return {"batches": batches, "stages": result, "missing_targets": prof.missing}
+    if T is not None:
+        T.set_num_threads(before)
+    return {"batches": batches, "threads": threads, "stages": result, "missing_targets": prof.missing}
 
 
 def worker(framework: str, args) -> dict:
+    if framework == "floor":
+        return {"framework": "floor", **gemm_floor(20 if args.quick else 200)}
+    torch_first = None
+    if framework == "ours" and args.first == "torch":  # PyTorch has trained a batch in this process
+        torch_first = Torch(C.import_torch())
+        rng = np.random.default_rng(0)
+        torch_first.train(rng.random((BATCH, 1, 28, 28), dtype=np.float32), np.arange(BATCH) % 10, seed=0)
     x_train, y_train, x_test, y_test, source = load_data(args.quick, args.train, args.test)
     y_train, y_test = y_train.astype(np.int64), y_test.astype(np.int64)
     rss_data = C.peak_rss_bytes()
@@ -213,14 +284,14 @@ def worker(framework: str, args) -> dict:
     infer_s = time.perf_counter() - start
     correct = int((np.asarray(logits).argmax(axis=1) == y_test).sum())
     result = {
-        "framework": framework, "data": source, "train_images": n, "test_images": int(x_test.shape[0]),
+        "framework": framework, "first": args.first, "data": source, "train_images": n, "test_images": int(x_test.shape[0]),
         "threads": thread_info, "warmup_batch_s": warmup_s, "epoch_s": epoch_s, "samples_per_s": n / epoch_s,
         "ms_per_batch": 1e3 * epoch_s / -(-n // BATCH), "inference_s": infer_s, "epoch_wall": epoch_wall,
         "test_accuracy": correct / x_test.shape[0], "epoch_mean_loss": mean_loss,
         "peak_rss_bytes": C.peak_rss_bytes(), "rss_after_data_bytes": rss_data,
     }
     if framework == "ours" and args.profile_batches:
-        result["profile"] = profile_batches(model, x_train, y_train, args.profile_batches)
+        result["profile"] = profile_batches(model, x_train, y_train, args.profile_batches, args.profile_threads)
     return result
 
 
@@ -229,11 +300,18 @@ def worker(framework: str, args) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+def our_label(first: str) -> str:
+    return "ours" if first == "numpy" else f"ours, {first} first"
+
+
 def worker_args(args, label: str) -> list[str]:
-    framework = "ours" if label == "ours" else "torch"
-    out = [str(Path(__file__).resolve()), "--worker", framework, "--train", str(args.train), "--test", str(args.test),
-           "--infer-batch", str(args.infer_batch), "--profile-batches", str(args.profile_batches),
-           "--seed", str(args.seed)]
+    first = next((f for f in ORDERS if label == our_label(f)), None)
+    framework = "ours" if first else "floor" if label == "floor" else "torch"
+    out = [str(Path(__file__).resolve()), "--worker", framework, "--first", first or "numpy",
+           "--train", str(args.train), "--test", str(args.test),
+           "--infer-batch", str(args.infer_batch),
+           "--profile-batches", str(args.profile_batches if label == "ours" else 0),
+           "--profile-threads", str(args.profile_threads), "--seed", str(args.seed)]
     if args.threads:
         out += ["--threads", str(args.threads)]
     if label == TORCH_ONE:
@@ -274,8 +352,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-torch-one-thread", action="store_true",
                         help="skip the extra PyTorch reference with 1 thread")
+    parser.add_argument("--profile-threads", type=int, default=1, help="engine threads while profiling (default 1)")
     parser.add_argument("--profile-only", action="store_true", help="only the per-batch breakdown, in-process")
-    parser.add_argument("--worker", choices=("ours", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--orders", default=None,
+                        help="what the engine's workers import first, comma-separated from numpy,cnn_im2col,torch "
+                             "(default: all three; --quick: numpy)")
+    parser.add_argument("--no-floor", action="store_true", help="skip the GEMM floor")
+    parser.add_argument("--first", choices=ORDERS, default="numpy", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("ours", "torch", "floor"), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--name", default=None)
     args = parser.parse_args(argv)
@@ -297,7 +381,8 @@ def main(argv=None) -> dict:
         x, y, _, _, _ = load_data(args.quick, max(args.train, BATCH * 8), BATCH)
         model = Ours()
         model.train(x[:BATCH], y[:BATCH].astype(np.int64), seed=args.seed)
-        prof = profile_batches(model, x, y.astype(np.int64), args.profile_batches)
+        prof = profile_batches(model, x, y.astype(np.int64), args.profile_batches, args.profile_threads)
+        print(f"profile: {prof['batches']} batches, {args.profile_threads} thread(s)")
         print(profile_table(prof))
         return prof
 
@@ -306,9 +391,15 @@ def main(argv=None) -> dict:
     from cnn_im2col import threads
 
     threads.set_num_threads(args.threads)
-    frameworks = ["ours", "torch"] if torch is not None else ["ours"]
+    orders = [o for o in (args.orders or ("numpy" if args.quick else ",".join(ORDERS))).split(",") if o]
+    bad = [o for o in orders if o not in ORDERS] + (["torch (not installed)"] if "torch" in orders and torch is None
+                                                      else [])
+    if bad or "numpy" not in orders:
+        parser.error(f"--orders: each of {ORDERS} (torch only if installed), numpy included; got {args.orders!r}")
+    frameworks = [our_label(o) for o in orders] + (["torch"] if torch is not None else [])
     if torch is not None and not args.no_torch_one_thread and threads.get_num_threads() > 1:
         frameworks.append(TORCH_ONE)
+    floor = None
     machine = C.machine_info(torch)
     runs: dict[str, list[dict]] = {f: [] for f in frameworks}
     for r in range(rounds):
@@ -321,8 +412,19 @@ def main(argv=None) -> dict:
             print(f"  round {r + 1}/{rounds} {f}: epoch {result['epoch_s']:.2f} s, inference "
                   f"{result['inference_s']:.2f} s, peak RSS {result['peak_rss_bytes'] / 2**20:.0f} MiB",
                   file=sys.stderr, flush=True)
+        if not args.no_floor:  # alternated with the epochs, like them
+            result = C.run_json_subprocess(worker_args(args, "floor"))
+            floor = [*(floor or []), result]
     machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     summary = {f: summarise(runs[f]) for f in frameworks}
+    floor_summary = None
+    if floor:
+        step_s = statistics.median(r["step_s"] for r in floor)
+        batches = -(-args.train // BATCH)
+        floor_summary = {"step_s": step_s, "epoch_s": step_s * batches, "mflop_per_step": floor[0]["mflop_per_step"],
+                         "gflop_s": statistics.median(r["gflop_s"] for r in floor),
+                         "fraction_of_floor": {f: step_s * batches / summary[f]["epoch_s"]
+                                               for f in frameworks if f.startswith("ours")}}
     ratios = None
     if "torch" in summary:
         o, t = summary["ours"], summary["torch"]
@@ -344,7 +446,8 @@ def main(argv=None) -> dict:
     for f in frameworks:
         s = summary[f]
         th = runs[f][0]["threads"]
-        th_text = (f"torch {th['torch']}" if f != "ours" else
+        th_text = (f"torch {th['torch']}" if not f.startswith("ours") else
+                   f"pool {th['n']}, BLAS {th['blas']}" if th and "pool" in th else
                    f"Numba {th['numba']} + BLAS {th['blas']} ({th.get('policy', 'split')})" if th else "?")
         over = s["runnable_over_cores"]
         rows.append([f, th_text, s["epoch_s"], s["samples_per_s"], s["ms_per_batch"], s["inference_s"],
@@ -366,6 +469,14 @@ def main(argv=None) -> dict:
                       "peak_rss_ours_over_torch": o["peak_rss_bytes"] / t["peak_rss_bytes"]}
     else:
         ratios_one = None
+    if floor_summary:
+        md += [(f"GEMM floor: NumPy's matmul on the {len(step_gemms())} GEMMs of one step "
+                f"({floor_summary['mflop_per_step']:.0f} MFLOP), in a process without the engine, default BLAS "
+                f"threads: {1e3 * floor_summary['step_s']:.2f} ms per step "
+                f"({floor_summary['gflop_s']:.0f} GFLOP/s), {floor_summary['epoch_s']:.2f} s per epoch."), "",
+               C.markdown_table(["engine run", "epoch s", "fraction of the GEMM floor (floor / epoch)"],
+                                [[f, summary[f]["epoch_s"], v] for f, v in floor_summary["fraction_of_floor"].items()]),
+               ""]
     if ratios:
         heads_r = ["ratio (ours / torch)", "torch, same threads"] + (["torch, 1 thread"] if ratios_one else [])
         md += [C.markdown_table(heads_r, [
@@ -375,11 +486,12 @@ def main(argv=None) -> dict:
                                ("peak RSS", "peak_rss_ours_over_torch"))]), ""]
     if profile:
         md += [(f"Where one training batch of this engine spends its time ({profile['batches']} profiled batches "
-               "after the epoch; exclusive times of the wrapped engine functions, the rest is Python overhead):"), "",
+               f"after the epoch, {args.profile_threads} engine thread(s); exclusive times of the wrapped engine "
+               "functions, the rest is Python overhead):"), "",
                profile_table(profile), ""]
     markdown = "\n".join(md)
     data = C.finite_or_none({"benchmark": "train", "quick": args.quick, "machine": machine, "data": data_source,
-                             "rounds": rounds, "summary": summary, "ratios": ratios,
+                             "rounds": rounds, "summary": summary, "ratios": ratios, "gemm_floor": floor_summary,
                              "ratios_vs_torch_one_thread": ratios_one, "profile": profile,
                              "runs": runs})
     name = args.name or ("train-quick" if args.quick else "train")

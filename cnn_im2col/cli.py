@@ -160,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"continue the run whose {CHECKPOINT} is in DIR, with its settings")
     if _set_num_threads() is not None:
         train.add_argument("--threads", type=_positive_int, metavar="N",
-                           help="threads for the Numba kernels and the BLAS (default: the engine's choice; under "
-                                "MPI, the cores of the node / the ranks on it)")
+                           help="threads of the engine's pool (default: every core; under MPI, the cores of "
+                                "the node / the ranks on it)")
 
     evaluate = sub.add_parser("evaluate", help="test accuracy, loss and confusion matrix of a saved model",
                               description="Evaluate a saved model on the 10,000 MNIST test images.")

@@ -15,13 +15,19 @@ and its backward pass (Eq. 8.36, 8.45, 8.48 in matrix form) is
     db  = sum of dZ              (tied: over N, OH, OW; untied: over N)
     dx  = col2im(dZ @ W)         (the full convolution with the kernel rotated 180 degrees)
 
-That is the ``"numpy"`` backend, literally. The ``"numba"`` backend computes the same products
-transposed, with the channel-major matrix ``cols_t = cols.T`` (C*KH*KW, N*OH*OW) of
-``im2col.unfold_t``: ``W @ cols_t`` is (O, N*OH*OW), i.e. (O, N, OH, OW) with contiguous planes, so
-the move to NCHW is a copy of whole planes fused with the bias (``_kernels.cnhw_to_nchw``) instead
-of a strided NHWC -> NCHW transpose; backward turns dout into dZ.T (O, N*OH*OW) in one pass that
-also sums the tied bias gradient, then ``dW = dZ.T @ cols_t.T`` and ``dx = col2im_t(W.T @ dZ.T)``.
-Every matrix product goes through ``gemm`` (NumPy's BLAS).
+That is the ``"numpy"`` backend, literally. With ``groups = G`` the channels split into G groups
+and each is its own convolution: one GEMM per group, on the group's rows of ``cols`` and of ``W``.
+
+The ``"numba"`` backend computes the same products transposed, in blocks: the batch is split into
+slices (``threads.split``), and each worker of the engine's pool runs a slice's whole block while
+it is in its cache: channel-major im2col ``cols_t`` (C*KH*KW, n*OH*OW) -> ``W @ cols_t`` (O,
+n*OH*OW), single-threaded -> one epilogue pass that adds the bias, applies the ReLU if it was
+fused (``relu=True``) and writes NCHW. Backward, per slice: one pass turns dout into dZ.T (O,
+n*OH*OW), applying the fused ReLU's derivative and summing the bias gradient; ``dW_slice = dZ.T @
+cols_t.T``; ``dx_slice = col2im_t(W.T @ dZ.T)``; the slices' dW add up at the end. A depthwise
+convolution (``groups == C == O``) takes direct kernels instead (``_kernels.depthwise_*``, no
+im2col: measured 18-25 ms against 57-78 ms for one GEMM per channel, 32x64x32x32 3x3 pad 1 forward
++ backward on one thread).
 
 ``owner`` names the caller in error messages (a layer passes its own name).
 """
@@ -33,110 +39,190 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _kernels
-from .im2col import BACKENDS, fold, fold_t, unfold, unfold_t
+from . import threads as _threads
+from .im2col import BACKENDS, ConvGeometry, dilated_geometry, fold, fold_t, unfold, unfold_t
 from .shapes import (
     WindowGeometry,
     as_float_array,
     check_choice,
     check_input_channels,
+    check_int,
     pair,
-    resolve_padding,
     window_geometry,
 )
 
 # --------------------------------------------------------------------------- GEMM
 
+# a product is split over the pool only above this many multiply-adds (below, a hand-off costs more)
+_PARALLEL_GEMM_MACS = 2_000_000
+
 
 def gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` through NumPy's BLAS: every matrix product of the engine goes through here (one
-    place to profile; dtypes are the callers' business and never mixed)."""
-    return np.matmul(a, b)
+    """``a @ b`` (2-D) through NumPy's BLAS, whose every call is single-threaded (``threads.py``):
+    a large product is split by rows of ``a`` over the engine's pool, so that a Dense layer uses
+    every core too. Every matrix product outside a convolution block goes through here."""
+    rows = a.shape[0]
+    threads = _threads.get_num_threads()
+    if threads == 1 or rows < 2 * threads or rows * a.shape[1] * b.shape[1] < _PARALLEL_GEMM_MACS:
+        return np.matmul(a, b)
+    out = np.empty((rows, b.shape[1]), dtype=np.result_type(a, b))
+
+    def work(s: slice) -> None:
+        np.matmul(a[s], b, out=out[s])
+
+    _threads.parallel_map(work, _threads.split(rows, threads))
+    return out
 
 
 # --------------------------------------------------------------------------- convolution
 
-# conv2d_forward(keep_cols=False): im2col at most this much at a time, so that it is still in cache
-# when the GEMM reads it. Measured, LeNet inference on 10k images (batch 1000, Numba 2 + BLAS 2
-# threads): 0.5 MiB 1.76 s, 1 MiB 1.54 s, 2 MiB 1.40 s, 4 MiB 1.37 s, 8 MiB 1.34 s, 16 MiB 1.57 s,
-# 64 MiB 1.64 s (smaller chunks pay more kernel launches and thread wake-ups, larger ones leave the
-# 4 MiB L2). Training keeps whole matrices: chunking it there was slower.
-_CHUNK_BYTES = 4 * 2**20
+# A worker's batch slice: at most this many bytes of im2col matrix, so that it is still in the
+# core's cache (L2 here: 1 MiB per core) when the GEMM reads it (measured, single thread: 256 KiB
+# to 4 MiB within noise for the 3x3 case, 256-512 KiB best for LeNet's), and at least as many slices as
+# threads. Training keeps every slice's matrix for backward.
+_CHUNK_BYTES = 2**19
+
+# groups == in_channels == out_channels: the direct kernels (_kernels.depthwise_*) instead of one
+# GEMM per channel (the module docstring has the measurement)
+_DEPTHWISE_DIRECT = True
 
 
 class ConvCache(NamedTuple):
     x_shape: tuple[int, int, int, int]
-    cols: np.ndarray | None  # None when conv2d_forward ran with keep_cols=False
+    cols: list[np.ndarray] | np.ndarray | None  # numba: one cols_t per slice; numpy: cols; None: rebuild
     weight: np.ndarray
     bias_shape: tuple[int, ...] | None
-    geometry: WindowGeometry
+    geometry: ConvGeometry
     backend: str
     owner: str
     x: np.ndarray | None = None  # the (contiguous) input, kept instead of cols (keep_cols=False)
+    groups: int = 1
+    slices: list[slice] | None = None  # numba: the batch slices of ``cols``
+    out: np.ndarray | None = None  # relu=True: the output, whose sign is ReLU's derivative
+    relu: bool = False
 
 
 def conv2d_output_shape(input_shape: tuple[int, int, int], weight_shape: tuple[int, int, int, int],
-                        stride: Any = 1, padding: Any = 0, owner: str = "conv2d") -> tuple[int, int, int]:
-    """(C, H, W) -> (O, OH, OW) for a weight of shape (O, C, KH, KW); raises if the kernel cannot fit."""
-    out_channels, in_channels, kh, kw = weight_shape
+                        stride: Any = 1, padding: Any = 0, owner: str = "conv2d", dilation: Any = 1,
+                        groups: int = 1) -> tuple[int, int, int]:
+    """(C, H, W) -> (O, OH, OW) for a weight of shape (O, C/groups, KH, KW); raises if the kernel
+    cannot fit. ``OH = (H + pad_top + pad_bottom - dilation*(KH - 1) - 1) // stride + 1``."""
+    out_channels, group_channels, kh, kw = weight_shape
+    groups = _check_groups(groups, out_channels, owner)
+    in_channels = group_channels * groups
     if len(input_shape) != 3 or input_shape[0] != in_channels:
         raise ValueError(f"{owner}: input must be ({in_channels}, H, W) (channels, height, width), "
                          f"got {tuple(input_shape)}")
-    g = _conv_geometry(input_shape[1], input_shape[2], (kh, kw), stride, padding, owner)
+    g = _conv_geometry(input_shape[1], input_shape[2], (kh, kw), stride, padding, owner, dilation)
     return (out_channels, g.oh, g.ow)
 
 
+def _check_groups(groups: Any, out_channels: int, owner: str, in_channels: int | None = None) -> int:
+    """``groups`` as an int >= 1 dividing the output channels (and the input channels, if given:
+    from a weight (O, C/groups, KH, KW) they always divide)."""
+    groups = check_int(groups, "groups", owner, minimum=1)
+    counts = (("in_channels", in_channels), ("out_channels", out_channels))
+    for name, count in counts:
+        if count is not None and count % groups:
+            raise ValueError(f"{owner}: groups must divide {name}; got groups={groups} and {name}={count}")
+    return groups
+
+
 def _conv_geometry(height: int, width: int, kernel: tuple[int, int], stride: Any, padding: Any,
-                   owner: str) -> WindowGeometry:
+                   owner: str, dilation: Any = 1) -> ConvGeometry:
     steps = pair(stride, "stride", owner)
-    pads = resolve_padding(padding, kernel, steps, owner)
-    return window_geometry(height, width, kernel, steps, pads, owner)
+    dil = pair(dilation, "dilation", owner)
+    return dilated_geometry(height, width, tuple(kernel), steps, dil, padding, owner)
+
+
+def _slices(n: int, per_sample_bytes: int) -> list[slice]:
+    """The batch as slices for the pool: at least one per thread, each im2col at most _CHUNK_BYTES."""
+    threads = _threads.get_num_threads()
+    by_cache = -(-n * per_sample_bytes // _CHUNK_BYTES)
+    parts = max(threads, by_cache)
+    parts = -(-parts // threads) * threads  # a multiple of the threads: no worker idles at the end
+    return _threads.split(n, parts)
+
+
+def _grouped_matmul(a: np.ndarray, b: np.ndarray, groups: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Block-diagonal product: group g of ``a``'s rows times group g of ``b``'s rows (a: (G*r, k),
+    b: (G*k, m) -> (G*r, m)); ``groups == 1`` is ``a @ b``."""
+    if groups == 1:
+        return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+    r, k = a.shape[0] // groups, b.shape[0] // groups
+    if out is None:
+        out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    for g in range(groups):
+        np.matmul(a[g * r:(g + 1) * r], b[g * k:(g + 1) * k], out=out[g * r:(g + 1) * r])
+    return out
 
 
 def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
-                   backend: str = "numba", owner: str = "conv2d", *,
-                   keep_cols: bool = True) -> tuple[np.ndarray, ConvCache]:
-    """Cross-correlate ``x`` (N, C, H, W) with ``weight`` (O, C, KH, KW) and add ``bias``.
+                   backend: str = "numba", owner: str = "conv2d", *, keep_cols: bool = True,
+                   dilation: Any = 1, groups: int = 1, relu: bool = False) -> tuple[np.ndarray, ConvCache]:
+    """Cross-correlate ``x`` (N, C, H, W) with ``weight`` (O, C/groups, KH, KW) and add ``bias``.
 
     ``bias``: ``None``; tied, shape (O,), one per feature map; or untied, shape (O, OH, OW), one per
-    output neuron (Fig. 8.1). ``stride``: int or (sy, sx). ``padding``: int, (ph, pw), ``"valid"``
-    or ``"same"`` (stride 1 only). ``x`` is cast to the weight's dtype (float32 or float64).
+    output neuron (Fig. 8.1). ``stride``, ``dilation``: int or pair. ``padding``: int, (ph, pw),
+    ``"valid"`` or ``"same"`` (stride 1 only; with dilation, as PyTorch). ``groups``: the channels
+    split into that many independent convolutions (PyTorch's meaning; it must divide C and O).
+    ``relu=True``: the output is ReLU(conv), computed in the same pass (a fused Conv2D -> ReLU).
+    ``x`` is cast to the weight's dtype (float32 or float64).
     Returns ``out`` (N, O, OH, OW), C-contiguous, and the cache for ``conv2d_backward``.
-    ``keep_cols=False`` (inference): the im2col matrix (C*KH*KW values per output position, the
-    layer's largest array) is built a few samples at a time (about 1 MiB each) and not kept; the
-    cache holds ``x`` instead, and ``conv2d_backward`` rebuilds the matrix if it is ever called.
+    ``keep_cols=False`` (inference): the im2col matrix (C/groups*KH*KW values per output position and
+    group, the layer's largest array) is built a slice at a time and not kept; the cache holds
+    ``x`` instead, and ``conv2d_backward`` rebuilds the matrix if it is ever called.
     """
     check_choice(backend, "backend", BACKENDS, owner)
     weight = as_float_array(weight, "weight", owner, ndim=4)
     x = as_float_array(x, "x", owner, ndim=4, dtype=weight.dtype)
     out_channels = weight.shape[0]
-    check_input_channels(x, weight.shape[1], owner)
-    g = _conv_geometry(x.shape[2], x.shape[3], weight.shape[2:], stride, padding, owner)
+    groups = _check_groups(groups, out_channels, owner)
+    check_input_channels(x, weight.shape[1] * groups, owner)
+    g = _conv_geometry(x.shape[2], x.shape[3], weight.shape[2:], stride, padding, owner, dilation)
     bias = _check_bias(bias, (out_channels, g.oh, g.ow), weight.dtype, owner)
 
     x = np.ascontiguousarray(x)
     n = x.shape[0]
     w2 = weight.reshape(out_channels, -1)
+    plane = g.oh * g.ow
+    slices = None
+    depthwise = backend == "numba" and _DEPTHWISE_DIRECT and groups == x.shape[1] == out_channels > 1
     if backend == "numba":
-        # channel-major cols (C*KH*KW, N*OH*OW): W @ cols is (O, N*OH*OW), whose planes are
-        # contiguous, so the move to NCHW (fused with the tied bias) copies whole rows
         out = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
-        tied = bias if bias is not None and bias.ndim == 1 else np.zeros(out_channels, weight.dtype)
-        # kept for backward: all samples at once; otherwise a few samples at a time, so that the
-        # im2col matrix never holds more than about _CHUNK_BYTES, whatever the batch size
-        per_sample = w2.shape[1] * g.oh * g.ow * x.itemsize
-        step = n if keep_cols else max(1, min(n, _CHUNK_BYTES // per_sample))
-        cols = None
-        for start in range(0, n, step):
-            cols = unfold_t(x[start:start + step], g)
-            rows_t = gemm(w2, cols)  # (O, n*OH*OW): the whole layer (or chunk) in one GEMM
-            _kernels.cnhw_to_nchw(rows_t, tied, out[start:start + step].reshape(-1, out_channels, g.oh * g.ow))
-            if not keep_cols:
-                cols = rows_t = None  # free this chunk's arrays before the next one is made
-        if bias is not None and bias.ndim == 3:
-            out += bias
+        if bias is None:
+            bias2 = np.zeros((out_channels, 1), weight.dtype)
+        else:
+            bias2 = bias.reshape(out_channels, -1)
+    if depthwise:  # no im2col matrix at all: the cache keeps x
+        w3 = np.ascontiguousarray(weight[:, 0])
+        slices = _slices(n, x[0].nbytes * 4)
+
+        def direct(s: slice) -> None:
+            _kernels.depthwise_forward(x[s], w3, g.sy, g.sx, g.dy, g.dx, g.top, g.left, bias2, relu, out[s])
+
+        _threads.parallel_map(direct, slices)
+        cache = ConvCache(x.shape, None, weight, None if bias is None else bias.shape, g, backend, owner, x,
+                          groups, slices, out if relu else None, bool(relu))
+        return out, cache
+    if backend == "numba":
+        out3 = out.reshape(n, out_channels, plane)
+        rows = x.shape[1] * g.kh * g.kw
+        slices = _slices(n, rows * plane * x.itemsize)
+
+        def block(s: slice) -> np.ndarray | None:
+            cols = unfold_t(x[s], g)
+            if groups == 1 and s.stop - s.start == 1:  # W @ cols is already this sample's NCHW output
+                np.matmul(w2, cols, out=out3[s.start])
+                _kernels.bias_relu_inplace(out3[s], bias2, relu)
+            else:
+                _kernels.cm_to_nchw(_grouped_matmul(w2, cols, groups), bias2, relu, out3[s])
+            return cols if keep_cols else None
+
+        cols = _threads.parallel_map(block, slices)
     else:
         cols = unfold(x, g, 0.0, backend)
-        rows = gemm(cols, w2.T)  # (N*OH*OW, O): the whole layer in one GEMM
+        rows = _grouped_matmul(w2, cols.T, groups).T  # (N*OH*OW, O): one GEMM per group
         # NHWC -> NCHW; the bias add doubles as the copy into a contiguous output.
         view = rows.reshape(n, g.oh, g.ow, out_channels).transpose(0, 3, 1, 2)
         out = np.empty(view.shape, dtype=weight.dtype)
@@ -146,8 +232,10 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
             np.add(view, bias[:, None, None], out=out)
         else:
             np.add(view, bias, out=out)
+        if relu:
+            np.maximum(out, 0, out=out)
     cache = ConvCache(x.shape, cols if keep_cols else None, weight, None if bias is None else bias.shape, g,
-                      backend, owner, None if keep_cols else x)
+                      backend, owner, None if keep_cols else x, groups, slices, out if relu else None, bool(relu))
     return out, cache
 
 
@@ -158,42 +246,119 @@ def _check_bias(bias: Any, out_shape: tuple[int, int, int], dtype: np.dtype, own
     if bias.shape not in (out_shape[:1], out_shape):
         raise ValueError(f"{owner}: bias must have shape {out_shape[:1]} (tied) or {out_shape} (untied, "
                          f"one per output neuron), got {bias.shape}")
-    return bias
+    return np.ascontiguousarray(bias)
 
 
 def conv2d_backward(dout: Any, cache: ConvCache,
                     input_grad: bool = True) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Gradients of ``conv2d_forward``: ``(dx, dweight, dbias)`` with the shapes of x, weight, bias.
 
+    ``dout`` is the gradient of the forward's output (after the fused ReLU when ``relu=True``).
     ``dbias`` is None when there was no bias; ``dx`` is None with ``input_grad=False`` (not
     computed: a network's first layer never needs it).
     """
-    x_shape, cols, weight, bias_shape, g, backend, owner, x = cache
-    if cols is None:  # forward ran with keep_cols=False
-        cols = unfold_t(x, g) if backend == "numba" else unfold(x, g, 0.0, backend)
+    g, backend, owner, groups = cache.geometry, cache.backend, cache.owner, cache.groups
+    x_shape, weight, bias_shape = cache.x_shape, cache.weight, cache.bias_shape
     out_channels = weight.shape[0]
     dout = check_dout(dout, (x_shape[0], out_channels, g.oh, g.ow), weight.dtype, owner)
     w2 = weight.reshape(out_channels, -1)
-    if backend == "numba":  # cols is channel-major (C*KH*KW, N*OH*OW), see conv2d_forward
-        d_t = np.empty((out_channels, cols.shape[1]), dtype=weight.dtype)  # dout as (O, N*OH*OW)
-        tied_grad = np.empty(out_channels, dtype=weight.dtype)
-        _kernels.nchw_to_cnhw(np.ascontiguousarray(dout).reshape(x_shape[0], out_channels, -1), d_t, tied_grad)
-        # (cols @ dZ) transposed, not dZ.T @ cols.T: the same product, but OpenBLAS runs this
-        # orientation ~25% faster for these shapes (measured: LeNet's 2.85 -> 2.1 ms, 1.3 -> 1.0 ms)
-        dweight = np.ascontiguousarray(gemm(cols, d_t.T).T).reshape(weight.shape)
-        dx = fold_t(gemm(w2.T, d_t), x_shape, g) if input_grad else None  # col2im of (C*KH*KW, N*OH*OW)
-    else:
-        d_rows = dout.transpose(0, 2, 3, 1).reshape(-1, out_channels)  # (N*OH*OW, O)
-        dweight = gemm(d_rows.T, cols).reshape(weight.shape)
-        tied_grad = None
-        dx = fold(gemm(d_rows, w2), x_shape, g, backend) if input_grad else None  # col2im of (N*OH*OW, C*KH*KW)
+    wt = _group_transpose(w2, groups)  # (C*KH*KW, O/G) per group, stacked: W.T of each group
+    if backend == "numba" and cache.cols is None and cache.x is not None and \
+            _DEPTHWISE_DIRECT and groups == x_shape[1] == out_channels > 1:
+        return _depthwise_backward(dout, cache, input_grad)
+    if backend == "numba":
+        n, plane = x_shape[0], g.oh * g.ow
+        dout3 = np.ascontiguousarray(dout).reshape(n, out_channels, plane)
+        y3 = cache.out.reshape(n, out_channels, plane) if cache.relu else dout3
+        dx = np.empty(x_shape, dtype=weight.dtype) if input_grad else None
+        slices = cache.slices
+        kept = cache.cols
+
+        def block(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+            s = slices[i]
+            cols = kept[i] if kept is not None else unfold_t(cache.x[s], g)
+            d_t = np.empty((out_channels, (s.stop - s.start) * plane), dtype=weight.dtype)
+            tied = np.empty(out_channels, dtype=np.float64)
+            _kernels.nchw_to_cm(dout3[s], y3[s], cache.relu, d_t, tied)
+            dw = _grouped_matmul(d_t, _group_rows_t(cols, groups), groups)  # (O, C/G*KH*KW)
+            if input_grad:
+                fold_t(_grouped_matmul(wt, d_t, groups), g, dx[s])
+            untied = None
+            if bias_shape is not None and len(bias_shape) == 3:
+                untied = d_t.reshape(out_channels, -1, plane).sum(axis=1)
+            return dw, tied, untied
+
+        parts = _threads.parallel_map(block, list(range(len(slices))))
+        dweight = parts[0][0]
+        for part in parts[1:]:
+            dweight += part[0]
+        dweight = dweight.reshape(weight.shape)
+        if bias_shape is None:
+            dbias = None
+        elif len(bias_shape) == 1:
+            dbias = sum(p[1] for p in parts).astype(weight.dtype)
+        else:
+            dbias = sum(p[2] for p in parts).reshape(bias_shape)
+        return dx, dweight, dbias
+    cols = cache.cols if cache.cols is not None else unfold(cache.x, g, 0.0, backend)
+    if cache.relu:
+        dout = np.where(cache.out > 0, dout, 0).astype(weight.dtype)
+    d_rows = dout.transpose(0, 2, 3, 1).reshape(-1, out_channels)  # (N*OH*OW, O)
+    dweight = _grouped_matmul(d_rows.T, _group_rows_t(cols.T, groups), groups).reshape(weight.shape)
+    dx = fold(_grouped_matmul(wt, d_rows.T, groups).T, x_shape, g, backend) if input_grad else None
     if bias_shape is None:
         dbias = None
     elif len(bias_shape) == 1:
-        dbias = tied_grad if tied_grad is not None else dout.sum(axis=(0, 2, 3))
+        dbias = dout.sum(axis=(0, 2, 3))
     else:
         dbias = dout.sum(axis=0)
     return dx, dweight, dbias
+
+
+def _depthwise_backward(dout: np.ndarray, cache: ConvCache,
+                        input_grad: bool) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """``conv2d_backward`` of a depthwise convolution (the direct kernels), slice by slice."""
+    g, weight, x, bias_shape = cache.geometry, cache.weight, cache.x, cache.bias_shape
+    w3 = np.ascontiguousarray(weight[:, 0])
+    dout = np.ascontiguousarray(dout)
+    y = cache.out if cache.relu else dout
+    dx = np.empty(x.shape, dtype=weight.dtype) if input_grad else None
+    dx_view = dx if input_grad else np.empty((1, 1, 1, 1), dtype=weight.dtype)
+
+    def block(s: slice) -> tuple[np.ndarray, np.ndarray]:
+        dw = np.empty(w3.shape, dtype=np.float64)
+        db = np.empty(w3.shape[0], dtype=np.float64)
+        _kernels.depthwise_backward(dout[s], y[s], cache.relu, x[s], w3, g.sy, g.sx, g.dy, g.dx, g.top, g.left,
+                                    input_grad, dx_view[s] if input_grad else dx_view, dw, db)
+        return dw, db
+
+    parts = _threads.parallel_map(block, cache.slices)
+    dweight = sum(p[0] for p in parts).astype(weight.dtype).reshape(weight.shape)
+    if bias_shape is None:
+        dbias = None
+    elif len(bias_shape) == 1:
+        dbias = sum(p[1] for p in parts).astype(weight.dtype)
+    else:
+        masked = np.where(y > 0, dout, 0) if cache.relu else dout
+        dbias = masked.sum(axis=0).astype(weight.dtype)
+    return dx, dweight, dbias
+
+
+def _group_transpose(w2: np.ndarray, groups: int) -> np.ndarray:
+    """(O, K) -> (G*K, O/G): each group's block of W transposed, stacked (W.T when G == 1)."""
+    if groups == 1:
+        return w2.T
+    o, k = w2.shape[0] // groups, w2.shape[1]
+    return np.ascontiguousarray(w2.reshape(groups, o, k).transpose(0, 2, 1).reshape(groups * k, o))
+
+
+def _group_rows_t(cols_t: np.ndarray, groups: int) -> np.ndarray:
+    """(G*K, M) -> (G*M, K): each group's rows transposed, stacked, so that ``_grouped_matmul`` of
+    dZ.T (G*r, M) with it gives each group's dW (r, K)."""
+    if groups == 1:
+        return cols_t.T
+    k, m = cols_t.shape[0] // groups, cols_t.shape[1]
+    return cols_t.reshape(groups, k, m).transpose(0, 2, 1).reshape(groups * m, k)
 
 
 def check_dout(dout: Any, expected: tuple[int, ...], dtype: np.dtype, owner: str) -> np.ndarray:
@@ -221,6 +386,21 @@ class PoolCache(NamedTuple):
     border: np.ndarray | None = None
 
 
+class MaxPoolCache(NamedTuple):
+    """``PoolCache``'s fields for max pooling, plus the fused ReLU's."""
+
+    x_shape: tuple[int, int, int, int]
+    geometry: WindowGeometry
+    backend: str
+    owner: str
+    argmax: np.ndarray
+    sums: None
+    scale: None
+    dtype: np.dtype
+    pooled: np.ndarray | None = None  # relu=True: the output, whose sign gates the gradient
+    relu: bool = False
+
+
 def pool_geometry(height: int, width: int, kernel_size: Any, stride: Any, padding: Any,
                   owner: str) -> WindowGeometry:
     """Window geometry of a pooling layer: stride defaults to the window; padding at most half of it."""
@@ -243,47 +423,68 @@ def _planes_as_channels(x: np.ndarray) -> np.ndarray:
     return x.reshape(n * c, 1, height, width)
 
 
+def _batch_slices(n: int) -> list[slice]:
+    return _threads.split(n, _threads.get_num_threads())
+
+
 def max_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0,
-                       backend: str = "numba", owner: str = "max_pool2d") -> tuple[np.ndarray, PoolCache]:
+                       backend: str = "numba", owner: str = "max_pool2d", *,
+                       relu: bool = False) -> tuple[np.ndarray, MaxPoolCache]:
     """Max over windows of each feature map (Eq. 8.24), any window and stride, overlaps allowed.
 
     Padding cells count as -inf. Ties: the gradient goes to the FIRST maximum in window scan order
     (row-major within the window), like ``numpy.argmax`` and the primer's ``MaxPoolingMap``.
+    ``relu=True``: the pool of ReLU(x) (a fused ReLU -> MaxPool), computed as ReLU of the pool in
+    the same pass; outputs and gradients are those of the two layers, ties included.
     ``x`` (N, C, H, W) -> (N, C, OH, OW).
     """
     check_choice(backend, "backend", BACKENDS, owner)
     x = np.ascontiguousarray(as_float_array(x, "x", owner, ndim=4))
     g = pool_geometry(x.shape[2], x.shape[3], kernel_size, stride, padding, owner)
     n, c = x.shape[:2]
+    relu = bool(relu)
     if backend == "numba":
         out = np.empty((n, c, g.oh, g.ow), dtype=x.dtype)
         argmax = np.empty((n, c, g.oh, g.ow), dtype=np.int32 if x[0, 0].size < 2**31 else np.int64)
-        if _no_padding(g) and (g.kh, g.kw) == (2, 2):
-            _kernels.max_pool_forward_2x2(x, g.sy, g.sx, out, argmax)
-        elif _no_padding(g):
-            _kernels.max_pool_forward_valid(x, g.kh, g.kw, g.sy, g.sx, out, argmax, True)
-        else:
-            _kernels.max_pool_forward(x, g.kh, g.kw, g.sy, g.sx, g.top, g.left, out, argmax)
+
+        def work(s: slice) -> None:
+            if _no_padding(g) and (g.kh, g.kw) == (2, 2):
+                _kernels.max_pool_forward_2x2(x[s], g.sy, g.sx, relu, out[s], argmax[s])
+            elif _no_padding(g):
+                _kernels.max_pool_forward_valid(x[s], g.kh, g.kw, g.sy, g.sx, relu, out[s], argmax[s])
+            else:
+                _kernels.max_pool_forward(x[s], g.kh, g.kw, g.sy, g.sx, g.top, g.left, relu, out[s], argmax[s])
+
+        _threads.parallel_map(work, _batch_slices(n))
     else:
         cols = unfold(_planes_as_channels(x), g, -np.inf, "numpy")  # (N*C*OH*OW, KH*KW)
         argmax = cols.argmax(axis=1)  # window-local index of the first maximum
         out = np.take_along_axis(cols, argmax[:, None], axis=1).reshape(n, c, g.oh, g.ow)
-    return out, PoolCache(x.shape, g, backend, owner, argmax, None, None, x.dtype)
+        if relu:
+            out = np.maximum(out, 0, dtype=out.dtype)
+    return out, MaxPoolCache(x.shape, g, backend, owner, argmax, None, None, x.dtype, out if relu else None, relu)
 
 
-def max_pool2d_backward(dout: Any, cache: PoolCache) -> np.ndarray:
-    """Route each output gradient to the input that won its window; overlapping windows accumulate."""
+def max_pool2d_backward(dout: Any, cache: MaxPoolCache) -> np.ndarray:
+    """Route each output gradient to the input that won its window; overlapping windows accumulate.
+    After a fused ReLU (``relu=True``) only where the pooled value is > 0."""
     x_shape, g, backend, owner, argmax = cache[:5]
     n, c, height, width = x_shape
     dout = np.ascontiguousarray(check_dout(dout, (n, c, g.oh, g.ow), cache.dtype, owner))
+    relu = cache.relu
+    pooled = cache.pooled if relu else dout
     if backend == "numba":
-        if _no_padding(g) and (g.sy, g.sx) == (g.kh, g.kw):  # windows tile the image: no overlap
-            dx = np.empty(x_shape, dtype=cache.dtype)
-            _kernels.max_pool_backward_tiled(dout, argmax, dx)
-        else:
-            dx = np.zeros(x_shape, dtype=cache.dtype)
-            _kernels.max_pool_backward(dout, argmax, dx)
+        dx = np.empty(x_shape, dtype=cache.dtype)
+        tiled = _no_padding(g) and (g.sy, g.sx) == (g.kh, g.kw)  # windows tile the image: no overlap
+        kernel = _kernels.max_pool_backward_tiled if tiled else _kernels.max_pool_backward
+
+        def work(s: slice) -> None:
+            kernel(dout[s], argmax[s], pooled[s], relu, dx[s])
+
+        _threads.parallel_map(work, _batch_slices(n))
         return dx
+    if relu:
+        dout = np.where(pooled > 0, dout, 0).astype(cache.dtype)
     dcols = np.zeros((argmax.size, g.kh * g.kw), dtype=cache.dtype)
     dcols[np.arange(argmax.size), argmax] = dout.ravel()
     return fold(dcols, (n * c, 1, height, width), g, "numpy").reshape(x_shape)
@@ -387,15 +588,37 @@ def global_avg_pool2d_backward(dout: Any, cache: tuple) -> np.ndarray:
 # these derivatives need (Eq. 8.52: dN = f'(N) * dA).
 
 
+# Element-wise passes over big arrays run on the pool in flat slices (below this many elements, one
+# thread: a hand-off costs more than the pass).
+_PARALLEL_ELEMENTS = 1 << 16
+
+
+def _flat_slices(size: int) -> list[slice]:
+    threads = _threads.get_num_threads()
+    return _threads.split(size, threads if size >= _PARALLEL_ELEMENTS else 1)
+
+
 def relu(x: np.ndarray) -> np.ndarray:
-    return np.maximum(x, 0, dtype=x.dtype)
+    out = np.empty(x.shape, dtype=x.dtype)
+    flat_x, flat_out = np.ascontiguousarray(x).reshape(-1), out.reshape(-1)
+
+    def work(s: slice) -> None:
+        np.maximum(flat_x[s], 0, out=flat_out[s], dtype=x.dtype)
+
+    _threads.parallel_map(work, _flat_slices(flat_x.size))
+    return out
 
 
 def relu_backward(dout: np.ndarray, y: np.ndarray) -> np.ndarray:
     if (dout.dtype == y.dtype and dout.dtype.char in "fd" and dout.shape == y.shape
             and dout.flags.c_contiguous and y.flags.c_contiguous):
         dx = np.empty_like(dout)
-        _kernels.relu_backward(dout.reshape(-1), y.reshape(-1), dx.reshape(-1))  # one pass, no mask
+        flat_d, flat_y, flat_dx = dout.reshape(-1), y.reshape(-1), dx.reshape(-1)
+
+        def work(s: slice) -> None:
+            _kernels.relu_backward(flat_d[s], flat_y[s], flat_dx[s])  # one pass, no mask
+
+        _threads.parallel_map(work, _flat_slices(flat_dx.size))
         return dx
     return np.where(y > 0, dout, 0).astype(dout.dtype, copy=False)
 

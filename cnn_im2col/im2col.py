@@ -6,7 +6,8 @@ every output neuron at once. ``col2im`` is its adjoint: it scatter-adds rows bac
 so overlapping windows accumulate. That is exactly what the backward pass needs.
 
 Two backends compute the same thing:
-- ``"numba"``: the compiled loops of ``_kernels`` (parallel, no temporaries);
+- ``"numba"``: the compiled loops of ``_kernels`` (serial kernels on the engine's pool, one batch
+  slice per worker; no temporaries);
 - ``"numpy"``: ``sliding_window_view`` stride tricks and a loop over kernel offsets only; slower,
   but short enough to check by eye. The tests hold the two equal.
 
@@ -17,15 +18,14 @@ Layouts: ``x`` is (N, C, H, W); ``cols`` is (N*OH*OW, C*KH*KW), row ``(n, oh, ow
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import _kernels
-from . import threads as _threads  # noqa: F401 - picks Numba's threading layer before any kernel runs
+from . import threads as _threads
 from .shapes import (
-    WindowGeometry,
     as_float_array,
     check_choice,
     check_float,
@@ -37,92 +37,137 @@ from .shapes import (
 BACKENDS = ("numba", "numpy")
 
 
-def unfold(x: np.ndarray, g: WindowGeometry, pad_value: float = 0.0, backend: str = "numba") -> np.ndarray:
-    """im2col for validated input: C-contiguous float (N, C, H, W) -> (N*OH*OW, C*KH*KW)."""
+class ConvGeometry(NamedTuple):
+    """A ``WindowGeometry`` with dilation: the window's cells are ``(dy, dx)`` pixels apart, so it
+    spans ``dy*(kh - 1) + 1`` rows. ``oh``/``ow`` already account for it."""
+
+    kh: int
+    kw: int
+    sy: int
+    sx: int
+    top: int
+    bottom: int
+    left: int
+    right: int
+    oh: int
+    ow: int
+    dy: int = 1
+    dx: int = 1
+
+
+def dilated_geometry(height: int, width: int, kernel: tuple[int, int], stride: tuple[int, int],
+                     dilation: tuple[int, int], padding: Any, owner: str) -> ConvGeometry:
+    """The geometry of a (dilated) kernel: its span ``dil*(k - 1) + 1`` must fit the padded input,
+    and ``"same"`` pads the span as PyTorch does (the extra cell at the bottom/right)."""
+    span = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
+    pads = resolve_padding(padding, span, stride, owner)
+    what = "kernel" if dilation == (1, 1) else f"kernel {tuple(kernel)} with dilation {tuple(dilation)}: its span"
+    g = window_geometry(height, width, span, stride, pads, owner, what=what)
+    return ConvGeometry(kernel[0], kernel[1], *g[2:], dilation[0], dilation[1])
+
+
+def _dilation(g: Any) -> tuple[int, int]:
+    return getattr(g, "dy", 1), getattr(g, "dx", 1)
+
+
+def _chunks(n: int) -> list[slice]:
+    return _threads.split(n, _threads.get_num_threads())
+
+
+def unfold(x: np.ndarray, g: Any, pad_value: float = 0.0, backend: str = "numba") -> np.ndarray:
+    """im2col for validated input: C-contiguous float (N, C, H, W) -> (N*OH*OW, C*KH*KW).
+
+    ``g``: a ``WindowGeometry`` or ``ConvGeometry`` (dilation)."""
     n, c = x.shape[:2]
+    dy, dx = _dilation(g)
     if backend == "numba":
         cols = np.empty((n * g.oh * g.ow, c * g.kh * g.kw), dtype=x.dtype)
-        _kernels.im2col(x, g.kh, g.kw, g.sy, g.sx, g.top, g.left, g.oh, g.ow, pad_value, cols)
+        rows = g.oh * g.ow
+
+        def work(s: slice) -> None:
+            _kernels.im2col(x[s], g.kh, g.kw, g.sy, g.sx, dy, dx, g.top, g.left, g.oh, g.ow, pad_value,
+                            cols[s.start * rows:s.stop * rows])
+
+        _threads.parallel_map(work, _chunks(n))
         return cols
     padded = np.pad(x, ((0, 0), (0, 0), (g.top, g.bottom), (g.left, g.right)), constant_values=pad_value)
-    windows = sliding_window_view(padded, (g.kh, g.kw), axis=(2, 3))  # (N, C, H', W', KH, KW)
+    span = (dy * (g.kh - 1) + 1, dx * (g.kw - 1) + 1)
+    windows = sliding_window_view(padded, span, axis=(2, 3))[..., ::dy, ::dx]  # (N, C, H', W', KH, KW)
     windows = windows[:, :, : g.sy * (g.oh - 1) + 1 : g.sy, : g.sx * (g.ow - 1) + 1 : g.sx]
     return windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * g.oh * g.ow, c * g.kh * g.kw)
 
 
-def fold(cols: np.ndarray, input_shape: tuple[int, int, int, int], g: WindowGeometry,
+def fold(cols: np.ndarray, input_shape: tuple[int, int, int, int], g: Any,
          backend: str = "numba") -> np.ndarray:
-    """col2im for validated input: scatter-add (N*OH*OW, C*KH*KW) rows into a zeroed (N, C, H, W)."""
+    """col2im for validated input: scatter-add (N*OH*OW, C*KH*KW) rows into a new (N, C, H, W)."""
     n, c, height, width = input_shape
+    dy, dx = _dilation(g)
     if backend == "numba":
-        dx = np.zeros(input_shape, dtype=cols.dtype)
-        _kernels.col2im(np.ascontiguousarray(cols), g.kh, g.kw, g.sy, g.sx, g.top, g.left, g.oh, g.ow, dx)
-        return dx
+        out = np.empty(input_shape, dtype=cols.dtype)
+        cols = np.ascontiguousarray(cols)
+        rows = g.oh * g.ow
+
+        def work(s: slice) -> None:
+            _kernels.col2im(cols[s.start * rows:s.stop * rows], g.kh, g.kw, g.sy, g.sx, dy, dx, g.top, g.left,
+                            g.oh, g.ow, out[s])
+
+        _threads.parallel_map(work, _chunks(n))
+        return out
     padded = np.zeros((n, c, height + g.top + g.bottom, width + g.left + g.right), dtype=cols.dtype)
     blocks = cols.reshape(n, g.oh, g.ow, c, g.kh, g.kw).transpose(0, 3, 4, 5, 1, 2)  # (N, C, KH, KW, OH, OW)
     for i in range(g.kh):
         for j in range(g.kw):
-            padded[:, :, i : i + g.sy * g.oh : g.sy, j : j + g.sx * g.ow : g.sx] += blocks[:, :, i, j]
+            padded[:, :, i * dy : i * dy + g.sy * g.oh : g.sy, j * dx : j * dx + g.sx * g.ow : g.sx] += blocks[:, :, i, j]
     return padded[:, :, g.top : g.top + height, g.left : g.left + width].copy()
 
 
-def _padded(g: WindowGeometry) -> bool:
-    return bool(g.top or g.bottom or g.left or g.right)
+def unfold_t(x: np.ndarray, g: Any, out: np.ndarray | None = None) -> np.ndarray:
+    """Channel-major im2col (Numba, serial: the caller runs it on a batch slice) for validated
+    input: C-contiguous float (N, C, H, W) -> (C*KH*KW, N*OH*OW), the transpose of ``unfold``'s
+    layout (``unfold_t(x, g) == unfold(x, g).T``); padding reads 0.
 
-
-def unfold_t(x: np.ndarray, g: WindowGeometry, pad_value: float = 0.0) -> np.ndarray:
-    """Channel-major im2col (Numba) for validated input: C-contiguous float (N, C, H, W) ->
-    (C*KH*KW, N*OH*OW), the transpose of ``unfold``'s layout (``unfold_t(x, g) == unfold(x, g).T``).
-
-    The convolution's own layout: ``W (O, C*KH*KW) @ cols_t`` is (O, N*OH*OW), contiguous planes.
-    With padding, ``x`` is first copied into a padded array (the kernel has no bounds checks).
+    The convolution's own layout: ``W (O, C*KH*KW) @ cols_t`` is (O, N*OH*OW).
     """
     n, c = x.shape[:2]
-    if _padded(g):
-        x = np.pad(x, ((0, 0), (0, 0), (g.top, g.bottom), (g.left, g.right)), constant_values=pad_value)
-    cols = np.empty((c * g.kh * g.kw, n * g.oh * g.ow), dtype=x.dtype)
-    _kernels.im2col_t(x, g.kh, g.kw, g.sy, g.sx, g.oh, g.ow, cols)
+    dy, dx = _dilation(g)
+    cols = np.empty((c * g.kh * g.kw, n * g.oh * g.ow), dtype=x.dtype) if out is None else out
+    _kernels.im2col_t(x, g.kh, g.kw, g.sy, g.sx, dy, dx, g.top, g.left, g.oh, g.ow, cols)
     return cols
 
 
-def fold_t(cols: np.ndarray, input_shape: tuple[int, int, int, int], g: WindowGeometry) -> np.ndarray:
-    """col2im (Numba) for the channel-major layout of ``unfold_t``: scatter-add (C*KH*KW, N*OH*OW)
-    into a new (N, C, H, W); ``fold_t(cols, s, g) == fold(cols.T, s, g)``. With padding it folds into
-    a padded array and returns the cropped copy (the padding's share is dropped)."""
-    n, c, height, width = input_shape
-    padded = (n, c, height + g.top + g.bottom, width + g.left + g.right)
-    dx = np.empty(padded, dtype=cols.dtype)
-    # samples per task: up to 32 (longer runs of each row), but at least ~64 tasks to share out
-    block = min(32, max(1, n * c // 64))
-    _kernels.col2im_t(np.ascontiguousarray(cols), g.kh, g.kw, g.sy, g.sx, g.oh, g.ow, block, dx)
-    if _padded(g):
-        dx = np.ascontiguousarray(dx[:, :, g.top:g.top + height, g.left:g.left + width])
-    return dx
+def fold_t(cols: np.ndarray, g: Any, out: np.ndarray) -> np.ndarray:
+    """col2im (Numba, serial) for the channel-major layout of ``unfold_t``: scatter-add
+    (C*KH*KW, N*OH*OW) into ``out`` (N, C, H, W), written whole; ``fold_t(cols, g, out) ==
+    fold(cols.T, out.shape, g)`` (the padding's share is dropped)."""
+    dy, dx = _dilation(g)
+    _kernels.col2im_t(np.ascontiguousarray(cols), g.kh, g.kw, g.sy, g.sx, dy, dx, g.top, g.left, g.oh, g.ow, out)
+    return out
 
 
 def _geometry(input_shape: tuple[int, ...], kernel_size: Any, stride: Any, padding: Any,
-              owner: str) -> WindowGeometry:
+              owner: str, dilation: Any = 1) -> ConvGeometry:
     kernel = pair(kernel_size, "kernel_size", owner)
     steps = pair(stride, "stride", owner)
-    pads = resolve_padding(padding, kernel, steps, owner)
-    return window_geometry(input_shape[2], input_shape[3], kernel, steps, pads, owner)
+    dil = pair(dilation, "dilation", owner)
+    return dilated_geometry(input_shape[2], input_shape[3], kernel, steps, dil, padding, owner)
 
 
 def im2col(x: Any, kernel_size: Any, stride: Any = 1, padding: Any = 0, pad_value: float = 0.0,
-           backend: str = "numba") -> np.ndarray:
+           backend: str = "numba", dilation: Any = 1) -> np.ndarray:
     """Gather every receptive field of ``x`` (N, C, H, W) into a row of a (N*OH*OW, C*KH*KW) matrix.
 
     ``padding`` is an int, a pair ``(ph, pw)``, ``"valid"`` or ``"same"``; padded cells read
-    ``pad_value`` (0 for convolution, ``-inf`` for max pooling).
+    ``pad_value`` (0 for convolution, ``-inf`` for max pooling). ``dilation``: int or (dy, dx), the
+    distance between a window's cells (PyTorch's meaning).
     """
     check_choice(backend, "backend", BACKENDS, "im2col")
     x = np.ascontiguousarray(as_float_array(x, "x", "im2col", ndim=4))
-    g = _geometry(x.shape, kernel_size, stride, padding, "im2col")
+    g = _geometry(x.shape, kernel_size, stride, padding, "im2col", dilation)
     return unfold(x, g, check_float(pad_value, "pad_value", "im2col", allow_inf=True), backend)
 
 
 def col2im(cols: Any, input_shape: tuple[int, int, int, int], kernel_size: Any, stride: Any = 1,
-           padding: Any = 0, backend: str = "numba") -> np.ndarray:
+           padding: Any = 0, backend: str = "numba", dilation: Any = 1) -> np.ndarray:
     """Scatter-add the rows of ``cols`` (N*OH*OW, C*KH*KW) back into an (N, C, H, W) array.
 
     The adjoint of ``im2col``: ``<im2col(x), c> == <x, col2im(c)>``. Padded cells are dropped.
@@ -133,7 +178,7 @@ def col2im(cols: Any, input_shape: tuple[int, int, int, int], kernel_size: Any, 
         raise ValueError(f"col2im: input_shape must be (N, C, H, W), got {input_shape!r}")
     shape = tuple(pair((v, v), "input_shape", "col2im")[0] for v in shape)
     cols = as_float_array(cols, "cols", "col2im", ndim=2)
-    g = _geometry(shape, kernel_size, stride, padding, "col2im")
+    g = _geometry(shape, kernel_size, stride, padding, "col2im", dilation)
     expected = (shape[0] * g.oh * g.ow, shape[1] * g.kh * g.kw)
     if cols.shape != expected:
         raise ValueError(f"col2im: cols must have shape {expected} for input_shape {shape}, got {cols.shape}")

@@ -107,21 +107,30 @@ def _input_size(input_size: Any, owner: str) -> list[int] | None:
 class Conv2D(Layer):
     """A convolution layer: cross-correlation of C input maps with O kernels, plus a bias.
 
-    Weight (O, C, KH, KW), He-initialised from ``seed``. ``bias``: ``"tied"`` -> shape (O,), one
-    per feature map; ``"untied"`` -> shape (O, OH, OW), one per output neuron (Fig. 8.1), which
+    Weight (O, C/groups, KH, KW), He-initialised from ``seed``. ``bias``: ``"tied"`` -> shape (O,),
+    one per feature map; ``"untied"`` -> shape (O, OH, OW), one per output neuron (Fig. 8.1), which
     needs ``input_size`` (H, W); ``None`` -> no bias. ``padding``: int, (ph, pw), ``"valid"`` or
-    ``"same"`` (stride 1 only). Input (N, C, H, W) -> output (N, O, OH, OW).
+    ``"same"`` (stride 1 only). ``dilation``: int or (dy, dx), the distance between kernel cells;
+    ``groups``: the channels split into that many independent convolutions (``groups ==
+    in_channels`` is a depthwise convolution), both with PyTorch's meaning; ``groups`` must divide
+    ``in_channels`` and ``out_channels``. Input (N, C, H, W) -> output (N, O, OH, OW).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, bias: str | None = "tied", input_size: Any = None,
-                 dtype: Any = np.float32, seed: int | None = None) -> None:
+                 dtype: Any = np.float32, seed: int | None = None, dilation: Any = 1,
+                 groups: int = 1) -> None:
         super().__init__()
         name = "Conv2D"
         in_channels = check_int(in_channels, "in_channels", name, minimum=1)
         out_channels = check_int(out_channels, "out_channels", name, minimum=1)
         kernel = pair(kernel_size, "kernel_size", name)
         steps = pair(stride, "stride", name)
+        dil = pair(dilation, "dilation", name)
+        groups = check_int(groups, "groups", name, minimum=1)
+        for what, count in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if count % groups:
+                raise ValueError(f"{name}: groups must divide {what}; got groups={groups} and {what}={count}")
         if isinstance(padding, str):
             check_choice(padding, "padding", ("valid", "same"), name)
             if padding == "same" and steps != (1, 1):
@@ -139,13 +148,15 @@ class Conv2D(Layer):
             seed = check_int(seed, "seed", name, minimum=0)
         self._remember(in_channels=in_channels, out_channels=out_channels,
                        kernel_size=_compact(kernel), stride=_compact(steps), padding=_compact(pad_config),
-                       bias=bias, input_size=size, dtype=dtype_name, seed=seed)
+                       bias=bias, input_size=size, dtype=dtype_name, seed=seed, dilation=_compact(dil),
+                       groups=groups)
         self.kernel_size, self.stride, self.padding = kernel, steps, pad_config
+        self.dilation, self.groups = dil, groups
         self.in_channels, self.out_channels, self.bias_mode, self.input_size = in_channels, out_channels, bias, size
 
         rng = make_rng(seed)
-        fan_in = in_channels * kernel[0] * kernel[1]
-        self.params["weight"] = he_normal((out_channels, in_channels, *kernel), fan_in, rng, dtype_name)
+        fan_in = in_channels // groups * kernel[0] * kernel[1]
+        self.params["weight"] = he_normal((out_channels, in_channels // groups, *kernel), fan_in, rng, dtype_name)
         if size is not None:  # fail now, not at the first batch, if the kernel cannot fit
             out_shape = self.output_shape((in_channels, *size))
         if bias == "tied":
@@ -156,13 +167,18 @@ class Conv2D(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = F.conv2d_output_shape(tuple(input_shape), self.params["weight"].shape,
-                                      self.stride, self.padding, repr(self))
+                                      self.stride, self.padding, repr(self), self.dilation, self.groups)
         if self.input_size is not None and list(input_shape[1:]) != self.input_size:
             raise ValueError(f"{self!r}: input size must be {tuple(self.input_size)} (input_size), "
                              f"got {tuple(input_shape[1:])}")
         return shape
 
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        return self._forward(x, training, relu=False)
+
+    def _forward(self, x: Any, training: bool, relu: bool) -> np.ndarray:
+        """``forward``; with ``relu`` the output is ReLU(conv) in the same pass (``Sequential`` uses
+        it for Conv2D -> ReLU), and ``backward`` then takes the gradient of that ReLU's output."""
         owner = repr(self)
         # NaN/Inf are refused by conv2d_forward, with this owner: one pass over x, not two
         x = as_float_array(x, "x", owner, ndim=4, dtype=self.params["weight"].dtype, finite=False)
@@ -173,7 +189,8 @@ class Conv2D(Layer):
         # at inference the im2col matrix is not kept (it is the layer's largest array); backward
         # still works after forward(training=False): it rebuilds it from x
         out, self._cache = F.conv2d_forward(x, self.params["weight"], self.params.get("bias"),
-                                            self.stride, self.padding, owner=owner, keep_cols=bool(training))
+                                            self.stride, self.padding, owner=owner, keep_cols=bool(training),
+                                            dilation=self.dilation, groups=self.groups, relu=relu)
         return out
 
     def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
@@ -271,7 +288,13 @@ class MaxPool2D(_Pool2D):
                        stride=None if stride is None else _compact(self.stride), padding=_compact(self.padding))
 
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
-        out, self._cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, owner=repr(self))
+        return self._forward(x, training, relu=False)
+
+    def _forward(self, x: Any, training: bool, relu: bool) -> np.ndarray:
+        """``forward``; with ``relu`` the pool of ReLU(x) in one pass (``Sequential`` uses it for
+        ReLU -> MaxPool2D), and ``backward`` then returns the gradient of that ReLU's input."""
+        out, self._cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, owner=repr(self),
+                                                relu=relu)
         return out
 
     def backward(self, dout: Any) -> np.ndarray:

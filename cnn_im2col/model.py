@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import blocks as _blocks
 from . import functional as F
 from ._files import atomic_write, json_array, npz_entry, npz_json
 from .augment import RandomShift
@@ -179,11 +180,15 @@ class Sequential:
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
         """Run the stack. The first layer checks ``x`` (NaN/Inf included); the others get arrays
         made by the layer before and skip that scan, so the output is checked instead: a NaN/Inf
-        there means a value overflowed inside the stack (``NonFiniteError``)."""
-        x = self.layers[0].forward(x, training=training)
+        there means a value overflowed inside the stack (``NonFiniteError``).
+
+        Adjacent built-in layers that compute faster together (Conv2D -> ReLU, ReLU -> MaxPool2D)
+        run as one fused block (``blocks.py``), with the same outputs and gradients."""
+        steps = self._steps = _blocks.plan(self.layers)
+        x = _blocks.forward(self.layers, steps[0], x, training)
         with finite_scans_skipped():
-            for layer in self.layers[1:]:
-                x = layer.forward(x, training=training)
+            for step in steps[1:]:
+                x = _blocks.forward(self.layers, step, x, training)
         _check_finite(x, "output", "the input", "Sequential.forward")
         return x
 
@@ -194,15 +199,20 @@ class Sequential:
         returns the gradient with respect to the input. ``input_grad=False`` (training): that last
         gradient is not needed, so a first ``Conv2D``/``Dense`` skips it (a GEMM and, for a
         convolution, a col2im) and None is returned."""
-        last = len(self.layers) - 1
-        dout = self.layers[last].backward(dout)  # checks dout, NaN/Inf included
+        steps = getattr(self, "_steps", None)
+        if steps is None or steps[-1].last != len(self.layers) - 1:  # no forward yet, or layers changed
+            steps = _blocks.plan(self.layers)
+        if len(steps) == 1 and steps[0].kind == "conv_relu" and not input_grad:
+            _blocks.backward(self.layers, steps[0], dout, input_grad=False)
+            return None
+        dout = _blocks.backward(self.layers, steps[-1], dout)  # checks dout, NaN/Inf included
         with finite_scans_skipped():
-            for i in range(last - 1, -1, -1):
-                layer = self.layers[i]
-                if i == 0 and not input_grad and isinstance(layer, _SKIPS_INPUT_GRAD):
-                    layer.backward(dout, input_grad=False)
+            for k in range(len(steps) - 2, -1, -1):
+                step = steps[k]
+                if k == 0 and not input_grad and isinstance(self.layers[0], _SKIPS_INPUT_GRAD):
+                    _blocks.backward(self.layers, step, dout, input_grad=False)
                     return None
-                dout = layer.backward(dout)
+                dout = _blocks.backward(self.layers, step, dout)
         _check_finite(dout, "input gradient", "dout", "Sequential.backward")
         return dout
 

@@ -1,68 +1,48 @@
-"""How many threads the engine uses: Numba's kernels and the BLAS behind NumPy's GEMMs.
+"""How many threads the engine uses, and the one pool that runs them.
 
-A training step alternates between two thread pools: a Numba kernel (im2col, col2im, pooling, ...),
-then a GEMM in OpenBLAS, then a kernel again. Both are called one after the other from the Python
-thread, so they never compute at the same moment; the danger is the *idle* threads of one pool
-spinning on the cores that the other pool needs:
+One pool owns the cores: ``n`` threads, the calling one and ``n - 1`` Python workers
+(``concurrent.futures.ThreadPoolExecutor``), each running whole blocks of a layer on a slice of the batch (a convolution's im2col -> GEMM ->
+bias/ReLU epilogue; a pooling or activation pass) while that slice is in its core's cache. The
+Numba kernels they call are serial and release the GIL (``nogil``), and NumPy's BLAS is pinned to
+1 thread, so each GEMM runs on the worker that called it. Nothing else computes: no OpenBLAS worker
+is ever woken (so none spins), and no Numba parallel region runs while the pool works.
 
-- Numba's default threading layer here is GNU OpenMP, whose workers spin after every parallel
-  region. Measured on the 2-core machine of ``benchmarks/`` (LeNet step, both pools at 2 threads):
-  76-82 ms with ``omp`` vs 25 ms with ``workqueue``, whose idle workers sleep. So, unless
-  ``NUMBA_THREADING_LAYER`` is set, importing this module selects ``workqueue`` (before any
-  parallel kernel runs: Numba fixes the layer at the first launch).
-- OpenBLAS's idle workers spin too, for ``2**OPENBLAS_THREAD_TIMEOUT`` CPU cycles (default 2**28,
-  about 0.1 s: longer than the gap between two GEMMs, so in practice they never stop). Sampled from
-  ``/proc`` during LeNet training with Numba 1 + BLAS 2 threads: the OpenBLAS worker was runnable
-  100% of the time, 2.6 runnable threads on average on 2 cores. This module therefore sets
-  ``OPENBLAS_THREAD_TIMEOUT=4`` (the minimum: workers sleep at once) when it is imported before
-  NumPy, because OpenBLAS reads it only when NumPy loads it (it stays in ``os.environ``, so child
-  processes inherit it; a value the user set is kept). Then the pools take turns and
-  each can have every core: Numba n + BLAS n threads, 1.8 runnable threads on average on 2 cores,
-  and a LeNet step measured 20-22 ms against 31-34 ms with the split below.
+Why (measured on the 2-core machine of ``benchmarks/``, ``/work/shared/probes/one_pool_probe.py``):
+LeNet's conv2 im2col + its 3 GEMMs took 7.8 ms with one 2-thread BLAS call on the whole batch and
+3.7 ms as 2 workers x half the batch with single-threaded GEMMs. The design it replaces (a Numba
+pool and an OpenBLAS pool taking turns) depended on whether NumPy was imported before the engine
+(OpenBLAS's idle workers spin unless ``OPENBLAS_THREAD_TIMEOUT`` was set before NumPy loaded it);
+with a single-threaded BLAS the import order no longer matters.
 
-Hence two policies, chosen at import (``thread_info()["policy"]`` says which is in force):
+- ``set_num_threads(n)``: ``n`` workers (default: the cores this process may use); ``n == 1`` runs
+  everything in the calling thread. The BLAS limit of 1 is process-wide (threadpoolctl), so a
+  user's own ``a @ b`` in the same process is single-threaded too.
+- ``parallel_map(fn, items)``: ``[fn(item) for item in items]`` on the pool, in order. Called from
+  inside a worker (nested), it runs serially there, so it can never deadlock the pool.
+- ``split(count, parts)``: ``count`` items as at most ``parts`` contiguous slices.
 
-- ``"shared"`` -- OpenBLAS's workers sleep when idle (this module set the timeout before NumPy
-  loaded OpenBLAS, or the user set one of at most 10): Numba ``n`` threads and BLAS ``n``; the
-  pools take turns on the same ``n`` cores.
-- ``"split"`` -- otherwise (NumPy was imported first, or another BLAS): the pools split the cores
-  between them so that spinning workers never meet a busy pool: BLAS ``max(1, n // 2)``, Numba the
-  rest (at least 1). Import ``cnn_im2col`` before NumPy (the command line and the benchmarks do)
-  to get ``"shared"``.
-
-``n`` defaults to the cores this process may use. On a machine that other processes keep busy,
-fewer threads are faster: a parallel GEMM stalls whenever one of its threads is not scheduled
-(measured with two busy processes on the 2 cores: 49 ms per LeNet step with 1 thread, 91 ms with
-2), so use ``set_num_threads(1)`` (``--threads 1``) there. ``set_num_threads(n, blas=b)`` sets the
-BLAS count by hand; ``NUMBA_NUM_THREADS`` (read by Numba at start-up) caps the Numba side.
-
-The workqueue layer does not allow two Python threads to launch parallel kernels at the same time
-(Numba aborts); run one engine per process, or set ``NUMBA_THREADING_LAYER=omp`` (and
-``OMP_WAIT_POLICY=PASSIVE``) before starting Python if you need that.
-
-Numba's thread count is per Python thread (a thread that never called ``set_num_threads`` uses
-Numba's default); the BLAS limit is process-wide.
+The average-pooling kernels (``_kernels.sum_pool_*``) are still parallel Numba loops, run from the
+calling thread while the pool is idle; for them Numba's threading layer is ``workqueue`` (its idle
+workers sleep; GNU OpenMP's spin) unless ``NUMBA_THREADING_LAYER`` is set, and its thread count
+follows ``n``.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-import sys
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-# Before NumPy loads OpenBLAS, which reads this once (the module docstring has the measurements).
-# A value already in the environment is the user's, taken as set before NumPy loaded.
-_TIMEOUT_KNOWN = "numpy" not in sys.modules or "OPENBLAS_THREAD_TIMEOUT" in os.environ
-if "numpy" not in sys.modules:
-    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-
-import numba  # after the OpenBLAS setting above
+import numba
 import numpy as np
 import threadpoolctl
 
 from .shapes import check_int
 
-__all__ = ["default_num_threads", "get_num_threads", "policy", "set_num_threads", "thread_info"]
+__all__ = ["default_num_threads", "get_num_threads", "parallel_map", "set_num_threads", "split", "thread_info"]
 
 DEFAULT_LAYER = "workqueue"
 
@@ -77,94 +57,120 @@ _select_layer()
 
 from . import _kernels  # after the layer is chosen (importing it launches nothing)
 
-_state: dict[str, Any] = {"n": None, "numba": None, "blas": None, "pool_started": False, "policy": None}
+_state: dict[str, Any] = {"n": None, "pool": None, "warm": False}
+_lock = threading.Lock()
+_in_worker = threading.local()  # .active: True on the pool's own threads
 _controller: threadpoolctl.ThreadpoolController | None = None
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def default_num_threads() -> int:
     """The cores this process may run on (its CPU affinity), at least 1."""
-    return max(1, _cores())
-
-
-def _blas_controller() -> threadpoolctl.ThreadpoolController:
-    global _controller
-    if _controller is None:
-        _controller = threadpoolctl.ThreadpoolController()
-    return _controller
-
-
-def _blas_workers_sleep() -> bool:
-    """True if NumPy's BLAS is an OpenBLAS whose idle workers sleep (almost) at once: it was
-    loaded after ``OPENBLAS_THREAD_TIMEOUT`` was set, to at most 10 (2**10 cycles, under 1 us)."""
-    if not _TIMEOUT_KNOWN:
-        return False
     try:
-        timeout = int(os.environ.get("OPENBLAS_THREAD_TIMEOUT", ""))
-    except ValueError:
-        return False
-    if not 1 <= timeout <= 10:  # OpenBLAS ignores values < 1 and raises 1-3 to 4
-        return False
-    numpy_blas = [lib for lib in _blas_controller().lib_controllers if lib.user_api == "blas"]
-    return bool(numpy_blas) and all(lib.internal_api == "openblas" for lib in numpy_blas)
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
-def policy() -> str:
-    """``"shared"`` (the pools take turns on all ``n`` threads) or ``"split"`` (they divide them)."""
-    if _state["policy"] is None:
-        _state["policy"] = "shared" if _blas_workers_sleep() else "split"
-    return _state["policy"]
+def _mark_worker() -> None:
+    _in_worker.active = True
 
 
-def _start_pool() -> None:
-    """Run one tiny parallel kernel. Measured: the first parallel kernel a process runs (with the
-    workqueue layer) puts OpenBLAS back to its default thread count, so a BLAS limit set before it
-    would be lost; after it, limits stick."""
-    if not _state.get("pool_started"):
-        one = np.ones(1)
-        _kernels.relu_backward(one, one, np.empty(1))
-        _state["pool_started"] = True
+def _warm_numba() -> None:
+    """Run one tiny parallel kernel before limiting the BLAS. Measured: the first parallel Numba
+    kernel of a process (workqueue layer) puts OpenBLAS back to its default thread count, so a limit
+    set before it would be lost; after it, limits stick."""
+    if not _state["warm"]:
+        one = np.ones((1, 1, 1, 1))
+        _kernels.sum_pool_forward(one, 1, 1, 1, 1, 0, 0, np.empty_like(one))
+        _state["warm"] = True
 
 
-def set_num_threads(n: int | None = None, blas: int | None = None) -> dict[str, int]:
+def set_num_threads(n: int | None = None) -> dict[str, int]:
     """Let the engine use ``n`` threads (default: every core this process may use).
 
-    Under the ``"shared"`` policy the Numba kernels and the BLAS each get ``n`` (they take turns);
-    under ``"split"`` the BLAS gets ``max(1, n // 2)`` and Numba the rest (the module docstring has
-    the measurements behind both). ``blas`` sets the BLAS count by hand (under ``"split"`` Numba
-    then gets ``max(1, n - blas)``). Numba's count is capped at ``NUMBA_NUM_THREADS``.
-    Returns ``{"n", "numba", "blas"}``, the counts in force.
+    Returns ``{"n", "blas", "numba"}``: the pool's workers, the BLAS's threads (always 1: each
+    GEMM runs on the worker that calls it) and Numba's (for the parallel average-pooling kernels;
+    capped at ``NUMBA_NUM_THREADS``).
     """
-    owner = "set_num_threads"
-    n = default_num_threads() if n is None else check_int(n, "n", owner, minimum=1)
-    shared = policy() == "shared"
-    if blas is None:
-        blas = n if shared else max(1, n // 2)
-    else:
-        blas = check_int(blas, "blas", owner, minimum=1)
-    numba_threads = min(n if shared else max(1, n - blas), numba.config.NUMBA_NUM_THREADS)
-    numba.set_num_threads(numba_threads)
-    _start_pool()
-    _blas_controller().select(user_api="blas").limit(limits=blas)
-    _state.update(n=n, numba=numba_threads, blas=blas)
-    return {"n": n, "numba": numba_threads, "blas": blas}
+    n = default_num_threads() if n is None else check_int(n, "n", "set_num_threads", minimum=1)
+    global _controller
+    with _lock:
+        numba_threads = min(n, numba.config.NUMBA_NUM_THREADS)
+        numba.set_num_threads(numba_threads)
+        _warm_numba()
+        if _controller is None:
+            _controller = threadpoolctl.ThreadpoolController()
+        _controller.select(user_api="blas").limit(limits=1)
+        if _state["n"] != n:
+            old = _state["pool"]
+            _state["pool"] = (ThreadPoolExecutor(n - 1, thread_name_prefix="cnn_im2col", initializer=_mark_worker)
+                              if n > 1 else None)
+            _state["n"] = n
+            if old is not None:
+                old.shutdown(wait=True)
+    return {"n": n, "blas": 1, "numba": numba_threads}
 
 
 def get_num_threads() -> int:
-    """The thread count last given to ``set_num_threads`` (the default split if never called)."""
+    """The pool's thread count (``set_num_threads``'s last ``n``)."""
     if _state["n"] is None:
         set_num_threads()
     return int(_state["n"])
 
 
+def split(count: int, parts: int) -> list[slice]:
+    """``range(count)`` as at most ``parts`` contiguous, non-empty slices of near-equal size."""
+    parts = max(1, min(parts, count))
+    size, extra = divmod(count, parts)
+    slices, start = [], 0
+    for i in range(parts):
+        stop = start + size + (i < extra)
+        slices.append(slice(start, stop))
+        start = stop
+    return slices
+
+
+def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """``[fn(item) for item in items]``, the items shared among the calling thread and the pool's
+    ``n - 1`` workers (results in order; the first exception is raised). The caller works too
+    instead of waiting, so at most ``n`` threads are ever runnable. Serial with one thread, one
+    item, or when called from inside a worker (so a nested call never waits for the pool). The
+    workers run under the caller's ``np.errstate`` (NumPy keeps it per thread)."""
+    pool = _state["pool"]
+    if pool is None or len(items) <= 1 or getattr(_in_worker, "active", False):
+        return [fn(item) for item in items]
+    results: list[Any] = [None] * len(items)
+    errors: list[BaseException] = []
+    counter = itertools.count()  # next() on it is atomic under the GIL: each index is taken once
+    floating = np.geterr()  # NumPy's error state is per thread: the workers take the caller's
+
+    def drain() -> None:
+        _in_worker.active = True  # the caller too, while it drains: nested maps run serially
+        try:
+            with np.errstate(**floating):
+                while not errors:
+                    i = next(counter)
+                    if i >= len(items):
+                        return
+                    results[i] = fn(items[i])
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller below
+            errors.append(exc)
+
+    helpers = [pool.submit(drain) for _ in range(min(_state["n"] - 1, len(items) - 1))]
+    was_worker = getattr(_in_worker, "active", False)
+    try:
+        drain()
+    finally:
+        _in_worker.active = was_worker
+        for helper in helpers:
+            helper.result()
+    if errors:
+        raise errors[0]
+    return results
+
+
 def thread_info() -> dict[str, Any]:
-    """What is in force: ``n``, the policy, Numba threads and threading layer, BLAS threads, cores."""
+    """What is in force: ``n`` (pool workers), BLAS threads, Numba threads and layer, cores."""
     get_num_threads()
     blas_threads = [info["num_threads"] for info in threadpoolctl.threadpool_info()
                     if info.get("user_api") == "blas"]
@@ -174,23 +180,12 @@ def thread_info() -> dict[str, Any]:
         layer = numba.config.THREADING_LAYER
     return {
         "n": _state["n"],
-        "policy": policy(),
+        "pool": "one pool: n workers x single-threaded BLAS",
+        "blas": blas_threads[0] if blas_threads else None,
         "numba": numba.get_num_threads(),
         "threading_layer": layer,
-        "blas": blas_threads[0] if blas_threads else None,
         "cores": default_num_threads(),
     }
 
 
-_USER_LIMITS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
-
-
-def _apply_default() -> None:
-    """At import: the default split, unless the environment already limits the BLAS threads."""
-    if any(os.environ.get(name) for name in _USER_LIMITS):
-        _state.update(n=default_num_threads(), numba=numba.get_num_threads(), blas=None)
-        return
-    set_num_threads()
-
-
-_apply_default()
+set_num_threads()

@@ -38,12 +38,16 @@ def test_bench_layers_quick_writes_well_formed_json(tmp_path):
     assert "| case | mode |" in proc.stdout
     assert data["benchmark"] == "layers" and data["quick"] is True
     assert data["machine"]["cores"] >= 1 and data["threads"] >= 1
-    assert {r["kind"] for r in data["results"]} == {"conv", "max", "avg"}
+    assert {r["kind"] for r in data["results"]} == {"conv", "max", "avg", "net"}
+    assert any(r["shape"]["dilation"] > 1 and r["shape"]["groups"] > 1 for r in data["results"])
     for result in data["results"]:
         assert set(result["modes"]) == {"forward", "forward+backward"}
+        plain = (result["shape"]["dilation"], result["shape"]["groups"]) == (1, 1)
+        expected = ({"numba"} if result["kind"] == "net" else {"ref", "numpy", "numba"} if plain
+                    else {"numpy", "numba"})  # the primer's reference knows neither dilation nor groups
         for entry in result["modes"].values():
             impls = set(entry["median_ms"])
-            assert {"ref", "numpy", "numba"} <= impls <= {"ref", "numpy", "numba", "torch"}
+            assert expected <= impls <= expected | {"torch"}
             assert all(is_number(v) and v > 0 for v in entry["median_ms"].values())
             assert all(is_number(v) and v >= 0 for v in entry["peak_extra_bytes"].values())
             assert set(entry["speedup_numba_vs"]) == impls - {"numba"}
@@ -74,7 +78,11 @@ def test_bench_train_quick_writes_well_formed_json(tmp_path):
         if f == "ours" and C.RunnableThreads.supported():
             run = data["runs"]["ours"][0]
             assert run["runnable_threads"] is None or run["runnable_threads"]["samples"] >= 1
-    assert data["runs"]["ours"][0]["threads"]["policy"] == "shared"  # the script imports cnn_im2col first
+    run = data["runs"]["ours"][0]
+    assert run["first"] == "numpy" and run["threads"]["blas"] == 1  # NumPy first, as a user's script
+    floor = data["gemm_floor"]
+    assert floor["step_s"] > 0 and floor["mflop_per_step"] == pytest.approx(590, rel=0.01)
+    assert set(floor["fraction_of_floor"]) == {"ours"} and is_number(floor["fraction_of_floor"]["ours"])
     stages = data["profile"]["stages"]
     assert {"im2col", "GEMM", "col2im", "pooling", "activations", "python overhead", "total"} <= set(stages)
     covered = sum(v["ms_per_batch"] for k, v in stages.items() if k != "total")

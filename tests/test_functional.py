@@ -411,3 +411,270 @@ def test_batch_norm_and_gap_bad_shapes():
     _, cache, _, _ = F.batch_norm2d_forward(np.ones((2, 2, 3, 3)) * np.arange(3))
     with pytest.raises(ValueError, match=r"batch_norm2d: dout must have the output's shape \(2, 2, 3, 3\)"):
         F.batch_norm2d_backward(np.ones((2, 2, 3)), cache)
+
+
+# --------------------------------------------------------------------------- dilation and groups
+# The oracle is the existing reference convolution, which knows neither: a dilated kernel is the
+# kernel with DY-1 / DX-1 zeros between its cells, and a grouped convolution is one convolution per
+# group, concatenated over the output channels.
+
+
+def dilate_kernel(weight, dilation):
+    dy, dx = dilation
+    o, c, kh, kw = weight.shape
+    out = np.zeros((o, c, dy * (kh - 1) + 1, dx * (kw - 1) + 1), dtype=weight.dtype)
+    out[:, :, ::dy, ::dx] = weight
+    return out
+
+
+def same_padding(kernel, dilation):
+    spans = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+    tops = [(s - 1) // 2 for s in spans]
+    return tops, [s - 1 - t for s, t in zip(spans, tops)]
+
+
+def oracle_conv(x, weight, bias, stride, padding, dilation, groups, dout):
+    """(out, dx, dweight) from reference.conv2d_forward/backward, group by group, dilated kernel."""
+    if padding == "same":
+        tops, bottoms = same_padding(weight.shape[2:], dilation)
+        x = np.pad(x, ((0, 0), (0, 0), (tops[0], bottoms[0]), (tops[1], bottoms[1])))
+        padding, crop = 0, (tops, bottoms)
+    else:
+        crop = None
+    wd = dilate_kernel(weight, dilation)
+    cg, og = x.shape[1] // groups, weight.shape[0] // groups
+    outs, dxs, dws = [], [], []
+    for g in range(groups):
+        xg, wg = x[:, g * cg:(g + 1) * cg], wd[g * og:(g + 1) * og]
+        outs.append(reference.conv2d_forward(xg, wg, None, stride, padding))
+        dxg, dwg, _ = reference.conv2d_backward(xg, wg, dout[:, g * og:(g + 1) * og], stride, padding, bias=None)
+        dxs.append(dxg)
+        dws.append(dwg[:, :, ::dilation[0], ::dilation[1]])
+    out, dx, dw = np.concatenate(outs, axis=1), np.concatenate(dxs, axis=1), np.concatenate(dws, axis=0)
+    if bias is not None:
+        out = out + (bias[:, None, None] if bias.ndim == 1 else bias)
+    if crop is not None:
+        (t0, t1), (b0, b1) = crop
+        dx = dx[:, :, t0:dx.shape[2] - b0, t1:dx.shape[3] - b1]
+    return out, dx, dw
+
+
+@st.composite
+def grouped_dilated_cases(draw):
+    groups = draw(st.integers(1, 3))
+    c, o = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2))
+    n = draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    if stride == (1, 1) and draw(st.booleans()):
+        padding = "same"
+        pads = same_padding((kh, kw), dilation)
+        pads = [(pads[0][0], pads[1][0]), (pads[0][1], pads[1][1])]
+    else:
+        padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+        pads = [(padding[0], padding[0]), (padding[1], padding[1])]
+    span = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
+    h = draw(st.integers(max(1, span[0] - sum(pads[0])), 9))
+    w = draw(st.integers(max(1, span[1] - sum(pads[1])), 9))
+    oh = (h + sum(pads[0]) - span[0]) // stride[0] + 1
+    ow = (w + sum(pads[1]) - span[1]) // stride[1] + 1
+    bias_mode = draw(st.sampled_from(["tied", "untied", None]))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    order = draw(st.sampled_from(["C", "F", "strided"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    weight = rng.standard_normal((o, c // groups, kh, kw)).astype(dtype)
+    bias = {"tied": rng.standard_normal(o), "untied": rng.standard_normal((o, oh, ow)), None: None}[bias_mode]
+    bias = None if bias is None else bias.astype(dtype)
+    dout = rng.standard_normal((n, o, oh, ow)).astype(dtype)
+    return x, weight, bias, bias_mode, stride, padding, dilation, groups, dout, order
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(case=grouped_dilated_cases())
+def test_dilated_grouped_conv2d_equals_the_reference_of_its_groups(backend, case):
+    x, weight, bias, bias_mode, stride, padding, dilation, groups, dout, order = case
+    rtol, atol = tolerance(x.dtype)
+    out, cache = F.conv2d_forward(in_memory_order(x, order), weight, bias, stride, padding, backend=backend,
+                                  dilation=dilation, groups=groups)
+    ref_out, ref_dx, ref_dw = oracle_conv(x, weight, bias, stride, padding, dilation, groups, dout)
+    assert out.shape == ref_out.shape and out.dtype == x.dtype and out.flags.c_contiguous
+    np.testing.assert_allclose(out, ref_out, rtol, atol)
+    assert F.conv2d_output_shape(x.shape[1:], weight.shape, stride, padding, dilation=dilation,
+                                 groups=groups) == out.shape[1:]
+    dx, dweight, dbias = F.conv2d_backward(in_memory_order(dout, order), cache)
+    np.testing.assert_allclose(dx, ref_dx, rtol, atol)
+    np.testing.assert_allclose(dweight, ref_dw, rtol, atol)
+    if bias_mode is None:
+        assert dbias is None
+    else:
+        np.testing.assert_allclose(dbias, dout.sum(axis=(0, 2, 3)) if bias_mode == "tied" else dout.sum(axis=0),
+                                   rtol, atol)
+
+
+@given(case=grouped_dilated_cases(), relu=st.booleans())
+def test_fast_path_equals_the_numpy_twin_with_fused_relu(case, relu):
+    """The Numba blocks (any slicing of the batch) against the NumPy twin, the fused ReLU included:
+    out = ReLU(conv) and the gradients are those of conv at dout * (out > 0)."""
+    x, weight, bias, _, stride, padding, dilation, groups, dout, _ = case
+    rtol, atol = tolerance(x.dtype)
+    kw = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    fast, fast_cache = F.conv2d_forward(x, weight, bias, relu=relu, **kw)
+    twin, twin_cache = F.conv2d_forward(x, weight, bias, backend="numpy", relu=relu, **kw)
+    plain, plain_cache = F.conv2d_forward(x, weight, bias, backend="numpy", **kw)
+    np.testing.assert_allclose(fast, twin, rtol, atol)
+    np.testing.assert_allclose(twin, np.maximum(plain, 0) if relu else plain, rtol, atol)
+    masked = np.where(plain > 0, dout, 0) if relu else dout
+    for a, b, c in zip(F.conv2d_backward(dout, fast_cache), F.conv2d_backward(dout, twin_cache),
+                       F.conv2d_backward(masked, plain_cache)):
+        if c is None:
+            assert a is None and b is None
+            continue
+        np.testing.assert_allclose(a, b, rtol, atol)
+        np.testing.assert_allclose(b, c, rtol, atol)
+
+
+@pytest.mark.parametrize("keep_cols", [True, False])
+def test_conv2d_slices_of_the_batch_do_not_change_the_result(monkeypatch, keep_cols):
+    """Tiny slices (one sample each) and one slice for the whole batch give the same numbers."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 4, 7, 6))
+    w = rng.standard_normal((6, 2, 3, 2))
+    dout = rng.standard_normal((5, 6, 7, 4))
+    results = []
+    for chunk in (1, 2**40):
+        monkeypatch.setattr(F, "_CHUNK_BYTES", chunk)
+        out, cache = F.conv2d_forward(x, w, np.arange(6.0), 1, (1, 0), groups=2, dilation=(1, 2),
+                                      keep_cols=keep_cols)
+        results.append((out, *F.conv2d_backward(dout, cache)))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, 1e-12, 1e-12)
+
+
+@pytest.mark.parametrize("bias_mode", ["tied", "untied", None])
+@pytest.mark.parametrize("relu", [False, True])
+def test_dilated_grouped_conv2d_gradcheck_float64(bias_mode, relu):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 7, 6))
+    weight = rng.standard_normal((6, 2, 2, 3))
+    kw = {"stride": (1, 2), "padding": (2, 1), "dilation": (2, 1), "groups": 2, "relu": relu}
+    bias = {"tied": rng.standard_normal(6), "untied": rng.standard_normal((6, 9, 3)), None: None}[bias_mode]
+    state = {}
+
+    def forward(v):
+        out, state["cache"] = F.conv2d_forward(v, weight, bias, **kw)
+        return out
+
+    check_function(forward, lambda d: F.conv2d_backward(d, state["cache"])[0], x)
+
+    def forward_w(w):
+        out, state["cache"] = F.conv2d_forward(x, w, bias, **kw)
+        return out
+
+    check_function(forward_w, lambda d: F.conv2d_backward(d, state["cache"])[1], weight)
+
+
+@given(case=grouped_dilated_cases())
+def test_dilated_grouped_conv2d_equals_torch(case):
+    torch = pytest.importorskip("torch")
+    x, weight, bias, bias_mode, stride, padding, dilation, groups, dout, _ = case
+    if bias_mode == "untied":
+        bias = None
+    rtol, atol = tolerance(x.dtype)
+    out, cache = F.conv2d_forward(x, weight, bias, stride, padding, dilation=dilation, groups=groups)
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(weight, requires_grad=True)
+    tb = None if bias is None else torch.tensor(bias, requires_grad=True)
+    t_out = torch.nn.functional.conv2d(tx, tw, tb, stride, padding, dilation, groups)
+    t_out.backward(torch.tensor(dout))
+    np.testing.assert_allclose(out, t_out.detach().numpy(), rtol, atol)
+    dx, dweight, dbias = F.conv2d_backward(dout, cache)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol, atol)
+    np.testing.assert_allclose(dweight, tw.grad.numpy(), rtol, atol)
+    if bias is not None:
+        np.testing.assert_allclose(dbias, tb.grad.numpy(), rtol, atol)
+
+
+# --------------------------------------------------------------------------- fused ReLU -> MaxPool
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(case=st.one_of(pool_cases(), pool_cases(overlapping=True)), ties=st.booleans())
+def test_fused_relu_max_pool_equals_relu_then_max_pool(backend, case, ties):
+    """Outputs and gradients identical to ReLU then MaxPool, ties included (small integers give
+    many equal values, negatives become equal zeros after the ReLU)."""
+    x, kernel, stride, padding, dout, order = case
+    if ties:
+        x = (np.random.default_rng(int(x.sum()) % 1000).integers(-2, 3, x.shape)).astype(x.dtype)
+    else:
+        x = x - x.mean()
+    out, cache = F.max_pool2d_forward(in_memory_order(x, order), kernel, stride, padding, backend=backend, relu=True)
+    y = F.relu(x)
+    ref_out, ref_cache = F.max_pool2d_forward(y, kernel, stride, padding, backend=backend)
+    np.testing.assert_array_equal(out, ref_out)
+    ref_dx = F.relu_backward(F.max_pool2d_backward(dout, ref_cache), y)
+    np.testing.assert_array_equal(F.max_pool2d_backward(dout, cache), ref_dx)
+
+
+@st.composite
+def depthwise_cases(draw):
+    x, weight, bias, bias_mode, stride, padding, dilation, _, dout, order = draw(grouped_dilated_cases())
+    channels = draw(st.integers(2, 4))  # groups == in_channels == out_channels: the direct kernels
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = rng.standard_normal((x.shape[0], channels, *x.shape[2:])).astype(x.dtype)
+    weight = rng.standard_normal((channels, 1, *weight.shape[2:])).astype(x.dtype)
+    dout = rng.standard_normal((dout.shape[0], channels, *dout.shape[2:])).astype(x.dtype)
+    if bias is not None:
+        bias = rng.standard_normal((channels, *bias.shape[1:])).astype(x.dtype)
+    return x, weight, bias, bias_mode, stride, padding, dilation, channels, dout, order
+
+
+@given(case=depthwise_cases(), relu=st.booleans())
+def test_depthwise_direct_kernels_equal_the_grouped_gemm_path(monkeypatch_module, case, relu):
+    x, weight, bias, bias_mode, stride, padding, dilation, groups, dout, order = case
+    rtol, atol = tolerance(x.dtype)
+    kw = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups, "relu": relu}
+    results = []
+    for direct in (True, False):
+        monkeypatch_module.setattr(F, "_DEPTHWISE_DIRECT", direct)
+        out, cache = F.conv2d_forward(in_memory_order(x, order), weight, bias, **kw)
+        results.append((out, *F.conv2d_backward(dout, cache)))
+        assert (cache.cols is None) == direct
+        ref_out, ref_dx, ref_dw = oracle_conv(x, weight, bias, stride, padding, dilation, groups, dout)
+        if not relu:
+            np.testing.assert_allclose(out, ref_out, rtol, atol)
+            np.testing.assert_allclose(results[-1][1], ref_dx, rtol, atol)
+            np.testing.assert_allclose(results[-1][2], ref_dw, rtol, atol)
+    for a, b in zip(*results):
+        if a is None:
+            assert b is None and bias_mode is None
+        else:
+            np.testing.assert_allclose(a, b, rtol, atol)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+@pytest.mark.parametrize("bias_mode", ["tied", "untied", None])
+def test_depthwise_gradcheck_float64(bias_mode):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 7, 6))
+    weight = rng.standard_normal((3, 1, 3, 2))
+    kw = {"stride": (2, 1), "padding": (1, 2), "dilation": (1, 2), "groups": 3, "relu": True}
+    bias = {"tied": rng.standard_normal(3), "untied": rng.standard_normal((3, 4, 8)), None: None}[bias_mode]
+    state = {}
+    for index, (name, value) in enumerate((("x", x), ("weight", weight), ("bias", bias))):
+        if value is None:
+            continue
+
+        def forward(v, name=name):
+            args = {"x": x, "weight": weight, "bias": bias, name: v}
+            out, state["cache"] = F.conv2d_forward(args["x"], args["weight"], args["bias"], **kw)
+            return out
+
+        check_function(forward, lambda d, index=index: F.conv2d_backward(d, state["cache"])[index], value)

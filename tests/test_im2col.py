@@ -111,3 +111,62 @@ def test_non_numeric_arrays_are_type_errors(bad):
 def test_bool_kernel_size_is_rejected():
     with pytest.raises(TypeError, match=r"kernel_size must be an int >= 1 or a pair of them, got True"):
         im2col(np.zeros((1, 1, 3, 3)), True)
+
+
+# --------------------------------------------------------------------------- dilation
+
+
+def naive_dilated_im2col(x, kh, kw, sy, sx, dy, dx, ph, pw, pad_value):
+    """The definition with dilation: window cell (i, j) reads pixel (oh*sy + i*dy, ow*sx + j*dx)."""
+    n, c, h, w = x.shape
+    padded = np.full((n, c, h + 2 * ph, w + 2 * pw), pad_value, dtype=x.dtype)
+    padded[:, :, ph:ph + h, pw:pw + w] = x
+    oh, ow = (h + 2 * ph - dy * (kh - 1) - 1) // sy + 1, (w + 2 * pw - dx * (kw - 1) - 1) // sx + 1
+    rows = [padded[b, :, i * sy:i * sy + dy * (kh - 1) + 1:dy, j * sx:j * sx + dx * (kw - 1) + 1:dx].ravel()
+            for b in range(n) for i in range(oh) for j in range(ow)]
+    return np.array(rows)
+
+
+@st.composite
+def dilated_cases(draw):
+    x, (kh, kw), stride, (ph, pw), order = draw(window_cases())
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    span = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
+    pad = (max(ph, (span[0] - x.shape[2] + 1) // 2), max(pw, (span[1] - x.shape[3] + 1) // 2))  # so it fits
+    return x, (kh, kw), stride, pad, dilation, order
+
+
+@given(dilated_cases(), st.sampled_from([0.0, -np.inf]))
+def test_dilated_backends_equal_naive_definition(case, pad_value):
+    x, kernel, stride, padding, dilation, order = case
+    expected = naive_dilated_im2col(x, *kernel, *stride, *dilation, *padding, pad_value)
+    for backend in ("numba", "numpy"):
+        cols = im2col(in_memory_order(x, order), kernel, stride, padding, pad_value, backend=backend,
+                      dilation=dilation)
+        np.testing.assert_array_equal(cols, expected)
+
+
+@given(dilated_cases())
+def test_dilated_col2im_is_the_adjoint_and_the_layouts_agree(case):
+    """col2im with dilation is the transpose of im2col (both backends), and the convolution's
+    channel-major kernels (unfold_t / fold_t) are the same matrices transposed."""
+    from cnn_im2col.im2col import _geometry, fold_t, unfold_t
+
+    x, kernel, stride, padding, dilation, _ = case
+    x = x.astype(np.float64)
+    cols = im2col(x, kernel, stride, padding, dilation=dilation)
+    c = np.random.default_rng(1).standard_normal(cols.shape)
+    for backend in ("numba", "numpy"):
+        folded = col2im(c, x.shape, kernel, stride, padding, backend=backend, dilation=dilation)
+        np.testing.assert_allclose(np.vdot(cols, c), np.vdot(x, folded), rtol=1e-10, atol=1e-10)
+    g = _geometry(x.shape, kernel, stride, padding, "test", dilation)
+    np.testing.assert_array_equal(unfold_t(x, g), cols.T)
+    np.testing.assert_allclose(fold_t(np.ascontiguousarray(c.T), g, np.empty_like(x)),
+                               col2im(c, x.shape, kernel, stride, padding, dilation=dilation), 1e-12, 1e-12)
+
+
+def test_bad_dilation_is_named():
+    with pytest.raises(ValueError, match=r"im2col: dilation must be an int >= 1 or a pair of them, got 0"):
+        im2col(np.ones((1, 1, 4, 4)), 2, dilation=0)
+    with pytest.raises(ValueError, match=r"im2col: kernel \(3, 3\) with dilation \(2, 2\): its span size \(5, 5\) is larger than the padded"):
+        im2col(np.ones((1, 1, 4, 4)), 3, dilation=2)

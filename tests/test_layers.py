@@ -338,3 +338,46 @@ def test_avg_pool_count_include_pad_false_matches_torch_and_round_trips(scaled):
     assert "count_include_pad=False" in repr(layer)
     assert repr(AvgPool2D.from_config(json.loads(json.dumps(layer.config())))) == repr(layer)
     check_layer(layer, x)
+
+
+def test_conv2d_dilation_and_groups_follow_pytorch_layout_config_and_repr():
+    layer = Conv2D(4, 6, 3, padding="same", dilation=2, groups=2, seed=0)
+    assert layer.params["weight"].shape == (6, 2, 3, 3)  # (O, C/groups, KH, KW), as PyTorch
+    assert layer.output_shape((4, 9, 9)) == (6, 9, 9)
+    assert layer.forward(np.ones((1, 4, 9, 9), np.float32)).shape == (1, 6, 9, 9)
+    config = json.loads(json.dumps(layer.config()))
+    assert config["dilation"] == 2 and config["groups"] == 2
+    assert repr(layer) == "Conv2D(4, 6, 3, padding='same', seed=0, dilation=2, groups=2)"
+    assert repr(Conv2D.from_config(config)) == repr(layer)
+    assert repr(Conv2D(4, 6, 3, seed=0)) == "Conv2D(4, 6, 3, seed=0)"  # the defaults stay out of the repr
+    assert Conv2D(2, 2, 3, dilation=(1, 2)).config()["dilation"] == [1, 2]
+
+
+@pytest.mark.parametrize("kwargs", [{"dilation": 2, "padding": 1}, {"groups": 3}, {"groups": 6, "padding": "same"},
+                                    {"dilation": (2, 1), "groups": 2, "stride": 2, "bias": None}])
+def test_dilated_and_grouped_conv2d_layer_equals_torch(kwargs):
+    torch = pytest.importorskip("torch")
+    layer = Conv2D(6, 12, 3, dtype=np.float64, seed=1, **kwargs)
+    if "bias" in layer.params:
+        layer.params["bias"][:] = np.linspace(-1, 1, 12)
+    t = torch.nn.Conv2d(6, 12, 3, dtype=torch.float64, **{**kwargs, "bias": kwargs.get("bias", "tied") is not None})
+    with torch.no_grad():
+        t.weight.copy_(torch.tensor(layer.params["weight"]))
+        if t.bias is not None:
+            t.bias.copy_(torch.tensor(layer.params["bias"]))
+    x = np.random.default_rng(2).standard_normal((2, 6, 8, 7))
+    tx = torch.tensor(x, requires_grad=True)
+    t_out = t(tx)
+    out = layer.forward(x, training=True)
+    np.testing.assert_allclose(out, t_out.detach().numpy(), 1e-10, 1e-10)
+    dout = np.random.default_rng(3).standard_normal(out.shape)
+    t_out.backward(torch.tensor(dout))
+    np.testing.assert_allclose(layer.backward(dout), tx.grad.numpy(), 1e-10, 1e-10)
+    np.testing.assert_allclose(layer.grads["weight"], t.weight.grad.numpy(), 1e-10, 1e-10)
+    if t.bias is not None:
+        np.testing.assert_allclose(layer.grads["bias"], t.bias.grad.numpy(), 1e-10, 1e-10)
+
+
+def test_dilated_grouped_conv2d_layer_gradcheck_float64():
+    layer = Conv2D(4, 4, (2, 3), padding=(1, 2), dilation=(2, 1), groups=4, dtype=np.float64, seed=0)
+    check_layer(layer, np.random.default_rng(0).standard_normal((2, 4, 6, 5)))

@@ -1,0 +1,128 @@
+"""blocks: which adjacent layers Sequential fuses, and that a fused stack computes exactly what the
+same layers compute one by one (outputs, every layer's grads, the input gradient)."""
+
+import numpy as np
+import pytest
+from conftest import tolerance
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cnn_im2col import blocks
+from cnn_im2col.gradcheck import check_layer
+from cnn_im2col.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Tanh
+from cnn_im2col.model import Sequential
+
+
+class MyReLU(ReLU):
+    """A user's subclass: it may change forward, so it is never fused."""
+
+
+def lenet(dtype=np.float32):
+    return [Conv2D(1, 4, 3, dtype=dtype, seed=0), ReLU(), MaxPool2D(2), Conv2D(4, 6, 3, padding=1, groups=2,
+                                                                             dtype=dtype, seed=1),
+            ReLU(), MaxPool2D(2), Flatten(), Dense(6 * 3 * 3, 5, dtype=dtype, seed=2), ReLU(),
+            Dense(5, 3, dtype=dtype, seed=3)]
+
+
+def test_plan_fuses_conv_relu_and_relu_pool_of_exact_types_only():
+    kinds = [(s.first, s.last, s.kind) for s in blocks.plan(lenet())]
+    assert kinds == [(0, 1, "conv_relu"), (2, 2, "layer"), (3, 4, "conv_relu"), (5, 5, "layer"), (6, 6, "layer"),
+                     (7, 7, "layer"), (8, 8, "layer"), (9, 9, "layer")]
+    layers = [AvgPool2D(2), ReLU(), MaxPool2D(2), Conv2D(1, 1, 1), MyReLU(), ReLU(), Tanh()]
+    kinds = [(s.first, s.last, s.kind) for s in blocks.plan(layers)]
+    assert kinds == [(0, 0, "layer"), (1, 2, "relu_pool"), (3, 3, "layer"), (4, 4, "layer"), (5, 5, "layer"),
+                     (6, 6, "layer")]
+
+
+def unfused(layers, x, dout, training=True):
+    """Every layer's own forward and backward, one after the other."""
+    for layer in layers:
+        x = layer.forward(x, training=training)
+    out = x
+    for layer in reversed(layers):
+        dout = layer.backward(dout)
+    return out, dout, [{k: v.copy() for k, v in layer.grads.items()} for layer in layers]
+
+
+@st.composite
+def stacks(draw):
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    seed = draw(st.integers(0, 2**16))
+    bias = draw(st.sampled_from(["tied", "untied", None]))
+    first = draw(st.sampled_from(["conv", "pool"]))
+    layers = [Conv2D(2, 4, 3, padding=1, bias=bias, input_size=(6, 6), dtype=dtype, seed=seed)] if first == "conv" \
+        else [AvgPool2D(1)]
+    channels = 4 if first == "conv" else 2
+    layers += [ReLU(), MaxPool2D(2, stride=draw(st.sampled_from([1, 2]))), Conv2D(channels, 2, 2, dilation=2,
+                                                                                     dtype=dtype, seed=seed + 1),
+               ReLU(), Flatten()]
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((draw(st.integers(1, 3)), 2, 6, 6)).astype(dtype)
+    if draw(st.booleans()):  # many ties
+        x = rng.integers(-2, 3, x.shape).astype(dtype)
+    return layers, x, rng
+
+
+@given(case=stacks())
+def test_fused_stack_equals_its_layers_one_by_one(case):
+    layers, x, rng = case
+    rtol, atol = tolerance(x.dtype)
+    model = Sequential(layers)
+    out = model.forward(x, training=True)
+    dout = rng.standard_normal(out.shape).astype(x.dtype)
+    dx = model.backward(dout)
+    fused_grads = [{k: v.copy() for k, v in layer.grads.items()} for layer in layers]
+    ref_out, ref_dx, ref_grads = unfused(layers, x, dout)
+    np.testing.assert_allclose(out, ref_out, rtol, atol)
+    np.testing.assert_allclose(dx, ref_dx, rtol, atol)
+    for got, want in zip(fused_grads, ref_grads):
+        assert got.keys() == want.keys()
+        for key in got:
+            np.testing.assert_allclose(got[key], want[key], rtol, atol)
+    np.testing.assert_allclose(model.forward(x), ref_out, rtol, atol)  # inference too
+
+
+def test_fused_stack_gradcheck_float64_and_input_grad_false():
+    model = Sequential(lenet(np.float64))
+    x = np.random.default_rng(0).standard_normal((2, 1, 14, 14))
+    check_layer(model, x)
+    model.forward(x, training=True)
+    assert model.backward(np.ones((2, 3)), input_grad=False) is None
+    two = Sequential([Conv2D(1, 2, 3, dtype=np.float64, seed=0), ReLU()])  # one fused block, first and last
+    two.forward(x, training=True)
+    assert two.backward(np.ones((2, 2, 12, 12)), input_grad=False) is None
+    assert two[0].grads["weight"].shape == (2, 1, 3, 3)
+
+
+def test_users_layers_and_the_protocol_keep_working():
+    class Scale:
+        """A user's layer that is not a Layer subclass."""
+
+        params, grads = {}, {}
+
+        def forward(self, x, training=False):
+            return 2 * x
+
+        def backward(self, dout):
+            return 2 * dout
+
+        def output_shape(self, shape):
+            return shape
+
+    layers = [Conv2D(1, 2, 3, dtype=np.float64, seed=0), Scale(), ReLU(), MaxPool2D(2), MyReLU(), Flatten()]
+    model = Sequential(layers)
+    x = np.random.default_rng(1).standard_normal((2, 1, 8, 8))
+    check_layer(model, x)
+    out = model.forward(x, training=True)
+    dout = np.ones_like(out)
+    dx = model.backward(dout)
+    ref_out, ref_dx, _ = unfused(layers, x, dout)
+    np.testing.assert_allclose(out, ref_out)
+    np.testing.assert_allclose(dx, ref_dx)
+
+
+def test_a_relu_fused_into_a_pool_says_so_if_its_backward_is_called_alone():
+    model = Sequential([AvgPool2D(1), ReLU(), MaxPool2D(2)])
+    model.forward(np.ones((1, 1, 4, 4)))
+    with pytest.raises(RuntimeError, match=r"ReLU\(\): backward\(\) called before forward\(\)"):
+        model[1].backward(np.ones((1, 1, 4, 4)))
