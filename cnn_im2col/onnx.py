@@ -13,13 +13,23 @@ How each layer is written (``_EXPORTERS``: layer class -> function)
 -------------------------------------------------------------------
 ==============================  ===============================================================
 Conv2D                          ``Conv`` (``pads`` = [top, left, bottom, right], so ``"same"`` and
-                                asymmetric padding are explicit); tied bias: Conv's ``B``; untied
-                                bias (O, OH, OW): ``Conv`` + ``Add``; no bias: ``Conv`` without B
+                                asymmetric padding are explicit; ``dilations`` and ``group`` are the
+                                layer's ``dilation`` and ``groups``, weight (O, C/groups, KH, KW) as
+                                is); tied bias: Conv's ``B``; untied bias (O, OH, OW): ``Conv`` +
+                                ``Add``; no bias: ``Conv`` without B
 MaxPool2D                       ``MaxPool`` (padding is -inf in both)
-AvgPool2D                       ``AveragePool`` with ``count_include_pad=1``: the attribute that
-                                carries the engine's divisor, KH*KW with the zero padding counted;
+AvgPool2D                       ``AveragePool``; ``count_include_pad`` is the attribute that carries
+                                the engine's divisor: 1 (the default) divides by KH*KW with the zero
+                                padding counted, 0 by the cells inside the image;
                                 learned scale (Eq. 8.22, window sum times ``scale[c]``): then a
                                 ``Mul`` by ``scale * KH * KW`` of shape (C, 1, 1)
+BatchNorm2D                     ``BatchNormalization`` in inference form: the running statistics as
+                                ``input_mean`` / ``input_var``, ``epsilon`` = eps, ``momentum`` =
+                                1 - PyTorch's momentum (as ``torch.onnx`` writes it; left at its
+                                default for ``momentum=None``); ``affine=False``: scale 1, B 0.
+                                ``track_running_stats=False`` is refused: it normalises with the
+                                batch's statistics at inference too, which this operator cannot say
+GlobalAvgPool2D                 ``GlobalAveragePool`` (N, C, 1, 1), then ``Flatten(axis=1)``: (N, C)
 Flatten                         ``Flatten(axis=1)``; ``order="F"`` (Eq. 8.26): ``Transpose`` with
                                 perm [0, 1, 3, 2] first, so each map's columns are contiguous
 Dense                           ``Gemm`` with ``transB=1`` (weight (out, in), as PyTorch's)
@@ -34,12 +44,17 @@ have another dtype than the tensor arriving gets a ``Cast`` first, as the engine
 What is read (``_IMPORTERS``: op type -> function)
 --------------------------------------------------
 A chain: one graph input, one output, and every node taking the previous node's output (plus
-initializers or ``Constant`` nodes). ``Conv`` (group 1, dilations 1, symmetric pads or the pads of
-``"same"``; ``auto_pad`` NOTSET, VALID, SAME_UPPER, and SAME_LOWER for odd kernels), ``Conv`` +
-``Add`` of a constant (a bias: (O, 1, 1) tied, (O, OH, OW) untied), ``Relu``, ``Sigmoid``, ``Tanh``,
-``MaxPool`` / ``AveragePool`` (ceil_mode 0, dilations 1, symmetric pads of at most half the
-window; ``count_include_pad=0`` only without padding, where it makes no difference), an
-``AveragePool`` + ``Mul`` by a (C, 1, 1) constant (the learned scale), ``Flatten(axis=1)``,
+initializers, ``Constant`` nodes or ``Identity`` nodes of those). ``Conv`` (any ``group`` dividing the output channels, any
+``dilations``; symmetric pads or the pads of ``"same"``; ``auto_pad`` NOTSET, VALID, SAME_UPPER, and
+SAME_LOWER for odd kernel spans), ``Conv`` + ``Add`` of a constant (a bias: (O, 1, 1) tied,
+(O, OH, OW) untied), ``Relu``, ``Sigmoid``, ``Tanh``, ``MaxPool`` / ``AveragePool`` (ceil_mode 0,
+dilations 1, symmetric pads of at most half the window; ``count_include_pad`` 0 or 1), an
+``AveragePool`` + ``Mul`` by a (C, 1, 1) constant (the learned scale), ``BatchNormalization`` in
+inference form only (``training_mode`` 0, one output; constant scale, B, mean and var of shape (C,)):
+a ``BatchNorm2D`` with ``affine=True`` (a scale of ones stays trainable), eps = ``epsilon``, momentum
+= 1 - ``momentum``, the running statistics from mean and var and ``num_batches_tracked`` 0 (ONNX does
+not carry it); ``GlobalAveragePool`` followed by ``Flatten(axis=1)`` or ``Reshape`` to (N, -1) (a
+``GlobalAvgPool2D``), ``Flatten(axis=1)``,
 ``Reshape`` to (N, -1), ``Transpose`` [0, 1, 3, 2] + ``Flatten`` (Flatten order "F"), ``Gemm``
 (transA 0), ``MatMul`` (+ ``Add``), ``Softmax`` over axis 1, ``Dropout``, ``Identity`` (dropped).
 Initializers become the layers' parameters, in their dtype (float32 or float64). Anything else is
@@ -760,6 +775,9 @@ def from_onnx(proto: Any, source: str = "ONNX model") -> Sequential:
                              f"{node.domain!r}; supported: the default ONNX domain")
         if node.op_type == "Constant":
             constants[node.output[0]] = _constant_value(onnx, node, source)
+        elif node.op_type == "Identity" and len(node.input) == 1 and node.input[0] in constants:
+            # a constant renamed (torch.onnx's TrainingMode.PRESERVE writes BatchNorm's scale this way)
+            constants[node.output[0]] = constants[node.input[0]]
         else:
             nodes.append(node)
     chain = _chain(nodes, constants, inputs[0].name, graph.output[0].name, source)
