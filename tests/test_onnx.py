@@ -177,7 +177,7 @@ def test_new_layers_export_run_in_onnxruntime_and_read_back():
     proto = cx.to_onnx(model, (2, 7, 7))
     ops = [n.op_type for n in proto.graph.node]
     assert ops.count("BatchNormalization") == 3 and ops.count("GlobalAveragePool") == 1
-    conv0, conv6 = [n for n in proto.graph.node if n.op_type == "Conv"]
+    conv0 = next(n for n in proto.graph.node if n.op_type == "Conv")
     attrs = {a.name: helper.get_attribute_value(a) for a in conv0.attribute}
     assert attrs["group"] == 2 and attrs["dilations"] == [2, 2] and attrs["pads"] == [2, 2, 2, 2]
     bn = {a.name: helper.get_attribute_value(a) for a in proto.graph.node[ops.index("BatchNormalization")].attribute}
@@ -421,6 +421,45 @@ def test_torch_exported_lenet_reproduces_pytorch(tmp_path):
         np.testing.assert_array_equal(model.state_dict()[key], value)
 
 
+@pytest.mark.parametrize("mode", ["EVAL", "PRESERVE"])
+def test_torch_exported_batch_norm_grouped_dilated_conv_and_global_pool_reproduce_pytorch(tmp_path, mode):
+    """TrainingMode.EVAL (the default) folds a BatchNorm that follows a Conv into the Conv; PRESERVE keeps
+    every BatchNormalization (its scale and bias behind Identity nodes)."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=2, dilation=2, groups=2), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.Conv2d(4, 4, 3, padding=(1, 2), dilation=(1, 2), groups=4, bias=False), nn.ReLU(),
+                        nn.BatchNorm2d(4, eps=1e-3, momentum=0.3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 3))
+    x = torch.rand(6, 2, 9, 9)
+    net.train()
+    net(x)
+    net(2 * x)  # running statistics away from 0 and 1
+    net.eval()
+    path = tmp_path / "net.onnx"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (x,), str(path), dynamo=False, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "N"}, "y": {0: "N"}},
+                              training=getattr(torch.onnx.TrainingMode, mode))
+    except Exception as exc:  # noqa: BLE001 - e.g. an exporter that needs a missing package
+        pytest.skip(f"torch.onnx.export is unavailable here: {type(exc).__name__}: {exc}")
+    model = cx.load(path)
+    names = [type(layer).__name__ for layer in model.layers]
+    tail = ["Conv2D", "ReLU", "BatchNorm2D", "GlobalAvgPool2D", "Dense"]
+    assert names == (["Conv2D", "ReLU", *tail] if mode == "EVAL" else ["Conv2D", "BatchNorm2D", "ReLU", *tail])
+    conv, depthwise = [layer for layer in model.layers if isinstance(layer, Conv2D)]
+    assert (conv.groups, conv.dilation, depthwise.groups, depthwise.dilation) == (2, (2, 2), 4, (1, 2))
+    norm = [layer for layer in model.layers if isinstance(layer, BatchNorm2D)][-1]
+    assert norm.eps == 1e-3 and norm.momentum == 0.3  # ONNX's momentum 0.7: 1 - PyTorch's
+    np.testing.assert_allclose(norm.buffers["running_var"], net[5].running_var.numpy(), rtol=1e-6)
+    with torch.no_grad():
+        expected = net(x).numpy()
+    np.testing.assert_allclose(model.forward(x.numpy()), expected, rtol=1e-4, atol=1e-4)
+
+
 # --------------------------------------------------------------------------- import errors
 
 
@@ -437,26 +476,26 @@ def batch_norm_node(outputs=("y",), inputs=("x", "g", "b", "m", "v"), shapes=(3,
 
 @pytest.mark.parametrize(("proto", "message"), [
     (make_model([helper.make_node("Conv", ["x", "w"], ["y"], name="conv1", group=3)], {"w": rand(4, 1, 3, 3)},
-                [3, 6, 6]), r"node 'conv1' \(Conv\): group 3 with a weight of shape \(4, 1, 3, 3\); supported: a "
-                            r"group count of at least 1 that divides the output channels"),
+                [3, 6, 6]), (r"node 'conv1' \(Conv\): group 3 with a weight of shape \(4, 1, 3, 3\); supported: a "
+                            r"group count of at least 1 that divides the output channels")),
     (make_model([helper.make_node("Conv", ["x", "w"], ["y"], name="conv1", group=2)], {"w": rand(4, 1, 3, 3)},
                 [3, 6, 6]), r"node 'conv1' \(Conv\): Conv2D\(2, 4, 3, bias=None, groups=2\): input must be \(2, H, W\)"),
     (conv_node(dilations=[0, 1]), r"node 'conv1' \(Conv\): dilations \[0, 1\]; supported: 2 dilations of at least 1"),
     (make_model([helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape=[2, 2], dilations=[2, 2])], {},
                 [1, 5, 5]), r"\(MaxPool\): dilations \[2, 2\]; supported: dilations 1 for pooling"),
     (batch_norm_node(outputs=("y", "rm", "rv"), training_mode=1),
-     r"node 'bn' \(BatchNormalization\): training mode \(training_mode 1, outputs \['y', 'rm', 'rv'\]\); "
-     r"supported: inference: training_mode 0 and one output"),
-    (batch_norm_node(spatial=1), r"node 'bn' \(BatchNormalization\): attribute 'spatial' is not supported; "
-                                 r"supported: epsilon, momentum, training_mode"),
-    (batch_norm_node(shapes=(3, 3, 4, 3)), r"node 'bn' \(BatchNormalization\): its inputs have shapes .*'mean': "
-                                           r"\(4,\).*supported: scale, bias, mean and var of shape \(C,\)"),
-    (batch_norm_node(shapes=(4, 4, 4, 4)), r"node 'bn' \(BatchNormalization\): BatchNorm2D\(4\): input must be "
-                                           r"\(4, H, W\), got \(3, 4, 4\)"),
+     (r"node 'bn' \(BatchNormalization\): training mode \(training_mode 1, outputs \['y', 'rm', 'rv'\]\); "
+     r"supported: inference: training_mode 0 and one output")),
+    (batch_norm_node(spatial=1), (r"node 'bn' \(BatchNormalization\): attribute 'spatial' is not supported; "
+                                 r"supported: epsilon, momentum, training_mode")),
+    (batch_norm_node(shapes=(3, 3, 4, 3)), (r"node 'bn' \(BatchNormalization\): its inputs have shapes .*'mean': "
+                                           r"\(4,\).*supported: scale, bias, mean and var of shape \(C,\)")),
+    (batch_norm_node(shapes=(4, 4, 4, 4)), (r"node 'bn' \(BatchNormalization\): BatchNorm2D\(4\): input must be "
+                                           r"\(4, H, W\), got \(3, 4, 4\)")),
     (make_model([helper.make_node("GlobalAveragePool", ["x"], ["p"], name="gap"),
                  helper.make_node("Relu", ["p"], ["y"])], {}, [3, 4, 4]),
-     r"node 'gap' \(GlobalAveragePool\): not followed by Flatten / Reshape \(followed by Relu\); supported: "
-     r"GlobalAveragePool followed by Flatten\(axis=1\) or Reshape to \(N, -1\)"),
+     (r"node 'gap' \(GlobalAveragePool\): not followed by Flatten / Reshape \(followed by Relu\); supported: "
+     r"GlobalAveragePool followed by Flatten\(axis=1\) or Reshape to \(N, -1\)")),
     (make_model([helper.make_node("GlobalAveragePool", ["x"], ["y"], name="gap")], {}, [3, 4, 4]),
      r"node 'gap' \(GlobalAveragePool\): not followed by Flatten / Reshape; supported"),
     (conv_node(pads=[1, 0, 0, 0]), r"node 'conv1' \(Conv\): asymmetric pads .*supported: symmetric pads"),
