@@ -13,13 +13,23 @@ How each layer is written (``_EXPORTERS``: layer class -> function)
 -------------------------------------------------------------------
 ==============================  ===============================================================
 Conv2D                          ``Conv`` (``pads`` = [top, left, bottom, right], so ``"same"`` and
-                                asymmetric padding are explicit); tied bias: Conv's ``B``; untied
-                                bias (O, OH, OW): ``Conv`` + ``Add``; no bias: ``Conv`` without B
+                                asymmetric padding are explicit; ``dilations`` and ``group`` are the
+                                layer's ``dilation`` and ``groups``, weight (O, C/groups, KH, KW) as
+                                is); tied bias: Conv's ``B``; untied bias (O, OH, OW): ``Conv`` +
+                                ``Add``; no bias: ``Conv`` without B
 MaxPool2D                       ``MaxPool`` (padding is -inf in both)
-AvgPool2D                       ``AveragePool`` with ``count_include_pad=1``: the attribute that
-                                carries the engine's divisor, KH*KW with the zero padding counted;
+AvgPool2D                       ``AveragePool``; ``count_include_pad`` is the attribute that carries
+                                the engine's divisor: 1 (the default) divides by KH*KW with the zero
+                                padding counted, 0 by the cells inside the image;
                                 learned scale (Eq. 8.22, window sum times ``scale[c]``): then a
                                 ``Mul`` by ``scale * KH * KW`` of shape (C, 1, 1)
+BatchNorm2D                     ``BatchNormalization`` in inference form: the running statistics as
+                                ``input_mean`` / ``input_var``, ``epsilon`` = eps, ``momentum`` =
+                                1 - PyTorch's momentum (as ``torch.onnx`` writes it; left at its
+                                default for ``momentum=None``); ``affine=False``: scale 1, B 0.
+                                ``track_running_stats=False`` is refused: it normalises with the
+                                batch's statistics at inference too, which this operator cannot say
+GlobalAvgPool2D                 ``GlobalAveragePool`` (N, C, 1, 1), then ``Flatten(axis=1)``: (N, C)
 Flatten                         ``Flatten(axis=1)``; ``order="F"`` (Eq. 8.26): ``Transpose`` with
                                 perm [0, 1, 3, 2] first, so each map's columns are contiguous
 Dense                           ``Gemm`` with ``transB=1`` (weight (out, in), as PyTorch's)
@@ -34,12 +44,17 @@ have another dtype than the tensor arriving gets a ``Cast`` first, as the engine
 What is read (``_IMPORTERS``: op type -> function)
 --------------------------------------------------
 A chain: one graph input, one output, and every node taking the previous node's output (plus
-initializers or ``Constant`` nodes). ``Conv`` (group 1, dilations 1, symmetric pads or the pads of
-``"same"``; ``auto_pad`` NOTSET, VALID, SAME_UPPER, and SAME_LOWER for odd kernels), ``Conv`` +
-``Add`` of a constant (a bias: (O, 1, 1) tied, (O, OH, OW) untied), ``Relu``, ``Sigmoid``, ``Tanh``,
-``MaxPool`` / ``AveragePool`` (ceil_mode 0, dilations 1, symmetric pads of at most half the
-window; ``count_include_pad=0`` only without padding, where it makes no difference), an
-``AveragePool`` + ``Mul`` by a (C, 1, 1) constant (the learned scale), ``Flatten(axis=1)``,
+initializers, ``Constant`` nodes or ``Identity`` nodes of those). ``Conv`` (any ``group`` dividing the output channels, any
+``dilations``; symmetric pads or the pads of ``"same"``; ``auto_pad`` NOTSET, VALID, SAME_UPPER, and
+SAME_LOWER for odd kernel spans), ``Conv`` + ``Add`` of a constant (a bias: (O, 1, 1) tied,
+(O, OH, OW) untied), ``Relu``, ``Sigmoid``, ``Tanh``, ``MaxPool`` / ``AveragePool`` (ceil_mode 0,
+dilations 1, symmetric pads of at most half the window; ``count_include_pad`` 0 or 1), an
+``AveragePool`` + ``Mul`` by a (C, 1, 1) constant (the learned scale), ``BatchNormalization`` in
+inference form only (``training_mode`` 0, one output; constant scale, B, mean and var of shape (C,)):
+a ``BatchNorm2D`` with ``affine=True`` (a scale of ones stays trainable), eps = ``epsilon``, momentum
+= 1 - ``momentum``, the running statistics from mean and var and ``num_batches_tracked`` 0 (ONNX does
+not carry it); ``GlobalAveragePool`` followed by ``Flatten(axis=1)`` or ``Reshape`` to (N, -1) (a
+``GlobalAvgPool2D``), ``Flatten(axis=1)``,
 ``Reshape`` to (N, -1), ``Transpose`` [0, 1, 3, 2] + ``Flatten`` (Flatten order "F"), ``Gemm``
 (transA 0), ``MatMul`` (+ ``Add``), ``Softmax`` over axis 1, ``Dropout``, ``Identity`` (dropped).
 Initializers become the layers' parameters, in their dtype (float32 or float64). Anything else is
@@ -64,10 +79,12 @@ from . import functional as F
 from ._files import atomic_write
 from .layers import (
     AvgPool2D,
+    BatchNorm2D,
     Conv2D,
     Dense,
     Dropout,
     Flatten,
+    GlobalAvgPool2D,
     MaxPool2D,
     ReLU,
     Sigmoid,
@@ -137,20 +154,21 @@ def _pads_onnx(top: int, bottom: int, left: int, right: int) -> list[int]:
     return [top, left, bottom, right]  # ONNX: all the begins, then all the ends
 
 
+def _span(kernel: tuple, dilation: tuple) -> tuple[int, int]:
+    """The extent of a dilated kernel, ``dil*(k - 1) + 1``: what ``"same"`` pads (as PyTorch)."""
+    return (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
+
+
 def _export_conv(g: _Graph, layer: Conv2D, name: str, in_shape: tuple) -> None:
-    for attribute, neutral in (("dilation", 1), ("groups", 1)):
-        value = getattr(layer, attribute, neutral)
-        if value not in (neutral, (neutral, neutral), [neutral, neutral]):
-            raise ValueError(f"cnn_im2col.onnx.export: layer {name} {layer!r}: {attribute}={value} is not "
-                             f"exported yet (only {attribute} {neutral})")
     weight = layer.params["weight"]
     g.cast_to(weight.dtype, name)
-    pads = resolve_padding(layer.padding, layer.kernel_size, layer.stride, repr(layer))
+    dilation = tuple(layer.dilation)
+    pads = resolve_padding(layer.padding, _span(layer.kernel_size, dilation), layer.stride, repr(layer))
     inputs = [g.constant(f"{name}.weight", weight)]
     if layer.bias_mode == "tied":
         inputs.append(g.constant(f"{name}.bias", layer.params["bias"]))
     g.add("Conv", *inputs, name=name, kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
-          pads=_pads_onnx(*pads), dilations=[1, 1], group=1)
+          pads=_pads_onnx(*pads), dilations=list(dilation), group=int(layer.groups))
     if layer.bias_mode == "untied":  # one bias per output neuron, (O, OH, OW): broadcast over N
         g.add("Add", g.constant(f"{name}.bias", layer.params["bias"]), name=name)
 
@@ -169,13 +187,40 @@ def _export_avg_pool(g: _Graph, layer: AvgPool2D, name: str, in_shape: tuple) ->
     scale = layer.params.get("weight")
     if scale is not None:
         g.cast_to(scale.dtype, name)
-    # the engine divides by KH*KW, zero padding counted: ONNX's count_include_pad=1 (PyTorch's default)
-    include_pad = int(bool(getattr(layer, "count_include_pad", True)))
-    g.add("AveragePool", name=name, count_include_pad=include_pad if scale is None else 1,
-          **_pool_attributes(layer))
-    if scale is not None:  # Eq. 8.22: window sum * scale[c] = window mean * (scale[c] * KH * KW)
+    # count_include_pad=1: the divisor is KH*KW, zero padding counted (the default, PyTorch's);
+    # 0: only the window's cells inside the image
+    g.add("AveragePool", name=name, count_include_pad=int(layer.count_include_pad), **_pool_attributes(layer))
+    if scale is not None:
+        # Eq. 8.22: window sum * scale[c] = window mean * (scale[c] * KH * KW); with count_include_pad
+        # False the engine scales a border window's sum by KH*KW / (cells inside) first: the same product
         area = layer.kernel_size[0] * layer.kernel_size[1]
         g.add("Mul", g.constant(f"{name}.scale", (scale * area).reshape(-1, 1, 1)), name=name)
+
+
+def _export_batch_norm(g: _Graph, layer: BatchNorm2D, name: str, in_shape: tuple) -> None:
+    if not layer.track_running_stats:
+        # in eval mode it normalises with each batch's own statistics: not ONNX's (inference) operator
+        raise ValueError(f"cnn_im2col.onnx.export: layer {name} {layer!r}: track_running_stats=False normalises "
+                         f"with the batch's statistics even at inference, which ONNX's BatchNormalization "
+                         f"(running statistics) cannot express; exportable: track_running_stats=True")
+    dtype = layer.buffers["running_mean"].dtype
+    g.cast_to(dtype, name)
+    ones, zeros = np.ones(layer.num_features, dtype), np.zeros(layer.num_features, dtype)
+    weight, bias = (layer.params["weight"], layer.params["bias"]) if layer.affine else (ones, zeros)
+    # names: the state_dict's where there is one; affine=False's constant gamma = 1, beta = 0 otherwise
+    suffix = "" if layer.affine else ":constant"
+    inputs = [g.constant(f"{name}.weight{suffix}", weight), g.constant(f"{name}.bias{suffix}", bias),
+              g.constant(f"{name}.running_mean", layer.buffers["running_mean"]),
+              g.constant(f"{name}.running_var", layer.buffers["running_var"])]
+    # ONNX's momentum weighs the running value (1 - PyTorch's), as torch.onnx writes it; momentum=None
+    # (PyTorch's cumulative average) has no ONNX counterpart: the attribute is left at its default
+    momentum = {} if layer.momentum is None else {"momentum": 1.0 - layer.momentum}
+    g.add("BatchNormalization", *inputs, name=name, epsilon=layer.eps, **momentum)
+
+
+def _export_global_avg_pool(g: _Graph, layer: GlobalAvgPool2D, name: str, in_shape: tuple) -> None:
+    g.add("GlobalAveragePool", name=name)  # (N, C, 1, 1)
+    g.add("Flatten", name=name, axis=1)  # (N, C), as the layer's output
 
 
 def _export_flatten(g: _Graph, layer: Flatten, name: str, in_shape: tuple) -> None:
@@ -223,6 +268,8 @@ _EXPORTERS: dict[type, Callable[[_Graph, Any, str, tuple], None]] = {
     Tanh: _export_activation("Tanh"),
     Softmax: _export_activation("Softmax"),
     Dropout: _export_dropout,
+    BatchNorm2D: _export_batch_norm,
+    GlobalAvgPool2D: _export_global_avg_pool,
     Sequential: _export_sequential,
 }
 
@@ -373,21 +420,24 @@ def _load_into(layer: Any, **arrays: np.ndarray) -> Any:
     return layer
 
 
-def _window(reader: _Reader, node: Any, attrs: dict, kernel_rank: int) -> tuple:
-    """(kernel, stride, (top, bottom, left, right)) from the Conv/pool attributes, 2-D only."""
+def _window(reader: _Reader, node: Any, attrs: dict, kernel_rank: int, dilated: bool = False) -> tuple:
+    """(kernel, stride, (top, bottom, left, right), dilation) from the Conv/pool attributes, 2-D only;
+    a dilation other than 1 only where ``dilated`` (Conv)."""
     kernel = attrs["kernel_shape"]
     if kernel is None or len(kernel) != kernel_rank:
         raise reader.fail(node, f"kernel_shape {kernel} is not two-dimensional", "2-D (NCHW) windows")
     kernel = tuple(int(k) for k in kernel)
     stride = tuple(int(s) for s in (attrs["strides"] or (1, 1)))
     dilations = tuple(int(d) for d in (attrs["dilations"] or (1, 1)))
-    if dilations != (1, 1):
-        raise reader.fail(node, f"dilations {list(dilations)}", "dilations 1 (no dilation)")
+    if len(dilations) != 2 or min(dilations) < 1:
+        raise reader.fail(node, f"dilations {list(dilations)}", "2 dilations of at least 1")
+    if not dilated and dilations != (1, 1):
+        raise reader.fail(node, f"dilations {list(dilations)}", "dilations 1 for pooling (dilated Conv is read)")
     pads = tuple(int(p) for p in (attrs["pads"] or (0, 0, 0, 0)))
     if len(stride) != 2 or len(pads) != 4:
         raise reader.fail(node, f"strides {list(stride)} / pads {list(pads)}", "2-D strides and 4 pads")
     top, left, bottom, right = pads
-    return kernel, stride, (top, bottom, left, right)
+    return kernel, stride, (top, bottom, left, right), dilations
 
 
 def _auto_pad(reader: _Reader, node: Any, attrs: dict, kernel: tuple, stride: tuple,
@@ -411,24 +461,28 @@ def _import_conv(reader: _Reader, node: Any) -> None:
     dtype = _float_dtype(reader, node, weight, "weight")
     if weight.ndim != 4:
         raise reader.fail(node, f"its weight has shape {weight.shape}", "2-D convolutions, weight (O, C, KH, KW)")
-    if attrs["group"] != 1:
-        raise reader.fail(node, f"group {attrs['group']}", "group 1 (no grouped convolution)")
+    groups = int(attrs["group"])
+    out_channels = weight.shape[0]
+    if groups < 1 or out_channels % groups:
+        raise reader.fail(node, f"group {groups} with a weight of shape {weight.shape}",
+                          "a group count of at least 1 that divides the output channels (weight's first axis)")
     if attrs["kernel_shape"] is None:
         attrs["kernel_shape"] = list(weight.shape[2:])
-    kernel, stride, pads = _window(reader, node, attrs, 2)
+    kernel, stride, pads, dilation = _window(reader, node, attrs, 2, dilated=True)
     if kernel != weight.shape[2:]:
         raise reader.fail(node, f"kernel_shape {list(kernel)} differs from the weight's {weight.shape}",
                           "a kernel_shape equal to the weight's (KH, KW)")
-    pads = _auto_pad(reader, node, attrs, kernel, stride, pads, allow_same=True)
+    span = _span(kernel, dilation)  # what auto_pad and "same" pad: the dilated kernel's extent
+    pads = _auto_pad(reader, node, attrs, span, stride, pads, allow_same=True)
     top, bottom, left, right = pads
     if (top, left) == (bottom, right):
         padding: Any = (top, left)
-    elif stride == (1, 1) and pads == resolve_padding("same", kernel, stride):
+    elif stride == (1, 1) and pads == resolve_padding("same", span, stride):
         padding = "same"
     else:
         raise reader.fail(node, f"asymmetric pads [top, left, bottom, right] = {[top, left, bottom, right]}",
                           "symmetric pads, or the pads of 'same' (stride 1, extra row/column at the end)")
-    out_channels, in_channels = weight.shape[:2]
+    in_channels = weight.shape[1] * groups  # the weight is (O, C/groups, KH, KW)
     bias = reader.constant(node, 2, "bias", required=False)
     bias_mode: str | None = "tied" if bias is not None else None
     input_size = None
@@ -436,7 +490,8 @@ def _import_conv(reader: _Reader, node: Any) -> None:
         add_node, bias = fused
         out_hw = None
         if reader.shape is not None:
-            out_hw = F.conv2d_output_shape(reader.shape, weight.shape, stride, padding, reader.label(node))[1:]
+            out_hw = F.conv2d_output_shape(reader.shape, weight.shape, stride, padding, reader.label(node),
+                                           dilation, groups)[1:]
         shape = bias.shape[1:] if bias.ndim == 4 and bias.shape[0] == 1 else bias.shape
         if shape == (out_channels, 1, 1):  # broadcast over N, H, W: one per map
             bias_mode = "tied"
@@ -448,7 +503,7 @@ def _import_conv(reader: _Reader, node: Any) -> None:
                               f"a bias of shape ({out_channels}, 1, 1) (tied) or ({out_channels}, OH, OW) "
                               f"(untied, with a known input size)")
     layer = Conv2D(in_channels, out_channels, kernel, stride, padding, bias=bias_mode,
-                   input_size=input_size, dtype=dtype)
+                   input_size=input_size, dtype=dtype, dilation=dilation, groups=groups)
     arrays = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
     reader.add_layer(node, _load_into(layer, **arrays))
 
@@ -461,15 +516,13 @@ def _import_pool(reader: _Reader, node: Any) -> None:
     attrs = reader.attributes(node, allowed)
     if attrs["ceil_mode"] != 0:
         raise reader.fail(node, f"ceil_mode {attrs['ceil_mode']}", "ceil_mode 0 (output size rounded down)")
-    kernel, stride, pads = _window(reader, node, attrs, 2)
+    kernel, stride, pads, _ = _window(reader, node, attrs, 2)
     top, bottom, left, right = _auto_pad(reader, node, attrs, kernel, stride, pads, allow_same=False)
     if (top, left) != (bottom, right):
         raise reader.fail(node, f"asymmetric pads [top, left, bottom, right] = {[top, left, bottom, right]}",
                           "symmetric pads of at most half the window")
-    if average and attrs["count_include_pad"] == 0 and (top or left):
-        # ONNX's default: the divisor counts only the pixels inside the image; the engine's counts the padding
-        raise reader.fail(node, "count_include_pad 0 with padding (divisor without the padding)",
-                          "count_include_pad 1, or no padding")
+    # count_include_pad 0 (ONNX's default): the divisor counts only the cells inside the image
+    include_pad = bool(attrs["count_include_pad"]) if average else True
     try:
         if not average:
             layer: Any = MaxPool2D(kernel, stride, (top, left))
@@ -480,13 +533,60 @@ def _import_pool(reader: _Reader, node: Any) -> None:
                 raise reader.fail(mul_node, f"multiplies the average pool by a constant of shape {factor.shape}",
                                   "a scale of shape (C, 1, 1), one per feature map")
             dtype = _float_dtype(reader, mul_node, factor, "scale")
-            layer = AvgPool2D(kernel, stride, (top, left), trainable_scale=True, channels=channels, dtype=dtype)
+            layer = AvgPool2D(kernel, stride, (top, left), trainable_scale=True, channels=channels, dtype=dtype,
+                              count_include_pad=include_pad)
             _load_into(layer, weight=factor.reshape(-1) / (kernel[0] * kernel[1]))
         else:
-            layer = AvgPool2D(kernel, stride, (top, left))
+            layer = AvgPool2D(kernel, stride, (top, left), count_include_pad=include_pad)
     except ValueError as exc:  # e.g. padding more than half the window
         raise reader.fail(node, str(exc), "symmetric pads of at most half the window") from None
     reader.add_layer(node, layer)
+
+
+def _float32_value(value: float) -> float:
+    """A float attribute (stored as float32) as the decimal it was written from: 1e-5, not 9.99999974e-06."""
+    return float(str(np.float32(value)))
+
+
+def _import_batch_norm(reader: _Reader, node: Any) -> None:
+    attrs = reader.attributes(node, {"epsilon": 1e-5, "momentum": 0.9, "training_mode": 0})
+    extra = [name for name in node.output[1:] if name]
+    if attrs["training_mode"] != 0 or extra:
+        raise reader.fail(node, f"training mode (training_mode {attrs['training_mode']}, outputs "
+                          f"{list(node.output)})", "inference: training_mode 0 and one output (Y)")
+    arrays = {what: reader.constant(node, index, what)
+              for index, what in enumerate(("scale", "bias", "mean", "var"), start=1)}
+    dtype = _float_dtype(reader, node, arrays["mean"], "mean")
+    for what, value in arrays.items():
+        _float_dtype(reader, node, value, what)
+        if value.ndim != 1 or value.shape != arrays["scale"].shape:
+            shapes = {k: v.shape for k, v in arrays.items()}
+            raise reader.fail(node, f"its inputs have shapes {shapes}", "scale, bias, mean and var of shape (C,)")
+    momentum = 1.0 - _float32_value(attrs["momentum"])  # ONNX weighs the running value: PyTorch's 1 - m
+    # affine=True even for gamma = 1, beta = 0: the same numbers, and the parameters stay trainable
+    layer = BatchNorm2D(arrays["scale"].shape[0], eps=_float32_value(attrs["epsilon"]),
+                        momentum=float(f"{momentum:.12g}"), dtype=dtype)
+    _load_into(layer, weight=arrays["scale"], bias=arrays["bias"])
+    np.copyto(layer.buffers["running_mean"], arrays["mean"], casting="same_kind")
+    np.copyto(layer.buffers["running_var"], arrays["var"], casting="same_kind")
+    reader.add_layer(node, layer)
+
+
+def _import_global_avg_pool(reader: _Reader, node: Any) -> None:
+    """``GlobalAveragePool`` + ``Flatten`` / ``Reshape`` to (N, -1): the (N, C) of GlobalAvgPool2D."""
+    reader.attributes(node, {})
+    following = reader.nodes[reader.position] if reader.position < len(reader.nodes) else None
+    if following is None or following.op_type not in ("Flatten", "Reshape"):
+        raise reader.fail(node, "not followed by Flatten / Reshape" + (
+            "" if following is None else f" (followed by {following.op_type})"),
+            "GlobalAveragePool followed by Flatten(axis=1) or Reshape to (N, -1) (GlobalAvgPool2D)")
+    if reader.shape is not None:
+        if len(reader.shape) != 3:
+            raise reader.fail(node, f"input of per-sample shape {reader.shape}", "(C, H, W) input")
+        reader.shape = (reader.shape[0], 1, 1)
+    reader.position += 1
+    (_import_flatten if following.op_type == "Flatten" else _import_reshape)(reader, following)  # checks it
+    reader.layers[-1] = GlobalAvgPool2D()  # the Flatten of (C, 1, 1) is the pool's (N, C) already
 
 
 def _import_activation(cls: type) -> Callable:
@@ -615,6 +715,8 @@ _IMPORTERS: dict[str, Callable[[_Reader, Any], None]] = {
     "Softmax": _import_softmax,
     "Dropout": _import_dropout,
     "Identity": _import_identity,
+    "BatchNormalization": _import_batch_norm,
+    "GlobalAveragePool": _import_global_avg_pool,
 }
 
 
@@ -673,6 +775,9 @@ def from_onnx(proto: Any, source: str = "ONNX model") -> Sequential:
                              f"{node.domain!r}; supported: the default ONNX domain")
         if node.op_type == "Constant":
             constants[node.output[0]] = _constant_value(onnx, node, source)
+        elif node.op_type == "Identity" and len(node.input) == 1 and node.input[0] in constants:
+            # a constant renamed (torch.onnx's TrainingMode.PRESERVE writes BatchNorm's scale this way)
+            constants[node.output[0]] = constants[node.input[0]]
         else:
             nodes.append(node)
     chain = _chain(nodes, constants, inputs[0].name, graph.output[0].name, source)

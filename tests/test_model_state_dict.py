@@ -5,7 +5,17 @@ arrays otherwise), strict and non-strict loading, and every error."""
 import numpy as np
 import pytest
 
-from cnn_im2col.layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Tanh
+from cnn_im2col.layers import (
+    AvgPool2D,
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    MaxPool2D,
+    ReLU,
+    Tanh,
+)
 from cnn_im2col.model import IncompatibleKeys, Sequential
 
 
@@ -105,6 +115,52 @@ def test_both_directions_with_pytorch():
     assert result.missing_keys == [] and result.unexpected_keys == []
     with torch.no_grad():
         np.testing.assert_allclose(other(torch.from_numpy(x)).numpy(), trained.forward(x), rtol=1e-4, atol=1e-5)
+
+
+def grouped_net():
+    """(4, 9, 9) -> 5: grouped + dilated, depthwise and BatchNorm, layer for layer as `torch_grouped_net`."""
+    return Sequential([
+        Conv2D(4, 6, 3, padding=2, dilation=2, groups=2, seed=0), BatchNorm2D(6), ReLU(),
+        Conv2D(6, 6, 3, padding=(1, 2), dilation=(1, 2), groups=6, bias=None, seed=1), ReLU(),
+        Conv2D(6, 4, 1, groups=2, seed=2), Flatten(), Dense(324, 5, seed=3)])
+
+
+def torch_grouped_net(torch):
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(4, 6, 3, padding=2, dilation=2, groups=2), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.Conv2d(6, 6, 3, padding=(1, 2), dilation=(1, 2), groups=6, bias=False), nn.ReLU(),
+        nn.Conv2d(6, 4, 1, groups=2), nn.Flatten(), nn.Linear(324, 5)).eval()
+
+
+def test_grouped_and_dilated_conv_weights_are_pytorch_shaped():
+    shapes = {k: v.shape for k, v in grouped_net().state_dict().items()}
+    assert shapes["0.weight"] == (6, 2, 3, 3) and shapes["3.weight"] == (6, 1, 3, 3) and "3.bias" not in shapes
+    assert shapes["5.weight"] == (4, 3, 1, 1) and shapes["1.running_var"] == (6,)
+    with pytest.raises(ValueError, match=r"key '0.weight': expected shape \(6, 2, 3, 3\), received \(6, 4, 3, 3\)"):
+        grouped_net().load_state_dict({**grouped_net().state_dict(), "0.weight": np.zeros((6, 4, 3, 3))})
+
+
+def test_grouped_and_dilated_conv_both_directions_with_pytorch():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch_grouped_net(torch)
+    x = np.random.default_rng(0).random((3, 4, 9, 9), dtype=np.float32)
+    net.train()
+    net(torch.from_numpy(x))  # running statistics away from their initial values
+    net.eval()
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    model = grouped_net()
+    assert model.load_state_dict(net.state_dict()) == IncompatibleKeys([], [])
+    np.testing.assert_allclose(model.forward(x), expected, rtol=1e-4, atol=1e-5)
+    # engine -> PyTorch, after a training step of the engine's own
+    model.forward(x * 2, training=True)
+    other = torch_grouped_net(torch)
+    result = other.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in model.state_dict().items()})
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    with torch.no_grad():
+        np.testing.assert_allclose(other(torch.from_numpy(x)).numpy(), model.forward(x), rtol=1e-4, atol=1e-5)
 
 
 def test_non_strict_loads_what_matches_and_returns_the_rest():

@@ -18,10 +18,12 @@ from onnx.reference import ReferenceEvaluator
 from cnn_im2col import onnx as cx
 from cnn_im2col.layers import (
     AvgPool2D,
+    BatchNorm2D,
     Conv2D,
     Dense,
     Dropout,
     Flatten,
+    GlobalAvgPool2D,
     MaxPool2D,
     ReLU,
     Sigmoid,
@@ -40,10 +42,15 @@ def run_ort(proto_or_path, x):
 
 
 def randomize(model, seed=0):
-    """Non-trivial parameters everywhere (biases start at zero)."""
+    """Non-trivial parameters and running statistics everywhere (biases start at zero, means at 0)."""
     rng = np.random.default_rng(seed)
     for value in model.params.values():
         value[...] = rng.uniform(-1, 1, value.shape)
+    for key, value in model.buffers.items():
+        if key.endswith("running_mean"):
+            value[...] = rng.uniform(-1, 1, value.shape)
+        elif key.endswith("running_var"):
+            value[...] = rng.uniform(0.25, 2, value.shape)
     return model
 
 
@@ -52,9 +59,10 @@ def randomize(model, seed=0):
 
 @st.composite
 def networks(draw):
-    """(model, per-sample input shape): conv blocks, pooling of both kinds, Flatten of both orders,
-    Dense, every activation, Dropout, maybe a final Softmax."""
-    c, h, w = draw(st.integers(1, 3)), draw(st.integers(5, 9)), draw(st.integers(5, 9))
+    """(model, per-sample input shape): conv blocks (grouped, dilated), BatchNorm2D, pooling of both
+    kinds (both average-pool divisors), Flatten of both orders or GlobalAvgPool2D, Dense, every
+    activation, Dropout, maybe a final Softmax."""
+    c, h, w = draw(st.integers(1, 4)), draw(st.integers(5, 9)), draw(st.integers(5, 9))
     shape = (c, h, w)
     layers = []
     for block in range(draw(st.integers(1, 2))):
@@ -62,11 +70,18 @@ def networks(draw):
         stride = draw(st.sampled_from([1, 2, (1, 2)]))
         padding = draw(st.sampled_from([0, 1, (1, 0), "valid"] + (["same"] if stride == 1 else [])))
         bias = draw(st.sampled_from(["tied", "untied", None]))
-        out = draw(st.integers(1, 4))
-        conv = Conv2D(shape[0], out, k, stride, padding, bias=bias,
-                      input_size=shape[1:] if bias == "untied" else None, seed=block)
+        groups = draw(st.sampled_from([g for g in (1, 2, 3, 4) if shape[0] % g == 0]))
+        out = groups * draw(st.integers(1, 2))
+        dilation = draw(st.sampled_from([1, 2, (1, 2)]))
+        dy, dx = (dilation, dilation) if isinstance(dilation, int) else dilation
+        if dy * (k - 1) + 1 > shape[1] or dx * (k - 1) + 1 > shape[2]:  # the dilated kernel must fit unpadded
+            dilation = 1
+        conv = Conv2D(shape[0], out, k, stride, padding, bias=bias, input_size=shape[1:] if bias == "untied" else None,
+                      seed=block, dilation=dilation, groups=groups)
         layers.append(conv)
         shape = conv.output_shape(shape)
+        if draw(st.booleans()):
+            layers.append(BatchNorm2D(shape[0], eps=draw(st.sampled_from([1e-5, 1e-3])), affine=draw(st.booleans())))
         layers.append(draw(st.sampled_from([ReLU, Sigmoid, Tanh]))())
         if min(shape[1:]) >= 2 and draw(st.booleans()):
             kind = draw(st.sampled_from(["max", "avg", "scale"]))
@@ -77,10 +92,14 @@ def networks(draw):
                 pool = MaxPool2D(size, pool_stride, pad)
             else:
                 pool = AvgPool2D(size, pool_stride, pad, trainable_scale=kind == "scale",
-                                 channels=shape[0] if kind == "scale" else None)
+                                 channels=shape[0] if kind == "scale" else None, count_include_pad=draw(st.booleans()))
             layers.append(pool)
             shape = pool.output_shape(shape)
-    layers.append(Flatten(draw(st.sampled_from(["C", "F"]))))
+    if draw(st.booleans()):
+        layers.append(GlobalAvgPool2D())
+        shape = (shape[0],)
+    else:
+        layers.append(Flatten(draw(st.sampled_from(["C", "F"]))))
     features = int(np.prod(shape))
     if draw(st.booleans()):
         layers.append(Dropout(draw(st.sampled_from([0.0, 0.25, 0.5]))))
@@ -138,6 +157,47 @@ def test_average_pool_divisor_is_count_include_pad():
     out = run_ort(proto, x)
     assert out[0, 0, 0, 0] == pytest.approx(4 / 9)  # a corner window: 4 pixels in, 5 of padding
     np.testing.assert_allclose(out, model.forward(x), rtol=TOL)
+
+
+def test_new_layers_export_run_in_onnxruntime_and_read_back():
+    """Grouped + dilated Conv ("same" pads the dilated span), BatchNorm2D with trained statistics (affine,
+    affine=False, momentum=None), AvgPool2D count_include_pad=False with and without a learned scale,
+    a depthwise Conv and GlobalAvgPool2D, in one network."""
+    model = Sequential([
+        Conv2D(2, 4, 3, padding="same", dilation=2, groups=2, bias="untied", input_size=(7, 7)), BatchNorm2D(4),
+        ReLU(), AvgPool2D(3, 1, 1, count_include_pad=False), BatchNorm2D(4, eps=1e-3, affine=False, momentum=None),
+        AvgPool2D(3, 1, 1, trainable_scale=True, channels=4, count_include_pad=False),
+        Conv2D(4, 4, 3, padding=1, dilation=(1, 2), groups=4), BatchNorm2D(4, momentum=0.25), GlobalAvgPool2D(),
+        Dense(4, 3)])
+    x = np.random.default_rng(4).standard_normal((6, 2, 7, 7)).astype(np.float32)
+    randomize(model, 4)
+    model.forward(x, training=True)  # running statistics (and counters) from two real batches
+    model.forward(2 * x + 1, training=True)
+    expected = model.forward(x)
+    proto = cx.to_onnx(model, (2, 7, 7))
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("BatchNormalization") == 3 and ops.count("GlobalAveragePool") == 1
+    conv0 = next(n for n in proto.graph.node if n.op_type == "Conv")
+    attrs = {a.name: helper.get_attribute_value(a) for a in conv0.attribute}
+    assert attrs["group"] == 2 and attrs["dilations"] == [2, 2] and attrs["pads"] == [2, 2, 2, 2]
+    bn = {a.name: helper.get_attribute_value(a) for a in proto.graph.node[ops.index("BatchNormalization")].attribute}
+    assert bn["momentum"] == pytest.approx(0.9) and bn["epsilon"] == pytest.approx(1e-5)
+    pools = [n for n in proto.graph.node if n.op_type == "AveragePool"]
+    assert [helper.get_attribute_value(a) for n in pools for a in n.attribute if a.name == "count_include_pad"] == [0, 0]
+    np.testing.assert_allclose(run_ort(proto, x), expected, rtol=TOL, atol=TOL)
+    back = cx.from_onnx(proto)
+    assert [type(layer) for layer in back.layers] == [type(layer) for layer in model.layers]
+    assert back.layers[0].groups == 2 and back.layers[0].dilation == (2, 2) and back.layers[0].padding == [2, 2]
+    assert back.layers[6].groups == 4 and back.layers[6].dilation == (1, 2)
+    assert not back.layers[3].count_include_pad and not back.layers[5].count_include_pad
+    assert back.layers[1].momentum == 0.1 and back.layers[1].eps == 1e-5  # the decimals, not their float32
+    assert back.layers[7].momentum == 0.25 and back.layers[4].eps == 1e-3
+    assert back.layers[4].affine  # gamma = 1, beta = 0: the same numbers, trainable
+    for i in (1, 4, 7):
+        for key in ("running_mean", "running_var"):
+            np.testing.assert_array_equal(back.layers[i].buffers[key], model.layers[i].buffers[key])
+        assert int(back.layers[i].buffers["num_batches_tracked"]) == 0  # ONNX does not carry the counter
+    np.testing.assert_allclose(back.forward(x), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_float64_and_mixed_dtypes_follow_the_engine():
@@ -201,10 +261,10 @@ def test_export_errors(tmp_path):
         cx.export(Dense(4, 2), path, (4,))
     with pytest.raises(TypeError, match="dtype must be float32 or float64"):
         cx.export(Sequential([Dense(4, 2)]), path, (4,), dtype="int8")
-    conv = Conv2D(1, 1, 3)
-    conv.dilation = (2, 2)  # what a dilated convolution will carry: refused until its exporter says so
-    with pytest.raises(ValueError, match=r"dilation=\(2, 2\) is not exported yet"):
-        cx.export(Sequential([conv]), path, (1, 7, 7))
+    with pytest.raises(ValueError, match=r"layer 1 BatchNorm2D\(2, track_running_stats=False\): "
+                                         r"track_running_stats=False normalises with the batch's statistics"):
+        cx.export(Sequential([Conv2D(1, 2, 3), BatchNorm2D(2, track_running_stats=False)]), path, (1, 5, 5))
+    assert path.read_bytes() == b"old"
 
 
 # --------------------------------------------------------------------------- import: helper-built graphs
@@ -291,6 +351,47 @@ def test_import_pools_and_flatten_f():
     assert model.layers[0].stride == (1, 1)  # ONNX's default stride is 1, not the window
 
 
+@pytest.mark.parametrize("flatten", ["Flatten", "Reshape"])
+def test_import_grouped_dilated_conv_batch_norm_and_global_average_pool(flatten):
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], group=2, dilations=[2, 1], pads=[2, 1, 2, 1]),
+             helper.make_node("BatchNormalization", ["c", "g", "beta", "mean", "var"], ["n"], epsilon=1e-3,
+                              momentum=0.8),
+             helper.make_node("Relu", ["n"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["c2"], group=4, dilations=[2, 2], pads=[2, 2, 2, 2]),
+             helper.make_node("AveragePool", ["c2"], ["a"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["a", "g", "beta", "mean", "var"], ["n2"]),
+             helper.make_node("GlobalAveragePool", ["n2"], ["p"]),
+             (helper.make_node("Flatten", ["p"], ["f"]) if flatten == "Flatten" else
+              helper.make_node("Reshape", ["p", "shape"], ["f"])),
+             helper.make_node("Gemm", ["f", "wd"], ["y"], transB=1)]
+    init = {"w": rand(4, 1, 3, 3), "b": rand(4, seed=1), "g": rand(4, seed=2), "beta": rand(4, seed=3),
+            "mean": rand(4, seed=4), "var": np.linspace(0.5, 2, 4, dtype=np.float32), "w2": rand(4, 1, 3, 3, seed=5),
+            "shape": np.array([0, -1], np.int64), "wd": rand(3, 4, seed=6)}
+    model = assert_imports_like_onnxruntime(make_model(nodes, init, [2, 7, 6]), (2, 7, 6), n=3)
+    assert [type(layer).__name__ for layer in model.layers] == [
+        "Conv2D", "BatchNorm2D", "ReLU", "Conv2D", "AvgPool2D", "BatchNorm2D", "GlobalAvgPool2D", "Dense"]
+    conv, norm, _, depthwise, pool, norm2 = model.layers[:6]
+    assert (conv.in_channels, conv.groups, conv.dilation, conv.padding) == (2, 2, (2, 1), [2, 1])
+    assert (depthwise.groups, depthwise.dilation, depthwise.padding) == (4, (2, 2), [2, 2])
+    assert norm.eps == 1e-3 and norm.momentum == 0.2 and norm2.eps == 1e-5 and norm2.momentum == 0.1  # ONNX defaults
+    np.testing.assert_array_equal(norm.buffers["running_var"], init["var"])
+    np.testing.assert_array_equal(norm.params["weight"], init["g"])
+    assert not pool.count_include_pad  # ONNX's default divisor: the cells inside the image
+
+
+def test_import_dilated_conv_auto_pad_same_pads_the_dilated_span():
+    """SAME_UPPER pads (KH - 1) * dilation as the ONNX spec says; onnxruntime refuses dilated SAME convolutions,
+    so onnx's reference evaluator is the judge here."""
+    proto = make_model([helper.make_node("Conv", ["x", "w"], ["y"], dilations=[1, 3], auto_pad="SAME_UPPER")],
+                       {"w": rand(2, 1, 2, 2)}, [1, 7, 8])  # spans 2 x 4: one more row / column at the end
+    model = cx.from_onnx(proto)
+    assert model.layers[0].padding == "same" and model.layers[0].dilation == (1, 3)
+    x = rand(2, 1, 7, 8, seed=3)
+    expected = ReferenceEvaluator(proto).run(None, {"x": x})[0]
+    assert expected.shape == (2, 2, 7, 8)
+    np.testing.assert_allclose(model.forward(x), expected, rtol=TOL, atol=TOL)
+
+
 def test_torch_exported_lenet_reproduces_pytorch(tmp_path):
     torch = pytest.importorskip("torch")
     nn = torch.nn
@@ -320,6 +421,45 @@ def test_torch_exported_lenet_reproduces_pytorch(tmp_path):
         np.testing.assert_array_equal(model.state_dict()[key], value)
 
 
+@pytest.mark.parametrize("mode", ["EVAL", "PRESERVE"])
+def test_torch_exported_batch_norm_grouped_dilated_conv_and_global_pool_reproduce_pytorch(tmp_path, mode):
+    """TrainingMode.EVAL (the default) folds a BatchNorm that follows a Conv into the Conv; PRESERVE keeps
+    every BatchNormalization (its scale and bias behind Identity nodes)."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=2, dilation=2, groups=2), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.Conv2d(4, 4, 3, padding=(1, 2), dilation=(1, 2), groups=4, bias=False), nn.ReLU(),
+                        nn.BatchNorm2d(4, eps=1e-3, momentum=0.3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 3))
+    x = torch.rand(6, 2, 9, 9)
+    net.train()
+    net(x)
+    net(2 * x)  # running statistics away from 0 and 1
+    net.eval()
+    path = tmp_path / "net.onnx"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (x,), str(path), dynamo=False, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "N"}, "y": {0: "N"}},
+                              training=getattr(torch.onnx.TrainingMode, mode))
+    except Exception as exc:  # noqa: BLE001 - e.g. an exporter that needs a missing package
+        pytest.skip(f"torch.onnx.export is unavailable here: {type(exc).__name__}: {exc}")
+    model = cx.load(path)
+    names = [type(layer).__name__ for layer in model.layers]
+    tail = ["Conv2D", "ReLU", "BatchNorm2D", "GlobalAvgPool2D", "Dense"]
+    assert names == (["Conv2D", "ReLU", *tail] if mode == "EVAL" else ["Conv2D", "BatchNorm2D", "ReLU", *tail])
+    conv, depthwise = [layer for layer in model.layers if isinstance(layer, Conv2D)]
+    assert (conv.groups, conv.dilation, depthwise.groups, depthwise.dilation) == (2, (2, 2), 4, (1, 2))
+    norm = [layer for layer in model.layers if isinstance(layer, BatchNorm2D)][-1]
+    assert norm.eps == 1e-3 and norm.momentum == 0.3  # ONNX's momentum 0.7: 1 - PyTorch's
+    np.testing.assert_allclose(norm.buffers["running_var"], net[5].running_var.numpy(), rtol=1e-6)
+    with torch.no_grad():
+        expected = net(x).numpy()
+    np.testing.assert_allclose(model.forward(x.numpy()), expected, rtol=1e-4, atol=1e-4)
+
+
 # --------------------------------------------------------------------------- import errors
 
 
@@ -328,17 +468,40 @@ def conv_node(**attributes):
                       {"w": rand(4, 2, 3, 3)}, [2, 6, 6])
 
 
+def batch_norm_node(outputs=("y",), inputs=("x", "g", "b", "m", "v"), shapes=(3, 3, 3, 3), **attributes):
+    init = {name: np.ones(n, np.float32) for name, n in zip(inputs[1:], shapes)}
+    return make_model([helper.make_node("BatchNormalization", list(inputs), list(outputs), name="bn", **attributes)],
+                      init, [3, 4, 4])
+
+
 @pytest.mark.parametrize(("proto", "message"), [
+    (make_model([helper.make_node("Conv", ["x", "w"], ["y"], name="conv1", group=3)], {"w": rand(4, 1, 3, 3)},
+                [3, 6, 6]), (r"node 'conv1' \(Conv\): group 3 with a weight of shape \(4, 1, 3, 3\); supported: a "
+                            r"group count of at least 1 that divides the output channels")),
     (make_model([helper.make_node("Conv", ["x", "w"], ["y"], name="conv1", group=2)], {"w": rand(4, 1, 3, 3)},
-                [2, 6, 6]), r"node 'conv1' \(Conv\): group 2; supported: group 1"),
-    (conv_node(dilations=[2, 2]), r"node 'conv1' \(Conv\): dilations \[2, 2\]; supported: dilations 1"),
+                [3, 6, 6]), r"node 'conv1' \(Conv\): Conv2D\(2, 4, 3, bias=None, groups=2\): input must be \(2, H, W\)"),
+    (conv_node(dilations=[0, 1]), r"node 'conv1' \(Conv\): dilations \[0, 1\]; supported: 2 dilations of at least 1"),
+    (make_model([helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape=[2, 2], dilations=[2, 2])], {},
+                [1, 5, 5]), r"\(MaxPool\): dilations \[2, 2\]; supported: dilations 1 for pooling"),
+    (batch_norm_node(outputs=("y", "rm", "rv"), training_mode=1),
+     (r"node 'bn' \(BatchNormalization\): training mode \(training_mode 1, outputs \['y', 'rm', 'rv'\]\); "
+     r"supported: inference: training_mode 0 and one output")),
+    (batch_norm_node(spatial=1), (r"node 'bn' \(BatchNormalization\): attribute 'spatial' is not supported; "
+                                 r"supported: epsilon, momentum, training_mode")),
+    (batch_norm_node(shapes=(3, 3, 4, 3)), (r"node 'bn' \(BatchNormalization\): its inputs have shapes .*'mean': "
+                                           r"\(4,\).*supported: scale, bias, mean and var of shape \(C,\)")),
+    (batch_norm_node(shapes=(4, 4, 4, 4)), (r"node 'bn' \(BatchNormalization\): BatchNorm2D\(4\): input must be "
+                                           r"\(4, H, W\), got \(3, 4, 4\)")),
+    (make_model([helper.make_node("GlobalAveragePool", ["x"], ["p"], name="gap"),
+                 helper.make_node("Relu", ["p"], ["y"])], {}, [3, 4, 4]),
+     (r"node 'gap' \(GlobalAveragePool\): not followed by Flatten / Reshape \(followed by Relu\); supported: "
+     r"GlobalAveragePool followed by Flatten\(axis=1\) or Reshape to \(N, -1\)")),
+    (make_model([helper.make_node("GlobalAveragePool", ["x"], ["y"], name="gap")], {}, [3, 4, 4]),
+     r"node 'gap' \(GlobalAveragePool\): not followed by Flatten / Reshape; supported"),
     (conv_node(pads=[1, 0, 0, 0]), r"node 'conv1' \(Conv\): asymmetric pads .*supported: symmetric pads"),
     (conv_node(strides=[2, 2], auto_pad="SAME_UPPER"), r"auto_pad 'SAME_UPPER' \(stride \[2, 2\].*supported: NOTSET"),
     (make_model([helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape=[2, 2], ceil_mode=1)], {},
                 [1, 5, 5]), r"node 'pool' \(MaxPool\): ceil_mode 1; supported: ceil_mode 0"),
-    (make_model([helper.make_node("AveragePool", ["x"], ["y"], name="pool", kernel_shape=[3, 3],
-                                  pads=[1, 1, 1, 1])], {}, [1, 5, 5]),
-     r"\(AveragePool\): count_include_pad 0 with padding .*supported: count_include_pad 1, or no padding"),
     (make_model([helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape=[2, 2], pads=[2, 2, 2, 2])],
                 {}, [1, 5, 5]), r"\(MaxPool\): MaxPool2D: padding must be at most half the window"),
     (make_model([helper.make_node("LeakyRelu", ["x"], ["y"], name="act")], {}, [3]),
@@ -359,7 +522,9 @@ def conv_node(**attributes):
     (make_model([helper.make_node("Transpose", ["x"], ["y"], name="t", perm=[0, 2, 3, 1])], {}, [2, 3, 3]),
      r"node 't' \(Transpose\): perm \[0, 2, 3, 1\]; supported: perm \[0, 1, 3, 2\] right before Flatten"),
     (make_model([helper.make_node("Identity", ["x"], ["y"])], {}, [3]), r"computes nothing"),
-], ids=["group", "dilations", "asymmetric-pads", "auto-pad", "ceil-mode", "count-include-pad",
+], ids=["group", "group-channels", "dilations", "pool-dilations", "batch-norm-training", "batch-norm-attribute",
+        "batch-norm-shapes", "batch-norm-channels", "gap-no-flatten", "gap-last", "asymmetric-pads", "auto-pad",
+        "ceil-mode",
         "pool-padding", "unknown-op", "branch", "flatten-axis", "softmax-axis", "attribute", "transA",
         "reshape", "transpose", "nothing"])
 def test_import_errors_name_the_node_the_operator_and_what_is_supported(proto, message):
