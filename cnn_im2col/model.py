@@ -629,7 +629,6 @@ class Sequential:
             return cls._load_from(npz, path_text, custom_layers)
 
     @classmethod
-    @classmethod
     def load_checkpoint(cls, path: str | os.PathLike,
                         custom_layers: Mapping[str, type] | None = None) -> Checkpoint:
         """Read a checkpoint written by :meth:`save_checkpoint` (e.g. by ``fit(checkpoint=...)``)."""
