@@ -9,9 +9,8 @@ Public API
   ``state_dict`` / ``load_state_dict`` (PyTorch's ``nn.Sequential`` key names).
   It follows the layer protocol itself, so a gradient check or a nested stack can treat it as a layer.
 - Re-exported for the code that imports them from here: :class:`~cnn_im2col.checkpoint.Checkpoint`,
-  :class:`~cnn_im2col.augment.RandomShift`, and (resolved on first use, since the loop imports this
-  module and not the reverse) :class:`~cnn_im2col.training.TrainingDiverged` and
-  :class:`~cnn_im2col.training.TrainingInterrupted`.
+  :class:`~cnn_im2col.augment.RandomShift`, :class:`~cnn_im2col.exceptions.TrainingDiverged` and
+  :class:`~cnn_im2col.exceptions.TrainingInterrupted`.
 
 Files
 -----
@@ -50,10 +49,11 @@ from .checkpoint import (
     read_training,
     training_arrays,
 )
+from .exceptions import TrainingDiverged, TrainingInterrupted
 from .layers import LAYERS, AvgPool2D, Conv2D, Dense, Softmax
 from .shapes import NonFiniteError, as_float_array, check_int, finite_scans_skipped
 
-__all__ = [  # noqa: F822 - TrainingDiverged and TrainingInterrupted come from __getattr__
+__all__ = [
     "HISTORY_KEYS",
     "Checkpoint",
     "IncompatibleKeys",
@@ -69,15 +69,6 @@ _MODEL_KEY = "__model__"
 _PARAM_PREFIX = "param:"
 _BUFFER_PREFIX = "buffer:"
 
-
-def __getattr__(name: str) -> Any:
-    """``TrainingDiverged`` and ``TrainingInterrupted`` live in :mod:`cnn_im2col.training`, which
-    imports this module: import them from there on first use (PEP 562)."""
-    if name in ("TrainingDiverged", "TrainingInterrupted"):
-        from . import training
-
-        return getattr(training, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,6 +122,10 @@ class Sequential:
     from the layers' own dicts: the arrays are the layers' objects, so an optimizer updating
     ``params`` in place updates the layers.
     """
+
+    #: The training loop behind :meth:`fit`: ``cnn_im2col.training.fit``, installed by that module
+    #: when it is imported (the loop imports the model, never the reverse).
+    _loop: Callable[..., dict]
 
     def __init__(self, layers: Iterable[Any]) -> None:
         if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
@@ -515,10 +510,9 @@ class Sequential:
         A batch whose loss or gradient is NaN/Inf raises :class:`TrainingDiverged` (a
         ``FloatingPointError``) naming the epoch and batch, before the step is applied.
         """
-        # the loop sits above the container: imported on use, not when this module is
-        from .training import fit
-
-        return fit(self, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, loss=loss,
+        # the loop sits above the container: cnn_im2col.training installs itself as _loop when it
+        # is imported (the package's __init__ imports it), so this module never imports the loop
+        return self._loop(self, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, loss=loss,
                    validation_data=validation_data, seed=seed, progress=progress, shuffle=shuffle,
                    scheduler=scheduler, scheduler_interval=scheduler_interval, augment=augment,
                    callbacks=callbacks, checkpoint=checkpoint, checkpoint_extra=checkpoint_extra,

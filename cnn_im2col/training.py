@@ -49,6 +49,7 @@ import numpy as np
 
 from . import distributed as _dist
 from .checkpoint import HISTORY_KEYS, Position
+from .exceptions import TrainingDiverged, TrainingInterrupted
 from .model import Sequential, _check_loss, _correct, _finite, _not_a_class, _path, _print
 from .shapes import NonFiniteError, as_float_array, check_choice, check_int
 
@@ -65,33 +66,6 @@ __all__ = [
 ]
 
 OWNER = "Sequential.fit"
-
-
-class TrainingDiverged(FloatingPointError):
-    """The loss or a gradient of a batch was NaN or Inf, or the optimizer step made a parameter
-    NaN/Inf. The step was NOT applied: the parameters are those from before that batch (an
-    optimizer's internal state, such as momentum, may have advanced in the last case).
-
-    Attributes: ``epoch`` and ``batch`` (1-based), ``loss`` (the bad value), ``lr``.
-    """
-
-    def __init__(self, message: str, epoch: int, batch: int, loss: float, lr: float | None) -> None:
-        super().__init__(message)
-        self.epoch, self.batch, self.loss, self.lr = epoch, batch, loss, lr
-
-
-class TrainingInterrupted(Exception):
-    """``fit`` stopped because ``should_stop()`` returned True after a batch.
-
-    Attributes: ``epoch`` and ``batch`` (1-based: the last batch completed), ``batches`` (per
-    epoch), ``checkpoint`` (the path written, or None) and ``history`` so far.
-    """
-
-    def __init__(self, message: str, epoch: int, batch: int, batches: int, checkpoint: str | None,
-                 history: dict) -> None:
-        super().__init__(message)
-        self.epoch, self.batch, self.batches = epoch, batch, batches
-        self.checkpoint, self.history = checkpoint, history
 
 
 # --------------------------------------------------------------------------------------------
@@ -562,3 +536,8 @@ def _checked(model: Sequential, x: Any, y: Any, *, epochs: Any, batch_size: Any,
         yv = model._check_targets(validation_data[1], xv.shape[0], out_shape, owner, name="validation y")
         val = (xv, yv)
     return epochs, batch_size, x, y, val, callbacks, checkpoint
+
+
+# The container's fit() delegates to this loop. The loop plugs itself in here, when it is imported
+# (the package's __init__ imports it, so it always is), so that the model never imports the loop.
+Sequential._loop = staticmethod(fit)
