@@ -40,7 +40,7 @@ import numpy as np
 
 from . import _kernels
 from . import threads as _threads
-from .im2col import BACKENDS, ConvGeometry, dilated_geometry, fold, fold_t, unfold, unfold_t
+from .im2col import BACKENDS, dilated_geometry, fold, fold_t, unfold, unfold_t
 from .shapes import (
     WindowGeometry,
     as_float_array,
@@ -92,7 +92,7 @@ class ConvCache(NamedTuple):
     cols: list[np.ndarray] | np.ndarray | None  # numba: one cols_t per slice; numpy: cols; None: rebuild
     weight: np.ndarray
     bias_shape: tuple[int, ...] | None
-    geometry: ConvGeometry
+    geometry: WindowGeometry
     backend: str
     owner: str
     x: np.ndarray | None = None  # the (contiguous) input, kept instead of cols (keep_cols=False)
@@ -129,7 +129,7 @@ def _check_groups(groups: Any, out_channels: int, owner: str, in_channels: int |
 
 
 def _conv_geometry(height: int, width: int, kernel: tuple[int, int], stride: Any, padding: Any,
-                   owner: str, dilation: Any = 1) -> ConvGeometry:
+                   owner: str, dilation: Any = 1) -> WindowGeometry:
     steps = pair(stride, "stride", owner)
     dil = pair(dilation, "dilation", owner)
     return dilated_geometry(height, width, tuple(kernel), steps, dil, padding, owner)

@@ -18,7 +18,7 @@ Layouts: ``x`` is (N, C, H, W); ``cols`` is (N*OH*OW, C*KH*KW), row ``(n, oh, ow
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -26,6 +26,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from . import _kernels
 from . import threads as _threads
 from .shapes import (
+    WindowGeometry,
     as_float_array,
     check_choice,
     check_float,
@@ -37,49 +38,27 @@ from .shapes import (
 BACKENDS = ("numba", "numpy")
 
 
-class ConvGeometry(NamedTuple):
-    """A ``WindowGeometry`` with dilation: the window's cells are ``(dy, dx)`` pixels apart, so it
-    spans ``dy*(kh - 1) + 1`` rows. ``oh``/``ow`` already account for it."""
-
-    kh: int
-    kw: int
-    sy: int
-    sx: int
-    top: int
-    bottom: int
-    left: int
-    right: int
-    oh: int
-    ow: int
-    dy: int = 1
-    dx: int = 1
-
-
 def dilated_geometry(height: int, width: int, kernel: tuple[int, int], stride: tuple[int, int],
-                     dilation: tuple[int, int], padding: Any, owner: str) -> ConvGeometry:
+                     dilation: tuple[int, int], padding: Any, owner: str) -> WindowGeometry:
     """The geometry of a (dilated) kernel: its span ``dil*(k - 1) + 1`` must fit the padded input,
     and ``"same"`` pads the span as PyTorch does (the extra cell at the bottom/right)."""
     span = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
     pads = resolve_padding(padding, span, stride, owner)
     what = "kernel" if dilation == (1, 1) else f"kernel {tuple(kernel)} with dilation {tuple(dilation)}: its span"
     g = window_geometry(height, width, span, stride, pads, owner, what=what)
-    return ConvGeometry(kernel[0], kernel[1], *g[2:], dilation[0], dilation[1])
-
-
-def _dilation(g: Any) -> tuple[int, int]:
-    return getattr(g, "dy", 1), getattr(g, "dx", 1)
+    return g._replace(kh=kernel[0], kw=kernel[1], dy=dilation[0], dx=dilation[1])
 
 
 def _chunks(n: int) -> list[slice]:
     return _threads.split(n, _threads.get_num_threads())
 
 
-def unfold(x: np.ndarray, g: Any, pad_value: float = 0.0, backend: str = "numba") -> np.ndarray:
+def unfold(x: np.ndarray, g: WindowGeometry, pad_value: float = 0.0, backend: str = "numba") -> np.ndarray:
     """im2col for validated input: C-contiguous float (N, C, H, W) -> (N*OH*OW, C*KH*KW).
 
-    ``g``: a ``WindowGeometry`` or ``ConvGeometry`` (dilation)."""
+    ``g``: a ``WindowGeometry`` (with its dilation)."""
     n, c = x.shape[:2]
-    dy, dx = _dilation(g)
+    dy, dx = g.dy, g.dx
     if backend == "numba":
         cols = np.empty((n * g.oh * g.ow, c * g.kh * g.kw), dtype=x.dtype)
         rows = g.oh * g.ow
@@ -97,11 +76,11 @@ def unfold(x: np.ndarray, g: Any, pad_value: float = 0.0, backend: str = "numba"
     return windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * g.oh * g.ow, c * g.kh * g.kw)
 
 
-def fold(cols: np.ndarray, input_shape: tuple[int, int, int, int], g: Any,
+def fold(cols: np.ndarray, input_shape: tuple[int, int, int, int], g: WindowGeometry,
          backend: str = "numba") -> np.ndarray:
     """col2im for validated input: scatter-add (N*OH*OW, C*KH*KW) rows into a new (N, C, H, W)."""
     n, c, height, width = input_shape
-    dy, dx = _dilation(g)
+    dy, dx = g.dy, g.dx
     if backend == "numba":
         out = np.empty(input_shape, dtype=cols.dtype)
         cols = np.ascontiguousarray(cols)
@@ -121,7 +100,7 @@ def fold(cols: np.ndarray, input_shape: tuple[int, int, int, int], g: Any,
     return padded[:, :, g.top : g.top + height, g.left : g.left + width].copy()
 
 
-def unfold_t(x: np.ndarray, g: Any, out: np.ndarray | None = None) -> np.ndarray:
+def unfold_t(x: np.ndarray, g: WindowGeometry, out: np.ndarray | None = None) -> np.ndarray:
     """Channel-major im2col (Numba, serial: the caller runs it on a batch slice) for validated
     input: C-contiguous float (N, C, H, W) -> (C*KH*KW, N*OH*OW), the transpose of ``unfold``'s
     layout (``unfold_t(x, g) == unfold(x, g).T``); padding reads 0.
@@ -129,23 +108,23 @@ def unfold_t(x: np.ndarray, g: Any, out: np.ndarray | None = None) -> np.ndarray
     The convolution's own layout: ``W (O, C*KH*KW) @ cols_t`` is (O, N*OH*OW).
     """
     n, c = x.shape[:2]
-    dy, dx = _dilation(g)
+    dy, dx = g.dy, g.dx
     cols = np.empty((c * g.kh * g.kw, n * g.oh * g.ow), dtype=x.dtype) if out is None else out
     _kernels.im2col_t(x, g.kh, g.kw, g.sy, g.sx, dy, dx, g.top, g.left, g.oh, g.ow, cols)
     return cols
 
 
-def fold_t(cols: np.ndarray, g: Any, out: np.ndarray) -> np.ndarray:
+def fold_t(cols: np.ndarray, g: WindowGeometry, out: np.ndarray) -> np.ndarray:
     """col2im (Numba, serial) for the channel-major layout of ``unfold_t``: scatter-add
     (C*KH*KW, N*OH*OW) into ``out`` (N, C, H, W), written whole; ``fold_t(cols, g, out) ==
     fold(cols.T, out.shape, g)`` (the padding's share is dropped)."""
-    dy, dx = _dilation(g)
+    dy, dx = g.dy, g.dx
     _kernels.col2im_t(np.ascontiguousarray(cols), g.kh, g.kw, g.sy, g.sx, dy, dx, g.top, g.left, g.oh, g.ow, out)
     return out
 
 
 def _geometry(input_shape: tuple[int, ...], kernel_size: Any, stride: Any, padding: Any,
-              owner: str, dilation: Any = 1) -> ConvGeometry:
+              owner: str, dilation: Any = 1) -> WindowGeometry:
     kernel = pair(kernel_size, "kernel_size", owner)
     steps = pair(stride, "stride", owner)
     dil = pair(dilation, "dilation", owner)

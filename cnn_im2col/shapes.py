@@ -141,7 +141,9 @@ def resolve_padding(padding: Any, kernel: tuple[int, int], stride: tuple[int, in
 
 
 class WindowGeometry(NamedTuple):
-    """How windows of ``kernel`` move over an ``H x W`` plane; ``oh x ow`` windows fit."""
+    """How windows of ``kernel`` move over an ``H x W`` plane; ``oh x ow`` windows fit. With
+    dilation ``(dy, dx)`` (convolutions only) the window's cells are that many pixels apart, so it
+    spans ``dy*(kh - 1) + 1`` rows; ``oh``/``ow`` already account for it."""
 
     kh: int
     kw: int
@@ -153,6 +155,8 @@ class WindowGeometry(NamedTuple):
     right: int
     oh: int
     ow: int
+    dy: int = 1
+    dx: int = 1
 
 
 def window_geometry(height: int, width: int, kernel: tuple[int, int], stride: tuple[int, int],
