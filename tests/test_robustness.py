@@ -220,7 +220,10 @@ def test_sigkill_during_atomic_writes_never_leaves_a_partial_file(tmp_path):
 # 3. interruption: SIGKILL / SIGINT / SIGTERM of `cnn-im2col train`, then --resume
 # ------------------------------------------------------------------------------------------
 
-EPOCHS = 6  # 48 training images in batches of 16: 3 batches per epoch, a checkpoint per epoch
+# 48 training images in batches of 16: 3 batches per epoch, a checkpoint per epoch. Enough epochs that
+# a SIGINT/SIGTERM sent up to 0.12 s after an "epoch k/" line still lands while training runs: an epoch
+# takes ~45 ms here now, and a signal after the loop has ended meets the default handler instead.
+EPOCHS = 9  # one digit: the fixture compares sorted "epoch.batch" names
 
 
 @pytest.fixture(scope="module")
