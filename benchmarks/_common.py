@@ -365,6 +365,15 @@ def _memory_gib() -> float | None:
     return None
 
 
+# environment variables that choose OpenBLAS's kernel instead of its own detection
+BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def _overrides(info: dict) -> str:
+    forced = info.get("blas_overrides") or {}
+    return " forced by " + ", ".join(f"{k}={v}" for k, v in forced.items()) if forced else " detected"
+
+
 def machine_info(torch: Any = None) -> dict:
     """What the numbers were measured on: CPU, cores, memory, versions, threads, BLAS, load."""
     import numba
@@ -385,6 +394,8 @@ def machine_info(torch: Any = None) -> dict:
         "numba": numba.__version__,
         "threads": threads.thread_info(),
         "blas": blas,
+        # set by some machines' images to force an older kernel (OpenBLAS reads them when it loads)
+        "blas_overrides": {k: v for k, v in sorted(os.environ.items()) if k in BLAS_OVERRIDES},
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "torch": None,
     }
@@ -398,7 +409,8 @@ def machine_line(info: dict) -> str:
     threads = info["threads"]
     blas = info["blas"][0] if info["blas"] else {}
     line = (f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; Python {info['python']}, "
-            f"NumPy {info['numpy']} ({blas.get('internal_api', '?')} {blas.get('version', '')}), "
+            f"NumPy {info['numpy']} ({blas.get('internal_api', '?')} {blas.get('version', '')}, "
+            f"{blas.get('architecture') or '?'} kernel{_overrides(info)}), "
             f"Numba {info['numba']} ({threads['threading_layer']} layer); "
             f"threads: Numba {threads['numba']}, BLAS {threads['blas']}")
     if info.get("torch"):

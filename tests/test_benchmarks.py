@@ -122,6 +122,19 @@ def test_output_helpers():
     assert method in ("rss", "tracemalloc") and size > 0
 
 
+def test_machine_line_names_the_blas_kernel_and_who_chose_it(monkeypatch):
+    info = C.machine_info()
+    info["blas"] = [{"internal_api": "openblas", "version": "0.3.31", "architecture": "SkylakeX"}]
+    info["blas_overrides"] = {}
+    assert "openblas 0.3.31, SkylakeX kernel detected" in C.machine_line(info)
+    info["blas"][0]["architecture"] = "Haswell"
+    info["blas_overrides"] = {"OPENBLAS_CORETYPE": "Haswell"}
+    assert "Haswell kernel forced by OPENBLAS_CORETYPE=Haswell" in C.machine_line(info)
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Zen")
+    monkeypatch.delenv("OPENBLAS_L2_SIZE", raising=False)
+    assert C.machine_info()["blas_overrides"] == {"OPENBLAS_CORETYPE": "Zen"}
+
+
 def test_jit_cache_is_reused_from_numba_cache_dir_with_a_read_only_package(tmp_path):
     """A copy of the package, made read-only, with NUMBA_CACHE_DIR set: the first process compiles
     and writes the cache there, the second loads everything from it (no compilation), and nothing
