@@ -2,6 +2,11 @@
 
 - ``Conv2D -> ReLU``: the ReLU is applied in the convolution's epilogue (with the bias, while the
   GEMM's result is in cache), and its derivative in the first pass of the convolution's backward.
+- ``Conv2D -> ReLU -> MaxPool2D``: as ``Conv2D -> ReLU``, and each batch slice is pooled by the
+  worker that computed it, right after its epilogue, while it is in that core's cache; backward,
+  the pool's gradient of a slice is routed by the worker that then turns it into the convolution's
+  gradients (one hand-off to the pool per direction instead of two, no pass over memory that
+  another core wrote).
 - ``ReLU -> MaxPool2D`` (a ReLU not already fused into a convolution): ReLU of the pool, in the
   pool's pass (identical outputs and gradients: ReLU is monotone; ties go to the first maximum).
 
@@ -19,12 +24,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import functional as F
 from .layers import Conv2D, MaxPool2D, ReLU
+from .shapes import as_float_array
 
 
 class Step(NamedTuple):
-    """Layers ``first .. last`` (inclusive) run as one step of kind ``"layer"``, ``"conv_relu"`` or
-    ``"relu_pool"``."""
+    """Layers ``first .. last`` (inclusive) run as one step of kind ``"layer"``, ``"conv_relu"``,
+    ``"conv_relu_pool"`` or ``"relu_pool"``."""
 
     first: int
     last: int
@@ -37,7 +44,11 @@ def plan(layers: list[Any]) -> list[Step]:
     while i < len(layers):
         here = type(layers[i])
         after = type(layers[i + 1]) if i + 1 < len(layers) else None
-        if here is Conv2D and after is ReLU:
+        third = type(layers[i + 2]) if i + 2 < len(layers) else None
+        if here is Conv2D and after is ReLU and third is MaxPool2D:
+            steps.append(Step(i, i + 2, "conv_relu_pool"))
+            i += 3
+        elif here is Conv2D and after is ReLU:
             steps.append(Step(i, i + 1, "conv_relu"))
             i += 2
         elif here is ReLU and after is MaxPool2D:
@@ -55,18 +66,54 @@ def forward(layers: list[Any], step: Step, x: Any, training: bool) -> np.ndarray
         y = layers[step.first]._forward(x, training, relu=True)
         layers[step.last]._cache = y  # what ReLU.forward would have kept
         return y
+    if step.kind == "conv_relu_pool":
+        return _conv_relu_pool_forward(*layers[step.first:step.last + 1], x, training)
     if step.kind == "relu_pool":
         layers[step.first]._cache = None  # not run: its backward alone would raise
         return layers[step.last]._forward(x, training, relu=True)
     return layers[step.first].forward(x, training=training)
 
 
+def _conv_relu_pool_forward(conv: Conv2D, relu: ReLU, pool: MaxPool2D, x: Any, training: bool) -> np.ndarray:
+    """Conv2D -> ReLU -> MaxPool2D, each slice pooled by the worker that computed it. Every layer
+    keeps the cache its own forward would have kept."""
+    x = as_float_array(x, "x", repr(conv), ndim=4, dtype=conv.params["weight"].dtype, finite=False)
+    conv_shape = (x.shape[0], *conv.output_shape(x.shape[1:]))
+    pooled, argmax, g = F.max_pool2d_buffers(conv_shape, x.dtype, pool.kernel_size, pool.stride, pool.padding,
+                                             repr(pool))
+
+    def pool_slice(s: slice, y: np.ndarray) -> None:
+        F.max_pool2d_into(y, g, False, pooled[s], argmax[s])
+
+    y = conv._forward(x, training, relu=True, then=pool_slice)
+    relu._cache = y  # what ReLU.forward would have kept
+    pool._cache = F.MaxPoolCache(y.shape, g, "numba", repr(pool), argmax, None, None, y.dtype)
+    return pooled
+
+
 def backward(layers: list[Any], step: Step, dout: Any, input_grad: bool = True) -> np.ndarray | None:
     """Run one step backward; ``input_grad=False`` only for a step whose first layer accepts it."""
     if step.kind == "conv_relu":
         return layers[step.first].backward(dout, input_grad=input_grad)
+    if step.kind == "conv_relu_pool":
+        return _conv_relu_pool_backward(layers[step.first], layers[step.last], dout, input_grad)
     if step.kind == "relu_pool":
         return layers[step.last].backward(dout)
     if not input_grad:
         return layers[step.first].backward(dout, input_grad=False)
     return layers[step.first].backward(dout)
+
+
+def _conv_relu_pool_backward(conv: Conv2D, pool: MaxPool2D, dout: Any, input_grad: bool) -> np.ndarray | None:
+    """The pool's gradient of each slice, routed by the worker that then computes the convolution's."""
+    cache = pool._cached()
+    n, c = cache.x_shape[:2]
+    g = cache.geometry
+    dpool = np.ascontiguousarray(F.check_dout(dout, (n, c, g.oh, g.ow), cache.dtype, repr(pool)))
+    dy = np.empty(cache.x_shape, dtype=cache.dtype)
+
+    def dout_of(s: slice) -> np.ndarray:
+        F.max_pool2d_grad_into(dpool[s], cache.argmax[s], dpool[s], False, g, dy[s])
+        return dy[s]
+
+    return conv.backward(None, input_grad=input_grad, dout_of=dout_of)

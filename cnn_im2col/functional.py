@@ -34,6 +34,7 @@ im2col: measured 18-25 ms against 57-78 ms for one GEMM per channel, 32x64x32x32
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -159,7 +160,8 @@ def _grouped_matmul(a: np.ndarray, b: np.ndarray, groups: int, out: np.ndarray |
 
 def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
                    backend: str = "numba", owner: str = "conv2d", *, keep_cols: bool = True,
-                   dilation: Any = 1, groups: int = 1, relu: bool = False) -> tuple[np.ndarray, ConvCache]:
+                   dilation: Any = 1, groups: int = 1, relu: bool = False,
+                   then: Callable[[slice, np.ndarray], None] | None = None) -> tuple[np.ndarray, ConvCache]:
     """Cross-correlate ``x`` (N, C, H, W) with ``weight`` (O, C/groups, KH, KW) and add ``bias``.
 
     ``bias``: ``None``; tied, shape (O,), one per feature map; or untied, shape (O, OH, OW), one per
@@ -172,6 +174,9 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
     ``keep_cols=False`` (inference): the im2col matrix (C/groups*KH*KW values per output position and
     group, the layer's largest array) is built a slice at a time and not kept; the cache holds
     ``x`` instead, and ``conv2d_backward`` rebuilds the matrix if it is ever called.
+    ``then(s, out[s])``: called once for each batch slice ``s`` (together they cover the batch),
+    right after that slice's output is written, on the thread that wrote it, while it is in cache
+    (a fused Conv2D -> ReLU -> MaxPool2D pools there); it must touch only slice ``s``.
     """
     check_choice(backend, "backend", BACKENDS, owner)
     weight = as_float_array(weight, "weight", owner, ndim=4)
@@ -200,6 +205,8 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
 
         def direct(s: slice) -> None:
             _kernels.depthwise_forward(x[s], w3, g.sy, g.sx, g.dy, g.dx, g.top, g.left, bias2, relu, out[s])
+            if then is not None:
+                then(s, out[s])
 
         _threads.parallel_map(direct, slices)
         cache = ConvCache(x.shape, None, weight, None if bias is None else bias.shape, g, backend, owner, x,
@@ -217,6 +224,8 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
                 _kernels.bias_relu_inplace(out3[s], bias2, relu)
             else:
                 _kernels.cm_to_nchw(_grouped_matmul(w2, cols, groups), bias2, relu, out3[s])
+            if then is not None:
+                then(s, out[s])
             return cols if keep_cols else None
 
         cols = _threads.parallel_map(block, slices)
@@ -234,6 +243,8 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
             np.add(view, bias, out=out)
         if relu:
             np.maximum(out, 0, out=out)
+        if then is not None:
+            then(slice(0, n), out)
     cache = ConvCache(x.shape, cols if keep_cols else None, weight, None if bias is None else bias.shape, g,
                       backend, owner, None if keep_cols else x, groups, slices, out if relu else None, bool(relu))
     return out, cache
@@ -249,37 +260,45 @@ def _check_bias(bias: Any, out_shape: tuple[int, int, int], dtype: np.dtype, own
     return np.ascontiguousarray(bias)
 
 
-def conv2d_backward(dout: Any, cache: ConvCache,
-                    input_grad: bool = True) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+def conv2d_backward(dout: Any, cache: ConvCache, input_grad: bool = True, *,
+                    dout_of: Callable[[slice], np.ndarray] | None = None,
+                    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Gradients of ``conv2d_forward``: ``(dx, dweight, dbias)`` with the shapes of x, weight, bias.
 
     ``dout`` is the gradient of the forward's output (after the fused ReLU when ``relu=True``).
+    Or ``dout=None`` and ``dout_of(s)``: that gradient for batch slice ``s`` (C-contiguous, of the
+    output's dtype and slice shape, already validated), computed on the thread that then uses it,
+    while it is in cache (a fused MaxPool2D's backward runs there); called once per slice.
     ``dbias`` is None when there was no bias; ``dx`` is None with ``input_grad=False`` (not
     computed: a network's first layer never needs it).
     """
     g, backend, owner, groups = cache.geometry, cache.backend, cache.owner, cache.groups
     x_shape, weight, bias_shape = cache.x_shape, cache.weight, cache.bias_shape
     out_channels = weight.shape[0]
-    dout = check_dout(dout, (x_shape[0], out_channels, g.oh, g.ow), weight.dtype, owner)
+    direct = backend == "numba" and cache.cols is None and cache.x is not None and \
+        _DEPTHWISE_DIRECT and groups == x_shape[1] == out_channels > 1
+    if dout_of is None:
+        dout = check_dout(dout, (x_shape[0], out_channels, g.oh, g.ow), weight.dtype, owner)
+    elif backend != "numba" or direct:  # these paths take dout whole: one slice, the batch
+        dout, dout_of = dout_of(slice(0, x_shape[0])), None
     w2 = weight.reshape(out_channels, -1)
     wt = _group_transpose(w2, groups)  # (C*KH*KW, O/G) per group, stacked: W.T of each group
-    if backend == "numba" and cache.cols is None and cache.x is not None and \
-            _DEPTHWISE_DIRECT and groups == x_shape[1] == out_channels > 1:
+    if direct:
         return _depthwise_backward(dout, cache, input_grad)
     if backend == "numba":
         n, plane = x_shape[0], g.oh * g.ow
-        dout3 = np.ascontiguousarray(dout).reshape(n, out_channels, plane)
-        y3 = cache.out.reshape(n, out_channels, plane) if cache.relu else dout3
+        dout3 = None if dout_of is not None else np.ascontiguousarray(dout).reshape(n, out_channels, plane)
+        y3 = cache.out.reshape(n, out_channels, plane) if cache.relu else None
         dx = np.empty(x_shape, dtype=weight.dtype) if input_grad else None
-        slices = cache.slices
-        kept = cache.cols
+        slices, kept = cache.slices, cache.cols
 
         def block(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
             s = slices[i]
             cols = kept[i] if kept is not None else unfold_t(cache.x[s], g)
             d_t = np.empty((out_channels, (s.stop - s.start) * plane), dtype=weight.dtype)
             tied = np.empty(out_channels, dtype=np.float64)
-            _kernels.nchw_to_cm(dout3[s], y3[s], cache.relu, d_t, tied)
+            d3 = dout3[s] if dout_of is None else dout_of(s).reshape(-1, out_channels, plane)
+            _kernels.nchw_to_cm(d3, y3[s] if cache.relu else d3, cache.relu, d_t, tied)
             dw = _grouped_matmul(d_t, _group_rows_t(cols, groups), groups)  # (O, C/G*KH*KW)
             if input_grad:
                 fold_t(_grouped_matmul(wt, d_t, groups), g, dx[s])
@@ -427,6 +446,38 @@ def _batch_slices(n: int) -> list[slice]:
     return _threads.split(n, _threads.get_num_threads())
 
 
+def max_pool2d_buffers(x_shape: tuple[int, int, int, int], dtype: Any, kernel_size: Any, stride: Any = None,
+                       padding: Any = 0, owner: str = "max_pool2d") -> tuple[np.ndarray, np.ndarray, WindowGeometry]:
+    """``(out, argmax, geometry)`` for max-pooling an input of shape ``x_shape`` (N, C, H, W) slice
+    by slice with ``max_pool2d_into``: out and argmax (N, C, OH, OW) are allocated, not written.
+    Raises like ``max_pool2d_forward`` if the window does not fit."""
+    n, c, height, width = x_shape
+    g = pool_geometry(height, width, kernel_size, stride, padding, owner)
+    out = np.empty((n, c, g.oh, g.ow), dtype=dtype)
+    argmax = np.empty((n, c, g.oh, g.ow), dtype=np.int32 if height * width < 2**31 else np.int64)
+    return out, argmax, g
+
+
+def max_pool2d_into(x: np.ndarray, g: WindowGeometry, relu: bool, out: np.ndarray, argmax: np.ndarray) -> None:
+    """The Numba max pool of validated, C-contiguous ``x`` (n, C, H, W) into ``out`` and ``argmax``
+    (n, C, OH, OW), serially: one batch slice, from any thread (``max_pool2d_forward`` is the API)."""
+    if _no_padding(g) and (g.kh, g.kw) == (2, 2):
+        _kernels.max_pool_forward_2x2(x, g.sy, g.sx, relu, out, argmax)
+    elif _no_padding(g):
+        _kernels.max_pool_forward_valid(x, g.kh, g.kw, g.sy, g.sx, relu, out, argmax)
+    else:
+        _kernels.max_pool_forward(x, g.kh, g.kw, g.sy, g.sx, g.top, g.left, relu, out, argmax)
+
+
+def max_pool2d_grad_into(dout: np.ndarray, argmax: np.ndarray, pooled: np.ndarray, relu: bool, g: WindowGeometry,
+                         dx: np.ndarray) -> None:
+    """``max_pool2d_backward``'s Numba kernel on one batch slice, serially: ``dx`` (n, C, H, W)
+    written whole from C-contiguous ``dout`` (n, C, OH, OW); ``pooled`` is read only if ``relu``."""
+    tiled = _no_padding(g) and (g.sy, g.sx) == (g.kh, g.kw)  # windows tile the image: no overlap
+    kernel = _kernels.max_pool_backward_tiled if tiled else _kernels.max_pool_backward
+    kernel(dout, argmax, pooled, relu, dx)
+
+
 def max_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0,
                        backend: str = "numba", owner: str = "max_pool2d", *,
                        relu: bool = False) -> tuple[np.ndarray, MaxPoolCache]:
@@ -444,18 +495,9 @@ def max_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None, padding: An
     n, c = x.shape[:2]
     relu = bool(relu)
     if backend == "numba":
-        out = np.empty((n, c, g.oh, g.ow), dtype=x.dtype)
-        argmax = np.empty((n, c, g.oh, g.ow), dtype=np.int32 if x[0, 0].size < 2**31 else np.int64)
+        out, argmax, _ = max_pool2d_buffers(x.shape, x.dtype, kernel_size, stride, padding, owner)
 
-        def work(s: slice) -> None:
-            if _no_padding(g) and (g.kh, g.kw) == (2, 2):
-                _kernels.max_pool_forward_2x2(x[s], g.sy, g.sx, relu, out[s], argmax[s])
-            elif _no_padding(g):
-                _kernels.max_pool_forward_valid(x[s], g.kh, g.kw, g.sy, g.sx, relu, out[s], argmax[s])
-            else:
-                _kernels.max_pool_forward(x[s], g.kh, g.kw, g.sy, g.sx, g.top, g.left, relu, out[s], argmax[s])
-
-        _threads.parallel_map(work, _batch_slices(n))
+        _threads.parallel_map(lambda s: max_pool2d_into(x[s], g, relu, out[s], argmax[s]), _batch_slices(n))
     else:
         cols = unfold(_planes_as_channels(x), g, -np.inf, "numpy")  # (N*C*OH*OW, KH*KW)
         argmax = cols.argmax(axis=1)  # window-local index of the first maximum
@@ -475,13 +517,8 @@ def max_pool2d_backward(dout: Any, cache: MaxPoolCache) -> np.ndarray:
     pooled = cache.pooled if relu else dout
     if backend == "numba":
         dx = np.empty(x_shape, dtype=cache.dtype)
-        tiled = _no_padding(g) and (g.sy, g.sx) == (g.kh, g.kw)  # windows tile the image: no overlap
-        kernel = _kernels.max_pool_backward_tiled if tiled else _kernels.max_pool_backward
-
-        def work(s: slice) -> None:
-            kernel(dout[s], argmax[s], pooled[s], relu, dx[s])
-
-        _threads.parallel_map(work, _batch_slices(n))
+        _threads.parallel_map(lambda s: max_pool2d_grad_into(dout[s], argmax[s], pooled[s], relu, g, dx[s]),
+                              _batch_slices(n))
         return dx
     if relu:
         dout = np.where(pooled > 0, dout, 0).astype(cache.dtype)

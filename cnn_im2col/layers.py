@@ -176,9 +176,10 @@ class Conv2D(Layer):
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
         return self._forward(x, training, relu=False)
 
-    def _forward(self, x: Any, training: bool, relu: bool) -> np.ndarray:
+    def _forward(self, x: Any, training: bool, relu: bool, then: Any = None) -> np.ndarray:
         """``forward``; with ``relu`` the output is ReLU(conv) in the same pass (``Sequential`` uses
-        it for Conv2D -> ReLU), and ``backward`` then takes the gradient of that ReLU's output."""
+        it for Conv2D -> ReLU), and ``backward`` then takes the gradient of that ReLU's output.
+        ``then``: ``functional.conv2d_forward``'s per-slice hook (a fused pool)."""
         owner = repr(self)
         # NaN/Inf are refused by conv2d_forward, with this owner: one pass over x, not two
         x = as_float_array(x, "x", owner, ndim=4, dtype=self.params["weight"].dtype, finite=False)
@@ -190,13 +191,14 @@ class Conv2D(Layer):
         # still works after forward(training=False): it rebuilds it from x
         out, self._cache = F.conv2d_forward(x, self.params["weight"], self.params.get("bias"),
                                             self.stride, self.padding, owner=owner, keep_cols=bool(training),
-                                            dilation=self.dilation, groups=self.groups, relu=relu)
+                                            dilation=self.dilation, groups=self.groups, relu=relu, then=then)
         return out
 
-    def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
+    def backward(self, dout: Any, input_grad: bool = True, *, dout_of: Any = None) -> np.ndarray | None:
         """Fill ``grads``; return dx, or None with ``input_grad=False`` (not computed: a first layer's
-        input gradient is never used in training)."""
-        dx, dweight, dbias = F.conv2d_backward(dout, self._cached(), input_grad=input_grad)
+        input gradient is never used in training). ``dout_of``: ``functional.conv2d_backward``'s
+        per-slice source of dout (``dout=None``; a fused pool's backward)."""
+        dx, dweight, dbias = F.conv2d_backward(dout, self._cached(), input_grad=input_grad, dout_of=dout_of)
         self.grads["weight"] = dweight
         if dbias is not None:
             self.grads["bias"] = dbias

@@ -24,10 +24,13 @@ def lenet(dtype=np.float32):
             Dense(5, 3, dtype=dtype, seed=3)]
 
 
-def test_plan_fuses_conv_relu_and_relu_pool_of_exact_types_only():
+def test_plan_fuses_conv_relu_pool_conv_relu_and_relu_pool_of_exact_types_only():
     kinds = [(s.first, s.last, s.kind) for s in blocks.plan(lenet())]
-    assert kinds == [(0, 1, "conv_relu"), (2, 2, "layer"), (3, 4, "conv_relu"), (5, 5, "layer"), (6, 6, "layer"),
-                     (7, 7, "layer"), (8, 8, "layer"), (9, 9, "layer")]
+    assert kinds == [(0, 2, "conv_relu_pool"), (3, 5, "conv_relu_pool"), (6, 6, "layer"), (7, 7, "layer"),
+                     (8, 8, "layer"), (9, 9, "layer")]
+    kinds = [(s.first, s.last, s.kind) for s in blocks.plan([Conv2D(1, 1, 1), ReLU(), Conv2D(1, 1, 1), ReLU(),
+                                                              MaxPool2D(2), MaxPool2D(1)])]
+    assert kinds == [(0, 1, "conv_relu"), (2, 4, "conv_relu_pool"), (5, 5, "layer")]
     layers = [AvgPool2D(2), ReLU(), MaxPool2D(2), Conv2D(1, 1, 1), MyReLU(), ReLU(), Tanh()]
     kinds = [(s.first, s.last, s.kind) for s in blocks.plan(layers)]
     assert kinds == [(0, 0, "layer"), (1, 2, "relu_pool"), (3, 3, "layer"), (4, 4, "layer"), (5, 5, "layer"),
@@ -126,3 +129,60 @@ def test_a_relu_fused_into_a_pool_says_so_if_its_backward_is_called_alone():
     model.forward(np.ones((1, 1, 4, 4)))
     with pytest.raises(RuntimeError, match=r"ReLU\(\): backward\(\) called before forward\(\)"):
         model[1].backward(np.ones((1, 1, 4, 4)))
+
+
+@st.composite
+def conv_relu_pools(draw):
+    """Conv2D -> ReLU -> MaxPool2D of any stride, padding, dilation, groups (depthwise included),
+    bias mode and dtype, with pools that tile, overlap or pad; batches of several slices."""
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    seed = draw(st.integers(0, 2**16))
+    groups = draw(st.sampled_from([1, 2, 4]))
+    in_channels = groups * draw(st.integers(1, 2))
+    out_channels = groups if draw(st.booleans()) and groups == in_channels else groups * draw(st.integers(1, 3))
+    size = draw(st.integers(5, 9))
+    conv = Conv2D(in_channels, out_channels, draw(st.integers(1, 3)), stride=draw(st.integers(1, 2)),
+                  padding=draw(st.integers(0, 1)), dilation=draw(st.integers(1, 2)), groups=groups,
+                  bias=draw(st.sampled_from(["tied", "untied", None])), input_size=(size, size), dtype=dtype,
+                  seed=seed)
+    oh = conv.output_shape((in_channels, size, size))[1]
+    kernel = draw(st.integers(1, min(3, oh)))
+    pool = MaxPool2D(kernel, stride=draw(st.integers(1, kernel)), padding=draw(st.integers(0, kernel // 2)))
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((draw(st.integers(1, 9)), in_channels, size, size)).astype(dtype)
+    if draw(st.booleans()):  # many ties, and zeros at the ReLU
+        x = rng.integers(-1, 2, x.shape).astype(dtype)
+    return [conv, ReLU(), pool, Flatten()], x, rng
+
+
+@given(case=conv_relu_pools(), training=st.booleans())
+def test_fused_conv_relu_pool_equals_its_layers_one_by_one(case, training):
+    layers, x, rng = case
+    assert [s.kind for s in blocks.plan(layers)] == ["conv_relu_pool", "layer"]
+    rtol, atol = tolerance(x.dtype)
+    model = Sequential(layers)
+    out = model.forward(x, training=training)  # backward after an inference forward rebuilds im2col
+    dout = rng.standard_normal(out.shape).astype(x.dtype)
+    dx = model.backward(dout)
+    fused_grads = [{k: v.copy() for k, v in layer.grads.items()} for layer in layers]
+    ref_out, ref_dx, ref_grads = unfused(layers, x, dout, training=training)
+    np.testing.assert_array_equal(out, ref_out)  # the same kernels on the same values: bit for bit
+    np.testing.assert_allclose(dx, ref_dx, rtol, atol)
+    for got, want in zip(fused_grads, ref_grads):
+        assert got.keys() == want.keys()
+        for key in got:
+            np.testing.assert_allclose(got[key], want[key], rtol, atol)
+
+
+def test_fused_conv_relu_pool_gradcheck_float64_and_bad_dout():
+    model = Sequential([Conv2D(2, 3, 3, padding=1, dtype=np.float64, seed=0), ReLU(), MaxPool2D(3, stride=2,
+                                                                                                padding=1)])
+    x = np.random.default_rng(2).standard_normal((3, 2, 7, 7))
+    check_layer(model, x)
+    out = model.forward(x, training=True)
+    with pytest.raises(ValueError, match=r"MaxPool2D\(3, stride=2, padding=1\): dout must have the output's shape"):
+        model.backward(np.ones((3, 3, 1, 1)))
+    with pytest.raises(ValueError, match=r"MaxPool2D.*finite|MaxPool2D.*NaN"):
+        model.backward(np.full(out.shape, np.nan))
+    with pytest.raises(ValueError, match=r"MaxPool2D\(5\).*window"):
+        Sequential([Conv2D(1, 1, 3, seed=0), ReLU(), MaxPool2D(5)]).forward(np.ones((1, 1, 6, 6)))
