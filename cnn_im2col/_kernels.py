@@ -172,6 +172,26 @@ def col2im_t(cols, kh, kw, sy, sx, dy, dx_step, pt, pl, oh_count, ow_count, dx):
                                 row[_u(ow * sx + off)] += src[_u(base + ow)]
 
 
+# --------------------------------------------------------------------------- small weight gradients
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True)
+def matmul_abt(a, b, out):
+    """``out = a @ b.T`` as dot products of rows: a (M, L), b (N, L), both C-contiguous; out (M, N).
+
+    For a small result and a long L (a convolution's weight gradient on a batch slice). ``fastmath``:
+    each dot product may be reordered (it vectorises) and is accumulated in float64.
+    """
+    for i in range(a.shape[0]):
+        ai = a[i]
+        for j in range(b.shape[0]):
+            bj = b[j]
+            acc = 0.0
+            for p in range(a.shape[1]):
+                acc += ai[p] * bj[p]
+            out[i, j] = acc
+
+
 # --------------------------------------------------------------------------- conv epilogues
 
 

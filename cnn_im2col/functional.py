@@ -145,6 +145,26 @@ def _slices(n: int, per_sample_bytes: int) -> list[slice]:
     return _threads.split(n, parts)
 
 
+# A weight gradient of at most this many values per group (LeNet's conv1: 20 x 25) is a few long
+# dot products, which OpenBLAS computes no faster on two threads at once than one after the other
+# (measured, 20 x 4608 x 25 float32: 0.10 ms alone, 0.21-0.24 ms each when two threads call it
+# together); Numba's loop (_kernels.matmul_abt) takes 0.11 ms alone and 0.13-0.17 ms together. At
+# 40 x 500 (conv2) OpenBLAS is 3x faster either way.
+_DOT_GRAD_MAX = 1024
+
+
+def _weight_grad(d_t: np.ndarray, cols_t: np.ndarray, groups: int) -> np.ndarray:
+    """Each group's ``dZ.T @ cols_t.T``: d_t (O, L) and cols_t (C*KH*KW, L), C-contiguous, ->
+    (O, C/G*KH*KW), group g's rows from group g's rows of both."""
+    o, r = d_t.shape[0] // groups, cols_t.shape[0] // groups
+    if o * r > _DOT_GRAD_MAX or not (d_t.flags.c_contiguous and cols_t.flags.c_contiguous):
+        return _grouped_matmul(d_t, _group_rows_t(cols_t, groups), groups)
+    out = np.empty((groups * o, r), dtype=np.result_type(d_t, cols_t))
+    for g in range(groups):
+        _kernels.matmul_abt(d_t[g * o:(g + 1) * o], cols_t[g * r:(g + 1) * r], out[g * o:(g + 1) * o])
+    return out
+
+
 def _grouped_matmul(a: np.ndarray, b: np.ndarray, groups: int, out: np.ndarray | None = None) -> np.ndarray:
     """Block-diagonal product: group g of ``a``'s rows times group g of ``b``'s rows (a: (G*r, k),
     b: (G*k, m) -> (G*r, m)); ``groups == 1`` is ``a @ b``."""
@@ -299,7 +319,7 @@ def conv2d_backward(dout: Any, cache: ConvCache, input_grad: bool = True, *,
             tied = np.empty(out_channels, dtype=np.float64)
             d3 = dout3[s] if dout_of is None else dout_of(s).reshape(-1, out_channels, plane)
             _kernels.nchw_to_cm(d3, y3[s] if cache.relu else d3, cache.relu, d_t, tied)
-            dw = _grouped_matmul(d_t, _group_rows_t(cols, groups), groups)  # (O, C/G*KH*KW)
+            dw = _weight_grad(d_t, cols, groups)  # (O, C/G*KH*KW)
             if input_grad:
                 fold_t(_grouped_matmul(wt, d_t, groups), g, dx[s])
             untied = None
