@@ -54,8 +54,11 @@ from .shapes import (
 
 # --------------------------------------------------------------------------- GEMM
 
-# a product is split over the pool only above this many multiply-adds (below, a hand-off costs more)
-_PARALLEL_GEMM_MACS = 2_000_000
+# a product is split over the pool only above this many multiply-adds: below, the hand-off and two
+# concurrent small OpenBLAS calls cost more than one call (measured on 2 threads: 64x640 @ 640x100,
+# 4.1M, 0.097 ms split vs 0.049 whole; 256x640 @ 640x100, 16M, 0.17 vs 0.18; 1000x640 @ 640x100,
+# 64M, 0.41 vs 0.65)
+_PARALLEL_GEMM_MACS = 16_000_000
 
 
 def gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -695,3 +695,13 @@ def test_weight_grad_dot_products_equal_the_blas_product(groups, o, r, length, d
     np.testing.assert_allclose(got, want, rtol, atol)
     blas = F._grouped_matmul(d_t, F._group_rows_t(cols_t, groups), groups)  # the path above _DOT_GRAD_MAX
     np.testing.assert_allclose(blas, want, rtol, atol)
+
+
+@pytest.mark.parametrize("rows", [3, 4, 65])
+def test_gemm_split_over_the_pool_equals_one_product(monkeypatch, rows):
+    rng = np.random.default_rng(rows)
+    a, b = rng.standard_normal((rows, 17)), rng.standard_normal((17, 9))
+    monkeypatch.setattr(F, "_PARALLEL_GEMM_MACS", 1)  # split even these (when there are 2+ threads)
+    np.testing.assert_allclose(F.gemm(a, b), a @ b, rtol=1e-12)
+    np.testing.assert_allclose(F.gemm(a.astype(np.float32), b.astype(np.float32)), (a @ b).astype(np.float32),
+                               rtol=1e-5, atol=1e-5)
