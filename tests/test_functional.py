@@ -682,19 +682,20 @@ def test_depthwise_gradcheck_float64(bias_mode):
 
 @given(groups=st.sampled_from([1, 2, 3]), o=st.integers(1, 12), r=st.integers(1, 30), length=st.integers(1, 700),
        dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
-def test_weight_grad_dot_products_equal_the_blas_product(groups, o, r, length, dtype, seed):
-    """The conv's small weight gradients (Numba dot products) equal each group's d_t @ cols_t.T."""
+def test_weight_grad_dot_products_equal_the_blas_product(monkeypatch_module, groups, o, r, length, dtype, seed):
+    """The conv's weight gradients, small (Numba dot products) or not (BLAS), equal each group's
+    d_t @ cols_t.T in float64."""
     rng = np.random.default_rng(seed)
     d_t = rng.standard_normal((groups * o, length)).astype(dtype)
     cols_t = rng.standard_normal((groups * r, length)).astype(dtype)
     want = np.concatenate([d_t[g * o:(g + 1) * o].astype(np.float64) @ cols_t[g * r:(g + 1) * r].T.astype(np.float64)
                            for g in range(groups)])
     rtol, atol = (1e-4, 1e-4 * np.sqrt(length)) if dtype == np.float32 else (1e-10, 1e-10 * np.sqrt(length))
-    got = F._weight_grad(d_t, cols_t, groups)
-    assert got.dtype == dtype and got.shape == (groups * o, r)
-    np.testing.assert_allclose(got, want, rtol, atol)
-    blas = F._grouped_matmul(d_t, F._group_rows_t(cols_t, groups), groups)  # the path above _DOT_GRAD_MAX
-    np.testing.assert_allclose(blas, want, rtol, atol)
+    for limit in (0, 1024):  # BLAS for every group; then Numba's dot products where small (the default)
+        monkeypatch_module.setattr(F, "_DOT_GRAD_MAX", limit)
+        got = F._weight_grad(d_t, cols_t, groups)
+        assert got.dtype == dtype and got.shape == (groups * o, r)
+        np.testing.assert_allclose(got, want, rtol, atol)
 
 
 @pytest.mark.parametrize("rows", [3, 4, 65])
