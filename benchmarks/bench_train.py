@@ -205,7 +205,7 @@ def profile_targets():
     from cnn_im2col.optim import SGD
 
     return [(F, "unfold", "im2col"), (F, "unfold_t", "im2col"), (F, "fold", "col2im"), (F, "fold_t", "col2im"),
-            (F, "gemm", "GEMM"), (F, "_grouped_matmul", "GEMM"),
+            (F, "gemm", "GEMM"), (F, "_grouped_matmul", "GEMM"), (F, "_weight_grad", "GEMM"),
             *[(K, name, "layout+bias") for name in ("cnhw_to_nchw", "nchw_to_cnhw", "cm_to_nchw", "nchw_to_cm",
                                                     "bias_relu_inplace")],
             *[(K, name, "pooling") for name in ("max_pool_forward", "max_pool_forward_valid", "max_pool_forward_2x2",
