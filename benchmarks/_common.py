@@ -411,8 +411,7 @@ def machine_line(info: dict) -> str:
     line = (f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; Python {info['python']}, "
             f"NumPy {info['numpy']} ({blas.get('internal_api', '?')} {blas.get('version', '')}, "
             f"{blas.get('architecture') or '?'} kernel{_overrides(info)}), "
-            f"Numba {info['numba']} ({threads['threading_layer']} layer); "
-            f"threads: Numba {threads['numba']}, BLAS {threads['blas']}")
+            f"Numba {info['numba']}; threads: pool {threads['n']}, BLAS {threads['blas']}")
     if info.get("torch"):
         line += f"; PyTorch {info['torch']['version']} ({info['torch']['num_threads']} threads)"
     if info.get("load_average"):

@@ -13,8 +13,7 @@ Threads: the kernels are serial (``parallel=False``) and release the GIL (``nogi
 runs them on its own pool (``threads.py``), each worker on a slice of the batch, so that one set of
 threads owns the cores and the slice stays in the worker's cache from im2col to the epilogue. A
 kernel is called on a batch slice (``x[n0:n1]`` is C-contiguous), so no two calls write the same
-element. Only the ``sum_pool_*`` kernels are still parallel Numba loops (run from the caller's
-thread).
+element. No kernel is a parallel Numba loop: Numba starts no threads of its own.
 """
 
 from __future__ import annotations
@@ -425,12 +424,12 @@ def relu_backward(dout, y, dx):
 # (parallel Numba loops, run from the caller's thread)
 
 
-@nb.njit(cache=True, parallel=True, nogil=True)
+@nb.njit(cache=True, nogil=True)
 def sum_pool_forward(x, kh, kw, sy, sx, pt, pl, out):
     """Sum over each window, padding counting as zero. x: (N, C, H, W); out (written): (N, C, OH, OW)."""
     n_count, c_count, height, width = x.shape
     oh_count, ow_count = out.shape[2], out.shape[3]
-    for plane in nb.prange(n_count * c_count):
+    for plane in range(n_count * c_count):
         n = plane // c_count
         c = plane % c_count
         for oh in range(oh_count):
@@ -447,7 +446,7 @@ def sum_pool_forward(x, kh, kw, sy, sx, pt, pl, out):
                 out[n, c, oh, ow] = total
 
 
-@nb.njit(cache=True, parallel=True, nogil=True)
+@nb.njit(cache=True, nogil=True)
 def sum_pool_backward(dout, kh, kw, sy, sx, pt, pl, dx):
     """Spread each output gradient over its window (the adjoint of ``sum_pool_forward``).
 
@@ -455,7 +454,7 @@ def sum_pool_backward(dout, kh, kw, sy, sx, pt, pl, dx):
     """
     n_count, c_count, height, width = dx.shape
     oh_count, ow_count = dout.shape[2], dout.shape[3]
-    for plane in nb.prange(n_count * c_count):
+    for plane in range(n_count * c_count):
         n = plane // c_count
         c = plane % c_count
         for oh in range(oh_count):

@@ -594,7 +594,8 @@ def avg_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None, padding: An
             raise ValueError(f"{owner}: scale must have shape ({c},), one weight per feature map, got {scale.shape}")
     if backend == "numba":
         sums = np.empty((n, c, g.oh, g.ow), dtype=x.dtype)
-        _kernels.sum_pool_forward(x, g.kh, g.kw, g.sy, g.sx, g.top, g.left, sums)
+        _threads.parallel_map(lambda s: _kernels.sum_pool_forward(x[s], g.kh, g.kw, g.sy, g.sx, g.top, g.left,
+                                                                  sums[s]), _batch_slices(n))
     else:
         cols = unfold(_planes_as_channels(x), g, 0.0, "numpy")
         sums = cols.sum(axis=1).reshape(n, c, g.oh, g.ow)
@@ -629,7 +630,8 @@ def avg_pool2d_backward(dout: Any, cache: PoolCache) -> tuple[np.ndarray, np.nda
     dsums = np.ascontiguousarray(dsums)
     if backend == "numba":
         dx = np.zeros(x_shape, dtype=dtype)
-        _kernels.sum_pool_backward(dsums, g.kh, g.kw, g.sy, g.sx, g.top, g.left, dx)
+        _threads.parallel_map(lambda s: _kernels.sum_pool_backward(dsums[s], g.kh, g.kw, g.sy, g.sx, g.top, g.left,
+                                                                   dx[s]), _batch_slices(x_shape[0]))
     else:
         dcols = np.repeat(dsums.reshape(-1, 1), g.kh * g.kw, axis=1)
         dx = fold(dcols, (n * c, 1, height, width), g, "numpy").reshape(x_shape)

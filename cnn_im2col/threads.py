@@ -5,7 +5,7 @@ One pool owns the cores: ``n`` threads, the calling one and ``n - 1`` Python wor
 bias/ReLU epilogue; a pooling or activation pass) while that slice is in its core's cache. The
 Numba kernels they call are serial and release the GIL (``nogil``), and NumPy's BLAS is pinned to
 1 thread, so each GEMM runs on the worker that called it. Nothing else computes: no OpenBLAS worker
-is ever woken (so none spins), and no Numba parallel region runs while the pool works.
+is ever woken (so none spins), and no kernel is a parallel Numba loop (Numba starts no threads).
 
 Why (measured on the 2-core machine of ``benchmarks/``, ``/work/shared/probes/one_pool_probe.py``):
 LeNet's conv2 im2col + its 3 GEMMs took 7.8 ms with one 2-thread BLAS call on the whole batch and
@@ -20,11 +20,6 @@ with a single-threaded BLAS the import order no longer matters.
 - ``parallel_map(fn, items)``: ``[fn(item) for item in items]`` on the pool, in order. Called from
   inside a worker (nested), it runs serially there, so it can never deadlock the pool.
 - ``split(count, parts)``: ``count`` items as at most ``parts`` contiguous slices.
-
-The average-pooling kernels (``_kernels.sum_pool_*``) are still parallel Numba loops, run from the
-calling thread while the pool is idle; for them Numba's threading layer is ``workqueue`` (its idle
-workers sleep; GNU OpenMP's spin) unless ``NUMBA_THREADING_LAYER`` is set, and its thread count
-follows ``n``.
 """
 
 from __future__ import annotations
@@ -36,26 +31,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numba
 import numpy as np
 import threadpoolctl
 
+from . import _kernels
 from .shapes import check_int
 
 __all__ = ["default_num_threads", "get_num_threads", "parallel_map", "set_num_threads", "split", "thread_info"]
-
-DEFAULT_LAYER = "workqueue"
-
-
-def _select_layer() -> None:
-    """Use ``workqueue`` unless the user chose a layer (environment or numba.config)."""
-    if os.environ.get("NUMBA_THREADING_LAYER") is None and numba.config.THREADING_LAYER == "default":
-        numba.config.THREADING_LAYER = DEFAULT_LAYER
-
-
-_select_layer()
-
-from . import _kernels  # after the layer is chosen (importing it launches nothing)
 
 _state: dict[str, Any] = {"n": None, "pool": None, "warm": False}
 _lock = threading.Lock()
@@ -76,9 +58,9 @@ def _mark_worker() -> None:
 
 
 def _warm_numba() -> None:
-    """Run one tiny parallel kernel before limiting the BLAS. Measured: the first parallel Numba
-    kernel of a process (workqueue layer) puts OpenBLAS back to its default thread count, so a limit
-    set before it would be lost; after it, limits stick."""
+    """Run one tiny kernel before limiting the BLAS. Measured: Numba's first kernel call of a
+    process sets up its CPU target, which imports SciPy's BLAS bindings when SciPy is installed:
+    a second OpenBLAS, loaded after the limit (with its default threads) unless a kernel ran first."""
     if not _state["warm"]:
         one = np.ones((1, 1, 1, 1))
         _kernels.sum_pool_forward(one, 1, 1, 1, 1, 0, 0, np.empty_like(one))
@@ -88,15 +70,12 @@ def _warm_numba() -> None:
 def set_num_threads(n: int | None = None) -> dict[str, int]:
     """Let the engine use ``n`` threads (default: every core this process may use).
 
-    Returns ``{"n", "blas", "numba"}``: the pool's workers, the BLAS's threads (always 1: each
-    GEMM runs on the worker that calls it) and Numba's (for the parallel average-pooling kernels;
-    capped at ``NUMBA_NUM_THREADS``).
+    Returns ``{"n", "blas"}``: the pool's threads and the BLAS's (always 1: each GEMM runs on the
+    worker that calls it).
     """
     n = default_num_threads() if n is None else check_int(n, "n", "set_num_threads", minimum=1)
     global _controller
     with _lock:
-        numba_threads = min(n, numba.config.NUMBA_NUM_THREADS)
-        numba.set_num_threads(numba_threads)
         _warm_numba()
         if _controller is None:
             _controller = threadpoolctl.ThreadpoolController()
@@ -108,7 +87,7 @@ def set_num_threads(n: int | None = None) -> dict[str, int]:
             _state["n"] = n
             if old is not None:
                 old.shutdown(wait=True)
-    return {"n": n, "blas": 1, "numba": numba_threads}
+    return {"n": n, "blas": 1}
 
 
 def get_num_threads() -> int:
@@ -170,20 +149,14 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
 
 
 def thread_info() -> dict[str, Any]:
-    """What is in force: ``n`` (pool workers), BLAS threads, Numba threads and layer, cores."""
+    """What is in force: ``n`` (the pool's threads), BLAS threads, cores."""
     get_num_threads()
     blas_threads = [info["num_threads"] for info in threadpoolctl.threadpool_info()
                     if info.get("user_api") == "blas"]
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # no parallel kernel has run yet: the layer that will be used
-        layer = numba.config.THREADING_LAYER
     return {
         "n": _state["n"],
         "pool": "one pool: n workers x single-threaded BLAS",
         "blas": blas_threads[0] if blas_threads else None,
-        "numba": numba.get_num_threads(),
-        "threading_layer": layer,
         "cores": default_num_threads(),
     }
 

@@ -1,8 +1,5 @@
-"""The package's public API: everything in ``__all__`` imports, and importing picks the threading layer."""
+"""The package's public API: everything in ``__all__`` imports."""
 
-import os
-import subprocess
-import sys
 
 import cnn_im2col
 
@@ -36,8 +33,3 @@ def test_quickstart_api_example_runs():
     assert set(model.evaluate(x, y)) >= {"loss", "accuracy"}
 
 
-def test_importing_the_package_selects_the_workqueue_threading_layer():
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
-    code = "import numba, cnn_im2col; print(numba.config.THREADING_LAYER)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert out.stdout.strip() == "workqueue"

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 
-import numba
 import numpy as np
 import pytest
 import threadpoolctl
@@ -29,11 +28,11 @@ def restore_default():
 @pytest.mark.parametrize("n", [1, 2, 3, 8])
 def test_set_num_threads_sizes_the_pool_and_pins_the_blas_to_one_thread(n):
     result = threads.set_num_threads(n)
-    assert result == {"n": n, "blas": 1, "numba": min(n, numba.config.NUMBA_NUM_THREADS)}
+    assert result == {"n": n, "blas": 1}
     assert threads.get_num_threads() == n
     assert set(blas_threads()) == {1}
     info = threads.thread_info()
-    assert (info["n"], info["blas"], info["numba"]) == (n, 1, result["numba"])
+    assert (info["n"], info["blas"]) == (n, 1)
     seen = set()
     threads.parallel_map(lambda i: seen.add(threading.get_ident()), list(range(64)))
     assert len(seen) <= n
@@ -103,10 +102,10 @@ import os, sys, threading, time, json
 if sys.argv[1] == "numpy-first":
     import numpy
 import cnn_im2col.threads as T
-import numpy as np, numba, threadpoolctl
+import numpy as np, numba, numba.np.ufunc.parallel, threadpoolctl
 from cnn_im2col import functional as F
 x = np.ones((2, 3, 6, 6), np.float32)
-F.avg_pool2d_forward(x, 2)                 # the parallel (average-pooling) kernels of this process
+F.avg_pool2d_forward(x, 2)
 F.conv2d_backward(np.ones((2, 1, 4, 4), np.float32), F.conv2d_forward(x, np.ones((1, 3, 3, 3), np.float32))[1])
 a = np.ones((512, 512))
 me = threading.get_native_id()
@@ -127,7 +126,8 @@ for _ in range(5):
     while time.perf_counter() < end:
         samples += 1
         busy += others_running() > 0
-print(json.dumps({"layer": numba.threading_layer(), "info": T.thread_info(), "samples": samples, "busy": busy,
+print(json.dumps({"numba_threads_started": numba.np.ufunc.parallel._is_initialized,
+                  "info": T.thread_info(), "samples": samples, "busy": busy,
                   "blas": [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]}))
 """
 
@@ -146,19 +146,15 @@ def run_probe(order, **env_changes):
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
 @pytest.mark.parametrize("order", ["cnn_im2col-first", "numpy-first"])
 def test_import_order_does_not_matter_and_no_idle_worker_spins(order):
-    """Whichever is imported first, the BLAS is pinned to 1 thread (also after the first parallel
-    Numba kernel, which once reset it), the pool has every core, and after a GEMM no other thread of
-    the process is running: no OpenBLAS worker spins (the old design's problem with NumPy first)."""
+    """Whichever is imported first, the BLAS is pinned to 1 thread, the pool has every core, Numba
+    never started a thread pool of its own (no kernel is a parallel loop), and after a GEMM no other
+    thread of the process is running: no OpenBLAS worker spins (the old design's problem with NumPy
+    first)."""
     result = run_probe(order)
-    assert result["layer"] == "workqueue"
+    assert result["numba_threads_started"] is False
     assert set(result["blas"]) == {1}
     assert result["info"]["n"] == threads.default_num_threads()
     assert result["samples"] > 50 and result["busy"] == 0, result
-
-
-def test_the_users_choice_of_threading_layer_is_respected():
-    result = run_probe("numpy-first", NUMBA_THREADING_LAYER="workqueue")
-    assert result["layer"] == "workqueue"
 
 
 LOAD_PROBE = """
