@@ -13,7 +13,7 @@ Submodules: ``layers``, ``functional`` (stateless forward/backward), ``im2col``,
 
 __version__ = "0.1.0"
 
-# First: it picks Numba's threading layer, which must happen before any parallel kernel runs.
+# First: importing it sizes the pool and pins NumPy's BLAS to one thread before anything computes.
 from .threads import get_num_threads, set_num_threads  # noqa: I001
 
 from .datasets import iterate_minibatches, load_idx_dataset, load_mnist, read_idx, write_idx
