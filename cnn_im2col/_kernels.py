@@ -421,7 +421,7 @@ def relu_backward(dout, y, dx):
 
 
 # --------------------------------------------------------------------------- average pooling
-# (parallel Numba loops, run from the caller's thread)
+# (serial, on batch slices, like the rest)
 
 
 @nb.njit(cache=True, nogil=True)
