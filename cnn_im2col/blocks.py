@@ -79,8 +79,8 @@ def _conv_relu_pool_forward(conv: Conv2D, relu: ReLU, pool: MaxPool2D, x: Any, t
     keeps the cache its own forward would have kept."""
     x = as_float_array(x, "x", repr(conv), ndim=4, dtype=conv.params["weight"].dtype, finite=False)
     conv_shape = (x.shape[0], *conv.output_shape(x.shape[1:]))
-    pooled, argmax, g = F.max_pool2d_buffers(conv_shape, x.dtype, pool.kernel_size, pool.stride, pool.padding,
-                                             repr(pool))
+    g = F.pool_geometry(conv_shape[2], conv_shape[3], pool.kernel_size, pool.stride, pool.padding, repr(pool))
+    pooled, argmax = F.max_pool2d_buffers(conv_shape, x.dtype, g)
 
     def pool_slice(s: slice, y: np.ndarray) -> None:
         F.max_pool2d_into(y, g, False, pooled[s], argmax[s])

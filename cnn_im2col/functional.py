@@ -477,16 +477,15 @@ def _batch_slices(n: int) -> list[slice]:
     return _threads.split(n, _threads.get_num_threads())
 
 
-def max_pool2d_buffers(x_shape: tuple[int, int, int, int], dtype: Any, kernel_size: Any, stride: Any = None,
-                       padding: Any = 0, owner: str = "max_pool2d") -> tuple[np.ndarray, np.ndarray, WindowGeometry]:
-    """``(out, argmax, geometry)`` for max-pooling an input of shape ``x_shape`` (N, C, H, W) slice
-    by slice with ``max_pool2d_into``: out and argmax (N, C, OH, OW) are allocated, not written.
-    Raises like ``max_pool2d_forward`` if the window does not fit."""
+def max_pool2d_buffers(x_shape: tuple[int, int, int, int], dtype: Any,
+                       g: WindowGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """``(out, argmax)`` (N, C, OH, OW), allocated, not written, for max-pooling an input of shape
+    ``x_shape`` (N, C, H, W) with geometry ``g`` (``pool_geometry``) slice by slice with
+    ``max_pool2d_into``."""
     n, c, height, width = x_shape
-    g = pool_geometry(height, width, kernel_size, stride, padding, owner)
     out = np.empty((n, c, g.oh, g.ow), dtype=dtype)
     argmax = np.empty((n, c, g.oh, g.ow), dtype=np.int32 if height * width < 2**31 else np.int64)
-    return out, argmax, g
+    return out, argmax
 
 
 def max_pool2d_into(x: np.ndarray, g: WindowGeometry, relu: bool, out: np.ndarray, argmax: np.ndarray) -> None:
@@ -526,7 +525,7 @@ def max_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None, padding: An
     n, c = x.shape[:2]
     relu = bool(relu)
     if backend == "numba":
-        out, argmax, _ = max_pool2d_buffers(x.shape, x.dtype, kernel_size, stride, padding, owner)
+        out, argmax = max_pool2d_buffers(x.shape, x.dtype, g)
 
         _threads.parallel_map(lambda s: max_pool2d_into(x[s], g, relu, out[s], argmax[s]), _batch_slices(n))
     else:
