@@ -566,6 +566,233 @@ def depthwise_backward(dout, y, relu, x, w, sy, sx, dy, dx_step, pt, pl, input_g
                     dw[c, i, j] += acc
 
 
+# --------------------------------------------------------------------------- Winograd F(2x2, 3x3)
+# The four transforms of ``winograd.py`` (which has the mathematics) and their adjoints. A tile
+# (ty, tx) is the 4x4 input window at row 2*ty - PT, column 2*tx - PL, giving the 2x2 outputs at
+# (2*ty, 2*tx); tiles are numbered t = (n*TY + ty)*TX + tx. Transformed arrays are (16, C, T):
+# element 4*i + j of every tile is one (C, T) matrix, so that the 16 products are plain GEMMs.
+# Each kernel works on whole rows of tiles through a zero-padded row buffer: no branch in the
+# inner loops, which then vectorise.
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _times_g(a0, a1, a2):
+    """G @ (a0, a1, a2): G's rows are (1, 0, 0), (1/2, 1/2, 1/2), (1/2, -1/2, 1/2), (0, 0, 1)."""
+    s = 0.5 * (a0 + a2)
+    return a0, s + 0.5 * a1, s - 0.5 * a1, a2
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _times_gt(a0, a1, a2, a3):
+    """G^T @ (a0, a1, a2, a3): the adjoint of ``_times_g``."""
+    return a0 + 0.5 * (a1 + a2), 0.5 * (a1 - a2), 0.5 * (a1 + a2) + a3
+
+
+@nb.njit(cache=True, nogil=True)
+def winograd_weight(w, u):
+    """``u[4a + b, k, c] = (G w[k, c] G^T)[a, b]``, computed in float64. w: (K, C, 3, 3); u: (16, K, C)."""
+    t = np.empty((4, 3))
+    for k in range(w.shape[0]):
+        for c in range(w.shape[1]):
+            for j in range(3):  # G down each column of the kernel
+                t[0, j], t[1, j], t[2, j], t[3, j] = _times_g(nb.float64(w[k, c, 0, j]), w[k, c, 1, j], w[k, c, 2, j])
+            for a in range(4):  # then G^T along each row
+                r0, r1, r2, r3 = _times_g(t[a, 0], t[a, 1], t[a, 2])
+                u[4 * a, k, c], u[4 * a + 1, k, c], u[4 * a + 2, k, c], u[4 * a + 3, k, c] = r0, r1, r2, r3
+
+
+@nb.njit(cache=True, nogil=True)
+def winograd_weight_adjoint(du, dw):
+    """The adjoint of ``winograd_weight``: ``dw[k, c] = G^T dU[k, c] G``, dU[a, b] = du[4a + b, k, c],
+    computed in float64. du: (16, K, C); dw (written): (K, C, 3, 3)."""
+    t = np.empty((4, 3))
+    for k in range(dw.shape[0]):
+        for c in range(dw.shape[1]):
+            for a in range(4):  # G along each row
+                t[a, 0], t[a, 1], t[a, 2] = _times_gt(nb.float64(du[4 * a, k, c]), du[4 * a + 1, k, c],
+                                                      du[4 * a + 2, k, c], du[4 * a + 3, k, c])
+            for j in range(3):  # then G^T down each column
+                dw[k, c, 0, j], dw[k, c, 1, j], dw[k, c, 2, j] = _times_gt(t[0, j], t[1, j], t[2, j], t[3, j])
+
+
+@nb.njit(cache=True, nogil=True)
+def winograd_input(x, pt, pl, ty_count, tx_count, v):
+    """``v[4i + j, c, t] = (B^T d B)[i, j]``, d the 4x4 window of tile t in x[n, c] (padding reads 0).
+
+    x: (N, C, H, W); v (written): (16, C, N*TY*TX).
+    """
+    n_count, c_count, height, width = x.shape
+    wp = 2 * tx_count + 2
+    buf = np.zeros((4, wp), x.dtype)
+    r = np.empty((4, wp), x.dtype)
+    q_lo, q_hi = min(max(pl, 0), wp), min(max(width + pl, 0), wp)  # buffer columns inside the image
+    for n in range(n_count):
+        for c in range(c_count):
+            for ty in range(ty_count):
+                for i in range(4):
+                    yy = 2 * ty - pt + i
+                    row = buf[i]
+                    row[:] = 0.0
+                    if 0 <= yy < height:
+                        src = x[n, c, yy]
+                        for q in range(q_lo, q_hi):
+                            row[_u(q)] = src[_u(q - pl)]
+                for q in range(wp):  # B^T along the window's rows
+                    r[0, q] = buf[0, q] - buf[2, q]
+                    r[1, q] = buf[1, q] + buf[2, q]
+                    r[2, q] = buf[2, q] - buf[1, q]
+                    r[3, q] = buf[1, q] - buf[3, q]
+                t0 = (n * ty_count + ty) * tx_count
+                for i in range(4):  # then B along its columns, tile by tile
+                    ri = r[i]
+                    v0, v1, v2, v3 = v[4 * i, c], v[4 * i + 1, c], v[4 * i + 2, c], v[4 * i + 3, c]
+                    for tx in range(tx_count):
+                        a0, a1, a2, a3 = ri[2 * tx], ri[2 * tx + 1], ri[2 * tx + 2], ri[2 * tx + 3]
+                        v0[t0 + tx] = a0 - a2
+                        v1[t0 + tx] = a1 + a2
+                        v2[t0 + tx] = a2 - a1
+                        v3[t0 + tx] = a1 - a3
+
+
+@nb.njit(cache=True, nogil=True)
+def winograd_input_adjoint(dv, pt, pl, ty_count, tx_count, dx):
+    """The adjoint of ``winograd_input``: ``dx`` (written whole) = the sum over tiles of B dV B^T,
+    each on its 4x4 window (windows overlap by 2; cells in the padding are dropped).
+
+    dv: (16, C, N*TY*TX); dx: (N, C, H, W).
+    """
+    n_count, c_count, height, width = dx.shape
+    wp = 2 * tx_count + 2
+    acc = np.empty((4, wp), dx.dtype)
+    q_lo, q_hi = min(max(pl, 0), wp), min(max(width + pl, 0), wp)
+    dx[:] = 0.0
+    for n in range(n_count):
+        for c in range(c_count):
+            for ty in range(ty_count):
+                acc[:] = 0.0
+                t0 = (n * ty_count + ty) * tx_count
+                for i in range(4):  # B along the columns (adjoint of the second step)
+                    ai = acc[i]
+                    v0, v1, v2, v3 = dv[4 * i, c], dv[4 * i + 1, c], dv[4 * i + 2, c], dv[4 * i + 3, c]
+                    for tx in range(tx_count):
+                        e0, e1, e2, e3 = v0[t0 + tx], v1[t0 + tx], v2[t0 + tx], v3[t0 + tx]
+                        q = 2 * tx
+                        ai[q] += e0
+                        ai[q + 1] += e1 - e2 + e3
+                        ai[q + 2] += -e0 + e1 + e2
+                        ai[q + 3] -= e3
+                for q in range(wp):  # then B along the rows (adjoint of the first step)
+                    a0, a1, a2, a3 = acc[0, q], acc[1, q], acc[2, q], acc[3, q]
+                    acc[0, q] = a0
+                    acc[1, q] = a1 - a2 + a3
+                    acc[2, q] = -a0 + a1 + a2
+                    acc[3, q] = -a3
+                for i in range(4):  # into the image, dropping the padding
+                    yy = 2 * ty - pt + i
+                    if 0 <= yy < height:
+                        dst, src = dx[n, c, yy], acc[i]
+                        for q in range(q_lo, q_hi):
+                            dst[_u(q - pl)] += src[_u(q)]
+
+
+@nb.njit(cache=True, nogil=True)
+def winograd_output(m, ty_count, tx_count, bias, relu, out):
+    """``out[n, k]``'s 2x2 block of tile t = f(A^T M A + bias), M[i, j] = m[4i + j, k, t]
+    (f = ReLU if ``relu``); the last row/column of tiles is cut to the output's size.
+
+    m: (16, K, N*TY*TX); bias: (K, 1) tied (zeros for none) or (K, OH*OW) untied;
+    out (written): (N, K, OH, OW).
+    """
+    n_count, k_count, oh_count, ow_count = out.shape
+    untied = bias.shape[1] > 1
+    r = np.empty((2, 4, tx_count), m.dtype)
+    rows = np.empty((2, 2 * tx_count), m.dtype)
+    for n in range(n_count):
+        for k in range(k_count):
+            for ty in range(ty_count):
+                t0 = (n * ty_count + ty) * tx_count
+                for j in range(4):  # A^T along the tile's rows
+                    m0, m1, m2, m3 = m[j, k], m[4 + j, k], m[8 + j, k], m[12 + j, k]
+                    for tx in range(tx_count):
+                        r[0, j, tx] = m0[t0 + tx] + m1[t0 + tx] + m2[t0 + tx]
+                        r[1, j, tx] = m1[t0 + tx] - m2[t0 + tx] - m3[t0 + tx]
+                for i in range(2):  # then A along its columns
+                    for tx in range(tx_count):
+                        rows[i, 2 * tx] = r[i, 0, tx] + r[i, 1, tx] + r[i, 2, tx]
+                        rows[i, 2 * tx + 1] = r[i, 1, tx] - r[i, 2, tx] - r[i, 3, tx]
+                for i in range(2):
+                    y = 2 * ty + i
+                    if y < oh_count:
+                        dst, src = out[n, k, y], rows[i]
+                        if untied:
+                            b = bias[k]
+                            for xx in range(ow_count):
+                                dst[xx] = src[xx] + b[y * ow_count + xx]
+                        else:
+                            b0 = bias[k, 0]
+                            for xx in range(ow_count):
+                                dst[xx] = src[xx] + b0
+                        if relu:
+                            for xx in range(ow_count):
+                                dst[xx] = dst[xx] if dst[xx] > 0 else 0.0
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"reassoc"})
+def winograd_output_adjoint(dout, y, relu, ty_count, tx_count, dm, bias_grad):
+    """The adjoint of ``winograd_output``'s A^T M A: ``dm[4i + j, k, t] = (A dY A^T)[i, j]``, dY
+    the 2x2 block of dout (times ``y > 0`` if ``relu``) of tile t, zero beyond the output's edge;
+    ``bias_grad[k]`` (written, float64) = the sum of that dY over the slice.
+
+    dout, y: (N, K, OH, OW) (y unused without relu); dm (written): (16, K, N*TY*TX).
+    ``reassoc``: the float64 sum may be reordered, so that it vectorises.
+    """
+    n_count, k_count, oh_count, ow_count = dout.shape
+    rows = np.zeros((2, 2 * tx_count), dout.dtype)
+    bias_grad[:] = 0.0
+    for n in range(n_count):
+        for k in range(k_count):
+            total = 0.0
+            for ty in range(ty_count):
+                for i in range(2):
+                    yy = 2 * ty + i
+                    row = rows[i]
+                    if yy < oh_count:
+                        src = dout[n, k, yy]
+                        if relu:
+                            mask = y[n, k, yy]
+                            for xx in range(ow_count):
+                                g = src[xx] if mask[xx] > 0 else 0.0
+                                row[xx] = g
+                                total += g
+                        else:
+                            for xx in range(ow_count):
+                                row[xx] = src[xx]
+                                total += src[xx]
+                    else:
+                        row[:ow_count] = 0.0
+                t0 = (n * ty_count + ty) * tx_count
+                for i in range(4):  # A down the columns, A^T along the rows
+                    di0, di1, di2, di3 = dm[4 * i, k], dm[4 * i + 1, k], dm[4 * i + 2, k], dm[4 * i + 3, k]
+                    for tx in range(tx_count):
+                        # A's row i, (1, 0), (1, 1), (1, -1) or (0, -1), on each column of dY
+                        y0, y1 = rows[0, 2 * tx], rows[1, 2 * tx]
+                        z0, z1 = rows[0, 2 * tx + 1], rows[1, 2 * tx + 1]
+                        if i == 0:
+                            c0, c1 = y0, z0
+                        elif i == 1:
+                            c0, c1 = y0 + y1, z0 + z1
+                        elif i == 2:
+                            c0, c1 = y0 - y1, z0 - z1
+                        else:
+                            c0, c1 = -y1, -z1
+                        t = _u(t0 + tx)
+                        di0[t] = c0
+                        di1[t] = c0 + c1
+                        di2[t] = c0 - c1
+                        di3[t] = -c1
+            bias_grad[k] += total
+
+
 # --------------------------------------------------------------------------- batch normalisation
 # Serial (nogil) kernels: the engine's own pool of threads calls them, so nothing here asks for
 # Numba's parallel pool. Sums are accumulated in float64 whatever the array dtype (a float32 sum

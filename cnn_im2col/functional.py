@@ -27,7 +27,9 @@ n*OH*OW), applying the fused ReLU's derivative and summing the bias gradient; ``
 cols_t.T``; ``dx_slice = col2im_t(W.T @ dZ.T)``; the slices' dW add up at the end. A depthwise
 convolution (``groups == C == O``) takes direct kernels instead (``_kernels.depthwise_*``, no
 im2col: measured 18-25 ms against 57-78 ms for one GEMM per channel, 32x64x32x32 3x3 pad 1 forward
-+ backward on one thread).
++ backward on one thread). A 3x3, stride-1 convolution takes Winograd's F(2x2, 3x3) instead of
+im2col (``winograd.py``: 16 GEMMs of 2.25x fewer multiply-adds in all), in the same slice blocks,
+when ``algorithm="auto"`` finds it worthwhile or ``algorithm="winograd"`` asks for it.
 
 ``owner`` names the caller in error messages (a layer passes its own name).
 """
@@ -39,7 +41,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _kernels
+from . import _kernels, winograd
 from . import threads as _threads
 from .im2col import BACKENDS, dilated_geometry, fold, fold_t, unfold, unfold_t
 from .shapes import (
@@ -86,6 +88,9 @@ def gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # threads. Training keeps every slice's matrix for backward.
 _CHUNK_BYTES = 2**19
 
+# how a "numba" convolution is lowered to GEMMs: "auto" picks (see conv2d_forward)
+ALGORITHMS = ("auto", "im2col", "winograd")
+
 # groups == in_channels == out_channels: the direct kernels (_kernels.depthwise_*) instead of one
 # GEMM per channel (the module docstring has the measurement)
 _DEPTHWISE_DIRECT = True
@@ -104,6 +109,7 @@ class ConvCache(NamedTuple):
     slices: list[slice] | None = None  # numba: the batch slices of ``cols``
     out: np.ndarray | None = None  # relu=True: the output, whose sign is ReLU's derivative
     relu: bool = False
+    transformed: np.ndarray | None = None  # Winograd: the transformed weight U; ``cols`` holds V
 
 
 def conv2d_output_shape(input_shape: tuple[int, int, int], weight_shape: tuple[int, int, int, int],
@@ -192,7 +198,8 @@ def _grouped_matmul(a: np.ndarray, b: np.ndarray, groups: int, out: np.ndarray |
 def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
                    backend: str = "numba", owner: str = "conv2d", *, keep_cols: bool = True,
                    dilation: Any = 1, groups: int = 1, relu: bool = False,
-                   then: Callable[[slice, np.ndarray], None] | None = None) -> tuple[np.ndarray, ConvCache]:
+                   then: Callable[[slice, np.ndarray], None] | None = None,
+                   algorithm: str = "auto") -> tuple[np.ndarray, ConvCache]:
     """Cross-correlate ``x`` (N, C, H, W) with ``weight`` (O, C/groups, KH, KW) and add ``bias``.
 
     ``bias``: ``None``; tied, shape (O,), one per feature map; or untied, shape (O, OH, OW), one per
@@ -208,8 +215,13 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
     ``then(s, out[s])``: called once for each batch slice ``s`` (together they cover the batch),
     right after that slice's output is written, on the thread that wrote it, while it is in cache
     (a fused Conv2D -> ReLU -> MaxPool2D pools there); it must touch only slice ``s``.
+    ``algorithm`` (``"numba"`` backend): ``"im2col"``; ``"winograd"``, F(2x2, 3x3), for a 3x3 kernel
+    with stride 1, dilation 1 and groups 1 only; ``"auto"`` (default): Winograd where it applies
+    and pays (``winograd.preferred``: at least 16 input and output channels, an output of at least
+    8x8), im2col elsewhere.
     """
     check_choice(backend, "backend", BACKENDS, owner)
+    check_choice(algorithm, "algorithm", ALGORITHMS, owner)
     weight = as_float_array(weight, "weight", owner, ndim=4)
     x = as_float_array(x, "x", owner, ndim=4, dtype=weight.dtype)
     out_channels = weight.shape[0]
@@ -217,6 +229,7 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
     check_input_channels(x, weight.shape[1] * groups, owner)
     g = _conv_geometry(x.shape[2], x.shape[3], weight.shape[2:], stride, padding, owner, dilation)
     bias = _check_bias(bias, (out_channels, g.oh, g.ow), weight.dtype, owner)
+    use_winograd = _use_winograd(algorithm, backend, weight.shape, g, groups, owner)
 
     x = np.ascontiguousarray(x)
     n = x.shape[0]
@@ -242,6 +255,22 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
         _threads.parallel_map(direct, slices)
         cache = ConvCache(x.shape, None, weight, None if bias is None else bias.shape, g, backend, owner, x,
                           groups, slices, out if relu else None, bool(relu))
+        return out, cache
+    if use_winograd:
+        u = winograd.transform_weight(weight)
+        ty, tx = winograd.tiles(g)
+        slices = _slices(n, 16 * x.shape[1] * ty * tx * x.itemsize)
+
+        def tiled(s: slice) -> np.ndarray | None:
+            v = winograd.forward(x[s], u, g, bias2, relu, out[s])
+            if then is not None:
+                then(s, out[s])
+            return v if keep_cols else None
+
+        kept = _threads.parallel_map(tiled, slices)
+        cache = ConvCache(x.shape, kept if keep_cols else None, weight, None if bias is None else bias.shape, g,
+                          backend, owner, None if keep_cols else x, groups, slices, out if relu else None,
+                          bool(relu), u)
         return out, cache
     if backend == "numba":
         out3 = out.reshape(n, out_channels, plane)
@@ -281,6 +310,23 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
     return out, cache
 
 
+def _use_winograd(algorithm: str, backend: str, weight_shape: tuple[int, ...], g: WindowGeometry,
+                  groups: int, owner: str) -> bool:
+    """Whether this convolution takes Winograd's F(2x2, 3x3) (``algorithm`` already validated)."""
+    if algorithm == "im2col":
+        return False
+    fits = winograd.supports(weight_shape[2:], g, groups)
+    if algorithm == "winograd":
+        if backend != "numba":
+            raise ValueError(f"{owner}: algorithm='winograd' needs backend='numba'; got backend={backend!r}")
+        if not fits:
+            raise ValueError(f"{owner}: algorithm='winograd' needs a 3x3 kernel, stride 1, dilation 1 and "
+                             f"groups 1; got kernel {tuple(weight_shape[2:])}, stride {(g.sy, g.sx)}, "
+                             f"dilation {(g.dy, g.dx)}, groups {groups}")
+        return True
+    return backend == "numba" and fits and winograd.preferred(weight_shape[1], weight_shape[0], g)
+
+
 def _check_bias(bias: Any, out_shape: tuple[int, int, int], dtype: np.dtype, owner: str) -> np.ndarray | None:
     if bias is None:
         return None
@@ -316,6 +362,8 @@ def conv2d_backward(dout: Any, cache: ConvCache, input_grad: bool = True, *,
     wt = _group_transpose(w2, groups)  # (C*KH*KW, O/G) per group, stacked: W.T of each group
     if direct:
         return _depthwise_backward(dout, cache, input_grad)
+    if cache.transformed is not None:
+        return _winograd_backward(dout, dout_of, cache, input_grad)
     if backend == "numba":
         n, plane = x_shape[0], g.oh * g.ow
         dout3 = None if dout_of is not None else np.ascontiguousarray(dout).reshape(n, out_channels, plane)
@@ -391,6 +439,37 @@ def _depthwise_backward(dout: np.ndarray, cache: ConvCache,
     else:
         masked = np.where(y > 0, dout, 0) if cache.relu else dout
         dbias = masked.sum(axis=0).astype(weight.dtype)
+    return dx, dweight, dbias
+
+
+def _winograd_backward(dout: np.ndarray | None, dout_of: Callable[[slice], np.ndarray] | None,
+                       cache: ConvCache, input_grad: bool) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """``conv2d_backward`` of a Winograd convolution, slice by slice (``winograd.backward``)."""
+    g, weight, bias_shape, slices = cache.geometry, cache.weight, cache.bias_shape, cache.slices
+    dx = np.empty(cache.x_shape, dtype=weight.dtype) if input_grad else None
+
+    def block(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        s = slices[i]
+        d = np.ascontiguousarray(dout[s]) if dout_of is None else dout_of(s)
+        y = cache.out[s] if cache.relu else None
+        v = cache.cols[i] if cache.cols is not None else winograd.transform_input(cache.x[s], g)
+        du, tied = winograd.backward(d, y, v, cache.transformed, g, None if dx is None else dx[s])
+        untied = None
+        if bias_shape is not None and len(bias_shape) == 3:
+            untied = (d if y is None else np.where(y > 0, d, 0)).sum(axis=0)
+        return du, tied, untied
+
+    parts = _threads.parallel_map(block, list(range(len(slices))))
+    du = parts[0][0]
+    for part in parts[1:]:
+        du += part[0]
+    dweight = winograd.weight_grad(du)
+    if bias_shape is None:
+        dbias = None
+    elif len(bias_shape) == 1:
+        dbias = sum(p[1] for p in parts).astype(weight.dtype)
+    else:
+        dbias = sum(p[2] for p in parts).astype(weight.dtype)
     return dx, dweight, dbias
 
 

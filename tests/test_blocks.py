@@ -7,7 +7,7 @@ from conftest import tolerance
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cnn_im2col import blocks
+from cnn_im2col import blocks, winograd
 from cnn_im2col.gradcheck import check_layer
 from cnn_im2col.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Tanh
 from cnn_im2col.model import Sequential
@@ -132,17 +132,19 @@ def test_a_relu_fused_into_a_pool_says_so_if_its_backward_is_called_alone():
 
 
 @st.composite
-def conv_relu_pools(draw):
+def conv_relu_pools(draw, winograd_conv=False):
     """Conv2D -> ReLU -> MaxPool2D of any stride, padding, dilation, groups (depthwise included),
-    bias mode and dtype, with pools that tile, overlap or pad; batches of several slices."""
+    bias mode and dtype, with pools that tile, overlap or pad; batches of several slices.
+    ``winograd_conv``: 3x3, stride 1, dilation 1, groups 1 only (what Winograd computes)."""
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     seed = draw(st.integers(0, 2**16))
-    groups = draw(st.sampled_from([1, 2, 4]))
+    groups = 1 if winograd_conv else draw(st.sampled_from([1, 2, 4]))
     in_channels = groups * draw(st.integers(1, 2))
     out_channels = groups if draw(st.booleans()) and groups == in_channels else groups * draw(st.integers(1, 3))
     size = draw(st.integers(5, 9))
-    conv = Conv2D(in_channels, out_channels, draw(st.integers(1, 3)), stride=draw(st.integers(1, 2)),
-                  padding=draw(st.integers(0, 1)), dilation=draw(st.integers(1, 2)), groups=groups,
+    kernel, stride, dilation = (3, 1, 1) if winograd_conv else [draw(st.integers(1, n)) for n in (3, 2, 2)]
+    conv = Conv2D(in_channels, out_channels, kernel, stride=stride,
+                  padding=draw(st.integers(0, 1)), dilation=dilation, groups=groups,
                   bias=draw(st.sampled_from(["tied", "untied", None])), input_size=(size, size), dtype=dtype,
                   seed=seed)
     oh = conv.output_shape((in_channels, size, size))[1]
@@ -155,8 +157,21 @@ def conv_relu_pools(draw):
     return [conv, ReLU(), pool, Flatten()], x, rng
 
 
-@given(case=conv_relu_pools(), training=st.booleans())
-def test_fused_conv_relu_pool_equals_its_layers_one_by_one(case, training):
+@pytest.mark.parametrize("strategy", ["any", "winograd"])
+@given(data=st.data(), training=st.booleans())
+def test_fused_conv_relu_pool_equals_its_layers_one_by_one(strategy, data, training):
+    with pytest.MonkeyPatch.context() as patch:
+        if strategy == "winograd":  # "auto" takes it at any size and channel count
+            patch.setattr(winograd, "AUTO_MIN_CHANNELS", 1)
+            patch.setattr(winograd, "AUTO_MIN_SIDE", 1)
+        case = data.draw(conv_relu_pools(winograd_conv=strategy == "winograd"))
+        check_fused_conv_relu_pool(case, training)
+    # which algorithm ran: Winograd when forced, im2col (or the depthwise kernels) at these small
+    # channel counts otherwise
+    assert (case[0][0]._cache.transformed is not None) == (strategy == "winograd")
+
+
+def check_fused_conv_relu_pool(case, training):
     layers, x, rng = case
     assert [s.kind for s in blocks.plan(layers)] == ["conv_relu_pool", "layer"]
     rtol, atol = tolerance(x.dtype)

@@ -1,0 +1,164 @@
+"""winograd: F(2x2, 3x3) equals im2col and the scipy reference on hypothesis-drawn shapes, paddings,
+bias modes, dtypes and slicings; its transforms equal the textbook matrix products; its gradients
+pass a float64 finite-difference check; "auto" chooses it only where it applies."""
+
+import numpy as np
+import pytest
+from conftest import in_memory_order, tolerance
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cnn_im2col import functional as F
+from cnn_im2col import reference, winograd
+from cnn_im2col.gradcheck import check_function
+
+
+@st.composite
+def winograd_cases(draw):
+    """3x3 stride-1 convolutions: odd and even sizes (the last tile row/column sticks out), every
+    padding from none to more than the kernel, "same", every bias mode, both dtypes, three layouts."""
+    n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    if draw(st.booleans()):
+        padding, pads = "same", (1, 1)
+    else:
+        padding = pads = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+    h = draw(st.integers(max(1, 3 - 2 * pads[0]), 10))
+    w = draw(st.integers(max(1, 3 - 2 * pads[1]), 10))
+    oh, ow = h + 2 * pads[0] - 2, w + 2 * pads[1] - 2
+    bias_mode = draw(st.sampled_from(["tied", "untied", None]))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    order = draw(st.sampled_from(["C", "F", "strided"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    weight = rng.standard_normal((o, c, 3, 3)).astype(dtype)
+    bias = {"tied": rng.standard_normal(o), "untied": rng.standard_normal((o, oh, ow)), None: None}[bias_mode]
+    bias = None if bias is None else bias.astype(dtype)
+    dout = rng.standard_normal((n, o, oh, ow)).astype(dtype)
+    return x, weight, bias, bias_mode, padding, dout, order
+
+
+@given(case=winograd_cases(), relu=st.booleans(), keep_cols=st.booleans(), chunk=st.sampled_from([1, 2**40]))
+def test_winograd_equals_im2col_and_the_reference(monkeypatch_module, case, relu, keep_cols, chunk):
+    """Forward and every gradient, against the im2col path and against scipy's loops (the fused
+    ReLU's gradients are those of the plain convolution at dout * (out > 0)), one sample per slice
+    or the whole batch in one."""
+    x, weight, bias, bias_mode, padding, dout, order = case
+    rtol, atol = tolerance(x.dtype)
+    monkeypatch_module.setattr(F, "_CHUNK_BYTES", chunk)
+    kw = {"padding": padding, "relu": relu, "keep_cols": keep_cols}
+    fast, fast_cache = F.conv2d_forward(in_memory_order(x, order), weight, bias, algorithm="winograd", **kw)
+    twin, twin_cache = F.conv2d_forward(x, weight, bias, algorithm="im2col", **kw)
+    assert fast_cache.transformed is not None and twin_cache.transformed is None
+    assert fast.dtype == x.dtype and fast.flags.c_contiguous
+    pads = (1, 1) if padding == "same" else padding
+    plain = reference.conv2d_forward(x, weight, bias, 1, pads)
+    np.testing.assert_allclose(fast, twin, rtol, atol)
+    np.testing.assert_allclose(fast, np.maximum(plain, 0) if relu else plain, rtol, atol)
+
+    masked = np.where(twin > 0, dout, 0) if relu else dout
+    ref = reference.conv2d_backward(x, weight, masked, 1, pads, bias=bias_mode)
+    ref_db = None if bias_mode is None else (masked.sum(axis=(0, 2, 3)) if bias_mode == "tied" else masked.sum(0))
+    # the same ReLU mask for both paths: where the two outputs round to different signs of ~0,
+    # their derivatives differ, correctly
+    fast_cache = fast_cache._replace(out=twin) if relu else fast_cache
+    for got, want, oracle in zip(F.conv2d_backward(in_memory_order(dout, order), fast_cache),
+                                 F.conv2d_backward(dout, twin_cache), (*ref[:2], ref_db)):
+        if oracle is None:
+            assert got is None and want is None
+            continue
+        assert got.dtype == x.dtype and got.shape == oracle.shape
+        np.testing.assert_allclose(got, want, rtol, atol)
+        np.testing.assert_allclose(got, oracle, rtol, atol)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@given(k=st.integers(1, 20), c=st.integers(1, 20), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**16))
+def test_weight_transform_and_its_adjoint_equal_the_matrix_products(k, c, dtype, seed):
+    """U = G w G^T and dW = G^T dU G, against einsum with the module's G (the textbook form)."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((k, c, 3, 3)).astype(dtype)
+    du = rng.standard_normal((16, k, c)).astype(dtype)
+    rtol, atol = tolerance(dtype)
+    u = winograd.transform_weight(w)
+    assert u.shape == (16, k, c) and u.dtype == dtype
+    want = np.einsum("ai,kcij,bj->abkc", winograd.G, w.astype(np.float64), winograd.G).reshape(16, k, c)
+    np.testing.assert_allclose(u, want, rtol, atol)
+    dw = winograd.weight_grad(du)
+    assert dw.shape == w.shape and dw.dtype == dtype
+    want = np.einsum("ai,abkc,bj->kcij", winograd.G, du.astype(np.float64).reshape(4, 4, k, c), winograd.G)
+    np.testing.assert_allclose(dw, want, rtol, atol)
+
+
+def test_transform_matrices_compute_a_3x3_correlation():
+    """The constants themselves: A^T [(G g G^T) * (B^T d B)] A is the 2x2 valid correlation of d."""
+    rng = np.random.default_rng(0)
+    d, g = rng.standard_normal((4, 4)), rng.standard_normal((3, 3))
+    y = winograd.AT @ ((winograd.G @ g @ winograd.G.T) * (winograd.BT @ d @ winograd.BT.T)) @ winograd.AT.T
+    want = [[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(2)] for i in range(2)]
+    np.testing.assert_allclose(y, want, 1e-12, 1e-12)
+
+
+@pytest.mark.parametrize("bias_mode", ["tied", "untied", None])
+@pytest.mark.parametrize("relu", [False, True])
+def test_winograd_gradcheck_float64(bias_mode, relu):
+    """Odd sizes and uneven padding: the last tiles stick out of the output and of the input."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 7, 6))
+    weight = rng.standard_normal((4, 3, 3, 3))
+    padding = (1, 2)
+    bias = {"tied": rng.standard_normal(4), "untied": rng.standard_normal((4, 7, 8)), None: None}[bias_mode]
+    state = {}
+
+    def run(v, w, b):
+        out, state["cache"] = F.conv2d_forward(v, w, b, 1, padding, relu=relu, algorithm="winograd")
+        return out
+
+    check_function(lambda v: run(v, weight, bias), lambda d: F.conv2d_backward(d, state["cache"])[0], x)
+    check_function(lambda w: run(x, w, bias), lambda d: F.conv2d_backward(d, state["cache"])[1], weight)
+    if bias is not None:
+        check_function(lambda b: run(x, weight, b), lambda d: F.conv2d_backward(d, state["cache"])[2], bias)
+
+
+@pytest.mark.parametrize("shape, size, kw, chosen", [
+    ((16, 16, 3, 3), 8, {"padding": 1}, True),
+    ((16, 16, 3, 3), 10, {}, True),
+    ((16, 16, 3, 3), 9, {}, False),  # a 7x7 output: too small
+    ((16, 15, 3, 3), 8, {"padding": 1}, False),  # too few input channels
+    ((15, 16, 3, 3), 8, {"padding": 1}, False),  # too few output channels
+    ((16, 16, 5, 5), 8, {"padding": 2}, False),
+    ((16, 16, 3, 3), 16, {"stride": 2, "padding": 1}, False),
+    ((16, 16, 3, 3), 12, {"dilation": 2}, False),
+    ((16, 8, 3, 3), 8, {"groups": 2, "padding": 1}, False),
+    ((16, 16, 3, 3), 8, {"backend": "numpy", "padding": 1}, False),
+])
+def test_auto_takes_winograd_only_where_it_applies_and_pays(shape, size, kw, chosen):
+    x = np.ones((1, shape[1] * kw.get("groups", 1), size, size), np.float32)
+    _, cache = F.conv2d_forward(x, np.ones(shape, np.float32), **kw)
+    assert (cache.transformed is not None) == chosen
+    # the table above is drawn at these thresholds
+    assert (winograd.AUTO_MIN_CHANNELS, winograd.AUTO_MIN_SIDE) == (16, 8)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"stride": 2}, r"algorithm='winograd' needs a 3x3 kernel, stride 1.*got kernel \(3, 3\), stride \(2, 2\)"),
+    ({"dilation": 2}, r"dilation \(2, 2\)"),
+    ({"groups": 2}, r"groups 2"),
+    ({"backend": "numpy"}, r"algorithm='winograd' needs backend='numba'; got backend='numpy'"),
+])
+def test_winograd_where_it_does_not_apply_is_refused(kw, message):
+    x, w = np.ones((1, 4, 9, 9)), np.ones((4, 4 // kw.get("groups", 1), 3, 3))
+    with pytest.raises(ValueError, match=message):
+        F.conv2d_forward(x, w, owner="conv", algorithm="winograd", **kw)
+
+
+def test_winograd_refuses_other_kernel_sizes_and_unknown_algorithms():
+    with pytest.raises(ValueError, match=r"got kernel \(5, 5\)"):
+        F.conv2d_forward(np.ones((1, 2, 9, 9)), np.ones((2, 2, 5, 5)), algorithm="winograd")
+    with pytest.raises(ValueError, match="algorithm.*'fft'"):
+        F.conv2d_forward(np.ones((1, 2, 9, 9)), np.ones((2, 2, 3, 3)), algorithm="fft")
