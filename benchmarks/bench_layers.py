@@ -4,7 +4,10 @@ For each case, in the same run and interleaved (round-robin, so a change of load
 
 - ``ref``: the primer's per-feature-map ``scipy.signal`` approach (``cnn_im2col.reference``);
 - ``numpy``: the engine with ``backend="numpy"`` (stride tricks, no Numba);
-- ``numba``: the engine's default path (Numba kernels + one BLAS GEMM per product);
+- ``numba``: the engine's default path (Numba kernels + BLAS GEMMs; for a 3x3 stride-1 layer,
+  Winograd's F(2x2, 3x3));
+- ``im2col``: the same backend with ``algorithm="im2col"``, on the cases where the default takes
+  Winograd instead (the column is empty elsewhere): the two strategies side by side;
 - ``torch``: PyTorch, when ``import torch`` works (the column is left out otherwise), timed in a
   worker process of its own, run before and after the others (its medians pool both runs): in the
   same process, PyTorch's OpenMP workers keep spinning after each call on the cores the engine's
@@ -37,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
 
-IMPLS = ("ref", "numpy", "numba", "torch")
+IMPLS = ("ref", "numpy", "im2col", "numba", "torch")
 MODES = ("forward", "forward+backward")
 
 # name: (kind, N, C, O, H, W, kernel, padding[, dilation, groups]); kind "net": the LeNet of
@@ -83,6 +86,9 @@ def run():
     y, c = F.conv2d_forward(x, w, np.zeros(3, np.float32))
     F.conv2d_backward(np.ones_like(y), c)
     y, c = F.conv2d_forward(x, w, None, stride=2, padding=1)
+    F.conv2d_backward(np.ones_like(y), c)
+    y, c = F.conv2d_forward(rng.random((2, 8, 6, 6), dtype=np.float32), rng.random((8, 8, 3, 3), dtype=np.float32),
+                            None, padding=1, algorithm="winograd")
     F.conv2d_backward(np.ones_like(y), c)
     r = F.relu(y)
     F.relu_backward(np.ones_like(r), r)
@@ -148,12 +154,14 @@ def runners(spec, data):
     if kind == "conv":
         weight, bias = data["weight"], data["bias"]
 
-        def engine(backend):
+        def engine(backend, algorithm="auto"):
+            kw = {"backend": backend, "dilation": d, "groups": g, "algorithm": algorithm}
+
             def fwd():
-                return F.conv2d_forward(x, weight, bias, 1, p, backend=backend, dilation=d, groups=g)[0]
+                return F.conv2d_forward(x, weight, bias, 1, p, **kw)[0]
 
             def fwd_bwd():
-                _, cache = F.conv2d_forward(x, weight, bias, 1, p, backend=backend, dilation=d, groups=g)
+                _, cache = F.conv2d_forward(x, weight, bias, 1, p, **kw)
                 return F.conv2d_backward(dout, cache)
             return {"forward": fwd, "forward+backward": fwd_bwd}
 
@@ -162,6 +170,8 @@ def runners(spec, data):
                           "forward+backward": lambda: (R.conv2d_forward(x, weight, bias, 1, p),
                                                        R.conv2d_backward(x, weight, dout, 1, p, bias="tied"))}
         out["numpy"], out["numba"] = engine("numpy"), engine("numba")
+        if F.conv2d_forward(x[:1], weight, bias, 1, p, dilation=d, groups=g)[1].transformed is not None:
+            out["im2col"] = engine("numba", "im2col")  # the default took Winograd: the other strategy too
         return out
 
     fwd_f, bwd_f = ((F.max_pool2d_forward, F.max_pool2d_backward) if kind == "max"
@@ -295,7 +305,7 @@ def cases_for(args) -> dict:
 
 
 def time_case(spec, rounds, ref_rounds, rng) -> tuple[dict, dict, dict, dict | None]:
-    """Time one case here (ref, numpy, numba, interleaved): (data, fns, {mode: {impl: seconds}},
+    """Time one case here (ref, numpy, im2col, numba, interleaved): (data, fns, {mode: {impl: seconds}},
     this machine's GEMM rate for the layer's forward GEMM, measured now)."""
     kind, n, c, o, _, _, k, _, _, g = unpack(spec)
     data = make_case(spec, rng)
@@ -410,12 +420,14 @@ def main(argv=None) -> dict:
         measure_memory(result, fns, torch_runs)
     del all_fns, timed
     machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    impls = [i for i in IMPLS if i in results[0]["modes"]["forward"]["median_ms"]]
+    impls = [i for i in IMPLS if any(i in r["modes"]["forward"]["median_ms"] for r in results)]
 
     md = [f"# Layer benchmark{' (quick)' if args.quick else ''}", "", f"Machine: {C.machine_line(machine)}.", "",
           ("Median milliseconds over interleaved rounds; in each round every implementation but the reference "
            "runs once untimed, then 3 times timed, back to back (warm, as in a training loop), the reference "
-           "once. ref: the primer's scipy.signal loops; numpy / numba: this engine's two backends; torch: "
+           "once. ref: the primer's scipy.signal loops; numpy / numba: this engine's two backends (numba as a user "
+           "gets it: Winograd's F(2x2, 3x3) for a 3x3 stride-1 layer); im2col: numba with algorithm='im2col', where "
+           "the default took Winograd; torch: "
           "PyTorch, timed the same way in a process of its own, once before and once after the others (its "
           "idle OpenMP workers spin on the cores the engine's next call needs). All timings reuse freed memory "
           "as a training loop does (glibc's thresholds raised; otherwise each call page-faults fresh mappings). `numba vs X` = X's time / numba's time. GFLOP/s "
