@@ -113,13 +113,16 @@ class Conv2D(Layer):
     ``"same"`` (stride 1 only). ``dilation``: int or (dy, dx), the distance between kernel cells;
     ``groups``: the channels split into that many independent convolutions (``groups ==
     in_channels`` is a depthwise convolution), both with PyTorch's meaning; ``groups`` must divide
-    ``in_channels`` and ``out_channels``. Input (N, C, H, W) -> output (N, O, OH, OW).
+    ``in_channels`` and ``out_channels``. ``algorithm``: how the convolution becomes GEMMs,
+    ``"im2col"``, ``"winograd"`` (F(2x2, 3x3): a 3x3 kernel, stride 1, dilation 1, groups 1) or
+    ``"auto"`` (Winograd where it applies and pays, see ``functional.conv2d_forward``); the numbers
+    agree to rounding. Input (N, C, H, W) -> output (N, O, OH, OW).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, bias: str | None = "tied", input_size: Any = None,
                  dtype: Any = np.float32, seed: int | None = None, dilation: Any = 1,
-                 groups: int = 1) -> None:
+                 groups: int = 1, algorithm: str = "auto") -> None:
         super().__init__()
         name = "Conv2D"
         in_channels = check_int(in_channels, "in_channels", name, minimum=1)
@@ -139,6 +142,10 @@ class Conv2D(Layer):
         else:
             pad_config = list(pair(padding, "padding", name, minimum=0))
         check_choice(bias, "bias", ("tied", "untied", None), name)
+        check_choice(algorithm, "algorithm", F.ALGORITHMS, name)
+        if algorithm == "winograd" and (kernel, steps, dil, groups) != ((3, 3), (1, 1), (1, 1), 1):
+            raise ValueError(f"{name}: algorithm='winograd' needs kernel_size 3, stride 1, dilation 1 and "
+                             f"groups 1; got kernel_size {kernel}, stride {steps}, dilation {dil}, groups {groups}")
         size = _input_size(input_size, name)
         if bias == "untied" and size is None:
             raise ValueError(f"{name}: bias='untied' has one bias per output neuron, so it needs "
@@ -149,9 +156,9 @@ class Conv2D(Layer):
         self._remember(in_channels=in_channels, out_channels=out_channels,
                        kernel_size=_compact(kernel), stride=_compact(steps), padding=_compact(pad_config),
                        bias=bias, input_size=size, dtype=dtype_name, seed=seed, dilation=_compact(dil),
-                       groups=groups)
+                       groups=groups, algorithm=algorithm)
         self.kernel_size, self.stride, self.padding = kernel, steps, pad_config
-        self.dilation, self.groups = dil, groups
+        self.dilation, self.groups, self.algorithm = dil, groups, algorithm
         self.in_channels, self.out_channels, self.bias_mode, self.input_size = in_channels, out_channels, bias, size
 
         rng = make_rng(seed)
@@ -191,7 +198,8 @@ class Conv2D(Layer):
         # still works after forward(training=False): it rebuilds it from x
         out, self._cache = F.conv2d_forward(x, self.params["weight"], self.params.get("bias"),
                                             self.stride, self.padding, owner=owner, keep_cols=bool(training),
-                                            dilation=self.dilation, groups=self.groups, relu=relu, then=then)
+                                            dilation=self.dilation, groups=self.groups, relu=relu, then=then,
+                                            algorithm=self.algorithm)
         return out
 
     def backward(self, dout: Any, input_grad: bool = True, *, dout_of: Any = None) -> np.ndarray | None:

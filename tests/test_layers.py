@@ -353,6 +353,25 @@ def test_conv2d_dilation_and_groups_follow_pytorch_layout_config_and_repr():
     assert Conv2D(2, 2, 3, dilation=(1, 2)).config()["dilation"] == [1, 2]
 
 
+def test_conv2d_algorithm_is_a_choice_that_changes_only_the_rounding():
+    """The same layer as im2col and as Winograd: outputs and gradients agree, "auto" takes Winograd
+    here (16 channels, 8x8), the choice is in the config and, when not the default, the repr."""
+    x = np.random.default_rng(0).standard_normal((3, 16, 8, 8)).astype(np.float32)
+    results = {}
+    for algorithm in ("im2col", "winograd", "auto"):
+        layer = Conv2D(16, 16, 3, padding=1, seed=0, algorithm=algorithm)
+        out = layer.forward(x, training=True)
+        dx = layer.backward(np.cos(out))
+        results[algorithm] = (out, dx, layer.grads["weight"], layer.grads["bias"])
+        assert (layer._cache.transformed is not None) == (algorithm != "im2col")
+        assert Conv2D.from_config(json.loads(json.dumps(layer.config()))).algorithm == algorithm
+    assert repr(Conv2D(16, 16, 3, algorithm="im2col")) == "Conv2D(16, 16, 3, algorithm='im2col')"
+    assert repr(Conv2D(16, 16, 3)) == "Conv2D(16, 16, 3)"
+    for a, b, c in zip(*results.values()):
+        np.testing.assert_allclose(a, b, 1e-4, 1e-4)
+        np.testing.assert_array_equal(b, c)
+
+
 @pytest.mark.parametrize("kwargs", [{"dilation": 2, "padding": 1}, {"groups": 3}, {"groups": 6, "padding": "same"},
                                     {"dilation": (2, 1), "groups": 2, "stride": 2, "bias": None}])
 def test_dilated_and_grouped_conv2d_layer_equals_torch(kwargs):
