@@ -44,7 +44,8 @@ IMPLS = ("ref", "numpy", "im2col", "numba", "torch")
 MODES = ("forward", "forward+backward")
 
 # name: (kind, N, C, O, H, W, kernel, padding[, dilation, groups]); kind "net": the LeNet of
-# bench_train at batch N ("forward": inference latency, "forward+backward": one training step's)
+# bench_train at batch N ("forward": inference latency, "forward+backward": one training step's);
+# kind "vgg": the command's vgg-bn network (architectures.vgg_bn: 3x3 convolutions + BatchNorm) likewise
 FULL_CASES = {
     "lenet-conv1 (64x1x28x28, 20@5x5)": ("conv", 64, 1, 20, 28, 28, 5, 0),
     "lenet-conv2 (64x20x12x12, 40@5x5)": ("conv", 64, 20, 40, 12, 12, 5, 0),
@@ -55,14 +56,17 @@ FULL_CASES = {
     "lenet-conv1, batch 1": ("conv", 1, 1, 20, 28, 28, 5, 0),
     "lenet-conv2, batch 1": ("conv", 1, 20, 40, 12, 12, 5, 0),
     "LeNet network, batch 1 (inference latency / train step)": ("net", 1, 1, 10, 28, 28, 5, 0),
+    "vgg-bn network, batch 128 (inference / train step)": ("vgg", 128, 1, 10, 28, 28, 3, 1),
     "max pool 2x2 (64x20x24x24)": ("max", 64, 20, 20, 24, 24, 2, 0),
     "avg pool 2x2 (64x20x24x24)": ("avg", 64, 20, 20, 24, 24, 2, 0),
 }
 QUICK_CASES = {
     "conv (2x2x8x8, 3@3x3)": ("conv", 2, 2, 3, 8, 8, 3, 0),
     "conv padded (2x2x6x6, 3@3x3, pad 1)": ("conv", 2, 2, 3, 6, 6, 3, 1),
+    "conv on Winograd (2x16x8x8, 16@3x3, pad 1)": ("conv", 2, 16, 16, 8, 8, 3, 1),
     "conv dilated grouped (2x4x8x8, 4@3x3, pad 2, dilation 2, groups 2)": ("conv", 2, 4, 4, 8, 8, 3, 2, 2, 2),
     "LeNet network, batch 1": ("net", 1, 1, 10, 28, 28, 5, 0),
+    "vgg-bn network, batch 2": ("vgg", 2, 1, 10, 28, 28, 3, 1),
     "max pool 2x2 (2x3x8x8)": ("max", 2, 3, 3, 8, 8, 2, 0),
     "avg pool 2x2 (2x3x8x8)": ("avg", 2, 3, 3, 8, 8, 2, 0),
 }
@@ -129,7 +133,7 @@ def conv_flop(n, c, o, oh, ow, k, groups=1):
 def make_case(spec, rng):
     kind, n, c, o, h, w, k, p, d, g = unpack(spec)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
-    if kind == "net":
+    if kind in ("net", "vgg"):
         return {"x": x, "y": np.arange(n) % 10, "dout": None, "oh": 1, "ow": 1}
     if kind == "conv":
         weight = (rng.standard_normal((o, c // g, k, k)) * 0.1).astype(np.float32)
@@ -151,6 +155,8 @@ def runners(spec, data):
     out = {}
     if kind == "net":
         return {"numba": net_runners(data)}
+    if kind == "vgg":
+        return {"numba": vgg_runners(data, "auto"), "im2col": vgg_runners(data, "im2col")}
     if kind == "conv":
         weight, bias = data["weight"], data["bias"]
 
@@ -209,21 +215,53 @@ def net_runners(data) -> dict:
     return {"forward": lambda: model.forward(x), "forward+backward": step}
 
 
+def vgg_runners(data, algorithm: str) -> dict:
+    """The engine's vgg-bn with every Conv2D's ``algorithm`` set: inference on the batch, and one
+    training step's forward + loss + backward."""
+    from cnn_im2col.architectures import vgg_bn
+    from cnn_im2col.losses import SoftmaxCrossEntropy
+    from cnn_im2col.model import Sequential
+
+    config = vgg_bn().config()
+    for entry in config["layers"]:
+        if entry["class"] == "Conv2D":
+            entry["config"]["algorithm"] = algorithm
+    model, loss, x, y = Sequential.from_config(config), SoftmaxCrossEntropy(), data["x"], data["y"]
+
+    def step():
+        loss.forward(model.forward(x, training=True), y)
+        return model.backward(loss.backward(), input_grad=False)
+    return {"forward": lambda: model.forward(x), "forward+backward": step}
+
+
+def torch_vgg_bn(torch):
+    """architectures.vgg_bn in PyTorch (its own initial weights: only the time is compared)."""
+    nn = torch.nn
+    layers = []
+    for cin, cout, pool in [(1, 32, True), (32, 64, False), (64, 64, True)]:
+        layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+        if pool:
+            layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(64 * 7 * 7, 256), nn.ReLU(), nn.Dropout(0.4),
+                         nn.Linear(256, 10))
+
+
 def torch_runners(spec, data, torch):
     """{"forward": fn, "forward+backward": fn}: the same case in PyTorch, on the same arrays."""
     kind, _, _, _, _, _, k, p, d, g = unpack(spec)
     tx = torch.from_numpy(data["x"])
-    if kind == "net":
+    if kind in ("net", "vgg"):
         import bench_train
 
-        net = bench_train.Torch(torch)
-        model, ty = net.net, torch.from_numpy(data["y"])
+        model, ty = bench_train.Torch(torch).net if kind == "net" else torch_vgg_bn(torch), torch.from_numpy(data["y"])
 
         def t_infer():
+            model.eval()  # BatchNorm's running statistics, no dropout: as the engine's inference
             with torch.no_grad():
                 return model(tx)
 
         def t_step():
+            model.train()
             model.zero_grad()
             torch.nn.functional.cross_entropy(model(tx), ty).backward()
         return {"forward": t_infer, "forward+backward": t_step}

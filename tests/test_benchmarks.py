@@ -38,13 +38,16 @@ def test_bench_layers_quick_writes_well_formed_json(tmp_path):
     assert "| case | mode |" in proc.stdout
     assert data["benchmark"] == "layers" and data["quick"] is True
     assert data["machine"]["cores"] >= 1 and data["threads"] >= 1
-    assert {r["kind"] for r in data["results"]} == {"conv", "max", "avg", "net"}
+    assert {r["kind"] for r in data["results"]} == {"conv", "max", "avg", "net", "vgg"}
     assert any(r["shape"]["dilation"] > 1 and r["shape"]["groups"] > 1 for r in data["results"])
     for result in data["results"]:
         assert set(result["modes"]) == {"forward", "forward+backward"}
         plain = (result["shape"]["dilation"], result["shape"]["groups"]) == (1, 1)
-        expected = ({"numba"} if result["kind"] == "net" else {"ref", "numpy", "numba"} if plain
+        expected = ({"numba"} if result["kind"] == "net" else {"numba", "im2col"} if result["kind"] == "vgg"
+                    else {"ref", "numpy", "numba"} if plain
                     else {"numpy", "numba"})  # the primer's reference knows neither dilation nor groups
+        if "Winograd" in result["case"]:  # the default took Winograd: im2col is timed beside it
+            expected.add("im2col")
         for entry in result["modes"].values():
             impls = set(entry["median_ms"])
             assert expected <= impls <= expected | {"torch"}
