@@ -280,7 +280,7 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
         def block(s: slice) -> np.ndarray | None:
             cols = unfold_t(x[s], g)
             if groups == 1 and s.stop - s.start == 1:  # W @ cols is already this sample's NCHW output
-                np.matmul(w2, cols, out=out3[s.start])
+                _grouped_matmul(w2, cols, groups, out=out3[s.start])
                 _kernels.bias_relu_inplace(out3[s], bias2, relu)
             else:
                 _kernels.cm_to_nchw(_grouped_matmul(w2, cols, groups), bias2, relu, out3[s])
