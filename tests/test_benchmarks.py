@@ -196,3 +196,19 @@ def test_bench_mpi_quick_writes_well_formed_json(tmp_path):
     assert [r["ranks"] for r in data["runs"]["2 ranks x 1 thread"]] == [2]
     assert data["allreduce"]["buffer_bytes"] == 4 * (317_066 + 4)
     assert is_number(data["allreduce"]["allreduce_buffer_s"]) and data["allreduce"]["allreduce_buffer_s"] > 0
+
+
+def test_profile_conv_quick_profiles_both_algorithms(tmp_path):
+    run_script("profile_conv.py", "--quick", "--out", str(tmp_path))
+    data = json.loads((tmp_path / "profile-conv-quick.json").read_text())
+    assert (tmp_path / "profile-conv-quick.md").read_text().startswith("# Convolution profile")
+    assert data["benchmark"] == "profile-conv" and data["missing_targets"] == []
+    ms = data["ms_per_call"]
+    assert set(ms) == {"im2col", "winograd"}
+    for algorithm, stages in ms.items():
+        assert all(is_number(v) and v >= 0 for v in stages.values())
+        parts = sum(v for k, v in stages.items() if k != "total")
+        assert parts == pytest.approx(stages["total"], rel=1e-6) or parts > stages["total"]
+        ran = {"im2col": ("im2col", "col2im"), "winograd": ("input transform", "output adjoint")}[algorithm]
+        idle = {"im2col": ("input transform", "output adjoint"), "winograd": ("im2col", "col2im")}[algorithm]
+        assert all(stages[s] > 0 for s in ran) and all(stages[s] == 0 for s in idle)
