@@ -315,7 +315,7 @@ def _use_winograd(algorithm: str, backend: str, weight_shape: tuple[int, ...], g
     """Whether this convolution takes Winograd's F(2x2, 3x3) (``algorithm`` already validated)."""
     if algorithm == "im2col":
         return False
-    fits = winograd.supports(weight_shape[2:], g, groups)
+    fits = winograd.supports(weight_shape[2:], (g.sy, g.sx), (g.dy, g.dx), groups)
     if algorithm == "winograd":
         if backend != "numba":
             raise ValueError(f"{owner}: algorithm='winograd' needs backend='numba'; got backend={backend!r}")

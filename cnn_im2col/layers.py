@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import functional as F
+from . import winograd
 from .init import he_normal, make_rng
 from .shapes import (
     as_float_array,
@@ -143,7 +144,7 @@ class Conv2D(Layer):
             pad_config = list(pair(padding, "padding", name, minimum=0))
         check_choice(bias, "bias", ("tied", "untied", None), name)
         check_choice(algorithm, "algorithm", F.ALGORITHMS, name)
-        if algorithm == "winograd" and (kernel, steps, dil, groups) != ((3, 3), (1, 1), (1, 1), 1):
+        if algorithm == "winograd" and not winograd.supports(kernel, steps, dil, groups):
             raise ValueError(f"{name}: algorithm='winograd' needs kernel_size 3, stride 1, dilation 1 and "
                              f"groups 1; got kernel_size {kernel}, stride {steps}, dilation {dil}, groups {groups}")
         size = _input_size(input_size, name)

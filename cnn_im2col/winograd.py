@@ -51,11 +51,10 @@ AUTO_MIN_CHANNELS = 16
 AUTO_MIN_SIDE = 8
 
 
-def supports(kernel: tuple[int, int], g: WindowGeometry, groups: int) -> bool:
+def supports(kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int], groups: int) -> bool:
     """Whether F(2x2, 3x3) computes this convolution: a 3x3 kernel, stride 1, dilation 1, groups 1
-    (any padding, any input size)."""
-    return (tuple(kernel) == (3, 3) and (g.sy, g.sx) == (1, 1) and (g.dy, g.dx) == (1, 1)
-            and groups == 1)
+    (any padding, any input size). The layer asks at construction, ``conv2d_forward`` per call."""
+    return (tuple(kernel), tuple(stride), tuple(dilation), groups) == ((3, 3), (1, 1), (1, 1), 1)
 
 
 def preferred(in_channels: int, out_channels: int, g: WindowGeometry) -> bool:
