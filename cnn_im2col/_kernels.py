@@ -100,95 +100,145 @@ def col2im(cols, kh, kw, sy, sx, dy, dx_step, pt, pl, oh_count, ow_count, dx):
 # copy that vectorises; the cells outside get 0.
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _copy_rows(src, s, step, dst, d, width, count):
+    """``count`` runs of ``width`` values: ``src[s + r*step:][:width]`` -> ``dst[d + r*width:][:width]``."""
+    for r in range(count):
+        for q in range(width):
+            dst[_u(d + r * width + q)] = src[_u(s + r * step + q)]
+
+
+@nb.njit(cache=True, nogil=True)
+def _copy_rows_clipped(src, s, step, sx, dst, d, width, lo, hi, count):
+    """``_copy_rows`` where only columns [lo, hi) of each run lie in the image (read every ``sx``-th
+    value from ``s + r*step``); the others are padding and get 0. Kept out of line: the common
+    whole-row copy measured 1.3x slower with this loop in the same function."""
+    for r in range(count):
+        row = d + r * width
+        for q in range(lo):
+            dst[_u(row + q)] = 0.0
+        for q in range(lo, hi):
+            dst[_u(row + q)] = src[_u(s + r * step + q * sx)]
+        for q in range(hi, width):
+            dst[_u(row + q)] = 0.0
+
+
 @nb.njit(cache=True, nogil=True)
 def im2col_t(x, kh, kw, sy, sx, dy, dx, pt, pl, oh_count, ow_count, cols):
     """``cols[k, (n*OH + oh)*OW + ow]`` (written) = ``x[n, c, oh*SY - PT + i*DY, ow*SX - PL + j*DX]``
     (0 outside the image) for ``k = (c*KH + i)*KW + j``.
 
-    x: (N, C, H, W); cols: (C*KH*KW, N*OH*OW). One (n, c) input plane at a time, which stays in
-    cache while its KH*KW runs of OH*OW values are written.
+    x: (N, C, H, W); cols: (C*KH*KW, N*OH*OW), both C-contiguous. For each (n, c) input plane
+    (which stays in cache) and kernel cell (i, j), the OH x OW block of the output is written in
+    one pass over flat indices: rows [ylo, yhi) and columns [xlo, xhi) read the image, the rest
+    is padding. Flat indices and an out-of-line clipped case: 1.6x faster than per-row views
+    (measured on LeNet's conv2 slices, whose runs are only 8 values long).
     """
     n_count, c_count, height, width = x.shape
     plane = oh_count * ow_count
+    length = n_count * plane
+    xf = x.reshape(x.size)  # a view: the callers pass C-contiguous arrays (reshape refuses others)
+    cf = cols.reshape(cols.size)
     for n in range(n_count):
         for c in range(c_count):
-            src = x[n, c]
+            image = (n * c_count + c) * height * width
             for i in range(kh):
-                y0 = i * dy - pt
+                ylo, yhi = _valid_range(i * dy - pt, sy, height, oh_count)
                 for j in range(kw):
-                    dst = cols[(c * kh + i) * kw + j, n * plane:(n + 1) * plane]
-                    off = j * dx - pl
-                    lo, hi = _valid_range(off, sx, width, ow_count)
-                    for oh in range(oh_count):
-                        y = oh * sy + y0
-                        base = oh * ow_count
-                        if y < 0 or y >= height:
-                            for ow in range(ow_count):
-                                dst[_u(base + ow)] = 0.0
-                            continue
-                        row = src[y]
-                        for ow in range(lo):
-                            dst[_u(base + ow)] = 0.0
-                        if sx == 1:  # contiguous runs: a separate loop, so that it vectorises
-                            for ow in range(lo, hi):
-                                dst[_u(base + ow)] = row[_u(ow + off)]
-                        else:
-                            for ow in range(lo, hi):
-                                dst[_u(base + ow)] = row[_u(ow * sx + off)]
-                        for ow in range(hi, ow_count):
-                            dst[_u(base + ow)] = 0.0
+                    xlo, xhi = _valid_range(j * dx - pl, sx, width, ow_count)
+                    d = ((c * kh + i) * kw + j) * length + n * plane
+                    cf[d:d + ylo * ow_count] = 0.0
+                    cf[d + yhi * ow_count:d + plane] = 0.0
+                    s = image + (ylo * sy + i * dy - pt) * width + j * dx - pl  # (ylo, 0)'s source
+                    if sx == 1 and xlo == 0 and xhi == ow_count:
+                        _copy_rows(xf, s, sy * width, cf, d + ylo * ow_count, ow_count, yhi - ylo)
+                    else:
+                        _copy_rows_clipped(xf, s, sy * width, sx, cf, d + ylo * ow_count, ow_count, xlo, xhi,
+                                           yhi - ylo)
 
 
 @nb.njit(cache=True, nogil=True)
 def col2im_t(cols, kh, kw, sy, sx, dy, dx_step, pt, pl, oh_count, ow_count, dx):
     """Scatter-add the columns of ``im2col_t`` back into the image: its adjoint (padding dropped).
 
-    cols: (C*KH*KW, N*OH*OW); dx (written whole, no need to zero it): (N, C, H, W).
+    cols: (C*KH*KW, N*OH*OW); dx (written whole, no need to zero it): (N, C, H, W); both
+    C-contiguous. The same blocks as ``im2col_t``, added instead of copied.
     """
     n_count, c_count, height, width = dx.shape
     plane = oh_count * ow_count
+    length = n_count * plane
+    cf = cols.reshape(cols.size)
+    xf = dx.reshape(dx.size)
+    xf[:] = 0.0
     for n in range(n_count):
         for c in range(c_count):
-            dst = dx[n, c]
-            dst[:] = 0.0
+            image = (n * c_count + c) * height * width
             for i in range(kh):
-                y0 = i * dy - pt
+                ylo, yhi = _valid_range(i * dy - pt, sy, height, oh_count)
                 for j in range(kw):
-                    src = cols[(c * kh + i) * kw + j, n * plane:(n + 1) * plane]
-                    off = j * dx_step - pl
-                    lo, hi = _valid_range(off, sx, width, ow_count)
-                    for oh in range(oh_count):
-                        y = oh * sy + y0
-                        if y < 0 or y >= height:
-                            continue
-                        base = oh * ow_count
-                        row = dst[y]
-                        if sx == 1:
-                            for ow in range(lo, hi):
-                                row[_u(ow + off)] += src[_u(base + ow)]
-                        else:
-                            for ow in range(lo, hi):
-                                row[_u(ow * sx + off)] += src[_u(base + ow)]
+                    xlo, xhi = _valid_range(j * dx_step - pl, sx, width, ow_count)
+                    d = ((c * kh + i) * kw + j) * length + n * plane + ylo * ow_count
+                    s = image + (ylo * sy + i * dy - pt) * width + j * dx_step - pl
+                    step = sy * width
+                    if sx == 1:
+                        for r in range(yhi - ylo):
+                            for q in range(xlo, xhi):
+                                xf[_u(s + r * step + q)] += cf[_u(d + r * ow_count + q)]
+                    else:
+                        for r in range(yhi - ylo):
+                            for q in range(xlo, xhi):
+                                xf[_u(s + r * step + q * sx)] += cf[_u(d + r * ow_count + q)]
 
 
 # --------------------------------------------------------------------------- small weight gradients
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _dot(x, y):
+    """``x @ y`` of two 1-D arrays, summed in their dtype (``fastmath``: in vector lanes)."""
+    total = x.dtype.type(0)
+    for p in range(x.shape[0]):
+        total += x[p] * y[p]
+    return total
 
 
 @nb.njit(cache=True, nogil=True, fastmath=True)
 def matmul_abt(a, b, out):
     """``out = a @ b.T`` as dot products of rows: a (M, L), b (N, L), both C-contiguous; out (M, N).
 
-    For a small result and a long L (a convolution's weight gradient on a batch slice). ``fastmath``:
-    each dot product may be reordered (it vectorises) and is accumulated in float64.
+    For a small result and a long L (a convolution's weight gradient on a batch slice). Register
+    blocked: each pass over L reads 2 rows of ``a`` and 4 of ``b`` and keeps their 8 dot products
+    running, so a value loaded is used 2-4 times (one dot product per pass measured 3-4x slower:
+    it is bound by loads). The sums are in the inputs' dtype, as a BLAS keeps them; ``fastmath``
+    lets each be split over vector lanes, which makes it no less accurate than a BLAS's.
     """
-    for i in range(a.shape[0]):
-        ai = a[i]
-        for j in range(b.shape[0]):
-            bj = b[j]
-            acc = 0.0
-            for p in range(a.shape[1]):
-                acc += ai[p] * bj[p]
-            out[i, j] = acc
+    m, length = a.shape
+    n = b.shape[0]
+    m2, n4 = m - m % 2, n - n % 4
+    for i in range(0, m2, 2):
+        a0, a1 = a[i], a[i + 1]
+        for j in range(0, n4, 4):
+            b0, b1, b2, b3 = b[j], b[j + 1], b[j + 2], b[j + 3]
+            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = a.dtype.type(0)
+            for p in range(length):
+                u, v = a0[p], a1[p]
+                c0, c1, c2, c3 = b0[p], b1[p], b2[p], b3[p]
+                s00 += u * c0
+                s01 += u * c1
+                s02 += u * c2
+                s03 += u * c3
+                s10 += v * c0
+                s11 += v * c1
+                s12 += v * c2
+                s13 += v * c3
+            out[i, j], out[i, j + 1], out[i, j + 2], out[i, j + 3] = s00, s01, s02, s03
+            out[i + 1, j], out[i + 1, j + 1], out[i + 1, j + 2], out[i + 1, j + 3] = s10, s11, s12, s13
+        for j in range(n4, n):
+            out[i, j] = _dot(a0, b[j])
+            out[i + 1, j] = _dot(a1, b[j])
+    for i in range(m2, m):
+        for j in range(n):
+            out[i, j] = _dot(a[i], b[j])
 
 
 # --------------------------------------------------------------------------- conv epilogues
