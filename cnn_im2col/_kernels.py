@@ -460,6 +460,41 @@ def max_pool_backward_tiled(dout, argmax, pooled, relu, dx):
                     dst[arg[oh, ow]] = grad[oh, ow]
 
 
+@nb.njit(cache=True, nogil=True, fastmath={"reassoc"})
+def max_pool_backward_cm(dout, argmax, y, relu, out, bias_grad):
+    """``max_pool_backward`` and the convolution's first backward pass (``nchw_to_cm``) in one,
+    for a max pool that follows a convolution: each pooled gradient is routed to its window's
+    winner straight in the convolution's layout, so the (N, O, H, W) gradient between the two is
+    never written. ``out[o, n*P + p]`` (written whole) = the sum of ``dout`` over the windows that
+    ``p`` won (times ``y[n, o, p] > 0`` if ``relu``: the convolution's fused ReLU); ``bias_grad[o]``
+    (written, float64) = the sum of out's row o.
+
+    dout, argmax: (N, O, PH, PW), the pool's gradient and winners (flat indices into a plane of P);
+    y: (N, O, P), the convolution's output (read only with ``relu``, at the winners; without, any
+    (1, 1, 1) array);
+    out: (O, N*P); bias_grad: (O,). ``reassoc``: the float64 sums may be reordered.
+    """
+    n_count, o_count = dout.shape[0], dout.shape[1]
+    count = dout.shape[2] * dout.shape[3]
+    plane = y.shape[2]
+    bias_grad[:] = 0.0
+    for n in range(n_count):
+        for o in range(o_count):
+            d = out[o, n * plane:(n + 1) * plane]
+            d[:] = 0.0
+            grad = dout[n, o].reshape(count)
+            arg = argmax[n, o].reshape(count)
+            gate = y[n, o] if relu else y[0, 0]
+            total = 0.0
+            for q in range(count):
+                index = arg[q]
+                if relu and not gate[index] > 0:
+                    continue
+                d[index] += grad[q]
+                total += grad[q]
+            bias_grad[o] += total
+
+
 # --------------------------------------------------------------------------- activations
 
 

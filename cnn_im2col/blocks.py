@@ -105,15 +105,23 @@ def backward(layers: list[Any], step: Step, dout: Any, input_grad: bool = True) 
 
 
 def _conv_relu_pool_backward(conv: Conv2D, pool: MaxPool2D, dout: Any, input_grad: bool) -> np.ndarray | None:
-    """The pool's gradient of each slice, routed by the worker that then computes the convolution's."""
+    """The pool's gradient of each slice, routed by the worker that then computes the convolution's:
+    on the im2col path straight into the convolution's backward layout (``dz_into``), so the
+    gradient of the convolution's (N, C, H, W) output is never written; elsewhere as that gradient
+    (``dout_of``)."""
     cache = pool._cached()
     n, c = cache.x_shape[:2]
     g = cache.geometry
     dpool = np.ascontiguousarray(F.check_dout(dout, (n, c, g.oh, g.ow), cache.dtype, repr(pool)))
-    dy = np.empty(cache.x_shape, dtype=cache.dtype)
+    conv_out = conv._cached().out  # kept when the convolution fused the ReLU: its derivative is out > 0
+    y3 = None if conv_out is None else conv_out.reshape(n, c, -1)
 
     def dout_of(s: slice) -> np.ndarray:
-        F.max_pool2d_grad_into(dpool[s], cache.argmax[s], dpool[s], False, g, dy[s])
-        return dy[s]
+        dy = np.empty((s.stop - s.start, *cache.x_shape[1:]), dtype=cache.dtype)
+        F.max_pool2d_grad_into(dpool[s], cache.argmax[s], dpool[s], False, g, dy)
+        return dy
 
-    return conv.backward(None, input_grad=input_grad, dout_of=dout_of)
+    def dz_into(s: slice, d_t: np.ndarray, bias_grad: np.ndarray) -> None:
+        F.max_pool2d_grad_cm_into(dpool[s], cache.argmax[s], None if y3 is None else y3[s], d_t, bias_grad)
+
+    return conv.backward(None, input_grad=input_grad, dout_of=dout_of, dz_into=dz_into)

@@ -340,6 +340,7 @@ def _check_bias(bias: Any, out_shape: tuple[int, int, int], dtype: np.dtype, own
 
 def conv2d_backward(dout: Any, cache: ConvCache, input_grad: bool = True, *,
                     dout_of: Callable[[slice], np.ndarray] | None = None,
+                    dz_into: Callable[[slice, np.ndarray, np.ndarray], None] | None = None,
                     ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Gradients of ``conv2d_forward``: ``(dx, dweight, dbias)`` with the shapes of x, weight, bias.
 
@@ -347,6 +348,10 @@ def conv2d_backward(dout: Any, cache: ConvCache, input_grad: bool = True, *,
     Or ``dout=None`` and ``dout_of(s)``: that gradient for batch slice ``s`` (C-contiguous, of the
     output's dtype and slice shape, already validated), computed on the thread that then uses it,
     while it is in cache (a fused MaxPool2D's backward runs there); called once per slice.
+    ``dz_into(s, d_t, bias_grad)``, beside ``dout_of``: what the im2col path then makes of it,
+    written directly: dZ.T (O, n*OH*OW) of slice ``s`` into ``d_t``, the fused ReLU's derivative
+    applied, and its row sums into ``bias_grad`` (O,), float64 (a fused MaxPool2D routes its
+    gradient there, ``max_pool2d_grad_cm_into``); the other paths call ``dout_of``.
     ``dbias`` is None when there was no bias; ``dx`` is None with ``input_grad=False`` (not
     computed: a network's first layer never needs it).
     """
@@ -377,8 +382,11 @@ def conv2d_backward(dout: Any, cache: ConvCache, input_grad: bool = True, *,
             cols = kept[i] if kept is not None else unfold_t(cache.x[s], g)
             d_t = np.empty((out_channels, (s.stop - s.start) * plane), dtype=weight.dtype)
             tied = np.empty(out_channels, dtype=np.float64)
-            d3 = dout3[s] if dout_of is None else dout_of(s).reshape(-1, out_channels, plane)
-            _kernels.nchw_to_cm(d3, y3[s] if cache.relu else d3, cache.relu, d_t, tied)
+            if dout_of is not None and dz_into is not None:
+                dz_into(s, d_t, tied)
+            else:
+                d3 = dout3[s] if dout_of is None else dout_of(s).reshape(-1, out_channels, plane)
+                _kernels.nchw_to_cm(d3, y3[s] if cache.relu else d3, cache.relu, d_t, tied)
             dw = _weight_grad(d_t, cols, groups)  # (O, C/G*KH*KW)
             if input_grad:
                 fold_t(_grouped_matmul(wt, d_t, groups), g, dx[s])
@@ -586,6 +594,19 @@ def max_pool2d_grad_into(dout: np.ndarray, argmax: np.ndarray, pooled: np.ndarra
     tiled = _no_padding(g) and (g.sy, g.sx) == (g.kh, g.kw)  # windows tile the image: no overlap
     kernel = _kernels.max_pool_backward_tiled if tiled else _kernels.max_pool_backward
     kernel(dout, argmax, pooled, relu, dx)
+
+
+def max_pool2d_grad_cm_into(dout: np.ndarray, argmax: np.ndarray, y: np.ndarray | None, d_t: np.ndarray,
+                            bias_grad: np.ndarray) -> None:
+    """A max pool's backward on one batch slice, written as the gradient of the convolution before
+    it in that convolution's backward layout (``conv2d_backward``'s ``dz_into``), serially:
+    ``d_t`` (C, n*H*W) and ``bias_grad`` (C,), float64, from C-contiguous ``dout`` and ``argmax``
+    (n, C, OH, OW); ``y`` (n, C, H*W): the convolution's output when it fused a ReLU (its
+    derivative is ``y > 0``), else None. Any window, stride and padding: the winners are flat
+    indices into each plane, and overlapping windows accumulate."""
+    relu = y is not None
+    gate = y if relu else np.zeros((1, 1, 1), dtype=d_t.dtype)  # not read
+    _kernels.max_pool_backward_cm(dout, argmax, gate, relu, d_t, bias_grad)
 
 
 def max_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0,

@@ -203,11 +203,13 @@ class Conv2D(Layer):
                                             algorithm=self.algorithm)
         return out
 
-    def backward(self, dout: Any, input_grad: bool = True, *, dout_of: Any = None) -> np.ndarray | None:
+    def backward(self, dout: Any, input_grad: bool = True, *, dout_of: Any = None,
+                 dz_into: Any = None) -> np.ndarray | None:
         """Fill ``grads``; return dx, or None with ``input_grad=False`` (not computed: a first layer's
-        input gradient is never used in training). ``dout_of``: ``functional.conv2d_backward``'s
-        per-slice source of dout (``dout=None``; a fused pool's backward)."""
-        dx, dweight, dbias = F.conv2d_backward(dout, self._cached(), input_grad=input_grad, dout_of=dout_of)
+        input gradient is never used in training). ``dout_of``, ``dz_into``: ``functional.conv2d_backward``'s
+        per-slice sources of dout (``dout=None``; a fused pool's backward)."""
+        dx, dweight, dbias = F.conv2d_backward(dout, self._cached(), input_grad=input_grad, dout_of=dout_of,
+                                               dz_into=dz_into)
         self.grads["weight"] = dweight
         if dbias is not None:
             self.grads["bias"] = dbias
