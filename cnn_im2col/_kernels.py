@@ -476,7 +476,7 @@ def max_pool_backward_cm(dout, argmax, y, relu, out, bias_grad):
     """
     n_count, o_count = dout.shape[0], dout.shape[1]
     count = dout.shape[2] * dout.shape[3]
-    plane = y.shape[2]
+    plane = out.shape[1] // max(n_count, 1)
     bias_grad[:] = 0.0
     for n in range(n_count):
         for o in range(o_count):

@@ -617,6 +617,28 @@ def test_fused_relu_max_pool_equals_relu_then_max_pool(backend, case, ties):
     np.testing.assert_array_equal(F.max_pool2d_backward(dout, cache), ref_dx)
 
 
+@given(case=st.one_of(pool_cases(), pool_cases(overlapping=True)), relu=st.booleans(), ties=st.booleans())
+def test_max_pool_gradient_in_conv_layout_equals_route_then_transpose(case, relu, ties):
+    """max_pool2d_grad_cm_into (the fused conv-relu-pool backward) equals its twin: the pool's
+    backward into (N, C, H, W), then the ReLU's derivative, the transpose to (C, N*H*W) and the
+    row sums (overlapping and padded windows accumulate; ties from a ReLU's zeros)."""
+    x, kernel, stride, padding, dout, _ = case
+    if ties:
+        x = (np.random.default_rng(int(x.sum()) % 1000).integers(-2, 3, x.shape)).astype(x.dtype)
+    y = F.relu(x - x.mean()) if relu else x  # the conv's output, after its fused ReLU or not
+    _, cache = F.max_pool2d_forward(y, kernel, stride, padding)
+    n, c, h, w = y.shape
+    dy = F.max_pool2d_backward(dout, cache)
+    if relu:
+        dy = np.where(y > 0, dy, 0)
+    want = dy.transpose(1, 0, 2, 3).reshape(c, n * h * w)
+    d_t, sums = np.full((c, n * h * w), np.nan, dtype=x.dtype), np.full(c, np.nan)
+    F.max_pool2d_grad_cm_into(np.ascontiguousarray(dout), cache.argmax, y.reshape(n, c, h * w) if relu else None,
+                              d_t, sums)
+    np.testing.assert_allclose(d_t, want, *tolerance(x.dtype))
+    np.testing.assert_allclose(sums, want.sum(axis=1, dtype=np.float64), *tolerance(x.dtype))
+
+
 @st.composite
 def depthwise_cases(draw):
     x, weight, bias, bias_mode, stride, padding, dilation, _, dout, order = draw(grouped_dilated_cases())
