@@ -241,6 +241,21 @@ def matmul_abt(a, b, out):
             out[i, j] = _dot(a[i], b[j])
 
 
+# --------------------------------------------------------------------------- finiteness
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"reassoc"})
+def all_finite(a):
+    """Whether every element of the 1-D ``a`` is finite, in one pass: ``v - v`` is 0 for a finite
+    ``v`` and NaN for +-Inf and NaN, so the sum is 0 exactly when all are finite. ``reassoc`` only
+    (the sum of zeros may be split over vector lanes); never ``nnan``/``ninf``, which would let the
+    compiler fold ``v - v`` to 0."""
+    total = a.dtype.type(0)
+    for p in range(a.shape[0]):
+        total += a[p] - a[p]
+    return total == 0
+
+
 # --------------------------------------------------------------------------- conv epilogues
 
 
@@ -461,18 +476,19 @@ def max_pool_backward_tiled(dout, argmax, pooled, relu, dx):
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"reassoc"})
-def max_pool_backward_cm(dout, argmax, y, relu, out, bias_grad):
+def max_pool_backward_cm(dout, argmax, pooled, relu, out, bias_grad):
     """``max_pool_backward`` and the convolution's first backward pass (``nchw_to_cm``) in one,
     for a max pool that follows a convolution: each pooled gradient is routed to its window's
     winner straight in the convolution's layout, so the (N, O, H, W) gradient between the two is
     never written. ``out[o, n*P + p]`` (written whole) = the sum of ``dout`` over the windows that
-    ``p`` won (times ``y[n, o, p] > 0`` if ``relu``: the convolution's fused ReLU); ``bias_grad[o]``
-    (written, float64) = the sum of out's row o.
+    ``p`` won; with ``relu`` (the convolution fused a ReLU) only over windows whose pooled value is
+    > 0, which is the ReLU's derivative at the winner (the pool's value is the winner's). Gating on
+    the pooled values instead of the convolution's output reads 1/KH*KW as much.
+    ``bias_grad[o]`` (written, float64) = the sum of out's row o.
 
-    dout, argmax: (N, O, PH, PW), the pool's gradient and winners (flat indices into a plane of P);
-    y: (N, O, P), the convolution's output (read only with ``relu``, at the winners; without, any
-    (1, 1, 1) array);
-    out: (O, N*P); bias_grad: (O,). ``reassoc``: the float64 sums may be reordered.
+    dout, argmax, pooled: (N, O, PH, PW): the pool's gradient, winners (flat indices into a plane
+    of P) and output (read only with ``relu``); out: (O, N*P); bias_grad: (O,).
+    ``reassoc``: the float64 sums may be reordered.
     """
     n_count, o_count = dout.shape[0], dout.shape[1]
     count = dout.shape[2] * dout.shape[3]
@@ -484,13 +500,12 @@ def max_pool_backward_cm(dout, argmax, y, relu, out, bias_grad):
             d[:] = 0.0
             grad = dout[n, o].reshape(count)
             arg = argmax[n, o].reshape(count)
-            gate = y[n, o] if relu else y[0, 0]
+            gate = pooled[n, o].reshape(count)
             total = 0.0
             for q in range(count):
-                index = arg[q]
-                if relu and not gate[index] > 0:
+                if relu and not gate[q] > 0:
                     continue
-                d[index] += grad[q]
+                d[arg[q]] += grad[q]
                 total += grad[q]
             bias_grad[o] += total
 

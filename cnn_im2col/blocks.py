@@ -87,7 +87,8 @@ def _conv_relu_pool_forward(conv: Conv2D, relu: ReLU, pool: MaxPool2D, x: Any, t
 
     y = conv._forward(x, training, relu=True, then=pool_slice)
     relu._cache = y  # what ReLU.forward would have kept
-    pool._cache = F.MaxPoolCache(y.shape, g, "numba", repr(pool), argmax, None, None, y.dtype)
+    # the pooled values too: the fused backward's ReLU gate (the pool's own backward ignores them)
+    pool._cache = F.MaxPoolCache(y.shape, g, "numba", repr(pool), argmax, None, None, y.dtype, pooled)
     return pooled
 
 
@@ -113,8 +114,7 @@ def _conv_relu_pool_backward(conv: Conv2D, pool: MaxPool2D, dout: Any, input_gra
     n, c = cache.x_shape[:2]
     g = cache.geometry
     dpool = np.ascontiguousarray(F.check_dout(dout, (n, c, g.oh, g.ow), cache.dtype, repr(pool)))
-    conv_out = conv._cached().out  # kept when the convolution fused the ReLU: its derivative is out > 0
-    y3 = None if conv_out is None else conv_out.reshape(n, c, -1)
+    gate = cache.pooled if conv._cached().relu else None  # the fused ReLU's derivative at the winners
 
     def dout_of(s: slice) -> np.ndarray:
         dy = np.empty((s.stop - s.start, *cache.x_shape[1:]), dtype=cache.dtype)
@@ -122,6 +122,6 @@ def _conv_relu_pool_backward(conv: Conv2D, pool: MaxPool2D, dout: Any, input_gra
         return dy
 
     def dz_into(s: slice, d_t: np.ndarray, bias_grad: np.ndarray) -> None:
-        F.max_pool2d_grad_cm_into(dpool[s], cache.argmax[s], None if y3 is None else y3[s], d_t, bias_grad)
+        F.max_pool2d_grad_cm_into(dpool[s], cache.argmax[s], None if gate is None else gate[s], d_t, bias_grad)
 
     return conv.backward(None, input_grad=input_grad, dout_of=dout_of, dz_into=dz_into)

@@ -596,17 +596,16 @@ def max_pool2d_grad_into(dout: np.ndarray, argmax: np.ndarray, pooled: np.ndarra
     kernel(dout, argmax, pooled, relu, dx)
 
 
-def max_pool2d_grad_cm_into(dout: np.ndarray, argmax: np.ndarray, y: np.ndarray | None, d_t: np.ndarray,
+def max_pool2d_grad_cm_into(dout: np.ndarray, argmax: np.ndarray, pooled: np.ndarray | None, d_t: np.ndarray,
                             bias_grad: np.ndarray) -> None:
     """A max pool's backward on one batch slice, written as the gradient of the convolution before
     it in that convolution's backward layout (``conv2d_backward``'s ``dz_into``), serially:
     ``d_t`` (C, n*H*W) and ``bias_grad`` (C,), float64, from C-contiguous ``dout`` and ``argmax``
-    (n, C, OH, OW); ``y`` (n, C, H*W): the convolution's output when it fused a ReLU (its
-    derivative is ``y > 0``), else None. Any window, stride and padding: the winners are flat
-    indices into each plane, and overlapping windows accumulate."""
-    relu = y is not None
-    gate = y if relu else np.zeros((1, 1, 1), dtype=d_t.dtype)  # not read
-    _kernels.max_pool_backward_cm(dout, argmax, gate, relu, d_t, bias_grad)
+    (n, C, OH, OW). ``pooled``: the pool's output (n, C, OH, OW) when the convolution fused a ReLU
+    (its derivative at a window's winner is ``pooled > 0``), else None. Any window, stride and
+    padding: the winners are flat indices into each plane, and overlapping windows accumulate."""
+    relu = pooled is not None
+    _kernels.max_pool_backward_cm(dout, argmax, pooled if relu else dout, relu, d_t, bias_grad)
 
 
 def max_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0,

@@ -626,15 +626,14 @@ def test_max_pool_gradient_in_conv_layout_equals_route_then_transpose(case, relu
     if ties:
         x = (np.random.default_rng(int(x.sum()) % 1000).integers(-2, 3, x.shape)).astype(x.dtype)
     y = F.relu(x - x.mean()) if relu else x  # the conv's output, after its fused ReLU or not
-    _, cache = F.max_pool2d_forward(y, kernel, stride, padding)
+    pooled, cache = F.max_pool2d_forward(y, kernel, stride, padding)
     n, c, h, w = y.shape
     dy = F.max_pool2d_backward(dout, cache)
     if relu:
         dy = np.where(y > 0, dy, 0)
     want = dy.transpose(1, 0, 2, 3).reshape(c, n * h * w)
     d_t, sums = np.full((c, n * h * w), np.nan, dtype=x.dtype), np.full(c, np.nan)
-    F.max_pool2d_grad_cm_into(np.ascontiguousarray(dout), cache.argmax, y.reshape(n, c, h * w) if relu else None,
-                              d_t, sums)
+    F.max_pool2d_grad_cm_into(np.ascontiguousarray(dout), cache.argmax, pooled if relu else None, d_t, sums)
     np.testing.assert_allclose(d_t, want, *tolerance(x.dtype))
     np.testing.assert_allclose(sums, want.sum(axis=1, dtype=np.float64), *tolerance(x.dtype))
 

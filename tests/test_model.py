@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cnn_im2col.gradcheck import check_layer
 from cnn_im2col.layers import (
@@ -808,3 +810,19 @@ def test_load_state_dict_of_a_torch_model_with_batch_norm_and_global_pooling():
     ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
     assert int(ours.buffers["5.num_batches_tracked"]) == 2
     np.testing.assert_allclose(ours.forward(x.numpy()), theirs(x).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+@given(dtype=st.sampled_from([np.float32, np.float64]), size=st.integers(0, 300), bad=st.sampled_from([None, np.nan, np.inf, -np.inf]),
+       where=st.floats(0, 1), huge=st.booleans(), strided=st.booleans(), seed=st.integers(0, 2**16))
+def test_finite_check_equals_numpys(dtype, size, bad, where, huge, strided, seed):
+    """model._finite (the training guard's compiled scan) says what np.isfinite(...).all() says:
+    NaN and +-Inf anywhere, the largest finite values (whose sum overflows) still finite."""
+    from cnn_im2col.model import _finite
+
+    a = np.random.default_rng(seed).standard_normal(2 * size).astype(dtype)
+    if huge:
+        a[::3] = np.finfo(dtype).max
+    if bad is not None and size:
+        a[int(where * (2 * size - 1))] = bad
+    view = a[::2] if strided else a
+    assert _finite(view) == bool(np.isfinite(view).all())
