@@ -719,39 +719,53 @@ def winograd_weight_adjoint(du, dw):
 def winograd_input(x, pt, pl, ty_count, tx_count, v):
     """``v[4i + j, c, t] = (B^T d B)[i, j]``, d the 4x4 window of tile t in x[n, c] (padding reads 0).
 
-    x: (N, C, H, W); v (written): (16, C, N*TY*TX).
+    x: (N, C, H, W); v (written): (16, C, N*TY*TX); both C-contiguous. For each row of tiles, the
+    window's 4 input rows are copied into a padded buffer, B^T is applied down its columns, then B
+    along each tile's 4 columns. Flat indices (no per-row views): 1.55x faster than with views on
+    a 32x32 layer's slices.
     """
     n_count, c_count, height, width = x.shape
+    tiles = ty_count * tx_count
+    count = v.shape[2]
+    plane = v.shape[1] * count  # between the 16 planes of v
+    xf = x.reshape(x.size)
+    vf = v.reshape(v.size)
     wp = 2 * tx_count + 2
-    buf = np.zeros((4, wp), x.dtype)
-    r = np.empty((4, wp), x.dtype)
+    buf = np.zeros(4 * wp, x.dtype)  # the window's 4 rows; its columns outside the image stay 0
+    r = np.empty(4 * wp, x.dtype)
     q_lo, q_hi = min(max(pl, 0), wp), min(max(width + pl, 0), wp)  # buffer columns inside the image
     for n in range(n_count):
         for c in range(c_count):
+            image = (n * c_count + c) * height * width
             for ty in range(ty_count):
                 for i in range(4):
                     yy = 2 * ty - pt + i
-                    row = buf[i]
-                    row[:] = 0.0
+                    b = i * wp
                     if 0 <= yy < height:
-                        src = x[n, c, yy]
+                        src = image + yy * width - pl
                         for q in range(q_lo, q_hi):
-                            row[_u(q)] = src[_u(q - pl)]
+                            buf[_u(b + q)] = xf[_u(src + q)]
+                    else:
+                        for q in range(q_lo, q_hi):
+                            buf[_u(b + q)] = 0.0
                 for q in range(wp):  # B^T along the window's rows
-                    r[0, q] = buf[0, q] - buf[2, q]
-                    r[1, q] = buf[1, q] + buf[2, q]
-                    r[2, q] = buf[2, q] - buf[1, q]
-                    r[3, q] = buf[1, q] - buf[3, q]
-                t0 = (n * ty_count + ty) * tx_count
+                    b0, b1, b2, b3 = buf[q], buf[wp + q], buf[2 * wp + q], buf[3 * wp + q]
+                    r[q] = b0 - b2
+                    r[wp + q] = b1 + b2
+                    r[2 * wp + q] = b2 - b1
+                    r[3 * wp + q] = b1 - b3
+                t0 = c * count + n * tiles + ty * tx_count
                 for i in range(4):  # then B along its columns, tile by tile
-                    ri = r[i]
-                    v0, v1, v2, v3 = v[4 * i, c], v[4 * i + 1, c], v[4 * i + 2, c], v[4 * i + 3, c]
+                    ri = i * wp
+                    o = 4 * i * plane + t0
                     for tx in range(tx_count):
-                        a0, a1, a2, a3 = ri[2 * tx], ri[2 * tx + 1], ri[2 * tx + 2], ri[2 * tx + 3]
-                        v0[t0 + tx] = a0 - a2
-                        v1[t0 + tx] = a1 + a2
-                        v2[t0 + tx] = a2 - a1
-                        v3[t0 + tx] = a1 - a3
+                        a0, a1 = r[_u(ri + 2 * tx)], r[_u(ri + 2 * tx + 1)]
+                        a2, a3 = r[_u(ri + 2 * tx + 2)], r[_u(ri + 2 * tx + 3)]
+                        vf[_u(o + tx)] = a0 - a2
+                        vf[_u(o + plane + tx)] = a1 + a2
+                        vf[_u(o + 2 * plane + tx)] = a2 - a1
+                        vf[_u(o + 3 * plane + tx)] = a1 - a3
+
 
 
 @nb.njit(cache=True, nogil=True)
@@ -759,40 +773,49 @@ def winograd_input_adjoint(dv, pt, pl, ty_count, tx_count, dx):
     """The adjoint of ``winograd_input``: ``dx`` (written whole) = the sum over tiles of B dV B^T,
     each on its 4x4 window (windows overlap by 2; cells in the padding are dropped).
 
-    dv: (16, C, N*TY*TX); dx: (N, C, H, W).
+    dv: (16, C, N*TY*TX); dx: (N, C, H, W); both C-contiguous (flat indices, as ``winograd_input``).
     """
     n_count, c_count, height, width = dx.shape
+    tiles = ty_count * tx_count
+    count = dv.shape[2]
+    plane = dv.shape[1] * count
+    vf = dv.reshape(dv.size)
+    xf = dx.reshape(dx.size)
     wp = 2 * tx_count + 2
-    acc = np.empty((4, wp), dx.dtype)
+    acc = np.empty(4 * wp, dx.dtype)
     q_lo, q_hi = min(max(pl, 0), wp), min(max(width + pl, 0), wp)
-    dx[:] = 0.0
+    xf[:] = 0.0
     for n in range(n_count):
         for c in range(c_count):
+            image = (n * c_count + c) * height * width
             for ty in range(ty_count):
                 acc[:] = 0.0
-                t0 = (n * ty_count + ty) * tx_count
+                t0 = c * count + n * tiles + ty * tx_count
                 for i in range(4):  # B along the columns (adjoint of the second step)
-                    ai = acc[i]
-                    v0, v1, v2, v3 = dv[4 * i, c], dv[4 * i + 1, c], dv[4 * i + 2, c], dv[4 * i + 3, c]
+                    a = i * wp
+                    o = 4 * i * plane + t0
                     for tx in range(tx_count):
-                        e0, e1, e2, e3 = v0[t0 + tx], v1[t0 + tx], v2[t0 + tx], v3[t0 + tx]
-                        q = 2 * tx
-                        ai[q] += e0
-                        ai[q + 1] += e1 - e2 + e3
-                        ai[q + 2] += -e0 + e1 + e2
-                        ai[q + 3] -= e3
+                        e0, e1 = vf[_u(o + tx)], vf[_u(o + plane + tx)]
+                        e2, e3 = vf[_u(o + 2 * plane + tx)], vf[_u(o + 3 * plane + tx)]
+                        q = a + 2 * tx
+                        acc[q] += e0
+                        acc[q + 1] += e1 - e2 + e3
+                        acc[q + 2] += -e0 + e1 + e2
+                        acc[q + 3] -= e3
                 for q in range(wp):  # then B along the rows (adjoint of the first step)
-                    a0, a1, a2, a3 = acc[0, q], acc[1, q], acc[2, q], acc[3, q]
-                    acc[0, q] = a0
-                    acc[1, q] = a1 - a2 + a3
-                    acc[2, q] = -a0 + a1 + a2
-                    acc[3, q] = -a3
+                    a0, a1, a2, a3 = acc[q], acc[wp + q], acc[2 * wp + q], acc[3 * wp + q]
+                    acc[q] = a0
+                    acc[wp + q] = a1 - a2 + a3
+                    acc[2 * wp + q] = -a0 + a1 + a2
+                    acc[3 * wp + q] = -a3
                 for i in range(4):  # into the image, dropping the padding
                     yy = 2 * ty - pt + i
                     if 0 <= yy < height:
-                        dst, src = dx[n, c, yy], acc[i]
+                        dst = image + yy * width - pl
+                        a = i * wp
                         for q in range(q_lo, q_hi):
-                            dst[_u(q - pl)] += src[_u(q)]
+                            xf[_u(dst + q)] += acc[_u(a + q)]
+
 
 
 @nb.njit(cache=True, nogil=True)
@@ -801,40 +824,52 @@ def winograd_output(m, ty_count, tx_count, bias, relu, out):
     (f = ReLU if ``relu``); the last row/column of tiles is cut to the output's size.
 
     m: (16, K, N*TY*TX); bias: (K, 1) tied (zeros for none) or (K, OH*OW) untied;
-    out (written): (N, K, OH, OW).
+    out (written): (N, K, OH, OW); all C-contiguous (flat indices, as ``winograd_input``).
     """
     n_count, k_count, oh_count, ow_count = out.shape
+    tiles = ty_count * tx_count
+    count = m.shape[2]
+    plane = m.shape[1] * count
+    mf = m.reshape(m.size)
+    of = out.reshape(out.size)
     untied = bias.shape[1] > 1
-    r = np.empty((2, 4, tx_count), m.dtype)
-    rows = np.empty((2, 2 * tx_count), m.dtype)
+    r = np.empty(8 * tx_count, m.dtype)  # r[(4a + j)*TX + tx]: A^T's row a applied down column j
+    rows = np.empty(4 * tx_count, m.dtype)  # the tile row's 2 output rows, 2*TX values each
     for n in range(n_count):
         for k in range(k_count):
+            image = (n * k_count + k) * oh_count * ow_count
             for ty in range(ty_count):
-                t0 = (n * ty_count + ty) * tx_count
+                t0 = k * count + n * tiles + ty * tx_count
                 for j in range(4):  # A^T along the tile's rows
-                    m0, m1, m2, m3 = m[j, k], m[4 + j, k], m[8 + j, k], m[12 + j, k]
+                    m0, m1, m2, m3 = j * plane + t0, (4 + j) * plane + t0, (8 + j) * plane + t0, (12 + j) * plane + t0
+                    r0, r1 = j * tx_count, (4 + j) * tx_count
                     for tx in range(tx_count):
-                        r[0, j, tx] = m0[t0 + tx] + m1[t0 + tx] + m2[t0 + tx]
-                        r[1, j, tx] = m1[t0 + tx] - m2[t0 + tx] - m3[t0 + tx]
+                        a, b, c, d = mf[_u(m0 + tx)], mf[_u(m1 + tx)], mf[_u(m2 + tx)], mf[_u(m3 + tx)]
+                        r[_u(r0 + tx)] = a + b + c
+                        r[_u(r1 + tx)] = b - c - d
                 for i in range(2):  # then A along its columns
+                    base, dst = 4 * i * tx_count, 2 * i * tx_count
                     for tx in range(tx_count):
-                        rows[i, 2 * tx] = r[i, 0, tx] + r[i, 1, tx] + r[i, 2, tx]
-                        rows[i, 2 * tx + 1] = r[i, 1, tx] - r[i, 2, tx] - r[i, 3, tx]
+                        c0, c1 = r[_u(base + tx)], r[_u(base + tx_count + tx)]
+                        c2, c3 = r[_u(base + 2 * tx_count + tx)], r[_u(base + 3 * tx_count + tx)]
+                        rows[_u(dst + 2 * tx)] = c0 + c1 + c2
+                        rows[_u(dst + 2 * tx + 1)] = c1 - c2 - c3
                 for i in range(2):
                     y = 2 * ty + i
                     if y < oh_count:
-                        dst, src = out[n, k, y], rows[i]
+                        dst, src = image + y * ow_count, 2 * i * tx_count
                         if untied:
-                            b = bias[k]
                             for xx in range(ow_count):
-                                dst[xx] = src[xx] + b[y * ow_count + xx]
+                                of[_u(dst + xx)] = rows[_u(src + xx)] + bias[k, y * ow_count + xx]
                         else:
                             b0 = bias[k, 0]
                             for xx in range(ow_count):
-                                dst[xx] = src[xx] + b0
+                                of[_u(dst + xx)] = rows[_u(src + xx)] + b0
                         if relu:
                             for xx in range(ow_count):
-                                dst[xx] = dst[xx] if dst[xx] > 0 else 0.0
+                                v = of[_u(dst + xx)]
+                                of[_u(dst + xx)] = v if v > 0 else 0.0
+
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"reassoc"})
@@ -843,40 +878,52 @@ def winograd_output_adjoint(dout, y, relu, ty_count, tx_count, dm, bias_grad):
     the 2x2 block of dout (times ``y > 0`` if ``relu``) of tile t, zero beyond the output's edge;
     ``bias_grad[k]`` (written, float64) = the sum of that dY over the slice.
 
-    dout, y: (N, K, OH, OW) (y unused without relu); dm (written): (16, K, N*TY*TX).
+    dout, y: (N, K, OH, OW) (y unused without relu); dm (written): (16, K, N*TY*TX); all
+    C-contiguous (flat indices, as ``winograd_input``).
     ``reassoc``: the float64 sum may be reordered, so that it vectorises.
     """
     n_count, k_count, oh_count, ow_count = dout.shape
-    rows = np.zeros((2, 2 * tx_count), dout.dtype)
+    tiles = ty_count * tx_count
+    count = dm.shape[2]
+    plane = dm.shape[1] * count
+    df = dout.reshape(dout.size)
+    yf = y.reshape(y.size)
+    mf = dm.reshape(dm.size)
+    width = 2 * tx_count
+    rows = np.zeros(2 * width, dout.dtype)  # the tile row's 2 rows of dY; columns past OW stay 0
     bias_grad[:] = 0.0
     for n in range(n_count):
         for k in range(k_count):
+            image = (n * k_count + k) * oh_count * ow_count
             total = 0.0
             for ty in range(ty_count):
                 for i in range(2):
                     yy = 2 * ty + i
-                    row = rows[i]
+                    row = i * width
                     if yy < oh_count:
-                        src = dout[n, k, yy]
+                        src = image + yy * ow_count
                         if relu:
-                            mask = y[n, k, yy]
                             for xx in range(ow_count):
-                                g = src[xx] if mask[xx] > 0 else 0.0
-                                row[xx] = g
+                                g = df[_u(src + xx)] if yf[_u(src + xx)] > 0 else 0.0
+                                rows[_u(row + xx)] = g
                                 total += g
                         else:
                             for xx in range(ow_count):
-                                row[xx] = src[xx]
-                                total += src[xx]
+                                g = df[_u(src + xx)]
+                                rows[_u(row + xx)] = g
+                                total += g
                     else:
-                        row[:ow_count] = 0.0
-                t0 = (n * ty_count + ty) * tx_count
-                for i in range(4):  # A down the columns, A^T along the rows
-                    di0, di1, di2, di3 = dm[4 * i, k], dm[4 * i + 1, k], dm[4 * i + 2, k], dm[4 * i + 3, k]
+                        for xx in range(ow_count):
+                            rows[_u(row + xx)] = 0.0
+                t0 = k * count + n * tiles + ty * tx_count
+                # A down the columns, A^T along the rows: 4 of the 16 planes at a time (the planes are
+                # a power of two apart; writing all 16 per tile thrashed a cache set, measured 5x slower)
+                for i in range(4):
+                    o = 4 * i * plane + t0
                     for tx in range(tx_count):
                         # A's row i, (1, 0), (1, 1), (1, -1) or (0, -1), on each column of dY
-                        y0, y1 = rows[0, 2 * tx], rows[1, 2 * tx]
-                        z0, z1 = rows[0, 2 * tx + 1], rows[1, 2 * tx + 1]
+                        y0, y1 = rows[_u(2 * tx)], rows[_u(width + 2 * tx)]
+                        z0, z1 = rows[_u(2 * tx + 1)], rows[_u(width + 2 * tx + 1)]
                         if i == 0:
                             c0, c1 = y0, z0
                         elif i == 1:
@@ -885,11 +932,10 @@ def winograd_output_adjoint(dout, y, relu, ty_count, tx_count, dm, bias_grad):
                             c0, c1 = y0 - y1, z0 - z1
                         else:
                             c0, c1 = -y1, -z1
-                        t = _u(t0 + tx)
-                        di0[t] = c0
-                        di1[t] = c0 + c1
-                        di2[t] = c0 - c1
-                        di3[t] = -c1
+                        mf[_u(o + tx)] = c0
+                        mf[_u(o + plane + tx)] = c0 + c1
+                        mf[_u(o + 2 * plane + tx)] = c0 - c1
+                        mf[_u(o + 3 * plane + tx)] = -c1
             bias_grad[k] += total
 
 
