@@ -175,50 +175,70 @@ class _NonFinite(Exception):
 
 class DivergenceGuard:
     """Runs a step's forward/backward and its optimizer update so that a NaN/Inf never lands in the
-    parameters: a non-finite loss or gradient raises ``_NonFinite`` before the update, and an update
-    that makes a parameter non-finite is undone (the parameters are copied back from ``backup``)."""
+    model: a non-finite loss or gradient raises ``_NonFinite`` before the update, and an update
+    that makes a parameter non-finite is undone (the parameters are copied back from ``backup``).
+    Either way the layers' buffers (BatchNorm2D's running statistics, which the step's forward
+    already moved) are put back as they were before the step (``restore_buffers``), so a step
+    reported as not applied left nothing of itself behind."""
 
     def __init__(self) -> None:
         self.backup: dict[str, np.ndarray] = {}  # the parameters before the current step
+        self.buffer_backup: dict[str, np.ndarray] = {}  # the buffers before the current step's forward
 
     @staticmethod
-    def forward_backward(model: Sequential, xb: np.ndarray, yb: np.ndarray, loss: Any,
+    def _keep(store: dict[str, np.ndarray], arrays: dict[str, np.ndarray]) -> None:
+        """Copy ``arrays`` into ``store``, reusing its arrays where shape and dtype still match."""
+        for key, a in arrays.items():
+            kept = store.get(key)
+            if kept is None or kept.shape != a.shape or kept.dtype != a.dtype:
+                store[key] = np.array(a, copy=True)
+            else:
+                np.copyto(kept, a)
+
+    def restore_buffers(self, model: Sequential) -> None:
+        """Put the buffers back as ``forward_backward`` found them (in place: model files and
+        state_dict hold these arrays)."""
+        for key, a in model.buffers.items():
+            np.copyto(a, self.buffer_backup[key])
+
+    def forward_backward(self, model: Sequential, xb: np.ndarray, yb: np.ndarray, loss: Any,
                          check_grads: bool = True) -> tuple[np.ndarray, float, dict]:
-        """Forward, loss, backward; raise ``_NonFinite`` if the loss or (``check_grads``) a gradient is NaN/Inf."""
+        """Forward, loss, backward; raise ``_NonFinite`` if the loss or (``check_grads``) a gradient is
+        NaN/Inf, with the buffers restored."""
+        self._keep(self.buffer_backup, model.buffers)
         try:
-            with np.errstate(over="ignore", invalid="ignore"):  # reported below as a divergence
-                out = model.forward(xb, training=True)
-                value = float(loss.forward(out, yb))
-                if not math.isfinite(value):
-                    raise _NonFinite(f"the loss is {value}", value)
-                model.backward(loss.backward(), input_grad=False)
-        except NonFiniteError as exc:
-            # the layers and losses refuse non-finite inputs: an activation or a gradient overflowed
-            raise _NonFinite(f"a value overflowed ({exc})", math.nan) from None
-        grads = model.grads
-        if check_grads:
-            for key, g in grads.items():
-                if not _finite(g):
-                    raise _NonFinite(f"the gradient of {key} is not finite (loss {value:.6g})", value)
+            try:
+                with np.errstate(over="ignore", invalid="ignore"):  # reported below as a divergence
+                    out = model.forward(xb, training=True)
+                    value = float(loss.forward(out, yb))
+                    if not math.isfinite(value):
+                        raise _NonFinite(f"the loss is {value}", value)
+                    model.backward(loss.backward(), input_grad=False)
+            except NonFiniteError as exc:
+                # the layers and losses refuse non-finite inputs: an activation or a gradient overflowed
+                raise _NonFinite(f"a value overflowed ({exc})", math.nan) from None
+            grads = model.grads
+            if check_grads:
+                for key, g in grads.items():
+                    if not _finite(g):
+                        raise _NonFinite(f"the gradient of {key} is not finite (loss {value:.6g})", value)
+        except _NonFinite:
+            self.restore_buffers(model)
+            raise
         return out, value, grads
 
     def apply(self, model: Sequential, optimizer: Any, grads: dict, value: float) -> None:
-        """``optimizer.step``; if it makes a parameter NaN/Inf, put every parameter back as it was
-        and raise ``_NonFinite`` (the optimizer's own state, e.g. momentum, has advanced)."""
+        """``optimizer.step``; if it makes a parameter NaN/Inf, put every parameter and buffer back as
+        it was and raise ``_NonFinite`` (the optimizer's own state, e.g. momentum, has advanced)."""
         params = model.params
-        backup = self.backup
-        for key, p in params.items():
-            kept = backup.get(key)
-            if kept is None or kept.shape != p.shape or kept.dtype != p.dtype:
-                backup[key] = p.copy()
-            else:
-                np.copyto(kept, p)
+        self._keep(self.backup, params)
         with np.errstate(over="ignore", invalid="ignore"):  # reported below as a divergence
             optimizer.step(params, grads)
             bad = next((key for key, p in params.items() if not _finite(p)), None)
         if bad is not None:
             for key, p in params.items():
-                np.copyto(p, backup[key])
+                np.copyto(p, self.backup[key])
+            self.restore_buffers(model)
             raise _NonFinite(f"the optimizer step made {bad} non-finite (loss {value:.6g}; the parameters were "
                              f"restored to before the step)", value)
 
@@ -304,6 +324,7 @@ class Trainer:
         grads, totals = dp.allreduce_gradients(grads, count, total, [loss_sum, correct, failure is not None, stop])
         loss_sum, correct, failed_ranks, stop_ranks = totals
         if failed_ranks or not _finite(dp.buffer):
+            self.guard.restore_buffers(self.model)  # this rank's forward moved them too
             if failure is None:
                 failure = _NonFinite("the loss or a gradient on another rank is not finite"
                                      if failed_ranks else "the sum of the ranks' gradients is not finite", math.nan)

@@ -345,6 +345,30 @@ def test_divergence_names_epoch_and_batch_and_skips_the_step():
     assert_same_params(model, loss.params_then)
 
 
+class NaNOnCallKeepingBuffers(NaNOnCall):
+    """NaNOnCall that also remembers the buffers as the failing step found them (after the forward
+    of the call before: only a forward moves them)."""
+
+    def forward(self, pred, target):
+        if self.calls + 1 == self.k - 1:
+            self.buffers_then = {k: v.copy() for k, v in self.model.buffers.items()}
+        return super().forward(pred, target)
+
+
+def test_divergence_puts_the_batchnorm_running_statistics_back():
+    """The step reported as not applied leaves nothing behind: its forward had already moved
+    BatchNorm2D's running statistics (and the batch count), and they are restored."""
+    x, y = data(24)
+    model = Sequential([Conv2D(1, 4, 3, seed=0), BatchNorm2D(4), ReLU(), Flatten(), Dense(4 * 6 * 6, 10, seed=1)])
+    loss = NaNOnCallKeepingBuffers(model, k=5)
+    with pytest.raises(TrainingDiverged, match="not applied"):
+        fit(model, x, y, epochs=3, loss=loss, optimizer=SGD(0.1))
+    assert model.buffers.keys() == loss.buffers_then.keys() and loss.buffers_then
+    for key, value in model.buffers.items():
+        np.testing.assert_array_equal(value, loss.buffers_then[key], err_msg=key)
+    assert int(model.buffers["1.num_batches_tracked"]) == 4  # the 4 applied steps, not the 5th
+
+
 def test_real_divergence_with_a_huge_learning_rate():
     x, y = data(64)
     model = Sequential([Conv2D(1, 4, 3, seed=1), ReLU(), Flatten(), Dense(144, 10, seed=2)])
