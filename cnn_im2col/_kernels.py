@@ -194,24 +194,26 @@ def col2im_t(cols, kh, kw, sy, sx, dy, dx_step, pt, pl, oh_count, ow_count, dx):
 # --------------------------------------------------------------------------- small weight gradients
 
 
-@nb.njit(cache=True, nogil=True, fastmath=True, inline="always")
+@nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"}, inline="always")
 def _dot(x, y):
-    """``x @ y`` of two 1-D arrays, summed in their dtype (``fastmath``: in vector lanes)."""
+    """``x @ y`` of two 1-D arrays, summed in their dtype (``reassoc``: in vector lanes)."""
     total = x.dtype.type(0)
     for p in range(x.shape[0]):
         total += x[p] * y[p]
     return total
 
 
-@nb.njit(cache=True, nogil=True, fastmath=True)
+@nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def matmul_abt(a, b, out):
     """``out = a @ b.T`` as dot products of rows: a (M, L), b (N, L), both C-contiguous; out (M, N).
 
     For a small result and a long L (a convolution's weight gradient on a batch slice). Register
     blocked: each pass over L reads 2 rows of ``a`` and 4 of ``b`` and keeps their 8 dot products
     running, so a value loaded is used 2-4 times (one dot product per pass measured 3-4x slower:
-    it is bound by loads). The sums are in the inputs' dtype, as a BLAS keeps them; ``fastmath``
-    lets each be split over vector lanes, which makes it no less accurate than a BLAS's.
+    it is bound by loads). The sums are in the inputs' dtype, as a BLAS keeps them; ``reassoc``
+    lets each be split over vector lanes (no less accurate than a BLAS's) and ``contract`` use
+    fused multiply-adds. Not ``nnan``/``ninf``: a NaN or Inf in a gradient must come out as one,
+    for the training guard to see it.
     """
     m, length = a.shape
     n = b.shape[0]

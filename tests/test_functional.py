@@ -719,6 +719,18 @@ def test_weight_grad_dot_products_equal_the_blas_product(monkeypatch_module, gro
         np.testing.assert_allclose(got, want, rtol, atol)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("limit", [0, 1024])
+def test_weight_grad_passes_a_non_finite_gradient_on(monkeypatch, bad, limit):
+    """A NaN or Inf in dZ comes out of the weight gradient as non-finite on both paths (BLAS and
+    the Numba dot products), so the training guard sees it instead of finite garbage."""
+    monkeypatch.setattr(F, "_DOT_GRAD_MAX", limit)
+    d_t = np.ones((3, 50), dtype=np.float32)
+    d_t[1, 17] = bad
+    got = F._weight_grad(d_t, np.ones((5, 50), dtype=np.float32), 1)
+    assert not np.isfinite(got[1]).any() and np.isfinite(np.delete(got, 1, axis=0)).all()
+
+
 @pytest.mark.parametrize("rows", [3, 4, 65])
 def test_gemm_split_over_the_pool_equals_one_product(monkeypatch, rows):
     rng = np.random.default_rng(rows)
