@@ -5,7 +5,7 @@ For each case, in the same run and interleaved (round-robin, so a change of load
 - ``ref``: the primer's per-feature-map ``scipy.signal`` approach (``cnn_im2col.reference``);
 - ``numpy``: the engine with ``backend="numpy"`` (stride tricks, no Numba);
 - ``numba``: the engine's default path (Numba kernels + BLAS GEMMs; for a 3x3 stride-1 layer,
-  Winograd's F(2x2, 3x3));
+  Winograd's F(4x4, 3x3));
 - ``im2col``: the same backend with ``algorithm="im2col"``, on the cases where the default takes
   Winograd instead (the column is empty elsewhere): the two strategies side by side;
 - ``torch``: PyTorch, when ``import torch`` works (the column is left out otherwise), timed in a
@@ -63,7 +63,7 @@ FULL_CASES = {
 QUICK_CASES = {
     "conv (2x2x8x8, 3@3x3)": ("conv", 2, 2, 3, 8, 8, 3, 0),
     "conv padded (2x2x6x6, 3@3x3, pad 1)": ("conv", 2, 2, 3, 6, 6, 3, 1),
-    "conv on Winograd (2x16x8x8, 16@3x3, pad 1)": ("conv", 2, 16, 16, 8, 8, 3, 1),
+    "conv on Winograd (8x16x8x8, 16@3x3, pad 1)": ("conv", 8, 16, 16, 8, 8, 3, 1),
     "conv dilated grouped (2x4x8x8, 4@3x3, pad 2, dilation 2, groups 2)": ("conv", 2, 4, 4, 8, 8, 3, 2, 2, 2),
     "LeNet network, batch 1": ("net", 1, 1, 10, 28, 28, 5, 0),
     "vgg-bn network, batch 2": ("vgg", 2, 1, 10, 28, 28, 3, 1),
@@ -176,7 +176,7 @@ def runners(spec, data):
                           "forward+backward": lambda: (R.conv2d_forward(x, weight, bias, 1, p),
                                                        R.conv2d_backward(x, weight, dout, 1, p, bias="tied"))}
         out["numpy"], out["numba"] = engine("numpy"), engine("numba")
-        if F.conv2d_forward(x[:1], weight, bias, 1, p, dilation=d, groups=g)[1].transformed is not None:
+        if F.conv2d_forward(x, weight, bias, 1, p, dilation=d, groups=g)[1].transformed is not None:
             out["im2col"] = engine("numba", "im2col")  # the default took Winograd: the other strategy too
         return out
 
@@ -464,7 +464,7 @@ def main(argv=None) -> dict:
           ("Median milliseconds over interleaved rounds; in each round every implementation but the reference "
            "runs once untimed, then 3 times timed, back to back (warm, as in a training loop), the reference "
            "once. ref: the primer's scipy.signal loops; numpy / numba: this engine's two backends (numba as a user "
-           "gets it: Winograd's F(2x2, 3x3) for a 3x3 stride-1 layer); im2col: numba with algorithm='im2col', where "
+           "gets it: Winograd's F(4x4, 3x3) for a 3x3 stride-1 layer); im2col: numba with algorithm='im2col', where "
            "the default took Winograd; torch: "
           "PyTorch, timed the same way in a process of its own, once before and once after the others (its "
           "idle OpenMP workers spin on the cores the engine's next call needs). All timings reuse freed memory "

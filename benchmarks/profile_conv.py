@@ -1,5 +1,5 @@
 """Where one convolution's forward+backward spends its time, stage by stage, on each algorithm that
-computes it (im2col, and for a 3x3 kernel Winograd's F(2x2, 3x3)): the profile behind
+computes it (im2col, and for a 3x3 kernel Winograd's F(4x4, 3x3)): the profile behind
 ``algorithm="auto"`` and behind the engine's optimisations.
 
 Each round times one call of the layer's forward (keeping what backward needs) and backward per
@@ -35,7 +35,7 @@ STAGES = ["im2col", "col2im", "layout+bias", "input transform", "input adjoint",
 
 def targets():
     """(owner, attribute, stage) for StageProfiler. winograd.forward / backward themselves are only
-    their 16 batched GEMMs (and the arrays for them) once their kernels are wrapped."""
+    their 36 batched GEMMs (and the arrays for them) once their kernels are wrapped."""
     from cnn_im2col import _kernels as K
     from cnn_im2col import functional as F
     from cnn_im2col import winograd as W
@@ -118,7 +118,7 @@ def main(argv=None) -> dict:
           (f"Conv2D {c} -> {k}, {args.kernel}x{args.kernel}, stride 1, pad {args.padding}, on {n}x{c}x{h}x{h} "
            "float32: forward (keeping what backward "
            f"needs) + backward, {args.threads} engine thread(s); median ms per call over {rounds} alternated "
-           "rounds, exclusive times of the engine's wrapped operations (Winograd's GEMM row: its 16 batched "
+           "rounds, exclusive times of the engine's wrapped operations (Winograd's GEMM row: its 36 batched "
            "products and their arrays)."), "",
           C.markdown_table(["stage", *[f"{a} ms" for a in ms]], rows), ""]
     C.publish(args.name or ("profile-conv-quick" if args.quick else "profile-conv"), C.finite_or_none(data),

@@ -670,114 +670,208 @@ def depthwise_backward(dout, y, relu, x, w, sy, sx, dy, dx_step, pt, pl, input_g
                     dw[c, i, j] += acc
 
 
-# --------------------------------------------------------------------------- Winograd F(2x2, 3x3)
-# The four transforms of ``winograd.py`` (which has the mathematics) and their adjoints. A tile
-# (ty, tx) is the 4x4 input window at row 2*ty - PT, column 2*tx - PL, giving the 2x2 outputs at
-# (2*ty, 2*tx); tiles are numbered t = (n*TY + ty)*TX + tx. Transformed arrays are (16, C, T):
-# element 4*i + j of every tile is one (C, T) matrix, so that the 16 products are plain GEMMs.
-# Each kernel works on whole rows of tiles through a zero-padded row buffer: no branch in the
-# inner loops, which then vectorise.
+# --------------------------------------------------------------------------- Winograd F(4x4, 3x3)
+# The four transforms of ``winograd.py`` (which has the mathematics and the matrices) and their
+# adjoints. A tile (ty, tx) is the 6x6 input window at row 4*ty - PT, column 4*tx - PL, giving the
+# 4x4 outputs at (4*ty, 4*tx); tiles are numbered t = (n*TY + ty)*TX + tx. Transformed arrays are
+# (36, C, T): element 6*i + j of every tile is one (C, T) matrix, so that the 36 products are plain
+# GEMMs. Each kernel works on whole rows of tiles through a zero-padded row buffer: no branch in the
+# inner loops, which then vectorise. Each inner loop writes at most 6 planes: the planes are often a
+# power of two apart, and writing many at once thrashed one cache set (16 at once, 5x slower).
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _times_g(a0, a1, a2):
-    """G @ (a0, a1, a2): G's rows are (1, 0, 0), (1/2, 1/2, 1/2), (1/2, -1/2, 1/2), (0, 0, 1)."""
-    s = 0.5 * (a0 + a2)
-    return a0, s + 0.5 * a1, s - 0.5 * a1, a2
+def _bt6(d0, d1, d2, d3, d4, d5):
+    """B^T @ (d0, ..., d5), B^T's rows (4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
+    (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)."""
+    p, q = d4 - 4 * d2, d3 - 4 * d1
+    s, t = d4 - d2, 2 * (d3 - d1)
+    return 4 * d0 - 5 * d2 + d4, p + q, p - q, s + t, s - t, 4 * d1 - 5 * d3 + d5
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _times_gt(a0, a1, a2, a3):
-    """G^T @ (a0, a1, a2, a3): the adjoint of ``_times_g``."""
-    return a0 + 0.5 * (a1 + a2), 0.5 * (a1 - a2), 0.5 * (a1 + a2) + a3
+def _bt6_adjoint(e0, e1, e2, e3, e4, e5):
+    """B @ (e0, ..., e5): the adjoint of ``_bt6``."""
+    p, q = e1 + e2, e1 - e2
+    s, t = e3 + e4, e3 - e4
+    return (4 * e0, 4 * (e5 - q) - 2 * t, -5 * e0 - 4 * p - s, q + 2 * t - 5 * e5,
+            e0 + p + s, e5)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _at4(m0, m1, m2, m3, m4, m5):
+    """A^T @ (m0, ..., m5), A^T's rows (1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0),
+    (0, 1, -1, 8, -8, 1)."""
+    p, q = m1 + m2, m1 - m2
+    s, t = m3 + m4, m3 - m4
+    return m0 + p + s, q + 2 * t, p + 4 * s, q + 8 * t + m5
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _at4_adjoint(g0, g1, g2, g3):
+    """A @ (g0, g1, g2, g3): the adjoint of ``_at4``."""
+    p, q = g0 + g2, g1 + g3
+    s, t = g0 + 4 * g2, 2 * g1 + 8 * g3
+    return g0, p + q, p - q, s + t, s - t, g3
+
+
+_SIXTH, _TWELFTH, _TWENTYFOURTH = 1 / 6, 1 / 12, 1 / 24  # G's entries, as factors: a division is ~10x slower
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _g6(a0, a1, a2):
+    """G @ (a0, a1, a2), G's rows (1/4, 0, 0), (-1/6, -1/6, -1/6), (-1/6, 1/6, -1/6),
+    (1/24, 1/12, 1/6), (1/24, -1/12, 1/6), (0, 0, 1)."""
+    p, q = (a0 + a2) * _SIXTH, a0 * _TWENTYFOURTH + a2 * _SIXTH
+    h, m = a1 * _SIXTH, a1 * _TWELFTH
+    return 0.25 * a0, -(p + h), h - p, q + m, q - m, a2
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _g6_adjoint(b0, b1, b2, b3, b4, b5):
+    """G^T @ (b0, ..., b5): the adjoint of ``_g6``."""
+    p, q = b1 + b2, b3 + b4
+    return (0.25 * b0 - p * _SIXTH + q * _TWENTYFOURTH, (b2 - b1) * _SIXTH + (b3 - b4) * _TWELFTH,
+            (q - p) * _SIXTH + b5)
 
 
 @nb.njit(cache=True, nogil=True)
 def winograd_weight(w, u):
-    """``u[4a + b, k, c] = (G w[k, c] G^T)[a, b]``, computed in float64. w: (K, C, 3, 3); u: (16, K, C)."""
-    t = np.empty((4, 3))
-    for k in range(w.shape[0]):
-        for c in range(w.shape[1]):
-            for j in range(3):  # G down each column of the kernel
-                t[0, j], t[1, j], t[2, j], t[3, j] = _times_g(nb.float64(w[k, c, 0, j]), w[k, c, 1, j], w[k, c, 2, j])
-            for a in range(4):  # then G^T along each row
-                r0, r1, r2, r3 = _times_g(t[a, 0], t[a, 1], t[a, 2])
-                u[4 * a, k, c], u[4 * a + 1, k, c], u[4 * a + 2, k, c], u[4 * a + 3, k, c] = r0, r1, r2, r3
+    """``u[6a + b, k, c] = (G w[k, c] G^T)[a, b]``, computed in float64. w: (K, C, 3, 3); u: (36, K, C),
+    both C-contiguous. Vectorised over c (u's contiguous axis), in flat indices: kernel k's 9 taps
+    of every c are gathered, then G is applied down the kernels' columns and along their rows
+    (per (k, c), with 36 strided writes each, 256 x 256 kernels took 34 ms; this, 2.7 ms)."""
+    k_count, c_count = w.shape[0], w.shape[1]
+    plane = k_count * c_count
+    wf = w.reshape(w.size)
+    uf = u.reshape(u.size)
+    taps = np.empty(9 * c_count)  # taps[(3i + j)*C + c] = w[k, c, i, j]
+    t = np.empty(18 * c_count)  # t[(3a + j)*C + c] = (G w[k, c])[a, j]
+    for k in range(k_count):
+        for q in range(9):
+            for c in range(c_count):
+                taps[_u(q * c_count + c)] = wf[_u((k * c_count + c) * 9 + q)]
+        for j in range(3):  # G down each column of the kernels
+            for c in range(c_count):
+                r0, r1, r2, r3, r4, r5 = _g6(taps[_u(j * c_count + c)], taps[_u((3 + j) * c_count + c)],
+                                             taps[_u((6 + j) * c_count + c)])
+                t[_u(j * c_count + c)], t[_u((3 + j) * c_count + c)], t[_u((6 + j) * c_count + c)] = r0, r1, r2
+                t[_u((9 + j) * c_count + c)], t[_u((12 + j) * c_count + c)], t[_u((15 + j) * c_count + c)] = r3, r4, r5
+        for a in range(6):  # then G^T along each row
+            o = 6 * a * plane + k * c_count
+            for c in range(c_count):
+                r0, r1, r2, r3, r4, r5 = _g6(t[_u(3 * a * c_count + c)], t[_u((3 * a + 1) * c_count + c)],
+                                             t[_u((3 * a + 2) * c_count + c)])
+                uf[_u(o + c)], uf[_u(o + plane + c)], uf[_u(o + 2 * plane + c)] = r0, r1, r2
+                uf[_u(o + 3 * plane + c)], uf[_u(o + 4 * plane + c)], uf[_u(o + 5 * plane + c)] = r3, r4, r5
 
 
 @nb.njit(cache=True, nogil=True)
 def winograd_weight_adjoint(du, dw):
-    """The adjoint of ``winograd_weight``: ``dw[k, c] = G^T dU[k, c] G``, dU[a, b] = du[4a + b, k, c],
-    computed in float64. du: (16, K, C); dw (written): (K, C, 3, 3)."""
-    t = np.empty((4, 3))
-    for k in range(dw.shape[0]):
-        for c in range(dw.shape[1]):
-            for a in range(4):  # G along each row
-                t[a, 0], t[a, 1], t[a, 2] = _times_gt(nb.float64(du[4 * a, k, c]), du[4 * a + 1, k, c],
-                                                      du[4 * a + 2, k, c], du[4 * a + 3, k, c])
-            for j in range(3):  # then G^T down each column
-                dw[k, c, 0, j], dw[k, c, 1, j], dw[k, c, 2, j] = _times_gt(t[0, j], t[1, j], t[2, j], t[3, j])
+    """The adjoint of ``winograd_weight``: ``dw[k, c] = G^T dU[k, c] G``, dU[a, b] = du[6a + b, k, c],
+    computed in float64, vectorised over c as it is. du: (36, K, C); dw (written): (K, C, 3, 3)."""
+    k_count, c_count = dw.shape[0], dw.shape[1]
+    plane = k_count * c_count
+    uf = du.reshape(du.size)
+    wf = dw.reshape(dw.size)
+    t = np.empty(18 * c_count)  # t[(3a + j)*C + c] = (dU[k, c] G)[a, j]
+    taps = np.empty(9 * c_count)  # taps[(3i + j)*C + c] = dw[k, c, i, j]
+    for k in range(k_count):
+        for a in range(6):  # G along each row
+            o = 6 * a * plane + k * c_count
+            for c in range(c_count):
+                r0, r1, r2 = _g6_adjoint(nb.float64(uf[_u(o + c)]), uf[_u(o + plane + c)], uf[_u(o + 2 * plane + c)],
+                                         uf[_u(o + 3 * plane + c)], uf[_u(o + 4 * plane + c)], uf[_u(o + 5 * plane + c)])
+                t[_u(3 * a * c_count + c)], t[_u((3 * a + 1) * c_count + c)], t[_u((3 * a + 2) * c_count + c)] = r0, r1, r2
+        for j in range(3):  # then G^T down each column
+            for c in range(c_count):
+                r0, r1, r2 = _g6_adjoint(t[_u(j * c_count + c)], t[_u((3 + j) * c_count + c)], t[_u((6 + j) * c_count + c)],
+                                         t[_u((9 + j) * c_count + c)], t[_u((12 + j) * c_count + c)],
+                                         t[_u((15 + j) * c_count + c)])
+                taps[_u(j * c_count + c)], taps[_u((3 + j) * c_count + c)], taps[_u((6 + j) * c_count + c)] = r0, r1, r2
+        for q in range(9):
+            for c in range(c_count):
+                wf[_u((k * c_count + c) * 9 + q)] = taps[_u(q * c_count + c)]
 
 
 @nb.njit(cache=True, nogil=True)
 def winograd_input(x, pt, pl, ty_count, tx_count, v):
-    """``v[4i + j, c, t] = (B^T d B)[i, j]``, d the 4x4 window of tile t in x[n, c] (padding reads 0).
+    """``v[6i + j, c, t] = (B^T d B)[i, j]``, d the 6x6 window of tile t in x[n, c] (padding reads 0).
 
-    x: (N, C, H, W); v (written): (16, C, N*TY*TX); both C-contiguous. For each row of tiles, the
-    window's 4 input rows are copied into a padded buffer, B^T is applied down its columns, then B
-    along each tile's 4 columns. Flat indices (no per-row views): 1.55x faster than with views on
-    a 32x32 layer's slices.
+    x: (N, C, H, W); v (written): (36, C, N*TY*TX); both C-contiguous (flat indices: no per-row
+    views). Each window row is copied through a zero-padded row buffer into ``z`` (the 4 cells a
+    tile starts) and ``e`` (the 2 it shares with the next), so that both 1-D steps then run over all
+    the image's tiles at once (long loops that vectorise; see ``winograd_output``): B along the
+    windows' rows, then B^T down their columns into v's planes.
     """
     n_count, c_count, height, width = x.shape
     tiles = ty_count * tx_count
     count = v.shape[2]
-    plane = v.shape[1] * count  # between the 16 planes of v
+    plane = v.shape[1] * count  # between the 36 planes of v
     xf = x.reshape(x.size)
     vf = v.reshape(v.size)
-    wp = 2 * tx_count + 2
-    buf = np.zeros(4 * wp, x.dtype)  # the window's 4 rows; its columns outside the image stay 0
-    r = np.empty(4 * wp, x.dtype)
+    wp = 4 * tx_count + 2
+    buf = np.zeros(wp, x.dtype)  # one window row; its columns outside the image stay 0
+    z = np.empty(24 * tiles, x.dtype)  # z[i*4*tiles + 4t + l]: tile t's window cell (i, l), l < 4
+    e = np.empty(12 * tiles, x.dtype)  # e[i*2*tiles + 2t + l]: its cell (i, 4 + l)
+    rows = np.empty(36 * tiles, x.dtype)  # rows[(6i + j)*tiles + t]: B along window row i of tile t
     q_lo, q_hi = min(max(pl, 0), wp), min(max(width + pl, 0), wp)  # buffer columns inside the image
     for n in range(n_count):
         for c in range(c_count):
             image = (n * c_count + c) * height * width
             for ty in range(ty_count):
-                for i in range(4):
-                    yy = 2 * ty - pt + i
-                    b = i * wp
+                for i in range(6):
+                    yy = 4 * ty - pt + i
                     if 0 <= yy < height:
                         src = image + yy * width - pl
                         for q in range(q_lo, q_hi):
-                            buf[_u(b + q)] = xf[_u(src + q)]
+                            buf[_u(q)] = xf[_u(src + q)]
                     else:
                         for q in range(q_lo, q_hi):
-                            buf[_u(b + q)] = 0.0
-                for q in range(wp):  # B^T along the window's rows
-                    b0, b1, b2, b3 = buf[q], buf[wp + q], buf[2 * wp + q], buf[3 * wp + q]
-                    r[q] = b0 - b2
-                    r[wp + q] = b1 + b2
-                    r[2 * wp + q] = b2 - b1
-                    r[3 * wp + q] = b1 - b3
-                t0 = c * count + n * tiles + ty * tx_count
-                for i in range(4):  # then B along its columns, tile by tile
-                    ri = i * wp
-                    o = 4 * i * plane + t0
+                            buf[_u(q)] = 0.0
+                    a = 4 * i * tiles + 4 * ty * tx_count
+                    for q in range(4 * tx_count):
+                        z[_u(a + q)] = buf[_u(q)]
+                    b = 2 * i * tiles + 2 * ty * tx_count
                     for tx in range(tx_count):
-                        a0, a1 = r[_u(ri + 2 * tx)], r[_u(ri + 2 * tx + 1)]
-                        a2, a3 = r[_u(ri + 2 * tx + 2)], r[_u(ri + 2 * tx + 3)]
-                        vf[_u(o + tx)] = a0 - a2
-                        vf[_u(o + plane + tx)] = a1 + a2
-                        vf[_u(o + 2 * plane + tx)] = a2 - a1
-                        vf[_u(o + 3 * plane + tx)] = a1 - a3
-
+                        e[_u(b + 2 * tx)] = buf[_u(4 * tx + 4)]
+                        e[_u(b + 2 * tx + 1)] = buf[_u(4 * tx + 5)]
+            for i in range(6):  # B along window row i of every tile
+                a, b, dst = 4 * i * tiles, 2 * i * tiles, 6 * i * tiles
+                for t in range(tiles):
+                    r0, r1, r2, r3, r4, r5 = _bt6(z[_u(a + 4 * t)], z[_u(a + 4 * t + 1)], z[_u(a + 4 * t + 2)],
+                                                  z[_u(a + 4 * t + 3)], e[_u(b + 2 * t)], e[_u(b + 2 * t + 1)])
+                    rows[_u(dst + t)] = r0
+                    rows[_u(dst + tiles + t)] = r1
+                    rows[_u(dst + 2 * tiles + t)] = r2
+                    rows[_u(dst + 3 * tiles + t)] = r3
+                    rows[_u(dst + 4 * tiles + t)] = r4
+                    rows[_u(dst + 5 * tiles + t)] = r5
+            base = c * count + n * tiles
+            for j in range(6):  # then B^T down column j of every tile: planes 6i + j, i = 0..5
+                o = j * plane + base
+                for t in range(tiles):
+                    r0, r1, r2, r3, r4, r5 = _bt6(rows[_u(j * tiles + t)], rows[_u((6 + j) * tiles + t)],
+                                                  rows[_u((12 + j) * tiles + t)], rows[_u((18 + j) * tiles + t)],
+                                                  rows[_u((24 + j) * tiles + t)], rows[_u((30 + j) * tiles + t)])
+                    vf[_u(o + t)] = r0
+                    vf[_u(o + 6 * plane + t)] = r1
+                    vf[_u(o + 12 * plane + t)] = r2
+                    vf[_u(o + 18 * plane + t)] = r3
+                    vf[_u(o + 24 * plane + t)] = r4
+                    vf[_u(o + 30 * plane + t)] = r5
 
 
 @nb.njit(cache=True, nogil=True)
 def winograd_input_adjoint(dv, pt, pl, ty_count, tx_count, dx):
     """The adjoint of ``winograd_input``: ``dx`` (written whole) = the sum over tiles of B dV B^T,
-    each on its 4x4 window (windows overlap by 2; cells in the padding are dropped).
+    each on its 6x6 window (windows overlap by 2; cells in the padding are dropped).
 
-    dv: (16, C, N*TY*TX); dx: (N, C, H, W); both C-contiguous (flat indices, as ``winograd_input``).
+    dv: (36, C, N*TY*TX); dx: (N, C, H, W); both C-contiguous (flat indices, as ``winograd_input``).
+    Both 1-D steps run over all the image's tiles at once (long loops that vectorise; see
+    ``winograd_output``): B down the tiles' columns, then along their rows, each tile's 6 values per
+    row split into the 4 it starts (``z``) and the 2 it overlaps onto the next tile (``e``); then
+    each window row is summed from both into the image.
     """
     n_count, c_count, height, width = dx.shape
     tiles = ty_count * tx_count
@@ -785,50 +879,73 @@ def winograd_input_adjoint(dv, pt, pl, ty_count, tx_count, dx):
     plane = dv.shape[1] * count
     vf = dv.reshape(dv.size)
     xf = dx.reshape(dx.size)
-    wp = 2 * tx_count + 2
-    acc = np.empty(4 * wp, dx.dtype)
+    wp = 4 * tx_count + 2
+    cols = np.empty(36 * tiles, dx.dtype)  # cols[(6k + j)*tiles + t]: B's row k down column j of tile t
+    z = np.empty(24 * tiles, dx.dtype)  # z[k*4*tiles + 4t + l]: tile t's window cell (k, l), l < 4
+    e = np.empty(12 * tiles, dx.dtype)  # e[k*2*tiles + 2t + l]: its cell (k, 4 + l)
+    acc = np.empty(wp, dx.dtype)
     q_lo, q_hi = min(max(pl, 0), wp), min(max(width + pl, 0), wp)
     xf[:] = 0.0
     for n in range(n_count):
         for c in range(c_count):
             image = (n * c_count + c) * height * width
+            base = c * count + n * tiles
+            for j in range(6):  # B down each column of every tile (planes 6i + j, i = 0..5)
+                o = j * plane + base
+                for t in range(tiles):
+                    d0, d1, d2, d3, d4, d5 = _bt6_adjoint(
+                        vf[_u(o + t)], vf[_u(o + 6 * plane + t)], vf[_u(o + 12 * plane + t)],
+                        vf[_u(o + 18 * plane + t)], vf[_u(o + 24 * plane + t)], vf[_u(o + 30 * plane + t)])
+                    cols[_u(j * tiles + t)] = d0
+                    cols[_u((6 + j) * tiles + t)] = d1
+                    cols[_u((12 + j) * tiles + t)] = d2
+                    cols[_u((18 + j) * tiles + t)] = d3
+                    cols[_u((24 + j) * tiles + t)] = d4
+                    cols[_u((30 + j) * tiles + t)] = d5
+            for k in range(6):  # then B along row k of every tile
+                src = 6 * k * tiles
+                for t in range(tiles):
+                    s = src + t
+                    d0, d1, d2, d3, d4, d5 = _bt6_adjoint(
+                        cols[_u(s)], cols[_u(s + tiles)], cols[_u(s + 2 * tiles)],
+                        cols[_u(s + 3 * tiles)], cols[_u(s + 4 * tiles)], cols[_u(s + 5 * tiles)])
+                    a = 4 * k * tiles + 4 * t
+                    z[_u(a)] = d0
+                    z[_u(a + 1)] = d1
+                    z[_u(a + 2)] = d2
+                    z[_u(a + 3)] = d3
+                    b = 2 * k * tiles + 2 * t
+                    e[_u(b)] = d4
+                    e[_u(b + 1)] = d5
             for ty in range(ty_count):
-                acc[:] = 0.0
-                t0 = c * count + n * tiles + ty * tx_count
-                for i in range(4):  # B along the columns (adjoint of the second step)
-                    a = i * wp
-                    o = 4 * i * plane + t0
-                    for tx in range(tx_count):
-                        e0, e1 = vf[_u(o + tx)], vf[_u(o + plane + tx)]
-                        e2, e3 = vf[_u(o + 2 * plane + tx)], vf[_u(o + 3 * plane + tx)]
-                        q = a + 2 * tx
-                        acc[q] += e0
-                        acc[q + 1] += e1 - e2 + e3
-                        acc[q + 2] += -e0 + e1 + e2
-                        acc[q + 3] -= e3
-                for q in range(wp):  # then B along the rows (adjoint of the first step)
-                    a0, a1, a2, a3 = acc[q], acc[wp + q], acc[2 * wp + q], acc[3 * wp + q]
-                    acc[q] = a0
-                    acc[wp + q] = a1 - a2 + a3
-                    acc[2 * wp + q] = -a0 + a1 + a2
-                    acc[3 * wp + q] = -a3
-                for i in range(4):  # into the image, dropping the padding
-                    yy = 2 * ty - pt + i
+                for k in range(6):  # window row k of this row of tiles, into the image
+                    yy = 4 * ty - pt + k
                     if 0 <= yy < height:
+                        a = 4 * k * tiles + 4 * ty * tx_count
+                        for q in range(4 * tx_count):
+                            acc[_u(q)] = z[_u(a + q)]
+                        acc[wp - 2] = 0.0
+                        acc[wp - 1] = 0.0
+                        b = 2 * k * tiles + 2 * ty * tx_count
+                        for tx in range(tx_count):  # the 2 cells each window overlaps onto the next
+                            acc[_u(4 * tx + 4)] += e[_u(b + 2 * tx)]
+                            acc[_u(4 * tx + 5)] += e[_u(b + 2 * tx + 1)]
                         dst = image + yy * width - pl
-                        a = i * wp
                         for q in range(q_lo, q_hi):
-                            xf[_u(dst + q)] += acc[_u(a + q)]
-
+                            xf[_u(dst + q)] += acc[_u(q)]
 
 
 @nb.njit(cache=True, nogil=True)
 def winograd_output(m, ty_count, tx_count, bias, relu, out):
-    """``out[n, k]``'s 2x2 block of tile t = f(A^T M A + bias), M[i, j] = m[4i + j, k, t]
+    """``out[n, k]``'s 4x4 block of tile t = f(A^T M A + bias), M[i, j] = m[6i + j, k, t]
     (f = ReLU if ``relu``); the last row/column of tiles is cut to the output's size.
 
-    m: (16, K, N*TY*TX); bias: (K, 1) tied (zeros for none) or (K, OH*OW) untied;
+    m: (36, K, N*TY*TX); bias: (K, 1) tied (zeros for none) or (K, OH*OW) untied;
     out (written): (N, K, OH, OW); all C-contiguous (flat indices, as ``winograd_input``).
+    Both 1-D steps run over all the image's tiles at once, so that the inner loops are long enough
+    to vectorise (a row of tiles of a 32-wide image is only 8; loops over it ran 5x slower): A^T down
+    the tiles' columns, then A along their rows into ``z``, where output row a of tile t's block is
+    at z[a, 4t:4t + 4], so that each output row is a contiguous run of z.
     """
     n_count, k_count, oh_count, ow_count = out.shape
     tiles = ty_count * tx_count
@@ -837,53 +954,59 @@ def winograd_output(m, ty_count, tx_count, bias, relu, out):
     mf = m.reshape(m.size)
     of = out.reshape(out.size)
     untied = bias.shape[1] > 1
-    r = np.empty(8 * tx_count, m.dtype)  # r[(4a + j)*TX + tx]: A^T's row a applied down column j
-    rows = np.empty(4 * tx_count, m.dtype)  # the tile row's 2 output rows, 2*TX values each
+    r = np.empty(24 * tiles, m.dtype)  # r[(6a + j)*tiles + t]: A^T's row a down column j of tile t
+    z = np.empty(16 * tiles, m.dtype)  # z[a*4*tiles + 4t + b]: tile t's output (a, b)
     for n in range(n_count):
         for k in range(k_count):
             image = (n * k_count + k) * oh_count * ow_count
-            for ty in range(ty_count):
-                t0 = k * count + n * tiles + ty * tx_count
-                for j in range(4):  # A^T along the tile's rows
-                    m0, m1, m2, m3 = j * plane + t0, (4 + j) * plane + t0, (8 + j) * plane + t0, (12 + j) * plane + t0
-                    r0, r1 = j * tx_count, (4 + j) * tx_count
-                    for tx in range(tx_count):
-                        a, b, c, d = mf[_u(m0 + tx)], mf[_u(m1 + tx)], mf[_u(m2 + tx)], mf[_u(m3 + tx)]
-                        r[_u(r0 + tx)] = a + b + c
-                        r[_u(r1 + tx)] = b - c - d
-                for i in range(2):  # then A along its columns
-                    base, dst = 4 * i * tx_count, 2 * i * tx_count
-                    for tx in range(tx_count):
-                        c0, c1 = r[_u(base + tx)], r[_u(base + tx_count + tx)]
-                        c2, c3 = r[_u(base + 2 * tx_count + tx)], r[_u(base + 3 * tx_count + tx)]
-                        rows[_u(dst + 2 * tx)] = c0 + c1 + c2
-                        rows[_u(dst + 2 * tx + 1)] = c1 - c2 - c3
-                for i in range(2):
-                    y = 2 * ty + i
-                    if y < oh_count:
-                        dst, src = image + y * ow_count, 2 * i * tx_count
-                        if untied:
-                            for xx in range(ow_count):
-                                of[_u(dst + xx)] = rows[_u(src + xx)] + bias[k, y * ow_count + xx]
-                        else:
-                            b0 = bias[k, 0]
-                            for xx in range(ow_count):
-                                of[_u(dst + xx)] = rows[_u(src + xx)] + b0
-                        if relu:
-                            for xx in range(ow_count):
-                                v = of[_u(dst + xx)]
-                                of[_u(dst + xx)] = v if v > 0 else 0.0
-
+            base = k * count + n * tiles
+            for j in range(6):  # A^T down each column of every tile (planes 6i + j, i = 0..5)
+                o = j * plane + base
+                for t in range(tiles):
+                    y0, y1, y2, y3 = _at4(mf[_u(o + t)], mf[_u(o + 6 * plane + t)],
+                                          mf[_u(o + 12 * plane + t)], mf[_u(o + 18 * plane + t)],
+                                          mf[_u(o + 24 * plane + t)], mf[_u(o + 30 * plane + t)])
+                    r[_u(j * tiles + t)] = y0
+                    r[_u((6 + j) * tiles + t)] = y1
+                    r[_u((12 + j) * tiles + t)] = y2
+                    r[_u((18 + j) * tiles + t)] = y3
+            for a in range(4):  # then A along each row of every tile
+                src, dst = 6 * a * tiles, 4 * a * tiles
+                for t in range(tiles):
+                    s = src + t
+                    y0, y1, y2, y3 = _at4(r[_u(s)], r[_u(s + tiles)], r[_u(s + 2 * tiles)],
+                                          r[_u(s + 3 * tiles)], r[_u(s + 4 * tiles)], r[_u(s + 5 * tiles)])
+                    e = dst + 4 * t
+                    z[_u(e)] = y0
+                    z[_u(e + 1)] = y1
+                    z[_u(e + 2)] = y2
+                    z[_u(e + 3)] = y3
+            for y in range(oh_count):  # output row y = 4*ty + a is z[a, 4*ty*TX:], cut to OW
+                dst = image + y * ow_count
+                src = (y & 3) * 4 * tiles + (y >> 2) * 4 * tx_count
+                if untied:
+                    for xx in range(ow_count):
+                        of[_u(dst + xx)] = z[_u(src + xx)] + bias[k, y * ow_count + xx]
+                else:
+                    b0 = bias[k, 0]
+                    for xx in range(ow_count):
+                        of[_u(dst + xx)] = z[_u(src + xx)] + b0
+                if relu:
+                    for xx in range(ow_count):
+                        v = of[_u(dst + xx)]
+                        of[_u(dst + xx)] = v if v > 0 else 0.0
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"reassoc"})
 def winograd_output_adjoint(dout, y, relu, ty_count, tx_count, dm, bias_grad):
-    """The adjoint of ``winograd_output``'s A^T M A: ``dm[4i + j, k, t] = (A dY A^T)[i, j]``, dY
-    the 2x2 block of dout (times ``y > 0`` if ``relu``) of tile t, zero beyond the output's edge;
+    """The adjoint of ``winograd_output``'s A^T M A: ``dm[6i + j, k, t] = (A dY A^T)[i, j]``, dY
+    the 4x4 block of dout (times ``y > 0`` if ``relu``) of tile t, zero beyond the output's edge;
     ``bias_grad[k]`` (written, float64) = the sum of that dY over the slice.
 
-    dout, y: (N, K, OH, OW) (y unused without relu); dm (written): (16, K, N*TY*TX); all
-    C-contiguous (flat indices, as ``winograd_input``).
+    dout, y: (N, K, OH, OW) (y unused without relu); dm (written): (36, K, N*TY*TX); all
+    C-contiguous (flat indices, as ``winograd_input``). The adjoint of ``winograd_output``'s steps
+    in reverse, over all the image's tiles at once: dY's rows into ``z`` (its layout), A along
+    the tiles' rows, then down their columns.
     ``reassoc``: the float64 sum may be reordered, so that it vectorises.
     """
     n_count, k_count, oh_count, ow_count = dout.shape
@@ -893,53 +1016,50 @@ def winograd_output_adjoint(dout, y, relu, ty_count, tx_count, dm, bias_grad):
     df = dout.reshape(dout.size)
     yf = y.reshape(y.size)
     mf = dm.reshape(dm.size)
-    width = 2 * tx_count
-    rows = np.zeros(2 * width, dout.dtype)  # the tile row's 2 rows of dY; columns past OW stay 0
+    z = np.zeros(16 * tiles, dout.dtype)  # z[a*4*tiles + 4t + b]: dY at tile t's (a, b); 0 past the edges
+    s = np.empty(24 * tiles, dout.dtype)  # s[(6a + j)*tiles + t]: A's row j along row a of tile t
     bias_grad[:] = 0.0
     for n in range(n_count):
         for k in range(k_count):
             image = (n * k_count + k) * oh_count * ow_count
             total = 0.0
-            for ty in range(ty_count):
-                for i in range(2):
-                    yy = 2 * ty + i
-                    row = i * width
-                    if yy < oh_count:
-                        src = image + yy * ow_count
-                        if relu:
-                            for xx in range(ow_count):
-                                g = df[_u(src + xx)] if yf[_u(src + xx)] > 0 else 0.0
-                                rows[_u(row + xx)] = g
-                                total += g
-                        else:
-                            for xx in range(ow_count):
-                                g = df[_u(src + xx)]
-                                rows[_u(row + xx)] = g
-                                total += g
-                    else:
-                        for xx in range(ow_count):
-                            rows[_u(row + xx)] = 0.0
-                t0 = k * count + n * tiles + ty * tx_count
-                # A down the columns, A^T along the rows: 4 of the 16 planes at a time (the planes are
-                # a power of two apart; writing all 16 per tile thrashed a cache set, measured 5x slower)
-                for i in range(4):
-                    o = 4 * i * plane + t0
-                    for tx in range(tx_count):
-                        # A's row i, (1, 0), (1, 1), (1, -1) or (0, -1), on each column of dY
-                        y0, y1 = rows[_u(2 * tx)], rows[_u(width + 2 * tx)]
-                        z0, z1 = rows[_u(2 * tx + 1)], rows[_u(width + 2 * tx + 1)]
-                        if i == 0:
-                            c0, c1 = y0, z0
-                        elif i == 1:
-                            c0, c1 = y0 + y1, z0 + z1
-                        elif i == 2:
-                            c0, c1 = y0 - y1, z0 - z1
-                        else:
-                            c0, c1 = -y1, -z1
-                        mf[_u(o + tx)] = c0
-                        mf[_u(o + plane + tx)] = c0 + c1
-                        mf[_u(o + 2 * plane + tx)] = c0 - c1
-                        mf[_u(o + 3 * plane + tx)] = -c1
+            for yy in range(oh_count):
+                src = image + yy * ow_count
+                dst = (yy & 3) * 4 * tiles + (yy >> 2) * 4 * tx_count
+                if relu:
+                    for xx in range(ow_count):
+                        g = df[_u(src + xx)] if yf[_u(src + xx)] > 0 else 0.0
+                        z[_u(dst + xx)] = g
+                        total += g
+                else:
+                    for xx in range(ow_count):
+                        g = df[_u(src + xx)]
+                        z[_u(dst + xx)] = g
+                        total += g
+            for a in range(4):  # A along each row of every tile
+                src, dst = 4 * a * tiles, 6 * a * tiles
+                for t in range(tiles):
+                    e = src + 4 * t
+                    c0, c1, c2, c3, c4, c5 = _at4_adjoint(z[_u(e)], z[_u(e + 1)], z[_u(e + 2)], z[_u(e + 3)])
+                    d = dst + t
+                    s[_u(d)] = c0
+                    s[_u(d + tiles)] = c1
+                    s[_u(d + 2 * tiles)] = c2
+                    s[_u(d + 3 * tiles)] = c3
+                    s[_u(d + 4 * tiles)] = c4
+                    s[_u(d + 5 * tiles)] = c5
+            base = k * count + n * tiles
+            for j in range(6):  # then A down each column of every tile: planes 6i + j, i = 0..5
+                o = j * plane + base
+                for t in range(tiles):
+                    c0, c1, c2, c3, c4, c5 = _at4_adjoint(s[_u(j * tiles + t)], s[_u((6 + j) * tiles + t)],
+                                                          s[_u((12 + j) * tiles + t)], s[_u((18 + j) * tiles + t)])
+                    mf[_u(o + t)] = c0
+                    mf[_u(o + 6 * plane + t)] = c1
+                    mf[_u(o + 12 * plane + t)] = c2
+                    mf[_u(o + 18 * plane + t)] = c3
+                    mf[_u(o + 24 * plane + t)] = c4
+                    mf[_u(o + 30 * plane + t)] = c5
             bias_grad[k] += total
 
 

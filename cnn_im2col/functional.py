@@ -27,8 +27,8 @@ n*OH*OW), applying the fused ReLU's derivative and summing the bias gradient; ``
 cols_t.T``; ``dx_slice = col2im_t(W.T @ dZ.T)``; the slices' dW add up at the end. A depthwise
 convolution (``groups == C == O``) takes direct kernels instead (``_kernels.depthwise_*``, no
 im2col: measured 18-25 ms against 57-78 ms for one GEMM per channel, 32x64x32x32 3x3 pad 1 forward
-+ backward on one thread). A 3x3, stride-1 convolution takes Winograd's F(2x2, 3x3) instead of
-im2col (``winograd.py``: 16 GEMMs of 2.25x fewer multiply-adds in all), in the same slice blocks,
++ backward on one thread). A 3x3, stride-1 convolution takes Winograd's F(4x4, 3x3) instead of
+im2col (``winograd.py``: 36 GEMMs of 4x fewer multiply-adds in all), in the same slice blocks,
 when ``algorithm="auto"`` finds it worthwhile or ``algorithm="winograd"`` asks for it.
 
 ``owner`` names the caller in error messages (a layer passes its own name).
@@ -216,10 +216,11 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
     ``then(s, out[s])``: called once for each batch slice ``s`` (together they cover the batch),
     right after that slice's output is written, on the thread that wrote it, while it is in cache
     (a fused Conv2D -> ReLU -> MaxPool2D pools there); it must touch only slice ``s``.
-    ``algorithm`` (``"numba"`` backend): ``"im2col"``; ``"winograd"``, F(2x2, 3x3), for a 3x3 kernel
-    with stride 1, dilation 1 and groups 1 only; ``"auto"`` (default): Winograd where it applies
-    and pays (``winograd.preferred``: at least 16 input and output channels, an output of at least
-    8x8), im2col elsewhere.
+    ``algorithm`` (``"numba"`` backend): ``"im2col"``; ``"winograd"``, F(4x4, 3x3), for a 3x3 kernel
+    with stride 1, dilation 1 and groups 1 only (float32 rounding about 20x im2col's, ~1e-5 of the
+    output's scale); ``"auto"`` (default): Winograd where it applies and pays (``winograd.preferred``:
+    at least 8 input and output channels, an output of at least 4x4 and 512 output pixels per map
+    in the batch), im2col elsewhere.
     """
     check_choice(backend, "backend", BACKENDS, owner)
     check_choice(algorithm, "algorithm", ALGORITHMS, owner)
@@ -230,7 +231,7 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
     check_input_channels(x, weight.shape[1] * groups, owner)
     g = _conv_geometry(x.shape[2], x.shape[3], weight.shape[2:], stride, padding, owner, dilation)
     bias = _check_bias(bias, (out_channels, g.oh, g.ow), weight.dtype, owner)
-    use_winograd = _use_winograd(algorithm, backend, weight.shape, g, groups, owner)
+    use_winograd = _use_winograd(algorithm, backend, weight.shape, g, groups, owner, x.shape[0])
 
     x = np.ascontiguousarray(x)
     n = x.shape[0]
@@ -260,7 +261,7 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
     if use_winograd:
         u = winograd.transform_weight(weight)
         ty, tx = winograd.tiles(g)
-        slices = _slices(n, 16 * x.shape[1] * ty * tx * x.itemsize)
+        slices = _slices(n, winograd.ALPHA**2 * x.shape[1] * ty * tx * x.itemsize)
 
         def tiled(s: slice) -> np.ndarray | None:
             v = winograd.forward(x[s], u, g, bias2, relu, out[s])
@@ -312,8 +313,9 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
 
 
 def _use_winograd(algorithm: str, backend: str, weight_shape: tuple[int, ...], g: WindowGeometry,
-                  groups: int, owner: str) -> bool:
-    """Whether this convolution takes Winograd's F(2x2, 3x3) (``algorithm`` already validated)."""
+                  groups: int, owner: str, batch: int) -> bool:
+    """Whether this convolution of ``batch`` samples takes Winograd's F(4x4, 3x3) (``algorithm``
+    already validated)."""
     if algorithm == "im2col":
         return False
     fits = winograd.supports(weight_shape[2:], (g.sy, g.sx), (g.dy, g.dx), groups)
@@ -325,7 +327,7 @@ def _use_winograd(algorithm: str, backend: str, weight_shape: tuple[int, ...], g
                              f"groups 1; got kernel {tuple(weight_shape[2:])}, stride {(g.sy, g.sx)}, "
                              f"dilation {(g.dy, g.dx)}, groups {groups}")
         return True
-    return backend == "numba" and fits and winograd.preferred(weight_shape[1], weight_shape[0], g)
+    return backend == "numba" and fits and winograd.preferred(weight_shape[1], weight_shape[0], g, batch)
 
 
 def _check_bias(bias: Any, out_shape: tuple[int, int, int], dtype: np.dtype, owner: str) -> np.ndarray | None:

@@ -115,7 +115,7 @@ class Conv2D(Layer):
     ``groups``: the channels split into that many independent convolutions (``groups ==
     in_channels`` is a depthwise convolution), both with PyTorch's meaning; ``groups`` must divide
     ``in_channels`` and ``out_channels``. ``algorithm``: how the convolution becomes GEMMs,
-    ``"im2col"``, ``"winograd"`` (F(2x2, 3x3): a 3x3 kernel, stride 1, dilation 1, groups 1) or
+    ``"im2col"``, ``"winograd"`` (F(4x4, 3x3): a 3x3 kernel, stride 1, dilation 1, groups 1) or
     ``"auto"`` (Winograd where it applies and pays, see ``functional.conv2d_forward``); the numbers
     agree to rounding. Input (N, C, H, W) -> output (N, O, OH, OW).
     """

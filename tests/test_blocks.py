@@ -164,6 +164,7 @@ def test_fused_conv_relu_pool_equals_its_layers_one_by_one(strategy, data, train
         if strategy == "winograd":  # "auto" takes it at any size and channel count
             patch.setattr(winograd, "AUTO_MIN_CHANNELS", 1)
             patch.setattr(winograd, "AUTO_MIN_SIDE", 1)
+            patch.setattr(winograd, "AUTO_MIN_PIXELS", 1)
         case = data.draw(conv_relu_pools(winograd_conv=strategy == "winograd"))
         check_fused_conv_relu_pool(case, training)
     # which algorithm ran: Winograd when forced, im2col (or the depthwise kernels) at these small

@@ -355,8 +355,8 @@ def test_conv2d_dilation_and_groups_follow_pytorch_layout_config_and_repr():
 
 def test_conv2d_algorithm_is_a_choice_that_changes_only_the_rounding():
     """The same layer as im2col and as Winograd: outputs and gradients agree, "auto" takes Winograd
-    here (16 channels, 8x8), the choice is in the config and, when not the default, the repr."""
-    x = np.random.default_rng(0).standard_normal((3, 16, 8, 8)).astype(np.float32)
+    here (16 channels, 8 samples of 8x8), the choice is in the config and, when not the default, the repr."""
+    x = np.random.default_rng(0).standard_normal((8, 16, 8, 8)).astype(np.float32)
     results = {}
     for algorithm in ("im2col", "winograd", "auto"):
         layer = Conv2D(16, 16, 3, padding=1, seed=0, algorithm=algorithm)

@@ -1,4 +1,4 @@
-"""winograd: F(2x2, 3x3) equals im2col and the scipy reference on hypothesis-drawn shapes, paddings,
+"""winograd: F(4x4, 3x3) equals im2col and the scipy reference on hypothesis-drawn shapes, paddings,
 bias modes, dtypes and slicings; its transforms equal the textbook matrix products; its gradients
 pass a float64 finite-difference check; "auto" chooses it only where it applies."""
 
@@ -83,24 +83,24 @@ def test_weight_transform_and_its_adjoint_equal_the_matrix_products(k, c, dtype,
     """U = G w G^T and dW = G^T dU G, against einsum with the module's G (the textbook form)."""
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((k, c, 3, 3)).astype(dtype)
-    du = rng.standard_normal((16, k, c)).astype(dtype)
+    du = rng.standard_normal((36, k, c)).astype(dtype)
     rtol, atol = tolerance(dtype)
     u = winograd.transform_weight(w)
-    assert u.shape == (16, k, c) and u.dtype == dtype
-    want = np.einsum("ai,kcij,bj->abkc", winograd.G, w.astype(np.float64), winograd.G).reshape(16, k, c)
+    assert u.shape == (36, k, c) and u.dtype == dtype
+    want = np.einsum("ai,kcij,bj->abkc", winograd.G, w.astype(np.float64), winograd.G).reshape(36, k, c)
     np.testing.assert_allclose(u, want, rtol, atol)
     dw = winograd.weight_grad(du)
     assert dw.shape == w.shape and dw.dtype == dtype
-    want = np.einsum("ai,abkc,bj->kcij", winograd.G, du.astype(np.float64).reshape(4, 4, k, c), winograd.G)
+    want = np.einsum("ai,abkc,bj->kcij", winograd.G, du.astype(np.float64).reshape(6, 6, k, c), winograd.G)
     np.testing.assert_allclose(dw, want, rtol, atol)
 
 
 def test_transform_matrices_compute_a_3x3_correlation():
-    """The constants themselves: A^T [(G g G^T) * (B^T d B)] A is the 2x2 valid correlation of d."""
+    """The constants themselves: A^T [(G g G^T) * (B^T d B)] A is the 4x4 valid correlation of d."""
     rng = np.random.default_rng(0)
-    d, g = rng.standard_normal((4, 4)), rng.standard_normal((3, 3))
+    d, g = rng.standard_normal((6, 6)), rng.standard_normal((3, 3))
     y = winograd.AT @ ((winograd.G @ g @ winograd.G.T) * (winograd.BT @ d @ winograd.BT.T)) @ winograd.AT.T
-    want = [[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(2)] for i in range(2)]
+    want = [[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(4)] for i in range(4)]
     np.testing.assert_allclose(y, want, 1e-12, 1e-12)
 
 
@@ -125,24 +125,25 @@ def test_winograd_gradcheck_float64(bias_mode, relu):
         check_function(lambda b: run(x, weight, b), lambda d: F.conv2d_backward(d, state["cache"])[2], bias)
 
 
-@pytest.mark.parametrize("shape, size, kw, chosen", [
-    ((16, 16, 3, 3), 8, {"padding": 1}, True),
-    ((16, 16, 3, 3), 10, {}, True),
-    ((16, 16, 3, 3), 9, {}, False),  # a 7x7 output: too small
-    ((16, 15, 3, 3), 8, {"padding": 1}, False),  # too few input channels
-    ((15, 16, 3, 3), 8, {"padding": 1}, False),  # too few output channels
-    ((16, 16, 5, 5), 8, {"padding": 2}, False),
-    ((16, 16, 3, 3), 16, {"stride": 2, "padding": 1}, False),
-    ((16, 16, 3, 3), 12, {"dilation": 2}, False),
-    ((16, 8, 3, 3), 8, {"groups": 2, "padding": 1}, False),
-    ((16, 16, 3, 3), 8, {"backend": "numpy", "padding": 1}, False),
+@pytest.mark.parametrize("shape, n, size, kw, chosen", [
+    ((8, 8, 3, 3), 8, 8, {"padding": 1}, True),  # 8 x 8x8 = 512 output pixels per map
+    ((8, 8, 3, 3), 32, 6, {}, True),  # 32 x 4x4
+    ((8, 8, 3, 3), 7, 8, {"padding": 1}, False),  # 448 pixels: the weight's transforms cost more
+    ((8, 8, 3, 3), 64, 5, {}, False),  # a 3x3 output: too small
+    ((8, 7, 3, 3), 8, 8, {"padding": 1}, False),  # too few input channels
+    ((7, 8, 3, 3), 8, 8, {"padding": 1}, False),  # too few output channels
+    ((8, 8, 5, 5), 8, 8, {"padding": 2}, False),
+    ((8, 8, 3, 3), 8, 16, {"stride": 2, "padding": 1}, False),
+    ((8, 8, 3, 3), 8, 12, {"dilation": 2}, False),
+    ((8, 4, 3, 3), 8, 8, {"groups": 2, "padding": 1}, False),
+    ((8, 8, 3, 3), 8, 8, {"backend": "numpy", "padding": 1}, False),
 ])
-def test_auto_takes_winograd_only_where_it_applies_and_pays(shape, size, kw, chosen):
-    x = np.ones((1, shape[1] * kw.get("groups", 1), size, size), np.float32)
+def test_auto_takes_winograd_only_where_it_applies_and_pays(shape, n, size, kw, chosen):
+    x = np.ones((n, shape[1] * kw.get("groups", 1), size, size), np.float32)
     _, cache = F.conv2d_forward(x, np.ones(shape, np.float32), **kw)
     assert (cache.transformed is not None) == chosen
     # the table above is drawn at these thresholds
-    assert (winograd.AUTO_MIN_CHANNELS, winograd.AUTO_MIN_SIDE) == (16, 8)
+    assert (winograd.AUTO_MIN_CHANNELS, winograd.AUTO_MIN_SIDE, winograd.AUTO_MIN_PIXELS) == (8, 4, 512)
 
 
 @pytest.mark.parametrize("kw, message", [
