@@ -11,8 +11,10 @@ is also run with ``cnn_im2col`` imported first and after PyTorch has trained a b
 process (``--orders``), to show that its speed does not depend on either.
 
 The GEMM floor: a worker that never imports the engine runs NumPy's ``np.matmul`` (its BLAS with
-its default threads) on exactly the GEMMs of one training step (``step_gemms``), and the table
-gives the floor per epoch and the fraction of it the engine's epoch reaches (floor / epoch). Each measurement runs in its own process (so peak RSS is that
+its default threads) on the GEMMs of one training step as im2col lowers it (``step_gemms``), and
+the table gives the floor per epoch and the fraction of it the engine's epoch reaches (floor /
+epoch). The engine's default now computes conv2 with Winograd's F(2x2, 5x5), 36 smaller products
+with 2.8x fewer multiply-adds; the floor stays im2col's (a direct convolution's work). Each measurement runs in its own process (so peak RSS is that
 framework's alone and the thread pools never meet), alternating ``ours, torch, ours, torch, ...``;
 the table shows medians and the ratios. JIT compilation is excluded (one untimed warm-up batch
 first; its time is reported). While a worker trains, the driver samples how many of its threads
@@ -60,8 +62,8 @@ import _common as C
 BATCH = 64
 TORCH_ONE = "torch, 1 thread"  # an extra reference when the engine has more than one thread
 LR, MOMENTUM = 0.05, 0.9
-STAGES = ["im2col", "GEMM", "col2im", "layout+bias", "pooling", "activations", "validation", "loss",
-          "optimizer", "conv/dense inline"]
+STAGES = ["im2col", "GEMM", "col2im", "layout+bias", "Winograd transforms", "pooling", "activations",
+          "validation", "loss", "optimizer", "conv/dense inline"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,9 +161,10 @@ class Torch:
 
 
 def step_gemms(batch: int = BATCH) -> list[tuple[tuple[int, int], tuple[int, int]]]:
-    """The (A shape, B shape) of every GEMM in one LeNet training step of this engine (the first
+    """The (A shape, B shape) of every GEMM in one LeNet training step lowered by im2col (the first
     layer computes no input gradient): conv1 24x24 outputs of 1x5x5, conv2 8x8 of 20x5x5, Dense
-    640->100 and 100->10; forward, weight gradient, input gradient."""
+    640->100 and 100->10; forward, weight gradient, input gradient. (By default the engine computes
+    conv2 with Winograd instead: fewer multiply-adds than these.)"""
     p1, p2 = batch * 24 * 24, batch * 8 * 8
     return [((20, 25), (25, p1)), ((20, p1), (p1, 25)),  # conv1: forward, dW
             ((40, 500), (500, p2)), ((40, p2), (p2, 500)), ((500, 40), (40, p2)),  # conv2: fwd, dW, dcols
@@ -203,6 +206,10 @@ def profile_targets():
     from cnn_im2col import layers as L
     from cnn_im2col.losses import SoftmaxCrossEntropy
     from cnn_im2col.optim import SGD
+    try:
+        from cnn_im2col import winograd as W
+    except ImportError:  # an engine version without Winograd
+        W = None
 
     return [(F, "unfold", "im2col"), (F, "unfold_t", "im2col"), (F, "fold", "col2im"), (F, "fold_t", "col2im"),
             (F, "gemm", "GEMM"), (F, "_grouped_matmul", "GEMM"), (F, "_weight_grad", "GEMM"),
@@ -211,6 +218,10 @@ def profile_targets():
             *[(K, name, "pooling") for name in ("max_pool_forward", "max_pool_forward_valid", "max_pool_forward_2x2",
                                                "max_pool_backward", "max_pool_backward_tiled", "max_pool_backward_cm",
                                                "sum_pool_forward", "sum_pool_backward")],
+            *[(K, f"winograd_{name}_{variant}", "Winograd transforms") for variant in ("f43", "f25")
+              for name in ("input", "input_adjoint", "output", "output_adjoint")],
+            (K, "winograd_weight", "Winograd transforms"), (K, "winograd_weight_adjoint", "Winograd transforms"),
+            (W, "forward", "GEMM"), (W, "backward", "GEMM"),  # with their kernels wrapped: the 36 products
             (L.ReLU, "_forward", "activations"), (L.ReLU, "_backward", "activations"),
             *[(module, "as_float_array", "validation") for module in (F, L, I, LS, M)],
             (M, "_finite", "validation"),

@@ -1,5 +1,5 @@
 """Where one convolution's forward+backward spends its time, stage by stage, on each algorithm that
-computes it (im2col, and for a 3x3 kernel Winograd's F(4x4, 3x3)): the profile behind
+computes it (im2col, and for a 3x3 or 5x5 kernel Winograd's F(4x4, 3x3) or F(2x2, 5x5)): the profile behind
 ``algorithm="auto"`` and behind the engine's optimisations.
 
 Each round times one call of the layer's forward (keeping what backward needs) and backward per
@@ -43,8 +43,9 @@ def targets():
     return [(F, "unfold_t", "im2col"), (F, "fold_t", "col2im"),
             (F, "_grouped_matmul", "GEMM"), (F, "_weight_grad", "GEMM"),
             *[(K, name, "layout+bias") for name in ("cm_to_nchw", "nchw_to_cm", "bias_relu_inplace")],
-            (K, "winograd_input", "input transform"), (K, "winograd_input_adjoint", "input adjoint"),
-            (K, "winograd_output", "output transform"), (K, "winograd_output_adjoint", "output adjoint"),
+            *[(K, f"winograd_{name}_{variant}", stage) for variant in ("f43", "f25")
+              for name, stage in (("input", "input transform"), ("input_adjoint", "input adjoint"),
+                                  ("output", "output transform"), ("output_adjoint", "output adjoint"))],
             (K, "winograd_weight", "weight transform"), (K, "winograd_weight_adjoint", "weight transform"),
             (W, "forward", "GEMM"), (W, "backward", "GEMM")]
 
@@ -62,7 +63,7 @@ def profile(shape: tuple[int, int, int, int], kernel: int, padding: int, rounds:
     bias = rng.standard_normal(k).astype(np.float32)
     side = h + 2 * padding - kernel + 1
     dout = rng.standard_normal((n, k, side, side), dtype=np.float32)
-    algorithms = ALGORITHMS if kernel == 3 else ALGORITHMS[:1]
+    algorithms = ALGORITHMS if kernel in (3, 5) else ALGORITHMS[:1]
 
     def call(algorithm: str) -> None:
         _, cache = F.conv2d_forward(x, weight, bias, 1, padding, algorithm=algorithm)
@@ -94,7 +95,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", type=int, nargs=4, metavar=("N", "C", "K", "H"), default=None,
                         help="batch, input channels, output channels, height (= width); default 32 32 64 32")
-    parser.add_argument("--kernel", type=int, default=3, help="kernel size (default 3; Winograd only for 3)")
+    parser.add_argument("--kernel", type=int, default=3, help="kernel size (default 3; Winograd for 3 and 5)")
     parser.add_argument("--padding", type=int, default=1, help="padding (default 1)")
     parser.add_argument("--rounds", type=int, default=None, help="alternated rounds (default 15)")
     parser.add_argument("--threads", type=int, default=1, help="engine threads (default 1)")

@@ -670,14 +670,17 @@ def depthwise_backward(dout, y, relu, x, w, sy, sx, dy, dx_step, pt, pl, input_g
                     dw[c, i, j] += acc
 
 
-# --------------------------------------------------------------------------- Winograd F(4x4, 3x3)
-# The four transforms of ``winograd.py`` (which has the mathematics and the matrices) and their
-# adjoints. A tile (ty, tx) is the 6x6 input window at row 4*ty - PT, column 4*tx - PL, giving the
-# 4x4 outputs at (4*ty, 4*tx); tiles are numbered t = (n*TY + ty)*TX + tx. Transformed arrays are
-# (36, C, T): element 6*i + j of every tile is one (C, T) matrix, so that the 36 products are plain
-# GEMMs. Each kernel works on whole rows of tiles through a zero-padded row buffer: no branch in the
-# inner loops, which then vectorise. Each inner loop writes at most 6 planes: the planes are often a
-# power of two apart, and writing many at once thrashed one cache set (16 at once, 5x slower).
+# --------------------------------------------------------------------------- Winograd F(4x4, 3x3), F(2x2, 5x5)
+# The transforms of ``winograd.py`` (which has the mathematics and the matrices) and their adjoints,
+# for the two algorithms with a 6x6 input window (ALPHA = 6, the same B^T): F(4x4, 3x3) (tile m = 4)
+# and F(2x2, 5x5) (m = 2). A tile (ty, tx) is the 6x6 input window at row m*ty - PT, column
+# m*tx - PL, giving the m x m outputs at (m*ty, m*tx); tiles are numbered t = (n*TY + ty)*TX + tx.
+# Transformed arrays are (36, C, T): element 6*i + j of every tile is one (C, T) matrix, so that the
+# 36 products are plain GEMMs. Every 1-D step runs over all of an image's tiles at once, in flat
+# indices, so that its loop is long enough to vectorise (loops over one row of a 32-wide image's 8
+# tiles ran 5x slower). A loop writes at most 6 planes at once: the planes are often a power of two
+# apart, and writing 16 at once thrashed one cache set (5x slower). ``m`` is 4 or 2; each loop that
+# depends on it is written out for both, so that each version's trip counts are constants.
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -700,8 +703,8 @@ def _bt6_adjoint(e0, e1, e2, e3, e4, e5):
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _at4(m0, m1, m2, m3, m4, m5):
-    """A^T @ (m0, ..., m5), A^T's rows (1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0),
-    (0, 1, -1, 8, -8, 1)."""
+    """A^T @ (m0, ..., m5) of F(4x4, 3x3), A^T's rows (1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0),
+    (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1)."""
     p, q = m1 + m2, m1 - m2
     s, t = m3 + m4, m3 - m4
     return m0 + p + s, q + 2 * t, p + 4 * s, q + 8 * t + m5
@@ -715,12 +718,24 @@ def _at4_adjoint(g0, g1, g2, g3):
     return g0, p + q, p - q, s + t, s - t, g3
 
 
-_SIXTH, _TWELFTH, _TWENTYFOURTH = 1 / 6, 1 / 12, 1 / 24  # G's entries, as factors: a division is ~10x slower
+@nb.njit(cache=True, nogil=True, inline="always")
+def _at2(m0, m1, m2, m3, m4, m5):
+    """A^T @ (m0, ..., m5) of F(2x2, 5x5), A^T's rows (1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 1)."""
+    return m0 + m1 + m2 + m3 + m4, m1 - m2 + 2 * (m3 - m4) + m5
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _g6(a0, a1, a2):
-    """G @ (a0, a1, a2), G's rows (1/4, 0, 0), (-1/6, -1/6, -1/6), (-1/6, 1/6, -1/6),
+def _at2_adjoint(g0, g1):
+    """A @ (g0, g1): the adjoint of ``_at2``."""
+    return g0, g0 + g1, g0 - g1, g0 + 2 * g1, g0 - 2 * g1, g1
+
+
+_SIXTH, _TWELFTH, _TWENTYFOURTH, _THIRD = 1 / 6, 1 / 12, 1 / 24, 1 / 3  # G's entries (a division is ~10x slower)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _g3(a0, a1, a2):
+    """G @ (a0, a1, a2) of F(4x4, 3x3), G's rows (1/4, 0, 0), (-1/6, -1/6, -1/6), (-1/6, 1/6, -1/6),
     (1/24, 1/12, 1/6), (1/24, -1/12, 1/6), (0, 0, 1)."""
     p, q = (a0 + a2) * _SIXTH, a0 * _TWENTYFOURTH + a2 * _SIXTH
     h, m = a1 * _SIXTH, a1 * _TWELFTH
@@ -728,100 +743,140 @@ def _g6(a0, a1, a2):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _g6_adjoint(b0, b1, b2, b3, b4, b5):
-    """G^T @ (b0, ..., b5): the adjoint of ``_g6``."""
+def _g3_adjoint(b0, b1, b2, b3, b4, b5):
+    """G^T @ (b0, ..., b5): the adjoint of ``_g3``."""
     p, q = b1 + b2, b3 + b4
     return (0.25 * b0 - p * _SIXTH + q * _TWENTYFOURTH, (b2 - b1) * _SIXTH + (b3 - b4) * _TWELFTH,
             (q - p) * _SIXTH + b5)
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _g5(a0, a1, a2, a3, a4):
+    """G @ (a0, ..., a4) of F(2x2, 5x5), G's rows (1/4, 0, 0, 0, 0), -1/6 (1, 1, 1, 1, 1),
+    -1/6 (1, -1, 1, -1, 1), 1/24 (1, 2, 4, 8, 16), 1/24 (1, -2, 4, -8, 16), (0, 0, 0, 0, 1)."""
+    e, o = (a0 + a2 + a4) * _SIXTH, (a1 + a3) * _SIXTH
+    p = a0 * _TWENTYFOURTH + a2 * _SIXTH + a4 * (2 * _THIRD)
+    q = a1 * _TWELFTH + a3 * _THIRD
+    return 0.25 * a0, -(e + o), o - e, p + q, p - q, a4
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _g5_adjoint(b0, b1, b2, b3, b4, b5):
+    """G^T @ (b0, ..., b5): the adjoint of ``_g5``."""
+    p, q = b1 + b2, b3 + b4
+    d, h = (b2 - b1) * _SIXTH, b3 - b4
+    return (0.25 * b0 - p * _SIXTH + q * _TWENTYFOURTH, d + h * _TWELFTH, (q - p) * _SIXTH,
+            d + h * _THIRD, q * (2 * _THIRD) - p * _SIXTH + b5)
+
+
 @nb.njit(cache=True, nogil=True)
 def winograd_weight(w, u):
-    """``u[6a + b, k, c] = (G w[k, c] G^T)[a, b]``, computed in float64. w: (K, C, 3, 3); u: (36, K, C),
-    both C-contiguous. Vectorised over c (u's contiguous axis), in flat indices: kernel k's 9 taps
-    of every c are gathered, then G is applied down the kernels' columns and along their rows
-    (per (k, c), with 36 strided writes each, 256 x 256 kernels took 34 ms; this, 2.7 ms)."""
-    k_count, c_count = w.shape[0], w.shape[1]
+    """``u[6a + b, k, c] = (G w[k, c] G^T)[a, b]``, computed in float64, G that of the kernel's size
+    r (3 or 5). w: (K, C, r, r); u: (36, K, C), both C-contiguous. Vectorised over c (u's contiguous
+    axis): kernel k's r*r taps of every c are gathered, then G is applied down the kernels' columns
+    and along their rows (per (k, c), with 36 strided writes each, 256 x 256 3x3 kernels took 34 ms;
+    this, 2.7 ms)."""
+    k_count, c_count, r = w.shape[0], w.shape[1], w.shape[2]
     plane = k_count * c_count
     wf = w.reshape(w.size)
     uf = u.reshape(u.size)
-    taps = np.empty(9 * c_count)  # taps[(3i + j)*C + c] = w[k, c, i, j]
-    t = np.empty(18 * c_count)  # t[(3a + j)*C + c] = (G w[k, c])[a, j]
+    taps = np.empty(r * r * c_count)  # taps[(r*i + j)*C + c] = w[k, c, i, j]
+    t = np.empty(6 * r * c_count)  # t[(r*a + j)*C + c] = (G w[k, c])[a, j]
     for k in range(k_count):
-        for q in range(9):
+        for q in range(r * r):
             for c in range(c_count):
-                taps[_u(q * c_count + c)] = wf[_u((k * c_count + c) * 9 + q)]
-        for j in range(3):  # G down each column of the kernels
+                taps[_u(q * c_count + c)] = wf[_u((k * c_count + c) * r * r + q)]
+        for j in range(r):  # G down each column of the kernels
             for c in range(c_count):
-                r0, r1, r2, r3, r4, r5 = _g6(taps[_u(j * c_count + c)], taps[_u((3 + j) * c_count + c)],
-                                             taps[_u((6 + j) * c_count + c)])
-                t[_u(j * c_count + c)], t[_u((3 + j) * c_count + c)], t[_u((6 + j) * c_count + c)] = r0, r1, r2
-                t[_u((9 + j) * c_count + c)], t[_u((12 + j) * c_count + c)], t[_u((15 + j) * c_count + c)] = r3, r4, r5
+                s = j * c_count + c
+                if r == 3:
+                    g0, g1, g2, g3, g4, g5 = _g3(taps[_u(s)], taps[_u(s + 3 * c_count)], taps[_u(s + 6 * c_count)])
+                else:
+                    g0, g1, g2, g3, g4, g5 = _g5(taps[_u(s)], taps[_u(s + 5 * c_count)], taps[_u(s + 10 * c_count)],
+                                                 taps[_u(s + 15 * c_count)], taps[_u(s + 20 * c_count)])
+                d = r * c_count
+                t[_u(s)], t[_u(s + d)], t[_u(s + 2 * d)] = g0, g1, g2
+                t[_u(s + 3 * d)], t[_u(s + 4 * d)], t[_u(s + 5 * d)] = g3, g4, g5
         for a in range(6):  # then G^T along each row
             o = 6 * a * plane + k * c_count
             for c in range(c_count):
-                r0, r1, r2, r3, r4, r5 = _g6(t[_u(3 * a * c_count + c)], t[_u((3 * a + 1) * c_count + c)],
-                                             t[_u((3 * a + 2) * c_count + c)])
-                uf[_u(o + c)], uf[_u(o + plane + c)], uf[_u(o + 2 * plane + c)] = r0, r1, r2
-                uf[_u(o + 3 * plane + c)], uf[_u(o + 4 * plane + c)], uf[_u(o + 5 * plane + c)] = r3, r4, r5
+                s = r * a * c_count + c
+                if r == 3:
+                    g0, g1, g2, g3, g4, g5 = _g3(t[_u(s)], t[_u(s + c_count)], t[_u(s + 2 * c_count)])
+                else:
+                    g0, g1, g2, g3, g4, g5 = _g5(t[_u(s)], t[_u(s + c_count)], t[_u(s + 2 * c_count)],
+                                                 t[_u(s + 3 * c_count)], t[_u(s + 4 * c_count)])
+                uf[_u(o + c)], uf[_u(o + plane + c)], uf[_u(o + 2 * plane + c)] = g0, g1, g2
+                uf[_u(o + 3 * plane + c)], uf[_u(o + 4 * plane + c)], uf[_u(o + 5 * plane + c)] = g3, g4, g5
 
 
 @nb.njit(cache=True, nogil=True)
 def winograd_weight_adjoint(du, dw):
     """The adjoint of ``winograd_weight``: ``dw[k, c] = G^T dU[k, c] G``, dU[a, b] = du[6a + b, k, c],
-    computed in float64, vectorised over c as it is. du: (36, K, C); dw (written): (K, C, 3, 3)."""
-    k_count, c_count = dw.shape[0], dw.shape[1]
+    computed in float64, vectorised over c as it is. du: (36, K, C); dw (written): (K, C, r, r)."""
+    k_count, c_count, r = dw.shape[0], dw.shape[1], dw.shape[2]
     plane = k_count * c_count
     uf = du.reshape(du.size)
     wf = dw.reshape(dw.size)
-    t = np.empty(18 * c_count)  # t[(3a + j)*C + c] = (dU[k, c] G)[a, j]
-    taps = np.empty(9 * c_count)  # taps[(3i + j)*C + c] = dw[k, c, i, j]
+    t = np.empty(6 * r * c_count)  # t[(r*a + j)*C + c] = (dU[k, c] G)[a, j]
+    taps = np.empty(r * r * c_count)  # taps[(r*i + j)*C + c] = dw[k, c, i, j]
     for k in range(k_count):
         for a in range(6):  # G along each row
             o = 6 * a * plane + k * c_count
             for c in range(c_count):
-                r0, r1, r2 = _g6_adjoint(nb.float64(uf[_u(o + c)]), uf[_u(o + plane + c)], uf[_u(o + 2 * plane + c)],
-                                         uf[_u(o + 3 * plane + c)], uf[_u(o + 4 * plane + c)], uf[_u(o + 5 * plane + c)])
-                t[_u(3 * a * c_count + c)], t[_u((3 * a + 1) * c_count + c)], t[_u((3 * a + 2) * c_count + c)] = r0, r1, r2
-        for j in range(3):  # then G^T down each column
+                b0, b1, b2 = nb.float64(uf[_u(o + c)]), uf[_u(o + plane + c)], uf[_u(o + 2 * plane + c)]
+                b3, b4, b5 = uf[_u(o + 3 * plane + c)], uf[_u(o + 4 * plane + c)], uf[_u(o + 5 * plane + c)]
+                s = r * a * c_count + c
+                if r == 3:
+                    t[_u(s)], t[_u(s + c_count)], t[_u(s + 2 * c_count)] = _g3_adjoint(b0, b1, b2, b3, b4, b5)
+                else:
+                    t[_u(s)], t[_u(s + c_count)], t[_u(s + 2 * c_count)], t[_u(s + 3 * c_count)], \
+                        t[_u(s + 4 * c_count)] = _g5_adjoint(b0, b1, b2, b3, b4, b5)
+        d = r * c_count
+        for j in range(r):  # then G^T down each column
             for c in range(c_count):
-                r0, r1, r2 = _g6_adjoint(t[_u(j * c_count + c)], t[_u((3 + j) * c_count + c)], t[_u((6 + j) * c_count + c)],
-                                         t[_u((9 + j) * c_count + c)], t[_u((12 + j) * c_count + c)],
-                                         t[_u((15 + j) * c_count + c)])
-                taps[_u(j * c_count + c)], taps[_u((3 + j) * c_count + c)], taps[_u((6 + j) * c_count + c)] = r0, r1, r2
-        for q in range(9):
+                s = j * c_count + c
+                b0, b1, b2 = t[_u(s)], t[_u(s + d)], t[_u(s + 2 * d)]
+                b3, b4, b5 = t[_u(s + 3 * d)], t[_u(s + 4 * d)], t[_u(s + 5 * d)]
+                if r == 3:
+                    taps[_u(s)], taps[_u(s + d)], taps[_u(s + 2 * d)] = _g3_adjoint(b0, b1, b2, b3, b4, b5)
+                else:
+                    taps[_u(s)], taps[_u(s + d)], taps[_u(s + 2 * d)], taps[_u(s + 3 * d)], taps[_u(s + 4 * d)] = \
+                        _g5_adjoint(b0, b1, b2, b3, b4, b5)
+        for q in range(r * r):
             for c in range(c_count):
-                wf[_u((k * c_count + c) * 9 + q)] = taps[_u(q * c_count + c)]
+                wf[_u((k * c_count + c) * r * r + q)] = taps[_u(q * c_count + c)]
 
 
-@nb.njit(cache=True, nogil=True)
-def winograd_input(x, pt, pl, ty_count, tx_count, v):
-    """``v[6i + j, c, t] = (B^T d B)[i, j]``, d the 6x6 window of tile t in x[n, c] (padding reads 0).
+@nb.njit(cache=True, nogil=True, inline="always")
+def _winograd_input(x, pt, pl, m, ty_count, tx_count, v):
+    """``v[6i + j, c, t] = (B^T d B)[i, j]``, d the 6x6 window of tile t in x[n, c] (padding reads 0),
+    tiles ``m`` (4 or 2) apart.
 
-    x: (N, C, H, W); v (written): (36, C, N*TY*TX); both C-contiguous (flat indices: no per-row
-    views). Each window row is copied through a zero-padded row buffer into ``z`` (the 4 cells a
-    tile starts) and ``e`` (the 2 it shares with the next), so that both 1-D steps then run over all
-    the image's tiles at once (long loops that vectorise; see ``winograd_output``): B along the
-    windows' rows, then B^T down their columns into v's planes.
+    x: (N, C, H, W); v (written): (36, C, N*TY*TX); both C-contiguous. Channel by channel: each
+    window row of every image is copied through a zero-padded row buffer into ``z`` (the m cells a
+    tile starts) and ``e`` (the 6 - m it shares with the next tiles); then B runs along the windows'
+    rows, and B^T down their columns into v's planes, each over all the slice's tiles at once.
     """
     n_count, c_count, height, width = x.shape
     tiles = ty_count * tx_count
-    count = v.shape[2]
+    count = v.shape[2]  # n_count * tiles
     plane = v.shape[1] * count  # between the 36 planes of v
     xf = x.reshape(x.size)
     vf = v.reshape(v.size)
-    wp = 4 * tx_count + 2
+    wp = m * tx_count + 6 - m
     buf = np.zeros(wp, x.dtype)  # one window row; its columns outside the image stay 0
-    z = np.empty(24 * tiles, x.dtype)  # z[i*4*tiles + 4t + l]: tile t's window cell (i, l), l < 4
-    e = np.empty(12 * tiles, x.dtype)  # e[i*2*tiles + 2t + l]: its cell (i, 4 + l)
-    rows = np.empty(36 * tiles, x.dtype)  # rows[(6i + j)*tiles + t]: B along window row i of tile t
+    z = np.empty(6 * m * count, x.dtype)  # z[i*m*count + m*t + l]: tile t's window cell (i, l), l < m
+    e = np.empty(6 * (6 - m) * count, x.dtype)  # e[i*(6 - m)*count + (6 - m)*t + l]: its cell (i, m + l)
+    rows = np.empty(36 * count, x.dtype)  # rows[(6i + j)*count + t]: B along window row i of tile t
     q_lo, q_hi = min(max(pl, 0), wp), min(max(width + pl, 0), wp)  # buffer columns inside the image
-    for n in range(n_count):
-        for c in range(c_count):
+    for c in range(c_count):
+        for n in range(n_count):
             image = (n * c_count + c) * height * width
             for ty in range(ty_count):
+                t0 = n * tiles + ty * tx_count
                 for i in range(6):
-                    yy = 4 * ty - pt + i
+                    yy = m * ty - pt + i
                     if 0 <= yy < height:
                         src = image + yy * width - pl
                         for q in range(q_lo, q_hi):
@@ -829,49 +884,47 @@ def winograd_input(x, pt, pl, ty_count, tx_count, v):
                     else:
                         for q in range(q_lo, q_hi):
                             buf[_u(q)] = 0.0
-                    a = 4 * i * tiles + 4 * ty * tx_count
-                    for q in range(4 * tx_count):
+                    a = m * (i * count + t0)
+                    for q in range(m * tx_count):
                         z[_u(a + q)] = buf[_u(q)]
-                    b = 2 * i * tiles + 2 * ty * tx_count
+                    b = (6 - m) * (i * count + t0)
                     for tx in range(tx_count):
-                        e[_u(b + 2 * tx)] = buf[_u(4 * tx + 4)]
-                        e[_u(b + 2 * tx + 1)] = buf[_u(4 * tx + 5)]
-            for i in range(6):  # B along window row i of every tile
-                a, b, dst = 4 * i * tiles, 2 * i * tiles, 6 * i * tiles
-                for t in range(tiles):
+                        for q in range(6 - m):
+                            e[_u(b + (6 - m) * tx + q)] = buf[_u(m * tx + m + q)]
+        for i in range(6):  # B along window row i of every tile
+            a, b, dst = m * i * count, (6 - m) * i * count, 6 * i * count
+            for t in range(count):
+                if m == 4:
                     r0, r1, r2, r3, r4, r5 = _bt6(z[_u(a + 4 * t)], z[_u(a + 4 * t + 1)], z[_u(a + 4 * t + 2)],
                                                   z[_u(a + 4 * t + 3)], e[_u(b + 2 * t)], e[_u(b + 2 * t + 1)])
-                    rows[_u(dst + t)] = r0
-                    rows[_u(dst + tiles + t)] = r1
-                    rows[_u(dst + 2 * tiles + t)] = r2
-                    rows[_u(dst + 3 * tiles + t)] = r3
-                    rows[_u(dst + 4 * tiles + t)] = r4
-                    rows[_u(dst + 5 * tiles + t)] = r5
-            base = c * count + n * tiles
-            for j in range(6):  # then B^T down column j of every tile: planes 6i + j, i = 0..5
-                o = j * plane + base
-                for t in range(tiles):
-                    r0, r1, r2, r3, r4, r5 = _bt6(rows[_u(j * tiles + t)], rows[_u((6 + j) * tiles + t)],
-                                                  rows[_u((12 + j) * tiles + t)], rows[_u((18 + j) * tiles + t)],
-                                                  rows[_u((24 + j) * tiles + t)], rows[_u((30 + j) * tiles + t)])
-                    vf[_u(o + t)] = r0
-                    vf[_u(o + 6 * plane + t)] = r1
-                    vf[_u(o + 12 * plane + t)] = r2
-                    vf[_u(o + 18 * plane + t)] = r3
-                    vf[_u(o + 24 * plane + t)] = r4
-                    vf[_u(o + 30 * plane + t)] = r5
+                else:
+                    r0, r1, r2, r3, r4, r5 = _bt6(z[_u(a + 2 * t)], z[_u(a + 2 * t + 1)], e[_u(b + 4 * t)],
+                                                  e[_u(b + 4 * t + 1)], e[_u(b + 4 * t + 2)], e[_u(b + 4 * t + 3)])
+                rows[_u(dst + t)], rows[_u(dst + count + t)], rows[_u(dst + 2 * count + t)] = r0, r1, r2
+                rows[_u(dst + 3 * count + t)], rows[_u(dst + 4 * count + t)], rows[_u(dst + 5 * count + t)] = r3, r4, r5
+        for j in range(6):  # then B^T down column j of every tile: planes 6i + j, i = 0..5
+            o = j * plane + c * count
+            for t in range(count):
+                r0, r1, r2, r3, r4, r5 = _bt6(rows[_u(j * count + t)], rows[_u((6 + j) * count + t)],
+                                              rows[_u((12 + j) * count + t)], rows[_u((18 + j) * count + t)],
+                                              rows[_u((24 + j) * count + t)], rows[_u((30 + j) * count + t)])
+                vf[_u(o + t)] = r0
+                vf[_u(o + 6 * plane + t)] = r1
+                vf[_u(o + 12 * plane + t)] = r2
+                vf[_u(o + 18 * plane + t)] = r3
+                vf[_u(o + 24 * plane + t)] = r4
+                vf[_u(o + 30 * plane + t)] = r5
 
 
-@nb.njit(cache=True, nogil=True)
-def winograd_input_adjoint(dv, pt, pl, ty_count, tx_count, dx):
-    """The adjoint of ``winograd_input``: ``dx`` (written whole) = the sum over tiles of B dV B^T,
-    each on its 6x6 window (windows overlap by 2; cells in the padding are dropped).
+@nb.njit(cache=True, nogil=True, inline="always")
+def _winograd_input_adjoint(dv, pt, pl, m, ty_count, tx_count, dx):
+    """The adjoint of ``_winograd_input``: ``dx`` (written whole) = the sum over tiles of B dV B^T,
+    each on its 6x6 window (windows ``m`` apart overlap; cells in the padding are dropped).
 
-    dv: (36, C, N*TY*TX); dx: (N, C, H, W); both C-contiguous (flat indices, as ``winograd_input``).
-    Both 1-D steps run over all the image's tiles at once (long loops that vectorise; see
-    ``winograd_output``): B down the tiles' columns, then along their rows, each tile's 6 values per
-    row split into the 4 it starts (``z``) and the 2 it overlaps onto the next tile (``e``); then
-    each window row is summed from both into the image.
+    dv: (36, C, N*TY*TX); dx: (N, C, H, W); both C-contiguous. Channel by channel, over all the
+    slice's tiles at once: B down the tiles' columns, then along their rows, each tile's 6 values
+    per row split into the m it starts (``z``) and the 6 - m it shares with the next tiles (``e``);
+    then each window row of every image is summed from both into the image.
     """
     n_count, c_count, height, width = dx.shape
     tiles = ty_count * tx_count
@@ -879,111 +932,110 @@ def winograd_input_adjoint(dv, pt, pl, ty_count, tx_count, dx):
     plane = dv.shape[1] * count
     vf = dv.reshape(dv.size)
     xf = dx.reshape(dx.size)
-    wp = 4 * tx_count + 2
-    cols = np.empty(36 * tiles, dx.dtype)  # cols[(6k + j)*tiles + t]: B's row k down column j of tile t
-    z = np.empty(24 * tiles, dx.dtype)  # z[k*4*tiles + 4t + l]: tile t's window cell (k, l), l < 4
-    e = np.empty(12 * tiles, dx.dtype)  # e[k*2*tiles + 2t + l]: its cell (k, 4 + l)
+    wp = m * tx_count + 6 - m
+    cols = np.empty(36 * count, dx.dtype)  # cols[(6k + j)*count + t]: B's row k down column j of tile t
+    z = np.empty(6 * m * count, dx.dtype)  # z[k*m*count + m*t + l]: tile t's window cell (k, l), l < m
+    e = np.empty(6 * (6 - m) * count, dx.dtype)  # e[k*(6 - m)*count + (6 - m)*t + l]: its cell (k, m + l)
     acc = np.empty(wp, dx.dtype)
     q_lo, q_hi = min(max(pl, 0), wp), min(max(width + pl, 0), wp)
     xf[:] = 0.0
-    for n in range(n_count):
-        for c in range(c_count):
+    for c in range(c_count):
+        for j in range(6):  # B down each column of every tile (planes 6i + j, i = 0..5)
+            o = j * plane + c * count
+            for t in range(count):
+                d0, d1, d2, d3, d4, d5 = _bt6_adjoint(
+                    vf[_u(o + t)], vf[_u(o + 6 * plane + t)], vf[_u(o + 12 * plane + t)],
+                    vf[_u(o + 18 * plane + t)], vf[_u(o + 24 * plane + t)], vf[_u(o + 30 * plane + t)])
+                cols[_u(j * count + t)] = d0
+                cols[_u((6 + j) * count + t)] = d1
+                cols[_u((12 + j) * count + t)] = d2
+                cols[_u((18 + j) * count + t)] = d3
+                cols[_u((24 + j) * count + t)] = d4
+                cols[_u((30 + j) * count + t)] = d5
+        for k in range(6):  # then B along row k of every tile
+            src, a, b = 6 * k * count, m * k * count, (6 - m) * k * count
+            for t in range(count):
+                s = src + t
+                d0, d1, d2, d3, d4, d5 = _bt6_adjoint(
+                    cols[_u(s)], cols[_u(s + count)], cols[_u(s + 2 * count)],
+                    cols[_u(s + 3 * count)], cols[_u(s + 4 * count)], cols[_u(s + 5 * count)])
+                if m == 4:
+                    z[_u(a + 4 * t)], z[_u(a + 4 * t + 1)], z[_u(a + 4 * t + 2)], z[_u(a + 4 * t + 3)] = d0, d1, d2, d3
+                    e[_u(b + 2 * t)], e[_u(b + 2 * t + 1)] = d4, d5
+                else:
+                    z[_u(a + 2 * t)], z[_u(a + 2 * t + 1)] = d0, d1
+                    e[_u(b + 4 * t)], e[_u(b + 4 * t + 1)], e[_u(b + 4 * t + 2)], e[_u(b + 4 * t + 3)] = d2, d3, d4, d5
+        for n in range(n_count):
             image = (n * c_count + c) * height * width
-            base = c * count + n * tiles
-            for j in range(6):  # B down each column of every tile (planes 6i + j, i = 0..5)
-                o = j * plane + base
-                for t in range(tiles):
-                    d0, d1, d2, d3, d4, d5 = _bt6_adjoint(
-                        vf[_u(o + t)], vf[_u(o + 6 * plane + t)], vf[_u(o + 12 * plane + t)],
-                        vf[_u(o + 18 * plane + t)], vf[_u(o + 24 * plane + t)], vf[_u(o + 30 * plane + t)])
-                    cols[_u(j * tiles + t)] = d0
-                    cols[_u((6 + j) * tiles + t)] = d1
-                    cols[_u((12 + j) * tiles + t)] = d2
-                    cols[_u((18 + j) * tiles + t)] = d3
-                    cols[_u((24 + j) * tiles + t)] = d4
-                    cols[_u((30 + j) * tiles + t)] = d5
-            for k in range(6):  # then B along row k of every tile
-                src = 6 * k * tiles
-                for t in range(tiles):
-                    s = src + t
-                    d0, d1, d2, d3, d4, d5 = _bt6_adjoint(
-                        cols[_u(s)], cols[_u(s + tiles)], cols[_u(s + 2 * tiles)],
-                        cols[_u(s + 3 * tiles)], cols[_u(s + 4 * tiles)], cols[_u(s + 5 * tiles)])
-                    a = 4 * k * tiles + 4 * t
-                    z[_u(a)] = d0
-                    z[_u(a + 1)] = d1
-                    z[_u(a + 2)] = d2
-                    z[_u(a + 3)] = d3
-                    b = 2 * k * tiles + 2 * t
-                    e[_u(b)] = d4
-                    e[_u(b + 1)] = d5
             for ty in range(ty_count):
+                t0 = n * tiles + ty * tx_count
                 for k in range(6):  # window row k of this row of tiles, into the image
-                    yy = 4 * ty - pt + k
+                    yy = m * ty - pt + k
                     if 0 <= yy < height:
-                        a = 4 * k * tiles + 4 * ty * tx_count
-                        for q in range(4 * tx_count):
+                        a = m * (k * count + t0)
+                        for q in range(m * tx_count):
                             acc[_u(q)] = z[_u(a + q)]
-                        acc[wp - 2] = 0.0
-                        acc[wp - 1] = 0.0
-                        b = 2 * k * tiles + 2 * ty * tx_count
-                        for tx in range(tx_count):  # the 2 cells each window overlaps onto the next
-                            acc[_u(4 * tx + 4)] += e[_u(b + 2 * tx)]
-                            acc[_u(4 * tx + 5)] += e[_u(b + 2 * tx + 1)]
+                        for q in range(m * tx_count, wp):
+                            acc[_u(q)] = 0.0
+                        b = (6 - m) * (k * count + t0)
+                        for tx in range(tx_count):  # the cells each window shares with the next
+                            for q in range(6 - m):
+                                acc[_u(m * tx + m + q)] += e[_u(b + (6 - m) * tx + q)]
                         dst = image + yy * width - pl
                         for q in range(q_lo, q_hi):
                             xf[_u(dst + q)] += acc[_u(q)]
 
 
-@nb.njit(cache=True, nogil=True)
-def winograd_output(m, ty_count, tx_count, bias, relu, out):
-    """``out[n, k]``'s 4x4 block of tile t = f(A^T M A + bias), M[i, j] = m[6i + j, k, t]
-    (f = ReLU if ``relu``); the last row/column of tiles is cut to the output's size.
+@nb.njit(cache=True, nogil=True, inline="always")
+def _winograd_output(mm, m, ty_count, tx_count, bias, relu, out):
+    """``out[n, k]``'s m x m block of tile t = f(A^T M A + bias), M[i, j] = mm[6i + j, k, t]
+    (f = ReLU if ``relu``; m = 4 or 2, A^T that of F(m x m, (7 - m) x (7 - m))); the last row and
+    column of tiles are cut to the output's size.
 
-    m: (36, K, N*TY*TX); bias: (K, 1) tied (zeros for none) or (K, OH*OW) untied;
-    out (written): (N, K, OH, OW); all C-contiguous (flat indices, as ``winograd_input``).
-    Both 1-D steps run over all the image's tiles at once, so that the inner loops are long enough
-    to vectorise (a row of tiles of a 32-wide image is only 8; loops over it ran 5x slower): A^T down
-    the tiles' columns, then A along their rows into ``z``, where output row a of tile t's block is
-    at z[a, 4t:4t + 4], so that each output row is a contiguous run of z.
+    mm: (36, K, N*TY*TX); bias: (K, 1) tied (zeros for none) or (K, OH*OW) untied;
+    out (written): (N, K, OH, OW); all C-contiguous. Map by map, over all the slice's tiles at once:
+    A^T down the tiles' columns, then A along their rows into ``z``, where output row a of tile t's
+    block is at z[a, m*t:m*t + m], so that each output row of each image is a contiguous run of z.
     """
     n_count, k_count, oh_count, ow_count = out.shape
     tiles = ty_count * tx_count
-    count = m.shape[2]
-    plane = m.shape[1] * count
-    mf = m.reshape(m.size)
+    count = mm.shape[2]
+    plane = mm.shape[1] * count
+    mf = mm.reshape(mm.size)
     of = out.reshape(out.size)
     untied = bias.shape[1] > 1
-    r = np.empty(24 * tiles, m.dtype)  # r[(6a + j)*tiles + t]: A^T's row a down column j of tile t
-    z = np.empty(16 * tiles, m.dtype)  # z[a*4*tiles + 4t + b]: tile t's output (a, b)
-    for n in range(n_count):
-        for k in range(k_count):
-            image = (n * k_count + k) * oh_count * ow_count
-            base = k * count + n * tiles
-            for j in range(6):  # A^T down each column of every tile (planes 6i + j, i = 0..5)
-                o = j * plane + base
-                for t in range(tiles):
+    r = np.empty(6 * m * count, mm.dtype)  # r[(6a + j)*count + t]: A^T's row a down column j of tile t
+    z = np.empty(m * m * count, mm.dtype)  # z[a*m*count + m*t + b]: tile t's output (a, b)
+    for k in range(k_count):
+        for j in range(6):  # A^T down each column of every tile (planes 6i + j, i = 0..5)
+            o = j * plane + k * count
+            for t in range(count):
+                if m == 4:
                     y0, y1, y2, y3 = _at4(mf[_u(o + t)], mf[_u(o + 6 * plane + t)],
                                           mf[_u(o + 12 * plane + t)], mf[_u(o + 18 * plane + t)],
                                           mf[_u(o + 24 * plane + t)], mf[_u(o + 30 * plane + t)])
-                    r[_u(j * tiles + t)] = y0
-                    r[_u((6 + j) * tiles + t)] = y1
-                    r[_u((12 + j) * tiles + t)] = y2
-                    r[_u((18 + j) * tiles + t)] = y3
-            for a in range(4):  # then A along each row of every tile
-                src, dst = 6 * a * tiles, 4 * a * tiles
-                for t in range(tiles):
-                    s = src + t
-                    y0, y1, y2, y3 = _at4(r[_u(s)], r[_u(s + tiles)], r[_u(s + 2 * tiles)],
-                                          r[_u(s + 3 * tiles)], r[_u(s + 4 * tiles)], r[_u(s + 5 * tiles)])
-                    e = dst + 4 * t
-                    z[_u(e)] = y0
-                    z[_u(e + 1)] = y1
-                    z[_u(e + 2)] = y2
-                    z[_u(e + 3)] = y3
-            for y in range(oh_count):  # output row y = 4*ty + a is z[a, 4*ty*TX:], cut to OW
+                    r[_u(j * count + t)], r[_u((6 + j) * count + t)] = y0, y1
+                    r[_u((12 + j) * count + t)], r[_u((18 + j) * count + t)] = y2, y3
+                else:
+                    r[_u(j * count + t)], r[_u((6 + j) * count + t)] = _at2(
+                        mf[_u(o + t)], mf[_u(o + 6 * plane + t)], mf[_u(o + 12 * plane + t)],
+                        mf[_u(o + 18 * plane + t)], mf[_u(o + 24 * plane + t)], mf[_u(o + 30 * plane + t)])
+        for a in range(m):  # then A along each row of every tile
+            s, d = 6 * a * count, m * a * count
+            for t in range(count):
+                if m == 4:
+                    y0, y1, y2, y3 = _at4(r[_u(s + t)], r[_u(s + count + t)], r[_u(s + 2 * count + t)],
+                                          r[_u(s + 3 * count + t)], r[_u(s + 4 * count + t)], r[_u(s + 5 * count + t)])
+                    z[_u(d + 4 * t)], z[_u(d + 4 * t + 1)], z[_u(d + 4 * t + 2)], z[_u(d + 4 * t + 3)] = y0, y1, y2, y3
+                else:
+                    z[_u(d + 2 * t)], z[_u(d + 2 * t + 1)] = _at2(
+                        r[_u(s + t)], r[_u(s + count + t)], r[_u(s + 2 * count + t)],
+                        r[_u(s + 3 * count + t)], r[_u(s + 4 * count + t)], r[_u(s + 5 * count + t)])
+        for n in range(n_count):
+            image = (n * k_count + k) * oh_count * ow_count
+            for y in range(oh_count):  # output row y = m*ty + a is z[a, m*(n*tiles + ty*TX):], cut to OW
                 dst = image + y * ow_count
-                src = (y & 3) * 4 * tiles + (y >> 2) * 4 * tx_count
+                src = m * ((y % m) * count + n * tiles + (y // m) * tx_count)
                 if untied:
                     for xx in range(ow_count):
                         of[_u(dst + xx)] = z[_u(src + xx)] + bias[k, y * ow_count + xx]
@@ -997,17 +1049,15 @@ def winograd_output(m, ty_count, tx_count, bias, relu, out):
                         of[_u(dst + xx)] = v if v > 0 else 0.0
 
 
-@nb.njit(cache=True, nogil=True, fastmath={"reassoc"})
-def winograd_output_adjoint(dout, y, relu, ty_count, tx_count, dm, bias_grad):
-    """The adjoint of ``winograd_output``'s A^T M A: ``dm[6i + j, k, t] = (A dY A^T)[i, j]``, dY
-    the 4x4 block of dout (times ``y > 0`` if ``relu``) of tile t, zero beyond the output's edge;
+@nb.njit(cache=True, nogil=True, inline="always")
+def _winograd_output_adjoint(dout, y, relu, m, ty_count, tx_count, dm, bias_grad):
+    """The adjoint of ``_winograd_output``'s A^T M A: ``dm[6i + j, k, t] = (A dY A^T)[i, j]``, dY
+    the m x m block of dout (times ``y > 0`` if ``relu``) of tile t, zero beyond the output's edge;
     ``bias_grad[k]`` (written, float64) = the sum of that dY over the slice.
 
     dout, y: (N, K, OH, OW) (y unused without relu); dm (written): (36, K, N*TY*TX); all
-    C-contiguous (flat indices, as ``winograd_input``). The adjoint of ``winograd_output``'s steps
-    in reverse, over all the image's tiles at once: dY's rows into ``z`` (its layout), A along
-    the tiles' rows, then down their columns.
-    ``reassoc``: the float64 sum may be reordered, so that it vectorises.
+    C-contiguous. ``_winograd_output``'s steps in reverse, map by map: dY's rows into ``z`` (its
+    layout), A along the tiles' rows, then down their columns.
     """
     n_count, k_count, oh_count, ow_count = dout.shape
     tiles = ty_count * tx_count
@@ -1016,16 +1066,15 @@ def winograd_output_adjoint(dout, y, relu, ty_count, tx_count, dm, bias_grad):
     df = dout.reshape(dout.size)
     yf = y.reshape(y.size)
     mf = dm.reshape(dm.size)
-    z = np.zeros(16 * tiles, dout.dtype)  # z[a*4*tiles + 4t + b]: dY at tile t's (a, b); 0 past the edges
-    s = np.empty(24 * tiles, dout.dtype)  # s[(6a + j)*tiles + t]: A's row j along row a of tile t
-    bias_grad[:] = 0.0
-    for n in range(n_count):
-        for k in range(k_count):
+    z = np.zeros(m * m * count, dout.dtype)  # z[a*m*count + m*t + b]: dY at tile t's (a, b); 0 past the edges
+    s = np.empty(6 * m * count, dout.dtype)  # s[(6a + j)*count + t]: A's row j along row a of tile t
+    for k in range(k_count):
+        total = 0.0
+        for n in range(n_count):
             image = (n * k_count + k) * oh_count * ow_count
-            total = 0.0
             for yy in range(oh_count):
                 src = image + yy * ow_count
-                dst = (yy & 3) * 4 * tiles + (yy >> 2) * 4 * tx_count
+                dst = m * ((yy % m) * count + n * tiles + (yy // m) * tx_count)
                 if relu:
                     for xx in range(ow_count):
                         g = df[_u(src + xx)] if yf[_u(src + xx)] > 0 else 0.0
@@ -1036,31 +1085,79 @@ def winograd_output_adjoint(dout, y, relu, ty_count, tx_count, dm, bias_grad):
                         g = df[_u(src + xx)]
                         z[_u(dst + xx)] = g
                         total += g
-            for a in range(4):  # A along each row of every tile
-                src, dst = 4 * a * tiles, 6 * a * tiles
-                for t in range(tiles):
-                    e = src + 4 * t
+        bias_grad[k] = total
+        for a in range(m):  # A along each row of every tile
+            src, dst = m * a * count, 6 * a * count
+            for t in range(count):
+                e = src + m * t
+                if m == 4:
                     c0, c1, c2, c3, c4, c5 = _at4_adjoint(z[_u(e)], z[_u(e + 1)], z[_u(e + 2)], z[_u(e + 3)])
-                    d = dst + t
-                    s[_u(d)] = c0
-                    s[_u(d + tiles)] = c1
-                    s[_u(d + 2 * tiles)] = c2
-                    s[_u(d + 3 * tiles)] = c3
-                    s[_u(d + 4 * tiles)] = c4
-                    s[_u(d + 5 * tiles)] = c5
-            base = k * count + n * tiles
-            for j in range(6):  # then A down each column of every tile: planes 6i + j, i = 0..5
-                o = j * plane + base
-                for t in range(tiles):
-                    c0, c1, c2, c3, c4, c5 = _at4_adjoint(s[_u(j * tiles + t)], s[_u((6 + j) * tiles + t)],
-                                                          s[_u((12 + j) * tiles + t)], s[_u((18 + j) * tiles + t)])
-                    mf[_u(o + t)] = c0
-                    mf[_u(o + 6 * plane + t)] = c1
-                    mf[_u(o + 12 * plane + t)] = c2
-                    mf[_u(o + 18 * plane + t)] = c3
-                    mf[_u(o + 24 * plane + t)] = c4
-                    mf[_u(o + 30 * plane + t)] = c5
-            bias_grad[k] += total
+                else:
+                    c0, c1, c2, c3, c4, c5 = _at2_adjoint(z[_u(e)], z[_u(e + 1)])
+                d = dst + t
+                s[_u(d)], s[_u(d + count)], s[_u(d + 2 * count)] = c0, c1, c2
+                s[_u(d + 3 * count)], s[_u(d + 4 * count)], s[_u(d + 5 * count)] = c3, c4, c5
+        for j in range(6):  # then A down each column of every tile: planes 6i + j, i = 0..5
+            o = j * plane + k * count
+            for t in range(count):
+                if m == 4:
+                    c0, c1, c2, c3, c4, c5 = _at4_adjoint(s[_u(j * count + t)], s[_u((6 + j) * count + t)],
+                                                          s[_u((12 + j) * count + t)], s[_u((18 + j) * count + t)])
+                else:
+                    c0, c1, c2, c3, c4, c5 = _at2_adjoint(s[_u(j * count + t)], s[_u((6 + j) * count + t)])
+                mf[_u(o + t)] = c0
+                mf[_u(o + 6 * plane + t)] = c1
+                mf[_u(o + 12 * plane + t)] = c2
+                mf[_u(o + 18 * plane + t)] = c3
+                mf[_u(o + 24 * plane + t)] = c4
+                mf[_u(o + 30 * plane + t)] = c5
+
+
+# The kernels proper: each body above with its tile m a constant, so that every loop over m, 6 - m
+# or m*m has a constant trip count and every branch on m is folded away (with m an argument, the
+# transforms ran 1.4-1.8x slower). "f43": F(4x4, 3x3), m = 4; "f25": F(2x2, 5x5), m = 2.
+
+
+@nb.njit(cache=True, nogil=True)
+def winograd_input_f43(x, pt, pl, ty_count, tx_count, v):
+    _winograd_input(x, pt, pl, 4, ty_count, tx_count, v)
+
+
+@nb.njit(cache=True, nogil=True)
+def winograd_input_f25(x, pt, pl, ty_count, tx_count, v):
+    _winograd_input(x, pt, pl, 2, ty_count, tx_count, v)
+
+
+@nb.njit(cache=True, nogil=True)
+def winograd_input_adjoint_f43(dv, pt, pl, ty_count, tx_count, dx):
+    _winograd_input_adjoint(dv, pt, pl, 4, ty_count, tx_count, dx)
+
+
+@nb.njit(cache=True, nogil=True)
+def winograd_input_adjoint_f25(dv, pt, pl, ty_count, tx_count, dx):
+    _winograd_input_adjoint(dv, pt, pl, 2, ty_count, tx_count, dx)
+
+
+@nb.njit(cache=True, nogil=True)
+def winograd_output_f43(mm, ty_count, tx_count, bias, relu, out):
+    _winograd_output(mm, 4, ty_count, tx_count, bias, relu, out)
+
+
+@nb.njit(cache=True, nogil=True)
+def winograd_output_f25(mm, ty_count, tx_count, bias, relu, out):
+    _winograd_output(mm, 2, ty_count, tx_count, bias, relu, out)
+
+
+# ``reassoc``: the float64 bias-gradient sum may be reordered, so that it vectorises.
+@nb.njit(cache=True, nogil=True, fastmath={"reassoc"})
+def winograd_output_adjoint_f43(dout, y, relu, ty_count, tx_count, dm, bias_grad):
+    _winograd_output_adjoint(dout, y, relu, 4, ty_count, tx_count, dm, bias_grad)
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"reassoc"})
+def winograd_output_adjoint_f25(dout, y, relu, ty_count, tx_count, dm, bias_grad):
+    _winograd_output_adjoint(dout, y, relu, 2, ty_count, tx_count, dm, bias_grad)
+
 
 
 # --------------------------------------------------------------------------- batch normalisation

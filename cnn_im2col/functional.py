@@ -216,8 +216,8 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
     ``then(s, out[s])``: called once for each batch slice ``s`` (together they cover the batch),
     right after that slice's output is written, on the thread that wrote it, while it is in cache
     (a fused Conv2D -> ReLU -> MaxPool2D pools there); it must touch only slice ``s``.
-    ``algorithm`` (``"numba"`` backend): ``"im2col"``; ``"winograd"``, F(4x4, 3x3), for a 3x3 kernel
-    with stride 1, dilation 1 and groups 1 only (float32 rounding about 20x im2col's, ~1e-5 of the
+    ``algorithm`` (``"numba"`` backend): ``"im2col"``; ``"winograd"``, F(4x4, 3x3) or F(2x2, 5x5), for
+    a 3x3 or 5x5 kernel with stride 1, dilation 1 and groups 1 only (float32 rounding about 20x im2col's, ~1e-5 of the
     output's scale); ``"auto"`` (default): Winograd where it applies and pays (``winograd.preferred``:
     at least 8 input and output channels, an output of at least 4x4 and 512 output pixels per map
     in the batch), im2col elsewhere.
@@ -323,7 +323,7 @@ def _use_winograd(algorithm: str, backend: str, weight_shape: tuple[int, ...], g
         if backend != "numba":
             raise ValueError(f"{owner}: algorithm='winograd' needs backend='numba'; got backend={backend!r}")
         if not fits:
-            raise ValueError(f"{owner}: algorithm='winograd' needs a 3x3 kernel, stride 1, dilation 1 and "
+            raise ValueError(f"{owner}: algorithm='winograd' needs a 3x3 or 5x5 kernel, stride 1, dilation 1 and "
                              f"groups 1; got kernel {tuple(weight_shape[2:])}, stride {(g.sy, g.sx)}, "
                              f"dilation {(g.dy, g.dx)}, groups {groups}")
         return True
@@ -474,7 +474,7 @@ def _winograd_backward(dout: np.ndarray | None, dout_of: Callable[[slice], np.nd
     du = parts[0][0]
     for part in parts[1:]:
         du += part[0]
-    dweight = winograd.weight_grad(du)
+    dweight = winograd.weight_grad(du, weight.shape[2])
     if bias_shape is None:
         dbias = None
     elif len(bias_shape) == 1:

@@ -115,9 +115,9 @@ class Conv2D(Layer):
     ``groups``: the channels split into that many independent convolutions (``groups ==
     in_channels`` is a depthwise convolution), both with PyTorch's meaning; ``groups`` must divide
     ``in_channels`` and ``out_channels``. ``algorithm``: how the convolution becomes GEMMs,
-    ``"im2col"``, ``"winograd"`` (F(4x4, 3x3): a 3x3 kernel, stride 1, dilation 1, groups 1) or
-    ``"auto"`` (Winograd where it applies and pays, see ``functional.conv2d_forward``); the numbers
-    agree to rounding. Input (N, C, H, W) -> output (N, O, OH, OW).
+    ``"im2col"``, ``"winograd"`` (F(4x4, 3x3) or F(2x2, 5x5): a 3x3 or 5x5 kernel, stride 1,
+    dilation 1, groups 1) or ``"auto"`` (Winograd where it applies and pays, see
+    ``functional.conv2d_forward``); the numbers agree to rounding. Input (N, C, H, W) -> output (N, O, OH, OW).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
@@ -145,7 +145,7 @@ class Conv2D(Layer):
         check_choice(bias, "bias", ("tied", "untied", None), name)
         check_choice(algorithm, "algorithm", F.ALGORITHMS, name)
         if algorithm == "winograd" and not winograd.supports(kernel, steps, dil, groups):
-            raise ValueError(f"{name}: algorithm='winograd' needs kernel_size 3, stride 1, dilation 1 and "
+            raise ValueError(f"{name}: algorithm='winograd' needs kernel_size 3 or 5, stride 1, dilation 1 and "
                              f"groups 1; got kernel_size {kernel}, stride {steps}, dilation {dil}, groups {groups}")
         size = _input_size(input_size, name)
         if bias == "untied" and size is None:

@@ -1,6 +1,7 @@
-"""winograd: F(4x4, 3x3) equals im2col and the scipy reference on hypothesis-drawn shapes, paddings,
-bias modes, dtypes and slicings; its transforms equal the textbook matrix products; its gradients
-pass a float64 finite-difference check; "auto" chooses it only where it applies."""
+"""winograd: F(4x4, 3x3) and F(2x2, 5x5) equal im2col and the scipy reference on hypothesis-drawn
+shapes, paddings, bias modes, dtypes and slicings; their transforms equal the textbook matrix
+products; their gradients pass a float64 finite-difference check; "auto" chooses them only where
+they apply and pay."""
 
 import numpy as np
 import pytest
@@ -15,22 +16,24 @@ from cnn_im2col.gradcheck import check_function
 
 @st.composite
 def winograd_cases(draw):
-    """3x3 stride-1 convolutions: odd and even sizes (the last tile row/column sticks out), every
-    padding from none to more than the kernel, "same", every bias mode, both dtypes, three layouts."""
+    """3x3 and 5x5 stride-1 convolutions: odd and even sizes (the last tile row/column sticks out),
+    every padding from none to more than the kernel, "same", every bias mode, both dtypes, three
+    layouts."""
+    r = draw(st.sampled_from([3, 5]))
     n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 5))
     if draw(st.booleans()):
-        padding, pads = "same", (1, 1)
+        padding, pads = "same", (r // 2, r // 2)
     else:
-        padding = pads = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
-    h = draw(st.integers(max(1, 3 - 2 * pads[0]), 10))
-    w = draw(st.integers(max(1, 3 - 2 * pads[1]), 10))
-    oh, ow = h + 2 * pads[0] - 2, w + 2 * pads[1] - 2
+        padding = pads = (draw(st.integers(0, r)), draw(st.integers(0, r)))
+    h = draw(st.integers(max(1, r - 2 * pads[0]), 12))
+    w = draw(st.integers(max(1, r - 2 * pads[1]), 12))
+    oh, ow = h + 2 * pads[0] - r + 1, w + 2 * pads[1] - r + 1
     bias_mode = draw(st.sampled_from(["tied", "untied", None]))
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     order = draw(st.sampled_from(["C", "F", "strided"]))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    weight = rng.standard_normal((o, c, 3, 3)).astype(dtype)
+    weight = rng.standard_normal((o, c, r, r)).astype(dtype)
     bias = {"tied": rng.standard_normal(o), "untied": rng.standard_normal((o, oh, ow)), None: None}[bias_mode]
     bias = None if bias is None else bias.astype(dtype)
     dout = rng.standard_normal((n, o, oh, ow)).astype(dtype)
@@ -50,7 +53,7 @@ def test_winograd_equals_im2col_and_the_reference(monkeypatch_module, case, relu
     twin, twin_cache = F.conv2d_forward(x, weight, bias, algorithm="im2col", **kw)
     assert fast_cache.transformed is not None and twin_cache.transformed is None
     assert fast.dtype == x.dtype and fast.flags.c_contiguous
-    pads = (1, 1) if padding == "same" else padding
+    pads = (weight.shape[2] // 2,) * 2 if padding == "same" else padding
     plain = reference.conv2d_forward(x, weight, bias, 1, pads)
     np.testing.assert_allclose(fast, twin, rtol, atol)
     np.testing.assert_allclose(fast, np.maximum(plain, 0) if relu else plain, rtol, atol)
@@ -77,42 +80,49 @@ def monkeypatch_module():
         yield patch
 
 
-@given(k=st.integers(1, 20), c=st.integers(1, 20), dtype=st.sampled_from([np.float32, np.float64]),
-       seed=st.integers(0, 2**16))
-def test_weight_transform_and_its_adjoint_equal_the_matrix_products(k, c, dtype, seed):
+@given(k=st.integers(1, 20), c=st.integers(1, 20), r=st.sampled_from([3, 5]),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_weight_transform_and_its_adjoint_equal_the_matrix_products(k, c, r, dtype, seed):
     """U = G w G^T and dW = G^T dU G, against einsum with the module's G (the textbook form)."""
     rng = np.random.default_rng(seed)
-    w = rng.standard_normal((k, c, 3, 3)).astype(dtype)
+    w = rng.standard_normal((k, c, r, r)).astype(dtype)
     du = rng.standard_normal((36, k, c)).astype(dtype)
     rtol, atol = tolerance(dtype)
+    g = winograd.MATRICES[r][0]
     u = winograd.transform_weight(w)
     assert u.shape == (36, k, c) and u.dtype == dtype
-    want = np.einsum("ai,kcij,bj->abkc", winograd.G, w.astype(np.float64), winograd.G).reshape(36, k, c)
+    want = np.einsum("ai,kcij,bj->abkc", g, w.astype(np.float64), g).reshape(36, k, c)
     np.testing.assert_allclose(u, want, rtol, atol)
-    dw = winograd.weight_grad(du)
+    dw = winograd.weight_grad(du, r)
     assert dw.shape == w.shape and dw.dtype == dtype
-    want = np.einsum("ai,abkc,bj->kcij", winograd.G, du.astype(np.float64).reshape(6, 6, k, c), winograd.G)
+    want = np.einsum("ai,abkc,bj->kcij", g, du.astype(np.float64).reshape(6, 6, k, c), g)
     np.testing.assert_allclose(dw, want, rtol, atol)
 
 
-def test_transform_matrices_compute_a_3x3_correlation():
-    """The constants themselves: A^T [(G g G^T) * (B^T d B)] A is the 4x4 valid correlation of d."""
+@pytest.mark.parametrize("r", [3, 5])
+def test_transform_matrices_compute_a_correlation(r):
+    """The constants themselves: A^T [(G g G^T) * (B^T d B)] A is the m x m valid correlation of d."""
     rng = np.random.default_rng(0)
-    d, g = rng.standard_normal((6, 6)), rng.standard_normal((3, 3))
-    y = winograd.AT @ ((winograd.G @ g @ winograd.G.T) * (winograd.BT @ d @ winograd.BT.T)) @ winograd.AT.T
-    want = [[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(4)] for i in range(4)]
+    g_mat, at = winograd.MATRICES[r]
+    m = 7 - r
+    assert g_mat.shape == (6, r) and at.shape == (m, 6)
+    d, g = rng.standard_normal((6, 6)), rng.standard_normal((r, r))
+    y = at @ ((g_mat @ g @ g_mat.T) * (winograd.BT @ d @ winograd.BT.T)) @ at.T
+    want = [[np.sum(d[i:i + r, j:j + r] * g) for j in range(m)] for i in range(m)]
     np.testing.assert_allclose(y, want, 1e-12, 1e-12)
 
 
 @pytest.mark.parametrize("bias_mode", ["tied", "untied", None])
 @pytest.mark.parametrize("relu", [False, True])
-def test_winograd_gradcheck_float64(bias_mode, relu):
+@pytest.mark.parametrize("r", [3, 5])
+def test_winograd_gradcheck_float64(bias_mode, relu, r):
     """Odd sizes and uneven padding: the last tiles stick out of the output and of the input."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 3, 7, 6))
-    weight = rng.standard_normal((4, 3, 3, 3))
+    weight = rng.standard_normal((4, 3, r, r))
     padding = (1, 2)
-    bias = {"tied": rng.standard_normal(4), "untied": rng.standard_normal((4, 7, 8)), None: None}[bias_mode]
+    oh, ow = 7 + 2 - r + 1, 6 + 4 - r + 1
+    bias = {"tied": rng.standard_normal(4), "untied": rng.standard_normal((4, oh, ow)), None: None}[bias_mode]
     state = {}
 
     def run(v, w, b):
@@ -132,7 +142,9 @@ def test_winograd_gradcheck_float64(bias_mode, relu):
     ((8, 8, 3, 3), 64, 5, {}, False),  # a 3x3 output: too small
     ((8, 7, 3, 3), 8, 8, {"padding": 1}, False),  # too few input channels
     ((7, 8, 3, 3), 8, 8, {"padding": 1}, False),  # too few output channels
-    ((8, 8, 5, 5), 8, 8, {"padding": 2}, False),
+    ((8, 8, 5, 5), 8, 8, {"padding": 2}, True),  # F(2x2, 5x5), the same thresholds
+    ((8, 8, 5, 5), 7, 8, {"padding": 2}, False),
+    ((8, 8, 7, 7), 8, 8, {"padding": 3}, False),
     ((8, 8, 3, 3), 8, 16, {"stride": 2, "padding": 1}, False),
     ((8, 8, 3, 3), 8, 12, {"dilation": 2}, False),
     ((8, 4, 3, 3), 8, 8, {"groups": 2, "padding": 1}, False),
@@ -147,7 +159,7 @@ def test_auto_takes_winograd_only_where_it_applies_and_pays(shape, n, size, kw, 
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"stride": 2}, r"algorithm='winograd' needs a 3x3 kernel, stride 1.*got kernel \(3, 3\), stride \(2, 2\)"),
+    ({"stride": 2}, r"algorithm='winograd' needs a 3x3 or 5x5 kernel, stride 1.*got kernel \(3, 3\), stride \(2, 2\)"),
     ({"dilation": 2}, r"dilation \(2, 2\)"),
     ({"groups": 2}, r"groups 2"),
     ({"backend": "numpy"}, r"algorithm='winograd' needs backend='numba'; got backend='numpy'"),
@@ -159,7 +171,9 @@ def test_winograd_where_it_does_not_apply_is_refused(kw, message):
 
 
 def test_winograd_refuses_other_kernel_sizes_and_unknown_algorithms():
-    with pytest.raises(ValueError, match=r"got kernel \(5, 5\)"):
-        F.conv2d_forward(np.ones((1, 2, 9, 9)), np.ones((2, 2, 5, 5)), algorithm="winograd")
+    with pytest.raises(ValueError, match=r"got kernel \(7, 7\)"):
+        F.conv2d_forward(np.ones((1, 2, 9, 9)), np.ones((2, 2, 7, 7)), algorithm="winograd")
+    with pytest.raises(ValueError, match=r"got kernel \(3, 5\)"):
+        F.conv2d_forward(np.ones((1, 2, 9, 9)), np.ones((2, 2, 3, 5)), algorithm="winograd")
     with pytest.raises(ValueError, match="algorithm.*'fft'"):
         F.conv2d_forward(np.ones((1, 2, 9, 9)), np.ones((2, 2, 3, 3)), algorithm="fft")
