@@ -14,8 +14,9 @@ The GEMM floor: a worker that never imports the engine runs NumPy's ``np.matmul`
 its default threads) on the GEMMs of one training step as im2col lowers it (``step_gemms``), and
 the table gives the floor per epoch and the fraction of it the engine's epoch reaches (floor /
 epoch). The engine's default now computes conv2 with Winograd's F(2x2, 5x5), 36 smaller products
-with 2.8x fewer multiply-adds; the floor stays im2col's (a direct convolution's work). Each measurement runs in its own process (so peak RSS is that
-framework's alone and the thread pools never meet), alternating ``ours, torch, ours, torch, ...``;
+with 2.8x fewer multiply-adds; the floor stays im2col's (a direct convolution's work). Each
+measurement runs in its own process (so peak RSS is that framework's alone and the thread pools
+never meet), alternating ``ours, torch, ours, torch, ...``;
 the table shows medians and the ratios. JIT compilation is excluded (one untimed warm-up batch
 first; its time is reported). While a worker trains, the driver samples how many of its threads
 are runnable (``/proc``): more than the cores would be oversubscription. After its epoch, each of
@@ -218,8 +219,8 @@ def profile_targets():
             *[(K, name, "pooling") for name in ("max_pool_forward", "max_pool_forward_valid", "max_pool_forward_2x2",
                                                "max_pool_backward", "max_pool_backward_tiled", "max_pool_backward_cm",
                                                "sum_pool_forward", "sum_pool_backward")],
-            *[(K, f"winograd_{name}_{variant}", "Winograd transforms") for variant in ("f43", "f25")
-              for name in ("input", "input_adjoint", "output", "output_adjoint")],
+            *[(K, f"{name}_{variant}", "Winograd transforms") for variant in getattr(W, "VARIANTS", {}).values()
+              for name in W.TRANSFORMS],
             (K, "winograd_weight", "Winograd transforms"), (K, "winograd_weight_adjoint", "Winograd transforms"),
             (W, "forward", "GEMM"), (W, "backward", "GEMM"),  # with their kernels wrapped: the 36 products
             (L.ReLU, "_forward", "activations"), (L.ReLU, "_backward", "activations"),

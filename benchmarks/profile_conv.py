@@ -1,6 +1,6 @@
 """Where one convolution's forward+backward spends its time, stage by stage, on each algorithm that
-computes it (im2col, and for a 3x3 or 5x5 kernel Winograd's F(4x4, 3x3) or F(2x2, 5x5)): the profile behind
-``algorithm="auto"`` and behind the engine's optimisations.
+computes it (im2col, and for a 3x3 or 5x5 kernel Winograd's F(4x4, 3x3) or F(2x2, 5x5)): the
+profile behind ``algorithm="auto"`` and behind the engine's optimisations.
 
 Each round times one call of the layer's forward (keeping what backward needs) and backward per
 algorithm, the algorithms alternated, with the engine's leaf operations wrapped
@@ -43,9 +43,9 @@ def targets():
     return [(F, "unfold_t", "im2col"), (F, "fold_t", "col2im"),
             (F, "_grouped_matmul", "GEMM"), (F, "_weight_grad", "GEMM"),
             *[(K, name, "layout+bias") for name in ("cm_to_nchw", "nchw_to_cm", "bias_relu_inplace")],
-            *[(K, f"winograd_{name}_{variant}", stage) for variant in ("f43", "f25")
-              for name, stage in (("input", "input transform"), ("input_adjoint", "input adjoint"),
-                                  ("output", "output transform"), ("output_adjoint", "output adjoint"))],
+            *[(K, f"{name}_{variant}", stage) for variant in W.VARIANTS.values()
+              for name, stage in zip(W.TRANSFORMS, ("input transform", "input adjoint", "output transform",
+                                                    "output adjoint"))],
             (K, "winograd_weight", "weight transform"), (K, "winograd_weight_adjoint", "weight transform"),
             (W, "forward", "GEMM"), (W, "backward", "GEMM")]
 
@@ -53,6 +53,7 @@ def targets():
 def profile(shape: tuple[int, int, int, int], kernel: int, padding: int, rounds: int, threads: int) -> dict:
     from cnn_im2col import functional as F
     from cnn_im2col import threads as T
+    from cnn_im2col import winograd as W
 
     T.set_num_threads(threads)
     C.keep_freed_memory()  # reuse freed memory, as a training loop reaches by itself (see _common)
@@ -63,7 +64,7 @@ def profile(shape: tuple[int, int, int, int], kernel: int, padding: int, rounds:
     bias = rng.standard_normal(k).astype(np.float32)
     side = h + 2 * padding - kernel + 1
     dout = rng.standard_normal((n, k, side, side), dtype=np.float32)
-    algorithms = ALGORITHMS if kernel in (3, 5) else ALGORITHMS[:1]
+    algorithms = ALGORITHMS if W.supports((kernel, kernel), (1, 1), (1, 1), 1) else ALGORITHMS[:1]
 
     def call(algorithm: str) -> None:
         _, cache = F.conv2d_forward(x, weight, bias, 1, padding, algorithm=algorithm)

@@ -27,9 +27,10 @@ n*OH*OW), applying the fused ReLU's derivative and summing the bias gradient; ``
 cols_t.T``; ``dx_slice = col2im_t(W.T @ dZ.T)``; the slices' dW add up at the end. A depthwise
 convolution (``groups == C == O``) takes direct kernels instead (``_kernels.depthwise_*``, no
 im2col: measured 18-25 ms against 57-78 ms for one GEMM per channel, 32x64x32x32 3x3 pad 1 forward
-+ backward on one thread). A 3x3, stride-1 convolution takes Winograd's F(4x4, 3x3) instead of
-im2col (``winograd.py``: 36 GEMMs of 4x fewer multiply-adds in all), in the same slice blocks,
-when ``algorithm="auto"`` finds it worthwhile or ``algorithm="winograd"`` asks for it.
++ backward on one thread). A 3x3 or 5x5, stride-1 convolution takes Winograd's F(4x4, 3x3) or
+F(2x2, 5x5) instead of im2col (``winograd.py``: 36 GEMMs of 4x or 2.78x fewer multiply-adds in
+all), in the same slice blocks, when ``algorithm="auto"`` finds it worthwhile or
+``algorithm="winograd"`` asks for it.
 
 ``owner`` names the caller in error messages (a layer passes its own name).
 """
@@ -217,8 +218,8 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
     right after that slice's output is written, on the thread that wrote it, while it is in cache
     (a fused Conv2D -> ReLU -> MaxPool2D pools there); it must touch only slice ``s``.
     ``algorithm`` (``"numba"`` backend): ``"im2col"``; ``"winograd"``, F(4x4, 3x3) or F(2x2, 5x5), for
-    a 3x3 or 5x5 kernel with stride 1, dilation 1 and groups 1 only (float32 rounding about 20x im2col's, ~1e-5 of the
-    output's scale); ``"auto"`` (default): Winograd where it applies and pays (``winograd.preferred``:
+    a 3x3 or 5x5 kernel with stride 1, dilation 1 and groups 1 only (float32 rounding about 20x
+    im2col's, ~1e-5 of the output's scale); ``"auto"`` (default): Winograd where it applies and pays (``winograd.preferred``:
     at least 8 input and output channels, an output of at least 4x4 and 512 output pixels per map
     in the batch), im2col elsewhere.
     """
@@ -314,8 +315,8 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
 
 def _use_winograd(algorithm: str, backend: str, weight_shape: tuple[int, ...], g: WindowGeometry,
                   groups: int, owner: str, batch: int) -> bool:
-    """Whether this convolution of ``batch`` samples takes Winograd's F(4x4, 3x3) (``algorithm``
-    already validated)."""
+    """Whether this convolution of ``batch`` samples takes Winograd (F(4x4, 3x3) or F(2x2, 5x5);
+    ``algorithm`` already validated)."""
     if algorithm == "im2col":
         return False
     fits = winograd.supports(weight_shape[2:], (g.sy, g.sx), (g.dy, g.dx), groups)

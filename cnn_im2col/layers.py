@@ -117,7 +117,8 @@ class Conv2D(Layer):
     ``in_channels`` and ``out_channels``. ``algorithm``: how the convolution becomes GEMMs,
     ``"im2col"``, ``"winograd"`` (F(4x4, 3x3) or F(2x2, 5x5): a 3x3 or 5x5 kernel, stride 1,
     dilation 1, groups 1) or ``"auto"`` (Winograd where it applies and pays, see
-    ``functional.conv2d_forward``); the numbers agree to rounding. Input (N, C, H, W) -> output (N, O, OH, OW).
+    ``functional.conv2d_forward``); the numbers agree to rounding. Input (N, C, H, W) -> output
+    (N, O, OH, OW).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,

@@ -85,14 +85,19 @@ def supports(kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[i
     return (tuple(kernel) in ((3, 3), (5, 5)) and (tuple(stride), tuple(dilation), groups) == ((1, 1), (1, 1), 1))
 
 
+# kernel size r -> the suffix of ``_kernels``' transforms compiled for its tile (``winograd_input_f43``...)
+VARIANTS = {3: "f43", 5: "f25"}
+TRANSFORMS = ("winograd_input", "winograd_input_adjoint", "winograd_output", "winograd_output_adjoint")
+
+
 def tile(g: WindowGeometry) -> int:
     """m: the outputs per tile side, 4 for a 3x3 kernel, 2 for a 5x5 one."""
     return ALPHA + 1 - g.kh
 
 
 def _kernel(name: str, g: WindowGeometry):
-    """``_kernels``' transform ``name`` compiled for this geometry's tile (``name_f43`` / ``name_f25``)."""
-    return getattr(_kernels, f"{name}_f43" if tile(g) == 4 else f"{name}_f25")
+    """``_kernels``' transform ``name`` (one of ``TRANSFORMS``) compiled for this geometry's kernel."""
+    return getattr(_kernels, f"{name}_{VARIANTS[g.kh]}")
 
 
 def preferred(in_channels: int, out_channels: int, g: WindowGeometry, batch: int) -> bool:
