@@ -34,7 +34,7 @@ from .layers import (
 from .losses import MeanSquaredError, SoftmaxCrossEntropy
 from .augment import RandomShift
 from .model import Sequential
-from .training import TrainingDiverged, TrainingInterrupted
+from .exceptions import TrainingDiverged, TrainingInterrupted
 from .optim import SGD, Adam, CosineAnnealingLR, StepLR
 from .shapes import NonFiniteError
 

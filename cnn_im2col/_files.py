@@ -16,6 +16,14 @@ from typing import IO, Any
 import numpy as np
 
 
+def path_text(path: Any, owner: str, name: str = "path") -> str:
+    """``path`` (str or os.PathLike) as a str; TypeError naming ``owner`` and ``name`` otherwise."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{owner}: {name} must be a str or os.PathLike, got {path!r} "
+                        f"({type(path).__name__})")
+    return os.fspath(path)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on a clean exit fsync it and ``os.replace`` it into place.

@@ -1,29 +1,31 @@
-"""Checkpoints: what a checkpoint file holds beyond the model, and ``fit``'s position for resuming.
+"""Checkpoints: a model file plus the optimizer and ``fit``'s position, for resuming.
 
-A checkpoint is a model file (see :mod:`cnn_im2col.model`) plus ``"optim:{key}"`` arrays (the
+A checkpoint is a model file (see :mod:`cnn_im2col.model_files`) plus ``"optim:{key}"`` arrays (the
 optimizer's ``state_dict``) and ``"__training__"`` (JSON: optimizer and scheduler configuration and
-state, ``fit``'s position, and the caller's ``extra``). This module writes and reads those extras
-(:func:`training_arrays`, :func:`read_training`) and defines the position (:class:`Position`):
-epoch, batch, seed, the partial sums of the epoch, the history so far, and the states of the layers'
-random generators. It knows nothing of the model class or of the loop; both use it.
+state, ``fit``'s position, and the caller's ``extra``). :func:`save_checkpoint` and
+:func:`load_checkpoint` write and read whole checkpoints; :class:`Position` is where ``fit`` is:
+epoch, batch, seed, the partial sums of the epoch, the history so far, and the states of the
+layers' random generators. It knows nothing of the model class or of the loop; the loop uses it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from . import model_files
 from . import optim as _optim
 from ._files import json_array, npz_entry, npz_json
 
-__all__ = ["HISTORY_KEYS", "Checkpoint", "Position", "new_history", "read_training", "training_arrays"]
+__all__ = ["HISTORY_KEYS", "Checkpoint", "Position", "load_checkpoint", "new_history",
+           "save_checkpoint"]
 
-TRAINING_KEY = "__training__"
-OPTIM_PREFIX = "optim:"
+# the names the model file reserves for a checkpoint's entries: a model reader skips them
+OPTIM_PREFIX, TRAINING_KEY = model_files.RESERVED
 
 #: The per-epoch lists of ``fit``'s history, in order.
 HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "samples_per_s")
@@ -40,7 +42,7 @@ def new_history(history: Any = None) -> dict[str, list]:
 
 @dataclass
 class Checkpoint:
-    """What :meth:`Sequential.load_checkpoint` returns.
+    """What :func:`load_checkpoint` (and ``Sequential.load_checkpoint``) returns.
 
     ``model`` holds the saved weights; ``optimizer`` (rebuilt from its config with its state
     loaded) and ``scheduler`` (or None) continue where they stopped; ``state`` is ``fit``'s position,
@@ -52,6 +54,25 @@ class Checkpoint:
     scheduler: Any
     state: dict
     extra: dict = field(default_factory=dict)
+
+
+def save_checkpoint(path: str, model: Any, optimizer: Any, scheduler: Any = None,
+                    state: Mapping | None = None, extra: Mapping | None = None) -> None:
+    """Write ``model``'s file plus the optimizer's and scheduler's state and ``fit``'s position
+    (``state``), atomically. ``extra`` is any JSON-able dict stored beside them (the command keeps
+    its arguments there)."""
+    arrays = model_files.model_arrays(model)
+    arrays.update(training_arrays(optimizer, scheduler, state, extra))
+    model_files.write_arrays(path, arrays)
+
+
+def load_checkpoint(path: str, build: Callable[[dict, str], Any]) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`; ``build(header, path)`` makes the
+    model from its config (see :func:`cnn_im2col.model_files.read_model`)."""
+    with model_files.open_npz(path) as npz:
+        model = model_files.read_model(npz, path, build)
+        optimizer, scheduler, state, extra = read_training(npz, path)
+    return Checkpoint(model, optimizer, scheduler, state, extra)
 
 
 def training_arrays(optimizer: Any, scheduler: Any = None, state: Mapping | None = None,

@@ -53,7 +53,7 @@ from .augment import RandomShift
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import SGD, Adam, CosineAnnealingLR
-from .training import TrainingDiverged, TrainingInterrupted
+from .exceptions import TrainingDiverged, TrainingInterrupted
 
 PROG = "cnn-im2col"
 

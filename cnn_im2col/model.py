@@ -1,37 +1,22 @@
-"""``Sequential``: a stack of layers that evaluates, predicts, summarises, saves and loads, and
-trains through :mod:`cnn_im2col.training`.
+"""``Sequential``: a stack of layers that predicts, evaluates, summarises, saves and loads; it
+trains through the loop it inherits (:class:`cnn_im2col.training.Trainer`).
 
 Public API
 ----------
 - :class:`Sequential` — ``forward``, ``backward``, ``params`` / ``grads`` (flat dicts keyed
-  ``"{index}.{name}"`` holding the layers' own arrays), ``fit``, ``evaluate``, ``predict``,
-  ``check_shapes``, ``summary``, ``save`` / ``load`` and ``save_checkpoint`` / ``load_checkpoint``,
-  ``state_dict`` / ``load_state_dict`` (PyTorch's ``nn.Sequential`` key names).
-  It follows the layer protocol itself, so a gradient check or a nested stack can treat it as a layer.
-- Re-exported for the code that imports them from here: :class:`~cnn_im2col.checkpoint.Checkpoint`,
-  :class:`~cnn_im2col.augment.RandomShift`, :class:`~cnn_im2col.exceptions.TrainingDiverged` and
-  :class:`~cnn_im2col.exceptions.TrainingInterrupted`.
-
-Files
------
-A model file is one ``.npz`` (read with ``allow_pickle=False``, written atomically) holding
-
-- ``"__model__"``: UTF-8 JSON as a uint8 array,
-  ``{"format": "cnn-im2col.Sequential", "version": 1, "layers": [{"class": ..., "config": ...}]}``;
-- ``"param:{index}.{name}"``: every parameter array, in its dtype;
-- ``"buffer:{index}.{name}"``: every buffer (state that is saved but not trained, e.g.
-  ``BatchNorm2D``'s running statistics), in its dtype.
-
-A checkpoint is a model file plus the optimizer's arrays and the training state (see
-:mod:`cnn_im2col.checkpoint`). ``Sequential.load`` reads a checkpoint as a model and ignores those extras.
+  ``"{index}.{name}"`` holding the layers' own arrays), ``predict`` (the outputs),
+  ``predict_proba`` (class probabilities), ``evaluate``, ``check_shapes``, ``summary``,
+  ``save`` / ``load`` (the model file, :mod:`cnn_im2col.model_files`), ``state_dict`` /
+  ``load_state_dict`` (PyTorch's ``nn.Sequential`` key names); from the loop: ``fit``,
+  ``load_checkpoint``. It follows the layer protocol itself, so a gradient check or a nested
+  stack can treat it as a layer.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -39,45 +24,20 @@ import numpy as np
 from . import _kernels
 from . import blocks as _blocks
 from . import functional as F
-from ._files import atomic_write, json_array, npz_entry, npz_json
-from .augment import RandomShift
-from .checkpoint import (
-    HISTORY_KEYS,
-    OPTIM_PREFIX,
-    TRAINING_KEY,
-    Checkpoint,
-    read_training,
-    training_arrays,
-)
-from .exceptions import TrainingDiverged, TrainingInterrupted
-from .layers import LAYERS, AvgPool2D, Conv2D, Dense, Softmax
+from . import model_files
+from ._files import path_text
+from .layers import LAYERS, AvgPool2D, Conv2D, Dense, Sigmoid, Softmax
+from .losses import MeanSquaredError, SoftmaxCrossEntropy
+from .metrics import accuracy_for
 from .shapes import NonFiniteError, as_float_array, check_int, finite_scans_skipped
+from .training import Trainer, check_loss
 
-__all__ = [
-    "HISTORY_KEYS",
-    "Checkpoint",
-    "IncompatibleKeys",
-    "RandomShift",
-    "Sequential",
-    "TrainingDiverged",
-    "TrainingInterrupted",
-]
-
-FORMAT = "cnn-im2col.Sequential"
-FORMAT_VERSION = 1
-_MODEL_KEY = "__model__"
-_PARAM_PREFIX = "param:"
-_BUFFER_PREFIX = "buffer:"
-
+__all__ = ["IncompatibleKeys", "Sequential"]
 
 
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _print(message: str) -> None:
-    print(message, flush=True)
 
 
 def _fmt_shape(shape: tuple[int, ...]) -> str:
@@ -114,7 +74,7 @@ def _shape_of(value: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-class Sequential:
+class Sequential(Trainer):
     """Layers applied in order. Itself follows the layer protocol (forward, backward, params, grads,
     output_shape, config, from_config), so it can be gradient-checked or nested.
 
@@ -122,10 +82,6 @@ class Sequential:
     from the layers' own dicts: the arrays are the layers' objects, so an optimizer updating
     ``params`` in place updates the layers.
     """
-
-    #: The training loop behind :meth:`fit`: ``cnn_im2col.training.fit``, installed by that module
-    #: when it is imported (the loop imports the model, never the reverse).
-    _loop: Callable[..., dict]
 
     def __init__(self, layers: Iterable[Any]) -> None:
         if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
@@ -385,62 +341,108 @@ class Sequential:
         return entries
 
     # --- inference -------------------------------------------------------------------------
-    def _ends_with_softmax(self) -> bool:
-        return isinstance(self.layers[-1], Softmax)
-
-    def _batches(self, x: np.ndarray, batch_size: int) -> Iterable[np.ndarray]:
-        for start in range(0, x.shape[0], batch_size):
-            yield x[start:start + batch_size]
+    def _outputs_probabilities(self) -> bool:
+        """Whether the last layer squashes the outputs to [0, 1] (Softmax or Sigmoid)."""
+        return isinstance(self.layers[-1], (Softmax, Sigmoid))
 
     def _check_inputs(self, x: Any, owner: str) -> np.ndarray:
         x = as_float_array(x, "x", owner)
         if x.ndim < 2:
-            raise ValueError(f"{owner}: x must be a batch (N, ...) with at least 2 dimensions, got shape {x.shape}")
+            raise ValueError(f"{owner}: x must be a batch (N, ...) with at least 2 dimensions, "
+                             f"got shape {x.shape}")
         self.check_shapes(x.shape[1:])
         return x
 
+    def _outputs(self, x: np.ndarray, batch_size: int) -> Iterable[np.ndarray]:
+        """The network's outputs in inference mode, batch by batch."""
+        for start in range(0, x.shape[0], batch_size):
+            yield self.forward(x[start:start + batch_size], training=False)
+
     def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
-        """Class probabilities ``(N, K)``: the outputs if the last layer is ``Softmax``, else the
-        softmax of the outputs (the logits). Runs in inference mode (dropout off)."""
+        """The network's outputs for ``x`` (N, ...), in inference mode (dropout off, running
+        statistics), ``batch_size`` samples at a time: the same numbers as ``forward``, as
+        Keras's ``predict``. For class probabilities use :meth:`predict_proba`."""
         owner = "Sequential.predict"
         batch_size = check_int(batch_size, "batch_size", owner, minimum=1)
         x = self._check_inputs(x, owner)
-        outs = []
-        for xb in self._batches(x, batch_size):
-            out = self.forward(xb, training=False)
-            outs.append(out if self._ends_with_softmax() else F.softmax(out, axis=1))
-        return np.concatenate(outs)
+        return np.concatenate(list(self._outputs(x, batch_size)))
 
-    def evaluate(self, x: Any, y: Any, batch_size: int = 256, loss: Any = None) -> dict[str, float]:
-        """``{"loss": mean loss, "accuracy": fraction of argmax == label}`` in inference mode.
+    def predict_proba(self, x: Any, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities ``(N, K)`` of a classifier, in inference mode.
 
-        ``loss=None``: cross-entropy (``SoftmaxCrossEntropy`` on the outputs, or, if the last layer
-        is ``Softmax``, the negative log of the probability of the true class). Any loss object
-        works otherwise (its batch means are weighted by batch size).
+        - K >= 2 outputs: the outputs if the last layer is ``Softmax``, else their softmax (the
+          outputs are logits);
+        - one output after ``Sigmoid``: the probability ``p`` of class 1, returned as the two
+          columns ``[1 - p, p]``.
+
+        Any other network (a regression, several ``Sigmoid`` outputs, a one-output network
+        without ``Sigmoid``) is a ``ValueError``: its outputs are not class scores; use
+        :meth:`predict`."""
+        owner = "Sequential.predict_proba"
+        batch_size = check_int(batch_size, "batch_size", owner, minimum=1)
+        x = self._check_inputs(x, owner)
+        out_shape = self.check_shapes(x.shape[1:])[-1]
+        last = self.layers[-1]
+        binary = out_shape == (1,) and isinstance(last, Sigmoid)
+        if len(out_shape) != 1 or (out_shape[0] < 2 and not binary):
+            raise ValueError(f"{owner}: class probabilities need K >= 2 class scores per sample (or "
+                             f"one output after Sigmoid), but this network outputs "
+                             f"{_fmt_shape(out_shape)} per sample; use predict() for its outputs")
+        if isinstance(last, Sigmoid) and not binary:
+            raise ValueError(f"{owner}: this network's {out_shape[0]} outputs are independent Sigmoid "
+                             f"values (K >= 2 class scores would be logits or a Softmax), not a "
+                             f"distribution over classes; use predict() for its outputs")
+        parts = []
+        for out in self._outputs(x, batch_size):
+            if binary:
+                out = np.concatenate([1 - out, out], axis=1)
+            elif not isinstance(last, Softmax):
+                out = F.softmax(out, axis=1)
+            parts.append(out)
+        return np.concatenate(parts)
+
+    def evaluate(self, x: Any, y: Any, batch_size: int = 256, loss: Any = None
+                 ) -> dict[str, float]:
+        """``{"loss": mean loss, "accuracy": fraction correct}`` in inference mode; ``"accuracy"``
+        only where it means something (:mod:`cnn_im2col.metrics`: class labels or probability
+        rows, or 0/1 targets of a one-output network; not for a regression).
+
+        ``loss``: any loss object (its batch means are weighted by batch size). ``None``: the loss
+        of the last ``fit``, if any; else, for class labels, cross-entropy
+        (``SoftmaxCrossEntropy`` on the outputs, or, if the last layer is ``Softmax``, the
+        negative log of the probability of the true class), and for float targets the mean
+        squared error.
         """
         owner = "Sequential.evaluate"
         batch_size = check_int(batch_size, "batch_size", owner, minimum=1)
         x = self._check_inputs(x, owner)
-        y = self._check_targets(y, x.shape[0], self.check_shapes(x.shape[1:])[-1], owner)
+        out_shape = self.check_shapes(x.shape[1:])[-1]
+        y = self._check_targets(y, x.shape[0], out_shape, owner)
         if loss is not None:
-            _check_loss(loss, owner)
-        elif not self._ends_with_softmax():
-            from .losses import SoftmaxCrossEntropy
-
+            check_loss(loss, owner)
+        elif self.trained_loss is not None:
+            loss = self.fresh_loss(self.trained_loss)
+        elif y.ndim != 1:
+            loss = MeanSquaredError()
+        elif not isinstance(self.layers[-1], Softmax):
             loss = SoftmaxCrossEntropy()
+        accuracy = accuracy_for(out_shape, y, self._outputs_probabilities())
         total_loss = 0.0
         correct = 0
-        for start in range(0, x.shape[0], batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            out = self.forward(xb, training=False)
+        for start, out in zip(range(0, x.shape[0], batch_size), self._outputs(x, batch_size)):
+            yb = y[start:start + batch_size]
             if loss is None:
                 picked = out[np.arange(out.shape[0]), yb].astype(np.float64)
                 total_loss += float(-np.log(np.maximum(picked, np.finfo(np.float64).tiny)).sum())
             else:
-                total_loss += float(loss.forward(out, yb)) * xb.shape[0]
-            correct += _correct(out, yb)
+                total_loss += float(loss.forward(out, yb)) * out.shape[0]
+            if accuracy is not None:
+                correct += accuracy.correct(out, yb)
         n = x.shape[0]
-        return {"loss": total_loss / n, "accuracy": correct / n}
+        result = {"loss": total_loss / n}
+        if accuracy is not None:
+            result["accuracy"] = correct / n
+        return result
 
     # --- training ------------------------------------------------------------------------------
     def _check_targets(self, y: Any, n: int, out_shape: tuple[int, ...], owner: str, name: str = "y") -> np.ndarray:
@@ -472,52 +474,6 @@ class Sequential:
                              f"network's output, got {y.shape}")
         return as_float_array(y, name, owner)
 
-    def fit(self, x: Any, y: Any, *, epochs: int, batch_size: int, optimizer: Any, loss: Any,
-            validation_data: tuple[Any, Any] | None = None, seed: int | None = None, progress: bool = True,
-            shuffle: bool = True, scheduler: Any = None, scheduler_interval: str = "epoch",
-            augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
-            callbacks: Iterable[Callable[[Sequential, dict], Any]] = (),
-            checkpoint: str | os.PathLike | None = None, checkpoint_extra: dict | None = None,
-            resume: Mapping | None = None, should_stop: Callable[[], bool] | None = None,
-            log: Callable[[str], None] | None = _print, comm: Any = None) -> dict[str, list]:
-        """Train with minibatches; return the history (per-epoch lists).
-
-        - ``x`` (N, ...) and ``y``: labels ``(N,)`` in ``[0, K)`` or targets shaped like the output;
-          validated up front (lengths, label range, NaN/Inf in ``x``, the whole stack's shapes).
-        - ``optimizer``: ``step(params, grads)`` and ``lr`` (``optim.SGD``, ``optim.Adam``);
-          ``loss``: ``forward(pred, target) -> float`` / ``backward()`` (``losses.*``).
-        - ``scheduler``: stepped after every epoch (``scheduler_interval="epoch"``) or every batch
-          (``"batch"``; then its periods count batches).
-        - ``augment(xb, rng) -> xb``: applied to each training batch (e.g. :class:`RandomShift`).
-        - ``callbacks``: each called as ``cb(model, logs)`` after every epoch (logs: that epoch's
-          metrics); returning ``False`` stops training after that epoch. A
-          :class:`cnn_im2col.training.Callback` instance gets the loop's hooks instead.
-        - ``checkpoint``: path of a checkpoint written (atomically) at every epoch end and when
-          ``should_stop`` stops training; ``checkpoint_extra``: JSON stored in it.
-        - ``resume``: the ``state`` of :meth:`load_checkpoint` (use its optimizer and scheduler too).
-        - ``should_stop()``: polled after every batch; if True, the checkpoint is written and
-          :class:`TrainingInterrupted` raised.
-        - ``progress``: a tqdm bar per epoch (loss, accuracy, samples/s); ``log``: where the
-          one-line epoch summaries go (default stdout; None for silence).
-        - ``comm``: an mpi4py communicator; of size K > 1, training is data-parallel (every rank
-          passes the same ``x, y``; ``batch_size`` is the global batch; rank 0 prints and writes the
-          checkpoint; every rank returns the same history). See :mod:`cnn_im2col.training`.
-
-        History keys: epoch, loss, accuracy, val_loss, val_accuracy (None without validation data),
-        lr (at the epoch's start), seconds (the epoch, validation included), samples_per_s
-        (training samples per second), plus ``"seed"`` (the seed used).
-
-        A batch whose loss or gradient is NaN/Inf raises :class:`TrainingDiverged` (a
-        ``FloatingPointError``) naming the epoch and batch, before the step is applied.
-        """
-        # the loop sits above the container: cnn_im2col.training installs itself as _loop when it
-        # is imported (the package's __init__ imports it), so this module never imports the loop
-        return self._loop(self, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, loss=loss,
-                   validation_data=validation_data, seed=seed, progress=progress, shuffle=shuffle,
-                   scheduler=scheduler, scheduler_interval=scheduler_interval, augment=augment,
-                   callbacks=callbacks, checkpoint=checkpoint, checkpoint_extra=checkpoint_extra,
-                   resume=resume, should_stop=should_stop, log=log, comm=comm)
-
     def _generators(self) -> dict[str, np.random.Generator]:
         """Every Generator held by a layer (e.g. Dropout's), keyed ``"{index}.{attribute}"``; nested
         stacks included (``"{index}.{inner index}.{attribute}"``)."""
@@ -541,113 +497,26 @@ class Sequential:
                                  f"checkpoint belong to this model?") from None
 
     # --- files ---------------------------------------------------------------------------------
-    def _model_arrays(self) -> dict[str, np.ndarray]:
-        header = {"format": FORMAT, "version": FORMAT_VERSION, **self.config()}
-        arrays = {_MODEL_KEY: json_array(header)}
-        for key, value in self.params.items():
-            arrays[_PARAM_PREFIX + key] = np.ascontiguousarray(value)
-        for key, value in self.buffers.items():  # not ascontiguousarray: it makes a 0-d counter 1-d
-            arrays[_BUFFER_PREFIX + key] = np.asarray(value, order="C")
-        return arrays
-
     def save(self, path: str | os.PathLike) -> None:
         """Write the architecture (JSON) and every parameter to one ``.npz``, atomically."""
-        arrays = self._model_arrays()
-        with atomic_write(path, "wb") as handle:
-            np.savez(handle, **arrays)
-
-    def save_checkpoint(self, path: str | os.PathLike, optimizer: Any, scheduler: Any = None,
-                        state: Mapping | None = None, extra: Mapping | None = None) -> None:
-        """Model + optimizer state + scheduler state + ``fit``'s position (``state``), atomically.
-
-        ``extra`` is any JSON-able dict stored beside them (the CLI keeps its arguments there).
-        """
-        arrays = self._model_arrays()
-        arrays.update(training_arrays(optimizer, scheduler, state, extra))
-        with atomic_write(path, "wb") as handle:
-            np.savez(handle, **arrays)
+        model_files.write_arrays(path, model_files.model_arrays(self))
 
     @classmethod
-    def _open(cls, path_text: str) -> Any:
-        if not os.path.isfile(path_text):
-            raise FileNotFoundError(f"{path_text}: no such model file")
-        try:
-            npz = np.load(path_text, allow_pickle=False)
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise ValueError(f"{path_text}: not a cnn-im2col model file (.npz): {exc}") from None
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise ValueError(f"{path_text}: a .npy file (a single array), not a cnn-im2col model file (.npz)")  # noqa: TRY004
-        return npz
-
-    @classmethod
-    def _load_from(cls, npz: Any, path: str, custom_layers: Mapping[str, type] | None) -> Sequential:
-        files = set(npz.files)
-        if _MODEL_KEY not in files:
-            raise ValueError(f"{path}: not a cnn-im2col model file: it has no {_MODEL_KEY!r} entry")
-        header = npz_json(npz, _MODEL_KEY, path)
-        if not isinstance(header, dict) or header.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a cnn-im2col model file (format {header.get('format') if isinstance(header, dict) else header!r})")
-        version = header.get("version")
-        if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
-            raise ValueError(f"{path}: model format version {version!r} is not supported (this version reads "
-                             f"1..{FORMAT_VERSION}); upgrade cnn-im2col")
-        model = cls.from_config(header, custom_layers=custom_layers, source=str(path))
-        expected = model.params
-        stored = {key[len(_PARAM_PREFIX):] for key in files if key.startswith(_PARAM_PREFIX)}
-        unknown = sorted(key for key in files if not key.startswith((_PARAM_PREFIX, OPTIM_PREFIX, _BUFFER_PREFIX))
-                         and key not in (_MODEL_KEY, TRAINING_KEY))
-        missing = sorted(set(expected) - stored)
-        extra = sorted(stored - set(expected))
-        if missing or extra or unknown:
-            raise ValueError(f"{path}: the arrays do not match the architecture: missing parameters {missing}, "
-                             f"unexpected parameters {extra}, unknown entries {unknown}")
-        for key, target in expected.items():
-            value = npz_entry(npz, _PARAM_PREFIX + key, path)
-            if value.shape != target.shape:
-                raise ValueError(f"{path}: parameter {key!r} has shape {value.shape}, the architecture needs "
-                                 f"{target.shape}")
-            if value.dtype.kind != "f":
-                raise ValueError(f"{path}: parameter {key!r} has dtype {value.dtype}, it must be float")
-            if not np.isfinite(value).all():
-                raise ValueError(f"{path}: parameter {key!r} contains NaN or Inf")
-            np.copyto(target, value, casting="same_kind")
-        _load_buffers(model.buffers, npz, files, path)
-        return model
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, custom_layers: Mapping[str, type] | None = None) -> Sequential:
+    def load(cls, path: str | os.PathLike, custom_layers: Mapping[str, type] | None = None
+             ) -> Sequential:
         """Rebuild a model saved by :meth:`save` (or a checkpoint). ``custom_layers``: extra
-        ``{class name: class}`` beyond ``layers.LAYERS``. Bad files raise ``ValueError`` naming the file."""
-        path_text = _path(path, "Sequential.load")
-        with cls._open(path_text) as npz:
-            return cls._load_from(npz, path_text, custom_layers)
+        ``{class name: class}`` beyond ``layers.LAYERS``. Bad files raise ``ValueError`` naming
+        the file."""
+        text = path_text(path, "Sequential.load")
+        with model_files.open_npz(text) as npz:
+            return model_files.read_model(npz, text, cls._builder(custom_layers))
 
     @classmethod
-    def load_checkpoint(cls, path: str | os.PathLike,
-                        custom_layers: Mapping[str, type] | None = None) -> Checkpoint:
-        """Read a checkpoint written by :meth:`save_checkpoint` (e.g. by ``fit(checkpoint=...)``)."""
-        path_text = _path(path, "Sequential.load_checkpoint")
-        with cls._open(path_text) as npz:
-            model = cls._load_from(npz, path_text, custom_layers)
-            optimizer, scheduler, state, extra = read_training(npz, path_text)
-        return Checkpoint(model, optimizer, scheduler, state, extra)
-
-
-def _load_buffers(expected: dict[str, np.ndarray], npz: Any, files: set, path: str) -> None:
-    """Copy the file's ``buffer:`` arrays into the model's, checking names, shapes and kinds."""
-    stored = {key[len(_BUFFER_PREFIX):] for key in files if key.startswith(_BUFFER_PREFIX)}
-    missing, extra = sorted(set(expected) - stored), sorted(stored - set(expected))
-    if missing or extra:
-        raise ValueError(f"{path}: the buffers do not match the architecture: missing buffers {missing}, "
-                         f"unexpected buffers {extra}")
-    for key, target in expected.items():
-        value = npz_entry(npz, _BUFFER_PREFIX + key, path)
-        if value.shape != target.shape or value.dtype.kind != target.dtype.kind:
-            raise ValueError(f"{path}: buffer {key!r} is {value.dtype} of shape {value.shape}, the architecture "
-                             f"needs {target.dtype} of shape {target.shape}")
-        if value.dtype.kind == "f" and not np.isfinite(value).all():
-            raise ValueError(f"{path}: buffer {key!r} contains NaN or Inf")
-        np.copyto(target, value, casting="same_kind")
+    def _builder(cls, custom_layers: Mapping[str, type] | None):
+        """``build(header, source)`` for :func:`model_files.read_model`."""
+        def build(header: dict, source: str) -> Sequential:
+            return cls.from_config(header, custom_layers=custom_layers, source=source)
+        return build
 
 
 _SKIPS_INPUT_GRAD = (Conv2D, Dense)  # layers whose backward takes input_grad=False
@@ -665,30 +534,3 @@ def _finite(a: np.ndarray) -> bool:
     64,000 values 0.006 ms float32 / 0.014 ms float64, against 0.065 / 0.035 ms for the float64
     ``np.sum`` it replaces)."""
     return bool(_kernels.all_finite(np.ascontiguousarray(a).reshape(-1)))
-
-
-def _path(path: Any, owner: str, name: str = "path") -> str:
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{owner}: {name} must be a str or os.PathLike, got {path!r} ({type(path).__name__})")
-    return os.fspath(path)
-
-
-def _not_a_class(value: Any, name: str, owner: str, example: str) -> None:
-    if isinstance(value, type):
-        raise TypeError(f"{owner}: {name} must be an instance, got the class {value.__name__} "
-                        f"(instantiate it, e.g. {example})")
-
-
-def _check_loss(loss: Any, owner: str) -> None:
-    _not_a_class(loss, "loss", owner, "SoftmaxCrossEntropy()")
-    if not (hasattr(loss, "forward") and hasattr(loss, "backward")):
-        raise TypeError(f"{owner}: loss must have forward(pred, target) and backward() "
-                        f"(e.g. losses.SoftmaxCrossEntropy()), got {loss!r}")
-
-
-def _correct(out: np.ndarray, y: np.ndarray) -> int:
-    """How many argmax predictions match labels (or the argmax of dense targets)."""
-    if out.ndim != 2:
-        return 0
-    labels = y if y.ndim == 1 else y.argmax(axis=1)
-    return int(np.count_nonzero(out.argmax(axis=1) == labels))

@@ -1,8 +1,14 @@
-"""The training loop behind :meth:`Sequential.fit`, and its callbacks.
+"""The training loop, and its callbacks.
 
 Public API
 ----------
-- :func:`fit` — ``fit(model, x, y, ...)``: what ``Sequential.fit`` calls (same arguments).
+- :class:`Trainer` — the training half of a model, in the way of Keras's trainer: ``fit`` (its
+  arguments are documented there, once), ``save_checkpoint`` / ``load_checkpoint``, and
+  ``trained_loss``. :class:`~cnn_im2col.model.Sequential` inherits it; the loop knows only the
+  layer protocol (``forward``, ``backward``, ``params``, ``grads``, ``buffers``) and the host's
+  input checks.
+- :class:`TrainingRun` — one ``fit`` call: its position, history and callbacks;
+  :meth:`TrainingRun.train_step` is the one place a batch is trained.
 - :class:`Callback` — hooks of the loop, in the way of Keras callbacks: ``on_epoch_begin``,
   ``on_batch_end``, ``on_batches_end``, ``on_epoch_end`` (returns True to stop), ``on_interrupt``.
   The loop's own collaborators are callbacks: :class:`ProgressBar`, :class:`EpochLog`,
@@ -40,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -47,10 +54,13 @@ from typing import Any
 
 import numpy as np
 
+from . import _kernels
+from . import checkpoint as _checkpoint
 from . import distributed as _dist
+from ._files import path_text
 from .checkpoint import HISTORY_KEYS, Position
 from .exceptions import TrainingDiverged, TrainingInterrupted
-from .model import Sequential, _check_loss, _correct, _finite, _not_a_class, _path, _print
+from .metrics import Accuracy, accuracy_for
 from .shapes import NonFiniteError, as_float_array, check_choice, check_int
 
 __all__ = [
@@ -60,12 +70,36 @@ __all__ = [
     "EarlyStop",
     "EpochLog",
     "ProgressBar",
-    "TrainingDiverged",
-    "TrainingInterrupted",
-    "fit",
+    "Trainer",
+    "TrainingRun",
+    "check_loss",
 ]
 
 OWNER = "Sequential.fit"
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+def _finite(a: np.ndarray) -> bool:
+    """Whether every element of a float array is finite, in one compiled pass with no temporary
+    (training checks every gradient and parameter each step)."""
+    return bool(_kernels.all_finite(np.ascontiguousarray(a).reshape(-1)))
+
+
+def _not_a_class(value: Any, name: str, owner: str, example: str) -> None:
+    if isinstance(value, type):
+        raise TypeError(f"{owner}: {name} must be an instance, got the class {value.__name__} "
+                        f"(instantiate it, e.g. {example})")
+
+
+def check_loss(loss: Any, owner: str) -> None:
+    """TypeError unless ``loss`` is a loss object (``forward(pred, target)``, ``backward()``)."""
+    _not_a_class(loss, "loss", owner, "SoftmaxCrossEntropy()")
+    if not (hasattr(loss, "forward") and hasattr(loss, "backward")):
+        raise TypeError(f"{owner}: loss must have forward(pred, target) and backward() "
+                        f"(e.g. losses.SoftmaxCrossEntropy()), got {loss!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -74,22 +108,22 @@ OWNER = "Sequential.fit"
 
 
 class Callback:
-    """Hooks of the loop; each gets the :class:`Trainer` (model, optimizer, position, history)."""
+    """Hooks of the loop; each gets the :class:`TrainingRun` (model, optimizer, position, history)."""
 
-    def on_epoch_begin(self, trainer: Trainer, epoch: int, first_batch: int) -> None:
+    def on_epoch_begin(self, trainer: TrainingRun, epoch: int, first_batch: int) -> None:
         """Before batch ``first_batch`` (0-based; > 0 when resuming mid-epoch) of ``epoch`` (0-based)."""
 
-    def on_batch_end(self, trainer: Trainer, epoch: int, batch: int, spent: float) -> None:
+    def on_batch_end(self, trainer: TrainingRun, epoch: int, batch: int, spent: float) -> None:
         """After the step of ``batch``; ``trainer.position.sums`` includes it; ``spent``: seconds in the epoch."""
 
-    def on_batches_end(self, trainer: Trainer, epoch: int) -> None:
+    def on_batches_end(self, trainer: TrainingRun, epoch: int) -> None:
         """After the last batch of the epoch, or when a batch raised (always called)."""
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> bool | None:
+    def on_epoch_end(self, trainer: TrainingRun, epoch: int, logs: dict) -> bool | None:
         """After validation and the history update; True stops training after this epoch."""
         return None
 
-    def on_interrupt(self, trainer: Trainer, epoch: int, batch: int, spent: float) -> None:
+    def on_interrupt(self, trainer: TrainingRun, epoch: int, batch: int, spent: float) -> None:
         """``should_stop`` asked to stop after ``batch`` (0-based) of ``epoch``."""
 
 
@@ -101,17 +135,18 @@ class ProgressBar(Callback):
 
         self._tqdm, self.epochs, self.batches, self.bar = tqdm, epochs, batches, None
 
-    def on_epoch_begin(self, trainer: Trainer, epoch: int, first_batch: int) -> None:
+    def on_epoch_begin(self, trainer: TrainingRun, epoch: int, first_batch: int) -> None:
         self.bar = self._tqdm(total=self.batches, initial=first_batch, desc=f"epoch {epoch + 1}/{self.epochs}",
                               unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr)
 
-    def on_batch_end(self, trainer: Trainer, epoch: int, batch: int, spent: float) -> None:
+    def on_batch_end(self, trainer: TrainingRun, epoch: int, batch: int, spent: float) -> None:
         sums = trainer.position.sums
         self.bar.update(1)
-        self.bar.set_postfix_str(f"loss={sums[0] / sums[2]:.4f} acc={sums[1] / sums[2]:.4f} "
+        accuracy = "" if trainer.accuracy is None else f" acc={sums[1] / sums[2]:.4f}"
+        self.bar.set_postfix_str(f"loss={sums[0] / sums[2]:.4f}{accuracy} "
                                  f"{sums[2] / max(spent, 1e-9):.0f} samples/s", refresh=False)
 
-    def on_batches_end(self, trainer: Trainer, epoch: int) -> None:
+    def on_batches_end(self, trainer: TrainingRun, epoch: int) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -123,31 +158,36 @@ class EpochLog(Callback):
     def __init__(self, log: Callable[[str], None], epochs: int) -> None:
         self.log, self.epochs = log, epochs
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
-        line = f"epoch {epoch + 1}/{self.epochs}: loss {logs['loss']:.4f}, accuracy {logs['accuracy']:.4f}"
+    def on_epoch_end(self, trainer: TrainingRun, epoch: int, logs: dict) -> None:
+        line = f"epoch {epoch + 1}/{self.epochs}: loss {logs['loss']:.4f}"
+        if logs["accuracy"] is not None:
+            line += f", accuracy {logs['accuracy']:.4f}"
         if logs["val_loss"] is not None:
-            line += f", val_loss {logs['val_loss']:.4f}, val_accuracy {logs['val_accuracy']:.4f}"
+            line += f", val_loss {logs['val_loss']:.4f}"
+        if logs["val_accuracy"] is not None:
+            line += f", val_accuracy {logs['val_accuracy']:.4f}"
         line += f", lr {logs['lr']:.3g}, {logs['seconds']:.1f} s, {logs['samples_per_s']:.0f} samples/s"
         self.log(line)
 
 
 class Checkpointing(Callback):
-    """Writes the checkpoint (``model.save_checkpoint``, atomic) at every epoch end and on an interrupt."""
+    """Writes the checkpoint (:func:`cnn_im2col.checkpoint.save_checkpoint`, atomic) at every epoch
+    end and on an interrupt."""
 
     def __init__(self, path: str, extra: dict | None) -> None:
         self.path, self.extra = path, extra
 
-    def _save(self, trainer: Trainer, epoch: int, batch: int, sums: list, spent: float, lr0: float) -> None:
+    def _save(self, trainer: TrainingRun, epoch: int, batch: int, sums: list, spent: float, lr0: float) -> None:
         pos = trainer.position
         state = Position(pos.run, epoch, batch, list(sums), spent, lr0, trainer.history).state(
             trainer.model._generator_states())
-        trainer.model.save_checkpoint(self.path, trainer.optimizer, scheduler=trainer.scheduler, state=state,
-                                      extra=self.extra)
+        trainer.model.save_checkpoint(self.path, trainer.optimizer, scheduler=trainer.scheduler,
+                                      state=state, extra=self.extra)
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
+    def on_epoch_end(self, trainer: TrainingRun, epoch: int, logs: dict) -> None:
         self._save(trainer, epoch + 1, 0, [0.0, 0, 0], 0.0, float(trainer.optimizer.lr))
 
-    def on_interrupt(self, trainer: Trainer, epoch: int, batch: int, spent: float) -> None:
+    def on_interrupt(self, trainer: TrainingRun, epoch: int, batch: int, spent: float) -> None:
         pos = trainer.position
         self._save(trainer, epoch, batch + 1, pos.sums, spent, pos.lr_at_epoch_start)
 
@@ -159,7 +199,7 @@ class EarlyStop(Callback):
     def __init__(self, functions: list) -> None:
         self.functions = functions
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> bool:
+    def on_epoch_end(self, trainer: TrainingRun, epoch: int, logs: dict) -> bool:
         stop = False
         for cb in self.functions:
             if cb(trainer.model, dict(logs)) is False:
@@ -195,13 +235,13 @@ class DivergenceGuard:
             else:
                 np.copyto(kept, a)
 
-    def restore_buffers(self, model: Sequential) -> None:
+    def restore_buffers(self, model: Any) -> None:
         """Put the buffers back as ``forward_backward`` found them (in place: model files and
         state_dict hold these arrays)."""
         for key, a in model.buffers.items():
             np.copyto(a, self.buffer_backup[key])
 
-    def forward_backward(self, model: Sequential, xb: np.ndarray, yb: np.ndarray, loss: Any,
+    def forward_backward(self, model: Any, xb: np.ndarray, yb: np.ndarray, loss: Any,
                          check_grads: bool = True) -> tuple[np.ndarray, float, dict]:
         """Forward, loss, backward; raise ``_NonFinite`` if the loss or (``check_grads``) a gradient is
         NaN/Inf, with the buffers restored."""
@@ -227,7 +267,7 @@ class DivergenceGuard:
             raise
         return out, value, grads
 
-    def apply(self, model: Sequential, optimizer: Any, grads: dict, value: float) -> None:
+    def apply(self, model: Any, optimizer: Any, grads: dict, value: float) -> None:
         """``optimizer.step``; if it makes a parameter NaN/Inf, put every parameter and buffer back as
         it was and raise ``_NonFinite`` (the optimizer's own state, e.g. momentum, has advanced)."""
         params = model.params
@@ -263,7 +303,7 @@ def _augmented(xb: Any, shape: tuple[int, ...], owner: str) -> np.ndarray:
     return xb
 
 
-def _fresh_loss(loss: Any) -> Any:
+def fresh_loss(loss: Any) -> Any:
     """A new loss of the same kind, so validation does not overwrite the training loss's cache."""
     try:
         return type(loss).from_config(loss.config())
@@ -271,11 +311,11 @@ def _fresh_loss(loss: Any) -> Any:
         return loss
 
 
-class Trainer:
+class TrainingRun:
     """One ``fit`` call's state: the model, optimizer, scheduler, position and history, the
     callbacks, and (data-parallel) the :class:`~cnn_im2col.distributed.DataParallel` helper."""
 
-    def __init__(self, model: Sequential, optimizer: Any, scheduler: Any, scheduler_interval: str, loss: Any,
+    def __init__(self, model: Any, optimizer: Any, scheduler: Any, scheduler_interval: str, loss: Any,
                  position: Position, callbacks: list[Callback], should_stop: Callable[[], bool] | None,
                  checkpoint: str | None, parallel: _dist.DataParallel | None) -> None:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
@@ -284,6 +324,10 @@ class Trainer:
         self.callbacks, self.should_stop, self.checkpoint = callbacks, should_stop, checkpoint
         self.parallel = parallel
         self.guard = DivergenceGuard()
+        self.accuracy: Accuracy | None = None  # set by fit: what "accuracy" means for this task
+
+    def _correct(self, out: np.ndarray, yb: np.ndarray) -> int:
+        return 0 if self.accuracy is None else self.accuracy.correct(out, yb)
 
     # --- one step ----------------------------------------------------------------------------
     def _diverged(self, exc: _NonFinite, epoch: int, b: int, batches: int) -> TrainingDiverged:
@@ -295,14 +339,17 @@ class Trainer:
             f"{exc.what}. This step was not applied. The learning rate ({lr_text}) is "
             f"probably too high; try one 3-10x smaller", epoch + 1, b + 1, exc.value, lr)
 
-    def step(self, xb: np.ndarray, yb: np.ndarray, key: list[int]) -> tuple[float, int, int, bool]:
-        """Train on one (global) batch; return (loss x count, correct, count, stop requested).
-        ``key`` ([seed, epoch, batch]) seeds the layers' random draws when data-parallel."""
+    def train_step(self, xb: np.ndarray, yb: np.ndarray, key: list[int]
+                   ) -> tuple[float, int, int, bool]:
+        """Train on one (global) batch: forward, loss, backward, (data-parallel: the gradients'
+        allreduce), the divergence guard's checks, the optimizer's update. Return (loss x count,
+        correct, count, stop requested). ``key`` ([seed, epoch, batch]) seeds the layers' random
+        draws when data-parallel."""
         if self.parallel is not None:
             return self._parallel_step(xb, yb, key)
         out, value, grads = self.guard.forward_backward(self.model, xb, yb, self.loss)
         self.guard.apply(self.model, self.optimizer, grads, value)
-        return value * xb.shape[0], _correct(out, yb), xb.shape[0], False
+        return value * xb.shape[0], self._correct(out, yb), xb.shape[0], False
 
     def _parallel_step(self, xb: np.ndarray, yb: np.ndarray, key: list[int]) -> tuple[float, int, int, bool]:
         dp = self.parallel
@@ -314,7 +361,7 @@ class Trainer:
                 with dp.keyed_generators(self.model, key, lo):
                     out, value, grads = self.guard.forward_backward(self.model, xb[lo:hi], yb[lo:hi], self.loss,
                                                                     check_grads=False)
-                loss_sum, correct = value * count, _correct(out, yb[lo:hi])
+                loss_sum, correct = value * count, self._correct(out, yb[lo:hi])
             except _NonFinite as exc:
                 failure, grads = exc, self.model.grads
         else:
@@ -360,7 +407,7 @@ class Trainer:
                     if augment is not None:
                         xb = _augmented(augment(xb, np.random.default_rng([seed, epoch, b])), xb.shape, OWNER)
                     try:
-                        loss_sum, correct, count, stop = self.step(xb, yb, [seed, epoch, b])
+                        loss_sum, correct, count, stop = self.train_step(xb, yb, [seed, epoch, b])
                     except _NonFinite as exc:
                         raise self._diverged(exc, epoch, b, batches) from None
                     if self.scheduler is not None and self.scheduler_interval == "batch":
@@ -410,9 +457,9 @@ class Trainer:
         logs = {
             "epoch": epoch + 1,
             "loss": pos.sums[0] / count,
-            "accuracy": pos.sums[1] / count,
+            "accuracy": None if self.accuracy is None else pos.sums[1] / count,
             "val_loss": None if val_metrics is None else val_metrics["loss"],
-            "val_accuracy": None if val_metrics is None else val_metrics["accuracy"],
+            "val_accuracy": None if val_metrics is None else val_metrics.get("accuracy"),
             "lr": pos.lr_at_epoch_start,
             "seconds": seconds,
             "samples_per_s": pos.sums[2] / max(train_seconds, 1e-9),
@@ -429,7 +476,7 @@ class Trainer:
 
     def _validate(self, val: tuple, batch_size: int) -> dict:
         """``model.evaluate`` on the validation data; data-parallel, each rank its share, summed."""
-        loss = _fresh_loss(self.loss)
+        loss = fresh_loss(self.loss)
         eval_batch = max(256, batch_size)
         if self.parallel is None:
             return self.model.evaluate(val[0], val[1], batch_size=eval_batch, loss=loss)
@@ -437,72 +484,146 @@ class Trainer:
         sums = [0.0, 0.0]
         if hi > lo:
             part = self.model.evaluate(val[0][lo:hi], val[1][lo:hi], batch_size=eval_batch, loss=loss)
-            sums = [part["loss"] * (hi - lo), part["accuracy"] * (hi - lo)]
+            sums = [part["loss"] * (hi - lo), part.get("accuracy", 0.0) * (hi - lo)]
         total = self.parallel.sum(sums)
-        return {"loss": total[0] / val[0].shape[0], "accuracy": total[1] / val[0].shape[0]}
+        result = {"loss": total[0] / val[0].shape[0]}
+        if self.accuracy is not None:
+            result["accuracy"] = total[1] / val[0].shape[0]
+        return result
 
 
-def fit(model: Sequential, x: Any, y: Any, *, epochs: int, batch_size: int, optimizer: Any, loss: Any,
-        validation_data: tuple[Any, Any] | None = None, seed: int | None = None, progress: bool = True,
-        shuffle: bool = True, scheduler: Any = None, scheduler_interval: str = "epoch",
-        augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
-        callbacks: Iterable[Callable[[Sequential, dict], Any]] = (),
-        checkpoint: Any = None, checkpoint_extra: dict | None = None,
-        resume: Mapping | None = None, should_stop: Callable[[], bool] | None = None,
-        log: Callable[[str], None] | None = _print, comm: Any = None) -> dict[str, list]:
-    """Train ``model``; the arguments and the result are those of :meth:`Sequential.fit`."""
-    owner = OWNER
-    parallel = _dist.DataParallel(comm) if comm is not None and _dist.world_size(comm, owner) > 1 else None
-    try:
-        args = _checked(model, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, loss=loss,
-                        validation_data=validation_data, seed=seed, shuffle=shuffle, scheduler=scheduler,
-                        scheduler_interval=scheduler_interval, augment=augment, callbacks=callbacks,
-                        checkpoint=checkpoint, checkpoint_extra=checkpoint_extra, should_stop=should_stop)
-    except (TypeError, ValueError) as exc:
-        if parallel is None:
+class Trainer:
+    """The training half of a model (Keras's ``Model`` inherits its trainer the same way).
+
+    The host class provides the layer protocol (``forward``, ``backward``, ``params``,
+    ``grads``, ``buffers``), its input checks (``_check_inputs``, ``_check_targets``,
+    ``check_shapes``), the states of its random generators, and ``_builder`` for reading model
+    files; :class:`~cnn_im2col.model.Sequential` is that class.
+    """
+
+    #: The loss object of the last ``fit`` (``evaluate`` uses it when given none), or None.
+    trained_loss: Any = None
+
+    fresh_loss = staticmethod(fresh_loss)
+
+    def fit(self, x: Any, y: Any, *, epochs: int, batch_size: int, optimizer: Any, loss: Any,
+            validation_data: tuple[Any, Any] | None = None, seed: int | None = None,
+            progress: bool = True, shuffle: bool = True, scheduler: Any = None,
+            scheduler_interval: str = "epoch",
+            augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+            callbacks: Iterable[Any] = (), checkpoint: Any = None,
+            checkpoint_extra: dict | None = None, resume: Mapping | None = None,
+            should_stop: Callable[[], bool] | None = None,
+            log: Callable[[str], None] | None = _print, comm: Any = None) -> dict[str, list]:
+        """Train with minibatches; return the history (per-epoch lists).
+
+        - ``x`` (N, ...) and ``y``: labels ``(N,)`` in ``[0, K)`` or targets shaped like the
+          output; validated up front (lengths, label range, NaN/Inf in ``x``, the whole stack's
+          shapes).
+        - ``epochs``, ``batch_size``: ints >= 1; ``shuffle``: a new order every epoch.
+        - ``optimizer``: ``step(params, grads)`` and ``lr`` (``optim.SGD``, ``optim.Adam``);
+          ``loss``: ``forward(pred, target) -> float`` / ``backward()`` (``losses.*``). The
+          loss is kept as ``trained_loss`` for ``evaluate``.
+        - ``validation_data``: ``(x_val, y_val)``, evaluated after every epoch.
+        - ``seed``: the order of epoch ``e`` comes from ``default_rng([seed, e])`` and the
+          augmentation of its batch ``b`` from ``default_rng([seed, e, b])`` (None: drawn from
+          the OS and recorded in the history).
+        - ``scheduler``: stepped after every epoch (``scheduler_interval="epoch"``) or every batch
+          (``"batch"``; then its periods count batches).
+        - ``augment(xb, rng) -> xb``: applied to each training batch (e.g. :class:`RandomShift`).
+        - ``callbacks``: each called as ``cb(model, logs)`` after every epoch (logs: that epoch's
+          metrics); returning ``False`` stops training after that epoch. A :class:`Callback`
+          instance gets the loop's hooks instead.
+        - ``checkpoint``: path of a checkpoint written (atomically) at every epoch end and when
+          ``should_stop`` stops training; ``checkpoint_extra``: JSON stored in it.
+        - ``resume``: the ``state`` of :meth:`load_checkpoint` (use its optimizer and scheduler
+          too).
+        - ``should_stop()``: polled after every batch; if True, the checkpoint is written and
+          :class:`TrainingInterrupted` raised.
+        - ``progress``: a tqdm bar per epoch (loss, accuracy, samples/s); ``log``: where the
+          one-line epoch summaries go (default stdout; None for silence).
+        - ``comm``: an mpi4py communicator; of size K > 1, training is data-parallel (every rank
+          passes the same ``x, y``; ``batch_size`` is the global batch; rank 0 prints and writes
+          the checkpoint; every rank returns the same history). See the module docstring.
+
+        History keys: epoch, loss, accuracy (None where no accuracy applies, see
+        :mod:`cnn_im2col.metrics`), val_loss, val_accuracy (None without validation data), lr
+        (at the epoch's start), seconds (the epoch, validation included), samples_per_s
+        (training samples per second), plus ``"seed"`` (the seed used).
+
+        A batch whose loss or gradient is NaN/Inf raises :class:`TrainingDiverged` (a
+        ``FloatingPointError``) naming the epoch and batch, before the step is applied.
+        """
+        owner = OWNER
+        parallel = _dist.DataParallel(comm) if comm is not None and _dist.world_size(comm, owner) > 1 else None
+        try:
+            args = _checked(self, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, loss=loss,
+                            validation_data=validation_data, seed=seed, shuffle=shuffle, scheduler=scheduler,
+                            scheduler_interval=scheduler_interval, augment=augment, callbacks=callbacks,
+                            checkpoint=checkpoint, checkpoint_extra=checkpoint_extra, should_stop=should_stop)
+        except (TypeError, ValueError) as exc:
+            if parallel is None:
+                raise
+            with contextlib.suppress(ValueError):  # the other ranks learn of it and raise; this one raises its own
+                parallel.agree({"error": f"{type(exc).__name__}: {exc}"}, owner)
             raise
-        with contextlib.suppress(ValueError):  # the other ranks learn of it and raise; this one raises its own
-            parallel.agree({"error": f"{type(exc).__name__}: {exc}"}, owner)
-        raise
-    epochs, batch_size, x, y, val, callbacks, checkpoint = args
-    seed_value = _seed_value(seed, owner)
-    if parallel is not None:
-        if seed is None:
-            seed_value = parallel.from_root_object(seed_value)
-        parallel.agree(_dist.fingerprint(model, x, y, val, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
-                                         seed=seed_value, optimizer=optimizer, scheduler=scheduler,
-                                         scheduler_interval=scheduler_interval, loss=loss, augment=augment,
-                                         resume=resume), owner)
-    n = x.shape[0]
-    run = {"n": n, "batch_size": batch_size, "epochs": epochs, "shuffle": bool(shuffle), "seed": seed_value}
-    position = Position(run, lr_at_epoch_start=float(optimizer.lr))
-    if resume is not None:
-        position = Position.resumed(resume, run, seed is not None, float(optimizer.lr), owner)
-        model._set_generator_states(position.generators, owner)
-    history_seed = position.run["seed"]
-    if parallel is not None:
-        parallel.broadcast_state(model, optimizer, scheduler)
+        epochs, batch_size, x, y, val, callbacks, checkpoint = args
+        seed_value = _seed_value(seed, owner)
+        if parallel is not None:
+            if seed is None:
+                seed_value = parallel.from_root_object(seed_value)
+            parallel.agree(_dist.fingerprint(self, x, y, val, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                                             seed=seed_value, optimizer=optimizer, scheduler=scheduler,
+                                             scheduler_interval=scheduler_interval, loss=loss, augment=augment,
+                                             resume=resume), owner)
+        n = x.shape[0]
+        run = {"n": n, "batch_size": batch_size, "epochs": epochs, "shuffle": bool(shuffle), "seed": seed_value}
+        position = Position(run, lr_at_epoch_start=float(optimizer.lr))
+        if resume is not None:
+            position = Position.resumed(resume, run, seed is not None, float(optimizer.lr), owner)
+            self._set_generator_states(position.generators, owner)
+        history_seed = position.run["seed"]
+        if parallel is not None:
+            parallel.broadcast_state(self, optimizer, scheduler)
 
-    writer = parallel is None or parallel.rank == 0
-    batches = math.ceil(n / batch_size)
-    steps: list[Callback] = []
-    if progress and writer:
-        steps.append(ProgressBar(epochs, batches))
-    if log is not None and writer:
-        steps.append(EpochLog(log, epochs))
-    if checkpoint is not None and writer:
-        steps.append(Checkpointing(checkpoint, checkpoint_extra))
-    steps.extend(cb for cb in callbacks if isinstance(cb, Callback))
-    steps.append(EarlyStop([cb for cb in callbacks if not isinstance(cb, Callback)]))
-    trainer = Trainer(model, optimizer, scheduler, scheduler_interval, loss, position, steps, should_stop,
-                      checkpoint, parallel)
-    trainer.run(x, y, val, batch_size, bool(shuffle), augment, resume is not None)
-    result = dict(trainer.history)
-    result["seed"] = history_seed
-    return result
+        writer = parallel is None or parallel.rank == 0
+        batches = math.ceil(n / batch_size)
+        steps: list[Callback] = []
+        if progress and writer:
+            steps.append(ProgressBar(epochs, batches))
+        if log is not None and writer:
+            steps.append(EpochLog(log, epochs))
+        if checkpoint is not None and writer:
+            steps.append(Checkpointing(checkpoint, checkpoint_extra))
+        steps.extend(cb for cb in callbacks if isinstance(cb, Callback))
+        steps.append(EarlyStop([cb for cb in callbacks if not isinstance(cb, Callback)]))
+        training_run = TrainingRun(self, optimizer, scheduler, scheduler_interval, loss, position, steps,
+                                   should_stop, checkpoint, parallel)
+        training_run.accuracy = accuracy_for(self.check_shapes(x.shape[1:])[-1], y,
+                                             self._outputs_probabilities())
+        self.trained_loss = loss
+        training_run.run(x, y, val, batch_size, bool(shuffle), augment, resume is not None)
+        result = dict(training_run.history)
+        result["seed"] = history_seed
+        return result
+
+    def save_checkpoint(self, path: str | os.PathLike, optimizer: Any, scheduler: Any = None,
+                        state: Mapping | None = None, extra: Mapping | None = None) -> None:
+        """Model + optimizer state + scheduler state + ``fit``'s position (``state``), atomically
+        (:func:`cnn_im2col.checkpoint.save_checkpoint`). ``extra``: any JSON-able dict."""
+        _checkpoint.save_checkpoint(path_text(path, "save_checkpoint"), self, optimizer, scheduler,
+                                    state, extra)
+
+    @classmethod
+    def load_checkpoint(cls, path: str | os.PathLike,
+                        custom_layers: Mapping[str, type] | None = None) -> _checkpoint.Checkpoint:
+        """Read a checkpoint written by :meth:`save_checkpoint` (e.g. by ``fit(checkpoint=...)``):
+        the model, its optimizer and scheduler, ``fit``'s position and the stored ``extra``."""
+        return _checkpoint.load_checkpoint(path_text(path, "Sequential.load_checkpoint"),
+                                           cls._builder(custom_layers))
 
 
-def _checked(model: Sequential, x: Any, y: Any, *, epochs: Any, batch_size: Any, optimizer: Any, loss: Any,
+def _checked(model: Any, x: Any, y: Any, *, epochs: Any, batch_size: Any, optimizer: Any, loss: Any,
              validation_data: Any, seed: Any, shuffle: Any, scheduler: Any, scheduler_interval: Any,
              augment: Any, callbacks: Any, checkpoint: Any, checkpoint_extra: Any, should_stop: Any) -> tuple:
     """Validate ``fit``'s arguments (TypeError/ValueError naming the argument); return
@@ -517,7 +638,7 @@ def _checked(model: Sequential, x: Any, y: Any, *, epochs: Any, batch_size: Any,
     if not (hasattr(optimizer, "step") and hasattr(optimizer, "lr")):
         raise TypeError(f"{owner}: optimizer must have step(params, grads) and lr (e.g. optim.Adam), "
                         f"got {type(optimizer).__name__}")
-    _check_loss(loss, owner)
+    check_loss(loss, owner)
     _not_a_class(scheduler, "scheduler", owner, "CosineAnnealingLR(optimizer, t_max=10)")
     if scheduler is not None and not hasattr(scheduler, "step"):
         raise TypeError(f"{owner}: scheduler must have step() (e.g. optim.CosineAnnealingLR), "
@@ -532,7 +653,7 @@ def _checked(model: Sequential, x: Any, y: Any, *, epochs: Any, batch_size: Any,
     if should_stop is not None and not callable(should_stop):
         raise TypeError(f"{owner}: should_stop must be a callable returning bool, got {should_stop!r}")
     if checkpoint is not None:
-        checkpoint = _path(checkpoint, owner, "checkpoint")
+        checkpoint = path_text(checkpoint, owner, "checkpoint")
         if not (hasattr(optimizer, "state_dict") and hasattr(optimizer, "config")):
             raise TypeError(f"{owner}: checkpointing needs an optimizer with state_dict() and config() "
                             f"(optim.SGD, optim.Adam), got {type(optimizer).__name__}")
@@ -557,8 +678,3 @@ def _checked(model: Sequential, x: Any, y: Any, *, epochs: Any, batch_size: Any,
         yv = model._check_targets(validation_data[1], xv.shape[0], out_shape, owner, name="validation y")
         val = (xv, yv)
     return epochs, batch_size, x, y, val, callbacks, checkpoint
-
-
-# The container's fit() delegates to this loop. The loop plugs itself in here, when it is imported
-# (the package's __init__ imports it, so it always is), so that the model never imports the loop.
-Sequential._loop = staticmethod(fit)

@@ -24,12 +24,9 @@ from cnn_im2col.layers import (
     Tanh,
 )
 from cnn_im2col.losses import MeanSquaredError, SoftmaxCrossEntropy
-from cnn_im2col.model import (
-    RandomShift,
-    Sequential,
-    TrainingDiverged,
-    TrainingInterrupted,
-)
+from cnn_im2col.augment import RandomShift
+from cnn_im2col.exceptions import TrainingDiverged, TrainingInterrupted
+from cnn_im2col.model import Sequential
 from cnn_im2col.optim import SGD, Adam, CosineAnnealingLR
 from cnn_im2col.shapes import NonFiniteError
 
@@ -199,7 +196,7 @@ def test_overfits_a_tiny_batch_to_100_percent():
     assert history["accuracy"][-1] == 1.0
     assert history["loss"][-1] < history["loss"][0] / 10
     assert model.evaluate(x, y)["accuracy"] == 1.0
-    assert (model.predict(x).argmax(1) == y).all()
+    assert (model.predict_proba(x).argmax(1) == y).all()
 
 
 def test_same_seed_same_weights_different_seed_different():
@@ -401,13 +398,14 @@ def test_an_optimizer_step_that_overflows_is_undone_and_reported(tmp_path):
 # ------------------------------------------------------------------------------------------
 
 
-def test_predict_gives_probabilities_and_evaluate_matches():
+def test_predict_gives_the_outputs_and_predict_proba_the_probabilities():
     x, y = data(30)
     model = small_net()
-    p = model.predict(x, batch_size=7)
+    logits = model.forward(x)
+    np.testing.assert_array_equal(model.predict(x, batch_size=7), logits)
+    p = model.predict_proba(x, batch_size=7)
     assert p.shape == (30, 10)
     np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-5)
-    logits = model.forward(x)
     np.testing.assert_array_equal(p.argmax(1), logits.argmax(1))
     result = model.evaluate(x, y, batch_size=7)
     ce = SoftmaxCrossEntropy()
@@ -419,10 +417,67 @@ def test_predict_and_evaluate_with_a_softmax_output_layer():
     x, y = data(12)
     base = small_net()
     model = Sequential([*base.layers, Softmax()])
-    probs = model.predict(x)
-    np.testing.assert_allclose(probs, base.predict(x), rtol=1e-5, atol=1e-7)
+    probs = model.predict_proba(x)
+    np.testing.assert_array_equal(probs, model.predict(x))  # the outputs are the probabilities
+    np.testing.assert_allclose(probs, base.predict_proba(x), rtol=1e-5, atol=1e-7)
     nll = -np.mean(np.log(probs[np.arange(12), y]))
     assert model.evaluate(x, y)["loss"] == pytest.approx(nll, rel=1e-5)
+
+
+def primer_network(seed=0):
+    """The primer's sigmoid + quadratic-cost network: (1, 6, 6) -> 3 sigmoid outputs."""
+    return Sequential([Conv2D(1, 2, 3, seed=seed), Sigmoid(), Flatten(), Dense(32, 3, seed=seed + 1),
+                       Sigmoid()])
+
+
+def test_predict_of_a_sigmoid_quadratic_cost_network_is_its_forward():
+    x = np.random.default_rng(0).random((9, 1, 6, 6)).astype(np.float32)
+    model = primer_network()
+    np.testing.assert_array_equal(model.predict(x, batch_size=4), model.forward(x))
+    with pytest.raises(ValueError, match=r"predict_proba: .*3 outputs are independent Sigmoid"):
+        model.predict_proba(x)
+
+
+def test_evaluate_of_a_regression_network_reports_its_loss_and_no_accuracy():
+    rng = np.random.default_rng(1)
+    x = rng.random((20, 1, 6, 6)).astype(np.float32)
+    targets = rng.random((20, 3)).astype(np.float32)  # not probability rows: a regression
+    model = primer_network()
+    mse = MeanSquaredError()
+    before = model.evaluate(x, targets)  # no fit yet: float targets default to the squared error
+    assert set(before) == {"loss"}
+    assert before["loss"] == pytest.approx(mse.forward(model.forward(x), targets), rel=1e-5)
+    history = fit(model, x, targets, epochs=3, batch_size=5, optimizer=SGD(0.5), loss=mse)
+    assert history["accuracy"] == [None, None, None]
+    after = model.evaluate(x, targets)  # the loss of fit
+    assert set(after) == {"loss"}
+    assert after["loss"] == pytest.approx(mse.forward(model.forward(x), targets), rel=1e-5)
+
+
+def test_evaluate_after_fit_uses_the_loss_it_was_trained_with():
+    x, y = data(20)
+    model = small_net()
+    onehot = np.eye(10, dtype=np.float32)[y]
+    fit(model, x, onehot, epochs=1, batch_size=10, optimizer=SGD(0.01), loss=MeanSquaredError())
+    result = model.evaluate(x, onehot)
+    assert result["loss"] == pytest.approx(MeanSquaredError().forward(model.forward(x), onehot), rel=1e-5)
+    assert result["accuracy"] == pytest.approx(np.mean(model.forward(x).argmax(1) == y))
+
+
+def test_a_one_output_network_thresholds_instead_of_taking_an_argmax():
+    rng = np.random.default_rng(2)
+    x = rng.random((40, 1, 6, 6)).astype(np.float32)
+    y = (rng.random((40, 1)) > 0.5).astype(np.float32)
+    model = Sequential([Flatten(), Dense(36, 1, seed=0), Sigmoid()])
+    p = model.forward(x)
+    result = model.evaluate(x, y, loss=MeanSquaredError())
+    assert result["accuracy"] == pytest.approx(np.mean((p > 0.5) == (y > 0.5)))
+    proba = model.predict_proba(x)
+    np.testing.assert_allclose(proba, np.hstack([1 - p, p]))
+    logits = Sequential([Flatten(), Dense(36, 1, seed=0)])  # no Sigmoid: threshold 0 on logits
+    z = logits.forward(x)
+    acc = logits.evaluate(x, y, loss=MeanSquaredError())["accuracy"]
+    assert acc == pytest.approx(np.mean((z > 0) == (y > 0.5)))
 
 
 def test_evaluate_and_predict_validate():
@@ -839,9 +894,9 @@ def test_load_state_dict_of_a_torch_model_with_batch_norm_and_global_pooling():
 @given(dtype=st.sampled_from([np.float32, np.float64]), size=st.integers(0, 300), bad=st.sampled_from([None, np.nan, np.inf, -np.inf]),
        where=st.floats(0, 1), huge=st.booleans(), strided=st.booleans(), seed=st.integers(0, 2**16))
 def test_finite_check_equals_numpys(dtype, size, bad, where, huge, strided, seed):
-    """model._finite (the training guard's compiled scan) says what np.isfinite(...).all() says:
+    """training._finite (the training guard's compiled scan) says what np.isfinite(...).all() says:
     NaN and +-Inf anywhere, the largest finite values (whose sum overflows) still finite."""
-    from cnn_im2col.model import _finite
+    from cnn_im2col.training import _finite
 
     a = np.random.default_rng(seed).standard_normal(2 * size).astype(dtype)
     if huge:

@@ -147,7 +147,7 @@ CLASSES = ["square", "diamond"]
 
 def predict(images):
     """(N, 15, 15) images -> (N, 2) probabilities of [square, diamond]."""
-    return network.predict(images[:, None])  # NCHW: one input channel
+    return network.predict_proba(images[:, None])  # NCHW: one input channel
 
 
 def pooled_features(images):

@@ -10,7 +10,8 @@ the test digits the network gets most confidently wrong.
 The network is a small LeNet-style stack (NND Fig. 8.11): two groups of convolution, ReLU and
 2x2 max pooling, then a fully connected layer, a ReLU and the 10 output neurons, one per
 digit. It ends in raw scores (*logits*); the loss, `SoftmaxCrossEntropy`, applies the softmax
-itself (in a numerically safe way), and `predict` returns probabilities.
+itself (in a numerically safe way). `predict` returns those logits, as the network computes them,
+and `predict_proba` their softmax: the probability of each digit.
 """
 
 # %%
@@ -129,7 +130,7 @@ is small and validation accuracy has not started to fall, so two epochs is a fai
 
 # %%
 test = model.evaluate(x_test, y_test)
-probabilities = model.predict(x_test)
+probabilities = model.predict_proba(x_test)
 predicted = probabilities.argmax(axis=1)
 print(f"test accuracy {test['accuracy']:.2%}, test loss {test['loss']:.3f} "
       f"({np.sum(predicted != y_test)} of {len(y_test)} test digits wrong)")
@@ -208,7 +209,7 @@ ax.set(xticks=[], yticks=[], title="dense + ReLU: 64 hidden neurons")
 ax_in, ax_out = subfigs[5].subplots(1, 2, gridspec_kw={"width_ratios": [1, 4]})
 ax_in.imshow(digit[0, 0], cmap="gray_r")
 ax_in.set(xticks=[], yticks=[], title=f"the input: a {label}")
-probs = model.predict(digit)[0]
+probs = model.predict_proba(digit)[0]
 ax_out.bar(range(10), probs, color=["tab:green" if d == probs.argmax() else "tab:gray" for d in range(10)])
 ax_out.set(xticks=range(10), ylim=(0, 1), xlabel="digit", ylabel="probability",
            title="output: softmax of the 10 logits")
