@@ -31,6 +31,7 @@ from .layers import (
     Softmax,
     Tanh,
 )
+from .init import manual_seed
 from .losses import MeanSquaredError, SoftmaxCrossEntropy
 from .augment import RandomShift
 from .model import Sequential
@@ -67,6 +68,7 @@ __all__ = [
     "iterate_minibatches",
     "load_idx_dataset",
     "load_mnist",
+    "manual_seed",
     "read_idx",
     "set_num_threads",
     "write_idx",

@@ -13,7 +13,13 @@ The numbers are drawn in float64 and then rounded to ``dtype``, so a float32 and
 built from the same seed hold the same weights up to float32 rounding, and the same seed always
 gives the same numbers. ``rng`` must be a ``Generator`` (used, advancing its state) or an int seed
 >= 0; ``None`` is refused so that no weight is ever drawn from an unseeded source by accident
-(``make_rng(None)`` is the explicit way to ask for OS entropy).
+(``make_rng(None)`` is the explicit way to ask for a generator the caller did not seed).
+
+One seed governs a run: after :func:`manual_seed` (PyTorch's ``torch.manual_seed``, Keras's
+``set_random_seed``), every ``make_rng(None)`` -- a layer built without ``seed=``, a ``Dropout``
+without one, a model rebuilt from a config whose layers carry no seed -- draws a child of that
+seed, in the order they are made. So the same script (or ``cnn-im2col train --seed S --model
+FILE.json``) gives the same weights. ``manual_seed(None)`` goes back to OS entropy.
 
 ==================  ==================================  =====================================
 initialiser         distribution                        use with
@@ -37,16 +43,32 @@ import numpy as np
 
 from .shapes import check_int, float_dtype
 
-__all__ = ["compute_fans", "glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "make_rng"]
+__all__ = ["compute_fans", "glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "make_rng",
+           "manual_seed"]
+
+#: The global seed's sequence (None: OS entropy); each unseeded generator spawns the next child.
+_global_seed: np.random.SeedSequence | None = None
+
+
+def manual_seed(seed: int | None) -> None:
+    """Seed every generator made without a seed from now on (see the module docstring);
+    ``None`` goes back to fresh OS entropy for each."""
+    global _global_seed
+    if seed is None:
+        _global_seed = None
+        return
+    _global_seed = np.random.SeedSequence(check_int(seed, "seed", "manual_seed", minimum=0))
 
 
 def make_rng(seed: Any = None) -> np.random.Generator:
-    """A ``numpy.random.Generator`` from ``None`` (fresh OS entropy), an int seed >= 0, or a Generator
-    (returned as is, not copied). Anything else (float, bool, str, legacy ``RandomState``) is a TypeError.
+    """A ``numpy.random.Generator`` from ``None`` (the next child of :func:`manual_seed`'s seed, or
+    fresh OS entropy without one), an int seed >= 0, or a Generator (returned as is, not copied). Anything else (float, bool, str, legacy ``RandomState``) is a TypeError.
     """
     if isinstance(seed, np.random.Generator):
         return seed
     if seed is None:
+        if _global_seed is not None:
+            return np.random.default_rng(_global_seed.spawn(1)[0])
         return np.random.default_rng()
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
         raise TypeError(

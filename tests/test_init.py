@@ -169,3 +169,37 @@ def test_generator_state_advances():
 def test_validation(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call()
+
+
+def test_manual_seed_governs_every_layer_built_without_a_seed():
+    from cnn_im2col import Sequential, manual_seed
+    from cnn_im2col.layers import Conv2D, Dense, Dropout
+
+    config = {"layers": [{"class": "Conv2D", "config": {"in_channels": 1, "out_channels": 2,
+                                                         "kernel_size": 3}},
+                         {"class": "Flatten", "config": {}},
+                         {"class": "Dense", "config": {"in_features": 8, "out_features": 3}}]}
+    try:
+        runs = []
+        for seed in (5, 5, 6):
+            manual_seed(seed)
+            model = Sequential.from_config(config)
+            dropout = Dropout(0.5)
+            runs.append((model.params, dropout.rng.random(4)))
+        for key in runs[0][0]:
+            np.testing.assert_array_equal(runs[0][0][key], runs[1][0][key])
+            if key.endswith("weight"):  # biases start at zero whatever the seed
+                assert not np.array_equal(runs[0][0][key], runs[2][0][key])
+        np.testing.assert_array_equal(runs[0][1], runs[1][1])
+        # an explicit seed still wins, whatever the global seed
+        manual_seed(7)
+        a = Dense(4, 2, seed=1).params["weight"]
+        manual_seed(8)
+        np.testing.assert_array_equal(a, Dense(4, 2, seed=1).params["weight"])
+        assert Conv2D(1, 1, 3).config()["seed"] is None  # the config still says "unseeded"
+    finally:
+        manual_seed(None)
+    # without a global seed, unseeded layers differ
+    assert not np.array_equal(Dense(4, 2).params["weight"], Dense(4, 2).params["weight"])
+    with pytest.raises(ValueError, match=r"manual_seed: seed must be an int >= 0, got -1"):
+        manual_seed(-1)
