@@ -37,23 +37,27 @@ from .augment import RandomShift
 from .model import Sequential
 from .exceptions import TrainingDiverged, TrainingInterrupted
 from .optim import SGD, Adam, CosineAnnealingLR, StepLR
+from .training import Callback, EarlyStopping, ReduceLROnPlateau
 from .shapes import NonFiniteError
 
 __all__ = [
     "SGD",
     "Adam",
     "AvgPool2D",
+    "Callback",
     "BatchNorm2D",
     "Conv2D",
     "CosineAnnealingLR",
     "Dense",
     "Dropout",
+    "EarlyStopping",
     "Flatten",
     "GlobalAvgPool2D",
     "MaxPool2D",
     "MeanSquaredError",
     "NonFiniteError",
     "RandomShift",
+    "ReduceLROnPlateau",
     "ReLU",
     "Sequential",
     "Sigmoid",

@@ -2,7 +2,9 @@
 
 An augmentation is a callable ``aug(x, rng) -> x`` taking a batch ``(N, C, H, W)`` and a
 ``numpy.random.Generator`` and returning a new batch of the same shape; ``fit(augment=...)`` calls it
-on every training batch with a generator keyed by (seed, epoch, batch).
+on every training batch with a generator keyed by (seed, epoch, batch). An augmentation may also
+have ``check(sample_shape, owner)``, which ``fit`` calls before the first step to refuse settings
+that cannot work for the data (e.g. a shift larger than the image).
 """
 
 from __future__ import annotations
@@ -28,6 +30,18 @@ class RandomShift:
         if isinstance(fill, (bool, np.bool_)) or not isinstance(fill, numbers.Real):
             raise TypeError(f"RandomShift: fill must be a number, got {fill!r}")
         self.fill = float(fill)
+
+    def check(self, sample_shape: tuple[int, ...], owner: str) -> None:
+        """ValueError unless the images ``sample_shape`` (C, H, W) can take the shift: at most
+        half the smaller side (a larger shift moves most of the image out of the frame)."""
+        if len(sample_shape) != 3:
+            raise ValueError(f"{owner}: {self!r} shifts images (C, H, W), but the samples are "
+                             f"{tuple(sample_shape)}")
+        limit = min(sample_shape[1:]) // 2
+        if self.max_shift > limit:
+            raise ValueError(f"{owner}: {self!r} is too large for {sample_shape[1]}x"
+                             f"{sample_shape[2]} images: max_shift must be at most half the "
+                             f"smaller side, {limit}")
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if x.ndim != 4:

@@ -345,7 +345,17 @@ class Sequential(Trainer):
         """Whether the last layer squashes the outputs to [0, 1] (Softmax or Sigmoid)."""
         return isinstance(self.layers[-1], (Softmax, Sigmoid))
 
+    def _check_loss_fits(self, loss: Any, owner: str) -> None:
+        """A ``Softmax`` output fed to ``SoftmaxCrossEntropy`` (which applies softmax itself, to
+        logits) would be squashed twice and train on the wrong gradient: refuse it."""
+        if isinstance(self.layers[-1], Softmax) and isinstance(loss, SoftmaxCrossEntropy):
+            raise ValueError(f"{owner}: the network ends with Softmax and SoftmaxCrossEntropy applies "
+                             f"the softmax itself, so it would be applied twice; remove the last "
+                             f"Softmax layer (the loss takes logits; predict_proba gives "
+                             f"probabilities)")
+
     def _check_inputs(self, x: Any, owner: str) -> np.ndarray:
+        _refuse_raw_integers(x, owner)
         x = as_float_array(x, "x", owner)
         if x.ndim < 2:
             raise ValueError(f"{owner}: x must be a batch (N, ...) with at least 2 dimensions, "
@@ -420,6 +430,7 @@ class Sequential(Trainer):
         y = self._check_targets(y, x.shape[0], out_shape, owner)
         if loss is not None:
             check_loss(loss, owner)
+            self._check_loss_fits(loss, owner)
         elif self.trained_loss is not None:
             loss = self.fresh_loss(self.trained_loss)
         elif y.ndim != 1:
@@ -517,6 +528,17 @@ class Sequential(Trainer):
         def build(header: dict, source: str) -> Sequential:
             return cls.from_config(header, custom_layers=custom_layers, source=source)
         return build
+
+
+def _refuse_raw_integers(x: Any, owner: str) -> None:
+    """Integer inputs beyond [0, 1] are almost always raw pixels (uint8 0..255): a network fed
+    those trains with huge losses and no hint, so they are refused with the fix."""
+    if isinstance(x, np.ndarray) and x.dtype.kind in "iu" and x.size:
+        low, high = int(x.min()), int(x.max())
+        if low < 0 or high > 1:
+            raise ValueError(f"{owner}: x holds integers from {low} to {high} (dtype {x.dtype}); the "
+                             f"network takes floats, images scaled to [0, 1]: pass x / 255 for 8-bit "
+                             f"pixels, or x.astype(np.float32) for integer features")
 
 
 _SKIPS_INPUT_GRAD = (Conv2D, Dense)  # layers whose backward takes input_grad=False

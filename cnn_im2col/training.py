@@ -12,7 +12,8 @@ Public API
 - :class:`Callback` — hooks of the loop, in the way of Keras callbacks: ``on_epoch_begin``,
   ``on_batch_end``, ``on_batches_end``, ``on_epoch_end`` (returns True to stop), ``on_interrupt``.
   The loop's own collaborators are callbacks: :class:`ProgressBar`, :class:`EpochLog`,
-  :class:`Checkpointing`, :class:`EarlyStop` (the user's ``cb(model, logs)`` functions); the
+  :class:`Checkpointing`, :class:`FunctionCallbacks` (the user's ``cb(model, logs)`` functions),
+  :class:`EarlyStopping` and :class:`ReduceLROnPlateau` (Keras's); the
   divergence guard (:class:`DivergenceGuard`) checks every step before it is applied. ``fit``'s
   ``callbacks`` may mix ``cb(model, logs)`` functions and :class:`Callback` instances.
 - :class:`TrainingDiverged` (a ``FloatingPointError``) — a batch's loss or gradient was NaN/Inf;
@@ -67,9 +68,11 @@ __all__ = [
     "Callback",
     "Checkpointing",
     "DivergenceGuard",
-    "EarlyStop",
+    "EarlyStopping",
     "EpochLog",
+    "FunctionCallbacks",
     "ProgressBar",
+    "ReduceLROnPlateau",
     "Trainer",
     "TrainingRun",
     "check_loss",
@@ -192,9 +195,18 @@ class Checkpointing(Callback):
         self._save(trainer, epoch, batch + 1, pos.sums, spent, pos.lr_at_epoch_start)
 
 
-class EarlyStop(Callback):
-    """The user's ``cb(model, logs)`` functions, called after every epoch; any returning ``False``
-    stops training after that epoch (all are called)."""
+def _wants_stop(result: Any, who: str) -> bool:
+    """The one convention of every callback: return True to stop training after this epoch,
+    None or False to go on; anything else is a TypeError (a typo must not pass silently)."""
+    if result is None or isinstance(result, (bool, np.bool_)):
+        return bool(result)
+    raise TypeError(f"{OWNER}: callback {who} returned {result!r}; a callback returns True to stop "
+                    f"training after this epoch, None or False to go on")
+
+
+class FunctionCallbacks(Callback):
+    """The user's ``cb(model, logs)`` functions, called after every epoch (all of them); any
+    returning True stops training after that epoch, as a :class:`Callback` does."""
 
     def __init__(self, functions: list) -> None:
         self.functions = functions
@@ -202,9 +214,108 @@ class EarlyStop(Callback):
     def on_epoch_end(self, trainer: TrainingRun, epoch: int, logs: dict) -> bool:
         stop = False
         for cb in self.functions:
-            if cb(trainer.model, dict(logs)) is False:
-                stop = True
+            stop |= _wants_stop(cb(trainer.model, dict(logs)), repr(cb))
         return stop
+
+
+class _Monitor(Callback):
+    """Shared by :class:`EarlyStopping` and :class:`ReduceLROnPlateau`: the monitored value of an
+    epoch's logs and whether it improved on the best so far."""
+
+    def __init__(self, monitor: str, mode: str, min_delta: float, patience: int, owner: str) -> None:
+        self.monitor = check_choice(monitor, "monitor", tuple(k for k in HISTORY_KEYS
+                                                             if k not in ("epoch", "lr", "seconds",
+                                                                          "samples_per_s")), owner)
+        if mode == "auto":
+            mode = "max" if monitor.endswith("accuracy") else "min"
+        self.mode = check_choice(mode, "mode", ("min", "max"), owner)
+        if isinstance(min_delta, (bool, np.bool_)) or not isinstance(min_delta, (int, float)) \
+                or not min_delta >= 0:
+            raise ValueError(f"{owner}: min_delta must be a number >= 0, got {min_delta!r}")
+        self.min_delta = float(min_delta)
+        self.patience = check_int(patience, "patience", owner, minimum=0)
+        self.owner = owner
+        self.best: float | None = None
+        self.wait = 0
+
+    def _value(self, logs: dict) -> float:
+        value = logs.get(self.monitor)
+        if value is None:
+            raise ValueError(f"{self.owner}: monitor {self.monitor!r} has no value in epoch "
+                             f"{logs['epoch']}'s logs (val_* needs validation data; accuracy needs "
+                             f"a task with an accuracy)")
+        return float(value)
+
+    def _improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+
+class EarlyStopping(_Monitor):
+    """Stop when ``monitor`` (e.g. ``"val_loss"``, ``"val_accuracy"``) has not improved by more
+    than ``min_delta`` for ``patience`` epochs, as Keras's ``EarlyStopping``. ``mode``: ``"min"``,
+    ``"max"`` or ``"auto"`` (max for accuracies). ``restore_best``: when training stops (or ends),
+    put back the parameters and buffers of the best epoch."""
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best: bool = False) -> None:
+        super().__init__(monitor, mode, min_delta, patience, "EarlyStopping")
+        if not isinstance(restore_best, (bool, np.bool_)):
+            raise TypeError(f"EarlyStopping: restore_best must be True or False, got {restore_best!r}")
+        self.restore_best = bool(restore_best)
+        self.best_epoch: int | None = None
+        self._best_state: dict[str, np.ndarray] | None = None
+
+    def on_epoch_end(self, trainer: TrainingRun, epoch: int, logs: dict) -> bool:
+        value = self._value(logs)
+        if self._improved(value):
+            self.best, self.best_epoch, self.wait = value, logs["epoch"], 0
+            if self.restore_best:
+                self._best_state = trainer.model.state_dict()
+            return False
+        self.wait += 1
+        stop = self.wait > self.patience
+        last = logs["epoch"] == trainer.position.run["epochs"]
+        if (stop or last) and self.restore_best and self._best_state is not None:
+            trainer.model.load_state_dict(self._best_state)
+        return stop
+
+
+class ReduceLROnPlateau(_Monitor):
+    """Multiply the optimizer's ``lr`` by ``factor`` when ``monitor`` has not improved for
+    ``patience`` epochs, then wait ``cooldown`` epochs; never below ``min_lr`` (Keras's and
+    PyTorch's ``ReduceLROnPlateau``). Use it instead of a scheduler, not beside one."""
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
+                 min_delta: float = 0.0, mode: str = "auto", cooldown: int = 0,
+                 min_lr: float = 0.0) -> None:
+        super().__init__(monitor, mode, min_delta, patience, "ReduceLROnPlateau")
+        if isinstance(factor, (bool, np.bool_)) or not isinstance(factor, (int, float)) \
+                or not 0.0 < factor < 1.0:
+            raise ValueError(f"ReduceLROnPlateau: factor must be a number in (0, 1), got {factor!r}")
+        if isinstance(min_lr, (bool, np.bool_)) or not isinstance(min_lr, (int, float)) \
+                or not min_lr >= 0:
+            raise ValueError(f"ReduceLROnPlateau: min_lr must be a number >= 0, got {min_lr!r}")
+        self.factor, self.min_lr = float(factor), float(min_lr)
+        self.cooldown = check_int(cooldown, "cooldown", "ReduceLROnPlateau", minimum=0)
+        self._cooling = 0
+
+    def on_epoch_end(self, trainer: TrainingRun, epoch: int, logs: dict) -> bool:
+        value = self._value(logs)
+        if self._cooling:
+            self._cooling -= 1
+        if self._improved(value):
+            self.best, self.wait = value, 0
+        elif not self._cooling:
+            self.wait += 1
+            if self.wait > self.patience:
+                optimizer = trainer.optimizer
+                optimizer.lr = max(float(optimizer.lr) * self.factor, self.min_lr)
+                self.wait, self._cooling = 0, self.cooldown
+        return False
 
 
 class _NonFinite(Exception):
@@ -468,8 +579,7 @@ class TrainingRun:
             self.history[key].append(logs[key])
         stop = False
         for cb in self.callbacks:
-            if cb.on_epoch_end(self, epoch, logs):
-                stop = True
+            stop |= _wants_stop(cb.on_epoch_end(self, epoch, logs), repr(cb))
         if self.parallel is not None:
             stop = self.parallel.any(stop)
         return stop
@@ -532,8 +642,9 @@ class Trainer:
           (``"batch"``; then its periods count batches).
         - ``augment(xb, rng) -> xb``: applied to each training batch (e.g. :class:`RandomShift`).
         - ``callbacks``: each called as ``cb(model, logs)`` after every epoch (logs: that epoch's
-          metrics); returning ``False`` stops training after that epoch. A :class:`Callback`
-          instance gets the loop's hooks instead.
+          metrics); returning True stops training after that epoch. A :class:`Callback`
+          instance (e.g. :class:`EarlyStopping`, :class:`ReduceLROnPlateau`) gets the loop's
+          hooks instead, and its ``on_epoch_end`` stops training the same way.
         - ``checkpoint``: path of a checkpoint written (atomically) at every epoch end and when
           ``should_stop`` stops training; ``checkpoint_extra``: JSON stored in it.
         - ``resume``: the ``state`` of :meth:`load_checkpoint` (use its optimizer and scheduler
@@ -596,7 +707,7 @@ class Trainer:
         if checkpoint is not None and writer:
             steps.append(Checkpointing(checkpoint, checkpoint_extra))
         steps.extend(cb for cb in callbacks if isinstance(cb, Callback))
-        steps.append(EarlyStop([cb for cb in callbacks if not isinstance(cb, Callback)]))
+        steps.append(FunctionCallbacks([cb for cb in callbacks if not isinstance(cb, Callback)]))
         training_run = TrainingRun(self, optimizer, scheduler, scheduler_interval, loss, position, steps,
                                    should_stop, checkpoint, parallel)
         training_run.accuracy = accuracy_for(self.check_shapes(x.shape[1:])[-1], y,
@@ -643,6 +754,12 @@ def _checked(model: Any, x: Any, y: Any, *, epochs: Any, batch_size: Any, optimi
     if scheduler is not None and not hasattr(scheduler, "step"):
         raise TypeError(f"{owner}: scheduler must have step() (e.g. optim.CosineAnnealingLR), "
                         f"got {type(scheduler).__name__}")
+    bound = getattr(scheduler, "optimizer", optimizer)
+    if bound is not optimizer:
+        raise ValueError(f"{owner}: scheduler {type(scheduler).__name__} was built on another "
+                         f"optimizer ({type(bound).__name__} at {id(bound):#x}), not on the one "
+                         f"given to fit ({type(optimizer).__name__} at {id(optimizer):#x}), so the "
+                         f"learning rate would never change; build it on fit's optimizer")
     if augment is not None and not callable(augment):
         raise TypeError(f"{owner}: augment must be a callable augment(x, rng) -> x, got {augment!r}")
     callbacks = list(callbacks)
@@ -664,9 +781,12 @@ def _checked(model: Any, x: Any, y: Any, *, epochs: Any, batch_size: Any, optimi
             raise TypeError(f"{owner}: checkpoint_extra must be a JSON-able dict, got {checkpoint_extra!r} "
                             f"({exc})") from None
 
+    model._check_loss_fits(loss, owner)
     x = model._check_inputs(x, owner)
     out_shape = model.check_shapes(x.shape[1:])[-1]
     y = model._check_targets(y, x.shape[0], out_shape, owner)
+    if augment is not None and hasattr(augment, "check"):
+        augment.check(x.shape[1:], owner)
     val = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:

@@ -245,7 +245,7 @@ def test_callbacks_can_stop_and_epoch_scheduler_steps():
     opt = SGD(0.1)
     sched = CosineAnnealingLR(opt, t_max=4)
     history = fit(small_net(), x, y, epochs=4, optimizer=opt, scheduler=sched,
-                  callbacks=[lambda model, logs: seen.append(logs["epoch"]) or logs["epoch"] < 2])
+                  callbacks=[lambda model, logs: seen.append(logs["epoch"]) or logs["epoch"] >= 2])
     assert seen == [1, 2] and history["epoch"] == [1, 2]
     assert history["lr"] == [pytest.approx(0.1), pytest.approx(0.1 * (1 + math.cos(math.pi / 4)) / 2)]
 

@@ -88,3 +88,115 @@ def test_imports_run_one_way_the_model_inherits_the_loop_which_never_imports_the
     assert not every_import(model_module) & {"distributed", "cli", "onnx", "checkpoint"}
     assert issubclass(Sequential, training.Trainer)
     assert Sequential.fit is training.Trainer.fit  # an ordinary method, not one patched in
+
+
+# ------------------------------------------------------------------------------------------
+# one convention for stopping; Keras's EarlyStopping and ReduceLROnPlateau
+# ------------------------------------------------------------------------------------------
+
+
+def test_functions_and_callback_instances_stop_the_same_way_by_returning_true():
+    model, x, y = small()
+    args = {"epochs": 5, "batch_size": 4, "optimizer": SGD(0.1), "loss": SoftmaxCrossEntropy(),
+            "seed": 0, "progress": False, "log": None}
+    history = model.fit(x, y, callbacks=[lambda m, logs: logs["epoch"] == 3], **args)
+    assert history["epoch"] == [1, 2, 3]
+    history = small()[0].fit(x, y, callbacks=[lambda m, logs: False], **args)  # False goes on
+    assert history["epoch"] == [1, 2, 3, 4, 5]
+    with pytest.raises(TypeError, match=r"returned 'stop'; a callback returns True to stop"):
+        small()[0].fit(x, y, callbacks=[lambda m, logs: "stop"], **args)
+
+
+def early_stopping_run(callback, epochs=12, lr=0.5):
+    rng = np.random.default_rng(3)
+    x, y = rng.random((30, 6)), rng.integers(0, 3, 30)
+    xv, yv = rng.random((12, 6)), rng.integers(0, 3, 12)  # labels unrelated to x: val_loss rises
+    model = Sequential([Dense(6, 32, dtype=np.float64, seed=0), ReLU(),
+                        Dense(32, 3, dtype=np.float64, seed=1)])
+    history = model.fit(x, y, epochs=epochs, batch_size=5, optimizer=SGD(lr, momentum=0.9),
+                        loss=SoftmaxCrossEntropy(), validation_data=(xv, yv), seed=0,
+                        progress=False, log=None, callbacks=[callback])
+    return model, history, (xv, yv)
+
+
+def test_early_stopping_waits_patience_epochs_and_restores_the_best_weights():
+    stopper = training.EarlyStopping("val_loss", patience=2, restore_best=True)
+    model, history, (xv, yv) = early_stopping_run(stopper)
+    losses = history["val_loss"]
+    best = int(np.argmin(losses))
+    assert len(losses) == best + 1 + 3 or len(losses) == 12  # stopped patience+1 epochs after it
+    assert all(v >= losses[best] for v in losses[best + 1:])
+    assert stopper.best_epoch == best + 1
+    assert model.evaluate(xv, yv)["loss"] == pytest.approx(losses[best], rel=1e-12)
+    with pytest.raises(ValueError, match=r"EarlyStopping: monitor must be one of"):
+        training.EarlyStopping("val_acc")
+    with pytest.raises(ValueError, match=r"monitor 'val_accuracy' has no value"):
+        small()[0].fit(*small()[1:], epochs=2, batch_size=4, optimizer=SGD(0.1),
+                       loss=SoftmaxCrossEntropy(), progress=False, log=None,
+                       callbacks=[training.EarlyStopping("val_accuracy")])
+
+
+def test_reduce_lr_on_plateau_divides_the_rate_after_patience_epochs():
+    plateau = training.ReduceLROnPlateau("val_loss", factor=0.5, patience=1, min_lr=0.01)
+    _, history, _ = early_stopping_run(plateau, epochs=10)
+    lrs, losses = history["lr"], history["val_loss"]
+    # the rate an epoch starts with follows the rule applied to the losses before it
+    expected, best, wait = [0.5], None, 0
+    for value in losses[:-1]:
+        lr = expected[-1]
+        if best is None or value < best:
+            best, wait = value, 0
+        else:
+            wait += 1
+            if wait > 1:
+                lr, wait = max(lr * 0.5, 0.01), 0
+        expected.append(lr)
+    assert lrs == pytest.approx(expected)
+    assert min(lrs) < 0.5
+
+
+def test_a_scheduler_built_on_another_optimizer_is_refused_before_training():
+    from cnn_im2col.optim import StepLR
+
+    model, x, y = small()
+    with pytest.raises(ValueError, match=r"scheduler StepLR was built on another optimizer"):
+        model.fit(x, y, epochs=1, batch_size=4, optimizer=SGD(0.1), loss=SoftmaxCrossEntropy(),
+                  scheduler=StepLR(SGD(0.1), step_size=1), progress=False, log=None)
+
+
+def test_raw_integer_pixels_are_refused_with_the_fix():
+    model = Sequential([Dense(4, 3, seed=0)])
+    x = np.full((6, 4), 255, dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"x holds integers from 255 to 255 \(dtype uint8\).*"
+                                         r"pass x / 255"):
+        model.fit(x, np.zeros(6, np.int64), epochs=1, batch_size=3, optimizer=SGD(0.1),
+                  loss=SoftmaxCrossEntropy(), progress=False, log=None)
+    with pytest.raises(ValueError, match=r"Sequential.predict: x holds integers"):
+        model.predict(x)
+    np.testing.assert_array_equal(model.predict(np.ones((2, 4), np.uint8)),
+                                  model.predict(np.ones((2, 4), np.float32)))  # 0/1 pass
+
+
+def test_a_shift_larger_than_half_the_image_is_refused_before_training():
+    from cnn_im2col.augment import RandomShift
+    from cnn_im2col.layers import Flatten
+
+    model = Sequential([Flatten(), Dense(28 * 28, 3, seed=0)])
+    x = np.zeros((4, 1, 28, 28), np.float32)
+    with pytest.raises(ValueError, match=r"RandomShift\(max_shift=30, fill=0.0\) is too large for "
+                                         r"28x28 images: max_shift must be at most half"):
+        model.fit(x, np.zeros(4, np.int64), epochs=1, batch_size=2, optimizer=SGD(0.1),
+                  loss=SoftmaxCrossEntropy(), augment=RandomShift(30), progress=False, log=None)
+
+
+def test_a_softmax_output_fed_to_softmax_cross_entropy_is_refused():
+    from cnn_im2col.layers import Softmax
+
+    model, x, y = small()
+    model = Sequential([*model.layers, Softmax()])
+    with pytest.raises(ValueError, match=r"ends with Softmax and SoftmaxCrossEntropy applies the "
+                                         r"softmax itself"):
+        model.fit(x, y, epochs=1, batch_size=4, optimizer=SGD(0.1), loss=SoftmaxCrossEntropy(),
+                  progress=False, log=None)
+    with pytest.raises(ValueError, match=r"Sequential.evaluate: the network ends with Softmax"):
+        model.evaluate(x, y, loss=SoftmaxCrossEntropy())
