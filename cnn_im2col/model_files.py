@@ -60,6 +60,17 @@ def open_npz(path_text: str) -> Any:
     """Open a model file (or checkpoint) for reading; ValueError naming the file if it is none."""
     if not os.path.isfile(path_text):
         raise FileNotFoundError(f"{path_text}: no such model file")
+    with open(path_text, "rb") as handle:
+        magic = handle.read(6)
+    if magic.startswith(b"\x93NUMPY"):
+        raise ValueError(f"{path_text}: a .npy file (a single array), not a cnn-im2col model file "
+                         f"(.npz)")
+    if magic.startswith(b"\x80"):  # np.load would advise allow_pickle=True: never here
+        raise ValueError(f"{path_text}: a pickled file, not a cnn-im2col model file (model files are "
+                         f".npz archives and are never unpickled)")
+    if not magic.startswith(b"PK"):  # not a zip archive: np.load would try to unpickle it
+        raise ValueError(f"{path_text}: not a cnn-im2col model file: a model file is an .npz (zip) "
+                         f"archive, and this file is not one")
     try:
         npz = np.load(path_text, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:

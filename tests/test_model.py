@@ -905,3 +905,13 @@ def test_finite_check_equals_numpys(dtype, size, bad, where, huge, strided, seed
         a[int(where * (2 * size - 1))] = bad
     view = a[::2] if strided else a
     assert _finite(view) == bool(np.isfinite(view).all())
+
+
+@pytest.mark.parametrize("content", [b"just some text\n", b"\x80\x04\x95 a pickle", b""])
+def test_loading_a_file_that_is_not_an_npz_says_so_and_never_mentions_pickles(tmp_path, content):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(content)
+    for load in (Sequential.load, Sequential.load_checkpoint):
+        with pytest.raises(ValueError, match=r"notes.txt: .*not a cnn-im2col model file") as info:
+            load(path)
+        assert "allow_pickle" not in str(info.value)
