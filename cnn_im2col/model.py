@@ -26,7 +26,7 @@ from . import blocks as _blocks
 from . import functional as F
 from . import model_files
 from ._files import path_text
-from .layers import LAYERS, AvgPool2D, Conv2D, Dense, Sigmoid, Softmax
+from .layers import LAYERS, AvgPool2D, Conv2D, Dense, Dropout, ReLU, Sigmoid, Softmax, Tanh
 from .losses import MeanSquaredError, SoftmaxCrossEntropy
 from .metrics import accuracy_for
 from .shapes import NonFiniteError, as_float_array, check_int, finite_scans_skipped
@@ -83,7 +83,7 @@ class Sequential(Trainer):
     ``params`` in place updates the layers.
     """
 
-    def __init__(self, layers: Iterable[Any]) -> None:
+    def __init__(self, layers: Iterable[Any], input_shape: Iterable[int] | None = None) -> None:
         if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
             raise TypeError(f"Sequential: layers must be a list of layers, got {type(layers).__name__}")
         layers = list(layers)
@@ -98,6 +98,10 @@ class Sequential(Trainer):
                                 f"params, grads, output_shape), got {what}" +
                                 (f" lacking {missing}" if missing and not isinstance(layer, type) else ""))
         self.layers: list[Any] = layers
+        self._input_shape: tuple[int, ...] | None = None
+        if input_shape is not None:
+            self.check_shapes(input_shape)
+            self._input_shape = tuple(int(s) for s in input_shape)
 
     # --- container ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -171,7 +175,33 @@ class Sequential(Trainer):
         return self.check_shapes(input_shape)[-1]
 
     def config(self) -> dict:
-        return {"layers": [self._layer_entry(i, layer) for i, layer in enumerate(self.layers)]}
+        config: dict[str, Any] = {"layers": [self._layer_entry(i, layer)
+                                             for i, layer in enumerate(self.layers)]}
+        if self._input_shape is not None:
+            config["input_shape"] = list(self._input_shape)
+        return config
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """The per-sample input shape, if known: given to the constructor, learned by ``fit``
+        (and saved in model files), or stated by the first layer with parameters (a ``Conv2D``
+        with ``input_size`` -> (C, H, W), a ``Dense`` -> (in_features,), after layers that keep
+        the shape); else None."""
+        if self._input_shape is not None:
+            return self._input_shape
+        for layer in self.layers:
+            if isinstance(layer, Conv2D):
+                return None if layer.input_size is None else (layer.in_channels, *layer.input_size)
+            if isinstance(layer, Dense):
+                return (layer.in_features,)
+            if not isinstance(layer, _SHAPE_KEEPING):
+                return None
+        return None
+
+    def _learn_input_shape(self, shape: tuple[int, ...]) -> None:
+        """``fit`` records the shape it trained on, unless one is known already."""
+        if self._input_shape is None:
+            self._input_shape = tuple(int(s) for s in shape)
 
     @classmethod
     def from_config(cls, config: Mapping, custom_layers: Mapping[str, type] | None = None,
@@ -197,7 +227,13 @@ class Sequential(Trainer):
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{source}: layer {i} ({name}) has a bad config {dict(entry['config'])!r}: "
                                  f"{exc}") from None
-        return cls(layers)
+        input_shape = config.get("input_shape")
+        if input_shape is not None and not isinstance(input_shape, list):
+            raise ValueError(f"{source}: 'input_shape' must be a list of ints, got {input_shape!r}")
+        try:
+            return cls(layers, input_shape=input_shape)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: bad 'input_shape' {input_shape!r}: {exc}") from None
 
     @staticmethod
     def _layer_entry(index: int, layer: Any) -> dict:
@@ -239,8 +275,15 @@ class Sequential(Trainer):
             shape = out
         return shapes
 
-    def summary(self, input_shape: Iterable[int]) -> str:
-        """A table: index, layer, per-sample output shape, parameter count; then the totals."""
+    def summary(self, input_shape: Iterable[int] | None = None) -> str:
+        """A table: index, layer, per-sample output shape, parameter count; then the totals.
+        ``input_shape``: per sample, e.g. (1, 28, 28); None takes :attr:`input_shape`."""
+        if input_shape is None:
+            input_shape = self.input_shape
+            if input_shape is None:
+                raise ValueError("Sequential.summary: this model does not know its input shape (no "
+                                 "fit yet, and its first layer does not state one); pass "
+                                 "input_shape=(C, H, W)")
         input_shape = tuple(input_shape)
         shapes = self.check_shapes(input_shape)
         rows = [("#", "layer", "output shape", "params")]
@@ -541,6 +584,7 @@ def _refuse_raw_integers(x: Any, owner: str) -> None:
                              f"pixels, or x.astype(np.float32) for integer features")
 
 
+_SHAPE_KEEPING = (ReLU, Sigmoid, Tanh, Dropout)  # layers whose output has their input's shape
 _SKIPS_INPUT_GRAD = (Conv2D, Dense)  # layers whose backward takes input_grad=False
 
 

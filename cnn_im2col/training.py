@@ -785,6 +785,7 @@ def _checked(model: Any, x: Any, y: Any, *, epochs: Any, batch_size: Any, optimi
     x = model._check_inputs(x, owner)
     out_shape = model.check_shapes(x.shape[1:])[-1]
     y = model._check_targets(y, x.shape[0], out_shape, owner)
+    model._learn_input_shape(x.shape[1:])
     if augment is not None and hasattr(augment, "check"):
         augment.check(x.shape[1:], owner)
     val = None

@@ -915,3 +915,22 @@ def test_loading_a_file_that_is_not_an_npz_says_so_and_never_mentions_pickles(tm
         with pytest.raises(ValueError, match=r"notes.txt: .*not a cnn-im2col model file") as info:
             load(path)
         assert "allow_pickle" not in str(info.value)
+
+
+def test_summary_takes_the_input_shape_from_the_model_when_it_knows_it(tmp_path):
+    x, y = data(8)
+    model = small_net()
+    with pytest.raises(ValueError, match=r"summary: this model does not know its input shape"):
+        model.summary()
+    fit(model, x, y, epochs=1)  # fit learns the shape it trains on ...
+    assert model.input_shape == (1, 8, 8)
+    assert model.summary() == model.summary((1, 8, 8))
+    model.save(tmp_path / "m.npz")  # ... and the model file keeps it
+    assert Sequential.load(tmp_path / "m.npz").input_shape == (1, 8, 8)
+    stated = Sequential([ReLU(), Dense(6, 2, seed=0)])  # a first Dense states it
+    assert stated.input_shape == (6,) and "Total params: 14" in stated.summary()
+    given = Sequential([Flatten(), Dense(12, 2, seed=0)], input_shape=(3, 2, 2))
+    assert given.config()["input_shape"] == [3, 2, 2]
+    assert Sequential.from_config(given.config()).input_shape == (3, 2, 2)
+    with pytest.raises(ValueError, match=r"layer 1 Dense\(12, 2, seed=0\) cannot take"):
+        Sequential([Flatten(), Dense(12, 2, seed=0)], input_shape=(3, 2, 3))
