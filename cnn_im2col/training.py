@@ -156,7 +156,9 @@ class ProgressBar(Callback):
 
 
 class EpochLog(Callback):
-    """One line per epoch (loss, accuracy, validation, lr, seconds, samples/s) sent to ``log``."""
+    """One line per epoch (loss, accuracy, validation, lr, seconds, samples/s) sent to ``log``.
+    ``lr`` is the rate the epoch's first batch trained with, and ``-> x`` the last batch's when a
+    per-batch schedule moved it within the epoch."""
 
     def __init__(self, log: Callable[[str], None], epochs: int) -> None:
         self.log, self.epochs = log, epochs
@@ -169,7 +171,10 @@ class EpochLog(Callback):
             line += f", val_loss {logs['val_loss']:.4f}"
         if logs["val_accuracy"] is not None:
             line += f", val_accuracy {logs['val_accuracy']:.4f}"
-        line += f", lr {logs['lr']:.3g}, {logs['seconds']:.1f} s, {logs['samples_per_s']:.0f} samples/s"
+        lr = f"{logs['lr']:.3g}"
+        if f"{logs['last_lr']:.3g}" not in (lr, "nan"):  # a schedule moved it within the epoch
+            lr += f" -> {logs['last_lr']:.3g}"
+        line += f", lr {lr}, {logs['seconds']:.1f} s, {logs['samples_per_s']:.0f} samples/s"
         self.log(line)
 
 
@@ -436,6 +441,7 @@ class TrainingRun:
         self.parallel = parallel
         self.guard = DivergenceGuard()
         self.accuracy: Accuracy | None = None  # set by fit: what "accuracy" means for this task
+        self.last_lr = math.nan  # the learning rate of the last batch trained
 
     def _correct(self, out: np.ndarray, yb: np.ndarray) -> int:
         return 0 if self.accuracy is None else self.accuracy.correct(out, yb)
@@ -517,6 +523,7 @@ class TrainingRun:
                     xb, yb = x[index], y[index]
                     if augment is not None:
                         xb = _augmented(augment(xb, np.random.default_rng([seed, epoch, b])), xb.shape, OWNER)
+                    self.last_lr = float(self.optimizer.lr)  # the rate this batch trains with
                     try:
                         loss_sum, correct, count, stop = self.train_step(xb, yb, [seed, epoch, b])
                     except _NonFinite as exc:
@@ -572,6 +579,7 @@ class TrainingRun:
             "val_loss": None if val_metrics is None else val_metrics["loss"],
             "val_accuracy": None if val_metrics is None else val_metrics.get("accuracy"),
             "lr": pos.lr_at_epoch_start,
+            "last_lr": self.last_lr,
             "seconds": seconds,
             "samples_per_s": pos.sums[2] / max(train_seconds, 1e-9),
         }

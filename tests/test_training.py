@@ -200,3 +200,19 @@ def test_a_softmax_output_fed_to_softmax_cross_entropy_is_refused():
                   progress=False, log=None)
     with pytest.raises(ValueError, match=r"Sequential.evaluate: the network ends with Softmax"):
         model.evaluate(x, y, loss=SoftmaxCrossEntropy())
+
+
+def test_the_epoch_line_shows_where_a_per_batch_schedule_took_the_rate():
+    from cnn_im2col.optim import CosineAnnealingLR
+
+    model, x, y = small()
+    opt = SGD(0.002)
+    lines = []
+    model.fit(x, y, epochs=1, batch_size=4, optimizer=opt, loss=SoftmaxCrossEntropy(),
+              scheduler=CosineAnnealingLR(opt, t_max=3), scheduler_interval="batch",
+              progress=False, log=lines.append)
+    last = 0.002 * (1 + np.cos(np.pi * 2 / 3)) / 2  # the third (last) batch's rate
+    assert f"lr 0.002 -> {last:.3g}," in lines[0]
+    model.fit(x, y, epochs=1, batch_size=4, optimizer=SGD(0.1), loss=SoftmaxCrossEntropy(),
+              progress=False, log=lines.append)
+    assert ", lr 0.1, " in lines[1]  # a constant rate is printed once
