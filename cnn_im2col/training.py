@@ -625,7 +625,8 @@ class Trainer:
     fresh_loss = staticmethod(fresh_loss)
 
     def fit(self, x: Any, y: Any, *, epochs: int, batch_size: int, optimizer: Any, loss: Any,
-            validation_data: tuple[Any, Any] | None = None, seed: int | None = None,
+            validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
+            seed: int | None = None,
             progress: bool = True, shuffle: bool = True, scheduler: Any = None,
             scheduler_interval: str = "epoch",
             augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
@@ -642,7 +643,9 @@ class Trainer:
         - ``optimizer``: ``step(params, grads)`` and ``lr`` (``optim.SGD``, ``optim.Adam``);
           ``loss``: ``forward(pred, target) -> float`` / ``backward()`` (``losses.*``). The
           loss is kept as ``trained_loss`` for ``evaluate``.
-        - ``validation_data``: ``(x_val, y_val)``, evaluated after every epoch.
+        - ``validation_data``: ``(x_val, y_val)``, evaluated after every epoch;
+          ``validation_split``: instead, the fraction in [0, 1) of ``x, y`` held out for it: the
+          LAST samples, taken before any shuffling (as Keras does).
         - ``seed``: the order of epoch ``e`` comes from ``default_rng([seed, e])`` and the
           augmentation of its batch ``b`` from ``default_rng([seed, e, b])`` (None: drawn from
           the OS and recorded in the history).
@@ -677,7 +680,8 @@ class Trainer:
         parallel = _dist.DataParallel(comm) if comm is not None and _dist.world_size(comm, owner) > 1 else None
         try:
             args = _checked(self, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, loss=loss,
-                            validation_data=validation_data, seed=seed, shuffle=shuffle, scheduler=scheduler,
+                            validation_data=validation_data, validation_split=validation_split,
+                            seed=seed, shuffle=shuffle, scheduler=scheduler,
                             scheduler_interval=scheduler_interval, augment=augment, callbacks=callbacks,
                             checkpoint=checkpoint, checkpoint_extra=checkpoint_extra, should_stop=should_stop)
         except (TypeError, ValueError) as exc:
@@ -743,7 +747,8 @@ class Trainer:
 
 
 def _checked(model: Any, x: Any, y: Any, *, epochs: Any, batch_size: Any, optimizer: Any, loss: Any,
-             validation_data: Any, seed: Any, shuffle: Any, scheduler: Any, scheduler_interval: Any,
+             validation_data: Any, validation_split: Any, seed: Any, shuffle: Any,
+             scheduler: Any, scheduler_interval: Any,
              augment: Any, callbacks: Any, checkpoint: Any, checkpoint_extra: Any, should_stop: Any) -> tuple:
     """Validate ``fit``'s arguments (TypeError/ValueError naming the argument); return
     ``(epochs, batch_size, x, y, validation pair or None, callbacks as a list, checkpoint path or None)``."""
@@ -797,6 +802,17 @@ def _checked(model: Any, x: Any, y: Any, *, epochs: Any, batch_size: Any, optimi
     if augment is not None and hasattr(augment, "check"):
         augment.check(x.shape[1:], owner)
     val = None
+    if isinstance(validation_split, (bool, np.bool_)) or not isinstance(validation_split, (int, float)) \
+            or not 0.0 <= validation_split < 1.0:
+        raise ValueError(f"{owner}: validation_split must be a number in [0, 1), got {validation_split!r}")
+    if validation_split:
+        if validation_data is not None:
+            raise ValueError(f"{owner}: give validation_data or validation_split, not both")
+        held = int(x.shape[0] * validation_split)
+        if held < 1 or held == x.shape[0]:
+            raise ValueError(f"{owner}: validation_split={validation_split} of {x.shape[0]} samples "
+                             f"holds out {held}; it must leave at least one sample on each side")
+        x, y, validation_data = x[:-held], y[:-held], (x[-held:], y[-held:])
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise TypeError(f"{owner}: validation_data must be a pair (x_val, y_val), got {type(validation_data).__name__}")

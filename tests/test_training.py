@@ -216,3 +216,21 @@ def test_the_epoch_line_shows_where_a_per_batch_schedule_took_the_rate():
     model.fit(x, y, epochs=1, batch_size=4, optimizer=SGD(0.1), loss=SoftmaxCrossEntropy(),
               progress=False, log=lines.append)
     assert ", lr 0.1, " in lines[1]  # a constant rate is printed once
+
+
+def test_validation_split_holds_out_the_last_samples_as_keras_does():
+    rng = np.random.default_rng(4)
+    x, y = rng.random((20, 6)), rng.integers(0, 3, 20)
+    args = {"epochs": 2, "batch_size": 4, "loss": SoftmaxCrossEntropy(), "seed": 0,
+            "progress": False, "log": None}
+    split, _, _ = small()
+    explicit, _, _ = small()
+    a = split.fit(x, y, optimizer=SGD(0.1), validation_split=0.25, **args)
+    b = explicit.fit(x[:15], y[:15], optimizer=SGD(0.1), validation_data=(x[15:], y[15:]), **args)
+    assert a["val_loss"] == b["val_loss"] and a["loss"] == b["loss"]
+    for bad, message in ((1.0, r"validation_split must be a number in \[0, 1\), got 1.0"),
+                         (0.01, r"holds out 0; it must leave at least one sample")):
+        with pytest.raises(ValueError, match=message):
+            small()[0].fit(x, y, optimizer=SGD(0.1), validation_split=bad, **args)
+    with pytest.raises(ValueError, match="validation_data or validation_split, not both"):
+        small()[0].fit(x, y, optimizer=SGD(0.1), validation_split=0.5, validation_data=(x, y), **args)
