@@ -32,11 +32,15 @@ HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "
 
 
 def new_history(history: Any = None) -> dict[str, list]:
-    """Empty per-epoch lists, or copies of those in ``history`` (a mapping; other keys dropped)."""
+    """Empty per-epoch lists, or copies of those in ``history`` (a mapping: its lists, those of
+    ``fit``'s extra metrics included; other keys dropped)."""
     fresh: dict[str, list] = {key: [] for key in HISTORY_KEYS}
     if isinstance(history, Mapping):
         for key in HISTORY_KEYS:
             fresh[key] = list(history.get(key, []))
+        for key, value in history.items():  # the lists of fit's extra metrics
+            if key not in fresh and isinstance(key, str) and isinstance(value, list):
+                fresh[key] = list(value)
     return fresh
 
 
@@ -165,7 +169,8 @@ class Position:
             saved = {"n": int(resume["n"]), "batch_size": int(resume["batch_size"]),
                      "epochs": int(resume["epochs"]), "shuffle": bool(resume["shuffle"])}
             seed_value = int(resume["seed"])
-            sums = [float(resume["sums"][0]), int(resume["sums"][1]), int(resume["sums"][2])]
+            sums = [float(resume["sums"][0]), int(resume["sums"][1]), int(resume["sums"][2]),
+                    *(float(v) for v in resume["sums"][3:])]
             elapsed = float(resume["elapsed"])
             lr0 = float(resume.get("lr_at_epoch_start", lr))
             history = new_history(resume.get("history"))

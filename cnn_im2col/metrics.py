@@ -6,15 +6,21 @@
   probability (threshold 0.5) when the network ends with ``Sigmoid`` or ``Softmax``, and as a
   logit (threshold 0) otherwise.
 - Anything else (regression targets): no accuracy; ``evaluate`` and ``fit`` report the loss only.
+
+More metrics are asked for by ``metrics=`` in ``fit`` and ``evaluate``: the names of
+:data:`NAMED` or callables ``fn(y_true, y_pred) -> float`` (the batch's mean, Keras's argument
+order); each is averaged over the samples, and ``fit`` records it per epoch under its name (and
+``val_`` + its name for the validation data).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Accuracy", "accuracy_for"]
+__all__ = ["NAMED", "Accuracy", "accuracy_for", "resolve", "wants_accuracy"]
 
 
 class Accuracy(NamedTuple):
@@ -53,3 +59,72 @@ def accuracy_for(out_shape: tuple[int, ...], y: np.ndarray, outputs_probabilitie
     if np.isin(y, (0.0, 1.0)).all():
         return Accuracy("threshold", 0.5 if outputs_probabilities else 0.0)
     return None
+
+
+def _mean_squared_error(y: np.ndarray, out: np.ndarray) -> float:
+    target = np.eye(out.shape[1], dtype=out.dtype)[y] if y.ndim == 1 else y
+    return float(np.mean((out.astype(np.float64) - target) ** 2))
+
+
+def _mean_absolute_error(y: np.ndarray, out: np.ndarray) -> float:
+    target = np.eye(out.shape[1], dtype=out.dtype)[y] if y.ndim == 1 else y
+    return float(np.mean(np.abs(out.astype(np.float64) - target)))
+
+
+def _top5_accuracy(y: np.ndarray, out: np.ndarray) -> float:
+    labels = y if y.ndim == 1 else y.argmax(axis=1)
+    top = np.argpartition(out, -5, axis=1)[:, -5:]
+    return float(np.mean((top == labels[:, None]).any(axis=1)))
+
+
+#: Metrics by name: ``fn(y_true, y_pred) -> batch mean`` (Keras's argument order). "accuracy"
+#: is the task's accuracy (above) and is resolved per task.
+NAMED = {"mse": _mean_squared_error, "mae": _mean_absolute_error, "top5_accuracy": _top5_accuracy}
+
+
+def resolve(metrics: Any, out_shape: tuple[int, ...], y: np.ndarray, owner: str
+            ) -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
+    """``metrics`` (names of :data:`NAMED`, ``"accuracy"``, or callables ``fn(y_true, y_pred)``
+    returning the batch's mean) as ``{name: fn}``; ``"accuracy"`` is left out (the loop counts
+    it), after checking that an accuracy applies. TypeError / ValueError naming the metric."""
+    if isinstance(metrics, Mapping):  # already resolved: {name: fn}
+        return {str(name): fn for name, fn in metrics.items()}
+    if isinstance(metrics, (str, bytes)) or callable(metrics):
+        metrics = [metrics]
+    try:
+        items = list(metrics)
+    except TypeError:
+        raise TypeError(f"{owner}: metrics must be a list of names or callables, got "
+                        f"{metrics!r}") from None
+    resolved: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {}
+    for item in items:
+        if isinstance(item, str):
+            if item == "accuracy":
+                continue
+            if item not in NAMED:
+                raise ValueError(f"{owner}: unknown metric {item!r}; known: "
+                                 f"{', '.join(['accuracy', *sorted(NAMED)])} or a callable "
+                                 f"fn(y_true, y_pred)")
+            if item == "top5_accuracy" and (len(out_shape) != 1 or out_shape[0] < 5):
+                raise ValueError(f"{owner}: metric 'top5_accuracy' needs at least 5 class scores, "
+                                 f"the network outputs {tuple(out_shape)}")
+            resolved[item] = NAMED[item]
+        elif callable(item):
+            name = getattr(item, "__name__", type(item).__name__)
+            resolved[name] = item
+        else:
+            raise TypeError(f"{owner}: metrics must be names or callables fn(y_true, y_pred), got "
+                            f"{item!r}")
+    for name in resolved:
+        if name in ("loss", "epoch", "lr", "seconds", "samples_per_s", "accuracy") \
+                or name.startswith("val_"):
+            raise ValueError(f"{owner}: metric name {name!r} is taken by the history; rename the "
+                             f"function")
+    return resolved
+
+
+def wants_accuracy(metrics: Any) -> bool:
+    """Whether ``metrics`` names ``"accuracy"`` explicitly."""
+    if isinstance(metrics, str):
+        return metrics == "accuracy"
+    return isinstance(metrics, (list, tuple)) and "accuracy" in metrics

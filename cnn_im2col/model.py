@@ -28,7 +28,7 @@ from . import model_files
 from ._files import path_text
 from .layers import LAYERS, AvgPool2D, Conv2D, Dense, Dropout, ReLU, Sigmoid, Softmax, Tanh
 from .losses import MeanSquaredError, SoftmaxCrossEntropy
-from .metrics import accuracy_for
+from .metrics import accuracy_for, resolve, wants_accuracy
 from .shapes import NonFiniteError, as_float_array, check_int, finite_scans_skipped
 from .training import Trainer, check_loss
 
@@ -454,8 +454,8 @@ class Sequential(Trainer):
             parts.append(out)
         return np.concatenate(parts)
 
-    def evaluate(self, x: Any, y: Any, batch_size: int = 256, loss: Any = None
-                 ) -> dict[str, float]:
+    def evaluate(self, x: Any, y: Any, batch_size: int = 256, loss: Any = None,
+                 metrics: Any = ()) -> dict[str, float]:
         """``{"loss": mean loss, "accuracy": fraction correct}`` in inference mode; ``"accuracy"``
         only where it means something (:mod:`cnn_im2col.metrics`: class labels or probability
         rows, or 0/1 targets of a one-output network; not for a regression).
@@ -464,7 +464,8 @@ class Sequential(Trainer):
         of the last ``fit``, if any; else, for class labels, cross-entropy
         (``SoftmaxCrossEntropy`` on the outputs, or, if the last layer is ``Softmax``, the
         negative log of the probability of the true class), and for float targets the mean
-        squared error.
+        squared error. ``metrics``: more of them by name or as callables
+        (:func:`cnn_im2col.metrics.resolve`), each averaged over the samples.
         """
         owner = "Sequential.evaluate"
         batch_size = check_int(batch_size, "batch_size", owner, minimum=1)
@@ -481,6 +482,8 @@ class Sequential(Trainer):
         elif not isinstance(self.layers[-1], Softmax):
             loss = SoftmaxCrossEntropy()
         accuracy = accuracy_for(out_shape, y, self._outputs_probabilities())
+        extra = self._metrics(metrics, out_shape, y, accuracy, owner)
+        sums = dict.fromkeys(extra, 0.0)
         total_loss = 0.0
         correct = 0
         for start, out in zip(range(0, x.shape[0], batch_size), self._outputs(x, batch_size)):
@@ -492,11 +495,23 @@ class Sequential(Trainer):
                 total_loss += float(loss.forward(out, yb)) * out.shape[0]
             if accuracy is not None:
                 correct += accuracy.correct(out, yb)
+            for name, fn in extra.items():
+                sums[name] += float(fn(yb, out)) * out.shape[0]
         n = x.shape[0]
         result = {"loss": total_loss / n}
         if accuracy is not None:
             result["accuracy"] = correct / n
+        result.update({name: total / n for name, total in sums.items()})
         return result
+
+    def _metrics(self, metrics: Any, out_shape: tuple[int, ...], y: np.ndarray, accuracy: Any,
+                 owner: str) -> dict[str, Any]:
+        """``metrics`` resolved for this task; ``"accuracy"`` where none applies is an error."""
+        if wants_accuracy(metrics) and accuracy is None:
+            raise ValueError(f"{owner}: metric 'accuracy' does not apply: the network outputs "
+                             f"{_fmt_shape(out_shape)} per sample and the targets are not class "
+                             f"labels, probability rows or 0/1 values of one output")
+        return resolve(metrics, out_shape, y, owner)
 
     # --- training ------------------------------------------------------------------------------
     def _check_targets(self, y: Any, n: int, out_shape: tuple[int, ...], owner: str, name: str = "y") -> np.ndarray:

@@ -171,6 +171,10 @@ class EpochLog(Callback):
             line += f", val_loss {logs['val_loss']:.4f}"
         if logs["val_accuracy"] is not None:
             line += f", val_accuracy {logs['val_accuracy']:.4f}"
+        for name in trainer.metrics:
+            line += f", {name} {logs[name]:.4g}"
+            if logs["val_" + name] is not None:
+                line += f", val_{name} {logs['val_' + name]:.4g}"
         lr = f"{logs['lr']:.3g}"
         if f"{logs['last_lr']:.3g}" not in (lr, "nan"):  # a schedule moved it within the epoch
             lr += f" -> {logs['last_lr']:.3g}"
@@ -442,9 +446,14 @@ class TrainingRun:
         self.guard = DivergenceGuard()
         self.accuracy: Accuracy | None = None  # set by fit: what "accuracy" means for this task
         self.last_lr = math.nan  # the learning rate of the last batch trained
+        self.metrics: dict[str, Callable] = {}  # set by fit: the extra metrics by name
 
     def _correct(self, out: np.ndarray, yb: np.ndarray) -> int:
         return 0 if self.accuracy is None else self.accuracy.correct(out, yb)
+
+    def _metric_sums(self, out: np.ndarray, yb: np.ndarray) -> list[float]:
+        """Each of ``fit``'s extra metrics on a batch, times its size (summed over the epoch)."""
+        return [float(fn(yb, out)) * out.shape[0] for fn in self.metrics.values()]
 
     # --- one step ----------------------------------------------------------------------------
     def _diverged(self, exc: _NonFinite, epoch: int, b: int, batches: int) -> TrainingDiverged:
@@ -457,36 +466,42 @@ class TrainingRun:
             f"probably too high; try one 3-10x smaller", epoch + 1, b + 1, exc.value, lr)
 
     def train_step(self, xb: np.ndarray, yb: np.ndarray, key: list[int]
-                   ) -> tuple[float, int, int, bool]:
+                   ) -> tuple[float, int, int, bool, list[float]]:
         """Train on one (global) batch: forward, loss, backward, (data-parallel: the gradients'
         allreduce), the divergence guard's checks, the optimizer's update. Return (loss x count,
-        correct, count, stop requested). ``key`` ([seed, epoch, batch]) seeds the layers' random
+        correct, count, stop requested, each metric x count). ``key`` ([seed, epoch, batch]) seeds the layers' random
         draws when data-parallel."""
         if self.parallel is not None:
             return self._parallel_step(xb, yb, key)
         out, value, grads = self.guard.forward_backward(self.model, xb, yb, self.loss)
         self.guard.apply(self.model, self.optimizer, grads, value)
-        return value * xb.shape[0], self._correct(out, yb), xb.shape[0], False
+        return value * xb.shape[0], self._correct(out, yb), xb.shape[0], False, \
+            self._metric_sums(out, yb)
 
-    def _parallel_step(self, xb: np.ndarray, yb: np.ndarray, key: list[int]) -> tuple[float, int, int, bool]:
+    def _parallel_step(self, xb: np.ndarray, yb: np.ndarray, key: list[int]
+                       ) -> tuple[float, int, int, bool, list[float]]:
         dp = self.parallel
         lo, hi = dp.share(xb.shape[0])
         count = hi - lo
         loss_sum, correct, failure = 0.0, 0, None
+        metric_sums = [0.0] * len(self.metrics)
         if count:
             try:
                 with dp.keyed_generators(self.model, key, lo):
                     out, value, grads = self.guard.forward_backward(self.model, xb[lo:hi], yb[lo:hi], self.loss,
                                                                     check_grads=False)
                 loss_sum, correct = value * count, self._correct(out, yb[lo:hi])
+                metric_sums = self._metric_sums(out, yb[lo:hi])
             except _NonFinite as exc:
                 failure, grads = exc, self.model.grads
         else:
             grads = self.model.grads  # no sample in this rank's share: it contributes zeros
         stop = self.should_stop is not None and bool(self.should_stop())  # any rank's request stops all
         total = xb.shape[0]
-        grads, totals = dp.allreduce_gradients(grads, count, total, [loss_sum, correct, failure is not None, stop])
-        loss_sum, correct, failed_ranks, stop_ranks = totals
+        grads, totals = dp.allreduce_gradients(grads, count, total, [loss_sum, correct, failure is not None, stop,
+                                                                     *metric_sums])
+        loss_sum, correct, failed_ranks, stop_ranks = totals[:4]
+        metric_sums = totals[4:]
         if failed_ranks or not _finite(dp.buffer):
             self.guard.restore_buffers(self.model)  # this rank's forward moved them too
             if failure is None:
@@ -495,7 +510,7 @@ class TrainingRun:
             raise failure
         self.guard.apply(self.model, self.optimizer, grads, loss_sum / total)
         dp.broadcast_buffers(self.model)
-        return loss_sum, round(correct), total, bool(stop_ranks)
+        return loss_sum, round(correct), total, bool(stop_ranks), metric_sums
 
     # --- epochs --------------------------------------------------------------------------------
     def run(self, x: np.ndarray, y: np.ndarray, val: tuple | None, batch_size: int, shuffle: bool,
@@ -510,7 +525,7 @@ class TrainingRun:
             if epoch != start_epoch or not resumed:
                 pos.lr_at_epoch_start = float(self.optimizer.lr)
             if first == 0:
-                pos.sums, pos.elapsed = [0.0, 0, 0], 0.0
+                pos.sums, pos.elapsed = [0.0, 0, 0] + [0.0] * len(self.metrics), 0.0
             order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else None
             for cb in self.callbacks:
                 cb.on_epoch_begin(self, epoch, first)
@@ -525,7 +540,8 @@ class TrainingRun:
                         xb = _augmented(augment(xb, np.random.default_rng([seed, epoch, b])), xb.shape, OWNER)
                     self.last_lr = float(self.optimizer.lr)  # the rate this batch trains with
                     try:
-                        loss_sum, correct, count, stop = self.train_step(xb, yb, [seed, epoch, b])
+                        loss_sum, correct, count, stop, metric_sums = self.train_step(
+                            xb, yb, [seed, epoch, b])
                     except _NonFinite as exc:
                         raise self._diverged(exc, epoch, b, batches) from None
                     if self.scheduler is not None and self.scheduler_interval == "batch":
@@ -533,6 +549,8 @@ class TrainingRun:
                     pos.sums[0] += loss_sum
                     pos.sums[1] += correct
                     pos.sums[2] += count
+                    for k, value in enumerate(metric_sums):
+                        pos.sums[3 + k] += value
                     pos.batch = b + 1
                     now = time.perf_counter()
                     for cb in self.callbacks:
@@ -583,8 +601,11 @@ class TrainingRun:
             "seconds": seconds,
             "samples_per_s": pos.sums[2] / max(train_seconds, 1e-9),
         }
-        for key in HISTORY_KEYS:
-            self.history[key].append(logs[key])
+        for k, name in enumerate(self.metrics):
+            logs[name] = pos.sums[3 + k] / count
+            logs["val_" + name] = None if val_metrics is None else val_metrics[name]
+        for key in (*HISTORY_KEYS, *self.metrics, *("val_" + name for name in self.metrics)):
+            self.history.setdefault(key, []).append(logs[key])
         stop = False
         for cb in self.callbacks:
             stop |= _wants_stop(cb.on_epoch_end(self, epoch, logs), repr(cb))
@@ -596,17 +617,21 @@ class TrainingRun:
         """``model.evaluate`` on the validation data; data-parallel, each rank its share, summed."""
         loss = fresh_loss(self.loss)
         eval_batch = max(256, batch_size)
+        metrics = self.metrics
         if self.parallel is None:
-            return self.model.evaluate(val[0], val[1], batch_size=eval_batch, loss=loss)
+            return self.model.evaluate(val[0], val[1], batch_size=eval_batch, loss=loss,
+                                       metrics=metrics)
         lo, hi = self.parallel.share(val[0].shape[0])
-        sums = [0.0, 0.0]
+        keys = ["loss", "accuracy", *self.metrics]
+        sums = [0.0] * len(keys)
         if hi > lo:
-            part = self.model.evaluate(val[0][lo:hi], val[1][lo:hi], batch_size=eval_batch, loss=loss)
-            sums = [part["loss"] * (hi - lo), part.get("accuracy", 0.0) * (hi - lo)]
+            part = self.model.evaluate(val[0][lo:hi], val[1][lo:hi], batch_size=eval_batch, loss=loss,
+                                       metrics=metrics)
+            sums = [part.get(key, 0.0) * (hi - lo) for key in keys]
         total = self.parallel.sum(sums)
-        result = {"loss": total[0] / val[0].shape[0]}
-        if self.accuracy is not None:
-            result["accuracy"] = total[1] / val[0].shape[0]
+        result = {key: value / val[0].shape[0] for key, value in zip(keys, total)}
+        if self.accuracy is None:
+            del result["accuracy"]
         return result
 
 
@@ -626,7 +651,7 @@ class Trainer:
 
     def fit(self, x: Any, y: Any, *, epochs: int, batch_size: int, optimizer: Any, loss: Any,
             validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
-            seed: int | None = None,
+            metrics: Any = (), seed: int | None = None,
             progress: bool = True, shuffle: bool = True, scheduler: Any = None,
             scheduler_interval: str = "epoch",
             augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
@@ -646,6 +671,10 @@ class Trainer:
         - ``validation_data``: ``(x_val, y_val)``, evaluated after every epoch;
           ``validation_split``: instead, the fraction in [0, 1) of ``x, y`` held out for it: the
           LAST samples, taken before any shuffling (as Keras does).
+        - ``metrics``: more metrics than the loss and the task's accuracy, by name (``"mse"``,
+          ``"mae"``, ``"top5_accuracy"``) or as callables ``fn(y_true, y_pred) -> batch mean``;
+          each is recorded per epoch under its name (and ``val_`` + name). See
+          :mod:`cnn_im2col.metrics`.
         - ``seed``: the order of epoch ``e`` comes from ``default_rng([seed, e])`` and the
           augmentation of its batch ``b`` from ``default_rng([seed, e, b])`` (None: drawn from
           the OS and recorded in the history).
@@ -722,8 +751,9 @@ class Trainer:
         steps.append(FunctionCallbacks([cb for cb in callbacks if not isinstance(cb, Callback)]))
         training_run = TrainingRun(self, optimizer, scheduler, scheduler_interval, loss, position, steps,
                                    should_stop, checkpoint, parallel)
-        training_run.accuracy = accuracy_for(self.check_shapes(x.shape[1:])[-1], y,
-                                             self._outputs_probabilities())
+        out_shape = self.check_shapes(x.shape[1:])[-1]
+        training_run.accuracy = accuracy_for(out_shape, y, self._outputs_probabilities())
+        training_run.metrics = self._metrics(metrics, out_shape, y, training_run.accuracy, owner)
         self.trained_loss = loss
         training_run.run(x, y, val, batch_size, bool(shuffle), augment, resume is not None)
         result = dict(training_run.history)

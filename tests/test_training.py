@@ -234,3 +234,41 @@ def test_validation_split_holds_out_the_last_samples_as_keras_does():
             small()[0].fit(x, y, optimizer=SGD(0.1), validation_split=bad, **args)
     with pytest.raises(ValueError, match="validation_data or validation_split, not both"):
         small()[0].fit(x, y, optimizer=SGD(0.1), validation_split=0.5, validation_data=(x, y), **args)
+
+
+def test_metrics_by_name_and_callable_are_recorded_per_epoch_and_resume_exactly(tmp_path):
+    model, x, y = small()
+    xv, yv = x[:4], y[:4]
+
+    def worst_logit(y_true, y_pred):
+        return float(np.max(y_pred))
+
+    args = {"epochs": 3, "batch_size": 4, "loss": SoftmaxCrossEntropy(), "seed": 0,
+            "progress": False, "log": None, "validation_data": (xv, yv)}
+    history = model.fit(x, y, optimizer=SGD(0.1), metrics=["accuracy", "mse", worst_logit], **args)
+    for key in ("mse", "val_mse", "worst_logit", "val_worst_logit"):
+        assert len(history[key]) == 3, key
+    result = model.evaluate(xv, yv, metrics=["mse", worst_logit])
+    assert result["mse"] == pytest.approx(history["val_mse"][-1])
+    assert result["worst_logit"] == pytest.approx(float(np.max(model.predict(xv))))
+    onehot = np.eye(3)[yv]
+    assert result["mse"] == pytest.approx(np.mean((model.predict(xv) - onehot) ** 2))
+    with pytest.raises(ValueError, match=r"unknown metric 'f1'; known: accuracy, mae, mse"):
+        model.evaluate(xv, yv, metrics=["f1"])
+    with pytest.raises(ValueError, match=r"metric 'accuracy' does not apply"):
+        Sequential([Dense(6, 2, dtype=np.float64, seed=0)]).evaluate(
+            x, np.random.default_rng(0).random((10, 2)), metrics=["accuracy"])
+    # a run interrupted mid-epoch and resumed ends with the same metric history
+    from cnn_im2col.exceptions import TrainingInterrupted
+
+    calls = []
+    interrupted, _, _ = small()
+    with pytest.raises(TrainingInterrupted):
+        interrupted.fit(x, y, optimizer=SGD(0.1), metrics=["mse"], checkpoint=tmp_path / "c.npz",
+                        should_stop=lambda: calls.append(1) or len(calls) == 4, **args)
+    ckpt = Sequential.load_checkpoint(tmp_path / "c.npz")
+    resumed = ckpt.model.fit(x, y, optimizer=ckpt.optimizer, metrics=["mse"], resume=ckpt.state,
+                             **args)
+    straight = small()[0].fit(x, y, optimizer=SGD(0.1), metrics=["mse"], **args)
+    assert resumed["mse"] == pytest.approx(straight["mse"], rel=1e-12)
+    assert resumed["val_mse"] == pytest.approx(straight["val_mse"], rel=1e-12)
