@@ -22,8 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from cnn_im2col import Sequential
-
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [
     ROOT / "README.md",
@@ -88,25 +86,7 @@ for line, code in blocks:
 """
 
 
-# predict_proba lands with the lead's model change, and with it predict returning the network's
-# outputs: until Sequential has predict_proba, a page that uses either may stop there (the
-# condition makes this xfail go away by itself once the change is merged).
-MODEL_CHANGE_PENDING = pytest.mark.xfail(
-    not hasattr(Sequential, "predict_proba"),
-    strict=False,
-    reason="predict_proba lands with the lead's model change (predict returns the outputs)",
-)
-
-
-@pytest.mark.parametrize(
-    "page",
-    [
-        pytest.param(page, id=name(page), marks=[MODEL_CHANGE_PENDING])
-        if ".predict" in page.read_text(encoding="utf-8")
-        else pytest.param(page, id=name(page))
-        for page in RUNNABLE
-    ],
-)
+@pytest.mark.parametrize("page", RUNNABLE, ids=name)
 def test_python_blocks_run_in_order(page, tmp_path):
     blocks = python_blocks(page)
     if not blocks:
