@@ -544,7 +544,7 @@ def _onnx_module() -> Any:
     except ImportError as exc:
         raise CLIError(str(exc)) from None
     try:
-        onnx._onnx()
+        onnx.onnx_package()
     except ImportError as exc:
         raise CLIError(str(exc)) from None
     return onnx
