@@ -48,6 +48,8 @@ from . import distributed as _dist
 from .architectures import ARCHITECTURES, TRAIN_DEFAULTS, default_model
 from .architectures import build as build_model
 from .augment import RandomShift
+from .datasets import load_mnist
+from .layers import Conv2D, Dense, Dropout, ReLU, Sigmoid, Tanh
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import SGD, Adam, CosineAnnealingLR
@@ -59,6 +61,7 @@ from .reports import (
     profile_layers,
     write_json,
 )
+from .threads import set_num_threads
 from .training import TrainingDiverged, TrainingInterrupted
 
 PROG = "cnn-im2col"
@@ -126,22 +129,6 @@ def _number(convert: Any, low: float, strict: bool, allowed: str) -> Any:
 _positive_int = _number(int, 0, True, "an integer >= 1")
 _non_negative_int = _number(int, 0, False, "an integer >= 0")
 _positive_float = _number(float, 0, True, "a finite number > 0")
-
-
-def _set_num_threads() -> Any:
-    """``cnn_im2col.set_num_threads`` (or ``cnn_im2col.threads.set_num_threads``) if it exists,
-    else None."""
-    import importlib
-
-    import cnn_im2col
-
-    found = getattr(cnn_im2col, "set_num_threads", None)
-    if found is None:
-        try:
-            found = getattr(importlib.import_module("cnn_im2col.threads"), "set_num_threads", None)
-        except ImportError:
-            return None
-    return found
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,14 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help=f"continue the run whose {CHECKPOINT} is in DIR, with its settings",
     )
-    if _set_num_threads() is not None:
-        train.add_argument(
-            "--threads",
-            type=_positive_int,
-            metavar="N",
-            help="threads of the engine's pool (default: every core; under MPI, the cores of "
-            "the node / the ranks on it)",
-        )
+    train.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="threads of the engine's pool (default: every core; under MPI, the cores of "
+        "the node / the ranks on it)",
+    )
 
     evaluate = sub.add_parser(
         "evaluate",
@@ -392,8 +378,6 @@ def _unfinished(path: Path) -> bool:
 
 
 def _load_data(data_dir: str | None, progress: bool) -> tuple:
-    from .datasets import load_mnist
-
     return load_mnist(data_dir, progress=progress)
 
 
@@ -478,18 +462,17 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
             print(*parts, **{"flush": True, **kwargs})
 
     progress = not args.no_progress and rank == 0
-    threads_wanted = getattr(args, "threads", None)
-    if threads_wanted is None and comm is not None and _set_num_threads() is not None:
+    threads_wanted = args.threads
+    if threads_wanted is None and comm is not None:
         threads_wanted = _dist.threads_per_rank(comm)  # MPICH does not pin: share the node's cores
     if threads_wanted is not None:
-        threads = _set_num_threads()(threads_wanted)
-        if isinstance(threads, dict):
-            say(
-                "threads"
-                + (" per rank" if comm is not None else "")
-                + ": "
-                + ", ".join(f"{k} {v}" for k, v in threads.items())
-            )
+        threads = set_num_threads(threads_wanted)
+        say(
+            "threads"
+            + (" per rank" if comm is not None else "")
+            + ": "
+            + ", ".join(f"{k} {v}" for k, v in threads.items())
+        )
     if comm is not None:
         say(
             f"MPI: {world_size} ranks, data-parallel "
@@ -714,8 +697,6 @@ def model_input_shape(model: Sequential) -> tuple[int, ...] | None:
     """The per-sample input shape the model states, or None: the first layer with parameters decides
     (a Conv2D with ``input_size`` -> (C, H, W), a Dense -> (in_features,)); layers before it must
     keep the shape (activations, Dropout)."""
-    from .layers import Conv2D, Dense, Dropout, ReLU, Sigmoid, Tanh
-
     for layer in model.layers:
         if isinstance(layer, Conv2D):
             return None if layer.input_size is None else (layer.in_channels, *layer.input_size)

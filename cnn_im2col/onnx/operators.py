@@ -1,7 +1,7 @@
 """The one operator table: for each layer class, the ONNX operators it is written as, the function
 that writes it and the functions that read it back. :mod:`.export` and :mod:`.importer` both read
 :data:`OPERATORS` (through :data:`EXPORTERS` and :data:`IMPORTERS`); a new operator is one row here
-and its two functions beside it.
+and its two functions in this module (the export section, the import section).
 
 How each layer is written
 -------------------------
