@@ -33,7 +33,6 @@ exit 2, no traceback (under MPI the failing rank then aborts the job, so no rank
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -44,24 +43,35 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, onnx
 from . import distributed as _dist
-from ._files import atomic_write
 from .architectures import ARCHITECTURES, TRAIN_DEFAULTS, default_model
 from .architectures import build as build_model
 from .augment import RandomShift
+from .datasets import load_mnist
+from .exceptions import TrainingDiverged, TrainingInterrupted
+from .layers import Conv2D, Dense, Dropout, ReLU, Sigmoid, Tanh
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import SGD, Adam, CosineAnnealingLR
-from .exceptions import TrainingDiverged, TrainingInterrupted
+from .reports import (
+    confusion_matrix,
+    format_confusion,
+    format_profile,
+    plot_curves,
+    profile_layers,
+    write_json,
+)
+from .threads import set_num_threads
 
 PROG = "cnn-im2col"
 
 #: The settings ``cnn-im2col train`` uses when a flag is not given. Measured on the 2-core machine
 #: (engine of fdc6e86, first-run JIT included): 8 epochs -> 99.40% on the 10,000 test images in
 #: 578 s with other processes loading both cores (~71 s/epoch), ~400 s when quieter (~47 s/epoch);
-#: 7 epochs gave 99.37% in 356 s. Adam beat SGD with Nesterov momentum (99.34%) at 8 epochs. With the
-#: shared thread policy (cnn_im2col.threads), the same 99.40% in 269 s (30-33 s/epoch, cold JIT included).
+#: 7 epochs gave 99.37% in 356 s. Adam beat SGD with Nesterov momentum (99.34%) at 8 epochs. With
+#: the shared thread policy (cnn_im2col.threads), the same 99.40% in 269 s (30-33 s/epoch, cold JIT
+#: included).
 DEFAULTS: dict[str, Any] = {
     "epochs": 8,
     "batch_size": 128,
@@ -72,11 +82,22 @@ DEFAULTS: dict[str, Any] = {
     "val_split": None,  # min(5000, N // 10) of the N training images
     "shift": 2,
     "out": "runs/mnist",
-    "model": "default",  # architectures.ARCHITECTURES, or a .json file; TRAIN_DEFAULTS per architecture
+    # architectures.ARCHITECTURES, or a .json file; TRAIN_DEFAULTS per architecture
+    "model": "default",
 }
 LEARNING_RATES = {"adam": 2e-3, "sgd": 0.05}
 #: Flags that define a run: with --resume they must be absent or equal to the checkpoint's.
-RUN_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "seed", "limit", "val_split", "shift", "model")
+RUN_FLAGS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "seed",
+    "limit",
+    "val_split",
+    "shift",
+    "model",
+)
 CHECKPOINT = "checkpoint.npz"
 
 
@@ -90,7 +111,8 @@ class CLIError(Exception):
 
 
 def _number(convert: Any, low: float, strict: bool, allowed: str) -> Any:
-    """An argparse ``type``: ``convert(text)``, finite and above ``low`` (or equal, unless ``strict``)."""
+    """An argparse ``type``: ``convert(text)``, finite and above ``low`` (or equal, unless
+    ``strict``)."""
 
     def parse(text: str) -> Any:
         try:
@@ -109,83 +131,145 @@ _non_negative_int = _number(int, 0, False, "an integer >= 0")
 _positive_float = _number(float, 0, True, "a finite number > 0")
 
 
-def _set_num_threads() -> Any:
-    """``cnn_im2col.set_num_threads`` (or ``cnn_im2col.threads.set_num_threads``) if it exists, else None."""
-    import importlib
-
-    import cnn_im2col
-
-    found = getattr(cnn_im2col, "set_num_threads", None)
-    if found is None:
-        try:
-            found = getattr(importlib.import_module("cnn_im2col.threads"), "set_num_threads", None)
-        except ImportError:
-            return None
-    return found
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="A CNN engine in NumPy: im2col + GEMM convolutions.")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="A CNN engine in NumPy: im2col + GEMM convolutions."
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,bench,export}")
     sub.required = True
 
     d = DEFAULTS
-    train = sub.add_parser("train", help="train the default LeNet-style network on MNIST",
-                           description="Train on MNIST (downloaded and cached on first use) and report the "
-                                       "accuracy on the 10,000 test images.")
-    train.add_argument("--model", metavar="NAME|FILE.json",
-                       help=f"the network: {', '.join(ARCHITECTURES)}, or a .json file holding Sequential.config() "
-                            f"(default {d['model']})")
-    train.add_argument("--epochs", type=_positive_int, help=f"passes over the training images (default {d['epochs']})")
-    train.add_argument("--batch-size", type=_positive_int, help=f"images per step (default {d['batch_size']})")
-    train.add_argument("--lr", type=_positive_float,
-                       help="peak learning rate of the cosine schedule (default "
-                            + ", ".join(f"{k} {v:g}" for k, v in LEARNING_RATES.items()) + ")")
-    train.add_argument("--optimizer", choices=("sgd", "adam"),
-                       help=f"adam, or sgd (momentum 0.9, Nesterov) (default {d['optimizer']})")
-    train.add_argument("--seed", type=_non_negative_int, help=f"seed of weights, order, augmentation, dropout (default {d['seed']})")
-    train.add_argument("--data-dir", metavar="DIR",
-                       help="directory of the MNIST IDX files or of the mnist.npz cache (default: $CNN_IM2COL_DATA "
-                            "or the per-user cache; fetched on first use)")
-    train.add_argument("--limit", type=_positive_int, metavar="N", help="use only the first N training images")
-    train.add_argument("--val-split", type=_non_negative_int, metavar="N",
-                       help="hold out the last N training images for validation; 0 for none "
-                            "(default min(5000, N/10))")
-    train.add_argument("--shift", type=_non_negative_int, metavar="PX",
-                       help=f"augmentation: move each image by up to PX pixels each way; 0 for none (default {d['shift']})")
+    train = sub.add_parser(
+        "train",
+        help="train the default LeNet-style network on MNIST",
+        description="Train on MNIST (downloaded and cached on first use) and report the "
+        "accuracy on the 10,000 test images.",
+    )
+    train.add_argument(
+        "--model",
+        metavar="NAME|FILE.json",
+        help=f"the network: {', '.join(ARCHITECTURES)}, or a .json file holding "
+        f"Sequential.config() (default {d['model']})",
+    )
+    train.add_argument(
+        "--epochs",
+        type=_positive_int,
+        help=f"passes over the training images (default {d['epochs']})",
+    )
+    train.add_argument(
+        "--batch-size", type=_positive_int, help=f"images per step (default {d['batch_size']})"
+    )
+    train.add_argument(
+        "--lr",
+        type=_positive_float,
+        help="peak learning rate of the cosine schedule (default "
+        + ", ".join(f"{k} {v:g}" for k, v in LEARNING_RATES.items())
+        + ")",
+    )
+    train.add_argument(
+        "--optimizer",
+        choices=("sgd", "adam"),
+        help=f"adam, or sgd (momentum 0.9, Nesterov) (default {d['optimizer']})",
+    )
+    train.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        help=f"seed of weights, order, augmentation, dropout (default {d['seed']})",
+    )
+    train.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="directory of the MNIST IDX files or of the mnist.npz cache (default: "
+        "$CNN_IM2COL_DATA or the per-user cache; fetched on first use)",
+    )
+    train.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="use only the first N training images"
+    )
+    train.add_argument(
+        "--val-split",
+        type=_non_negative_int,
+        metavar="N",
+        help="hold out the last N training images for validation; 0 for none "
+        "(default min(5000, N/10))",
+    )
+    train.add_argument(
+        "--shift",
+        type=_non_negative_int,
+        metavar="PX",
+        help=f"augmentation: move each image by up to PX pixels each way; 0 for none "
+        f"(default {d['shift']})",
+    )
     train.add_argument("--out", metavar="DIR", help=f"output directory (default {d['out']})")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
-    train.add_argument("--resume", metavar="DIR",
-                       help=f"continue the run whose {CHECKPOINT} is in DIR, with its settings")
-    if _set_num_threads() is not None:
-        train.add_argument("--threads", type=_positive_int, metavar="N",
-                           help="threads of the engine's pool (default: every core; under MPI, the cores of "
-                                "the node / the ranks on it)")
+    train.add_argument(
+        "--resume",
+        metavar="DIR",
+        help=f"continue the run whose {CHECKPOINT} is in DIR, with its settings",
+    )
+    train.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="threads of the engine's pool (default: every core; under MPI, the cores of "
+        "the node / the ranks on it)",
+    )
 
-    evaluate = sub.add_parser("evaluate", help="test accuracy, loss and confusion matrix of a saved model",
-                              description="Evaluate a saved model on the 10,000 MNIST test images.")
-    evaluate.add_argument("model", metavar="MODEL",
-                          help="a model written by train (model.npz or checkpoint.npz), or an ONNX file (.onnx)")
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="test accuracy, loss and confusion matrix of a saved model",
+        description="Evaluate a saved model on the 10,000 MNIST test images.",
+    )
+    evaluate.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a model written by train (model.npz or checkpoint.npz), or an ONNX file (.onnx)",
+    )
     evaluate.add_argument("--data-dir", metavar="DIR", help="as for train")
-    evaluate.add_argument("--batch-size", type=_positive_int, default=256, help="images per forward pass (default 256)")
+    evaluate.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=256,
+        help="images per forward pass (default 256)",
+    )
 
-    bench = sub.add_parser("bench", help="time the forward and backward pass of every layer",
-                           description="Time each layer of the default network (or MODEL.npz) on random "
-                                       "(N, 1, 28, 28) batches.")
-    bench.add_argument("model", metavar="MODEL.npz", nargs="?", help="a saved model (default: the default network)")
-    bench.add_argument("--batch-size", type=_positive_int, default=DEFAULTS["batch_size"],
-                       help=f"images per batch (default {DEFAULTS['batch_size']})")
-    bench.add_argument("--batches", type=_positive_int, default=20, help="timed batches (default 20)")
+    bench = sub.add_parser(
+        "bench",
+        help="time the forward and backward pass of every layer",
+        description="Time each layer of the default network (or MODEL.npz) on random "
+        "(N, 1, 28, 28) batches.",
+    )
+    bench.add_argument(
+        "model", metavar="MODEL.npz", nargs="?", help="a saved model (default: the default network)"
+    )
+    bench.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=DEFAULTS["batch_size"],
+        help=f"images per batch (default {DEFAULTS['batch_size']})",
+    )
+    bench.add_argument(
+        "--batches", type=_positive_int, default=20, help="timed batches (default 20)"
+    )
 
-    export = sub.add_parser("export", help="write a saved model as an ONNX file",
-                            description="Write MODEL.npz as ONNX (opset 17, dynamic batch axis) and, if "
-                                        "onnxruntime is installed, check it against the engine on random inputs.")
-    export.add_argument("model", metavar="MODEL.npz", help="a model written by train (model.npz or checkpoint.npz)")
+    export = sub.add_parser(
+        "export",
+        help="write a saved model as an ONNX file",
+        description="Write MODEL.npz as ONNX (opset 17, dynamic batch axis) and, if "
+        "onnxruntime is installed, check it against the engine on random inputs.",
+    )
+    export.add_argument(
+        "model", metavar="MODEL.npz", help="a model written by train (model.npz or checkpoint.npz)"
+    )
     export.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write")
-    export.add_argument("--input-shape", type=_positive_int, nargs="+", metavar="D",
-                        help="the shape of one input sample, e.g. 1 28 28 (default: taken from the model "
-                             "where it says: a first Conv2D's input_size, a first Dense's in_features)")
+    export.add_argument(
+        "--input-shape",
+        type=_positive_int,
+        nargs="+",
+        metavar="D",
+        help="the shape of one input sample, e.g. 1 28 28 (default: taken from the model "
+        "where it says: a first Conv2D's input_size, a first Dense's in_features)",
+    )
     return parser
 
 
@@ -213,8 +297,12 @@ class _StopRequest:
         if not self.verbose:
             return
         name = signal.Signals(signum).name
-        print(f"\n{PROG}: {name} received: finishing the current batch, then writing a checkpoint "
-              f"(Ctrl-C again to abort without it)", file=sys.stderr, flush=True)
+        print(
+            f"\n{PROG}: {name} received: finishing the current batch, then writing a checkpoint "
+            f"(Ctrl-C again to abort without it)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -234,7 +322,8 @@ def extra_callbacks() -> list:
 
 
 def _resolve_settings(args: argparse.Namespace) -> tuple[dict, Any]:
-    """The run's settings: flags over defaults, or (with --resume) the checkpoint's, plus the checkpoint."""
+    """The run's settings: flags over defaults, or (with --resume) the checkpoint's, plus the
+    checkpoint."""
     given = {key: getattr(args, key) for key in RUN_FLAGS if getattr(args, key) is not None}
     if args.resume is None:
         settings = {key: DEFAULTS[key] for key in RUN_FLAGS}
@@ -246,19 +335,32 @@ def _resolve_settings(args: argparse.Namespace) -> tuple[dict, Any]:
         return settings, None
     path = Path(args.resume) / CHECKPOINT
     if not path.is_file():
-        raise CLIError(f"--resume {args.resume}: there is no {CHECKPOINT} in it (is it a train --out directory?)")
+        raise CLIError(
+            f"--resume {args.resume}: there is no {CHECKPOINT} in it "
+            f"(is it a train --out directory?)"
+        )
     ckpt = Sequential.load_checkpoint(path)
     saved = ckpt.extra.get("settings")
     if isinstance(saved, dict):
-        saved = {"model": DEFAULTS["model"], **saved}  # runs from before --model trained the default
+        saved = {
+            "model": DEFAULTS["model"],
+            **saved,
+        }  # runs from before --model trained the default
     if not isinstance(saved, dict) or any(key not in saved for key in RUN_FLAGS):
-        raise CLIError(f"{path}: no training settings stored in it; was it written by '{PROG} train'?")
-    different = [f"--{key.replace('_', '-')} {value} (the run used {saved[key]})"
-                 for key, value in given.items() if value != saved[key]]
+        raise CLIError(
+            f"{path}: no training settings stored in it; was it written by '{PROG} train'?"
+        )
+    different = [
+        f"--{key.replace('_', '-')} {value} (the run used {saved[key]})"
+        for key, value in given.items()
+        if value != saved[key]
+    ]
     if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
         different.append(f"--out {args.out} (resuming writes to {args.resume})")
     if different:
-        raise CLIError("--resume continues a run with its own settings; drop or fix: " + "; ".join(different))
+        raise CLIError(
+            "--resume continues a run with its own settings; drop or fix: " + "; ".join(different)
+        )
     settings = {key: saved[key] for key in RUN_FLAGS}
     settings["out"] = str(args.resume)
     if args.data_dir is None:  # the data the run used, unless told otherwise
@@ -276,8 +378,6 @@ def _unfinished(path: Path) -> bool:
 
 
 def _load_data(data_dir: str | None, progress: bool) -> tuple:
-    from .datasets import load_mnist
-
     return load_mnist(data_dir, progress=progress)
 
 
@@ -303,60 +403,18 @@ def _load_data_once(data_dir: str | None, progress: bool, comm: Any) -> tuple:
 
 def _split(x: np.ndarray, y: np.ndarray, settings: dict) -> tuple:
     if settings["limit"] is not None:
-        x, y = x[:settings["limit"]], y[:settings["limit"]]
+        x, y = x[: settings["limit"]], y[: settings["limit"]]
     n = x.shape[0]
     val = settings["val_split"]
     if val is None:
         val = min(5000, n // 10)
     if val >= n:
-        raise CLIError(f"--val-split {val} must be smaller than the number of training images ({n})")
+        raise CLIError(
+            f"--val-split {val} must be smaller than the number of training images ({n})"
+        )
     if val == 0:
         return (x, y), None, 0
-    return (x[:n - val], y[:n - val]), (x[n - val:], y[n - val:]), val
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
-
-
-def write_json(path: Path, obj: Any) -> None:
-    with atomic_write(path, "w") as handle:
-        json.dump(obj, handle, indent=2, default=_json_default)
-        handle.write("\n")
-
-
-def plot_curves(path: Path, history: dict, title: str = "") -> None:
-    """Loss and accuracy per epoch, training and validation, as a PNG (Agg; no global backend change)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    epochs = history.get("epoch", [])
-    fig = Figure(figsize=(10, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    for k, (metric, label) in enumerate((("loss", "loss"), ("accuracy", "accuracy"))):
-        ax = fig.add_subplot(1, 2, k + 1)
-        ax.plot(epochs, history.get(metric, []), "o-", label=f"training {label}")
-        val = [(e, v) for e, v in zip(epochs, history.get(f"val_{metric}", [])) if v is not None]
-        if val:
-            ax.plot([e for e, _ in val], [v for _, v in val], "s-", label=f"validation {label}")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.set_title(label)
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-        if epochs:
-            ax.set_xticks(list(epochs))
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png")
+    return (x[: n - val], y[: n - val]), (x[n - val :], y[n - val :]), val
 
 
 def _make_optimizer(settings: dict, model: Sequential, steps: int) -> tuple[Any, Any]:
@@ -383,9 +441,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (CLIError, ValueError, TypeError, OSError, FloatingPointError) as exc:
         if comm is None:
             raise
-        # a rank that fails alone would leave the others waiting in a collective: report, then abort all
-        print(f"{PROG}: error (rank {comm.Get_rank()} of {comm.Get_size()}): {' '.join(str(exc).split())}",
-              file=sys.stderr, flush=True)
+        # a rank that fails alone would leave the others waiting in a collective: report, then
+        # abort all
+        print(
+            f"{PROG}: error (rank {comm.Get_rank()} of {comm.Get_size()}): "
+            f"{' '.join(str(exc).split())}",
+            file=sys.stderr,
+            flush=True,
+        )
         comm.Abort(2)
         raise  # pragma: no cover - Abort does not return
 
@@ -399,31 +462,43 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
             print(*parts, **{"flush": True, **kwargs})
 
     progress = not args.no_progress and rank == 0
-    threads_wanted = getattr(args, "threads", None)
-    if threads_wanted is None and comm is not None and _set_num_threads() is not None:
+    threads_wanted = args.threads
+    if threads_wanted is None and comm is not None:
         threads_wanted = _dist.threads_per_rank(comm)  # MPICH does not pin: share the node's cores
     if threads_wanted is not None:
-        threads = _set_num_threads()(threads_wanted)
-        if isinstance(threads, dict):
-            say("threads" + (" per rank" if comm is not None else "") + ": "
-                + ", ".join(f"{k} {v}" for k, v in threads.items()))
+        threads = set_num_threads(threads_wanted)
+        say(
+            "threads"
+            + (" per rank" if comm is not None else "")
+            + ": "
+            + ", ".join(f"{k} {v}" for k, v in threads.items())
+        )
     if comm is not None:
-        say(f"MPI: {world_size} ranks, data-parallel (each rank computes its share of every global batch)")
+        say(
+            f"MPI: {world_size} ranks, data-parallel "
+            f"(each rank computes its share of every global batch)"
+        )
     settings, ckpt = _resolve_settings(args)
-    model = build_model(settings["model"], settings["seed"]) if ckpt is None else None  # a bad --model fails now
+    model = (
+        build_model(settings["model"], settings["seed"]) if ckpt is None else None
+    )  # a bad --model fails now
     out = Path(settings["out"])
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out} exists and is not a directory")
     if ckpt is None and (out / CHECKPOINT).is_file() and _unfinished(out / CHECKPOINT):
-        raise CLIError(f"{out} holds an interrupted run ({CHECKPOINT}); continue it with --resume {out}, "
-                       f"or choose another --out (or delete {out / CHECKPOINT} to start afresh)")
+        raise CLIError(
+            f"{out} holds an interrupted run ({CHECKPOINT}); continue it with --resume {out}, "
+            f"or choose another --out (or delete {out / CHECKPOINT} to start afresh)"
+        )
 
     t_data = time.perf_counter()
     (x_train, y_train), (x_test, y_test) = _load_data_once(args.data_dir, progress, comm)
     (x_fit, y_fit), validation, n_val = _split(x_train, y_train, settings)
     data_seconds = time.perf_counter() - t_data
-    say(f"data: {x_fit.shape[0]} training, {n_val} validation, {x_test.shape[0]} test images "
-        f"{tuple(x_fit.shape[1:])} ({data_seconds:.1f} s)")
+    say(
+        f"data: {x_fit.shape[0]} training, {n_val} validation, {x_test.shape[0]} test images "
+        f"{tuple(x_fit.shape[1:])} ({data_seconds:.1f} s)"
+    )
 
     batches = -(-x_fit.shape[0] // settings["batch_size"])
     if ckpt is None:
@@ -431,28 +506,55 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
         state = None
     else:
         model, optimizer, scheduler, state = ckpt.model, ckpt.optimizer, ckpt.scheduler, ckpt.state
-        say(f"resuming {out / CHECKPOINT}: epoch {state.get('epoch', 0) + 1}, batch {state.get('batch', 0) + 1}")
+        say(
+            f"resuming {out / CHECKPOINT}: epoch {state.get('epoch', 0) + 1}, "
+            f"batch {state.get('batch', 0) + 1}"
+        )
     say(model.summary(x_fit.shape[1:]))
-    opt_text = ("Adam" if settings["optimizer"] == "adam" else "SGD(momentum 0.9, Nesterov, weight decay 5e-4)")
+    opt_text = (
+        "Adam"
+        if settings["optimizer"] == "adam"
+        else "SGD(momentum 0.9, Nesterov, weight decay 5e-4)"
+    )
     plural = "s" if settings["epochs"] != 1 else ""
-    say(f"training: {settings['epochs']} epoch{plural} x {batches} batches of {settings['batch_size']}, {opt_text}, "
+    say(
+        f"training: {settings['epochs']} epoch{plural} x {batches} batches of "
+        f"{settings['batch_size']}, {opt_text}, "
         f"lr {settings['lr']:g} with per-batch cosine decay, shifts up to {settings['shift']} px, "
-        f"seed {settings['seed']}" + (f", {world_size} MPI ranks" if comm is not None else ""))
+        f"seed {settings['seed']}" + (f", {world_size} MPI ranks" if comm is not None else "")
+    )
 
     stop = _StopRequest(verbose=rank == 0)
     stop.install()
     checkpoint = out / CHECKPOINT
     try:
-        if stop.signum is not None and comm is None:  # a signal during data loading: nothing to save yet
-            # (under MPI fit stops every rank after the first batch instead: one rank alone must not leave)
+        if (
+            stop.signum is not None and comm is None
+        ):  # a signal during data loading: nothing to save yet
+            # (under MPI fit stops every rank after the first batch instead: one rank alone must
+            # not leave)
             return 128 + int(stop.signum)
         history = model.fit(
-            x_fit, y_fit, epochs=settings["epochs"], batch_size=settings["batch_size"], optimizer=optimizer,
-            loss=SoftmaxCrossEntropy(), validation_data=validation, seed=settings["seed"], progress=progress,
-            scheduler=scheduler, scheduler_interval="batch",
+            x_fit,
+            y_fit,
+            epochs=settings["epochs"],
+            batch_size=settings["batch_size"],
+            optimizer=optimizer,
+            loss=SoftmaxCrossEntropy(),
+            validation_data=validation,
+            seed=settings["seed"],
+            progress=progress,
+            scheduler=scheduler,
+            scheduler_interval="batch",
             augment=RandomShift(settings["shift"]) if settings["shift"] else None,
-            callbacks=extra_callbacks(), checkpoint=checkpoint, checkpoint_extra={"settings": settings, "data_dir": args.data_dir},
-            resume=state, should_stop=stop, comm=comm, log=say if rank == 0 else None)
+            callbacks=extra_callbacks(),
+            checkpoint=checkpoint,
+            checkpoint_extra={"settings": settings, "data_dir": args.data_dir},
+            resume=state,
+            should_stop=stop,
+            comm=comm,
+            log=say if rank == 0 else None,
+        )
     except TrainingInterrupted as exc:
         signum = int(stop.signum) if stop.signum is not None else 0
         if comm is not None:  # exit with the signal any rank received
@@ -460,10 +562,14 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
 
             signum = comm.allreduce(signum, op=MPI.MAX)
         signum = signum or int(signal.SIGINT)
-        say(f"{PROG}: interrupted at epoch {exc.epoch}, batch {exc.batch}/{exc.batches}; checkpoint saved "
-            f"to {checkpoint}.\nResume with: {PROG} train --resume {out}", file=sys.stderr)
+        say(
+            f"{PROG}: interrupted at epoch {exc.epoch}, batch {exc.batch}/{exc.batches}; "
+            f"checkpoint saved to {checkpoint}.\nResume with: {PROG} train --resume {out}",
+            file=sys.stderr,
+        )
         if comm is not None:
-            comm.Barrier()  # python -m mpi4py aborts the job at the first non-zero exit: rank 0 has spoken
+            # python -m mpi4py aborts the job at the first non-zero exit: rank 0 has spoken
+            comm.Barrier()
         return 128 + signum
     except TrainingDiverged as exc:
         last = ""
@@ -505,12 +611,19 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
         "version": __version__,
     }
     write_json(out / "metrics.json", metrics)
-    plot_curves(out / "curves.png", history,
-                title=f"MNIST: test accuracy {100 * test['accuracy']:.2f}% after {len(history['epoch'])} epochs")
+    plot_curves(
+        out / "curves.png",
+        history,
+        title=f"MNIST: test accuracy {100 * test['accuracy']:.2f}% after "
+        f"{len(history['epoch'])} epochs",
+    )
     correct = round(test["accuracy"] * x_test.shape[0])
-    print(f"test accuracy {100 * test['accuracy']:.2f}% ({correct}/{x_test.shape[0]}), test loss "
-          f"{test['loss']:.4f}; total time {total_seconds:.1f} s (training {train_seconds:.1f} s); "
-          f"wrote {out / 'model.npz'}, metrics.json, curves.png", flush=True)
+    print(
+        f"test accuracy {100 * test['accuracy']:.2f}% ({correct}/{x_test.shape[0]}), test loss "
+        f"{test['loss']:.4f}; total time {total_seconds:.1f} s (training {train_seconds:.1f} s); "
+        f"wrote {out / 'model.npz'}, metrics.json, curves.png",
+        flush=True,
+    )
     return 0
 
 
@@ -519,39 +632,18 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np.ndarray:
-    """``m[t, p]``: how many images of true class ``t`` were predicted as ``p``."""
-    m = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(m, (y_true, y_pred), 1)
-    return m
-
-
-def format_confusion(m: np.ndarray) -> str:
-    width = max(5, len(str(int(m.max()))) + 1)
-    k = m.shape[0]
-    lines = ["rows: true class, columns: predicted class",
-             "true\\pred" + "".join(f"{p:>{width}}" for p in range(k)) + f"{'recall':>9}"]
-    for t in range(k):
-        total = int(m[t].sum())
-        recall = f"{100 * m[t, t] / total:8.2f}%" if total else f"{'-':>9}"
-        lines.append(f"{t:>9}" + "".join(f"{int(v):>{width}}" for v in m[t]) + recall)
-    return "\n".join(lines)
-
-
 def _onnx_module() -> Any:
+    """:mod:`cnn_im2col.onnx`, once the onnx package it needs is found; a CLIError if it is not."""
     try:
-        from . import onnx
-    except ImportError as exc:
-        raise CLIError(str(exc)) from None
-    try:
-        onnx._onnx()
+        onnx.onnx_package()
     except ImportError as exc:
         raise CLIError(str(exc)) from None
     return onnx
 
 
 def load_model(path: str) -> Sequential:
-    """A ``.onnx`` file through ``cnn_im2col.onnx.load``, anything else through ``Sequential.load``."""
+    """A ``.onnx`` file through ``cnn_im2col.onnx.load``, anything else through
+    ``Sequential.load``."""
     if path.lower().endswith(".onnx"):
         return _onnx_module().load(path)
     return Sequential.load(path)
@@ -561,12 +653,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     (_, _), (x_test, y_test) = _load_data(args.data_dir, True)
     metrics = model.evaluate(x_test, y_test, batch_size=args.batch_size)
-    probabilities = model.predict(x_test, batch_size=args.batch_size)
-    pred = probabilities.argmax(axis=1)
-    m = confusion_matrix(y_test, pred, probabilities.shape[1])
+    outputs = model.predict(x_test, batch_size=args.batch_size)  # class scores (N, K)
+    pred = outputs.argmax(axis=1)
+    m = confusion_matrix(y_test, pred, outputs.shape[1])
     correct = int(np.trace(m))
     print(f"{args.model}: {x_test.shape[0]} test images")
-    print(f"test loss {metrics['loss']:.4f}, accuracy {100 * metrics['accuracy']:.2f}% ({correct}/{x_test.shape[0]})")
+    print(
+        f"test loss {metrics['loss']:.4f}, accuracy {100 * metrics['accuracy']:.2f}% "
+        f"({correct}/{x_test.shape[0]})"
+    )
     print(format_confusion(m))
     return 0
 
@@ -574,39 +669,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 # bench
 # --------------------------------------------------------------------------------------------
-
-
-def profile_layers(model: Sequential, x: np.ndarray, y: np.ndarray, batches: int) -> dict:
-    """Mean seconds per batch of every layer's forward and backward, the loss, the optimizer step,
-    and the whole step (after one untimed warm-up step)."""
-    loss = SoftmaxCrossEntropy()
-    optimizer = Adam(1e-4)
-    n_layers = len(model.layers)
-    times = np.zeros((n_layers, 2))
-    other = {"loss": 0.0, "step": 0.0, "total": 0.0}
-    for run in range(batches + 1):
-        if run == 1:
-            times[:] = 0
-            other = dict.fromkeys(other, 0.0)
-        t0 = time.perf_counter()
-        a = x
-        for i, layer in enumerate(model.layers):
-            t = time.perf_counter()
-            a = layer.forward(a, training=True)
-            times[i, 0] += time.perf_counter() - t
-        t = time.perf_counter()
-        loss.forward(a, y)
-        d = loss.backward()
-        other["loss"] += time.perf_counter() - t
-        for i in range(n_layers - 1, -1, -1):
-            t = time.perf_counter()
-            d = model.layers[i].backward(d)
-            times[i, 1] += time.perf_counter() - t
-        t = time.perf_counter()
-        optimizer.step(model.params, model.grads)
-        other["step"] += time.perf_counter() - t
-        other["total"] += time.perf_counter() - t0
-    return {"layers": times / batches, **{k: v / batches for k, v in other.items()}}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -618,16 +680,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     y = rng.integers(0, out[0], args.batch_size)
     t = time.perf_counter()
     result = profile_layers(model, x, y, args.batches)
-    print(f"batch of {args.batch_size} images {shape}, mean of {args.batches} batches after a warm-up "
-          f"({time.perf_counter() - t:.1f} s in all)")
-    width = max(len(repr(layer)) for layer in model.layers)
-    print(f"{'#':>2}  {'layer':<{width}}  {'forward ms':>10}  {'backward ms':>11}")
-    for i, (layer, (fwd, bwd)) in enumerate(zip(model.layers, result["layers"])):
-        print(f"{i:>2}  {layer!r:<{width}}  {1e3 * fwd:>10.2f}  {1e3 * bwd:>11.2f}")
-    fwd, bwd = result["layers"].sum(axis=0)
-    print(f"{'':>2}  {'all layers':<{width}}  {1e3 * fwd:>10.2f}  {1e3 * bwd:>11.2f}")
-    print(f"loss {1e3 * result['loss']:.2f} ms, optimizer step {1e3 * result['step']:.2f} ms, whole step "
-          f"{1e3 * result['total']:.2f} ms: {args.batch_size / result['total']:.0f} images/s")
+    print(
+        f"batch of {args.batch_size} images {shape}, mean of {args.batches} batches after a "
+        f"warm-up ({time.perf_counter() - t:.1f} s in all)"
+    )
+    print(format_profile(model, result, args.batch_size))
     return 0
 
 
@@ -640,8 +697,6 @@ def model_input_shape(model: Sequential) -> tuple[int, ...] | None:
     """The per-sample input shape the model states, or None: the first layer with parameters decides
     (a Conv2D with ``input_size`` -> (C, H, W), a Dense -> (in_features,)); layers before it must
     keep the shape (activations, Dropout)."""
-    from .layers import Conv2D, Dense, Dropout, ReLU, Sigmoid, Tanh
-
     for layer in model.layers:
         if isinstance(layer, Conv2D):
             return None if layer.input_size is None else (layer.in_channels, *layer.input_size)
@@ -652,8 +707,11 @@ def model_input_shape(model: Sequential) -> tuple[int, ...] | None:
     return None
 
 
-def onnxruntime_difference(path: str, model: Sequential, input_shape: tuple[int, ...], n: int = 8) -> float | None:
-    """Largest |onnxruntime - engine| over ``n`` random inputs in [0, 1), or None without onnxruntime."""
+def onnxruntime_difference(
+    path: str, model: Sequential, input_shape: tuple[int, ...], n: int = 8
+) -> float | None:
+    """Largest |onnxruntime - engine| over ``n`` random inputs in [0, 1), or None without
+    onnxruntime."""
     try:
         import onnxruntime
     except ImportError:
@@ -670,12 +728,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     model = Sequential.load(args.model)
     shape = tuple(args.input_shape) if args.input_shape else model_input_shape(model)
     if shape is None:
-        raise CLIError(f"{args.model}: the model does not say the shape of its input; give it with "
-                       f"--input-shape (e.g. --input-shape 1 28 28 for a model of '{PROG} train')")
+        raise CLIError(
+            f"{args.model}: the model does not say the shape of its input; give it with "
+            f"--input-shape (e.g. --input-shape 1 28 28 for a model of '{PROG} train')"
+        )
     onnx.export(model, args.out, shape)
     out_shape = model.output_shape(shape)
-    print(f"wrote {args.out}: ONNX opset {onnx.OPSET}, input (N, {', '.join(map(str, shape))}), "
-          f"output (N, {', '.join(map(str, out_shape))})")
+    print(
+        f"wrote {args.out}: ONNX opset {onnx.OPSET}, input (N, {', '.join(map(str, shape))}), "
+        f"output (N, {', '.join(map(str, out_shape))})"
+    )
     try:
         difference = onnxruntime_difference(args.out, model, shape)
     except Exception as exc:  # noqa: BLE001 - the file is written; a runtime that cannot run it is news, not a crash
@@ -697,7 +759,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``cnn-im2col``; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "bench": cmd_bench, "export": cmd_export}
+    commands = {
+        "train": cmd_train,
+        "evaluate": cmd_evaluate,
+        "bench": cmd_bench,
+        "export": cmd_export,
+    }
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:
@@ -705,13 +772,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. `cnn-im2col evaluate m.npz | head`: not an error worth a message
         try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            os.dup2(
+                os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()
+            )  # no second error at exit
         except (OSError, ValueError):
             pass
         return 141
     except (CLIError, ValueError, TypeError, OSError, FloatingPointError) as exc:
         message = " ".join(str(exc).split()) if not isinstance(exc, CLIError) else str(exc)
-        if isinstance(exc, FileNotFoundError) and exc.filename and not str(exc).startswith(str(exc.filename)):
+        if (
+            isinstance(exc, FileNotFoundError)
+            and exc.filename
+            and not str(exc).startswith(str(exc.filename))
+        ):
             message = f"{exc.strerror}: {exc.filename}" if exc.strerror else message
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2

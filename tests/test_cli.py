@@ -30,8 +30,23 @@ def idx_dir(tmp_path_factory):
 
 
 def train_args(idx_dir, out, *extra):
-    return ["train", "--data-dir", str(idx_dir), "--limit", "200", "--val-split", "40", "--epochs", "1",
-            "--batch-size", "32", "--no-progress", "--out", str(out), *extra]
+    return [
+        "train",
+        "--data-dir",
+        str(idx_dir),
+        "--limit",
+        "200",
+        "--val-split",
+        "40",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--no-progress",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def same_params(a, b):
@@ -48,10 +63,23 @@ def test_train_writes_model_metrics_and_curves(idx_dir, tmp_path, capsys):
     assert "epoch 1/1: loss" in captured.out and "val_accuracy" in captured.out
     final = captured.out.strip().splitlines()[-1]
     assert final.startswith("test accuracy ") and "total time" in final
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "curves.png", "metrics.json", "model.npz"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.npz",
+        "curves.png",
+        "metrics.json",
+        "model.npz",
+    ]
 
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("test_accuracy", "test_loss", "total_seconds", "samples_per_s", "history", "settings", "arguments"):
+    for key in (
+        "test_accuracy",
+        "test_loss",
+        "total_seconds",
+        "samples_per_s",
+        "history",
+        "settings",
+        "arguments",
+    ):
         assert key in metrics, key
     assert 0 <= metrics["test_accuracy"] <= 1 and metrics["epochs"] == 1
     assert metrics["history"]["epoch"] == [1] and len(metrics["history"]["val_accuracy"]) == 1
@@ -77,7 +105,7 @@ def test_evaluate_prints_loss_accuracy_and_confusion_matrix(idx_dir, tmp_path, c
     assert "60 test images" in text and "test loss" in text and "accuracy" in text
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("true\\pred"))
-    rows = lines[start + 1:start + 11]
+    rows = lines[start + 1 : start + 11]
     assert [int(r.split()[0]) for r in rows] == list(range(10))
     counts = np.array([[int(v) for v in r.split()[1:11]] for r in rows])
     assert counts.sum() == 60
@@ -85,7 +113,9 @@ def test_evaluate_prints_loss_accuracy_and_confusion_matrix(idx_dir, tmp_path, c
     assert np.trace(counts) == round(60 * metrics["test_accuracy"])
 
 
-def test_sigint_checkpoints_and_resume_matches_an_uninterrupted_run(idx_dir, tmp_path, monkeypatch, capsys):
+def test_sigint_checkpoints_and_resume_matches_an_uninterrupted_run(
+    idx_dir, tmp_path, monkeypatch, capsys
+):
     reference = tmp_path / "reference"
     assert cli.main(train_args(idx_dir, reference, "--epochs", "2")) == 0
 
@@ -113,7 +143,21 @@ def test_sigint_checkpoints_and_resume_matches_an_uninterrupted_run(idx_dir, tmp
     # starting afresh in the same directory is refused; resuming with other settings too
     assert cli.main(train_args(idx_dir, out, "--epochs", "2")) == 2
     assert "--resume" in capsys.readouterr().err
-    assert cli.main(["train", "--resume", str(out), "--lr", "0.5", "--no-progress", "--data-dir", str(idx_dir)]) == 2
+    assert (
+        cli.main(
+            [
+                "train",
+                "--resume",
+                str(out),
+                "--lr",
+                "0.5",
+                "--no-progress",
+                "--data-dir",
+                str(idx_dir),
+            ]
+        )
+        == 2
+    )
     assert "--lr 0.5 (the run used " in capsys.readouterr().err
 
     assert cli.main(["train", "--resume", str(out), "--no-progress"]) == 0  # the run's --data-dir
@@ -142,7 +186,9 @@ def test_sigterm_exits_143_and_resume_at_epoch_end(idx_dir, tmp_path, monkeypatc
     assert cli.main(train_args(idx_dir, out, "--epochs", "2", "--optimizer", "sgd")) == 143
     monkeypatch.undo()
     assert "SIGTERM received" in capsys.readouterr().err
-    assert cli.main(["train", "--resume", str(out), "--no-progress", "--data-dir", str(idx_dir)]) == 0
+    assert (
+        cli.main(["train", "--resume", str(out), "--no-progress", "--data-dir", str(idx_dir)]) == 0
+    )
     assert same_params(out / "model.npz", reference / "model.npz")
 
 
@@ -177,8 +223,14 @@ def test_divergence_is_one_line_exit_2_and_keeps_the_checkpoint(idx_dir, tmp_pat
 
 
 def test_bad_flags_are_argparse_errors(capsys):
-    for argv in (["train", "--epochs", "0"], ["train", "--lr", "-1"], ["train", "--optimizer", "rmsprop"],
-                 ["train", "--batch-size", "x"], ["frobnicate"], []):
+    for argv in (
+        ["train", "--epochs", "0"],
+        ["train", "--lr", "-1"],
+        ["train", "--optimizer", "rmsprop"],
+        ["train", "--batch-size", "x"],
+        ["frobnicate"],
+        [],
+    ):
         with pytest.raises(SystemExit) as info:
             cli.main(argv)
         assert info.value.code == 2
@@ -188,13 +240,18 @@ def test_bad_flags_are_argparse_errors(capsys):
 def test_package_errors_are_one_line_without_traceback(idx_dir, tmp_path, capsys):
     assert cli.main(["evaluate", str(tmp_path / "absent.npz")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("cnn-im2col: error: ") and "absent.npz" in err and len(err.splitlines()) == 1
+    assert (
+        err.startswith("cnn-im2col: error: ") and "absent.npz" in err and len(err.splitlines()) == 1
+    )
     junk = tmp_path / "junk.npz"
     junk.write_text("nope")
     assert cli.main(["evaluate", str(junk), "--data-dir", str(idx_dir)]) == 2
     assert "not a cnn-im2col model file" in capsys.readouterr().err
     assert cli.main(train_args(idx_dir, tmp_path / "r", "--val-split", "500")) == 2
-    assert "--val-split 500 must be smaller than the number of training images (200)" in capsys.readouterr().err
+    assert (
+        "--val-split 500 must be smaller than the number of training images (200)"
+        in capsys.readouterr().err
+    )
     (tmp_path / "a-file").write_text("")
     assert cli.main(train_args(tmp_path / "a-file", tmp_path / "r")) == 2
     assert "must be a directory" in capsys.readouterr().err
@@ -224,14 +281,36 @@ def test_real_mnist_one_epoch_on_5000_images(tmp_path, capsys):
         pytest.skip(f"MNIST not cached and no source reachable: {exc}")
     out = tmp_path / "mnist"
     start = time.perf_counter()
-    code = cli.main(["train", "--limit", "5000", "--val-split", "0", "--epochs", "1", "--batch-size", "32",
-                     "--optimizer", "sgd", "--lr", "0.05", "--shift", "0", "--no-progress", "--out", str(out)])
+    code = cli.main(
+        [
+            "train",
+            "--limit",
+            "5000",
+            "--val-split",
+            "0",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "0.05",
+            "--shift",
+            "0",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0, text
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_images"] == 10000
-    print(f"1 epoch on 5000 MNIST images: test accuracy {metrics['test_accuracy']:.4f} "
-          f"in {time.perf_counter() - start:.1f} s")
+    print(
+        f"1 epoch on 5000 MNIST images: test accuracy {metrics['test_accuracy']:.4f} "
+        f"in {time.perf_counter() - start:.1f} s"
+    )
     assert metrics["test_accuracy"] >= 0.95, text
 
 
@@ -244,9 +323,16 @@ def test_export_a_trained_model_to_onnx_and_evaluate_it(idx_dir, tmp_path, capsy
     onnx_path = tmp_path / "model.onnx"
     # the default network does not record its input size: it must be given
     assert cli.main(["export", str(out / "model.npz"), str(onnx_path)]) == 2
-    assert "does not say the shape of its input; give it with --input-shape" in capsys.readouterr().err
+    assert (
+        "does not say the shape of its input; give it with --input-shape" in capsys.readouterr().err
+    )
     assert not onnx_path.exists()
-    assert cli.main(["export", str(out / "model.npz"), str(onnx_path), "--input-shape", "1", "28", "28"]) == 0
+    assert (
+        cli.main(
+            ["export", str(out / "model.npz"), str(onnx_path), "--input-shape", "1", "28", "28"]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "input (N, 1, 28, 28), output (N, 10)" in text and "onnxruntime vs the engine" in text
     # the same predictions in onnxruntime as in the engine, on the test images
@@ -290,7 +376,12 @@ def test_export_takes_the_shape_from_the_model_and_reports_errors(tmp_path, caps
 
 def test_train_model_by_name_records_it_and_evaluate_reads_it(idx_dir, tmp_path, capsys):
     out = tmp_path / "vgg"
-    assert cli.main(train_args(idx_dir, out, "--model", "vgg-bn", "--limit", "64", "--val-split", "16")) == 0
+    assert (
+        cli.main(
+            train_args(idx_dir, out, "--model", "vgg-bn", "--limit", "64", "--val-split", "16")
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "BatchNorm2D(32)" in text and "training: 1 epoch" in text
     metrics = json.loads((out / "metrics.json").read_text())
@@ -298,16 +389,24 @@ def test_train_model_by_name_records_it_and_evaluate_reads_it(idx_dir, tmp_path,
     for name in ("model.npz", "checkpoint.npz"):
         assert cli.main(["evaluate", str(out / name), "--data-dir", str(idx_dir)]) == 0
         evaluated = capsys.readouterr().out
-        assert f"accuracy {100 * metrics['test_accuracy']:.2f}%" in evaluated  # running statistics restored
+        assert (
+            f"accuracy {100 * metrics['test_accuracy']:.2f}%" in evaluated
+        )  # running statistics restored
 
 
 def test_vgg_bn_trains_with_its_own_default_epochs(monkeypatch):
     args = cli.build_parser().parse_args(["train", "--model", "vgg-bn"])
     settings, _ = cli._resolve_settings(args)
-    assert settings["epochs"] == cli.TRAIN_DEFAULTS["vgg-bn"]["epochs"] and settings["model"] == "vgg-bn"
+    assert (
+        settings["epochs"] == cli.TRAIN_DEFAULTS["vgg-bn"]["epochs"]
+        and settings["model"] == "vgg-bn"
+    )
     args = cli.build_parser().parse_args(["train", "--model", "vgg-bn", "--epochs", "2"])
     assert cli._resolve_settings(args)[0]["epochs"] == 2  # a flag beats the architecture's default
-    assert cli._resolve_settings(cli.build_parser().parse_args(["train"]))[0]["epochs"] == cli.DEFAULTS["epochs"]
+    assert (
+        cli._resolve_settings(cli.build_parser().parse_args(["train"]))[0]["epochs"]
+        == cli.DEFAULTS["epochs"]
+    )
 
 
 def test_train_model_from_json_and_bad_model(idx_dir, tmp_path, capsys):
@@ -321,7 +420,10 @@ def test_train_model_from_json_and_bad_model(idx_dir, tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["settings"]["model"] == str(path)
     assert cli.main(train_args(idx_dir, tmp_path / "bad", "--model", "resnet")) == 2
     err = capsys.readouterr().err
-    assert err.startswith("cnn-im2col: error: model must be one of ['default', 'lenet', 'vgg-bn']") and "'resnet'" in err
+    assert (
+        err.startswith("cnn-im2col: error: model must be one of ['default', 'lenet', 'vgg-bn']")
+        and "'resnet'" in err
+    )
     assert not (tmp_path / "bad").exists()  # refused before any data is read or anything written
 
 

@@ -1,0 +1,875 @@
+"""The one operator table: for each layer class, the ONNX operators it is written as, the function
+that writes it and the functions that read it back. :mod:`.export` and :mod:`.importer` both read
+:data:`OPERATORS` (through :data:`EXPORTERS` and :data:`IMPORTERS`); a new operator is one row here
+and its two functions in this module (the export section, the import section).
+
+How each layer is written
+-------------------------
+==============================  ===============================================================
+Conv2D                          ``Conv`` (``pads`` = [top, left, bottom, right], so ``"same"`` and
+                                asymmetric padding are explicit; ``dilations`` and ``group`` are the
+                                layer's ``dilation`` and ``groups``, weight (O, C/groups, KH, KW) as
+                                is); tied bias: Conv's ``B``; untied bias (O, OH, OW): ``Conv`` +
+                                ``Add``; no bias: ``Conv`` without B
+MaxPool2D                       ``MaxPool`` (padding is -inf in both)
+AvgPool2D                       ``AveragePool``; ``count_include_pad`` is the attribute that carries
+                                the engine's divisor: 1 (the default) divides by KH*KW with the zero
+                                padding counted, 0 by the cells inside the image;
+                                learned scale (Eq. 8.22, window sum times ``scale[c]``): then a
+                                ``Mul`` by ``scale * KH * KW`` of shape (C, 1, 1)
+BatchNorm2D                     ``BatchNormalization`` in inference form: the running statistics as
+                                ``input_mean`` / ``input_var``, ``epsilon`` = eps, ``momentum`` =
+                                1 - PyTorch's momentum (as ``torch.onnx`` writes it; left at its
+                                default for ``momentum=None``); ``affine=False``: scale 1, B 0.
+                                ``track_running_stats=False`` is refused: it normalises with the
+                                batch's statistics at inference too, which this operator cannot say
+GlobalAvgPool2D                 ``GlobalAveragePool`` (N, C, 1, 1), then ``Flatten(axis=1)``: (N, C)
+Flatten                         ``Flatten(axis=1)``; ``order="F"`` (Eq. 8.26): ``Transpose`` with
+                                perm [0, 1, 3, 2] first, so each map's columns are contiguous
+Dense                           ``Gemm`` with ``transB=1`` (weight (out, in), as PyTorch's)
+ReLU, Sigmoid, Tanh, Softmax    ``Relu``, ``Sigmoid``, ``Tanh``, ``Softmax(axis=1)``
+Dropout                         ``Dropout`` with its ratio and no ``training_mode``: the identity
+Sequential (nested)             its layers, in line; initializer names ``"{i}.{j}.weight"``
+==============================  ===============================================================
+
+Initializers are named as :meth:`Sequential.state_dict` names the arrays. A layer whose parameters
+have another dtype than the tensor arriving gets a ``Cast`` first, as the engine casts its input.
+
+What is read
+------------
+``Conv`` (any ``group`` dividing the output channels, any ``dilations``; symmetric pads or the pads
+of ``"same"``; ``auto_pad`` NOTSET, VALID, SAME_UPPER, and SAME_LOWER for odd kernel spans),
+``Conv`` + ``Add`` of a constant (a bias: (O, 1, 1) tied, (O, OH, OW) untied), ``Relu``,
+``Sigmoid``, ``Tanh``, ``MaxPool`` / ``AveragePool`` (ceil_mode 0, dilations 1, symmetric pads of
+at most half the window; ``count_include_pad`` 0 or 1), an ``AveragePool`` + ``Mul`` by a
+(C, 1, 1) constant (the learned scale), ``BatchNormalization`` in inference form only
+(``training_mode`` 0, one output; constant scale, B, mean and var of shape (C,)): a
+``BatchNorm2D`` with ``affine=True`` (a scale of ones stays trainable), eps = ``epsilon``,
+momentum = 1 - ``momentum``, the running statistics from mean and var and ``num_batches_tracked``
+0 (ONNX does not carry it); ``GlobalAveragePool`` followed by ``Flatten(axis=1)`` or ``Reshape``
+to (N, -1) (a ``GlobalAvgPool2D``), ``Flatten(axis=1)``, ``Reshape`` to (N, -1), ``Transpose``
+[0, 1, 3, 2] + ``Flatten`` (Flatten order "F"), ``Gemm`` (transA 0), ``MatMul`` (+ ``Add``),
+``Softmax`` over axis 1, ``Dropout``, ``Identity`` (dropped). Initializers become the layers'
+parameters, in their dtype (float32 or float64). Anything else is a ``ValueError`` naming the
+node, its operator and what is supported.
+
+The functions write into a :class:`Graph` and read from a :class:`Reader`, the two contexts the
+drivers (:func:`.export.to_onnx`, :func:`.importer.from_onnx`) build. The third-party ``onnx``
+package is imported on first use (:func:`onnx_package`), so ``import cnn_im2col`` works without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..functional import conv2d_output_shape
+from ..layers import (
+    AvgPool2D,
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2D,
+    MaxPool2D,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
+from ..model import Sequential
+from ..shapes import resolve_padding
+
+
+def onnx_package() -> Any:
+    """The third-party ``onnx`` package, imported on first use; an ImportError saying how to
+    install it if it is missing (it is an optional dependency)."""
+    try:
+        import onnx
+    except ImportError:  # pragma: no cover - the test environment has it
+        raise ImportError(
+            'cnn_im2col.onnx needs the onnx package: pip install "cnn-im2col[onnx]" '
+            "(or pip install onnx)"
+        ) from None
+    return onnx
+
+
+# ============================================================================================
+# the contexts: what an exporter writes into, what an importer reads from
+# ============================================================================================
+
+
+class Graph:
+    """The nodes and initializers of the graph being written, and the tensor flowing down the chain.
+
+    ``force``: the one float dtype of every tensor and parameter (``export(dtype=...)``), or None
+    to keep each layer's own.
+    """
+
+    def __init__(self, onnx: Any, tensor: str, dtype: np.dtype, force: np.dtype | None) -> None:
+        self.onnx, self.nodes, self.initializers = onnx, [], []
+        self.tensor, self.dtype = tensor, dtype  # the chain's current tensor and its element type
+        self.force = force
+
+    def constant(self, name: str, value: np.ndarray, keep_dtype: bool = False) -> str:
+        value = np.array(value, order="C")  # (a copy; 0-d stays 0-d)
+        if self.force is not None and not keep_dtype:
+            value = value.astype(self.force)
+        self.initializers.append(self.onnx.numpy_helper.from_array(value, name))
+        return name
+
+    def add(self, op: str, *extra_inputs: str, name: str, **attributes: Any) -> str:
+        """Append ``op(current tensor, *extra_inputs)``; its output becomes the current tensor."""
+        output = f"{name}:{op.lower()}"
+        self.nodes.append(
+            self.onnx.helper.make_node(
+                op, [self.tensor, *extra_inputs], [output], name=f"{name}:{op}", **attributes
+            )
+        )
+        self.tensor = output
+        return output
+
+    def cast_to(self, dtype: np.dtype, name: str) -> None:
+        """A ``Cast`` if the current tensor is not ``dtype`` (a layer casts its input to its own
+        dtype)."""
+        dtype = np.dtype(self.force if self.force is not None else dtype)
+        if dtype != self.dtype:
+            self.add("Cast", name=name, to=self.onnx.helper.np_dtype_to_tensor_dtype(dtype))
+            self.dtype = dtype
+
+
+@dataclass
+class Reader:
+    """The chain being read: its nodes in order, a cursor, the constants and the tensor's known
+    shape."""
+
+    onnx: Any
+    source: str
+    nodes: list  # the chain, in order (Constant nodes excluded)
+    constants: dict[str, np.ndarray]
+    opset: int
+    shape: tuple[int, ...] | None  # per-sample shape of the current tensor, None if unknown
+    position: int = 0
+    layers: list = field(default_factory=list)
+
+    def label(self, node: Any) -> str:
+        name = f" {node.name!r}" if node.name else ""
+        return f"{self.source}: node{name} ({node.op_type})"
+
+    def fail(self, node: Any, what: str, supported: str) -> ValueError:
+        return ValueError(f"{self.label(node)}: {what}; supported: {supported}")
+
+    def attributes(self, node: Any, allowed: dict[str, Any]) -> dict[str, Any]:
+        """The node's attributes with ``allowed``'s defaults; any other attribute is refused."""
+        values = dict(allowed)
+        for attribute in node.attribute:
+            if attribute.name not in allowed:
+                raise self.fail(
+                    node,
+                    f"attribute {attribute.name!r} is not supported",
+                    f"{', '.join(allowed) or 'no attributes'}",
+                )
+            value = self.onnx.helper.get_attribute_value(attribute)
+            values[attribute.name] = value.decode() if isinstance(value, bytes) else value
+        return values
+
+    def constant(
+        self, node: Any, index: int, what: str, required: bool = True
+    ) -> np.ndarray | None:
+        """Input ``index`` of ``node`` as an array: it must be an initializer or a Constant."""
+        name = node.input[index] if index < len(node.input) else ""
+        if not name:
+            if required:
+                raise self.fail(
+                    node, f"its {what} (input {index}) is missing", f"a constant {what}"
+                )
+            return None
+        if name not in self.constants:
+            raise self.fail(
+                node,
+                f"its {what} {name!r} is computed in the graph, not a constant",
+                f"a {what} given as an initializer or a Constant node",
+            )
+        return self.constants[name]
+
+    def fuse(self, op: str) -> tuple[Any, np.ndarray] | None:
+        """If the next node is ``op`` of the current tensor and one constant, consume it:
+        (node, constant)."""
+        if self.position >= len(self.nodes):
+            return None
+        node = self.nodes[self.position]
+        if node.op_type != op or len(node.input) != 2:
+            return None
+        other = [name for name in node.input if name in self.constants]
+        if len(other) != 1 or node.attribute:
+            return None
+        self.position += 1
+        return node, self.constants[other[0]]
+
+    def add_layer(self, node: Any, layer: Any) -> None:
+        if self.shape is not None:
+            try:
+                self.shape = tuple(int(s) for s in layer.output_shape(self.shape))
+            except ValueError as exc:
+                raise ValueError(f"{self.label(node)}: {exc}") from None
+        self.layers.append(layer)
+
+
+# ============================================================================================
+# shared by both directions
+# ============================================================================================
+
+
+def _span(kernel: tuple, dilation: tuple) -> tuple[int, int]:
+    """The extent of a dilated kernel, ``dil*(k - 1) + 1``: what ``"same"`` pads (as PyTorch)."""
+    return (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
+
+
+# ============================================================================================
+# export: layer -> nodes
+# ============================================================================================
+
+
+def _pads_onnx(top: int, bottom: int, left: int, right: int) -> list[int]:
+    return [top, left, bottom, right]  # ONNX: all the begins, then all the ends
+
+
+def _export_conv(g: Graph, layer: Conv2D, name: str, in_shape: tuple) -> None:
+    weight = layer.params["weight"]
+    g.cast_to(weight.dtype, name)
+    dilation = tuple(layer.dilation)
+    pads = resolve_padding(
+        layer.padding, _span(layer.kernel_size, dilation), layer.stride, repr(layer)
+    )
+    inputs = [g.constant(f"{name}.weight", weight)]
+    if layer.bias_mode == "tied":
+        inputs.append(g.constant(f"{name}.bias", layer.params["bias"]))
+    g.add(
+        "Conv",
+        *inputs,
+        name=name,
+        kernel_shape=list(layer.kernel_size),
+        strides=list(layer.stride),
+        pads=_pads_onnx(*pads),
+        dilations=list(dilation),
+        group=int(layer.groups),
+    )
+    if layer.bias_mode == "untied":  # one bias per output neuron, (O, OH, OW): broadcast over N
+        g.add("Add", g.constant(f"{name}.bias", layer.params["bias"]), name=name)
+
+
+def _pool_attributes(layer: Any) -> dict:
+    ph, pw = layer.padding
+    return {
+        "kernel_shape": list(layer.kernel_size),
+        "strides": list(layer.stride),
+        "pads": _pads_onnx(ph, ph, pw, pw),
+        "ceil_mode": 0,
+    }
+
+
+def _export_max_pool(g: Graph, layer: MaxPool2D, name: str, in_shape: tuple) -> None:
+    g.add("MaxPool", name=name, dilations=[1, 1], **_pool_attributes(layer))
+
+
+def _export_avg_pool(g: Graph, layer: AvgPool2D, name: str, in_shape: tuple) -> None:
+    scale = layer.params.get("weight")
+    if scale is not None:
+        g.cast_to(scale.dtype, name)
+    # count_include_pad=1: the divisor is KH*KW, zero padding counted (the default, PyTorch's);
+    # 0: only the window's cells inside the image
+    g.add(
+        "AveragePool",
+        name=name,
+        count_include_pad=int(layer.count_include_pad),
+        **_pool_attributes(layer),
+    )
+    if scale is not None:
+        # Eq. 8.22: window sum * scale[c] = window mean * (scale[c] * KH * KW); with
+        # count_include_pad False the engine scales a border window's sum by KH*KW / (cells
+        # inside) first: the same product
+        area = layer.kernel_size[0] * layer.kernel_size[1]
+        g.add("Mul", g.constant(f"{name}.scale", (scale * area).reshape(-1, 1, 1)), name=name)
+
+
+def _export_batch_norm(g: Graph, layer: BatchNorm2D, name: str, in_shape: tuple) -> None:
+    if not layer.track_running_stats:
+        # in eval mode it normalises with each batch's own statistics: not ONNX's (inference)
+        # operator
+        raise ValueError(
+            f"cnn_im2col.onnx.export: layer {name} {layer!r}: track_running_stats=False normalises "
+            f"with the batch's statistics even at inference, which ONNX's BatchNormalization "
+            f"(running statistics) cannot express; exportable: track_running_stats=True"
+        )
+    dtype = layer.buffers["running_mean"].dtype
+    g.cast_to(dtype, name)
+    ones, zeros = np.ones(layer.num_features, dtype), np.zeros(layer.num_features, dtype)
+    weight, bias = (layer.params["weight"], layer.params["bias"]) if layer.affine else (ones, zeros)
+    # names: the state_dict's where there is one; affine=False's constant gamma = 1, beta = 0
+    # otherwise
+    suffix = "" if layer.affine else ":constant"
+    inputs = [
+        g.constant(f"{name}.weight{suffix}", weight),
+        g.constant(f"{name}.bias{suffix}", bias),
+        g.constant(f"{name}.running_mean", layer.buffers["running_mean"]),
+        g.constant(f"{name}.running_var", layer.buffers["running_var"]),
+    ]
+    # ONNX's momentum weighs the running value (1 - PyTorch's), as torch.onnx writes it;
+    # momentum=None (PyTorch's cumulative average) has no ONNX counterpart: the attribute is left
+    # at its default
+    momentum = {} if layer.momentum is None else {"momentum": 1.0 - layer.momentum}
+    g.add("BatchNormalization", *inputs, name=name, epsilon=layer.eps, **momentum)
+
+
+def _export_global_avg_pool(g: Graph, layer: GlobalAvgPool2D, name: str, in_shape: tuple) -> None:
+    g.add("GlobalAveragePool", name=name)  # (N, C, 1, 1)
+    g.add("Flatten", name=name, axis=1)  # (N, C), as the layer's output
+
+
+def _export_flatten(g: Graph, layer: Flatten, name: str, in_shape: tuple) -> None:
+    if layer.order == "F" and len(in_shape) == 3:  # (C, H, W): each map's columns become contiguous
+        g.add("Transpose", name=name, perm=[0, 1, 3, 2])
+    g.add("Flatten", name=name, axis=1)
+
+
+def _export_dense(g: Graph, layer: Dense, name: str, in_shape: tuple) -> None:
+    weight = layer.params["weight"]
+    g.cast_to(weight.dtype, name)
+    inputs = [g.constant(f"{name}.weight", weight)]
+    if "bias" in layer.params:
+        inputs.append(g.constant(f"{name}.bias", layer.params["bias"]))
+    g.add("Gemm", *inputs, name=name, transB=1)
+
+
+def _export_activation(op: str) -> Callable:
+    def export_activation(g: Graph, layer: Any, name: str, in_shape: tuple) -> None:
+        g.add(op, name=name, **({"axis": 1} if op == "Softmax" else {}))
+
+    return export_activation
+
+
+def _export_dropout(g: Graph, layer: Dropout, name: str, in_shape: tuple) -> None:
+    # no training_mode input: false, so every runtime runs it as the identity (inference)
+    ratio = g.constant(
+        f"{name}.ratio", np.array(layer.p, dtype=np.float64), keep_dtype=True
+    )  # p exactly
+    g.add("Dropout", ratio, name=name)
+
+
+def _export_sequential(g: Graph, layer: Sequential, name: str, in_shape: tuple) -> None:
+    write_chain(g, layer, f"{name}.", in_shape)
+
+
+# ============================================================================================
+# import: nodes -> layer
+# ============================================================================================
+
+
+def _float_dtype(reader: Reader, node: Any, array: np.ndarray, what: str) -> np.dtype:
+    if array.dtype not in (np.float32, np.float64):
+        raise reader.fail(node, f"its {what} is {array.dtype}", "float32 or float64 parameters")
+    return array.dtype
+
+
+def _load_into(layer: Any, **arrays: np.ndarray) -> Any:
+    for name, value in arrays.items():
+        np.copyto(layer.params[name], value.reshape(layer.params[name].shape), casting="same_kind")
+    return layer
+
+
+def _window(
+    reader: Reader, node: Any, attrs: dict, kernel_rank: int, dilated: bool = False
+) -> tuple:
+    """(kernel, stride, (top, bottom, left, right), dilation) from the Conv/pool attributes, 2-D
+    only; a dilation other than 1 only where ``dilated`` (Conv)."""
+    kernel = attrs["kernel_shape"]
+    if kernel is None or len(kernel) != kernel_rank:
+        raise reader.fail(
+            node, f"kernel_shape {kernel} is not two-dimensional", "2-D (NCHW) windows"
+        )
+    kernel = tuple(int(k) for k in kernel)
+    stride = tuple(int(s) for s in (attrs["strides"] or (1, 1)))
+    dilations = tuple(int(d) for d in (attrs["dilations"] or (1, 1)))
+    if len(dilations) != 2 or min(dilations) < 1:
+        raise reader.fail(node, f"dilations {list(dilations)}", "2 dilations of at least 1")
+    if not dilated and dilations != (1, 1):
+        raise reader.fail(
+            node, f"dilations {list(dilations)}", "dilations 1 for pooling (dilated Conv is read)"
+        )
+    pads = tuple(int(p) for p in (attrs["pads"] or (0, 0, 0, 0)))
+    if len(stride) != 2 or len(pads) != 4:
+        raise reader.fail(
+            node, f"strides {list(stride)} / pads {list(pads)}", "2-D strides and 4 pads"
+        )
+    top, left, bottom, right = pads
+    return kernel, stride, (top, bottom, left, right), dilations
+
+
+def _auto_pad(
+    reader: Reader,
+    node: Any,
+    attrs: dict,
+    kernel: tuple,
+    stride: tuple,
+    pads: tuple,
+    allow_same: bool,
+) -> tuple:
+    mode = attrs.get("auto_pad", "NOTSET") or "NOTSET"
+    if mode == "NOTSET":
+        return pads
+    if mode == "VALID":
+        return (0, 0, 0, 0)
+    odd = kernel[0] % 2 == 1 and kernel[1] % 2 == 1
+    if allow_same and stride == (1, 1) and (mode == "SAME_UPPER" or (mode == "SAME_LOWER" and odd)):
+        return resolve_padding("same", kernel, stride)
+    raise reader.fail(
+        node,
+        f"auto_pad {mode!r} (stride {list(stride)}, kernel {list(kernel)})",
+        "NOTSET, VALID, and for Conv with stride 1 SAME_UPPER (SAME_LOWER for odd kernels)",
+    )
+
+
+def _import_conv(reader: Reader, node: Any) -> None:
+    attrs = reader.attributes(
+        node,
+        {
+            "auto_pad": "NOTSET",
+            "dilations": None,
+            "group": 1,
+            "kernel_shape": None,
+            "pads": None,
+            "strides": None,
+        },
+    )
+    weight = reader.constant(node, 1, "weight")
+    dtype = _float_dtype(reader, node, weight, "weight")
+    if weight.ndim != 4:
+        raise reader.fail(
+            node, f"its weight has shape {weight.shape}", "2-D convolutions, weight (O, C, KH, KW)"
+        )
+    groups = int(attrs["group"])
+    out_channels = weight.shape[0]
+    if groups < 1 or out_channels % groups:
+        raise reader.fail(
+            node,
+            f"group {groups} with a weight of shape {weight.shape}",
+            "a group count of at least 1 that divides the output channels (weight's first axis)",
+        )
+    if attrs["kernel_shape"] is None:
+        attrs["kernel_shape"] = list(weight.shape[2:])
+    kernel, stride, pads, dilation = _window(reader, node, attrs, 2, dilated=True)
+    if kernel != weight.shape[2:]:
+        raise reader.fail(
+            node,
+            f"kernel_shape {list(kernel)} differs from the weight's {weight.shape}",
+            "a kernel_shape equal to the weight's (KH, KW)",
+        )
+    span = _span(kernel, dilation)  # what auto_pad and "same" pad: the dilated kernel's extent
+    pads = _auto_pad(reader, node, attrs, span, stride, pads, allow_same=True)
+    top, bottom, left, right = pads
+    if (top, left) == (bottom, right):
+        padding: Any = (top, left)
+    elif stride == (1, 1) and pads == resolve_padding("same", span, stride):
+        padding = "same"
+    else:
+        raise reader.fail(
+            node,
+            f"asymmetric pads [top, left, bottom, right] = {[top, left, bottom, right]}",
+            "symmetric pads, or the pads of 'same' (stride 1, extra row/column at the end)",
+        )
+    in_channels = weight.shape[1] * groups  # the weight is (O, C/groups, KH, KW)
+    bias = reader.constant(node, 2, "bias", required=False)
+    bias_mode: str | None = "tied" if bias is not None else None
+    input_size = None
+    if (
+        bias is None and (fused := reader.fuse("Add")) is not None
+    ):  # Conv + Add: a bias added afterwards
+        add_node, bias = fused
+        out_hw = None
+        if reader.shape is not None:
+            out_hw = conv2d_output_shape(
+                reader.shape, weight.shape, stride, padding, reader.label(node), dilation, groups
+            )[1:]
+        shape = bias.shape[1:] if bias.ndim == 4 and bias.shape[0] == 1 else bias.shape
+        if shape == (out_channels, 1, 1):  # broadcast over N, H, W: one per map
+            bias_mode = "tied"
+        elif out_hw is not None and shape == (out_channels, *out_hw):
+            bias_mode, input_size = "untied", reader.shape[1:]
+        else:
+            raise reader.fail(
+                add_node,
+                f"adds a constant of shape {bias.shape} to the output of a Conv with "
+                f"{out_channels} maps" + ("" if out_hw else " (input size unknown)"),
+                f"a bias of shape ({out_channels}, 1, 1) (tied) or ({out_channels}, OH, OW) "
+                f"(untied, with a known input size)",
+            )
+    layer = Conv2D(
+        in_channels,
+        out_channels,
+        kernel,
+        stride,
+        padding,
+        bias=bias_mode,
+        input_size=input_size,
+        dtype=dtype,
+        dilation=dilation,
+        groups=groups,
+    )
+    arrays = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
+    reader.add_layer(node, _load_into(layer, **arrays))
+
+
+def _import_pool(reader: Reader, node: Any) -> None:
+    average = node.op_type == "AveragePool"
+    allowed = {
+        "auto_pad": "NOTSET",
+        "ceil_mode": 0,
+        "dilations": None,
+        "kernel_shape": None,
+        "pads": None,
+        "strides": None,
+    }
+    allowed.update({"count_include_pad": 0} if average else {"storage_order": 0})
+    attrs = reader.attributes(node, allowed)
+    if attrs["ceil_mode"] != 0:
+        raise reader.fail(
+            node, f"ceil_mode {attrs['ceil_mode']}", "ceil_mode 0 (output size rounded down)"
+        )
+    kernel, stride, pads, _ = _window(reader, node, attrs, 2)
+    top, bottom, left, right = _auto_pad(
+        reader, node, attrs, kernel, stride, pads, allow_same=False
+    )
+    if (top, left) != (bottom, right):
+        raise reader.fail(
+            node,
+            f"asymmetric pads [top, left, bottom, right] = {[top, left, bottom, right]}",
+            "symmetric pads of at most half the window",
+        )
+    # count_include_pad 0 (ONNX's default): the divisor counts only the cells inside the image
+    include_pad = bool(attrs["count_include_pad"]) if average else True
+    try:
+        if not average:
+            layer: Any = MaxPool2D(kernel, stride, (top, left))
+        elif (
+            fused := reader.fuse("Mul")
+        ) is not None:  # AveragePool + Mul: a learned scale per map
+            mul_node, factor = fused
+            channels = factor.shape[-3] if factor.ndim >= 3 else 0
+            if factor.ndim not in (3, 4) or factor.shape[-2:] != (1, 1) or factor.size != channels:
+                raise reader.fail(
+                    mul_node,
+                    f"multiplies the average pool by a constant of shape {factor.shape}",
+                    "a scale of shape (C, 1, 1), one per feature map",
+                )
+            dtype = _float_dtype(reader, mul_node, factor, "scale")
+            layer = AvgPool2D(
+                kernel,
+                stride,
+                (top, left),
+                trainable_scale=True,
+                channels=channels,
+                dtype=dtype,
+                count_include_pad=include_pad,
+            )
+            _load_into(layer, weight=factor.reshape(-1) / (kernel[0] * kernel[1]))
+        else:
+            layer = AvgPool2D(kernel, stride, (top, left), count_include_pad=include_pad)
+    except ValueError as exc:  # e.g. padding more than half the window
+        raise reader.fail(node, str(exc), "symmetric pads of at most half the window") from None
+    reader.add_layer(node, layer)
+
+
+def _float32_value(value: float) -> float:
+    """A float attribute (stored as float32) as the decimal it was written from: 1e-5, not
+    9.99999974e-06."""
+    return float(str(np.float32(value)))
+
+
+def _import_batch_norm(reader: Reader, node: Any) -> None:
+    attrs = reader.attributes(node, {"epsilon": 1e-5, "momentum": 0.9, "training_mode": 0})
+    extra = [name for name in node.output[1:] if name]
+    if attrs["training_mode"] != 0 or extra:
+        raise reader.fail(
+            node,
+            f"training mode (training_mode {attrs['training_mode']}, outputs {list(node.output)})",
+            "inference: training_mode 0 and one output (Y)",
+        )
+    arrays = {
+        what: reader.constant(node, index, what)
+        for index, what in enumerate(("scale", "bias", "mean", "var"), start=1)
+    }
+    dtype = _float_dtype(reader, node, arrays["mean"], "mean")
+    for what, value in arrays.items():
+        _float_dtype(reader, node, value, what)
+        if value.ndim != 1 or value.shape != arrays["scale"].shape:
+            shapes = {k: v.shape for k, v in arrays.items()}
+            raise reader.fail(
+                node, f"its inputs have shapes {shapes}", "scale, bias, mean and var of shape (C,)"
+            )
+    momentum = 1.0 - _float32_value(
+        attrs["momentum"]
+    )  # ONNX weighs the running value: PyTorch's 1 - m
+    # affine=True even for gamma = 1, beta = 0: the same numbers, and the parameters stay trainable
+    layer = BatchNorm2D(
+        arrays["scale"].shape[0],
+        eps=_float32_value(attrs["epsilon"]),
+        momentum=float(f"{momentum:.12g}"),
+        dtype=dtype,
+    )
+    _load_into(layer, weight=arrays["scale"], bias=arrays["bias"])
+    np.copyto(layer.buffers["running_mean"], arrays["mean"], casting="same_kind")
+    np.copyto(layer.buffers["running_var"], arrays["var"], casting="same_kind")
+    reader.add_layer(node, layer)
+
+
+def _import_global_avg_pool(reader: Reader, node: Any) -> None:
+    """``GlobalAveragePool`` + ``Flatten`` / ``Reshape`` to (N, -1): the (N, C) of
+    GlobalAvgPool2D."""
+    reader.attributes(node, {})
+    following = reader.nodes[reader.position] if reader.position < len(reader.nodes) else None
+    if following is None or following.op_type not in ("Flatten", "Reshape"):
+        raise reader.fail(
+            node,
+            "not followed by Flatten / Reshape"
+            + ("" if following is None else f" (followed by {following.op_type})"),
+            "GlobalAveragePool followed by Flatten(axis=1) or Reshape to (N, -1) (GlobalAvgPool2D)",
+        )
+    if reader.shape is not None:
+        if len(reader.shape) != 3:
+            raise reader.fail(node, f"input of per-sample shape {reader.shape}", "(C, H, W) input")
+        reader.shape = (reader.shape[0], 1, 1)
+    reader.position += 1
+    (_import_flatten if following.op_type == "Flatten" else _import_reshape)(
+        reader, following
+    )  # checks it
+    reader.layers[-1] = GlobalAvgPool2D()  # the Flatten of (C, 1, 1) is the pool's (N, C) already
+
+
+def _import_activation(cls: type) -> Callable:
+    def import_activation(reader: Reader, node: Any) -> None:
+        reader.attributes(node, {})
+        reader.add_layer(node, cls())
+
+    return import_activation
+
+
+def _import_softmax(reader: Reader, node: Any) -> None:
+    default = -1 if reader.opset >= 13 else 1
+    axis = reader.attributes(node, {"axis": default})["axis"]
+    rank = None if reader.shape is None else len(reader.shape) + 1
+    if rank is not None and axis < 0:
+        axis += rank
+    # before opset 13, Softmax flattened every axis from `axis` on: the same as the engine's only
+    # in 2-D
+    if axis == 1 and (reader.opset >= 13 or rank == 2):
+        reader.add_layer(node, Softmax())
+        return
+    raise reader.fail(
+        node,
+        f"axis {axis} (input rank {rank or 'unknown'}, opset {reader.opset})",
+        "a softmax over axis 1, the classes",
+    )
+
+
+def _import_flatten(reader: Reader, node: Any, order: str = "C") -> None:
+    axis = reader.attributes(node, {"axis": 1})["axis"]
+    if axis < 0 and reader.shape is not None:
+        axis += len(reader.shape) + 1
+    if axis != 1:
+        raise reader.fail(node, f"axis {axis}", "axis 1: (N, ...) -> (N, -1)")
+    reader.add_layer(node, Flatten(order))
+
+
+def _import_reshape(reader: Reader, node: Any, order: str = "C") -> None:
+    if reader.attributes(node, {"allowzero": 0})["allowzero"] != 0:
+        raise reader.fail(node, "allowzero 1", "allowzero 0")
+    target = [int(v) for v in np.asarray(reader.constant(node, 1, "shape")).reshape(-1)]
+    features = None if reader.shape is None else int(np.prod(reader.shape))
+    if len(target) == 2 and (
+        target[1] == -1
+        and target[0] >= 0
+        or target[0] in (-1, 0)
+        and features is not None
+        and target[1] == features
+    ):
+        reader.add_layer(node, Flatten(order))
+        return
+    raise reader.fail(
+        node,
+        f"shape {target} (features per sample: {features or 'unknown'})",
+        "a reshape to (N, -1): shape [0, -1], [N, -1] or [-1, features]",
+    )
+
+
+def _import_transpose(reader: Reader, node: Any) -> None:
+    perm = reader.attributes(node, {"perm": None})["perm"]
+    following = reader.nodes[reader.position] if reader.position < len(reader.nodes) else None
+    if (
+        list(perm or []) == [0, 1, 3, 2]
+        and following is not None
+        and following.op_type in ("Flatten", "Reshape")
+    ):
+        reader.position += (
+            1  # Transpose + Flatten: Flatten(order="F"), the column stacking of Eq. 8.26
+        )
+        (_import_flatten if following.op_type == "Flatten" else _import_reshape)(
+            reader, following, "F"
+        )
+        return
+    raise reader.fail(
+        node,
+        f"perm {perm}" + ("" if following is None else f" followed by {following.op_type}"),
+        "perm [0, 1, 3, 2] right before Flatten / Reshape to (N, -1) (Flatten order 'F')",
+    )
+
+
+def _dense(reader: Reader, node: Any, weight: np.ndarray, bias: np.ndarray | None) -> None:
+    """A Dense layer from a weight (out, in) and an optional bias of out values."""
+    dtype = _float_dtype(reader, node, weight, "weight")
+    out_features, in_features = weight.shape
+    if bias is not None and bias.size != out_features and bias.size != 1:
+        raise reader.fail(
+            node,
+            f"bias of shape {bias.shape} for {out_features} outputs",
+            f"a bias of {out_features} values",
+        )
+    layer = Dense(in_features, out_features, bias=bias is not None, dtype=dtype)
+    arrays = {"weight": weight}
+    if bias is not None:
+        arrays["bias"] = np.broadcast_to(bias.reshape(-1), (out_features,))
+    reader.add_layer(node, _load_into(layer, **arrays))
+
+
+def _import_gemm(reader: Reader, node: Any) -> None:
+    attrs = reader.attributes(node, {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0})
+    if attrs["transA"] != 0:
+        raise reader.fail(node, "transA 1", "transA 0 (the input as (N, features))")
+    weight = reader.constant(node, 1, "weight")
+    if weight.ndim != 2:
+        raise reader.fail(node, f"its weight has shape {weight.shape}", "a 2-D weight")
+    weight = (weight if attrs["transB"] else weight.T) * weight.dtype.type(attrs["alpha"])
+    bias = reader.constant(node, 2, "bias", required=False)
+    if bias is not None:
+        bias = bias * bias.dtype.type(attrs["beta"])
+    _dense(reader, node, weight, bias)
+
+
+def _import_matmul(reader: Reader, node: Any) -> None:
+    reader.attributes(node, {})
+    weight = reader.constant(node, 1, "weight")
+    if weight.ndim != 2:
+        raise reader.fail(node, f"its weight has shape {weight.shape}", "a 2-D weight (in, out)")
+    fused = reader.fuse("Add")
+    _dense(
+        reader, node if fused is None else fused[0], weight.T, None if fused is None else fused[1]
+    )
+
+
+def _import_dropout(reader: Reader, node: Any) -> None:
+    attrs = reader.attributes(node, {"seed": 0, "ratio": 0.5, "is_test": 0})
+    ratio = reader.constant(node, 1, "ratio", required=False)
+    training = reader.constant(node, 2, "training_mode", required=False)
+    if training is not None and bool(np.asarray(training).reshape(-1)[0]):
+        raise reader.fail(
+            node, "training_mode true (dropout at inference)", "training_mode false or absent"
+        )
+    p = float(np.asarray(ratio).reshape(-1)[0]) if ratio is not None else float(attrs["ratio"])
+    try:
+        layer = Dropout(p)
+    except ValueError as exc:
+        raise reader.fail(node, str(exc), "a ratio in [0, 1)") from None
+    reader.add_layer(node, layer)
+
+
+def _import_identity(reader: Reader, node: Any) -> None:
+    reader.attributes(node, {})  # nothing to compute: no layer
+
+
+# ============================================================================================
+# the table
+# ============================================================================================
+
+
+@dataclass(frozen=True)
+class Operator:
+    """One row of the table.
+
+    ``layer``: the layer class (exact: a subclass may compute something else), or None for an
+    operator that computes nothing (``Identity``). ``written``: the ONNX operators its exporter
+    writes, in order (some only for some settings: a ``Cast`` first, an ``Add`` for an untied
+    bias, ...). ``exporter(graph, layer, name, per-sample input shape)`` appends its nodes.
+    ``importers``: op type -> ``importer(reader, node)``, for each operator that starts the layer
+    in a file; it appends the layer (and may consume the next node, e.g. a bias ``Add``).
+    """
+
+    layer: type | None
+    written: tuple[str, ...]
+    exporter: Callable[[Graph, Any, str, tuple], None] | None
+    importers: dict[str, Callable[[Reader, Any], None]]
+
+
+#: Every operator both directions know, in the order the import error lists them.
+OPERATORS: tuple[Operator, ...] = (
+    Operator(Conv2D, ("Conv", "Add"), _export_conv, {"Conv": _import_conv}),
+    Operator(ReLU, ("Relu",), _export_activation("Relu"), {"Relu": _import_activation(ReLU)}),
+    Operator(
+        Sigmoid,
+        ("Sigmoid",),
+        _export_activation("Sigmoid"),
+        {"Sigmoid": _import_activation(Sigmoid)},
+    ),
+    Operator(Tanh, ("Tanh",), _export_activation("Tanh"), {"Tanh": _import_activation(Tanh)}),
+    Operator(MaxPool2D, ("MaxPool",), _export_max_pool, {"MaxPool": _import_pool}),
+    Operator(AvgPool2D, ("AveragePool", "Mul"), _export_avg_pool, {"AveragePool": _import_pool}),
+    Operator(
+        Flatten,
+        ("Transpose", "Flatten"),
+        _export_flatten,
+        {"Flatten": _import_flatten, "Reshape": _import_reshape, "Transpose": _import_transpose},
+    ),
+    Operator(Dense, ("Gemm",), _export_dense, {"Gemm": _import_gemm, "MatMul": _import_matmul}),
+    Operator(Softmax, ("Softmax",), _export_activation("Softmax"), {"Softmax": _import_softmax}),
+    Operator(Dropout, ("Dropout",), _export_dropout, {"Dropout": _import_dropout}),
+    Operator(None, (), None, {"Identity": _import_identity}),
+    Operator(
+        BatchNorm2D,
+        ("BatchNormalization",),
+        _export_batch_norm,
+        {"BatchNormalization": _import_batch_norm},
+    ),
+    Operator(
+        GlobalAvgPool2D,
+        ("GlobalAveragePool", "Flatten"),
+        _export_global_avg_pool,
+        {"GlobalAveragePool": _import_global_avg_pool},
+    ),
+    Operator(Sequential, (), _export_sequential, {}),  # nested: its layers, in line
+)
+
+#: layer class -> exporter, read by :func:`write_chain`
+EXPORTERS: dict[type, Callable[[Graph, Any, str, tuple], None]] = {
+    op.layer: op.exporter for op in OPERATORS if op.layer is not None and op.exporter is not None
+}
+#: op type -> importer, read by :func:`.importer.from_onnx`
+IMPORTERS: dict[str, Callable[[Reader, Any], None]] = {
+    op_type: importer for op in OPERATORS for op_type, importer in op.importers.items()
+}
+
+
+def write_chain(g: Graph, model: Sequential, prefix: str, input_shape: tuple) -> None:
+    """Append the nodes of every layer of ``model`` (names ``prefix + index``), each through its
+    row's exporter; a layer without one is a ValueError naming it and the exportable layers."""
+    shapes = [input_shape, *model.check_shapes(input_shape)]
+    for i, layer in enumerate(model.layers):
+        exporter = EXPORTERS.get(type(layer))
+        if exporter is None:
+            known = ", ".join(cls.__name__ for cls in EXPORTERS)
+            raise ValueError(
+                f"cnn_im2col.onnx.export: layer {prefix}{i} {layer!r} ({type(layer).__name__}) "
+                f"cannot be exported to ONNX; exportable layers: {known}"
+            )
+        exporter(g, layer, f"{prefix}{i}", shapes[i])
