@@ -50,7 +50,6 @@ from .architectures import build as build_model
 from .augment import RandomShift
 from .datasets import load_mnist
 from .exceptions import TrainingDiverged, TrainingInterrupted
-from .layers import Conv2D, Dense, Dropout, ReLU, Sigmoid, Tanh
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import SGD, Adam, CosineAnnealingLR
@@ -693,20 +692,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def model_input_shape(model: Sequential) -> tuple[int, ...] | None:
-    """The per-sample input shape the model states, or None: the first layer with parameters decides
-    (a Conv2D with ``input_size`` -> (C, H, W), a Dense -> (in_features,)); layers before it must
-    keep the shape (activations, Dropout)."""
-    for layer in model.layers:
-        if isinstance(layer, Conv2D):
-            return None if layer.input_size is None else (layer.in_channels, *layer.input_size)
-        if isinstance(layer, Dense):
-            return (layer.in_features,)
-        if not isinstance(layer, (ReLU, Sigmoid, Tanh, Dropout)):
-            return None
-    return None
-
-
 def onnxruntime_difference(
     path: str, model: Sequential, input_shape: tuple[int, ...], n: int = 8
 ) -> float | None:
@@ -726,7 +711,7 @@ def onnxruntime_difference(
 def cmd_export(args: argparse.Namespace) -> int:
     onnx = _onnx_module()
     model = Sequential.load(args.model)
-    shape = tuple(args.input_shape) if args.input_shape else model_input_shape(model)
+    shape = tuple(args.input_shape) if args.input_shape else model.input_shape
     if shape is None:
         raise CLIError(
             f"{args.model}: the model does not say the shape of its input; give it with "

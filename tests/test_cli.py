@@ -321,18 +321,8 @@ def test_export_a_trained_model_to_onnx_and_evaluate_it(idx_dir, tmp_path, capsy
     assert cli.main(train_args(idx_dir, out, "--val-split", "0")) == 0
     capsys.readouterr()
     onnx_path = tmp_path / "model.onnx"
-    # the default network does not record its input size: it must be given
-    assert cli.main(["export", str(out / "model.npz"), str(onnx_path)]) == 2
-    assert (
-        "does not say the shape of its input; give it with --input-shape" in capsys.readouterr().err
-    )
-    assert not onnx_path.exists()
-    assert (
-        cli.main(
-            ["export", str(out / "model.npz"), str(onnx_path), "--input-shape", "1", "28", "28"]
-        )
-        == 0
-    )
+    # the trained model knows the shape it was trained on (fit records it in the model file)
+    assert cli.main(["export", str(out / "model.npz"), str(onnx_path)]) == 0
     text = capsys.readouterr().out
     assert "input (N, 1, 28, 28), output (N, 10)" in text and "onnxruntime vs the engine" in text
     # the same predictions in onnxruntime as in the engine, on the test images
@@ -363,6 +353,13 @@ def test_export_takes_the_shape_from_the_model_and_reports_errors(tmp_path, caps
     Sequential([Conv2D(2, 3, 3, bias="untied", input_size=(5, 6)), Flatten()]).save(conv)
     assert cli.main(["export", str(conv), str(tmp_path / "conv.onnx")]) == 0
     assert "input (N, 2, 5, 6), output (N, 36)" in capsys.readouterr().out
+    unknown = tmp_path / "unknown.npz"  # a first Conv2D without input_size, never fitted
+    Sequential([Conv2D(1, 2, 3), Flatten()]).save(unknown)
+    assert cli.main(["export", str(unknown), str(tmp_path / "unknown.onnx")]) == 2
+    assert "does not say the shape of its input; give it with --input-shape" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "unknown.onnx").exists()
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x00\x01 not onnx")
     assert cli.main(["evaluate", str(bad)]) == 2
