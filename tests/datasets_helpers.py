@@ -51,3 +51,89 @@ def assert_dataset_equals(result, expected_uint8):
 
 def cache_leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+# --- CIFAR binary files and image folders, written by the tests ------------------------------
+
+
+def cifar_records(labels, seed: int = 0, label_bytes: int = 1) -> tuple[bytes, np.ndarray]:
+    """CIFAR records for ``labels`` (one int, or a (coarse, fine) pair each for CIFAR-100): the
+    bytes and the uint8 images (N, 3, 32, 32) they hold."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(len(labels), 3, 32, 32), dtype=np.uint8)
+    rows = []
+    for label, image in zip(labels, images):
+        head = bytes([label]) if label_bytes == 1 else bytes(label)
+        rows.append(head + image.tobytes())
+    return b"".join(rows), images
+
+
+def write_cifar10(directory: Path, per_batch: int = 3, names=None) -> dict:
+    """A small CIFAR-10 folder: 5 training batches of ``per_batch`` records and a test batch of
+    ``per_batch + 1``; the images and labels written, as uint8 arrays."""
+    directory.mkdir(parents=True, exist_ok=True)
+    train_x, train_y = [], []
+    for i in range(1, 6):
+        labels = [(i + k) % 10 for k in range(per_batch)]
+        data, images = cifar_records(labels, seed=i)
+        (directory / f"data_batch_{i}.bin").write_bytes(data)
+        train_x.append(images)
+        train_y += labels
+    test_labels = [9 - k for k in range(per_batch + 1)]
+    data, test_images = cifar_records(test_labels, seed=99)
+    (directory / "test_batch.bin").write_bytes(data)
+    names = names if names is not None else ["airplane", "automobile", "bird", "cat", "deer",
+                                             "dog", "frog", "horse", "ship", "truck"]
+    (directory / "batches.meta.txt").write_text("\n".join(names) + "\n\n")
+    return {"x_train": np.concatenate(train_x), "y_train": np.array(train_y),
+            "x_test": test_images, "y_test": np.array(test_labels)}
+
+
+def write_cifar100(directory: Path, n_train: int = 6, n_test: int = 4) -> dict:
+    """A small CIFAR-100 folder: train.bin, test.bin (coarse, fine label bytes) and the names."""
+    directory.mkdir(parents=True, exist_ok=True)
+    result = {}
+    for name, n, seed in (("train", n_train, 1), ("test", n_test, 2)):
+        labels = [(k % 20, (7 * k + seed) % 100) for k in range(n)]
+        data, images = cifar_records(labels, seed=seed, label_bytes=2)
+        (directory / f"{name}.bin").write_bytes(data)
+        result[f"x_{name}"], result[f"y_{name}"] = images, np.array([f for _, f in labels])
+    (directory / "fine_label_names.txt").write_text("\n".join(f"fine{k}" for k in range(100)))
+    (directory / "coarse_label_names.txt").write_text("\n".join(f"coarse{k}" for k in range(20)))
+    return result
+
+
+def pattern_image(size=(8, 10), color: bool = True, seed: int = 0) -> np.ndarray:
+    """A uint8 test picture (H, W, 3) or (H, W)."""
+    rng = np.random.default_rng(seed)
+    shape = (*size, 3) if color else size
+    return rng.integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def save_image(path: Path, pixels: np.ndarray, fmt: str | None = None, **options) -> Path:
+    """Write ``pixels`` with Pillow (format from the suffix unless ``fmt``); lossless WebP."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(pixels)
+    if (fmt or path.suffix.lower().lstrip(".")).upper() == "WEBP":
+        options.setdefault("lossless", True)
+    image.save(path, format=fmt, **options)
+    return path
+
+
+def make_image_folder(root: Path, classes=("cat", "dog"), per_class: int = 5, size=(8, 10),
+                      color: bool = True, suffix: str = ".png") -> dict[str, list[Path]]:
+    """``root/<class>/<i><suffix>`` images; the paths per class."""
+    paths = {}
+    for k, name in enumerate(classes):
+        paths[name] = [save_image(root / name / f"{i:03d}{suffix}",
+                                  pattern_image(size, color, seed=100 * k + i))
+                       for i in range(per_class)]
+    return paths
+
+
+def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``directory`` with its size and mtime (ns): to show nothing changed."""
+    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(directory.rglob("*"))}
