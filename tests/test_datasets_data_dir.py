@@ -112,3 +112,18 @@ def test_splits_give_the_load_mnist_form(tmp_path):
     make_image_folder(tmp_path / "d", per_class=5)
     (x_train, y_train), (x_test, y_test) = open_data_dir(tmp_path / "d").splits()
     assert x_train.shape[0] == y_train.shape[0] == 8 and x_test.shape[0] == y_test.shape[0] == 2
+
+
+def test_the_mnist_cache_of_load_mnist_is_read_never_fetched(tmp_path):
+    (trx, try_), _, (tex, tey) = small_mnist(np.random.default_rng(1), n_train=5, n_test=3)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    np.savez(folder / "mnist.npz", x_train=trx, y_train=try_, x_test=tex, y_test=tey)
+    before = snapshot(folder)
+    data = open_data_dir(folder)
+    assert data.kind == "mnist" and data.classes == tuple("0123456789")
+    np.testing.assert_array_equal(data.y_test, tey)
+    (folder / "mnist.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=r"mnist\.npz is not a valid MNIST cache"):
+        open_data_dir(folder)
+    assert sorted(snapshot(folder)) == sorted(before)

@@ -6,11 +6,13 @@ and ``describe()``, a one-line summary to print first. It tries, in this order (
 
 1. "idx": the four MNIST-format IDX files, raw or ``.gz`` (MNIST, Fashion-MNIST, ...);
    ``idx.py``. Their classes are named by the label values ("0", "1", ...).
-2. "cifar10": CIFAR-10's binary version, in the folder or its ``cifar-10-batches-bin``
+2. "mnist": ``mnist.npz``, the cache ``load_mnist`` writes (read with ``allow_pickle=False`` and
+   checked, never fetched); ``mnist.py``. Classes "0" .. "9".
+3. "cifar10": CIFAR-10's binary version, in the folder or its ``cifar-10-batches-bin``
    subfolder; ``cifar.py``.
-3. "cifar100": CIFAR-100's binary version (fine labels), in the folder or its
+4. "cifar100": CIFAR-100's binary version (fine labels), in the folder or its
    ``cifar-100-binary`` subfolder; ``cifar.py``.
-4. "image-folder": ``train/<class>/*`` + ``test/<class>/*``, or ``<class>/*`` with a held-out
+5. "image-folder": ``train/<class>/*`` + ``test/<class>/*``, or ``<class>/*`` with a held-out
    test split (``test_fraction``, ``seed``); PNG, JPEG, BMP or WebP; ``images.py``.
 
 A folder that holds none of these is a ``ValueError`` naming it and listing the layouts; a
@@ -38,7 +40,7 @@ from .cifar import (
     open_cifar100_dir,
 )
 from .dataset import KINDS, Dataset, as_path
-from .idx import IDX_NAMES, find_idx_file, load_idx_dataset, read_idx, write_idx
+from .idx import IDX_NAMES, as_splits, find_idx_file, load_idx_dataset, read_idx, write_idx
 from .images import (
     IMAGE_SUFFIXES,
     decode_image,
@@ -46,13 +48,14 @@ from .images import (
     load_images,
     open_image_folder,
 )
-from .mnist import load_mnist, mnist_directory
+from .mnist import NPZ_NAME, load_mnist, mnist_directory, read_mnist_npz
 from .normalization import channel_stats, normalize
 
 #: What ``open_data_dir`` accepts, as its error message lists it.
 LAYOUTS = (
     "MNIST-format IDX files: train-images-idx3-ubyte, train-labels-idx1-ubyte, "
     "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (raw or .gz)",
+    "mnist.npz, the MNIST cache that load_mnist writes",
     "CIFAR-10 binary version: data_batch_1.bin .. data_batch_5.bin, test_batch.bin, "
     "batches.meta.txt (here or in cifar-10-batches-bin/)",
     "CIFAR-100 binary version: train.bin, test.bin, fine_label_names.txt "
@@ -93,6 +96,12 @@ def _open_idx_dir(directory: Path) -> Dataset:
                    classes=tuple(str(label) for label in range(count)), source=directory)
 
 
+def _open_mnist_npz(directory: Path) -> Dataset:
+    (x_train, y_train), (x_test, y_test) = as_splits(*read_mnist_npz(directory / NPZ_NAME))
+    return Dataset(kind="mnist", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+                   classes=tuple(str(label) for label in range(10)), source=directory)
+
+
 def detect_layout(path: str | os.PathLike) -> tuple[str, Path]:
     """``(kind, folder)``: which of ``KINDS`` the data folder ``path`` holds and the folder that
     holds it (``path`` or its ``cifar-10-batches-bin`` / ``cifar-100-binary`` subfolder), without
@@ -105,6 +114,8 @@ def detect_layout(path: str | os.PathLike) -> tuple[str, Path]:
         raise ValueError(f"data folder {directory} is a file; give the folder that holds the data")
     if any(find_idx_file(directory, name) for name in IDX_NAMES):
         return "idx", directory
+    if (directory / NPZ_NAME).is_file():
+        return "mnist", directory
     if (cifar10 := find_cifar10_dir(directory)) is not None:
         return "cifar10", cifar10
     if (cifar100 := find_cifar100_dir(directory)) is not None:
@@ -140,6 +151,8 @@ def open_data_dir(path: str | os.PathLike, *, image_size: tuple[int, int] | None
                          f"{kind} data, read as it is")
     if kind == "idx":
         return _open_idx_dir(folder)
+    if kind == "mnist":
+        return _open_mnist_npz(folder)
     if kind == "cifar10":
         return open_cifar10_dir(folder)
     return open_cifar100_dir(folder)

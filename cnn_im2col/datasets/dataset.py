@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-#: The kinds of data folder ``open_data_dir`` recognises, in the order it tries them.
-KINDS = ("idx", "cifar10", "cifar100", "image-folder")
+#: The kinds of data folder ``open_data_dir`` recognises, in the order it tries them ("mnist":
+#: a folder holding ``mnist.npz``, the cache ``load_mnist`` writes).
+KINDS = ("idx", "mnist", "cifar10", "cifar100", "image-folder")
 _SHOWN_CLASSES = 10  # describe() names at most this many classes
 
 
@@ -40,7 +41,7 @@ def to_unit_float(images: np.ndarray) -> np.ndarray:
 class Dataset:
     """A labelled image data set read from a data folder.
 
-    - ``kind``: one of ``KINDS`` ("idx", "cifar10", "cifar100", "image-folder").
+    - ``kind``: one of ``KINDS`` ("idx", "mnist", "cifar10", "cifar100", "image-folder").
     - ``x_train`` ``(N, C, H, W)`` and ``x_test`` ``(M, C, H, W)``: float32 in [0, 1].
     - ``y_train`` ``(N,)`` and ``y_test`` ``(M,)``: int64 in ``0 .. len(classes) - 1``.
     - ``classes``: the class names, index = label.

@@ -155,14 +155,16 @@ def decode_files(paths: Sequence[Path], image_size: tuple[int, int] | None = Non
     (without ``image_size``), or any file that does not decode."""
     if not paths:
         raise ValueError("decode_files: no image files given")
-    decoded = [decode_image(path, image_size, channels) for path in paths]
-    first = decoded[0].shape[:2]
-    for path, pixels in zip(paths, decoded):
+    decoded = []
+    for path in paths:  # sizes checked as we go: a mismatch stops before the rest is decoded
+        pixels = decode_image(path, image_size, channels)
+        first = decoded[0].shape[:2] if decoded else pixels.shape[:2]
         if pixels.shape[:2] != first:
             raise ValueError(
                 f"{path}: image is {pixels.shape[0]}x{pixels.shape[1]} (height x width) but "
                 f"{paths[0]} is {first[0]}x{first[1]}; images of different sizes must be resized "
                 f"on purpose: give image_size=(H, W) (--image-size H W)")
+        decoded.append(pixels)
     if channels is None:
         channels = 1 if all(pixels.ndim == 2 for pixels in decoded) else 3
     images = np.empty((len(decoded), channels, *first), dtype=np.uint8)

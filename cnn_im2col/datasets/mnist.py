@@ -336,7 +336,7 @@ def mnist_directory(data_dir: str | os.PathLike | None = None) -> Path:
     return cache_root() / "mnist"
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
+def read_mnist_npz(path: Path) -> tuple[np.ndarray, ...]:
     """``x_train, y_train, x_test, y_test`` (uint8) from a cached ``mnist.npz``; ValueError if
     broken."""
     try:
@@ -426,7 +426,7 @@ def load_mnist(data_dir: str | os.PathLike | None = None, progress: bool = True,
         return load_idx_dataset(directory)  # raises FileNotFoundError naming any missing file
     npz_path = directory / NPZ_NAME
     if npz_path.is_file():
-        arrays = _read_npz(npz_path)
+        arrays = read_mnist_npz(npz_path)
     else:
         log(f"load_mnist: {npz_path} not found; fetching MNIST (once)")
         arrays = _fetch_mnist(npz_path, progress, log)
