@@ -139,9 +139,11 @@ def decode_image(path: str | os.PathLike, image_size: tuple[int, int] | None = N
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ValueError(f"{path}: refused as a possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
-        raise ValueError(f"{path}: not a {FORMAT_NAMES} image (Pillow cannot identify "
-                         f"it)") from None
-    except (_Refused, FileNotFoundError):
+        raise ValueError(f"{path}: cannot be read as a {FORMAT_NAMES} image (Pillow cannot "
+                         f"identify it: another format, or corrupt from the start)") from None
+    except _Refused as exc:
+        raise ValueError(str(exc)) from None
+    except FileNotFoundError:
         raise
     except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types on bad data
         raise ValueError(f"{path}: truncated or corrupt image ({type(exc).__name__}: "
@@ -321,10 +323,10 @@ def open_image_folder(directory: str | os.PathLike, *, image_size: tuple[int, in
                              f"{test_fraction:g} per class; add images or raise test_fraction")
         details = f"test split: {test_fraction:g} of each class held out (seed {seed})"
     if skipped:
-        entries = "entries" if len(skipped) > 1 else "entry"
-        warnings.warn(f"{directory}: skipped {len(skipped)} {entries} that are not "
-                      f"{FORMAT_NAMES} files (by extension), e.g. {skipped[0]}",
-                      UserWarning, stacklevel=2)
+        what = (f"entries that are not {FORMAT_NAMES} files" if len(skipped) > 1
+                else f"entry that is not a {FORMAT_NAMES} file")
+        warnings.warn(f"{directory}: skipped {len(skipped)} {what} (by extension), e.g. "
+                      f"{skipped[0]}", UserWarning, stacklevel=2)
     if image_size is not None:
         details += f"; resized to {image_size[0]}x{image_size[1]}"
     flat = [f for files in train_files for f in files] + [f for files in test_files for f in files]
