@@ -1,13 +1,15 @@
-"""Named networks for (1, 28, 28) images, and the ``--model NAME|FILE.json`` lookup of the command.
+"""Named networks for (C, H, W) images (MNIST's (1, 28, 28) by default), and the
+``--model NAME|FILE.json`` lookup of the command. Each takes ``input_shape`` and ``classes`` and
+adapts its first convolution, its flatten size and its last layer to them.
 
 - ``default``: :func:`default_model`, two conv-pool groups and two dense layers (Fig. 8.11 style);
 - ``lenet``: :func:`lenet`, the network of ``benchmarks/bench_train.py`` (PyTorch's twin there);
 - ``vgg-bn``: :func:`vgg_bn`, 3x3 convolutions with BatchNorm2D and ReLU, 32-pool-64-64-pool,
   then a dense head; for Fashion-MNIST.
 
-``build(spec, seed)`` takes one of those names or the path of a JSON file holding
-``Sequential.config()`` (``{"layers": [{"class": ..., "config": ...}, ...]}``; its layers carry
-their own seeds, so ``seed`` does not apply to it). ``TRAIN_DEFAULTS`` holds the settings the
+``build(spec, seed, input_shape, classes)`` takes one of those names or the path of a JSON file
+holding ``Sequential.config()`` (``{"layers": [{"class": ..., "config": ...}, ...]}``, built as it
+is; layers without a seed draw theirs from ``seed`` through ``init.manual_seed``). ``TRAIN_DEFAULTS`` holds the settings the
 ``train`` command uses for an architecture when a flag is not given.
 """
 
@@ -20,58 +22,92 @@ from typing import Any
 
 import numpy as np
 
+from . import init
 from .layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from .model import Sequential
 
-__all__ = ["ARCHITECTURES", "TRAIN_DEFAULTS", "build", "default_model", "lenet", "vgg_bn"]
+__all__ = ["ARCHITECTURES", "TRAIN_DEFAULTS", "build", "default_model", "lenet", "read_spec",
+           "vgg_bn"]
 
 
 def _seeds(seed: int, count: int) -> list[int]:
     return [int(v) for v in np.random.SeedSequence(seed).generate_state(count)]
 
 
-def default_model(seed: int = 0, dtype: Any = np.float32) -> Sequential:
-    """Conv(1->32, 5) ReLU MaxPool(2) Conv(32->64, 5) ReLU MaxPool(2) Flatten Dense(1024->256) ReLU
-    Dropout(0.4) Dense(256->10), for (1, 28, 28) inputs. Every layer's seed is derived from ``seed``."""
+def _after_two_pools(size: int, kernel: int, pad: int) -> int:
+    """The side of a map after two (kernel, pad) convolutions, each followed by a 2x2 pool."""
+    for _ in range(2):
+        size = (size + 2 * pad - kernel + 1) // 2
+    return size
+
+
+def _check_image(input_shape: Any, classes: Any, name: str) -> tuple[int, int, int, int]:
+    if len(tuple(input_shape)) != 3:
+        raise ValueError(f"{name}: the network takes images (C, H, W), got input_shape "
+                         f"{tuple(input_shape)}")
+    c, h, w = (int(v) for v in input_shape)
+    if min(c, h, w) < 1 or min(h, w) < 4 or int(classes) < 2:
+        raise ValueError(f"{name}: needs images of at least 4x4 and at least 2 classes, got "
+                         f"input_shape {(c, h, w)} and {classes} classes")
+    return c, h, w, int(classes)
+
+
+def default_model(seed: int = 0, dtype: Any = np.float32, input_shape: Any = (1, 28, 28),
+                  classes: int = 10) -> Sequential:
+    """Conv(C->32, 5) ReLU MaxPool(2) Conv(32->64, 5) ReLU MaxPool(2) Flatten Dense(->256) ReLU
+    Dropout(0.4) Dense(256->classes); for (1, 28, 28): Dense(1024->256). Images smaller than
+    16x16 get 'same'-padded convolutions. Every layer's seed is derived from ``seed``."""
+    c, h, w, k = _check_image(input_shape, classes, "default")
+    pad = 0 if min(h, w) >= 16 else 2
     s = _seeds(seed, 5)
+    side = _after_two_pools(h, 5, pad), _after_two_pools(w, 5, pad)
     return Sequential([
-        Conv2D(1, 32, 5, dtype=dtype, seed=s[0]), ReLU(), MaxPool2D(2),
-        Conv2D(32, 64, 5, dtype=dtype, seed=s[1]), ReLU(), MaxPool2D(2),
+        Conv2D(c, 32, 5, padding=pad, dtype=dtype, seed=s[0]), ReLU(), MaxPool2D(2),
+        Conv2D(32, 64, 5, padding=pad, dtype=dtype, seed=s[1]), ReLU(), MaxPool2D(2),
         Flatten(),
-        Dense(64 * 4 * 4, 256, dtype=dtype, seed=s[2]), ReLU(), Dropout(0.4, seed=s[3]),
-        Dense(256, 10, dtype=dtype, seed=s[4]),
+        Dense(64 * side[0] * side[1], 256, dtype=dtype, seed=s[2]), ReLU(),
+        Dropout(0.4, seed=s[3]),
+        Dense(256, k, dtype=dtype, seed=s[4]),
     ])
 
 
-def lenet(seed: int = 0, dtype: Any = np.float32) -> Sequential:
-    """The benchmark network: Conv(1->20, 5) ReLU MaxPool(2) Conv(20->40, 5) ReLU MaxPool(2) Flatten
-    Dense(640->100) ReLU Dense(100->10), for (1, 28, 28) inputs."""
+def lenet(seed: int = 0, dtype: Any = np.float32, input_shape: Any = (1, 28, 28),
+          classes: int = 10) -> Sequential:
+    """The benchmark network: Conv(C->20, 5) ReLU MaxPool(2) Conv(20->40, 5) ReLU MaxPool(2)
+    Flatten Dense(->100) ReLU Dense(100->classes); for (1, 28, 28): Dense(640->100). Images
+    smaller than 16x16 get 'same'-padded convolutions."""
+    c, h, w, k = _check_image(input_shape, classes, "lenet")
+    pad = 0 if min(h, w) >= 16 else 2
     s = _seeds(seed, 4)
+    side = _after_two_pools(h, 5, pad), _after_two_pools(w, 5, pad)
     return Sequential([
-        Conv2D(1, 20, 5, dtype=dtype, seed=s[0]), ReLU(), MaxPool2D(2),
-        Conv2D(20, 40, 5, dtype=dtype, seed=s[1]), ReLU(), MaxPool2D(2),
+        Conv2D(c, 20, 5, padding=pad, dtype=dtype, seed=s[0]), ReLU(), MaxPool2D(2),
+        Conv2D(20, 40, 5, padding=pad, dtype=dtype, seed=s[1]), ReLU(), MaxPool2D(2),
         Flatten(),
-        Dense(40 * 4 * 4, 100, dtype=dtype, seed=s[2]), ReLU(),
-        Dense(100, 10, dtype=dtype, seed=s[3]),
+        Dense(40 * side[0] * side[1], 100, dtype=dtype, seed=s[2]), ReLU(),
+        Dense(100, k, dtype=dtype, seed=s[3]),
     ])
 
 
-def vgg_bn(seed: int = 0, dtype: Any = np.float32) -> Sequential:
-    """A small VGG for (1, 28, 28), each convolution 3x3 'same' without bias (BatchNorm's shift
-    replaces it) followed by BatchNorm2D and ReLU: Conv(1->32), MaxPool(2) -> 14x14, Conv(32->64),
-    Conv(64->64), MaxPool(2) -> 7x7, Flatten, Dense(3136->256) ReLU Dropout(0.4) Dense(256->10).
+def vgg_bn(seed: int = 0, dtype: Any = np.float32, input_shape: Any = (1, 28, 28),
+           classes: int = 10) -> Sequential:
+    """A small VGG, each convolution 3x3 'same' without bias (BatchNorm's shift replaces it)
+    followed by BatchNorm2D and ReLU: Conv(C->32), MaxPool(2), Conv(32->64), Conv(64->64),
+    MaxPool(2), Flatten, Dense(->256) ReLU Dropout(0.4) Dense(256->classes); for (1, 28, 28):
+    14x14, then 7x7 and Dense(3136->256).
 
-    One convolution, not two, at 28x28: a second 32->32 one there took 40% of a training step
-    (measured 170 of 434 ms per batch of 128) for the least gain."""
+    One convolution, not two, at full size: a second 32->32 one at 28x28 took 40% of a training
+    step (measured 170 of 434 ms per batch of 128) for the least gain."""
+    c, h, w, k = _check_image(input_shape, classes, "vgg-bn")
     s = _seeds(seed, 6)
     layers: list[Any] = []
-    for k, (cin, cout, pool) in enumerate([(1, 32, True), (32, 64, False), (64, 64, True)]):
-        layers += [Conv2D(cin, cout, 3, padding="same", bias=None, dtype=dtype, seed=s[k]),
+    for i, (cin, cout, pool) in enumerate([(c, 32, True), (32, 64, False), (64, 64, True)]):
+        layers += [Conv2D(cin, cout, 3, padding="same", bias=None, dtype=dtype, seed=s[i]),
                    BatchNorm2D(cout, dtype=dtype), ReLU()]
         if pool:
             layers.append(MaxPool2D(2))
-    layers += [Flatten(), Dense(64 * 7 * 7, 256, dtype=dtype, seed=s[3]), ReLU(), Dropout(0.4, seed=s[4]),
-               Dense(256, 10, dtype=dtype, seed=s[5])]
+    layers += [Flatten(), Dense(64 * (h // 4) * (w // 4), 256, dtype=dtype, seed=s[3]), ReLU(),
+               Dropout(0.4, seed=s[4]), Dense(256, k, dtype=dtype, seed=s[5])]
     return Sequential(layers)
 
 
@@ -84,21 +120,39 @@ ARCHITECTURES: dict[str, Callable[..., Sequential]] = {"default": default_model,
 TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {"vgg-bn": {"epochs": 15, "shift": 1}}
 
 
-def build(spec: str, seed: int = 0) -> Sequential:
-    """The network named ``spec`` (a key of ``ARCHITECTURES``), or the one described by the JSON
-    file at ``spec`` (``Sequential.config()``). Raises ValueError naming the choices or the file."""
+def read_spec(spec: str) -> dict | None:
+    """Check ``spec`` without building anything: None for a name of ``ARCHITECTURES``, the
+    parsed config of a JSON file; ValueError / FileNotFoundError naming the choices or the
+    file."""
     if not isinstance(spec, str):
         raise TypeError(f"model must be a name or the path of a .json file, got {spec!r}")
     if spec in ARCHITECTURES:
-        return ARCHITECTURES[spec](seed)
+        return None
     path = Path(spec)
     if path.suffix.lower() != ".json":
         raise ValueError(f"model must be one of {sorted(ARCHITECTURES)} or a .json file holding "
                          f"Sequential.config(), got {spec!r}")
     if not path.is_file():
-        raise FileNotFoundError(f"{spec}: no such model file (a .json file holding Sequential.config())")
+        raise FileNotFoundError(f"{spec}: no such model file (a .json file holding "
+                                f"Sequential.config())")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{spec}: not a JSON file: {exc}") from None
-    return Sequential.from_config(config, source=spec)
+
+
+def build(spec: str, seed: int = 0, input_shape: Any = (1, 28, 28), classes: int = 10
+          ) -> Sequential:
+    """The network named ``spec`` (a key of ``ARCHITECTURES``) for ``input_shape`` images and
+    ``classes`` classes, or the one described by the JSON file at ``spec``
+    (``Sequential.config()``, built as it is under ``manual_seed(seed)``). Raises ValueError
+    naming the choices or the file."""
+    config = read_spec(spec)
+    if config is None:
+        return ARCHITECTURES[spec](seed, input_shape=input_shape, classes=classes)
+    previous = init.global_seed_state()
+    init.manual_seed(seed)  # layers without a seed of their own draw it from the run's
+    try:
+        return Sequential.from_config(config, source=spec)
+    finally:
+        init.restore_global_seed(previous)

@@ -1,4 +1,5 @@
-"""Data augmentation for image batches: :class:`RandomShift`.
+"""Data augmentation for image batches: :class:`RandomShift` (a random crop of the zero-padded
+image, torchvision's ``RandomCrop(padding=...)``), :class:`RandomFlip`, :class:`Compose`.
 
 An augmentation is a callable ``aug(x, rng) -> x`` taking a batch ``(N, C, H, W)`` and a
 ``numpy.random.Generator`` and returning a new batch of the same shape; ``fit(augment=...)`` calls it
@@ -15,7 +16,7 @@ import numpy as np
 
 from .shapes import check_int
 
-__all__ = ["RandomShift"]
+__all__ = ["Compose", "RandomFlip", "RandomShift"]
 
 
 class RandomShift:
@@ -62,3 +63,58 @@ class RandomShift:
 
     def __repr__(self) -> str:
         return f"RandomShift(max_shift={self.max_shift}, fill={self.fill})"
+
+
+class RandomFlip:
+    """Mirror each image left to right with probability ``p`` (torchvision's
+    ``RandomHorizontalFlip``): for photographs, whose classes do not depend on handedness; not for
+    digits or text. ``aug(x, rng)`` draws one uniform number per image from ``rng``."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"RandomFlip: p must be a probability in [0, 1], got {p!r}")
+        self.p = float(p)
+
+    def check(self, sample_shape: tuple[int, ...], owner: str) -> None:
+        if len(sample_shape) != 3:
+            raise ValueError(f"{owner}: {self!r} flips images (C, H, W), but the samples are "
+                             f"{tuple(sample_shape)}")
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if x.ndim != 4:
+            raise ValueError(f"RandomFlip: x must be (N, C, H, W), got shape {x.shape}")
+        flip = rng.random(x.shape[0]) < self.p
+        out = np.array(x, copy=True)
+        out[flip] = x[flip, :, :, ::-1]
+        return out
+
+    def config(self) -> dict:
+        return {"p": self.p}
+
+    def __repr__(self) -> str:
+        return f"RandomFlip(p={self.p})"
+
+
+class Compose:
+    """Several augmentations applied in order, each with its own generator spawned from the
+    batch's (so adding one does not change the draws of the others)."""
+
+    def __init__(self, augmentations: list) -> None:
+        self.augmentations = list(augmentations)
+        for aug in self.augmentations:
+            if not callable(aug):
+                raise TypeError(f"Compose: every augmentation must be callable aug(x, rng), got "
+                                f"{aug!r}")
+
+    def check(self, sample_shape: tuple[int, ...], owner: str) -> None:
+        for aug in self.augmentations:
+            if hasattr(aug, "check"):
+                aug.check(sample_shape, owner)
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        for aug, child in zip(self.augmentations, rng.spawn(len(self.augmentations))):
+            x = aug(x, child)
+        return x
+
+    def __repr__(self) -> str:
+        return f"Compose({self.augmentations!r})"

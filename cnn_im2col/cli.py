@@ -36,6 +36,7 @@ import argparse
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -45,10 +46,10 @@ import numpy as np
 
 from . import __version__, onnx
 from . import distributed as _dist
-from .architectures import ARCHITECTURES, TRAIN_DEFAULTS, default_model
+from .architectures import ARCHITECTURES, TRAIN_DEFAULTS, default_model, read_spec
 from .architectures import build as build_model
-from .augment import RandomShift
-from .datasets import load_mnist
+from .augment import Compose, RandomFlip, RandomShift
+from .datasets import Dataset, load_mnist, mnist_directory, open_data_dir
 from .exceptions import TrainingDiverged, TrainingInterrupted
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
@@ -80,6 +81,9 @@ DEFAULTS: dict[str, Any] = {
     "limit": None,
     "val_split": None,  # min(5000, N // 10) of the N training images
     "shift": 2,
+    "flip": None,  # mirror images left-right: None = on for colour (3-channel) data, off for gray
+    "image_size": None,  # [H, W]: resize image-folder data to it (else sizes must agree)
+    "test_fraction": 0.2,  # held out of a single DIR/<class> image tree as the test set
     "out": "runs/mnist",
     # architectures.ARCHITECTURES, or a .json file; TRAIN_DEFAULTS per architecture
     "model": "default",
@@ -96,6 +100,9 @@ RUN_FLAGS = (
     "val_split",
     "shift",
     "model",
+    "flip",
+    "image_size",
+    "test_fraction",
 )
 CHECKPOINT = "checkpoint.npz"
 
@@ -135,15 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description="A CNN engine in NumPy: im2col + GEMM convolutions."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,bench,export}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict,bench,export}")
     sub.required = True
 
     d = DEFAULTS
     train = sub.add_parser(
         "train",
-        help="train the default LeNet-style network on MNIST",
-        description="Train on MNIST (downloaded and cached on first use) and report the "
-        "accuracy on the 10,000 test images.",
+        help="train a network on MNIST or on the data set of --data-dir",
+        description="Train on MNIST (downloaded and cached on first use), or on the data set in "
+        "--data-dir (MNIST-format IDX files, CIFAR-10/100 binary files, or an image folder), and "
+        "report the accuracy on its test images.",
     )
     train.add_argument(
         "--model",
@@ -179,8 +187,36 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--data-dir",
         metavar="DIR",
-        help="directory of the MNIST IDX files or of the mnist.npz cache (default: "
-        "$CNN_IM2COL_DATA or the per-user cache; fetched on first use)",
+        help="the data set: a folder of the four MNIST-format IDX files, CIFAR-10's or "
+        "CIFAR-100's binary files, or images in DIR/train/<class>/ and DIR/test/<class>/ (or "
+        "DIR/<class>/, a test split held out); nothing is ever written there (default: MNIST "
+        "from $CNN_IM2COL_DATA or the per-user cache, fetched on first use)",
+    )
+    train.add_argument(
+        "--image-size",
+        type=_positive_int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="resize image-folder images to H x W (default: no resizing; images of different "
+        "sizes are an error)",
+    )
+    train.add_argument(
+        "--test-fraction",
+        type=_number(float, 0, True, "a number in (0, 1)"),
+        metavar="F",
+        help=f"for a single DIR/<class>/ image tree: the fraction of each class held out as the "
+        f"test set, chosen by --seed (default {d['test_fraction']})",
+    )
+    train.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        help="augmentation: mirror each image left-right with probability 0.5 (default: on "
+        "for colour images, off for grayscale such as digits)",
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train into an --out folder that holds a finished run, replacing its files",
     )
     train.add_argument(
         "--limit", type=_positive_int, metavar="N", help="use only the first N training images"
@@ -340,11 +376,9 @@ def _resolve_settings(args: argparse.Namespace) -> tuple[dict, Any]:
         )
     ckpt = Sequential.load_checkpoint(path)
     saved = ckpt.extra.get("settings")
-    if isinstance(saved, dict):
-        saved = {
-            "model": DEFAULTS["model"],
-            **saved,
-        }  # runs from before --model trained the default
+    if isinstance(saved, dict):  # settings a run of an earlier version did not record: defaults
+        saved = {key: DEFAULTS[key] for key in ("model", "flip", "image_size", "test_fraction")
+                 } | saved
     if not isinstance(saved, dict) or any(key not in saved for key in RUN_FLAGS):
         raise CLIError(
             f"{path}: no training settings stored in it; was it written by '{PROG} train'?"
@@ -367,6 +401,30 @@ def _resolve_settings(args: argparse.Namespace) -> tuple[dict, Any]:
     return settings, ckpt
 
 
+def _check_out(out: Path, resuming: bool, overwrite: bool) -> None:
+    """Before anything is computed: ``out`` must be a folder we can write (made if missing: the
+    user asked for it), and a finished run in it is replaced only with ``--overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} exists and is not a directory")
+    if not resuming and (out / CHECKPOINT).is_file():
+        if _unfinished(out / CHECKPOINT):
+            raise CLIError(
+                f"{out} holds an interrupted run ({CHECKPOINT}); continue it with --resume {out}, "
+                f"or choose another --out (or delete {out / CHECKPOINT} to start afresh)"
+            )
+        if not overwrite:
+            raise CLIError(
+                f"{out} holds a finished run; give --overwrite to replace it, or choose another "
+                f"--out"
+            )
+    try:  # the folder the user asked for, and a probe file in it: fail now, not after an epoch
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise CLIError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+
+
 def _unfinished(path: Path) -> bool:
     """Whether the checkpoint at ``path`` is of a run that has not finished all its epochs."""
     try:
@@ -376,19 +434,31 @@ def _unfinished(path: Path) -> bool:
         return False  # unreadable: nothing worth keeping
 
 
-def _load_data(data_dir: str | None, progress: bool) -> tuple:
-    return load_mnist(data_dir, progress=progress)
+def _load_data(data_dir: str | None, progress: bool, settings: dict | None = None) -> Dataset:
+    """MNIST (fetched into the user cache on first use) without ``data_dir``; else whatever data
+    set the folder holds (:func:`cnn_im2col.datasets.open_data_dir`, which never writes there and
+    refuses a folder holding none)."""
+    settings = settings or DEFAULTS
+    if data_dir is None:
+        (x_train, y_train), (x_test, y_test) = load_mnist(None, progress=progress)
+        return Dataset("mnist", x_train, y_train, x_test, y_test,
+                       tuple(str(d) for d in range(10)), mnist_directory())
+    image_size = settings.get("image_size")
+    return open_data_dir(data_dir, image_size=None if image_size is None else tuple(image_size),
+                         test_fraction=settings.get("test_fraction") or DEFAULTS["test_fraction"],
+                         seed=settings.get("seed", 0))
 
 
-def _load_data_once(data_dir: str | None, progress: bool, comm: Any) -> tuple:
-    """``_load_data``; under MPI rank 0 goes first (it downloads and caches MNIST if needed), then
-    the others read the cache, so K ranks never fetch the same files at once."""
+def _load_data_once(data_dir: str | None, progress: bool, comm: Any, settings: dict) -> Dataset:
+    """``_load_data``; under MPI rank 0 goes first (it downloads and caches MNIST, or decodes
+    and caches an image folder, if needed), then the others read the cache, so K ranks never
+    fetch or decode the same files at once."""
     if comm is None:
-        return _load_data(data_dir, progress)
+        return _load_data(data_dir, progress, settings)
     failure = None
     if comm.Get_rank() == 0:
         try:
-            data = _load_data(data_dir, progress)
+            data = _load_data(data_dir, progress, settings)
         except Exception as exc:
             comm.bcast(f"rank 0 could not load the data: {exc}", root=0)
             raise
@@ -397,7 +467,7 @@ def _load_data_once(data_dir: str | None, progress: bool, comm: Any) -> tuple:
     failure = comm.bcast(None, root=0)
     if failure is not None:
         raise CLIError(failure)
-    return _load_data(data_dir, False)
+    return _load_data(data_dir, False, settings)
 
 
 def _split(x: np.ndarray, y: np.ndarray, settings: dict) -> tuple:
@@ -461,6 +531,19 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
             print(*parts, **{"flush": True, **kwargs})
 
     progress = not args.no_progress and rank == 0
+    settings, ckpt = _resolve_settings(args)
+    if ckpt is None:
+        read_spec(settings["model"])  # a bad --model fails before anything is read or written
+    out = Path(settings["out"])
+    _check_out(out, resuming=ckpt is not None, overwrite=args.overwrite)
+
+    t_data = time.perf_counter()
+    dataset = _load_data_once(args.data_dir, progress, comm, settings)
+    say(dataset.describe())  # the first line: what is trained on
+    (x_fit, y_fit), validation, n_val = _split(dataset.x_train, dataset.y_train, settings)
+    x_test, y_test = dataset.x_test, dataset.y_test
+    data_seconds = time.perf_counter() - t_data
+
     threads_wanted = args.threads
     if threads_wanted is None and comm is not None:
         threads_wanted = _dist.threads_per_rank(comm)  # MPICH does not pin: share the node's cores
@@ -477,27 +560,14 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
             f"MPI: {world_size} ranks, data-parallel "
             f"(each rank computes its share of every global batch)"
         )
-    settings, ckpt = _resolve_settings(args)
-    model = (
-        build_model(settings["model"], settings["seed"]) if ckpt is None else None
-    )  # a bad --model fails now
-    out = Path(settings["out"])
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {out} exists and is not a directory")
-    if ckpt is None and (out / CHECKPOINT).is_file() and _unfinished(out / CHECKPOINT):
-        raise CLIError(
-            f"{out} holds an interrupted run ({CHECKPOINT}); continue it with --resume {out}, "
-            f"or choose another --out (or delete {out / CHECKPOINT} to start afresh)"
-        )
-
-    t_data = time.perf_counter()
-    (x_train, y_train), (x_test, y_test) = _load_data_once(args.data_dir, progress, comm)
-    (x_fit, y_fit), validation, n_val = _split(x_train, y_train, settings)
-    data_seconds = time.perf_counter() - t_data
     say(
         f"data: {x_fit.shape[0]} training, {n_val} validation, {x_test.shape[0]} test images "
         f"{tuple(x_fit.shape[1:])} ({data_seconds:.1f} s)"
     )
+    if ckpt is None:
+        model = build_model(settings["model"], settings["seed"], input_shape=dataset.image_shape,
+                            classes=len(dataset.classes))
+        model.set_class_names(dataset.classes)
 
     batches = -(-x_fit.shape[0] // settings["batch_size"])
     if ckpt is None:
@@ -510,6 +580,9 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
             f"batch {state.get('batch', 0) + 1}"
         )
     say(model.summary(x_fit.shape[1:]))
+    flip = settings["flip"] if settings["flip"] is not None else dataset.channels == 3
+    augmentations = ([RandomShift(settings["shift"])] if settings["shift"] else []) + (
+        [RandomFlip()] if flip else [])
     opt_text = (
         "Adam"
         if settings["optimizer"] == "adam"
@@ -519,7 +592,8 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
     say(
         f"training: {settings['epochs']} epoch{plural} x {batches} batches of "
         f"{settings['batch_size']}, {opt_text}, "
-        f"lr {settings['lr']:g} with per-batch cosine decay, shifts up to {settings['shift']} px, "
+        f"lr {settings['lr']:g} with per-batch cosine decay, shifts up to {settings['shift']} px"
+        f"{', random left-right flips' if flip else ''}, "
         f"seed {settings['seed']}" + (f", {world_size} MPI ranks" if comm is not None else "")
     )
 
@@ -545,7 +619,7 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
             progress=progress,
             scheduler=scheduler,
             scheduler_interval="batch",
-            augment=RandomShift(settings["shift"]) if settings["shift"] else None,
+            augment=Compose(augmentations) if augmentations else None,
             callbacks=extra_callbacks(),
             checkpoint=checkpoint,
             checkpoint_extra={"settings": settings, "data_dir": args.data_dir},
@@ -613,7 +687,7 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
     plot_curves(
         out / "curves.png",
         history,
-        title=f"MNIST: test accuracy {100 * test['accuracy']:.2f}% after "
+        title=f"{dataset.kind}: test accuracy {100 * test['accuracy']:.2f}% after "
         f"{len(history['epoch'])} epochs",
     )
     correct = round(test["accuracy"] * x_test.shape[0])
@@ -650,7 +724,8 @@ def load_model(path: str) -> Sequential:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.model)
-    (_, _), (x_test, y_test) = _load_data(args.data_dir, True)
+    dataset = _load_data(args.data_dir, True)
+    x_test, y_test = dataset.x_test, dataset.y_test
     metrics = model.evaluate(x_test, y_test, batch_size=args.batch_size)
     outputs = model.predict(x_test, batch_size=args.batch_size)  # class scores (N, K)
     pred = outputs.argmax(axis=1)

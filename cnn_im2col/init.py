@@ -60,6 +60,17 @@ def manual_seed(seed: int | None) -> None:
     _global_seed = np.random.SeedSequence(check_int(seed, "seed", "manual_seed", minimum=0))
 
 
+def global_seed_state() -> np.random.SeedSequence | None:
+    """What :func:`manual_seed` set (to put it back with :func:`restore_global_seed`)."""
+    return _global_seed
+
+
+def restore_global_seed(state: np.random.SeedSequence | None) -> None:
+    """Put back a state :func:`global_seed_state` returned."""
+    global _global_seed
+    _global_seed = state
+
+
 def make_rng(seed: Any = None) -> np.random.Generator:
     """A ``numpy.random.Generator`` from ``None`` (the next child of :func:`manual_seed`'s seed, or
     fresh OS entropy without one), an int seed >= 0, or a Generator (returned as is, not copied). Anything else (float, bool, str, legacy ``RandomState``) is a TypeError.

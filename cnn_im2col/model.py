@@ -83,7 +83,8 @@ class Sequential(Trainer):
     ``params`` in place updates the layers.
     """
 
-    def __init__(self, layers: Iterable[Any], input_shape: Iterable[int] | None = None) -> None:
+    def __init__(self, layers: Iterable[Any], input_shape: Iterable[int] | None = None,
+                 class_names: Iterable[str] | None = None) -> None:
         if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
             raise TypeError(f"Sequential: layers must be a list of layers, got {type(layers).__name__}")
         layers = list(layers)
@@ -102,6 +103,19 @@ class Sequential(Trainer):
         if input_shape is not None:
             self.check_shapes(input_shape)
             self._input_shape = tuple(int(s) for s in input_shape)
+        self.class_names: tuple[str, ...] | None = None
+        if class_names is not None:
+            self.set_class_names(class_names)
+
+    def set_class_names(self, names: Iterable[str]) -> None:
+        """Name the classes of a classifier (kept in ``config`` and model files; the ``predict``
+        command prints them): one string per output, index = label."""
+        names = tuple(names) if not isinstance(names, str) else (names,)
+        if not names or not all(isinstance(n, str) and n for n in names):
+            raise TypeError(f"Sequential: class_names must be non-empty strings, got {names!r}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"Sequential: class_names must differ from each other, got {names!r}")
+        self.class_names = names
 
     # --- container ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -179,6 +193,8 @@ class Sequential(Trainer):
                                              for i, layer in enumerate(self.layers)]}
         if self._input_shape is not None:
             config["input_shape"] = list(self._input_shape)
+        if self.class_names is not None:
+            config["class_names"] = list(self.class_names)
         return config
 
     @property
@@ -231,9 +247,9 @@ class Sequential(Trainer):
         if input_shape is not None and not isinstance(input_shape, list):
             raise ValueError(f"{source}: 'input_shape' must be a list of ints, got {input_shape!r}")
         try:
-            return cls(layers, input_shape=input_shape)
+            return cls(layers, input_shape=input_shape, class_names=config.get("class_names"))
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{source}: bad 'input_shape' {input_shape!r}: {exc}") from None
+            raise ValueError(f"{source}: bad 'input_shape' or 'class_names': {exc}") from None
 
     @staticmethod
     def _layer_entry(index: int, layer: Any) -> dict:

@@ -111,7 +111,8 @@ def detect_layout(path: str | os.PathLike) -> tuple[str, Path]:
     if not directory.exists():
         raise FileNotFoundError(f"data folder {directory} does not exist")
     if not directory.is_dir():
-        raise ValueError(f"data folder {directory} is a file; give the folder that holds the data")
+        raise ValueError(f"data folder {directory} is a file; it must be a directory, the folder "
+                         f"that holds the data")
     if any(find_idx_file(directory, name) for name in IDX_NAMES):
         return "idx", directory
     if (directory / NPZ_NAME).is_file():
