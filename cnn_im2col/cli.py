@@ -33,6 +33,7 @@ exit 2, no traceback (under MPI the failing rank then aborts the job, so no rank
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -51,6 +52,7 @@ from .architectures import build as build_model
 from .augment import Compose, RandomFlip, RandomShift
 from .datasets import Dataset, load_mnist, mnist_directory, open_data_dir
 from .exceptions import TrainingDiverged, TrainingInterrupted
+from .image_predictions import predict_images
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import SGD, Adam, CosineAnnealingLR
@@ -253,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser(
         "evaluate",
         help="test accuracy, loss and confusion matrix of a saved model",
-        description="Evaluate a saved model on the 10,000 MNIST test images.",
+        description="Evaluate a saved model on the test images of MNIST or of --data-dir.",
     )
     evaluate.add_argument(
         "model",
@@ -262,11 +264,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--data-dir", metavar="DIR", help="as for train")
     evaluate.add_argument(
+        "--image-size", type=_positive_int, nargs=2, metavar=("H", "W"), help="as for train"
+    )
+    evaluate.add_argument(
         "--batch-size",
         type=_positive_int,
         default=256,
         help="images per forward pass (default 256)",
     )
+
+    predict = sub.add_parser(
+        "predict",
+        help="classify image files with a trained model",
+        description="Print the most probable class of each image file (PNG, JPEG, BMP, WebP), "
+        "one line per image: its path, the class name and its probability.",
+    )
+    predict.add_argument(
+        "model", metavar="MODEL", help="a model written by train (model.npz) or an ONNX file"
+    )
+    predict.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
+    predict.add_argument(
+        "--top", type=_positive_int, default=1, metavar="K", help="the K most probable classes"
+    )
+    predict.add_argument(
+        "--resize",
+        action="store_true",
+        help="resize images to the model's input size (default: a different size is an error)",
+    )
+    predict.add_argument("--json", action="store_true", help="print one JSON document instead")
 
     bench = sub.add_parser(
         "bench",
@@ -402,8 +427,8 @@ def _resolve_settings(args: argparse.Namespace) -> tuple[dict, Any]:
 
 
 def _check_out(out: Path, resuming: bool, overwrite: bool) -> None:
-    """Before anything is computed: ``out`` must be a folder we can write (made if missing: the
-    user asked for it), and a finished run in it is replaced only with ``--overwrite``."""
+    """Before anything is read: ``out`` must be a folder (or not exist yet), and a finished run in
+    it is replaced only with ``--overwrite``."""
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out} exists and is not a directory")
     if not resuming and (out / CHECKPOINT).is_file():
@@ -417,7 +442,12 @@ def _check_out(out: Path, resuming: bool, overwrite: bool) -> None:
                 f"{out} holds a finished run; give --overwrite to replace it, or choose another "
                 f"--out"
             )
-    try:  # the folder the user asked for, and a probe file in it: fail now, not after an epoch
+
+
+def _make_out(out: Path) -> None:
+    """The folder the user asked for, and a probe file in it: an --out that cannot be written
+    fails before training, not after the first epoch."""
+    try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass
@@ -543,6 +573,8 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
     (x_fit, y_fit), validation, n_val = _split(dataset.x_train, dataset.y_train, settings)
     x_test, y_test = dataset.x_test, dataset.y_test
     data_seconds = time.perf_counter() - t_data
+    if rank == 0:
+        _make_out(out)
 
     threads_wanted = args.threads
     if threads_wanted is None and comm is not None:
@@ -724,7 +756,7 @@ def load_model(path: str) -> Sequential:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.model)
-    dataset = _load_data(args.data_dir, True)
+    dataset = _load_data(args.data_dir, True, {**DEFAULTS, "image_size": args.image_size})
     x_test, y_test = dataset.x_test, dataset.y_test
     metrics = model.evaluate(x_test, y_test, batch_size=args.batch_size)
     outputs = model.predict(x_test, batch_size=args.batch_size)  # class scores (N, K)
@@ -737,6 +769,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"({correct}/{x_test.shape[0]})"
     )
     print(format_confusion(m))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# predict
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    model = load_model(args.model)
+    results = predict_images(model, args.images, top=args.top, resize=args.resize)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+        return 0
+    for result in results:
+        ranked = ", ".join(f"{name} {p:.4f}" for name, p in result.top)
+        print(f"{result.path}: {ranked}")
     return 0
 
 
@@ -822,6 +871,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "train": cmd_train,
         "evaluate": cmd_evaluate,
+        "predict": cmd_predict,
         "bench": cmd_bench,
         "export": cmd_export,
     }

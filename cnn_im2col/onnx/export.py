@@ -9,6 +9,7 @@ returned. :func:`export` writes it to a file, atomically.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -18,7 +19,7 @@ from .. import __version__
 from .._files import atomic_write
 from ..model import Sequential
 from ..shapes import float_dtype
-from .operators import Graph, onnx_package, write_chain
+from .operators import CLASS_NAMES_KEY, Graph, onnx_package, write_chain
 
 OPSET = 17
 IR_VERSION = (
@@ -34,8 +35,10 @@ def _first_dtype(model: Sequential) -> np.dtype:
     return np.dtype(np.float32)
 
 
-def to_onnx(model: Sequential, input_shape: Any, dtype: Any = None) -> Any:
-    """``model`` as a checked ``onnx.ModelProto``; ``input_shape`` per sample, e.g. (1, 28, 28).
+def to_onnx(model: Sequential, input_shape: Any = None, dtype: Any = None) -> Any:
+    """``model`` as a checked ``onnx.ModelProto``; ``input_shape`` per sample, e.g. (1, 28, 28)
+    (None: the model's own ``input_shape``). The model's class names, if it has them, go into
+    the metadata (``"class_names"``, a JSON list).
 
     Graph input ``"input"`` (N, *input_shape), output ``"output"`` (N, *output shape), N dynamic.
     ``dtype=None``: every layer computes in its own dtype, as in the engine (the input has the
@@ -47,6 +50,11 @@ def to_onnx(model: Sequential, input_shape: Any, dtype: Any = None) -> Any:
     owner = "cnn_im2col.onnx.export"
     if not isinstance(model, Sequential):
         raise TypeError(f"{owner}: model must be a Sequential, got {type(model).__name__}")
+    if input_shape is None:
+        input_shape = model.input_shape
+        if input_shape is None:
+            raise ValueError(f"{owner}: the model does not know its input shape; give "
+                             f"input_shape=(C, H, W)")
     if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__iter__"):
         raise TypeError(
             f"{owner}: input_shape must be the per-sample shape, e.g. (C, H, W), "
@@ -85,11 +93,14 @@ def to_onnx(model: Sequential, input_shape: Any, dtype: Any = None) -> Any:
         producer_version=__version__,
         doc_string=repr(model),
     )
+    if model.class_names is not None:  # what the predict command names the classes by
+        h.set_model_props(proto, {CLASS_NAMES_KEY: json.dumps(list(model.class_names))})
     onnx.checker.check_model(proto, full_check=True)
     return proto
 
 
-def export(model: Sequential, path: str | os.PathLike, input_shape: Any, dtype: Any = None) -> None:
+def export(model: Sequential, path: str | os.PathLike, input_shape: Any = None,
+           dtype: Any = None) -> None:
     """Write ``model`` to ``path`` as ONNX (see :func:`to_onnx`), atomically."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"cnn_im2col.onnx.export: path must be a str or os.PathLike, got {path!r}")

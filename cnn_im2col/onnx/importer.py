@@ -11,13 +11,15 @@ the file. Files are parsed by the ``onnx`` package (protobuf), never unpickled.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from typing import Any
 
 import numpy as np
 
 from ..model import Sequential
-from .operators import IMPORTERS, Reader, onnx_package
+from .operators import CLASS_NAMES_KEY, IMPORTERS, Reader, onnx_package
 
 
 def _constant_value(onnx: Any, node: Any, source: str) -> np.ndarray:
@@ -116,7 +118,20 @@ def from_onnx(proto: Any, source: str = "ONNX model") -> Sequential:
         raise ValueError(
             f"{source}: the graph computes nothing (only Identity nodes): no layer to import"
         )
-    return Sequential(reader.layers)
+    model = Sequential(reader.layers)
+    shape = _per_sample_shape(inputs[0])
+    if shape is not None:
+        with contextlib.suppress(ValueError):  # a shape the layers cannot take: leave it unknown
+            model.check_shapes(shape)
+            model._learn_input_shape(shape)
+    names = {p.key: p.value for p in proto.metadata_props}.get(CLASS_NAMES_KEY)
+    if names is not None:
+        try:
+            model.set_class_names(json.loads(names))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{source}: metadata {CLASS_NAMES_KEY!r} is not a list of class "
+                             f"names ({exc})") from None
+    return model
 
 
 def _chain(nodes: list, constants: dict, first: str, last: str, source: str) -> list:

@@ -84,6 +84,9 @@ from ..layers import (
 from ..model import Sequential
 from ..shapes import resolve_padding
 
+#: The metadata key under which an exported model carries its class names (a JSON list).
+CLASS_NAMES_KEY = "class_names"
+
 
 def onnx_package() -> Any:
     """The third-party ``onnx`` package, imported on first use; an ImportError saying how to
