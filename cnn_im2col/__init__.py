@@ -11,7 +11,7 @@ Submodules: ``layers``, ``functional`` (stateless forward/backward), ``im2col``,
 ``reference`` (the slow scipy oracles), ``gradcheck``, ``threads``.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # First: importing it sizes the pool and pins NumPy's BLAS to one thread before anything computes.
 from .threads import get_num_threads, set_num_threads  # noqa: I001
@@ -37,6 +37,8 @@ from .augment import RandomShift
 from .model import Sequential
 from .exceptions import TrainingDiverged, TrainingInterrupted
 from .optim import SGD, Adam, CosineAnnealingLR, StepLR
+from .reports import plot_history
+from . import onnx  # the ONNX functions; the onnx package itself is imported on first use
 from .training import Callback, EarlyStopping, ReduceLROnPlateau
 from .shapes import NonFiniteError
 
@@ -73,6 +75,7 @@ __all__ = [
     "load_idx_dataset",
     "load_mnist",
     "manual_seed",
+    "plot_history",
     "read_idx",
     "set_num_threads",
     "write_idx",

@@ -27,6 +27,7 @@ def path_text(path: Any, owner: str, name: str = "path") -> str:
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on a clean exit fsync it and ``os.replace`` it into place.
+    The folder must exist: a missing one is a FileNotFoundError naming it, not created.
 
     If the block raises (or the process dies), ``path`` is untouched and the temporary file is removed.
     A SIGKILL can leave the temporary file (``.NAME.PID.random.tmp``) behind, never a partial
@@ -35,7 +36,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.parent.is_dir():  # never make folders the caller did not ask for
+        raise FileNotFoundError(f"{target}: the folder {target.parent} does not exist")
     _remove_orphans(target)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
     try:

@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, onnx
+from . import onnx
+from ._version import __version__
 from . import distributed as _dist
 from .architectures import ARCHITECTURES, TRAIN_DEFAULTS, default_model, read_spec
 from .architectures import build as build_model
@@ -60,7 +61,7 @@ from .reports import (
     confusion_matrix,
     format_confusion,
     format_profile,
-    plot_curves,
+    plot_history,
     profile_layers,
     write_json,
 )
@@ -716,9 +717,9 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
         "version": __version__,
     }
     write_json(out / "metrics.json", metrics)
-    plot_curves(
-        out / "curves.png",
+    plot_history(
         history,
+        out / "curves.png",
         title=f"{dataset.kind}: test accuracy {100 * test['accuracy']:.2f}% after "
         f"{len(history['epoch'])} epochs",
     )

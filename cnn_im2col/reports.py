@@ -1,5 +1,5 @@
 """What the commands report about a network and a run, apart from the commands themselves:
-``metrics.json`` (:func:`write_json`), the loss and accuracy curves (:func:`plot_curves`,
+``metrics.json`` (:func:`write_json`), the loss and accuracy curves (:func:`plot_history`,
 ``curves.png``), the confusion matrix of ``evaluate`` (:func:`confusion_matrix`,
 :func:`format_confusion`) and the per-layer profile of ``bench`` (:func:`profile_layers`,
 :func:`format_profile`). Files are written atomically, only where the caller says.
@@ -40,24 +40,34 @@ def write_json(path: Path, obj: Any) -> None:
         handle.write("\n")
 
 
-def plot_curves(path: Path, history: dict, title: str = "") -> None:
-    """Loss and accuracy per epoch, training and validation, as a PNG (Agg; no global backend
-    change)."""
+def plot_history(history: dict, path: str | Path, title: str = "") -> None:
+    """Plot ``fit``'s history as a PNG at ``path`` (written atomically; its folder must exist):
+    one panel per metric (loss, accuracy where it applies, ``fit``'s extra metrics), training and
+    validation per epoch. Uses matplotlib's Agg canvas, never the global backend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    epochs = history.get("epoch", [])
-    fig = Figure(figsize=(10, 4), dpi=100)
+    if not isinstance(history, dict) or not isinstance(history.get("epoch"), list):
+        raise TypeError(f"plot_history: history must be the dict fit returns (with an 'epoch' "
+                        f"list), got {type(history).__name__}")
+    epochs = history["epoch"]
+    metrics = [key for key, values in history.items()
+               if key not in ("epoch", "lr", "seconds", "samples_per_s", "seed")
+               and not key.startswith("val_") and isinstance(values, list)
+               and any(v is not None for v in values)]
+    fig = Figure(figsize=(5 * max(len(metrics), 1), 4), dpi=100)
     FigureCanvasAgg(fig)
-    for k, (metric, label) in enumerate((("loss", "loss"), ("accuracy", "accuracy"))):
-        ax = fig.add_subplot(1, 2, k + 1)
-        ax.plot(epochs, history.get(metric, []), "o-", label=f"training {label}")
-        val = [(e, v) for e, v in zip(epochs, history.get(f"val_{metric}", [])) if v is not None]
-        if val:
-            ax.plot([e for e, _ in val], [v for _, v in val], "s-", label=f"validation {label}")
+    for k, metric in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), k + 1)
+        for prefix, style, label in (("", "o-", "training"), ("val_", "s-", "validation")):
+            points = [(e, v) for e, v in zip(epochs, history.get(prefix + metric, []))
+                      if v is not None]
+            if points:
+                ax.plot([e for e, _ in points], [v for _, v in points], style,
+                        label=f"{label} {metric}")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.set_title(label)
+        ax.set_ylabel(metric)
+        ax.set_title(metric)
         ax.grid(True, alpha=0.3)
         ax.legend()
         if epochs:

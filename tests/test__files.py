@@ -12,12 +12,21 @@ from cnn_im2col._files import atomic_write
 
 def test_writes_and_replaces(tmp_path):
     target = tmp_path / "sub" / "model.npz"
+    target.parent.mkdir()
     with atomic_write(target) as handle:
         handle.write(b"first")
     with atomic_write(target) as handle:
         handle.write(b"second")
     assert target.read_bytes() == b"second"
     assert sorted(p.name for p in target.parent.iterdir()) == ["model.npz"]
+
+
+def test_a_missing_folder_is_an_error_and_is_never_made(tmp_path):
+    target = tmp_path / "nowhere" / "model.npz"
+    with pytest.raises(FileNotFoundError, match=r"model.npz: the folder .*nowhere does not exist"):
+        with atomic_write(target) as handle:
+            handle.write(b"x")
+    assert not target.parent.exists()
 
 
 def test_an_error_leaves_the_old_file_and_no_temporary(tmp_path):

@@ -33,3 +33,14 @@ def test_quickstart_api_example_runs():
     assert set(model.evaluate(x, y)) >= {"loss", "accuracy"}
 
 
+
+
+def test_the_onnx_functions_come_with_the_package_and_the_onnx_package_only_on_use():
+    import subprocess
+    import sys
+
+    code = ("import sys, cnn_im2col; assert callable(cnn_im2col.onnx.export) and "
+            "callable(cnn_im2col.onnx.load); print('onnx' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "False"

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from cnn_im2col.layers import Dense, ReLU
 from cnn_im2col.model import Sequential
@@ -13,7 +14,7 @@ from cnn_im2col.reports import (
     confusion_matrix,
     format_confusion,
     format_profile,
-    plot_curves,
+    plot_history,
     profile_layers,
     write_json,
 )
@@ -29,7 +30,7 @@ def test_confusion_matrix_counts_true_rows_and_predicted_columns():
     assert lines[4].split()[-1] == "66.67%" and lines[5].split()[-1] == "-"  # no image of class 3
 
 
-def test_plot_curves_writes_one_png_and_skips_missing_validation(tmp_path):
+def test_plot_history_writes_one_png_and_skips_missing_validation(tmp_path):
     history = {
         "epoch": [1, 2],
         "loss": [0.9, 0.5],
@@ -38,7 +39,7 @@ def test_plot_curves_writes_one_png_and_skips_missing_validation(tmp_path):
         "val_accuracy": [None, 0.75],
     }
     path = tmp_path / "curves.png"
-    plot_curves(path, history, title="a run")
+    plot_history(history, path, title="a run")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]  # no temporary file left
 
@@ -61,3 +62,15 @@ def test_profile_layers_times_every_layer_and_formats_a_row_each():
     assert len(lines) == 1 + 3 + 2  # header, a row per layer, the sum, the step
     assert lines[1].split()[0] == "0" and "Dense(6, 5" in lines[1] and "ReLU()" in lines[2]
     assert "all layers" in lines[4] and lines[5].endswith("images/s")
+
+
+def test_plot_history_draws_a_regression_without_accuracy_and_never_makes_folders(tmp_path):
+    history = {"epoch": [1, 2], "loss": [0.9, 0.5], "accuracy": [None, None], "mse": [2.0, 1.0],
+               "val_loss": [None, None], "val_accuracy": [None, None], "val_mse": [1.5, 1.2]}
+    plot_history(history, tmp_path / "r.png")
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(FileNotFoundError, match=r"the folder .*missing does not exist"):
+        plot_history(history, tmp_path / "missing" / "r.png")
+    assert not (tmp_path / "missing").exists()
+    with pytest.raises(TypeError, match=r"plot_history: history must be the dict fit returns"):
+        plot_history([1, 2], tmp_path / "x.png")

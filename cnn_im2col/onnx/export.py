@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from .._files import atomic_write
 from ..model import Sequential
 from ..shapes import float_dtype
