@@ -25,8 +25,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import functional as F
+from . import pooling as P
 from .layers import Conv2D, MaxPool2D, ReLU
-from .shapes import as_float_array
+from .shapes import as_float_array, check_dout, pool_geometry
 
 
 class Step(NamedTuple):
@@ -79,16 +80,16 @@ def _conv_relu_pool_forward(conv: Conv2D, relu: ReLU, pool: MaxPool2D, x: Any, t
     keeps the cache its own forward would have kept."""
     x = as_float_array(x, "x", repr(conv), ndim=4, dtype=conv.params["weight"].dtype, finite=False)
     conv_shape = (x.shape[0], *conv.output_shape(x.shape[1:]))
-    g = F.pool_geometry(conv_shape[2], conv_shape[3], pool.kernel_size, pool.stride, pool.padding, repr(pool))
-    pooled, argmax = F.max_pool2d_buffers(conv_shape, x.dtype, g)
+    g = pool_geometry(conv_shape[2], conv_shape[3], pool.kernel_size, pool.stride, pool.padding, repr(pool))
+    pooled, argmax = P.max_pool2d_buffers(conv_shape, x.dtype, g)
 
     def pool_slice(s: slice, y: np.ndarray) -> None:
-        F.max_pool2d_into(y, g, False, pooled[s], argmax[s])
+        P.max_pool2d_into(y, g, False, pooled[s], argmax[s])
 
     y = conv._forward(x, training, relu=True, then=pool_slice)
     relu._cache = y  # what ReLU.forward would have kept
     # the pooled values too: the fused backward's ReLU gate (the pool's own backward ignores them)
-    pool._cache = F.MaxPoolCache(y.shape, g, "numba", repr(pool), argmax, None, None, y.dtype, pooled)
+    pool._cache = P.MaxPoolCache(y.shape, g, "numba", repr(pool), argmax, y.dtype, pooled)
     return pooled
 
 
@@ -113,15 +114,15 @@ def _conv_relu_pool_backward(conv: Conv2D, pool: MaxPool2D, dout: Any, input_gra
     cache = pool._cached()
     n, c = cache.x_shape[:2]
     g = cache.geometry
-    dpool = np.ascontiguousarray(F.check_dout(dout, (n, c, g.oh, g.ow), cache.dtype, repr(pool)))
-    gate = cache.pooled if conv._cached().relu else None  # the fused ReLU's derivative at the winners
+    dpool = np.ascontiguousarray(check_dout(dout, (n, c, g.oh, g.ow), cache.dtype, repr(pool)))
+    gate = cache.pooled if conv._cached().out is not None else None  # the fused ReLU's derivative at the winners
 
     def dout_of(s: slice) -> np.ndarray:
         dy = np.empty((s.stop - s.start, *cache.x_shape[1:]), dtype=cache.dtype)
-        F.max_pool2d_grad_into(dpool[s], cache.argmax[s], dpool[s], False, g, dy)
+        P.max_pool2d_grad_into(dpool[s], cache.argmax[s], dpool[s], False, g, dy)
         return dy
 
     def dz_into(s: slice, d_t: np.ndarray, bias_grad: np.ndarray) -> None:
-        F.max_pool2d_grad_cm_into(dpool[s], cache.argmax[s], None if gate is None else gate[s], d_t, bias_grad)
+        P.max_pool2d_grad_cm_into(dpool[s], cache.argmax[s], None if gate is None else gate[s], d_t, bias_grad)
 
     return conv.backward(None, input_grad=input_grad, dout_of=dout_of, dz_into=dz_into)

@@ -20,16 +20,18 @@ from typing import Any
 import numpy as np
 
 from . import functional as F
-from . import winograd
+from .conv import winograd
 from .init import he_normal, make_rng
 from .shapes import (
     as_float_array,
     check_choice,
+    check_dout,
     check_float,
     check_input_channels,
     check_int,
     float_dtype,
     pair,
+    pool_geometry,
 )
 
 
@@ -262,7 +264,7 @@ class Dense(Layer):
     def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
         """Fill ``grads``; return dx, or None with ``input_grad=False`` (not computed)."""
         x = self._cached()
-        dout = F.check_dout(dout, (x.shape[0], self.out_features), x.dtype, repr(self))
+        dout = check_dout(dout, (x.shape[0], self.out_features), x.dtype, repr(self))
         self.grads["weight"] = F.gemm(dout.T, x)
         if "bias" in self.params:
             self.grads["bias"] = dout.sum(axis=0)
@@ -282,7 +284,7 @@ class _Pool2D(Layer):
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 3:
             raise ValueError(f"{self!r}: input must be (C, H, W), got {tuple(input_shape)}")
-        g = F.pool_geometry(input_shape[1], input_shape[2], self.kernel_size, self.stride,
+        g = pool_geometry(input_shape[1], input_shape[2], self.kernel_size, self.stride,
                             self.padding, repr(self))
         return (input_shape[0], g.oh, g.ow)
 
@@ -434,7 +436,7 @@ class _Activation(Layer):
 
     def backward(self, dout: Any) -> np.ndarray:
         y = self._cached()
-        dout = F.check_dout(dout, y.shape, y.dtype, repr(self))
+        dout = check_dout(dout, y.shape, y.dtype, repr(self))
         return self._backward(dout, y)
 
 

@@ -36,10 +36,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _kernels
 from . import blocks as _blocks
 from . import functional as F
 from ._files import atomic_write, json_array, npz_entry, npz_json
+from .arrays import all_finite
 from .augment import RandomShift
 from .checkpoint import (
     HISTORY_KEYS,
@@ -661,10 +661,10 @@ def _check_finite(a: np.ndarray, what: str, source: str, owner: str) -> None:
 
 def _finite(a: np.ndarray) -> bool:
     """Whether every element of a float array is finite, in one compiled pass with no temporary
-    (``_kernels.all_finite``; training checks every gradient and parameter each step: measured on
+    (``arrays.all_finite``; training checks every gradient and parameter each step: measured on
     64,000 values 0.006 ms float32 / 0.014 ms float64, against 0.065 / 0.035 ms for the float64
     ``np.sum`` it replaces)."""
-    return bool(_kernels.all_finite(np.ascontiguousarray(a).reshape(-1)))
+    return bool(all_finite(np.ascontiguousarray(a).reshape(-1)))
 
 
 def _path(path: Any, owner: str, name: str = "path") -> str:

@@ -1,6 +1,8 @@
-"""Argument and shape validation shared by every public entry point.
+"""Argument and shape validation shared by every public entry point, and window geometry.
 
-Every check here raises ``TypeError`` (wrong kind of value) or ``ValueError`` (right kind, wrong
+A layer calls in here where input enters (its public ``forward``) and once per new input shape
+(its plan: ``conv_geometry``, ``pool_geometry``); the engine's internal paths never do. Every
+check here raises ``TypeError`` (wrong kind of value) or ``ValueError`` (right kind, wrong
 value) with a message that names who is complaining (``owner``, e.g. ``"Conv2D"``), the argument,
 the value received and what is allowed. Kernels never validate; they trust these checks.
 """
@@ -242,3 +244,46 @@ def check_input_channels(x: np.ndarray, expected: int, owner: str, name: str = "
             f"{owner}: {name} must have {expected} channels (shape (N, {expected}, H, W)), "
             f"got shape {x.shape}"
         )
+
+
+def check_dout(dout: Any, expected: tuple[int, ...], dtype: np.dtype, owner: str) -> np.ndarray:
+    """Validate an upstream gradient: numeric, finite, cast to ``dtype``, shaped like the output."""
+    dout = as_float_array(dout, "dout", owner, dtype=dtype)
+    if dout.shape != tuple(expected):
+        raise ValueError(f"{owner}: dout must have the output's shape {tuple(expected)}, got {dout.shape}")
+    return dout
+
+
+def dilated_geometry(height: int, width: int, kernel: tuple[int, int], stride: tuple[int, int],
+                     dilation: tuple[int, int], padding: Any, owner: str) -> WindowGeometry:
+    """The geometry of a (dilated) kernel: its span ``dil*(k - 1) + 1`` must fit the padded input,
+    and ``"same"`` pads the span as PyTorch does (the extra cell at the bottom/right)."""
+    span = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
+    pads = resolve_padding(padding, span, stride, owner)
+    what = "kernel" if dilation == (1, 1) else f"kernel {tuple(kernel)} with dilation {tuple(dilation)}: its span"
+    g = window_geometry(height, width, span, stride, pads, owner, what=what)
+    return g._replace(kh=kernel[0], kw=kernel[1], dy=dilation[0], dx=dilation[1])
+
+
+def conv_geometry(x_shape: tuple[int, ...], channels: int, kernel: tuple[int, int], stride: tuple[int, int],
+                  dilation: tuple[int, int], padding: Any, owner: str) -> WindowGeometry:
+    """A convolution's plan check for an input shape, in one call: ``x_shape`` is (N, ``channels``,
+    H, W) and the (dilated) kernel fits it; returns its geometry (``dilated_geometry``)."""
+    if len(x_shape) != 4:
+        raise ValueError(f"{_prefix(owner)}x must be 4-D, got {len(x_shape)}-D array of shape {tuple(x_shape)}")
+    if x_shape[1] != channels:
+        raise ValueError(f"{owner}: x must have {channels} channels (shape (N, {channels}, H, W)), "
+                         f"got shape {tuple(x_shape)}")
+    return dilated_geometry(x_shape[2], x_shape[3], kernel, stride, dilation, padding, owner)
+
+
+def pool_geometry(height: int, width: int, kernel_size: Any, stride: Any, padding: Any,
+                  owner: str) -> WindowGeometry:
+    """Window geometry of a pooling layer: stride defaults to the window; padding at most half of it."""
+    kernel = pair(kernel_size, "kernel_size", owner)
+    steps = kernel if stride is None else pair(stride, "stride", owner)
+    ph, pw = pair(padding, "padding", owner, minimum=0)
+    if ph > kernel[0] // 2 or pw > kernel[1] // 2:
+        raise ValueError(f"{owner}: padding must be at most half the window ({kernel[0] // 2}, "
+                         f"{kernel[1] // 2}) for kernel_size {kernel}, got {(ph, pw)}")
+    return window_geometry(height, width, kernel, steps, (ph, ph, pw, pw), owner, what="pooling window")

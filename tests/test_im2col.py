@@ -150,7 +150,8 @@ def test_dilated_backends_equal_naive_definition(case, pad_value):
 def test_dilated_col2im_is_the_adjoint_and_the_layouts_agree(case):
     """col2im with dilation is the transpose of im2col (both backends), and the convolution's
     channel-major kernels (unfold_t / fold_t) are the same matrices transposed."""
-    from cnn_im2col.im2col import _geometry, fold_t, unfold_t
+    from cnn_im2col.conv.im2col import fold_t, unfold_t
+    from cnn_im2col.im2col import _geometry
 
     x, kernel, stride, padding, dilation, _ = case
     x = x.astype(np.float64)

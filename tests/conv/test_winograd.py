@@ -9,8 +9,9 @@ from conftest import in_memory_order, tolerance
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cnn_im2col import arrays, reference
 from cnn_im2col import functional as F
-from cnn_im2col import reference, winograd
+from cnn_im2col.conv import winograd
 from cnn_im2col.gradcheck import check_function
 
 
@@ -47,11 +48,11 @@ def test_winograd_equals_im2col_and_the_reference(monkeypatch_module, case, relu
     or the whole batch in one."""
     x, weight, bias, bias_mode, padding, dout, order = case
     rtol, atol = tolerance(x.dtype)
-    monkeypatch_module.setattr(F, "_CHUNK_BYTES", chunk)
+    monkeypatch_module.setattr(arrays, "_CHUNK_BYTES", chunk)
     kw = {"padding": padding, "relu": relu, "keep_cols": keep_cols}
     fast, fast_cache = F.conv2d_forward(in_memory_order(x, order), weight, bias, algorithm="winograd", **kw)
     twin, twin_cache = F.conv2d_forward(x, weight, bias, algorithm="im2col", **kw)
-    assert fast_cache.transformed is not None and twin_cache.transformed is None
+    assert isinstance(fast_cache, winograd.WinogradCache) and not isinstance(twin_cache, winograd.WinogradCache)
     assert fast.dtype == x.dtype and fast.flags.c_contiguous
     pads = (weight.shape[2] // 2,) * 2 if padding == "same" else padding
     plain = reference.conv2d_forward(x, weight, bias, 1, pads)
@@ -153,7 +154,7 @@ def test_winograd_gradcheck_float64(bias_mode, relu, r):
 def test_auto_takes_winograd_only_where_it_applies_and_pays(shape, n, size, kw, chosen):
     x = np.ones((n, shape[1] * kw.get("groups", 1), size, size), np.float32)
     _, cache = F.conv2d_forward(x, np.ones(shape, np.float32), **kw)
-    assert (cache.transformed is not None) == chosen
+    assert isinstance(cache, winograd.WinogradCache) == chosen
     # the table above is drawn at these thresholds
     assert (winograd.AUTO_MIN_CHANNELS, winograd.AUTO_MIN_SIDE, winograd.AUTO_MIN_PIXELS) == (8, 4, 512)
 
