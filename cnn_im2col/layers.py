@@ -1,6 +1,6 @@
-"""Thin stateful layers over ``functional``: they hold parameters, gradients and the forward cache.
+"""Thin stateful layers over the engine: they hold parameters, gradients and the forward cache.
 
-The layer protocol (DESIGN.md):
+The layer protocol (all a user's layer needs, inside ``Sequential`` too):
 
 - ``forward(x, training=False) -> y`` and ``backward(dout) -> dx``;
 - ``params`` / ``grads``: dicts of arrays with the same keys and shapes (``"weight"``, ``"bias"``);
@@ -10,6 +10,18 @@ The layer protocol (DESIGN.md):
 
 Shapes are NCHW; weights use PyTorch's layouts, Conv2D (O, C, KH, KW) and Dense
 (out_features, in_features), so weights copy across both ways.
+
+Validate once, plan once. The built-in layers split ``forward`` in two: ``check_input(x)`` is the
+boundary check that gives users clear errors (numeric, dimensions, dtype, NaN/Inf), and ``run(x,
+training)`` the internal path, which trusts that ``x`` is a float array made by the engine. ``run``
+looks up the layer's plan for ``x.shape``: what the layer works out once per input shape and keeps
+(``plan(shape)``: a convolution's geometry and strategy, ``conv.ConvPlan``; a pool's geometry; for
+the others, that the shape fits). The first time a shape is seen, the plan is made with one call
+into ``shapes.py``, which raises the same errors the boundary would; after that a forward pass
+calls no validation at all. ``forward = run(check_input(x))``; ``Sequential`` checks its input once
+(its first step's ``forward``) and runs every later step unchecked (``blocks.py``). The plan is
+where a later speed issue keeps what else belongs to one input shape (workspace buffers, the
+algorithm measured fastest): a layer keys it by input shape and makes it on first use.
 """
 
 from __future__ import annotations
@@ -19,19 +31,40 @@ from typing import Any
 
 import numpy as np
 
-from . import functional as F
-from .conv import winograd
+from .activations import (
+    relu,
+    relu_backward,
+    sigmoid,
+    sigmoid_backward,
+    softmax,
+    softmax_backward,
+    tanh,
+    tanh_backward,
+)
+from .arrays import gemm
+from .conv import ALGORITHMS, ConvPlan, choose, conv2d_backward, conv2d_output_shape, winograd
 from .init import he_normal, make_rng
+from .normalization import batch_norm2d, batch_norm2d_backward
+from .pooling import (
+    avg_pool2d,
+    avg_pool2d_backward,
+    global_avg_pool2d,
+    global_avg_pool2d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+)
 from .shapes import (
     as_float_array,
     check_choice,
     check_dout,
     check_float,
-    check_input_channels,
     check_int,
+    check_nchw,
+    conv_geometry,
     float_dtype,
     pair,
     pool_geometry,
+    pool_plan,
 )
 
 
@@ -42,6 +75,7 @@ class Layer:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self._cache: Any = None
+        self._plans: dict[tuple[int, ...], Any] = {}  # input shape -> plan (see the module docstring)
 
     # --- protocol --------------------------------------------------------------------------
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
@@ -61,6 +95,25 @@ class Layer:
         return cls(**config)
 
     __call__ = forward
+
+    # --- the built-in layers' split of forward (module docstring) -----------------------------
+    def check_input(self, x: Any) -> np.ndarray:
+        """The boundary check of ``forward``: ``x`` as a float array, NaN/Inf refused."""
+        return as_float_array(x, "x", repr(self))
+
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """``forward`` on input already checked (by ``check_input``, or made by the engine)."""
+        raise NotImplementedError
+
+    def plan(self, shape: tuple[int, ...]) -> Any:
+        """This layer's plan for inputs of ``shape`` (N, ...), made on first use and kept."""
+        plan = self._plans.get(shape)
+        if plan is None:
+            plan = self._plans[shape] = self._make_plan(shape)
+        return plan
+
+    def _make_plan(self, shape: tuple[int, ...]) -> Any:
+        return True  # nothing to work out: every shape fits
 
     # --- helpers ---------------------------------------------------------------------------
     def _remember(self, **config: Any) -> None:
@@ -119,7 +172,7 @@ class Conv2D(Layer):
     ``in_channels`` and ``out_channels``. ``algorithm``: how the convolution becomes GEMMs,
     ``"im2col"``, ``"winograd"`` (F(4x4, 3x3) or F(2x2, 5x5): a 3x3 or 5x5 kernel, stride 1,
     dilation 1, groups 1) or ``"auto"`` (Winograd where it applies and pays, see
-    ``functional.conv2d_forward``); the numbers agree to rounding. Input (N, C, H, W) -> output
+    ``conv.choose``); the numbers agree to rounding. Input (N, C, H, W) -> output
     (N, O, OH, OW).
     """
 
@@ -146,7 +199,7 @@ class Conv2D(Layer):
         else:
             pad_config = list(pair(padding, "padding", name, minimum=0))
         check_choice(bias, "bias", ("tied", "untied", None), name)
-        check_choice(algorithm, "algorithm", F.ALGORITHMS, name)
+        check_choice(algorithm, "algorithm", ALGORITHMS, name)
         if algorithm == "winograd" and not winograd.supports(kernel, steps, dil, groups):
             raise ValueError(f"{name}: algorithm='winograd' needs kernel_size 3 or 5, stride 1, dilation 1 and "
                              f"groups 1; got kernel_size {kernel}, stride {steps}, dilation {dil}, groups {groups}")
@@ -177,42 +230,51 @@ class Conv2D(Layer):
         self._zero_grads()
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        shape = F.conv2d_output_shape(tuple(input_shape), self.params["weight"].shape,
+        shape = conv2d_output_shape(tuple(input_shape), self.params["weight"].shape,
                                       self.stride, self.padding, repr(self), self.dilation, self.groups)
         if self.input_size is not None and list(input_shape[1:]) != self.input_size:
             raise ValueError(f"{self!r}: input size must be {tuple(self.input_size)} (input_size), "
                              f"got {tuple(input_shape[1:])}")
         return shape
 
-    def forward(self, x: Any, training: bool = False) -> np.ndarray:
-        return self._forward(x, training, relu=False)
+    def check_input(self, x: Any) -> np.ndarray:
+        return as_float_array(x, "x", repr(self), ndim=4, dtype=self.params["weight"].dtype)
 
-    def _forward(self, x: Any, training: bool, relu: bool, then: Any = None) -> np.ndarray:
-        """``forward``; with ``relu`` the output is ReLU(conv) in the same pass (``Sequential`` uses
-        it for Conv2D -> ReLU), and ``backward`` then takes the gradient of that ReLU's output.
-        ``then``: ``functional.conv2d_forward``'s per-slice hook (a fused pool)."""
-        owner = repr(self)
-        # NaN/Inf are refused by conv2d_forward, with this owner: one pass over x, not two
-        x = as_float_array(x, "x", owner, ndim=4, dtype=self.params["weight"].dtype, finite=False)
-        check_input_channels(x, self.in_channels, owner)
-        if self.input_size is not None and list(x.shape[2:]) != self.input_size:
-            raise ValueError(f"{owner}: x must be {tuple(self.input_size)} pixels (input_size), "
-                             f"got shape {x.shape}")
+    def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        return self.run(self.check_input(x), training)
+
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        plan = self.plan(x.shape)
+        weight = self.params["weight"]
         # at inference the im2col matrix is not kept (it is the layer's largest array); backward
         # still works after forward(training=False): it rebuilds it from x
-        out, self._cache = F.conv2d_forward(x, self.params["weight"], self.params.get("bias"),
-                                            self.stride, self.padding, owner=owner, keep_cols=bool(training),
-                                            dilation=self.dilation, groups=self.groups, relu=relu, then=then,
-                                            algorithm=self.algorithm)
+        out, self._cache = plan.strategy.forward(
+            np.ascontiguousarray(x, dtype=weight.dtype), weight, self.conv_bias(), plan.geometry,
+            groups=self.groups, owner=repr(self), keep=bool(training))
         return out
 
-    def backward(self, dout: Any, input_grad: bool = True, *, dout_of: Any = None,
-                 dz_into: Any = None) -> np.ndarray | None:
-        """Fill ``grads``; return dx, or None with ``input_grad=False`` (not computed: a first layer's
-        input gradient is never used in training). ``dout_of``, ``dz_into``: ``functional.conv2d_backward``'s
-        per-slice sources of dout (``dout=None``; a fused pool's backward)."""
-        dx, dweight, dbias = F.conv2d_backward(dout, self._cached(), input_grad=input_grad, dout_of=dout_of,
-                                               dz_into=dz_into)
+    def conv_bias(self) -> np.ndarray | None:
+        """The bias as the strategies take it: None, or C-contiguous in the weight's dtype."""
+        bias = self.params.get("bias")
+        return None if bias is None else np.ascontiguousarray(bias, dtype=self.params["weight"].dtype)
+
+    def _make_plan(self, shape: tuple[int, ...]) -> ConvPlan:
+        """The geometry for this input shape and the strategy that runs it (``conv.choose``)."""
+        owner = repr(self)
+        if (self.input_size is not None and len(shape) == 4 and shape[1] == self.in_channels
+                and list(shape[2:]) != self.input_size):
+            raise ValueError(f"{owner}: x must be {tuple(self.input_size)} pixels (input_size), "
+                             f"got shape {shape}")
+        g = conv_geometry(shape, self.in_channels, self.kernel_size, self.stride, self.dilation,
+                          self.padding, owner)
+        strategy = choose(self.algorithm, "numba", self.params["weight"].shape, g, self.groups, shape[1],
+                          shape[0], owner)
+        return ConvPlan(g, strategy)
+
+    def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
+        """Fill ``grads``; return dx, or None with ``input_grad=False`` (not computed: a first
+        layer's input gradient is never used in training)."""
+        dx, dweight, dbias = conv2d_backward(dout, self._cached(), input_grad=input_grad)
         self.grads["weight"] = dweight
         if dbias is not None:
             self.grads["bias"] = dbias
@@ -250,13 +312,22 @@ class Dense(Layer):
                              f"got {tuple(input_shape)}")
         return (self.out_features,)
 
+    def check_input(self, x: Any) -> np.ndarray:
+        return as_float_array(x, "x", repr(self), ndim=2, dtype=self.params["weight"].dtype)
+
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
-        owner = repr(self)
-        x = as_float_array(x, "x", owner, ndim=2, dtype=self.params["weight"].dtype)
-        if x.shape[1] != self.in_features:
-            raise ValueError(f"{owner}: x must have shape (N, {self.in_features}), got {x.shape}")
+        return self.run(self.check_input(x), training)
+
+    def _make_plan(self, shape: tuple[int, ...]) -> bool:
+        if len(shape) != 2 or shape[1] != self.in_features:
+            raise ValueError(f"{self!r}: x must have shape (N, {self.in_features}), got {shape}")
+        return True
+
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        self.plan(x.shape)
+        x = x.astype(self.params["weight"].dtype, copy=False)
         self._cache = x
-        out = F.gemm(x, self.params["weight"].T)
+        out = gemm(x, self.params["weight"].T)
         if "bias" in self.params:
             out += self.params["bias"]
         return out
@@ -265,10 +336,10 @@ class Dense(Layer):
         """Fill ``grads``; return dx, or None with ``input_grad=False`` (not computed)."""
         x = self._cached()
         dout = check_dout(dout, (x.shape[0], self.out_features), x.dtype, repr(self))
-        self.grads["weight"] = F.gemm(dout.T, x)
+        self.grads["weight"] = gemm(dout.T, x)
         if "bias" in self.params:
             self.grads["bias"] = dout.sum(axis=0)
-        return F.gemm(dout, self.params["weight"]) if input_grad else None
+        return gemm(dout, self.params["weight"]) if input_grad else None
 
 
 class _Pool2D(Layer):
@@ -288,6 +359,17 @@ class _Pool2D(Layer):
                             self.padding, repr(self))
         return (input_shape[0], g.oh, g.ow)
 
+    def check_input(self, x: Any) -> np.ndarray:
+        return as_float_array(x, "x", repr(self), ndim=4)
+
+    def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        return self.run(self.check_input(x), training)
+
+    def _make_plan(self, shape: tuple[int, ...]) -> Any:
+        """The pooling geometry for this input shape (a ``WindowGeometry``)."""
+        channels = getattr(self, "channels", None)
+        return pool_plan(shape, channels, self.kernel_size, self.stride, self.padding, repr(self))
+
 
 class MaxPool2D(_Pool2D):
     """Max pooling over each feature map (Eq. 8.24); ``stride`` defaults to the window.
@@ -303,18 +385,12 @@ class MaxPool2D(_Pool2D):
         self._remember(kernel_size=_compact(self.kernel_size),
                        stride=None if stride is None else _compact(self.stride), padding=_compact(self.padding))
 
-    def forward(self, x: Any, training: bool = False) -> np.ndarray:
-        return self._forward(x, training, relu=False)
-
-    def _forward(self, x: Any, training: bool, relu: bool) -> np.ndarray:
-        """``forward``; with ``relu`` the pool of ReLU(x) in one pass (``Sequential`` uses it for
-        ReLU -> MaxPool2D), and ``backward`` then returns the gradient of that ReLU's input."""
-        out, self._cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, owner=repr(self),
-                                                relu=relu)
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        out, self._cache = max_pool2d(np.ascontiguousarray(x), self.plan(x.shape), owner=repr(self))
         return out
 
     def backward(self, dout: Any) -> np.ndarray:
-        return F.max_pool2d_backward(dout, self._cached())
+        return max_pool2d_backward(dout, self._cached())
 
 
 class AvgPool2D(_Pool2D):
@@ -363,20 +439,19 @@ class AvgPool2D(_Pool2D):
             raise ValueError(f"{self!r}: input must have {self.channels} channels, got {tuple(input_shape)}")
         return shape
 
-    def forward(self, x: Any, training: bool = False) -> np.ndarray:
-        owner = repr(self)
+    def check_input(self, x: Any) -> np.ndarray:
         scale = self.params.get("weight")
-        if self.channels is not None:
-            x = as_float_array(x, "x", owner, ndim=4)
-            check_input_channels(x, self.channels, owner)
-        if scale is not None:
-            x = as_float_array(x, "x", owner, ndim=4, dtype=scale.dtype)
-        out, self._cache = F.avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding, scale, owner=owner,
-                                                count_include_pad=self.count_include_pad)
+        return as_float_array(x, "x", repr(self), ndim=4, dtype=None if scale is None else scale.dtype)
+
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        g = self.plan(x.shape)
+        scale = self.params.get("weight")
+        x = np.ascontiguousarray(x, dtype=None if scale is None else scale.dtype)
+        out, self._cache = avg_pool2d(x, g, scale, owner=repr(self), count_include_pad=self.count_include_pad)
         return out
 
     def backward(self, dout: Any) -> np.ndarray:
-        dx, dscale = F.avg_pool2d_backward(dout, self._cached())
+        dx, dscale = avg_pool2d_backward(dout, self._cached())
         if dscale is not None:
             self.grads["weight"] = dscale
         return dx
@@ -399,7 +474,9 @@ class Flatten(Layer):
         return (int(np.prod(input_shape)),)
 
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
-        x = as_float_array(x, "x", repr(self))
+        return self.run(self.check_input(x), training)
+
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if x.ndim < 2:
             raise ValueError(f"{self!r}: x must be (N, ...) with at least 2 dimensions, got shape {x.shape}")
         self._cache = x.shape
@@ -421,15 +498,17 @@ class Flatten(Layer):
 class _Activation(Layer):
     """Element-wise activation; backward uses the cached output y."""
 
-    _forward = staticmethod(F.relu)
-    _backward = staticmethod(F.relu_backward)
+    _forward = staticmethod(relu)
+    _backward = staticmethod(relu_backward)
 
     def __init__(self) -> None:
         super().__init__()
         self._remember()
 
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
-        x = as_float_array(x, "x", repr(self))
+        return self.run(self.check_input(x), training)
+
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         y = self._forward(x)
         self._cache = y
         return y
@@ -447,27 +526,26 @@ class ReLU(_Activation):
 class Sigmoid(_Activation):
     """1 / (1 + exp(-x)), computed without overflow for any finite x."""
 
-    _forward = staticmethod(F.sigmoid)
-    _backward = staticmethod(F.sigmoid_backward)
+    _forward = staticmethod(sigmoid)
+    _backward = staticmethod(sigmoid_backward)
 
 
 class Tanh(_Activation):
-    _forward = staticmethod(F.tanh)
-    _backward = staticmethod(F.tanh_backward)
+    _forward = staticmethod(tanh)
+    _backward = staticmethod(tanh_backward)
 
 
 class Softmax(_Activation):
     """Softmax over the class axis (axis 1). To train a classifier, prefer raw logits with the
     fused ``losses.SoftmaxCrossEntropy``; this layer is for networks that output probabilities."""
 
-    _forward = staticmethod(F.softmax)
-    _backward = staticmethod(F.softmax_backward)
+    _forward = staticmethod(softmax)
+    _backward = staticmethod(softmax_backward)
 
-    def forward(self, x: Any, training: bool = False) -> np.ndarray:
-        x = as_float_array(x, "x", repr(self))
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if x.ndim < 2:
             raise ValueError(f"{self!r}: x must be (N, classes, ...), got shape {x.shape}")
-        return super().forward(x, training)
+        return super().run(x, training)
 
 
 class Dropout(Layer):
@@ -485,7 +563,9 @@ class Dropout(Layer):
         self._remember(p=p, seed=seed)
 
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
-        x = as_float_array(x, "x", repr(self))
+        return self.run(self.check_input(x), training)
+
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if not training or self.p == 0.0:
             # the identity: a read-only view of ones, no allocation, and backward still checks shapes
             self._cache = np.broadcast_to(np.ones(1, dtype=x.dtype), x.shape)
@@ -551,18 +631,32 @@ class BatchNorm2D(Layer):
             raise ValueError(f"{self!r}: input must be ({self.num_features}, H, W), got {tuple(input_shape)}")
         return tuple(input_shape)
 
+    def check_input(self, x: Any) -> np.ndarray:
+        return as_float_array(x, "x", repr(self), ndim=4, dtype=self._dtype)
+
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        return self.run(self.check_input(x), training)
+
+    def _make_plan(self, shape: tuple[int, ...]) -> bool:
+        check_nchw(shape, self.num_features, repr(self))
+        return True
+
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         owner = repr(self)
-        # NaN/Inf are refused by batch_norm2d_forward, with this owner: one pass over x, not two
-        x = as_float_array(x, "x", owner, ndim=4, dtype=self._dtype, finite=False)
-        check_input_channels(x, self.num_features, owner)
+        self.plan(x.shape)
         use_batch = training or not self.track_running_stats
         if use_batch and x.shape[0] * x.shape[2] * x.shape[3] < 2:
             raise ValueError(f"{owner}: batch statistics need more than 1 value per channel (N*H*W >= 2), "
                              f"got x of shape {x.shape}")
-        fixed = (None, None) if use_batch else (self.buffers["running_mean"], self.buffers["running_var"])
-        out, self._cache, mean, var = F.batch_norm2d_forward(
-            x, self.params.get("weight"), self.params.get("bias"), *fixed, eps=self.eps, owner=owner)
+        mean = var = None
+        if not use_batch:
+            mean = self.buffers["running_mean"].astype(np.float64)
+            var = self.buffers["running_var"].astype(np.float64)
+            if (var < 0).any():
+                raise ValueError(f"{owner}: var must be >= 0, got min {var.min()}")
+        x = np.ascontiguousarray(x, dtype=self._dtype)
+        out, self._cache, mean, var = batch_norm2d(x, self.params.get("weight"), self.params.get("bias"),
+                                                   mean, var, self.eps, owner)
         if training and self.track_running_stats:
             self._update_running(mean, var, x.shape[0] * x.shape[2] * x.shape[3])
         return out
@@ -577,7 +671,7 @@ class BatchNorm2D(Layer):
             running[...] = (1.0 - factor) * running + factor * batch
 
     def backward(self, dout: Any) -> np.ndarray:
-        dx, dweight, dbias = F.batch_norm2d_backward(dout, self._cached())
+        dx, dweight, dbias = batch_norm2d_backward(dout, self._cached())
         if self.affine:
             self.grads["weight"], self.grads["bias"] = dweight, dbias
         return dx
@@ -595,12 +689,23 @@ class GlobalAvgPool2D(Layer):
             raise ValueError(f"{self!r}: input must be (C, H, W), got {tuple(input_shape)}")
         return (input_shape[0],)
 
+    def check_input(self, x: Any) -> np.ndarray:
+        return as_float_array(x, "x", repr(self), ndim=4)
+
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
-        out, self._cache = F.global_avg_pool2d_forward(x, owner=repr(self))
+        return self.run(self.check_input(x), training)
+
+    def _make_plan(self, shape: tuple[int, ...]) -> bool:
+        check_nchw(shape, None, repr(self))
+        return True
+
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        self.plan(x.shape)
+        out, self._cache = global_avg_pool2d(x, owner=repr(self))
         return out
 
     def backward(self, dout: Any) -> np.ndarray:
-        return F.global_avg_pool2d_backward(dout, self._cached())
+        return global_avg_pool2d_backward(dout, self._cached())
 
 
 def _compact(value: Any) -> Any:

@@ -178,12 +178,13 @@ class Sequential:
         there means a value overflowed inside the stack (``NonFiniteError``).
 
         Adjacent built-in layers that compute faster together (Conv2D -> ReLU, ReLU -> MaxPool2D)
-        run as one fused block (``blocks.py``), with the same outputs and gradients."""
+        run as one fused block (``blocks.py``), with the same outputs and gradients. ``x`` is
+        checked once, by the first step; the others run unchecked on their layers' plans."""
         steps = self._steps = _blocks.plan(self.layers)
-        x = _blocks.forward(self.layers, steps[0], x, training)
+        x = steps[0].forward(x, training)  # the one check of x, where it enters
         with finite_scans_skipped():
             for step in steps[1:]:
-                x = _blocks.forward(self.layers, step, x, training)
+                x = step.run(x, training)  # unchecked: each layer's plan for its input shape
         _check_finite(x, "output", "the input", "Sequential.forward")
         return x
 
@@ -198,16 +199,16 @@ class Sequential:
         if steps is None or steps[-1].last != len(self.layers) - 1:  # no forward yet, or layers changed
             steps = _blocks.plan(self.layers)
         if len(steps) == 1 and steps[0].kind == "conv_relu" and not input_grad:
-            _blocks.backward(self.layers, steps[0], dout, input_grad=False)
+            steps[0].backward(dout, input_grad=False)
             return None
-        dout = _blocks.backward(self.layers, steps[-1], dout)  # checks dout, NaN/Inf included
+        dout = steps[-1].backward(dout)  # checks dout, NaN/Inf included
         with finite_scans_skipped():
             for k in range(len(steps) - 2, -1, -1):
                 step = steps[k]
                 if k == 0 and not input_grad and isinstance(self.layers[0], _SKIPS_INPUT_GRAD):
-                    _blocks.backward(self.layers, step, dout, input_grad=False)
+                    step.backward(dout, input_grad=False)
                     return None
-                dout = _blocks.backward(self.layers, step, dout)
+                dout = step.backward(dout)
         _check_finite(dout, "input gradient", "dout", "Sequential.backward")
         return dout
 

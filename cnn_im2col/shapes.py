@@ -265,16 +265,31 @@ def dilated_geometry(height: int, width: int, kernel: tuple[int, int], stride: t
     return g._replace(kh=kernel[0], kw=kernel[1], dy=dilation[0], dx=dilation[1])
 
 
+def check_nchw(x_shape: tuple[int, ...], channels: int | None, owner: str, name: str = "x") -> None:
+    """Raise unless ``x_shape`` is (N, C, H, W) with ``channels`` channels (any, if None): the
+    shape checks of ``as_float_array(ndim=4)`` and ``check_input_channels``, on a shape."""
+    if len(x_shape) != 4:
+        raise ValueError(f"{_prefix(owner)}{name} must be 4-D, got {len(x_shape)}-D array of shape "
+                         f"{tuple(x_shape)}")
+    if channels is not None and x_shape[1] != channels:
+        raise ValueError(f"{owner}: {name} must have {channels} channels (shape (N, {channels}, H, W)), "
+                         f"got shape {tuple(x_shape)}")
+
+
 def conv_geometry(x_shape: tuple[int, ...], channels: int, kernel: tuple[int, int], stride: tuple[int, int],
                   dilation: tuple[int, int], padding: Any, owner: str) -> WindowGeometry:
-    """A convolution's plan check for an input shape, in one call: ``x_shape`` is (N, ``channels``,
-    H, W) and the (dilated) kernel fits it; returns its geometry (``dilated_geometry``)."""
-    if len(x_shape) != 4:
-        raise ValueError(f"{_prefix(owner)}x must be 4-D, got {len(x_shape)}-D array of shape {tuple(x_shape)}")
-    if x_shape[1] != channels:
-        raise ValueError(f"{owner}: x must have {channels} channels (shape (N, {channels}, H, W)), "
-                         f"got shape {tuple(x_shape)}")
+    """A convolution layer's plan check for an input shape, in one call: ``x_shape`` is (N,
+    ``channels``, H, W) and the (dilated) kernel fits it; returns its geometry."""
+    check_nchw(x_shape, channels, owner)
     return dilated_geometry(x_shape[2], x_shape[3], kernel, stride, dilation, padding, owner)
+
+
+def pool_plan(x_shape: tuple[int, ...], channels: int | None, kernel: tuple[int, int], stride: tuple[int, int],
+              padding: tuple[int, int], owner: str) -> WindowGeometry:
+    """A pooling layer's plan check for an input shape, in one call: ``x_shape`` is (N, C, H, W)
+    (C == ``channels`` unless None) and the window fits; returns its geometry."""
+    check_nchw(x_shape, channels, owner)
+    return pool_geometry(x_shape[2], x_shape[3], kernel, stride, padding, owner)
 
 
 def pool_geometry(height: int, width: int, kernel_size: Any, stride: Any, padding: Any,

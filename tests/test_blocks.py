@@ -206,3 +206,70 @@ def test_fused_conv_relu_pool_gradcheck_float64_and_bad_dout():
         model.backward(np.full(out.shape, np.nan))
     with pytest.raises(ValueError, match=r"MaxPool2D\(5\).*window"):
         Sequential([Conv2D(1, 1, 3, seed=0), ReLU(), MaxPool2D(5)]).forward(np.ones((1, 1, 6, 6)))
+
+
+# --------------------------------------------------------------------------- validate once, plan once
+
+
+def count_calls_into_shapes(monkeypatch):
+    """Wrap every function of ``shapes`` where another module of the package imported it; return
+    the list that the wrappers append each call's name to (calls inside ``shapes`` not counted)."""
+    import inspect
+    import sys
+
+    from cnn_im2col import shapes
+
+    calls = []
+    for module in list(sys.modules.values()):
+        if not getattr(module, "__name__", "").startswith("cnn_im2col") or module is shapes:
+            continue
+        for name, value in list(vars(module).items()):
+            if inspect.isfunction(value) and value.__module__ == shapes.__name__:
+                def counted(*args, _function=value, **kwargs):
+                    calls.append(_function.__name__)
+                    return _function(*args, **kwargs)
+                monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_a_forward_pass_visits_the_validation_module_at_most_once_per_layer(monkeypatch, training):
+    from cnn_im2col.architectures import default_model
+
+    model = default_model(seed=0)
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    calls = count_calls_into_shapes(monkeypatch)
+    model.forward(x, training=training)
+    assert calls.count("as_float_array") == 1  # x, where it enters
+    assert len(calls) <= len(model.layers), calls
+
+
+def test_a_second_forward_of_the_same_shape_does_not_recompute_geometry(monkeypatch):
+    from cnn_im2col.architectures import default_model
+
+    model = default_model(seed=0)
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    first = model.forward(x, training=True)
+    calls = count_calls_into_shapes(monkeypatch)
+    second = model.forward(x, training=True)
+    assert sorted(calls) == ["as_float_array", "finite_scans_skipped"]  # the input's one check
+    np.testing.assert_array_equal(model.forward(x), model.forward(x))
+    assert first.shape == second.shape
+    calls.clear()
+    model.forward(x[:2])  # a new batch size: a new plan for each layer that keeps one
+    assert 0 < len(calls) <= len(model.layers)
+
+
+def test_a_layer_alone_checks_its_input_and_a_new_shape_gets_a_new_plan():
+    conv = Conv2D(2, 3, 3)
+    with pytest.raises(ValueError, match=r"Conv2D\(2, 3, 3\): x must have 2 channels"):
+        conv.forward(np.ones((1, 1, 5, 5)))
+    with pytest.raises(ValueError, match=r"Conv2D\(2, 3, 3\): x contains NaN or Inf"):
+        conv.forward(np.full((1, 2, 5, 5), np.nan))
+    assert conv.forward(np.ones((1, 2, 5, 5))).shape == (1, 3, 3, 3)
+    assert conv.forward(np.ones((2, 2, 6, 6))).shape == (2, 3, 4, 4)
+    with pytest.raises(ValueError, match=r"Conv2D\(2, 3, 3\): kernel size \(3, 3\) is larger"):
+        conv.forward(np.ones((1, 2, 2, 2)))
+    model = Sequential([Flatten(), Dense(4, 2)])
+    with pytest.raises(ValueError, match=r"Dense\(4, 2\): x must have shape \(N, 4\), got \(1, 9\)"):
+        model.forward(np.ones((1, 1, 3, 3)))
