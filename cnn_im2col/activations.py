@@ -33,8 +33,13 @@ def relu(x: np.ndarray) -> np.ndarray:
 
 
 def relu_backward(dout: np.ndarray, y: np.ndarray) -> np.ndarray:
-    if (dout.dtype == y.dtype and dout.dtype.char in "fd" and dout.shape == y.shape
-            and dout.flags.c_contiguous and y.flags.c_contiguous):
+    if (
+        dout.dtype == y.dtype
+        and dout.dtype.char in "fd"
+        and dout.shape == y.shape
+        and dout.flags.c_contiguous
+        and y.flags.c_contiguous
+    ):
         dx = np.empty_like(dout)
         flat_d, flat_y, flat_dx = dout.reshape(-1), y.reshape(-1), dx.reshape(-1)
 
@@ -65,7 +70,8 @@ def tanh_backward(dout: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
-    """Softmax along ``axis`` (the class axis), shifted by the max so large logits cannot overflow."""
+    """Softmax along ``axis`` (the class axis), shifted by the max so that large logits cannot
+    overflow."""
     shifted = x - x.max(axis=axis, keepdims=True)
     e = np.exp(shifted)
     return e / e.sum(axis=axis, keepdims=True)

@@ -95,16 +95,28 @@ class _Block:
         return f"{type(self).__name__}({', '.join(repr(layer) for layer in self.layers)})"
 
 
-def _conv_forward(conv: Conv2D, x: np.ndarray, training: bool, then: Any = None) -> tuple[np.ndarray, ConvCache]:
-    """``conv``'s strategy (its plan for ``x.shape``) with the ReLU fused, and ``then`` per slice."""
+def _conv_forward(
+    conv: Conv2D, x: np.ndarray, training: bool, then: Any = None
+) -> tuple[np.ndarray, ConvCache]:
+    """``conv``'s strategy (its plan for ``x.shape``) with the ReLU fused, ``then`` per slice."""
     plan = conv.plan(x.shape)
     weight = conv.params["weight"]
-    return plan.strategy.forward(np.ascontiguousarray(x, dtype=weight.dtype), weight, conv.conv_bias(),
-                                 plan.geometry, groups=conv.groups, owner=repr(conv), keep=bool(training),
-                                 relu=True, then=then)
+    return plan.strategy.forward(
+        np.ascontiguousarray(x, dtype=weight.dtype),
+        weight,
+        conv.conv_bias(),
+        plan.geometry,
+        groups=conv.groups,
+        owner=repr(conv),
+        keep=bool(training),
+        relu=True,
+        then=then,
+    )
 
 
-def _fill_conv_grads(conv: Conv2D, grads: tuple[np.ndarray | None, np.ndarray, np.ndarray | None]) -> np.ndarray | None:
+def _fill_conv_grads(
+    conv: Conv2D, grads: tuple[np.ndarray | None, np.ndarray, np.ndarray | None]
+) -> np.ndarray | None:
     dx, dweight, dbias = grads
     conv.grads["weight"] = dweight
     if dbias is not None:
@@ -130,7 +142,9 @@ class ConvReLU(_Block):
         return out
 
     def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
-        return _fill_conv_grads(self.conv, conv2d_backward(dout, self._cached(), input_grad=input_grad))
+        return _fill_conv_grads(
+            self.conv, conv2d_backward(dout, self._cached(), input_grad=input_grad)
+        )
 
 
 class _ConvReLUPoolCache(NamedTuple):
@@ -183,7 +197,9 @@ class ConvReLUPool(_Block):
         def dz_into(s: slice, d_t: np.ndarray, bias_grad: np.ndarray) -> None:
             max_pool2d_grad_cm_into(dpool[s], argmax[s], pooled[s], d_t, bias_grad)
 
-        grads = conv2d_backward(None, cache.conv, input_grad=input_grad, dout_of=dout_of, dz_into=dz_into)
+        grads = conv2d_backward(
+            None, cache.conv, input_grad=input_grad, dout_of=dout_of, dz_into=dz_into
+        )
         return _fill_conv_grads(self.conv, grads)
 
 
@@ -200,8 +216,9 @@ class ReLUPool(_Block):
         return self.run(self.pool.check_input(x), training)
 
     def run(self, x: np.ndarray, training: bool) -> np.ndarray:
-        out, self._cache = max_pool2d(np.ascontiguousarray(x), self.pool.plan(x.shape), owner=repr(self.pool),
-                                      relu=True)
+        out, self._cache = max_pool2d(
+            np.ascontiguousarray(x), self.pool.plan(x.shape), owner=repr(self.pool), relu=True
+        )
         return out
 
     def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray:
@@ -222,11 +239,11 @@ def plan(layers: list[Any]) -> list[Step]:
         after = type(layers[i + 1]) if i + 1 < len(layers) else None
         third = type(layers[i + 2]) if i + 2 < len(layers) else None
         if here is Conv2D and after is ReLU and third is MaxPool2D:
-            steps.append(ConvReLUPool(*layers[i:i + 3], i))
+            steps.append(ConvReLUPool(*layers[i : i + 3], i))
         elif here is Conv2D and after is ReLU:
-            steps.append(ConvReLU(*layers[i:i + 2], i))
+            steps.append(ConvReLU(*layers[i : i + 2], i))
         elif here is ReLU and after is MaxPool2D:
-            steps.append(ReLUPool(*layers[i:i + 2], i))
+            steps.append(ReLUPool(*layers[i : i + 2], i))
         else:
             steps.append(LayerStep(layers[i], i))
         i = steps[-1].last + 1

@@ -29,7 +29,14 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from . import threads as _threads
 from .arrays import thread_slices
-from .shapes import WindowGeometry, as_float_array, check_choice, check_float, dilated_geometry, pair
+from .shapes import (
+    WindowGeometry,
+    as_float_array,
+    check_choice,
+    check_float,
+    dilated_geometry,
+    pair,
+)
 
 BACKENDS = ("numba", "numpy")
 
@@ -67,7 +74,7 @@ def im2col_kernel(x, kh, kw, sy, sx, dy, dx, pt, pl, oh_count, ow_count, pad_val
 
 @nb.njit(cache=True, nogil=True)
 def col2im_kernel(cols, kh, kw, sy, sx, dy, dx_step, pt, pl, oh_count, ow_count, dx):
-    """Scatter-add rows back into the image: the adjoint of ``im2col_kernel`` (padding cells dropped).
+    """Scatter-add rows back into the image: the adjoint of ``im2col_kernel`` (padding dropped).
 
     cols: (N*OH*OW, C*KH*KW); dx (written whole): (N, C, H, W). Overlapping windows add up.
     """
@@ -92,7 +99,9 @@ def col2im_kernel(cols, kh, kw, sy, sx, dy, dx_step, pt, pl, oh_count, ow_count,
 # --------------------------------------------------------------------------- validated input
 
 
-def unfold(x: np.ndarray, g: WindowGeometry, pad_value: float = 0.0, backend: str = "numba") -> np.ndarray:
+def unfold(
+    x: np.ndarray, g: WindowGeometry, pad_value: float = 0.0, backend: str = "numba"
+) -> np.ndarray:
     """im2col for validated input: C-contiguous float (N, C, H, W) -> (N*OH*OW, C*KH*KW).
 
     ``g``: a ``WindowGeometry`` (with its dilation)."""
@@ -103,20 +112,41 @@ def unfold(x: np.ndarray, g: WindowGeometry, pad_value: float = 0.0, backend: st
         rows = g.oh * g.ow
 
         def work(s: slice) -> None:
-            im2col_kernel(x[s], g.kh, g.kw, g.sy, g.sx, dy, dx, g.top, g.left, g.oh, g.ow, pad_value,
-                            cols[s.start * rows:s.stop * rows])
+            im2col_kernel(
+                x[s],
+                g.kh,
+                g.kw,
+                g.sy,
+                g.sx,
+                dy,
+                dx,
+                g.top,
+                g.left,
+                g.oh,
+                g.ow,
+                pad_value,
+                cols[s.start * rows : s.stop * rows],
+            )
 
         _threads.parallel_map(work, thread_slices(n))
         return cols
-    padded = np.pad(x, ((0, 0), (0, 0), (g.top, g.bottom), (g.left, g.right)), constant_values=pad_value)
+    padded = np.pad(
+        x, ((0, 0), (0, 0), (g.top, g.bottom), (g.left, g.right)), constant_values=pad_value
+    )
     span = (dy * (g.kh - 1) + 1, dx * (g.kw - 1) + 1)
-    windows = sliding_window_view(padded, span, axis=(2, 3))[..., ::dy, ::dx]  # (N, C, H', W', KH, KW)
+    windows = sliding_window_view(padded, span, axis=(2, 3))[
+        ..., ::dy, ::dx
+    ]  # (N, C, H', W', KH, KW)
     windows = windows[:, :, : g.sy * (g.oh - 1) + 1 : g.sy, : g.sx * (g.ow - 1) + 1 : g.sx]
     return windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * g.oh * g.ow, c * g.kh * g.kw)
 
 
-def fold(cols: np.ndarray, input_shape: tuple[int, int, int, int], g: WindowGeometry,
-         backend: str = "numba") -> np.ndarray:
+def fold(
+    cols: np.ndarray,
+    input_shape: tuple[int, int, int, int],
+    g: WindowGeometry,
+    backend: str = "numba",
+) -> np.ndarray:
     """col2im for validated input: scatter-add (N*OH*OW, C*KH*KW) rows into a new (N, C, H, W)."""
     n, c, height, width = input_shape
     dy, dx = g.dy, g.dx
@@ -126,29 +156,58 @@ def fold(cols: np.ndarray, input_shape: tuple[int, int, int, int], g: WindowGeom
         rows = g.oh * g.ow
 
         def work(s: slice) -> None:
-            col2im_kernel(cols[s.start * rows:s.stop * rows], g.kh, g.kw, g.sy, g.sx, dy, dx, g.top, g.left,
-                            g.oh, g.ow, out[s])
+            col2im_kernel(
+                cols[s.start * rows : s.stop * rows],
+                g.kh,
+                g.kw,
+                g.sy,
+                g.sx,
+                dy,
+                dx,
+                g.top,
+                g.left,
+                g.oh,
+                g.ow,
+                out[s],
+            )
 
         _threads.parallel_map(work, thread_slices(n))
         return out
     padded = np.zeros((n, c, height + g.top + g.bottom, width + g.left + g.right), dtype=cols.dtype)
-    blocks = cols.reshape(n, g.oh, g.ow, c, g.kh, g.kw).transpose(0, 3, 4, 5, 1, 2)  # (N, C, KH, KW, OH, OW)
+    blocks = cols.reshape(n, g.oh, g.ow, c, g.kh, g.kw).transpose(
+        0, 3, 4, 5, 1, 2
+    )  # (N, C, KH, KW, OH, OW)
     for i in range(g.kh):
         for j in range(g.kw):
-            padded[:, :, i * dy : i * dy + g.sy * g.oh : g.sy, j * dx : j * dx + g.sx * g.ow : g.sx] += blocks[:, :, i, j]
+            padded[
+                :, :, i * dy : i * dy + g.sy * g.oh : g.sy, j * dx : j * dx + g.sx * g.ow : g.sx
+            ] += blocks[:, :, i, j]
     return padded[:, :, g.top : g.top + height, g.left : g.left + width].copy()
 
 
-def _geometry(input_shape: tuple[int, ...], kernel_size: Any, stride: Any, padding: Any,
-              owner: str, dilation: Any = 1) -> WindowGeometry:
+def _geometry(
+    input_shape: tuple[int, ...],
+    kernel_size: Any,
+    stride: Any,
+    padding: Any,
+    owner: str,
+    dilation: Any = 1,
+) -> WindowGeometry:
     kernel = pair(kernel_size, "kernel_size", owner)
     steps = pair(stride, "stride", owner)
     dil = pair(dilation, "dilation", owner)
     return dilated_geometry(input_shape[2], input_shape[3], kernel, steps, dil, padding, owner)
 
 
-def im2col(x: Any, kernel_size: Any, stride: Any = 1, padding: Any = 0, pad_value: float = 0.0,
-           backend: str = "numba", dilation: Any = 1) -> np.ndarray:
+def im2col(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    pad_value: float = 0.0,
+    backend: str = "numba",
+    dilation: Any = 1,
+) -> np.ndarray:
     """Gather every receptive field of ``x`` (N, C, H, W) into a row of a (N*OH*OW, C*KH*KW) matrix.
 
     ``padding`` is an int, a pair ``(ph, pw)``, ``"valid"`` or ``"same"``; padded cells read
@@ -161,8 +220,15 @@ def im2col(x: Any, kernel_size: Any, stride: Any = 1, padding: Any = 0, pad_valu
     return unfold(x, g, check_float(pad_value, "pad_value", "im2col", allow_inf=True), backend)
 
 
-def col2im(cols: Any, input_shape: tuple[int, int, int, int], kernel_size: Any, stride: Any = 1,
-           padding: Any = 0, backend: str = "numba", dilation: Any = 1) -> np.ndarray:
+def col2im(
+    cols: Any,
+    input_shape: tuple[int, int, int, int],
+    kernel_size: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    backend: str = "numba",
+    dilation: Any = 1,
+) -> np.ndarray:
     """Scatter-add the rows of ``cols`` (N*OH*OW, C*KH*KW) back into an (N, C, H, W) array.
 
     The adjoint of ``im2col``: ``<im2col(x), c> == <x, col2im(c)>``. Padded cells are dropped.
@@ -176,5 +242,7 @@ def col2im(cols: Any, input_shape: tuple[int, int, int, int], kernel_size: Any, 
     g = _geometry(shape, kernel_size, stride, padding, "col2im", dilation)
     expected = (shape[0] * g.oh * g.ow, shape[1] * g.kh * g.kw)
     if cols.shape != expected:
-        raise ValueError(f"col2im: cols must have shape {expected} for input_shape {shape}, got {cols.shape}")
+        raise ValueError(
+            f"col2im: cols must have shape {expected} for input_shape {shape}, got {cols.shape}"
+        )
     return fold(cols, shape, g, backend)

@@ -69,13 +69,16 @@ from .shapes import (
 
 
 class Layer:
-    """Base class: bookkeeping shared by every layer (repr, config, the backward-before-forward check)."""
+    """Base class: bookkeeping shared by every layer (repr, config, plans, the
+    backward-before-forward check)."""
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self._cache: Any = None
-        self._plans: dict[tuple[int, ...], Any] = {}  # input shape -> plan (see the module docstring)
+        self._plans: dict[
+            tuple[int, ...], Any
+        ] = {}  # input shape -> plan (see the module docstring)
 
     # --- protocol --------------------------------------------------------------------------
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
@@ -176,10 +179,21 @@ class Conv2D(Layer):
     (N, O, OH, OW).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
-                 padding: Any = 0, bias: str | None = "tied", input_size: Any = None,
-                 dtype: Any = np.float32, seed: int | None = None, dilation: Any = 1,
-                 groups: int = 1, algorithm: str = "auto") -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = 0,
+        bias: str | None = "tied",
+        input_size: Any = None,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+        dilation: Any = 1,
+        groups: int = 1,
+        algorithm: str = "auto",
+    ) -> None:
         super().__init__()
         name = "Conv2D"
         in_channels = check_int(in_channels, "in_channels", name, minimum=1)
@@ -190,7 +204,9 @@ class Conv2D(Layer):
         groups = check_int(groups, "groups", name, minimum=1)
         for what, count in (("in_channels", in_channels), ("out_channels", out_channels)):
             if count % groups:
-                raise ValueError(f"{name}: groups must divide {what}; got groups={groups} and {what}={count}")
+                raise ValueError(
+                    f"{name}: groups must divide {what}; got groups={groups} and {what}={count}"
+                )
         if isinstance(padding, str):
             check_choice(padding, "padding", ("valid", "same"), name)
             if padding == "same" and steps != (1, 1):
@@ -201,26 +217,48 @@ class Conv2D(Layer):
         check_choice(bias, "bias", ("tied", "untied", None), name)
         check_choice(algorithm, "algorithm", ALGORITHMS, name)
         if algorithm == "winograd" and not winograd.supports(kernel, steps, dil, groups):
-            raise ValueError(f"{name}: algorithm='winograd' needs kernel_size 3 or 5, stride 1, dilation 1 and "
-                             f"groups 1; got kernel_size {kernel}, stride {steps}, dilation {dil}, groups {groups}")
+            raise ValueError(
+                f"{name}: algorithm='winograd' needs kernel_size 3 or 5, stride 1, dilation 1 and "
+                f"groups 1; got kernel_size {kernel}, stride {steps}, dilation {dil}, "
+                f"groups {groups}"
+            )
         size = _input_size(input_size, name)
         if bias == "untied" and size is None:
-            raise ValueError(f"{name}: bias='untied' has one bias per output neuron, so it needs "
-                             "input_size=(H, W); got input_size=None")
+            raise ValueError(
+                f"{name}: bias='untied' has one bias per output neuron, so it needs "
+                "input_size=(H, W); got input_size=None"
+            )
         dtype_name = _dtype_name(dtype, name)
         if seed is not None:
             seed = check_int(seed, "seed", name, minimum=0)
-        self._remember(in_channels=in_channels, out_channels=out_channels,
-                       kernel_size=_compact(kernel), stride=_compact(steps), padding=_compact(pad_config),
-                       bias=bias, input_size=size, dtype=dtype_name, seed=seed, dilation=_compact(dil),
-                       groups=groups, algorithm=algorithm)
+        self._remember(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            kernel_size=_compact(kernel),
+            stride=_compact(steps),
+            padding=_compact(pad_config),
+            bias=bias,
+            input_size=size,
+            dtype=dtype_name,
+            seed=seed,
+            dilation=_compact(dil),
+            groups=groups,
+            algorithm=algorithm,
+        )
         self.kernel_size, self.stride, self.padding = kernel, steps, pad_config
         self.dilation, self.groups, self.algorithm = dil, groups, algorithm
-        self.in_channels, self.out_channels, self.bias_mode, self.input_size = in_channels, out_channels, bias, size
+        self.in_channels, self.out_channels, self.bias_mode, self.input_size = (
+            in_channels,
+            out_channels,
+            bias,
+            size,
+        )
 
         rng = make_rng(seed)
         fan_in = in_channels // groups * kernel[0] * kernel[1]
-        self.params["weight"] = he_normal((out_channels, in_channels // groups, *kernel), fan_in, rng, dtype_name)
+        self.params["weight"] = he_normal(
+            (out_channels, in_channels // groups, *kernel), fan_in, rng, dtype_name
+        )
         if size is not None:  # fail now, not at the first batch, if the kernel cannot fit
             out_shape = self.output_shape((in_channels, *size))
         if bias == "tied":
@@ -230,11 +268,20 @@ class Conv2D(Layer):
         self._zero_grads()
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        shape = conv2d_output_shape(tuple(input_shape), self.params["weight"].shape,
-                                      self.stride, self.padding, repr(self), self.dilation, self.groups)
+        shape = conv2d_output_shape(
+            tuple(input_shape),
+            self.params["weight"].shape,
+            self.stride,
+            self.padding,
+            repr(self),
+            self.dilation,
+            self.groups,
+        )
         if self.input_size is not None and list(input_shape[1:]) != self.input_size:
-            raise ValueError(f"{self!r}: input size must be {tuple(self.input_size)} (input_size), "
-                             f"got {tuple(input_shape[1:])}")
+            raise ValueError(
+                f"{self!r}: input size must be {tuple(self.input_size)} (input_size), "
+                f"got {tuple(input_shape[1:])}"
+            )
         return shape
 
     def check_input(self, x: Any) -> np.ndarray:
@@ -249,26 +296,55 @@ class Conv2D(Layer):
         # at inference the im2col matrix is not kept (it is the layer's largest array); backward
         # still works after forward(training=False): it rebuilds it from x
         out, self._cache = plan.strategy.forward(
-            np.ascontiguousarray(x, dtype=weight.dtype), weight, self.conv_bias(), plan.geometry,
-            groups=self.groups, owner=repr(self), keep=bool(training))
+            np.ascontiguousarray(x, dtype=weight.dtype),
+            weight,
+            self.conv_bias(),
+            plan.geometry,
+            groups=self.groups,
+            owner=repr(self),
+            keep=bool(training),
+        )
         return out
 
     def conv_bias(self) -> np.ndarray | None:
         """The bias as the strategies take it: None, or C-contiguous in the weight's dtype."""
         bias = self.params.get("bias")
-        return None if bias is None else np.ascontiguousarray(bias, dtype=self.params["weight"].dtype)
+        return (
+            None if bias is None else np.ascontiguousarray(bias, dtype=self.params["weight"].dtype)
+        )
 
     def _make_plan(self, shape: tuple[int, ...]) -> ConvPlan:
         """The geometry for this input shape and the strategy that runs it (``conv.choose``)."""
         owner = repr(self)
-        if (self.input_size is not None and len(shape) == 4 and shape[1] == self.in_channels
-                and list(shape[2:]) != self.input_size):
-            raise ValueError(f"{owner}: x must be {tuple(self.input_size)} pixels (input_size), "
-                             f"got shape {shape}")
-        g = conv_geometry(shape, self.in_channels, self.kernel_size, self.stride, self.dilation,
-                          self.padding, owner)
-        strategy = choose(self.algorithm, "numba", self.params["weight"].shape, g, self.groups, shape[1],
-                          shape[0], owner)
+        if (
+            self.input_size is not None
+            and len(shape) == 4
+            and shape[1] == self.in_channels
+            and list(shape[2:]) != self.input_size
+        ):
+            raise ValueError(
+                f"{owner}: x must be {tuple(self.input_size)} pixels (input_size), "
+                f"got shape {shape}"
+            )
+        g = conv_geometry(
+            shape,
+            self.in_channels,
+            self.kernel_size,
+            self.stride,
+            self.dilation,
+            self.padding,
+            owner,
+        )
+        strategy = choose(
+            self.algorithm,
+            "numba",
+            self.params["weight"].shape,
+            g,
+            self.groups,
+            shape[1],
+            shape[0],
+            owner,
+        )
         return ConvPlan(g, strategy)
 
     def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
@@ -287,8 +363,14 @@ class Dense(Layer):
     Input (N, in_features) -> output (N, out_features).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 dtype: Any = np.float32, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+    ) -> None:
         super().__init__()
         name = "Dense"
         in_features = check_int(in_features, "in_features", name, minimum=1)
@@ -298,18 +380,27 @@ class Dense(Layer):
         dtype_name = _dtype_name(dtype, name)
         if seed is not None:
             seed = check_int(seed, "seed", name, minimum=0)
-        self._remember(in_features=in_features, out_features=out_features, bias=bool(bias),
-                       dtype=dtype_name, seed=seed)
+        self._remember(
+            in_features=in_features,
+            out_features=out_features,
+            bias=bool(bias),
+            dtype=dtype_name,
+            seed=seed,
+        )
         self.in_features, self.out_features = in_features, out_features
-        self.params["weight"] = he_normal((out_features, in_features), in_features, make_rng(seed), dtype_name)
+        self.params["weight"] = he_normal(
+            (out_features, in_features), in_features, make_rng(seed), dtype_name
+        )
         if bias:
             self.params["bias"] = np.zeros(out_features, dtype=dtype_name)
         self._zero_grads()
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if tuple(input_shape) != (self.in_features,):
-            raise ValueError(f"{self!r}: input must be ({self.in_features},) features per sample, "
-                             f"got {tuple(input_shape)}")
+            raise ValueError(
+                f"{self!r}: input must be ({self.in_features},) features per sample, "
+                f"got {tuple(input_shape)}"
+            )
         return (self.out_features,)
 
     def check_input(self, x: Any) -> np.ndarray:
@@ -348,15 +439,18 @@ class _Pool2D(Layer):
         steps = kernel if stride is None else pair(stride, "stride", name)
         pads = pair(padding, "padding", name, minimum=0)
         if pads[0] > kernel[0] // 2 or pads[1] > kernel[1] // 2:
-            raise ValueError(f"{name}: padding must be at most half the window "
-                             f"({kernel[0] // 2}, {kernel[1] // 2}) for kernel_size {kernel}, got {pads}")
+            raise ValueError(
+                f"{name}: padding must be at most half the window "
+                f"({kernel[0] // 2}, {kernel[1] // 2}) for kernel_size {kernel}, got {pads}"
+            )
         self.kernel_size, self.stride, self.padding = kernel, steps, pads
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 3:
             raise ValueError(f"{self!r}: input must be (C, H, W), got {tuple(input_shape)}")
-        g = pool_geometry(input_shape[1], input_shape[2], self.kernel_size, self.stride,
-                            self.padding, repr(self))
+        g = pool_geometry(
+            input_shape[1], input_shape[2], self.kernel_size, self.stride, self.padding, repr(self)
+        )
         return (input_shape[0], g.oh, g.ow)
 
     def check_input(self, x: Any) -> np.ndarray:
@@ -382,8 +476,11 @@ class MaxPool2D(_Pool2D):
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0) -> None:
         super().__init__()
         self._setup("MaxPool2D", kernel_size, stride, padding)
-        self._remember(kernel_size=_compact(self.kernel_size),
-                       stride=None if stride is None else _compact(self.stride), padding=_compact(self.padding))
+        self._remember(
+            kernel_size=_compact(self.kernel_size),
+            stride=None if stride is None else _compact(self.stride),
+            padding=_compact(self.padding),
+        )
 
     def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         out, self._cache = max_pool2d(np.ascontiguousarray(x), self.plan(x.shape), owner=repr(self))
@@ -405,49 +502,73 @@ class AvgPool2D(_Pool2D):
     ``count_include_pad=False`` mean; interior windows are Eq. 8.22 unchanged.
     """
 
-    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
-                 trainable_scale: bool = False, channels: int | None = None,
-                 dtype: Any = np.float32, count_include_pad: bool = True) -> None:
+    def __init__(
+        self,
+        kernel_size: Any,
+        stride: Any = None,
+        padding: Any = 0,
+        trainable_scale: bool = False,
+        channels: int | None = None,
+        dtype: Any = np.float32,
+        count_include_pad: bool = True,
+    ) -> None:
         super().__init__()
         name = "AvgPool2D"
         self._setup(name, kernel_size, stride, padding)
         if not isinstance(count_include_pad, (bool, np.bool_)):
-            raise TypeError(f"{name}: count_include_pad must be True or False, got {count_include_pad!r}")
+            raise TypeError(
+                f"{name}: count_include_pad must be True or False, got {count_include_pad!r}"
+            )
         self.count_include_pad = bool(count_include_pad)
         if not isinstance(trainable_scale, (bool, np.bool_)):
-            raise TypeError(f"{name}: trainable_scale must be True or False, got {trainable_scale!r}")
+            raise TypeError(
+                f"{name}: trainable_scale must be True or False, got {trainable_scale!r}"
+            )
         dtype_name = _dtype_name(dtype, name)
         if trainable_scale:
             if channels is None:
-                raise ValueError(f"{name}: trainable_scale=True learns one weight per feature map, so it "
-                                 "needs channels=<number of feature maps>; got channels=None")
+                raise ValueError(
+                    f"{name}: trainable_scale=True learns one weight per feature map, so it "
+                    "needs channels=<number of feature maps>; got channels=None"
+                )
             channels = check_int(channels, "channels", name, minimum=1)
             area = self.kernel_size[0] * self.kernel_size[1]
             self.params["weight"] = np.full(channels, 1.0 / area, dtype=dtype_name)
         elif channels is not None:
             channels = check_int(channels, "channels", name, minimum=1)
         self.channels = channels
-        self._remember(kernel_size=_compact(self.kernel_size),
-                       stride=None if stride is None else _compact(self.stride), padding=_compact(self.padding),
-                       trainable_scale=bool(trainable_scale), channels=channels, dtype=dtype_name,
-                       count_include_pad=self.count_include_pad)
+        self._remember(
+            kernel_size=_compact(self.kernel_size),
+            stride=None if stride is None else _compact(self.stride),
+            padding=_compact(self.padding),
+            trainable_scale=bool(trainable_scale),
+            channels=channels,
+            dtype=dtype_name,
+            count_include_pad=self.count_include_pad,
+        )
         self._zero_grads()
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = super().output_shape(input_shape)
         if self.channels is not None and input_shape[0] != self.channels:
-            raise ValueError(f"{self!r}: input must have {self.channels} channels, got {tuple(input_shape)}")
+            raise ValueError(
+                f"{self!r}: input must have {self.channels} channels, got {tuple(input_shape)}"
+            )
         return shape
 
     def check_input(self, x: Any) -> np.ndarray:
         scale = self.params.get("weight")
-        return as_float_array(x, "x", repr(self), ndim=4, dtype=None if scale is None else scale.dtype)
+        return as_float_array(
+            x, "x", repr(self), ndim=4, dtype=None if scale is None else scale.dtype
+        )
 
     def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         g = self.plan(x.shape)
         scale = self.params.get("weight")
         x = np.ascontiguousarray(x, dtype=None if scale is None else scale.dtype)
-        out, self._cache = avg_pool2d(x, g, scale, owner=repr(self), count_include_pad=self.count_include_pad)
+        out, self._cache = avg_pool2d(
+            x, g, scale, owner=repr(self), count_include_pad=self.count_include_pad
+        )
         return out
 
     def backward(self, dout: Any) -> np.ndarray:
@@ -478,7 +599,9 @@ class Flatten(Layer):
 
     def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if x.ndim < 2:
-            raise ValueError(f"{self!r}: x must be (N, ...) with at least 2 dimensions, got shape {x.shape}")
+            raise ValueError(
+                f"{self!r}: x must be (N, ...) with at least 2 dimensions, got shape {x.shape}"
+            )
         self._cache = x.shape
         if self.order == "F" and x.ndim == 4:
             x = x.transpose(0, 1, 3, 2)  # each map's columns become contiguous runs
@@ -488,7 +611,10 @@ class Flatten(Layer):
         shape = self._cached()
         dout = as_float_array(dout, "dout", repr(self))
         if dout.shape != (shape[0], int(np.prod(shape[1:]))):
-            raise ValueError(f"{self!r}: dout must have shape {(shape[0], int(np.prod(shape[1:])))}, got {dout.shape}")
+            raise ValueError(
+                f"{self!r}: dout must have shape {(shape[0], int(np.prod(shape[1:])))}, "
+                f"got {dout.shape}"
+            )
         if self.order == "F" and len(shape) == 4:
             n, c, h, w = shape
             return dout.reshape(n, c, w, h).transpose(0, 1, 3, 2)
@@ -567,7 +693,7 @@ class Dropout(Layer):
 
     def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if not training or self.p == 0.0:
-            # the identity: a read-only view of ones, no allocation, and backward still checks shapes
+            # the identity: a read-only view of ones, no allocation; backward still checks shapes
             self._cache = np.broadcast_to(np.ones(1, dtype=x.dtype), x.shape)
             return x
         keep = self.rng.random(x.shape, dtype=np.float32) >= self.p
@@ -579,7 +705,9 @@ class Dropout(Layer):
         mask = self._cached()
         dout = as_float_array(dout, "dout", repr(self))
         if dout.shape != mask.shape:
-            raise ValueError(f"{self!r}: dout must have the output's shape {mask.shape}, got {dout.shape}")
+            raise ValueError(
+                f"{self!r}: dout must have the output's shape {mask.shape}, got {dout.shape}"
+            )
         return dout * mask
 
 
@@ -599,8 +727,15 @@ class BatchNorm2D(Layer):
     PyTorch DDP without SyncBatchNorm).
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, dtype: Any = np.float32) -> None:
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        dtype: Any = np.float32,
+    ) -> None:
         super().__init__()
         name = "BatchNorm2D"
         num_features = check_int(num_features, "num_features", name, minimum=1)
@@ -611,8 +746,14 @@ class BatchNorm2D(Layer):
             if not isinstance(value, (bool, np.bool_)):
                 raise TypeError(f"{name}: {flag} must be True or False, got {value!r}")
         dtype_name = _dtype_name(dtype, name)
-        self._remember(num_features=num_features, eps=eps, momentum=momentum, affine=bool(affine),
-                       track_running_stats=bool(track_running_stats), dtype=dtype_name)
+        self._remember(
+            num_features=num_features,
+            eps=eps,
+            momentum=momentum,
+            affine=bool(affine),
+            track_running_stats=bool(track_running_stats),
+            dtype=dtype_name,
+        )
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
         if affine:
@@ -620,15 +761,19 @@ class BatchNorm2D(Layer):
             self.params["bias"] = np.zeros(num_features, dtype=dtype_name)
         self.buffers: dict[str, np.ndarray] = {}
         if track_running_stats:
-            self.buffers = {"running_mean": np.zeros(num_features, dtype=dtype_name),
-                            "running_var": np.ones(num_features, dtype=dtype_name),
-                            "num_batches_tracked": np.array(0, dtype=np.int64)}
+            self.buffers = {
+                "running_mean": np.zeros(num_features, dtype=dtype_name),
+                "running_var": np.ones(num_features, dtype=dtype_name),
+                "num_batches_tracked": np.array(0, dtype=np.int64),
+            }
         self._dtype = np.dtype(dtype_name)
         self._zero_grads()
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 3 or input_shape[0] != self.num_features:
-            raise ValueError(f"{self!r}: input must be ({self.num_features}, H, W), got {tuple(input_shape)}")
+            raise ValueError(
+                f"{self!r}: input must be ({self.num_features}, H, W), got {tuple(input_shape)}"
+            )
         return tuple(input_shape)
 
     def check_input(self, x: Any) -> np.ndarray:
@@ -646,8 +791,10 @@ class BatchNorm2D(Layer):
         self.plan(x.shape)
         use_batch = training or not self.track_running_stats
         if use_batch and x.shape[0] * x.shape[2] * x.shape[3] < 2:
-            raise ValueError(f"{owner}: batch statistics need more than 1 value per channel (N*H*W >= 2), "
-                             f"got x of shape {x.shape}")
+            raise ValueError(
+                f"{owner}: batch statistics need more than 1 value per channel (N*H*W >= 2), "
+                f"got x of shape {x.shape}"
+            )
         mean = var = None
         if not use_batch:
             mean = self.buffers["running_mean"].astype(np.float64)
@@ -655,8 +802,9 @@ class BatchNorm2D(Layer):
             if (var < 0).any():
                 raise ValueError(f"{owner}: var must be >= 0, got min {var.min()}")
         x = np.ascontiguousarray(x, dtype=self._dtype)
-        out, self._cache, mean, var = batch_norm2d(x, self.params.get("weight"), self.params.get("bias"),
-                                                   mean, var, self.eps, owner)
+        out, self._cache, mean, var = batch_norm2d(
+            x, self.params.get("weight"), self.params.get("bias"), mean, var, self.eps, owner
+        )
         if training and self.track_running_stats:
             self._update_running(mean, var, x.shape[0] * x.shape[2] * x.shape[3])
         return out
@@ -717,6 +865,18 @@ def _compact(value: Any) -> Any:
 
 LAYERS: dict[str, type[Layer]] = {
     cls.__name__: cls
-    for cls in (Conv2D, Dense, MaxPool2D, AvgPool2D, Flatten, ReLU, Sigmoid, Tanh, Softmax, Dropout,
-                BatchNorm2D, GlobalAvgPool2D)
+    for cls in (
+        Conv2D,
+        Dense,
+        MaxPool2D,
+        AvgPool2D,
+        Flatten,
+        ReLU,
+        Sigmoid,
+        Tanh,
+        Softmax,
+        Dropout,
+        BatchNorm2D,
+        GlobalAvgPool2D,
+    )
 }

@@ -48,7 +48,8 @@ def batch_norm_stats(x, mean, var):
 
 @nb.njit(cache=True, nogil=True)
 def batch_norm_apply(x, scale, shift, out):
-    """``out[n, c] = x[n, c] * scale[c] + shift[c]``: the normalisation and the affine map in one pass."""
+    """``out[n, c] = x[n, c] * scale[c] + shift[c]``: the normalisation and the affine map in one
+    pass."""
     n_count, c_count, height, width = x.shape
     for n in range(n_count):
         for c in range(c_count):
@@ -110,10 +111,17 @@ class BatchNormCache(NamedTuple):
     owner: str
 
 
-def batch_norm2d_forward(x: Any, weight: Any = None, bias: Any = None, mean: Any = None, var: Any = None,
-                         eps: float = 1e-5, owner: str = "batch_norm2d") -> tuple[np.ndarray, BatchNormCache,
-                                                                             np.ndarray, np.ndarray]:
-    """Batch normalisation of (N, C, H, W) per channel: ``y = (x - mean) / sqrt(var + eps) * weight + bias``.
+def batch_norm2d_forward(
+    x: Any,
+    weight: Any = None,
+    bias: Any = None,
+    mean: Any = None,
+    var: Any = None,
+    eps: float = 1e-5,
+    owner: str = "batch_norm2d",
+) -> tuple[np.ndarray, BatchNormCache, np.ndarray, np.ndarray]:
+    """Batch normalisation of (N, C, H, W) per channel:
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias``.
 
     ``mean``/``var`` None: the batch's statistics over (N, H, W), with the BIASED variance (as
     PyTorch normalises in training); given (shape (C,)): fixed statistics (eval with running stats).
@@ -125,7 +133,9 @@ def batch_norm2d_forward(x: Any, weight: Any = None, bias: Any = None, mean: Any
     weight = _channel_vector(weight, "weight", c, x.dtype, owner)
     bias = _channel_vector(bias, "bias", c, x.dtype, owner)
     if (mean is None) != (var is None):
-        raise ValueError(f"{owner}: give both mean and var (fixed statistics) or neither (batch statistics)")
+        raise ValueError(
+            f"{owner}: give both mean and var (fixed statistics) or neither (batch statistics)"
+        )
     if mean is not None:
         mean = _channel_vector(mean, "mean", c, np.float64, owner)
         var = _channel_vector(var, "var", c, np.float64, owner)
@@ -134,9 +144,15 @@ def batch_norm2d_forward(x: Any, weight: Any = None, bias: Any = None, mean: Any
     return batch_norm2d(x, weight, bias, mean, var, eps, owner)
 
 
-def batch_norm2d(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, mean: np.ndarray | None,
-                 var: np.ndarray | None, eps: float, owner: str = "batch_norm2d",
-                 ) -> tuple[np.ndarray, BatchNormCache, np.ndarray, np.ndarray]:
+def batch_norm2d(
+    x: np.ndarray,
+    weight: np.ndarray | None,
+    bias: np.ndarray | None,
+    mean: np.ndarray | None,
+    var: np.ndarray | None,
+    eps: float,
+    owner: str = "batch_norm2d",
+) -> tuple[np.ndarray, BatchNormCache, np.ndarray, np.ndarray]:
     """``batch_norm2d_forward`` of checked input: ``x`` (N, C, H, W) C-contiguous float;
     ``weight``/``bias`` None or (C,) in x's dtype; ``mean``/``var`` both None (batch statistics)
     or both (C,) float64 with var >= 0 (a layer's running statistics)."""
@@ -154,7 +170,9 @@ def batch_norm2d(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | No
     return out, BatchNormCache(x, mean, invstd, weight, batch_stats, owner), mean, var
 
 
-def batch_norm2d_backward(dout: Any, cache: BatchNormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def batch_norm2d_backward(
+    dout: Any, cache: BatchNormCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of ``batch_norm2d_forward``: ``(dx, dweight, dbias)``, all in x's dtype.
 
     The fused closed form, one kernel, no temporaries of x's size but dx: with M = N*H*W,
@@ -174,10 +192,15 @@ def batch_norm2d_backward(dout: Any, cache: BatchNormCache) -> tuple[np.ndarray,
     return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)
 
 
-def _channel_vector(value: Any, name: str, channels: int, dtype: Any, owner: str) -> np.ndarray | None:
+def _channel_vector(
+    value: Any, name: str, channels: int, dtype: Any, owner: str
+) -> np.ndarray | None:
     if value is None:
         return None
     value = as_float_array(value, name, owner, ndim=1, dtype=dtype)
     if value.shape != (channels,):
-        raise ValueError(f"{owner}: {name} must have shape ({channels},), one per channel of x, got {value.shape}")
+        raise ValueError(
+            f"{owner}: {name} must have shape ({channels},), one per channel of x, "
+            f"got {value.shape}"
+        )
     return value

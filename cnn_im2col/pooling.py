@@ -183,7 +183,7 @@ def max_pool_backward_cm(dout, argmax, pooled, relu, out, bias_grad):
     bias_grad[:] = 0.0
     for n in range(n_count):
         for o in range(o_count):
-            d = out[o, n * plane:(n + 1) * plane]
+            d = out[o, n * plane : (n + 1) * plane]
             d[:] = 0.0
             grad = dout[n, o].reshape(count)
             arg = argmax[n, o].reshape(count)
@@ -203,7 +203,8 @@ def max_pool_backward_cm(dout, argmax, pooled, relu, out, bias_grad):
 
 @nb.njit(cache=True, nogil=True)
 def sum_pool_forward(x, kh, kw, sy, sx, pt, pl, out):
-    """Sum over each window, padding counting as zero. x: (N, C, H, W); out (written): (N, C, OH, OW)."""
+    """Sum over each window, padding counting as zero. x: (N, C, H, W); out (written):
+    (N, C, OH, OW)."""
     n_count, c_count, height, width = x.shape
     oh_count, ow_count = out.shape[2], out.shape[3]
     for plane in range(n_count * c_count):
@@ -287,8 +288,9 @@ def _planes_as_channels(x: np.ndarray) -> np.ndarray:
     return x.reshape(n * c, 1, height, width)
 
 
-def max_pool2d_buffers(x_shape: tuple[int, int, int, int], dtype: Any,
-                       g: WindowGeometry) -> tuple[np.ndarray, np.ndarray]:
+def max_pool2d_buffers(
+    x_shape: tuple[int, int, int, int], dtype: Any, g: WindowGeometry
+) -> tuple[np.ndarray, np.ndarray]:
     """``(out, argmax)`` (N, C, OH, OW), allocated, not written, for max-pooling an input of shape
     ``x_shape`` (N, C, H, W) with geometry ``g`` (``pool_geometry``) slice by slice with
     ``max_pool2d_into``."""
@@ -298,9 +300,12 @@ def max_pool2d_buffers(x_shape: tuple[int, int, int, int], dtype: Any,
     return out, argmax
 
 
-def max_pool2d_into(x: np.ndarray, g: WindowGeometry, relu: bool, out: np.ndarray, argmax: np.ndarray) -> None:
+def max_pool2d_into(
+    x: np.ndarray, g: WindowGeometry, relu: bool, out: np.ndarray, argmax: np.ndarray
+) -> None:
     """The Numba max pool of validated, C-contiguous ``x`` (n, C, H, W) into ``out`` and ``argmax``
-    (n, C, OH, OW), serially: one batch slice, from any thread (``max_pool2d_forward`` is the API)."""
+    (n, C, OH, OW), serially: one batch slice, from any thread (``max_pool2d_forward`` is the
+    API)."""
     if _no_padding(g) and (g.kh, g.kw) == (2, 2):
         max_pool_forward_2x2(x, g.sy, g.sx, relu, out, argmax)
     elif _no_padding(g):
@@ -309,8 +314,14 @@ def max_pool2d_into(x: np.ndarray, g: WindowGeometry, relu: bool, out: np.ndarra
         max_pool_forward(x, g.kh, g.kw, g.sy, g.sx, g.top, g.left, relu, out, argmax)
 
 
-def max_pool2d_grad_into(dout: np.ndarray, argmax: np.ndarray, pooled: np.ndarray, relu: bool, g: WindowGeometry,
-                         dx: np.ndarray) -> None:
+def max_pool2d_grad_into(
+    dout: np.ndarray,
+    argmax: np.ndarray,
+    pooled: np.ndarray,
+    relu: bool,
+    g: WindowGeometry,
+    dx: np.ndarray,
+) -> None:
     """``max_pool2d_backward``'s Numba kernel on one batch slice, serially: ``dx`` (n, C, H, W)
     written whole from C-contiguous ``dout`` (n, C, OH, OW); ``pooled`` is read only if ``relu``."""
     tiled = _no_padding(g) and (g.sy, g.sx) == (g.kh, g.kw)  # windows tile the image: no overlap
@@ -318,8 +329,13 @@ def max_pool2d_grad_into(dout: np.ndarray, argmax: np.ndarray, pooled: np.ndarra
     kernel(dout, argmax, pooled, relu, dx)
 
 
-def max_pool2d_grad_cm_into(dout: np.ndarray, argmax: np.ndarray, pooled: np.ndarray | None, d_t: np.ndarray,
-                            bias_grad: np.ndarray) -> None:
+def max_pool2d_grad_cm_into(
+    dout: np.ndarray,
+    argmax: np.ndarray,
+    pooled: np.ndarray | None,
+    d_t: np.ndarray,
+    bias_grad: np.ndarray,
+) -> None:
     """A max pool's backward on one batch slice, written as the gradient of the convolution before
     it in that convolution's backward layout (``conv2d_backward``'s ``dz_into``), serially:
     ``d_t`` (C, n*H*W) and ``bias_grad`` (C,), float64, from C-contiguous ``dout`` and ``argmax``
@@ -330,9 +346,16 @@ def max_pool2d_grad_cm_into(dout: np.ndarray, argmax: np.ndarray, pooled: np.nda
     max_pool_backward_cm(dout, argmax, pooled if relu else dout, relu, d_t, bias_grad)
 
 
-def max_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0,
-                       backend: str = "numba", owner: str = "max_pool2d", *,
-                       relu: bool = False) -> tuple[np.ndarray, MaxPoolCache]:
+def max_pool2d_forward(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    backend: str = "numba",
+    owner: str = "max_pool2d",
+    *,
+    relu: bool = False,
+) -> tuple[np.ndarray, MaxPoolCache]:
     """Max over windows of each feature map (Eq. 8.24), any window and stride, overlaps allowed.
 
     Padding cells count as -inf. Ties: the gradient goes to the FIRST maximum in window scan order
@@ -347,15 +370,23 @@ def max_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None, padding: An
     return max_pool2d(x, g, backend, owner, relu=bool(relu))
 
 
-def max_pool2d(x: np.ndarray, g: WindowGeometry, backend: str = "numba", owner: str = "max_pool2d", *,
-               relu: bool = False) -> tuple[np.ndarray, MaxPoolCache]:
+def max_pool2d(
+    x: np.ndarray,
+    g: WindowGeometry,
+    backend: str = "numba",
+    owner: str = "max_pool2d",
+    *,
+    relu: bool = False,
+) -> tuple[np.ndarray, MaxPoolCache]:
     """``max_pool2d_forward`` of checked input: ``x`` (N, C, H, W) C-contiguous float, ``g`` its
     pooling geometry (``shapes.pool_geometry``)."""
     n, c = x.shape[:2]
     if backend == "numba":
         out, argmax = max_pool2d_buffers(x.shape, x.dtype, g)
 
-        _threads.parallel_map(lambda s: max_pool2d_into(x[s], g, relu, out[s], argmax[s]), thread_slices(n))
+        _threads.parallel_map(
+            lambda s: max_pool2d_into(x[s], g, relu, out[s], argmax[s]), thread_slices(n)
+        )
     else:
         cols = unfold(_planes_as_channels(x), g, -np.inf, "numpy")  # (N*C*OH*OW, KH*KW)
         argmax = cols.argmax(axis=1)  # window-local index of the first maximum
@@ -375,8 +406,10 @@ def max_pool2d_backward(dout: Any, cache: MaxPoolCache) -> np.ndarray:
     pooled = cache.pooled if relu else dout
     if backend == "numba":
         dx = np.empty(x_shape, dtype=cache.dtype)
-        _threads.parallel_map(lambda s: max_pool2d_grad_into(dout[s], argmax[s], pooled[s], relu, g, dx[s]),
-                              thread_slices(n))
+        _threads.parallel_map(
+            lambda s: max_pool2d_grad_into(dout[s], argmax[s], pooled[s], relu, g, dx[s]),
+            thread_slices(n),
+        )
         return dx
     if relu:
         dout = np.where(pooled > 0, dout, 0).astype(cache.dtype)
@@ -385,8 +418,11 @@ def max_pool2d_backward(dout: Any, cache: MaxPoolCache) -> np.ndarray:
     return fold(dcols, (n * c, 1, height, width), g, "numpy").reshape(x_shape)
 
 
-def _border_factors(g: WindowGeometry, height: int, width: int, dtype: np.dtype) -> np.ndarray | None:
-    """(OH, OW) factors KH*KW / (window cells inside the image), or None if no window touches padding."""
+def _border_factors(
+    g: WindowGeometry, height: int, width: int, dtype: np.dtype
+) -> np.ndarray | None:
+    """(OH, OW) factors KH*KW / (window cells inside the image), or None if no window touches
+    padding."""
     rows = np.arange(g.oh) * g.sy - g.top
     cols = np.arange(g.ow) * g.sx - g.left
     inside_h = np.minimum(rows + g.kh, height) - np.maximum(rows, 0)
@@ -396,9 +432,17 @@ def _border_factors(g: WindowGeometry, height: int, width: int, dtype: np.dtype)
     return (g.kh * g.kw / np.outer(inside_h, inside_w)).astype(dtype)
 
 
-def avg_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, scale: Any = None,
-                       backend: str = "numba", owner: str = "avg_pool2d", *,
-                       count_include_pad: bool = True) -> tuple[np.ndarray, AvgPoolCache]:
+def avg_pool2d_forward(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    scale: Any = None,
+    backend: str = "numba",
+    owner: str = "avg_pool2d",
+    *,
+    count_include_pad: bool = True,
+) -> tuple[np.ndarray, AvgPoolCache]:
     """Average pooling; with ``scale`` (one weight per feature map, shape (C,)) it is Eq. 8.22.
 
     Without ``scale``: the mean of each window. ``count_include_pad=True`` (PyTorch's default):
@@ -411,26 +455,40 @@ def avg_pool2d_forward(x: Any, kernel_size: Any, stride: Any = None, padding: An
     """
     check_choice(backend, "backend", BACKENDS, owner)
     if not isinstance(count_include_pad, (bool, np.bool_)):
-        raise TypeError(f"{owner}: count_include_pad must be True or False, got {count_include_pad!r}")
+        raise TypeError(
+            f"{owner}: count_include_pad must be True or False, got {count_include_pad!r}"
+        )
     x = np.ascontiguousarray(as_float_array(x, "x", owner, ndim=4))
     g = pool_geometry(x.shape[2], x.shape[3], kernel_size, stride, padding, owner)
     n, c = x.shape[:2]
     if scale is not None:
         scale = as_float_array(scale, "scale", owner, ndim=1, dtype=x.dtype)
         if scale.shape != (c,):
-            raise ValueError(f"{owner}: scale must have shape ({c},), one weight per feature map, got {scale.shape}")
+            raise ValueError(
+                f"{owner}: scale must have shape ({c},), one weight per feature map, "
+                f"got {scale.shape}"
+            )
     return avg_pool2d(x, g, scale, backend, owner, count_include_pad=bool(count_include_pad))
 
 
-def avg_pool2d(x: np.ndarray, g: WindowGeometry, scale: np.ndarray | None = None, backend: str = "numba",
-               owner: str = "avg_pool2d", *, count_include_pad: bool = True) -> tuple[np.ndarray, AvgPoolCache]:
+def avg_pool2d(
+    x: np.ndarray,
+    g: WindowGeometry,
+    scale: np.ndarray | None = None,
+    backend: str = "numba",
+    owner: str = "avg_pool2d",
+    *,
+    count_include_pad: bool = True,
+) -> tuple[np.ndarray, AvgPoolCache]:
     """``avg_pool2d_forward`` of checked input: ``x`` (N, C, H, W) C-contiguous float, ``g`` its
     pooling geometry, ``scale`` None or (C,) in x's dtype."""
     n, c = x.shape[:2]
     if backend == "numba":
         sums = np.empty((n, c, g.oh, g.ow), dtype=x.dtype)
-        _threads.parallel_map(lambda s: sum_pool_forward(x[s], g.kh, g.kw, g.sy, g.sx, g.top, g.left,
-                                                                  sums[s]), thread_slices(n))
+        _threads.parallel_map(
+            lambda s: sum_pool_forward(x[s], g.kh, g.kw, g.sy, g.sx, g.top, g.left, sums[s]),
+            thread_slices(n),
+        )
     else:
         cols = unfold(_planes_as_channels(x), g, 0.0, "numpy")
         sums = cols.sum(axis=1).reshape(n, c, g.oh, g.ow)
@@ -465,8 +523,10 @@ def avg_pool2d_backward(dout: Any, cache: AvgPoolCache) -> tuple[np.ndarray, np.
     dsums = np.ascontiguousarray(dsums)
     if backend == "numba":
         dx = np.zeros(x_shape, dtype=dtype)
-        _threads.parallel_map(lambda s: sum_pool_backward(dsums[s], g.kh, g.kw, g.sy, g.sx, g.top, g.left,
-                                                                   dx[s]), thread_slices(x_shape[0]))
+        _threads.parallel_map(
+            lambda s: sum_pool_backward(dsums[s], g.kh, g.kw, g.sy, g.sx, g.top, g.left, dx[s]),
+            thread_slices(x_shape[0]),
+        )
     else:
         dcols = np.repeat(dsums.reshape(-1, 1), g.kh * g.kw, axis=1)
         dx = fold(dcols, (n * c, 1, height, width), g, "numpy").reshape(x_shape)

@@ -14,7 +14,12 @@ from cnn_im2col.gradcheck import check_function
 
 @st.composite
 def batch_norm_cases(draw):
-    n, c, h, w = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(2, 4))
+    n, c, h, w = (
+        draw(st.integers(1, 3)),
+        draw(st.integers(1, 4)),
+        draw(st.integers(1, 4)),
+        draw(st.integers(2, 4)),
+    )
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     x = (rng.standard_normal((n, c, h, w)) * rng.uniform(0.1, 5) + rng.uniform(-3, 3)).astype(dtype)
@@ -33,7 +38,9 @@ def test_batch_norm_equals_reference(case):
     x, weight, bias, mean, var, dout, order = case
     rtol, atol = tolerance(x.dtype)
     training = mean is None
-    out, cache, used_mean, used_var = F.batch_norm2d_forward(in_memory_order(x, order), weight, bias, mean, var)
+    out, cache, used_mean, used_var = F.batch_norm2d_forward(
+        in_memory_order(x, order), weight, bias, mean, var
+    )
     expected, _, _ = reference.batch_norm2d_forward(x, weight, bias, mean, var, training=training)
     assert out.dtype == x.dtype
     np.testing.assert_allclose(out, expected, rtol, atol)
@@ -41,7 +48,9 @@ def test_batch_norm_equals_reference(case):
         np.testing.assert_allclose(used_mean, x.astype(np.float64).mean(axis=(0, 2, 3)), rtol, atol)
         np.testing.assert_allclose(used_var, x.astype(np.float64).var(axis=(0, 2, 3)), rtol, atol)
     dx, dweight, dbias = F.batch_norm2d_backward(in_memory_order(dout, order), cache)
-    ref_dx, ref_dweight, ref_dbias = reference.batch_norm2d_backward(x, dout, weight, mean, var, training=training)
+    ref_dx, ref_dweight, ref_dbias = reference.batch_norm2d_backward(
+        x, dout, weight, mean, var, training=training
+    )
     assert dx.dtype == dweight.dtype == dbias.dtype == x.dtype
     # dx of a training batch norm is a difference of sums: scale the tolerance by its inputs' size
     scale = 1.0 if weight is None else max(1.0, float(np.abs(weight).max()))
@@ -81,13 +90,22 @@ def test_batch_norm_gradcheck_float64(affine, fixed):
             np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    ({"weight": np.ones(3)}, ValueError, (r"batch_norm2d: weight must have shape \(2,\), one per channel of x, "
-                                         r"got \(3,\)")),
-    ({"mean": np.zeros(2)}, ValueError, r"batch_norm2d: give both mean and var"),
-    ({"mean": np.zeros(2), "var": -np.ones(2)}, ValueError, r"batch_norm2d: var must be >= 0"),
-    ({"bias": "a"}, TypeError, r"batch_norm2d: bias must be a real numeric array"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (
+            {"weight": np.ones(3)},
+            ValueError,
+            (
+                r"batch_norm2d: weight must have shape \(2,\), one per channel of x, "
+                r"got \(3,\)"
+            ),
+        ),
+        ({"mean": np.zeros(2)}, ValueError, r"batch_norm2d: give both mean and var"),
+        ({"mean": np.zeros(2), "var": -np.ones(2)}, ValueError, r"batch_norm2d: var must be >= 0"),
+        ({"bias": "a"}, TypeError, r"batch_norm2d: bias must be a real numeric array"),
+    ],
+)
 def test_batch_norm_bad_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
         F.batch_norm2d_forward(np.ones((2, 2, 3, 3)), **kwargs)
@@ -97,8 +115,13 @@ def test_batch_norm_and_gap_bad_shapes():
     with pytest.raises(ValueError, match=r"batch_norm2d: x must be 4-D, got 2-D"):
         F.batch_norm2d_forward(np.ones((2, 3)))
     _, cache = F.global_avg_pool2d_forward(np.ones((2, 3, 4, 4)))
-    with pytest.raises(ValueError, match=r"global_avg_pool2d: dout must have the output's shape \(2, 3\), got \(2, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"global_avg_pool2d: dout must have the output's shape \(2, 3\), got \(2, 4\)",
+    ):
         F.global_avg_pool2d_backward(np.ones((2, 4)), cache)
     _, cache, _, _ = F.batch_norm2d_forward(np.ones((2, 2, 3, 3)) * np.arange(3))
-    with pytest.raises(ValueError, match=r"batch_norm2d: dout must have the output's shape \(2, 2, 3, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"batch_norm2d: dout must have the output's shape \(2, 2, 3, 3\)"
+    ):
         F.batch_norm2d_backward(np.ones((2, 2, 3)), cache)

@@ -44,10 +44,14 @@ def pool_cases(draw, overlapping=False):
 def test_max_pool_equals_reference(backend, case):
     x, kernel, stride, padding, dout, order = case
     rtol, atol = tolerance(x.dtype)
-    out, cache = F.max_pool2d_forward(in_memory_order(x, order), kernel, stride, padding, backend=backend)
+    out, cache = F.max_pool2d_forward(
+        in_memory_order(x, order), kernel, stride, padding, backend=backend
+    )
     np.testing.assert_array_equal(out, reference.max_pool2d_forward(x, kernel, stride, padding))
     dx = F.max_pool2d_backward(dout, cache)
-    np.testing.assert_allclose(dx, reference.max_pool2d_backward(x, dout, kernel, stride, padding), rtol, atol)
+    np.testing.assert_allclose(
+        dx, reference.max_pool2d_backward(x, dout, kernel, stride, padding), rtol, atol
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -58,8 +62,12 @@ def test_avg_pool_equals_reference(backend, trainable, case):
     rtol, atol = tolerance(x.dtype)
     x = x / x.size  # keep sums of float32 values small enough for a tight tolerance
     scale = np.linspace(0.5, 2.0, x.shape[1]).astype(x.dtype) if trainable else None
-    out, cache = F.avg_pool2d_forward(in_memory_order(x, order), kernel, stride, padding, scale, backend=backend)
-    np.testing.assert_allclose(out, reference.avg_pool2d_forward(x, kernel, stride, padding, scale), rtol, atol)
+    out, cache = F.avg_pool2d_forward(
+        in_memory_order(x, order), kernel, stride, padding, scale, backend=backend
+    )
+    np.testing.assert_allclose(
+        out, reference.avg_pool2d_forward(x, kernel, stride, padding, scale), rtol, atol
+    )
     dx, dscale = F.avg_pool2d_backward(dout, cache)
     ref_dx, ref_dscale = reference.avg_pool2d_backward(x, dout, kernel, stride, padding, scale)
     np.testing.assert_allclose(dx, ref_dx, rtol, atol)
@@ -77,7 +85,9 @@ def test_max_pool_ties_go_to_the_first_maximum_in_scan_order():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("kernel, stride, padding", [(2, None, 0), (2, 1, 0), (3, 2, 1), ((3, 2), (1, 2), (1, 1))])
+@pytest.mark.parametrize(
+    "kernel, stride, padding", [(2, None, 0), (2, 1, 0), (3, 2, 1), ((3, 2), (1, 2), (1, 1))]
+)
 def test_pool_gradcheck_float64(backend, kernel, stride, padding):
     rng = np.random.default_rng(1)
     x = rng.permutation(2 * 2 * 6 * 7).reshape(2, 2, 6, 7) / 10.0  # distinct values: no ties
@@ -90,8 +100,11 @@ def test_pool_gradcheck_float64(backend, kernel, stride, padding):
 
     check_function(max_forward, lambda d: F.max_pool2d_backward(d, state["cache"]), x, eps=1e-7)
     for s in (None, scale):
+
         def avg_forward(v, s=s):
-            out, state["cache"] = F.avg_pool2d_forward(v, kernel, stride, padding, s, backend=backend)
+            out, state["cache"] = F.avg_pool2d_forward(
+                v, kernel, stride, padding, s, backend=backend
+            )
             return out
 
         check_function(avg_forward, lambda d: F.avg_pool2d_backward(d, state["cache"])[0], x)
@@ -100,7 +113,9 @@ def test_pool_gradcheck_float64(backend, kernel, stride, padding):
         out, state["cache"] = F.avg_pool2d_forward(x, kernel, stride, padding, s, backend=backend)
         return out
 
-    check_function(scale_forward, lambda d: F.avg_pool2d_backward(d, state["cache"])[1], scale.copy())
+    check_function(
+        scale_forward, lambda d: F.avg_pool2d_backward(d, state["cache"])[1], scale.copy()
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -111,13 +126,23 @@ def test_avg_pool_excluding_padding_equals_reference(backend, trainable, case):
     rtol, atol = tolerance(x.dtype)
     x = x / x.size
     scale = np.linspace(0.5, 2.0, x.shape[1]).astype(x.dtype) if trainable else None
-    out, cache = F.avg_pool2d_forward(in_memory_order(x, order), kernel, stride, padding, scale, backend=backend,
-                                      count_include_pad=False)
-    expected = reference.avg_pool2d_forward(x, kernel, stride, padding, scale, count_include_pad=False)
+    out, cache = F.avg_pool2d_forward(
+        in_memory_order(x, order),
+        kernel,
+        stride,
+        padding,
+        scale,
+        backend=backend,
+        count_include_pad=False,
+    )
+    expected = reference.avg_pool2d_forward(
+        x, kernel, stride, padding, scale, count_include_pad=False
+    )
     np.testing.assert_allclose(out, expected, rtol, atol)
     dx, dscale = F.avg_pool2d_backward(dout, cache)
-    ref_dx, ref_dscale = reference.avg_pool2d_backward(x, dout, kernel, stride, padding, scale,
-                                                       count_include_pad=False)
+    ref_dx, ref_dscale = reference.avg_pool2d_backward(
+        x, dout, kernel, stride, padding, scale, count_include_pad=False
+    )
     np.testing.assert_allclose(dx, ref_dx, rtol, atol)
     if trainable:
         np.testing.assert_allclose(dscale, ref_dscale, rtol, atol)
@@ -135,9 +160,15 @@ def test_avg_pool_excluding_padding_gradcheck_float64(backend):
     check_function(forward, lambda d: F.avg_pool2d_backward(d, cache["c"])[0], x)
 
 
-@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 5), w=st.integers(1, 5),
-       dtype=st.sampled_from([np.float32, np.float64]), order=st.sampled_from(["C", "F", "strided"]),
-       seed=st.integers(0, 2**16))
+@given(
+    n=st.integers(1, 3),
+    c=st.integers(1, 3),
+    h=st.integers(1, 5),
+    w=st.integers(1, 5),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    order=st.sampled_from(["C", "F", "strided"]),
+    seed=st.integers(0, 2**16),
+)
 def test_global_avg_pool_equals_reference(n, c, h, w, dtype, order, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
@@ -148,7 +179,9 @@ def test_global_avg_pool_equals_reference(n, c, h, w, dtype, order, seed):
     np.testing.assert_allclose(out, reference.avg_pool2d_forward(x, (h, w))[:, :, 0, 0], rtol, atol)
     dx = F.global_avg_pool2d_backward(dout, cache)
     assert dx.dtype == dtype and dx.flags.c_contiguous
-    np.testing.assert_allclose(dx, reference.avg_pool2d_backward(x, dout[:, :, None, None], (h, w))[0], rtol, atol)
+    np.testing.assert_allclose(
+        dx, reference.avg_pool2d_backward(x, dout[:, :, None, None], (h, w))[0], rtol, atol
+    )
 
 
 def test_global_avg_pool_gradcheck_float64():
@@ -158,8 +191,11 @@ def test_global_avg_pool_gradcheck_float64():
         out, cache["c"] = F.global_avg_pool2d_forward(v)
         return out
 
-    check_function(forward, lambda d: F.global_avg_pool2d_backward(d, cache["c"]),
-                   np.random.default_rng(1).standard_normal((2, 3, 4, 3)))
+    check_function(
+        forward,
+        lambda d: F.global_avg_pool2d_backward(d, cache["c"]),
+        np.random.default_rng(1).standard_normal((2, 3, 4, 3)),
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -172,7 +208,9 @@ def test_fused_relu_max_pool_equals_relu_then_max_pool(backend, case, ties):
         x = (np.random.default_rng(int(x.sum()) % 1000).integers(-2, 3, x.shape)).astype(x.dtype)
     else:
         x = x - x.mean()
-    out, cache = F.max_pool2d_forward(in_memory_order(x, order), kernel, stride, padding, backend=backend, relu=True)
+    out, cache = F.max_pool2d_forward(
+        in_memory_order(x, order), kernel, stride, padding, backend=backend, relu=True
+    )
     y = F.relu(x)
     ref_out, ref_cache = F.max_pool2d_forward(y, kernel, stride, padding, backend=backend)
     np.testing.assert_array_equal(out, ref_out)
@@ -180,7 +218,11 @@ def test_fused_relu_max_pool_equals_relu_then_max_pool(backend, case, ties):
     np.testing.assert_array_equal(F.max_pool2d_backward(dout, cache), ref_dx)
 
 
-@given(case=st.one_of(pool_cases(), pool_cases(overlapping=True)), relu=st.booleans(), ties=st.booleans())
+@given(
+    case=st.one_of(pool_cases(), pool_cases(overlapping=True)),
+    relu=st.booleans(),
+    ties=st.booleans(),
+)
 def test_max_pool_gradient_in_conv_layout_equals_route_then_transpose(case, relu, ties):
     """max_pool2d_grad_cm_into (the fused conv-relu-pool backward) equals its twin: the pool's
     backward into (N, C, H, W), then the ReLU's derivative, the transpose to (C, N*H*W) and the
@@ -196,6 +238,8 @@ def test_max_pool_gradient_in_conv_layout_equals_route_then_transpose(case, relu
         dy = np.where(y > 0, dy, 0)
     want = dy.transpose(1, 0, 2, 3).reshape(c, n * h * w)
     d_t, sums = np.full((c, n * h * w), np.nan, dtype=x.dtype), np.full(c, np.nan)
-    pooling.max_pool2d_grad_cm_into(np.ascontiguousarray(dout), cache.argmax, pooled if relu else None, d_t, sums)
+    pooling.max_pool2d_grad_cm_into(
+        np.ascontiguousarray(dout), cache.argmax, pooled if relu else None, d_t, sums
+    )
     np.testing.assert_allclose(d_t, want, *tolerance(x.dtype))
     np.testing.assert_allclose(sums, want.sum(axis=1, dtype=np.float64), *tolerance(x.dtype))

@@ -44,8 +44,11 @@ ALGORITHMS = ("auto", "im2col", "winograd")
 _DEPTHWISE_DIRECT = True
 
 # each strategy's cache type -> the strategy whose backward takes it
-_STRATEGY_OF_CACHE = {im2col.Im2colCache: im2col, depthwise.DepthwiseCache: depthwise,
-                      winograd.WinogradCache: winograd}
+_STRATEGY_OF_CACHE = {
+    im2col.Im2colCache: im2col,
+    depthwise.DepthwiseCache: depthwise,
+    winograd.WinogradCache: winograd,
+}
 
 ConvCache = im2col.Im2colCache | depthwise.DepthwiseCache | winograd.WinogradCache
 
@@ -58,8 +61,16 @@ class ConvPlan(NamedTuple):
     strategy: ModuleType
 
 
-def choose(algorithm: str, backend: str, weight_shape: tuple[int, ...], g: WindowGeometry, groups: int,
-           in_channels: int, batch: int, owner: str) -> ModuleType:
+def choose(
+    algorithm: str,
+    backend: str,
+    weight_shape: tuple[int, ...],
+    g: WindowGeometry,
+    groups: int,
+    in_channels: int,
+    batch: int,
+    owner: str,
+) -> ModuleType:
     """The strategy for a convolution of ``batch`` samples of ``in_channels`` channels with a weight
     of ``weight_shape`` and geometry ``g`` (arguments already validated): depthwise where groups ==
     C == O (numba), Winograd where ``algorithm`` asks for it or ``"auto"`` finds it applies and pays
@@ -71,33 +82,56 @@ def choose(algorithm: str, backend: str, weight_shape: tuple[int, ...], g: Windo
     return winograd if use_winograd else im2col
 
 
-def _use_winograd(algorithm: str, backend: str, weight_shape: tuple[int, ...], g: WindowGeometry,
-                  groups: int, owner: str, batch: int) -> bool:
+def _use_winograd(
+    algorithm: str,
+    backend: str,
+    weight_shape: tuple[int, ...],
+    g: WindowGeometry,
+    groups: int,
+    owner: str,
+    batch: int,
+) -> bool:
     if algorithm == "im2col":
         return False
     fits = winograd.supports(weight_shape[2:], (g.sy, g.sx), (g.dy, g.dx), groups)
     if algorithm == "winograd":
         if backend != "numba":
-            raise ValueError(f"{owner}: algorithm='winograd' needs backend='numba'; got backend={backend!r}")
+            raise ValueError(
+                f"{owner}: algorithm='winograd' needs backend='numba'; got backend={backend!r}"
+            )
         if not fits:
-            raise ValueError(f"{owner}: algorithm='winograd' needs a 3x3 or 5x5 kernel, stride 1, dilation 1 "
-                             f"and groups 1; got kernel {tuple(weight_shape[2:])}, stride {(g.sy, g.sx)}, "
-                             f"dilation {(g.dy, g.dx)}, groups {groups}")
+            raise ValueError(
+                f"{owner}: algorithm='winograd' needs a 3x3 or 5x5 kernel, stride 1, dilation 1 "
+                f"and groups 1; got kernel {tuple(weight_shape[2:])}, stride {(g.sy, g.sx)}, "
+                f"dilation {(g.dy, g.dx)}, groups {groups}"
+            )
         return True
-    return backend == "numba" and fits and winograd.preferred(weight_shape[1], weight_shape[0], g, batch)
+    return (
+        backend == "numba"
+        and fits
+        and winograd.preferred(weight_shape[1], weight_shape[0], g, batch)
+    )
 
 
-def conv2d_output_shape(input_shape: tuple[int, int, int], weight_shape: tuple[int, int, int, int],
-                        stride: Any = 1, padding: Any = 0, owner: str = "conv2d", dilation: Any = 1,
-                        groups: int = 1) -> tuple[int, int, int]:
+def conv2d_output_shape(
+    input_shape: tuple[int, int, int],
+    weight_shape: tuple[int, int, int, int],
+    stride: Any = 1,
+    padding: Any = 0,
+    owner: str = "conv2d",
+    dilation: Any = 1,
+    groups: int = 1,
+) -> tuple[int, int, int]:
     """(C, H, W) -> (O, OH, OW) for a weight of shape (O, C/groups, KH, KW); raises if the kernel
     cannot fit. ``OH = (H + pad_top + pad_bottom - dilation*(KH - 1) - 1) // stride + 1``."""
     out_channels, group_channels, kh, kw = weight_shape
     groups = _check_groups(groups, out_channels, owner)
     in_channels = group_channels * groups
     if len(input_shape) != 3 or input_shape[0] != in_channels:
-        raise ValueError(f"{owner}: input must be ({in_channels}, H, W) (channels, height, width), "
-                         f"got {tuple(input_shape)}")
+        raise ValueError(
+            f"{owner}: input must be ({in_channels}, H, W) (channels, height, width), "
+            f"got {tuple(input_shape)}"
+        )
     steps, dil = pair(stride, "stride", owner), pair(dilation, "dilation", owner)
     g = dilated_geometry(input_shape[1], input_shape[2], (kh, kw), steps, dil, padding, owner)
     return (out_channels, g.oh, g.ow)
@@ -108,26 +142,43 @@ def _check_groups(groups: Any, out_channels: int, owner: str) -> int:
     it always divides the input channels)."""
     groups = check_int(groups, "groups", owner, minimum=1)
     if out_channels % groups:
-        raise ValueError(f"{owner}: groups must divide out_channels; got groups={groups} and "
-                         f"out_channels={out_channels}")
+        raise ValueError(
+            f"{owner}: groups must divide out_channels; got groups={groups} and "
+            f"out_channels={out_channels}"
+        )
     return groups
 
 
-def _check_bias(bias: Any, out_shape: tuple[int, int, int], dtype: np.dtype, owner: str) -> np.ndarray | None:
+def _check_bias(
+    bias: Any, out_shape: tuple[int, int, int], dtype: np.dtype, owner: str
+) -> np.ndarray | None:
     if bias is None:
         return None
     bias = as_float_array(bias, "bias", owner, dtype=dtype)
     if bias.shape not in (out_shape[:1], out_shape):
-        raise ValueError(f"{owner}: bias must have shape {out_shape[:1]} (tied) or {out_shape} (untied, "
-                         f"one per output neuron), got {bias.shape}")
+        raise ValueError(
+            f"{owner}: bias must have shape {out_shape[:1]} (tied) or {out_shape} (untied, "
+            f"one per output neuron), got {bias.shape}"
+        )
     return np.ascontiguousarray(bias)
 
 
-def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
-                   backend: str = "numba", owner: str = "conv2d", *, keep_cols: bool = True,
-                   dilation: Any = 1, groups: int = 1, relu: bool = False,
-                   then: Callable[[slice, np.ndarray], None] | None = None,
-                   algorithm: str = "auto") -> tuple[np.ndarray, ConvCache]:
+def conv2d_forward(
+    x: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    backend: str = "numba",
+    owner: str = "conv2d",
+    *,
+    keep_cols: bool = True,
+    dilation: Any = 1,
+    groups: int = 1,
+    relu: bool = False,
+    then: Callable[[slice, np.ndarray], None] | None = None,
+    algorithm: str = "auto",
+) -> tuple[np.ndarray, ConvCache]:
     """Cross-correlate ``x`` (N, C, H, W) with ``weight`` (O, C/groups, KH, KW) and add ``bias``.
 
     ``bias``: ``None``; tied, shape (O,), one per feature map; or untied, shape (O, OH, OW), one per
@@ -159,14 +210,28 @@ def conv2d_forward(x: Any, weight: Any, bias: Any = None, stride: Any = 1, paddi
     g = dilated_geometry(x.shape[2], x.shape[3], weight.shape[2:], steps, dil, padding, owner)
     bias = _check_bias(bias, (out_channels, g.oh, g.ow), weight.dtype, owner)
     strategy = choose(algorithm, backend, weight.shape, g, groups, x.shape[1], x.shape[0], owner)
-    return strategy.forward(np.ascontiguousarray(x), weight, bias, g, groups=groups, backend=backend,
-                            owner=owner, keep=keep_cols, relu=bool(relu), then=then)
+    return strategy.forward(
+        np.ascontiguousarray(x),
+        weight,
+        bias,
+        g,
+        groups=groups,
+        backend=backend,
+        owner=owner,
+        keep=keep_cols,
+        relu=bool(relu),
+        then=then,
+    )
 
 
-def conv2d_backward(dout: Any, cache: ConvCache, input_grad: bool = True, *,
-                    dout_of: Callable[[slice], np.ndarray] | None = None,
-                    dz_into: Callable[[slice, np.ndarray, np.ndarray], None] | None = None,
-                    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+def conv2d_backward(
+    dout: Any,
+    cache: ConvCache,
+    input_grad: bool = True,
+    *,
+    dout_of: Callable[[slice], np.ndarray] | None = None,
+    dz_into: Callable[[slice, np.ndarray, np.ndarray], None] | None = None,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Gradients of ``conv2d_forward``: ``(dx, dweight, dbias)`` with the shapes of x, weight, bias.
 
     ``dout`` is the gradient of the forward's output (after the fused ReLU when ``relu=True``).
@@ -182,6 +247,8 @@ def conv2d_backward(dout: Any, cache: ConvCache, input_grad: bool = True, *,
     """
     if dout_of is None:
         g, weight = cache.geometry, cache.weight
-        n = cache.x.shape[0] if isinstance(cache, depthwise.DepthwiseCache) else cache.x_shape[0]
-        dout = check_dout(dout, (n, weight.shape[0], g.oh, g.ow), weight.dtype, cache.owner)
-    return _STRATEGY_OF_CACHE[type(cache)].backward(dout, cache, input_grad, dout_of=dout_of, dz_into=dz_into)
+        expected = (cache.x_shape[0], weight.shape[0], g.oh, g.ow)
+        dout = check_dout(dout, expected, weight.dtype, cache.owner)
+    return _STRATEGY_OF_CACHE[type(cache)].backward(
+        dout, cache, input_grad, dout_of=dout_of, dz_into=dz_into
+    )

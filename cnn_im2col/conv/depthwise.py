@@ -34,6 +34,9 @@ class DepthwiseCache(NamedTuple):
     slices: list[slice]
     out: np.ndarray | None  # relu=True: the output, whose sign is ReLU's derivative
 
+    @property
+    def x_shape(self) -> tuple[int, int, int, int]:
+        return self.x.shape
 
 
 @nb.njit(cache=True, nogil=True)
@@ -126,16 +129,29 @@ def depthwise_backward(dout, y, relu, x, w, sy, sx, dy, dx_step, pt, pl, input_g
                     dw[c, i, j] += acc
 
 
-def forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, g: WindowGeometry, *,
-            groups: int, backend: str = "numba", owner: str = "conv2d", keep: bool = True,
-            relu: bool = False, then: Callable[[slice, np.ndarray], None] | None = None,
-            ) -> tuple[np.ndarray, DepthwiseCache]:
+def forward(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    g: WindowGeometry,
+    *,
+    groups: int,
+    backend: str = "numba",
+    owner: str = "conv2d",
+    keep: bool = True,
+    relu: bool = False,
+    then: Callable[[slice, np.ndarray], None] | None = None,
+) -> tuple[np.ndarray, DepthwiseCache]:
     """``conv2d_forward``'s depthwise strategy on checked arguments (as ``conv.im2col.forward``;
     ``groups``, ``backend`` and ``keep`` are the same for every strategy: here groups == C == O,
     numba, and x is kept either way)."""
     n, out_channels = x.shape[0], weight.shape[0]
     out = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
-    bias2 = np.zeros((out_channels, 1), weight.dtype) if bias is None else bias.reshape(out_channels, -1)
+    bias2 = (
+        np.zeros((out_channels, 1), weight.dtype)
+        if bias is None
+        else bias.reshape(out_channels, -1)
+    )
     w3 = np.ascontiguousarray(weight[:, 0])
     slices = cache_slices(n, x[0].nbytes * 4)
 
@@ -145,15 +161,20 @@ def forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, g: Windo
             then(s, out[s])
 
     _threads.parallel_map(direct, slices)
-    cache = DepthwiseCache(x, weight, None if bias is None else bias.shape, g, owner, slices,
-                           out if relu else None)
+    cache = DepthwiseCache(
+        x, weight, None if bias is None else bias.shape, g, owner, slices, out if relu else None
+    )
     return out, cache
 
 
-def backward(dout: np.ndarray | None, cache: DepthwiseCache, input_grad: bool = True, *,
-             dout_of: Callable[[slice], np.ndarray] | None = None,
-             dz_into: Callable[[slice, np.ndarray, np.ndarray], None] | None = None,
-             ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+def backward(
+    dout: np.ndarray | None,
+    cache: DepthwiseCache,
+    input_grad: bool = True,
+    *,
+    dout_of: Callable[[slice], np.ndarray] | None = None,
+    dz_into: Callable[[slice, np.ndarray, np.ndarray], None] | None = None,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """``conv2d_backward`` of a depthwise convolution, slice by slice. It takes dout whole
     (``dout_of`` is asked once, for the batch; ``dz_into`` is the im2col layout's, unused)."""
     g, weight, x, bias_shape = cache.geometry, cache.weight, cache.x, cache.bias_shape
@@ -169,8 +190,23 @@ def backward(dout: np.ndarray | None, cache: DepthwiseCache, input_grad: bool = 
     def block(s: slice) -> tuple[np.ndarray, np.ndarray]:
         dw = np.empty(w3.shape, dtype=np.float64)
         db = np.empty(w3.shape[0], dtype=np.float64)
-        depthwise_backward(dout[s], y[s], relu, x[s], w3, g.sy, g.sx, g.dy, g.dx, g.top, g.left,
-                           input_grad, dx_view[s] if input_grad else dx_view, dw, db)
+        depthwise_backward(
+            dout[s],
+            y[s],
+            relu,
+            x[s],
+            w3,
+            g.sy,
+            g.sx,
+            g.dy,
+            g.dx,
+            g.top,
+            g.left,
+            input_grad,
+            dx_view[s] if input_grad else dx_view,
+            dw,
+            db,
+        )
         return dw, db
 
     parts = _threads.parallel_map(block, cache.slices)

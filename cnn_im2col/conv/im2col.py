@@ -53,11 +53,12 @@ class Im2colCache(NamedTuple):
     groups: int
     backend: str
     owner: str
-    cols: list[np.ndarray] | np.ndarray | None  # numba: one cols_t per slice; numpy: cols; None: rebuild
+    cols: (
+        list[np.ndarray] | np.ndarray | None
+    )  # numba: one cols_t per slice; numpy: cols; None: rebuild
     x: np.ndarray | None  # the input, kept instead of cols (keep=False)
     slices: list[slice] | None  # numba: the batch slices of ``cols``
     out: np.ndarray | None  # relu=True: the output, whose sign is ReLU's derivative
-
 
 
 # --------------------------------------------------------------------------- channel-major im2col
@@ -72,7 +73,8 @@ class Im2colCache(NamedTuple):
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _copy_rows(src, s, step, dst, d, width, count):
-    """``count`` runs of ``width`` values: ``src[s + r*step:][:width]`` -> ``dst[d + r*width:][:width]``."""
+    """``count`` runs of ``width`` values: ``src[s + r*step:][:width]`` ->
+    ``dst[d + r*width:][:width]``."""
     for r in range(count):
         for q in range(width):
             dst[_u(d + r * width + q)] = src[_u(s + r * step + q)]
@@ -97,8 +99,9 @@ def _copy_rows_clipped(src, s, step, sx, dst, d, width, lo, hi, count):
 
 @nb.njit(cache=True, nogil=True)
 def im2col_t(x, kh, kw, sy, sx, dy, dx, pt, pl, oh_count, ow_count, cols):
-    """``cols[k, (n*OH + oh)*OW + ow]`` (written) = ``x[n, c, oh*SY - PT + i*DY, ow*SX - PL + j*DX]``
-    (0 outside the image) for ``k = (c*KH + i)*KW + j``.
+    """``cols[k, (n*OH + oh)*OW + ow]`` (written) =
+    ``x[n, c, oh*SY - PT + i*DY, ow*SX - PL + j*DX]`` (0 outside the image) for
+    ``k = (c*KH + i)*KW + j``.
 
     x: (N, C, H, W); cols: (C*KH*KW, N*OH*OW), both C-contiguous. For each (n, c) input plane
     (which stays in cache) and kernel cell (i, j), the OH x OW block of the output is written in
@@ -119,14 +122,24 @@ def im2col_t(x, kh, kw, sy, sx, dy, dx, pt, pl, oh_count, ow_count, cols):
                 for j in range(kw):
                     xlo, xhi = _valid_range(j * dx - pl, sx, width, ow_count)
                     d = ((c * kh + i) * kw + j) * length + n * plane
-                    cf[d:d + ylo * ow_count] = 0.0
-                    cf[d + yhi * ow_count:d + plane] = 0.0
+                    cf[d : d + ylo * ow_count] = 0.0
+                    cf[d + yhi * ow_count : d + plane] = 0.0
                     s = image + (ylo * sy + i * dy - pt) * width + j * dx - pl  # (ylo, 0)'s source
                     if sx == 1 and xlo == 0 and xhi == ow_count:
                         _copy_rows(xf, s, sy * width, cf, d + ylo * ow_count, ow_count, yhi - ylo)
                     else:
-                        _copy_rows_clipped(xf, s, sy * width, sx, cf, d + ylo * ow_count, ow_count, xlo, xhi,
-                                           yhi - ylo)
+                        _copy_rows_clipped(
+                            xf,
+                            s,
+                            sy * width,
+                            sx,
+                            cf,
+                            d + ylo * ow_count,
+                            ow_count,
+                            xlo,
+                            xhi,
+                            yhi - ylo,
+                        )
 
 
 @nb.njit(cache=True, nogil=True)
@@ -206,7 +219,12 @@ def matmul_abt(a, b, out):
                 s12 += v * c2
                 s13 += v * c3
             out[i, j], out[i, j + 1], out[i, j + 2], out[i, j + 3] = s00, s01, s02, s03
-            out[i + 1, j], out[i + 1, j + 1], out[i + 1, j + 2], out[i + 1, j + 3] = s10, s11, s12, s13
+            out[i + 1, j], out[i + 1, j + 1], out[i + 1, j + 2], out[i + 1, j + 3] = (
+                s10,
+                s11,
+                s12,
+                s13,
+            )
         for j in range(n4, n):
             out[i, j] = _dot(a0, b[j])
             out[i + 1, j] = _dot(a1, b[j])
@@ -229,7 +247,7 @@ def cm_to_nchw(src, bias, relu, out):
     untied = bias.shape[1] > 1
     for n in range(n_count):
         for o in range(o_count):
-            s = src[o, n * plane:(n + 1) * plane]
+            s = src[o, n * plane : (n + 1) * plane]
             d = out[n, o]
             if untied:
                 b = bias[o]
@@ -279,7 +297,7 @@ def nchw_to_cm(src, y, relu, out, bias_grad):
     for n in range(n_count):
         for o in range(o_count):
             s = src[n, o]
-            d = out[o, n * plane:(n + 1) * plane]
+            d = out[o, n * plane : (n + 1) * plane]
             total = 0.0
             if relu:
                 m = y[n, o]
@@ -295,7 +313,7 @@ def nchw_to_cm(src, y, relu, out, bias_grad):
             bias_grad[o] += total
 
 
-# --------------------------------------------------------------------------- the channel-major layout
+# ------------------------------------------------------------------------- the channel-major layout
 
 
 def unfold_t(x: np.ndarray, g: WindowGeometry, out: np.ndarray | None = None) -> np.ndarray:
@@ -317,7 +335,9 @@ def fold_t(cols: np.ndarray, g: WindowGeometry, out: np.ndarray) -> np.ndarray:
     (C*KH*KW, N*OH*OW) into ``out`` (N, C, H, W), written whole; ``fold_t(cols, g, out) ==
     fold(cols.T, out.shape, g)`` (the padding's share is dropped)."""
     dy, dx = g.dy, g.dx
-    col2im_t(np.ascontiguousarray(cols), g.kh, g.kw, g.sy, g.sx, dy, dx, g.top, g.left, g.oh, g.ow, out)
+    col2im_t(
+        np.ascontiguousarray(cols), g.kh, g.kw, g.sy, g.sx, dy, dx, g.top, g.left, g.oh, g.ow, out
+    )
     return out
 
 
@@ -344,15 +364,17 @@ def weight_grad(d_t: np.ndarray, cols_t: np.ndarray, groups: int) -> np.ndarray:
         return np.matmul(cols_t, d_t.T).T
     out = np.empty((groups * o, r), dtype=np.result_type(d_t, cols_t))
     for g in range(groups):
-        rows, cols = d_t[g * o:(g + 1) * o], cols_t[g * r:(g + 1) * r]
+        rows, cols = d_t[g * o : (g + 1) * o], cols_t[g * r : (g + 1) * r]
         if o * r > _DOT_GRAD_MAX:
-            out[g * o:(g + 1) * o] = np.matmul(cols, rows.T).T
+            out[g * o : (g + 1) * o] = np.matmul(cols, rows.T).T
         else:
-            matmul_abt(rows, cols, out[g * o:(g + 1) * o])
+            matmul_abt(rows, cols, out[g * o : (g + 1) * o])
     return out
 
 
-def grouped_matmul(a: np.ndarray, b: np.ndarray, groups: int, out: np.ndarray | None = None) -> np.ndarray:
+def grouped_matmul(
+    a: np.ndarray, b: np.ndarray, groups: int, out: np.ndarray | None = None
+) -> np.ndarray:
     """Block-diagonal product: group g of ``a``'s rows times group g of ``b``'s rows (a: (G*r, k),
     b: (G*k, m) -> (G*r, m)); ``groups == 1`` is ``a @ b``."""
     if groups == 1:
@@ -361,7 +383,7 @@ def grouped_matmul(a: np.ndarray, b: np.ndarray, groups: int, out: np.ndarray | 
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
     for g in range(groups):
-        np.matmul(a[g * r:(g + 1) * r], b[g * k:(g + 1) * k], out=out[g * r:(g + 1) * r])
+        np.matmul(a[g * r : (g + 1) * r], b[g * k : (g + 1) * k], out=out[g * r : (g + 1) * r])
     return out
 
 
@@ -385,10 +407,19 @@ def _group_rows_t(cols_t: np.ndarray, groups: int) -> np.ndarray:
 # --------------------------------------------------------------------------- forward / backward
 
 
-def forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, g: WindowGeometry, *,
-            groups: int = 1, backend: str = "numba", owner: str = "conv2d", keep: bool = True,
-            relu: bool = False, then: Callable[[slice, np.ndarray], None] | None = None,
-            ) -> tuple[np.ndarray, Im2colCache]:
+def forward(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    g: WindowGeometry,
+    *,
+    groups: int = 1,
+    backend: str = "numba",
+    owner: str = "conv2d",
+    keep: bool = True,
+    relu: bool = False,
+    then: Callable[[slice, np.ndarray], None] | None = None,
+) -> tuple[np.ndarray, Im2colCache]:
     """``conv2d_forward``'s im2col strategy on checked arguments: x (N, C, H, W) C-contiguous in
     the weight's dtype, weight (O, C/groups, KH, KW), bias None, (O,) or (O, OH, OW) C-contiguous,
     ``g`` the geometry of x. Returns ``out`` (N, O, OH, OW) and the cache for ``backward``.
@@ -401,14 +432,20 @@ def forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, g: Windo
     slices = None
     if backend == "numba":
         out = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
-        bias2 = np.zeros((out_channels, 1), weight.dtype) if bias is None else bias.reshape(out_channels, -1)
+        bias2 = (
+            np.zeros((out_channels, 1), weight.dtype)
+            if bias is None
+            else bias.reshape(out_channels, -1)
+        )
         out3 = out.reshape(n, out_channels, plane)
         rows = x.shape[1] * g.kh * g.kw
         slices = cache_slices(n, rows * plane * x.itemsize)
 
         def block(s: slice) -> np.ndarray | None:
             cols = unfold_t(x[s], g)
-            if groups == 1 and s.stop - s.start == 1:  # W @ cols is already this sample's NCHW output
+            if (
+                groups == 1 and s.stop - s.start == 1
+            ):  # W @ cols is already this sample's NCHW output
                 grouped_matmul(w2, cols, groups, out=out3[s.start])
                 bias_relu_inplace(out3[s], bias2, relu)
             else:
@@ -434,15 +471,30 @@ def forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, g: Windo
             np.maximum(out, 0, out=out)
         if then is not None:
             then(slice(0, n), out)
-    cache = Im2colCache(x.shape, weight, None if bias is None else bias.shape, g, groups, backend, owner,
-                        cols if keep else None, None if keep else x, slices, out if relu else None)
+    cache = Im2colCache(
+        x.shape,
+        weight,
+        None if bias is None else bias.shape,
+        g,
+        groups,
+        backend,
+        owner,
+        cols if keep else None,
+        None if keep else x,
+        slices,
+        out if relu else None,
+    )
     return out, cache
 
 
-def backward(dout: np.ndarray | None, cache: Im2colCache, input_grad: bool = True, *,
-             dout_of: Callable[[slice], np.ndarray] | None = None,
-             dz_into: Callable[[slice, np.ndarray, np.ndarray], None] | None = None,
-             ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+def backward(
+    dout: np.ndarray | None,
+    cache: Im2colCache,
+    input_grad: bool = True,
+    *,
+    dout_of: Callable[[slice], np.ndarray] | None = None,
+    dz_into: Callable[[slice, np.ndarray, np.ndarray], None] | None = None,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """``conv2d_backward`` of an im2col convolution: ``(dx, dweight, dbias)``. ``dout`` checked
     (the output's shape and dtype), or None and ``dout_of(s)`` gives it per batch slice; with
     ``dz_into(s, d_t, bias_grad)`` beside it, the slice's dZ.T and tied bias gradient are written
@@ -451,13 +503,19 @@ def backward(dout: np.ndarray | None, cache: Im2colCache, input_grad: bool = Tru
     x_shape, weight, bias_shape = cache.x_shape, cache.weight, cache.bias_shape
     out_channels = weight.shape[0]
     relu = cache.out is not None
-    if dout_of is not None and backend != "numba":  # the twin takes dout whole: one slice, the batch
+    if (
+        dout_of is not None and backend != "numba"
+    ):  # the twin takes dout whole: one slice, the batch
         dout, dout_of = dout_of(slice(0, x_shape[0])), None
     w2 = weight.reshape(out_channels, -1)
     wt = _group_transpose(w2, groups)  # (C*KH*KW, O/G) per group, stacked: W.T of each group
     if backend == "numba":
         n, plane = x_shape[0], g.oh * g.ow
-        dout3 = None if dout_of is not None else np.ascontiguousarray(dout).reshape(n, out_channels, plane)
+        dout3 = (
+            None
+            if dout_of is not None
+            else np.ascontiguousarray(dout).reshape(n, out_channels, plane)
+        )
         y3 = cache.out.reshape(n, out_channels, plane) if relu else None
         dx = np.empty(x_shape, dtype=weight.dtype) if input_grad else None
         slices, kept = cache.slices, cache.cols

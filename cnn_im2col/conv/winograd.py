@@ -54,46 +54,90 @@ from ..arrays import unsigned as _u
 from ..shapes import WindowGeometry
 
 ALPHA = 6  # input window side; ALPHA**2 transformed planes
-BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-               [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=np.float64)
+BT = np.array(
+    [
+        [4, 0, -5, 0, 1, 0],
+        [0, -4, -4, 1, 1, 0],
+        [0, 4, -4, -1, 1, 0],
+        [0, -2, -1, 2, 1, 0],
+        [0, 2, -1, -2, 1, 0],
+        [0, 4, 0, -5, 0, 1],
+    ],
+    dtype=np.float64,
+)
 # kernel size r -> (G (6 x r), A^T (m x 6)), m = 7 - r outputs per tile side
 MATRICES = {
-    3: (np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-                  [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]),
-        np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], dtype=np.float64)),
-    5: (np.array([[1 / 4, 0, 0, 0, 0], [-1 / 6] * 5, [-1 / 6, 1 / 6, -1 / 6, 1 / 6, -1 / 6],
-                  [1 / 24, 1 / 12, 1 / 6, 1 / 3, 2 / 3], [1 / 24, -1 / 12, 1 / 6, -1 / 3, 2 / 3], [0, 0, 0, 0, 1]]),
-        np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]], dtype=np.float64)),
+    3: (
+        np.array(
+            [
+                [1 / 4, 0, 0],
+                [-1 / 6, -1 / 6, -1 / 6],
+                [-1 / 6, 1 / 6, -1 / 6],
+                [1 / 24, 1 / 12, 1 / 6],
+                [1 / 24, -1 / 12, 1 / 6],
+                [0, 0, 1],
+            ]
+        ),
+        np.array(
+            [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+            dtype=np.float64,
+        ),
+    ),
+    5: (
+        np.array(
+            [
+                [1 / 4, 0, 0, 0, 0],
+                [-1 / 6] * 5,
+                [-1 / 6, 1 / 6, -1 / 6, 1 / 6, -1 / 6],
+                [1 / 24, 1 / 12, 1 / 6, 1 / 3, 2 / 3],
+                [1 / 24, -1 / 12, 1 / 6, -1 / 3, 2 / 3],
+                [0, 0, 0, 0, 1],
+            ]
+        ),
+        np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]], dtype=np.float64),
+    ),
 }
 
 # "auto" takes Winograd when both channel counts, both output sides and the batch's output pixels
 # per map (N*OH*OW) reach these. Below them, the transforms' passes over the data and the GEMMs'
-# short inner dimension (C), or the weight's own transforms (K*C*36 values, each call), cost more than
-# the multiply-adds saved. Measured 2026-12-02, Intel Xeon (AVX-512), 2 threads, Winograd / im2col
-# time, forward+backward (forward alone), (N, C, K, H=W, pad 1): (64, 1, 16, 28) 2.92;
+# short inner dimension (C), or the weight's own transforms (K*C*36 values, each call), cost more
+# than the multiply-adds saved. Measured 2026-12-02, Intel Xeon (AVX-512), 2 threads, Winograd /
+# im2col time, forward+backward (forward alone), (N, C, K, H=W, pad 1): (64, 1, 16, 28) 2.92;
 # (64, 3, 16, 32) 1.26; (64, 8, 16, 32) 0.70-0.83 (0.99); (64, 16, 16, 32) 0.58; (32, 32, 64, 32)
-# 0.58-0.63 (0.64); (64, 64, 64, 14) 0.65-0.76 (0.79); (16, 64, 64, 56) 0.41; (32, 128, 128, 8) 0.71-0.77
-# (0.88); (8, 64, 64, 8) 0.96 (0.96); (64, 64, 64, 7) 0.91; (64, 32, 32, 4) 0.87 (0.86);
+# 0.58-0.63 (0.64); (64, 64, 64, 14) 0.65-0.76 (0.79); (16, 64, 64, 56) 0.41; (32, 128, 128, 8)
+# 0.71-0.77 (0.88); (8, 64, 64, 8) 0.96 (0.96); (64, 64, 64, 7) 0.91; (64, 32, 32, 4) 0.87 (0.86);
 # (1, 64, 64, 32) 0.54 (0.55); (1, 16, 16, 8) 1.41 (1.57); (16, 256, 256, 4) 1.23 (1.21);
-# (8, 256, 256, 4) 1.62. 5x5 kernels, F(2x2, 5x5), (N, C, K, H=W, pad): (64, 20, 40, 12, 0), LeNet's
-# conv2, 0.76 (0.91); (64, 8, 16, 12, 0) 0.78 (0.94); (64, 16, 16, 8, 0) 0.62; (32, 32, 64, 16, 2) 0.67;
-# (8, 64, 64, 8, 2) 0.79 (0.82); (16, 64, 128, 8, 2) 0.68; (1, 20, 40, 12, 0) 1.46 (1.51);
-# (64, 3, 16, 32, 2) 1.10 (1.40); (2, 128, 128, 8, 2) 1.46 (1.66): the same thresholds hold.
+# (8, 256, 256, 4) 1.62. 5x5 kernels, F(2x2, 5x5), (N, C, K, H=W, pad): (64, 20, 40, 12, 0),
+# LeNet's conv2, 0.76 (0.91); (64, 8, 16, 12, 0) 0.78 (0.94); (64, 16, 16, 8, 0) 0.62;
+# (32, 32, 64, 16, 2) 0.67; (8, 64, 64, 8, 2) 0.79 (0.82); (16, 64, 128, 8, 2) 0.68;
+# (1, 20, 40, 12, 0) 1.46 (1.51); (64, 3, 16, 32, 2) 1.10 (1.40); (2, 128, 128, 8, 2) 1.46 (1.66):
+# the same thresholds hold.
 AUTO_MIN_CHANNELS = 8
 AUTO_MIN_SIDE = 4
 AUTO_MIN_PIXELS = 512
 
 
-def supports(kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int], groups: int) -> bool:
+def supports(
+    kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int], groups: int
+) -> bool:
     """Whether Winograd computes this convolution: a 3x3 or 5x5 kernel, stride 1, dilation 1,
     groups 1 (any padding, any input size). The layer asks at construction, ``conv2d_forward`` per
     call."""
-    return (tuple(kernel) in ((3, 3), (5, 5)) and (tuple(stride), tuple(dilation), groups) == ((1, 1), (1, 1), 1))
+    return tuple(kernel) in ((3, 3), (5, 5)) and (tuple(stride), tuple(dilation), groups) == (
+        (1, 1),
+        (1, 1),
+        1,
+    )
 
 
 # kernel size r -> the suffix of the transforms compiled for its tile (``winograd_input_f43``...)
 VARIANTS = {3: "f43", 5: "f25"}
-TRANSFORMS = ("winograd_input", "winograd_input_adjoint", "winograd_output", "winograd_output_adjoint")
+TRANSFORMS = (
+    "winograd_input",
+    "winograd_input_adjoint",
+    "winograd_output",
+    "winograd_output_adjoint",
+)
 
 
 def tile(g: WindowGeometry) -> int:
@@ -110,8 +154,11 @@ def _kernel(name: str, g: WindowGeometry):
 def preferred(in_channels: int, out_channels: int, g: WindowGeometry, batch: int) -> bool:
     """Whether ``algorithm="auto"`` takes Winograd for a convolution it ``supports``, on a batch of
     ``batch`` samples."""
-    return (min(in_channels, out_channels) >= AUTO_MIN_CHANNELS and min(g.oh, g.ow) >= AUTO_MIN_SIDE
-            and batch * g.oh * g.ow >= AUTO_MIN_PIXELS)
+    return (
+        min(in_channels, out_channels) >= AUTO_MIN_CHANNELS
+        and min(g.oh, g.ow) >= AUTO_MIN_SIDE
+        and batch * g.oh * g.ow >= AUTO_MIN_PIXELS
+    )
 
 
 def tiles(g: WindowGeometry) -> tuple[int, int]:
@@ -142,8 +189,9 @@ def transform_input(x: np.ndarray, g: WindowGeometry) -> np.ndarray:
     return v
 
 
-def slice_forward(x: np.ndarray, u: np.ndarray, g: WindowGeometry, bias2: np.ndarray, relu: bool,
-            out: np.ndarray) -> np.ndarray:
+def slice_forward(
+    x: np.ndarray, u: np.ndarray, g: WindowGeometry, bias2: np.ndarray, relu: bool, out: np.ndarray
+) -> np.ndarray:
     """One batch slice: ``out`` (n, K, OH, OW) (written) = f(conv(x) + bias) from x (n, C, H, W)
     and U (36, K, C); bias2 (K, 1) tied or (K, OH*OW) untied. Returns V, for ``slice_backward``."""
     ty, tx = tiles(g)
@@ -152,8 +200,14 @@ def slice_forward(x: np.ndarray, u: np.ndarray, g: WindowGeometry, bias2: np.nda
     return v
 
 
-def slice_backward(dout: np.ndarray, y: np.ndarray | None, v: np.ndarray, u: np.ndarray, g: WindowGeometry,
-             dx: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def slice_backward(
+    dout: np.ndarray,
+    y: np.ndarray | None,
+    v: np.ndarray,
+    u: np.ndarray,
+    g: WindowGeometry,
+    dx: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
     """One batch slice's gradients: dout (n, K, OH, OW), C-contiguous; y: the forward's output when
     it fused a ReLU (its derivative is ``y > 0``), else None; V and U from ``slice_forward``.
     Writes ``dx`` (n, C, H, W) when it is given. Returns (dU (36, K, C), tied bias gradient (K,),
@@ -161,18 +215,23 @@ def slice_backward(dout: np.ndarray, y: np.ndarray | None, v: np.ndarray, u: np.
     ty, tx = tiles(g)
     dm = np.empty((ALPHA * ALPHA, dout.shape[1], v.shape[2]), dtype=dout.dtype)
     tied = np.empty(dout.shape[1], dtype=np.float64)
-    _kernel("winograd_output_adjoint", g)(dout, dout if y is None else y, y is not None, ty, tx, dm, tied)
+    _kernel("winograd_output_adjoint", g)(
+        dout, dout if y is None else y, y is not None, ty, tx, dm, tied
+    )
     du = np.matmul(dm, v.transpose(0, 2, 1))
     if dx is not None:
-        _kernel("winograd_input_adjoint", g)(np.matmul(u.transpose(0, 2, 1), dm), g.top, g.left, ty, tx, dx)
+        _kernel("winograd_input_adjoint", g)(
+            np.matmul(u.transpose(0, 2, 1), dm), g.top, g.left, ty, tx, dx
+        )
     return du, tied
 
 
-# --------------------------------------------------------------------------- Winograd F(4x4, 3x3), F(2x2, 5x5)
-# The transforms (the mathematics and the matrices are at the top of this module) and their adjoints,
-# for the two algorithms with a 6x6 input window (ALPHA = 6, the same B^T): F(4x4, 3x3) (tile m = 4)
-# and F(2x2, 5x5) (m = 2). A tile (ty, tx) is the 6x6 input window at row m*ty - PT, column
-# m*tx - PL, giving the m x m outputs at (m*ty, m*tx); tiles are numbered t = (n*TY + ty)*TX + tx.
+# ------------------------------------------------------------ the kernels: F(4x4, 3x3), F(2x2, 5x5)
+# The transforms (the mathematics and the matrices are at the top of this module) and their
+# adjoints, for the two algorithms with a 6x6 input window (ALPHA = 6, the same B^T): F(4x4, 3x3)
+# (tile m = 4) and F(2x2, 5x5) (m = 2). A tile (ty, tx) is the 6x6 input window at row m*ty - PT,
+# column m*tx - PL, giving the m x m outputs at (m*ty, m*tx); tiles are numbered
+# t = (n*TY + ty)*TX + tx.
 # Transformed arrays are (36, C, T): element 6*i + j of every tile is one (C, T) matrix, so that the
 # 36 products are plain GEMMs. Every 1-D step runs over all of an image's tiles at once, in flat
 # indices, so that its loop is long enough to vectorise (loops over one row of a 32-wide image's 8
@@ -183,8 +242,8 @@ def slice_backward(dout: np.ndarray, y: np.ndarray | None, v: np.ndarray, u: np.
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _bt6(d0, d1, d2, d3, d4, d5):
-    """B^T @ (d0, ..., d5), B^T's rows (4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
-    (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)."""
+    """B^T @ (d0, ..., d5), B^T's rows (4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0),
+    (0, 4, -4, -1, 1, 0), (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)."""
     p, q = d4 - 4 * d2, d3 - 4 * d1
     s, t = d4 - d2, 2 * (d3 - d1)
     return 4 * d0 - 5 * d2 + d4, p + q, p - q, s + t, s - t, 4 * d1 - 5 * d3 + d5
@@ -195,8 +254,7 @@ def _bt6_adjoint(e0, e1, e2, e3, e4, e5):
     """B @ (e0, ..., e5): the adjoint of ``_bt6``."""
     p, q = e1 + e2, e1 - e2
     s, t = e3 + e4, e3 - e4
-    return (4 * e0, 4 * (e5 - q) - 2 * t, -5 * e0 - 4 * p - s, q + 2 * t - 5 * e5,
-            e0 + p + s, e5)
+    return (4 * e0, 4 * (e5 - q) - 2 * t, -5 * e0 - 4 * p - s, q + 2 * t - 5 * e5, e0 + p + s, e5)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -228,7 +286,12 @@ def _at2_adjoint(g0, g1):
     return g0, g0 + g1, g0 - g1, g0 + 2 * g1, g0 - 2 * g1, g1
 
 
-_SIXTH, _TWELFTH, _TWENTYFOURTH, _THIRD = 1 / 6, 1 / 12, 1 / 24, 1 / 3  # G's entries (a division is ~10x slower)
+_SIXTH, _TWELFTH, _TWENTYFOURTH, _THIRD = (
+    1 / 6,
+    1 / 12,
+    1 / 24,
+    1 / 3,
+)  # G's entries (a division is ~10x slower)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -244,8 +307,11 @@ def _g3(a0, a1, a2):
 def _g3_adjoint(b0, b1, b2, b3, b4, b5):
     """G^T @ (b0, ..., b5): the adjoint of ``_g3``."""
     p, q = b1 + b2, b3 + b4
-    return (0.25 * b0 - p * _SIXTH + q * _TWENTYFOURTH, (b2 - b1) * _SIXTH + (b3 - b4) * _TWELFTH,
-            (q - p) * _SIXTH + b5)
+    return (
+        0.25 * b0 - p * _SIXTH + q * _TWENTYFOURTH,
+        (b2 - b1) * _SIXTH + (b3 - b4) * _TWELFTH,
+        (q - p) * _SIXTH + b5,
+    )
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -263,8 +329,13 @@ def _g5_adjoint(b0, b1, b2, b3, b4, b5):
     """G^T @ (b0, ..., b5): the adjoint of ``_g5``."""
     p, q = b1 + b2, b3 + b4
     d, h = (b2 - b1) * _SIXTH, b3 - b4
-    return (0.25 * b0 - p * _SIXTH + q * _TWENTYFOURTH, d + h * _TWELFTH, (q - p) * _SIXTH,
-            d + h * _THIRD, q * (2 * _THIRD) - p * _SIXTH + b5)
+    return (
+        0.25 * b0 - p * _SIXTH + q * _TWENTYFOURTH,
+        d + h * _TWELFTH,
+        (q - p) * _SIXTH,
+        d + h * _THIRD,
+        q * (2 * _THIRD) - p * _SIXTH + b5,
+    )
 
 
 @nb.njit(cache=True, nogil=True)
@@ -288,10 +359,17 @@ def winograd_weight(w, u):
             for c in range(c_count):
                 s = j * c_count + c
                 if r == 3:
-                    g0, g1, g2, g3, g4, g5 = _g3(taps[_u(s)], taps[_u(s + 3 * c_count)], taps[_u(s + 6 * c_count)])
+                    g0, g1, g2, g3, g4, g5 = _g3(
+                        taps[_u(s)], taps[_u(s + 3 * c_count)], taps[_u(s + 6 * c_count)]
+                    )
                 else:
-                    g0, g1, g2, g3, g4, g5 = _g5(taps[_u(s)], taps[_u(s + 5 * c_count)], taps[_u(s + 10 * c_count)],
-                                                 taps[_u(s + 15 * c_count)], taps[_u(s + 20 * c_count)])
+                    g0, g1, g2, g3, g4, g5 = _g5(
+                        taps[_u(s)],
+                        taps[_u(s + 5 * c_count)],
+                        taps[_u(s + 10 * c_count)],
+                        taps[_u(s + 15 * c_count)],
+                        taps[_u(s + 20 * c_count)],
+                    )
                 d = r * c_count
                 t[_u(s)], t[_u(s + d)], t[_u(s + 2 * d)] = g0, g1, g2
                 t[_u(s + 3 * d)], t[_u(s + 4 * d)], t[_u(s + 5 * d)] = g3, g4, g5
@@ -300,18 +378,30 @@ def winograd_weight(w, u):
             for c in range(c_count):
                 s = r * a * c_count + c
                 if r == 3:
-                    g0, g1, g2, g3, g4, g5 = _g3(t[_u(s)], t[_u(s + c_count)], t[_u(s + 2 * c_count)])
+                    g0, g1, g2, g3, g4, g5 = _g3(
+                        t[_u(s)], t[_u(s + c_count)], t[_u(s + 2 * c_count)]
+                    )
                 else:
-                    g0, g1, g2, g3, g4, g5 = _g5(t[_u(s)], t[_u(s + c_count)], t[_u(s + 2 * c_count)],
-                                                 t[_u(s + 3 * c_count)], t[_u(s + 4 * c_count)])
+                    g0, g1, g2, g3, g4, g5 = _g5(
+                        t[_u(s)],
+                        t[_u(s + c_count)],
+                        t[_u(s + 2 * c_count)],
+                        t[_u(s + 3 * c_count)],
+                        t[_u(s + 4 * c_count)],
+                    )
                 uf[_u(o + c)], uf[_u(o + plane + c)], uf[_u(o + 2 * plane + c)] = g0, g1, g2
-                uf[_u(o + 3 * plane + c)], uf[_u(o + 4 * plane + c)], uf[_u(o + 5 * plane + c)] = g3, g4, g5
+                uf[_u(o + 3 * plane + c)], uf[_u(o + 4 * plane + c)], uf[_u(o + 5 * plane + c)] = (
+                    g3,
+                    g4,
+                    g5,
+                )
 
 
 @nb.njit(cache=True, nogil=True)
 def winograd_weight_adjoint(du, dw):
-    """The adjoint of ``winograd_weight``: ``dw[k, c] = G^T dU[k, c] G``, dU[a, b] = du[6a + b, k, c],
-    computed in float64, vectorised over c as it is. du: (36, K, C); dw (written): (K, C, r, r)."""
+    """The adjoint of ``winograd_weight``: ``dw[k, c] = G^T dU[k, c] G``,
+    dU[a, b] = du[6a + b, k, c], computed in float64, vectorised over c as it is. du: (36, K, C);
+    dw (written): (K, C, r, r)."""
     k_count, c_count, r = dw.shape[0], dw.shape[1], dw.shape[2]
     plane = k_count * c_count
     uf = du.reshape(du.size)
@@ -322,14 +412,29 @@ def winograd_weight_adjoint(du, dw):
         for a in range(6):  # G along each row
             o = 6 * a * plane + k * c_count
             for c in range(c_count):
-                b0, b1, b2 = nb.float64(uf[_u(o + c)]), uf[_u(o + plane + c)], uf[_u(o + 2 * plane + c)]
-                b3, b4, b5 = uf[_u(o + 3 * plane + c)], uf[_u(o + 4 * plane + c)], uf[_u(o + 5 * plane + c)]
+                b0, b1, b2 = (
+                    nb.float64(uf[_u(o + c)]),
+                    uf[_u(o + plane + c)],
+                    uf[_u(o + 2 * plane + c)],
+                )
+                b3, b4, b5 = (
+                    uf[_u(o + 3 * plane + c)],
+                    uf[_u(o + 4 * plane + c)],
+                    uf[_u(o + 5 * plane + c)],
+                )
                 s = r * a * c_count + c
                 if r == 3:
-                    t[_u(s)], t[_u(s + c_count)], t[_u(s + 2 * c_count)] = _g3_adjoint(b0, b1, b2, b3, b4, b5)
+                    t[_u(s)], t[_u(s + c_count)], t[_u(s + 2 * c_count)] = _g3_adjoint(
+                        b0, b1, b2, b3, b4, b5
+                    )
                 else:
-                    t[_u(s)], t[_u(s + c_count)], t[_u(s + 2 * c_count)], t[_u(s + 3 * c_count)], \
-                        t[_u(s + 4 * c_count)] = _g5_adjoint(b0, b1, b2, b3, b4, b5)
+                    (
+                        t[_u(s)],
+                        t[_u(s + c_count)],
+                        t[_u(s + 2 * c_count)],
+                        t[_u(s + 3 * c_count)],
+                        t[_u(s + 4 * c_count)],
+                    ) = _g5_adjoint(b0, b1, b2, b3, b4, b5)
         d = r * c_count
         for j in range(r):  # then G^T down each column
             for c in range(c_count):
@@ -337,10 +442,17 @@ def winograd_weight_adjoint(du, dw):
                 b0, b1, b2 = t[_u(s)], t[_u(s + d)], t[_u(s + 2 * d)]
                 b3, b4, b5 = t[_u(s + 3 * d)], t[_u(s + 4 * d)], t[_u(s + 5 * d)]
                 if r == 3:
-                    taps[_u(s)], taps[_u(s + d)], taps[_u(s + 2 * d)] = _g3_adjoint(b0, b1, b2, b3, b4, b5)
+                    taps[_u(s)], taps[_u(s + d)], taps[_u(s + 2 * d)] = _g3_adjoint(
+                        b0, b1, b2, b3, b4, b5
+                    )
                 else:
-                    taps[_u(s)], taps[_u(s + d)], taps[_u(s + 2 * d)], taps[_u(s + 3 * d)], taps[_u(s + 4 * d)] = \
-                        _g5_adjoint(b0, b1, b2, b3, b4, b5)
+                    (
+                        taps[_u(s)],
+                        taps[_u(s + d)],
+                        taps[_u(s + 2 * d)],
+                        taps[_u(s + 3 * d)],
+                        taps[_u(s + 4 * d)],
+                    ) = _g5_adjoint(b0, b1, b2, b3, b4, b5)
         for q in range(r * r):
             for c in range(c_count):
                 wf[_u((k * c_count + c) * r * r + q)] = taps[_u(q * c_count + c)]
@@ -348,8 +460,8 @@ def winograd_weight_adjoint(du, dw):
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _winograd_input(x, pt, pl, m, ty_count, tx_count, v):
-    """``v[6i + j, c, t] = (B^T d B)[i, j]``, d the 6x6 window of tile t in x[n, c] (padding reads 0),
-    tiles ``m`` (4 or 2) apart.
+    """``v[6i + j, c, t] = (B^T d B)[i, j]``, d the 6x6 window of tile t in x[n, c] (padding reads
+    0), tiles ``m`` (4 or 2) apart.
 
     x: (N, C, H, W); v (written): (36, C, N*TY*TX); both C-contiguous. Channel by channel: each
     window row of every image is copied through a zero-padded row buffer into ``z`` (the m cells a
@@ -364,8 +476,12 @@ def _winograd_input(x, pt, pl, m, ty_count, tx_count, v):
     vf = v.reshape(v.size)
     wp = m * tx_count + 6 - m
     buf = np.zeros(wp, x.dtype)  # one window row; its columns outside the image stay 0
-    z = np.empty(6 * m * count, x.dtype)  # z[i*m*count + m*t + l]: tile t's window cell (i, l), l < m
-    e = np.empty(6 * (6 - m) * count, x.dtype)  # e[i*(6 - m)*count + (6 - m)*t + l]: its cell (i, m + l)
+    z = np.empty(
+        6 * m * count, x.dtype
+    )  # z[i*m*count + m*t + l]: tile t's window cell (i, l), l < m
+    e = np.empty(
+        6 * (6 - m) * count, x.dtype
+    )  # e[i*(6 - m)*count + (6 - m)*t + l]: its cell (i, m + l)
     rows = np.empty(36 * count, x.dtype)  # rows[(6i + j)*count + t]: B along window row i of tile t
     q_lo, q_hi = min(max(pl, 0), wp), min(max(width + pl, 0), wp)  # buffer columns inside the image
     for c in range(c_count):
@@ -393,19 +509,44 @@ def _winograd_input(x, pt, pl, m, ty_count, tx_count, v):
             a, b, dst = m * i * count, (6 - m) * i * count, 6 * i * count
             for t in range(count):
                 if m == 4:
-                    r0, r1, r2, r3, r4, r5 = _bt6(z[_u(a + 4 * t)], z[_u(a + 4 * t + 1)], z[_u(a + 4 * t + 2)],
-                                                  z[_u(a + 4 * t + 3)], e[_u(b + 2 * t)], e[_u(b + 2 * t + 1)])
+                    r0, r1, r2, r3, r4, r5 = _bt6(
+                        z[_u(a + 4 * t)],
+                        z[_u(a + 4 * t + 1)],
+                        z[_u(a + 4 * t + 2)],
+                        z[_u(a + 4 * t + 3)],
+                        e[_u(b + 2 * t)],
+                        e[_u(b + 2 * t + 1)],
+                    )
                 else:
-                    r0, r1, r2, r3, r4, r5 = _bt6(z[_u(a + 2 * t)], z[_u(a + 2 * t + 1)], e[_u(b + 4 * t)],
-                                                  e[_u(b + 4 * t + 1)], e[_u(b + 4 * t + 2)], e[_u(b + 4 * t + 3)])
-                rows[_u(dst + t)], rows[_u(dst + count + t)], rows[_u(dst + 2 * count + t)] = r0, r1, r2
-                rows[_u(dst + 3 * count + t)], rows[_u(dst + 4 * count + t)], rows[_u(dst + 5 * count + t)] = r3, r4, r5
+                    r0, r1, r2, r3, r4, r5 = _bt6(
+                        z[_u(a + 2 * t)],
+                        z[_u(a + 2 * t + 1)],
+                        e[_u(b + 4 * t)],
+                        e[_u(b + 4 * t + 1)],
+                        e[_u(b + 4 * t + 2)],
+                        e[_u(b + 4 * t + 3)],
+                    )
+                rows[_u(dst + t)], rows[_u(dst + count + t)], rows[_u(dst + 2 * count + t)] = (
+                    r0,
+                    r1,
+                    r2,
+                )
+                (
+                    rows[_u(dst + 3 * count + t)],
+                    rows[_u(dst + 4 * count + t)],
+                    rows[_u(dst + 5 * count + t)],
+                ) = r3, r4, r5
         for j in range(6):  # then B^T down column j of every tile: planes 6i + j, i = 0..5
             o = j * plane + c * count
             for t in range(count):
-                r0, r1, r2, r3, r4, r5 = _bt6(rows[_u(j * count + t)], rows[_u((6 + j) * count + t)],
-                                              rows[_u((12 + j) * count + t)], rows[_u((18 + j) * count + t)],
-                                              rows[_u((24 + j) * count + t)], rows[_u((30 + j) * count + t)])
+                r0, r1, r2, r3, r4, r5 = _bt6(
+                    rows[_u(j * count + t)],
+                    rows[_u((6 + j) * count + t)],
+                    rows[_u((12 + j) * count + t)],
+                    rows[_u((18 + j) * count + t)],
+                    rows[_u((24 + j) * count + t)],
+                    rows[_u((30 + j) * count + t)],
+                )
                 vf[_u(o + t)] = r0
                 vf[_u(o + 6 * plane + t)] = r1
                 vf[_u(o + 12 * plane + t)] = r2
@@ -431,9 +572,15 @@ def _winograd_input_adjoint(dv, pt, pl, m, ty_count, tx_count, dx):
     vf = dv.reshape(dv.size)
     xf = dx.reshape(dx.size)
     wp = m * tx_count + 6 - m
-    cols = np.empty(36 * count, dx.dtype)  # cols[(6k + j)*count + t]: B's row k down column j of tile t
-    z = np.empty(6 * m * count, dx.dtype)  # z[k*m*count + m*t + l]: tile t's window cell (k, l), l < m
-    e = np.empty(6 * (6 - m) * count, dx.dtype)  # e[k*(6 - m)*count + (6 - m)*t + l]: its cell (k, m + l)
+    cols = np.empty(
+        36 * count, dx.dtype
+    )  # cols[(6k + j)*count + t]: B's row k down column j of tile t
+    z = np.empty(
+        6 * m * count, dx.dtype
+    )  # z[k*m*count + m*t + l]: tile t's window cell (k, l), l < m
+    e = np.empty(
+        6 * (6 - m) * count, dx.dtype
+    )  # e[k*(6 - m)*count + (6 - m)*t + l]: its cell (k, m + l)
     acc = np.empty(wp, dx.dtype)
     q_lo, q_hi = min(max(pl, 0), wp), min(max(width + pl, 0), wp)
     xf[:] = 0.0
@@ -442,8 +589,13 @@ def _winograd_input_adjoint(dv, pt, pl, m, ty_count, tx_count, dx):
             o = j * plane + c * count
             for t in range(count):
                 d0, d1, d2, d3, d4, d5 = _bt6_adjoint(
-                    vf[_u(o + t)], vf[_u(o + 6 * plane + t)], vf[_u(o + 12 * plane + t)],
-                    vf[_u(o + 18 * plane + t)], vf[_u(o + 24 * plane + t)], vf[_u(o + 30 * plane + t)])
+                    vf[_u(o + t)],
+                    vf[_u(o + 6 * plane + t)],
+                    vf[_u(o + 12 * plane + t)],
+                    vf[_u(o + 18 * plane + t)],
+                    vf[_u(o + 24 * plane + t)],
+                    vf[_u(o + 30 * plane + t)],
+                )
                 cols[_u(j * count + t)] = d0
                 cols[_u((6 + j) * count + t)] = d1
                 cols[_u((12 + j) * count + t)] = d2
@@ -455,14 +607,29 @@ def _winograd_input_adjoint(dv, pt, pl, m, ty_count, tx_count, dx):
             for t in range(count):
                 s = src + t
                 d0, d1, d2, d3, d4, d5 = _bt6_adjoint(
-                    cols[_u(s)], cols[_u(s + count)], cols[_u(s + 2 * count)],
-                    cols[_u(s + 3 * count)], cols[_u(s + 4 * count)], cols[_u(s + 5 * count)])
+                    cols[_u(s)],
+                    cols[_u(s + count)],
+                    cols[_u(s + 2 * count)],
+                    cols[_u(s + 3 * count)],
+                    cols[_u(s + 4 * count)],
+                    cols[_u(s + 5 * count)],
+                )
                 if m == 4:
-                    z[_u(a + 4 * t)], z[_u(a + 4 * t + 1)], z[_u(a + 4 * t + 2)], z[_u(a + 4 * t + 3)] = d0, d1, d2, d3
+                    (
+                        z[_u(a + 4 * t)],
+                        z[_u(a + 4 * t + 1)],
+                        z[_u(a + 4 * t + 2)],
+                        z[_u(a + 4 * t + 3)],
+                    ) = d0, d1, d2, d3
                     e[_u(b + 2 * t)], e[_u(b + 2 * t + 1)] = d4, d5
                 else:
                     z[_u(a + 2 * t)], z[_u(a + 2 * t + 1)] = d0, d1
-                    e[_u(b + 4 * t)], e[_u(b + 4 * t + 1)], e[_u(b + 4 * t + 2)], e[_u(b + 4 * t + 3)] = d2, d3, d4, d5
+                    (
+                        e[_u(b + 4 * t)],
+                        e[_u(b + 4 * t + 1)],
+                        e[_u(b + 4 * t + 2)],
+                        e[_u(b + 4 * t + 3)],
+                    ) = d2, d3, d4, d5
         for n in range(n_count):
             image = (n * c_count + c) * height * width
             for ty in range(ty_count):
@@ -502,36 +669,66 @@ def _winograd_output(mm, m, ty_count, tx_count, bias, relu, out):
     mf = mm.reshape(mm.size)
     of = out.reshape(out.size)
     untied = bias.shape[1] > 1
-    r = np.empty(6 * m * count, mm.dtype)  # r[(6a + j)*count + t]: A^T's row a down column j of tile t
+    r = np.empty(
+        6 * m * count, mm.dtype
+    )  # r[(6a + j)*count + t]: A^T's row a down column j of tile t
     z = np.empty(m * m * count, mm.dtype)  # z[a*m*count + m*t + b]: tile t's output (a, b)
     for k in range(k_count):
         for j in range(6):  # A^T down each column of every tile (planes 6i + j, i = 0..5)
             o = j * plane + k * count
             for t in range(count):
                 if m == 4:
-                    y0, y1, y2, y3 = _at4(mf[_u(o + t)], mf[_u(o + 6 * plane + t)],
-                                          mf[_u(o + 12 * plane + t)], mf[_u(o + 18 * plane + t)],
-                                          mf[_u(o + 24 * plane + t)], mf[_u(o + 30 * plane + t)])
+                    y0, y1, y2, y3 = _at4(
+                        mf[_u(o + t)],
+                        mf[_u(o + 6 * plane + t)],
+                        mf[_u(o + 12 * plane + t)],
+                        mf[_u(o + 18 * plane + t)],
+                        mf[_u(o + 24 * plane + t)],
+                        mf[_u(o + 30 * plane + t)],
+                    )
                     r[_u(j * count + t)], r[_u((6 + j) * count + t)] = y0, y1
                     r[_u((12 + j) * count + t)], r[_u((18 + j) * count + t)] = y2, y3
                 else:
                     r[_u(j * count + t)], r[_u((6 + j) * count + t)] = _at2(
-                        mf[_u(o + t)], mf[_u(o + 6 * plane + t)], mf[_u(o + 12 * plane + t)],
-                        mf[_u(o + 18 * plane + t)], mf[_u(o + 24 * plane + t)], mf[_u(o + 30 * plane + t)])
+                        mf[_u(o + t)],
+                        mf[_u(o + 6 * plane + t)],
+                        mf[_u(o + 12 * plane + t)],
+                        mf[_u(o + 18 * plane + t)],
+                        mf[_u(o + 24 * plane + t)],
+                        mf[_u(o + 30 * plane + t)],
+                    )
         for a in range(m):  # then A along each row of every tile
             s, d = 6 * a * count, m * a * count
             for t in range(count):
                 if m == 4:
-                    y0, y1, y2, y3 = _at4(r[_u(s + t)], r[_u(s + count + t)], r[_u(s + 2 * count + t)],
-                                          r[_u(s + 3 * count + t)], r[_u(s + 4 * count + t)], r[_u(s + 5 * count + t)])
-                    z[_u(d + 4 * t)], z[_u(d + 4 * t + 1)], z[_u(d + 4 * t + 2)], z[_u(d + 4 * t + 3)] = y0, y1, y2, y3
+                    y0, y1, y2, y3 = _at4(
+                        r[_u(s + t)],
+                        r[_u(s + count + t)],
+                        r[_u(s + 2 * count + t)],
+                        r[_u(s + 3 * count + t)],
+                        r[_u(s + 4 * count + t)],
+                        r[_u(s + 5 * count + t)],
+                    )
+                    (
+                        z[_u(d + 4 * t)],
+                        z[_u(d + 4 * t + 1)],
+                        z[_u(d + 4 * t + 2)],
+                        z[_u(d + 4 * t + 3)],
+                    ) = y0, y1, y2, y3
                 else:
                     z[_u(d + 2 * t)], z[_u(d + 2 * t + 1)] = _at2(
-                        r[_u(s + t)], r[_u(s + count + t)], r[_u(s + 2 * count + t)],
-                        r[_u(s + 3 * count + t)], r[_u(s + 4 * count + t)], r[_u(s + 5 * count + t)])
+                        r[_u(s + t)],
+                        r[_u(s + count + t)],
+                        r[_u(s + 2 * count + t)],
+                        r[_u(s + 3 * count + t)],
+                        r[_u(s + 4 * count + t)],
+                        r[_u(s + 5 * count + t)],
+                    )
         for n in range(n_count):
             image = (n * k_count + k) * oh_count * ow_count
-            for y in range(oh_count):  # output row y = m*ty + a is z[a, m*(n*tiles + ty*TX):], cut to OW
+            for y in range(
+                oh_count
+            ):  # output row y = m*ty + a is z[a, m*(n*tiles + ty*TX):], cut to OW
                 dst = image + y * ow_count
                 src = m * ((y % m) * count + n * tiles + (y // m) * tx_count)
                 if untied:
@@ -564,8 +761,12 @@ def _winograd_output_adjoint(dout, y, relu, m, ty_count, tx_count, dm, bias_grad
     df = dout.reshape(dout.size)
     yf = y.reshape(y.size)
     mf = dm.reshape(dm.size)
-    z = np.zeros(m * m * count, dout.dtype)  # z[a*m*count + m*t + b]: dY at tile t's (a, b); 0 past the edges
-    s = np.empty(6 * m * count, dout.dtype)  # s[(6a + j)*count + t]: A's row j along row a of tile t
+    z = np.zeros(
+        m * m * count, dout.dtype
+    )  # z[a*m*count + m*t + b]: dY at tile t's (a, b); 0 past the edges
+    s = np.empty(
+        6 * m * count, dout.dtype
+    )  # s[(6a + j)*count + t]: A's row j along row a of tile t
     for k in range(k_count):
         total = 0.0
         for n in range(n_count):
@@ -589,7 +790,9 @@ def _winograd_output_adjoint(dout, y, relu, m, ty_count, tx_count, dm, bias_grad
             for t in range(count):
                 e = src + m * t
                 if m == 4:
-                    c0, c1, c2, c3, c4, c5 = _at4_adjoint(z[_u(e)], z[_u(e + 1)], z[_u(e + 2)], z[_u(e + 3)])
+                    c0, c1, c2, c3, c4, c5 = _at4_adjoint(
+                        z[_u(e)], z[_u(e + 1)], z[_u(e + 2)], z[_u(e + 3)]
+                    )
                 else:
                     c0, c1, c2, c3, c4, c5 = _at2_adjoint(z[_u(e)], z[_u(e + 1)])
                 d = dst + t
@@ -599,10 +802,16 @@ def _winograd_output_adjoint(dout, y, relu, m, ty_count, tx_count, dm, bias_grad
             o = j * plane + k * count
             for t in range(count):
                 if m == 4:
-                    c0, c1, c2, c3, c4, c5 = _at4_adjoint(s[_u(j * count + t)], s[_u((6 + j) * count + t)],
-                                                          s[_u((12 + j) * count + t)], s[_u((18 + j) * count + t)])
+                    c0, c1, c2, c3, c4, c5 = _at4_adjoint(
+                        s[_u(j * count + t)],
+                        s[_u((6 + j) * count + t)],
+                        s[_u((12 + j) * count + t)],
+                        s[_u((18 + j) * count + t)],
+                    )
                 else:
-                    c0, c1, c2, c3, c4, c5 = _at2_adjoint(s[_u(j * count + t)], s[_u((6 + j) * count + t)])
+                    c0, c1, c2, c3, c4, c5 = _at2_adjoint(
+                        s[_u(j * count + t)], s[_u((6 + j) * count + t)]
+                    )
                 mf[_u(o + t)] = c0
                 mf[_u(o + 6 * plane + t)] = c1
                 mf[_u(o + 12 * plane + t)] = c2
@@ -675,15 +884,28 @@ class WinogradCache(NamedTuple):
     out: np.ndarray | None  # relu=True: the output, whose sign is ReLU's derivative
 
 
-def forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, g: WindowGeometry, *,
-            groups: int = 1, backend: str = "numba", owner: str = "conv2d", keep: bool = True,
-            relu: bool = False, then: Callable[[slice, np.ndarray], None] | None = None,
-            ) -> tuple[np.ndarray, WinogradCache]:
+def forward(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    g: WindowGeometry,
+    *,
+    groups: int = 1,
+    backend: str = "numba",
+    owner: str = "conv2d",
+    keep: bool = True,
+    relu: bool = False,
+    then: Callable[[slice, np.ndarray], None] | None = None,
+) -> tuple[np.ndarray, WinogradCache]:
     """``conv2d_forward``'s Winograd strategy on checked arguments (as ``conv.im2col.forward``;
     ``supports`` holds: groups 1, numba). ``keep=False``: V is not kept (the cache keeps x)."""
     n, out_channels = x.shape[0], weight.shape[0]
     out = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
-    bias2 = np.zeros((out_channels, 1), weight.dtype) if bias is None else bias.reshape(out_channels, -1)
+    bias2 = (
+        np.zeros((out_channels, 1), weight.dtype)
+        if bias is None
+        else bias.reshape(out_channels, -1)
+    )
     u = transform_weight(weight)
     ty, tx = tiles(g)
     slices = cache_slices(n, ALPHA**2 * x.shape[1] * ty * tx * x.itemsize)
@@ -695,15 +917,29 @@ def forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, g: Windo
         return v if keep else None
 
     kept = _threads.parallel_map(tiled, slices)
-    cache = WinogradCache(x.shape, weight, None if bias is None else bias.shape, g, owner, u,
-                          kept if keep else None, None if keep else x, slices, out if relu else None)
+    cache = WinogradCache(
+        x.shape,
+        weight,
+        None if bias is None else bias.shape,
+        g,
+        owner,
+        u,
+        kept if keep else None,
+        None if keep else x,
+        slices,
+        out if relu else None,
+    )
     return out, cache
 
 
-def backward(dout: np.ndarray | None, cache: WinogradCache, input_grad: bool = True, *,
-             dout_of: Callable[[slice], np.ndarray] | None = None,
-             dz_into: Callable[[slice, np.ndarray, np.ndarray], None] | None = None,
-             ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+def backward(
+    dout: np.ndarray | None,
+    cache: WinogradCache,
+    input_grad: bool = True,
+    *,
+    dout_of: Callable[[slice], np.ndarray] | None = None,
+    dz_into: Callable[[slice, np.ndarray, np.ndarray], None] | None = None,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """``conv2d_backward`` of a Winograd convolution, slice by slice (``slice_backward``); ``dout``
     checked, or None and ``dout_of(s)`` per slice (``dz_into`` is the im2col layout's, unused)."""
     g, weight, bias_shape, slices = cache.geometry, cache.weight, cache.bias_shape, cache.slices

@@ -18,7 +18,8 @@ def distinct_from(draw, low, high, other):
 
 @st.composite
 def conv_cases(draw):
-    """N, C, O, H, W with KH != KW, sy != sx, ph != pw, every bias mode, both dtypes, three layouts."""
+    """N, C, O, H, W with KH != KW, sy != sx, ph != pw, every bias mode, both dtypes, three
+    layouts."""
     n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 4))
     kh = draw(st.integers(1, 4))
     kw = distinct_from(draw, 1, 4, kh)
@@ -35,7 +36,9 @@ def conv_cases(draw):
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
     weight = rng.standard_normal((o, c, kh, kw)).astype(dtype)
     oh, ow = (h + 2 * ph - kh) // sy + 1, (w + 2 * pw - kw) // sx + 1
-    b = {"tied": rng.standard_normal(o), "untied": rng.standard_normal((o, oh, ow)), None: None}[bias]
+    b = {"tied": rng.standard_normal(o), "untied": rng.standard_normal((o, oh, ow)), None: None}[
+        bias
+    ]
     b = None if b is None else b.astype(dtype)
     dout = rng.standard_normal((n, o, oh, ow)).astype(dtype)
     return x, weight, b, bias, (sy, sx), (ph, pw), dout, order
@@ -67,17 +70,23 @@ def oracle_conv(x, weight, bias, stride, padding, dilation, groups, dout):
     cg, og = x.shape[1] // groups, weight.shape[0] // groups
     outs, dxs, dws = [], [], []
     for g in range(groups):
-        xg, wg = x[:, g * cg:(g + 1) * cg], wd[g * og:(g + 1) * og]
+        xg, wg = x[:, g * cg : (g + 1) * cg], wd[g * og : (g + 1) * og]
         outs.append(reference.conv2d_forward(xg, wg, None, stride, padding))
-        dxg, dwg, _ = reference.conv2d_backward(xg, wg, dout[:, g * og:(g + 1) * og], stride, padding, bias=None)
+        dxg, dwg, _ = reference.conv2d_backward(
+            xg, wg, dout[:, g * og : (g + 1) * og], stride, padding, bias=None
+        )
         dxs.append(dxg)
-        dws.append(dwg[:, :, ::dilation[0], ::dilation[1]])
-    out, dx, dw = np.concatenate(outs, axis=1), np.concatenate(dxs, axis=1), np.concatenate(dws, axis=0)
+        dws.append(dwg[:, :, :: dilation[0], :: dilation[1]])
+    out, dx, dw = (
+        np.concatenate(outs, axis=1),
+        np.concatenate(dxs, axis=1),
+        np.concatenate(dws, axis=0),
+    )
     if bias is not None:
         out = out + (bias[:, None, None] if bias.ndim == 1 else bias)
     if crop is not None:
         (t0, t1), (b0, b1) = crop
-        dx = dx[:, :, t0:dx.shape[2] - b0, t1:dx.shape[3] - b1]
+        dx = dx[:, :, t0 : dx.shape[2] - b0, t1 : dx.shape[3] - b1]
     return out, dx, dw
 
 
@@ -107,7 +116,9 @@ def grouped_dilated_cases(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
     weight = rng.standard_normal((o, c // groups, kh, kw)).astype(dtype)
-    bias = {"tied": rng.standard_normal(o), "untied": rng.standard_normal((o, oh, ow)), None: None}[bias_mode]
+    bias = {"tied": rng.standard_normal(o), "untied": rng.standard_normal((o, oh, ow)), None: None}[
+        bias_mode
+    ]
     bias = None if bias is None else bias.astype(dtype)
     dout = rng.standard_normal((n, o, oh, ow)).astype(dtype)
     return x, weight, bias, bias_mode, stride, padding, dilation, groups, dout, order

@@ -16,7 +16,9 @@ from conv.cases import grouped_dilated_cases, oracle_conv
 
 @st.composite
 def depthwise_cases(draw):
-    x, weight, bias, bias_mode, stride, padding, dilation, _, dout, order = draw(grouped_dilated_cases())
+    x, weight, bias, bias_mode, stride, padding, dilation, _, dout, order = draw(
+        grouped_dilated_cases()
+    )
     channels = draw(st.integers(2, 4))  # groups == in_channels == out_channels: the direct kernels
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     x = rng.standard_normal((x.shape[0], channels, *x.shape[2:])).astype(x.dtype)
@@ -31,14 +33,22 @@ def depthwise_cases(draw):
 def test_depthwise_direct_kernels_equal_the_grouped_gemm_path(monkeypatch_module, case, relu):
     x, weight, bias, bias_mode, stride, padding, dilation, groups, dout, order = case
     rtol, atol = tolerance(x.dtype)
-    kw = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups, "relu": relu}
+    kw = {
+        "stride": stride,
+        "padding": padding,
+        "dilation": dilation,
+        "groups": groups,
+        "relu": relu,
+    }
     results = []
     for direct in (True, False):
         monkeypatch_module.setattr(conv, "_DEPTHWISE_DIRECT", direct)
         out, cache = F.conv2d_forward(in_memory_order(x, order), weight, bias, **kw)
         results.append((out, *F.conv2d_backward(dout, cache)))
         assert isinstance(cache, DepthwiseCache) == direct
-        ref_out, ref_dx, ref_dw = oracle_conv(x, weight, bias, stride, padding, dilation, groups, dout)
+        ref_out, ref_dx, ref_dw = oracle_conv(
+            x, weight, bias, stride, padding, dilation, groups, dout
+        )
         if not relu:
             np.testing.assert_allclose(out, ref_out, rtol, atol)
             np.testing.assert_allclose(results[-1][1], ref_dx, rtol, atol)
@@ -63,7 +73,9 @@ def test_depthwise_gradcheck_float64(bias_mode):
     x = rng.standard_normal((2, 3, 7, 6))
     weight = rng.standard_normal((3, 1, 3, 2))
     kw = {"stride": (2, 1), "padding": (1, 2), "dilation": (1, 2), "groups": 3, "relu": True}
-    bias = {"tied": rng.standard_normal(3), "untied": rng.standard_normal((3, 4, 8)), None: None}[bias_mode]
+    bias = {"tied": rng.standard_normal(3), "untied": rng.standard_normal((3, 4, 8)), None: None}[
+        bias_mode
+    ]
     state = {}
     for index, (name, value) in enumerate((("x", x), ("weight", weight), ("bias", bias))):
         if value is None:
@@ -74,4 +86,6 @@ def test_depthwise_gradcheck_float64(bias_mode):
             out, state["cache"] = F.conv2d_forward(args["x"], args["weight"], args["bias"], **kw)
             return out
 
-        check_function(forward, lambda d, index=index: F.conv2d_backward(d, state["cache"])[index], value)
+        check_function(
+            forward, lambda d, index=index: F.conv2d_backward(d, state["cache"])[index], value
+        )
