@@ -7,7 +7,7 @@ from conftest import tolerance
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cnn_im2col import blocks
+from cnn_im2col import blocks, conv
 from cnn_im2col.conv import winograd
 from cnn_im2col.gradcheck import check_layer
 from cnn_im2col.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Tanh
@@ -221,9 +221,9 @@ def conv_relu_pools(draw, winograd_conv=False):
 def test_fused_conv_relu_pool_equals_its_layers_one_by_one(strategy, data, training):
     with pytest.MonkeyPatch.context() as patch:
         if strategy == "winograd":  # "auto" takes it at any size and channel count
-            patch.setattr(winograd, "AUTO_MIN_CHANNELS", 1)
-            patch.setattr(winograd, "AUTO_MIN_SIDE", 1)
-            patch.setattr(winograd, "AUTO_MIN_PIXELS", 1)
+            patch.setattr(conv, "AUTO_MIN_CHANNELS", 1)
+            patch.setattr(conv, "AUTO_MIN_SIDE", 1)
+            patch.setattr(conv, "AUTO_MIN_PIXELS", 1)
         case = data.draw(conv_relu_pools(winograd_conv=strategy == "winograd"))
         check_fused_conv_relu_pool(case, training)
     # which algorithm ran: Winograd when forced, im2col (or the depthwise kernels) at these small

@@ -43,6 +43,24 @@ ALGORITHMS = ("auto", "im2col", "winograd")
 # per channel (that module's docstring has the measurement)
 _DEPTHWISE_DIRECT = True
 
+# "auto" takes Winograd when both channel counts, both output sides and the batch's output pixels
+# per map (N*OH*OW) reach these. Below them, the transforms' passes over the data and the GEMMs'
+# short inner dimension (C), or the weight's own transforms (K*C*36 values, each call), cost more
+# than the multiply-adds saved. Measured 2026-12-02, Intel Xeon (AVX-512), 2 threads, Winograd /
+# im2col time, forward+backward (forward alone), (N, C, K, H=W, pad 1): (64, 1, 16, 28) 2.92;
+# (64, 3, 16, 32) 1.26; (64, 8, 16, 32) 0.70-0.83 (0.99); (64, 16, 16, 32) 0.58; (32, 32, 64, 32)
+# 0.58-0.63 (0.64); (64, 64, 64, 14) 0.65-0.76 (0.79); (16, 64, 64, 56) 0.41; (32, 128, 128, 8)
+# 0.71-0.77 (0.88); (8, 64, 64, 8) 0.96 (0.96); (64, 64, 64, 7) 0.91; (64, 32, 32, 4) 0.87 (0.86);
+# (1, 64, 64, 32) 0.54 (0.55); (1, 16, 16, 8) 1.41 (1.57); (16, 256, 256, 4) 1.23 (1.21);
+# (8, 256, 256, 4) 1.62. 5x5 kernels, F(2x2, 5x5), (N, C, K, H=W, pad): (64, 20, 40, 12, 0),
+# LeNet's conv2, 0.76 (0.91); (64, 8, 16, 12, 0) 0.78 (0.94); (64, 16, 16, 8, 0) 0.62;
+# (32, 32, 64, 16, 2) 0.67; (8, 64, 64, 8, 2) 0.79 (0.82); (16, 64, 128, 8, 2) 0.68;
+# (1, 20, 40, 12, 0) 1.46 (1.51); (64, 3, 16, 32, 2) 1.10 (1.40); (2, 128, 128, 8, 2) 1.46 (1.66):
+# the same thresholds hold.
+AUTO_MIN_CHANNELS = 8
+AUTO_MIN_SIDE = 4
+AUTO_MIN_PIXELS = 512
+
 # each strategy's cache type -> the strategy whose backward takes it
 _STRATEGY_OF_CACHE = {
     im2col.Im2colCache: im2col,
@@ -74,7 +92,7 @@ def choose(
     """The strategy for a convolution of ``batch`` samples of ``in_channels`` channels with a weight
     of ``weight_shape`` and geometry ``g`` (arguments already validated): depthwise where groups ==
     C == O (numba), Winograd where ``algorithm`` asks for it or ``"auto"`` finds it applies and pays
-    (``winograd.preferred``: at least 8 input and output channels, an output of at least 4x4 and
+    (``winograd_pays``: at least 8 input and output channels, an output of at least 4x4 and
     512 output pixels per map in the batch), im2col elsewhere. Raises if ``"winograd"`` cannot."""
     use_winograd = _use_winograd(algorithm, backend, weight_shape, g, groups, owner, batch)
     if backend == "numba" and _DEPTHWISE_DIRECT and groups == in_channels == weight_shape[0] > 1:
@@ -106,10 +124,16 @@ def _use_winograd(
                 f"dilation {(g.dy, g.dx)}, groups {groups}"
             )
         return True
+    return backend == "numba" and fits and winograd_pays(weight_shape[1], weight_shape[0], g, batch)
+
+
+def winograd_pays(in_channels: int, out_channels: int, g: WindowGeometry, batch: int) -> bool:
+    """Whether ``algorithm="auto"`` takes Winograd for a convolution it ``supports``, on a batch of
+    ``batch`` samples (the thresholds above)."""
     return (
-        backend == "numba"
-        and fits
-        and winograd.preferred(weight_shape[1], weight_shape[0], g, batch)
+        min(in_channels, out_channels) >= AUTO_MIN_CHANNELS
+        and min(g.oh, g.ow) >= AUTO_MIN_SIDE
+        and batch * g.oh * g.ow >= AUTO_MIN_PIXELS
     )
 
 

@@ -9,7 +9,7 @@ from conftest import in_memory_order, tolerance
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cnn_im2col import arrays, reference
+from cnn_im2col import arrays, conv, reference
 from cnn_im2col import functional as F
 from cnn_im2col.conv import winograd
 from cnn_im2col.gradcheck import check_function
@@ -197,7 +197,7 @@ def test_auto_takes_winograd_only_where_it_applies_and_pays(shape, n, size, kw, 
     _, cache = F.conv2d_forward(x, np.ones(shape, np.float32), **kw)
     assert isinstance(cache, winograd.WinogradCache) == chosen
     # the table above is drawn at these thresholds
-    assert (winograd.AUTO_MIN_CHANNELS, winograd.AUTO_MIN_SIDE, winograd.AUTO_MIN_PIXELS) == (
+    assert (conv.AUTO_MIN_CHANNELS, conv.AUTO_MIN_SIDE, conv.AUTO_MIN_PIXELS) == (
         8,
         4,
         512,
