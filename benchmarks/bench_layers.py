@@ -79,9 +79,13 @@ def unpack(spec) -> tuple:
 COMPILE_PROBE = r"""
 import json, sys, time
 t0 = time.perf_counter()
+import importlib
 import numpy as np
-from cnn_im2col import functional as F, _kernels
+from cnn_im2col import functional as F
 imported = time.perf_counter() - t0
+KERNEL_MODULES = [importlib.import_module("cnn_im2col." + name) for name in (
+    "threads", "arrays", "im2col", "conv.im2col", "conv.depthwise", "conv.winograd", "pooling",
+    "normalization", "activations")]
 
 def run():
     rng = np.random.default_rng(0)
@@ -104,7 +108,7 @@ def run():
 
 t1 = time.perf_counter(); run(); first = time.perf_counter() - t1
 t2 = time.perf_counter(); run(); second = time.perf_counter() - t2
-kernels = [v for v in vars(_kernels).values() if hasattr(v, "stats")]
+kernels = list({id(v): v for m in KERNEL_MODULES for v in vars(m).values() if hasattr(v, "stats")}.values())
 print(json.dumps({
     "import_s": imported, "first_call_s": first, "warm_call_s": second,
     "jit_s": max(0.0, first - second),
@@ -149,6 +153,7 @@ def runners(spec, data):
     """{impl: {"forward": fn, "forward+backward": fn}} for one case: ref, numpy, numba."""
     from cnn_im2col import functional as F
     from cnn_im2col import reference as R
+    from cnn_im2col.conv.winograd import WinogradCache
 
     kind, _, _, _, _, _, k, p, d, g = unpack(spec)
     x, dout = data["x"], data["dout"]
@@ -176,7 +181,7 @@ def runners(spec, data):
                           "forward+backward": lambda: (R.conv2d_forward(x, weight, bias, 1, p),
                                                        R.conv2d_backward(x, weight, dout, 1, p, bias="tied"))}
         out["numpy"], out["numba"] = engine("numpy"), engine("numba")
-        if F.conv2d_forward(x, weight, bias, 1, p, dilation=d, groups=g)[1].transformed is not None:
+        if isinstance(F.conv2d_forward(x, weight, bias, 1, p, dilation=d, groups=g)[1], WinogradCache):
             out["im2col"] = engine("numba", "im2col")  # the default took Winograd: the other strategy too
         return out
 

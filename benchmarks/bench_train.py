@@ -199,38 +199,43 @@ def gemm_floor(rounds: int = 200) -> dict:
 def profile_targets():
     """(owner, attribute, stage) for StageProfiler: the engine's leaf operations. Names that an
     engine version lacks are skipped (so the same list profiles older checkouts)."""
+    import importlib
+
     import cnn_im2col.losses as LS
     import cnn_im2col.model as M
-    from cnn_im2col import _kernels as K
-    from cnn_im2col import functional as F
     from cnn_im2col import im2col as I
     from cnn_im2col import layers as L
     from cnn_im2col.losses import SoftmaxCrossEntropy
     from cnn_im2col.optim import SGD
-    try:
-        from cnn_im2col import winograd as W
-    except ImportError:  # an engine version without Winograd
-        W = None
 
-    return [(F, "unfold", "im2col"), (F, "unfold_t", "im2col"), (F, "fold", "col2im"), (F, "fold_t", "col2im"),
-            (F, "gemm", "GEMM"), (F, "_grouped_matmul", "GEMM"), (F, "_weight_grad", "GEMM"),
-            *[(K, name, "layout+bias") for name in ("cnhw_to_nchw", "nchw_to_cnhw", "cm_to_nchw", "nchw_to_cm",
-                                                    "bias_relu_inplace")],
-            *[(K, name, "pooling") for name in ("max_pool_forward", "max_pool_forward_valid", "max_pool_forward_2x2",
+    def module(name: str):
+        """An engine module, or None in an engine version without it (its targets are skipped)."""
+        try:
+            return importlib.import_module(f"cnn_im2col.{name}")
+        except ImportError:
+            return None
+
+    A, CV, N, P = module("arrays"), module("conv"), module("normalization"), module("pooling")
+    CI, D, W = module("conv.im2col"), module("conv.depthwise"), module("conv.winograd")
+    return [(I, "unfold", "im2col"), (CI, "unfold_t", "im2col"), (I, "fold", "col2im"), (CI, "fold_t", "col2im"),
+            (A, "gemm", "GEMM"), (CI, "grouped_matmul", "GEMM"), (CI, "weight_grad", "GEMM"),
+            *[(CI, name, "layout+bias") for name in ("cm_to_nchw", "nchw_to_cm", "bias_relu_inplace")],
+            *[(P, name, "pooling") for name in ("max_pool_forward", "max_pool_forward_valid", "max_pool_forward_2x2",
                                                "max_pool_backward", "max_pool_backward_tiled", "max_pool_backward_cm",
                                                "sum_pool_forward", "sum_pool_backward")],
-            *[(K, f"{name}_{variant}", "Winograd transforms") for variant in getattr(W, "VARIANTS", {}).values()
+            *[(W, f"{name}_{variant}", "Winograd transforms") for variant in getattr(W, "VARIANTS", {}).values()
               for name in W.TRANSFORMS],
-            (K, "winograd_weight", "Winograd transforms"), (K, "winograd_weight_adjoint", "Winograd transforms"),
-            (W, "forward", "GEMM"), (W, "backward", "GEMM"),  # with their kernels wrapped: the 36 products
+            (W, "winograd_weight", "Winograd transforms"), (W, "winograd_weight_adjoint", "Winograd transforms"),
+            (W, "slice_forward", "GEMM"), (W, "slice_backward", "GEMM"),  # kernels wrapped: the 36 products
             (L.ReLU, "_forward", "activations"), (L.ReLU, "_backward", "activations"),
-            *[(module, "as_float_array", "validation") for module in (F, L, I, LS, M)],
+            *[(module, "as_float_array", "validation") for module in (CV, P, N, L, I, LS, M)],
+            *[(module, "check_dout", "validation") for module in (CV, P, N, L)],
             (M, "_finite", "validation"),
             (SoftmaxCrossEntropy, "forward", "loss"), (SoftmaxCrossEntropy, "backward", "loss"),
             (SGD, "step", "optimizer"),
-            # what conv/dense do themselves besides the wrapped calls: in an engine that writes its
-            # GEMMs and layout changes inline (the original one), that is where they are
-            *[(F, name, "conv/dense inline") for name in ("conv2d_forward", "conv2d_backward")],
+            # what conv/dense do themselves besides the wrapped calls: each strategy's forward and
+            # backward (slicing, allocations, the bias sums) and Dense's own lines
+            *[(module, name, "conv/dense inline") for module in (CI, D, W) for name in ("forward", "backward")],
             *[(L.Dense, name, "conv/dense inline") for name in ("forward", "backward")]]
 
 

@@ -34,26 +34,26 @@ STAGES = ["im2col", "col2im", "layout+bias", "input transform", "input adjoint",
 
 
 def targets():
-    """(owner, attribute, stage) for StageProfiler. winograd.forward / backward themselves are only
-    their 36 batched GEMMs (and the arrays for them) once their kernels are wrapped."""
-    from cnn_im2col import _kernels as K
-    from cnn_im2col import functional as F
-    from cnn_im2col import winograd as W
+    """(owner, attribute, stage) for StageProfiler. winograd.slice_forward / slice_backward
+    themselves are only their 36 batched GEMMs (and the arrays for them) once their kernels are
+    wrapped."""
+    from cnn_im2col.conv import im2col as I
+    from cnn_im2col.conv import winograd as W
 
-    return [(F, "unfold_t", "im2col"), (F, "fold_t", "col2im"),
-            (F, "_grouped_matmul", "GEMM"), (F, "_weight_grad", "GEMM"),
-            *[(K, name, "layout+bias") for name in ("cm_to_nchw", "nchw_to_cm", "bias_relu_inplace")],
-            *[(K, f"{name}_{variant}", stage) for variant in W.VARIANTS.values()
+    return [(I, "unfold_t", "im2col"), (I, "fold_t", "col2im"),
+            (I, "grouped_matmul", "GEMM"), (I, "weight_grad", "GEMM"),
+            *[(I, name, "layout+bias") for name in ("cm_to_nchw", "nchw_to_cm", "bias_relu_inplace")],
+            *[(W, f"{name}_{variant}", stage) for variant in W.VARIANTS.values()
               for name, stage in zip(W.TRANSFORMS, ("input transform", "input adjoint", "output transform",
                                                     "output adjoint"))],
-            (K, "winograd_weight", "weight transform"), (K, "winograd_weight_adjoint", "weight transform"),
-            (W, "forward", "GEMM"), (W, "backward", "GEMM")]
+            (W, "winograd_weight", "weight transform"), (W, "winograd_weight_adjoint", "weight transform"),
+            (W, "slice_forward", "GEMM"), (W, "slice_backward", "GEMM")]
 
 
 def profile(shape: tuple[int, int, int, int], kernel: int, padding: int, rounds: int, threads: int) -> dict:
     from cnn_im2col import functional as F
     from cnn_im2col import threads as T
-    from cnn_im2col import winograd as W
+    from cnn_im2col.conv import winograd as W
 
     T.set_num_threads(threads)
     C.keep_freed_memory()  # reuse freed memory, as a training loop reaches by itself (see _common)

@@ -11,12 +11,12 @@ Submodules: ``layers``, ``functional`` (stateless forward/backward), ``im2col``,
 ``reference`` (the slow scipy oracles), ``gradcheck``, ``threads``.
 """
 
+from . import onnx  # the ONNX functions; the onnx package itself is imported on first use
 from ._version import __version__
-
-# First: importing it sizes the pool and pins NumPy's BLAS to one thread before anything computes.
-from .threads import get_num_threads, set_num_threads  # noqa: I001
-
+from .augment import RandomShift
 from .datasets import iterate_minibatches, load_idx_dataset, load_mnist, read_idx, write_idx
+from .exceptions import TrainingDiverged, TrainingInterrupted
+from .init import manual_seed
 from .layers import (
     AvgPool2D,
     BatchNorm2D,
@@ -31,16 +31,15 @@ from .layers import (
     Softmax,
     Tanh,
 )
-from .init import manual_seed
 from .losses import MeanSquaredError, SoftmaxCrossEntropy
-from .augment import RandomShift
 from .model import Sequential
-from .exceptions import TrainingDiverged, TrainingInterrupted
 from .optim import SGD, Adam, CosineAnnealingLR, StepLR
 from .reports import plot_history
-from . import onnx  # the ONNX functions; the onnx package itself is imported on first use
-from .training import Callback, EarlyStopping, ReduceLROnPlateau
 from .shapes import NonFiniteError
+
+# First: importing it sizes the pool and pins NumPy's BLAS to one thread before anything computes.
+from .threads import get_num_threads, set_num_threads  # noqa: I001
+from .training import Callback, EarlyStopping, ReduceLROnPlateau
 
 __all__ = [
     "SGD",
@@ -75,6 +74,7 @@ __all__ = [
     "load_idx_dataset",
     "load_mnist",
     "manual_seed",
+    "onnx",
     "plot_history",
     "read_idx",
     "set_num_threads",

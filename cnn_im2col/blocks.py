@@ -1,21 +1,31 @@
-"""Fused blocks: adjacent built-in layers that ``Sequential`` runs as one pass.
+"""The steps ``Sequential`` runs: one layer, or a fused block of adjacent built-in layers.
 
-- ``Conv2D -> ReLU``: the ReLU is applied in the convolution's epilogue (with the bias, while the
-  GEMM's result is in cache), and its derivative in the first pass of the convolution's backward.
-- ``Conv2D -> ReLU -> MaxPool2D``: as ``Conv2D -> ReLU``, and each batch slice is pooled by the
-  worker that computed it, right after its epilogue, while it is in that core's cache; backward,
-  the pool's gradient of a slice is routed by the worker that then turns it into the convolution's
-  gradients (one hand-off to the pool per direction instead of two, no pass over memory that
-  another core wrote).
-- ``ReLU -> MaxPool2D`` (a ReLU not already fused into a convolution): ReLU of the pool, in the
-  pool's pass (identical outputs and gradients: ReLU is monotone; ties go to the first maximum).
+A fused block is an object, as PyTorch's fused modules (``torch.ao.nn.intrinsic``) are: it holds
+the original layers, uses their parameters (and fills the convolution's ``grads``), keeps its own
+cache and calls the engine's strategy code itself. The layers stay in ``Sequential.layers``, so
+``params``, ``grads`` and ``state_dict`` keys do not change.
+
+- ``ConvReLU`` (Conv2D -> ReLU): the ReLU is applied in the convolution's epilogue (with the bias,
+  while the GEMM's result is in cache), and its derivative in the first pass of the convolution's
+  backward.
+- ``ConvReLUPool`` (Conv2D -> ReLU -> MaxPool2D): as ``ConvReLU``, and each batch slice is pooled
+  by the worker that computed it, right after its epilogue, while it is in that core's cache;
+  backward, the pool's gradient of a slice is routed by the worker that then turns it into the
+  convolution's gradients (on the im2col path straight into its backward layout), one hand-off to
+  the pool per direction instead of two, no pass over memory that another core wrote.
+- ``ReLUPool`` (ReLU -> MaxPool2D, a ReLU not already fused into a convolution): ReLU of the pool,
+  in the pool's pass (identical outputs and gradients: ReLU is monotone; ties go to the first
+  maximum).
+- ``LayerStep``: any other layer, alone.
 
 Only these exact classes are fused (a subclass may change ``forward``), so users' layers and the
-layer protocol work as before: every layer keeps its ``params`` and ``grads`` (a fused block fills
-the convolution's ``grads``; ReLU and MaxPool2D have none), and a layer that is not part of a
-block runs its own ``forward``/``backward``. The ReLU of a ``Conv2D -> ReLU`` block keeps the
-block's output as its cache (as if it had run); the ReLU of a ``ReLU -> MaxPool2D`` block is not
-run, and its ``backward`` alone would say so.
+layer protocol work as before. A layer inside a block is not run by itself: its own ``forward``
+cache is left as it was, and its ``backward`` alone says it has not run.
+
+Every step has ``forward(x, training)`` (checks ``x`` where it enters, as its first layer's
+``forward`` does), ``run(x, training)`` (the unchecked internal path, for the steps after the
+first: each layer's plan for the input shape, see ``layers.py``) and ``backward(dout,
+input_grad=True)``; ``first``/``last`` (the layers' indices) and ``kind`` say what it covers.
 """
 
 from __future__ import annotations
@@ -24,104 +34,217 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import functional as F
-from .layers import Conv2D, MaxPool2D, ReLU
-from .shapes import as_float_array
+from .conv import ConvCache, conv2d_backward
+from .layers import LAYERS, Conv2D, MaxPool2D, ReLU
+from .pooling import (
+    MaxPoolCache,
+    max_pool2d,
+    max_pool2d_backward,
+    max_pool2d_buffers,
+    max_pool2d_grad_cm_into,
+    max_pool2d_grad_into,
+    max_pool2d_into,
+)
+from .shapes import WindowGeometry, check_dout
+
+# the layers whose unchecked ``run`` a step may call: exactly these classes (a subclass may change
+# ``forward``, so it is run through ``forward``, as a user's layer is)
+_BUILT_IN = frozenset(LAYERS.values())
 
 
-class Step(NamedTuple):
-    """Layers ``first .. last`` (inclusive) run as one step of kind ``"layer"``, ``"conv_relu"``,
-    ``"conv_relu_pool"`` or ``"relu_pool"``."""
+class LayerStep:
+    """One layer on its own: a built-in one runs unchecked inside the stack, any other through its
+    public ``forward``."""
 
-    first: int
-    last: int
-    kind: str
+    kind = "layer"
+
+    def __init__(self, layer: Any, index: int) -> None:
+        self.layer, self.first, self.last = layer, index, index
+        self._unchecked = type(layer) in _BUILT_IN
+
+    def forward(self, x: Any, training: bool) -> np.ndarray:
+        return self.layer.forward(x, training=training)
+
+    def run(self, x: np.ndarray, training: bool) -> np.ndarray:
+        if self._unchecked:
+            return self.layer.run(x, training)
+        return self.layer.forward(x, training=training)
+
+    def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
+        """``input_grad=False`` only for a layer whose ``backward`` accepts it."""
+        if not input_grad:
+            return self.layer.backward(dout, input_grad=False)
+        return self.layer.backward(dout)
+
+
+class _Block:
+    """What the fused blocks share: their layers, indices, cache and repr."""
+
+    kind = ""
+
+    def __init__(self, layers: tuple[Any, ...], first: int) -> None:
+        self.layers, self.first, self.last = layers, first, first + len(layers) - 1
+        self._cache: Any = None
+
+    def _cached(self) -> Any:
+        if self._cache is None:
+            raise RuntimeError(f"{self!r}: backward() called before forward(); run forward first")
+        return self._cache
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(repr(layer) for layer in self.layers)})"
+
+
+def _conv_forward(
+    conv: Conv2D, x: np.ndarray, training: bool, then: Any = None
+) -> tuple[np.ndarray, ConvCache]:
+    """``conv``'s strategy (its plan for ``x.shape``) with the ReLU fused, ``then`` per slice."""
+    plan = conv.plan(x.shape)
+    weight = conv.params["weight"]
+    return plan.strategy.forward(
+        np.ascontiguousarray(x, dtype=weight.dtype),
+        weight,
+        conv.conv_bias(),
+        plan.geometry,
+        groups=conv.groups,
+        owner=repr(conv),
+        keep=bool(training),
+        relu=True,
+        then=then,
+    )
+
+
+def _fill_conv_grads(
+    conv: Conv2D, grads: tuple[np.ndarray | None, np.ndarray, np.ndarray | None]
+) -> np.ndarray | None:
+    dx, dweight, dbias = grads
+    conv.grads["weight"] = dweight
+    if dbias is not None:
+        conv.grads["bias"] = dbias
+    return dx
+
+
+class ConvReLU(_Block):
+    """Conv2D -> ReLU: the ReLU in the convolution's epilogue and its derivative in the first pass
+    of its backward."""
+
+    kind = "conv_relu"
+
+    def __init__(self, conv: Conv2D, relu: ReLU, first: int) -> None:
+        super().__init__((conv, relu), first)
+        self.conv = conv
+
+    def forward(self, x: Any, training: bool) -> np.ndarray:
+        return self.run(self.conv.check_input(x), training)
+
+    def run(self, x: np.ndarray, training: bool) -> np.ndarray:
+        out, self._cache = _conv_forward(self.conv, x, training)
+        return out
+
+    def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
+        return _fill_conv_grads(
+            self.conv, conv2d_backward(dout, self._cached(), input_grad=input_grad)
+        )
+
+
+class _ConvReLUPoolCache(NamedTuple):
+    conv: ConvCache
+    y_shape: tuple[int, int, int, int]  # the convolution's output, never kept whole
+    geometry: WindowGeometry  # the pool's
+    argmax: np.ndarray
+    pooled: np.ndarray  # the output: its sign is the fused ReLU's derivative at each winner
+
+
+class ConvReLUPool(_Block):
+    """Conv2D -> ReLU -> MaxPool2D, each batch slice pooled by the worker that computed it."""
+
+    kind = "conv_relu_pool"
+
+    def __init__(self, conv: Conv2D, relu: ReLU, pool: MaxPool2D, first: int) -> None:
+        super().__init__((conv, relu, pool), first)
+        self.conv, self.pool = conv, pool
+
+    def forward(self, x: Any, training: bool) -> np.ndarray:
+        return self.run(self.conv.check_input(x), training)
+
+    def run(self, x: np.ndarray, training: bool) -> np.ndarray:
+        g = self.conv.plan(x.shape).geometry
+        y_shape = (x.shape[0], self.conv.out_channels, g.oh, g.ow)
+        pool_g = self.pool.plan(y_shape)
+        pooled, argmax = max_pool2d_buffers(y_shape, self.conv.params["weight"].dtype, pool_g)
+
+        def pool_slice(s: slice, y: np.ndarray) -> None:
+            max_pool2d_into(y, pool_g, False, pooled[s], argmax[s])
+
+        _, conv_cache = _conv_forward(self.conv, x, training, then=pool_slice)
+        self._cache = _ConvReLUPoolCache(conv_cache, y_shape, pool_g, argmax, pooled)
+        return pooled
+
+    def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
+        """The pool's gradient of each slice, routed by the worker that then computes the
+        convolution's: on the im2col path straight into the convolution's backward layout
+        (``dz_into``), so the gradient of the convolution's (N, C, H, W) output is never written;
+        elsewhere as that gradient (``dout_of``)."""
+        cache = self._cached()
+        g, argmax, pooled = cache.geometry, cache.argmax, cache.pooled
+        dpool = np.ascontiguousarray(check_dout(dout, pooled.shape, pooled.dtype, repr(self.pool)))
+
+        def dout_of(s: slice) -> np.ndarray:
+            dy = np.empty((s.stop - s.start, *cache.y_shape[1:]), dtype=pooled.dtype)
+            max_pool2d_grad_into(dpool[s], argmax[s], dpool[s], False, g, dy)
+            return dy
+
+        def dz_into(s: slice, d_t: np.ndarray, bias_grad: np.ndarray) -> None:
+            max_pool2d_grad_cm_into(dpool[s], argmax[s], pooled[s], d_t, bias_grad)
+
+        grads = conv2d_backward(
+            None, cache.conv, input_grad=input_grad, dout_of=dout_of, dz_into=dz_into
+        )
+        return _fill_conv_grads(self.conv, grads)
+
+
+class ReLUPool(_Block):
+    """ReLU -> MaxPool2D: the pool of ReLU(x) in the pool's one pass."""
+
+    kind = "relu_pool"
+
+    def __init__(self, relu: ReLU, pool: MaxPool2D, first: int) -> None:
+        super().__init__((relu, pool), first)
+        self.pool = pool
+
+    def forward(self, x: Any, training: bool) -> np.ndarray:
+        return self.run(self.pool.check_input(x), training)
+
+    def run(self, x: np.ndarray, training: bool) -> np.ndarray:
+        out, self._cache = max_pool2d(
+            np.ascontiguousarray(x), self.pool.plan(x.shape), owner=repr(self.pool), relu=True
+        )
+        return out
+
+    def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray:
+        cache: MaxPoolCache = self._cached()
+        return max_pool2d_backward(dout, cache)
+
+
+Step = LayerStep | ConvReLU | ConvReLUPool | ReLUPool
 
 
 def plan(layers: list[Any]) -> list[Step]:
-    """The steps of a stack, left to right, greedily fusing the pairs listed in the module docstring."""
-    steps, i = [], 0
+    """The steps of a stack, left to right, greedily fusing the blocks listed in the module
+    docstring (exact classes only)."""
+    steps: list[Step] = []
+    i = 0
     while i < len(layers):
         here = type(layers[i])
         after = type(layers[i + 1]) if i + 1 < len(layers) else None
         third = type(layers[i + 2]) if i + 2 < len(layers) else None
         if here is Conv2D and after is ReLU and third is MaxPool2D:
-            steps.append(Step(i, i + 2, "conv_relu_pool"))
-            i += 3
+            steps.append(ConvReLUPool(*layers[i : i + 3], i))
         elif here is Conv2D and after is ReLU:
-            steps.append(Step(i, i + 1, "conv_relu"))
-            i += 2
+            steps.append(ConvReLU(*layers[i : i + 2], i))
         elif here is ReLU and after is MaxPool2D:
-            steps.append(Step(i, i + 1, "relu_pool"))
-            i += 2
+            steps.append(ReLUPool(*layers[i : i + 2], i))
         else:
-            steps.append(Step(i, i, "layer"))
-            i += 1
+            steps.append(LayerStep(layers[i], i))
+        i = steps[-1].last + 1
     return steps
-
-
-def forward(layers: list[Any], step: Step, x: Any, training: bool) -> np.ndarray:
-    """Run one step forward."""
-    if step.kind == "conv_relu":
-        y = layers[step.first]._forward(x, training, relu=True)
-        layers[step.last]._cache = y  # what ReLU.forward would have kept
-        return y
-    if step.kind == "conv_relu_pool":
-        return _conv_relu_pool_forward(*layers[step.first:step.last + 1], x, training)
-    if step.kind == "relu_pool":
-        layers[step.first]._cache = None  # not run: its backward alone would raise
-        return layers[step.last]._forward(x, training, relu=True)
-    return layers[step.first].forward(x, training=training)
-
-
-def _conv_relu_pool_forward(conv: Conv2D, relu: ReLU, pool: MaxPool2D, x: Any, training: bool) -> np.ndarray:
-    """Conv2D -> ReLU -> MaxPool2D, each slice pooled by the worker that computed it. Every layer
-    keeps the cache its own forward would have kept."""
-    x = as_float_array(x, "x", repr(conv), ndim=4, dtype=conv.params["weight"].dtype, finite=False)
-    conv_shape = (x.shape[0], *conv.output_shape(x.shape[1:]))
-    g = F.pool_geometry(conv_shape[2], conv_shape[3], pool.kernel_size, pool.stride, pool.padding, repr(pool))
-    pooled, argmax = F.max_pool2d_buffers(conv_shape, x.dtype, g)
-
-    def pool_slice(s: slice, y: np.ndarray) -> None:
-        F.max_pool2d_into(y, g, False, pooled[s], argmax[s])
-
-    y = conv._forward(x, training, relu=True, then=pool_slice)
-    relu._cache = y  # what ReLU.forward would have kept
-    # the pooled values too: the fused backward's ReLU gate (the pool's own backward ignores them)
-    pool._cache = F.MaxPoolCache(y.shape, g, "numba", repr(pool), argmax, None, None, y.dtype, pooled)
-    return pooled
-
-
-def backward(layers: list[Any], step: Step, dout: Any, input_grad: bool = True) -> np.ndarray | None:
-    """Run one step backward; ``input_grad=False`` only for a step whose first layer accepts it."""
-    if step.kind == "conv_relu":
-        return layers[step.first].backward(dout, input_grad=input_grad)
-    if step.kind == "conv_relu_pool":
-        return _conv_relu_pool_backward(layers[step.first], layers[step.last], dout, input_grad)
-    if step.kind == "relu_pool":
-        return layers[step.last].backward(dout)
-    if not input_grad:
-        return layers[step.first].backward(dout, input_grad=False)
-    return layers[step.first].backward(dout)
-
-
-def _conv_relu_pool_backward(conv: Conv2D, pool: MaxPool2D, dout: Any, input_grad: bool) -> np.ndarray | None:
-    """The pool's gradient of each slice, routed by the worker that then computes the convolution's:
-    on the im2col path straight into the convolution's backward layout (``dz_into``), so the
-    gradient of the convolution's (N, C, H, W) output is never written; elsewhere as that gradient
-    (``dout_of``)."""
-    cache = pool._cached()
-    n, c = cache.x_shape[:2]
-    g = cache.geometry
-    dpool = np.ascontiguousarray(F.check_dout(dout, (n, c, g.oh, g.ow), cache.dtype, repr(pool)))
-    gate = cache.pooled if conv._cached().relu else None  # the fused ReLU's derivative at the winners
-
-    def dout_of(s: slice) -> np.ndarray:
-        dy = np.empty((s.stop - s.start, *cache.x_shape[1:]), dtype=cache.dtype)
-        F.max_pool2d_grad_into(dpool[s], cache.argmax[s], dpool[s], False, g, dy)
-        return dy
-
-    def dz_into(s: slice, d_t: np.ndarray, bias_grad: np.ndarray) -> None:
-        F.max_pool2d_grad_cm_into(dpool[s], cache.argmax[s], None if gate is None else gate[s], d_t, bias_grad)
-
-    return conv.backward(None, input_grad=input_grad, dout_of=dout_of, dz_into=dz_into)

@@ -45,9 +45,9 @@ from typing import Any
 
 import numpy as np
 
+from . import distributed as _dist
 from . import onnx
 from ._version import __version__
-from . import distributed as _dist
 from .architectures import ARCHITECTURES, TRAIN_DEFAULTS, default_model, read_spec
 from .architectures import build as build_model
 from .augment import Compose, RandomFlip, RandomShift

@@ -6,54 +6,102 @@ every output neuron at once. ``col2im`` is its adjoint: it scatter-adds rows bac
 so overlapping windows accumulate. That is exactly what the backward pass needs.
 
 Two backends compute the same thing:
-- ``"numba"``: the compiled loops of ``_kernels`` (serial kernels on the engine's pool, one batch
-  slice per worker; no temporaries);
+- ``"numba"``: the compiled loops below (serial kernels on the engine's pool, one batch slice per
+  worker; no temporaries);
 - ``"numpy"``: ``sliding_window_view`` stride tricks and a loop over kernel offsets only; slower,
   but short enough to check by eye. The tests hold the two equal.
 
 Layouts: ``x`` is (N, C, H, W); ``cols`` is (N*OH*OW, C*KH*KW), row ``(n, oh, ow)``, column
 ``(c, i, j)``, both row-major, which matches a PyTorch weight ``(O, C, KH, KW)`` reshaped to
 ``(O, C*KH*KW)``.
+
+The convolution's own channel-major layout (``unfold_t``, the transpose of this one) belongs to its
+im2col strategy, ``conv/im2col.py``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numba as nb
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from . import _kernels
 from . import threads as _threads
+from .arrays import thread_slices
 from .shapes import (
     WindowGeometry,
     as_float_array,
     check_choice,
     check_float,
+    dilated_geometry,
     pair,
-    resolve_padding,
-    window_geometry,
 )
 
 BACKENDS = ("numba", "numpy")
 
 
-def dilated_geometry(height: int, width: int, kernel: tuple[int, int], stride: tuple[int, int],
-                     dilation: tuple[int, int], padding: Any, owner: str) -> WindowGeometry:
-    """The geometry of a (dilated) kernel: its span ``dil*(k - 1) + 1`` must fit the padded input,
-    and ``"same"`` pads the span as PyTorch does (the extra cell at the bottom/right)."""
-    span = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
-    pads = resolve_padding(padding, span, stride, owner)
-    what = "kernel" if dilation == (1, 1) else f"kernel {tuple(kernel)} with dilation {tuple(dilation)}: its span"
-    g = window_geometry(height, width, span, stride, pads, owner, what=what)
-    return g._replace(kh=kernel[0], kw=kernel[1], dy=dilation[0], dx=dilation[1])
+# --------------------------------------------------------------------------- kernels
 
 
-def _chunks(n: int) -> list[slice]:
-    return _threads.split(n, _threads.get_num_threads())
+@nb.njit(cache=True, nogil=True)
+def im2col_kernel(x, kh, kw, sy, sx, dy, dx, pt, pl, oh_count, ow_count, pad_value, cols):
+    """Gather receptive fields into rows.
+
+    x: (N, C, H, W); cols (written): (N*OH*OW, C*KH*KW), row ``(n*OH + oh)*OW + ow``,
+    column ``(c*KH + i)*KW + j``, value ``x[n, c, oh*SY - PT + i*DY, ow*SX - PL + j*DX]`` or
+    ``pad_value``.
+    """
+    n_count, c_count, height, width = x.shape
+    for task in range(n_count * oh_count):
+        oh = task % oh_count
+        n = task // oh_count
+        for ow in range(ow_count):
+            row = task * ow_count + ow
+            col = 0
+            for c in range(c_count):
+                for i in range(kh):
+                    y = oh * sy - pt + i * dy
+                    inside_y = 0 <= y < height
+                    for j in range(kw):
+                        xx = ow * sx - pl + j * dx
+                        if inside_y and 0 <= xx < width:
+                            cols[row, col] = x[n, c, y, xx]
+                        else:
+                            cols[row, col] = pad_value
+                        col += 1
 
 
-def unfold(x: np.ndarray, g: WindowGeometry, pad_value: float = 0.0, backend: str = "numba") -> np.ndarray:
+@nb.njit(cache=True, nogil=True)
+def col2im_kernel(cols, kh, kw, sy, sx, dy, dx_step, pt, pl, oh_count, ow_count, dx):
+    """Scatter-add rows back into the image: the adjoint of ``im2col_kernel`` (padding dropped).
+
+    cols: (N*OH*OW, C*KH*KW); dx (written whole): (N, C, H, W). Overlapping windows add up.
+    """
+    n_count, c_count, height, width = dx.shape
+    dx[:] = 0.0
+    for n in range(n_count):
+        for c in range(c_count):
+            for oh in range(oh_count):
+                for i in range(kh):
+                    y = oh * sy - pt + i * dy
+                    if y < 0 or y >= height:
+                        continue
+                    for ow in range(ow_count):
+                        row = (n * oh_count + oh) * ow_count + ow
+                        col = (c * kh + i) * kw
+                        for j in range(kw):
+                            xx = ow * sx - pl + j * dx_step
+                            if 0 <= xx < width:
+                                dx[n, c, y, xx] += cols[row, col + j]
+
+
+# --------------------------------------------------------------------------- validated input
+
+
+def unfold(
+    x: np.ndarray, g: WindowGeometry, pad_value: float = 0.0, backend: str = "numba"
+) -> np.ndarray:
     """im2col for validated input: C-contiguous float (N, C, H, W) -> (N*OH*OW, C*KH*KW).
 
     ``g``: a ``WindowGeometry`` (with its dilation)."""
@@ -64,20 +112,41 @@ def unfold(x: np.ndarray, g: WindowGeometry, pad_value: float = 0.0, backend: st
         rows = g.oh * g.ow
 
         def work(s: slice) -> None:
-            _kernels.im2col(x[s], g.kh, g.kw, g.sy, g.sx, dy, dx, g.top, g.left, g.oh, g.ow, pad_value,
-                            cols[s.start * rows:s.stop * rows])
+            im2col_kernel(
+                x[s],
+                g.kh,
+                g.kw,
+                g.sy,
+                g.sx,
+                dy,
+                dx,
+                g.top,
+                g.left,
+                g.oh,
+                g.ow,
+                pad_value,
+                cols[s.start * rows : s.stop * rows],
+            )
 
-        _threads.parallel_map(work, _chunks(n))
+        _threads.parallel_map(work, thread_slices(n))
         return cols
-    padded = np.pad(x, ((0, 0), (0, 0), (g.top, g.bottom), (g.left, g.right)), constant_values=pad_value)
+    padded = np.pad(
+        x, ((0, 0), (0, 0), (g.top, g.bottom), (g.left, g.right)), constant_values=pad_value
+    )
     span = (dy * (g.kh - 1) + 1, dx * (g.kw - 1) + 1)
-    windows = sliding_window_view(padded, span, axis=(2, 3))[..., ::dy, ::dx]  # (N, C, H', W', KH, KW)
+    windows = sliding_window_view(padded, span, axis=(2, 3))[
+        ..., ::dy, ::dx
+    ]  # (N, C, H', W', KH, KW)
     windows = windows[:, :, : g.sy * (g.oh - 1) + 1 : g.sy, : g.sx * (g.ow - 1) + 1 : g.sx]
     return windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * g.oh * g.ow, c * g.kh * g.kw)
 
 
-def fold(cols: np.ndarray, input_shape: tuple[int, int, int, int], g: WindowGeometry,
-         backend: str = "numba") -> np.ndarray:
+def fold(
+    cols: np.ndarray,
+    input_shape: tuple[int, int, int, int],
+    g: WindowGeometry,
+    backend: str = "numba",
+) -> np.ndarray:
     """col2im for validated input: scatter-add (N*OH*OW, C*KH*KW) rows into a new (N, C, H, W)."""
     n, c, height, width = input_shape
     dy, dx = g.dy, g.dx
@@ -87,52 +156,58 @@ def fold(cols: np.ndarray, input_shape: tuple[int, int, int, int], g: WindowGeom
         rows = g.oh * g.ow
 
         def work(s: slice) -> None:
-            _kernels.col2im(cols[s.start * rows:s.stop * rows], g.kh, g.kw, g.sy, g.sx, dy, dx, g.top, g.left,
-                            g.oh, g.ow, out[s])
+            col2im_kernel(
+                cols[s.start * rows : s.stop * rows],
+                g.kh,
+                g.kw,
+                g.sy,
+                g.sx,
+                dy,
+                dx,
+                g.top,
+                g.left,
+                g.oh,
+                g.ow,
+                out[s],
+            )
 
-        _threads.parallel_map(work, _chunks(n))
+        _threads.parallel_map(work, thread_slices(n))
         return out
     padded = np.zeros((n, c, height + g.top + g.bottom, width + g.left + g.right), dtype=cols.dtype)
-    blocks = cols.reshape(n, g.oh, g.ow, c, g.kh, g.kw).transpose(0, 3, 4, 5, 1, 2)  # (N, C, KH, KW, OH, OW)
+    blocks = cols.reshape(n, g.oh, g.ow, c, g.kh, g.kw).transpose(
+        0, 3, 4, 5, 1, 2
+    )  # (N, C, KH, KW, OH, OW)
     for i in range(g.kh):
         for j in range(g.kw):
-            padded[:, :, i * dy : i * dy + g.sy * g.oh : g.sy, j * dx : j * dx + g.sx * g.ow : g.sx] += blocks[:, :, i, j]
+            padded[
+                :, :, i * dy : i * dy + g.sy * g.oh : g.sy, j * dx : j * dx + g.sx * g.ow : g.sx
+            ] += blocks[:, :, i, j]
     return padded[:, :, g.top : g.top + height, g.left : g.left + width].copy()
 
 
-def unfold_t(x: np.ndarray, g: WindowGeometry, out: np.ndarray | None = None) -> np.ndarray:
-    """Channel-major im2col (Numba, serial: the caller runs it on a batch slice) for validated
-    input: C-contiguous float (N, C, H, W) -> (C*KH*KW, N*OH*OW), the transpose of ``unfold``'s
-    layout (``unfold_t(x, g) == unfold(x, g).T``); padding reads 0.
-
-    The convolution's own layout: ``W (O, C*KH*KW) @ cols_t`` is (O, N*OH*OW).
-    """
-    n, c = x.shape[:2]
-    dy, dx = g.dy, g.dx
-    cols = np.empty((c * g.kh * g.kw, n * g.oh * g.ow), dtype=x.dtype) if out is None else out
-    _kernels.im2col_t(x, g.kh, g.kw, g.sy, g.sx, dy, dx, g.top, g.left, g.oh, g.ow, cols)
-    return cols
-
-
-def fold_t(cols: np.ndarray, g: WindowGeometry, out: np.ndarray) -> np.ndarray:
-    """col2im (Numba, serial) for the channel-major layout of ``unfold_t``: scatter-add
-    (C*KH*KW, N*OH*OW) into ``out`` (N, C, H, W), written whole; ``fold_t(cols, g, out) ==
-    fold(cols.T, out.shape, g)`` (the padding's share is dropped)."""
-    dy, dx = g.dy, g.dx
-    _kernels.col2im_t(np.ascontiguousarray(cols), g.kh, g.kw, g.sy, g.sx, dy, dx, g.top, g.left, g.oh, g.ow, out)
-    return out
-
-
-def _geometry(input_shape: tuple[int, ...], kernel_size: Any, stride: Any, padding: Any,
-              owner: str, dilation: Any = 1) -> WindowGeometry:
+def _geometry(
+    input_shape: tuple[int, ...],
+    kernel_size: Any,
+    stride: Any,
+    padding: Any,
+    owner: str,
+    dilation: Any = 1,
+) -> WindowGeometry:
     kernel = pair(kernel_size, "kernel_size", owner)
     steps = pair(stride, "stride", owner)
     dil = pair(dilation, "dilation", owner)
     return dilated_geometry(input_shape[2], input_shape[3], kernel, steps, dil, padding, owner)
 
 
-def im2col(x: Any, kernel_size: Any, stride: Any = 1, padding: Any = 0, pad_value: float = 0.0,
-           backend: str = "numba", dilation: Any = 1) -> np.ndarray:
+def im2col(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    pad_value: float = 0.0,
+    backend: str = "numba",
+    dilation: Any = 1,
+) -> np.ndarray:
     """Gather every receptive field of ``x`` (N, C, H, W) into a row of a (N*OH*OW, C*KH*KW) matrix.
 
     ``padding`` is an int, a pair ``(ph, pw)``, ``"valid"`` or ``"same"``; padded cells read
@@ -145,8 +220,15 @@ def im2col(x: Any, kernel_size: Any, stride: Any = 1, padding: Any = 0, pad_valu
     return unfold(x, g, check_float(pad_value, "pad_value", "im2col", allow_inf=True), backend)
 
 
-def col2im(cols: Any, input_shape: tuple[int, int, int, int], kernel_size: Any, stride: Any = 1,
-           padding: Any = 0, backend: str = "numba", dilation: Any = 1) -> np.ndarray:
+def col2im(
+    cols: Any,
+    input_shape: tuple[int, int, int, int],
+    kernel_size: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    backend: str = "numba",
+    dilation: Any = 1,
+) -> np.ndarray:
     """Scatter-add the rows of ``cols`` (N*OH*OW, C*KH*KW) back into an (N, C, H, W) array.
 
     The adjoint of ``im2col``: ``<im2col(x), c> == <x, col2im(c)>``. Padded cells are dropped.
@@ -160,5 +242,7 @@ def col2im(cols: Any, input_shape: tuple[int, int, int, int], kernel_size: Any, 
     g = _geometry(shape, kernel_size, stride, padding, "col2im", dilation)
     expected = (shape[0] * g.oh * g.ow, shape[1] * g.kh * g.kw)
     if cols.shape != expected:
-        raise ValueError(f"col2im: cols must have shape {expected} for input_shape {shape}, got {cols.shape}")
+        raise ValueError(
+            f"col2im: cols must have shape {expected} for input_shape {shape}, got {cols.shape}"
+        )
     return fold(cols, shape, g, backend)

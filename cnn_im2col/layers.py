@@ -1,6 +1,6 @@
-"""Thin stateful layers over ``functional``: they hold parameters, gradients and the forward cache.
+"""Thin stateful layers over the engine: they hold parameters, gradients and the forward cache.
 
-The layer protocol (DESIGN.md):
+The layer protocol (all a user's layer needs, inside ``Sequential`` too):
 
 - ``forward(x, training=False) -> y`` and ``backward(dout) -> dx``;
 - ``params`` / ``grads``: dicts of arrays with the same keys and shapes (``"weight"``, ``"bias"``);
@@ -10,6 +10,18 @@ The layer protocol (DESIGN.md):
 
 Shapes are NCHW; weights use PyTorch's layouts, Conv2D (O, C, KH, KW) and Dense
 (out_features, in_features), so weights copy across both ways.
+
+Validate once, plan once. The built-in layers split ``forward`` in two: ``check_input(x)`` is the
+boundary check that gives users clear errors (numeric, dimensions, dtype, NaN/Inf), and ``run(x,
+training)`` the internal path, which trusts that ``x`` is a float array made by the engine. ``run``
+looks up the layer's plan for ``x.shape``: what the layer works out once per input shape and keeps
+(``plan(shape)``: a convolution's geometry and strategy, ``conv.ConvPlan``; a pool's geometry; for
+the others, that the shape fits). The first time a shape is seen, the plan is made with one call
+into ``shapes.py``, which raises the same errors the boundary would; after that a forward pass
+calls no validation at all. ``forward = run(check_input(x))``; ``Sequential`` checks its input once
+(its first step's ``forward``) and runs every later step unchecked (``blocks.py``). The plan is
+where a later speed issue keeps what else belongs to one input shape (workspace buffers, the
+algorithm measured fastest): a layer keys it by input shape and makes it on first use.
 """
 
 from __future__ import annotations
@@ -19,27 +31,54 @@ from typing import Any
 
 import numpy as np
 
-from . import functional as F
-from . import winograd
+from .activations import (
+    relu,
+    relu_backward,
+    sigmoid,
+    sigmoid_backward,
+    softmax,
+    softmax_backward,
+    tanh,
+    tanh_backward,
+)
+from .arrays import gemm
+from .conv import ALGORITHMS, ConvPlan, choose, conv2d_backward, conv2d_output_shape, winograd
 from .init import he_normal, make_rng
+from .normalization import batch_norm2d, batch_norm2d_backward
+from .pooling import (
+    avg_pool2d,
+    avg_pool2d_backward,
+    global_avg_pool2d,
+    global_avg_pool2d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+)
 from .shapes import (
     as_float_array,
     check_choice,
+    check_dout,
     check_float,
-    check_input_channels,
     check_int,
+    check_nchw,
+    conv_geometry,
     float_dtype,
     pair,
+    pool_geometry,
+    pool_plan,
 )
 
 
 class Layer:
-    """Base class: bookkeeping shared by every layer (repr, config, the backward-before-forward check)."""
+    """Base class: bookkeeping shared by every layer (repr, config, plans, the
+    backward-before-forward check)."""
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self._cache: Any = None
+        self._plans: dict[
+            tuple[int, ...], Any
+        ] = {}  # input shape -> plan (see the module docstring)
 
     # --- protocol --------------------------------------------------------------------------
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
@@ -59,6 +98,25 @@ class Layer:
         return cls(**config)
 
     __call__ = forward
+
+    # --- the built-in layers' split of forward (module docstring) -----------------------------
+    def check_input(self, x: Any) -> np.ndarray:
+        """The boundary check of ``forward``: ``x`` as a float array, NaN/Inf refused."""
+        return as_float_array(x, "x", repr(self))
+
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """``forward`` on input already checked (by ``check_input``, or made by the engine)."""
+        raise NotImplementedError
+
+    def plan(self, shape: tuple[int, ...]) -> Any:
+        """This layer's plan for inputs of ``shape`` (N, ...), made on first use and kept."""
+        plan = self._plans.get(shape)
+        if plan is None:
+            plan = self._plans[shape] = self._make_plan(shape)
+        return plan
+
+    def _make_plan(self, shape: tuple[int, ...]) -> Any:
+        return True  # nothing to work out: every shape fits
 
     # --- helpers ---------------------------------------------------------------------------
     def _remember(self, **config: Any) -> None:
@@ -117,14 +175,25 @@ class Conv2D(Layer):
     ``in_channels`` and ``out_channels``. ``algorithm``: how the convolution becomes GEMMs,
     ``"im2col"``, ``"winograd"`` (F(4x4, 3x3) or F(2x2, 5x5): a 3x3 or 5x5 kernel, stride 1,
     dilation 1, groups 1) or ``"auto"`` (Winograd where it applies and pays, see
-    ``functional.conv2d_forward``); the numbers agree to rounding. Input (N, C, H, W) -> output
+    ``conv.choose``); the numbers agree to rounding. Input (N, C, H, W) -> output
     (N, O, OH, OW).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
-                 padding: Any = 0, bias: str | None = "tied", input_size: Any = None,
-                 dtype: Any = np.float32, seed: int | None = None, dilation: Any = 1,
-                 groups: int = 1, algorithm: str = "auto") -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = 0,
+        bias: str | None = "tied",
+        input_size: Any = None,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+        dilation: Any = 1,
+        groups: int = 1,
+        algorithm: str = "auto",
+    ) -> None:
         super().__init__()
         name = "Conv2D"
         in_channels = check_int(in_channels, "in_channels", name, minimum=1)
@@ -135,7 +204,9 @@ class Conv2D(Layer):
         groups = check_int(groups, "groups", name, minimum=1)
         for what, count in (("in_channels", in_channels), ("out_channels", out_channels)):
             if count % groups:
-                raise ValueError(f"{name}: groups must divide {what}; got groups={groups} and {what}={count}")
+                raise ValueError(
+                    f"{name}: groups must divide {what}; got groups={groups} and {what}={count}"
+                )
         if isinstance(padding, str):
             check_choice(padding, "padding", ("valid", "same"), name)
             if padding == "same" and steps != (1, 1):
@@ -144,28 +215,50 @@ class Conv2D(Layer):
         else:
             pad_config = list(pair(padding, "padding", name, minimum=0))
         check_choice(bias, "bias", ("tied", "untied", None), name)
-        check_choice(algorithm, "algorithm", F.ALGORITHMS, name)
+        check_choice(algorithm, "algorithm", ALGORITHMS, name)
         if algorithm == "winograd" and not winograd.supports(kernel, steps, dil, groups):
-            raise ValueError(f"{name}: algorithm='winograd' needs kernel_size 3 or 5, stride 1, dilation 1 and "
-                             f"groups 1; got kernel_size {kernel}, stride {steps}, dilation {dil}, groups {groups}")
+            raise ValueError(
+                f"{name}: algorithm='winograd' needs kernel_size 3 or 5, stride 1, dilation 1 and "
+                f"groups 1; got kernel_size {kernel}, stride {steps}, dilation {dil}, "
+                f"groups {groups}"
+            )
         size = _input_size(input_size, name)
         if bias == "untied" and size is None:
-            raise ValueError(f"{name}: bias='untied' has one bias per output neuron, so it needs "
-                             "input_size=(H, W); got input_size=None")
+            raise ValueError(
+                f"{name}: bias='untied' has one bias per output neuron, so it needs "
+                "input_size=(H, W); got input_size=None"
+            )
         dtype_name = _dtype_name(dtype, name)
         if seed is not None:
             seed = check_int(seed, "seed", name, minimum=0)
-        self._remember(in_channels=in_channels, out_channels=out_channels,
-                       kernel_size=_compact(kernel), stride=_compact(steps), padding=_compact(pad_config),
-                       bias=bias, input_size=size, dtype=dtype_name, seed=seed, dilation=_compact(dil),
-                       groups=groups, algorithm=algorithm)
+        self._remember(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            kernel_size=_compact(kernel),
+            stride=_compact(steps),
+            padding=_compact(pad_config),
+            bias=bias,
+            input_size=size,
+            dtype=dtype_name,
+            seed=seed,
+            dilation=_compact(dil),
+            groups=groups,
+            algorithm=algorithm,
+        )
         self.kernel_size, self.stride, self.padding = kernel, steps, pad_config
         self.dilation, self.groups, self.algorithm = dil, groups, algorithm
-        self.in_channels, self.out_channels, self.bias_mode, self.input_size = in_channels, out_channels, bias, size
+        self.in_channels, self.out_channels, self.bias_mode, self.input_size = (
+            in_channels,
+            out_channels,
+            bias,
+            size,
+        )
 
         rng = make_rng(seed)
         fan_in = in_channels // groups * kernel[0] * kernel[1]
-        self.params["weight"] = he_normal((out_channels, in_channels // groups, *kernel), fan_in, rng, dtype_name)
+        self.params["weight"] = he_normal(
+            (out_channels, in_channels // groups, *kernel), fan_in, rng, dtype_name
+        )
         if size is not None:  # fail now, not at the first batch, if the kernel cannot fit
             out_shape = self.output_shape((in_channels, *size))
         if bias == "tied":
@@ -175,42 +268,89 @@ class Conv2D(Layer):
         self._zero_grads()
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        shape = F.conv2d_output_shape(tuple(input_shape), self.params["weight"].shape,
-                                      self.stride, self.padding, repr(self), self.dilation, self.groups)
+        shape = conv2d_output_shape(
+            tuple(input_shape),
+            self.params["weight"].shape,
+            self.stride,
+            self.padding,
+            repr(self),
+            self.dilation,
+            self.groups,
+        )
         if self.input_size is not None and list(input_shape[1:]) != self.input_size:
-            raise ValueError(f"{self!r}: input size must be {tuple(self.input_size)} (input_size), "
-                             f"got {tuple(input_shape[1:])}")
+            raise ValueError(
+                f"{self!r}: input size must be {tuple(self.input_size)} (input_size), "
+                f"got {tuple(input_shape[1:])}"
+            )
         return shape
 
-    def forward(self, x: Any, training: bool = False) -> np.ndarray:
-        return self._forward(x, training, relu=False)
+    def check_input(self, x: Any) -> np.ndarray:
+        return as_float_array(x, "x", repr(self), ndim=4, dtype=self.params["weight"].dtype)
 
-    def _forward(self, x: Any, training: bool, relu: bool, then: Any = None) -> np.ndarray:
-        """``forward``; with ``relu`` the output is ReLU(conv) in the same pass (``Sequential`` uses
-        it for Conv2D -> ReLU), and ``backward`` then takes the gradient of that ReLU's output.
-        ``then``: ``functional.conv2d_forward``'s per-slice hook (a fused pool)."""
-        owner = repr(self)
-        # NaN/Inf are refused by conv2d_forward, with this owner: one pass over x, not two
-        x = as_float_array(x, "x", owner, ndim=4, dtype=self.params["weight"].dtype, finite=False)
-        check_input_channels(x, self.in_channels, owner)
-        if self.input_size is not None and list(x.shape[2:]) != self.input_size:
-            raise ValueError(f"{owner}: x must be {tuple(self.input_size)} pixels (input_size), "
-                             f"got shape {x.shape}")
+    def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        return self.run(self.check_input(x), training)
+
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        plan = self.plan(x.shape)
+        weight = self.params["weight"]
         # at inference the im2col matrix is not kept (it is the layer's largest array); backward
         # still works after forward(training=False): it rebuilds it from x
-        out, self._cache = F.conv2d_forward(x, self.params["weight"], self.params.get("bias"),
-                                            self.stride, self.padding, owner=owner, keep_cols=bool(training),
-                                            dilation=self.dilation, groups=self.groups, relu=relu, then=then,
-                                            algorithm=self.algorithm)
+        out, self._cache = plan.strategy.forward(
+            np.ascontiguousarray(x, dtype=weight.dtype),
+            weight,
+            self.conv_bias(),
+            plan.geometry,
+            groups=self.groups,
+            owner=repr(self),
+            keep=bool(training),
+        )
         return out
 
-    def backward(self, dout: Any, input_grad: bool = True, *, dout_of: Any = None,
-                 dz_into: Any = None) -> np.ndarray | None:
-        """Fill ``grads``; return dx, or None with ``input_grad=False`` (not computed: a first layer's
-        input gradient is never used in training). ``dout_of``, ``dz_into``: ``functional.conv2d_backward``'s
-        per-slice sources of dout (``dout=None``; a fused pool's backward)."""
-        dx, dweight, dbias = F.conv2d_backward(dout, self._cached(), input_grad=input_grad, dout_of=dout_of,
-                                               dz_into=dz_into)
+    def conv_bias(self) -> np.ndarray | None:
+        """The bias as the strategies take it: None, or C-contiguous in the weight's dtype."""
+        bias = self.params.get("bias")
+        return (
+            None if bias is None else np.ascontiguousarray(bias, dtype=self.params["weight"].dtype)
+        )
+
+    def _make_plan(self, shape: tuple[int, ...]) -> ConvPlan:
+        """The geometry for this input shape and the strategy that runs it (``conv.choose``)."""
+        owner = repr(self)
+        if (
+            self.input_size is not None
+            and len(shape) == 4
+            and shape[1] == self.in_channels
+            and list(shape[2:]) != self.input_size
+        ):
+            raise ValueError(
+                f"{owner}: x must be {tuple(self.input_size)} pixels (input_size), "
+                f"got shape {shape}"
+            )
+        g = conv_geometry(
+            shape,
+            self.in_channels,
+            self.kernel_size,
+            self.stride,
+            self.dilation,
+            self.padding,
+            owner,
+        )
+        strategy = choose(
+            self.algorithm,
+            "numba",
+            self.params["weight"].shape,
+            g,
+            self.groups,
+            shape[1],
+            shape[0],
+            owner,
+        )
+        return ConvPlan(g, strategy)
+
+    def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
+        """Fill ``grads``; return dx, or None with ``input_grad=False`` (not computed: a first
+        layer's input gradient is never used in training)."""
+        dx, dweight, dbias = conv2d_backward(dout, self._cached(), input_grad=input_grad)
         self.grads["weight"] = dweight
         if dbias is not None:
             self.grads["bias"] = dbias
@@ -223,8 +363,14 @@ class Dense(Layer):
     Input (N, in_features) -> output (N, out_features).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 dtype: Any = np.float32, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+    ) -> None:
         super().__init__()
         name = "Dense"
         in_features = check_int(in_features, "in_features", name, minimum=1)
@@ -234,27 +380,45 @@ class Dense(Layer):
         dtype_name = _dtype_name(dtype, name)
         if seed is not None:
             seed = check_int(seed, "seed", name, minimum=0)
-        self._remember(in_features=in_features, out_features=out_features, bias=bool(bias),
-                       dtype=dtype_name, seed=seed)
+        self._remember(
+            in_features=in_features,
+            out_features=out_features,
+            bias=bool(bias),
+            dtype=dtype_name,
+            seed=seed,
+        )
         self.in_features, self.out_features = in_features, out_features
-        self.params["weight"] = he_normal((out_features, in_features), in_features, make_rng(seed), dtype_name)
+        self.params["weight"] = he_normal(
+            (out_features, in_features), in_features, make_rng(seed), dtype_name
+        )
         if bias:
             self.params["bias"] = np.zeros(out_features, dtype=dtype_name)
         self._zero_grads()
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if tuple(input_shape) != (self.in_features,):
-            raise ValueError(f"{self!r}: input must be ({self.in_features},) features per sample, "
-                             f"got {tuple(input_shape)}")
+            raise ValueError(
+                f"{self!r}: input must be ({self.in_features},) features per sample, "
+                f"got {tuple(input_shape)}"
+            )
         return (self.out_features,)
 
+    def check_input(self, x: Any) -> np.ndarray:
+        return as_float_array(x, "x", repr(self), ndim=2, dtype=self.params["weight"].dtype)
+
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
-        owner = repr(self)
-        x = as_float_array(x, "x", owner, ndim=2, dtype=self.params["weight"].dtype)
-        if x.shape[1] != self.in_features:
-            raise ValueError(f"{owner}: x must have shape (N, {self.in_features}), got {x.shape}")
+        return self.run(self.check_input(x), training)
+
+    def _make_plan(self, shape: tuple[int, ...]) -> bool:
+        if len(shape) != 2 or shape[1] != self.in_features:
+            raise ValueError(f"{self!r}: x must have shape (N, {self.in_features}), got {shape}")
+        return True
+
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        self.plan(x.shape)
+        x = x.astype(self.params["weight"].dtype, copy=False)
         self._cache = x
-        out = F.gemm(x, self.params["weight"].T)
+        out = gemm(x, self.params["weight"].T)
         if "bias" in self.params:
             out += self.params["bias"]
         return out
@@ -262,11 +426,11 @@ class Dense(Layer):
     def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
         """Fill ``grads``; return dx, or None with ``input_grad=False`` (not computed)."""
         x = self._cached()
-        dout = F.check_dout(dout, (x.shape[0], self.out_features), x.dtype, repr(self))
-        self.grads["weight"] = F.gemm(dout.T, x)
+        dout = check_dout(dout, (x.shape[0], self.out_features), x.dtype, repr(self))
+        self.grads["weight"] = gemm(dout.T, x)
         if "bias" in self.params:
             self.grads["bias"] = dout.sum(axis=0)
-        return F.gemm(dout, self.params["weight"]) if input_grad else None
+        return gemm(dout, self.params["weight"]) if input_grad else None
 
 
 class _Pool2D(Layer):
@@ -275,16 +439,30 @@ class _Pool2D(Layer):
         steps = kernel if stride is None else pair(stride, "stride", name)
         pads = pair(padding, "padding", name, minimum=0)
         if pads[0] > kernel[0] // 2 or pads[1] > kernel[1] // 2:
-            raise ValueError(f"{name}: padding must be at most half the window "
-                             f"({kernel[0] // 2}, {kernel[1] // 2}) for kernel_size {kernel}, got {pads}")
+            raise ValueError(
+                f"{name}: padding must be at most half the window "
+                f"({kernel[0] // 2}, {kernel[1] // 2}) for kernel_size {kernel}, got {pads}"
+            )
         self.kernel_size, self.stride, self.padding = kernel, steps, pads
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 3:
             raise ValueError(f"{self!r}: input must be (C, H, W), got {tuple(input_shape)}")
-        g = F.pool_geometry(input_shape[1], input_shape[2], self.kernel_size, self.stride,
-                            self.padding, repr(self))
+        g = pool_geometry(
+            input_shape[1], input_shape[2], self.kernel_size, self.stride, self.padding, repr(self)
+        )
         return (input_shape[0], g.oh, g.ow)
+
+    def check_input(self, x: Any) -> np.ndarray:
+        return as_float_array(x, "x", repr(self), ndim=4)
+
+    def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        return self.run(self.check_input(x), training)
+
+    def _make_plan(self, shape: tuple[int, ...]) -> Any:
+        """The pooling geometry for this input shape (a ``WindowGeometry``)."""
+        channels = getattr(self, "channels", None)
+        return pool_plan(shape, channels, self.kernel_size, self.stride, self.padding, repr(self))
 
 
 class MaxPool2D(_Pool2D):
@@ -298,21 +476,18 @@ class MaxPool2D(_Pool2D):
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0) -> None:
         super().__init__()
         self._setup("MaxPool2D", kernel_size, stride, padding)
-        self._remember(kernel_size=_compact(self.kernel_size),
-                       stride=None if stride is None else _compact(self.stride), padding=_compact(self.padding))
+        self._remember(
+            kernel_size=_compact(self.kernel_size),
+            stride=None if stride is None else _compact(self.stride),
+            padding=_compact(self.padding),
+        )
 
-    def forward(self, x: Any, training: bool = False) -> np.ndarray:
-        return self._forward(x, training, relu=False)
-
-    def _forward(self, x: Any, training: bool, relu: bool) -> np.ndarray:
-        """``forward``; with ``relu`` the pool of ReLU(x) in one pass (``Sequential`` uses it for
-        ReLU -> MaxPool2D), and ``backward`` then returns the gradient of that ReLU's input."""
-        out, self._cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, owner=repr(self),
-                                                relu=relu)
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        out, self._cache = max_pool2d(np.ascontiguousarray(x), self.plan(x.shape), owner=repr(self))
         return out
 
     def backward(self, dout: Any) -> np.ndarray:
-        return F.max_pool2d_backward(dout, self._cached())
+        return max_pool2d_backward(dout, self._cached())
 
 
 class AvgPool2D(_Pool2D):
@@ -327,54 +502,77 @@ class AvgPool2D(_Pool2D):
     ``count_include_pad=False`` mean; interior windows are Eq. 8.22 unchanged.
     """
 
-    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
-                 trainable_scale: bool = False, channels: int | None = None,
-                 dtype: Any = np.float32, count_include_pad: bool = True) -> None:
+    def __init__(
+        self,
+        kernel_size: Any,
+        stride: Any = None,
+        padding: Any = 0,
+        trainable_scale: bool = False,
+        channels: int | None = None,
+        dtype: Any = np.float32,
+        count_include_pad: bool = True,
+    ) -> None:
         super().__init__()
         name = "AvgPool2D"
         self._setup(name, kernel_size, stride, padding)
         if not isinstance(count_include_pad, (bool, np.bool_)):
-            raise TypeError(f"{name}: count_include_pad must be True or False, got {count_include_pad!r}")
+            raise TypeError(
+                f"{name}: count_include_pad must be True or False, got {count_include_pad!r}"
+            )
         self.count_include_pad = bool(count_include_pad)
         if not isinstance(trainable_scale, (bool, np.bool_)):
-            raise TypeError(f"{name}: trainable_scale must be True or False, got {trainable_scale!r}")
+            raise TypeError(
+                f"{name}: trainable_scale must be True or False, got {trainable_scale!r}"
+            )
         dtype_name = _dtype_name(dtype, name)
         if trainable_scale:
             if channels is None:
-                raise ValueError(f"{name}: trainable_scale=True learns one weight per feature map, so it "
-                                 "needs channels=<number of feature maps>; got channels=None")
+                raise ValueError(
+                    f"{name}: trainable_scale=True learns one weight per feature map, so it "
+                    "needs channels=<number of feature maps>; got channels=None"
+                )
             channels = check_int(channels, "channels", name, minimum=1)
             area = self.kernel_size[0] * self.kernel_size[1]
             self.params["weight"] = np.full(channels, 1.0 / area, dtype=dtype_name)
         elif channels is not None:
             channels = check_int(channels, "channels", name, minimum=1)
         self.channels = channels
-        self._remember(kernel_size=_compact(self.kernel_size),
-                       stride=None if stride is None else _compact(self.stride), padding=_compact(self.padding),
-                       trainable_scale=bool(trainable_scale), channels=channels, dtype=dtype_name,
-                       count_include_pad=self.count_include_pad)
+        self._remember(
+            kernel_size=_compact(self.kernel_size),
+            stride=None if stride is None else _compact(self.stride),
+            padding=_compact(self.padding),
+            trainable_scale=bool(trainable_scale),
+            channels=channels,
+            dtype=dtype_name,
+            count_include_pad=self.count_include_pad,
+        )
         self._zero_grads()
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = super().output_shape(input_shape)
         if self.channels is not None and input_shape[0] != self.channels:
-            raise ValueError(f"{self!r}: input must have {self.channels} channels, got {tuple(input_shape)}")
+            raise ValueError(
+                f"{self!r}: input must have {self.channels} channels, got {tuple(input_shape)}"
+            )
         return shape
 
-    def forward(self, x: Any, training: bool = False) -> np.ndarray:
-        owner = repr(self)
+    def check_input(self, x: Any) -> np.ndarray:
         scale = self.params.get("weight")
-        if self.channels is not None:
-            x = as_float_array(x, "x", owner, ndim=4)
-            check_input_channels(x, self.channels, owner)
-        if scale is not None:
-            x = as_float_array(x, "x", owner, ndim=4, dtype=scale.dtype)
-        out, self._cache = F.avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding, scale, owner=owner,
-                                                count_include_pad=self.count_include_pad)
+        return as_float_array(
+            x, "x", repr(self), ndim=4, dtype=None if scale is None else scale.dtype
+        )
+
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        g = self.plan(x.shape)
+        scale = self.params.get("weight")
+        x = np.ascontiguousarray(x, dtype=None if scale is None else scale.dtype)
+        out, self._cache = avg_pool2d(
+            x, g, scale, owner=repr(self), count_include_pad=self.count_include_pad
+        )
         return out
 
     def backward(self, dout: Any) -> np.ndarray:
-        dx, dscale = F.avg_pool2d_backward(dout, self._cached())
+        dx, dscale = avg_pool2d_backward(dout, self._cached())
         if dscale is not None:
             self.grads["weight"] = dscale
         return dx
@@ -397,9 +595,13 @@ class Flatten(Layer):
         return (int(np.prod(input_shape)),)
 
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
-        x = as_float_array(x, "x", repr(self))
+        return self.run(self.check_input(x), training)
+
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if x.ndim < 2:
-            raise ValueError(f"{self!r}: x must be (N, ...) with at least 2 dimensions, got shape {x.shape}")
+            raise ValueError(
+                f"{self!r}: x must be (N, ...) with at least 2 dimensions, got shape {x.shape}"
+            )
         self._cache = x.shape
         if self.order == "F" and x.ndim == 4:
             x = x.transpose(0, 1, 3, 2)  # each map's columns become contiguous runs
@@ -409,7 +611,10 @@ class Flatten(Layer):
         shape = self._cached()
         dout = as_float_array(dout, "dout", repr(self))
         if dout.shape != (shape[0], int(np.prod(shape[1:]))):
-            raise ValueError(f"{self!r}: dout must have shape {(shape[0], int(np.prod(shape[1:])))}, got {dout.shape}")
+            raise ValueError(
+                f"{self!r}: dout must have shape {(shape[0], int(np.prod(shape[1:])))}, "
+                f"got {dout.shape}"
+            )
         if self.order == "F" and len(shape) == 4:
             n, c, h, w = shape
             return dout.reshape(n, c, w, h).transpose(0, 1, 3, 2)
@@ -419,22 +624,24 @@ class Flatten(Layer):
 class _Activation(Layer):
     """Element-wise activation; backward uses the cached output y."""
 
-    _forward = staticmethod(F.relu)
-    _backward = staticmethod(F.relu_backward)
+    _forward = staticmethod(relu)
+    _backward = staticmethod(relu_backward)
 
     def __init__(self) -> None:
         super().__init__()
         self._remember()
 
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
-        x = as_float_array(x, "x", repr(self))
+        return self.run(self.check_input(x), training)
+
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         y = self._forward(x)
         self._cache = y
         return y
 
     def backward(self, dout: Any) -> np.ndarray:
         y = self._cached()
-        dout = F.check_dout(dout, y.shape, y.dtype, repr(self))
+        dout = check_dout(dout, y.shape, y.dtype, repr(self))
         return self._backward(dout, y)
 
 
@@ -445,27 +652,26 @@ class ReLU(_Activation):
 class Sigmoid(_Activation):
     """1 / (1 + exp(-x)), computed without overflow for any finite x."""
 
-    _forward = staticmethod(F.sigmoid)
-    _backward = staticmethod(F.sigmoid_backward)
+    _forward = staticmethod(sigmoid)
+    _backward = staticmethod(sigmoid_backward)
 
 
 class Tanh(_Activation):
-    _forward = staticmethod(F.tanh)
-    _backward = staticmethod(F.tanh_backward)
+    _forward = staticmethod(tanh)
+    _backward = staticmethod(tanh_backward)
 
 
 class Softmax(_Activation):
     """Softmax over the class axis (axis 1). To train a classifier, prefer raw logits with the
     fused ``losses.SoftmaxCrossEntropy``; this layer is for networks that output probabilities."""
 
-    _forward = staticmethod(F.softmax)
-    _backward = staticmethod(F.softmax_backward)
+    _forward = staticmethod(softmax)
+    _backward = staticmethod(softmax_backward)
 
-    def forward(self, x: Any, training: bool = False) -> np.ndarray:
-        x = as_float_array(x, "x", repr(self))
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if x.ndim < 2:
             raise ValueError(f"{self!r}: x must be (N, classes, ...), got shape {x.shape}")
-        return super().forward(x, training)
+        return super().run(x, training)
 
 
 class Dropout(Layer):
@@ -483,9 +689,11 @@ class Dropout(Layer):
         self._remember(p=p, seed=seed)
 
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
-        x = as_float_array(x, "x", repr(self))
+        return self.run(self.check_input(x), training)
+
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if not training or self.p == 0.0:
-            # the identity: a read-only view of ones, no allocation, and backward still checks shapes
+            # the identity: a read-only view of ones, no allocation; backward still checks shapes
             self._cache = np.broadcast_to(np.ones(1, dtype=x.dtype), x.shape)
             return x
         keep = self.rng.random(x.shape, dtype=np.float32) >= self.p
@@ -497,7 +705,9 @@ class Dropout(Layer):
         mask = self._cached()
         dout = as_float_array(dout, "dout", repr(self))
         if dout.shape != mask.shape:
-            raise ValueError(f"{self!r}: dout must have the output's shape {mask.shape}, got {dout.shape}")
+            raise ValueError(
+                f"{self!r}: dout must have the output's shape {mask.shape}, got {dout.shape}"
+            )
         return dout * mask
 
 
@@ -517,8 +727,15 @@ class BatchNorm2D(Layer):
     PyTorch DDP without SyncBatchNorm).
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, dtype: Any = np.float32) -> None:
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        dtype: Any = np.float32,
+    ) -> None:
         super().__init__()
         name = "BatchNorm2D"
         num_features = check_int(num_features, "num_features", name, minimum=1)
@@ -529,8 +746,14 @@ class BatchNorm2D(Layer):
             if not isinstance(value, (bool, np.bool_)):
                 raise TypeError(f"{name}: {flag} must be True or False, got {value!r}")
         dtype_name = _dtype_name(dtype, name)
-        self._remember(num_features=num_features, eps=eps, momentum=momentum, affine=bool(affine),
-                       track_running_stats=bool(track_running_stats), dtype=dtype_name)
+        self._remember(
+            num_features=num_features,
+            eps=eps,
+            momentum=momentum,
+            affine=bool(affine),
+            track_running_stats=bool(track_running_stats),
+            dtype=dtype_name,
+        )
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
         if affine:
@@ -538,29 +761,50 @@ class BatchNorm2D(Layer):
             self.params["bias"] = np.zeros(num_features, dtype=dtype_name)
         self.buffers: dict[str, np.ndarray] = {}
         if track_running_stats:
-            self.buffers = {"running_mean": np.zeros(num_features, dtype=dtype_name),
-                            "running_var": np.ones(num_features, dtype=dtype_name),
-                            "num_batches_tracked": np.array(0, dtype=np.int64)}
+            self.buffers = {
+                "running_mean": np.zeros(num_features, dtype=dtype_name),
+                "running_var": np.ones(num_features, dtype=dtype_name),
+                "num_batches_tracked": np.array(0, dtype=np.int64),
+            }
         self._dtype = np.dtype(dtype_name)
         self._zero_grads()
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 3 or input_shape[0] != self.num_features:
-            raise ValueError(f"{self!r}: input must be ({self.num_features}, H, W), got {tuple(input_shape)}")
+            raise ValueError(
+                f"{self!r}: input must be ({self.num_features}, H, W), got {tuple(input_shape)}"
+            )
         return tuple(input_shape)
 
+    def check_input(self, x: Any) -> np.ndarray:
+        return as_float_array(x, "x", repr(self), ndim=4, dtype=self._dtype)
+
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        return self.run(self.check_input(x), training)
+
+    def _make_plan(self, shape: tuple[int, ...]) -> bool:
+        check_nchw(shape, self.num_features, repr(self))
+        return True
+
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         owner = repr(self)
-        # NaN/Inf are refused by batch_norm2d_forward, with this owner: one pass over x, not two
-        x = as_float_array(x, "x", owner, ndim=4, dtype=self._dtype, finite=False)
-        check_input_channels(x, self.num_features, owner)
+        self.plan(x.shape)
         use_batch = training or not self.track_running_stats
         if use_batch and x.shape[0] * x.shape[2] * x.shape[3] < 2:
-            raise ValueError(f"{owner}: batch statistics need more than 1 value per channel (N*H*W >= 2), "
-                             f"got x of shape {x.shape}")
-        fixed = (None, None) if use_batch else (self.buffers["running_mean"], self.buffers["running_var"])
-        out, self._cache, mean, var = F.batch_norm2d_forward(
-            x, self.params.get("weight"), self.params.get("bias"), *fixed, eps=self.eps, owner=owner)
+            raise ValueError(
+                f"{owner}: batch statistics need more than 1 value per channel (N*H*W >= 2), "
+                f"got x of shape {x.shape}"
+            )
+        mean = var = None
+        if not use_batch:
+            mean = self.buffers["running_mean"].astype(np.float64)
+            var = self.buffers["running_var"].astype(np.float64)
+            if (var < 0).any():
+                raise ValueError(f"{owner}: var must be >= 0, got min {var.min()}")
+        x = np.ascontiguousarray(x, dtype=self._dtype)
+        out, self._cache, mean, var = batch_norm2d(
+            x, self.params.get("weight"), self.params.get("bias"), mean, var, self.eps, owner
+        )
         if training and self.track_running_stats:
             self._update_running(mean, var, x.shape[0] * x.shape[2] * x.shape[3])
         return out
@@ -575,7 +819,7 @@ class BatchNorm2D(Layer):
             running[...] = (1.0 - factor) * running + factor * batch
 
     def backward(self, dout: Any) -> np.ndarray:
-        dx, dweight, dbias = F.batch_norm2d_backward(dout, self._cached())
+        dx, dweight, dbias = batch_norm2d_backward(dout, self._cached())
         if self.affine:
             self.grads["weight"], self.grads["bias"] = dweight, dbias
         return dx
@@ -593,12 +837,23 @@ class GlobalAvgPool2D(Layer):
             raise ValueError(f"{self!r}: input must be (C, H, W), got {tuple(input_shape)}")
         return (input_shape[0],)
 
+    def check_input(self, x: Any) -> np.ndarray:
+        return as_float_array(x, "x", repr(self), ndim=4)
+
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
-        out, self._cache = F.global_avg_pool2d_forward(x, owner=repr(self))
+        return self.run(self.check_input(x), training)
+
+    def _make_plan(self, shape: tuple[int, ...]) -> bool:
+        check_nchw(shape, None, repr(self))
+        return True
+
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        self.plan(x.shape)
+        out, self._cache = global_avg_pool2d(x, owner=repr(self))
         return out
 
     def backward(self, dout: Any) -> np.ndarray:
-        return F.global_avg_pool2d_backward(dout, self._cached())
+        return global_avg_pool2d_backward(dout, self._cached())
 
 
 def _compact(value: Any) -> Any:
@@ -610,6 +865,18 @@ def _compact(value: Any) -> Any:
 
 LAYERS: dict[str, type[Layer]] = {
     cls.__name__: cls
-    for cls in (Conv2D, Dense, MaxPool2D, AvgPool2D, Flatten, ReLU, Sigmoid, Tanh, Softmax, Dropout,
-                BatchNorm2D, GlobalAvgPool2D)
+    for cls in (
+        Conv2D,
+        Dense,
+        MaxPool2D,
+        AvgPool2D,
+        Flatten,
+        ReLU,
+        Sigmoid,
+        Tanh,
+        Softmax,
+        Dropout,
+        BatchNorm2D,
+        GlobalAvgPool2D,
+    )
 }

@@ -1,6 +1,6 @@
 """Slow, obviously-right oracles that the fast im2col engine is tested and benchmarked against.
 
-Nothing here imports the fast engine (``im2col``, ``functional``, ``_kernels``): an oracle that
+Nothing here imports the fast engine (``im2col``, ``conv``, ``functional``): an oracle that
 shared code with the thing it checks would share its bugs.
 
 Two independent convolutions, so that each one checks the other:

@@ -1,6 +1,8 @@
-"""Argument and shape validation shared by every public entry point.
+"""Argument and shape validation shared by every public entry point, and window geometry.
 
-Every check here raises ``TypeError`` (wrong kind of value) or ``ValueError`` (right kind, wrong
+A layer calls in here where input enters (its public ``forward``) and once per new input shape
+(its plan: ``conv_geometry``, ``pool_geometry``); the engine's internal paths never do. Every
+check here raises ``TypeError`` (wrong kind of value) or ``ValueError`` (right kind, wrong
 value) with a message that names who is complaining (``owner``, e.g. ``"Conv2D"``), the argument,
 the value received and what is allowed. Kernels never validate; they trust these checks.
 """
@@ -35,7 +37,9 @@ def check_int(value: Any, name: str, owner: str = "", minimum: int | None = None
     """Return ``value`` as a Python int; reject bools, floats and anything below ``minimum``."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         allowed = f"an int >= {minimum}" if minimum is not None else "an int"
-        raise TypeError(f"{_prefix(owner)}{name} must be {allowed}, got {value!r} ({type(value).__name__})")
+        raise TypeError(
+            f"{_prefix(owner)}{name} must be {allowed}, got {value!r} ({type(value).__name__})"
+        )
     value = int(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{_prefix(owner)}{name} must be an int >= {minimum}, got {value}")
@@ -53,7 +57,9 @@ def pair(value: Any, name: str, owner: str = "", minimum: int = 1) -> tuple[int,
     allowed = f"an int >= {minimum} or a pair of them"
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
-            raise ValueError(f"{_prefix(owner)}{name} must be {allowed}, got {value!r} (length {len(value)})")
+            raise ValueError(
+                f"{_prefix(owner)}{name} must be {allowed}, got {value!r} (length {len(value)})"
+            )
         items = value
     elif isinstance(value, np.ndarray) and value.shape == (2,):
         items = value.tolist()
@@ -66,8 +72,10 @@ def pair(value: Any, name: str, owner: str = "", minimum: int = 1) -> tuple[int,
         if int(item) < minimum:
             raise ValueError(f"{_prefix(owner)}{name} must be {allowed}, got {value!r}")
         if int(item) > MAX_SIZE:
-            raise ValueError(f"{_prefix(owner)}{name} must be {allowed}, each at most {MAX_SIZE} "
-                             f"(the largest array dimension), got {value!r}")
+            raise ValueError(
+                f"{_prefix(owner)}{name} must be {allowed}, each at most {MAX_SIZE} "
+                f"(the largest array dimension), got {value!r}"
+            )
         result.append(int(item))
     return result[0], result[1]
 
@@ -80,15 +88,24 @@ def check_choice(value: Any, name: str, choices: tuple, owner: str = "") -> Any:
     raise ValueError(f"{_prefix(owner)}{name} must be one of {choices!r}, got {value!r}")
 
 
-def check_float(value: Any, name: str, owner: str = "", low: float | None = None,
-                high: float | None = None, low_open: bool = False, high_open: bool = False,
-                allow_inf: bool = False) -> float:
+def check_float(
+    value: Any,
+    name: str,
+    owner: str = "",
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    allow_inf: bool = False,
+) -> float:
     """Return ``value`` as a Python float within the given bounds (open or closed).
 
     NaN is always refused; +-inf only with ``allow_inf`` (e.g. a -inf pad value for max pooling).
     """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{_prefix(owner)}{name} must be a real number, got {value!r} ({type(value).__name__})")
+        raise TypeError(
+            f"{_prefix(owner)}{name} must be a real number, got {value!r} ({type(value).__name__})"
+        )
     value = float(value)
     lo = "(" if low_open else "["
     hi = ")" if high_open else "]"
@@ -104,8 +121,9 @@ def check_float(value: Any, name: str, owner: str = "", low: float | None = None
     return value
 
 
-def conv_output_size(size: int, kernel: int, stride: int, padding: int,
-                     padding_after: int | None = None) -> int:
+def conv_output_size(
+    size: int, kernel: int, stride: int, padding: int, padding_after: int | None = None
+) -> int:
     """Output length along one axis: ``(size + 2*padding - kernel) // stride + 1`` (Eq. 8.18/8.19).
 
     With ``padding_after`` the two sides differ (``padding`` before, ``padding_after`` after), as
@@ -119,8 +137,9 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int,
 Padding4 = tuple[int, int, int, int]  # (top, bottom, left, right)
 
 
-def resolve_padding(padding: Any, kernel: tuple[int, int], stride: tuple[int, int],
-                    owner: str = "") -> Padding4:
+def resolve_padding(
+    padding: Any, kernel: tuple[int, int], stride: tuple[int, int], owner: str = ""
+) -> Padding4:
     """Turn ``int | (ph, pw) | "valid" | "same"`` into ``(top, bottom, left, right)``.
 
     ``"same"`` keeps the output size equal to the input size; it needs stride 1. For an even kernel
@@ -131,8 +150,10 @@ def resolve_padding(padding: Any, kernel: tuple[int, int], stride: tuple[int, in
         if padding == "valid":
             return (0, 0, 0, 0)
         if stride != (1, 1):
-            raise ValueError(f"{_prefix(owner)}padding='same' needs stride 1, got stride {stride}; "
-                             "use an explicit padding with strides > 1")
+            raise ValueError(
+                f"{_prefix(owner)}padding='same' needs stride 1, got stride {stride}; "
+                "use an explicit padding with strides > 1"
+            )
         (kh, kw) = kernel
         top, left = (kh - 1) // 2, (kw - 1) // 2
         return (top, kh - 1 - top, left, kw - 1 - left)
@@ -159,9 +180,17 @@ class WindowGeometry(NamedTuple):
     dx: int = 1
 
 
-def window_geometry(height: int, width: int, kernel: tuple[int, int], stride: tuple[int, int],
-                    pads: Padding4, owner: str = "", what: str = "kernel") -> WindowGeometry:
-    """Check the window fits the padded input and return the full geometry (output size included)."""
+def window_geometry(
+    height: int,
+    width: int,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    pads: Padding4,
+    owner: str = "",
+    what: str = "kernel",
+) -> WindowGeometry:
+    """Check the window fits the padded input and return the full geometry (output size
+    included)."""
     (kh, kw), (sy, sx), (top, bottom, left, right) = kernel, stride, pads
     if kh > height + top + bottom or kw > width + left + right:
         raise ValueError(
@@ -204,13 +233,20 @@ def finite_scans_skipped() -> Iterator[None]:
         _scans.skip = before
 
 
-def as_float_array(x: Any, name: str, owner: str = "", ndim: int | None = None,
-                   dtype: np.dtype | None = None, finite: bool = True) -> np.ndarray:
+def as_float_array(
+    x: Any,
+    name: str,
+    owner: str = "",
+    ndim: int | None = None,
+    dtype: np.dtype | None = None,
+    finite: bool = True,
+) -> np.ndarray:
     """Validate a numeric array and return it as float32/float64.
 
     - object, string, complex, datetime and void arrays raise ``TypeError``;
     - bool, integer and float16 arrays are converted (to ``dtype``, default float32);
-    - float32/float64 arrays keep their dtype unless ``dtype`` says otherwise (no copy if not needed);
+    - float32/float64 arrays keep their dtype unless ``dtype`` says otherwise (no copy if not
+      needed);
     - a wrong ``ndim``, an empty array or (with ``finite``, outside ``finite_scans_skipped``)
       NaN/Inf raise ``ValueError``.
     """
@@ -218,13 +254,18 @@ def as_float_array(x: Any, name: str, owner: str = "", ndim: int | None = None,
         try:
             x = np.asarray(x)
         except (ValueError, TypeError) as exc:  # ragged nested lists and the like
-            raise TypeError(f"{_prefix(owner)}{name} must be a numeric array, got {type(x).__name__}: {exc}") from None
+            raise TypeError(
+                f"{_prefix(owner)}{name} must be a numeric array, got {type(x).__name__}: {exc}"
+            ) from None
     if x.dtype.kind not in "biuf":
         raise TypeError(
-            f"{_prefix(owner)}{name} must be a real numeric array (bool, int or float), got dtype {x.dtype}"
+            f"{_prefix(owner)}{name} must be a real numeric array (bool, int or float), "
+            f"got dtype {x.dtype}"
         )
     if ndim is not None and x.ndim != ndim:
-        raise ValueError(f"{_prefix(owner)}{name} must be {ndim}-D, got {x.ndim}-D array of shape {x.shape}")
+        raise ValueError(
+            f"{_prefix(owner)}{name} must be {ndim}-D, got {x.ndim}-D array of shape {x.shape}"
+        )
     if x.size == 0:
         raise ValueError(f"{_prefix(owner)}{name} must not be empty, got shape {x.shape}")
     if dtype is None:
@@ -242,3 +283,97 @@ def check_input_channels(x: np.ndarray, expected: int, owner: str, name: str = "
             f"{owner}: {name} must have {expected} channels (shape (N, {expected}, H, W)), "
             f"got shape {x.shape}"
         )
+
+
+def check_dout(dout: Any, expected: tuple[int, ...], dtype: np.dtype, owner: str) -> np.ndarray:
+    """Validate an upstream gradient: numeric, finite, cast to ``dtype``, shaped like the output."""
+    dout = as_float_array(dout, "dout", owner, dtype=dtype)
+    if dout.shape != tuple(expected):
+        raise ValueError(
+            f"{owner}: dout must have the output's shape {tuple(expected)}, got {dout.shape}"
+        )
+    return dout
+
+
+def dilated_geometry(
+    height: int,
+    width: int,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    padding: Any,
+    owner: str,
+) -> WindowGeometry:
+    """The geometry of a (dilated) kernel: its span ``dil*(k - 1) + 1`` must fit the padded input,
+    and ``"same"`` pads the span as PyTorch does (the extra cell at the bottom/right)."""
+    span = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
+    pads = resolve_padding(padding, span, stride, owner)
+    what = (
+        "kernel"
+        if dilation == (1, 1)
+        else f"kernel {tuple(kernel)} with dilation {tuple(dilation)}: its span"
+    )
+    g = window_geometry(height, width, span, stride, pads, owner, what=what)
+    return g._replace(kh=kernel[0], kw=kernel[1], dy=dilation[0], dx=dilation[1])
+
+
+def check_nchw(x_shape: tuple[int, ...], channels: int | None, owner: str, name: str = "x") -> None:
+    """Raise unless ``x_shape`` is (N, C, H, W) with ``channels`` channels (any, if None): the
+    shape checks of ``as_float_array(ndim=4)`` and ``check_input_channels``, on a shape."""
+    if len(x_shape) != 4:
+        raise ValueError(
+            f"{_prefix(owner)}{name} must be 4-D, got {len(x_shape)}-D array of shape "
+            f"{tuple(x_shape)}"
+        )
+    if channels is not None and x_shape[1] != channels:
+        raise ValueError(
+            f"{owner}: {name} must have {channels} channels (shape (N, {channels}, H, W)), "
+            f"got shape {tuple(x_shape)}"
+        )
+
+
+def conv_geometry(
+    x_shape: tuple[int, ...],
+    channels: int,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    padding: Any,
+    owner: str,
+) -> WindowGeometry:
+    """A convolution layer's plan check for an input shape, in one call: ``x_shape`` is (N,
+    ``channels``, H, W) and the (dilated) kernel fits it; returns its geometry."""
+    check_nchw(x_shape, channels, owner)
+    return dilated_geometry(x_shape[2], x_shape[3], kernel, stride, dilation, padding, owner)
+
+
+def pool_plan(
+    x_shape: tuple[int, ...],
+    channels: int | None,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    owner: str,
+) -> WindowGeometry:
+    """A pooling layer's plan check for an input shape, in one call: ``x_shape`` is (N, C, H, W)
+    (C == ``channels`` unless None) and the window fits; returns its geometry."""
+    check_nchw(x_shape, channels, owner)
+    return pool_geometry(x_shape[2], x_shape[3], kernel, stride, padding, owner)
+
+
+def pool_geometry(
+    height: int, width: int, kernel_size: Any, stride: Any, padding: Any, owner: str
+) -> WindowGeometry:
+    """Window geometry of a pooling layer: stride defaults to the window; padding at most half
+    of it."""
+    kernel = pair(kernel_size, "kernel_size", owner)
+    steps = kernel if stride is None else pair(stride, "stride", owner)
+    ph, pw = pair(padding, "padding", owner, minimum=0)
+    if ph > kernel[0] // 2 or pw > kernel[1] // 2:
+        raise ValueError(
+            f"{owner}: padding must be at most half the window ({kernel[0] // 2}, "
+            f"{kernel[1] // 2}) for kernel_size {kernel}, got {(ph, pw)}"
+        )
+    return window_geometry(
+        height, width, kernel, steps, (ph, ph, pw, pw), owner, what="pooling window"
+    )

@@ -31,10 +31,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numba as nb
 import numpy as np
 import threadpoolctl
 
-from . import _kernels
 from .shapes import check_int
 
 __all__ = ["default_num_threads", "get_num_threads", "parallel_map", "set_num_threads", "split", "thread_info"]
@@ -57,13 +57,18 @@ def _mark_worker() -> None:
     _in_worker.active = True
 
 
+@nb.njit(cache=True, nogil=True)
+def _first_kernel(a):
+    """The tiny kernel ``_warm_numba`` runs: its own, so that the pool imports no engine module."""
+    a[0] += 1.0
+
+
 def _warm_numba() -> None:
     """Run one tiny kernel before limiting the BLAS. Measured: Numba's first kernel call of a
     process sets up its CPU target, which imports SciPy's BLAS bindings when SciPy is installed:
     a second OpenBLAS, loaded after the limit (with its default threads) unless a kernel ran first."""
     if not _state["warm"]:
-        one = np.ones((1, 1, 1, 1))
-        _kernels.sum_pool_forward(one, 1, 1, 1, 1, 0, 0, np.empty_like(one))
+        _first_kernel(np.zeros(1))
         _state["warm"] = True
 
 

@@ -55,10 +55,10 @@ from typing import Any
 
 import numpy as np
 
-from . import _kernels
 from . import checkpoint as _checkpoint
 from . import distributed as _dist
 from ._files import path_text
+from .arrays import is_finite
 from .checkpoint import HISTORY_KEYS, Position
 from .exceptions import TrainingDiverged, TrainingInterrupted
 from .metrics import Accuracy, accuracy_for
@@ -85,10 +85,6 @@ def _print(message: str) -> None:
     print(message, flush=True)
 
 
-def _finite(a: np.ndarray) -> bool:
-    """Whether every element of a float array is finite, in one compiled pass with no temporary
-    (training checks every gradient and parameter each step)."""
-    return bool(_kernels.all_finite(np.ascontiguousarray(a).reshape(-1)))
 
 
 def _not_a_class(value: Any, name: str, owner: str, example: str) -> None:
@@ -380,7 +376,7 @@ class DivergenceGuard:
             grads = model.grads
             if check_grads:
                 for key, g in grads.items():
-                    if not _finite(g):
+                    if not is_finite(g):
                         raise _NonFinite(f"the gradient of {key} is not finite (loss {value:.6g})", value)
         except _NonFinite:
             self.restore_buffers(model)
@@ -394,7 +390,7 @@ class DivergenceGuard:
         self._keep(self.backup, params)
         with np.errstate(over="ignore", invalid="ignore"):  # reported below as a divergence
             optimizer.step(params, grads)
-            bad = next((key for key, p in params.items() if not _finite(p)), None)
+            bad = next((key for key, p in params.items() if not is_finite(p)), None)
         if bad is not None:
             for key, p in params.items():
                 np.copyto(p, self.backup[key])
@@ -502,7 +498,7 @@ class TrainingRun:
                                                                      *metric_sums])
         loss_sum, correct, failed_ranks, stop_ranks = totals[:4]
         metric_sums = totals[4:]
-        if failed_ranks or not _finite(dp.buffer):
+        if failed_ranks or not is_finite(dp.buffer):
             self.guard.restore_buffers(self.model)  # this rank's forward moved them too
             if failure is None:
                 failure = _NonFinite("the loss or a gradient on another rank is not finite"

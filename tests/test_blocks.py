@@ -7,7 +7,8 @@ from conftest import tolerance
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cnn_im2col import blocks, winograd
+from cnn_im2col import blocks, conv
+from cnn_im2col.conv import winograd
 from cnn_im2col.gradcheck import check_layer
 from cnn_im2col.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Tanh
 from cnn_im2col.model import Sequential
@@ -18,23 +19,47 @@ class MyReLU(ReLU):
 
 
 def lenet(dtype=np.float32):
-    return [Conv2D(1, 4, 3, dtype=dtype, seed=0), ReLU(), MaxPool2D(2), Conv2D(4, 6, 3, padding=1, groups=2,
-                                                                             dtype=dtype, seed=1),
-            ReLU(), MaxPool2D(2), Flatten(), Dense(6 * 3 * 3, 5, dtype=dtype, seed=2), ReLU(),
-            Dense(5, 3, dtype=dtype, seed=3)]
+    return [
+        Conv2D(1, 4, 3, dtype=dtype, seed=0),
+        ReLU(),
+        MaxPool2D(2),
+        Conv2D(4, 6, 3, padding=1, groups=2, dtype=dtype, seed=1),
+        ReLU(),
+        MaxPool2D(2),
+        Flatten(),
+        Dense(6 * 3 * 3, 5, dtype=dtype, seed=2),
+        ReLU(),
+        Dense(5, 3, dtype=dtype, seed=3),
+    ]
 
 
 def test_plan_fuses_conv_relu_pool_conv_relu_and_relu_pool_of_exact_types_only():
     kinds = [(s.first, s.last, s.kind) for s in blocks.plan(lenet())]
-    assert kinds == [(0, 2, "conv_relu_pool"), (3, 5, "conv_relu_pool"), (6, 6, "layer"), (7, 7, "layer"),
-                     (8, 8, "layer"), (9, 9, "layer")]
-    kinds = [(s.first, s.last, s.kind) for s in blocks.plan([Conv2D(1, 1, 1), ReLU(), Conv2D(1, 1, 1), ReLU(),
-                                                              MaxPool2D(2), MaxPool2D(1)])]
+    assert kinds == [
+        (0, 2, "conv_relu_pool"),
+        (3, 5, "conv_relu_pool"),
+        (6, 6, "layer"),
+        (7, 7, "layer"),
+        (8, 8, "layer"),
+        (9, 9, "layer"),
+    ]
+    kinds = [
+        (s.first, s.last, s.kind)
+        for s in blocks.plan(
+            [Conv2D(1, 1, 1), ReLU(), Conv2D(1, 1, 1), ReLU(), MaxPool2D(2), MaxPool2D(1)]
+        )
+    ]
     assert kinds == [(0, 1, "conv_relu"), (2, 4, "conv_relu_pool"), (5, 5, "layer")]
     layers = [AvgPool2D(2), ReLU(), MaxPool2D(2), Conv2D(1, 1, 1), MyReLU(), ReLU(), Tanh()]
     kinds = [(s.first, s.last, s.kind) for s in blocks.plan(layers)]
-    assert kinds == [(0, 0, "layer"), (1, 2, "relu_pool"), (3, 3, "layer"), (4, 4, "layer"), (5, 5, "layer"),
-                     (6, 6, "layer")]
+    assert kinds == [
+        (0, 0, "layer"),
+        (1, 2, "relu_pool"),
+        (3, 3, "layer"),
+        (4, 4, "layer"),
+        (5, 5, "layer"),
+        (6, 6, "layer"),
+    ]
 
 
 def unfused(layers, x, dout, training=True):
@@ -53,12 +78,19 @@ def stacks(draw):
     seed = draw(st.integers(0, 2**16))
     bias = draw(st.sampled_from(["tied", "untied", None]))
     first = draw(st.sampled_from(["conv", "pool"]))
-    layers = [Conv2D(2, 4, 3, padding=1, bias=bias, input_size=(6, 6), dtype=dtype, seed=seed)] if first == "conv" \
+    layers = (
+        [Conv2D(2, 4, 3, padding=1, bias=bias, input_size=(6, 6), dtype=dtype, seed=seed)]
+        if first == "conv"
         else [AvgPool2D(1)]
+    )
     channels = 4 if first == "conv" else 2
-    layers += [ReLU(), MaxPool2D(2, stride=draw(st.sampled_from([1, 2]))), Conv2D(channels, 2, 2, dilation=2,
-                                                                                     dtype=dtype, seed=seed + 1),
-               ReLU(), Flatten()]
+    layers += [
+        ReLU(),
+        MaxPool2D(2, stride=draw(st.sampled_from([1, 2]))),
+        Conv2D(channels, 2, 2, dilation=2, dtype=dtype, seed=seed + 1),
+        ReLU(),
+        Flatten(),
+    ]
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((draw(st.integers(1, 3)), 2, 6, 6)).astype(dtype)
     if draw(st.booleans()):  # many ties
@@ -91,7 +123,9 @@ def test_fused_stack_gradcheck_float64_and_input_grad_false():
     check_layer(model, x)
     model.forward(x, training=True)
     assert model.backward(np.ones((2, 3)), input_grad=False) is None
-    two = Sequential([Conv2D(1, 2, 3, dtype=np.float64, seed=0), ReLU()])  # one fused block, first and last
+    two = Sequential(
+        [Conv2D(1, 2, 3, dtype=np.float64, seed=0), ReLU()]
+    )  # one fused block, first and last
     two.forward(x, training=True)
     assert two.backward(np.ones((2, 2, 12, 12)), input_grad=False) is None
     assert two[0].grads["weight"].shape == (2, 1, 3, 3)
@@ -112,7 +146,14 @@ def test_users_layers_and_the_protocol_keep_working():
         def output_shape(self, shape):
             return shape
 
-    layers = [Conv2D(1, 2, 3, dtype=np.float64, seed=0), Scale(), ReLU(), MaxPool2D(2), MyReLU(), Flatten()]
+    layers = [
+        Conv2D(1, 2, 3, dtype=np.float64, seed=0),
+        Scale(),
+        ReLU(),
+        MaxPool2D(2),
+        MyReLU(),
+        Flatten(),
+    ]
     model = Sequential(layers)
     x = np.random.default_rng(1).standard_normal((2, 1, 8, 8))
     check_layer(model, x)
@@ -140,19 +181,34 @@ def conv_relu_pools(draw, winograd_conv=False):
     seed = draw(st.integers(0, 2**16))
     groups = 1 if winograd_conv else draw(st.sampled_from([1, 2, 4]))
     in_channels = groups * draw(st.integers(1, 2))
-    out_channels = groups if draw(st.booleans()) and groups == in_channels else groups * draw(st.integers(1, 3))
+    out_channels = (
+        groups
+        if draw(st.booleans()) and groups == in_channels
+        else groups * draw(st.integers(1, 3))
+    )
     size = draw(st.integers(5, 9))
     if winograd_conv:
         kernel, stride, dilation = draw(st.sampled_from([3, 5])), 1, 1
     else:
         kernel, stride, dilation = [draw(st.integers(1, n)) for n in (3, 2, 2)]
-    conv = Conv2D(in_channels, out_channels, kernel, stride=stride,
-                  padding=draw(st.integers(0, 1)), dilation=dilation, groups=groups,
-                  bias=draw(st.sampled_from(["tied", "untied", None])), input_size=(size, size), dtype=dtype,
-                  seed=seed)
+    conv = Conv2D(
+        in_channels,
+        out_channels,
+        kernel,
+        stride=stride,
+        padding=draw(st.integers(0, 1)),
+        dilation=dilation,
+        groups=groups,
+        bias=draw(st.sampled_from(["tied", "untied", None])),
+        input_size=(size, size),
+        dtype=dtype,
+        seed=seed,
+    )
     oh = conv.output_shape((in_channels, size, size))[1]
     kernel = draw(st.integers(1, min(3, oh)))
-    pool = MaxPool2D(kernel, stride=draw(st.integers(1, kernel)), padding=draw(st.integers(0, kernel // 2)))
+    pool = MaxPool2D(
+        kernel, stride=draw(st.integers(1, kernel)), padding=draw(st.integers(0, kernel // 2))
+    )
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((draw(st.integers(1, 9)), in_channels, size, size)).astype(dtype)
     if draw(st.booleans()):  # many ties, and zeros at the ReLU
@@ -165,14 +221,14 @@ def conv_relu_pools(draw, winograd_conv=False):
 def test_fused_conv_relu_pool_equals_its_layers_one_by_one(strategy, data, training):
     with pytest.MonkeyPatch.context() as patch:
         if strategy == "winograd":  # "auto" takes it at any size and channel count
-            patch.setattr(winograd, "AUTO_MIN_CHANNELS", 1)
-            patch.setattr(winograd, "AUTO_MIN_SIDE", 1)
-            patch.setattr(winograd, "AUTO_MIN_PIXELS", 1)
+            patch.setattr(conv, "AUTO_MIN_CHANNELS", 1)
+            patch.setattr(conv, "AUTO_MIN_SIDE", 1)
+            patch.setattr(conv, "AUTO_MIN_PIXELS", 1)
         case = data.draw(conv_relu_pools(winograd_conv=strategy == "winograd"))
         check_fused_conv_relu_pool(case, training)
     # which algorithm ran: Winograd when forced, im2col (or the depthwise kernels) at these small
     # channel counts otherwise
-    assert (case[0][0]._cache.transformed is not None) == (strategy == "winograd")
+    assert isinstance(case[0][0]._cache, winograd.WinogradCache) == (strategy == "winograd")
 
 
 def check_fused_conv_relu_pool(case, training):
@@ -194,14 +250,92 @@ def check_fused_conv_relu_pool(case, training):
 
 
 def test_fused_conv_relu_pool_gradcheck_float64_and_bad_dout():
-    model = Sequential([Conv2D(2, 3, 3, padding=1, dtype=np.float64, seed=0), ReLU(), MaxPool2D(3, stride=2,
-                                                                                                padding=1)])
+    model = Sequential(
+        [
+            Conv2D(2, 3, 3, padding=1, dtype=np.float64, seed=0),
+            ReLU(),
+            MaxPool2D(3, stride=2, padding=1),
+        ]
+    )
     x = np.random.default_rng(2).standard_normal((3, 2, 7, 7))
     check_layer(model, x)
     out = model.forward(x, training=True)
-    with pytest.raises(ValueError, match=r"MaxPool2D\(3, stride=2, padding=1\): dout must have the output's shape"):
+    with pytest.raises(
+        ValueError, match=r"MaxPool2D\(3, stride=2, padding=1\): dout must have the output's shape"
+    ):
         model.backward(np.ones((3, 3, 1, 1)))
     with pytest.raises(ValueError, match=r"MaxPool2D.*finite|MaxPool2D.*NaN"):
         model.backward(np.full(out.shape, np.nan))
     with pytest.raises(ValueError, match=r"MaxPool2D\(5\).*window"):
         Sequential([Conv2D(1, 1, 3, seed=0), ReLU(), MaxPool2D(5)]).forward(np.ones((1, 1, 6, 6)))
+
+
+# ------------------------------------------------------------------------ validate once, plan once
+
+
+def count_calls_into_shapes(monkeypatch):
+    """Wrap every function of ``shapes`` where another module of the package imported it; return
+    the list that the wrappers append each call's name to (calls inside ``shapes`` not counted)."""
+    import inspect
+    import sys
+
+    from cnn_im2col import shapes
+
+    calls = []
+    for module in list(sys.modules.values()):
+        if not getattr(module, "__name__", "").startswith("cnn_im2col") or module is shapes:
+            continue
+        for name, value in list(vars(module).items()):
+            if inspect.isfunction(value) and value.__module__ == shapes.__name__:
+
+                def counted(*args, _function=value, **kwargs):
+                    calls.append(_function.__name__)
+                    return _function(*args, **kwargs)
+
+                monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_a_forward_pass_visits_the_validation_module_at_most_once_per_layer(monkeypatch, training):
+    from cnn_im2col.architectures import default_model
+
+    model = default_model(seed=0)
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    calls = count_calls_into_shapes(monkeypatch)
+    model.forward(x, training=training)
+    assert calls.count("as_float_array") == 1  # x, where it enters
+    assert len(calls) <= len(model.layers), calls
+
+
+def test_a_second_forward_of_the_same_shape_does_not_recompute_geometry(monkeypatch):
+    from cnn_im2col.architectures import default_model
+
+    model = default_model(seed=0)
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    first = model.forward(x, training=True)
+    calls = count_calls_into_shapes(monkeypatch)
+    second = model.forward(x, training=True)
+    assert sorted(calls) == ["as_float_array", "finite_scans_skipped"]  # the input's one check
+    np.testing.assert_array_equal(model.forward(x), model.forward(x))
+    assert first.shape == second.shape
+    calls.clear()
+    model.forward(x[:2])  # a new batch size: a new plan for each layer that keeps one
+    assert 0 < len(calls) <= len(model.layers)
+
+
+def test_a_layer_alone_checks_its_input_and_a_new_shape_gets_a_new_plan():
+    conv = Conv2D(2, 3, 3)
+    with pytest.raises(ValueError, match=r"Conv2D\(2, 3, 3\): x must have 2 channels"):
+        conv.forward(np.ones((1, 1, 5, 5)))
+    with pytest.raises(ValueError, match=r"Conv2D\(2, 3, 3\): x contains NaN or Inf"):
+        conv.forward(np.full((1, 2, 5, 5), np.nan))
+    assert conv.forward(np.ones((1, 2, 5, 5))).shape == (1, 3, 3, 3)
+    assert conv.forward(np.ones((2, 2, 6, 6))).shape == (2, 3, 4, 4)
+    with pytest.raises(ValueError, match=r"Conv2D\(2, 3, 3\): kernel size \(3, 3\) is larger"):
+        conv.forward(np.ones((1, 2, 2, 2)))
+    model = Sequential([Flatten(), Dense(4, 2)])
+    with pytest.raises(
+        ValueError, match=r"Dense\(4, 2\): x must have shape \(N, 4\), got \(1, 9\)"
+    ):
+        model.forward(np.ones((1, 1, 3, 3)))

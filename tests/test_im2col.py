@@ -13,10 +13,14 @@ def naive_im2col(x, kh, kw, sy, sx, ph, pw, pad_value):
     """The literal definition: one row per output position, the window flattened (c, i, j)."""
     n, c, h, w = x.shape
     padded = np.full((n, c, h + 2 * ph, w + 2 * pw), pad_value, dtype=x.dtype)
-    padded[:, :, ph:ph + h, pw:pw + w] = x
+    padded[:, :, ph : ph + h, pw : pw + w] = x
     oh, ow = (h + 2 * ph - kh) // sy + 1, (w + 2 * pw - kw) // sx + 1
-    rows = [padded[b, :, i * sy:i * sy + kh, j * sx:j * sx + kw].ravel()
-            for b in range(n) for i in range(oh) for j in range(ow)]
+    rows = [
+        padded[b, :, i * sy : i * sy + kh, j * sx : j * sx + kw].ravel()
+        for b in range(n)
+        for i in range(oh)
+        for j in range(ow)
+    ]
     return np.array(rows)
 
 
@@ -40,7 +44,9 @@ def test_backends_equal_naive_definition(case, pad_value):
     x, kernel, stride, padding, order = case
     expected = naive_im2col(x, *kernel, *stride, *padding, pad_value)
     for backend in ("numba", "numpy"):
-        cols = im2col(in_memory_order(x, order), kernel, stride, padding, pad_value, backend=backend)
+        cols = im2col(
+            in_memory_order(x, order), kernel, stride, padding, pad_value, backend=backend
+        )
         assert cols.dtype == x.dtype
         np.testing.assert_array_equal(cols, expected)
 
@@ -53,7 +59,9 @@ def test_col2im_is_the_adjoint_of_im2col(case):
     cols_shape = im2col(x, kernel, stride, padding).shape
     c = np.random.default_rng(1).standard_normal(cols_shape)
     for backend in ("numba", "numpy"):
-        folded = col2im(in_memory_order(c, order), x.shape, kernel, stride, padding, backend=backend)
+        folded = col2im(
+            in_memory_order(c, order), x.shape, kernel, stride, padding, backend=backend
+        )
         lhs = np.vdot(im2col(x, kernel, stride, padding, backend=backend), c)
         np.testing.assert_allclose(lhs, np.vdot(x, folded), rtol=1e-10, atol=1e-10)
 
@@ -80,36 +88,74 @@ def test_same_padding_with_even_kernel_pads_bottom_right():
     x = np.arange(9.0).reshape(1, 1, 3, 3)
     cols = im2col(x, (2, 2), padding="same")
     assert cols.shape == (9, 4)
-    np.testing.assert_array_equal(cols[0], [0, 1, 3, 4])  # the first window starts at the image corner
-    np.testing.assert_array_equal(cols[-1], [8, 0, 0, 0])  # the last one hangs over the bottom-right
+    np.testing.assert_array_equal(
+        cols[0], [0, 1, 3, 4]
+    )  # the first window starts at the image corner
+    np.testing.assert_array_equal(
+        cols[-1], [8, 0, 0, 0]
+    )  # the last one hangs over the bottom-right
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: im2col(np.zeros((1, 1, 3)), 2), r"im2col: x must be 4-D, got 3-D"),
-    (lambda: im2col(np.zeros((1, 1, 3, 3)), 4), r"kernel size \(4, 4\) is larger than the padded input \(3, 3\)"),
-    (lambda: im2col(np.zeros((1, 1, 3, 3)), 0), r"kernel_size must be an int >= 1 or a pair of them, got 0"),
-    (lambda: im2col(np.zeros((1, 1, 3, 3)), 2, stride=-1), r"stride must be an int >= 1 .* got -1"),
-    (lambda: im2col(np.zeros((1, 1, 3, 3)), 2, padding=-1), r"padding must be an int >= 0 .* got -1"),
-    (lambda: im2col(np.zeros((1, 1, 3, 3)), 2, padding="half"), r"padding must be one of \('valid', 'same'\), got 'half'"),
-    (lambda: im2col(np.zeros((1, 1, 3, 3)), 2, stride=2, padding="same"), r"padding='same' needs stride 1"),
-    (lambda: im2col(np.zeros((1, 1, 3, 3)), 2, backend="cuda"), r"backend must be one of \('numba', 'numpy'\), got 'cuda'"),
-    (lambda: im2col(np.zeros((1, 1, 3, 3)), 2, pad_value=np.nan), r"im2col: pad_value must be a number \(not NaN\)"),
-    (lambda: col2im(np.zeros((5, 4)), (1, 1, 3, 3), 2), r"cols must have shape \(4, 4\) .* got \(5, 4\)"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: im2col(np.zeros((1, 1, 3)), 2), r"im2col: x must be 4-D, got 3-D"),
+        (
+            lambda: im2col(np.zeros((1, 1, 3, 3)), 4),
+            r"kernel size \(4, 4\) is larger than the padded input \(3, 3\)",
+        ),
+        (
+            lambda: im2col(np.zeros((1, 1, 3, 3)), 0),
+            r"kernel_size must be an int >= 1 or a pair of them, got 0",
+        ),
+        (
+            lambda: im2col(np.zeros((1, 1, 3, 3)), 2, stride=-1),
+            r"stride must be an int >= 1 .* got -1",
+        ),
+        (
+            lambda: im2col(np.zeros((1, 1, 3, 3)), 2, padding=-1),
+            r"padding must be an int >= 0 .* got -1",
+        ),
+        (
+            lambda: im2col(np.zeros((1, 1, 3, 3)), 2, padding="half"),
+            r"padding must be one of \('valid', 'same'\), got 'half'",
+        ),
+        (
+            lambda: im2col(np.zeros((1, 1, 3, 3)), 2, stride=2, padding="same"),
+            r"padding='same' needs stride 1",
+        ),
+        (
+            lambda: im2col(np.zeros((1, 1, 3, 3)), 2, backend="cuda"),
+            r"backend must be one of \('numba', 'numpy'\), got 'cuda'",
+        ),
+        (
+            lambda: im2col(np.zeros((1, 1, 3, 3)), 2, pad_value=np.nan),
+            r"im2col: pad_value must be a number \(not NaN\)",
+        ),
+        (
+            lambda: col2im(np.zeros((5, 4)), (1, 1, 3, 3), 2),
+            r"cols must have shape \(4, 4\) .* got \(5, 4\)",
+        ),
+    ],
+)
 def test_bad_arguments_are_named(call, message):
     with pytest.raises(ValueError, match=message):
         call()
 
 
-@pytest.mark.parametrize("bad", [np.array([["a"]]), np.zeros((1, 1, 2, 2), dtype=complex),
-                                 np.array([None], dtype=object)])
+@pytest.mark.parametrize(
+    "bad",
+    [np.array([["a"]]), np.zeros((1, 1, 2, 2), dtype=complex), np.array([None], dtype=object)],
+)
 def test_non_numeric_arrays_are_type_errors(bad):
     with pytest.raises(TypeError, match="im2col: x must be a real numeric array"):
         im2col(bad, 1)
 
 
 def test_bool_kernel_size_is_rejected():
-    with pytest.raises(TypeError, match=r"kernel_size must be an int >= 1 or a pair of them, got True"):
+    with pytest.raises(
+        TypeError, match=r"kernel_size must be an int >= 1 or a pair of them, got True"
+    ):
         im2col(np.zeros((1, 1, 3, 3)), True)
 
 
@@ -120,10 +166,16 @@ def naive_dilated_im2col(x, kh, kw, sy, sx, dy, dx, ph, pw, pad_value):
     """The definition with dilation: window cell (i, j) reads pixel (oh*sy + i*dy, ow*sx + j*dx)."""
     n, c, h, w = x.shape
     padded = np.full((n, c, h + 2 * ph, w + 2 * pw), pad_value, dtype=x.dtype)
-    padded[:, :, ph:ph + h, pw:pw + w] = x
+    padded[:, :, ph : ph + h, pw : pw + w] = x
     oh, ow = (h + 2 * ph - dy * (kh - 1) - 1) // sy + 1, (w + 2 * pw - dx * (kw - 1) - 1) // sx + 1
-    rows = [padded[b, :, i * sy:i * sy + dy * (kh - 1) + 1:dy, j * sx:j * sx + dx * (kw - 1) + 1:dx].ravel()
-            for b in range(n) for i in range(oh) for j in range(ow)]
+    rows = [
+        padded[
+            b, :, i * sy : i * sy + dy * (kh - 1) + 1 : dy, j * sx : j * sx + dx * (kw - 1) + 1 : dx
+        ].ravel()
+        for b in range(n)
+        for i in range(oh)
+        for j in range(ow)
+    ]
     return np.array(rows)
 
 
@@ -132,7 +184,10 @@ def dilated_cases(draw):
     x, (kh, kw), stride, (ph, pw), order = draw(window_cases())
     dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     span = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
-    pad = (max(ph, (span[0] - x.shape[2] + 1) // 2), max(pw, (span[1] - x.shape[3] + 1) // 2))  # so it fits
+    pad = (
+        max(ph, (span[0] - x.shape[2] + 1) // 2),
+        max(pw, (span[1] - x.shape[3] + 1) // 2),
+    )  # so it fits
     return x, (kh, kw), stride, pad, dilation, order
 
 
@@ -141,8 +196,15 @@ def test_dilated_backends_equal_naive_definition(case, pad_value):
     x, kernel, stride, padding, dilation, order = case
     expected = naive_dilated_im2col(x, *kernel, *stride, *dilation, *padding, pad_value)
     for backend in ("numba", "numpy"):
-        cols = im2col(in_memory_order(x, order), kernel, stride, padding, pad_value, backend=backend,
-                      dilation=dilation)
+        cols = im2col(
+            in_memory_order(x, order),
+            kernel,
+            stride,
+            padding,
+            pad_value,
+            backend=backend,
+            dilation=dilation,
+        )
         np.testing.assert_array_equal(cols, expected)
 
 
@@ -150,7 +212,8 @@ def test_dilated_backends_equal_naive_definition(case, pad_value):
 def test_dilated_col2im_is_the_adjoint_and_the_layouts_agree(case):
     """col2im with dilation is the transpose of im2col (both backends), and the convolution's
     channel-major kernels (unfold_t / fold_t) are the same matrices transposed."""
-    from cnn_im2col.im2col import _geometry, fold_t, unfold_t
+    from cnn_im2col.conv.im2col import fold_t, unfold_t
+    from cnn_im2col.im2col import _geometry
 
     x, kernel, stride, padding, dilation, _ = case
     x = x.astype(np.float64)
@@ -161,12 +224,22 @@ def test_dilated_col2im_is_the_adjoint_and_the_layouts_agree(case):
         np.testing.assert_allclose(np.vdot(cols, c), np.vdot(x, folded), rtol=1e-10, atol=1e-10)
     g = _geometry(x.shape, kernel, stride, padding, "test", dilation)
     np.testing.assert_array_equal(unfold_t(x, g), cols.T)
-    np.testing.assert_allclose(fold_t(np.ascontiguousarray(c.T), g, np.empty_like(x)),
-                               col2im(c, x.shape, kernel, stride, padding, dilation=dilation), 1e-12, 1e-12)
+    np.testing.assert_allclose(
+        fold_t(np.ascontiguousarray(c.T), g, np.empty_like(x)),
+        col2im(c, x.shape, kernel, stride, padding, dilation=dilation),
+        1e-12,
+        1e-12,
+    )
 
 
 def test_bad_dilation_is_named():
-    with pytest.raises(ValueError, match=r"im2col: dilation must be an int >= 1 or a pair of them, got 0"):
+    with pytest.raises(
+        ValueError, match=r"im2col: dilation must be an int >= 1 or a pair of them, got 0"
+    ):
         im2col(np.ones((1, 1, 4, 4)), 2, dilation=0)
-    with pytest.raises(ValueError, match=r"im2col: kernel \(3, 3\) with dilation \(2, 2\): its span size \(5, 5\) is larger than the padded"):
+    with pytest.raises(
+        ValueError,
+        match=r"im2col: kernel \(3, 3\) with dilation \(2, 2\): its span size \(5, 5\) is "
+        r"larger than the padded",
+    ):
         im2col(np.ones((1, 1, 4, 4)), 3, dilation=2)

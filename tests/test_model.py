@@ -894,9 +894,9 @@ def test_load_state_dict_of_a_torch_model_with_batch_norm_and_global_pooling():
 @given(dtype=st.sampled_from([np.float32, np.float64]), size=st.integers(0, 300), bad=st.sampled_from([None, np.nan, np.inf, -np.inf]),
        where=st.floats(0, 1), huge=st.booleans(), strided=st.booleans(), seed=st.integers(0, 2**16))
 def test_finite_check_equals_numpys(dtype, size, bad, where, huge, strided, seed):
-    """training._finite (the training guard's compiled scan) says what np.isfinite(...).all() says:
+    """arrays.is_finite (the training guard's compiled scan) says what np.isfinite(...).all() says:
     NaN and +-Inf anywhere, the largest finite values (whose sum overflows) still finite."""
-    from cnn_im2col.training import _finite
+    from cnn_im2col.arrays import is_finite as _finite
 
     a = np.random.default_rng(seed).standard_normal(2 * size).astype(dtype)
     if huge:

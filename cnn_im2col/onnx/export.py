@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .._version import __version__
 from .._files import atomic_write
+from .._version import __version__
 from ..model import Sequential
 from ..shapes import float_dtype
 from .operators import CLASS_NAMES_KEY, Graph, onnx_package, write_chain

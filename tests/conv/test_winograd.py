@@ -9,8 +9,9 @@ from conftest import in_memory_order, tolerance
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cnn_im2col import arrays, conv, reference
 from cnn_im2col import functional as F
-from cnn_im2col import reference, winograd
+from cnn_im2col.conv import winograd
 from cnn_im2col.gradcheck import check_function
 
 
@@ -34,24 +35,35 @@ def winograd_cases(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
     weight = rng.standard_normal((o, c, r, r)).astype(dtype)
-    bias = {"tied": rng.standard_normal(o), "untied": rng.standard_normal((o, oh, ow)), None: None}[bias_mode]
+    bias = {"tied": rng.standard_normal(o), "untied": rng.standard_normal((o, oh, ow)), None: None}[
+        bias_mode
+    ]
     bias = None if bias is None else bias.astype(dtype)
     dout = rng.standard_normal((n, o, oh, ow)).astype(dtype)
     return x, weight, bias, bias_mode, padding, dout, order
 
 
-@given(case=winograd_cases(), relu=st.booleans(), keep_cols=st.booleans(), chunk=st.sampled_from([1, 2**40]))
+@given(
+    case=winograd_cases(),
+    relu=st.booleans(),
+    keep_cols=st.booleans(),
+    chunk=st.sampled_from([1, 2**40]),
+)
 def test_winograd_equals_im2col_and_the_reference(monkeypatch_module, case, relu, keep_cols, chunk):
     """Forward and every gradient, against the im2col path and against scipy's loops (the fused
     ReLU's gradients are those of the plain convolution at dout * (out > 0)), one sample per slice
     or the whole batch in one."""
     x, weight, bias, bias_mode, padding, dout, order = case
     rtol, atol = tolerance(x.dtype)
-    monkeypatch_module.setattr(F, "_CHUNK_BYTES", chunk)
+    monkeypatch_module.setattr(arrays, "_CHUNK_BYTES", chunk)
     kw = {"padding": padding, "relu": relu, "keep_cols": keep_cols}
-    fast, fast_cache = F.conv2d_forward(in_memory_order(x, order), weight, bias, algorithm="winograd", **kw)
+    fast, fast_cache = F.conv2d_forward(
+        in_memory_order(x, order), weight, bias, algorithm="winograd", **kw
+    )
     twin, twin_cache = F.conv2d_forward(x, weight, bias, algorithm="im2col", **kw)
-    assert fast_cache.transformed is not None and twin_cache.transformed is None
+    assert isinstance(fast_cache, winograd.WinogradCache) and not isinstance(
+        twin_cache, winograd.WinogradCache
+    )
     assert fast.dtype == x.dtype and fast.flags.c_contiguous
     pads = (weight.shape[2] // 2,) * 2 if padding == "same" else padding
     plain = reference.conv2d_forward(x, weight, bias, 1, pads)
@@ -60,12 +72,19 @@ def test_winograd_equals_im2col_and_the_reference(monkeypatch_module, case, relu
 
     masked = np.where(twin > 0, dout, 0) if relu else dout
     ref = reference.conv2d_backward(x, weight, masked, 1, pads, bias=bias_mode)
-    ref_db = None if bias_mode is None else (masked.sum(axis=(0, 2, 3)) if bias_mode == "tied" else masked.sum(0))
+    ref_db = (
+        None
+        if bias_mode is None
+        else (masked.sum(axis=(0, 2, 3)) if bias_mode == "tied" else masked.sum(0))
+    )
     # the same ReLU mask for both paths: where the two outputs round to different signs of ~0,
     # their derivatives differ, correctly
     fast_cache = fast_cache._replace(out=twin) if relu else fast_cache
-    for got, want, oracle in zip(F.conv2d_backward(in_memory_order(dout, order), fast_cache),
-                                 F.conv2d_backward(dout, twin_cache), (*ref[:2], ref_db)):
+    for got, want, oracle in zip(
+        F.conv2d_backward(in_memory_order(dout, order), fast_cache),
+        F.conv2d_backward(dout, twin_cache),
+        (*ref[:2], ref_db),
+    ):
         if oracle is None:
             assert got is None and want is None
             continue
@@ -80,8 +99,13 @@ def monkeypatch_module():
         yield patch
 
 
-@given(k=st.integers(1, 20), c=st.integers(1, 20), r=st.sampled_from([3, 5]),
-       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+@given(
+    k=st.integers(1, 20),
+    c=st.integers(1, 20),
+    r=st.sampled_from([3, 5]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
 def test_weight_transform_and_its_adjoint_equal_the_matrix_products(k, c, r, dtype, seed):
     """U = G w G^T and dW = G^T dU G, against einsum with the module's G (the textbook form)."""
     rng = np.random.default_rng(seed)
@@ -101,14 +125,15 @@ def test_weight_transform_and_its_adjoint_equal_the_matrix_products(k, c, r, dty
 
 @pytest.mark.parametrize("r", [3, 5])
 def test_transform_matrices_compute_a_correlation(r):
-    """The constants themselves: A^T [(G g G^T) * (B^T d B)] A is the m x m valid correlation of d."""
+    """The constants themselves: A^T [(G g G^T) * (B^T d B)] A is the m x m valid correlation
+    of d."""
     rng = np.random.default_rng(0)
     g_mat, at = winograd.MATRICES[r]
     m = 7 - r
     assert g_mat.shape == (6, r) and at.shape == (m, 6)
     d, g = rng.standard_normal((6, 6)), rng.standard_normal((r, r))
     y = at @ ((g_mat @ g @ g_mat.T) * (winograd.BT @ d @ winograd.BT.T)) @ at.T
-    want = [[np.sum(d[i:i + r, j:j + r] * g) for j in range(m)] for i in range(m)]
+    want = [[np.sum(d[i : i + r, j : j + r] * g) for j in range(m)] for i in range(m)]
     np.testing.assert_allclose(y, want, 1e-12, 1e-12)
 
 
@@ -122,48 +147,76 @@ def test_winograd_gradcheck_float64(bias_mode, relu, r):
     weight = rng.standard_normal((4, 3, r, r))
     padding = (1, 2)
     oh, ow = 7 + 2 - r + 1, 6 + 4 - r + 1
-    bias = {"tied": rng.standard_normal(4), "untied": rng.standard_normal((4, oh, ow)), None: None}[bias_mode]
+    bias = {"tied": rng.standard_normal(4), "untied": rng.standard_normal((4, oh, ow)), None: None}[
+        bias_mode
+    ]
     state = {}
 
     def run(v, w, b):
         out, state["cache"] = F.conv2d_forward(v, w, b, 1, padding, relu=relu, algorithm="winograd")
         return out
 
-    check_function(lambda v: run(v, weight, bias), lambda d: F.conv2d_backward(d, state["cache"])[0], x)
-    check_function(lambda w: run(x, w, bias), lambda d: F.conv2d_backward(d, state["cache"])[1], weight)
+    check_function(
+        lambda v: run(v, weight, bias), lambda d: F.conv2d_backward(d, state["cache"])[0], x
+    )
+    check_function(
+        lambda w: run(x, w, bias), lambda d: F.conv2d_backward(d, state["cache"])[1], weight
+    )
     if bias is not None:
-        check_function(lambda b: run(x, weight, b), lambda d: F.conv2d_backward(d, state["cache"])[2], bias)
+        check_function(
+            lambda b: run(x, weight, b), lambda d: F.conv2d_backward(d, state["cache"])[2], bias
+        )
 
 
-@pytest.mark.parametrize("shape, n, size, kw, chosen", [
-    ((8, 8, 3, 3), 8, 8, {"padding": 1}, True),  # 8 x 8x8 = 512 output pixels per map
-    ((8, 8, 3, 3), 32, 6, {}, True),  # 32 x 4x4
-    ((8, 8, 3, 3), 7, 8, {"padding": 1}, False),  # 448 pixels: the weight's transforms cost more
-    ((8, 8, 3, 3), 64, 5, {}, False),  # a 3x3 output: too small
-    ((8, 7, 3, 3), 8, 8, {"padding": 1}, False),  # too few input channels
-    ((7, 8, 3, 3), 8, 8, {"padding": 1}, False),  # too few output channels
-    ((8, 8, 5, 5), 8, 8, {"padding": 2}, True),  # F(2x2, 5x5), the same thresholds
-    ((8, 8, 5, 5), 7, 8, {"padding": 2}, False),
-    ((8, 8, 7, 7), 8, 8, {"padding": 3}, False),
-    ((8, 8, 3, 3), 8, 16, {"stride": 2, "padding": 1}, False),
-    ((8, 8, 3, 3), 8, 12, {"dilation": 2}, False),
-    ((8, 4, 3, 3), 8, 8, {"groups": 2, "padding": 1}, False),
-    ((8, 8, 3, 3), 8, 8, {"backend": "numpy", "padding": 1}, False),
-])
+@pytest.mark.parametrize(
+    "shape, n, size, kw, chosen",
+    [
+        ((8, 8, 3, 3), 8, 8, {"padding": 1}, True),  # 8 x 8x8 = 512 output pixels per map
+        ((8, 8, 3, 3), 32, 6, {}, True),  # 32 x 4x4
+        (
+            (8, 8, 3, 3),
+            7,
+            8,
+            {"padding": 1},
+            False,
+        ),  # 448 pixels: the weight's transforms cost more
+        ((8, 8, 3, 3), 64, 5, {}, False),  # a 3x3 output: too small
+        ((8, 7, 3, 3), 8, 8, {"padding": 1}, False),  # too few input channels
+        ((7, 8, 3, 3), 8, 8, {"padding": 1}, False),  # too few output channels
+        ((8, 8, 5, 5), 8, 8, {"padding": 2}, True),  # F(2x2, 5x5), the same thresholds
+        ((8, 8, 5, 5), 7, 8, {"padding": 2}, False),
+        ((8, 8, 7, 7), 8, 8, {"padding": 3}, False),
+        ((8, 8, 3, 3), 8, 16, {"stride": 2, "padding": 1}, False),
+        ((8, 8, 3, 3), 8, 12, {"dilation": 2}, False),
+        ((8, 4, 3, 3), 8, 8, {"groups": 2, "padding": 1}, False),
+        ((8, 8, 3, 3), 8, 8, {"backend": "numpy", "padding": 1}, False),
+    ],
+)
 def test_auto_takes_winograd_only_where_it_applies_and_pays(shape, n, size, kw, chosen):
     x = np.ones((n, shape[1] * kw.get("groups", 1), size, size), np.float32)
     _, cache = F.conv2d_forward(x, np.ones(shape, np.float32), **kw)
-    assert (cache.transformed is not None) == chosen
+    assert isinstance(cache, winograd.WinogradCache) == chosen
     # the table above is drawn at these thresholds
-    assert (winograd.AUTO_MIN_CHANNELS, winograd.AUTO_MIN_SIDE, winograd.AUTO_MIN_PIXELS) == (8, 4, 512)
+    assert (conv.AUTO_MIN_CHANNELS, conv.AUTO_MIN_SIDE, conv.AUTO_MIN_PIXELS) == (
+        8,
+        4,
+        512,
+    )
 
 
-@pytest.mark.parametrize("kw, message", [
-    ({"stride": 2}, r"algorithm='winograd' needs a 3x3 or 5x5 kernel, stride 1.*got kernel \(3, 3\), stride \(2, 2\)"),
-    ({"dilation": 2}, r"dilation \(2, 2\)"),
-    ({"groups": 2}, r"groups 2"),
-    ({"backend": "numpy"}, r"algorithm='winograd' needs backend='numba'; got backend='numpy'"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (
+            {"stride": 2},
+            r"algorithm='winograd' needs a 3x3 or 5x5 kernel, stride 1.*got kernel \(3, 3\), "
+            r"stride \(2, 2\)",
+        ),
+        ({"dilation": 2}, r"dilation \(2, 2\)"),
+        ({"groups": 2}, r"groups 2"),
+        ({"backend": "numpy"}, r"algorithm='winograd' needs backend='numba'; got backend='numpy'"),
+    ],
+)
 def test_winograd_where_it_does_not_apply_is_refused(kw, message):
     x, w = np.ones((1, 4, 9, 9)), np.ones((4, 4 // kw.get("groups", 1), 3, 3))
     with pytest.raises(ValueError, match=message):

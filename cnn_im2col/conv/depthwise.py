@@ -1,0 +1,221 @@
+"""The direct depthwise strategy of a convolution: forward/backward pair, cache and kernels.
+
+``groups == in_channels == out_channels``: each output map is one input map correlated with one
+KH x KW kernel. As grouped im2col + GEMM that is C GEMMs of 1 x KH*KW by KH*KW x N*OH*OW (too thin
+for a BLAS); directly, it is KH*KW multiply-adds per output, in registers (measured 18-25 ms
+against 57-78 ms for one GEMM per channel, 32x64x32x32 3x3 pad 1 forward + backward on one
+thread). No im2col matrix at all: the cache keeps x. The grouped im2col path
+(``conv/im2col.py``) is this strategy's twin; the tests hold them equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numba as nb
+import numpy as np
+
+from .. import threads as _threads
+from ..arrays import cache_slices
+from ..arrays import unsigned as _u
+from ..arrays import valid_range as _valid_range
+from ..shapes import WindowGeometry
+
+
+class DepthwiseCache(NamedTuple):
+    """What backward needs of a depthwise convolution."""
+
+    x: np.ndarray  # the (C-contiguous) input
+    weight: np.ndarray
+    bias_shape: tuple[int, ...] | None
+    geometry: WindowGeometry
+    owner: str
+    slices: list[slice]
+    out: np.ndarray | None  # relu=True: the output, whose sign is ReLU's derivative
+
+    @property
+    def x_shape(self) -> tuple[int, int, int, int]:
+        return self.x.shape
+
+
+@nb.njit(cache=True, nogil=True)
+def depthwise_forward(x, w, sy, sx, dy, dx, pt, pl, bias, relu, out):
+    """``out[n, c, oh, ow] = f(bias[c, p or 0] + sum_ij w[c, i, j] * x[n, c, oh*SY - PT + i*DY,
+    ow*SX - PL + j*DX])`` (padding reads 0; f = ReLU if ``relu``).
+
+    x: (N, C, H, W); w: (C, KH, KW); bias: (C, 1) or (C, OH*OW); out (written): (N, C, OH, OW).
+    """
+    n_count, c_count, height, width = x.shape
+    kh, kw = w.shape[1], w.shape[2]
+    oh_count, ow_count = out.shape[2], out.shape[3]
+    untied = bias.shape[1] > 1
+    for n in range(n_count):
+        for c in range(c_count):
+            dst = out[n, c]
+            for oh in range(oh_count):
+                for ow in range(ow_count):
+                    dst[oh, ow] = bias[c, oh * ow_count + ow] if untied else bias[c, 0]
+            src = x[n, c]
+            for i in range(kh):
+                y0 = i * dy - pt
+                oh_lo, oh_hi = _valid_range(y0, sy, height, oh_count)
+                for j in range(kw):
+                    off = j * dx - pl
+                    lo, hi = _valid_range(off, sx, width, ow_count)
+                    weight = w[c, i, j]
+                    for oh in range(oh_lo, oh_hi):
+                        row = src[oh * sy + y0]
+                        target = dst[oh]
+                        if sx == 1:
+                            for ow in range(lo, hi):
+                                target[_u(ow)] += weight * row[_u(ow + off)]
+                        else:
+                            for ow in range(lo, hi):
+                                target[_u(ow)] += weight * row[_u(ow * sx + off)]
+            if relu:
+                for oh in range(oh_count):
+                    for ow in range(ow_count):
+                        if not dst[oh, ow] > 0:
+                            dst[oh, ow] = 0.0
+
+
+@nb.njit(cache=True, nogil=True)
+def depthwise_backward(dout, y, relu, x, w, sy, sx, dy, dx_step, pt, pl, input_grad, dx, dw, db):
+    """Gradients of ``depthwise_forward`` on a batch slice: ``dx`` (written whole when
+    ``input_grad``), and this slice's ``dw`` (C, KH, KW) and ``db`` (C,) (written, float64).
+
+    dout, y (the forward output; read only with ``relu``, whose derivative is ``y > 0``):
+    (N, C, OH, OW); x, dx: (N, C, H, W); w: (C, KH, KW).
+    """
+    n_count, c_count, height, width = x.shape
+    kh, kw = w.shape[1], w.shape[2]
+    oh_count, ow_count = dout.shape[2], dout.shape[3]
+    dw[:] = 0.0
+    db[:] = 0.0
+    g = np.empty((oh_count, ow_count), dtype=dout.dtype)
+    for n in range(n_count):
+        for c in range(c_count):
+            total = 0.0
+            for oh in range(oh_count):
+                for ow in range(ow_count):
+                    v = dout[n, c, oh, ow]
+                    if relu and not y[n, c, oh, ow] > 0:
+                        v = 0.0
+                    g[oh, ow] = v
+                    total += v
+            db[c] += total
+            src = x[n, c]
+            if input_grad:
+                dst = dx[n, c]
+                dst[:] = 0.0
+            for i in range(kh):
+                y0 = i * dy - pt
+                oh_lo, oh_hi = _valid_range(y0, sy, height, oh_count)
+                for j in range(kw):
+                    off = j * dx_step - pl
+                    lo, hi = _valid_range(off, sx, width, ow_count)
+                    weight = w[c, i, j]
+                    acc = 0.0
+                    for oh in range(oh_lo, oh_hi):
+                        row = src[oh * sy + y0]
+                        grad = g[oh]
+                        for ow in range(lo, hi):
+                            acc += grad[_u(ow)] * row[_u(ow * sx + off)]
+                        if input_grad:
+                            target = dx[n, c, oh * sy + y0]
+                            for ow in range(lo, hi):
+                                target[_u(ow * sx + off)] += weight * grad[_u(ow)]
+                    dw[c, i, j] += acc
+
+
+def forward(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    g: WindowGeometry,
+    *,
+    groups: int,
+    backend: str = "numba",
+    owner: str = "conv2d",
+    keep: bool = True,
+    relu: bool = False,
+    then: Callable[[slice, np.ndarray], None] | None = None,
+) -> tuple[np.ndarray, DepthwiseCache]:
+    """``conv2d_forward``'s depthwise strategy on checked arguments (as ``conv.im2col.forward``;
+    ``groups``, ``backend`` and ``keep`` are the same for every strategy: here groups == C == O,
+    numba, and x is kept either way)."""
+    n, out_channels = x.shape[0], weight.shape[0]
+    out = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
+    bias2 = (
+        np.zeros((out_channels, 1), weight.dtype)
+        if bias is None
+        else bias.reshape(out_channels, -1)
+    )
+    w3 = np.ascontiguousarray(weight[:, 0])
+    slices = cache_slices(n, x[0].nbytes * 4)
+
+    def direct(s: slice) -> None:
+        depthwise_forward(x[s], w3, g.sy, g.sx, g.dy, g.dx, g.top, g.left, bias2, relu, out[s])
+        if then is not None:
+            then(s, out[s])
+
+    _threads.parallel_map(direct, slices)
+    cache = DepthwiseCache(
+        x, weight, None if bias is None else bias.shape, g, owner, slices, out if relu else None
+    )
+    return out, cache
+
+
+def backward(
+    dout: np.ndarray | None,
+    cache: DepthwiseCache,
+    input_grad: bool = True,
+    *,
+    dout_of: Callable[[slice], np.ndarray] | None = None,
+    dz_into: Callable[[slice, np.ndarray, np.ndarray], None] | None = None,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """``conv2d_backward`` of a depthwise convolution, slice by slice. It takes dout whole
+    (``dout_of`` is asked once, for the batch; ``dz_into`` is the im2col layout's, unused)."""
+    g, weight, x, bias_shape = cache.geometry, cache.weight, cache.x, cache.bias_shape
+    if dout_of is not None:
+        dout = dout_of(slice(0, x.shape[0]))
+    relu = cache.out is not None
+    w3 = np.ascontiguousarray(weight[:, 0])
+    dout = np.ascontiguousarray(dout)
+    y = cache.out if relu else dout
+    dx = np.empty(x.shape, dtype=weight.dtype) if input_grad else None
+    dx_view = dx if input_grad else np.empty((1, 1, 1, 1), dtype=weight.dtype)
+
+    def block(s: slice) -> tuple[np.ndarray, np.ndarray]:
+        dw = np.empty(w3.shape, dtype=np.float64)
+        db = np.empty(w3.shape[0], dtype=np.float64)
+        depthwise_backward(
+            dout[s],
+            y[s],
+            relu,
+            x[s],
+            w3,
+            g.sy,
+            g.sx,
+            g.dy,
+            g.dx,
+            g.top,
+            g.left,
+            input_grad,
+            dx_view[s] if input_grad else dx_view,
+            dw,
+            db,
+        )
+        return dw, db
+
+    parts = _threads.parallel_map(block, cache.slices)
+    dweight = sum(p[0] for p in parts).astype(weight.dtype).reshape(weight.shape)
+    if bias_shape is None:
+        dbias = None
+    elif len(bias_shape) == 1:
+        dbias = sum(p[1] for p in parts).astype(weight.dtype)
+    else:
+        masked = np.where(y > 0, dout, 0) if relu else dout
+        dbias = masked.sum(axis=0).astype(weight.dtype)
+    return dx, dweight, dbias

@@ -1,0 +1,127 @@
+"""normalization: batch normalisation equals the reference in both modes, passes a float64
+finite-difference check, and names bad arguments."""
+
+import numpy as np
+import pytest
+from conftest import in_memory_order, tolerance
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cnn_im2col import functional as F
+from cnn_im2col import reference
+from cnn_im2col.gradcheck import check_function
+
+
+@st.composite
+def batch_norm_cases(draw):
+    n, c, h, w = (
+        draw(st.integers(1, 3)),
+        draw(st.integers(1, 4)),
+        draw(st.integers(1, 4)),
+        draw(st.integers(2, 4)),
+    )
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = (rng.standard_normal((n, c, h, w)) * rng.uniform(0.1, 5) + rng.uniform(-3, 3)).astype(dtype)
+    affine = draw(st.booleans())
+    weight = rng.standard_normal(c).astype(dtype) if affine else None
+    bias = rng.standard_normal(c).astype(dtype) if affine else None
+    stats = draw(st.booleans())  # fixed (eval) statistics, or the batch's
+    mean = rng.standard_normal(c) if stats else None
+    var = rng.random(c) + 0.1 if stats else None
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    return x, weight, bias, mean, var, dout, draw(st.sampled_from(["C", "F", "strided"]))
+
+
+@given(case=batch_norm_cases())
+def test_batch_norm_equals_reference(case):
+    x, weight, bias, mean, var, dout, order = case
+    rtol, atol = tolerance(x.dtype)
+    training = mean is None
+    out, cache, used_mean, used_var = F.batch_norm2d_forward(
+        in_memory_order(x, order), weight, bias, mean, var
+    )
+    expected, _, _ = reference.batch_norm2d_forward(x, weight, bias, mean, var, training=training)
+    assert out.dtype == x.dtype
+    np.testing.assert_allclose(out, expected, rtol, atol)
+    if training:
+        np.testing.assert_allclose(used_mean, x.astype(np.float64).mean(axis=(0, 2, 3)), rtol, atol)
+        np.testing.assert_allclose(used_var, x.astype(np.float64).var(axis=(0, 2, 3)), rtol, atol)
+    dx, dweight, dbias = F.batch_norm2d_backward(in_memory_order(dout, order), cache)
+    ref_dx, ref_dweight, ref_dbias = reference.batch_norm2d_backward(
+        x, dout, weight, mean, var, training=training
+    )
+    assert dx.dtype == dweight.dtype == dbias.dtype == x.dtype
+    # dx of a training batch norm is a difference of sums: scale the tolerance by its inputs' size
+    scale = 1.0 if weight is None else max(1.0, float(np.abs(weight).max()))
+    np.testing.assert_allclose(dx, ref_dx, rtol, atol * scale * np.sqrt(x.size))
+    np.testing.assert_allclose(dweight, ref_dweight, rtol, atol * x.size)
+    np.testing.assert_allclose(dbias, ref_dbias, rtol, atol * x.size)
+
+
+@pytest.mark.parametrize("affine, fixed", [(True, False), (False, False), (True, True)])
+def test_batch_norm_gradcheck_float64(affine, fixed):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 2, 3, 2)) * 2 + 1
+    weight, bias = (rng.standard_normal(2), rng.standard_normal(2)) if affine else (None, None)
+    mean, var = (rng.standard_normal(2), rng.random(2) + 0.5) if fixed else (None, None)
+    cache = {}
+
+    def forward(v):
+        out, cache["c"], _, _ = F.batch_norm2d_forward(v, weight, bias, mean, var)
+        return out
+
+    check_function(forward, lambda d: F.batch_norm2d_backward(d, cache["c"])[0], x)
+    # and the parameter gradients, through a forward in the parameter
+    if affine:
+        dout = rng.standard_normal(x.shape)
+        _, c, _, _ = F.batch_norm2d_forward(x, weight, bias, mean, var)
+        _, dweight, dbias = F.batch_norm2d_backward(dout, c)
+        for param, grad in ((weight, dweight), (bias, dbias)):
+            numeric = np.zeros_like(param)
+            for k in range(param.size):
+                saved = param[k]
+                param[k] = saved + 1e-6
+                plus = np.sum(F.batch_norm2d_forward(x, weight, bias, mean, var)[0] * dout)
+                param[k] = saved - 1e-6
+                minus = np.sum(F.batch_norm2d_forward(x, weight, bias, mean, var)[0] * dout)
+                param[k] = saved
+                numeric[k] = (plus - minus) / 2e-6
+            np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (
+            {"weight": np.ones(3)},
+            ValueError,
+            (
+                r"batch_norm2d: weight must have shape \(2,\), one per channel of x, "
+                r"got \(3,\)"
+            ),
+        ),
+        ({"mean": np.zeros(2)}, ValueError, r"batch_norm2d: give both mean and var"),
+        ({"mean": np.zeros(2), "var": -np.ones(2)}, ValueError, r"batch_norm2d: var must be >= 0"),
+        ({"bias": "a"}, TypeError, r"batch_norm2d: bias must be a real numeric array"),
+    ],
+)
+def test_batch_norm_bad_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        F.batch_norm2d_forward(np.ones((2, 2, 3, 3)), **kwargs)
+
+
+def test_batch_norm_and_gap_bad_shapes():
+    with pytest.raises(ValueError, match=r"batch_norm2d: x must be 4-D, got 2-D"):
+        F.batch_norm2d_forward(np.ones((2, 3)))
+    _, cache = F.global_avg_pool2d_forward(np.ones((2, 3, 4, 4)))
+    with pytest.raises(
+        ValueError,
+        match=r"global_avg_pool2d: dout must have the output's shape \(2, 3\), got \(2, 4\)",
+    ):
+        F.global_avg_pool2d_backward(np.ones((2, 4)), cache)
+    _, cache, _, _ = F.batch_norm2d_forward(np.ones((2, 2, 3, 3)) * np.arange(3))
+    with pytest.raises(
+        ValueError, match=r"batch_norm2d: dout must have the output's shape \(2, 2, 3, 3\)"
+    ):
+        F.batch_norm2d_backward(np.ones((2, 2, 3)), cache)

@@ -1,0 +1,245 @@
+"""pooling: max, average and global-average pooling equal the naive-loop oracles of ``reference``
+on both backends, pass float64 finite-difference checks, and the fused ReLU -> MaxPool and the
+pool's gradient in the convolution's layout equal their twins."""
+
+import numpy as np
+import pytest
+from conftest import in_memory_order, tolerance
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cnn_im2col import functional as F
+from cnn_im2col import pooling, reference
+from cnn_im2col.gradcheck import check_function
+
+BACKENDS = ["numba", "numpy"]
+
+
+def distinct_from(draw, low, high, other):
+    return draw(st.integers(low, high).filter(lambda v: v != other))
+
+
+@st.composite
+def pool_cases(draw, overlapping=False):
+    n, c = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    if overlapping:  # the primer's MaxPoolingMap: windows that share pixels
+        sy, sx = draw(st.integers(1, max(1, kh - 1))), draw(st.integers(1, max(1, kw - 1)))
+    else:
+        sy, sx = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
+    h, w = draw(st.integers(max(1, kh - 2 * ph), 9)), draw(st.integers(max(1, kw - 2 * pw), 9))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    order = draw(st.sampled_from(["C", "F", "strided"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    # A permutation: no ties, so the winner of every window is unambiguous.
+    x = rng.permutation(n * c * h * w).reshape(n, c, h, w).astype(dtype)
+    oh, ow = (h + 2 * ph - kh) // sy + 1, (w + 2 * pw - kw) // sx + 1
+    dout = rng.standard_normal((n, c, oh, ow)).astype(dtype)
+    return x, (kh, kw), (sy, sx), (ph, pw), dout, order
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(case=st.one_of(pool_cases(), pool_cases(overlapping=True)))
+def test_max_pool_equals_reference(backend, case):
+    x, kernel, stride, padding, dout, order = case
+    rtol, atol = tolerance(x.dtype)
+    out, cache = F.max_pool2d_forward(
+        in_memory_order(x, order), kernel, stride, padding, backend=backend
+    )
+    np.testing.assert_array_equal(out, reference.max_pool2d_forward(x, kernel, stride, padding))
+    dx = F.max_pool2d_backward(dout, cache)
+    np.testing.assert_allclose(
+        dx, reference.max_pool2d_backward(x, dout, kernel, stride, padding), rtol, atol
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("trainable", [False, True])
+@given(case=st.one_of(pool_cases(), pool_cases(overlapping=True)))
+def test_avg_pool_equals_reference(backend, trainable, case):
+    x, kernel, stride, padding, dout, order = case
+    rtol, atol = tolerance(x.dtype)
+    x = x / x.size  # keep sums of float32 values small enough for a tight tolerance
+    scale = np.linspace(0.5, 2.0, x.shape[1]).astype(x.dtype) if trainable else None
+    out, cache = F.avg_pool2d_forward(
+        in_memory_order(x, order), kernel, stride, padding, scale, backend=backend
+    )
+    np.testing.assert_allclose(
+        out, reference.avg_pool2d_forward(x, kernel, stride, padding, scale), rtol, atol
+    )
+    dx, dscale = F.avg_pool2d_backward(dout, cache)
+    ref_dx, ref_dscale = reference.avg_pool2d_backward(x, dout, kernel, stride, padding, scale)
+    np.testing.assert_allclose(dx, ref_dx, rtol, atol)
+    if trainable:
+        np.testing.assert_allclose(dscale, ref_dscale, rtol, atol)
+    else:
+        assert dscale is None
+
+
+def test_max_pool_ties_go_to_the_first_maximum_in_scan_order():
+    x = np.ones((1, 1, 2, 2))
+    out, cache = F.max_pool2d_forward(x, 2)
+    dx = F.max_pool2d_backward(np.ones_like(out), cache)
+    np.testing.assert_array_equal(dx[0, 0], [[1, 0], [0, 0]])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "kernel, stride, padding", [(2, None, 0), (2, 1, 0), (3, 2, 1), ((3, 2), (1, 2), (1, 1))]
+)
+def test_pool_gradcheck_float64(backend, kernel, stride, padding):
+    rng = np.random.default_rng(1)
+    x = rng.permutation(2 * 2 * 6 * 7).reshape(2, 2, 6, 7) / 10.0  # distinct values: no ties
+    scale = np.array([0.3, -1.2])
+    state = {}
+
+    def max_forward(v):
+        out, state["cache"] = F.max_pool2d_forward(v, kernel, stride, padding, backend=backend)
+        return out
+
+    check_function(max_forward, lambda d: F.max_pool2d_backward(d, state["cache"]), x, eps=1e-7)
+    for s in (None, scale):
+
+        def avg_forward(v, s=s):
+            out, state["cache"] = F.avg_pool2d_forward(
+                v, kernel, stride, padding, s, backend=backend
+            )
+            return out
+
+        check_function(avg_forward, lambda d: F.avg_pool2d_backward(d, state["cache"])[0], x)
+
+    def scale_forward(s):
+        out, state["cache"] = F.avg_pool2d_forward(x, kernel, stride, padding, s, backend=backend)
+        return out
+
+    check_function(
+        scale_forward, lambda d: F.avg_pool2d_backward(d, state["cache"])[1], scale.copy()
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("trainable", [False, True])
+@given(case=st.one_of(pool_cases(), pool_cases(overlapping=True)))
+def test_avg_pool_excluding_padding_equals_reference(backend, trainable, case):
+    x, kernel, stride, padding, dout, order = case
+    rtol, atol = tolerance(x.dtype)
+    x = x / x.size
+    scale = np.linspace(0.5, 2.0, x.shape[1]).astype(x.dtype) if trainable else None
+    out, cache = F.avg_pool2d_forward(
+        in_memory_order(x, order),
+        kernel,
+        stride,
+        padding,
+        scale,
+        backend=backend,
+        count_include_pad=False,
+    )
+    expected = reference.avg_pool2d_forward(
+        x, kernel, stride, padding, scale, count_include_pad=False
+    )
+    np.testing.assert_allclose(out, expected, rtol, atol)
+    dx, dscale = F.avg_pool2d_backward(dout, cache)
+    ref_dx, ref_dscale = reference.avg_pool2d_backward(
+        x, dout, kernel, stride, padding, scale, count_include_pad=False
+    )
+    np.testing.assert_allclose(dx, ref_dx, rtol, atol)
+    if trainable:
+        np.testing.assert_allclose(dscale, ref_dscale, rtol, atol)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_avg_pool_excluding_padding_gradcheck_float64(backend):
+    x = np.random.default_rng(0).standard_normal((2, 2, 5, 4))
+    cache = {}
+
+    def forward(v):
+        out, cache["c"] = F.avg_pool2d_forward(v, 3, 2, 1, backend=backend, count_include_pad=False)
+        return out
+
+    check_function(forward, lambda d: F.avg_pool2d_backward(d, cache["c"])[0], x)
+
+
+@given(
+    n=st.integers(1, 3),
+    c=st.integers(1, 3),
+    h=st.integers(1, 5),
+    w=st.integers(1, 5),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    order=st.sampled_from(["C", "F", "strided"]),
+    seed=st.integers(0, 2**16),
+)
+def test_global_avg_pool_equals_reference(n, c, h, w, dtype, order, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    dout = rng.standard_normal((n, c)).astype(dtype)
+    rtol, atol = tolerance(dtype)
+    out, cache = F.global_avg_pool2d_forward(in_memory_order(x, order))
+    assert out.shape == (n, c) and out.dtype == dtype
+    np.testing.assert_allclose(out, reference.avg_pool2d_forward(x, (h, w))[:, :, 0, 0], rtol, atol)
+    dx = F.global_avg_pool2d_backward(dout, cache)
+    assert dx.dtype == dtype and dx.flags.c_contiguous
+    np.testing.assert_allclose(
+        dx, reference.avg_pool2d_backward(x, dout[:, :, None, None], (h, w))[0], rtol, atol
+    )
+
+
+def test_global_avg_pool_gradcheck_float64():
+    cache = {}
+
+    def forward(v):
+        out, cache["c"] = F.global_avg_pool2d_forward(v)
+        return out
+
+    check_function(
+        forward,
+        lambda d: F.global_avg_pool2d_backward(d, cache["c"]),
+        np.random.default_rng(1).standard_normal((2, 3, 4, 3)),
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(case=st.one_of(pool_cases(), pool_cases(overlapping=True)), ties=st.booleans())
+def test_fused_relu_max_pool_equals_relu_then_max_pool(backend, case, ties):
+    """Outputs and gradients identical to ReLU then MaxPool, ties included (small integers give
+    many equal values, negatives become equal zeros after the ReLU)."""
+    x, kernel, stride, padding, dout, order = case
+    if ties:
+        x = (np.random.default_rng(int(x.sum()) % 1000).integers(-2, 3, x.shape)).astype(x.dtype)
+    else:
+        x = x - x.mean()
+    out, cache = F.max_pool2d_forward(
+        in_memory_order(x, order), kernel, stride, padding, backend=backend, relu=True
+    )
+    y = F.relu(x)
+    ref_out, ref_cache = F.max_pool2d_forward(y, kernel, stride, padding, backend=backend)
+    np.testing.assert_array_equal(out, ref_out)
+    ref_dx = F.relu_backward(F.max_pool2d_backward(dout, ref_cache), y)
+    np.testing.assert_array_equal(F.max_pool2d_backward(dout, cache), ref_dx)
+
+
+@given(
+    case=st.one_of(pool_cases(), pool_cases(overlapping=True)),
+    relu=st.booleans(),
+    ties=st.booleans(),
+)
+def test_max_pool_gradient_in_conv_layout_equals_route_then_transpose(case, relu, ties):
+    """max_pool2d_grad_cm_into (the fused conv-relu-pool backward) equals its twin: the pool's
+    backward into (N, C, H, W), then the ReLU's derivative, the transpose to (C, N*H*W) and the
+    row sums (overlapping and padded windows accumulate; ties from a ReLU's zeros)."""
+    x, kernel, stride, padding, dout, _ = case
+    if ties:
+        x = (np.random.default_rng(int(x.sum()) % 1000).integers(-2, 3, x.shape)).astype(x.dtype)
+    y = F.relu(x - x.mean()) if relu else x  # the conv's output, after its fused ReLU or not
+    pooled, cache = F.max_pool2d_forward(y, kernel, stride, padding)
+    n, c, h, w = y.shape
+    dy = F.max_pool2d_backward(dout, cache)
+    if relu:
+        dy = np.where(y > 0, dy, 0)
+    want = dy.transpose(1, 0, 2, 3).reshape(c, n * h * w)
+    d_t, sums = np.full((c, n * h * w), np.nan, dtype=x.dtype), np.full(c, np.nan)
+    pooling.max_pool2d_grad_cm_into(
+        np.ascontiguousarray(dout), cache.argmax, pooled if relu else None, d_t, sums
+    )
+    np.testing.assert_allclose(d_t, want, *tolerance(x.dtype))
+    np.testing.assert_allclose(sums, want.sum(axis=1, dtype=np.float64), *tolerance(x.dtype))
