@@ -189,6 +189,7 @@ def test_sigkill_during_atomic_writes_never_leaves_a_partial_file(tmp_path):
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     target = tmp_path / "out" / "blob.bin"
+    target.parent.mkdir()  # atomic writes never make folders
     size = 1 << 21
     blobs = [bytes([65 + i]) * size + b"END%d" % i for i in range(2)]
     rng = np.random.default_rng(6)
