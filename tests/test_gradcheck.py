@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from bad_input import ROW_FIELDS, check_bad_input, rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +16,7 @@ from cnn_im2col.gradcheck import (
     directional_derivative_check,
     numerical_gradient,
 )
+from cnn_im2col.layers import ReLU
 from cnn_im2col.losses import MeanSquaredError, SoftmaxCrossEntropy
 
 # ---------------------------------------------------------------------------------------------
@@ -343,3 +345,18 @@ def test_check_loss_correct_and_wrong():
         check_loss(SumNotMean(), z, y)
     with pytest.raises(TypeError, match=r"check_loss\(MeanSquaredError\): pred must be float64"):
         check_loss(MeanSquaredError(), z.astype(np.float32), y)
+
+
+# ------------------------------------------------------------------------------------------
+# bad inputs: the battery's rows for gradcheck (machinery: bad_input.py)
+# ------------------------------------------------------------------------------------------
+
+BAD_INPUTS = {
+    "check_layer with float32 x": (lambda t: check_layer(ReLU(), np.ones((2, 2), np.float32)), TypeError,
+                                   r"check_layer\(ReLU\): x", r"float32", r"float64"),
+}
+
+
+@pytest.mark.parametrize(ROW_FIELDS, rows(BAD_INPUTS))
+def test_bad_input(tmp_path, call, error, who, got, allowed):
+    check_bad_input(tmp_path, call, error, who, got, allowed)

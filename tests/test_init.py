@@ -6,9 +6,11 @@ import math
 
 import numpy as np
 import pytest
+from bad_input import INT0, INT1, ROW_FIELDS, check_bad_input, rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cnn_im2col import init
 from cnn_im2col.init import (
     compute_fans,
     glorot_normal,
@@ -169,3 +171,28 @@ def test_generator_state_advances():
 def test_validation(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call()
+
+
+# ------------------------------------------------------------------------------------------
+# bad inputs: the battery's rows for init (machinery: bad_input.py)
+# ------------------------------------------------------------------------------------------
+
+BAD_INPUTS = {
+    "make_rng(-1)": (lambda t: init.make_rng(-1), ValueError, r"make_rng: seed", r"got -1", INT0),
+    "make_rng(1.5)": (lambda t: init.make_rng(1.5), TypeError, r"make_rng: seed", r"got 1\.5",
+                      r"None, an int >= 0 or a numpy\.random\.Generator"),
+    "make_rng(RandomState)": (lambda t: init.make_rng(np.random.RandomState(0)), TypeError, r"make_rng: seed",
+                              r"RandomState", r"numpy\.random\.Generator"),
+    "he_normal shape (0, 3)": (lambda t: init.he_normal((0, 3), None, 0), ValueError, r"he_normal: shape",
+                               r"got \(0, 3\)", r"an int >= 1 or a non-empty tuple"),
+    "he_normal fan_in=0": (lambda t: init.he_normal((2, 3), 0, 0), ValueError, r"he_normal: fan_in", r"got 0", INT1),
+    "he_normal rng=None": (lambda t: init.he_normal((2, 3), None, None), TypeError, r"he_normal: rng", r"got None",
+                           r"a numpy\.random\.Generator or an int seed"),
+    "glorot_uniform dtype=int": (lambda t: init.glorot_uniform((2, 3), None, None, 0, dtype=int), TypeError,
+                                 r"glorot_uniform: dtype", r"int", r"float32 or float64"),
+}
+
+
+@pytest.mark.parametrize(ROW_FIELDS, rows(BAD_INPUTS))
+def test_bad_input(tmp_path, call, error, who, got, allowed):
+    check_bad_input(tmp_path, call, error, who, got, allowed)

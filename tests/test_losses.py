@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import json
+import math
 import warnings
 
 import numpy as np
 import pytest
+from bad_input import (
+    FINITE,
+    LOGITS,
+    REAL,
+    ROW_FIELDS,
+    all_of,
+    bad_labels,
+    check_bad_input,
+    rows,
+    with_value,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import log_softmax
 
+from cnn_im2col import losses
 from cnn_im2col.gradcheck import check_loss
 from cnn_im2col.losses import MeanSquaredError, SoftmaxCrossEntropy
 
@@ -342,3 +355,81 @@ def test_failed_forward_keeps_previous_state_usable():
     with pytest.raises(ValueError):
         loss.forward(z, [0, 7])
     np.testing.assert_array_equal(loss.backward(), d)
+
+
+# ------------------------------------------------------------------------------------------
+# bad inputs: the battery's rows for losses (machinery: bad_input.py)
+# ------------------------------------------------------------------------------------------
+
+BAD_INPUTS = {
+    "SoftmaxCrossEntropy 1-D logits": (lambda t: losses.SoftmaxCrossEntropy().forward(np.zeros(3), [0]), ValueError,
+                                       r"SoftmaxCrossEntropy: logits", r"1-D array", r"must be 2-D"),
+    "SoftmaxCrossEntropy label == K": (lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, [0, 1, 4]),
+                                       ValueError, r"SoftmaxCrossEntropy: target", r"got 4 at index 2",
+                                       r"\[0, 4\) for 4 classes"),
+    "SoftmaxCrossEntropy negative label": (lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, [0, -1, 2]),
+                                           ValueError, r"SoftmaxCrossEntropy: target", r"got -1 at index 1",
+                                           r"\[0, 4\)"),
+    "SoftmaxCrossEntropy label 1.5": (lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, [0, 1.5, 2]),
+                                      ValueError, r"SoftmaxCrossEntropy: target", r"got 1\.5 at index 1",
+                                      r"whole numbers in \[0, 4\)"),
+    "SoftmaxCrossEntropy NaN label": (lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, [0, math.nan, 2]),
+                                      ValueError, r"SoftmaxCrossEntropy: target", r"got nan at index 1",
+                                      r"whole numbers"),
+    "SoftmaxCrossEntropy too few labels": (lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, [0, 1]),
+                                           ValueError, r"SoftmaxCrossEntropy: target", r"has 2 labels",
+                                           r"batch size 3; they must match"),
+    "SoftmaxCrossEntropy bool labels": (lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, [True, False, True]),
+                                        TypeError, r"SoftmaxCrossEntropy: target", r"dtype bool",
+                                        r"integers in \[0, 4\)"),
+    "SoftmaxCrossEntropy string labels": (lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, ["a", "b", "c"]),
+                                          TypeError, r"SoftmaxCrossEntropy: target", r"dtype <U1",
+                                          r"real numeric array"),
+    "SoftmaxCrossEntropy object labels": (lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, [0, 1, None]),
+                                          TypeError, r"SoftmaxCrossEntropy: target", r"dtype object",
+                                          r"real numeric array"),
+    "SoftmaxCrossEntropy NaN logits": (
+        lambda t: losses.SoftmaxCrossEntropy().forward(with_value(LOGITS, np.nan), [0, 1, 2]), ValueError,
+        r"SoftmaxCrossEntropy: logits", *FINITE),
+    "SoftmaxCrossEntropy complex logits": (
+        lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS.astype(complex), [0, 1, 2]), TypeError,
+        r"SoftmaxCrossEntropy: logits", r"complex128", REAL),
+    "SoftmaxCrossEntropy rows not summing to 1": (
+        lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, np.full((3, 4), 0.5)), ValueError,
+        r"SoftmaxCrossEntropy: target rows", r"row 0 summing to 2\.0", r"summing to 1"),
+    "SoftmaxCrossEntropy negative probabilities": (
+        lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, [[1.5, -0.5, 0, 0]] * 3), ValueError,
+        r"SoftmaxCrossEntropy: target rows", r"got -0\.5 at index \(0, 1\)", r"non-negative"),
+    "SoftmaxCrossEntropy rows of the wrong shape": (
+        lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, np.full((3, 5), 0.2)), ValueError,
+        r"SoftmaxCrossEntropy: target rows", r"got shape \(3, 5\)", r"shape of logits \(3, 4\)"),
+    "SoftmaxCrossEntropy 3-D target": (lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, np.zeros((3, 4, 1))),
+                                       ValueError, r"SoftmaxCrossEntropy: target", r"3-D array",
+                                       r"labels of shape \(3,\) or probability rows"),
+    "SoftmaxCrossEntropy empty batch": (
+        lambda t: losses.SoftmaxCrossEntropy().forward(np.zeros((0, 4)), np.zeros(0, int)), ValueError,
+        r"SoftmaxCrossEntropy: logits", r"\(0, 4\)", r"must not be empty"),
+    "MeanSquaredError target of the wrong shape": (
+        lambda t: losses.MeanSquaredError().forward(LOGITS, np.zeros((3, 5))), ValueError,
+        r"MeanSquaredError: target", r"got shape \(3, 5\)", r"shape of pred \(3, 4\)"),
+    "MeanSquaredError object pred": (lambda t: losses.MeanSquaredError().forward(LOGITS.astype(object), LOGITS),
+                                     TypeError, r"MeanSquaredError: pred", r"object", REAL),
+    "MeanSquaredError label out of range": (lambda t: losses.MeanSquaredError().forward(LOGITS, [0, 1, 9]),
+                                            ValueError, r"MeanSquaredError: target", r"got 9 at index 2",
+                                            r"\[0, 4\)"),
+    "MeanSquaredError Inf target": (lambda t: losses.MeanSquaredError().forward(LOGITS, np.full((3, 4), np.inf)),
+                                    ValueError, r"MeanSquaredError: target", *FINITE),
+}
+
+
+@pytest.mark.parametrize(ROW_FIELDS, rows(BAD_INPUTS))
+def test_bad_input(tmp_path, call, error, who, got, allowed):
+    check_bad_input(tmp_path, call, error, who, got, allowed)
+
+
+@given(bad_labels(), st.sampled_from([losses.SoftmaxCrossEntropy, losses.MeanSquaredError]))
+def test_random_bad_labels_for_the_losses(case, loss_class):
+    n, k, labels, pattern = case
+    logits = np.random.default_rng(0).standard_normal((n, k))
+    with pytest.raises(ValueError, match=all_of(loss_class.__name__ + r": target", pattern)):
+        loss_class().forward(logits, labels)

@@ -2,12 +2,31 @@
 
 import json
 import math
+import pickle
 
 import numpy as np
 import pytest
+from bad_input import (
+    FINITE,
+    INT1,
+    REAL,
+    ROW_FIELDS,
+    XM,
+    YM,
+    Payload,
+    check_bad_input,
+    model_file_with,
+    npz_with,
+    pickle_file,
+    rows,
+    tiny_model,
+    with_value,
+    zip_with,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cnn_im2col import losses, optim
 from cnn_im2col.gradcheck import check_layer
 from cnn_im2col.layers import (
     AvgPool2D,
@@ -850,3 +869,122 @@ def test_finite_check_equals_numpys(dtype, size, bad, where, huge, strided, seed
         a[int(where * (2 * size - 1))] = bad
     view = a[::2] if strided else a
     assert _finite(view) == bool(np.isfinite(view).all())
+
+
+# ------------------------------------------------------------------------------------------
+# bad inputs: the battery's rows for Sequential (machinery: bad_input.py)
+# ------------------------------------------------------------------------------------------
+
+BAD_INPUTS = {
+    # ---- constructor
+    "Sequential([])": (lambda t: Sequential([]), ValueError, r"Sequential: layers", r"empty", r"must not be empty"),
+    "Sequential('abc')": (lambda t: Sequential("abc"), TypeError, r"Sequential: layers", r"got str",
+                          r"a list of layers"),
+    "Sequential([Conv2D]) (a class)": (lambda t: Sequential([Conv2D]), TypeError, r"Sequential: layer 0",
+                                       r"the class Conv2D", r"layer protocol"),
+    "Sequential([3])": (lambda t: Sequential([3]), TypeError, r"Sequential: layer 0", r"got 3", r"layer protocol"),
+    # ---- evaluate / predict / check_shapes
+    "evaluate y of another length": (lambda t: tiny_model().evaluate(XM, YM[:3]), ValueError,
+                                     r"Sequential\.evaluate: x", r"y has 3 rows", r"must match"),
+    "evaluate batch_size=0": (lambda t: tiny_model().evaluate(XM, YM, batch_size=0), ValueError,
+                              r"Sequential\.evaluate: batch_size", r"got 0", INT1),
+    "evaluate label out of range": (lambda t: tiny_model().evaluate(XM, YM + 3), ValueError,
+                                    r"Sequential\.evaluate: y labels", r"got 3 at index 0", r"\[0, 3\)"),
+    "evaluate NaN x": (lambda t: tiny_model().evaluate(with_value(XM, np.nan), YM), ValueError,
+                       r"Sequential\.evaluate: x", *FINITE),
+    "evaluate loss='mse'": (lambda t: tiny_model().evaluate(XM, YM, loss="mse"), TypeError,
+                            r"Sequential\.evaluate: loss", r"got 'mse'", r"forward\(pred, target\)"),
+    "evaluate loss=MeanSquaredError (the class)": (
+        lambda t: tiny_model().evaluate(XM, YM, loss=losses.MeanSquaredError), TypeError,
+        r"Sequential\.evaluate: loss", r"MeanSquaredError", r"instan"),
+    "predict images smaller than the kernel": (lambda t: tiny_model().predict(XM[:, :, :2, :2]), ValueError,
+                                               r"Sequential: layer 0 Conv2D", r"padded input \(2, 2\)",
+                                               r"must fit inside"),
+    "predict string x": (lambda t: tiny_model().predict(XM.astype(str)), TypeError, r"Sequential\.predict: x", r"<U",
+                         REAL),
+    "predict batch_size=-1": (lambda t: tiny_model().predict(XM, batch_size=-1), ValueError,
+                              r"Sequential\.predict: batch_size", r"got -1", INT1),
+    "predict empty batch": (lambda t: tiny_model().predict(XM[:0]), ValueError, r"Sequential\.predict: x",
+                            r"\(0, 1, 6, 6\)", r"must not be empty"),
+    "predict 1-D x": (lambda t: tiny_model().predict(np.ones(5)), ValueError, r"Sequential\.predict: x",
+                      r"got shape \(5,\)", r"at least 2 dimensions"),
+    "predict wrong channel count": (lambda t: tiny_model().predict(np.ones((2, 3, 6, 6))), ValueError,
+                                    r"Sequential: layer 0 Conv2D", r"shape \(3, 6, 6\)", r"\(1, H, W\)"),
+    "check_shapes with a float size": (lambda t: tiny_model().check_shapes((1, 6.0, 6)), TypeError,
+                                       r"Sequential: input_shape", r"got \(1, 6\.0, 6\)", r"a tuple of ints >= 1"),
+    # ---- load
+    "load a missing file": (lambda t: Sequential.load(t / "absent.npz"), FileNotFoundError, r"absent\.npz",
+                            r"no such", r"model file"),
+    "load a directory": (lambda t: Sequential.load(t), FileNotFoundError, r"/\S+: no such", r"no such",
+                         r"model file"),
+    "load a text file": (lambda t: (t / "m.npz").write_text("hello") and Sequential.load(t / "m.npz"), ValueError,
+                         r"m\.npz", r"not a cnn-im2col model file", r"\.npz"),
+    "load a raw pickle": (lambda t: Sequential.load(pickle_file(t, "m.npz")), ValueError, r"m\.npz",
+                          r"pickled", r"not a cnn-im2col model file"),
+    "load an npz with an object __model__": (
+        lambda t: Sequential.load(npz_with(t, "m.npz", __model__=np.array([Payload(t / "pwned")], dtype=object))),
+        ValueError, r"m\.npz", r"Object arrays", r"'__model__'"),
+    "load an npz without __model__": (lambda t: Sequential.load(npz_with(t, "m.npz", a=np.zeros(2))), ValueError,
+                                      r"m\.npz", r"no '__model__' entry", r"cnn-im2col model file"),
+    "load a parameter of the wrong shape": (
+        lambda t: Sequential.load(model_file_with(t, "m.npz", **{"param:0.weight": np.zeros((2, 1, 2, 2))})),
+        ValueError, r"m\.npz: parameter '0\.weight'", r"shape \(2, 1, 2, 2\)", r"needs \(2, 1, 3, 3\)"),
+    "load an integer parameter": (
+        lambda t: Sequential.load(model_file_with(t, "m.npz", **{"param:0.bias": np.zeros(2, np.int64)})),
+        ValueError, r"m\.npz: parameter '0\.bias'", r"dtype int64", r"must be float"),
+    "load a NaN parameter": (
+        lambda t: Sequential.load(model_file_with(t, "m.npz", **{"param:0.bias": np.full(2, np.nan, np.float32)})),
+        ValueError, r"m\.npz: parameter '0\.bias'", r"NaN or Inf", r"contains"),
+    "load a missing parameter": (
+        lambda t: Sequential.load(model_file_with(t, "m.npz", **{"param:0.bias": np.zeros(2, np.float32),
+                                                                 "param:9.x": np.zeros(1)})),
+        ValueError, r"m\.npz", r"unexpected parameters \['9\.x'\]", r"do not match the architecture"),
+    "load an object parameter": (
+        lambda t: Sequential.load(model_file_with(
+            t, "m.npz", **{"param:0.bias": np.array([Payload(t / "pwned")] * 2, dtype=object)})),
+        ValueError, r"m\.npz", r"0\.bias", r"[Oo]bject"),
+    "load a .npy file": (
+        lambda t: (np.save(t / "m.npy", np.zeros(3)), Sequential.load(t / "m.npy")), ValueError, r"m\.npy",
+        r"\.npy|single array", r"\.npz"),
+    "load an npz whose __model__ is not a .npy": (
+        lambda t: Sequential.load(zip_with(t, "m.npz", __model__=pickle.dumps(Payload(t / "pwned")))),
+        ValueError, r"m\.npz", r"__model__", r"not"),
+    "load(3)": (
+        lambda t: Sequential.load(3), TypeError, r"Sequential\.load: path", r"got 3", r"str or os\.PathLike"),
+}
+
+
+@pytest.mark.parametrize(ROW_FIELDS, rows(BAD_INPUTS))
+def test_bad_input(tmp_path, call, error, who, got, allowed):
+    check_bad_input(tmp_path, call, error, who, got, allowed)
+
+
+# ------------------------------------------------------------------------------------------
+# accepted inputs: integer and float16 images converted; memory order never changes the result
+# ------------------------------------------------------------------------------------------
+
+
+def test_sequential_accepts_uint8_and_fortran_images_and_gives_the_same_answers():
+    a = np.random.default_rng(0).integers(0, 256, size=(6, 1, 6, 6)).astype(np.uint8)
+    y = np.array([0, 1, 2, 0, 1, 2])
+    reference = tiny_model().predict(a.astype(np.float32))
+    for xv in (a, np.asfortranarray(a), a.astype(np.float16), np.repeat(a, 2, axis=-1)[..., ::2],
+               a.astype(np.int32)):
+        np.testing.assert_allclose(tiny_model().predict(xv), reference, rtol=1e-6, atol=1e-7)
+        assert tiny_model().evaluate(xv, y)["loss"] == pytest.approx(tiny_model().evaluate(a.astype(np.float32), y)["loss"],
+                                                                rel=1e-6)
+    settings = {"epochs": 2, "batch_size": 4, "loss": losses.SoftmaxCrossEntropy(), "seed": 0,
+                "progress": False, "log": None}
+    net = tiny_model()
+    net.fit(a, y.astype(np.uint8), optimizer=optim.Adam(1e-3), **settings)  # uint8 images and labels
+    assert all(np.isfinite(p).all() for p in net.params.values())
+    trained = []
+    xf = (a / 255).astype(np.float32)
+    for xv in (xf, np.asfortranarray(xf), np.repeat(xf, 2, axis=-1)[..., ::2], xf.astype(np.float64)):
+        net = tiny_model()
+        net.fit(xv, y, optimizer=optim.Adam(1e-2), **settings)
+        trained.append(net.params)
+    for params in trained[1:]:
+        for key in params:
+            np.testing.assert_allclose(params[key], trained[0][key], rtol=1e-5, atol=1e-6, err_msg=key)
+

@@ -8,9 +8,22 @@ import math
 
 import numpy as np
 import pytest
+from bad_input import (
+    INT0,
+    INT1,
+    NOT_BOOL,
+    ROW_FIELDS,
+    bad_int,
+    bad_non_negative_float,
+    bad_positive_float,
+    bad_unit_interval,
+    check_bad_input,
+    rows,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cnn_im2col import optim
 from cnn_im2col.optim import SGD, Adam, CosineAnnealingLR, StepLR
 
 # ---------------------------------------------------------------------------------------------
@@ -558,3 +571,114 @@ def test_schedule_load_state_dict_errors():
     with pytest.raises(ValueError, match=r"StepLR: last_epoch must be an int >= 0, got -1"):
         sched.load_state_dict(sched.state_dict() | {"last_epoch": -1})
     assert sched.last_epoch == 0
+
+
+# ------------------------------------------------------------------------------------------
+# bad inputs: the battery's rows for optim (machinery: bad_input.py)
+# ------------------------------------------------------------------------------------------
+
+def state(**change):
+    base = {"lr": 0.1, "step": 0, "momentum": 0.0, "nesterov": 0, "weight_decay": 0.0}
+    base.update(change)
+    return base
+
+
+def sgd_step(params, grads):
+    return optim.SGD(0.1).step(params, grads)
+
+
+P3 = {"w": np.zeros(3, np.float32)}
+G3 = {"w": np.zeros(3, np.float32)}
+
+BAD_INPUTS = {
+    "SGD lr=0": (lambda t: optim.SGD(0), ValueError, r"SGD: lr", r"got 0\.0", r"\(0\.0, inf\]"),
+    "SGD lr=-1": (lambda t: optim.SGD(-1), ValueError, r"SGD: lr", r"got -1\.0", r"\(0\.0, inf\]"),
+    "SGD lr=nan": (lambda t: optim.SGD(math.nan), ValueError, r"SGD: lr", r"got nan", r"finite number in \(0"),
+    "SGD lr=float32 nan": (lambda t: optim.SGD(np.float32("nan")), ValueError, r"SGD: lr", r"got nan",
+                           r"finite number in \(0"),
+    "SGD lr=inf": (lambda t: optim.SGD(math.inf), ValueError, r"SGD: lr", r"got inf", r"finite number in \(0"),
+    "SGD lr='0.1'": (lambda t: optim.SGD("0.1"), TypeError, r"SGD: lr", r"got '0\.1'", r"a real number"),
+    "SGD lr=None": (lambda t: optim.SGD(None), TypeError, r"SGD: lr", r"got None", r"a real number"),
+    "SGD momentum=1": (lambda t: optim.SGD(0.1, momentum=1.0), ValueError, r"SGD: momentum", r"got 1\.0",
+                       r"\[0\.0, 1\.0\)"),
+    "SGD momentum=-0.1": (lambda t: optim.SGD(0.1, momentum=-0.1), ValueError, r"SGD: momentum", r"got -0\.1",
+                          r"\[0\.0, 1\.0\)"),
+    "SGD momentum=nan": (lambda t: optim.SGD(0.1, momentum=math.nan), ValueError, r"SGD: momentum", r"got nan",
+                         r"\[0\.0, 1\.0\)"),
+    "SGD nesterov without momentum": (lambda t: optim.SGD(0.1, nesterov=True), ValueError, r"SGD: nesterov=True",
+                                      r"got momentum=0\.0", r"requires momentum in \(0, 1\)"),
+    "SGD nesterov='yes'": (lambda t: optim.SGD(0.1, momentum=0.9, nesterov="yes"), TypeError, r"SGD: nesterov",
+                           r"got 'yes'", r"True or False"),
+    "SGD weight_decay=-1": (lambda t: optim.SGD(0.1, weight_decay=-1), ValueError, r"SGD: weight_decay",
+                            r"got -1\.0", r"\[0\.0, inf\]"),
+    "Adam betas=(1.0, 0.999)": (lambda t: optim.Adam(betas=(1.0, 0.999)), ValueError, r"Adam: betas\[0\]",
+                                r"got 1\.0", r"\[0\.0, 1\.0\)"),
+    "Adam betas=(0.9, -0.1)": (lambda t: optim.Adam(betas=(0.9, -0.1)), ValueError, r"Adam: betas\[1\]",
+                               r"got -0\.1", r"\[0\.0, 1\.0\)"),
+    "Adam betas=(0.9,)": (lambda t: optim.Adam(betas=(0.9,)), TypeError, r"Adam: betas", r"got \(0\.9,\)",
+                          r"a pair \(beta1, beta2\)"),
+    "Adam eps=0": (lambda t: optim.Adam(eps=0), ValueError, r"Adam: eps", r"got 0\.0", r"\(0\.0, inf\]"),
+    "Adam lr=nan": (lambda t: optim.Adam(lr=math.nan), ValueError, r"Adam: lr", r"got nan", r"finite number in \(0"),
+    "Adam lr=-1e-3": (lambda t: optim.Adam(lr=-1e-3), ValueError, r"Adam: lr", r"got -0\.001", r"\(0\.0, inf\]"),
+    "optimizer.lr = -1": (lambda t: setattr(optim.SGD(0.1), "lr", -1), ValueError, r"SGD: lr", r"got -1\.0",
+                          r"\[0\.0, inf\]"),
+    "optimizer.lr = nan": (lambda t: setattr(optim.Adam(), "lr", math.nan), ValueError, r"Adam: lr", r"got nan",
+                           r"finite number"),
+    "step: grads of another shape": (lambda t: sgd_step(P3, {"w": np.zeros(4, np.float32)}), ValueError,
+                                     r"SGD\.step: grads\['w'\]", r"has shape \(4,\)",
+                                     r"params\['w'\] has shape \(3,\)"),
+    "step: grads with other keys": (lambda t: sgd_step(P3, {"v": np.zeros(3, np.float32)}), ValueError,
+                                    r"SGD\.step: params and grads", r"not in params: \['v'\]", r"the same keys"),
+    "step: params a list": (lambda t: sgd_step([1], G3), TypeError, r"SGD\.step: params", r"got list",
+                            r"a dict \{name: ndarray\}"),
+    "step: integer grads": (lambda t: sgd_step(P3, {"w": np.zeros(3, int)}), TypeError, r"SGD\.step: grads\['w'\]",
+                            r"dtype int64", r"a float ndarray"),
+    "step: integer params": (lambda t: sgd_step({"w": np.zeros(3, int)}, {"w": np.zeros(3)}), TypeError,
+                             r"SGD\.step: params\['w'\]", r"dtype int64", r"float32/float64 ndarray"),
+    "step: grads a list": (lambda t: sgd_step(P3, {"w": [0.0, 0.0, 0.0]}), TypeError, r"SGD\.step: grads\['w'\]",
+                           r"got list", r"a float ndarray"),
+    "load_state_dict: a string": (lambda t: optim.SGD(0.1).load_state_dict("x"), TypeError,
+                                  r"SGD\.load_state_dict: state_dict", r"got str", r"a dict"),
+    "load_state_dict: missing keys": (lambda t: optim.SGD(0.1).load_state_dict({"lr": 0.1}), ValueError,
+                                      r"SGD\.load_state_dict", r"missing keys \['step'", r"allowed: \['lr'"),
+    "load_state_dict: lr array": (lambda t: optim.SGD(0.1).load_state_dict(state(lr=np.ones(2))), ValueError,
+                                  r"SGD\.load_state_dict: 'lr'", r"array of shape \(2,\)", r"a scalar"),
+    "load_state_dict: object buffer": (
+        lambda t: optim.SGD(0.1, momentum=0.9).load_state_dict(
+            state(momentum=0.9, **{"momentum_buffer:w": np.array([None])})), TypeError,
+        r"SGD\.load_state_dict: 'momentum_buffer:w'", r"dtype object", r"float32/float64 ndarray"),
+    "StepLR step_size=0": (lambda t: optim.StepLR(optim.SGD(0.1), 0), ValueError, r"StepLR: step_size", r"got 0",
+                           INT1),
+    "StepLR gamma=0": (lambda t: optim.StepLR(optim.SGD(0.1), 1, gamma=0), ValueError, r"StepLR: gamma",
+                       r"got 0\.0", r"\(0\.0, inf\]"),
+    "StepLR optimizer=None": (lambda t: optim.StepLR(None, 1), TypeError, r"StepLR: optimizer", r"got NoneType",
+                              r"an Optimizer"),
+    "CosineAnnealingLR t_max=0": (lambda t: optim.CosineAnnealingLR(optim.SGD(0.1), 0), ValueError,
+                                  r"CosineAnnealingLR: t_max", r"got 0", INT1),
+    "CosineAnnealingLR warmup=-1": (lambda t: optim.CosineAnnealingLR(optim.SGD(0.1), 5, warmup=-1), ValueError,
+                                    r"CosineAnnealingLR: warmup", r"got -1", INT0),
+    "CosineAnnealingLR eta_min=nan": (lambda t: optim.CosineAnnealingLR(optim.SGD(0.1), 5, eta_min=math.nan),
+                                      ValueError, r"CosineAnnealingLR: eta_min", r"got nan", r"finite number"),
+}
+
+
+@pytest.mark.parametrize(ROW_FIELDS, rows(BAD_INPUTS))
+def test_bad_input(tmp_path, call, error, who, got, allowed):
+    check_bad_input(tmp_path, call, error, who, got, allowed)
+
+
+# constructor -> (factory, valid keyword arguments, {argument: strategy of values it must refuse});
+# test_errors.py draws a random invalid argument for a random constructor of this table and others
+CONSTRUCTORS = {
+    "SGD": (optim.SGD, {"lr": 0.1, "momentum": 0.5}, {
+        "lr": bad_positive_float(), "momentum": bad_unit_interval(), "weight_decay": bad_non_negative_float(),
+        "nesterov": NOT_BOOL.filter(lambda v: v not in (0, 1))}),
+    "Adam": (optim.Adam, {}, {
+        "lr": bad_positive_float(), "eps": bad_positive_float(), "weight_decay": bad_non_negative_float(),
+        "betas": st.one_of(st.tuples(bad_unit_interval(), st.just(0.999)), st.tuples(st.just(0.9), bad_unit_interval()),
+                           st.tuples(st.just(0.9)), st.text(max_size=3), st.none(), st.floats())}),
+    "StepLR": (lambda **kw: optim.StepLR(optim.SGD(0.1), **kw), {"step_size": 2}, {
+        "step_size": bad_int(1), "gamma": bad_positive_float()}),
+    "CosineAnnealingLR": (lambda **kw: optim.CosineAnnealingLR(optim.SGD(0.1), **kw), {"t_max": 5}, {
+        "t_max": bad_int(1), "eta_min": bad_non_negative_float(), "warmup": bad_int(0)}),
+}

@@ -10,6 +10,7 @@ import threading
 import numpy as np
 import pytest
 import threadpoolctl
+from bad_input import INT1, ROW_FIELDS, check_bad_input, rows
 
 from cnn_im2col import functional as F
 from cnn_im2col import threads
@@ -226,3 +227,19 @@ def test_workers_run_under_the_callers_numpy_error_state():
             seen = threads.parallel_map(state, list(range(8)))
         assert len({ident for ident, _ in seen}) == 2  # both threads worked
         assert {over for _, over in seen} == {mode}
+
+
+# ------------------------------------------------------------------------------------------
+# bad inputs: the battery's rows for threads (machinery: bad_input.py)
+# ------------------------------------------------------------------------------------------
+
+BAD_INPUTS = {
+    "set_num_threads(0)": (lambda t: threads.set_num_threads(0), ValueError, r"set_num_threads: n", r"got 0", INT1),
+    "set_num_threads(1.5)": (lambda t: threads.set_num_threads(1.5), TypeError, r"set_num_threads: n", r"got 1\.5",
+                             INT1),
+}
+
+
+@pytest.mark.parametrize(ROW_FIELDS, rows(BAD_INPUTS))
+def test_bad_input(tmp_path, call, error, who, got, allowed):
+    check_bad_input(tmp_path, call, error, who, got, allowed)

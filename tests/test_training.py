@@ -1,13 +1,30 @@
 """Tests for cnn_im2col.training beyond those of Sequential.fit in test_model.py / test_robustness.py:
 the Callback hooks, and where the public names live."""
 
+import re
+
 import numpy as np
 import pytest
+from bad_input import (
+    FINITE,
+    INT0,
+    INT1,
+    REAL,
+    ROW_FIELDS,
+    XM,
+    YM,
+    bad_labels,
+    check_bad_input,
+    fit_tiny,
+    rows,
+    with_value,
+)
+from hypothesis import given
 
 import cnn_im2col
+from cnn_im2col import losses, optim, training
 from cnn_im2col import model as model_module
-from cnn_im2col import training
-from cnn_im2col.layers import Dense, ReLU
+from cnn_im2col.layers import Dense, Flatten, ReLU
 from cnn_im2col.losses import SoftmaxCrossEntropy
 from cnn_im2col.model import Sequential
 from cnn_im2col.optim import SGD
@@ -87,3 +104,102 @@ def test_imports_run_one_way_the_loop_imports_the_model_and_not_the_reverse():
     assert "model" in module_level_imports(training)
     assert not every_import(model_module) & {"training", "distributed", "cli", "onnx"}
     assert Sequential._loop is training.fit  # the loop installed itself
+
+
+# ------------------------------------------------------------------------------------------
+# bad inputs: the battery's rows for the training loop (Sequential.fit) (machinery: bad_input.py)
+# ------------------------------------------------------------------------------------------
+
+BAD_INPUTS = {
+    "fit epochs=0": (lambda t: fit_tiny(epochs=0), ValueError, r"Sequential\.fit: epochs", r"got 0", INT1),
+    "fit epochs=-1": (lambda t: fit_tiny(epochs=-1), ValueError, r"Sequential\.fit: epochs", r"got -1", INT1),
+    "fit epochs=1.5": (lambda t: fit_tiny(epochs=1.5), TypeError, r"Sequential\.fit: epochs", r"got 1\.5", INT1),
+    "fit batch_size=0": (lambda t: fit_tiny(batch_size=0), ValueError, r"Sequential\.fit: batch_size", r"got 0", INT1),
+    "fit batch_size=True": (lambda t: fit_tiny(batch_size=True), TypeError, r"Sequential\.fit: batch_size", r"got True",
+                            INT1),
+    "fit x and y of different lengths": (lambda t: fit_tiny(y=YM[:4]), ValueError, r"Sequential\.fit: x", r"y has 4 rows",
+                                         r"x has 5 samples .* must match"),
+    "fit label == number of classes": (lambda t: fit_tiny(y=np.array([0, 1, 3, 0, 1])), ValueError,
+                                       r"Sequential\.fit: y labels", r"got 3 at index 2",
+                                       r"\[0, 3\) for the network's 3 outputs"),
+    "fit negative label": (lambda t: fit_tiny(y=np.array([0, 1, -1, 0, 1])), ValueError, r"Sequential\.fit: y labels",
+                           r"got -1 at index 2", r"\[0, 3\)"),
+    "fit non-integer labels": (lambda t: fit_tiny(y=np.array([0, 1, 1.5, 0, 1])), TypeError,
+                               r"Sequential\.fit: y labels", r"dtype float64", r"must be integers"),
+    "fit string labels": (lambda t: fit_tiny(y=np.array(list("abcde"))), TypeError, r"Sequential\.fit: y", r"dtype <U1",
+                          r"integer class labels"),
+    "fit bool labels": (lambda t: fit_tiny(y=np.ones(5, bool)), TypeError, r"Sequential\.fit: y", r"dtype bool",
+                        r"integer class labels"),
+    "fit y=None": (lambda t: fit_tiny(y=None), TypeError, r"Sequential\.fit: y", r"dtype object", r"integer class labels"),
+    "fit scalar y": (lambda t: fit_tiny(y=3), ValueError, r"Sequential\.fit: x", r"y has a scalar", r"must match"),
+    "fit labels of shape (N, 1)": (lambda t: fit_tiny(y=YM[:, None]), ValueError, r"Sequential\.fit: y targets",
+                                   r"got \(5, 1\)", r"shape \(N, \*\(3,\)\)"),
+    "fit x with NaN": (lambda t: fit_tiny(x=with_value(XM, np.nan, (3, 0, 2, 2))), ValueError, r"Sequential\.fit: x",
+                       *FINITE),
+    "fit x with Inf": (lambda t: fit_tiny(x=with_value(XM, np.inf)), ValueError, r"Sequential\.fit: x", *FINITE),
+    "fit empty batch": (lambda t: fit_tiny(x=XM[:0], y=YM[:0]), ValueError, r"Sequential\.fit: x",
+                        r"got shape \(0, 1, 6, 6\)", r"must not be empty"),
+    "fit object x": (lambda t: fit_tiny(x=XM.astype(object)), TypeError, r"Sequential\.fit: x", r"dtype object", REAL),
+    "fit complex x": (lambda t: fit_tiny(x=XM.astype(complex)), TypeError, r"Sequential\.fit: x", r"complex128", REAL),
+    "fit wrong channel count": (lambda t: fit_tiny(x=np.repeat(XM, 2, axis=1)), ValueError,
+                                r"Sequential: layer 0 Conv2D\(1, 2, 3", r"input of shape \(2, 6, 6\)",
+                                r"input must be \(1, H, W\)"),
+    "fit 3-D x": (lambda t: fit_tiny(x=XM[:, 0]), ValueError, r"Sequential: layer 0 Conv2D", r"shape \(6, 6\)",
+                  r"input must be \(1, H, W\)"),
+    "fit images smaller than the kernel": (lambda t: fit_tiny(x=XM[:, :, :2, :2]), ValueError,
+                                           r"Sequential: layer 0 Conv2D", r"padded input \(2, 2\)",
+                                           r"must fit inside"),
+    "fit scheduler_interval='step'": (lambda t: fit_tiny(scheduler_interval="step"), ValueError,
+                                      r"Sequential\.fit: scheduler_interval", r"got 'step'",
+                                      r"one of \('epoch', 'batch'\)"),
+    "fit optimizer=None": (lambda t: fit_tiny(optimizer=None), TypeError, r"Sequential\.fit: optimizer",
+                           r"got NoneType", r"step\(params, grads\) and lr"),
+    "fit loss=None": (lambda t: fit_tiny(loss=None), TypeError, r"Sequential\.fit: loss", r"got None",
+                      r"forward\(pred, target\) and backward\(\)"),
+    "fit validation images of another size": (lambda t: fit_tiny(validation_data=(XM[:, :, :5], YM)), ValueError,
+                                              r"Sequential\.fit: validation x", r"got \(1, 5, 6\)",
+                                              r"per-sample shape \(1, 6, 6\)"),
+    "fit validation label out of range": (lambda t: fit_tiny(validation_data=(XM, YM + 5)), ValueError,
+                                          r"Sequential\.fit: validation y labels", r"got 5 at index 0", r"\[0, 3\)"),
+    "fit validation_data not a pair": (lambda t: fit_tiny(validation_data=XM), TypeError,
+                                       r"Sequential\.fit: validation_data", r"got ndarray", r"a pair"),
+    "fit seed=-1": (lambda t: fit_tiny(seed=-1), ValueError, r"Sequential\.fit: seed", r"got -1", INT0),
+    "fit shuffle='yes'": (lambda t: fit_tiny(shuffle="yes"), TypeError, r"Sequential\.fit: shuffle", r"got 'yes'",
+                          r"True or False"),
+    "fit augment=3": (lambda t: fit_tiny(augment=3), TypeError, r"Sequential\.fit: augment", r"got 3", r"a callable"),
+    "fit callbacks=[3]": (lambda t: fit_tiny(callbacks=[3]), TypeError, r"Sequential\.fit: callbacks", r"got 3",
+                          r"callables"),
+    "fit should_stop=3": (lambda t: fit_tiny(should_stop=3), TypeError, r"Sequential\.fit: should_stop", r"got 3",
+                          r"a callable"),
+    "fit scheduler=3": (lambda t: fit_tiny(scheduler=3), TypeError, r"Sequential\.fit: scheduler", r"got int",
+                        r"must have step\(\)"),
+    "fit resume='x'": (lambda t: fit_tiny(resume="x"), TypeError, r"Sequential\.fit: resume", r"got str", r"a dict"),
+    "fit resume={}": (lambda t: fit_tiny(resume={}), ValueError, r"Sequential\.fit: resume", r"KeyError\('epoch'\)",
+                      r"valid checkpoint state"),
+    "fit optimizer=SGD (the class)": (
+        lambda t: fit_tiny(optimizer=optim.SGD), TypeError, r"Sequential\.fit: optimizer", r"SGD", r"instan"),
+    "fit loss=SoftmaxCrossEntropy (the class)": (
+        lambda t: fit_tiny(loss=losses.SoftmaxCrossEntropy), TypeError, r"Sequential\.fit: loss",
+        r"SoftmaxCrossEntropy", r"instan"),
+    "fit checkpoint=3": (
+        lambda t: fit_tiny(checkpoint=3), TypeError, r"Sequential\.fit: checkpoint", r"got 3",
+        r"str or os\.PathLike"),
+}
+
+
+@pytest.mark.parametrize(ROW_FIELDS, rows(BAD_INPUTS))
+def test_bad_input(tmp_path, call, error, who, got, allowed):
+    check_bad_input(tmp_path, call, error, who, got, allowed)
+
+
+@given(bad_labels())
+def test_random_bad_labels_for_fit_and_evaluate(case):
+    n, k, labels, _ = case
+    net = Sequential([Flatten(), Dense(4, k, seed=0)])
+    x = np.random.default_rng(1).random((n, 1, 2, 2)).astype(np.float32)
+    for call, owner in ((lambda: net.fit(x, labels, epochs=1, batch_size=2, optimizer=optim.SGD(0.1),
+                                         loss=losses.SoftmaxCrossEntropy(), progress=False, log=None),
+                         "Sequential.fit"),
+                        (lambda: net.evaluate(x, labels), "Sequential.evaluate")):
+        with pytest.raises((TypeError, ValueError), match=re.escape(owner) + r": (x|y)"):
+            call()
