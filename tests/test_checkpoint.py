@@ -8,9 +8,37 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bad_input import ROW_FIELDS, XM, YM, Payload, check_bad_input, npz_with, rows, tiny_model
+from small_nets import (
+    assert_same_params,
+    data,
+    small_net,
+)
 
 from cnn_im2col import losses, optim
 from cnn_im2col.model import Sequential
+from cnn_im2col.optim import Adam, CosineAnnealingLR
+
+# ------------------------------------------------------------------------------------------
+# written by fit, read back
+# ------------------------------------------------------------------------------------------
+
+
+def test_the_last_checkpoint_of_a_run_annealed_to_lr_0_loads_and_resumes(tmp_path):
+    """A per-batch cosine schedule ends at lr 0 exactly; that checkpoint must still load (and resume)."""
+    x, y = data(16)
+    model = small_net(dropout=0.25)
+    optimizer = Adam(1e-2)
+    scheduler = CosineAnnealingLR(optimizer, t_max=4)
+    model.fit(x, y, epochs=2, batch_size=8, optimizer=optimizer, loss=losses.SoftmaxCrossEntropy(), seed=0,
+              scheduler=scheduler, scheduler_interval="batch", progress=False, log=None, checkpoint=tmp_path / "c.npz")
+    assert optimizer.lr == 0.0
+    ckpt = Sequential.load_checkpoint(tmp_path / "c.npz")
+    assert ckpt.optimizer.lr == 0.0 and ckpt.scheduler.last_epoch == 4
+    assert_same_params(ckpt.model.params, model.params)
+    ckpt.model.fit(x, y, epochs=2, batch_size=8, optimizer=ckpt.optimizer, loss=losses.SoftmaxCrossEntropy(),
+                   scheduler=ckpt.scheduler, scheduler_interval="batch", resume=ckpt.state, progress=False, log=None)
+    assert_same_params(ckpt.model.params, model.params)  # finished: nothing left to do
+
 
 # ------------------------------------------------------------------------------------------
 # bad inputs: the battery's rows for checkpoints (machinery: bad_input.py)

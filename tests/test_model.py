@@ -1,7 +1,8 @@
-"""Tests for cnn_im2col.model: Sequential, its training loop, files, checkpoints, RandomShift."""
+"""Tests for cnn_im2col.model: Sequential as a container (the layer protocol, params and buffers,
+shapes and summary), evaluate and predict, model files, its bad inputs and the inputs it accepts.
+The training loop's tests are in test_training.py, the checkpoint format's in test_checkpoint.py."""
 
 import json
-import math
 import pickle
 
 import numpy as np
@@ -25,67 +26,35 @@ from bad_input import (
 )
 from hypothesis import given
 from hypothesis import strategies as st
+from small_nets import (
+    assert_same_buffers,
+    assert_same_params,
+    bn_net,
+    data,
+    fit,
+    small_net,
+)
 
 from cnn_im2col import losses, optim
 from cnn_im2col.gradcheck import check_layer
 from cnn_im2col.layers import (
     AvgPool2D,
-    BatchNorm2D,
     Conv2D,
     Dense,
     Dropout,
     Flatten,
-    GlobalAvgPool2D,
     MaxPool2D,
     ReLU,
     Sigmoid,
     Softmax,
     Tanh,
 )
-from cnn_im2col.losses import MeanSquaredError, SoftmaxCrossEntropy
+from cnn_im2col.losses import SoftmaxCrossEntropy
 from cnn_im2col.model import (
-    RandomShift,
     Sequential,
-    TrainingDiverged,
-    TrainingInterrupted,
 )
-from cnn_im2col.optim import SGD, Adam, CosineAnnealingLR
+from cnn_im2col.optim import SGD
 from cnn_im2col.shapes import NonFiniteError
-
-
-def small_net(seed=0, dropout=0.0, dtype=np.float32):
-    """(1, 8, 8) -> 10 classes; every layer seeded."""
-    return Sequential([
-        Conv2D(1, 4, 3, dtype=dtype, seed=seed), ReLU(), MaxPool2D(2),
-        Flatten(),
-        Dense(4 * 3 * 3, 16, dtype=dtype, seed=seed + 1), ReLU(), Dropout(dropout, seed=seed + 2),
-        Dense(16, 10, dtype=dtype, seed=seed + 3),
-    ])
-
-
-def data(n=16, seed=0, classes=10, size=8):
-    rng = np.random.default_rng(seed)
-    return rng.random((n, 1, size, size), dtype=np.float32), rng.integers(0, classes, n)
-
-
-def fit(model, x, y, **kwargs):
-    args = {"epochs": 2, "batch_size": 8, "optimizer": Adam(1e-2), "loss": SoftmaxCrossEntropy(),
-            "seed": 0, "progress": False, "log": None}
-    args.update(kwargs)
-    return model.fit(x, y, **args)
-
-
-def snapshot(model):
-    return {k: v.copy() for k, v in model.params.items()}
-
-
-def assert_same_params(a, b):
-    a = a.params if isinstance(a, Sequential) else a
-    b = b.params if isinstance(b, Sequential) else b
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-
 
 # ------------------------------------------------------------------------------------------
 # layer protocol, params, forward/backward
@@ -201,218 +170,6 @@ def test_summary_totals_equal_a_hand_count():
     assert any("(10,)" in line and "2,570" in line for line in lines)
     with pytest.raises(ValueError, match="layer 0"):
         model.summary((1, 3, 3))
-
-
-# ------------------------------------------------------------------------------------------
-# fit
-# ------------------------------------------------------------------------------------------
-
-
-def test_overfits_a_tiny_batch_to_100_percent():
-    x, y = data(16)
-    model = Sequential([
-        Conv2D(1, 8, 3, seed=1), ReLU(), MaxPool2D(2), Flatten(),
-        Dense(8 * 3 * 3, 32, seed=2), ReLU(), Dense(32, 10, seed=3),
-    ])
-    history = fit(model, x, y, epochs=60, batch_size=16, optimizer=Adam(1e-2))
-    assert history["accuracy"][-1] == 1.0
-    assert history["loss"][-1] < history["loss"][0] / 10
-    assert model.evaluate(x, y)["accuracy"] == 1.0
-    assert (model.predict(x).argmax(1) == y).all()
-
-
-def test_same_seed_same_weights_different_seed_different():
-    x, y = data(40)
-    runs = []
-    for seed in (3, 3, 4):
-        model = small_net(seed=0, dropout=0.3)
-        opt = Adam(1e-2)
-        sched = CosineAnnealingLR(opt, t_max=3 * 5)
-        fit(model, x, y, epochs=3, optimizer=opt, scheduler=sched, scheduler_interval="batch",
-            augment=RandomShift(1), seed=seed)
-        runs.append(snapshot(model))
-    assert_same_params(runs[0], runs[1])
-    assert any(not np.array_equal(runs[0][k], runs[2][k]) for k in runs[0])
-
-
-def test_history_and_log_lines(capsys):
-    x, y = data(20)
-    xv, yv = data(6, seed=1)
-    model = small_net()
-    history = model.fit(x, y, epochs=2, batch_size=8, optimizer=Adam(1e-3), loss=SoftmaxCrossEntropy(),
-                        validation_data=(xv, yv), seed=1, progress=False)
-    for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "samples_per_s"):
-        assert len(history[key]) == 2, key
-    assert history["epoch"] == [1, 2] and history["seed"] == 1
-    assert all(0 <= a <= 1 for a in history["accuracy"] + history["val_accuracy"])
-    assert history["val_loss"][-1] == pytest.approx(model.evaluate(xv, yv)["loss"])
-    json.dumps(history)
-    out = capsys.readouterr()
-    lines = [line for line in out.out.splitlines() if line.startswith("epoch ")]
-    assert len(lines) == 2 and "val_accuracy" in lines[0] and "samples/s" in lines[0]
-    assert out.err == ""  # progress=False: no bar
-    history = fit(small_net(), x, y, epochs=1)
-    assert history["val_loss"] == [None] and history["val_accuracy"] == [None]
-
-
-def test_progress_bar_goes_to_stderr(capsys):
-    x, y = data(16)
-    fit(small_net(), x, y, epochs=1, progress=True)
-    assert "epoch 1/1" in capsys.readouterr().err
-
-
-def test_callbacks_can_stop_and_epoch_scheduler_steps():
-    x, y = data(16)
-    seen = []
-    opt = SGD(0.1)
-    sched = CosineAnnealingLR(opt, t_max=4)
-    history = fit(small_net(), x, y, epochs=4, optimizer=opt, scheduler=sched,
-                  callbacks=[lambda model, logs: seen.append(logs["epoch"]) or logs["epoch"] < 2])
-    assert seen == [1, 2] and history["epoch"] == [1, 2]
-    assert history["lr"] == [pytest.approx(0.1), pytest.approx(0.1 * (1 + math.cos(math.pi / 4)) / 2)]
-
-
-def test_fit_accepts_dense_targets_with_mse():
-    x, y = data(16)
-    target = np.eye(10, dtype=np.float32)[y]
-    model = Sequential([Flatten(), Dense(64, 10, seed=0), Sigmoid()])
-    history = fit(model, x, target, epochs=3, loss=MeanSquaredError(), optimizer=SGD(1.0))
-    assert history["loss"][-1] < history["loss"][0]
-
-
-BAD_FIT = [
-    ({"y": np.zeros(15, dtype=np.int64)}, ValueError, "x has 16 samples but y has 15"),
-    ({"y": np.full(16, 10)}, ValueError, r"labels must be in \[0, 10\).*got 10 at index 0"),
-    ({"y": np.full(16, -1)}, ValueError, r"labels must be in \[0, 10\)"),
-    ({"y": np.zeros(16, dtype=np.float32)}, TypeError, "labels must be integers"),
-    ({"y": np.zeros((16, 3), dtype=np.float32)}, ValueError, "targets must have shape"),
-    ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1"),
-    ({"batch_size": 2.5}, TypeError, "batch_size"),
-    ({"epochs": 0}, ValueError, "epochs must be an int >= 1"),
-    ({"x": np.zeros((0, 1, 8, 8), np.float32), "y": np.zeros(0, np.int64)}, ValueError, "must not be empty"),
-    ({"x": np.full((16, 1, 8, 8), np.nan, np.float32)}, ValueError, "NaN or Inf"),
-    ({"x": np.zeros((16, 1, 10, 10), np.float32)}, ValueError, "layer 4 Dense"),
-    ({"x": np.zeros(16, np.float32)}, ValueError, "at least 2 dimensions"),
-    ({"optimizer": "adam"}, TypeError, "optimizer must have step"),
-    ({"loss": "ce"}, TypeError, "loss must have forward"),
-    ({"scheduler": 3}, TypeError, "scheduler must have step"),
-    ({"scheduler_interval": "step"}, ValueError, "scheduler_interval"),
-    ({"seed": -1}, ValueError, "seed"),
-    ({"validation_data": (np.zeros((4, 1, 8, 8), np.float32),)}, TypeError, "validation_data must be a pair"),
-    ({"validation_data": (np.zeros((4, 1, 7, 7), np.float32), np.zeros(4, np.int64))}, ValueError,
-     "validation x must have per-sample shape"),
-    ({"validation_data": (np.zeros((4, 1, 8, 8), np.float32), np.full(4, 12))}, ValueError,
-     r"validation y labels must be in \[0, 10\)"),
-    ({"augment": 2}, TypeError, "augment must be a callable"),
-]
-
-
-@pytest.mark.parametrize(("change", "error", "match"), BAD_FIT)
-def test_fit_validates_up_front(change, error, match):
-    x, y = data(16)
-    model = small_net()
-    before = snapshot(model)
-    args = {"x": x, "y": y}
-    args.update(change)
-    with pytest.raises(error, match=match):
-        fit(model, args.pop("x"), args.pop("y"), **args)
-    assert_same_params(model, before)  # nothing was trained
-
-
-@pytest.mark.parametrize(("change", "match"), [
-    ({"optimizer": SGD}, r"optimizer must be an instance, got the class SGD \(instantiate it"),
-    ({"loss": SoftmaxCrossEntropy}, r"loss must be an instance, got the class SoftmaxCrossEntropy"),
-    ({"scheduler": CosineAnnealingLR}, r"scheduler must be an instance, got the class CosineAnnealingLR"),
-    ({"checkpoint": 3}, r"checkpoint must be a str or os.PathLike, got 3"),
-    ({"checkpoint_extra": {"f": object()}}, r"checkpoint_extra must be a JSON-able dict"),
-])
-def test_fit_refuses_classes_and_bad_checkpoint_arguments(change, match):
-    x, y = data(16)
-    with pytest.raises(TypeError, match=match):
-        fit(small_net(), x, y, **change)
-    with pytest.raises(TypeError, match="loss must be an instance"):
-        small_net().evaluate(x, y, loss=MeanSquaredError)
-
-
-class NaNOnCall(SoftmaxCrossEntropy):
-    """SoftmaxCrossEntropy whose ``k``-th forward returns NaN; remembers the params at that call."""
-
-    def __init__(self, model, k):
-        super().__init__()
-        self.model, self.k, self.calls, self.params_then = model, k, 0, None
-
-    def forward(self, pred, target):
-        self.calls += 1
-        value = super().forward(pred, target)
-        if self.calls == self.k:
-            self.params_then = snapshot(self.model)
-            return math.nan
-        return value
-
-
-def test_divergence_names_epoch_and_batch_and_skips_the_step():
-    x, y = data(24)
-    model = small_net()
-    loss = NaNOnCall(model, k=5)  # 3 batches per epoch: epoch 2, batch 2
-    with pytest.raises(TrainingDiverged) as info:
-        fit(model, x, y, epochs=3, loss=loss, optimizer=SGD(0.1))
-    err = info.value
-    assert isinstance(err, FloatingPointError)
-    assert (err.epoch, err.batch) == (2, 2) and math.isnan(err.loss) and err.lr == 0.1
-    assert "epoch 2/3, batch 2/3" in str(err) and "learning rate (0.1)" in str(err)
-    assert "not applied" in str(err)
-    assert_same_params(model, loss.params_then)
-
-
-class NaNOnCallKeepingBuffers(NaNOnCall):
-    """NaNOnCall that also remembers the buffers as the failing step found them (after the forward
-    of the call before: only a forward moves them)."""
-
-    def forward(self, pred, target):
-        if self.calls + 1 == self.k - 1:
-            self.buffers_then = {k: v.copy() for k, v in self.model.buffers.items()}
-        return super().forward(pred, target)
-
-
-def test_divergence_puts_the_batchnorm_running_statistics_back():
-    """The step reported as not applied leaves nothing behind: its forward had already moved
-    BatchNorm2D's running statistics (and the batch count), and they are restored."""
-    x, y = data(24)
-    model = Sequential([Conv2D(1, 4, 3, seed=0), BatchNorm2D(4), ReLU(), Flatten(), Dense(4 * 6 * 6, 10, seed=1)])
-    loss = NaNOnCallKeepingBuffers(model, k=5)
-    with pytest.raises(TrainingDiverged, match="not applied"):
-        fit(model, x, y, epochs=3, loss=loss, optimizer=SGD(0.1))
-    assert model.buffers.keys() == loss.buffers_then.keys() and loss.buffers_then
-    for key, value in model.buffers.items():
-        np.testing.assert_array_equal(value, loss.buffers_then[key], err_msg=key)
-    assert int(model.buffers["1.num_batches_tracked"]) == 4  # the 4 applied steps, not the 5th
-
-
-def test_real_divergence_with_a_huge_learning_rate():
-    x, y = data(64)
-    model = Sequential([Conv2D(1, 4, 3, seed=1), ReLU(), Flatten(), Dense(144, 10, seed=2)])
-    with pytest.raises(TrainingDiverged, match=r"epoch \d+/50, batch \d+/4.*learning rate \(50\)"):
-        fit(model, x, y, epochs=50, batch_size=16, optimizer=SGD(50.0), loss=MeanSquaredError())
-    assert all(np.isfinite(p).all() for p in model.params.values())
-
-
-def test_an_optimizer_step_that_overflows_is_undone_and_reported(tmp_path):
-    x, y = data(8)
-    model = Sequential([Flatten(), Dense(64, 10, seed=0)])
-    optimizer = SGD(0.01)
-    at_end = {}
-
-    def huge_lr_after_epoch_1(m, logs):
-        at_end[logs["epoch"]] = snapshot(m)
-        optimizer.lr = 1e38  # lr * gradient overflows float32
-
-    with pytest.raises(TrainingDiverged, match=r"epoch 2/3, batch 1/1: the optimizer step made 1\.weight non-finite"):
-        fit(model, x * 100, y, epochs=3, batch_size=8, optimizer=optimizer, checkpoint=tmp_path / "c.npz",
-            callbacks=[huge_lr_after_epoch_1])
-    assert_same_params(model, at_end[1])  # restored
-    ckpt = Sequential.load_checkpoint(tmp_path / "c.npz")
-    assert (ckpt.state["epoch"], ckpt.state["batch"]) == (1, 0)
-    assert_same_params(ckpt.model, at_end[1])
 
 
 # ------------------------------------------------------------------------------------------
@@ -581,123 +338,6 @@ def test_load_custom_layers():
     np.testing.assert_array_equal(rebuilt.forward(np.ones((1, 2, 2))), 2 * np.ones((1, 4)))
 
 
-# ------------------------------------------------------------------------------------------
-# checkpoints and bit-identical resume
-# ------------------------------------------------------------------------------------------
-
-
-def _training_setup(optimizer_kind="adam"):
-    model = small_net(seed=5, dropout=0.3)
-    opt = Adam(5e-3) if optimizer_kind == "adam" else SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)
-    sched = CosineAnnealingLR(opt, t_max=3 * 4, warmup=2)
-    return model, opt, sched
-
-
-def _run(model, opt, sched, x, y, xv, yv, **kwargs):
-    return fit(model, x, y, epochs=3, batch_size=8, optimizer=opt, scheduler=sched, scheduler_interval="batch",
-               augment=RandomShift(2), validation_data=(xv, yv), seed=11, **kwargs)
-
-
-@pytest.mark.parametrize(("optimizer_kind", "stop_after"), [("adam", 6), ("sgd", 4), ("adam", 1), ("adam", 12)])
-def test_resume_after_interrupt_is_bit_identical(tmp_path, optimizer_kind, stop_after):
-    """Stop after ``stop_after`` batches (4 per epoch: mid-epoch, at an epoch end, at the very end)."""
-    x, y = data(30, seed=1)
-    xv, yv = data(8, seed=2)
-    reference = _training_setup(optimizer_kind)
-    full_history = _run(*reference, x, y, xv, yv)
-
-    model, opt, sched = _training_setup(optimizer_kind)
-    path = tmp_path / "ckpt.npz"
-    calls = {"n": 0}
-
-    def should_stop():
-        calls["n"] += 1
-        return calls["n"] == stop_after
-
-    with pytest.raises(TrainingInterrupted) as info:
-        _run(model, opt, sched, x, y, xv, yv, checkpoint=path, should_stop=should_stop,
-             checkpoint_extra={"note": "hi"})
-    epoch, batch = divmod(stop_after - 1, 4)
-    assert (info.value.epoch, info.value.batch) == (epoch + 1, batch + 1)
-    assert info.value.checkpoint == str(path)
-
-    # a fresh process would only have the file
-    ckpt = Sequential.load_checkpoint(path)
-    assert ckpt.extra == {"note": "hi"}
-    assert type(ckpt.optimizer) is type(opt)
-    assert ckpt.optimizer.lr == opt.lr and ckpt.scheduler.last_epoch == sched.last_epoch
-    assert_same_params(ckpt.model, model)
-    history = _run(ckpt.model, ckpt.optimizer, ckpt.scheduler, x, y, xv, yv, resume=ckpt.state, checkpoint=path)
-    assert_same_params(ckpt.model, reference[0])
-    for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"):
-        assert history[key] == pytest.approx(full_history[key], rel=1e-12), key
-    # the checkpoint is also a plain model file
-    assert_same_params(Sequential.load(path), reference[0])
-
-
-def test_resume_refuses_different_settings(tmp_path):
-    x, y = data(16)
-    model, opt, _ = _training_setup()
-    path = tmp_path / "c.npz"
-    with pytest.raises(TrainingInterrupted):
-        fit(model, x, y, epochs=2, optimizer=opt, checkpoint=path, should_stop=lambda: True)
-    ckpt = Sequential.load_checkpoint(path)
-    with pytest.raises(ValueError, match=r"batch_size 4 \(checkpoint: 8\)"):
-        fit(ckpt.model, x, y, epochs=2, batch_size=4, optimizer=ckpt.optimizer, resume=ckpt.state)
-    with pytest.raises(ValueError, match="seed 1 differs"):
-        fit(ckpt.model, x, y, epochs=2, optimizer=ckpt.optimizer, resume=ckpt.state, seed=1)
-    with pytest.raises(ValueError, match="not a checkpoint"):
-        small_net().save(tmp_path / "m.npz")
-        Sequential.load_checkpoint(tmp_path / "m.npz")
-
-
-def test_divergence_leaves_the_last_epoch_checkpoint(tmp_path):
-    x, y = data(24)
-    model = small_net()
-    path = tmp_path / "c.npz"
-    loss = NaNOnCall(model, k=5)  # epoch 2, batch 2
-    with pytest.raises(TrainingDiverged):
-        fit(model, x, y, epochs=3, loss=loss, optimizer=SGD(0.1), checkpoint=path)
-    ckpt = Sequential.load_checkpoint(path)
-    assert (ckpt.state["epoch"], ckpt.state["batch"]) == (1, 0)
-
-
-# ------------------------------------------------------------------------------------------
-# RandomShift
-# ------------------------------------------------------------------------------------------
-
-
-def test_random_shift_moves_whole_images():
-    rng = np.random.default_rng(0)
-    x = np.zeros((50, 2, 9, 9), np.float32)
-    x[:, :, 2:7, 2:7] = rng.random((50, 2, 5, 5))  # a 2-pixel empty border: nothing falls off
-    out = RandomShift(2)(x, np.random.default_rng(1))
-    assert out.shape == x.shape and out.dtype == x.dtype and out.flags.c_contiguous
-    shifts = set()
-    for i in range(50):
-        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
-                 if np.array_equal(np.roll(x[i], (dy, dx), axis=(1, 2)), out[i])]
-        assert found, i
-        shifts.add(found[0])
-    assert len(shifts) > 10  # both axes, several values
-    np.testing.assert_allclose(out.sum(axis=(1, 2, 3)), x.sum(axis=(1, 2, 3)), rtol=1e-6)
-    again = RandomShift(2)(x, np.random.default_rng(1))
-    np.testing.assert_array_equal(again, out)
-    assert RandomShift(0)(x, rng) is x
-
-
-def test_random_shift_fills_and_validates():
-    x = np.ones((1, 1, 4, 4), np.float32)
-    out = RandomShift(3, fill=0.0)(x, np.random.default_rng(2))
-    assert out.sum() < 16 or np.array_equal(out, x)
-    with pytest.raises(ValueError, match="max_shift"):
-        RandomShift(-1)
-    with pytest.raises(TypeError, match="max_shift"):
-        RandomShift(1.5)
-    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
-        RandomShift(1)(np.ones((4, 4)), np.random.default_rng(0))
-
-
 @pytest.mark.parametrize("first", ["conv", "dense", "relu"])
 def test_backward_without_input_grad_fills_the_same_gradients(first):
     rng = np.random.default_rng(0)
@@ -739,39 +379,7 @@ def test_an_overflow_inside_the_stack_is_reported_at_its_output():
         model.backward(np.full((1, 2), 1e30, np.float32))  # 1e30 * 1e30 overflows on the way back
 
 
-@pytest.mark.parametrize("augment, error, message", [
-    (lambda x, rng: x * np.nan, NonFiniteError, "Sequential.fit: the batch returned by augment contains NaN or Inf"),
-    (lambda x, rng: x[:, :, :-1], ValueError,
-     r"augment must return a batch of the shape it was given, \(4, 1, 6, 6\), got \(4, 1, 5, 6\)"),
-    (lambda x, rng: "not an array", TypeError, "Sequential.fit: the batch returned by augment must be a real numeric"),
-])
-def test_a_broken_augmentation_is_named_not_reported_as_a_divergence(augment, error, message):
-    rng = np.random.default_rng(0)
-    model = Sequential([Conv2D(1, 2, 3, seed=0), Flatten(), Dense(32, 3, seed=1)])
-    x = rng.standard_normal((8, 1, 6, 6)).astype(np.float32)
-    y = rng.integers(0, 3, 8)
-    with pytest.raises(error, match=message):
-        model.fit(x, y, epochs=1, batch_size=4, optimizer=SGD(0.1), loss=SoftmaxCrossEntropy(), augment=augment,
-                  progress=False, log=None)
-
-
 # --------------------------------------------------------------------------- buffers (BatchNorm2D)
-
-
-def bn_net(seed=0):
-    """(1, 8, 8) -> 10 classes with BatchNorm2D (buffers) and a GlobalAvgPool2D head."""
-    return Sequential([
-        Conv2D(1, 4, 3, padding=1, bias=None, seed=seed), BatchNorm2D(4), ReLU(), MaxPool2D(2),
-        Conv2D(4, 6, 3, padding=1, seed=seed + 1), BatchNorm2D(6, momentum=None), ReLU(), GlobalAvgPool2D(),
-        Dense(6, 10, seed=seed + 2),
-    ])
-
-
-def assert_same_buffers(a, b):
-    assert set(a.buffers) == set(b.buffers)
-    for key, value in a.buffers.items():
-        assert value.dtype == b.buffers[key].dtype, key
-        np.testing.assert_array_equal(value, b.buffers[key], err_msg=key)
 
 
 def test_buffers_are_keyed_like_params_and_saved(tmp_path):
@@ -809,33 +417,6 @@ def test_buffers_mismatch_is_a_clear_error(tmp_path):
     np.savez(tmp_path / "nan.npz", **arrays)
     with pytest.raises(ValueError, match=r"nan.npz: buffer '5.running_mean' contains NaN or Inf"):
         Sequential.load(tmp_path / "nan.npz")
-
-
-@pytest.mark.parametrize("stop_after", [3, 4])
-def test_resume_with_batch_norm_is_bit_identical(tmp_path, stop_after):
-    """Running statistics travel in the checkpoint: the resumed run ends with the same weights AND buffers."""
-    x, y = data(30, seed=1)
-
-    def run(model, opt, **kwargs):
-        return fit(model, x, y, epochs=2, batch_size=8, optimizer=opt, augment=RandomShift(1), seed=3, **kwargs)
-
-    reference = bn_net(seed=2)
-    run(reference, Adam(5e-3))
-    model = bn_net(seed=2)
-    calls = {"n": 0}
-
-    def should_stop():
-        calls["n"] += 1
-        return calls["n"] == stop_after
-
-    path = tmp_path / "ckpt.npz"
-    with pytest.raises(TrainingInterrupted):
-        run(model, Adam(5e-3), checkpoint=path, should_stop=should_stop)
-    ckpt = Sequential.load_checkpoint(path)
-    assert_same_buffers(ckpt.model, model)
-    run(ckpt.model, ckpt.optimizer, resume=ckpt.state)
-    assert_same_params(ckpt.model, reference)
-    assert_same_buffers(ckpt.model, reference)
 
 
 def test_load_state_dict_of_a_torch_model_with_batch_norm_and_global_pooling():
