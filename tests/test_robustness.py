@@ -148,9 +148,9 @@ def test_sigkill_during_atomic_writes_never_leaves_a_partial_file(tmp_path):
 # interruption: SIGKILL / SIGINT / SIGTERM of `cnn-im2col train`, then --resume
 # ------------------------------------------------------------------------------------------
 
-# 48 training images in batches of 16: 3 batches per epoch, a checkpoint per epoch. Enough epochs that
-# a SIGINT/SIGTERM sent up to 0.12 s after an "epoch k/" line still lands while training runs: an epoch
-# takes ~45 ms here now, and a signal after the loop has ended meets the default handler instead.
+# 48 training images in batches of 16: 3 batches per epoch, a checkpoint per epoch. Enough epochs
+# that a SIGINT/SIGTERM sent up to 0.12 s after an "epoch k/" line still lands while training runs
+# (an epoch takes tens of milliseconds): a signal after the loop has ended meets the default handler.
 EPOCHS = 9  # one digit: the fixture compares sorted "epoch.batch" names
 
 
@@ -368,8 +368,8 @@ def test_model_files_with_object_arrays_or_pickles_are_refused_unread(tmp_path):
         archive.writestr("__model__.npy", pickle.dumps(Payload(marker)))
     for what, path in files.items():
         for load in (Sequential.load, Sequential.load_checkpoint):
-            # "pickle in a zip" raises AttributeError today: the xfail row "load an npz whose __model__ is
-            # not a .npy" of test_errors.py; what matters here is that nothing is unpickled
+            # what matters here is that nothing is unpickled; the error a pickle in a zip gives is
+            # the row "load an npz whose __model__ is not a .npy" of test_model.py
             with pytest.raises(ValueError if what != "pickle in a zip" else Exception):
                 load(path)
         assert not marker.exists(), what

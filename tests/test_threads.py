@@ -149,8 +149,8 @@ def run_probe(order, **env_changes):
 def test_import_order_does_not_matter_and_no_idle_worker_spins(order):
     """Whichever is imported first, the BLAS is pinned to 1 thread, the pool has every core, Numba
     never started a thread pool of its own (no kernel is a parallel loop), and after a GEMM no other
-    thread of the process is running: no OpenBLAS worker spins (the old design's problem with NumPy
-    first)."""
+    thread of the process is running: no OpenBLAS worker spins (which a BLAS left with its own
+    threads does when NumPy is imported first)."""
     result = run_probe(order)
     assert result["numba_threads_started"] is False
     assert set(result["blas"]) == {1}
