@@ -18,18 +18,20 @@ import numpy as np
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on a clean exit fsync it and ``os.replace`` it into place.
+    """Open a temporary file beside ``path``; on a clean exit fsync it and ``os.replace`` it into
+    place.
 
-    If the block raises (or the process dies), ``path`` is untouched and the temporary file is removed.
-    A SIGKILL can leave the temporary file (``.NAME.PID.random.tmp``) behind, never a partial
-    ``path``; the next write of ``path`` removes those whose process no longer exists.
+    If the block raises (or the process dies), ``path`` is untouched and the temporary file is
+    removed. A SIGKILL can leave the temporary file (``.NAME.PID.random.tmp``) behind, never a
+    partial ``path``; the next write of ``path`` removes those whose process no longer exists.
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(target)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp",
+                                    dir=target.parent)
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
@@ -59,7 +61,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)  # signal 0: only checks that the process exists
     except ProcessLookupError:
         return False
-    except (PermissionError, OverflowError):  # someone else's process / not a real pid: keep the file
+    except (PermissionError, OverflowError):  # someone else's process / not a real pid: keep it
         return True
     return True
 
@@ -86,13 +88,15 @@ def npz_entry(npz: Any, key: str, path: str) -> np.ndarray:
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         raise ValueError(f"{path}: entry {key!r} cannot be read ({exc})") from None
     if not isinstance(value, np.ndarray):
-        raise ValueError(f"{path}: entry {key!r} is not a .npy array (got {type(value).__name__}); "  # noqa: TRY004 - a bad file
-                         f"not a cnn-im2col model file")
+        raise ValueError(  # noqa: TRY004 - a bad file
+            f"{path}: entry {key!r} is not a .npy array (got {type(value).__name__}); "
+            f"not a cnn-im2col model file")
     return value
 
 
 def npz_json(npz: Any, key: str, path: str) -> Any:
-    """The JSON stored by :func:`json_array` at ``npz[key]``; a ValueError naming the file if broken."""
+    """The JSON stored by :func:`json_array` at ``npz[key]``; a ValueError naming the file if
+    broken."""
     raw = npz_entry(npz, key, path)
     try:
         if raw.dtype != np.uint8 or raw.ndim != 1:

@@ -32,7 +32,8 @@ def _seeds(seed: int, count: int) -> list[int]:
 
 def default_model(seed: int = 0, dtype: Any = np.float32) -> Sequential:
     """Conv(1->32, 5) ReLU MaxPool(2) Conv(32->64, 5) ReLU MaxPool(2) Flatten Dense(1024->256) ReLU
-    Dropout(0.4) Dense(256->10), for (1, 28, 28) inputs. Every layer's seed is derived from ``seed``."""
+    Dropout(0.4) Dense(256->10), for (1, 28, 28) inputs. Every layer's seed is derived from
+    ``seed``."""
     s = _seeds(seed, 5)
     return Sequential([
         Conv2D(1, 32, 5, dtype=dtype, seed=s[0]), ReLU(), MaxPool2D(2),
@@ -70,17 +71,19 @@ def vgg_bn(seed: int = 0, dtype: Any = np.float32) -> Sequential:
                    BatchNorm2D(cout, dtype=dtype), ReLU()]
         if pool:
             layers.append(MaxPool2D(2))
-    layers += [Flatten(), Dense(64 * 7 * 7, 256, dtype=dtype, seed=s[3]), ReLU(), Dropout(0.4, seed=s[4]),
+    layers += [Flatten(), Dense(64 * 7 * 7, 256, dtype=dtype, seed=s[3]), ReLU(),
+               Dropout(0.4, seed=s[4]),
                Dense(256, 10, dtype=dtype, seed=s[5])]
     return Sequential(layers)
 
 
-ARCHITECTURES: dict[str, Callable[..., Sequential]] = {"default": default_model, "lenet": lenet, "vgg-bn": vgg_bn}
+ARCHITECTURES: dict[str, Callable[..., Sequential]] = {"default": default_model, "lenet": lenet,
+                                                       "vgg-bn": vgg_bn}
 
 #: Settings of ``cnn-im2col train`` per architecture where they differ from the command's defaults.
-#: vgg-bn on Fashion-MNIST (Adam 2e-3, cosine, batch 128, seed 0; loaded 2-core machine), test accuracy:
-#: 8 epochs shift 1 -> 92.02%, 8 epochs shift 0 -> 92.21%, 10 epochs shift 1 -> 92.30% (1152 s); quiet machine:
-#: 15 epochs shift 1 -> 93.18% (validation 93.78%), 12 min 28 s wall.
+#: vgg-bn on Fashion-MNIST (Adam 2e-3, cosine, batch 128, seed 0; loaded 2-core machine), test
+#: accuracy: 8 epochs shift 1 -> 92.02%, 8 epochs shift 0 -> 92.21%, 10 epochs shift 1 -> 92.30%
+#: (1152 s); quiet machine: 15 epochs shift 1 -> 93.18% (validation 93.78%), 12 min 28 s wall.
 TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {"vgg-bn": {"epochs": 15, "shift": 1}}
 
 
@@ -96,7 +99,8 @@ def build(spec: str, seed: int = 0) -> Sequential:
         raise ValueError(f"model must be one of {sorted(ARCHITECTURES)} or a .json file holding "
                          f"Sequential.config(), got {spec!r}")
     if not path.is_file():
-        raise FileNotFoundError(f"{spec}: no such model file (a .json file holding Sequential.config())")
+        raise FileNotFoundError(
+            f"{spec}: no such model file (a .json file holding Sequential.config())")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

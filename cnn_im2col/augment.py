@@ -1,8 +1,8 @@
 """Data augmentation for image batches: :class:`RandomShift`.
 
 An augmentation is a callable ``aug(x, rng) -> x`` taking a batch ``(N, C, H, W)`` and a
-``numpy.random.Generator`` and returning a new batch of the same shape; ``fit(augment=...)`` calls it
-on every training batch with a generator keyed by (seed, epoch, batch).
+``numpy.random.Generator`` and returning a new batch of the same shape; ``fit(augment=...)`` calls
+it on every training batch with a generator keyed by (seed, epoch, batch).
 """
 
 from __future__ import annotations

@@ -20,13 +20,15 @@ import numpy as np
 from . import optim as _optim
 from ._files import json_array, npz_entry, npz_json
 
-__all__ = ["HISTORY_KEYS", "Checkpoint", "Position", "new_history", "read_training", "training_arrays"]
+__all__ = ["HISTORY_KEYS", "Checkpoint", "Position", "new_history", "read_training",
+           "training_arrays"]
 
 TRAINING_KEY = "__training__"
 OPTIM_PREFIX = "optim:"
 
 #: The per-epoch lists of ``fit``'s history, in order.
-HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "samples_per_s")
+HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds",
+                "samples_per_s")
 
 
 def new_history(history: Any = None) -> dict[str, list]:
@@ -42,9 +44,9 @@ def new_history(history: Any = None) -> dict[str, list]:
 class Checkpoint:
     """What :meth:`Sequential.load_checkpoint` returns.
 
-    ``model`` holds the saved weights; ``optimizer`` (rebuilt from its config with its state
-    loaded) and ``scheduler`` (or None) continue where they stopped; ``state`` is ``fit``'s position,
-    to pass as ``fit(..., resume=state)``; ``extra`` is whatever JSON the caller stored.
+    ``model`` holds the saved weights; ``optimizer`` (rebuilt from its config with its state loaded)
+    and ``scheduler`` (or None) continue where they stopped; ``state`` is ``fit``'s position, to
+    pass as ``fit(..., resume=state)``; ``extra`` is whatever JSON the caller stored.
     """
 
     model: Any
@@ -56,9 +58,12 @@ class Checkpoint:
 
 def training_arrays(optimizer: Any, scheduler: Any = None, state: Mapping | None = None,
                     extra: Mapping | None = None) -> dict[str, np.ndarray]:
-    """The entries a checkpoint adds to a model file: the optimizer's arrays and ``__training__``."""
+    """The entries a checkpoint adds to a model file: the optimizer's arrays and ``__training__``.
+    """
     if not hasattr(optimizer, "state_dict") or not hasattr(optimizer, "config"):
-        raise TypeError(f"save_checkpoint: optimizer must have state_dict() and config(), got {type(optimizer).__name__}")
+        raise TypeError(
+            "save_checkpoint: optimizer must have state_dict() and config(), got "
+            f"{type(optimizer).__name__}")
     arrays, scalars = {}, {}
     for key, value in optimizer.state_dict().items():
         if isinstance(value, np.ndarray):
@@ -81,7 +86,8 @@ def read_training(npz: Any, path_text: str) -> tuple[Any, Any, dict, dict]:
     """``(optimizer, scheduler, state, extra)`` from an open checkpoint ``npz``; ValueError naming
     ``path_text`` if it is a plain model file or its training state is broken."""
     if TRAINING_KEY not in npz.files:
-        raise ValueError(f"{path_text}: a model file, not a checkpoint (no optimizer or training state)")
+        raise ValueError(
+            f"{path_text}: a model file, not a checkpoint (no optimizer or training state)")
     training = npz_json(npz, TRAINING_KEY, path_text)
     optim_arrays = {key[len(OPTIM_PREFIX):]: npz_entry(npz, key, path_text)
                     for key in npz.files if key.startswith(OPTIM_PREFIX)}
@@ -109,9 +115,10 @@ def read_training(npz: Any, path_text: str) -> tuple[Any, Any, dict, dict]:
 
 @dataclass
 class Position:
-    """Where ``fit`` is: about to run batch ``batch`` (0-based) of epoch ``epoch`` (0-based), with the
-    epoch's partial sums ``sums`` = [loss x count, correct, count] and ``elapsed`` training seconds
-    spent in it, the learning rate at the epoch's start, and the history of the finished epochs.
+    """Where ``fit`` is: about to run batch ``batch`` (0-based) of epoch ``epoch`` (0-based), with
+    the epoch's partial sums ``sums`` = [loss x count, correct, count] and ``elapsed`` training
+    seconds spent in it, the learning rate at the epoch's start, and the history of the finished
+    epochs.
 
     ``run`` holds what must not change across a resume: n, batch_size, epochs, shuffle, seed.
     """
@@ -127,7 +134,8 @@ class Position:
 
     def state(self, generators: Mapping | None = None) -> dict:
         """The JSON-able ``state`` a checkpoint stores (``fit(resume=state)`` reads it back)."""
-        return {"epoch": self.epoch, "batch": self.batch, "seed": self.run["seed"], "n": self.run["n"],
+        return {"epoch": self.epoch, "batch": self.batch, "seed": self.run["seed"],
+                "n": self.run["n"],
                 "batch_size": self.run["batch_size"], "epochs": self.run["epochs"],
                 "shuffle": self.run["shuffle"], "sums": list(self.sums), "elapsed": self.elapsed,
                 "lr_at_epoch_start": self.lr_at_epoch_start, "history": self.history,
@@ -138,7 +146,9 @@ class Position:
         """The position stored in a checkpoint's ``state``, checked against this run (``run``: n,
         batch_size, epochs, shuffle, seed; ``seed_given``: whether the caller chose the seed)."""
         if not isinstance(resume, Mapping):
-            raise TypeError(f"{owner}: resume must be the state of a checkpoint (a dict), got {type(resume).__name__}")
+            raise TypeError(
+                f"{owner}: resume must be the state of a checkpoint (a dict), got "
+                f"{type(resume).__name__}")
         try:
             epoch, batch = int(resume["epoch"]), int(resume["batch"])
             saved = {"n": int(resume["n"]), "batch_size": int(resume["batch_size"]),
@@ -153,10 +163,14 @@ class Position:
             raise ValueError(f"{owner}: resume is not a valid checkpoint state ({exc!r})") from None
         diff = [f"{k} {run[k]} (checkpoint: {saved[k]})" for k in saved if run[k] != saved[k]]
         if diff:
-            raise ValueError(f"{owner}: cannot resume: this run differs from the checkpointed one in "
-                             f"{', '.join(diff)}; resume with the same data and settings")
+            raise ValueError(
+                f"{owner}: cannot resume: this run differs from the checkpointed one in "
+                f"{', '.join(diff)}; resume with the same data and settings")
         if seed_given and int(run["seed"]) != seed_value:
-            raise ValueError(f"{owner}: cannot resume: seed {run['seed']} differs from the checkpoint's seed {seed_value}")
+            raise ValueError(
+                f"{owner}: cannot resume: seed {run['seed']} differs from the checkpoint's seed "
+                f"{seed_value}")
         if not 0 <= epoch <= run["epochs"]:
             raise ValueError(f"{owner}: resume epoch {epoch} is outside 0..{run['epochs']}")
-        return cls({**run, "seed": seed_value}, epoch, batch, sums, elapsed, lr0, history, generators)
+        return cls({**run, "seed": seed_value}, epoch, batch, sums, elapsed, lr0, history,
+                   generators)
