@@ -161,7 +161,8 @@ def check_bad_input(tmp_path, call, error, who, got, allowed):
 # hypothesis: invalid values, and a random invalid argument for a random constructor
 # ------------------------------------------------------------------------------------------
 
-NOT_NUMBERS = st.one_of(st.text(max_size=3), st.none(), st.just([1]), st.just({}), st.complex_numbers(
+NOT_NUMBERS = st.one_of(st.text(max_size=3), st.none(), st.just([1]), st.just({}),
+                        st.complex_numbers(
     allow_nan=False, allow_infinity=False).filter(lambda z: z.imag != 0))
 BAD_FLOAT = st.one_of(st.just(math.nan), st.just(math.inf), st.just(-math.inf), st.booleans(),
                       NOT_NUMBERS)

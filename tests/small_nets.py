@@ -56,7 +56,8 @@ def bn_net(seed=0):
     """(1, 8, 8) -> 10 classes with BatchNorm2D (buffers) and a GlobalAvgPool2D head."""
     return Sequential([
         Conv2D(1, 4, 3, padding=1, bias=None, seed=seed), BatchNorm2D(4), ReLU(), MaxPool2D(2),
-        Conv2D(4, 6, 3, padding=1, seed=seed + 1), BatchNorm2D(6, momentum=None), ReLU(), GlobalAvgPool2D(),
+        Conv2D(4, 6, 3, padding=1, seed=seed + 1), BatchNorm2D(6, momentum=None), ReLU(),
+        GlobalAvgPool2D(),
         Dense(6, 10, seed=seed + 2),
     ])
 

@@ -153,8 +153,10 @@ def test_fit_hands_augment_a_generator_keyed_by_seed_epoch_and_batch():
 # ------------------------------------------------------------------------------------------
 
 BAD_INPUTS = {
-    "RandomShift max_shift=-1": (lambda t: RandomShift(-1), ValueError, r"RandomShift: max_shift", r"got -1", INT0),
-    "RandomShift fill='x'": (lambda t: RandomShift(1, fill="x"), TypeError, r"RandomShift: fill", r"got 'x'",
+    "RandomShift max_shift=-1": (lambda t: RandomShift(-1), ValueError, r"RandomShift: max_shift",
+                                 r"got -1", INT0),
+    "RandomShift fill='x'": (lambda t: RandomShift(1, fill="x"), TypeError, r"RandomShift: fill",
+                             r"got 'x'",
                              r"a number"),
 }
 
@@ -167,5 +169,6 @@ def test_bad_input(tmp_path, call, error, who, got, allowed):
 # constructor -> (factory, valid keyword arguments, {argument: strategy of values it must refuse});
 # test_errors.py draws a random invalid argument for a random constructor of this table and others
 CONSTRUCTORS = {
-    "RandomShift": (RandomShift, {}, {"max_shift": bad_int(0), "fill": st.one_of(st.booleans(), NOT_NUMBERS)}),
+    "RandomShift": (RandomShift, {},
+                    {"max_shift": bad_int(0), "fill": st.one_of(st.booleans(), NOT_NUMBERS)}),
 }

@@ -28,19 +28,24 @@ from cnn_im2col.optim import SGD, Adam, CosineAnnealingLR, StepLR
 
 
 def test_the_last_checkpoint_of_a_run_annealed_to_lr_0_loads_and_resumes(tmp_path):
-    """A per-batch cosine schedule ends at lr 0 exactly; that checkpoint must still load (and resume)."""
+    """A per-batch cosine schedule ends at lr 0 exactly; that checkpoint must still load (and
+    resume)."""
     x, y = data(16)
     model = small_net(dropout=0.25)
     optimizer = Adam(1e-2)
     scheduler = CosineAnnealingLR(optimizer, t_max=4)
-    model.fit(x, y, epochs=2, batch_size=8, optimizer=optimizer, loss=losses.SoftmaxCrossEntropy(), seed=0,
-              scheduler=scheduler, scheduler_interval="batch", progress=False, log=None, checkpoint=tmp_path / "c.npz")
+    model.fit(x, y, epochs=2, batch_size=8, optimizer=optimizer, loss=losses.SoftmaxCrossEntropy(),
+              seed=0,
+              scheduler=scheduler, scheduler_interval="batch", progress=False, log=None,
+              checkpoint=tmp_path / "c.npz")
     assert optimizer.lr == 0.0
     ckpt = Sequential.load_checkpoint(tmp_path / "c.npz")
     assert ckpt.optimizer.lr == 0.0 and ckpt.scheduler.last_epoch == 4
     assert_same_params(ckpt.model.params, model.params)
-    ckpt.model.fit(x, y, epochs=2, batch_size=8, optimizer=ckpt.optimizer, loss=losses.SoftmaxCrossEntropy(),
-                   scheduler=ckpt.scheduler, scheduler_interval="batch", resume=ckpt.state, progress=False, log=None)
+    ckpt.model.fit(x, y, epochs=2, batch_size=8, optimizer=ckpt.optimizer,
+                   loss=losses.SoftmaxCrossEntropy(),
+                   scheduler=ckpt.scheduler, scheduler_interval="batch", resume=ckpt.state,
+                   progress=False, log=None)
     assert_same_params(ckpt.model.params, model.params)  # finished: nothing left to do
 
 
@@ -146,7 +151,8 @@ def rewrite_training(path, edit):
 
 
 @pytest.mark.parametrize(("edit", "match"), [
-    (lambda t: t["optimizer"].update({"name": "RMSprop"}), r"training state is broken: unknown optimizer 'RMSprop'"),
+    (lambda t: t["optimizer"].update({"name": "RMSprop"}),
+     r"training state is broken: unknown optimizer 'RMSprop'"),
     (lambda t: t["scheduler"]["config"].update({"name": "OneCycleLR"}),
      r"training state is broken: unknown scheduler 'OneCycleLR'"),
     (lambda t: t.pop("optimizer_scalars"), r"training state is broken"),
@@ -173,16 +179,19 @@ def test_training_state_that_is_not_json_is_refused_and_a_misshapen_optimizer_ar
         Sequential.load_checkpoint(not_json)
     key = "optim:momentum_buffer:0.weight"
     wrong_shape = npz_with(tmp_path, "shape.npz", **{**arrays, key: np.zeros(3, np.float32)})
-    ckpt = Sequential.load_checkpoint(wrong_shape)  # read; the optimizer meets the params at its step
+    ckpt = Sequential.load_checkpoint(
+        wrong_shape)  # read; the optimizer meets the params at its step
     grads = {k: np.zeros_like(v) for k, v in ckpt.model.params.items()}
-    with pytest.raises(ValueError, match=r"state 'momentum_buffer' for '0\.weight' has shape \(3,\)"):
+    with pytest.raises(ValueError,
+                       match=r"state 'momentum_buffer' for '0\.weight' has shape \(3,\)"):
         ckpt.optimizer.step(ckpt.model.params, grads)
 
 
 def test_load_checkpoint_of_a_missing_file_and_save_checkpoint_without_an_optimizer(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"absent\.npz: no such model file"):
         Sequential.load_checkpoint(tmp_path / "absent.npz")
-    with pytest.raises(TypeError, match=r"save_checkpoint: optimizer must have state_dict\(\) and config\(\)"):
+    with pytest.raises(TypeError,
+                       match=r"save_checkpoint: optimizer must have state_dict\(\) and config\(\)"):
         tiny_model().save_checkpoint(tmp_path / "c.npz", object())
     assert not (tmp_path / "c.npz").exists()  # nothing written
 
@@ -209,8 +218,10 @@ def checkpoint_with_object_optim_array(tmp: Path) -> Path:
 
 
 BAD_INPUTS = {
-    "load_checkpoint of a model file": (lambda t: (tiny_model().save(t / "m.npz"), Sequential.load_checkpoint(
-        t / "m.npz")), ValueError, r"m\.npz", r"a model file, not a checkpoint", r"optimizer or training state"),
+    "load_checkpoint of a model file": (lambda t: (tiny_model().save(t / "m.npz"),
+                                                   Sequential.load_checkpoint(
+        t / "m.npz")), ValueError, r"m\.npz", r"a model file, not a checkpoint",
+                                        r"optimizer or training state"),
     "load_checkpoint with an object optimizer array": (
         lambda t: Sequential.load_checkpoint(checkpoint_with_object_optim_array(t)), ValueError,
         r"ckpt-object\.npz", r"optim:", r"[Oo]bject"),

@@ -41,7 +41,9 @@ def truncated_gz(tmp: Path) -> Path:
 
 def idx_header_disagrees(tmp: Path) -> Path:
     path = tmp / "train-labels-idx1-ubyte"
-    path.write_bytes(bytes([0, 0, 0x08, 1]) + (10).to_bytes(4, "big") + bytes(7))  # 10 declared, 7 given
+    path.write_bytes(bytes([0, 0, 0x08, 1]) + (10).to_bytes(4,
+                                                            "big") + bytes(
+                                                                7))  # 10 declared, 7 given
     return path
 
 
@@ -74,47 +76,66 @@ def load_mnist(directory):
 # ------------------------------------------------------------------------------------------
 
 BAD_INPUTS = {
-    "read_idx a missing file": (lambda t: datasets.read_idx(t / "nope-idx1-ubyte"), FileNotFoundError,
+    "read_idx a missing file": (lambda t: datasets.read_idx(t / "nope-idx1-ubyte"),
+                                FileNotFoundError,
                                 r"nope-idx1-ubyte", r"No such file", r"."),
     "read_idx(3)": (lambda t: datasets.read_idx(3), TypeError, r"read_idx: path", r"got 3",
                     r"str or os\.PathLike"),
     "read_idx a truncated .gz": (lambda t: datasets.read_idx(truncated_gz(t)), ValueError,
                                  r"read_idx: .*train-images-idx3-ubyte\.gz", r"truncated", r"gzip"),
-    "read_idx header disagrees with the length": (lambda t: datasets.read_idx(idx_header_disagrees(t)), ValueError,
-                                                  r"read_idx: .*train-labels-idx1-ubyte",
-                                                  r"the file has 7 payload bytes", r"declares shape \(10,\)"),
-    "write_idx an object array": (lambda t: datasets.write_idx(t / "w", np.array([None])), TypeError,
+    "read_idx header disagrees with the length": (
+        lambda t: datasets.read_idx(idx_header_disagrees(t)), ValueError,
+        r"read_idx: .*train-labels-idx1-ubyte",
+        r"the file has 7 payload bytes", r"declares shape \(10,\)"),
+    "write_idx an object array": (lambda t: datasets.write_idx(t / "w", np.array([None])),
+                                  TypeError,
                                   r"write_idx: array", r"got object", r"uint8, int8, int16, int32"),
-    "write_idx a 0-d array": (lambda t: datasets.write_idx(t / "w", np.array(3, np.uint8)), ValueError,
+    "write_idx a 0-d array": (lambda t: datasets.write_idx(t / "w", np.array(3, np.uint8)),
+                              ValueError,
                               r"write_idx: array", r"got shape \(\)", r"1 to 255 dimensions"),
     "write_idx(None, ...)": (lambda t: datasets.write_idx(None, np.zeros(2, np.uint8)), TypeError,
                              r"write_idx: path", r"got None", r"str or os\.PathLike"),
-    "load_idx_dataset of a missing directory": (lambda t: datasets.load_idx_dataset(t / "absent"), FileNotFoundError,
-                                                r"load_idx_dataset: directory", r"absent", r"does not exist"),
-    "load_idx_dataset(None)": (lambda t: datasets.load_idx_dataset(None), TypeError, r"load_idx_dataset: directory",
+    "load_idx_dataset of a missing directory": (lambda t: datasets.load_idx_dataset(t / "absent"),
+                                                FileNotFoundError,
+                                                r"load_idx_dataset: directory", r"absent",
+                                                r"does not exist"),
+    "load_idx_dataset(None)": (lambda t: datasets.load_idx_dataset(None), TypeError,
+                               r"load_idx_dataset: directory",
                                r"got None", r"str or os\.PathLike"),
     "load_idx_dataset without the train images": (
         lambda t: datasets.load_idx_dataset(idx_dir(t, other=b"")), FileNotFoundError,
         r"load_idx_dataset", r"lacks train-images-idx3-ubyte", r"must hold all of"),
     "load_idx_dataset with a truncated .gz": (
-        lambda t: datasets.load_idx_dataset(idx_dir(t, **{"train-images-idx3-ubyte.gz": truncated_gz(
-            t).read_bytes()})), ValueError, r"read_idx: .*train-images-idx3-ubyte\.gz", r"truncated", r"gzip"),
-    "load_mnist(data_dir=3)": (lambda t: datasets.load_mnist(3), TypeError, r"load_mnist: data_dir", r"got 3",
+        lambda t: datasets.load_idx_dataset(idx_dir(t,
+                                                    **{"train-images-idx3-ubyte.gz": truncated_gz(
+            t).read_bytes()})), ValueError, r"read_idx: .*train-images-idx3-ubyte\.gz",
+        r"truncated", r"gzip"),
+    "load_mnist(data_dir=3)": (lambda t: datasets.load_mnist(3), TypeError, r"load_mnist: data_dir",
+                               r"got 3",
                                r"a path \(str or os\.PathLike\) or None"),
-    "load_mnist of a file": (lambda t: (t / "f").write_text("x") and load_mnist(t / "f"), ValueError,
+    "load_mnist of a file": (lambda t: (t / "f").write_text("x") and load_mnist(t / "f"),
+                             ValueError,
                              r"load_mnist: .*/f", r"it is a file", r"must be a directory"),
-    "load_mnist with a pickled cache": (lambda t: load_mnist(mnist_cache_pickle(t, zipped=False)), ValueError,
-                                        r"load_mnist: .*mnist\.npz", r"pickled", r"not a valid MNIST cache"),
-    "load_mnist with a gzipped pickled cache": (lambda t: load_mnist(mnist_cache_pickle(t, zipped=True)),
-                                                ValueError, r"load_mnist: .*mnist\.npz", r"pickled",
-                                                r"not a valid MNIST cache"),
+    "load_mnist with a pickled cache": (lambda t: load_mnist(mnist_cache_pickle(t, zipped=False)),
+                                        ValueError,
+                                        r"load_mnist: .*mnist\.npz", r"pickled",
+                                        r"not a valid MNIST cache"),
+    "load_mnist with a gzipped pickled cache": (
+        lambda t: load_mnist(mnist_cache_pickle(t, zipped=True)),
+        ValueError, r"load_mnist: .*mnist\.npz", r"pickled",
+        r"not a valid MNIST cache"),
     "load_mnist with object arrays in the cache": (
-        lambda t: load_mnist(mnist_cache(t, x_train=np.array([Payload(t / "pwned")], dtype=object))), ValueError,
+        lambda t: load_mnist(mnist_cache(t,
+                                         x_train=np.array([Payload(t / "pwned")], dtype=object))),
+        ValueError,
         r"load_mnist: .*mnist\.npz", r"Object arrays", r"not a valid MNIST cache"),
     "load_mnist with a cache of non-.npy zip members": (
-        lambda t: load_mnist(zip_with(t / "cache", "mnist.npz", **{k: pickle.dumps(Payload(t / "pwned")) for k in (
-            "x_train.npy", "y_train", "x_test", "y_test")}).parent), ValueError, r"load_mnist: .*mnist\.npz",
-        r"\['x_train', 'y_train', 'x_test', 'y_test'\] are not \.npy arrays", r"not a valid MNIST cache"),
+        lambda t: load_mnist(zip_with(t / "cache", "mnist.npz",
+                                      **{k: pickle.dumps(Payload(t / "pwned")) for k in (
+            "x_train.npy", "y_train", "x_test", "y_test")}).parent), ValueError,
+        r"load_mnist: .*mnist\.npz",
+        r"\['x_train', 'y_train', 'x_test', 'y_test'\] are not \.npy arrays",
+        r"not a valid MNIST cache"),
     "load_mnist with float images in the cache": (
         lambda t: load_mnist(mnist_cache(t, x_train=np.zeros((3, 28, 28), np.float32))), ValueError,
         r"load_mnist: .*mnist\.npz\[x_train\]", r"got float32", r"uint8 of shape \(N, H, W\)"),
@@ -131,7 +152,8 @@ BAD_INPUTS = {
         lambda t: list(datasets.iterate_minibatches(np.zeros((3, 1)), np.zeros(2), 2)), ValueError,
         r"iterate_minibatches: x and y", r"shapes \(3, 1\) and \(2,\)", r"the same length"),
     "iterate_minibatches shuffle='no'": (
-        lambda t: list(datasets.iterate_minibatches(np.zeros((3, 1)), np.zeros(3), 2, shuffle="no")), TypeError,
+        lambda t: list(datasets.iterate_minibatches(np.zeros((3, 1)), np.zeros(3), 2,
+                                                    shuffle="no")), TypeError,
         r"iterate_minibatches: shuffle", r"got 'no'", r"True or False"),
 }
 

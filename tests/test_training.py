@@ -70,34 +70,42 @@ class Recorder(training.Callback):
 def small():
     rng = np.random.default_rng(0)
     x, y = rng.random((10, 6)), rng.integers(0, 3, 10)
-    return Sequential([Dense(6, 8, dtype=np.float64, seed=0), ReLU(), Dense(8, 3, dtype=np.float64, seed=1)]), x, y
+    return Sequential([Dense(6, 8, dtype=np.float64, seed=0), ReLU(),
+                       Dense(8, 3, dtype=np.float64, seed=1)]), x, y
 
 
 def test_callback_instances_get_every_hook_in_order_and_can_stop():
     model, x, y = small()
     rec = Recorder()
     seen = []
-    history = model.fit(x, y, epochs=5, batch_size=4, optimizer=SGD(0.1), loss=SoftmaxCrossEntropy(), seed=0,
-                        progress=False, log=None, callbacks=[rec, lambda m, logs: seen.append(logs["epoch"])])
+    history = model.fit(x, y, epochs=5, batch_size=4, optimizer=SGD(0.1),
+                        loss=SoftmaxCrossEntropy(), seed=0,
+                        progress=False, log=None,
+                        callbacks=[rec, lambda m, logs: seen.append(logs["epoch"])])
     assert history["epoch"] == [1, 2] and seen == [1, 2]
     assert rec.events == [
-        ("begin", 0, 0), ("batch", 0, 0, 4), ("batch", 0, 1, 8), ("batch", 0, 2, 10), ("batches end", 0),
+        ("begin", 0, 0), ("batch", 0, 0, 4), ("batch", 0, 1, 8), ("batch", 0, 2, 10),
+        ("batches end", 0),
         ("end", 0, 1, 1),
-        ("begin", 1, 0), ("batch", 1, 0, 4), ("batch", 1, 1, 8), ("batch", 1, 2, 10), ("batches end", 1),
+        ("begin", 1, 0), ("batch", 1, 0, 4), ("batch", 1, 1, 8), ("batch", 1, 2, 10),
+        ("batches end", 1),
         ("end", 1, 2, 2),
     ]
 
 
 def test_a_callback_that_is_neither_callable_nor_a_callback_is_refused():
     model, x, y = small()
-    with pytest.raises(TypeError, match=r"callbacks must be callables cb\(model, logs\) or training\.Callback "
-                                        r"instances, got 'no'"):
-        model.fit(x, y, epochs=1, batch_size=4, optimizer=SGD(0.1), loss=SoftmaxCrossEntropy(), callbacks=["no"])
+    with pytest.raises(TypeError,
+                       match=r"callbacks must be callables cb\(model, logs\) or training\.Callback "
+                             r"instances, got 'no'"):
+        model.fit(x, y, epochs=1, batch_size=4, optimizer=SGD(0.1), loss=SoftmaxCrossEntropy(),
+                  callbacks=["no"])
 
 
 def test_public_names_are_the_same_objects_everywhere():
     assert model_module.TrainingDiverged is training.TrainingDiverged is cnn_im2col.TrainingDiverged
-    assert model_module.TrainingInterrupted is training.TrainingInterrupted is cnn_im2col.TrainingInterrupted
+    assert (model_module.TrainingInterrupted is training.TrainingInterrupted
+            is cnn_im2col.TrainingInterrupted)
     assert model_module.RandomShift is cnn_im2col.RandomShift
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         _ = model_module.Nope
@@ -165,9 +173,11 @@ def test_history_and_log_lines(capsys):
     x, y = data(20)
     xv, yv = data(6, seed=1)
     model = small_net()
-    history = model.fit(x, y, epochs=2, batch_size=8, optimizer=Adam(1e-3), loss=SoftmaxCrossEntropy(),
+    history = model.fit(x, y, epochs=2, batch_size=8, optimizer=Adam(1e-3),
+                        loss=SoftmaxCrossEntropy(),
                         validation_data=(xv, yv), seed=1, progress=False)
-    for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "samples_per_s"):
+    for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds",
+                "samples_per_s"):
         assert len(history[key]) == 2, key
     assert history["epoch"] == [1, 2] and history["seed"] == 1
     assert all(0 <= a <= 1 for a in history["accuracy"] + history["val_accuracy"])
@@ -195,7 +205,8 @@ def test_callbacks_can_stop_and_epoch_scheduler_steps():
     history = fit(small_net(), x, y, epochs=4, optimizer=opt, scheduler=sched,
                   callbacks=[lambda model, logs: seen.append(logs["epoch"]) or logs["epoch"] < 2])
     assert seen == [1, 2] and history["epoch"] == [1, 2]
-    assert history["lr"] == [pytest.approx(0.1), pytest.approx(0.1 * (1 + math.cos(math.pi / 4)) / 2)]
+    assert history["lr"] == [pytest.approx(0.1),
+                             pytest.approx(0.1 * (1 + math.cos(math.pi / 4)) / 2)]
 
 
 def test_fit_accepts_dense_targets_with_mse():
@@ -215,7 +226,8 @@ BAD_FIT = [
     ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1"),
     ({"batch_size": 2.5}, TypeError, "batch_size"),
     ({"epochs": 0}, ValueError, "epochs must be an int >= 1"),
-    ({"x": np.zeros((0, 1, 8, 8), np.float32), "y": np.zeros(0, np.int64)}, ValueError, "must not be empty"),
+    ({"x": np.zeros((0, 1, 8, 8), np.float32), "y": np.zeros(0, np.int64)}, ValueError,
+     "must not be empty"),
     ({"x": np.full((16, 1, 8, 8), np.nan, np.float32)}, ValueError, "NaN or Inf"),
     ({"x": np.zeros((16, 1, 10, 10), np.float32)}, ValueError, "layer 4 Dense"),
     ({"x": np.zeros(16, np.float32)}, ValueError, "at least 2 dimensions"),
@@ -224,7 +236,8 @@ BAD_FIT = [
     ({"scheduler": 3}, TypeError, "scheduler must have step"),
     ({"scheduler_interval": "step"}, ValueError, "scheduler_interval"),
     ({"seed": -1}, ValueError, "seed"),
-    ({"validation_data": (np.zeros((4, 1, 8, 8), np.float32),)}, TypeError, "validation_data must be a pair"),
+    ({"validation_data": (np.zeros((4, 1, 8, 8), np.float32),)}, TypeError,
+     "validation_data must be a pair"),
     ({"validation_data": (np.zeros((4, 1, 7, 7), np.float32), np.zeros(4, np.int64))}, ValueError,
      "validation x must have per-sample shape"),
     ({"validation_data": (np.zeros((4, 1, 8, 8), np.float32), np.full(4, 12))}, ValueError,
@@ -248,7 +261,8 @@ def test_fit_validates_up_front(change, error, match):
 @pytest.mark.parametrize(("change", "match"), [
     ({"optimizer": SGD}, r"optimizer must be an instance, got the class SGD \(instantiate it"),
     ({"loss": SoftmaxCrossEntropy}, r"loss must be an instance, got the class SoftmaxCrossEntropy"),
-    ({"scheduler": CosineAnnealingLR}, r"scheduler must be an instance, got the class CosineAnnealingLR"),
+    ({"scheduler": CosineAnnealingLR},
+     r"scheduler must be an instance, got the class CosineAnnealingLR"),
     ({"checkpoint": 3}, r"checkpoint must be a str or os.PathLike, got 3"),
     ({"checkpoint_extra": {"f": object()}}, r"checkpoint_extra must be a JSON-able dict"),
 ])
@@ -261,10 +275,12 @@ def test_fit_refuses_classes_and_bad_checkpoint_arguments(change, match):
 
 
 @pytest.mark.parametrize("augment, error, message", [
-    (lambda x, rng: x * np.nan, NonFiniteError, "Sequential.fit: the batch returned by augment contains NaN or Inf"),
+    (lambda x, rng: x * np.nan, NonFiniteError,
+     "Sequential.fit: the batch returned by augment contains NaN or Inf"),
     (lambda x, rng: x[:, :, :-1], ValueError,
      r"augment must return a batch of the shape it was given, \(4, 1, 6, 6\), got \(4, 1, 5, 6\)"),
-    (lambda x, rng: "not an array", TypeError, "Sequential.fit: the batch returned by augment must be a real numeric"),
+    (lambda x, rng: "not an array", TypeError,
+     "Sequential.fit: the batch returned by augment must be a real numeric"),
 ])
 def test_a_broken_augmentation_is_named_not_reported_as_a_divergence(augment, error, message):
     rng = np.random.default_rng(0)
@@ -272,7 +288,8 @@ def test_a_broken_augmentation_is_named_not_reported_as_a_divergence(augment, er
     x = rng.standard_normal((8, 1, 6, 6)).astype(np.float32)
     y = rng.integers(0, 3, 8)
     with pytest.raises(error, match=message):
-        model.fit(x, y, epochs=1, batch_size=4, optimizer=SGD(0.1), loss=SoftmaxCrossEntropy(), augment=augment,
+        model.fit(x, y, epochs=1, batch_size=4, optimizer=SGD(0.1), loss=SoftmaxCrossEntropy(),
+                  augment=augment,
                   progress=False, log=None)
 
 
@@ -325,7 +342,8 @@ def test_divergence_puts_the_batchnorm_running_statistics_back():
     """The step reported as not applied leaves nothing behind: its forward had already moved
     BatchNorm2D's running statistics (and the batch count), and they are restored."""
     x, y = data(24)
-    model = Sequential([Conv2D(1, 4, 3, seed=0), BatchNorm2D(4), ReLU(), Flatten(), Dense(4 * 6 * 6, 10, seed=1)])
+    model = Sequential([Conv2D(1, 4, 3, seed=0), BatchNorm2D(4), ReLU(), Flatten(),
+                        Dense(4 * 6 * 6, 10, seed=1)])
     loss = NaNOnCallKeepingBuffers(model, k=5)
     with pytest.raises(TrainingDiverged, match="not applied"):
         fit(model, x, y, epochs=3, loss=loss, optimizer=SGD(0.1))
@@ -353,8 +371,10 @@ def test_an_optimizer_step_that_overflows_is_undone_and_reported(tmp_path):
         at_end[logs["epoch"]] = snapshot(m)
         optimizer.lr = 1e38  # lr * gradient overflows float32
 
-    with pytest.raises(TrainingDiverged, match=r"epoch 2/3, batch 1/1: the optimizer step made 1\.weight non-finite"):
-        fit(model, x * 100, y, epochs=3, batch_size=8, optimizer=optimizer, checkpoint=tmp_path / "c.npz",
+    with pytest.raises(TrainingDiverged,
+                       match=r"epoch 2/3, batch 1/1: the optimizer step made 1\.weight non-finite"):
+        fit(model, x * 100, y, epochs=3, batch_size=8, optimizer=optimizer,
+            checkpoint=tmp_path / "c.npz",
             callbacks=[huge_lr_after_epoch_1])
     assert_same_params(model, at_end[1])  # restored
     ckpt = Sequential.load_checkpoint(tmp_path / "c.npz")
@@ -385,8 +405,10 @@ def test_divergence_names_epoch_batch_and_lr_and_keeps_the_last_good_checkpoint(
     def remember(m, logs):
         at_epoch_end[logs["epoch"]] = snapshot(m)
 
-    with pytest.raises(TrainingDiverged, match=r"(?s)epoch 2/3, batch 2/3.*learning rate \(0\.05\).*smaller"):
-        model.fit(x, y, epochs=3, batch_size=8, optimizer=SGD(0.05, momentum=0.9), loss=BadLossAt(5, bad),
+    with pytest.raises(TrainingDiverged,
+                       match=r"(?s)epoch 2/3, batch 2/3.*learning rate \(0\.05\).*smaller"):
+        model.fit(x, y, epochs=3, batch_size=8, optimizer=SGD(0.05, momentum=0.9),
+                  loss=BadLossAt(5, bad),
                   seed=0, progress=False, log=None, checkpoint=path, callbacks=[remember])
     assert list(at_epoch_end) == [1]
     ckpt = Sequential.load_checkpoint(path)
@@ -397,11 +419,14 @@ def test_divergence_names_epoch_batch_and_lr_and_keeps_the_last_good_checkpoint(
 
 def test_a_real_float32_overflow_is_a_divergence_not_a_crash(tmp_path):
     x, y = data(32)
-    model = Sequential([Flatten(), Dense(64, 10, seed=0)])  # logits grow by lr * x per step: float32 overflows
+    model = Sequential([Flatten(),
+                        Dense(64, 10, seed=0)])  # logits grow by lr * x per step: float32 overflows
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no RuntimeWarning (overflow, invalid value) escapes
-        with pytest.raises(TrainingDiverged, match=r"epoch \d+/40, batch \d+/4.*learning rate \(1e\+36\)"):
-            model.fit(x * 100, y, epochs=40, batch_size=8, optimizer=SGD(1e36), loss=losses.SoftmaxCrossEntropy(),
+        with pytest.raises(TrainingDiverged,
+                           match=r"epoch \d+/40, batch \d+/4.*learning rate \(1e\+36\)"):
+            model.fit(x * 100, y, epochs=40, batch_size=8, optimizer=SGD(1e36),
+                      loss=losses.SoftmaxCrossEntropy(),
                       seed=0, progress=False, log=None, checkpoint=tmp_path / "c.npz")
     assert all(np.isfinite(p).all() for p in model.params.values())
     if (tmp_path / "c.npz").exists():
@@ -420,9 +445,12 @@ def test_weights_that_overflow_in_the_optimizer_never_replace_the_last_good_chec
         optimizer.lr = 1e38  # lr * gradient overflows float32 in the next step
 
     with pytest.raises(TrainingDiverged, match=r"epoch 2/3, batch 1/1"):
-        model.fit(x * 100, y, epochs=3, batch_size=8, optimizer=optimizer, loss=losses.SoftmaxCrossEntropy(),
-                  seed=0, progress=False, log=None, checkpoint=tmp_path / "c.npz", callbacks=[raise_lr_after_epoch_1])
-    ckpt = Sequential.load_checkpoint(tmp_path / "c.npz")  # the epoch-1 state, never the overflowed one
+        model.fit(x * 100, y, epochs=3, batch_size=8, optimizer=optimizer,
+                  loss=losses.SoftmaxCrossEntropy(),
+                  seed=0, progress=False, log=None, checkpoint=tmp_path / "c.npz",
+                  callbacks=[raise_lr_after_epoch_1])
+    ckpt = Sequential.load_checkpoint(
+        tmp_path / "c.npz")  # the epoch-1 state, never the overflowed one
     assert (ckpt.state["epoch"], ckpt.state["batch"]) == (1, 0)
     assert_same_params(ckpt.model.params, saved[1])
 
@@ -434,19 +462,23 @@ def test_weights_that_overflow_in_the_optimizer_never_replace_the_last_good_chec
 
 def _training_setup(optimizer_kind="adam"):
     model = small_net(seed=5, dropout=0.3)
-    opt = Adam(5e-3) if optimizer_kind == "adam" else SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)
+    opt = Adam(5e-3) if optimizer_kind == "adam" else SGD(0.05, momentum=0.9, nesterov=True,
+                                                          weight_decay=1e-3)
     sched = CosineAnnealingLR(opt, t_max=3 * 4, warmup=2)
     return model, opt, sched
 
 
 def _run(model, opt, sched, x, y, xv, yv, **kwargs):
-    return fit(model, x, y, epochs=3, batch_size=8, optimizer=opt, scheduler=sched, scheduler_interval="batch",
+    return fit(model, x, y, epochs=3, batch_size=8, optimizer=opt, scheduler=sched,
+               scheduler_interval="batch",
                augment=RandomShift(2), validation_data=(xv, yv), seed=11, **kwargs)
 
 
-@pytest.mark.parametrize(("optimizer_kind", "stop_after"), [("adam", 6), ("sgd", 4), ("adam", 1), ("adam", 12)])
+@pytest.mark.parametrize(("optimizer_kind", "stop_after"),
+                         [("adam", 6), ("sgd", 4), ("adam", 1), ("adam", 12)])
 def test_resume_after_interrupt_is_bit_identical(tmp_path, optimizer_kind, stop_after):
-    """Stop after ``stop_after`` batches (4 per epoch: mid-epoch, at an epoch end, at the very end)."""
+    """Stop after ``stop_after`` batches (4 per epoch: mid-epoch, at an epoch end, at the very end).
+    """
     x, y = data(30, seed=1)
     xv, yv = data(8, seed=2)
     reference = _training_setup(optimizer_kind)
@@ -473,7 +505,8 @@ def test_resume_after_interrupt_is_bit_identical(tmp_path, optimizer_kind, stop_
     assert type(ckpt.optimizer) is type(opt)
     assert ckpt.optimizer.lr == opt.lr and ckpt.scheduler.last_epoch == sched.last_epoch
     assert_same_params(ckpt.model, model)
-    history = _run(ckpt.model, ckpt.optimizer, ckpt.scheduler, x, y, xv, yv, resume=ckpt.state, checkpoint=path)
+    history = _run(ckpt.model, ckpt.optimizer, ckpt.scheduler, x, y, xv, yv, resume=ckpt.state,
+                   checkpoint=path)
     assert_same_params(ckpt.model, reference[0])
     for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"):
         assert history[key] == pytest.approx(full_history[key], rel=1e-12), key
@@ -510,11 +543,13 @@ def test_divergence_leaves_the_last_epoch_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("stop_after", [3, 4])
 def test_resume_with_batch_norm_is_bit_identical(tmp_path, stop_after):
-    """Running statistics travel in the checkpoint: the resumed run ends with the same weights AND buffers."""
+    """Running statistics travel in the checkpoint: the resumed run ends with the same weights AND
+    buffers."""
     x, y = data(30, seed=1)
 
     def run(model, opt, **kwargs):
-        return fit(model, x, y, epochs=2, batch_size=8, optimizer=opt, augment=RandomShift(1), seed=3, **kwargs)
+        return fit(model, x, y, epochs=2, batch_size=8, optimizer=opt, augment=RandomShift(1),
+                   seed=3, **kwargs)
 
     reference = bn_net(seed=2)
     run(reference, Adam(5e-3))
@@ -540,40 +575,58 @@ def test_resume_with_batch_norm_is_bit_identical(tmp_path, stop_after):
 # ------------------------------------------------------------------------------------------
 
 BAD_INPUTS = {
-    "fit epochs=0": (lambda t: fit_tiny(epochs=0), ValueError, r"Sequential\.fit: epochs", r"got 0", INT1),
-    "fit epochs=-1": (lambda t: fit_tiny(epochs=-1), ValueError, r"Sequential\.fit: epochs", r"got -1", INT1),
-    "fit epochs=1.5": (lambda t: fit_tiny(epochs=1.5), TypeError, r"Sequential\.fit: epochs", r"got 1\.5", INT1),
-    "fit batch_size=0": (lambda t: fit_tiny(batch_size=0), ValueError, r"Sequential\.fit: batch_size", r"got 0", INT1),
-    "fit batch_size=True": (lambda t: fit_tiny(batch_size=True), TypeError, r"Sequential\.fit: batch_size", r"got True",
+    "fit epochs=0": (lambda t: fit_tiny(epochs=0), ValueError, r"Sequential\.fit: epochs", r"got 0",
+                     INT1),
+    "fit epochs=-1": (lambda t: fit_tiny(epochs=-1), ValueError, r"Sequential\.fit: epochs",
+                      r"got -1", INT1),
+    "fit epochs=1.5": (lambda t: fit_tiny(epochs=1.5), TypeError, r"Sequential\.fit: epochs",
+                       r"got 1\.5", INT1),
+    "fit batch_size=0": (lambda t: fit_tiny(batch_size=0), ValueError,
+                         r"Sequential\.fit: batch_size", r"got 0", INT1),
+    "fit batch_size=True": (lambda t: fit_tiny(batch_size=True), TypeError,
+                            r"Sequential\.fit: batch_size", r"got True",
                             INT1),
-    "fit x and y of different lengths": (lambda t: fit_tiny(y=YM[:4]), ValueError, r"Sequential\.fit: x", r"y has 4 rows",
+    "fit x and y of different lengths": (lambda t: fit_tiny(y=YM[:4]), ValueError,
+                                         r"Sequential\.fit: x", r"y has 4 rows",
                                          r"x has 5 samples .* must match"),
     "fit label == number of classes": (lambda t: fit_tiny(y=np.array([0, 1, 3, 0, 1])), ValueError,
                                        r"Sequential\.fit: y labels", r"got 3 at index 2",
                                        r"\[0, 3\) for the network's 3 outputs"),
-    "fit negative label": (lambda t: fit_tiny(y=np.array([0, 1, -1, 0, 1])), ValueError, r"Sequential\.fit: y labels",
+    "fit negative label": (lambda t: fit_tiny(y=np.array([0, 1, -1, 0, 1])), ValueError,
+                           r"Sequential\.fit: y labels",
                            r"got -1 at index 2", r"\[0, 3\)"),
     "fit non-integer labels": (lambda t: fit_tiny(y=np.array([0, 1, 1.5, 0, 1])), TypeError,
                                r"Sequential\.fit: y labels", r"dtype float64", r"must be integers"),
-    "fit string labels": (lambda t: fit_tiny(y=np.array(list("abcde"))), TypeError, r"Sequential\.fit: y", r"dtype <U1",
+    "fit string labels": (lambda t: fit_tiny(y=np.array(list("abcde"))), TypeError,
+                          r"Sequential\.fit: y", r"dtype <U1",
                           r"integer class labels"),
-    "fit bool labels": (lambda t: fit_tiny(y=np.ones(5, bool)), TypeError, r"Sequential\.fit: y", r"dtype bool",
+    "fit bool labels": (lambda t: fit_tiny(y=np.ones(5, bool)), TypeError, r"Sequential\.fit: y",
+                        r"dtype bool",
                         r"integer class labels"),
-    "fit y=None": (lambda t: fit_tiny(y=None), TypeError, r"Sequential\.fit: y", r"dtype object", r"integer class labels"),
-    "fit scalar y": (lambda t: fit_tiny(y=3), ValueError, r"Sequential\.fit: x", r"y has a scalar", r"must match"),
-    "fit labels of shape (N, 1)": (lambda t: fit_tiny(y=YM[:, None]), ValueError, r"Sequential\.fit: y targets",
+    "fit y=None": (lambda t: fit_tiny(y=None), TypeError, r"Sequential\.fit: y", r"dtype object",
+                   r"integer class labels"),
+    "fit scalar y": (lambda t: fit_tiny(y=3), ValueError, r"Sequential\.fit: x", r"y has a scalar",
+                     r"must match"),
+    "fit labels of shape (N, 1)": (lambda t: fit_tiny(y=YM[:, None]), ValueError,
+                                   r"Sequential\.fit: y targets",
                                    r"got \(5, 1\)", r"shape \(N, \*\(3,\)\)"),
-    "fit x with NaN": (lambda t: fit_tiny(x=with_value(XM, np.nan, (3, 0, 2, 2))), ValueError, r"Sequential\.fit: x",
+    "fit x with NaN": (lambda t: fit_tiny(x=with_value(XM, np.nan, (3, 0, 2, 2))), ValueError,
+                       r"Sequential\.fit: x",
                        *FINITE),
-    "fit x with Inf": (lambda t: fit_tiny(x=with_value(XM, np.inf)), ValueError, r"Sequential\.fit: x", *FINITE),
+    "fit x with Inf": (lambda t: fit_tiny(x=with_value(XM, np.inf)), ValueError,
+                       r"Sequential\.fit: x", *FINITE),
     "fit empty batch": (lambda t: fit_tiny(x=XM[:0], y=YM[:0]), ValueError, r"Sequential\.fit: x",
                         r"got shape \(0, 1, 6, 6\)", r"must not be empty"),
-    "fit object x": (lambda t: fit_tiny(x=XM.astype(object)), TypeError, r"Sequential\.fit: x", r"dtype object", REAL),
-    "fit complex x": (lambda t: fit_tiny(x=XM.astype(complex)), TypeError, r"Sequential\.fit: x", r"complex128", REAL),
+    "fit object x": (lambda t: fit_tiny(x=XM.astype(object)), TypeError, r"Sequential\.fit: x",
+                     r"dtype object", REAL),
+    "fit complex x": (lambda t: fit_tiny(x=XM.astype(complex)), TypeError, r"Sequential\.fit: x",
+                      r"complex128", REAL),
     "fit wrong channel count": (lambda t: fit_tiny(x=np.repeat(XM, 2, axis=1)), ValueError,
-                                r"Sequential: layer 0 Conv2D\(1, 2, 3", r"input of shape \(2, 6, 6\)",
+                                r"Sequential: layer 0 Conv2D\(1, 2, 3",
+                                r"input of shape \(2, 6, 6\)",
                                 r"input must be \(1, H, W\)"),
-    "fit 3-D x": (lambda t: fit_tiny(x=XM[:, 0]), ValueError, r"Sequential: layer 0 Conv2D", r"shape \(6, 6\)",
+    "fit 3-D x": (lambda t: fit_tiny(x=XM[:, 0]), ValueError, r"Sequential: layer 0 Conv2D",
+                  r"shape \(6, 6\)",
                   r"input must be \(1, H, W\)"),
     "fit images smaller than the kernel": (lambda t: fit_tiny(x=XM[:, :, :2, :2]), ValueError,
                                            r"Sequential: layer 0 Conv2D", r"padded input \(2, 2\)",
@@ -581,32 +634,47 @@ BAD_INPUTS = {
     "fit scheduler_interval='step'": (lambda t: fit_tiny(scheduler_interval="step"), ValueError,
                                       r"Sequential\.fit: scheduler_interval", r"got 'step'",
                                       r"one of \('epoch', 'batch'\)"),
-    "fit optimizer=None": (lambda t: fit_tiny(optimizer=None), TypeError, r"Sequential\.fit: optimizer",
+    "fit optimizer=None": (lambda t: fit_tiny(optimizer=None), TypeError,
+                           r"Sequential\.fit: optimizer",
                            r"got NoneType", r"step\(params, grads\) and lr"),
-    "fit loss=None": (lambda t: fit_tiny(loss=None), TypeError, r"Sequential\.fit: loss", r"got None",
+    "fit loss=None": (lambda t: fit_tiny(loss=None), TypeError, r"Sequential\.fit: loss",
+                      r"got None",
                       r"forward\(pred, target\) and backward\(\)"),
-    "fit validation images of another size": (lambda t: fit_tiny(validation_data=(XM[:, :, :5], YM)), ValueError,
-                                              r"Sequential\.fit: validation x", r"got \(1, 5, 6\)",
-                                              r"per-sample shape \(1, 6, 6\)"),
-    "fit validation label out of range": (lambda t: fit_tiny(validation_data=(XM, YM + 5)), ValueError,
-                                          r"Sequential\.fit: validation y labels", r"got 5 at index 0", r"\[0, 3\)"),
+    "fit validation images of another size": (
+        lambda t: fit_tiny(validation_data=(XM[:, :, :5], YM)), ValueError,
+        r"Sequential\.fit: validation x", r"got \(1, 5, 6\)",
+        r"per-sample shape \(1, 6, 6\)"),
+    "fit validation label out of range": (lambda t: fit_tiny(validation_data=(XM, YM + 5)),
+                                          ValueError,
+                                          r"Sequential\.fit: validation y labels",
+                                          r"got 5 at index 0", r"\[0, 3\)"),
     "fit validation_data not a pair": (lambda t: fit_tiny(validation_data=XM), TypeError,
-                                       r"Sequential\.fit: validation_data", r"got ndarray", r"a pair"),
-    "fit seed=-1": (lambda t: fit_tiny(seed=-1), ValueError, r"Sequential\.fit: seed", r"got -1", INT0),
-    "fit shuffle='yes'": (lambda t: fit_tiny(shuffle="yes"), TypeError, r"Sequential\.fit: shuffle", r"got 'yes'",
+                                       r"Sequential\.fit: validation_data", r"got ndarray",
+                                       r"a pair"),
+    "fit seed=-1": (lambda t: fit_tiny(seed=-1), ValueError, r"Sequential\.fit: seed", r"got -1",
+                    INT0),
+    "fit shuffle='yes'": (lambda t: fit_tiny(shuffle="yes"), TypeError, r"Sequential\.fit: shuffle",
+                          r"got 'yes'",
                           r"True or False"),
-    "fit augment=3": (lambda t: fit_tiny(augment=3), TypeError, r"Sequential\.fit: augment", r"got 3", r"a callable"),
-    "fit callbacks=[3]": (lambda t: fit_tiny(callbacks=[3]), TypeError, r"Sequential\.fit: callbacks", r"got 3",
+    "fit augment=3": (lambda t: fit_tiny(augment=3), TypeError, r"Sequential\.fit: augment",
+                      r"got 3", r"a callable"),
+    "fit callbacks=[3]": (lambda t: fit_tiny(callbacks=[3]), TypeError,
+                          r"Sequential\.fit: callbacks", r"got 3",
                           r"callables"),
-    "fit should_stop=3": (lambda t: fit_tiny(should_stop=3), TypeError, r"Sequential\.fit: should_stop", r"got 3",
+    "fit should_stop=3": (lambda t: fit_tiny(should_stop=3), TypeError,
+                          r"Sequential\.fit: should_stop", r"got 3",
                           r"a callable"),
-    "fit scheduler=3": (lambda t: fit_tiny(scheduler=3), TypeError, r"Sequential\.fit: scheduler", r"got int",
+    "fit scheduler=3": (lambda t: fit_tiny(scheduler=3), TypeError, r"Sequential\.fit: scheduler",
+                        r"got int",
                         r"must have step\(\)"),
-    "fit resume='x'": (lambda t: fit_tiny(resume="x"), TypeError, r"Sequential\.fit: resume", r"got str", r"a dict"),
-    "fit resume={}": (lambda t: fit_tiny(resume={}), ValueError, r"Sequential\.fit: resume", r"KeyError\('epoch'\)",
+    "fit resume='x'": (lambda t: fit_tiny(resume="x"), TypeError, r"Sequential\.fit: resume",
+                       r"got str", r"a dict"),
+    "fit resume={}": (lambda t: fit_tiny(resume={}), ValueError, r"Sequential\.fit: resume",
+                      r"KeyError\('epoch'\)",
                       r"valid checkpoint state"),
     "fit optimizer=SGD (the class)": (
-        lambda t: fit_tiny(optimizer=optim.SGD), TypeError, r"Sequential\.fit: optimizer", r"SGD", r"instan"),
+        lambda t: fit_tiny(optimizer=optim.SGD), TypeError, r"Sequential\.fit: optimizer", r"SGD",
+        r"instan"),
     "fit loss=SoftmaxCrossEntropy (the class)": (
         lambda t: fit_tiny(loss=losses.SoftmaxCrossEntropy), TypeError, r"Sequential\.fit: loss",
         r"SoftmaxCrossEntropy", r"instan"),
@@ -626,8 +694,10 @@ def test_random_bad_labels_for_fit_and_evaluate(case):
     n, k, labels, _ = case
     net = Sequential([Flatten(), Dense(4, k, seed=0)])
     x = np.random.default_rng(1).random((n, 1, 2, 2)).astype(np.float32)
-    for call, owner in ((lambda: net.fit(x, labels, epochs=1, batch_size=2, optimizer=optim.SGD(0.1),
-                                         loss=losses.SoftmaxCrossEntropy(), progress=False, log=None),
+    for call, owner in ((lambda: net.fit(x, labels, epochs=1, batch_size=2,
+                                         optimizer=optim.SGD(0.1),
+                                         loss=losses.SoftmaxCrossEntropy(), progress=False,
+                                         log=None),
                          "Sequential.fit"),
                         (lambda: net.evaluate(x, labels), "Sequential.evaluate")):
         with pytest.raises((TypeError, ValueError), match=re.escape(owner) + r": (x|y)"):
