@@ -1,16 +1,15 @@
-"""The bad-input battery's tables, counted together, and the rows of the modules that are not yet
-split out: layers, functional, im2col, winograd, shapes, signal and blocks. Every public entry
-point, given a bad argument, raises ``ValueError`` / ``TypeError`` (a missing file:
-``FileNotFoundError``) whose message names who is complaining (the layer, function or argument),
-the value received and what is allowed.
+"""The bad-input battery: every table counted together, and the rows and hypothesis tests of the
+modules that other work is restructuring (layers, functional, im2col and the convolution
+strategies, shapes, signal, blocks, onnx, cli). Every public entry point, given a bad argument,
+raises ``ValueError`` / ``TypeError`` (a missing file: ``FileNotFoundError``) whose message names
+who is complaining (the layer, function or argument), the value received and what is allowed.
 
 - ``CASES``: a table ``id -> (callable, exception, who, got, allowed)``; the three regexes must all
   be found in the message (in any order). Each row is one distinct bad input. The rows of the
   other modules are in the ``BAD_INPUTS`` table of their own test file (model, training,
   checkpoint, augment, losses, optim, init, threads, gradcheck, datasets); the machinery they
   share is in ``bad_input.py``. The rows here move next to their modules' tests once those
-  modules (layers, functional, im2col, winograd, shapes, signal, blocks, onnx, cli) have their
-  new layout.
+  modules have their new layout; the battery's count and the constructor draw stay here.
 - Hypothesis generators draw a random invalid argument for a random constructor (layers,
   optimizers, schedules, augmentations), random invalid inputs for random layers and random
   conv / pool geometries (kernels larger than the padded input included), and check the exception

@@ -41,9 +41,10 @@ from conftest import synthetic_digits
 
 from cnn_im2col import cli, datasets, losses, threads
 from cnn_im2col import functional as F
+from cnn_im2col.augment import RandomShift
 from cnn_im2col.datasets import IDX_NAMES, write_idx
 from cnn_im2col.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sigmoid, Softmax
-from cnn_im2col.model import RandomShift, Sequential
+from cnn_im2col.model import Sequential
 from cnn_im2col.optim import SGD, Adam, CosineAnnealingLR
 
 REPO = Path(__file__).resolve().parents[1]
