@@ -59,7 +59,8 @@ def median_ms(seconds: Sequence[float]) -> float:
     return 1e3 * statistics.median(seconds)
 
 
-def alternate(runners: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+def alternate(runners: dict[str, Callable[[], Any]], rounds: int,
+              warmup: int = 1) -> dict[str, list[float]]:
     """Time each runner ``rounds`` times, round-robin; ``warmup`` untimed rounds first.
 
     Returns ``{name: [seconds, ...]}``. Interleaving keeps the ratios honest on a machine whose
@@ -82,7 +83,8 @@ def gflops(flop: float, seconds: float) -> float:
 
 
 def gemm_rate(m: int, k: int, n: int, dtype: Any = np.float32, rounds: int = 7) -> dict[str, float]:
-    """This machine's GEMM rate for an (m x k) @ (k x n) ``np.matmul`` (the BLAS NumPy uses), now."""
+    """This machine's GEMM rate for an (m x k) @ (k x n) ``np.matmul`` (the BLAS NumPy uses), now.
+    """
     rng = np.random.default_rng(0)
     a = rng.random((m, k), dtype=np.float32).astype(dtype)
     b = rng.random((k, n), dtype=np.float32).astype(dtype)
@@ -109,17 +111,17 @@ def configure_malloc(threshold: int = 64 * 1024) -> bool:
 def keep_freed_memory() -> bool:
     """glibc: serve allocations up to 256 MiB from the heap and never give it back, so that a freed
     buffer is reused by the next call instead of being mapped afresh and page-faulted in (in this
-    virtual machine, measured: LeNet's conv1 forward 6.6 ms with three fresh 3-4 MiB arrays per call,
-    1.2 ms for its parts on reused arrays). A training loop reaches that steady state by itself
-    (glibc adapts its thresholds: measured 18-51 page faults per LeNet batch, none with this
-    setting, at no measurable difference in ms per batch); timing one layer call after another
-    does not.
-    False if not glibc."""
+    virtual machine, measured: LeNet's conv1 forward 6.6 ms with three fresh 3-4 MiB arrays per
+    call, 1.2 ms for its parts on reused arrays). A training loop reaches that steady state by
+    itself (glibc adapts its thresholds: measured 18-51 page faults per LeNet batch, none with this
+    setting, at no measurable difference in ms per batch); timing one layer call after another does
+    not. False if not glibc."""
     return _mallopt((_M_MMAP_THRESHOLD, 256 * 2**20), (_M_TRIM_THRESHOLD, 2**30))
 
 
 def _mallopt(*settings: tuple[int, int]) -> bool:
-    """glibc's ``mallopt(param, value)`` for each pair; False if not glibc or a setting is refused."""
+    """glibc's ``mallopt(param, value)`` for each pair; False if not glibc or a setting is refused.
+    """
     try:
         libc = ctypes.CDLL("libc.so.6")
         return all(libc.mallopt(param, value) for param, value in settings)
@@ -156,7 +158,8 @@ def _hwm_supported() -> bool:
 
 
 def peak_extra_bytes(fn: Callable[[], Any]) -> tuple[int, str]:
-    """Peak extra memory of one call of ``fn``: ``(bytes, method)``; method ``"rss"`` or ``"tracemalloc"``."""
+    """Peak extra memory of one call of ``fn``: ``(bytes, method)``; method ``"rss"`` or
+    ``"tracemalloc"``."""
     gc.collect()
     release_free_memory()
     if _hwm_supported():
@@ -203,14 +206,16 @@ class StageProfiler:
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self.missing: list[str] = []
-        self._local = threading.local()  # .stack: [start, time spent in nested wrapped calls] frames
+        # .stack: [start, time spent in nested wrapped calls] frames
+        self._local = threading.local()
 
     def reset(self) -> None:
         self.seconds.clear()
         self.calls.clear()
 
     def _wrap(self, fn: Callable, stage: str) -> Callable:
-        local, seconds, calls, clock, lock = self._local, self.seconds, self.calls, time.perf_counter, threading.Lock()
+        local, seconds, calls = self._local, self.seconds, self.calls
+        clock, lock = time.perf_counter, threading.Lock()
 
         def wrapped(*args, **kwargs):
             stack = local.__dict__.setdefault("stack", [])
@@ -243,7 +248,9 @@ class StageProfiler:
                 if isinstance(raw, staticmethod):
                     replacement: Any = staticmethod(self._wrap(raw.__func__, stage))
                 else:
-                    replacement = self._wrap(getattr(owner, name) if not isinstance(owner, type) else raw, stage)
+                    replacement = self._wrap(getattr(owner,
+                                                     name) if not isinstance(owner, type) else raw,
+                                             stage)
                 own = name in vars(owner)  # inherited class attributes are shadowed, then deleted
                 saved.append((owner, name, raw, own))
                 setattr(owner, name, replacement)
@@ -258,7 +265,8 @@ class StageProfiler:
 
 def breakdown(stage_seconds: dict[str, float], total_seconds: float, batches: int,
               order: Sequence[str]) -> dict[str, dict[str, float]]:
-    """``{stage: {"ms_per_batch", "percent"}}`` in ``order``, plus ``"python overhead"`` (the rest)."""
+    """``{stage: {"ms_per_batch", "percent"}}`` in ``order``, plus ``"python overhead"`` (the rest).
+    """
     result = {}
     covered = 0.0
     for stage in order:
@@ -266,7 +274,8 @@ def breakdown(stage_seconds: dict[str, float], total_seconds: float, batches: in
         covered += s
         result[stage] = {"ms_per_batch": 1e3 * s / batches, "percent": 100.0 * s / total_seconds}
     rest = max(0.0, total_seconds - covered)
-    result["python overhead"] = {"ms_per_batch": 1e3 * rest / batches, "percent": 100.0 * rest / total_seconds}
+    result["python overhead"] = {"ms_per_batch": 1e3 * rest / batches,
+                                 "percent": 100.0 * rest / total_seconds}
     result["total"] = {"ms_per_batch": 1e3 * total_seconds / batches, "percent": 100.0}
     return result
 
@@ -296,14 +305,16 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
-def publish(name: str, data: dict, markdown: str, directory: Path | None = None) -> tuple[Path, Path]:
+def publish(name: str, data: dict, markdown: str,
+            directory: Path | None = None) -> tuple[Path, Path]:
     """Write ``<name>.json`` and ``<name>.md`` atomically, print the table, say where it went."""
     # imported here, not at the top: a PyTorch-only run never loads the engine
     from cnn_im2col._files import atomic_write
 
     directory = RESULTS_DIR if directory is None else Path(directory)
     paths = []
-    for suffix, text in ((".json", json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"),
+    for suffix, text in ((".json",
+                          json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"),
                          (".md", markdown.rstrip() + "\n")):
         path = directory / f"{name}{suffix}"
         with atomic_write(path, "w") as handle:
@@ -371,7 +382,8 @@ BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 def _overrides(info: dict) -> str:
     forced = info.get("blas_overrides") or {}
-    return " forced by " + ", ".join(f"{k}={v}" for k, v in forced.items()) if forced else " detected"
+    return " forced by " + ", ".join(
+        f"{k}={v}" for k, v in forced.items()) if forced else " detected"
 
 
 def machine_info(torch: Any = None) -> dict:
@@ -382,8 +394,10 @@ def machine_info(torch: Any = None) -> dict:
     from cnn_im2col import threads
 
     found = [info for info in threadpoolctl.threadpool_info() if info.get("user_api") == "blas"]
-    found.sort(key=lambda info: "numpy" not in str(info.get("filepath", "")))  # NumPy's own BLAS first
-    blas = [{k: info.get(k) for k in ("internal_api", "version", "num_threads", "threading_layer", "architecture",
+    found.sort(key=lambda info: "numpy" not in str(info.get("filepath",
+                                                            "")))  # NumPy's own BLAS first
+    blas = [{k: info.get(k) for k in ("internal_api", "version", "num_threads", "threading_layer",
+                                      "architecture",
                                       "filepath")} for info in found]
     info = {
         "cpu": _cpu_model(),
@@ -408,10 +422,11 @@ def machine_line(info: dict) -> str:
     """One line describing the machine, for the README and the tables."""
     threads = info["threads"]
     blas = info["blas"][0] if info["blas"] else {}
-    line = (f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; Python {info['python']}, "
-            f"NumPy {info['numpy']} ({blas.get('internal_api', '?')} {blas.get('version', '')}, "
-            f"{blas.get('architecture') or '?'} kernel{_overrides(info)}), "
-            f"Numba {info['numba']}; threads: pool {threads['n']}, BLAS {threads['blas']}")
+    line = (
+        f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB; Python {info['python']}, "
+        f"NumPy {info['numpy']} ({blas.get('internal_api', '?')} {blas.get('version', '')}, "
+        f"{blas.get('architecture') or '?'} kernel{_overrides(info)}), "
+        f"Numba {info['numba']}; threads: pool {threads['n']}, BLAS {threads['blas']}")
     if info.get("torch"):
         line += f"; PyTorch {info['torch']['version']} ({info['torch']['num_threads']} threads)"
     if info.get("load_average"):
@@ -419,14 +434,16 @@ def machine_line(info: dict) -> str:
     return line
 
 
-def run_json_subprocess(args: Sequence[str], env: dict[str, str] | None = None, timeout: float = 1800,
+def run_json_subprocess(args: Sequence[str], env: dict[str, str] | None = None,
+                        timeout: float = 1800,
                         sample_threads: bool = False) -> dict:
     """Run ``python args...`` and parse the last stdout line as JSON (the worker's result).
 
     ``sample_threads``: while it runs, sample its runnable threads (``RunnableThreads``); the
     samples go into the result as ``"runnable_samples"`` ([unix time, count] pairs).
     """
-    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True,
                             env=env)
     sampler = RunnableThreads(proc.pid) if sample_threads and RunnableThreads.supported() else None
     if sampler is not None:
@@ -497,7 +514,8 @@ class RunnableThreads:
         return self.samples
 
 
-def runnable_summary(samples: Sequence[Sequence[float]], start: float, end: float, cores: int) -> dict | None:
+def runnable_summary(samples: Sequence[Sequence[float]], start: float, end: float,
+                     cores: int) -> dict | None:
     """Mean and maximum runnable threads between unix times ``start`` and ``end``, and the share of
     samples with more runnable threads than ``cores`` (oversubscribed)."""
     counts = [count for when, count in samples if start <= when <= end]

@@ -1,6 +1,6 @@
 """Data-parallel scaling benchmark: 1 process on 1 thread, 1 process on 2 threads, 2 MPI ranks on
-1 thread each, training the ``cnn-im2col train`` network (cli.default_model: two conv-pool groups and
-two dense layers, 317,066 parameters) on MNIST with Adam, batch 128, shifts of up to 2 pixels.
+1 thread each, training the ``cnn-im2col train`` network (cli.default_model: two conv-pool groups
+and two dense layers, 317,066 parameters) on MNIST with Adam, batch 128, shifts of up to 2 pixels.
 
 Every configuration runs in its own launch (``python bench_mpi.py --worker`` or ``mpiexec -n 2
 python -m mpi4py bench_mpi.py --worker``), alternated ``1x1, 1x2, 2x1, 1x1, ...`` for ``--rounds``.
@@ -95,10 +95,13 @@ def worker(args: argparse.Namespace) -> dict | None:
     distributed.DataParallel.allreduce_gradients = timed
 
     def train(model, xs, ys, epochs):
-        return model.fit(xs, ys, epochs=epochs, batch_size=BATCH, optimizer=Adam(2e-3), loss=SoftmaxCrossEntropy(),
-                         seed=args.seed, augment=RandomShift(2), progress=False, log=None, comm=comm)
+        return model.fit(xs, ys, epochs=epochs, batch_size=BATCH, optimizer=Adam(2e-3),
+                         loss=SoftmaxCrossEntropy(),
+                         seed=args.seed, augment=RandomShift(2), progress=False, log=None,
+                         comm=comm)
 
-    train(default_model(args.seed), x[:4 * BATCH], y[:4 * BATCH], 1)  # untimed: JIT and first messages
+    train(default_model(args.seed), x[:4 * BATCH], y[:4 * BATCH],
+          1)  # untimed: JIT and first messages
     spent.clear()
     model = default_model(args.seed)
     history = train(model, x, y, args.epochs)
@@ -112,10 +115,13 @@ def worker(args: argparse.Namespace) -> dict | None:
         buffer = np.zeros(sum(p.size for p in model.params.values()) + 4, dtype=np.float32)
         tiny = np.zeros(2, dtype=np.float32)
         comm.Barrier()
-        big = median_call(lambda: comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM), args.micro_calls)
+        big = median_call(lambda: comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM),
+                          args.micro_calls)
         comm.Barrier()
-        small = median_call(lambda: comm.Allreduce(MPI.IN_PLACE, tiny, op=MPI.SUM), 10 * args.micro_calls)
-        micro = {"buffer_bytes": int(buffer.nbytes), "allreduce_buffer_s": big, "allreduce_8_bytes_s": small}
+        small = median_call(lambda: comm.Allreduce(MPI.IN_PLACE, tiny, op=MPI.SUM),
+                            10 * args.micro_calls)
+        micro = {"buffer_bytes": int(buffer.nbytes), "allreduce_buffer_s": big,
+                 "allreduce_8_bytes_s": small}
     if rank != 0:
         return None
     return {
@@ -142,13 +148,17 @@ def launch(args: argparse.Namespace, ranks: int, threads: int) -> dict:
         command = [sys.executable, *worker_args]
     else:
         mpiexec = Path(sys.executable).with_name("mpiexec")
-        command = [str(mpiexec) if mpiexec.exists() else "mpiexec", "-n", str(ranks), sys.executable, "-m",
+        command = [str(mpiexec) if mpiexec.exists() else "mpiexec", "-n", str(ranks),
+                   sys.executable, "-m",
                    "mpi4py", *worker_args]
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parents[1]), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=args.timeout, check=False)
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parents[1]),
+                                         env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=args.timeout,
+                          check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -160,12 +170,14 @@ def ring_model(bytes_per_step: int, ranks: int, latency_s: float, bandwidth_bps:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny synthetic data (seconds)")
-    parser.add_argument("--rounds", type=int, default=None, help="launches per configuration (alternated)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="launches per configuration (alternated)")
     parser.add_argument("--epochs", type=int, default=None, help="timed epochs per launch")
     parser.add_argument("--train", type=int, default=None, help="training images (default 60000)")
     parser.add_argument("--test", type=int, default=None, help="test images (default 10000)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--micro-calls", type=int, default=None, help="Allreduce calls timed after training")
+    parser.add_argument("--micro-calls", type=int, default=None,
+                        help="Allreduce calls timed after training")
     parser.add_argument("--timeout", type=float, default=7200)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -206,7 +218,8 @@ def main(argv=None) -> dict:
         summary[name] = {"epoch_s": seconds, "speedup": speedup, "efficiency": speedup / cores,
                          "test_accuracy": acc, "step_s": seconds / steps,
                          "allreduce_step_s": statistics.median(ar) if ar else None}
-        rows.append([name, seconds, args.train / seconds, speedup, speedup / cores, 1e3 * seconds / steps,
+        rows.append([name, seconds, args.train / seconds, speedup, speedup / cores,
+                     1e3 * seconds / steps,
                      1e3 * summary[name]["allreduce_step_s"] if ar else "-", f"{100 * acc:.2f}%"])
     micro = [r["micro"] for r in runs[CONFIGS[2][0]] if r["micro"]]
     micro_summary = None
@@ -217,15 +230,18 @@ def main(argv=None) -> dict:
         # two ranks: the ring sends 2 (K-1) = 2 messages of S/2 bytes: t = 2 alpha + S / B
         alpha = small / 2
         bandwidth = nbytes / max(big - 2 * alpha, 1e-12)
-        micro_summary = {"buffer_bytes": nbytes, "allreduce_buffer_s": big, "allreduce_8_bytes_s": small,
+        micro_summary = {"buffer_bytes": nbytes, "allreduce_buffer_s": big,
+                         "allreduce_8_bytes_s": small,
                          "alpha_s": alpha, "bandwidth_bytes_per_s": bandwidth}
 
-    heads = ["configuration", "s/epoch", "samples/s", "speedup vs 1x1", "efficiency (speedup / cores)",
+    heads = ["configuration", "s/epoch", "samples/s", "speedup vs 1x1",
+             "efficiency (speedup / cores)",
              "ms/step", "allreduce ms/step (incl. wait)", "test accuracy"]
     md = [f"# Data-parallel scaling ({'quick, synthetic' if quick else 'MNIST'})", "",
           f"Machine: {C.machine_line(machine)}.", "",
-          (f"{args.train} training images, batch {BATCH}, {args.epochs} timed epoch(s) per launch after a warm-up, "
-          f"{args.rounds} launch(es) per configuration, alternated; medians."), "",
+          (f"{args.train} training images, batch {BATCH}, {args.epochs} timed epoch(s) per launch "
+           f"after a warm-up, {args.rounds} launch(es) per configuration, alternated; medians."),
+          "",
           C.markdown_table(heads, rows)]
     if micro_summary:
         md += ["", (f"Allreduce of the gradient buffer ({nbytes:,} bytes) on 2 ranks: "
@@ -234,7 +250,8 @@ def main(argv=None) -> dict:
                f"{1e6 * micro_summary['alpha_s']:.1f} us per message, shared-memory bandwidth ~ "
                f"{micro_summary['bandwidth_bytes_per_s'] / 1e9:.2f} GB/s).")]
     data = C.finite_or_none({"benchmark": "mpi", "quick": quick, "machine": machine, "batch": BATCH,
-                             "epochs": args.epochs, "rounds": args.rounds, "train_images": args.train,
+                             "epochs": args.epochs, "rounds": args.rounds,
+                             "train_images": args.train,
                              "summary": summary, "allreduce": micro_summary, "runs": runs})
     name = args.name or ("mpi-quick" if quick else "mpi")
     C.publish(name, data, "\n".join(md), args.out)

@@ -1,4 +1,5 @@
-"""Data parallelism over an MPI communicator (mpi4py): what the training loop needs and nothing else.
+"""Data parallelism over an MPI communicator (mpi4py): what the training loop needs and nothing
+else.
 
 Public API
 ----------
@@ -35,7 +36,8 @@ import numpy as np
 __all__ = ["MPI_ENVIRONMENT", "DataParallel", "SampleKeyedGenerator", "detect_comm", "fingerprint",
            "launched_by_mpi", "share", "threads_per_rank", "world_size"]
 
-#: Environment variables set by the MPI launchers (MPICH/Intel MPI's Hydra, Open MPI, PMIx, Slurm's PMI).
+#: Environment variables set by the MPI launchers (MPICH/Intel MPI's Hydra, Open MPI, PMIx, Slurm's
+#: PMI).
 MPI_ENVIRONMENT = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
 
 
@@ -48,7 +50,8 @@ def launched_by_mpi() -> bool:
 def detect_comm() -> Any:
     """``mpi4py.MPI.COMM_WORLD`` if this process is one of several MPI ranks, else None.
 
-    Raises ImportError (saying how to install it) if an MPI launcher started us but mpi4py is missing.
+    Raises ImportError (saying how to install it) if an MPI launcher started us but mpi4py is
+    missing.
     """
     if not launched_by_mpi():
         return None
@@ -57,7 +60,8 @@ def detect_comm() -> Any:
     except ImportError:
         raise ImportError("this process was started by an MPI launcher (" +
                           ", ".join(v for v in MPI_ENVIRONMENT if v in os.environ) +
-                          " set) but mpi4py is not installed; install it with pip install 'cnn-im2col[mpi]'") from None
+                          " set) but mpi4py is not installed; install it with pip install "
+                          "'cnn-im2col[mpi]'") from None
     comm = MPI.COMM_WORLD
     return comm if comm.Get_size() > 1 else None
 
@@ -71,15 +75,18 @@ def threads_per_rank(comm: Any) -> int:
         on_node = local.Get_size()
     finally:
         local.Free()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else (os.cpu_count() or 1))
     return max(1, cores // on_node)
 
 
 def world_size(comm: Any, owner: str) -> int:
     """``comm.Get_size()``, or a TypeError if ``comm`` is not an mpi4py communicator."""
-    if not all(hasattr(comm, name) for name in ("Get_size", "Get_rank", "Allreduce", "bcast", "allgather")):
-        raise TypeError(f"{owner}: comm must be an mpi4py communicator (e.g. mpi4py.MPI.COMM_WORLD) or None, "
-                        f"got {type(comm).__name__}")
+    if not all(hasattr(comm, name) for name in ("Get_size", "Get_rank", "Allreduce", "bcast",
+                                                "allgather")):
+        raise TypeError(
+            f"{owner}: comm must be an mpi4py communicator (e.g. mpi4py.MPI.COMM_WORLD) or None, "
+            f"got {type(comm).__name__}")
     return int(comm.Get_size())
 
 
@@ -93,7 +100,8 @@ def share(count: int, rank: int, size: int) -> tuple[int, int]:
 
 
 def _checksum(a: np.ndarray) -> str:
-    """CRC-32 of an array's bytes with its dtype and shape: ranks holding different data disagree."""
+    """CRC-32 of an array's bytes with its dtype and shape: ranks holding different data disagree.
+    """
     data = np.ascontiguousarray(a)
     return f"{data.dtype.str}{list(data.shape)}:{zlib.crc32(data.reshape(-1).view(np.uint8)):08x}"
 
@@ -127,12 +135,14 @@ def _config(obj: Any) -> Any:
     if obj is None:
         return None
     try:
-        return json.loads(json.dumps({"class": type(obj).__name__, "config": obj.config()}, default=str))
+        return json.loads(json.dumps({"class": type(obj).__name__, "config": obj.config()},
+                                     default=str))
     except Exception:  # noqa: BLE001 - an object without a JSON-able config: its class and repr
         return {"class": type(obj).__name__, "repr": repr(obj)}
 
 
-def fingerprint(model: Any, x: np.ndarray, y: np.ndarray, val: tuple | None, **settings: Any) -> dict:
+def fingerprint(model: Any, x: np.ndarray, y: np.ndarray, val: tuple | None,
+                **settings: Any) -> dict:
     """What every rank must agree on before training: the data (sizes and checksums), the
     architecture, the hyperparameters (``settings``: epochs, batch_size, shuffle, seed, optimizer,
     scheduler, scheduler_interval, loss, augment, resume)."""
@@ -148,7 +158,8 @@ def fingerprint(model: Any, x: np.ndarray, y: np.ndarray, val: tuple | None, **s
         if key in ("optimizer", "scheduler", "loss", "augment"):
             value = _config(value)
         elif key == "resume":
-            value = None if value is None else {k: value.get(k) for k in ("epoch", "batch", "seed", "sums")}
+            value = None if value is None else {
+                k: value.get(k) for k in ("epoch", "batch", "seed", "sums")}
         found[key] = value
     return json.loads(json.dumps(found, default=str))
 
@@ -186,7 +197,8 @@ class SampleKeyedGenerator(np.random.Generator):
         super().__init__(bit_generator)
         self.offset = int(offset)
 
-    def random(self, size: Any = None, dtype: Any = np.float64, out: np.ndarray | None = None) -> Any:
+    def random(self, size: Any = None, dtype: Any = np.float64,
+               out: np.ndarray | None = None) -> Any:
         shape = out.shape if out is not None else size
         if self.offset and shape is not None:
             shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
@@ -200,8 +212,8 @@ class SampleKeyedGenerator(np.random.Generator):
 
 
 def _generator_slots(model: Any) -> list[tuple[Any, str, np.random.Generator]]:
-    """``(layer, attribute, generator)`` of every Generator a layer holds, nested stacks included, in
-    the order of ``Sequential._generators``."""
+    """``(layer, attribute, generator)`` of every Generator a layer holds, nested stacks included,
+    in the order of ``Sequential._generators``."""
     slots = []
     for layer in model.layers:
         if hasattr(layer, "layers"):
@@ -251,9 +263,10 @@ class DataParallel:
 
     def allreduce_gradients(self, grads: Mapping[str, np.ndarray], count: int, total: int,
                             extras: list[float]) -> tuple[dict[str, np.ndarray], list[float]]:
-        """Sum ``count * grads`` (this rank's mean gradient over its ``count`` samples) and ``extras``
-        over the ranks in one in-place Allreduce; return the global mean gradient (views into the
-        persistent buffer, divided by ``total``, the global batch) and the summed extras."""
+        """Sum ``count * grads`` (this rank's mean gradient over its ``count`` samples) and
+        ``extras`` over the ranks in one in-place Allreduce; return the global mean gradient (views
+        into the persistent buffer, divided by ``total``, the global batch) and the summed extras.
+        """
         self._build(grads, len(extras))
         for key, g in grads.items():
             if count:
@@ -270,7 +283,8 @@ class DataParallel:
     @staticmethod
     def layer_buffers(model: Any) -> dict[str, tuple[dict, str]]:
         """Every layer's ``buffers`` (e.g. running statistics, counts), nested stacks included, as
-        ``{"{index}.{name}": (the layer's buffers dict, name)}``: scalars are replaced, not mutated."""
+        ``{"{index}.{name}": (the layer's buffers dict, name)}``: scalars are replaced, not mutated.
+        """
         found: dict[str, tuple[dict, str]] = {}
         for i, layer in enumerate(model.layers):
             if hasattr(layer, "layers"):
@@ -286,9 +300,11 @@ class DataParallel:
     def _set_buffer(holder: dict, name: str, value: Any) -> None:
         current = holder[name]
         if isinstance(current, np.ndarray) and current.ndim > 0:
-            np.copyto(current, np.reshape(value, current.shape), casting="unsafe")  # in place: others may hold it
+            # in place: others may hold it
+            np.copyto(current, np.reshape(value, current.shape), casting="unsafe")
         else:
-            holder[name] = np.asarray(value, dtype=np.asarray(current).dtype).reshape(np.shape(current))
+            dtype = np.asarray(current).dtype
+            holder[name] = np.asarray(value, dtype=dtype).reshape(np.shape(current))
 
     def broadcast_buffers(self, model: Any) -> None:
         """Rank 0's layer buffers to every rank, in one Bcast (nothing to do if there are none)."""
@@ -314,11 +330,14 @@ class DataParallel:
         """Rank 0's parameters, layer buffers, optimizer and scheduler state to every rank."""
         state = None
         if self.rank == 0:
+            slots = self.layer_buffers(model).items()
             state = {"params": model.params,
-                     "buffers": {key: holder[name] for key, (holder, name) in self.layer_buffers(model).items()},
-                     "optimizer": optimizer.state_dict() if hasattr(optimizer, "state_dict") else None,
-                     "scheduler": scheduler.state_dict() if scheduler is not None and hasattr(scheduler, "state_dict")
-                     else None}
+                     "buffers": {key: holder[name] for key, (holder, name) in slots},
+                     "optimizer": (optimizer.state_dict() if hasattr(optimizer, "state_dict")
+                                   else None),
+                     "scheduler": (scheduler.state_dict()
+                                   if scheduler is not None and hasattr(scheduler, "state_dict")
+                                   else None)}
         state = self.comm.bcast(state, root=0)
         if self.rank == 0:
             return
@@ -337,8 +356,9 @@ class DataParallel:
     def keyed_generators(self, model: Any, key: list[int], offset: int) -> Iterator[None]:
         """For one step, every layer generator (Dropout's) is replaced by a
         :class:`SampleKeyedGenerator` seeded by ``key + [index]`` and shifted to this rank's first
-        sample, ``offset``: the masks of a sample do not depend on the number of ranks, and a resumed
-        run needs no generator state. The layers get their own generators back afterwards."""
+        sample, ``offset``: the masks of a sample do not depend on the number of ranks, and a
+        resumed run needs no generator state. The layers get their own generators back afterwards.
+        """
         slots = _generator_slots(model)
         for i, (layer, attr, gen) in enumerate(slots):
             seeded = type(gen.bit_generator)(np.random.SeedSequence([*key, i]))
@@ -349,7 +369,7 @@ class DataParallel:
             for layer, attr, gen in slots:
                 setattr(layer, attr, gen)
 
-    # --- small collectives -------------------------------------------------------------------------
+    # --- small collectives ---------------------------------------------------------------------
     def agree(self, mine: dict, owner: str) -> None:
         """The one collective at the start: gather every rank's ``fingerprint``; if any differs from
         rank 0's (or a rank reports an ``"error"``), raise the same ValueError on every rank."""
@@ -361,14 +381,16 @@ class DataParallel:
         if not problems:
             root = {k: v for key, value in every[0].items() for k, v in _leaves(value, key).items()}
             for r, theirs in enumerate(every[1:], start=1):
-                mine = {k: v for key, value in theirs.items() for k, v in _leaves(value, key).items()}
+                mine = {
+                    k: v for key, value in theirs.items() for k, v in _leaves(value, key).items()}
                 for key in dict.fromkeys([*root, *mine]):
                     if mine.get(key, "(none)") != root.get(key, "(none)"):
                         problems.append(f"rank {r} has {key} {_brief(mine.get(key, '(none)'))} "
                                         f"(rank 0: {_brief(root.get(key, '(none)'))})")
         if problems:
-            raise ValueError(f"{owner}: the {self.size} MPI ranks must train on the same data with the same model "
-                             f"and settings, but " + "; ".join(problems) + "; no step was taken")
+            raise ValueError(
+                f"{owner}: the {self.size} MPI ranks must train on the same data with the same "
+                f"model and settings, but " + "; ".join(problems) + "; no step was taken")
 
     def from_root(self, values: list[float]) -> list[float]:
         """Rank 0's ``values`` on every rank."""

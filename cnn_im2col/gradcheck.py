@@ -10,14 +10,16 @@
   ``backward(dout) -> dx``, ``params`` / ``grads`` dicts). It uses the scalar loss
   ``L = sum(forward(x) * R)`` for a fixed random ``R``, so ``backward(R)`` returns ``dL/dx`` and
   fills ``dL/dparam``; each is compared with the finite differences.
-- :func:`check_loss` — the loss protocol (``forward(pred, target) -> float``, ``backward() -> dpred``).
+- :func:`check_loss` — the loss protocol (``forward(pred, target) -> float``,
+  ``backward() -> dpred``).
 - :func:`check_function` — a stateless ``forward(x) -> y`` / ``backward(dout) -> dx`` pair.
 
 Comparison: an element passes if ``|a - n| <= max(atol, rtol * max(|a|, |n|))`` where ``a`` is the
-analytic and ``n`` the numerical value; its relative error is ``|a - n| / max(|a|, |n|, atol / rtol)``,
-so an array passes exactly when its max relative error is <= ``rtol``. The checks return these max
-relative errors per array and raise :class:`GradientCheckError` (an ``AssertionError``) naming each
-failing array with its max absolute and relative errors and where they occur.
+analytic and ``n`` the numerical value; its relative error is
+``|a - n| / max(|a|, |n|, atol / rtol)``, so an array passes exactly when its max relative error is
+<= ``rtol``. The checks return these max relative errors per array and raise
+:class:`GradientCheckError` (an ``AssertionError``) naming each failing array with its max absolute
+and relative errors and where they occur.
 
 Everything must be float64 (``x``, the parameters, ``pred``): finite differences in float32 are too
 noisy to say anything, so float32 is a ``TypeError`` rather than a flaky check.
@@ -44,7 +46,8 @@ __all__ = [
 
 
 class GradientCheckError(AssertionError):
-    """An analytic gradient disagrees with finite differences. ``errors`` maps array name -> max rel error."""
+    """An analytic gradient disagrees with finite differences. ``errors`` maps array name -> max rel
+    error."""
 
     def __init__(self, message: str, errors: dict[str, float] | None = None) -> None:
         super().__init__(message)
@@ -55,7 +58,8 @@ def _require_float64(x: Any, name: str, owner: str) -> np.ndarray:
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{owner}: {name} must be a float64 ndarray, got {type(x).__name__}")
     if x.dtype != np.float64:
-        raise TypeError(f"{owner}: {name} must be float64 for a gradient check, got dtype {x.dtype}")
+        raise TypeError(
+            f"{owner}: {name} must be float64 for a gradient check, got dtype {x.dtype}")
     return x
 
 
@@ -78,7 +82,8 @@ def numerical_gradient(f: Callable[[], float], x: np.ndarray, eps: float = 1e-6)
     owner = "numerical_gradient"
     _require_float64(x, "x", owner)
     if not x.flags.writeable:
-        raise ValueError(f"{owner}: x must be writeable (it is perturbed in place), got a read-only array")
+        raise ValueError(
+            f"{owner}: x must be writeable (it is perturbed in place), got a read-only array")
     eps = check_float(eps, "eps", owner, low=0.0, low_open=True)
     grad = np.zeros(x.shape, dtype=np.float64)
     for idx in np.ndindex(*x.shape):
@@ -113,7 +118,8 @@ def _directional(f: Callable[[], float], x: np.ndarray, v: np.ndarray, eps: floa
 
 
 def _rel(err: np.ndarray, a: np.ndarray, n: np.ndarray, floor: float) -> np.ndarray:
-    """``err / max(|a|, |n|, floor)``; 0 where the scale is 0 (then ``a == n == 0`` and ``err == 0``)."""
+    """``err / max(|a|, |n|, floor)``; 0 where the scale is 0 (then ``a == n == 0`` and
+    ``err == 0``)."""
     scale = np.maximum(np.maximum(np.abs(a), np.abs(n)), floor)
     return err / np.where(scale == 0, 1.0, scale)
 
@@ -123,18 +129,21 @@ def directional_derivative_check(f: Callable[[], float], x: np.ndarray, analytic
                                  atol: float = 1e-7, name: str = "x") -> float:
     """Check ``analytic_grad`` (of ``f`` w.r.t. ``x``) along one random unit direction ``v``.
 
-    Compares ``a = <analytic_grad, v>`` with ``n = (f(x + eps v) - f(x - eps v)) / (2 eps)``;
-    ``x`` is restored exactly afterwards. ``rng``: Generator / int seed; ``None`` means seed 0 (a
-    test helper should be deterministic). Returns the relative error
-    ``|a - n| / max(|a|, |n|, atol / rtol)``; raises :class:`GradientCheckError` if it exceeds ``rtol``.
+    Compares ``a = <analytic_grad, v>`` with ``n = (f(x + eps v) - f(x - eps v)) / (2 eps)``; ``x``
+    is restored exactly afterwards. ``rng``: Generator / int seed; ``None`` means seed 0 (a test
+    helper should be deterministic). Returns the relative error
+    ``|a - n| / max(|a|, |n|, atol / rtol)``; raises :class:`GradientCheckError` if it exceeds
+    ``rtol``.
     """
     owner = "directional_derivative_check"
     _require_float64(x, "x", owner)
     if not x.flags.writeable:
-        raise ValueError(f"{owner}: x must be writeable (it is perturbed in place), got a read-only array")
+        raise ValueError(
+            f"{owner}: x must be writeable (it is perturbed in place), got a read-only array")
     analytic_grad = np.asarray(analytic_grad, dtype=np.float64)
     if analytic_grad.shape != x.shape:
-        raise ValueError(f"{owner}: analytic_grad has shape {analytic_grad.shape} but x has shape {x.shape}")
+        raise ValueError(
+            f"{owner}: analytic_grad has shape {analytic_grad.shape} but x has shape {x.shape}")
     eps, rtol, atol = _tolerances(eps, rtol, atol, owner)
     v = _direction(x.shape, make_rng(0 if rng is None else rng))
     n = _directional(f, x, v, eps)
@@ -143,15 +152,16 @@ def directional_derivative_check(f: Callable[[], float], x: np.ndarray, analytic
     rel = float(_rel(np.array(err), np.array(a), np.array(n), atol / rtol))
     if rel > rtol:
         raise GradientCheckError(
-            f"gradient check failed for {name!r} along a random direction: analytic <grad, v> = {a:.10g}, "
-            f"numerical = {n:.10g}, abs error {err:.3g}, relative error {rel:.3g} "
+            f"gradient check failed for {name!r} along a random direction: analytic <grad, v> = "
+            f"{a:.10g}, numerical = {n:.10g}, abs error {err:.3g}, relative error {rel:.3g} "
             f"(rtol={rtol:g}, atol={atol:g}, eps={eps:g})",
             {name: rel},
         )
     return rel
 
 
-def _compare(name: str, analytic: np.ndarray, numeric: np.ndarray, rtol: float, atol: float) -> tuple[float, str | None]:
+def _compare(name: str, analytic: np.ndarray, numeric: np.ndarray, rtol: float,
+             atol: float) -> tuple[float, str | None]:
     """Max relative error of one array, and a failure description if it exceeds rtol."""
     err = np.abs(analytic - numeric)
     rel = _rel(err, analytic, numeric, atol / rtol)
@@ -167,12 +177,13 @@ def _compare(name: str, analytic: np.ndarray, numeric: np.ndarray, rtol: float, 
 
     bad = int(np.count_nonzero(rel > rtol))
     return max_rel, (
-        f"{name!r}: max abs error {float(err[i_abs]):.3g} {at(i_abs)}; max relative error {max_rel:.3g} "
-        f"{at(i_rel)}; {bad} of {rel.size} elements out of tolerance"
+        f"{name!r}: max abs error {float(err[i_abs]):.3g} {at(i_abs)}; max relative error "
+        f"{max_rel:.3g} {at(i_rel)}; {bad} of {rel.size} elements out of tolerance"
     )
 
 
-def _run_checks(f: Callable[[], float], arrays: dict[str, np.ndarray], analytic: dict[str, np.ndarray],
+def _run_checks(f: Callable[[], float], arrays: dict[str, np.ndarray],
+                analytic: dict[str, np.ndarray],
                 eps: float, rtol: float, atol: float, directional: bool, rng: np.random.Generator,
                 owner: str) -> dict[str, float]:
     errors: dict[str, float] = {}
@@ -185,8 +196,8 @@ def _run_checks(f: Callable[[], float], arrays: dict[str, np.ndarray], analytic:
             err = abs(a - n)
             rel = float(_rel(np.array(err), np.array(a), np.array(n), atol / rtol))
             failure = None if rel <= rtol else (
-                f"{name!r} along a random unit direction v: analytic <grad, v> = {a:.10g}, numerical "
-                f"{n:.10g}; abs error {err:.3g}, relative error {rel:.3g}"
+                f"{name!r} along a random unit direction v: analytic <grad, v> = {a:.10g}, "
+                f"numerical {n:.10g}; abs error {err:.3g}, relative error {rel:.3g}"
             )
         else:
             numeric = numerical_gradient(f, arr, eps)
@@ -204,7 +215,8 @@ def _run_checks(f: Callable[[], float], arrays: dict[str, np.ndarray], analytic:
 
 
 def check_layer(layer: Any, x: np.ndarray, seed: int = 0, eps: float = 1e-6, rtol: float = 1e-5,
-                atol: float = 1e-7, directional: bool = False, training: bool = False) -> dict[str, float]:
+                atol: float = 1e-7, directional: bool = False,
+                training: bool = False) -> dict[str, float]:
     """Gradient-check a layer's ``backward`` (``dx`` and every ``grads[name]``) in float64.
 
     ``L = sum(layer.forward(x, training) * R)`` with ``R`` standard normal from ``seed``; the
@@ -235,15 +247,18 @@ def check_layer(layer: Any, x: np.ndarray, seed: int = 0, eps: float = 1e-6, rto
     grads = getattr(layer, "grads", {}) or {}
     if not isinstance(dx, np.ndarray) or dx.shape != x.shape:
         got = dx.shape if isinstance(dx, np.ndarray) else type(dx).__name__
-        raise GradientCheckError(f"{owner}: backward returned dx of shape {got}; expected x's shape {x.shape}")
+        raise GradientCheckError(
+            f"{owner}: backward returned dx of shape {got}; expected x's shape {x.shape}")
     if set(grads) != set(params):
-        raise GradientCheckError(f"{owner}: grads has keys {sorted(grads)} but params has keys {sorted(params)}")
+        raise GradientCheckError(
+            f"{owner}: grads has keys {sorted(grads)} but params has keys {sorted(params)}")
     analytic = {"x": np.array(dx, dtype=np.float64)}
     for name, p in params.items():
         g = grads[name]
         if not isinstance(g, np.ndarray) or g.shape != p.shape:
             got = g.shape if isinstance(g, np.ndarray) else type(g).__name__
-            raise GradientCheckError(f"{owner}: grads[{name!r}] has shape {got}; expected {p.shape}")
+            raise GradientCheckError(
+                f"{owner}: grads[{name!r}] has shape {got}; expected {p.shape}")
         analytic[name] = np.array(g, dtype=np.float64)  # copy: the layer may reuse its buffers
 
     def loss() -> float:
@@ -253,11 +268,14 @@ def check_layer(layer: Any, x: np.ndarray, seed: int = 0, eps: float = 1e-6, rto
 
 
 def check_loss(loss: Any, pred: np.ndarray, target: Any, seed: int = 0, eps: float = 1e-6,
-               rtol: float = 1e-5, atol: float = 1e-7, directional: bool = False) -> dict[str, float]:
-    """Gradient-check ``loss.backward()`` against finite differences of ``loss.forward(pred, target)``.
+               rtol: float = 1e-5, atol: float = 1e-7,
+               directional: bool = False) -> dict[str, float]:
+    """Gradient-check ``loss.backward()`` against finite differences of
+    ``loss.forward(pred, target)``.
 
-    ``pred`` must be float64; it is perturbed in place and restored. Returns ``{"pred": max_rel_err}``;
-    raises :class:`GradientCheckError` if out of tolerance. ``seed`` only matters with ``directional``.
+    ``pred`` must be float64; it is perturbed in place and restored. Returns
+    ``{"pred": max_rel_err}``; raises :class:`GradientCheckError` if out of tolerance. ``seed`` only
+    matters with ``directional``.
     """
     owner = f"check_loss({type(loss).__name__})"
     eps, rtol, atol = _tolerances(eps, rtol, atol, owner)
@@ -268,13 +286,15 @@ def check_loss(loss: Any, pred: np.ndarray, target: Any, seed: int = 0, eps: flo
     d = loss.backward()
     if not isinstance(d, np.ndarray) or d.shape != pred.shape:
         got = d.shape if isinstance(d, np.ndarray) else type(d).__name__
-        raise GradientCheckError(f"{owner}: backward returned shape {got}; expected pred's shape {pred.shape}")
+        raise GradientCheckError(
+            f"{owner}: backward returned shape {got}; expected pred's shape {pred.shape}")
     analytic = {"pred": np.array(d, dtype=np.float64)}
 
     def f() -> float:
         return float(loss.forward(pred, target))
 
-    return _run_checks(f, {"pred": pred}, analytic, eps, rtol, atol, directional, make_rng(seed), owner)
+    return _run_checks(f, {"pred": pred}, analytic, eps, rtol, atol, directional, make_rng(seed),
+                       owner)
 
 
 class _FunctionLayer:
@@ -293,8 +313,10 @@ class _FunctionLayer:
         return self._backward(dout)
 
 
-def check_function(forward: Callable[[np.ndarray], np.ndarray], backward: Callable[[np.ndarray], np.ndarray],
-                   x: np.ndarray, seed: int = 0, eps: float = 1e-6, rtol: float = 1e-5, atol: float = 1e-7,
+def check_function(forward: Callable[[np.ndarray], np.ndarray],
+                   backward: Callable[[np.ndarray], np.ndarray],
+                   x: np.ndarray, seed: int = 0, eps: float = 1e-6, rtol: float = 1e-5,
+                   atol: float = 1e-7,
                    directional: bool = False) -> dict[str, float]:
     """Gradient-check a stateless pair: ``forward(x) -> y`` and ``backward(dout) -> dx``.
 
@@ -302,5 +324,6 @@ def check_function(forward: Callable[[np.ndarray], np.ndarray], backward: Callab
     use whatever that call cached (e.g. a closure over a ``cache`` variable). Same rules and return
     value as :func:`check_layer` (key ``"x"``).
     """
-    return check_layer(_FunctionLayer(forward, backward), x, seed=seed, eps=eps, rtol=rtol, atol=atol,
+    return check_layer(_FunctionLayer(forward, backward), x, seed=seed, eps=eps, rtol=rtol,
+                       atol=atol,
                        directional=directional)

@@ -1,7 +1,7 @@
 """Loss functions: a fused, numerically stable softmax cross-entropy and the quadratic cost.
 
-Loss protocol (what :class:`~cnn_im2col.model.Sequential` and :func:`~cnn_im2col.gradcheck.check_loss`
-rely on)::
+Loss protocol (what :class:`~cnn_im2col.model.Sequential` and
+:func:`~cnn_im2col.gradcheck.check_loss` rely on)::
 
     loss.forward(pred, target) -> float     # the mean loss over the batch, a Python float
     loss.backward() -> dpred                # dL/dpred, same shape and dtype as pred
@@ -32,12 +32,13 @@ __all__ = ["MeanSquaredError", "SoftmaxCrossEntropy"]
 
 
 def _labels(target: Any, n: int, k: int, owner: str) -> np.ndarray:
-    """Validate 1-D class labels for a batch of ``n`` rows and ``k`` classes; return them as intp."""
+    """Validate 1-D class labels for a batch of ``n`` rows and ``k`` classes; return them as intp.
+    """
     kind = target.dtype.kind
     if kind == "b" or kind not in "iuf":
         raise TypeError(
-            f"{owner}: target labels must be integers in [0, {k}) (an integer array of shape ({n},)), "
-            f"got dtype {target.dtype}"
+            f"{owner}: target labels must be integers in [0, {k}) (an integer array of shape "
+            f"({n},)), got dtype {target.dtype}"
         )
     if target.shape[0] != n:
         raise ValueError(
@@ -51,13 +52,15 @@ def _labels(target: Any, n: int, k: int, owner: str) -> np.ndarray:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(
-                f"{owner}: target labels must be whole numbers in [0, {k}), got {target[i].item()!r} at index {i}"
+                f"{owner}: target labels must be whole numbers in [0, {k}), got "
+                f"{target[i].item()!r} at index {i}"
             )
     bad = (target < 0) | (target >= k)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"{owner}: target labels must be in [0, {k}) for {k} classes, got {target[i].item()!r} at index {i}"
+            f"{owner}: target labels must be in [0, {k}) for {k} classes, got {target[i].item()!r} "
+            f"at index {i}"
         )
     return target.astype(np.intp)
 
@@ -68,10 +71,12 @@ def _as_target_array(target: Any, owner: str) -> np.ndarray:
         try:
             target = np.asarray(target)
         except (ValueError, TypeError) as exc:
-            raise TypeError(f"{owner}: target must be a numeric array, got {type(target).__name__}: {exc}") from None
+            raise TypeError(f"{owner}: target must be a numeric array, got "
+                            f"{type(target).__name__}: {exc}") from None
     if target.dtype.kind not in "biuf":
         raise TypeError(
-            f"{owner}: target must be a real numeric array (integer labels or float rows), got dtype {target.dtype}"
+            f"{owner}: target must be a real numeric array (integer labels or float rows), got "
+            f"dtype {target.dtype}"
         )
     return target
 
@@ -84,7 +89,9 @@ class _Loss:
 
     def _require_forward(self) -> tuple:
         if self._cache is None:
-            raise RuntimeError(f"{type(self).__name__}: backward() called before forward(); call forward(pred, target) first")
+            raise RuntimeError(
+                f"{type(self).__name__}: backward() called before forward(); call forward(pred, "
+                "target) first")
         return self._cache
 
     def config(self) -> dict:
@@ -95,7 +102,9 @@ class _Loss:
     def from_config(cls, config: dict) -> _Loss:
         name = config.get("name", cls.__name__) if isinstance(config, dict) else None
         if name != cls.__name__:
-            raise ValueError(f"{cls.__name__}.from_config: config must be {{'name': {cls.__name__!r}}}, got {config!r}")
+            raise ValueError(
+                f"{cls.__name__}.from_config: config must be {{'name': {cls.__name__!r}}}, "
+                f"got {config!r}")
         return cls()
 
     def __repr__(self) -> str:
@@ -112,14 +121,15 @@ class _Loss:
 
 
 class SoftmaxCrossEntropy(_Loss):
-    """Softmax followed by cross-entropy, fused: ``L = -(1/N) sum_n sum_k t[n,k] log softmax(z)[n,k]``.
+    """Softmax followed by cross-entropy, fused:
+    ``L = -(1/N) sum_n sum_k t[n,k] log softmax(z)[n,k]``.
 
     ``forward(logits, target)``: ``logits`` is ``(N, K)`` float32/float64 (other real dtypes are
     converted to float32); ``target`` is integer labels ``(N,)`` in ``[0, K)`` or probability rows
-    ``(N, K)``. The log-softmax is computed with the log-sum-exp shift (``z - max(z)``), so logits of
-    any finite magnitude (e.g. +-1e4) give the exact loss without overflow, NaN or warnings; terms
-    that underflow to 0 in ``exp`` are exactly 0 in the result. Returns the batch mean as a float
-    (accumulated in float64).
+    ``(N, K)``. The log-softmax is computed with the log-sum-exp shift (``z - max(z)``), so logits
+    of any finite magnitude (e.g. +-1e4) give the exact loss without overflow, NaN or warnings;
+    terms that underflow to 0 in ``exp`` are exactly 0 in the result. Returns the batch mean as a
+    float (accumulated in float64).
 
     ``backward()`` returns ``dL/dlogits = (softmax(z) * sum_k t - t) / N`` in the logits' dtype,
     which is ``(softmax(z) - onehot) / N`` for labels and for probability rows.
@@ -143,15 +153,16 @@ class SoftmaxCrossEntropy(_Loss):
         elif target.ndim == 2:
             if target.shape != logits.shape:
                 raise ValueError(
-                    f"{owner}: target rows must have the shape of logits {logits.shape}, got shape {target.shape}"
+                    f"{owner}: target rows must have the shape of logits {logits.shape}, got shape "
+                    f"{target.shape}"
                 )
             dense = np.array(as_float_array(target, "target", owner, ndim=2, dtype=logits.dtype))
             tol = 1e-6 if logits.dtype == np.float64 else 1e-3
             if (dense < 0).any():
                 idx = np.unravel_index(int(np.argmax(dense < 0)), dense.shape)
                 raise ValueError(
-                    f"{owner}: target rows must be probabilities (non-negative, rows summing to 1), "
-                    f"got {dense[idx].item()!r} at index {tuple(int(i) for i in idx)}"
+                    f"{owner}: target rows must be probabilities (non-negative, rows summing to "
+                    f"1), got {dense[idx].item()!r} at index {tuple(int(i) for i in idx)}"
                 )
             sums = dense.sum(axis=1, dtype=np.float64)
             bad = np.abs(sums - 1.0) > tol
@@ -164,8 +175,8 @@ class SoftmaxCrossEntropy(_Loss):
             labels = None
         else:
             raise ValueError(
-                f"{owner}: target must be labels of shape ({n},) or probability rows of shape ({n}, {k}), "
-                f"got {target.ndim}-D array of shape {target.shape}"
+                f"{owner}: target must be labels of shape ({n},) or probability rows of shape "
+                f"({n}, {k}), got {target.ndim}-D array of shape {target.shape}"
             )
 
         shifted = logits - logits.max(axis=1, keepdims=True)  # new array, <= 0, max entry exactly 0
@@ -198,14 +209,15 @@ class SoftmaxCrossEntropy(_Loss):
 
 
 class MeanSquaredError(_Loss):
-    """The primer's quadratic cost, normalised like PyTorch's ``MSELoss()``: the mean over all elements.
+    """The primer's quadratic cost, normalised like PyTorch's ``MSELoss()``: the mean over all
+    elements.
 
     ``L = mean((pred - target)**2)`` over every element of ``pred`` (batch and features alike), and
     ``backward()`` returns ``dL/dpred = 2 (pred - target) / pred.size`` in ``pred``'s dtype.
 
-    The primer (after Nielsen) uses ``C = 1/(2N) sum_n ||a_n - y_n||**2`` whose gradient per sample is
-    ``a - y``; for ``pred`` of shape ``(N, K)`` that is ``C = (K / 2) * L``, so the two differ only
-    by the constant factor ``K/2`` (fold it into the learning rate to reproduce the primer).
+    The primer (after Nielsen) uses ``C = 1/(2N) sum_n ||a_n - y_n||**2`` whose gradient per sample
+    is ``a - y``; for ``pred`` of shape ``(N, K)`` that is ``C = (K / 2) * L``, so the two differ
+    only by the constant factor ``K/2`` (fold it into the learning rate to reproduce the primer).
 
     ``pred`` may have any shape ``(N, ...)``; ``target`` has the same shape, or, for a 2-D ``pred``
     of shape ``(N, K)``, integer class labels ``(N,)`` in ``[0, K)`` which are one-hot encoded.
@@ -225,7 +237,8 @@ class MeanSquaredError(_Loss):
         else:
             extra = f" or labels of shape ({pred.shape[0]},)" if pred.ndim == 2 else ""
             raise ValueError(
-                f"{owner}: target must have the shape of pred {pred.shape}{extra}, got shape {target.shape}"
+                f"{owner}: target must have the shape of pred {pred.shape}{extra}, got shape "
+                f"{target.shape}"
             )
         diff = pred - dense
         self._cache = (diff,)

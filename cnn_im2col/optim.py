@@ -4,30 +4,31 @@ Optimizer protocol::
 
     opt.step(params, grads)      # params, grads: {name: ndarray}, same keys and shapes
     opt.lr                       # read / write (schedules write it)
-    opt.state_dict() -> dict     # {str: ndarray | float | int}: hyper-parameters, step count, buffers
+    opt.state_dict() -> dict     # {str: ndarray | float | int}: hyper-parameters, step, buffers
     opt.load_state_dict(d)       # resume bit-identically
 
 ``step`` updates every array of ``params`` **in place** (the layers keep holding the same arrays)
 and never writes to ``grads``. Per-parameter state (momentum buffers, Adam moments) is keyed by the
 parameter's name (e.g. ``"0.weight"``), created at its first step, in the parameter's dtype. All
 arithmetic is whole-array NumPy with ``out=`` into buffers the optimizer owns, so a step allocates
-nothing after the first one. Gradients are not checked for NaN/Inf (that would cost a pass over every
-array per step); a non-finite gradient produces non-finite parameters.
+nothing after the first one. Gradients are not checked for NaN/Inf (that would cost a pass over
+every array per step); a non-finite gradient produces non-finite parameters.
 
-Weight decay is PyTorch's (coupled) L2 regularisation, ``g <- g + weight_decay * w``: the gradient of
-``(weight_decay / 2) * ||w||**2`` added to the cost, as in the regularisation the primer's
+Weight decay is PyTorch's (coupled) L2 regularisation, ``g <- g + weight_decay * w``: the gradient
+of ``(weight_decay / 2) * ||w||**2`` added to the cost, as in the regularisation the primer's
 Discussion points to (Nielsen's ``lambda / n`` is ``weight_decay`` here).
 
 ``state_dict()`` is flat so it can be stored in an ``.npz`` next to the model: scalar keys
-(``"lr"``, ``"step"`` and the hyper-parameters; ``nesterov`` as 0/1) plus one array per parameter and
-slot, keyed ``"<slot>:<param name>"`` (``"momentum_buffer:0.weight"``, ``"exp_avg:0.weight"``,
+(``"lr"``, ``"step"`` and the hyper-parameters; ``nesterov`` as 0/1) plus one array per parameter
+and slot, keyed ``"<slot>:<param name>"`` (``"momentum_buffer:0.weight"``, ``"exp_avg:0.weight"``,
 ``"exp_avg_sq:0.weight"``, and Adam's per-parameter ``"step:0.weight"`` int). Loading restores the
-hyper-parameters too, like PyTorch. 0-d arrays (what ``np.load`` gives back) are accepted for scalars.
+hyper-parameters too, like PyTorch. 0-d arrays (what ``np.load`` gives back) are accepted for
+scalars.
 
 Schedules (:class:`StepLR`, :class:`CosineAnnealingLR`) follow PyTorch: constructing one sets
 ``optimizer.lr`` to its value at epoch 0 (the optimizer's lr at that moment is the ``base_lr``), and
-each ``step()`` advances one epoch and writes the new lr into the optimizer. Call ``step()`` once per
-epoch, after that epoch's optimizer steps. Calling it once per batch works too: ``step_size``,
+each ``step()`` advances one epoch and writes the new lr into the optimizer. Call ``step()`` once
+per epoch, after that epoch's optimizer steps. Calling it once per batch works too: ``step_size``,
 ``t_max`` and ``warmup`` are then counted in batches. Both use PyTorch's closed-form formulas (not
 the recursive ones), so the sequence never drifts.
 """
@@ -49,7 +50,9 @@ def _scalar(value: Any, key: str, owner: str) -> Any:
     """A Python scalar from a number or a 0-d / size-1 array (as ``np.load`` returns them)."""
     if isinstance(value, np.ndarray):
         if value.size != 1:
-            raise ValueError(f"{owner}.load_state_dict: {key!r} must be a scalar, got array of shape {value.shape}")
+            raise ValueError(
+                f"{owner}.load_state_dict: {key!r} must be a scalar, got array of shape "
+                f"{value.shape}")
         value = value.reshape(()).item()
     elif isinstance(value, np.generic):
         value = value.item()
@@ -73,7 +76,8 @@ class Optimizer:
     # -- learning rate -------------------------------------------------------------------------
     @property
     def lr(self) -> float:
-        """The learning rate. Settable; 0 is allowed here (a schedule may anneal to 0), > 0 at construction."""
+        """The learning rate. Settable; 0 is allowed here (a schedule may anneal to 0), > 0 at
+        construction."""
         return self._lr
 
     @lr.setter
@@ -85,7 +89,8 @@ class Optimizer:
         owner = f"{type(self).__name__}.step"
         for arg, value in (("params", params), ("grads", grads)):
             if not isinstance(value, Mapping):
-                raise TypeError(f"{owner}: {arg} must be a dict {{name: ndarray}}, got {type(value).__name__}")
+                raise TypeError(
+                    f"{owner}: {arg} must be a dict {{name: ndarray}}, got {type(value).__name__}")
         if params.keys() != grads.keys():
             missing = sorted(set(params) - set(grads))
             extra = sorted(set(grads) - set(params))
@@ -98,21 +103,25 @@ class Optimizer:
             g = grads[name]
             if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
                 what = f"dtype {p.dtype}" if isinstance(p, np.ndarray) else type(p).__name__
-                raise TypeError(f"{owner}: params[{name!r}] must be a float32/float64 ndarray, got {what}")
+                raise TypeError(
+                    f"{owner}: params[{name!r}] must be a float32/float64 ndarray, got {what}")
             if not p.flags.writeable:
-                raise ValueError(f"{owner}: params[{name!r}] is read-only; it must be updated in place")
+                raise ValueError(
+                    f"{owner}: params[{name!r}] is read-only; it must be updated in place")
             if not isinstance(g, np.ndarray) or g.dtype.kind != "f":
                 what = f"dtype {g.dtype}" if isinstance(g, np.ndarray) else type(g).__name__
                 raise TypeError(f"{owner}: grads[{name!r}] must be a float ndarray, got {what}")
             if g.shape != p.shape:
                 raise ValueError(
-                    f"{owner}: grads[{name!r}] has shape {g.shape} but params[{name!r}] has shape {p.shape}"
+                    f"{owner}: grads[{name!r}] has shape {g.shape} but params[{name!r}] has "
+                    f"shape {p.shape}"
                 )
             for slot, buf in self.state.get(name, {}).items():
                 if isinstance(buf, np.ndarray) and buf.shape != p.shape:
                     raise ValueError(
-                        f"{owner}: state {slot!r} for {name!r} has shape {buf.shape} but params[{name!r}] has "
-                        f"shape {p.shape} (was a state_dict from another model loaded?)"
+                        f"{owner}: state {slot!r} for {name!r} has shape {buf.shape} but "
+                        f"params[{name!r}] has shape {p.shape} (was a state_dict from another "
+                        f"model loaded?)"
                     )
             items.append((name, p, g))
         return items
@@ -137,7 +146,8 @@ class Optimizer:
             self._update(name, p, g, state)
         self.step_count += 1
 
-    def _update(self, name: str, p: np.ndarray, g: np.ndarray, state: dict) -> None:  # pragma: no cover
+    def _update(self, name: str, p: np.ndarray, g: np.ndarray,
+                state: dict) -> None:  # pragma: no cover
         raise NotImplementedError
 
     # -- hyper-parameters and checkpointing ----------------------------------------------------
@@ -148,7 +158,8 @@ class Optimizer:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, np.ndarray | float | int]:
-        """Everything needed to resume bit-identically: lr, hyper-parameters, step count, buffers (copies)."""
+        """Everything needed to resume bit-identically: lr, hyper-parameters, step count, buffers
+        (copies)."""
         d: dict[str, np.ndarray | float | int] = {"lr": self._lr, "step": self.step_count}
         for key, value in self._hyper().items():
             d[key] = int(value) if isinstance(value, bool) else value
@@ -161,7 +172,9 @@ class Optimizer:
         """Restore what :meth:`state_dict` returned (or its ``np.load``-ed copy). All or nothing."""
         owner = type(self).__name__
         if not isinstance(state_dict, Mapping):
-            raise TypeError(f"{owner}.load_state_dict: state_dict must be a dict, got {type(state_dict).__name__}")
+            raise TypeError(
+                f"{owner}.load_state_dict: state_dict must be a dict, got "
+                f"{type(state_dict).__name__}")
         scalar_keys = ("lr", "step", *self._hyper_keys)
         missing = [key for key in scalar_keys if key not in state_dict]
         unknown = [
@@ -171,9 +184,9 @@ class Optimizer:
         ]
         if missing or unknown:
             raise ValueError(
-                f"{owner}.load_state_dict: state_dict does not fit a {owner}: missing keys {missing}, "
-                f"unexpected keys {unknown} (allowed: {list(scalar_keys)} and '<slot>:<param name>' "
-                f"with slot in {list(self._slots)})"
+                f"{owner}.load_state_dict: state_dict does not fit a {owner}: missing keys "
+                f"{missing}, unexpected keys {unknown} (allowed: {list(scalar_keys)} and "
+                f"'<slot>:<param name>' with slot in {list(self._slots)})"
             )
         scalars = {key: _scalar(state_dict[key], key, owner) for key in scalar_keys}
         lr = check_float(scalars.pop("lr"), "lr", owner, low=0.0)
@@ -187,8 +200,11 @@ class Optimizer:
                 value = check_int(_scalar(value, key, owner), key, owner, minimum=1)
             else:
                 if not isinstance(value, np.ndarray) or value.dtype not in (np.float32, np.float64):
-                    what = f"dtype {value.dtype}" if isinstance(value, np.ndarray) else type(value).__name__
-                    raise TypeError(f"{owner}.load_state_dict: {key!r} must be a float32/float64 ndarray, got {what}")
+                    what = f"dtype {value.dtype}" if isinstance(
+                        value, np.ndarray) else type(value).__name__
+                    raise TypeError(
+                        f"{owner}.load_state_dict: {key!r} must be a float32/float64 "
+                        f"ndarray, got {what}")
                 value = value.copy()
             new_state.setdefault(name, {})[slot] = value
         for name, state in new_state.items():
@@ -204,7 +220,8 @@ class Optimizer:
         self._scratch = {}
 
     def config(self) -> dict:
-        """JSON-able constructor arguments; ``type(self).from_config(config)`` rebuilds the optimizer."""
+        """JSON-able constructor arguments; ``type(self).from_config(config)`` rebuilds the
+        optimizer."""
         return {"name": type(self).__name__, "lr": self._lr, **self._config_extra()}
 
     def _config_extra(self) -> dict:  # pragma: no cover - abstract
@@ -215,11 +232,14 @@ class Optimizer:
         config = dict(config)
         name = config.pop("name", cls.__name__)
         if name != cls.__name__:
-            raise ValueError(f"{cls.__name__}.from_config: config is for {name!r}, not {cls.__name__!r}")
+            raise ValueError(
+                f"{cls.__name__}.from_config: config is for {name!r}, not {cls.__name__!r}")
         lr = config.get("lr")
-        if isinstance(lr, (int, float, np.integer, np.floating)) and not isinstance(lr, bool) and lr == 0:
-            # a schedule may anneal lr to exactly 0 (the setter allows it; the constructor wants > 0):
-            # the config of such an optimizer, e.g. in the last checkpoint of a run, must still load
+        if isinstance(lr, (int, float, np.integer,
+                           np.floating)) and not isinstance(lr, bool) and lr == 0:
+            # a schedule may anneal lr to exactly 0 (the setter allows it; the constructor wants >
+            # 0): the config of such an optimizer, e.g. in the last checkpoint of a run, must still
+            # load
             optimizer = cls(**{**config, "lr": 1.0})
             optimizer.lr = 0.0
             return optimizer
@@ -248,25 +268,29 @@ class SGD(Optimizer):
     _hyper_keys = ("momentum", "nesterov", "weight_decay")
     _slots = ("momentum_buffer",)
 
-    def __init__(self, lr: float, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0) -> None:
+    def __init__(self, lr: float, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0) -> None:
         super().__init__(lr)
         self._set_hyper({"momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay})
 
     def _set_hyper(self, values: dict[str, Any]) -> None:
         owner = type(self).__name__
-        momentum = check_float(values["momentum"], "momentum", owner, low=0.0, high=1.0, high_open=True)
+        momentum = check_float(values["momentum"], "momentum", owner, low=0.0, high=1.0,
+                               high_open=True)
         nesterov = values["nesterov"]
         # a bool, or 0/1 as state_dict() stores it
         if not isinstance(nesterov, (bool, np.bool_, int, np.integer)) or nesterov not in (0, 1):
             raise TypeError(f"{owner}: nesterov must be True or False, got {nesterov!r}")
         nesterov = bool(nesterov)
         if nesterov and momentum == 0.0:
-            raise ValueError(f"{owner}: nesterov=True requires momentum in (0, 1), got momentum={momentum!r}")
+            raise ValueError(
+                f"{owner}: nesterov=True requires momentum in (0, 1), got momentum={momentum!r}")
         weight_decay = check_float(values["weight_decay"], "weight_decay", owner, low=0.0)
         self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
 
     def _config_extra(self) -> dict:
-        return {"momentum": self.momentum, "nesterov": self.nesterov, "weight_decay": self.weight_decay}
+        return {"momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay}
 
     def _update(self, name: str, p: np.ndarray, g: np.ndarray, state: dict) -> None:
         mu, wd = self.momentum, self.weight_decay
@@ -315,13 +339,16 @@ class Adam(Optimizer):
     _hyper_keys = ("beta1", "beta2", "eps", "weight_decay")
     _slots = ("exp_avg", "exp_avg_sq", "step")
 
-    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8,
                  weight_decay: float = 0.0) -> None:
         super().__init__(lr)
         owner = type(self).__name__
         if not isinstance(betas, (tuple, list, np.ndarray)) or len(betas) != 2:
-            raise TypeError(f"{owner}: betas must be a pair (beta1, beta2) in [0, 1), got {betas!r}")
-        self._set_hyper({"beta1": betas[0], "beta2": betas[1], "eps": eps, "weight_decay": weight_decay})
+            raise TypeError(
+                f"{owner}: betas must be a pair (beta1, beta2) in [0, 1), got {betas!r}")
+        self._set_hyper({"beta1": betas[0], "beta2": betas[1], "eps": eps,
+                         "weight_decay": weight_decay})
 
     @property
     def betas(self) -> tuple[float, float]:
@@ -336,7 +363,8 @@ class Adam(Optimizer):
         self.beta1, self.beta2, self.eps, self.weight_decay = beta1, beta2, eps, weight_decay
 
     def _config_extra(self) -> dict:
-        return {"betas": [self.beta1, self.beta2], "eps": self.eps, "weight_decay": self.weight_decay}
+        return {"betas": [self.beta1, self.beta2], "eps": self.eps,
+                "weight_decay": self.weight_decay}
 
     def _update(self, name: str, p: np.ndarray, g: np.ndarray, state: dict) -> None:
         b1, b2, wd = self.beta1, self.beta2, self.weight_decay
@@ -370,14 +398,16 @@ class Adam(Optimizer):
 
 
 class LRScheduler:
-    """Base class of the epoch-based schedules: ``lr = formula(last_epoch)`` written into the optimizer."""
+    """Base class of the epoch-based schedules: ``lr = formula(last_epoch)`` written into the
+    optimizer."""
 
     _hyper_keys: tuple[str, ...] = ()
 
     def __init__(self, optimizer: Optimizer) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(
-                f"{type(self).__name__}: optimizer must be an Optimizer (SGD, Adam), got {type(optimizer).__name__}"
+                f"{type(self).__name__}: optimizer must be an Optimizer (SGD, Adam), got "
+                f"{type(optimizer).__name__}"
             )
         self.optimizer = optimizer
         self.base_lr = optimizer.lr
@@ -408,11 +438,14 @@ class LRScheduler:
         """Restore :meth:`state_dict` and write the restored lr into the optimizer."""
         owner = type(self).__name__
         if not isinstance(state_dict, Mapping):
-            raise TypeError(f"{owner}.load_state_dict: state_dict must be a dict, got {type(state_dict).__name__}")
+            raise TypeError(
+                f"{owner}.load_state_dict: state_dict must be a dict, got "
+                f"{type(state_dict).__name__}")
         keys = ("last_epoch", "base_lr", *self._hyper_keys)
         if set(state_dict) != set(keys):
             raise ValueError(
-                f"{owner}.load_state_dict: expected keys {sorted(keys)}, got {sorted(map(str, state_dict))}"
+                f"{owner}.load_state_dict: expected keys {sorted(keys)}, got "
+                f"{sorted(map(str, state_dict))}"
             )
         values = {key: _scalar(state_dict[key], key, owner) for key in keys}
         last_epoch = check_int(values.pop("last_epoch"), "last_epoch", owner, minimum=0)
@@ -425,11 +458,13 @@ class LRScheduler:
         raise NotImplementedError
 
     def config(self) -> dict:
-        return {"name": type(self).__name__, **{key: getattr(self, key) for key in self._hyper_keys}}
+        return {"name": type(self).__name__,
+                **{key: getattr(self, key) for key in self._hyper_keys}}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._hyper_keys)
-        return f"{type(self).__name__}({args}, base_lr={self.base_lr!r}, last_epoch={self.last_epoch})"
+        return (f"{type(self).__name__}({args}, base_lr={self.base_lr!r}, "
+                f"last_epoch={self.last_epoch})")
 
 
 class StepLR(LRScheduler):
@@ -454,7 +489,8 @@ class StepLR(LRScheduler):
 
 
 class CosineAnnealingLR(LRScheduler):
-    """Cosine annealing from ``base_lr`` to ``eta_min`` over ``t_max`` epochs, after an optional linear warmup.
+    """Cosine annealing from ``base_lr`` to ``eta_min`` over ``t_max`` epochs, after an optional
+    linear warmup.
 
     With ``e = last_epoch``::
 
@@ -469,7 +505,8 @@ class CosineAnnealingLR(LRScheduler):
 
     _hyper_keys = ("t_max", "eta_min", "warmup")
 
-    def __init__(self, optimizer: Optimizer, t_max: int, eta_min: float = 0.0, warmup: int = 0) -> None:
+    def __init__(self, optimizer: Optimizer, t_max: int, eta_min: float = 0.0,
+                 warmup: int = 0) -> None:
         self._set_hyper({"t_max": t_max, "eta_min": eta_min, "warmup": warmup})
         super().__init__(optimizer)
 
@@ -484,4 +521,5 @@ class CosineAnnealingLR(LRScheduler):
         if e < self.warmup:
             return self.base_lr * (e + 1) / (self.warmup + 1)
         t = e - self.warmup
-        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * t / self.t_max)) / 2
+        return self.eta_min + (
+            self.base_lr - self.eta_min) * (1 + math.cos(math.pi * t / self.t_max)) / 2

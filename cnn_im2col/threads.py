@@ -1,11 +1,12 @@
 """How many threads the engine uses, and the one pool that runs them.
 
 One pool owns the cores: ``n`` threads, the calling one and ``n - 1`` Python workers
-(``concurrent.futures.ThreadPoolExecutor``), each running whole blocks of a layer on a slice of the batch (a convolution's im2col -> GEMM ->
-bias/ReLU epilogue; a pooling or activation pass) while that slice is in its core's cache. The
-Numba kernels they call are serial and release the GIL (``nogil``), and NumPy's BLAS is pinned to
-1 thread, so each GEMM runs on the worker that called it. Nothing else computes: no OpenBLAS worker
-is ever woken (so none spins), and no kernel is a parallel Numba loop (Numba starts no threads).
+(``concurrent.futures.ThreadPoolExecutor``), each running whole blocks of a layer on a slice of the
+batch (a convolution's im2col -> GEMM -> bias/ReLU epilogue; a pooling or activation pass) while
+that slice is in its core's cache. The Numba kernels they call are serial and release the GIL
+(``nogil``), and NumPy's BLAS is pinned to 1 thread, so each GEMM runs on the worker that called it.
+Nothing else computes: no OpenBLAS worker is ever woken (so none spins), and no kernel is a parallel
+Numba loop (Numba starts no threads).
 
 Why (measured on the 2-core machine of ``benchmarks/``, ``/work/shared/probes/one_pool_probe.py``):
 LeNet's conv2 im2col + its 3 GEMMs took 7.8 ms with one 2-thread BLAS call on the whole batch and
@@ -37,7 +38,8 @@ import threadpoolctl
 
 from .shapes import check_int
 
-__all__ = ["default_num_threads", "get_num_threads", "parallel_map", "set_num_threads", "split", "thread_info"]
+__all__ = ["default_num_threads", "get_num_threads", "parallel_map", "set_num_threads", "split",
+           "thread_info"]
 
 _state: dict[str, Any] = {"n": None, "pool": None, "warm": False}
 _lock = threading.Lock()
@@ -65,8 +67,8 @@ def _first_kernel(a):
 
 def _warm_numba() -> None:
     """Run one tiny kernel before limiting the BLAS. Measured: Numba's first kernel call of a
-    process sets up its CPU target, which imports SciPy's BLAS bindings when SciPy is installed:
-    a second OpenBLAS, loaded after the limit (with its default threads) unless a kernel ran first."""
+    process sets up its CPU target, which imports SciPy's BLAS bindings when SciPy is installed: a
+    second OpenBLAS, loaded after the limit (with its default threads) unless a kernel ran first."""
     if not _state["warm"]:
         _first_kernel(np.zeros(1))
         _state["warm"] = True
@@ -87,7 +89,8 @@ def set_num_threads(n: int | None = None) -> dict[str, int]:
         _controller.select(user_api="blas").limit(limits=1)
         if _state["n"] != n:
             old = _state["pool"]
-            _state["pool"] = (ThreadPoolExecutor(n - 1, thread_name_prefix="cnn_im2col", initializer=_mark_worker)
+            _state["pool"] = (ThreadPoolExecutor(n - 1, thread_name_prefix="cnn_im2col",
+                                                 initializer=_mark_worker)
                               if n > 1 else None)
             _state["n"] = n
             if old is not None:

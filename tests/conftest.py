@@ -7,7 +7,11 @@ CI (CI=true) uses a derandomised profile: the same examples every run, no flaky 
 import os
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, settings
+
+# the battery's shared checks (bad_input.py) report their failing asserts like test modules do
+pytest.register_assert_rewrite("bad_input")
 
 settings.register_profile(
     "ci", derandomize=True, deadline=None, max_examples=40, print_blob=True,

@@ -2,8 +2,8 @@
 
     mpiexec -n 2 python -m mpi4py tests/mpi_scenarios.py SCENARIO OUTDIR
 
-Each writes ``OUTDIR/result.json`` from rank 0 (what every rank saw, gathered), for the test to check.
-Tiny float64 networks on tiny random data, so that a launch takes seconds.
+Each writes ``OUTDIR/result.json`` from rank 0 (what every rank saw, gathered), for the test to
+check. Tiny float64 networks on tiny random data, so that a launch takes seconds.
 """
 
 import json
@@ -54,7 +54,8 @@ class RunningMean:
         if training:
             self.buffers["mean"] *= 0.9
             self.buffers["mean"] += 0.1 * x.mean()
-            self.buffers["seen"] = self.buffers["seen"] + x.shape[0]  # a scalar: replaced, not mutated
+            # a scalar: replaced, not mutated
+            self.buffers["seen"] = self.buffers["seen"] + x.shape[0]
         return x
 
     def backward(self, dout):
@@ -65,8 +66,10 @@ class RunningMean:
 
 
 def net(bias="tied", pool=MaxPool2D, dropout=False):
-    layers = [Conv2D(1, 3, 3, bias=bias, input_size=(10, 10) if bias == "untied" else None, dtype=np.float64,
-                     seed=0), ReLU(), pool(2), Flatten(), Dense(48, 12, dtype=np.float64, seed=1), ReLU()]
+    layers = [Conv2D(1, 3, 3, bias=bias, input_size=(10, 10) if bias == "untied" else None,
+                     dtype=np.float64,
+                     seed=0), ReLU(), pool(2), Flatten(), Dense(48, 12, dtype=np.float64, seed=1),
+              ReLU()]
     if dropout:
         layers.append(Dropout(0.3, seed=2))
     return Sequential([*layers, Dense(12, 5, dtype=np.float64, seed=3)])
@@ -75,13 +78,18 @@ def net(bias="tied", pool=MaxPool2D, dropout=False):
 def train(model, x, y, comm_=None, epochs=3, batch_size=8, lr=1e-2, **kwargs):
     optimizer = Adam(lr)
     kwargs.setdefault("scheduler", StepLR(optimizer, step_size=4, gamma=0.5))
-    return model.fit(x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, loss=SoftmaxCrossEntropy(),
-                     seed=1, augment=RandomShift(1), validation_data=(x[:11], y[:11]), progress=False, log=None,
+    return model.fit(x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                     loss=SoftmaxCrossEntropy(),
+                     seed=1, augment=RandomShift(1), validation_data=(x[:11], y[:11]),
+                     progress=False, log=None,
                      scheduler_interval="batch", comm=comm_, **kwargs)
 
 
 def relative_error(a, b):
-    return max(float(np.max(np.abs(a.params[k] - b.params[k])) / np.max(np.abs(b.params[k]))) for k in b.params)
+    return max(
+        float(
+            np.max(
+                np.abs(a.params[k] - b.params[k])) / np.max(np.abs(b.params[k]))) for k in b.params)
 
 
 def same_on_every_rank(obj):
@@ -130,7 +138,8 @@ def equivalence(out):
         "data length": lambda: train(net(), x[:N - rank], y[:N - rank], comm),
         "learning rate": lambda: train(net(), x, y, comm, lr=1e-2 * (1 + rank)),
         "model": lambda: train(net(bias="tied" if rank == 0 else None), x, y, comm),
-        "labels on one rank": lambda: train(net(), x, np.where(np.arange(N) == 3, 7 * rank, y), comm),
+        "labels on one rank": lambda: train(net(), x, np.where(np.arange(N) == 3, 7 * rank, y),
+                                            comm),
     }
     result["mismatch"] = {}
     for name, run in mismatches.items():
@@ -161,8 +170,10 @@ def resume(out):
     def run(model, **kwargs):
         optimizer = kwargs.pop("optimizer", None) or Adam(1e-2)
         scheduler = kwargs.pop("scheduler", None) or CosineAnnealingLR(optimizer, t_max=18)
-        return model.fit(x, y, epochs=3, batch_size=8, optimizer=optimizer, loss=SoftmaxCrossEntropy(), seed=1,
-                         augment=RandomShift(1), validation_data=(x[:11], y[:11]), progress=False, log=None,
+        return model.fit(x, y, epochs=3, batch_size=8, optimizer=optimizer,
+                         loss=SoftmaxCrossEntropy(), seed=1,
+                         augment=RandomShift(1), validation_data=(x[:11], y[:11]), progress=False,
+                         log=None,
                          scheduler=scheduler, scheduler_interval="batch", comm=comm, **kwargs)
 
     h_full = run(full, checkpoint=out / "full.npz")
@@ -180,11 +191,14 @@ def resume(out):
         result["interrupted"] = comm.allgather([exc.epoch, exc.batch])
     comm.Barrier()  # rank 0 has written the checkpoint
     ckpt = Sequential.load_checkpoint(out / "part.npz")
-    h_resumed = run(ckpt.model, optimizer=ckpt.optimizer, scheduler=ckpt.scheduler, resume=ckpt.state,
+    h_resumed = run(ckpt.model, optimizer=ckpt.optimizer, scheduler=ckpt.scheduler,
+                    resume=ckpt.state,
                     checkpoint=out / "part.npz")
-    result["bit_identical"] = comm.allgather(all(np.array_equal(full.params[k], ckpt.model.params[k])
-                                                 for k in full.params))
-    result["history_equal"] = comm.allgather(history_without_times(h_full) == history_without_times(h_resumed))
+    result["bit_identical"] = comm.allgather(
+        all(np.array_equal(full.params[k], ckpt.model.params[k])
+            for k in full.params))
+    result["history_equal"] = comm.allgather(
+        history_without_times(h_full) == history_without_times(h_resumed))
     result["checkpoint_state"] = [ckpt.state["epoch"], ckpt.state["batch"]]
     return result
 
@@ -223,7 +237,8 @@ def cli_resume(out):
     comm.Barrier()
 
     def args(run, *extra):
-        return ["train", "--data-dir", str(idx), "--val-split", "20", "--epochs", "2", "--batch-size", "16",
+        return ["train", "--data-dir", str(idx), "--val-split", "20", "--epochs", "2",
+                "--batch-size", "16",
                 "--no-progress", "--out", str(out / run), *extra]
 
     codes = {"full": cli.main(args("full"))}

@@ -50,7 +50,9 @@ def test_permissions_follow_the_umask(tmp_path):
 
 
 def test_rejects_other_modes(tmp_path):
-    with pytest.raises(ValueError, match="mode must be 'wb' or 'w', got 'a'"), atomic_write(tmp_path / "f", "a"):
+    with pytest.raises(ValueError,
+                       match="mode must be 'wb' or 'w', got 'a'"), atomic_write(
+                           tmp_path / "f", "a"):
         pass
 
 
@@ -60,14 +62,18 @@ def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path):
     finished.wait(timeout=60)
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        orphan = tmp_path / f".model.npz.{finished.pid}.k2j3h4.tmp"  # its writer was killed mid-write
+        # its writer was killed mid-write
+        orphan = tmp_path / f".model.npz.{finished.pid}.k2j3h4.tmp"
         in_progress = tmp_path / f".model.npz.{alive.pid}.x8y7z6.tmp"  # another process is writing
-        other = tmp_path / f".other.npz.{finished.pid}.abcdef.tmp"  # a different target's: not ours to judge
+        # a different target's: not ours to judge
+        other = tmp_path / f".other.npz.{finished.pid}.abcdef.tmp"
         for path in (orphan, in_progress, other):
             path.write_bytes(b"partial")
         with atomic_write(target) as handle:
             handle.write(b"complete")
-        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, in_progress.name, other.name])
+        assert sorted(
+            p.name for p in tmp_path.iterdir()) == sorted([target.name, in_progress.name,
+                                                           other.name])
     finally:
         alive.kill()
         alive.wait(timeout=60)

@@ -32,7 +32,8 @@ def test_vgg_bn_has_3x3_convolutions_each_followed_by_batch_norm():
     layers = A.vgg_bn().layers
     for i, layer in enumerate(layers):
         if isinstance(layer, Conv2D):
-            assert layer.kernel_size == (3, 3) and layer.padding == "same" and "bias" not in layer.params
+            assert (layer.kernel_size == (3, 3) and layer.padding == "same"
+                    and "bias" not in layer.params)
             assert isinstance(layers[i + 1], BatchNorm2D)
             assert layers[i + 1].num_features == layer.out_channels
 
@@ -55,8 +56,9 @@ def test_build_reads_a_json_config(tmp_path):
 
 
 def test_build_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"model must be one of \['default', 'lenet', 'vgg-bn'\] or a \.json file "
-                                         r"holding Sequential.config\(\), got 'vgg'"):
+    with pytest.raises(ValueError, match=r"model must be one of \['default', 'lenet', 'vgg-bn'\] "
+                                         r"or a \.json file holding Sequential.config\(\), "
+                                         r"got 'vgg'"):
         A.build("vgg")
     with pytest.raises(FileNotFoundError, match=r"nowhere.json: no such model file"):
         A.build(str(tmp_path / "nowhere.json"))

@@ -17,11 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
-import _common as C
+import _common as C  # noqa: E402 - benchmarks/ must be on sys.path first
 
 
 def run_script(script, *args, env=None):
-    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True,
+                          text=True,
                           timeout=600, env=env, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -43,9 +44,10 @@ def test_bench_layers_quick_writes_well_formed_json(tmp_path):
     for result in data["results"]:
         assert set(result["modes"]) == {"forward", "forward+backward"}
         plain = (result["shape"]["dilation"], result["shape"]["groups"]) == (1, 1)
-        expected = ({"numba"} if result["kind"] == "net" else {"numba", "im2col"} if result["kind"] == "vgg"
-                    else {"ref", "numpy", "numba"} if plain
-                    else {"numpy", "numba"})  # the primer's reference knows neither dilation nor groups
+        expected = (
+            {"numba"} if result["kind"] == "net" else {"numba", "im2col"} if result["kind"] == "vgg"
+            else {"ref", "numpy", "numba"} if plain
+            else {"numpy", "numba"})  # the primer's reference knows neither dilation nor groups
         if "Winograd" in result["case"]:  # the default took Winograd: im2col is timed beside it
             expected.add("im2col")
         for entry in result["modes"].values():
@@ -55,7 +57,8 @@ def test_bench_layers_quick_writes_well_formed_json(tmp_path):
             assert all(is_number(v) and v >= 0 for v in entry["peak_extra_bytes"].values())
             assert set(entry["speedup_numba_vs"]) == impls - {"numba"}
             if result["kind"] == "conv":
-                assert is_number(entry["gflops"]["numba"]) and is_number(entry["fraction_of_gemm_rate"]["numba"])
+                assert is_number(
+                    entry["gflops"]["numba"]) and is_number(entry["fraction_of_gemm_rate"]["numba"])
         if result["kind"] == "conv":
             assert is_number(result["gemm"]["gflops"])
 
@@ -70,9 +73,11 @@ def test_bench_train_quick_writes_well_formed_json(tmp_path):
     for summary in data["summary"].values():
         for key in ("epoch_s", "samples_per_s", "ms_per_batch", "inference_s", "peak_rss_bytes"):
             assert is_number(summary[key]) and summary[key] > 0
-    ratio_keys = {"epoch_time_ours_over_torch", "inference_time_ours_over_torch", "peak_rss_ours_over_torch"}
+    ratio_keys = {"epoch_time_ours_over_torch", "inference_time_ours_over_torch",
+                  "peak_rss_ours_over_torch"}
     if "torch" in frameworks:
-        assert set(data["ratios"]) == ratio_keys and all(is_number(v) for v in data["ratios"].values())
+        assert set(
+            data["ratios"]) == ratio_keys and all(is_number(v) for v in data["ratios"].values())
     if "torch, 1 thread" in frameworks:
         assert set(data["ratios_vs_torch_one_thread"]) == ratio_keys
     for f, summary in data["summary"].items():
@@ -82,12 +87,15 @@ def test_bench_train_quick_writes_well_formed_json(tmp_path):
             run = data["runs"]["ours"][0]
             assert run["runnable_threads"] is None or run["runnable_threads"]["samples"] >= 1
     run = data["runs"]["ours"][0]
-    assert run["first"] == "numpy" and run["threads"]["blas"] == 1  # NumPy first, as a user's script
+    # NumPy first, as a user's script
+    assert run["first"] == "numpy" and run["threads"]["blas"] == 1
     floor = data["gemm_floor"]
     assert floor["step_s"] > 0 and floor["mflop_per_step"] == pytest.approx(590, rel=0.01)
-    assert set(floor["fraction_of_floor"]) == {"ours"} and is_number(floor["fraction_of_floor"]["ours"])
+    assert set(
+        floor["fraction_of_floor"]) == {"ours"} and is_number(floor["fraction_of_floor"]["ours"])
     stages = data["profile"]["stages"]
-    assert {"im2col", "GEMM", "col2im", "pooling", "activations", "python overhead", "total"} <= set(stages)
+    assert {"im2col", "GEMM", "col2im", "pooling", "activations", "python overhead",
+            "total"} <= set(stages)
     covered = sum(v["ms_per_batch"] for k, v in stages.items() if k != "total")
     assert covered == pytest.approx(stages["total"]["ms_per_batch"], rel=1e-6)
 
@@ -118,7 +126,8 @@ def test_stage_profiler_counts_exclusive_time_and_restores_targets():
 
 
 def test_output_helpers():
-    assert C.finite_or_none({"a": [1.0, float("nan")], "b": float("inf")}) == {"a": [1.0, None], "b": None}
+    assert C.finite_or_none({"a": [1.0, float("nan")],
+                             "b": float("inf")}) == {"a": [1.0, None], "b": None}
     table = C.markdown_table(["x", "y"], [[1.23456, None], ["s", 12345.6]])
     assert table.splitlines() == ["| x | y |", "|---|---|", "| 1.23 | — |", "| s | 12,346 |"]
     size, method = C.peak_extra_bytes(lambda: bytearray(8 * 2**20))
@@ -155,8 +164,10 @@ def test_jit_cache_is_reused_from_numba_cache_dir_with_a_read_only_package(tmp_p
     try:
         runs = []
         for _ in range(2):
-            proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
-                                  timeout=600, check=False, cwd=tmp_path)  # not the checkout: '' is on sys.path
+            proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                  env=env,
+                                  timeout=600, check=False,
+                                  cwd=tmp_path)  # not the checkout: '' is on sys.path
             assert proc.returncode == 0, proc.stderr[-3000:]
             assert str(package) in proc.stderr  # the read-only copy was the package imported
             runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -172,7 +183,8 @@ def test_jit_cache_is_reused_from_numba_cache_dir_with_a_read_only_package(tmp_p
 
 @pytest.mark.skipif(not C.RunnableThreads.supported(), reason="needs Linux /proc")
 def test_runnable_threads_sees_a_busy_process_and_summarises_a_window():
-    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"])
+    busy = subprocess.Popen([sys.executable, "-c",
+                             "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"])
     sampler = C.RunnableThreads(busy.pid, interval=0.01)
     sampler.start()
     time.sleep(0.5)
@@ -189,13 +201,15 @@ def test_bench_mpi_quick_writes_well_formed_json(tmp_path):
     run_script("bench_mpi.py", "--quick", "--out", str(tmp_path))
     data = json.loads((tmp_path / "mpi-quick.json").read_text())
     assert data["benchmark"] == "mpi" and data["quick"] is True
-    assert set(data["summary"]) == {"1 process x 1 thread", "1 process x 2 threads", "2 ranks x 1 thread"}
+    assert set(data["summary"]) == {"1 process x 1 thread", "1 process x 2 threads",
+                                    "2 ranks x 1 thread"}
     for name, entry in data["summary"].items():
         assert is_number(entry["epoch_s"]) and entry["epoch_s"] > 0, name
         assert 0 <= entry["test_accuracy"] <= 1
     assert [r["ranks"] for r in data["runs"]["2 ranks x 1 thread"]] == [2]
     assert data["allreduce"]["buffer_bytes"] == 4 * (317_066 + 4)
-    assert is_number(data["allreduce"]["allreduce_buffer_s"]) and data["allreduce"]["allreduce_buffer_s"] > 0
+    assert is_number(
+        data["allreduce"]["allreduce_buffer_s"]) and data["allreduce"]["allreduce_buffer_s"] > 0
 
 
 def test_profile_conv_quick_profiles_both_algorithms(tmp_path):
@@ -209,6 +223,8 @@ def test_profile_conv_quick_profiles_both_algorithms(tmp_path):
         assert all(is_number(v) and v >= 0 for v in stages.values())
         parts = sum(v for k, v in stages.items() if k != "total")
         assert parts == pytest.approx(stages["total"], rel=1e-6) or parts > stages["total"]
-        ran = {"im2col": ("im2col", "col2im"), "winograd": ("input transform", "output adjoint")}[algorithm]
-        idle = {"im2col": ("input transform", "output adjoint"), "winograd": ("im2col", "col2im")}[algorithm]
+        ran = {"im2col": ("im2col", "col2im"),
+               "winograd": ("input transform", "output adjoint")}[algorithm]
+        idle = {"im2col": ("input transform", "output adjoint"),
+                "winograd": ("im2col", "col2im")}[algorithm]
         assert all(stages[s] > 0 for s in ran) and all(stages[s] == 0 for s in idle)

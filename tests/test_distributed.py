@@ -25,7 +25,8 @@ from cnn_im2col.datasets import write_idx
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-LAUNCH_TIMEOUT = 300  # seconds for a whole launch (2 Python processes importing numba, on a loaded machine)
+# seconds for a whole launch (2 Python processes importing numba, on a loaded machine)
+LAUNCH_TIMEOUT = 300
 
 
 def _mpiexec() -> str | None:
@@ -49,7 +50,8 @@ needs_mpi = pytest.mark.skipif(_mpi_missing() is not None, reason=_mpi_missing()
 
 def _env() -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(HERE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(HERE),
+                                         env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     for name in dist.MPI_ENVIRONMENT:  # a pytest run under mpiexec must not confuse the children
         env.pop(name, None)
     return env
@@ -64,7 +66,8 @@ def _launch(*args: str, ranks: int = 2) -> list[str]:
 
 
 def run_scenario(name: str, out: Path, ranks: int = 2) -> dict:
-    proc = subprocess.run(_launch(str(HERE / "mpi_scenarios.py"), name, str(out), ranks=ranks), check=False,
+    proc = subprocess.run(_launch(str(HERE / "mpi_scenarios.py"), name, str(out), ranks=ranks),
+                          check=False,
                           env=_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads((out / "result.json").read_text())
@@ -102,19 +105,24 @@ def test_sample_keyed_generator_gives_each_share_its_rows_of_the_global_draw(fea
 def test_fit_refuses_a_comm_that_is_not_a_communicator():
     model = Sequential([Dense(4, 2, seed=0)])
     x, y = np.zeros((4, 4), np.float32), np.zeros(4, int)
-    with pytest.raises(TypeError, match=r"Sequential\.fit: comm must be an mpi4py communicator .* got object"):
-        model.fit(x, y, epochs=1, batch_size=2, optimizer=Adam(1e-3), loss=SoftmaxCrossEntropy(), comm=object())
+    with pytest.raises(TypeError,
+                       match=r"Sequential\.fit: comm must be an mpi4py communicator .* got object"):
+        model.fit(x, y, epochs=1, batch_size=2, optimizer=Adam(1e-3), loss=SoftmaxCrossEntropy(),
+                  comm=object())
 
 
 def test_fingerprint_sees_data_model_and_settings():
     model = Sequential([Dense(4, 2, seed=0)])
     x, y = np.zeros((4, 4), np.float32), np.zeros(4, int)
     base = dist.fingerprint(model, x, y, None, epochs=1, optimizer=Adam(1e-3), resume=None)
-    assert base == dist.fingerprint(Sequential([Dense(4, 2, seed=5)]), x.copy(), y.copy(), None, epochs=1,
-                                    optimizer=Adam(1e-3), resume=None)  # layer seeds: rank 0's weights win
+    assert base == dist.fingerprint(Sequential([Dense(4, 2, seed=5)]), x.copy(), y.copy(), None,
+                                    epochs=1,
+                                    optimizer=Adam(1e-3),
+                                    resume=None)  # layer seeds: rank 0's weights win
     x2 = x.copy()
     x2[1, 2] = 1
-    assert dist.fingerprint(model, x2, y, None, epochs=1, optimizer=Adam(1e-3), resume=None)["x"] != base["x"]
+    assert dist.fingerprint(model, x2, y, None, epochs=1, optimizer=Adam(1e-3),
+                            resume=None)["x"] != base["x"]
     other = dist.fingerprint(model, x, y, None, epochs=1, optimizer=Adam(2e-3), resume=None)
     assert other["optimizer"] != base["optimizer"]
 
@@ -127,7 +135,8 @@ def test_not_launched_by_mpi_means_no_communicator(monkeypatch):
 
 
 def test_python_dash_m_runs_the_command():
-    proc = subprocess.run([sys.executable, "-m", "cnn_im2col", "--version"], check=False, env=_env(),
+    proc = subprocess.run([sys.executable, "-m", "cnn_im2col", "--version"], check=False,
+                          env=_env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("cnn-im2col "), proc.stderr
 
@@ -145,12 +154,15 @@ def test_two_ranks_train_like_one_process_and_refuse_mismatched_ranks(tmp_path):
         assert case["error"] < 1e-8, case
         assert case["params_same_on_ranks"], case
         assert case.get("history_same_on_ranks", True), case
-    assert {c["case"] for c in result["cases"]} >= {"tied MaxPool2D", "tied AvgPool2D", "untied MaxPool2D",
+    assert {c["case"] for c in result["cases"]} >= {"tied MaxPool2D", "tied AvgPool2D",
+                                                    "untied MaxPool2D",
                                                     "untied AvgPool2D", "batch_size 1"}
-    # rank 0 saw 4 of every 8 samples and 3 of the last 5 (batches of 8 over 45: 5 x 8 + 5), 3 epochs
+    # rank 0 saw 4 of every 8 samples and 3 of the last 5 (batches of 8 over 45: 5 x 8 + 5), 3
+    # epochs
     assert result["buffers"] == {"same_on_ranks": True, "updated": True, "seen": 3 * (5 * 4 + 3)}
     mismatch = result["mismatch"]
-    prefix = "ValueError: Sequential.fit: the 2 MPI ranks must train on the same data with the same model"
+    prefix = ("ValueError: Sequential.fit: the 2 MPI ranks must train on the same data with the "
+              "same model")
     for name in ("data length", "learning rate", "model"):
         assert all(m is not None and m.startswith(prefix) and m.endswith("no step was taken")
                    for m in mismatch[name]), (name, mismatch[name])
@@ -160,8 +172,8 @@ def test_two_ranks_train_like_one_process_and_refuse_mismatched_ranks(tmp_path):
     # a rank whose own arguments are bad raises its own error; the others are told which rank failed
     labels = mismatch["labels on one rank"]
     assert "rank 1 failed: ValueError: Sequential.fit: y labels must be in [0, 5)" in labels[0]
-    assert labels[1] == "ValueError: Sequential.fit: y labels must be in [0, 5) for the network's 5 outputs, " \
-                        "got 7 at index 3"
+    assert labels[1] == ("ValueError: Sequential.fit: y labels must be in [0, 5) for the "
+                         "network's 5 outputs, got 7 at index 3")
 
 
 @needs_mpi
@@ -176,11 +188,13 @@ def test_interrupted_two_rank_run_resumes_bit_identical(tmp_path):
 
 @needs_mpi
 def test_a_killed_rank_ends_the_job_without_a_hang_and_keeps_the_checkpoint(tmp_path):
-    proc = subprocess.Popen(_launch(str(HERE / "mpi_scenarios.py"), "kill", str(tmp_path)), env=_env(),
+    proc = subprocess.Popen(_launch(str(HERE / "mpi_scenarios.py"), "kill", str(tmp_path)),
+                            env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + LAUNCH_TIMEOUT
-        while not (tmp_path / "killed").exists() and proc.poll() is None and time.monotonic() < deadline:
+        while not (
+            tmp_path / "killed").exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert (tmp_path / "killed").exists(), "rank 1 never reached the step where it kills itself"
         output, _ = proc.communicate(timeout=30)  # the job must end within 30 s of the kill
@@ -204,15 +218,19 @@ def test_train_command_under_mpiexec(tmp_path):
     write_idx(d / "t10k-images-idx3-ubyte", xt)
     write_idx(d / "t10k-labels-idx1-ubyte", yt)
     out = tmp_path / "run"
-    proc = subprocess.run(_launch("-m", "cnn_im2col", "train", "--data-dir", str(d), "--val-split", "20",
-                                  "--epochs", "1", "--batch-size", "32", "--no-progress", "--out", str(out)),
-                          check=False, env=_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
+    proc = subprocess.run(_launch("-m", "cnn_im2col", "train", "--data-dir", str(d), "--val-split",
+                                  "20",
+                                  "--epochs", "1", "--batch-size", "32", "--no-progress", "--out",
+                                  str(out)),
+                          check=False, env=_env(), capture_output=True, text=True,
+                          timeout=LAUNCH_TIMEOUT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("test accuracy ") == 1  # rank 0 alone prints
     assert "MPI: 2 ranks, data-parallel" in proc.stdout and "threads per rank" in proc.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["history"]["epoch"] == [1]
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "curves.png", "metrics.json", "model.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "curves.png", "metrics.json",
+                                                     "model.npz"]
 
 
 @needs_mpi

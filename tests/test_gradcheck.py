@@ -1,9 +1,11 @@
-"""Tests for cnn_im2col.gradcheck: the checks pass on correct gradients and provably fail on wrong ones."""
+"""Tests for cnn_im2col.gradcheck: the checks pass on correct gradients and provably fail on wrong
+ones."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from bad_input import ROW_FIELDS, check_bad_input, rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +17,7 @@ from cnn_im2col.gradcheck import (
     directional_derivative_check,
     numerical_gradient,
 )
+from cnn_im2col.layers import ReLU
 from cnn_im2col.losses import MeanSquaredError, SoftmaxCrossEntropy
 
 # ---------------------------------------------------------------------------------------------
@@ -143,9 +146,11 @@ def test_numerical_gradient_restores_when_f_raises():
 @pytest.mark.parametrize(
     "x, exc, pattern",
     [
-        (np.zeros(3, np.float32), TypeError, r"numerical_gradient: x must be float64 for a gradient check, got dtype float32"),
+        (np.zeros(3, np.float32), TypeError,
+         r"numerical_gradient: x must be float64 for a gradient check, got dtype float32"),
         ([1.0, 2.0], TypeError, r"numerical_gradient: x must be a float64 ndarray, got list"),
-        (np.broadcast_to(np.zeros(1), (3,)), ValueError, r"numerical_gradient: x must be writeable"),
+        (np.broadcast_to(np.zeros(1), (3,)), ValueError,
+         r"numerical_gradient: x must be writeable"),
     ],
 )
 def test_numerical_gradient_validation(x, exc, pattern):
@@ -154,7 +159,9 @@ def test_numerical_gradient_validation(x, exc, pattern):
 
 
 def test_numerical_gradient_eps_validation():
-    with pytest.raises(ValueError, match=r"numerical_gradient: eps must be a finite number in \(0.0, inf\], got 0.0"):
+    with pytest.raises(ValueError,
+                       match=r"numerical_gradient: eps must be a finite number in \(0.0, "
+                             r"inf\], got 0.0"):
         numerical_gradient(lambda: 0.0, np.zeros(2), eps=0.0)
 
 
@@ -174,8 +181,9 @@ def test_directional_check_passes_and_fails():
     rel = directional_derivative_check(f, x, 2 * a * x)
     assert rel < 1e-7
     np.testing.assert_array_equal(x, x0)
-    with pytest.raises(GradientCheckError, match=r"gradient check failed for 'w' along a random direction.*"
-                                                 r"relative error") as info:
+    with pytest.raises(GradientCheckError,
+                       match=r"gradient check failed for 'w' along a random direction.*"
+                             r"relative error") as info:
         directional_derivative_check(f, x, 2.01 * a * x, rng=3, name="w")
     assert info.value.errors["w"] > 1e-3
     assert isinstance(info.value, AssertionError)
@@ -197,7 +205,8 @@ def test_directional_check_validation():
     x = np.zeros(3)
     with pytest.raises(ValueError, match=r"analytic_grad has shape \(4,\) but x has shape \(3,\)"):
         directional_derivative_check(lambda: 0.0, x, np.zeros(4))
-    with pytest.raises(TypeError, match=r"x must be float64 for a gradient check, got dtype float32"):
+    with pytest.raises(TypeError,
+                       match=r"x must be float64 for a gradient check, got dtype float32"):
         directional_derivative_check(lambda: 0.0, x.astype(np.float32), np.zeros(3))
     with pytest.raises(ValueError, match=r"rtol must be a finite number in \(0.0, inf\], got 0.0"):
         directional_derivative_check(lambda: 0.0, x, np.zeros(3), rtol=0)
@@ -208,7 +217,8 @@ def test_directional_check_validation():
 # ---------------------------------------------------------------------------------------------
 
 @settings(deadline=None, max_examples=25)
-@given(st.integers(1, 4), st.integers(1, 5), st.integers(1, 4), st.integers(0, 2**32 - 1), st.booleans())
+@given(st.integers(1, 4), st.integers(1, 5), st.integers(1, 4), st.integers(0, 2**32 - 1),
+       st.booleans())
 def test_check_layer_passes_correct_affine(n, i, o, seed, directional):
     x = np.random.default_rng(seed).standard_normal((n, i))
     errors = check_layer(Affine(i, o, seed=seed), x, seed=seed, directional=directional)
@@ -218,7 +228,8 @@ def test_check_layer_passes_correct_affine(n, i, o, seed, directional):
 
 @pytest.mark.parametrize(
     "bug, name",
-    [("weight_scale", "weight"), ("bias_missing_sum", "bias"), ("dx_transposed_weight", "x"), ("one_element", "weight")],
+    [("weight_scale", "weight"), ("bias_missing_sum", "bias"), ("dx_transposed_weight", "x"),
+     ("one_element", "weight")],
 )
 @pytest.mark.parametrize("directional", [False, True])
 def test_check_layer_catches_wrong_gradients(bug, name, directional):
@@ -233,14 +244,16 @@ def test_check_layer_catches_wrong_gradients(bug, name, directional):
     if directional:
         assert "along a random unit direction" in message
     else:
-        assert "max abs error" in message and "max relative error" in message and "at index (" in message
+        assert ("max abs error" in message and "max relative error" in message
+                and "at index (" in message)
         assert f"'{name}': max abs error" in message
 
 
 def test_check_layer_message_pinpoints_single_wrong_element():
     x = np.random.default_rng(0).standard_normal((4, 3))
-    with pytest.raises(GradientCheckError, match=r"'weight': max abs error 0.001 at index \(1, 2\).*"
-                                                 r"1 of 15 elements out of tolerance"):
+    with pytest.raises(GradientCheckError,
+                       match=r"'weight': max abs error 0.001 at index \(1, 2\).*"
+                             r"1 of 15 elements out of tolerance"):
         check_layer(Affine(3, 5, bug="one_element"), x)
 
 
@@ -270,9 +283,12 @@ def test_check_layer_read_only_input_is_copied():
 
 def test_check_layer_requires_float64():
     x = np.zeros((2, 3))
-    with pytest.raises(TypeError, match=r"check_layer\(Affine\): x must be float64 for a gradient check, got dtype float32"):
+    with pytest.raises(TypeError,
+                       match=r"check_layer\(Affine\): x must be float64 for a gradient check, got "
+                             r"dtype float32"):
         check_layer(Affine(3, 2), x.astype(np.float32))
-    with pytest.raises(TypeError, match=r"check_layer\(Affine\): params\['weight'\] must be float64.*float32"):
+    with pytest.raises(TypeError,
+                       match=r"check_layer\(Affine\): params\['weight'\] must be float64.*float32"):
         check_layer(Affine(3, 2, dtype=np.float32), x)
 
 
@@ -289,9 +305,11 @@ def test_check_layer_protocol_violations():
             return dx
 
     x = np.zeros((2, 3))
-    with pytest.raises(GradientCheckError, match=r"backward returned dx of shape \(2, 4\); expected x's shape \(2, 3\)"):
+    with pytest.raises(GradientCheckError, match=r"backward returned dx of shape \(2, 4\); "
+                                                 r"expected x's shape \(2, 3\)"):
         check_layer(WrongShape(3, 4), x)
-    with pytest.raises(GradientCheckError, match=r"grads has keys \['weight'\] but params has keys \['bias', 'weight'\]"):
+    with pytest.raises(GradientCheckError, match=r"grads has keys \['weight'\] but params has "
+                                                 r"keys \['bias', 'weight'\]"):
         check_layer(MissingGrad(3, 4), x)
 
 
@@ -322,7 +340,7 @@ def test_check_function_stateless_pair():
     def backward(dout):
         return dout * 2 * np.maximum(cache["x"], 0)
 
-    x = np.random.default_rng(8).standard_normal((3, 4)) + 0.01  # keep away from the kink's neighbourhood
+    x = np.random.default_rng(8).standard_normal((3, 4)) + 0.01  # away from the kink
     assert set(check_function(forward, backward, x)) == {"x"}
     with pytest.raises(GradientCheckError, match=r"'x': max abs error"):
         check_function(forward, lambda d: 3 * backward(d), x)
@@ -339,7 +357,24 @@ def test_check_loss_correct_and_wrong():
         def backward(self):
             return super().backward() * 4  # forgot to divide by N
 
-    with pytest.raises(GradientCheckError, match=r"(?s)check_loss\(SumNotMean\).*'pred': max abs error"):
+    with pytest.raises(GradientCheckError,
+                       match=r"(?s)check_loss\(SumNotMean\).*'pred': max abs error"):
         check_loss(SumNotMean(), z, y)
     with pytest.raises(TypeError, match=r"check_loss\(MeanSquaredError\): pred must be float64"):
         check_loss(MeanSquaredError(), z.astype(np.float32), y)
+
+
+# ------------------------------------------------------------------------------------------
+# bad inputs: the battery's rows for gradcheck (machinery: bad_input.py)
+# ------------------------------------------------------------------------------------------
+
+BAD_INPUTS = {
+    "check_layer with float32 x": (lambda t: check_layer(ReLU(), np.ones((2, 2), np.float32)),
+                                   TypeError,
+                                   r"check_layer\(ReLU\): x", r"float32", r"float64"),
+}
+
+
+@pytest.mark.parametrize(ROW_FIELDS, rows(BAD_INPUTS))
+def test_bad_input(tmp_path, call, error, who, got, allowed):
+    check_bad_input(tmp_path, call, error, who, got, allowed)

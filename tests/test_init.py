@@ -6,9 +6,11 @@ import math
 
 import numpy as np
 import pytest
+from bad_input import INT0, INT1, ROW_FIELDS, check_bad_input, rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cnn_im2col import init
 from cnn_im2col.init import (
     compute_fans,
     glorot_normal,
@@ -39,7 +41,9 @@ def test_make_rng_generator_passthrough_and_none():
 
 @pytest.mark.parametrize("seed", [1.0, "1", True, np.random.RandomState(0), [1], np.float64(3.0)])
 def test_make_rng_rejects_other_types(seed):
-    with pytest.raises(TypeError, match=r"make_rng: seed must be None, an int >= 0 or a numpy.random.Generator, got"):
+    with pytest.raises(TypeError,
+                       match=r"make_rng: seed must be None, an int >= 0 or a "
+                             r"numpy.random.Generator, got"):
         make_rng(seed)
 
 
@@ -105,10 +109,12 @@ def test_default_fans_from_shape(name):
 def test_explicit_formulas_against_generator():
     shape = (4, 3)
     g = np.random.default_rng(5)
-    np.testing.assert_array_equal(he_normal(shape, 3, make_rng(5), np.float64), g.standard_normal(shape) * math.sqrt(2 / 3))
+    np.testing.assert_array_equal(he_normal(shape, 3, make_rng(5), np.float64),
+                                  g.standard_normal(shape) * math.sqrt(2 / 3))
     g = np.random.default_rng(5)
     np.testing.assert_array_equal(
-        glorot_uniform(shape, 3, 4, make_rng(5), np.float64), g.uniform(-math.sqrt(6 / 7), math.sqrt(6 / 7), shape)
+        glorot_uniform(shape, 3, 4, make_rng(5), np.float64),
+        g.uniform(-math.sqrt(6 / 7), math.sqrt(6 / 7), shape)
     )
 
 
@@ -149,26 +155,64 @@ def test_generator_state_advances():
 @pytest.mark.parametrize(
     "call, exc, pattern",
     [
-        (lambda: he_normal((3, 0), None, 0), ValueError, r"he_normal: shape must be an int >= 1 or a non-empty tuple of them, got \(3, 0\)"),
+        (lambda: he_normal((3, 0), None, 0), ValueError,
+         r"he_normal: shape must be an int >= 1 or a non-empty tuple of them, got \(3, 0\)"),
         (lambda: he_normal((), None, 0), TypeError, r"he_normal: shape must be .*got \(\)"),
-        (lambda: he_uniform((3, 2.0), None, 0), TypeError, r"he_uniform: shape must be .*got \(3, 2.0\)"),
+        (lambda: he_uniform((3, 2.0), None, 0), TypeError,
+         r"he_uniform: shape must be .*got \(3, 2.0\)"),
         (lambda: he_uniform("3", None, 0), TypeError, r"he_uniform: shape must be .*got '3'"),
-        (lambda: he_normal((3, 2), 0, 0), ValueError, r"he_normal: fan_in must be an int >= 1, got 0"),
-        (lambda: he_normal((3, 2), 2.5, 0), TypeError, r"he_normal: fan_in must be an int >= 1, got 2.5 \(float\)"),
-        (lambda: glorot_normal((3, 2), 2, -1, 0), ValueError, r"glorot_normal: fan_out must be an int >= 1, got -1"),
+        (lambda: he_normal((3, 2), 0, 0), ValueError,
+         r"he_normal: fan_in must be an int >= 1, got 0"),
+        (lambda: he_normal((3, 2), 2.5, 0), TypeError,
+         r"he_normal: fan_in must be an int >= 1, got 2.5 \(float\)"),
+        (lambda: glorot_normal((3, 2), 2, -1, 0), ValueError,
+         r"glorot_normal: fan_out must be an int >= 1, got -1"),
         (lambda: glorot_uniform((3, 2), None, None, None), TypeError,
-         r"glorot_uniform: rng must be a numpy.random.Generator or an int seed >= 0, got None \(NoneType\)"),
+         r"glorot_uniform: rng must be a numpy.random.Generator or an int seed >= 0, got None "
+         r"\(NoneType\)"),
         (lambda: glorot_uniform((3, 2), None, None, np.random.RandomState(0)), TypeError,
          r"glorot_uniform: rng must be .*\(RandomState\)"),
         (lambda: he_normal((3, 2), None, -5), TypeError, r"he_normal: rng must be .*got -5"),
-        (lambda: he_normal((3, 2), None, 0, np.float16), TypeError, r"he_normal: dtype must be float32 or float64"),
-        (lambda: he_normal((3, 2), None, 0, int), TypeError, r"he_normal: dtype must be float32 or float64"),
+        (lambda: he_normal((3, 2), None, 0, np.float16), TypeError,
+         r"he_normal: dtype must be float32 or float64"),
+        (lambda: he_normal((3, 2), None, 0, int), TypeError,
+         r"he_normal: dtype must be float32 or float64"),
         (lambda: compute_fans((2, -1)), ValueError, r"compute_fans: shape must be .*got \(2, -1\)"),
     ],
 )
 def test_validation(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call()
+
+
+# ------------------------------------------------------------------------------------------
+# bad inputs: the battery's rows for init (machinery: bad_input.py)
+# ------------------------------------------------------------------------------------------
+
+BAD_INPUTS = {
+    "make_rng(-1)": (lambda t: init.make_rng(-1), ValueError, r"make_rng: seed", r"got -1", INT0),
+    "make_rng(1.5)": (lambda t: init.make_rng(1.5), TypeError, r"make_rng: seed", r"got 1\.5",
+                      r"None, an int >= 0 or a numpy\.random\.Generator"),
+    "make_rng(RandomState)": (lambda t: init.make_rng(np.random.RandomState(0)), TypeError,
+                              r"make_rng: seed",
+                              r"RandomState", r"numpy\.random\.Generator"),
+    "he_normal shape (0, 3)": (lambda t: init.he_normal((0, 3), None, 0), ValueError,
+                               r"he_normal: shape",
+                               r"got \(0, 3\)", r"an int >= 1 or a non-empty tuple"),
+    "he_normal fan_in=0": (lambda t: init.he_normal((2, 3), 0, 0), ValueError, r"he_normal: fan_in",
+                           r"got 0", INT1),
+    "he_normal rng=None": (lambda t: init.he_normal((2, 3), None, None), TypeError,
+                           r"he_normal: rng", r"got None",
+                           r"a numpy\.random\.Generator or an int seed"),
+    "glorot_uniform dtype=int": (lambda t: init.glorot_uniform((2, 3), None, None, 0, dtype=int),
+                                 TypeError,
+                                 r"glorot_uniform: dtype", r"int", r"float32 or float64"),
+}
+
+
+@pytest.mark.parametrize(ROW_FIELDS, rows(BAD_INPUTS))
+def test_bad_input(tmp_path, call, error, who, got, allowed):
+    check_bad_input(tmp_path, call, error, who, got, allowed)
 
 
 def test_manual_seed_governs_every_layer_built_without_a_seed():

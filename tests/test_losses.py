@@ -1,16 +1,30 @@
-"""Tests for cnn_im2col.losses: values vs direct float64 formulas, stability, gradients, validation."""
+"""Tests for cnn_im2col.losses: values vs direct float64 formulas, stability, gradients, validation.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import warnings
 
 import numpy as np
 import pytest
+from bad_input import (
+    FINITE,
+    LOGITS,
+    REAL,
+    ROW_FIELDS,
+    all_of,
+    bad_labels,
+    check_bad_input,
+    rows,
+    with_value,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import log_softmax
 
+from cnn_im2col import losses
 from cnn_im2col.gradcheck import check_loss
 from cnn_im2col.losses import MeanSquaredError, SoftmaxCrossEntropy
 
@@ -46,8 +60,10 @@ def test_cross_entropy_matches_log_softmax_reference(data):
     expected = -log_softmax_ref(z)[np.arange(len(y)), y].mean()
     assert isinstance(value, float)
     np.testing.assert_allclose(value, expected, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(value, -log_softmax(z, axis=1)[np.arange(len(y)), y].mean(), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(loss.probabilities, np.exp(log_softmax(z, axis=1)), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(value, -log_softmax(z, axis=1)[np.arange(len(y)), y].mean(),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(loss.probabilities, np.exp(log_softmax(z, axis=1)), rtol=1e-12,
+                               atol=1e-15)
 
 
 @settings(deadline=None, max_examples=40)
@@ -68,7 +84,8 @@ def test_cross_entropy_probability_rows(data, seed):
     loss = SoftmaxCrossEntropy()
     expected = -(t * log_softmax(z, axis=1)).sum(axis=1).mean()
     np.testing.assert_allclose(loss.forward(z, t), expected, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(loss.backward(), (np.exp(log_softmax(z, axis=1)) - t) / len(z), rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(loss.backward(), (np.exp(log_softmax(z, axis=1)) - t) / len(z),
+                               rtol=1e-10, atol=1e-15)
 
 
 @settings(deadline=None, max_examples=40)
@@ -89,7 +106,8 @@ def test_cross_entropy_known_values():
     loss = SoftmaxCrossEntropy()
     assert loss.forward(np.zeros((2, 4)), [0, 3]) == pytest.approx(np.log(4), rel=1e-15)
     z = np.array([[1.0, 2.0, 3.0]])
-    assert loss.forward(z, [2]) == pytest.approx(np.log(np.exp(1) + np.exp(2) + np.exp(3)) - 3, rel=1e-14)
+    assert loss.forward(z, [2]) == pytest.approx(np.log(np.exp(1) + np.exp(2) + np.exp(3)) - 3,
+                                                 rel=1e-14)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -139,7 +157,8 @@ def test_cross_entropy_strided_and_fortran_inputs():
     z = big[::2, 1::2]
     y = rng.integers(0, z.shape[1], z.shape[0])
     a, b, c = SoftmaxCrossEntropy(), SoftmaxCrossEntropy(), SoftmaxCrossEntropy()
-    va, vb, vc = a.forward(z, y), b.forward(np.ascontiguousarray(z), y), c.forward(np.asfortranarray(z), y)
+    va, vb, vc = a.forward(z, y), b.forward(np.ascontiguousarray(z),
+                                            y), c.forward(np.asfortranarray(z), y)
     assert va == pytest.approx(vb, rel=1e-15) and vc == pytest.approx(vb, rel=1e-15)
     np.testing.assert_allclose(a.backward(), b.backward(), rtol=1e-15)
     np.testing.assert_allclose(c.backward(), b.backward(), rtol=1e-15)
@@ -202,7 +221,8 @@ def test_mse_float32():
     loss = MeanSquaredError()
     value = loss.forward(pred, target)
     assert loss.backward().dtype == np.float32
-    assert value == pytest.approx(np.mean((pred.astype(np.float64) - target.astype(np.float32)) ** 2), rel=1e-6)
+    assert value == pytest.approx(
+        np.mean((pred.astype(np.float64) - target.astype(np.float32)) ** 2), rel=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +261,8 @@ def test_mse_gradcheck(data, kind):
 
 def test_mse_gradcheck_4d():
     rng = np.random.default_rng(8)
-    check_loss(MeanSquaredError(), rng.standard_normal((2, 3, 4, 2)), rng.standard_normal((2, 3, 4, 2)))
+    check_loss(MeanSquaredError(), rng.standard_normal((2, 3, 4, 2)),
+               rng.standard_normal((2, 3, 4, 2)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,7 +271,8 @@ def test_mse_gradcheck_4d():
 
 @pytest.mark.parametrize("cls", [SoftmaxCrossEntropy, MeanSquaredError])
 def test_backward_before_forward(cls):
-    with pytest.raises(RuntimeError, match=rf"{cls.__name__}: backward\(\) called before forward\(\)"):
+    with pytest.raises(RuntimeError,
+                       match=rf"{cls.__name__}: backward\(\) called before forward\(\)"):
         cls().backward()
 
 
@@ -280,30 +302,48 @@ Z = np.zeros((3, 4))
 @pytest.mark.parametrize(
     "logits, target, exc, pattern",
     [
-        (np.zeros(4), [0], ValueError, r"SoftmaxCrossEntropy: logits must be 2-D, got 1-D array of shape \(4,\)"),
-        (np.zeros((2, 3, 4)), [0, 1], ValueError, r"logits must be 2-D, got 3-D array of shape \(2, 3, 4\)"),
-        (np.zeros((0, 4)), np.zeros(0, int), ValueError, r"logits must not be empty, got shape \(0, 4\)"),
+        (np.zeros(4), [0], ValueError,
+         r"SoftmaxCrossEntropy: logits must be 2-D, got 1-D array of shape \(4,\)"),
+        (np.zeros((2, 3, 4)), [0, 1], ValueError,
+         r"logits must be 2-D, got 3-D array of shape \(2, 3, 4\)"),
+        (np.zeros((0, 4)), np.zeros(0, int), ValueError,
+         r"logits must not be empty, got shape \(0, 4\)"),
         (np.zeros((3, 0)), [0, 0, 0], ValueError, r"logits must not be empty, got shape \(3, 0\)"),
         (np.array([[np.nan, 0.0]]), [0], ValueError, r"logits contains NaN or Inf"),
         (np.array([[np.inf, 0.0]]), [0], ValueError, r"logits contains NaN or Inf"),
-        (np.array([["a", "b"]]), [0], TypeError, r"logits must be a real numeric array.*got dtype <U1"),
-        (np.zeros((1, 2), complex), [0], TypeError, r"logits must be a real numeric array.*complex128"),
+        (np.array([["a", "b"]]), [0], TypeError,
+         r"logits must be a real numeric array.*got dtype <U1"),
+        (np.zeros((1, 2), complex), [0], TypeError,
+         r"logits must be a real numeric array.*complex128"),
         (np.zeros((1, 2), object), [0], TypeError, r"logits must be a real numeric array.*object"),
-        (Z, [0, 1], ValueError, r"target has 2 labels \(shape \(2,\)\) but pred/logits has batch size 3"),
-        (Z, [0, 1, 4], ValueError, r"target labels must be in \[0, 4\) for 4 classes, got 4 at index 2"),
-        (Z, [0, -1, 2], ValueError, r"target labels must be in \[0, 4\) for 4 classes, got -1 at index 1"),
-        (Z, [0, 1.5, 2], ValueError, r"target labels must be whole numbers in \[0, 4\), got 1.5 at index 1"),
-        (Z, [0, np.nan, 2], ValueError, r"target labels must be whole numbers in \[0, 4\), got nan at index 1"),
-        (Z, np.array([True, False, True]), TypeError, r"target labels must be integers in \[0, 4\).*got dtype bool"),
-        (Z, np.array(["0", "1", "2"]), TypeError, r"target must be a real numeric array.*got dtype <U1"),
-        (Z, np.array([0, 1, 2], dtype=object), TypeError, r"target must be a real numeric array.*got dtype object"),
-        (Z, np.array([0, 1, 2], dtype=complex), TypeError, r"target must be a real numeric array.*complex128"),
-        (Z, np.zeros((3, 5)), ValueError, r"target rows must have the shape of logits \(3, 4\), got shape \(3, 5\)"),
+        (Z, [0, 1], ValueError,
+         r"target has 2 labels \(shape \(2,\)\) but pred/logits has batch size 3"),
+        (Z, [0, 1, 4], ValueError,
+         r"target labels must be in \[0, 4\) for 4 classes, got 4 at index 2"),
+        (Z, [0, -1, 2], ValueError,
+         r"target labels must be in \[0, 4\) for 4 classes, got -1 at index 1"),
+        (Z, [0, 1.5, 2], ValueError,
+         r"target labels must be whole numbers in \[0, 4\), got 1.5 at index 1"),
+        (Z, [0, np.nan, 2], ValueError,
+         r"target labels must be whole numbers in \[0, 4\), got nan at index 1"),
+        (Z, np.array([True, False, True]), TypeError,
+         r"target labels must be integers in \[0, 4\).*got dtype bool"),
+        (Z, np.array(["0", "1", "2"]), TypeError,
+         r"target must be a real numeric array.*got dtype <U1"),
+        (Z, np.array([0, 1, 2], dtype=object), TypeError,
+         r"target must be a real numeric array.*got dtype object"),
+        (Z, np.array([0, 1, 2], dtype=complex), TypeError,
+         r"target must be a real numeric array.*complex128"),
+        (Z, np.zeros((3, 5)), ValueError,
+         r"target rows must have the shape of logits \(3, 4\), got shape \(3, 5\)"),
         (Z, np.zeros((3, 4, 1)), ValueError,
-         r"target must be labels of shape \(3,\) or probability rows of shape \(3, 4\), got 3-D array of shape \(3, 4, 1\)"),
+         r"target must be labels of shape \(3,\) or probability rows of shape \(3, 4\), got 3-D "
+         r"array of shape \(3, 4, 1\)"),
         (Z, np.int64(1), ValueError, r"got 0-D array of shape \(\)"),
-        (Z, np.full((3, 4), 0.5), ValueError, r"target rows must be probabilities summing to 1.*got row 0 summing to 2.0"),
-        (Z, np.array([[1.5, -0.5, 0, 0]] * 3), ValueError, r"non-negative.*got -0.5 at index \(0, 1\)"),
+        (Z, np.full((3, 4), 0.5), ValueError,
+         r"target rows must be probabilities summing to 1.*got row 0 summing to 2.0"),
+        (Z, np.array([[1.5, -0.5, 0, 0]] * 3), ValueError,
+         r"non-negative.*got -0.5 at index \(0, 1\)"),
         (Z, np.full((3, 4), np.nan), ValueError, r"target contains NaN or Inf"),
     ],
 )
@@ -316,17 +356,25 @@ def test_cross_entropy_validation(logits, target, exc, pattern):
     "pred, target, exc, pattern",
     [
         (np.zeros((3, 4)), np.zeros((3, 5)), ValueError,
-         r"MeanSquaredError: target must have the shape of pred \(3, 4\) or labels of shape \(3,\), got shape \(3, 5\)"),
+         r"MeanSquaredError: target must have the shape of pred \(3, 4\) or labels of shape "
+         r"\(3,\), got shape \(3, 5\)"),
         (np.zeros((2, 3, 4)), np.zeros((2, 3)), ValueError,
          r"MeanSquaredError: target must have the shape of pred \(2, 3, 4\), got shape \(2, 3\)"),
-        (np.zeros(0), np.zeros(0), ValueError, r"MeanSquaredError: pred must not be empty, got shape \(0,\)"),
-        (np.zeros((2, 2)), np.array([[0, np.inf], [0, 0]]), ValueError, r"MeanSquaredError: target contains NaN or Inf"),
-        (np.array([[np.nan]]), np.zeros((1, 1)), ValueError, r"MeanSquaredError: pred contains NaN or Inf"),
-        (np.zeros((2, 3)), [0, 3], ValueError, r"MeanSquaredError: target labels must be in \[0, 3\).*got 3 at index 1"),
+        (np.zeros(0), np.zeros(0), ValueError,
+         r"MeanSquaredError: pred must not be empty, got shape \(0,\)"),
+        (np.zeros((2, 2)), np.array([[0, np.inf], [0, 0]]), ValueError,
+         r"MeanSquaredError: target contains NaN or Inf"),
+        (np.array([[np.nan]]), np.zeros((1, 1)), ValueError,
+         r"MeanSquaredError: pred contains NaN or Inf"),
+        (np.zeros((2, 3)), [0, 3], ValueError,
+         r"MeanSquaredError: target labels must be in \[0, 3\).*got 3 at index 1"),
         (np.zeros((2, 3)), [0, 1, 2], ValueError, r"target has 3 labels.*batch size 2"),
-        (np.zeros((2, 3), complex), np.zeros((2, 3)), TypeError, r"MeanSquaredError: pred must be a real numeric array"),
-        (np.zeros((2, 3)), np.zeros((2, 3), object), TypeError, r"MeanSquaredError: target must be a real numeric"),
-        (np.zeros((2, 3)), [[0, 1], [2]], TypeError, r"MeanSquaredError: target must be a numeric array"),
+        (np.zeros((2, 3), complex), np.zeros((2, 3)), TypeError,
+         r"MeanSquaredError: pred must be a real numeric array"),
+        (np.zeros((2, 3)), np.zeros((2, 3), object), TypeError,
+         r"MeanSquaredError: target must be a real numeric"),
+        (np.zeros((2, 3)), [[0, 1], [2]], TypeError,
+         r"MeanSquaredError: target must be a numeric array"),
     ],
 )
 def test_mse_validation(pred, target, exc, pattern):
@@ -342,3 +390,97 @@ def test_failed_forward_keeps_previous_state_usable():
     with pytest.raises(ValueError):
         loss.forward(z, [0, 7])
     np.testing.assert_array_equal(loss.backward(), d)
+
+
+# ------------------------------------------------------------------------------------------
+# bad inputs: the battery's rows for losses (machinery: bad_input.py)
+# ------------------------------------------------------------------------------------------
+
+BAD_INPUTS = {
+    "SoftmaxCrossEntropy 1-D logits": (
+        lambda t: losses.SoftmaxCrossEntropy().forward(np.zeros(3), [0]), ValueError,
+        r"SoftmaxCrossEntropy: logits", r"1-D array", r"must be 2-D"),
+    "SoftmaxCrossEntropy label == K": (
+        lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, [0, 1, 4]),
+        ValueError, r"SoftmaxCrossEntropy: target", r"got 4 at index 2",
+        r"\[0, 4\) for 4 classes"),
+    "SoftmaxCrossEntropy negative label": (
+        lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, [0, -1, 2]),
+        ValueError, r"SoftmaxCrossEntropy: target", r"got -1 at index 1",
+        r"\[0, 4\)"),
+    "SoftmaxCrossEntropy label 1.5": (
+        lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, [0, 1.5, 2]),
+        ValueError, r"SoftmaxCrossEntropy: target", r"got 1\.5 at index 1",
+        r"whole numbers in \[0, 4\)"),
+    "SoftmaxCrossEntropy NaN label": (
+        lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, [0, math.nan, 2]),
+        ValueError, r"SoftmaxCrossEntropy: target", r"got nan at index 1",
+        r"whole numbers"),
+    "SoftmaxCrossEntropy too few labels": (
+        lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, [0, 1]),
+        ValueError, r"SoftmaxCrossEntropy: target", r"has 2 labels",
+        r"batch size 3; they must match"),
+    "SoftmaxCrossEntropy bool labels": (
+        lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, [True, False, True]),
+        TypeError, r"SoftmaxCrossEntropy: target", r"dtype bool",
+        r"integers in \[0, 4\)"),
+    "SoftmaxCrossEntropy string labels": (
+        lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, ["a", "b", "c"]),
+        TypeError, r"SoftmaxCrossEntropy: target", r"dtype <U1",
+        r"real numeric array"),
+    "SoftmaxCrossEntropy object labels": (
+        lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, [0, 1, None]),
+        TypeError, r"SoftmaxCrossEntropy: target", r"dtype object",
+        r"real numeric array"),
+    "SoftmaxCrossEntropy NaN logits": (
+        lambda t: losses.SoftmaxCrossEntropy().forward(with_value(LOGITS, np.nan), [0, 1, 2]),
+        ValueError,
+        r"SoftmaxCrossEntropy: logits", *FINITE),
+    "SoftmaxCrossEntropy complex logits": (
+        lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS.astype(complex), [0, 1, 2]),
+        TypeError,
+        r"SoftmaxCrossEntropy: logits", r"complex128", REAL),
+    "SoftmaxCrossEntropy rows not summing to 1": (
+        lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, np.full((3, 4), 0.5)), ValueError,
+        r"SoftmaxCrossEntropy: target rows", r"row 0 summing to 2\.0", r"summing to 1"),
+    "SoftmaxCrossEntropy negative probabilities": (
+        lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, [[1.5, -0.5, 0, 0]] * 3), ValueError,
+        r"SoftmaxCrossEntropy: target rows", r"got -0\.5 at index \(0, 1\)", r"non-negative"),
+    "SoftmaxCrossEntropy rows of the wrong shape": (
+        lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, np.full((3, 5), 0.2)), ValueError,
+        r"SoftmaxCrossEntropy: target rows", r"got shape \(3, 5\)", r"shape of logits \(3, 4\)"),
+    "SoftmaxCrossEntropy 3-D target": (
+        lambda t: losses.SoftmaxCrossEntropy().forward(LOGITS, np.zeros((3, 4, 1))),
+        ValueError, r"SoftmaxCrossEntropy: target", r"3-D array",
+        r"labels of shape \(3,\) or probability rows"),
+    "SoftmaxCrossEntropy empty batch": (
+        lambda t: losses.SoftmaxCrossEntropy().forward(np.zeros((0, 4)), np.zeros(0, int)),
+        ValueError,
+        r"SoftmaxCrossEntropy: logits", r"\(0, 4\)", r"must not be empty"),
+    "MeanSquaredError target of the wrong shape": (
+        lambda t: losses.MeanSquaredError().forward(LOGITS, np.zeros((3, 5))), ValueError,
+        r"MeanSquaredError: target", r"got shape \(3, 5\)", r"shape of pred \(3, 4\)"),
+    "MeanSquaredError object pred": (
+        lambda t: losses.MeanSquaredError().forward(LOGITS.astype(object), LOGITS),
+        TypeError, r"MeanSquaredError: pred", r"object", REAL),
+    "MeanSquaredError label out of range": (
+        lambda t: losses.MeanSquaredError().forward(LOGITS, [0, 1, 9]),
+        ValueError, r"MeanSquaredError: target", r"got 9 at index 2",
+        r"\[0, 4\)"),
+    "MeanSquaredError Inf target": (
+        lambda t: losses.MeanSquaredError().forward(LOGITS, np.full((3, 4), np.inf)),
+        ValueError, r"MeanSquaredError: target", *FINITE),
+}
+
+
+@pytest.mark.parametrize(ROW_FIELDS, rows(BAD_INPUTS))
+def test_bad_input(tmp_path, call, error, who, got, allowed):
+    check_bad_input(tmp_path, call, error, who, got, allowed)
+
+
+@given(bad_labels(), st.sampled_from([losses.SoftmaxCrossEntropy, losses.MeanSquaredError]))
+def test_random_bad_labels_for_the_losses(case, loss_class):
+    n, k, labels, pattern = case
+    logits = np.random.default_rng(0).standard_normal((n, k))
+    with pytest.raises(ValueError, match=all_of(loss_class.__name__ + r": target", pattern)):
+        loss_class().forward(logits, labels)

@@ -24,7 +24,8 @@ def lenet(dtype=np.float32):
     return Sequential([
         Conv2D(1, 4, 3, padding=1, dtype=dtype, seed=0), ReLU(), MaxPool2D(2),
         Conv2D(4, 6, 3, dtype=dtype, seed=1), Tanh(), AvgPool2D(2),
-        Flatten(), Dense(24, 16, dtype=dtype, seed=2), ReLU(), Dropout(0.5), Dense(16, 10, dtype=dtype, seed=3),
+        Flatten(), Dense(24, 16, dtype=dtype, seed=2), ReLU(), Dropout(0.5),
+        Dense(16, 10, dtype=dtype, seed=3),
     ])
 
 
@@ -53,7 +54,8 @@ def test_untied_bias_scale_buffers_and_nesting_have_documented_names():
     conv = Conv2D(2, 3, 3, bias="untied", input_size=(5, 5))
     pool = AvgPool2D(3, trainable_scale=True, channels=3)
     norm = ReLU()
-    norm.buffers = {"running_mean": np.zeros(3, np.float32), "num_batches_tracked": np.array(0, np.int64)}
+    norm.buffers = {"running_mean": np.zeros(3, np.float32),
+                    "num_batches_tracked": np.array(0, np.int64)}
     model = Sequential([conv, pool, norm, Sequential([Flatten(), Dense(3, 2)])])
     state = model.state_dict()
     assert {k: v.shape for k, v in state.items()} == {
@@ -65,7 +67,8 @@ def test_untied_bias_scale_buffers_and_nesting_have_documented_names():
     assert model.load_state_dict(state) == IncompatibleKeys([], [])
     np.testing.assert_array_equal(norm.buffers["running_mean"], [0, 1, 2])
     assert norm.buffers["running_mean"].dtype == np.float32
-    assert norm.buffers["num_batches_tracked"] == 7 and norm.buffers["num_batches_tracked"].dtype == np.int64
+    assert (norm.buffers["num_batches_tracked"] == 7
+            and norm.buffers["num_batches_tracked"].dtype == np.int64)
     np.testing.assert_array_equal(pool.params["weight"], 0.5)
 
 
@@ -91,7 +94,8 @@ def test_round_trip_with_fixed_arrays_casts_to_the_layer_dtype():
     model64.load_state_dict(model.state_dict())
     assert all(v.dtype == np.float64 for v in model64.state_dict().values())
     x = np.random.default_rng(2).random((3, 1, 12, 12))
-    np.testing.assert_allclose(model64.forward(x), model.forward(x.astype(np.float32)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model64.forward(x), model.forward(x.astype(np.float32)), rtol=1e-4,
+                               atol=1e-5)
 
 
 def test_both_directions_with_pytorch():
@@ -111,14 +115,17 @@ def test_both_directions_with_pytorch():
     trained = lenet()
     trained.load_state_dict(fixed_state(3))
     other = torch_lenet(torch)
-    result = other.load_state_dict({k: torch.from_numpy(v) for k, v in trained.state_dict().items()})
+    result = other.load_state_dict(
+        {k: torch.from_numpy(v) for k, v in trained.state_dict().items()})
     assert result.missing_keys == [] and result.unexpected_keys == []
     with torch.no_grad():
-        np.testing.assert_allclose(other(torch.from_numpy(x)).numpy(), trained.forward(x), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(other(torch.from_numpy(x)).numpy(), trained.forward(x),
+                                   rtol=1e-4, atol=1e-5)
 
 
 def grouped_net():
-    """(4, 9, 9) -> 5: grouped + dilated, depthwise and BatchNorm, layer for layer as `torch_grouped_net`."""
+    """(4, 9, 9) -> 5: grouped + dilated, depthwise and BatchNorm, layer for layer as
+    `torch_grouped_net`."""
     return Sequential([
         Conv2D(4, 6, 3, padding=2, dilation=2, groups=2, seed=0), BatchNorm2D(6), ReLU(),
         Conv2D(6, 6, 3, padding=(1, 2), dilation=(1, 2), groups=6, bias=None, seed=1), ReLU(),
@@ -135,10 +142,15 @@ def torch_grouped_net(torch):
 
 def test_grouped_and_dilated_conv_weights_are_pytorch_shaped():
     shapes = {k: v.shape for k, v in grouped_net().state_dict().items()}
-    assert shapes["0.weight"] == (6, 2, 3, 3) and shapes["3.weight"] == (6, 1, 3, 3) and "3.bias" not in shapes
+    assert shapes["0.weight"] == (6, 2, 3,
+                                  3) and shapes["3.weight"] == (
+                                      6, 1, 3, 3) and "3.bias" not in shapes
     assert shapes["5.weight"] == (4, 3, 1, 1) and shapes["1.running_var"] == (6,)
-    with pytest.raises(ValueError, match=r"key '0.weight': expected shape \(6, 2, 3, 3\), received \(6, 4, 3, 3\)"):
-        grouped_net().load_state_dict({**grouped_net().state_dict(), "0.weight": np.zeros((6, 4, 3, 3))})
+    with pytest.raises(ValueError,
+                       match=r"key '0.weight': expected shape \(6, 2, 3, 3\), received "
+                             r"\(6, 4, 3, 3\)"):
+        grouped_net().load_state_dict({**grouped_net().state_dict(),
+                                       "0.weight": np.zeros((6, 4, 3, 3))})
 
 
 def test_grouped_and_dilated_conv_both_directions_with_pytorch():
@@ -157,10 +169,12 @@ def test_grouped_and_dilated_conv_both_directions_with_pytorch():
     # engine -> PyTorch, after a training step of the engine's own
     model.forward(x * 2, training=True)
     other = torch_grouped_net(torch)
-    result = other.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in model.state_dict().items()})
+    result = other.load_state_dict(
+        {k: torch.from_numpy(np.asarray(v)) for k, v in model.state_dict().items()})
     assert result.missing_keys == [] and result.unexpected_keys == []
     with torch.no_grad():
-        np.testing.assert_allclose(other(torch.from_numpy(x)).numpy(), model.forward(x), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(other(torch.from_numpy(x)).numpy(), model.forward(x), rtol=1e-4,
+                                   atol=1e-5)
 
 
 def test_non_strict_loads_what_matches_and_returns_the_rest():
@@ -171,7 +185,8 @@ def test_non_strict_loads_what_matches_and_returns_the_rest():
     state["11.weight"] = np.zeros(3)
     result = model.load_state_dict(state, strict=False)
     assert result == IncompatibleKeys(["10.weight", "10.bias"], ["11.weight"])
-    assert result.missing_keys == ["10.weight", "10.bias"] and result.unexpected_keys == ["11.weight"]
+    assert result.missing_keys == ["10.weight",
+                                   "10.bias"] and result.unexpected_keys == ["11.weight"]
     after = model.state_dict()
     np.testing.assert_array_equal(after["0.weight"], state["0.weight"].astype(np.float32))
     np.testing.assert_array_equal(after["10.weight"], before["10.weight"])
@@ -194,7 +209,9 @@ def test_strict_errors_name_every_key_with_both_shapes_and_load_nothing():
     for key, value in model.state_dict().items():  # nothing half-loaded
         np.testing.assert_array_equal(value, before[key])
     # as in PyTorch, a wrong shape is an error even when not strict
-    with pytest.raises(ValueError, match=r"key '0.weight': expected shape \(4, 1, 3, 3\), received \(4, 1, 5, 5\)"):
+    with pytest.raises(ValueError,
+                       match=r"key '0.weight': expected shape \(4, 1, 3, 3\), received "
+                             r"\(4, 1, 5, 5\)"):
         model.load_state_dict(state, strict=False)
 
 

@@ -69,8 +69,10 @@ def test_committed_notebook_matches_its_source_and_is_executed(path: Path):
     builder = _load_builder()
     expected = builder.make_notebook(builder.load_cells(NOTEBOOK_DIR / "src" / f"{path.stem}.py"))
     nb = nbformat.read(path, as_version=4)
-    assert [(c.cell_type, c.source) for c in nb.cells] == [(c.cell_type, c.source) for c in expected.cells], (
-        f"{path.name} differs from src/{path.stem}.py: rebuild it with `python notebooks/_build.py {path.stem[:2]}`")
+    cells = [(c.cell_type, c.source) for c in nb.cells]
+    assert cells == [(c.cell_type, c.source) for c in expected.cells], (
+        f"{path.name} differs from src/{path.stem}.py: rebuild it with "
+        f"`python notebooks/_build.py {path.stem[:2]}`")
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), (
         f"{path.name} must be committed executed, top to bottom")

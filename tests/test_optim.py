@@ -1,4 +1,5 @@
-"""Tests for cnn_im2col.optim: SGD / Adam vs hand computations, in-place updates, checkpoints, schedules."""
+"""Tests for cnn_im2col.optim: SGD / Adam vs hand computations, in-place updates, checkpoints,
+schedules."""
 
 from __future__ import annotations
 
@@ -8,9 +9,22 @@ import math
 
 import numpy as np
 import pytest
+from bad_input import (
+    INT0,
+    INT1,
+    NOT_BOOL,
+    ROW_FIELDS,
+    bad_int,
+    bad_non_negative_float,
+    bad_positive_float,
+    bad_unit_interval,
+    check_bad_input,
+    rows,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cnn_im2col import optim
 from cnn_im2col.optim import SGD, Adam, CosineAnnealingLR, StepLR
 
 # ---------------------------------------------------------------------------------------------
@@ -19,7 +33,8 @@ from cnn_im2col.optim import SGD, Adam, CosineAnnealingLR, StepLR
 
 
 def sgd_reference(w, grads, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
-    """PyTorch SGD on a list of floats; grads: list of lists (one per step). Returns the trajectory."""
+    """PyTorch SGD on a list of floats; grads: list of lists (one per step). Returns the trajectory.
+    """
     w = list(w)
     buf = None
     out = []
@@ -126,7 +141,8 @@ def test_sgd_matches_reference(lr, momentum, nesterov, weight_decay, seed):
 def test_adam_first_step_by_hand():
     # bias-corrected m_hat = g, v_hat = g^2, so the first step is lr * g / (|g| + eps)
     traj = run(Adam(lr=0.1), [1.0, -2.0], [[1.0, 3.0]])
-    np.testing.assert_allclose(traj[0], [1.0 - 0.1 / (1 + 1e-8), -2.0 - 0.1 * 3 / (3 + 1e-8)], rtol=1e-15)
+    np.testing.assert_allclose(traj[0], [1.0 - 0.1 / (1 + 1e-8), -2.0 - 0.1 * 3 / (3 + 1e-8)],
+                               rtol=1e-15)
 
 
 def test_adam_three_steps_by_hand():
@@ -139,7 +155,8 @@ def test_adam_three_steps_by_hand():
     w3 = w2 - 0.1 * (m3 / (1 - 0.9**3)) / (math.sqrt(v3 / (1 - 0.999**3)) + 1e-8)
     traj = run(Adam(lr=0.1), [1.0], GRADS)
     np.testing.assert_allclose(np.ravel(traj), [w1, w2, w3], rtol=1e-13)
-    assert w2 == pytest.approx(0.9 - 0.1 * (0.29 / 0.19) / math.sqrt(0.004999 / 0.001999), rel=1e-8)  # eps ignored
+    assert w2 == pytest.approx(0.9 - 0.1 * (0.29 / 0.19) / math.sqrt(0.004999 / 0.001999),
+                               rel=1e-8)  # eps ignored
 
 
 def test_adam_weight_decay_by_hand():
@@ -211,7 +228,8 @@ OPTIMIZERS = [
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_step_in_place_dtype_and_grads_untouched(make, dtype):
     rng = np.random.default_rng(2)
-    params = {"0.weight": rng.standard_normal((3, 2, 2, 2)).astype(dtype), "0.bias": np.zeros(3, dtype)}
+    params = {"0.weight": rng.standard_normal((3, 2, 2, 2)).astype(dtype),
+              "0.bias": np.zeros(3, dtype)}
     grads = {k: rng.standard_normal(v.shape).astype(dtype) for k, v in params.items()}
     ids = {k: id(v) for k, v in params.items()}
     g_copy = {k: v.copy() for k, v in grads.items()}
@@ -270,7 +288,8 @@ def test_lr_settable_and_used():
     opt.lr = 0.0  # a schedule may anneal to 0: allowed through the setter
     opt.step(params, {"w": np.array([1.0])})
     assert params["w"][0] == 0.5
-    with pytest.raises(ValueError, match=r"SGD: lr must be a finite number in \[0.0, inf\], got -0.1"):
+    with pytest.raises(ValueError,
+                       match=r"SGD: lr must be a finite number in \[0.0, inf\], got -0.1"):
         opt.lr = -0.1
     with pytest.raises(ValueError, match=r"SGD: lr must be a finite number.*got nan"):
         opt.lr = float("nan")
@@ -303,8 +322,11 @@ def npz_roundtrip(d):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_state_dict_resume_is_bit_identical(make, through_npz, dtype):
     rng = np.random.default_rng(5)
-    params = {"0.weight": rng.standard_normal((4, 3)).astype(dtype), "0.bias": rng.standard_normal(4).astype(dtype)}
-    grads = [{k: rng.standard_normal(v.shape).astype(dtype) for k, v in params.items()} for _ in range(6)]
+    params = {"0.weight": rng.standard_normal((4, 3)).astype(dtype),
+              "0.bias": rng.standard_normal(4).astype(dtype)}
+    grads = [
+        {k: rng.standard_normal(
+            v.shape).astype(dtype) for k, v in params.items()} for _ in range(6)]
     opt = make()
     for g in grads[:3]:
         opt.step(params, g)
@@ -355,16 +377,21 @@ def test_state_dict_contents_and_copies():
 def test_load_state_dict_errors_and_atomicity():
     sgd_state = SGD(0.1, momentum=0.9).state_dict()
     adam = Adam(0.5)
-    with pytest.raises(ValueError, match=r"Adam.load_state_dict: state_dict does not fit a Adam: missing keys "
-                                         r"\['beta1', 'beta2', 'eps'\], unexpected keys \['momentum', 'nesterov'\]"):
+    with pytest.raises(ValueError, match=r"Adam.load_state_dict: state_dict does not fit a Adam: "
+                                         r"missing keys \['beta1', 'beta2', 'eps'\], "
+                                         r"unexpected keys \['momentum', 'nesterov'\]"):
         adam.load_state_dict(sgd_state)
     with pytest.raises(ValueError, match=r"unexpected keys \['bogus:w'\]"):
         SGD(0.1).load_state_dict(sgd_state | {"bogus:w": np.zeros(2)})
-    with pytest.raises(TypeError, match=r"SGD.load_state_dict: state_dict must be a dict, got list"):
+    with pytest.raises(TypeError,
+                       match=r"SGD.load_state_dict: state_dict must be a dict, got list"):
         SGD(0.1).load_state_dict([])
-    with pytest.raises(TypeError, match=r"'momentum_buffer:w' must be a float32/float64 ndarray, got dtype int64"):
+    with pytest.raises(TypeError,
+                       match=r"'momentum_buffer:w' must be a float32/float64 ndarray, "
+                             r"got dtype int64"):
         SGD(0.1).load_state_dict(sgd_state | {"momentum_buffer:w": np.zeros(2, dtype=np.int64)})
-    with pytest.raises(ValueError, match=r"SGD: momentum must be a finite number in \[0.0, 1.0\), got 1.5"):
+    with pytest.raises(ValueError,
+                       match=r"SGD: momentum must be a finite number in \[0.0, 1.0\), got 1.5"):
         SGD(0.1).load_state_dict(sgd_state | {"momentum": 1.5})
     with pytest.raises(ValueError, match=r"'lr' must be a scalar, got array of shape \(2,\)"):
         SGD(0.1).load_state_dict(sgd_state | {"lr": np.zeros(2)})
@@ -377,8 +404,9 @@ def test_load_state_dict_errors_and_atomicity():
 def test_state_shape_mismatch_at_step():
     opt = SGD(0.1, momentum=0.9)
     opt.step({"w": np.ones(3)}, {"w": np.ones(3)})
-    with pytest.raises(ValueError, match=r"SGD.step: state 'momentum_buffer' for 'w' has shape \(3,\) but "
-                                         r"params\['w'\] has shape \(4,\)"):
+    with pytest.raises(ValueError,
+                       match=r"SGD.step: state 'momentum_buffer' for 'w' has shape \(3,\) but "
+                             r"params\['w'\] has shape \(4,\)"):
         opt.step({"w": np.ones(4)}, {"w": np.ones(4)})
 
 
@@ -406,18 +434,29 @@ def test_config_roundtrip_and_repr(make):
         (lambda: SGD(float("nan")), ValueError, r"SGD: lr must be .*got nan"),
         (lambda: SGD(float("inf")), ValueError, r"SGD: lr must be .*got inf"),
         (lambda: SGD("0.1"), TypeError, r"SGD: lr must be a real number, got '0.1' \(str\)"),
-        (lambda: SGD(0.1, momentum=-0.1), ValueError, r"SGD: momentum must be a finite number in \[0.0, 1.0\), got -0.1"),
-        (lambda: SGD(0.1, momentum=1.0), ValueError, r"SGD: momentum must be a finite number in \[0.0, 1.0\), got 1.0"),
-        (lambda: SGD(0.1, nesterov=True), ValueError, r"SGD: nesterov=True requires momentum in \(0, 1\), got momentum=0.0"),
-        (lambda: SGD(0.1, momentum=0.9, nesterov="yes"), TypeError, r"SGD: nesterov must be True or False, got 'yes'"),
-        (lambda: SGD(0.1, weight_decay=-1e-4), ValueError, r"SGD: weight_decay must be a finite number in \[0.0, inf\], got -0.0001"),
-        (lambda: Adam(0.0), ValueError, r"Adam: lr must be a finite number in \(0.0, inf\], got 0.0"),
-        (lambda: Adam(betas=(1.0, 0.999)), ValueError, r"Adam: betas\[0\] must be a finite number in \[0.0, 1.0\), got 1.0"),
-        (lambda: Adam(betas=(0.9, -0.1)), ValueError, r"Adam: betas\[1\] must be a finite number in \[0.0, 1.0\), got -0.1"),
-        (lambda: Adam(betas=0.9), TypeError, r"Adam: betas must be a pair \(beta1, beta2\) in \[0, 1\), got 0.9"),
+        (lambda: SGD(0.1, momentum=-0.1), ValueError,
+         r"SGD: momentum must be a finite number in \[0.0, 1.0\), got -0.1"),
+        (lambda: SGD(0.1, momentum=1.0), ValueError,
+         r"SGD: momentum must be a finite number in \[0.0, 1.0\), got 1.0"),
+        (lambda: SGD(0.1, nesterov=True), ValueError,
+         r"SGD: nesterov=True requires momentum in \(0, 1\), got momentum=0.0"),
+        (lambda: SGD(0.1, momentum=0.9, nesterov="yes"), TypeError,
+         r"SGD: nesterov must be True or False, got 'yes'"),
+        (lambda: SGD(0.1, weight_decay=-1e-4), ValueError,
+         r"SGD: weight_decay must be a finite number in \[0.0, inf\], got -0.0001"),
+        (lambda: Adam(0.0), ValueError,
+         r"Adam: lr must be a finite number in \(0.0, inf\], got 0.0"),
+        (lambda: Adam(betas=(1.0, 0.999)), ValueError,
+         r"Adam: betas\[0\] must be a finite number in \[0.0, 1.0\), got 1.0"),
+        (lambda: Adam(betas=(0.9, -0.1)), ValueError,
+         r"Adam: betas\[1\] must be a finite number in \[0.0, 1.0\), got -0.1"),
+        (lambda: Adam(betas=0.9), TypeError,
+         r"Adam: betas must be a pair \(beta1, beta2\) in \[0, 1\), got 0.9"),
         (lambda: Adam(betas=(0.9,)), TypeError, r"Adam: betas must be a pair .*got \(0.9,\)"),
-        (lambda: Adam(eps=0.0), ValueError, r"Adam: eps must be a finite number in \(0.0, inf\], got 0.0"),
-        (lambda: Adam(weight_decay=-1.0), ValueError, r"Adam: weight_decay must be a finite number in \[0.0, inf\], got -1.0"),
+        (lambda: Adam(eps=0.0), ValueError,
+         r"Adam: eps must be a finite number in \(0.0, inf\], got 0.0"),
+        (lambda: Adam(weight_decay=-1.0), ValueError,
+         r"Adam: weight_decay must be a finite number in \[0.0, inf\], got -1.0"),
     ],
 )
 def test_constructor_validation(make, exc, pattern):
@@ -429,15 +468,19 @@ def test_constructor_validation(make, exc, pattern):
     "params, grads, exc, pattern",
     [
         ({"w": np.ones(2)}, {"v": np.ones(2)}, ValueError,
-         r"SGD.step: params and grads must have the same keys; missing from grads: \['w'\], not in params: \['v'\]"),
+         r"SGD.step: params and grads must have the same keys; missing from grads: \['w'\], not in "
+         r"params: \['v'\]"),
         ({"w": np.ones(2)}, {"w": np.ones(3)}, ValueError,
          r"SGD.step: grads\['w'\] has shape \(3,\) but params\['w'\] has shape \(2,\)"),
-        ([np.ones(2)], [np.ones(2)], TypeError, r"SGD.step: params must be a dict \{name: ndarray\}, got list"),
+        ([np.ones(2)], [np.ones(2)], TypeError,
+         r"SGD.step: params must be a dict \{name: ndarray\}, got list"),
         ({"w": np.ones(2)}, None, TypeError, r"SGD.step: grads must be a dict .*got NoneType"),
         ({"w": np.ones(2, dtype=int)}, {"w": np.ones(2)}, TypeError,
          r"SGD.step: params\['w'\] must be a float32/float64 ndarray, got dtype int64"),
-        ({"w": [1.0, 2.0]}, {"w": np.ones(2)}, TypeError, r"params\['w'\] must be a float32/float64 ndarray, got list"),
-        ({"w": np.ones(2)}, {"w": [1.0, 2.0]}, TypeError, r"SGD.step: grads\['w'\] must be a float ndarray, got list"),
+        ({"w": [1.0, 2.0]}, {"w": np.ones(2)}, TypeError,
+         r"params\['w'\] must be a float32/float64 ndarray, got list"),
+        ({"w": np.ones(2)}, {"w": [1.0, 2.0]}, TypeError,
+         r"SGD.step: grads\['w'\] must be a float ndarray, got list"),
         ({"w": np.broadcast_to(np.ones(1), (2,))}, {"w": np.ones(2)}, ValueError,
          r"SGD.step: params\['w'\] is read-only; it must be updated in place"),
     ],
@@ -478,7 +521,9 @@ def test_cosine_sequence_matches_pytorch_closed_form(base_lr, t_max, eta_min):
     opt = Adam(base_lr)
     sched = CosineAnnealingLR(opt, t_max, eta_min)
     lrs = [opt.lr] + [sched.step() for _ in range(2 * t_max + 3)]
-    expected = [eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * e / t_max)) / 2 for e in range(len(lrs))]
+    expected = [
+        eta_min + (
+            base_lr - eta_min) * (1 + math.cos(math.pi * e / t_max)) / 2 for e in range(len(lrs))]
     assert lrs == expected
     assert lrs[0] == pytest.approx(base_lr, rel=1e-14)
     assert lrs[t_max] == pytest.approx(eta_min, abs=1e-15)
@@ -504,7 +549,8 @@ def test_cosine_with_warmup():
 
 @pytest.mark.parametrize(
     "make",
-    [lambda o: StepLR(o, 3, 0.5), lambda o: CosineAnnealingLR(o, 10, 1e-3), lambda o: CosineAnnealingLR(o, 5, 0, warmup=3)],
+    [lambda o: StepLR(o, 3, 0.5), lambda o: CosineAnnealingLR(o, 10, 1e-3),
+     lambda o: CosineAnnealingLR(o, 5, 0, warmup=3)],
 )
 @pytest.mark.parametrize("through_npz", [False, True])
 def test_schedule_state_dict_resume(make, through_npz):
@@ -526,8 +572,10 @@ def test_schedule_state_dict_resume(make, through_npz):
 
 def test_schedule_repr_and_config():
     sched = CosineAnnealingLR(SGD(0.1), t_max=5, eta_min=0.001, warmup=1)
-    assert sched.config() == {"name": "CosineAnnealingLR", "t_max": 5, "eta_min": 0.001, "warmup": 1}
-    assert repr(sched) == "CosineAnnealingLR(t_max=5, eta_min=0.001, warmup=1, base_lr=0.1, last_epoch=0)"
+    assert sched.config() == {"name": "CosineAnnealingLR", "t_max": 5, "eta_min": 0.001,
+                              "warmup": 1}
+    assert repr(
+        sched) == "CosineAnnealingLR(t_max=5, eta_min=0.001, warmup=1, base_lr=0.1, last_epoch=0)"
     assert StepLR(SGD(0.1), 2).config() == {"name": "StepLR", "step_size": 2, "gamma": 0.1}
 
 
@@ -535,14 +583,20 @@ def test_schedule_repr_and_config():
     "make, exc, pattern",
     [
         (lambda o: StepLR(o, 0), ValueError, r"StepLR: step_size must be an int >= 1, got 0"),
-        (lambda o: StepLR(o, 2.0), TypeError, r"StepLR: step_size must be an int >= 1, got 2.0 \(float\)"),
-        (lambda o: StepLR(o, 2, gamma=0.0), ValueError, r"StepLR: gamma must be a finite number in \(0.0, inf\], got 0.0"),
-        (lambda o: StepLR(o, 2, gamma=float("nan")), ValueError, r"StepLR: gamma must be .*got nan"),
-        (lambda o: CosineAnnealingLR(o, 0), ValueError, r"CosineAnnealingLR: t_max must be an int >= 1, got 0"),
+        (lambda o: StepLR(o, 2.0), TypeError,
+         r"StepLR: step_size must be an int >= 1, got 2.0 \(float\)"),
+        (lambda o: StepLR(o, 2, gamma=0.0), ValueError,
+         r"StepLR: gamma must be a finite number in \(0.0, inf\], got 0.0"),
+        (lambda o: StepLR(o, 2, gamma=float("nan")), ValueError,
+         r"StepLR: gamma must be .*got nan"),
+        (lambda o: CosineAnnealingLR(o, 0), ValueError,
+         r"CosineAnnealingLR: t_max must be an int >= 1, got 0"),
         (lambda o: CosineAnnealingLR(o, 5, eta_min=-1e-3), ValueError,
          r"CosineAnnealingLR: eta_min must be a finite number in \[0.0, inf\], got -0.001"),
-        (lambda o: CosineAnnealingLR(o, 5, warmup=-1), ValueError, r"CosineAnnealingLR: warmup must be an int >= 0, got -1"),
-        (lambda o: StepLR("sgd", 2), TypeError, r"StepLR: optimizer must be an Optimizer \(SGD, Adam\), got str"),
+        (lambda o: CosineAnnealingLR(o, 5, warmup=-1), ValueError,
+         r"CosineAnnealingLR: warmup must be an int >= 0, got -1"),
+        (lambda o: StepLR("sgd", 2), TypeError,
+         r"StepLR: optimizer must be an Optimizer \(SGD, Adam\), got str"),
     ],
 )
 def test_schedule_validation(make, exc, pattern):
@@ -552,9 +606,162 @@ def test_schedule_validation(make, exc, pattern):
 
 def test_schedule_load_state_dict_errors():
     sched = StepLR(SGD(0.1), 2)
-    with pytest.raises(ValueError, match=r"StepLR.load_state_dict: expected keys \['base_lr', 'gamma', 'last_epoch', "
-                                         r"'step_size'\], got \['base_lr', 'eta_min', 'last_epoch', 't_max', 'warmup'\]"):
+    with pytest.raises(ValueError, match=r"StepLR.load_state_dict: expected keys "
+                                         r"\['base_lr', 'gamma', 'last_epoch', 'step_size'\], "
+                                         r"got \['base_lr', 'eta_min', 'last_epoch', 't_max', "
+                                         r"'warmup'\]"):
         sched.load_state_dict(CosineAnnealingLR(SGD(0.1), 3).state_dict())
     with pytest.raises(ValueError, match=r"StepLR: last_epoch must be an int >= 0, got -1"):
         sched.load_state_dict(sched.state_dict() | {"last_epoch": -1})
     assert sched.last_epoch == 0
+
+
+# ------------------------------------------------------------------------------------------
+# bad inputs: the battery's rows for optim (machinery: bad_input.py)
+# ------------------------------------------------------------------------------------------
+
+def state(**change):
+    base = {"lr": 0.1, "step": 0, "momentum": 0.0, "nesterov": 0, "weight_decay": 0.0}
+    base.update(change)
+    return base
+
+
+def sgd_step(params, grads):
+    return optim.SGD(0.1).step(params, grads)
+
+
+P3 = {"w": np.zeros(3, np.float32)}
+G3 = {"w": np.zeros(3, np.float32)}
+
+BAD_INPUTS = {
+    "SGD lr=0": (lambda t: optim.SGD(0), ValueError, r"SGD: lr", r"got 0\.0", r"\(0\.0, inf\]"),
+    "SGD lr=-1": (lambda t: optim.SGD(-1), ValueError, r"SGD: lr", r"got -1\.0", r"\(0\.0, inf\]"),
+    "SGD lr=nan": (lambda t: optim.SGD(math.nan), ValueError, r"SGD: lr", r"got nan",
+                   r"finite number in \(0"),
+    "SGD lr=float32 nan": (lambda t: optim.SGD(np.float32("nan")), ValueError, r"SGD: lr",
+                           r"got nan",
+                           r"finite number in \(0"),
+    "SGD lr=inf": (lambda t: optim.SGD(math.inf), ValueError, r"SGD: lr", r"got inf",
+                   r"finite number in \(0"),
+    "SGD lr='0.1'": (lambda t: optim.SGD("0.1"), TypeError, r"SGD: lr", r"got '0\.1'",
+                     r"a real number"),
+    "SGD lr=None": (lambda t: optim.SGD(None), TypeError, r"SGD: lr", r"got None",
+                    r"a real number"),
+    "SGD momentum=1": (lambda t: optim.SGD(0.1, momentum=1.0), ValueError, r"SGD: momentum",
+                       r"got 1\.0",
+                       r"\[0\.0, 1\.0\)"),
+    "SGD momentum=-0.1": (lambda t: optim.SGD(0.1, momentum=-0.1), ValueError, r"SGD: momentum",
+                          r"got -0\.1",
+                          r"\[0\.0, 1\.0\)"),
+    "SGD momentum=nan": (lambda t: optim.SGD(0.1, momentum=math.nan), ValueError, r"SGD: momentum",
+                         r"got nan",
+                         r"\[0\.0, 1\.0\)"),
+    "SGD nesterov without momentum": (lambda t: optim.SGD(0.1, nesterov=True), ValueError,
+                                      r"SGD: nesterov=True",
+                                      r"got momentum=0\.0", r"requires momentum in \(0, 1\)"),
+    "SGD nesterov='yes'": (lambda t: optim.SGD(0.1, momentum=0.9, nesterov="yes"), TypeError,
+                           r"SGD: nesterov",
+                           r"got 'yes'", r"True or False"),
+    "SGD weight_decay=-1": (lambda t: optim.SGD(0.1, weight_decay=-1), ValueError,
+                            r"SGD: weight_decay",
+                            r"got -1\.0", r"\[0\.0, inf\]"),
+    "Adam betas=(1.0, 0.999)": (lambda t: optim.Adam(betas=(1.0, 0.999)), ValueError,
+                                r"Adam: betas\[0\]",
+                                r"got 1\.0", r"\[0\.0, 1\.0\)"),
+    "Adam betas=(0.9, -0.1)": (lambda t: optim.Adam(betas=(0.9, -0.1)), ValueError,
+                               r"Adam: betas\[1\]",
+                               r"got -0\.1", r"\[0\.0, 1\.0\)"),
+    "Adam betas=(0.9,)": (lambda t: optim.Adam(betas=(0.9,)), TypeError, r"Adam: betas",
+                          r"got \(0\.9,\)",
+                          r"a pair \(beta1, beta2\)"),
+    "Adam eps=0": (lambda t: optim.Adam(eps=0), ValueError, r"Adam: eps", r"got 0\.0",
+                   r"\(0\.0, inf\]"),
+    "Adam lr=nan": (lambda t: optim.Adam(lr=math.nan), ValueError, r"Adam: lr", r"got nan",
+                    r"finite number in \(0"),
+    "Adam lr=-1e-3": (lambda t: optim.Adam(lr=-1e-3), ValueError, r"Adam: lr", r"got -0\.001",
+                      r"\(0\.0, inf\]"),
+    "optimizer.lr = -1": (lambda t: setattr(optim.SGD(0.1), "lr", -1), ValueError, r"SGD: lr",
+                          r"got -1\.0",
+                          r"\[0\.0, inf\]"),
+    "optimizer.lr = nan": (lambda t: setattr(optim.Adam(), "lr", math.nan), ValueError, r"Adam: lr",
+                           r"got nan",
+                           r"finite number"),
+    "step: grads of another shape": (lambda t: sgd_step(P3, {"w": np.zeros(4, np.float32)}),
+                                     ValueError,
+                                     r"SGD\.step: grads\['w'\]", r"has shape \(4,\)",
+                                     r"params\['w'\] has shape \(3,\)"),
+    "step: grads with other keys": (lambda t: sgd_step(P3, {"v": np.zeros(3, np.float32)}),
+                                    ValueError,
+                                    r"SGD\.step: params and grads", r"not in params: \['v'\]",
+                                    r"the same keys"),
+    "step: params a list": (lambda t: sgd_step([1], G3), TypeError, r"SGD\.step: params",
+                            r"got list",
+                            r"a dict \{name: ndarray\}"),
+    "step: integer grads": (lambda t: sgd_step(P3, {"w": np.zeros(3, int)}), TypeError,
+                            r"SGD\.step: grads\['w'\]",
+                            r"dtype int64", r"a float ndarray"),
+    "step: integer params": (lambda t: sgd_step({"w": np.zeros(3, int)}, {"w": np.zeros(3)}),
+                             TypeError,
+                             r"SGD\.step: params\['w'\]", r"dtype int64",
+                             r"float32/float64 ndarray"),
+    "step: grads a list": (lambda t: sgd_step(P3, {"w": [0.0, 0.0, 0.0]}), TypeError,
+                           r"SGD\.step: grads\['w'\]",
+                           r"got list", r"a float ndarray"),
+    "load_state_dict: a string": (lambda t: optim.SGD(0.1).load_state_dict("x"), TypeError,
+                                  r"SGD\.load_state_dict: state_dict", r"got str", r"a dict"),
+    "load_state_dict: missing keys": (lambda t: optim.SGD(0.1).load_state_dict({"lr": 0.1}),
+                                      ValueError,
+                                      r"SGD\.load_state_dict", r"missing keys \['step'",
+                                      r"allowed: \['lr'"),
+    "load_state_dict: lr array": (lambda t: optim.SGD(0.1).load_state_dict(state(lr=np.ones(2))),
+                                  ValueError,
+                                  r"SGD\.load_state_dict: 'lr'", r"array of shape \(2,\)",
+                                  r"a scalar"),
+    "load_state_dict: object buffer": (
+        lambda t: optim.SGD(0.1, momentum=0.9).load_state_dict(
+            state(momentum=0.9, **{"momentum_buffer:w": np.array([None])})), TypeError,
+        r"SGD\.load_state_dict: 'momentum_buffer:w'", r"dtype object", r"float32/float64 ndarray"),
+    "StepLR step_size=0": (lambda t: optim.StepLR(optim.SGD(0.1), 0), ValueError,
+                           r"StepLR: step_size", r"got 0",
+                           INT1),
+    "StepLR gamma=0": (lambda t: optim.StepLR(optim.SGD(0.1), 1, gamma=0), ValueError,
+                       r"StepLR: gamma",
+                       r"got 0\.0", r"\(0\.0, inf\]"),
+    "StepLR optimizer=None": (lambda t: optim.StepLR(None, 1), TypeError, r"StepLR: optimizer",
+                              r"got NoneType",
+                              r"an Optimizer"),
+    "CosineAnnealingLR t_max=0": (lambda t: optim.CosineAnnealingLR(optim.SGD(0.1), 0), ValueError,
+                                  r"CosineAnnealingLR: t_max", r"got 0", INT1),
+    "CosineAnnealingLR warmup=-1": (lambda t: optim.CosineAnnealingLR(optim.SGD(0.1), 5, warmup=-1),
+                                    ValueError,
+                                    r"CosineAnnealingLR: warmup", r"got -1", INT0),
+    "CosineAnnealingLR eta_min=nan": (
+        lambda t: optim.CosineAnnealingLR(optim.SGD(0.1), 5, eta_min=math.nan),
+        ValueError, r"CosineAnnealingLR: eta_min", r"got nan", r"finite number"),
+}
+
+
+@pytest.mark.parametrize(ROW_FIELDS, rows(BAD_INPUTS))
+def test_bad_input(tmp_path, call, error, who, got, allowed):
+    check_bad_input(tmp_path, call, error, who, got, allowed)
+
+
+# constructor -> (factory, valid keyword arguments, {argument: strategy of values it must refuse});
+# test_errors.py draws a random invalid argument for a random constructor of this table and others
+CONSTRUCTORS = {
+    "SGD": (optim.SGD, {"lr": 0.1, "momentum": 0.5}, {
+        "lr": bad_positive_float(), "momentum": bad_unit_interval(),
+        "weight_decay": bad_non_negative_float(),
+        "nesterov": NOT_BOOL.filter(lambda v: v not in (0, 1))}),
+    "Adam": (optim.Adam, {}, {
+        "lr": bad_positive_float(), "eps": bad_positive_float(),
+        "weight_decay": bad_non_negative_float(),
+        "betas": st.one_of(st.tuples(bad_unit_interval(), st.just(0.999)),
+                           st.tuples(st.just(0.9), bad_unit_interval()),
+                           st.tuples(st.just(0.9)), st.text(max_size=3), st.none(), st.floats())}),
+    "StepLR": (lambda **kw: optim.StepLR(optim.SGD(0.1), **kw), {"step_size": 2}, {
+        "step_size": bad_int(1), "gamma": bad_positive_float()}),
+    "CosineAnnealingLR": (lambda **kw: optim.CosineAnnealingLR(optim.SGD(0.1), **kw), {"t_max": 5},
+                          {
+        "t_max": bad_int(1), "eta_min": bad_non_negative_float(), "warmup": bad_int(0)}),
+}

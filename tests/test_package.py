@@ -26,7 +26,8 @@ def test_quickstart_api_example_runs():
 
     rng = np.random.default_rng(0)
     x, y = rng.random((32, 1, 12, 12), dtype=np.float32), rng.integers(0, 3, 32)
-    model = Sequential([Conv2D(1, 4, 3, seed=0), ReLU(), MaxPool2D(2), Flatten(), Dense(4 * 5 * 5, 3, seed=1)])
+    model = Sequential([Conv2D(1, 4, 3, seed=0), ReLU(), MaxPool2D(2), Flatten(),
+                        Dense(4 * 5 * 5, 3, seed=1)])
     history = model.fit(x, y, epochs=2, batch_size=8, optimizer=SGD(0.1, momentum=0.9),
                         loss=SoftmaxCrossEntropy(), seed=0, progress=False)
     assert len(history["loss"]) == 2

@@ -27,14 +27,16 @@ def conv_with(weight, bias=0.0, **kwargs):
 
 def test_appendix_b_stacked_channels():
     """Two feature maps and two filters: the 3-D correlation equals the sum of 2-D ones."""
-    maps = np.array([[[1, 2, 3], [4, 5, 6], [7, 8, 9]], [[9, 8, 7], [6, 5, 4], [3, 2, 1]]], dtype=np.float64)
+    maps = np.array([[[1, 2, 3], [4, 5, 6], [7, 8, 9]], [[9, 8, 7], [6, 5, 4], [3, 2, 1]]],
+                    dtype=np.float64)
     filters = np.array([[[1, 2], [3, 4]], [[5, 6], [7, 8]]], dtype=np.float64)
     layer = Conv2D(2, 1, 2, dtype=np.float64)
     layer.params["weight"][0] = filters
     out = layer.forward(maps[None])
     np.testing.assert_array_equal(out[0, 0], [[212, 196], [164, 148]])  # result1 + result2
     np.testing.assert_array_equal(
-        scipy.signal.correlate2d(maps[0], filters[0], "valid") + scipy.signal.correlate2d(maps[1], filters[1], "valid"),
+        scipy.signal.correlate2d(maps[0], filters[0],
+                                 "valid") + scipy.signal.correlate2d(maps[1], filters[1], "valid"),
         out[0, 0])
 
 
@@ -52,7 +54,8 @@ def test_feature_map_3x3_input_2x2_kernel_and_its_three_gradients():
     da_prev = conv.backward(dz)
     dz2 = dz[0, 0]
     np.testing.assert_allclose(conv.grads["bias"], [dz2.sum()])
-    np.testing.assert_allclose(conv.grads["weight"][0, 0], scipy.signal.correlate2d(A_PREV, dz2, "valid"))
+    np.testing.assert_allclose(conv.grads["weight"][0, 0],
+                               scipy.signal.correlate2d(A_PREV, dz2, "valid"))
     np.testing.assert_allclose(da_prev[0, 0], scipy.signal.convolve2d(w, dz2, "full"))
 
 
@@ -62,21 +65,25 @@ def test_feature_map_gradients_by_hand():
     conv.forward(A_PREV[None, None])
     da_prev = conv.backward(np.ones((1, 1, 2, 2)))
     np.testing.assert_array_equal(conv.grads["bias"], [4])
-    np.testing.assert_array_equal(conv.grads["weight"][0, 0], [[12, 16], [24, 28]])  # sums of 2x2 underlays
+    np.testing.assert_array_equal(conv.grads["weight"][0, 0],
+                                  [[12, 16], [24, 28]])  # sums of 2x2 underlays
     np.testing.assert_array_equal(da_prev[0, 0], [[10, 30, 20], [40, 100, 60], [30, 70, 40]])
     # Eq. 8.45: the same as correlating the zero-padded dZ with the kernel rotated 180 degrees.
-    np.testing.assert_array_equal(da_prev[0, 0], scipy.signal.correlate2d(np.ones((2, 2)), np.rot90(W, 2), "full"))
+    np.testing.assert_array_equal(da_prev[0, 0],
+                                  scipy.signal.correlate2d(np.ones((2, 2)), np.rot90(W, 2), "full"))
 
 
 def test_primer_4x5_max_pooling_with_overlapping_windows():
     """MaxPoolingMap on the primer's 4x5 input with a 2x2 overlay sliding by 1."""
-    x = np.array([[8, 0, 11, 1, 6], [10, 2, 4, 14, 17], [5, 16, 19, 15, 7], [12, 13, 9, 18, 3]], dtype=np.float64)
+    x = np.array([[8, 0, 11, 1, 6], [10, 2, 4, 14, 17], [5, 16, 19, 15, 7], [12, 13, 9, 18, 3]],
+                 dtype=np.float64)
     pool = MaxPool2D(2, stride=1)
     out = pool.forward(x[None, None])
     np.testing.assert_array_equal(out[0, 0], [[10, 11, 14, 17], [16, 19, 19, 17], [16, 19, 19, 18]])
     dx = pool.backward(np.ones_like(out))[0, 0]
     # Each position receives one unit of gradient per window it wins: 19 wins four windows.
-    np.testing.assert_array_equal(dx, [[0, 0, 1, 0, 0], [1, 0, 0, 1, 2], [0, 2, 4, 0, 0], [0, 0, 0, 1, 0]])
+    np.testing.assert_array_equal(dx, [[0, 0, 1, 0, 0], [1, 0, 0, 1, 2], [0, 2, 4, 0, 0],
+                                       [0, 0, 0, 1, 0]])
 
 
 def test_272_parameters_for_16_feature_maps_of_4x4_on_28x28():
@@ -119,27 +126,32 @@ def test_eq_8_12_weight_sharing_matrix_times_vec_image_equals_the_layer():
 
 def test_output_sizes_eq_8_18_and_exercise_8_7():
     assert Conv2D(1, 1, 3, stride=2, padding=1).output_shape((1, 15, 15)) == (1, 8, 8)  # E8.7 (i)
-    assert Conv2D(1, 1, 3, padding=1).output_shape((1, 15, 15)) == (1, 15, 15)  # E8.7 (ii): padding 1
+    assert Conv2D(1, 1, 3,
+                  padding=1).output_shape((1, 15, 15)) == (1, 15, 15)  # E8.7 (ii): padding 1
     assert Conv2D(1, 1, 2, stride=2).output_shape((1, 4, 4)) == (1, 2, 2)  # Fig. 8.3
     assert MaxPool2D(3).output_shape((1, 15, 15)) == (1, 5, 5)  # Fig. 8.8
 
 
 def test_eq_8_22_average_pooling_with_a_weight_and_its_gradients():
-    """z = w * (window sum); P8.3: dA = w spread over the window; P8.4: dw = sum(dZ * window sums)."""
+    """z = w * (window sum); P8.3: dA = w spread over the window; P8.4: dw = sum(dZ * window sums).
+    """
     v = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4)
     pool = AvgPool2D(2, trainable_scale=True, channels=1, dtype=np.float64)
-    np.testing.assert_array_equal(pool.forward(v)[0, 0], [[2.5, 4.5], [10.5, 12.5]])  # starts as the mean
+    np.testing.assert_array_equal(pool.forward(v)[0, 0],
+                                  [[2.5, 4.5], [10.5, 12.5]])  # starts as the mean
     pool.params["weight"][...] = 2.0
     z = pool.forward(v)
     np.testing.assert_array_equal(z[0, 0], [[20, 36], [84, 100]])
     dz = np.array([[[[1.0, 0], [0, -1]]]])
     dv = pool.backward(dz)
-    np.testing.assert_array_equal(dv[0, 0], [[2, 2, 0, 0], [2, 2, 0, 0], [0, 0, -2, -2], [0, 0, -2, -2]])
+    np.testing.assert_array_equal(dv[0, 0],
+                                  [[2, 2, 0, 0], [2, 2, 0, 0], [0, 0, -2, -2], [0, 0, -2, -2]])
     np.testing.assert_array_equal(pool.grads["weight"], [10 - 50])  # 1*(0+1+4+5) - 1*(10+11+14+15)
 
 
 def test_untied_bias_has_one_value_per_output_neuron():
-    """Fig. 8.1: an untied bias has the output's shape, and its gradient is dZ itself (summed over N)."""
+    """Fig. 8.1: an untied bias has the output's shape, and its gradient is dZ itself (summed over
+    N)."""
     layer = Conv2D(1, 1, 2, bias="untied", input_size=(3, 3), dtype=np.float64)
     layer.params["weight"][0, 0] = W
     layer.params["bias"][0] = [[1, 2], [3, 4]]

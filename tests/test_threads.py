@@ -10,13 +10,15 @@ import threading
 import numpy as np
 import pytest
 import threadpoolctl
+from bad_input import INT1, ROW_FIELDS, check_bad_input, rows
 
 from cnn_im2col import functional as F
 from cnn_im2col import threads
 
 
 def blas_threads():
-    return [info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"]
+    return [info["num_threads"] for info in threadpoolctl.threadpool_info()
+            if info["user_api"] == "blas"]
 
 
 @pytest.fixture(autouse=True)
@@ -57,8 +59,9 @@ def test_parallel_map_keeps_order_raises_and_nests_without_deadlock():
     with pytest.raises(KeyError, match="three"):
         threads.parallel_map(fails, list(range(6)))
     # a worker that maps again runs its items itself (serially): every worker may do so at once
-    nested = threads.parallel_map(lambda i: sum(threads.parallel_map(lambda j: i * j, list(range(4)))),
-                                  list(range(8)))
+    nested = threads.parallel_map(
+        lambda i: sum(threads.parallel_map(lambda j: i * j, list(range(4)))),
+        list(range(8)))
     assert nested == [6 * i for i in range(8)]
 
 
@@ -83,15 +86,17 @@ def test_results_do_not_depend_on_the_thread_count():
         out, cache = F.conv2d_forward(x, w, b, 1, 1, dilation=(1, 2), groups=2, relu=True)
         pooled, pcache = F.max_pool2d_forward(out, 2)
         dpool = F.max_pool2d_backward(np.ones_like(pooled), pcache)
-        outs.append((out, pooled, *F.conv2d_backward(dpool, cache), F.relu(x), F.gemm(x.reshape(5, -1),
-                                                                                    x.reshape(5, -1).T)))
+        outs.append((out, pooled, *F.conv2d_backward(dpool, cache), F.relu(x),
+                     F.gemm(x.reshape(5, -1),
+                          x.reshape(5, -1).T)))
     for other in outs[1:]:
         for a, b in zip(outs[0], other):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("bad, error", [(0, ValueError), (-1, ValueError), ("2", TypeError), (True, TypeError),
-                                        (1.5, TypeError)])
+@pytest.mark.parametrize("bad, error",
+                         [(0, ValueError), (-1, ValueError), ("2", TypeError), (True, TypeError),
+                          (1.5, TypeError)])
 def test_bad_thread_counts_are_named(bad, error):
     with pytest.raises(error, match="set_num_threads: n must be an int >= 1"):
         threads.set_num_threads(bad)
@@ -106,7 +111,8 @@ import numpy as np, numba, numba.np.ufunc.parallel, threadpoolctl
 from cnn_im2col import functional as F
 x = np.ones((2, 3, 6, 6), np.float32)
 F.avg_pool2d_forward(x, 2)
-F.conv2d_backward(np.ones((2, 1, 4, 4), np.float32), F.conv2d_forward(x, np.ones((1, 3, 3, 3), np.float32))[1])
+F.conv2d_backward(np.ones((2, 1, 4, 4), np.float32),
+                  F.conv2d_forward(x, np.ones((1, 3, 3, 3), np.float32))[1])
 a = np.ones((512, 512))
 me = threading.get_native_id()
 def others_running():  # threads of this process, other than this one, in state R (running)
@@ -128,16 +134,19 @@ for _ in range(5):
         busy += others_running() > 0
 print(json.dumps({"numba_threads_started": numba.np.ufunc.parallel._is_initialized,
                   "info": T.thread_info(), "samples": samples, "busy": busy,
-                  "blas": [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]}))
+                  "blas": [i["num_threads"] for i in threadpoolctl.threadpool_info()
+                           if i["user_api"] == "blas"]}))
 """
 
 
 def run_probe(order, **env_changes):
     env = {k: v for k, v in os.environ.items()
-           if k not in ("NUMBA_THREADING_LAYER", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+           if k not in ("NUMBA_THREADING_LAYER", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                        "MKL_NUM_THREADS",
                         "OPENBLAS_THREAD_TIMEOUT")}
     env.update(env_changes)
-    proc = subprocess.run([sys.executable, "-c", PROBE, order], capture_output=True, text=True, env=env,
+    proc = subprocess.run([sys.executable, "-c", PROBE, order], capture_output=True, text=True,
+                          env=env,
                           timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -148,8 +157,8 @@ def run_probe(order, **env_changes):
 def test_import_order_does_not_matter_and_no_idle_worker_spins(order):
     """Whichever is imported first, the BLAS is pinned to 1 thread, the pool has every core, Numba
     never started a thread pool of its own (no kernel is a parallel loop), and after a GEMM no other
-    thread of the process is running: no OpenBLAS worker spins (the old design's problem with NumPy
-    first)."""
+    thread of the process is running: no OpenBLAS worker spins (which a BLAS left with its own
+    threads does when NumPy is imported first)."""
     result = run_probe(order)
     assert result["numba_threads_started"] is False
     assert set(result["blas"]) == {1}
@@ -164,9 +173,9 @@ import cnn_im2col
 from cnn_im2col import layers as L
 from cnn_im2col.model import Sequential
 from cnn_im2col.losses import SoftmaxCrossEntropy
-net = Sequential([L.Conv2D(1, 8, 5, seed=0), L.ReLU(), L.MaxPool2D(2), L.Conv2D(8, 16, 3, padding=1, seed=1),
-                  L.ReLU(), L.MaxPool2D(2), L.Flatten(), L.Dense(16 * 6 * 6, 64, seed=2), L.ReLU(),
-                  L.Dense(64, 10, seed=3)])
+net = Sequential([L.Conv2D(1, 8, 5, seed=0), L.ReLU(), L.MaxPool2D(2),
+                  L.Conv2D(8, 16, 3, padding=1, seed=1), L.ReLU(), L.MaxPool2D(2), L.Flatten(),
+                  L.Dense(16 * 6 * 6, 64, seed=2), L.ReLU(), L.Dense(64, 10, seed=3)])
 loss = SoftmaxCrossEntropy()
 x = np.random.default_rng(0).random((64, 1, 28, 28), dtype=np.float32)
 y = np.arange(64) % 10
@@ -194,7 +203,8 @@ while time.perf_counter() < end:
     net.backward(loss.backward(), input_grad=False)
 stop.set()
 sampler.join()
-print(json.dumps({"samples": len(counts), "mean": sum(counts) / len(counts), "cores": len(os.sched_getaffinity(0)),
+print(json.dumps({"samples": len(counts), "mean": sum(counts) / len(counts),
+                  "cores": len(os.sched_getaffinity(0)),
                   "over": sum(c > len(os.sched_getaffinity(0)) for c in counts) / len(counts)}))
 """
 
@@ -202,8 +212,10 @@ print(json.dumps({"samples": len(counts), "mean": sum(counts) / len(counts), "co
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
 def test_training_does_not_oversubscribe_the_cores():
     """Runnable threads of a training process, sampled from /proc (NumPy imported first), stay at or
-    under the core count on average; above it only in rare instants (the caller handing out work)."""
-    proc = subprocess.run([sys.executable, "-c", LOAD_PROBE], capture_output=True, text=True, timeout=300,
+    under the core count on average; above it only in rare instants (the caller handing out work).
+    """
+    proc = subprocess.run([sys.executable, "-c", LOAD_PROBE], capture_output=True, text=True,
+                          timeout=300,
                           check=False)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -226,3 +238,21 @@ def test_workers_run_under_the_callers_numpy_error_state():
             seen = threads.parallel_map(state, list(range(8)))
         assert len({ident for ident, _ in seen}) == 2  # both threads worked
         assert {over for _, over in seen} == {mode}
+
+
+# ------------------------------------------------------------------------------------------
+# bad inputs: the battery's rows for threads (machinery: bad_input.py)
+# ------------------------------------------------------------------------------------------
+
+BAD_INPUTS = {
+    "set_num_threads(0)": (lambda t: threads.set_num_threads(0), ValueError, r"set_num_threads: n",
+                           r"got 0", INT1),
+    "set_num_threads(1.5)": (lambda t: threads.set_num_threads(1.5), TypeError,
+                             r"set_num_threads: n", r"got 1\.5",
+                             INT1),
+}
+
+
+@pytest.mark.parametrize(ROW_FIELDS, rows(BAD_INPUTS))
+def test_bad_input(tmp_path, call, error, who, got, allowed):
+    check_bad_input(tmp_path, call, error, who, got, allowed)
