@@ -172,3 +172,24 @@ CONSTRUCTORS = {
     "RandomShift": (RandomShift, {},
                     {"max_shift": bad_int(0), "fill": st.one_of(st.booleans(), NOT_NUMBERS)}),
 }
+
+
+def test_random_flip_mirrors_the_images_it_draws_and_compose_keeps_each_draw_apart():
+    from cnn_im2col.augment import Compose, RandomFlip, RandomShift
+
+    x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    x = np.concatenate([x] * 50)  # 100 images
+    out = RandomFlip(0.5)(x, np.random.default_rng(0))
+    flipped = np.array([np.array_equal(o, i[:, :, ::-1]) for o, i in zip(out, x)])
+    kept = np.array([np.array_equal(o, i) for o, i in zip(out, x)])
+    assert (flipped | kept).all() and 30 < flipped.sum() < 70
+    expected = np.random.default_rng(0).random(100) < 0.5
+    np.testing.assert_array_equal(flipped, expected)
+    np.testing.assert_array_equal(RandomFlip(0.0)(x, np.random.default_rng(1)), x)
+    both = Compose([RandomShift(1), RandomFlip()])
+    a, b = both(x, np.random.default_rng(5)), both(x, np.random.default_rng(5))
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"RandomFlip: p must be a probability in \[0, 1\], got 2"):
+        RandomFlip(2)
+    with pytest.raises(ValueError, match=r"fit: RandomShift\(max_shift=3, fill=0.0\) is too large"):
+        Compose([RandomShift(3), RandomFlip()]).check((3, 4, 5), "fit")
