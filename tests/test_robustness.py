@@ -157,10 +157,10 @@ def test_sigkill_during_atomic_writes_never_leaves_a_partial_file(tmp_path):
 # interruption: SIGKILL / SIGINT / SIGTERM of `cnn-im2col train`, then --resume
 # ------------------------------------------------------------------------------------------
 
-# 48 training images in batches of 16: 3 batches per epoch, a checkpoint per epoch. Enough epochs
+# 48 training images in batches of 8: 6 batches per epoch, a checkpoint per epoch. Enough epochs
 # that a SIGINT/SIGTERM sent up to 0.12 s after an "epoch k/" line still lands while training runs
-# (an epoch takes tens of milliseconds): a signal after the loop has ended meets the default
-# handler.
+# (an epoch takes tens of milliseconds), even when a busy machine lets the test read that line
+# late: a signal after the loop has ended meets the default handler.
 EPOCHS = 9  # one digit: the fixture compares sorted "epoch.batch" names
 
 
@@ -177,7 +177,7 @@ def idx_data(tmp_path_factory):
 
 def train_argv(data_dir, out):
     return ["train", "--data-dir", str(data_dir), "--limit", "64", "--val-split", "16",
-            "--batch-size", "16",
+            "--batch-size", "8",
             "--epochs", str(EPOCHS), "--no-progress", "--threads", "1", "--out", str(out)]
 
 
