@@ -54,6 +54,7 @@ from .augment import Compose, RandomFlip, RandomShift
 from .datasets import Dataset, load_mnist, mnist_directory, open_data_dir
 from .exceptions import TrainingDiverged, TrainingInterrupted
 from .image_predictions import predict_images
+from .layers import Normalization
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import SGD, Adam, CosineAnnealingLR
@@ -108,6 +109,8 @@ RUN_FLAGS = (
     "test_fraction",
 )
 CHECKPOINT = "checkpoint.npz"
+#: Data set kinds of MNIST's format (grayscale digits or clothes in [0, 1]): not standardised.
+MNIST_KINDS = ("idx", "mnist")
 
 
 class CLIError(Exception):
@@ -598,9 +601,15 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
         f"{tuple(x_fit.shape[1:])} ({data_seconds:.1f} s)"
     )
     if ckpt is None:
-        model = build_model(settings["model"], settings["seed"], input_shape=dataset.image_shape,
-                            classes=len(dataset.classes))
-        model.set_class_names(dataset.classes)
+        network = build_model(settings["model"], settings["seed"],
+                              input_shape=dataset.image_shape, classes=len(dataset.classes))
+        layers = network.layers
+        if dataset.kind not in MNIST_KINDS:
+            # photographs: standardised by the training images' per-channel mean and std, kept
+            # inside the model so that predict applies them; MNIST-format data stays in [0, 1],
+            # which the default settings were tuned for
+            layers = [Normalization(dataset.channels).adapt(x_fit), *layers]
+        model = Sequential(layers, class_names=dataset.classes)
 
     batches = -(-x_fit.shape[0] // settings["batch_size"])
     if ckpt is None:

@@ -856,6 +856,65 @@ class GlobalAvgPool2D(Layer):
         return global_avg_pool2d_backward(dout, self._cached())
 
 
+class Normalization(Layer):
+    """Per-channel standardisation, Keras's ``Normalization``: ``y = (x - mean) / std`` over axis
+    1 of (N, C, ...) inputs, with ``mean`` and ``std`` (shape (C,)) as ``buffers`` (saved in
+    model files and ``state_dict``, not trained). :meth:`adapt` sets them from training data, so
+    a model that starts with this layer takes raw [0, 1] images and applies exactly the
+    statistics it was trained with (``cnn-im2col train`` puts one first). Initially mean 0,
+    std 1: the identity."""
+
+    def __init__(self, channels: int, dtype: Any = np.float32) -> None:
+        super().__init__()
+        name = "Normalization"
+        channels = check_int(channels, "channels", name, minimum=1)
+        dtype_name = _dtype_name(dtype, name)
+        self._remember(channels=channels, dtype=dtype_name)
+        self.channels, self._dtype = channels, np.dtype(dtype_name)
+        self.buffers = {"mean": np.zeros(channels, dtype_name),
+                        "std": np.ones(channels, dtype_name)}
+
+    def adapt(self, x: Any) -> Normalization:
+        """Set ``mean`` and ``std`` to those of each channel of ``x`` (N, C, ...) (population
+        std; a channel with std 0 keeps std 1); returns the layer."""
+        x = self.check_input(x)
+        axes = (0, *range(2, x.ndim))
+        mean = x.mean(axis=axes, dtype=np.float64)
+        std = x.std(axis=axes, dtype=np.float64)
+        self.buffers["mean"][...] = mean
+        self.buffers["std"][...] = np.where(std > 0, std, 1.0)
+        return self
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if not input_shape or input_shape[0] != self.channels:
+            raise ValueError(f"{self!r}: input must have {self.channels} channels first, got "
+                             f"{tuple(input_shape)}")
+        return tuple(input_shape)
+
+    def check_input(self, x: Any) -> np.ndarray:
+        x = as_float_array(x, "x", repr(self), dtype=self._dtype)
+        if x.ndim < 2 or x.shape[1] != self.channels:
+            raise ValueError(f"{self!r}: x must be (N, {self.channels}, ...), got shape {x.shape}")
+        return x
+
+    def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        return self.run(self.check_input(x), training)
+
+    def _scale(self, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+        shape = (1, self.channels) + (1,) * (ndim - 2)
+        return self.buffers["mean"].reshape(shape), self.buffers["std"].reshape(shape)
+
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        mean, std = self._scale(x.ndim)
+        self._cache = x.shape
+        return (x - mean) / std
+
+    def backward(self, dout: Any) -> np.ndarray:
+        shape = self._cached()
+        dout = check_dout(dout, shape, self._dtype, repr(self))
+        return dout / self._scale(len(shape))[1]
+
+
 def _compact(value: Any) -> Any:
     """(3, 3) -> 3 and (2, 1) -> [2, 1]: the JSON-able form of a pair argument."""
     if isinstance(value, (tuple, list)) and len(value) == 2 and value[0] == value[1]:
@@ -878,5 +937,6 @@ LAYERS: dict[str, type[Layer]] = {
         Dropout,
         BatchNorm2D,
         GlobalAvgPool2D,
+        Normalization,
     )
 }

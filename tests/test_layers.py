@@ -91,7 +91,7 @@ def test_same_seed_same_weights_and_config_round_trip():
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_every_layer_round_trips_its_config(name):
     examples = {"Conv2D": (1, 2, 3), "Dense": (4, 2), "MaxPool2D": (2,), "AvgPool2D": (2,), "Dropout": (0.1,),
-                "BatchNorm2D": (3,)}
+                "BatchNorm2D": (3,), "Normalization": (3,)}
     layer = LAYERS[name](*examples.get(name, ()))
     assert repr(LAYERS[name].from_config(json.loads(json.dumps(layer.config())))) == repr(layer)
 
@@ -401,3 +401,27 @@ def test_dilated_and_grouped_conv2d_layer_equals_torch(kwargs):
 def test_dilated_grouped_conv2d_layer_gradcheck_float64():
     layer = Conv2D(4, 4, (2, 3), padding=(1, 2), dilation=(2, 1), groups=4, dtype=np.float64, seed=0)
     check_layer(layer, np.random.default_rng(0).standard_normal((2, 4, 6, 5)))
+
+
+def test_normalization_standardises_each_channel_with_the_statistics_it_adapted_to(tmp_path):
+    from cnn_im2col.gradcheck import check_layer
+    from cnn_im2col.layers import Normalization
+    from cnn_im2col.model import Sequential
+
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 3, 4, 5)) * np.array([1.0, 5.0, 0.1])[None, :, None, None] + 2.0
+    layer = Normalization(3, dtype=np.float64).adapt(x)
+    np.testing.assert_allclose(layer.buffers["mean"], x.mean(axis=(0, 2, 3)))
+    np.testing.assert_allclose(layer.buffers["std"], x.std(axis=(0, 2, 3)))
+    y = layer.forward(x)
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-12)
+    np.testing.assert_allclose(y.std(axis=(0, 2, 3)), 1, rtol=1e-12)
+    check_layer(layer, x)  # float64 finite differences of backward
+    constant = Normalization(1).adapt(np.full((2, 1, 3, 3), 0.5, np.float32))
+    np.testing.assert_array_equal(constant.forward(np.full((1, 1, 3, 3), 0.5, np.float32)), 0)
+    model = Sequential([layer])  # buffers travel in model files and state_dict
+    assert set(model.state_dict()) == {"0.mean", "0.std"}
+    model.save(tmp_path / "n.npz")
+    np.testing.assert_array_equal(Sequential.load(tmp_path / "n.npz").forward(x), y)
+    with pytest.raises(ValueError, match=r"Normalization\(3\): x must be \(N, 3, \.\.\.\), got shape"):
+        Normalization(3).forward(np.zeros((2, 2, 4, 4)))

@@ -76,6 +76,7 @@ from ..layers import (
     Flatten,
     GlobalAvgPool2D,
     MaxPool2D,
+    Normalization,
     ReLU,
     Sigmoid,
     Softmax,
@@ -297,6 +298,27 @@ def _export_avg_pool(g: Graph, layer: AvgPool2D, name: str, in_shape: tuple) -> 
         # inside) first: the same product
         area = layer.kernel_size[0] * layer.kernel_size[1]
         g.add("Mul", g.constant(f"{name}.scale", (scale * area).reshape(-1, 1, 1)), name=name)
+
+
+def _export_normalization(g: Graph, layer: Normalization, name: str, in_shape: tuple) -> None:
+    """(x - mean) / std as ONNX's inference BatchNormalization: scale 1, shift 0, the mean, and
+    a variance std**2 - epsilon, so that sqrt(var + epsilon) is std (to float rounding); it
+    imports back as a BatchNorm2D with the same numbers."""
+    if len(in_shape) < 2:
+        raise ValueError(f"cnn_im2col.onnx.export: layer {name} {layer!r}: ONNX's "
+                         f"BatchNormalization needs (N, C, ...) inputs, got per-sample "
+                         f"{in_shape}")
+    dtype = layer.buffers["mean"].dtype
+    g.cast_to(dtype, name)
+    epsilon = 1e-12
+    std = layer.buffers["std"].astype(np.float64)
+    inputs = [
+        g.constant(f"{name}.scale:constant", np.ones(layer.channels, dtype)),
+        g.constant(f"{name}.shift:constant", np.zeros(layer.channels, dtype)),
+        g.constant(f"{name}.mean", layer.buffers["mean"]),
+        g.constant(f"{name}.variance", (std * std - epsilon).astype(dtype)),
+    ]
+    g.add("BatchNormalization", *inputs, name=name, epsilon=epsilon)
 
 
 def _export_batch_norm(g: Graph, layer: BatchNorm2D, name: str, in_shape: tuple) -> None:
@@ -837,6 +859,7 @@ OPERATORS: tuple[Operator, ...] = (
     Operator(Dense, ("Gemm",), _export_dense, {"Gemm": _import_gemm, "MatMul": _import_matmul}),
     Operator(Softmax, ("Softmax",), _export_activation("Softmax"), {"Softmax": _import_softmax}),
     Operator(Dropout, ("Dropout",), _export_dropout, {"Dropout": _import_dropout}),
+    Operator(Normalization, ("BatchNormalization",), _export_normalization, {}),
     Operator(None, (), None, {"Identity": _import_identity}),
     Operator(
         BatchNorm2D,

@@ -335,3 +335,20 @@ def test_export_errors(tmp_path):
             (1, 5, 5),
         )
     assert path.read_bytes() == b"old"
+
+
+def test_a_normalization_layer_exports_as_batch_normalization_and_comes_back_equal(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from cnn_im2col import onnx as cnn_onnx
+    from cnn_im2col.layers import Conv2D, Flatten, Normalization
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((5, 3, 6, 6)) * [[[0.5]], [[2.0]], [[0.1]]]).astype(np.float32)
+    model = Sequential([Normalization(3).adapt(x), Conv2D(3, 2, 3, seed=0), Flatten()],
+                       class_names=None)
+    path = tmp_path / "n.onnx"
+    cnn_onnx.export(model, path, input_shape=(3, 6, 6))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ours = model.forward(x)
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], ours, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(cnn_onnx.load(path).forward(x), ours, rtol=1e-5, atol=1e-5)
