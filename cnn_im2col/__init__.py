@@ -1,8 +1,10 @@
-"""cnn-im2col: a convolutional neural network engine in NumPy, convolutions lowered to GEMM via im2col.
+"""cnn-im2col: a convolutional neural network engine in NumPy, convolutions lowered to GEMM via
+im2col.
 
 The public API, re-exported here::
 
-    from cnn_im2col import Sequential, Conv2D, MaxPool2D, Flatten, Dense, ReLU, SGD, SoftmaxCrossEntropy
+    from cnn_im2col import Sequential, Conv2D, MaxPool2D, Flatten, Dense, ReLU, SGD
+    from cnn_im2col import SoftmaxCrossEntropy, predict_images
 
 Submodules: ``layers``, ``functional`` (stateless forward/backward), ``im2col``, ``signal``
 (scipy-compatible correlate2d / convolve2d), ``losses``, ``optim``, ``init``, ``model``,
@@ -11,11 +13,16 @@ Submodules: ``layers``, ``functional`` (stateless forward/backward), ``im2col``,
 ``reference`` (the slow scipy oracles), ``gradcheck``, ``threads``.
 """
 
+# First: importing it sizes the pool and limits NumPy's BLAS before anything computes.
+from .threads import get_num_threads, set_num_threads
+
+# isort: split
 from . import onnx  # the ONNX functions; the onnx package itself is imported on first use
 from ._version import __version__
 from .augment import RandomShift
 from .datasets import iterate_minibatches, load_idx_dataset, load_mnist, read_idx, write_idx
 from .exceptions import TrainingDiverged, TrainingInterrupted
+from .image_predictions import predict_images
 from .init import manual_seed
 from .layers import (
     AvgPool2D,
@@ -37,9 +44,6 @@ from .model import Sequential
 from .optim import SGD, Adam, CosineAnnealingLR, StepLR
 from .reports import plot_history
 from .shapes import NonFiniteError
-
-# First: importing it sizes the pool and pins NumPy's BLAS to one thread before anything computes.
-from .threads import get_num_threads, set_num_threads  # noqa: I001
 from .training import Callback, EarlyStopping, ReduceLROnPlateau
 
 __all__ = [
@@ -78,6 +82,7 @@ __all__ = [
     "manual_seed",
     "onnx",
     "plot_history",
+    "predict_images",
     "read_idx",
     "set_num_threads",
     "write_idx",

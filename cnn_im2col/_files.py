@@ -19,19 +19,20 @@ import numpy as np
 def path_text(path: Any, owner: str, name: str = "path") -> str:
     """``path`` (str or os.PathLike) as a str; TypeError naming ``owner`` and ``name`` otherwise."""
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{owner}: {name} must be a str or os.PathLike, got {path!r} "
-                        f"({type(path).__name__})")
+        raise TypeError(
+            f"{owner}: {name} must be a str or os.PathLike, got {path!r} ({type(path).__name__})"
+        )
     return os.fspath(path)
 
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on a clean exit fsync it and ``os.replace`` it into place.
-    The folder must exist: a missing one is a FileNotFoundError naming it, not created.
+    """Open a temporary file beside ``path``; on a clean exit fsync it and ``os.replace`` it into
+    place. The folder must exist: a missing one is a FileNotFoundError naming it, not created.
 
-    If the block raises (or the process dies), ``path`` is untouched and the temporary file is removed.
-    A SIGKILL can leave the temporary file (``.NAME.PID.random.tmp``) behind, never a partial
-    ``path``; the next write of ``path`` removes those whose process no longer exists.
+    If the block raises (or the process dies), ``path`` is untouched and the temporary file is
+    removed. A SIGKILL can leave the temporary file (``.NAME.PID.random.tmp``) behind, never a
+    partial ``path``; the next write of ``path`` removes those whose process no longer exists.
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
@@ -39,7 +40,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     if not target.parent.is_dir():  # never make folders the caller did not ask for
         raise FileNotFoundError(f"{target}: the folder {target.parent} does not exist")
     _remove_orphans(target)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent
+    )
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
@@ -58,7 +61,7 @@ def _remove_orphans(target: Path) -> None:
     (killed mid-write); a live writer's file (another process writing the same path) is kept."""
     prefix = f".{target.name}."
     for leftover in target.parent.glob(f"{glob.escape(prefix)}*.tmp"):
-        pid_text = leftover.name[len(prefix):].split(".", 1)[0]
+        pid_text = leftover.name[len(prefix) :].split(".", 1)[0]
         if pid_text.isdigit() and not _alive(int(pid_text)):
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
@@ -69,7 +72,10 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)  # signal 0: only checks that the process exists
     except ProcessLookupError:
         return False
-    except (PermissionError, OverflowError):  # someone else's process / not a real pid: keep the file
+    except (
+        PermissionError,
+        OverflowError,
+    ):  # someone else's process / not a real pid: keep the file
         return True
     return True
 
@@ -96,13 +102,16 @@ def npz_entry(npz: Any, key: str, path: str) -> np.ndarray:
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         raise ValueError(f"{path}: entry {key!r} cannot be read ({exc})") from None
     if not isinstance(value, np.ndarray):
-        raise ValueError(f"{path}: entry {key!r} is not a .npy array (got {type(value).__name__}); "  # noqa: TRY004 - a bad file
-                         f"not a cnn-im2col model file")
+        raise ValueError(
+            f"{path}: entry {key!r} is not a .npy array (got {type(value).__name__}); "  # noqa: TRY004 - a bad file
+            f"not a cnn-im2col model file"
+        )
     return value
 
 
 def npz_json(npz: Any, key: str, path: str) -> Any:
-    """The JSON stored by :func:`json_array` at ``npz[key]``; a ValueError naming the file if broken."""
+    """The JSON stored by :func:`json_array` at ``npz[key]``; a ValueError naming the file if
+    broken."""
     raw = npz_entry(npz, key, path)
     try:
         if raw.dtype != np.uint8 or raw.ndim != 1:

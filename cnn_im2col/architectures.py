@@ -9,8 +9,9 @@ adapts its first convolution, its flatten size and its last layer to them.
 
 ``build(spec, seed, input_shape, classes)`` takes one of those names or the path of a JSON file
 holding ``Sequential.config()`` (``{"layers": [{"class": ..., "config": ...}, ...]}``, built as it
-is; layers without a seed draw theirs from ``seed`` through ``init.manual_seed``). ``TRAIN_DEFAULTS`` holds the settings the
-``train`` command uses for an architecture when a flag is not given.
+is; layers without a seed draw theirs from ``seed`` through ``init.manual_seed``).
+``TRAIN_DEFAULTS`` holds the settings the ``train`` command uses for an architecture when a flag is
+not given.
 """
 
 from __future__ import annotations
@@ -26,8 +27,15 @@ from . import init
 from .layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from .model import Sequential
 
-__all__ = ["ARCHITECTURES", "TRAIN_DEFAULTS", "build", "default_model", "lenet", "read_spec",
-           "vgg_bn"]
+__all__ = [
+    "ARCHITECTURES",
+    "TRAIN_DEFAULTS",
+    "build",
+    "default_model",
+    "lenet",
+    "read_spec",
+    "vgg_bn",
+]
 
 
 def _seeds(seed: int, count: int) -> list[int]:
@@ -43,17 +51,21 @@ def _after_two_pools(size: int, kernel: int, pad: int) -> int:
 
 def _check_image(input_shape: Any, classes: Any, name: str) -> tuple[int, int, int, int]:
     if len(tuple(input_shape)) != 3:
-        raise ValueError(f"{name}: the network takes images (C, H, W), got input_shape "
-                         f"{tuple(input_shape)}")
+        raise ValueError(
+            f"{name}: the network takes images (C, H, W), got input_shape {tuple(input_shape)}"
+        )
     c, h, w = (int(v) for v in input_shape)
     if min(c, h, w) < 1 or min(h, w) < 4 or int(classes) < 2:
-        raise ValueError(f"{name}: needs images of at least 4x4 and at least 2 classes, got "
-                         f"input_shape {(c, h, w)} and {classes} classes")
+        raise ValueError(
+            f"{name}: needs images of at least 4x4 and at least 2 classes, got "
+            f"input_shape {(c, h, w)} and {classes} classes"
+        )
     return c, h, w, int(classes)
 
 
-def default_model(seed: int = 0, dtype: Any = np.float32, input_shape: Any = (1, 28, 28),
-                  classes: int = 10) -> Sequential:
+def default_model(
+    seed: int = 0, dtype: Any = np.float32, input_shape: Any = (1, 28, 28), classes: int = 10
+) -> Sequential:
     """Conv(C->32, 5) ReLU MaxPool(2) Conv(32->64, 5) ReLU MaxPool(2) Flatten Dense(->256) ReLU
     Dropout(0.4) Dense(256->classes); for (1, 28, 28): Dense(1024->256). Images smaller than
     16x16 get 'same'-padded convolutions. Every layer's seed is derived from ``seed``."""
@@ -61,18 +73,26 @@ def default_model(seed: int = 0, dtype: Any = np.float32, input_shape: Any = (1,
     pad = 0 if min(h, w) >= 16 else 2
     s = _seeds(seed, 5)
     side = _after_two_pools(h, 5, pad), _after_two_pools(w, 5, pad)
-    return Sequential([
-        Conv2D(c, 32, 5, padding=pad, dtype=dtype, seed=s[0]), ReLU(), MaxPool2D(2),
-        Conv2D(32, 64, 5, padding=pad, dtype=dtype, seed=s[1]), ReLU(), MaxPool2D(2),
-        Flatten(),
-        Dense(64 * side[0] * side[1], 256, dtype=dtype, seed=s[2]), ReLU(),
-        Dropout(0.4, seed=s[3]),
-        Dense(256, k, dtype=dtype, seed=s[4]),
-    ])
+    return Sequential(
+        [
+            Conv2D(c, 32, 5, padding=pad, dtype=dtype, seed=s[0]),
+            ReLU(),
+            MaxPool2D(2),
+            Conv2D(32, 64, 5, padding=pad, dtype=dtype, seed=s[1]),
+            ReLU(),
+            MaxPool2D(2),
+            Flatten(),
+            Dense(64 * side[0] * side[1], 256, dtype=dtype, seed=s[2]),
+            ReLU(),
+            Dropout(0.4, seed=s[3]),
+            Dense(256, k, dtype=dtype, seed=s[4]),
+        ]
+    )
 
 
-def lenet(seed: int = 0, dtype: Any = np.float32, input_shape: Any = (1, 28, 28),
-          classes: int = 10) -> Sequential:
+def lenet(
+    seed: int = 0, dtype: Any = np.float32, input_shape: Any = (1, 28, 28), classes: int = 10
+) -> Sequential:
     """The benchmark network: Conv(C->20, 5) ReLU MaxPool(2) Conv(20->40, 5) ReLU MaxPool(2)
     Flatten Dense(->100) ReLU Dense(100->classes); for (1, 28, 28): Dense(640->100). Images
     smaller than 16x16 get 'same'-padded convolutions."""
@@ -80,17 +100,25 @@ def lenet(seed: int = 0, dtype: Any = np.float32, input_shape: Any = (1, 28, 28)
     pad = 0 if min(h, w) >= 16 else 2
     s = _seeds(seed, 4)
     side = _after_two_pools(h, 5, pad), _after_two_pools(w, 5, pad)
-    return Sequential([
-        Conv2D(c, 20, 5, padding=pad, dtype=dtype, seed=s[0]), ReLU(), MaxPool2D(2),
-        Conv2D(20, 40, 5, padding=pad, dtype=dtype, seed=s[1]), ReLU(), MaxPool2D(2),
-        Flatten(),
-        Dense(40 * side[0] * side[1], 100, dtype=dtype, seed=s[2]), ReLU(),
-        Dense(100, k, dtype=dtype, seed=s[3]),
-    ])
+    return Sequential(
+        [
+            Conv2D(c, 20, 5, padding=pad, dtype=dtype, seed=s[0]),
+            ReLU(),
+            MaxPool2D(2),
+            Conv2D(20, 40, 5, padding=pad, dtype=dtype, seed=s[1]),
+            ReLU(),
+            MaxPool2D(2),
+            Flatten(),
+            Dense(40 * side[0] * side[1], 100, dtype=dtype, seed=s[2]),
+            ReLU(),
+            Dense(100, k, dtype=dtype, seed=s[3]),
+        ]
+    )
 
 
-def vgg_bn(seed: int = 0, dtype: Any = np.float32, input_shape: Any = (1, 28, 28),
-           classes: int = 10) -> Sequential:
+def vgg_bn(
+    seed: int = 0, dtype: Any = np.float32, input_shape: Any = (1, 28, 28), classes: int = 10
+) -> Sequential:
     """A small VGG, each convolution 3x3 'same' without bias (BatchNorm's shift replaces it)
     followed by BatchNorm2D and ReLU: Conv(C->32), MaxPool(2), Conv(32->64), Conv(64->64),
     MaxPool(2), Flatten, Dense(->256) ReLU Dropout(0.4) Dense(256->classes); for (1, 28, 28):
@@ -102,21 +130,33 @@ def vgg_bn(seed: int = 0, dtype: Any = np.float32, input_shape: Any = (1, 28, 28
     s = _seeds(seed, 6)
     layers: list[Any] = []
     for i, (cin, cout, pool) in enumerate([(c, 32, True), (32, 64, False), (64, 64, True)]):
-        layers += [Conv2D(cin, cout, 3, padding="same", bias=None, dtype=dtype, seed=s[i]),
-                   BatchNorm2D(cout, dtype=dtype), ReLU()]
+        layers += [
+            Conv2D(cin, cout, 3, padding="same", bias=None, dtype=dtype, seed=s[i]),
+            BatchNorm2D(cout, dtype=dtype),
+            ReLU(),
+        ]
         if pool:
             layers.append(MaxPool2D(2))
-    layers += [Flatten(), Dense(64 * (h // 4) * (w // 4), 256, dtype=dtype, seed=s[3]), ReLU(),
-               Dropout(0.4, seed=s[4]), Dense(256, k, dtype=dtype, seed=s[5])]
+    layers += [
+        Flatten(),
+        Dense(64 * (h // 4) * (w // 4), 256, dtype=dtype, seed=s[3]),
+        ReLU(),
+        Dropout(0.4, seed=s[4]),
+        Dense(256, k, dtype=dtype, seed=s[5]),
+    ]
     return Sequential(layers)
 
 
-ARCHITECTURES: dict[str, Callable[..., Sequential]] = {"default": default_model, "lenet": lenet, "vgg-bn": vgg_bn}
+ARCHITECTURES: dict[str, Callable[..., Sequential]] = {
+    "default": default_model,
+    "lenet": lenet,
+    "vgg-bn": vgg_bn,
+}
 
 #: Settings of ``cnn-im2col train`` per architecture where they differ from the command's defaults.
-#: vgg-bn on Fashion-MNIST (Adam 2e-3, cosine, batch 128, seed 0; loaded 2-core machine), test accuracy:
-#: 8 epochs shift 1 -> 92.02%, 8 epochs shift 0 -> 92.21%, 10 epochs shift 1 -> 92.30% (1152 s); quiet machine:
-#: 15 epochs shift 1 -> 93.18% (validation 93.78%), 12 min 28 s wall.
+#: vgg-bn on Fashion-MNIST (Adam 2e-3, cosine, batch 128, seed 0; loaded 2-core machine), test
+#: accuracy: 8 epochs shift 1 -> 92.02%, 8 epochs shift 0 -> 92.21%, 10 epochs shift 1 -> 92.30%
+#: (1152 s); quiet machine: 15 epochs shift 1 -> 93.18% (validation 93.78%), 12 min 28 s wall.
 TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {"vgg-bn": {"epochs": 15, "shift": 1}}
 
 
@@ -130,19 +170,23 @@ def read_spec(spec: str) -> dict | None:
         return None
     path = Path(spec)
     if path.suffix.lower() != ".json":
-        raise ValueError(f"model must be one of {sorted(ARCHITECTURES)} or a .json file holding "
-                         f"Sequential.config(), got {spec!r}")
+        raise ValueError(
+            f"model must be one of {sorted(ARCHITECTURES)} or a .json file holding "
+            f"Sequential.config(), got {spec!r}"
+        )
     if not path.is_file():
-        raise FileNotFoundError(f"{spec}: no such model file (a .json file holding "
-                                f"Sequential.config())")
+        raise FileNotFoundError(
+            f"{spec}: no such model file (a .json file holding Sequential.config())"
+        )
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{spec}: not a JSON file: {exc}") from None
 
 
-def build(spec: str, seed: int = 0, input_shape: Any = (1, 28, 28), classes: int = 10
-          ) -> Sequential:
+def build(
+    spec: str, seed: int = 0, input_shape: Any = (1, 28, 28), classes: int = 10
+) -> Sequential:
     """The network named ``spec`` (a key of ``ARCHITECTURES``) for ``input_shape`` images and
     ``classes`` classes, or the one described by the JSON file at ``spec``
     (``Sequential.config()``, built as it is under ``manual_seed(seed)``). Raises ValueError

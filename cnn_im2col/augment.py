@@ -2,8 +2,8 @@
 image, torchvision's ``RandomCrop(padding=...)``), :class:`RandomFlip`, :class:`Compose`.
 
 An augmentation is a callable ``aug(x, rng) -> x`` taking a batch ``(N, C, H, W)`` and a
-``numpy.random.Generator`` and returning a new batch of the same shape; ``fit(augment=...)`` calls it
-on every training batch with a generator keyed by (seed, epoch, batch). An augmentation may also
+``numpy.random.Generator`` and returning a new batch of the same shape; ``fit(augment=...)`` calls
+it on every training batch with a generator keyed by (seed, epoch, batch). An augmentation may also
 have ``check(sample_shape, owner)``, which ``fit`` calls before the first step to refuse settings
 that cannot work for the data (e.g. a shift larger than the image).
 """
@@ -36,13 +36,17 @@ class RandomShift:
         """ValueError unless the images ``sample_shape`` (C, H, W) can take the shift: at most
         half the smaller side (a larger shift moves most of the image out of the frame)."""
         if len(sample_shape) != 3:
-            raise ValueError(f"{owner}: {self!r} shifts images (C, H, W), but the samples are "
-                             f"{tuple(sample_shape)}")
+            raise ValueError(
+                f"{owner}: {self!r} shifts images (C, H, W), but the samples are "
+                f"{tuple(sample_shape)}"
+            )
         limit = min(sample_shape[1:]) // 2
         if self.max_shift > limit:
-            raise ValueError(f"{owner}: {self!r} is too large for {sample_shape[1]}x"
-                             f"{sample_shape[2]} images: max_shift must be at most half the "
-                             f"smaller side, {limit}")
+            raise ValueError(
+                f"{owner}: {self!r} is too large for {sample_shape[1]}x"
+                f"{sample_shape[2]} images: max_shift must be at most half the "
+                f"smaller side, {limit}"
+            )
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if x.ndim != 4:
@@ -52,7 +56,7 @@ class RandomShift:
             return x
         n, c, h, w = x.shape
         padded = np.full((n, c, h + 2 * s, w + 2 * s), self.fill, dtype=x.dtype)
-        padded[:, :, s:s + h, s:s + w] = x
+        padded[:, :, s : s + h, s : s + w] = x
         # windows[n, c, i, j] is the (h, w) crop starting at row i, column j of the padded image
         windows = np.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(2, 3))
         offsets = rng.integers(0, 2 * s + 1, size=(2, n))  # crop at s+dy moves the image by -dy
@@ -71,14 +75,20 @@ class RandomFlip:
     digits or text. ``aug(x, rng)`` draws one uniform number per image from ``rng``."""
 
     def __init__(self, p: float = 0.5) -> None:
-        if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
+        if (
+            isinstance(p, (bool, np.bool_))
+            or not isinstance(p, numbers.Real)
+            or not 0.0 <= p <= 1.0
+        ):
             raise ValueError(f"RandomFlip: p must be a probability in [0, 1], got {p!r}")
         self.p = float(p)
 
     def check(self, sample_shape: tuple[int, ...], owner: str) -> None:
         if len(sample_shape) != 3:
-            raise ValueError(f"{owner}: {self!r} flips images (C, H, W), but the samples are "
-                             f"{tuple(sample_shape)}")
+            raise ValueError(
+                f"{owner}: {self!r} flips images (C, H, W), but the samples are "
+                f"{tuple(sample_shape)}"
+            )
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if x.ndim != 4:
@@ -103,8 +113,9 @@ class Compose:
         self.augmentations = list(augmentations)
         for aug in self.augmentations:
             if not callable(aug):
-                raise TypeError(f"Compose: every augmentation must be callable aug(x, rng), got "
-                                f"{aug!r}")
+                raise TypeError(
+                    f"Compose: every augmentation must be callable aug(x, rng), got {aug!r}"
+                )
 
     def check(self, sample_shape: tuple[int, ...], owner: str) -> None:
         for aug in self.augmentations:

@@ -21,14 +21,29 @@ from . import model_files
 from . import optim as _optim
 from ._files import json_array, npz_entry, npz_json
 
-__all__ = ["HISTORY_KEYS", "Checkpoint", "Position", "load_checkpoint", "new_history",
-           "save_checkpoint"]
+__all__ = [
+    "HISTORY_KEYS",
+    "Checkpoint",
+    "Position",
+    "load_checkpoint",
+    "new_history",
+    "save_checkpoint",
+]
 
 # the names the model file reserves for a checkpoint's entries: a model reader skips them
 OPTIM_PREFIX, TRAINING_KEY = model_files.RESERVED
 
 #: The per-epoch lists of ``fit``'s history, in order.
-HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "samples_per_s")
+HISTORY_KEYS = (
+    "epoch",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "seconds",
+    "samples_per_s",
+)
 
 
 def new_history(history: Any = None) -> dict[str, list]:
@@ -48,9 +63,9 @@ def new_history(history: Any = None) -> dict[str, list]:
 class Checkpoint:
     """What :func:`load_checkpoint` (and ``Sequential.load_checkpoint``) returns.
 
-    ``model`` holds the saved weights; ``optimizer`` (rebuilt from its config with its state
-    loaded) and ``scheduler`` (or None) continue where they stopped; ``state`` is ``fit``'s position,
-    to pass as ``fit(..., resume=state)``; ``extra`` is whatever JSON the caller stored.
+    ``model`` holds the saved weights; ``optimizer`` (rebuilt from its config with its state loaded)
+    and ``scheduler`` (or None) continue where they stopped; ``state`` is ``fit``'s position, to
+    pass as ``fit(..., resume=state)``; ``extra`` is whatever JSON the caller stored.
     """
 
     model: Any
@@ -60,8 +75,14 @@ class Checkpoint:
     extra: dict = field(default_factory=dict)
 
 
-def save_checkpoint(path: str, model: Any, optimizer: Any, scheduler: Any = None,
-                    state: Mapping | None = None, extra: Mapping | None = None) -> None:
+def save_checkpoint(
+    path: str,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any = None,
+    state: Mapping | None = None,
+    extra: Mapping | None = None,
+) -> None:
     """Write ``model``'s file plus the optimizer's and scheduler's state and ``fit``'s position
     (``state``), atomically. ``extra`` is any JSON-able dict stored beside them (the command keeps
     its arguments there)."""
@@ -79,11 +100,19 @@ def load_checkpoint(path: str, build: Callable[[dict, str], Any]) -> Checkpoint:
     return Checkpoint(model, optimizer, scheduler, state, extra)
 
 
-def training_arrays(optimizer: Any, scheduler: Any = None, state: Mapping | None = None,
-                    extra: Mapping | None = None) -> dict[str, np.ndarray]:
-    """The entries a checkpoint adds to a model file: the optimizer's arrays and ``__training__``."""
+def training_arrays(
+    optimizer: Any,
+    scheduler: Any = None,
+    state: Mapping | None = None,
+    extra: Mapping | None = None,
+) -> dict[str, np.ndarray]:
+    """The entries a checkpoint adds to a model file: the optimizer's arrays and ``__training__``.
+    """
     if not hasattr(optimizer, "state_dict") or not hasattr(optimizer, "config"):
-        raise TypeError(f"save_checkpoint: optimizer must have state_dict() and config(), got {type(optimizer).__name__}")
+        raise TypeError(
+            "save_checkpoint: optimizer must have state_dict() and config(), got "
+            f"{type(optimizer).__name__}"
+        )
     arrays, scalars = {}, {}
     for key, value in optimizer.state_dict().items():
         if isinstance(value, np.ndarray):
@@ -93,8 +122,9 @@ def training_arrays(optimizer: Any, scheduler: Any = None, state: Mapping | None
     training = {
         "optimizer": optimizer.config(),
         "optimizer_scalars": scalars,
-        "scheduler": None if scheduler is None else {
-            "config": scheduler.config(), "state": scheduler.state_dict()},
+        "scheduler": None
+        if scheduler is None
+        else {"config": scheduler.config(), "state": scheduler.state_dict()},
         "state": dict(state or {}),
         "extra": dict(extra or {}),
     }
@@ -106,10 +136,15 @@ def read_training(npz: Any, path_text: str) -> tuple[Any, Any, dict, dict]:
     """``(optimizer, scheduler, state, extra)`` from an open checkpoint ``npz``; ValueError naming
     ``path_text`` if it is a plain model file or its training state is broken."""
     if TRAINING_KEY not in npz.files:
-        raise ValueError(f"{path_text}: a model file, not a checkpoint (no optimizer or training state)")
+        raise ValueError(
+            f"{path_text}: a model file, not a checkpoint (no optimizer or training state)"
+        )
     training = npz_json(npz, TRAINING_KEY, path_text)
-    optim_arrays = {key[len(OPTIM_PREFIX):]: npz_entry(npz, key, path_text)
-                    for key in npz.files if key.startswith(OPTIM_PREFIX)}
+    optim_arrays = {
+        key[len(OPTIM_PREFIX) :]: npz_entry(npz, key, path_text)
+        for key in npz.files
+        if key.startswith(OPTIM_PREFIX)
+    }
     try:
         opt_config = dict(training["optimizer"])
         name = opt_config.get("name")
@@ -134,9 +169,10 @@ def read_training(npz: Any, path_text: str) -> tuple[Any, Any, dict, dict]:
 
 @dataclass
 class Position:
-    """Where ``fit`` is: about to run batch ``batch`` (0-based) of epoch ``epoch`` (0-based), with the
-    epoch's partial sums ``sums`` = [loss x count, correct, count] and ``elapsed`` training seconds
-    spent in it, the learning rate at the epoch's start, and the history of the finished epochs.
+    """Where ``fit`` is: about to run batch ``batch`` (0-based) of epoch ``epoch`` (0-based), with
+    the epoch's partial sums ``sums`` = [loss x count, correct, count] and ``elapsed`` training
+    seconds spent in it, the learning rate at the epoch's start, and the history of the finished
+    epochs.
 
     ``run`` holds what must not change across a resume: n, batch_size, epochs, shuffle, seed.
     """
@@ -152,25 +188,45 @@ class Position:
 
     def state(self, generators: Mapping | None = None) -> dict:
         """The JSON-able ``state`` a checkpoint stores (``fit(resume=state)`` reads it back)."""
-        return {"epoch": self.epoch, "batch": self.batch, "seed": self.run["seed"], "n": self.run["n"],
-                "batch_size": self.run["batch_size"], "epochs": self.run["epochs"],
-                "shuffle": self.run["shuffle"], "sums": list(self.sums), "elapsed": self.elapsed,
-                "lr_at_epoch_start": self.lr_at_epoch_start, "history": self.history,
-                "generators": dict(generators or {})}
+        return {
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "seed": self.run["seed"],
+            "n": self.run["n"],
+            "batch_size": self.run["batch_size"],
+            "epochs": self.run["epochs"],
+            "shuffle": self.run["shuffle"],
+            "sums": list(self.sums),
+            "elapsed": self.elapsed,
+            "lr_at_epoch_start": self.lr_at_epoch_start,
+            "history": self.history,
+            "generators": dict(generators or {}),
+        }
 
     @classmethod
     def resumed(cls, resume: Any, run: dict, seed_given: bool, lr: float, owner: str) -> Position:
         """The position stored in a checkpoint's ``state``, checked against this run (``run``: n,
         batch_size, epochs, shuffle, seed; ``seed_given``: whether the caller chose the seed)."""
         if not isinstance(resume, Mapping):
-            raise TypeError(f"{owner}: resume must be the state of a checkpoint (a dict), got {type(resume).__name__}")
+            raise TypeError(
+                f"{owner}: resume must be the state of a checkpoint (a dict), got "
+                f"{type(resume).__name__}"
+            )
         try:
             epoch, batch = int(resume["epoch"]), int(resume["batch"])
-            saved = {"n": int(resume["n"]), "batch_size": int(resume["batch_size"]),
-                     "epochs": int(resume["epochs"]), "shuffle": bool(resume["shuffle"])}
+            saved = {
+                "n": int(resume["n"]),
+                "batch_size": int(resume["batch_size"]),
+                "epochs": int(resume["epochs"]),
+                "shuffle": bool(resume["shuffle"]),
+            }
             seed_value = int(resume["seed"])
-            sums = [float(resume["sums"][0]), int(resume["sums"][1]), int(resume["sums"][2]),
-                    *(float(v) for v in resume["sums"][3:])]
+            sums = [
+                float(resume["sums"][0]),
+                int(resume["sums"][1]),
+                int(resume["sums"][2]),
+                *(float(v) for v in resume["sums"][3:]),
+            ]
             elapsed = float(resume["elapsed"])
             lr0 = float(resume.get("lr_at_epoch_start", lr))
             history = new_history(resume.get("history"))
@@ -179,10 +235,17 @@ class Position:
             raise ValueError(f"{owner}: resume is not a valid checkpoint state ({exc!r})") from None
         diff = [f"{k} {run[k]} (checkpoint: {saved[k]})" for k in saved if run[k] != saved[k]]
         if diff:
-            raise ValueError(f"{owner}: cannot resume: this run differs from the checkpointed one in "
-                             f"{', '.join(diff)}; resume with the same data and settings")
+            raise ValueError(
+                f"{owner}: cannot resume: this run differs from the checkpointed one in "
+                f"{', '.join(diff)}; resume with the same data and settings"
+            )
         if seed_given and int(run["seed"]) != seed_value:
-            raise ValueError(f"{owner}: cannot resume: seed {run['seed']} differs from the checkpoint's seed {seed_value}")
+            raise ValueError(
+                f"{owner}: cannot resume: seed {run['seed']} differs from the checkpoint's seed "
+                f"{seed_value}"
+            )
         if not 0 <= epoch <= run["epochs"]:
             raise ValueError(f"{owner}: resume epoch {epoch} is outside 0..{run['epochs']}")
-        return cls({**run, "seed": seed_value}, epoch, batch, sums, elapsed, lr0, history, generators)
+        return cls(
+            {**run, "seed": seed_value}, epoch, batch, sums, elapsed, lr0, history, generators
+        )

@@ -33,16 +33,20 @@ class ImagePrediction:
     top: tuple[tuple[str, float], ...]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": self.path,
-                "top": [{"class": name, "probability": p} for name, p in self.top]}
+        return {
+            "path": self.path,
+            "top": [{"class": name, "probability": p} for name, p in self.top],
+        }
 
 
 def _model_image_shape(model: Any, owner: str) -> tuple[int, int, int]:
     shape = model.input_shape
     if shape is None or len(shape) != 3 or shape[0] not in (1, 3):
-        raise ValueError(f"{owner}: the model must take images (1 or 3 channels, H, W); its input "
-                         f"shape is {'unknown' if shape is None else tuple(shape)} (a model "
-                         f"trained by 'cnn-im2col train' records it)")
+        raise ValueError(
+            f"{owner}: the model must take images (1 or 3 channels, H, W); its input "
+            f"shape is {'unknown' if shape is None else tuple(shape)} (a model "
+            f"trained by 'cnn-im2col train' records it)"
+        )
     return tuple(int(s) for s in shape)  # type: ignore[return-value]
 
 
@@ -51,15 +55,22 @@ def _decoded(path: str, shape: tuple[int, int, int], resize: bool) -> np.ndarray
     c, h, w = shape
     pixels = decode_image(path, image_size=(h, w) if resize else None, channels=c)
     if pixels.shape[:2] != (h, w):
-        raise ValueError(f"{path}: image is {pixels.shape[0]}x{pixels.shape[1]} (height x width) "
-                         f"but the model takes {h}x{w}; give --resize (resize=True) to resize it")
+        raise ValueError(
+            f"{path}: image is {pixels.shape[0]}x{pixels.shape[1]} (height x width) "
+            f"but the model takes {h}x{w}; give --resize (resize=True) to resize it"
+        )
     image = pixels.reshape(h, w, c).transpose(2, 0, 1).astype(np.float32)
     image /= np.float32(255)
     return image
 
 
-def predict_images(model: Any, paths: Sequence[str | os.PathLike], top: int = 1,
-                   resize: bool = False, batch_size: int = 64) -> list[ImagePrediction]:
+def predict_images(
+    model: Any,
+    paths: Sequence[str | os.PathLike],
+    top: int = 1,
+    resize: bool = False,
+    batch_size: int = 64,
+) -> list[ImagePrediction]:
     """The ``top`` most probable classes of each image file in ``paths``, in order. Every file
     is decoded before any is classified, so a bad file fails the call before work is done."""
     owner = "predict_images"
@@ -76,8 +87,9 @@ def predict_images(model: Any, paths: Sequence[str | os.PathLike], top: int = 1,
     classes = probabilities.shape[1]
     names = model.class_names or tuple(str(k) for k in range(classes))
     if len(names) != classes:
-        raise ValueError(f"{owner}: the model names {len(names)} classes but outputs {classes} "
-                         f"probabilities")
+        raise ValueError(
+            f"{owner}: the model names {len(names)} classes but outputs {classes} probabilities"
+        )
     results = []
     for path, row in zip(paths, probabilities):
         order = np.argsort(-row, kind="stable")[:top]

@@ -2,7 +2,8 @@
 
 Fans, for the layouts of this package (the same as PyTorch's):
 
-- Dense weight ``(out_features, in_features)``: ``fan_in = in_features``, ``fan_out = out_features``.
+- Dense weight ``(out_features, in_features)``: ``fan_in = in_features``, ``fan_out =
+  out_features``.
 - Conv2D weight ``(O, C, KH, KW)``: ``fan_in = C * KH * KW`` (the inputs of one output neuron,
   the length of one im2col row), ``fan_out = O * KH * KW``.
 
@@ -43,8 +44,15 @@ import numpy as np
 
 from .shapes import check_int, float_dtype
 
-__all__ = ["compute_fans", "glorot_normal", "glorot_uniform", "he_normal", "he_uniform", "make_rng",
-           "manual_seed"]
+__all__ = [
+    "compute_fans",
+    "glorot_normal",
+    "glorot_uniform",
+    "he_normal",
+    "he_uniform",
+    "make_rng",
+    "manual_seed",
+]
 
 #: The global seed's sequence (None: OS entropy); each unseeded generator spawns the next child.
 _global_seed: np.random.SeedSequence | None = None
@@ -73,7 +81,8 @@ def restore_global_seed(state: np.random.SeedSequence | None) -> None:
 
 def make_rng(seed: Any = None) -> np.random.Generator:
     """A ``numpy.random.Generator`` from ``None`` (the next child of :func:`manual_seed`'s seed, or
-    fresh OS entropy without one), an int seed >= 0, or a Generator (returned as is, not copied). Anything else (float, bool, str, legacy ``RandomState``) is a TypeError.
+    fresh OS entropy without one), an int seed >= 0, or a Generator (returned as is, not copied).
+    Anything else (float, bool, str, legacy ``RandomState``) is a TypeError.
     """
     if isinstance(seed, np.random.Generator):
         return seed
@@ -107,8 +116,9 @@ def _shape(shape: Any, owner: str) -> tuple[int, ...]:
 
 
 def compute_fans(shape: Any) -> tuple[int, int]:
-    """``(fan_in, fan_out)`` of a weight: ``(in, out)`` for ``(out, in)``; ``(C*KH*KW, O*KH*KW)`` for
-    ``(O, C, KH, KW)`` (any number of trailing kernel axes); ``(n, n)`` for a 1-D shape ``(n,)``."""
+    """``(fan_in, fan_out)`` of a weight: ``(in, out)`` for ``(out, in)``; ``(C*KH*KW, O*KH*KW)``
+    for ``(O, C, KH, KW)`` (any number of trailing kernel axes); ``(n, n)`` for a 1-D shape
+    ``(n,)``."""
     shape = _shape(shape, "compute_fans")
     if len(shape) == 1:
         return shape[0], shape[0]
@@ -120,7 +130,9 @@ def _fan(value: Any, name: str, owner: str, default: int) -> int:
     return default if value is None else check_int(value, name, owner, minimum=1)
 
 
-def _draw(kind: str, shape: tuple[int, ...], scale: float, rng: Any, dtype: Any, owner: str) -> np.ndarray:
+def _draw(
+    kind: str, shape: tuple[int, ...], scale: float, rng: Any, dtype: Any, owner: str
+) -> np.ndarray:
     dtype = float_dtype(dtype, "dtype", owner)
     if isinstance(rng, np.random.Generator):
         gen = rng
@@ -153,8 +165,9 @@ def he_uniform(shape: Any, fan_in: int | None, rng: Any, dtype: Any = np.float32
     return _draw("uniform", shape, math.sqrt(6.0 / fan_in), rng, dtype, "he_uniform")
 
 
-def glorot_normal(shape: Any, fan_in: int | None, fan_out: int | None, rng: Any,
-                  dtype: Any = np.float32) -> np.ndarray:
+def glorot_normal(
+    shape: Any, fan_in: int | None, fan_out: int | None, rng: Any, dtype: Any = np.float32
+) -> np.ndarray:
     """Samples of N(0, std**2) with ``std = sqrt(2 / (fan_in + fan_out))``."""
     shape = _shape(shape, "glorot_normal")
     default_in, default_out = compute_fans(shape)
@@ -163,11 +176,14 @@ def glorot_normal(shape: Any, fan_in: int | None, fan_out: int | None, rng: Any,
     return _draw("normal", shape, math.sqrt(2.0 / (fan_in + fan_out)), rng, dtype, "glorot_normal")
 
 
-def glorot_uniform(shape: Any, fan_in: int | None, fan_out: int | None, rng: Any,
-                   dtype: Any = np.float32) -> np.ndarray:
+def glorot_uniform(
+    shape: Any, fan_in: int | None, fan_out: int | None, rng: Any, dtype: Any = np.float32
+) -> np.ndarray:
     """Samples of U(-limit, limit) with ``limit = sqrt(6 / (fan_in + fan_out))``."""
     shape = _shape(shape, "glorot_uniform")
     default_in, default_out = compute_fans(shape)
     fan_in = _fan(fan_in, "fan_in", "glorot_uniform", default_in)
     fan_out = _fan(fan_out, "fan_out", "glorot_uniform", default_out)
-    return _draw("uniform", shape, math.sqrt(6.0 / (fan_in + fan_out)), rng, dtype, "glorot_uniform")
+    return _draw(
+        "uniform", shape, math.sqrt(6.0 / (fan_in + fan_out)), rng, dtype, "glorot_uniform"
+    )

@@ -42,8 +42,9 @@ def _probability_rows(y: np.ndarray) -> bool:
     return bool((y >= 0).all() and np.allclose(y.sum(axis=1), 1.0, atol=1e-3))
 
 
-def accuracy_for(out_shape: tuple[int, ...], y: np.ndarray, outputs_probabilities: bool
-                 ) -> Accuracy | None:
+def accuracy_for(
+    out_shape: tuple[int, ...], y: np.ndarray, outputs_probabilities: bool
+) -> Accuracy | None:
     """The accuracy that means something for per-sample outputs ``out_shape`` and checked targets
     ``y`` (labels (N,) or targets (N, *out_shape)), or None (a regression network).
     ``outputs_probabilities``: whether the last layer squashes to [0, 1] (Sigmoid, Softmax)."""
@@ -82,8 +83,9 @@ def _top5_accuracy(y: np.ndarray, out: np.ndarray) -> float:
 NAMED = {"mse": _mean_squared_error, "mae": _mean_absolute_error, "top5_accuracy": _top5_accuracy}
 
 
-def resolve(metrics: Any, out_shape: tuple[int, ...], y: np.ndarray, owner: str
-            ) -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
+def resolve(
+    metrics: Any, out_shape: tuple[int, ...], y: np.ndarray, owner: str
+) -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
     """``metrics`` (names of :data:`NAMED`, ``"accuracy"``, or callables ``fn(y_true, y_pred)``
     returning the batch's mean) as ``{name: fn}``; ``"accuracy"`` is left out (the loop counts
     it), after checking that an accuracy applies. TypeError / ValueError naming the metric."""
@@ -94,32 +96,45 @@ def resolve(metrics: Any, out_shape: tuple[int, ...], y: np.ndarray, owner: str
     try:
         items = list(metrics)
     except TypeError:
-        raise TypeError(f"{owner}: metrics must be a list of names or callables, got "
-                        f"{metrics!r}") from None
+        raise TypeError(
+            f"{owner}: metrics must be a list of names or callables, got {metrics!r}"
+        ) from None
     resolved: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {}
     for item in items:
         if isinstance(item, str):
             if item == "accuracy":
                 continue
             if item not in NAMED:
-                raise ValueError(f"{owner}: unknown metric {item!r}; known: "
-                                 f"{', '.join(['accuracy', *sorted(NAMED)])} or a callable "
-                                 f"fn(y_true, y_pred)")
+                raise ValueError(
+                    f"{owner}: unknown metric {item!r}; known: "
+                    f"{', '.join(['accuracy', *sorted(NAMED)])} or a callable "
+                    f"fn(y_true, y_pred)"
+                )
             if item == "top5_accuracy" and (len(out_shape) != 1 or out_shape[0] < 5):
-                raise ValueError(f"{owner}: metric 'top5_accuracy' needs at least 5 class scores, "
-                                 f"the network outputs {tuple(out_shape)}")
+                raise ValueError(
+                    f"{owner}: metric 'top5_accuracy' needs at least 5 class scores, "
+                    f"the network outputs {tuple(out_shape)}"
+                )
             resolved[item] = NAMED[item]
         elif callable(item):
             name = getattr(item, "__name__", type(item).__name__)
             resolved[name] = item
         else:
-            raise TypeError(f"{owner}: metrics must be names or callables fn(y_true, y_pred), got "
-                            f"{item!r}")
+            raise TypeError(
+                f"{owner}: metrics must be names or callables fn(y_true, y_pred), got {item!r}"
+            )
     for name in resolved:
-        if name in ("loss", "epoch", "lr", "seconds", "samples_per_s", "accuracy") \
-                or name.startswith("val_"):
-            raise ValueError(f"{owner}: metric name {name!r} is taken by the history; rename the "
-                             f"function")
+        if name in (
+            "loss",
+            "epoch",
+            "lr",
+            "seconds",
+            "samples_per_s",
+            "accuracy",
+        ) or name.startswith("val_"):
+            raise ValueError(
+                f"{owner}: metric name {name!r} is taken by the history; rename the function"
+            )
     return resolved
 
 

@@ -83,21 +83,36 @@ class Sequential(Trainer):
     ``params`` in place updates the layers.
     """
 
-    def __init__(self, layers: Iterable[Any], input_shape: Iterable[int] | None = None,
-                 class_names: Iterable[str] | None = None) -> None:
+    def __init__(
+        self,
+        layers: Iterable[Any],
+        input_shape: Iterable[int] | None = None,
+        class_names: Iterable[str] | None = None,
+    ) -> None:
         if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
-            raise TypeError(f"Sequential: layers must be a list of layers, got {type(layers).__name__}")
+            raise TypeError(
+                f"Sequential: layers must be a list of layers, got {type(layers).__name__}"
+            )
         layers = list(layers)
         if not layers:
             raise ValueError("Sequential: layers must not be empty")
         for i, layer in enumerate(layers):
-            missing = [attr for attr in ("forward", "backward", "params", "grads", "output_shape")
-                       if not hasattr(layer, attr)]
+            missing = [
+                attr
+                for attr in ("forward", "backward", "params", "grads", "output_shape")
+                if not hasattr(layer, attr)
+            ]
             if missing or isinstance(layer, type):
-                what = f"the class {layer.__name__} (instantiate it)" if isinstance(layer, type) else repr(layer)
-                raise TypeError(f"Sequential: layer {i} must follow the layer protocol (forward, backward, "
-                                f"params, grads, output_shape), got {what}" +
-                                (f" lacking {missing}" if missing and not isinstance(layer, type) else ""))
+                what = (
+                    f"the class {layer.__name__} (instantiate it)"
+                    if isinstance(layer, type)
+                    else repr(layer)
+                )
+                raise TypeError(
+                    f"Sequential: layer {i} must follow the layer protocol (forward, backward, "
+                    f"params, grads, output_shape), got {what}"
+                    + (f" lacking {missing}" if missing and not isinstance(layer, type) else "")
+                )
         self.layers: list[Any] = layers
         self._input_shape: tuple[int, ...] | None = None
         if input_shape is not None:
@@ -134,17 +149,29 @@ class Sequential(Trainer):
     # --- layer protocol --------------------------------------------------------------------
     @property
     def params(self) -> dict[str, np.ndarray]:
-        return {f"{i}.{name}": value for i, layer in enumerate(self.layers) for name, value in layer.params.items()}
+        return {
+            f"{i}.{name}": value
+            for i, layer in enumerate(self.layers)
+            for name, value in layer.params.items()
+        }
 
     @property
     def grads(self) -> dict[str, np.ndarray]:
-        return {f"{i}.{name}": value for i, layer in enumerate(self.layers) for name, value in layer.grads.items()}
+        return {
+            f"{i}.{name}": value
+            for i, layer in enumerate(self.layers)
+            for name, value in layer.grads.items()
+        }
 
     @property
     def buffers(self) -> dict[str, np.ndarray]:
-        """Saved, untrained state (``layer.buffers``, e.g. running statistics), keyed like ``params``."""
-        return {f"{i}.{name}": value for i, layer in enumerate(self.layers)
-                for name, value in getattr(layer, "buffers", {}).items()}
+        """Saved, untrained state (``layer.buffers``, e.g. running statistics), keyed like
+        ``params``."""
+        return {
+            f"{i}.{name}": value
+            for i, layer in enumerate(self.layers)
+            for name, value in getattr(layer, "buffers", {}).items()
+        }
 
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
         """Run the stack. The first layer checks ``x`` (NaN/Inf included); the others get arrays
@@ -170,7 +197,9 @@ class Sequential(Trainer):
         gradient is not needed, so a first ``Conv2D``/``Dense`` skips it (a GEMM and, for a
         convolution, a col2im) and None is returned."""
         steps = getattr(self, "_steps", None)
-        if steps is None or steps[-1].last != len(self.layers) - 1:  # no forward yet, or layers changed
+        if (
+            steps is None or steps[-1].last != len(self.layers) - 1
+        ):  # no forward yet, or layers changed
             steps = _blocks.plan(self.layers)
         if len(steps) == 1 and steps[0].kind == "conv_relu" and not input_grad:
             steps[0].backward(dout, input_grad=False)
@@ -190,8 +219,9 @@ class Sequential(Trainer):
         return self.check_shapes(input_shape)[-1]
 
     def config(self) -> dict:
-        config: dict[str, Any] = {"layers": [self._layer_entry(i, layer)
-                                             for i, layer in enumerate(self.layers)]}
+        config: dict[str, Any] = {
+            "layers": [self._layer_entry(i, layer) for i, layer in enumerate(self.layers)]
+        }
         if self._input_shape is not None:
             config["input_shape"] = list(self._input_shape)
         if self.class_names is not None:
@@ -221,29 +251,47 @@ class Sequential(Trainer):
             self._input_shape = tuple(int(s) for s in shape)
 
     @classmethod
-    def from_config(cls, config: Mapping, custom_layers: Mapping[str, type] | None = None,
-                    source: str = "config") -> Sequential:
+    def from_config(
+        cls,
+        config: Mapping,
+        custom_layers: Mapping[str, type] | None = None,
+        source: str = "config",
+    ) -> Sequential:
         registry: dict[str, Any] = {**LAYERS, "Sequential": cls}  # stacks may nest
         registry.update(custom_layers or {})
         entries = config.get("layers") if isinstance(config, Mapping) else None
         if not isinstance(entries, list) or not entries:
-            raise ValueError(f"{source}: 'layers' must be a non-empty list of {{'class', 'config'}}, got {entries!r}")
+            raise ValueError(
+                f"{source}: 'layers' must be a non-empty list of {{'class', 'config'}}, got "
+                f"{entries!r}"
+            )
         layers = []
         for i, entry in enumerate(entries):
             if not isinstance(entry, Mapping) or not isinstance(entry.get("config"), Mapping):
-                raise ValueError(f"{source}: layer {i} must be {{'class': name, 'config': {{...}}}}, got {entry!r}")  # noqa: TRY004 - a bad file
+                raise ValueError(
+                    f"{source}: layer {i} must be {{'class': name, 'config': {{...}}}}, got "
+                    f"{entry!r}"
+                )  # noqa: TRY004 - a bad file
             name = entry.get("class")
             if name not in registry:
-                raise ValueError(f"{source}: layer {i} has unknown class {name!r}; known classes: "
-                                 f"{', '.join(sorted(registry))}")
+                raise ValueError(
+                    f"{source}: layer {i} has unknown class {name!r}; known classes: "
+                    f"{', '.join(sorted(registry))}"
+                )
             try:
                 if registry[name] is cls:
-                    layers.append(cls.from_config(dict(entry["config"]), custom_layers, f"{source}, layer {i}"))
+                    layers.append(
+                        cls.from_config(
+                            dict(entry["config"]), custom_layers, f"{source}, layer {i}"
+                        )
+                    )
                 else:
                     layers.append(registry[name].from_config(dict(entry["config"])))
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"{source}: layer {i} ({name}) has a bad config {dict(entry['config'])!r}: "
-                                 f"{exc}") from None
+                raise ValueError(
+                    f"{source}: layer {i} ({name}) has a bad config {dict(entry['config'])!r}: "
+                    f"{exc}"
+                ) from None
         input_shape = config.get("input_shape")
         if input_shape is not None and not isinstance(input_shape, list):
             raise ValueError(f"{source}: 'input_shape' must be a list of ints, got {input_shape!r}")
@@ -256,17 +304,23 @@ class Sequential(Trainer):
     def _layer_entry(index: int, layer: Any) -> dict:
         name = type(layer).__name__
         if not hasattr(layer, "config") or not hasattr(type(layer), "from_config"):
-            raise TypeError(f"Sequential: layer {index} {layer!r} has no config()/from_config, so it cannot be saved")
+            raise TypeError(
+                f"Sequential: layer {index} {layer!r} has no config()/from_config, so it cannot "
+                "be saved"
+            )
         config = layer.config()
         try:
             json.dumps(config)
         except TypeError as exc:
-            raise TypeError(f"Sequential: layer {index} {layer!r} has a config that is not JSON-able: {exc}") from None
+            raise TypeError(
+                f"Sequential: layer {index} {layer!r} has a config that is not JSON-able: {exc}"
+            ) from None
         return {"class": name, "config": config}
 
     # --- shapes ------------------------------------------------------------------------------
     def check_shapes(self, input_shape: Iterable[int]) -> list[tuple[int, ...]]:
-        """Per-sample output shape of every layer for a per-sample ``input_shape`` such as (1, 28, 28).
+        """Per-sample output shape of every layer for a per-sample ``input_shape`` such as (1, 28,
+        28).
 
         Raises ``ValueError`` naming the layer that cannot take its predecessor's output: both
         layers (index and repr) and the shapes involved.
@@ -274,8 +328,11 @@ class Sequential(Trainer):
         try:
             shape = tuple(check_int(s, "input_shape", "Sequential", minimum=1) for s in input_shape)
         except TypeError:
-            raise TypeError(f"Sequential: input_shape must be a tuple of ints >= 1 (per sample, no batch axis), "
-                            f"got {input_shape!r}") from None
+            raise TypeError(
+                "Sequential: input_shape must be a tuple of ints >= 1 (per sample, no batch "
+                "axis), "
+                f"got {input_shape!r}"
+            ) from None
         if not shape:
             raise ValueError("Sequential: input_shape must not be empty")
         shapes = []
@@ -286,8 +343,13 @@ class Sequential(Trainer):
                 if i == 0:
                     where = f"the input of shape {_fmt_shape(shape)}"
                 else:
-                    where = f"the output of layer {i - 1} {self.layers[i - 1]!r}, of shape {_fmt_shape(shape)}"
-                raise ValueError(f"Sequential: layer {i} {layer!r} cannot take {where}: {exc}") from None
+                    where = (
+                        f"the output of layer {i - 1} {self.layers[i - 1]!r}, of shape "
+                        f"{_fmt_shape(shape)}"
+                    )
+                raise ValueError(
+                    f"Sequential: layer {i} {layer!r} cannot take {where}: {exc}"
+                ) from None
             shapes.append(out)
             shape = out
         return shapes
@@ -298,9 +360,11 @@ class Sequential(Trainer):
         if input_shape is None:
             input_shape = self.input_shape
             if input_shape is None:
-                raise ValueError("Sequential.summary: this model does not know its input shape (no "
-                                 "fit yet, and its first layer does not state one); pass "
-                                 "input_shape=(C, H, W)")
+                raise ValueError(
+                    "Sequential.summary: this model does not know its input shape (no "
+                    "fit yet, and its first layer does not state one); pass "
+                    "input_shape=(C, H, W)"
+                )
         input_shape = tuple(input_shape)
         shapes = self.check_shapes(input_shape)
         rows = [("#", "layer", "output shape", "params")]
@@ -315,7 +379,10 @@ class Sequential(Trainer):
         widths = [max(len(row[k]) for row in rows) for k in range(4)]
         lines = []
         for j, row in enumerate(rows):
-            lines.append(f"{row[0]:>{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:>{widths[3]}}")
+            lines.append(
+                f"{row[0]:>{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  "
+                f"{row[3]:>{widths[3]}}"
+            )
             if j == 0:
                 lines.append("-" * len(lines[0]))
         lines.append("-" * len(lines[0]))
@@ -327,30 +394,35 @@ class Sequential(Trainer):
 
     # --- state_dict (PyTorch's names) ------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Every parameter and buffer as ``{name: array}`` (copies), named as PyTorch's ``nn.Sequential``.
+        """Every parameter and buffer as ``{name: array}`` (copies), named as PyTorch's
+        ``nn.Sequential``.
 
         ``"{index}.{name}"``, the index counting every layer (parameterless ones included), so the
-        keys of a PyTorch ``nn.Sequential`` of the same structure match: Conv2D / Dense ``"{i}.weight"``
-        (O, C, KH, KW) / (out, in) and ``"{i}.bias"``; an untied bias, shape (O, OH, OW), is still
-        ``"{i}.bias"``; the learned scale of ``AvgPool2D(trainable_scale=True)``, shape (C,), is
-        ``"{i}.scale"``. A layer's ``buffers`` dict, if it has one (running statistics), is included
-        the same way; a nested ``Sequential`` gives ``"{i}.{j}.{name}"``.
+        keys of a PyTorch ``nn.Sequential`` of the same structure match: Conv2D / Dense
+        ``"{i}.weight"`` (O, C, KH, KW) / (out, in) and ``"{i}.bias"``; an untied bias, shape (O,
+        OH, OW), is still ``"{i}.bias"``; the learned scale of ``AvgPool2D(trainable_scale=True)``,
+        shape (C,), is ``"{i}.scale"``. A layer's ``buffers`` dict, if it has one (running
+        statistics), is included the same way; a nested ``Sequential`` gives ``"{i}.{j}.{name}"``.
         """
-        return {key: np.array(value, copy=True) for key, (value, _, _) in self._state_entries().items()}
+        return {
+            key: np.array(value, copy=True) for key, (value, _, _) in self._state_entries().items()
+        }
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
         """Copy ``state`` (names as :meth:`state_dict`) into the layers, cast to each layer's dtype.
 
         Values: ndarrays or anything ``np.asarray`` converts (CPU torch tensors included; torch is
         never imported). ``strict=True``: missing or unexpected keys are an error; ``strict=False``:
-        the keys that match are loaded and the others returned, as PyTorch does. In both modes (as in
-        PyTorch) a wrong shape is an error. Every problem is reported in one ``ValueError`` naming
-        each offending key with the shape expected and received; nothing is copied unless every
-        value checks out. Returns ``IncompatibleKeys(missing_keys, unexpected_keys)``.
+        the keys that match are loaded and the others returned, as PyTorch does. In both modes (as
+        in PyTorch) a wrong shape is an error. Every problem is reported in one ``ValueError``
+        naming each offending key with the shape expected and received; nothing is copied unless
+        every value checks out. Returns ``IncompatibleKeys(missing_keys, unexpected_keys)``.
         """
         owner = "Sequential.load_state_dict"
         if not isinstance(state, Mapping):
-            raise TypeError(f"{owner}: state must be a mapping {{name: array}}, got {type(state).__name__}")
+            raise TypeError(
+                f"{owner}: state must be a mapping {{name: array}}, got {type(state).__name__}"
+            )
         if not isinstance(strict, (bool, np.bool_)):
             raise TypeError(f"{owner}: strict must be True or False, got {strict!r}")
         entries = self._state_entries()
@@ -358,20 +430,31 @@ class Sequential(Trainer):
         unexpected = [key for key in state if key not in entries]
         problems = []
         if strict:
-            problems += [f"missing key {key!r} (expected shape {entries[key][0].shape})" for key in missing]
-            problems += [f"unexpected key {key!r} (received shape {_shape_of(state[key])})" for key in unexpected]
+            problems += [
+                f"missing key {key!r} (expected shape {entries[key][0].shape})" for key in missing
+            ]
+            problems += [
+                f"unexpected key {key!r} (received shape {_shape_of(state[key])})"
+                for key in unexpected
+            ]
         ready = []
         for key, (target, holder, name) in entries.items():
             if key not in state:
                 continue
             try:
                 value = np.asarray(state[key])
-            except (TypeError, ValueError, RuntimeError) as exc:  # e.g. a CUDA tensor, a ragged list
+            except (
+                TypeError,
+                ValueError,
+                RuntimeError,
+            ) as exc:  # e.g. a CUDA tensor, a ragged list
                 problems.append(f"key {key!r}: cannot be read as an array ({exc})")
                 continue
             target_shape = np.shape(target)
             if value.shape != target_shape:
-                problems.append(f"key {key!r}: expected shape {target_shape}, received {value.shape}")
+                problems.append(
+                    f"key {key!r}: expected shape {target_shape}, received {value.shape}"
+                )
             elif value.dtype.kind not in "biuf":
                 problems.append(f"key {key!r}: expected numbers, received dtype {value.dtype}")
             elif value.dtype.kind == "f" and not np.isfinite(value).all():
@@ -388,7 +471,8 @@ class Sequential(Trainer):
         return IncompatibleKeys(missing, unexpected)
 
     def _state_entries(self, prefix: str = "") -> dict[str, tuple[Any, dict, str]]:
-        """``{key: (array, the dict holding it, its name there)}`` for every parameter and buffer."""
+        """``{key: (array, the dict holding it, its name there)}`` for every parameter and buffer.
+        """
         entries: dict[str, tuple[Any, dict, str]] = {}
         for i, layer in enumerate(self.layers):
             if isinstance(layer, Sequential):
@@ -409,24 +493,28 @@ class Sequential(Trainer):
         """A ``Softmax`` output fed to ``SoftmaxCrossEntropy`` (which applies softmax itself, to
         logits) would be squashed twice and train on the wrong gradient: refuse it."""
         if isinstance(self.layers[-1], Softmax) and isinstance(loss, SoftmaxCrossEntropy):
-            raise ValueError(f"{owner}: the network ends with Softmax and SoftmaxCrossEntropy applies "
-                             f"the softmax itself, so it would be applied twice; remove the last "
-                             f"Softmax layer (the loss takes logits; predict_proba gives "
-                             f"probabilities)")
+            raise ValueError(
+                f"{owner}: the network ends with Softmax and SoftmaxCrossEntropy applies "
+                f"the softmax itself, so it would be applied twice; remove the last "
+                f"Softmax layer (the loss takes logits; predict_proba gives "
+                f"probabilities)"
+            )
 
     def _check_inputs(self, x: Any, owner: str) -> np.ndarray:
         _refuse_raw_integers(x, owner)
         x = as_float_array(x, "x", owner)
         if x.ndim < 2:
-            raise ValueError(f"{owner}: x must be a batch (N, ...) with at least 2 dimensions, "
-                             f"got shape {x.shape}")
+            raise ValueError(
+                f"{owner}: x must be a batch (N, ...) with at least 2 dimensions, "
+                f"got shape {x.shape}"
+            )
         self.check_shapes(x.shape[1:])
         return x
 
     def _outputs(self, x: np.ndarray, batch_size: int) -> Iterable[np.ndarray]:
         """The network's outputs in inference mode, batch by batch."""
         for start in range(0, x.shape[0], batch_size):
-            yield self.forward(x[start:start + batch_size], training=False)
+            yield self.forward(x[start : start + batch_size], training=False)
 
     def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
         """The network's outputs for ``x`` (N, ...), in inference mode (dropout off, running
@@ -455,13 +543,17 @@ class Sequential(Trainer):
         last = self.layers[-1]
         binary = out_shape == (1,) and isinstance(last, Sigmoid)
         if len(out_shape) != 1 or (out_shape[0] < 2 and not binary):
-            raise ValueError(f"{owner}: class probabilities need K >= 2 class scores per sample (or "
-                             f"one output after Sigmoid), but this network outputs "
-                             f"{_fmt_shape(out_shape)} per sample; use predict() for its outputs")
+            raise ValueError(
+                f"{owner}: class probabilities need K >= 2 class scores per sample (or "
+                f"one output after Sigmoid), but this network outputs "
+                f"{_fmt_shape(out_shape)} per sample; use predict() for its outputs"
+            )
         if isinstance(last, Sigmoid) and not binary:
-            raise ValueError(f"{owner}: this network's {out_shape[0]} outputs are independent Sigmoid "
-                             f"values (K >= 2 class scores would be logits or a Softmax), not a "
-                             f"distribution over classes; use predict() for its outputs")
+            raise ValueError(
+                f"{owner}: this network's {out_shape[0]} outputs are independent Sigmoid "
+                f"values (K >= 2 class scores would be logits or a Softmax), not a "
+                f"distribution over classes; use predict() for its outputs"
+            )
         parts = []
         for out in self._outputs(x, batch_size):
             if binary:
@@ -471,8 +563,9 @@ class Sequential(Trainer):
             parts.append(out)
         return np.concatenate(parts)
 
-    def evaluate(self, x: Any, y: Any, batch_size: int = 256, loss: Any = None,
-                 metrics: Any = ()) -> dict[str, float]:
+    def evaluate(
+        self, x: Any, y: Any, batch_size: int = 256, loss: Any = None, metrics: Any = ()
+    ) -> dict[str, float]:
         """``{"loss": mean loss, "accuracy": fraction correct}`` in inference mode; ``"accuracy"``
         only where it means something (:mod:`cnn_im2col.metrics`: class labels or probability
         rows, or 0/1 targets of a one-output network; not for a regression).
@@ -504,7 +597,7 @@ class Sequential(Trainer):
         total_loss = 0.0
         correct = 0
         for start, out in zip(range(0, x.shape[0], batch_size), self._outputs(x, batch_size)):
-            yb = y[start:start + batch_size]
+            yb = y[start : start + batch_size]
             if loss is None:
                 picked = out[np.arange(out.shape[0]), yb].astype(np.float64)
                 total_loss += float(-np.log(np.maximum(picked, np.finfo(np.float64).tiny)).sum())
@@ -521,24 +614,34 @@ class Sequential(Trainer):
         result.update({name: total / n for name, total in sums.items()})
         return result
 
-    def _metrics(self, metrics: Any, out_shape: tuple[int, ...], y: np.ndarray, accuracy: Any,
-                 owner: str) -> dict[str, Any]:
+    def _metrics(
+        self, metrics: Any, out_shape: tuple[int, ...], y: np.ndarray, accuracy: Any, owner: str
+    ) -> dict[str, Any]:
         """``metrics`` resolved for this task; ``"accuracy"`` where none applies is an error."""
         if wants_accuracy(metrics) and accuracy is None:
-            raise ValueError(f"{owner}: metric 'accuracy' does not apply: the network outputs "
-                             f"{_fmt_shape(out_shape)} per sample and the targets are not class "
-                             f"labels, probability rows or 0/1 values of one output")
+            raise ValueError(
+                f"{owner}: metric 'accuracy' does not apply: the network outputs "
+                f"{_fmt_shape(out_shape)} per sample and the targets are not class "
+                f"labels, probability rows or 0/1 values of one output"
+            )
         return resolve(metrics, out_shape, y, owner)
 
     # --- training ------------------------------------------------------------------------------
-    def _check_targets(self, y: Any, n: int, out_shape: tuple[int, ...], owner: str, name: str = "y") -> np.ndarray:
+    def _check_targets(
+        self, y: Any, n: int, out_shape: tuple[int, ...], owner: str, name: str = "y"
+    ) -> np.ndarray:
         if not isinstance(y, np.ndarray):
             try:
                 y = np.asarray(y)
             except (ValueError, TypeError) as exc:
-                raise TypeError(f"{owner}: {name} must be an array of labels, got {type(y).__name__}: {exc}") from None
+                raise TypeError(
+                    f"{owner}: {name} must be an array of labels, got {type(y).__name__}: {exc}"
+                ) from None
         if y.dtype.kind not in "iuf" or y.dtype.kind == "b":
-            raise TypeError(f"{owner}: {name} must be integer class labels (or float targets), got dtype {y.dtype}")
+            raise TypeError(
+                f"{owner}: {name} must be integer class labels (or float targets), got dtype "
+                f"{y.dtype}"
+            )
         if y.ndim == 0 or y.shape[0] != n:
             got = "a scalar" if y.ndim == 0 else f"{y.shape[0]} rows (shape {y.shape})"
             raise ValueError(f"{owner}: x has {n} samples but {name} has {got}; they must match")
@@ -546,18 +649,24 @@ class Sequential(Trainer):
             if y.dtype.kind == "f":
                 raise TypeError(f"{owner}: {name} labels must be integers, got dtype {y.dtype}")
             if len(out_shape) != 1:
-                raise ValueError(f"{owner}: {name} holds class labels but the network's output per sample is "
-                                 f"{_fmt_shape(out_shape)}, not (classes,)")
+                raise ValueError(
+                    f"{owner}: {name} holds class labels but the network's output per sample is "
+                    f"{_fmt_shape(out_shape)}, not (classes,)"
+                )
             k = out_shape[0]
             bad = (y < 0) | (y >= k)
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
-                raise ValueError(f"{owner}: {name} labels must be in [0, {k}) for the network's {k} outputs, "
-                                 f"got {y[i]} at index {i}")
+                raise ValueError(
+                    f"{owner}: {name} labels must be in [0, {k}) for the network's {k} outputs, "
+                    f"got {y[i]} at index {i}"
+                )
             return y.astype(np.intp, copy=False)
         if y.shape[1:] != tuple(out_shape):
-            raise ValueError(f"{owner}: {name} targets must have shape (N, *{_fmt_shape(out_shape)}) like the "
-                             f"network's output, got {y.shape}")
+            raise ValueError(
+                f"{owner}: {name} targets must have shape (N, *{_fmt_shape(out_shape)}) like the "
+                f"network's output, got {y.shape}"
+            )
         return as_float_array(y, name, owner)
 
     def _generators(self) -> dict[str, np.random.Generator]:
@@ -579,8 +688,10 @@ class Sequential(Trainer):
             try:
                 generators[key].bit_generator.state = state
             except (ValueError, IndexError, KeyError, TypeError) as exc:
-                raise ValueError(f"{owner}: cannot restore the random generator {key!r} ({exc!r}); does the "
-                                 f"checkpoint belong to this model?") from None
+                raise ValueError(
+                    f"{owner}: cannot restore the random generator {key!r} ({exc!r}); does the "
+                    f"checkpoint belong to this model?"
+                ) from None
 
     # --- files ---------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -588,8 +699,9 @@ class Sequential(Trainer):
         model_files.write_arrays(path, model_files.model_arrays(self))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, custom_layers: Mapping[str, type] | None = None
-             ) -> Sequential:
+    def load(
+        cls, path: str | os.PathLike, custom_layers: Mapping[str, type] | None = None
+    ) -> Sequential:
         """Rebuild a model saved by :meth:`save` (or a checkpoint). ``custom_layers``: extra
         ``{class name: class}`` beyond ``layers.LAYERS``. Bad files raise ``ValueError`` naming
         the file."""
@@ -600,8 +712,10 @@ class Sequential(Trainer):
     @classmethod
     def _builder(cls, custom_layers: Mapping[str, type] | None):
         """``build(header, source)`` for :func:`model_files.read_model`."""
+
         def build(header: dict, source: str) -> Sequential:
             return cls.from_config(header, custom_layers=custom_layers, source=source)
+
         return build
 
 
@@ -611,9 +725,11 @@ def _refuse_raw_integers(x: Any, owner: str) -> None:
     if isinstance(x, np.ndarray) and x.dtype.kind in "iu" and x.size:
         low, high = int(x.min()), int(x.max())
         if low < 0 or high > 1:
-            raise ValueError(f"{owner}: x holds integers from {low} to {high} (dtype {x.dtype}); the "
-                             f"network takes floats, images scaled to [0, 1]: pass x / 255 for 8-bit "
-                             f"pixels, or x.astype(np.float32) for integer features")
+            raise ValueError(
+                f"{owner}: x holds integers from {low} to {high} (dtype {x.dtype}); the "
+                f"network takes floats, images scaled to [0, 1]: pass x / 255 for 8-bit "
+                f"pixels, or x.astype(np.float32) for integer features"
+            )
 
 
 _SHAPE_KEEPING = (ReLU, Sigmoid, Tanh, Dropout)  # layers whose output has their input's shape
@@ -622,7 +738,7 @@ _SKIPS_INPUT_GRAD = (Conv2D, Dense)  # layers whose backward takes input_grad=Fa
 
 def _check_finite(a: np.ndarray, what: str, source: str, owner: str) -> None:
     if not is_finite(a):
-        raise NonFiniteError(f"{owner}: the {what} contains NaN or Inf although {source} was finite: a value "
-                             f"overflowed inside the network")
-
-
+        raise NonFiniteError(
+            f"{owner}: the {what} contains NaN or Inf although {source} was finite: a value "
+            f"overflowed inside the network"
+        )

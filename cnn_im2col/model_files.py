@@ -27,8 +27,15 @@ import numpy as np
 
 from ._files import atomic_write, json_array, npz_entry, npz_json
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "RESERVED", "model_arrays", "open_npz", "read_model",
-           "write_arrays"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "RESERVED",
+    "model_arrays",
+    "open_npz",
+    "read_model",
+    "write_arrays",
+]
 
 FORMAT = "cnn-im2col.Sequential"
 FORMAT_VERSION = 1
@@ -63,21 +70,28 @@ def open_npz(path_text: str) -> Any:
     with open(path_text, "rb") as handle:
         magic = handle.read(6)
     if magic.startswith(b"\x93NUMPY"):
-        raise ValueError(f"{path_text}: a .npy file (a single array), not a cnn-im2col model file "
-                         f"(.npz)")
+        raise ValueError(
+            f"{path_text}: a .npy file (a single array), not a cnn-im2col model file (.npz)"
+        )
     if magic.startswith(b"\x80"):  # np.load would advise allow_pickle=True: never here
-        raise ValueError(f"{path_text}: a pickled file, not a cnn-im2col model file (model files are "
-                         f".npz archives and are never unpickled)")
+        raise ValueError(
+            f"{path_text}: a pickled file, not a cnn-im2col model file (model files are "
+            f".npz archives and are never unpickled)"
+        )
     if not magic.startswith(b"PK"):  # not a zip archive: np.load would try to unpickle it
-        raise ValueError(f"{path_text}: not a cnn-im2col model file: a model file is an .npz (zip) "
-                         f"archive, and this file is not one")
+        raise ValueError(
+            f"{path_text}: not a cnn-im2col model file: a model file is an .npz (zip) "
+            f"archive, and this file is not one"
+        )
     try:
         npz = np.load(path_text, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path_text}: not a cnn-im2col model file (.npz): {exc}") from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path_text}: a .npy file (a single array), "  # noqa: TRY004 - a bad file
-                         "not a cnn-im2col model file (.npz)")
+        raise ValueError(
+            f"{path_text}: a .npy file (a single array), "  # noqa: TRY004 - a bad file
+            "not a cnn-im2col model file (.npz)"
+        )
     return npz
 
 
@@ -93,24 +107,32 @@ def read_model(npz: Any, path: str, build: Callable[[dict, str], Any]) -> Any:
         raise ValueError(f"{path}: not a cnn-im2col model file (format {found!r})")
     version = header.get("version")
     if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
-        raise ValueError(f"{path}: model format version {version!r} is not supported (this version "
-                         f"reads 1..{FORMAT_VERSION}); upgrade cnn-im2col")
+        raise ValueError(
+            f"{path}: model format version {version!r} is not supported (this version "
+            f"reads 1..{FORMAT_VERSION}); upgrade cnn-im2col"
+        )
     model = build(header, str(path))
     expected = model.params
-    stored = {key[len(PARAM_PREFIX):] for key in files if key.startswith(PARAM_PREFIX)}
-    unknown = sorted(key for key in files
-                     if not key.startswith((PARAM_PREFIX, BUFFER_PREFIX, *RESERVED))
-                     and key != MODEL_KEY)
+    stored = {key[len(PARAM_PREFIX) :] for key in files if key.startswith(PARAM_PREFIX)}
+    unknown = sorted(
+        key
+        for key in files
+        if not key.startswith((PARAM_PREFIX, BUFFER_PREFIX, *RESERVED)) and key != MODEL_KEY
+    )
     missing = sorted(set(expected) - stored)
     extra = sorted(stored - set(expected))
     if missing or extra or unknown:
-        raise ValueError(f"{path}: the arrays do not match the architecture: missing parameters "
-                         f"{missing}, unexpected parameters {extra}, unknown entries {unknown}")
+        raise ValueError(
+            f"{path}: the arrays do not match the architecture: missing parameters "
+            f"{missing}, unexpected parameters {extra}, unknown entries {unknown}"
+        )
     for key, target in expected.items():
         value = npz_entry(npz, PARAM_PREFIX + key, path)
         if value.shape != target.shape:
-            raise ValueError(f"{path}: parameter {key!r} has shape {value.shape}, the architecture "
-                             f"needs {target.shape}")
+            raise ValueError(
+                f"{path}: parameter {key!r} has shape {value.shape}, the architecture "
+                f"needs {target.shape}"
+            )
         if value.dtype.kind != "f":
             raise ValueError(f"{path}: parameter {key!r} has dtype {value.dtype}, it must be float")
         if not np.isfinite(value).all():
@@ -122,16 +144,20 @@ def read_model(npz: Any, path: str, build: Callable[[dict, str], Any]) -> Any:
 
 def _read_buffers(expected: dict[str, np.ndarray], npz: Any, files: set, path: str) -> None:
     """Copy the file's ``buffer:`` arrays into the model's, checking names, shapes and kinds."""
-    stored = {key[len(BUFFER_PREFIX):] for key in files if key.startswith(BUFFER_PREFIX)}
+    stored = {key[len(BUFFER_PREFIX) :] for key in files if key.startswith(BUFFER_PREFIX)}
     missing, extra = sorted(set(expected) - stored), sorted(stored - set(expected))
     if missing or extra:
-        raise ValueError(f"{path}: the buffers do not match the architecture: missing buffers "
-                         f"{missing}, unexpected buffers {extra}")
+        raise ValueError(
+            f"{path}: the buffers do not match the architecture: missing buffers "
+            f"{missing}, unexpected buffers {extra}"
+        )
     for key, target in expected.items():
         value = npz_entry(npz, BUFFER_PREFIX + key, path)
         if value.shape != target.shape or value.dtype.kind != target.dtype.kind:
-            raise ValueError(f"{path}: buffer {key!r} is {value.dtype} of shape {value.shape}, the "
-                             f"architecture needs {target.dtype} of shape {target.shape}")
+            raise ValueError(
+                f"{path}: buffer {key!r} is {value.dtype} of shape {value.shape}, the "
+                f"architecture needs {target.dtype} of shape {target.shape}"
+            )
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             raise ValueError(f"{path}: buffer {key!r} contains NaN or Inf")
         np.copyto(target, value, casting="same_kind")

@@ -31,15 +31,15 @@ end) ends with exactly the weights of an uninterrupted run. ``seed=None`` draws 
 and records it in the history (``history["seed"]``).
 
 Data-parallel (``comm``: an mpi4py communicator of size K > 1; see :mod:`cnn_im2col.distributed`):
-every rank passes the same data; each global batch (``batch_size``) is augmented whole on every
-rank with the key above and split into K contiguous shares; the gradients, weighted by each share's
-size, are summed by one Allreduce per step, so every rank applies the global mean gradient. The
-result is single-process training up to the order of float summation. Layer generators (Dropout)
-are keyed per sample: every step draws from ``[s, e, b, index of the generator]`` as if for the whole
-global batch, and each rank keeps its rows (:class:`~cnn_im2col.distributed.SampleKeyedGenerator`),
-so with dropout too the result does not depend on K (it differs from one process without ``comm``,
-whose generators run on from batch to batch), and a resumed run needs no generator state. Only rank
-0 shows progress, logs and writes the checkpoint.
+every rank passes the same data; each global batch (``batch_size``) is augmented whole on every rank
+with the key above and split into K contiguous shares; the gradients, weighted by each share's size,
+are summed by one Allreduce per step, so every rank applies the global mean gradient. The result is
+single-process training up to the order of float summation. Layer generators (Dropout) are keyed per
+sample: every step draws from ``[s, e, b, index of the generator]`` as if for the whole global
+batch, and each rank keeps its rows (:class:`~cnn_im2col.distributed.SampleKeyedGenerator`), so with
+dropout too the result does not depend on K (it differs from one process without ``comm``, whose
+generators run on from batch to batch), and a resumed run needs no generator state. Only rank 0
+shows progress, logs and writes the checkpoint.
 """
 
 from __future__ import annotations
@@ -85,20 +85,22 @@ def _print(message: str) -> None:
     print(message, flush=True)
 
 
-
-
 def _not_a_class(value: Any, name: str, owner: str, example: str) -> None:
     if isinstance(value, type):
-        raise TypeError(f"{owner}: {name} must be an instance, got the class {value.__name__} "
-                        f"(instantiate it, e.g. {example})")
+        raise TypeError(
+            f"{owner}: {name} must be an instance, got the class {value.__name__} "
+            f"(instantiate it, e.g. {example})"
+        )
 
 
 def check_loss(loss: Any, owner: str) -> None:
     """TypeError unless ``loss`` is a loss object (``forward(pred, target)``, ``backward()``)."""
     _not_a_class(loss, "loss", owner, "SoftmaxCrossEntropy()")
     if not (hasattr(loss, "forward") and hasattr(loss, "backward")):
-        raise TypeError(f"{owner}: loss must have forward(pred, target) and backward() "
-                        f"(e.g. losses.SoftmaxCrossEntropy()), got {loss!r}")
+        raise TypeError(
+            f"{owner}: loss must have forward(pred, target) and backward() "
+            f"(e.g. losses.SoftmaxCrossEntropy()), got {loss!r}"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,13 +109,16 @@ def check_loss(loss: Any, owner: str) -> None:
 
 
 class Callback:
-    """Hooks of the loop; each gets the :class:`TrainingRun` (model, optimizer, position, history)."""
+    """Hooks of the loop; each gets the :class:`TrainingRun` (model, optimizer, position, history).
+    """
 
     def on_epoch_begin(self, trainer: TrainingRun, epoch: int, first_batch: int) -> None:
-        """Before batch ``first_batch`` (0-based; > 0 when resuming mid-epoch) of ``epoch`` (0-based)."""
+        """Before batch ``first_batch`` (0-based; > 0 when resuming mid-epoch) of ``epoch``
+        (0-based)."""
 
     def on_batch_end(self, trainer: TrainingRun, epoch: int, batch: int, spent: float) -> None:
-        """After the step of ``batch``; ``trainer.position.sums`` includes it; ``spent``: seconds in the epoch."""
+        """After the step of ``batch``; ``trainer.position.sums`` includes it; ``spent``: seconds in
+        the epoch."""
 
     def on_batches_end(self, trainer: TrainingRun, epoch: int) -> None:
         """After the last batch of the epoch, or when a batch raised (always called)."""
@@ -135,15 +140,24 @@ class ProgressBar(Callback):
         self._tqdm, self.epochs, self.batches, self.bar = tqdm, epochs, batches, None
 
     def on_epoch_begin(self, trainer: TrainingRun, epoch: int, first_batch: int) -> None:
-        self.bar = self._tqdm(total=self.batches, initial=first_batch, desc=f"epoch {epoch + 1}/{self.epochs}",
-                              unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr)
+        self.bar = self._tqdm(
+            total=self.batches,
+            initial=first_batch,
+            desc=f"epoch {epoch + 1}/{self.epochs}",
+            unit="batch",
+            leave=False,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
 
     def on_batch_end(self, trainer: TrainingRun, epoch: int, batch: int, spent: float) -> None:
         sums = trainer.position.sums
         self.bar.update(1)
         accuracy = "" if trainer.accuracy is None else f" acc={sums[1] / sums[2]:.4f}"
-        self.bar.set_postfix_str(f"loss={sums[0] / sums[2]:.4f}{accuracy} "
-                                 f"{sums[2] / max(spent, 1e-9):.0f} samples/s", refresh=False)
+        self.bar.set_postfix_str(
+            f"loss={sums[0] / sums[2]:.4f}{accuracy} {sums[2] / max(spent, 1e-9):.0f} samples/s",
+            refresh=False,
+        )
 
     def on_batches_end(self, trainer: TrainingRun, epoch: int) -> None:
         if self.bar is not None:
@@ -185,12 +199,16 @@ class Checkpointing(Callback):
     def __init__(self, path: str, extra: dict | None) -> None:
         self.path, self.extra = path, extra
 
-    def _save(self, trainer: TrainingRun, epoch: int, batch: int, sums: list, spent: float, lr0: float) -> None:
+    def _save(
+        self, trainer: TrainingRun, epoch: int, batch: int, sums: list, spent: float, lr0: float
+    ) -> None:
         pos = trainer.position
         state = Position(pos.run, epoch, batch, list(sums), spent, lr0, trainer.history).state(
-            trainer.model._generator_states())
-        trainer.model.save_checkpoint(self.path, trainer.optimizer, scheduler=trainer.scheduler,
-                                      state=state, extra=self.extra)
+            trainer.model._generator_states()
+        )
+        trainer.model.save_checkpoint(
+            self.path, trainer.optimizer, scheduler=trainer.scheduler, state=state, extra=self.extra
+        )
 
     def on_epoch_end(self, trainer: TrainingRun, epoch: int, logs: dict) -> None:
         self._save(trainer, epoch + 1, 0, [0.0, 0, 0], 0.0, float(trainer.optimizer.lr))
@@ -205,8 +223,10 @@ def _wants_stop(result: Any, who: str) -> bool:
     None or False to go on; anything else is a TypeError (a typo must not pass silently)."""
     if result is None or isinstance(result, (bool, np.bool_)):
         return bool(result)
-    raise TypeError(f"{OWNER}: callback {who} returned {result!r}; a callback returns True to stop "
-                    f"training after this epoch, None or False to go on")
+    raise TypeError(
+        f"{OWNER}: callback {who} returned {result!r}; a callback returns True to stop "
+        f"training after this epoch, None or False to go on"
+    )
 
 
 class FunctionCallbacks(Callback):
@@ -227,15 +247,23 @@ class _Monitor(Callback):
     """Shared by :class:`EarlyStopping` and :class:`ReduceLROnPlateau`: the monitored value of an
     epoch's logs and whether it improved on the best so far."""
 
-    def __init__(self, monitor: str, mode: str, min_delta: float, patience: int, owner: str) -> None:
-        self.monitor = check_choice(monitor, "monitor", tuple(k for k in HISTORY_KEYS
-                                                             if k not in ("epoch", "lr", "seconds",
-                                                                          "samples_per_s")), owner)
+    def __init__(
+        self, monitor: str, mode: str, min_delta: float, patience: int, owner: str
+    ) -> None:
+        self.monitor = check_choice(
+            monitor,
+            "monitor",
+            tuple(k for k in HISTORY_KEYS if k not in ("epoch", "lr", "seconds", "samples_per_s")),
+            owner,
+        )
         if mode == "auto":
             mode = "max" if monitor.endswith("accuracy") else "min"
         self.mode = check_choice(mode, "mode", ("min", "max"), owner)
-        if isinstance(min_delta, (bool, np.bool_)) or not isinstance(min_delta, (int, float)) \
-                or not min_delta >= 0:
+        if (
+            isinstance(min_delta, (bool, np.bool_))
+            or not isinstance(min_delta, (int, float))
+            or not min_delta >= 0
+        ):
             raise ValueError(f"{owner}: min_delta must be a number >= 0, got {min_delta!r}")
         self.min_delta = float(min_delta)
         self.patience = check_int(patience, "patience", owner, minimum=0)
@@ -246,9 +274,11 @@ class _Monitor(Callback):
     def _value(self, logs: dict) -> float:
         value = logs.get(self.monitor)
         if value is None:
-            raise ValueError(f"{self.owner}: monitor {self.monitor!r} has no value in epoch "
-                             f"{logs['epoch']}'s logs (val_* needs validation data; accuracy needs "
-                             f"a task with an accuracy)")
+            raise ValueError(
+                f"{self.owner}: monitor {self.monitor!r} has no value in epoch "
+                f"{logs['epoch']}'s logs (val_* needs validation data; accuracy needs "
+                f"a task with an accuracy)"
+            )
         return float(value)
 
     def _improved(self, value: float) -> bool:
@@ -265,11 +295,19 @@ class EarlyStopping(_Monitor):
     ``"max"`` or ``"auto"`` (max for accuracies). ``restore_best``: when training stops (or ends),
     put back the parameters and buffers of the best epoch."""
 
-    def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0,
-                 mode: str = "auto", restore_best: bool = False) -> None:
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        patience: int = 0,
+        min_delta: float = 0.0,
+        mode: str = "auto",
+        restore_best: bool = False,
+    ) -> None:
         super().__init__(monitor, mode, min_delta, patience, "EarlyStopping")
         if not isinstance(restore_best, (bool, np.bool_)):
-            raise TypeError(f"EarlyStopping: restore_best must be True or False, got {restore_best!r}")
+            raise TypeError(
+                f"EarlyStopping: restore_best must be True or False, got {restore_best!r}"
+            )
         self.restore_best = bool(restore_best)
         self.best_epoch: int | None = None
         self._best_state: dict[str, np.ndarray] | None = None
@@ -294,15 +332,30 @@ class ReduceLROnPlateau(_Monitor):
     ``patience`` epochs, then wait ``cooldown`` epochs; never below ``min_lr`` (Keras's and
     PyTorch's ``ReduceLROnPlateau``). Use it instead of a scheduler, not beside one."""
 
-    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
-                 min_delta: float = 0.0, mode: str = "auto", cooldown: int = 0,
-                 min_lr: float = 0.0) -> None:
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        factor: float = 0.1,
+        patience: int = 10,
+        min_delta: float = 0.0,
+        mode: str = "auto",
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+    ) -> None:
         super().__init__(monitor, mode, min_delta, patience, "ReduceLROnPlateau")
-        if isinstance(factor, (bool, np.bool_)) or not isinstance(factor, (int, float)) \
-                or not 0.0 < factor < 1.0:
-            raise ValueError(f"ReduceLROnPlateau: factor must be a number in (0, 1), got {factor!r}")
-        if isinstance(min_lr, (bool, np.bool_)) or not isinstance(min_lr, (int, float)) \
-                or not min_lr >= 0:
+        if (
+            isinstance(factor, (bool, np.bool_))
+            or not isinstance(factor, (int, float))
+            or not 0.0 < factor < 1.0
+        ):
+            raise ValueError(
+                f"ReduceLROnPlateau: factor must be a number in (0, 1), got {factor!r}"
+            )
+        if (
+            isinstance(min_lr, (bool, np.bool_))
+            or not isinstance(min_lr, (int, float))
+            or not min_lr >= 0
+        ):
             raise ValueError(f"ReduceLROnPlateau: min_lr must be a number >= 0, got {min_lr!r}")
         self.factor, self.min_lr = float(factor), float(min_lr)
         self.cooldown = check_int(cooldown, "cooldown", "ReduceLROnPlateau", minimum=0)
@@ -339,7 +392,9 @@ class DivergenceGuard:
 
     def __init__(self) -> None:
         self.backup: dict[str, np.ndarray] = {}  # the parameters before the current step
-        self.buffer_backup: dict[str, np.ndarray] = {}  # the buffers before the current step's forward
+        self.buffer_backup: dict[
+            str, np.ndarray
+        ] = {}  # the buffers before the current step's forward
 
     @staticmethod
     def _keep(store: dict[str, np.ndarray], arrays: dict[str, np.ndarray]) -> None:
@@ -357,10 +412,11 @@ class DivergenceGuard:
         for key, a in model.buffers.items():
             np.copyto(a, self.buffer_backup[key])
 
-    def forward_backward(self, model: Any, xb: np.ndarray, yb: np.ndarray, loss: Any,
-                         check_grads: bool = True) -> tuple[np.ndarray, float, dict]:
-        """Forward, loss, backward; raise ``_NonFinite`` if the loss or (``check_grads``) a gradient is
-        NaN/Inf, with the buffers restored."""
+    def forward_backward(
+        self, model: Any, xb: np.ndarray, yb: np.ndarray, loss: Any, check_grads: bool = True
+    ) -> tuple[np.ndarray, float, dict]:
+        """Forward, loss, backward; raise ``_NonFinite`` if the loss or (``check_grads``) a gradient
+        is NaN/Inf, with the buffers restored."""
         self._keep(self.buffer_backup, model.buffers)
         try:
             try:
@@ -371,21 +427,25 @@ class DivergenceGuard:
                         raise _NonFinite(f"the loss is {value}", value)
                     model.backward(loss.backward(), input_grad=False)
             except NonFiniteError as exc:
-                # the layers and losses refuse non-finite inputs: an activation or a gradient overflowed
+                # the layers and losses refuse non-finite inputs: an activation or a gradient
+                # overflowed
                 raise _NonFinite(f"a value overflowed ({exc})", math.nan) from None
             grads = model.grads
             if check_grads:
                 for key, g in grads.items():
                     if not is_finite(g):
-                        raise _NonFinite(f"the gradient of {key} is not finite (loss {value:.6g})", value)
+                        raise _NonFinite(
+                            f"the gradient of {key} is not finite (loss {value:.6g})", value
+                        )
         except _NonFinite:
             self.restore_buffers(model)
             raise
         return out, value, grads
 
     def apply(self, model: Any, optimizer: Any, grads: dict, value: float) -> None:
-        """``optimizer.step``; if it makes a parameter NaN/Inf, put every parameter and buffer back as
-        it was and raise ``_NonFinite`` (the optimizer's own state, e.g. momentum, has advanced)."""
+        """``optimizer.step``; if it makes a parameter NaN/Inf, put every parameter and buffer back
+        as it was and raise ``_NonFinite`` (the optimizer's own state, e.g. momentum, has
+        advanced)."""
         params = model.params
         self._keep(self.backup, params)
         with np.errstate(over="ignore", invalid="ignore"):  # reported below as a divergence
@@ -395,8 +455,11 @@ class DivergenceGuard:
             for key, p in params.items():
                 np.copyto(p, self.backup[key])
             self.restore_buffers(model)
-            raise _NonFinite(f"the optimizer step made {bad} non-finite (loss {value:.6g}; the parameters were "
-                             f"restored to before the step)", value)
+            raise _NonFinite(
+                f"the optimizer step made {bad} non-finite (loss {value:.6g}; the parameters were "
+                f"restored to before the step)",
+                value,
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,7 +478,10 @@ def _augmented(xb: Any, shape: tuple[int, ...], owner: str) -> np.ndarray:
     would otherwise surface as a divergence of training)."""
     xb = as_float_array(xb, "the batch returned by augment", owner)
     if xb.shape != shape:
-        raise ValueError(f"{owner}: augment must return a batch of the shape it was given, {shape}, got {xb.shape}")
+        raise ValueError(
+            f"{owner}: augment must return a batch of the shape it was given, {shape}, got "
+            f"{xb.shape}"
+        )
     return xb
 
 
@@ -431,9 +497,19 @@ class TrainingRun:
     """One ``fit`` call's state: the model, optimizer, scheduler, position and history, the
     callbacks, and (data-parallel) the :class:`~cnn_im2col.distributed.DataParallel` helper."""
 
-    def __init__(self, model: Any, optimizer: Any, scheduler: Any, scheduler_interval: str, loss: Any,
-                 position: Position, callbacks: list[Callback], should_stop: Callable[[], bool] | None,
-                 checkpoint: str | None, parallel: _dist.DataParallel | None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        optimizer: Any,
+        scheduler: Any,
+        scheduler_interval: str,
+        loss: Any,
+        position: Position,
+        callbacks: list[Callback],
+        should_stop: Callable[[], bool] | None,
+        checkpoint: str | None,
+        parallel: _dist.DataParallel | None,
+    ) -> None:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.scheduler_interval, self.loss, self.position = scheduler_interval, loss, position
         self.history = position.history
@@ -459,23 +535,35 @@ class TrainingRun:
         return TrainingDiverged(
             f"training diverged at epoch {epoch + 1}/{epochs}, batch {b + 1}/{batches}: "
             f"{exc.what}. This step was not applied. The learning rate ({lr_text}) is "
-            f"probably too high; try one 3-10x smaller", epoch + 1, b + 1, exc.value, lr)
+            f"probably too high; try one 3-10x smaller",
+            epoch + 1,
+            b + 1,
+            exc.value,
+            lr,
+        )
 
-    def train_step(self, xb: np.ndarray, yb: np.ndarray, key: list[int]
-                   ) -> tuple[float, int, int, bool, list[float]]:
+    def train_step(
+        self, xb: np.ndarray, yb: np.ndarray, key: list[int]
+    ) -> tuple[float, int, int, bool, list[float]]:
         """Train on one (global) batch: forward, loss, backward, (data-parallel: the gradients'
         allreduce), the divergence guard's checks, the optimizer's update. Return (loss x count,
-        correct, count, stop requested, each metric x count). ``key`` ([seed, epoch, batch]) seeds the layers' random
-        draws when data-parallel."""
+        correct, count, stop requested, each metric x count). ``key`` ([seed, epoch, batch])
+        seeds the layers' random draws when data-parallel."""
         if self.parallel is not None:
             return self._parallel_step(xb, yb, key)
         out, value, grads = self.guard.forward_backward(self.model, xb, yb, self.loss)
         self.guard.apply(self.model, self.optimizer, grads, value)
-        return value * xb.shape[0], self._correct(out, yb), xb.shape[0], False, \
-            self._metric_sums(out, yb)
+        return (
+            value * xb.shape[0],
+            self._correct(out, yb),
+            xb.shape[0],
+            False,
+            self._metric_sums(out, yb),
+        )
 
-    def _parallel_step(self, xb: np.ndarray, yb: np.ndarray, key: list[int]
-                       ) -> tuple[float, int, int, bool, list[float]]:
+    def _parallel_step(
+        self, xb: np.ndarray, yb: np.ndarray, key: list[int]
+    ) -> tuple[float, int, int, bool, list[float]]:
         dp = self.parallel
         lo, hi = dp.share(xb.shape[0])
         count = hi - lo
@@ -484,33 +572,49 @@ class TrainingRun:
         if count:
             try:
                 with dp.keyed_generators(self.model, key, lo):
-                    out, value, grads = self.guard.forward_backward(self.model, xb[lo:hi], yb[lo:hi], self.loss,
-                                                                    check_grads=False)
+                    out, value, grads = self.guard.forward_backward(
+                        self.model, xb[lo:hi], yb[lo:hi], self.loss, check_grads=False
+                    )
                 loss_sum, correct = value * count, self._correct(out, yb[lo:hi])
                 metric_sums = self._metric_sums(out, yb[lo:hi])
             except _NonFinite as exc:
                 failure, grads = exc, self.model.grads
         else:
             grads = self.model.grads  # no sample in this rank's share: it contributes zeros
-        stop = self.should_stop is not None and bool(self.should_stop())  # any rank's request stops all
+        stop = self.should_stop is not None and bool(
+            self.should_stop()
+        )  # any rank's request stops all
         total = xb.shape[0]
-        grads, totals = dp.allreduce_gradients(grads, count, total, [loss_sum, correct, failure is not None, stop,
-                                                                     *metric_sums])
+        grads, totals = dp.allreduce_gradients(
+            grads, count, total, [loss_sum, correct, failure is not None, stop, *metric_sums]
+        )
         loss_sum, correct, failed_ranks, stop_ranks = totals[:4]
         metric_sums = totals[4:]
         if failed_ranks or not is_finite(dp.buffer):
             self.guard.restore_buffers(self.model)  # this rank's forward moved them too
             if failure is None:
-                failure = _NonFinite("the loss or a gradient on another rank is not finite"
-                                     if failed_ranks else "the sum of the ranks' gradients is not finite", math.nan)
+                failure = _NonFinite(
+                    "the loss or a gradient on another rank is not finite"
+                    if failed_ranks
+                    else "the sum of the ranks' gradients is not finite",
+                    math.nan,
+                )
             raise failure
         self.guard.apply(self.model, self.optimizer, grads, loss_sum / total)
         dp.broadcast_buffers(self.model)
         return loss_sum, round(correct), total, bool(stop_ranks), metric_sums
 
     # --- epochs --------------------------------------------------------------------------------
-    def run(self, x: np.ndarray, y: np.ndarray, val: tuple | None, batch_size: int, shuffle: bool,
-            augment: Any, resumed: bool) -> None:
+    def run(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        val: tuple | None,
+        batch_size: int,
+        shuffle: bool,
+        augment: Any,
+        resumed: bool,
+    ) -> None:
         pos, run = self.position, self.position.run
         n, epochs, seed = run["n"], run["epochs"], run["seed"]
         batches = math.ceil(n / batch_size)
@@ -529,15 +633,21 @@ class TrainingRun:
             t_mark = t_epoch
             try:
                 for b in range(first, batches):
-                    index = order[b * batch_size:(b + 1) * batch_size] if shuffle else slice(b * batch_size,
-                                                                                               (b + 1) * batch_size)
+                    index = (
+                        order[b * batch_size : (b + 1) * batch_size]
+                        if shuffle
+                        else slice(b * batch_size, (b + 1) * batch_size)
+                    )
                     xb, yb = x[index], y[index]
                     if augment is not None:
-                        xb = _augmented(augment(xb, np.random.default_rng([seed, epoch, b])), xb.shape, OWNER)
+                        xb = _augmented(
+                            augment(xb, np.random.default_rng([seed, epoch, b])), xb.shape, OWNER
+                        )
                     self.last_lr = float(self.optimizer.lr)  # the rate this batch trains with
                     try:
                         loss_sum, correct, count, stop, metric_sums = self.train_step(
-                            xb, yb, [seed, epoch, b])
+                            xb, yb, [seed, epoch, b]
+                        )
                     except _NonFinite as exc:
                         raise self._diverged(exc, epoch, b, batches) from None
                     if self.scheduler is not None and self.scheduler_interval == "batch":
@@ -566,15 +676,17 @@ class TrainingRun:
         for cb in self.callbacks:
             cb.on_interrupt(self, epoch, b, spent)
         if self.parallel is not None:
-            self.parallel.comm.Barrier()  # no rank leaves (and maybe aborts the job) before rank 0 has written
+            # no rank leaves (and maybe aborts the job) before rank 0 has written
+            self.parallel.comm.Barrier()
         epochs = self.position.run["epochs"]
         msg = f"training stopped after epoch {epoch + 1}/{epochs}, batch {b + 1}/{batches}"
         if self.checkpoint is not None:
             msg += f"; checkpoint written to {self.checkpoint}"
         raise TrainingInterrupted(msg, epoch + 1, b + 1, batches, self.checkpoint, self.history)
 
-    def _end_epoch(self, epoch: int, val: tuple | None, batch_size: int, train_seconds: float,
-                   t_epoch: float) -> bool:
+    def _end_epoch(
+        self, epoch: int, val: tuple | None, batch_size: int, train_seconds: float, t_epoch: float
+    ) -> bool:
         """Scheduler, validation, history, callbacks; True if a callback stops training."""
         pos = self.position
         if self.scheduler is not None and self.scheduler_interval == "epoch":
@@ -615,14 +727,16 @@ class TrainingRun:
         eval_batch = max(256, batch_size)
         metrics = self.metrics
         if self.parallel is None:
-            return self.model.evaluate(val[0], val[1], batch_size=eval_batch, loss=loss,
-                                       metrics=metrics)
+            return self.model.evaluate(
+                val[0], val[1], batch_size=eval_batch, loss=loss, metrics=metrics
+            )
         lo, hi = self.parallel.share(val[0].shape[0])
         keys = ["loss", "accuracy", *self.metrics]
         sums = [0.0] * len(keys)
         if hi > lo:
-            part = self.model.evaluate(val[0][lo:hi], val[1][lo:hi], batch_size=eval_batch, loss=loss,
-                                       metrics=metrics)
+            part = self.model.evaluate(
+                val[0][lo:hi], val[1][lo:hi], batch_size=eval_batch, loss=loss, metrics=metrics
+            )
             sums = [part.get(key, 0.0) * (hi - lo) for key in keys]
         total = self.parallel.sum(sums)
         result = {key: value / val[0].shape[0] for key, value in zip(keys, total)}
@@ -645,16 +759,32 @@ class Trainer:
 
     fresh_loss = staticmethod(fresh_loss)
 
-    def fit(self, x: Any, y: Any, *, epochs: int, batch_size: int, optimizer: Any, loss: Any,
-            validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
-            metrics: Any = (), seed: int | None = None,
-            progress: bool = True, shuffle: bool = True, scheduler: Any = None,
-            scheduler_interval: str = "epoch",
-            augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
-            callbacks: Iterable[Any] = (), checkpoint: Any = None,
-            checkpoint_extra: dict | None = None, resume: Mapping | None = None,
-            should_stop: Callable[[], bool] | None = None,
-            log: Callable[[str], None] | None = _print, comm: Any = None) -> dict[str, list]:
+    def fit(
+        self,
+        x: Any,
+        y: Any,
+        *,
+        epochs: int,
+        batch_size: int,
+        optimizer: Any,
+        loss: Any,
+        validation_data: tuple[Any, Any] | None = None,
+        validation_split: float = 0.0,
+        metrics: Any = (),
+        seed: int | None = None,
+        progress: bool = True,
+        shuffle: bool = True,
+        scheduler: Any = None,
+        scheduler_interval: str = "epoch",
+        augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+        callbacks: Iterable[Any] = (),
+        checkpoint: Any = None,
+        checkpoint_extra: dict | None = None,
+        resume: Mapping | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        log: Callable[[str], None] | None = _print,
+        comm: Any = None,
+    ) -> dict[str, list]:
         """Train with minibatches; return the history (per-epoch lists).
 
         - ``x`` (N, ...) and ``y``: labels ``(N,)`` in ``[0, K)`` or targets shaped like the
@@ -702,17 +832,38 @@ class Trainer:
         ``FloatingPointError``) naming the epoch and batch, before the step is applied.
         """
         owner = OWNER
-        parallel = _dist.DataParallel(comm) if comm is not None and _dist.world_size(comm, owner) > 1 else None
+        parallel = (
+            _dist.DataParallel(comm)
+            if comm is not None and _dist.world_size(comm, owner) > 1
+            else None
+        )
         try:
-            args = _checked(self, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, loss=loss,
-                            validation_data=validation_data, validation_split=validation_split,
-                            seed=seed, shuffle=shuffle, scheduler=scheduler,
-                            scheduler_interval=scheduler_interval, augment=augment, callbacks=callbacks,
-                            checkpoint=checkpoint, checkpoint_extra=checkpoint_extra, should_stop=should_stop)
+            args = _checked(
+                self,
+                x,
+                y,
+                epochs=epochs,
+                batch_size=batch_size,
+                optimizer=optimizer,
+                loss=loss,
+                validation_data=validation_data,
+                validation_split=validation_split,
+                seed=seed,
+                shuffle=shuffle,
+                scheduler=scheduler,
+                scheduler_interval=scheduler_interval,
+                augment=augment,
+                callbacks=callbacks,
+                checkpoint=checkpoint,
+                checkpoint_extra=checkpoint_extra,
+                should_stop=should_stop,
+            )
         except (TypeError, ValueError) as exc:
             if parallel is None:
                 raise
-            with contextlib.suppress(ValueError):  # the other ranks learn of it and raise; this one raises its own
+            with contextlib.suppress(
+                ValueError
+            ):  # the other ranks learn of it and raise; this one raises its own
                 parallel.agree({"error": f"{type(exc).__name__}: {exc}"}, owner)
             raise
         epochs, batch_size, x, y, val, callbacks, checkpoint = args
@@ -720,12 +871,33 @@ class Trainer:
         if parallel is not None:
             if seed is None:
                 seed_value = parallel.from_root_object(seed_value)
-            parallel.agree(_dist.fingerprint(self, x, y, val, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
-                                             seed=seed_value, optimizer=optimizer, scheduler=scheduler,
-                                             scheduler_interval=scheduler_interval, loss=loss, augment=augment,
-                                             resume=resume), owner)
+            parallel.agree(
+                _dist.fingerprint(
+                    self,
+                    x,
+                    y,
+                    val,
+                    epochs=epochs,
+                    batch_size=batch_size,
+                    shuffle=shuffle,
+                    seed=seed_value,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    scheduler_interval=scheduler_interval,
+                    loss=loss,
+                    augment=augment,
+                    resume=resume,
+                ),
+                owner,
+            )
         n = x.shape[0]
-        run = {"n": n, "batch_size": batch_size, "epochs": epochs, "shuffle": bool(shuffle), "seed": seed_value}
+        run = {
+            "n": n,
+            "batch_size": batch_size,
+            "epochs": epochs,
+            "shuffle": bool(shuffle),
+            "seed": seed_value,
+        }
         position = Position(run, lr_at_epoch_start=float(optimizer.lr))
         if resume is not None:
             position = Position.resumed(resume, run, seed is not None, float(optimizer.lr), owner)
@@ -745,8 +917,18 @@ class Trainer:
             steps.append(Checkpointing(checkpoint, checkpoint_extra))
         steps.extend(cb for cb in callbacks if isinstance(cb, Callback))
         steps.append(FunctionCallbacks([cb for cb in callbacks if not isinstance(cb, Callback)]))
-        training_run = TrainingRun(self, optimizer, scheduler, scheduler_interval, loss, position, steps,
-                                   should_stop, checkpoint, parallel)
+        training_run = TrainingRun(
+            self,
+            optimizer,
+            scheduler,
+            scheduler_interval,
+            loss,
+            position,
+            steps,
+            should_stop,
+            checkpoint,
+            parallel,
+        )
         out_shape = self.check_shapes(x.shape[1:])[-1]
         training_run.accuracy = accuracy_for(out_shape, y, self._outputs_probabilities())
         training_run.metrics = self._metrics(metrics, out_shape, y, training_run.accuracy, owner)
@@ -756,28 +938,54 @@ class Trainer:
         result["seed"] = history_seed
         return result
 
-    def save_checkpoint(self, path: str | os.PathLike, optimizer: Any, scheduler: Any = None,
-                        state: Mapping | None = None, extra: Mapping | None = None) -> None:
+    def save_checkpoint(
+        self,
+        path: str | os.PathLike,
+        optimizer: Any,
+        scheduler: Any = None,
+        state: Mapping | None = None,
+        extra: Mapping | None = None,
+    ) -> None:
         """Model + optimizer state + scheduler state + ``fit``'s position (``state``), atomically
         (:func:`cnn_im2col.checkpoint.save_checkpoint`). ``extra``: any JSON-able dict."""
-        _checkpoint.save_checkpoint(path_text(path, "save_checkpoint"), self, optimizer, scheduler,
-                                    state, extra)
+        _checkpoint.save_checkpoint(
+            path_text(path, "save_checkpoint"), self, optimizer, scheduler, state, extra
+        )
 
     @classmethod
-    def load_checkpoint(cls, path: str | os.PathLike,
-                        custom_layers: Mapping[str, type] | None = None) -> _checkpoint.Checkpoint:
+    def load_checkpoint(
+        cls, path: str | os.PathLike, custom_layers: Mapping[str, type] | None = None
+    ) -> _checkpoint.Checkpoint:
         """Read a checkpoint written by :meth:`save_checkpoint` (e.g. by ``fit(checkpoint=...)``):
         the model, its optimizer and scheduler, ``fit``'s position and the stored ``extra``."""
-        return _checkpoint.load_checkpoint(path_text(path, "Sequential.load_checkpoint"),
-                                           cls._builder(custom_layers))
+        return _checkpoint.load_checkpoint(
+            path_text(path, "Sequential.load_checkpoint"), cls._builder(custom_layers)
+        )
 
 
-def _checked(model: Any, x: Any, y: Any, *, epochs: Any, batch_size: Any, optimizer: Any, loss: Any,
-             validation_data: Any, validation_split: Any, seed: Any, shuffle: Any,
-             scheduler: Any, scheduler_interval: Any,
-             augment: Any, callbacks: Any, checkpoint: Any, checkpoint_extra: Any, should_stop: Any) -> tuple:
-    """Validate ``fit``'s arguments (TypeError/ValueError naming the argument); return
-    ``(epochs, batch_size, x, y, validation pair or None, callbacks as a list, checkpoint path or None)``."""
+def _checked(
+    model: Any,
+    x: Any,
+    y: Any,
+    *,
+    epochs: Any,
+    batch_size: Any,
+    optimizer: Any,
+    loss: Any,
+    validation_data: Any,
+    validation_split: Any,
+    seed: Any,
+    shuffle: Any,
+    scheduler: Any,
+    scheduler_interval: Any,
+    augment: Any,
+    callbacks: Any,
+    checkpoint: Any,
+    checkpoint_extra: Any,
+    should_stop: Any,
+) -> tuple:
+    """Validate ``fit``'s arguments (TypeError/ValueError naming the argument); return ``(epochs,
+    batch_size, x, y, validation pair or None, callbacks as a list, checkpoint path or None)``."""
     owner = OWNER
     epochs = check_int(epochs, "epochs", owner, minimum=1)
     batch_size = check_int(batch_size, "batch_size", owner, minimum=1)
@@ -786,39 +994,55 @@ def _checked(model: Any, x: Any, y: Any, *, epochs: Any, batch_size: Any, optimi
         raise TypeError(f"{owner}: shuffle must be True or False, got {shuffle!r}")
     _not_a_class(optimizer, "optimizer", owner, "Adam(1e-3)")
     if not (hasattr(optimizer, "step") and hasattr(optimizer, "lr")):
-        raise TypeError(f"{owner}: optimizer must have step(params, grads) and lr (e.g. optim.Adam), "
-                        f"got {type(optimizer).__name__}")
+        raise TypeError(
+            f"{owner}: optimizer must have step(params, grads) and lr (e.g. optim.Adam), "
+            f"got {type(optimizer).__name__}"
+        )
     check_loss(loss, owner)
     _not_a_class(scheduler, "scheduler", owner, "CosineAnnealingLR(optimizer, t_max=10)")
     if scheduler is not None and not hasattr(scheduler, "step"):
-        raise TypeError(f"{owner}: scheduler must have step() (e.g. optim.CosineAnnealingLR), "
-                        f"got {type(scheduler).__name__}")
+        raise TypeError(
+            f"{owner}: scheduler must have step() (e.g. optim.CosineAnnealingLR), "
+            f"got {type(scheduler).__name__}"
+        )
     bound = getattr(scheduler, "optimizer", optimizer)
     if bound is not optimizer:
-        raise ValueError(f"{owner}: scheduler {type(scheduler).__name__} was built on another "
-                         f"optimizer ({type(bound).__name__} at {id(bound):#x}), not on the one "
-                         f"given to fit ({type(optimizer).__name__} at {id(optimizer):#x}), so the "
-                         f"learning rate would never change; build it on fit's optimizer")
+        raise ValueError(
+            f"{owner}: scheduler {type(scheduler).__name__} was built on another "
+            f"optimizer ({type(bound).__name__} at {id(bound):#x}), not on the one "
+            f"given to fit ({type(optimizer).__name__} at {id(optimizer):#x}), so the "
+            f"learning rate would never change; build it on fit's optimizer"
+        )
     if augment is not None and not callable(augment):
-        raise TypeError(f"{owner}: augment must be a callable augment(x, rng) -> x, got {augment!r}")
+        raise TypeError(
+            f"{owner}: augment must be a callable augment(x, rng) -> x, got {augment!r}"
+        )
     callbacks = list(callbacks)
     for cb in callbacks:
         if not callable(cb) and not isinstance(cb, Callback):
-            raise TypeError(f"{owner}: callbacks must be callables cb(model, logs) or training.Callback "
-                            f"instances, got {cb!r}")
+            raise TypeError(
+                f"{owner}: callbacks must be callables cb(model, logs) or training.Callback "
+                f"instances, got {cb!r}"
+            )
     if should_stop is not None and not callable(should_stop):
-        raise TypeError(f"{owner}: should_stop must be a callable returning bool, got {should_stop!r}")
+        raise TypeError(
+            f"{owner}: should_stop must be a callable returning bool, got {should_stop!r}"
+        )
     if checkpoint is not None:
         checkpoint = path_text(checkpoint, owner, "checkpoint")
         if not (hasattr(optimizer, "state_dict") and hasattr(optimizer, "config")):
-            raise TypeError(f"{owner}: checkpointing needs an optimizer with state_dict() and config() "
-                            f"(optim.SGD, optim.Adam), got {type(optimizer).__name__}")
+            raise TypeError(
+                f"{owner}: checkpointing needs an optimizer with state_dict() and config() "
+                f"(optim.SGD, optim.Adam), got {type(optimizer).__name__}"
+            )
     if checkpoint_extra is not None:
         try:
             json.dumps(dict(checkpoint_extra))
         except (TypeError, ValueError) as exc:
-            raise TypeError(f"{owner}: checkpoint_extra must be a JSON-able dict, got {checkpoint_extra!r} "
-                            f"({exc})") from None
+            raise TypeError(
+                f"{owner}: checkpoint_extra must be a JSON-able dict, got {checkpoint_extra!r} "
+                f"({exc})"
+            ) from None
 
     model._check_loss_fits(loss, owner)
     x = model._check_inputs(x, owner)
@@ -828,24 +1052,38 @@ def _checked(model: Any, x: Any, y: Any, *, epochs: Any, batch_size: Any, optimi
     if augment is not None and hasattr(augment, "check"):
         augment.check(x.shape[1:], owner)
     val = None
-    if isinstance(validation_split, (bool, np.bool_)) or not isinstance(validation_split, (int, float)) \
-            or not 0.0 <= validation_split < 1.0:
-        raise ValueError(f"{owner}: validation_split must be a number in [0, 1), got {validation_split!r}")
+    if (
+        isinstance(validation_split, (bool, np.bool_))
+        or not isinstance(validation_split, (int, float))
+        or not 0.0 <= validation_split < 1.0
+    ):
+        raise ValueError(
+            f"{owner}: validation_split must be a number in [0, 1), got {validation_split!r}"
+        )
     if validation_split:
         if validation_data is not None:
             raise ValueError(f"{owner}: give validation_data or validation_split, not both")
         held = int(x.shape[0] * validation_split)
         if held < 1 or held == x.shape[0]:
-            raise ValueError(f"{owner}: validation_split={validation_split} of {x.shape[0]} samples "
-                             f"holds out {held}; it must leave at least one sample on each side")
+            raise ValueError(
+                f"{owner}: validation_split={validation_split} of {x.shape[0]} samples "
+                f"holds out {held}; it must leave at least one sample on each side"
+            )
         x, y, validation_data = x[:-held], y[:-held], (x[-held:], y[-held:])
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise TypeError(f"{owner}: validation_data must be a pair (x_val, y_val), got {type(validation_data).__name__}")
+            raise TypeError(
+                f"{owner}: validation_data must be a pair (x_val, y_val), got "
+                f"{type(validation_data).__name__}"
+            )
         xv = as_float_array(validation_data[0], "validation x", owner)
         if xv.shape[1:] != x.shape[1:]:
-            raise ValueError(f"{owner}: validation x must have per-sample shape {x.shape[1:]} like x, "
-                             f"got {xv.shape[1:]} (shape {xv.shape})")
-        yv = model._check_targets(validation_data[1], xv.shape[0], out_shape, owner, name="validation y")
+            raise ValueError(
+                f"{owner}: validation x must have per-sample shape {x.shape[1:]} like x, "
+                f"got {xv.shape[1:]} (shape {xv.shape})"
+            )
+        yv = model._check_targets(
+            validation_data[1], xv.shape[0], out_shape, owner, name="validation y"
+        )
         val = (xv, yv)
     return epochs, batch_size, x, y, val, callbacks, checkpoint

@@ -91,22 +91,24 @@ def test_constructor_validation():
 def test_whole_network_gradcheck_every_layer_kind(order):
     """One float64 network with every layer kind; dx and every parameter by finite differences."""
     f64 = np.float64
-    model = Sequential([
-        Conv2D(2, 3, 3, padding=1, bias="tied", dtype=f64, seed=1),   # (3, 7, 7)
-        Tanh(),
-        Conv2D(3, 3, 2, bias="untied", input_size=(7, 7), dtype=f64, seed=2),  # (3, 6, 6)
-        ReLU(),
-        MaxPool2D(2),                                                 # (3, 3, 3)
-        Conv2D(3, 2, 2, stride=1, bias=None, dtype=f64, seed=3),      # (2, 2, 2)
-        Sigmoid(),
-        AvgPool2D(2, stride=1, trainable_scale=True, channels=2, dtype=f64),  # (2, 1, 1)
-        Flatten(order),
-        Dense(2, 5, dtype=f64, seed=4),
-        Dropout(0.5, seed=5),  # eval mode: the identity
-        Tanh(),
-        Dense(5, 4, dtype=f64, seed=6),
-        Softmax(),
-    ])
+    model = Sequential(
+        [
+            Conv2D(2, 3, 3, padding=1, bias="tied", dtype=f64, seed=1),  # (3, 7, 7)
+            Tanh(),
+            Conv2D(3, 3, 2, bias="untied", input_size=(7, 7), dtype=f64, seed=2),  # (3, 6, 6)
+            ReLU(),
+            MaxPool2D(2),  # (3, 3, 3)
+            Conv2D(3, 2, 2, stride=1, bias=None, dtype=f64, seed=3),  # (2, 2, 2)
+            Sigmoid(),
+            AvgPool2D(2, stride=1, trainable_scale=True, channels=2, dtype=f64),  # (2, 1, 1)
+            Flatten(order),
+            Dense(2, 5, dtype=f64, seed=4),
+            Dropout(0.5, seed=5),  # eval mode: the identity
+            Tanh(),
+            Dense(5, 4, dtype=f64, seed=6),
+            Softmax(),
+        ]
+    )
     x = np.random.default_rng(7).standard_normal((2, 2, 7, 7))
     assert model.output_shape((2, 7, 7)) == (4,)
     errors = check_layer(model, x, seed=3)
@@ -140,9 +142,11 @@ def test_check_shapes_names_both_layers_and_shapes():
     assert "layer 3 Dense(10, 5, seed=1)" in message
     assert "layer 2 Flatten()" in message
     assert "(144,)" in message
-    with pytest.raises(ValueError,
-                       match=r"layer 0 Conv2D\(1, 4, 3, seed=0\) cannot take the input of "
-                             r"shape \(3, 8, 8\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"layer 0 Conv2D\(1, 4, 3, seed=0\) cannot take the input of "
+        r"shape \(3, 8, 8\)",
+    ):
         model.check_shapes((3, 8, 8))
     # pooling window larger than its input
     model = Sequential([Conv2D(1, 2, 5, seed=0), MaxPool2D(5)])
@@ -153,22 +157,28 @@ def test_check_shapes_names_both_layers_and_shapes():
 
 
 def test_summary_totals_equal_a_hand_count():
-    model = Sequential([
-        Conv2D(1, 6, 5, seed=0),           # 6*1*5*5 + 6 = 156
-        ReLU(), AvgPool2D(2, trainable_scale=True, channels=6),  # 6
-        Conv2D(6, 16, 5, bias="untied", input_size=(12, 12),
-               seed=1),  # 16*6*25 + 16*8*8 = 2400 + 1024
-        ReLU(), MaxPool2D(2),
-        Flatten(),
-        Dense(16 * 4 * 4, 10, seed=2),     # 256*10 + 10 = 2570
-    ])
+    model = Sequential(
+        [
+            Conv2D(1, 6, 5, seed=0),  # 6*1*5*5 + 6 = 156
+            ReLU(),
+            AvgPool2D(2, trainable_scale=True, channels=6),  # 6
+            Conv2D(
+                6, 16, 5, bias="untied", input_size=(12, 12), seed=1
+            ),  # 16*6*25 + 16*8*8 = 2400 + 1024
+            ReLU(),
+            MaxPool2D(2),
+            Flatten(),
+            Dense(16 * 4 * 4, 10, seed=2),  # 256*10 + 10 = 2570
+        ]
+    )
     hand = 156 + 6 + (2400 + 1024) + 2570
     text = model.summary((1, 28, 28))
     assert f"Total params: {hand:,}" in text
     assert model.num_params() == hand
     lines = text.splitlines()
     assert any(
-        "Conv2D(6, 16, 5" in line and "(16, 8, 8)" in line and "3,424" in line for line in lines)
+        "Conv2D(6, 16, 5" in line and "(16, 8, 8)" in line and "3,424" in line for line in lines
+    )
     assert any("(10,)" in line and "2,570" in line for line in lines)
     with pytest.raises(ValueError, match="layer 0"):
         model.summary((1, 3, 3))
@@ -207,8 +217,9 @@ def test_predict_and_evaluate_with_a_softmax_output_layer():
 
 def primer_network(seed=0):
     """The primer's sigmoid + quadratic-cost network: (1, 6, 6) -> 3 sigmoid outputs."""
-    return Sequential([Conv2D(1, 2, 3, seed=seed), Sigmoid(), Flatten(), Dense(32, 3, seed=seed + 1),
-                       Sigmoid()])
+    return Sequential(
+        [Conv2D(1, 2, 3, seed=seed), Sigmoid(), Flatten(), Dense(32, 3, seed=seed + 1), Sigmoid()]
+    )
 
 
 def test_predict_of_a_sigmoid_quadratic_cost_network_is_its_forward():
@@ -241,7 +252,9 @@ def test_evaluate_after_fit_uses_the_loss_it_was_trained_with():
     onehot = np.eye(10, dtype=np.float32)[y]
     fit(model, x, onehot, epochs=1, batch_size=10, optimizer=SGD(0.01), loss=MeanSquaredError())
     result = model.evaluate(x, onehot)
-    assert result["loss"] == pytest.approx(MeanSquaredError().forward(model.forward(x), onehot), rel=1e-5)
+    assert result["loss"] == pytest.approx(
+        MeanSquaredError().forward(model.forward(x), onehot), rel=1e-5
+    )
     assert result["accuracy"] == pytest.approx(np.mean(model.forward(x).argmax(1) == y))
 
 
@@ -297,12 +310,18 @@ def test_save_load_gives_identical_predictions(tmp_path):
 
 def test_save_load_float64_and_every_layer_kind(tmp_path):
     f64 = np.float64
-    model = Sequential([
-        Conv2D(1, 2, 3, padding="same", bias="untied", input_size=(6, 6), dtype=f64, seed=1),
-        Tanh(),
-        AvgPool2D(2, trainable_scale=True, channels=2, dtype=f64), Sigmoid(), Flatten("F"),
-        Dense(18, 3, bias=False, dtype=f64, seed=2), Dropout(0.1, seed=3), Softmax(),
-    ])
+    model = Sequential(
+        [
+            Conv2D(1, 2, 3, padding="same", bias="untied", input_size=(6, 6), dtype=f64, seed=1),
+            Tanh(),
+            AvgPool2D(2, trainable_scale=True, channels=2, dtype=f64),
+            Sigmoid(),
+            Flatten("F"),
+            Dense(18, 3, bias=False, dtype=f64, seed=2),
+            Dropout(0.1, seed=3),
+            Softmax(),
+        ]
+    )
     model.layers[2].params["weight"][:] = [0.3, 0.7]
     model.save(tmp_path / "m.npz")
     loaded = Sequential.load(tmp_path / "m.npz")
@@ -325,23 +344,41 @@ def _set_header(arrays, edit):
     arrays["__model__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
 
 
-@pytest.mark.parametrize(("change", "match"), [
-    (lambda a: _set_header(a, lambda h: h["layers"][1].update({"class": "Swish"})),
-     r"layer 1 has unknown class 'Swish'; known classes: AvgPool2D"),
-    (lambda a: a.pop("param:4.bias"), r"missing parameters \['4.bias'\]"),
-    (lambda a: a.update({"param:9.weight": np.zeros(3, np.float32)}),
-     r"unexpected parameters \['9.weight'\]"),
-    (lambda a: a.update({"param:0.weight": np.zeros((4, 1, 2, 2), np.float32)}),
-     r"'0.weight' has shape \(4, 1, 2, 2\), the architecture needs \(4, 1, 3, 3\)"),
-    (lambda a: a.update({"param:0.bias": np.zeros(4, np.int32)}), "must be float"),
-    (lambda a: a.update({"junk": np.zeros(1)}), r"unknown entries \['junk'\]"),
-    (lambda a: _set_header(a, lambda h: h.update({"version": 99})), "version 99 is not supported"),
-    (lambda a: _set_header(a, lambda h: h["layers"][0]["config"].update({"kernel_size": -3})),
-     r"layer 0 \(Conv2D\) has a bad config"),
-    (lambda a: a.pop("__model__"), "not a cnn-im2col model file"),
-    (lambda a: a.update({"__model__": np.frombuffer(b"{not json", dtype=np.uint8)}),
-     "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (
+            lambda a: _set_header(a, lambda h: h["layers"][1].update({"class": "Swish"})),
+            r"layer 1 has unknown class 'Swish'; known classes: AvgPool2D",
+        ),
+        (lambda a: a.pop("param:4.bias"), r"missing parameters \['4.bias'\]"),
+        (
+            lambda a: a.update({"param:9.weight": np.zeros(3, np.float32)}),
+            r"unexpected parameters \['9.weight'\]",
+        ),
+        (
+            lambda a: a.update({"param:0.weight": np.zeros((4, 1, 2, 2), np.float32)}),
+            r"'0.weight' has shape \(4, 1, 2, 2\), the architecture needs \(4, 1, 3, 3\)",
+        ),
+        (lambda a: a.update({"param:0.bias": np.zeros(4, np.int32)}), "must be float"),
+        (lambda a: a.update({"junk": np.zeros(1)}), r"unknown entries \['junk'\]"),
+        (
+            lambda a: _set_header(a, lambda h: h.update({"version": 99})),
+            "version 99 is not supported",
+        ),
+        (
+            lambda a: _set_header(
+                a, lambda h: h["layers"][0]["config"].update({"kernel_size": -3})
+            ),
+            r"layer 0 \(Conv2D\) has a bad config",
+        ),
+        (lambda a: a.pop("__model__"), "not a cnn-im2col model file"),
+        (
+            lambda a: a.update({"__model__": np.frombuffer(b"{not json", dtype=np.uint8)}),
+            "not valid JSON",
+        ),
+    ],
+)
 def test_load_rejects_bad_files_naming_them(tmp_path, change, match):
     model = small_net()
     model.save(tmp_path / "good.npz")
@@ -353,19 +390,27 @@ def test_load_rejects_bad_files_naming_them(tmp_path, change, match):
 
 def test_load_rejects_npy_object_arrays_and_non_paths(tmp_path):
     np.save(tmp_path / "m.npy", np.zeros(3))
-    with pytest.raises(ValueError, match=r"m\.npy: a \.npy file \(a single array\), "
-                                         r"not a cnn-im2col model file"):
+    with pytest.raises(
+        ValueError,
+        match=r"m\.npy: a \.npy file \(a single array\), "
+        r"not a cnn-im2col model file",
+    ):
         Sequential.load(tmp_path / "m.npy")
-    with pytest.raises(TypeError,
-                       match=r"Sequential\.load: path must be a str or os\.PathLike, got 3"):
+    with pytest.raises(
+        TypeError, match=r"Sequential\.load: path must be a str or os\.PathLike, got 3"
+    ):
         Sequential.load(3)
     small_net().save(tmp_path / "good.npz")
-    bad = _rewrite(tmp_path / "good.npz", tmp_path / "obj.npz",
-                   lambda a: a.update({"param:0.bias": np.array([None] * 4, dtype=object)}))
+    bad = _rewrite(
+        tmp_path / "good.npz",
+        tmp_path / "obj.npz",
+        lambda a: a.update({"param:0.bias": np.array([None] * 4, dtype=object)}),
+    )
     with np.load(bad, allow_pickle=True) as npz:
         assert npz["param:0.bias"].dtype == object
-    with pytest.raises(ValueError,
-                       match=r"obj\.npz: entry 'param:0\.bias' cannot be read \(Object arrays"):
+    with pytest.raises(
+        ValueError, match=r"obj\.npz: entry 'param:0\.bias' cannot be read \(Object arrays"
+    ):
         Sequential.load(bad)
 
 
@@ -380,10 +425,13 @@ def test_load_rejects_non_npz_and_missing_files(tmp_path):
 
 def test_nested_sequential_saves_loads_and_resumes(tmp_path):
     inner = Sequential([Dense(36, 16, seed=1), ReLU(), Dropout(0.5, seed=2)])
-    model = Sequential([Conv2D(1, 4, 3, seed=0), ReLU(), MaxPool2D(2), Flatten(), inner,
-                        Dense(16, 10, seed=3)])
-    assert ("4.0.weight" in model.params
-            and model.params["4.0.weight"] is inner.layers[0].params["weight"])
+    model = Sequential(
+        [Conv2D(1, 4, 3, seed=0), ReLU(), MaxPool2D(2), Flatten(), inner, Dense(16, 10, seed=3)]
+    )
+    assert (
+        "4.0.weight" in model.params
+        and model.params["4.0.weight"] is inner.layers[0].params["weight"]
+    )
     assert list(model._generators()) == ["4.2.rng"]
     x, y = data(16)
     fit(model, x, y, epochs=1)
@@ -409,8 +457,11 @@ def test_load_custom_layers():
 @pytest.mark.parametrize("first", ["conv", "dense", "relu"])
 def test_backward_without_input_grad_fills_the_same_gradients(first):
     rng = np.random.default_rng(0)
-    head = {"conv": [Conv2D(1, 2, 3, seed=0), Flatten()], "dense": [Dense(36, 18, seed=0)],
-            "relu": [ReLU(), Flatten()]}[first]
+    head = {
+        "conv": [Conv2D(1, 2, 3, seed=0), Flatten()],
+        "dense": [Dense(36, 18, seed=0)],
+        "relu": [ReLU(), Flatten()],
+    }[first]
     features = {"conv": 32, "dense": 18, "relu": 36}[first]
     model = Sequential([*head, Dense(features, 3, seed=1)])
     x = rng.standard_normal((4, 36) if first == "dense" else (4, 1, 6, 6)).astype(np.float32)
@@ -436,16 +487,22 @@ def test_an_overflow_inside_the_stack_is_reported_at_its_output():
     model = Sequential([Dense(2, 2, seed=0), dense])
     model[0].params["weight"][...] = 1e30
     x = np.ones((1, 2), np.float32)  # finite, but 1e30 * 1e30 overflows float32 in the second layer
-    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(
-            NonFiniteError, match="Sequential.forward: the output contains"):
+    with (
+        np.errstate(over="ignore", invalid="ignore"),
+        pytest.raises(NonFiniteError, match="Sequential.forward: the output contains"),
+    ):
         model.forward(x)
     with pytest.raises(NonFiniteError, match=r"Dense\(2, 2, seed=0\): x contains NaN or Inf"):
         model.forward(np.array([[np.nan, 1.0]], np.float32))  # the input itself is still checked
     model.forward(np.full((1, 2), 1e-31, np.float32))
-    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(
+    with (
+        np.errstate(over="ignore", invalid="ignore"),
+        pytest.raises(
             NonFiniteError,
             match="Sequential.backward: the input gradient contains NaN or Inf although "
-                  "dout was finite"):
+            "dout was finite",
+        ),
+    ):
         model.backward(np.full((1, 2), 1e30, np.float32))  # 1e30 * 1e30 overflows on the way back
 
 
@@ -454,9 +511,9 @@ def test_an_overflow_inside_the_stack_is_reported_at_its_output():
 
 def test_buffers_are_keyed_like_params_and_saved(tmp_path):
     model = bn_net()
-    assert sorted(model.buffers) == sorted(f"{i}.{k}" for i in (1, 5)
-                                           for k in ("running_mean", "running_var",
-                                                     "num_batches_tracked"))
+    assert sorted(model.buffers) == sorted(
+        f"{i}.{k}" for i in (1, 5) for k in ("running_mean", "running_var", "num_batches_tracked")
+    )
     x, y = data(16)
     fit(model, x, y, epochs=1)
     assert int(model.buffers["1.num_batches_tracked"]) == 2
@@ -464,8 +521,9 @@ def test_buffers_are_keyed_like_params_and_saved(tmp_path):
     loaded = Sequential.load(tmp_path / "m.npz")
     assert_same_buffers(loaded, model)
     assert_same_params(loaded, model)
-    np.testing.assert_array_equal(loaded.predict(x),
-                                  model.predict(x))  # eval mode uses the running statistics
+    np.testing.assert_array_equal(
+        loaded.predict(x), model.predict(x)
+    )  # eval mode uses the running statistics
 
 
 def test_buffers_mismatch_is_a_clear_error(tmp_path):
@@ -475,15 +533,21 @@ def test_buffers_mismatch_is_a_clear_error(tmp_path):
     arrays = dict(np.load(path))
     del arrays["buffer:1.running_var"]
     np.savez(tmp_path / "missing.npz", **arrays)
-    with pytest.raises(ValueError, match=r"missing.npz: the buffers do not match the architecture: "
-                                         r"missing buffers \['1.running_var'\], "
-                                         r"unexpected buffers \[\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"missing.npz: the buffers do not match the architecture: "
+        r"missing buffers \['1.running_var'\], "
+        r"unexpected buffers \[\]",
+    ):
         Sequential.load(tmp_path / "missing.npz")
     arrays = dict(np.load(path))
     arrays["buffer:1.num_batches_tracked"] = np.array(1.5)
     np.savez(tmp_path / "kind.npz", **arrays)
-    with pytest.raises(ValueError, match=r"kind.npz: buffer '1.num_batches_tracked' is float64 of "
-                                         r"shape \(\), the architecture needs int64 of shape \(\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"kind.npz: buffer '1.num_batches_tracked' is float64 of "
+        r"shape \(\), the architecture needs int64 of shape \(\)",
+    ):
         Sequential.load(tmp_path / "kind.npz")
     arrays = dict(np.load(path))
     arrays["buffer:5.running_mean"] = np.full(6, np.nan, np.float32)
@@ -495,27 +559,42 @@ def test_buffers_mismatch_is_a_clear_error(tmp_path):
 def test_load_state_dict_of_a_torch_model_with_batch_norm_and_global_pooling():
     torch = pytest.importorskip("torch")
     nn = torch.nn
-    theirs = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
-                           nn.MaxPool2d(2),
-                           nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6, momentum=None),
-                           nn.ReLU(),
-                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 10))
+    theirs = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3, padding=1),
+        nn.BatchNorm2d(6, momentum=None),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 10),
+    )
     x = torch.rand(8, 1, 8, 8)
     theirs.train()
     theirs(x)
     theirs(x * 2)  # running statistics and counters away from their initial values
     theirs.eval()
-    ours = Sequential([*bn_net().layers[:8], Flatten(),
-                       Dense(6, 10)])  # torch's indices: GAP is 2 layers there
+    ours = Sequential(
+        [*bn_net().layers[:8], Flatten(), Dense(6, 10)]
+    )  # torch's indices: GAP is 2 layers there
     ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
     assert int(ours.buffers["5.num_batches_tracked"]) == 2
-    np.testing.assert_allclose(ours.forward(x.numpy()), theirs(x).detach().numpy(), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        ours.forward(x.numpy()), theirs(x).detach().numpy(), rtol=1e-5, atol=1e-6
+    )
 
 
-@given(dtype=st.sampled_from([np.float32, np.float64]), size=st.integers(0, 300),
-       bad=st.sampled_from([None, np.nan, np.inf, -np.inf]),
-       where=st.floats(0, 1), huge=st.booleans(), strided=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    dtype=st.sampled_from([np.float32, np.float64]),
+    size=st.integers(0, 300),
+    bad=st.sampled_from([None, np.nan, np.inf, -np.inf]),
+    where=st.floats(0, 1),
+    huge=st.booleans(),
+    strided=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_finite_check_equals_numpys(dtype, size, bad, where, huge, strided, seed):
     """arrays.is_finite (the training guard's compiled scan) says what np.isfinite(...).all() says:
     NaN and +-Inf anywhere, the largest finite values (whose sum overflows) still finite."""
@@ -536,109 +615,242 @@ def test_finite_check_equals_numpys(dtype, size, bad, where, huge, strided, seed
 
 BAD_INPUTS = {
     # ---- constructor
-    "Sequential([])": (lambda t: Sequential([]), ValueError, r"Sequential: layers", r"empty",
-                       r"must not be empty"),
-    "Sequential('abc')": (lambda t: Sequential("abc"), TypeError, r"Sequential: layers", r"got str",
-                          r"a list of layers"),
-    "Sequential([Conv2D]) (a class)": (lambda t: Sequential([Conv2D]), TypeError,
-                                       r"Sequential: layer 0",
-                                       r"the class Conv2D", r"layer protocol"),
-    "Sequential([3])": (lambda t: Sequential([3]), TypeError, r"Sequential: layer 0", r"got 3",
-                        r"layer protocol"),
+    "Sequential([])": (
+        lambda t: Sequential([]),
+        ValueError,
+        r"Sequential: layers",
+        r"empty",
+        r"must not be empty",
+    ),
+    "Sequential('abc')": (
+        lambda t: Sequential("abc"),
+        TypeError,
+        r"Sequential: layers",
+        r"got str",
+        r"a list of layers",
+    ),
+    "Sequential([Conv2D]) (a class)": (
+        lambda t: Sequential([Conv2D]),
+        TypeError,
+        r"Sequential: layer 0",
+        r"the class Conv2D",
+        r"layer protocol",
+    ),
+    "Sequential([3])": (
+        lambda t: Sequential([3]),
+        TypeError,
+        r"Sequential: layer 0",
+        r"got 3",
+        r"layer protocol",
+    ),
     # ---- evaluate / predict / check_shapes
-    "evaluate y of another length": (lambda t: tiny_model().evaluate(XM, YM[:3]), ValueError,
-                                     r"Sequential\.evaluate: x", r"y has 3 rows", r"must match"),
-    "evaluate batch_size=0": (lambda t: tiny_model().evaluate(XM, YM, batch_size=0), ValueError,
-                              r"Sequential\.evaluate: batch_size", r"got 0", INT1),
-    "evaluate label out of range": (lambda t: tiny_model().evaluate(XM, YM + 3), ValueError,
-                                    r"Sequential\.evaluate: y labels", r"got 3 at index 0",
-                                    r"\[0, 3\)"),
-    "evaluate NaN x": (lambda t: tiny_model().evaluate(with_value(XM, np.nan), YM), ValueError,
-                       r"Sequential\.evaluate: x", *FINITE),
-    "evaluate loss='mse'": (lambda t: tiny_model().evaluate(XM, YM, loss="mse"), TypeError,
-                            r"Sequential\.evaluate: loss", r"got 'mse'",
-                            r"forward\(pred, target\)"),
+    "evaluate y of another length": (
+        lambda t: tiny_model().evaluate(XM, YM[:3]),
+        ValueError,
+        r"Sequential\.evaluate: x",
+        r"y has 3 rows",
+        r"must match",
+    ),
+    "evaluate batch_size=0": (
+        lambda t: tiny_model().evaluate(XM, YM, batch_size=0),
+        ValueError,
+        r"Sequential\.evaluate: batch_size",
+        r"got 0",
+        INT1,
+    ),
+    "evaluate label out of range": (
+        lambda t: tiny_model().evaluate(XM, YM + 3),
+        ValueError,
+        r"Sequential\.evaluate: y labels",
+        r"got 3 at index 0",
+        r"\[0, 3\)",
+    ),
+    "evaluate NaN x": (
+        lambda t: tiny_model().evaluate(with_value(XM, np.nan), YM),
+        ValueError,
+        r"Sequential\.evaluate: x",
+        *FINITE,
+    ),
+    "evaluate loss='mse'": (
+        lambda t: tiny_model().evaluate(XM, YM, loss="mse"),
+        TypeError,
+        r"Sequential\.evaluate: loss",
+        r"got 'mse'",
+        r"forward\(pred, target\)",
+    ),
     "evaluate loss=MeanSquaredError (the class)": (
-        lambda t: tiny_model().evaluate(XM, YM, loss=losses.MeanSquaredError), TypeError,
-        r"Sequential\.evaluate: loss", r"MeanSquaredError", r"instan"),
-    "predict images smaller than the kernel": (lambda t: tiny_model().predict(XM[:, :, :2, :2]),
-                                               ValueError,
-                                               r"Sequential: layer 0 Conv2D",
-                                               r"padded input \(2, 2\)",
-                                               r"must fit inside"),
-    "predict string x": (lambda t: tiny_model().predict(XM.astype(str)), TypeError,
-                         r"Sequential\.predict: x", r"<U",
-                         REAL),
-    "predict batch_size=-1": (lambda t: tiny_model().predict(XM, batch_size=-1), ValueError,
-                              r"Sequential\.predict: batch_size", r"got -1", INT1),
-    "predict empty batch": (lambda t: tiny_model().predict(XM[:0]), ValueError,
-                            r"Sequential\.predict: x",
-                            r"\(0, 1, 6, 6\)", r"must not be empty"),
-    "predict 1-D x": (lambda t: tiny_model().predict(np.ones(5)), ValueError,
-                      r"Sequential\.predict: x",
-                      r"got shape \(5,\)", r"at least 2 dimensions"),
-    "predict wrong channel count": (lambda t: tiny_model().predict(np.ones((2, 3, 6, 6))),
-                                    ValueError,
-                                    r"Sequential: layer 0 Conv2D", r"shape \(3, 6, 6\)",
-                                    r"\(1, H, W\)"),
-    "check_shapes with a float size": (lambda t: tiny_model().check_shapes((1, 6.0, 6)), TypeError,
-                                       r"Sequential: input_shape", r"got \(1, 6\.0, 6\)",
-                                       r"a tuple of ints >= 1"),
+        lambda t: tiny_model().evaluate(XM, YM, loss=losses.MeanSquaredError),
+        TypeError,
+        r"Sequential\.evaluate: loss",
+        r"MeanSquaredError",
+        r"instan",
+    ),
+    "predict images smaller than the kernel": (
+        lambda t: tiny_model().predict(XM[:, :, :2, :2]),
+        ValueError,
+        r"Sequential: layer 0 Conv2D",
+        r"padded input \(2, 2\)",
+        r"must fit inside",
+    ),
+    "predict string x": (
+        lambda t: tiny_model().predict(XM.astype(str)),
+        TypeError,
+        r"Sequential\.predict: x",
+        r"<U",
+        REAL,
+    ),
+    "predict batch_size=-1": (
+        lambda t: tiny_model().predict(XM, batch_size=-1),
+        ValueError,
+        r"Sequential\.predict: batch_size",
+        r"got -1",
+        INT1,
+    ),
+    "predict empty batch": (
+        lambda t: tiny_model().predict(XM[:0]),
+        ValueError,
+        r"Sequential\.predict: x",
+        r"\(0, 1, 6, 6\)",
+        r"must not be empty",
+    ),
+    "predict 1-D x": (
+        lambda t: tiny_model().predict(np.ones(5)),
+        ValueError,
+        r"Sequential\.predict: x",
+        r"got shape \(5,\)",
+        r"at least 2 dimensions",
+    ),
+    "predict wrong channel count": (
+        lambda t: tiny_model().predict(np.ones((2, 3, 6, 6))),
+        ValueError,
+        r"Sequential: layer 0 Conv2D",
+        r"shape \(3, 6, 6\)",
+        r"\(1, H, W\)",
+    ),
+    "check_shapes with a float size": (
+        lambda t: tiny_model().check_shapes((1, 6.0, 6)),
+        TypeError,
+        r"Sequential: input_shape",
+        r"got \(1, 6\.0, 6\)",
+        r"a tuple of ints >= 1",
+    ),
     # ---- load
-    "load a missing file": (lambda t: Sequential.load(t / "absent.npz"), FileNotFoundError,
-                            r"absent\.npz",
-                            r"no such", r"model file"),
-    "load a directory": (lambda t: Sequential.load(t), FileNotFoundError, r"/\S+: no such",
-                         r"no such",
-                         r"model file"),
+    "load a missing file": (
+        lambda t: Sequential.load(t / "absent.npz"),
+        FileNotFoundError,
+        r"absent\.npz",
+        r"no such",
+        r"model file",
+    ),
+    "load a directory": (
+        lambda t: Sequential.load(t),
+        FileNotFoundError,
+        r"/\S+: no such",
+        r"no such",
+        r"model file",
+    ),
     "load a text file": (
-        lambda t: (t / "m.npz").write_text("hello") and Sequential.load(t / "m.npz"), ValueError,
-        r"m\.npz", r"not a cnn-im2col model file", r"\.npz"),
-    "load a raw pickle": (lambda t: Sequential.load(pickle_file(t, "m.npz")), ValueError, r"m\.npz",
-                          r"pickled", r"not a cnn-im2col model file"),
+        lambda t: (t / "m.npz").write_text("hello") and Sequential.load(t / "m.npz"),
+        ValueError,
+        r"m\.npz",
+        r"not a cnn-im2col model file",
+        r"\.npz",
+    ),
+    "load a raw pickle": (
+        lambda t: Sequential.load(pickle_file(t, "m.npz")),
+        ValueError,
+        r"m\.npz",
+        r"pickled",
+        r"not a cnn-im2col model file",
+    ),
     "load an npz with an object __model__": (
-        lambda t: Sequential.load(npz_with(t, "m.npz",
-                                           __model__=np.array(
-                                               [Payload(t / "pwned")], dtype=object))),
-        ValueError, r"m\.npz", r"Object arrays", r"'__model__'"),
+        lambda t: Sequential.load(
+            npz_with(t, "m.npz", __model__=np.array([Payload(t / "pwned")], dtype=object))
+        ),
+        ValueError,
+        r"m\.npz",
+        r"Object arrays",
+        r"'__model__'",
+    ),
     "load an npz without __model__": (
-        lambda t: Sequential.load(npz_with(t, "m.npz", a=np.zeros(2))), ValueError,
-        r"m\.npz", r"no '__model__' entry", r"cnn-im2col model file"),
+        lambda t: Sequential.load(npz_with(t, "m.npz", a=np.zeros(2))),
+        ValueError,
+        r"m\.npz",
+        r"no '__model__' entry",
+        r"cnn-im2col model file",
+    ),
     "load a parameter of the wrong shape": (
-        lambda t: Sequential.load(model_file_with(t, "m.npz",
-                                                  **{"param:0.weight": np.zeros((2, 1, 2, 2))})),
-        ValueError, r"m\.npz: parameter '0\.weight'", r"shape \(2, 1, 2, 2\)",
-        r"needs \(2, 1, 3, 3\)"),
+        lambda t: Sequential.load(
+            model_file_with(t, "m.npz", **{"param:0.weight": np.zeros((2, 1, 2, 2))})
+        ),
+        ValueError,
+        r"m\.npz: parameter '0\.weight'",
+        r"shape \(2, 1, 2, 2\)",
+        r"needs \(2, 1, 3, 3\)",
+    ),
     "load an integer parameter": (
-        lambda t: Sequential.load(model_file_with(t, "m.npz",
-                                                  **{"param:0.bias": np.zeros(2, np.int64)})),
-        ValueError, r"m\.npz: parameter '0\.bias'", r"dtype int64", r"must be float"),
+        lambda t: Sequential.load(
+            model_file_with(t, "m.npz", **{"param:0.bias": np.zeros(2, np.int64)})
+        ),
+        ValueError,
+        r"m\.npz: parameter '0\.bias'",
+        r"dtype int64",
+        r"must be float",
+    ),
     "load a NaN parameter": (
-        lambda t: Sequential.load(model_file_with(t, "m.npz",
-                                                  **{"param:0.bias": np.full(
-                                                      2, np.nan, np.float32)})),
-        ValueError, r"m\.npz: parameter '0\.bias'", r"NaN or Inf", r"contains"),
+        lambda t: Sequential.load(
+            model_file_with(t, "m.npz", **{"param:0.bias": np.full(2, np.nan, np.float32)})
+        ),
+        ValueError,
+        r"m\.npz: parameter '0\.bias'",
+        r"NaN or Inf",
+        r"contains",
+    ),
     "load a missing parameter": (
-        lambda t: Sequential.load(model_file_with(t, "m.npz",
-                                                  **{"param:0.bias": np.zeros(2, np.float32),
-                                                     "param:9.x": np.zeros(1)})),
-        ValueError, r"m\.npz", r"unexpected parameters \['9\.x'\]",
-        r"do not match the architecture"),
+        lambda t: Sequential.load(
+            model_file_with(
+                t, "m.npz", **{"param:0.bias": np.zeros(2, np.float32), "param:9.x": np.zeros(1)}
+            )
+        ),
+        ValueError,
+        r"m\.npz",
+        r"unexpected parameters \['9\.x'\]",
+        r"do not match the architecture",
+    ),
     "load an object parameter": (
-        lambda t: Sequential.load(model_file_with(
-            t, "m.npz", **{"param:0.bias": np.array([Payload(t / "pwned")] * 2, dtype=object)})),
-        ValueError, r"m\.npz", r"0\.bias", r"[Oo]bject"),
+        lambda t: Sequential.load(
+            model_file_with(
+                t, "m.npz", **{"param:0.bias": np.array([Payload(t / "pwned")] * 2, dtype=object)}
+            )
+        ),
+        ValueError,
+        r"m\.npz",
+        r"0\.bias",
+        r"[Oo]bject",
+    ),
     "load a .npy file": (
-        lambda t: (np.save(t / "m.npy", np.zeros(3)), Sequential.load(t / "m.npy")), ValueError,
+        lambda t: (np.save(t / "m.npy", np.zeros(3)), Sequential.load(t / "m.npy")),
+        ValueError,
         r"m\.npy",
-        r"\.npy|single array", r"\.npz"),
+        r"\.npy|single array",
+        r"\.npz",
+    ),
     "load an npz whose __model__ is not a .npy": (
-        lambda t: Sequential.load(zip_with(t, "m.npz",
-                                           __model__=pickle.dumps(Payload(t / "pwned")))),
-        ValueError, r"m\.npz", r"__model__", r"not"),
+        lambda t: Sequential.load(
+            zip_with(t, "m.npz", __model__=pickle.dumps(Payload(t / "pwned")))
+        ),
+        ValueError,
+        r"m\.npz",
+        r"__model__",
+        r"not",
+    ),
     "load(3)": (
-        lambda t: Sequential.load(3), TypeError, r"Sequential\.load: path", r"got 3",
-        r"str or os\.PathLike"),
+        lambda t: Sequential.load(3),
+        TypeError,
+        r"Sequential\.load: path",
+        r"got 3",
+        r"str or os\.PathLike",
+    ),
 }
 
 
@@ -657,30 +869,46 @@ def test_sequential_accepts_uint8_and_fortran_images_and_gives_the_same_answers(
     a = np.random.default_rng(0).integers(0, 2, size=(6, 1, 6, 6)).astype(np.uint8)
     y = np.array([0, 1, 2, 0, 1, 2])
     reference = tiny_model().predict(a.astype(np.float32))
-    for xv in (a, np.asfortranarray(a), a.astype(np.float16), np.repeat(a, 2, axis=-1)[..., ::2],
-               a.astype(np.int32)):
+    for xv in (
+        a,
+        np.asfortranarray(a),
+        a.astype(np.float16),
+        np.repeat(a, 2, axis=-1)[..., ::2],
+        a.astype(np.int32),
+    ):
         np.testing.assert_allclose(tiny_model().predict(xv), reference, rtol=1e-6, atol=1e-7)
-        assert tiny_model().evaluate(xv,
-                                     y)["loss"] == pytest.approx(
-                                         tiny_model().evaluate(a.astype(np.float32), y)["loss"],
-                                                            rel=1e-6)
-    settings = {"epochs": 2, "batch_size": 4, "loss": losses.SoftmaxCrossEntropy(), "seed": 0,
-                "progress": False, "log": None}
+        assert tiny_model().evaluate(xv, y)["loss"] == pytest.approx(
+            tiny_model().evaluate(a.astype(np.float32), y)["loss"], rel=1e-6
+        )
+    settings = {
+        "epochs": 2,
+        "batch_size": 4,
+        "loss": losses.SoftmaxCrossEntropy(),
+        "seed": 0,
+        "progress": False,
+        "log": None,
+    }
     net = tiny_model()
-    net.fit(a, y.astype(np.uint8), optimizer=optim.Adam(1e-3),
-            **settings)  # uint8 images and labels
+    net.fit(
+        a, y.astype(np.uint8), optimizer=optim.Adam(1e-3), **settings
+    )  # uint8 images and labels
     assert all(np.isfinite(p).all() for p in net.params.values())
     trained = []
     xf = (a / 255).astype(np.float32)
-    for xv in (xf, np.asfortranarray(xf), np.repeat(xf, 2, axis=-1)[..., ::2],
-               xf.astype(np.float64)):
+    for xv in (
+        xf,
+        np.asfortranarray(xf),
+        np.repeat(xf, 2, axis=-1)[..., ::2],
+        xf.astype(np.float64),
+    ):
         net = tiny_model()
         net.fit(xv, y, optimizer=optim.Adam(1e-2), **settings)
         trained.append(net.params)
     for params in trained[1:]:
         for key in params:
-            np.testing.assert_allclose(params[key], trained[0][key], rtol=1e-5, atol=1e-6,
-                                       err_msg=key)
+            np.testing.assert_allclose(
+                params[key], trained[0][key], rtol=1e-5, atol=1e-6, err_msg=key
+            )
 
 
 @pytest.mark.parametrize("content", [b"just some text\n", b"\x80\x04\x95 a pickle", b""])
