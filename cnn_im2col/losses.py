@@ -6,6 +6,7 @@ Loss protocol (what :class:`~cnn_im2col.model.Sequential` and
     loss.forward(pred, target) -> float     # the mean loss over the batch, a Python float
     loss.backward() -> dpred                # dL/dpred, same shape and dtype as pred
     loss.config() -> dict                   # JSON-able; type(loss).from_config(config) rebuilds it
+    loss.sample_losses() -> (N,) float64    # optional: each sample's loss (for sample weights)
 
 ``backward()`` uses what the last ``forward()`` cached; calling it first raises ``RuntimeError``.
 Both losses average over the batch like PyTorch's defaults (``reduction="mean"``), so the
@@ -32,8 +33,8 @@ __all__ = ["MeanSquaredError", "SoftmaxCrossEntropy"]
 
 
 def _labels(target: Any, n: int, k: int, owner: str) -> np.ndarray:
-    """Validate 1-D class labels for a batch of ``n`` rows and ``k`` classes; return them as intp.
-    """
+    """Validate 1-D class labels for a batch of ``n`` rows and ``k`` classes; return them as "
+    "intp."""
     kind = target.dtype.kind
     if kind == "b" or kind not in "iuf":
         raise TypeError(
@@ -71,8 +72,9 @@ def _as_target_array(target: Any, owner: str) -> np.ndarray:
         try:
             target = np.asarray(target)
         except (ValueError, TypeError) as exc:
-            raise TypeError(f"{owner}: target must be a numeric array, got "
-                            f"{type(target).__name__}: {exc}") from None
+            raise TypeError(
+                f"{owner}: target must be a numeric array, got {type(target).__name__}: {exc}"
+            ) from None
     if target.dtype.kind not in "biuf":
         raise TypeError(
             f"{owner}: target must be a real numeric array (integer labels or float rows), got "
@@ -91,7 +93,8 @@ class _Loss:
         if self._cache is None:
             raise RuntimeError(
                 f"{type(self).__name__}: backward() called before forward(); call forward(pred, "
-                "target) first")
+                "target) first"
+            )
         return self._cache
 
     def config(self) -> dict:
@@ -104,11 +107,18 @@ class _Loss:
         if name != cls.__name__:
             raise ValueError(
                 f"{cls.__name__}.from_config: config must be {{'name': {cls.__name__!r}}}, "
-                f"got {config!r}")
+                f"got {config!r}"
+            )
         return cls()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+    def sample_losses(self) -> np.ndarray:
+        """The last ``forward``'s loss of each sample, float64 ``(N,)``: its mean is the value
+        ``forward`` returned (``fit(sample_weight=...)`` weighs these)."""
+        self._require_forward()
+        return self._per_sample
 
     def __call__(self, pred: Any, target: Any) -> float:
         return self.forward(pred, target)
@@ -187,11 +197,12 @@ class SoftmaxCrossEntropy(_Loss):
         exp /= sumexp
         self.probabilities = exp
         if labels is not None:
-            picked = shifted[np.arange(n), labels] - log_z[:, 0]
-            total = -np.sum(picked, dtype=np.float64)
+            per_sample = -(shifted[np.arange(n), labels] - log_z[:, 0]).astype(np.float64)
         else:
             shifted -= log_z  # log-softmax, finite
-            total = -np.sum(dense * shifted, dtype=np.float64)
+            per_sample = -np.sum(dense * shifted, axis=1, dtype=np.float64)
+        total = np.sum(per_sample)
+        self._per_sample = per_sample
         self._cache = (labels, dense, n)
         return float(total / n)
 
@@ -241,6 +252,9 @@ class MeanSquaredError(_Loss):
                 f"{target.shape}"
             )
         diff = pred - dense
+        self._per_sample = np.mean(
+            np.square(diff, dtype=np.float64).reshape(diff.shape[0], -1), axis=1
+        )
         self._cache = (diff,)
         return float(np.sum(np.square(diff), dtype=np.float64) / diff.size)
 

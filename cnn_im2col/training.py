@@ -109,8 +109,8 @@ def check_loss(loss: Any, owner: str) -> None:
 
 
 class Callback:
-    """Hooks of the loop; each gets the :class:`TrainingRun` (model, optimizer, position, history).
-    """
+    """Hooks of the loop; each gets the :class:`TrainingRun` (model, optimizer, position, "
+    "history)."""
 
     def on_epoch_begin(self, trainer: TrainingRun, epoch: int, first_batch: int) -> None:
         """Before batch ``first_batch`` (0-based; > 0 when resuming mid-epoch) of ``epoch``
@@ -413,19 +413,33 @@ class DivergenceGuard:
             np.copyto(a, self.buffer_backup[key])
 
     def forward_backward(
-        self, model: Any, xb: np.ndarray, yb: np.ndarray, loss: Any, check_grads: bool = True
+        self,
+        model: Any,
+        xb: np.ndarray,
+        yb: np.ndarray,
+        loss: Any,
+        check_grads: bool = True,
+        weights: np.ndarray | None = None,
     ) -> tuple[np.ndarray, float, dict]:
         """Forward, loss, backward; raise ``_NonFinite`` if the loss or (``check_grads``) a gradient
-        is NaN/Inf, with the buffers restored."""
+        is NaN/Inf, with the buffers restored. ``weights`` (N,): each sample's loss is weighed
+        (the loss is ``mean(weights * loss.sample_losses())`` and each row of its gradient is
+        scaled by its weight), as Keras's ``sample_weight``."""
         self._keep(self.buffer_backup, model.buffers)
         try:
             try:
                 with np.errstate(over="ignore", invalid="ignore"):  # reported below as a divergence
                     out = model.forward(xb, training=True)
                     value = float(loss.forward(out, yb))
+                    if weights is not None:
+                        value = float(np.mean(weights * loss.sample_losses()))
                     if not math.isfinite(value):
                         raise _NonFinite(f"the loss is {value}", value)
-                    model.backward(loss.backward(), input_grad=False)
+                    dout = loss.backward()
+                    if weights is not None:
+                        shape = (-1,) + (1,) * (dout.ndim - 1)
+                        dout = dout * weights.reshape(shape).astype(dout.dtype)
+                    model.backward(dout, input_grad=False)
             except NonFiniteError as exc:
                 # the layers and losses refuse non-finite inputs: an activation or a gradient
                 # overflowed
@@ -518,6 +532,8 @@ class TrainingRun:
         self.guard = DivergenceGuard()
         self.accuracy: Accuracy | None = None  # set by fit: what "accuracy" means for this task
         self.last_lr = math.nan  # the learning rate of the last batch trained
+        self.weights: np.ndarray | None = None  # set by fit: each training sample's weight
+        self.batch_weights: np.ndarray | None = None  # the current batch's
         self.metrics: dict[str, Callable] = {}  # set by fit: the extra metrics by name
 
     def _correct(self, out: np.ndarray, yb: np.ndarray) -> int:
@@ -551,7 +567,9 @@ class TrainingRun:
         seeds the layers' random draws when data-parallel."""
         if self.parallel is not None:
             return self._parallel_step(xb, yb, key)
-        out, value, grads = self.guard.forward_backward(self.model, xb, yb, self.loss)
+        out, value, grads = self.guard.forward_backward(
+            self.model, xb, yb, self.loss, weights=self.batch_weights
+        )
         self.guard.apply(self.model, self.optimizer, grads, value)
         return (
             value * xb.shape[0],
@@ -572,8 +590,14 @@ class TrainingRun:
         if count:
             try:
                 with dp.keyed_generators(self.model, key, lo):
+                    weights = None if self.batch_weights is None else self.batch_weights[lo:hi]
                     out, value, grads = self.guard.forward_backward(
-                        self.model, xb[lo:hi], yb[lo:hi], self.loss, check_grads=False
+                        self.model,
+                        xb[lo:hi],
+                        yb[lo:hi],
+                        self.loss,
+                        check_grads=False,
+                        weights=weights,
                     )
                 loss_sum, correct = value * count, self._correct(out, yb[lo:hi])
                 metric_sums = self._metric_sums(out, yb[lo:hi])
@@ -639,6 +663,7 @@ class TrainingRun:
                         else slice(b * batch_size, (b + 1) * batch_size)
                     )
                     xb, yb = x[index], y[index]
+                    self.batch_weights = None if self.weights is None else self.weights[index]
                     if augment is not None:
                         xb = _augmented(
                             augment(xb, np.random.default_rng([seed, epoch, b])), xb.shape, OWNER
@@ -771,6 +796,8 @@ class Trainer:
         validation_data: tuple[Any, Any] | None = None,
         validation_split: float = 0.0,
         metrics: Any = (),
+        sample_weight: Any = None,
+        class_weight: Any = None,
         seed: int | None = None,
         progress: bool = True,
         shuffle: bool = True,
@@ -801,6 +828,9 @@ class Trainer:
           ``"mae"``, ``"top5_accuracy"``) or as callables ``fn(y_true, y_pred) -> batch mean``;
           each is recorded per epoch under its name (and ``val_`` + name). See
           :mod:`cnn_im2col.metrics`.
+        - ``sample_weight`` (N,): each sample's weight in the loss; ``class_weight``: ``{class:
+          weight}`` for each sample of that class (both as Keras's: the loss is the mean of the
+          weighted sample losses, and is what the history records); validation is unweighted.
         - ``seed``: the order of epoch ``e`` comes from ``default_rng([seed, e])`` and the
           augmentation of its batch ``b`` from ``default_rng([seed, e, b])`` (None: drawn from
           the OS and recorded in the history).
@@ -848,6 +878,8 @@ class Trainer:
                 loss=loss,
                 validation_data=validation_data,
                 validation_split=validation_split,
+                sample_weight=sample_weight,
+                class_weight=class_weight,
                 seed=seed,
                 shuffle=shuffle,
                 scheduler=scheduler,
@@ -866,7 +898,7 @@ class Trainer:
             ):  # the other ranks learn of it and raise; this one raises its own
                 parallel.agree({"error": f"{type(exc).__name__}: {exc}"}, owner)
             raise
-        epochs, batch_size, x, y, val, callbacks, checkpoint = args
+        epochs, batch_size, x, y, val, callbacks, checkpoint, weights = args
         seed_value = _seed_value(seed, owner)
         if parallel is not None:
             if seed is None:
@@ -933,6 +965,7 @@ class Trainer:
         training_run.accuracy = accuracy_for(out_shape, y, self._outputs_probabilities())
         training_run.metrics = self._metrics(metrics, out_shape, y, training_run.accuracy, owner)
         self.trained_loss = loss
+        training_run.weights = weights
         training_run.run(x, y, val, batch_size, bool(shuffle), augment, resume is not None)
         result = dict(training_run.history)
         result["seed"] = history_seed
@@ -974,6 +1007,8 @@ def _checked(
     loss: Any,
     validation_data: Any,
     validation_split: Any,
+    sample_weight: Any,
+    class_weight: Any,
     seed: Any,
     shuffle: Any,
     scheduler: Any,
@@ -985,7 +1020,8 @@ def _checked(
     should_stop: Any,
 ) -> tuple:
     """Validate ``fit``'s arguments (TypeError/ValueError naming the argument); return ``(epochs,
-    batch_size, x, y, validation pair or None, callbacks as a list, checkpoint path or None)``."""
+    batch_size, x, y, validation pair or None, callbacks as a list, checkpoint path or None,
+    each training sample's weight or None)``."""
     owner = OWNER
     epochs = check_int(epochs, "epochs", owner, minimum=1)
     batch_size = check_int(batch_size, "batch_size", owner, minimum=1)
@@ -1048,6 +1084,7 @@ def _checked(
     x = model._check_inputs(x, owner)
     out_shape = model.check_shapes(x.shape[1:])[-1]
     y = model._check_targets(y, x.shape[0], out_shape, owner)
+    weights = _sample_weights(sample_weight, class_weight, y, loss, owner)
     model._learn_input_shape(x.shape[1:])
     if augment is not None and hasattr(augment, "check"):
         augment.check(x.shape[1:], owner)
@@ -1070,6 +1107,7 @@ def _checked(
                 f"holds out {held}; it must leave at least one sample on each side"
             )
         x, y, validation_data = x[:-held], y[:-held], (x[-held:], y[-held:])
+        weights = None if weights is None else weights[:-held]
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise TypeError(
@@ -1086,4 +1124,60 @@ def _checked(
             validation_data[1], xv.shape[0], out_shape, owner, name="validation y"
         )
         val = (xv, yv)
-    return epochs, batch_size, x, y, val, callbacks, checkpoint
+    return epochs, batch_size, x, y, val, callbacks, checkpoint, weights
+
+
+def _sample_weights(
+    sample_weight: Any, class_weight: Any, y: np.ndarray, loss: Any, owner: str
+) -> np.ndarray | None:
+    """Each sample's weight, float64 (N,): ``sample_weight`` times its class's ``class_weight``
+    (classes it does not name weigh 1, as in Keras), or None without either."""
+    if sample_weight is None and class_weight is None:
+        return None
+    if not callable(getattr(loss, "sample_losses", None)):
+        raise TypeError(
+            f"{owner}: sample_weight and class_weight need a loss with sample_losses() "
+            f"(losses.SoftmaxCrossEntropy, losses.MeanSquaredError), got {loss!r}"
+        )
+    weights = np.ones(y.shape[0])
+    if sample_weight is not None:
+        try:
+            given = np.asarray(sample_weight, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{owner}: sample_weight must be an array of numbers, got {sample_weight!r}"
+            ) from None
+        if given.shape != (y.shape[0],):
+            raise ValueError(
+                f"{owner}: sample_weight must have one weight per sample, shape ({y.shape[0]},), "
+                f"got shape {given.shape}"
+            )
+        if not (np.isfinite(given).all() and (given >= 0).all()):
+            raise ValueError(f"{owner}: sample_weight must be finite and >= 0")
+        weights *= given
+    if class_weight is not None:
+        if not isinstance(class_weight, Mapping):
+            raise TypeError(
+                f"{owner}: class_weight must be a dict {{class: weight}}, got {class_weight!r}"
+            )
+        labels = y if y.ndim == 1 else (y.argmax(axis=1) if y.ndim == 2 else None)
+        if labels is None or y.ndim == 2 and y.shape[1] < 2:
+            raise ValueError(f"{owner}: class_weight needs class labels or probability rows")
+        classes = int(labels.max()) + 1 if y.ndim == 1 else y.shape[1]
+        for cls, weight in class_weight.items():
+            if isinstance(cls, (bool, np.bool_)) or not isinstance(cls, (int, np.integer)):
+                raise TypeError(f"{owner}: class_weight keys must be class indices, got {cls!r}")
+            if (
+                isinstance(weight, (bool, np.bool_))
+                or not isinstance(weight, (int, float))
+                or not (math.isfinite(weight) and weight >= 0)
+            ):
+                raise ValueError(
+                    f"{owner}: class_weight[{cls}] must be a finite number >= 0, got {weight!r}"
+                )
+            if cls < 0 or (y.ndim == 2 and cls >= classes):
+                raise ValueError(
+                    f"{owner}: class_weight names class {cls}, outside 0..{classes - 1}"
+                )
+            weights[labels == cls] *= float(weight)
+    return weights

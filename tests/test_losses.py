@@ -484,3 +484,21 @@ def test_random_bad_labels_for_the_losses(case, loss_class):
     logits = np.random.default_rng(0).standard_normal((n, k))
     with pytest.raises(ValueError, match=all_of(loss_class.__name__ + r": target", pattern)):
         loss_class().forward(logits, labels)
+
+
+@pytest.mark.parametrize("loss_class", [SoftmaxCrossEntropy, MeanSquaredError])
+@pytest.mark.parametrize("dense", [False, True])
+def test_sample_losses_average_to_the_loss(loss_class, dense):
+    rng = np.random.default_rng(3)
+    pred = rng.standard_normal((7, 4)) * 3
+    labels = rng.integers(0, 4, 7)
+    target = np.eye(4)[labels] if dense else labels
+    loss = loss_class()
+    value = loss.forward(pred, target)
+    per_sample = loss.sample_losses()
+    assert per_sample.shape == (7,) and per_sample.dtype == np.float64
+    assert per_sample.mean() == pytest.approx(value, rel=1e-12)
+    one = loss_class()
+    assert one.forward(pred[2:3], target[2:3]) == pytest.approx(per_sample[2], rel=1e-12)
+    with pytest.raises(RuntimeError, match="backward\\(\\) called before forward\\(\\)|forward"):
+        loss_class().sample_losses()

@@ -1360,3 +1360,36 @@ def test_metrics_by_name_and_callable_are_recorded_per_epoch_and_resume_exactly(
     straight = small()[0].fit(x, y, optimizer=SGD(0.1), metrics=["mse"], **args)
     assert resumed["mse"] == pytest.approx(straight["mse"], rel=1e-12)
     assert resumed["val_mse"] == pytest.approx(straight["val_mse"], rel=1e-12)
+
+
+def test_sample_and_class_weights_weigh_each_samples_loss_and_gradient():
+    rng = np.random.default_rng(5)
+    x, y = rng.random((12, 6)), rng.integers(0, 3, 12)
+    weights = rng.random(12) * 2
+    args = {"epochs": 1, "batch_size": 12, "loss": SoftmaxCrossEntropy(), "seed": 0,
+            "shuffle": False, "progress": False, "log": None}
+    weighted, _, _ = small()
+    history = weighted.fit(x, y, optimizer=SGD(0.5), sample_weight=weights, **args)
+    # the twin: the weighted loss and its gradient written out by hand, one SGD step
+    twin, _, _ = small()
+    out = twin.forward(x, training=True)
+    ce = SoftmaxCrossEntropy()
+    ce.forward(out, y)
+    expected_loss = float(np.mean(weights * ce.sample_losses()))
+    twin.backward(ce.backward() * weights[:, None])
+    for key, p in twin.params.items():
+        p -= 0.5 * twin.grads[key]
+    assert history["loss"][0] == pytest.approx(expected_loss, rel=1e-12)
+    for key in twin.params:
+        np.testing.assert_allclose(weighted.params[key], twin.params[key], rtol=1e-12, atol=1e-15)
+    # class_weight is the same as the sample weights it implies
+    by_class, _, _ = small()
+    by_class.fit(x, y, optimizer=SGD(0.5), class_weight={0: 2.0, 2: 0.5}, **args)
+    by_sample, _, _ = small()
+    by_sample.fit(x, y, optimizer=SGD(0.5), sample_weight=np.array([2.0, 1.0, 0.5])[y], **args)
+    for key in by_class.params:
+        np.testing.assert_allclose(by_class.params[key], by_sample.params[key], rtol=1e-12)
+    with pytest.raises(ValueError, match=r"sample_weight must have one weight per sample"):
+        small()[0].fit(x, y, optimizer=SGD(0.5), sample_weight=np.ones(3), **args)
+    with pytest.raises(ValueError, match=r"class_weight\[1\] must be a finite number >= 0"):
+        small()[0].fit(x, y, optimizer=SGD(0.5), class_weight={1: -1.0}, **args)
