@@ -26,7 +26,7 @@ from . import functional as F
 from . import model_files
 from ._files import path_text
 from .arrays import is_finite
-from .layers import LAYERS, AvgPool2D, Conv2D, Dense, Dropout, ReLU, Sigmoid, Softmax, Tanh
+from .layers import LAYERS, Conv2D, Dense, Dropout, ReLU, Sigmoid, Softmax, Tanh
 from .losses import MeanSquaredError, SoftmaxCrossEntropy
 from .metrics import accuracy_for, resolve, wants_accuracy
 from .shapes import NonFiniteError, as_float_array, check_int, finite_scans_skipped
@@ -56,10 +56,6 @@ class IncompatibleKeys(NamedTuple):
     missing_keys: list[str]
     unexpected_keys: list[str]
 
-
-#: state_dict names that differ from the layer's own parameter names (no PyTorch counterpart, so
-#: a name that says what it is rather than "weight")
-_STATE_NAMES: dict[type, dict[str, str]] = {AvgPool2D: {"weight": "scale"}}
 
 
 def _shape_of(value: Any) -> Any:
@@ -400,9 +396,10 @@ class Sequential(Trainer):
         ``"{index}.{name}"``, the index counting every layer (parameterless ones included), so the
         keys of a PyTorch ``nn.Sequential`` of the same structure match: Conv2D / Dense
         ``"{i}.weight"`` (O, C, KH, KW) / (out, in) and ``"{i}.bias"``; an untied bias, shape (O,
-        OH, OW), is still ``"{i}.bias"``; the learned scale of ``AvgPool2D(trainable_scale=True)``,
-        shape (C,), is ``"{i}.scale"``. A layer's ``buffers`` dict, if it has one (running
-        statistics), is included the same way; a nested ``Sequential`` gives ``"{i}.{j}.{name}"``.
+        OH, OW), is still ``"{i}.bias"``; the learned weight of ``AvgPool2D(trainable_scale=True)``
+        (Eq. 8.22's ``w``), shape (C,), is ``"{i}.weight"``, its name in ``params`` too. A layer's
+        ``buffers`` dict, if it has one (running statistics), is included the same way; a nested
+        ``Sequential`` gives ``"{i}.{j}.{name}"``.
         """
         return {
             key: np.array(value, copy=True) for key, (value, _, _) in self._state_entries().items()
@@ -478,10 +475,9 @@ class Sequential(Trainer):
             if isinstance(layer, Sequential):
                 entries.update(layer._state_entries(f"{prefix}{i}."))
                 continue
-            renames = _STATE_NAMES.get(type(layer), {})
             for holder in (layer.params, getattr(layer, "buffers", None) or {}):
                 for name in holder:
-                    entries[f"{prefix}{i}.{renames.get(name, name)}"] = (holder[name], holder, name)
+                    entries[f"{prefix}{i}.{name}"] = (holder[name], holder, name)
         return entries
 
     # --- inference -------------------------------------------------------------------------

@@ -59,17 +59,18 @@ def test_untied_bias_scale_buffers_and_nesting_have_documented_names():
     model = Sequential([conv, pool, norm, Sequential([Flatten(), Dense(3, 2)])])
     state = model.state_dict()
     assert {k: v.shape for k, v in state.items()} == {
-        "0.weight": (3, 2, 3, 3), "0.bias": (3, 3, 3), "1.scale": (3,), "2.running_mean": (3,),
+        "0.weight": (3, 2, 3, 3), "0.bias": (3, 3, 3), "1.weight": (3,), "2.running_mean": (3,),
         "2.num_batches_tracked": (), "3.1.weight": (2, 3), "3.1.bias": (2,)}
     state["2.running_mean"] = np.arange(3)
     state["2.num_batches_tracked"] = np.array(7)
-    state["1.scale"] = np.full(3, 0.5)
+    state["1.weight"] = np.full(3, 0.5)  # the name params uses too (Eq. 8.22's weight)
     assert model.load_state_dict(state) == IncompatibleKeys([], [])
     np.testing.assert_array_equal(norm.buffers["running_mean"], [0, 1, 2])
     assert norm.buffers["running_mean"].dtype == np.float32
     assert (norm.buffers["num_batches_tracked"] == 7
             and norm.buffers["num_batches_tracked"].dtype == np.int64)
     np.testing.assert_array_equal(pool.params["weight"], 0.5)
+    assert set(model.state_dict()) >= set(model.params)  # one name per array
 
 
 def fixed_state(seed=0):
