@@ -30,6 +30,7 @@ from .layers import LAYERS, Conv2D, Dense, Dropout, ReLU, Sigmoid, Softmax, Tanh
 from .losses import MeanSquaredError, SoftmaxCrossEntropy
 from .metrics import accuracy_for, resolve, wants_accuracy
 from .shapes import NonFiniteError, as_float_array, check_int, finite_scans_skipped
+from .threads import uses_engine_blas
 from .training import Trainer, check_loss
 
 __all__ = ["IncompatibleKeys", "Sequential"]
@@ -169,6 +170,7 @@ class Sequential(Trainer):
             for name, value in getattr(layer, "buffers", {}).items()
         }
 
+    @uses_engine_blas
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
         """Run the stack. The first layer checks ``x`` (NaN/Inf included); the others get arrays
         made by the layer before and skip that scan, so the output is checked instead: a NaN/Inf
@@ -187,6 +189,7 @@ class Sequential(Trainer):
 
     __call__ = forward
 
+    @uses_engine_blas
     def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
         """Backpropagate ``dout`` (shaped like the output); fills every layer's ``grads`` and
         returns the gradient with respect to the input. ``input_grad=False`` (training): that last
@@ -512,6 +515,7 @@ class Sequential(Trainer):
         for start in range(0, x.shape[0], batch_size):
             yield self.forward(x[start : start + batch_size], training=False)
 
+    @uses_engine_blas
     def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
         """The network's outputs for ``x`` (N, ...), in inference mode (dropout off, running
         statistics), ``batch_size`` samples at a time: the same numbers as ``forward``, as
@@ -521,6 +525,7 @@ class Sequential(Trainer):
         x = self._check_inputs(x, owner)
         return np.concatenate(list(self._outputs(x, batch_size)))
 
+    @uses_engine_blas
     def predict_proba(self, x: Any, batch_size: int = 256) -> np.ndarray:
         """Class probabilities ``(N, K)`` of a classifier, in inference mode.
 
@@ -559,6 +564,7 @@ class Sequential(Trainer):
             parts.append(out)
         return np.concatenate(parts)
 
+    @uses_engine_blas
     def evaluate(
         self, x: Any, y: Any, batch_size: int = 256, loss: Any = None, metrics: Any = ()
     ) -> dict[str, float]:

@@ -4,20 +4,23 @@ One pool owns the cores: ``n`` threads, the calling one and ``n - 1`` Python wor
 (``concurrent.futures.ThreadPoolExecutor``), each running whole blocks of a layer on a slice of the
 batch (a convolution's im2col -> GEMM -> bias/ReLU epilogue; a pooling or activation pass) while
 that slice is in its core's cache. The Numba kernels they call are serial and release the GIL
-(``nogil``), and NumPy's BLAS is pinned to 1 thread, so each GEMM runs on the worker that called it.
-Nothing else computes: no OpenBLAS worker is ever woken (so none spins), and no kernel is a parallel
-Numba loop (Numba starts no threads).
+(``nogil``), and while the engine computes NumPy's BLAS runs on 1 thread (:func:`engine_blas`), so
+each GEMM runs on the worker that called it. Nothing else computes: no OpenBLAS worker is woken (so
+none spins), and no kernel is a parallel Numba loop (Numba starts no threads). Outside the engine
+the BLAS has the threads the user gave it: a user's own ``a @ b`` keeps its speed.
 
-Why (measured on the 2-core machine of ``benchmarks/``, ``/work/shared/probes/one_pool_probe.py``):
-LeNet's conv2 im2col + its 3 GEMMs took 7.8 ms with one 2-thread BLAS call on the whole batch and
-3.7 ms as 2 workers x half the batch with single-threaded GEMMs. The design it replaces (a Numba
-pool and an OpenBLAS pool taking turns) depended on whether NumPy was imported before the engine
-(OpenBLAS's idle workers spin unless ``OPENBLAS_THREAD_TIMEOUT`` was set before NumPy loaded it);
-with a single-threaded BLAS the import order no longer matters.
+Why (measured on the 2-core machine of ``benchmarks/``, with a probe described in
+``benchmarks/README.md``): LeNet's conv2 im2col + its 3 GEMMs took 7.8 ms with one 2-thread BLAS
+call on the whole batch and 3.7 ms as 2 workers x half the batch with single-threaded GEMMs. The
+design it replaces (a Numba pool and an OpenBLAS pool taking turns) depended on whether NumPy was
+imported before the engine (OpenBLAS's idle workers spin unless ``OPENBLAS_THREAD_TIMEOUT`` was set
+before NumPy loaded it); with a single-threaded BLAS the import order no longer matters.
 
 - ``set_num_threads(n)``: ``n`` workers (default: the cores this process may use); ``n == 1`` runs
-  everything in the calling thread. The BLAS limit of 1 is process-wide (threadpoolctl), so a
-  user's own ``a @ b`` in the same process is single-threaded too.
+  everything in the calling thread.
+- ``engine_blas()``: the context in which the BLAS runs on 1 thread: every ``parallel_map``, and
+  ``Sequential``'s forward, backward, fit, predict and evaluate as a whole; on leaving, the BLAS
+  gets back its threads (threadpoolctl's per-library calls).
 - ``parallel_map(fn, items)``: ``[fn(item) for item in items]`` on the pool, in order. Called from
   inside a worker (nested), it runs serially there, so it can never deadlock the pool.
 - ``split(count, parts)``: ``count`` items as at most ``parts`` contiguous slices.
@@ -25,10 +28,12 @@ with a single-threaded BLAS the import order no longer matters.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -38,13 +43,17 @@ import threadpoolctl
 
 from .shapes import check_int
 
-__all__ = ["default_num_threads", "get_num_threads", "parallel_map", "set_num_threads", "split",
-           "thread_info"]
+__all__ = ["default_num_threads", "engine_blas", "get_num_threads", "parallel_map",
+           "set_num_threads", "split", "thread_info", "uses_engine_blas"]
 
 _state: dict[str, Any] = {"n": None, "pool": None, "warm": False}
 _lock = threading.Lock()
 _in_worker = threading.local()  # .active: True on the pool's own threads
 _controller: threadpoolctl.ThreadpoolController | None = None
+# engine_blas: how many engine calls are under way (nested ones count), and the BLAS threads each
+# library had before the outermost one
+_blas: dict[str, Any] = {"depth": 0, "saved": []}
+_blas_lock = threading.Lock()
 
 
 def default_num_threads() -> int:
@@ -77,8 +86,8 @@ def _warm_numba() -> None:
 def set_num_threads(n: int | None = None) -> dict[str, int]:
     """Let the engine use ``n`` threads (default: every core this process may use).
 
-    Returns ``{"n", "blas"}``: the pool's threads and the BLAS's (always 1: each GEMM runs on the
-    worker that calls it).
+    Returns ``{"n", "blas"}``: the pool's threads and the BLAS's while the engine computes
+    (always 1: each GEMM runs on the worker that calls it; see :func:`engine_blas`).
     """
     n = default_num_threads() if n is None else check_int(n, "n", "set_num_threads", minimum=1)
     global _controller
@@ -86,7 +95,6 @@ def set_num_threads(n: int | None = None) -> dict[str, int]:
         _warm_numba()
         if _controller is None:
             _controller = threadpoolctl.ThreadpoolController()
-        _controller.select(user_api="blas").limit(limits=1)
         if _state["n"] != n:
             old = _state["pool"]
             _state["pool"] = (ThreadPoolExecutor(n - 1, thread_name_prefix="cnn_im2col",
@@ -96,6 +104,44 @@ def set_num_threads(n: int | None = None) -> dict[str, int]:
             if old is not None:
                 old.shutdown(wait=True)
     return {"n": n, "blas": 1}
+
+
+@contextlib.contextmanager
+def engine_blas() -> Iterator[None]:
+    """While the engine computes, NumPy's BLAS runs on 1 thread (each GEMM on the worker that
+    calls it, so no OpenBLAS worker wakes and none spins beside the pool); on leaving the
+    outermost call, every BLAS gets back the threads it had, so the user's own ``a @ b`` keeps
+    its speed. Nested calls (a fit, its forward passes, their pool maps) set nothing more;
+    entering and leaving costs a few microseconds."""
+    get_num_threads()  # the controller exists (made after Numba's warm-up, see set_num_threads)
+    with _blas_lock:
+        if _blas["depth"] == 0:
+            libs = _controller.select(user_api="blas").lib_controllers
+            _blas["saved"] = [(lib, lib.num_threads) for lib in libs]
+            for lib, threads in _blas["saved"]:
+                if threads != 1:
+                    lib.set_num_threads(1)
+        _blas["depth"] += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas["depth"] -= 1
+            if _blas["depth"] == 0:
+                for lib, threads in _blas["saved"]:
+                    if threads != 1:
+                        lib.set_num_threads(threads)
+
+
+def uses_engine_blas(method: Callable) -> Callable:
+    """``method`` run inside :func:`engine_blas` (for the model's public entry points)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with engine_blas():
+            return method(*args, **kwargs)
+
+    return wrapper
 
 
 def get_num_threads() -> int:
@@ -123,6 +169,11 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
     instead of waiting, so at most ``n`` threads are ever runnable. Serial with one thread, one
     item, or when called from inside a worker (so a nested call never waits for the pool). The
     workers run under the caller's ``np.errstate`` (NumPy keeps it per thread)."""
+    with engine_blas():
+        return _parallel_map(fn, items)
+
+
+def _parallel_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
     pool = _state["pool"]
     if pool is None or len(items) <= 1 or getattr(_in_worker, "active", False):
         return [fn(item) for item in items]
@@ -157,7 +208,8 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
 
 
 def thread_info() -> dict[str, Any]:
-    """What is in force: ``n`` (the pool's threads), BLAS threads, cores."""
+    """What is in force: ``n`` (the pool's threads), the BLAS's threads right now (the user's
+    outside the engine, 1 inside), cores."""
     get_num_threads()
     blas_threads = [info["num_threads"] for info in threadpoolctl.threadpool_info()
                     if info.get("user_api") == "blas"]

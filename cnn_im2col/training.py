@@ -63,6 +63,7 @@ from .checkpoint import HISTORY_KEYS, Position
 from .exceptions import TrainingDiverged, TrainingInterrupted
 from .metrics import Accuracy, accuracy_for
 from .shapes import NonFiniteError, as_float_array, check_choice, check_int
+from .threads import uses_engine_blas
 
 __all__ = [
     "Callback",
@@ -784,6 +785,7 @@ class Trainer:
 
     fresh_loss = staticmethod(fresh_loss)
 
+    @uses_engine_blas
     def fit(
         self,
         x: Any,
