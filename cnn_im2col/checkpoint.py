@@ -206,7 +206,10 @@ class Position:
     @classmethod
     def resumed(cls, resume: Any, run: dict, seed_given: bool, lr: float, owner: str) -> Position:
         """The position stored in a checkpoint's ``state``, checked against this run (``run``: n,
-        batch_size, epochs, shuffle, seed; ``seed_given``: whether the caller chose the seed)."""
+        batch_size, epochs, shuffle, seed; ``seed_given``: whether the caller chose the seed).
+        Everything must match, except that a finished run may be given more ``epochs``: it goes
+        on to them exactly as a run asked for that many at the start, when the optimizer's
+        schedule does not depend on the number of epochs."""
         if not isinstance(resume, Mapping):
             raise TypeError(
                 f"{owner}: resume must be the state of a checkpoint (a dict), got "
@@ -233,7 +236,14 @@ class Position:
             generators = dict(resume.get("generators", {}))
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ValueError(f"{owner}: resume is not a valid checkpoint state ({exc!r})") from None
-        diff = [f"{k} {run[k]} (checkpoint: {saved[k]})" for k in saved if run[k] != saved[k]]
+        # a finished run may be extended to more epochs: the epochs after it draw their order and
+        # augmentation from (seed, epoch) alone, as they would have in a longer run
+        extends = epoch == saved["epochs"] and batch == 0 and run["epochs"] > saved["epochs"]
+        diff = [
+            f"{k} {run[k]} (checkpoint: {saved[k]})"
+            for k in saved
+            if run[k] != saved[k] and not (k == "epochs" and extends)
+        ]
         if diff:
             raise ValueError(
                 f"{owner}: cannot resume: this run differs from the checkpointed one in "

@@ -246,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--resume",
         metavar="DIR",
-        help=f"continue the run whose {CHECKPOINT} is in DIR, with its settings",
+        help=f"continue the run whose {CHECKPOINT} is in DIR, with its settings; with --epochs N, "
+        f"extend a finished run to N epochs (a new cosine cycle over the added ones)",
     )
     train.add_argument(
         "--threads",
@@ -406,16 +407,19 @@ def _resolve_settings(args: argparse.Namespace) -> tuple[dict, Any]:
     ckpt = Sequential.load_checkpoint(path)
     saved = ckpt.extra.get("settings")
     if isinstance(saved, dict):  # settings a run of an earlier version did not record: defaults
-        saved = {key: DEFAULTS[key] for key in ("model", "flip", "image_size", "test_fraction")
-                 } | saved
+        saved = {
+            key: DEFAULTS[key] for key in ("model", "flip", "image_size", "test_fraction")
+        } | saved
     if not isinstance(saved, dict) or any(key not in saved for key in RUN_FLAGS):
         raise CLIError(
             f"{path}: no training settings stored in it; was it written by '{PROG} train'?"
         )
+    finished = int(ckpt.state.get("epoch", 0)) >= int(saved["epochs"])
+    extending = finished and given.get("epochs", saved["epochs"]) > saved["epochs"]
     different = [
         f"--{key.replace('_', '-')} {value} (the run used {saved[key]})"
         for key, value in given.items()
-        if value != saved[key]
+        if value != saved[key] and not (key == "epochs" and extending)
     ]
     if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
         different.append(f"--out {args.out} (resuming writes to {args.resume})")
@@ -424,6 +428,9 @@ def _resolve_settings(args: argparse.Namespace) -> tuple[dict, Any]:
             "--resume continues a run with its own settings; drop or fix: " + "; ".join(different)
         )
     settings = {key: saved[key] for key in RUN_FLAGS}
+    if extending:  # a finished run, extended: the learning rate restarts (see _train)
+        settings["epochs"] = given["epochs"]
+        settings["extended_from"] = saved["epochs"]
     settings["out"] = str(args.resume)
     if args.data_dir is None:  # the data the run used, unless told otherwise
         args.data_dir = ckpt.extra.get("data_dir")
@@ -475,12 +482,22 @@ def _load_data(data_dir: str | None, progress: bool, settings: dict | None = Non
     settings = settings or DEFAULTS
     if data_dir is None:
         (x_train, y_train), (x_test, y_test) = load_mnist(None, progress=progress)
-        return Dataset("mnist", x_train, y_train, x_test, y_test,
-                       tuple(str(d) for d in range(10)), mnist_directory())
+        return Dataset(
+            "mnist",
+            x_train,
+            y_train,
+            x_test,
+            y_test,
+            tuple(str(d) for d in range(10)),
+            mnist_directory(),
+        )
     image_size = settings.get("image_size")
-    return open_data_dir(data_dir, image_size=None if image_size is None else tuple(image_size),
-                         test_fraction=settings.get("test_fraction") or DEFAULTS["test_fraction"],
-                         seed=settings.get("seed", 0))
+    return open_data_dir(
+        data_dir,
+        image_size=None if image_size is None else tuple(image_size),
+        test_fraction=settings.get("test_fraction") or DEFAULTS["test_fraction"],
+        seed=settings.get("seed", 0),
+    )
 
 
 def _load_data_once(data_dir: str | None, progress: bool, comm: Any, settings: dict) -> Dataset:
@@ -601,8 +618,12 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
         f"{tuple(x_fit.shape[1:])} ({data_seconds:.1f} s)"
     )
     if ckpt is None:
-        network = build_model(settings["model"], settings["seed"],
-                              input_shape=dataset.image_shape, classes=len(dataset.classes))
+        network = build_model(
+            settings["model"],
+            settings["seed"],
+            input_shape=dataset.image_shape,
+            classes=len(dataset.classes),
+        )
         layers = network.layers
         if dataset.kind not in MNIST_KINDS:
             # photographs: standardised by the training images' per-channel mean and std, kept
@@ -617,6 +638,18 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
         state = None
     else:
         model, optimizer, scheduler, state = ckpt.model, ckpt.optimizer, ckpt.scheduler, ckpt.state
+        if "extended_from" in settings:
+            # the finished run's cosine ended near 0: a new cycle over the added epochs, from the
+            # run's peak rate (a warm restart, as SGDR); the epochs' order and augmentation are
+            # those a longer run would have drawn, but its single cycle cannot be had afresh
+            added = settings["epochs"] - settings["extended_from"]
+            optimizer.lr = settings["lr"]
+            scheduler = CosineAnnealingLR(optimizer, t_max=added * batches)
+            say(
+                f"extending the finished run from {settings['extended_from']} to "
+                f"{settings['epochs']} epochs: a new cosine cycle from lr {settings['lr']:g} over "
+                f"the {added} added epochs"
+            )
         say(
             f"resuming {out / CHECKPOINT}: epoch {state.get('epoch', 0) + 1}, "
             f"batch {state.get('batch', 0) + 1}"
@@ -624,7 +657,8 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
     say(model.summary(x_fit.shape[1:]))
     flip = settings["flip"] if settings["flip"] is not None else dataset.channels == 3
     augmentations = ([RandomShift(settings["shift"])] if settings["shift"] else []) + (
-        [RandomFlip()] if flip else [])
+        [RandomFlip()] if flip else []
+    )
     opt_text = (
         "Adam"
         if settings["optimizer"] == "adam"

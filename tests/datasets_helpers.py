@@ -33,6 +33,7 @@ def small_mnist(rng: np.random.Generator, n_train=7, n_valid=3, n_test=4):
 
 
 def write_idx_dir(directory: Path, arrays, gz=(False, True, False, True)) -> None:
+    directory.mkdir(parents=True, exist_ok=True)  # writers never make folders
     for name, array, zipped in zip(IDX_NAMES, arrays, gz):
         write_idx(directory / (name + (".gz" if zipped else "")), array)
 

@@ -565,3 +565,16 @@ def test_train_into_a_finished_run_needs_overwrite_and_an_unwritable_out_is_refu
     blocker.write_text("")
     assert cli.main(train_args(idx_dir, blocker / "sub")) == 2
     assert "cannot write there" in capsys.readouterr().err
+
+
+def test_resume_with_more_epochs_extends_a_finished_run(idx_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(train_args(idx_dir, out)) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "extending the finished run from 1 to 2 epochs: a new cosine cycle" in text
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["history"]["epoch"] == [1, 2] and metrics["settings"]["epochs"] == 2
+    assert cli.main(["train", "--resume", str(out), "--epochs", "1", "--no-progress"]) == 2
+    assert "--epochs 1 (the run used 2)" in capsys.readouterr().err

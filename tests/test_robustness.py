@@ -554,6 +554,7 @@ def test_corrupt_downloads_are_refused_and_never_cached(fake_mnist, what):
 @pytest.mark.parametrize("what", ["truncated .gz", "header disagrees with the length"])
 def test_corrupt_idx_directories_are_refused_and_nothing_is_written(tmp_path, what):
     d = tmp_path / "idx"
+    d.mkdir()
     arrays = (np.zeros((4, 28, 28), np.uint8), np.arange(4, dtype=np.uint8),
               np.zeros((2, 28, 28), np.uint8),
               np.arange(2, dtype=np.uint8))

@@ -1393,3 +1393,26 @@ def test_sample_and_class_weights_weigh_each_samples_loss_and_gradient():
         small()[0].fit(x, y, optimizer=SGD(0.5), sample_weight=np.ones(3), **args)
     with pytest.raises(ValueError, match=r"class_weight\[1\] must be a finite number >= 0"):
         small()[0].fit(x, y, optimizer=SGD(0.5), class_weight={1: -1.0}, **args)
+
+
+def test_a_finished_run_extended_to_more_epochs_equals_a_longer_run(tmp_path):
+    from cnn_im2col.optim import StepLR
+
+    x, y = small()[1:]
+    args = {"batch_size": 4, "loss": SoftmaxCrossEntropy(), "seed": 3, "progress": False,
+            "log": None}
+    longer, _, _ = small()
+    opt = SGD(0.1, momentum=0.9)
+    full = longer.fit(x, y, epochs=5, optimizer=opt, scheduler=StepLR(opt, 2), **args)
+    short, _, _ = small()
+    opt = SGD(0.1, momentum=0.9)
+    short.fit(x, y, epochs=3, optimizer=opt, scheduler=StepLR(opt, 2),
+              checkpoint=tmp_path / "c.npz", **args)
+    ckpt = Sequential.load_checkpoint(tmp_path / "c.npz")
+    extended = ckpt.model.fit(x, y, epochs=5, optimizer=ckpt.optimizer,
+                              scheduler=ckpt.scheduler, resume=ckpt.state, **args)
+    assert extended["loss"] == full["loss"] and extended["epoch"] == [1, 2, 3, 4, 5]
+    for key in longer.params:
+        np.testing.assert_array_equal(ckpt.model.params[key], longer.params[key])
+    with pytest.raises(ValueError, match=r"differs from the checkpointed one in epochs 2"):
+        small()[0].fit(x, y, epochs=2, optimizer=ckpt.optimizer, resume=ckpt.state, **args)

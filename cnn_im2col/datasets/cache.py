@@ -66,6 +66,7 @@ def read_cached(path: Path, count: int) -> np.ndarray | None:
 
 def write_cached(path: Path, images: np.ndarray) -> None:
     """Write ``images`` (uint8 ``(N, C, H, W)``) to ``path`` atomically (uncompressed: it loads in
-    milliseconds); the directory is created if needed."""
+    milliseconds); the cache's own directory is created if needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "wb") as handle:
         np.savez(handle, images=images)

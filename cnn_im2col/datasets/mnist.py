@@ -372,7 +372,9 @@ def read_mnist_npz(path: Path) -> tuple[np.ndarray, ...]:
 
 
 def _write_npz(path: Path, arrays: tuple[np.ndarray, ...]) -> None:
-    """Write the four uint8 arrays to ``path`` atomically (uncompressed: loads in milliseconds)."""
+    """Write the four uint8 arrays to ``path`` atomically (uncompressed: loads in milliseconds);
+    the cache's directory is made if needed (the per-user cache, or the one the caller named)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "wb") as handle:
         np.savez(handle, **dict(zip(_NPZ_KEYS, arrays)))
 
