@@ -578,3 +578,32 @@ def test_resume_with_more_epochs_extends_a_finished_run(idx_dir, tmp_path, capsy
     assert metrics["history"]["epoch"] == [1, 2] and metrics["settings"]["epochs"] == 2
     assert cli.main(["train", "--resume", str(out), "--epochs", "1", "--no-progress"]) == 2
     assert "--epochs 1 (the run used 2)" in capsys.readouterr().err
+
+
+def test_a_json_model_without_seeds_trains_to_the_same_weights_twice(idx_dir, tmp_path, capsys):
+    from cnn_im2col.architectures import lenet
+
+    config = lenet(seed=5).config()
+    for entry in config["layers"]:
+        entry["config"].pop("seed", None)  # as a user writes it: no seeds
+    path = tmp_path / "noseed.json"
+    path.write_text(json.dumps(config))
+    for name in ("a", "b"):
+        assert cli.main(train_args(idx_dir, tmp_path / name, "--model", str(path))) == 0
+    assert same_params(tmp_path / "a" / "model.npz", tmp_path / "b" / "model.npz")
+    assert cli.main(train_args(idx_dir, tmp_path / "c", "--model", str(path), "--seed", "1")) == 0
+    assert not same_params(tmp_path / "a" / "model.npz", tmp_path / "c" / "model.npz")
+
+
+def test_shift_too_large_and_export_into_a_missing_folder_are_refused(idx_dir, tmp_path, capsys):
+    assert cli.main(train_args(idx_dir, tmp_path / "r", "--shift", "30")) == 2
+    err = capsys.readouterr().err
+    assert "RandomShift(max_shift=30, fill=0.0) is too large for 28x28 images" in err
+    assert not (tmp_path / "r" / "checkpoint.npz").exists()
+    assert cli.main(train_args(idx_dir, tmp_path / "ok")) == 0
+    capsys.readouterr()
+    pytest.importorskip("onnx")
+    missing = tmp_path / "no" / "such" / "m.onnx"
+    assert cli.main(["export", str(tmp_path / "ok" / "model.npz"), str(missing)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
