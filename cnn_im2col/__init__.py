@@ -20,6 +20,7 @@ from .threads import get_num_threads, set_num_threads
 from . import onnx  # the ONNX functions; the onnx package itself is imported on first use
 from ._version import __version__
 from .augment import RandomShift
+from .callbacks import Callback, EarlyStopping, ReduceLROnPlateau
 from .datasets import iterate_minibatches, load_idx_dataset, load_mnist, read_idx, write_idx
 from .exceptions import TrainingDiverged, TrainingInterrupted
 from .image_predictions import predict_images
@@ -44,7 +45,6 @@ from .model import Sequential
 from .optim import SGD, Adam, CosineAnnealingLR, StepLR
 from .reports import plot_history
 from .shapes import NonFiniteError
-from .training import Callback, EarlyStopping, ReduceLROnPlateau
 
 __all__ = [
     "SGD",

@@ -31,7 +31,7 @@ from cnn_im2col import (
     SoftmaxCrossEntropy,
     StepLR,
 )
-from cnn_im2col.training import TrainingInterrupted
+from cnn_im2col.exceptions import TrainingInterrupted
 
 comm = MPI.COMM_WORLD
 rank = comm.Get_rank()

@@ -38,7 +38,7 @@ from small_nets import (
 )
 
 import cnn_im2col
-from cnn_im2col import losses, optim, training
+from cnn_im2col import callbacks, losses, optim, training
 from cnn_im2col import model as model_module
 from cnn_im2col.augment import RandomShift
 from cnn_im2col.exceptions import TrainingDiverged, TrainingInterrupted
@@ -49,7 +49,7 @@ from cnn_im2col.optim import SGD, Adam, CosineAnnealingLR
 from cnn_im2col.shapes import NonFiniteError
 
 
-class Recorder(training.Callback):
+class Recorder(callbacks.Callback):
     def __init__(self):
         self.events = []
 
@@ -116,7 +116,7 @@ def test_a_callback_that_is_neither_callable_nor_a_callback_is_refused():
     model, x, y = small()
     with pytest.raises(
         TypeError,
-        match=r"callbacks must be callables cb\(model, logs\) or training\.Callback "
+        match=r"callbacks must be callables cb\(model, logs\) or callbacks\.Callback "
         r"instances, got 'no'",
     ):
         model.fit(
@@ -1114,7 +1114,7 @@ def early_stopping_run(callback, epochs=12, lr=0.5):
 
 
 def test_early_stopping_waits_patience_epochs_and_restores_the_best_weights():
-    stopper = training.EarlyStopping("val_loss", patience=2, restore_best=True)
+    stopper = callbacks.EarlyStopping("val_loss", patience=2, restore_best=True)
     model, history, (xv, yv) = early_stopping_run(stopper)
     losses = history["val_loss"]
     best = int(np.argmin(losses))
@@ -1123,7 +1123,7 @@ def test_early_stopping_waits_patience_epochs_and_restores_the_best_weights():
     assert stopper.best_epoch == best + 1
     assert model.evaluate(xv, yv)["loss"] == pytest.approx(losses[best], rel=1e-12)
     with pytest.raises(ValueError, match=r"EarlyStopping: monitor must be one of"):
-        training.EarlyStopping("val_acc")
+        callbacks.EarlyStopping("val_acc")
     with pytest.raises(ValueError, match=r"monitor 'val_accuracy' has no value"):
         small()[0].fit(
             *small()[1:],
@@ -1133,12 +1133,12 @@ def test_early_stopping_waits_patience_epochs_and_restores_the_best_weights():
             loss=SoftmaxCrossEntropy(),
             progress=False,
             log=None,
-            callbacks=[training.EarlyStopping("val_accuracy")],
+            callbacks=[callbacks.EarlyStopping("val_accuracy")],
         )
 
 
 def test_reduce_lr_on_plateau_divides_the_rate_after_patience_epochs():
-    plateau = training.ReduceLROnPlateau("val_loss", factor=0.5, patience=1, min_lr=0.01)
+    plateau = callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=1, min_lr=0.01)
     _, history, _ = early_stopping_run(plateau, epochs=10)
     lrs, losses = history["lr"], history["val_loss"]
     # the rate an epoch starts with follows the rule applied to the losses before it
