@@ -1,7 +1,10 @@
-"""The worked examples of ../shared/spec, pinned with their numbers.
+"""The worked examples of the mathematics the engine implements, pinned with their numbers.
 
-The primer (cnn-intuitive-primer.md) and chapter 8 of NND (nnd-chapter8-convolution.md) work
-these cases by hand; the engine must reproduce them exactly.
+An intuitive CNN primer (feature maps, valid/full correlation, backpropagation for a feature
+map, sigmoid + quadratic cost) and chapter 8 of Hagan et al.'s *Neural Network Design* (2nd ed.;
+convolution as the weight-sharing matrix of Eq. 8.12, padding, stride, pooling) work these cases
+by hand; the engine must reproduce them exactly. docs/architecture.md ("The mathematics")
+describes both.
 """
 
 import numpy as np
