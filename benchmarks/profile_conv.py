@@ -29,8 +29,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
 
 ALGORITHMS = ("im2col", "winograd")
-STAGES = ["im2col", "col2im", "layout+bias", "input transform", "input adjoint", "output transform",
-          "output adjoint", "weight transform", "GEMM"]
+STAGES = [
+    "im2col",
+    "col2im",
+    "layout+bias",
+    "input transform",
+    "input adjoint",
+    "output transform",
+    "output adjoint",
+    "weight transform",
+    "GEMM",
+]
 
 
 def targets():
@@ -40,17 +49,30 @@ def targets():
     from cnn_im2col.conv import im2col as I
     from cnn_im2col.conv import winograd as W
 
-    return [(I, "unfold_t", "im2col"), (I, "fold_t", "col2im"),
-            (I, "grouped_matmul", "GEMM"), (I, "weight_grad", "GEMM"),
-            *[(I, name, "layout+bias") for name in ("cm_to_nchw", "nchw_to_cm", "bias_relu_inplace")],
-            *[(W, f"{name}_{variant}", stage) for variant in W.VARIANTS.values()
-              for name, stage in zip(W.TRANSFORMS, ("input transform", "input adjoint", "output transform",
-                                                    "output adjoint"))],
-            (W, "winograd_weight", "weight transform"), (W, "winograd_weight_adjoint", "weight transform"),
-            (W, "slice_forward", "GEMM"), (W, "slice_backward", "GEMM")]
+    return [
+        (I, "unfold_t", "im2col"),
+        (I, "fold_t", "col2im"),
+        (I, "grouped_matmul", "GEMM"),
+        (I, "weight_grad", "GEMM"),
+        *[(I, name, "layout+bias") for name in ("cm_to_nchw", "nchw_to_cm", "bias_relu_inplace")],
+        *[
+            (W, f"{name}_{variant}", stage)
+            for variant in W.VARIANTS.values()
+            for name, stage in zip(
+                W.TRANSFORMS,
+                ("input transform", "input adjoint", "output transform", "output adjoint"),
+            )
+        ],
+        (W, "winograd_weight", "weight transform"),
+        (W, "winograd_weight_adjoint", "weight transform"),
+        (W, "slice_forward", "GEMM"),
+        (W, "slice_backward", "GEMM"),
+    ]
 
 
-def profile(shape: tuple[int, int, int, int], kernel: int, padding: int, rounds: int, threads: int) -> dict:
+def profile(
+    shape: tuple[int, int, int, int], kernel: int, padding: int, rounds: int, threads: int
+) -> dict:
     from cnn_im2col import functional as F
     from cnn_im2col import threads as T
     from cnn_im2col.conv import winograd as W
@@ -85,7 +107,9 @@ def profile(shape: tuple[int, int, int, int], kernel: int, padding: int, rounds:
     result = {}
     for algorithm, runs in per_round.items():
         total = statistics.median(t for t, _ in runs)
-        stages = {s: 1e3 * statistics.median(seconds.get(s, 0.0) for _, seconds in runs) for s in STAGES}
+        stages = {
+            s: 1e3 * statistics.median(seconds.get(s, 0.0) for _, seconds in runs) for s in STAGES
+        }
         stages["Python and the rest"] = max(0.0, 1e3 * total - sum(stages.values()))
         stages["total"] = 1e3 * total
         result[algorithm] = stages
@@ -94,37 +118,78 @@ def profile(shape: tuple[int, int, int, int], kernel: int, padding: int, rounds:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shape", type=int, nargs=4, metavar=("N", "C", "K", "H"), default=None,
-                        help="batch, input channels, output channels, height (= width); default 32 32 64 32")
-    parser.add_argument("--kernel", type=int, default=3, help="kernel size (default 3; Winograd for 3 and 5)")
+    parser.add_argument(
+        "--shape",
+        type=int,
+        nargs=4,
+        metavar=("N", "C", "K", "H"),
+        default=None,
+        help="batch, input channels, output channels, height (= width); default 32 32 64 32",
+    )
+    parser.add_argument(
+        "--kernel", type=int, default=3, help="kernel size (default 3; Winograd for 3 and 5)"
+    )
     parser.add_argument("--padding", type=int, default=1, help="padding (default 1)")
     parser.add_argument("--rounds", type=int, default=None, help="alternated rounds (default 15)")
     parser.add_argument("--threads", type=int, default=1, help="engine threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="a tiny layer, 3 rounds")
-    parser.add_argument("--out", type=Path, default=None, help="results directory (default benchmarks/results)")
-    parser.add_argument("--name", default=None, help="results file stem (default profile-conv[-quick])")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results directory (default benchmarks/results)"
+    )
+    parser.add_argument(
+        "--name", default=None, help="results file stem (default profile-conv[-quick])"
+    )
     args = parser.parse_args(argv)
     shape = tuple(args.shape or ((2, 16, 16, 8) if args.quick else (32, 32, 64, 32)))
     rounds = args.rounds or (3 if args.quick else 15)
     machine = C.machine_info()
-    data = {"benchmark": "profile-conv", "quick": args.quick, "machine": machine,
-            "shape": dict(zip("NCKH", shape)), "kernel": args.kernel, "padding": args.padding, "rounds": rounds,
-            "threads": args.threads, **profile(shape, args.kernel, args.padding, rounds, args.threads)}
+    data = {
+        "benchmark": "profile-conv",
+        "quick": args.quick,
+        "machine": machine,
+        "shape": dict(zip("NCKH", shape)),
+        "kernel": args.kernel,
+        "padding": args.padding,
+        "rounds": rounds,
+        "threads": args.threads,
+        **profile(shape, args.kernel, args.padding, rounds, args.threads),
+    }
     ms = data["ms_per_call"]
-    rows = [[stage, *[ms[a][stage] for a in ms]] for stage in ms["im2col"]
-            if any(ms[a][stage] > 0 for a in ms)]  # a stage that no algorithm here has is left out
+    rows = [
+        [stage, *[ms[a][stage] for a in ms]]
+        for stage in ms["im2col"]
+        if any(ms[a][stage] > 0 for a in ms)
+    ]  # a stage that no algorithm here has is left out
     if "winograd" in ms:
-        rows.append(["winograd / im2col, total", None, ms["winograd"]["total"] / ms["im2col"]["total"]])
+        rows.append(
+            ["winograd / im2col, total", None, ms["winograd"]["total"] / ms["im2col"]["total"]]
+        )
     n, c, k, h = shape
-    md = [f"# Convolution profile{' (quick)' if args.quick else ''}", "", f"Machine: {C.machine_line(machine)}.", "",
-          (f"Conv2D {c} -> {k}, {args.kernel}x{args.kernel}, stride 1, pad {args.padding}, on {n}x{c}x{h}x{h} "
-           "float32: forward (keeping what backward "
-           f"needs) + backward, {args.threads} engine thread(s); median ms per call over {rounds} alternated "
-           "rounds, exclusive times of the engine's wrapped operations (Winograd's GEMM row: its 36 batched "
-           "products and their arrays)."), "",
-          C.markdown_table(["stage", *[f"{a} ms" for a in ms]], rows), ""]
-    C.publish(args.name or ("profile-conv-quick" if args.quick else "profile-conv"), C.finite_or_none(data),
-              "\n".join(md), args.out)
+    md = [
+        f"# Convolution profile{' (quick)' if args.quick else ''}",
+        "",
+        f"Machine: {C.machine_line(machine)}.",
+        "",
+        (
+            f"Conv2D {c} -> {k}, {args.kernel}x{args.kernel}, stride 1, pad {args.padding}, on "
+            f"{n}x{c}x{h}x{h} "
+            "float32: forward (keeping what backward "
+            f"needs) + backward, {args.threads} engine thread(s); median ms per call over "
+            f"{rounds} alternated "
+            "rounds, exclusive times of the engine's wrapped operations (Winograd's GEMM row: its "
+            "36 batched "
+            "products and their arrays)."
+        ),
+        "",
+        C.markdown_table(["stage", *[f"{a} ms" for a in ms]], rows),
+        "",
+    ]
+    C.publish(
+        args.name or ("profile-conv-quick" if args.quick else "profile-conv"),
+        C.finite_or_none(data),
+        "\n".join(md),
+        args.out,
+    )
     return data
 
 

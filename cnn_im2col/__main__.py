@@ -1,4 +1,5 @@
-"""``python -m cnn_im2col``: the ``cnn-im2col`` command (also ``mpiexec -n K python -m mpi4py -m cnn_im2col``)."""
+"""``python -m cnn_im2col``: the ``cnn-im2col`` command (also ``mpiexec -n K python -m mpi4py -m "
+"cnn_im2col``)."""
 
 import sys
 

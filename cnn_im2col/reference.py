@@ -188,7 +188,9 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
     x_padded[n, c] with weight[o, c] (the primer's Appendix B); a stride keeps every sy-th row
     and sx-th column of the stride-1 result, counted from the first.
     """
-    xp, weight, bias, (sy, sx), (oh, ow) = _conv_forward_setup("conv2d_forward", x, weight, bias, stride, padding)
+    xp, weight, bias, (sy, sx), (oh, ow) = _conv_forward_setup(
+        "conv2d_forward", x, weight, bias, stride, padding
+    )
     n_, c_, _, _ = xp.shape
     o_ = weight.shape[0]
     out = np.zeros((n_, o_, oh, ow), dtype=xp.dtype)
@@ -235,7 +237,8 @@ def conv2d_backward(x, weight, dout, stride=1, padding=0, bias="tied"):
     unpadded input. Rows/columns past the last window that the stride reached get zero.
     """
     xp, weight, dout, (sy, sx), (ph, pw), (h, w) = _conv_backward_setup(
-        "conv2d_backward", x, weight, dout, stride, padding, bias)
+        "conv2d_backward", x, weight, dout, stride, padding, bias
+    )
     n_, c_ = xp.shape[:2]
     o_, _, kh, kw = weight.shape
     dtype = xp.dtype
@@ -271,8 +274,9 @@ def conv2d_forward_naive(x, weight, bias=None, stride=1, padding=0):
     out[n, o, i, j] = sum_{c, u, v} weight[o, c, u, v] * x_padded[n, c, i*sy + u, j*sx + v]
                       + bias
     """
-    xp, weight, bias, (sy, sx), (oh, ow) = _conv_forward_setup("conv2d_forward_naive", x, weight, bias, stride,
-                                                                padding)
+    xp, weight, bias, (sy, sx), (oh, ow) = _conv_forward_setup(
+        "conv2d_forward_naive", x, weight, bias, stride, padding
+    )
     n_ = xp.shape[0]
     o_, _, kh, kw = weight.shape
     out = np.zeros((n_, o_, oh, ow), dtype=xp.dtype)
@@ -298,7 +302,8 @@ def conv2d_backward_naive(x, weight, dout, stride=1, padding=0, bias="tied"):
       dbias[o] or dbias[o, i, j] += g        (Eq. 8.36)
     """
     xp, weight, dout, (sy, sx), (ph, pw), (h, w) = _conv_backward_setup(
-        "conv2d_backward_naive", x, weight, dout, stride, padding, bias)
+        "conv2d_backward_naive", x, weight, dout, stride, padding, bias
+    )
     n_, o_, oh, ow = dout.shape
     kh, kw = weight.shape[2:]
     dtype = xp.dtype
@@ -424,15 +429,21 @@ def _check_scale(owner, scale, c_):
 def _inside_counts(h, w, kh, kw, sy, sx, ph, pw, oh, ow):
     """(OH, OW): how many cells of each window lie inside the image (not in the padding)."""
     inside = _pad(np.ones((1, 1, h, w)), ph, pw)[0, 0]
-    return np.array([[inside[i * sy : i * sy + kh, j * sx : j * sx + kw].sum() for j in range(ow)]
-                     for i in range(oh)])
+    return np.array(
+        [
+            [inside[i * sy : i * sy + kh, j * sx : j * sx + kw].sum() for j in range(ow)]
+            for i in range(oh)
+        ]
+    )
 
 
 def _window_weights(owner, count_include_pad, kh, kw, h, w, sy, sx, ph, pw, oh, ow):
     """(OH, OW) factor applied to each window sum before the mean or the scale: 1 when padding
     counts; KH*KW / (cells inside the image) when it does not (the mean over real cells only)."""
     if not isinstance(count_include_pad, (bool, np.bool_)):
-        raise TypeError(f"{owner}: count_include_pad must be True or False, got {count_include_pad!r}")
+        raise TypeError(
+            f"{owner}: count_include_pad must be True or False, got {count_include_pad!r}"
+        )
     if count_include_pad:
         return np.ones((oh, ow))
     return (kh * kw) / _inside_counts(h, w, kh, kw, sy, sx, ph, pw, oh, ow)
@@ -465,12 +476,16 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, scale=None, count
     out = np.empty(x.shape[:2] + (oh, ow), dtype=dtype)
     for i in range(oh):
         for j in range(ow):
-            window_sum = xp[:, :, i * sy : i * sy + kh, j * sx : j * sx + kw].sum(axis=(2, 3)) * factor[i, j]
+            window_sum = (
+                xp[:, :, i * sy : i * sy + kh, j * sx : j * sx + kw].sum(axis=(2, 3)) * factor[i, j]
+            )
             out[:, :, i, j] = window_sum / (kh * kw) if scale is None else window_sum * scale
     return out
 
 
-def avg_pool2d_backward(x, dout, kernel_size, stride=None, padding=0, scale=None, count_include_pad=True):
+def avg_pool2d_backward(
+    x, dout, kernel_size, stride=None, padding=0, scale=None, count_include_pad=True
+):
     """Gradients of ``avg_pool2d_forward``.
 
     Args:
@@ -520,58 +535,76 @@ def _general_setup(owner, x, weight, stride, padding, dilation, groups):
     groups, (OH, OW)``; the weight is (O, C/groups, KH, KW) and O must be a multiple of groups."""
     x = _as_c_float(x, "x", owner, ndim=4)
     weight = _as_c_float(weight, "weight", owner, ndim=4)
-    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, (int, np.integer)) or groups < 1:
+    if (
+        isinstance(groups, (bool, np.bool_))
+        or not isinstance(groups, (int, np.integer))
+        or groups < 1
+    ):
         raise ValueError(f"{owner}: groups must be an int >= 1, got {groups!r}")
     groups = int(groups)
     c_, o_ = x.shape[1], weight.shape[0]
     if c_ % groups or o_ % groups:
-        raise ValueError(f"{owner}: groups={groups} must divide the input channels ({c_}) and the output "
-                         f"channels ({o_})")
+        raise ValueError(
+            f"{owner}: groups={groups} must divide the input channels ({c_}) and the output "
+            f"channels ({o_})"
+        )
     if weight.shape[1] != c_ // groups:
-        raise ValueError(f"{owner}: weight must be (O, C/groups, KH, KW) = ({o_}, {c_ // groups}, KH, KW) for "
-                         f"{c_} input channels and groups={groups}, got shape {weight.shape}")
+        raise ValueError(
+            f"{owner}: weight must be (O, C/groups, KH, KW) = ({o_}, {c_ // groups}, KH, KW) for "
+            f"{c_} input channels and groups={groups}, got shape {weight.shape}"
+        )
     sy, sx = pair(stride, "stride", owner)
     ph, pw = pair(padding, "padding", owner, minimum=0)
     dy, dx = pair(dilation, "dilation", owner)
     _, _, h, w = x.shape
     _, _, kh, kw = weight.shape
     # a dilated kernel spans d*(K-1)+1 pixels: the output size is that of a kernel of that size
-    oh, ow = _output_hw(owner, h, w, dy * (kh - 1) + 1, dx * (kw - 1) + 1, sy, sx, ph, pw,
-                        what="dilated kernel extent")
+    oh, ow = _output_hw(
+        owner,
+        h,
+        w,
+        dy * (kh - 1) + 1,
+        dx * (kw - 1) + 1,
+        sy,
+        sx,
+        ph,
+        pw,
+        what="dilated kernel extent",
+    )
     return x, weight, (sy, sx), (ph, pw), (dy, dx), groups, (oh, ow)
 
 
 def _field(xp, i, j, kh, kw, sy, sx, dy, dx):
     """The (N, C, KH, KW) input cells that output position (i, j) reads: every dy-th row and
     dx-th column of a window starting at (i*sy, j*sx)."""
-    return xp[:, :, i * sy : i * sy + dy * (kh - 1) + 1 : dy, j * sx : j * sx + dx * (kw - 1) + 1 : dx]
+    return xp[
+        :, :, i * sy : i * sy + dy * (kh - 1) + 1 : dy, j * sx : j * sx + dx * (kw - 1) + 1 : dx
+    ]
 
 
 def conv2d_forward_general(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """Cross-correlation with PyTorch's ``dilation`` and ``groups`` (``torch.nn.functional.conv2d``).
+    """Cross-correlation with PyTorch's ``dilation`` and ``groups``
+    (``torch.nn.functional.conv2d``).
 
-    Args:
-        x: (N, C, H, W) input.
-        weight: (O, C/groups, KH, KW) filters; filters g*O/groups .. (g+1)*O/groups - 1 see only
-            the input channels g*C/groups .. (g+1)*C/groups - 1 (groups == C: depthwise).
-        bias: None, tied (O,) or untied (O, OH, OW).
-        stride: int or (sy, sx), >= 1.
-        padding: int or (ph, pw), >= 0; zero padding on both sides.
-        dilation: int or (dy, dx), >= 1: kernel cell (u, v) reads input pixel (i*sy + u*dy, j*sx + v*dx)
-            of the padded input.
-        groups: int >= 1 dividing both C and O.
+    Args: x: (N, C, H, W) input. weight: (O, C/groups, KH, KW) filters; filters g*O/groups ..
+    (g+1)*O/groups - 1 see only the input channels g*C/groups .. (g+1)*C/groups - 1 (groups == C:
+    depthwise). bias: None, tied (O,) or untied (O, OH, OW). stride: int or (sy, sx), >= 1. padding:
+    int or (ph, pw), >= 0; zero padding on both sides. dilation: int or (dy, dx), >= 1: kernel cell
+    (u, v) reads input pixel (i*sy + u*dy, j*sx + v*dx) of the padded input. groups: int >= 1
+    dividing both C and O.
 
     Returns:
         (N, O, OH, OW) with ``OH = (H + 2*ph - dy*(KH - 1) - 1) // sy + 1`` (likewise OW): the
         dilated kernel spans ``dy*(KH - 1) + 1`` rows. At dilation 1 this is the usual
         ``(H + 2*ph - KH) // sy + 1``.
 
-    out[n, o, i, j] = sum_{c in o's group, u, v} weight[o, c', u, v] * x_padded[n, c, i*sy + u*dy, j*sx + v*dx]
-    (c' the index of c within its group), + bias.
+    out[n, o, i, j] = sum_{c in o's group, u, v} weight[o, c', u, v] * x_padded[n, c, i*sy + u*dy,
+    j*sx + v*dx] (c' the index of c within its group), + bias.
     """
     owner = "conv2d_forward_general"
     x, weight, (sy, sx), (ph, pw), (dy, dx), groups, (oh, ow) = _general_setup(
-        owner, x, weight, stride, padding, dilation, groups)
+        owner, x, weight, stride, padding, dilation, groups
+    )
     bias = _check_bias(owner, bias, weight.shape[0], oh, ow)
     dtype = _common_dtype(x, weight, bias)
     xp = _pad(x.astype(dtype, copy=False), ph, pw)
@@ -585,13 +618,16 @@ def conv2d_forward_general(x, weight, bias=None, stride=1, padding=0, dilation=1
             field = _field(xp, i, j, kh, kw, sy, sx, dy, dx)
             for g in range(groups):
                 out[:, g * og : (g + 1) * og, i, j] = np.einsum(
-                    "nckl,ockl->no", field[:, g * cg : (g + 1) * cg], weight[g * og : (g + 1) * og])
+                    "nckl,ockl->no", field[:, g * cg : (g + 1) * cg], weight[g * og : (g + 1) * og]
+                )
     if bias is not None:
         out += bias[:, None, None] if bias.ndim == 1 else bias
     return out
 
 
-def conv2d_backward_general(x, weight, dout, stride=1, padding=0, dilation=1, groups=1, bias="tied"):
+def conv2d_backward_general(
+    x, weight, dout, stride=1, padding=0, dilation=1, groups=1, bias="tied"
+):
     """Gradients of ``conv2d_forward_general``: ``(dx, dweight, dbias)`` as in ``conv2d_backward``.
 
     Each output position (i, j) read the field F = x_padded[:, :, i*sy :: dy, j*sx :: dx] (KH x KW
@@ -602,7 +638,8 @@ def conv2d_backward_general(x, weight, dout, stride=1, padding=0, dilation=1, gr
     """
     owner = "conv2d_backward_general"
     x, weight, (sy, sx), (ph, pw), (dy, dx), groups, (oh, ow) = _general_setup(
-        owner, x, weight, stride, padding, dilation, groups)
+        owner, x, weight, stride, padding, dilation, groups
+    )
     check_choice(bias, "bias", _BIAS_MODES, owner)
     dout = _check_dout(owner, dout, (x.shape[0], weight.shape[0], oh, ow))
     dtype = _common_dtype(x, weight, dout)
@@ -643,11 +680,21 @@ def _bn_setup(owner, x, weight, bias):
                 raise ValueError(f"{owner}: {name} must have shape ({c_},), got {value.shape}")
         vectors.append(value)
     dtype = _common_dtype(x, *vectors)
-    return x.astype(dtype, copy=False), *[None if v is None else v.astype(dtype, copy=False) for v in vectors]
+    return x.astype(dtype, copy=False), *[
+        None if v is None else v.astype(dtype, copy=False) for v in vectors
+    ]
 
 
-def batch_norm2d_forward(x, weight=None, bias=None, running_mean=None, running_var=None, training=True,
-                         momentum=0.1, eps=1e-5):
+def batch_norm2d_forward(
+    x,
+    weight=None,
+    bias=None,
+    running_mean=None,
+    running_var=None,
+    training=True,
+    momentum=0.1,
+    eps=1e-5,
+):
     """PyTorch's ``torch.nn.functional.batch_norm`` on (N, C, H, W), without modifying anything.
 
     Training: per channel c, mean and BIASED variance over (N, H, W) normalise x; the returned
@@ -666,7 +713,9 @@ def batch_norm2d_forward(x, weight=None, bias=None, running_mean=None, running_v
         var = ((x - mean[:, None, None]) ** 2).mean(axis=(0, 2, 3))
     else:
         if running_mean is None or running_var is None:
-            raise ValueError(f"{owner}: eval mode (training=False) needs running_mean and running_var")
+            raise ValueError(
+                f"{owner}: eval mode (training=False) needs running_mean and running_var"
+            )
         mean, var = np.asarray(running_mean), np.asarray(running_var)
     y = (x - mean[:, None, None]) / np.sqrt(var[:, None, None] + eps)
     if weight is not None:
@@ -680,15 +729,17 @@ def batch_norm2d_forward(x, weight=None, bias=None, running_mean=None, running_v
     return y.astype(x.dtype, copy=False), new_mean, new_var
 
 
-def batch_norm2d_backward(x, dout, weight=None, running_mean=None, running_var=None, training=True, eps=1e-5):
+def batch_norm2d_backward(
+    x, dout, weight=None, running_mean=None, running_var=None, training=True, eps=1e-5
+):
     """Gradients of ``batch_norm2d_forward``: ``(dx, dweight, dbias)`` (dweight = sum dout * xhat,
     dbias = sum dout, returned even when the forward had no weight/bias).
 
-    Training: the chain rule through every temporary of the forward pass (xmu = x - mean,
-    var, std, xhat = xmu / std), each step its own line, with no closed form: dxhat = dout*weight,
-    dvar = sum(dxhat * xmu) * -1/2 (var + eps)^(-3/2), dmean = -sum(dxhat) / std + dvar * mean(-2 xmu),
-    dx = dxhat / std + dvar * 2 xmu / M + dmean / M. Eval: the statistics are constants,
-    dx = dout * weight / sqrt(running_var + eps) and xhat uses the running statistics.
+    Training: the chain rule through every temporary of the forward pass (xmu = x - mean, var, std,
+    xhat = xmu / std), each step its own line, with no closed form: dxhat = dout*weight, dvar =
+    sum(dxhat * xmu) * -1/2 (var + eps)^(-3/2), dmean = -sum(dxhat) / std + dvar * mean(-2 xmu), dx
+    = dxhat / std + dvar * 2 xmu / M + dmean / M. Eval: the statistics are constants, dx = dout *
+    weight / sqrt(running_var + eps) and xhat uses the running statistics.
     """
     owner = "batch_norm2d_backward"
     x, weight, _ = _bn_setup(owner, x, weight, None)
@@ -702,7 +753,9 @@ def batch_norm2d_backward(x, dout, weight=None, running_mean=None, running_var=N
         var = (xmu**2).mean(axis=axes)
     else:
         if running_mean is None or running_var is None:
-            raise ValueError(f"{owner}: eval mode (training=False) needs running_mean and running_var")
+            raise ValueError(
+                f"{owner}: eval mode (training=False) needs running_mean and running_var"
+            )
         var = np.asarray(running_var)
         xmu = x - np.asarray(running_mean)[:, None, None]
     std = np.sqrt(var + eps)
@@ -711,7 +764,11 @@ def batch_norm2d_backward(x, dout, weight=None, running_mean=None, running_var=N
         xhat = xmu / std[:, None, None]
         dvar = (dxhat * xmu).sum(axis=axes) * -0.5 * (var + eps) ** -1.5
         dmean = -dxhat.sum(axis=axes) / std + dvar * (-2 * xmu).mean(axis=axes)
-        dx = dxhat / std[:, None, None] + dvar[:, None, None] * 2 * xmu / m + dmean[:, None, None] / m
+        dx = (
+            dxhat / std[:, None, None]
+            + dvar[:, None, None] * 2 * xmu / m
+            + dmean[:, None, None] / m
+        )
     else:
         xhat = xmu / std[:, None, None]
         dx = dxhat / std[:, None, None]

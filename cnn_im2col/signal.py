@@ -30,7 +30,8 @@ MODES = ("full", "valid", "same")
 
 
 def correlate2d(in1: Any, in2: Any, mode: str = "full") -> np.ndarray:
-    """Cross-correlate 2-D ``in1`` with 2-D ``in2``; ``mode`` is ``"full"``, ``"valid"`` or ``"same"``.
+    """Cross-correlate 2-D ``in1`` with 2-D ``in2``; ``mode`` is ``"full"``, ``"valid"`` or
+    ``"same"``.
 
     Output shape: full (H1+H2-1, W1+W2-1); valid (|H1-H2|+1, |W1-W2|+1) (one input must be at
     least as large as the other in both dimensions); same (H1, W1).
@@ -69,8 +70,10 @@ def _inputs(in1: Any, in2: Any, mode: str, owner: str) -> tuple[np.ndarray, np.n
         a_contains_k = a.shape[0] >= k.shape[0] and a.shape[1] >= k.shape[1]
         k_contains_a = k.shape[0] >= a.shape[0] and k.shape[1] >= a.shape[1]
         if not (a_contains_k or k_contains_a):
-            raise ValueError(f"{owner}: in 'valid' mode one input must be at least as large as the other "
-                             f"in both dimensions, got shapes {a.shape} and {k.shape}")
+            raise ValueError(
+                f"{owner}: in 'valid' mode one input must be at least as large as the other "
+                f"in both dimensions, got shapes {a.shape} and {k.shape}"
+            )
     return a, k
 
 

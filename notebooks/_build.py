@@ -8,9 +8,9 @@ per-cell timing metadata (so re-running it changes only what really changed). Th
 (``tests/test_notebooks.py``) executes the committed ``.ipynb`` files again, in memory.
 
 A source is a Python file in "percent" format: ``# %%`` starts a code cell and
-``# %% [markdown]`` a markdown cell whose text is one raw triple-quoted string (``r"..."`` with three quotes,
-so LaTeX backslashes are written once). So the code of
-every notebook can be read, linted and diffed as ordinary Python.
+``# %% [markdown]`` a markdown cell whose text is one raw triple-quoted string (``r"..."`` with
+three quotes, so LaTeX backslashes are written once). So the code of every notebook can be read,
+linted and diffed as ordinary Python.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def load_cells(path: Path) -> list[tuple[str, str]]:
             if kind == "md":
                 text = text.removeprefix("r")
                 if not (text.startswith('"""') and text.endswith('"""')):
-                    raise ValueError(f"{path.name}: a markdown cell must be one (raw) triple-quoted string")
+                    raise ValueError(f"{path.name}: a markdown cell must be one (raw) "
+                                     f"triple-quoted string")
                 text = text[3:-3].strip("\n")
             if kind is not None and text:
                 cells.append((kind, text))
@@ -48,7 +49,8 @@ def load_cells(path: Path) -> list[tuple[str, str]]:
 
 def make_notebook(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python",
+                                 "name": "python3"}
     nb.metadata["language_info"] = {"name": "python"}
     for kind, source in cells:
         if kind == "md":

@@ -39,25 +39,43 @@ def randomise_params(layer, seed=1):
         value[...] = rng.standard_normal(value.shape)
 
 
-@pytest.mark.parametrize("layer, x_shape", [
-    (Conv2D(2, 3, (3, 2), stride=(2, 1), padding=(1, 0), dtype=F64, seed=0), (2, 2, 6, 5)),
-    (Conv2D(2, 3, (3, 2), stride=(1, 2), padding=(0, 1), bias="untied", input_size=(5, 6), dtype=F64, seed=0),
-     (2, 2, 5, 6)),
-    (Conv2D(2, 3, 2, bias=None, padding="same", dtype=F64, seed=0), (2, 2, 4, 5)),
-    (Dense(6, 4, dtype=F64, seed=0), (3, 6)),
-    (Dense(6, 4, bias=False, dtype=F64, seed=0), (3, 6)),
-    (MaxPool2D(2), (2, 3, 6, 5)),
-    (MaxPool2D((3, 2), stride=1, padding=(1, 1)), (2, 2, 5, 5)),  # overlapping windows
-    (AvgPool2D(2), (2, 3, 6, 5)),
-    (AvgPool2D(3, stride=2, padding=1, trainable_scale=True, channels=3, dtype=F64), (2, 3, 7, 6)),
-    (Flatten(), (2, 3, 4, 5)),
-    (Flatten("F"), (2, 3, 4, 5)),
-    (ReLU(), (3, 7)),
-    (Sigmoid(), (3, 7)),
-    (Tanh(), (2, 3, 4, 4)),
-    (Softmax(), (3, 7)),
-    (Dropout(0.5), (3, 7)),  # the identity when not training
-])
+@pytest.mark.parametrize(
+    "layer, x_shape",
+    [
+        (Conv2D(2, 3, (3, 2), stride=(2, 1), padding=(1, 0), dtype=F64, seed=0), (2, 2, 6, 5)),
+        (
+            Conv2D(
+                2,
+                3,
+                (3, 2),
+                stride=(1, 2),
+                padding=(0, 1),
+                bias="untied",
+                input_size=(5, 6),
+                dtype=F64,
+                seed=0,
+            ),
+            (2, 2, 5, 6),
+        ),
+        (Conv2D(2, 3, 2, bias=None, padding="same", dtype=F64, seed=0), (2, 2, 4, 5)),
+        (Dense(6, 4, dtype=F64, seed=0), (3, 6)),
+        (Dense(6, 4, bias=False, dtype=F64, seed=0), (3, 6)),
+        (MaxPool2D(2), (2, 3, 6, 5)),
+        (MaxPool2D((3, 2), stride=1, padding=(1, 1)), (2, 2, 5, 5)),  # overlapping windows
+        (AvgPool2D(2), (2, 3, 6, 5)),
+        (
+            AvgPool2D(3, stride=2, padding=1, trainable_scale=True, channels=3, dtype=F64),
+            (2, 3, 7, 6),
+        ),
+        (Flatten(), (2, 3, 4, 5)),
+        (Flatten("F"), (2, 3, 4, 5)),
+        (ReLU(), (3, 7)),
+        (Sigmoid(), (3, 7)),
+        (Tanh(), (2, 3, 4, 4)),
+        (Softmax(), (3, 7)),
+        (Dropout(0.5), (3, 7)),  # the identity when not training
+    ],
+)
 def test_gradcheck_float64(layer, x_shape):
     randomise_params(layer)
     x = distinct_values(x_shape)
@@ -90,8 +108,15 @@ def test_same_seed_same_weights_and_config_round_trip():
 
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_every_layer_round_trips_its_config(name):
-    examples = {"Conv2D": (1, 2, 3), "Dense": (4, 2), "MaxPool2D": (2,), "AvgPool2D": (2,), "Dropout": (0.1,),
-                "BatchNorm2D": (3,), "Normalization": (3,)}
+    examples = {
+        "Conv2D": (1, 2, 3),
+        "Dense": (4, 2),
+        "MaxPool2D": (2,),
+        "AvgPool2D": (2,),
+        "Dropout": (0.1,),
+        "BatchNorm2D": (3,),
+        "Normalization": (3,),
+    }
     layer = LAYERS[name](*examples.get(name, ()))
     assert repr(LAYERS[name].from_config(json.loads(json.dumps(layer.config())))) == repr(layer)
 
@@ -99,9 +124,13 @@ def test_every_layer_round_trips_its_config(name):
 def test_repr_shows_only_non_default_arguments():
     assert repr(Conv2D(1, 20, 5)) == "Conv2D(1, 20, 5)"
     assert repr(Conv2D(1, 20, (5, 3), stride=2, padding=1, bias=None, dtype="float64")) == (
-        "Conv2D(1, 20, (5, 3), stride=2, padding=1, bias=None, dtype='float64')")
+        "Conv2D(1, 20, (5, 3), stride=2, padding=1, bias=None, dtype='float64')"
+    )
     assert repr(MaxPool2D(3, stride=1)) == "MaxPool2D(3, stride=1)"
-    assert repr(AvgPool2D(2, trainable_scale=True, channels=4)) == "AvgPool2D(2, trainable_scale=True, channels=4)"
+    assert (
+        repr(AvgPool2D(2, trainable_scale=True, channels=4))
+        == "AvgPool2D(2, trainable_scale=True, channels=4)"
+    )
     assert repr(Dense(640, 100)) == "Dense(640, 100)"
     assert repr(Dropout(0.3)) == "Dropout(p=0.3)"
     assert repr(Flatten("F")) == "Flatten(order='F')"
@@ -116,8 +145,14 @@ def test_he_initialisation_scale():
 
 def test_output_shape_matches_forward():
     x = np.zeros((2, 3, 11, 9), dtype=np.float32)
-    for layer in (Conv2D(3, 4, (3, 2), stride=(2, 3), padding=(1, 2)), MaxPool2D(3, 2, 1), AvgPool2D((2, 3)),
-                  Conv2D(3, 5, 4, padding="same"), Flatten(), ReLU()):
+    for layer in (
+        Conv2D(3, 4, (3, 2), stride=(2, 3), padding=(1, 2)),
+        MaxPool2D(3, 2, 1),
+        AvgPool2D((2, 3)),
+        Conv2D(3, 5, 4, padding="same"),
+        Flatten(),
+        ReLU(),
+    ):
         assert layer.forward(x).shape[1:] == layer.output_shape(x.shape[1:])
 
 
@@ -126,80 +161,210 @@ def test_flatten_f_is_the_column_stacking_of_eq_8_26():
     y = Flatten("F").forward(x)
     expected = np.concatenate([x[:, c].transpose(0, 2, 1).reshape(2, -1) for c in range(2)], axis=1)
     np.testing.assert_array_equal(y, expected)
-    np.testing.assert_array_equal(y[0, :3], x[0, 0, :, 0])  # the first column of the first map comes first
+    np.testing.assert_array_equal(
+        y[0, :3], x[0, 0, :, 0]
+    )  # the first column of the first map comes first
 
 
 def test_dtype_policy():
     conv = Conv2D(1, 2, 2)
-    assert conv.forward(np.ones((1, 1, 4, 4))).dtype == np.float32  # input cast to the layer's dtype
-    assert MaxPool2D(2).forward(np.ones((1, 1, 4, 4))).dtype == np.float64  # no parameters: dtype kept
+    assert (
+        conv.forward(np.ones((1, 1, 4, 4))).dtype == np.float32
+    )  # input cast to the layer's dtype
+    assert (
+        MaxPool2D(2).forward(np.ones((1, 1, 4, 4))).dtype == np.float64
+    )  # no parameters: dtype kept
     assert ReLU().forward(np.arange(4, dtype=np.int16).reshape(2, 2)).dtype == np.float32
 
 
-@pytest.mark.parametrize("layer", [Conv2D(1, 2, 2), Dense(2, 2), MaxPool2D(2), AvgPool2D(2), Flatten(), ReLU(),
-                                   Softmax(), Dropout(0.5)])
+@pytest.mark.parametrize(
+    "layer",
+    [
+        Conv2D(1, 2, 2),
+        Dense(2, 2),
+        MaxPool2D(2),
+        AvgPool2D(2),
+        Flatten(),
+        ReLU(),
+        Softmax(),
+        Dropout(0.5),
+    ],
+)
 def test_backward_before_forward_is_a_clear_error(layer):
     with pytest.raises(RuntimeError, match=r"backward\(\) called before forward\(\)"):
         layer.backward(np.ones((1, 2)))
 
 
-@pytest.mark.parametrize("make, error, message", [
-    (lambda: Conv2D(0, 2, 3), ValueError, r"Conv2D: in_channels must be an int >= 1, got 0"),
-    (lambda: Conv2D(1, 2.5, 3), TypeError, r"Conv2D: out_channels must be an int >= 1, got 2.5"),
-    (lambda: Conv2D(1, 2, True), TypeError, r"Conv2D: kernel_size must be an int >= 1 or a pair of them, got True"),
-    (lambda: Conv2D(1, 2, 3, stride=0), ValueError, r"Conv2D: stride must be an int >= 1 .* got 0"),
-    (lambda: Conv2D(1, 2, 3, padding=-1), ValueError, r"Conv2D: padding must be an int >= 0 .* got -1"),
-    (lambda: Conv2D(1, 2, 3, padding="full"), ValueError, r"Conv2D: padding must be one of \('valid', 'same'\)"),
-    (lambda: Conv2D(1, 2, 3, stride=2, padding="same"), ValueError, r"Conv2D: padding='same' needs stride 1"),
-    (lambda: Conv2D(1, 2, 3, bias="shared"), ValueError,
-     r"Conv2D: bias must be one of \('tied', 'untied', None\), got 'shared'"),
-    (lambda: Conv2D(1, 2, 3, bias="untied"), ValueError, r"Conv2D: bias='untied' .* needs input_size=\(H, W\)"),
-    (lambda: Conv2D(1, 2, 5, input_size=(3, 3)), ValueError,
-     r"kernel size \(5, 5\) is larger than the padded input \(3, 3\)"),
-    (lambda: Conv2D(1, 2, 3, dtype=np.int32), TypeError, r"Conv2D: dtype must be float32 or float64"),
-    (lambda: Dense(0, 2), ValueError, r"Dense: in_features must be an int >= 1, got 0"),
-    (lambda: Dense(2, 2, bias="yes"), TypeError, r"Dense: bias must be True or False, got 'yes'"),
-    (lambda: MaxPool2D(2, padding=2), ValueError, r"MaxPool2D: padding must be at most half the window"),
-    (lambda: AvgPool2D(2, stride=0), ValueError, r"AvgPool2D: stride must be an int >= 1"),
-    (lambda: AvgPool2D(2, trainable_scale=True), ValueError, r"AvgPool2D: trainable_scale=True .* needs channels="),
-    (lambda: Flatten("A"), ValueError, r"Flatten: order must be one of \('C', 'F'\), got 'A'"),
-    (lambda: Dropout(1.0), ValueError, r"Dropout: p must be a finite number in \[0.0, 1.0\), got 1.0"),
-    (lambda: Dropout(-0.1), ValueError, r"Dropout: p must be a finite number in \[0.0, 1.0\), got -0.1"),
-])
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (lambda: Conv2D(0, 2, 3), ValueError, r"Conv2D: in_channels must be an int >= 1, got 0"),
+        (
+            lambda: Conv2D(1, 2.5, 3),
+            TypeError,
+            r"Conv2D: out_channels must be an int >= 1, got 2.5",
+        ),
+        (
+            lambda: Conv2D(1, 2, True),
+            TypeError,
+            r"Conv2D: kernel_size must be an int >= 1 or a pair of them, got True",
+        ),
+        (
+            lambda: Conv2D(1, 2, 3, stride=0),
+            ValueError,
+            r"Conv2D: stride must be an int >= 1 .* got 0",
+        ),
+        (
+            lambda: Conv2D(1, 2, 3, padding=-1),
+            ValueError,
+            r"Conv2D: padding must be an int >= 0 .* got -1",
+        ),
+        (
+            lambda: Conv2D(1, 2, 3, padding="full"),
+            ValueError,
+            r"Conv2D: padding must be one of \('valid', 'same'\)",
+        ),
+        (
+            lambda: Conv2D(1, 2, 3, stride=2, padding="same"),
+            ValueError,
+            r"Conv2D: padding='same' needs stride 1",
+        ),
+        (
+            lambda: Conv2D(1, 2, 3, bias="shared"),
+            ValueError,
+            r"Conv2D: bias must be one of \('tied', 'untied', None\), got 'shared'",
+        ),
+        (
+            lambda: Conv2D(1, 2, 3, bias="untied"),
+            ValueError,
+            r"Conv2D: bias='untied' .* needs input_size=\(H, W\)",
+        ),
+        (
+            lambda: Conv2D(1, 2, 5, input_size=(3, 3)),
+            ValueError,
+            r"kernel size \(5, 5\) is larger than the padded input \(3, 3\)",
+        ),
+        (
+            lambda: Conv2D(1, 2, 3, dtype=np.int32),
+            TypeError,
+            r"Conv2D: dtype must be float32 or float64",
+        ),
+        (lambda: Dense(0, 2), ValueError, r"Dense: in_features must be an int >= 1, got 0"),
+        (
+            lambda: Dense(2, 2, bias="yes"),
+            TypeError,
+            r"Dense: bias must be True or False, got 'yes'",
+        ),
+        (
+            lambda: MaxPool2D(2, padding=2),
+            ValueError,
+            r"MaxPool2D: padding must be at most half the window",
+        ),
+        (lambda: AvgPool2D(2, stride=0), ValueError, r"AvgPool2D: stride must be an int >= 1"),
+        (
+            lambda: AvgPool2D(2, trainable_scale=True),
+            ValueError,
+            r"AvgPool2D: trainable_scale=True .* needs channels=",
+        ),
+        (lambda: Flatten("A"), ValueError, r"Flatten: order must be one of \('C', 'F'\), got 'A'"),
+        (
+            lambda: Dropout(1.0),
+            ValueError,
+            r"Dropout: p must be a finite number in \[0.0, 1.0\), got 1.0",
+        ),
+        (
+            lambda: Dropout(-0.1),
+            ValueError,
+            r"Dropout: p must be a finite number in \[0.0, 1.0\), got -0.1",
+        ),
+    ],
+)
 def test_constructor_errors_name_the_argument(make, error, message):
     with pytest.raises(error, match=message):
         make()
 
 
-@pytest.mark.parametrize("layer, x, error, message", [
-    (Conv2D(3, 2, 3), np.zeros((1, 1, 5, 5)), ValueError,
-     r"Conv2D\(3, 2, 3\): x must have 3 channels \(shape \(N, 3, H, W\)\), got shape \(1, 1, 5, 5\)"),
-    (Conv2D(1, 2, 3), np.zeros((5, 5)), ValueError, r"Conv2D\(1, 2, 3\): x must be 4-D, got 2-D"),
-    (Conv2D(1, 2, 7), np.zeros((1, 1, 5, 5)), ValueError, r"kernel size \(7, 7\) is larger than the padded input"),
-    (Conv2D(1, 2, 3, bias="untied", input_size=6), np.zeros((1, 1, 5, 5)), ValueError,
-     r"x must be \(6, 6\) pixels \(input_size\), got shape \(1, 1, 5, 5\)"),
-    (Conv2D(1, 2, 3), np.array([[[["a"]]]]), TypeError, r"Conv2D\(1, 2, 3\): x must be a real numeric array"),
-    (Conv2D(1, 2, 1), np.full((1, 1, 2, 2), np.inf), ValueError, r"x contains NaN or Inf"),
-    (Dense(4, 2), np.zeros((3, 5)), ValueError, r"Dense\(4, 2\): x must have shape \(N, 4\), got \(3, 5\)"),
-    (MaxPool2D(3), np.zeros((1, 1, 2, 2)), ValueError, r"MaxPool2D\(3\): pooling window size \(3, 3\) is larger"),
-    (AvgPool2D(2, trainable_scale=True, channels=2), np.zeros((1, 3, 4, 4)), ValueError,
-     r"x must have 2 channels"),
-    (Flatten(), np.zeros(3), ValueError, r"Flatten\(\): x must be \(N, ...\) with at least 2 dimensions"),
-    (ReLU(), np.zeros((0, 3)), ValueError, r"ReLU\(\): x must not be empty"),
-])
+@pytest.mark.parametrize(
+    "layer, x, error, message",
+    [
+        (
+            Conv2D(3, 2, 3),
+            np.zeros((1, 1, 5, 5)),
+            ValueError,
+            r"Conv2D\(3, 2, 3\): x must have 3 channels \(shape \(N, 3, H, W\)\), got shape \(1, "
+            r"1, 5, 5\)",
+        ),
+        (
+            Conv2D(1, 2, 3),
+            np.zeros((5, 5)),
+            ValueError,
+            r"Conv2D\(1, 2, 3\): x must be 4-D, got 2-D",
+        ),
+        (
+            Conv2D(1, 2, 7),
+            np.zeros((1, 1, 5, 5)),
+            ValueError,
+            r"kernel size \(7, 7\) is larger than the padded input",
+        ),
+        (
+            Conv2D(1, 2, 3, bias="untied", input_size=6),
+            np.zeros((1, 1, 5, 5)),
+            ValueError,
+            r"x must be \(6, 6\) pixels \(input_size\), got shape \(1, 1, 5, 5\)",
+        ),
+        (
+            Conv2D(1, 2, 3),
+            np.array([[[["a"]]]]),
+            TypeError,
+            r"Conv2D\(1, 2, 3\): x must be a real numeric array",
+        ),
+        (Conv2D(1, 2, 1), np.full((1, 1, 2, 2), np.inf), ValueError, r"x contains NaN or Inf"),
+        (
+            Dense(4, 2),
+            np.zeros((3, 5)),
+            ValueError,
+            r"Dense\(4, 2\): x must have shape \(N, 4\), got \(3, 5\)",
+        ),
+        (
+            MaxPool2D(3),
+            np.zeros((1, 1, 2, 2)),
+            ValueError,
+            r"MaxPool2D\(3\): pooling window size \(3, 3\) is larger",
+        ),
+        (
+            AvgPool2D(2, trainable_scale=True, channels=2),
+            np.zeros((1, 3, 4, 4)),
+            ValueError,
+            r"x must have 2 channels",
+        ),
+        (
+            Flatten(),
+            np.zeros(3),
+            ValueError,
+            r"Flatten\(\): x must be \(N, ...\) with at least 2 dimensions",
+        ),
+        (ReLU(), np.zeros((0, 3)), ValueError, r"ReLU\(\): x must not be empty"),
+    ],
+)
 def test_forward_errors_name_the_layer(layer, x, error, message):
     with pytest.raises(error, match=message):
         layer.forward(x)
 
 
 def test_output_shape_errors_name_the_layer():
-    with pytest.raises(ValueError, match=r"Dense\(640, 100\): input must be \(640,\) features per sample, got \(500,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Dense\(640, 100\): input must be \(640,\) features per sample, got \(500,\)",
+    ):
         Dense(640, 100).output_shape((500,))
-    with pytest.raises(ValueError, match=r"Conv2D\(20, 40, 5\): input must be \(20, H, W\) .* got \(10, 12, 12\)"):
+    with pytest.raises(
+        ValueError, match=r"Conv2D\(20, 40, 5\): input must be \(20, H, W\) .* got \(10, 12, 12\)"
+    ):
         Conv2D(20, 40, 5).output_shape((10, 12, 12))
 
 
-# --------------------------------------------------------------------------- BatchNorm2D, GlobalAvgPool2D, AvgPool2D
+# --------------------------------------------------------------------------- BatchNorm2D,
+# GlobalAvgPool2D, AvgPool2D
 
 
 @pytest.mark.parametrize("affine", [True, False])
@@ -243,8 +408,12 @@ def test_batch_norm_matches_torch_over_several_steps(dtype, affine, momentum):
         np.testing.assert_allclose(ours.forward(x, training=True), ty.detach().numpy(), rtol, atol)
         np.testing.assert_allclose(ours.backward(dout), tx.grad.numpy(), rtol, atol)
         if affine:
-            np.testing.assert_allclose(ours.grads["weight"], theirs.weight.grad.numpy(), rtol, atol * 100)
-            np.testing.assert_allclose(ours.grads["bias"], theirs.bias.grad.numpy(), rtol, atol * 100)
+            np.testing.assert_allclose(
+                ours.grads["weight"], theirs.weight.grad.numpy(), rtol, atol * 100
+            )
+            np.testing.assert_allclose(
+                ours.grads["bias"], theirs.bias.grad.numpy(), rtol, atol * 100
+            )
             theirs.zero_grad()
         for key in ("running_mean", "running_var"):
             np.testing.assert_allclose(ours.buffers[key], getattr(theirs, key).numpy(), rtol, atol)
@@ -279,44 +448,95 @@ def test_batch_norm_buffers_are_updated_in_place():
     arrays = dict(layer.buffers)
     layer.forward(np.random.default_rng(0).standard_normal((2, 2, 3, 3)), training=True)
     assert all(layer.buffers[k] is arrays[k] for k in arrays)
-    assert layer.buffers["num_batches_tracked"].dtype == np.int64 and layer.buffers["num_batches_tracked"].shape == ()
+    assert (
+        layer.buffers["num_batches_tracked"].dtype == np.int64
+        and layer.buffers["num_batches_tracked"].shape == ()
+    )
     assert int(layer.buffers["num_batches_tracked"]) == 1
     assert not np.array_equal(layer.buffers["running_mean"], np.zeros(2))
 
 
-@pytest.mark.parametrize("make, x, training, message", [
-    (lambda: BatchNorm2D(3), np.ones((2, 2, 3, 3)), True,
-     r"BatchNorm2D\(3\): x must have 3 channels \(shape \(N, 3, H, W\)\), got shape \(2, 2, 3, 3\)"),
-    (lambda: BatchNorm2D(3), np.ones((2, 3, 3)), False, r"BatchNorm2D\(3\): x must be 4-D, got 3-D"),
-    (lambda: BatchNorm2D(2), np.ones((1, 2, 1, 1)), True,
-     (r"BatchNorm2D\(2\): batch statistics need more than 1 value per channel \(N\*H\*W >= 2\), "
-     r"got x of shape \(1, 2, 1, 1\)")),
-])
+@pytest.mark.parametrize(
+    "make, x, training, message",
+    [
+        (
+            lambda: BatchNorm2D(3),
+            np.ones((2, 2, 3, 3)),
+            True,
+            r"BatchNorm2D\(3\): x must have 3 channels \(shape \(N, 3, H, W\)\), got shape \(2, "
+            r"2, 3, 3\)",
+        ),
+        (
+            lambda: BatchNorm2D(3),
+            np.ones((2, 3, 3)),
+            False,
+            r"BatchNorm2D\(3\): x must be 4-D, got 3-D",
+        ),
+        (
+            lambda: BatchNorm2D(2),
+            np.ones((1, 2, 1, 1)),
+            True,
+            (
+                r"BatchNorm2D\(2\): batch statistics need more than 1 value per channel \(N\*H\*W "
+                r">= 2\), "
+                r"got x of shape \(1, 2, 1, 1\)"
+            ),
+        ),
+    ],
+)
 def test_batch_norm_forward_errors(make, x, training, message):
     with pytest.raises(ValueError, match=message):
         make().forward(x, training=training)
 
 
-@pytest.mark.parametrize("make, error, message", [
-    (lambda: BatchNorm2D(0), ValueError, r"BatchNorm2D: num_features must be an int >= 1, got 0"),
-    (lambda: BatchNorm2D(2, eps=0), ValueError, r"BatchNorm2D: eps must be a finite number in \(0.0, inf\], got 0.0"),
-    (lambda: BatchNorm2D(2, momentum=1.5), ValueError,
-     r"BatchNorm2D: momentum must be a finite number in \[0.0, 1.0\], got 1.5"),
-    (lambda: BatchNorm2D(2, affine="no"), TypeError, r"BatchNorm2D: affine must be True or False, got 'no'"),
-    (lambda: BatchNorm2D(2, track_running_stats=1), TypeError,
-     r"BatchNorm2D: track_running_stats must be True or False, got 1"),
-    (lambda: AvgPool2D(2, count_include_pad="no"), TypeError,
-     r"AvgPool2D: count_include_pad must be True or False, got 'no'"),
-])
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (
+            lambda: BatchNorm2D(0),
+            ValueError,
+            r"BatchNorm2D: num_features must be an int >= 1, got 0",
+        ),
+        (
+            lambda: BatchNorm2D(2, eps=0),
+            ValueError,
+            r"BatchNorm2D: eps must be a finite number in \(0.0, inf\], got 0.0",
+        ),
+        (
+            lambda: BatchNorm2D(2, momentum=1.5),
+            ValueError,
+            r"BatchNorm2D: momentum must be a finite number in \[0.0, 1.0\], got 1.5",
+        ),
+        (
+            lambda: BatchNorm2D(2, affine="no"),
+            TypeError,
+            r"BatchNorm2D: affine must be True or False, got 'no'",
+        ),
+        (
+            lambda: BatchNorm2D(2, track_running_stats=1),
+            TypeError,
+            r"BatchNorm2D: track_running_stats must be True or False, got 1",
+        ),
+        (
+            lambda: AvgPool2D(2, count_include_pad="no"),
+            TypeError,
+            r"AvgPool2D: count_include_pad must be True or False, got 'no'",
+        ),
+    ],
+)
 def test_new_layer_constructor_errors(make, error, message):
     with pytest.raises(error, match=message):
         make()
 
 
 def test_new_layers_output_shape_errors():
-    with pytest.raises(ValueError, match=r"BatchNorm2D\(4\): input must be \(4, H, W\), got \(3, 5, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"BatchNorm2D\(4\): input must be \(4, H, W\), got \(3, 5, 5\)"
+    ):
         BatchNorm2D(4).output_shape((3, 5, 5))
-    with pytest.raises(ValueError, match=r"GlobalAvgPool2D\(\): input must be \(C, H, W\), got \(10,\)"):
+    with pytest.raises(
+        ValueError, match=r"GlobalAvgPool2D\(\): input must be \(C, H, W\), got \(10,\)"
+    ):
         GlobalAvgPool2D().output_shape((10,))
 
 
@@ -324,17 +544,30 @@ def test_batch_norm_config_round_trip_and_repr():
     layer = BatchNorm2D(8, eps=1e-3, momentum=None, affine=False, dtype=F64)
     assert repr(layer) == "BatchNorm2D(8, eps=0.001, momentum=None, affine=False, dtype='float64')"
     twin = BatchNorm2D.from_config(json.loads(json.dumps(layer.config())))
-    assert repr(twin) == repr(layer) and twin.params == {} and set(twin.buffers) == set(layer.buffers)
+    assert (
+        repr(twin) == repr(layer) and twin.params == {} and set(twin.buffers) == set(layer.buffers)
+    )
 
 
 @pytest.mark.parametrize("scaled", [False, True])
 def test_avg_pool_count_include_pad_false_matches_torch_and_round_trips(scaled):
     torch = pytest.importorskip("torch")
-    layer = AvgPool2D(3, 2, 1, count_include_pad=False, trainable_scale=scaled, channels=2 if scaled else None,
-                      dtype=F64)
+    layer = AvgPool2D(
+        3,
+        2,
+        1,
+        count_include_pad=False,
+        trainable_scale=scaled,
+        channels=2 if scaled else None,
+        dtype=F64,
+    )
     x = distinct_values((2, 2, 5, 6))
-    expected = torch.nn.functional.avg_pool2d(torch.tensor(x), 3, 2, 1, count_include_pad=False).numpy()
-    np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-12, atol=1e-12)  # the initial scale: the mean
+    expected = torch.nn.functional.avg_pool2d(
+        torch.tensor(x), 3, 2, 1, count_include_pad=False
+    ).numpy()
+    np.testing.assert_allclose(
+        layer.forward(x), expected, rtol=1e-12, atol=1e-12
+    )  # the initial scale: the mean
     assert layer.config()["count_include_pad"] is False
     assert "count_include_pad=False" in repr(layer)
     assert repr(AvgPool2D.from_config(json.loads(json.dumps(layer.config())))) == repr(layer)
@@ -350,13 +583,16 @@ def test_conv2d_dilation_and_groups_follow_pytorch_layout_config_and_repr():
     assert config["dilation"] == 2 and config["groups"] == 2
     assert repr(layer) == "Conv2D(4, 6, 3, padding='same', seed=0, dilation=2, groups=2)"
     assert repr(Conv2D.from_config(config)) == repr(layer)
-    assert repr(Conv2D(4, 6, 3, seed=0)) == "Conv2D(4, 6, 3, seed=0)"  # the defaults stay out of the repr
+    assert (
+        repr(Conv2D(4, 6, 3, seed=0)) == "Conv2D(4, 6, 3, seed=0)"
+    )  # the defaults stay out of the repr
     assert Conv2D(2, 2, 3, dilation=(1, 2)).config()["dilation"] == [1, 2]
 
 
 def test_conv2d_algorithm_is_a_choice_that_changes_only_the_rounding():
     """The same layer as im2col and as Winograd: outputs and gradients agree, "auto" takes Winograd
-    here (16 channels, 8 samples of 8x8), the choice is in the config and, when not the default, the repr."""
+    here (16 channels, 8 samples of 8x8), the choice is in the config and, when not the default,
+    the repr."""
     x = np.random.default_rng(0).standard_normal((8, 16, 8, 8)).astype(np.float32)
     results = {}
     for algorithm in ("im2col", "winograd", "auto"):
@@ -373,14 +609,23 @@ def test_conv2d_algorithm_is_a_choice_that_changes_only_the_rounding():
         np.testing.assert_array_equal(b, c)
 
 
-@pytest.mark.parametrize("kwargs", [{"dilation": 2, "padding": 1}, {"groups": 3}, {"groups": 6, "padding": "same"},
-                                    {"dilation": (2, 1), "groups": 2, "stride": 2, "bias": None}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"dilation": 2, "padding": 1},
+        {"groups": 3},
+        {"groups": 6, "padding": "same"},
+        {"dilation": (2, 1), "groups": 2, "stride": 2, "bias": None},
+    ],
+)
 def test_dilated_and_grouped_conv2d_layer_equals_torch(kwargs):
     torch = pytest.importorskip("torch")
     layer = Conv2D(6, 12, 3, dtype=np.float64, seed=1, **kwargs)
     if "bias" in layer.params:
         layer.params["bias"][:] = np.linspace(-1, 1, 12)
-    t = torch.nn.Conv2d(6, 12, 3, dtype=torch.float64, **{**kwargs, "bias": kwargs.get("bias", "tied") is not None})
+    t = torch.nn.Conv2d(
+        6, 12, 3, dtype=torch.float64, **{**kwargs, "bias": kwargs.get("bias", "tied") is not None}
+    )
     with torch.no_grad():
         t.weight.copy_(torch.tensor(layer.params["weight"]))
         if t.bias is not None:
@@ -399,7 +644,9 @@ def test_dilated_and_grouped_conv2d_layer_equals_torch(kwargs):
 
 
 def test_dilated_grouped_conv2d_layer_gradcheck_float64():
-    layer = Conv2D(4, 4, (2, 3), padding=(1, 2), dilation=(2, 1), groups=4, dtype=np.float64, seed=0)
+    layer = Conv2D(
+        4, 4, (2, 3), padding=(1, 2), dilation=(2, 1), groups=4, dtype=np.float64, seed=0
+    )
     check_layer(layer, np.random.default_rng(0).standard_normal((2, 4, 6, 5)))
 
 
@@ -423,5 +670,7 @@ def test_normalization_standardises_each_channel_with_the_statistics_it_adapted_
     assert set(model.state_dict()) == {"0.mean", "0.std"}
     model.save(tmp_path / "n.npz")
     np.testing.assert_array_equal(Sequential.load(tmp_path / "n.npz").forward(x), y)
-    with pytest.raises(ValueError, match=r"Normalization\(3\): x must be \(N, 3, \.\.\.\), got shape"):
+    with pytest.raises(
+        ValueError, match=r"Normalization\(3\): x must be \(N, 3, \.\.\.\), got shape"
+    ):
         Normalization(3).forward(np.zeros((2, 2, 4, 4)))

@@ -67,8 +67,18 @@ def conv_cases(draw, max_maps=3):
     h = spatial_size(draw, kh, ph, sy)
     w = spatial_size(draw, kw, pw, sx)
     seed = draw(st.integers(0, 2**32 - 1))
-    return {"n": n, "c": c, "o": o, "kh": kh, "kw": kw, "stride": (sy, sx),
-            "padding": (ph, pw), "h": h, "w": w, "seed": seed}
+    return {
+        "n": n,
+        "c": c,
+        "o": o,
+        "kh": kh,
+        "kw": kw,
+        "stride": (sy, sx),
+        "padding": (ph, pw),
+        "h": h,
+        "w": w,
+        "seed": seed,
+    }
 
 
 def conv_arrays(case, dtype, bias_mode):
@@ -80,8 +90,11 @@ def conv_arrays(case, dtype, bias_mode):
     ow = (case["w"] + 2 * pw - case["kw"]) // sx + 1
     x = rng.standard_normal((case["n"], case["c"], case["h"], case["w"])).astype(dtype)
     weight = rng.standard_normal((case["o"], case["c"], case["kh"], case["kw"])).astype(dtype)
-    bias = {None: None, "tied": rng.standard_normal(case["o"]),
-            "untied": rng.standard_normal((case["o"], oh, ow))}[bias_mode]
+    bias = {
+        None: None,
+        "tied": rng.standard_normal(case["o"]),
+        "untied": rng.standard_normal((case["o"], oh, ow)),
+    }[bias_mode]
     bias = None if bias is None else bias.astype(dtype)
     dout = rng.standard_normal((case["n"], case["o"], oh, ow)).astype(dtype)
     return x, weight, bias, dout
@@ -101,8 +114,17 @@ def pool_cases(draw):
     w = spatial_size(draw, kw, pw, sx)
     seed = draw(st.integers(0, 2**32 - 1))
     out_hw = ((h + 2 * ph - kh) // sy + 1, (w + 2 * pw - kw) // sx + 1)
-    return {"n": n, "c": c, "kernel_size": (kh, kw), "stride": stride, "padding": (ph, pw),
-            "h": h, "w": w, "seed": seed, "out_hw": out_hw}
+    return {
+        "n": n,
+        "c": c,
+        "kernel_size": (kh, kw),
+        "stride": stride,
+        "padding": (ph, pw),
+        "h": h,
+        "w": w,
+        "seed": seed,
+        "out_hw": out_hw,
+    }
 
 
 def pool_kwargs(case):
@@ -121,8 +143,11 @@ def distinct_values(rng, shape):
 
 
 @FAST
-@given(case=conv_cases(), dtype=st.sampled_from([np.float64, np.float32]),
-       bias_mode=st.sampled_from(BIAS_MODES))
+@given(
+    case=conv_cases(),
+    dtype=st.sampled_from([np.float64, np.float32]),
+    bias_mode=st.sampled_from(BIAS_MODES),
+)
 def test_conv_scipy_matches_naive(case, dtype, bias_mode):
     x, weight, bias, dout = conv_arrays(case, dtype, bias_mode)
     rtol, atol = TOL[dtype]
@@ -136,8 +161,9 @@ def test_conv_scipy_matches_naive(case, dtype, bias_mode):
 
     grads = ref.conv2d_backward(x, weight, dout, bias=bias_mode, **kw)
     grads_naive = ref.conv2d_backward_naive(x, weight, dout, bias=bias_mode, **kw)
-    for name, g, g_naive, like in zip(("dx", "dweight", "dbias"), grads, grads_naive,
-                                      (x, weight, bias)):
+    for name, g, g_naive, like in zip(
+        ("dx", "dweight", "dbias"), grads, grads_naive, (x, weight, bias)
+    ):
         if like is None:
             assert g is None and g_naive is None, name
             continue
@@ -187,10 +213,12 @@ def test_primer_appendix_b_stacking(forward):
     fm1, fm2 = VALUES, VALUES[::-1, ::-1]
     f1 = np.array([[1, 2], [3, 4]], dtype=np.float64)
     f2 = np.array([[5, 6], [7, 8]], dtype=np.float64)
-    np.testing.assert_array_equal(forward(fm1[None, None], f1[None, None])[0, 0],
-                                  [[37, 47], [67, 77]])
-    np.testing.assert_array_equal(forward(fm2[None, None], f2[None, None])[0, 0],
-                                  [[175, 149], [97, 71]])
+    np.testing.assert_array_equal(
+        forward(fm1[None, None], f1[None, None])[0, 0], [[37, 47], [67, 77]]
+    )
+    np.testing.assert_array_equal(
+        forward(fm2[None, None], f2[None, None])[0, 0], [[175, 149], [97, 71]]
+    )
     x = np.stack([fm1, fm2])[None]  # (1, 2, 3, 3): two maps
     weight = np.stack([f1, f2])[None]  # (1, 2, 2, 2): one output map, a filter per input map
     np.testing.assert_array_equal(forward(x, weight), [[[[212, 196], [164, 148]]]])
@@ -205,9 +233,11 @@ def test_primer_feature_map_backward(backward):
     b_gradient_components = rng.standard_normal((3, 4))
     dx, dw, db = backward(a_prev[None, None], w[None, None], b_gradient_components[None, None])
     np.testing.assert_allclose(
-        dw[0, 0], signal.correlate2d(a_prev, b_gradient_components, mode="valid"), rtol=1e-12)
+        dw[0, 0], signal.correlate2d(a_prev, b_gradient_components, mode="valid"), rtol=1e-12
+    )
     np.testing.assert_allclose(
-        dx[0, 0], signal.convolve2d(w, b_gradient_components, mode="full"), rtol=1e-12)
+        dx[0, 0], signal.convolve2d(w, b_gradient_components, mode="full"), rtol=1e-12
+    )
     np.testing.assert_allclose(db, [b_gradient_components.sum()], rtol=1e-12)
 
 
@@ -253,7 +283,7 @@ def primer_max_pooling(a_prev, overlay_shape, a_gradient):
     a_prev_gradient = np.zeros(a_prev.shape)
     for r in range(rows):
         for c in range(cols):
-            overlay = a_prev[r:r + overlay_shape[0], c:c + overlay_shape[1]]
+            overlay = a_prev[r : r + overlay_shape[0], c : c + overlay_shape[1]]
             max_values[r][c] = np.amax(overlay)
             mr, mc = np.unravel_index(overlay.argmax(), overlay.shape)
             a_prev_gradient[(r + mr, c + mc)] += a_gradient[r][c]
@@ -263,21 +293,33 @@ def primer_max_pooling(a_prev, overlay_shape, a_gradient):
 def test_primer_max_pool_example():
     x = PRIMER_POOL_INPUT[None, None]
     out = ref.max_pool2d_forward(x, 2, stride=1)
-    np.testing.assert_array_equal(
-        out[0, 0], [[10, 11, 14, 17], [16, 19, 19, 17], [16, 19, 19, 18]])
+    np.testing.assert_array_equal(out[0, 0], [[10, 11, 14, 17], [16, 19, 19, 17], [16, 19, 19, 18]])
     counts = ref.max_pool2d_backward(x, np.ones_like(out), 2, stride=1)[0, 0]
     expected = np.zeros((4, 5))
     # 19 wins four overlapping windows, 17 and 16 two each, the rest one
-    for pos, n in {(1, 0): 1, (0, 2): 1, (1, 3): 1, (1, 4): 2, (2, 1): 2, (2, 2): 4,
-                   (3, 3): 1}.items():
+    for pos, n in {
+        (1, 0): 1,
+        (0, 2): 1,
+        (1, 3): 1,
+        (1, 4): 2,
+        (2, 1): 2,
+        (2, 2): 4,
+        (3, 3): 1,
+    }.items():
         expected[pos] = n
     np.testing.assert_array_equal(counts, expected)
     assert counts.sum() == out.size
 
 
 @FAST
-@given(h=st.integers(2, 6), w=st.integers(2, 6), kh=st.integers(1, 2), kw=st.integers(1, 2),
-       seed=st.integers(0, 2**32 - 1), ties=st.booleans())
+@given(
+    h=st.integers(2, 6),
+    w=st.integers(2, 6),
+    kh=st.integers(1, 2),
+    kw=st.integers(1, 2),
+    seed=st.integers(0, 2**32 - 1),
+    ties=st.booleans(),
+)
 def test_max_pool_matches_primer_code(h, w, kh, kw, seed, ties):
     rng = np.random.default_rng(seed)
     # small integers make ties common, which checks the first-maximum rule against argmax
@@ -286,8 +328,11 @@ def test_max_pool_matches_primer_code(h, w, kh, kw, seed, ties):
     values, a_grad = primer_max_pooling(a, (kh, kw), grad)
     np.testing.assert_array_equal(ref.max_pool2d_forward(a[None, None], (kh, kw), 1)[0, 0], values)
     np.testing.assert_allclose(
-        ref.max_pool2d_backward(a[None, None], grad[None, None], (kh, kw), 1)[0, 0], a_grad,
-        rtol=1e-12, atol=1e-12)
+        ref.max_pool2d_backward(a[None, None], grad[None, None], (kh, kw), 1)[0, 0],
+        a_grad,
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 def test_max_pool_ties_go_to_first_maximum():
@@ -365,8 +410,9 @@ def test_avg_pool_eq_8_22_and_p8_3_p8_4():
     np.testing.assert_allclose(dscale, (dout * window_sums).sum(axis=(0, 2, 3)), rtol=1e-12)
     # scale = 1/(KH*KW) for every map is the mean
     mean = ref.avg_pool2d_forward(x, (2, 3))
-    np.testing.assert_allclose(ref.avg_pool2d_forward(x, (2, 3), scale=np.full(3, 1 / 6)), mean,
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        ref.avg_pool2d_forward(x, (2, 3), scale=np.full(3, 1 / 6)), mean, rtol=1e-12
+    )
     np.testing.assert_allclose(mean, window_sums / 6, rtol=1e-12)
 
 
@@ -399,8 +445,10 @@ def _all_results(x, weight, dout_conv, dout_pool, scale):
     """Every oracle's outputs on one input (stride/padding asymmetric), as a flat list."""
     conv_kw = {"stride": (2, 1), "padding": (1, 0)}
     pool_kw = {"kernel_size": (3, 2), "stride": (1, 2), "padding": (1, 0)}
-    results = [ref.conv2d_forward(x, weight, **conv_kw), ref.conv2d_forward_naive(x, weight,
-                                                                                  **conv_kw)]
+    results = [
+        ref.conv2d_forward(x, weight, **conv_kw),
+        ref.conv2d_forward_naive(x, weight, **conv_kw),
+    ]
     results += ref.conv2d_backward(x, weight, dout_conv, **conv_kw)
     results += ref.conv2d_backward_naive(x, weight, dout_conv, **conv_kw)
     results.append(ref.max_pool2d_forward(x, **pool_kw))
@@ -427,8 +475,9 @@ def test_dtype_preserved_and_memory_order_irrelevant(dtype):
         return big[tuple(slice(None, None, 2) for _ in a.shape)]
 
     for convert in (np.asfortranarray, strided):
-        other = _all_results(convert(x), convert(weight), convert(dout_conv),
-                             convert(dout_pool), convert(scale))
+        other = _all_results(
+            convert(x), convert(weight), convert(dout_conv), convert(dout_pool), convert(scale)
+        )
         for a, b in zip(base, other):
             np.testing.assert_array_equal(a, b)
 
@@ -451,15 +500,24 @@ X = np.zeros((2, 3, 4, 4))
 @pytest.mark.parametrize("name", ["conv2d_forward", "conv2d_forward_naive"])
 def test_conv_forward_bad_arguments(name):
     forward = getattr(ref, name)
-    with pytest.raises(ValueError, match=rf"{name}: x must have 2 channels .* "
-                                         r"got shape \(2, 3, 4, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{name}: x must have 2 channels .* "
+        r"got shape \(2, 3, 4, 4\)",
+    ):
         forward(X, np.zeros((5, 2, 3, 3)))
-    with pytest.raises(ValueError, match=rf"{name}: weight's kernel size \(5, 2\) is larger than "
-                                         r"the padded input \(4, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{name}: weight's kernel size \(5, 2\) is larger than "
+        r"the padded input \(4, 4\)",
+    ):
         forward(X, np.zeros((5, 3, 5, 2)))
     forward(X, np.zeros((5, 3, 5, 2)), padding=(1, 0))  # fits once padded
-    with pytest.raises(ValueError, match=rf"{name}: bias must be None, shape \(5,\) .* "
-                                         r"got shape \(3,\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{name}: bias must be None, shape \(5,\) .* "
+        r"got shape \(3,\)",
+    ):
         forward(X, np.zeros((5, 3, 3, 3)), np.zeros(3))
     with pytest.raises(ValueError, match=rf"{name}: x must be 4-D"):
         forward(X[0], np.zeros((5, 3, 3, 3)))
@@ -478,15 +536,20 @@ def test_conv_backward_bad_arguments(name):
         backward(X, np.zeros((5, 4, 3, 3)), dout)
     with pytest.raises(ValueError, match=rf"{name}: weight's kernel size \(3, 6\) is larger"):
         backward(X, np.zeros((5, 3, 3, 6)), dout)
-    with pytest.raises(ValueError, match=rf"{name}: dout must have the forward output's shape "
-                                         r"\(2, 5, 2, 2\), got \(2, 5, 3, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{name}: dout must have the forward output's shape "
+        r"\(2, 5, 2, 2\), got \(2, 5, 3, 3\)",
+    ):
         backward(X, weight, np.zeros((2, 5, 3, 3)))
     with pytest.raises(ValueError, match=rf"{name}: bias must be one of .* got 'shared'"):
         backward(X, weight, dout, bias="shared")
 
 
-@pytest.mark.parametrize("name", ["max_pool2d_forward", "max_pool2d_backward",
-                                  "avg_pool2d_forward", "avg_pool2d_backward"])
+@pytest.mark.parametrize(
+    "name",
+    ["max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"],
+)
 def test_pool_bad_arguments(name):
     fn = getattr(ref, name)
 
@@ -495,23 +558,35 @@ def test_pool_bad_arguments(name):
             return fn(x, np.zeros((2, 3, 1, 1)), *args, **kwargs)
         return fn(x, *args, **kwargs)
 
-    with pytest.raises(ValueError, match=rf"{name}: padding must be at most half the window .* "
-                                         r"got padding \(2, 0\) with kernel_size \(3, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{name}: padding must be at most half the window .* "
+        r"got padding \(2, 0\) with kernel_size \(3, 3\)",
+    ):
         call(X, 3, padding=(2, 0))
-    with pytest.raises(ValueError, match=rf"{name}: kernel_size \(5, 1\) is larger than the "
-                                         r"padded input \(4, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{name}: kernel_size \(5, 1\) is larger than the "
+        r"padded input \(4, 4\)",
+    ):
         call(X, (5, 1))
     with pytest.raises(ValueError, match=rf"{name}: kernel_size must be"):
         call(X, 0)
     with pytest.raises(ValueError, match=rf"{name}: x must be 4-D"):
         call(X[0], 2)
     if name.endswith("backward"):
-        with pytest.raises(ValueError, match=rf"{name}: dout must have the forward output's "
-                                             r"shape \(2, 3, 2, 2\), got \(2, 3, 1, 1\)"):
+        with pytest.raises(
+            ValueError,
+            match=rf"{name}: dout must have the forward output's "
+            r"shape \(2, 3, 2, 2\), got \(2, 3, 1, 1\)",
+        ):
             fn(X, np.zeros((2, 3, 1, 1)), 2)
     if name.startswith("avg"):
-        with pytest.raises(ValueError, match=rf"{name}: scale must be None or one weight per "
-                                             r"map, shape \(3,\), got shape \(2,\)"):
+        with pytest.raises(
+            ValueError,
+            match=rf"{name}: scale must be None or one weight per "
+            r"map, shape \(3,\), got shape \(2,\)",
+        ):
             call(X, 4, scale=np.ones(2))
 
 
@@ -551,16 +626,21 @@ def test_avg_pool_exclude_pad_gradients_finite_differences(case, scaled):
 @given(case=pool_cases(), include=st.booleans())
 def test_avg_pool_matches_torch(case, include):
     torch = pytest.importorskip("torch")
-    x = np.random.default_rng(case["seed"]).standard_normal((case["n"], case["c"], case["h"], case["w"]))
+    x = np.random.default_rng(case["seed"]).standard_normal(
+        (case["n"], case["c"], case["h"], case["w"])
+    )
     stride = case["stride"] if case["stride"] is not None else case["kernel_size"]
-    expected = torch.nn.functional.avg_pool2d(torch.tensor(x), case["kernel_size"], stride, case["padding"],
-                                              count_include_pad=include).numpy()
+    expected = torch.nn.functional.avg_pool2d(
+        torch.tensor(x), case["kernel_size"], stride, case["padding"], count_include_pad=include
+    ).numpy()
     out = ref.avg_pool2d_forward(x, count_include_pad=include, **pool_kwargs(case))
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_avg_pool_count_include_pad_must_be_bool():
-    with pytest.raises(TypeError, match=r"avg_pool2d_forward: count_include_pad must be True or False, got 1"):
+    with pytest.raises(
+        TypeError, match=r"avg_pool2d_forward: count_include_pad must be True or False, got 1"
+    ):
         ref.avg_pool2d_forward(np.ones((1, 1, 2, 2)), 2, count_include_pad=1)
 
 
@@ -579,32 +659,58 @@ def general_conv_cases(draw):
     ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
     h = spatial_size(draw, dy * (kh - 1) + 1, ph, sy)
     w = spatial_size(draw, dx * (kw - 1) + 1, pw, sx)
-    return {"n": draw(st.integers(1, 2)), "c": groups * cg, "o": groups * og, "groups": groups,
-            "kernel": (kh, kw), "dilation": (dy, dx), "stride": (sy, sx), "padding": (ph, pw),
-            "h": h, "w": w, "seed": draw(st.integers(0, 2**32 - 1))}
+    return {
+        "n": draw(st.integers(1, 2)),
+        "c": groups * cg,
+        "o": groups * og,
+        "groups": groups,
+        "kernel": (kh, kw),
+        "dilation": (dy, dx),
+        "stride": (sy, sx),
+        "padding": (ph, pw),
+        "h": h,
+        "w": w,
+        "seed": draw(st.integers(0, 2**32 - 1)),
+    }
 
 
 def general_arrays(case, dtype, bias_mode):
     rng = np.random.default_rng(case["seed"])
-    (kh, kw), (dy, dx), (sy, sx), (ph, pw) = case["kernel"], case["dilation"], case["stride"], case["padding"]
+    (kh, kw), (dy, dx), (sy, sx), (ph, pw) = (
+        case["kernel"],
+        case["dilation"],
+        case["stride"],
+        case["padding"],
+    )
     oh = (case["h"] + 2 * ph - dy * (kh - 1) - 1) // sy + 1
     ow = (case["w"] + 2 * pw - dx * (kw - 1) - 1) // sx + 1
     x = rng.standard_normal((case["n"], case["c"], case["h"], case["w"])).astype(dtype)
     weight = rng.standard_normal((case["o"], case["c"] // case["groups"], kh, kw)).astype(dtype)
-    bias = {None: None, "tied": rng.standard_normal(case["o"]),
-            "untied": rng.standard_normal((case["o"], oh, ow))}[bias_mode]
+    bias = {
+        None: None,
+        "tied": rng.standard_normal(case["o"]),
+        "untied": rng.standard_normal((case["o"], oh, ow)),
+    }[bias_mode]
     bias = None if bias is None else bias.astype(dtype)
     dout = rng.standard_normal((case["n"], case["o"], oh, ow)).astype(dtype)
     return x, weight, bias, dout
 
 
 def general_kwargs(case):
-    return {"stride": case["stride"], "padding": case["padding"], "dilation": case["dilation"],
-            "groups": case["groups"]}
+    return {
+        "stride": case["stride"],
+        "padding": case["padding"],
+        "dilation": case["dilation"],
+        "groups": case["groups"],
+    }
 
 
 @FAST
-@given(case=conv_cases(), dtype=st.sampled_from([np.float64, np.float32]), bias_mode=st.sampled_from(BIAS_MODES))
+@given(
+    case=conv_cases(),
+    dtype=st.sampled_from([np.float64, np.float32]),
+    bias_mode=st.sampled_from(BIAS_MODES),
+)
 def test_general_conv_at_dilation_1_groups_1_matches_the_other_oracles(case, dtype, bias_mode):
     x, weight, bias, dout = conv_arrays(case, dtype, bias_mode)
     kw = {"stride": case["stride"], "padding": case["padding"]}
@@ -612,9 +718,13 @@ def test_general_conv_at_dilation_1_groups_1_matches_the_other_oracles(case, dty
     out = ref.conv2d_forward_general(x, weight, bias, **kw)
     assert out.dtype == dtype
     np.testing.assert_allclose(out, ref.conv2d_forward(x, weight, bias, **kw), rtol=rtol, atol=atol)
-    np.testing.assert_allclose(out, ref.conv2d_forward_naive(x, weight, bias, **kw), rtol=rtol, atol=atol)
-    for got, scipy_way in zip(ref.conv2d_backward_general(x, weight, dout, bias=bias_mode, **kw),
-                              ref.conv2d_backward(x, weight, dout, bias=bias_mode, **kw)):
+    np.testing.assert_allclose(
+        out, ref.conv2d_forward_naive(x, weight, bias, **kw), rtol=rtol, atol=atol
+    )
+    for got, scipy_way in zip(
+        ref.conv2d_backward_general(x, weight, dout, bias=bias_mode, **kw),
+        ref.conv2d_backward(x, weight, dout, bias=bias_mode, **kw),
+    ):
         if scipy_way is None:
             assert got is None
         else:
@@ -638,7 +748,9 @@ def test_general_conv_gradients_finite_differences(case, bias_mode):
 
 
 @FAST
-@given(case=general_conv_cases(), dtype=st.sampled_from([np.float64, np.float32]), tied=st.booleans())
+@given(
+    case=general_conv_cases(), dtype=st.sampled_from([np.float64, np.float32]), tied=st.booleans()
+)
 def test_general_conv_matches_torch(case, dtype, tied):
     torch = pytest.importorskip("torch")
     x, weight, bias, dout = general_arrays(case, dtype, "tied" if tied else None)
@@ -648,9 +760,12 @@ def test_general_conv_matches_torch(case, dtype, tied):
     ty = torch.nn.functional.conv2d(tx, tw, tb, **kw)
     ty.backward(torch.tensor(dout))
     rtol, atol = TOL[dtype]
-    np.testing.assert_allclose(ref.conv2d_forward_general(x, weight, bias, **kw), ty.detach().numpy(),
-                               rtol=rtol, atol=atol)
-    dx, dweight, dbias = ref.conv2d_backward_general(x, weight, dout, bias="tied" if tied else None, **kw)
+    np.testing.assert_allclose(
+        ref.conv2d_forward_general(x, weight, bias, **kw), ty.detach().numpy(), rtol=rtol, atol=atol
+    )
+    dx, dweight, dbias = ref.conv2d_backward_general(
+        x, weight, dout, bias="tied" if tied else None, **kw
+    )
     np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=rtol, atol=atol)
     np.testing.assert_allclose(dweight, tw.grad.numpy(), rtol=rtol, atol=atol)
     if tied:
@@ -664,15 +779,23 @@ def test_general_conv_depthwise_is_one_correlation_per_map():
     for c in range(3):
         dilated = np.zeros((3, 3))
         dilated[::2, ::2] = weight[c, 0]
-        np.testing.assert_allclose(out[0, c], signal.correlate2d(x[0, c], dilated, mode="valid"), rtol=1e-12)
+        np.testing.assert_allclose(
+            out[0, c], signal.correlate2d(x[0, c], dilated, mode="valid"), rtol=1e-12
+        )
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"groups": 2}, r"groups=2 must divide the input channels \(3\) and the output channels \(4\)"),
-    ({"groups": 0}, r"groups must be an int >= 1, got 0"),
-    ({"dilation": 0}, r"dilation must be an int >= 1"),
-    ({"dilation": 4}, r"dilated kernel extent \(9, 9\) is larger than the padded input"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"groups": 2},
+            r"groups=2 must divide the input channels \(3\) and the output channels \(4\)",
+        ),
+        ({"groups": 0}, r"groups must be an int >= 1, got 0"),
+        ({"dilation": 0}, r"dilation must be an int >= 1"),
+        ({"dilation": 4}, r"dilated kernel extent \(9, 9\) is larger than the padded input"),
+    ],
+)
 def test_general_conv_errors(kwargs, message):
     x, weight = np.ones((1, 3, 6, 6)), np.ones((4, 3, 3, 3))
     with pytest.raises(ValueError, match=f"conv2d_forward_general: {message}"):
@@ -680,8 +803,12 @@ def test_general_conv_errors(kwargs, message):
 
 
 def test_general_conv_weight_must_have_channels_per_group():
-    with pytest.raises(ValueError, match=r"weight must be \(O, C/groups, KH, KW\) = \(4, 1, KH, KW\) for 2 input channels and groups=2, "
-                                         r"got shape \(4, 2, 1, 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"weight must be \(O, C/groups, KH, KW\) = \(4, 1, KH, KW\) for 2 input channels "
+        r"and groups=2, "
+        r"got shape \(4, 2, 1, 1\)",
+    ):
         ref.conv2d_forward_general(np.ones((1, 2, 3, 3)), np.ones((4, 2, 1, 1)), groups=2)
 
 
@@ -691,8 +818,14 @@ def test_general_conv_weight_must_have_channels_per_group():
 
 
 @FAST
-@given(n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 3), w=st.integers(2, 3),
-       training=st.booleans(), seed=st.integers(0, 2**32 - 1))
+@given(
+    n=st.integers(1, 3),
+    c=st.integers(1, 3),
+    h=st.integers(1, 3),
+    w=st.integers(2, 3),
+    training=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_batch_norm_gradients_finite_differences(n, c, h, w, training, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c, h, w)) * 2 + 1
@@ -701,7 +834,9 @@ def test_batch_norm_gradients_finite_differences(n, c, h, w, training, seed):
     dout = rng.standard_normal(x.shape)
 
     def loss():
-        return float(np.sum(ref.batch_norm2d_forward(x, weight, bias, rm, rv, training=training)[0] * dout))
+        return float(
+            np.sum(ref.batch_norm2d_forward(x, weight, bias, rm, rv, training=training)[0] * dout)
+        )
 
     dx, dweight, dbias = ref.batch_norm2d_backward(x, dout, weight, rm, rv, training=training)
     np.testing.assert_allclose(dx, numerical_gradient(loss, x), rtol=1e-5, atol=1e-7)
@@ -719,10 +854,13 @@ def test_batch_norm_matches_torch(training):
     dout = rng.standard_normal(x.shape)
     trm, trv = torch.tensor(rm), torch.tensor(rv)
     tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, weight, bias))
-    ty = torch.nn.functional.batch_norm(tx, trm, trv, tw, tb, training=training, momentum=0.3, eps=1e-3)
+    ty = torch.nn.functional.batch_norm(
+        tx, trm, trv, tw, tb, training=training, momentum=0.3, eps=1e-3
+    )
     ty.backward(torch.tensor(dout))
-    y, new_mean, new_var = ref.batch_norm2d_forward(x, weight, bias, rm, rv, training=training,
-                                                    momentum=0.3, eps=1e-3)
+    y, new_mean, new_var = ref.batch_norm2d_forward(
+        x, weight, bias, rm, rv, training=training, momentum=0.3, eps=1e-3
+    )
     np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(new_mean, trm.numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(new_var, trv.numpy(), rtol=1e-12, atol=1e-12)

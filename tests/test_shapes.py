@@ -26,14 +26,17 @@ def test_pair_accepts_ints_and_pairs():
     assert pair(0, "padding", minimum=0) == (0, 0)
 
 
-@pytest.mark.parametrize("value, error, message", [
-    (0, ValueError, r"L: k must be an int >= 1 or a pair of them, got 0"),
-    ((1, 2, 3), ValueError, r"got \(1, 2, 3\) \(length 3\)"),
-    (2.0, TypeError, r"got 2.0"),
-    (True, TypeError, r"got True"),
-    ((2, "a"), TypeError, r"got \(2, 'a'\)"),
-    (None, TypeError, r"got None"),
-])
+@pytest.mark.parametrize(
+    "value, error, message",
+    [
+        (0, ValueError, r"L: k must be an int >= 1 or a pair of them, got 0"),
+        ((1, 2, 3), ValueError, r"got \(1, 2, 3\) \(length 3\)"),
+        (2.0, TypeError, r"got 2.0"),
+        (True, TypeError, r"got True"),
+        ((2, "a"), TypeError, r"got \(2, 'a'\)"),
+        (None, TypeError, r"got None"),
+    ],
+)
 def test_pair_rejects(value, error, message):
     with pytest.raises(error, match=message):
         pair(value, "k", "L")
@@ -79,7 +82,9 @@ def test_resolve_padding():
 def test_window_geometry_rejects_a_kernel_larger_than_the_padded_input():
     g = window_geometry(5, 6, (3, 2), (1, 2), (1, 1, 0, 0))
     assert (g.oh, g.ow) == (5, 3)
-    with pytest.raises(ValueError, match=r"X: kernel size \(8, 2\) is larger than the padded input \(7, 6\)"):
+    with pytest.raises(
+        ValueError, match=r"X: kernel size \(8, 2\) is larger than the padded input \(7, 6\)"
+    ):
         window_geometry(5, 6, (8, 2), (1, 1), (1, 1, 0, 0), "X")
 
 
