@@ -332,8 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         nargs="+",
         metavar="D",
-        help="the shape of one input sample, e.g. 1 28 28 (default: taken from the model "
-        "where it says: a first Conv2D's input_size, a first Dense's in_features)",
+        help="the shape of one input sample, e.g. 1 28 28 (default: the model's own: the "
+        "shape it was trained on, recorded by train, or stated by a first Conv2D's input_size or "
+        "a first Dense's in_features)",
     )
     return parser
 

@@ -208,15 +208,20 @@ def _parallel_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
 
 
 def thread_info() -> dict[str, Any]:
-    """What is in force: ``n`` (the pool's threads), the BLAS's threads right now (the user's
-    outside the engine, 1 inside), cores."""
+    """What is in force: ``n`` (the pool's threads), ``blas`` (the BLAS's threads while the engine
+    computes: 1), ``blas_outside`` (the BLAS's threads right now, outside the engine: the user's
+    setting), cores."""
     get_num_threads()
-    blas_threads = [info["num_threads"] for info in threadpoolctl.threadpool_info()
-                    if info.get("user_api") == "blas"]
+    with engine_blas():
+        inside = [info["num_threads"] for info in threadpoolctl.threadpool_info()
+                  if info.get("user_api") == "blas"]
+    outside = [info["num_threads"] for info in threadpoolctl.threadpool_info()
+               if info.get("user_api") == "blas"]
     return {
         "n": _state["n"],
         "pool": "one pool: n workers x single-threaded BLAS",
-        "blas": blas_threads[0] if blas_threads else None,
+        "blas": inside[0] if inside else None,
+        "blas_outside": outside[0] if outside else None,
         "cores": default_num_threads(),
     }
 

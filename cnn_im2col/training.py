@@ -668,10 +668,12 @@ class Trainer:
             steps.append(ProgressBar(epochs, batches))
         if log is not None and writer:
             steps.append(EpochLog(log, epochs))
-        if checkpoint is not None and writer:
-            steps.append(Checkpointing(checkpoint, checkpoint_extra))
         steps.extend(cb for cb in callbacks if isinstance(cb, Callback))
         steps.append(FunctionCallbacks([cb for cb in callbacks if not isinstance(cb, Callback)]))
+        if checkpoint is not None and writer:
+            # last: it saves what the user's callbacks left (EarlyStopping's restored weights,
+            # ReduceLROnPlateau's rate)
+            steps.append(Checkpointing(checkpoint, checkpoint_extra))
         training_run = TrainingRun(
             self,
             optimizer,
@@ -808,7 +810,6 @@ def _checked(
     out_shape = model.check_shapes(x.shape[1:])[-1]
     y = model._check_targets(y, x.shape[0], out_shape, owner)
     weights = _sample_weights(sample_weight, class_weight, y, loss, owner)
-    model._learn_input_shape(x.shape[1:])
     if augment is not None and hasattr(augment, "check"):
         augment.check(x.shape[1:], owner)
     val = None
@@ -847,6 +848,7 @@ def _checked(
             validation_data[1], xv.shape[0], out_shape, owner, name="validation y"
         )
         val = (xv, yv)
+    model._learn_input_shape(x.shape[1:])  # every argument checked: the model learns the shape
     return epochs, batch_size, x, y, val, callbacks, checkpoint, weights
 
 

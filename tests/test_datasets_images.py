@@ -170,8 +170,24 @@ def test_train_and_test_folders_are_used_as_they_are(tmp_path):
     make_image_folder(tmp_path / "d" / "train", per_class=4)
     make_image_folder(tmp_path / "d" / "test", per_class=2)
     data = open_image_folder(tmp_path / "d")
-    assert data.y_train.tolist() == [0] * 4 + [1] * 4 and data.y_test.tolist() == [0, 0, 1, 1]
+    assert sorted(data.y_train.tolist()) == [0] * 4 + [1] * 4
+    assert data.y_test.tolist() == [0, 0, 1, 1]
     assert "train/ and test/" in data.details
+
+
+def test_the_training_images_come_shuffled_by_the_seed_so_a_tail_mixes_the_classes(tmp_path):
+    make_image_folder(tmp_path / "d" / "train", per_class=8)
+    make_image_folder(tmp_path / "d" / "test", per_class=2)
+    a = open_image_folder(tmp_path / "d", seed=0)
+    b = open_image_folder(tmp_path / "d", seed=0)
+    c = open_image_folder(tmp_path / "d", seed=1)
+    np.testing.assert_array_equal(a.y_train, b.y_train)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    assert a.y_train.tolist() != c.y_train.tolist()
+    assert len(set(a.y_train[-4:].tolist())) == 2  # the last quarter holds both classes
+    # the same images, each with its own label
+    key = {img.tobytes(): label for img, label in zip(a.x_train, a.y_train)}
+    assert all(key[img.tobytes()] == label for img, label in zip(c.x_train, c.y_train))
 
 
 def test_all_grayscale_gives_one_channel_and_a_mix_gives_rgb(tmp_path):

@@ -1416,3 +1416,18 @@ def test_a_finished_run_extended_to_more_epochs_equals_a_longer_run(tmp_path):
         np.testing.assert_array_equal(ckpt.model.params[key], longer.params[key])
     with pytest.raises(ValueError, match=r"differs from the checkpointed one in epochs 2"):
         small()[0].fit(x, y, epochs=2, optimizer=ckpt.optimizer, resume=ckpt.state, **args)
+
+
+def test_the_checkpoint_keeps_the_weights_early_stopping_restored(tmp_path):
+    stopper = callbacks.EarlyStopping("val_loss", patience=0, restore_best=True)
+    rng = np.random.default_rng(3)
+    x, y = rng.random((30, 6)), rng.integers(0, 3, 30)
+    xv, yv = rng.random((12, 6)), rng.integers(0, 3, 12)
+    model = Sequential([Dense(6, 32, dtype=np.float64, seed=0), ReLU(),
+                        Dense(32, 3, dtype=np.float64, seed=1)])
+    model.fit(x, y, epochs=12, batch_size=5, optimizer=SGD(0.5, momentum=0.9),
+              loss=SoftmaxCrossEntropy(), validation_data=(xv, yv), seed=0, progress=False,
+              log=None, callbacks=[stopper], checkpoint=tmp_path / "c.npz")
+    saved = Sequential.load_checkpoint(tmp_path / "c.npz").model
+    for key, value in model.params.items():
+        np.testing.assert_array_equal(saved.params[key], value)

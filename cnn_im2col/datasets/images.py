@@ -335,6 +335,9 @@ def open_image_folder(directory: str | os.PathLike, *, image_size: tuple[int, in
                                        for k, files in enumerate(split)])
                        for split in (train_files, test_files))
     x = to_unit_float(images)
-    return Dataset(kind="image-folder", x_train=x[:len(y_train)], y_train=y_train,
+    # the folders list the images class by class: the training set comes shuffled (by ``seed``),
+    # so that a held-out tail (--val-split, validation_split) or a --limit head mixes the classes
+    order = np.random.default_rng([int(seed), 1]).permutation(len(y_train))
+    return Dataset(kind="image-folder", x_train=x[:len(y_train)][order], y_train=y_train[order],
                    x_test=x[len(y_train):], y_test=y_test, classes=tuple(names),
                    source=directory, details=details, skipped=len(skipped))
