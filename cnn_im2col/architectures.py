@@ -63,30 +63,48 @@ def _check_image(input_shape: Any, classes: Any, name: str) -> tuple[int, int, i
     return c, h, w, int(classes)
 
 
+def _lenet_style(
+    widths: tuple[int, int],
+    hidden: int,
+    seeds: list[int],
+    dtype: Any,
+    input_shape: Any,
+    classes: int,
+    dropout: tuple[float, int] | None,
+    name: str,
+) -> Sequential:
+    """Conv(C->w0, 5) ReLU MaxPool(2) Conv(w0->w1, 5) ReLU MaxPool(2) Flatten Dense(->hidden)
+    ReLU [Dropout] Dense(hidden->classes), sized for ``input_shape``; images smaller than 16x16
+    get 'same'-padded convolutions."""
+    c, h, w, k = _check_image(input_shape, classes, name)
+    pad = 0 if min(h, w) >= 16 else 2
+    side = _after_two_pools(h, 5, pad), _after_two_pools(w, 5, pad)
+    layers = [
+        Conv2D(c, widths[0], 5, padding=pad, dtype=dtype, seed=seeds[0]),
+        ReLU(),
+        MaxPool2D(2),
+        Conv2D(widths[0], widths[1], 5, padding=pad, dtype=dtype, seed=seeds[1]),
+        ReLU(),
+        MaxPool2D(2),
+        Flatten(),
+        Dense(widths[1] * side[0] * side[1], hidden, dtype=dtype, seed=seeds[2]),
+        ReLU(),
+    ]
+    if dropout is not None:
+        layers.append(Dropout(dropout[0], seed=dropout[1]))
+    layers.append(Dense(hidden, k, dtype=dtype, seed=seeds[-1]))
+    return Sequential(layers)
+
+
 def default_model(
     seed: int = 0, dtype: Any = np.float32, input_shape: Any = (1, 28, 28), classes: int = 10
 ) -> Sequential:
     """Conv(C->32, 5) ReLU MaxPool(2) Conv(32->64, 5) ReLU MaxPool(2) Flatten Dense(->256) ReLU
     Dropout(0.4) Dense(256->classes); for (1, 28, 28): Dense(1024->256). Images smaller than
     16x16 get 'same'-padded convolutions. Every layer's seed is derived from ``seed``."""
-    c, h, w, k = _check_image(input_shape, classes, "default")
-    pad = 0 if min(h, w) >= 16 else 2
     s = _seeds(seed, 5)
-    side = _after_two_pools(h, 5, pad), _after_two_pools(w, 5, pad)
-    return Sequential(
-        [
-            Conv2D(c, 32, 5, padding=pad, dtype=dtype, seed=s[0]),
-            ReLU(),
-            MaxPool2D(2),
-            Conv2D(32, 64, 5, padding=pad, dtype=dtype, seed=s[1]),
-            ReLU(),
-            MaxPool2D(2),
-            Flatten(),
-            Dense(64 * side[0] * side[1], 256, dtype=dtype, seed=s[2]),
-            ReLU(),
-            Dropout(0.4, seed=s[3]),
-            Dense(256, k, dtype=dtype, seed=s[4]),
-        ]
+    return _lenet_style(
+        (32, 64), 256, [s[0], s[1], s[2], s[4]], dtype, input_shape, classes, (0.4, s[3]), "default"
     )
 
 
@@ -96,24 +114,8 @@ def lenet(
     """The benchmark network: Conv(C->20, 5) ReLU MaxPool(2) Conv(20->40, 5) ReLU MaxPool(2)
     Flatten Dense(->100) ReLU Dense(100->classes); for (1, 28, 28): Dense(640->100). Images
     smaller than 16x16 get 'same'-padded convolutions."""
-    c, h, w, k = _check_image(input_shape, classes, "lenet")
-    pad = 0 if min(h, w) >= 16 else 2
     s = _seeds(seed, 4)
-    side = _after_two_pools(h, 5, pad), _after_two_pools(w, 5, pad)
-    return Sequential(
-        [
-            Conv2D(c, 20, 5, padding=pad, dtype=dtype, seed=s[0]),
-            ReLU(),
-            MaxPool2D(2),
-            Conv2D(20, 40, 5, padding=pad, dtype=dtype, seed=s[1]),
-            ReLU(),
-            MaxPool2D(2),
-            Flatten(),
-            Dense(40 * side[0] * side[1], 100, dtype=dtype, seed=s[2]),
-            ReLU(),
-            Dense(100, k, dtype=dtype, seed=s[3]),
-        ]
-    )
+    return _lenet_style((20, 40), 100, s, dtype, input_shape, classes, None, "lenet")
 
 
 def vgg_bn(
