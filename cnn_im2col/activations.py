@@ -80,3 +80,48 @@ def softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
 def softmax_backward(dout: np.ndarray, y: np.ndarray, axis: int = 1) -> np.ndarray:
     """Jacobian-vector product of softmax: y * (dout - <dout, y>)."""
     return y * (dout - (dout * y).sum(axis=axis, keepdims=True))
+
+
+def relu6(x: np.ndarray) -> np.ndarray:
+    """min(max(x, 0), 6) (MobileNet's clipped ReLU)."""
+    return np.clip(x, 0, 6).astype(x.dtype, copy=False)
+
+
+def relu6_backward(dout: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``dout`` where 0 < y < 6 (PyTorch's convention at both kinks: 0)."""
+    return np.where((y > 0) & (y < 6), dout, 0).astype(dout.dtype, copy=False)
+
+
+def hard_sigmoid(x: np.ndarray) -> np.ndarray:
+    """relu6(x + 3) / 6, PyTorch's ``Hardsigmoid`` (ONNX's HardSigmoid with alpha 1/6, beta 1/2)."""
+    return (np.clip(x + 3, 0, 6) / 6).astype(x.dtype, copy=False)
+
+
+def hard_sigmoid_backward(dout: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``dout / 6`` where 0 < y < 1 (-3 < x < 3), else 0."""
+    return np.where((y > 0) & (y < 1), dout / 6, 0).astype(dout.dtype, copy=False)
+
+
+def hard_swish(x: np.ndarray) -> np.ndarray:
+    """x * relu6(x + 3) / 6, PyTorch's ``Hardswish`` (MobileNetV3)."""
+    return (x * np.clip(x + 3, 0, 6) / 6).astype(x.dtype, copy=False)
+
+
+def hard_swish_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """From the INPUT x (the output does not determine it): 0 up to -3, ``x / 3 + 1/2`` below 3,
+    1 from 3 on (PyTorch's convention at the kinks)."""
+    slope = np.where(x <= -3, 0, np.where(x < 3, x / 3 + 0.5, 1))
+    return (dout * slope).astype(dout.dtype, copy=False)
+
+
+def leaky_relu(x: np.ndarray, negative_slope: float) -> np.ndarray:
+    """x where x > 0, else ``negative_slope * x``."""
+    return np.where(x > 0, x, x * x.dtype.type(negative_slope)).astype(x.dtype, copy=False)
+
+
+def leaky_relu_backward(dout: np.ndarray, y: np.ndarray, negative_slope: float) -> np.ndarray:
+    """``dout`` where y > 0 (x > 0; a slope > 0 keeps the sign), else ``negative_slope * dout``
+    (PyTorch's convention at 0)."""
+    return np.where(y > 0, dout, dout * dout.dtype.type(negative_slope)).astype(
+        dout.dtype, copy=False
+    )

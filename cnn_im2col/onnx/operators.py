@@ -28,6 +28,11 @@ Flatten                         ``Flatten(axis=1)``; ``order="F"`` (Eq. 8.26): `
                                 perm [0, 1, 3, 2] first, so each map's columns are contiguous
 Dense                           ``Gemm`` with ``transB=1`` (weight (out, in), as PyTorch's)
 ReLU, Sigmoid, Tanh, Softmax    ``Relu``, ``Sigmoid``, ``Tanh``, ``Softmax(axis=1)``
+ReLU6                           ``Clip`` with constant min 0 and max 6 (as torch.onnx writes it)
+HardSigmoid, HardSwish          ``HardSigmoid`` (alpha 1/6, beta 1/2), ``HardSwish``
+LeakyReLU                       ``LeakyRelu`` (alpha = negative_slope)
+Identity                        ``Identity``
+Normalization                   ``BatchNormalization``: scale 1, B 0, the mean, var std**2 - eps
 Dropout                         ``Dropout`` with its ratio and no ``training_mode``: the identity
 Sequential (nested)             its layers, in line; initializer names ``"{i}.{j}.weight"``
 ==============================  ===============================================================
@@ -49,7 +54,8 @@ momentum = 1 - ``momentum``, the running statistics from mean and var and ``num_
 0 (ONNX does not carry it); ``GlobalAveragePool`` followed by ``Flatten(axis=1)`` or ``Reshape``
 to (N, -1) (a ``GlobalAvgPool2D``), ``Flatten(axis=1)``, ``Reshape`` to (N, -1), ``Transpose``
 [0, 1, 3, 2] + ``Flatten`` (Flatten order "F"), ``Gemm`` (transA 0), ``MatMul`` (+ ``Add``),
-``Softmax`` over axis 1, ``Dropout``, ``Identity`` (dropped). Initializers become the layers'
+``Softmax`` over axis 1, ``Clip`` (0, 6) as ``ReLU6``, ``HardSigmoid`` (alpha 1/6, beta 1/2),
+``HardSwish``, ``LeakyRelu``, ``Dropout``, ``Identity`` (dropped). Initializers become the layers'
 parameters, in their dtype (float32 or float64). Anything else is a ``ValueError`` naming the
 node, its operator and what is supported.
 
@@ -75,9 +81,14 @@ from ..layers import (
     Dropout,
     Flatten,
     GlobalAvgPool2D,
+    HardSigmoid,
+    HardSwish,
+    Identity,
+    LeakyReLU,
     MaxPool2D,
     Normalization,
     ReLU,
+    ReLU6,
     Sigmoid,
     Softmax,
     Tanh,
@@ -305,9 +316,11 @@ def _export_normalization(g: Graph, layer: Normalization, name: str, in_shape: t
     a variance std**2 - epsilon, so that sqrt(var + epsilon) is std (to float rounding); it
     imports back as a BatchNorm2D with the same numbers."""
     if len(in_shape) < 2:
-        raise ValueError(f"cnn_im2col.onnx.export: layer {name} {layer!r}: ONNX's "
-                         f"BatchNormalization needs (N, C, ...) inputs, got per-sample "
-                         f"{in_shape}")
+        raise ValueError(
+            f"cnn_im2col.onnx.export: layer {name} {layer!r}: ONNX's "
+            f"BatchNormalization needs (N, C, ...) inputs, got per-sample "
+            f"{in_shape}"
+        )
     dtype = layer.buffers["mean"].dtype
     g.cast_to(dtype, name)
     epsilon = 1e-12
@@ -375,6 +388,21 @@ def _export_activation(op: str) -> Callable:
         g.add(op, name=name, **({"axis": 1} if op == "Softmax" else {}))
 
     return export_activation
+
+
+def _export_relu6(g: Graph, layer: ReLU6, name: str, in_shape: tuple) -> None:
+    """``Clip(x, 0, 6)``, as torch.onnx writes ReLU6 (min and max are inputs from opset 11)."""
+    low = g.constant(f"{name}.min", np.array(0.0, dtype=g.dtype))
+    high = g.constant(f"{name}.max", np.array(6.0, dtype=g.dtype))
+    g.add("Clip", low, high, name=name)
+
+
+def _export_hard_sigmoid(g: Graph, layer: HardSigmoid, name: str, in_shape: tuple) -> None:
+    g.add("HardSigmoid", name=name, alpha=1.0 / 6.0, beta=0.5)
+
+
+def _export_leaky_relu(g: Graph, layer: LeakyReLU, name: str, in_shape: tuple) -> None:
+    g.add("LeakyRelu", name=name, alpha=float(layer.negative_slope))
 
 
 def _export_dropout(g: Graph, layer: Dropout, name: str, in_shape: tuple) -> None:
@@ -794,6 +822,39 @@ def _import_matmul(reader: Reader, node: Any) -> None:
     )
 
 
+def _import_clip(reader: Reader, node: Any) -> None:
+    """``Clip`` with constant bounds 0 and 6 is ReLU6 (min and max are inputs from opset 11,
+    attributes before)."""
+    attrs = reader.attributes(node, {"min": None, "max": None})
+    low, high = attrs["min"], attrs["max"]
+    if reader.opset >= 11:
+        low = reader.constant(node, 1, "min", required=False)
+        high = reader.constant(node, 2, "max", required=False)
+    bounds = [None if v is None else float(np.asarray(v).reshape(-1)[0]) for v in (low, high)]
+    if bounds != [0.0, 6.0]:
+        raise reader.fail(node, f"Clip bounds {bounds}", "Clip(0, 6), a ReLU6")
+    reader.add_layer(node, ReLU6())
+
+
+def _import_hard_sigmoid(reader: Reader, node: Any) -> None:
+    attrs = reader.attributes(node, {"alpha": 0.2, "beta": 0.5})
+    alpha, beta = float(attrs["alpha"]), float(attrs["beta"])
+    if not (np.isclose(alpha, 1 / 6, rtol=1e-6) and np.isclose(beta, 0.5, rtol=1e-6)):
+        raise reader.fail(
+            node, f"alpha {alpha:g} and beta {beta:g}", "alpha 1/6 and beta 1/2 (PyTorch's)"
+        )
+    reader.add_layer(node, HardSigmoid())
+
+
+def _import_leaky_relu(reader: Reader, node: Any) -> None:
+    alpha = _float32_value(reader.attributes(node, {"alpha": 0.01})["alpha"])
+    try:
+        layer = LeakyReLU(alpha)
+    except ValueError as exc:
+        raise reader.fail(node, str(exc), "alpha > 0") from None
+    reader.add_layer(node, layer)
+
+
 def _import_dropout(reader: Reader, node: Any) -> None:
     attrs = reader.attributes(node, {"seed": 0, "ratio": 0.5, "is_test": 0})
     ratio = reader.constant(node, 1, "ratio", required=False)
@@ -859,6 +920,18 @@ OPERATORS: tuple[Operator, ...] = (
     Operator(Dense, ("Gemm",), _export_dense, {"Gemm": _import_gemm, "MatMul": _import_matmul}),
     Operator(Softmax, ("Softmax",), _export_activation("Softmax"), {"Softmax": _import_softmax}),
     Operator(Dropout, ("Dropout",), _export_dropout, {"Dropout": _import_dropout}),
+    Operator(ReLU6, ("Clip",), _export_relu6, {"Clip": _import_clip}),
+    Operator(
+        HardSigmoid, ("HardSigmoid",), _export_hard_sigmoid, {"HardSigmoid": _import_hard_sigmoid}
+    ),
+    Operator(
+        HardSwish,
+        ("HardSwish",),
+        _export_activation("HardSwish"),
+        {"HardSwish": _import_activation(HardSwish)},
+    ),
+    Operator(LeakyReLU, ("LeakyRelu",), _export_leaky_relu, {"LeakyRelu": _import_leaky_relu}),
+    Operator(Identity, ("Identity",), _export_activation("Identity"), {}),
     Operator(Normalization, ("BatchNormalization",), _export_normalization, {}),
     Operator(None, (), None, {"Identity": _import_identity}),
     Operator(

@@ -352,3 +352,32 @@ def test_a_normalization_layer_exports_as_batch_normalization_and_comes_back_equ
     ours = model.forward(x)
     np.testing.assert_allclose(session.run(None, {"input": x})[0], ours, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(cnn_onnx.load(path).forward(x), ours, rtol=1e-5, atol=1e-5)
+
+
+def test_the_mobile_activations_go_to_onnx_and_come_back_with_the_same_numbers(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from cnn_im2col import onnx as cnn_onnx
+    from cnn_im2col.layers import (
+        Conv2D,
+        Flatten,
+        HardSigmoid,
+        HardSwish,
+        Identity,
+        LeakyReLU,
+        ReLU6,
+    )
+
+    model = Sequential([Conv2D(2, 4, 3, seed=0), ReLU6(), Conv2D(4, 4, 1, seed=1), HardSwish(),
+                        Conv2D(4, 4, 1, seed=2), LeakyReLU(0.2), Identity(), HardSigmoid(),
+                        Flatten()])
+    x = (np.random.default_rng(0).standard_normal((3, 2, 6, 6)) * 4).astype(np.float32)
+    path = tmp_path / "mobile.onnx"
+    cnn_onnx.export(model, path, input_shape=(2, 6, 6))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ours = model.forward(x)
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], ours, rtol=1e-5, atol=1e-6)
+    back = cnn_onnx.load(path)
+    assert [type(layer).__name__ for layer in back.layers] == [
+        "Conv2D", "ReLU6", "Conv2D", "HardSwish", "Conv2D", "LeakyReLU", "HardSigmoid", "Flatten"]
+    assert back.layers[5].negative_slope == 0.2
+    np.testing.assert_allclose(back.forward(x), ours, rtol=1e-6, atol=1e-6)

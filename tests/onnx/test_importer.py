@@ -482,8 +482,8 @@ def batch_norm_node(
             r"\(MaxPool\): MaxPool2D: padding must be at most half the window",
         ),
         (
-            make_model([helper.make_node("LeakyRelu", ["x"], ["y"], name="act")], {}, [3]),
-            r"node 'act' \(LeakyRelu\): this operator cannot be imported; "
+            make_model([helper.make_node("Elu", ["x"], ["y"], name="act")], {}, [3]),
+            r"node 'act' \(Elu\): this operator cannot be imported; "
             r"supported: Conv, Relu, Sigmoid, Tanh, MaxPool",
         ),
         (
