@@ -26,6 +26,7 @@ from .exceptions import TrainingDiverged, TrainingInterrupted
 from .image_predictions import predict_images
 from .init import manual_seed
 from .layers import (
+    AdaptiveAvgPool2D,
     AvgPool2D,
     BatchNorm2D,
     Conv2D,
@@ -53,6 +54,7 @@ from .shapes import NonFiniteError
 
 __all__ = [
     "SGD",
+    "AdaptiveAvgPool2D",
     "Adam",
     "AvgPool2D",
     "Callback",

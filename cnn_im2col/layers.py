@@ -54,6 +54,8 @@ from .conv import ALGORITHMS, ConvPlan, choose, conv2d_backward, conv2d_output_s
 from .init import he_normal, make_rng
 from .normalization import batch_norm2d, batch_norm2d_backward
 from .pooling import (
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
     avg_pool2d,
     avg_pool2d_backward,
     global_avg_pool2d,
@@ -901,6 +903,37 @@ class BatchNorm2D(Layer):
         return dx
 
 
+class AdaptiveAvgPool2D(Layer):
+    """Average pooling to a fixed output size (PyTorch's ``AdaptiveAvgPool2d``): output cell
+    (i, j) averages rows ``floor(i H / OH) .. ceil((i + 1) H / OH)`` and the same for columns, so
+    any input size gives (N, C, OH, OW). ``output_size``: int or (OH, OW)."""
+
+    def __init__(self, output_size: Any) -> None:
+        super().__init__()
+        self.output_size = pair(output_size, "output_size", "AdaptiveAvgPool2D")
+        self._remember(output_size=_compact(self.output_size))
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) != 3:
+            raise ValueError(f"{self!r}: input must be (C, H, W), got {tuple(input_shape)}")
+        return (input_shape[0], *self.output_size)
+
+    def check_input(self, x: Any) -> np.ndarray:
+        return as_float_array(x, "x", repr(self), ndim=4)
+
+    def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        return self.run(self.check_input(x), training)
+
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        out, self._cache = adaptive_avg_pool2d(x, self.output_size)
+        return out
+
+    def backward(self, dout: Any) -> np.ndarray:
+        shape, dtype, rows, cols = self._cached()
+        dout = check_dout(dout, (shape[0], shape[1], len(rows), len(cols)), dtype, repr(self))
+        return adaptive_avg_pool2d_backward(dout, self._cached())
+
+
 class GlobalAvgPool2D(Layer):
     """The mean of each feature map: (N, C, H, W) -> (N, C), no parameters."""
 
@@ -1019,5 +1052,6 @@ LAYERS: dict[str, type[Layer]] = {
         HardSwish,
         LeakyReLU,
         Identity,
+        AdaptiveAvgPool2D,
     )
 }

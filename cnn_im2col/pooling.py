@@ -550,3 +550,33 @@ def global_avg_pool2d_backward(dout: Any, cache: tuple) -> np.ndarray:
     dx = np.empty((n, c, height, width), dtype=dtype)
     dx[...] = (dout * dtype.type(1.0 / (height * width)))[:, :, None, None]
     return dx
+
+
+def adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive pooling windows along one axis: output cell ``i`` averages
+    ``[floor(i * size / out), ceil((i + 1) * size / out))``."""
+    return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
+
+
+def adaptive_avg_pool2d(x: np.ndarray, output_size: tuple[int, int]) -> tuple[np.ndarray, tuple]:
+    """Average of each adaptive window of checked input (N, C, H, W) -> (N, C, OH, OW); windows
+    may overlap when the sizes do not divide. A loop over the OH x OW output cells, each a
+    vectorised mean over the batch and channels."""
+    n, c, height, width = x.shape
+    rows, cols = adaptive_windows(height, output_size[0]), adaptive_windows(width, output_size[1])
+    out = np.empty((n, c, len(rows), len(cols)), dtype=x.dtype)
+    for i, (r0, r1) in enumerate(rows):
+        for j, (c0, c1) in enumerate(cols):
+            out[:, :, i, j] = x[:, :, r0:r1, c0:c1].mean(axis=(2, 3), dtype=x.dtype)
+    return out, (x.shape, x.dtype, rows, cols)
+
+
+def adaptive_avg_pool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
+    """Each output cell's gradient spread evenly over its window (overlaps accumulate)."""
+    shape, dtype, rows, cols = cache
+    dx = np.zeros(shape, dtype=dtype)
+    for i, (r0, r1) in enumerate(rows):
+        for j, (c0, c1) in enumerate(cols):
+            share = dout[:, :, i, j] * dtype.type(1.0 / ((r1 - r0) * (c1 - c0)))
+            dx[:, :, r0:r1, c0:c1] += share[:, :, None, None]
+    return dx

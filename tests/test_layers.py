@@ -121,6 +121,7 @@ def test_every_layer_round_trips_its_config(name):
         "Dropout": (0.1,),
         "BatchNorm2D": (3,),
         "Normalization": (3,),
+        "AdaptiveAvgPool2D": (2,),
     }
     layer = LAYERS[name](*examples.get(name, ()))
     assert repr(LAYERS[name].from_config(json.loads(json.dumps(layer.config())))) == repr(layer)
@@ -727,3 +728,25 @@ def test_leaky_relu_refuses_a_slope_that_is_not_positive():
     with pytest.raises(ValueError, match=r"LeakyReLU: negative_slope must be"):
         LeakyReLU(0.0)
     assert LeakyReLU(0.2).config() == {"negative_slope": 0.2}
+
+
+@pytest.mark.parametrize("size, out", [((7, 5), (3, 2)), ((8, 8), (4, 4)), ((5, 6), (1, 1)),
+                                       ((4, 4), (6, 5))])
+def test_adaptive_average_pooling_is_pytorchs_and_passes_the_gradient_check(size, out):
+    from cnn_im2col.gradcheck import check_layer
+    from cnn_im2col.layers import AdaptiveAvgPool2D
+
+    x = np.random.default_rng(0).standard_normal((2, 3, *size))
+    layer = AdaptiveAvgPool2D(out)
+    y = layer.forward(x)
+    assert y.shape == (2, 3, *out) and layer.output_shape((3, *size)) == (3, *out)
+    check_layer(AdaptiveAvgPool2D(out), x)
+    if out == (1, 1):
+        np.testing.assert_allclose(y[:, :, 0, 0], x.mean(axis=(2, 3)))
+    torch = pytest.importorskip("torch")
+    tx = torch.tensor(x, requires_grad=True)
+    ty = torch.nn.AdaptiveAvgPool2d(out)(tx)
+    dout = np.random.default_rng(1).standard_normal(y.shape)
+    ty.backward(torch.tensor(dout))
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(layer.backward(dout), tx.grad.numpy(), rtol=1e-12, atol=1e-12)
