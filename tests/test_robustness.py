@@ -224,12 +224,32 @@ def reference(idx_data, tmp_path_factory):
             "metrics": json.loads((d / "run" / "metrics.json").read_text())}
 
 
+SELF_SIGNAL = textwrap.dedent("""
+    # cnn-im2col train ARGV, sending itself SIGNUM right after its STEP-th training step
+    import os, sys
+    from cnn_im2col import cli
+    from cnn_im2col.training import TrainingRun
+    step, signum = int(sys.argv[1]), int(sys.argv[2])
+    plain, done = TrainingRun.train_step, []
+    def signalling(self, *args, **kwargs):
+        result = plain(self, *args, **kwargs)
+        done.append(1)
+        if len(done) == step:
+            os.kill(os.getpid(), signum)
+        return result
+    TrainingRun.train_step = signalling
+    sys.exit(cli.main(sys.argv[3:]))
+""")
+
+
 class Victim:
     """``python -m cnn_im2col.cli ARGV``, stopped with ``signum`` when ``trigger`` fires.
 
     Triggers: ``("line", text, delay)``: ``delay`` seconds after a stdout line starts with ``text``;
     ``("tmp", name, k)``: as soon as the ``k``-th temporary file of ``name`` appears in ``out`` (a
-    write of ``name`` is under way); ``None``: run to the end.
+    write of ``name`` is under way); ``("step", k)``: the process signals itself right after its
+    ``k``-th training step, so a SIGINT or SIGTERM always arrives mid-run, however fast the machine
+    (a timed one could arrive after a quick run had already finished); ``None``: run to the end.
     """
 
     def __init__(self, argv, out, trigger, signum=signal.SIGKILL):
@@ -239,7 +259,12 @@ class Victim:
         self.signalled = False
 
     def run(self):
-        proc = subprocess.Popen([sys.executable, "-m", "cnn_im2col.cli", *self.argv],
+        if self.trigger is not None and self.trigger[0] == "step":
+            command = [sys.executable, "-c", SELF_SIGNAL, str(self.trigger[1]),
+                       str(int(self.signum)), *self.argv]
+        else:
+            command = [sys.executable, "-m", "cnn_im2col.cli", *self.argv]
+        proc = subprocess.Popen(command,
                                 stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=subprocess_env(), cwd=REPO)
         lines: queue.Queue = queue.Queue()
@@ -271,6 +296,8 @@ class Victim:
     def _fired(self, proc) -> bool:
         if self.trigger is None:
             return False
+        if self.trigger[0] == "step":
+            return False  # the process signals itself
         kind, what, arg = self.trigger
         if kind == "line":
             if any(line.startswith(what) for line in self.lines):
@@ -315,10 +342,10 @@ def test_kill_interrupt_and_resume_chain_ends_with_the_uninterrupted_weights(
         (("tmp", "checkpoint.npz", 1),
          signal.SIGKILL),            # while the first checkpoint is written
         (("line", "epoch 1/", delay()), signal.SIGKILL),           # around the second write
-        (("line", "epoch 2/", delay()), signal.SIGINT),            # Ctrl-C: a mid-epoch checkpoint
+        (("step", int(rng.integers(1, 12))), signal.SIGINT),      # Ctrl-C: a mid-epoch checkpoint
         (("tmp", "checkpoint.npz", 2),
          signal.SIGKILL),            # during the second write of this run
-        (("line", "epoch 4/", delay()), signal.SIGTERM),           # SIGTERM: a checkpoint, exit 143
+        (("step", int(rng.integers(1, 12))), signal.SIGTERM),     # SIGTERM: a checkpoint, exit 143
         (("tmp", "checkpoint.npz", 1), signal.SIGKILL),            # mid-write again
         (("tmp", "model.npz", 1),
          signal.SIGKILL),                 # while the final model is written
