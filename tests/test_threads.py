@@ -173,7 +173,10 @@ def test_import_order_does_not_matter_and_no_idle_worker_spins(order):
     if threads.default_num_threads() > 1:
         assert max(result["blas_before"]) > 1  # the import did not pin the user's BLAS
     assert result["info"]["n"] == threads.default_num_threads()
-    assert result["samples"] > 50 and result["busy"] == 0, result
+    # a woken OpenBLAS worker spins through the whole 20 ms windows (busy in nearly every sample);
+    # on a loaded machine a pool worker may still be runnable for an instant after the engine
+    # returned, waiting for a core to go to sleep on, so a few samples may see it
+    assert result["samples"] > 50 and result["busy"] <= 0.05 * result["samples"], result
 
 
 LOAD_PROBE = """
