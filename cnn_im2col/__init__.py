@@ -6,11 +6,11 @@ The public API, re-exported here::
     from cnn_im2col import Sequential, Conv2D, MaxPool2D, Flatten, Dense, ReLU, SGD
     from cnn_im2col import SoftmaxCrossEntropy, predict_images
 
-Submodules: ``layers``, ``functional`` (stateless forward/backward), ``im2col``, ``signal``
-(scipy-compatible correlate2d / convolve2d), ``losses``, ``optim``, ``init``, ``model``,
-``training`` (the loop behind ``fit``, callbacks), ``checkpoint``, ``augment``, ``distributed``
-(data parallelism over MPI), ``datasets``, ``architectures`` (the named networks of the command),
-``reference`` (the slow scipy oracles), ``gradcheck``, ``threads``.
+Submodules: ``layers``, ``containers`` (Residual, Concat, Gate), ``functional`` (stateless
+forward/backward), ``im2col``, ``signal`` (scipy-compatible correlate2d / convolve2d), ``losses``,
+``optim``, ``init``, ``model``, ``training`` (the loop behind ``fit``, callbacks), ``checkpoint``,
+``augment``, ``distributed`` (data parallelism over MPI), ``datasets``, ``architectures`` (the named
+networks of the command), ``reference`` (the slow scipy oracles), ``gradcheck``, ``threads``.
 """
 
 # First: importing it sizes the pool and limits NumPy's BLAS before anything computes.
@@ -21,6 +21,7 @@ from . import onnx  # the ONNX functions; the onnx package itself is imported on
 from ._version import __version__
 from .augment import RandomShift
 from .callbacks import Callback, EarlyStopping, ReduceLROnPlateau
+from .containers import Concat, Gate, Residual
 from .datasets import iterate_minibatches, load_idx_dataset, load_mnist, read_idx, write_idx
 from .exceptions import TrainingDiverged, TrainingInterrupted
 from .image_predictions import predict_images
@@ -59,12 +60,14 @@ __all__ = [
     "AvgPool2D",
     "Callback",
     "BatchNorm2D",
+    "Concat",
     "Conv2D",
     "CosineAnnealingLR",
     "Dense",
     "Dropout",
     "EarlyStopping",
     "Flatten",
+    "Gate",
     "GlobalAvgPool2D",
     "HardSigmoid",
     "HardSwish",
@@ -78,6 +81,7 @@ __all__ = [
     "ReduceLROnPlateau",
     "ReLU",
     "ReLU6",
+    "Residual",
     "Sequential",
     "Sigmoid",
     "Softmax",

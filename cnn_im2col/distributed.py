@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from .containers import generator_slots, leaves
+
 __all__ = ["MPI_ENVIRONMENT", "DataParallel", "SampleKeyedGenerator", "detect_comm", "fingerprint",
            "launched_by_mpi", "share", "threads_per_rank", "world_size"]
 
@@ -211,19 +213,6 @@ class SampleKeyedGenerator(np.random.Generator):
         return super().random(size, dtype=dtype, out=out)
 
 
-def _generator_slots(model: Any) -> list[tuple[Any, str, np.random.Generator]]:
-    """``(layer, attribute, generator)`` of every Generator a layer holds, nested stacks included,
-    in the order of ``Sequential._generators``."""
-    slots = []
-    for layer in model.layers:
-        if hasattr(layer, "layers"):
-            slots.extend(_generator_slots(layer))
-        else:
-            slots.extend((layer, attr, value) for attr, value in sorted(vars(layer).items())
-                         if isinstance(value, np.random.Generator))
-    return slots
-
-
 class DataParallel:
     """Data-parallel training over ``comm`` (size K > 1): see the module docstring."""
 
@@ -286,14 +275,9 @@ class DataParallel:
         ``{"{index}.{name}": (the layer's buffers dict, name)}``: scalars are replaced, not mutated.
         """
         found: dict[str, tuple[dict, str]] = {}
-        for i, layer in enumerate(model.layers):
-            if hasattr(layer, "layers"):
-                inner = DataParallel.layer_buffers(layer)
-            else:
-                holder = getattr(layer, "buffers", None) or {}
-                inner = {name: (holder, name) for name in holder}
-            for name, slot in inner.items():
-                found[f"{i}.{name}"] = slot
+        for path, leaf in leaves(model):
+            holder = getattr(leaf, "buffers", None) or {}
+            found.update({f"{path}{name}": (holder, name) for name in holder})
         return found
 
     @staticmethod
@@ -359,7 +343,7 @@ class DataParallel:
         sample, ``offset``: the masks of a sample do not depend on the number of ranks, and a
         resumed run needs no generator state. The layers get their own generators back afterwards.
         """
-        slots = _generator_slots(model)
+        slots = [slot[1:] for slot in generator_slots(model)]
         for i, (layer, attr, gen) in enumerate(slots):
             seeded = type(gen.bit_generator)(np.random.SeedSequence([*key, i]))
             setattr(layer, attr, SampleKeyedGenerator(seeded, offset))

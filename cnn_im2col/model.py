@@ -14,7 +14,6 @@ Public API
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
@@ -26,6 +25,7 @@ from . import functional as F
 from . import model_files
 from ._files import path_text
 from .arrays import is_finite
+from .containers import CONTAINERS, generator_slots, is_container, layer_entry, state_entries
 from .layers import LAYERS, Conv2D, Dense, Dropout, ReLU, Sigmoid, Softmax, Tanh
 from .losses import MeanSquaredError, SoftmaxCrossEntropy
 from .metrics import accuracy_for, resolve, wants_accuracy
@@ -43,11 +43,6 @@ __all__ = ["IncompatibleKeys", "Sequential"]
 
 def _fmt_shape(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
-def _generators(layer: Any) -> dict[str, np.random.Generator]:
-    """The numpy Generators a layer holds as attributes (e.g. Dropout's mask generator)."""
-    return {k: v for k, v in sorted(vars(layer).items()) if isinstance(v, np.random.Generator)}
 
 
 class IncompatibleKeys(NamedTuple):
@@ -138,6 +133,14 @@ class Sequential(Trainer):
 
     def __iter__(self):
         return iter(self.layers)
+
+    def named_children(self) -> list[tuple[str, Any]]:
+        """``(index as text, layer)``: the first step of every key (``containers.leaves``)."""
+        return [(str(i), layer) for i, layer in enumerate(self.layers)]
+
+    def child_input_shapes(self, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """The per-sample input shape of each layer."""
+        return [tuple(input_shape), *self.check_shapes(input_shape)[:-1]]
 
     def __repr__(self) -> str:
         inner = "".join(f"\n  ({i}) {layer!r}," for i, layer in enumerate(self.layers))
@@ -256,41 +259,44 @@ class Sequential(Trainer):
         custom_layers: Mapping[str, type] | None = None,
         source: str = "config",
     ) -> Sequential:
-        registry: dict[str, Any] = {**LAYERS, "Sequential": cls}  # stacks may nest
+        """Rebuild a stack from :meth:`config`; ``custom_layers``: extra ``{class name: class}``.
+        Stacks and containers (``containers.CONTAINERS``) nest: their children are built the same
+        way. A bad config raises ``ValueError`` naming ``source`` and the layer."""
+        registry: dict[str, Any] = {**LAYERS, **CONTAINERS, "Sequential": cls}
         registry.update(custom_layers or {})
+
+        def build(entry: Any, where: str) -> Any:
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("config"), Mapping):
+                raise ValueError(  # noqa: TRY004 - a bad file
+                    f"{where} must be {{'class': name, 'config': {{...}}}}, got {entry!r}"
+                )
+            name = entry.get("class")
+            if name not in registry:
+                raise ValueError(
+                    f"{where} has unknown class {name!r}; known classes: "
+                    f"{', '.join(sorted(registry))}"
+                )
+            layer_cls, layer_config = registry[name], dict(entry["config"])
+            if layer_cls is cls:
+                return cls.from_config(layer_config, custom_layers, where)
+            try:
+                if name in CONTAINERS and layer_cls is CONTAINERS[name]:
+                    return layer_cls.from_config(layer_config, build=build, source=where)
+                return layer_cls.from_config(layer_config)
+            except (TypeError, ValueError) as exc:
+                if str(exc).startswith(where):  # a child's error, already naming its place
+                    raise ValueError(str(exc)) from None
+                raise ValueError(
+                    f"{where} ({name}) has a bad config {layer_config!r}: {exc}"
+                ) from None
+
         entries = config.get("layers") if isinstance(config, Mapping) else None
         if not isinstance(entries, list) or not entries:
             raise ValueError(
                 f"{source}: 'layers' must be a non-empty list of {{'class', 'config'}}, got "
                 f"{entries!r}"
             )
-        layers = []
-        for i, entry in enumerate(entries):
-            if not isinstance(entry, Mapping) or not isinstance(entry.get("config"), Mapping):
-                raise ValueError(
-                    f"{source}: layer {i} must be {{'class': name, 'config': {{...}}}}, got "
-                    f"{entry!r}"
-                )  # noqa: TRY004 - a bad file
-            name = entry.get("class")
-            if name not in registry:
-                raise ValueError(
-                    f"{source}: layer {i} has unknown class {name!r}; known classes: "
-                    f"{', '.join(sorted(registry))}"
-                )
-            try:
-                if registry[name] is cls:
-                    layers.append(
-                        cls.from_config(
-                            dict(entry["config"]), custom_layers, f"{source}, layer {i}"
-                        )
-                    )
-                else:
-                    layers.append(registry[name].from_config(dict(entry["config"])))
-            except (TypeError, ValueError) as exc:
-                raise ValueError(
-                    f"{source}: layer {i} ({name}) has a bad config {dict(entry['config'])!r}: "
-                    f"{exc}"
-                ) from None
+        layers = [build(entry, f"{source}: layer {i}") for i, entry in enumerate(entries)]
         input_shape = config.get("input_shape")
         if input_shape is not None and not isinstance(input_shape, list):
             raise ValueError(f"{source}: 'input_shape' must be a list of ints, got {input_shape!r}")
@@ -301,20 +307,7 @@ class Sequential(Trainer):
 
     @staticmethod
     def _layer_entry(index: int, layer: Any) -> dict:
-        name = type(layer).__name__
-        if not hasattr(layer, "config") or not hasattr(type(layer), "from_config"):
-            raise TypeError(
-                f"Sequential: layer {index} {layer!r} has no config()/from_config, so it cannot "
-                "be saved"
-            )
-        config = layer.config()
-        try:
-            json.dumps(config)
-        except TypeError as exc:
-            raise TypeError(
-                f"Sequential: layer {index} {layer!r} has a config that is not JSON-able: {exc}"
-            ) from None
-        return {"class": name, "config": config}
+        return layer_entry(layer, f"Sequential: layer {index}")
 
     # --- shapes ------------------------------------------------------------------------------
     def check_shapes(self, input_shape: Iterable[int]) -> list[tuple[int, ...]]:
@@ -368,18 +361,16 @@ class Sequential(Trainer):
         shapes = self.check_shapes(input_shape)
         rows = [("#", "layer", "output shape", "params")]
         rows.append(("", "input", _fmt_shape(input_shape), ""))
-        total = 0
-        nbytes = 0
-        for i, (layer, shape) in enumerate(zip(self.layers, shapes)):
-            count = sum(int(p.size) for p in layer.params.values())
-            nbytes += sum(int(p.nbytes) for p in layer.params.values())
-            total += count
-            rows.append((str(i), repr(layer), _fmt_shape(shape), f"{count:,}"))
+        params = self.params.values()
+        total = sum(int(p.size) for p in params)
+        nbytes = sum(int(p.nbytes) for p in params)
+        for i, (layer, shape_in) in enumerate(zip(self.layers, [input_shape, *shapes[:-1]])):
+            rows += _summary_rows(layer, str(i), shape_in, depth=0)
         widths = [max(len(row[k]) for row in rows) for k in range(4)]
         lines = []
         for j, row in enumerate(rows):
             lines.append(
-                f"{row[0]:>{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  "
+                f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  "
                 f"{row[3]:>{widths[3]}}"
             )
             if j == 0:
@@ -473,15 +464,7 @@ class Sequential(Trainer):
     def _state_entries(self, prefix: str = "") -> dict[str, tuple[Any, dict, str]]:
         """``{key: (array, the dict holding it, its name there)}`` for every parameter and buffer.
         """
-        entries: dict[str, tuple[Any, dict, str]] = {}
-        for i, layer in enumerate(self.layers):
-            if isinstance(layer, Sequential):
-                entries.update(layer._state_entries(f"{prefix}{i}."))
-                continue
-            for holder in (layer.params, getattr(layer, "buffers", None) or {}):
-                for name in holder:
-                    entries[f"{prefix}{i}.{name}"] = (holder[name], holder, name)
-        return entries
+        return state_entries(self, prefix)
 
     # --- inference -------------------------------------------------------------------------
     def _outputs_probabilities(self) -> bool:
@@ -674,12 +657,7 @@ class Sequential(Trainer):
     def _generators(self) -> dict[str, np.random.Generator]:
         """Every Generator held by a layer (e.g. Dropout's), keyed ``"{index}.{attribute}"``; nested
         stacks included (``"{index}.{inner index}.{attribute}"``)."""
-        found = {}
-        for i, layer in enumerate(self.layers):
-            inner = layer._generators() if isinstance(layer, Sequential) else _generators(layer)
-            for name, gen in inner.items():
-                found[f"{i}.{name}"] = gen
-        return found
+        return {key: gen for key, _, _, gen in generator_slots(self)}
 
     def _generator_states(self) -> dict[str, dict]:
         return {key: gen.bit_generator.state for key, gen in self._generators().items()}
@@ -719,6 +697,23 @@ class Sequential(Trainer):
             return cls.from_config(header, custom_layers=custom_layers, source=source)
 
         return build
+
+
+def _summary_rows(
+    layer: Any, path: str, input_shape: tuple[int, ...], depth: int
+) -> list[tuple[str, str, str, str]]:
+    """The summary's rows of one layer: itself, then (for a container, indented one step per level
+    of nesting) its children, numbered by their ``state_dict`` paths such as ``3.body.0``."""
+    count = sum(int(p.size) for p in layer.params.values())
+    shape = _fmt_shape(tuple(layer.output_shape(input_shape)))
+    pad = "  " * depth
+    if not is_container(layer):
+        return [(path, pad + repr(layer), shape, f"{count:,}")]
+    rows = [(path, pad + type(layer).__name__, shape, f"{count:,}")]
+    for (name, child), child_in in zip(layer.named_children(),
+                                       layer.child_input_shapes(input_shape)):
+        rows += _summary_rows(child, f"{path}.{name}", child_in, depth + 1)
+    return rows
 
 
 def _refuse_raw_integers(x: Any, owner: str) -> None:

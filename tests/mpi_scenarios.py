@@ -27,6 +27,7 @@ from cnn_im2col import (
     MaxPool2D,
     RandomShift,
     ReLU,
+    Residual,
     Sequential,
     SoftmaxCrossEntropy,
     StepLR,
@@ -75,6 +76,19 @@ def net(bias="tied", pool=MaxPool2D, dropout=False):
     return Sequential([*layers, Dense(12, 5, dtype=np.float64, seed=3)])
 
 
+def residual_net():
+    """A residual network: an identity block, then a strided block with a projection shortcut."""
+    def conv(cin, cout, k, seed, **kw):
+        return Conv2D(cin, cout, k, dtype=np.float64, seed=seed, **kw)
+    return Sequential([
+        conv(1, 3, 3, 0, padding=1), ReLU(),
+        Residual(Sequential([conv(3, 3, 3, 1, padding=1), ReLU(), conv(3, 3, 3, 2, padding=1)])),
+        ReLU(),
+        Residual(Sequential([conv(3, 4, 3, 3, stride=2, padding=1), ReLU(), MaxPool2D(1)]),
+                 conv(3, 4, 1, 4, stride=2)),
+        ReLU(), Flatten(), Dense(100, 5, dtype=np.float64, seed=5)])
+
+
 def train(model, x, y, comm_=None, epochs=3, batch_size=8, lr=1e-2, **kwargs):
     optimizer = Adam(lr)
     kwargs.setdefault("scheduler", StepLR(optimizer, step_size=4, gamma=0.5))
@@ -119,6 +133,14 @@ def equivalence(out):
                 "val_loss_error": max(abs(a - b) for a, b in zip(h1["val_loss"], h2["val_loss"])),
                 "params_same_on_ranks": same_on_every_rank(param_bytes(parallel)),
                 "history_same_on_ranks": same_on_every_rank(h2)})
+    single, parallel = residual_net(), residual_net()
+    h1 = train(single, x, y)
+    h2 = train(parallel, x, y, comm)
+    result["cases"].append({
+        "case": "residual", "error": relative_error(parallel, single),
+        "loss_error": max(abs(a - b) for a, b in zip(h1["loss"], h2["loss"])),
+        "params_same_on_ranks": same_on_every_rank(param_bytes(parallel)),
+        "history_same_on_ranks": same_on_every_rank(h2)})
     # global batches of 1 on 2 ranks: rank 1's share is always empty
     single, parallel = net(), net()
     train(single, x[:5], y[:5], epochs=2, batch_size=1)

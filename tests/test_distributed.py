@@ -156,7 +156,8 @@ def test_two_ranks_train_like_one_process_and_refuse_mismatched_ranks(tmp_path):
         assert case.get("history_same_on_ranks", True), case
     assert {c["case"] for c in result["cases"]} >= {"tied MaxPool2D", "tied AvgPool2D",
                                                     "untied MaxPool2D",
-                                                    "untied AvgPool2D", "batch_size 1"}
+                                                    "untied AvgPool2D", "batch_size 1",
+                                                    "residual"}
     # rank 0 saw 4 of every 8 samples and 3 of the last 5 (batches of 8 over 45: 5 x 8 + 5), 3
     # epochs
     assert result["buffers"] == {"same_on_ranks": True, "updated": True, "seen": 3 * (5 * 4 + 3)}
