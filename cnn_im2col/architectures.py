@@ -6,6 +6,10 @@ adapts its first convolution, its flatten size and its last layer to them.
 - ``lenet``: :func:`lenet`, the network of ``benchmarks/bench_train.py`` (PyTorch's twin there);
 - ``vgg-bn``: :func:`vgg_bn`, 3x3 convolutions with BatchNorm2D and ReLU, 32-pool-64-64-pool,
   then a dense head; for Fashion-MNIST.
+- ``resnet20``: :func:`resnet20`, He et al. 2016's CIFAR ResNet: 3 stages of 3 basic blocks
+  (16, 32, 64 channels) with projection shortcuts where the shape changes.
+- ``mobilenetv2``: :func:`mobilenetv2`, Sandler et al. 2018's inverted residuals with a width
+  multiplier, strides adapted to small images as for CIFAR.
 
 ``build(spec, seed, input_shape, classes)`` takes one of those names or the path of a JSON file
 holding ``Sequential.config()`` (``{"layers": [{"class": ..., "config": ...}, ...]}``, built as it
@@ -24,7 +28,18 @@ from typing import Any
 import numpy as np
 
 from . import init
-from .layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from .containers import Residual
+from .layers import (
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2D,
+    MaxPool2D,
+    ReLU,
+    ReLU6,
+)
 from .model import Sequential
 
 __all__ = [
@@ -33,7 +48,9 @@ __all__ = [
     "build",
     "default_model",
     "lenet",
+    "mobilenetv2",
     "read_spec",
+    "resnet20",
     "vgg_bn",
 ]
 
@@ -149,10 +166,108 @@ def vgg_bn(
     return Sequential(layers)
 
 
+def _conv_bn(
+    cin: int, cout: int, kernel: int, stride: int, seed: int, dtype: Any, groups: int = 1
+) -> list[Any]:
+    """A convolution without bias ('same'-style padding kernel // 2) and its BatchNorm2D."""
+    return [
+        Conv2D(cin, cout, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=None,
+               dtype=dtype, seed=seed),
+        BatchNorm2D(cout, dtype=dtype),
+    ]
+
+
+def basic_block(cin: int, cout: int, stride: int, seeds: list[int], dtype: Any) -> Residual:
+    """ResNet's basic block without its final ReLU: conv3x3(stride)-BN-ReLU-conv3x3-BN, plus the
+    input (identity) or, where the shape changes, a projection: conv1x1(stride)-BN (option B)."""
+    body = Sequential([*_conv_bn(cin, cout, 3, stride, seeds[0], dtype), ReLU(),
+                       *_conv_bn(cout, cout, 3, 1, seeds[1], dtype)])
+    shortcut = None
+    if stride != 1 or cin != cout:
+        shortcut = Sequential(_conv_bn(cin, cout, 1, stride, seeds[2], dtype))
+    return Residual(body, shortcut)
+
+
+def resnet20(
+    seed: int = 0, dtype: Any = np.float32, input_shape: Any = (3, 32, 32), classes: int = 10
+) -> Sequential:
+    """He et al. 2016's ResNet-20 for small images: conv3x3(C->16)-BN-ReLU, then 3 stages of 3
+    basic blocks (16, 32, 64 channels; the first block of stages 2 and 3 halves the map with a
+    stride-2 convolution and a 1x1 projection shortcut), each block followed by ReLU, then global
+    average pooling and Dense(64->classes). 0.27 M parameters; for (1, 28, 28): maps 28, 14, 7."""
+    c, _, _, k = _check_image(input_shape, classes, "resnet20")
+    s = iter(_seeds(seed, 2 + 9 * 3))
+    layers: list[Any] = [*_conv_bn(c, 16, 3, 1, next(s), dtype), ReLU()]
+    cin = 16
+    for stage, cout in enumerate((16, 32, 64)):
+        for block in range(3):
+            stride = 2 if stage > 0 and block == 0 else 1
+            layers += [basic_block(cin, cout, stride, [next(s), next(s), next(s)], dtype), ReLU()]
+            cin = cout
+    layers += [GlobalAvgPool2D(), Dense(64, k, dtype=dtype, seed=next(s))]
+    return Sequential(layers, input_shape=input_shape)
+
+
+def _divisible(value: float, divisor: int = 8) -> int:
+    """torchvision's ``_make_divisible``: the nearest multiple of ``divisor``, never 10% below."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+def inverted_residual(
+    cin: int, cout: int, stride: int, expand: int, seeds: list[int], dtype: Any
+) -> Any:
+    """MobileNetV2's block: 1x1 expansion (x ``expand``)-BN-ReLU6 (none when ``expand`` is 1),
+    3x3 depthwise (stride)-BN-ReLU6, 1x1 projection-BN (linear); a ``Residual`` around it when the
+    stride is 1 and the channels stay, else the ``Sequential`` alone."""
+    hidden = cin * expand
+    layers: list[Any] = []
+    if expand != 1:
+        layers += [*_conv_bn(cin, hidden, 1, 1, seeds[0], dtype), ReLU6()]
+    layers += [*_conv_bn(hidden, hidden, 3, stride, seeds[1], dtype, groups=hidden), ReLU6(),
+               *_conv_bn(hidden, cout, 1, 1, seeds[2], dtype)]
+    body = Sequential(layers)
+    return Residual(body) if stride == 1 and cin == cout else body
+
+
+#: MobileNetV2's stages (expansion t, channels c, blocks n, stride s), torchvision's, with the
+#: strides of the first two stages set to 1 for small images (as CIFAR versions do)
+MOBILENETV2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                      (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+def mobilenetv2(
+    seed: int = 0, dtype: Any = np.float32, input_shape: Any = (3, 32, 32), classes: int = 10,
+    width: float = 0.5,
+) -> Sequential:
+    """Sandler et al. 2018's MobileNetV2 with the width multiplier ``width`` (channels rounded as
+    torchvision does), for small images: conv3x3(C->32w, stride 1)-BN-ReLU6, the inverted
+    residual stages of ``MOBILENETV2_STAGES`` (maps 28 -> 14 -> 7 -> 4 for (1, 28, 28)),
+    conv1x1(->1280)-BN-ReLU6, global average pooling, Dropout(0.2), Dense(1280->classes)."""
+    c, _, _, k = _check_image(input_shape, classes, "mobilenetv2")
+    if not isinstance(width, (int, float)) or not 0 < width <= 4:
+        raise ValueError(f"mobilenetv2: width must be in (0, 4], got {width!r}")
+    s = iter(_seeds(seed, 4 + 3 * sum(n for _, _, n, _ in MOBILENETV2_STAGES)))
+    cin = _divisible(32 * width)
+    layers: list[Any] = [*_conv_bn(c, cin, 3, 1, next(s), dtype), ReLU6()]
+    for expand, channels, blocks, stride in MOBILENETV2_STAGES:
+        cout = _divisible(channels * width)
+        for block in range(blocks):
+            layers.append(inverted_residual(cin, cout, stride if block == 0 else 1, expand,
+                                            [next(s), next(s), next(s)], dtype))
+            cin = cout
+    last = _divisible(1280 * max(1.0, width))
+    layers += [*_conv_bn(cin, last, 1, 1, next(s), dtype), ReLU6(), GlobalAvgPool2D(),
+               Dropout(0.2, seed=next(s)), Dense(last, k, dtype=dtype, seed=next(s))]
+    return Sequential(layers, input_shape=input_shape)
+
+
 ARCHITECTURES: dict[str, Callable[..., Sequential]] = {
     "default": default_model,
     "lenet": lenet,
     "vgg-bn": vgg_bn,
+    "resnet20": resnet20,
+    "mobilenetv2": mobilenetv2,
 }
 
 #: Settings of ``cnn-im2col train`` per architecture where they differ from the command's defaults.

@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from cnn_im2col import architectures as A
-from cnn_im2col.layers import BatchNorm2D, Conv2D
+from cnn_im2col.containers import Residual, leaves
+from cnn_im2col.layers import (
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    GlobalAvgPool2D,
+    ReLU,
+    ReLU6,
+)
 from cnn_im2col.model import Sequential
 
 
@@ -56,7 +65,8 @@ def test_build_reads_a_json_config(tmp_path):
 
 
 def test_build_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"model must be one of \['default', 'lenet', 'vgg-bn'\] "
+    with pytest.raises(ValueError, match=r"model must be one of \['default', 'lenet', "
+                                         r"'mobilenetv2', 'resnet20', 'vgg-bn'\] "
                                          r"or a \.json file holding Sequential.config\(\), "
                                          r"got 'vgg'"):
         A.build("vgg")
@@ -72,3 +82,84 @@ def test_build_errors(tmp_path):
         A.build(str(wrong))
     with pytest.raises(TypeError, match=r"model must be a name or the path of a .json file, got 3"):
         A.build(3)
+
+
+# ------------------------------------------------------------------------- residual networks
+def test_resnet20_is_he_et_al_s_cifar_network():
+    model = A.resnet20(input_shape=(3, 32, 32))
+    assert model.num_params() == 272_474  # the paper's 0.27M (projection shortcuts: option B)
+    blocks = [layer for layer in model if isinstance(layer, Residual)]
+    assert len(blocks) == 9
+    assert [b.shortcut is not None for b in blocks] == [False] * 3 + [True, False, False] * 2
+    assert model.check_shapes((3, 32, 32))[-3] == (64, 8, 8)
+    convs = [leaf for _, leaf in leaves(model) if isinstance(leaf, Conv2D)]
+    assert len(convs) == 19 + 2 and all("bias" not in c.params for c in convs)  # 19 + 2 projections
+
+
+def test_mobilenetv2_has_inverted_residuals_and_a_width_multiplier():
+    half = A.mobilenetv2(input_shape=(1, 28, 28), width=0.5)
+    full = A.mobilenetv2(input_shape=(3, 28, 28), width=1.0)
+    # the full-width network's convolutions and BatchNorms are torchvision's mobilenet_v2 (2.22M
+    # parameters besides its 1000-class head), here with a 10-class one
+    assert full.num_params() == 2_223_872 + 1280 * 10 + 10
+    assert half.num_params() < full.num_params() / 2
+    residuals = [layer for layer in full if isinstance(layer, Residual)]
+    assert len(residuals) == 10  # torchvision's: the blocks with stride 1 and equal channels
+    depthwise = [leaf for _, leaf in leaves(full)
+                 if isinstance(leaf, Conv2D) and leaf.groups == leaf.in_channels > 1]
+    assert len(depthwise) == 17
+    assert full.check_shapes((3, 28, 28))[-4] == (1280, 4, 4)
+    with pytest.raises(ValueError, match=r"mobilenetv2: width must be in \(0, 4\], got 0"):
+        A.mobilenetv2(width=0)
+
+
+def _torch_twin(layer, torch):
+    """The PyTorch module of the same structure and names as one of our layers (torchvision does
+    not load with this CPU torch; its ResNet and MobileNetV2 are these layers in this order)."""
+    nn = torch.nn
+
+    class Residual_(nn.Module):
+        def __init__(self, body, shortcut):
+            super().__init__()
+            self.body = body
+            self.shortcut = shortcut
+
+        def forward(self, x):
+            return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
+
+    class GlobalAvgPool(nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(2, 3))
+
+    if isinstance(layer, Sequential):
+        return nn.Sequential(*[_torch_twin(child, torch) for child in layer])
+    if isinstance(layer, Residual):
+        shortcut = None if layer.shortcut is None else _torch_twin(layer.shortcut, torch)
+        return Residual_(_torch_twin(layer.body, torch), shortcut)
+    if isinstance(layer, Conv2D):
+        return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                         layer.stride, layer.padding, groups=layer.groups,
+                         bias="bias" in layer.params)
+    if isinstance(layer, BatchNorm2D):
+        return nn.BatchNorm2d(layer.num_features)
+    if isinstance(layer, Dense):
+        return nn.Linear(layer.in_features, layer.out_features)
+    simple = {ReLU: nn.ReLU, ReLU6: nn.ReLU6, GlobalAvgPool2D: GlobalAvgPool, Dropout: nn.Identity}
+    return simple[type(layer)]()
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2"])
+def test_residual_architectures_equal_pytorch_twins(name):
+    torch = pytest.importorskip("torch")
+    ours = A.ARCHITECTURES[name](seed=1, dtype=np.float64, input_shape=(3, 16, 16))
+    rng = np.random.default_rng(0)
+    for key, value in ours.buffers.items():  # running statistics away from (0, 1)
+        if key.endswith(("running_mean", "running_var")):
+            value[...] = rng.uniform(0.5, 1.5, value.shape)
+    theirs = _torch_twin(ours, torch).double()
+    theirs.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in
+                            ours.state_dict().items()}, strict=True)
+    theirs.eval()
+    x = rng.standard_normal((2, 3, 16, 16))
+    expected = theirs(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(ours.predict(x), expected, rtol=1e-9, atol=1e-9)
