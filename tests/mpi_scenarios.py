@@ -17,8 +17,10 @@ import numpy as np
 from mpi4py import MPI
 
 from cnn_im2col import (
+    SGD,
     Adam,
     AvgPool2D,
+    BatchNorm2D,
     Conv2D,
     CosineAnnealingLR,
     Dense,
@@ -174,6 +176,45 @@ def equivalence(out):
     return result
 
 
+def batchnorm(out):
+    """BatchNorm2D under 2 ranks keeps per-rank statistics (as DDP): one SGD step on a batch of 8
+    equals the mean of the gradients each half of the batch gives with its own statistics, and
+    rank 0's running statistics are broadcast."""
+    x, y = data(8)
+
+    def bn_net():
+        return Sequential([Conv2D(1, 3, 3, dtype=np.float64, seed=0),
+                           BatchNorm2D(3, dtype=np.float64), ReLU(), Flatten(),
+                           Dense(192, 5, dtype=np.float64, seed=1)])
+
+    def fit(model, comm_=None):
+        model.fit(x, y, epochs=1, batch_size=8, optimizer=SGD(0.1), loss=SoftmaxCrossEntropy(),
+                  shuffle=False, progress=False, log=None, comm=comm_)
+
+    parallel, single, emulated = bn_net(), bn_net(), bn_net()
+    fit(parallel, comm)
+    fit(single)
+    loss = SoftmaxCrossEntropy()
+    grads = {k: np.zeros_like(v) for k, v in emulated.params.items()}
+    for half in (slice(0, 4), slice(4, 8)):  # each rank's share, with its own statistics
+        model = bn_net()
+        loss.forward(model.forward(x[half], training=True), y[half])
+        model.backward(loss.backward())
+        for k, g in model.grads.items():
+            grads[k] += g / 2
+        if half.start == 0:
+            running = {k: v.copy() for k, v in model.buffers.items()}  # rank 0's
+    for k, v in emulated.params.items():
+        v -= 0.1 * grads[k]
+    return {"error_vs_per_rank_statistics": relative_error(parallel, emulated),
+            "error_vs_one_process": relative_error(parallel, single),
+            "running_equal_rank_0": all(np.allclose(parallel.buffers[k], v, rtol=1e-12, atol=0)
+                                        for k, v in running.items()),
+            "params_same_on_ranks": same_on_every_rank(param_bytes(parallel)),
+            "buffers_same_on_ranks": same_on_every_rank(
+                {k: np.asarray(v).tobytes() for k, v in parallel.buffers.items()})}
+
+
 def dropout(out):
     """Dropout and augmentation under K ranks: saved for the test to compare across launches of
     different sizes (per-sample keys make the result independent of K)."""
@@ -288,6 +329,6 @@ def cli_resume(out):
 if __name__ == "__main__":
     scenario, out = sys.argv[1], Path(sys.argv[2])
     result = {"equivalence": equivalence, "resume": resume, "kill": kill, "cli-resume": cli_resume,
-              "dropout": dropout}[scenario](out)
+              "dropout": dropout, "batchnorm": batchnorm}[scenario](out)
     if rank == 0:
         (out / "result.json").write_text(json.dumps(result, indent=1))

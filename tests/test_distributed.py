@@ -178,6 +178,17 @@ def test_two_ranks_train_like_one_process_and_refuse_mismatched_ranks(tmp_path):
 
 
 @needs_mpi
+def test_batchnorm_keeps_per_rank_statistics_as_ddp_does(tmp_path):
+    """The documented choice (docs/distributed.md): each rank normalises its share with its own
+    statistics, so a step equals the mean of the halves' gradients, not one process's step."""
+    result = run_scenario("batchnorm", tmp_path)
+    assert result["error_vs_per_rank_statistics"] < 1e-12, result
+    assert result["error_vs_one_process"] > 1e-6, result
+    assert result["running_equal_rank_0"] and result["params_same_on_ranks"], result
+    assert result["buffers_same_on_ranks"], result
+
+
+@needs_mpi
 def test_interrupted_two_rank_run_resumes_bit_identical(tmp_path):
     result = run_scenario("resume", tmp_path)
     # only rank 1 asked to stop, after its 8th step: both ranks stopped after epoch 2, batch 2
