@@ -228,3 +228,15 @@ def test_profile_conv_quick_profiles_both_algorithms(tmp_path):
         idle = {"im2col": ("input transform", "output adjoint"),
                 "winograd": ("im2col", "col2im")}[algorithm]
         assert all(stages[s] > 0 for s in ran) and all(stages[s] == 0 for s in idle)
+
+
+def test_pytorch_opinfo_samples_are_never_wrong():
+    """PyTorch's OpInfo samples of conv2d, the pools, batch_norm and adaptive_avg_pool2d through
+    the layers in float64 (benchmarks/opinfo_samples.py): each passes or cannot be expressed."""
+    pytest.importorskip("torch")
+    pytest.importorskip("expecttest", reason="PyTorch's OpInfo database needs expecttest")
+    import opinfo_samples
+
+    results = opinfo_samples.run_all()
+    assert [r for r in results if r["verdict"] == "wrong"] == []
+    assert sum(r["verdict"] == "pass" for r in results) >= 165  # measured when written
