@@ -179,7 +179,8 @@ class Conv2D(Layer):
     Weight (O, C/groups, KH, KW), He-initialised from ``seed``. ``bias``: ``"tied"`` -> shape (O,),
     one per feature map; ``"untied"`` -> shape (O, OH, OW), one per output neuron (Fig. 8.1), which
     needs ``input_size`` (H, W); ``None`` -> no bias. ``padding``: int, (ph, pw), ``"valid"`` or
-    ``"same"`` (stride 1 only). ``dilation``: int or (dy, dx), the distance between kernel cells;
+    ``"same"`` (``ceil(H / stride)`` outputs: with a stride, ONNX's SAME_UPPER, the extra cell at
+    the bottom/right). ``dilation``: int or (dy, dx), the distance between kernel cells;
     ``groups``: the channels split into that many independent convolutions (``groups ==
     in_channels`` is a depthwise convolution), both with PyTorch's meaning; ``groups`` must divide
     ``in_channels`` and ``out_channels``. ``algorithm``: how the convolution becomes GEMMs,
@@ -219,8 +220,6 @@ class Conv2D(Layer):
                 )
         if isinstance(padding, str):
             check_choice(padding, "padding", ("valid", "same"), name)
-            if padding == "same" and steps != (1, 1):
-                raise ValueError(f"{name}: padding='same' needs stride 1, got stride {steps}")
             pad_config: Any = padding
         else:
             pad_config = list(pair(padding, "padding", name, minimum=0))

@@ -138,25 +138,36 @@ Padding4 = tuple[int, int, int, int]  # (top, bottom, left, right)
 
 
 def resolve_padding(
-    padding: Any, kernel: tuple[int, int], stride: tuple[int, int], owner: str = ""
+    padding: Any,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    owner: str = "",
+    size: tuple[int, int] | None = None,
 ) -> Padding4:
     """Turn ``int | (ph, pw) | "valid" | "same"`` into ``(top, bottom, left, right)``.
 
-    ``"same"`` keeps the output size equal to the input size; it needs stride 1. For an even kernel
-    the extra row/column of padding goes at the bottom/right, as in PyTorch.
+    ``"same"`` gives ``ceil(H / stride)`` outputs (``H`` for stride 1), as ONNX's ``SAME_UPPER``
+    and TensorFlow's ``"SAME"``: the padding ``max((ceil(H / s) - 1) * s + kernel - H, 0)`` is split
+    with the extra row/column at the bottom/right, as PyTorch does for stride 1 (which is all
+    PyTorch allows). With a stride it depends on the input size, so ``size`` (H, W) is needed.
     """
     if isinstance(padding, str):
         check_choice(padding, "padding", ("valid", "same"), owner)
         if padding == "valid":
             return (0, 0, 0, 0)
-        if stride != (1, 1):
+        if stride == (1, 1):
+            (kh, kw) = kernel
+            top, left = (kh - 1) // 2, (kw - 1) // 2
+            return (top, kh - 1 - top, left, kw - 1 - left)
+        if size is None:
             raise ValueError(
-                f"{_prefix(owner)}padding='same' needs stride 1, got stride {stride}; "
-                "use an explicit padding with strides > 1"
+                f"{_prefix(owner)}padding='same' with stride {stride} depends on the input size"
             )
-        (kh, kw) = kernel
-        top, left = (kh - 1) // 2, (kw - 1) // 2
-        return (top, kh - 1 - top, left, kw - 1 - left)
+        pads = []
+        for n, k, s in zip(size, kernel, stride):
+            total = max((-(-n // s) - 1) * s + k - n, 0)
+            pads += [total // 2, total - total // 2]
+        return (pads[0], pads[1], pads[2], pads[3])
     ph, pw = pair(padding, "padding", owner, minimum=0)
     return (ph, ph, pw, pw)
 
@@ -305,9 +316,9 @@ def dilated_geometry(
     owner: str,
 ) -> WindowGeometry:
     """The geometry of a (dilated) kernel: its span ``dil*(k - 1) + 1`` must fit the padded input,
-    and ``"same"`` pads the span as PyTorch does (the extra cell at the bottom/right)."""
+    and ``"same"`` pads the span (``resolve_padding``: the extra cell at the bottom/right)."""
     span = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
-    pads = resolve_padding(padding, span, stride, owner)
+    pads = resolve_padding(padding, span, stride, owner, size=(height, width))
     what = (
         "kernel"
         if dilation == (1, 1)

@@ -121,10 +121,6 @@ def test_same_padding_with_even_kernel_pads_bottom_right():
             r"padding must be one of \('valid', 'same'\), got 'half'",
         ),
         (
-            lambda: im2col(np.zeros((1, 1, 3, 3)), 2, stride=2, padding="same"),
-            r"padding='same' needs stride 1",
-        ),
-        (
             lambda: im2col(np.zeros((1, 1, 3, 3)), 2, backend="cuda"),
             r"backend must be one of \('numba', 'numpy'\), got 'cuda'",
         ),

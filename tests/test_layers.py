@@ -231,11 +231,6 @@ def test_backward_before_forward_is_a_clear_error(layer):
             r"Conv2D: padding must be one of \('valid', 'same'\)",
         ),
         (
-            lambda: Conv2D(1, 2, 3, stride=2, padding="same"),
-            ValueError,
-            r"Conv2D: padding='same' needs stride 1",
-        ),
-        (
             lambda: Conv2D(1, 2, 3, bias="shared"),
             ValueError,
             r"Conv2D: bias must be one of \('tied', 'untied', None\), got 'shared'",
@@ -750,3 +745,31 @@ def test_adaptive_average_pooling_is_pytorchs_and_passes_the_gradient_check(size
     ty.backward(torch.tensor(dout))
     np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(layer.backward(dout), tx.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("size, stride, kernel, dilation", [
+    ((7, 8), 2, 3, 1), ((9, 4), (3, 2), (5, 2), 1), ((5, 6), 2, 3, 2), ((8, 8), 4, 2, 1)])
+def test_strided_same_padding_is_ceil_of_size_over_stride_with_the_extra_cell_at_the_end(
+        size, stride, kernel, dilation):
+    """Conv2D(padding="same", stride > 1): ONNX's SAME_UPPER, equal to padding the input by hand
+    (the extra row/column at the bottom/right) and a valid convolution; gradient-checked."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, *size))
+    layer = Conv2D(3, 4, kernel, stride=stride, padding="same", dilation=dilation,
+                   dtype=np.float64, seed=1)
+    s = (stride, stride) if isinstance(stride, int) else stride
+    k = (kernel, kernel) if isinstance(kernel, int) else kernel
+    pads = []
+    for n, kk, ss in zip(size, k, s):
+        span = dilation * (kk - 1) + 1
+        total = max((-(-n // ss) - 1) * ss + span - n, 0)
+        pads.append((total // 2, total - total // 2))
+    valid = Conv2D(3, 4, kernel, stride=stride, dilation=dilation, dtype=np.float64)
+    valid.params["weight"][...] = layer.params["weight"]
+    valid.params["bias"][...] = layer.params["bias"]
+    expected = valid.forward(np.pad(x, ((0, 0), (0, 0), *pads)))
+    y = layer.forward(x)
+    assert y.shape[2:] == (-(-size[0] // s[0]), -(-size[1] // s[1]))
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    assert layer.output_shape((3, *size)) == y.shape[1:]
+    check_layer(layer, x[:1].copy())

@@ -75,7 +75,11 @@ def test_resolve_padding():
     assert resolve_padding("same", (3, 3), (1, 1)) == (1, 1, 1, 1)  # Exercise E8.7 (ii)
     assert resolve_padding("same", (4, 1), (1, 1)) == (1, 2, 0, 0)
     assert resolve_padding((1, 2), (3, 3), (2, 2)) == (1, 1, 2, 2)
-    with pytest.raises(ValueError, match=r"padding='same' needs stride 1, got stride \(1, 2\)"):
+    # strided: ceil(H / s) outputs, the extra cell at the end (ONNX's SAME_UPPER, TF's "SAME")
+    assert resolve_padding("same", (3, 3), (2, 2), size=(7, 8)) == (1, 1, 0, 1)
+    assert resolve_padding("same", (1, 1), (2, 2), size=(5, 5)) == (0, 0, 0, 0)
+    assert resolve_padding("same", (5, 2), (3, 2), size=(9, 4)) == (1, 1, 0, 0)
+    with pytest.raises(ValueError, match=r"Conv2D: padding='same' with stride \(1, 2\) depends"):
         resolve_padding("same", (3, 3), (1, 2), "Conv2D")
 
 

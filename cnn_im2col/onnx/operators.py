@@ -258,7 +258,8 @@ def _export_conv(g: Graph, layer: Conv2D, name: str, in_shape: tuple) -> None:
     g.cast_to(weight.dtype, name)
     dilation = tuple(layer.dilation)
     pads = resolve_padding(
-        layer.padding, _span(layer.kernel_size, dilation), layer.stride, repr(layer)
+        layer.padding, _span(layer.kernel_size, dilation), layer.stride, repr(layer),
+        size=tuple(in_shape[-2:]),
     )
     inputs = [g.constant(f"{name}.weight", weight)]
     if layer.bias_mode == "tied":
@@ -479,10 +480,12 @@ def _auto_pad(
     odd = kernel[0] % 2 == 1 and kernel[1] % 2 == 1
     if allow_same and stride == (1, 1) and (mode == "SAME_UPPER" or (mode == "SAME_LOWER" and odd)):
         return resolve_padding("same", kernel, stride)
+    if allow_same and mode == "SAME_UPPER":
+        return "same"  # strided: pads that depend on the input size, as Conv2D(padding="same")
     raise reader.fail(
         node,
         f"auto_pad {mode!r} (stride {list(stride)}, kernel {list(kernel)})",
-        "NOTSET, VALID, and for Conv with stride 1 SAME_UPPER (SAME_LOWER for odd kernels)",
+        "NOTSET, VALID, and for Conv SAME_UPPER (SAME_LOWER with stride 1 and odd kernels)",
     )
 
 
@@ -523,9 +526,11 @@ def _import_conv(reader: Reader, node: Any) -> None:
         )
     span = _span(kernel, dilation)  # what auto_pad and "same" pad: the dilated kernel's extent
     pads = _auto_pad(reader, node, attrs, span, stride, pads, allow_same=True)
-    top, bottom, left, right = pads
-    if (top, left) == (bottom, right):
-        padding: Any = (top, left)
+    top, bottom, left, right = (0, 0, 0, 0) if pads == "same" else pads
+    if pads == "same":
+        padding: Any = "same"
+    elif (top, left) == (bottom, right):
+        padding = (top, left)
     elif stride == (1, 1) and pads == resolve_padding("same", span, stride):
         padding = "same"
     else:

@@ -106,6 +106,25 @@ def test_import_conv_auto_pad_and_bias_added_after():
     assert model.layers[1].bias_mode == "untied" and model.layers[1].input_size == [5, 5]
 
 
+@pytest.mark.parametrize("size, stride, kernel", [((7, 8), (2, 2), 3), ((9, 5), (3, 2), (5, 2)),
+                                                  ((6, 6), (2, 2), 1), ((4, 9), (1, 3), 3)])
+def test_import_and_export_strided_same_upper_like_onnxruntime(size, stride, kernel, tmp_path):
+    """ONNX's SAME_UPPER with strides (TensorFlow's "SAME"): ceil(H / s) outputs, the extra padding
+    at the end; imported as Conv2D(padding="same"), and exported back with its explicit pads."""
+    k = (kernel, kernel) if isinstance(kernel, int) else kernel
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], strides=list(stride),
+                              auto_pad="SAME_UPPER")]
+    proto = make_model(nodes, {"w": rand(3, 2, *k)}, [2, *size])
+    model = assert_imports_like_onnxruntime(proto, (2, *size))
+    assert model.layers[0].padding == "same"
+    out = model.check_shapes((2, *size))[-1]
+    assert out == (3, -(-size[0] // stride[0]), -(-size[1] // stride[1]))
+    x = rand(2, 2, *size, seed=4)
+    path = tmp_path / "same.onnx"
+    cx.export(model, path, input_shape=(2, *size))
+    np.testing.assert_allclose(run_ort(str(path), x), model.forward(x), rtol=TOL, atol=TOL)
+
+
 def test_import_pools_and_flatten_f():
     nodes = [
         helper.make_node(
@@ -454,8 +473,9 @@ def batch_norm_node(
             r"node 'conv1' \(Conv\): asymmetric pads .*supported: symmetric pads",
         ),
         (
-            conv_node(strides=[2, 2], auto_pad="SAME_UPPER"),
-            r"auto_pad 'SAME_UPPER' \(stride \[2, 2\].*supported: NOTSET",
+            conv_node(strides=[2, 2], auto_pad="SAME_LOWER"),
+            r"auto_pad 'SAME_LOWER' \(stride \[2, 2\].*supported: NOTSET, VALID, and for Conv "
+            r"SAME_UPPER",
         ),
         (
             make_model(
