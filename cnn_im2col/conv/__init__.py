@@ -207,8 +207,9 @@ def conv2d_forward(
 
     ``bias``: ``None``; tied, shape (O,), one per feature map; or untied, shape (O, OH, OW), one per
     output neuron (Fig. 8.1). ``stride``, ``dilation``: int or pair. ``padding``: int, (ph, pw),
-    ``"valid"`` or ``"same"`` (stride 1 only; with dilation, as PyTorch). ``groups``: the channels
-    split into that many independent convolutions (PyTorch's meaning; it must divide C and O).
+    ``"valid"`` or ``"same"`` (``ceil(H / stride)`` outputs, the extra cell at the end).
+    ``groups``: the channels split into that many independent convolutions (PyTorch's meaning; it
+    must divide C and O).
     ``relu=True``: the output is ReLU(conv), computed in the same pass (a fused Conv2D -> ReLU).
     ``x`` is cast to the weight's dtype (float32 or float64).
     Returns ``out`` (N, O, OH, OW), C-contiguous, and the cache for ``conv2d_backward``.

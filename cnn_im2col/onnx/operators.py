@@ -43,7 +43,8 @@ have another dtype than the tensor arriving gets a ``Cast`` first, as the engine
 What is read
 ------------
 ``Conv`` (any ``group`` dividing the output channels, any ``dilations``; symmetric pads or the pads
-of ``"same"``; ``auto_pad`` NOTSET, VALID, SAME_UPPER, and SAME_LOWER for odd kernel spans),
+of ``"same"``; ``auto_pad`` NOTSET, VALID, SAME_UPPER (any stride), and SAME_LOWER for stride 1
+and odd kernel spans),
 ``Conv`` + ``Add`` of a constant (a bias: (O, 1, 1) tied, (O, OH, OW) untied), ``Relu``,
 ``Sigmoid``, ``Tanh``, ``MaxPool`` / ``AveragePool`` (ceil_mode 0, dilations 1, symmetric pads of
 at most half the window; ``count_include_pad`` 0 or 1), an ``AveragePool`` + ``Mul`` by a
