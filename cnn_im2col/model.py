@@ -182,7 +182,7 @@ class Sequential(Trainer):
         Adjacent built-in layers that compute faster together (Conv2D -> ReLU, ReLU -> MaxPool2D)
         run as one fused block (``blocks.py``), with the same outputs and gradients. ``x`` is
         checked once, by the first step; the others run unchecked on their layers' plans."""
-        steps = self._steps = _blocks.plan(self.layers)
+        steps = self._planned_steps()
         x = steps[0].forward(x, training)  # the one check of x, where it enters
         with finite_scans_skipped():
             for step in steps[1:]:
@@ -490,8 +490,23 @@ class Sequential(Trainer):
                 f"{owner}: x must be a batch (N, ...) with at least 2 dimensions, "
                 f"got shape {x.shape}"
             )
-        self.check_shapes(x.shape[1:])
+        key = (x.shape[1:], self._layers_key())
+        if key not in self.__dict__.setdefault("_checked_shapes", set()):
+            self.check_shapes(x.shape[1:])  # once per input shape and stack of layers
+            self._checked_shapes.add(key)
         return x
+
+    def _layers_key(self) -> tuple[int, ...]:
+        """What the cached plans depend on: the layer objects, in order (a user may replace one)."""
+        return tuple(id(layer) for layer in self.layers)
+
+    def _planned_steps(self) -> list:
+        """The fused steps of ``blocks.plan``, made again only when the layers changed."""
+        key = self._layers_key()
+        if self.__dict__.get("_steps_key") != key:
+            self._steps = _blocks.plan(self.layers)
+            self._steps_key = key
+        return self._steps
 
     def _outputs(self, x: np.ndarray, batch_size: int) -> Iterable[np.ndarray]:
         """The network's outputs in inference mode, batch by batch."""
