@@ -240,3 +240,14 @@ def test_pytorch_opinfo_samples_are_never_wrong():
     results = opinfo_samples.run_all()
     assert [r for r in results if r["verdict"] == "wrong"] == []
     assert sum(r["verdict"] == "pass" for r in results) >= 165  # measured when written
+
+
+def test_bench_inference_quick_compares_with_onnxruntime(tmp_path):
+    pytest.importorskip("onnxruntime")
+    run_script("bench_inference.py", "--quick", "--out", str(tmp_path))
+    data = json.loads((tmp_path / "inference.json").read_text())
+    rows = data["results"]
+    assert [(r["network"], r["batch"]) for r in rows] == [("vgg-bn", 1), ("vgg-bn", 64)]
+    for r in rows:
+        assert r["output_relative_error"] < 1e-4  # the same numbers as onnxruntime
+        assert r["ms"]["ours"] > 0 and r["ms"]["ort"] > 0 and is_number(r["ratio"])
