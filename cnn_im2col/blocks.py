@@ -18,6 +18,11 @@ cache and calls the engine's strategy code itself. The layers stay in ``Sequenti
   maximum).
 - ``LayerStep``: any other layer, alone.
 
+At inference without a backward to follow (``predict``, ``evaluate``), :func:`inference_plan`
+first folds each Conv2D -> BatchNorm2D pair (running statistics) into one convolution, as
+onnxruntime and PyTorch's ``fuse_conv_bn_eval`` do: weight * s and (bias - mean) * s + beta, with
+s = gamma / sqrt(var + eps), so a following ReLU (and MaxPool2D) fuses into its epilogue too.
+
 Only these exact classes are fused (a subclass may change ``forward``), so users' layers and the
 layer protocol work as before. A layer inside a block is not run by itself: its own ``forward``
 cache is left as it was, and its ``backward`` alone says it has not run.
@@ -35,7 +40,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .conv import ConvCache, conv2d_backward
-from .layers import LAYERS, Conv2D, MaxPool2D, ReLU
+from .layers import LAYERS, BatchNorm2D, Conv2D, MaxPool2D, ReLU
 from .pooling import (
     MaxPoolCache,
     max_pool2d,
@@ -76,6 +81,12 @@ class LayerStep:
             return self.layer.backward(dout, input_grad=False)
         return self.layer.backward(dout)
 
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Inference with no backward to follow: a container's own ``infer`` (its bodies folded
+        too), else ``run``."""
+        infer = getattr(self.layer, "infer", None)
+        return infer(x) if infer is not None else self.run(x, False)
+
 
 class _Block:
     """What the fused blocks share: their layers, indices, cache and repr."""
@@ -90,6 +101,9 @@ class _Block:
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward() called before forward(); run forward first")
         return self._cache
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return self.run(x, False)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(repr(layer) for layer in self.layers)})"
@@ -227,6 +241,61 @@ class ReLUPool(_Block):
 
 
 Step = LayerStep | ConvReLU | ConvReLUPool | ReLUPool
+
+
+def foldable(conv: Any, norm: Any) -> bool:
+    """Whether ``conv -> norm`` folds into one convolution at inference: exact classes, running
+    statistics in use, and a tied bias or none (a folded convolution always has a tied bias)."""
+    return (type(conv) is Conv2D and type(norm) is BatchNorm2D and norm.track_running_stats
+            and conv.bias_mode != "untied" and norm.num_features == conv.out_channels)
+
+
+class Fold(NamedTuple):
+    """A Conv2D -> BatchNorm2D pair and the convolution that stands for both at inference."""
+
+    conv: Conv2D
+    norm: BatchNorm2D
+    folded: Conv2D
+
+    def refresh(self) -> None:
+        """Write the pair's current parameters and running statistics into ``folded`` (in place,
+        so its plans stay): weight * s and (bias - mean) * s + beta, s = gamma / sqrt(var + eps),
+        computed in float64."""
+        running = self.norm.buffers
+        if (running["running_var"] < 0).any():  # as BatchNorm2D itself refuses it
+            raise ValueError(f"{self.norm!r}: var must be >= 0, got min "
+                             f"{running['running_var'].min()}")
+        scale = 1.0 / np.sqrt(running["running_var"].astype(np.float64) + self.norm.eps)
+        shift = -running["running_mean"].astype(np.float64) * scale
+        if "weight" in self.norm.params:
+            gamma = self.norm.params["weight"].astype(np.float64)
+            scale, shift = scale * gamma, shift * gamma + self.norm.params["bias"]
+        bias = self.conv.params.get("bias")
+        if bias is not None:
+            shift = shift + bias.astype(np.float64) * scale
+        weight = self.folded.params["weight"]
+        np.multiply(self.conv.params["weight"], scale[:, None, None, None], out=weight,
+                    casting="unsafe")
+        self.folded.params["bias"][...] = shift
+
+
+def inference_plan(layers: list[Any]) -> tuple[list[Step], list[Fold]]:
+    """The steps of a stack for inference with no backward to follow, and the folds whose
+    ``refresh`` must run before each use (the parameters may have been trained since)."""
+    folds: list[Fold] = []
+    inference_layers: list[Any] = []
+    i = 0
+    while i < len(layers):
+        if i + 1 < len(layers) and foldable(layers[i], layers[i + 1]):
+            conv = layers[i]
+            config = {**conv.config(), "bias": "tied", "seed": 0}
+            folds.append(Fold(conv, layers[i + 1], Conv2D.from_config(config)))
+            inference_layers.append(folds[-1].folded)
+            i += 2
+        else:
+            inference_layers.append(layers[i])
+            i += 1
+    return plan(inference_layers), folds
 
 
 def plan(layers: list[Any]) -> list[Step]:

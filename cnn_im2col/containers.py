@@ -126,7 +126,7 @@ def _check_child(child: Any, what: str, owner: str) -> Any:
 # ------------------------------------------------------------------------------- containers
 class Container:
     """What the containers share: the layer protocol over named children, the boundary check,
-    config and repr. A subclass defines ``named_children``, ``output_shape``, ``run`` and
+    config and repr. A subclass defines ``named_children``, ``output_shape``, ``_join`` and
     ``backward``."""
 
     def named_children(self) -> list[tuple[str, Any]]:
@@ -155,6 +155,19 @@ class Container:
     __call__ = forward
 
     def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """``forward`` on ``x`` already checked: the children, then their join; keeps what
+        ``backward`` needs."""
+        y, self._cache = self._join(x, self._forward_children(x, training))
+        return y
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Inference with no backward to follow (``predict``, ``evaluate``): each child's own
+        ``infer`` where it has one (a ``Sequential`` folds its Conv2D -> BatchNorm2D pairs), and
+        nothing kept for a backward."""
+        return self._join(x, self._forward_children(x, False, infer=True))[0]
+
+    def _join(self, x: np.ndarray, outputs: list[np.ndarray]) -> tuple[np.ndarray, Any]:
+        """The block's output from its children's, and what its ``backward`` needs."""
         raise NotImplementedError
 
     def _children_shapes(self, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -171,7 +184,9 @@ class Container:
                 ) from None
         return shapes
 
-    def _forward_children(self, x: np.ndarray, training: bool) -> list[np.ndarray]:
+    def _forward_children(
+        self, x: np.ndarray, training: bool, infer: bool = False
+    ) -> list[np.ndarray]:
         # plan once: the shapes of a new input shape are checked before anything runs, so a block
         # whose branches do not rejoin is named with every branch's shape
         checked = self.__dict__.setdefault("_checked_shapes", set())
@@ -183,6 +198,9 @@ class Container:
             checked.add(x.shape[1:])
         # x was checked where it entered: the children skip the NaN/Inf scan of their input
         with finite_scans_skipped():
+            if infer:
+                return [child.infer(x) if callable(getattr(child, "infer", None))
+                        else child.forward(x, training=False) for _, child in self.named_children()]
             return [child.forward(x, training=training) for _, child in self.named_children()]
 
     def _cached(self) -> Any:
@@ -250,13 +268,11 @@ class Residual(Container):
             )
         return body
 
-    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        outputs = self._forward_children(x, training)
+    def _join(self, x: np.ndarray, outputs: list[np.ndarray]) -> tuple[np.ndarray, Any]:
         body = outputs[0]
         shortcut = outputs[1] if self.shortcut is not None else x
         y = np.add(body, shortcut, dtype=np.result_type(body, shortcut))
-        self._cache = (x.shape, x.dtype, y.shape, y.dtype)
-        return y
+        return y, (x.shape, x.dtype, y.shape, y.dtype)
 
     def backward(self, dout: Any) -> np.ndarray:
         x_shape, x_dtype, y_shape, y_dtype = self._cached()
@@ -322,11 +338,9 @@ class Concat(Container):
             )
         return (sum(s[0] for s in shapes), *shapes[0][1:])
 
-    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        outputs = self._forward_children(x, training)
+    def _join(self, x: np.ndarray, outputs: list[np.ndarray]) -> tuple[np.ndarray, Any]:
         y = np.concatenate(outputs, axis=1)
-        self._cache = (x.shape, x.dtype, y.shape, y.dtype, [o.shape[1] for o in outputs])
-        return y
+        return y, (x.shape, x.dtype, y.shape, y.dtype, [o.shape[1] for o in outputs])
 
     def backward(self, dout: Any) -> np.ndarray:
         x_shape, x_dtype, y_shape, y_dtype, channels = self._cached()
@@ -381,11 +395,10 @@ class Gate(Container):
             )
         return input_shape
 
-    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        (g,) = self._forward_children(x, training)
+    def _join(self, x: np.ndarray, outputs: list[np.ndarray]) -> tuple[np.ndarray, Any]:
+        (g,) = outputs
         y = np.multiply(x, g, dtype=np.result_type(x, g))
-        self._cache = (x, g, y.shape, y.dtype)
-        return y
+        return y, (x, g, y.shape, y.dtype)
 
     def backward(self, dout: Any) -> np.ndarray:
         x, g, y_shape, y_dtype = self._cached()

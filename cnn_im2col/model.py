@@ -509,9 +509,30 @@ class Sequential(Trainer):
         return self._steps
 
     def _outputs(self, x: np.ndarray, batch_size: int) -> Iterable[np.ndarray]:
-        """The network's outputs in inference mode, batch by batch."""
+        """The network's outputs in inference mode, batch by batch (``x`` checked): as ``forward``,
+        with each Conv2D -> BatchNorm2D pair folded into one convolution (``infer``)."""
         for start in range(0, x.shape[0], batch_size):
-            yield self.forward(x[start : start + batch_size], training=False)
+            out = self.infer(x[start : start + batch_size])
+            _check_finite(out, "output", "the input", "Sequential.predict")
+            yield out
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Inference on ``x`` already checked (a batch, finite), with no backward to follow: the
+        steps of ``blocks.inference_plan``, Conv2D -> BatchNorm2D pairs folded into one
+        convolution whose parameters are refreshed from the pair on every call (outputs equal to
+        ``forward(x)`` to rounding). Nested stacks and containers fold their own."""
+        key = self._layers_key()
+        if self.__dict__.get("_inference_key") != key:
+            self._inference = _blocks.inference_plan(self.layers)
+            self._inference_key = key
+        steps, folds = self._inference
+        for fold in folds:
+            fold.refresh()
+        with finite_scans_skipped():
+            x = steps[0].forward(x, False)  # its shape and channel checks (the scan was done)
+            for step in steps[1:]:
+                x = step.infer(x)
+        return x
 
     @uses_engine_blas
     def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:

@@ -8,9 +8,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cnn_im2col import blocks, conv
+from cnn_im2col.containers import Residual
 from cnn_im2col.conv import winograd
 from cnn_im2col.gradcheck import check_layer
-from cnn_im2col.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Tanh
+from cnn_im2col.layers import (
+    AvgPool2D,
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Flatten,
+    MaxPool2D,
+    ReLU,
+    Tanh,
+)
 from cnn_im2col.model import Sequential
 
 
@@ -339,3 +349,70 @@ def test_a_layer_alone_checks_its_input_and_a_new_shape_gets_a_new_plan():
         ValueError, match=r"Dense\(4, 2\): x must have shape \(N, 4\), got \(1, 9\)"
     ):
         model.forward(np.ones((1, 1, 3, 3)))
+
+
+# ------------------------------------------------------------------ inference: Conv2D -> BN folded
+@pytest.mark.parametrize("name", ["vgg-bn", "resnet20", "mobilenetv2"])
+def test_predict_folds_batch_norm_into_the_convolution_and_equals_forward(name):
+    """predict (no backward follows) runs each Conv2D -> BatchNorm2D pair as one convolution; in
+    float64 its outputs equal forward(training=False)'s to rounding, after training steps too (the
+    fold is refreshed from the pair on every call)."""
+    from cnn_im2col import SGD, SoftmaxCrossEntropy
+    from cnn_im2col.architectures import build
+
+    model = build(name, seed=2, input_shape=(3, 16, 16), classes=4)
+    model = Sequential.from_config(_as_float64(model.config()))  # the same layers, in float64
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 3, 16, 16))
+    y = rng.integers(0, 4, 6)
+    for round_ in range(2):
+        for key, value in model.buffers.items():
+            if key.endswith("running_var"):
+                value[...] = rng.uniform(0.5, 2.0, value.shape)
+            elif key.endswith("running_mean"):
+                value[...] = rng.normal(0, 0.5, value.shape)
+        np.testing.assert_allclose(model.predict(x), model.forward(x), rtol=1e-10, atol=1e-12)
+        model.fit(x, y, epochs=1, batch_size=3, optimizer=SGD(0.01), loss=SoftmaxCrossEntropy(),
+                  progress=False, log=None)
+    steps, folds = model._inference
+    if name == "vgg-bn":
+        assert len(folds) == 3 and [s.kind for s in steps[:2]] == ["conv_relu_pool", "conv_relu"]
+    else:
+        # the stem (and MobileNetV2's last 1x1); the blocks fold inside their own stacks
+        assert len(folds) == {"resnet20": 1, "mobilenetv2": 2}[name]
+        nested = [leaf for leaf in model.layers if isinstance(leaf, (Residual, Sequential))]
+        body = nested[0].body if isinstance(nested[0], Residual) else nested[0]
+        assert body._inference[1]  # folded in the body too
+
+
+def _as_float64(config):
+    """A model config with every layer in float64."""
+    if isinstance(config, dict):
+        return {k: ("float64" if k == "dtype" else _as_float64(v)) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_as_float64(v) for v in config]
+    return config
+
+
+@pytest.mark.parametrize("bias, affine, track", [("tied", True, True), (None, False, True),
+                                                 ("tied", True, False)])
+def test_fold_cases_bias_affine_and_batch_statistics(bias, affine, track):
+    rng = np.random.default_rng(1)
+    conv = Conv2D(3, 5, 3, padding=1, bias=bias, dtype=np.float64, seed=0)
+    norm = BatchNorm2D(5, affine=affine, track_running_stats=track, dtype=np.float64)
+    if affine:
+        norm.params["weight"][...] = rng.uniform(0.5, 2, 5)
+        norm.params["bias"][...] = rng.normal(size=5)
+    if bias:
+        conv.params["bias"][...] = rng.normal(size=5)
+    if track:
+        norm.buffers["running_mean"][...] = rng.normal(size=5)
+        norm.buffers["running_var"][...] = rng.uniform(0.5, 2, 5)
+    model = Sequential([conv, norm, ReLU(), MaxPool2D(2)])
+    x = rng.standard_normal((4, 3, 8, 8))
+    np.testing.assert_allclose(model.predict(x), model.forward(x), rtol=1e-10, atol=1e-12)
+    assert len(model._inference[1]) == (1 if track else 0)  # batch statistics do not fold
+    if track:
+        norm.buffers["running_var"][0] = -1.0
+        with pytest.raises(ValueError, match=r"BatchNorm2D\(5.*var must be >= 0"):
+            model.predict(x)
