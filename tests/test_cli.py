@@ -418,7 +418,10 @@ def test_train_model_from_json_and_bad_model(idx_dir, tmp_path, capsys):
     assert cli.main(train_args(idx_dir, tmp_path / "bad", "--model", "resnet")) == 2
     err = capsys.readouterr().err
     assert (
-        err.startswith("cnn-im2col: error: model must be one of ['default', 'lenet', 'vgg-bn']")
+        err.startswith(
+            "cnn-im2col: error: model must be one of "
+            "['default', 'lenet', 'mobilenetv2', 'resnet20', 'vgg-bn']"
+        )
         and "'resnet'" in err
     )
     assert not (tmp_path / "bad").exists()  # refused before any data is read or anything written
