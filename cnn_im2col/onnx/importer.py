@@ -1,12 +1,17 @@
-"""ONNX import: a chain-shaped ONNX graph (such as ``torch.onnx.export`` of an ``nn.Sequential``)
-as a :class:`~cnn_im2col.model.Sequential`.
+"""ONNX import: an ONNX graph (such as ``torch.onnx.export`` of a ResNet, a MobileNet or a
+SqueezeNet) as a :class:`~cnn_im2col.model.Sequential`, its branches as containers.
 
-What is read: a chain: one graph input, one output, and every node taking the previous node's
-output (plus initializers, ``Constant`` nodes or ``Identity`` nodes of those), in the default ONNX
-domain, FLOAT or DOUBLE input. Each node is read by the importer its operator has in the operator
-table (:mod:`.operators`, which lists what each one accepts). Anything else is a ``ValueError``
-naming the node, its operator and what is supported; an unreadable file is a ``ValueError`` naming
-the file. Files are parsed by the ``onnx`` package (protobuf), never unpickled.
+What is read: one graph input and one output, FLOAT or DOUBLE, in the default ONNX domain; the
+nodes between them form chains (each node reading the one computed tensor before it, plus
+initializers, ``Constant`` nodes or ``Identity`` nodes of those) and forks whose branches rejoin
+at one node: ``Add`` or ``Sum`` of two branches (a :class:`~cnn_im2col.containers.Residual`, one
+branch the identity or both computed), ``Mul`` of a tensor and a branch computed from it (a
+:class:`~cnn_im2col.containers.Gate`, squeeze-and-excitation) or ``Concat`` on the channel axis (a
+:class:`~cnn_im2col.containers.Concat`). Branches nest. Each node of a chain is read by the
+importer its operator has in the operator table (:mod:`.operators`, which lists what each one
+accepts). Anything else is a ``ValueError`` naming the node, its operator and what is supported;
+an unreadable file is a ``ValueError`` naming the file. Files are parsed by the ``onnx`` package
+(protobuf), never unpickled.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from ..containers import Concat, Gate, Residual
+from ..layers import Identity
 from ..model import Sequential
 from .operators import CLASS_NAMES_KEY, IMPORTERS, Reader, onnx_package
 
@@ -52,8 +59,7 @@ def _per_sample_shape(value_info: Any) -> tuple[int, ...] | None:
 
 
 def from_onnx(proto: Any, source: str = "ONNX model") -> Sequential:
-    """A ``Sequential`` from an ``onnx.ModelProto`` of a chain-shaped graph (see the module
-    docstring)."""
+    """A ``Sequential`` from an ``onnx.ModelProto`` (see the module docstring for what is read)."""
     onnx = onnx_package()
     graph = proto.graph
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
@@ -96,29 +102,14 @@ def from_onnx(proto: Any, source: str = "ONNX model") -> Sequential:
             constants[node.output[0]] = constants[node.input[0]]
         else:
             nodes.append(node)
-    chain = _chain(nodes, constants, inputs[0].name, graph.output[0].name, source)
-    reader = Reader(onnx, source, chain, constants, opset, _per_sample_shape(inputs[0]))
-    while reader.position < len(chain):
-        node = chain[reader.position]
-        reader.position += 1
-        importer = IMPORTERS.get(node.op_type)
-        if importer is None:
-            raise reader.fail(node, "this operator cannot be imported", ", ".join(IMPORTERS))
-        try:
-            importer(reader, node)
-        except ValueError as exc:
-            if str(exc).startswith(source):
-                raise
-            raise ValueError(f"{reader.label(node)}: {exc}") from None
-        except (TypeError, KeyError, IndexError) as exc:  # a malformed node the checker let through
-            raise ValueError(
-                f"{reader.label(node)}: cannot be read ({type(exc).__name__}: {exc})"
-            ) from None
-    if not reader.layers:
+    walk = _Walk(onnx, source, nodes, constants, opset, inputs[0].name, graph.output[0].name)
+    layers, _ = walk.read(inputs[0].name, _per_sample_shape(inputs[0]))
+    walk.check_every_node_read()
+    if not layers:
         raise ValueError(
             f"{source}: the graph computes nothing (only Identity nodes): no layer to import"
         )
-    model = Sequential(reader.layers)
+    model = Sequential(layers)
     shape = _per_sample_shape(inputs[0])
     if shape is not None:
         with contextlib.suppress(ValueError):  # a shape the layers cannot take: leave it unknown
@@ -134,62 +125,209 @@ def from_onnx(proto: Any, source: str = "ONNX model") -> Sequential:
     return model
 
 
-def _chain(nodes: list, constants: dict, first: str, last: str, source: str) -> list:
-    """The nodes in order from the input ``first`` to the output ``last``, each consuming the one
-    before (plus constants); anything else (a branch, a node off the chain) is a ValueError."""
-    consumers: dict[str, list] = {}
-    produced = {first, *(name for node in nodes for name in node.output)}
-    for node in nodes:
-        for name in node.input:
-            if name and name not in constants:
-                consumers.setdefault(name, []).append(node)
+def _label(node: Any) -> str:
+    return f"node {node.name!r} ({node.op_type})" if node.name else f"a {node.op_type} node"
 
-    def label(node: Any) -> str:
-        return f"node {node.name!r} ({node.op_type})" if node.name else f"a {node.op_type} node"
 
-    chain, tensor = [], first
-    while tensor != last:
-        users = consumers.get(tensor, [])
-        if len(users) != 1:
-            what = (
-                "no node reads it"
-                if not users
-                else f"{len(users)} nodes read it ({', '.join(label(n) for n in users)}): a branch"
-            )
-            raise ValueError(
-                f"{source}: tensor {tensor!r}: {what}; supported: a chain, each node's output "
-                f"read by the next node only"
-            )
-        node = users[0]
-        computed = [name for name in node.input if name and name not in constants]
-        unknown = [name for name in computed if name not in produced]
-        if unknown:
-            raise ValueError(
-                f"{source}: {label(node)} reads {unknown}, which no node computes and no "
-                f"initializer or Constant holds"
-            )
-        if computed != [tensor]:
-            raise ValueError(
-                f"{source}: {label(node)} reads the tensors {computed}: the graph branches and "
-                f"joins; supported: a chain, each node reading one computed tensor"
-            )
-        for extra in node.output[1:]:  # e.g. Dropout's mask, MaxPool's indices
-            if extra and (extra in consumers or extra == last):
+#: How a node that reads two or more computed tensors rejoins the branches of a fork.
+JOINS = (
+    "Add or Sum of 2 tensors (Residual), Mul of a tensor and a branch of it (Gate), Concat on "
+    "axis 1"
+)
+
+
+class _Walk:
+    """Reads the graph from its input to its output as a tree of layers and containers.
+
+    A run of nodes each reading the one computed tensor before it is a chain, read by the operator
+    table's importers (:class:`.operators.Reader`). A tensor read by several nodes is a fork: each
+    branch is read on from its first node until it reaches a node that reads two or more computed
+    tensors, a join; every branch must reach the same join, which reads exactly the branches' ends
+    (a branch that is the fork's tensor itself is the identity). The join makes the container:
+    ``Add`` / ``Sum`` a :class:`~cnn_im2col.containers.Residual`, ``Mul`` a
+    :class:`~cnn_im2col.containers.Gate`, ``Concat`` a :class:`~cnn_im2col.containers.Concat`.
+    Branches nest (a squeeze-and-excitation gate inside a residual body).
+    """
+
+    def __init__(self, onnx: Any, source: str, nodes: list, constants: dict, opset: int,
+                 first: str, last: str) -> None:
+        self.onnx, self.source, self.nodes = onnx, source, nodes
+        self.constants, self.opset, self.last = constants, opset, last
+        self.read_nodes: set[int] = set()
+        self.consumers: dict[str, list] = {}
+        produced = {first, *(name for node in nodes for name in node.output)}
+        for node in nodes:
+            computed = self.computed(node)
+            unknown = [name for name in computed if name not in produced]
+            if unknown:
                 raise ValueError(
-                    f"{source}: {label(node)}: its second output {extra!r} is used; supported: "
-                    f"only the first output of each node"
+                    f"{source}: {_label(node)} reads {unknown}, which no node computes and no "
+                    f"initializer or Constant holds"
                 )
-        if node in chain:
-            raise ValueError(f"{source}: {label(node)} is reached twice: the graph has a cycle")
-        chain.append(node)
-        tensor = node.output[0]
-    if len(chain) != len(nodes):
-        off = [label(n) for n in nodes if n not in chain]
-        raise ValueError(
-            f"{source}: {', '.join(off)} are not on the path from the input to the output; "
-            f"supported: a chain"
-        )
-    return chain
+            if len(set(computed)) != len(computed):
+                raise ValueError(
+                    f"{source}: {_label(node)} reads the same tensor twice ({computed}); "
+                    f"supported: joins of different branches ({JOINS})"
+                )
+            for name in computed:
+                self.consumers.setdefault(name, []).append(node)
+
+    def computed(self, node: Any) -> list[str]:
+        """The node's inputs that the graph computes (not initializers or Constants)."""
+        return [name for name in node.input if name and name not in self.constants]
+
+    def _visit(self, node: Any) -> None:
+        if id(node) in self.read_nodes:
+            raise ValueError(f"{self.source}: {_label(node)} is reached twice: the graph has a "
+                             f"cycle")
+        self.read_nodes.add(id(node))
+        for extra in node.output[1:]:  # e.g. Dropout's mask, MaxPool's indices
+            if extra and (extra in self.consumers or extra == self.last):
+                raise ValueError(
+                    f"{self.source}: {_label(node)}: its second output {extra!r} is used; "
+                    f"supported: only the first output of each node"
+                )
+
+    def read(self, tensor: str, shape: tuple | None, first: Any = None,
+             ) -> tuple[list, tuple | None]:
+        """The layers from ``tensor`` to the graph's output, and the output's per-sample shape."""
+        layers, join, _, shape = self._read(tensor, shape, first)
+        if join is not None:
+            raise ValueError(
+                f"{self.source}: {_label(join)} reads the tensors {self.computed(join)}, which do "
+                f"not all branch from one tensor; supported: branches from one tensor that rejoin "
+                f"at one node ({JOINS})"
+            )
+        return layers, shape
+
+    def _read(self, tensor: str, shape: tuple | None, first: Any = None,
+              ) -> tuple[list, Any, str, tuple | None]:
+        """Read on from ``tensor`` (through ``first``, if given, as its only reader) until the
+        graph's output or a join: (layers, the join or None, the tensor reaching it, its shape)."""
+        layers, chain = [], []
+        while True:
+            users = [first] if first is not None else self.consumers.get(tensor, [])
+            first = None
+            if tensor == self.last and not users:
+                more, shape = self._import(chain, shape)
+                return layers + more, None, tensor, shape
+            if not users:
+                raise ValueError(
+                    f"{self.source}: tensor {tensor!r}: no node reads it and it is not the graph's "
+                    f"output; supported: every tensor leading to the output"
+                )
+            if tensor == self.last:
+                raise ValueError(
+                    f"{self.source}: the output {tensor!r} is also read by "
+                    f"{', '.join(_label(n) for n in users)}; supported: an output no node reads"
+                )
+            if len(users) == 1 and len(self.computed(users[0])) == 1:
+                self._visit(users[0])
+                chain.append(users[0])
+                tensor = users[0].output[0]
+                continue
+            more, shape = self._import(chain, shape)
+            layers, chain = layers + more, []
+            if len(users) == 1:  # a join of branches that forked before this run
+                return layers, users[0], tensor, shape
+            container, tensor, shape = self._fork(tensor, users, shape)
+            layers.append(container)
+
+    def _import(self, chain: list, shape: tuple | None) -> tuple[list, tuple | None]:
+        """The layers of a chain of nodes, read by the operator table, and the per-sample shape
+        after them."""
+        reader = Reader(self.onnx, self.source, chain, self.constants, self.opset, shape)
+        while reader.position < len(chain):
+            node = chain[reader.position]
+            reader.position += 1
+            importer = IMPORTERS.get(node.op_type)
+            if importer is None:
+                raise reader.fail(node, "this operator cannot be imported", ", ".join(IMPORTERS))
+            try:
+                importer(reader, node)
+            except ValueError as exc:
+                if str(exc).startswith(self.source):
+                    raise
+                raise ValueError(f"{reader.label(node)}: {exc}") from None
+            except (TypeError, KeyError, IndexError) as exc:  # a malformed node the checker let by
+                raise ValueError(
+                    f"{reader.label(node)}: cannot be read ({type(exc).__name__}: {exc})"
+                ) from None
+        return reader.layers, reader.shape
+
+    def _fork(self, tensor: str, users: list, shape: tuple | None) -> tuple[Any, str, Any]:
+        """Read the branches from ``tensor`` to their join; (the container, the join's output,
+        its shape)."""
+        ends, joins = [], []  # per branch: (the tensor reaching the join, the branch's layers)
+        for user in users:
+            if len(self.computed(user)) > 1:  # the join itself reads the fork: an identity branch
+                ends.append((tensor, []))
+                joins.append(user)
+                continue
+            layers, join, end, _ = self._read(tensor, shape, user)
+            if join is None:
+                raise ValueError(
+                    f"{self.source}: tensor {tensor!r} branches to {len(users)} nodes and one "
+                    f"branch, through {_label(user)}, ends at the graph's output; supported: "
+                    f"branches that rejoin ({JOINS})"
+                )
+            ends.append((end, layers))
+            joins.append(join)
+        join = joins[0]
+        if any(j is not join for j in joins):
+            names = ", ".join(dict.fromkeys(_label(j) for j in joins))
+            raise ValueError(
+                f"{self.source}: the branches from tensor {tensor!r} rejoin at different nodes "
+                f"({names}); supported: branches that rejoin at one node ({JOINS})"
+            )
+        self._visit(join)
+        computed = self.computed(join)
+        by_end = dict(ends)
+        if sorted(computed) != sorted(by_end):
+            raise ValueError(
+                f"{self.source}: {_label(join)} reads {computed}, not exactly the {len(users)} "
+                f"branches from tensor {tensor!r}; supported: a join of the branches of one fork "
+                f"({JOINS})"
+            )
+        branches = [by_end[name] for name in computed]  # in the join's input order
+        container = self._container(join, branches, None if shape is None else len(shape) + 1)
+        if shape is not None:
+            try:
+                shape = tuple(int(s) for s in container.output_shape(shape))
+            except ValueError as exc:
+                raise ValueError(f"{self.source}: {_label(join)}: {exc}") from None
+        return container, join.output[0], shape
+
+    def _container(self, join: Any, branches: list[list], rank: int | None) -> Any:
+        """The container the join ``join`` makes of its branches (each a list of layers, [] for
+        the identity), in the join's input order; ``rank``: of the tensors joined, if known."""
+        reader = Reader(self.onnx, self.source, [join], self.constants, self.opset, None)
+        op = join.op_type
+        identity = [i for i, layers in enumerate(branches) if not layers]
+        if op in ("Add", "Sum") and len(branches) == 2 and len(identity) < 2:
+            reader.attributes(join, {})
+            body, shortcut = sorted(branches, key=lambda layers: not layers)  # identity last
+            return Residual(Sequential(body), Sequential(shortcut) if shortcut else None)
+        if op == "Mul" and len(branches) == 2 and len(identity) == 1:
+            reader.attributes(join, {})
+            return Gate(Sequential(branches[1 - identity[0]]))
+        if op == "Concat" and len(branches) >= 2:
+            axis = reader.attributes(join, {"axis": None})["axis"]
+            if axis is not None and axis < 0 and rank is not None:
+                axis += rank
+            if axis != 1:
+                raise reader.fail(join, f"axis {axis}", "Concat on axis 1, the channels")
+            return Concat([Sequential(layers or [Identity()]) for layers in branches])
+        what = f"{len(branches)} branches, {len(identity)} of them the identity"
+        raise reader.fail(join, f"joins {what}", JOINS)
+
+    def check_every_node_read(self) -> None:
+        off = [_label(n) for n in self.nodes if id(n) not in self.read_nodes]
+        if off:
+            raise ValueError(
+                f"{self.source}: {', '.join(off)} are not on the path from the input to the "
+                f"output; supported: nodes that lead from the input to the output"
+            )
 
 
 def load(path: str | os.PathLike) -> Sequential:

@@ -34,7 +34,13 @@ LeakyReLU                       ``LeakyRelu`` (alpha = negative_slope)
 Identity                        ``Identity``
 Normalization                   ``BatchNormalization``: scale 1, B 0, the mean, var std**2 - eps
 Dropout                         ``Dropout`` with its ratio and no ``training_mode``: the identity
+AdaptiveAvgPool2D               ``GlobalAveragePool`` for output (1, 1); ``AveragePool`` with
+                                kernel = stride = (H / OH, W / OW) where those divide; else refused
 Sequential (nested)             its layers, in line; initializer names ``"{i}.{j}.weight"``
+Residual                        the body and the shortcut from the same tensor (the identity: the
+                                tensor itself), then ``Add``; names ``"{i}.body.{j}.weight"``
+Concat                          each branch from the same tensor, then ``Concat(axis=1)``
+Gate                            the gate from the tensor, then ``Mul(tensor, gate)``
 ==============================  ===============================================================
 
 Initializers are named as :meth:`Sequential.state_dict` names the arrays. A layer whose parameters
@@ -55,10 +61,13 @@ momentum = 1 - ``momentum``, the running statistics from mean and var and ``num_
 0 (ONNX does not carry it); ``GlobalAveragePool`` followed by ``Flatten(axis=1)`` or ``Reshape``
 to (N, -1) (a ``GlobalAvgPool2D``), ``Flatten(axis=1)``, ``Reshape`` to (N, -1), ``Transpose``
 [0, 1, 3, 2] + ``Flatten`` (Flatten order "F"), ``Gemm`` (transA 0), ``MatMul`` (+ ``Add``),
-``Softmax`` over axis 1, ``Clip`` (0, 6) as ``ReLU6``, ``HardSigmoid`` (alpha 1/6, beta 1/2),
-``HardSwish``, ``LeakyRelu``, ``Dropout``, ``Identity`` (dropped). Initializers become the layers'
-parameters, in their dtype (float32 or float64). Anything else is a ``ValueError`` naming the
-node, its operator and what is supported.
+``GlobalAveragePool`` alone (an ``AdaptiveAvgPool2D(1)``: (N, C, 1, 1), as in a squeeze-and-
+excitation gate), ``Softmax`` over axis 1, ``Clip`` (0, 6) as ``ReLU6``, ``HardSigmoid`` (alpha
+1/6, beta 1/2), ``HardSwish``, ``LeakyRelu``, ``Dropout``, ``Identity`` (dropped). Initializers
+become the layers' parameters, in their dtype (float32 or float64). Anything else is a
+``ValueError`` naming the node, its operator and what is supported. The forks and joins between
+chains (``Add``, ``Sum``, ``Mul``, ``Concat`` of computed tensors) are read by the importer's walk
+of the graph (:mod:`.importer`), which makes them containers.
 
 The functions write into a :class:`Graph` and read from a :class:`Reader`, the two contexts the
 drivers (:func:`.export.to_onnx`, :func:`.importer.from_onnx`) build. The third-party ``onnx``
@@ -73,8 +82,10 @@ from typing import Any
 
 import numpy as np
 
+from ..containers import Concat, Gate, Residual
 from ..functional import conv2d_output_shape
 from ..layers import (
+    AdaptiveAvgPool2D,
     AvgPool2D,
     BatchNorm2D,
     Conv2D,
@@ -148,6 +159,25 @@ class Graph:
         )
         self.tensor = output
         return output
+
+    def join(self, op: str, tensors: list[tuple[str, np.dtype]], name: str, **attributes: Any
+             ) -> None:
+        """Append ``op`` of several computed tensors (each (name, dtype)), cast first to their
+        common dtype as NumPy would promote them; its output becomes the current tensor."""
+        dtype = np.dtype(self.force) if self.force is not None else np.result_type(
+            *(d for _, d in tensors))
+        inputs = []
+        for i, (tensor, tensor_dtype) in enumerate(tensors):
+            if tensor_dtype != dtype:
+                self.tensor, self.dtype = tensor, tensor_dtype
+                self.cast_to(dtype, f"{name}.{i}")
+                tensor = self.tensor
+            inputs.append(tensor)
+        output = f"{name}:{op.lower()}"
+        self.nodes.append(
+            self.onnx.helper.make_node(op, inputs, [output], name=f"{name}:{op}", **attributes)
+        )
+        self.tensor, self.dtype = output, dtype
 
     def cast_to(self, dtype: np.dtype, name: str) -> None:
         """A ``Cast`` if the current tensor is not ``dtype`` (a layer casts its input to its own
@@ -368,6 +398,61 @@ def _export_batch_norm(g: Graph, layer: BatchNorm2D, name: str, in_shape: tuple)
 def _export_global_avg_pool(g: Graph, layer: GlobalAvgPool2D, name: str, in_shape: tuple) -> None:
     g.add("GlobalAveragePool", name=name)  # (N, C, 1, 1)
     g.add("Flatten", name=name, axis=1)  # (N, C), as the layer's output
+
+
+def _export_adaptive_avg_pool(g: Graph, layer: AdaptiveAvgPool2D, name: str, in_shape: tuple
+                              ) -> None:
+    """``GlobalAveragePool`` for output (1, 1); an ``AveragePool`` whose kernel and stride are
+    (H / OH, W / OW) where those divide (the same windows); other sizes have no ONNX operator."""
+    _, height, width = in_shape
+    out_h, out_w = layer.output_size
+    if (out_h, out_w) == (1, 1):
+        g.add("GlobalAveragePool", name=name)
+    elif height % out_h == 0 and width % out_w == 0:
+        window = [height // out_h, width // out_w]
+        g.add("AveragePool", name=name, kernel_shape=window, strides=window)
+    else:
+        raise ValueError(
+            f"cnn_im2col.onnx.export: layer {name} {layer!r} pools {height}x{width} to "
+            f"{out_h}x{out_w}, windows of different sizes that no ONNX operator computes; "
+            f"exportable: output (1, 1), or sizes that divide the input's"
+        )
+
+
+def _write_child(g: Graph, child: Any, name: str, in_shape: tuple) -> tuple[str, np.dtype]:
+    """Write one child of a container from the current tensor: (its output tensor, dtype)."""
+    if isinstance(child, Sequential):
+        write_chain(g, child, f"{name}.", in_shape)
+    else:
+        _exporter(child, name)(g, child, name, in_shape)
+    return g.tensor, g.dtype
+
+
+def _export_residual(g: Graph, layer: Residual, name: str, in_shape: tuple) -> None:
+    """``Add(body(x), shortcut(x))``, the shortcut being ``x`` itself when it is the identity."""
+    start = (g.tensor, g.dtype)
+    body = _write_child(g, layer.body, f"{name}.body", in_shape)
+    shortcut = start
+    if layer.shortcut is not None:
+        g.tensor, g.dtype = start
+        shortcut = _write_child(g, layer.shortcut, f"{name}.shortcut", in_shape)
+    g.join("Add", [body, shortcut], name)
+
+
+def _export_concat(g: Graph, layer: Concat, name: str, in_shape: tuple) -> None:
+    """``Concat(axis=1)`` of the branches, each written from the block's input."""
+    start, outputs = (g.tensor, g.dtype), []
+    for i, branch in enumerate(layer.branches):
+        g.tensor, g.dtype = start
+        outputs.append(_write_child(g, branch, f"{name}.branches.{i}", in_shape))
+    g.join("Concat", outputs, name, axis=1)
+
+
+def _export_gate(g: Graph, layer: Gate, name: str, in_shape: tuple) -> None:
+    """``Mul(x, gate(x))``, the gate's output broadcast over ``x``."""
+    start = (g.tensor, g.dtype)
+    gate = _write_child(g, layer.gate, f"{name}.gate", in_shape)
+    g.join("Mul", [start, gate], name)
 
 
 def _export_flatten(g: Graph, layer: Flatten, name: str, in_shape: tuple) -> None:
@@ -687,16 +772,13 @@ def _import_batch_norm(reader: Reader, node: Any) -> None:
 
 def _import_global_avg_pool(reader: Reader, node: Any) -> None:
     """``GlobalAveragePool`` + ``Flatten`` / ``Reshape`` to (N, -1): the (N, C) of
-    GlobalAvgPool2D."""
+    GlobalAvgPool2D; alone, the (N, C, 1, 1) of ``AdaptiveAvgPool2D(1)``."""
     reader.attributes(node, {})
     following = reader.nodes[reader.position] if reader.position < len(reader.nodes) else None
     if following is None or following.op_type not in ("Flatten", "Reshape"):
-        raise reader.fail(
-            node,
-            "not followed by Flatten / Reshape"
-            + ("" if following is None else f" (followed by {following.op_type})"),
-            "GlobalAveragePool followed by Flatten(axis=1) or Reshape to (N, -1) (GlobalAvgPool2D)",
-        )
+        # (N, C, 1, 1) kept, as in a squeeze-and-excitation gate
+        reader.add_layer(node, AdaptiveAvgPool2D(1))
+        return
     if reader.shape is not None:
         if len(reader.shape) != 3:
             raise reader.fail(node, f"input of per-sample shape {reader.shape}", "(C, H, W) input")
@@ -952,7 +1034,15 @@ OPERATORS: tuple[Operator, ...] = (
         _export_global_avg_pool,
         {"GlobalAveragePool": _import_global_avg_pool},
     ),
+    Operator(
+        AdaptiveAvgPool2D, ("GlobalAveragePool", "AveragePool"), _export_adaptive_avg_pool, {}
+    ),
     Operator(Sequential, (), _export_sequential, {}),  # nested: its layers, in line
+    # containers: their children from the same tensor, then the join; read back by the importer's
+    # walk of the graph (forks and joins), not by a row
+    Operator(Residual, ("Add",), _export_residual, {}),
+    Operator(Concat, ("Concat",), _export_concat, {}),
+    Operator(Gate, ("Mul",), _export_gate, {}),
 )
 
 #: layer class -> exporter, read by :func:`write_chain`
@@ -970,11 +1060,17 @@ def write_chain(g: Graph, model: Sequential, prefix: str, input_shape: tuple) ->
     row's exporter; a layer without one is a ValueError naming it and the exportable layers."""
     shapes = [input_shape, *model.check_shapes(input_shape)]
     for i, layer in enumerate(model.layers):
-        exporter = EXPORTERS.get(type(layer))
-        if exporter is None:
-            known = ", ".join(cls.__name__ for cls in EXPORTERS)
-            raise ValueError(
-                f"cnn_im2col.onnx.export: layer {prefix}{i} {layer!r} ({type(layer).__name__}) "
-                f"cannot be exported to ONNX; exportable layers: {known}"
-            )
-        exporter(g, layer, f"{prefix}{i}", shapes[i])
+        _exporter(layer, f"{prefix}{i}")(g, layer, f"{prefix}{i}", shapes[i])
+
+
+def _exporter(layer: Any, name: str) -> Callable[[Graph, Any, str, tuple], None]:
+    """The exporter of ``layer``'s row; a layer without one is a ValueError naming it and the
+    exportable layers."""
+    exporter = EXPORTERS.get(type(layer))
+    if exporter is None:
+        known = ", ".join(cls.__name__ for cls in EXPORTERS)
+        raise ValueError(
+            f"cnn_im2col.onnx.export: layer {name} {layer!r} ({type(layer).__name__}) "
+            f"cannot be exported to ONNX; exportable layers: {known}"
+        )
+    return exporter
