@@ -6,6 +6,8 @@ module with its forward/backward pair, its cache type and its Numba kernels:
 - ``conv/im2col.py``: im2col + GEMM, any kernel, stride, padding, dilation and groups; with
   ``backend="numpy"`` its slow twin (stride tricks and NumPy's matmul);
 - ``conv/depthwise.py``: direct kernels for ``groups == C == O`` (no im2col matrix);
+- ``conv/pointwise.py``: a 1x1 kernel without padding or groups, one GEMM per sample from NCHW
+  into NCHW (no im2col matrix, no layout passes);
 - ``conv/winograd.py``: F(4x4, 3x3) or F(2x2, 5x5) for 3x3 or 5x5 kernels with stride 1,
   dilation 1 and groups 1, when ``algorithm="auto"`` finds it worthwhile or ``"winograd"`` asks.
 
@@ -34,7 +36,7 @@ from ..shapes import (
     dilated_geometry,
     pair,
 )
-from . import depthwise, im2col, winograd
+from . import depthwise, im2col, pointwise, winograd
 
 # how a "numba" convolution is lowered to GEMMs: "auto" picks (see ``choose``)
 ALGORITHMS = ("auto", "im2col", "winograd")
@@ -42,6 +44,8 @@ ALGORITHMS = ("auto", "im2col", "winograd")
 # groups == in_channels == out_channels: the direct kernels (conv/depthwise.py) instead of one GEMM
 # per channel (that module's docstring has the measurement)
 _DEPTHWISE_DIRECT = True
+# 1x1 kernels without padding or groups: one GEMM per sample (conv/pointwise.py) instead of im2col
+_POINTWISE_DIRECT = True
 
 # "auto" takes Winograd when both channel counts, both output sides and the batch's output pixels
 # per map (N*OH*OW) reach these. Below them, the transforms' passes over the data and the GEMMs'
@@ -65,10 +69,14 @@ AUTO_MIN_PIXELS = 512
 _STRATEGY_OF_CACHE = {
     im2col.Im2colCache: im2col,
     depthwise.DepthwiseCache: depthwise,
+    pointwise.PointwiseCache: pointwise,
     winograd.WinogradCache: winograd,
 }
 
-ConvCache = im2col.Im2colCache | depthwise.DepthwiseCache | winograd.WinogradCache
+ConvCache = (
+    im2col.Im2colCache | depthwise.DepthwiseCache | pointwise.PointwiseCache
+    | winograd.WinogradCache
+)
 
 
 class ConvPlan(NamedTuple):
@@ -91,12 +99,15 @@ def choose(
 ) -> ModuleType:
     """The strategy for a convolution of ``batch`` samples of ``in_channels`` channels with a weight
     of ``weight_shape`` and geometry ``g`` (arguments already validated): depthwise where groups ==
-    C == O (numba), Winograd where ``algorithm`` asks for it or ``"auto"`` finds it applies and pays
+    C == O (numba), pointwise for a 1x1 kernel without padding, dilation or groups (numba),
+    Winograd where ``algorithm`` asks for it or ``"auto"`` finds it applies and pays
     (``winograd_pays``: at least 8 input and output channels, an output of at least 4x4 and
     512 output pixels per map in the batch), im2col elsewhere. Raises if ``"winograd"`` cannot."""
     use_winograd = _use_winograd(algorithm, backend, weight_shape, g, groups, owner, batch)
     if backend == "numba" and _DEPTHWISE_DIRECT and groups == in_channels == weight_shape[0] > 1:
         return depthwise
+    if backend == "numba" and _POINTWISE_DIRECT and pointwise.supports(weight_shape, g, groups):
+        return pointwise
     return winograd if use_winograd else im2col
 
 

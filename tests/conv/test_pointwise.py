@@ -1,0 +1,104 @@
+"""The pointwise strategy (a 1x1 kernel: one GEMM per sample, NCHW in and out) equals the im2col
+path and the oracle, strided or not, with and without the fused ReLU, and passes a float64
+finite-difference check; ``choose`` takes it for exactly the convolutions it supports."""
+
+import numpy as np
+import pytest
+from conftest import in_memory_order, tolerance
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cnn_im2col import conv
+from cnn_im2col import functional as F
+from cnn_im2col.conv.pointwise import PointwiseCache
+from cnn_im2col.gradcheck import check_function
+from conv.cases import oracle_conv
+
+
+@st.composite
+def pointwise_cases(draw):
+    n, c, o = draw(st.integers(1, 5)), draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    h, w = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    oh, ow = h, w
+    bias_mode = draw(st.sampled_from(["tied", "untied", None]))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    order = draw(st.sampled_from(["C", "F", "strided"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    weight = rng.standard_normal((o, c, 1, 1)).astype(dtype)
+    bias = {"tied": rng.standard_normal(o), "untied": rng.standard_normal((o, oh, ow)), None: None}[
+        bias_mode
+    ]
+    bias = None if bias is None else bias.astype(dtype)
+    dout = rng.standard_normal((n, o, oh, ow)).astype(dtype)
+    return x, weight, bias, bias_mode, dout, order
+
+
+@given(case=pointwise_cases(), relu=st.booleans(), input_grad=st.booleans())
+def test_pointwise_equals_the_im2col_path_and_the_oracle(case, relu, input_grad):
+    x, weight, bias, bias_mode, dout, order = case
+    rtol, atol = tolerance(x.dtype)
+    results = []
+    with pytest.MonkeyPatch.context() as patch:
+        for direct in (True, False):
+            patch.setattr(conv, "_POINTWISE_DIRECT", direct)
+            out, cache = F.conv2d_forward(in_memory_order(x, order), weight, bias, relu=relu)
+            assert isinstance(cache, PointwiseCache) == direct
+            results.append((out, *F.conv2d_backward(dout, cache, input_grad=input_grad)))
+    ref_out, ref_dx, ref_dw = oracle_conv(x, weight, bias, (1, 1), (0, 0), (1, 1), 1, dout)
+    if not relu:
+        np.testing.assert_allclose(results[0][0], ref_out, rtol, atol)
+        np.testing.assert_allclose(results[0][2], ref_dw, rtol, atol)
+        if input_grad:
+            np.testing.assert_allclose(results[0][1], ref_dx, rtol, atol)
+    for a, b in zip(*results):
+        if a is None:
+            assert b is None
+        else:
+            assert a.dtype == b.dtype == x.dtype
+            np.testing.assert_allclose(a, b, rtol, atol)
+
+
+@pytest.mark.parametrize("bias_mode", ["tied", "untied", None])
+@pytest.mark.parametrize("batch", [1, 40])  # 40 samples of 4x4 maps: the channel-major weight grad
+def test_pointwise_gradcheck_float64(bias_mode, batch):
+    rng = np.random.default_rng(5)
+    h, w = (16, 17) if batch == 1 else (4, 4)  # maps of at least, and of fewer than, 256 pixels
+    x = rng.standard_normal((batch, 4, h, w))
+    weight = rng.standard_normal((5, 4, 1, 1))
+    bias = {"tied": rng.standard_normal(5), "untied": rng.standard_normal((5, h, w)),
+            None: None}[bias_mode]
+    state = {}
+    for index, (name, value) in enumerate((("x", x), ("weight", weight), ("bias", bias))):
+        if value is None:
+            continue
+
+        def forward(v, name=name):
+            args = {"x": x, "weight": weight, "bias": bias, name: v}
+            out, state["cache"] = F.conv2d_forward(args["x"], args["weight"], args["bias"],
+                                                   relu=True)
+            assert isinstance(state["cache"], PointwiseCache)
+            return out
+
+        check_function(
+            forward, lambda d, index=index: F.conv2d_backward(d, state["cache"])[index], value
+        )
+
+
+@pytest.mark.parametrize(
+    "kernel, kw, pointwise",
+    [
+        ((1, 1), {}, True),
+        ((1, 1), {"stride": 2}, False),
+        ((1, 1), {"padding": 1}, False),
+        ((1, 1), {"groups": 2}, False),
+        ((1, 2), {}, False),
+        ((1, 1), {"backend": "numpy"}, False),
+    ],
+)
+def test_choose_takes_pointwise_for_unpadded_ungrouped_1x1_kernels(kernel, kw, pointwise):
+    x = np.ones((2, 4, 5, 5), np.float32)
+    groups = kw.get("groups", 1)
+    weight = np.ones((6, 4 // groups, *kernel), np.float32)
+    _, cache = F.conv2d_forward(x, weight, **kw)
+    assert isinstance(cache, PointwiseCache) == pointwise
