@@ -22,6 +22,14 @@ from ..arrays import unsigned as _u
 from ..arrays import valid_range as _valid_range
 from ..shapes import WindowGeometry
 
+# Output maps of at most this many pixels are computed channels-last (vectors over the channels);
+# larger ones row by row (vectors along a row). Measured 2026-12-03, AMD EPYC (AVX2), 2 threads,
+# float32 3x3 forward, channels-last / rows ms, (N, C, H=W, stride): (64, 96, 32, 1) 21.7 / 8.9;
+# (32, 64, 32, 1) 6.1 / 2.8; (64, 96, 16, 1) 2.6 / 3.6; (64, 144, 16, 2) 2.8 / 3.3; (64, 192, 8,
+# 1) 0.96 / 2.9; (64, 480, 4, 1) 0.81 / 3.2; (64, 960, 2, 1) 0.44 / 4.0; (1, 192, 8, 1) 0.058 /
+# 0.083; (1, 96, 16, 1) 0.090 / 0.088
+_CHANNELS_LAST_MAX_PLANE = 256
+
 
 class DepthwiseCache(NamedTuple):
     """What backward needs of a depthwise convolution."""
@@ -78,6 +86,55 @@ def depthwise_forward(x, w, sy, sx, dy, dx, pt, pl, bias, relu, out):
                     for ow in range(ow_count):
                         if not dst[oh, ow] > 0:
                             dst[oh, ow] = 0.0
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"contract"})
+def depthwise_forward_channels_last(x, w, sy, sx, dy, dx, pt, pl, bias, relu, out):
+    """``depthwise_forward`` with the channels innermost: for maps so small that a row of one map
+    is shorter than a vector loop's start-up, each sample is copied into a zero-padded (PH, PW, C)
+    scratch and each output position's C values are computed as vectors over the channels, then
+    written back to NCHW with the bias and the ReLU (as oneDNN and XNNPACK lay out depthwise
+    convolutions). Same arguments and result as ``depthwise_forward``.
+    """
+    n_count, c_count, height, width = x.shape
+    kh, kw = w.shape[1], w.shape[2]
+    oh_count, ow_count = out.shape[2], out.shape[3]
+    ph_count = (oh_count - 1) * sy + (kh - 1) * dy + 1  # the padded rows the windows read
+    pw_count = (ow_count - 1) * sx + (kw - 1) * dx + 1
+    pad = np.zeros((ph_count, pw_count, c_count), dtype=x.dtype)  # borders stay 0 for every n
+    acc = np.empty((oh_count, ow_count, c_count), dtype=x.dtype)
+    wt = np.empty((kh, kw, c_count), dtype=x.dtype)
+    for c in range(c_count):
+        for i in range(kh):
+            for j in range(kw):
+                wt[i, j, c] = w[c, i, j]
+    untied = bias.shape[1] > 1
+    row_lo, row_hi = pt, min(pt + height, ph_count)
+    col_lo, col_hi = pl, min(pl + width, pw_count)
+    for n in range(n_count):
+        for r in range(row_lo, row_hi):
+            for q in range(col_lo, col_hi):
+                cell = pad[r, q]
+                for c in range(c_count):
+                    cell[c] = x[n, c, r - pt, q - pl]
+        for oh in range(oh_count):
+            for ow in range(ow_count):
+                a = acc[oh, ow]
+                for c in range(c_count):
+                    a[c] = bias[c, oh * ow_count + ow] if untied else bias[c, 0]
+                for i in range(kh):
+                    src_row = pad[oh * sy + i * dy]
+                    for j in range(kw):
+                        src = src_row[ow * sx + j * dx]
+                        wv = wt[i, j]
+                        for c in range(c_count):
+                            a[c] += wv[c] * src[c]
+        for c in range(c_count):
+            dst = out[n, c]
+            for oh in range(oh_count):
+                for ow in range(ow_count):
+                    v = acc[oh, ow, c]
+                    dst[oh, ow] = v if (v > 0 or not relu) else 0.0
 
 
 @nb.njit(cache=True, nogil=True)
@@ -155,8 +212,13 @@ def forward(
     w3 = np.ascontiguousarray(weight[:, 0])
     slices = cache_slices(n, x[0].nbytes * 4)
 
+    kernel = (
+        depthwise_forward_channels_last if g.oh * g.ow <= _CHANNELS_LAST_MAX_PLANE
+        else depthwise_forward
+    )
+
     def direct(s: slice) -> None:
-        depthwise_forward(x[s], w3, g.sy, g.sx, g.dy, g.dx, g.top, g.left, bias2, relu, out[s])
+        kernel(x[s], w3, g.sy, g.sx, g.dy, g.dx, g.top, g.left, bias2, relu, out[s])
         if then is not None:
             then(s, out[s])
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from cnn_im2col import conv
 from cnn_im2col import functional as F
+from cnn_im2col.conv import depthwise
 from cnn_im2col.conv.depthwise import DepthwiseCache
 from cnn_im2col.gradcheck import check_function
 from conv.cases import grouped_dilated_cases, oracle_conv
@@ -89,3 +90,19 @@ def test_depthwise_gradcheck_float64(bias_mode):
         check_function(
             forward, lambda d, index=index: F.conv2d_backward(d, state["cache"])[index], value
         )
+
+
+@given(case=depthwise_cases(), relu=st.booleans())
+def test_channels_last_forward_equals_the_row_kernel(monkeypatch_module, case, relu):
+    """Small maps run channels-last (vectors over the channels); the row kernel is its twin."""
+    x, weight, bias, _, stride, padding, dilation, groups, _, order = case
+    kw = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups,
+          "relu": relu}
+    outs = []
+    monkeypatch_module.setattr(conv, "_DEPTHWISE_DIRECT", True)
+    for plane in (10**9, 0):  # every map channels-last, then none
+        monkeypatch_module.setattr(depthwise, "_CHANNELS_LAST_MAX_PLANE", plane)
+        out, cache = F.conv2d_forward(in_memory_order(x, order), weight, bias, **kw)
+        assert isinstance(cache, DepthwiseCache)
+        outs.append(out)
+    np.testing.assert_allclose(outs[0], outs[1], *tolerance(x.dtype))
