@@ -82,34 +82,138 @@ def softmax_backward(dout: np.ndarray, y: np.ndarray, axis: int = 1) -> np.ndarr
     return y * (dout - (dout * y).sum(axis=axis, keepdims=True))
 
 
+# ---------------------------------------------------------------- MobileNet's clipped activations
+# Numba kernels, one pass over flat arrays on the pool, each with its NumPy formula as its twin
+# (``*_numpy``, which the tests hold them equal to, and which takes what the kernels do not: mixed
+# dtypes or non-contiguous arrays). The constants are in the arrays' dtype, as NumPy's arithmetic
+# on a float32 array with Python numbers, so both give the same roundings.
+
+
+@nb.njit(cache=True, nogil=True)
+def _relu6_kernel(x, out):
+    zero, six = x.dtype.type(0), x.dtype.type(6)
+    for i in range(x.shape[0]):
+        v = x[i]
+        out[i] = zero if v < zero else (six if v > six else v)
+
+
+@nb.njit(cache=True, nogil=True)
+def _relu6_backward_kernel(dout, y, dx):
+    zero, six = y.dtype.type(0), y.dtype.type(6)
+    for i in range(dx.shape[0]):
+        dx[i] = dout[i] if zero < y[i] < six else zero
+
+
+@nb.njit(cache=True, nogil=True)
+def _hard_sigmoid_kernel(x, out):
+    zero, three, six = x.dtype.type(0), x.dtype.type(3), x.dtype.type(6)
+    for i in range(x.shape[0]):
+        v = x[i] + three
+        out[i] = (zero if v < zero else (six if v > six else v)) / six
+
+
+@nb.njit(cache=True, nogil=True)
+def _hard_sigmoid_backward_kernel(dout, y, dx):
+    zero, one, six = y.dtype.type(0), y.dtype.type(1), y.dtype.type(6)
+    for i in range(dx.shape[0]):
+        dx[i] = dout[i] / six if zero < y[i] < one else zero
+
+
+@nb.njit(cache=True, nogil=True)
+def _hard_swish_kernel(x, out):
+    zero, three, six = x.dtype.type(0), x.dtype.type(3), x.dtype.type(6)
+    for i in range(x.shape[0]):
+        u = x[i]
+        v = u + three
+        out[i] = u * (zero if v < zero else (six if v > six else v)) / six
+
+
+@nb.njit(cache=True, nogil=True)
+def _hard_swish_backward_kernel(dout, x, dx):
+    zero, half, one, three = x.dtype.type(0), x.dtype.type(0.5), x.dtype.type(1), x.dtype.type(3)
+    for i in range(dx.shape[0]):
+        u = x[i]
+        slope = zero if u <= -three else (u / three + half if u < three else one)
+        dx[i] = dout[i] * slope
+
+
+def _flat_map(kernel, *arrays: np.ndarray) -> np.ndarray | None:
+    """``kernel(*flat arrays, flat out)`` over flat slices on the pool, out shaped as the first
+    array; None where the kernels do not apply (arrays of different dtypes, shapes or layouts)."""
+    first = arrays[0]
+    if first.dtype.char not in "fd" or any(
+        a.dtype != first.dtype or a.shape != first.shape or not a.flags.c_contiguous
+        for a in arrays
+    ):
+        return None
+    out = np.empty_like(first)
+    flats, flat_out = [a.reshape(-1) for a in arrays], out.reshape(-1)
+
+    def work(s: slice) -> None:
+        kernel(*(f[s] for f in flats), flat_out[s])
+
+    _threads.parallel_map(work, flat_slices(flat_out.size))
+    return out
+
+
 def relu6(x: np.ndarray) -> np.ndarray:
     """min(max(x, 0), 6) (MobileNet's clipped ReLU)."""
+    out = _flat_map(_relu6_kernel, x)
+    return relu6_numpy(x) if out is None else out
+
+
+def relu6_numpy(x: np.ndarray) -> np.ndarray:
     return np.clip(x, 0, 6).astype(x.dtype, copy=False)
 
 
 def relu6_backward(dout: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``dout`` where 0 < y < 6 (PyTorch's convention at both kinks: 0)."""
+    dx = _flat_map(_relu6_backward_kernel, dout, y)
+    return relu6_backward_numpy(dout, y) if dx is None else dx
+
+
+def relu6_backward_numpy(dout: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where((y > 0) & (y < 6), dout, 0).astype(dout.dtype, copy=False)
 
 
 def hard_sigmoid(x: np.ndarray) -> np.ndarray:
     """relu6(x + 3) / 6, PyTorch's ``Hardsigmoid`` (ONNX's HardSigmoid with alpha 1/6, beta 1/2)."""
+    out = _flat_map(_hard_sigmoid_kernel, x)
+    return hard_sigmoid_numpy(x) if out is None else out
+
+
+def hard_sigmoid_numpy(x: np.ndarray) -> np.ndarray:
     return (np.clip(x + 3, 0, 6) / 6).astype(x.dtype, copy=False)
 
 
 def hard_sigmoid_backward(dout: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``dout / 6`` where 0 < y < 1 (-3 < x < 3), else 0."""
+    dx = _flat_map(_hard_sigmoid_backward_kernel, dout, y)
+    return hard_sigmoid_backward_numpy(dout, y) if dx is None else dx
+
+
+def hard_sigmoid_backward_numpy(dout: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where((y > 0) & (y < 1), dout / 6, 0).astype(dout.dtype, copy=False)
 
 
 def hard_swish(x: np.ndarray) -> np.ndarray:
     """x * relu6(x + 3) / 6, PyTorch's ``Hardswish`` (MobileNetV3)."""
+    out = _flat_map(_hard_swish_kernel, x)
+    return hard_swish_numpy(x) if out is None else out
+
+
+def hard_swish_numpy(x: np.ndarray) -> np.ndarray:
     return (x * np.clip(x + 3, 0, 6) / 6).astype(x.dtype, copy=False)
 
 
 def hard_swish_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
     """From the INPUT x (the output does not determine it): 0 up to -3, ``x / 3 + 1/2`` below 3,
     1 from 3 on (PyTorch's convention at the kinks)."""
+    dx = _flat_map(_hard_swish_backward_kernel, dout, x)
+    return hard_swish_backward_numpy(dout, x) if dx is None else dx
+
+
+def hard_swish_backward_numpy(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
     slope = np.where(x <= -3, 0, np.where(x < 3, x / 3 + 0.5, 1))
     return (dout * slope).astype(dout.dtype, copy=False)
 

@@ -3,7 +3,10 @@ stay exact for huge inputs."""
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from cnn_im2col import activations as A
 from cnn_im2col import functional as F
 from cnn_im2col.gradcheck import check_function
 
@@ -43,3 +46,26 @@ def test_softmax_of_huge_logits_is_exact():
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         y = F.softmax(np.array([[1e4, -1e4, 0.0], [5.0, 5.0, 5.0]]))
     np.testing.assert_allclose(y, [[1, 0, 0], [1 / 3, 1 / 3, 1 / 3]])
+
+
+@given(
+    values=st.lists(st.one_of(st.floats(-8, 8, width=32), st.sampled_from([-3.0, 0.0, 3.0, 6.0])),
+                    min_size=1, max_size=300),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_clipped_activation_kernels_equal_their_numpy_twins_bit_for_bit(values, dtype):
+    """ReLU6, HardSigmoid and HardSwish and their backward passes: the Numba kernels give the
+    NumPy formulas' numbers exactly, kinks included (-3, 0, 3, 6)."""
+    x = np.array(values, dtype=dtype).reshape(1, -1)
+    dout = np.random.default_rng(len(values)).standard_normal(x.shape).astype(dtype)
+    for name in ("relu6", "hard_sigmoid", "hard_swish"):
+        forward, backward = getattr(A, name), getattr(A, f"{name}_backward")
+        y = forward(x)
+        np.testing.assert_array_equal(y, getattr(A, f"{name}_numpy")(x))
+        saved = x if name == "hard_swish" else y  # HardSwish's derivative needs its input
+        np.testing.assert_array_equal(
+            backward(dout, saved), getattr(A, f"{name}_backward_numpy")(dout, saved)
+        )
+        assert y.dtype == backward(dout, saved).dtype == dtype
+    # a non-contiguous view takes the NumPy path, with the same numbers
+    np.testing.assert_array_equal(A.relu6(x[:, ::2]), A.relu6_numpy(x[:, ::2]))
