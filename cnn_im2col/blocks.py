@@ -250,17 +250,28 @@ def foldable(conv: Any, norm: Any) -> bool:
             and conv.bias_mode != "untied" and norm.num_features == conv.out_channels)
 
 
-class Fold(NamedTuple):
+class Fold:
     """A Conv2D -> BatchNorm2D pair and the convolution that stands for both at inference."""
 
-    conv: Conv2D
-    norm: BatchNorm2D
-    folded: Conv2D
+    def __init__(self, conv: Conv2D, norm: BatchNorm2D, folded: Conv2D) -> None:
+        self.conv, self.norm, self.folded = conv, norm, folded
+        self._folded_from: list[np.ndarray] | None = None  # copies of the arrays last folded
+
+    def _sources(self) -> list[np.ndarray]:
+        """Every array the fold is computed from, and eps."""
+        arrays = [*self.conv.params.values(), *self.norm.params.values(),
+                  self.norm.buffers["running_mean"], self.norm.buffers["running_var"]]
+        return [*arrays, np.array(self.norm.eps)]
 
     def refresh(self) -> None:
         """Write the pair's current parameters and running statistics into ``folded`` (in place,
         so its plans stay): weight * s and (bias - mean) * s + beta, s = gamma / sqrt(var + eps),
-        computed in float64."""
+        computed in float64. Skipped when none of them changed since the last fold (they are
+        compared with copies: a parameter changed in place, by an optimizer or by hand, refolds)."""
+        sources = self._sources()
+        seen = self._folded_from
+        if seen is not None and all(np.array_equal(a, b) for a, b in zip(sources, seen)):
+            return
         running = self.norm.buffers
         if (running["running_var"] < 0).any():  # as BatchNorm2D itself refuses it
             raise ValueError(f"{self.norm!r}: var must be >= 0, got min "
@@ -277,6 +288,7 @@ class Fold(NamedTuple):
         np.multiply(self.conv.params["weight"], scale[:, None, None, None], out=weight,
                     casting="unsafe")
         self.folded.params["bias"][...] = shift
+        self._folded_from = [a.copy() for a in sources]
 
 
 def inference_plan(layers: list[Any]) -> tuple[list[Step], list[Fold]]:

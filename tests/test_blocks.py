@@ -356,7 +356,7 @@ def test_a_layer_alone_checks_its_input_and_a_new_shape_gets_a_new_plan():
 def test_predict_folds_batch_norm_into_the_convolution_and_equals_forward(name):
     """predict (no backward follows) runs each Conv2D -> BatchNorm2D pair as one convolution; in
     float64 its outputs equal forward(training=False)'s to rounding, after training steps too (the
-    fold is refreshed from the pair on every call)."""
+    fold is redone whenever the pair's arrays have changed)."""
     from cnn_im2col import SGD, SoftmaxCrossEntropy
     from cnn_im2col.architectures import build
 
@@ -383,6 +383,25 @@ def test_predict_folds_batch_norm_into_the_convolution_and_equals_forward(name):
         nested = [leaf for leaf in model.layers if isinstance(leaf, (Residual, Sequential))]
         body = nested[0].body if isinstance(nested[0], Residual) else nested[0]
         assert body._inference[1]  # folded in the body too
+
+
+def test_the_fold_is_redone_when_any_of_its_arrays_changes_and_only_then():
+    model = Sequential([Conv2D(2, 3, 3, padding=1, dtype=np.float64, seed=0),
+                        BatchNorm2D(3, dtype=np.float64), ReLU()])
+    x = np.random.default_rng(0).standard_normal((2, 2, 5, 5))
+    model.predict(x)
+    fold = model._inference[1][0]
+    folded = fold.folded.params["weight"].copy()
+    model.predict(x)
+    np.testing.assert_array_equal(fold.folded.params["weight"], folded)  # nothing changed
+    arrays = [model.params["0.weight"], model.params["0.bias"], model.params["1.weight"],
+              model.params["1.bias"], model.buffers["1.running_mean"],
+              model.buffers["1.running_var"]]
+    for array in arrays:  # changed in place, as an optimizer or a user does
+        array[...] = array * 1.5 + 0.25
+        np.testing.assert_allclose(model.predict(x), model.forward(x), rtol=1e-12, atol=1e-12)
+    model.layers[1].eps = 0.5
+    np.testing.assert_allclose(model.predict(x), model.forward(x), rtol=1e-12, atol=1e-12)
 
 
 def _as_float64(config):
