@@ -92,17 +92,22 @@ def test_depthwise_gradcheck_float64(bias_mode):
         )
 
 
-@given(case=depthwise_cases(), relu=st.booleans())
-def test_channels_last_forward_equals_the_row_kernel(monkeypatch_module, case, relu):
-    """Small maps run channels-last (vectors over the channels); the row kernel is its twin."""
-    x, weight, bias, _, stride, padding, dilation, groups, _, order = case
+@given(case=depthwise_cases(), relu=st.booleans(), input_grad=st.booleans())
+def test_channels_last_kernels_equal_the_row_kernels(monkeypatch_module, case, relu, input_grad):
+    """Small maps run channels-last (vectors over the channels), forward and backward; the row
+    kernels are their twins."""
+    x, weight, bias, _, stride, padding, dilation, groups, dout, order = case
     kw = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups,
           "relu": relu}
-    outs = []
+    results = []
     monkeypatch_module.setattr(conv, "_DEPTHWISE_DIRECT", True)
     for plane in (10**9, 0):  # every map channels-last, then none
         monkeypatch_module.setattr(depthwise, "_CHANNELS_LAST_MAX_PLANE", plane)
         out, cache = F.conv2d_forward(in_memory_order(x, order), weight, bias, **kw)
         assert isinstance(cache, DepthwiseCache)
-        outs.append(out)
-    np.testing.assert_allclose(outs[0], outs[1], *tolerance(x.dtype))
+        results.append((out, *F.conv2d_backward(dout, cache, input_grad=input_grad)))
+    for a, b in zip(*results):
+        if a is None:
+            assert b is None
+        else:
+            np.testing.assert_allclose(a, b, *tolerance(x.dtype))
