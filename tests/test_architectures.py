@@ -1,6 +1,8 @@
 """architectures: the named networks and the ``--model NAME|FILE.json`` lookup."""
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,13 +12,11 @@ from cnn_im2col.containers import Residual, leaves
 from cnn_im2col.layers import (
     BatchNorm2D,
     Conv2D,
-    Dense,
-    Dropout,
-    GlobalAvgPool2D,
-    ReLU,
-    ReLU6,
 )
 from cnn_im2col.model import Sequential
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from torch_twins import torch_twin  # noqa: E402 - the PyTorch twins the benchmarks use too
 
 
 @pytest.mark.parametrize("name", sorted(A.ARCHITECTURES))
@@ -113,41 +113,6 @@ def test_mobilenetv2_has_inverted_residuals_and_a_width_multiplier():
         A.mobilenetv2(width=0)
 
 
-def _torch_twin(layer, torch):
-    """The PyTorch module of the same structure and names as one of our layers (torchvision does
-    not load with this CPU torch; its ResNet and MobileNetV2 are these layers in this order)."""
-    nn = torch.nn
-
-    class Residual_(nn.Module):
-        def __init__(self, body, shortcut):
-            super().__init__()
-            self.body = body
-            self.shortcut = shortcut
-
-        def forward(self, x):
-            return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
-
-    class GlobalAvgPool(nn.Module):
-        def forward(self, x):
-            return x.mean(dim=(2, 3))
-
-    if isinstance(layer, Sequential):
-        return nn.Sequential(*[_torch_twin(child, torch) for child in layer])
-    if isinstance(layer, Residual):
-        shortcut = None if layer.shortcut is None else _torch_twin(layer.shortcut, torch)
-        return Residual_(_torch_twin(layer.body, torch), shortcut)
-    if isinstance(layer, Conv2D):
-        return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                         layer.stride, layer.padding, groups=layer.groups,
-                         bias="bias" in layer.params)
-    if isinstance(layer, BatchNorm2D):
-        return nn.BatchNorm2d(layer.num_features)
-    if isinstance(layer, Dense):
-        return nn.Linear(layer.in_features, layer.out_features)
-    simple = {ReLU: nn.ReLU, ReLU6: nn.ReLU6, GlobalAvgPool2D: GlobalAvgPool, Dropout: nn.Identity}
-    return simple[type(layer)]()
-
-
 @pytest.mark.parametrize("name", ["resnet20", "mobilenetv2"])
 def test_residual_architectures_equal_pytorch_twins(name):
     torch = pytest.importorskip("torch")
@@ -156,7 +121,7 @@ def test_residual_architectures_equal_pytorch_twins(name):
     for key, value in ours.buffers.items():  # running statistics away from (0, 1)
         if key.endswith(("running_mean", "running_var")):
             value[...] = rng.uniform(0.5, 1.5, value.shape)
-    theirs = _torch_twin(ours, torch).double()
+    theirs = torch_twin(ours, torch).double()
     theirs.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in
                             ours.state_dict().items()}, strict=True)
     theirs.eval()

@@ -251,3 +251,14 @@ def test_bench_inference_quick_compares_with_onnxruntime(tmp_path):
     for r in rows:
         assert r["output_relative_error"] < 1e-4  # the same numbers as onnxruntime
         assert r["ms"]["ours"] > 0 and r["ms"]["ort"] > 0 and is_number(r["ratio"])
+
+
+def test_bench_networks_quick_times_both_sides_and_their_memory(tmp_path):
+    pytest.importorskip("torch")
+    run_script("bench_networks.py", "--quick", "--out", str(tmp_path))
+    data = json.loads((tmp_path / "networks.json").read_text())
+    (row,) = data["results"]
+    assert row["network"] == "resnet20" and is_number(row["ratio"])
+    for side in ("ours", "torch"):
+        assert row[side]["ms"] > 0
+        assert row[side]["peak_rss"] >= row[side]["rss_after_imports"] > 0
