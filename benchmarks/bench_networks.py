@@ -30,24 +30,24 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402 - benchmarks/ must be on sys.path first
 
-#: name: (architecture, its keyword arguments, batch, per-sample input shape)
+#: name: (architecture, batch, per-sample input shape); mobilenetv2's width multiplier is 0.5
 NETWORKS = {
-    "resnet20": ("resnet20", {}, 64, (3, 32, 32)),
-    "mobilenetv2 x0.5": ("mobilenetv2", {"width": 0.5}, 32, (3, 64, 64)),
+    "resnet20": ("resnet20", 64, (3, 32, 32)),
+    "mobilenetv2 x0.5": ("mobilenetv2", 32, (3, 64, 64)),
 }
-QUICK = {"resnet20": ("resnet20", {}, 2, (3, 16, 16))}
+QUICK = {"resnet20": ("resnet20", 2, (3, 16, 16))}
 
 
 def worker(impl: str, name: str, steps: int, quick: bool) -> dict:
     """Time ``steps`` training steps of network ``name`` in ``impl`` ("ours" or "torch")."""
-    arch, kwargs, batch, shape = (QUICK if quick else NETWORKS)[name]
+    arch, batch, shape = (QUICK if quick else NETWORKS)[name]
     rss_imports = C.peak_rss_bytes()
     rng = np.random.default_rng(0)
     x = rng.random((batch, *shape), dtype=np.float32)
     y = rng.integers(0, 10, batch)
     from cnn_im2col.architectures import build
 
-    model = build(arch, seed=0, input_shape=shape, classes=10, **kwargs)
+    model = build(arch, seed=0, input_shape=shape, classes=10)
     if impl == "ours":
         from cnn_im2col.losses import SoftmaxCrossEntropy
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             for impl in (("ours", "torch") if r % 2 == 0 else ("torch", "ours")):
                 runs[impl].append(C.run_json_subprocess(
                     [__file__, "--worker", impl, name, str(steps), "1" if args.quick else "0"]))
-        row = {"network": name, "batch": networks[name][2], "input": list(networks[name][3])}
+        row = {"network": name, "batch": networks[name][1], "input": list(networks[name][2])}
         for impl, done in runs.items():
             row[impl] = {"ms": float(np.median([d["ms"] for d in done])),
                          "rounds_ms": [d["ms"] for d in done],
