@@ -125,3 +125,21 @@ def test_batch_norm_and_gap_bad_shapes():
         ValueError, match=r"batch_norm2d: dout must have the output's shape \(2, 2, 3, 3\)"
     ):
         F.batch_norm2d_backward(np.ones((2, 2, 3)), cache)
+
+
+def test_float32_batch_norm_keeps_its_digits_far_from_zero():
+    """Statistics summed in float64: a float32 batch with mean 100 and std 1 (its values carry
+    about 5 significant digits about the mean) gets the float64 reference's outputs, input and
+    weight gradients to 2e-5 of their scale."""
+    rng = np.random.default_rng(3)
+    x = (100 + rng.standard_normal((64, 3, 8, 8))).astype(np.float32)
+    dout = rng.standard_normal(x.shape).astype(np.float32)
+    weight, bias = np.array([0.5, 1.0, 2.0], np.float32), np.zeros(3, np.float32)
+    out, cache, _, _ = F.batch_norm2d_forward(x, weight, bias)
+    dx, dweight, _ = F.batch_norm2d_backward(dout, cache)
+    ref_out, _, _ = reference.batch_norm2d_forward(x.astype(np.float64), weight, bias, None, None,
+                                                   training=True)
+    ref_dx, ref_dweight, _ = reference.batch_norm2d_backward(
+        x.astype(np.float64), dout.astype(np.float64), weight, None, None, training=True)
+    for ours, ref in ((out, ref_out), (dx, ref_dx), (dweight, ref_dweight)):
+        assert np.abs(ours - ref).max() <= 2e-5 * np.abs(ref).max()
