@@ -319,6 +319,8 @@ def plan(layers: list[Any]) -> list[Step]:
         here = type(layers[i])
         after = type(layers[i + 1]) if i + 1 < len(layers) else None
         third = type(layers[i + 2]) if i + 2 < len(layers) else None
+        if third is MaxPool2D and layers[i + 2].dilation != (1, 1):
+            third = None  # a dilated pool runs on its own (the fused slices use adjacent windows)
         if here is Conv2D and after is ReLU and third is MaxPool2D:
             steps.append(ConvReLUPool(*layers[i : i + 3], i))
         elif here is Conv2D and after is ReLU:

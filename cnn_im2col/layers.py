@@ -443,7 +443,15 @@ class Dense(Layer):
 
 
 class _Pool2D(Layer):
-    def _setup(self, name: str, kernel_size: Any, stride: Any, padding: Any) -> None:
+    ceil_mode = False
+    dilation = (1, 1)
+
+    def _setup(self, name: str, kernel_size: Any, stride: Any, padding: Any,
+               ceil_mode: Any = False, dilation: Any = 1) -> None:
+        if not isinstance(ceil_mode, (bool, np.bool_)):
+            raise TypeError(f"{name}: ceil_mode must be True or False, got {ceil_mode!r}")
+        self.ceil_mode = bool(ceil_mode)
+        self.dilation = pair(dilation, "dilation", name)
         kernel = pair(kernel_size, "kernel_size", name)
         steps = kernel if stride is None else pair(stride, "stride", name)
         pads = pair(padding, "padding", name, minimum=0)
@@ -457,9 +465,8 @@ class _Pool2D(Layer):
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 3:
             raise ValueError(f"{self!r}: input must be (C, H, W), got {tuple(input_shape)}")
-        g = pool_geometry(
-            input_shape[1], input_shape[2], self.kernel_size, self.stride, self.padding, repr(self)
-        )
+        g = pool_geometry(input_shape[1], input_shape[2], self.kernel_size, self.stride,
+                          self.padding, repr(self), self.ceil_mode, self.dilation)
         return (input_shape[0], g.oh, g.ow)
 
     def check_input(self, x: Any) -> np.ndarray:
@@ -471,7 +478,8 @@ class _Pool2D(Layer):
     def _make_plan(self, shape: tuple[int, ...]) -> Any:
         """The pooling geometry for this input shape (a ``WindowGeometry``)."""
         channels = getattr(self, "channels", None)
-        return pool_plan(shape, channels, self.kernel_size, self.stride, self.padding, repr(self))
+        return pool_plan(shape, channels, self.kernel_size, self.stride, self.padding, repr(self),
+                         self.ceil_mode, self.dilation)
 
 
 class MaxPool2D(_Pool2D):
@@ -480,15 +488,20 @@ class MaxPool2D(_Pool2D):
     Overlapping windows (stride < kernel_size, like the primer's stride-1 ``MaxPoolingMap``) are
     allowed; their gradients accumulate. Padding counts as -inf and is at most half the window.
     Ties: the gradient goes to the first maximum in window scan order (row-major).
+    ``ceil_mode=True``: the output size rounds up (PyTorch's), the last windows overhanging the
+    input; ``dilation``: the window's cells that many pixels apart (PyTorch's).
     """
 
-    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0) -> None:
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                 ceil_mode: bool = False, dilation: Any = 1) -> None:
         super().__init__()
-        self._setup("MaxPool2D", kernel_size, stride, padding)
+        self._setup("MaxPool2D", kernel_size, stride, padding, ceil_mode, dilation)
         self._remember(
             kernel_size=_compact(self.kernel_size),
             stride=None if stride is None else _compact(self.stride),
             padding=_compact(self.padding),
+            ceil_mode=self.ceil_mode,
+            dilation=_compact(self.dilation),
         )
 
     def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
@@ -509,6 +522,8 @@ class AvgPool2D(_Pool2D):
     as the mean); that needs ``channels``. With both, a border window's sum is first scaled by
     KH*KW / (cells inside), so the initial weight still gives PyTorch's
     ``count_include_pad=False`` mean; interior windows are Eq. 8.22 unchanged.
+    ``ceil_mode=True``: the output size rounds up (PyTorch's); a window overhanging the padded
+    input divides by the cells it covers of it.
     """
 
     def __init__(
@@ -520,10 +535,11 @@ class AvgPool2D(_Pool2D):
         channels: int | None = None,
         dtype: Any = np.float32,
         count_include_pad: bool = True,
+        ceil_mode: bool = False,
     ) -> None:
         super().__init__()
         name = "AvgPool2D"
-        self._setup(name, kernel_size, stride, padding)
+        self._setup(name, kernel_size, stride, padding, ceil_mode)
         if not isinstance(count_include_pad, (bool, np.bool_)):
             raise TypeError(
                 f"{name}: count_include_pad must be True or False, got {count_include_pad!r}"
@@ -554,6 +570,7 @@ class AvgPool2D(_Pool2D):
             channels=channels,
             dtype=dtype_name,
             count_include_pad=self.count_include_pad,
+            ceil_mode=self.ceil_mode,
         )
         self._zero_grads()
 

@@ -273,7 +273,8 @@ class AvgPoolCache(NamedTuple):
     dtype: np.dtype
     sums: np.ndarray | None  # with a trainable scale: the window sums (Eq. 8.22)
     scale: np.ndarray | None
-    # count_include_pad=False: (OH, OW) factors KH*KW / (cells inside the image) that turn each
+    # (OH, OW) factors KH*KW / (cells that count: inside the image, or with count_include_pad and
+    # ceil_mode inside the padded image) that turn each
     # window sum into the sum over KH*KW in-image-mean cells; None otherwise
     border: np.ndarray | None
 
@@ -355,8 +356,11 @@ def max_pool2d_forward(
     owner: str = "max_pool2d",
     *,
     relu: bool = False,
+    ceil_mode: bool = False,
+    dilation: Any = 1,
 ) -> tuple[np.ndarray, MaxPoolCache]:
     """Max over windows of each feature map (Eq. 8.24), any window and stride, overlaps allowed.
+    ``ceil_mode`` and ``dilation`` as PyTorch's (``shapes.pool_geometry``).
 
     Padding cells count as -inf. Ties: the gradient goes to the FIRST maximum in window scan order
     (row-major within the window), like ``numpy.argmax`` and the primer's ``MaxPoolingMap``.
@@ -366,7 +370,8 @@ def max_pool2d_forward(
     """
     check_choice(backend, "backend", BACKENDS, owner)
     x = np.ascontiguousarray(as_float_array(x, "x", owner, ndim=4))
-    g = pool_geometry(x.shape[2], x.shape[3], kernel_size, stride, padding, owner)
+    g = pool_geometry(x.shape[2], x.shape[3], kernel_size, stride, padding, owner,
+                      _flag(ceil_mode, "ceil_mode", owner), dilation)
     return max_pool2d(x, g, backend, owner, relu=bool(relu))
 
 
@@ -381,6 +386,8 @@ def max_pool2d(
     """``max_pool2d_forward`` of checked input: ``x`` (N, C, H, W) C-contiguous float, ``g`` its
     pooling geometry (``shapes.pool_geometry``)."""
     n, c = x.shape[:2]
+    if (g.dy, g.dx) != (1, 1):  # dilated windows: the kernels assume adjacent cells
+        backend = "numpy"
     if backend == "numba":
         out, argmax = max_pool2d_buffers(x.shape, x.dtype, g)
 
@@ -418,15 +425,24 @@ def max_pool2d_backward(dout: Any, cache: MaxPoolCache) -> np.ndarray:
     return fold(dcols, (n * c, 1, height, width), g, "numpy").reshape(x_shape)
 
 
+def _flag(value: Any, name: str, owner: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def _border_factors(
-    g: WindowGeometry, height: int, width: int, dtype: np.dtype
+    g: WindowGeometry, height: int, width: int, dtype: np.dtype, count_include_pad: bool = False
 ) -> np.ndarray | None:
-    """(OH, OW) factors KH*KW / (window cells inside the image), or None if no window touches
-    padding."""
+    """(OH, OW) factors KH*KW / (the window's cells that count), or None if every window counts
+    KH*KW. The cells that count are those inside the image, or with ``count_include_pad`` those
+    inside the padded image (PyTorch's divisors: a ``ceil_mode`` window overhanging the padding
+    divides by what it covers of it)."""
+    reach_h, reach_w = (g.top, g.left) if count_include_pad else (0, 0)
     rows = np.arange(g.oh) * g.sy - g.top
     cols = np.arange(g.ow) * g.sx - g.left
-    inside_h = np.minimum(rows + g.kh, height) - np.maximum(rows, 0)
-    inside_w = np.minimum(cols + g.kw, width) - np.maximum(cols, 0)
+    inside_h = np.minimum(rows + g.kh, height + reach_h) - np.maximum(rows, -reach_h)
+    inside_w = np.minimum(cols + g.kw, width + reach_w) - np.maximum(cols, -reach_w)
     if (inside_h == g.kh).all() and (inside_w == g.kw).all():
         return None
     return (g.kh * g.kw / np.outer(inside_h, inside_w)).astype(dtype)
@@ -442,8 +458,11 @@ def avg_pool2d_forward(
     owner: str = "avg_pool2d",
     *,
     count_include_pad: bool = True,
+    ceil_mode: bool = False,
 ) -> tuple[np.ndarray, AvgPoolCache]:
     """Average pooling; with ``scale`` (one weight per feature map, shape (C,)) it is Eq. 8.22.
+    ``ceil_mode`` as PyTorch's: the windows overhanging the padded input divide by the cells they
+    cover of it (of the image, with ``count_include_pad=False``).
 
     Without ``scale``: the mean of each window. ``count_include_pad=True`` (PyTorch's default):
     zero padding counts, the divisor is KH*KW; ``False``: the divisor is the number of window
@@ -459,7 +478,8 @@ def avg_pool2d_forward(
             f"{owner}: count_include_pad must be True or False, got {count_include_pad!r}"
         )
     x = np.ascontiguousarray(as_float_array(x, "x", owner, ndim=4))
-    g = pool_geometry(x.shape[2], x.shape[3], kernel_size, stride, padding, owner)
+    g = pool_geometry(x.shape[2], x.shape[3], kernel_size, stride, padding, owner,
+                      _flag(ceil_mode, "ceil_mode", owner))
     n, c = x.shape[:2]
     if scale is not None:
         scale = as_float_array(scale, "scale", owner, ndim=1, dtype=x.dtype)
@@ -492,7 +512,7 @@ def avg_pool2d(
     else:
         cols = unfold(_planes_as_channels(x), g, 0.0, "numpy")
         sums = cols.sum(axis=1).reshape(n, c, g.oh, g.ow)
-    border = None if count_include_pad else _border_factors(g, x.shape[2], x.shape[3], x.dtype)
+    border = _border_factors(g, x.shape[2], x.shape[3], x.dtype, count_include_pad)
     if border is not None:
         sums *= border
     if scale is None:

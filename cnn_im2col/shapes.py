@@ -365,26 +365,49 @@ def pool_plan(
     stride: tuple[int, int],
     padding: tuple[int, int],
     owner: str,
+    ceil_mode: bool = False,
+    dilation: Any = 1,
 ) -> WindowGeometry:
     """A pooling layer's plan check for an input shape, in one call: ``x_shape`` is (N, C, H, W)
     (C == ``channels`` unless None) and the window fits; returns its geometry."""
     check_nchw(x_shape, channels, owner)
-    return pool_geometry(x_shape[2], x_shape[3], kernel, stride, padding, owner)
+    return pool_geometry(x_shape[2], x_shape[3], kernel, stride, padding, owner, ceil_mode,
+                         dilation)
 
 
 def pool_geometry(
-    height: int, width: int, kernel_size: Any, stride: Any, padding: Any, owner: str
+    height: int, width: int, kernel_size: Any, stride: Any, padding: Any, owner: str,
+    ceil_mode: bool = False, dilation: Any = 1,
 ) -> WindowGeometry:
-    """Window geometry of a pooling layer: stride defaults to the window; padding at most half
-    of it."""
+    """Window geometry of a pooling layer, as PyTorch's: stride defaults to the window; padding
+    at most half of it; ``dilation`` spaces the window's cells (it spans ``d*(k - 1) + 1``).
+
+    ``ceil_mode``: the output size rounds up, ``ceil((H + 2p - span) / s) + 1``, less one if the
+    last window would start in the bottom padding; the windows that overhang the padded input are
+    expressed as extra padding at the bottom / right (``g.bottom - g.top`` cells), where a max
+    pool reads -inf and an average pool neither sums nor counts.
+    """
     kernel = pair(kernel_size, "kernel_size", owner)
     steps = kernel if stride is None else pair(stride, "stride", owner)
     ph, pw = pair(padding, "padding", owner, minimum=0)
+    dy, dx = pair(dilation, "dilation", owner)
     if ph > kernel[0] // 2 or pw > kernel[1] // 2:
         raise ValueError(
             f"{owner}: padding must be at most half the window ({kernel[0] // 2}, "
             f"{kernel[1] // 2}) for kernel_size {kernel}, got {(ph, pw)}"
         )
-    return window_geometry(
-        height, width, kernel, steps, (ph, ph, pw, pw), owner, what="pooling window"
-    )
+    span = (dy * (kernel[0] - 1) + 1, dx * (kernel[1] - 1) + 1)
+    extra = [0, 0]
+    if ceil_mode:
+        for axis, (size, pad) in enumerate(((height, ph), (width, pw))):
+            room = size + 2 * pad - span[axis]
+            if room >= 0:
+                count = -(-room // steps[axis]) + 1
+                if (count - 1) * steps[axis] >= size + pad:  # would start in the end padding
+                    count -= 1
+                extra[axis] = max(0, (count - 1) * steps[axis] + span[axis] - (size + 2 * pad))
+    what = "pooling window" if (dy, dx) == (1, 1) else (
+        f"pooling window {kernel} with dilation {(dy, dx)}: its span")
+    g = window_geometry(height, width, span, steps, (ph, ph + extra[0], pw, pw + extra[1]),
+                        owner, what=what)
+    return g._replace(kh=kernel[0], kw=kernel[1], dy=dy, dx=dx)

@@ -1,6 +1,8 @@
 """pooling: max, average and global-average pooling equal the naive-loop oracles of ``reference``
 on both backends, pass float64 finite-difference checks, and the fused ReLU -> MaxPool and the
-pool's gradient in the convolution's layout equal their twins."""
+pool's gradient in the convolution's layout equal their twins. PyTorch's ``ceil_mode`` and (max)
+``dilation``: equal to a loop written from PyTorch's definition (output size, windows, divisors)
+and to PyTorch itself; the layers' config, repr and errors."""
 
 import numpy as np
 import pytest
@@ -11,6 +13,8 @@ from hypothesis import strategies as st
 from cnn_im2col import functional as F
 from cnn_im2col import pooling, reference
 from cnn_im2col.gradcheck import check_function
+from cnn_im2col.layers import AvgPool2D, MaxPool2D
+from cnn_im2col.model import Sequential
 
 BACKENDS = ["numba", "numpy"]
 
@@ -243,3 +247,172 @@ def test_max_pool_gradient_in_conv_layout_equals_route_then_transpose(case, relu
     )
     np.testing.assert_allclose(d_t, want, *tolerance(x.dtype))
     np.testing.assert_allclose(sums, want.sum(axis=1, dtype=np.float64), *tolerance(x.dtype))
+
+
+# ------------------------------------------------------------- ceil_mode and dilation
+def out_size(size, k, s, p, d, ceil):
+    """PyTorch's pooling output size (aten's pooling_output_shape)."""
+    span = d * (k - 1) + 1
+    num = size + 2 * p - span
+    count = (-(-num // s) if ceil else num // s) + 1
+    if ceil and (count - 1) * s >= size + p:
+        count -= 1
+    return count
+
+
+def loop_pool(x, dout, k, s, p, d, ceil, kind, count_include_pad=True):
+    """(out, dx) by one loop iteration per output cell, from PyTorch's definition."""
+    n, c, h, w = x.shape
+    oh, ow = out_size(h, k, s, p, d, ceil), out_size(w, k, s, p, d, ceil)
+    out = np.zeros((n, c, oh, ow))
+    dx = np.zeros(x.shape)
+    for i in range(oh):
+        for j in range(ow):
+            r0, c0 = i * s - p, j * s - p
+            rows = [r0 + a * d for a in range(k) if 0 <= r0 + a * d < h]
+            cols = [c0 + b * d for b in range(k) if 0 <= c0 + b * d < w]
+            window = x[:, :, rows][:, :, :, cols]  # (n, c, len(rows), len(cols))
+            if kind == "max" and not (rows and cols):  # a dilated window of padding only
+                out[:, :, i, j] = -np.inf  # as PyTorch, and no gradient
+            elif kind == "max":
+                flat = window.reshape(n, c, -1)
+                arg = flat.argmax(axis=2)  # the first maximum in scan order
+                out[:, :, i, j] = flat.max(axis=2)
+                for a in range(n):
+                    for b in range(c):
+                        rr, cc = divmod(int(arg[a, b]), len(cols))
+                        dx[a, b, rows[rr], cols[cc]] += dout[a, b, i, j]
+            else:
+                r_end, c_end = min(r0 + k, h + p), min(c0 + k, w + p)
+                divisor = ((r_end - r0) * (c_end - c0) if count_include_pad
+                           else len(rows) * len(cols))
+                out[:, :, i, j] = window.sum(axis=(2, 3)) / divisor
+                for rr in rows:
+                    for cc in cols:
+                        dx[:, :, rr, cc] += dout[:, :, i, j] / divisor
+    return out, dx
+
+
+@st.composite
+def ceil_dilation_cases(draw, dilated):
+    k = draw(st.integers(1, 4))
+    s = draw(st.integers(1, 3))
+    p = draw(st.integers(0, k // 2))
+    d = draw(st.integers(1, 3)) if dilated else 1
+    span = d * (k - 1) + 1
+    h = draw(st.integers(max(1, span - 2 * p), 10))
+    w = draw(st.integers(max(1, span - 2 * p), 10))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = rng.standard_normal((draw(st.integers(1, 2)), draw(st.integers(1, 3)), h, w)).astype(dtype)
+    ceil = draw(st.booleans())
+    return x, k, s, p, d, ceil, rng
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(case=ceil_dilation_cases(dilated=True))
+def test_max_pool_ceil_mode_and_dilation_equal_the_loop(backend, case):
+    x, k, s, p, d, ceil, rng = case
+    out, cache = F.max_pool2d_forward(x, k, s, p, backend=backend, ceil_mode=ceil, dilation=d)
+    dout = rng.standard_normal(out.shape).astype(x.dtype)
+    ref_out, ref_dx = loop_pool(x, dout, k, s, p, d, ceil, "max")
+    assert out.shape == ref_out.shape and out.dtype == x.dtype
+    np.testing.assert_array_equal(out, ref_out.astype(x.dtype))
+    np.testing.assert_allclose(F.max_pool2d_backward(dout, cache), ref_dx, *tolerance(x.dtype))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@given(case=ceil_dilation_cases(dilated=False))
+def test_avg_pool_ceil_mode_equals_the_loop(backend, count_include_pad, case):
+    x, k, s, p, _, ceil, rng = case
+    out, cache = F.avg_pool2d_forward(x, k, s, p, backend=backend, ceil_mode=ceil,
+                                      count_include_pad=count_include_pad)
+    dout = rng.standard_normal(out.shape).astype(x.dtype)
+    ref_out, ref_dx = loop_pool(x, dout, k, s, p, 1, ceil, "avg", count_include_pad)
+    assert out.shape == ref_out.shape
+    rtol, atol = tolerance(x.dtype)
+    np.testing.assert_allclose(out, ref_out, rtol, atol)
+    np.testing.assert_allclose(F.avg_pool2d_backward(dout, cache)[0], ref_dx, rtol, atol)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_ceil_mode_and_dilation_gradcheck_float64(kind):
+    rng = np.random.default_rng(4)
+    x = rng.permutation(2 * 3 * 7 * 8).reshape(2, 3, 7, 8) / 10.0  # distinct: no ties
+    if kind == "max":
+        def forward(v):
+            state["out"], state["cache"] = F.max_pool2d_forward(v, 3, 2, 1, ceil_mode=True,
+                                                                dilation=2)
+            return state["out"]
+
+        def backward(dout):
+            return F.max_pool2d_backward(dout, state["cache"])
+    else:
+        def forward(v):
+            state["out"], state["cache"] = F.avg_pool2d_forward(v, 3, 2, 1, ceil_mode=True)
+            return state["out"]
+
+        def backward(dout):
+            return F.avg_pool2d_backward(dout, state["cache"])[0]
+    state = {}
+    check_function(forward, backward, x)
+
+
+@given(case=ceil_dilation_cases(dilated=True), count_include_pad=st.booleans())
+def test_ceil_mode_and_dilation_equal_pytorch(case, count_include_pad):
+    torch = pytest.importorskip("torch")
+    x, k, s, p, d, ceil, rng = case
+    tx = torch.from_numpy(x).requires_grad_(True)
+    ours = Sequential([MaxPool2D(k, s, p, ceil_mode=ceil, dilation=d)])
+    theirs = torch.nn.functional.max_pool2d(tx, k, s, p, dilation=d, ceil_mode=ceil)
+    dout = rng.standard_normal(tuple(theirs.shape)).astype(x.dtype)
+    theirs.backward(torch.from_numpy(dout))
+    rtol, atol = tolerance(x.dtype)
+    np.testing.assert_allclose(ours.forward(x), theirs.detach().numpy(), rtol, atol)
+    np.testing.assert_allclose(ours.backward(dout), tx.grad.numpy(), rtol, atol)
+    tx.grad = None
+    ours = Sequential([AvgPool2D(k, s, p, ceil_mode=ceil, count_include_pad=count_include_pad,
+                                 dtype=x.dtype)])
+    theirs = torch.nn.functional.avg_pool2d(tx, k, s, p, ceil_mode=ceil,
+                                            count_include_pad=count_include_pad)
+    dout = rng.standard_normal(tuple(theirs.shape)).astype(x.dtype)
+    theirs.backward(torch.from_numpy(dout))
+    np.testing.assert_allclose(ours.forward(x), theirs.detach().numpy(), rtol, atol)
+    np.testing.assert_allclose(ours.backward(dout), tx.grad.numpy(), rtol, atol)
+
+
+def test_layers_config_repr_and_errors():
+    pool = MaxPool2D(3, 2, ceil_mode=True, dilation=2)
+    assert repr(pool) == "MaxPool2D(3, stride=2, ceil_mode=True, dilation=2)"
+    back = MaxPool2D.from_config(pool.config())
+    assert (back.ceil_mode, back.dilation) == (True, (2, 2))
+    assert repr(MaxPool2D(2)) == "MaxPool2D(2)"
+    assert AvgPool2D.from_config(AvgPool2D(3, 2, ceil_mode=True).config()).ceil_mode is True
+    assert MaxPool2D(3, 2, ceil_mode=True).output_shape((4, 8, 8)) == (4, 4, 4)
+    assert MaxPool2D(3, 2).output_shape((4, 8, 8)) == (4, 3, 3)
+    with pytest.raises(TypeError, match=r"MaxPool2D: ceil_mode must be True or False, got 1"):
+        MaxPool2D(2, ceil_mode=1)
+    with pytest.raises(ValueError, match=r"MaxPool2D: dilation must be"):
+        MaxPool2D(2, dilation=0)
+    with pytest.raises(ValueError, match=r"pooling window \(3, 3\) with dilation \(3, 3\): its "
+                                         r"span size \(7, 7\) is larger than the padded input"):
+        MaxPool2D(3, dilation=3).output_shape((1, 5, 5))
+
+
+def test_a_dilated_pool_after_conv_relu_is_not_fused_and_still_right():
+    from cnn_im2col import blocks
+    from cnn_im2col.layers import Conv2D, ReLU
+
+    layers = [Conv2D(2, 3, 3, padding=1, dtype=np.float64, seed=0), ReLU(),
+              MaxPool2D(2, 1, dilation=2, ceil_mode=True)]
+    assert [step.kind for step in blocks.plan(layers)] == ["conv_relu", "layer"]
+    assert [step.kind for step in blocks.plan(layers[:2] + [MaxPool2D(2, ceil_mode=True)])] == [
+        "conv_relu_pool"]
+    x = np.random.default_rng(0).standard_normal((2, 2, 7, 7))
+    model = Sequential(layers)
+    out = model.forward(x, training=True)
+    manual = x
+    for layer in layers:
+        manual = layer.forward(manual, training=True)
+    np.testing.assert_array_equal(out, manual)

@@ -11,7 +11,8 @@ Conv2D                          ``Conv`` (``pads`` = [top, left, bottom, right],
                                 layer's ``dilation`` and ``groups``, weight (O, C/groups, KH, KW) as
                                 is); tied bias: Conv's ``B``; untied bias (O, OH, OW): ``Conv`` +
                                 ``Add``; no bias: ``Conv`` without B
-MaxPool2D                       ``MaxPool`` (padding is -inf in both)
+MaxPool2D                       ``MaxPool`` (padding is -inf in both), with ``ceil_mode`` and
+                                ``dilations``
 AvgPool2D                       ``AveragePool``; ``count_include_pad`` is the attribute that carries
                                 the engine's divisor: 1 (the default) divides by KH*KW with the zero
                                 padding counted, 0 by the cells inside the image;
@@ -52,11 +53,11 @@ What is read
 of ``"same"``; ``auto_pad`` NOTSET, VALID, SAME_UPPER (any stride), and SAME_LOWER for stride 1
 and odd kernel spans),
 ``Conv`` + ``Add`` of a constant (a bias: (O, 1, 1) tied, (O, OH, OW) untied), ``Relu``,
-``Sigmoid``, ``Tanh``, ``MaxPool`` / ``AveragePool`` (ceil_mode 0, dilations 1, symmetric pads of
-at most half the window; ``count_include_pad`` 0 or 1), an ``AveragePool`` + ``Mul`` by a
-(C, 1, 1) constant (the learned scale), ``BatchNormalization`` in inference form only
-(``training_mode`` 0, one output; constant scale, B, mean and var of shape (C,)): a
-``BatchNorm2D`` with ``affine=True`` (a scale of ones stays trainable), eps = ``epsilon``,
+``Sigmoid``, ``Tanh``, ``MaxPool`` / ``AveragePool`` (symmetric pads of at most half the window;
+``ceil_mode`` 0 or 1; ``dilations`` for MaxPool; ``count_include_pad`` 0 or 1), an
+``AveragePool`` + ``Mul`` by a (C, 1, 1) constant (the learned scale), ``BatchNormalization`` in
+inference form only (``training_mode`` 0, one output; constant scale, B, mean and var of shape
+(C,)): a ``BatchNorm2D`` with ``affine=True`` (a scale of ones stays trainable), eps = ``epsilon``,
 momentum = 1 - ``momentum``, the running statistics from mean and var and ``num_batches_tracked``
 0 (ONNX does not carry it); ``GlobalAveragePool`` followed by ``Flatten(axis=1)`` or ``Reshape``
 to (N, -1) (a ``GlobalAvgPool2D``), ``Flatten(axis=1)``, ``Reshape`` to (N, -1), ``Transpose``
@@ -315,12 +316,12 @@ def _pool_attributes(layer: Any) -> dict:
         "kernel_shape": list(layer.kernel_size),
         "strides": list(layer.stride),
         "pads": _pads_onnx(ph, ph, pw, pw),
-        "ceil_mode": 0,
+        "ceil_mode": int(layer.ceil_mode),
     }
 
 
 def _export_max_pool(g: Graph, layer: MaxPool2D, name: str, in_shape: tuple) -> None:
-    g.add("MaxPool", name=name, dilations=[1, 1], **_pool_attributes(layer))
+    g.add("MaxPool", name=name, dilations=list(layer.dilation), **_pool_attributes(layer))
 
 
 def _export_avg_pool(g: Graph, layer: AvgPool2D, name: str, in_shape: tuple) -> None:
@@ -525,7 +526,7 @@ def _window(
     reader: Reader, node: Any, attrs: dict, kernel_rank: int, dilated: bool = False
 ) -> tuple:
     """(kernel, stride, (top, bottom, left, right), dilation) from the Conv/pool attributes, 2-D
-    only; a dilation other than 1 only where ``dilated`` (Conv)."""
+    only; a dilation other than 1 only where ``dilated`` (Conv, MaxPool)."""
     kernel = attrs["kernel_shape"]
     if kernel is None or len(kernel) != kernel_rank:
         raise reader.fail(
@@ -538,7 +539,8 @@ def _window(
         raise reader.fail(node, f"dilations {list(dilations)}", "2 dilations of at least 1")
     if not dilated and dilations != (1, 1):
         raise reader.fail(
-            node, f"dilations {list(dilations)}", "dilations 1 for pooling (dilated Conv is read)"
+            node, f"dilations {list(dilations)}",
+            "dilations 1 for AveragePool (dilated Conv and MaxPool are read)"
         )
     pads = tuple(int(p) for p in (attrs["pads"] or (0, 0, 0, 0)))
     if len(stride) != 2 or len(pads) != 4:
@@ -679,11 +681,10 @@ def _import_pool(reader: Reader, node: Any) -> None:
     }
     allowed.update({"count_include_pad": 0} if average else {"storage_order": 0})
     attrs = reader.attributes(node, allowed)
-    if attrs["ceil_mode"] != 0:
-        raise reader.fail(
-            node, f"ceil_mode {attrs['ceil_mode']}", "ceil_mode 0 (output size rounded down)"
-        )
-    kernel, stride, pads, _ = _window(reader, node, attrs, 2)
+    if attrs["ceil_mode"] not in (0, 1):
+        raise reader.fail(node, f"ceil_mode {attrs['ceil_mode']}", "ceil_mode 0 or 1")
+    ceil_mode = bool(attrs["ceil_mode"])
+    kernel, stride, pads, dilation = _window(reader, node, attrs, 2, dilated=not average)
     top, bottom, left, right = _auto_pad(
         reader, node, attrs, kernel, stride, pads, allow_same=False
     )
@@ -697,7 +698,7 @@ def _import_pool(reader: Reader, node: Any) -> None:
     include_pad = bool(attrs["count_include_pad"]) if average else True
     try:
         if not average:
-            layer: Any = MaxPool2D(kernel, stride, (top, left))
+            layer: Any = MaxPool2D(kernel, stride, (top, left), ceil_mode, dilation)
         elif (
             fused := reader.fuse("Mul")
         ) is not None:  # AveragePool + Mul: a learned scale per map
@@ -718,10 +719,12 @@ def _import_pool(reader: Reader, node: Any) -> None:
                 channels=channels,
                 dtype=dtype,
                 count_include_pad=include_pad,
+                ceil_mode=ceil_mode,
             )
             _load_into(layer, weight=factor.reshape(-1) / (kernel[0] * kernel[1]))
         else:
-            layer = AvgPool2D(kernel, stride, (top, left), count_include_pad=include_pad)
+            layer = AvgPool2D(kernel, stride, (top, left), count_include_pad=include_pad,
+                              ceil_mode=ceil_mode)
     except ValueError as exc:  # e.g. padding more than half the window
         raise reader.fail(node, str(exc), "symmetric pads of at most half the window") from None
     reader.add_layer(node, layer)

@@ -381,3 +381,25 @@ def test_the_mobile_activations_go_to_onnx_and_come_back_with_the_same_numbers(t
         "Conv2D", "ReLU6", "Conv2D", "HardSwish", "Conv2D", "LeakyReLU", "HardSigmoid", "Flatten"]
     assert back.layers[5].negative_slope == 0.2
     np.testing.assert_allclose(back.forward(x), ours, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        MaxPool2D(3, 2, 1, ceil_mode=True),
+        MaxPool2D(2, 2, ceil_mode=True, dilation=2),
+        MaxPool2D(3, 1, 1, dilation=(2, 1)),
+        AvgPool2D(3, 2, 1, ceil_mode=True, count_include_pad=False),
+        AvgPool2D(3, 2, 1, ceil_mode=True),
+        AvgPool2D(2, 2, ceil_mode=True),
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("size", [7, 8])
+def test_pools_with_ceil_mode_and_dilation_run_like_onnxruntime_and_read_back(layer, size):
+    model = Sequential([layer])
+    x = np.random.default_rng(size).standard_normal((2, 3, size, size)).astype(np.float32)
+    proto = cx.to_onnx(model, input_shape=(3, size, size))
+    np.testing.assert_allclose(run_ort(proto, x), model.predict(x), rtol=TOL, atol=TOL)
+    back = cx.from_onnx(proto)
+    assert back.config()["layers"] == model.config()["layers"]

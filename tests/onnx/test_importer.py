@@ -400,13 +400,14 @@ def batch_norm_node(
             make_model(
                 [
                     helper.make_node(
-                        "MaxPool", ["x"], ["y"], name="pool", kernel_shape=[2, 2], dilations=[2, 2]
+                        "AveragePool", ["x"], ["y"], name="pool", kernel_shape=[2, 2],
+                        dilations=[2, 2],
                     )
                 ],
                 {},
                 [1, 5, 5],
             ),
-            r"\(MaxPool\): dilations \[2, 2\]; supported: dilations 1 for pooling",
+            r"\(AveragePool\): dilations \[2, 2\]; supported: dilations 1 for AveragePool",
         ),
         (
             batch_norm_node(outputs=("y", "rm", "rv"), training_mode=1),
@@ -457,13 +458,13 @@ def batch_norm_node(
             make_model(
                 [
                     helper.make_node(
-                        "MaxPool", ["x"], ["y"], name="pool", kernel_shape=[2, 2], ceil_mode=1
+                        "MaxPool", ["x"], ["y"], name="pool", kernel_shape=[2, 2], ceil_mode=2
                     )
                 ],
                 {},
                 [1, 5, 5],
             ),
-            r"node 'pool' \(MaxPool\): ceil_mode 1; supported: ceil_mode 0",
+            r"node 'pool' \(MaxPool\): ceil_mode 2; supported: ceil_mode 0 or 1",
         ),
         (
             make_model(
