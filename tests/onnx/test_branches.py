@@ -232,24 +232,34 @@ def torch_randomize(net, torch, seed=0):
     return net.eval()
 
 
-NETS = {  # name: (builder, input size, the containers expected)
-    "resnet20": ("resnet20", 32, {"Residual": 9}),
-    "resnet18": ("resnet18", 64, {"Residual": 8}),
-    "mobilenetv2": ("MobileNetV2", 64, {"Residual": 10}),
-    "mobilenetv3-small": ("MobileNetV3Small", 64, {"Residual": 6, "Gate": 9}),
-    "squeezenet1.1": ("SqueezeNet11", 64, {"Concat": 8}),
+NETS = {  # name: (builder, input size, the containers expected, has max pooling)
+    "resnet20": ("resnet20", 32, {"Residual": 9}, False),
+    "resnet18": ("resnet18", 64, {"Residual": 8}, True),
+    "mobilenetv2": ("MobileNetV2", 64, {"Residual": 10}, False),
+    "mobilenetv3-small": ("MobileNetV3Small", 64, {"Residual": 6, "Gate": 9}, False),
+    "squeezenet1.1": ("SqueezeNet11", 64, {"Concat": 8}, True),
 }
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", list(NETS))
-def test_torchvision_structures_import_with_pytorch_outputs_and_input_gradients(name, tmp_path):
+def test_torchvision_structures_import_with_pytorch_outputs_and_input_gradients(
+    name, dtype, tmp_path
+):
+    """float32, as exported: outputs to 1e-4 of their scale and input gradients to 1e-3, except
+    the input gradients of the networks with max pooling: there a window whose two largest values
+    are within float32 rounding of each other may route its gradient to the other one (measured on
+    SqueezeNet: 0.13 over 3 seeds x 8 images, and 2e-15 in float64). float64: outputs to 1e-10,
+    input gradients to 1e-8 (they are ~1e-11 here, sums that cancel): no tie can upset those."""
     torch = pytest.importorskip("torch")
     import torchvision_nets
 
-    builder, size, containers = NETS[name]
+    builder, size, containers, max_pooling = NETS[name]
     torch.manual_seed(0)
     net = torch_randomize(getattr(torchvision_nets, builder)(), torch)
-    x = torch.rand(2, 3, size, size)
+    if dtype == "float64":
+        net = net.double()
+    x = torch.rand(2, 3, size, size, dtype=getattr(torch, dtype))
     path = tmp_path / f"{name}.onnx"
     torch_export(net, x, path)
     model = cx.load(path)
@@ -257,11 +267,14 @@ def test_torchvision_structures_import_with_pytorch_outputs_and_input_gradients(
         assert kinds(model).count(kind) == count, kind
     x.requires_grad_(True)
     y = net(x)
-    dout = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+    dout = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
     y.backward(dout)
     ours = model.forward(x.detach().numpy())
-    assert relative_error(ours, y.detach().numpy()) < 1e-4
+    assert ours.dtype == np.dtype(dtype)
     dx = model.backward(dout.numpy())
-    assert relative_error(dx, x.grad.numpy()) < 1e-3
-    np.testing.assert_allclose(model.predict(x.detach().numpy()), ours, rtol=1e-4,
-                               atol=1e-4 * np.abs(ours).max())
+    tolerance = {"float32": (1e-4, 1e-3), "float64": (1e-10, 1e-8)}[dtype]
+    assert relative_error(ours, y.detach().numpy()) < tolerance[0]
+    if dtype == "float64" or not max_pooling:
+        assert relative_error(dx, x.grad.numpy()) < tolerance[1]
+    np.testing.assert_allclose(model.predict(x.detach().numpy()), ours, rtol=tolerance[0],
+                               atol=tolerance[0] * np.abs(ours).max())
