@@ -262,3 +262,13 @@ def test_bench_networks_quick_times_both_sides_and_their_memory(tmp_path):
     for side in ("ours", "torch"):
         assert row[side]["ms"] > 0
         assert row[side]["peak_rss"] >= row[side]["rss_after_imports"] > 0
+
+
+def test_bench_cnn_layers_quick_times_both_sides(tmp_path):
+    pytest.importorskip("torch")
+    run_script("bench_cnn_layers.py", "--quick", "--out", str(tmp_path))
+    data = json.loads((tmp_path / "cnn-layers.json").read_text())
+    cases = [r["case"] for r in data["results"]]
+    assert cases == ["BatchNorm2D, 2x4x6x6", "depthwise 3x3, 2x4x6x6"]
+    for row in data["results"]:
+        assert row["ms"]["ours"] > 0 and row["ms"]["torch"] > 0 and is_number(row["ratio"])
