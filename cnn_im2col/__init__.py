@@ -28,8 +28,10 @@ from .image_predictions import predict_images
 from .init import manual_seed
 from .layers import (
     AdaptiveAvgPool2D,
+    AdaptiveMaxPool2D,
     AvgPool2D,
     BatchNorm2D,
+    ConstantPad2D,
     Conv2D,
     Dense,
     Dropout,
@@ -46,6 +48,7 @@ from .layers import (
     Sigmoid,
     Softmax,
     Tanh,
+    ZeroPad2D,
 )
 from .losses import MeanSquaredError, SoftmaxCrossEntropy
 from .model import Sequential
@@ -56,11 +59,13 @@ from .shapes import NonFiniteError
 __all__ = [
     "SGD",
     "AdaptiveAvgPool2D",
+    "AdaptiveMaxPool2D",
     "Adam",
     "AvgPool2D",
     "Callback",
     "BatchNorm2D",
     "Concat",
+    "ConstantPad2D",
     "Conv2D",
     "CosineAnnealingLR",
     "Dense",
@@ -90,6 +95,7 @@ __all__ = [
     "Tanh",
     "TrainingDiverged",
     "TrainingInterrupted",
+    "ZeroPad2D",
     "__version__",
     "get_num_threads",
     "iterate_minibatches",

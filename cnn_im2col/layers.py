@@ -56,8 +56,12 @@ from .normalization import batch_norm2d, batch_norm2d_backward
 from .pooling import (
     adaptive_avg_pool2d,
     adaptive_avg_pool2d_backward,
+    adaptive_max_pool2d,
+    adaptive_max_pool2d_backward,
     avg_pool2d,
     avg_pool2d_backward,
+    constant_pad2d,
+    constant_pad2d_backward,
     global_avg_pool2d,
     global_avg_pool2d_backward,
     max_pool2d,
@@ -950,6 +954,94 @@ class AdaptiveAvgPool2D(Layer):
         return adaptive_avg_pool2d_backward(dout, self._cached())
 
 
+class AdaptiveMaxPool2D(Layer):
+    """Max pooling to a fixed output size (PyTorch's ``AdaptiveMaxPool2d``, its windows as
+    :class:`AdaptiveAvgPool2D`'s), so any input size gives (N, C, OH, OW); ``AdaptiveMaxPool2D(1)``
+    is ONNX's ``GlobalMaxPool``. Ties go to the first cell of a window in row-major order, as in
+    PyTorch. ``output_size``: int or (OH, OW)."""
+
+    def __init__(self, output_size: Any) -> None:
+        super().__init__()
+        self.output_size = pair(output_size, "output_size", "AdaptiveMaxPool2D")
+        self._remember(output_size=_compact(self.output_size))
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) != 3:
+            raise ValueError(f"{self!r}: input must be (C, H, W), got {tuple(input_shape)}")
+        return (input_shape[0], *self.output_size)
+
+    def check_input(self, x: Any) -> np.ndarray:
+        return as_float_array(x, "x", repr(self), ndim=4)
+
+    def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        return self.run(self.check_input(x), training)
+
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        out, self._cache = adaptive_max_pool2d(x, self.output_size)
+        return out
+
+    def backward(self, dout: Any) -> np.ndarray:
+        shape, dtype, rows, cols, _ = self._cached()
+        dout = check_dout(dout, (shape[0], shape[1], len(rows), len(cols)), dtype, repr(self))
+        return adaptive_max_pool2d_backward(dout, self._cached())
+
+
+class ConstantPad2D(Layer):
+    """Pads the last two axes of (N, C, H, W) with ``value`` (PyTorch's ``ConstantPad2d``, ONNX's
+    ``Pad``): for padding a convolution or pool cannot say itself, such as TensorFlow's "SAME"
+    (an extra row at the bottom only). ``padding``: int (all four sides) or (left, right, top,
+    bottom), PyTorch's order; each at least 0. Output (N, C, top + H + bottom, left + W + right).
+    """
+
+    def __init__(self, padding: Any, value: float = 0.0) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if isinstance(padding, (list, tuple)):
+            if len(padding) != 4:
+                raise ValueError(f"{name}: padding must be an int or 4 ints (left, right, top, "
+                                 f"bottom), got {padding!r}")
+            sides = tuple(check_int(p, "padding", name, minimum=0) for p in padding)
+        else:
+            sides = (check_int(padding, "padding", name, minimum=0),) * 4
+        self.padding = sides  # (left, right, top, bottom)
+        left, right, top, bottom = sides
+        self.pads = (top, bottom, left, right)  # the engine's order
+        self.value = check_float(value, "value", name)
+        config: dict[str, Any] = {"padding": sides[0] if len(set(sides)) == 1 else list(sides)}
+        if type(self) is ConstantPad2D:
+            config["value"] = self.value
+        self._remember(**config)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) != 3:
+            raise ValueError(f"{self!r}: input must be (C, H, W), got {tuple(input_shape)}")
+        top, bottom, left, right = self.pads
+        c, height, width = input_shape
+        return (c, top + height + bottom, left + width + right)
+
+    def check_input(self, x: Any) -> np.ndarray:
+        return as_float_array(x, "x", repr(self), ndim=4)
+
+    def forward(self, x: Any, training: bool = False) -> np.ndarray:
+        return self.run(self.check_input(x), training)
+
+    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        out = constant_pad2d(x, self.pads, self.value)
+        self._cache = (out.shape, out.dtype)
+        return out
+
+    def backward(self, dout: Any) -> np.ndarray:
+        shape, dtype = self._cached()
+        return constant_pad2d_backward(check_dout(dout, shape, dtype, repr(self)), self.pads)
+
+
+class ZeroPad2D(ConstantPad2D):
+    """:class:`ConstantPad2D` with zeros (PyTorch's ``ZeroPad2d``, Keras's ``ZeroPadding2D``)."""
+
+    def __init__(self, padding: Any) -> None:
+        super().__init__(padding, 0.0)
+
+
 class GlobalAvgPool2D(Layer):
     """The mean of each feature map: (N, C, H, W) -> (N, C), no parameters."""
 
@@ -1069,5 +1161,8 @@ LAYERS: dict[str, type[Layer]] = {
         LeakyReLU,
         Identity,
         AdaptiveAvgPool2D,
+        AdaptiveMaxPool2D,
+        ConstantPad2D,
+        ZeroPad2D,
     )
 }

@@ -1,5 +1,6 @@
-"""Pooling: max, average (Eq. 8.22 with a trainable scale) and global average; functional pairs and
-their Numba kernels.
+"""Pooling: max, average (Eq. 8.22 with a trainable scale), global and adaptive average and adaptive
+max; functional pairs and their Numba kernels. Also the constant padding a window may need in front
+of it (``constant_pad2d``, the ``ConstantPad2D`` layer's, e.g. TensorFlow-style asymmetric padding).
 
 Each ``*_forward`` validates its arguments and returns ``(out, cache)``; the matching
 ``*_backward(dout, cache)`` returns the gradients. ``max_pool2d`` / ``avg_pool2d`` /
@@ -600,3 +601,51 @@ def adaptive_avg_pool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
             share = dout[:, :, i, j] * dtype.type(1.0 / ((r1 - r0) * (c1 - c0)))
             dx[:, :, r0:r1, c0:c1] += share[:, :, None, None]
     return dx
+
+
+def adaptive_max_pool2d(x: np.ndarray, output_size: tuple[int, int]) -> tuple[np.ndarray, tuple]:
+    """Maximum of each adaptive window (PyTorch's windows, :func:`adaptive_windows`) of checked
+    input (N, C, H, W) -> (N, C, OH, OW). Ties go to the first cell in row-major order, as in
+    PyTorch. A loop over the OH x OW output cells, each a vectorised argmax over batch and
+    channels; the cache keeps each cell's winner (N, C) for backward."""
+    n, c, height, width = x.shape
+    rows, cols = adaptive_windows(height, output_size[0]), adaptive_windows(width, output_size[1])
+    out = np.empty((n, c, len(rows), len(cols)), dtype=x.dtype)
+    winners = np.empty((len(rows), len(cols), n, c), dtype=np.intp)  # flat index in the window
+    for i, (r0, r1) in enumerate(rows):
+        for j, (c0, c1) in enumerate(cols):
+            window = x[:, :, r0:r1, c0:c1].reshape(n, c, -1)
+            winners[i, j] = window.argmax(axis=2)
+            out[:, :, i, j] = np.take_along_axis(window, winners[i, j][:, :, None], 2)[:, :, 0]
+    return out, (x.shape, x.dtype, rows, cols, winners)
+
+
+def adaptive_max_pool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
+    """Each output cell's gradient to its window's winner (overlapping windows accumulate)."""
+    shape, dtype, rows, cols, winners = cache
+    n, c = shape[:2]
+    dx = np.zeros(shape, dtype=dtype)
+    for i, (r0, r1) in enumerate(rows):
+        for j, (c0, c1) in enumerate(cols):
+            width = c1 - c0
+            y = r0 + winners[i, j] // width
+            x = c0 + winners[i, j] % width
+            np.add.at(dx, (np.arange(n)[:, None], np.arange(c)[None, :], y, x), dout[:, :, i, j])
+    return dx
+
+
+def constant_pad2d(x: np.ndarray, pads: tuple[int, int, int, int], value: float) -> np.ndarray:
+    """(N, C, H, W) -> (N, C, top + H + bottom, left + W + right), the border filled with
+    ``value``; ``pads`` = (top, bottom, left, right)."""
+    top, bottom, left, right = pads
+    n, c, height, width = x.shape
+    out = np.full((n, c, top + height + bottom, left + width + right), value, dtype=x.dtype)
+    out[:, :, top:top + height, left:left + width] = x
+    return out
+
+
+def constant_pad2d_backward(dout: np.ndarray, pads: tuple[int, int, int, int]) -> np.ndarray:
+    """The gradient of :func:`constant_pad2d`: ``dout`` without its border."""
+    top, bottom, left, right = pads
+    height, width = dout.shape[2] - top - bottom, dout.shape[3] - left - right
+    return np.ascontiguousarray(dout[:, :, top:top + height, left:left + width])

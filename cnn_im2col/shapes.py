@@ -410,4 +410,16 @@ def pool_geometry(
         f"pooling window {kernel} with dilation {(dy, dx)}: its span")
     g = window_geometry(height, width, span, steps, (ph, ph + extra[0], pw, pw + extra[1]),
                         owner, what=what)
+    # a dilated window can step over the whole input: its output would be -inf (PyTorch's too,
+    # whose backward then aborts), so such a geometry is refused
+    for axis, (size, pad, count, d) in enumerate(((height, ph, g.oh, dy), (width, pw, g.ow, dx))):
+        for i in range(count):
+            cells = range(i * steps[axis] - pad, i * steps[axis] - pad + span[axis], d)
+            if not any(0 <= c < size for c in cells):
+                raise ValueError(
+                    f"{owner}: for an input of {height}x{width}, the window of output "
+                    f"{'row' if axis == 0 else 'column'} {i} reads only padding (cells "
+                    f"{list(cells)} of 0..{size - 1}), so it has no value; use less padding "
+                    f"or dilation"
+                )
     return g._replace(kh=kernel[0], kw=kernel[1], dy=dy, dx=dx)

@@ -122,6 +122,9 @@ def test_every_layer_round_trips_its_config(name):
         "BatchNorm2D": (3,),
         "Normalization": (3,),
         "AdaptiveAvgPool2D": (2,),
+        "AdaptiveMaxPool2D": ((2, 3),),
+        "ConstantPad2D": ((0, 1, 2, 3), -0.5),
+        "ZeroPad2D": (1,),
     }
     layer = LAYERS[name](*examples.get(name, ()))
     assert repr(LAYERS[name].from_config(json.loads(json.dumps(layer.config())))) == repr(layer)
@@ -773,3 +776,72 @@ def test_strided_same_padding_is_ceil_of_size_over_stride_with_the_extra_cell_at
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
     assert layer.output_shape((3, *size)) == y.shape[1:]
     check_layer(layer, x[:1].copy())
+
+
+@pytest.mark.parametrize("size, out", [((7, 5), (3, 2)), ((8, 8), (4, 4)), ((5, 6), (1, 1)),
+                                       ((4, 4), (6, 5))])
+def test_adaptive_max_pooling_is_pytorchs_ties_included_and_passes_the_gradient_check(size, out):
+    from cnn_im2col.gradcheck import check_layer
+    from cnn_im2col.layers import AdaptiveMaxPool2D
+
+    rng = np.random.default_rng(0)
+    check_layer(AdaptiveMaxPool2D(out), rng.standard_normal((2, 3, *size)))
+    x = rng.integers(-2, 3, (2, 3, *size)).astype(np.float64)  # many ties: the first one wins
+    layer = AdaptiveMaxPool2D(out)
+    y = layer.forward(x)
+    assert y.shape == (2, 3, *out) and layer.output_shape((3, *size)) == (3, *out)
+    dout = rng.standard_normal(y.shape)
+    dx = layer.backward(dout)
+    # the slow twin: every window by hand, its first maximum in row-major order
+    rows = [((i * size[0]) // out[0], -((-(i + 1) * size[0]) // out[0])) for i in range(out[0])]
+    cols = [((j * size[1]) // out[1], -((-(j + 1) * size[1]) // out[1])) for j in range(out[1])]
+    twin_dx = np.zeros_like(x)
+    for n, c in np.ndindex(2, 3):
+        for i, (r0, r1) in enumerate(rows):
+            for j, (c0, c1) in enumerate(cols):
+                window = x[n, c, r0:r1, c0:c1]
+                assert y[n, c, i, j] == window.max()
+                r, k = divmod(int(np.argmax(window)), c1 - c0)
+                twin_dx[n, c, r0 + r, c0 + k] += dout[n, c, i, j]
+    np.testing.assert_array_equal(dx, twin_dx)
+    torch = pytest.importorskip("torch")
+    tx = torch.tensor(x, requires_grad=True)
+    ty = torch.nn.AdaptiveMaxPool2d(out)(tx)
+    ty.backward(torch.tensor(dout))
+    np.testing.assert_array_equal(y, ty.detach().numpy())
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("padding, value", [(1, 0.0), ((0, 1, 2, 0), 0.0), ((2, 0, 0, 3), -1.5)])
+def test_constant_padding_is_pytorchs_and_passes_the_gradient_check(padding, value):
+    from cnn_im2col.gradcheck import check_layer
+    from cnn_im2col.layers import ConstantPad2D, ZeroPad2D
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5))
+    layer = ZeroPad2D(padding) if value == 0.0 else ConstantPad2D(padding, value)
+    check_layer(layer, x)
+    y = layer.forward(x)
+    left, right, top, bottom = (padding,) * 4 if isinstance(padding, int) else padding
+    assert y.shape == (2, 3, 4 + top + bottom, 5 + left + right)
+    assert layer.output_shape((3, 4, 5)) == y.shape[1:]
+    dout = np.random.default_rng(1).standard_normal(y.shape)
+    torch = pytest.importorskip("torch")
+    tx = torch.tensor(x, requires_grad=True)
+    ty = torch.nn.ConstantPad2d(padding, value)(tx)
+    ty.backward(torch.tensor(dout))
+    np.testing.assert_array_equal(y, ty.detach().numpy())
+    np.testing.assert_array_equal(layer.backward(dout), tx.grad.numpy())
+
+
+def test_padding_layers_refuse_bad_arguments_and_inputs():
+    from cnn_im2col.layers import ConstantPad2D, ZeroPad2D
+
+    with pytest.raises(ValueError, match=r"ZeroPad2D: padding must be an int or 4 ints \(left, "
+                                         r"right, top, bottom\), got \(1, 2\)"):
+        ZeroPad2D((1, 2))
+    with pytest.raises(ValueError, match=r"ConstantPad2D: padding must be .*>= 0.*got -1"):
+        ConstantPad2D((0, -1, 0, 0))
+    with pytest.raises(ValueError, match=r"ConstantPad2D: value must be a finite number"):
+        ConstantPad2D(1, float("-inf"))
+    with pytest.raises(ValueError, match=r"ZeroPad2D\(1\): x must be 4-D"):
+        ZeroPad2D(1).forward(np.zeros((2, 3, 4)))

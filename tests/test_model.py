@@ -349,7 +349,8 @@ def _set_header(arrays, edit):
     [
         (
             lambda a: _set_header(a, lambda h: h["layers"][1].update({"class": "Swish"})),
-            r"layer 1 has unknown class 'Swish'; known classes: AdaptiveAvgPool2D, AvgPool2D",
+            r"layer 1 has unknown class 'Swish'; known classes: AdaptiveAvgPool2D, "
+            r"AdaptiveMaxPool2D, AvgPool2D",
         ),
         (lambda a: a.pop("param:4.bias"), r"missing parameters \['4.bias'\]"),
         (

@@ -7,7 +7,7 @@ and to PyTorch itself; the layers' config, repr and errors."""
 import numpy as np
 import pytest
 from conftest import in_memory_order, tolerance
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from cnn_im2col import functional as F
@@ -15,6 +15,7 @@ from cnn_im2col import pooling, reference
 from cnn_im2col.gradcheck import check_function
 from cnn_im2col.layers import AvgPool2D, MaxPool2D
 from cnn_im2col.model import Sequential
+from cnn_im2col.shapes import pool_geometry
 
 BACKENDS = ["numba", "numpy"]
 
@@ -306,7 +307,20 @@ def ceil_dilation_cases(draw, dilated):
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     x = rng.standard_normal((draw(st.integers(1, 2)), draw(st.integers(1, 3)), h, w)).astype(dtype)
     ceil = draw(st.booleans())
+    try:  # a dilated window over only padding is refused (test below), not compared
+        pool_geometry(h, w, k, s, p, "case", ceil, d)
+    except ValueError:
+        assume(False)
     return x, k, s, p, d, ceil, rng
+
+
+def test_a_dilated_window_over_only_padding_is_refused():
+    """PyTorch gives -inf there, and its backward aborts the process."""
+    x = np.zeros((1, 1, 3, 2), np.float32)
+    with pytest.raises(ValueError, match=r"MaxPool2D\(2, stride=1, padding=1, dilation=3\): for "
+                                         r"an input of 3x2, the window of output column 0 reads "
+                                         r"only padding \(cells \[-1, 2\] of 0..1\)"):
+        MaxPool2D(2, 1, 1, dilation=3).forward(x)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -3,9 +3,10 @@ SqueezeNet) as a :class:`~cnn_im2col.model.Sequential`, its branches as containe
 
 What is read: one graph input and one output, FLOAT or DOUBLE, in the default ONNX domain; the
 nodes between them form chains (each node reading the one computed tensor before it, plus
-initializers, ``Constant`` nodes or ``Identity`` nodes of those) and forks whose branches rejoin
-at one node: ``Add`` or ``Sum`` of two branches (a :class:`~cnn_im2col.containers.Residual`, one
-branch the identity or both computed), ``Mul`` of a tensor and a branch computed from it (a
+initializers, ``Constant`` nodes or nodes that only rearrange constants, computed on import) and
+forks whose branches rejoin at one node, or in steps: ``Add`` of two branches or ``Sum`` of two or
+more (a :class:`~cnn_im2col.containers.Residual`, one branch the identity or all computed; more
+than two nest as ``b0 + (b1 + (b2 + ...))``), ``Mul`` of a tensor and a branch computed from it (a
 :class:`~cnn_im2col.containers.Gate`, squeeze-and-excitation) or ``Concat`` on the channel axis (a
 :class:`~cnn_im2col.containers.Concat`). Branches nest. Each node of a chain is read by the
 importer its operator has in the operator table (:mod:`.operators`, which lists what each one
@@ -43,6 +44,30 @@ def _constant_value(onnx: Any, node: Any, source: str) -> np.ndarray:
         f"{source}: node {node.name!r} (Constant): attributes {names} are not supported; "
         f"supported: one of value, value_float(s), value_int(s)"
     )
+
+
+#: Operators that only make or rearrange constants: where every input is a constant they are
+#: computed on import by ONNX's own reference implementation (torch.onnx writes the pads of a
+#: ``Pad`` this way: ConstantOfShape, Concat, Reshape, Slice, Transpose, Cast of Constants).
+CONSTANT_FOLDED = frozenset({
+    "Cast", "Concat", "ConstantOfShape", "Flatten", "Gather", "Reshape", "Slice", "Squeeze",
+    "Transpose", "Unsqueeze",
+})
+
+
+def _fold(onnx: Any, node: Any, constants: dict, source: str) -> dict[str, np.ndarray]:
+    """The outputs of ``node``, all of whose inputs are constants, by ``onnx.reference``."""
+    from onnx.reference import ReferenceEvaluator
+
+    feeds = {name: constants[name] for name in node.input if name}
+    try:
+        outputs = ReferenceEvaluator(node).run(None, feeds)
+    except Exception as exc:  # noqa: BLE001 - a malformed node: say which
+        raise ValueError(
+            f"{source}: {_label(node)} of constants cannot be computed ({type(exc).__name__}: "
+            f"{exc})"
+        ) from None
+    return {name: np.asarray(value) for name, value in zip(node.output, outputs) if name}
 
 
 def _tensor_array(onnx: Any, tensor: Any, what: str) -> np.ndarray:
@@ -100,6 +125,9 @@ def from_onnx(proto: Any, source: str = "ONNX model") -> Sequential:
             # a constant renamed (torch.onnx's TrainingMode.PRESERVE writes BatchNorm's scale
             # this way)
             constants[node.output[0]] = constants[node.input[0]]
+        elif node.op_type in CONSTANT_FOLDED and all(
+                name in constants for name in node.input if name):
+            constants.update(_fold(onnx, node, constants, source))
         else:
             nodes.append(node)
     walk = _Walk(onnx, source, nodes, constants, opset, inputs[0].name, graph.output[0].name)
@@ -131,8 +159,8 @@ def _label(node: Any) -> str:
 
 #: How a node that reads two or more computed tensors rejoins the branches of a fork.
 JOINS = (
-    "Add or Sum of 2 tensors (Residual), Mul of a tensor and a branch of it (Gate), Concat on "
-    "axis 1"
+    "Add of 2 tensors or Sum of 2 or more (Residual), Mul of a tensor and a branch of it (Gate), "
+    "Concat on axis 1"
 )
 
 
@@ -143,7 +171,8 @@ class _Walk:
     table's importers (:class:`.operators.Reader`). A tensor read by several nodes is a fork: each
     branch is read on from its first node until it reaches a node that reads two or more computed
     tensors, a join; every branch must reach the same join, which reads exactly the branches' ends
-    (a branch that is the fork's tensor itself is the identity). The join makes the container:
+    (a branch that is the fork's tensor itself is the identity), at once or in steps. The join
+    makes the container:
     ``Add`` / ``Sum`` a :class:`~cnn_im2col.containers.Residual`, ``Mul`` a
     :class:`~cnn_im2col.containers.Gate`, ``Concat`` a :class:`~cnn_im2col.containers.Concat`.
     Branches nest (a squeeze-and-excitation gate inside a residual body).
@@ -257,12 +286,14 @@ class _Walk:
 
     def _fork(self, tensor: str, users: list, shape: tuple | None) -> tuple[Any, str, Any]:
         """Read the branches from ``tensor`` to their join; (the container, the join's output,
-        its shape)."""
-        ends, joins = [], []  # per branch: (the tensor reaching the join, the branch's layers)
+        its shape). Branches may rejoin in steps, as ``x + f(x) + g(x)`` is written (``Add(Add(x,
+        f(x)), g(x))``): a join that reads only some of the branches makes their container, which
+        is read on as one branch from the fork's tensor to the next join."""
+        rank = None if shape is None else len(shape) + 1
+        pending = []  # per branch: (the tensor reaching its join, the branch's layers, the join)
         for user in users:
             if len(self.computed(user)) > 1:  # the join itself reads the fork: an identity branch
-                ends.append((tensor, []))
-                joins.append(user)
+                pending.append((tensor, [], user))
                 continue
             layers, join, end, _ = self._read(tensor, shape, user)
             if join is None:
@@ -271,32 +302,47 @@ class _Walk:
                     f"branch, through {_label(user)}, ends at the graph's output; supported: "
                     f"branches that rejoin ({JOINS})"
                 )
-            ends.append((end, layers))
-            joins.append(join)
-        join = joins[0]
-        if any(j is not join for j in joins):
-            names = ", ".join(dict.fromkeys(_label(j) for j in joins))
-            raise ValueError(
-                f"{self.source}: the branches from tensor {tensor!r} rejoin at different nodes "
-                f"({names}); supported: branches that rejoin at one node ({JOINS})"
-            )
-        self._visit(join)
-        computed = self.computed(join)
-        by_end = dict(ends)
-        if sorted(computed) != sorted(by_end):
-            raise ValueError(
-                f"{self.source}: {_label(join)} reads {computed}, not exactly the {len(users)} "
-                f"branches from tensor {tensor!r}; supported: a join of the branches of one fork "
-                f"({JOINS})"
-            )
-        branches = [by_end[name] for name in computed]  # in the join's input order
-        container = self._container(join, branches, None if shape is None else len(shape) + 1)
-        if shape is not None:
-            try:
-                shape = tuple(int(s) for s in container.output_shape(shape))
-            except ValueError as exc:
-                raise ValueError(f"{self.source}: {_label(join)}: {exc}") from None
-        return container, join.output[0], shape
+            pending.append((end, layers, join))
+        while True:
+            joins = list({id(j): j for _, _, j in pending}.values())
+            ready = [j for j in joins
+                     if sorted(self.computed(j)) == sorted(e for e, _, k in pending if k is j)]
+            if len(joins) > 1 and not ready:
+                names = ", ".join(_label(j) for j in joins)
+                raise ValueError(
+                    f"{self.source}: the branches from tensor {tensor!r} rejoin at different "
+                    f"nodes ({names}); supported: branches that rejoin at one node, or in steps "
+                    f"({JOINS})"
+                )
+            join = joins[0] if len(joins) == 1 else ready[0]
+            self._visit(join)
+            by_end = {e: layers for e, layers, k in pending if k is join}
+            computed = self.computed(join)
+            if sorted(computed) != sorted(by_end):
+                raise ValueError(
+                    f"{self.source}: {_label(join)} reads {computed}, not exactly the {len(users)} "
+                    f"branches from tensor {tensor!r}; supported: a join of the branches of one "
+                    f"fork ({JOINS})"
+                )
+            container = self._container(join, [by_end[name] for name in computed], rank)
+            out_shape = shape
+            if shape is not None:
+                try:
+                    out_shape = tuple(int(s) for s in container.output_shape(shape))
+                except ValueError as exc:
+                    raise ValueError(f"{self.source}: {_label(join)}: {exc}") from None
+            if len(joins) == 1:
+                return container, join.output[0], out_shape
+            # a step: the container is one branch from the fork, read on to its next join
+            layers, after, end, _ = self._read(join.output[0], out_shape)
+            if after is None:
+                raise ValueError(
+                    f"{self.source}: {_label(join)} joins some branches from tensor {tensor!r} "
+                    f"and leads to the graph's output without the others; supported: branches "
+                    f"that rejoin ({JOINS})"
+                )
+            pending = [p for p in pending if p[2] is not join] + [(end, [container, *layers],
+                                                                   after)]
 
     def _container(self, join: Any, branches: list[list], rank: int | None) -> Any:
         """The container the join ``join`` makes of its branches (each a list of layers, [] for
@@ -304,10 +350,15 @@ class _Walk:
         reader = Reader(self.onnx, self.source, [join], self.constants, self.opset, None)
         op = join.op_type
         identity = [i for i, layers in enumerate(branches) if not layers]
-        if op in ("Add", "Sum") and len(branches) == 2 and len(identity) < 2:
+        if (op == "Add" and len(branches) == 2 or op == "Sum" and len(branches) >= 2) and len(
+                identity) < 2:
             reader.attributes(join, {})
-            body, shortcut = sorted(branches, key=lambda layers: not layers)  # identity last
-            return Residual(Sequential(body), Sequential(shortcut) if shortcut else None)
+            # identity last; a Sum of k branches nests: b0 + (b1 + (... + b(k-1)))
+            *bodies, last = sorted(branches, key=lambda layers: not layers)
+            block = Sequential(last) if last else None
+            for body in reversed(bodies):
+                block = Residual(Sequential(body), block)
+            return block
         if op == "Mul" and len(branches) == 2 and len(identity) == 1:
             reader.attributes(join, {})
             return Gate(Sequential(branches[1 - identity[0]]))

@@ -37,6 +37,9 @@ Normalization                   ``BatchNormalization``: scale 1, B 0, the mean, 
 Dropout                         ``Dropout`` with its ratio and no ``training_mode``: the identity
 AdaptiveAvgPool2D               ``GlobalAveragePool`` for output (1, 1); ``AveragePool`` with
                                 kernel = stride = (H / OH, W / OW) where those divide; else refused
+AdaptiveMaxPool2D               ``GlobalMaxPool`` for output (1, 1); ``MaxPool`` with kernel =
+                                stride = (H / OH, W / OW) where those divide; else refused
+ConstantPad2D, ZeroPad2D        ``Pad`` (mode constant; pads and value as initializers)
 Sequential (nested)             its layers, in line; initializer names ``"{i}.{j}.weight"``
 Residual                        the body and the shortcut from the same tensor (the identity: the
                                 tensor itself), then ``Add``; names ``"{i}.body.{j}.weight"``
@@ -64,7 +67,10 @@ to (N, -1) (a ``GlobalAvgPool2D``), ``Flatten(axis=1)``, ``Reshape`` to (N, -1),
 [0, 1, 3, 2] + ``Flatten`` (Flatten order "F"), ``Gemm`` (transA 0), ``MatMul`` (+ ``Add``),
 ``GlobalAveragePool`` alone (an ``AdaptiveAvgPool2D(1)``: (N, C, 1, 1), as in a squeeze-and-
 excitation gate), ``Softmax`` over axis 1, ``Clip`` (0, 6) as ``ReLU6``, ``HardSigmoid`` (alpha
-1/6, beta 1/2), ``HardSwish``, ``LeakyRelu``, ``Dropout``, ``Identity`` (dropped). Initializers
+1/6, beta 1/2), ``HardSwish``, ``LeakyRelu``, ``Dropout``, ``Identity`` (dropped),
+``GlobalMaxPool`` (an ``AdaptiveMaxPool2D(1)``), ``Pad`` of H and W with a finite constant (a
+``ZeroPad2D`` / ``ConstantPad2D``; zeros before a ``Conv`` or an unpadded ``AveragePool`` fold into
+its padding where the sum is one the layer has: symmetric, or stride-1 ``"same"``). Initializers
 become the layers' parameters, in their dtype (float32 or float64). Anything else is a
 ``ValueError`` naming the node, its operator and what is supported. The forks and joins between
 chains (``Add``, ``Sum``, ``Mul``, ``Concat`` of computed tensors) are read by the importer's walk
@@ -87,8 +93,10 @@ from ..containers import Concat, Gate, Residual
 from ..functional import conv2d_output_shape
 from ..layers import (
     AdaptiveAvgPool2D,
+    AdaptiveMaxPool2D,
     AvgPool2D,
     BatchNorm2D,
+    ConstantPad2D,
     Conv2D,
     Dense,
     Dropout,
@@ -105,6 +113,7 @@ from ..layers import (
     Sigmoid,
     Softmax,
     Tanh,
+    ZeroPad2D,
 )
 from ..model import Sequential
 from ..shapes import resolve_padding
@@ -263,6 +272,11 @@ class Reader:
                 self.shape = tuple(int(s) for s in layer.output_shape(self.shape))
             except ValueError as exc:
                 raise ValueError(f"{self.label(node)}: {exc}") from None
+        if self.layers and type(self.layers[-1]) in (ConstantPad2D, ZeroPad2D):
+            folded = _fold_zero_pad(self.layers[-1], layer)
+            if folded is not None:  # a Pad before a Conv or AveragePool: one layer, same numbers
+                self.layers[-1] = folded
+                return
         self.layers.append(layer)
 
 
@@ -274,6 +288,40 @@ class Reader:
 def _span(kernel: tuple, dilation: tuple) -> tuple[int, int]:
     """The extent of a dilated kernel, ``dil*(k - 1) + 1``: what ``"same"`` pads (as PyTorch)."""
     return (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
+
+
+def _fold_zero_pad(pad: ConstantPad2D, layer: Any) -> Any:
+    """``layer`` with the zeros of ``pad`` (just before it) as its own padding, where that
+    computes the same numbers: a ``Conv2D`` whose padding then is symmetric or stride-1
+    ``"same"``; an ``AvgPool2D`` without padding or ceil_mode, whose divisor then counts the pad
+    (``count_include_pad``), if the padding is symmetric and at most half the window. Else None."""
+    if pad.value != 0.0:
+        return None
+    if type(layer) is Conv2D and layer.bias_mode != "untied" and not (
+            layer.padding == "same" and layer.stride != (1, 1)):
+        span = _span(layer.kernel_size, layer.dilation)
+        own = resolve_padding(layer.padding, span, layer.stride)
+        top, bottom, left, right = (a + b for a, b in zip(pad.pads, own))
+        if (top, left) == (bottom, right):
+            padding: Any = [top, left]
+        elif layer.stride == (1, 1) and (top, bottom, left, right) == resolve_padding(
+                "same", span, (1, 1)):
+            padding = "same"
+        else:
+            return None
+        folded = Conv2D.from_config({**layer.config(), "padding": padding})
+    elif type(layer) is AvgPool2D and tuple(layer.padding) == (0, 0) and not layer.ceil_mode:
+        top, bottom, left, right = pad.pads
+        if (top, left) != (bottom, right):
+            return None
+        try:  # padding more than half the window is refused: keep the two layers then
+            folded = AvgPool2D.from_config(
+                {**layer.config(), "padding": [top, left], "count_include_pad": True})
+        except ValueError:
+            return None
+    else:
+        return None
+    return _load_into(folded, **layer.params)
 
 
 # ============================================================================================
@@ -418,6 +466,34 @@ def _export_adaptive_avg_pool(g: Graph, layer: AdaptiveAvgPool2D, name: str, in_
             f"{out_h}x{out_w}, windows of different sizes that no ONNX operator computes; "
             f"exportable: output (1, 1), or sizes that divide the input's"
         )
+
+
+def _export_adaptive_max_pool(g: Graph, layer: AdaptiveMaxPool2D, name: str, in_shape: tuple
+                              ) -> None:
+    """``GlobalMaxPool`` for output (1, 1); a ``MaxPool`` whose kernel and stride are
+    (H / OH, W / OW) where those divide (the same windows); other sizes have no ONNX operator."""
+    _, height, width = in_shape
+    out_h, out_w = layer.output_size
+    if (out_h, out_w) == (1, 1):
+        g.add("GlobalMaxPool", name=name)
+    elif height % out_h == 0 and width % out_w == 0:
+        window = [height // out_h, width // out_w]
+        g.add("MaxPool", name=name, kernel_shape=window, strides=window)
+    else:
+        raise ValueError(
+            f"cnn_im2col.onnx.export: layer {name} {layer!r} pools {height}x{width} to "
+            f"{out_h}x{out_w}, windows of different sizes that no ONNX operator computes; "
+            f"exportable: output (1, 1), or sizes that divide the input's"
+        )
+
+
+def _export_pad(g: Graph, layer: ConstantPad2D, name: str, in_shape: tuple) -> None:
+    """``Pad`` (mode constant) with the pads and the value as initializers (opset 11 and on)."""
+    top, bottom, left, right = layer.pads
+    pads = g.constant(f"{name}.pads", np.array([0, 0, top, left, 0, 0, bottom, right], np.int64),
+                      keep_dtype=True)
+    value = g.constant(f"{name}.value", np.array(layer.value, dtype=g.dtype))
+    g.add("Pad", pads, value, name=name, mode="constant")
 
 
 def _write_child(g: Graph, child: Any, name: str, in_shape: tuple) -> tuple[str, np.dtype]:
@@ -793,6 +869,46 @@ def _import_global_avg_pool(reader: Reader, node: Any) -> None:
     reader.layers[-1] = GlobalAvgPool2D()  # the Flatten of (C, 1, 1) is the pool's (N, C) already
 
 
+def _import_global_max_pool(reader: Reader, node: Any) -> None:
+    """``GlobalMaxPool``: the (N, C, 1, 1) of ``AdaptiveMaxPool2D(1)``."""
+    reader.attributes(node, {})
+    reader.add_layer(node, AdaptiveMaxPool2D(1))
+
+
+def _import_pad(reader: Reader, node: Any) -> None:
+    """``Pad`` of the two spatial axes of (N, C, H, W) with a constant: a ``ZeroPad2D`` or a
+    ``ConstantPad2D``, folded into a following ``Conv`` or ``AveragePool`` where that computes the
+    same numbers (:func:`_fold_zero_pad`)."""
+    if reader.opset < 11:  # pads and value were attributes
+        attrs = reader.attributes(node, {"mode": "constant", "pads": None, "value": 0.0})
+        pads, value = np.asarray(attrs["pads"] or [], np.int64), np.float64(attrs["value"])
+        axes = None
+    else:
+        attrs = reader.attributes(node, {"mode": "constant"})
+        pads = reader.constant(node, 1, "pads")
+        given = reader.constant(node, 2, "constant_value", required=False)
+        value = np.float64(0.0) if given is None or given.size == 0 else given.reshape(-1)[0]
+        axes = reader.constant(node, 3, "axes", required=False)
+    if attrs["mode"] != "constant":
+        raise reader.fail(node, f"mode {attrs['mode']!r}", "mode 'constant'")
+    rank = 4 if reader.shape is None else len(reader.shape) + 1
+    axes = list(range(rank)) if axes is None else [int(a) % rank for a in axes.reshape(-1)]
+    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+    if len(pads) != 2 * len(axes) or rank != 4:
+        raise reader.fail(node, f"pads {pads} for axes {axes} of a rank-{rank} tensor",
+                          "4-D (N, C, H, W) input, 2 pads per axis")
+    begin = dict(zip(axes, pads[:len(axes)]))
+    end = dict(zip(axes, pads[len(axes):]))
+    if any(begin.get(a, 0) or end.get(a, 0) for a in (0, 1)) or min(pads) < 0:
+        raise reader.fail(node, f"pads {pads} (axes {axes})",
+                          "pads of at least 0 on the spatial axes (H, W) only")
+    if not np.isfinite(value):
+        raise reader.fail(node, f"constant_value {float(value)}", "a finite constant value")
+    sides = [begin.get(3, 0), end.get(3, 0), begin.get(2, 0), end.get(2, 0)]  # PyTorch's order
+    layer = ZeroPad2D(sides) if float(value) == 0.0 else ConstantPad2D(sides, float(value))
+    reader.add_layer(node, layer)
+
+
 def _import_activation(cls: type) -> Callable:
     def import_activation(reader: Reader, node: Any) -> None:
         reader.attributes(node, {})
@@ -1040,6 +1156,14 @@ OPERATORS: tuple[Operator, ...] = (
     Operator(
         AdaptiveAvgPool2D, ("GlobalAveragePool", "AveragePool"), _export_adaptive_avg_pool, {}
     ),
+    Operator(
+        AdaptiveMaxPool2D,
+        ("GlobalMaxPool", "MaxPool"),
+        _export_adaptive_max_pool,
+        {"GlobalMaxPool": _import_global_max_pool},
+    ),
+    Operator(ConstantPad2D, ("Pad",), _export_pad, {"Pad": _import_pad}),
+    Operator(ZeroPad2D, ("Pad",), _export_pad, {}),
     Operator(Sequential, (), _export_sequential, {}),  # nested: its layers, in line
     # containers: their children from the same tensor, then the join; read back by the importer's
     # walk of the graph (forks and joins), not by a row

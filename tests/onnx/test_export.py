@@ -403,3 +403,29 @@ def test_pools_with_ceil_mode_and_dilation_run_like_onnxruntime_and_read_back(la
     np.testing.assert_allclose(run_ort(proto, x), model.predict(x), rtol=TOL, atol=TOL)
     back = cx.from_onnx(proto)
     assert back.config()["layers"] == model.config()["layers"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_padding_and_adaptive_max_pooling_run_like_onnxruntime_and_read_back(dtype):
+    from cnn_im2col.layers import AdaptiveMaxPool2D, ConstantPad2D, ZeroPad2D
+
+    model = Sequential([ZeroPad2D((0, 1, 0, 1)), Conv2D(3, 4, 3, stride=2, dtype=dtype, seed=0),
+                        ConstantPad2D((1, 1, 0, 2), -0.5), AdaptiveMaxPool2D(2), ZeroPad2D(1),
+                        AdaptiveMaxPool2D(1)])
+    x = np.random.default_rng(0).standard_normal((2, 3, 9, 8)).astype(dtype)
+    proto = cx.to_onnx(model, input_shape=(3, 9, 8))
+    assert [n.op_type for n in proto.graph.node] == [
+        "Pad", "Conv", "Pad", "MaxPool", "Pad", "GlobalMaxPool", "Identity"]
+    # onnxruntime has no float64 Conv: ONNX's reference evaluator judges that dtype
+    theirs = run_ort(proto, x) if dtype == np.float32 else ReferenceEvaluator(proto).run(
+        None, {"input": x})[0]
+    np.testing.assert_allclose(theirs, model.predict(x), rtol=TOL, atol=TOL)
+    back = cx.from_onnx(proto)
+    dt = "" if dtype == np.float32 else ", dtype='float64'"
+    assert [repr(layer) for layer in back.layers] == [  # 6x6 to 2x2: a MaxPool of 3x3 windows
+        "ZeroPad2D((0, 1, 0, 1))", f"Conv2D(3, 4, 3, stride=2{dt})", "ConstantPad2D((1, 1, 0, 2), "
+        "value=-0.5)", "MaxPool2D(3, stride=3)", "ZeroPad2D(1)", "AdaptiveMaxPool2D(1)"]
+    np.testing.assert_array_equal(back.predict(x), model.predict(x))
+    with pytest.raises(ValueError, match=r"AdaptiveMaxPool2D\(2\).* pools 5x5 to 2x2, windows of "
+                                         r"different sizes"):
+        cx.to_onnx(Sequential([AdaptiveMaxPool2D(2)]), input_shape=(1, 5, 5))

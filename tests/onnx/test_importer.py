@@ -493,7 +493,7 @@ def batch_norm_node(
                 [3],
             ),
             r"node 'join' \(Sub\): joins 2 branches, 1 of them the identity; supported: Add "
-            r"or Sum of 2 tensors \(Residual\), Mul",
+            r"of 2 tensors or Sum of 2 or more \(Residual\), Mul",
         ),
         (
             make_model(
@@ -642,3 +642,91 @@ def test_import_refuses_unreadable_initializer_data():
     proto.graph.initializer[0].raw_data = b"\x00" * 5  # 6 floats need 24 bytes
     with pytest.raises(ValueError, match=r"initializer 'w': its data cannot be read"):
         cx.from_onnx(proto)
+
+
+# ------------------------------------------------------------------ Pad, GlobalMaxPool, Sum
+
+
+def test_torch_exported_pads_fold_into_convs_and_pools_where_exact_and_stay_layers_elsewhere(
+        tmp_path):
+    """torch.onnx writes F.pad's pads as a subgraph of constants (ConstantOfShape, Concat, Slice,
+    Transpose, ...), computed on import. A zero Pad folds into the next Conv / AveragePool when the
+    sum of the paddings is one the layer has (symmetric, or stride-1 "same"); a TensorFlow-style
+    pad before a strided conv, a pad of another value and a pad before a max pool stay layers."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(3, 4, 3, 2),  # TF "SAME", stride 2: a layer
+        nn.ConstantPad2d(1, 0.5), nn.MaxPool2d(2),  # not zeros: a layer
+        nn.ZeroPad2d(1), nn.Conv2d(4, 4, 3),  # folds: padding 1
+        nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(4, 4, 2),  # folds: stride-1 "same"
+        nn.ZeroPad2d(1), nn.AvgPool2d(3, 1),  # folds: padding 1, the zeros counted
+        nn.ZeroPad2d((1, 0, 1, 0)), nn.Conv2d(4, 4, 2),  # SAME_LOWER: a layer
+        nn.ZeroPad2d(1), nn.MaxPool2d(3),  # zeros are not max pooling's -inf: a layer
+        nn.AdaptiveMaxPool2d(1),  # GlobalMaxPool
+    ).eval()
+    x = torch.randn(3, 3, 17, 16)
+    path = tmp_path / "pads.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=17)
+    model = cx.load(path)
+    assert [repr(layer) for layer in model.layers] == [
+        "ZeroPad2D((0, 1, 0, 1))", "Conv2D(3, 4, 3, stride=2)", "ConstantPad2D(1, value=0.5)",
+        "MaxPool2D(2, stride=2)", "Conv2D(4, 4, 3, padding=1)", "Conv2D(4, 4, 2, padding='same')",
+        "AvgPool2D(3, stride=1, padding=1)", "ZeroPad2D((1, 0, 1, 0))", "Conv2D(4, 4, 2)",
+        "ZeroPad2D(1)", "MaxPool2D(3, stride=3)", "AdaptiveMaxPool2D(1)"]
+    with torch.no_grad():
+        expected = net(x).numpy()
+    np.testing.assert_allclose(model.forward(x.numpy()), expected, rtol=1e-5, atol=1e-6)
+    tx = x.clone().requires_grad_(True)
+    dout = np.random.default_rng(0).standard_normal(expected.shape).astype(np.float32)
+    net(tx).backward(torch.tensor(dout))
+    model.forward(x.numpy(), training=True)
+    np.testing.assert_allclose(model.backward(dout), tx.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_import_pad_of_opset_2_attributes_and_refusals():
+    init = {"w": rand(2, 3, 3, 3)}
+    old = make_model([helper.make_node("Pad", ["x"], ["p"], pads=[0, 0, 1, 1, 0, 0, 1, 1]),
+                      helper.make_node("Conv", ["p", "w"], ["y"])], init, [3, 5, 5], opset=10)
+    model = assert_imports_like_onnxruntime(old, [3, 5, 5])
+    assert [repr(layer) for layer in model.layers] == ["Conv2D(3, 2, 3, padding=1, bias=None)"]
+
+    def pad(pads, mode="constant", value=None):
+        inputs = ["x", "pads"] + (["v"] if value is not None else [])
+        extra = {"v": np.float32(value)} if value is not None else {}
+        return make_model([helper.make_node("Pad", inputs, ["y"], mode=mode)],
+                          {"pads": np.array(pads, np.int64), **extra}, [3, 4, 4])
+
+    for proto, message in [
+        (pad([0, 0, 1, 1, 0, 0, 1, 1], mode="reflect"),
+         r"node \(Pad\): mode 'reflect'; supported: mode 'constant'"),
+        (pad([0, 1, 0, 0, 0, 0, 0, 0]), r"pads \[0, 1, 0, 0, 0, 0, 0, 0\].*supported: pads of at "
+                                        r"least 0 on the spatial axes \(H, W\) only"),
+        (pad([0, 0, -1, 0, 0, 0, 0, 0]), r"supported: pads of at least 0"),
+        (pad([0, 0, 1, 1, 0, 0, 1, 1], value=np.inf), r"constant_value inf; supported: a finite"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            cx.from_onnx(proto)
+
+
+def test_import_a_sum_of_three_branches_as_nested_residuals():
+    """Sum(x, conv1(x), conv2(x)): x + (conv1(x) + conv2(x)) as Residual(conv1, Residual(conv2,
+    identity)) - the identity last, as for two."""
+    init = {"w1": rand(3, 3, 1, 1, seed=1), "w2": rand(3, 3, 3, 3, seed=2)}
+    proto = make_model([
+        helper.make_node("Conv", ["x", "w1"], ["a"]),
+        helper.make_node("Conv", ["x", "w2"], ["b"], pads=[1, 1, 1, 1]),
+        helper.make_node("Sum", ["a", "x", "b"], ["s"]),
+        helper.make_node("GlobalMaxPool", ["s"], ["y"]),
+    ], init, [3, 5, 5])
+    model = assert_imports_like_onnxruntime(proto, [3, 5, 5])
+    residual = model.layers[0]
+    assert type(residual).__name__ == "Residual" and type(residual.shortcut).__name__ == "Residual"
+    assert residual.shortcut.shortcut is None
+    assert [repr(layer) for layer in model.layers[1:]] == ["AdaptiveMaxPool2D(1)"]
+    back = cx.from_onnx(cx.to_onnx(model, input_shape=(3, 5, 5)))  # written as two Adds
+    x = rand(2, 3, 5, 5, seed=3)
+    np.testing.assert_allclose(back.forward(x), model.forward(x), rtol=1e-6, atol=1e-6)
