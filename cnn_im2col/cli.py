@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--flip",
         action=argparse.BooleanOptionalAction,
         help="augmentation: mirror each image left-right with probability 0.5 (default: on "
-        "for colour images, off for grayscale such as digits)",
+        "for colour images and for --model resnet20, off for other models on grayscale data "
+        "such as digits)",
     )
     train.add_argument(
         "--overwrite",

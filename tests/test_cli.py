@@ -406,6 +406,17 @@ def test_vgg_bn_trains_with_its_own_default_epochs(monkeypatch):
     )
 
 
+def test_resnet20_brings_he_et_al_s_recipe_flips_included_and_no_flip_turns_them_off():
+    def settings(*flags):
+        return cli._resolve_settings(cli.build_parser().parse_args(["train", *flags]))[0]
+
+    recipe = settings("--model", "resnet20")
+    assert (recipe["epochs"], recipe["optimizer"], recipe["lr"], recipe["flip"]) == (
+        20, "sgd", 0.1, True)
+    assert settings("--model", "resnet20", "--no-flip")["flip"] is False
+    assert settings("--model", "vgg-bn")["flip"] is None  # by the data: on for colour only
+
+
 def test_train_model_from_json_and_bad_model(idx_dir, tmp_path, capsys):
     from cnn_im2col.architectures import lenet
 
