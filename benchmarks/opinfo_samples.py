@@ -1,6 +1,6 @@
-"""PyTorch's own OpInfo sample inputs for conv2d, max_pool2d, avg_pool2d, batch_norm and
-adaptive_avg_pool2d (``torch.testing._internal.common_methods_invocations``, which needs the
-``expecttest`` package) run through the engine's layers in float64, forward and backward.
+"""PyTorch's own OpInfo sample inputs for conv2d, max_pool2d, avg_pool2d, batch_norm,
+adaptive_avg_pool2d and adaptive_max_pool2d (``torch.testing._internal.common_methods_invocations``,
+which needs the ``expecttest`` package) run through the engine's layers in float64, forward and backward.
 
     pip install torch expecttest   # comparisons only: never dependencies of the package
     python benchmarks/opinfo_samples.py [--out DIR]
@@ -30,7 +30,8 @@ import numpy as np
 from _common import publish
 
 OPS = ("nn.functional.conv2d", "nn.functional.max_pool2d", "nn.functional.avg_pool2d",
-       "nn.functional.batch_norm", "nn.functional.adaptive_avg_pool2d")
+       "nn.functional.batch_norm", "nn.functional.adaptive_avg_pool2d",
+       "nn.functional.adaptive_max_pool2d")
 VERDICTS = ("pass", "inexpressible", "refused", "wrong")
 
 
@@ -64,7 +65,14 @@ def _pool_args(kind: str, sample: Any) -> dict:
 
 def build(name: str, sample: Any, torch: Any) -> tuple[Any, dict[str, Any], Any]:
     """``(our layer, {our param name: torch tensor}, torch function of the input)``."""
-    from cnn_im2col.layers import AdaptiveAvgPool2D, AvgPool2D, BatchNorm2D, Conv2D, MaxPool2D
+    from cnn_im2col.layers import (
+        AdaptiveAvgPool2D,
+        AdaptiveMaxPool2D,
+        AvgPool2D,
+        BatchNorm2D,
+        Conv2D,
+        MaxPool2D,
+    )
 
     x = sample.input
     if x.dim() != 4:
@@ -119,10 +127,15 @@ def build(name: str, sample: Any, torch: Any) -> tuple[Any, dict[str, Any], Any]
 
         layer._opinfo_training = training
         return layer, params, fn
-    if name == "nn.functional.adaptive_avg_pool2d":
-        (size,) = sample.args
+    if name in ("nn.functional.adaptive_avg_pool2d", "nn.functional.adaptive_max_pool2d"):
+        size, *rest = sample.args
+        if (rest and rest[0]) or sample.kwargs.get("return_indices"):
+            raise Inexpressible("return_indices")
         size = (size, size) if isinstance(size, int) else tuple(size)
         resolved = tuple(x.shape[2 + i] if s is None else s for i, s in enumerate(size))
+        if "max" in name:
+            return AdaptiveMaxPool2D(resolved), {}, lambda t: (
+                torch.nn.functional.adaptive_max_pool2d(t, size))
         layer = AdaptiveAvgPool2D(resolved)
         return layer, {}, lambda t: torch.nn.functional.adaptive_avg_pool2d(t, size)
     raise AssertionError(name)
