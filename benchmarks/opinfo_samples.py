@@ -1,6 +1,7 @@
 """PyTorch's own OpInfo sample inputs for conv2d, max_pool2d, avg_pool2d, batch_norm,
 adaptive_avg_pool2d and adaptive_max_pool2d (``torch.testing._internal.common_methods_invocations``,
-which needs the ``expecttest`` package) run through the engine's layers in float64, forward and backward.
+which needs the ``expecttest`` package) run through the engine's layers in float64, forward and
+backward.
 
     pip install torch expecttest   # comparisons only: never dependencies of the package
     python benchmarks/opinfo_samples.py [--out DIR]
