@@ -54,6 +54,7 @@ _controller: threadpoolctl.ThreadpoolController | None = None
 # library had before the outermost one
 _blas: dict[str, Any] = {"depth": 0, "saved": []}
 _blas_lock = threading.Lock()
+_inside = threading.local()  # .depth: 1 while this thread is inside engine_blas (a fast check)
 
 
 def default_num_threads() -> int:
@@ -113,6 +114,9 @@ def engine_blas() -> Iterator[None]:
     outermost call, every BLAS gets back the threads it had, so the user's own ``a @ b`` keeps
     its speed. Nested calls (a fit, its forward passes, their pool maps) set nothing more;
     entering and leaving costs a few microseconds."""
+    if getattr(_inside, "depth", 0):  # this thread is inside already: nothing to set or undo
+        yield
+        return
     get_num_threads()  # the controller exists (made after Numba's warm-up, see set_num_threads)
     with _blas_lock:
         if _blas["depth"] == 0:
@@ -122,9 +126,11 @@ def engine_blas() -> Iterator[None]:
                 if threads != 1:
                     lib.set_num_threads(1)
         _blas["depth"] += 1
+    _inside.depth = 1
     try:
         yield
     finally:
+        _inside.depth = 0
         with _blas_lock:
             _blas["depth"] -= 1
             if _blas["depth"] == 0:
@@ -169,6 +175,8 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
     instead of waiting, so at most ``n`` threads are ever runnable. Serial with one thread, one
     item, or when called from inside a worker (so a nested call never waits for the pool). The
     workers run under the caller's ``np.errstate`` (NumPy keeps it per thread)."""
+    if getattr(_inside, "depth", 0):  # the usual case, inside a model's call: no context to enter
+        return _parallel_map(fn, items)
     with engine_blas():
         return _parallel_map(fn, items)
 
