@@ -16,6 +16,9 @@ cache and calls the engine's strategy code itself. The layers stay in ``Sequenti
 - ``ReLUPool`` (ReLU -> MaxPool2D, a ReLU not already fused into a convolution): ReLU of the pool,
   in the pool's pass (identical outputs and gradients: ReLU is monotone; ties go to the first
   maximum).
+- ``ConvActivation`` (Conv2D -> ReLU6, HardSigmoid or HardSwish), at inference only: each batch
+  slice goes through the activation's kernel in place, on the worker that computed it, while it is
+  in that core's cache, instead of in a pass of its own over the whole output.
 - ``LayerStep``: any other layer, alone.
 
 At inference without a backward to follow (``predict``, ``evaluate``), :func:`inference_plan`
@@ -39,8 +42,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .activations import IN_PLACE_KERNELS
 from .conv import ConvCache, conv2d_backward
-from .layers import LAYERS, BatchNorm2D, Conv2D, MaxPool2D, ReLU
+from .layers import LAYERS, BatchNorm2D, Conv2D, HardSigmoid, HardSwish, MaxPool2D, ReLU, ReLU6
 from .pooling import (
     MaxPoolCache,
     max_pool2d,
@@ -110,9 +114,10 @@ class _Block:
 
 
 def _conv_forward(
-    conv: Conv2D, x: np.ndarray, training: bool, then: Any = None
+    conv: Conv2D, x: np.ndarray, training: bool, then: Any = None, relu: bool = True
 ) -> tuple[np.ndarray, ConvCache]:
-    """``conv``'s strategy (its plan for ``x.shape``) with the ReLU fused, ``then`` per slice."""
+    """``conv``'s strategy (its plan for ``x.shape``) with the ReLU fused (``relu``), ``then`` per
+    slice."""
     plan = conv.plan(x.shape)
     weight = conv.params["weight"]
     return plan.strategy.forward(
@@ -123,7 +128,7 @@ def _conv_forward(
         groups=conv.groups,
         owner=repr(conv),
         keep=bool(training),
-        relu=True,
+        relu=relu,
         then=then,
     )
 
@@ -217,6 +222,37 @@ class ConvReLUPool(_Block):
         return _fill_conv_grads(self.conv, grads)
 
 
+class ConvActivation(_Block):
+    """Inference only: Conv2D -> ReLU6 / HardSigmoid / HardSwish, the activation's kernel run in
+    place on each batch slice by the worker that computed it (the same numbers as the two layers,
+    without the activation's own pass over memory). No backward: :func:`inference_plan` makes it
+    only for ``infer``, which has none."""
+
+    kind = "conv_activation"
+    FUSED = (ReLU6, HardSigmoid, HardSwish)
+
+    def __init__(self, conv: Conv2D, activation: Any, first: int) -> None:
+        super().__init__((conv, activation), first)
+        self.conv, self.kernel = conv, IN_PLACE_KERNELS[type(activation).__name__]
+
+    def forward(self, x: Any, training: bool) -> np.ndarray:
+        return self.run(self.conv.check_input(x), training)
+
+    def run(self, x: np.ndarray, training: bool) -> np.ndarray:
+        if training:
+            raise RuntimeError(f"{self!r} is an inference step: it keeps nothing for backward")
+        kernel = self.kernel
+
+        def activate(s: slice, y: np.ndarray) -> None:
+            kernel(y.reshape(-1))  # the slice is C-contiguous: a view
+
+        out, _ = _conv_forward(self.conv, x, False, then=activate, relu=False)
+        return out
+
+    def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
+        raise RuntimeError(f"{self!r} is an inference step: it has no backward")
+
+
 class ReLUPool(_Block):
     """ReLU -> MaxPool2D: the pool of ReLU(x) in the pool's one pass."""
 
@@ -240,7 +276,7 @@ class ReLUPool(_Block):
         return max_pool2d_backward(dout, cache)
 
 
-Step = LayerStep | ConvReLU | ConvReLUPool | ReLUPool
+Step = LayerStep | ConvReLU | ConvReLUPool | ReLUPool | ConvActivation
 
 
 def foldable(conv: Any, norm: Any) -> bool:
@@ -307,12 +343,12 @@ def inference_plan(layers: list[Any]) -> tuple[list[Step], list[Fold]]:
         else:
             inference_layers.append(layers[i])
             i += 1
-    return plan(inference_layers), folds
+    return plan(inference_layers, inference=True), folds
 
 
-def plan(layers: list[Any]) -> list[Step]:
+def plan(layers: list[Any], inference: bool = False) -> list[Step]:
     """The steps of a stack, left to right, greedily fusing the blocks listed in the module
-    docstring (exact classes only)."""
+    docstring (exact classes only); ``ConvActivation`` only for ``inference`` (no backward)."""
     steps: list[Step] = []
     i = 0
     while i < len(layers):
@@ -327,6 +363,8 @@ def plan(layers: list[Any]) -> list[Step]:
             steps.append(ConvReLU(*layers[i : i + 2], i))
         elif here is ReLU and after is MaxPool2D:
             steps.append(ReLUPool(*layers[i : i + 2], i))
+        elif inference and here is Conv2D and after in ConvActivation.FUSED:
+            steps.append(ConvActivation(*layers[i : i + 2], i))
         else:
             steps.append(LayerStep(layers[i], i))
         i = steps[-1].last + 1

@@ -435,3 +435,33 @@ def test_fold_cases_bias_affine_and_batch_statistics(bias, affine, track):
         norm.buffers["running_var"][0] = -1.0
         with pytest.raises(ValueError, match=r"BatchNorm2D\(5.*var must be >= 0"):
             model.predict(x)
+
+
+# ------------------------------------------------------- inference: Conv2D -> clipped activation
+@pytest.mark.parametrize("activation", ["ReLU6", "HardSigmoid", "HardSwish"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("strategy", ["im2col", "winograd", "depthwise", "pointwise"])
+def test_predict_fuses_a_clipped_activation_into_each_convolution_slice_bit_for_bit(
+        activation, dtype, strategy):
+    """predict applies ReLU6 / HardSigmoid / HardSwish in place to each slice its convolution
+    wrote: the same numbers as the layers one by one (forward, unfused), bit for bit."""
+    from cnn_im2col import layers
+
+    conv = {  # (layer, input shape): one per strategy that "auto" picks
+        "im2col": (Conv2D(3, 8, 3, stride=2, padding=1, dtype=dtype, seed=0), (5, 3, 12, 12)),
+        "winograd": (Conv2D(8, 8, 3, padding=1, dtype=dtype, seed=0), (4, 8, 16, 16)),
+        "depthwise": (Conv2D(8, 8, 3, padding=1, groups=8, dtype=dtype, seed=0), (5, 8, 9, 9)),
+        "pointwise": (Conv2D(8, 16, 1, dtype=dtype, seed=0), (5, 8, 7, 7)),
+    }[strategy]
+    layer, shape = conv
+    model = Sequential([layer, getattr(layers, activation)()])
+    x = np.random.default_rng(0).standard_normal(shape).astype(dtype) * 4  # both kinks reached
+    assert layer.plan(shape).strategy.__name__.endswith(strategy)
+    np.testing.assert_array_equal(model.predict(x), model.forward(x))
+    steps, _ = model._inference
+    assert [s.kind for s in steps] == ["conv_activation"]
+    assert [s.kind for s in model._planned_steps()] == ["layer", "layer"]  # training: unfused
+    with pytest.raises(RuntimeError, match=r"ConvActivation\(.*\) is an inference step"):
+        steps[0].run(x, True)
+    with pytest.raises(RuntimeError, match=r"is an inference step: it has no backward"):
+        steps[0].backward(np.zeros(1))
