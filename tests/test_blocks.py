@@ -402,6 +402,22 @@ def test_the_fold_is_redone_when_any_of_its_arrays_changes_and_only_then():
         np.testing.assert_allclose(model.predict(x), model.forward(x), rtol=1e-12, atol=1e-12)
     model.layers[1].eps = 0.5
     np.testing.assert_allclose(model.predict(x), model.forward(x), rtol=1e-12, atol=1e-12)
+    model.params["0.weight"][1, 0, 2, 1] += 1e-9  # one element, a little: refolded
+    np.testing.assert_allclose(model.predict(x), model.forward(x), rtol=1e-12, atol=1e-12)
+    model.buffers["1.running_var"][0] = -1.0
+    for _ in range(2):  # a fold that failed is tried again, never used stale
+        with pytest.raises(ValueError, match=r"BatchNorm2D\(3.*\): var must be >= 0"):
+            model.predict(x)
+    model.buffers["1.running_var"][0] = 2.0
+    np.testing.assert_allclose(model.predict(x), model.forward(x), rtol=1e-12, atol=1e-12)
+
+
+def test_a_fold_of_mixed_dtypes_is_refreshed_too():
+    model = Sequential([Conv2D(2, 3, 3, padding=1, seed=0), BatchNorm2D(3, dtype=np.float64)])
+    x = np.random.default_rng(0).standard_normal((2, 2, 5, 5)).astype(np.float32)
+    for scale in (1.0, 2.0):
+        model.buffers["1.running_var"][...] = scale
+        np.testing.assert_allclose(model.predict(x), model.forward(x), rtol=1e-5, atol=1e-6)
 
 
 def _as_float64(config):
