@@ -189,7 +189,7 @@ class Conv2D(Layer):
     in_channels`` is a depthwise convolution), both with PyTorch's meaning; ``groups`` must divide
     ``in_channels`` and ``out_channels``. ``algorithm``: how the convolution becomes GEMMs,
     ``"im2col"``, ``"winograd"`` (F(4x4, 3x3) or F(2x2, 5x5): a 3x3 or 5x5 kernel, stride 1,
-    dilation 1, groups 1) or ``"auto"`` (Winograd where it applies and pays, see
+    dilation 1, any groups) or ``"auto"`` (Winograd where it applies and pays, see
     ``conv.choose``); the numbers agree to rounding. Input (N, C, H, W) -> output
     (N, O, OH, OW).
     """
@@ -231,9 +231,8 @@ class Conv2D(Layer):
         check_choice(algorithm, "algorithm", ALGORITHMS, name)
         if algorithm == "winograd" and not winograd.supports(kernel, steps, dil, groups):
             raise ValueError(
-                f"{name}: algorithm='winograd' needs kernel_size 3 or 5, stride 1, dilation 1 and "
-                f"groups 1; got kernel_size {kernel}, stride {steps}, dilation {dil}, "
-                f"groups {groups}"
+                f"{name}: algorithm='winograd' needs kernel_size 3 or 5, stride 1 and dilation "
+                f"1; got kernel_size {kernel}, stride {steps}, dilation {dil}"
             )
         size = _input_size(input_size, name)
         if bias == "untied" and size is None:

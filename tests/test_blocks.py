@@ -186,11 +186,12 @@ def test_a_relu_fused_into_a_pool_says_so_if_its_backward_is_called_alone():
 def conv_relu_pools(draw, winograd_conv=False):
     """Conv2D -> ReLU -> MaxPool2D of any stride, padding, dilation, groups (depthwise included),
     bias mode and dtype, with pools that tile, overlap or pad; batches of several slices.
-    ``winograd_conv``: 3x3 or 5x5, stride 1, dilation 1, groups 1 only (what Winograd computes)."""
+    ``winograd_conv``: 3x3 or 5x5, stride 1, dilation 1 (what Winograd computes), not depthwise
+    (its own kernels)."""
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     seed = draw(st.integers(0, 2**16))
-    groups = 1 if winograd_conv else draw(st.sampled_from([1, 2, 4]))
-    in_channels = groups * draw(st.integers(1, 2))
+    groups = draw(st.sampled_from([1, 2] if winograd_conv else [1, 2, 4]))
+    in_channels = groups * (2 if winograd_conv else draw(st.integers(1, 2)))
     out_channels = (
         groups
         if draw(st.booleans()) and groups == in_channels

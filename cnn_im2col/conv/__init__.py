@@ -9,7 +9,8 @@ module with its forward/backward pair, its cache type and its Numba kernels:
 - ``conv/pointwise.py``: a 1x1 kernel without padding or groups, one GEMM per sample from NCHW
   into NCHW (no im2col matrix, no layout passes);
 - ``conv/winograd.py``: F(4x4, 3x3) or F(2x2, 5x5) for 3x3 or 5x5 kernels with stride 1,
-  dilation 1 and groups 1, when ``algorithm="auto"`` finds it worthwhile or ``"winograd"`` asks.
+  dilation 1 (any groups: one GEMM per group), when ``algorithm="auto"`` finds it worthwhile (per
+  group) or ``"winograd"`` asks.
 
 ``conv2d_forward`` validates its arguments, works out the geometry, ``choose`` picks the strategy,
 and the strategy runs on checked arrays; ``conv2d_backward`` hands the cache back to the strategy
@@ -101,9 +102,12 @@ def choose(
     of ``weight_shape`` and geometry ``g`` (arguments already validated): depthwise where groups ==
     C == O (numba), pointwise for a 1x1 kernel without padding, dilation or groups (numba),
     Winograd where ``algorithm`` asks for it or ``"auto"`` finds it applies and pays
-    (``winograd_pays``: at least 8 input and output channels, an output of at least 4x4 and
-    512 output pixels per map in the batch), im2col elsewhere. Raises if ``"winograd"`` cannot."""
+    (``winograd_pays``: at least 8 input and output channels per group, an output of at least
+    4x4 and 512 output pixels per map in the batch), im2col elsewhere. Raises if ``"winograd"``
+    cannot."""
     use_winograd = _use_winograd(algorithm, backend, weight_shape, g, groups, owner, batch)
+    if algorithm == "winograd":
+        return winograd  # asked for by name (it applies: _use_winograd raised otherwise)
     if backend == "numba" and _DEPTHWISE_DIRECT and groups == in_channels == weight_shape[0] > 1:
         return depthwise
     if backend == "numba" and _POINTWISE_DIRECT and pointwise.supports(weight_shape, g, groups):
@@ -130,12 +134,14 @@ def _use_winograd(
             )
         if not fits:
             raise ValueError(
-                f"{owner}: algorithm='winograd' needs a 3x3 or 5x5 kernel, stride 1, dilation 1 "
-                f"and groups 1; got kernel {tuple(weight_shape[2:])}, stride {(g.sy, g.sx)}, "
-                f"dilation {(g.dy, g.dx)}, groups {groups}"
+                f"{owner}: algorithm='winograd' needs a 3x3 or 5x5 kernel, stride 1 and dilation "
+                f"1; got kernel {tuple(weight_shape[2:])}, stride {(g.sy, g.sx)}, "
+                f"dilation {(g.dy, g.dx)}"
             )
         return True
-    return backend == "numba" and fits and winograd_pays(weight_shape[1], weight_shape[0], g, batch)
+    # per group: a grouped convolution's products are one GEMM per group
+    return backend == "numba" and fits and winograd_pays(
+        weight_shape[1], weight_shape[0] // groups, g, batch)
 
 
 def winograd_pays(in_channels: int, out_channels: int, g: WindowGeometry, batch: int) -> bool:

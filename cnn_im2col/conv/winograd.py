@@ -102,13 +102,12 @@ MATRICES = {
 def supports(
     kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int], groups: int
 ) -> bool:
-    """Whether Winograd computes this convolution: a 3x3 or 5x5 kernel, stride 1, dilation 1,
-    groups 1 (any padding, any input size). The layer asks at construction, ``conv2d_forward`` per
-    call."""
-    return tuple(kernel) in ((3, 3), (5, 5)) and (tuple(stride), tuple(dilation), groups) == (
+    """Whether Winograd computes this convolution: a 3x3 or 5x5 kernel, stride 1, dilation 1 (any
+    groups, padding and input size: a grouped convolution's 36 products are block-diagonal, one
+    GEMM per group). The layer asks at construction, ``conv2d_forward`` per call."""
+    return tuple(kernel) in ((3, 3), (5, 5)) and (tuple(stride), tuple(dilation)) == (
         (1, 1),
         (1, 1),
-        1,
     )
 
 
@@ -161,14 +160,29 @@ def transform_input(x: np.ndarray, g: WindowGeometry) -> np.ndarray:
     return v
 
 
+def grouped_products(a: np.ndarray, b: np.ndarray, groups: int, ta: bool = False,
+                     tb: bool = False) -> np.ndarray:
+    """The 36 products of a (36, P, Q) and b (36, Q', R), block-diagonal over ``groups``: group
+    g's rows of ``a`` times group g's rows of ``b`` (``ta`` / ``tb``: of their transposes, per
+    group); ``groups == 1`` is ``a @ b``. (36, P, R) out, P and R summed over the groups."""
+    if groups == 1:
+        return np.matmul(a.transpose(0, 2, 1) if ta else a, b.transpose(0, 2, 1) if tb else b)
+    a4 = a.reshape(a.shape[0], groups, a.shape[1] // groups, a.shape[2])
+    b4 = b.reshape(b.shape[0], groups, b.shape[1] // groups, b.shape[2])
+    out = np.matmul(a4.transpose(0, 1, 3, 2) if ta else a4, b4.transpose(0, 1, 3, 2) if tb else b4)
+    return out.reshape(out.shape[0], -1, out.shape[3])
+
+
 def slice_forward(
-    x: np.ndarray, u: np.ndarray, g: WindowGeometry, bias2: np.ndarray, relu: bool, out: np.ndarray
+    x: np.ndarray, u: np.ndarray, g: WindowGeometry, bias2: np.ndarray, relu: bool,
+    out: np.ndarray, groups: int = 1,
 ) -> np.ndarray:
     """One batch slice: ``out`` (n, K, OH, OW) (written) = f(conv(x) + bias) from x (n, C, H, W)
-    and U (36, K, C); bias2 (K, 1) tied or (K, OH*OW) untied. Returns V, for ``slice_backward``."""
+    and U (36, K, C / groups); bias2 (K, 1) tied or (K, OH*OW) untied. Returns V, for
+    ``slice_backward``."""
     ty, tx = tiles(g)
     v = transform_input(x, g)
-    _kernel("winograd_output", g)(np.matmul(u, v), ty, tx, bias2, relu, out)
+    _kernel("winograd_output", g)(grouped_products(u, v, groups), ty, tx, bias2, relu, out)
     return v
 
 
@@ -179,10 +193,12 @@ def slice_backward(
     u: np.ndarray,
     g: WindowGeometry,
     dx: np.ndarray | None,
+    groups: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One batch slice's gradients: dout (n, K, OH, OW), C-contiguous; y: the forward's output when
     it fused a ReLU (its derivative is ``y > 0``), else None; V and U from ``slice_forward``.
-    Writes ``dx`` (n, C, H, W) when it is given. Returns (dU (36, K, C), tied bias gradient (K,),
+    Writes ``dx`` (n, C, H, W) when it is given. Returns (dU (36, K, C / groups), tied bias
+    gradient (K,),
     float64); ``weight_grad`` turns the slices' summed dU into dW."""
     ty, tx = tiles(g)
     dm = np.empty((ALPHA * ALPHA, dout.shape[1], v.shape[2]), dtype=dout.dtype)
@@ -190,10 +206,10 @@ def slice_backward(
     _kernel("winograd_output_adjoint", g)(
         dout, dout if y is None else y, y is not None, ty, tx, dm, tied
     )
-    du = np.matmul(dm, v.transpose(0, 2, 1))
+    du = grouped_products(dm, v, groups, tb=True)  # (36, K, C / groups)
     if dx is not None:
         _kernel("winograd_input_adjoint", g)(
-            np.matmul(u.transpose(0, 2, 1), dm), g.top, g.left, ty, tx, dx
+            grouped_products(u, dm, groups, ta=True), g.top, g.left, ty, tx, dx
         )
     return du, tied
 
@@ -849,11 +865,12 @@ class WinogradCache(NamedTuple):
     bias_shape: tuple[int, ...] | None
     geometry: WindowGeometry
     owner: str
-    transformed: np.ndarray  # the transformed weight U (36, K, C)
+    transformed: np.ndarray  # the transformed weight U (36, K, C / groups)
     v: list[np.ndarray] | None  # each slice's transformed input V; None: rebuilt from x
     x: np.ndarray | None  # the input, kept instead of V (keep=False)
     slices: list[slice]
     out: np.ndarray | None  # relu=True: the output, whose sign is ReLU's derivative
+    groups: int = 1
 
 
 def forward(
@@ -870,7 +887,7 @@ def forward(
     then: Callable[[slice, np.ndarray], None] | None = None,
 ) -> tuple[np.ndarray, WinogradCache]:
     """``conv2d_forward``'s Winograd strategy on checked arguments (as ``conv.im2col.forward``;
-    ``supports`` holds: groups 1, numba). ``keep=False``: V is not kept (the cache keeps x)."""
+    ``supports`` holds, numba). ``keep=False``: V is not kept (the cache keeps x)."""
     n, out_channels = x.shape[0], weight.shape[0]
     out = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
     bias2 = (
@@ -883,7 +900,7 @@ def forward(
     slices = cache_slices(n, ALPHA**2 * x.shape[1] * ty * tx * x.itemsize)
 
     def tiled(s: slice) -> np.ndarray | None:
-        v = slice_forward(x[s], u, g, bias2, relu, out[s])
+        v = slice_forward(x[s], u, g, bias2, relu, out[s], groups)
         if then is not None:
             then(s, out[s])
         return v if keep else None
@@ -900,6 +917,7 @@ def forward(
         None if keep else x,
         slices,
         out if relu else None,
+        groups,
     )
     return out, cache
 
@@ -923,7 +941,8 @@ def backward(
         d = np.ascontiguousarray(dout[s]) if dout_of is None else dout_of(s)
         y = cache.out[s] if relu else None
         v = cache.v[i] if cache.v is not None else transform_input(cache.x[s], g)
-        du, tied = slice_backward(d, y, v, cache.transformed, g, None if dx is None else dx[s])
+        du, tied = slice_backward(d, y, v, cache.transformed, g, None if dx is None else dx[s],
+                                  cache.groups)
         untied = None
         if bias_shape is not None and len(bias_shape) == 3:
             untied = (d if y is None else np.where(y > 0, d, 0)).sum(axis=0)

@@ -21,7 +21,9 @@ def winograd_cases(draw):
     every padding from none to more than the kernel, "same", every bias mode, both dtypes, three
     layouts."""
     r = draw(st.sampled_from([3, 5]))
-    n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    n = draw(st.integers(1, 3))
+    c, o = groups * draw(st.integers(1, 5 // groups)), groups * draw(st.integers(1, 5 // groups))
     if draw(st.booleans()):
         padding, pads = "same", (r // 2, r // 2)
     else:
@@ -34,13 +36,32 @@ def winograd_cases(draw):
     order = draw(st.sampled_from(["C", "F", "strided"]))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    weight = rng.standard_normal((o, c, r, r)).astype(dtype)
+    weight = rng.standard_normal((o, c // groups, r, r)).astype(dtype)
     bias = {"tied": rng.standard_normal(o), "untied": rng.standard_normal((o, oh, ow)), None: None}[
         bias_mode
     ]
     bias = None if bias is None else bias.astype(dtype)
     dout = rng.standard_normal((n, o, oh, ow)).astype(dtype)
-    return x, weight, bias, bias_mode, padding, dout, order
+    return x, weight, bias, bias_mode, padding, dout, order, groups
+
+
+def dense_weight(weight, groups):
+    """A grouped weight (O, C/G, r, r) as the dense (O, C, r, r) with zeros between the groups:
+    what the reference (which has no groups) computes the same convolution with."""
+    o, cg = weight.shape[:2]
+    dense = np.zeros((o, cg * groups, *weight.shape[2:]), weight.dtype)
+    for k in range(o):
+        group = k // (o // groups)
+        dense[k, group * cg:(group + 1) * cg] = weight[k]
+    return dense
+
+
+def grouped_part(dense_grad, groups):
+    """The inverse of ``dense_weight`` for a gradient: each filter's own group's channels."""
+    o, c = dense_grad.shape[:2]
+    cg = c // groups
+    return np.stack([dense_grad[k, (k // (o // groups)) * cg:(k // (o // groups) + 1) * cg]
+                     for k in range(o)])
 
 
 @given(
@@ -53,10 +74,10 @@ def test_winograd_equals_im2col_and_the_reference(monkeypatch_module, case, relu
     """Forward and every gradient, against the im2col path and against scipy's loops (the fused
     ReLU's gradients are those of the plain convolution at dout * (out > 0)), one sample per slice
     or the whole batch in one."""
-    x, weight, bias, bias_mode, padding, dout, order = case
+    x, weight, bias, bias_mode, padding, dout, order, groups = case
     rtol, atol = tolerance(x.dtype)
     monkeypatch_module.setattr(arrays, "_CHUNK_BYTES", chunk)
-    kw = {"padding": padding, "relu": relu, "keep_cols": keep_cols}
+    kw = {"padding": padding, "relu": relu, "keep_cols": keep_cols, "groups": groups}
     fast, fast_cache = F.conv2d_forward(
         in_memory_order(x, order), weight, bias, algorithm="winograd", **kw
     )
@@ -66,12 +87,14 @@ def test_winograd_equals_im2col_and_the_reference(monkeypatch_module, case, relu
     )
     assert fast.dtype == x.dtype and fast.flags.c_contiguous
     pads = (weight.shape[2] // 2,) * 2 if padding == "same" else padding
-    plain = reference.conv2d_forward(x, weight, bias, 1, pads)
+    plain = reference.conv2d_forward(x, dense_weight(weight, groups), bias, 1, pads)
     np.testing.assert_allclose(fast, twin, rtol, atol)
     np.testing.assert_allclose(fast, np.maximum(plain, 0) if relu else plain, rtol, atol)
 
     masked = np.where(twin > 0, dout, 0) if relu else dout
-    ref = reference.conv2d_backward(x, weight, masked, 1, pads, bias=bias_mode)
+    ref = reference.conv2d_backward(x, dense_weight(weight, groups), masked, 1, pads,
+                                    bias=bias_mode)
+    ref = (ref[0], grouped_part(ref[1], groups), *ref[2:])
     ref_db = (
         None
         if bias_mode is None
@@ -140,11 +163,12 @@ def test_transform_matrices_compute_a_correlation(r):
 @pytest.mark.parametrize("bias_mode", ["tied", "untied", None])
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("r", [3, 5])
-def test_winograd_gradcheck_float64(bias_mode, relu, r):
+@pytest.mark.parametrize("groups", [1, 2])
+def test_winograd_gradcheck_float64(bias_mode, relu, r, groups):
     """Odd sizes and uneven padding: the last tiles stick out of the output and of the input."""
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((2, 3, 7, 6))
-    weight = rng.standard_normal((4, 3, r, r))
+    x = rng.standard_normal((2, 2 * groups, 7, 6))
+    weight = rng.standard_normal((4, 2, r, r))
     padding = (1, 2)
     oh, ow = 7 + 2 - r + 1, 6 + 4 - r + 1
     bias = {"tied": rng.standard_normal(4), "untied": rng.standard_normal((4, oh, ow)), None: None}[
@@ -153,7 +177,8 @@ def test_winograd_gradcheck_float64(bias_mode, relu, r):
     state = {}
 
     def run(v, w, b):
-        out, state["cache"] = F.conv2d_forward(v, w, b, 1, padding, relu=relu, algorithm="winograd")
+        out, state["cache"] = F.conv2d_forward(v, w, b, 1, padding, relu=relu,
+                                               algorithm="winograd", groups=groups)
         return out
 
     check_function(
@@ -188,7 +213,9 @@ def test_winograd_gradcheck_float64(bias_mode, relu, r):
         ((8, 8, 7, 7), 8, 8, {"padding": 3}, False),
         ((8, 8, 3, 3), 8, 16, {"stride": 2, "padding": 1}, False),
         ((8, 8, 3, 3), 8, 12, {"dilation": 2}, False),
-        ((8, 4, 3, 3), 8, 8, {"groups": 2, "padding": 1}, False),
+        ((8, 4, 3, 3), 8, 8, {"groups": 2, "padding": 1}, False),  # 4 channels a group: few
+        ((16, 8, 3, 3), 8, 8, {"groups": 2, "padding": 1}, True),  # 8 a group: one GEMM each
+        ((8, 1, 3, 3), 8, 8, {"groups": 8, "padding": 1}, False),  # depthwise: its own kernels
         ((8, 8, 3, 3), 8, 8, {"backend": "numpy", "padding": 1}, False),
     ],
 )
@@ -213,7 +240,6 @@ def test_auto_takes_winograd_only_where_it_applies_and_pays(shape, n, size, kw, 
             r"stride \(2, 2\)",
         ),
         ({"dilation": 2}, r"dilation \(2, 2\)"),
-        ({"groups": 2}, r"groups 2"),
         ({"backend": "numpy"}, r"algorithm='winograd' needs backend='numba'; got backend='numpy'"),
     ],
 )
