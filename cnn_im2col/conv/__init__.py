@@ -1,6 +1,6 @@
 """Convolution: the public forward/backward pair and the choice of strategy.
 
-Three strategies compute the same cross-correlation (as in PyTorch and Eq. 8.20), each in its own
+Five strategies compute the same cross-correlation (as in PyTorch and Eq. 8.20), each in its own
 module with its forward/backward pair, its cache type and its Numba kernels:
 
 - ``conv/im2col.py``: im2col + GEMM, any kernel, stride, padding, dilation and groups; with
@@ -8,6 +8,8 @@ module with its forward/backward pair, its cache type and its Numba kernels:
 - ``conv/depthwise.py``: direct kernels for ``groups == C == O`` (no im2col matrix);
 - ``conv/pointwise.py``: a 1x1 kernel without padding or groups, one GEMM per sample from NCHW
   into NCHW (no im2col matrix, no layout passes);
+- ``conv/dilated.py``: a dilated stride-1 convolution as the undilated one of its polyphase
+  components, by Winograd, where Winograd pays for those;
 - ``conv/winograd.py``: F(4x4, 3x3) or F(2x2, 5x5) for 3x3 or 5x5 kernels with stride 1,
   dilation 1 (any groups: one GEMM per group), when ``algorithm="auto"`` finds it worthwhile (per
   group) or ``"winograd"`` asks.
@@ -37,7 +39,7 @@ from ..shapes import (
     dilated_geometry,
     pair,
 )
-from . import depthwise, im2col, pointwise, winograd
+from . import depthwise, dilated, im2col, pointwise, winograd
 
 # how a "numba" convolution is lowered to GEMMs: "auto" picks (see ``choose``)
 ALGORITHMS = ("auto", "im2col", "winograd")
@@ -72,11 +74,12 @@ _STRATEGY_OF_CACHE = {
     depthwise.DepthwiseCache: depthwise,
     pointwise.PointwiseCache: pointwise,
     winograd.WinogradCache: winograd,
+    dilated.DilatedCache: dilated,
 }
 
 ConvCache = (
     im2col.Im2colCache | depthwise.DepthwiseCache | pointwise.PointwiseCache
-    | winograd.WinogradCache
+    | winograd.WinogradCache | dilated.DilatedCache
 )
 
 
@@ -112,6 +115,10 @@ def choose(
         return depthwise
     if backend == "numba" and _POINTWISE_DIRECT and pointwise.supports(weight_shape, g, groups):
         return pointwise
+    if (algorithm == "auto" and backend == "numba" and dilated.supports(weight_shape, g, groups)
+            and winograd_pays(weight_shape[1], weight_shape[0] // groups,
+                              dilated.inner_geometry(g), batch * g.dy * g.dx)):
+        return dilated  # its phases' undilated convolution is one Winograd pays for
     return winograd if use_winograd else im2col
 
 
@@ -237,9 +244,10 @@ def conv2d_forward(
     right after that slice's output is written, on the thread that wrote it, while it is in cache
     (a fused Conv2D -> ReLU -> MaxPool2D pools there); it must touch only slice ``s``.
     ``algorithm`` (``"numba"`` backend): ``"im2col"``; ``"winograd"``, F(4x4, 3x3) or F(2x2, 5x5),
-    for a 3x3 or 5x5 kernel with stride 1, dilation 1 and groups 1 only (float32 rounding about 20x
-    im2col's, ~1e-5 of the output's scale); ``"auto"`` (default): Winograd where it applies and
-    pays, im2col elsewhere (``choose``).
+    for a 3x3 or 5x5 kernel with stride 1 and dilation 1 only (float32 rounding about 20x
+    im2col's, ~1e-5 of the output's scale); ``"auto"`` (default): the direct depthwise and
+    pointwise kernels, Winograd (for dilated kernels, on the polyphase components) where it
+    applies and pays, im2col elsewhere (``choose``).
     """
     check_choice(backend, "backend", BACKENDS, owner)
     check_choice(algorithm, "algorithm", ALGORITHMS, owner)
