@@ -32,6 +32,37 @@ def relu(x: np.ndarray) -> np.ndarray:
     return out
 
 
+@nb.njit(cache=True, nogil=True)
+def _add_relu_kernel(a, b, out):
+    """``out = max(a + b, 0)`` over flat arrays of one dtype."""
+    zero = out.dtype.type(0)
+    for i in range(out.shape[0]):
+        v = a[i] + b[i]
+        out[i] = v if v > zero else zero
+
+
+def add_relu(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ReLU(a + b) in one pass (a residual block's join and the ReLU after it), in NumPy's dtype
+    of the sum; arrays of different dtypes or layouts take the NumPy formula (``add_relu_numpy``,
+    the twin)."""
+    if (a.dtype != b.dtype or a.dtype.char not in "fd" or a.shape != b.shape
+            or not (a.flags.c_contiguous and b.flags.c_contiguous)):
+        return add_relu_numpy(a, b)
+    out = np.empty_like(a)
+    flat_a, flat_b, flat_out = a.reshape(-1), b.reshape(-1), out.reshape(-1)
+
+    def work(s: slice) -> None:
+        _add_relu_kernel(flat_a[s], flat_b[s], flat_out[s])
+
+    _threads.parallel_map(work, flat_slices(flat_out.size))
+    return out
+
+
+def add_relu_numpy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    y = np.add(a, b, dtype=np.result_type(a, b))
+    return np.maximum(y, 0, out=y)
+
+
 def relu_backward(dout: np.ndarray, y: np.ndarray) -> np.ndarray:
     if (
         dout.dtype == y.dtype

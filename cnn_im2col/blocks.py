@@ -19,6 +19,8 @@ cache and calls the engine's strategy code itself. The layers stay in ``Sequenti
 - ``ConvActivation`` (Conv2D -> ReLU6, HardSigmoid or HardSwish), at inference only: each batch
   slice goes through the activation's kernel in place, on the worker that computed it, while it is
   in that core's cache, instead of in a pass of its own over the whole output.
+- ``ResidualReLU`` (Residual -> ReLU): ReLU(body + shortcut) in the join's one pass, and the
+  ReLU's derivative applied once before the block's backward.
 - ``LayerStep``: any other layer, alone.
 
 At inference without a backward to follow (``predict``, ``evaluate``), :func:`inference_plan`
@@ -42,7 +44,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .activations import IN_PLACE_KERNELS
+from .activations import IN_PLACE_KERNELS, relu_backward
+from .containers import Residual
 from .conv import ConvCache, conv2d_backward
 from .layers import LAYERS, BatchNorm2D, Conv2D, HardSigmoid, HardSwish, MaxPool2D, ReLU, ReLU6
 from .pooling import (
@@ -54,7 +57,7 @@ from .pooling import (
     max_pool2d_grad_into,
     max_pool2d_into,
 )
-from .shapes import WindowGeometry, check_dout
+from .shapes import WindowGeometry, as_float_array, check_dout
 
 # the layers whose unchecked ``run`` a step may call: exactly these classes (a subclass may change
 # ``forward``, so it is run through ``forward``, as a user's layer is)
@@ -253,6 +256,33 @@ class ConvActivation(_Block):
         raise RuntimeError(f"{self!r} is an inference step: it has no backward")
 
 
+class ResidualReLU(_Block):
+    """Residual -> ReLU (ResNet's block and the activation after it): ReLU(body + shortcut) in
+    the join's one pass; backward, the ReLU's derivative, then the block's backward."""
+
+    kind = "residual_relu"
+
+    def __init__(self, residual: Residual, relu: ReLU, first: int) -> None:
+        super().__init__((residual, relu), first)
+        self.residual = residual
+
+    def forward(self, x: Any, training: bool) -> np.ndarray:
+        return self.run(as_float_array(x, "x", "Residual"), training)
+
+    def run(self, x: np.ndarray, training: bool) -> np.ndarray:
+        y = self.residual.run(x, training, relu=True)
+        self._cache = y
+        return y
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return self.residual.infer(x, relu=True)
+
+    def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray:
+        y = self._cached()
+        dout = check_dout(dout, y.shape, y.dtype, repr(self.layers[1]))
+        return self.residual.backward(relu_backward(dout, y))
+
+
 class ReLUPool(_Block):
     """ReLU -> MaxPool2D: the pool of ReLU(x) in the pool's one pass."""
 
@@ -276,7 +306,7 @@ class ReLUPool(_Block):
         return max_pool2d_backward(dout, cache)
 
 
-Step = LayerStep | ConvReLU | ConvReLUPool | ReLUPool | ConvActivation
+Step = LayerStep | ConvReLU | ConvReLUPool | ReLUPool | ConvActivation | ResidualReLU
 
 
 def foldable(conv: Any, norm: Any) -> bool:
@@ -363,6 +393,8 @@ def plan(layers: list[Any], inference: bool = False) -> list[Step]:
             steps.append(ConvReLU(*layers[i : i + 2], i))
         elif here is ReLU and after is MaxPool2D:
             steps.append(ReLUPool(*layers[i : i + 2], i))
+        elif here is Residual and after is ReLU:
+            steps.append(ResidualReLU(*layers[i : i + 2], i))
         elif inference and here is Conv2D and after in ConvActivation.FUSED:
             steps.append(ConvActivation(*layers[i : i + 2], i))
         else:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .activations import add_relu
 from .shapes import as_float_array, check_dout, finite_scans_skipped
 
 # builds one child from its file entry {"class": name, "config": {...}}; ``Sequential.from_config``
@@ -268,10 +269,25 @@ class Residual(Container):
             )
         return body
 
-    def _join(self, x: np.ndarray, outputs: list[np.ndarray]) -> tuple[np.ndarray, Any]:
+    def run(self, x: np.ndarray, training: bool = False, relu: bool = False) -> np.ndarray:
+        """``forward`` on ``x`` already checked. ``relu=True``: ReLU(body + shortcut), in the
+        join's one pass (``blocks.ResidualReLU``, a Residual -> ReLU); ``backward`` then takes the
+        gradient after the ReLU's derivative."""
+        y, self._cache = self._join(x, self._forward_children(x, training), relu)
+        return y
+
+    def infer(self, x: np.ndarray, relu: bool = False) -> np.ndarray:
+        """``Container.infer``, with the ReLU of ``run``."""
+        return self._join(x, self._forward_children(x, False, infer=True), relu)[0]
+
+    def _join(self, x: np.ndarray, outputs: list[np.ndarray], relu: bool = False
+              ) -> tuple[np.ndarray, Any]:
         body = outputs[0]
         shortcut = outputs[1] if self.shortcut is not None else x
-        y = np.add(body, shortcut, dtype=np.result_type(body, shortcut))
+        if relu:
+            y = add_relu(body, shortcut)
+        else:
+            y = np.add(body, shortcut, dtype=np.result_type(body, shortcut))
         return y, (x.shape, x.dtype, y.shape, y.dtype)
 
     def backward(self, dout: Any) -> np.ndarray:

@@ -69,3 +69,20 @@ def test_clipped_activation_kernels_equal_their_numpy_twins_bit_for_bit(values, 
         assert y.dtype == backward(dout, saved).dtype == dtype
     # a non-contiguous view takes the NumPy path, with the same numbers
     np.testing.assert_array_equal(A.relu6(x[:, ::2]), A.relu6_numpy(x[:, ::2]))
+
+
+@pytest.mark.parametrize("dtypes", [(np.float32, np.float32), (np.float64, np.float64),
+                                    (np.float32, np.float64)])
+def test_add_relu_is_its_numpy_formula_bit_for_bit(dtypes):
+    from cnn_im2col.activations import add_relu, add_relu_numpy
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((3, 4, 50, 70)).astype(dtypes[0])  # large: split over the pool
+    b = rng.standard_normal((3, 4, 50, 70)).astype(dtypes[1])
+    b[0, 0, 0, :3] = -a[0, 0, 0, :3]  # sums of exactly 0
+    got = add_relu(a, b)
+    assert got.dtype == np.result_type(a, b)
+    np.testing.assert_array_equal(got, add_relu_numpy(a, b))
+    np.testing.assert_array_equal(got, np.maximum(a + b, 0))
+    np.testing.assert_array_equal(add_relu(a[:, :, ::2], b[:, :, ::2]),
+                                  np.maximum(a[:, :, ::2] + b[:, :, ::2], 0))  # strided

@@ -482,3 +482,43 @@ def test_predict_fuses_a_clipped_activation_into_each_convolution_slice_bit_for_
         steps[0].run(x, True)
     with pytest.raises(RuntimeError, match=r"is an inference step: it has no backward"):
         steps[0].backward(np.zeros(1))
+
+
+# ---------------------------------------------------------------- Residual -> ReLU, one pass
+def residual_net(relu_cls, dtype):
+    body = Sequential([Conv2D(4, 4, 3, padding=1, dtype=dtype, seed=1), ReLU(),
+                       Conv2D(4, 4, 3, padding=1, dtype=dtype, seed=2)])
+    projection = Residual(Sequential([Conv2D(4, 6, 3, stride=2, padding=1, dtype=dtype, seed=3)]),
+                          Sequential([Conv2D(4, 6, 1, stride=2, dtype=dtype, seed=4)]))
+    return Sequential([Conv2D(3, 4, 3, padding=1, dtype=dtype, seed=0), relu_cls(),
+                       Residual(body), relu_cls(), projection, relu_cls(), Flatten()])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_residual_and_its_relu_run_as_one_pass_with_the_layers_numbers(dtype):
+    fused, plain = residual_net(ReLU, dtype), residual_net(MyReLU, dtype)
+    assert [s.kind for s in fused._planned_steps()] == [
+        "conv_relu", "residual_relu", "residual_relu", "layer"]
+    assert "residual_relu" not in [s.kind for s in plain._planned_steps()]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 3, 8, 8)).astype(dtype)
+    for training in (True, False):
+        out = fused.forward(x, training=training)
+        np.testing.assert_array_equal(out, plain.forward(x, training=training))
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        np.testing.assert_array_equal(fused.backward(dout), plain.backward(dout))
+        for key, grad in plain.grads.items():
+            np.testing.assert_array_equal(fused.grads[key], grad)
+    np.testing.assert_array_equal(fused.predict(x), plain.predict(x))
+    assert [s.kind for s in fused._inference[0]] == [
+        "conv_relu", "residual_relu", "residual_relu", "layer"]
+
+
+def test_a_fused_residual_relu_passes_the_gradient_check_and_checks_dout():
+    model = residual_net(ReLU, np.float64)
+    check_layer(model, np.random.default_rng(1).standard_normal((2, 3, 6, 6)))
+    step = model._planned_steps()[1]
+    step.run(np.ones((2, 4, 6, 6)), True)
+    with pytest.raises(ValueError,
+                       match=r"ReLU\(\): dout must have the output's shape \(2, 4, 6, 6\)"):
+        step.backward(np.ones((2, 4, 6, 5)))
