@@ -19,6 +19,9 @@ cache and calls the engine's strategy code itself. The layers stay in ``Sequenti
 - ``ConvActivation`` (Conv2D -> ReLU6, HardSigmoid or HardSwish), at inference only: each batch
   slice goes through the activation's kernel in place, on the worker that computed it, while it is
   in that core's cache, instead of in a pass of its own over the whole output.
+- ``BatchNormReLU`` (BatchNorm2D -> ReLU): the ReLU in the normalisation's output pass, its
+  derivative inside the normalisation's backward (a BatchNorm2D after a Conv2D is folded into it
+  at inference, so this step is mostly training's).
 - ``ResidualReLU`` (Residual -> ReLU): ReLU(body + shortcut) in the join's one pass, and the
   ReLU's derivative applied once before the block's backward.
 - ``LayerStep``: any other layer, alone.
@@ -256,6 +259,28 @@ class ConvActivation(_Block):
         raise RuntimeError(f"{self!r} is an inference step: it has no backward")
 
 
+class BatchNormReLU(_Block):
+    """BatchNorm2D -> ReLU: ReLU in the normalisation's output pass; backward, its derivative
+    inside the normalisation's backward kernel."""
+
+    kind = "batch_norm_relu"
+
+    def __init__(self, norm: BatchNorm2D, relu: ReLU, first: int) -> None:
+        super().__init__((norm, relu), first)
+        self.norm = norm
+
+    def forward(self, x: Any, training: bool) -> np.ndarray:
+        return self.run(self.norm.check_input(x), training)
+
+    def run(self, x: np.ndarray, training: bool) -> np.ndarray:
+        self._cache = True  # the norm keeps what backward needs
+        return self.norm.run(x, training, relu=True)
+
+    def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray:
+        self._cached()
+        return self.norm.backward(dout)
+
+
 class ResidualReLU(_Block):
     """Residual -> ReLU (ResNet's block and the activation after it): ReLU(body + shortcut) in
     the join's one pass; backward, the ReLU's derivative, then the block's backward."""
@@ -306,7 +331,8 @@ class ReLUPool(_Block):
         return max_pool2d_backward(dout, cache)
 
 
-Step = LayerStep | ConvReLU | ConvReLUPool | ReLUPool | ConvActivation | ResidualReLU
+Step = (LayerStep | ConvReLU | ConvReLUPool | ReLUPool | ConvActivation | ResidualReLU
+        | BatchNormReLU)
 
 
 def foldable(conv: Any, norm: Any) -> bool:
@@ -393,6 +419,8 @@ def plan(layers: list[Any], inference: bool = False) -> list[Step]:
             steps.append(ConvReLU(*layers[i : i + 2], i))
         elif here is ReLU and after is MaxPool2D:
             steps.append(ReLUPool(*layers[i : i + 2], i))
+        elif here is BatchNorm2D and after is ReLU:
+            steps.append(BatchNormReLU(*layers[i : i + 2], i))
         elif here is Residual and after is ReLU:
             steps.append(ResidualReLU(*layers[i : i + 2], i))
         elif inference and here is Conv2D and after in ConvActivation.FUSED:

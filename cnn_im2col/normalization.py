@@ -23,7 +23,8 @@ from .shapes import as_float_array, check_dout
 # keeps); ``reassoc`` lets those sums split over vector lanes, which is no less accurate. Not
 # ``nnan``/``ninf``: a NaN must come out as one, for the training guard to see it. The backward pass
 # never stores xhat: it is recomputed from x, mean and invstd, so one (N, C, H, W) temporary is
-# saved. Passes over memory: forward 3 (the mean, the variance about it, the output), backward 2.
+# saved. Passes over memory: forward 3 (the mean, the variance about it, the output), backward 2. A
+# ReLU after the normalisation can run inside both (``relu``: a fused BatchNorm2D -> ReLU).
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -53,31 +54,41 @@ def batch_norm_stats(x, c_lo, c_hi, mean, var):
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})
-def batch_norm_apply(x, c_lo, c_hi, scale, shift, out):
+def batch_norm_apply(x, c_lo, c_hi, scale, shift, relu, out):
     """``out[n, c] = x[n, c] * scale[c] + shift[c]`` for channels c_lo..c_hi-1: the normalisation
-    and the affine map in one pass."""
+    and the affine map in one pass; with ``relu``, ReLU of it in the same pass."""
     n_count, plane = x.shape[0], x.shape[2] * x.shape[3]
+    zero = out.dtype.type(0)
     for n in range(n_count):
         for c in range(c_lo, c_hi):
             a = scale[c]
             b = shift[c]
             src = x[n, c].reshape(plane)
             dst = out[n, c].reshape(plane)
-            for i in range(plane):
-                dst[i] = src[i] * a + b
+            if relu:
+                for i in range(plane):
+                    v = src[i] * a + b
+                    dst[i] = v if v > zero else zero
+            else:
+                for i in range(plane):
+                    dst[i] = src[i] * a + b
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def batch_norm_backward(dout, x, c_lo, c_hi, mean, invstd, gamma, batch_stats, dx, dgamma, dbeta):
+def batch_norm_backward(dout, x, y, relu, c_lo, c_hi, mean, invstd, gamma, batch_stats, dx,
+                        dgamma, dbeta):
     """Fused batch-norm backward over (N, C, H, W) for channels c_lo..c_hi-1, with
     xhat = (x - mean) * invstd recomputed.
 
     dbeta[c] = sum dout, dgamma[c] = sum dout * xhat (written, float64 (C,)). With batch
     statistics (training) dx = gamma * invstd / M * (M * dout - dbeta - xhat * dgamma), M = N*H*W;
     with fixed statistics (eval) dx = gamma * invstd * dout. dx (written) has dout's shape.
+    With ``relu`` (a fused ReLU after the normalisation, y its output), dout is first taken
+    only where y > 0, ReLU's derivative (it is read twice, so masked twice, never stored).
     """
     n_count, plane = x.shape[0], x.shape[2] * x.shape[3]
     count = n_count * plane
+    zero = dout.dtype.type(0)
     for c in range(c_lo, c_hi):
         m = mean[c]
         s = invstd[c]
@@ -86,9 +97,16 @@ def batch_norm_backward(dout, x, c_lo, c_hi, mean, invstd, gamma, batch_stats, d
         for n in range(n_count):
             g = dout[n, c].reshape(plane)
             v = x[n, c].reshape(plane)
-            for i in range(plane):
-                sum_dy += g[i]
-                sum_dy_x += g[i] * (v[i] - m)
+            if relu:
+                r = y[n, c].reshape(plane)
+                for i in range(plane):
+                    gi = g[i] if r[i] > zero else zero
+                    sum_dy += gi
+                    sum_dy_x += gi * (v[i] - m)
+            else:
+                for i in range(plane):
+                    sum_dy += g[i]
+                    sum_dy_x += g[i] * (v[i] - m)
         sum_dy_xhat = sum_dy_x * s
         dbeta[c] = sum_dy
         dgamma[c] = sum_dy_xhat
@@ -103,15 +121,26 @@ def batch_norm_backward(dout, x, c_lo, c_hi, mean, invstd, gamma, batch_stats, d
                 g = dout[n, c].reshape(plane)
                 v = x[n, c].reshape(plane)
                 out = dx[n, c].reshape(plane)
-                for i in range(plane):
-                    out[i] = kk * g[i] - ka - (v[i] - km) * kb
+                if relu:
+                    r = y[n, c].reshape(plane)
+                    for i in range(plane):
+                        gi = g[i] if r[i] > zero else zero
+                        out[i] = kk * gi - ka - (v[i] - km) * kb
+                else:
+                    for i in range(plane):
+                        out[i] = kk * g[i] - ka - (v[i] - km) * kb
         else:
             kk = dx.dtype.type(k)
             for n in range(n_count):
                 g = dout[n, c].reshape(plane)
                 out = dx[n, c].reshape(plane)
-                for i in range(plane):
-                    out[i] = kk * g[i]
+                if relu:
+                    r = y[n, c].reshape(plane)
+                    for i in range(plane):
+                        out[i] = kk * g[i] if r[i] > zero else zero
+                else:
+                    for i in range(plane):
+                        out[i] = kk * g[i]
 
 
 def _over_channels(work: Any, channels: int) -> None:
@@ -130,6 +159,7 @@ class BatchNormCache(NamedTuple):
     gamma: np.ndarray | None  # (C,) weight, None without affine
     batch_stats: bool  # True: mean and var came from x, so they depend on it (training)
     owner: str
+    out: np.ndarray | None = None  # relu=True: the output, whose sign is ReLU's derivative
 
 
 def batch_norm2d_forward(
@@ -173,10 +203,13 @@ def batch_norm2d(
     var: np.ndarray | None,
     eps: float,
     owner: str = "batch_norm2d",
+    relu: bool = False,
 ) -> tuple[np.ndarray, BatchNormCache, np.ndarray, np.ndarray]:
     """``batch_norm2d_forward`` of checked input: ``x`` (N, C, H, W) C-contiguous float;
     ``weight``/``bias`` None or (C,) in x's dtype; ``mean``/``var`` both None (batch statistics)
-    or both (C,) float64 with var >= 0 (a layer's running statistics)."""
+    or both (C,) float64 with var >= 0 (a layer's running statistics). ``relu=True``: the output
+    is ReLU of the normalisation, in the same pass (a fused BatchNorm2D -> ReLU); the backward
+    then takes the gradient after the ReLU."""
     c = x.shape[1]
     batch_stats = mean is None
     if batch_stats:
@@ -188,8 +221,9 @@ def batch_norm2d(
     shift = -mean * scale if bias is None else bias - mean * scale
     out = np.empty_like(x)
     scale, shift = scale.astype(x.dtype), shift.astype(x.dtype)
-    _over_channels(lambda lo, hi: batch_norm_apply(x, lo, hi, scale, shift, out), c)
-    return out, BatchNormCache(x, mean, invstd, weight, batch_stats, owner), mean, var
+    _over_channels(lambda lo, hi: batch_norm_apply(x, lo, hi, scale, shift, relu, out), c)
+    cache = BatchNormCache(x, mean, invstd, weight, batch_stats, owner, out if relu else None)
+    return out, cache, mean, var
 
 
 def batch_norm2d_backward(
@@ -203,14 +237,16 @@ def batch_norm2d_backward(
     statistics dx = weight * invstd * dout. Without affine, weight is 1 (dweight, dbias are still
     returned; the layer drops them).
     """
-    x, mean, invstd, gamma, batch_stats, owner = cache
+    x, mean, invstd, gamma, batch_stats, owner, y = cache
     dout = np.ascontiguousarray(check_dout(dout, x.shape, x.dtype, owner))
     c = x.shape[1]
     dx = np.empty_like(x)
     dgamma = np.empty(c)
     dbeta = np.empty(c)
     g = np.ones(c) if gamma is None else gamma.astype(np.float64)
-    _over_channels(lambda lo, hi: batch_norm_backward(dout, x, lo, hi, mean, invstd, g,
+    relu = y is not None
+    y = x if y is None else y  # (read only with relu)
+    _over_channels(lambda lo, hi: batch_norm_backward(dout, x, y, relu, lo, hi, mean, invstd, g,
                                                       batch_stats, dx, dgamma, dbeta), c)
     return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)
 

@@ -522,3 +522,36 @@ def test_a_fused_residual_relu_passes_the_gradient_check_and_checks_dout():
     with pytest.raises(ValueError,
                        match=r"ReLU\(\): dout must have the output's shape \(2, 4, 6, 6\)"):
         step.backward(np.ones((2, 4, 6, 5)))
+
+
+# ------------------------------------------------------------- BatchNorm2D -> ReLU, one pass
+def norm_net(relu_cls, dtype, affine=True):
+    return Sequential([Conv2D(3, 4, 3, padding=1, dtype=dtype, seed=0),
+                       BatchNorm2D(4, affine=affine, dtype=dtype), relu_cls(),
+                       Conv2D(4, 4, 3, dtype=dtype, seed=1), Flatten()])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("affine", [True, False])
+def test_a_batch_norm_and_its_relu_run_as_one_pass_with_the_layers_numbers(dtype, affine):
+    fused, plain = norm_net(ReLU, dtype, affine), norm_net(MyReLU, dtype, affine)
+    assert [s.kind for s in fused._planned_steps()] == [
+        "layer", "batch_norm_relu", "layer", "layer"]
+    rtol, atol = (1e-6, 1e-6) if dtype == np.float32 else (1e-13, 1e-13)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 3, 6, 6)).astype(dtype)
+    for training in (True, False):
+        out = fused.forward(x, training=training)
+        np.testing.assert_array_equal(out, plain.forward(x, training=training))
+        dout = rng.standard_normal(out.shape).astype(dtype)
+        np.testing.assert_allclose(fused.backward(dout), plain.backward(dout), rtol, atol)
+        for key, grad in plain.grads.items():
+            np.testing.assert_allclose(fused.grads[key], grad, rtol, atol)
+        for key, value in plain.buffers.items():
+            np.testing.assert_array_equal(fused.buffers[key], value)  # the same running stats
+
+
+def test_a_fused_batch_norm_relu_passes_the_gradient_check():
+    model = norm_net(ReLU, np.float64)
+    x = np.random.default_rng(2).standard_normal((3, 3, 5, 5))
+    check_layer(model, x)
