@@ -925,14 +925,18 @@ class BatchNorm2D(Layer):
         return dx
 
 
-class AdaptiveAvgPool2D(Layer):
-    """Average pooling to a fixed output size (PyTorch's ``AdaptiveAvgPool2d``): output cell
-    (i, j) averages rows ``floor(i H / OH) .. ceil((i + 1) H / OH)`` and the same for columns, so
-    any input size gives (N, C, OH, OW). ``output_size``: int or (OH, OW)."""
+class _AdaptivePool2D(Layer):
+    """Pooling to a fixed output size over PyTorch's adaptive windows: output cell (i, j) pools
+    rows ``floor(i H / OH) .. ceil((i + 1) H / OH)`` and the same for columns, so any input size
+    gives (N, C, OH, OW). ``output_size``: int or (OH, OW). A subclass names its functional pair
+    (whose cache starts with the input's shape and dtype and the windows' rows and columns)."""
+
+    _forward = staticmethod(adaptive_avg_pool2d)
+    _backward = staticmethod(adaptive_avg_pool2d_backward)
 
     def __init__(self, output_size: Any) -> None:
         super().__init__()
-        self.output_size = pair(output_size, "output_size", "AdaptiveAvgPool2D")
+        self.output_size = pair(output_size, "output_size", type(self).__name__)
         self._remember(output_size=_compact(self.output_size))
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -947,45 +951,29 @@ class AdaptiveAvgPool2D(Layer):
         return self.run(self.check_input(x), training)
 
     def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        out, self._cache = adaptive_avg_pool2d(x, self.output_size)
+        out, self._cache = self._forward(x, self.output_size)
         return out
 
     def backward(self, dout: Any) -> np.ndarray:
-        shape, dtype, rows, cols = self._cached()
+        cache = self._cached()
+        shape, dtype, rows, cols = cache[:4]
         dout = check_dout(dout, (shape[0], shape[1], len(rows), len(cols)), dtype, repr(self))
-        return adaptive_avg_pool2d_backward(dout, self._cached())
+        return self._backward(dout, cache)
 
 
-class AdaptiveMaxPool2D(Layer):
-    """Max pooling to a fixed output size (PyTorch's ``AdaptiveMaxPool2d``, its windows as
-    :class:`AdaptiveAvgPool2D`'s), so any input size gives (N, C, OH, OW); ``AdaptiveMaxPool2D(1)``
-    is ONNX's ``GlobalMaxPool``. Ties go to the first cell of a window in row-major order, as in
-    PyTorch. ``output_size``: int or (OH, OW)."""
+class AdaptiveAvgPool2D(_AdaptivePool2D):
+    """Average pooling to a fixed output size (PyTorch's ``AdaptiveAvgPool2d``): each output cell
+    averages its window (``_AdaptivePool2D``'s). ``output_size``: int or (OH, OW)."""
 
-    def __init__(self, output_size: Any) -> None:
-        super().__init__()
-        self.output_size = pair(output_size, "output_size", "AdaptiveMaxPool2D")
-        self._remember(output_size=_compact(self.output_size))
 
-    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        if len(input_shape) != 3:
-            raise ValueError(f"{self!r}: input must be (C, H, W), got {tuple(input_shape)}")
-        return (input_shape[0], *self.output_size)
+class AdaptiveMaxPool2D(_AdaptivePool2D):
+    """Max pooling to a fixed output size (PyTorch's ``AdaptiveMaxPool2d``, the windows of
+    :class:`AdaptiveAvgPool2D`); ``AdaptiveMaxPool2D(1)`` is ONNX's ``GlobalMaxPool``. Ties go to
+    the first cell of a window in row-major order, as in PyTorch. ``output_size``: int or
+    (OH, OW)."""
 
-    def check_input(self, x: Any) -> np.ndarray:
-        return as_float_array(x, "x", repr(self), ndim=4)
-
-    def forward(self, x: Any, training: bool = False) -> np.ndarray:
-        return self.run(self.check_input(x), training)
-
-    def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        out, self._cache = adaptive_max_pool2d(x, self.output_size)
-        return out
-
-    def backward(self, dout: Any) -> np.ndarray:
-        shape, dtype, rows, cols, _ = self._cached()
-        dout = check_dout(dout, (shape[0], shape[1], len(rows), len(cols)), dtype, repr(self))
-        return adaptive_max_pool2d_backward(dout, self._cached())
+    _forward = staticmethod(adaptive_max_pool2d)
+    _backward = staticmethod(adaptive_max_pool2d_backward)
 
 
 class ConstantPad2D(Layer):

@@ -449,42 +449,27 @@ def _export_global_avg_pool(g: Graph, layer: GlobalAvgPool2D, name: str, in_shap
     g.add("Flatten", name=name, axis=1)  # (N, C), as the layer's output
 
 
-def _export_adaptive_avg_pool(g: Graph, layer: AdaptiveAvgPool2D, name: str, in_shape: tuple
-                              ) -> None:
-    """``GlobalAveragePool`` for output (1, 1); an ``AveragePool`` whose kernel and stride are
-    (H / OH, W / OW) where those divide (the same windows); other sizes have no ONNX operator."""
-    _, height, width = in_shape
-    out_h, out_w = layer.output_size
-    if (out_h, out_w) == (1, 1):
-        g.add("GlobalAveragePool", name=name)
-    elif height % out_h == 0 and width % out_w == 0:
-        window = [height // out_h, width // out_w]
-        g.add("AveragePool", name=name, kernel_shape=window, strides=window)
-    else:
-        raise ValueError(
-            f"cnn_im2col.onnx.export: layer {name} {layer!r} pools {height}x{width} to "
-            f"{out_h}x{out_w}, windows of different sizes that no ONNX operator computes; "
-            f"exportable: output (1, 1), or sizes that divide the input's"
-        )
+def _export_adaptive(global_op: str, window_op: str) -> Callable:
+    """The exporter of an adaptive pool: ``global_op`` for output (1, 1); ``window_op`` with kernel
+    and stride (H / OH, W / OW) where those divide (the same windows); other sizes have no ONNX
+    operator."""
 
+    def export(g: Graph, layer: Any, name: str, in_shape: tuple) -> None:
+        _, height, width = in_shape
+        out_h, out_w = layer.output_size
+        if (out_h, out_w) == (1, 1):
+            g.add(global_op, name=name)
+        elif height % out_h == 0 and width % out_w == 0:
+            window = [height // out_h, width // out_w]
+            g.add(window_op, name=name, kernel_shape=window, strides=window)
+        else:
+            raise ValueError(
+                f"cnn_im2col.onnx.export: layer {name} {layer!r} pools {height}x{width} to "
+                f"{out_h}x{out_w}, windows of different sizes that no ONNX operator computes; "
+                f"exportable: output (1, 1), or sizes that divide the input's"
+            )
 
-def _export_adaptive_max_pool(g: Graph, layer: AdaptiveMaxPool2D, name: str, in_shape: tuple
-                              ) -> None:
-    """``GlobalMaxPool`` for output (1, 1); a ``MaxPool`` whose kernel and stride are
-    (H / OH, W / OW) where those divide (the same windows); other sizes have no ONNX operator."""
-    _, height, width = in_shape
-    out_h, out_w = layer.output_size
-    if (out_h, out_w) == (1, 1):
-        g.add("GlobalMaxPool", name=name)
-    elif height % out_h == 0 and width % out_w == 0:
-        window = [height // out_h, width // out_w]
-        g.add("MaxPool", name=name, kernel_shape=window, strides=window)
-    else:
-        raise ValueError(
-            f"cnn_im2col.onnx.export: layer {name} {layer!r} pools {height}x{width} to "
-            f"{out_h}x{out_w}, windows of different sizes that no ONNX operator computes; "
-            f"exportable: output (1, 1), or sizes that divide the input's"
-        )
+    return export
 
 
 def _export_pad(g: Graph, layer: ConstantPad2D, name: str, in_shape: tuple) -> None:
@@ -1154,12 +1139,15 @@ OPERATORS: tuple[Operator, ...] = (
         {"GlobalAveragePool": _import_global_avg_pool},
     ),
     Operator(
-        AdaptiveAvgPool2D, ("GlobalAveragePool", "AveragePool"), _export_adaptive_avg_pool, {}
+        AdaptiveAvgPool2D,
+        ("GlobalAveragePool", "AveragePool"),
+        _export_adaptive("GlobalAveragePool", "AveragePool"),
+        {},
     ),
     Operator(
         AdaptiveMaxPool2D,
         ("GlobalMaxPool", "MaxPool"),
-        _export_adaptive_max_pool,
+        _export_adaptive("GlobalMaxPool", "MaxPool"),
         {"GlobalMaxPool": _import_global_max_pool},
     ),
     Operator(ConstantPad2D, ("Pad",), _export_pad, {"Pad": _import_pad}),
