@@ -160,8 +160,9 @@ def transform_input(x: np.ndarray, g: WindowGeometry) -> np.ndarray:
     return v
 
 
-def grouped_products(a: np.ndarray, b: np.ndarray, groups: int, ta: bool = False,
-                     tb: bool = False) -> np.ndarray:
+def grouped_products(
+    a: np.ndarray, b: np.ndarray, groups: int, ta: bool = False, tb: bool = False
+) -> np.ndarray:
     """The 36 products of a (36, P, Q) and b (36, Q', R), block-diagonal over ``groups``: group
     g's rows of ``a`` times group g's rows of ``b`` (``ta`` / ``tb``: of their transposes, per
     group); ``groups == 1`` is ``a @ b``. (36, P, R) out, P and R summed over the groups."""
@@ -174,8 +175,13 @@ def grouped_products(a: np.ndarray, b: np.ndarray, groups: int, ta: bool = False
 
 
 def slice_forward(
-    x: np.ndarray, u: np.ndarray, g: WindowGeometry, bias2: np.ndarray, relu: bool,
-    out: np.ndarray, groups: int = 1,
+    x: np.ndarray,
+    u: np.ndarray,
+    g: WindowGeometry,
+    bias2: np.ndarray,
+    relu: bool,
+    out: np.ndarray,
+    groups: int = 1,
 ) -> np.ndarray:
     """One batch slice: ``out`` (n, K, OH, OW) (written) = f(conv(x) + bias) from x (n, C, H, W)
     and U (36, K, C / groups); bias2 (K, 1) tied or (K, OH*OW) untied. Returns V, for
@@ -228,13 +234,20 @@ def slice_backward(
 # depends on it is written out for both, so that each version's trip counts are constants.
 
 
+# B^T's and A^T's integer entries as float32: an int literal times a float32 value is float64 in
+# Numba (NumPy's promotion), so ``4 * d`` turned a float32 transform into converts and float64
+# arithmetic at half the vector width; a float32 constant keeps float32 data float32 and, exact,
+# promotes with float64 data.
+_TWO, _FOUR, _FIVE, _EIGHT = (np.float32(k) for k in (2, 4, 5, 8))
+
+
 @nb.njit(cache=True, nogil=True, inline="always")
 def _bt6(d0, d1, d2, d3, d4, d5):
     """B^T @ (d0, ..., d5), B^T's rows (4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0),
     (0, 4, -4, -1, 1, 0), (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)."""
-    p, q = d4 - 4 * d2, d3 - 4 * d1
-    s, t = d4 - d2, 2 * (d3 - d1)
-    return 4 * d0 - 5 * d2 + d4, p + q, p - q, s + t, s - t, 4 * d1 - 5 * d3 + d5
+    p, q = d4 - _FOUR * d2, d3 - _FOUR * d1
+    s, t = d4 - d2, _TWO * (d3 - d1)
+    return _FOUR * d0 - _FIVE * d2 + d4, p + q, p - q, s + t, s - t, _FOUR * d1 - _FIVE * d3 + d5
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -242,7 +255,14 @@ def _bt6_adjoint(e0, e1, e2, e3, e4, e5):
     """B @ (e0, ..., e5): the adjoint of ``_bt6``."""
     p, q = e1 + e2, e1 - e2
     s, t = e3 + e4, e3 - e4
-    return (4 * e0, 4 * (e5 - q) - 2 * t, -5 * e0 - 4 * p - s, q + 2 * t - 5 * e5, e0 + p + s, e5)
+    return (
+        _FOUR * e0,
+        _FOUR * (e5 - q) - _TWO * t,
+        -_FIVE * e0 - _FOUR * p - s,
+        q + _TWO * t - _FIVE * e5,
+        e0 + p + s,
+        e5,
+    )
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -251,27 +271,27 @@ def _at4(m0, m1, m2, m3, m4, m5):
     (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1)."""
     p, q = m1 + m2, m1 - m2
     s, t = m3 + m4, m3 - m4
-    return m0 + p + s, q + 2 * t, p + 4 * s, q + 8 * t + m5
+    return m0 + p + s, q + _TWO * t, p + _FOUR * s, q + _EIGHT * t + m5
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _at4_adjoint(g0, g1, g2, g3):
     """A @ (g0, g1, g2, g3): the adjoint of ``_at4``."""
     p, q = g0 + g2, g1 + g3
-    s, t = g0 + 4 * g2, 2 * g1 + 8 * g3
+    s, t = g0 + _FOUR * g2, _TWO * g1 + _EIGHT * g3
     return g0, p + q, p - q, s + t, s - t, g3
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _at2(m0, m1, m2, m3, m4, m5):
     """A^T @ (m0, ..., m5) of F(2x2, 5x5), A^T's rows (1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 1)."""
-    return m0 + m1 + m2 + m3 + m4, m1 - m2 + 2 * (m3 - m4) + m5
+    return m0 + m1 + m2 + m3 + m4, m1 - m2 + _TWO * (m3 - m4) + m5
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _at2_adjoint(g0, g1):
     """A @ (g0, g1): the adjoint of ``_at2``."""
-    return g0, g0 + g1, g0 - g1, g0 + 2 * g1, g0 - 2 * g1, g1
+    return g0, g0 + g1, g0 - g1, g0 + _TWO * g1, g0 - _TWO * g1, g1
 
 
 _SIXTH, _TWELFTH, _TWENTYFOURTH, _THIRD = (
@@ -941,8 +961,9 @@ def backward(
         d = np.ascontiguousarray(dout[s]) if dout_of is None else dout_of(s)
         y = cache.out[s] if relu else None
         v = cache.v[i] if cache.v is not None else transform_input(cache.x[s], g)
-        du, tied = slice_backward(d, y, v, cache.transformed, g, None if dx is None else dx[s],
-                                  cache.groups)
+        du, tied = slice_backward(
+            d, y, v, cache.transformed, g, None if dx is None else dx[s], cache.groups
+        )
         untied = None
         if bias_shape is not None and len(bias_shape) == 3:
             untied = (d if y is None else np.where(y > 0, d, 0)).sum(axis=0)

@@ -3,6 +3,7 @@ shapes, paddings, bias modes, dtypes and slicings; their transforms equal the te
 products; their gradients pass a float64 finite-difference check; "auto" chooses them only where
 they apply and pay."""
 
+import numba as nb
 import numpy as np
 import pytest
 from conftest import in_memory_order, tolerance
@@ -52,7 +53,7 @@ def dense_weight(weight, groups):
     dense = np.zeros((o, cg * groups, *weight.shape[2:]), weight.dtype)
     for k in range(o):
         group = k // (o // groups)
-        dense[k, group * cg:(group + 1) * cg] = weight[k]
+        dense[k, group * cg : (group + 1) * cg] = weight[k]
     return dense
 
 
@@ -60,8 +61,9 @@ def grouped_part(dense_grad, groups):
     """The inverse of ``dense_weight`` for a gradient: each filter's own group's channels."""
     o, c = dense_grad.shape[:2]
     cg = c // groups
-    return np.stack([dense_grad[k, (k // (o // groups)) * cg:(k // (o // groups) + 1) * cg]
-                     for k in range(o)])
+    return np.stack(
+        [dense_grad[k, (k // (o // groups)) * cg : (k // (o // groups) + 1) * cg] for k in range(o)]
+    )
 
 
 @given(
@@ -92,8 +94,9 @@ def test_winograd_equals_im2col_and_the_reference(monkeypatch_module, case, relu
     np.testing.assert_allclose(fast, np.maximum(plain, 0) if relu else plain, rtol, atol)
 
     masked = np.where(twin > 0, dout, 0) if relu else dout
-    ref = reference.conv2d_backward(x, dense_weight(weight, groups), masked, 1, pads,
-                                    bias=bias_mode)
+    ref = reference.conv2d_backward(
+        x, dense_weight(weight, groups), masked, 1, pads, bias=bias_mode
+    )
     ref = (ref[0], grouped_part(ref[1], groups), *ref[2:])
     ref_db = (
         None
@@ -160,6 +163,34 @@ def test_transform_matrices_compute_a_correlation(r):
     np.testing.assert_allclose(y, want, 1e-12, 1e-12)
 
 
+@pytest.mark.parametrize(
+    "name, arity",
+    [
+        ("_bt6", 6),
+        ("_bt6_adjoint", 6),
+        ("_at4", 6),
+        ("_at4_adjoint", 4),
+        ("_at2", 6),
+        ("_at2_adjoint", 2),
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_tile_transforms_compute_in_their_data_type(name, arity, dtype):
+    """The 1-D steps of the input and output transforms, compiled for float32 data, return float32:
+    an int literal in them (``4 * d``) made Numba compute in float64, at half the vector width
+    (the input transform ran 1.8x slower). float64 data stays float64."""
+    step = getattr(winograd, name)
+    probes = {
+        2: lambda a: step(a[0], a[1]),
+        4: lambda a: step(a[0], a[1], a[2], a[3]),
+        6: lambda a: step(a[0], a[1], a[2], a[3], a[4], a[5]),
+    }
+    probe = nb.njit(probes[arity])
+    probe(np.ones(arity, dtype))
+    returned = probe.nopython_signatures[0].return_type
+    assert {str(t) for t in returned} == {np.dtype(dtype).name}
+
+
 @pytest.mark.parametrize("bias_mode", ["tied", "untied", None])
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("r", [3, 5])
@@ -177,8 +208,9 @@ def test_winograd_gradcheck_float64(bias_mode, relu, r, groups):
     state = {}
 
     def run(v, w, b):
-        out, state["cache"] = F.conv2d_forward(v, w, b, 1, padding, relu=relu,
-                                               algorithm="winograd", groups=groups)
+        out, state["cache"] = F.conv2d_forward(
+            v, w, b, 1, padding, relu=relu, algorithm="winograd", groups=groups
+        )
         return out
 
     check_function(
