@@ -52,40 +52,55 @@ class DepthwiseCache(NamedTuple):
         return self.x.shape
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _column_phases(src, sx, phases):
+    """phases[p, r, k] = src[r, k*SX + p] (the cells past the map's edge are not written): a map's
+    columns split by their position modulo the column stride, so that a strided row kernel reads
+    and writes contiguous runs (a stride-2 gather or scatter does not vectorise)."""
+    height, width = src.shape
+    for p in range(sx):
+        for r in range(height):
+            row, dst = src[r], phases[p, r]
+            for k in range((width - p + sx - 1) // sx):
+                dst[_u(k)] = row[_u(k * sx + p)]
+
+
 @nb.njit(cache=True, nogil=True)
 def depthwise_forward(x, w, sy, sx, dy, dx, pt, pl, bias, relu, out):
     """``out[n, c, oh, ow] = f(bias[c, p or 0] + sum_ij w[c, i, j] * x[n, c, oh*SY - PT + i*DY,
     ow*SX - PL + j*DX])`` (padding reads 0; f = ReLU if ``relu``).
 
     x: (N, C, H, W); w: (C, KH, KW); bias: (C, 1) or (C, OH*OW); out (written): (N, C, OH, OW).
+    Row by row, each tap a vector loop along the output row; with a column stride SX > 1 the map
+    is first split into its SX column phases, so that the loop reads contiguously.
     """
     n_count, c_count, height, width = x.shape
     kh, kw = w.shape[1], w.shape[2]
     oh_count, ow_count = out.shape[2], out.shape[3]
     untied = bias.shape[1] > 1
+    phases = np.empty((sx, height, -(-width // sx)), dtype=x.dtype)
     for n in range(n_count):
         for c in range(c_count):
             dst = out[n, c]
             for oh in range(oh_count):
                 for ow in range(ow_count):
                     dst[oh, ow] = bias[c, oh * ow_count + ow] if untied else bias[c, 0]
-            src = x[n, c]
+            if sx > 1:
+                _column_phases(x[n, c], sx, phases)
             for i in range(kh):
                 y0 = i * dy - pt
                 oh_lo, oh_hi = _valid_range(y0, sy, height, oh_count)
                 for j in range(kw):
                     off = j * dx - pl
                     lo, hi = _valid_range(off, sx, width, ow_count)
+                    # input column ow*SX + off = (ow + base)*SX + phase
+                    phase, base = off % sx, off // sx
                     weight = w[c, i, j]
                     for oh in range(oh_lo, oh_hi):
-                        row = src[oh * sy + y0]
+                        row = x[n, c, oh * sy + y0] if sx == 1 else phases[phase, oh * sy + y0]
                         target = dst[oh]
-                        if sx == 1:
-                            for ow in range(lo, hi):
-                                target[_u(ow)] += weight * row[_u(ow + off)]
-                        else:
-                            for ow in range(lo, hi):
-                                target[_u(ow)] += weight * row[_u(ow * sx + off)]
+                        for ow in range(lo, hi):
+                            target[_u(ow)] += weight * row[_u(ow + base)]
             if relu:
                 for oh in range(oh_count):
                     for ow in range(ow_count):
@@ -142,13 +157,16 @@ def depthwise_forward_channels_last(x, w, sy, sx, dy, dx, pt, pl, bias, relu, ou
                     dst[oh, ow] = v if (v > 0 or not relu) else 0.0
 
 
-@nb.njit(cache=True, nogil=True)
+# ``reassoc``: the float64 sums (the weight and bias gradients) may be reordered, so that they
+# vectorise (stride 1 32x96x32x32 backward, one thread: 26.0 -> 11.8 ms).
+@nb.njit(cache=True, nogil=True, fastmath={"reassoc"})
 def depthwise_backward(dout, y, relu, x, w, sy, sx, dy, dx_step, pt, pl, input_grad, dx, dw, db):
     """Gradients of ``depthwise_forward`` on a batch slice: ``dx`` (written whole when
     ``input_grad``), and this slice's ``dw`` (C, KH, KW) and ``db`` (C,) (written, float64).
 
     dout, y (the forward output; read only with ``relu``, whose derivative is ``y > 0``):
-    (N, C, OH, OW); x, dx: (N, C, H, W); w: (C, KH, KW).
+    (N, C, OH, OW); x, dx: (N, C, H, W); w: (C, KH, KW). With a column stride SX > 1, x is read
+    and dx summed in their SX column phases (as ``depthwise_forward``), dx interleaved at the end.
     """
     n_count, c_count, height, width = x.shape
     kh, kw = w.shape[1], w.shape[2]
@@ -156,6 +174,8 @@ def depthwise_backward(dout, y, relu, x, w, sy, sx, dy, dx_step, pt, pl, input_g
     dw[:] = 0.0
     db[:] = 0.0
     g = np.empty((oh_count, ow_count), dtype=dout.dtype)
+    phases = np.empty((sx, height, -(-width // sx)), dtype=x.dtype)
+    dphases = np.empty((sx, height, -(-width // sx)), dtype=x.dtype)
     for n in range(n_count):
         for c in range(c_count):
             total = 0.0
@@ -167,28 +187,39 @@ def depthwise_backward(dout, y, relu, x, w, sy, sx, dy, dx_step, pt, pl, input_g
                     g[oh, ow] = v
                     total += v
             db[c] += total
-            src = x[n, c]
+            if sx > 1:
+                _column_phases(x[n, c], sx, phases)
             if input_grad:
-                dst = dx[n, c]
-                dst[:] = 0.0
+                if sx == 1:
+                    dx[n, c] = 0.0
+                else:
+                    dphases[:] = 0.0
             for i in range(kh):
                 y0 = i * dy - pt
                 oh_lo, oh_hi = _valid_range(y0, sy, height, oh_count)
                 for j in range(kw):
                     off = j * dx_step - pl
                     lo, hi = _valid_range(off, sx, width, ow_count)
+                    phase, base = off % sx, off // sx
                     weight = w[c, i, j]
                     acc = 0.0
                     for oh in range(oh_lo, oh_hi):
-                        row = src[oh * sy + y0]
+                        r = oh * sy + y0
+                        row = x[n, c, r] if sx == 1 else phases[phase, r]
                         grad = g[oh]
                         for ow in range(lo, hi):
-                            acc += grad[_u(ow)] * row[_u(ow * sx + off)]
+                            acc += grad[_u(ow)] * row[_u(ow + base)]
                         if input_grad:
-                            target = dx[n, c, oh * sy + y0]
+                            target = dx[n, c, r] if sx == 1 else dphases[phase, r]
                             for ow in range(lo, hi):
-                                target[_u(ow * sx + off)] += weight * grad[_u(ow)]
+                                target[_u(ow + base)] += weight * grad[_u(ow)]
                     dw[c, i, j] += acc
+            if input_grad and sx > 1:  # interleave the phases back into dx's columns
+                for p in range(sx):
+                    for r in range(height):
+                        src, dst = dphases[p, r], dx[n, c, r]
+                        for k in range((width - p + sx - 1) // sx):
+                            dst[_u(k * sx + p)] = src[_u(k)]
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})
