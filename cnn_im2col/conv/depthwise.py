@@ -23,17 +23,15 @@ from ..arrays import valid_range as _valid_range
 from ..shapes import WindowGeometry
 
 # Input maps of at most this many pixels are computed channels-last (vectors over the channels);
-# larger ones row by row (vectors along a row). The input's size decides, not the output's: the
-# channels-last kernels copy the whole padded input per sample, which a stride does not shrink
-# (forward + backward of a 3x3 stride-2 32x96x32x32 layer, 16x16 outputs: 16.3 ms channels-last,
-# 8.1 ms by rows; PyTorch 7.0 ms). Measured 2026-12-03, AMD EPYC (AVX2), 2 threads,
-# float32 3x3 forward, channels-last / rows ms, (N, C, H=W, stride): (64, 96, 32, 1) 21.7 / 8.9;
-# (32, 64, 32, 1) 6.1 / 2.8; (64, 96, 16, 1) 2.6 / 3.6; (64, 144, 16, 2) 2.8 / 3.3; (64, 192, 8,
-# 1) 0.96 / 2.9; (64, 480, 4, 1) 0.81 / 3.2; (64, 960, 2, 1) 0.44 / 4.0; (1, 192, 8, 1) 0.058 /
-# 0.083; (1, 96, 16, 1) 0.090 / 0.088. Backward (ReLU fused): (32, 64, 32, 1) 10.9 / 9.4;
-# (64, 96, 16, 1) 5.4 / 8.3; (64, 144, 16, 2) 4.5 / 4.0; (64, 192, 8, 1) 2.4 / 4.5; (64, 480, 4,
-# 1) 1.6 / 4.6; (64, 960, 2, 1) 1.0 / 5.2
-_CHANNELS_LAST_MAX_PLANE = 256
+# larger ones plane by plane (one vector loop per tap over the whole plane, below). The input's
+# size decides, not the output's: the channels-last kernels copy the whole padded input per
+# sample, which a stride does not shrink. Measured 2026-12-04, AMD EPYC (AVX-512), 2 threads,
+# float32 3x3 pad 1, channels-last / planes ms, forward; forward + backward with ReLU fused,
+# (N, C, H=W, stride): (64, 96, 32, 2) 12.0 / 4.1; 29.8 / 12.3. (32, 64, 32, 1) 6.2 / 1.4;
+# 14.7 / 4.5. (64, 96, 16, 1) 2.6 / 1.5; 8.3 / 5.4. (64, 144, 16, 2) 2.6 / 2.4; 7.2 / 6.4.
+# (64, 192, 8, 1) 1.25 / 1.23; 4.2 / 4.2. (64, 480, 4, 1) 0.70 / 2.0; 2.2 / 5.1. (1, 96, 16, 1)
+# 0.094 / 0.065; 0.25 / 0.15. (1, 192, 8, 1) 0.057 / 0.063; 0.15 / 0.15.
+_CHANNELS_LAST_MAX_PLANE = 64
 
 
 class DepthwiseCache(NamedTuple):
@@ -52,60 +50,102 @@ class DepthwiseCache(NamedTuple):
         return self.x.shape
 
 
+# The plane kernels. Output (oh, ow), tap (i, j) reads input row oh*SY + i*DY - PT = (oh + by)*SY
+# + py with py = (i*DY - PT) mod SY, by = (i*DY - PT) // SY, and likewise a column. So each input
+# plane is split once into its SY x SX phases, each a zero-bordered (QH, QW) plane ``q`` with
+# q[py, px, a, b] = x[(a + by0)*SY + py, (b + bx0)*SX + px] (0 outside the image); with the
+# output laid out QW wide too (its last QW - OW columns are scratch), a tap is then ONE contiguous
+# multiply-add over the whole plane: ``out[k] += w * q[py, px, by - by0:, bx - bx0:][k]``. Row by
+# row, the loops were OW long (16 at 3x3 stride 2 on 32x32): one thread, forward / backward,
+# 32x96x32x32 3x3 stride 1 5.8 -> 3.0 / 12 -> 7.2-8.8 ms, stride 2 3.0 -> 2.4 / 6.4 -> 5.8-7.2 ms
+# (alternated runs, AMD EPYC). Filling a stride-2 plane's two column phases in one loop per row
+# (so that the row is read as vectors) ran 1.3x slower than two stride-2 loops.
+
+
 @nb.njit(cache=True, nogil=True, inline="always")
-def _column_phases(src, sx, phases):
-    """phases[p, r, k] = src[r, k*SX + p] (the cells past the map's edge are not written): a map's
-    columns split by their position modulo the column stride, so that a strided row kernel reads
-    and writes contiguous runs (a stride-2 gather or scatter does not vectorise)."""
+def _taps(k, step, dilation, pad):
+    """(first, span): the phase offsets ``(t*D - P) // S`` of the taps t < K along one axis run
+    from ``first`` to ``first + span``."""
+    first = (-pad) // step
+    return first, ((k - 1) * dilation - pad) // step - first
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _split_phases(src, sy, sx, by0, bx0, qh, qw, q):
+    """Fill the image cells of the phase planes ``q`` (SY*SX*QH*QW, flat) from the (H, W) map
+    ``src``; the other cells are left as they are (0: the caller zeroes ``q`` once)."""
     height, width = src.shape
-    for p in range(sx):
-        for r in range(height):
-            row, dst = src[r], phases[p, r]
-            for k in range((width - p + sx - 1) // sx):
-                dst[_u(k)] = row[_u(k * sx + p)]
+    for py in range(sy):
+        a_lo, a_hi = _valid_range(by0 * sy + py, sy, height, qh)
+        for px in range(sx):
+            b_lo, b_hi = _valid_range(bx0 * sx + px, sx, width, qw)
+            plane = (py * sx + px) * qh * qw
+            col = bx0 * sx + px
+            for a in range(a_lo, a_hi):
+                row, dst = src[(a + by0) * sy + py], plane + a * qw
+                for b in range(b_lo, b_hi):
+                    q[_u(dst + b)] = row[_u(b * sx + col)]
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
+def _merge_phases(q, sy, sx, by0, bx0, qh, qw, dst):
+    """The adjoint of ``_split_phases`` (each image cell is one phase cell): ``dst`` (H, W)
+    (written whole) from the phase planes ``q``; cells no phase plane holds get 0."""
+    height, width = dst.shape
+    dst[:] = 0.0
+    for py in range(sy):
+        a_lo, a_hi = _valid_range(by0 * sy + py, sy, height, qh)
+        for px in range(sx):
+            b_lo, b_hi = _valid_range(bx0 * sx + px, sx, width, qw)
+            plane = (py * sx + px) * qh * qw
+            col = bx0 * sx + px
+            for a in range(a_lo, a_hi):
+                row, src = dst[(a + by0) * sy + py], plane + a * qw
+                for b in range(b_lo, b_hi):
+                    row[_u(b * sx + col)] = q[_u(src + b)]
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"contract"})
 def depthwise_forward(x, w, sy, sx, dy, dx, pt, pl, bias, relu, out):
     """``out[n, c, oh, ow] = f(bias[c, p or 0] + sum_ij w[c, i, j] * x[n, c, oh*SY - PT + i*DY,
     ow*SX - PL + j*DX])`` (padding reads 0; f = ReLU if ``relu``).
 
     x: (N, C, H, W); w: (C, KH, KW); bias: (C, 1) or (C, OH*OW); out (written): (N, C, OH, OW).
-    Row by row, each tap a vector loop along the output row; with a column stride SX > 1 the map
-    is first split into its SX column phases, so that the loop reads contiguously.
+    Plane by plane, through its phase planes (above): one vector loop per tap.
     """
-    n_count, c_count, height, width = x.shape
+    n_count, c_count = x.shape[0], x.shape[1]
     kh, kw = w.shape[1], w.shape[2]
     oh_count, ow_count = out.shape[2], out.shape[3]
+    by0, span_y = _taps(kh, sy, dy, pt)
+    bx0, span_x = _taps(kw, sx, dx, pl)
+    qh, qw = oh_count + span_y + 1, ow_count + span_x  # + 1 row: the scratch columns' reads
+    q = np.zeros(sy * sx * qh * qw, dtype=x.dtype)
+    acc = np.empty(oh_count * qw, dtype=x.dtype)
     untied = bias.shape[1] > 1
-    phases = np.empty((sx, height, -(-width // sx)), dtype=x.dtype)
+    zero = x.dtype.type(0)
     for n in range(n_count):
         for c in range(c_count):
-            dst = out[n, c]
-            for oh in range(oh_count):
-                for ow in range(ow_count):
-                    dst[oh, ow] = bias[c, oh * ow_count + ow] if untied else bias[c, 0]
-            if sx > 1:
-                _column_phases(x[n, c], sx, phases)
-            for i in range(kh):
-                y0 = i * dy - pt
-                oh_lo, oh_hi = _valid_range(y0, sy, height, oh_count)
-                for j in range(kw):
-                    off = j * dx - pl
-                    lo, hi = _valid_range(off, sx, width, ow_count)
-                    # input column ow*SX + off = (ow + base)*SX + phase
-                    phase, base = off % sx, off // sx
-                    weight = w[c, i, j]
-                    for oh in range(oh_lo, oh_hi):
-                        row = x[n, c, oh * sy + y0] if sx == 1 else phases[phase, oh * sy + y0]
-                        target = dst[oh]
-                        for ow in range(lo, hi):
-                            target[_u(ow)] += weight * row[_u(ow + base)]
-            if relu:
+            _split_phases(x[n, c], sy, sx, by0, bx0, qh, qw, q)
+            if untied:
                 for oh in range(oh_count):
                     for ow in range(ow_count):
-                        if not dst[oh, ow] > 0:
-                            dst[oh, ow] = 0.0
+                        acc[_u(oh * qw + ow)] = bias[c, oh * ow_count + ow]
+            else:
+                acc[:] = bias[c, 0]
+            for i in range(kh):
+                e = i * dy - pt
+                for j in range(kw):
+                    f = j * dx - pl
+                    base = (((e % sy) * sx + f % sx) * qh + e // sy - by0) * qw + f // sx - bx0
+                    weight = w[c, i, j]
+                    for k in range(oh_count * qw):
+                        acc[_u(k)] += weight * q[_u(base + k)]
+            dst = out[n, c]
+            for oh in range(oh_count):
+                row = dst[oh]
+                for ow in range(ow_count):
+                    v = acc[_u(oh * qw + ow)]
+                    row[_u(ow)] = v if (v > zero or not relu) else zero
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})
@@ -158,24 +198,29 @@ def depthwise_forward_channels_last(x, w, sy, sx, dy, dx, pt, pl, bias, relu, ou
 
 
 # ``reassoc``: the float64 sums (the weight and bias gradients) may be reordered, so that they
-# vectorise (stride 1 32x96x32x32 backward, one thread: 26.0 -> 11.8 ms).
-@nb.njit(cache=True, nogil=True, fastmath={"reassoc"})
+# vectorise (row by row, stride 1, 32x96x32x32 backward, one thread: 26.0 -> 11.8 ms).
+@nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def depthwise_backward(dout, y, relu, x, w, sy, sx, dy, dx_step, pt, pl, input_grad, dx, dw, db):
     """Gradients of ``depthwise_forward`` on a batch slice: ``dx`` (written whole when
     ``input_grad``), and this slice's ``dw`` (C, KH, KW) and ``db`` (C,) (written, float64).
 
     dout, y (the forward output; read only with ``relu``, whose derivative is ``y > 0``):
-    (N, C, OH, OW); x, dx: (N, C, H, W); w: (C, KH, KW). With a column stride SX > 1, x is read
-    and dx summed in their SX column phases (as ``depthwise_forward``), dx interleaved at the end.
+    (N, C, OH, OW); x, dx: (N, C, H, W); w: (C, KH, KW). Plane by plane, through the phase planes
+    of x and of dx (as ``depthwise_forward``), the output gradient laid out QW wide with zeros in
+    its scratch columns, so that they add nothing.
     """
-    n_count, c_count, height, width = x.shape
+    n_count, c_count = x.shape[0], x.shape[1]
     kh, kw = w.shape[1], w.shape[2]
     oh_count, ow_count = dout.shape[2], dout.shape[3]
+    by0, span_y = _taps(kh, sy, dy, pt)
+    bx0, span_x = _taps(kw, sx, dx_step, pl)
+    qh, qw = oh_count + span_y + 1, ow_count + span_x
+    q = np.zeros(sy * sx * qh * qw, dtype=x.dtype)
+    dq = np.empty(sy * sx * qh * qw, dtype=x.dtype)
+    g = np.zeros(oh_count * qw, dtype=dout.dtype)  # its scratch columns stay 0
+    zero = dout.dtype.type(0)
     dw[:] = 0.0
     db[:] = 0.0
-    g = np.empty((oh_count, ow_count), dtype=dout.dtype)
-    phases = np.empty((sx, height, -(-width // sx)), dtype=x.dtype)
-    dphases = np.empty((sx, height, -(-width // sx)), dtype=x.dtype)
     for n in range(n_count):
         for c in range(c_count):
             total = 0.0
@@ -183,43 +228,28 @@ def depthwise_backward(dout, y, relu, x, w, sy, sx, dy, dx_step, pt, pl, input_g
                 for ow in range(ow_count):
                     v = dout[n, c, oh, ow]
                     if relu and not y[n, c, oh, ow] > 0:
-                        v = 0.0
-                    g[oh, ow] = v
+                        v = zero
+                    g[_u(oh * qw + ow)] = v
                     total += v
             db[c] += total
-            if sx > 1:
-                _column_phases(x[n, c], sx, phases)
+            _split_phases(x[n, c], sy, sx, by0, bx0, qh, qw, q)
             if input_grad:
-                if sx == 1:
-                    dx[n, c] = 0.0
-                else:
-                    dphases[:] = 0.0
+                dq[:] = 0.0
             for i in range(kh):
-                y0 = i * dy - pt
-                oh_lo, oh_hi = _valid_range(y0, sy, height, oh_count)
+                e = i * dy - pt
                 for j in range(kw):
-                    off = j * dx_step - pl
-                    lo, hi = _valid_range(off, sx, width, ow_count)
-                    phase, base = off % sx, off // sx
-                    weight = w[c, i, j]
+                    f = j * dx_step - pl
+                    base = (((e % sy) * sx + f % sx) * qh + e // sy - by0) * qw + f // sx - bx0
                     acc = 0.0
-                    for oh in range(oh_lo, oh_hi):
-                        r = oh * sy + y0
-                        row = x[n, c, r] if sx == 1 else phases[phase, r]
-                        grad = g[oh]
-                        for ow in range(lo, hi):
-                            acc += grad[_u(ow)] * row[_u(ow + base)]
-                        if input_grad:
-                            target = dx[n, c, r] if sx == 1 else dphases[phase, r]
-                            for ow in range(lo, hi):
-                                target[_u(ow + base)] += weight * grad[_u(ow)]
+                    for k in range(oh_count * qw):
+                        acc += g[_u(k)] * q[_u(base + k)]
                     dw[c, i, j] += acc
-            if input_grad and sx > 1:  # interleave the phases back into dx's columns
-                for p in range(sx):
-                    for r in range(height):
-                        src, dst = dphases[p, r], dx[n, c, r]
-                        for k in range((width - p + sx - 1) // sx):
-                            dst[_u(k * sx + p)] = src[_u(k)]
+                    if input_grad:
+                        weight = w[c, i, j]
+                        for k in range(oh_count * qw):
+                            dq[_u(base + k)] += weight * g[_u(k)]
+            if input_grad:
+                _merge_phases(dq, sy, sx, by0, bx0, qh, qw, dx[n, c])
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})
@@ -323,7 +353,8 @@ def forward(
     slices = cache_slices(n, x[0].nbytes * 4)
 
     kernel = (
-        depthwise_forward_channels_last if x.shape[2] * x.shape[3] <= _CHANNELS_LAST_MAX_PLANE
+        depthwise_forward_channels_last
+        if x.shape[2] * x.shape[3] <= _CHANNELS_LAST_MAX_PLANE
         else depthwise_forward
     )
 
@@ -360,7 +391,8 @@ def backward(
     dx_view = dx if input_grad else np.empty((1, 1, 1, 1), dtype=weight.dtype)
 
     kernel = (
-        depthwise_backward_channels_last if x.shape[2] * x.shape[3] <= _CHANNELS_LAST_MAX_PLANE
+        depthwise_backward_channels_last
+        if x.shape[2] * x.shape[3] <= _CHANNELS_LAST_MAX_PLANE
         else depthwise_backward
     )
 

@@ -69,7 +69,9 @@ def monkeypatch_module():
 
 
 @pytest.mark.parametrize("bias_mode", ["tied", "untied", None])
-def test_depthwise_gradcheck_float64(bias_mode):
+@pytest.mark.parametrize("plane", [10**9, 0])  # every map channels-last, then none
+def test_depthwise_gradcheck_float64(monkeypatch, bias_mode, plane):
+    monkeypatch.setattr(depthwise, "_CHANNELS_LAST_MAX_PLANE", plane)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 3, 7, 6))
     weight = rng.standard_normal((3, 1, 3, 2))
@@ -93,9 +95,9 @@ def test_depthwise_gradcheck_float64(bias_mode):
 
 
 @given(case=depthwise_cases(), relu=st.booleans(), input_grad=st.booleans())
-def test_channels_last_kernels_equal_the_row_kernels(monkeypatch_module, case, relu, input_grad):
-    """Small maps run channels-last (vectors over the channels), forward and backward; the row
-    kernels are their twins."""
+def test_channels_last_kernels_equal_the_plane_kernels(monkeypatch_module, case, relu, input_grad):
+    """Small maps run channels-last (vectors over the channels), forward and backward; the plane
+    kernels (one loop per tap over a map's phase planes) are their twins."""
     x, weight, bias, _, stride, padding, dilation, groups, dout, order = case
     kw = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups,
           "relu": relu}
