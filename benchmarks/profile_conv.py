@@ -11,6 +11,8 @@ thread by default, so that the stages add up to wall time.
     python benchmarks/profile_conv.py                        # bench_layers' padded 3x3 layer
     python benchmarks/profile_conv.py --shape 64 64 64 14    # N C K H (= W), 3x3, pad 1
     python benchmarks/profile_conv.py --shape 64 20 40 12 --kernel 5 --padding 0   # LeNet's conv2
+    python benchmarks/profile_conv.py --stride 2 --name profile-conv-stride2  # bench_cnn_layers'
+                                                                               # strided case
     python benchmarks/profile_conv.py --quick                # tiny, seconds (what the tests run)
 """
 
@@ -71,7 +73,8 @@ def targets():
 
 
 def profile(
-    shape: tuple[int, int, int, int], kernel: int, padding: int, rounds: int, threads: int
+    shape: tuple[int, int, int, int], kernel: int, padding: int, rounds: int, threads: int,
+    stride: int = 1,
 ) -> dict:
     from cnn_im2col import functional as F
     from cnn_im2col import threads as T
@@ -84,12 +87,13 @@ def profile(
     x = rng.standard_normal((n, c, h, h), dtype=np.float32)
     weight = (rng.standard_normal((k, c, kernel, kernel)) * 0.1).astype(np.float32)
     bias = rng.standard_normal(k).astype(np.float32)
-    side = h + 2 * padding - kernel + 1
+    side = (h + 2 * padding - kernel) // stride + 1
     dout = rng.standard_normal((n, k, side, side), dtype=np.float32)
-    algorithms = ALGORITHMS if W.supports((kernel, kernel), (1, 1), (1, 1), 1) else ALGORITHMS[:1]
+    fits = W.supports((kernel, kernel), (stride, stride), (1, 1), 1)
+    algorithms = ALGORITHMS if fits else ALGORITHMS[:1]
 
     def call(algorithm: str) -> None:
-        _, cache = F.conv2d_forward(x, weight, bias, 1, padding, algorithm=algorithm)
+        _, cache = F.conv2d_forward(x, weight, bias, stride, padding, algorithm=algorithm)
         F.conv2d_backward(dout, cache)
 
     for algorithm in algorithms:  # compile, and reach glibc's steady state
@@ -130,6 +134,7 @@ def main(argv=None) -> dict:
         "--kernel", type=int, default=3, help="kernel size (default 3; Winograd for 3 and 5)"
     )
     parser.add_argument("--padding", type=int, default=1, help="padding (default 1)")
+    parser.add_argument("--stride", type=int, default=1, help="stride (default 1; im2col only >1)")
     parser.add_argument("--rounds", type=int, default=None, help="alternated rounds (default 15)")
     parser.add_argument("--threads", type=int, default=1, help="engine threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="a tiny layer, 3 rounds")
@@ -150,9 +155,10 @@ def main(argv=None) -> dict:
         "shape": dict(zip("NCKH", shape)),
         "kernel": args.kernel,
         "padding": args.padding,
+        "stride": args.stride,
         "rounds": rounds,
         "threads": args.threads,
-        **profile(shape, args.kernel, args.padding, rounds, args.threads),
+        **profile(shape, args.kernel, args.padding, rounds, args.threads, args.stride),
     }
     ms = data["ms_per_call"]
     rows = [
@@ -171,7 +177,8 @@ def main(argv=None) -> dict:
         f"Machine: {C.machine_line(machine)}.",
         "",
         (
-            f"Conv2D {c} -> {k}, {args.kernel}x{args.kernel}, stride 1, pad {args.padding}, on "
+            f"Conv2D {c} -> {k}, {args.kernel}x{args.kernel}, stride {args.stride}, pad "
+            f"{args.padding}, on "
             f"{n}x{c}x{h}x{h} "
             "float32: forward (keeping what backward "
             f"needs) + backward, {args.threads} engine thread(s); median ms per call over "

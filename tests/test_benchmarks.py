@@ -230,6 +230,14 @@ def test_profile_conv_quick_profiles_both_algorithms(tmp_path):
         assert all(stages[s] > 0 for s in ran) and all(stages[s] == 0 for s in idle)
 
 
+def test_profile_conv_of_a_strided_layer_profiles_im2col_alone(tmp_path):
+    run_script("profile_conv.py", "--quick", "--stride", "2", "--out", str(tmp_path))
+    data = json.loads((tmp_path / "profile-conv-quick.json").read_text())
+    assert data["stride"] == 2 and set(data["ms_per_call"]) == {"im2col"}
+    assert "stride 2" in (tmp_path / "profile-conv-quick.md").read_text()
+    assert data["ms_per_call"]["im2col"]["im2col"] > 0
+
+
 def test_pytorch_opinfo_samples_are_never_wrong():
     """PyTorch's OpInfo samples of conv2d, the pools, batch_norm and adaptive_avg_pool2d through
     the layers in float64 (benchmarks/opinfo_samples.py): each passes or cannot be expressed."""
