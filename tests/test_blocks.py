@@ -485,6 +485,21 @@ def test_predict_fuses_a_clipped_activation_into_each_convolution_slice_bit_for_
 
 
 # ---------------------------------------------------------------- Residual -> ReLU, one pass
+def assert_fused_equals_plain(fused, plain, x, rng, rtol=0.0, atol=0.0):
+    """A model of fused steps against the same model unfused, in training and at inference: the
+    outputs bit for bit, the input and parameter gradients (of a ``rng``-drawn dout) within
+    ``rtol``/``atol`` (0: bit for bit too), the running statistics bit for bit."""
+    for training in (True, False):
+        out = fused.forward(x, training=training)
+        np.testing.assert_array_equal(out, plain.forward(x, training=training))
+        dout = rng.standard_normal(out.shape).astype(x.dtype)
+        np.testing.assert_allclose(fused.backward(dout), plain.backward(dout), rtol, atol)
+        for key, grad in plain.grads.items():
+            np.testing.assert_allclose(fused.grads[key], grad, rtol, atol)
+        for key, value in plain.buffers.items():
+            np.testing.assert_array_equal(fused.buffers[key], value)
+
+
 def residual_net(relu_cls, dtype):
     body = Sequential([Conv2D(4, 4, 3, padding=1, dtype=dtype, seed=1), ReLU(),
                        Conv2D(4, 4, 3, padding=1, dtype=dtype, seed=2)])
@@ -502,13 +517,7 @@ def test_a_residual_and_its_relu_run_as_one_pass_with_the_layers_numbers(dtype):
     assert "residual_relu" not in [s.kind for s in plain._planned_steps()]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 3, 8, 8)).astype(dtype)
-    for training in (True, False):
-        out = fused.forward(x, training=training)
-        np.testing.assert_array_equal(out, plain.forward(x, training=training))
-        dout = rng.standard_normal(out.shape).astype(dtype)
-        np.testing.assert_array_equal(fused.backward(dout), plain.backward(dout))
-        for key, grad in plain.grads.items():
-            np.testing.assert_array_equal(fused.grads[key], grad)
+    assert_fused_equals_plain(fused, plain, x, rng)  # bit for bit
     np.testing.assert_array_equal(fused.predict(x), plain.predict(x))
     assert [s.kind for s in fused._inference[0]] == [
         "conv_relu", "residual_relu", "residual_relu", "layer"]
@@ -540,15 +549,7 @@ def test_a_batch_norm_and_its_relu_run_as_one_pass_with_the_layers_numbers(dtype
     rtol, atol = (1e-6, 1e-6) if dtype == np.float32 else (1e-13, 1e-13)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 3, 6, 6)).astype(dtype)
-    for training in (True, False):
-        out = fused.forward(x, training=training)
-        np.testing.assert_array_equal(out, plain.forward(x, training=training))
-        dout = rng.standard_normal(out.shape).astype(dtype)
-        np.testing.assert_allclose(fused.backward(dout), plain.backward(dout), rtol, atol)
-        for key, grad in plain.grads.items():
-            np.testing.assert_allclose(fused.grads[key], grad, rtol, atol)
-        for key, value in plain.buffers.items():
-            np.testing.assert_array_equal(fused.buffers[key], value)  # the same running stats
+    assert_fused_equals_plain(fused, plain, x, rng, rtol, atol)
 
 
 def test_a_fused_batch_norm_relu_passes_the_gradient_check():
