@@ -112,6 +112,10 @@ class _Block:
             raise RuntimeError(f"{self!r}: backward() called before forward(); run forward first")
         return self._cache
 
+    def forward(self, x: Any, training: bool) -> np.ndarray:
+        """``run`` on input checked where it enters: by the block's first layer."""
+        return self.run(self.layers[0].check_input(x), training)
+
     def infer(self, x: np.ndarray) -> np.ndarray:
         return self.run(x, False)
 
@@ -159,9 +163,6 @@ class ConvReLU(_Block):
         super().__init__((conv, relu), first)
         self.conv = conv
 
-    def forward(self, x: Any, training: bool) -> np.ndarray:
-        return self.run(self.conv.check_input(x), training)
-
     def run(self, x: np.ndarray, training: bool) -> np.ndarray:
         out, self._cache = _conv_forward(self.conv, x, training)
         return out
@@ -188,9 +189,6 @@ class ConvReLUPool(_Block):
     def __init__(self, conv: Conv2D, relu: ReLU, pool: MaxPool2D, first: int) -> None:
         super().__init__((conv, relu, pool), first)
         self.conv, self.pool = conv, pool
-
-    def forward(self, x: Any, training: bool) -> np.ndarray:
-        return self.run(self.conv.check_input(x), training)
 
     def run(self, x: np.ndarray, training: bool) -> np.ndarray:
         g = self.conv.plan(x.shape).geometry
@@ -241,9 +239,6 @@ class ConvActivation(_Block):
         super().__init__((conv, activation), first)
         self.conv, self.kernel = conv, IN_PLACE_KERNELS[type(activation).__name__]
 
-    def forward(self, x: Any, training: bool) -> np.ndarray:
-        return self.run(self.conv.check_input(x), training)
-
     def run(self, x: np.ndarray, training: bool) -> np.ndarray:
         if training:
             raise RuntimeError(f"{self!r} is an inference step: it keeps nothing for backward")
@@ -268,9 +263,6 @@ class BatchNormReLU(_Block):
     def __init__(self, norm: BatchNorm2D, relu: ReLU, first: int) -> None:
         super().__init__((norm, relu), first)
         self.norm = norm
-
-    def forward(self, x: Any, training: bool) -> np.ndarray:
-        return self.run(self.norm.check_input(x), training)
 
     def run(self, x: np.ndarray, training: bool) -> np.ndarray:
         self._cache = True  # the norm keeps what backward needs
@@ -318,7 +310,7 @@ class ReLUPool(_Block):
         self.pool = pool
 
     def forward(self, x: Any, training: bool) -> np.ndarray:
-        return self.run(self.pool.check_input(x), training)
+        return self.run(self.pool.check_input(x), training)  # the pool's: the ReLU takes any shape
 
     def run(self, x: np.ndarray, training: bool) -> np.ndarray:
         out, self._cache = max_pool2d(

@@ -556,3 +556,16 @@ def test_a_fused_batch_norm_relu_passes_the_gradient_check():
     model = norm_net(ReLU, np.float64)
     x = np.random.default_rng(2).standard_normal((3, 3, 5, 5))
     check_layer(model, x)
+
+
+def test_each_fused_step_checks_its_input_as_its_layers_would():
+    """A fused step refuses bad input with the message of the layer whose check it fails (for
+    ReLU -> MaxPool2D the pool's: a ReLU takes any shape)."""
+    relu_pool = Sequential([ReLU(), MaxPool2D(2), Flatten()])
+    conv_relu = Sequential([Conv2D(3, 4, 3), ReLU(), Flatten()])
+    assert relu_pool._planned_steps()[0].kind == "relu_pool"
+    assert conv_relu._planned_steps()[0].kind == "conv_relu"
+    with pytest.raises(ValueError, match=r"MaxPool2D\(2\): x must be 4-D, got 3-D"):
+        relu_pool.forward(np.ones((2, 3, 4)), training=True)
+    with pytest.raises(ValueError, match=r"Conv2D\(3, 4, 3\): x must be 4-D, got 3-D"):
+        conv_relu.forward(np.ones((2, 3, 4)), training=True)
