@@ -21,6 +21,7 @@ from ..arrays import cache_slices
 from ..arrays import unsigned as _u
 from ..arrays import valid_range as _valid_range
 from ..shapes import WindowGeometry
+from .im2col import bias_columns
 
 # Input maps of at most this many pixels are computed channels-last (vectors over the channels);
 # larger ones plane by plane (one vector loop per tap over the whole plane, below). The input's
@@ -344,11 +345,7 @@ def forward(
     numba, and x is kept either way)."""
     n, out_channels = x.shape[0], weight.shape[0]
     out = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
-    bias2 = (
-        np.zeros((out_channels, 1), weight.dtype)
-        if bias is None
-        else bias.reshape(out_channels, -1)
-    )
+    bias2 = bias_columns(bias, out_channels, weight.dtype)
     w3 = np.ascontiguousarray(weight[:, 0])
     slices = cache_slices(n, x[0].nbytes * 4)
 

@@ -273,6 +273,14 @@ def matmul_abt(a, b, out):
 # --------------------------------------------------------------------------- conv epilogues
 
 
+def bias_columns(bias: np.ndarray | None, out_channels: int, dtype: np.dtype) -> np.ndarray:
+    """The bias as every strategy's epilogue takes it: (O, 1) tied (zeros for none) or (O, OH*OW)
+    untied; ``bias`` checked, C-contiguous."""
+    if bias is None:
+        return np.zeros((out_channels, 1), dtype)
+    return bias.reshape(out_channels, -1)
+
+
 @nb.njit(cache=True, nogil=True)
 def cm_to_nchw(src, bias, relu, out):
     """``out[n, o, p] = f(src[o, n*P + p] + bias[o, p or 0])``, f = ReLU if ``relu`` else identity:
@@ -477,11 +485,7 @@ def forward(
     slices = None
     if backend == "numba":
         out = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
-        bias2 = (
-            np.zeros((out_channels, 1), weight.dtype)
-            if bias is None
-            else bias.reshape(out_channels, -1)
-        )
+        bias2 = bias_columns(bias, out_channels, weight.dtype)
         out3 = out.reshape(n, out_channels, plane)
         rows = x.shape[1] * g.kh * g.kw
         if groups == 1 and plane >= _ONE_SAMPLE_PLANE:

@@ -25,7 +25,7 @@ import numpy as np
 from .. import threads as _threads
 from ..arrays import cache_slices
 from ..shapes import WindowGeometry
-from .im2col import bias_relu_inplace
+from .im2col import bias_columns, bias_relu_inplace
 
 # Output maps of at least this many pixels: the weight gradient as one GEMM per sample, K = OH*OW
 # long; smaller maps (a MobileNet's last stages) are gathered channel-major per slice first, so the
@@ -77,16 +77,13 @@ def forward(
     w2 = weight.reshape(out_channels, -1)
     out = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
     out3 = out.reshape(n, out_channels, plane)
-    bias2 = None if bias is None else bias.reshape(out_channels, -1)
+    bias2 = bias_columns(bias, out_channels, weight.dtype)
     slices = cache_slices(n, (x3[0].nbytes + out3[0].nbytes))
 
     def block(s: slice) -> None:
         np.matmul(w2, x3[s], out=out3[s])
-        if bias2 is not None or relu:
-            bias_relu_inplace(
-                out3[s], bias2 if bias2 is not None else np.zeros((out_channels, 1), out.dtype),
-                relu,
-            )
+        if bias is not None or relu:
+            bias_relu_inplace(out3[s], bias2, relu)
         if then is not None:
             then(s, out[s])
 

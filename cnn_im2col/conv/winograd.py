@@ -52,6 +52,7 @@ from .. import threads as _threads
 from ..arrays import cache_slices
 from ..arrays import unsigned as _u
 from ..shapes import WindowGeometry
+from .im2col import bias_columns
 
 ALPHA = 6  # input window side; ALPHA**2 transformed planes
 BT = np.array(
@@ -910,11 +911,7 @@ def forward(
     ``supports`` holds, numba). ``keep=False``: V is not kept (the cache keeps x)."""
     n, out_channels = x.shape[0], weight.shape[0]
     out = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
-    bias2 = (
-        np.zeros((out_channels, 1), weight.dtype)
-        if bias is None
-        else bias.reshape(out_channels, -1)
-    )
+    bias2 = bias_columns(bias, out_channels, weight.dtype)
     u = transform_weight(weight)
     ty, tx = tiles(g)
     slices = cache_slices(n, ALPHA**2 * x.shape[1] * ty * tx * x.itemsize)
