@@ -36,7 +36,7 @@ import numba as nb
 import numpy as np
 
 from .. import threads as _threads
-from ..arrays import cache_slices
+from ..arrays import cache_slices, matmul
 from ..arrays import unsigned as _u
 from ..arrays import valid_range as _valid_range
 from ..im2col import fold, unfold
@@ -423,12 +423,12 @@ def grouped_matmul(
     """Block-diagonal product: group g of ``a``'s rows times group g of ``b``'s rows (a: (G*r, k),
     b: (G*k, m) -> (G*r, m)); ``groups == 1`` is ``a @ b``."""
     if groups == 1:
-        return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+        return matmul(a, b, out)
     r, k = a.shape[0] // groups, b.shape[0] // groups
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
     for g in range(groups):
-        np.matmul(a[g * r : (g + 1) * r], b[g * k : (g + 1) * k], out=out[g * r : (g + 1) * r])
+        matmul(a[g * r : (g + 1) * r], b[g * k : (g + 1) * k], out[g * r : (g + 1) * r])
     return out
 
 

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import threads as _threads
-from ..arrays import cache_slices
+from ..arrays import cache_slices, matmul
 from ..shapes import WindowGeometry
 from .im2col import bias_columns, bias_relu_inplace
 
@@ -81,7 +81,7 @@ def forward(
     slices = cache_slices(n, (x3[0].nbytes + out3[0].nbytes))
 
     def block(s: slice) -> None:
-        np.matmul(w2, x3[s], out=out3[s])
+        matmul(w2, x3[s], out3[s])
         if bias is not None or relu:
             bias_relu_inplace(out3[s], bias2, relu)
         if then is not None:
@@ -128,7 +128,7 @@ def backward(
         if bias_shape is not None and len(bias_shape) == 3:
             untied.append(d.sum(axis=0))
         if input_grad:
-            np.matmul(wt, d, out=dx3[s])
+            matmul(wt, d, dx3[s])
         # each map summed in its dtype (pairwise, as NumPy sums a contiguous axis), the maps in
         # float64: one pass, where a float64 sum of everything converts every value
         return dw, d.sum(axis=2).sum(axis=0, dtype=np.float64)

@@ -49,7 +49,7 @@ import numba as nb
 import numpy as np
 
 from .. import threads as _threads
-from ..arrays import cache_slices
+from ..arrays import cache_slices, matmul
 from ..arrays import unsigned as _u
 from ..shapes import WindowGeometry
 from .im2col import bias_columns
@@ -168,10 +168,10 @@ def grouped_products(
     g's rows of ``a`` times group g's rows of ``b`` (``ta`` / ``tb``: of their transposes, per
     group); ``groups == 1`` is ``a @ b``. (36, P, R) out, P and R summed over the groups."""
     if groups == 1:
-        return np.matmul(a.transpose(0, 2, 1) if ta else a, b.transpose(0, 2, 1) if tb else b)
+        return matmul(a.transpose(0, 2, 1) if ta else a, b.transpose(0, 2, 1) if tb else b)
     a4 = a.reshape(a.shape[0], groups, a.shape[1] // groups, a.shape[2])
     b4 = b.reshape(b.shape[0], groups, b.shape[1] // groups, b.shape[2])
-    out = np.matmul(a4.transpose(0, 1, 3, 2) if ta else a4, b4.transpose(0, 1, 3, 2) if tb else b4)
+    out = matmul(a4.transpose(0, 1, 3, 2) if ta else a4, b4.transpose(0, 1, 3, 2) if tb else b4)
     return out.reshape(out.shape[0], -1, out.shape[3])
 
 
