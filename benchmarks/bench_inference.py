@@ -5,12 +5,14 @@ For each network (``vgg-bn``, ``resnet20``, ``mobilenetv2`` of ``cnn_im2col.arch
 3x32x32 images and 10 classes, BatchNorm running statistics set away from (0, 1)):
 
 1. the engine's model is exported once to ``<tmp>/<name>.onnx`` (``cnn_im2col.onnx.export``);
-2. for each batch size (1 and 64) and each round, two fresh processes run one after the other, in
-   alternating order: ``ours`` loads that file with ``cnn_im2col.onnx.load`` and times
-   ``model.predict``; ``ort`` times an ``onnxruntime.InferenceSession`` on it, with
-   ``intra_op_num_threads`` = the cores (2 here) and its default graph optimisations;
+2. for each batch size (1 and 64) and each round, three fresh processes run one after the other,
+   in rotating order: ``ours`` loads that file with ``cnn_im2col.onnx.load`` and times
+   ``model.predict`` (which checks on every call whether the parameters changed);
+   ``session`` loads it the same way and times ``cnn_im2col.InferenceSession(model).run`` (a
+   frozen copy: planned and folded once); ``ort`` times an ``onnxruntime.InferenceSession`` on it,
+   with ``intra_op_num_threads`` = the cores (2 here) and its default graph optimisations;
 3. each process warms up, then reports the median of its repetitions; the table gives the median
-   over rounds and the ratio ours / onnxruntime. Both processes import NumPy first.
+   over rounds and the ratios to onnxruntime. Every process imports NumPy first.
 
 A network the exporter cannot write yet is reported as such. The outputs of both sides are
 compared on the first batch (relative error), so a fast wrong answer cannot hide.
@@ -60,15 +62,20 @@ def export_network(name: str, path: Path) -> str | None:
 def worker(impl: str, path: str, batch: int, reps: int, threads: int) -> dict:
     """Time ``reps`` predictions of ``batch`` images; the median in ms, and the first output."""
     x = np.random.default_rng(1).random((batch, *INPUT_SHAPE), dtype=np.float32)
-    if impl == "ours":
+    if impl in ("ours", "session"):
+        from cnn_im2col import InferenceSession, set_num_threads
         from cnn_im2col import onnx as cx
-        from cnn_im2col import set_num_threads
 
         set_num_threads(threads)
         model = cx.load(path)
+        if impl == "session":
+            session = InferenceSession(model, INPUT_SHAPE)
 
-        def run():
-            return model.predict(x, batch_size=batch)
+            def run():
+                return session.run(x, batch_size=batch)
+        else:
+            def run():
+                return model.predict(x, batch_size=batch)
     else:
         import onnxruntime as ort
 
@@ -92,20 +99,22 @@ def worker(impl: str, path: str, batch: int, reps: int, threads: int) -> dict:
 
 
 def measure(path: Path, batch: int, rounds: int, reps: int, threads: int) -> dict:
-    runs: dict[str, list[float]] = {"ours": [], "ort": []}
+    impls = ("ours", "session", "ort")
+    runs: dict[str, list[float]] = {impl: [] for impl in impls}
     first: dict[str, list[float]] = {}
     for r in range(rounds):
-        order = ("ours", "ort") if r % 2 == 0 else ("ort", "ours")
-        for impl in order:
+        for impl in impls[r % 3:] + impls[: r % 3]:  # each side first, second and last in turn
             result = C.run_json_subprocess([__file__, "--worker", impl, str(path), str(batch),
                                             str(reps), str(threads)])
             runs[impl].append(result["ms"])
             first[impl] = result["first"]
-    ours, ort = np.asarray(first["ours"]), np.asarray(first["ort"])
-    error = float(np.max(np.abs(ours - ort)) / max(np.max(np.abs(ort)), 1e-30))
+    ort = np.asarray(first["ort"])
+    scale = max(np.max(np.abs(ort)), 1e-30)
+    error = max(float(np.max(np.abs(np.asarray(first[impl]) - ort)) / scale)
+                for impl in ("ours", "session"))
     medians = {impl: float(np.median(v)) for impl, v in runs.items()}
     return {"ms": medians, "rounds": runs, "ratio": medians["ours"] / medians["ort"],
-            "output_relative_error": error}
+            "session_ratio": medians["session"] / medians["ort"], "output_relative_error": error}
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -137,14 +146,16 @@ def main(argv: list[str] | None = None) -> dict | None:
                     row.update(measure(path, batch, rounds, reps, int(threads)))
                 results.append(row)
     rows = [[r["network"], r["batch"],
-             *((C.fmt(r["ms"]["ours"]), C.fmt(r["ms"]["ort"]), f"{r['ratio']:.2f}x",
+             *((C.fmt(r["ms"]["ours"]), C.fmt(r["ms"]["session"]), C.fmt(r["ms"]["ort"]),
+                f"{r['ratio']:.2f}x", f"{r['session_ratio']:.2f}x",
                 f"{r['output_relative_error']:.1e}") if "ms" in r else
-               ("-", "-", "not exported", r["not_exported"]))] for r in results]
+               ("-", "-", "-", "not exported", "-", r["not_exported"]))] for r in results]
     info = C.machine_info()
-    table = (C.markdown_table(["network", "batch", "ours (ms)", "onnxruntime (ms)",
-                               "ours / onnxruntime", "output rel. error"], rows)
+    table = (C.markdown_table(["network", "batch", "predict (ms)", "session (ms)",
+                               "onnxruntime (ms)", "predict / onnxruntime",
+                               "session / onnxruntime", "output rel. error"], rows)
              + f"\n\n{C.machine_line(info)}; onnxruntime {threads} intra-op threads; medians of "
-               f"{rounds} alternated rounds, each a fresh process per side")
+               f"{rounds} rounds in rotating order, each a fresh process per side")
     C.publish("inference", {"machine": info, "results": results}, table,
               Path(args.out) if args.out else None)
     return {"results": results}

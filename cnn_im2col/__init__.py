@@ -8,9 +8,10 @@ The public API, re-exported here::
 
 Submodules: ``layers``, ``containers`` (Residual, Concat, Gate), ``functional`` (stateless
 forward/backward), ``im2col``, ``signal`` (scipy-compatible correlate2d / convolve2d), ``losses``,
-``optim``, ``init``, ``model``, ``training`` (the loop behind ``fit``, callbacks), ``checkpoint``,
-``augment``, ``distributed`` (data parallelism over MPI), ``datasets``, ``architectures`` (the named
-networks of the command), ``reference`` (the slow scipy oracles), ``gradcheck``, ``threads``.
+``optim``, ``init``, ``model``, ``session`` (a network frozen for serving), ``training`` (the loop
+behind ``fit``, callbacks), ``checkpoint``, ``augment``, ``distributed`` (data parallelism over
+MPI), ``datasets``, ``architectures`` (the named networks of the command), ``reference`` (the slow
+scipy oracles), ``gradcheck``, ``threads``.
 """
 
 # First: importing it sizes the pool and limits NumPy's BLAS before anything computes.
@@ -54,6 +55,7 @@ from .losses import MeanSquaredError, SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import SGD, Adam, CosineAnnealingLR, StepLR
 from .reports import plot_history
+from .session import InferenceSession
 from .shapes import NonFiniteError
 
 __all__ = [
@@ -87,6 +89,7 @@ __all__ = [
     "ReLU",
     "ReLU6",
     "Residual",
+    "InferenceSession",
     "Sequential",
     "Sigmoid",
     "Softmax",

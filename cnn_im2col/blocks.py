@@ -43,6 +43,9 @@ input_grad=True)``; ``first``/``last`` (the layers' indices) and ``kind`` say wh
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -334,6 +337,21 @@ def foldable(conv: Any, norm: Any) -> bool:
             and conv.bias_mode != "untied" and norm.num_features == conv.out_channels)
 
 
+_frozen = threading.local()  # .on: True inside folds_frozen() (per thread)
+
+
+@contextlib.contextmanager
+def folds_frozen() -> Iterator[None]:
+    """Inside, a fold already made is used as it is, not compared with its sources again: for a
+    network nothing else can change (``session.InferenceSession``'s private copy)."""
+    before = getattr(_frozen, "on", False)
+    _frozen.on = True
+    try:
+        yield
+    finally:
+        _frozen.on = before
+
+
 class Fold:
     """A Conv2D -> BatchNorm2D pair and the convolution that stands for both at inference."""
 
@@ -352,7 +370,10 @@ class Fold:
         so its plans stay): weight * s and (bias - mean) * s + beta, s = gamma / sqrt(var + eps),
         computed in float64. Skipped when none of them changed since the last fold (they are
         compared with copies of their bytes: a parameter changed in place, by an optimizer or by
-        hand, refolds; comparing bytes costs a tenth of ``np.array_equal`` on small arrays)."""
+        hand, refolds; comparing bytes costs a tenth of ``np.array_equal`` on small arrays).
+        Inside ``folds_frozen``, only a fold never made is made."""
+        if self._folded_from is not None and getattr(_frozen, "on", False):
+            return
         sources = [a.tobytes() for a in self._sources()]
         if sources == self._folded_from:
             return
