@@ -6,14 +6,14 @@ Conv2D -> BatchNorm2D pair it folded with the pair's current parameters and runn
 copy of their bytes, six arrays a pair), so that a parameter changed in place, by an optimizer or
 by hand, is never served stale. At batch 1 that check is 4-26% of the latency (measured
 2026-12-04, AMD EPYC, alternated in one process: vgg-bn 0.74 -> 0.70 ms, ResNet-20 2.06 -> 1.83,
-MobileNetV2 x0.5, 52 pairs, 3.30 -> 2.43). A session is made from a private copy of the network (its config and
-state dict, as a model file would rebuild it), which nothing else can change: its pairs are folded
-once, when it is made, its shapes checked once for its input shape, and each ``run`` only checks
-the input and runs the steps. Training the original network afterwards does not change the
-session: make a new one to serve the new parameters.
+MobileNetV2 x0.5, 52 pairs, 3.30 -> 2.43). A session is made from a private copy of the network
+(its config and state dict, as a model file would rebuild it), which nothing else can change: its
+pairs are folded once, at its first run, its shapes checked once for its input shape, and each
+``run`` only checks the input and runs the steps. Training the original network afterwards does
+not change the session: make a new one to serve the new parameters.
 
     session = InferenceSession(model)          # input shape: the model's, or input_shape=(C, H, W)
-    probabilities = session.run(images)        # = model.predict(images), as float arrays
+    outputs = session.run(images)              # = model.predict(images)
 """
 
 from __future__ import annotations
