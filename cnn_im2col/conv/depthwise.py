@@ -78,6 +78,9 @@ def _split_phases(src, sy, sx, by0, bx0, qh, qw, q):
     height, width = src.shape
     for py in range(sy):
         a_lo, a_hi = _valid_range(by0 * sy + py, sy, height, qh)
+        if sx == 2:
+            _split_row_pairs(src, sy, py, by0, bx0, qh, qw, a_lo, a_hi, q)
+            continue
         for px in range(sx):
             b_lo, b_hi = _valid_range(bx0 * sx + px, sx, width, qw)
             plane = (py * sx + px) * qh * qw
@@ -89,6 +92,36 @@ def _split_phases(src, sy, sx, by0, bx0, qh, qw, q):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
+def _split_row_pairs(src, sy, py, by0, bx0, qh, qw, a_lo, a_hi, q):
+    """``_split_phases``'s rows of row phase ``py`` when SX == 2: both column phases of an input
+    row in one loop, where both have a cell, so that the row is read as whole vectors and
+    deinterleaved (measured, 32x96x32x32 3x3 stride 2, one thread: the split 1.92 -> 0.67 ms of a
+    2.56 ms forward; two stride-2 loops read it element by element)."""
+    width = src.shape[1]
+    lo0, hi0 = _valid_range(bx0 * 2, 2, width, qw)
+    lo1, hi1 = _valid_range(bx0 * 2 + 1, 2, width, qw)
+    both_lo = max(lo0, lo1)
+    both_hi = max(min(hi0, hi1), both_lo)
+    plane0 = py * 2 * qh * qw
+    plane1 = plane0 + qh * qw
+    col = bx0 * 2
+    for a in range(a_lo, a_hi):
+        row = src[(a + by0) * sy + py]
+        d0, d1 = plane0 + a * qw, plane1 + a * qw
+        for b in range(both_lo, both_hi):
+            q[_u(d0 + b)] = row[_u(2 * b + col)]
+            q[_u(d1 + b)] = row[_u(2 * b + col + 1)]
+        for b in range(lo0, min(both_lo, hi0)):  # the cells only one phase has: at the ends
+            q[_u(d0 + b)] = row[_u(2 * b + col)]
+        for b in range(max(both_hi, lo0), hi0):
+            q[_u(d0 + b)] = row[_u(2 * b + col)]
+        for b in range(lo1, min(both_lo, hi1)):
+            q[_u(d1 + b)] = row[_u(2 * b + col + 1)]
+        for b in range(max(both_hi, lo1), hi1):
+            q[_u(d1 + b)] = row[_u(2 * b + col + 1)]
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
 def _merge_phases(q, sy, sx, by0, bx0, qh, qw, dst):
     """The adjoint of ``_split_phases`` (each image cell is one phase cell): ``dst`` (H, W)
     (written whole) from the phase planes ``q``; cells no phase plane holds get 0."""
@@ -96,6 +129,9 @@ def _merge_phases(q, sy, sx, by0, bx0, qh, qw, dst):
     dst[:] = 0.0
     for py in range(sy):
         a_lo, a_hi = _valid_range(by0 * sy + py, sy, height, qh)
+        if sx == 2:
+            _merge_row_pairs(q, sy, py, by0, bx0, qh, qw, a_lo, a_hi, dst)
+            continue
         for px in range(sx):
             b_lo, b_hi = _valid_range(bx0 * sx + px, sx, width, qw)
             plane = (py * sx + px) * qh * qw
@@ -104,6 +140,34 @@ def _merge_phases(q, sy, sx, by0, bx0, qh, qw, dst):
                 row, src = dst[(a + by0) * sy + py], plane + a * qw
                 for b in range(b_lo, b_hi):
                     row[_u(b * sx + col)] = q[_u(src + b)]
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _merge_row_pairs(q, sy, py, by0, bx0, qh, qw, a_lo, a_hi, dst):
+    """``_merge_phases``'s rows of row phase ``py`` when SX == 2 (the adjoint of
+    ``_split_row_pairs``): both column phases into an output row in one loop, interleaved."""
+    width = dst.shape[1]
+    lo0, hi0 = _valid_range(bx0 * 2, 2, width, qw)
+    lo1, hi1 = _valid_range(bx0 * 2 + 1, 2, width, qw)
+    both_lo = max(lo0, lo1)
+    both_hi = max(min(hi0, hi1), both_lo)
+    plane0 = py * 2 * qh * qw
+    plane1 = plane0 + qh * qw
+    col = bx0 * 2
+    for a in range(a_lo, a_hi):
+        row = dst[(a + by0) * sy + py]
+        s0, s1 = plane0 + a * qw, plane1 + a * qw
+        for b in range(both_lo, both_hi):
+            row[_u(2 * b + col)] = q[_u(s0 + b)]
+            row[_u(2 * b + col + 1)] = q[_u(s1 + b)]
+        for b in range(lo0, min(both_lo, hi0)):
+            row[_u(2 * b + col)] = q[_u(s0 + b)]
+        for b in range(max(both_hi, lo0), hi0):
+            row[_u(2 * b + col)] = q[_u(s0 + b)]
+        for b in range(lo1, min(both_lo, hi1)):
+            row[_u(2 * b + col + 1)] = q[_u(s1 + b)]
+        for b in range(max(both_hi, lo1), hi1):
+            row[_u(2 * b + col + 1)] = q[_u(s1 + b)]
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})

@@ -104,6 +104,15 @@ def _split_columns(xf, image, height, width, sx, pf):
     edge are not written). A strided kernel cell then reads its columns as one contiguous run of a
     phase (stride-2 gathers did not vectorise)."""
     wq = -(-width // sx)
+    if sx == 2:  # both phases of a row in one loop: the row is read as vectors, deinterleaved
+        for r in range(height):
+            src, dst = image + r * width, r * wq
+            for k in range(width // 2):
+                pf[_u(dst + k)] = xf[_u(src + 2 * k)]
+                pf[_u(dst + height * wq + k)] = xf[_u(src + 2 * k + 1)]
+            if width % 2:
+                pf[_u(dst + width // 2)] = xf[_u(src + width - 1)]
+        return
     for p in range(sx):
         for r in range(height):
             src, dst = image + r * width + p, (p * height + r) * wq
@@ -115,6 +124,15 @@ def _split_columns(xf, image, height, width, sx, pf):
 def _merge_columns(pf, height, width, sx, xf, image):
     """The inverse of ``_split_columns``: the phases of ``pf`` written back into the plane."""
     wq = -(-width // sx)
+    if sx == 2:  # both phases into a row in one loop, interleaved
+        for r in range(height):
+            src, dst = r * wq, image + r * width
+            for k in range(width // 2):
+                xf[_u(dst + 2 * k)] = pf[_u(src + k)]
+                xf[_u(dst + 2 * k + 1)] = pf[_u(src + height * wq + k)]
+            if width % 2:
+                xf[_u(dst + width - 1)] = pf[_u(src + width // 2)]
+        return
     for p in range(sx):
         for r in range(height):
             src, dst = (p * height + r) * wq, image + r * width + p
