@@ -59,8 +59,10 @@ class DepthwiseCache(NamedTuple):
 # multiply-add over the whole plane: ``out[k] += w * q[py, px, by - by0:, bx - bx0:][k]``. Row by
 # row, the loops were OW long (16 at 3x3 stride 2 on 32x32): one thread, forward / backward,
 # 32x96x32x32 3x3 stride 1 5.8 -> 3.0 / 12 -> 7.2-8.8 ms, stride 2 3.0 -> 2.4 / 6.4 -> 5.8-7.2 ms
-# (alternated runs, AMD EPYC). Filling a stride-2 plane's two column phases in one loop per row
-# (so that the row is read as vectors) ran 1.3x slower than two stride-2 loops.
+# (alternated runs, AMD EPYC). With SX == 2 both column phases of a row are filled in one loop
+# (``_split_row_pairs``: one loop over the cells both phases hold, the ends apart), measured
+# faster (its docstring); an earlier paired fill, not kept, had measured 1.3x slower than two
+# stride-2 loops.
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
