@@ -172,6 +172,45 @@ def _merge_row_pairs(q, sy, py, by0, bx0, qh, qw, a_lo, a_hi, dst):
             row[_u(2 * b + col + 1)] = q[_u(s1 + b)]
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _tap_base(e, f, sy, sx, by0, bx0, qh, qw):
+    """Where tap (e, f) (its offsets from the window's corner, padding subtracted) starts in the
+    phase planes: output k of the plane reads ``q[base + k]``."""
+    return (((e % sy) * sx + f % sx) * qh + e // sy - by0) * qw + f // sx - bx0
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _nine_taps(q, wc, b, sy, sx, dy, dx, pt, pl, by0, bx0, qh, qw, acc):
+    """``acc`` (written) = b + the 9 taps of a 3x3 kernel ``wc``, in ONE pass: each output is
+    loaded and stored once instead of once per tap, and the sum is the tap-by-tap loop's, in the
+    same order (bit for bit). Measured, one thread, float32, forward ms: (64, 96, 16x16) 2.6 ->
+    1.1-1.5, (64, 96, 32x32) 5.7-6.8 -> 4.0-5.4, (32, 96, 32x32) stride 2 1.8-2.5 -> 1.9."""
+    b0 = _tap_base(-pt, -pl, sy, sx, by0, bx0, qh, qw)
+    b1 = _tap_base(-pt, dx - pl, sy, sx, by0, bx0, qh, qw)
+    b2 = _tap_base(-pt, 2 * dx - pl, sy, sx, by0, bx0, qh, qw)
+    b3 = _tap_base(dy - pt, -pl, sy, sx, by0, bx0, qh, qw)
+    b4 = _tap_base(dy - pt, dx - pl, sy, sx, by0, bx0, qh, qw)
+    b5 = _tap_base(dy - pt, 2 * dx - pl, sy, sx, by0, bx0, qh, qw)
+    b6 = _tap_base(2 * dy - pt, -pl, sy, sx, by0, bx0, qh, qw)
+    b7 = _tap_base(2 * dy - pt, dx - pl, sy, sx, by0, bx0, qh, qw)
+    b8 = _tap_base(2 * dy - pt, 2 * dx - pl, sy, sx, by0, bx0, qh, qw)
+    w0, w1, w2 = wc[0, 0], wc[0, 1], wc[0, 2]
+    w3, w4, w5 = wc[1, 0], wc[1, 1], wc[1, 2]
+    w6, w7, w8 = wc[2, 0], wc[2, 1], wc[2, 2]
+    for k in range(acc.shape[0]):
+        a = b
+        a += w0 * q[_u(b0 + k)]
+        a += w1 * q[_u(b1 + k)]
+        a += w2 * q[_u(b2 + k)]
+        a += w3 * q[_u(b3 + k)]
+        a += w4 * q[_u(b4 + k)]
+        a += w5 * q[_u(b5 + k)]
+        a += w6 * q[_u(b6 + k)]
+        a += w7 * q[_u(b7 + k)]
+        a += w8 * q[_u(b8 + k)]
+        acc[_u(k)] = a
+
+
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})
 def depthwise_forward(x, w, sy, sx, dy, dx, pt, pl, bias, relu, out):
     """``out[n, c, oh, ow] = f(bias[c, p or 0] + sum_ij w[c, i, j] * x[n, c, oh*SY - PT + i*DY,
@@ -197,16 +236,19 @@ def depthwise_forward(x, w, sy, sx, dy, dx, pt, pl, bias, relu, out):
                 for oh in range(oh_count):
                     for ow in range(ow_count):
                         acc[_u(oh * qw + ow)] = bias[c, oh * ow_count + ow]
+            elif kh == 3 and kw == 3:
+                _nine_taps(q, w[c], bias[c, 0], sy, sx, dy, dx, pt, pl, by0, bx0, qh, qw, acc)
             else:
                 acc[:] = bias[c, 0]
-            for i in range(kh):
-                e = i * dy - pt
-                for j in range(kw):
-                    f = j * dx - pl
-                    base = (((e % sy) * sx + f % sx) * qh + e // sy - by0) * qw + f // sx - bx0
-                    weight = w[c, i, j]
-                    for k in range(oh_count * qw):
-                        acc[_u(k)] += weight * q[_u(base + k)]
+            if untied or kh != 3 or kw != 3:
+                for i in range(kh):
+                    e = i * dy - pt
+                    for j in range(kw):
+                        f = j * dx - pl
+                        base = _tap_base(e, f, sy, sx, by0, bx0, qh, qw)
+                        weight = w[c, i, j]
+                        for k in range(oh_count * qw):
+                            acc[_u(k)] += weight * q[_u(base + k)]
             dst = out[n, c]
             for oh in range(oh_count):
                 row = dst[oh]
@@ -306,7 +348,7 @@ def depthwise_backward(dout, y, relu, x, w, sy, sx, dy, dx_step, pt, pl, input_g
                 e = i * dy - pt
                 for j in range(kw):
                     f = j * dx_step - pl
-                    base = (((e % sy) * sx + f % sx) * qh + e // sy - by0) * qw + f // sx - bx0
+                    base = _tap_base(e, f, sy, sx, by0, bx0, qh, qw)
                     acc = 0.0
                     for k in range(oh_count * qw):
                         acc += g[_u(k)] * q[_u(base + k)]
