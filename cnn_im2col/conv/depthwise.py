@@ -94,16 +94,22 @@ def _split_phases(src, sy, sx, by0, bx0, qh, qw, q):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
+def _row_pair_ranges(bx0, width, qw):
+    """The phase columns [lo0, hi0) and [lo1, hi1) that hold image cells of a (., width) row at
+    stride 2, and [both_lo, both_hi) where both do (empty: both_hi == both_lo)."""
+    lo0, hi0 = _valid_range(bx0 * 2, 2, width, qw)
+    lo1, hi1 = _valid_range(bx0 * 2 + 1, 2, width, qw)
+    both_lo = max(lo0, lo1)
+    return lo0, hi0, lo1, hi1, both_lo, max(min(hi0, hi1), both_lo)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
 def _split_row_pairs(src, sy, py, by0, bx0, qh, qw, a_lo, a_hi, q):
     """``_split_phases``'s rows of row phase ``py`` when SX == 2: both column phases of an input
     row in one loop, where both have a cell, so that the row is read as whole vectors and
     deinterleaved (measured, 32x96x32x32 3x3 stride 2, one thread: the split 1.92 -> 0.67 ms of a
     2.56 ms forward; two stride-2 loops read it element by element)."""
-    width = src.shape[1]
-    lo0, hi0 = _valid_range(bx0 * 2, 2, width, qw)
-    lo1, hi1 = _valid_range(bx0 * 2 + 1, 2, width, qw)
-    both_lo = max(lo0, lo1)
-    both_hi = max(min(hi0, hi1), both_lo)
+    lo0, hi0, lo1, hi1, both_lo, both_hi = _row_pair_ranges(bx0, src.shape[1], qw)
     plane0 = py * 2 * qh * qw
     plane1 = plane0 + qh * qw
     col = bx0 * 2
@@ -148,11 +154,7 @@ def _merge_phases(q, sy, sx, by0, bx0, qh, qw, dst):
 def _merge_row_pairs(q, sy, py, by0, bx0, qh, qw, a_lo, a_hi, dst):
     """``_merge_phases``'s rows of row phase ``py`` when SX == 2 (the adjoint of
     ``_split_row_pairs``): both column phases into an output row in one loop, interleaved."""
-    width = dst.shape[1]
-    lo0, hi0 = _valid_range(bx0 * 2, 2, width, qw)
-    lo1, hi1 = _valid_range(bx0 * 2 + 1, 2, width, qw)
-    both_lo = max(lo0, lo1)
-    both_hi = max(min(hi0, hi1), both_lo)
+    lo0, hi0, lo1, hi1, both_lo, both_hi = _row_pair_ranges(bx0, dst.shape[1], qw)
     plane0 = py * 2 * qh * qw
     plane1 = plane0 + qh * qw
     col = bx0 * 2
@@ -180,24 +182,38 @@ def _tap_base(e, f, sy, sx, by0, bx0, qh, qw):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
+def _nine_bases(sy, sx, dy, dx, pt, pl, by0, bx0, qh, qw):
+    """``_tap_base`` of each tap of a 3x3 kernel, row by row."""
+    return (
+        _tap_base(-pt, -pl, sy, sx, by0, bx0, qh, qw),
+        _tap_base(-pt, dx - pl, sy, sx, by0, bx0, qh, qw),
+        _tap_base(-pt, 2 * dx - pl, sy, sx, by0, bx0, qh, qw),
+        _tap_base(dy - pt, -pl, sy, sx, by0, bx0, qh, qw),
+        _tap_base(dy - pt, dx - pl, sy, sx, by0, bx0, qh, qw),
+        _tap_base(dy - pt, 2 * dx - pl, sy, sx, by0, bx0, qh, qw),
+        _tap_base(2 * dy - pt, -pl, sy, sx, by0, bx0, qh, qw),
+        _tap_base(2 * dy - pt, dx - pl, sy, sx, by0, bx0, qh, qw),
+        _tap_base(2 * dy - pt, 2 * dx - pl, sy, sx, by0, bx0, qh, qw),
+    )
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _nine_weights(wc):
+    """A 3x3 kernel's weights, row by row, as scalars (so the one-pass loops keep them in
+    registers)."""
+    return (wc[0, 0], wc[0, 1], wc[0, 2], wc[1, 0], wc[1, 1], wc[1, 2],
+            wc[2, 0], wc[2, 1], wc[2, 2])
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
 def _nine_taps(q, wc, b, sy, sx, dy, dx, pt, pl, by0, bx0, qh, qw, acc):
     """``acc`` (written) = b + the 9 taps of a 3x3 kernel ``wc``, in ONE pass: each output is
     loaded and stored once instead of once per tap, and the sum is the tap-by-tap loop's, in the
     same order (bit for bit). Measured 2026-12-04, AMD EPYC, one thread, float32, the tap loops
     alone, alternated in one process, two runs: (64, 96, 32x32) 0.69-0.72x the time, stride 2 (32
     samples) 0.78-0.92x, (64, 96, 16x16) 0.83-0.88x, (64, 144, 16x16) stride 2 0.86-1.08x."""
-    b0 = _tap_base(-pt, -pl, sy, sx, by0, bx0, qh, qw)
-    b1 = _tap_base(-pt, dx - pl, sy, sx, by0, bx0, qh, qw)
-    b2 = _tap_base(-pt, 2 * dx - pl, sy, sx, by0, bx0, qh, qw)
-    b3 = _tap_base(dy - pt, -pl, sy, sx, by0, bx0, qh, qw)
-    b4 = _tap_base(dy - pt, dx - pl, sy, sx, by0, bx0, qh, qw)
-    b5 = _tap_base(dy - pt, 2 * dx - pl, sy, sx, by0, bx0, qh, qw)
-    b6 = _tap_base(2 * dy - pt, -pl, sy, sx, by0, bx0, qh, qw)
-    b7 = _tap_base(2 * dy - pt, dx - pl, sy, sx, by0, bx0, qh, qw)
-    b8 = _tap_base(2 * dy - pt, 2 * dx - pl, sy, sx, by0, bx0, qh, qw)
-    w0, w1, w2 = wc[0, 0], wc[0, 1], wc[0, 2]
-    w3, w4, w5 = wc[1, 0], wc[1, 1], wc[1, 2]
-    w6, w7, w8 = wc[2, 0], wc[2, 1], wc[2, 2]
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = _nine_bases(sy, sx, dy, dx, pt, pl, by0, bx0, qh, qw)
+    w0, w1, w2, w3, w4, w5, w6, w7, w8 = _nine_weights(wc)
     for k in range(acc.shape[0]):
         a = b
         a += w0 * q[_u(b0 + k)]
@@ -315,15 +331,7 @@ def _nine_tap_grads(g, gp, lead, q, wc, sy, sx, dy, dx, pt, pl, by0, bx0, qh, qw
     ``dq`` (written whole) = the nine taps gathered, ``dq[m] = sum_t w_t * g[m - b_t]``, from
     ``gp``, where g sits at ``lead`` with zeros around it (so a tap whose window misses adds 0):
     the terms the tap-by-tap scatter adds to dq[m] (to rounding: ``reassoc`` may reorder them)."""
-    b0 = _tap_base(-pt, -pl, sy, sx, by0, bx0, qh, qw)
-    b1 = _tap_base(-pt, dx - pl, sy, sx, by0, bx0, qh, qw)
-    b2 = _tap_base(-pt, 2 * dx - pl, sy, sx, by0, bx0, qh, qw)
-    b3 = _tap_base(dy - pt, -pl, sy, sx, by0, bx0, qh, qw)
-    b4 = _tap_base(dy - pt, dx - pl, sy, sx, by0, bx0, qh, qw)
-    b5 = _tap_base(dy - pt, 2 * dx - pl, sy, sx, by0, bx0, qh, qw)
-    b6 = _tap_base(2 * dy - pt, -pl, sy, sx, by0, bx0, qh, qw)
-    b7 = _tap_base(2 * dy - pt, dx - pl, sy, sx, by0, bx0, qh, qw)
-    b8 = _tap_base(2 * dy - pt, 2 * dx - pl, sy, sx, by0, bx0, qh, qw)
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = _nine_bases(sy, sx, dy, dx, pt, pl, by0, bx0, qh, qw)
     a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = 0.0
     for k in range(g.shape[0]):
         v = g[_u(k)]
@@ -346,9 +354,7 @@ def _nine_tap_grads(g, gp, lead, q, wc, sy, sx, dy, dx, pt, pl, by0, bx0, qh, qw
     dwc[2, 1] += a7
     dwc[2, 2] += a8
     if input_grad:
-        w0, w1, w2 = wc[0, 0], wc[0, 1], wc[0, 2]
-        w3, w4, w5 = wc[1, 0], wc[1, 1], wc[1, 2]
-        w6, w7, w8 = wc[2, 0], wc[2, 1], wc[2, 2]
+        w0, w1, w2, w3, w4, w5, w6, w7, w8 = _nine_weights(wc)
         zero = dq.dtype.type(0)
         for m in range(dq.shape[0]):
             s = lead + m
@@ -392,10 +398,8 @@ def depthwise_backward(dout, y, relu, x, w, sy, sx, dy, dx_step, pt, pl, input_g
     nine = kh == 3 and kw == 3 and sy == 1 and sx == 1
     # g: the output gradient, QW wide; with ``nine`` it sits at ``lead`` in a zero-bordered
     # ``gp`` so that dq can gather from it in one pass
-    lead = 0  # the largest tap offset: every gather index s - b_t is then >= 0
-    for i in range(kh if nine else 0):
-        for j in range(kw):
-            lead = max(lead, _tap_base(i * dy - pt, j * dx_step - pl, sy, sx, by0, bx0, qh, qw))
+    # the largest tap offset: every gather index s - b_t is then >= 0
+    lead = max(_nine_bases(sy, sx, dy, dx_step, pt, pl, by0, bx0, qh, qw)) if nine else 0
     gp = np.zeros(lead + sy * sx * qh * qw, dtype=dout.dtype)
     g = gp[lead : lead + oh_count * qw]  # its scratch columns stay 0
     zero = dout.dtype.type(0)
