@@ -247,6 +247,18 @@ class Sequential(Trainer):
                 return None
         return None
 
+    def input_shape_or(self, input_shape: Any, owner: str) -> Any:
+        """``input_shape`` when given, else :attr:`input_shape`; ValueError naming ``owner`` when
+        neither is known (for ``summary``, ``onnx.export`` and ``InferenceSession``)."""
+        if input_shape is not None:
+            return input_shape
+        if self.input_shape is None:
+            raise ValueError(
+                f"{owner}: this model does not know its input shape (no fit yet, and its first "
+                f"layer does not state one); pass input_shape=(C, H, W)"
+            )
+        return self.input_shape
+
     def _learn_input_shape(self, shape: tuple[int, ...]) -> None:
         """``fit`` records the shape it trained on, unless one is known already."""
         if self._input_shape is None:
@@ -349,15 +361,7 @@ class Sequential(Trainer):
     def summary(self, input_shape: Iterable[int] | None = None) -> str:
         """A table: index, layer, per-sample output shape, parameter count; then the totals.
         ``input_shape``: per sample, e.g. (1, 28, 28); None takes :attr:`input_shape`."""
-        if input_shape is None:
-            input_shape = self.input_shape
-            if input_shape is None:
-                raise ValueError(
-                    "Sequential.summary: this model does not know its input shape (no "
-                    "fit yet, and its first layer does not state one); pass "
-                    "input_shape=(C, H, W)"
-                )
-        input_shape = tuple(input_shape)
+        input_shape = tuple(self.input_shape_or(input_shape, "Sequential.summary"))
         shapes = self.check_shapes(input_shape)
         rows = [("#", "layer", "output shape", "params")]
         rows.append(("", "input", _fmt_shape(input_shape), ""))

@@ -78,13 +78,7 @@ class InferenceSession:
         owner = "InferenceSession"
         if not isinstance(model, Sequential):
             raise TypeError(f"{owner}: model must be a Sequential, got {type(model).__name__}")
-        if input_shape is None:
-            input_shape = model.input_shape
-            if input_shape is None:
-                raise ValueError(
-                    f"{owner}: the network does not know its input shape (it was not given one, "
-                    f"trained, or loaded with one); pass input_shape=(C, H, W)"
-                )
+        input_shape = model.input_shape_or(input_shape, owner)
         try:
             shape = tuple(int(s) for s in input_shape)
         except (TypeError, ValueError):

@@ -50,11 +50,7 @@ def to_onnx(model: Sequential, input_shape: Any = None, dtype: Any = None) -> An
     owner = "cnn_im2col.onnx.export"
     if not isinstance(model, Sequential):
         raise TypeError(f"{owner}: model must be a Sequential, got {type(model).__name__}")
-    if input_shape is None:
-        input_shape = model.input_shape
-        if input_shape is None:
-            raise ValueError(f"{owner}: the model does not know its input shape; give "
-                             f"input_shape=(C, H, W)")
+    input_shape = model.input_shape_or(input_shape, owner)
     if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__iter__"):
         raise TypeError(
             f"{owner}: input_shape must be the per-sample shape, e.g. (C, H, W), "

@@ -320,6 +320,9 @@ def test_export_errors(tmp_path):
         cx.export(Sequential([Dense(4, 2)]), path, (3,))
     with pytest.raises(TypeError, match="per-sample shape"):
         cx.export(Sequential([Dense(4, 2)]), path, 4)
+    with pytest.raises(ValueError, match=r"export: this model does not know its input shape .*"
+                                         r"pass input_shape=\(C, H, W\)"):
+        cx.export(Sequential([ReLU()]), path)
     with pytest.raises(TypeError, match="must be a Sequential"):
         cx.export(Dense(4, 2), path, (4,))
     with pytest.raises(TypeError, match="dtype must be float32 or float64"):
