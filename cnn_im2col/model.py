@@ -512,12 +512,14 @@ class Sequential(Trainer):
             self._steps_key = key
         return self._steps
 
-    def _outputs(self, x: np.ndarray, batch_size: int) -> Iterable[np.ndarray]:
+    def _outputs(self, x: np.ndarray, batch_size: int, owner: str = "Sequential.predict"
+                 ) -> Iterable[np.ndarray]:
         """The network's outputs in inference mode, batch by batch (``x`` checked): as ``forward``,
-        with each Conv2D -> BatchNorm2D pair folded into one convolution (``infer``)."""
+        with each Conv2D -> BatchNorm2D pair folded into one convolution (``infer``); an output
+        with NaN or Inf is refused naming ``owner``."""
         for start in range(0, x.shape[0], batch_size):
             out = self.infer(x[start : start + batch_size])
-            _check_finite(out, "output", "the input", "Sequential.predict")
+            _check_finite(out, "output", "the input", owner)
             yield out
 
     def infer(self, x: np.ndarray) -> np.ndarray:

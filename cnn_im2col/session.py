@@ -18,44 +18,34 @@ not change the session: make a new one to serve the new parameters.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from .blocks import folds_frozen
-from .containers import CONTAINERS
+from .containers import leaves
 from .layers import LAYERS
-from .model import Sequential, _check_finite, _refuse_raw_integers
+from .model import Sequential, _refuse_raw_integers
 from .shapes import as_float_array, check_int
 from .threads import engine_blas
 
 __all__ = ["InferenceSession"]
 
 
-def _tree(layer: Any) -> Iterator[Any]:
-    """``layer`` and every layer nested in it, depth first."""
-    yield layer
-    children = getattr(layer, "named_children", None)
-    for _, child in children() if children is not None else ():
-        yield from _tree(child)
-
-
 def _private_copy(model: Sequential) -> Sequential:
     """A new network with ``model``'s structure, parameters and buffers (nothing shared), rebuilt
     from its config and state dict; TypeError if a layer cannot be rebuilt that way."""
     owner = "InferenceSession"
-    layers = list(_tree(model))
-    custom = {type(layer).__name__: type(layer) for layer in layers[1:]
-              if LAYERS.get(type(layer).__name__) is not type(layer)
-              and CONTAINERS.get(type(layer).__name__) is not type(layer)
-              and type(layer) is not Sequential}
+    layers = [layer for _, layer in leaves(model)]
+    custom = {type(layer).__name__: type(layer) for layer in layers
+              if LAYERS.get(type(layer).__name__) is not type(layer)}
     try:
         copy = type(model).from_config(model.config(), custom_layers=custom, source=owner)
     except TypeError as exc:
         raise TypeError(f"{owner}: the network cannot be copied from its config: {exc} (a "
                         f"session serves networks that can be saved)") from None
-    rebuilt = list(_tree(copy))
+    rebuilt = [layer for _, layer in leaves(copy)]
     if [type(layer) for layer in rebuilt] != [type(layer) for layer in layers]:
         names = sorted({type(layer).__name__ for layer in layers})
         raise TypeError(f"{owner}: the network's config does not rebuild the same classes (two "
@@ -107,9 +97,5 @@ class InferenceSession:
             raise ValueError(f"{owner}: x must have shape (N, {expected}) (the session's input "
                              f"shape), got {x.shape}")
         with engine_blas(), folds_frozen():
-            parts = []
-            for start in range(0, x.shape[0], batch_size):
-                out = self._net.infer(x[start : start + batch_size])
-                _check_finite(out, "output", "the input", owner)
-                parts.append(out)
+            parts = list(self._net._outputs(x, batch_size, owner))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)

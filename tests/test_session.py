@@ -5,7 +5,7 @@ import pytest
 from small_nets import bn_net, data, fit
 
 from cnn_im2col import architectures
-from cnn_im2col.layers import Conv2D, Layer, ReLU
+from cnn_im2col.layers import Conv2D, Dense, Layer, ReLU
 from cnn_im2col.model import Sequential
 from cnn_im2col.session import InferenceSession
 from cnn_im2col.shapes import NonFiniteError
@@ -145,6 +145,11 @@ def test_bad_input_is_refused_with_what_was_expected():
         session.run(np.array([["a"]]))
     with pytest.raises(ValueError, match="batch_size"):
         session.run(x, batch_size=0)
+    overflowing = Sequential([Dense(1, 1)], input_shape=(1,))
+    overflowing.params["0.weight"][...] = 3e38
+    with np.errstate(over="ignore"), pytest.raises(
+            NonFiniteError, match="InferenceSession.run: the output contains NaN or Inf"):
+        InferenceSession(overflowing).run(np.full((2, 1), 10.0, np.float32))
 
 
 def test_bad_construction_is_refused():
