@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from cnn_im2col import functional as F
 from cnn_im2col import reference
 from cnn_im2col.gradcheck import check_function
+from cnn_im2col.normalization import batch_norm2d, batch_norm2d_backward
 
 
 @st.composite
@@ -53,6 +54,28 @@ def test_batch_norm_equals_reference(case):
     )
     assert dx.dtype == dweight.dtype == dbias.dtype == x.dtype
     # dx of a training batch norm is a difference of sums: scale the tolerance by its inputs' size
+    scale = 1.0 if weight is None else max(1.0, float(np.abs(weight).max()))
+    np.testing.assert_allclose(dx, ref_dx, rtol, atol * scale * np.sqrt(x.size))
+    np.testing.assert_allclose(dweight, ref_dweight, rtol, atol * x.size)
+    np.testing.assert_allclose(dbias, ref_dbias, rtol, atol * x.size)
+
+
+@given(case=batch_norm_cases())
+def test_batch_norm_relu_equals_reference_then_relu(case):
+    """The fused BatchNorm2D -> ReLU kernels (``relu=True``: the ReLU in the output pass, its
+    derivative inside the backward) against the reference followed by a ReLU."""
+    x, weight, bias, mean, var, dout, _ = case
+    rtol, atol = tolerance(x.dtype)
+    training = mean is None
+    out, cache, _, _ = batch_norm2d(np.ascontiguousarray(x), weight, bias, mean, var, 1e-5,
+                                    relu=True)
+    expected, _, _ = reference.batch_norm2d_forward(x, weight, bias, mean, var, training=training)
+    np.testing.assert_allclose(out, np.maximum(expected, 0), rtol, atol)
+    dx, dweight, dbias = batch_norm2d_backward(dout, cache)
+    masked = np.where(out > 0, dout, 0).astype(x.dtype)
+    ref_dx, ref_dweight, ref_dbias = reference.batch_norm2d_backward(
+        x, masked, weight, mean, var, training=training
+    )
     scale = 1.0 if weight is None else max(1.0, float(np.abs(weight).max()))
     np.testing.assert_allclose(dx, ref_dx, rtol, atol * scale * np.sqrt(x.size))
     np.testing.assert_allclose(dweight, ref_dweight, rtol, atol * x.size)
