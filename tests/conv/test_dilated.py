@@ -14,6 +14,7 @@ from cnn_im2col import conv
 from cnn_im2col import functional as F
 from cnn_im2col.conv import dilated, im2col
 from cnn_im2col.gradcheck import check_function
+from cnn_im2col.threads import get_num_threads, set_num_threads
 from conv.cases import oracle_conv
 
 
@@ -92,6 +93,27 @@ def test_dilated_equals_im2col_and_the_oracle(case, relu, input_grad):
         np.testing.assert_allclose(g_, o_, rtol, atol)
     if not input_grad:
         assert got[0] is None
+
+
+@given(
+    dilation=st.sampled_from([(2, 2), (2, 1), (1, 2), (1, 3), (3, 2), (4, 4)]),
+    n=st.integers(1, 3), c=st.integers(1, 4), ph=st.integers(1, 6), pw=st.integers(1, 6),
+    dtype=st.sampled_from([np.float32, np.float64]), threads=st.sampled_from([1, 2]),
+)
+def test_phase_split_and_merge_equal_their_numpy_twins(dilation, n, c, ph, pw, dtype, threads):
+    """The compiled polyphase split and merge (the dx == 2 rows deinterleaved in one loop, the
+    samples on the pool) against the strided NumPy copies, and the merge undoes the split."""
+    dy, dx = dilation
+    x = np.random.default_rng(n * 7 + c).standard_normal((n, c, ph * dy, pw * dx)).astype(dtype)
+    before = get_num_threads()
+    set_num_threads(threads)
+    try:
+        phases = dilated.to_phases(x, dy, dx)
+        np.testing.assert_array_equal(phases, dilated._split_numpy(x, dy, dx))
+        np.testing.assert_array_equal(dilated.from_phases(phases, dy, dx), x)
+        np.testing.assert_array_equal(dilated._merge_numpy(phases, dy, dx), x)
+    finally:
+        set_num_threads(before)
 
 
 @pytest.mark.parametrize("relu", [False, True])
