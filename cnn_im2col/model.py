@@ -24,12 +24,11 @@ from . import blocks as _blocks
 from . import functional as F
 from . import model_files
 from ._files import path_text
-from .arrays import is_finite
 from .containers import CONTAINERS, generator_slots, is_container, layer_entry, state_entries
 from .layers import LAYERS, Conv2D, Dense, Dropout, ReLU, Sigmoid, Softmax, Tanh
 from .losses import MeanSquaredError, SoftmaxCrossEntropy
 from .metrics import accuracy_for, resolve, wants_accuracy
-from .shapes import NonFiniteError, as_float_array, check_int, finite_scans_skipped
+from .shapes import NonFiniteError, as_float_array, check_int, finite_scans_skipped, is_finite
 from .threads import uses_engine_blas
 from .training import Trainer, check_loss
 

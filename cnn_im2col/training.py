@@ -51,7 +51,6 @@ import numpy as np
 from . import checkpoint as _checkpoint
 from . import distributed as _dist
 from ._files import path_text
-from .arrays import is_finite
 from .callbacks import (
     Callback,
     Checkpointing,
@@ -63,7 +62,7 @@ from .callbacks import (
 from .checkpoint import HISTORY_KEYS, Position
 from .exceptions import TrainingDiverged, TrainingInterrupted
 from .metrics import Accuracy, accuracy_for
-from .shapes import NonFiniteError, as_float_array, check_choice, check_int
+from .shapes import NonFiniteError, as_float_array, check_choice, check_int, is_finite
 from .threads import uses_engine_blas
 
 __all__ = ["DivergenceGuard", "Trainer", "TrainingRun", "check_loss"]

@@ -24,8 +24,6 @@ from bad_input import (
     with_value,
     zip_with,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 from small_nets import (
     assert_same_buffers,
     assert_same_params,
@@ -585,29 +583,6 @@ def test_load_state_dict_of_a_torch_model_with_batch_norm_and_global_pooling():
     np.testing.assert_allclose(
         ours.forward(x.numpy()), theirs(x).detach().numpy(), rtol=1e-5, atol=1e-6
     )
-
-
-@given(
-    dtype=st.sampled_from([np.float32, np.float64]),
-    size=st.integers(0, 300),
-    bad=st.sampled_from([None, np.nan, np.inf, -np.inf]),
-    where=st.floats(0, 1),
-    huge=st.booleans(),
-    strided=st.booleans(),
-    seed=st.integers(0, 2**16),
-)
-def test_finite_check_equals_numpys(dtype, size, bad, where, huge, strided, seed):
-    """arrays.is_finite (the training guard's compiled scan) says what np.isfinite(...).all() says:
-    NaN and +-Inf anywhere, the largest finite values (whose sum overflows) still finite."""
-    from cnn_im2col.arrays import is_finite as _finite
-
-    a = np.random.default_rng(seed).standard_normal(2 * size).astype(dtype)
-    if huge:
-        a[::3] = np.finfo(dtype).max
-    if bad is not None and size:
-        a[int(where * (2 * size - 1))] = bad
-    view = a[::2] if strided else a
-    assert _finite(view) == bool(np.isfinite(view).all())
 
 
 # ------------------------------------------------------------------------------------------

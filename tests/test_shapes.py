@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cnn_im2col.shapes import (
     NonFiniteError,
@@ -12,6 +14,7 @@ from cnn_im2col.shapes import (
     conv_output_size,
     finite_scans_skipped,
     float_dtype,
+    is_finite,
     pair,
     resolve_padding,
     window_geometry,
@@ -141,3 +144,25 @@ def test_finite_scans_skipped_only_inside_the_block_and_only_in_its_thread():
     assert seen_in_other_thread == [True]
     with pytest.raises(NonFiniteError, match="t: x contains NaN or Inf"):
         as_float_array(bad, "x", "t")
+
+
+@given(
+    dtype=st.sampled_from([np.float32, np.float64]),
+    size=st.integers(0, 300),
+    bad=st.sampled_from([None, np.nan, np.inf, -np.inf]),
+    where=st.floats(0, 1),
+    huge=st.booleans(),
+    strided=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_finite_check_equals_numpys(dtype, size, bad, where, huge, strided, seed):
+    """shapes.is_finite (the compiled scan of every input check and of the training guard) says
+    what np.isfinite(...).all() says: NaN and +-Inf anywhere, the largest finite values (whose
+    sum overflows) still finite."""
+    a = np.random.default_rng(seed).standard_normal(2 * size).astype(dtype)
+    if huge:
+        a[::3] = np.finfo(dtype).max
+    if bad is not None and size:
+        a[int(where * (2 * size - 1))] = bad
+    view = a[::2] if strided else a
+    assert is_finite(view) == bool(np.isfinite(view).all())
