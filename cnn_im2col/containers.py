@@ -294,8 +294,12 @@ class Residual(Container):
         x_shape, x_dtype, y_shape, y_dtype = self._cached()
         dout = check_dout(dout, y_shape, y_dtype, type(self).__name__)
         with finite_scans_skipped():
-            dx = np.array(self.body.backward(dout), dtype=x_dtype)
-            dx += dout if self.shortcut is None else self.shortcut.backward(dout)
+            body_dx = self.body.backward(dout)
+            other = dout if self.shortcut is None else self.shortcut.backward(dout)
+            # one pass into a new array (never in place: a branch's gradient may be a view of
+            # dout, or of an array a user's layer keeps)
+            dx = np.empty(x_shape, dtype=x_dtype)
+            np.add(body_dx, other, out=dx)
         return dx
 
     def config(self) -> dict:
