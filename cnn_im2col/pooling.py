@@ -147,20 +147,22 @@ def max_pool_backward(dout, argmax, pooled, relu, dx):
 def max_pool_backward_tiled(dout, argmax, pooled, relu, dx):
     """``max_pool_backward`` for windows that tile the image (stride == window, no padding):
     every input cell is in at most one window, so nothing accumulates."""
-    n_count, c_count, height, width = dx.shape
-    oh_count, ow_count = dout.shape[2], dout.shape[3]
-    for n in range(n_count):
-        for c in range(c_count):
-            dst = dx[n, c].reshape(height * width)
-            grad = dout[n, c]
-            arg = argmax[n, c]
-            keep = pooled[n, c]
-            dst[:] = 0.0
-            for oh in range(oh_count):
-                for ow in range(ow_count):
-                    if relu and not keep[oh, ow] > 0:
-                        continue
-                    dst[arg[oh, ow]] = grad[oh, ow]
+    plane = dx.shape[2] * dx.shape[3]
+    count = dout.shape[2] * dout.shape[3]
+    # flat arrays, a map at a time as a 1-D slice: ``dx[n, c].reshape(...)`` per map cost more
+    # than routing a small map's gradients (as in normalization.py)
+    flat_dx, flat_dout = dx.reshape(dx.size), dout.reshape(dout.size)
+    flat_arg, flat_pooled = argmax.reshape(argmax.size), pooled.reshape(pooled.size)
+    for m in range(dx.shape[0] * dx.shape[1]):
+        dst = flat_dx[m * plane : (m + 1) * plane]
+        grad = flat_dout[m * count : (m + 1) * count]
+        arg = flat_arg[m * count : (m + 1) * count]
+        keep = flat_pooled[m * count : (m + 1) * count]
+        dst[:] = 0.0
+        for q in range(count):
+            if relu and not keep[q] > 0:
+                continue
+            dst[arg[q]] = grad[q]
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"reassoc"})
@@ -181,14 +183,17 @@ def max_pool_backward_cm(dout, argmax, pooled, relu, out, bias_grad):
     n_count, o_count = dout.shape[0], dout.shape[1]
     count = dout.shape[2] * dout.shape[3]
     plane = out.shape[1] // max(n_count, 1)
+    flat_dout, flat_arg = dout.reshape(dout.size), argmax.reshape(argmax.size)
+    flat_pooled = pooled.reshape(pooled.size)
     bias_grad[:] = 0.0
     for n in range(n_count):
         for o in range(o_count):
             d = out[o, n * plane : (n + 1) * plane]
             d[:] = 0.0
-            grad = dout[n, o].reshape(count)
-            arg = argmax[n, o].reshape(count)
-            gate = pooled[n, o].reshape(count)
+            start = (n * o_count + o) * count
+            grad = flat_dout[start : start + count]
+            arg = flat_arg[start : start + count]
+            gate = flat_pooled[start : start + count]
             total = 0.0
             for q in range(count):
                 if relu and not gate[q] > 0:
