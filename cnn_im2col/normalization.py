@@ -54,11 +54,10 @@ def _channel_moments(flat, samples, c, channels, plane):
 
 @nb.njit(cache=True, nogil=True)
 def _channel_affine(m, v, eps, weight, bias):
-    """(invstd, scale, shift) in float64, each rounded as NumPy rounds it (no fused multiply-add
-    here: ``batch_norm2d`` with running statistics computes the same three in NumPy)."""
-    invstd = 1.0 / np.sqrt(v + eps)
-    scale = invstd * weight
-    return invstd, scale, bias - m * scale
+    """(scale, shift) of the normalisation and affine map, float64, rounded as ``batch_norm2d``
+    rounds them in NumPy for fixed statistics (no fused multiply-add here)."""
+    scale = 1.0 / np.sqrt(v + eps) * weight
+    return scale, bias - m * scale
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})
@@ -91,7 +90,7 @@ def batch_norm_train(x, c_lo, c_hi, weight, bias, eps, relu, mean, var, out):
         m, v = _channel_moments(flat, samples, c, channels, plane)
         mean[c] = m
         var[c] = v
-        _, scale, shift = _channel_affine(m, v, eps, weight[c], bias[c])
+        scale, shift = _channel_affine(m, v, eps, weight[c], bias[c])
         _channel_apply(flat, flat_out, samples, c, channels, plane, out.dtype.type(scale),
                        out.dtype.type(shift), relu)
 
