@@ -296,10 +296,16 @@ class Residual(Container):
         with finite_scans_skipped():
             body_dx = self.body.backward(dout)
             other = dout if self.shortcut is None else self.shortcut.backward(dout)
-            # one pass into a new array (never in place: a branch's gradient may be a view of
-            # dout, or of an array a user's layer keeps)
-            dx = np.empty(x_shape, dtype=x_dtype)
-            np.add(body_dx, other, out=dx)
+        for name, grad in (("body", body_dx), ("shortcut", other)):
+            if np.shape(grad) != x_shape:  # (a user's layer) never broadcast into dx
+                raise ValueError(
+                    f"Residual: the {name}'s backward returned a gradient of shape "
+                    f"{np.shape(grad)}; its input had shape {x_shape}"
+                )
+        # one pass into a new array (never in place: a branch's gradient may be a view of dout,
+        # or of an array a user's layer keeps)
+        dx = np.empty(x_shape, dtype=x_dtype)
+        np.add(body_dx, other, out=dx)
         return dx
 
     def config(self) -> dict:
