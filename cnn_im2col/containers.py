@@ -232,6 +232,17 @@ class Container:
         return build(entry, f"{source}, {what}")
 
 
+def _branch_gradient(owner: str, name: str, grad: Any, shape: tuple[int, ...]) -> Any:
+    """A branch's input gradient, refused unless it has the input's ``shape``: a user's layer
+    returning a wrong one would otherwise be broadcast into the sum, silently."""
+    if np.shape(grad) != tuple(shape):
+        raise ValueError(
+            f"{owner}: the {name}'s backward returned a gradient of shape {np.shape(grad)}; its "
+            f"input had shape {tuple(shape)}"
+        )
+    return grad
+
+
 class Residual(Container):
     """``y = body(x) + shortcut(x)``: a residual block without its final activation (put a
     ``ReLU`` after it, as ResNet does). ``shortcut=None`` is the identity; otherwise a layer or a
@@ -296,16 +307,11 @@ class Residual(Container):
         with finite_scans_skipped():
             body_dx = self.body.backward(dout)
             other = dout if self.shortcut is None else self.shortcut.backward(dout)
-        for name, grad in (("body", body_dx), ("shortcut", other)):
-            if np.shape(grad) != x_shape:  # (a user's layer) never broadcast into dx
-                raise ValueError(
-                    f"Residual: the {name}'s backward returned a gradient of shape "
-                    f"{np.shape(grad)}; its input had shape {x_shape}"
-                )
         # one pass into a new array (never in place: a branch's gradient may be a view of dout,
         # or of an array a user's layer keeps)
         dx = np.empty(x_shape, dtype=x_dtype)
-        np.add(body_dx, other, out=dx)
+        np.add(_branch_gradient("Residual", "body", body_dx, x_shape),
+               _branch_gradient("Residual", "shortcut", other, x_shape), out=dx)
         return dx
 
     def config(self) -> dict:
@@ -374,9 +380,10 @@ class Concat(Container):
         dx = np.zeros(x_shape, dtype=x_dtype)
         start = 0
         with finite_scans_skipped():
-            for branch, c in zip(self.branches, channels):
+            for i, (branch, c) in enumerate(zip(self.branches, channels)):
                 # a contiguous copy of the branch's channels: layers' backward passes expect one
-                dx += branch.backward(np.ascontiguousarray(dout[:, start:start + c]))
+                grad = branch.backward(np.ascontiguousarray(dout[:, start:start + c]))
+                dx += _branch_gradient("Concat", f"branch {i}", grad, x_shape)
                 start += c
         return dx
 
@@ -434,7 +441,7 @@ class Gate(Container):
         dg = np.multiply(dout, x).sum(axis=axes, keepdims=True).astype(g.dtype, copy=False)
         with finite_scans_skipped():
             dx = np.multiply(dout, g, dtype=x.dtype)
-            dx += self.gate.backward(dg)
+            dx += _branch_gradient("Gate", "gate", self.gate.backward(dg), x.shape)
         return dx
 
     def config(self) -> dict:

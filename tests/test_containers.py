@@ -277,18 +277,24 @@ def test_summary_shows_the_nesting_with_state_dict_paths():
     assert "    Conv2D(8, 16, 3" in row
 
 
-def test_a_branch_gradient_of_the_wrong_shape_is_refused_not_broadcast():
-    """A user's layer whose backward returns the gradient of one sample: the join names the branch
-    instead of broadcasting it over the batch."""
+class OneSampleGradient(ReLU):
+    """A user's layer whose backward returns the gradient of the first sample only."""
 
-    class OneSampleGradient(ReLU):
-        def backward(self, dout, input_grad=True):
-            return super().backward(dout)[:1]
+    def backward(self, dout, input_grad=True):
+        return super().backward(dout)[:1]
 
-    block = Residual(OneSampleGradient())
+
+@pytest.mark.parametrize("make, owner, branch", [
+    (lambda: Residual(OneSampleGradient()), "Residual", "body"),
+    (lambda: Concat([ReLU(), OneSampleGradient()]), "Concat", "branch 1"),
+    (lambda: Gate(OneSampleGradient()), "Gate", "gate"),
+])
+def test_a_branch_gradient_of_the_wrong_shape_is_refused_not_broadcast(make, owner, branch):
+    """The join names the branch instead of broadcasting one sample's gradient over the batch."""
+    block = make()
     x = np.random.default_rng(0).standard_normal((3, 2, 4, 4)).astype(np.float32)
     y = block.forward(x, training=True)
-    message = (r"Residual: the body's backward returned a gradient of shape \(1, 2, 4, 4\); "
+    message = (rf"{owner}: the {branch}'s backward returned a gradient of shape \(1, 2, 4, 4\); "
                r"its input had shape \(3, 2, 4, 4\)")
     with pytest.raises(ValueError, match=message):
         block.backward(np.ones_like(y))
