@@ -2,7 +2,7 @@
 
 - ``thread_slices`` / ``cache_slices`` / ``flat_slices``: a batch (or a flat array) as slices for
   the engine's pool (``threads.py``), one per worker or as many as keep a slice's working set in
-  half the core's L2 cache (``l2_cache_bytes``);
+  cache;
 - ``gemm``: a 2-D product through NumPy's BLAS, split by rows over the pool when it is large;
 - ``matmul``: a product on the calling thread, in column blocks that OpenBLAS's small-matrix
   kernels take (every GEMM of a convolution strategy);
@@ -14,8 +14,6 @@ consistent sizes. They are serial and release the GIL; the pool runs them on sli
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numba as nb
 import numpy as np
 
@@ -23,36 +21,12 @@ from . import threads as _threads
 
 # --------------------------------------------------------------------------- slicing for the pool
 
-
-def l2_cache_bytes(cache_dir: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int:
-    """The first core's L2 cache in bytes, as Linux reports it under ``cache_dir``; 1 MiB where
-    it cannot be read (another OS, a container hiding it)."""
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    try:
-        for index in sorted(cache_dir.glob("index*")):
-            if (index / "level").read_text().strip() != "2":
-                continue
-            if (index / "type").read_text().strip() not in ("Unified", "Data"):
-                continue
-            size = (index / "size").read_text().strip().upper()
-            scale = units.get(size[-1:], 1)
-            value = int(size[:-1] if size[-1:] in units else size) * scale
-            if value > 0:
-                return value
-    except (OSError, ValueError):
-        pass
-    return 1 << 20
-
-
 # A worker's batch slice of a convolution: at most this many bytes of its largest temporary (the
-# im2col matrix, Winograd's V), so that it is still in the core's L2 cache when the GEMM reads it,
-# and at least as many slices as threads; training keeps every slice's matrix for backward. Half
-# the L2: on the AMD EPYC (Zen 4, 1 MiB L2) 512 KiB (measured there, single thread: 256 KiB to
-# 4 MiB within noise for the 3x3 case, 256-512 KiB best for LeNet's); on the Intel Xeon of
-# 2026-12-04 (2 MiB L2) 1 MiB against 512 KiB, two threads, alternated in one process: LeNet's
-# training step 0.95x, ResNet-20's 0.98x, MobileNetV2's a tie, the layer rows of
-# bench_cnn_layers 0.97-1.00x, batch-64 inference 0.97-0.98x. Kept within 256 KiB - 2 MiB.
-_CHUNK_BYTES = min(max(l2_cache_bytes() // 2, 1 << 18), 1 << 21)
+# im2col matrix, Winograd's V), so that it is still in the core's cache (L2 here: 1 MiB per core)
+# when the GEMM reads it (measured, single thread: 256 KiB to 4 MiB within noise for the 3x3 case,
+# 256-512 KiB best for LeNet's), and at least as many slices as threads. Training keeps every
+# slice's matrix for backward.
+_CHUNK_BYTES = 2**19
 
 # Element-wise passes over big arrays run on the pool in flat slices (below this many elements, one
 # thread: a hand-off costs more than the pass).

@@ -76,32 +76,3 @@ def test_matmul_cuts_a_large_product_with_a_short_inner_axis_into_blocks(monkeyp
     calls.clear()
     arrays.matmul(np.ones((96, 288), np.float32), np.ones((288, 1024), np.float32))
     assert calls == [1024]  # blocks would be 32 columns wide: kept whole
-
-
-def _cache_dir(root, entries):
-    """A fake /sys/devices/system/cpu/cpu0/cache: ``entries`` is (level, type, size) per index."""
-    for i, (level, kind, size) in enumerate(entries):
-        index = root / f"index{i}"
-        index.mkdir()
-        (index / "level").write_text(f"{level}\n")
-        (index / "type").write_text(f"{kind}\n")
-        (index / "size").write_text(f"{size}\n")
-    return root
-
-
-@pytest.mark.parametrize("entries, expected", [
-    ([(1, "Data", "48K"), (1, "Instruction", "64K"), (2, "Unified", "2048K"),
-      (3, "Unified", "480M")], 2 << 20),
-    ([(1, "Data", "32K"), (2, "Unified", "1024K")], 1 << 20),
-    ([(2, "Unified", "4M")], 4 << 20),
-    ([(2, "Unified", "524288")], 512 << 10),
-    ([(1, "Data", "32K"), (3, "Unified", "32M")], 1 << 20),  # no L2 listed: the default
-    ([(2, "Unified", "lots")], 1 << 20),  # unreadable: the default
-])
-def test_l2_cache_bytes_reads_linux_sysfs(tmp_path, entries, expected):
-    assert arrays.l2_cache_bytes(_cache_dir(tmp_path, entries)) == expected
-
-
-def test_l2_cache_bytes_without_the_folder_is_the_default(tmp_path):
-    assert arrays.l2_cache_bytes(tmp_path / "absent") == 1 << 20
-    assert (1 << 18) <= arrays._CHUNK_BYTES <= (1 << 21)
