@@ -34,7 +34,7 @@ _PARALLEL_ELEMENTS = 1 << 16
 
 
 def thread_slices(n: int) -> list[slice]:
-    """``range(n)`` (a batch) as one near-equal slice per thread of the pool."""
+    """``range(n)`` (a batch, or channels) as one near-equal slice per thread of the pool."""
     return _threads.split(n, _threads.get_num_threads())
 
 

@@ -13,6 +13,7 @@ import numba as nb
 import numpy as np
 
 from . import threads as _threads
+from .arrays import thread_slices
 from .shapes import as_float_array, check_dout
 
 # --------------------------------------------------------------------------- batch normalisation
@@ -182,8 +183,7 @@ def batch_norm_backward(dout, x, y, relu, c_lo, c_hi, mean, invstd, gamma, batch
 
 def _over_channels(work: Any, channels: int) -> None:
     """``work(c_lo, c_hi)`` on ranges of the channels, side by side on the engine's pool."""
-    parts = _threads.split(channels, _threads.get_num_threads())
-    _threads.parallel_map(lambda s: work(s.start, s.stop), parts)
+    _threads.parallel_map(lambda s: work(s.start, s.stop), thread_slices(channels))
 
 
 # --------------------------------------------------------------------------- functional pair

@@ -24,6 +24,7 @@ import numba as nb
 import numpy as np
 
 from .. import threads as _threads
+from ..arrays import thread_slices
 from ..arrays import unsigned as _u
 from ..shapes import WindowGeometry
 from . import im2col, winograd
@@ -103,8 +104,7 @@ def to_phases(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
     side by side on the pool. ``_split_numpy`` is the twin."""
     n, c, h, w = x.shape
     out = np.empty((n, dy, dx, c, h // dy, w // dx), dtype=x.dtype)
-    _threads.parallel_map(lambda s: _split(x, s.start, s.stop, dy, dx, out),
-                          _threads.split(n, _threads.get_num_threads()))
+    _threads.parallel_map(lambda s: _split(x, s.start, s.stop, dy, dx, out), thread_slices(n))
     return out.reshape(n * dy * dx, c, h // dy, w // dx)
 
 
@@ -115,8 +115,7 @@ def from_phases(p: np.ndarray, dy: int, dx: int) -> np.ndarray:
     n = nd // (dy * dx)
     out = np.empty((n, c, h * dy, w * dx), dtype=p.dtype)
     src = np.ascontiguousarray(p).reshape(n, dy, dx, c, h, w)
-    _threads.parallel_map(lambda s: _merge(src, s.start, s.stop, dy, dx, out),
-                          _threads.split(n, _threads.get_num_threads()))
+    _threads.parallel_map(lambda s: _merge(src, s.start, s.stop, dy, dx, out), thread_slices(n))
     return out
 
 
