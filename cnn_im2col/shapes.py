@@ -269,7 +269,6 @@ def is_finite(a: np.ndarray) -> bool:
     return bool(all_finite(np.ascontiguousarray(a).reshape(-1)))
 
 
-
 def as_float_array(
     x: Any,
     name: str,
