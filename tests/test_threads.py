@@ -24,14 +24,14 @@ def blas_threads():
 @pytest.fixture(autouse=True)
 def restore_default():
     yield
-    threads.set_num_threads()
+    threads.set_num_threads(wait_policy="active")
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 8])
 def test_set_num_threads_sizes_the_pool_and_the_blas_runs_on_one_thread_only_inside(n):
     users = blas_threads()
     result = threads.set_num_threads(n)
-    assert result == {"n": n, "blas": 1}
+    assert result == {"n": n, "blas": 1, "wait_policy": "active"}
     assert threads.get_num_threads() == n
     assert blas_threads() == users  # outside the engine: the user's setting, untouched
     info = threads.thread_info()
@@ -136,6 +136,7 @@ w = np.ones((8, 3, 3, 3), np.float32)
 x = np.ones((16, 3, 32, 32), np.float32)
 for _ in range(5):
     F.conv2d_forward(x, w)  # the engine's GEMMs; then 20 ms in which nothing of ours should run
+    time.sleep(0.003)  # but the spinners' tail (about 0.5 ms of yields; see threads.py)
     end = time.perf_counter() + 0.02
     while time.perf_counter() < end:
         samples += 1
@@ -165,10 +166,13 @@ def run_probe(order, **env_changes):
 def test_import_order_does_not_matter_and_no_idle_worker_spins(order):
     """Whichever is imported first, the BLAS keeps the user's threads outside the engine (a
     polite neighbour), the pool has every core, Numba never started a thread pool of its own (no
-    kernel is a parallel loop), and after the engine's GEMMs no other thread of the process is
-    running: no OpenBLAS worker was woken, so none spins."""
+    kernel is a parallel loop), and after the engine's GEMMs (and the spinners' short tail) no
+    other thread of the process is running: no OpenBLAS worker was woken, so none spins, and the
+    spinners sleep."""
     result = run_probe(order)
     assert result["numba_threads_started"] is False
+    assert result["info"]["spinners"] == (result["info"]["cores"] if result["info"]["cores"] > 1
+                                          else 0)
     assert result["blas"] == result["blas_before"]
     if threads.default_num_threads() > 1:
         assert max(result["blas_before"]) > 1  # the import did not pin the user's BLAS
@@ -204,10 +208,13 @@ def sample():
                     stat = f.read()
             except OSError:
                 continue
-            running += int(tid) != me and stat[stat.rindex(")") + 2] == "R"
+            running += (int(tid) != me and tid not in spinners
+                        and stat[stat.rindex(")") + 2] == "R")
         counts.append(running)
         time.sleep(0.0005)
 net.backward(loss.backward() if loss.forward(net.forward(x, True), y) else None)  # warm up (JIT)
+from cnn_im2col import threads as T
+spinners = {str(thread.native_id) for thread, _ in T._spinners}  # they yield to any thread
 sampler = threading.Thread(target=sample)
 sampler.start()
 end = time.perf_counter() + 1.5
@@ -226,7 +233,7 @@ print(json.dumps({"samples": len(counts), "mean": sum(counts) / len(counts),
 def test_training_does_not_oversubscribe_the_cores():
     """Runnable threads of a training process, sampled from /proc (NumPy imported first), stay at or
     under the core count on average; above it only in rare instants (the caller handing out work).
-    """
+    The spinners of the active wait policy are left out: they only yield (see the next test)."""
     proc = subprocess.run([sys.executable, "-c", LOAD_PROBE], capture_output=True, text=True,
                           timeout=300,
                           check=False)
@@ -253,6 +260,78 @@ def test_workers_run_under_the_callers_numpy_error_state():
         assert {over for _, over in seen} == {mode}
 
 
+def thread_state(thread):
+    """The thread's state letter in /proc: R running or runnable, S sleeping."""
+    with open(f"/proc/self/task/{thread.native_id}/stat") as f:
+        stat = f.read()
+    return stat[stat.rindex(")") + 2]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task") or threads.default_num_threads() < 2,
+                    reason="needs Linux /proc and 2 cores")
+def test_active_wait_spins_one_thread_per_core_while_the_pool_works_then_sleeps():
+    """Under the active policy a parallel map wakes one spinner per core, each pinned to its core;
+    they spin (only yielding) until the outermost engine call returns, then sleep after their
+    short tail. A single-item map wakes none, and the passive policy makes none."""
+    import time
+
+    threads.set_num_threads(wait_policy="passive")
+    threads.set_num_threads(wait_policy="active")  # a fresh start: no spinner made yet
+    assert threads.thread_info()["spinners"] == 0
+    threads.parallel_map(lambda i: i, [0])  # one item: run by the caller, no spinner
+    assert threads.thread_info()["spinners"] == 0
+    states = []
+
+    def look(i):
+        time.sleep(0.02)  # the spinners had time to start
+        if i == 0:
+            states.extend(thread_state(thread) for thread, _ in threads._spinners)
+
+    with threads.engine_blas():
+        threads.parallel_map(look, [0, 1])
+        time.sleep(0.01)  # still inside the engine: the cores are kept awake
+        inside = [thread_state(thread) for thread, _ in threads._spinners]
+    cores = sorted(os.sched_getaffinity(0))
+    assert threads.thread_info()["spinners"] == len(cores)
+    assert states == ["R"] * len(cores) and inside == ["R"] * len(cores)
+    assert [os.sched_getaffinity(thread.native_id) for thread, _ in threads._spinners] == [
+        {cpu} for cpu in cores]
+    deadline = time.perf_counter() + 2.0
+    while time.perf_counter() < deadline and any(
+            thread_state(thread) == "R" for thread, _ in threads._spinners):
+        time.sleep(0.001)
+    assert all(thread_state(thread) == "S" for thread, _ in threads._spinners)  # asleep
+    made = [thread for thread, _ in threads._spinners]
+    threads.set_num_threads(wait_policy="passive")  # ends them
+    assert threads.thread_info()["spinners"] == 0 and not any(t.is_alive() for t in made)
+    threads.parallel_map(lambda i: i, [0, 1, 2])
+    assert threads.thread_info() | {"wait_policy": "passive", "spinners": 0} == \
+        threads.thread_info()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs Linux affinity")
+def test_spinners_only_when_the_pool_has_every_core_and_the_policy_is_active():
+    cores = sorted(os.sched_getaffinity(0))
+    everyone = cores if len(cores) >= 2 else []
+    assert threads._cores_to_keep_awake(len(cores), "active") == everyone
+    assert threads._cores_to_keep_awake(len(cores) + 3, "active") == everyone
+    assert threads._cores_to_keep_awake(len(cores) - 1, "active") == []  # cores the pool lacks
+    assert threads._cores_to_keep_awake(len(cores), "passive") == []
+
+
+@pytest.mark.parametrize("policy", ["active", "passive"])
+def test_results_do_not_depend_on_the_wait_policy(policy):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 3, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    threads.set_num_threads(1)
+    expected = F.conv2d_forward(x, w, None, 1, 1)[0]
+    threads.set_num_threads(2, wait_policy=policy)
+    np.testing.assert_allclose(F.conv2d_forward(x, w, None, 1, 1)[0], expected, rtol=1e-5,
+                               atol=1e-5)
+    assert threads.thread_info()["wait_policy"] == policy
+
+
 # ------------------------------------------------------------------------------------------
 # bad inputs: the battery's rows for threads (machinery: bad_input.py)
 # ------------------------------------------------------------------------------------------
@@ -263,6 +342,9 @@ BAD_INPUTS = {
     "set_num_threads(1.5)": (lambda t: threads.set_num_threads(1.5), TypeError,
                              r"set_num_threads: n", r"got 1\.5",
                              INT1),
+    "set_num_threads(wait_policy='spin')": (
+        lambda t: threads.set_num_threads(2, wait_policy="spin"), ValueError,
+        r"set_num_threads: wait_policy", r"got 'spin'", r"one of \('active', 'passive'\)"),
 }
 
 
