@@ -467,10 +467,16 @@ def run_json_subprocess(args: Sequence[str], env: dict[str, str] | None = None,
     return result
 
 
+# the engine's spinner threads' name: cnn_im2col.threads.SPINNER_NAME (not imported: a driver or a
+# PyTorch worker does not load the engine; a test holds the two equal)
+SPINNER_NAME = "cnn_im2col-spin"
+
+
 class RunnableThreads:
     """Sample how many threads of process ``pid`` are running or runnable (state R), every
     ``interval`` seconds, from a background thread of this process (so the measured process is
-    not disturbed beyond the reads of its ``/proc`` files, about 1% of a core)."""
+    not disturbed beyond the reads of its ``/proc`` files, about 1% of a core). The engine's
+    spinners (its active wait policy, ``cnn_im2col/threads.py``) are left out: they only yield."""
 
     def __init__(self, pid: int, interval: float = 0.005) -> None:
         self.pid, self.interval = pid, interval
@@ -495,7 +501,10 @@ class RunnableThreads:
                     stat = f.read()
             except OSError:  # the thread ended
                 continue
-            running += stat[stat.rindex(")") + 2] == "R"  # the state follows the (command name)
+            # "TID (command name) STATE ...": the engine's spinners (threads.SPINNER_NAME) only
+            # yield their core to any thread that wants it, so they are not counted
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            running += stat[stat.rindex(")") + 2] == "R" and name != SPINNER_NAME
         return running
 
     def _run(self) -> None:

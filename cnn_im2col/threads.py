@@ -60,7 +60,7 @@ import threadpoolctl
 
 from .shapes import check_int
 
-__all__ = ["WAIT_POLICIES", "default_num_threads", "engine_blas", "get_num_threads",
+__all__ = ["SPINNER_NAME", "WAIT_POLICIES", "default_num_threads", "engine_blas", "get_num_threads",
            "parallel_map", "set_num_threads", "split", "thread_info", "uses_engine_blas"]
 
 WAIT_POLICIES = ("active", "passive")
@@ -151,6 +151,9 @@ _SPIN = np.zeros(2, dtype=np.int64)
 # awake between the engine's calls
 _SPIN_TAIL = 3000
 _spinners: list[tuple[threading.Thread, threading.Event]] = []
+# a spinner's name in /proc/PID/task/TID/comm (what ``top -H`` shows; the benchmarks' samplers of
+# runnable threads leave these out, as they only yield): at most 15 characters
+SPINNER_NAME = "cnn_im2col-spin"
 _sched_yield = nb.types.ExternalFunction("sched_yield", nb.types.int32())
 
 
@@ -173,6 +176,8 @@ def _spinner(cpu: int, wake: threading.Event) -> None:
     """One spinner's life: on its core, spin from each wake-up to the end of the pool's work."""
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {cpu})  # this thread only (Linux: 0 is the calling thread)
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as comm:
+            comm.write(SPINNER_NAME)
     while not _SPIN[1]:
         wake.wait()
         wake.clear()  # before spinning: a wake-up from now on is not lost

@@ -196,6 +196,29 @@ def test_runnable_threads_sees_a_busy_process_and_summarises_a_window():
     assert C.runnable_summary(samples, 0.0, 0.0, cores=2) is None
 
 
+@pytest.mark.skipif(not C.RunnableThreads.supported() or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux /proc and 2 cores")
+def test_runnable_threads_leaves_out_the_engines_spinners():
+    """While the engine keeps its cores awake, its spinners are runnable but only yield: the
+    sampler counts the one thread that computes."""
+    from cnn_im2col import threads
+
+    assert C.SPINNER_NAME == threads.SPINNER_NAME
+    busy = subprocess.Popen([sys.executable, "-c", (
+        "import time\nfrom cnn_im2col import threads as T\nwith T.engine_blas():\n"
+        "    T.parallel_map(lambda i: i, [0, 1])  # wakes the spinners\n"
+        "    print(T.thread_info()['spinners'], flush=True)\n"
+        "    end = time.time() + 1.5\n    while time.time() < end: pass\n")],
+        stdout=subprocess.PIPE, text=True)
+    assert int(busy.stdout.readline()) == len(os.sched_getaffinity(0))
+    sampler = C.RunnableThreads(busy.pid, interval=0.01)
+    sampler.start()
+    time.sleep(0.5)
+    samples = sampler.stop()
+    busy.wait(timeout=60)
+    assert len(samples) >= 5 and max(count for _, count in samples) == 1
+
+
 def test_bench_mpi_quick_writes_well_formed_json(tmp_path):
     pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install '.[mpi]')")
     run_script("bench_mpi.py", "--quick", "--out", str(tmp_path))
