@@ -50,6 +50,7 @@ import itertools
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -173,15 +174,24 @@ def _spin(flags, tail):
 
 
 def _spinner(cpu: int, wake: threading.Event) -> None:
-    """One spinner's life: on its core, spin from each wake-up to the end of the pool's work."""
+    """One spinner's life: on its core, spin from each wake-up to the end of the pool's work. If
+    the loop cannot run here (it failed to compile or load), warn once and let the cores sleep:
+    the policy only saves time, the results never depend on it."""
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {cpu})  # this thread only (Linux: 0 is the calling thread)
         with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as comm:
             comm.write(SPINNER_NAME)
-    while not _SPIN[1]:
-        wake.wait()
-        wake.clear()  # before spinning: a wake-up from now on is not lost
-        _spin(_SPIN, _SPIN_TAIL)
+    try:
+        while not _SPIN[1]:
+            wake.wait()
+            wake.clear()  # before spinning: a wake-up from now on is not lost
+            _spin(_SPIN, _SPIN_TAIL)
+    except Exception as exc:  # noqa: BLE001 - reported as a warning, the engine goes on
+        if _state["spin_cores"]:
+            _state["spin_cores"] = []  # no more spinners in this process
+            warnings.warn(f"cnn_im2col: the active wait policy cannot run here "
+                          f"({type(exc).__name__}: {exc}); the pool's cores will sleep between "
+                          f"hand-offs", RuntimeWarning, stacklevel=1)
 
 
 def _cores_to_keep_awake(n: int, policy: str) -> list[int]:

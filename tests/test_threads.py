@@ -24,7 +24,8 @@ def blas_threads():
 @pytest.fixture(autouse=True)
 def restore_default():
     yield
-    threads.set_num_threads(wait_policy="active")
+    threads.set_num_threads(wait_policy="passive")  # ends any spinner a test made
+    threads.set_num_threads(wait_policy="active")  # the default, its cores recomputed
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 8])
@@ -317,6 +318,25 @@ def test_spinners_only_when_the_pool_has_every_core_and_the_policy_is_active():
     assert threads._cores_to_keep_awake(len(cores) + 3, "active") == everyone
     assert threads._cores_to_keep_awake(len(cores) - 1, "active") == []  # cores the pool lacks
     assert threads._cores_to_keep_awake(len(cores), "passive") == []
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or threads.default_num_threads() < 2,
+                    reason="needs Linux affinity and 2 cores")
+def test_a_spinner_that_cannot_run_warns_once_and_the_pool_goes_on(monkeypatch):
+    def broken(flags, tail):
+        raise RuntimeError("no sched_yield here")
+
+    monkeypatch.setattr(threads, "_spin", broken)
+    threads.set_num_threads(wait_policy="passive")
+    threads.set_num_threads(wait_policy="active")
+    with pytest.warns(RuntimeWarning, match="the active wait policy cannot run here"):
+        assert threads.parallel_map(lambda i: i + 1, [0, 1, 2]) == [1, 2, 3]
+        for thread, _ in threads._spinners:
+            thread.join(timeout=10)
+    assert threads.thread_info()["spinners"] == len(threads._spinners)  # made, and ended
+    assert not any(thread.is_alive() for thread, _ in threads._spinners)
+    assert threads._state["spin_cores"] == []  # none is made again in this process
+    assert threads.parallel_map(lambda i: i * 2, [1, 2]) == [2, 4]
 
 
 @pytest.mark.parametrize("policy", ["active", "passive"])
