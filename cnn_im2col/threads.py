@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import numbers
 import os
 import sys
 import threading
@@ -58,8 +59,6 @@ from typing import Any
 import numba as nb
 import numpy as np
 import threadpoolctl
-
-from .shapes import check_int
 
 __all__ = ["SPINNER_NAME", "WAIT_POLICIES", "default_num_threads", "engine_blas", "get_num_threads",
            "parallel_map", "set_num_threads", "split", "thread_info", "uses_engine_blas"]
@@ -117,7 +116,13 @@ def set_num_threads(n: int | None = None, wait_policy: str | None = None) -> dic
     the wait policy.
     """
     owner = "set_num_threads"
-    n = default_num_threads() if n is None else check_int(n, "n", owner, minimum=1)
+    if n is None:
+        n = default_num_threads()
+    elif isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{owner}: n must be an int >= 1, got {n!r} ({type(n).__name__})")
+    elif n < 1:
+        raise ValueError(f"{owner}: n must be an int >= 1, got {n}")
+    n = int(n)
     if wait_policy is not None and wait_policy not in WAIT_POLICIES:
         raise ValueError(f"{owner}: wait_policy must be one of {WAIT_POLICIES}, got "
                          f"{wait_policy!r}")

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cnn_im2col.shapes import (
@@ -166,3 +166,42 @@ def test_finite_check_equals_numpys(dtype, size, bad, where, huge, strided, seed
         a[int(where * (2 * size - 1))] = bad
     view = a[::2] if strided else a
     assert is_finite(view) == bool(np.isfinite(view).all())
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    dtype=st.sampled_from([np.float32, np.float64]),
+    size=st.integers(1, 200),
+    bad=st.sampled_from([None, np.nan, np.inf, -np.inf]),
+    where=st.floats(0, 1),
+    threads_wanted=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_finite_check_split_over_the_pool_equals_the_one_pass(dtype, size, bad, where,
+                                                              threads_wanted, seed):
+    """Above its threshold the scan is split over the pool's threads: the same answer as one pass
+    wherever the bad value lies (the threshold lowered here so that small arrays are split)."""
+    from cnn_im2col import shapes, threads
+
+    a = np.random.default_rng(seed).standard_normal(size).astype(dtype)
+    if bad is not None:
+        a[int(where * (size - 1))] = bad
+    old_threshold, old_threads = shapes._PARALLEL_SCAN, threads.get_num_threads()
+    try:
+        shapes._PARALLEL_SCAN = 1
+        threads.set_num_threads(threads_wanted)
+        assert is_finite(a) == bool(np.isfinite(a).all()) == (bad is None)
+    finally:
+        shapes._PARALLEL_SCAN = old_threshold
+        threads.set_num_threads(old_threads)
+
+
+def test_finite_check_of_a_large_array_is_split_and_exact():
+    from cnn_im2col import shapes
+
+    a = np.ones(shapes._PARALLEL_SCAN + 17, np.float32)
+    assert is_finite(a)
+    for where in (0, a.size // 2 - 1, a.size // 2, a.size - 1):
+        a[where] = np.nan
+        assert not is_finite(a)
+        a[where] = 1.0
