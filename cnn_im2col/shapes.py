@@ -264,8 +264,10 @@ def all_finite(a):
 
 # A scan is split over the pool from this many values on; below, handing half to a worker costs
 # more than the second core saves. Measured 2026-12-04, Intel Xeon, 2 threads with the cores kept
-# awake (threads.py), float32, one pass -> two halves, ms: 500k 0.029 -> 0.064, 1M 0.101 -> 0.071,
-# 2M 0.269 -> 0.176, 3.1M 0.417 -> 0.272 (a 500k array is in L2, a 1M one is not).
+# awake (threads.py), float32, one pass -> two halves, ms: 500k 0.03 -> 0.06-0.08, 1M 0.10 ->
+# 0.07-0.08, 2M 0.27 -> 0.18, 8M 1.09 -> 0.62 (a 500k array is in L2, a 1M one is not); 3.1M
+# was bimodal, 0.42 -> 0.27 or 0.48. The layer rows of bench_cnn_layers, which scan x and dout
+# each step: BatchNorm2D 64x64x32x32 3.56 -> 3.19 ms, depthwise stride 2 3.63 -> 3.46.
 _PARALLEL_SCAN = 1_000_000
 
 
