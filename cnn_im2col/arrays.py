@@ -48,10 +48,11 @@ def cache_slices(n: int, per_sample_bytes: int) -> list[slice]:
     return _threads.split(n, parts)
 
 
-def flat_slices(size: int) -> list[slice]:
-    """A flat array of ``size`` elements as slices: one per thread when large, else one."""
+def flat_slices(size: int, minimum: int = _PARALLEL_ELEMENTS) -> list[slice]:
+    """A flat array of ``size`` elements as slices: one per thread from ``minimum`` elements on
+    (a pass that costs less per element pays for the hand-off from a larger size), else one."""
     threads = _threads.get_num_threads()
-    return _threads.split(size, threads if size >= _PARALLEL_ELEMENTS else 1)
+    return _threads.split(size, threads if size >= minimum else 1)
 
 
 # --------------------------------------------------------------------------- GEMM
