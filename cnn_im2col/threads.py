@@ -182,10 +182,11 @@ def _spinner(cpu: int, wake: threading.Event) -> None:
     """One spinner's life: on its core, spin from each wake-up to the end of the pool's work. If
     the loop cannot run here (it failed to compile or load), warn once and let the cores sleep:
     the policy only saves time, the results never depend on it."""
-    with contextlib.suppress(OSError):
-        os.sched_setaffinity(0, {cpu})  # this thread only (Linux: 0 is the calling thread)
+    with contextlib.suppress(OSError):  # named even if it cannot be pinned, and the reverse
         with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as comm:
             comm.write(SPINNER_NAME)
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, {cpu})  # this thread only (Linux: 0 is the calling thread)
     try:
         while not _SPIN[1]:
             wake.wait()
