@@ -276,6 +276,9 @@ def test_active_wait_spins_one_thread_per_core_while_the_pool_works_then_sleeps(
     short tail. A single-item map wakes none, and the passive policy makes none."""
     import time
 
+    # the spinners' loop compiled (or loaded from Numba's cache) here first: on a cold cache the
+    # spinners would otherwise spend their first half second compiling, one waiting on the other
+    threads._spin(np.array([0, 1], dtype=np.int64), 0)
     threads.set_num_threads(wait_policy="passive")
     threads.set_num_threads(wait_policy="active")  # a fresh start: no spinner made yet
     assert threads.thread_info()["spinners"] == 0
