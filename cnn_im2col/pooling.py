@@ -566,9 +566,23 @@ def global_avg_pool2d_forward(x: Any, owner: str = "global_avg_pool2d") -> tuple
     return global_avg_pool2d(as_float_array(x, "x", owner, ndim=4), owner)
 
 
+# Maps of at most this many pixels are summed as one matrix-vector product, (N*C, H*W) @ ones, then
+# divided by H*W as NumPy's mean divides: NumPy reduces a short last axis element by element
+# (measured 2026-12-04, Intel Xeon, float32: 64x1280x4x4 1.42 -> 0.10 ms, 64x64x8x8 0.094 ->
+# 0.013). Longer maps keep NumPy's pairwise sum (BLAS sums each vector lane in order).
+_GEMV_MAX_PLANE = 4096
+
+
 def global_avg_pool2d(x: np.ndarray, owner: str = "global_avg_pool2d") -> tuple[np.ndarray, tuple]:
     """``global_avg_pool2d_forward`` of checked input (a 4-D float array)."""
-    return x.mean(axis=(2, 3), dtype=x.dtype), (x.shape, x.dtype, owner)
+    n, c, height, width = x.shape
+    plane = height * width
+    if plane <= _GEMV_MAX_PLANE and x.flags.c_contiguous:
+        out = np.matmul(x.reshape(n * c, plane), np.ones(plane, x.dtype)).reshape(n, c)
+        out /= plane
+    else:
+        out = x.mean(axis=(2, 3), dtype=x.dtype)
+    return out, (x.shape, x.dtype, owner)
 
 
 def global_avg_pool2d_backward(dout: Any, cache: tuple) -> np.ndarray:

@@ -430,3 +430,27 @@ def test_a_dilated_pool_after_conv_relu_is_not_fused_and_still_right():
     for layer in layers:
         manual = layer.forward(manual, training=True)
     np.testing.assert_array_equal(out, manual)
+
+
+# ------------------------------------------------------------------ global average pooling
+@given(n=st.integers(0, 3), c=st.integers(1, 5), height=st.integers(1, 70),
+       width=st.integers(1, 70), dtype=st.sampled_from([np.float32, np.float64]),
+       contiguous=st.booleans())
+def test_global_avg_pool_sums_as_a_product_and_equals_numpys_mean(n, c, height, width, dtype,
+                                                                   contiguous):
+    """Maps of up to 4096 pixels are summed by one matrix-vector product, longer ones (and strided
+    inputs) by NumPy's mean: both equal the float64 mean to rounding, in the input's dtype."""
+    rng = np.random.default_rng(n * 1000 + height * 70 + width)
+    x = rng.standard_normal((n, c, height, 2 * width)).astype(dtype)
+    x = np.ascontiguousarray(x[..., ::2]) if contiguous else x[..., ::2]
+    out, _ = pooling.global_avg_pool2d(x)
+    assert out.shape == (n, c) and out.dtype == dtype
+    rtol, atol = tolerance(dtype)
+    np.testing.assert_allclose(out, x.mean(axis=(2, 3), dtype=np.float64), rtol=rtol, atol=atol)
+
+
+def test_global_avg_pool_of_a_long_map_keeps_numpys_pairwise_mean():
+    x = np.random.default_rng(0).standard_normal((2, 3, 80, 80)).astype(np.float32)
+    assert 80 * 80 > pooling._GEMV_MAX_PLANE
+    np.testing.assert_array_equal(pooling.global_avg_pool2d(x)[0],
+                                  x.mean(axis=(2, 3), dtype=np.float32))
