@@ -19,6 +19,10 @@ cache and calls the engine's strategy code itself. The layers stay in ``Sequenti
 - ``ConvActivation`` (Conv2D -> ReLU6, HardSigmoid or HardSwish), at inference only: each batch
   slice goes through the activation's kernel in place, on the worker that computed it, while it is
   in that core's cache, instead of in a pass of its own over the whole output.
+- ``InvertedResidual`` (MobileNetV2's block: [Conv2D 1x1 -> ReLU6 ->] Conv2D 3x3 depthwise ->
+  ReLU6 -> Conv2D 1x1), at inference only: one compiled pass per sample
+  (``conv/inverted_residual.py``) in which the expanded maps never leave the core's cache, where
+  the input's maps are large enough; elsewhere the steps it is made of.
 - ``BatchNormReLU`` (BatchNorm2D -> ReLU): the ReLU in the normalisation's output pass, its
   derivative inside the normalisation's backward (a BatchNorm2D after a Conv2D is folded into it
   at inference, so this step is mostly training's).
@@ -52,7 +56,7 @@ import numpy as np
 
 from .activations import IN_PLACE_KERNELS, relu_backward
 from .containers import Residual
-from .conv import ConvCache, conv2d_backward
+from .conv import ConvCache, conv2d_backward, depthwise, inverted_residual, pointwise
 from .layers import LAYERS, BatchNorm2D, Conv2D, HardSigmoid, HardSwish, MaxPool2D, ReLU, ReLU6
 from .pooling import (
     MaxPoolCache,
@@ -257,6 +261,67 @@ class ConvActivation(_Block):
         raise RuntimeError(f"{self!r} is an inference step: it has no backward")
 
 
+class InvertedResidual(_Block):
+    """Inference only: MobileNetV2's block, [Conv2D 1x1 -> ReLU6 ->] Conv2D 3x3 depthwise -> ReLU6
+    -> Conv2D 1x1 (``layers``, 5 or 3 of them), as one step. For an input shape where its three
+    convolutions take the pointwise and depthwise strategies, with tied biases or none, one dtype
+    and maps of at least ``inverted_residual.MIN_PLANE`` pixels, it runs the fused kernel of
+    ``conv/inverted_residual.py`` (the numbers of the layers one by one to rounding); otherwise its
+    ``parts``: ``ConvActivation`` steps and the projection alone. No backward: :func:`plan` makes
+    it only for inference."""
+
+    kind = "inverted_residual"
+
+    def __init__(self, layers: tuple[Any, ...], first: int) -> None:
+        super().__init__(tuple(layers), first)
+        convs = self.layers[::2]
+        self.expand = convs[0] if len(convs) == 3 else None
+        self.depthwise, self.project = convs[-2], convs[-1]
+        self.parts: list[Step] = [ConvActivation(*self.layers[i : i + 2], first + i)
+                                  for i in range(0, len(self.layers) - 1, 2)]
+        self.parts.append(LayerStep(self.project, self.last))
+        self._fused: dict[tuple[int, ...], bool] = {}  # input shape -> whether the kernel runs it
+
+    def _fuses(self, shape: tuple[int, ...]) -> bool:
+        convs = [c for c in (self.expand, self.depthwise, self.project) if c is not None]
+        if (any(c.bias_mode == "untied" for c in convs)
+                or len({c.params["weight"].dtype for c in convs}) > 1):
+            return False
+        if self.expand is not None:
+            if self.expand.plan(shape).strategy is not pointwise:
+                return False
+            shape = (shape[0], self.expand.out_channels, *shape[2:])
+        g = self.depthwise.plan(shape).geometry
+        return (self.depthwise.plan(shape).strategy is depthwise
+                and inverted_residual.supports(self.depthwise.params["weight"].shape)
+                and self.project.plan((shape[0], shape[1], g.oh, g.ow)).strategy is pointwise)
+
+    def run(self, x: np.ndarray, training: bool) -> np.ndarray:
+        if training:
+            raise RuntimeError(f"{self!r} is an inference step: it keeps nothing for backward")
+        fused = self._fused.get(x.shape)
+        if fused is None:
+            fused = self._fused[x.shape] = self._fuses(x.shape)
+        if not fused:
+            for part in self.parts:
+                x = part.run(x, False)
+            return x
+        weight = self.depthwise.params["weight"]
+        x = np.ascontiguousarray(x, dtype=weight.dtype)
+        expand = None
+        if self.expand is not None:
+            expand = (self.expand.params["weight"], self.expand.conv_bias())
+            g = self.depthwise.plan((x.shape[0], self.expand.out_channels, *x.shape[2:])).geometry
+        else:
+            g = self.depthwise.plan(x.shape).geometry
+        return inverted_residual.forward(
+            x, expand, (weight, self.depthwise.conv_bias()), g,
+            (self.project.params["weight"], self.project.conv_bias()))
+
+    def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
+        raise RuntimeError(f"{self!r} is an inference step: it has no backward")
+
+
 class BatchNormReLU(_Block):
     """BatchNorm2D -> ReLU: ReLU in the normalisation's output pass; backward, its derivative
     inside the normalisation's backward kernel."""
@@ -326,8 +391,8 @@ class ReLUPool(_Block):
         return max_pool2d_backward(dout, cache)
 
 
-Step = (LayerStep | ConvReLU | ConvReLUPool | ReLUPool | ConvActivation | ResidualReLU
-        | BatchNormReLU)
+Step = (LayerStep | ConvReLU | ConvReLUPool | ReLUPool | ConvActivation | InvertedResidual
+        | ResidualReLU | BatchNormReLU)
 
 
 def foldable(conv: Any, norm: Any) -> bool:
@@ -415,12 +480,34 @@ def inference_plan(layers: list[Any]) -> tuple[list[Step], list[Fold]]:
     return plan(inference_layers, inference=True), folds
 
 
+def _inverted_residual_length(layers: list[Any], i: int) -> int:
+    """How many layers from ``layers[i]`` make MobileNetV2's block (exact classes): 5 with the
+    expansion (Conv2D 1x1, ReLU6, Conv2D depthwise, ReLU6, Conv2D 1x1), 3 without; else 0."""
+    for count in (5, 3):
+        block = layers[i : i + count]
+        if [type(layer) for layer in block] != [Conv2D, ReLU6] * (count // 2) + [Conv2D]:
+            continue
+        convs = block[::2]
+        middle = convs[-2]
+        if (middle.groups == middle.in_channels == middle.out_channels > 1
+                and all(c.groups == 1 and tuple(c.kernel_size) == (1, 1)
+                        for c in convs if c is not middle)):
+            return count
+    return 0
+
+
 def plan(layers: list[Any], inference: bool = False) -> list[Step]:
     """The steps of a stack, left to right, greedily fusing the blocks listed in the module
-    docstring (exact classes only); ``ConvActivation`` only for ``inference`` (no backward)."""
+    docstring (exact classes only); ``ConvActivation`` and ``InvertedResidual`` only for
+    ``inference`` (no backward)."""
     steps: list[Step] = []
     i = 0
     while i < len(layers):
+        block = _inverted_residual_length(layers, i) if inference else 0
+        if block:
+            steps.append(InvertedResidual(tuple(layers[i : i + block]), i))
+            i += block
+            continue
         here = type(layers[i])
         after = type(layers[i + 1]) if i + 1 < len(layers) else None
         third = type(layers[i + 2]) if i + 2 < len(layers) else None

@@ -66,7 +66,7 @@ class DepthwiseCache(NamedTuple):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _taps(k, step, dilation, pad):
+def taps(k, step, dilation, pad):
     """(first, span): the phase offsets ``(t*D - P) // S`` of the taps t < K along one axis run
     from ``first`` to ``first + span``."""
     first = (-pad) // step
@@ -74,7 +74,7 @@ def _taps(k, step, dilation, pad):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _split_phases(src, sy, sx, by0, bx0, qh, qw, q):
+def split_phases(src, sy, sx, by0, bx0, qh, qw, q):
     """Fill the image cells of the phase planes ``q`` (SY*SX*QH*QW, flat) from the (H, W) map
     ``src``; the other cells are left as they are (0: the caller zeroes ``q`` once)."""
     height, width = src.shape
@@ -105,7 +105,7 @@ def _row_pair_ranges(bx0, width, qw):
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _split_row_pairs(src, sy, py, by0, bx0, qh, qw, a_lo, a_hi, q):
-    """``_split_phases``'s rows of row phase ``py`` when SX == 2: both column phases of an input
+    """``split_phases``'s rows of row phase ``py`` when SX == 2: both column phases of an input
     row in one loop, where both have a cell, so that the row is read as whole vectors and
     deinterleaved (measured, 32x96x32x32 3x3 stride 2, one thread: the split 1.92 -> 0.67 ms of a
     2.56 ms forward; two stride-2 loops read it element by element)."""
@@ -131,7 +131,7 @@ def _split_row_pairs(src, sy, py, by0, bx0, qh, qw, a_lo, a_hi, q):
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _merge_phases(q, sy, sx, by0, bx0, qh, qw, dst):
-    """The adjoint of ``_split_phases`` (each image cell is one phase cell): ``dst`` (H, W)
+    """The adjoint of ``split_phases`` (each image cell is one phase cell): ``dst`` (H, W)
     (written whole) from the phase planes ``q``; cells no phase plane holds get 0."""
     height, width = dst.shape
     dst[:] = 0.0
@@ -206,7 +206,7 @@ def _nine_weights(wc):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _nine_taps(q, wc, b, sy, sx, dy, dx, pt, pl, by0, bx0, qh, qw, acc):
+def nine_taps(q, wc, b, sy, sx, dy, dx, pt, pl, by0, bx0, qh, qw, acc):
     """``acc`` (written) = b + the 9 taps of a 3x3 kernel ``wc``, in ONE pass: each output is
     loaded and stored once instead of once per tap, and the sum is the tap-by-tap loop's, in the
     same order (bit for bit). Measured 2026-12-04, AMD EPYC, one thread, float32, the tap loops
@@ -239,8 +239,8 @@ def depthwise_forward(x, w, sy, sx, dy, dx, pt, pl, bias, relu, out):
     n_count, c_count = x.shape[0], x.shape[1]
     kh, kw = w.shape[1], w.shape[2]
     oh_count, ow_count = out.shape[2], out.shape[3]
-    by0, span_y = _taps(kh, sy, dy, pt)
-    bx0, span_x = _taps(kw, sx, dx, pl)
+    by0, span_y = taps(kh, sy, dy, pt)
+    bx0, span_x = taps(kw, sx, dx, pl)
     qh, qw = oh_count + span_y + 1, ow_count + span_x  # + 1 row: the scratch columns' reads
     q = np.zeros(sy * sx * qh * qw, dtype=x.dtype)
     acc = np.empty(oh_count * qw, dtype=x.dtype)
@@ -248,13 +248,13 @@ def depthwise_forward(x, w, sy, sx, dy, dx, pt, pl, bias, relu, out):
     zero = x.dtype.type(0)
     for n in range(n_count):
         for c in range(c_count):
-            _split_phases(x[n, c], sy, sx, by0, bx0, qh, qw, q)
+            split_phases(x[n, c], sy, sx, by0, bx0, qh, qw, q)
             if untied:
                 for oh in range(oh_count):
                     for ow in range(ow_count):
                         acc[_u(oh * qw + ow)] = bias[c, oh * ow_count + ow]
             elif kh == 3 and kw == 3:
-                _nine_taps(q, w[c], bias[c, 0], sy, sx, dy, dx, pt, pl, by0, bx0, qh, qw, acc)
+                nine_taps(q, w[c], bias[c, 0], sy, sx, dy, dx, pt, pl, by0, bx0, qh, qw, acc)
             else:
                 acc[:] = bias[c, 0]
             if untied or kh != 3 or kw != 3:
@@ -386,8 +386,8 @@ def depthwise_backward(dout, y, relu, x, w, sy, sx, dy, dx_step, pt, pl, input_g
     n_count, c_count = x.shape[0], x.shape[1]
     kh, kw = w.shape[1], w.shape[2]
     oh_count, ow_count = dout.shape[2], dout.shape[3]
-    by0, span_y = _taps(kh, sy, dy, pt)
-    bx0, span_x = _taps(kw, sx, dx_step, pl)
+    by0, span_y = taps(kh, sy, dy, pt)
+    bx0, span_x = taps(kw, sx, dx_step, pl)
     qh, qw = oh_count + span_y + 1, ow_count + span_x
     q = np.zeros(sy * sx * qh * qw, dtype=x.dtype)
     dq = np.empty(sy * sx * qh * qw, dtype=x.dtype)
@@ -416,7 +416,7 @@ def depthwise_backward(dout, y, relu, x, w, sy, sx, dy, dx_step, pt, pl, input_g
                     g[_u(oh * qw + ow)] = v
                     total += v
             db[c] += total
-            _split_phases(x[n, c], sy, sx, by0, bx0, qh, qw, q)
+            split_phases(x[n, c], sy, sx, by0, bx0, qh, qw, q)
             if nine:
                 _nine_tap_grads(g, gp, lead, q, w[c], sy, sx, dy, dx_step, pt, pl, by0, bx0, qh,
                                 qw, input_grad, dw[c], dq)

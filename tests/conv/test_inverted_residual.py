@@ -1,0 +1,189 @@
+"""MobileNetV2's fused inverted residual (``conv/inverted_residual.py``, both its plane-by-plane and
+its channels-last kernels) equals its slow twin, the three convolutions and two ReLU6 layers run
+one by one, on drawn shapes, strides, dilations, paddings, biases and dtypes; ``blocks.plan`` makes
+the step for exactly that pattern, at inference only, and it falls back to its parts where the
+kernels do not apply."""
+
+import numpy as np
+import pytest
+from conftest import tolerance
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cnn_im2col.blocks import InvertedResidual, plan
+from cnn_im2col.conv import inverted_residual
+from cnn_im2col.layers import Conv2D, ReLU, ReLU6
+from cnn_im2col.model import Sequential
+
+
+def block_layers(c, e, o, stride, padding, dilation, expand, bias, dtype, seed=0):
+    """[Conv2D 1x1 -> ReLU6 ->] Conv2D 3x3 depthwise -> ReLU6 -> Conv2D 1x1, random biases."""
+    rng = np.random.default_rng(seed)
+    mode = "tied" if bias else None
+    channels = e if expand else c
+    layers = [Conv2D(c, e, 1, bias=mode, dtype=dtype, seed=seed), ReLU6()] if expand else []
+    layers += [Conv2D(channels, channels, 3, stride=stride, padding=padding, dilation=dilation,
+                      groups=channels, bias=mode, dtype=dtype, seed=seed + 1), ReLU6(),
+               Conv2D(channels, o, 1, bias=mode, dtype=dtype, seed=seed + 2)]
+    for layer in layers:
+        if "bias" in getattr(layer, "params", {}):
+            layer.params["bias"][...] = rng.normal(0, 0.5, layer.params["bias"].shape)
+    return layers
+
+
+def unfused(layers, x):
+    """The slow twin: each layer's own forward, one after the other."""
+    for layer in layers:
+        x = layer.forward(x)
+    return x
+
+
+@st.composite
+def blocks(draw):
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    expand = draw(st.booleans())
+    c = draw(st.integers(1 if expand else 2, 9))  # a depthwise layer has 2 channels or more
+    e = draw(st.integers(2, 13)) if expand else c  # any count: groups of four and the rest
+    o = draw(st.integers(1, 7))
+    stride, dilation = draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    padding = draw(st.integers(0, 2))
+    size = 2 * dilation + 1 - padding  # the smallest map a window fits in
+    h = draw(st.integers(max(1, size), 21))
+    w = draw(st.integers(max(1, size), 21))
+    n = draw(st.integers(1, 4))
+    layers = block_layers(c, e, o, stride, padding, dilation, expand, draw(st.booleans()), dtype,
+                          draw(st.integers(0, 100)))
+    x = np.random.default_rng(draw(st.integers(0, 2**16))).standard_normal((n, c, h, w)) * 3
+    return layers, x.astype(dtype)  # * 3: both of ReLU6's kinks are reached
+
+
+KERNELS = {"planes": 1, "channels-last": 10**9}  # MIN_PLANE that sends every map to one kernel
+
+
+def fused(step, x, kernel):
+    """The step's output with ``kernel`` running every map size."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(inverted_residual, "MIN_PLANE", KERNELS[kernel])
+        return step.forward(x, False)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@given(case=blocks())
+def test_the_fused_block_equals_its_layers_one_by_one(kernel, case):
+    layers, x = case
+    step = plan(layers, inference=True)
+    assert [s.kind for s in step] == ["inverted_residual"]
+    rtol, atol = tolerance(x.dtype)
+    np.testing.assert_allclose(fused(step[0], x, kernel), unfused(layers, x), rtol=rtol,
+                               atol=atol)
+    assert step[0]._fused == {x.shape: True}  # the kernel ran, not the parts
+
+
+@pytest.mark.parametrize("h", [16, 15, 8, 4, 1])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_mobilenet_shapes_on_both_sides_of_the_threshold(h, stride):
+    """Float64, the default threshold: MobileNetV2's own block shapes, 6x expansion."""
+    layers = block_layers(8, 48, 8, stride, 1, 1, True, True, np.float64)
+    x = np.random.default_rng(h).standard_normal((3, 8, h, h)) * 3
+    step = plan(layers, inference=True)[0]
+    np.testing.assert_allclose(step.forward(x, False), unfused(layers, x), rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_plan_makes_the_step_for_the_exact_pattern_at_inference_only():
+    with_expansion = block_layers(4, 8, 4, 1, 1, 1, True, True, np.float32)
+    without = block_layers(4, 4, 6, 2, 1, 1, False, True, np.float32)
+    assert [s.kind for s in plan(with_expansion, inference=True)] == ["inverted_residual"]
+    assert [s.kind for s in plan(without, inference=True)] == ["inverted_residual"]
+    assert "inverted_residual" not in [s.kind for s in plan(with_expansion)]  # training
+    # a stem convolution then the block without expansion (MobileNetV2's first layers, flat)
+    stem = [Conv2D(3, 4, 3, padding=1), ReLU6()]
+    assert [s.kind for s in plan(stem + without, inference=True)] == [
+        "conv_activation", "inverted_residual"]
+    expected = {  # what each stack is planned as
+        "ReLU after the expansion: a block without one after it": (
+            [with_expansion[0], ReLU(), *with_expansion[2:]], ["conv_relu", "inverted_residual"]),
+        "a full 3x3 middle": (
+            [Conv2D(4, 8, 1), ReLU6(), Conv2D(8, 8, 3, padding=1), ReLU6(), Conv2D(8, 4, 1)],
+            ["conv_activation", "conv_activation", "layer"]),
+        "a 3x3 expansion": (
+            [Conv2D(4, 8, 3, padding=1), ReLU6(), *with_expansion[2:]],
+            ["conv_activation", "inverted_residual"]),
+        "a grouped projection": (
+            [*with_expansion[:4], Conv2D(8, 4, 1, groups=2)],
+            ["conv_activation", "conv_activation", "layer"]),
+        "a subclass": (
+            [type("MyConv", (Conv2D,), {})(4, 8, 1), ReLU6(), *with_expansion[2:]],
+            ["layer", "layer", "inverted_residual"]),
+    }
+    for why, (layers, kinds) in expected.items():
+        assert [s.kind for s in plan(layers, inference=True)] == kinds, why
+
+
+@pytest.mark.parametrize("why", ["5x5 depthwise", "untied bias", "two dtypes"])
+def test_where_the_kernels_do_not_apply_the_step_runs_its_parts(why):
+    layers = block_layers(4, 8, 4, 1, 1, 1, True, True, np.float64)
+    if why == "5x5 depthwise":
+        layers[2] = Conv2D(8, 8, 5, padding=2, groups=8, dtype=np.float64, seed=3)
+    elif why == "untied bias":
+        layers[2] = Conv2D(8, 8, 3, padding=1, groups=8, bias="untied", input_size=(6, 6),
+                           dtype=np.float64, seed=3)
+        layers[2].params["bias"][...] = 0.25
+    else:
+        layers[4] = Conv2D(8, 4, 1, dtype=np.float32, seed=3)
+    x = np.random.default_rng(0).standard_normal((2, 4, 6, 6))
+    step = plan(layers, inference=True)[0]
+    assert step.kind == "inverted_residual"
+    np.testing.assert_array_equal(step.forward(x, False), unfused(layers, x))
+    assert step._fused == {x.shape: False}
+    assert [p.kind for p in step.parts] == ["conv_activation", "conv_activation", "layer"]
+
+
+def test_the_step_is_for_inference_only():
+    step = InvertedResidual(tuple(block_layers(4, 8, 4, 1, 1, 1, True, True, np.float32)), 0)
+    x = np.zeros((1, 4, 5, 5), np.float32)
+    with pytest.raises(RuntimeError, match=r"InvertedResidual\(.*\) is an inference step"):
+        step.run(x, True)
+    with pytest.raises(RuntimeError, match=r"is an inference step: it has no backward"):
+        step.backward(np.zeros(1))
+
+
+def test_predict_of_a_network_of_blocks_equals_forward_and_training_is_unchanged():
+    """In a Sequential: predict takes the fused step (with its BatchNorms folded first), forward
+    and backward the layers."""
+    from cnn_im2col.architectures import inverted_residual as make_block
+    from cnn_im2col.layers import BatchNorm2D
+
+    net = Sequential([Conv2D(3, 8, 3, padding=1, dtype=np.float64), ReLU6(),
+                      make_block(8, 8, 1, 6, [1, 2, 3], np.float64),
+                      make_block(8, 16, 2, 6, [4, 5, 6], np.float64)])
+    rng = np.random.default_rng(1)
+    for key, value in net.buffers.items():
+        value[...] = rng.uniform(0.5, 1.5, value.shape) if key.endswith("var") else rng.normal(
+            0, 0.3, value.shape)
+    x = rng.standard_normal((5, 3, 16, 16))
+    np.testing.assert_allclose(net.predict(x), net.forward(x), rtol=1e-11, atol=1e-12)
+    body = net.layers[2].body
+    assert [s.kind for s in body._inference[0]] == ["inverted_residual"]
+    assert any(isinstance(layer, BatchNorm2D) for layer in body.layers)
+    out = net.forward(x, training=True)
+    assert net.backward(np.ones_like(out)).shape == x.shape
+
+
+def test_the_fused_block_matches_torch():
+    torch = pytest.importorskip("torch")
+    layers = block_layers(8, 48, 12, 2, 1, 1, True, True, np.float32)
+    x = np.random.default_rng(0).standard_normal((4, 8, 17, 17)).astype(np.float32) * 3
+    convs = [layer for layer in layers if isinstance(layer, Conv2D)]
+    theirs = torch.nn.Sequential(
+        torch.nn.Conv2d(8, 48, 1), torch.nn.ReLU6(),
+        torch.nn.Conv2d(48, 48, 3, stride=2, padding=1, groups=48), torch.nn.ReLU6(),
+        torch.nn.Conv2d(48, 12, 1))
+    with torch.no_grad():
+        for ours, module in zip(convs, theirs[::2]):
+            module.weight.copy_(torch.from_numpy(ours.params["weight"]))
+            module.bias.copy_(torch.from_numpy(ours.params["bias"]))
+        expected = theirs(torch.from_numpy(x)).numpy()
+    step = plan(layers, inference=True)[0]
+    for kernel in KERNELS:
+        np.testing.assert_allclose(fused(step, x, kernel), expected, rtol=1e-4, atol=1e-4)
