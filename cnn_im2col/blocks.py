@@ -264,11 +264,11 @@ class ConvActivation(_Block):
 class InvertedResidual(_Block):
     """Inference only: MobileNetV2's block, [Conv2D 1x1 -> ReLU6 ->] Conv2D 3x3 depthwise -> ReLU6
     -> Conv2D 1x1 (``layers``, 5 or 3 of them), as one step. For an input shape where its three
-    convolutions take the pointwise and depthwise strategies, with tied biases or none, one dtype
-    and maps of at least ``inverted_residual.MIN_PLANE`` pixels, it runs the fused kernel of
-    ``conv/inverted_residual.py`` (the numbers of the layers one by one to rounding); otherwise its
-    ``parts``: ``ConvActivation`` steps and the projection alone. No backward: :func:`plan` makes
-    it only for inference."""
+    convolutions take the pointwise and depthwise strategies, with tied biases or none and one
+    dtype, it runs the fused kernels of ``conv/inverted_residual.py`` (the numbers of the layers
+    one by one to rounding); otherwise its ``parts``: ``ConvActivation`` steps and the projection
+    alone. ``skip`` (a Residual's identity shortcut) is added to the output, inside the kernel
+    where it can. No backward: :func:`plan` makes it only for inference."""
 
     kind = "inverted_residual"
 
@@ -296,27 +296,43 @@ class InvertedResidual(_Block):
                 and inverted_residual.supports(self.depthwise.params["weight"].shape)
                 and self.project.plan((shape[0], shape[1], g.oh, g.ow)).strategy is pointwise)
 
-    def run(self, x: np.ndarray, training: bool) -> np.ndarray:
+    def forward(self, x: Any, training: bool, skip: np.ndarray | None = None) -> np.ndarray:
+        return self.run(self.layers[0].check_input(x), training, skip)
+
+    def infer(self, x: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
+        return self.run(x, False, skip)
+
+    def run(self, x: np.ndarray, training: bool, skip: np.ndarray | None = None) -> np.ndarray:
+        """The block's output, plus ``skip`` if given (of the output's shape, else ValueError):
+        inside the kernel where it has the weights' dtype and is C-contiguous, else in a pass of
+        its own."""
         if training:
             raise RuntimeError(f"{self!r} is an inference step: it keeps nothing for backward")
         fused = self._fused.get(x.shape)
         if fused is None:
             fused = self._fused[x.shape] = self._fuses(x.shape)
+        weight = self.depthwise.params["weight"]
+        hidden = x.shape if self.expand is None else (
+            x.shape[0], self.expand.out_channels, *x.shape[2:])
+        g = self.depthwise.plan(hidden).geometry
+        if skip is not None and skip.shape != (x.shape[0], self.project.out_channels, g.oh, g.ow):
+            raise ValueError(f"{self!r}: skip must have the output's shape "
+                             f"{(x.shape[0], self.project.out_channels, g.oh, g.ow)}, got "
+                             f"{skip.shape}")
         if not fused:
             for part in self.parts:
                 x = part.run(x, False)
-            return x
-        weight = self.depthwise.params["weight"]
+            return x if skip is None else np.add(x, skip, dtype=np.result_type(x, skip))
+        inner = skip if skip is None or (skip.dtype == weight.dtype
+                                         and skip.flags.c_contiguous) else None
         x = np.ascontiguousarray(x, dtype=weight.dtype)
-        expand = None
-        if self.expand is not None:
-            expand = (self.expand.params["weight"], self.expand.conv_bias())
-            g = self.depthwise.plan((x.shape[0], self.expand.out_channels, *x.shape[2:])).geometry
-        else:
-            g = self.depthwise.plan(x.shape).geometry
-        return inverted_residual.forward(
+        expand = None if self.expand is None else (self.expand.params["weight"],
+                                                   self.expand.conv_bias())
+        y = inverted_residual.forward(
             x, expand, (weight, self.depthwise.conv_bias()), g,
-            (self.project.params["weight"], self.project.conv_bias()))
+            (self.project.params["weight"], self.project.conv_bias()), inner)
+        return y if skip is None or inner is not None else np.add(
+            y, skip, dtype=np.result_type(y, skip))
 
     def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
         raise RuntimeError(f"{self!r} is an inference step: it has no backward")

@@ -185,9 +185,7 @@ class Container:
                 ) from None
         return shapes
 
-    def _forward_children(
-        self, x: np.ndarray, training: bool, infer: bool = False
-    ) -> list[np.ndarray]:
+    def _check_shapes(self, x: np.ndarray) -> None:
         # plan once: the shapes of a new input shape are checked before anything runs, so a block
         # whose branches do not rejoin is named with every branch's shape
         checked = self.__dict__.setdefault("_checked_shapes", set())
@@ -197,6 +195,11 @@ class Container:
                                  f"got shape {x.shape}")
             self.output_shape(x.shape[1:])
             checked.add(x.shape[1:])
+
+    def _forward_children(
+        self, x: np.ndarray, training: bool, infer: bool = False
+    ) -> list[np.ndarray]:
+        self._check_shapes(x)
         # x was checked where it entered: the children skip the NaN/Inf scan of their input
         with finite_scans_skipped():
             if infer:
@@ -288,7 +291,13 @@ class Residual(Container):
         return y
 
     def infer(self, x: np.ndarray, relu: bool = False) -> np.ndarray:
-        """``Container.infer``, with the ReLU of ``run``."""
+        """``Container.infer``, with the ReLU of ``run``. An identity shortcut without the ReLU is
+        handed to a body whose ``infer`` takes ``skip`` (a ``Sequential``: its last step may add
+        it in its own pass over the output, as MobileNetV2's fused block does)."""
+        if self.shortcut is None and not relu and getattr(self.body, "infer_takes_skip", False):
+            self._check_shapes(x)
+            with finite_scans_skipped():
+                return self.body.infer(x, skip=x)
         return self._join(x, self._forward_children(x, False, infer=True), relu)[0]
 
     def _join(self, x: np.ndarray, outputs: list[np.ndarray], relu: bool = False

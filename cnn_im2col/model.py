@@ -74,6 +74,8 @@ class Sequential(Trainer):
     ``params`` in place updates the layers.
     """
 
+    infer_takes_skip = True  # a Residual hands its identity shortcut to ``infer`` (see there)
+
     def __init__(
         self,
         layers: Iterable[Any],
@@ -521,11 +523,15 @@ class Sequential(Trainer):
             _check_finite(out, "output", "the input", owner)
             yield out
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
+    def infer(self, x: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
         """Inference on ``x`` already checked (a batch, finite), with no backward to follow: the
         steps of ``blocks.inference_plan``, Conv2D -> BatchNorm2D pairs folded into one
         convolution whose parameters are refreshed from the pair on every call (outputs equal to
-        ``forward(x)`` to rounding). Nested stacks and containers fold their own."""
+        ``forward(x)`` to rounding). Nested stacks and containers fold their own.
+
+        ``skip`` (a Residual's identity shortcut, of the output's shape) is added to the output:
+        inside the last step when that is a fused ``InvertedResidual`` (as the first value of each
+        output, no pass of its own), else after it."""
         key = self._layers_key()
         if self.__dict__.get("_inference_key") != key:
             self._inference = _blocks.inference_plan(self.layers)
@@ -533,10 +539,15 @@ class Sequential(Trainer):
         steps, folds = self._inference
         for fold in folds:
             fold.refresh()
+        last = steps[-1]
+        adds = skip is not None and isinstance(last, _blocks.InvertedResidual)
         with finite_scans_skipped():
-            x = steps[0].forward(x, False)  # its shape and channel checks (the scan was done)
-            for step in steps[1:]:
-                x = step.infer(x)
+            for i, step in enumerate(steps):
+                extra = {"skip": skip} if adds and step is last else {}
+                # the first step checks shape and channels (the NaN/Inf scan was done)
+                x = step.forward(x, False, **extra) if i == 0 else step.infer(x, **extra)
+        if skip is not None and not adds:
+            x = np.add(x, skip, dtype=np.result_type(x, skip))
         return x
 
     @uses_engine_blas

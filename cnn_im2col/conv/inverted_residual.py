@@ -114,16 +114,18 @@ def _project_group(d, wp, e0, y):
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})
-def inverted_residual_forward(x, we, be, wd, bd, sy, sx, dy, dx, pt, pl, wp, bp, out):
-    """``out = P(ReLU6(D(ReLU6(E(x)))))`` for each sample: E the 1x1 expansion ``we`` (E, C) +
-    ``be`` (E,) (none when ``we`` has no rows: then E = C), D the 3x3 depthwise convolution ``wd``
-    (E, 3, 3) + ``bd`` (E,) of strides (SY, SX), dilations (DY, DX) and top/left padding (PT, PL),
-    P the 1x1 projection ``wp`` (O, E) + ``bp`` (O,).
+def inverted_residual_forward(x, we, be, wd, bd, sy, sx, dy, dx, pt, pl, wp, bp, skip, out):
+    """``out = P(ReLU6(D(ReLU6(E(x))))) [+ skip]`` for each sample: E the 1x1 expansion ``we``
+    (E, C) + ``be`` (E,) (none when ``we`` has no rows: then E = C), D the 3x3 depthwise
+    convolution ``wd`` (E, 3, 3) + ``bd`` (E,) of strides (SY, SX), dilations (DY, DX) and
+    top/left padding (PT, PL),
+    P the 1x1 projection ``wp`` (O, E) + ``bp`` (O,); ``skip`` (N, O, OH, OW) is added (a
+    Residual's identity shortcut: it starts each output) unless it has no samples.
 
     x: (N, C, H, W), C-contiguous; out (written): (N, O, OH, OW), OH x OW the depthwise output.
     """
     n_count, c_count, height, width = x.shape
-    expand = we.shape[0] > 0
+    expand, adding = we.shape[0] > 0, skip.shape[0] > 0
     e_count, o_count = wd.shape[0], wp.shape[0]
     oh_count, ow_count = out.shape[2], out.shape[3]
     plane, out_plane = height * width, oh_count * ow_count
@@ -140,7 +142,13 @@ def inverted_residual_forward(x, we, be, wd, bd, sy, sx, dy, dx, pt, pl, wp, bp,
         xs = x[n].reshape(c_count, plane)
         y = out[n].reshape(o_count, out_plane)
         for o in range(o_count):
-            y[o, :] = bp[o]
+            yo, b = y[o], bp[o]
+            if adding:
+                so = skip[n, o].reshape(out_plane)
+                for p in range(out_plane):
+                    yo[_u(p)] = b + so[_u(p)]
+            else:
+                yo[:] = b
         for e0 in range(0, e_count, _GROUP):
             group = min(_GROUP, e_count - e0)
             if expand and group == _GROUP:
@@ -223,15 +231,22 @@ def depthwise_channels_last(h, be, activate, wd, bd, height, width, sy, sx, dy, 
 
 
 @nb.njit(cache=True, nogil=True)
-def from_channels_last(y, bp, out):
-    """``out[n, o, p] = y[n*OH*OW + p, o] + bp[o]``: y (k*OH*OW, O) -> out (k, O, OH, OW)."""
+def from_channels_last(y, bp, skip, out):
+    """``out[n, o, p] = y[n*OH*OW + p, o] + bp[o] [+ skip[n, o, p]]`` (``skip`` added unless it
+    has no samples): y (k*OH*OW, O) -> out (k, O, OH, OW)."""
     k, o_count, oh_count, ow_count = out.shape
     plane = oh_count * ow_count
+    adding = skip.shape[0] > 0
     for n in range(k):
         for o in range(o_count):
             dst, b = out[n, o].reshape(plane), bp[o]
-            for p in range(plane):
-                dst[_u(p)] = y[n * plane + p, o] + b
+            if adding:
+                src = skip[n, o].reshape(plane)
+                for p in range(plane):
+                    dst[_u(p)] = (y[n * plane + p, o] + b) + src[_u(p)]
+            else:
+                for p in range(plane):
+                    dst[_u(p)] = y[n * plane + p, o] + b
 
 
 
@@ -252,12 +267,14 @@ def forward(
     depthwise: tuple[np.ndarray, np.ndarray | None],
     g: WindowGeometry,
     project: tuple[np.ndarray, np.ndarray | None],
+    skip: np.ndarray | None = None,
 ) -> np.ndarray:
     """The block's output (N, O, OH, OW) for checked, C-contiguous ``x`` (N, C, H, W) of the
     weights' dtype: ``expand`` (None: no expansion), ``depthwise`` and ``project`` are each
     (weight, bias or None), the convolutions' own arrays ((E, C, 1, 1), (E, 1, 3, 3), (O, E, 1,
-    1)); ``g`` is the depthwise layer's geometry. Maps of at least ``MIN_PLANE`` pixels run
-    plane by plane, smaller ones channels-last; batch slices on the engine's pool."""
+    1)); ``g`` is the depthwise layer's geometry; ``skip`` (C-contiguous, the output's shape and
+    dtype) is added to the output. Maps of at least ``MIN_PLANE`` pixels run plane by plane,
+    smaller ones channels-last; batch slices on the engine's pool."""
     dtype = x.dtype
     n, height, width = x.shape[0], x.shape[2], x.shape[3]
     wd, bd = depthwise
@@ -270,12 +287,13 @@ def forward(
     wp = project[0].reshape(project[0].shape[0], channels)
     bp = _bias(project[1], wp.shape[0], dtype)
     out = np.empty((n, wp.shape[0], g.oh, g.ow), dtype=dtype)
+    skips = np.empty((0, 0, 0, 0), dtype) if skip is None else skip  # none: no samples
     if height * width >= MIN_PLANE:
         wd3 = wd.reshape(channels, 3, 3)
 
         def planes(s: slice) -> None:
             inverted_residual_forward(x[s], we, be, wd3, bd, g.sy, g.sx, g.dy, g.dx, g.top,
-                                      g.left, wp, bp, out[s])
+                                      g.left, wp, bp, skips[s], out[s])
 
         _threads.parallel_map(planes, cache_slices(n, x[0].nbytes + out[0].nbytes))
         return out
@@ -290,7 +308,7 @@ def forward(
         d = np.empty((k * out_plane, channels), dtype)
         depthwise_channels_last(h, be, expand is not None, wd_last, bd, height, width, g.sy,
                                 g.sx, g.dy, g.dx, g.top, g.left, g.oh, g.ow, d)
-        from_channels_last(matmul(d, wp.T), bp, out[s])
+        from_channels_last(matmul(d, wp.T), bp, skips[s], out[s])
 
     _threads.parallel_map(rows, cache_slices(n, (plane + out_plane) * channels * x.itemsize))
     return out

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cnn_im2col.blocks import InvertedResidual, plan
+from cnn_im2col.containers import Residual
 from cnn_im2col.conv import inverted_residual
 from cnn_im2col.layers import Conv2D, ReLU, ReLU6
 from cnn_im2col.model import Sequential
@@ -148,8 +149,9 @@ def test_the_step_is_for_inference_only():
         step.backward(np.zeros(1))
 
 
-def test_predict_of_a_network_of_blocks_equals_forward_and_training_is_unchanged():
-    """In a Sequential: predict takes the fused step (with its BatchNorms folded first), forward
+def test_predict_of_a_network_of_blocks_equals_forward_and_training_is_unchanged(monkeypatch):
+    """In a Sequential: predict takes the fused step (with its BatchNorms folded first, and a
+    Residual's identity shortcut added inside it: the Residual's own join never runs), forward
     and backward the layers."""
     from cnn_im2col.architectures import inverted_residual as make_block
     from cnn_im2col.layers import BatchNorm2D
@@ -162,7 +164,14 @@ def test_predict_of_a_network_of_blocks_equals_forward_and_training_is_unchanged
         value[...] = rng.uniform(0.5, 1.5, value.shape) if key.endswith("var") else rng.normal(
             0, 0.3, value.shape)
     x = rng.standard_normal((5, 3, 16, 16))
-    np.testing.assert_allclose(net.predict(x), net.forward(x), rtol=1e-11, atol=1e-12)
+    expected = net.forward(x)
+
+    def no_join(*args, **kwargs):
+        raise AssertionError("the Residual joined its branches itself")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Residual, "_join", no_join)
+        np.testing.assert_allclose(net.predict(x), expected, rtol=1e-11, atol=1e-12)
     body = net.layers[2].body
     assert [s.kind for s in body._inference[0]] == ["inverted_residual"]
     assert any(isinstance(layer, BatchNorm2D) for layer in body.layers)
@@ -187,3 +196,33 @@ def test_the_fused_block_matches_torch():
     step = plan(layers, inference=True)[0]
     for kernel in KERNELS:
         np.testing.assert_allclose(fused(step, x, kernel), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("skip_kind", ["same dtype", "float64 on float32", "strided"])
+def test_a_skip_is_added_to_the_output_inside_the_kernel_or_after_it(kernel, skip_kind):
+    """A Residual's identity shortcut: the block's output + skip, in NumPy's result dtype."""
+    layers = block_layers(6, 24, 6, 1, 1, 1, True, True, np.float32)
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((3, 6, 9, 9)) * 3).astype(np.float32)
+    skip = {"same dtype": x, "float64 on float32": x.astype(np.float64),
+            "strided": np.repeat(x, 2, axis=-1)[..., ::2]}[skip_kind]
+    step = plan(layers, inference=True)[0]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(inverted_residual, "MIN_PLANE", KERNELS[kernel])
+        out = step.run(x, False, skip)
+    expected = np.add(unfused(layers, x), skip, dtype=np.result_type(np.float32, skip))
+    assert out.dtype == expected.dtype
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"InvertedResidual\(.*\): skip must have the output's "
+                                         r"shape \(3, 6, 9, 9\), got \(3, 6, 9, 8\)"):
+        step.run(x, False, skip[..., :8])
+
+
+def test_a_skip_is_added_after_the_parts_where_the_kernels_do_not_apply():
+    layers = block_layers(4, 8, 4, 1, 1, 1, True, True, np.float64)
+    layers[2] = Conv2D(8, 8, 5, padding=2, groups=8, dtype=np.float64, seed=3)
+    x = np.random.default_rng(0).standard_normal((2, 4, 6, 6))
+    step = plan(layers, inference=True)[0]
+    np.testing.assert_array_equal(step.run(x, False, x), unfused(layers, x) + x)
+    assert step._fused == {x.shape: False}
