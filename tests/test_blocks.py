@@ -232,13 +232,14 @@ def conv_relu_pools(draw, winograd_conv=False):
 def test_fused_conv_relu_pool_equals_its_layers_one_by_one(strategy, data, training):
     with pytest.MonkeyPatch.context() as patch:
         if strategy == "winograd":  # "auto" takes it at any size and channel count
+            patch.setattr(conv, "_FEW_CHANNELS_DIRECT", False)
             patch.setattr(conv, "AUTO_MIN_CHANNELS", 1)
             patch.setattr(conv, "AUTO_MIN_SIDE", 1)
             patch.setattr(conv, "AUTO_MIN_PIXELS", 1)
         case = data.draw(conv_relu_pools(winograd_conv=strategy == "winograd"))
         check_fused_conv_relu_pool(case, training)
-    # which algorithm ran: Winograd when forced, im2col (or the depthwise kernels) at these small
-    # channel counts otherwise
+    # which algorithm ran: Winograd when forced, im2col (or the depthwise or few-channel direct
+    # kernels) at these small channel counts otherwise
     assert isinstance(case[0][0]._cache, winograd.WinogradCache) == (strategy == "winograd")
 
 
@@ -458,7 +459,7 @@ def test_fold_cases_bias_affine_and_batch_statistics(bias, affine, track):
 # ------------------------------------------------------- inference: Conv2D -> clipped activation
 @pytest.mark.parametrize("activation", ["ReLU6", "HardSigmoid", "HardSwish"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("strategy", ["im2col", "winograd", "depthwise", "pointwise"])
+@pytest.mark.parametrize("strategy", ["im2col", "winograd", "depthwise", "pointwise", "direct"])
 def test_predict_fuses_a_clipped_activation_into_each_convolution_slice_bit_for_bit(
         activation, dtype, strategy):
     """predict applies ReLU6 / HardSigmoid / HardSwish in place to each slice its convolution
@@ -466,7 +467,8 @@ def test_predict_fuses_a_clipped_activation_into_each_convolution_slice_bit_for_
     from cnn_im2col import layers
 
     conv = {  # (layer, input shape): one per strategy that "auto" picks
-        "im2col": (Conv2D(3, 8, 3, stride=2, padding=1, dtype=dtype, seed=0), (5, 3, 12, 12)),
+        "im2col": (Conv2D(5, 8, 3, stride=2, padding=1, dtype=dtype, seed=0), (5, 5, 12, 12)),
+        "direct": (Conv2D(3, 8, 3, stride=2, padding=1, dtype=dtype, seed=0), (5, 3, 12, 12)),
         "winograd": (Conv2D(8, 8, 3, padding=1, dtype=dtype, seed=0), (4, 8, 16, 16)),
         "depthwise": (Conv2D(8, 8, 3, padding=1, groups=8, dtype=dtype, seed=0), (5, 8, 9, 9)),
         "pointwise": (Conv2D(8, 16, 1, dtype=dtype, seed=0), (5, 8, 7, 7)),

@@ -478,6 +478,16 @@ def _group_rows_t(cols_t: np.ndarray, groups: int) -> np.ndarray:
 _ONE_SAMPLE_PLANE = 1024
 
 
+def batch_slices(x_shape: tuple[int, ...], g: WindowGeometry, groups: int, itemsize: int
+                 ) -> list[slice]:
+    """The batch slices of ``forward`` (numba) for an input of ``x_shape``: one sample each for
+    large ungrouped maps, else as many samples as keep a slice's im2col matrix in cache."""
+    n, plane = x_shape[0], g.oh * g.ow
+    if groups == 1 and plane >= _ONE_SAMPLE_PLANE:
+        return _threads.split(n, n)
+    return cache_slices(n, x_shape[1] * g.kh * g.kw * plane * itemsize)
+
+
 def forward(
     x: np.ndarray,
     weight: np.ndarray,
@@ -505,11 +515,7 @@ def forward(
         out = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
         bias2 = bias_columns(bias, out_channels, weight.dtype)
         out3 = out.reshape(n, out_channels, plane)
-        rows = x.shape[1] * g.kh * g.kw
-        if groups == 1 and plane >= _ONE_SAMPLE_PLANE:
-            slices = _threads.split(n, n)
-        else:
-            slices = cache_slices(n, rows * plane * x.itemsize)
+        slices = batch_slices(x.shape, g, groups, x.itemsize)
 
         def block(s: slice) -> np.ndarray | None:
             cols = unfold_t(x[s], g)

@@ -1,0 +1,155 @@
+"""The direct strategy of a 3x3 convolution with few input channels (a network's RGB or grayscale
+stem): its forward computed straight from the input's phase planes, four output maps at a time,
+with no im2col matrix; its backward is im2col's, that matrix rebuilt slice by slice from the kept
+input.
+
+With C <= ``MAX_CHANNELS`` input channels the im2col matrix has only 9*C rows: its GEMM has an
+inner axis of 27 for RGB, and the strategy's time goes into building that matrix and into the
+Python between a slice's kernels (a 3 -> 16 stem at 32x32, batch 64, took 1.4 ms on one thread
+and no less on two). Here each sample's C input planes are split once into zero-bordered phase
+planes (``depthwise.split_phases``, as the depthwise strategy does), and each group of four output
+maps is accumulated in one pass per input channel: at each output position the nine taps are
+loaded once and feed 36 multiply-adds (four maps), in the depthwise kernel's tap-by-tap layout.
+The im2col strategy is this one's slow twin; the tests hold them equal to rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numba as nb
+import numpy as np
+
+from .. import threads as _threads
+from ..arrays import unsigned as _u
+from ..shapes import WindowGeometry
+from . import im2col
+from .depthwise import nine_bases, split_phases, taps
+from .im2col import Im2colCache, backward, bias_columns
+
+__all__ = ["MAX_CHANNELS", "backward", "direct_forward", "forward", "supports"]
+
+#: input channels up to which a 3x3 convolution (groups 1) takes this strategy under "auto"
+MAX_CHANNELS = 4
+
+_GROUP = 4  # output maps accumulated together
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
+def _four_maps(q, w, o, c, bases, acc):
+    """``acc[j, k] += sum_t w[o + j, c, t] * q[bases[t] + k]`` for j < 4: each tap's value
+    loaded once for the four output maps."""
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = bases
+    u0, u1, u2, u3, u4, u5, u6, u7, u8 = w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2], \
+        w[o, c, 1, 0], w[o, c, 1, 1], w[o, c, 1, 2], w[o, c, 2, 0], w[o, c, 2, 1], w[o, c, 2, 2]
+    v0, v1, v2, v3, v4, v5, v6, v7, v8 = w[o + 1, c, 0, 0], w[o + 1, c, 0, 1], \
+        w[o + 1, c, 0, 2], w[o + 1, c, 1, 0], w[o + 1, c, 1, 1], w[o + 1, c, 1, 2], \
+        w[o + 1, c, 2, 0], w[o + 1, c, 2, 1], w[o + 1, c, 2, 2]
+    s0, s1, s2, s3, s4, s5, s6, s7, s8 = w[o + 2, c, 0, 0], w[o + 2, c, 0, 1], \
+        w[o + 2, c, 0, 2], w[o + 2, c, 1, 0], w[o + 2, c, 1, 1], w[o + 2, c, 1, 2], \
+        w[o + 2, c, 2, 0], w[o + 2, c, 2, 1], w[o + 2, c, 2, 2]
+    t0, t1, t2, t3, t4, t5, t6, t7, t8 = w[o + 3, c, 0, 0], w[o + 3, c, 0, 1], \
+        w[o + 3, c, 0, 2], w[o + 3, c, 1, 0], w[o + 3, c, 1, 1], w[o + 3, c, 1, 2], \
+        w[o + 3, c, 2, 0], w[o + 3, c, 2, 1], w[o + 3, c, 2, 2]
+    a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
+    for k in range(a0.shape[0]):
+        x0, x1, x2 = q[_u(b0 + k)], q[_u(b1 + k)], q[_u(b2 + k)]
+        x3, x4, x5 = q[_u(b3 + k)], q[_u(b4 + k)], q[_u(b5 + k)]
+        x6, x7, x8 = q[_u(b6 + k)], q[_u(b7 + k)], q[_u(b8 + k)]
+        a0[_u(k)] += (u0 * x0 + u1 * x1 + u2 * x2) + (u3 * x3 + u4 * x4 + u5 * x5) + (
+            u6 * x6 + u7 * x7 + u8 * x8)
+        a1[_u(k)] += (v0 * x0 + v1 * x1 + v2 * x2) + (v3 * x3 + v4 * x4 + v5 * x5) + (
+            v6 * x6 + v7 * x7 + v8 * x8)
+        a2[_u(k)] += (s0 * x0 + s1 * x1 + s2 * x2) + (s3 * x3 + s4 * x4 + s5 * x5) + (
+            s6 * x6 + s7 * x7 + s8 * x8)
+        a3[_u(k)] += (t0 * x0 + t1 * x1 + t2 * x2) + (t3 * x3 + t4 * x4 + t5 * x5) + (
+            t6 * x6 + t7 * x7 + t8 * x8)
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"contract"})
+def direct_forward(x, w, sy, sx, dy, dx, pt, pl, bias, relu, out):
+    """``out[n, o] = f(bias[o] + sum_c w[o, c] (*) x[n, c])``, the 3x3 correlation of strides (SY,
+    SX), dilations (DY, DX) and top/left padding (PT, PL) (padding reads 0; f = ReLU if
+    ``relu``).
+
+    x: (N, C, H, W); w: (O, C, 3, 3); bias: (O, 1) or (O, OH*OW); out (written): (N, O, OH, OW).
+    """
+    n_count, c_count = x.shape[0], x.shape[1]
+    o_count = w.shape[0]
+    oh_count, ow_count = out.shape[2], out.shape[3]
+    by0, span_y = taps(3, sy, dy, pt)
+    bx0, span_x = taps(3, sx, dx, pl)
+    qh, qw = oh_count + span_y + 1, ow_count + span_x  # as depthwise_forward's phase planes
+    size = sy * sx * qh * qw
+    q = np.zeros(c_count * size, dtype=x.dtype)  # borders stay 0: only image cells are written
+    bases = nine_bases(sy, sx, dy, dx, pt, pl, by0, bx0, qh, qw)
+    acc = np.empty((_GROUP, oh_count * qw), dtype=x.dtype)
+    untied = bias.shape[1] > 1
+    zero = x.dtype.type(0)
+    for n in range(n_count):
+        for c in range(c_count):
+            split_phases(x[n, c], sy, sx, by0, bx0, qh, qw, q[c * size : (c + 1) * size])
+        for o0 in range(0, o_count, _GROUP):
+            group = min(_GROUP, o_count - o0)
+            for j in range(group):
+                aj = acc[j]
+                for oh in range(oh_count):
+                    for ow in range(ow_count):
+                        aj[_u(oh * qw + ow)] = bias[o0 + j, oh * ow_count + ow if untied else 0]
+            for c in range(c_count):
+                qc = q[c * size : (c + 1) * size]
+                if group == _GROUP:
+                    _four_maps(qc, w, o0, c, bases, acc)
+                    continue
+                for j in range(group):  # the maps left over, one at a time
+                    aj = acc[j]
+                    for t in range(9):
+                        wt, base = w[o0 + j, c, t // 3, t % 3], bases[t]
+                        for k in range(aj.shape[0]):
+                            aj[_u(k)] += wt * qc[_u(base + k)]
+            for j in range(group):
+                aj, dst = acc[j], out[n, o0 + j]
+                for oh in range(oh_count):
+                    row = dst[oh]
+                    for ow in range(ow_count):
+                        v = aj[_u(oh * qw + ow)]
+                        row[_u(ow)] = v if (v > zero or not relu) else zero
+
+
+def supports(weight_shape: tuple[int, ...], groups: int) -> bool:
+    """Whether a convolution may take this strategy: groups 1, a 3x3 kernel, at most
+    ``MAX_CHANNELS`` input channels."""
+    return groups == 1 and tuple(weight_shape[2:]) == (3, 3) and weight_shape[1] <= MAX_CHANNELS
+
+
+def forward(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    g: WindowGeometry,
+    *,
+    groups: int = 1,
+    backend: str = "numba",
+    owner: str = "conv2d",
+    keep: bool = True,
+    relu: bool = False,
+    then: Callable[[slice, np.ndarray], None] | None = None,
+) -> tuple[np.ndarray, Im2colCache]:
+    """``conv2d_forward``'s direct strategy on checked arguments (as ``conv.im2col.forward``;
+    ``groups`` is 1, ``backend`` numba). The cache is im2col's with the input kept (``keep``
+    does not apply): ``backward`` (im2col's) rebuilds each slice's matrix from it."""
+    n, out_channels = x.shape[0], weight.shape[0]
+    out = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
+    bias2 = bias_columns(bias, out_channels, weight.dtype)
+    w4 = np.ascontiguousarray(weight)
+
+    def block(s: slice) -> None:
+        direct_forward(x[s], w4, g.sy, g.sx, g.dy, g.dx, g.top, g.left, bias2, relu, out[s])
+        if then is not None:
+            then(s, out[s])
+
+    slices = im2col.batch_slices(x.shape, g, 1, x.itemsize)  # backward's, rebuilding the matrix
+    _threads.parallel_map(block, _threads.split(n, min(n, 4 * _threads.get_num_threads())))
+    cache = Im2colCache(x.shape, weight, None if bias is None else bias.shape, g, 1, "numba",
+                        owner, None, x, slices, out if relu else None)
+    return out, cache

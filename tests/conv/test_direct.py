@@ -1,0 +1,113 @@
+"""The direct strategy of a 3x3 convolution with few input channels (``conv/direct.py``) equals
+its twin, the im2col path, and the oracle, on drawn shapes, strides, dilations, paddings, biases,
+dtypes and layouts, with and without the fused ReLU and a per-slice ``then``; its backward
+(im2col's, from the kept input) passes a float64 finite-difference check; ``choose`` takes it for
+exactly the convolutions it supports, under ``algorithm="auto"``."""
+
+import numpy as np
+import pytest
+from conftest import in_memory_order, tolerance
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cnn_im2col import conv
+from cnn_im2col import functional as F
+from cnn_im2col.conv import direct
+from cnn_im2col.gradcheck import check_function
+from cnn_im2col.shapes import dilated_geometry
+from conv.cases import oracle_conv
+
+
+@st.composite
+def few_channel_cases(draw):
+    n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, direct.MAX_CHANNELS)), draw(
+        st.integers(1, 9))  # groups of four output maps and the rest
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    h = draw(st.integers(max(1, 2 * dilation[0] + 1 - 2 * padding[0]), 13))
+    w = draw(st.integers(max(1, 2 * dilation[1] + 1 - 2 * padding[1]), 13))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    bias_mode = draw(st.sampled_from(["tied", "untied", None]))
+    g = dilated_geometry(h, w, (3, 3), stride, dilation, padding, "test")
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    weight = rng.standard_normal((o, c, 3, 3)).astype(dtype)
+    bias = {"tied": rng.standard_normal(o), "untied": rng.standard_normal((o, g.oh, g.ow)),
+            None: None}[bias_mode]
+    bias = None if bias is None else bias.astype(dtype)
+    dout = rng.standard_normal((n, o, g.oh, g.ow)).astype(dtype)
+    order = draw(st.sampled_from(["C", "F", "strided"]))
+    return x, weight, bias, stride, padding, dilation, dout, order
+
+
+@given(case=few_channel_cases(), relu=st.booleans(), input_grad=st.booleans())
+def test_the_direct_kernel_equals_the_im2col_path_and_the_oracle(case, relu, input_grad):
+    x, weight, bias, stride, padding, dilation, dout, order = case
+    rtol, atol = tolerance(x.dtype)
+    kw = {"stride": stride, "padding": padding, "dilation": dilation, "relu": relu}
+    results = []
+    for algorithm in ("auto", "im2col"):
+        seen = []
+
+        def then(s, out_slice, seen=seen):  # each slice once, right after it is written
+            seen.append((s.start, s.stop, out_slice.copy()))
+
+        out, cache = F.conv2d_forward(in_memory_order(x, order), weight, bias,
+                                      algorithm=algorithm, then=then, **kw)
+        results.append((out, *F.conv2d_backward(dout, cache, input_grad=input_grad)))
+        starts = sorted((start, stop) for start, stop, _ in seen)
+        assert [a for a, _ in starts] == [0] + [b for _, b in starts[:-1]]
+        assert starts[-1][1] == x.shape[0]
+        for start, stop, values in seen:
+            np.testing.assert_array_equal(values, out[start:stop])
+    assert conv.choose("auto", "numba", weight.shape, dilated_geometry(
+        x.shape[2], x.shape[3], (3, 3), stride, dilation, padding, "t"), 1, x.shape[1],
+        x.shape[0], "t") is direct
+    for a, b in zip(*results):
+        if a is None:
+            assert b is None
+        else:
+            np.testing.assert_allclose(a, b, rtol, atol)
+    if not relu:
+        ref_out, ref_dx, ref_dw = oracle_conv(x, weight, bias, stride, padding, dilation, 1, dout)
+        np.testing.assert_allclose(results[0][0], ref_out, rtol, atol)
+        np.testing.assert_allclose(results[0][2], ref_dw, rtol, atol)
+
+
+@pytest.mark.parametrize("bias_mode", ["tied", "untied", None])
+def test_direct_gradcheck_float64(bias_mode):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 7, 6))
+    weight = rng.standard_normal((5, 3, 3, 3))
+    kw = {"stride": (2, 1), "padding": (1, 2), "dilation": (1, 2), "relu": True}
+    bias = {"tied": rng.standard_normal(5), "untied": rng.standard_normal((5, 4, 6)),
+            None: None}[bias_mode]
+    state = {}
+    for index, (name, value) in enumerate((("x", x), ("weight", weight), ("bias", bias))):
+        if value is None:
+            continue
+
+        def forward(v, name=name):
+            args = {"x": x, "weight": weight, "bias": bias, name: v}
+            out, state["cache"] = F.conv2d_forward(args["x"], args["weight"], args["bias"], **kw)
+            assert conv.choose("auto", "numba", weight.shape, state["cache"].geometry, 1, 3, 2,
+                               "t") is direct
+            return out
+
+        check_function(
+            forward, lambda d, index=index: F.conv2d_backward(d, state["cache"])[index], value
+        )
+
+
+def test_choose_takes_the_direct_kernel_for_few_channel_3x3_kernels_under_auto_only():
+    g = dilated_geometry(32, 32, (3, 3), (1, 1), (1, 1), (1, 1), "t")
+    assert conv.choose("auto", "numba", (16, 3, 3, 3), g, 1, 3, 64, "t") is direct
+    assert conv.choose("auto", "numba", (16, 4, 3, 3), g, 1, 4, 64, "t") is direct
+    assert conv.choose("im2col", "numba", (16, 3, 3, 3), g, 1, 3, 64, "t") is conv.im2col
+    assert conv.choose("winograd", "numba", (16, 3, 3, 3), g, 1, 3, 64, "t") is conv.winograd
+    assert conv.choose("auto", "numpy", (16, 3, 3, 3), g, 1, 3, 64, "t") is conv.im2col
+    assert conv.choose("auto", "numba", (16, 5, 3, 3), g, 1, 5, 64, "t") is not direct
+    assert conv.choose("auto", "numba", (16, 2, 3, 3), g, 2, 4, 64, "t") is not direct  # groups
+    g5 = dilated_geometry(32, 32, (5, 5), (1, 1), (1, 1), (2, 2), "t")
+    assert conv.choose("auto", "numba", (16, 3, 5, 5), g5, 1, 3, 64, "t") is not direct
