@@ -38,12 +38,14 @@ def thread_slices(n: int) -> list[slice]:
     return _threads.split(n, _threads.get_num_threads())
 
 
-def cache_slices(n: int, per_sample_bytes: int) -> list[slice]:
-    """A batch of ``n`` as slices for the pool: at least one per thread, each slice's temporary
-    (``per_sample_bytes`` a sample) at most ``_CHUNK_BYTES``, a multiple of the threads in all."""
+def cache_slices(n: int, per_sample_bytes: int, chunk_bytes: int = _CHUNK_BYTES,
+                 per_thread: int = 1) -> list[slice]:
+    """A batch of ``n`` as slices for the pool: at least ``per_thread`` per thread, each slice's
+    temporary (``per_sample_bytes`` a sample) at most ``chunk_bytes``, a multiple of the threads in
+    all."""
     threads = _threads.get_num_threads()
-    by_cache = -(-n * per_sample_bytes // _CHUNK_BYTES)
-    parts = max(threads, by_cache)
+    by_cache = -(-n * per_sample_bytes // chunk_bytes)
+    parts = max(threads * per_thread, by_cache)
     parts = -(-parts // threads) * threads  # a multiple of the threads: no worker idles at the end
     return _threads.split(n, parts)
 

@@ -281,6 +281,7 @@ class InvertedResidual(_Block):
                                   for i in range(0, len(self.layers) - 1, 2)]
         self.parts.append(LayerStep(self.project, self.last))
         self._fused: dict[tuple[int, ...], bool] = {}  # input shape -> whether the kernel runs it
+        self._frozen_weights: inverted_residual.BlockWeights | None = None
 
     def _fuses(self, shape: tuple[int, ...]) -> bool:
         convs = [c for c in (self.expand, self.depthwise, self.project) if c is not None]
@@ -326,13 +327,24 @@ class InvertedResidual(_Block):
         inner = skip if skip is None or (skip.dtype == weight.dtype
                                          and skip.flags.c_contiguous) else None
         x = np.ascontiguousarray(x, dtype=weight.dtype)
-        expand = None if self.expand is None else (self.expand.params["weight"],
-                                                   self.expand.conv_bias())
-        y = inverted_residual.forward(
-            x, expand, (weight, self.depthwise.conv_bias()), g,
-            (self.project.params["weight"], self.project.conv_bias()), inner)
+        y = inverted_residual.forward(x, self._weights(), g, inner)
         return y if skip is None or inner is not None else np.add(
             y, skip, dtype=np.result_type(y, skip))
+
+    def _weights(self) -> inverted_residual.BlockWeights:
+        """The kernels' copies of the weights: made on every call, as the layers' parameters may
+        have changed in place, except inside ``folds_frozen`` (a session's private network, which
+        nothing changes), where they are made once."""
+        frozen = getattr(_frozen, "on", False)
+        if frozen and self._frozen_weights is not None:
+            return self._frozen_weights
+        expand = None if self.expand is None else (self.expand.params["weight"],
+                                                   self.expand.conv_bias())
+        weights = inverted_residual.block_weights(
+            expand, (self.depthwise.params["weight"], self.depthwise.conv_bias()),
+            (self.project.params["weight"], self.project.conv_bias()))
+        self._frozen_weights = weights if frozen else None
+        return weights
 
     def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
         raise RuntimeError(f"{self!r} is an inference step: it has no backward")

@@ -1,27 +1,33 @@
-"""MobileNetV2's inverted residual at inference, in one compiled pass per sample: a 1x1 expansion
--> ReLU6 -> 3x3 depthwise -> ReLU6 -> 1x1 projection (the expansion optional), its three
-convolutions' BatchNorms already folded into them.
+"""MobileNetV2's inverted residual at inference as one step: a 1x1 expansion -> ReLU6 -> 3x3
+depthwise -> ReLU6 -> 1x1 projection (the expansion optional), the three convolutions' BatchNorms
+already folded into them, and a Residual's identity shortcut added in the same pass.
 
-Run as three layers, the expanded maps (6x the block's channels) are written to memory whole by the
-expansion, read and written whole by the depthwise layer, read again by the projection: a 16 -> 96
--> 16 block on 32x32 maps at batch 64 moves about 100 MB, and the two 1x1 products have an inner
-axis of only 16 or 96 (GEMMs that short spend their time packing). Here each sample is computed
-four expanded channels at a time: their four maps (one plane each, in the core's first-level
-cache) are expanded together from the sample's input (each input plane read once for four
-outputs), clipped, convolved by the depthwise kernel through its phase planes
-(``depthwise.nine_taps``, the same per-plane code as the depthwise strategy) into four maps that
-are then accumulated into every output channel's map (each read once for four channels, two
-outputs at a time). No expanded map leaves the cache, and nothing but the block's input and output
-touches memory. This is what onnxruntime and XNNPACK do not do (they run the layers apart, in a
-channel-blocked layout); measured 2026-12-04 against the three steps, Intel Xeon, 2 threads,
-batch 64, float32 (`benchmarks/README.md`). Small maps keep the three steps: below
-``MIN_PLANE`` input pixels a plane's vector loops are too short (4x4 maps: 2.5x slower fused).
+Run as three layers, the expanded maps (6x the block's channels) are written to memory whole by
+the expansion, read and written whole by the depthwise layer and read again by the projection (a
+16 -> 96 -> 16 block on 32x32 maps at batch 64 moves about 100 MB), each layer's 1x1 products are
+one short GEMM per sample (an inner axis of 16, or 16 pixels a sample at 4x4), and every layer
+pays its Python. Two kernels instead:
 
-The three layers run one by one are this kernel's slow twin; the tests hold them equal to
-rounding (the 1x1 sums are taken in another order than BLAS takes them).
+- **Plane by plane** (stride 1, maps of at least ``MIN_PLANE`` pixels): each sample four expanded
+  channels at a time. Their four maps (one plane each, in the core's first-level cache) are
+  expanded together from the sample's input (each input plane read once for the four), clipped,
+  convolved through their phase planes (``depthwise.nine_taps``, the depthwise strategy's
+  per-plane code) and accumulated into every output map (each read once for the four, two
+  outputs at a time). No expanded map leaves the cache.
+- **Channels-last rows** (smaller maps, and strided blocks): a batch slice's input is turned into
+  rows of channels, (k*H*W, C), expanded by one BLAS product with every sample's pixels in its
+  long axis, convolved by a loop whose vectors run over the expanded channels (all nine taps of an
+  output summed before it is stored), projected by a second product and turned back to NCHW with
+  the bias and the shortcut. Five compiled or BLAS calls a slice, none a layer.
+
+The three layers run one by one are the kernels' slow twin; the tests hold them equal to rounding
+(the 1x1 sums are taken in another order than BLAS takes them). Measured against the three steps
+in `benchmarks/README.md`.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numba as nb
 import numpy as np
@@ -32,10 +38,21 @@ from ..arrays import unsigned as _u
 from ..shapes import WindowGeometry
 from .depthwise import nine_taps, split_phases, taps
 
-#: input maps of at least this many pixels run plane by plane, smaller ones channels-last
+#: input maps of at least this many pixels run plane by plane at stride 1; smaller ones, and
+#: strided blocks, channels-last (measured 2026-12-04, Intel Xeon, 2 threads, batch 64, ms,
+#: planes / channels-last: 16 -> 96 -> 16 at 32x32 5.74 / 6.83, at 16x16 1.92 / 3.57; 16 -> 96
+#: -> 24 at 32x32 stride 2 4.48 / 3.76, 16 -> 96 -> 32 at 16x16 stride 2 1.74 / 1.03; 8 -> 48 ->
+#: 12 at 32x32 2.23 / 3.49)
 MIN_PLANE = 256
 
 _GROUP = 4  # expanded channels computed together: four planes of the L1 cache
+
+# The channels-last path's batch slices: at least two per thread, each slice's expanded rows and
+# depthwise rows at most this many bytes. Its GEMMs want long slices and each slice costs the
+# Python of five calls; measured 2026-12-04, Intel Xeon, 2 threads, batch 64, ms, 512 KiB slices
+# (12-18 of them) / 2 / 4 / 8 slices: 32 -> 192 -> 32 at 8x8 1.33 / 1.95 / 1.00 / 1.05; 48 -> 288
+# -> 48 at 8x8 2.09 / 3.29 / 1.66 / 1.75; 80 -> 480 -> 80 at 4x4 1.34 / 1.11 / 1.10 / 1.36.
+_ROWS_CHUNK_BYTES = 2**21
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -182,7 +199,8 @@ def inverted_residual_forward(x, we, be, wd, bd, sy, sx, dy, dx, pt, pl, wp, bp,
 
 @nb.njit(cache=True, nogil=True)
 def to_channels_last(x, xc):
-    """``xc[n*H*W + p, c] = x[n, c, p]``: x (k, C, H, W) -> xc (k*H*W, C)."""
+    """``xc[n*H*W + p, c] = x[n, c, p]``: x (k, C, H, W) -> xc (k*H*W or more rows, C; the rows
+    after the first k*H*W are left as they are)."""
     k, c_count, height, width = x.shape
     plane = height * width
     for n in range(k):
@@ -192,42 +210,56 @@ def to_channels_last(x, xc):
                 xc[n * plane + p, c] = src[_u(p)]
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _tap_row(base, r, c, height, width, zero_row):
+    """The row of h that a tap at image cell (r, c) reads: the zero row outside the image."""
+    return base + r * width + c if 0 <= r < height and 0 <= c < width else zero_row
+
+
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})
 def depthwise_channels_last(h, be, activate, wd, bd, height, width, sy, sx, dy, dx, pt, pl,
                             oh_count, ow_count, d):
-    """The depthwise step in channels-last rows: ``h`` (k*H*W, E), with ``activate`` first made
-    ReLU6(h + be) in place (the expansion's bias and activation); ``d`` (k*OH*OW, E, written) =
-    ReLU6(bd + the 3x3 taps ``wd`` (3, 3, E)), each output position's E values as one vector
-    loop per tap (padding skipped)."""
+    """The depthwise step in channels-last rows: ``h`` (k*H*W + 1, E), its last row zeros (what
+    padding reads), the others with ``activate`` first made ReLU6(h + be) in place (the
+    expansion's bias and activation); ``d`` (k*OH*OW, E, written) = ReLU6(bd + the 3x3 taps ``wd``
+    (3, 3, E)). At each output position the nine rows a window reads are found first, then its E
+    outputs are one vector loop over all nine taps (each output stored once, not once per tap:
+    64x192 8x8 maps 0.96 -> 0.xx ms on one thread)."""
     e_count = h.shape[1]
-    k = h.shape[0] // (height * width)
+    zero_row = h.shape[0] - 1
+    k = zero_row // (height * width)
     out_plane = oh_count * ow_count
     zero, six = h.dtype.type(0), h.dtype.type(6)
     if activate:
-        for r in range(h.shape[0]):
+        for r in range(zero_row):
             row = h[r]
             for e in range(e_count):
                 row[e] = _relu6(row[e] + be[e], zero, six)
+    w0, w1, w2, w3, w4 = wd[0, 0], wd[0, 1], wd[0, 2], wd[1, 0], wd[1, 1]
+    w5, w6, w7, w8 = wd[1, 2], wd[2, 0], wd[2, 1], wd[2, 2]
     for n in range(k):
         base = n * height * width
         for oh in range(oh_count):
+            r0, r1, r2 = oh * sy - pt, oh * sy - pt + dy, oh * sy - pt + 2 * dy
             for ow in range(ow_count):
+                c0, c1, c2 = ow * sx - pl, ow * sx - pl + dx, ow * sx - pl + 2 * dx
+                i0 = _tap_row(base, r0, c0, height, width, zero_row)
+                i1 = _tap_row(base, r0, c1, height, width, zero_row)
+                i2 = _tap_row(base, r0, c2, height, width, zero_row)
+                i3 = _tap_row(base, r1, c0, height, width, zero_row)
+                i4 = _tap_row(base, r1, c1, height, width, zero_row)
+                i5 = _tap_row(base, r1, c2, height, width, zero_row)
+                i6 = _tap_row(base, r2, c0, height, width, zero_row)
+                i7 = _tap_row(base, r2, c1, height, width, zero_row)
+                i8 = _tap_row(base, r2, c2, height, width, zero_row)
+                h0, h1, h2, h3, h4 = h[i0], h[i1], h[i2], h[i3], h[i4]
+                h5, h6, h7, h8 = h[i5], h[i6], h[i7], h[i8]
                 a = d[n * out_plane + oh * ow_count + ow]
                 for e in range(e_count):
-                    a[e] = bd[e]
-                for i in range(3):
-                    r = oh * sy - pt + i * dy
-                    if r < 0 or r >= height:
-                        continue
-                    for j in range(3):
-                        c = ow * sx - pl + j * dx
-                        if c < 0 or c >= width:
-                            continue
-                        src, wv = h[base + r * width + c], wd[i, j]
-                        for e in range(e_count):
-                            a[e] += wv[e] * src[e]
-                for e in range(e_count):
-                    a[e] = _relu6(a[e], zero, six)
+                    v = bd[e] + w0[e] * h0[e] + w1[e] * h1[e] + w2[e] * h2[e]
+                    v += w3[e] * h3[e] + w4[e] * h4[e] + w5[e] * h5[e]
+                    v += w6[e] * h6[e] + w7[e] * h7[e] + w8[e] * h8[e]
+                    a[e] = _relu6(v, zero, six)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -257,58 +289,88 @@ def supports(dw_weight_shape: tuple[int, ...]) -> bool:
     return tuple(dw_weight_shape[1:]) == (1, 3, 3)
 
 
+class BlockWeights(NamedTuple):
+    """A block's weights in the layouts its kernels read (copies: made from the layers' arrays by
+    ``block_weights``)."""
+
+    expand: np.ndarray  # (E, C); no rows: no expansion
+    expand_t: np.ndarray  # (C, E), the channels-last product's operand
+    expand_bias: np.ndarray  # (E,)
+    depthwise: np.ndarray  # (E, 3, 3)
+    depthwise_last: np.ndarray  # (3, 3, E), channels-last
+    depthwise_bias: np.ndarray  # (E,)
+    project: np.ndarray  # (O, E)
+    project_t: np.ndarray  # (E, O)
+    project_bias: np.ndarray  # (O,)
+
+
 def _bias(bias: np.ndarray | None, channels: int, dtype: np.dtype) -> np.ndarray:
-    return np.zeros(channels, dtype) if bias is None else bias.reshape(channels)
+    return np.zeros(channels, dtype) if bias is None else np.array(bias.reshape(channels))
 
 
-def forward(
-    x: np.ndarray,
+def block_weights(
     expand: tuple[np.ndarray, np.ndarray | None] | None,
     depthwise: tuple[np.ndarray, np.ndarray | None],
-    g: WindowGeometry,
     project: tuple[np.ndarray, np.ndarray | None],
-    skip: np.ndarray | None = None,
-) -> np.ndarray:
-    """The block's output (N, O, OH, OW) for checked, C-contiguous ``x`` (N, C, H, W) of the
-    weights' dtype: ``expand`` (None: no expansion), ``depthwise`` and ``project`` are each
-    (weight, bias or None), the convolutions' own arrays ((E, C, 1, 1), (E, 1, 3, 3), (O, E, 1,
-    1)); ``g`` is the depthwise layer's geometry; ``skip`` (C-contiguous, the output's shape and
-    dtype) is added to the output. Maps of at least ``MIN_PLANE`` pixels run plane by plane,
-    smaller ones channels-last; batch slices on the engine's pool."""
-    dtype = x.dtype
-    n, height, width = x.shape[0], x.shape[2], x.shape[3]
+) -> BlockWeights:
+    """``expand`` (None: no expansion), ``depthwise`` and ``project``, each (weight, bias or None)
+    of the convolutions ((E, C, 1, 1), (E, 1, 3, 3), (O, E, 1, 1)), in the kernels' layouts.
+    Transposed operands are copied contiguous: BLAS multiplies them 1.6-2x faster than a
+    transposed view at these sizes (measured 2026-12-04, Intel Xeon, one thread, (64, 32) @ (32,
+    192) 10.4 -> 6.3 us, (16, 80) @ (80, 480) 20.7 -> 10.0 us)."""
     wd, bd = depthwise
-    channels = wd.shape[0]
-    bd = _bias(bd, channels, dtype)
+    dtype, channels = wd.dtype, wd.shape[0]
     if expand is None:
         we, be = np.zeros((0, 0), dtype), np.zeros(0, dtype)
     else:
-        we, be = expand[0].reshape(channels, -1), _bias(expand[1], channels, dtype)
-    wp = project[0].reshape(project[0].shape[0], channels)
-    bp = _bias(project[1], wp.shape[0], dtype)
-    out = np.empty((n, wp.shape[0], g.oh, g.ow), dtype=dtype)
+        we, be = np.array(expand[0].reshape(channels, -1)), _bias(expand[1], channels, dtype)
+    wp = np.array(project[0].reshape(project[0].shape[0], channels))
+    return BlockWeights(
+        we, np.ascontiguousarray(we.T), be, np.array(wd.reshape(channels, 3, 3)),
+        np.ascontiguousarray(wd.reshape(channels, 9).T).reshape(3, 3, channels),
+        _bias(bd, channels, dtype), wp, np.ascontiguousarray(wp.T),
+        _bias(project[1], wp.shape[0], dtype))
+
+
+def forward(x: np.ndarray, w: BlockWeights, g: WindowGeometry, skip: np.ndarray | None = None
+            ) -> np.ndarray:
+    """The block's output (N, O, OH, OW) for checked, C-contiguous ``x`` (N, C, H, W) of the
+    weights' dtype: ``w`` its weights (``block_weights``), ``g`` the depthwise layer's geometry;
+    ``skip`` (C-contiguous, the output's shape and dtype) is added to the output. Maps of at least
+    ``MIN_PLANE`` pixels run plane by plane, smaller ones channels-last; batch slices on the
+    engine's pool."""
+    dtype = x.dtype
+    n, height, width = x.shape[0], x.shape[2], x.shape[3]
+    channels, expand = w.depthwise.shape[0], w.expand.shape[0] > 0
+    out = np.empty((n, w.project.shape[0], g.oh, g.ow), dtype=dtype)
     skips = np.empty((0, 0, 0, 0), dtype) if skip is None else skip  # none: no samples
-    if height * width >= MIN_PLANE:
-        wd3 = wd.reshape(channels, 3, 3)
+    if height * width >= MIN_PLANE and g.sy == g.sx == 1:
 
         def planes(s: slice) -> None:
-            inverted_residual_forward(x[s], we, be, wd3, bd, g.sy, g.sx, g.dy, g.dx, g.top,
-                                      g.left, wp, bp, skips[s], out[s])
+            inverted_residual_forward(x[s], w.expand, w.expand_bias, w.depthwise,
+                                      w.depthwise_bias, g.sy, g.sx, g.dy, g.dx, g.top, g.left,
+                                      w.project, w.project_bias, skips[s], out[s])
 
         _threads.parallel_map(planes, cache_slices(n, x[0].nbytes + out[0].nbytes))
         return out
-    wd_last = np.ascontiguousarray(wd.reshape(channels, 9).T).reshape(3, 3, channels)
     plane, out_plane = height * width, g.oh * g.ow
 
     def rows(s: slice) -> None:
         k = s.stop - s.start
-        xc = np.empty((k * plane, x.shape[1]), dtype)
+        xc = np.empty((k * plane + (0 if expand else 1), x.shape[1]), dtype)
         to_channels_last(x[s], xc)
-        h = xc if expand is None else matmul(xc, we.T)  # (k*H*W, E)
+        if expand:
+            h = np.empty((k * plane + 1, channels), dtype)  # + a row of zeros: the padding
+            matmul(xc, w.expand_t, out=h[:-1])
+        else:
+            h = xc
+        h[-1] = 0
         d = np.empty((k * out_plane, channels), dtype)
-        depthwise_channels_last(h, be, expand is not None, wd_last, bd, height, width, g.sy,
-                                g.sx, g.dy, g.dx, g.top, g.left, g.oh, g.ow, d)
-        from_channels_last(matmul(d, wp.T), bp, skips[s], out[s])
+        depthwise_channels_last(h, w.expand_bias, expand, w.depthwise_last, w.depthwise_bias,
+                                height, width, g.sy, g.sx, g.dy, g.dx, g.top, g.left, g.oh,
+                                g.ow, d)
+        from_channels_last(matmul(d, w.project_t), w.project_bias, skips[s], out[s])
 
-    _threads.parallel_map(rows, cache_slices(n, (plane + out_plane) * channels * x.itemsize))
+    _threads.parallel_map(rows, cache_slices(n, (plane + out_plane) * channels * x.itemsize,
+                                             _ROWS_CHUNK_BYTES, per_thread=2))
     return out

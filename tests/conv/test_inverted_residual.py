@@ -226,3 +226,25 @@ def test_a_skip_is_added_after_the_parts_where_the_kernels_do_not_apply():
     step = plan(layers, inference=True)[0]
     np.testing.assert_array_equal(step.run(x, False, x), unfused(layers, x) + x)
     assert step._fused == {x.shape: False}
+
+
+@pytest.mark.parametrize("stride, dilation, padding", [(2, 1, 1), (3, 2, 2), (2, 1, 0)])
+def test_the_plane_kernel_itself_handles_strides_and_dilations(stride, dilation, padding):
+    """``forward`` sends strided blocks to the channels-last kernel; the plane kernel is general
+    all the same (one geometry code with the depthwise strategy) and is held to it here."""
+    from cnn_im2col.shapes import dilated_geometry
+
+    layers = block_layers(5, 12, 7, stride, padding, dilation, True, True, np.float64)
+    x = np.random.default_rng(stride).standard_normal((2, 5, 17, 16)) * 3
+    expected = unfused(layers, x)
+    expand, middle, project = layers[0], layers[2], layers[4]
+    w = inverted_residual.block_weights(
+        (expand.params["weight"], expand.params["bias"]),
+        (middle.params["weight"], middle.params["bias"]),
+        (project.params["weight"], project.params["bias"]))
+    g = dilated_geometry(17, 16, (3, 3), (stride, stride), (dilation, dilation), padding, "t")
+    out = np.empty_like(expected)
+    inverted_residual.inverted_residual_forward(
+        x, w.expand, w.expand_bias, w.depthwise, w.depthwise_bias, g.sy, g.sx, g.dy, g.dx, g.top,
+        g.left, w.project, w.project_bias, np.empty((0, 0, 0, 0)), out)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
