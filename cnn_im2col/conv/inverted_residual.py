@@ -63,7 +63,9 @@ def _relu6(v, zero, six):
 @nb.njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
 def _expand_group(xs, we, be, e0, h):
     """``h[j] = ReLU6(be[e0 + j] + sum_c we[e0 + j, c] * xs[c])`` for the four planes j of ``h``
-    (4, H*W): each input plane ``xs[c]`` is read once for all four, two at a time."""
+    (4, H*W): each input plane ``xs[c]`` is read once for all four, four planes at a time (16
+    weights in registers: 0.88-0.91x the time of two at a time, measured with the projection's
+    four outputs, Intel Xeon, batch 64)."""
     c_count, plane = xs.shape
     h0, h1, h2, h3 = h[0], h[1], h[2], h[3]
     b0, b1, b2, b3 = be[e0], be[e0 + 1], be[e0 + 2], be[e0 + 3]
@@ -73,18 +75,20 @@ def _expand_group(xs, we, be, e0, h):
         h2[_u(p)] = b2
         h3[_u(p)] = b3
     c = 0
-    while c + 2 <= c_count:
-        x0, x1 = xs[c], xs[c + 1]
-        w00, w01, w10, w11 = we[e0, c], we[e0, c + 1], we[e0 + 1, c], we[e0 + 1, c + 1]
-        w20, w21, w30, w31 = we[e0 + 2, c], we[e0 + 2, c + 1], we[e0 + 3, c], we[e0 + 3, c + 1]
+    while c + 4 <= c_count:
+        x0, x1, x2, x3 = xs[c], xs[c + 1], xs[c + 2], xs[c + 3]
+        w00, w01, w02, w03 = we[e0, c], we[e0, c + 1], we[e0, c + 2], we[e0, c + 3]
+        w10, w11, w12, w13 = we[e0 + 1, c], we[e0 + 1, c + 1], we[e0 + 1, c + 2], we[e0 + 1, c + 3]
+        w20, w21, w22, w23 = we[e0 + 2, c], we[e0 + 2, c + 1], we[e0 + 2, c + 2], we[e0 + 2, c + 3]
+        w30, w31, w32, w33 = we[e0 + 3, c], we[e0 + 3, c + 1], we[e0 + 3, c + 2], we[e0 + 3, c + 3]
         for p in range(plane):
-            a0, a1 = x0[_u(p)], x1[_u(p)]
-            h0[_u(p)] += w00 * a0 + w01 * a1
-            h1[_u(p)] += w10 * a0 + w11 * a1
-            h2[_u(p)] += w20 * a0 + w21 * a1
-            h3[_u(p)] += w30 * a0 + w31 * a1
-        c += 2
-    if c < c_count:
+            a0, a1, a2, a3 = x0[_u(p)], x1[_u(p)], x2[_u(p)], x3[_u(p)]
+            h0[_u(p)] += (w00 * a0 + w01 * a1) + (w02 * a2 + w03 * a3)
+            h1[_u(p)] += (w10 * a0 + w11 * a1) + (w12 * a2 + w13 * a3)
+            h2[_u(p)] += (w20 * a0 + w21 * a1) + (w22 * a2 + w23 * a3)
+            h3[_u(p)] += (w30 * a0 + w31 * a1) + (w32 * a2 + w33 * a3)
+        c += 4
+    while c < c_count:
         x0 = xs[c]
         w00, w10, w20, w30 = we[e0, c], we[e0 + 1, c], we[e0 + 2, c], we[e0 + 3, c]
         for p in range(plane):
@@ -93,6 +97,7 @@ def _expand_group(xs, we, be, e0, h):
             h1[_u(p)] += w10 * a0
             h2[_u(p)] += w20 * a0
             h3[_u(p)] += w30 * a0
+        c += 1
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
@@ -110,24 +115,29 @@ def _expand_one(xs, we, be, e, h):
 @nb.njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
 def _project_group(d, wp, e0, y):
     """``y[o] += sum_j wp[o, e0 + j] * d[j]`` over the four maps j of ``d``, for every output
-    channel o (two at a time: each map read once per pair)."""
+    channel o (four at a time: each map read once per four)."""
     o_count, plane = y.shape
     d0, d1, d2, d3 = d[0], d[1], d[2], d[3]
     o = 0
-    while o + 2 <= o_count:
+    while o + 4 <= o_count:
         w0, w1, w2, w3 = wp[o, e0], wp[o, e0 + 1], wp[o, e0 + 2], wp[o, e0 + 3]
         v0, v1, v2, v3 = wp[o + 1, e0], wp[o + 1, e0 + 1], wp[o + 1, e0 + 2], wp[o + 1, e0 + 3]
-        ya, yb = y[o], y[o + 1]
+        s0, s1, s2, s3 = wp[o + 2, e0], wp[o + 2, e0 + 1], wp[o + 2, e0 + 2], wp[o + 2, e0 + 3]
+        t0, t1, t2, t3 = wp[o + 3, e0], wp[o + 3, e0 + 1], wp[o + 3, e0 + 2], wp[o + 3, e0 + 3]
+        ya, yb, yc, yd = y[o], y[o + 1], y[o + 2], y[o + 3]
         for p in range(plane):
             a0, a1, a2, a3 = d0[_u(p)], d1[_u(p)], d2[_u(p)], d3[_u(p)]
             ya[_u(p)] += (w0 * a0 + w1 * a1) + (w2 * a2 + w3 * a3)
             yb[_u(p)] += (v0 * a0 + v1 * a1) + (v2 * a2 + v3 * a3)
-        o += 2
-    if o < o_count:
+            yc[_u(p)] += (s0 * a0 + s1 * a1) + (s2 * a2 + s3 * a3)
+            yd[_u(p)] += (t0 * a0 + t1 * a1) + (t2 * a2 + t3 * a3)
+        o += 4
+    while o < o_count:
         w0, w1, w2, w3 = wp[o, e0], wp[o, e0 + 1], wp[o, e0 + 2], wp[o, e0 + 3]
         yo = y[o]
         for p in range(plane):
             yo[_u(p)] += (w0 * d0[_u(p)] + w1 * d1[_u(p)]) + (w2 * d2[_u(p)] + w3 * d3[_u(p)])
+        o += 1
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})
