@@ -49,8 +49,8 @@ ALGORITHMS = ("auto", "im2col", "winograd")
 _DEPTHWISE_DIRECT = True
 # 1x1 kernels without padding or groups: one GEMM per sample (conv/pointwise.py) instead of im2col
 _POINTWISE_DIRECT = True
-# 3x3 kernels of at most direct.MAX_CHANNELS input channels, under "auto": computed from the input's
-# phase planes (conv/direct.py) instead of through a 9*C-row im2col matrix
+# 3x3 and 5x5 kernels of at most direct.MAX_CHANNELS input channels, under "auto": computed from the
+# input's phase planes (conv/direct.py) instead of through a K*K*C-row im2col matrix
 _FEW_CHANNELS_DIRECT = True
 
 # "auto" takes Winograd when both channel counts, both output sides and the batch's output pixels
@@ -107,7 +107,7 @@ def choose(
     """The strategy for a convolution of ``batch`` samples of ``in_channels`` channels with a weight
     of ``weight_shape`` and geometry ``g`` (arguments already validated): depthwise where groups ==
     C == O (numba), pointwise for a 1x1 kernel without padding, dilation or groups (numba), direct
-    for a 3x3 kernel of at most ``direct.MAX_CHANNELS`` input channels, groups 1 ("auto"),
+    for a 3x3 or 5x5 kernel of at most ``direct.MAX_CHANNELS`` input channels, groups 1 ("auto"),
     Winograd where ``algorithm`` asks for it or ``"auto"`` finds it applies and pays
     (``winograd_pays``: at least 8 input and output channels per group, an output of at least
     4x4 and 512 output pixels per map in the batch), im2col elsewhere. Raises if ``"winograd"``
@@ -253,7 +253,7 @@ def conv2d_forward(
     ``algorithm`` (``"numba"`` backend): ``"im2col"``; ``"winograd"``, F(4x4, 3x3) or F(2x2, 5x5),
     for a 3x3 or 5x5 kernel with stride 1 and dilation 1 only (float32 rounding about 20x
     im2col's, ~1e-5 of the output's scale); ``"auto"`` (default): the direct depthwise,
-    pointwise and few-channel 3x3 kernels, Winograd (for dilated kernels, on the polyphase
+    pointwise and few-channel 3x3 / 5x5 kernels, Winograd (for dilated kernels, on the polyphase
     components) where it applies and pays, im2col elsewhere (``choose``).
     """
     check_choice(backend, "backend", BACKENDS, owner)

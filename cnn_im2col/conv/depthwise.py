@@ -175,25 +175,25 @@ def _merge_row_pairs(q, sy, py, by0, bx0, qh, qw, a_lo, a_hi, dst):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _tap_base(e, f, sy, sx, by0, bx0, qh, qw):
+def tap_base(e, f, sy, sx, by0, bx0, qh, qw):
     """Where tap (e, f) (its offsets from the window's corner, padding subtracted) starts in the
     phase planes: output k of the plane reads ``q[base + k]``."""
     return (((e % sy) * sx + f % sx) * qh + e // sy - by0) * qw + f // sx - bx0
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def nine_bases(sy, sx, dy, dx, pt, pl, by0, bx0, qh, qw):
-    """``_tap_base`` of each tap of a 3x3 kernel, row by row."""
+def _nine_bases(sy, sx, dy, dx, pt, pl, by0, bx0, qh, qw):
+    """``tap_base`` of each tap of a 3x3 kernel, row by row."""
     return (
-        _tap_base(-pt, -pl, sy, sx, by0, bx0, qh, qw),
-        _tap_base(-pt, dx - pl, sy, sx, by0, bx0, qh, qw),
-        _tap_base(-pt, 2 * dx - pl, sy, sx, by0, bx0, qh, qw),
-        _tap_base(dy - pt, -pl, sy, sx, by0, bx0, qh, qw),
-        _tap_base(dy - pt, dx - pl, sy, sx, by0, bx0, qh, qw),
-        _tap_base(dy - pt, 2 * dx - pl, sy, sx, by0, bx0, qh, qw),
-        _tap_base(2 * dy - pt, -pl, sy, sx, by0, bx0, qh, qw),
-        _tap_base(2 * dy - pt, dx - pl, sy, sx, by0, bx0, qh, qw),
-        _tap_base(2 * dy - pt, 2 * dx - pl, sy, sx, by0, bx0, qh, qw),
+        tap_base(-pt, -pl, sy, sx, by0, bx0, qh, qw),
+        tap_base(-pt, dx - pl, sy, sx, by0, bx0, qh, qw),
+        tap_base(-pt, 2 * dx - pl, sy, sx, by0, bx0, qh, qw),
+        tap_base(dy - pt, -pl, sy, sx, by0, bx0, qh, qw),
+        tap_base(dy - pt, dx - pl, sy, sx, by0, bx0, qh, qw),
+        tap_base(dy - pt, 2 * dx - pl, sy, sx, by0, bx0, qh, qw),
+        tap_base(2 * dy - pt, -pl, sy, sx, by0, bx0, qh, qw),
+        tap_base(2 * dy - pt, dx - pl, sy, sx, by0, bx0, qh, qw),
+        tap_base(2 * dy - pt, 2 * dx - pl, sy, sx, by0, bx0, qh, qw),
     )
 
 
@@ -212,7 +212,7 @@ def nine_taps(q, wc, b, sy, sx, dy, dx, pt, pl, by0, bx0, qh, qw, acc):
     same order (bit for bit). Measured 2026-12-04, AMD EPYC, one thread, float32, the tap loops
     alone, alternated in one process, two runs: (64, 96, 32x32) 0.69-0.72x the time, stride 2 (32
     samples) 0.78-0.92x, (64, 96, 16x16) 0.83-0.88x, (64, 144, 16x16) stride 2 0.86-1.08x."""
-    b0, b1, b2, b3, b4, b5, b6, b7, b8 = nine_bases(sy, sx, dy, dx, pt, pl, by0, bx0, qh, qw)
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = _nine_bases(sy, sx, dy, dx, pt, pl, by0, bx0, qh, qw)
     w0, w1, w2, w3, w4, w5, w6, w7, w8 = _nine_weights(wc)
     for k in range(acc.shape[0]):
         a = b
@@ -262,7 +262,7 @@ def depthwise_forward(x, w, sy, sx, dy, dx, pt, pl, bias, relu, out):
                     e = i * dy - pt
                     for j in range(kw):
                         f = j * dx - pl
-                        base = _tap_base(e, f, sy, sx, by0, bx0, qh, qw)
+                        base = tap_base(e, f, sy, sx, by0, bx0, qh, qw)
                         weight = w[c, i, j]
                         for k in range(oh_count * qw):
                             acc[_u(k)] += weight * q[_u(base + k)]
@@ -331,7 +331,7 @@ def _nine_tap_grads(g, gp, lead, q, wc, sy, sx, dy, dx, pt, pl, by0, bx0, qh, qw
     ``dq`` (written whole) = the nine taps gathered, ``dq[m] = sum_t w_t * g[m - b_t]``, from
     ``gp``, where g sits at ``lead`` with zeros around it (so a tap whose window misses adds 0):
     the terms the tap-by-tap scatter adds to dq[m] (to rounding: ``reassoc`` may reorder them)."""
-    b0, b1, b2, b3, b4, b5, b6, b7, b8 = nine_bases(sy, sx, dy, dx, pt, pl, by0, bx0, qh, qw)
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = _nine_bases(sy, sx, dy, dx, pt, pl, by0, bx0, qh, qw)
     a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = 0.0
     for k in range(g.shape[0]):
         v = g[_u(k)]
@@ -399,7 +399,7 @@ def depthwise_backward(dout, y, relu, x, w, sy, sx, dy, dx_step, pt, pl, input_g
     # g: the output gradient, QW wide; with ``nine`` it sits at ``lead`` in a zero-bordered
     # ``gp`` so that dq can gather from it in one pass
     # the largest tap offset: every gather index s - b_t is then >= 0
-    lead = max(nine_bases(sy, sx, dy, dx_step, pt, pl, by0, bx0, qh, qw)) if nine else 0
+    lead = max(_nine_bases(sy, sx, dy, dx_step, pt, pl, by0, bx0, qh, qw)) if nine else 0
     gp = np.zeros(lead + sy * sx * qh * qw, dtype=dout.dtype)
     g = gp[lead : lead + oh_count * qw]  # its scratch columns stay 0
     zero = dout.dtype.type(0)
@@ -429,7 +429,7 @@ def depthwise_backward(dout, y, relu, x, w, sy, sx, dy, dx_step, pt, pl, input_g
                 e = i * dy - pt
                 for j in range(kw):
                     f = j * dx_step - pl
-                    base = _tap_base(e, f, sy, sx, by0, bx0, qh, qw)
+                    base = tap_base(e, f, sy, sx, by0, bx0, qh, qw)
                     # one plane's sum in the data's dtype, the planes' sums in float64: float32
                     # vectors are twice as wide (stride 2, 32x96x32x32, one thread, Intel Xeon:
                     # backward 3.51 -> 3.09 ms) and a plane's OH*OW terms are far fewer than

@@ -1,6 +1,6 @@
-"""The direct strategy of a 3x3 convolution with few input channels (``conv/direct.py``) equals
-its twin, the im2col path, and the oracle, on drawn shapes, strides, dilations, paddings, biases,
-dtypes and layouts, with and without the fused ReLU and a per-slice ``then``; its backward
+"""The direct strategy of a 3x3 or 5x5 convolution with few input channels (``conv/direct.py``)
+equals its twin, the im2col path, and the oracle, on drawn shapes, strides, dilations, paddings,
+biases, dtypes and layouts, with and without the fused ReLU and a per-slice ``then``; its backward
 (im2col's, from the kept input) passes a float64 finite-difference check; ``choose`` takes it for
 exactly the convolutions it supports, under ``algorithm="auto"``."""
 
@@ -22,17 +22,18 @@ from conv.cases import oracle_conv
 def few_channel_cases(draw):
     n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, direct.MAX_CHANNELS)), draw(
         st.integers(1, 9))  # groups of four output maps and the rest
+    k = draw(st.sampled_from([3, 5]))
     stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
-    h = draw(st.integers(max(1, 2 * dilation[0] + 1 - 2 * padding[0]), 13))
-    w = draw(st.integers(max(1, 2 * dilation[1] + 1 - 2 * padding[1]), 13))
+    h = draw(st.integers(max(1, (k - 1) * dilation[0] + 1 - 2 * padding[0]), 13))
+    w = draw(st.integers(max(1, (k - 1) * dilation[1] + 1 - 2 * padding[1]), 13))
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     bias_mode = draw(st.sampled_from(["tied", "untied", None]))
-    g = dilated_geometry(h, w, (3, 3), stride, dilation, padding, "test")
+    g = dilated_geometry(h, w, (k, k), stride, dilation, padding, "test")
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    weight = rng.standard_normal((o, c, 3, 3)).astype(dtype)
+    weight = rng.standard_normal((o, c, k, k)).astype(dtype)
     bias = {"tied": rng.standard_normal(o), "untied": rng.standard_normal((o, g.oh, g.ow)),
             None: None}[bias_mode]
     bias = None if bias is None else bias.astype(dtype)
@@ -62,8 +63,8 @@ def test_the_direct_kernel_equals_the_im2col_path_and_the_oracle(case, relu, inp
         for start, stop, values in seen:
             np.testing.assert_array_equal(values, out[start:stop])
     assert conv.choose("auto", "numba", weight.shape, dilated_geometry(
-        x.shape[2], x.shape[3], (3, 3), stride, dilation, padding, "t"), 1, x.shape[1],
-        x.shape[0], "t") is direct
+        x.shape[2], x.shape[3], weight.shape[2:], stride, dilation, padding, "t"), 1,
+        x.shape[1], x.shape[0], "t") is direct
     for a, b in zip(*results):
         if a is None:
             assert b is None
@@ -75,13 +76,15 @@ def test_the_direct_kernel_equals_the_im2col_path_and_the_oracle(case, relu, inp
         np.testing.assert_allclose(results[0][2], ref_dw, rtol, atol)
 
 
+@pytest.mark.parametrize("k", [3, 5])
 @pytest.mark.parametrize("bias_mode", ["tied", "untied", None])
-def test_direct_gradcheck_float64(bias_mode):
+def test_direct_gradcheck_float64(bias_mode, k):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 3, 7, 6))
-    weight = rng.standard_normal((5, 3, 3, 3))
+    weight = rng.standard_normal((5, 3, k, k))
     kw = {"stride": (2, 1), "padding": (1, 2), "dilation": (1, 2), "relu": True}
-    bias = {"tied": rng.standard_normal(5), "untied": rng.standard_normal((5, 4, 6)),
+    oh, ow = (7 + 2 - (k - 1) - 1) // 2 + 1, 6 + 4 - 2 * (k - 1)
+    bias = {"tied": rng.standard_normal(5), "untied": rng.standard_normal((5, oh, ow)),
             None: None}[bias_mode]
     state = {}
     for index, (name, value) in enumerate((("x", x), ("weight", weight), ("bias", bias))):
@@ -100,7 +103,7 @@ def test_direct_gradcheck_float64(bias_mode):
         )
 
 
-def test_choose_takes_the_direct_kernel_for_few_channel_3x3_kernels_under_auto_only():
+def test_choose_takes_the_direct_kernel_for_few_channel_3x3_and_5x5_kernels_under_auto_only():
     g = dilated_geometry(32, 32, (3, 3), (1, 1), (1, 1), (1, 1), "t")
     assert conv.choose("auto", "numba", (16, 3, 3, 3), g, 1, 3, 64, "t") is direct
     assert conv.choose("auto", "numba", (16, 4, 3, 3), g, 1, 4, 64, "t") is direct
@@ -110,4 +113,8 @@ def test_choose_takes_the_direct_kernel_for_few_channel_3x3_kernels_under_auto_o
     assert conv.choose("auto", "numba", (16, 5, 3, 3), g, 1, 5, 64, "t") is not direct
     assert conv.choose("auto", "numba", (16, 2, 3, 3), g, 2, 4, 64, "t") is not direct  # groups
     g5 = dilated_geometry(32, 32, (5, 5), (1, 1), (1, 1), (2, 2), "t")
-    assert conv.choose("auto", "numba", (16, 3, 5, 5), g5, 1, 3, 64, "t") is not direct
+    assert conv.choose("auto", "numba", (16, 3, 5, 5), g5, 1, 3, 64, "t") is direct
+    g7 = dilated_geometry(32, 32, (7, 7), (1, 1), (1, 1), (3, 3), "t")
+    assert conv.choose("auto", "numba", (16, 3, 7, 7), g7, 1, 3, 64, "t") is not direct
+    g1 = dilated_geometry(32, 32, (1, 1), (2, 2), (1, 1), (0, 0), "t")
+    assert conv.choose("auto", "numba", (16, 3, 1, 1), g1, 1, 3, 64, "t") is not direct
