@@ -20,9 +20,10 @@ cache and calls the engine's strategy code itself. The layers stay in ``Sequenti
   slice goes through the activation's kernel in place, on the worker that computed it, while it is
   in that core's cache, instead of in a pass of its own over the whole output.
 - ``InvertedResidual`` (MobileNetV2's block: [Conv2D 1x1 -> ReLU6 ->] Conv2D 3x3 depthwise ->
-  ReLU6 -> Conv2D 1x1), at inference only: one compiled pass per sample
-  (``conv/inverted_residual.py``) in which the expanded maps never leave the core's cache, where
-  the input's maps are large enough; elsewhere the steps it is made of.
+  ReLU6 -> Conv2D 1x1), at inference only: the kernels of ``conv/inverted_residual.py`` (per
+  sample plane by plane, the expanded maps never leaving the core's cache; or channels-last rows
+  of a batch slice around two BLAS products), with a Residual's identity shortcut added inside;
+  the steps it is made of where its layers take other strategies.
 - ``BatchNormReLU`` (BatchNorm2D -> ReLU): the ReLU in the normalisation's output pass, its
   derivative inside the normalisation's backward (a BatchNorm2D after a Conv2D is folded into it
   at inference, so this step is mostly training's).
@@ -292,8 +293,9 @@ class InvertedResidual(_Block):
             if self.expand.plan(shape).strategy is not pointwise:
                 return False
             shape = (shape[0], self.expand.out_channels, *shape[2:])
-        g = self.depthwise.plan(shape).geometry
-        return (self.depthwise.plan(shape).strategy is depthwise
+        middle = self.depthwise.plan(shape)
+        g = middle.geometry
+        return (middle.strategy is depthwise
                 and inverted_residual.supports(self.depthwise.params["weight"].shape)
                 and self.project.plan((shape[0], shape[1], g.oh, g.ow)).strategy is pointwise)
 

@@ -35,7 +35,7 @@ from .im2col import bias_columns, bias_relu_inplace, cm_to_nchw
 # ms, per sample / channel-major: (N, C, O, H=W) (64, 160, 1280, 4) 2.94 / 1.94, (1, 160, 1280, 4)
 # 0.082 / 0.089; at 8x8 the per-sample products won, (64, 32, 192, 8) 0.36 / 0.70.
 _CHANNEL_MAJOR_MAX_PLANE = 16
-_CHANNEL_MAJOR_CHUNK_BYTES = 2**21
+_CHANNEL_MAJOR_CHUNK_BYTES = 2**21  # its slices: one product each, as long as the cache allows
 
 # Output maps of at least this many pixels: the weight gradient as one GEMM per sample, K = OH*OW
 # long; smaller maps (a MobileNet's last stages) are gathered channel-major per slice first, so the
