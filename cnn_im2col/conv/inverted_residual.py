@@ -37,6 +37,7 @@ from ..arrays import cache_slices, matmul
 from ..arrays import unsigned as _u
 from ..shapes import WindowGeometry
 from .depthwise import nine_taps, split_phases, taps
+from .im2col import bias_columns
 
 #: input maps of at least this many pixels run plane by plane at stride 1; smaller ones, and
 #: strided blocks, channels-last (measured 2026-12-04, Intel Xeon, 2 threads, batch 64, ms,
@@ -300,8 +301,8 @@ def supports(dw_weight_shape: tuple[int, ...]) -> bool:
 
 
 class BlockWeights(NamedTuple):
-    """A block's weights in the layouts its kernels read (copies: made from the layers' arrays by
-    ``block_weights``)."""
+    """A block's weights in the layouts its kernels read, made by ``block_weights`` (C-contiguous
+    views of the layers' arrays where the layout already fits, copies where it does not)."""
 
     expand: np.ndarray  # (E, C); no rows: no expansion
     expand_t: np.ndarray  # (C, E), the channels-last product's operand
@@ -315,7 +316,8 @@ class BlockWeights(NamedTuple):
 
 
 def _bias(bias: np.ndarray | None, channels: int, dtype: np.dtype) -> np.ndarray:
-    return np.zeros(channels, dtype) if bias is None else np.array(bias.reshape(channels))
+    """(channels,): the bias as every strategy's epilogue takes it, flat."""
+    return bias_columns(bias, channels, dtype).reshape(channels)
 
 
 def block_weights(
@@ -333,10 +335,11 @@ def block_weights(
     if expand is None:
         we, be = np.zeros((0, 0), dtype), np.zeros(0, dtype)
     else:
-        we, be = np.array(expand[0].reshape(channels, -1)), _bias(expand[1], channels, dtype)
-    wp = np.array(project[0].reshape(project[0].shape[0], channels))
+        we = np.ascontiguousarray(expand[0].reshape(channels, -1))
+        be = _bias(expand[1], channels, dtype)
+    wp = np.ascontiguousarray(project[0].reshape(project[0].shape[0], channels))
     return BlockWeights(
-        we, np.ascontiguousarray(we.T), be, np.array(wd.reshape(channels, 3, 3)),
+        we, np.ascontiguousarray(we.T), be, np.ascontiguousarray(wd.reshape(channels, 3, 3)),
         np.ascontiguousarray(wd.reshape(channels, 9).T).reshape(3, 3, channels),
         _bias(bd, channels, dtype), wp, np.ascontiguousarray(wp.T),
         _bias(project[1], wp.shape[0], dtype))
