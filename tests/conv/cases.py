@@ -7,7 +7,9 @@ convolution per group, concatenated over the output channels."""
 import numpy as np
 from hypothesis import strategies as st
 
+from cnn_im2col import functional as F
 from cnn_im2col import reference
+from cnn_im2col.gradcheck import check_function
 
 BACKENDS = ["numba", "numpy"]
 
@@ -122,3 +124,24 @@ def grouped_dilated_cases(draw):
     bias = None if bias is None else bias.astype(dtype)
     dout = rng.standard_normal((n, o, oh, ow)).astype(dtype)
     return x, weight, bias, bias_mode, stride, padding, dilation, groups, dout, order
+
+
+def check_conv_gradients(x, weight, bias, **kw):
+    """Finite differences of ``conv2d_forward(x, weight, bias, **kw)`` against
+    ``conv2d_backward``'s gradient of x, of the weight and, if there is one, of the bias (float64).
+    Returns the last forward's cache, for asserting which strategy ran."""
+    values = {"x": x, "weight": weight, "bias": bias}
+    state = {}
+    for index, (name, value) in enumerate(values.items()):
+        if value is None:
+            continue
+
+        def forward(v, name=name):
+            args = {**values, name: v}
+            out, state["cache"] = F.conv2d_forward(args["x"], args["weight"], args["bias"], **kw)
+            return out
+
+        check_function(
+            forward, lambda d, index=index: F.conv2d_backward(d, state["cache"])[index], value
+        )
+    return state["cache"]

@@ -13,9 +13,8 @@ from hypothesis import strategies as st
 from cnn_im2col import conv
 from cnn_im2col import functional as F
 from cnn_im2col.conv import direct
-from cnn_im2col.gradcheck import check_function
 from cnn_im2col.shapes import dilated_geometry
-from conv.cases import oracle_conv
+from conv.cases import check_conv_gradients, oracle_conv
 
 
 @st.composite
@@ -86,21 +85,8 @@ def test_direct_gradcheck_float64(bias_mode, k):
     oh, ow = (7 + 2 - (k - 1) - 1) // 2 + 1, 6 + 4 - 2 * (k - 1)
     bias = {"tied": rng.standard_normal(5), "untied": rng.standard_normal((5, oh, ow)),
             None: None}[bias_mode]
-    state = {}
-    for index, (name, value) in enumerate((("x", x), ("weight", weight), ("bias", bias))):
-        if value is None:
-            continue
-
-        def forward(v, name=name):
-            args = {"x": x, "weight": weight, "bias": bias, name: v}
-            out, state["cache"] = F.conv2d_forward(args["x"], args["weight"], args["bias"], **kw)
-            assert conv.choose("auto", "numba", weight.shape, state["cache"].geometry, 1, 3, 2,
-                               "t") is direct
-            return out
-
-        check_function(
-            forward, lambda d, index=index: F.conv2d_backward(d, state["cache"])[index], value
-        )
+    cache = check_conv_gradients(x, weight, bias, **kw)
+    assert conv.choose("auto", "numba", weight.shape, cache.geometry, 1, 3, 2, "t") is direct
 
 
 def test_choose_takes_the_direct_kernel_for_few_channel_3x3_and_5x5_kernels_under_auto_only():

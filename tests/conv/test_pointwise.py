@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 from cnn_im2col import conv
 from cnn_im2col import functional as F
 from cnn_im2col.conv.pointwise import PointwiseCache
-from cnn_im2col.gradcheck import check_function
-from conv.cases import oracle_conv
+from conv.cases import check_conv_gradients, oracle_conv
 
 
 @st.composite
@@ -68,21 +67,7 @@ def test_pointwise_gradcheck_float64(bias_mode, batch):
     weight = rng.standard_normal((5, 4, 1, 1))
     bias = {"tied": rng.standard_normal(5), "untied": rng.standard_normal((5, h, w)),
             None: None}[bias_mode]
-    state = {}
-    for index, (name, value) in enumerate((("x", x), ("weight", weight), ("bias", bias))):
-        if value is None:
-            continue
-
-        def forward(v, name=name):
-            args = {"x": x, "weight": weight, "bias": bias, name: v}
-            out, state["cache"] = F.conv2d_forward(args["x"], args["weight"], args["bias"],
-                                                   relu=True)
-            assert isinstance(state["cache"], PointwiseCache)
-            return out
-
-        check_function(
-            forward, lambda d, index=index: F.conv2d_backward(d, state["cache"])[index], value
-        )
+    assert isinstance(check_conv_gradients(x, weight, bias, relu=True), PointwiseCache)
 
 
 @pytest.mark.parametrize(
