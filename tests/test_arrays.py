@@ -1,4 +1,5 @@
-"""arrays: the row-split GEMM and the column-blocked matmul equal one product."""
+"""arrays: the GEMM split over the pool (by rows or by columns) and the column-blocked matmul equal
+one product."""
 
 import numpy as np
 import pytest
@@ -8,10 +9,14 @@ from hypothesis import strategies as st
 from cnn_im2col import arrays
 
 
-@pytest.mark.parametrize("rows", [3, 4, 65])
-def test_gemm_split_over_the_pool_equals_one_product(monkeypatch, rows):
+@pytest.mark.parametrize("rows, columns, transposed", [
+    (3, 9, False), (4, 9, False), (65, 9, False),  # by rows, or whole (too few rows)
+    (1, 300, False), (5, 129, True), (64, 256, True),  # by columns (b's, transposed or not)
+])
+def test_gemm_split_over_the_pool_equals_one_product(monkeypatch, rows, columns, transposed):
     rng = np.random.default_rng(rows)
-    a, b = rng.standard_normal((rows, 17)), rng.standard_normal((17, 9))
+    a = rng.standard_normal((rows, 17))
+    b = rng.standard_normal((columns, 17)).T if transposed else rng.standard_normal((17, columns))
     monkeypatch.setattr(
         arrays, "_PARALLEL_GEMM_MACS", 1
     )  # split even these (when there are 2+ threads)
