@@ -544,8 +544,12 @@ class Sequential(Trainer):
         with finite_scans_skipped():
             for i, step in enumerate(steps):
                 extra = {"skip": skip} if adds and step is last else {}
-                # the first step checks shape and channels (the NaN/Inf scan was done)
-                x = step.forward(x, False, **extra) if i == 0 else step.infer(x, **extra)
+                if i > 0:
+                    x = step.infer(x, **extra)
+                elif isinstance(step, _blocks.LayerStep):  # the layer's forward checks x
+                    x = step.forward(x, False, **extra)
+                else:  # checked as the block's forward would (the NaN/Inf scan was done)
+                    x = step.infer(step.check_input(x), **extra)
         if skip is not None and not adds:
             x = np.add(x, skip, dtype=np.result_type(x, skip))
         return x

@@ -572,3 +572,55 @@ def test_each_fused_step_checks_its_input_as_its_layers_would():
         relu_pool.forward(np.ones((2, 3, 4)), training=True)
     with pytest.raises(ValueError, match=r"Conv2D\(3, 4, 3\): x must be 4-D, got 3-D"):
         conv_relu.forward(np.ones((2, 3, 4)), training=True)
+
+
+# ------------------------------------------- inference: a pooled first layer, Dense -> activation
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pool", [2, 3])
+def test_predict_pools_a_direct_first_layer_from_its_sums_and_fuses_dense_activations(
+        monkeypatch, dtype, pool):
+    """predict runs a first Conv2D -> ReLU -> MaxPool2D(2) of a few input channels through
+    ``direct.forward_relu_pool2`` (any other pool through the layers' path), a Dense -> ReLU as one
+    step, and leaves Dropout out: the same numbers as forward at inference, bit for bit."""
+    from cnn_im2col.conv import direct
+    from cnn_im2col.layers import Dropout
+
+    calls = []
+    pooled = direct.forward_relu_pool2
+    monkeypatch.setattr(direct, "forward_relu_pool2",
+                        lambda *args: calls.append(1) or pooled(*args))
+    side = 11 // 2 if pool == 2 else (11 - 3) // 2 + 1
+    model = Sequential([Conv2D(3, 6, 3, padding=1, dtype=dtype, seed=0), ReLU(),
+                        MaxPool2D(pool, stride=2), Flatten(),
+                        Dense(6 * side * side, 7, dtype=dtype, seed=1), ReLU(), Dropout(0.5),
+                        Dense(7, 3, dtype=dtype, seed=2)])
+    x = np.random.default_rng(0).standard_normal((5, 3, 11, 11)).astype(dtype)
+    np.testing.assert_array_equal(model.predict(x), model.forward(x, training=False))
+    steps, _ = model._inference
+    assert [s.kind for s in steps] == ["conv_relu_pool", "layer", "dense_activation", "layer"]
+    assert len(calls) == (pool == 2)
+    with pytest.raises(ValueError, match=r"Conv2D\(3, 6, 3, padding=1.*channels"):
+        model.predict(x[:, :2])
+    with pytest.raises(RuntimeError, match=r"DenseActivation\(.*\) is an inference step"):
+        steps[2].run(np.ones((2, 6 * side * side), dtype), True)
+    with pytest.raises(RuntimeError, match=r"is an inference step: it has no backward"):
+        steps[2].backward(np.zeros(1))
+
+
+@pytest.mark.parametrize("activation", ["ReLU6", "HardSigmoid", "HardSwish"])
+def test_a_dense_layer_and_its_clipped_activation_run_as_one_step_bit_for_bit(activation):
+    from cnn_im2col import layers
+
+    model = Sequential([Dense(6, 5, seed=0), getattr(layers, activation)(), Dense(5, 2, seed=1)])
+    x = np.random.default_rng(1).standard_normal((4, 6)).astype(np.float32) * 4  # kinks reached
+    np.testing.assert_array_equal(model.predict(x), model.forward(x))
+    assert [s.kind for s in model._inference[0]] == ["dense_activation", "layer"]
+
+
+def test_a_stack_of_dropouts_alone_keeps_one_step_and_predicts_its_input():
+    from cnn_im2col.layers import Dropout
+
+    model = Sequential([Dropout(0.3), Dropout(0.2)])
+    x = np.random.default_rng(2).standard_normal((3, 4))
+    np.testing.assert_array_equal(model.predict(x), x)
+    assert [s.kind for s in model._inference[0]] == ["layer"]

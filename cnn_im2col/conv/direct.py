@@ -31,7 +31,8 @@ from . import im2col
 from .depthwise import split_phases, tap_base, taps
 from .im2col import Im2colCache, backward, bias_columns
 
-__all__ = ["MAX_CHANNELS", "backward", "direct_forward", "forward", "supports"]
+__all__ = ["MAX_CHANNELS", "backward", "direct_forward", "direct_forward_pool2", "forward",
+           "forward_relu_pool2", "supports"]
 
 #: input channels up to which a 3x3 convolution (groups 1) takes this strategy under "auto"
 MAX_CHANNELS = 4
@@ -94,6 +95,49 @@ def _four_maps_row5(q, w, o, c, i, bases, acc):
         a3[_u(k)] += (t0 * x0 + t1 * x1 + t2 * x2) + (t3 * x3 + t4 * x4)
 
 
+@nb.njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
+def _phase_setup(kh, kw, sy, sx, dy, dx, pt, pl, oh_count, ow_count):
+    """The phase planes' geometry and tap offsets of ``direct_forward``: (qh, qw, size, by0, bx0,
+    bases), each tap's start in a channel's planes."""
+    by0, span_y = taps(kh, sy, dy, pt)
+    bx0, span_x = taps(kw, sx, dx, pl)
+    qh, qw = oh_count + span_y + 1, ow_count + span_x  # as depthwise_forward's phase planes
+    bases = np.empty(kh * kw, dtype=np.int64)  # where each tap starts in the phase planes
+    for i in range(kh):
+        for j in range(kw):
+            bases[i * kw + j] = tap_base(i * dy - pt, j * dx - pl, sy, sx, by0, bx0, qh, qw)
+    return qh, qw, sy * sx * qh * qw, by0, bx0, bases
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
+def _group_sums(q, w, o0, group, size, bases, bias, oh_count, ow_count, qw, acc):
+    """``acc[j, oh*QW + ow] = bias[o0 + j] + sum_c w[o0 + j, c] (*) x[c]`` at each output
+    position, for the ``group`` (<= 4) maps from ``o0``; ``q`` holds the sample's phase planes,
+    ``size`` values a channel."""
+    c_count, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    untied = bias.shape[1] > 1
+    for j in range(group):
+        aj = acc[j]
+        for oh in range(oh_count):
+            for ow in range(ow_count):
+                aj[_u(oh * qw + ow)] = bias[o0 + j, oh * ow_count + ow if untied else 0]
+    for c in range(c_count):
+        qc = q[c * size : (c + 1) * size]
+        if group == _GROUP and kh == 3:
+            _four_maps_3x3(qc, w, o0, c, bases, acc)
+            continue
+        if group == _GROUP:
+            for i in range(kh):
+                _four_maps_row5(qc, w, o0, c, i, bases, acc)
+            continue
+        for j in range(group):  # the maps left over, one at a time
+            aj = acc[j]
+            for t in range(kh * kw):
+                wt, base = w[o0 + j, c, t // kw, t % kw], bases[t]
+                for k in range(aj.shape[0]):
+                    aj[_u(k)] += wt * qc[_u(base + k)]
+
+
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})
 def direct_forward(x, w, sy, sx, dy, dx, pt, pl, bias, relu, out):
     """``out[n, o] = f(bias[o] + sum_c w[o, c] (*) x[n, c])``, the 3x3 or 5x5 correlation of
@@ -103,46 +147,19 @@ def direct_forward(x, w, sy, sx, dy, dx, pt, pl, bias, relu, out):
     x: (N, C, H, W); w: (O, C, K, K), K 3 or 5; bias: (O, 1) or (O, OH*OW); out (written): (N, O,
     OH, OW).
     """
-    n_count, c_count = x.shape[0], x.shape[1]
-    o_count, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+    n_count, c_count, o_count = x.shape[0], x.shape[1], w.shape[0]
     oh_count, ow_count = out.shape[2], out.shape[3]
-    by0, span_y = taps(kh, sy, dy, pt)
-    bx0, span_x = taps(kw, sx, dx, pl)
-    qh, qw = oh_count + span_y + 1, ow_count + span_x  # as depthwise_forward's phase planes
-    size = sy * sx * qh * qw
+    qh, qw, size, by0, bx0, bases = _phase_setup(w.shape[2], w.shape[3], sy, sx, dy, dx, pt,
+                                                 pl, oh_count, ow_count)
     q = np.zeros(c_count * size, dtype=x.dtype)  # borders stay 0: only image cells are written
-    bases = np.empty(kh * kw, dtype=np.int64)  # where each tap starts in the phase planes
-    for i in range(kh):
-        for j in range(kw):
-            bases[i * kw + j] = tap_base(i * dy - pt, j * dx - pl, sy, sx, by0, bx0, qh, qw)
     acc = np.empty((_GROUP, oh_count * qw), dtype=x.dtype)
-    untied = bias.shape[1] > 1
     zero = x.dtype.type(0)
     for n in range(n_count):
         for c in range(c_count):
             split_phases(x[n, c], sy, sx, by0, bx0, qh, qw, q[c * size : (c + 1) * size])
         for o0 in range(0, o_count, _GROUP):
             group = min(_GROUP, o_count - o0)
-            for j in range(group):
-                aj = acc[j]
-                for oh in range(oh_count):
-                    for ow in range(ow_count):
-                        aj[_u(oh * qw + ow)] = bias[o0 + j, oh * ow_count + ow if untied else 0]
-            for c in range(c_count):
-                qc = q[c * size : (c + 1) * size]
-                if group == _GROUP and kh == 3:
-                    _four_maps_3x3(qc, w, o0, c, bases, acc)
-                    continue
-                if group == _GROUP:
-                    for i in range(kh):
-                        _four_maps_row5(qc, w, o0, c, i, bases, acc)
-                    continue
-                for j in range(group):  # the maps left over, one at a time
-                    aj = acc[j]
-                    for t in range(kh * kw):
-                        wt, base = w[o0 + j, c, t // kw, t % kw], bases[t]
-                        for k in range(aj.shape[0]):
-                            aj[_u(k)] += wt * qc[_u(base + k)]
+            _group_sums(q, w, o0, group, size, bases, bias, oh_count, ow_count, qw, acc)
             for j in range(group):
                 aj, dst = acc[j], out[n, o0 + j]
                 for oh in range(oh_count):
@@ -150,6 +167,39 @@ def direct_forward(x, w, sy, sx, dy, dx, pt, pl, bias, relu, out):
                     for ow in range(ow_count):
                         v = aj[_u(oh * qw + ow)]
                         row[_u(ow)] = v if (v > zero or not relu) else zero
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"contract"})
+def direct_forward_pool2(x, w, sy, sx, dy, dx, pt, pl, bias, oh_count, ow_count, out):
+    """``direct_forward`` with ReLU, then a 2x2 max pool of stride 2 (no padding, the last row and
+    column dropped where the map's side is odd) from the sums while they are in cache: the
+    convolution's (OH, OW) maps are never written. ``out`` (written): (N, O, OH // 2, OW // 2).
+    The maximum of four ReLU outputs (never NaN) is the same whichever order it compares."""
+    n_count, c_count, o_count = x.shape[0], x.shape[1], w.shape[0]
+    ph_count, pw_count = out.shape[2], out.shape[3]
+    qh, qw, size, by0, bx0, bases = _phase_setup(w.shape[2], w.shape[3], sy, sx, dy, dx, pt,
+                                                 pl, oh_count, ow_count)
+    q = np.zeros(c_count * size, dtype=x.dtype)
+    acc = np.empty((_GROUP, oh_count * qw), dtype=x.dtype)
+    zero = x.dtype.type(0)
+    for n in range(n_count):
+        for c in range(c_count):
+            split_phases(x[n, c], sy, sx, by0, bx0, qh, qw, q[c * size : (c + 1) * size])
+        for o0 in range(0, o_count, _GROUP):
+            group = min(_GROUP, o_count - o0)
+            _group_sums(q, w, o0, group, size, bases, bias, oh_count, ow_count, qw, acc)
+            for j in range(group):
+                aj, dst = acc[j], out[n, o0 + j]
+                for ph in range(ph_count):
+                    row, top = dst[ph], 2 * ph * qw
+                    for pw in range(pw_count):
+                        k = top + 2 * pw
+                        v0, v1 = aj[_u(k)], aj[_u(k + 1)]
+                        v2, v3 = aj[_u(k + qw)], aj[_u(k + qw + 1)]
+                        # ReLU first (a NaN becomes 0, as in the conv's epilogue), then the max
+                        v0, v1 = (v0 if v0 > zero else zero), (v1 if v1 > zero else zero)
+                        v2, v3 = (v2 if v2 > zero else zero), (v3 if v3 > zero else zero)
+                        row[_u(pw)] = max(max(v0, v1), max(v2, v3))
 
 
 def supports(weight_shape: tuple[int, ...], groups: int) -> bool:
@@ -190,3 +240,22 @@ def forward(
     cache = Im2colCache(x.shape, weight, None if bias is None else bias.shape, g, 1, "numba",
                         owner, None, x, slices, out if relu else None)
     return out, cache
+
+
+def forward_relu_pool2(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, g: WindowGeometry
+) -> np.ndarray:
+    """Inference only: MaxPool2D(2, stride=2) of ReLU(the convolution), (N, O, OH // 2, OW // 2),
+    on the same checked arguments as ``forward``, each sample's maps pooled from the sums while
+    they are in cache (``direct_forward_pool2``); nothing is kept for a backward."""
+    n, out_channels = x.shape[0], weight.shape[0]
+    out = np.empty((n, out_channels, g.oh // 2, g.ow // 2), dtype=weight.dtype)
+    bias2 = bias_columns(bias, out_channels, weight.dtype)
+    w4 = np.ascontiguousarray(weight)
+
+    def block(s: slice) -> None:
+        direct_forward_pool2(x[s], w4, g.sy, g.sx, g.dy, g.dx, g.top, g.left, bias2, g.oh, g.ow,
+                             out[s])
+
+    _threads.parallel_map(block, _threads.split(n, min(n, 4 * _threads.get_num_threads())))
+    return out

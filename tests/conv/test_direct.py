@@ -104,3 +104,22 @@ def test_choose_takes_the_direct_kernel_for_few_channel_3x3_and_5x5_kernels_unde
     assert conv.choose("auto", "numba", (16, 3, 7, 7), g7, 1, 3, 64, "t") is not direct
     g1 = dilated_geometry(32, 32, (1, 1), (2, 2), (1, 1), (0, 0), "t")
     assert conv.choose("auto", "numba", (16, 3, 1, 1), g1, 1, 3, 64, "t") is not direct
+
+
+@given(case=few_channel_cases())
+def test_the_pooled_kernel_equals_the_direct_kernel_then_relu_and_a_2x2_max_pool(case):
+    """``forward_relu_pool2`` (inference: the pool taken from the sums in cache) against its
+    twin, the direct kernel with its ReLU and then the engine's max pool, bit for bit (the same
+    sums, and the maximum of four values whatever the order); odd sides drop their last row or
+    column, and ties and zeros (integer inputs) pick the same value."""
+    x, weight, bias, stride, padding, dilation, _, _ = case
+    g = dilated_geometry(x.shape[2], x.shape[3], weight.shape[2:], stride, dilation, padding, "t")
+    if min(g.oh, g.ow) < 2:
+        return  # no 2x2 window fits
+    for inputs in (x, np.rint(x)):
+        y, _ = direct.forward(inputs, weight, bias, g, relu=True)
+        want = F.max_pool2d_forward(y, 2, stride=2)[0]
+        got = direct.forward_relu_pool2(inputs, weight, bias, g)
+        assert got.shape == (x.shape[0], weight.shape[0], g.oh // 2, g.ow // 2)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
