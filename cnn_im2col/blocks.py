@@ -71,6 +71,7 @@ from .layers import (
     Dropout,
     HardSigmoid,
     HardSwish,
+    Layer,
     MaxPool2D,
     ReLU,
     ReLU6,
@@ -83,6 +84,8 @@ from .pooling import (
     max_pool2d_grad_cm_into,
     max_pool2d_grad_into,
     max_pool2d_into,
+    max_pool2d_values,
+    max_pool2d_values_into,
 )
 from .shapes import WindowGeometry, as_float_array, check_dout
 
@@ -117,9 +120,12 @@ class LayerStep:
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Inference with no backward to follow: a container's own ``infer`` (its bodies folded
-        too), else ``run``."""
+        too) or a built-in layer's (MaxPool2D's keeps no argmax), else ``run`` (a user's subclass
+        of a built-in layer may have changed ``forward``)."""
         infer = getattr(self.layer, "infer", None)
-        return infer(x) if infer is not None else self.run(x, False)
+        if infer is None or (isinstance(self.layer, Layer) and not self._unchecked):
+            return self.run(x, False)
+        return infer(x)
 
 
 class _Block:
@@ -242,15 +248,23 @@ class ConvReLUPool(_Block):
         """With no backward to follow, a direct convolution (a few-channel first layer) pooled
         2x2 with stride 2 takes ``direct.forward_relu_pool2``: the convolution's output is never
         written and no argmax is kept. Measured 2026-12-04, Intel Xeon, 2 threads, vgg-bn's stem
-        (3 -> 32, 32x32) at batch 64: 1.80 -> 1.27 ms. Else ``run``."""
+        (3 -> 32, 32x32) at batch 64: 1.80 -> 1.27 ms. Other convolutions pool each slice as
+        ``run`` does, without the argmax (``max_pool2d_values_into``)."""
         plan = self.conv.plan(x.shape)
         g = plan.geometry
         pool_g = self.pool.plan((x.shape[0], self.conv.out_channels, g.oh, g.ow))
-        if not (plan.strategy is direct and _pools_2x2(pool_g, g)):
-            return self.run(x, False)
         weight = self.conv.params["weight"]
-        return direct.forward_relu_pool2(np.ascontiguousarray(x, dtype=weight.dtype), weight,
-                                         self.conv.conv_bias(), g)
+        if plan.strategy is direct and _pools_2x2(pool_g, g):
+            return direct.forward_relu_pool2(np.ascontiguousarray(x, dtype=weight.dtype), weight,
+                                             self.conv.conv_bias(), g)
+        pooled = np.empty((x.shape[0], self.conv.out_channels, pool_g.oh, pool_g.ow),
+                          dtype=weight.dtype)
+
+        def pool_slice(s: slice, y: np.ndarray) -> None:
+            max_pool2d_values_into(y, pool_g, False, pooled[s])
+
+        _conv_forward(self.conv, x, False, then=pool_slice)
+        return pooled
 
     def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
         """The pool's gradient of each slice, routed by the worker that then computes the
@@ -483,6 +497,10 @@ class ReLUPool(_Block):
             np.ascontiguousarray(x), self.pool.plan(x.shape), owner=repr(self.pool), relu=True
         )
         return out
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """With no backward to follow: the maxima without their argmax, nothing kept."""
+        return max_pool2d_values(np.ascontiguousarray(x), self.pool.plan(x.shape), relu=True)
 
     def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray:
         cache: MaxPoolCache = self._cached()

@@ -126,6 +126,28 @@ def max_pool_forward_2x2(x, sy, sx, relu, out, argmax):
 
 
 @nb.njit(cache=True, nogil=True)
+def max_pool_values_2x2(x, sy, sx, relu, out):
+    """``max_pool_forward_2x2``'s maxima without their argmax, for inference with no backward to
+    follow: the same comparisons in the same order, so the same values (64x64x16x16 float32, one
+    thread, Intel Xeon, 2026-12-04: 0.22 -> 0.14 ms)."""
+    maps, height, width = x.shape[0] * x.shape[1], x.shape[2], x.shape[3]
+    oh_count, ow_count = out.shape[2], out.shape[3]
+    xf, of = x.reshape(x.size), out.reshape(out.size)
+    for m in range(maps):
+        for oh in range(oh_count):
+            top = m * height * width + oh * sy * width
+            bottom = top + width
+            o = (m * oh_count + oh) * ow_count
+            for ow in range(ow_count):
+                v0, v1 = xf[_u(top + ow * sx)], xf[_u(top + ow * sx + 1)]
+                v2, v3 = xf[_u(bottom + ow * sx)], xf[_u(bottom + ow * sx + 1)]
+                best = v1 if v1 > v0 else v0  # a NaN never wins a comparison, as there
+                best = v2 if v2 > best else best
+                best = v3 if v3 > best else best
+                of[_u(o + ow)] = best if (best > 0 or not relu) else 0.0
+
+
+@nb.njit(cache=True, nogil=True)
 def max_pool_backward(dout, argmax, pooled, relu, dx):
     """Route each output gradient to its window's winner; overlapping windows accumulate.
 
@@ -323,6 +345,16 @@ def max_pool2d_into(
         max_pool_forward(x, g.kh, g.kw, g.sy, g.sx, g.top, g.left, relu, out, argmax)
 
 
+def max_pool2d_values_into(x: np.ndarray, g: WindowGeometry, relu: bool, out: np.ndarray) -> None:
+    """``max_pool2d_into``'s ``out`` alone (inference, no backward to follow), serially: 2x2
+    windows without padding or dilation by ``max_pool_values_2x2``, others with an argmax that is
+    dropped."""
+    if _no_padding(g) and (g.kh, g.kw, g.dy, g.dx) == (2, 2, 1, 1):
+        max_pool_values_2x2(x, g.sy, g.sx, relu, out)
+    else:
+        max_pool2d_into(x, g, relu, out, max_pool2d_buffers(x.shape, x.dtype, g)[1])
+
+
 def max_pool2d_grad_into(
     dout: np.ndarray,
     argmax: np.ndarray,
@@ -409,6 +441,17 @@ def max_pool2d(
         if relu:
             out = np.maximum(out, 0, dtype=out.dtype)
     return out, MaxPoolCache(x.shape, g, backend, owner, argmax, x.dtype, out if relu else None)
+
+
+def max_pool2d_values(x: np.ndarray, g: WindowGeometry, *, relu: bool = False) -> np.ndarray:
+    """``max_pool2d``'s output alone, for inference with no backward to follow: no argmax is
+    written where ``max_pool2d_values_into`` applies (dilated windows take ``max_pool2d``)."""
+    if (g.dy, g.dx) != (1, 1):
+        return max_pool2d(x, g, relu=relu)[0]
+    out = np.empty((x.shape[0], x.shape[1], g.oh, g.ow), dtype=x.dtype)
+    _threads.parallel_map(lambda s: max_pool2d_values_into(x[s], g, relu, out[s]),
+                          thread_slices(x.shape[0]))
+    return out
 
 
 def max_pool2d_backward(dout: Any, cache: MaxPoolCache) -> np.ndarray:

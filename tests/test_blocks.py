@@ -577,11 +577,13 @@ def test_each_fused_step_checks_its_input_as_its_layers_would():
 # ------------------------------------------- inference: a pooled first layer, Dense -> activation
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("pool", [2, 3])
+@pytest.mark.parametrize("channels", [3, 5])
 def test_predict_pools_a_direct_first_layer_from_its_sums_and_fuses_dense_activations(
-        monkeypatch, dtype, pool):
+        monkeypatch, dtype, pool, channels):
     """predict runs a first Conv2D -> ReLU -> MaxPool2D(2) of a few input channels through
-    ``direct.forward_relu_pool2`` (any other pool through the layers' path), a Dense -> ReLU as one
-    step, and leaves Dropout out: the same numbers as forward at inference, bit for bit."""
+    ``direct.forward_relu_pool2`` (any other pool, or a convolution of more channels, through the
+    layers' kernels, pooled without an argmax), a Dense -> ReLU as one step, and leaves Dropout
+    out: the same numbers as forward at inference, bit for bit."""
     from cnn_im2col.conv import direct
     from cnn_im2col.layers import Dropout
 
@@ -590,16 +592,16 @@ def test_predict_pools_a_direct_first_layer_from_its_sums_and_fuses_dense_activa
     monkeypatch.setattr(direct, "forward_relu_pool2",
                         lambda *args: calls.append(1) or pooled(*args))
     side = 11 // 2 if pool == 2 else (11 - 3) // 2 + 1
-    model = Sequential([Conv2D(3, 6, 3, padding=1, dtype=dtype, seed=0), ReLU(),
+    model = Sequential([Conv2D(channels, 6, 3, padding=1, dtype=dtype, seed=0), ReLU(),
                         MaxPool2D(pool, stride=2), Flatten(),
                         Dense(6 * side * side, 7, dtype=dtype, seed=1), ReLU(), Dropout(0.5),
                         Dense(7, 3, dtype=dtype, seed=2)])
-    x = np.random.default_rng(0).standard_normal((5, 3, 11, 11)).astype(dtype)
+    x = np.random.default_rng(0).standard_normal((5, channels, 11, 11)).astype(dtype)
     np.testing.assert_array_equal(model.predict(x), model.forward(x, training=False))
     steps, _ = model._inference
     assert [s.kind for s in steps] == ["conv_relu_pool", "layer", "dense_activation", "layer"]
-    assert len(calls) == (pool == 2)
-    with pytest.raises(ValueError, match=r"Conv2D\(3, 6, 3, padding=1.*channels"):
+    assert len(calls) == (pool == 2 and channels == 3)
+    with pytest.raises(ValueError, match=rf"Conv2D\({channels}, 6, 3, padding=1.*channels"):
         model.predict(x[:, :2])
     with pytest.raises(RuntimeError, match=r"DenseActivation\(.*\) is an inference step"):
         steps[2].run(np.ones((2, 6 * side * side), dtype), True)

@@ -454,3 +454,46 @@ def test_global_avg_pool_of_a_long_map_keeps_numpys_pairwise_mean():
     assert 80 * 80 > pooling._GEMV_MAX_PLANE
     np.testing.assert_array_equal(pooling.global_avg_pool2d(x)[0],
                                   x.mean(axis=(2, 3), dtype=np.float32))
+
+
+@given(case=st.one_of(pool_cases(), pool_cases(overlapping=True), ceil_dilation_cases(True)),
+       relu=st.booleans(), ties=st.booleans(), nan=st.booleans())
+def test_the_inference_max_pool_equals_the_pool_with_its_argmax_bit_for_bit(case, relu, ties, nan):
+    """``max_pool2d_values`` (inference: no argmax) and the MaxPool2D layer's ``infer`` give the
+    output of ``max_pool2d`` bit for bit: drawn windows, strides, paddings, dilations, ceil mode,
+    ties, a NaN, with and without the fused ReLU."""
+    if len(case) == 6:
+        x, k, s, p, _, _ = case
+        d, ceil = 1, False
+    else:
+        x, k, s, p, d, ceil, _ = case
+    x = np.ascontiguousarray(x, dtype=x.dtype)
+    if ties:
+        x = np.rint(x / max(1.0, float(np.abs(x).max())) * 2).astype(x.dtype)
+    if nan:
+        x.reshape(-1)[x.size // 2] = np.nan
+    layer = MaxPool2D(k, s, p, ceil_mode=ceil, dilation=d)
+    g = layer.plan(x.shape)
+    want = pooling.max_pool2d(x, g, relu=relu)[0]
+    np.testing.assert_array_equal(pooling.max_pool2d_values(x, g, relu=relu), want)
+    if not relu:
+        np.testing.assert_array_equal(layer.infer(x), want)
+
+
+def test_a_network_predicts_through_the_inference_max_pool_and_a_users_subclass_does_not():
+    """predict runs a MaxPool2D and a ReLU -> MaxPool2D after the first step through the
+    values-only kernels (no argmax kept); a user's subclass of MaxPool2D keeps its own forward."""
+    from cnn_im2col.layers import Identity, ReLU
+
+    class MyPool(MaxPool2D):
+        def forward(self, x, training=False):
+            return super().forward(x, training) + 1.0
+
+    x = np.random.default_rng(3).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    for pool, kind in ((MaxPool2D(2), "layer"), (ReLU(), "relu_pool"), (MyPool(2), "layer")):
+        layers = [Identity(), pool] + ([MaxPool2D(2)] if kind == "relu_pool" else [])
+        model = Sequential(layers)
+        got = model.predict(x)
+        assert [s.kind for s in model._inference[0]] == ["layer", kind]
+        assert (layers[-1]._cache is not None) == isinstance(pool, MyPool)  # only forward keeps
+        np.testing.assert_array_equal(got, model.forward(x))
