@@ -6,8 +6,10 @@ Each ``*_forward`` validates its arguments and returns ``(out, cache)``; the mat
 ``*_backward(dout, cache)`` returns the gradients. ``max_pool2d`` / ``avg_pool2d`` /
 ``global_avg_pool2d`` are the same forwards on checked input and geometry (a layer's plan); the
 ``*_into`` functions run the Numba kernels on one batch slice, from any thread (a fused
-Conv2D -> ReLU -> MaxPool2D pools each slice where the convolution wrote it). The ``"numpy"``
-backend is the slow twin: im2col of each plane, then NumPy's reductions.
+Conv2D -> ReLU -> MaxPool2D pools each slice where the convolution wrote it). At inference, with
+no backward to follow, ``max_pool2d_values`` (and ``max_pool2d_values_into`` per slice) give the
+max pool's output alone, without the argmax its backward would need. The ``"numpy"`` backend is
+the slow twin: im2col of each plane, then NumPy's reductions.
 
 Kernels: serial, on batch slices, releasing the GIL, like the rest of the engine.
 """
