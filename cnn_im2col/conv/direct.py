@@ -138,6 +138,57 @@ def _group_sums(q, w, o0, group, size, bases, bias, oh_count, ow_count, qw, acc)
                     aj[_u(k)] += wt * qc[_u(base + k)]
 
 
+@nb.njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
+def _direct(x, w, sy, sx, dy, dx, pt, pl, bias, relu, pool, oh_count, ow_count, out):
+    """``direct_forward`` (``pool`` False: ``out`` the (N, O, OH, OW) maps) or
+    ``direct_forward_pool2`` (``pool`` True: ``out`` their 2x2 max pool): each sample split into
+    its phase planes once, then four output maps at a time summed (``_group_sums``) and written."""
+    n_count, c_count, o_count = x.shape[0], x.shape[1], w.shape[0]
+    qh, qw, size, by0, bx0, bases = _phase_setup(w.shape[2], w.shape[3], sy, sx, dy, dx, pt, pl,
+                                                 oh_count, ow_count)
+    q = np.zeros(c_count * size, dtype=x.dtype)  # borders stay 0: only image cells are written
+    acc = np.empty((_GROUP, oh_count * qw), dtype=x.dtype)
+    for n in range(n_count):
+        for c in range(c_count):
+            split_phases(x[n, c], sy, sx, by0, bx0, qh, qw, q[c * size : (c + 1) * size])
+        for o0 in range(0, o_count, _GROUP):
+            group = min(_GROUP, o_count - o0)
+            _group_sums(q, w, o0, group, size, bases, bias, oh_count, ow_count, qw, acc)
+            for j in range(group):
+                if pool:
+                    _write_pooled(acc[j], qw, out[n, o0 + j])
+                else:
+                    _write_maps(acc[j], qw, relu, out[n, o0 + j])
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _write_maps(sums, qw, relu, dst):
+    """``dst[oh, ow] = f(sums[oh*QW + ow])``, f = ReLU if ``relu``."""
+    zero = dst.dtype.type(0)
+    for oh in range(dst.shape[0]):
+        row = dst[oh]
+        for ow in range(dst.shape[1]):
+            v = sums[_u(oh * qw + ow)]
+            row[_u(ow)] = v if (v > zero or not relu) else zero
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _write_pooled(sums, qw, dst):
+    """``dst[ph, pw]`` = the maximum of ReLU over the 2x2 window of ``sums`` at (2ph, 2pw): each
+    value ReLU'd first (a NaN becomes 0, as in the convolution's epilogue), so the maximum of four
+    values that are never NaN, the same whichever order it compares."""
+    zero = dst.dtype.type(0)
+    for ph in range(dst.shape[0]):
+        row, top = dst[ph], 2 * ph * qw
+        for pw in range(dst.shape[1]):
+            k = top + 2 * pw
+            v0, v1 = sums[_u(k)], sums[_u(k + 1)]
+            v2, v3 = sums[_u(k + qw)], sums[_u(k + qw + 1)]
+            v0, v1 = (v0 if v0 > zero else zero), (v1 if v1 > zero else zero)
+            v2, v3 = (v2 if v2 > zero else zero), (v3 if v3 > zero else zero)
+            row[_u(pw)] = max(max(v0, v1), max(v2, v3))
+
+
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})
 def direct_forward(x, w, sy, sx, dy, dx, pt, pl, bias, relu, out):
     """``out[n, o] = f(bias[o] + sum_c w[o, c] (*) x[n, c])``, the 3x3 or 5x5 correlation of
@@ -147,59 +198,15 @@ def direct_forward(x, w, sy, sx, dy, dx, pt, pl, bias, relu, out):
     x: (N, C, H, W); w: (O, C, K, K), K 3 or 5; bias: (O, 1) or (O, OH*OW); out (written): (N, O,
     OH, OW).
     """
-    n_count, c_count, o_count = x.shape[0], x.shape[1], w.shape[0]
-    oh_count, ow_count = out.shape[2], out.shape[3]
-    qh, qw, size, by0, bx0, bases = _phase_setup(w.shape[2], w.shape[3], sy, sx, dy, dx, pt,
-                                                 pl, oh_count, ow_count)
-    q = np.zeros(c_count * size, dtype=x.dtype)  # borders stay 0: only image cells are written
-    acc = np.empty((_GROUP, oh_count * qw), dtype=x.dtype)
-    zero = x.dtype.type(0)
-    for n in range(n_count):
-        for c in range(c_count):
-            split_phases(x[n, c], sy, sx, by0, bx0, qh, qw, q[c * size : (c + 1) * size])
-        for o0 in range(0, o_count, _GROUP):
-            group = min(_GROUP, o_count - o0)
-            _group_sums(q, w, o0, group, size, bases, bias, oh_count, ow_count, qw, acc)
-            for j in range(group):
-                aj, dst = acc[j], out[n, o0 + j]
-                for oh in range(oh_count):
-                    row = dst[oh]
-                    for ow in range(ow_count):
-                        v = aj[_u(oh * qw + ow)]
-                        row[_u(ow)] = v if (v > zero or not relu) else zero
+    _direct(x, w, sy, sx, dy, dx, pt, pl, bias, relu, False, out.shape[2], out.shape[3], out)
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})
 def direct_forward_pool2(x, w, sy, sx, dy, dx, pt, pl, bias, oh_count, ow_count, out):
     """``direct_forward`` with ReLU, then a 2x2 max pool of stride 2 (no padding, the last row and
-    column dropped where the map's side is odd) from the sums while they are in cache: the
-    convolution's (OH, OW) maps are never written. ``out`` (written): (N, O, OH // 2, OW // 2).
-    The maximum of four ReLU outputs (never NaN) is the same whichever order it compares."""
-    n_count, c_count, o_count = x.shape[0], x.shape[1], w.shape[0]
-    ph_count, pw_count = out.shape[2], out.shape[3]
-    qh, qw, size, by0, bx0, bases = _phase_setup(w.shape[2], w.shape[3], sy, sx, dy, dx, pt,
-                                                 pl, oh_count, ow_count)
-    q = np.zeros(c_count * size, dtype=x.dtype)
-    acc = np.empty((_GROUP, oh_count * qw), dtype=x.dtype)
-    zero = x.dtype.type(0)
-    for n in range(n_count):
-        for c in range(c_count):
-            split_phases(x[n, c], sy, sx, by0, bx0, qh, qw, q[c * size : (c + 1) * size])
-        for o0 in range(0, o_count, _GROUP):
-            group = min(_GROUP, o_count - o0)
-            _group_sums(q, w, o0, group, size, bases, bias, oh_count, ow_count, qw, acc)
-            for j in range(group):
-                aj, dst = acc[j], out[n, o0 + j]
-                for ph in range(ph_count):
-                    row, top = dst[ph], 2 * ph * qw
-                    for pw in range(pw_count):
-                        k = top + 2 * pw
-                        v0, v1 = aj[_u(k)], aj[_u(k + 1)]
-                        v2, v3 = aj[_u(k + qw)], aj[_u(k + qw + 1)]
-                        # ReLU first (a NaN becomes 0, as in the conv's epilogue), then the max
-                        v0, v1 = (v0 if v0 > zero else zero), (v1 if v1 > zero else zero)
-                        v2, v3 = (v2 if v2 > zero else zero), (v3 if v3 > zero else zero)
-                        row[_u(pw)] = max(max(v0, v1), max(v2, v3))
+    column dropped where the map's side is odd) taken from the sums while they are in cache: the
+    convolution's (OH, OW) maps are never written. ``out`` (written): (N, O, OH // 2, OW // 2)."""
+    _direct(x, w, sy, sx, dy, dx, pt, pl, bias, True, True, oh_count, ow_count, out)
 
 
 def supports(weight_shape: tuple[int, ...], groups: int) -> bool:
