@@ -83,16 +83,17 @@ def gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     threads = _threads.get_num_threads()
     if threads == 1 or rows * a.shape[1] * columns < _PARALLEL_GEMM_MACS:
         return np.matmul(a, b)
+    by_columns = columns >= _MIN_SPLIT_COLUMNS * threads
+    if not by_columns and rows < 2 * threads:
+        return np.matmul(a, b)
     out = np.empty((rows, columns), dtype=np.result_type(a, b))
-    if columns >= _MIN_SPLIT_COLUMNS * threads:
+    if by_columns:
 
-        def by_columns(s: slice) -> None:
+        def columns_of(s: slice) -> None:
             np.matmul(a, b[:, s], out=out[:, s])
 
-        _threads.parallel_map(by_columns, _threads.split(columns, threads))
+        _threads.parallel_map(columns_of, _threads.split(columns, threads))
         return out
-    if rows < 2 * threads:
-        return np.matmul(a, b)
 
     def by_rows(s: slice) -> None:
         np.matmul(a[s], b, out=out[s])
