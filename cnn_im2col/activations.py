@@ -58,6 +58,17 @@ def add_relu(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+def add_into(out: np.ndarray, b: np.ndarray, relu: bool) -> None:
+    """``out += b``, then ReLU if ``relu``, in place and serially: one batch slice, on the worker
+    that has it in cache (a Residual's join in its body's last convolution, ``blocks``). ``out``
+    and ``b`` C-contiguous, of one float dtype and shape."""
+    if relu:
+        flat = out.reshape(-1)
+        _add_relu_kernel(flat, b.reshape(-1), flat)
+    else:
+        np.add(out, b, out=out)
+
+
 def add_relu_numpy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     y = np.add(a, b, dtype=np.result_type(a, b))
     return np.maximum(y, 0, out=y)

@@ -60,7 +60,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .activations import IN_PLACE_KERNELS, relu_backward
+from .activations import IN_PLACE_KERNELS, add_into, add_relu, relu_backward
 from .containers import Residual
 from .conv import ConvCache, conv2d_backward, depthwise, direct, inverted_residual, pointwise
 from .layers import (
@@ -71,7 +71,6 @@ from .layers import (
     Dropout,
     HardSigmoid,
     HardSwish,
-    Layer,
     MaxPool2D,
     ReLU,
     ReLU6,
@@ -119,13 +118,13 @@ class LayerStep:
         return self.layer.backward(dout)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        """Inference with no backward to follow: a container's own ``infer`` (its bodies folded
-        too) or a built-in layer's (MaxPool2D's keeps no argmax), else ``run`` (a user's subclass
-        of a built-in layer may have changed ``forward``)."""
+        """Inference with no backward to follow: a MaxPool2D's maxima without their argmax (exact
+        class: a user's subclass may have changed ``forward``), a container's own ``infer`` (its
+        bodies folded too), else ``run``."""
+        if type(self.layer) is MaxPool2D:
+            return max_pool2d_values(np.ascontiguousarray(x), self.layer.plan(x.shape))
         infer = getattr(self.layer, "infer", None)
-        if infer is None or (isinstance(self.layer, Layer) and not self._unchecked):
-            return self.run(x, False)
-        return infer(x)
+        return infer(x) if infer is not None else self.run(x, False)
 
 
 class _Block:
@@ -510,6 +509,37 @@ class ReLUPool(_Block):
 Step = (LayerStep | ConvReLU | ConvReLUPool | ReLUPool | ConvActivation | DenseActivation
         | InvertedResidual
         | ResidualReLU | BatchNormReLU)
+
+
+def infer_with_skip(step: Step, x: np.ndarray, skip: np.ndarray, relu: bool, first: bool
+                    ) -> np.ndarray:
+    """A stack's last ``step`` at inference with a Residual's shortcut ``skip`` added to its
+    output (then ReLU if ``relu``, a ResNet block's): inside ``InvertedResidual``'s kernels (no
+    ReLU there); for a Conv2D alone (exact class, ``skip`` of its output's shape and dtype,
+    C-contiguous), in each batch slice right after the convolution wrote it, on the worker that
+    has it in cache (its ``then``), so the join is no pass of its own over memory; else after the
+    step, in NumPy's result dtype. ``first``: the step is the stack's first, and ``x`` is checked
+    here as its ``forward`` would check it."""
+    if isinstance(step, InvertedResidual) and not relu:
+        return step.infer(step.check_input(x) if first else x, skip=skip)
+    if isinstance(step, LayerStep) and type(step.layer) is Conv2D:
+        conv = step.layer
+        x = conv.check_input(x) if first else x
+        g = conv.plan(x.shape).geometry
+        if (skip.shape == (x.shape[0], conv.out_channels, g.oh, g.ow)
+                and skip.dtype == conv.params["weight"].dtype and skip.flags.c_contiguous):
+
+            def join(s: slice, y: np.ndarray) -> None:
+                add_into(y, skip[s], relu)
+
+            return _conv_forward(conv, x, False, then=join, relu=False)[0]
+        y = step.infer(x)
+    elif first:
+        y = step.forward(x, False) if isinstance(step, LayerStep) else step.infer(
+            step.check_input(x))
+    else:
+        y = step.infer(x)
+    return add_relu(y, skip) if relu else np.add(y, skip, dtype=np.result_type(y, skip))
 
 
 def foldable(conv: Any, norm: Any) -> bool:

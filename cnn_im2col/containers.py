@@ -125,6 +125,12 @@ def _check_child(child: Any, what: str, owner: str) -> Any:
 
 
 # ------------------------------------------------------------------------------- containers
+def _infer_child(child: Any, x: np.ndarray) -> np.ndarray:
+    """A child at inference: its own ``infer`` where it has one, else ``forward``."""
+    infer = getattr(child, "infer", None)
+    return infer(x) if callable(infer) else child.forward(x, training=False)
+
+
 class Container:
     """What the containers share: the layer protocol over named children, the boundary check,
     config and repr. A subclass defines ``named_children``, ``output_shape``, ``_join`` and
@@ -203,8 +209,7 @@ class Container:
         # x was checked where it entered: the children skip the NaN/Inf scan of their input
         with finite_scans_skipped():
             if infer:
-                return [child.infer(x) if callable(getattr(child, "infer", None))
-                        else child.forward(x, training=False) for _, child in self.named_children()]
+                return [_infer_child(child, x) for _, child in self.named_children()]
             return [child.forward(x, training=training) for _, child in self.named_children()]
 
     def _cached(self) -> Any:
@@ -291,13 +296,15 @@ class Residual(Container):
         return y
 
     def infer(self, x: np.ndarray, relu: bool = False) -> np.ndarray:
-        """``Container.infer``, with the ReLU of ``run``. An identity shortcut without the ReLU is
-        handed to a body whose ``infer`` takes ``skip`` (a ``Sequential``: its last step may add
-        it in its own pass over the output, as MobileNetV2's fused block does)."""
-        if self.shortcut is None and not relu and getattr(self.body, "infer_takes_skip", False):
+        """``Container.infer``, with the ReLU of ``run``. A body whose ``infer`` takes ``skip`` (a
+        ``Sequential``) gets the shortcut's output (``x`` itself for an identity) and the ReLU, so
+        that its last step may join them while it writes its output (MobileNetV2's fused block,
+        a ResNet block's last convolution: ``blocks.infer_with_skip``)."""
+        if getattr(self.body, "infer_takes_skip", False):
             self._check_shapes(x)
             with finite_scans_skipped():
-                return self.body.infer(x, skip=x)
+                shortcut = x if self.shortcut is None else _infer_child(self.shortcut, x)
+                return self.body.infer(x, skip=shortcut, relu=relu)
         return self._join(x, self._forward_children(x, False, infer=True), relu)[0]
 
     def _join(self, x: np.ndarray, outputs: list[np.ndarray], relu: bool = False

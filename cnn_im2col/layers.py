@@ -66,7 +66,6 @@ from .pooling import (
     global_avg_pool2d_backward,
     max_pool2d,
     max_pool2d_backward,
-    max_pool2d_values,
 )
 from .shapes import (
     as_float_array,
@@ -511,11 +510,6 @@ class MaxPool2D(_Pool2D):
     def run(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         out, self._cache = max_pool2d(np.ascontiguousarray(x), self.plan(x.shape), owner=repr(self))
         return out
-
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        """``run`` at inference with no backward to follow (a network's ``predict``): the maxima
-        without their argmax, nothing kept."""
-        return max_pool2d_values(np.ascontiguousarray(x), self.plan(x.shape))
 
     def backward(self, dout: Any) -> np.ndarray:
         return max_pool2d_backward(dout, self._cached())

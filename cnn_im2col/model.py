@@ -523,15 +523,16 @@ class Sequential(Trainer):
             _check_finite(out, "output", "the input", owner)
             yield out
 
-    def infer(self, x: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
+    def infer(self, x: np.ndarray, skip: np.ndarray | None = None, relu: bool = False
+              ) -> np.ndarray:
         """Inference on ``x`` already checked (a batch, finite), with no backward to follow: the
         steps of ``blocks.inference_plan``, Conv2D -> BatchNorm2D pairs folded into one
         convolution whose parameters are refreshed from the pair on every call (outputs equal to
         ``forward(x)`` to rounding). Nested stacks and containers fold their own.
 
-        ``skip`` (a Residual's identity shortcut, of the output's shape) is added to the output:
-        inside the last step when that is a fused ``InvertedResidual`` (as the first value of each
-        output, no pass of its own), else after it."""
+        ``skip`` (a Residual's shortcut, of the output's shape) is added to the output, then ReLU
+        if ``relu`` (``blocks.infer_with_skip``): inside the last step where it can (a fused
+        ``InvertedResidual``, or a Conv2D slice by slice), else after it."""
         key = self._layers_key()
         if self.__dict__.get("_inference_key") != key:
             self._inference = _blocks.inference_plan(self.layers)
@@ -539,19 +540,17 @@ class Sequential(Trainer):
         steps, folds = self._inference
         for fold in folds:
             fold.refresh()
-        last = steps[-1]
-        adds = skip is not None and isinstance(last, _blocks.InvertedResidual)
+        last = len(steps) - 1
         with finite_scans_skipped():
             for i, step in enumerate(steps):
-                extra = {"skip": skip} if adds and step is last else {}
-                if i > 0:
-                    x = step.infer(x, **extra)
+                if i == last and skip is not None:
+                    x = _blocks.infer_with_skip(step, x, skip, relu, first=i == 0)
+                elif i > 0:
+                    x = step.infer(x)
                 elif isinstance(step, _blocks.LayerStep):  # the layer's forward checks x
-                    x = step.forward(x, False, **extra)
+                    x = step.forward(x, False)
                 else:  # checked as the block's forward would (the NaN/Inf scan was done)
-                    x = step.infer(step.check_input(x), **extra)
-        if skip is not None and not adds:
-            x = np.add(x, skip, dtype=np.result_type(x, skip))
+                    x = step.infer(step.check_input(x))
         return x
 
     @uses_engine_blas

@@ -526,6 +526,48 @@ def test_a_residual_and_its_relu_run_as_one_pass_with_the_layers_numbers(dtype):
         "conv_relu", "residual_relu", "residual_relu", "layer"]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("relu_cls", [ReLU, MyReLU])
+@pytest.mark.parametrize("strategy", ["auto", "winograd"])
+def test_predict_joins_a_residual_in_its_last_convolution_slice_by_slice(
+        monkeypatch, dtype, relu_cls, strategy):
+    """At inference a Residual hands its shortcut (x, or the projection's output) and its ReLU to
+    the body, whose last Conv2D adds it to each batch slice as it is written (``then``): no join
+    of its own, the same numbers as forward bit for bit, the identity and the projection block,
+    a body of one step (checked where it enters) and of two, with the ReLU (ResidualReLU) and
+    without (a user's ReLU after it)."""
+    from cnn_im2col import activations
+
+    if strategy == "winograd":  # "auto" takes it at any size and channel count
+        monkeypatch.setattr(conv, "_FEW_CHANNELS_DIRECT", False)
+        monkeypatch.setattr(conv, "AUTO_MIN_CHANNELS", 1)
+        monkeypatch.setattr(conv, "AUTO_MIN_SIDE", 1)
+        monkeypatch.setattr(conv, "AUTO_MIN_PIXELS", 1)
+    joins = []
+    add_into = activations.add_into
+    monkeypatch.setattr(blocks, "add_into", lambda y, b, r: joins.append(r) or add_into(y, b, r))
+    monkeypatch.setattr(blocks, "add_relu", None)  # the join after the step: not taken
+    model = residual_net(relu_cls, dtype)
+    x = np.random.default_rng(4).standard_normal((5, 3, 8, 8)).astype(dtype)
+    got = model.predict(x)
+    np.testing.assert_array_equal(got, model.forward(x))
+    assert joins and set(joins) == {relu_cls is ReLU}  # each slice of both blocks, in the conv
+    with pytest.raises(ValueError, match=r"Conv2D\(3, 4, 3, padding=1.*channels"):
+        model.predict(x[:, :2])
+
+
+def test_a_shortcut_of_another_dtype_or_layout_is_joined_after_the_last_step():
+    conv_layer = Conv2D(3, 3, 3, padding=1, seed=0)
+    x = np.random.default_rng(5).standard_normal((2, 3, 5, 5)).astype(np.float32)
+    y = conv_layer.forward(x)
+    for skip in (x.astype(np.float64), np.repeat(x, 2, axis=-1)[..., ::2]):
+        for relu in (False, True):
+            got = blocks.infer_with_skip(blocks.LayerStep(conv_layer, 0), x, skip, relu, True)
+            want = np.add(y, skip, dtype=np.result_type(y, skip))
+            np.testing.assert_array_equal(got, np.maximum(want, 0) if relu else want)
+            assert got.dtype == np.result_type(y, skip)
+
+
 def test_a_fused_residual_relu_passes_the_gradient_check_and_checks_dout():
     model = residual_net(ReLU, np.float64)
     check_layer(model, np.random.default_rng(1).standard_normal((2, 3, 6, 6)))

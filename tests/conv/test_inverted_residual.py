@@ -248,3 +248,15 @@ def test_the_plane_kernel_itself_handles_strides_and_dilations(stride, dilation,
         x, w.expand, w.expand_bias, w.depthwise, w.depthwise_bias, g.sy, g.sx, g.dy, g.dx, g.top,
         g.left, w.project, w.project_bias, np.empty((0, 0, 0, 0)), out)
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("h", [8, 16])
+def test_a_block_in_a_residual_with_a_relu_after_it_joins_after_the_kernel(h):
+    """A Residual -> ReLU around the block: the kernels add no ReLU, so the join and the ReLU
+    come after the step (``blocks.infer_with_skip``), equal to forward to rounding."""
+    layers = block_layers(8, 24, 8, 1, 1, 1, True, "tied", np.float32)
+    model = Sequential([Residual(Sequential(layers)), ReLU()])
+    x = np.random.default_rng(6).standard_normal((3, 8, h, h)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x), model.forward(x), *tolerance(np.float32))
+    body_steps = model.layers[0].body._inference[0]
+    assert [s.kind for s in body_steps] == ["inverted_residual"]
