@@ -77,6 +77,27 @@ def test_folds_are_made_once_and_not_compared_again(monkeypatch):
     assert len(calls) == 6
 
 
+def test_winograd_weights_are_transformed_once_per_session_and_on_every_predict(monkeypatch):
+    """A session transforms each Winograd convolution's weight at its first run and keeps it;
+    predict, whose network may change, transforms on every call. Both give the same numbers."""
+    from cnn_im2col.conv import winograd
+
+    model = architectures.resnet20(input_shape=(3, 16, 16))
+    x = np.random.default_rng(1).random((4, 3, 16, 16), dtype=np.float32)
+    session = InferenceSession(model, (3, 16, 16))
+    calls = []
+    real = winograd.transform_weight
+    monkeypatch.setattr(winograd, "transform_weight", lambda w: calls.append(w.shape) or real(w))
+    first = session.run(x)
+    made = len(calls)
+    assert made > 0  # ResNet-20's 16x16 stage takes Winograd at this batch
+    np.testing.assert_array_equal(session.run(x), first)
+    np.testing.assert_allclose(session.run(x[:3]), first[:3], 1e-5, 1e-5)  # another batch's
+    assert len(calls) == made  # kept, for the new batch size too
+    np.testing.assert_array_equal(model.predict(x), first)
+    assert len(calls) == 2 * made  # predict: each call
+
+
 class Scale(Layer):
     """A user's layer that can be saved: y = x * factor."""
 

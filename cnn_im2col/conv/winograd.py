@@ -906,13 +906,16 @@ def forward(
     keep: bool = True,
     relu: bool = False,
     then: Callable[[slice, np.ndarray], None] | None = None,
+    transformed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, WinogradCache]:
     """``conv2d_forward``'s Winograd strategy on checked arguments (as ``conv.im2col.forward``;
-    ``supports`` holds, numba). ``keep=False``: V is not kept (the cache keeps x)."""
+    ``supports`` holds, numba). ``keep=False``: V is not kept (the cache keeps x).
+    ``transformed``: ``transform_weight(weight)`` made once by a caller whose weight cannot
+    change (a session's), else it is made here."""
     n, out_channels = x.shape[0], weight.shape[0]
     out = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
     bias2 = bias_columns(bias, out_channels, weight.dtype)
-    u = transform_weight(weight)
+    u = transform_weight(weight) if transformed is None else transformed
     ty, tx = tiles(g)
     slices = cache_slices(n, ALPHA**2 * x.shape[1] * ty * tx * x.itemsize)
 
