@@ -558,12 +558,20 @@ def infer_with_skip(step: Step, x: np.ndarray, skip: np.ndarray, relu: bool, fir
 
             return _conv_forward(conv, x, False, then=join, relu=False)[0]
         y = step.infer(x)
-    elif first:
-        y = step.forward(x, False) if isinstance(step, LayerStep) else step.infer(
-            step.check_input(x))
     else:
-        y = step.infer(x)
+        y = infer_step(step, x, first)
     return add_relu(y, skip) if relu else np.add(y, skip, dtype=np.result_type(y, skip))
+
+
+def infer_step(step: Step, x: np.ndarray, first: bool) -> np.ndarray:
+    """``step`` at inference. The ``first`` of a stack is checked where ``x`` enters, as its
+    ``forward`` checks it (the NaN/Inf scan was done): a layer alone through its own ``forward``,
+    a fused block by ``check_input`` and then its inference path."""
+    if not first:
+        return step.infer(x)
+    if isinstance(step, LayerStep):
+        return step.forward(x, False)
+    return step.infer(step.check_input(x))
 
 
 def foldable(conv: Any, norm: Any) -> bool:

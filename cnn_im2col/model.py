@@ -545,12 +545,8 @@ class Sequential(Trainer):
             for i, step in enumerate(steps):
                 if i == last and skip is not None:
                     x = _blocks.infer_with_skip(step, x, skip, relu, first=i == 0)
-                elif i > 0:
-                    x = step.infer(x)
-                elif isinstance(step, _blocks.LayerStep):  # the layer's forward checks x
-                    x = step.forward(x, False)
-                else:  # checked as the block's forward would (the NaN/Inf scan was done)
-                    x = step.infer(step.check_input(x))
+                else:
+                    x = _blocks.infer_step(step, x, first=i == 0)
         return x
 
     @uses_engine_blas
