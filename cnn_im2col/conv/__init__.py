@@ -49,8 +49,9 @@ ALGORITHMS = ("auto", "im2col", "winograd")
 _DEPTHWISE_DIRECT = True
 # 1x1 kernels without padding or groups: one GEMM per sample (conv/pointwise.py) instead of im2col
 _POINTWISE_DIRECT = True
-# 3x3 and 5x5 kernels of at most direct.MAX_CHANNELS input channels, under "auto": computed from the
-# input's phase planes (conv/direct.py) instead of through a K*K*C-row im2col matrix
+# 3x3 and 5x5 kernels of at most direct.MAX_CHANNELS input channels, and strided 3x3 kernels of at
+# most direct.MAX_STRIDED_CHANNELS, under "auto": computed from the input's phase planes
+# (conv/direct.py) instead of through a K*K*C-row im2col matrix
 _FEW_CHANNELS_DIRECT = True
 
 # "auto" takes Winograd when both channel counts, both output sides and the batch's output pixels
@@ -107,7 +108,8 @@ def choose(
     """The strategy for a convolution of ``batch`` samples of ``in_channels`` channels with a weight
     of ``weight_shape`` and geometry ``g`` (arguments already validated): depthwise where groups ==
     C == O (numba), pointwise for a 1x1 kernel without padding, dilation or groups (numba), direct
-    for a 3x3 or 5x5 kernel of at most ``direct.MAX_CHANNELS`` input channels, groups 1 ("auto"),
+    for a 3x3 or 5x5 kernel of at most ``direct.MAX_CHANNELS`` input channels or an undilated
+    strided 3x3 kernel of at most ``direct.MAX_STRIDED_CHANNELS``, groups 1 ("auto"),
     Winograd where ``algorithm`` asks for it or ``"auto"`` finds it applies and pays
     (``winograd_pays``: at least 8 input and output channels per group, an output of at least
     4x4 and 512 output pixels per map in the batch), im2col elsewhere. Raises if ``"winograd"``
@@ -120,7 +122,7 @@ def choose(
     if backend == "numba" and _POINTWISE_DIRECT and pointwise.supports(weight_shape, g, groups):
         return pointwise
     if (algorithm == "auto" and backend == "numba" and _FEW_CHANNELS_DIRECT
-            and direct.supports(weight_shape, groups)):
+            and direct.supports(weight_shape, g, groups)):
         return direct
     if (algorithm == "auto" and backend == "numba" and dilated.supports(weight_shape, g, groups)
             and winograd_pays(weight_shape[1], weight_shape[0] // groups,
