@@ -239,3 +239,25 @@ def test_bad_dilation_is_named():
         r"larger than the padded",
     ):
         im2col(np.ones((1, 1, 4, 4)), 3, dilation=2)
+
+
+@pytest.mark.parametrize("kernel", [(1, 1), (3, 1)])
+@pytest.mark.parametrize("stride", [(2, 2), (1, 2), (3, 2), (2, 3)])
+@pytest.mark.parametrize("padding", [(0, 0), (1, 2)])
+def test_one_column_kernels_gather_their_strided_columns_in_place(kernel, stride, padding):
+    """A kernel one column wide with a column stride (a ResNet's strided 1x1 projection) gathers
+    every SX-th value of a row where it lies (``im2col_t``) and adds them back there
+    (``col2im_t``), where wider kernels split the plane into column phases first: the same
+    matrices as the NumPy twin and its adjoint, including odd widths and padded edges."""
+    from cnn_im2col.conv.im2col import fold_t, unfold_t
+    from cnn_im2col.im2col import _geometry
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 9, 11))
+    g = _geometry(x.shape, kernel, stride, padding, "test", (1, 1))
+    cols = im2col(x, kernel, stride, padding, backend="numpy")
+    np.testing.assert_array_equal(unfold_t(x, g), cols.T)
+    c = rng.standard_normal(cols.shape)
+    np.testing.assert_allclose(
+        fold_t(np.ascontiguousarray(c.T), g, np.full_like(x, np.nan)),  # written whole
+        col2im(c, x.shape, kernel, stride, padding, backend="numpy"), 1e-12, 1e-12)

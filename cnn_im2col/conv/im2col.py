@@ -98,6 +98,20 @@ def _copy_rows_clipped(src, s, step, dst, d, width, lo, hi, count):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
+def _gather_rows_clipped(src, s, step, sx, dst, d, width, lo, hi, count):
+    """``count`` runs of ``width`` values, each gathered from every ``sx``-th value of a row:
+    ``dst[d + r*width + q] = src[s + r*step + q*sx]`` for q in [lo, hi), 0 elsewhere (padding)."""
+    for r in range(count):
+        row, first = d + r * width, s + r * step
+        for q in range(lo):
+            dst[_u(row + q)] = 0.0
+        for q in range(lo, hi):
+            dst[_u(row + q)] = src[_u(first + q * sx)]
+        for q in range(hi, width):
+            dst[_u(row + q)] = 0.0
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
 def _split_columns(xf, image, height, width, sx, pf):
     """One (H, W) plane of the flat ``xf`` at ``image``, its columns split by their position modulo
     ``sx``: ``pf[(p*H + r)*WQ + k] = plane[r, k*SX + p]``, WQ = ceil(W / SX) (the cells past the
@@ -152,19 +166,22 @@ def im2col_t(x, kh, kw, sy, sx, dy, dx, pt, pl, oh_count, ow_count, cols):
     is padding. Flat indices instead of per-row views: 1.3x faster on LeNet's conv2 slices, whose
     runs are only 8 values long. With a column stride SX > 1 the plane is first split into its SX
     column phases (``_split_columns``), and each kernel cell copies contiguous runs of one phase
-    (8x32x32x32, 3x3 stride 2, one thread, in one run: 0.44 -> 0.24 ms).
+    (8x32x32x32, 3x3 stride 2, one thread, in one run: 0.44 -> 0.24 ms); but a kernel one column
+    wide (a ResNet's strided 1x1 projection) reads one phase of every SY-th row, so it gathers those
+    values from the plane where they lie instead of splitting all of it.
     """
     n_count, c_count, height, width = x.shape
     plane = oh_count * ow_count
     length = n_count * plane
     xf = x.reshape(x.size)  # a view: the callers pass C-contiguous arrays (reshape refuses others)
     cf = cols.reshape(cols.size)
-    wq = -(-width // sx)  # a phase's width (the whole row when SX = 1)
-    pf = np.empty(sx * height * wq if sx > 1 else 0, dtype=x.dtype)
+    split = sx > 1 and kw > 1
+    wq = -(-width // sx) if split else width  # a phase's width (the whole row unsplit)
+    pf = np.empty(sx * height * wq if split else 0, dtype=x.dtype)
     for n in range(n_count):
         for c in range(c_count):
             image = (n * c_count + c) * height * width
-            if sx > 1:
+            if split:
                 _split_columns(xf, image, height, width, sx, pf)
             for i in range(kh):
                 ylo, yhi = _valid_range(i * dy - pt, sy, height, oh_count)
@@ -175,6 +192,10 @@ def im2col_t(x, kh, kw, sy, sx, dy, dx, pt, pl, oh_count, ow_count, cols):
                     cf[d : d + ylo * ow_count] = 0.0
                     cf[d + yhi * ow_count : d + plane] = 0.0
                     row = ylo * sy + i * dy - pt  # the input row of output row ylo
+                    if sx > 1 and not split:  # output column ow reads input column ow*SX + off
+                        _gather_rows_clipped(xf, image + row * width + off, sy * width, sx, cf,
+                                             d + ylo * ow_count, ow_count, xlo, xhi, yhi - ylo)
+                        continue
                     # input column ow*SX + off = (ow + off // SX)*SX + off % SX: phase off % SX
                     src = xf if sx == 1 else pf
                     s = ((off % sx) * height + row) * wq + off // sx
@@ -195,22 +216,24 @@ def col2im_t(cols, kh, kw, sy, sx, dy, dx_step, pt, pl, oh_count, ow_count, dx):
 
     cols: (C*KH*KW, N*OH*OW); dx (written whole, no need to zero it): (N, C, H, W); both
     C-contiguous. The same blocks as ``im2col_t``, added instead of copied; with a column stride
-    SX > 1, into the plane's column phases, merged into dx once per plane.
+    SX > 1, into the plane's column phases, merged into dx once per plane (but for a kernel one
+    column wide, added where they lie, as ``im2col_t`` gathers them).
     """
     n_count, c_count, height, width = dx.shape
     plane = oh_count * ow_count
     length = n_count * plane
     cf = cols.reshape(cols.size)
     xf = dx.reshape(dx.size)
+    split = sx > 1 and kw > 1
     wq = -(-width // sx)
-    pf = np.empty(sx * height * wq if sx > 1 else 0, dtype=dx.dtype)
-    if sx == 1:
+    pf = np.empty(sx * height * wq if split else 0, dtype=dx.dtype)
+    if not split:
         xf[:] = 0.0
     for n in range(n_count):
         for c in range(c_count):
             image = (n * c_count + c) * height * width
             target = xf
-            if sx > 1:
+            if split:
                 pf[:] = 0.0
                 target = pf
             for i in range(kh):
@@ -219,6 +242,13 @@ def col2im_t(cols, kh, kw, sy, sx, dy, dx_step, pt, pl, oh_count, ow_count, dx):
                     off = j * dx_step - pl
                     xlo, xhi = _valid_range(off, sx, width, ow_count)
                     d = ((c * kh + i) * kw + j) * length + n * plane + ylo * ow_count
+                    if sx > 1 and not split:  # output column ow came from column ow*SX + off
+                        first = image + (ylo * sy + i * dy - pt) * width + off
+                        for r in range(yhi - ylo):
+                            for q in range(xlo, xhi):
+                                xf[_u(first + r * sy * width + q * sx)] += cf[
+                                    _u(d + r * ow_count + q)]
+                        continue
                     s = ((off % sx) * height + ylo * sy + i * dy - pt) * wq + off // sx
                     if sx == 1:
                         s += image
@@ -226,7 +256,7 @@ def col2im_t(cols, kh, kw, sy, sx, dy, dx_step, pt, pl, oh_count, ow_count, dx):
                     for r in range(yhi - ylo):
                         for q in range(xlo, xhi):
                             target[_u(s + r * step + q)] += cf[_u(d + r * ow_count + q)]
-            if sx > 1:
+            if split:
                 _merge_columns(pf, height, width, sx, xf, image)
 
 
