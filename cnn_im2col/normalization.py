@@ -29,7 +29,11 @@ from .shapes import as_float_array, check_dout
 # so one (N, C, H, W) temporary is saved. In training, a channel's statistics, its affine map and
 # its output are made in one visit while the channel is in cache (one hand-off to the pool, not
 # two). Passes over memory: forward 3 (the mean, the variance about it, the output), backward 2.
-# A ReLU after the normalisation can run inside both (``relu``: a fused BatchNorm2D -> ReLU).
+# A ReLU after the normalisation can run inside both (``relu``: a fused BatchNorm2D -> ReLU); its
+# derivative in the backward is the sign of ``x * scale + shift`` recomputed from x, which both
+# passes read anyway, with the forward's own float scale and shift and the same expression
+# (``_affine``), so the very same sign as the output's: not the output read twice more (one
+# thread, 64x16x32x32 float32: 0.93 ms with the output read, 0.67 without a ReLU).
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -61,6 +65,14 @@ def _channel_affine(m, v, eps, weight, bias):
     return scale, bias - m * scale
 
 
+@nb.njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
+def _affine(v, a, b):
+    """``v * a + b``, the normalisation and affine map of one value (a fused multiply-add where the
+    machine has one): the forward's output and the backward's ReLU mask both come from here, so
+    that they round alike."""
+    return v * a + b
+
+
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})
 def _channel_apply(flat, out, samples, c, channels, plane, a, b, relu):
     """``out = flat * a + b`` on channel ``c`` of flat (N, C, H*W) arrays (ReLU of it with
@@ -72,11 +84,11 @@ def _channel_apply(flat, out, samples, c, channels, plane, a, b, relu):
         dst = out[start:start + plane]
         if relu:
             for i in range(plane):
-                v = src[i] * a + b
+                v = _affine(src[i], a, b)
                 dst[i] = v if v > zero else zero
         else:
             for i in range(plane):
-                dst[i] = src[i] * a + b
+                dst[i] = _affine(src[i], a, b)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -108,25 +120,26 @@ def batch_norm_apply(x, c_lo, c_hi, scale, shift, relu, out):
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def batch_norm_backward(dout, x, y, relu, c_lo, c_hi, mean, invstd, gamma, batch_stats, dx,
-                        dgamma, dbeta):
+def batch_norm_backward(dout, x, relu, scale, shift, c_lo, c_hi, mean, invstd, gamma,
+                        batch_stats, dx, dgamma, dbeta):
     """Fused batch-norm backward over (N, C, H, W) for channels c_lo..c_hi-1, with
     xhat = (x - mean) * invstd recomputed.
 
     dbeta[c] = sum dout, dgamma[c] = sum dout * xhat (written, float64 (C,)). With batch
     statistics (training) dx = gamma * invstd / M * (M * dout - dbeta - xhat * dgamma), M = N*H*W;
     with fixed statistics (eval) dx = gamma * invstd * dout. dx (written) has dout's shape.
-    With ``relu`` (a fused ReLU after the normalisation, y its output), dout is first taken
-    only where y > 0, ReLU's derivative (it is read twice, so masked twice, never stored).
+    With ``relu`` (a fused ReLU after the normalisation), dout is first taken only where the
+    forward's ``x * scale + shift`` (scale, shift: (C,) in x's dtype, the values it used) was
+    > 0, ReLU's derivative (it is read twice, so masked twice, never stored).
     """
     samples, channels, plane = x.shape[0], x.shape[1], x.shape[2] * x.shape[3]
     count = samples * plane
     zero = dout.dtype.type(0)
-    flat_dout, flat_x = dout.reshape(dout.size), x.reshape(x.size)
-    flat_y, flat_dx = y.reshape(y.size), dx.reshape(dx.size)
+    flat_dout, flat_x, flat_dx = dout.reshape(dout.size), x.reshape(x.size), dx.reshape(dx.size)
     for c in range(c_lo, c_hi):
         m = mean[c]
         s = invstd[c]
+        ra, rb = scale[c], shift[c]
         sum_dy = 0.0
         sum_dy_x = 0.0  # sum of dout * (x - mean); times invstd it is dgamma
         for n in range(samples):
@@ -134,9 +147,8 @@ def batch_norm_backward(dout, x, y, relu, c_lo, c_hi, mean, invstd, gamma, batch
             g = flat_dout[start:start + plane]
             v = flat_x[start:start + plane]
             if relu:
-                r = flat_y[start:start + plane]
                 for i in range(plane):
-                    gi = g[i] if r[i] > zero else zero
+                    gi = g[i] if _affine(v[i], ra, rb) > zero else zero
                     sum_dy += gi
                     sum_dy_x += gi * (v[i] - m)
             else:
@@ -159,9 +171,8 @@ def batch_norm_backward(dout, x, y, relu, c_lo, c_hi, mean, invstd, gamma, batch
                 v = flat_x[start:start + plane]
                 out = flat_dx[start:start + plane]
                 if relu:
-                    r = flat_y[start:start + plane]
                     for i in range(plane):
-                        gi = g[i] if r[i] > zero else zero
+                        gi = g[i] if _affine(v[i], ra, rb) > zero else zero
                         out[i] = kk * gi - ka - (v[i] - km) * kb
                 else:
                     for i in range(plane):
@@ -171,11 +182,11 @@ def batch_norm_backward(dout, x, y, relu, c_lo, c_hi, mean, invstd, gamma, batch
             for n in range(samples):
                 start = (n * channels + c) * plane
                 g = flat_dout[start:start + plane]
+                v = flat_x[start:start + plane]
                 out = flat_dx[start:start + plane]
                 if relu:
-                    r = flat_y[start:start + plane]
                     for i in range(plane):
-                        out[i] = kk * g[i] if r[i] > zero else zero
+                        out[i] = kk * g[i] if _affine(v[i], ra, rb) > zero else zero
                 else:
                     for i in range(plane):
                         out[i] = kk * g[i]
@@ -196,7 +207,9 @@ class BatchNormCache(NamedTuple):
     gamma: np.ndarray | None  # (C,) weight, None without affine
     batch_stats: bool  # True: mean and var came from x, so they depend on it (training)
     owner: str
-    out: np.ndarray | None = None  # relu=True: the output, whose sign is ReLU's derivative
+    # relu=True: the forward's (scale, shift), (C,) in x's dtype: the sign of x * scale + shift
+    # is ReLU's derivative
+    relu_affine: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def batch_norm2d_forward(
@@ -258,13 +271,17 @@ def batch_norm2d(
         _over_channels(
             lambda lo, hi: batch_norm_train(x, lo, hi, w, b, float(eps), relu, mean, var, out), c)
         invstd = 1.0 / np.sqrt(var + eps)
+        # the kernel's own (``_channel_affine``), the same float64 operations in the same order
+        scale = (invstd * w).astype(x.dtype) if relu else None
+        shift = (b - mean * (invstd * w)).astype(x.dtype) if relu else None
     else:
         invstd = 1.0 / np.sqrt(var + eps)
         scale = invstd if weight is None else invstd * weight
         shift = -mean * scale if bias is None else bias - mean * scale
         scale, shift = scale.astype(x.dtype), shift.astype(x.dtype)
         _over_channels(lambda lo, hi: batch_norm_apply(x, lo, hi, scale, shift, relu, out), c)
-    cache = BatchNormCache(x, mean, invstd, weight, batch_stats, owner, out if relu else None)
+    cache = BatchNormCache(x, mean, invstd, weight, batch_stats, owner,
+                           (scale, shift) if relu else None)
     return out, cache, mean, var
 
 
@@ -279,17 +296,18 @@ def batch_norm2d_backward(
     statistics dx = weight * invstd * dout. Without affine, weight is 1 (dweight, dbias are still
     returned; the layer drops them).
     """
-    x, mean, invstd, gamma, batch_stats, owner, y = cache
+    x, mean, invstd, gamma, batch_stats, owner, relu_affine = cache
     dout = np.ascontiguousarray(check_dout(dout, x.shape, x.dtype, owner))
     c = x.shape[1]
     dx = np.empty_like(x)
     dgamma = np.empty(c)
     dbeta = np.empty(c)
     g = np.ones(c) if gamma is None else gamma.astype(np.float64)
-    relu = y is not None
-    y = x if y is None else y  # (read only with relu)
-    _over_channels(lambda lo, hi: batch_norm_backward(dout, x, y, relu, lo, hi, mean, invstd, g,
-                                                      batch_stats, dx, dgamma, dbeta), c)
+    relu = relu_affine is not None
+    scale, shift = relu_affine if relu else (np.zeros(c, x.dtype), np.zeros(c, x.dtype))
+    _over_channels(lambda lo, hi: batch_norm_backward(dout, x, relu, scale, shift, lo, hi, mean,
+                                                      invstd, g, batch_stats, dx, dgamma, dbeta),
+                   c)
     return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)
 
 

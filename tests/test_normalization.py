@@ -82,6 +82,45 @@ def test_batch_norm_relu_equals_reference_then_relu(case):
     np.testing.assert_allclose(dbias, ref_dbias, rtol, atol * x.size)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fixed", [False, True])
+def test_batch_norm_relu_backward_masks_exactly_where_the_forward_output_is_positive(dtype, fixed):
+    """The fused backward recomputes ReLU's mask as the sign of x * scale + shift: on inputs within
+    a few ulps of the kink (where a fused multiply-add and a rounded product differ), it must be
+    the forward's own output's sign, element for element, and the gradient that of the plain
+    normalisation's backward of the masked dout. With batch statistics the kink is the batch mean
+    (no bias, values paired around it, so that the mean is it to rounding)."""
+    rng = np.random.default_rng(7)
+    c, shape = 3, (4, 3, 5, 6)
+    weight = rng.uniform(0.5, 2, c).astype(dtype)
+    if fixed:
+        bias = rng.standard_normal(c).astype(dtype)
+        mean, var = rng.standard_normal(c), rng.random(c) + 0.5
+        scale = weight / np.sqrt(var + 1e-5)
+        kink = (mean - bias / scale).astype(dtype)
+        steps = rng.integers(-40, 41, shape)
+    else:
+        bias, mean, var = np.zeros(c, dtype), None, None
+        kink = rng.standard_normal(c).astype(dtype)
+        half = rng.integers(1, 41, (2, c, 5, 6))
+        steps = np.concatenate([half, -half])  # each value's mirror image: the mean is the kink
+    x = (kink[None, :, None, None] + steps * np.spacing(np.abs(kink))[None, :, None, None]
+         ).astype(dtype)
+    out, cache, used_mean, _ = batch_norm2d(x, weight, bias, mean, var, 1e-5, relu=True)
+    if not fixed:
+        np.testing.assert_allclose(used_mean, kink, rtol=1e-12)
+    assert 0 < (out > 0).sum() < out.size  # both sides of the kink are reached
+    dout = rng.uniform(0.5, 1.5, x.shape).astype(dtype)  # never 0: dx is 0 only where masked
+    dx, dweight, dbias = batch_norm2d_backward(dout, cache)
+    if fixed:  # dx = weight * invstd * dout where unmasked
+        np.testing.assert_array_equal(dx != 0, out > 0)
+    plain_out, plain_cache, _, _ = batch_norm2d(x, weight, bias, mean, var, 1e-5)
+    np.testing.assert_array_equal(out, np.maximum(plain_out, 0))
+    plain = batch_norm2d_backward(np.where(out > 0, dout, dtype(0)), plain_cache)
+    for got, expected in zip((dx, dweight, dbias), plain):
+        np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("affine, fixed", [(True, False), (False, False), (True, True)])
 def test_batch_norm_gradcheck_float64(affine, fixed):
     rng = np.random.default_rng(2)
