@@ -42,8 +42,9 @@ MAX_CHANNELS = 4
 #: input channels up to which an undilated 3x3 convolution of stride 2 or more does. Its im2col
 #: matrix then has 9C <= 216 rows and a quarter of the input's columns: copying it costs as much as
 #: its GEMM, which is short. Measured 2026-12-04, Intel Xeon, 2 threads, stride 2, padding 1,
-#: im2col / direct ms, training forward, backward (the matrix rebuilt from x), inference; (N, C,
-#: H=W, O): (64, 8, 32, 16) 1.17-1.24 / 0.77-1.13, 1.32-1.35 / 1.48-2.55, 1.10-1.22 / 0.68-1.05;
+#: im2col / direct ms, training forward, backward (the matrix rebuilt from x), forward with
+#: training=False; (N, C, H=W, O): (64, 8, 32, 16) 1.17-1.24 / 0.77-1.13, 1.32-1.35 / 1.48-2.55,
+#: 1.10-1.22 / 0.68-1.05;
 #: (64, 16, 32, 32) (ResNet-20's) 3.02-3.13 / 1.95-1.97, 3.13 / 3.36, 2.49-2.76 / 1.90-1.95;
 #: (64, 24, 32, 48) 5.51 / 3.93-3.98, 5.87-5.99 / 5.90-5.96, 4.50-4.59 / 3.78; (64, 16, 16, 32)
 #: 0.90-0.95 / 0.81-0.85, 0.97 / 1.05-1.08, 0.80-0.82 / 0.74; (1, 16, 32, 32) 0.074-0.076 /
