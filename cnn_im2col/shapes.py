@@ -232,6 +232,16 @@ def float_dtype(dtype: Any, name: str = "dtype", owner: str = "") -> np.dtype:
 _scans = threading.local()  # .skip: True inside finite_scans_skipped() (per thread)
 
 
+def finite_scans_on() -> bool:
+    """Whether ``as_float_array`` scans for NaN/Inf here (not inside ``finite_scans_skipped``)."""
+    return not getattr(_scans, "skip", False)
+
+
+def non_finite(name: str, owner: str = "") -> NonFiniteError:
+    """The refusal of an input ``name`` that holds NaN or Inf (``as_float_array``'s)."""
+    return NonFiniteError(f"{_prefix(owner)}{name} contains NaN or Inf; inputs must be finite")
+
+
 @contextlib.contextmanager
 def finite_scans_skipped() -> Iterator[None]:
     """Inside this block (in this thread), ``as_float_array`` does not scan for NaN/Inf.
@@ -324,8 +334,8 @@ def as_float_array(
     if dtype is None:
         dtype = x.dtype if x.dtype in _FLOAT_DTYPES else np.dtype(np.float32)
     x = x.astype(dtype, copy=False)
-    if finite and not getattr(_scans, "skip", False) and not is_finite(x):
-        raise NonFiniteError(f"{_prefix(owner)}{name} contains NaN or Inf; inputs must be finite")
+    if finite and finite_scans_on() and not is_finite(x):
+        raise non_finite(name, owner)
     return x
 
 

@@ -1,6 +1,7 @@
 """layers: the layer protocol, gradients in float64, config round trips, seeds and validation."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -353,6 +354,32 @@ def test_constructor_errors_name_the_argument(make, error, message):
 def test_forward_errors_name_the_layer(layer, x, error, message):
     with pytest.raises(error, match=message):
         layer.forward(x)
+
+
+@pytest.mark.parametrize("conv", [Conv2D(3, 4, 3, padding=1, seed=0),  # im2col or direct
+                                  Conv2D(8, 8, 3, padding=1, groups=8, seed=0),  # depthwise
+                                  Conv2D(8, 16, 1, seed=0)])  # pointwise
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_conv2d_scans_each_batch_slice_and_refuses_a_non_finite_x_leaving_its_state(conv, bad):
+    """Conv2D.forward scans x slice by slice with the convolution: a NaN or Inf in any one sample
+    (the last, a middle one) is refused with check_input's message, and the layer keeps the cache
+    of its last good forward (a backward still gives that forward's gradients)."""
+    from cnn_im2col.shapes import NonFiniteError, finite_scans_skipped
+
+    rng = np.random.default_rng(0)
+    c = conv.in_channels
+    x = rng.standard_normal((9, c, 6, 6)).astype(np.float32)
+    out = conv.forward(x, training=True)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    expected = conv.backward(dout)
+    for sample in (x.shape[0] - 1, x.shape[0] // 2):
+        bad_x = rng.standard_normal(x.shape).astype(np.float32)
+        bad_x[sample, c - 1, 5, 0] = bad
+        with pytest.raises(NonFiniteError, match=re.escape(f"{conv!r}: x contains NaN or Inf")):
+            conv.forward(bad_x, training=True)
+        np.testing.assert_array_equal(conv.backward(dout), expected)
+    with finite_scans_skipped():  # inside a stack, which checks its own input: no scan here
+        conv.forward(bad_x)
 
 
 def test_output_shape_errors_name_the_layer():
