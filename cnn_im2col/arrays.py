@@ -41,13 +41,20 @@ def thread_slices(n: int) -> list[slice]:
 
 def cache_slices(n: int, per_sample_bytes: int, chunk_bytes: int = _CHUNK_BYTES,
                  per_thread: int = 1) -> list[slice]:
-    """A batch of ``n`` as slices for the pool: at least ``per_thread`` per thread, each slice's
-    temporary (``per_sample_bytes`` a sample) at most ``chunk_bytes``, a multiple of the threads in
-    all."""
+    """A batch of ``n`` as slices for the pool: at least ``per_thread`` per thread, the slices'
+    temporaries (``per_sample_bytes`` a sample) ``chunk_bytes`` on average, a multiple of the
+    threads in all; and as few slices as give the largest no more samples, so that they are all
+    of one size where they can be (32 samples of 288 KiB: 16 slices of 2, not 14 of 2 and 4 of 1).
+    Measured 2026-12-04, Intel Xeon, 2 threads, a 32x32x32x32 -> 64 3x3 stride-2 layer's forward
+    + backward, medians of five alternated process pairs 7.54 -> 7.15 ms (6.92-7.68 and
+    6.78-7.64)."""
     threads = _threads.get_num_threads()
     by_cache = -(-n * per_sample_bytes // chunk_bytes)
     parts = max(threads * per_thread, by_cache)
     parts = -(-parts // threads) * threads  # a multiple of the threads: no worker idles at the end
+    even = -(-n // -(-n // parts))  # the fewest slices whose largest is as large as before
+    if even % threads == 0 and even >= threads * per_thread:
+        parts = even
     return _threads.split(n, parts)
 
 

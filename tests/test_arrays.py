@@ -1,6 +1,8 @@
 """arrays: the GEMM split over the pool (by rows or by columns) and the column-blocked matmul equal
 one product."""
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -81,3 +83,29 @@ def test_matmul_cuts_a_large_product_with_a_short_inner_axis_into_blocks(monkeyp
     calls.clear()
     arrays.matmul(np.ones((96, 288), np.float32), np.ones((288, 1024), np.float32))
     assert calls == [1024]  # blocks would be 32 columns wide: kept whole
+
+
+@given(n=st.integers(1, 300), per_sample=st.integers(1, 2**22), per_thread=st.integers(1, 3),
+       threads=st.integers(1, 4))
+def test_cache_slices_cover_the_batch_in_slices_of_one_size_where_they_can(
+        n, per_sample, per_thread, threads):
+    """The slices cover range(n) in order; there are a multiple of the threads of them (or n, when
+    there are fewer samples), at least per_thread a thread; their sizes differ by at most one;
+    no slice is larger than the plain rule's (ceil(n*bytes / chunk) slices, rounded up to a
+    multiple of the threads) would make it; and there are no more of them than that size needs
+    (32 samples: 16 slices of 2, not 14 of 2 and 4 of 1)."""
+    chunk = 2**19
+    with mock.patch.object(arrays._threads, "get_num_threads", lambda: threads):
+        slices = arrays.cache_slices(n, per_sample, chunk, per_thread)
+    assert [s.start for s in slices] == [0] + [s.stop for s in slices[:-1]]
+    assert slices[-1].stop == n
+    sizes = [s.stop - s.start for s in slices]
+    assert max(sizes) - min(sizes) <= 1
+    plain = max(threads * per_thread, -(-n * per_sample // chunk))
+    plain = -(-plain // threads) * threads
+    assert max(sizes) == -(-n // min(plain, n))
+    assert len(slices) % threads == 0 or len(slices) == n
+    assert len(slices) >= min(n, threads * per_thread)
+    fewest = -(-n // max(sizes))  # as few slices as their largest allows, threads permitting
+    if fewest % threads == 0 and fewest >= threads * per_thread:
+        assert len(slices) == fewest
