@@ -272,8 +272,8 @@ def batch_norm2d(
             lambda lo, hi: batch_norm_train(x, lo, hi, w, b, float(eps), relu, mean, var, out), c)
         invstd = 1.0 / np.sqrt(var + eps)
         # the kernel's own (``_channel_affine``), the same float64 operations in the same order
-        scale = (invstd * w).astype(x.dtype) if relu else None
-        shift = (b - mean * (invstd * w)).astype(x.dtype) if relu else None
+        scale = invstd * w
+        scale, shift = scale.astype(x.dtype), (b - mean * scale).astype(x.dtype)
     else:
         invstd = 1.0 / np.sqrt(var + eps)
         scale = invstd if weight is None else invstd * weight
