@@ -81,26 +81,14 @@ def _copy_rows(src, s, step, dst, d, width, count):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _copy_rows_clipped(src, s, step, dst, d, width, lo, hi, count):
-    """``_copy_rows`` where only columns [lo, hi) of each run lie in the image; the others are
-    padding and get 0. Inlined like every helper here, so
-    that the cache holds whole kernels (a helper compiled apart is a cache entry that a cached
-    process never loads), although inlining it made ``im2col_t`` 15% slower on LeNet's conv2
-    slices, which never take this path."""
-    for r in range(count):
-        row = d + r * width
-        for q in range(lo):
-            dst[_u(row + q)] = 0.0
-        for q in range(lo, hi):
-            dst[_u(row + q)] = src[_u(s + r * step + q)]
-        for q in range(hi, width):
-            dst[_u(row + q)] = 0.0
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _gather_rows_clipped(src, s, step, sx, dst, d, width, lo, hi, count):
-    """``count`` runs of ``width`` values, each gathered from every ``sx``-th value of a row:
-    ``dst[d + r*width + q] = src[s + r*step + q*sx]`` for q in [lo, hi), 0 elsewhere (padding)."""
+def _copy_rows_clipped(src, s, step, sx, dst, d, width, lo, hi, count):
+    """``count`` runs of ``width`` values where only columns [lo, hi) of each run lie in the
+    image: ``dst[d + r*width + q] = src[s + r*step + q*sx]`` there, 0 in the padding. ``sx`` is 1
+    (a literal) for ``_copy_rows``'s contiguous runs, or a column stride for a run gathered from
+    every sx-th value of a row. Inlined like every helper here, so that the cache holds whole
+    kernels (a helper compiled apart is a cache entry that a cached process never loads),
+    although inlining it made ``im2col_t`` 15% slower on LeNet's conv2 slices, which never take
+    this path."""
     for r in range(count):
         row, first = d + r * width, s + r * step
         for q in range(lo):
@@ -193,8 +181,8 @@ def im2col_t(x, kh, kw, sy, sx, dy, dx, pt, pl, oh_count, ow_count, cols):
                     cf[d + yhi * ow_count : d + plane] = 0.0
                     row = ylo * sy + i * dy - pt  # the input row of output row ylo
                     if sx > 1 and not split:  # output column ow reads input column ow*SX + off
-                        _gather_rows_clipped(xf, image + row * width + off, sy * width, sx, cf,
-                                             d + ylo * ow_count, ow_count, xlo, xhi, yhi - ylo)
+                        _copy_rows_clipped(xf, image + row * width + off, sy * width, sx, cf,
+                                           d + ylo * ow_count, ow_count, xlo, xhi, yhi - ylo)
                         continue
                     # input column ow*SX + off = (ow + off // SX)*SX + off % SX: phase off % SX
                     src = xf if sx == 1 else pf
@@ -206,7 +194,7 @@ def im2col_t(x, kh, kw, sy, sx, dy, dx, pt, pl, oh_count, ow_count, cols):
                     else:
                         start = d + ylo * ow_count
                         _copy_rows_clipped(
-                            src, s, sy * wq, cf, start, ow_count, xlo, xhi, yhi - ylo
+                            src, s, sy * wq, 1, cf, start, ow_count, xlo, xhi, yhi - ylo
                         )
 
 
