@@ -300,8 +300,10 @@ class Conv2D(Layer):
             )
         return shape
 
-    def check_input(self, x: Any) -> np.ndarray:
-        return as_float_array(x, "x", repr(self), ndim=4, dtype=self.params["weight"].dtype)
+    def check_input(self, x: Any, finite: bool = True) -> np.ndarray:
+        """The boundary check; ``finite=False`` leaves the NaN/Inf scan to the caller."""
+        return as_float_array(x, "x", repr(self), ndim=4, dtype=self.params["weight"].dtype,
+                              finite=finite)
 
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
         """``check_input`` then ``run``, but the NaN/Inf scan of ``x`` rides with the convolution:
@@ -311,9 +313,7 @@ class Conv2D(Layer):
         ms, with the dout scan, of a 32x96x32x32 depthwise stride-2 layer's step (Intel Xeon)."""
         if not finite_scans_on():  # inside a stack that checks its own input
             return self.run(self.check_input(x), training)
-        weight = self.params["weight"]
-        x = np.ascontiguousarray(
-            as_float_array(x, "x", repr(self), ndim=4, dtype=weight.dtype, finite=False))
+        x = np.ascontiguousarray(self.check_input(x, finite=False))
         finite: list[bool] = []
 
         def scan(s: slice, _out: np.ndarray) -> None:
