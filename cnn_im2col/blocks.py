@@ -189,14 +189,16 @@ def _conv_forward(
     )
 
 
-def _frozen_transform(conv: Conv2D, weight: np.ndarray) -> np.ndarray:
-    """``winograd.transform_weight(weight)``, made at the first call for this weight array and
-    kept on the layer: only for a network nothing can change (``folds_frozen``), as onnxruntime
-    packs a session's weights once. Measured 2026-12-04, Intel Xeon: 0.73-0.75 ms of each
-    ResNet-20 prediction at batch 64 (16 transforms on the calling thread; 64x64x3x3: 0.059 ms)."""
+def _frozen_transform(conv: Conv2D, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``winograd.transform_weight(weight)`` and its products' layout, made at the first call for
+    this weight array and kept on the layer: only for a network nothing can change
+    (``folds_frozen``), as onnxruntime packs a session's weights once. Measured 2026-12-04, Intel
+    Xeon: 0.73-0.75 ms of each ResNet-20 prediction at batch 64 (16 transforms on the calling
+    thread; 64x64x3x3: 0.059 ms)."""
     kept = conv.__dict__.get("_frozen_transform")
     if kept is None or kept[0] is not weight:
-        kept = conv._frozen_transform = (weight, winograd.transform_weight(weight))
+        u = winograd.transform_weight(weight)
+        kept = conv._frozen_transform = (weight, (u, winograd.products_layout(u)))
     return kept[1]
 
 

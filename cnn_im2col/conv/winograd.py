@@ -14,15 +14,17 @@ with the constant matrices below: ``BT`` (6x6), the same for both, and ``G`` (6 
 Element xi = 6i + j of the 6x6 sum over c is a matrix product over all tiles at once:
 
     U[xi] = (G g G^T)[xi]   (K, C)     the weight, transformed once per call
-    V[xi] = (B^T d B)[xi]   (C, T)     the input, every tile (``winograd_input_*``)
-    M[xi] = U[xi] @ V[xi]   (K, T)     36 GEMMs, NumPy's BLAS
+    V[xi] = (B^T d B)[xi]   (T, C)     the input, every tile (``winograd_input_*``)
+    M[xi]^T = V[xi] @ U[xi]^T   (T, K)     36 GEMMs, NumPy's BLAS
     Y     = A^T M A + bias  (N, K, OH, OW)   (``winograd_output_*``, with the fused ReLU)
 
+V and M^T hold the channels innermost, so that the transforms' loops run over a row of tiles
+times the channels: long enough to vectorise even on an 8x8 map, whose NCHW rows are 8 values.
 Backward is the adjoint of each of those linear steps, so it is exact (the same function's
 gradient, not a second approximation):
 
-    dM = A dY A^T per tile; dU[xi] = dM[xi] @ V[xi]^T; dW = G^T dU G;
-    dV[xi] = U[xi]^T @ dM[xi]; dx = the sum over tiles of B dV B^T on each window.
+    dM = A dY A^T per tile (K, T); dU[xi] = dM[xi] @ V[xi]; dW = G^T dU G;
+    dV[xi] = U[xi]^T @ dM[xi] (C, T); dx = the sum over tiles of B dV B^T on each window.
 
 Why F(4x4, 3x3) and not F(2x2, 3x3) (16 GEMMs, 2.25x fewer multiply-adds, which this module held
 before): per output pixel and channel it transforms 2.25 values instead of 4 and multiplies 2.25
@@ -154,30 +156,64 @@ def weight_grad(du: np.ndarray, r: int) -> np.ndarray:
 
 
 def transform_input(x: np.ndarray, g: WindowGeometry) -> np.ndarray:
-    """x (n, C, H, W), C-contiguous -> V (36, C, n*TY*TX)."""
+    """x (n, C, H, W), C-contiguous -> V (36, n*TY*TX, C)."""
     ty, tx = tiles(g)
-    v = np.empty((ALPHA * ALPHA, x.shape[1], x.shape[0] * ty * tx), dtype=x.dtype)
+    v = np.empty((ALPHA * ALPHA, x.shape[0] * ty * tx, x.shape[1]), dtype=x.dtype)
     _kernel("winograd_input", g)(x, g.top, g.left, ty, tx, v)
     return v
 
 
-def grouped_products(
-    a: np.ndarray, b: np.ndarray, groups: int, ta: bool = False, tb: bool = False
-) -> np.ndarray:
-    """The 36 products of a (36, P, Q) and b (36, Q', R), block-diagonal over ``groups``: group
-    g's rows of ``a`` times group g's rows of ``b`` (``ta`` / ``tb``: of their transposes, per
-    group); ``groups == 1`` is ``a @ b``. (36, P, R) out, P and R summed over the groups."""
+def products_layout(u: np.ndarray) -> np.ndarray:
+    """U (36, K, C / groups) as the forward's products read it: U^T (36, C / groups, K),
+    contiguous (V @ U^T with U^T a transposed view took 1.6-1.7x as long in OpenBLAS)."""
+    return np.ascontiguousarray(u.transpose(0, 2, 1))
+
+
+# The 36 products of each step, block-diagonal over the groups: group g's K / G filters see only
+# its C / G channels (``groups == 1``: one product of each pair).
+
+
+def output_products(v: np.ndarray, ut: np.ndarray, groups: int) -> np.ndarray:
+    """M^T (36, T, K) = V (36, T, C) @ U^T (36, C / groups, K)."""
     if groups == 1:
-        return matmul(a.transpose(0, 2, 1) if ta else a, b.transpose(0, 2, 1) if tb else b)
-    a4 = a.reshape(a.shape[0], groups, a.shape[1] // groups, a.shape[2])
-    b4 = b.reshape(b.shape[0], groups, b.shape[1] // groups, b.shape[2])
-    out = matmul(a4.transpose(0, 1, 3, 2) if ta else a4, b4.transpose(0, 1, 3, 2) if tb else b4)
-    return out.reshape(out.shape[0], -1, out.shape[3])
+        return matmul(v, ut)
+    tiles_, cg, k = v.shape[1], ut.shape[1], ut.shape[2]
+    mt = np.empty((v.shape[0], tiles_, k), dtype=v.dtype)
+    np.matmul(
+        v.reshape(v.shape[0], tiles_, groups, cg).transpose(0, 2, 1, 3),
+        ut.reshape(ut.shape[0], cg, groups, k // groups).transpose(0, 2, 1, 3),
+        out=mt.reshape(v.shape[0], tiles_, groups, k // groups).transpose(0, 2, 1, 3),
+    )
+    return mt
+
+
+def weight_products(dm: np.ndarray, v: np.ndarray, groups: int) -> np.ndarray:
+    """dU (36, K, C / groups) = dM (36, K, T) @ V (36, T, C)."""
+    if groups == 1:
+        return matmul(dm, v)
+    k, tiles_, cg = dm.shape[1], dm.shape[2], v.shape[2] // groups
+    du = matmul(
+        dm.reshape(dm.shape[0], groups, k // groups, tiles_),
+        v.reshape(v.shape[0], tiles_, groups, cg).transpose(0, 2, 1, 3),
+    )
+    return du.reshape(dm.shape[0], k, cg)
+
+
+def input_products(u: np.ndarray, dm: np.ndarray, groups: int) -> np.ndarray:
+    """dV (36, C, T) = U^T @ dM: U (36, K, C / groups), dM (36, K, T)."""
+    if groups == 1:
+        return matmul(u.transpose(0, 2, 1), dm)
+    k, cg, tiles_ = u.shape[1], u.shape[2], dm.shape[2]
+    dv = matmul(
+        u.reshape(u.shape[0], groups, k // groups, cg).transpose(0, 1, 3, 2),
+        dm.reshape(dm.shape[0], groups, k // groups, tiles_),
+    )
+    return dv.reshape(dm.shape[0], groups * cg, tiles_)
 
 
 def slice_forward(
     x: np.ndarray,
-    u: np.ndarray,
+    ut: np.ndarray,
     g: WindowGeometry,
     bias2: np.ndarray,
     relu: bool,
@@ -185,11 +221,11 @@ def slice_forward(
     groups: int = 1,
 ) -> np.ndarray:
     """One batch slice: ``out`` (n, K, OH, OW) (written) = f(conv(x) + bias) from x (n, C, H, W)
-    and U (36, K, C / groups); bias2 (K, 1) tied or (K, OH*OW) untied. Returns V, for
-    ``slice_backward``."""
+    and U^T (36, C / groups, K) (``products_layout``); bias2 (K, 1) tied or (K, OH*OW) untied.
+    Returns V, for ``slice_backward``."""
     ty, tx = tiles(g)
     v = transform_input(x, g)
-    _kernel("winograd_output", g)(grouped_products(u, v, groups), ty, tx, bias2, relu, out)
+    _kernel("winograd_output", g)(output_products(v, ut, groups), ty, tx, bias2, relu, out)
     return v
 
 
@@ -203,20 +239,19 @@ def slice_backward(
     groups: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One batch slice's gradients: dout (n, K, OH, OW), C-contiguous; y: the forward's output when
-    it fused a ReLU (its derivative is ``y > 0``), else None; V and U from ``slice_forward``.
-    Writes ``dx`` (n, C, H, W) when it is given. Returns (dU (36, K, C / groups), tied bias
-    gradient (K,),
-    float64); ``weight_grad`` turns the slices' summed dU into dW."""
+    it fused a ReLU (its derivative is ``y > 0``), else None; V from ``slice_forward``, U (36, K,
+    C / groups). Writes ``dx`` (n, C, H, W) when it is given. Returns (dU (36, K, C / groups), tied
+    bias gradient (K,), float64); ``weight_grad`` turns the slices' summed dU into dW."""
     ty, tx = tiles(g)
-    dm = np.empty((ALPHA * ALPHA, dout.shape[1], v.shape[2]), dtype=dout.dtype)
+    dm = np.empty((ALPHA * ALPHA, dout.shape[1], v.shape[1]), dtype=dout.dtype)
     tied = np.empty(dout.shape[1], dtype=np.float64)
     _kernel("winograd_output_adjoint", g)(
         dout, dout if y is None else y, y is not None, ty, tx, dm, tied
     )
-    du = grouped_products(dm, v, groups, tb=True)  # (36, K, C / groups)
+    du = weight_products(dm, v, groups)
     if dx is not None:
         _kernel("winograd_input_adjoint", g)(
-            grouped_products(u, dm, groups, ta=True), g.top, g.left, ty, tx, dx
+            input_products(u, dm, groups), g.top, g.left, ty, tx, dx
         )
     return du, tied
 
@@ -227,12 +262,14 @@ def slice_backward(
 # (tile m = 4) and F(2x2, 5x5) (m = 2). A tile (ty, tx) is the 6x6 input window at row m*ty - PT,
 # column m*tx - PL, giving the m x m outputs at (m*ty, m*tx); tiles are numbered
 # t = (n*TY + ty)*TX + tx.
-# Transformed arrays are (36, C, T): element 6*i + j of every tile is one (C, T) matrix, so that the
-# 36 products are plain GEMMs. Every 1-D step runs over all of an image's tiles at once, in flat
-# indices, so that its loop is long enough to vectorise (loops over one row of a 32-wide image's 8
-# tiles ran 5x slower). A loop writes at most 6 planes at once: the planes are often a power of two
-# apart, and writing 16 at once thrashed one cache set (5x slower). ``m`` is 4 or 2; each loop that
-# depends on it is written out for both, so that each version's trip counts are constants.
+# Transformed arrays hold element 6*i + j of every tile as one matrix, so that the 36 products are
+# plain GEMMs: the forward's V and M^T are (36, T, C) and (36, T, K), channels innermost (see
+# ``_winograd_input``); the adjoints' dM and dV are (36, K, T) and (36, C, T), and their every 1-D
+# step runs over all of an image's tiles at once, in flat indices, so that its loop is long enough
+# to vectorise (loops over one row of a 32-wide image's 8 tiles ran 5x slower). A loop writes at
+# most 6 planes at once: the planes are often a power of two apart, and writing 16 at once thrashed
+# one cache set (5x slower). ``m`` is 4 or 2; each loop that depends on it is written out for both,
+# so that each version's trip counts are constants.
 
 
 # B^T's and A^T's integer entries as float32: an int literal times a float32 value is float64 in
@@ -469,99 +506,75 @@ def winograd_weight_adjoint(du, dw):
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _winograd_input(x, pt, pl, m, ty_count, tx_count, v):
-    """``v[6i + j, c, t] = (B^T d B)[i, j]``, d the 6x6 window of tile t in x[n, c] (padding reads
+    """``v[6i + j, t, c] = (B^T d B)[i, j]``, d the 6x6 window of tile t in x[n, c] (padding reads
     0), tiles ``m`` (4 or 2) apart.
 
-    x: (N, C, H, W); v (written): (36, C, N*TY*TX); both C-contiguous. Channel by channel: each
-    window row of every image is copied through a zero-padded row buffer into ``z`` (the m cells a
-    tile starts) and ``e`` (the 6 - m it shares with the next tiles); then B runs along the windows'
-    rows, and B^T down their columns into v's planes, each over all the slice's tiles at once.
+    x: (N, C, H, W); v (written): (36, N*TY*TX, C); both C-contiguous. Channels innermost, so that
+    every loop runs over a whole row of tiles times the channels (an NCHW row of an 8x8 map is too
+    short to vectorise: the channel-major transform this replaced took 2.0x, 2.5x and 3.8x as long
+    on slices of 32x32, 16x16 and 8x8 maps of 16, 32 and 64 channels; Intel Xeon, one thread,
+    2026-12-04). First x is copied channels-last, each padded row split into its m column phases
+    (``xt[row][l][e][c]`` = padded column m*e + l), so that window column l' of every tile of a row
+    is one contiguous run: phase l' % m from entry l' // m on. Then per row of tiles, B^T down the
+    6 window rows over the whole row at once, and B along the window rows, one output plane per
+    loop (six planes written in one loop ran 1.2x slower).
     """
     n_count, c_count, height, width = x.shape
-    tiles = ty_count * tx_count
-    count = v.shape[2]  # n_count * tiles
-    plane = v.shape[1] * count  # between the 36 planes of v
+    cc, hw = c_count, height * width
+    txp = tx_count + 5 // m  # entries a phase: tile tx reads entries tx .. tx + 5 // m
+    ph = txp * cc  # one phase of a row
+    rl = m * ph  # one row
     xf = x.reshape(x.size)
-    vf = v.reshape(v.size)
-    wp = m * tx_count + 6 - m
-    buf = np.zeros(wp, x.dtype)  # one window row; its columns outside the image stay 0
-    z = np.empty(
-        6 * m * count, x.dtype
-    )  # z[i*m*count + m*t + l]: tile t's window cell (i, l), l < m
-    e = np.empty(
-        6 * (6 - m) * count, x.dtype
-    )  # e[i*(6 - m)*count + (6 - m)*t + l]: its cell (i, m + l)
-    rows = np.empty(36 * count, x.dtype)  # rows[(6i + j)*count + t]: B along window row i of tile t
-    q_lo, q_hi = min(max(pl, 0), wp), min(max(width + pl, 0), wp)  # buffer columns inside the image
-    for c in range(c_count):
-        for n in range(n_count):
-            image = (n * c_count + c) * height * width
-            for ty in range(ty_count):
-                t0 = n * tiles + ty * tx_count
-                for i in range(6):
-                    yy = m * ty - pt + i
-                    if 0 <= yy < height:
-                        src = image + yy * width - pl
-                        for q in range(q_lo, q_hi):
-                            buf[_u(q)] = xf[_u(src + q)]
-                    else:
-                        for q in range(q_lo, q_hi):
-                            buf[_u(q)] = 0.0
-                    a = m * (i * count + t0)
-                    for q in range(m * tx_count):
-                        z[_u(a + q)] = buf[_u(q)]
-                    b = (6 - m) * (i * count + t0)
-                    for tx in range(tx_count):
-                        for q in range(6 - m):
-                            e[_u(b + (6 - m) * tx + q)] = buf[_u(m * tx + m + q)]
-        for i in range(6):  # B along window row i of every tile
-            a, b, dst = m * i * count, (6 - m) * i * count, 6 * i * count
-            for t in range(count):
-                if m == 4:
-                    r0, r1, r2, r3, r4, r5 = _bt6(
-                        z[_u(a + 4 * t)],
-                        z[_u(a + 4 * t + 1)],
-                        z[_u(a + 4 * t + 2)],
-                        z[_u(a + 4 * t + 3)],
-                        e[_u(b + 2 * t)],
-                        e[_u(b + 2 * t + 1)],
-                    )
+    xt = np.empty(n_count * height * rl, x.dtype)
+    for n in range(n_count):
+        for y in range(height):
+            row = (n * height + y) * rl
+            for u in range(m * txp):
+                w = u - pl
+                dst = row + (u % m) * ph + (u // m) * cc
+                if 0 <= w < width:
+                    src = (n * cc * height + y) * width + w
+                    for c in range(cc):  # a gather: x's channels are hw apart
+                        xt[_u(dst + c)] = xf[_u(src + c * hw)]
                 else:
-                    r0, r1, r2, r3, r4, r5 = _bt6(
-                        z[_u(a + 2 * t)],
-                        z[_u(a + 2 * t + 1)],
-                        e[_u(b + 4 * t)],
-                        e[_u(b + 4 * t + 1)],
-                        e[_u(b + 4 * t + 2)],
-                        e[_u(b + 4 * t + 3)],
-                    )
-                rows[_u(dst + t)], rows[_u(dst + count + t)], rows[_u(dst + 2 * count + t)] = (
-                    r0,
-                    r1,
-                    r2,
-                )
-                (
-                    rows[_u(dst + 3 * count + t)],
-                    rows[_u(dst + 4 * count + t)],
-                    rows[_u(dst + 5 * count + t)],
-                ) = r3, r4, r5
-        for j in range(6):  # then B^T down column j of every tile: planes 6i + j, i = 0..5
-            o = j * plane + c * count
-            for t in range(count):
-                r0, r1, r2, r3, r4, r5 = _bt6(
-                    rows[_u(j * count + t)],
-                    rows[_u((6 + j) * count + t)],
-                    rows[_u((12 + j) * count + t)],
-                    rows[_u((18 + j) * count + t)],
-                    rows[_u((24 + j) * count + t)],
-                    rows[_u((30 + j) * count + t)],
-                )
-                vf[_u(o + t)] = r0
-                vf[_u(o + 6 * plane + t)] = r1
-                vf[_u(o + 12 * plane + t)] = r2
-                vf[_u(o + 18 * plane + t)] = r3
-                vf[_u(o + 24 * plane + t)] = r4
-                vf[_u(o + 30 * plane + t)] = r5
+                    for c in range(cc):
+                        xt[_u(dst + c)] = 0.0
+    zero = np.zeros(rl, x.dtype)  # a window row outside the image
+    r = np.empty(6 * rl, x.dtype)  # r[i*rl + q]: B^T's row i down the window rows, column q
+    vf = v.reshape(v.size)
+    plane = v.shape[1] * cc
+    span = tx_count * cc
+    for n in range(n_count):
+        for ty in range(ty_count):
+            y0 = m * ty - pt
+            s0 = (n * height + y0) * rl
+            ok0, ok1, ok2 = 0 <= y0 < height, 0 <= y0 + 1 < height, 0 <= y0 + 2 < height
+            ok3, ok4, ok5 = 0 <= y0 + 3 < height, 0 <= y0 + 4 < height, 0 <= y0 + 5 < height
+            a0, o0 = (xt, s0) if ok0 else (zero, 0)
+            a1, o1 = (xt, s0 + rl) if ok1 else (zero, 0)
+            a2, o2 = (xt, s0 + 2 * rl) if ok2 else (zero, 0)
+            a3, o3 = (xt, s0 + 3 * rl) if ok3 else (zero, 0)
+            a4, o4 = (xt, s0 + 4 * rl) if ok4 else (zero, 0)
+            a5, o5 = (xt, s0 + 5 * rl) if ok5 else (zero, 0)
+            for q in range(rl):  # B^T down the window rows of the whole row of tiles
+                r0, r1, r2, r3, r4, r5 = _bt6(a0[_u(o0 + q)], a1[_u(o1 + q)], a2[_u(o2 + q)],
+                                              a3[_u(o3 + q)], a4[_u(o4 + q)], a5[_u(o5 + q)])
+                r[_u(q)], r[_u(rl + q)], r[_u(2 * rl + q)] = r0, r1, r2
+                r[_u(3 * rl + q)], r[_u(4 * rl + q)], r[_u(5 * rl + q)] = r3, r4, r5
+            t0 = (n * ty_count + ty) * tx_count
+            for i in range(6):  # then B along window row i of every tile: planes 6i .. 6i + 5
+                s, o = i * rl, 6 * i * plane + t0 * cc
+                if m == 4:  # window column l' of tile tx: phase l' % m, entry tx + l' // m
+                    p0, p1, p2, p3, p4, p5 = s, s + ph, s + 2 * ph, s + 3 * ph, s + cc, s + ph + cc
+                else:
+                    p0, p1, p2, p3 = s, s + ph, s + cc, s + ph + cc
+                    p4, p5 = s + 2 * cc, s + ph + 2 * cc
+                for k in range(6):  # one output plane a loop: _bt6's other outputs are dropped
+                    for q in range(span):
+                        vf[_u(o + k * plane + q)] = _bt6(
+                            r[_u(p0 + q)], r[_u(p1 + q)], r[_u(p2 + q)],
+                            r[_u(p3 + q)], r[_u(p4 + q)], r[_u(p5 + q)],
+                        )[k]
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -569,7 +582,7 @@ def _winograd_input_adjoint(dv, pt, pl, m, ty_count, tx_count, dx):
     """The adjoint of ``_winograd_input``: ``dx`` (written whole) = the sum over tiles of B dV B^T,
     each on its 6x6 window (windows ``m`` apart overlap; cells in the padding are dropped).
 
-    dv: (36, C, N*TY*TX); dx: (N, C, H, W); both C-contiguous. Channel by channel, over all the
+    dv: (36, C, N*TY*TX) (channel-major, as ``input_products`` makes it); dx: (N, C, H, W); both C-contiguous. Channel by channel, over all the
     slice's tiles at once: B down the tiles' columns, then along their rows, each tile's 6 values
     per row split into the m it starts (``z``) and the 6 - m it shares with the next tiles (``e``);
     then each window row of every image is summed from both into the image.
@@ -661,96 +674,81 @@ def _winograd_input_adjoint(dv, pt, pl, m, ty_count, tx_count, dx):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _winograd_output(mm, m, ty_count, tx_count, bias, relu, out):
-    """``out[n, k]``'s m x m block of tile t = f(A^T M A + bias), M[i, j] = mm[6i + j, k, t]
+def _winograd_output(mt, m, ty_count, tx_count, bias, relu, out):
+    """``out[n, k]``'s m x m block of tile t = f(A^T M A + bias), M[i, j] = mt[6i + j, t, k]
     (f = ReLU if ``relu``; m = 4 or 2, A^T that of F(m x m, (7 - m) x (7 - m))); the last row and
     column of tiles are cut to the output's size.
 
-    mm: (36, K, N*TY*TX); bias: (K, 1) tied (zeros for none) or (K, OH*OW) untied;
-    out (written): (N, K, OH, OW); all C-contiguous. Map by map, over all the slice's tiles at once:
-    A^T down the tiles' columns, then A along their rows into ``z``, where output row a of tile t's
-    block is at z[a, m*t:m*t + m], so that each output row of each image is a contiguous run of z.
+    mt: (36, N*TY*TX, K) (the products' layout, channels innermost); bias: (K, 1) tied (zeros for
+    none) or (K, OH*OW) untied; out (written): (N, K, OH, OW); all C-contiguous. Per row of tiles,
+    over its tiles times the channels at once: A^T down the tiles' columns, then A along their rows
+    into ``z`` (``z[(a*m + b)*span + tx*K + k]``: output (a, b) of tile tx, map k), then each
+    output row of each map gathered from z with the bias and ReLU.
     """
     n_count, k_count, oh_count, ow_count = out.shape
-    tiles = ty_count * tx_count
-    count = mm.shape[2]
-    plane = mm.shape[1] * count
-    mf = mm.reshape(mm.size)
+    kk = k_count
+    plane = mt.shape[1] * kk
+    mf = mt.reshape(mt.size)
     of = out.reshape(out.size)
     untied = bias.shape[1] > 1
-    r = np.empty(
-        6 * m * count, mm.dtype
-    )  # r[(6a + j)*count + t]: A^T's row a down column j of tile t
-    z = np.empty(m * m * count, mm.dtype)  # z[a*m*count + m*t + b]: tile t's output (a, b)
-    for k in range(k_count):
-        for j in range(6):  # A^T down each column of every tile (planes 6i + j, i = 0..5)
-            o = j * plane + k * count
-            for t in range(count):
-                if m == 4:
-                    y0, y1, y2, y3 = _at4(
-                        mf[_u(o + t)],
-                        mf[_u(o + 6 * plane + t)],
-                        mf[_u(o + 12 * plane + t)],
-                        mf[_u(o + 18 * plane + t)],
-                        mf[_u(o + 24 * plane + t)],
-                        mf[_u(o + 30 * plane + t)],
-                    )
-                    r[_u(j * count + t)], r[_u((6 + j) * count + t)] = y0, y1
-                    r[_u((12 + j) * count + t)], r[_u((18 + j) * count + t)] = y2, y3
-                else:
-                    r[_u(j * count + t)], r[_u((6 + j) * count + t)] = _at2(
-                        mf[_u(o + t)],
-                        mf[_u(o + 6 * plane + t)],
-                        mf[_u(o + 12 * plane + t)],
-                        mf[_u(o + 18 * plane + t)],
-                        mf[_u(o + 24 * plane + t)],
-                        mf[_u(o + 30 * plane + t)],
-                    )
-        for a in range(m):  # then A along each row of every tile
-            s, d = 6 * a * count, m * a * count
-            for t in range(count):
-                if m == 4:
-                    y0, y1, y2, y3 = _at4(
-                        r[_u(s + t)],
-                        r[_u(s + count + t)],
-                        r[_u(s + 2 * count + t)],
-                        r[_u(s + 3 * count + t)],
-                        r[_u(s + 4 * count + t)],
-                        r[_u(s + 5 * count + t)],
-                    )
-                    (
-                        z[_u(d + 4 * t)],
-                        z[_u(d + 4 * t + 1)],
-                        z[_u(d + 4 * t + 2)],
-                        z[_u(d + 4 * t + 3)],
-                    ) = y0, y1, y2, y3
-                else:
-                    z[_u(d + 2 * t)], z[_u(d + 2 * t + 1)] = _at2(
-                        r[_u(s + t)],
-                        r[_u(s + count + t)],
-                        r[_u(s + 2 * count + t)],
-                        r[_u(s + 3 * count + t)],
-                        r[_u(s + 4 * count + t)],
-                        r[_u(s + 5 * count + t)],
-                    )
-        for n in range(n_count):
-            image = (n * k_count + k) * oh_count * ow_count
-            for y in range(
-                oh_count
-            ):  # output row y = m*ty + a is z[a, m*(n*tiles + ty*TX):], cut to OW
-                dst = image + y * ow_count
-                src = m * ((y % m) * count + n * tiles + (y // m) * tx_count)
-                if untied:
-                    for xx in range(ow_count):
-                        of[_u(dst + xx)] = z[_u(src + xx)] + bias[k, y * ow_count + xx]
-                else:
-                    b0 = bias[k, 0]
-                    for xx in range(ow_count):
-                        of[_u(dst + xx)] = z[_u(src + xx)] + b0
-                if relu:
-                    for xx in range(ow_count):
-                        v = of[_u(dst + xx)]
-                        of[_u(dst + xx)] = v if v > 0 else 0.0
+    span = tx_count * kk
+    r = np.empty(6 * m * span, mt.dtype)  # r[(6a + j)*span + q]: A^T's row a down column j
+    z = np.empty(m * m * span, mt.dtype)
+    for n in range(n_count):
+        for ty in range(ty_count):
+            base = (n * ty_count + ty) * span
+            for j in range(6):  # A^T down column j of every tile of the row (planes 6i + j)
+                o = j * plane + base
+                for q in range(span):
+                    if m == 4:
+                        y0, y1, y2, y3 = _at4(
+                            mf[_u(o + q)], mf[_u(o + 6 * plane + q)], mf[_u(o + 12 * plane + q)],
+                            mf[_u(o + 18 * plane + q)], mf[_u(o + 24 * plane + q)],
+                            mf[_u(o + 30 * plane + q)],
+                        )
+                        r[_u(j * span + q)], r[_u((6 + j) * span + q)] = y0, y1
+                        r[_u((12 + j) * span + q)], r[_u((18 + j) * span + q)] = y2, y3
+                    else:
+                        r[_u(j * span + q)], r[_u((6 + j) * span + q)] = _at2(
+                            mf[_u(o + q)], mf[_u(o + 6 * plane + q)], mf[_u(o + 12 * plane + q)],
+                            mf[_u(o + 18 * plane + q)], mf[_u(o + 24 * plane + q)],
+                            mf[_u(o + 30 * plane + q)],
+                        )
+            for a in range(m):  # then A along row a of every tile
+                s, d = 6 * a * span, m * a * span
+                for q in range(span):
+                    if m == 4:
+                        y0, y1, y2, y3 = _at4(
+                            r[_u(s + q)], r[_u(s + span + q)], r[_u(s + 2 * span + q)],
+                            r[_u(s + 3 * span + q)], r[_u(s + 4 * span + q)],
+                            r[_u(s + 5 * span + q)],
+                        )
+                        z[_u(d + q)], z[_u(d + span + q)] = y0, y1
+                        z[_u(d + 2 * span + q)], z[_u(d + 3 * span + q)] = y2, y3
+                    else:
+                        z[_u(d + q)], z[_u(d + span + q)] = _at2(
+                            r[_u(s + q)], r[_u(s + span + q)], r[_u(s + 2 * span + q)],
+                            r[_u(s + 3 * span + q)], r[_u(s + 4 * span + q)],
+                            r[_u(s + 5 * span + q)],
+                        )
+            for k in range(kk):  # each output row of map k: a gather from z (k is innermost)
+                image = (n * kk + k) * oh_count * ow_count
+                for a in range(min(m, oh_count - m * ty)):
+                    y = m * ty + a
+                    dst, src = image + y * ow_count, a * m * span + k
+                    if untied:
+                        for xx in range(ow_count):
+                            of[_u(dst + xx)] = z[_u(src + (xx % m) * span + (xx // m) * kk)] + bias[
+                                k, y * ow_count + xx
+                            ]
+                    else:
+                        b0 = bias[k, 0]
+                        for xx in range(ow_count):
+                            of[_u(dst + xx)] = z[_u(src + (xx % m) * span + (xx // m) * kk)] + b0
+                    if relu:
+                        for xx in range(ow_count):
+                            val = of[_u(dst + xx)]
+                            of[_u(dst + xx)] = val if val > 0 else 0.0
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -906,21 +904,25 @@ def forward(
     keep: bool = True,
     relu: bool = False,
     then: Callable[[slice, np.ndarray], None] | None = None,
-    transformed: np.ndarray | None = None,
+    transformed: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, WinogradCache]:
     """``conv2d_forward``'s Winograd strategy on checked arguments (as ``conv.im2col.forward``;
     ``supports`` holds, numba). ``keep=False``: V is not kept (the cache keeps x).
-    ``transformed``: ``transform_weight(weight)`` made once by a caller whose weight cannot
-    change (a session's), else it is made here."""
+    ``transformed``: ``(U, products_layout(U))``, U = ``transform_weight(weight)``, made once by a
+    caller whose weight cannot change (a session's), else they are made here."""
     n, out_channels = x.shape[0], weight.shape[0]
     out = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
     bias2 = bias_columns(bias, out_channels, weight.dtype)
-    u = transform_weight(weight) if transformed is None else transformed
+    if transformed is None:
+        u = transform_weight(weight)
+        ut = products_layout(u)
+    else:
+        u, ut = transformed
     ty, tx = tiles(g)
     slices = cache_slices(n, ALPHA**2 * x.shape[1] * ty * tx * x.itemsize)
 
     def tiled(s: slice) -> np.ndarray | None:
-        v = slice_forward(x[s], u, g, bias2, relu, out[s], groups)
+        v = slice_forward(x[s], ut, g, bias2, relu, out[s], groups)
         if then is not None:
             then(s, out[s])
         return v if keep else None

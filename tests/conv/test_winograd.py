@@ -14,6 +14,7 @@ from cnn_im2col import arrays, conv, reference
 from cnn_im2col import functional as F
 from cnn_im2col.conv import winograd
 from cnn_im2col.gradcheck import check_function
+from cnn_im2col.shapes import WindowGeometry
 
 
 @st.composite
@@ -151,6 +152,72 @@ def test_weight_transform_and_its_adjoint_equal_the_matrix_products(k, c, r, dty
     assert dw.shape == w.shape and dw.dtype == dtype
     want = np.einsum("ai,abkc,bj->kcij", g, du.astype(np.float64).reshape(6, 6, k, c), g)
     np.testing.assert_allclose(dw, want, rtol, atol)
+
+
+@given(
+    r=st.sampled_from([3, 5]),
+    n=st.integers(1, 3),
+    c=st.integers(1, 20),
+    h=st.integers(1, 13),
+    w=st.integers(1, 13),
+    pt=st.integers(0, 3),
+    pl=st.integers(0, 3),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_input_transform_equals_the_textbook_products(r, n, c, h, w, pt, pl, dtype, seed):
+    """V[6i + j, t, c] = (B^T d B)[i, j] for the 6x6 window d of every tile t (zero padding above
+    and left by (pt, pl), below and right as far as the last tile reaches), against einsum."""
+    m = 7 - r
+    oh, ow = h + 2 * pt - r + 1, w + 2 * pl - r + 1
+    if min(oh, ow) < 1:
+        return
+    g = WindowGeometry(r, r, 1, 1, pt, pt, pl, pl, oh, ow)
+    ty, tx = winograd.tiles(g)
+    x = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(dtype)
+    padded = np.zeros((n, c, m * ty + 6 - m, m * tx + 6 - m))
+    rows, cols = min(h, padded.shape[2] - pt), min(w, padded.shape[3] - pl)
+    padded[:, :, pt : pt + rows, pl : pl + cols] = x[:, :, :rows, :cols]
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (6, 6), axis=(2, 3))
+    windows = windows[:, :, ::m, ::m][:, :, :ty, :tx]  # (n, c, TY, TX, 6, 6)
+    want = np.einsum("ia,ncyxab,jb->ijnyxc", winograd.BT, windows, winograd.BT)
+    got = winograd.transform_input(x, g)
+    assert got.shape == (36, n * ty * tx, c) and got.dtype == dtype
+    np.testing.assert_allclose(got, want.reshape(got.shape), *tolerance(dtype))
+
+
+@given(
+    r=st.sampled_from([3, 5]),
+    n=st.integers(1, 3),
+    k=st.integers(1, 20),
+    oh=st.integers(1, 13),
+    ow=st.integers(1, 13),
+    bias_mode=st.sampled_from(["tied", "untied"]),
+    relu=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_output_transform_equals_the_textbook_products(
+    r, n, k, oh, ow, bias_mode, relu, dtype, seed
+):
+    """out[n, k]'s m x m block of tile t = A^T M A + bias (then ReLU), M[i, j] = M^T[6i + j, t, k],
+    the last row and column of tiles cut to the output's size, against einsum."""
+    m = 7 - r
+    ty, tx = -(-oh // m), -(-ow // m)
+    rng = np.random.default_rng(seed)
+    mt = rng.standard_normal((36, n * ty * tx, k)).astype(dtype)
+    bias = rng.standard_normal((k, oh * ow) if bias_mode == "untied" else (k, 1)).astype(dtype)
+    out = np.empty((n, k, oh, ow), dtype)
+    winograd._kernel("winograd_output", WindowGeometry(r, r, 1, 1, 0, 0, 0, 0, oh, ow))(
+        mt, ty, tx, bias, relu, out
+    )
+    at = winograd.MATRICES[r][1]
+    tiles = mt.reshape(6, 6, n, ty, tx, k).astype(np.float64)
+    blocks = np.einsum("ai,ijnyxk,bj->nkyaxb", at, tiles, at).reshape(n, k, m * ty, m * tx)
+    want = blocks[:, :, :oh, :ow] + (
+        bias.reshape(k, oh, ow) if bias_mode == "untied" else bias.reshape(k, 1, 1)
+    )
+    np.testing.assert_allclose(out, np.maximum(want, 0) if relu else want, *tolerance(dtype))
 
 
 @pytest.mark.parametrize("r", [3, 5])
