@@ -582,10 +582,11 @@ def _winograd_input_adjoint(dv, pt, pl, m, ty_count, tx_count, dx):
     """The adjoint of ``_winograd_input``: ``dx`` (written whole) = the sum over tiles of B dV B^T,
     each on its 6x6 window (windows ``m`` apart overlap; cells in the padding are dropped).
 
-    dv: (36, C, N*TY*TX) (channel-major, as ``input_products`` makes it); dx: (N, C, H, W); both C-contiguous. Channel by channel, over all the
-    slice's tiles at once: B down the tiles' columns, then along their rows, each tile's 6 values
-    per row split into the m it starts (``z``) and the 6 - m it shares with the next tiles (``e``);
-    then each window row of every image is summed from both into the image.
+    dv: (36, C, N*TY*TX) (channel-major, as ``input_products`` makes it); dx: (N, C, H, W); both
+    C-contiguous. Channel by channel, over all the slice's tiles at once: B down the tiles'
+    columns, then along their rows, each tile's 6 values per row split into the m it starts (``z``)
+    and the 6 - m it shares with the next tiles (``e``); then each window row of every image is
+    summed from both into the image.
     """
     n_count, c_count, height, width = dx.shape
     tiles = ty_count * tx_count
