@@ -168,12 +168,14 @@ def _conv_forward(
     conv: Conv2D, x: np.ndarray, training: bool, then: Any = None, relu: bool = True
 ) -> tuple[np.ndarray, ConvCache]:
     """``conv``'s strategy (its plan for ``x.shape``) with the ReLU fused (``relu``), ``then`` per
-    slice. Inside ``folds_frozen`` (a session, whose weights never change) a Winograd weight is
-    transformed once and kept (``_frozen_transform``)."""
-    plan = conv.plan(x.shape)
+    slice. Inside ``folds_frozen`` (a session, whose weights never change) the plan is the frozen
+    one (``Conv2D.plan``) and a Winograd weight is transformed once and kept
+    (``_frozen_transform``)."""
+    frozen = bool(getattr(_frozen, "on", False))
+    plan = conv.plan(x.shape, frozen)
     weight = conv.params["weight"]
     extra = {}
-    if plan.strategy is winograd and getattr(_frozen, "on", False):
+    if plan.strategy is winograd and frozen:
         extra["transformed"] = _frozen_transform(conv, weight)
     return plan.strategy.forward(
         np.ascontiguousarray(x, dtype=weight.dtype),

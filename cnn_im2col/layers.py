@@ -94,9 +94,8 @@ class Layer:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self._cache: Any = None
-        self._plans: dict[
-            tuple[int, ...], Any
-        ] = {}  # input shape -> plan (see the module docstring)
+        # input shape (a Conv2D also (shape, "frozen")) -> plan (see the module docstring)
+        self._plans: dict[Any, Any] = {}
 
     # --- protocol --------------------------------------------------------------------------
     def forward(self, x: Any, training: bool = False) -> np.ndarray:
@@ -353,7 +352,17 @@ class Conv2D(Layer):
             None if bias is None else np.ascontiguousarray(bias, dtype=self.params["weight"].dtype)
         )
 
-    def _make_plan(self, shape: tuple[int, ...]) -> ConvPlan:
+    def plan(self, shape: tuple[int, ...], frozen: bool = False) -> ConvPlan:
+        """This layer's plan for inputs of ``shape``, made on first use and kept; ``frozen``: the
+        plan of a session's copy, whose weight is transformed once and never trained
+        (``conv.choose``)."""
+        key = (shape, "frozen") if frozen else shape
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._make_plan(shape, frozen)
+        return plan
+
+    def _make_plan(self, shape: tuple[int, ...], frozen: bool = False) -> ConvPlan:
         """The geometry for this input shape and the strategy that runs it (``conv.choose``)."""
         owner = repr(self)
         if (
@@ -384,6 +393,7 @@ class Conv2D(Layer):
             shape[1],
             shape[0],
             owner,
+            frozen,
         )
         return ConvPlan(g, strategy)
 

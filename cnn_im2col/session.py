@@ -58,10 +58,13 @@ class InferenceSession:
     """A frozen copy of ``model`` (a ``Sequential``) for inference on inputs of one per-sample
     shape: ``input_shape`` (e.g. (3, 32, 32)), by default the model's own (``model.input_shape``).
 
-    ``run(x)`` gives ``model.predict(x)``'s outputs (equal to rounding; the same steps, folds
-    and kernels) without ``predict``'s per-call checks for changed parameters. Made once: the
-    shapes of every layer are checked for ``input_shape`` when the session is made, its
-    Conv2D -> BatchNorm2D pairs folded at its first run. One ``run`` at a time (as ``predict``).
+    ``run(x)`` gives ``model.predict(x)``'s outputs (equal to rounding: the same steps and folds)
+    without ``predict``'s per-call checks for changed parameters. Made once: the shapes of every
+    layer are checked for ``input_shape`` when the session is made, its Conv2D -> BatchNorm2D
+    pairs folded and its Winograd weights transformed at its first run; since those transforms
+    are made once, its 3x3 convolutions take Winograd at any batch size, where ``predict`` keeps
+    im2col below 512 output pixels a map (``conv.choose``'s ``frozen``; ~1e-5 of the outputs'
+    scale apart). One ``run`` at a time (as ``predict``).
     """
 
     def __init__(self, model: Sequential, input_shape: Iterable[int] | None = None) -> None:

@@ -67,7 +67,12 @@ _FEW_CHANNELS_DIRECT = True
 # LeNet's conv2, 0.76 (0.91); (64, 8, 16, 12, 0) 0.78 (0.94); (64, 16, 16, 8, 0) 0.62;
 # (32, 32, 64, 16, 2) 0.67; (8, 64, 64, 8, 2) 0.79 (0.82); (16, 64, 128, 8, 2) 0.68;
 # (1, 20, 40, 12, 0) 1.46 (1.51); (64, 3, 16, 32, 2) 1.10 (1.40); (2, 128, 128, 8, 2) 1.46 (1.66):
-# the same thresholds hold.
+# the same thresholds hold. With the weight transformed once and no backward (a session's
+# convolutions, ``frozen``) the pixel count no longer matters: measured 2026-12-04, Intel Xeon, 2
+# threads, channels-innermost transforms, Winograd / im2col forward time, (N, C, K, H=W, pad 1):
+# (1, 16, 16, 8) 0.69; (1, 32, 32, 8) 0.43; (1, 64, 64, 4) 0.43; (1, 128, 128, 4) 0.75; (4, 64, 64,
+# 4) 0.37; (2, 64, 64, 8) 0.45; (1, 8, 8, 16) 0.83; (8, 256, 256, 4) 0.47, where training's forward
+# + backward took 1.17, 1.07, 3.51, 9.25, 1.57, 1.66, 1.05 and 2.76 of im2col's time.
 AUTO_MIN_CHANNELS = 8
 AUTO_MIN_SIDE = 4
 AUTO_MIN_PIXELS = 512
@@ -104,6 +109,7 @@ def choose(
     in_channels: int,
     batch: int,
     owner: str,
+    frozen: bool = False,
 ) -> ModuleType:
     """The strategy for a convolution of ``batch`` samples of ``in_channels`` channels with a weight
     of ``weight_shape`` and geometry ``g`` (arguments already validated): depthwise where groups ==
@@ -112,9 +118,10 @@ def choose(
     strided 3x3 kernel of at most ``direct.MAX_STRIDED_CHANNELS``, groups 1 ("auto"),
     Winograd where ``algorithm`` asks for it or ``"auto"`` finds it applies and pays
     (``winograd_pays``: at least 8 input and output channels per group, an output of at least
-    4x4 and 512 output pixels per map in the batch), im2col elsewhere. Raises if ``"winograd"``
-    cannot."""
-    use_winograd = _use_winograd(algorithm, backend, weight_shape, g, groups, owner, batch)
+    4x4 and, unless ``frozen``, 512 output pixels per map in the batch), im2col elsewhere. Raises
+    if ``"winograd"`` cannot. ``frozen``: for a caller that transforms the weight once and never
+    runs backward (a session's)."""
+    use_winograd = _use_winograd(algorithm, backend, weight_shape, g, groups, owner, batch, frozen)
     if algorithm == "winograd":
         return winograd  # asked for by name (it applies: _use_winograd raised otherwise)
     if backend == "numba" and _DEPTHWISE_DIRECT and groups == in_channels == weight_shape[0] > 1:
@@ -139,6 +146,7 @@ def _use_winograd(
     groups: int,
     owner: str,
     batch: int,
+    frozen: bool = False,
 ) -> bool:
     if algorithm == "im2col":
         return False
@@ -157,16 +165,18 @@ def _use_winograd(
         return True
     # per group: a grouped convolution's products are one GEMM per group
     return backend == "numba" and fits and winograd_pays(
-        weight_shape[1], weight_shape[0] // groups, g, batch)
+        weight_shape[1], weight_shape[0] // groups, g, batch, frozen)
 
 
-def winograd_pays(in_channels: int, out_channels: int, g: WindowGeometry, batch: int) -> bool:
+def winograd_pays(in_channels: int, out_channels: int, g: WindowGeometry, batch: int,
+                  frozen: bool = False) -> bool:
     """Whether ``algorithm="auto"`` takes Winograd for a convolution it ``supports``, on a batch of
-    ``batch`` samples (the thresholds above)."""
+    ``batch`` samples (the thresholds above; ``frozen``: with the weight transformed once and no
+    backward, at any pixel count)."""
     return (
         min(in_channels, out_channels) >= AUTO_MIN_CHANNELS
         and min(g.oh, g.ow) >= AUTO_MIN_SIDE
-        and batch * g.oh * g.ow >= AUTO_MIN_PIXELS
+        and (frozen or batch * g.oh * g.ow >= AUTO_MIN_PIXELS)
     )
 
 

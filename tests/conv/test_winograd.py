@@ -14,6 +14,7 @@ from cnn_im2col import arrays, conv, reference
 from cnn_im2col import functional as F
 from cnn_im2col.conv import winograd
 from cnn_im2col.gradcheck import check_function
+from cnn_im2col.layers import Conv2D
 from cnn_im2col.shapes import WindowGeometry
 
 
@@ -332,6 +333,26 @@ def test_auto_takes_winograd_only_where_it_applies_and_pays(shape, n, size, kw, 
         4,
         512,
     )
+
+
+@pytest.mark.parametrize(
+    "weight_shape, n, size, frozen, chosen",
+    [
+        ((8, 8, 3, 3), 1, 8, False, False),  # 64 pixels: a layer that trains keeps im2col
+        ((8, 8, 3, 3), 1, 8, True, True),  # a session's: its weight is transformed once
+        ((8, 8, 3, 3), 1, 4, True, True),  # a 4x4 output still pays there
+        ((8, 8, 3, 3), 1, 3, True, False),  # a 3x3 output does not
+        ((8, 7, 3, 3), 1, 8, True, False),  # nor 7 input channels
+        ((8, 8, 3, 3), 1, 8, None, False),  # algorithm="im2col" is obeyed
+    ],
+)
+def test_a_frozen_plan_takes_winograd_at_any_pixel_count(weight_shape, n, size, frozen, chosen):
+    """``Conv2D.plan(shape, frozen=True)``, a session's plan, drops the pixel threshold only."""
+    layer = Conv2D(weight_shape[1], weight_shape[0], 3, padding=1, seed=0,
+                   algorithm="im2col" if frozen is None else "auto")
+    plan = layer.plan((n, weight_shape[1], size, size), frozen=bool(frozen))
+    assert (plan.strategy is winograd) == chosen
+    assert layer.plan((n, weight_shape[1], size, size)).strategy is not winograd
 
 
 @pytest.mark.parametrize(
