@@ -11,8 +11,10 @@ the batch, so the inner convolution is an ordinary 3x3 (or 5x5) one that Winogra
 backward). ``conv.choose`` picks this strategy only where that inner convolution passes
 Winograd's own thresholds; im2col (which computes any dilation) is its twin in the tests.
 
-A fused pool's per-slice hook (``then``) and an untied bias (one per output position) do not split
-into phases: those calls run im2col, whose cache then takes the backward.
+The per-slice hook ``then`` (a layer's NaN/Inf scan, a fused pool) sees the batch's slices once
+the output is put back together: the phases' slices are not the batch's. An untied bias (one per
+output position) does not split into phases: those calls run im2col, whose cache then takes the
+backward.
 """
 
 from __future__ import annotations
@@ -167,9 +169,9 @@ def forward(
     then: Callable[[slice, np.ndarray], None] | None = None,
 ) -> tuple[np.ndarray, Any]:
     """``conv2d_forward``'s dilated strategy on checked arguments (``supports`` holds): out (N, O,
-    OH, OW) and the cache; im2col's pair where the phases cannot carry ``then`` or an untied
-    bias."""
-    if then is not None or (bias is not None and bias.ndim == 3):
+    OH, OW) and the cache; im2col's pair for an untied bias. ``then(s, out[s])`` per batch slice
+    of the pool, once out is whole."""
+    if bias is not None and bias.ndim == 3:
         return im2col.forward(x, weight, bias, g, groups=groups, backend=backend, owner=owner,
                               keep=keep, relu=relu, then=then)
     out_phases, inner = winograd.forward(
@@ -177,7 +179,10 @@ def forward(
         backend=backend, owner=owner, keep=keep, relu=relu,
     )
     cache = DilatedCache(x.shape, weight, None if bias is None else bias.shape, g, owner, inner)
-    return from_phases(out_phases, g.dy, g.dx), cache
+    out = from_phases(out_phases, g.dy, g.dx)
+    if then is not None:
+        _threads.parallel_map(lambda s: then(s, out[s]), thread_slices(x.shape[0]))
+    return out, cache
 
 
 def backward(

@@ -1,8 +1,8 @@
 """The dilated strategy (the polyphase components' undilated convolution, by Winograd) equals the
 im2col path and the oracle on hypothesis-drawn dilations, paddings, groups, bias modes, dtypes and
-layouts, with and without the fused ReLU; passes a float64 finite-difference check; hands a fused
-pool's hook and an untied bias to im2col; and ``choose`` takes it only where it applies and
-Winograd pays for the phases."""
+layouts, with and without the fused ReLU; passes a float64 finite-difference check; calls the
+slice hook on the whole output and hands an untied bias to im2col; and ``choose`` takes it only
+where it applies and Winograd pays for the phases."""
 
 import numpy as np
 import pytest
@@ -137,15 +137,22 @@ def test_dilated_gradcheck_float64(relu):
         check_function(f, lambda d, index=index: F.conv2d_backward(d, state["cache"])[index], arg)
 
 
-def test_a_fused_pool_hook_and_an_untied_bias_run_im2col():
+def test_the_slice_hook_sees_the_whole_output_and_an_untied_bias_runs_im2col():
+    """``then`` (a layer's NaN/Inf scan, a fused pool) gets every sample once, each slice of the
+    finished output, and the phases keep the backward; an untied bias runs im2col."""
     rng = np.random.default_rng(0)
-    x, weight = rng.standard_normal((2, 2, 8, 8)), rng.standard_normal((3, 2, 3, 3))
+    x, weight = rng.standard_normal((5, 2, 8, 8)), rng.standard_normal((3, 2, 3, 3))
     seen = []
     from cnn_im2col.shapes import window_geometry
 
     g = window_geometry(8, 8, (5, 5), (1, 1), (2, 2, 2, 2))._replace(kh=3, kw=3, dy=2, dx=2)
-    out, cache = dilated.forward(x, weight, None, g, then=lambda s, y: seen.append(s))
-    assert isinstance(cache, im2col.Im2colCache) and seen
+    out, cache = dilated.forward(x, weight, None, g, then=lambda s, y: seen.append((s, y.copy())))
+    assert isinstance(cache, dilated.DilatedCache)
+    assert sorted(i for s, _ in seen for i in range(s.start, s.stop)) == list(range(5))
+    for s, y in seen:
+        np.testing.assert_array_equal(y, out[s])
+    plain, _ = dilated.forward(x, weight, None, g)
+    np.testing.assert_array_equal(out, plain)
     out, cache = dilated.forward(x, weight, rng.standard_normal((3, 8, 8)), g)
     assert isinstance(cache, im2col.Im2colCache)
 
