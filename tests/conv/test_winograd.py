@@ -190,6 +190,33 @@ def test_input_transform_equals_the_textbook_products(r, n, c, h, w, pt, pl, dty
 @given(
     r=st.sampled_from([3, 5]),
     n=st.integers(1, 3),
+    c=st.integers(1, 20),
+    h=st.integers(1, 13),
+    w=st.integers(1, 13),
+    pt=st.integers(0, 3),
+    pl=st.integers(0, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_input_transform_adjoint_is_its_transpose(r, n, c, h, w, pt, pl, seed):
+    """<transform_input(x), dV> = <x, adjoint(dV)> for random x and dV (float64): with the
+    textbook test of the forward transform above, the adjoint is the exact gradient."""
+    oh, ow = h + 2 * pt - r + 1, w + 2 * pl - r + 1
+    if min(oh, ow) < 1:
+        return
+    g = WindowGeometry(r, r, 1, 1, pt, pt, pl, pl, oh, ow)
+    ty, tx = winograd.tiles(g)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w))
+    dvt = rng.standard_normal((36, n * ty * tx, c))
+    dx = np.full_like(x, np.nan)  # written whole
+    winograd._kernel("winograd_input_adjoint", g)(dvt, pt, pl, ty, tx, dx)
+    np.testing.assert_allclose(np.vdot(winograd.transform_input(x, g), dvt), np.vdot(x, dx),
+                               rtol=1e-10, atol=1e-10 * np.abs(dvt).sum())
+
+
+@given(
+    r=st.sampled_from([3, 5]),
+    n=st.integers(1, 3),
     k=st.integers(1, 20),
     oh=st.integers(1, 13),
     ow=st.integers(1, 13),
