@@ -506,6 +506,25 @@ def winograd_weight_adjoint(du, dw):
                 wf[_u((k * c_count + c) * r * r + q)] = taps[_u(q * c_count + c)]
 
 
+# The channels-inner transforms' row layout (``_winograd_input``'s ``xt`` and ``r``): a padded
+# row of a row of tiles, split into its m column phases of ``txp`` entries of C channels each.
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _phase_row(m, tx_count, cc):
+    """(txp, ph, rl): entries a phase (tile tx reads entries tx .. tx + 5 // m), values a phase,
+    values a row."""
+    txp = tx_count + 5 // m
+    return txp, txp * cc, m * txp * cc
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _padded_column(u, m, ph, cc):
+    """Where padded column ``u`` starts in a phase-split row: phase u % m, entry u // m (so
+    window column u of tile 0; tile tx's is tx*C further)."""
+    return (u % m) * ph + (u // m) * cc
+
+
 @nb.njit(cache=True, nogil=True, inline="always")
 def _winograd_input(x, pt, pl, m, ty_count, tx_count, v):
     """``v[6i + j, t, c] = (B^T d B)[i, j]``, d the 6x6 window of tile t in x[n, c] (padding reads
@@ -523,9 +542,7 @@ def _winograd_input(x, pt, pl, m, ty_count, tx_count, v):
     """
     n_count, c_count, height, width = x.shape
     cc, hw = c_count, height * width
-    txp = tx_count + 5 // m  # entries a phase: tile tx reads entries tx .. tx + 5 // m
-    ph = txp * cc  # one phase of a row
-    rl = m * ph  # one row
+    txp, ph, rl = _phase_row(m, tx_count, cc)
     xf = x.reshape(x.size)
     xt = np.empty(n_count * height * rl, x.dtype)
     for n in range(n_count):
@@ -533,7 +550,7 @@ def _winograd_input(x, pt, pl, m, ty_count, tx_count, v):
             row = (n * height + y) * rl
             for u in range(m * txp):
                 w = u - pl
-                dst = row + (u % m) * ph + (u // m) * cc
+                dst = row + _padded_column(u, m, ph, cc)
                 if 0 <= w < width:
                     src = (n * cc * height + y) * width + w
                     for c in range(cc):  # a gather: x's channels are hw apart
@@ -550,14 +567,12 @@ def _winograd_input(x, pt, pl, m, ty_count, tx_count, v):
         for ty in range(ty_count):
             y0 = m * ty - pt
             s0 = (n * height + y0) * rl
-            ok0, ok1, ok2 = 0 <= y0 < height, 0 <= y0 + 1 < height, 0 <= y0 + 2 < height
-            ok3, ok4, ok5 = 0 <= y0 + 3 < height, 0 <= y0 + 4 < height, 0 <= y0 + 5 < height
-            a0, o0 = (xt, s0) if ok0 else (zero, 0)
-            a1, o1 = (xt, s0 + rl) if ok1 else (zero, 0)
-            a2, o2 = (xt, s0 + 2 * rl) if ok2 else (zero, 0)
-            a3, o3 = (xt, s0 + 3 * rl) if ok3 else (zero, 0)
-            a4, o4 = (xt, s0 + 4 * rl) if ok4 else (zero, 0)
-            a5, o5 = (xt, s0 + 5 * rl) if ok5 else (zero, 0)
+            a0, o0 = (xt, s0) if 0 <= y0 < height else (zero, 0)
+            a1, o1 = (xt, s0 + rl) if 0 <= y0 + 1 < height else (zero, 0)
+            a2, o2 = (xt, s0 + 2 * rl) if 0 <= y0 + 2 < height else (zero, 0)
+            a3, o3 = (xt, s0 + 3 * rl) if 0 <= y0 + 3 < height else (zero, 0)
+            a4, o4 = (xt, s0 + 4 * rl) if 0 <= y0 + 4 < height else (zero, 0)
+            a5, o5 = (xt, s0 + 5 * rl) if 0 <= y0 + 5 < height else (zero, 0)
             for q in range(rl):  # B^T down the window rows of the whole row of tiles
                 r0, r1, r2, r3, r4, r5 = _bt6(a0[_u(o0 + q)], a1[_u(o1 + q)], a2[_u(o2 + q)],
                                               a3[_u(o3 + q)], a4[_u(o4 + q)], a5[_u(o5 + q)])
@@ -566,11 +581,9 @@ def _winograd_input(x, pt, pl, m, ty_count, tx_count, v):
             t0 = (n * ty_count + ty) * tx_count
             for i in range(6):  # then B along window row i of every tile: planes 6i .. 6i + 5
                 s, o = i * rl, 6 * i * plane + t0 * cc
-                if m == 4:  # window column l' of tile tx: phase l' % m, entry tx + l' // m
-                    p0, p1, p2, p3, p4, p5 = s, s + ph, s + 2 * ph, s + 3 * ph, s + cc, s + ph + cc
-                else:
-                    p0, p1, p2, p3 = s, s + ph, s + cc, s + ph + cc
-                    p4, p5 = s + 2 * cc, s + ph + 2 * cc
+                p0, p1 = s + _padded_column(0, m, ph, cc), s + _padded_column(1, m, ph, cc)
+                p2, p3 = s + _padded_column(2, m, ph, cc), s + _padded_column(3, m, ph, cc)
+                p4, p5 = s + _padded_column(4, m, ph, cc), s + _padded_column(5, m, ph, cc)
                 for k in range(6):  # one output plane a loop: _bt6's other outputs are dropped
                     for q in range(span):
                         vf[_u(o + k * plane + q)] = _bt6(
@@ -594,9 +607,7 @@ def _winograd_input_adjoint(dvt, pt, pl, m, ty_count, tx_count, dx):
     """
     n_count, c_count, height, width = dx.shape
     cc, hw = c_count, height * width
-    txp = tx_count + 5 // m
-    ph = txp * cc
-    rl = m * ph
+    txp, ph, rl = _phase_row(m, tx_count, cc)
     xt = np.zeros(n_count * height * rl, dx.dtype)
     sink = np.empty(6 * rl, dx.dtype)  # the window rows outside the image
     h = np.empty(6 * rl, dx.dtype)  # h[i*rl + q]: B along window row i, column q of the row
@@ -621,7 +632,7 @@ def _winograd_input_adjoint(dvt, pt, pl, m, ty_count, tx_count, dx):
                 for q in range(rl):
                     h[_u(row + q)] = 0.0
                 for col in range(6):  # window column col: phase col % m, from entry col // m
-                    dst, src = row + (col % m) * ph + (col // m) * cc, col * span
+                    dst, src = row + _padded_column(col, m, ph, cc), col * span
                     for q in range(span):
                         h[_u(dst + q)] += d[_u(src + q)]
             y0 = m * ty - pt
@@ -653,7 +664,7 @@ def _winograd_input_adjoint(dvt, pt, pl, m, ty_count, tx_count, dx):
                 dst = (n * cc + c) * hw + y * width
                 for w in range(width):  # every column lies under a window: w + pl < m*txp
                     u = w + pl
-                    xf[_u(dst + w)] = xt[_u(row + (u % m) * ph + (u // m) * cc + c)]
+                    xf[_u(dst + w)] = xt[_u(row + _padded_column(u, m, ph, cc) + c)]
 
 
 @nb.njit(cache=True, nogil=True, inline="always")

@@ -155,25 +155,24 @@ def test_weight_transform_and_its_adjoint_equal_the_matrix_products(k, c, r, dty
     np.testing.assert_allclose(dw, want, rtol, atol)
 
 
-@given(
-    r=st.sampled_from([3, 5]),
-    n=st.integers(1, 3),
-    c=st.integers(1, 20),
-    h=st.integers(1, 13),
-    w=st.integers(1, 13),
-    pt=st.integers(0, 3),
-    pl=st.integers(0, 3),
-    dtype=st.sampled_from([np.float32, np.float64]),
-    seed=st.integers(0, 2**16),
-)
-def test_input_transform_equals_the_textbook_products(r, n, c, h, w, pt, pl, dtype, seed):
+@st.composite
+def input_transform_cases(draw):
+    """(x's shape, geometry, seed) of a stride-1 3x3 or 5x5 convolution: paddings 0-3 above and
+    left (the same below and right), sizes up to 13 that leave an output."""
+    r, pt, pl = draw(st.sampled_from([3, 5])), draw(st.integers(0, 3)), draw(st.integers(0, 3))
+    h = draw(st.integers(max(1, r - 2 * pt), 13))
+    w = draw(st.integers(max(1, r - 2 * pl), 13))
+    g = WindowGeometry(r, r, 1, 1, pt, pt, pl, pl, h + 2 * pt - r + 1, w + 2 * pl - r + 1)
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 20)), h, w)
+    return shape, g, draw(st.integers(0, 2**16))
+
+
+@given(case=input_transform_cases(), dtype=st.sampled_from([np.float32, np.float64]))
+def test_input_transform_equals_the_textbook_products(case, dtype):
     """V[6i + j, t, c] = (B^T d B)[i, j] for the 6x6 window d of every tile t (zero padding above
     and left by (pt, pl), below and right as far as the last tile reaches), against einsum."""
-    m = 7 - r
-    oh, ow = h + 2 * pt - r + 1, w + 2 * pl - r + 1
-    if min(oh, ow) < 1:
-        return
-    g = WindowGeometry(r, r, 1, 1, pt, pt, pl, pl, oh, ow)
+    (n, c, h, w), g, seed = case
+    m, pt, pl = 7 - g.kh, g.top, g.left
     ty, tx = winograd.tiles(g)
     x = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(dtype)
     padded = np.zeros((n, c, m * ty + 6 - m, m * tx + 6 - m))
@@ -187,29 +186,17 @@ def test_input_transform_equals_the_textbook_products(r, n, c, h, w, pt, pl, dty
     np.testing.assert_allclose(got, want.reshape(got.shape), *tolerance(dtype))
 
 
-@given(
-    r=st.sampled_from([3, 5]),
-    n=st.integers(1, 3),
-    c=st.integers(1, 20),
-    h=st.integers(1, 13),
-    w=st.integers(1, 13),
-    pt=st.integers(0, 3),
-    pl=st.integers(0, 3),
-    seed=st.integers(0, 2**16),
-)
-def test_input_transform_adjoint_is_its_transpose(r, n, c, h, w, pt, pl, seed):
+@given(case=input_transform_cases())
+def test_input_transform_adjoint_is_its_transpose(case):
     """<transform_input(x), dV> = <x, adjoint(dV)> for random x and dV (float64): with the
     textbook test of the forward transform above, the adjoint is the exact gradient."""
-    oh, ow = h + 2 * pt - r + 1, w + 2 * pl - r + 1
-    if min(oh, ow) < 1:
-        return
-    g = WindowGeometry(r, r, 1, 1, pt, pt, pl, pl, oh, ow)
+    (n, c, h, w), g, seed = case
     ty, tx = winograd.tiles(g)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c, h, w))
     dvt = rng.standard_normal((36, n * ty * tx, c))
     dx = np.full_like(x, np.nan)  # written whole
-    winograd._kernel("winograd_input_adjoint", g)(dvt, pt, pl, ty, tx, dx)
+    winograd._kernel("winograd_input_adjoint", g)(dvt, g.top, g.left, ty, tx, dx)
     np.testing.assert_allclose(np.vdot(winograd.transform_input(x, g), dvt), np.vdot(x, dx),
                                rtol=1e-10, atol=1e-10 * np.abs(dvt).sum())
 
