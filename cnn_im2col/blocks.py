@@ -127,10 +127,13 @@ class LayerStep:
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Inference with no backward to follow: a MaxPool2D's maxima without their argmax (exact
-        class: a user's subclass may have changed ``forward``), a container's own ``infer`` (its
-        bodies folded too), else ``run``."""
+        class: a user's subclass may have changed ``forward``), a Conv2D's ``_conv_forward`` (in
+        a session, its frozen plan, as a fused one's), a container's own ``infer`` (its bodies
+        folded too), else ``run``."""
         if type(self.layer) is MaxPool2D:
             return max_pool2d_values(np.ascontiguousarray(x), self.layer.plan(x.shape))
+        if type(self.layer) is Conv2D:
+            return _conv_forward(self.layer, x, False, relu=False)[0]
         infer = getattr(self.layer, "infer", None)
         return infer(x) if infer is not None else self.run(x, False)
 
@@ -170,13 +173,13 @@ def _conv_forward(
     """``conv``'s strategy (its plan for ``x.shape``) with the ReLU fused (``relu``), ``then`` per
     slice. Inside ``folds_frozen`` (a session, whose weights never change) the plan is the frozen
     one (``Conv2D.plan``) and a Winograd weight is transformed once and kept
-    (``_frozen_transform``)."""
+    (``frozen_transform``)."""
     frozen = bool(getattr(_frozen, "on", False))
     plan = conv.plan(x.shape, frozen)
     weight = conv.params["weight"]
     extra = {}
     if plan.strategy is winograd and frozen:
-        extra["transformed"] = _frozen_transform(conv, weight)
+        extra["transformed"] = frozen_transform(conv, weight)
     return plan.strategy.forward(
         np.ascontiguousarray(x, dtype=weight.dtype),
         weight,
@@ -191,7 +194,7 @@ def _conv_forward(
     )
 
 
-def _frozen_transform(conv: Conv2D, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def frozen_transform(conv: Conv2D, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``winograd.transform_weight(weight)`` and its products' layout, made at the first call for
     this weight array and kept on the layer: only for a network nothing can change
     (``folds_frozen``), as onnxruntime packs a session's weights once. Measured 2026-12-04, Intel
@@ -242,7 +245,7 @@ class _ConvReLUPoolCache(NamedTuple):
     pooled: np.ndarray  # the output: its sign is the fused ReLU's derivative at each winner
 
 
-def _pools_2x2(pool_g: WindowGeometry, conv_g: WindowGeometry) -> bool:
+def pools_2x2(pool_g: WindowGeometry, conv_g: WindowGeometry) -> bool:
     """Whether a pool of geometry ``pool_g`` over the conv's output (``conv_g``) is a plain 2x2 max
     pool of stride 2: no padding, no dilation, the output's sides halved (rounded down)."""
     return (pool_g[:8] == (2, 2, 2, 2, 0, 0, 0, 0) and (pool_g.dy, pool_g.dx) == (1, 1)
@@ -281,7 +284,7 @@ class ConvReLUPool(_Block):
         g = plan.geometry
         pool_g = self.pool.plan((x.shape[0], self.conv.out_channels, g.oh, g.ow))
         weight = self.conv.params["weight"]
-        if plan.strategy is direct and _pools_2x2(pool_g, g):
+        if plan.strategy is direct and pools_2x2(pool_g, g):
             return direct.forward_relu_pool2(np.ascontiguousarray(x, dtype=weight.dtype), weight,
                                              self.conv.conv_bias(), g)
         pooled = np.empty((x.shape[0], self.conv.out_channels, pool_g.oh, pool_g.ow),
@@ -564,6 +567,12 @@ def infer_with_skip(step: Step, x: np.ndarray, skip: np.ndarray, relu: bool, fir
         y = step.infer(x)
     else:
         y = infer_step(step, x, first)
+    return add_skip(y, skip, relu)
+
+
+def add_skip(y: np.ndarray, skip: np.ndarray, relu: bool) -> np.ndarray:
+    """y + skip (then ReLU if ``relu``) in a new array of NumPy's result dtype: a join after its
+    step."""
     return add_relu(y, skip) if relu else np.add(y, skip, dtype=np.result_type(y, skip))
 
 

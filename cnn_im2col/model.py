@@ -15,7 +15,7 @@ Public API
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -513,15 +513,27 @@ class Sequential(Trainer):
             self._steps_key = key
         return self._steps
 
-    def _outputs(self, x: np.ndarray, batch_size: int, owner: str = "Sequential.predict"
+    def _outputs(self, x: np.ndarray, batch_size: int, owner: str = "Sequential.predict",
+                 infer: Callable[[np.ndarray], np.ndarray] | None = None
                  ) -> Iterable[np.ndarray]:
         """The network's outputs in inference mode, batch by batch (``x`` checked): as ``forward``,
-        with each Conv2D -> BatchNorm2D pair folded into one convolution (``infer``); an output
-        with NaN or Inf is refused naming ``owner``."""
+        with each Conv2D -> BatchNorm2D pair folded into one convolution (``infer``, or the
+        ``infer`` given: a session's program); an output with NaN or Inf is refused naming
+        ``owner``."""
+        infer = self.infer if infer is None else infer
         for start in range(0, x.shape[0], batch_size):
-            out = self.infer(x[start : start + batch_size])
+            out = infer(x[start : start + batch_size])
             _check_finite(out, "output", "the input", owner)
             yield out
+
+    def inference_steps(self) -> tuple[list, list]:
+        """``blocks.inference_plan`` of the layers (steps, folds), made again only when the layers
+        changed."""
+        key = self._layers_key()
+        if self.__dict__.get("_inference_key") != key:
+            self._inference = _blocks.inference_plan(self.layers)
+            self._inference_key = key
+        return self._inference
 
     def infer(self, x: np.ndarray, skip: np.ndarray | None = None, relu: bool = False
               ) -> np.ndarray:
@@ -533,11 +545,7 @@ class Sequential(Trainer):
         ``skip`` (a Residual's shortcut, of the output's shape) is added to the output, then ReLU
         if ``relu`` (``blocks.infer_with_skip``): inside the last step where it can (a fused
         ``InvertedResidual``, or a Conv2D slice by slice), else after it."""
-        key = self._layers_key()
-        if self.__dict__.get("_inference_key") != key:
-            self._inference = _blocks.inference_plan(self.layers)
-            self._inference_key = key
-        steps, folds = self._inference
+        steps, folds = self.inference_steps()
         for fold in folds:
             fold.refresh()
         last = len(steps) - 1

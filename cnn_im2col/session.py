@@ -9,8 +9,9 @@ by hand, is never served stale. At batch 1 that check is 4-26% of the latency (m
 MobileNetV2 x0.5, 52 pairs, 3.30 -> 2.43). A session is made from a private copy of the network
 (its config and state dict, as a model file would rebuild it), which nothing else can change: its
 pairs are folded once, at its first run, its shapes checked once for its input shape, and each
-``run`` only checks the input and runs the steps. Training the original network afterwards does
-not change the session: make a new one to serve the new parameters.
+``run`` only checks the input and runs the program compiled for its batch size (``program.py``:
+each step bound once to its plan, weights and batch slices). Training the original network
+afterwards does not change the session: make a new one to serve the new parameters.
 
     session = InferenceSession(model)          # input shape: the model's, or input_shape=(C, H, W)
     outputs = session.run(images)              # = model.predict(images)
@@ -18,7 +19,7 @@ not change the session: make a new one to serve the new parameters.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -27,10 +28,14 @@ from .blocks import folds_frozen
 from .containers import leaves
 from .layers import LAYERS
 from .model import Sequential, _refuse_raw_integers
-from .shapes import as_float_array, check_int
+from .program import compile_stack
+from .shapes import as_float_array, check_int, finite_scans_skipped
 from .threads import engine_blas
 
 __all__ = ["InferenceSession"]
+
+# programs kept, one per batch size (``run``'s last batch is usually smaller than the others)
+_PROGRAMS_KEPT = 4
 
 
 def _private_copy(model: Sequential) -> Sequential:
@@ -82,6 +87,7 @@ class InferenceSession:
         self._net = _private_copy(model)
         self.output_shape: tuple[int, ...] = self._net.check_shapes(shape)[-1]
         self.input_shape: tuple[int, ...] = shape
+        self._programs: dict[int, Callable[[np.ndarray], np.ndarray]] = {}  # batch size -> program
 
     def __repr__(self) -> str:
         return (f"InferenceSession(input_shape={self.input_shape}, output_shape="
@@ -99,6 +105,16 @@ class InferenceSession:
             expected = ", ".join(str(s) for s in self.input_shape)
             raise ValueError(f"{owner}: x must have shape (N, {expected}) (the session's input "
                              f"shape), got {x.shape}")
-        with engine_blas(), folds_frozen():
-            parts = list(self._net._outputs(x, batch_size, owner))
+        with engine_blas(), folds_frozen(), finite_scans_skipped():
+            parts = list(self._net._outputs(x, batch_size, owner, infer=self._run_batch))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _run_batch(self, x: np.ndarray) -> np.ndarray:
+        """The program for ``x``'s batch size (compiled at its first use) on ``x``."""
+        program = self._programs.get(x.shape[0])
+        if program is None:
+            if len(self._programs) >= _PROGRAMS_KEPT:
+                del self._programs[next(iter(self._programs))]  # the oldest batch size
+            program = compile_stack(self._net, x.shape)[0]
+            self._programs[x.shape[0]] = program
+        return program(x)

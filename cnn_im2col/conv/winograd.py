@@ -213,21 +213,12 @@ def input_products(u: np.ndarray, dm: np.ndarray, groups: int) -> np.ndarray:
     return dvt
 
 
-def slice_forward(
-    x: np.ndarray,
-    ut: np.ndarray,
-    g: WindowGeometry,
-    bias2: np.ndarray,
-    relu: bool,
-    out: np.ndarray,
-    groups: int = 1,
-) -> np.ndarray:
-    """One batch slice: ``out`` (n, K, OH, OW) (written) = f(conv(x) + bias) from x (n, C, H, W)
-    and U^T (36, C / groups, K) (``products_layout``); bias2 (K, 1) tied or (K, OH*OW) untied.
-    Returns V, for ``slice_backward``."""
-    ty, tx = tiles(g)
-    v = transform_input(x, g)
-    _kernel("winograd_output", g)(output_products(v, ut, groups), ty, tx, bias2, relu, out)
+def slice_forward(x: np.ndarray, p: ForwardPlan, out: np.ndarray) -> np.ndarray:
+    """One batch slice of ``p``'s forward: ``out`` (n, K, OH, OW) (written) = f(conv(x) + bias)
+    from x (n, C, H, W). Returns V (36, n*TY*TX, C), for ``slice_backward``."""
+    v = np.empty((ALPHA * ALPHA, x.shape[0] * p.ty * p.tx, x.shape[1]), dtype=x.dtype)
+    p.input_kernel(x, p.geometry.top, p.geometry.left, p.ty, p.tx, v)
+    p.output_kernel(output_products(v, p.ut, p.groups), p.ty, p.tx, p.bias2, p.relu, out)
     return v
 
 
@@ -886,6 +877,72 @@ class WinogradCache(NamedTuple):
     groups: int = 1
 
 
+class ForwardPlan(NamedTuple):
+    """A Winograd forward bound to an input shape and a weight: all but the input, made once by
+    ``plan_forward`` and run by ``run_forward`` (per call in training, once per batch size in a
+    session's program, ``program.py``)."""
+
+    geometry: WindowGeometry
+    out_shape: tuple[int, int, int, int]  # (N, K, OH, OW)
+    bias2: np.ndarray  # (K, 1) tied or (K, OH*OW) untied (``bias_columns``)
+    u: np.ndarray  # U (36, K, C / groups), the transformed weight
+    ut: np.ndarray  # U^T (36, C / groups, K), as the products read it (``products_layout``)
+    groups: int
+    relu: bool
+    ty: int  # tiles per column and per row (``tiles``)
+    tx: int
+    slices: list[slice]  # the batch slices, each V in cache (``cache_slices``)
+    input_kernel: Callable  # winograd_input_* and winograd_output_* for the kernel's size
+    output_kernel: Callable
+
+
+def plan_forward(
+    x_shape: tuple[int, int, int, int],
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    g: WindowGeometry,
+    *,
+    groups: int = 1,
+    relu: bool = False,
+    transformed: tuple[np.ndarray, np.ndarray] | None = None,
+) -> ForwardPlan:
+    """The plan of ``forward``'s arguments for inputs of ``x_shape``. ``transformed``: ``(U,
+    products_layout(U))``, made once by a caller whose weight cannot change (a session's), else
+    made here. The kernels are looked up now, so that a profiler's wrapper of the module
+    attribute is seen by plans made after it."""
+    n, out_channels = x_shape[0], weight.shape[0]
+    if transformed is None:
+        u = transform_weight(weight)
+        transformed = (u, products_layout(u))
+    ty, tx = tiles(g)
+    per_sample = ALPHA**2 * x_shape[1] * ty * tx * weight.itemsize
+    return ForwardPlan(
+        g, (n, out_channels, g.oh, g.ow), bias_columns(bias, out_channels, weight.dtype),
+        *transformed, groups, relu, ty, tx, cache_slices(n, per_sample),
+        _kernel("winograd_input", g), _kernel("winograd_output", g),
+    )
+
+
+def run_forward(
+    p: ForwardPlan,
+    x: np.ndarray,
+    keep: bool = False,
+    then: Callable[[slice, np.ndarray], None] | None = None,
+) -> tuple[np.ndarray, list[np.ndarray] | None]:
+    """``p`` on x (N, C, H, W) of its shape, C-contiguous in the weight's dtype: the output (N, K,
+    OH, OW) and, with ``keep``, each slice's V; ``then(s, out[s])`` after each slice."""
+    out = np.empty(p.out_shape, dtype=p.u.dtype)
+
+    def tiled(s: slice) -> np.ndarray | None:
+        v = slice_forward(x[s], p, out[s])
+        if then is not None:
+            then(s, out[s])
+        return v if keep else None
+
+    kept = _threads.parallel_map(tiled, p.slices)
+    return out, kept if keep else None
+
+
 def forward(
     x: np.ndarray,
     weight: np.ndarray,
@@ -901,37 +958,20 @@ def forward(
     transformed: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, WinogradCache]:
     """``conv2d_forward``'s Winograd strategy on checked arguments (as ``conv.im2col.forward``;
-    ``supports`` holds, numba). ``keep=False``: V is not kept (the cache keeps x).
-    ``transformed``: ``(U, products_layout(U))``, U = ``transform_weight(weight)``, made once by a
-    caller whose weight cannot change (a session's), else they are made here."""
-    n, out_channels = x.shape[0], weight.shape[0]
-    out = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
-    bias2 = bias_columns(bias, out_channels, weight.dtype)
-    if transformed is None:
-        u = transform_weight(weight)
-        ut = products_layout(u)
-    else:
-        u, ut = transformed
-    ty, tx = tiles(g)
-    slices = cache_slices(n, ALPHA**2 * x.shape[1] * ty * tx * x.itemsize)
-
-    def tiled(s: slice) -> np.ndarray | None:
-        v = slice_forward(x[s], ut, g, bias2, relu, out[s], groups)
-        if then is not None:
-            then(s, out[s])
-        return v if keep else None
-
-    kept = _threads.parallel_map(tiled, slices)
+    ``supports`` holds, numba): ``plan_forward`` then ``run_forward``. ``keep=False``: V is not
+    kept (the cache keeps x). ``transformed``: as ``plan_forward``'s."""
+    p = plan_forward(x.shape, weight, bias, g, groups=groups, relu=relu, transformed=transformed)
+    out, kept = run_forward(p, x, keep, then)
     cache = WinogradCache(
         x.shape,
         weight,
         None if bias is None else bias.shape,
         g,
         owner,
-        u,
-        kept if keep else None,
+        p.u,
+        kept,
         None if keep else x,
-        slices,
+        p.slices,
         out if relu else None,
         groups,
     )

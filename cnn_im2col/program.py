@@ -1,0 +1,200 @@
+"""A frozen network compiled for one input shape: a session's program.
+
+``Sequential.infer`` finds its way on every call: each stack looks up its steps and folds, each
+Residual checks its shapes, each step its plan, each convolution its geometry, batch slices and
+bias columns, through five or six calls a layer. On a batch of one that was about half of
+ResNet-20's latency (measured 2026-12-04, Intel Xeon: 0.55-0.65 of 1.23-1.5 ms over the kernels'
+~0.6). A program makes all of that once, for one input shape (N, ...), and keeps closures that
+only call kernels, as an onnxruntime session runs the graph it planned when it was made:
+
+- each step of ``blocks.inference_plan``, its Conv2D -> BatchNorm2D pairs folded once;
+- each convolution's strategy for the frozen plan (``Conv2D.plan(shape, frozen=True)``), its
+  bias, and for Winograd the whole ``winograd.ForwardPlan`` (its weight transformed once);
+- ResNet's and MobileNetV2's Residual blocks: the body's program with the shortcut joined in its
+  last convolution's slices (``blocks.infer_with_skip``'s join), the shortcut's program.
+
+Any other step runs its own ``infer`` (a user's layer, a pool, Dense, InvertedResidual): the
+program is ``Sequential.infer`` with the lookups taken out, the same kernels on the same plans,
+so it gives the same numbers (``tests/test_program.py`` compares them bit for bit). Nothing is
+compared with its sources again: only for a network nothing can change, a session's private copy
+(``session.py``), run inside ``blocks.folds_frozen``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .activations import add_into
+from .blocks import (
+    ConvActivation,
+    ConvReLU,
+    ConvReLUPool,
+    LayerStep,
+    ResidualReLU,
+    Step,
+    add_skip,
+    frozen_transform,
+    infer_step,
+    infer_with_skip,
+    pools_2x2,
+)
+from .containers import Residual
+from .conv import direct, winograd
+from .layers import Conv2D
+from .model import Sequential
+from .pooling import max_pool2d_values_into
+
+# x (N, ...) -> output; with a join, (x, skip) -> output + skip (then ReLU)
+Run = Callable[..., np.ndarray]
+ConvRun = Callable[[np.ndarray, Any], np.ndarray]  # (x, then) -> output
+
+
+def compile_stack(stack: Sequential, shape: tuple[int, ...], first: bool = True,
+                  join: bool = False, relu: bool = False) -> tuple[Run, tuple[int, ...]]:
+    """``stack.infer`` for inputs of ``shape`` (N, ...) as one closure, and its output's shape.
+    ``first``: the stack is where input enters: a first step that is not compiled checks it, as
+    ``infer_step`` does (a compiled convolution converts it to its dtype, as its check would).
+    ``join``: the closure takes (x, skip) and adds skip, a Residual's shortcut of the output's
+    shape, then ReLU if ``relu`` (``Sequential.infer``'s ``skip`` and ``relu``)."""
+    steps, folds = stack.inference_steps()
+    for fold in folds:
+        fold.refresh()  # inside folds_frozen: made once, never compared again
+    runs: list[Run] = []
+    for i, step in enumerate(steps):
+        joins = join and i == len(steps) - 1
+        run, shape = _compile_step(step, shape, first and i == 0, joins, relu)
+        runs.append(run)
+    *head, last = runs
+
+    def run_stack(x: np.ndarray, *skip: np.ndarray) -> np.ndarray:
+        for run in head:
+            x = run(x)
+        return last(x, *skip)
+
+    return run_stack, shape
+
+
+def _compile_step(step: Step, shape: tuple[int, ...], first: bool, join: bool, relu: bool
+                  ) -> tuple[Run, tuple[int, ...]]:
+    out_shape = _output_shape(step, shape)
+    layer = step.layer if isinstance(step, LayerStep) else None
+    if join:
+        if type(layer) is Conv2D and not first:
+            return _conv_with_skip(layer, shape, out_shape, relu), out_shape
+        return (lambda x, skip: infer_with_skip(step, x, skip, relu, first)), out_shape
+    if isinstance(step, ConvReLU):
+        conv = _conv_run(step.conv, shape, relu=True)
+        return (lambda x: conv(x, None)), out_shape
+    if type(layer) is Conv2D:
+        conv = _conv_run(layer, shape, relu=False)
+        return (lambda x: conv(x, None)), out_shape
+    if isinstance(step, ConvActivation):
+        return _conv_activation(step, shape), out_shape
+    if isinstance(step, ConvReLUPool):
+        return _conv_relu_pool(step, shape, out_shape), out_shape
+    if isinstance(step, ResidualReLU):
+        return _residual(step.residual, shape, relu=True), out_shape
+    if type(layer) is Residual:
+        return _residual(layer, shape, relu=False), out_shape
+    if type(layer) is Sequential:
+        return compile_stack(layer, shape, first=False)[0], out_shape
+    return (lambda x: infer_step(step, x, first)), out_shape
+
+
+def _output_shape(step: Step, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of ``step``'s output for an input of ``shape`` (N, ...)."""
+    for layer in (step.layer,) if isinstance(step, LayerStep) else step.layers:
+        shape = (shape[0], *layer.output_shape(shape[1:]))
+    return shape
+
+
+def _conv_run(conv: Conv2D, shape: tuple[int, ...], relu: bool) -> ConvRun:
+    """``conv`` (ReLU fused if ``relu``) on inputs of ``shape``, its frozen plan's strategy, as
+    ``blocks._conv_forward`` runs it in a session: (x, then) -> output."""
+    plan = conv.plan(shape, frozen=True)
+    weight, bias, g = conv.params["weight"], conv.conv_bias(), plan.geometry
+    dtype = weight.dtype
+    if plan.strategy is winograd:
+        p = winograd.plan_forward(shape, weight, bias, g, groups=conv.groups, relu=relu,
+                                  transformed=frozen_transform(conv, weight))
+
+        def run_winograd(x: np.ndarray, then: Any) -> np.ndarray:
+            return winograd.run_forward(p, np.ascontiguousarray(x, dtype=dtype), then=then)[0]
+
+        return run_winograd
+    strategy, groups, owner = plan.strategy, conv.groups, repr(conv)
+
+    def run(x: np.ndarray, then: Any) -> np.ndarray:
+        return strategy.forward(np.ascontiguousarray(x, dtype=dtype), weight, bias, g,
+                                groups=groups, owner=owner, keep=False, relu=relu, then=then)[0]
+
+    return run
+
+
+def _conv_with_skip(conv: Conv2D, shape: tuple[int, ...], out_shape: tuple[int, ...],
+                    relu: bool) -> Run:
+    """A stack's last Conv2D with a Residual's shortcut joined in each slice as it is written
+    (``blocks.infer_with_skip``), or after it where the shortcut is not in the output's layout."""
+    run = _conv_run(conv, shape, relu=False)
+    dtype = conv.params["weight"].dtype
+
+    def conv_with_skip(x: np.ndarray, skip: np.ndarray) -> np.ndarray:
+        if skip.shape == out_shape and skip.dtype == dtype and skip.flags.c_contiguous:
+            return run(x, lambda s, y: add_into(y, skip[s], relu))
+        return add_skip(run(x, None), skip, relu)
+
+    return conv_with_skip
+
+
+def _conv_activation(step: ConvActivation, shape: tuple[int, ...]) -> Run:
+    conv, kernel = _conv_run(step.conv, shape, relu=False), step.kernel
+
+    def activate(s: slice, y: np.ndarray) -> None:
+        kernel(y.reshape(-1))  # the slice is C-contiguous: a view
+
+    return lambda x: conv(x, activate)
+
+
+def _conv_relu_pool(step: ConvReLUPool, shape: tuple[int, ...], out_shape: tuple[int, ...]
+                    ) -> Run:
+    """``ConvReLUPool.infer``'s two ways, chosen once."""
+    conv = step.conv
+    plan = conv.plan(shape, frozen=True)
+    g = plan.geometry
+    pool_g = step.pool.plan((shape[0], conv.out_channels, g.oh, g.ow))
+    weight, bias = conv.params["weight"], conv.conv_bias()
+    if plan.strategy is direct and pools_2x2(pool_g, g):
+        return lambda x: direct.forward_relu_pool2(
+            np.ascontiguousarray(x, dtype=weight.dtype), weight, bias, g)
+    run = _conv_run(conv, shape, relu=True)
+
+    def conv_relu_pool(x: np.ndarray) -> np.ndarray:
+        pooled = np.empty(out_shape, dtype=weight.dtype)
+        run(x, lambda s, y: max_pool2d_values_into(y, pool_g, False, pooled[s]))
+        return pooled
+
+    return conv_relu_pool
+
+
+def _residual(residual: Residual, shape: tuple[int, ...], relu: bool) -> Run:
+    """A Residual (then ReLU if ``relu``): a Sequential body's program joins the shortcut in its
+    last step (``Residual.infer``); any other body runs the Residual's own ``infer``."""
+    if not getattr(residual.body, "infer_takes_skip", False):
+        return lambda x: residual.infer(x, relu=relu)
+    body = compile_stack(residual.body, shape, first=False, join=True, relu=relu)[0]
+    shortcut = None if residual.shortcut is None else _child(residual.shortcut, shape)
+    if shortcut is None:
+        return lambda x: body(x, x)
+    return lambda x: body(x, shortcut(x))
+
+
+def _child(child: Any, shape: tuple[int, ...]) -> Run:
+    """A Residual's shortcut: a Sequential's program, else its own inference (as
+    ``containers._infer_child``: a 1x1 Conv2D alone, or a user's layer)."""
+    if type(child) is Sequential:
+        return compile_stack(child, shape, first=False)[0]
+    infer = getattr(child, "infer", None)
+    return infer if callable(infer) else (lambda x: child.forward(x, training=False))

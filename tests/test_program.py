@@ -1,0 +1,127 @@
+"""program: a frozen network compiled for one input shape computes exactly what
+``Sequential.infer`` computes on the same plans (its slow, obviously-right twin), bit for bit."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cnn_im2col import architectures, blocks
+from cnn_im2col.containers import Residual
+from cnn_im2col.layers import (
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    Layer,
+    MaxPool2D,
+    ReLU,
+    ReLU6,
+)
+from cnn_im2col.model import Sequential
+from cnn_im2col.program import compile_stack
+from cnn_im2col.shapes import finite_scans_skipped
+from cnn_im2col.threads import engine_blas
+
+
+class Halve(Layer):
+    """A user's layer: the program runs it through its own ``forward``."""
+
+    def forward(self, x, training=False):
+        return np.asarray(x) * 0.5
+
+    def backward(self, dout):
+        return np.asarray(dout) * 0.5
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+
+def _every_step_kind(dtype):
+    """(3, 12, 12) -> 5: each kind of step the program compiles, and the ones it leaves to their own
+    ``infer``: a first step that is a user's layer, Conv2D -> BN -> ReLU (folded) -> MaxPool2D on
+    im2col and on the direct kernel, Conv2D -> ReLU6, a Residual -> ReLU whose shortcut is a 1x1
+    Conv2D and whose body ends in a Conv2D (joined in its slices), a Residual whose body is a
+    Conv2D (its own infer), a shortcut of another dtype (joined after its step), a nested
+    Sequential, Dropout, Dense -> ReLU."""
+    other = np.float64 if dtype == np.float32 else np.float32
+    return Sequential([
+        Halve(),
+        Conv2D(3, 16, 3, padding=1, dtype=dtype, seed=0), ReLU(), MaxPool2D(2),
+        Conv2D(16, 24, 3, padding=1, dtype=dtype, seed=1), BatchNorm2D(24, dtype=dtype), ReLU6(),
+        Residual(Sequential([Conv2D(24, 32, 3, padding=1, dtype=dtype, seed=2), ReLU(),
+                             Conv2D(32, 32, 3, padding=1, dtype=dtype, seed=3),
+                             BatchNorm2D(32, dtype=dtype)]),
+                 Conv2D(24, 32, 1, dtype=dtype, seed=4)),
+        ReLU(),
+        Residual(Conv2D(32, 32, 3, padding=1, dtype=dtype, seed=5)),
+        Residual(Sequential([Conv2D(32, 32, 3, padding=1, dtype=dtype, seed=6)]),
+                 Conv2D(32, 32, 1, dtype=other, seed=7)),
+        Sequential([Conv2D(32, 16, 3, padding=1, dtype=dtype, seed=8), ReLU(), MaxPool2D(2)]),
+        Dropout(0.5),
+        Flatten(),
+        Dense(16 * 3 * 3, 8, dtype=dtype, seed=9), ReLU(),
+        Dense(8, 5, dtype=dtype, seed=10),
+    ])
+
+
+NETS = {
+    "every_step_kind": lambda dtype: (_every_step_kind(dtype), (3, 12, 12)),
+    "vgg_bn": lambda dtype: (architectures.vgg_bn(input_shape=(3, 16, 16), dtype=dtype),
+                             (3, 16, 16)),
+    "resnet20": lambda dtype: (architectures.resnet20(input_shape=(3, 16, 16), dtype=dtype),
+                               (3, 16, 16)),
+    "mobilenetv2": lambda dtype: (architectures.mobilenetv2(input_shape=(3, 16, 16),
+                                                            dtype=dtype), (3, 16, 16)),
+}
+
+
+def _with_statistics(model, seed=0):
+    """Running statistics that are not the identity, in nested blocks too, so folds matter."""
+    rng = np.random.default_rng(seed)
+    for key, value in model.buffers.items():
+        if key.endswith("running_var"):
+            value[...] = rng.uniform(0.5, 2.0, value.shape)
+        elif key.endswith("running_mean"):
+            value[...] = rng.normal(0, 0.1, value.shape)
+    return model
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+@settings(max_examples=6)
+@given(n=st.integers(1, 5), dtype=st.sampled_from([np.float32, np.float64]),
+       data=st.data())
+def test_the_program_computes_what_infer_computes(name, n, dtype, data):
+    model, shape = NETS[name](dtype)
+    _with_statistics(model)
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    x = np.random.default_rng(seed).standard_normal((n, *shape)).astype(dtype)
+    with engine_blas(), blocks.folds_frozen(), finite_scans_skipped():
+        program, out_shape = compile_stack(model, x.shape)
+        got = program(x)
+        expected = model.infer(x)
+        again = program(x)  # a program runs many times
+    assert out_shape == expected.shape
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(again, expected)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "vgg_bn"])
+def test_a_program_runs_its_convolutions_without_the_per_call_lookups(name, monkeypatch):
+    """Every convolution of ResNet-20 and vgg-bn is compiled: none goes through
+    ``blocks._conv_forward`` (the per-call plan and weight lookups a program saves)."""
+    model, shape = NETS[name](np.float32)
+    x = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
+    calls = []
+    real = blocks._conv_forward
+    monkeypatch.setattr(blocks, "_conv_forward",
+                        lambda conv, *a, **k: calls.append(conv) or real(conv, *a, **k))
+    with engine_blas(), blocks.folds_frozen(), finite_scans_skipped():
+        model.infer(x)
+        assert calls  # the slow path does go through it
+        calls.clear()
+        program, _ = compile_stack(model, x.shape)
+        program(x)
+    assert calls == []
