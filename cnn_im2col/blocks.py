@@ -396,6 +396,14 @@ class InvertedResidual(_Block):
         self._fused: dict[tuple[int, ...], bool] = {}  # input shape -> whether the kernel runs it
         self._frozen_weights: inverted_residual.BlockWeights | None = None
 
+    def kernel_plan(self, shape: tuple[int, ...]
+                    ) -> tuple[inverted_residual.BlockWeights, WindowGeometry] | None:
+        """For inputs of ``shape``: the fused kernels' weights and geometry (``run_kernels``'s),
+        or None where the block runs its parts (a session's program binds them once)."""
+        if not self._fuses(shape):
+            return None
+        return self._weights(), self.geometry(shape)
+
     def _fuses(self, shape: tuple[int, ...]) -> bool:
         convs = [c for c in (self.expand, self.depthwise, self.project) if c is not None]
         if (any(c.bias_mode == "untied" for c in convs)
@@ -423,27 +431,37 @@ class InvertedResidual(_Block):
         its own."""
         if training:
             raise RuntimeError(f"{self!r} is an inference step: it keeps nothing for backward")
-        fused = self._fused.get(x.shape)
-        if fused is None:
-            fused = self._fused[x.shape] = self._fuses(x.shape)
-        weight = self.depthwise.params["weight"]
-        hidden = x.shape if self.expand is None else (
-            x.shape[0], self.expand.out_channels, *x.shape[2:])
-        g = self.depthwise.plan(hidden).geometry
+        g = self.geometry(x.shape)
         if skip is not None and skip.shape != (x.shape[0], self.project.out_channels, g.oh, g.ow):
             raise ValueError(f"{self!r}: skip must have the output's shape "
                              f"{(x.shape[0], self.project.out_channels, g.oh, g.ow)}, got "
                              f"{skip.shape}")
+        fused = self._fused.get(x.shape)
+        if fused is None:
+            fused = self._fused[x.shape] = self._fuses(x.shape)
         if not fused:
             for part in self.parts:
                 x = part.run(x, False)
-            return x if skip is None else np.add(x, skip, dtype=np.result_type(x, skip))
-        inner = skip if skip is None or (skip.dtype == weight.dtype
-                                         and skip.flags.c_contiguous) else None
-        x = np.ascontiguousarray(x, dtype=weight.dtype)
-        y = inverted_residual.forward(x, self._weights(), g, inner)
-        return y if skip is None or inner is not None else np.add(
-            y, skip, dtype=np.result_type(y, skip))
+            return x if skip is None else add_skip(x, skip, False)
+        return self.run_kernels(x, self._weights(), g, skip)
+
+    def geometry(self, shape: tuple[int, ...]) -> WindowGeometry:
+        """The depthwise layer's geometry for block inputs of ``shape``."""
+        hidden = shape if self.expand is None else (shape[0], self.expand.out_channels,
+                                                    *shape[2:])
+        return self.depthwise.plan(hidden).geometry
+
+    @staticmethod
+    def run_kernels(x: np.ndarray, weights: inverted_residual.BlockWeights, g: WindowGeometry,
+                    skip: np.ndarray | None) -> np.ndarray:
+        """The fused kernels on ``x`` (converted to the weights' dtype, C-contiguous), plus
+        ``skip`` (of the output's shape): inside them where it has the weights' dtype and is
+        C-contiguous, else after them."""
+        dtype = weights.depthwise.dtype
+        inner = skip is None or (skip.dtype == dtype and skip.flags.c_contiguous)
+        y = inverted_residual.forward(np.ascontiguousarray(x, dtype=dtype), weights, g,
+                                      skip if inner else None)
+        return y if inner else add_skip(y, skip, False)
 
     def _weights(self) -> inverted_residual.BlockWeights:
         """The kernels' copies of the weights: made on every call, as the layers' parameters may

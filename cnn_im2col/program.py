@@ -32,6 +32,7 @@ from .blocks import (
     ConvActivation,
     ConvReLU,
     ConvReLUPool,
+    InvertedResidual,
     LayerStep,
     ResidualReLU,
     Step,
@@ -81,6 +82,13 @@ def _compile_step(step: Step, shape: tuple[int, ...], first: bool, join: bool, r
                   ) -> tuple[Run, tuple[int, ...]]:
     out_shape = _output_shape(step, shape)
     layer = step.layer if isinstance(step, LayerStep) else None
+    kernels = (step.kernel_plan(shape) if isinstance(step, InvertedResidual) and not first
+               else None)
+    if kernels is not None and not (join and relu):  # MobileNetV2's block: no ReLU after a join
+        weights, g = kernels
+        if join:
+            return (lambda x, skip: step.run_kernels(x, weights, g, skip)), out_shape
+        return (lambda x: step.run_kernels(x, weights, g, None)), out_shape
     if join:
         if type(layer) is Conv2D and not first:
             return _conv_with_skip(layer, shape, out_shape, relu), out_shape
