@@ -24,6 +24,8 @@ before NumPy loaded it); with a single-threaded BLAS the import order no longer 
   gets back its threads (threadpoolctl's per-library calls).
 - ``parallel_map(fn, items)``: ``[fn(item) for item in items]`` on the pool, in order. Called from
   inside a worker (nested), it runs serially there, so it can never deadlock the pool.
+- ``serial_maps()``: the context in which this thread's maps run serially (a session's batch
+  slices, each on one thread).
 - ``split(count, parts)``: ``count`` items as at most ``parts`` contiguous slices.
 
 **Keeping the cores awake** (the active wait policy, as OpenMP's ``OMP_WAIT_POLICY=active``):
@@ -61,7 +63,8 @@ import numpy as np
 import threadpoolctl
 
 __all__ = ["SPINNER_NAME", "WAIT_POLICIES", "default_num_threads", "engine_blas", "get_num_threads",
-           "parallel_map", "set_num_threads", "split", "thread_info", "uses_engine_blas"]
+           "parallel_map", "serial_maps", "set_num_threads", "split", "thread_info",
+           "uses_engine_blas"]
 
 WAIT_POLICIES = ("active", "passive")
 
@@ -315,6 +318,19 @@ def split(count: int, parts: int) -> list[slice]:
         slices.append(slice(start, stop))
         start = stop
     return slices
+
+
+@contextlib.contextmanager
+def serial_maps() -> Iterator[None]:
+    """Inside, this thread's ``parallel_map`` calls run their items in it, one after another, as a
+    worker's own nested maps do: for a caller that runs whole batch slices on the pool itself, or
+    whose work is too small to pay for the hand-offs."""
+    before = getattr(_in_worker, "active", False)
+    _in_worker.active = True
+    try:
+        yield
+    finally:
+        _in_worker.active = before
 
 
 def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
