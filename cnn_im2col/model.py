@@ -29,7 +29,7 @@ from .layers import LAYERS, Conv2D, Dense, Dropout, ReLU, Sigmoid, Softmax, Tanh
 from .losses import MeanSquaredError, SoftmaxCrossEntropy
 from .metrics import accuracy_for, resolve, wants_accuracy
 from .shapes import NonFiniteError, as_float_array, check_int, finite_scans_skipped, is_finite
-from .threads import uses_engine_blas
+from .threads import batch_maps, uses_engine_blas
 from .training import Trainer, check_loss
 
 __all__ = ["IncompatibleKeys", "Sequential"]
@@ -522,7 +522,9 @@ class Sequential(Trainer):
         ``owner``."""
         infer = self.infer if infer is None else infer
         for start in range(0, x.shape[0], batch_size):
-            out = infer(x[start : start + batch_size])
+            chunk = x[start : start + batch_size]
+            with batch_maps(chunk.shape[0]):  # a small batch's maps in the calling thread
+                out = infer(chunk)
             _check_finite(out, "output", "the input", owner)
             yield out
 

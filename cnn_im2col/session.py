@@ -30,19 +30,19 @@ from .layers import LAYERS
 from .model import Sequential, _refuse_raw_integers
 from .program import compile_stack
 from .shapes import as_float_array, check_int, finite_scans_skipped
-from .threads import engine_blas, get_num_threads, parallel_map, serial_maps, split
+from .threads import (
+    SAMPLES_PER_THREAD,
+    batch_maps,
+    engine_blas,
+    get_num_threads,
+    parallel_map,
+    split,
+)
 
 __all__ = ["InferenceSession"]
 
 # programs kept, one per batch size (``run``'s last batch is usually smaller than the others)
 _PROGRAMS_KEPT = 4
-# a batch is cut into one slice a thread, each run through the whole network by its thread, from
-# this many samples a thread; a smaller batch runs in the calling thread alone. Measured 2026-12-04,
-# Intel Xeon, 2 threads, ResNet-20's session, against each layer's work shared among the threads
-# (a hand-off per layer): batch 64 32.1 -> 25.8 ms, 16 9.05 -> 8.15, 8 5.77 -> 5.72; batch 4 in
-# the calling thread 3.07 ms (two threads sharing each layer 5.04, a slice a thread 4.71), batch 2
-# 1.59 (3.61, 2.82)
-_SLICE_SAMPLES = 4
 
 
 def _only_built_ins(layer: Any) -> bool:
@@ -128,16 +128,17 @@ class InferenceSession:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _run_batch(self, x: np.ndarray) -> np.ndarray:
-        """The network on ``x``: below ``_SLICE_SAMPLES`` samples a thread, the whole batch in the
-        calling thread; from there, one slice of the batch a thread, each run by its thread
-        through the whole network (its maps serial), unless a layer of the user's is in it
-        (then the whole batch, each layer's work shared among the threads)."""
+        """The network on ``x``: below ``threads.SAMPLES_PER_THREAD`` samples a thread, the whole
+        batch in the calling thread (``batch_maps``); from there, one slice of the batch a
+        thread, each run by its thread through the whole network (its maps serial), unless a
+        layer of the user's is in it (then the whole batch, each layer's work shared among the
+        threads). Measured 2026-12-04, Intel Xeon, 2 threads, ResNet-20, a slice a thread against
+        each layer's work shared: batch 64 32.1 -> 25.8 ms, 16 9.05 -> 8.15, 8 5.77 -> 5.72; at
+        batch 4 the calling thread alone 3.07 ms (shared 5.04, a slice a thread 4.71)."""
         n, threads = x.shape[0], get_num_threads()
-        if threads == 1 or n < threads * _SLICE_SAMPLES:
-            with serial_maps():
+        if n < threads * SAMPLES_PER_THREAD or threads == 1 or not self._built_in:
+            with batch_maps(n):
                 return self._program(n)(x)
-        if not self._built_in:
-            return self._program(n)(x)
         slices = split(n, threads)
         programs = {s.stop - s.start: self._program(s.stop - s.start) for s in slices}
 

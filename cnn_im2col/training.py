@@ -63,7 +63,7 @@ from .checkpoint import HISTORY_KEYS, Position
 from .exceptions import TrainingDiverged, TrainingInterrupted
 from .metrics import Accuracy, accuracy_for
 from .shapes import NonFiniteError, as_float_array, check_choice, check_int, is_finite
-from .threads import uses_engine_blas
+from .threads import batch_maps, uses_engine_blas
 
 __all__ = ["DivergenceGuard", "Trainer", "TrainingRun", "check_loss"]
 
@@ -149,7 +149,8 @@ class DivergenceGuard:
         self._keep(self.buffer_backup, model.buffers)
         try:
             try:
-                with np.errstate(over="ignore", invalid="ignore"):  # reported below as a divergence
+                # reported below as a divergence; a small batch's maps in the calling thread
+                with np.errstate(over="ignore", invalid="ignore"), batch_maps(xb.shape[0]):
                     out = model.forward(xb, training=True)
                     value = float(loss.forward(out, yb))
                     if weights is not None:

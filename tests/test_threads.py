@@ -71,6 +71,36 @@ def test_parallel_map_keeps_order_raises_and_nests_without_deadlock():
     assert nested == [6 * i for i in range(8)]
 
 
+def test_a_small_batch_runs_its_maps_in_the_calling_thread(monkeypatch):
+    """Below SAMPLES_PER_THREAD samples a thread a batch's maps (a training step's, predict's) run
+    in the calling thread; from there they share the pool, as before."""
+    from cnn_im2col import architectures
+    from cnn_im2col.losses import SoftmaxCrossEntropy
+    from cnn_im2col.optim import SGD
+
+    threads.set_num_threads(2)
+    seen = set()
+    real = threads._parallel_map
+
+    def noting(fn, items):
+        return real(lambda item: seen.add(threading.get_ident()) or fn(item), items)
+
+    monkeypatch.setattr(threads, "_parallel_map", noting)
+    small = 2 * threads.SAMPLES_PER_THREAD - 1
+    with threads.batch_maps(small):
+        threads.parallel_map(lambda i: i, list(range(8)))
+    assert seen == {threading.get_ident()}
+    model = architectures.resnet20(input_shape=(3, 8, 8))
+    x = np.random.default_rng(0).random((small, 3, 8, 8), dtype=np.float32)
+    model.predict(x)
+    model.fit(x, np.arange(small) % 10, epochs=1, batch_size=small, loss=SoftmaxCrossEntropy(),
+              optimizer=SGD(0.01), progress=False, log=None)
+    assert seen == {threading.get_ident()}
+    with threads.batch_maps(2 * threads.SAMPLES_PER_THREAD):
+        threads.parallel_map(lambda i: __import__("time").sleep(0.01), list(range(8)))
+    assert len(seen) == 2  # the worker took items too
+
+
 @pytest.mark.parametrize("count, parts", [(1, 1), (1, 4), (7, 2), (64, 3), (10, 10), (5, 1)])
 def test_split_covers_the_range_in_near_equal_slices(count, parts):
     slices = threads.split(count, parts)
