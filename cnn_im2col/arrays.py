@@ -65,6 +65,38 @@ def flat_slices(size: int, minimum: int = _PARALLEL_ELEMENTS) -> list[slice]:
     return _threads.split(size, threads if size >= minimum else 1)
 
 
+def summed(parts: list[np.ndarray]) -> np.ndarray:
+    """``parts[0] + parts[1] + ...`` (one shape and dtype), into ``parts[0]`` where it is
+    C-contiguous (else a copy of it), in flat slices on the pool: each element added left to
+    right, as a serial loop of ``+=`` adds it (the same rounding). For the batch slices' weight
+    gradients, which the calling thread used to sum alone while the pool idled (measured
+    2026-12-04, Intel Xeon: 1-2 ms of a ResNet-20 training step at batch 64)."""
+    total = parts[0] if parts[0].flags.c_contiguous else parts[0].copy()
+    flat = [total.reshape(-1), *(part.reshape(-1) for part in parts[1:])]
+
+    def add(s: slice) -> None:
+        head = flat[0][s]
+        for part in flat[1:]:
+            np.add(head, part[s], out=head)
+
+    if len(parts) > 1:
+        _threads.parallel_map(add, flat_slices(total.size))
+    return total
+
+
+def added(a: np.ndarray, b: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``a + b`` in a new array of ``dtype``, in flat slices on the pool where both are
+    C-contiguous arrays of that dtype and one shape (else NumPy's ``np.add``, the twin)."""
+    out = np.empty(np.broadcast_shapes(a.shape, b.shape), dtype=dtype)
+    if not (a.shape == b.shape and a.dtype == b.dtype == dtype and a.flags.c_contiguous
+            and b.flags.c_contiguous):
+        return np.add(a, b, out=out)
+    flat_a, flat_b, flat_out = a.reshape(-1), b.reshape(-1), out.reshape(-1)
+    _threads.parallel_map(lambda s: np.add(flat_a[s], flat_b[s], out=flat_out[s]),
+                          flat_slices(out.size))
+    return out
+
+
 # --------------------------------------------------------------------------- GEMM
 
 # a product is split over the pool only above this many multiply-adds: below, the hand-off and two

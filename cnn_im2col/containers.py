@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .activations import add_relu
+from .arrays import added
 from .shapes import as_float_array, check_dout, finite_scans_skipped
 
 # builds one child from its file entry {"class": name, "config": {...}}; ``Sequential.from_config``
@@ -323,12 +324,10 @@ class Residual(Container):
         with finite_scans_skipped():
             body_dx = self.body.backward(dout)
             other = dout if self.shortcut is None else self.shortcut.backward(dout)
-        # one pass into a new array (never in place: a branch's gradient may be a view of dout,
-        # or of an array a user's layer keeps)
-        dx = np.empty(x_shape, dtype=x_dtype)
-        np.add(_branch_gradient("Residual", "body", body_dx, x_shape),
-               _branch_gradient("Residual", "shortcut", other, x_shape), out=dx)
-        return dx
+        # one pass into a new array, on the pool (never in place: a branch's gradient may be a
+        # view of dout, or of an array a user's layer keeps)
+        return added(_branch_gradient("Residual", "body", body_dx, x_shape),
+                     _branch_gradient("Residual", "shortcut", other, x_shape), x_dtype)
 
     def config(self) -> dict:
         return {

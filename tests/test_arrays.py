@@ -109,3 +109,37 @@ def test_cache_slices_cover_the_batch_in_slices_of_one_size_where_they_can(
     fewest = -(-n // max(sizes))  # as few slices as their largest allows, threads permitting
     if fewest % threads == 0 and fewest >= threads * per_thread:
         assert len(slices) == fewest
+
+
+@settings(max_examples=25)
+@given(count=st.integers(1, 6), size=st.integers(1, 300), transposed=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_summed_adds_left_to_right_as_a_serial_loop(count, size, transposed, dtype, seed):
+    """The same bits as ``total += part`` in order, on the pool (any size split: the threshold
+    lowered), into the first part when it is C-contiguous, into a copy of it when not."""
+    rng = np.random.default_rng(seed)
+    parts = [rng.standard_normal((size, 3)).astype(dtype) for _ in range(count)]
+    if transposed:
+        parts[0] = np.ascontiguousarray(parts[0].T).T  # a view that is not C-contiguous
+    expected = parts[0].copy()
+    for part in parts[1:]:
+        expected += part
+    first = parts[0]
+    with mock.patch.object(arrays, "_PARALLEL_ELEMENTS", 1):
+        got = arrays.summed(parts)
+    np.testing.assert_array_equal(got, expected)
+    assert (got is first) == first.flags.c_contiguous  # a (1, 3) view is, transposed or not
+
+
+@settings(max_examples=25)
+@given(size=st.integers(1, 300), same=st.booleans(), seed=st.integers(0, 2**16))
+def test_added_is_numpys_add_into_a_new_array(size, same, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((size, 2)).astype(np.float32)
+    b = rng.standard_normal((size, 2)).astype(np.float32 if same else np.float64)
+    with mock.patch.object(arrays, "_PARALLEL_ELEMENTS", 1):
+        got = arrays.added(a, b, np.float32)
+    expected = np.empty_like(a)
+    np.add(a, b, out=expected)
+    assert got.dtype == np.float32 and not np.shares_memory(got, a)
+    np.testing.assert_array_equal(got, expected)

@@ -36,7 +36,7 @@ import numba as nb
 import numpy as np
 
 from .. import threads as _threads
-from ..arrays import cache_slices, matmul
+from ..arrays import cache_slices, matmul, summed
 from ..arrays import unsigned as _u
 from ..arrays import valid_range as _valid_range
 from ..im2col import fold, unfold
@@ -633,10 +633,7 @@ def backward(
             return dw, tied, untied
 
         parts = _threads.parallel_map(block, list(range(len(slices))))
-        dweight = parts[0][0]
-        for part in parts[1:]:
-            dweight += part[0]
-        dweight = dweight.reshape(weight.shape)
+        dweight = summed([part[0] for part in parts]).reshape(weight.shape)
         if bias_shape is None:
             dbias = None
         elif len(bias_shape) == 1:

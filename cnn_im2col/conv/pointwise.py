@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import threads as _threads
-from ..arrays import cache_slices, matmul
+from ..arrays import cache_slices, matmul, summed
 from ..shapes import WindowGeometry
 from .im2col import bias_columns, bias_relu_inplace, cm_to_nchw
 
@@ -152,9 +152,7 @@ def backward(
         return dw, d.sum(axis=2).sum(axis=0, dtype=np.float64)
 
     parts = _threads.parallel_map(block, cache.slices)
-    dweight = parts[0][0]
-    for part in parts[1:]:
-        dweight += part[0]
+    dweight = summed([part[0] for part in parts])
     dx = dx3.reshape(cache.x_shape) if input_grad else None
     if bias_shape is None:
         dbias = None

@@ -51,7 +51,7 @@ import numba as nb
 import numpy as np
 
 from .. import threads as _threads
-from ..arrays import cache_slices, matmul
+from ..arrays import cache_slices, matmul, summed
 from ..arrays import unsigned as _u
 from ..shapes import WindowGeometry
 from .im2col import bias_columns
@@ -1006,10 +1006,7 @@ def backward(
         return du, tied, untied
 
     parts = _threads.parallel_map(block, list(range(len(slices))))
-    du = parts[0][0]
-    for part in parts[1:]:
-        du += part[0]
-    dweight = weight_grad(du, weight.shape[2])
+    dweight = weight_grad(summed([part[0] for part in parts]), weight.shape[2])
     if bias_shape is None:
         dbias = None
     elif len(bias_shape) == 1:
