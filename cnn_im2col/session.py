@@ -25,32 +25,17 @@ from typing import Any
 import numpy as np
 
 from .blocks import folds_frozen
-from .containers import CONTAINERS, is_container, leaves
+from .containers import leaves
 from .layers import LAYERS
 from .model import Sequential, _refuse_raw_integers
 from .program import compile_stack
 from .shapes import as_float_array, check_int, finite_scans_skipped
-from .threads import (
-    SAMPLES_PER_THREAD,
-    batch_maps,
-    engine_blas,
-    get_num_threads,
-    parallel_map,
-    split,
-)
+from .threads import engine_blas
 
 __all__ = ["InferenceSession"]
 
 # programs kept, one per batch size (``run``'s last batch is usually smaller than the others)
 _PROGRAMS_KEPT = 4
-
-
-def _only_built_ins(layer: Any) -> bool:
-    """Whether ``layer`` and everything inside it are the library's own classes."""
-    if is_container(layer):
-        return (type(layer) in (Sequential, *CONTAINERS.values())
-                and all(_only_built_ins(child) for _, child in layer.named_children()))
-    return LAYERS.get(type(layer).__name__) is type(layer)
 
 
 def _private_copy(model: Sequential) -> Sequential:
@@ -103,9 +88,6 @@ class InferenceSession:
         self.output_shape: tuple[int, ...] = self._net.check_shapes(shape)[-1]
         self.input_shape: tuple[int, ...] = shape
         self._programs: dict[int, Callable[[np.ndarray], np.ndarray]] = {}  # batch size -> program
-        # only the library's own layers run on two threads at once (their inference keeps nothing
-        # another thread reads); a user's layer may keep state
-        self._built_in = _only_built_ins(self._net)
 
     def __repr__(self) -> str:
         return (f"InferenceSession(input_shape={self.input_shape}, output_shape="
@@ -128,33 +110,13 @@ class InferenceSession:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _run_batch(self, x: np.ndarray) -> np.ndarray:
-        """The network on ``x``: below ``threads.SAMPLES_PER_THREAD`` samples a thread, the whole
-        batch in the calling thread (``batch_maps``); from there, one slice of the batch a
-        thread, each run by its thread through the whole network (its maps serial), unless a
-        layer of the user's is in it (then the whole batch, each layer's work shared among the
-        threads). Measured 2026-12-04, Intel Xeon, 2 threads, ResNet-20, a slice a thread against
-        each layer's work shared: batch 64 32.1 -> 25.8 ms, 16 9.05 -> 8.15, 8 5.77 -> 5.72; at
-        batch 4 the calling thread alone 3.07 ms (shared 5.04, a slice a thread 4.71)."""
-        n, threads = x.shape[0], get_num_threads()
-        if n < threads * SAMPLES_PER_THREAD or threads == 1 or not self._built_in:
-            with batch_maps(n):
-                return self._program(n)(x)
-        slices = split(n, threads)
-        programs = {s.stop - s.start: self._program(s.stop - s.start) for s in slices}
-
-        def run_slice(s: slice) -> np.ndarray:
-            with folds_frozen(), finite_scans_skipped():  # per thread: a worker's own
-                return programs[s.stop - s.start](x[s])
-
-        return np.concatenate(parallel_map(run_slice, slices))
-
-    def _program(self, n: int) -> Callable[[np.ndarray], np.ndarray]:
-        """The program for batches of ``n`` (``program.compile_stack``), compiled at its first use
-        (in the calling thread: compiling folds and plans, which no two threads may do at once)."""
+        """The program for ``x``'s batch size (``program.compile_stack``, compiled at its first
+        use) on ``x``; ``_outputs`` runs a small batch's maps in the calling thread
+        (``threads.batch_maps``)."""
+        n = x.shape[0]
         program = self._programs.get(n)
         if program is None:
             if len(self._programs) >= _PROGRAMS_KEPT:
                 del self._programs[next(iter(self._programs))]  # the oldest batch size
-            program = compile_stack(self._net, (n, *self.input_shape))[0]
-            self._programs[n] = program
-        return program
+            program = self._programs[n] = compile_stack(self._net, x.shape)[0]
+        return program(x)

@@ -24,9 +24,9 @@ before NumPy loaded it); with a single-threaded BLAS the import order no longer 
   gets back its threads (threadpoolctl's per-library calls).
 - ``parallel_map(fn, items)``: ``[fn(item) for item in items]`` on the pool, in order. Called from
   inside a worker (nested), it runs serially there, so it can never deadlock the pool.
-- ``serial_maps()``: the context in which this thread's maps run serially (a session's batch
-  slices, each on one thread); ``batch_maps(samples)``: ``serial_maps`` for a batch too small
-  to pay for the hand-offs (training steps, predict, a session's run).
+- ``batch_maps(samples)``: the context in which this thread's maps run serially
+  (``serial_maps``) for a batch too small to pay for the hand-offs (training steps, predict, a
+  session's run).
 - ``split(count, parts)``: ``count`` items as at most ``parts`` contiguous slices.
 
 **Keeping the cores awake** (the active wait policy, as OpenMP's ``OMP_WAIT_POLICY=active``):
@@ -341,8 +341,7 @@ def batch_maps(samples: int) -> contextlib.AbstractContextManager:
 @contextlib.contextmanager
 def serial_maps() -> Iterator[None]:
     """Inside, this thread's ``parallel_map`` calls run their items in it, one after another, as a
-    worker's own nested maps do: for a caller that runs whole batch slices on the pool itself, or
-    whose work is too small to pay for the hand-offs."""
+    worker's own nested maps do: for work too small to pay for the hand-offs."""
     before = getattr(_in_worker, "active", False)
     _in_worker.active = True
     try:

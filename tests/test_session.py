@@ -1,16 +1,14 @@
 """session: an InferenceSession serves predict's outputs from a private, frozen copy."""
 
-import threading
-
 import numpy as np
 import pytest
 from small_nets import bn_net, data, fit
 
-from cnn_im2col import architectures, blocks
+from cnn_im2col import architectures
 from cnn_im2col.layers import Conv2D, Dense, Layer, ReLU
 from cnn_im2col.model import Sequential
 from cnn_im2col.session import InferenceSession
-from cnn_im2col.shapes import NonFiniteError, finite_scans_skipped
+from cnn_im2col.shapes import NonFiniteError
 
 
 def _trained_bn_net():
@@ -156,54 +154,6 @@ def test_a_users_layer_is_copied_when_it_can_be_saved():
     with pytest.raises(TypeError, match=r"InferenceSession: the network cannot be copied .*"
                                         r"Unsaveable.*cannot be saved"):
         InferenceSession(model)
-
-
-class ThreadLog(Scale):
-    """A saveable user's layer that notes the threads its forward runs on."""
-
-    threads: set = set()
-
-    def forward(self, x, training=False):
-        ThreadLog.threads.add(threading.get_ident())
-        return super().forward(x, training)
-
-
-@pytest.mark.parametrize("n", [3, 16])
-def test_a_batch_runs_a_slice_a_thread_or_in_the_calling_thread(n, monkeypatch):
-    """From 4 samples a thread a batch is cut into one slice a thread, each run through the whole
-    network on its thread (the same numbers as the whole batch's program, to rounding); a smaller
-    batch runs in the calling thread, and so does any batch of a network holding a user's layer
-    (which may keep state), its layers' work then shared as predict shares it."""
-    from cnn_im2col import program, threads
-
-    threads.set_num_threads(2)  # as on the 2-core machines of the benchmarks (put back below)
-    try:
-        _check_slices(n, monkeypatch, program, threads)
-    finally:
-        threads.set_num_threads()
-
-
-def _check_slices(n, monkeypatch, program, threads):
-    model = architectures.resnet20(input_shape=(3, 8, 8))
-    x = np.random.default_rng(2).random((n, 3, 8, 8), dtype=np.float32)
-    session = InferenceSession(model, (3, 8, 8))
-    compiled = []
-    real = program.compile_stack
-    monkeypatch.setattr("cnn_im2col.session.compile_stack",
-                        lambda net, shape, *a, **k: compiled.append(shape[0]) or real(
-                            net, shape, *a, **k))
-    got = session.run(x)
-    assert compiled == ([n] if n < 8 else [n // 2])  # the slices' size, compiled once
-    with threads.engine_blas(), blocks.folds_frozen(), finite_scans_skipped():
-        whole = real(session._net, x.shape)[0](x)
-    np.testing.assert_allclose(got, whole, rtol=1e-5, atol=1e-6 * float(np.abs(whole).max()))
-
-    ThreadLog.threads = set()
-    model = Sequential([Conv2D(3, 16, 3, padding=1, seed=0), ThreadLog(0.5), ReLU(),
-                        Conv2D(16, 16, 3, padding=1, seed=1)], input_shape=(3, 8, 8))
-    session = InferenceSession(model)
-    np.testing.assert_allclose(session.run(x), model.predict(x), rtol=1e-4, atol=1e-5)
-    assert ThreadLog.threads == {threading.get_ident()}
 
 
 def test_bad_input_is_refused_with_what_was_expected():

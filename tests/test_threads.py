@@ -72,11 +72,12 @@ def test_parallel_map_keeps_order_raises_and_nests_without_deadlock():
 
 
 def test_a_small_batch_runs_its_maps_in_the_calling_thread(monkeypatch):
-    """Below SAMPLES_PER_THREAD samples a thread a batch's maps (a training step's, predict's) run
-    in the calling thread; from there they share the pool, as before."""
+    """Below SAMPLES_PER_THREAD samples a thread a batch's maps (a training step's, predict's, a
+    session's) run in the calling thread; from there they share the pool, as before."""
     from cnn_im2col import architectures
     from cnn_im2col.losses import SoftmaxCrossEntropy
     from cnn_im2col.optim import SGD
+    from cnn_im2col.session import InferenceSession
 
     threads.set_num_threads(2)
     seen = set()
@@ -93,6 +94,7 @@ def test_a_small_batch_runs_its_maps_in_the_calling_thread(monkeypatch):
     model = architectures.resnet20(input_shape=(3, 8, 8))
     x = np.random.default_rng(0).random((small, 3, 8, 8), dtype=np.float32)
     model.predict(x)
+    InferenceSession(model).run(x)
     model.fit(x, np.arange(small) % 10, epochs=1, batch_size=small, loss=SoftmaxCrossEntropy(),
               optimizer=SGD(0.01), progress=False, log=None)
     assert seen == {threading.get_ident()}
