@@ -11,9 +11,11 @@ only call kernels, as an onnxruntime session runs the graph it planned when it w
 - each convolution's strategy for the frozen plan (``Conv2D.plan(shape, frozen=True)``), its
   bias, and for Winograd the whole ``winograd.ForwardPlan`` (its weight transformed once);
 - ResNet's and MobileNetV2's Residual blocks: the body's program with the shortcut joined in its
-  last convolution's slices (``blocks.infer_with_skip``'s join), the shortcut's program.
+  last convolution's slices (``blocks.infer_with_skip``'s join), the shortcut's program;
+- MobileNetV2's fused block: its kernels' weights and geometry (``InvertedResidual.kernel_plan``).
 
-Any other step runs its own ``infer`` (a user's layer, a pool, Dense, InvertedResidual): the
+Any other step runs its own ``infer`` (a user's layer, a pool, Dense, a MobileNetV2 block whose
+layers take other strategies), as does a first step that checks its input: the
 program is ``Sequential.infer`` with the lookups taken out, the same kernels on the same plans,
 so it gives the same numbers (``tests/test_program.py`` compares them bit for bit). Nothing is
 compared with its sources again: only for a network nothing can change, a session's private copy
