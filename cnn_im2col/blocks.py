@@ -335,13 +335,12 @@ class ConvActivation(_Block):
     def run(self, x: np.ndarray, training: bool) -> np.ndarray:
         if training:
             raise RuntimeError(f"{self!r} is an inference step: it keeps nothing for backward")
-        kernel = self.kernel
-
-        def activate(s: slice, y: np.ndarray) -> None:
-            kernel(y.reshape(-1))  # the slice is C-contiguous: a view
-
-        out, _ = _conv_forward(self.conv, x, False, then=activate, relu=False)
+        out, _ = _conv_forward(self.conv, x, False, then=self.activate, relu=False)
         return out
+
+    def activate(self, s: slice, y: np.ndarray) -> None:
+        """The convolution's hook: the activation in place on its batch slice ``y``."""
+        self.kernel(y.reshape(-1))  # the slice is C-contiguous: a view
 
     def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
         raise RuntimeError(f"{self!r} is an inference step: it has no backward")
@@ -405,6 +404,13 @@ class InvertedResidual(_Block):
         return self._weights(), self.geometry(shape)
 
     def _fuses(self, shape: tuple[int, ...]) -> bool:
+        """Whether the fused kernels run inputs of ``shape`` (worked out once a shape)."""
+        fused = self._fused.get(shape)
+        if fused is None:
+            fused = self._fused[shape] = self._kernels_apply(shape)
+        return fused
+
+    def _kernels_apply(self, shape: tuple[int, ...]) -> bool:
         convs = [c for c in (self.expand, self.depthwise, self.project) if c is not None]
         if (any(c.bias_mode == "untied" for c in convs)
                 or len({c.params["weight"].dtype for c in convs}) > 1):
@@ -436,10 +442,7 @@ class InvertedResidual(_Block):
             raise ValueError(f"{self!r}: skip must have the output's shape "
                              f"{(x.shape[0], self.project.out_channels, g.oh, g.ow)}, got "
                              f"{skip.shape}")
-        fused = self._fused.get(x.shape)
-        if fused is None:
-            fused = self._fused[x.shape] = self._fuses(x.shape)
-        if not fused:
+        if not self._fuses(x.shape):
             for part in self.parts:
                 x = part.run(x, False)
             return x if skip is None else add_skip(x, skip, False)
@@ -575,8 +578,8 @@ def infer_with_skip(step: Step, x: np.ndarray, skip: np.ndarray, relu: bool, fir
         conv = step.layer
         x = conv.check_input(x) if first else x
         g = conv.plan(x.shape).geometry
-        if (skip.shape == (x.shape[0], conv.out_channels, g.oh, g.ow)
-                and skip.dtype == conv.params["weight"].dtype and skip.flags.c_contiguous):
+        if joins_in_slices(skip, (x.shape[0], conv.out_channels, g.oh, g.ow),
+                           conv.params["weight"].dtype):
 
             def join(s: slice, y: np.ndarray) -> None:
                 add_into(y, skip[s], relu)
@@ -586,6 +589,12 @@ def infer_with_skip(step: Step, x: np.ndarray, skip: np.ndarray, relu: bool, fir
     else:
         y = infer_step(step, x, first)
     return add_skip(y, skip, relu)
+
+
+def joins_in_slices(skip: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> bool:
+    """Whether a Residual's shortcut ``skip`` can be added to a convolution's output of ``shape``
+    and ``dtype`` slice by slice as it is written: C-contiguous, of that shape and dtype."""
+    return skip.shape == shape and skip.dtype == dtype and skip.flags.c_contiguous
 
 
 def add_skip(y: np.ndarray, skip: np.ndarray, relu: bool) -> np.ndarray:

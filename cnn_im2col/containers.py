@@ -126,7 +126,7 @@ def _check_child(child: Any, what: str, owner: str) -> Any:
 
 
 # ------------------------------------------------------------------------------- containers
-def _infer_child(child: Any, x: np.ndarray) -> np.ndarray:
+def infer_child(child: Any, x: np.ndarray) -> np.ndarray:
     """A child at inference: its own ``infer`` where it has one, else ``forward``."""
     infer = getattr(child, "infer", None)
     return infer(x) if callable(infer) else child.forward(x, training=False)
@@ -210,7 +210,7 @@ class Container:
         # x was checked where it entered: the children skip the NaN/Inf scan of their input
         with finite_scans_skipped():
             if infer:
-                return [_infer_child(child, x) for _, child in self.named_children()]
+                return [infer_child(child, x) for _, child in self.named_children()]
             return [child.forward(x, training=training) for _, child in self.named_children()]
 
     def _cached(self) -> Any:
@@ -304,7 +304,7 @@ class Residual(Container):
         if getattr(self.body, "infer_takes_skip", False):
             self._check_shapes(x)
             with finite_scans_skipped():
-                shortcut = x if self.shortcut is None else _infer_child(self.shortcut, x)
+                shortcut = x if self.shortcut is None else infer_child(self.shortcut, x)
                 return self.body.infer(x, skip=shortcut, relu=relu)
         return self._join(x, self._forward_children(x, False, infer=True), relu)[0]
 

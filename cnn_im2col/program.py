@@ -42,9 +42,10 @@ from .blocks import (
     frozen_transform,
     infer_step,
     infer_with_skip,
+    joins_in_slices,
     pools_2x2,
 )
-from .containers import Residual
+from .containers import Residual, infer_child
 from .conv import direct, winograd
 from .layers import Conv2D
 from .model import Sequential
@@ -102,7 +103,8 @@ def _compile_step(step: Step, shape: tuple[int, ...], first: bool, join: bool, r
         conv = _conv_run(layer, shape, relu=False)
         return (lambda x: conv(x, None)), out_shape
     if isinstance(step, ConvActivation):
-        return _conv_activation(step, shape), out_shape
+        conv = _conv_run(step.conv, shape, relu=False)
+        return (lambda x: conv(x, step.activate)), out_shape
     if isinstance(step, ConvReLUPool):
         return _conv_relu_pool(step, shape, out_shape), out_shape
     if isinstance(step, ResidualReLU):
@@ -152,20 +154,11 @@ def _conv_with_skip(conv: Conv2D, shape: tuple[int, ...], out_shape: tuple[int, 
     dtype = conv.params["weight"].dtype
 
     def conv_with_skip(x: np.ndarray, skip: np.ndarray) -> np.ndarray:
-        if skip.shape == out_shape and skip.dtype == dtype and skip.flags.c_contiguous:
+        if joins_in_slices(skip, out_shape, dtype):
             return run(x, lambda s, y: add_into(y, skip[s], relu))
         return add_skip(run(x, None), skip, relu)
 
     return conv_with_skip
-
-
-def _conv_activation(step: ConvActivation, shape: tuple[int, ...]) -> Run:
-    conv, kernel = _conv_run(step.conv, shape, relu=False), step.kernel
-
-    def activate(s: slice, y: np.ndarray) -> None:
-        kernel(y.reshape(-1))  # the slice is C-contiguous: a view
-
-    return lambda x: conv(x, activate)
 
 
 def _conv_relu_pool(step: ConvReLUPool, shape: tuple[int, ...], out_shape: tuple[int, ...]
@@ -202,9 +195,8 @@ def _residual(residual: Residual, shape: tuple[int, ...], relu: bool) -> Run:
 
 
 def _child(child: Any, shape: tuple[int, ...]) -> Run:
-    """A Residual's shortcut: a Sequential's program, else its own inference (as
-    ``containers._infer_child``: a 1x1 Conv2D alone, or a user's layer)."""
+    """A Residual's shortcut: a Sequential's program, else its own inference (``infer_child``: a
+    1x1 Conv2D alone, or a user's layer)."""
     if type(child) is Sequential:
         return compile_stack(child, shape, first=False)[0]
-    infer = getattr(child, "infer", None)
-    return infer if callable(infer) else (lambda x: child.forward(x, training=False))
+    return lambda x: infer_child(child, x)
