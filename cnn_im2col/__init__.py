@@ -11,11 +11,14 @@ forward/backward), ``im2col``, ``signal`` (scipy-compatible correlate2d / convol
 ``optim``, ``init``, ``model``, ``session`` (a network frozen for serving), ``training`` (the loop
 behind ``fit``, callbacks), ``checkpoint``, ``augment``, ``distributed`` (data parallelism over
 MPI), ``datasets``, ``architectures`` (the named networks of the command), ``reference`` (the slow
-scipy oracles), ``gradcheck``, ``threads``.
+scipy oracles), ``gradcheck``, ``threads``, ``allocator`` (the C heap's thresholds).
 """
 
-# First: importing it sizes the pool and limits NumPy's BLAS before anything computes.
+# First: importing it sizes the pool and limits NumPy's BLAS before anything computes; and the C
+# heap keeps the pages of the engine's large arrays from step to step (allocator.py).
 from .threads import get_num_threads, set_num_threads
+
+from . import allocator  # noqa: F401 isort: skip (importing it sets the thresholds)
 
 # isort: split
 from . import onnx  # the ONNX functions; the onnx package itself is imported on first use
