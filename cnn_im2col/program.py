@@ -149,12 +149,25 @@ def _conv_run(conv: Conv2D, shape: tuple[int, ...], relu: bool) -> ConvRun:
 def _conv_with_skip(conv: Conv2D, shape: tuple[int, ...], out_shape: tuple[int, ...],
                     relu: bool) -> Run:
     """A stack's last Conv2D with a Residual's shortcut joined in each slice as it is written
-    (``blocks.infer_with_skip``), or after it where the shortcut is not in the output's layout."""
+    (``blocks.infer_with_skip``): by Winograd's output transform itself (the same bits as the
+    join after it, one pass over the output fewer), else right after the slice is written; or
+    after the convolution where the shortcut is not in the output's layout."""
     run = _conv_run(conv, shape, relu=False)
     dtype = conv.params["weight"].dtype
+    plan = conv.plan(shape, frozen=True)
+    joined = None
+    if plan.strategy is winograd:
+        p = winograd.plan_forward(shape, conv.params["weight"], conv.conv_bias(), plan.geometry,
+                                  groups=conv.groups, relu=relu,
+                                  transformed=frozen_transform(conv, conv.params["weight"]))
+
+        def joined(x: np.ndarray, skip: np.ndarray) -> np.ndarray:
+            return winograd.run_forward(p, np.ascontiguousarray(x, dtype=dtype), skip=skip)[0]
 
     def conv_with_skip(x: np.ndarray, skip: np.ndarray) -> np.ndarray:
         if joins_in_slices(skip, out_shape, dtype):
+            if joined is not None:
+                return joined(x, skip)
             return run(x, lambda s, y: add_into(y, skip[s], relu))
         return add_skip(run(x, None), skip, relu)
 

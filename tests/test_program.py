@@ -125,3 +125,22 @@ def test_a_program_runs_its_convolutions_without_the_per_call_lookups(name, monk
         program, _ = compile_stack(model, x.shape)
         program(x)
     assert calls == []
+
+
+def test_resnet_joins_its_shortcuts_in_winograds_output_transform(monkeypatch):
+    """Each of ResNet-20's nine blocks ends in a Winograd convolution (a session's, at any size),
+    and the program adds the block's shortcut inside its output transform (``run_forward``'s
+    ``skip``): no join of its own."""
+    from cnn_im2col.conv import winograd
+
+    model, shape = NETS["resnet20"](np.float32)
+    x = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
+    skips = []
+    real = winograd.run_forward
+    monkeypatch.setattr(winograd, "run_forward",
+                        lambda p, x, *a, skip=None, **k: skips.append(skip is not None)
+                        or real(p, x, *a, skip=skip, **k))
+    with engine_blas(), blocks.folds_frozen(), finite_scans_skipped():
+        program, _ = compile_stack(model, x.shape)
+        program(x)
+    assert sum(skips) == 9

@@ -213,12 +213,19 @@ def input_products(u: np.ndarray, dm: np.ndarray, groups: int) -> np.ndarray:
     return dvt
 
 
-def slice_forward(x: np.ndarray, p: ForwardPlan, out: np.ndarray) -> np.ndarray:
-    """One batch slice of ``p``'s forward: ``out`` (n, K, OH, OW) (written) = f(conv(x) + bias)
-    from x (n, C, H, W). Returns V (36, n*TY*TX, C), for ``slice_backward``."""
+# the output kernels' "no shortcut to add", per dtype (one compiled kernel a dtype)
+_NO_SKIP = {np.dtype(t): np.empty(0, dtype=t) for t in (np.float32, np.float64)}
+
+
+def slice_forward(x: np.ndarray, p: ForwardPlan, out: np.ndarray,
+                  skip: np.ndarray | None = None) -> np.ndarray:
+    """One batch slice of ``p``'s forward: ``out`` (n, K, OH, OW) (written) = f(conv(x) + bias
+    [+ skip]) from x (n, C, H, W); ``skip``: None, or of out's shape and dtype, C-contiguous.
+    Returns V (36, n*TY*TX, C), for ``slice_backward``."""
     v = np.empty((ALPHA * ALPHA, x.shape[0] * p.ty * p.tx, x.shape[1]), dtype=x.dtype)
     p.input_kernel(x, p.geometry.top, p.geometry.left, p.ty, p.tx, v)
-    p.output_kernel(output_products(v, p.ut, p.groups), p.ty, p.tx, p.bias2, p.relu, out)
+    p.output_kernel(output_products(v, p.ut, p.groups), p.ty, p.tx, p.bias2, p.relu,
+                    _NO_SKIP[out.dtype] if skip is None else skip, out)
     return v
 
 
@@ -659,13 +666,15 @@ def _winograd_input_adjoint(dvt, pt, pl, m, ty_count, tx_count, dx):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _winograd_output(mt, m, ty_count, tx_count, bias, relu, out):
-    """``out[n, k]``'s m x m block of tile t = f(A^T M A + bias), M[i, j] = mt[6i + j, t, k]
-    (f = ReLU if ``relu``; m = 4 or 2, A^T that of F(m x m, (7 - m) x (7 - m))); the last row and
-    column of tiles are cut to the output's size.
+def _winograd_output(mt, m, ty_count, tx_count, bias, relu, skip, out):
+    """``out[n, k]``'s m x m block of tile t = f(A^T M A + bias + skip), M[i, j] = mt[6i + j, t,
+    k] (f = ReLU if ``relu``; m = 4 or 2, A^T that of F(m x m, (7 - m) x (7 - m))); the last row
+    and column of tiles are cut to the output's size.
 
     mt: (36, N*TY*TX, K) (the products' layout, channels innermost); bias: (K, 1) tied (zeros for
-    none) or (K, OH*OW) untied; out (written): (N, K, OH, OW); all C-contiguous. Per row of tiles,
+    none) or (K, OH*OW) untied; skip: out's shape (a Residual's shortcut, added after the bias:
+    the join of a separate pass, in the same rounding) or empty (none); out (written): (N, K,
+    OH, OW); all C-contiguous. Per row of tiles,
     over its tiles times the channels at once: A^T down the tiles' columns, then A along their rows
     into ``z`` (``z[(a*m + b)*span + tx*K + k]``: output (a, b) of tile tx, map k), then each
     output row of each map gathered from z with the bias and ReLU.
@@ -675,6 +684,8 @@ def _winograd_output(mt, m, ty_count, tx_count, bias, relu, out):
     plane = mt.shape[1] * kk
     mf = mt.reshape(mt.size)
     of = out.reshape(out.size)
+    sf = skip.reshape(skip.size)
+    joined = skip.size > 0
     untied = bias.shape[1] > 1
     span = tx_count * kk
     r = np.empty(6 * m * span, mt.dtype)  # r[(6a + j)*span + q]: A^T's row a down column j
@@ -730,6 +741,9 @@ def _winograd_output(mt, m, ty_count, tx_count, bias, relu, out):
                         b0 = bias[k, 0]
                         for xx in range(ow_count):
                             of[_u(dst + xx)] = z[_u(src + (xx % m) * span + (xx // m) * kk)] + b0
+                    if joined:
+                        for xx in range(ow_count):
+                            of[_u(dst + xx)] += sf[_u(dst + xx)]
                     if relu:
                         for xx in range(ow_count):
                             val = of[_u(dst + xx)]
@@ -838,13 +852,13 @@ def winograd_input_adjoint_f25(dv, pt, pl, ty_count, tx_count, dx):
 
 
 @nb.njit(cache=True, nogil=True)
-def winograd_output_f43(mm, ty_count, tx_count, bias, relu, out):
-    _winograd_output(mm, 4, ty_count, tx_count, bias, relu, out)
+def winograd_output_f43(mm, ty_count, tx_count, bias, relu, skip, out):
+    _winograd_output(mm, 4, ty_count, tx_count, bias, relu, skip, out)
 
 
 @nb.njit(cache=True, nogil=True)
-def winograd_output_f25(mm, ty_count, tx_count, bias, relu, out):
-    _winograd_output(mm, 2, ty_count, tx_count, bias, relu, out)
+def winograd_output_f25(mm, ty_count, tx_count, bias, relu, skip, out):
+    _winograd_output(mm, 2, ty_count, tx_count, bias, relu, skip, out)
 
 
 # ``reassoc``: the float64 bias-gradient sum may be reordered, so that it vectorises.
@@ -928,13 +942,16 @@ def run_forward(
     x: np.ndarray,
     keep: bool = False,
     then: Callable[[slice, np.ndarray], None] | None = None,
+    skip: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[np.ndarray] | None]:
     """``p`` on x (N, C, H, W) of its shape, C-contiguous in the weight's dtype: the output (N, K,
-    OH, OW) and, with ``keep``, each slice's V; ``then(s, out[s])`` after each slice."""
+    OH, OW) and, with ``keep``, each slice's V; ``then(s, out[s])`` after each slice. ``skip``: a
+    Residual's shortcut of the output's shape and dtype, C-contiguous, added in the output
+    transform before the plan's ReLU (as ``activations.add_into`` would add it after)."""
     out = np.empty(p.out_shape, dtype=p.u.dtype)
 
     def tiled(s: slice) -> np.ndarray | None:
-        v = slice_forward(x[s], p, out[s])
+        v = slice_forward(x[s], p, out[s], None if skip is None else skip[s])
         if then is not None:
             then(s, out[s])
         return v if keep else None

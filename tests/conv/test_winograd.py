@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from cnn_im2col import arrays, conv, reference
 from cnn_im2col import functional as F
+from cnn_im2col.activations import add_into
 from cnn_im2col.conv import winograd
 from cnn_im2col.gradcheck import check_function
 from cnn_im2col.layers import Conv2D
@@ -209,30 +210,37 @@ def test_input_transform_adjoint_is_its_transpose(case):
     ow=st.integers(1, 13),
     bias_mode=st.sampled_from(["tied", "untied"]),
     relu=st.booleans(),
+    joined=st.booleans(),
     dtype=st.sampled_from([np.float32, np.float64]),
     seed=st.integers(0, 2**16),
 )
 def test_output_transform_equals_the_textbook_products(
-    r, n, k, oh, ow, bias_mode, relu, dtype, seed
+    r, n, k, oh, ow, bias_mode, relu, joined, dtype, seed
 ):
-    """out[n, k]'s m x m block of tile t = A^T M A + bias (then ReLU), M[i, j] = M^T[6i + j, t, k],
-    the last row and column of tiles cut to the output's size, against einsum."""
+    """out[n, k]'s m x m block of tile t = A^T M A + bias (+ a shortcut, then ReLU), M[i, j] =
+    M^T[6i + j, t, k], the last row and column of tiles cut to the output's size, against einsum;
+    the shortcut joined in the kernel gives the very bits of ``add_into`` after it."""
     m = 7 - r
     ty, tx = -(-oh // m), -(-ow // m)
     rng = np.random.default_rng(seed)
     mt = rng.standard_normal((36, n * ty * tx, k)).astype(dtype)
     bias = rng.standard_normal((k, oh * ow) if bias_mode == "untied" else (k, 1)).astype(dtype)
+    skip = rng.standard_normal((n, k, oh, ow)).astype(dtype) if joined else np.empty(0, dtype)
     out = np.empty((n, k, oh, ow), dtype)
-    winograd._kernel("winograd_output", WindowGeometry(r, r, 1, 1, 0, 0, 0, 0, oh, ow))(
-        mt, ty, tx, bias, relu, out
-    )
+    kernel = winograd._kernel("winograd_output", WindowGeometry(r, r, 1, 1, 0, 0, 0, 0, oh, ow))
+    kernel(mt, ty, tx, bias, relu, skip, out)
     at = winograd.MATRICES[r][1]
     tiles = mt.reshape(6, 6, n, ty, tx, k).astype(np.float64)
     blocks = np.einsum("ai,ijnyxk,bj->nkyaxb", at, tiles, at).reshape(n, k, m * ty, m * tx)
     want = blocks[:, :, :oh, :ow] + (
         bias.reshape(k, oh, ow) if bias_mode == "untied" else bias.reshape(k, 1, 1)
-    )
+    ) + (skip if joined else 0)
     np.testing.assert_allclose(out, np.maximum(want, 0) if relu else want, *tolerance(dtype))
+    if joined:
+        apart = np.empty_like(out)
+        kernel(mt, ty, tx, bias, False, np.empty(0, dtype), apart)
+        add_into(apart, skip, relu)
+        np.testing.assert_array_equal(out, apart)
 
 
 @pytest.mark.parametrize("r", [3, 5])
