@@ -54,6 +54,7 @@ from .arrays import gemm
 from .conv import ALGORITHMS, ConvPlan, choose, conv2d_backward, conv2d_output_shape, winograd
 from .init import he_normal, make_rng
 from .normalization import batch_norm2d, batch_norm2d_backward
+from .padding import constant_pad2d, constant_pad2d_backward
 from .pooling import (
     adaptive_avg_pool2d,
     adaptive_avg_pool2d_backward,
@@ -61,8 +62,6 @@ from .pooling import (
     adaptive_max_pool2d_backward,
     avg_pool2d,
     avg_pool2d_backward,
-    constant_pad2d,
-    constant_pad2d_backward,
     global_avg_pool2d,
     global_avg_pool2d_backward,
     max_pool2d,

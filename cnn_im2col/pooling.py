@@ -1,6 +1,5 @@
 """Pooling: max, average (Eq. 8.22 with a trainable scale), global and adaptive average and adaptive
-max; functional pairs and their Numba kernels. Also the constant padding a window may need in front
-of it (``constant_pad2d``, the ``ConstantPad2D`` layer's, e.g. TensorFlow-style asymmetric padding).
+max; functional pairs and their Numba kernels.
 
 Each ``*_forward`` validates its arguments and returns ``(out, cache)``; the matching
 ``*_backward(dout, cache)`` returns the gradients. ``max_pool2d`` / ``avg_pool2d`` /
@@ -699,19 +698,3 @@ def adaptive_max_pool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
             np.add.at(dx, (np.arange(n)[:, None], np.arange(c)[None, :], y, x), dout[:, :, i, j])
     return dx
 
-
-def constant_pad2d(x: np.ndarray, pads: tuple[int, int, int, int], value: float) -> np.ndarray:
-    """(N, C, H, W) -> (N, C, top + H + bottom, left + W + right), the border filled with
-    ``value``; ``pads`` = (top, bottom, left, right)."""
-    top, bottom, left, right = pads
-    n, c, height, width = x.shape
-    out = np.full((n, c, top + height + bottom, left + width + right), value, dtype=x.dtype)
-    out[:, :, top:top + height, left:left + width] = x
-    return out
-
-
-def constant_pad2d_backward(dout: np.ndarray, pads: tuple[int, int, int, int]) -> np.ndarray:
-    """The gradient of :func:`constant_pad2d`: ``dout`` without its border."""
-    top, bottom, left, right = pads
-    height, width = dout.shape[2] - top - bottom, dout.shape[3] - left - right
-    return np.ascontiguousarray(dout[:, :, top:top + height, left:left + width])
