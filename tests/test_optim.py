@@ -765,3 +765,51 @@ CONSTRUCTORS = {
                           {
         "t_max": bad_int(1), "eta_min": bad_non_negative_float(), "warmup": bad_int(0)}),
 }
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.sampled_from([(1,), (7,), (3, 5), (70_001,), (4, 3, 3, 2)]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    lr=st.floats(1e-4, 1.0),
+    beta1=st.floats(0.0, 0.99),
+    beta2=st.floats(0.0, 0.9999),
+    eps=st.floats(1e-10, 1e-2),
+    weight_decay=st.sampled_from([0.0, 1e-4, 0.5]),
+    seed=st.integers(0, 2**16),
+)
+def test_adams_compiled_pass_gives_the_bits_of_its_numpy_passes(
+    shape, dtype, lr, beta1, beta2, eps, weight_decay, seed
+):
+    """Four steps, one of them with a zero gradient: the compiled pass (on the pool's flat slices
+    for the 70,001-value parameter) and the whole-array NumPy passes, bit for bit."""
+    rng = np.random.default_rng(seed)
+    p0 = rng.standard_normal(shape).astype(dtype)
+    fast, slow = (Adam(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay)
+                  for _ in range(2))
+    ps = {"w": p0.copy()}
+    pn = {"w": p0.copy()}
+    state_s, state_n = {}, {}
+    for step in range(4):
+        g = np.zeros(shape, dtype) if step == 2 else rng.standard_normal(shape).astype(dtype)
+        for opt, params, state in ((fast, ps, state_s), (slow, pn, state_n)):
+            if "step" not in state:
+                state.update(exp_avg=np.zeros_like(p0), exp_avg_sq=np.zeros_like(p0), step=0)
+            state["step"] += 1
+            args = (params["w"], g, state["exp_avg"], state["exp_avg_sq"], state["step"])
+            if opt is fast:
+                opt._update_compiled(*args)
+            else:
+                opt._update_numpy("w", *args)
+        np.testing.assert_array_equal(ps["w"], pn["w"])
+        np.testing.assert_array_equal(state_s["exp_avg_sq"], state_n["exp_avg_sq"])
+
+
+def test_adam_takes_the_compiled_pass_for_contiguous_arrays_of_one_dtype(monkeypatch):
+    calls = []
+    monkeypatch.setattr(optim, "_adam_kernel", lambda *a: calls.append(a[0].dtype))
+    opt = Adam()
+    opt.step({"w": np.ones((2, 3), np.float32)}, {"w": np.ones((2, 3), np.float32)})
+    assert calls == [np.float32]
+    opt.step({"v": np.ones(3, np.float32)}, {"v": np.ones(3, np.float64)})  # the NumPy passes
+    assert calls == [np.float32]
