@@ -391,7 +391,7 @@ def machine_info(torch: Any = None) -> dict:
     import numba
     import threadpoolctl
 
-    from cnn_im2col import threads
+    from cnn_im2col import allocator, threads
 
     found = [info for info in threadpoolctl.threadpool_info() if info.get("user_api") == "blas"]
     found.sort(key=lambda info: "numpy" not in str(info.get("filepath",
@@ -407,6 +407,7 @@ def machine_info(torch: Any = None) -> dict:
         "numpy": np.__version__,
         "numba": numba.__version__,
         "threads": threads.thread_info(),
+        "allocator": allocator.settings(),
         "blas": blas,
         # set by some machines' images to force an older kernel (OpenBLAS reads them when it loads)
         "blas_overrides": {k: v for k, v in sorted(os.environ.items()) if k in BLAS_OVERRIDES},
@@ -427,6 +428,9 @@ def machine_line(info: dict) -> str:
         f"NumPy {info['numpy']} ({blas.get('internal_api', '?')} {blas.get('version', '')}, "
         f"{blas.get('architecture') or '?'} kernel{_overrides(info)}), "
         f"Numba {info['numba']}; threads: pool {threads['n']}, BLAS {threads['blas']}")
+    if "allocator" in info:  # results written before the heap's thresholds have no entry
+        line += "; heap: " + ("the engine's thresholds" if info["allocator"]["configured"]
+                              else info["allocator"]["reason"])
     if info.get("torch"):
         line += f"; PyTorch {info['torch']['version']} ({info['torch']['num_threads']} threads)"
     if info.get("load_average"):

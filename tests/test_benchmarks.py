@@ -147,6 +147,14 @@ def test_machine_line_names_the_blas_kernel_and_who_chose_it(monkeypatch):
     assert C.machine_info()["blas_overrides"] == {"OPENBLAS_CORETYPE": "Zen"}
 
 
+def test_machine_line_says_how_the_heap_was_set():
+    info = C.machine_info()
+    info["allocator"] = {"configured": True, "reason": "mmap threshold ..."}
+    assert "; heap: the engine's thresholds" in C.machine_line(info)
+    info["allocator"] = {"configured": False, "reason": "CNN_IM2COL_ALLOCATOR=system"}
+    assert "; heap: CNN_IM2COL_ALLOCATOR=system" in C.machine_line(info)
+
+
 def test_jit_cache_is_reused_from_numba_cache_dir_with_a_read_only_package(tmp_path):
     """A copy of the package, made read-only, with NUMBA_CACHE_DIR set: the first process compiles
     and writes the cache there, the second loads everything from it (no compilation), and nothing
