@@ -15,10 +15,9 @@ scipy oracles), ``gradcheck``, ``threads``, ``allocator`` (the C heap's threshol
 """
 
 # First: importing it sizes the pool and limits NumPy's BLAS before anything computes; and the C
-# heap keeps the pages of the engine's large arrays from step to step (allocator.py).
+# heap keeps the pages of the engine's large arrays from step to step (allocator.py, which it
+# imports).
 from .threads import get_num_threads, set_num_threads
-
-from . import allocator  # noqa: F401 isort: skip (importing it sets the thresholds)
 
 # isort: split
 from . import onnx  # the ONNX functions; the onnx package itself is imported on first use

@@ -63,6 +63,8 @@ import numba as nb
 import numpy as np
 import threadpoolctl
 
+from . import allocator
+
 __all__ = ["SPINNER_NAME", "WAIT_POLICIES", "default_num_threads", "engine_blas", "get_num_threads",
            "parallel_map", "batch_maps", "serial_maps", "set_num_threads", "split",
            "thread_info", "uses_engine_blas", "SAMPLES_PER_THREAD"]
@@ -264,13 +266,15 @@ def engine_blas() -> Iterator[None]:
     calls it, so no OpenBLAS worker wakes and none spins beside the pool); on leaving the
     outermost call, every BLAS gets back the threads it had, so the user's own ``a @ b`` keeps
     its speed. Nested calls (a fit, its forward passes, their pool maps) set nothing more;
-    entering and leaving costs a few microseconds."""
+    entering and leaving costs a few microseconds. The outermost call also keeps the engine's
+    large arrays on the C heap while it runs (``allocator.engine_heap``)."""
     if getattr(_inside, "depth", 0):  # this thread is inside already: nothing to set or undo
         yield
         return
     get_num_threads()  # the controller exists (made after Numba's warm-up, see set_num_threads)
     with _blas_lock:
         if _blas["depth"] == 0:
+            allocator.engine_heap(True)
             libs = _controller.select(user_api="blas").lib_controllers
             _blas["saved"] = [(lib, lib.num_threads) for lib in libs]
             for lib, threads in _blas["saved"]:
@@ -286,6 +290,7 @@ def engine_blas() -> Iterator[None]:
             _blas["depth"] -= 1
             if _blas["depth"] == 0:
                 _let_cores_sleep()
+                allocator.engine_heap(False)
                 for lib, threads in _blas["saved"]:
                     if threads != 1:
                         lib.set_num_threads(threads)

@@ -36,10 +36,39 @@ print(json.dumps({"faults": faults, "settings": cnn_im2col.allocator.settings()}
 """
 
 
+# Rounds of four 40 MiB arrays (above any mmap threshold glibc allows), inside an engine call or
+# between engine calls: the faults of the rounds after the first of each.
+_LARGE = """
+import json, resource
+import numpy as np
+import cnn_im2col
+from cnn_im2col.threads import engine_blas
+
+def faults(inside):
+    def round_():
+        arrays = [np.ones(10 * 2**20, dtype=np.float32) for _ in range(4)]
+        del arrays
+    def rounds():
+        round_()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(3):
+            round_()
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    if inside:
+        with engine_blas():
+            return rounds()
+    return rounds()
+
+from numpy._core import multiarray
+multiarray._set_madvise_hugepage(False)  # count 4 KiB pages, whatever the kernel's THP setting
+print(json.dumps({"inside": faults(True), "outside": faults(False)}))
+"""
+
+
 def _run(code: str, **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items()
              if k not in ("CNN_IM2COL_ALLOCATOR", "MALLOC_MMAP_THRESHOLD_",
-                          "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")}
+                          "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_", "GLIBC_TUNABLES")}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**clean, **env}, timeout=120)
 
@@ -52,6 +81,18 @@ def test_the_heap_keeps_its_pages_from_round_to_round():
     assert result["settings"]["configured"], result
     pages = 4 * 40 * 2**20 // 4096
     assert result["faults"] < pages // 10, result  # glibc's defaults: about one a page
+
+
+@glibc
+def test_large_arrays_reuse_the_heap_while_the_engine_computes_and_only_then():
+    """Inside an engine call a 40 MiB block comes from the heap and keeps its pages; between
+    engine calls it is mmapped and given back on free, as glibc does by default."""
+    run = _run(_LARGE)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    pages = 3 * 4 * 40 * 2**20 // 4096
+    assert result["inside"] < pages // 10, result
+    assert result["outside"] > pages // 2, result
 
 
 @glibc
