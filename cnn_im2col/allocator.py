@@ -1,4 +1,5 @@
-"""The C heap's two thresholds, set once for the engine's large, short-lived arrays (glibc only).
+"""The C heap (glibc only), set for the engine's large, short-lived arrays: two thresholds once,
+and no block mmapped on its own while the engine computes.
 
 A training step allocates and frees the same few hundred arrays of 0.1-10 MB, step after step: the
 activations, the im2col matrices and Winograd's V kept for backward, the gradients. glibc's
@@ -26,11 +27,10 @@ Between engine calls glibc's defaults return (the thresholds above apart): a use
 array, allocated and freed there, goes back to the kernel as before.
 
 ``configure()`` runs when this module is imported, first thing in ``cnn_im2col``'s own import
-(``threads`` imports it) (as
-NumPy, on import, advises the kernel to back its large arrays with huge pages). It changes nothing
-where the user has spoken: with ``CNN_IM2COL_ALLOCATOR=system``, or when glibc's own variables
-(``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_MAX_``, ``GLIBC_TUNABLES``)
-are set; nor on a C library other than glibc.
+(``threads`` imports it), as NumPy, on import, advises the kernel to back its large arrays with
+huge pages. It changes nothing where the user has spoken: with ``CNN_IM2COL_ALLOCATOR=system``,
+or when glibc's own variables (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
+``MALLOC_MMAP_MAX_``, ``GLIBC_TUNABLES``) are set; nor on a C library other than glibc.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 _GLIBC_MMAP_MAX = 65536
 
 _state: dict[str, object] = {"configured": False, "reason": "not configured yet"}
-_mallopt: list = []  # the C library's mallopt, once configure found it
+_mallopt: list = []  # the C library's mallopt while configure's thresholds hold, else empty
 
 
 def configure() -> bool:
@@ -68,6 +68,7 @@ def configure() -> bool:
             f"got {os.environ[ENVIRONMENT]!r}"
         )
     reason = None
+    _mallopt.clear()
     if choice == "system":
         reason = f"{ENVIRONMENT}=system"
     elif any(name in os.environ for name in _GLIBC_VARIABLES):
@@ -94,7 +95,7 @@ def engine_heap(computing: bool) -> None:
     """``computing``: the outermost engine call starts (no block gets an mmap of its own until
     it returns), else it has returned (glibc's default again). Nothing where ``configure`` set
     nothing. Called by ``threads.engine_blas`` under its lock."""
-    if _mallopt and _state["configured"]:
+    if _mallopt:
         _mallopt[0](_M_MMAP_MAX, 0 if computing else _GLIBC_MMAP_MAX)
         _mallopt[0](_M_TRIM_THRESHOLD, -1 if computing else TRIM_THRESHOLD)  # -1: never trim
 

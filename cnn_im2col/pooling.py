@@ -697,4 +697,3 @@ def adaptive_max_pool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
             x = c0 + winners[i, j] % width
             np.add.at(dx, (np.arange(n)[:, None], np.arange(c)[None, :], y, x), dout[:, :, i, j])
     return dx
-

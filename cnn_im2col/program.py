@@ -125,7 +125,8 @@ def _output_shape(step: Step, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def _conv_run(conv: Conv2D, shape: tuple[int, ...], relu: bool) -> ConvRun:
     """``conv`` (ReLU fused if ``relu``) on inputs of ``shape``, its frozen plan's strategy, as
-    ``blocks._conv_forward`` runs it in a session: (x, then) -> output."""
+    ``blocks._conv_forward`` runs it in a session: (x, then) -> output; Winograd's also takes
+    ``skip``, a shortcut its output transform adds before the ReLU (``winograd.run_forward``)."""
     plan = conv.plan(shape, frozen=True)
     weight, bias, g = conv.params["weight"], conv.conv_bias(), plan.geometry
     dtype = weight.dtype
@@ -133,8 +134,9 @@ def _conv_run(conv: Conv2D, shape: tuple[int, ...], relu: bool) -> ConvRun:
         p = winograd.plan_forward(shape, weight, bias, g, groups=conv.groups, relu=relu,
                                   transformed=frozen_transform(conv, weight))
 
-        def run_winograd(x: np.ndarray, then: Any) -> np.ndarray:
-            return winograd.run_forward(p, np.ascontiguousarray(x, dtype=dtype), then=then)[0]
+        def run_winograd(x: np.ndarray, then: Any, skip: np.ndarray | None = None) -> np.ndarray:
+            return winograd.run_forward(p, np.ascontiguousarray(x, dtype=dtype), then=then,
+                                        skip=skip)[0]
 
         return run_winograd
     strategy, groups, owner = plan.strategy, conv.groups, repr(conv)
@@ -154,20 +156,13 @@ def _conv_with_skip(conv: Conv2D, shape: tuple[int, ...], out_shape: tuple[int, 
     after the convolution where the shortcut is not in the output's layout."""
     run = _conv_run(conv, shape, relu=False)
     dtype = conv.params["weight"].dtype
-    plan = conv.plan(shape, frozen=True)
-    joined = None
-    if plan.strategy is winograd:
-        p = winograd.plan_forward(shape, conv.params["weight"], conv.conv_bias(), plan.geometry,
-                                  groups=conv.groups, relu=relu,
-                                  transformed=frozen_transform(conv, conv.params["weight"]))
-
-        def joined(x: np.ndarray, skip: np.ndarray) -> np.ndarray:
-            return winograd.run_forward(p, np.ascontiguousarray(x, dtype=dtype), skip=skip)[0]
+    joined = (_conv_run(conv, shape, relu=relu)
+              if conv.plan(shape, frozen=True).strategy is winograd else None)
 
     def conv_with_skip(x: np.ndarray, skip: np.ndarray) -> np.ndarray:
         if joins_in_slices(skip, out_shape, dtype):
             if joined is not None:
-                return joined(x, skip)
+                return joined(x, None, skip)
             return run(x, lambda s, y: add_into(y, skip[s], relu))
         return add_skip(run(x, None), skip, relu)
 
