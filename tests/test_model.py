@@ -505,6 +505,36 @@ def test_an_overflow_inside_the_stack_is_reported_at_its_output():
         model.backward(np.full((1, 2), 1e30, np.float32))  # 1e30 * 1e30 overflows on the way back
 
 
+def test_a_stack_nested_in_a_residual_leaves_the_checks_to_the_outermost(monkeypatch):
+    """A Residual's body is a Sequential run inside its parent: its output and input gradient are
+    not scanned (the outermost stack scans its own), and an overflow inside it is still reported,
+    at the outermost stack's output and input gradient."""
+    from cnn_im2col import model as model_module
+    from cnn_im2col.containers import Residual
+
+    inner = Dense(2, 2, seed=0)
+    model = Sequential([Dense(2, 2, seed=1), Residual(Sequential([inner, Dense(2, 2, seed=2)]))])
+    scanned = []
+    real = model_module.is_finite
+    monkeypatch.setattr(model_module, "is_finite", lambda a: scanned.append(a.shape) or real(a))
+    x = np.full((3, 2), 0.5, np.float32)
+    model.forward(x, training=True)
+    model.backward(np.ones((3, 2), np.float32))
+    assert scanned == [(3, 2), (3, 2)]  # the outermost's output, then its input gradient
+    inner.params["weight"][...] = 1e30  # overflows float32 inside the body, forward and backward
+    with (
+        np.errstate(over="ignore", invalid="ignore"),
+        pytest.raises(NonFiniteError, match="Sequential.forward: the output contains"),
+    ):
+        model.forward(np.full((3, 2), 1e30, np.float32))
+    model.forward(x)
+    with (
+        np.errstate(over="ignore", invalid="ignore"),
+        pytest.raises(NonFiniteError, match="Sequential.backward: the input gradient contains"),
+    ):
+        model.backward(np.full((3, 2), 1e30, np.float32))
+
+
 # --------------------------------------------------------------------------- buffers (BatchNorm2D)
 
 
