@@ -66,23 +66,36 @@ def compile_stack(stack: Sequential, shape: tuple[int, ...], first: bool = True,
     steps, folds = stack.inference_steps()
     for fold in folds:
         fold.refresh()  # inside folds_frozen: made once, never compared again
+    shapes = [shape]
+    for step in steps:
+        shapes.append(_output_shape(step, shapes[-1]))
+    # which maps pass channels-last: those from one Winograd convolution to the next
+    last = [False] + [
+        _gives_last(steps[i], shapes[i], join and i == len(steps) - 1)
+        and _takes_last(steps[i + 1], shapes[i + 1])
+        for i in range(len(steps) - 1)
+    ] + [False]
     runs: list[Run] = []
     for i, step in enumerate(steps):
         joins = join and i == len(steps) - 1
-        run, shape = _compile_step(step, shape, first and i == 0, joins, relu)
+        run, shape = _compile_step(step, shape, first and i == 0, joins, relu, last[i],
+                                   last[i + 1])
         runs.append(run)
-    *head, last = runs
+    *head, last_run = runs
 
     def run_stack(x: np.ndarray, *skip: np.ndarray) -> np.ndarray:
         for run in head:
             x = run(x)
-        return last(x, *skip)
+        return last_run(x, *skip)
 
     return run_stack, shape
 
 
-def _compile_step(step: Step, shape: tuple[int, ...], first: bool, join: bool, relu: bool
-                  ) -> tuple[Run, tuple[int, ...]]:
+def _compile_step(step: Step, shape: tuple[int, ...], first: bool, join: bool, relu: bool,
+                  x_last: bool = False, out_last: bool = False) -> tuple[Run, tuple[int, ...]]:
+    """``step`` on inputs of ``shape`` (N, ...) as a closure, and its output's shape. ``x_last``
+    / ``out_last``: its input comes / its output goes channels-last (only where ``_takes_last`` /
+    ``_gives_last`` allowed it)."""
     out_shape = _output_shape(step, shape)
     layer = step.layer if isinstance(step, LayerStep) else None
     kernels = (step.kernel_plan(shape) if isinstance(step, InvertedResidual) and not first
@@ -94,19 +107,19 @@ def _compile_step(step: Step, shape: tuple[int, ...], first: bool, join: bool, r
         return (lambda x: step.run_kernels(x, weights, g, None)), out_shape
     if join:
         if type(layer) is Conv2D and not first:
-            return _conv_with_skip(layer, shape, out_shape, relu), out_shape
+            return _conv_with_skip(layer, shape, out_shape, relu, x_last), out_shape
         return (lambda x, skip: infer_with_skip(step, x, skip, relu, first)), out_shape
     if isinstance(step, ConvReLU):
-        conv = _conv_run(step.conv, shape, relu=True)
+        conv = _conv_run(step.conv, shape, relu=True, x_last=x_last, out_last=out_last)
         return (lambda x: conv(x, None)), out_shape
     if type(layer) is Conv2D:
-        conv = _conv_run(layer, shape, relu=False)
+        conv = _conv_run(layer, shape, relu=False, x_last=x_last, out_last=out_last)
         return (lambda x: conv(x, None)), out_shape
     if isinstance(step, ConvActivation):
-        conv = _conv_run(step.conv, shape, relu=False)
+        conv = _conv_run(step.conv, shape, relu=False, x_last=x_last)
         return (lambda x: conv(x, step.activate)), out_shape
     if isinstance(step, ConvReLUPool):
-        return _conv_relu_pool(step, shape, out_shape), out_shape
+        return _conv_relu_pool(step, shape, out_shape, x_last), out_shape
     if isinstance(step, ResidualReLU):
         return _residual(step.residual, shape, relu=True), out_shape
     if type(layer) is Residual:
@@ -116,6 +129,32 @@ def _compile_step(step: Step, shape: tuple[int, ...], first: bool, join: bool, r
     return (lambda x: infer_step(step, x, first)), out_shape
 
 
+def _step_conv(step: Step) -> Conv2D | None:
+    """The convolution a step starts with, where the program compiles it (``_compile_step``)."""
+    if isinstance(step, (ConvReLU, ConvActivation, ConvReLUPool)):
+        return step.conv
+    if isinstance(step, LayerStep) and type(step.layer) is Conv2D:
+        return step.layer
+    return None
+
+
+def _winograd(conv: Conv2D | None, shape: tuple[int, ...]) -> bool:
+    return conv is not None and conv.plan(shape, frozen=True).strategy is winograd
+
+
+def _takes_last(step: Step, shape: tuple[int, ...]) -> bool:
+    """Whether ``step`` (not a stack's first) can read its input channels-last: its convolution
+    is Winograd's, whose input transform reads any layout (``winograd.plan_forward``)."""
+    return _winograd(_step_conv(step), shape)
+
+
+def _gives_last(step: Step, shape: tuple[int, ...], join: bool) -> bool:
+    """Whether ``step`` can write its output channels-last: a Winograd convolution, alone or with
+    its ReLU (an activation, a pool or a join works on the output's own layout)."""
+    return (not join and isinstance(step, (ConvReLU, LayerStep))
+            and _winograd(_step_conv(step), shape))
+
+
 def _output_shape(step: Step, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The shape of ``step``'s output for an input of ``shape`` (N, ...)."""
     for layer in (step.layer,) if isinstance(step, LayerStep) else step.layers:
@@ -123,16 +162,19 @@ def _output_shape(step: Step, shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape
 
 
-def _conv_run(conv: Conv2D, shape: tuple[int, ...], relu: bool) -> ConvRun:
+def _conv_run(conv: Conv2D, shape: tuple[int, ...], relu: bool, x_last: bool = False,
+              out_last: bool = False) -> ConvRun:
     """``conv`` (ReLU fused if ``relu``) on inputs of ``shape``, its frozen plan's strategy, as
     ``blocks._conv_forward`` runs it in a session: (x, then) -> output; Winograd's also takes
-    ``skip``, a shortcut its output transform adds before the ReLU (``winograd.run_forward``)."""
+    ``skip``, a shortcut its output transform adds before the ReLU (``winograd.run_forward``), and
+    its input and output may be channels-last (``x_last``, ``out_last``: Winograd's only)."""
     plan = conv.plan(shape, frozen=True)
     weight, bias, g = conv.params["weight"], conv.conv_bias(), plan.geometry
     dtype = weight.dtype
     if plan.strategy is winograd:
         p = winograd.plan_forward(shape, weight, bias, g, groups=conv.groups, relu=relu,
-                                  transformed=frozen_transform(conv, weight))
+                                  transformed=frozen_transform(conv, weight), x_last=x_last,
+                                  out_last=out_last)
 
         def run_winograd(x: np.ndarray, then: Any, skip: np.ndarray | None = None) -> np.ndarray:
             return winograd.run_forward(p, np.ascontiguousarray(x, dtype=dtype), then=then,
@@ -149,14 +191,14 @@ def _conv_run(conv: Conv2D, shape: tuple[int, ...], relu: bool) -> ConvRun:
 
 
 def _conv_with_skip(conv: Conv2D, shape: tuple[int, ...], out_shape: tuple[int, ...],
-                    relu: bool) -> Run:
+                    relu: bool, x_last: bool = False) -> Run:
     """A stack's last Conv2D with a Residual's shortcut joined in each slice as it is written
     (``blocks.infer_with_skip``): by Winograd's output transform itself (the same bits as the
     join after it, one pass over the output fewer), else right after the slice is written; or
     after the convolution where the shortcut is not in the output's layout."""
-    run = _conv_run(conv, shape, relu=False)
+    run = _conv_run(conv, shape, relu=False, x_last=x_last)
     dtype = conv.params["weight"].dtype
-    joined = (_conv_run(conv, shape, relu=relu)
+    joined = (_conv_run(conv, shape, relu=relu, x_last=x_last)
               if conv.plan(shape, frozen=True).strategy is winograd else None)
 
     def conv_with_skip(x: np.ndarray, skip: np.ndarray) -> np.ndarray:
@@ -169,9 +211,10 @@ def _conv_with_skip(conv: Conv2D, shape: tuple[int, ...], out_shape: tuple[int, 
     return conv_with_skip
 
 
-def _conv_relu_pool(step: ConvReLUPool, shape: tuple[int, ...], out_shape: tuple[int, ...]
-                    ) -> Run:
-    """``ConvReLUPool.infer``'s two ways, chosen once."""
+def _conv_relu_pool(step: ConvReLUPool, shape: tuple[int, ...], out_shape: tuple[int, ...],
+                    x_last: bool = False) -> Run:
+    """``ConvReLUPool.infer``'s two ways, chosen once (``x_last``: Winograd's input
+    channels-last)."""
     conv = step.conv
     plan = conv.plan(shape, frozen=True)
     g = plan.geometry
@@ -180,7 +223,7 @@ def _conv_relu_pool(step: ConvReLUPool, shape: tuple[int, ...], out_shape: tuple
     if plan.strategy is direct and pools_2x2(pool_g, g):
         return lambda x: direct.forward_relu_pool2(
             np.ascontiguousarray(x, dtype=weight.dtype), weight, bias, g)
-    run = _conv_run(conv, shape, relu=True)
+    run = _conv_run(conv, shape, relu=True, x_last=x_last)
 
     def conv_relu_pool(x: np.ndarray) -> np.ndarray:
         pooled = np.empty(out_shape, dtype=weight.dtype)

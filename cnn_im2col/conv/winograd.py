@@ -118,8 +118,10 @@ def supports(
 VARIANTS = {3: "f43", 5: "f25"}
 TRANSFORMS = (
     "winograd_input",
+    "winograd_input_last",  # x channels-last (N, H, W, C): a session program's (``program.py``)
     "winograd_input_adjoint",
     "winograd_output",
+    "winograd_output_last",  # out (and skip) channels-last (N, OH, OW, K)
     "winograd_output_adjoint",
 )
 
@@ -221,8 +223,10 @@ def slice_forward(x: np.ndarray, p: ForwardPlan, out: np.ndarray,
                   skip: np.ndarray | None = None) -> np.ndarray:
     """One batch slice of ``p``'s forward: ``out`` (n, K, OH, OW) (written) = f(conv(x) + bias
     [+ skip]) from x (n, C, H, W); ``skip``: None, or of out's shape and dtype, C-contiguous.
-    Returns V (36, n*TY*TX, C), for ``slice_backward``."""
-    v = np.empty((ALPHA * ALPHA, x.shape[0] * p.ty * p.tx, x.shape[1]), dtype=x.dtype)
+    Returns V (36, n*TY*TX, C), for ``slice_backward``. (x and out channels-last where ``p`` was
+    planned so.)"""
+    channels = p.ut.shape[1] * p.groups
+    v = np.empty((ALPHA * ALPHA, x.shape[0] * p.ty * p.tx, channels), dtype=x.dtype)
     p.input_kernel(x, p.geometry.top, p.geometry.left, p.ty, p.tx, v)
     p.output_kernel(output_products(v, p.ut, p.groups), p.ty, p.tx, p.bias2, p.relu,
                     _NO_SKIP[out.dtype] if skip is None else skip, out)
@@ -524,7 +528,7 @@ def _padded_column(u, m, ph, cc):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _winograd_input(x, pt, pl, m, ty_count, tx_count, v):
+def _winograd_input(x, pt, pl, m, ty_count, tx_count, v, last):
     """``v[6i + j, t, c] = (B^T d B)[i, j]``, d the 6x6 window of tile t in x[n, c] (padding reads
     0), tiles ``m`` (4 or 2) apart.
 
@@ -538,7 +542,10 @@ def _winograd_input(x, pt, pl, m, ty_count, tx_count, v):
     6 window rows over the whole row at once, and B along the window rows, one output plane per
     loop (six planes written in one loop ran 1.2x slower).
     """
-    n_count, c_count, height, width = x.shape
+    if last:
+        n_count, height, width, c_count = x.shape
+    else:
+        n_count, c_count, height, width = x.shape
     cc, hw = c_count, height * width
     txp, ph, rl = _phase_row(m, tx_count, cc)
     xf = x.reshape(x.size)
@@ -549,7 +556,11 @@ def _winograd_input(x, pt, pl, m, ty_count, tx_count, v):
             for u in range(m * txp):
                 w = u - pl
                 dst = row + _padded_column(u, m, ph, cc)
-                if 0 <= w < width:
+                if 0 <= w < width and last:  # a copy: x's channels are its innermost axis
+                    src = ((n * height + y) * width + w) * cc
+                    for c in range(cc):
+                        xt[_u(dst + c)] = xf[_u(src + c)]
+                elif 0 <= w < width:
                     src = (n * cc * height + y) * width + w
                     for c in range(cc):  # a gather: x's channels are hw apart
                         xt[_u(dst + c)] = xf[_u(src + c * hw)]
@@ -666,7 +677,7 @@ def _winograd_input_adjoint(dvt, pt, pl, m, ty_count, tx_count, dx):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _winograd_output(mt, m, ty_count, tx_count, bias, relu, skip, out):
+def _winograd_output(mt, m, ty_count, tx_count, bias, relu, skip, out, last):
     """``out[n, k]``'s m x m block of tile t = f(A^T M A + bias + skip), M[i, j] = mt[6i + j, t,
     k] (f = ReLU if ``relu``; m = 4 or 2, A^T that of F(m x m, (7 - m) x (7 - m))); the last row
     and column of tiles are cut to the output's size.
@@ -679,7 +690,10 @@ def _winograd_output(mt, m, ty_count, tx_count, bias, relu, skip, out):
     into ``z`` (``z[(a*m + b)*span + tx*K + k]``: output (a, b) of tile tx, map k), then each
     output row of each map gathered from z with the bias and ReLU.
     """
-    n_count, k_count, oh_count, ow_count = out.shape
+    if last:
+        n_count, oh_count, ow_count, k_count = out.shape
+    else:
+        n_count, k_count, oh_count, ow_count = out.shape
     kk = k_count
     plane = mt.shape[1] * kk
     mf = mt.reshape(mt.size)
@@ -727,6 +741,18 @@ def _winograd_output(mt, m, ty_count, tx_count, bias, relu, skip, out):
                             r[_u(s + 3 * span + q)], r[_u(s + 4 * span + q)],
                             r[_u(s + 5 * span + q)],
                         )
+            if last:  # each output pixel's K maps: a copy from z (k is innermost in both)
+                for a in range(min(m, oh_count - m * ty)):
+                    y = m * ty + a
+                    for xx in range(ow_count):
+                        dst = ((n * oh_count + y) * ow_count + xx) * kk
+                        src = (a * m + xx % m) * span + (xx // m) * kk
+                        for k in range(kk):
+                            val = z[_u(src + k)] + bias[k, y * ow_count + xx if untied else 0]
+                            if joined:
+                                val += sf[_u(dst + k)]
+                            of[_u(dst + k)] = val if not relu or val > 0 else 0.0
+                continue
             for k in range(kk):  # each output row of map k: a gather from z (k is innermost)
                 image = (n * kk + k) * oh_count * ow_count
                 for a in range(min(m, oh_count - m * ty)):
@@ -833,12 +859,22 @@ def _winograd_output_adjoint(dout, y, relu, m, ty_count, tx_count, dm, bias_grad
 
 @nb.njit(cache=True, nogil=True)
 def winograd_input_f43(x, pt, pl, ty_count, tx_count, v):
-    _winograd_input(x, pt, pl, 4, ty_count, tx_count, v)
+    _winograd_input(x, pt, pl, 4, ty_count, tx_count, v, False)
+
+
+@nb.njit(cache=True, nogil=True)
+def winograd_input_last_f43(x, pt, pl, ty_count, tx_count, v):
+    _winograd_input(x, pt, pl, 4, ty_count, tx_count, v, True)
 
 
 @nb.njit(cache=True, nogil=True)
 def winograd_input_f25(x, pt, pl, ty_count, tx_count, v):
-    _winograd_input(x, pt, pl, 2, ty_count, tx_count, v)
+    _winograd_input(x, pt, pl, 2, ty_count, tx_count, v, False)
+
+
+@nb.njit(cache=True, nogil=True)
+def winograd_input_last_f25(x, pt, pl, ty_count, tx_count, v):
+    _winograd_input(x, pt, pl, 2, ty_count, tx_count, v, True)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -853,12 +889,22 @@ def winograd_input_adjoint_f25(dv, pt, pl, ty_count, tx_count, dx):
 
 @nb.njit(cache=True, nogil=True)
 def winograd_output_f43(mm, ty_count, tx_count, bias, relu, skip, out):
-    _winograd_output(mm, 4, ty_count, tx_count, bias, relu, skip, out)
+    _winograd_output(mm, 4, ty_count, tx_count, bias, relu, skip, out, False)
+
+
+@nb.njit(cache=True, nogil=True)
+def winograd_output_last_f43(mm, ty_count, tx_count, bias, relu, skip, out):
+    _winograd_output(mm, 4, ty_count, tx_count, bias, relu, skip, out, True)
 
 
 @nb.njit(cache=True, nogil=True)
 def winograd_output_f25(mm, ty_count, tx_count, bias, relu, skip, out):
-    _winograd_output(mm, 2, ty_count, tx_count, bias, relu, skip, out)
+    _winograd_output(mm, 2, ty_count, tx_count, bias, relu, skip, out, False)
+
+
+@nb.njit(cache=True, nogil=True)
+def winograd_output_last_f25(mm, ty_count, tx_count, bias, relu, skip, out):
+    _winograd_output(mm, 2, ty_count, tx_count, bias, relu, skip, out, True)
 
 
 # ``reassoc``: the float64 bias-gradient sum may be reordered, so that it vectorises.
@@ -897,7 +943,7 @@ class ForwardPlan(NamedTuple):
     session's program, ``program.py``)."""
 
     geometry: WindowGeometry
-    out_shape: tuple[int, int, int, int]  # (N, K, OH, OW)
+    out_shape: tuple[int, int, int, int]  # (N, K, OH, OW), or (N, OH, OW, K) channels-last
     bias2: np.ndarray  # (K, 1) tied or (K, OH*OW) untied (``bias_columns``)
     u: np.ndarray  # U (36, K, C / groups), the transformed weight
     ut: np.ndarray  # U^T (36, C / groups, K), as the products read it (``products_layout``)
@@ -919,11 +965,16 @@ def plan_forward(
     groups: int = 1,
     relu: bool = False,
     transformed: tuple[np.ndarray, np.ndarray] | None = None,
+    x_last: bool = False,
+    out_last: bool = False,
 ) -> ForwardPlan:
-    """The plan of ``forward``'s arguments for inputs of ``x_shape``. ``transformed``: ``(U,
-    products_layout(U))``, made once by a caller whose weight cannot change (a session's), else
-    made here. The kernels are looked up now, so that a profiler's wrapper of the module
-    attribute is seen by plans made after it."""
+    """The plan of ``forward``'s arguments for inputs of ``x_shape`` (N, C, H, W). ``transformed``:
+    ``(U, products_layout(U))``, made once by a caller whose weight cannot change (a session's),
+    else made here. ``x_last``: the input comes channels-last, (N, H, W, C); ``out_last``: the
+    output (and a shortcut to join) is written channels-last, (N, OH, OW, K). The transforms keep
+    channels innermost, so that these layouts spare their gather and scatter (a session's program
+    passes channels-last maps from one Winograd convolution to the next). The kernels are looked
+    up now, so that a profiler's wrapper of the module attribute is seen by plans made after it."""
     n, out_channels = x_shape[0], weight.shape[0]
     if transformed is None:
         u = transform_weight(weight)
@@ -931,9 +982,11 @@ def plan_forward(
     ty, tx = tiles(g)
     per_sample = ALPHA**2 * x_shape[1] * ty * tx * weight.itemsize
     return ForwardPlan(
-        g, (n, out_channels, g.oh, g.ow), bias_columns(bias, out_channels, weight.dtype),
-        *transformed, groups, relu, ty, tx, cache_slices(n, per_sample),
-        _kernel("winograd_input", g), _kernel("winograd_output", g),
+        g, (n, g.oh, g.ow, out_channels) if out_last else (n, out_channels, g.oh, g.ow),
+        bias_columns(bias, out_channels, weight.dtype), *transformed, groups, relu, ty, tx,
+        cache_slices(n, per_sample),
+        _kernel("winograd_input_last" if x_last else "winograd_input", g),
+        _kernel("winograd_output_last" if out_last else "winograd_output", g),
     )
 
 
@@ -944,10 +997,11 @@ def run_forward(
     then: Callable[[slice, np.ndarray], None] | None = None,
     skip: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[np.ndarray] | None]:
-    """``p`` on x (N, C, H, W) of its shape, C-contiguous in the weight's dtype: the output (N, K,
-    OH, OW) and, with ``keep``, each slice's V; ``then(s, out[s])`` after each slice. ``skip``: a
-    Residual's shortcut of the output's shape and dtype, C-contiguous, added in the output
-    transform before the plan's ReLU (as ``activations.add_into`` would add it after)."""
+    """``p`` on x (N, C, H, W) of its shape (channels-last if planned so), C-contiguous in the
+    weight's dtype: the output (``p.out_shape``) and, with ``keep``, each slice's V; ``then(s,
+    out[s])`` after each slice. ``skip``: a Residual's shortcut of the output's shape and dtype,
+    C-contiguous, added in the output transform before the plan's ReLU (as
+    ``activations.add_into`` would add it after)."""
     out = np.empty(p.out_shape, dtype=p.u.dtype)
 
     def tiled(s: slice) -> np.ndarray | None:

@@ -187,6 +187,19 @@ def test_input_transform_equals_the_textbook_products(case, dtype):
     np.testing.assert_allclose(got, want.reshape(got.shape), *tolerance(dtype))
 
 
+@given(case=input_transform_cases(), dtype=st.sampled_from([np.float32, np.float64]))
+def test_channels_last_input_transform_gives_the_same_bits(case, dtype):
+    """The channels-last input transform (a session's program: x (N, H, W, C)) writes the very V
+    of the NCHW one: only its copy into the transform's layout differs."""
+    (n, c, h, w), g, seed = case
+    ty, tx = winograd.tiles(g)
+    x = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(dtype)
+    got = np.full((36, n * ty * tx, c), np.nan, dtype)
+    winograd._kernel("winograd_input_last", g)(
+        np.ascontiguousarray(x.transpose(0, 2, 3, 1)), g.top, g.left, ty, tx, got)
+    np.testing.assert_array_equal(got, winograd.transform_input(x, g))
+
+
 @given(case=input_transform_cases())
 def test_input_transform_adjoint_is_its_transpose(case):
     """<transform_input(x), dV> = <x, adjoint(dV)> for random x and dV (float64): with the
@@ -241,6 +254,40 @@ def test_output_transform_equals_the_textbook_products(
         kernel(mt, ty, tx, bias, False, np.empty(0, dtype), apart)
         add_into(apart, skip, relu)
         np.testing.assert_array_equal(out, apart)
+
+
+@given(
+    r=st.sampled_from([3, 5]),
+    n=st.integers(1, 3),
+    k=st.integers(1, 20),
+    oh=st.integers(1, 13),
+    ow=st.integers(1, 13),
+    bias_mode=st.sampled_from(["tied", "untied"]),
+    relu=st.booleans(),
+    joined=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_channels_last_output_transform_gives_the_same_bits(
+    r, n, k, oh, ow, bias_mode, relu, joined, dtype, seed
+):
+    """The channels-last output transform (out and the shortcut (N, OH, OW, K)) writes the very
+    values of the NCHW one above, transposed: the same operations in the same order per value."""
+    m = 7 - r
+    ty, tx = -(-oh // m), -(-ow // m)
+    rng = np.random.default_rng(seed)
+    mt = rng.standard_normal((36, n * ty * tx, k)).astype(dtype)
+    bias = rng.standard_normal((k, oh * ow) if bias_mode == "untied" else (k, 1)).astype(dtype)
+    skip = rng.standard_normal((n, k, oh, ow)).astype(dtype)
+    g = WindowGeometry(r, r, 1, 1, 0, 0, 0, 0, oh, ow)
+    want = np.empty((n, k, oh, ow), dtype)
+    winograd._kernel("winograd_output", g)(mt, ty, tx, bias, relu,
+                                           skip if joined else np.empty(0, dtype), want)
+    got = np.full((n, oh, ow, k), np.nan, dtype)
+    last_skip = np.ascontiguousarray(skip.transpose(0, 2, 3, 1))
+    winograd._kernel("winograd_output_last", g)(mt, ty, tx, bias, relu,
+                                                last_skip if joined else np.empty(0, dtype), got)
+    np.testing.assert_array_equal(got, want.transpose(0, 2, 3, 1))
 
 
 @pytest.mark.parametrize("r", [3, 5])
