@@ -163,18 +163,19 @@ def _output_shape(step: Step, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _conv_run(conv: Conv2D, shape: tuple[int, ...], relu: bool, x_last: bool = False,
-              out_last: bool = False) -> ConvRun:
+              out_last: bool = False, pool: bool = False) -> ConvRun:
     """``conv`` (ReLU fused if ``relu``) on inputs of ``shape``, its frozen plan's strategy, as
     ``blocks._conv_forward`` runs it in a session: (x, then) -> output; Winograd's also takes
     ``skip``, a shortcut its output transform adds before the ReLU (``winograd.run_forward``), and
-    its input and output may be channels-last (``x_last``, ``out_last``: Winograd's only)."""
+    its input and output may be channels-last (``x_last``, ``out_last``: Winograd's only), and its
+    output max-pooled 2x2 in its output transform (``pool``: Winograd's, ``ConvReLUPool``'s)."""
     plan = conv.plan(shape, frozen=True)
     weight, bias, g = conv.params["weight"], conv.conv_bias(), plan.geometry
     dtype = weight.dtype
     if plan.strategy is winograd:
         p = winograd.plan_forward(shape, weight, bias, g, groups=conv.groups, relu=relu,
                                   transformed=frozen_transform(conv, weight), x_last=x_last,
-                                  out_last=out_last)
+                                  out_last=out_last, pool=pool)
 
         def run_winograd(x: np.ndarray, then: Any, skip: np.ndarray | None = None) -> np.ndarray:
             return winograd.run_forward(p, np.ascontiguousarray(x, dtype=dtype), then=then,
@@ -223,6 +224,9 @@ def _conv_relu_pool(step: ConvReLUPool, shape: tuple[int, ...], out_shape: tuple
     if plan.strategy is direct and pools_2x2(pool_g, g):
         return lambda x: direct.forward_relu_pool2(
             np.ascontiguousarray(x, dtype=weight.dtype), weight, bias, g)
+    if plan.strategy is winograd and pools_2x2(pool_g, g) and (bias is None or bias.ndim == 1):
+        pooled_run = _conv_run(conv, shape, relu=True, x_last=x_last, pool=True)
+        return lambda x: pooled_run(x, None)
     run = _conv_run(conv, shape, relu=True, x_last=x_last)
 
     def conv_relu_pool(x: np.ndarray) -> np.ndarray:

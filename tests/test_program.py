@@ -174,3 +174,23 @@ def test_maps_pass_channels_last_from_one_winograd_convolution_to_the_next(name,
         np.testing.assert_array_equal(program(x), model.infer(x))
     assert len(writers) == len(readers) == passed
     assert not writers & readers
+
+
+@pytest.mark.parametrize("name, pooled", [("vgg_bn", 1), ("every_step_kind", 1)])
+def test_a_winograd_convolution_then_relu_then_2x2_pool_pools_in_its_output_transform(
+        name, pooled, monkeypatch):
+    """vgg-bn's second convolution (and the nested stack's in ``every_step_kind``) is a Winograd
+    Conv2D -> ReLU -> MaxPool2D(2): the program plans its output transform to pool, so that the
+    full-size output is never written; the bits are ``Sequential.infer``'s."""
+    from cnn_im2col.conv import winograd
+
+    model, shape = NETS[name](np.float32)
+    x = np.random.default_rng(0).random((3, *shape), dtype=np.float32)
+    pools = []
+    real = winograd.plan_forward
+    monkeypatch.setattr(winograd, "plan_forward",
+                        lambda *a, **k: pools.append(k.get("pool", False)) or real(*a, **k))
+    with engine_blas(), blocks.folds_frozen(), finite_scans_skipped():
+        program, _ = compile_stack(model, x.shape)
+        np.testing.assert_array_equal(program(x), model.infer(x))
+    assert sum(pools) == pooled

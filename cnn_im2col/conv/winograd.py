@@ -122,6 +122,7 @@ TRANSFORMS = (
     "winograd_input_adjoint",
     "winograd_output",
     "winograd_output_last",  # out (and skip) channels-last (N, OH, OW, K)
+    "winograd_output_pool",  # out 2x2 max-pooled (N, K, OH // 2, OW // 2)
     "winograd_output_adjoint",
 )
 
@@ -677,7 +678,7 @@ def _winograd_input_adjoint(dvt, pt, pl, m, ty_count, tx_count, dx):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _winograd_output(mt, m, ty_count, tx_count, bias, relu, skip, out, last):
+def _winograd_output(mt, m, ty_count, tx_count, bias, relu, skip, out, last, pool):
     """``out[n, k]``'s m x m block of tile t = f(A^T M A + bias + skip), M[i, j] = mt[6i + j, t,
     k] (f = ReLU if ``relu``; m = 4 or 2, A^T that of F(m x m, (7 - m) x (7 - m))); the last row
     and column of tiles are cut to the output's size.
@@ -685,12 +686,19 @@ def _winograd_output(mt, m, ty_count, tx_count, bias, relu, skip, out, last):
     mt: (36, N*TY*TX, K) (the products' layout, channels innermost); bias: (K, 1) tied (zeros for
     none) or (K, OH*OW) untied; skip: out's shape (a Residual's shortcut, added after the bias:
     the join of a separate pass, in the same rounding) or empty (none); out (written): (N, K,
-    OH, OW); all C-contiguous. Per row of tiles,
+    OH, OW), or (N, OH, OW, K) if ``last``; all C-contiguous. Per row of tiles,
     over its tiles times the channels at once: A^T down the tiles' columns, then A along their rows
     into ``z`` (``z[(a*m + b)*span + tx*K + k]``: output (a, b) of tile tx, map k), then each
     output row of each map gathered from z with the bias and ReLU.
+
+    ``pool``: out is (N, K, OH // 2, OW // 2), the 2x2 stride-2 max pool of f(...) (bias tied, no
+    skip), each window inside one tile (m is even): the pool's comparisons in its order
+    (``pooling.max_pool_values_2x2``), so the very values of pooling the output, which is never
+    written whole.
     """
-    if last:
+    if pool:
+        n_count, k_count, oh_count, ow_count = out.shape[0], out.shape[1], 0, 0
+    elif last:
         n_count, oh_count, ow_count, k_count = out.shape
     else:
         n_count, k_count, oh_count, ow_count = out.shape
@@ -704,6 +712,13 @@ def _winograd_output(mt, m, ty_count, tx_count, bias, relu, skip, out, last):
     span = tx_count * kk
     r = np.empty(6 * m * span, mt.dtype)  # r[(6a + j)*span + q]: A^T's row a down column j
     z = np.empty(m * m * span, mt.dtype)
+    zero = np.zeros(1, mt.dtype)[0]  # ReLU's 0 in the data's type (a float literal is float64)
+    if pool:
+        ph_count, pw_count = out.shape[2], out.shape[3]
+        zp = np.empty((m // 2) * (m // 2) * span, mt.dtype)  # the windows' maxima, as z
+        brow = np.empty(span, mt.dtype)  # the tied bias of every (tile, map) of a row: z's layout
+        for q in range(span):
+            brow[q] = bias[q % kk, 0]
     for n in range(n_count):
         for ty in range(ty_count):
             base = (n * ty_count + ty) * span
@@ -741,6 +756,30 @@ def _winograd_output(mt, m, ty_count, tx_count, bias, relu, skip, out, last):
                             r[_u(s + 3 * span + q)], r[_u(s + 4 * span + q)],
                             r[_u(s + 5 * span + q)],
                         )
+            if pool:  # each 2x2 window's maximum for every tile and map at once, then a gather
+                for pa in range(min(m // 2, ph_count - (m // 2) * ty)):
+                    for pb in range(m // 2):  # window (pa, pb) of each tile: z's rows 2pa, 2pa + 1
+                        a0 = (2 * pa * m + 2 * pb) * span  # ... columns 2pb, 2pb + 1
+                        a1 = a0 + m * span
+                        d = (pa * (m // 2) + pb) * span
+                        for q in range(span):
+                            v0, v1 = z[_u(a0 + q)] + brow[q], z[_u(a0 + span + q)] + brow[q]
+                            v2, v3 = z[_u(a1 + q)] + brow[q], z[_u(a1 + span + q)] + brow[q]
+                            if relu:
+                                v0 = v0 if v0 > 0 else zero
+                                v1 = v1 if v1 > 0 else zero
+                                v2 = v2 if v2 > 0 else zero
+                                v3 = v3 if v3 > 0 else zero
+                            best = v1 if v1 > v0 else v0  # the pool's order: a NaN never wins
+                            best = v2 if v2 > best else best
+                            zp[_u(d + q)] = v3 if v3 > best else best
+                    for k in range(kk):
+                        dst = ((n * kk + k) * ph_count + (m // 2) * ty + pa) * pw_count
+                        src = pa * (m // 2) * span + k
+                        for px in range(pw_count):  # window px: tile 2px // m, its (px % (m/2))
+                            zz = (px % (m // 2)) * span + ((2 * px) // m) * kk
+                            of[_u(dst + px)] = zp[_u(src + zz)]
+                continue
             if last:  # each output pixel's K maps: a copy from z (k is innermost in both)
                 for a in range(min(m, oh_count - m * ty)):
                     y = m * ty + a
@@ -889,22 +928,32 @@ def winograd_input_adjoint_f25(dv, pt, pl, ty_count, tx_count, dx):
 
 @nb.njit(cache=True, nogil=True)
 def winograd_output_f43(mm, ty_count, tx_count, bias, relu, skip, out):
-    _winograd_output(mm, 4, ty_count, tx_count, bias, relu, skip, out, False)
+    _winograd_output(mm, 4, ty_count, tx_count, bias, relu, skip, out, False, False)
 
 
 @nb.njit(cache=True, nogil=True)
 def winograd_output_last_f43(mm, ty_count, tx_count, bias, relu, skip, out):
-    _winograd_output(mm, 4, ty_count, tx_count, bias, relu, skip, out, True)
+    _winograd_output(mm, 4, ty_count, tx_count, bias, relu, skip, out, True, False)
+
+
+@nb.njit(cache=True, nogil=True)
+def winograd_output_pool_f43(mm, ty_count, tx_count, bias, relu, skip, out):
+    _winograd_output(mm, 4, ty_count, tx_count, bias, relu, skip, out, False, True)
 
 
 @nb.njit(cache=True, nogil=True)
 def winograd_output_f25(mm, ty_count, tx_count, bias, relu, skip, out):
-    _winograd_output(mm, 2, ty_count, tx_count, bias, relu, skip, out, False)
+    _winograd_output(mm, 2, ty_count, tx_count, bias, relu, skip, out, False, False)
 
 
 @nb.njit(cache=True, nogil=True)
 def winograd_output_last_f25(mm, ty_count, tx_count, bias, relu, skip, out):
-    _winograd_output(mm, 2, ty_count, tx_count, bias, relu, skip, out, True)
+    _winograd_output(mm, 2, ty_count, tx_count, bias, relu, skip, out, True, False)
+
+
+@nb.njit(cache=True, nogil=True)
+def winograd_output_pool_f25(mm, ty_count, tx_count, bias, relu, skip, out):
+    _winograd_output(mm, 2, ty_count, tx_count, bias, relu, skip, out, False, True)
 
 
 # ``reassoc``: the float64 bias-gradient sum may be reordered, so that it vectorises.
@@ -943,7 +992,7 @@ class ForwardPlan(NamedTuple):
     session's program, ``program.py``)."""
 
     geometry: WindowGeometry
-    out_shape: tuple[int, int, int, int]  # (N, K, OH, OW), or (N, OH, OW, K) channels-last
+    out_shape: tuple[int, int, int, int]  # (N, K, OH, OW); (N, OH, OW, K) channels-last; pooled
     bias2: np.ndarray  # (K, 1) tied or (K, OH*OW) untied (``bias_columns``)
     u: np.ndarray  # U (36, K, C / groups), the transformed weight
     ut: np.ndarray  # U^T (36, C / groups, K), as the products read it (``products_layout``)
@@ -967,26 +1016,38 @@ def plan_forward(
     transformed: tuple[np.ndarray, np.ndarray] | None = None,
     x_last: bool = False,
     out_last: bool = False,
+    pool: bool = False,
 ) -> ForwardPlan:
     """The plan of ``forward``'s arguments for inputs of ``x_shape`` (N, C, H, W). ``transformed``:
     ``(U, products_layout(U))``, made once by a caller whose weight cannot change (a session's),
     else made here. ``x_last``: the input comes channels-last, (N, H, W, C); ``out_last``: the
     output (and a shortcut to join) is written channels-last, (N, OH, OW, K). The transforms keep
     channels innermost, so that these layouts spare their gather and scatter (a session's program
-    passes channels-last maps from one Winograd convolution to the next). The kernels are looked
-    up now, so that a profiler's wrapper of the module attribute is seen by plans made after it."""
+    passes channels-last maps from one Winograd convolution to the next). ``pool``: the output is
+    max-pooled 2x2 with stride 2 in the output transform, (N, K, OH // 2, OW // 2) (a session's
+    Conv2D -> ReLU -> MaxPool2D; the bias tied or none, no shortcut). The kernels are looked up
+    now, so that a profiler's wrapper of the module attribute is seen by plans made after it."""
+    if pool and (out_last or (bias is not None and bias.ndim != 1)):
+        raise ValueError("winograd.plan_forward: pool=True takes a tied bias or none, and writes "
+                         f"NCHW; got bias of shape {np.shape(bias)}, out_last={out_last}")
     n, out_channels = x_shape[0], weight.shape[0]
     if transformed is None:
         u = transform_weight(weight)
         transformed = (u, products_layout(u))
     ty, tx = tiles(g)
     per_sample = ALPHA**2 * x_shape[1] * ty * tx * weight.itemsize
+    if pool:
+        out_shape = (n, out_channels, g.oh // 2, g.ow // 2)
+        output = "winograd_output_pool"
+    elif out_last:
+        out_shape, output = (n, g.oh, g.ow, out_channels), "winograd_output_last"
+    else:
+        out_shape, output = (n, out_channels, g.oh, g.ow), "winograd_output"
     return ForwardPlan(
-        g, (n, g.oh, g.ow, out_channels) if out_last else (n, out_channels, g.oh, g.ow),
+        g, out_shape,
         bias_columns(bias, out_channels, weight.dtype), *transformed, groups, relu, ty, tx,
         cache_slices(n, per_sample),
-        _kernel("winograd_input_last" if x_last else "winograd_input", g),
-        _kernel("winograd_output_last" if out_last else "winograd_output", g),
+        _kernel("winograd_input_last" if x_last else "winograd_input", g), _kernel(output, g),
     )
 
 

@@ -290,6 +290,47 @@ def test_channels_last_output_transform_gives_the_same_bits(
     np.testing.assert_array_equal(got, want.transpose(0, 2, 3, 1))
 
 
+@given(
+    r=st.sampled_from([3, 5]),
+    n=st.integers(1, 3),
+    k=st.integers(1, 20),
+    oh=st.integers(2, 13),
+    ow=st.integers(2, 13),
+    bias=st.booleans(),
+    relu=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_pooling_output_transform_gives_the_pools_bits(r, n, k, oh, ow, bias, relu, dtype, seed):
+    """The output transform that max-pools 2x2 / 2 as it writes (a session's Conv2D -> ReLU ->
+    MaxPool2D) gives the very values of the pool over the NCHW transform's output: odd sizes drop
+    the last row and column as the pool does, and the windows of a cut last tile are whole."""
+    from cnn_im2col.pooling import max_pool_values_2x2
+
+    m = 7 - r
+    ty, tx = -(-oh // m), -(-ow // m)
+    rng = np.random.default_rng(seed)
+    mt = rng.standard_normal((36, n * ty * tx, k)).astype(dtype)
+    tied = (rng.standard_normal((k, 1)) if bias else np.zeros((k, 1))).astype(dtype)
+    g = WindowGeometry(r, r, 1, 1, 0, 0, 0, 0, oh, ow)
+    full = np.empty((n, k, oh, ow), dtype)
+    winograd._kernel("winograd_output", g)(mt, ty, tx, tied, relu, np.empty(0, dtype), full)
+    want = np.empty((n, k, oh // 2, ow // 2), dtype)
+    max_pool_values_2x2(full, 2, 2, False, want)
+    got = np.full_like(want, np.nan)
+    winograd._kernel("winograd_output_pool", g)(mt, ty, tx, tied, relu, np.empty(0, dtype), got)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_pooling_plan_refuses_what_its_kernel_does_not_compute():
+    g = WindowGeometry(3, 3, 1, 1, 1, 1, 1, 1, 4, 4)
+    weight = np.ones((2, 1, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="pool=True takes a tied bias or none"):
+        winograd.plan_forward((1, 1, 4, 4), weight, np.ones((2, 4, 4), np.float32), g, pool=True)
+    with pytest.raises(ValueError, match="out_last=True"):
+        winograd.plan_forward((1, 1, 4, 4), weight, None, g, pool=True, out_last=True)
+
+
 @pytest.mark.parametrize("r", [3, 5])
 def test_transform_matrices_compute_a_correlation(r):
     """The constants themselves: A^T [(G g G^T) * (B^T d B)] A is the m x m valid correlation
