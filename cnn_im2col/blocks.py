@@ -399,9 +399,13 @@ class InvertedResidual(_Block):
                     ) -> tuple[inverted_residual.BlockWeights, WindowGeometry] | None:
         """For inputs of ``shape``: the fused kernels' weights and geometry (``run_kernels``'s),
         or None where the block runs its parts (a session's program binds them once)."""
-        if not self._fuses(shape):
-            return None
-        return self._weights(), self.geometry(shape)
+        g = self.kernel_geometry(shape)
+        return None if g is None else (self._weights(), g)
+
+    def kernel_geometry(self, shape: tuple[int, ...]) -> WindowGeometry | None:
+        """``kernel_plan``'s geometry alone, without making the weights (which, inside
+        ``folds_frozen``, are made once: not before the folds are)."""
+        return self.geometry(shape) if self._fuses(shape) else None
 
     def _fuses(self, shape: tuple[int, ...]) -> bool:
         """Whether the fused kernels run inputs of ``shape`` (worked out once a shape)."""
@@ -456,14 +460,16 @@ class InvertedResidual(_Block):
 
     @staticmethod
     def run_kernels(x: np.ndarray, weights: inverted_residual.BlockWeights, g: WindowGeometry,
-                    skip: np.ndarray | None) -> np.ndarray:
+                    skip: np.ndarray | None, x_last: bool = False, out_last: bool = False
+                    ) -> np.ndarray:
         """The fused kernels on ``x`` (converted to the weights' dtype, C-contiguous), plus
         ``skip`` (of the output's shape): inside them where it has the weights' dtype and is
-        C-contiguous, else after them."""
+        C-contiguous, else after them. ``x_last``, ``out_last``: ``inverted_residual.forward``'s
+        channels-last input and output (and skip)."""
         dtype = weights.depthwise.dtype
         inner = skip is None or (skip.dtype == dtype and skip.flags.c_contiguous)
         y = inverted_residual.forward(np.ascontiguousarray(x, dtype=dtype), weights, g,
-                                      skip if inner else None)
+                                      skip if inner else None, x_last, out_last)
         return y if inner else add_skip(y, skip, False)
 
     def _weights(self) -> inverted_residual.BlockWeights:

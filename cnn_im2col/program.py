@@ -46,7 +46,7 @@ from .blocks import (
     pools_2x2,
 )
 from .containers import Residual, infer_child
-from .conv import direct, winograd
+from .conv import direct, inverted_residual, winograd
 from .layers import Conv2D
 from .model import Sequential
 from .pooling import max_pool2d_values_into
@@ -57,29 +57,31 @@ ConvRun = Callable[[np.ndarray, Any], np.ndarray]  # (x, then) -> output
 
 
 def compile_stack(stack: Sequential, shape: tuple[int, ...], first: bool = True,
-                  join: bool = False, relu: bool = False) -> tuple[Run, tuple[int, ...]]:
+                  join: bool = False, relu: bool = False, x_last: bool = False,
+                  out_last: bool = False) -> tuple[Run, tuple[int, ...]]:
     """``stack.infer`` for inputs of ``shape`` (N, ...) as one closure, and its output's shape.
     ``first``: the stack is where input enters: a first step that is not compiled checks it, as
     ``infer_step`` does (a compiled convolution converts it to its dtype, as its check would).
     ``join``: the closure takes (x, skip) and adds skip, a Residual's shortcut of the output's
-    shape, then ReLU if ``relu`` (``Sequential.infer``'s ``skip`` and ``relu``)."""
+    shape, then ReLU if ``relu`` (``Sequential.infer``'s ``skip`` and ``relu``). ``x_last``: x
+    comes channels-last (N, H, W, C); ``out_last``: the output goes so (with ``join``, the
+    shortcut's layout: an identity shortcut is the input, ``out_last == x_last``).
+
+    Maps pass channels-last from a step that can write them so to one that can read them
+    (``_layouts``): Winograd convolutions, MobileNetV2's blocks run by rows, identity Residuals
+    around them (whose output keeps their input's layout) and stacks of these. Their kernels work
+    channels-innermost, so that these maps spare a gather and a scatter each."""
     steps, folds = stack.inference_steps()
     for fold in folds:
         fold.refresh()  # inside folds_frozen: made once, never compared again
-    shapes = [shape]
-    for step in steps:
-        shapes.append(_output_shape(step, shapes[-1]))
-    # which maps pass channels-last: those from one Winograd convolution to the next
-    last = [False] + [
-        _gives_last(steps[i], shapes[i], join and i == len(steps) - 1)
-        and _takes_last(steps[i + 1], shapes[i + 1])
-        for i in range(len(steps) - 1)
-    ] + [False]
+    shapes = _shapes(steps, shape)
     runs: list[Run] = []
-    for i, step in enumerate(steps):
-        joins = join and i == len(steps) - 1
-        run, shape = _compile_step(step, shape, first and i == 0, joins, relu, last[i],
-                                   last[i + 1])
+    for i, (step, (step_x_last, step_out_last)) in enumerate(
+            zip(steps, _layouts(steps, shapes, first, x_last, out_last))):
+        run, _ = _compile_step(step, shapes[i], first and i == 0, join and i == len(steps) - 1,
+                               relu, step_x_last, step_out_last)
+        if step_x_last and not step_out_last and _keeps_layout(step, shapes[i]):
+            run = _to_nchw(run)  # its output is in its input's layout, which the next cannot take
         runs.append(run)
     *head, last_run = runs
 
@@ -88,7 +90,36 @@ def compile_stack(stack: Sequential, shape: tuple[int, ...], first: bool = True,
             x = run(x)
         return last_run(x, *skip)
 
-    return run_stack, shape
+    return run_stack, shapes[-1]
+
+
+def _shapes(steps: list[Step], shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The input shape of each step and, last, the output's."""
+    shapes = [shape]
+    for step in steps:
+        shapes.append(_output_shape(step, shapes[-1]))
+    return shapes
+
+
+def _layouts(steps: list[Step], shapes: list[tuple[int, ...]], first: bool, x_last: bool,
+             out_last: bool) -> list[tuple[bool, bool]]:
+    """Per step of a stack: whether its input and its output are channels-last. The stack's
+    input and its last step's output are as asked; between two steps, channels-last where the
+    one can write it and the next read it."""
+    layouts, layout = [], x_last
+    for i, step in enumerate(steps):
+        if i == len(steps) - 1:
+            out = out_last
+        else:
+            out = (_gives_last(step, shapes[i], first and i == 0, layout)
+                   and _takes_last(steps[i + 1], shapes[i + 1]))
+        layouts.append((layout, out))
+        layout = out
+    return layouts
+
+
+def _to_nchw(run: Run) -> Run:
+    return lambda x: np.ascontiguousarray(run(x).transpose(0, 3, 1, 2))
 
 
 def _compile_step(step: Step, shape: tuple[int, ...], first: bool, join: bool, relu: bool,
@@ -103,11 +134,12 @@ def _compile_step(step: Step, shape: tuple[int, ...], first: bool, join: bool, r
     if kernels is not None and not (join and relu):  # MobileNetV2's block: no ReLU after a join
         weights, g = kernels
         if join:
-            return (lambda x, skip: step.run_kernels(x, weights, g, skip)), out_shape
-        return (lambda x: step.run_kernels(x, weights, g, None)), out_shape
+            return (lambda x, skip: step.run_kernels(x, weights, g, skip, x_last, out_last)
+                    ), out_shape
+        return (lambda x: step.run_kernels(x, weights, g, None, x_last, out_last)), out_shape
     if join:
         if type(layer) is Conv2D and not first:
-            return _conv_with_skip(layer, shape, out_shape, relu, x_last), out_shape
+            return _conv_with_skip(layer, shape, out_shape, relu, x_last, out_last), out_shape
         return (lambda x, skip: infer_with_skip(step, x, skip, relu, first)), out_shape
     if isinstance(step, ConvReLU):
         conv = _conv_run(step.conv, shape, relu=True, x_last=x_last, out_last=out_last)
@@ -121,11 +153,12 @@ def _compile_step(step: Step, shape: tuple[int, ...], first: bool, join: bool, r
     if isinstance(step, ConvReLUPool):
         return _conv_relu_pool(step, shape, out_shape, x_last), out_shape
     if isinstance(step, ResidualReLU):
-        return _residual(step.residual, shape, relu=True), out_shape
+        return _residual(step.residual, shape, True, x_last), out_shape
     if type(layer) is Residual:
-        return _residual(layer, shape, relu=False), out_shape
+        return _residual(layer, shape, False, x_last), out_shape
     if type(layer) is Sequential:
-        return compile_stack(layer, shape, first=False)[0], out_shape
+        return compile_stack(layer, shape, first=False, x_last=x_last, out_last=out_last)[0], \
+            out_shape
     return (lambda x: infer_step(step, x, first)), out_shape
 
 
@@ -142,17 +175,58 @@ def _winograd(conv: Conv2D | None, shape: tuple[int, ...]) -> bool:
     return conv is not None and conv.plan(shape, frozen=True).strategy is winograd
 
 
+def _ir_by_rows(step: Step, shape: tuple[int, ...]) -> bool:
+    """Whether ``step`` is MobileNetV2's block on its fused kernels, run by rows for this shape."""
+    if not isinstance(step, InvertedResidual):
+        return False
+    g = step.kernel_geometry(shape)
+    return g is not None and inverted_residual.by_rows(shape, g)
+
+
 def _takes_last(step: Step, shape: tuple[int, ...]) -> bool:
-    """Whether ``step`` (not a stack's first) can read its input channels-last: its convolution
-    is Winograd's, whose input transform reads any layout (``winograd.plan_forward``)."""
-    return _winograd(_step_conv(step), shape)
+    """Whether ``step`` (not a stack's first) can read its input channels-last: a Winograd
+    convolution (``winograd.plan_forward``), a block by rows (``inverted_residual.forward``), an
+    identity Residual around them (``_keeps_layout``), or a stack whose first step can."""
+    if isinstance(step, LayerStep) and type(step.layer) is Sequential:
+        steps = step.layer.inference_steps()[0]
+        return _takes_last(steps[0], shape)
+    return (_winograd(_step_conv(step), shape) or _ir_by_rows(step, shape)
+            or _keeps_layout(step, shape))
 
 
-def _gives_last(step: Step, shape: tuple[int, ...], join: bool) -> bool:
-    """Whether ``step`` can write its output channels-last: a Winograd convolution, alone or with
-    its ReLU (an activation, a pool or a join works on the output's own layout)."""
-    return (not join and isinstance(step, (ConvReLU, LayerStep))
-            and _winograd(_step_conv(step), shape))
+def _gives_last(step: Step, shape: tuple[int, ...], first: bool, x_last: bool) -> bool:
+    """Whether ``step`` can write its output channels-last: a Winograd convolution alone or with
+    its ReLU (an activation or a pool works on the NCHW output), a compiled block by rows, an
+    identity Residual whose input comes channels-last, or a stack whose last step can."""
+    if _keeps_layout(step, shape):
+        return x_last
+    if isinstance(step, LayerStep) and type(step.layer) is Sequential:
+        steps = step.layer.inference_steps()[0]
+        shapes = _shapes(steps, shape)
+        into_last = _layouts(steps, shapes, False, x_last, False)[-1][0]
+        return _gives_last(steps[-1], shapes[-2], len(steps) == 1 and first, into_last)
+    return ((isinstance(step, (ConvReLU, LayerStep)) and _winograd(_step_conv(step), shape))
+            or (not first and _ir_by_rows(step, shape)))
+
+
+def _keeps_layout(step: Step, shape: tuple[int, ...]) -> bool:
+    """Whether ``step`` is a Residual (then ReLU or not) with an identity shortcut whose body can
+    run on channels-last input and join the shortcut in that layout: its output is in its input's
+    layout, whichever that is."""
+    relu = isinstance(step, ResidualReLU)
+    residual = step.residual if relu else step.layer if isinstance(step, LayerStep) else None
+    if (type(residual) is not Residual or residual.shortcut is not None
+            or type(residual.body) is not Sequential):
+        return False
+    steps = residual.body.inference_steps()[0]
+    before_last = shape
+    for inner in steps[:-1]:
+        before_last = _output_shape(inner, before_last)
+    joined = steps[-1]
+    joins_last = ((isinstance(joined, LayerStep) and type(joined.layer) is Conv2D
+                   and _winograd(joined.layer, before_last))
+                  or (not relu and _ir_by_rows(joined, before_last)))
+    return joins_last and _takes_last(steps[0], shape)
 
 
 def _output_shape(step: Step, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -192,15 +266,18 @@ def _conv_run(conv: Conv2D, shape: tuple[int, ...], relu: bool, x_last: bool = F
 
 
 def _conv_with_skip(conv: Conv2D, shape: tuple[int, ...], out_shape: tuple[int, ...],
-                    relu: bool, x_last: bool = False) -> Run:
+                    relu: bool, x_last: bool = False, out_last: bool = False) -> Run:
     """A stack's last Conv2D with a Residual's shortcut joined in each slice as it is written
     (``blocks.infer_with_skip``): by Winograd's output transform itself (the same bits as the
     join after it, one pass over the output fewer), else right after the slice is written; or
     after the convolution where the shortcut is not in the output's layout."""
-    run = _conv_run(conv, shape, relu=False, x_last=x_last)
+    run = _conv_run(conv, shape, relu=False, x_last=x_last, out_last=out_last)
     dtype = conv.params["weight"].dtype
-    joined = (_conv_run(conv, shape, relu=relu, x_last=x_last)
+    joined = (_conv_run(conv, shape, relu=relu, x_last=x_last, out_last=out_last)
               if conv.plan(shape, frozen=True).strategy is winograd else None)
+    if out_last:  # the shortcut comes in the output's layout (Winograd's only)
+        n, k, oh, ow = out_shape
+        out_shape = (n, oh, ow, k)
 
     def conv_with_skip(x: np.ndarray, skip: np.ndarray) -> np.ndarray:
         if joins_in_slices(skip, out_shape, dtype):
@@ -237,12 +314,15 @@ def _conv_relu_pool(step: ConvReLUPool, shape: tuple[int, ...], out_shape: tuple
     return conv_relu_pool
 
 
-def _residual(residual: Residual, shape: tuple[int, ...], relu: bool) -> Run:
+def _residual(residual: Residual, shape: tuple[int, ...], relu: bool, x_last: bool = False
+              ) -> Run:
     """A Residual (then ReLU if ``relu``): a Sequential body's program joins the shortcut in its
-    last step (``Residual.infer``); any other body runs the Residual's own ``infer``."""
+    last step (``Residual.infer``); any other body runs the Residual's own ``infer``. ``x_last``
+    (``_keeps_layout`` held): x, the shortcut and the output are channels-last."""
     if not getattr(residual.body, "infer_takes_skip", False):
         return lambda x: residual.infer(x, relu=relu)
-    body = compile_stack(residual.body, shape, first=False, join=True, relu=relu)[0]
+    body = compile_stack(residual.body, shape, first=False, join=True, relu=relu,
+                         x_last=x_last, out_last=x_last)[0]
     shortcut = None if residual.shortcut is None else _child(residual.shortcut, shape)
     if shortcut is None:
         return lambda x: body(x, x)

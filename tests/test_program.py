@@ -1,6 +1,8 @@
 """program: a frozen network compiled for one input shape computes exactly what
 ``Sequential.infer`` computes on the same plans (its slow, obviously-right twin), bit for bit."""
 
+import copy
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -194,3 +196,34 @@ def test_a_winograd_convolution_then_relu_then_2x2_pool_pools_in_its_output_tran
         program, _ = compile_stack(model, x.shape)
         np.testing.assert_array_equal(program(x), model.infer(x))
     assert sum(pools) == pooled
+
+
+def test_mobilenets_blocks_by_rows_pass_channels_last_maps_along_their_chain(monkeypatch):
+    """MobileNetV2's blocks on small maps run by rows (``inverted_residual.by_rows``): from the
+    first of them to the last, through the identity Residuals around them and the stacks that
+    hold them, each block reads the one before it channels-last and writes for the next, so only
+    the chain's ends convert; the bits are ``Sequential.infer``'s."""
+    from cnn_im2col.conv import inverted_residual
+
+    model, shape = NETS["mobilenetv2"](np.float32)
+    _with_statistics(model)  # folds that matter, made after the program is planned
+    x = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
+    calls = []
+    real = inverted_residual.forward
+
+    def forward(x, w, g, skip=None, x_last=False, out_last=False):
+        calls.append((x_last, out_last))
+        return real(x, w, g, skip, x_last, out_last)
+
+    with engine_blas(), finite_scans_skipped():
+        expected = copy.deepcopy(model).infer(x)  # the model's own folds not yet made
+        with blocks.folds_frozen():
+            program, _ = compile_stack(model, x.shape)  # a session's order: planned first
+            monkeypatch.setattr(inverted_residual, "forward", forward)
+            out = program(x)
+            monkeypatch.undo()
+    np.testing.assert_array_equal(out, expected)
+    chain = [i for i, (x_last, out_last) in enumerate(calls) if x_last or out_last]
+    assert len(chain) >= 10 and chain == list(range(chain[0], chain[-1] + 1))
+    assert calls[chain[0]] == (False, True) and calls[chain[-1]] == (True, False)
+    assert all(calls[i] == (True, True) for i in chain[1:-1])

@@ -293,6 +293,28 @@ def from_channels_last(y, bp, skip, out):
 
 
 
+@nb.njit(cache=True, nogil=True)
+def add_bias_rows(rows, bp, skip):
+    """``rows[r, o] = (rows[r, o] + bp[o]) [+ skip[r, o]]`` in place (``skip`` added unless it has
+    no rows): ``from_channels_last``'s sums in its order, for an output kept channels-last."""
+    adding = skip.shape[0] > 0
+    for r in range(rows.shape[0]):
+        row = rows[r]
+        if adding:
+            src = skip[r]
+            for o in range(rows.shape[1]):
+                row[o] = (row[o] + bp[o]) + src[o]
+        else:
+            for o in range(rows.shape[1]):
+                row[o] = row[o] + bp[o]
+
+
+def by_rows(x_shape: tuple[int, ...], g: WindowGeometry) -> bool:
+    """Whether ``forward`` runs a block on inputs of ``x_shape`` (N, C, H, W) channels-last, by
+    rows (maps under ``MIN_PLANE`` pixels, or strided), rather than plane by plane."""
+    return not (x_shape[2] * x_shape[3] >= MIN_PLANE and g.sy == g.sx == 1)
+
+
 def supports(dw_weight_shape: tuple[int, ...]) -> bool:
     """Whether the fused kernels run a block whose depthwise weight has ``dw_weight_shape``: a 3x3
     kernel (the caller checks the rest: the 1x1 layers pointwise, the middle one depthwise, tied
@@ -345,19 +367,30 @@ def block_weights(
         _bias(project[1], wp.shape[0], dtype))
 
 
-def forward(x: np.ndarray, w: BlockWeights, g: WindowGeometry, skip: np.ndarray | None = None
-            ) -> np.ndarray:
+def forward(x: np.ndarray, w: BlockWeights, g: WindowGeometry, skip: np.ndarray | None = None,
+            x_last: bool = False, out_last: bool = False) -> np.ndarray:
     """The block's output (N, O, OH, OW) for checked, C-contiguous ``x`` (N, C, H, W) of the
     weights' dtype: ``w`` its weights (``block_weights``), ``g`` the depthwise layer's geometry;
     ``skip`` (C-contiguous, the output's shape and dtype) is added to the output. Maps of at least
     ``MIN_PLANE`` pixels run plane by plane, smaller ones channels-last; batch slices on the
-    engine's pool."""
+    engine's pool. Where it runs by rows (``by_rows``), ``x_last``: x comes channels-last, (N, H,
+    W, C), its rows as they are; ``out_last``: the output (and ``skip``) is channels-last, (N,
+    OH, OW, O), the projection's rows with the bias and skip added in place (a session's program
+    passes these from one such block to the next, with the same bits)."""
     dtype = x.dtype
-    n, height, width = x.shape[0], x.shape[2], x.shape[3]
+    if x_last:
+        n, height, width, c_in = x.shape
+    else:
+        n, c_in, height, width = x.shape
     channels, expand = w.depthwise.shape[0], w.expand.shape[0] > 0
-    out = np.empty((n, w.project.shape[0], g.oh, g.ow), dtype=dtype)
+    rows_path = by_rows((n, c_in, height, width), g)
+    if (x_last or out_last) and not rows_path:
+        raise ValueError(f"inverted_residual.forward: channels-last maps run by rows only, not "
+                         f"{height}x{width} maps at stride {(g.sy, g.sx)}")
+    o_count = w.project.shape[0]
+    out = np.empty((n, g.oh, g.ow, o_count) if out_last else (n, o_count, g.oh, g.ow), dtype)
     skips = np.empty((0, 0, 0, 0), dtype) if skip is None else skip  # none: no samples
-    if height * width >= MIN_PLANE and g.sy == g.sx == 1:
+    if not rows_path:
 
         def planes(s: slice) -> None:
             inverted_residual_forward(x[s], w.expand, w.expand_bias, w.depthwise,
@@ -370,8 +403,14 @@ def forward(x: np.ndarray, w: BlockWeights, g: WindowGeometry, skip: np.ndarray 
 
     def rows(s: slice) -> None:
         k = s.stop - s.start
-        xc = np.empty((k * plane + (0 if expand else 1), x.shape[1]), dtype)
-        to_channels_last(x[s], xc)
+        if x_last and expand:  # the expansion reads the rows in place
+            xc = x[s].reshape(k * plane, c_in)
+        else:  # without an expansion, h is xc with a row of zeros under it
+            xc = np.empty((k * plane + (0 if expand else 1), c_in), dtype)
+            if x_last:
+                xc[: k * plane] = x[s].reshape(k * plane, c_in)
+            else:
+                to_channels_last(x[s], xc)
         if expand:
             h = np.empty((k * plane + 1, channels), dtype)  # + a row of zeros: the padding
             matmul(xc, w.expand_t, out=h[:-1])
@@ -382,7 +421,12 @@ def forward(x: np.ndarray, w: BlockWeights, g: WindowGeometry, skip: np.ndarray 
         depthwise_channels_last(h, w.expand_bias, expand, w.depthwise_last, w.depthwise_bias,
                                 height, width, g.sy, g.sx, g.dy, g.dx, g.top, g.left, g.oh,
                                 g.ow, d)
-        from_channels_last(matmul(d, w.project_t), w.project_bias, skips[s], out[s])
+        if out_last:
+            y = out[s].reshape(k * out_plane, o_count)
+            matmul(d, w.project_t, out=y)
+            add_bias_rows(y, w.project_bias, skips[s].reshape(-1, o_count))
+        else:
+            from_channels_last(matmul(d, w.project_t), w.project_bias, skips[s], out[s])
 
     _threads.parallel_map(rows, cache_slices(n, (plane + out_plane) * channels * x.itemsize,
                                              _ROWS_CHUNK_BYTES, per_thread=2))

@@ -80,6 +80,42 @@ def test_the_fused_block_equals_its_layers_one_by_one(kernel, case):
     assert step[0]._fused == {x.shape: True}  # the kernel ran, not the parts
 
 
+@given(case=blocks(), x_last=st.booleans(), out_last=st.booleans(), joined=st.booleans())
+def test_channels_last_maps_give_the_very_bits_of_nchw_ones(case, x_last, out_last, joined):
+    """By rows, the kernel reads its input and writes its output (and reads the shortcut)
+    channels-last where asked (a session's program chains such blocks): the same values, bit for
+    bit, as the NCHW maps transposed; the plane kernel refuses them."""
+    from cnn_im2col.shapes import dilated_geometry
+
+    layers, x = case
+    expand = len(layers) == 5
+    convs = [layer for layer in layers if isinstance(layer, Conv2D)]
+    middle = convs[-2]
+    w = inverted_residual.block_weights(
+        (convs[0].params["weight"], convs[0].params.get("bias")) if expand else None,
+        (middle.params["weight"], middle.params.get("bias")),
+        (convs[-1].params["weight"], convs[-1].params.get("bias")))
+    g = dilated_geometry(x.shape[2], x.shape[3], (3, 3), middle.stride, middle.dilation,
+                         middle.padding, "t")
+    out_shape = (x.shape[0], convs[-1].out_channels, g.oh, g.ow)
+    skip = (np.random.default_rng(1).standard_normal(out_shape).astype(x.dtype) if joined
+            else None)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(inverted_residual, "MIN_PLANE", KERNELS["channels-last"])
+        want = inverted_residual.forward(x, w, g, skip)
+        got = inverted_residual.forward(
+            np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x_last else x, w, g,
+            None if skip is None else
+            np.ascontiguousarray(skip.transpose(0, 2, 3, 1)) if out_last else skip,
+            x_last=x_last, out_last=out_last)
+    np.testing.assert_array_equal(got.transpose(0, 3, 1, 2) if out_last else got, want)
+    if g.sy == g.sx == 1:  # (a strided block always runs by rows)
+        with (pytest.MonkeyPatch.context() as patch,
+              pytest.raises(ValueError, match="channels-last maps run by rows only")):
+            patch.setattr(inverted_residual, "MIN_PLANE", 1)
+            inverted_residual.forward(x, w, g, out_last=True)
+
+
 @pytest.mark.parametrize("h", [16, 15, 8, 4, 1])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_mobilenet_shapes_on_both_sides_of_the_threshold(h, stride):
