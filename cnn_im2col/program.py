@@ -119,6 +119,7 @@ def _layouts(steps: list[Step], shapes: list[tuple[int, ...]], first: bool, x_la
 
 
 def _to_nchw(run: Run) -> Run:
+    """``run`` with its channels-last output (N, H, W, C) copied to NCHW."""
     return lambda x: np.ascontiguousarray(run(x).transpose(0, 3, 1, 2))
 
 
@@ -204,7 +205,7 @@ def _gives_last(step: Step, shape: tuple[int, ...], first: bool, x_last: bool) -
         steps = step.layer.inference_steps()[0]
         shapes = _shapes(steps, shape)
         into_last = _layouts(steps, shapes, False, x_last, False)[-1][0]
-        return _gives_last(steps[-1], shapes[-2], len(steps) == 1 and first, into_last)
+        return _gives_last(steps[-1], shapes[-2], False, into_last)  # (compiled not first)
     return ((isinstance(step, (ConvReLU, LayerStep)) and _winograd(_step_conv(step), shape))
             or (not first and _ir_by_rows(step, shape)))
 

@@ -992,7 +992,7 @@ class ForwardPlan(NamedTuple):
     session's program, ``program.py``)."""
 
     geometry: WindowGeometry
-    out_shape: tuple[int, int, int, int]  # (N, K, OH, OW); (N, OH, OW, K) channels-last; pooled
+    out_shape: tuple[int, int, int, int]  # (N, K, OH, OW); channels-last or pooled: see plan
     bias2: np.ndarray  # (K, 1) tied or (K, OH*OW) untied (``bias_columns``)
     u: np.ndarray  # U (36, K, C / groups), the transformed weight
     ut: np.ndarray  # U^T (36, C / groups, K), as the products read it (``products_layout``)
