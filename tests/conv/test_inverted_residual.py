@@ -296,3 +296,24 @@ def test_a_block_in_a_residual_with_a_relu_after_it_joins_after_the_kernel(h):
     np.testing.assert_allclose(model.predict(x), model.forward(x), *tolerance(np.float32))
     body_steps = model.layers[0].body._inference[0]
     assert [s.kind for s in body_steps] == ["inverted_residual"]
+
+
+@given(k=st.integers(1, 3), c=st.integers(1, 40), h=st.integers(1, 9), w=st.integers(1, 9),
+       joined=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**16))
+def test_the_transposes_to_and_from_rows_of_channels(k, c, h, w, joined, dtype, seed):
+    """``to_channels_last`` and ``from_channels_last`` (16 pixels at a time, any remainder) against
+    NumPy's transpose, bit for bit: the bias, then the shortcut, added in that order."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((k, c, h, w)).astype(dtype)
+    rows = np.full((k * h * w + 1, c), 7.0, dtype)  # the row after them is left as it is
+    inverted_residual.to_channels_last(x, rows)
+    np.testing.assert_array_equal(rows[:-1], x.transpose(0, 2, 3, 1).reshape(-1, c))
+    assert (rows[-1] == 7.0).all()
+    bias = rng.standard_normal(c).astype(dtype)
+    skip = x if joined else np.empty((0, 0, 0, 0), dtype)
+    out = np.full_like(x, np.nan)
+    inverted_residual.from_channels_last(rows[:-1] * 2, bias, skip, out)
+    want = (rows[:-1] * 2).reshape(k, h * w, c).transpose(0, 2, 1).reshape(x.shape) + \
+        bias[:, None, None]
+    np.testing.assert_array_equal(out, want + x if joined else want)
