@@ -216,8 +216,10 @@ def input_products(u: np.ndarray, dm: np.ndarray, groups: int) -> np.ndarray:
     return dvt
 
 
-# the output kernels' "no shortcut to add", per dtype (one compiled kernel a dtype)
-_NO_SKIP = {np.dtype(t): np.empty(0, dtype=t) for t in (np.float32, np.float64)}
+# the output kernels' "no shortcut to add", per dtype: empty, of a shortcut's type (four
+# dimensions, C-contiguous), so that one compiled kernel a dtype serves both (each signature is
+# another compilation of several seconds)
+_NO_SKIP = {np.dtype(t): np.empty((0, 0, 0, 0), dtype=t) for t in (np.float32, np.float64)}
 
 
 def slice_forward(x: np.ndarray, p: ForwardPlan, out: np.ndarray,
