@@ -3,6 +3,8 @@ shapes, paddings, bias modes, dtypes and slicings; their transforms equal the te
 products; their gradients pass a float64 finite-difference check; "auto" chooses them only where
 they apply and pay."""
 
+from typing import NamedTuple
+
 import numba as nb
 import numpy as np
 import pytest
@@ -221,38 +223,58 @@ def test_input_transform_adjoint_is_its_transpose(case):
                                rtol=1e-10, atol=1e-10 * np.abs(dvt).sum())
 
 
-@given(
-    r=st.sampled_from([3, 5]),
-    n=st.integers(1, 3),
-    k=st.integers(1, 20),
-    oh=st.integers(1, 13),
-    ow=st.integers(1, 13),
-    bias_mode=st.sampled_from(["tied", "untied"]),
-    relu=st.booleans(),
-    joined=st.booleans(),
-    dtype=st.sampled_from([np.float32, np.float64]),
-    seed=st.integers(0, 2**16),
-)
-def test_output_transform_equals_the_textbook_products(
-    r, n, k, oh, ow, bias_mode, relu, joined, dtype, seed
-):
+class OutputCase(NamedTuple):
+    r: int
+    g: WindowGeometry  # the geometry of an r x r kernel with an OH x OW output, no padding
+    ty: int
+    tx: int
+    mt: np.ndarray  # M^T (36, N*TY*TX, K), the products
+    bias: np.ndarray  # (K, 1) tied (zeros for none) or (K, OH*OW) untied
+    skip: np.ndarray  # a shortcut (N, K, OH, OW)
+    relu: bool
+    dtype: type
+
+
+@st.composite
+def output_transform_cases(draw, min_side=1, bias_modes=("tied", "untied")):
+    """The output transform's arguments: F(4x4, 3x3) or F(2x2, 5x5), 1-3 samples, 1-20 maps,
+    outputs of ``min_side`` to 13 a side (the last tile row and column cut), a bias of
+    ``bias_modes`` ("none": zeros), ReLU or not, both dtypes."""
+    r = draw(st.sampled_from([3, 5]))
+    n, k = draw(st.integers(1, 3)), draw(st.integers(1, 20))
+    oh, ow = draw(st.integers(min_side, 13)), draw(st.integers(min_side, 13))
+    bias_mode = draw(st.sampled_from(bias_modes))
+    relu = draw(st.booleans())
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    m = 7 - r
+    ty, tx = -(-oh // m), -(-ow // m)
+    mt = rng.standard_normal((36, n * ty * tx, k)).astype(dtype)
+    bias = {"tied": rng.standard_normal((k, 1)), "untied": rng.standard_normal((k, oh * ow)),
+            "none": np.zeros((k, 1))}[bias_mode].astype(dtype)
+    skip = rng.standard_normal((n, k, oh, ow)).astype(dtype)
+    return OutputCase(r, WindowGeometry(r, r, 1, 1, 0, 0, 0, 0, oh, ow), ty, tx, mt, bias, skip,
+                      relu, dtype)
+
+
+@given(case=output_transform_cases(), joined=st.booleans())
+def test_output_transform_equals_the_textbook_products(case, joined):
     """out[n, k]'s m x m block of tile t = A^T M A + bias (+ a shortcut, then ReLU), M[i, j] =
     M^T[6i + j, t, k], the last row and column of tiles cut to the output's size, against einsum;
     the shortcut joined in the kernel gives the very bits of ``add_into`` after it."""
+    r, g, ty, tx, mt, bias, skip, relu, dtype = case
+    n, k, oh, ow = skip.shape
     m = 7 - r
-    ty, tx = -(-oh // m), -(-ow // m)
-    rng = np.random.default_rng(seed)
-    mt = rng.standard_normal((36, n * ty * tx, k)).astype(dtype)
-    bias = rng.standard_normal((k, oh * ow) if bias_mode == "untied" else (k, 1)).astype(dtype)
-    skip = rng.standard_normal((n, k, oh, ow)).astype(dtype) if joined else no_shortcut(dtype)
+    skip = skip if joined else no_shortcut(dtype)
     out = np.empty((n, k, oh, ow), dtype)
-    kernel = winograd._kernel("winograd_output", WindowGeometry(r, r, 1, 1, 0, 0, 0, 0, oh, ow))
+    kernel = winograd._kernel("winograd_output", g)
     kernel(mt, ty, tx, bias, relu, skip, out)
     at = winograd.MATRICES[r][1]
     tiles = mt.reshape(6, 6, n, ty, tx, k).astype(np.float64)
     blocks = np.einsum("ai,ijnyxk,bj->nkyaxb", at, tiles, at).reshape(n, k, m * ty, m * tx)
+    untied = bias.shape[1] > 1  # (K, OH*OW); a tied one, and an untied one of a 1x1 output: (K, 1)
     want = blocks[:, :, :oh, :ow] + (
-        bias.reshape(k, oh, ow) if bias_mode == "untied" else bias.reshape(k, 1, 1)
+        bias.reshape(k, oh, ow) if untied else bias.reshape(k, 1, 1)
     ) + (skip if joined else 0)
     np.testing.assert_allclose(out, np.maximum(want, 0) if relu else want, *tolerance(dtype))
     if joined:
@@ -262,63 +284,30 @@ def test_output_transform_equals_the_textbook_products(
         np.testing.assert_array_equal(out, apart)
 
 
-@given(
-    r=st.sampled_from([3, 5]),
-    n=st.integers(1, 3),
-    k=st.integers(1, 20),
-    oh=st.integers(1, 13),
-    ow=st.integers(1, 13),
-    bias_mode=st.sampled_from(["tied", "untied"]),
-    relu=st.booleans(),
-    joined=st.booleans(),
-    dtype=st.sampled_from([np.float32, np.float64]),
-    seed=st.integers(0, 2**16),
-)
-def test_channels_last_output_transform_gives_the_same_bits(
-    r, n, k, oh, ow, bias_mode, relu, joined, dtype, seed
-):
+@given(case=output_transform_cases(), joined=st.booleans())
+def test_channels_last_output_transform_gives_the_same_bits(case, joined):
     """The channels-last output transform (out and the shortcut (N, OH, OW, K)) writes the very
     values of the NCHW one above, transposed: the same operations in the same order per value."""
-    m = 7 - r
-    ty, tx = -(-oh // m), -(-ow // m)
-    rng = np.random.default_rng(seed)
-    mt = rng.standard_normal((36, n * ty * tx, k)).astype(dtype)
-    bias = rng.standard_normal((k, oh * ow) if bias_mode == "untied" else (k, 1)).astype(dtype)
-    skip = rng.standard_normal((n, k, oh, ow)).astype(dtype)
-    g = WindowGeometry(r, r, 1, 1, 0, 0, 0, 0, oh, ow)
-    want = np.empty((n, k, oh, ow), dtype)
+    _, g, ty, tx, mt, bias, skip, relu, dtype = case
+    want = np.empty(skip.shape, dtype)
     winograd._kernel("winograd_output", g)(mt, ty, tx, bias, relu,
                                            skip if joined else no_shortcut(dtype), want)
-    got = np.full((n, oh, ow, k), np.nan, dtype)
+    got = np.full(skip.transpose(0, 2, 3, 1).shape, np.nan, dtype)
     last_skip = np.ascontiguousarray(skip.transpose(0, 2, 3, 1))
     winograd._kernel("winograd_output_last", g)(mt, ty, tx, bias, relu,
                                                 last_skip if joined else no_shortcut(dtype), got)
     np.testing.assert_array_equal(got, want.transpose(0, 2, 3, 1))
 
 
-@given(
-    r=st.sampled_from([3, 5]),
-    n=st.integers(1, 3),
-    k=st.integers(1, 20),
-    oh=st.integers(2, 13),
-    ow=st.integers(2, 13),
-    bias=st.booleans(),
-    relu=st.booleans(),
-    dtype=st.sampled_from([np.float32, np.float64]),
-    seed=st.integers(0, 2**16),
-)
-def test_pooling_output_transform_gives_the_pools_bits(r, n, k, oh, ow, bias, relu, dtype, seed):
+@given(case=output_transform_cases(min_side=2, bias_modes=("tied", "none")))
+def test_pooling_output_transform_gives_the_pools_bits(case):
     """The output transform that max-pools 2x2 / 2 as it writes (a session's Conv2D -> ReLU ->
     MaxPool2D) gives the very values of the pool over the NCHW transform's output: odd sizes drop
     the last row and column as the pool does, and the windows of a cut last tile are whole."""
     from cnn_im2col.pooling import max_pool_values_2x2
 
-    m = 7 - r
-    ty, tx = -(-oh // m), -(-ow // m)
-    rng = np.random.default_rng(seed)
-    mt = rng.standard_normal((36, n * ty * tx, k)).astype(dtype)
-    tied = (rng.standard_normal((k, 1)) if bias else np.zeros((k, 1))).astype(dtype)
-    g = WindowGeometry(r, r, 1, 1, 0, 0, 0, 0, oh, ow)
+    _, g, ty, tx, mt, tied, skip, relu, dtype = case
+    n, k, oh, ow = skip.shape
     full = np.empty((n, k, oh, ow), dtype)
     winograd._kernel("winograd_output", g)(mt, ty, tx, tied, relu, no_shortcut(dtype), full)
     want = np.empty((n, k, oh // 2, ow // 2), dtype)
