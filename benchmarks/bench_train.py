@@ -289,6 +289,7 @@ def profile_targets():
 
     A, CV, N, P = module("arrays"), module("conv"), module("normalization"), module("pooling")
     CI, D, W = module("conv.im2col"), module("conv.depthwise"), module("conv.winograd")
+    WK = module("conv.winograd_kernels") or W  # an engine version before its own module: W's
     return [
         (I, "unfold", "im2col"),
         (CI, "unfold_t", "im2col"),
@@ -312,12 +313,12 @@ def profile_targets():
             )
         ],
         *[
-            (W, f"{name}_{variant}", "Winograd transforms")
-            for variant in getattr(W, "VARIANTS", {}).values()
-            for name in W.TRANSFORMS
+            (WK, f"{name}_{variant}", "Winograd transforms")
+            for variant in getattr(WK, "VARIANTS", {}).values()
+            for name in WK.TRANSFORMS
         ],
-        (W, "winograd_weight", "Winograd transforms"),
-        (W, "winograd_weight_adjoint", "Winograd transforms"),
+        (WK, "winograd_weight", "Winograd transforms"),
+        (WK, "winograd_weight_adjoint", "Winograd transforms"),
         (W, "slice_forward", "GEMM"),
         (W, "slice_backward", "GEMM"),  # kernels wrapped: the 36 products
         (L.ReLU, "_forward", "activations"),

@@ -44,12 +44,19 @@ STAGES = [
 ]
 
 
+def _transform_stage(name: str) -> str:
+    """The stage of a Winograd transform: its direction and which side of the products it is."""
+    side = "input" if name.startswith("winograd_input") else "output"
+    return f"{side} adjoint" if name.endswith("_adjoint") else f"{side} transform"
+
+
 def targets():
     """(owner, attribute, stage) for StageProfiler. winograd.slice_forward / slice_backward
     themselves are only their 36 batched GEMMs (and the arrays for them) once their kernels are
     wrapped."""
     from cnn_im2col.conv import im2col as I
     from cnn_im2col.conv import winograd as W
+    from cnn_im2col.conv import winograd_kernels as K
 
     return [
         (I, "unfold_t", "im2col"),
@@ -58,15 +65,12 @@ def targets():
         (I, "weight_grad", "GEMM"),
         *[(I, name, "layout+bias") for name in ("cm_to_nchw", "nchw_to_cm", "bias_relu_inplace")],
         *[
-            (W, f"{name}_{variant}", stage)
-            for variant in W.VARIANTS.values()
-            for name, stage in zip(
-                W.TRANSFORMS,
-                ("input transform", "input adjoint", "output transform", "output adjoint"),
-            )
+            (K, f"{name}_{variant}", _transform_stage(name))
+            for variant in K.VARIANTS.values()
+            for name in K.TRANSFORMS
         ],
-        (W, "winograd_weight", "weight transform"),
-        (W, "winograd_weight_adjoint", "weight transform"),
+        (K, "winograd_weight", "weight transform"),
+        (K, "winograd_weight_adjoint", "weight transform"),
         (W, "slice_forward", "GEMM"),
         (W, "slice_backward", "GEMM"),
     ]
