@@ -131,21 +131,76 @@ def test_a_program_runs_its_convolutions_without_the_per_call_lookups(name, monk
 
 def test_resnet_joins_its_shortcuts_in_winograds_output_transform(monkeypatch):
     """Each of ResNet-20's nine blocks ends in a Winograd convolution (a session's, at any size),
-    and the program adds the block's shortcut inside its output transform (``run_forward``'s
-    ``skip``): no join of its own."""
+    and the program adds the block's shortcut inside its output transform (``slice_forward``'s
+    ``skip``): no join of its own. The seven identity blocks run a batch slice at a time through
+    both their convolutions (``_two_winograd_by_slices``): ``run_forward``, which runs one
+    convolution over the whole batch, is left to the two blocks with a projection."""
     from cnn_im2col.conv import winograd
 
     model, shape = NETS["resnet20"](np.float32)
-    x = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
-    skips = []
-    real = winograd.run_forward
-    monkeypatch.setattr(winograd, "run_forward",
-                        lambda p, x, *a, skip=None, **k: skips.append(skip is not None)
-                        or real(p, x, *a, skip=skip, **k))
+    x = np.random.default_rng(0).random((8, *shape), dtype=np.float32)
+    joined, whole = set(), []
+    slice_forward, run_forward = winograd.slice_forward, winograd.run_forward
+
+    def spy_slice(x, p, out, skip=None):
+        if skip is not None:
+            joined.add(id(p))
+        return slice_forward(x, p, out, skip)
+
     with engine_blas(), blocks.folds_frozen(), finite_scans_skipped():
         program, _ = compile_stack(model, x.shape)
-        program(x)
-    assert sum(skips) == 9
+        want = model.infer(x)
+        monkeypatch.setattr(winograd, "slice_forward", spy_slice)
+        monkeypatch.setattr(winograd, "run_forward",
+                            lambda p, *a, **k: whole.append(p.geometry) or run_forward(p, *a, **k))
+        np.testing.assert_array_equal(program(x), want)
+    assert len(joined) == 9
+    assert len(whole) == 2
+
+
+class Strided(Layer):
+    """A user's layer that hands on its input's values as a view that is not C-contiguous."""
+
+    def forward(self, x, training=False):
+        return np.ascontiguousarray(np.asarray(x).transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+    def backward(self, dout):
+        return dout
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("before", ["user's layer", "a view", "Winograd"])
+def test_a_basic_block_by_slices_takes_what_it_cannot_run_to_the_body(dtype, relu, before,
+                                                                      monkeypatch):
+    """An identity block of two Winograd convolutions with float32 weights runs a batch slice at a
+    time on float32 C-contiguous input, NCHW or channels-last (after a Winograd convolution):
+    neither convolution over the whole batch; input of another dtype or a view goes to the body's
+    program (its conversions, its join in NumPy's dtype), each convolution over the whole batch.
+    Both equal ``infer`` bit for bit."""
+    from cnn_im2col.conv import winograd
+
+    first = {"user's layer": Halve(), "a view": Strided(),
+             "Winograd": Conv2D(8, 8, 3, padding=1, dtype=dtype, seed=2)}[before]
+    block = _with_statistics(Sequential([first, Residual(Sequential([
+        Conv2D(8, 8, 3, padding=1, bias=None, seed=0), BatchNorm2D(8), ReLU(),
+        Conv2D(8, 8, 3, padding=1, seed=1)]))] + ([ReLU()] if relu else [])))
+    x = np.random.default_rng(1).standard_normal((6, 8, 10, 10)).astype(dtype)
+    whole = []  # the convolutions run over the whole batch
+    run_forward = winograd.run_forward
+    with engine_blas(), blocks.folds_frozen(), finite_scans_skipped():
+        program, _ = compile_stack(block, x.shape)
+        want = block.infer(x)
+        monkeypatch.setattr(winograd, "run_forward",
+                            lambda p, *a, **k: whole.append(p) or run_forward(p, *a, **k))
+        got = program(x)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    by_slices = dtype == np.float32 and before != "a view"
+    assert len(whole) == (before == "Winograd") + (0 if by_slices else 2)
 
 
 @pytest.mark.parametrize("name, passed", [("resnet20", 7), ("vgg_bn", 1), ("every_step_kind", 1)])
