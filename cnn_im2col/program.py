@@ -335,14 +335,15 @@ def _residual(residual: Residual, shape: tuple[int, ...], relu: bool, x_last: bo
 def _two_winograd_by_slices(residual: Residual, shape: tuple[int, ...], relu: bool,
                             x_last: bool) -> Callable[[np.ndarray, Run], np.ndarray] | None:
     """ResNet's basic block (an identity Residual around Conv2D -> ReLU -> Conv2D, both Winograd,
-    the output of the input's shape) run a batch slice at a time: each slice's first convolution
-    writes a slice-sized map that the second reads while it is in the core's cache, and the second
-    adds the slice's shortcut as it writes (the body's program passes that map through memory
-    whole: at batch 64 on 32x32 maps of 16 channels, 4 MB written and read back per block). The
-    same kernels on the same values in the same order, so the same bits as the body's program,
-    which still runs an input it cannot take (another dtype, not C-contiguous). None where the
-    block is not of this kind. ``x_last``: the input, the shortcut and the output channels-last;
-    the map between the two convolutions is channels-last either way (as the program passes it)."""
+    the output of the input's shape, both convolutions sliced alike) run a batch slice at a time:
+    each slice's first convolution writes a slice-sized map that the second reads while it is in
+    the core's cache, and the second adds the slice's shortcut as it writes (the body's program
+    passes that map through memory whole: at batch 64 on 32x32 maps of 16 channels, 4 MB written
+    and read back per block). The same kernels on the same slices in the same order, so the same
+    bits as the body's program, which still runs an input it cannot take (another dtype, not
+    C-contiguous). None where the block is not of this kind. ``x_last``: the input, the shortcut
+    and the output channels-last; the map between the two convolutions is channels-last either
+    way (as the program passes it)."""
     steps, folds = residual.body.inference_steps()
     if (len(steps) != 2 or not isinstance(steps[0], ConvReLU)
             or not (isinstance(steps[1], LayerStep) and type(steps[1].layer) is Conv2D)):
@@ -359,7 +360,10 @@ def _two_winograd_by_slices(residual: Residual, shape: tuple[int, ...], relu: bo
         return None
     p1 = _winograd_plan(first, shape, relu=True, x_last=x_last, out_last=True)
     p2 = _winograd_plan(second, mid_shape, relu=relu, x_last=True, out_last=x_last)
-    slices = max(p1.slices, p2.slices, key=len)  # the finer: each slice's V in cache for both
+    if p1.slices != p2.slices:
+        return None  # (a block whose middle has other channels) the products' rows would differ
+        # in number from the body's program, and OpenBLAS may then round them otherwise
+    slices = p1.slices
     n, k, oh, ow = p1.out_shape[0], p1.out_shape[3], p1.out_shape[1], p1.out_shape[2]
     whole = (n, *shape[2:], shape[1]) if x_last else shape
 

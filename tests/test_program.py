@@ -203,6 +203,30 @@ def test_a_basic_block_by_slices_takes_what_it_cannot_run_to_the_body(dtype, rel
     assert len(whole) == (before == "Winograd") + (0 if by_slices else 2)
 
 
+def test_a_block_whose_middle_has_other_channels_runs_its_bodys_program(monkeypatch):
+    """8 -> 32 -> 8 channels: the two convolutions' batch slices differ (a transformed input of 8
+    or 32 channels a sample), so the block runs the body's program, whose products keep their
+    rows (OpenBLAS may round a product of another row count otherwise): ``infer``'s bits."""
+    from cnn_im2col.conv import winograd
+
+    block = _with_statistics(Sequential([Halve(), Residual(Sequential([
+        Conv2D(8, 32, 3, padding=1, bias=None, seed=0), BatchNorm2D(32), ReLU(),
+        Conv2D(32, 8, 3, padding=1, seed=1)])), ReLU()]))
+    x = np.random.default_rng(2).standard_normal((64, 8, 16, 16)).astype(np.float32)
+    with engine_blas(), blocks.folds_frozen(), finite_scans_skipped():
+        program, _ = compile_stack(block, x.shape)
+        plans = [winograd.plan_forward((64, c, 16, 16), np.ones((k, c, 3, 3), np.float32), None,
+                                       block.layers[1].body.layers[0].plan(x.shape).geometry)
+                 for c, k in ((8, 32), (32, 8))]
+        assert plans[0].slices != plans[1].slices
+        want = block.infer(x)
+        whole, run_forward = [], winograd.run_forward
+        monkeypatch.setattr(winograd, "run_forward",
+                            lambda p, *a, **k: whole.append(p) or run_forward(p, *a, **k))
+        np.testing.assert_array_equal(program(x), want)
+    assert len(whole) == 2  # each convolution over the whole batch
+
+
 @pytest.mark.parametrize("name, passed", [("resnet20", 7), ("vgg_bn", 1), ("every_step_kind", 1)])
 def test_maps_pass_channels_last_from_one_winograd_convolution_to_the_next(name, passed,
                                                                           monkeypatch):
