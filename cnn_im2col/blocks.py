@@ -61,7 +61,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .activations import IN_PLACE_KERNELS, add_into, add_relu, relu_backward
-from .containers import Residual
+from .containers import Concat, Gate, Residual
 from .conv import (
     ConvCache,
     conv2d_backward,
@@ -616,6 +616,9 @@ def infer_step(step: Step, x: np.ndarray, first: bool) -> np.ndarray:
     if not first:
         return step.infer(x)
     if isinstance(step, LayerStep):
+        if type(step.layer) in (Residual, Concat, Gate):  # checked as its forward checks, then
+            # its own inference, its bodies folded (as where it is not first, and in a program)
+            return step.layer.infer(as_float_array(x, "x", type(step.layer).__name__))
         return step.forward(x, False)
     return step.infer(step.check_input(x))
 

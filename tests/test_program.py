@@ -68,8 +68,25 @@ def _every_step_kind(dtype):
     ])
 
 
+def _starts_with_containers(dtype):
+    """(4, 8, 8) -> 4: a Residual first (its BatchNorms folded by ``infer`` too, as by a program),
+    then a Concat and a ReLU."""
+    from cnn_im2col.containers import Concat
+
+    return Sequential([
+        Residual(Sequential([Conv2D(4, 4, 3, padding=1, bias=None, dtype=dtype, seed=0),
+                             BatchNorm2D(4, dtype=dtype), ReLU(),
+                             Conv2D(4, 4, 3, padding=1, bias=None, dtype=dtype, seed=1),
+                             BatchNorm2D(4, dtype=dtype)])),
+        Concat([Sequential([Conv2D(4, 2, 1, dtype=dtype, seed=2), BatchNorm2D(2, dtype=dtype)]),
+                Conv2D(4, 2, 3, padding=1, dtype=dtype, seed=3)]),
+        ReLU(), Flatten(), Dense(4 * 8 * 8, 4, dtype=dtype, seed=4),
+    ])
+
+
 NETS = {
     "every_step_kind": lambda dtype: (_every_step_kind(dtype), (3, 12, 12)),
+    "starts_with_containers": lambda dtype: (_starts_with_containers(dtype), (4, 8, 8)),
     "vgg_bn": lambda dtype: (architectures.vgg_bn(input_shape=(3, 16, 16), dtype=dtype),
                              (3, 16, 16)),
     "resnet20": lambda dtype: (architectures.resnet20(input_shape=(3, 16, 16), dtype=dtype),
