@@ -344,7 +344,7 @@ def _two_winograd_by_slices(residual: Residual, shape: tuple[int, ...], relu: bo
     C-contiguous). None where the block is not of this kind. ``x_last``: the input, the shortcut
     and the output channels-last; the map between the two convolutions is channels-last either
     way (as the program passes it)."""
-    steps, folds = residual.body.inference_steps()
+    steps = residual.body.inference_steps()[0]  # its folds refreshed by the body's program
     if (len(steps) != 2 or not isinstance(steps[0], ConvReLU)
             or not (isinstance(steps[1], LayerStep) and type(steps[1].layer) is Conv2D)):
         return None
@@ -353,8 +353,6 @@ def _two_winograd_by_slices(residual: Residual, shape: tuple[int, ...], relu: bo
     if (not _winograd(first, shape) or not _winograd(second, mid_shape)
             or _output_shape(steps[1], mid_shape) != shape):
         return None
-    for fold in folds:
-        fold.refresh()  # inside folds_frozen: as compile_stack does
     dtype = first.params["weight"].dtype
     if second.params["weight"].dtype != dtype:
         return None
@@ -364,11 +362,10 @@ def _two_winograd_by_slices(residual: Residual, shape: tuple[int, ...], relu: bo
         return None  # (a block whose middle has other channels) the products' rows would differ
         # in number from the body's program, and OpenBLAS may then round them otherwise
     slices = p1.slices
-    n, k, oh, ow = p1.out_shape[0], p1.out_shape[3], p1.out_shape[1], p1.out_shape[2]
-    whole = (n, *shape[2:], shape[1]) if x_last else shape
+    _, oh, ow, k = p1.out_shape  # the map between them, channels-last
 
     def by_slices(x: np.ndarray, body: Run) -> np.ndarray:
-        if x.dtype != dtype or not x.flags.c_contiguous or x.shape != whole:
+        if x.dtype != dtype or not x.flags.c_contiguous:
             return body(x, x)
         out = np.empty(p2.out_shape, dtype=dtype)
 
