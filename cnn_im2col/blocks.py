@@ -21,6 +21,10 @@ cache and calls the engine's strategy code itself. The layers stay in ``Sequenti
   in that core's cache, instead of in a pass of its own over the whole output.
 - ``DenseActivation`` (Dense -> ReLU, ReLU6, HardSigmoid or HardSwish), at inference only: the
   activation applied in place to the product's fresh output, one step instead of two.
+- ``ConvGlobalPool`` (a 1x1 Conv2D [-> ReLU, ReLU6, HardSigmoid or HardSwish] -> GlobalAvgPool2D,
+  a MobileNet's head), at inference only: each batch slice multiplied as channels-last rows and
+  averaged over its pixels while the product is in cache (``pointwise.forward_pooled``); the
+  convolution's (N, O, H, W) output is never written.
 - ``InvertedResidual`` (MobileNetV2's block: [Conv2D 1x1 -> ReLU6 ->] Conv2D 3x3 depthwise ->
   ReLU6 -> Conv2D 1x1), at inference only: the kernels of ``conv/inverted_residual.py`` (per
   sample plane by plane, the expanded maps never leaving the core's cache; or channels-last rows
@@ -77,6 +81,7 @@ from .layers import (
     Conv2D,
     Dense,
     Dropout,
+    GlobalAvgPool2D,
     HardSigmoid,
     HardSwish,
     MaxPool2D,
@@ -368,6 +373,59 @@ class DenseActivation(_Block):
         else:
             self.kernel(out.reshape(-1))
         return out
+
+    def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
+        raise RuntimeError(f"{self!r} is an inference step: it has no backward")
+
+
+class ConvGlobalPool(_Block):
+    """Inference only: a pointwise Conv2D [-> ReLU / ReLU6 / HardSigmoid / HardSwish] ->
+    GlobalAvgPool2D, a MobileNet's head, as one step (``pointwise.forward_pooled``): each batch
+    slice multiplied as channels-last rows and averaged over its pixels while the product is in
+    the core's cache, so the (N, O, H, W) map is never written, transposed back to NCHW, activated
+    and read again by the pool (the layers' numbers to rounding: the pixels summed in another
+    order). Where the convolution takes another strategy for the input, or has an untied bias,
+    the layers one by one. No backward, as ``ConvActivation``."""
+
+    kind = "conv_global_pool"
+    FUSED = (ReLU, *ConvActivation.FUSED)
+
+    def __init__(self, layers: tuple[Any, ...], first: int) -> None:
+        super().__init__(tuple(layers), first)
+        self.conv = layers[0]
+        self.activation = type(layers[1]).__name__ if len(layers) == 3 else None
+
+    def fused(self, shape: tuple[int, ...], frozen: bool = False) -> bool:
+        """Whether inputs of ``shape`` (N, C, H, W) run the fused kernel: the convolution's plan
+        is pointwise, its bias tied or none."""
+        bias = self.conv.params.get("bias")
+        return (self.conv.plan(shape, frozen).strategy is pointwise
+                and (bias is None or bias.ndim == 1))
+
+    def rows_weight(self, frozen: bool) -> np.ndarray:
+        """``pointwise.pooled_weight`` of the convolution's weight; inside ``folds_frozen``, made
+        once for this weight array and kept on the layer (as ``frozen_transform``)."""
+        weight = self.conv.params["weight"]
+        if not frozen:
+            return pointwise.pooled_weight(weight)
+        kept = self.conv.__dict__.get("_frozen_pooled_weight")
+        if kept is None or kept[0] is not weight:
+            kept = self.conv._frozen_pooled_weight = (weight, pointwise.pooled_weight(weight))
+        return kept[1]
+
+    def run(self, x: np.ndarray, training: bool) -> np.ndarray:
+        if training:
+            raise RuntimeError(f"{self!r} is an inference step: it keeps nothing for backward")
+        frozen = bool(getattr(_frozen, "on", False))
+        if not self.fused(x.shape, frozen):
+            out = _conv_forward(self.conv, x, False, relu=False)[0]
+            for layer in self.layers[1:]:
+                out = layer.run(out, False)
+            return out
+        dtype = self.conv.params["weight"].dtype
+        return pointwise.forward_pooled(np.ascontiguousarray(x, dtype=dtype),
+                                        self.rows_weight(frozen), self.conv.conv_bias(),
+                                        self.activation)
 
     def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
         raise RuntimeError(f"{self!r} is an inference step: it has no backward")
@@ -727,10 +785,27 @@ def _inverted_residual_length(layers: list[Any], i: int) -> int:
     return 0
 
 
+def _pools_globally(layers: list[Any], i: int) -> int:
+    """How many layers from the Conv2D ``layers[i]`` make ``ConvGlobalPool`` (exact classes): 3
+    with an activation it fuses, 2 without; 0 if the convolution is not 1x1 (stride 1, dilation 1,
+    groups 1) or no GlobalAvgPool2D follows. (A padded one runs the layers one by one:
+    ``ConvGlobalPool.fused``.)"""
+    conv = layers[i]
+    if not (tuple(conv.kernel_size) == (1, 1) and tuple(conv.stride) == (1, 1)
+            and tuple(conv.dilation) == (1, 1) and conv.groups == 1):
+        return 0
+    after = [type(layer) for layer in layers[i + 1 : i + 3]]
+    if after[:1] == [GlobalAvgPool2D]:
+        return 2
+    if len(after) == 2 and after[0] in ConvGlobalPool.FUSED and after[1] is GlobalAvgPool2D:
+        return 3
+    return 0
+
+
 def plan(layers: list[Any], inference: bool = False) -> list[Step]:
     """The steps of a stack, left to right, greedily fusing the blocks listed in the module
-    docstring (exact classes only); ``ConvActivation``, ``DenseActivation`` and
-    ``InvertedResidual`` only for ``inference`` (no backward)."""
+    docstring (exact classes only); ``ConvActivation``, ``DenseActivation``, ``ConvGlobalPool``
+    and ``InvertedResidual`` only for ``inference`` (no backward)."""
     steps: list[Step] = []
     i = 0
     while i < len(layers):
@@ -746,6 +821,8 @@ def plan(layers: list[Any], inference: bool = False) -> list[Step]:
             third = None  # a dilated pool runs on its own (the fused slices use adjacent windows)
         if here is Conv2D and after is ReLU and third is MaxPool2D:
             steps.append(ConvReLUPool(*layers[i : i + 3], i))
+        elif inference and here is Conv2D and _pools_globally(layers, i):
+            steps.append(ConvGlobalPool(layers[i : i + _pools_globally(layers, i)], i))
         elif here is Conv2D and after is ReLU:
             steps.append(ConvReLU(*layers[i : i + 2], i))
         elif here is ReLU and after is MaxPool2D:

@@ -13,6 +13,7 @@ only call kernels, as an onnxruntime session runs the graph it planned when it w
 - ResNet's and MobileNetV2's Residual blocks: the body's program with the shortcut joined in its
   last convolution's slices (``blocks.infer_with_skip``'s join), the shortcut's program;
 - MobileNetV2's fused block: its kernels' weights and geometry (``InvertedResidual.kernel_plan``).
+- a MobileNet's fused head (``ConvGlobalPool``): its weight as the rows' operand, made once.
 
 Any other step runs its own ``infer`` (a user's layer, a pool, Dense, a MobileNetV2 block whose
 layers take other strategies), as does a first step that checks its input: the
@@ -33,6 +34,7 @@ from . import threads as _threads
 from .activations import add_into
 from .blocks import (
     ConvActivation,
+    ConvGlobalPool,
     ConvReLU,
     ConvReLUPool,
     InvertedResidual,
@@ -47,7 +49,7 @@ from .blocks import (
     pools_2x2,
 )
 from .containers import Residual, infer_child
-from .conv import direct, inverted_residual, winograd
+from .conv import direct, inverted_residual, pointwise, winograd
 from .layers import Conv2D
 from .model import Sequential
 from .pooling import max_pool2d_values_into
@@ -154,6 +156,8 @@ def _compile_step(step: Step, shape: tuple[int, ...], first: bool, join: bool, r
         return (lambda x: conv(x, step.activate)), out_shape
     if isinstance(step, ConvReLUPool):
         return _conv_relu_pool(step, shape, out_shape, x_last), out_shape
+    if isinstance(step, ConvGlobalPool) and not first and step.fused(shape, frozen=True):
+        return _conv_global_pool(step, x_last), out_shape
     if isinstance(step, ResidualReLU):
         return _residual(step.residual, shape, True, x_last), out_shape
     if type(layer) is Residual:
@@ -188,12 +192,14 @@ def _ir_by_rows(step: Step, shape: tuple[int, ...]) -> bool:
 def _takes_last(step: Step, shape: tuple[int, ...]) -> bool:
     """Whether ``step`` (not a stack's first) can read its input channels-last: a Winograd
     convolution (``winograd.plan_forward``), a block by rows (``inverted_residual.forward``), an
-    identity Residual around them (``_keeps_layout``), or a stack whose first step can."""
+    identity Residual around them (``_keeps_layout``), a fused head
+    (``pointwise.forward_pooled``), or a stack whose first step can."""
     if isinstance(step, LayerStep) and type(step.layer) is Sequential:
         steps = step.layer.inference_steps()[0]
         return _takes_last(steps[0], shape)
     return (_winograd(_step_conv(step), shape) or _ir_by_rows(step, shape)
-            or _keeps_layout(step, shape))
+            or _keeps_layout(step, shape)
+            or (isinstance(step, ConvGlobalPool) and step.fused(shape, frozen=True)))
 
 
 def _gives_last(step: Step, shape: tuple[int, ...], first: bool, x_last: bool) -> bool:
@@ -312,6 +318,20 @@ def _conv_relu_pool(step: ConvReLUPool, shape: tuple[int, ...], out_shape: tuple
         return pooled
 
     return conv_relu_pool
+
+
+def _conv_global_pool(step: ConvGlobalPool, x_last: bool) -> Run:
+    """A fused head on its frozen plan, as ``ConvGlobalPool.run`` runs it in a session: its
+    weight's rows operand made once; ``x_last``: x comes channels-last (N, H, W, C)."""
+    conv = step.conv
+    weight_t, bias, dtype = step.rows_weight(True), conv.conv_bias(), conv.params["weight"].dtype
+    activation = step.activation
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return pointwise.forward_pooled(np.ascontiguousarray(x, dtype=dtype), weight_t, bias,
+                                        activation, x_last)
+
+    return run
 
 
 def _residual(residual: Residual, shape: tuple[int, ...], relu: bool, x_last: bool = False

@@ -17,8 +17,10 @@ from cnn_im2col.layers import (
     Conv2D,
     Dense,
     Flatten,
+    GlobalAvgPool2D,
     MaxPool2D,
     ReLU,
+    ReLU6,
     Tanh,
 )
 from cnn_im2col.model import Sequential
@@ -670,3 +672,65 @@ def test_a_stack_of_dropouts_alone_keeps_one_step_and_predicts_its_input():
     x = np.random.default_rng(2).standard_normal((3, 4))
     np.testing.assert_array_equal(model.predict(x), x)
     assert [s.kind for s in model._inference[0]] == ["layer"]
+
+
+# ------------------------------------ inference: a pointwise Conv2D -> activation -> global pool
+@pytest.mark.parametrize("activation", [None, "ReLU", "ReLU6", "HardSigmoid", "HardSwish"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_pointwise_head_and_its_global_pool_run_as_one_step(monkeypatch, activation, dtype):
+    """predict runs Conv2D 1x1 [-> activation] -> GlobalAvgPool2D (a MobileNet's head) as one
+    step, through ``pointwise.forward_pooled``: the layers' numbers to rounding (the pixels are
+    summed in another order); training keeps the layers; the step refuses training and
+    backward, and as a first step checks its input as the convolution does."""
+    from cnn_im2col import layers
+    from cnn_im2col.conv import pointwise
+
+    calls = []
+    pooled = pointwise.forward_pooled
+    monkeypatch.setattr(pointwise, "forward_pooled",
+                        lambda *a, **k: calls.append(1) or pooled(*a, **k))
+    middle = [] if activation is None else [getattr(layers, activation)()]
+    model = Sequential([Conv2D(6, 9, 1, dtype=dtype, seed=0), *middle, GlobalAvgPool2D(),
+                        Dense(9, 3, dtype=dtype, seed=1)])
+    x = (np.random.default_rng(0).standard_normal((5, 6, 3, 4)) * 3).astype(dtype)
+    np.testing.assert_allclose(model.predict(x), model.forward(x), *tolerance(dtype))
+    steps, _ = model._inference
+    assert [s.kind for s in steps] == ["conv_global_pool", "layer"] and calls == [1]
+    assert "conv_global_pool" not in [s.kind for s in model._planned_steps()]  # training
+    with pytest.raises(RuntimeError, match=r"ConvGlobalPool\(.*\) is an inference step"):
+        steps[0].run(x, True)
+    with pytest.raises(RuntimeError, match=r"is an inference step: it has no backward"):
+        steps[0].backward(np.zeros(1))
+    with pytest.raises(ValueError, match=r"Conv2D\(6, 9, 1.*channels"):
+        model.predict(x[:, :2])
+
+
+@pytest.mark.parametrize("layer, fused", [
+    (Conv2D(4, 5, 1, seed=0), True),
+    (Conv2D(4, 5, 1, padding=1, seed=0), False),  # padded: the layers one by one
+    (Conv2D(4, 5, 1, bias="untied", input_size=(3, 3), seed=0), False),
+])
+def test_a_head_whose_convolution_is_not_plainly_pointwise_runs_its_layers(monkeypatch, layer,
+                                                                           fused):
+    from cnn_im2col.conv import pointwise
+
+    calls = []
+    pooled = pointwise.forward_pooled
+    monkeypatch.setattr(pointwise, "forward_pooled",
+                        lambda *a, **k: calls.append(1) or pooled(*a, **k))
+    if layer.bias_mode == "untied":
+        layer.params["bias"][...] = np.random.default_rng(2).standard_normal((5, 3, 3))
+    model = Sequential([layer, ReLU(), GlobalAvgPool2D()])
+    x = np.random.default_rng(1).standard_normal((3, 4, 3, 3)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x), model.forward(x), *tolerance(np.float32))
+    assert model._inference[0][0].kind == "conv_global_pool"
+    assert calls == ([1] if fused else [])
+
+
+def test_only_an_unstrided_ungrouped_1x1_convolution_makes_a_head():
+    for layer in (Conv2D(4, 4, 3, padding=1), Conv2D(4, 4, 1, stride=2),
+                  Conv2D(4, 4, 1, groups=2)):
+        model = Sequential([layer, ReLU6(), GlobalAvgPool2D()])
+        assert "conv_global_pool" not in [step.kind for step in model.inference_steps()[0]]
+    model = Sequential([Conv2D(4, 4, 1), ReLU6(), Flatten()])
+    assert [s.kind for s in model.inference_steps()[0]] == ["conv_activation", "layer"]

@@ -297,29 +297,37 @@ def test_a_winograd_convolution_then_relu_then_2x2_pool_pools_in_its_output_tran
 def test_mobilenets_blocks_by_rows_pass_channels_last_maps_along_their_chain(monkeypatch):
     """MobileNetV2's blocks on small maps run by rows (``inverted_residual.by_rows``): from the
     first of them to the last, through the identity Residuals around them and the stacks that
-    hold them, each block reads the one before it channels-last and writes for the next, so only
-    the chain's ends convert; the bits are ``Sequential.infer``'s."""
-    from cnn_im2col.conv import inverted_residual
+    hold them, each block reads the one before it channels-last and writes for the next, and the
+    last hands its rows to the fused head (1x1 -> ReLU6 -> global pool,
+    ``pointwise.forward_pooled``), so only the chain's start converts; the bits are
+    ``Sequential.infer``'s."""
+    from cnn_im2col.conv import inverted_residual, pointwise
 
     model, shape = NETS["mobilenetv2"](np.float32)
     _with_statistics(model)  # folds that matter, made after the program is planned
     x = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
     calls = []
-    real = inverted_residual.forward
+    real, real_head = inverted_residual.forward, pointwise.forward_pooled
 
     def forward(x, w, g, skip=None, x_last=False, out_last=False):
         calls.append((x_last, out_last))
         return real(x, w, g, skip, x_last, out_last)
+
+    def head(x, weight_t, bias, activation=None, x_last=False):
+        calls.append((x_last, "head"))
+        return real_head(x, weight_t, bias, activation, x_last)
 
     with engine_blas(), finite_scans_skipped():
         expected = copy.deepcopy(model).infer(x)  # the model's own folds not yet made
         with blocks.folds_frozen():
             program, _ = compile_stack(model, x.shape)  # a session's order: planned first
             monkeypatch.setattr(inverted_residual, "forward", forward)
+            monkeypatch.setattr(pointwise, "forward_pooled", head)
             out = program(x)
             monkeypatch.undo()
     np.testing.assert_array_equal(out, expected)
-    chain = [i for i, (x_last, out_last) in enumerate(calls) if x_last or out_last]
+    chain = [i for i, (x_last, out_last) in enumerate(calls) if x_last or out_last is True]
     assert len(chain) >= 10 and chain == list(range(chain[0], chain[-1] + 1))
-    assert calls[chain[0]] == (False, True) and calls[chain[-1]] == (True, False)
+    assert calls[chain[0]] == (False, True) and calls[chain[-1]] == (True, "head")
+    assert chain[-1] == len(calls) - 1  # the head is the program's last such call
     assert all(calls[i] == (True, True) for i in chain[1:-1])
