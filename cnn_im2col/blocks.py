@@ -821,8 +821,8 @@ def plan(layers: list[Any], inference: bool = False) -> list[Step]:
             third = None  # a dilated pool runs on its own (the fused slices use adjacent windows)
         if here is Conv2D and after is ReLU and third is MaxPool2D:
             steps.append(ConvReLUPool(*layers[i : i + 3], i))
-        elif inference and here is Conv2D and _pools_globally(layers, i):
-            steps.append(ConvGlobalPool(layers[i : i + _pools_globally(layers, i)], i))
+        elif inference and here is Conv2D and (head := _pools_globally(layers, i)):
+            steps.append(ConvGlobalPool(layers[i : i + head], i))
         elif here is Conv2D and after is ReLU:
             steps.append(ConvReLU(*layers[i : i + 2], i))
         elif here is ReLU and after is MaxPool2D:

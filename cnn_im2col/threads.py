@@ -75,11 +75,11 @@ _state: dict[str, Any] = {"n": None, "pool": None, "warm": False, "wait_policy":
                           "spin_cores": []}
 _lock = threading.Lock()
 _in_worker = threading.local()  # .active: True on the pool's own threads
-_controller: threadpoolctl.ThreadpoolController | None = None
-# its BLAS libraries (the controller is a snapshot made once: selecting them at every engine call
-# cost 9-14 us of a batch-1 session's run, measured 2026-12-05, Intel Xeon, vgg-bn 458 -> 449 us,
-# MobileNetV2 x0.5 1297 -> 1283, alternated in one process)
-_blas_libs: list[Any] = []
+# the BLAS libraries threadpoolctl found, made once (after Numba's warm-up, see set_num_threads);
+# selecting them at every engine call cost 9-14 us of a batch-1 session's run, measured
+# 2026-12-05, Intel Xeon, vgg-bn 458 -> 449 us, MobileNetV2 x0.5 1297 -> 1283, alternated in one
+# process
+_blas_libs: list[Any] | None = None
 # engine_blas: how many engine calls are under way (nested ones count), and the BLAS threads each
 # library had before the outermost one
 _blas: dict[str, Any] = {"depth": 0, "saved": []}
@@ -136,12 +136,12 @@ def set_num_threads(n: int | None = None, wait_policy: str | None = None) -> dic
     if wait_policy is not None and wait_policy not in WAIT_POLICIES:
         raise ValueError(f"{owner}: wait_policy must be one of {WAIT_POLICIES}, got "
                          f"{wait_policy!r}")
-    global _controller
+    global _blas_libs
     with _lock:
         _warm_numba()
-        if _controller is None:
-            _controller = threadpoolctl.ThreadpoolController()
-            _blas_libs[:] = _controller.select(user_api="blas").lib_controllers
+        if _blas_libs is None:
+            _blas_libs = threadpoolctl.ThreadpoolController().select(
+                user_api="blas").lib_controllers
         if wait_policy is not None and wait_policy != _state["wait_policy"]:
             _stop_spinners()
             _state["wait_policy"] = wait_policy
@@ -276,7 +276,7 @@ def engine_blas() -> Iterator[None]:
     if getattr(_inside, "depth", 0):  # this thread is inside already: nothing to set or undo
         yield
         return
-    get_num_threads()  # the controller exists (made after Numba's warm-up, see set_num_threads)
+    get_num_threads()  # the BLAS libraries are found (after Numba's warm-up: set_num_threads)
     with _blas_lock:
         if _blas["depth"] == 0:
             allocator.engine_heap(True)

@@ -239,7 +239,7 @@ def forward_pooled(x: np.ndarray, weight_t: np.ndarray, bias: np.ndarray | None,
         n, channels, height, width = x.shape
     plane, out_channels, dtype = height * width, weight_t.shape[1], weight_t.dtype
     code = POOLED_ACTIVATIONS[activation]
-    b = np.zeros(out_channels, dtype) if bias is None else bias.reshape(out_channels)
+    b = bias_columns(bias, out_channels, dtype).reshape(out_channels)
     out = np.empty((n, out_channels), dtype)
 
     def block(s: slice) -> None:
