@@ -9,7 +9,8 @@ only call kernels, as an onnxruntime session runs the graph it planned when it w
 
 - each step of ``blocks.inference_plan``, its Conv2D -> BatchNorm2D pairs folded once;
 - each convolution's strategy for the frozen plan (``Conv2D.plan(shape, frozen=True)``), its
-  bias, and for Winograd the whole ``winograd.ForwardPlan`` (its weight transformed once);
+  bias, for Winograd the whole ``winograd.ForwardPlan`` (its weight transformed once), for the
+  tiled strategy its operands' layout (``tiled.tile_layout``, made once);
 - ResNet's and MobileNetV2's Residual blocks: the body's program with the shortcut joined in its
   last convolution's slices (``blocks.infer_with_skip``'s join), the shortcut's program;
 - MobileNetV2's fused block: its kernels' weights and geometry (``InvertedResidual.kernel_plan``).
@@ -42,6 +43,7 @@ from .blocks import (
     ResidualReLU,
     Step,
     add_skip,
+    frozen_tile_layout,
     frozen_transform,
     infer_step,
     infer_with_skip,
@@ -49,7 +51,7 @@ from .blocks import (
     pools_2x2,
 )
 from .containers import Residual, infer_child
-from .conv import direct, inverted_residual, pointwise, winograd
+from .conv import direct, inverted_residual, pointwise, tiled, winograd
 from .layers import Conv2D
 from .model import Sequential
 from .pooling import max_pool2d_values_into
@@ -263,10 +265,12 @@ def _conv_run(conv: Conv2D, shape: tuple[int, ...], relu: bool, x_last: bool = F
 
         return run_winograd
     strategy, groups, owner = plan.strategy, conv.groups, repr(conv)
+    extra = {"layout": frozen_tile_layout(conv, g)} if strategy is tiled else {}
 
     def run(x: np.ndarray, then: Any) -> np.ndarray:
         return strategy.forward(np.ascontiguousarray(x, dtype=dtype), weight, bias, g,
-                                groups=groups, owner=owner, keep=False, relu=relu, then=then)[0]
+                                groups=groups, owner=owner, keep=False, relu=relu, then=then,
+                                **extra)[0]
 
     return run
 

@@ -463,7 +463,8 @@ def test_fold_cases_bias_affine_and_batch_statistics(bias, affine, track):
 # ------------------------------------------------------- inference: Conv2D -> clipped activation
 @pytest.mark.parametrize("activation", ["ReLU6", "HardSigmoid", "HardSwish"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("strategy", ["im2col", "winograd", "depthwise", "pointwise", "direct"])
+@pytest.mark.parametrize("strategy",
+                         ["im2col", "winograd", "depthwise", "pointwise", "direct", "tiled"])
 def test_predict_fuses_a_clipped_activation_into_each_convolution_slice_bit_for_bit(
         activation, dtype, strategy):
     """predict applies ReLU6 / HardSigmoid / HardSwish in place to each slice its convolution
@@ -471,7 +472,8 @@ def test_predict_fuses_a_clipped_activation_into_each_convolution_slice_bit_for_
     from cnn_im2col import layers
 
     conv = {  # (layer, input shape): one per strategy that "auto" picks
-        "im2col": (Conv2D(5, 8, 3, stride=(2, 1), padding=1, dtype=dtype, seed=0), (5, 5, 12, 12)),
+        "im2col": (Conv2D(5, 8, 3, padding=1, dtype=dtype, seed=0), (5, 5, 12, 12)),
+        "tiled": (Conv2D(5, 8, 3, stride=(2, 1), padding=1, dtype=dtype, seed=0), (5, 5, 12, 12)),
         "direct": (Conv2D(3, 8, 3, stride=2, padding=1, dtype=dtype, seed=0), (5, 3, 12, 12)),
         "winograd": (Conv2D(8, 8, 3, padding=1, dtype=dtype, seed=0), (4, 8, 16, 16)),
         "depthwise": (Conv2D(8, 8, 3, padding=1, groups=8, dtype=dtype, seed=0), (5, 8, 9, 9)),

@@ -1,6 +1,6 @@
 """Convolution: the public forward/backward pair and the choice of strategy.
 
-Five strategies compute the same cross-correlation (as in PyTorch and Eq. 8.20), each in its own
+Six strategies compute the same cross-correlation (as in PyTorch and Eq. 8.20), each in its own
 module with its forward/backward pair, its cache type and its Numba kernels:
 
 - ``conv/im2col.py``: im2col + GEMM, any kernel, stride, padding, dilation and groups; with
@@ -8,6 +8,10 @@ module with its forward/backward pair, its cache type and its Numba kernels:
 - ``conv/depthwise.py``: direct kernels for ``groups == C == O`` (no im2col matrix);
 - ``conv/pointwise.py``: a 1x1 kernel without padding or groups, one GEMM per sample from NCHW
   into NCHW (no im2col matrix, no layout passes);
+- ``conv/direct.py``: a 3x3 or 5x5 kernel of at most 4 input channels (a first layer), from the
+  input's phase planes four output maps at a time;
+- ``conv/tiled.py``: any other strided kernel larger than 1x1 (groups 1), a tile of output pixels
+  x output channels held in vector registers over the taps (no im2col matrix);
 - ``conv/dilated.py``: a dilated stride-1 convolution as the undilated one of its polyphase
   components, by Winograd, where Winograd pays for those;
 - ``conv/winograd.py``: F(4x4, 3x3) or F(2x2, 5x5) for 3x3 or 5x5 kernels with stride 1,
@@ -39,7 +43,7 @@ from ..shapes import (
     dilated_geometry,
     pair,
 )
-from . import depthwise, dilated, direct, im2col, pointwise, winograd
+from . import depthwise, dilated, direct, im2col, pointwise, tiled, winograd
 
 # how a "numba" convolution is lowered to GEMMs: "auto" picks (see ``choose``)
 ALGORITHMS = ("auto", "im2col", "winograd")
@@ -49,10 +53,16 @@ ALGORITHMS = ("auto", "im2col", "winograd")
 _DEPTHWISE_DIRECT = True
 # 1x1 kernels without padding or groups: one GEMM per sample (conv/pointwise.py) instead of im2col
 _POINTWISE_DIRECT = True
-# 3x3 and 5x5 kernels of at most direct.MAX_CHANNELS input channels, and strided 3x3 kernels of at
-# most direct.MAX_STRIDED_CHANNELS, under "auto": computed from the input's phase planes
-# (conv/direct.py) instead of through a K*K*C-row im2col matrix
+# 3x3 and 5x5 kernels of at most direct.MAX_CHANNELS input channels under "auto": computed from the
+# input's phase planes (conv/direct.py) instead of through a K*K*C-row im2col matrix
 _FEW_CHANNELS_DIRECT = True
+# other strided kernels larger than 1x1 (groups 1) under "auto": in register tiles (conv/tiled.py)
+# instead of through an im2col matrix as costly to copy as its short GEMM. Measured 2026-12-05,
+# Intel Xeon, 2 threads, 3x3 stride 2 pad 1, forward with ReLU, us, (N, C, H=W, O), im2col / the
+# direct kernel / tiled: (64, 16, 32, 32) 1966-2172 / 1526-1549 / 754-794; (64, 32, 16, 64)
+# 1304-1312 / - / 634-649; (64, 8, 32, 16) 1007 / 603 / 551; (64, 24, 32, 48) 3398 / 3177 / 2210;
+# (1, 32, 16, 64) 77-79 / - / 49-52 (its operands laid out once, as a session does)
+_STRIDED_TILED = True
 
 # "auto" takes Winograd when both channel counts, both output sides and the batch's output pixels
 # per map (N*OH*OW) reach these. Below them, the transforms' passes over the data and the GEMMs'
@@ -114,8 +124,8 @@ def choose(
     """The strategy for a convolution of ``batch`` samples of ``in_channels`` channels with a weight
     of ``weight_shape`` and geometry ``g`` (arguments already validated): depthwise where groups ==
     C == O (numba), pointwise for a 1x1 kernel without padding, dilation or groups (numba), direct
-    for a 3x3 or 5x5 kernel of at most ``direct.MAX_CHANNELS`` input channels or an undilated
-    strided 3x3 kernel of at most ``direct.MAX_STRIDED_CHANNELS``, groups 1 ("auto"),
+    for a 3x3 or 5x5 kernel of at most ``direct.MAX_CHANNELS`` input channels, groups 1 ("auto"),
+    tiled for any other strided kernel larger than 1x1, groups 1 ("auto"),
     Winograd where ``algorithm`` asks for it or ``"auto"`` finds it applies and pays
     (``winograd_pays``: at least 8 input and output channels per group, an output of at least
     4x4 and, unless ``frozen``, 512 output pixels per map in the batch), im2col elsewhere. Raises
@@ -131,6 +141,9 @@ def choose(
     if (algorithm == "auto" and backend == "numba" and _FEW_CHANNELS_DIRECT
             and direct.supports(weight_shape, g, groups)):
         return direct
+    if (algorithm == "auto" and backend == "numba" and _STRIDED_TILED
+            and tiled.supports(weight_shape, g, groups)):
+        return tiled
     if (algorithm == "auto" and backend == "numba" and dilated.supports(weight_shape, g, groups)
             and winograd_pays(weight_shape[1], weight_shape[0] // groups,
                               dilated.inner_geometry(g), batch * g.dy * g.dx)):

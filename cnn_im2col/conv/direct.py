@@ -1,8 +1,7 @@
 """The direct strategy of a 3x3 or 5x5 convolution with few input channels (a network's RGB or
-grayscale first layer), or of a strided 3x3 convolution with up to 24 (a ResNet's first of a
-stage, see ``MAX_STRIDED_CHANNELS``): its forward computed straight from the input's phase
-planes, four output maps at a time, with no im2col matrix; its backward is im2col's, that matrix
-rebuilt slice by slice from the kept input.
+grayscale first layer): its forward computed straight from the input's phase planes, four output
+maps at a time, with no im2col matrix; its backward is im2col's, that matrix rebuilt slice by slice
+from the kept input.
 
 With C <= ``MAX_CHANNELS`` input channels the im2col matrix has only K*K*C rows: its GEMM has an
 inner axis of 27 for an RGB 3x3 kernel (25 for LeNet's grayscale 5x5), and the strategy's time
@@ -16,8 +15,12 @@ multiply-adds. Measured 2026-12-04, Intel Xeon, 2 threads, batch 64, forward ms,
 at inference and 0.99-1.12 / 0.42-0.55 in training (which keeps no matrix now: the backward's
 rebuild costs 0.0-0.4 ms of that back). The backward rebuilds it in slices of as many samples as
 keep it in cache, not in im2col's one-sample slices of large maps: ResNet-20's 3 -> 16 stem at
-batch 64, weight gradient only, 3.2-3.8 -> 1.45-1.51 ms (2026-12-04, Intel Xeon, 2 threads). The
-im2col strategy is this one's slow twin; the tests hold them equal to rounding.
+batch 64, weight gradient only, 3.2-3.8 -> 1.45-1.51 ms (2026-12-04, Intel Xeon, 2 threads). With
+more channels, a strided convolution takes the tiled strategy (``conv/tiled.py``), which this one
+also beat for these few-channel layers (2026-12-05, Intel Xeon, 2 threads, batch 64 (32 for the
+64x64 one), forward with ReLU, us, direct / tiled: 3 -> 16 at 32x32 691 / 1102; 1 -> 20 5x5 at
+28x28 511 / 746; 3 -> 16 stride 2 at 64x64 516 / 671). The im2col strategy is this one's slow
+twin; the tests hold them equal to rounding.
 """
 
 from __future__ import annotations
@@ -34,23 +37,11 @@ from ..shapes import WindowGeometry
 from .depthwise import split_phases, tap_base, taps
 from .im2col import Im2colCache, backward, bias_columns
 
-__all__ = ["MAX_CHANNELS", "MAX_STRIDED_CHANNELS", "backward", "direct_forward",
+__all__ = ["MAX_CHANNELS", "backward", "direct_forward",
            "direct_forward_pool2", "forward", "forward_relu_pool2", "supports"]
 
 #: input channels up to which a 3x3 or 5x5 convolution (groups 1) takes this strategy under "auto"
 MAX_CHANNELS = 4
-#: input channels up to which an undilated 3x3 convolution of stride 2 or more does. Its im2col
-#: matrix then has 9C <= 216 rows and a quarter of the input's columns: copying it costs as much as
-#: its GEMM, which is short. Measured 2026-12-04, Intel Xeon, 2 threads, stride 2, padding 1,
-#: im2col / direct ms, training forward, backward (the matrix rebuilt from x), forward with
-#: training=False; (N, C, H=W, O): (64, 8, 32, 16) 1.17-1.24 / 0.77-1.13, 1.32-1.35 / 1.48-2.55,
-#: 1.10-1.22 / 0.68-1.05;
-#: (64, 16, 32, 32) (ResNet-20's) 3.02-3.13 / 1.95-1.97, 3.13 / 3.36, 2.49-2.76 / 1.90-1.95;
-#: (64, 24, 32, 48) 5.51 / 3.93-3.98, 5.87-5.99 / 5.90-5.96, 4.50-4.59 / 3.78; (64, 16, 16, 32)
-#: 0.90-0.95 / 0.81-0.85, 0.97 / 1.05-1.08, 0.80-0.82 / 0.74; (1, 16, 32, 32) 0.074-0.076 /
-#: 0.077-0.078. With 32 channels im2col's longer GEMM won: (32, 32, 32, 64) 2.78-2.90 / 3.33-3.36
-#: forward, (64, 32, 16, 64) 1.58-1.63 / 2.63-2.87.
-MAX_STRIDED_CHANNELS = 24
 
 _GROUP = 4  # output maps accumulated together
 
@@ -226,15 +217,9 @@ def direct_forward_pool2(x, w, sy, sx, dy, dx, pt, pl, bias, oh_count, ow_count,
 
 def supports(weight_shape: tuple[int, ...], g: WindowGeometry, groups: int) -> bool:
     """Whether a convolution may take this strategy: groups 1 and a 3x3 or 5x5 kernel of at most
-    ``MAX_CHANNELS`` input channels, or an undilated 3x3 kernel of stride 2 or more in both axes
-    and at most ``MAX_STRIDED_CHANNELS``."""
-    if groups != 1:
-        return False
-    kernel, channels = tuple(weight_shape[2:]), weight_shape[1]
-    if kernel in ((3, 3), (5, 5)) and channels <= MAX_CHANNELS:
-        return True
-    return (kernel == (3, 3) and channels <= MAX_STRIDED_CHANNELS and min(g.sy, g.sx) >= 2
-            and (g.dy, g.dx) == (1, 1))
+    ``MAX_CHANNELS`` input channels (any stride, padding and dilation)."""
+    return (groups == 1 and tuple(weight_shape[2:]) in ((3, 3), (5, 5))
+            and weight_shape[1] <= MAX_CHANNELS)
 
 
 def forward(

@@ -1,0 +1,343 @@
+"""The tiled strategy of a strided convolution: a direct kernel that keeps a tile of P output
+pixels x L output channels in vector registers while it runs over the taps, with no im2col matrix.
+
+For output pixel q (of a sample) and output channel o,
+
+    out[o, q] = bias[o] + sum_t W[o, t] * xp[base[q] + offset[t]]
+
+where ``xp`` is the sample's input with its padding made real (zeros), ``t = (c*KH + i)*KW + j``
+runs over the K = C*KH*KW taps, ``offset[t] = c*Hp*Wp + i*DY*Wp + j*DX`` and ``base[q] =
+oh*SY*Wp + ow*SX``. For a tile, each tap loads one vector of L weights (``W.T``'s row t, so the
+channels are contiguous) and P input values, and does P vector multiply-adds: the P x L sums stay in
+registers from the first tap to the last, as oneDNN's and XNNPACK's direct kernels keep theirs. The
+tile is written in LLVM IR (``_tile``, a Numba intrinsic) because Numba's loops cannot hold vectors
+in registers across a loop (its SLP vectoriser is off, for miscompilations); LLVM lowers the L-wide
+vectors to whatever the CPU has (16 or 8 float32 lanes a register).
+
+Why: a strided convolution's im2col matrix has K rows and a quarter of the input's columns, so
+copying it costs about as much as its GEMM, which is short (O rows). Measured 2026-12-05, Intel Xeon
+(AVX-512), one thread, batch 64, 3x3 stride 2 pad 1, forward with ReLU: (C, H, O) (16, 32, 32)
+im2col + GEMM + epilogue 40 us a sample, this kernel 15.8 (PyTorch on one thread 23); (32, 16, 64)
+37 -> 14.2.
+
+The backward is im2col's, its matrix rebuilt slice by slice from the kept input (as the direct
+strategy's). The im2col strategy is this one's slow twin: the tests hold them equal to rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import llvmlite.binding as llvm
+import numba as nb
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .. import threads as _threads
+from ..arrays import cache_slices
+from ..arrays import unsigned as _u
+from ..shapes import WindowGeometry
+from .im2col import Im2colCache, backward
+from .im2col import forward as im2col_forward
+
+__all__ = ["TileLayout", "backward", "forward", "pad_into", "run_tiles", "supports", "tile_layout",
+           "tile_shape", "tiled_forward"]
+
+
+def supports(weight_shape: tuple[int, ...], g: WindowGeometry, groups: int) -> bool:
+    """Whether a convolution takes this strategy (under "auto", numba): groups 1, a kernel larger
+    than 1x1, a stride of 2 or more in either axis."""
+    return groups == 1 and tuple(weight_shape[2:]) != (1, 1) and max(g.sy, g.sx) >= 2
+
+
+def _wide_vectors() -> bool:
+    """Whether the CPU Numba compiles for has 512-bit vectors (32 registers of 16 float32)."""
+    return bool(llvm.get_host_cpu_features().get("avx512f", False))
+
+
+# the register tile, P pixels x L lanes (float32; float64 has L // 2): 16 of the 32 registers of
+# 16 float32 hold the sums with AVX-512 (measured, (C, H, O) (16, 32, 32), one thread: 4 x 32 70
+# GMAC/s, 8 x 32 80; (32, 16, 64): 4 x 32 52, 8 x 32 71, 4 x 64 83), 8 of the 16 registers of 8
+# float32 without
+_WIDE = (8, 32)
+_NARROW = (4, 16)
+
+
+def tile_shape(dtype: np.dtype) -> tuple[int, int]:
+    """(P, L): the pixels and the output channels of a tile for ``dtype`` on this CPU."""
+    pixels, lanes = _WIDE if _WIDE_VECTORS else _NARROW
+    return pixels, lanes if np.dtype(dtype) == np.float32 else lanes // 2
+
+
+_WIDE_VECTORS = _wide_vectors()
+
+
+# --------------------------------------------------------------------------- the tile, in LLVM IR
+
+
+def _make_tile(pixels: int, lanes: int):
+    """The intrinsic ``tile(xf, bases, q0, npix, offsets, wf, ob, bias, relu, tmp)`` of a tile of
+    ``pixels`` x ``lanes``: ``tmp[p*lanes + l] = f(bias[ob + l] + sum_t wf[t*Lp + ob + l] *
+    xf[bases[q0 + p] + offsets[t]])`` for every p and l (f = ReLU if ``relu``), Lp =
+    ``bias.shape[0]``, the weight's row length (a multiple of ``lanes``). A pixel p >= npix is
+    computed on pixel q0's input (in bounds; the caller does not copy it out)."""
+
+    @intrinsic
+    def tile(typingctx, xf, bases, q0, npix, offsets, wf, ob, bias, relu, tmp):
+        sig = types.void(xf, bases, q0, npix, offsets, wf, ob, bias, relu, tmp)
+
+        def codegen(context, builder, signature, args):
+            xf_v, bases_v, q0_v, npix_v, off_v, wf_v, ob_v, bias_v, relu_v, tmp_v = args
+            arrays = {i: context.make_array(signature.args[i])(context, builder, args[i])
+                      for i in (0, 1, 4, 5, 7, 9)}
+            xp, basep, offp, wp, bp, tp = (arrays[i].data for i in (0, 1, 4, 5, 7, 9))
+            taps = cgutils.unpack_tuple(builder, arrays[4].shape, 1)[0]
+            row = cgutils.unpack_tuple(builder, arrays[7].shape, 1)[0]
+            ft = context.get_data_type(signature.args[0].dtype)
+            vt = ir.VectorType(ft, lanes)
+            i64, i32 = ir.IntType(64), ir.IntType(32)
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vt, [vt] * 3),
+                f"llvm.fmuladd.v{lanes}{'f32' if ft == ir.FloatType() else 'f64'}")
+
+            def const(v: int) -> ir.Constant:
+                return ir.Constant(i64, v)
+
+            def vector_at(ptr, index):
+                return builder.gep(builder.bitcast(builder.gep(ptr, [index]), vt.as_pointer()),
+                                   [const(0)])
+
+            start = builder.load(vector_at(bp, ob_v), align=1)
+            pixel_bases = []
+            for p in range(pixels):
+                q = builder.select(builder.icmp_signed("<", const(p), npix_v),
+                                   builder.add(q0_v, const(p)), q0_v)
+                pixel_bases.append(builder.load(builder.gep(basep, [q])))
+            entry = builder.basic_block
+            loop = builder.append_basic_block("tile.taps")
+            done = builder.append_basic_block("tile.done")
+            builder.cbranch(builder.icmp_signed(">", taps, const(0)), loop, done)
+
+            # the taps: one vector of weights and a value per pixel each, the sums in registers
+            builder.position_at_end(loop)
+            t = builder.phi(i64)
+            t.add_incoming(const(0), entry)
+            sums = [builder.phi(vt) for _ in range(pixels)]
+            for s in sums:
+                s.add_incoming(start, entry)
+            offset = builder.load(builder.gep(offp, [t]))
+            weights = builder.load(vector_at(wp, builder.add(builder.mul(t, row), ob_v)), align=1)
+            undef = ir.Constant(vt, ir.Undefined)
+            broadcast = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+            summed = []
+            for p, s in enumerate(sums):
+                value = builder.load(builder.gep(xp, [builder.add(pixel_bases[p], offset)]))
+                splat = builder.shuffle_vector(
+                    builder.insert_element(undef, value, ir.Constant(i32, 0)), undef, broadcast)
+                summed.append(builder.call(fma, [splat, weights, s]))
+            t_next = builder.add(t, const(1))
+            last = builder.basic_block
+            t.add_incoming(t_next, last)
+            for s, s_next in zip(sums, summed):
+                s.add_incoming(s_next, last)
+            builder.cbranch(builder.icmp_signed("<", t_next, taps), loop, done)
+
+            # ReLU as the other epilogues take it: v if v > 0 else 0 (a NaN becomes 0)
+            builder.position_at_end(done)
+            totals = [builder.phi(vt) for _ in summed]  # (phi nodes lead their block)
+            for total, s_next in zip(totals, summed):
+                total.add_incoming(start, entry)
+                total.add_incoming(s_next, last)
+            zero = ir.Constant(vt, [0.0] * lanes)
+            use_relu = builder.icmp_unsigned("!=", relu_v, ir.Constant(relu_v.type, 0))
+            for p, total in enumerate(totals):
+                clipped = builder.select(builder.fcmp_ordered(">", total, zero), total, zero)
+                builder.store(builder.select(use_relu, clipped, total),
+                              vector_at(tp, const(p * lanes)), align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+_tile_wide32 = _make_tile(*_WIDE)
+_tile_wide64 = _make_tile(_WIDE[0], _WIDE[1] // 2)
+_tile_narrow32 = _make_tile(*_NARROW)
+_tile_narrow64 = _make_tile(_NARROW[0], _NARROW[1] // 2)
+
+
+# --------------------------------------------------------------------------- the kernels
+
+
+@nb.njit(cache=True, nogil=True)
+def pad_into(x, pt, pl, xp):
+    """``xp[n, c, pt + h, pl + w] = x[n, c, h, w]`` where it fits, every other cell of ``xp`` 0
+    (written whole). x: (N, C, H, W); xp: (N, C, Hp, Wp), Hp > pt and Wp > pl (the rows and
+    columns past the convolution's last window are left out)."""
+    n_count, c_count, height, width = x.shape
+    hp, wp = xp.shape[2], xp.shape[3]
+    used = min(width, wp - pl)  # columns past the last window are never read
+    zero = xp.dtype.type(0)
+    xf = x.reshape(x.size)
+    pf = xp.reshape(xp.size)
+    for plane in range(n_count * c_count):
+        for r in range(hp):
+            d = (plane * hp + r) * wp
+            h = r - pt
+            if h < 0 or h >= height:
+                for v in range(wp):
+                    pf[_u(d + v)] = zero
+                continue
+            src = (plane * height + h) * width
+            for v in range(pl):
+                pf[_u(d + v)] = zero
+            for v in range(used):
+                pf[_u(d + pl + v)] = xf[_u(src + v)]
+            for v in range(pl + used, wp):
+                pf[_u(d + v)] = zero
+
+
+@nb.njit(cache=True, nogil=True)
+def tiled_forward(x, pt, pl, padded_shape, offsets, pix, wt, bias, relu, channels_last, out):
+    """The convolution of samples ``x`` (N, C, H, W) in tiles (see the module's docstring), each
+    sample padded first (``pad_into``) into a buffer of ``padded_shape`` (C, Hp, Wp) that stays in
+    cache: ``offsets`` (K,) each tap's offset in it, ``pix`` (OH*OW,) each output pixel's base,
+    ``wt`` (K, Lp) the weight as (C*KH*KW, O) with its columns padded with zeros to Lp (a multiple
+    of the tile's lanes), ``bias`` (Lp,) likewise. ``out`` (written whole, ReLU'd if ``relu``):
+    (N, O, OH*OW) NCHW, or (N, OH*OW, O) if ``channels_last``."""
+    plane, padded = pix.shape[0], bias.shape[0]
+    out_channels = out.shape[2] if channels_last else out.shape[1]
+    xp = np.empty((1, padded_shape[0], padded_shape[1], padded_shape[2]), dtype=x.dtype)
+    xf = xp.reshape(xp.size)
+    wf = wt.reshape(wt.size)
+    pixels = _WIDE[0] if _WIDE_VECTORS else _NARROW[0]
+    lanes = _WIDE[1] if _WIDE_VECTORS else _NARROW[1]
+    if x.itemsize == 8:
+        lanes //= 2
+    tmp = np.empty(pixels * lanes, dtype=x.dtype)
+    for n in range(x.shape[0]):
+        pad_into(x[n : n + 1], pt, pl, xp)
+        for q0 in range(0, plane, pixels):
+            npix = min(pixels, plane - q0)
+            for ob in range(0, padded, lanes):
+                if _WIDE_VECTORS and x.itemsize == 4:
+                    _tile_wide32(xf, pix, q0, npix, offsets, wf, ob, bias, relu, tmp)
+                elif _WIDE_VECTORS:
+                    _tile_wide64(xf, pix, q0, npix, offsets, wf, ob, bias, relu, tmp)
+                elif x.itemsize == 4:
+                    _tile_narrow32(xf, pix, q0, npix, offsets, wf, ob, bias, relu, tmp)
+                else:
+                    _tile_narrow64(xf, pix, q0, npix, offsets, wf, ob, bias, relu, tmp)
+                nlanes = min(lanes, out_channels - ob)
+                if npix == pixels and nlanes == lanes:  # a whole tile: loops of fixed length
+                    _copy_tile(tmp, out, n, q0, ob, pixels, lanes, channels_last)
+                elif channels_last:
+                    for p in range(npix):
+                        dst = out[n, q0 + p]
+                        for lane in range(nlanes):
+                            dst[ob + lane] = tmp[p * lanes + lane]
+                else:
+                    for lane in range(nlanes):
+                        dst = out[n, ob + lane]
+                        for p in range(npix):
+                            dst[q0 + p] = tmp[p * lanes + lane]
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _copy_tile(tmp, out, n, q0, ob, pixels, lanes, channels_last):
+    """A whole tile (``pixels`` x ``lanes``, both constants where inlined) out of ``tmp``."""
+    if channels_last:
+        for p in range(pixels):
+            dst = out[n, q0 + p]
+            for lane in range(lanes):
+                dst[_u(ob + lane)] = tmp[_u(p * lanes + lane)]
+    else:
+        for lane in range(lanes):
+            dst = out[n, ob + lane]
+            for p in range(pixels):
+                dst[_u(q0 + p)] = tmp[_u(p * lanes + lane)]
+
+
+# --------------------------------------------------------------------------- the strategy
+
+
+class TileLayout(NamedTuple):
+    """A convolution's operands as ``tiled_forward`` takes them, for one weight and geometry."""
+
+    weight: np.ndarray  # (C*KH*KW, Lp): W.T, its columns padded with zeros
+    bias: np.ndarray  # (Lp,)
+    offsets: np.ndarray  # (C*KH*KW,) int64: each tap's offset in a padded sample
+    pixels: np.ndarray  # (OH*OW,) int64: each output pixel's first tap's offset
+    padded_shape: tuple[int, int, int]  # (C, Hp, Wp)
+
+
+def tile_layout(weight: np.ndarray, bias: np.ndarray | None, g: WindowGeometry) -> TileLayout:
+    """``weight`` (O, C, KH, KW) and its tied ``bias`` (O,) or None laid out for ``g``."""
+    out_channels, channels, kh, kw = weight.shape
+    lanes = tile_shape(weight.dtype)[1]
+    padded = -(-out_channels // lanes) * lanes
+    wt = np.zeros((channels * kh * kw, padded), dtype=weight.dtype)
+    wt[:, :out_channels] = weight.reshape(out_channels, -1).T
+    b = np.zeros(padded, dtype=weight.dtype)
+    if bias is not None and bias.ndim == 1:  # (an untied bias runs im2col's forward instead)
+        b[:out_channels] = bias
+    hp = (g.oh - 1) * g.sy + (kh - 1) * g.dy + 1  # the rows the windows read, padding included
+    wp = (g.ow - 1) * g.sx + (kw - 1) * g.dx + 1
+    taps = (np.arange(channels)[:, None, None] * (hp * wp)
+            + np.arange(kh)[None, :, None] * (g.dy * wp) + np.arange(kw)[None, None, :] * g.dx)
+    pixels = np.arange(g.oh)[:, None] * (g.sy * wp) + np.arange(g.ow)[None, :] * g.sx
+    return TileLayout(wt, b, taps.reshape(-1).astype(np.int64),
+                      pixels.reshape(-1).astype(np.int64), (channels, hp, wp))
+
+
+def run_tiles(x: np.ndarray, layout: TileLayout, g: WindowGeometry, relu: bool,
+              out: np.ndarray, channels_last: bool = False) -> None:
+    """``tiled_forward`` on samples ``x`` (n, C, H, W) C-contiguous; ``out``: (n, O, OH*OW), or
+    (n, OH*OW, O) if ``channels_last``."""
+    tiled_forward(x, g.top, g.left, layout.padded_shape, layout.offsets, layout.pixels,
+                  layout.weight, layout.bias, relu, channels_last, out)
+
+
+def forward(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    g: WindowGeometry,
+    *,
+    groups: int = 1,
+    backend: str = "numba",
+    owner: str = "conv2d",
+    keep: bool = True,
+    relu: bool = False,
+    then: Callable[[slice, np.ndarray], None] | None = None,
+    layout: TileLayout | None = None,
+) -> tuple[np.ndarray, Im2colCache]:
+    """``conv2d_forward``'s tiled strategy on checked arguments (as ``conv.im2col.forward``;
+    ``groups`` is 1, ``backend`` numba). The cache is im2col's with the input kept (``keep`` does
+    not apply): ``backward`` (im2col's) rebuilds each slice's matrix from it. An untied bias runs
+    im2col's forward. ``layout``: ``tile_layout(weight, bias, g)``, made once by a caller whose
+    weight does not change (a session's)."""
+    if bias is not None and bias.ndim != 1:
+        return im2col_forward(x, weight, bias, g, owner=owner, keep=keep, relu=relu, then=then)
+    n, out_channels = x.shape[0], weight.shape[0]
+    if layout is None:
+        layout = tile_layout(weight, bias, g)
+    out = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
+    out3 = out.reshape(n, out_channels, g.oh * g.ow)
+
+    def block(s: slice) -> None:
+        run_tiles(x[s], layout, g, relu, out3[s])
+        if then is not None:
+            then(s, out[s])
+
+    _threads.parallel_map(block, _threads.split(n, min(n, 4 * _threads.get_num_threads())))
+    # backward's slices, in which it rebuilds the matrix: as many samples as keep it in cache
+    slices = cache_slices(n, x.shape[1] * g.kh * g.kw * g.oh * g.ow * x.itemsize)
+    cache = Im2colCache(x.shape, weight, None if bias is None else bias.shape, g, 1, "numba",
+                        owner, None, x, slices, out if relu else None)
+    return out, cache

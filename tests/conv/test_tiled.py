@@ -1,0 +1,166 @@
+"""The tiled strategy of a strided convolution (``conv/tiled.py``) equals its twin, the im2col
+path, and the oracle, on drawn shapes, kernels, strides, dilations, paddings, biases, dtypes and
+layouts, with and without the fused ReLU and a per-slice ``then``, and whatever the tile's
+remainders (pixels past the last whole tile, output channels past the last whole vector); its
+channels-last output holds the same values; its backward (im2col's, from the kept input) passes a
+float64 finite-difference check; ``choose`` takes it for exactly the convolutions it supports,
+under ``algorithm="auto"``."""
+
+import numpy as np
+import pytest
+from conftest import in_memory_order, tolerance
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cnn_im2col import conv
+from cnn_im2col import functional as F
+from cnn_im2col.conv import direct, tiled
+from cnn_im2col.shapes import dilated_geometry
+from conv.cases import check_conv_gradients, oracle_conv
+
+
+@st.composite
+def strided_cases(draw):
+    """A convolution the tiled strategy takes under "auto": groups 1, a kernel larger than 1x1
+    (not a few-channel 3x3 or 5x5 one, which the direct strategy takes), a stride of 2 or more in
+    at least one axis; up to 70 output channels (more than two vectors of 32 float32 lanes)."""
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    if (kh, kw) == (1, 1):
+        kw = 2
+    few = direct.MAX_CHANNELS if (kh, kw) in ((3, 3), (5, 5)) else 0
+    n, c, o = draw(st.integers(1, 3)), draw(st.integers(few + 1, few + 9)), draw(st.integers(1, 70))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(2, 3)))
+    if draw(st.booleans()):
+        stride = stride[::-1]
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    h = draw(st.integers(max(1, (kh - 1) * dilation[0] + 1 - 2 * padding[0]), 14))
+    w = draw(st.integers(max(1, (kw - 1) * dilation[1] + 1 - 2 * padding[1]), 14))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    bias_mode = draw(st.sampled_from(["tied", "untied", None]))
+    g = dilated_geometry(h, w, (kh, kw), stride, dilation, padding, "test")
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    weight = rng.standard_normal((o, c, kh, kw)).astype(dtype)
+    bias = {"tied": rng.standard_normal(o), "untied": rng.standard_normal((o, g.oh, g.ow)),
+            None: None}[bias_mode]
+    bias = None if bias is None else bias.astype(dtype)
+    dout = rng.standard_normal((n, o, g.oh, g.ow)).astype(dtype)
+    order = draw(st.sampled_from(["C", "F", "strided"]))
+    return x, weight, bias, stride, padding, dilation, dout, order
+
+
+@given(case=strided_cases(), relu=st.booleans(), input_grad=st.booleans())
+def test_the_tiled_kernel_equals_the_im2col_path_and_the_oracle(case, relu, input_grad):
+    x, weight, bias, stride, padding, dilation, dout, order = case
+    rtol, atol = tolerance(x.dtype)
+    kw = {"stride": stride, "padding": padding, "dilation": dilation, "relu": relu}
+    results = []
+    for algorithm in ("auto", "im2col"):
+        seen = []
+
+        def then(s, out_slice, seen=seen):  # each slice once, right after it is written
+            seen.append((s.start, s.stop, out_slice.copy()))
+
+        out, cache = F.conv2d_forward(in_memory_order(x, order), weight, bias,
+                                      algorithm=algorithm, then=then, **kw)
+        results.append((out, *F.conv2d_backward(dout, cache, input_grad=input_grad)))
+        starts = sorted((start, stop) for start, stop, _ in seen)
+        assert [a for a, _ in starts] == [0] + [b for _, b in starts[:-1]]
+        assert starts[-1][1] == x.shape[0]
+        for start, stop, values in seen:
+            np.testing.assert_array_equal(values, out[start:stop])
+    assert conv.choose("auto", "numba", weight.shape, dilated_geometry(
+        x.shape[2], x.shape[3], weight.shape[2:], stride, dilation, padding, "t"), 1,
+        x.shape[1], x.shape[0], "t") is tiled
+    for a, b in zip(*results):
+        if a is None:
+            assert b is None
+        else:
+            np.testing.assert_allclose(a, b, rtol, atol)
+    if not relu:
+        ref_out, _, ref_dw = oracle_conv(x, weight, bias, stride, padding, dilation, 1, dout)
+        np.testing.assert_allclose(results[0][0], ref_out, rtol, atol)
+        np.testing.assert_allclose(results[0][2], ref_dw, rtol, atol)
+
+
+@given(case=strided_cases(), relu=st.booleans())
+def test_channels_last_tiles_hold_the_nchw_values(case, relu):
+    """``run_tiles`` writing (N, OH*OW, O) gives the NCHW output's values bit for bit (the same
+    sums; only where they are copied differs)."""
+    x, weight, bias, stride, padding, dilation, _, _ = case
+    if bias is not None and bias.ndim != 1:
+        bias = None  # an untied bias runs im2col's forward
+    g = dilated_geometry(x.shape[2], x.shape[3], weight.shape[2:], stride, dilation, padding, "t")
+    layout = tiled.tile_layout(weight, bias, g)
+    n, o = x.shape[0], weight.shape[0]
+    nchw = np.full((n, o, g.oh * g.ow), np.nan, dtype=x.dtype)
+    last = np.full((n, g.oh * g.ow, o), np.nan, dtype=x.dtype)
+    tiled.run_tiles(x, layout, g, relu, nchw)
+    tiled.run_tiles(x, layout, g, relu, last, channels_last=True)
+    np.testing.assert_array_equal(last, nchw.transpose(0, 2, 1))
+    want = tiled.forward(x, weight, bias, g, relu=relu)[0]
+    np.testing.assert_array_equal(nchw.reshape(want.shape), want)
+
+
+def test_a_nan_stays_in_its_own_sample():
+    """A NaN in one sample's input reaches that sample's outputs only (and the ReLU makes it 0, as
+    the other strategies' epilogues do); the padding the kernel makes is zeros, never a
+    neighbour's values."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 9, 10, 10)).astype(np.float32)
+    weight = rng.standard_normal((40, 9, 3, 3)).astype(np.float32)
+    g = dilated_geometry(10, 10, (3, 3), (2, 2), (1, 1), (1, 1), "t")
+    x[1, 4, 0, 0] = np.nan
+    out = tiled.forward(x, weight, None, g)[0]
+    assert np.isnan(out[1]).any()
+    assert np.isfinite(out[[0, 2]]).all()
+    relu_out = tiled.forward(x, weight, None, g, relu=True)[0]
+    assert np.isfinite(relu_out).all()
+    clean = tiled.forward(np.nan_to_num(x[[0, 2]]), weight, None, g)[0]
+    np.testing.assert_array_equal(out[[0, 2]], clean)
+
+
+@pytest.mark.parametrize("bias_mode", ["tied", "untied", None])
+def test_tiled_gradcheck_float64(bias_mode):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 11, 7, 8))
+    weight = rng.standard_normal((6, 11, 3, 3))
+    bias = {"tied": rng.standard_normal(6), "untied": rng.standard_normal((6, 4, 4)),
+            None: None}[bias_mode]
+    cache = check_conv_gradients(x, weight, bias, stride=2, padding=1, relu=True)
+    assert conv.choose("auto", "numba", weight.shape, cache.geometry, 1, 11, 2, "t") is tiled
+
+
+def test_tiled_gradcheck_float64_dilated_rectangular():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 9, 8))
+    weight = rng.standard_normal((5, 3, 2, 3))
+    cache = check_conv_gradients(x, weight, rng.standard_normal(5), stride=(3, 2),
+                                 padding=(1, 2), dilation=(2, 1))
+    assert conv.choose("auto", "numba", weight.shape, cache.geometry, 1, 3, 2, "t") is tiled
+
+
+def test_choose_takes_the_tiled_kernel_for_strided_kernels_larger_than_1x1_under_auto_only():
+    s2 = dilated_geometry(32, 32, (3, 3), (2, 2), (1, 1), (1, 1), "t")
+    assert conv.choose("auto", "numba", (32, 16, 3, 3), s2, 1, 16, 64, "t") is tiled
+    assert conv.choose("auto", "numba", (64, 32, 3, 3), s2, 1, 32, 1, "t") is tiled
+    assert conv.choose("auto", "numba", (64, 32, 3, 3), s2, 1, 32, 1, "t", frozen=True) is tiled
+    assert conv.choose("im2col", "numba", (32, 16, 3, 3), s2, 1, 16, 64, "t") is conv.im2col
+    assert conv.choose("auto", "numpy", (32, 16, 3, 3), s2, 1, 16, 64, "t") is conv.im2col
+    assert conv.choose("auto", "numba", (32, 8, 3, 3), s2, 2, 16, 64, "t") is conv.im2col  # groups
+    assert conv.choose("auto", "numba", (16, 3, 3, 3), s2, 1, 3, 64, "t") is direct  # few channels
+    s21 = dilated_geometry(32, 32, (3, 3), (2, 1), (1, 1), (1, 1), "t")  # one axis strided
+    assert conv.choose("auto", "numba", (32, 16, 3, 3), s21, 1, 16, 64, "t") is tiled
+    s2d = dilated_geometry(32, 32, (3, 3), (2, 2), (2, 2), (2, 2), "t")  # dilated
+    assert conv.choose("auto", "numba", (32, 16, 3, 3), s2d, 1, 16, 64, "t") is tiled
+    g1 = dilated_geometry(32, 32, (1, 1), (2, 2), (1, 1), (0, 0), "t")  # a ResNet's projection
+    assert conv.choose("auto", "numba", (32, 16, 1, 1), g1, 1, 16, 64, "t") is conv.im2col
+    s1 = dilated_geometry(32, 32, (3, 3), (1, 1), (1, 1), (1, 1), "t")  # stride 1
+    assert conv.choose("auto", "numba", (32, 16, 3, 3), s1, 1, 16, 64, "t") is not tiled
+
+
+def test_the_tile_has_its_registers_worth_of_lanes():
+    pixels, lanes = tiled.tile_shape(np.float32)
+    assert tiled.tile_shape(np.float64) == (pixels, lanes // 2)
+    assert pixels * lanes in (64, 256)
