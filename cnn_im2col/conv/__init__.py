@@ -10,7 +10,7 @@ module with its forward/backward pair, its cache type and its Numba kernels:
   into NCHW (no im2col matrix, no layout passes);
 - ``conv/direct.py``: a 3x3 or 5x5 kernel of at most 4 input channels (a first layer), from the
   input's phase planes four output maps at a time;
-- ``conv/tiled.py``: any other strided kernel larger than 1x1 (groups 1), a tile of output pixels
+- ``conv/tiled.py``: any other strided kernel (groups 1), a tile of output pixels
   x output channels held in vector registers over the taps (no im2col matrix);
 - ``conv/dilated.py``: a dilated stride-1 convolution as the undilated one of its polyphase
   components, by Winograd, where Winograd pays for those;
@@ -56,12 +56,14 @@ _POINTWISE_DIRECT = True
 # 3x3 and 5x5 kernels of at most direct.MAX_CHANNELS input channels under "auto": computed from the
 # input's phase planes (conv/direct.py) instead of through a K*K*C-row im2col matrix
 _FEW_CHANNELS_DIRECT = True
-# other strided kernels larger than 1x1 (groups 1) under "auto": in register tiles (conv/tiled.py)
-# instead of through an im2col matrix as costly to copy as its short GEMM. Measured 2026-12-05,
+# other strided kernels (groups 1) under "auto": in register tiles (conv/tiled.py) instead of
+# through an im2col matrix as costly to copy as its short GEMM. Measured 2026-12-05,
 # Intel Xeon, 2 threads, 3x3 stride 2 pad 1, forward with ReLU, us, (N, C, H=W, O), im2col / the
 # direct kernel / tiled: (64, 16, 32, 32) 1966-2172 / 1526-1549 / 754-794; (64, 32, 16, 64)
 # 1304-1312 / - / 634-649; (64, 8, 32, 16) 1007 / 603 / 551; (64, 24, 32, 48) 3398 / 3177 / 2210;
-# (1, 32, 16, 64) 77-79 / - / 49-52 (its operands laid out once, as a session does)
+# (1, 32, 16, 64) 77-79 / - / 49-52 (its operands laid out once, as a session does); a ResNet's 1x1
+# stride-2 projection, im2col / tiled: (64, 16, 32, 32) 606 / 462, (64, 32, 16, 64) 480 / 362, (1,
+# 16, 32, 32) 45 / 37
 _STRIDED_TILED = True
 
 # "auto" takes Winograd when both channel counts, both output sides and the batch's output pixels
@@ -125,7 +127,7 @@ def choose(
     of ``weight_shape`` and geometry ``g`` (arguments already validated): depthwise where groups ==
     C == O (numba), pointwise for a 1x1 kernel without padding, dilation or groups (numba), direct
     for a 3x3 or 5x5 kernel of at most ``direct.MAX_CHANNELS`` input channels, groups 1 ("auto"),
-    tiled for any other strided kernel larger than 1x1, groups 1 ("auto"),
+    tiled for any other strided kernel, groups 1 ("auto"),
     Winograd where ``algorithm`` asks for it or ``"auto"`` finds it applies and pays
     (``winograd_pays``: at least 8 input and output channels per group, an output of at least
     4x4 and, unless ``frozen``, 512 output pixels per map in the batch), im2col elsewhere. Raises

@@ -9,7 +9,9 @@ where ``xp`` is the sample's input with its padding made real (zeros), ``t = (c*
 runs over the K = C*KH*KW taps, ``offset[t] = c*Hp*Wp + i*DY*Wp + j*DX`` and ``base[q] =
 oh*SY*Wp + ow*SX``. For a tile, each tap loads one vector of L weights (``W.T``'s row t, so the
 channels are contiguous) and P input values, and does P vector multiply-adds: the P x L sums stay in
-registers from the first tap to the last, as oneDNN's and XNNPACK's direct kernels keep theirs. The
+registers from the first tap to the last, as oneDNN's and XNNPACK's direct kernels keep theirs. A
+1x1 kernel (a ResNet's strided projection) reads one pixel of each stride, so its copy of the
+input takes only those, and its tiles then run at stride 1. The
 tile is written in LLVM IR (``_tile``, a Numba intrinsic) because Numba's loops cannot hold vectors
 in registers across a loop (its SLP vectoriser is off, for miscompilations); LLVM lowers the L-wide
 vectors to whatever the CPU has (16 or 8 float32 lanes a register).
@@ -49,9 +51,9 @@ __all__ = ["TileLayout", "backward", "forward", "pad_into", "run_tiles", "suppor
 
 
 def supports(weight_shape: tuple[int, ...], g: WindowGeometry, groups: int) -> bool:
-    """Whether a convolution takes this strategy (under "auto", numba): groups 1, a kernel larger
-    than 1x1, a stride of 2 or more in either axis."""
-    return groups == 1 and tuple(weight_shape[2:]) != (1, 1) and max(g.sy, g.sx) >= 2
+    """Whether a convolution takes this strategy (under "auto", numba): groups 1 and a stride of 2
+    or more in either axis (a 1x1 kernel too: a ResNet's projection)."""
+    return groups == 1 and max(g.sy, g.sx) >= 2
 
 
 def _wide_vectors() -> bool:
@@ -175,41 +177,49 @@ _tile_narrow64 = _make_tile(_NARROW[0], _NARROW[1] // 2)
 
 
 @nb.njit(cache=True, nogil=True)
-def pad_into(x, pt, pl, xp):
-    """``xp[n, c, pt + h, pl + w] = x[n, c, h, w]`` where it fits, every other cell of ``xp`` 0
-    (written whole). x: (N, C, H, W); xp: (N, C, Hp, Wp), Hp > pt and Wp > pl (the rows and
-    columns past the convolution's last window are left out)."""
+def pad_into(x, pt, pl, sy, sx, xp):
+    """``xp[n, c, r, v] = x[n, c, r*SY - PT, v*SX - PL]`` (0 outside the image), written whole:
+    the input with its padding made real, taking every SY-th row and SX-th column (a 1x1 kernel's
+    stride; 1 for larger kernels, whose windows overlap). x: (N, C, H, W); xp: (N, C, Hp, Wp), its
+    sides only as long as the windows read."""
     n_count, c_count, height, width = x.shape
     hp, wp = xp.shape[2], xp.shape[3]
-    used = min(width, wp - pl)  # columns past the last window are never read
+    vlo = min(wp, -(-pl // sx))  # the columns that read the image: [vlo, vhi)
+    vhi = max(vlo, min(wp, (width - 1 + pl) // sx + 1))
     zero = xp.dtype.type(0)
     xf = x.reshape(x.size)
     pf = xp.reshape(xp.size)
     for plane in range(n_count * c_count):
         for r in range(hp):
             d = (plane * hp + r) * wp
-            h = r - pt
+            h = r * sy - pt
             if h < 0 or h >= height:
                 for v in range(wp):
                     pf[_u(d + v)] = zero
                 continue
-            src = (plane * height + h) * width
-            for v in range(pl):
+            src = (plane * height + h) * width - pl
+            for v in range(vlo):
                 pf[_u(d + v)] = zero
-            for v in range(used):
-                pf[_u(d + pl + v)] = xf[_u(src + v)]
-            for v in range(pl + used, wp):
+            if sx == 1:
+                for v in range(vlo, vhi):
+                    pf[_u(d + v)] = xf[_u(src + v)]
+            else:
+                for v in range(vlo, vhi):
+                    pf[_u(d + v)] = xf[_u(src + v * sx)]
+            for v in range(vhi, wp):
                 pf[_u(d + v)] = zero
 
 
 @nb.njit(cache=True, nogil=True)
-def tiled_forward(x, pt, pl, padded_shape, offsets, pix, wt, bias, relu, channels_last, out):
+def tiled_forward(x, pt, pl, steps, padded_shape, offsets, pix, wt, bias, relu, channels_last,
+                  out):
     """The convolution of samples ``x`` (N, C, H, W) in tiles (see the module's docstring), each
-    sample padded first (``pad_into``) into a buffer of ``padded_shape`` (C, Hp, Wp) that stays in
-    cache: ``offsets`` (K,) each tap's offset in it, ``pix`` (OH*OW,) each output pixel's base,
-    ``wt`` (K, Lp) the weight as (C*KH*KW, O) with its columns padded with zeros to Lp (a multiple
-    of the tile's lanes), ``bias`` (Lp,) likewise. ``out`` (written whole, ReLU'd if ``relu``):
-    (N, O, OH*OW) NCHW, or (N, OH*OW, O) if ``channels_last``."""
+    sample padded first (``pad_into``, with the row and column ``steps``) into a buffer of
+    ``padded_shape`` (C, Hp, Wp) that stays in cache: ``offsets`` (K,) each tap's offset in it,
+    ``pix`` (OH*OW,) each output pixel's base, ``wt`` (K, Lp) the weight as (C*KH*KW, O) with its
+    columns padded with zeros to Lp (a multiple of the tile's lanes), ``bias`` (Lp,) likewise.
+    ``out`` (written whole, ReLU'd if ``relu``): (N, O, OH*OW) NCHW, or (N, OH*OW, O) if
+    ``channels_last``."""
     plane, padded = pix.shape[0], bias.shape[0]
     out_channels = out.shape[2] if channels_last else out.shape[1]
     xp = np.empty((1, padded_shape[0], padded_shape[1], padded_shape[2]), dtype=x.dtype)
@@ -221,7 +231,7 @@ def tiled_forward(x, pt, pl, padded_shape, offsets, pix, wt, bias, relu, channel
         lanes //= 2
     tmp = np.empty(pixels * lanes, dtype=x.dtype)
     for n in range(x.shape[0]):
-        pad_into(x[n : n + 1], pt, pl, xp)
+        pad_into(x[n : n + 1], pt, pl, steps[0], steps[1], xp)
         for q0 in range(0, plane, pixels):
             npix = min(pixels, plane - q0)
             for ob in range(0, padded, lanes):
@@ -274,6 +284,7 @@ class TileLayout(NamedTuple):
     offsets: np.ndarray  # (C*KH*KW,) int64: each tap's offset in a padded sample
     pixels: np.ndarray  # (OH*OW,) int64: each output pixel's first tap's offset
     padded_shape: tuple[int, int, int]  # (C, Hp, Wp)
+    steps: tuple[int, int]  # the padded copy's row and column steps (a 1x1 kernel's stride, else 1)
 
 
 def tile_layout(weight: np.ndarray, bias: np.ndarray | None, g: WindowGeometry) -> TileLayout:
@@ -286,21 +297,24 @@ def tile_layout(weight: np.ndarray, bias: np.ndarray | None, g: WindowGeometry) 
     b = np.zeros(padded, dtype=weight.dtype)
     if bias is not None and bias.ndim == 1:  # (an untied bias runs im2col's forward instead)
         b[:out_channels] = bias
-    hp = (g.oh - 1) * g.sy + (kh - 1) * g.dy + 1  # the rows the windows read, padding included
-    wp = (g.ow - 1) * g.sx + (kw - 1) * g.dx + 1
+    # a 1x1 kernel reads one pixel of each stride: the padded copy takes only those
+    steps = (g.sy, g.sx) if (kh, kw) == (1, 1) else (1, 1)
+    sy, sx = g.sy // steps[0], g.sx // steps[1]  # the windows' stride in the copy
+    hp = (g.oh - 1) * sy + (kh - 1) * g.dy + 1  # the rows the windows read, padding included
+    wp = (g.ow - 1) * sx + (kw - 1) * g.dx + 1
     taps = (np.arange(channels)[:, None, None] * (hp * wp)
             + np.arange(kh)[None, :, None] * (g.dy * wp) + np.arange(kw)[None, None, :] * g.dx)
-    pixels = np.arange(g.oh)[:, None] * (g.sy * wp) + np.arange(g.ow)[None, :] * g.sx
+    pixels = np.arange(g.oh)[:, None] * (sy * wp) + np.arange(g.ow)[None, :] * sx
     return TileLayout(wt, b, taps.reshape(-1).astype(np.int64),
-                      pixels.reshape(-1).astype(np.int64), (channels, hp, wp))
+                      pixels.reshape(-1).astype(np.int64), (channels, hp, wp), steps)
 
 
 def run_tiles(x: np.ndarray, layout: TileLayout, g: WindowGeometry, relu: bool,
               out: np.ndarray, channels_last: bool = False) -> None:
     """``tiled_forward`` on samples ``x`` (n, C, H, W) C-contiguous; ``out``: (n, O, OH*OW), or
     (n, OH*OW, O) if ``channels_last``."""
-    tiled_forward(x, g.top, g.left, layout.padded_shape, layout.offsets, layout.pixels,
-                  layout.weight, layout.bias, relu, channels_last, out)
+    tiled_forward(x, g.top, g.left, layout.steps, layout.padded_shape, layout.offsets,
+                  layout.pixels, layout.weight, layout.bias, relu, channels_last, out)
 
 
 def forward(

@@ -21,12 +21,10 @@ from conv.cases import check_conv_gradients, oracle_conv
 
 @st.composite
 def strided_cases(draw):
-    """A convolution the tiled strategy takes under "auto": groups 1, a kernel larger than 1x1
-    (not a few-channel 3x3 or 5x5 one, which the direct strategy takes), a stride of 2 or more in
-    at least one axis; up to 70 output channels (more than two vectors of 32 float32 lanes)."""
+    """A convolution the tiled strategy takes under "auto": groups 1 (not a few-channel 3x3 or 5x5
+    one, which the direct strategy takes), a stride of 2 or more in at least one axis; up to 70
+    output channels (more than two vectors of 32 float32 lanes)."""
     kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
-    if (kh, kw) == (1, 1):
-        kw = 2
     few = direct.MAX_CHANNELS if (kh, kw) in ((3, 3), (5, 5)) else 0
     n, c, o = draw(st.integers(1, 3)), draw(st.integers(few + 1, few + 9)), draw(st.integers(1, 70))
     stride = (draw(st.integers(1, 3)), draw(st.integers(2, 3)))
@@ -132,6 +130,14 @@ def test_tiled_gradcheck_float64(bias_mode):
     assert conv.choose("auto", "numba", weight.shape, cache.geometry, 1, 11, 2, "t") is tiled
 
 
+def test_tiled_gradcheck_float64_strided_1x1_padded():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 4, 7, 6))
+    weight = rng.standard_normal((5, 4, 1, 1))
+    cache = check_conv_gradients(x, weight, rng.standard_normal(5), stride=(2, 3), padding=1)
+    assert conv.choose("auto", "numba", weight.shape, cache.geometry, 1, 4, 2, "t") is tiled
+
+
 def test_tiled_gradcheck_float64_dilated_rectangular():
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, 3, 9, 8))
@@ -141,7 +147,7 @@ def test_tiled_gradcheck_float64_dilated_rectangular():
     assert conv.choose("auto", "numba", weight.shape, cache.geometry, 1, 3, 2, "t") is tiled
 
 
-def test_choose_takes_the_tiled_kernel_for_strided_kernels_larger_than_1x1_under_auto_only():
+def test_choose_takes_the_tiled_kernel_for_strided_kernels_under_auto_only():
     s2 = dilated_geometry(32, 32, (3, 3), (2, 2), (1, 1), (1, 1), "t")
     assert conv.choose("auto", "numba", (32, 16, 3, 3), s2, 1, 16, 64, "t") is tiled
     assert conv.choose("auto", "numba", (64, 32, 3, 3), s2, 1, 32, 1, "t") is tiled
@@ -155,7 +161,9 @@ def test_choose_takes_the_tiled_kernel_for_strided_kernels_larger_than_1x1_under
     s2d = dilated_geometry(32, 32, (3, 3), (2, 2), (2, 2), (2, 2), "t")  # dilated
     assert conv.choose("auto", "numba", (32, 16, 3, 3), s2d, 1, 16, 64, "t") is tiled
     g1 = dilated_geometry(32, 32, (1, 1), (2, 2), (1, 1), (0, 0), "t")  # a ResNet's projection
-    assert conv.choose("auto", "numba", (32, 16, 1, 1), g1, 1, 16, 64, "t") is conv.im2col
+    assert conv.choose("auto", "numba", (32, 16, 1, 1), g1, 1, 16, 64, "t") is tiled
+    p1 = dilated_geometry(32, 32, (1, 1), (1, 1), (1, 1), (0, 0), "t")
+    assert conv.choose("auto", "numba", (32, 16, 1, 1), p1, 1, 16, 64, "t") is conv.pointwise
     s1 = dilated_geometry(32, 32, (3, 3), (1, 1), (1, 1), (1, 1), "t")  # stride 1
     assert conv.choose("auto", "numba", (32, 16, 3, 3), s1, 1, 16, 64, "t") is not tiled
 
