@@ -28,6 +28,7 @@ strategy's). The im2col strategy is this one's slow twin: the tests hold them eq
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -46,8 +47,8 @@ from ..shapes import WindowGeometry
 from .im2col import Im2colCache, backward
 from .im2col import forward as im2col_forward
 
-__all__ = ["TileLayout", "backward", "forward", "pad_into", "run_tiles", "supports", "tile_layout",
-           "tile_shape", "tiled_forward"]
+__all__ = ["TileGeometry", "TileLayout", "backward", "forward", "pad_into", "run_tiles", "supports",
+           "tile_geometry", "tile_layout", "tile_shape", "tiled_forward"]
 
 
 def supports(weight_shape: tuple[int, ...], g: WindowGeometry, groups: int) -> bool:
@@ -61,21 +62,19 @@ def _wide_vectors() -> bool:
     return bool(llvm.get_host_cpu_features().get("avx512f", False))
 
 
-# the register tile, P pixels x L lanes (float32; float64 has L // 2): 16 of the 32 registers of
+_WIDE_VECTORS = _wide_vectors()
+# the register tile, P pixels x L lanes of float32 (float64 has L // 2): 16 of the 32 registers of
 # 16 float32 hold the sums with AVX-512 (measured, (C, H, O) (16, 32, 32), one thread: 4 x 32 70
 # GMAC/s, 8 x 32 80; (32, 16, 64): 4 x 32 52, 8 x 32 71, 4 x 64 83), 8 of the 16 registers of 8
-# float32 without
-_WIDE = (8, 32)
-_NARROW = (4, 16)
+# float32 without. With at most L / 2 output channels, the tile has twice the pixels and half the
+# lanes (the same registers, none of them holding padding).
+_PIXELS, _LANES = (8, 32) if _WIDE_VECTORS else (4, 16)
 
 
-def tile_shape(dtype: np.dtype) -> tuple[int, int]:
+def tile_shape(dtype: np.dtype, out_channels: int) -> tuple[int, int]:
     """(P, L): the pixels and the output channels of a tile for ``dtype`` on this CPU."""
-    pixels, lanes = _WIDE if _WIDE_VECTORS else _NARROW
-    return pixels, lanes if np.dtype(dtype) == np.float32 else lanes // 2
-
-
-_WIDE_VECTORS = _wide_vectors()
+    lanes = _LANES if np.dtype(dtype) == np.float32 else _LANES // 2
+    return (2 * _PIXELS, lanes // 2) if out_channels <= lanes // 2 else (_PIXELS, lanes)
 
 
 # --------------------------------------------------------------------------- the tile, in LLVM IR
@@ -167,10 +166,11 @@ def _make_tile(pixels: int, lanes: int):
     return tile
 
 
-_tile_wide32 = _make_tile(*_WIDE)
-_tile_wide64 = _make_tile(_WIDE[0], _WIDE[1] // 2)
-_tile_narrow32 = _make_tile(*_NARROW)
-_tile_narrow64 = _make_tile(_NARROW[0], _NARROW[1] // 2)
+# this CPU's tiles: float32 and float64, each whole and with half the lanes
+_tile32 = _make_tile(_PIXELS, _LANES)
+_tile64 = _make_tile(_PIXELS, _LANES // 2)
+_half_tile32 = _make_tile(2 * _PIXELS, _LANES // 2)
+_half_tile64 = _make_tile(2 * _PIXELS, _LANES // 4)
 
 
 # --------------------------------------------------------------------------- the kernels
@@ -225,27 +225,29 @@ def tiled_forward(x, pt, pl, steps, padded_shape, offsets, pix, wt, bias, relu, 
     xp = np.empty((1, padded_shape[0], padded_shape[1], padded_shape[2]), dtype=x.dtype)
     xf = xp.reshape(xp.size)
     wf = wt.reshape(wt.size)
-    pixels = _WIDE[0] if _WIDE_VECTORS else _NARROW[0]
-    lanes = _WIDE[1] if _WIDE_VECTORS else _NARROW[1]
-    if x.itemsize == 8:
-        lanes //= 2
+    whole = _LANES if x.itemsize == 4 else _LANES // 2
+    half = padded <= whole // 2  # (tile_shape's choice: the weight's rows are that long)
+    pixels = 2 * _PIXELS if half else _PIXELS
+    lanes = whole // 2 if half else whole
     tmp = np.empty(pixels * lanes, dtype=x.dtype)
     for n in range(x.shape[0]):
         pad_into(x[n : n + 1], pt, pl, steps[0], steps[1], xp)
         for q0 in range(0, plane, pixels):
             npix = min(pixels, plane - q0)
             for ob in range(0, padded, lanes):
-                if _WIDE_VECTORS and x.itemsize == 4:
-                    _tile_wide32(xf, pix, q0, npix, offsets, wf, ob, bias, relu, tmp)
-                elif _WIDE_VECTORS:
-                    _tile_wide64(xf, pix, q0, npix, offsets, wf, ob, bias, relu, tmp)
+                if x.itemsize == 4 and half:
+                    _half_tile32(xf, pix, q0, npix, offsets, wf, ob, bias, relu, tmp)
                 elif x.itemsize == 4:
-                    _tile_narrow32(xf, pix, q0, npix, offsets, wf, ob, bias, relu, tmp)
+                    _tile32(xf, pix, q0, npix, offsets, wf, ob, bias, relu, tmp)
+                elif half:
+                    _half_tile64(xf, pix, q0, npix, offsets, wf, ob, bias, relu, tmp)
                 else:
-                    _tile_narrow64(xf, pix, q0, npix, offsets, wf, ob, bias, relu, tmp)
+                    _tile64(xf, pix, q0, npix, offsets, wf, ob, bias, relu, tmp)
                 nlanes = min(lanes, out_channels - ob)
-                if npix == pixels and nlanes == lanes:  # a whole tile: loops of fixed length
-                    _copy_tile(tmp, out, n, q0, ob, pixels, lanes, channels_last)
+                if npix == pixels and nlanes == lanes and half:  # whole: loops of fixed length
+                    _copy_tile(tmp, out, n, q0, ob, 2 * _PIXELS, whole // 2, channels_last)
+                elif npix == pixels and nlanes == lanes:
+                    _copy_tile(tmp, out, n, q0, ob, _PIXELS, whole, channels_last)
                 elif channels_last:
                     for p in range(npix):
                         dst = out[n, q0 + p]
@@ -276,27 +278,28 @@ def _copy_tile(tmp, out, n, q0, ob, pixels, lanes, channels_last):
 # --------------------------------------------------------------------------- the strategy
 
 
-class TileLayout(NamedTuple):
-    """A convolution's operands as ``tiled_forward`` takes them, for one weight and geometry."""
+class TileGeometry(NamedTuple):
+    """Where ``tiled_forward`` reads, for one input's channels, kernel and geometry (read-only
+    arrays, shared: ``tile_geometry`` keeps them)."""
 
-    weight: np.ndarray  # (C*KH*KW, Lp): W.T, its columns padded with zeros
-    bias: np.ndarray  # (Lp,)
     offsets: np.ndarray  # (C*KH*KW,) int64: each tap's offset in a padded sample
     pixels: np.ndarray  # (OH*OW,) int64: each output pixel's first tap's offset
     padded_shape: tuple[int, int, int]  # (C, Hp, Wp)
     steps: tuple[int, int]  # the padded copy's row and column steps (a 1x1 kernel's stride, else 1)
 
 
-def tile_layout(weight: np.ndarray, bias: np.ndarray | None, g: WindowGeometry) -> TileLayout:
-    """``weight`` (O, C, KH, KW) and its tied ``bias`` (O,) or None laid out for ``g``."""
-    out_channels, channels, kh, kw = weight.shape
-    lanes = tile_shape(weight.dtype)[1]
-    padded = -(-out_channels // lanes) * lanes
-    wt = np.zeros((channels * kh * kw, padded), dtype=weight.dtype)
-    wt[:, :out_channels] = weight.reshape(out_channels, -1).T
-    b = np.zeros(padded, dtype=weight.dtype)
-    if bias is not None and bias.ndim == 1:  # (an untied bias runs im2col's forward instead)
-        b[:out_channels] = bias
+class TileLayout(NamedTuple):
+    """A convolution's operands as ``tiled_forward`` takes them, for one weight and geometry."""
+
+    weight: np.ndarray  # (C*KH*KW, Lp): W.T, its columns padded with zeros
+    bias: np.ndarray  # (Lp,)
+    geometry: TileGeometry
+
+
+@functools.lru_cache(maxsize=256)
+def tile_geometry(channels: int, kh: int, kw: int, g: WindowGeometry) -> TileGeometry:
+    """The taps' and the output pixels' offsets in a padded sample, and that sample's shape; made
+    once per convolution shape (18 us of a strided layer's 50-80 at batch 1 when made per call)."""
     # a 1x1 kernel reads one pixel of each stride: the padded copy takes only those
     steps = (g.sy, g.sx) if (kh, kw) == (1, 1) else (1, 1)
     sy, sx = g.sy // steps[0], g.sx // steps[1]  # the windows' stride in the copy
@@ -305,16 +308,31 @@ def tile_layout(weight: np.ndarray, bias: np.ndarray | None, g: WindowGeometry) 
     taps = (np.arange(channels)[:, None, None] * (hp * wp)
             + np.arange(kh)[None, :, None] * (g.dy * wp) + np.arange(kw)[None, None, :] * g.dx)
     pixels = np.arange(g.oh)[:, None] * (sy * wp) + np.arange(g.ow)[None, :] * sx
-    return TileLayout(wt, b, taps.reshape(-1).astype(np.int64),
-                      pixels.reshape(-1).astype(np.int64), (channels, hp, wp), steps)
+    offsets, pixels = taps.reshape(-1).astype(np.int64), pixels.reshape(-1).astype(np.int64)
+    offsets.flags.writeable = pixels.flags.writeable = False
+    return TileGeometry(offsets, pixels, (channels, hp, wp), steps)
+
+
+def tile_layout(weight: np.ndarray, bias: np.ndarray | None, g: WindowGeometry) -> TileLayout:
+    """``weight`` (O, C, KH, KW) and its tied ``bias`` (O,) or None laid out for ``g``."""
+    out_channels, channels, kh, kw = weight.shape
+    lanes = tile_shape(weight.dtype, out_channels)[1]
+    padded = -(-out_channels // lanes) * lanes
+    wt = np.zeros((channels * kh * kw, padded), dtype=weight.dtype)
+    wt[:, :out_channels] = weight.reshape(out_channels, -1).T
+    b = np.zeros(padded, dtype=weight.dtype)
+    if bias is not None and bias.ndim == 1:  # (an untied bias runs im2col's forward instead)
+        b[:out_channels] = bias
+    return TileLayout(wt, b, tile_geometry(channels, kh, kw, g))
 
 
 def run_tiles(x: np.ndarray, layout: TileLayout, g: WindowGeometry, relu: bool,
               out: np.ndarray, channels_last: bool = False) -> None:
     """``tiled_forward`` on samples ``x`` (n, C, H, W) C-contiguous; ``out``: (n, O, OH*OW), or
     (n, OH*OW, O) if ``channels_last``."""
-    tiled_forward(x, g.top, g.left, layout.steps, layout.padded_shape, layout.offsets,
-                  layout.pixels, layout.weight, layout.bias, relu, channels_last, out)
+    tg = layout.geometry
+    tiled_forward(x, g.top, g.left, tg.steps, tg.padded_shape, tg.offsets, tg.pixels,
+                  layout.weight, layout.bias, relu, channels_last, out)
 
 
 def forward(

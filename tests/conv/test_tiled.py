@@ -169,6 +169,11 @@ def test_choose_takes_the_tiled_kernel_for_strided_kernels_under_auto_only():
 
 
 def test_the_tile_has_its_registers_worth_of_lanes():
-    pixels, lanes = tiled.tile_shape(np.float32)
-    assert tiled.tile_shape(np.float64) == (pixels, lanes // 2)
+    """A tile holds 64 float32 (8 registers of 8) or 256 (16 of 16), float64 half as many; with
+    at most half its lanes of output channels, twice the pixels and half the lanes."""
+    pixels, lanes = tiled.tile_shape(np.float32, 64)
     assert pixels * lanes in (64, 256)
+    assert tiled.tile_shape(np.float64, 64) == (pixels, lanes // 2)
+    assert tiled.tile_shape(np.float32, lanes // 2) == (2 * pixels, lanes // 2)
+    assert tiled.tile_shape(np.float32, lanes // 2 + 1) == (pixels, lanes)
+    assert tiled.tile_shape(np.float64, lanes // 4) == (2 * pixels, lanes // 4)
