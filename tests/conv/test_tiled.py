@@ -177,3 +177,43 @@ def test_the_tile_has_its_registers_worth_of_lanes():
     assert tiled.tile_shape(np.float32, lanes // 2) == (2 * pixels, lanes // 2)
     assert tiled.tile_shape(np.float32, lanes // 2 + 1) == (pixels, lanes)
     assert tiled.tile_shape(np.float64, lanes // 4) == (2 * pixels, lanes // 4)
+
+
+NARROW_PROBE = r"""
+import llvmlite.binding as llvm
+features = llvm.get_host_cpu_features()
+features.pop("avx512f", None)
+llvm.get_host_cpu_features = lambda: features  # as on a CPU without 512-bit vectors
+import numpy as np
+from cnn_im2col.conv import im2col, tiled
+from cnn_im2col.shapes import dilated_geometry
+assert not tiled._WIDE_VECTORS
+rng = np.random.default_rng(0)
+worst = 0.0
+for dtype in (np.float32, np.float64):
+    for o in (3, 4, 8, 9, 16, 17, 40):  # half tiles, whole tiles, and their remainders
+        for (c, h, k, s) in ((5, 9, 3, 2), (3, 7, 1, 2)):
+            x = rng.standard_normal((2, c, h, h)).astype(dtype)
+            w = rng.standard_normal((o, c, k, k)).astype(dtype)
+            b = rng.standard_normal(o).astype(dtype)
+            g = dilated_geometry(h, h, (k, k), (s, s), (1, 1), (k // 2, k // 2), "t")
+            want = im2col.forward(x, w, b, g, backend="numpy", relu=True)[0]
+            got = tiled.forward(x, w, b, g, relu=True)[0]
+            worst = max(worst, float(np.abs(got - want).max() / max(1.0, np.abs(want).max())))
+print(worst)
+"""
+
+
+def test_the_tiles_of_a_cpu_without_512_bit_vectors_compute_the_same(tmp_path):
+    """The narrow tiles (4 x 16 float32, 4 x 8 float64, and their halves), which this CPU may not
+    take itself, built and run in a process that sees a CPU without AVX-512 (its own kernel
+    cache, so that no kernel compiled for the wide tiles is loaded)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", NARROW_PROBE], capture_output=True, text=True,
+                          env=env, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.strip().splitlines()[-1]) < 1e-5
