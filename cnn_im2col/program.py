@@ -183,6 +183,15 @@ def _winograd(conv: Conv2D | None, shape: tuple[int, ...]) -> bool:
     return conv is not None and conv.plan(shape, frozen=True).strategy is winograd
 
 
+def _tiled(conv: Conv2D | None, shape: tuple[int, ...]) -> bool:
+    """Whether ``conv`` runs on the tiled strategy here, its bias tied or none (so that its tiles
+    can write channels-last)."""
+    if conv is None or conv.plan(shape, frozen=True).strategy is not tiled:
+        return False
+    bias = conv.params.get("bias")
+    return bias is None or bias.ndim == 1
+
+
 def _ir_by_rows(step: Step, shape: tuple[int, ...]) -> bool:
     """Whether ``step`` is MobileNetV2's block on its fused kernels, run by rows for this shape."""
     if not isinstance(step, InvertedResidual):
@@ -205,9 +214,9 @@ def _takes_last(step: Step, shape: tuple[int, ...]) -> bool:
 
 
 def _gives_last(step: Step, shape: tuple[int, ...], first: bool, x_last: bool) -> bool:
-    """Whether ``step`` can write its output channels-last: a Winograd convolution alone or with
-    its ReLU (an activation or a pool works on the NCHW output), a compiled block by rows, an
-    identity Residual whose input comes channels-last, or a stack whose last step can."""
+    """Whether ``step`` can write its output channels-last: a Winograd or tiled convolution alone
+    or with its ReLU (an activation or a pool works on the NCHW output), a compiled block by rows,
+    an identity Residual whose input comes channels-last, or a stack whose last step can."""
     if _keeps_layout(step, shape):
         return x_last
     if isinstance(step, LayerStep) and type(step.layer) is Sequential:
@@ -215,7 +224,9 @@ def _gives_last(step: Step, shape: tuple[int, ...], first: bool, x_last: bool) -
         shapes = _shapes(steps, shape)
         into_last = _layouts(steps, shapes, False, x_last, False)[-1][0]
         return _gives_last(steps[-1], shapes[-2], False, into_last)  # (compiled not first)
-    return ((isinstance(step, (ConvReLU, LayerStep)) and _winograd(_step_conv(step), shape))
+    conv = _step_conv(step)
+    return ((isinstance(step, (ConvReLU, LayerStep))
+             and (_winograd(conv, shape) or _tiled(conv, shape)))
             or (not first and _ir_by_rows(step, shape)))
 
 
@@ -251,8 +262,9 @@ def _conv_run(conv: Conv2D, shape: tuple[int, ...], relu: bool, x_last: bool = F
     """``conv`` (ReLU fused if ``relu``) on inputs of ``shape``, its frozen plan's strategy, as
     ``blocks._conv_forward`` runs it in a session: (x, then) -> output; Winograd's also takes
     ``skip``, a shortcut its output transform adds before the ReLU (``winograd.run_forward``), and
-    its input and output may be channels-last (``x_last``, ``out_last``: Winograd's only), and its
-    output max-pooled 2x2 in its output transform (``pool``: Winograd's, ``ConvReLUPool``'s)."""
+    its input and output may be channels-last (``x_last``: Winograd's only; ``out_last``: Winograd's
+    and the tiled strategy's), and its output max-pooled 2x2 in its output transform (``pool``:
+    Winograd's, ``ConvReLUPool``'s)."""
     plan = conv.plan(shape, frozen=True)
     weight, bias, g = conv.params["weight"], conv.conv_bias(), plan.geometry
     dtype = weight.dtype
@@ -265,7 +277,8 @@ def _conv_run(conv: Conv2D, shape: tuple[int, ...], relu: bool, x_last: bool = F
 
         return run_winograd
     strategy, groups, owner = plan.strategy, conv.groups, repr(conv)
-    extra = {"layout": frozen_tile_layout(conv, g)} if strategy is tiled else {}
+    extra = ({"layout": frozen_tile_layout(conv, g), "out_last": out_last} if strategy is tiled
+             else {})
 
     def run(x: np.ndarray, then: Any) -> np.ndarray:
         return strategy.forward(np.ascontiguousarray(x, dtype=dtype), weight, bias, g,

@@ -244,20 +244,20 @@ def test_a_block_whose_middle_has_other_channels_runs_its_bodys_program(monkeypa
     assert len(whole) == 2  # each convolution over the whole batch
 
 
-@pytest.mark.parametrize("name, passed", [("resnet20", 7), ("vgg_bn", 1), ("every_step_kind", 1)])
+@pytest.mark.parametrize("name, passed", [("resnet20", 9), ("vgg_bn", 1), ("every_step_kind", 1)])
 def test_maps_pass_channels_last_from_one_winograd_convolution_to_the_next(name, passed,
                                                                           monkeypatch):
-    """Where a Winograd convolution feeds another (ResNet's blocks but the first of a stage, whose
-    first convolution is strided; vgg-bn's second convolution; the joined body in
+    """Where a Winograd or tiled convolution feeds a Winograd one (ResNet's blocks, the first of a
+    stage from its strided, tiled convolution; vgg-bn's second convolution; the joined body in
     ``every_step_kind``), the program plans the first to write channels-last and the second to
     read it, and nowhere else: a pool, an activation step, a join or another strategy gets NCHW.
     (The bits are those of ``Sequential.infer``: the test above.)"""
-    from cnn_im2col.conv import winograd
+    from cnn_im2col.conv import tiled, winograd
 
     model, shape = NETS[name](np.float32)
     x = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
     writers, readers = set(), set()  # the convolutions (their weights) planned channels-last
-    real = winograd.plan_forward
+    real, real_tiled = winograd.plan_forward, tiled.forward
 
     def plan_forward(x_shape, weight, *args, **kwargs):
         if kwargs.get("out_last"):
@@ -266,7 +266,13 @@ def test_maps_pass_channels_last_from_one_winograd_convolution_to_the_next(name,
             readers.add(id(weight))
         return real(x_shape, weight, *args, **kwargs)
 
+    def tiled_forward(x, weight, *args, **kwargs):
+        if kwargs.get("out_last"):
+            writers.add(id(weight))
+        return real_tiled(x, weight, *args, **kwargs)
+
     monkeypatch.setattr(winograd, "plan_forward", plan_forward)
+    monkeypatch.setattr(tiled, "forward", tiled_forward)
     with engine_blas(), blocks.folds_frozen(), finite_scans_skipped():
         program, _ = compile_stack(model, x.shape)
         np.testing.assert_array_equal(program(x), model.infer(x))

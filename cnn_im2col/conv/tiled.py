@@ -348,22 +348,29 @@ def forward(
     relu: bool = False,
     then: Callable[[slice, np.ndarray], None] | None = None,
     layout: TileLayout | None = None,
+    out_last: bool = False,
 ) -> tuple[np.ndarray, Im2colCache]:
     """``conv2d_forward``'s tiled strategy on checked arguments (as ``conv.im2col.forward``;
     ``groups`` is 1, ``backend`` numba). The cache is im2col's with the input kept (``keep`` does
     not apply): ``backward`` (im2col's) rebuilds each slice's matrix from it. An untied bias runs
     im2col's forward. ``layout``: ``tile_layout(weight, bias, g)``, made once by a caller whose
-    weight does not change (a session's)."""
+    weight does not change (a session's). ``out_last``: the output (N, OH, OW, O), channels-last,
+    for a session's next step to read so (a tied bias or none; no backward follows)."""
     if bias is not None and bias.ndim != 1:
         return im2col_forward(x, weight, bias, g, owner=owner, keep=keep, relu=relu, then=then)
     n, out_channels = x.shape[0], weight.shape[0]
     if layout is None:
         layout = tile_layout(weight, bias, g)
-    out = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
-    out3 = out.reshape(n, out_channels, g.oh * g.ow)
+    plane = g.oh * g.ow
+    if out_last:
+        out = np.empty((n, g.oh, g.ow, out_channels), dtype=weight.dtype)
+        flat = out.reshape(n, plane, out_channels)
+    else:
+        out = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
+        flat = out.reshape(n, out_channels, plane)
 
     def block(s: slice) -> None:
-        run_tiles(x[s], layout, g, relu, out3[s])
+        run_tiles(x[s], layout, g, relu, flat[s], channels_last=out_last)
         if then is not None:
             then(s, out[s])
 

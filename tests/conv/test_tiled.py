@@ -217,3 +217,21 @@ def test_the_tiles_of_a_cpu_without_512_bit_vectors_compute_the_same(tmp_path):
                           env=env, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert float(done.stdout.strip().splitlines()[-1]) < 1e-5
+
+
+@given(case=strided_cases(), relu=st.booleans())
+def test_a_channels_last_output_holds_the_nchw_output_bit_for_bit(case, relu):
+    """``forward(out_last=True)`` (a session's, for a next step that reads channels-last) writes
+    (N, OH, OW, O) with the NCHW output's values, and hands each slice to ``then`` so."""
+    x, weight, bias, stride, padding, dilation, _, _ = case
+    if bias is not None and bias.ndim != 1:
+        bias = None
+    g = dilated_geometry(x.shape[2], x.shape[3], weight.shape[2:], stride, dilation, padding, "t")
+    seen = []
+    last = tiled.forward(x, weight, bias, g, relu=relu, out_last=True,
+                         then=lambda s, y: seen.append((s, y.copy())))[0]
+    nchw = tiled.forward(x, weight, bias, g, relu=relu)[0]
+    assert last.shape == (x.shape[0], g.oh, g.ow, weight.shape[0])
+    np.testing.assert_array_equal(last, nchw.transpose(0, 2, 3, 1))
+    for s, values in seen:
+        np.testing.assert_array_equal(values, last[s])
