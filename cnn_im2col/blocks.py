@@ -215,17 +215,19 @@ def frozen_transform(conv: Conv2D, weight: np.ndarray) -> tuple[np.ndarray, np.n
     return kept[1]
 
 
-def frozen_tile_layout(conv: Conv2D, g: WindowGeometry) -> tiled.TileLayout:
-    """``tiled.tile_layout`` of the layer's weight and bias for geometry ``g``, made at the first
-    call for these arrays and kept on the layer, as ``frozen_transform`` keeps Winograd's: only for
-    a network nothing can change (``folds_frozen``). Measured 2026-12-05, Intel Xeon: 30-40 us of a
-    strided 32 -> 64 layer's 80-95 at batch 1."""
+def frozen_tile_layout(conv: Conv2D, g: WindowGeometry, x_last: bool = False) -> tiled.TileLayout:
+    """``tiled.tile_layout`` of the layer's weight and bias for geometry ``g`` (and an input
+    channels-last if ``x_last``), made at the first call for these arrays and kept on the layer, as
+    ``frozen_transform`` keeps Winograd's: only for a network nothing can change
+    (``folds_frozen``). Measured 2026-12-05, Intel Xeon: 30-40 us of a strided 32 -> 64 layer's
+    80-95 at batch 1."""
     weight, bias = conv.params["weight"], conv.params.get("bias")
-    kept = conv.__dict__.get("_frozen_tile_layout")
-    if kept is None or kept[0] is not weight or kept[1] is not bias or kept[2] != g:
-        layout = tiled.tile_layout(weight, conv.conv_bias(), g)
-        kept = conv._frozen_tile_layout = (weight, bias, g, layout)
-    return kept[3]
+    kept = conv.__dict__.setdefault("_frozen_tile_layouts", {})
+    entry = kept.get((g, x_last))
+    if entry is None or entry[0] is not weight or entry[1] is not bias:
+        entry = kept[(g, x_last)] = (weight, bias, tiled.tile_layout(weight, conv.conv_bias(), g,
+                                                                     x_last))
+    return entry[2]
 
 
 def _fill_conv_grads(

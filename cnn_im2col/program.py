@@ -154,16 +154,16 @@ def _compile_step(step: Step, shape: tuple[int, ...], first: bool, join: bool, r
         conv = _conv_run(layer, shape, relu=False, x_last=x_last, out_last=out_last)
         return (lambda x: conv(x, None)), out_shape
     if isinstance(step, ConvActivation):
-        conv = _conv_run(step.conv, shape, relu=False, x_last=x_last)
+        conv = _conv_run(step.conv, shape, relu=False, x_last=x_last, out_last=out_last)
         return (lambda x: conv(x, step.activate)), out_shape
     if isinstance(step, ConvReLUPool):
         return _conv_relu_pool(step, shape, out_shape, x_last), out_shape
     if isinstance(step, ConvGlobalPool) and not first and step.fused(shape, frozen=True):
         return _conv_global_pool(step, x_last), out_shape
     if isinstance(step, ResidualReLU):
-        return _residual(step.residual, shape, True, x_last), out_shape
+        return _residual(step.residual, shape, True, x_last, out_last), out_shape
     if type(layer) is Residual:
-        return _residual(layer, shape, False, x_last), out_shape
+        return _residual(layer, shape, False, x_last, out_last), out_shape
     if type(layer) is Sequential:
         return compile_stack(layer, shape, first=False, x_last=x_last, out_last=out_last)[0], \
             out_shape
@@ -183,6 +183,15 @@ def _winograd(conv: Conv2D | None, shape: tuple[int, ...]) -> bool:
     return conv is not None and conv.plan(shape, frozen=True).strategy is winograd
 
 
+def _writes_last(conv: Conv2D | None, shape: tuple[int, ...]) -> bool:
+    """Whether ``conv`` can write its output channels-last here: on Winograd, on the direct
+    kernel, or tiled (``_tiled``)."""
+    if conv is None:
+        return False
+    strategy = conv.plan(shape, frozen=True).strategy
+    return strategy is winograd or strategy is direct or _tiled(conv, shape)
+
+
 def _tiled(conv: Conv2D | None, shape: tuple[int, ...]) -> bool:
     """Whether ``conv`` runs on the tiled strategy here, its bias tied or none (so that its tiles
     can write channels-last)."""
@@ -200,6 +209,28 @@ def _ir_by_rows(step: Step, shape: tuple[int, ...]) -> bool:
     return g is not None and inverted_residual.by_rows(shape, g)
 
 
+def _projection(step: Step) -> Residual | None:
+    """The Residual of ``step`` (then ReLU or not) if its shortcut is a stack (ResNet's
+    projection: a strided 1x1 convolution and its folded batch norm) and its body a stack that
+    joins the shortcut in its last step: the program can run both with their input and their
+    output channels-last, each as its steps allow (``_takes_last``, ``_gives_last``)."""
+    residual = (step.residual if isinstance(step, ResidualReLU)
+                else step.layer if isinstance(step, LayerStep) else None)
+    if (type(residual) is not Residual or type(residual.shortcut) is not Sequential
+            or type(residual.body) is not Sequential
+            or not getattr(residual.body, "infer_takes_skip", False)):
+        return None
+    return residual
+
+
+def _stack_gives_last(stack: Sequential, shape: tuple[int, ...], x_last: bool) -> bool:
+    """Whether the last step of ``stack`` (not a program's first) can write channels-last."""
+    steps = stack.inference_steps()[0]
+    shapes = _shapes(steps, shape)
+    into_last = _layouts(steps, shapes, False, x_last, False)[-1][0]
+    return _gives_last(steps[-1], shapes[-2], False, into_last)
+
+
 def _takes_last(step: Step, shape: tuple[int, ...]) -> bool:
     """Whether ``step`` (not a stack's first) can read its input channels-last: a Winograd
     convolution (``winograd.plan_forward``), a block by rows (``inverted_residual.forward``), an
@@ -208,25 +239,31 @@ def _takes_last(step: Step, shape: tuple[int, ...]) -> bool:
     if isinstance(step, LayerStep) and type(step.layer) is Sequential:
         steps = step.layer.inference_steps()[0]
         return _takes_last(steps[0], shape)
-    return (_winograd(_step_conv(step), shape) or _ir_by_rows(step, shape)
+    residual = _projection(step)
+    if residual is not None:
+        return all(_takes_last(stack.inference_steps()[0][0], shape)
+                   for stack in (residual.body, residual.shortcut))
+    conv = _step_conv(step)
+    return (_winograd(conv, shape) or _tiled(conv, shape) or _ir_by_rows(step, shape)
             or _keeps_layout(step, shape)
             or (isinstance(step, ConvGlobalPool) and step.fused(shape, frozen=True)))
 
 
 def _gives_last(step: Step, shape: tuple[int, ...], first: bool, x_last: bool) -> bool:
-    """Whether ``step`` can write its output channels-last: a Winograd or tiled convolution alone
-    or with its ReLU (an activation or a pool works on the NCHW output), a compiled block by rows,
-    an identity Residual whose input comes channels-last, or a stack whose last step can."""
+    """Whether ``step`` can write its output channels-last: a Winograd, direct or tiled convolution
+    alone or with its ReLU or its activation (applied in place, in any layout; a pool works on the
+    NCHW output), a compiled block by rows, an identity Residual whose input comes channels-last,
+    a projection Residual whose body and shortcut can, or a stack whose last step can."""
     if _keeps_layout(step, shape):
         return x_last
     if isinstance(step, LayerStep) and type(step.layer) is Sequential:
-        steps = step.layer.inference_steps()[0]
-        shapes = _shapes(steps, shape)
-        into_last = _layouts(steps, shapes, False, x_last, False)[-1][0]
-        return _gives_last(steps[-1], shapes[-2], False, into_last)  # (compiled not first)
-    conv = _step_conv(step)
-    return ((isinstance(step, (ConvReLU, LayerStep))
-             and (_winograd(conv, shape) or _tiled(conv, shape)))
+        return _stack_gives_last(step.layer, shape, x_last)  # (compiled not first)
+    residual = _projection(step)
+    if residual is not None:
+        return all(_stack_gives_last(stack, shape, x_last)
+                   for stack in (residual.body, residual.shortcut))
+    return ((isinstance(step, (ConvReLU, ConvActivation, LayerStep))
+             and _writes_last(_step_conv(step), shape))
             or (not first and _ir_by_rows(step, shape)))
 
 
@@ -262,9 +299,9 @@ def _conv_run(conv: Conv2D, shape: tuple[int, ...], relu: bool, x_last: bool = F
     """``conv`` (ReLU fused if ``relu``) on inputs of ``shape``, its frozen plan's strategy, as
     ``blocks._conv_forward`` runs it in a session: (x, then) -> output; Winograd's also takes
     ``skip``, a shortcut its output transform adds before the ReLU (``winograd.run_forward``), and
-    its input and output may be channels-last (``x_last``: Winograd's only; ``out_last``: Winograd's
-    and the tiled strategy's), and its output max-pooled 2x2 in its output transform (``pool``:
-    Winograd's, ``ConvReLUPool``'s)."""
+    its input may be channels-last (``x_last``: Winograd's and the tiled strategy's) and its output
+    (``out_last``: theirs and the direct kernel's), and its output max-pooled 2x2 in its output
+    transform (``pool``: Winograd's, ``ConvReLUPool``'s)."""
     plan = conv.plan(shape, frozen=True)
     weight, bias, g = conv.params["weight"], conv.conv_bias(), plan.geometry
     dtype = weight.dtype
@@ -277,8 +314,11 @@ def _conv_run(conv: Conv2D, shape: tuple[int, ...], relu: bool, x_last: bool = F
 
         return run_winograd
     strategy, groups, owner = plan.strategy, conv.groups, repr(conv)
-    extra = ({"layout": frozen_tile_layout(conv, g), "out_last": out_last} if strategy is tiled
-             else {})
+    if strategy is tiled:
+        extra = {"layout": frozen_tile_layout(conv, g, x_last), "x_last": x_last,
+                 "out_last": out_last}
+    else:
+        extra = {"out_last": out_last} if strategy is direct else {}
 
     def run(x: np.ndarray, then: Any) -> np.ndarray:
         return strategy.forward(np.ascontiguousarray(x, dtype=dtype), weight, bias, g,
@@ -351,22 +391,26 @@ def _conv_global_pool(step: ConvGlobalPool, x_last: bool) -> Run:
     return run
 
 
-def _residual(residual: Residual, shape: tuple[int, ...], relu: bool, x_last: bool = False
-              ) -> Run:
+def _residual(residual: Residual, shape: tuple[int, ...], relu: bool, x_last: bool = False,
+              out_last: bool = False) -> Run:
     """A Residual (then ReLU if ``relu``): a Sequential body's program joins the shortcut in its
-    last step (``Residual.infer``); any other body runs the Residual's own ``infer``. ``x_last``
-    (``_keeps_layout`` held): x, the shortcut and the output are channels-last."""
+    last step (``Residual.infer``); any other body runs the Residual's own ``infer``. ``x_last``:
+    x comes channels-last; the output is in x's layout (an identity shortcut: ``_keeps_layout``
+    held) or, for a projection (``_projection``), channels-last if ``out_last``, the shortcut's
+    program writing it in that layout for the body to join."""
     if not getattr(residual.body, "infer_takes_skip", False):
         return lambda x: residual.infer(x, relu=relu)
+    if residual.shortcut is None:
+        out_last = x_last
     body = compile_stack(residual.body, shape, first=False, join=True, relu=relu,
-                         x_last=x_last, out_last=x_last)[0]
-    shortcut = None if residual.shortcut is None else _child(residual.shortcut, shape)
-    if shortcut is None:
-        by_slices = _two_winograd_by_slices(residual, shape, relu, x_last)
-        if by_slices is not None:
-            return lambda x: by_slices(x, body)
-        return lambda x: body(x, x)
-    return lambda x: body(x, shortcut(x))
+                         x_last=x_last, out_last=out_last)[0]
+    if residual.shortcut is not None:
+        shortcut = _child(residual.shortcut, shape, x_last, out_last)
+        return lambda x: body(x, shortcut(x))
+    by_slices = _two_winograd_by_slices(residual, shape, relu, x_last)
+    if by_slices is not None:
+        return lambda x: by_slices(x, body)
+    return lambda x: body(x, x)
 
 
 def _two_winograd_by_slices(residual: Residual, shape: tuple[int, ...], relu: bool,
@@ -428,9 +472,11 @@ def _winograd_plan(conv: Conv2D, shape: tuple[int, ...], relu: bool, x_last: boo
                                  x_last=x_last, out_last=out_last, pool=pool)
 
 
-def _child(child: Any, shape: tuple[int, ...]) -> Run:
-    """A Residual's shortcut: a Sequential's program, else its own inference (``infer_child``: a
-    1x1 Conv2D alone, or a user's layer)."""
+def _child(child: Any, shape: tuple[int, ...], x_last: bool = False, out_last: bool = False
+           ) -> Run:
+    """A Residual's shortcut: a Sequential's program (its input and output channels-last where
+    asked: ``_projection`` allowed it), else its own inference (``infer_child``: a 1x1 Conv2D
+    alone, or a user's layer)."""
     if type(child) is Sequential:
-        return compile_stack(child, shape, first=False)[0]
+        return compile_stack(child, shape, first=False, x_last=x_last, out_last=out_last)[0]
     return lambda x: infer_child(child, x)

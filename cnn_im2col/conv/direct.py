@@ -202,7 +202,7 @@ def direct_forward(x, w, sy, sx, dy, dx, pt, pl, bias, relu, out):
     if ``relu``).
 
     x: (N, C, H, W); w: (O, C, K, K), K 3 or 5; bias: (O, 1) or (O, OH*OW); out (written): (N, O,
-    OH, OW).
+    OH, OW), or a transposed view of channels-last maps.
     """
     _direct(x, w, sy, sx, dy, dx, pt, pl, bias, relu, False, out.shape[2], out.shape[3], out)
 
@@ -234,17 +234,24 @@ def forward(
     keep: bool = True,
     relu: bool = False,
     then: Callable[[slice, np.ndarray], None] | None = None,
+    out_last: bool = False,
 ) -> tuple[np.ndarray, Im2colCache]:
     """``conv2d_forward``'s direct strategy on checked arguments (as ``conv.im2col.forward``;
     ``groups`` is 1, ``backend`` numba). The cache is im2col's with the input kept (``keep``
-    does not apply): ``backward`` (im2col's) rebuilds each slice's matrix from it."""
+    does not apply): ``backward`` (im2col's) rebuilds each slice's matrix from it. ``out_last``:
+    the output (N, OH, OW, O), channels-last, for a session's next step to read so (the kernel
+    writes the same values through a transposed view; no backward follows)."""
     n, out_channels = x.shape[0], weight.shape[0]
-    out = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
+    if out_last:
+        out = np.empty((n, g.oh, g.ow, out_channels), dtype=weight.dtype)
+        maps = out.transpose(0, 3, 1, 2)
+    else:
+        out = maps = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
     bias2 = bias_columns(bias, out_channels, weight.dtype)
     w4 = np.ascontiguousarray(weight)
 
     def block(s: slice) -> None:
-        direct_forward(x[s], w4, g.sy, g.sx, g.dy, g.dx, g.top, g.left, bias2, relu, out[s])
+        direct_forward(x[s], w4, g.sy, g.sx, g.dy, g.dx, g.top, g.left, bias2, relu, maps[s])
         if then is not None:
             then(s, out[s])
 

@@ -211,11 +211,45 @@ def pad_into(x, pt, pl, sy, sx, xp):
 
 
 @nb.njit(cache=True, nogil=True)
-def tiled_forward(x, pt, pl, steps, padded_shape, offsets, pix, wt, bias, relu, channels_last,
-                  out):
-    """The convolution of samples ``x`` (N, C, H, W) in tiles (see the module's docstring), each
-    sample padded first (``pad_into``, with the row and column ``steps``) into a buffer of
-    ``padded_shape`` (C, Hp, Wp) that stays in cache: ``offsets`` (K,) each tap's offset in it,
+def pad_into_last(x, pt, pl, sy, sx, xp):
+    """``pad_into`` for channels-last maps: ``xp[n, r, v, c] = x[n, r*SY - PT, v*SX - PL, c]`` (0
+    outside the image), written whole. x: (N, H, W, C); xp: (N, Hp, Wp, C)."""
+    n_count, height, width, channels = x.shape
+    hp, wp = xp.shape[1], xp.shape[2]
+    vlo = min(wp, -(-pl // sx))  # the columns that read the image: [vlo, vhi)
+    vhi = max(vlo, min(wp, (width - 1 + pl) // sx + 1))
+    zero = xp.dtype.type(0)
+    xf = x.reshape(x.size)
+    pf = xp.reshape(xp.size)
+    for n in range(n_count):
+        for r in range(hp):
+            d = (n * hp + r) * wp * channels
+            h = r * sy - pt
+            if h < 0 or h >= height:
+                for k in range(wp * channels):
+                    pf[_u(d + k)] = zero
+                continue
+            for k in range(vlo * channels):
+                pf[_u(d + k)] = zero
+            src = ((n * height + h) * width - pl) * channels
+            if sx == 1:  # the row's pixels in one run
+                for k in range(vlo * channels, vhi * channels):
+                    pf[_u(d + k)] = xf[_u(src + k)]
+            else:
+                for v in range(vlo, vhi):
+                    for c in range(channels):
+                        pf[_u(d + v * channels + c)] = xf[_u(src + v * sx * channels + c)]
+            for k in range(vhi * channels, wp * channels):
+                pf[_u(d + k)] = zero
+
+
+@nb.njit(cache=True, nogil=True)
+def tiled_forward(x, x_last, pt, pl, steps, padded_shape, offsets, pix, wt, bias, relu,
+                  channels_last, out):
+    """The convolution of samples ``x`` (N, C, H, W), or (N, H, W, C) if ``x_last``, in tiles (see
+    the module's docstring), each sample padded first (``pad_into`` or ``pad_into_last``, with the
+    row and column ``steps``) into a buffer of ``padded_shape`` (C, Hp, Wp) or (Hp, Wp, C) that
+    stays in cache: ``offsets`` (K,) each tap's offset in it,
     ``pix`` (OH*OW,) each output pixel's base, ``wt`` (K, Lp) the weight as (C*KH*KW, O) with its
     columns padded with zeros to Lp (a multiple of the tile's lanes), ``bias`` (Lp,) likewise.
     ``out`` (written whole, ReLU'd if ``relu``): (N, O, OH*OW) NCHW, or (N, OH*OW, O) if
@@ -231,7 +265,10 @@ def tiled_forward(x, pt, pl, steps, padded_shape, offsets, pix, wt, bias, relu, 
     lanes = whole // 2 if half else whole
     tmp = np.empty(pixels * lanes, dtype=x.dtype)
     for n in range(x.shape[0]):
-        pad_into(x[n : n + 1], pt, pl, steps[0], steps[1], xp)
+        if x_last:
+            pad_into_last(x[n : n + 1], pt, pl, steps[0], steps[1], xp)
+        else:
+            pad_into(x[n : n + 1], pt, pl, steps[0], steps[1], xp)
         for q0 in range(0, plane, pixels):
             npix = min(pixels, plane - q0)
             for ob in range(0, padded, lanes):
@@ -284,8 +321,9 @@ class TileGeometry(NamedTuple):
 
     offsets: np.ndarray  # (C*KH*KW,) int64: each tap's offset in a padded sample
     pixels: np.ndarray  # (OH*OW,) int64: each output pixel's first tap's offset
-    padded_shape: tuple[int, int, int]  # (C, Hp, Wp)
+    padded_shape: tuple[int, int, int]  # (C, Hp, Wp), or (Hp, Wp, C) for channels-last input
     steps: tuple[int, int]  # the padded copy's row and column steps (a 1x1 kernel's stride, else 1)
+    x_last: bool  # for channels-last input
 
 
 class TileLayout(NamedTuple):
@@ -297,24 +335,37 @@ class TileLayout(NamedTuple):
 
 
 @functools.lru_cache(maxsize=256)
-def tile_geometry(channels: int, kh: int, kw: int, g: WindowGeometry) -> TileGeometry:
-    """The taps' and the output pixels' offsets in a padded sample, and that sample's shape; made
-    once per convolution shape (18 us of a strided layer's 50-80 at batch 1 when made per call)."""
+def tile_geometry(channels: int, kh: int, kw: int, g: WindowGeometry,
+                  x_last: bool = False) -> TileGeometry:
+    """The taps' and the output pixels' offsets in a padded sample, and that sample's shape, for
+    an input NCHW or (``x_last``) channels-last; made once per convolution shape (18 us of a
+    strided layer's 50-80 at batch 1 when made per call). The taps stay in the weight's order
+    (c, i, j) either way: the same sums in the same order, whatever the layout."""
     # a 1x1 kernel reads one pixel of each stride: the padded copy takes only those
     steps = (g.sy, g.sx) if (kh, kw) == (1, 1) else (1, 1)
     sy, sx = g.sy // steps[0], g.sx // steps[1]  # the windows' stride in the copy
     hp = (g.oh - 1) * sy + (kh - 1) * g.dy + 1  # the rows the windows read, padding included
     wp = (g.ow - 1) * sx + (kw - 1) * g.dx + 1
-    taps = (np.arange(channels)[:, None, None] * (hp * wp)
-            + np.arange(kh)[None, :, None] * (g.dy * wp) + np.arange(kw)[None, None, :] * g.dx)
-    pixels = np.arange(g.oh)[:, None] * (sy * wp) + np.arange(g.ow)[None, :] * sx
+    c = np.arange(channels)[:, None, None]
+    i, j = np.arange(kh)[None, :, None], np.arange(kw)[None, None, :]
+    oh, ow = np.arange(g.oh)[:, None], np.arange(g.ow)[None, :]
+    if x_last:  # (Hp, Wp, C): a pixel's channels are contiguous
+        taps = (i * (g.dy * wp) + j * g.dx) * channels + c
+        pixels = (oh * (sy * wp) + ow * sx) * channels
+        shape = (hp, wp, channels)
+    else:  # (C, Hp, Wp)
+        taps = c * (hp * wp) + i * (g.dy * wp) + j * g.dx
+        pixels = oh * (sy * wp) + ow * sx
+        shape = (channels, hp, wp)
     offsets, pixels = taps.reshape(-1).astype(np.int64), pixels.reshape(-1).astype(np.int64)
     offsets.flags.writeable = pixels.flags.writeable = False
-    return TileGeometry(offsets, pixels, (channels, hp, wp), steps)
+    return TileGeometry(offsets, pixels, shape, steps, x_last)
 
 
-def tile_layout(weight: np.ndarray, bias: np.ndarray | None, g: WindowGeometry) -> TileLayout:
-    """``weight`` (O, C, KH, KW) and its tied ``bias`` (O,) or None laid out for ``g``."""
+def tile_layout(weight: np.ndarray, bias: np.ndarray | None, g: WindowGeometry,
+                x_last: bool = False) -> TileLayout:
+    """``weight`` (O, C, KH, KW) and its tied ``bias`` (O,) or None laid out for ``g``, and for an
+    input NCHW or (``x_last``) channels-last."""
     out_channels, channels, kh, kw = weight.shape
     lanes = tile_shape(weight.dtype, out_channels)[1]
     padded = -(-out_channels // lanes) * lanes
@@ -323,15 +374,16 @@ def tile_layout(weight: np.ndarray, bias: np.ndarray | None, g: WindowGeometry) 
     b = np.zeros(padded, dtype=weight.dtype)
     if bias is not None and bias.ndim == 1:  # (an untied bias runs im2col's forward instead)
         b[:out_channels] = bias
-    return TileLayout(wt, b, tile_geometry(channels, kh, kw, g))
+    return TileLayout(wt, b, tile_geometry(channels, kh, kw, g, x_last))
 
 
 def run_tiles(x: np.ndarray, layout: TileLayout, g: WindowGeometry, relu: bool,
               out: np.ndarray, channels_last: bool = False) -> None:
-    """``tiled_forward`` on samples ``x`` (n, C, H, W) C-contiguous; ``out``: (n, O, OH*OW), or
-    (n, OH*OW, O) if ``channels_last``."""
+    """``tiled_forward`` on samples ``x`` C-contiguous, (n, C, H, W), or (n, H, W, C) where the
+    layout is for channels-last input; ``out``: (n, O, OH*OW), or (n, OH*OW, O) if
+    ``channels_last``."""
     tg = layout.geometry
-    tiled_forward(x, g.top, g.left, tg.steps, tg.padded_shape, tg.offsets, tg.pixels,
+    tiled_forward(x, tg.x_last, g.top, g.left, tg.steps, tg.padded_shape, tg.offsets, tg.pixels,
                   layout.weight, layout.bias, relu, channels_last, out)
 
 
@@ -348,19 +400,21 @@ def forward(
     relu: bool = False,
     then: Callable[[slice, np.ndarray], None] | None = None,
     layout: TileLayout | None = None,
+    x_last: bool = False,
     out_last: bool = False,
 ) -> tuple[np.ndarray, Im2colCache]:
     """``conv2d_forward``'s tiled strategy on checked arguments (as ``conv.im2col.forward``;
     ``groups`` is 1, ``backend`` numba). The cache is im2col's with the input kept (``keep`` does
     not apply): ``backward`` (im2col's) rebuilds each slice's matrix from it. An untied bias runs
     im2col's forward. ``layout``: ``tile_layout(weight, bias, g)``, made once by a caller whose
-    weight does not change (a session's). ``out_last``: the output (N, OH, OW, O), channels-last,
-    for a session's next step to read so (a tied bias or none; no backward follows)."""
+    weight does not change (a session's). ``x_last`` / ``out_last``: x comes (N, H, W, C) / the
+    output goes (N, OH, OW, O), channels-last, from or to a session's steps that take them so (a
+    tied bias or none; the layout for that input; no backward follows)."""
     if bias is not None and bias.ndim != 1:
         return im2col_forward(x, weight, bias, g, owner=owner, keep=keep, relu=relu, then=then)
     n, out_channels = x.shape[0], weight.shape[0]
     if layout is None:
-        layout = tile_layout(weight, bias, g)
+        layout = tile_layout(weight, bias, g, x_last)
     plane = g.oh * g.ow
     if out_last:
         out = np.empty((n, g.oh, g.ow, out_channels), dtype=weight.dtype)

@@ -127,3 +127,20 @@ def test_the_pooled_kernel_equals_the_direct_kernel_then_relu_and_a_2x2_max_pool
         assert got.shape == (x.shape[0], weight.shape[0], g.oh // 2, g.ow // 2)
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
+
+
+@given(case=few_channel_cases(), relu=st.booleans())
+def test_a_channels_last_output_holds_the_nchw_output_bit_for_bit(case, relu):
+    """``forward(out_last=True)`` (a session's, for a next step that reads channels-last) writes
+    (N, OH, OW, O) through a transposed view: the NCHW output's values, each slice handed to
+    ``then`` in that layout."""
+    x, weight, bias, stride, padding, dilation, _, _ = case
+    g = dilated_geometry(x.shape[2], x.shape[3], weight.shape[2:], stride, dilation, padding, "t")
+    seen = []
+    last = direct.forward(x, weight, bias, g, relu=relu, out_last=True,
+                          then=lambda s, y: seen.append((s, y.copy())))[0]
+    nchw = direct.forward(x, weight, bias, g, relu=relu)[0]
+    assert last.shape == (x.shape[0], g.oh, g.ow, weight.shape[0]) and last.flags.c_contiguous
+    np.testing.assert_array_equal(last, nchw.transpose(0, 2, 3, 1))
+    for s, values in seen:
+        np.testing.assert_array_equal(values, last[s])
