@@ -37,7 +37,7 @@ from ..shapes import WindowGeometry
 from .depthwise import split_phases, tap_base, taps
 from .im2col import Im2colCache, backward, bias_columns
 
-__all__ = ["MAX_CHANNELS", "backward", "direct_forward",
+__all__ = ["MAX_CHANNELS", "backward", "direct_forward", "direct_forward_last",
            "direct_forward_pool2", "forward", "forward_relu_pool2", "supports"]
 
 #: input channels up to which a 3x3 or 5x5 convolution (groups 1) takes this strategy under "auto"
@@ -145,10 +145,11 @@ def _group_sums(q, w, o0, group, size, bases, bias, oh_count, ow_count, qw, acc)
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
-def _direct(x, w, sy, sx, dy, dx, pt, pl, bias, relu, pool, oh_count, ow_count, out):
-    """``direct_forward`` (``pool`` False: ``out`` the (N, O, OH, OW) maps) or
-    ``direct_forward_pool2`` (``pool`` True: ``out`` their 2x2 max pool): each sample split into
-    its phase planes once, then four output maps at a time summed (``_group_sums``) and written."""
+def _direct(x, w, sy, sx, dy, dx, pt, pl, bias, relu, pool, last, oh_count, ow_count, out):
+    """``direct_forward`` (``pool`` False: ``out`` the (N, O, OH, OW) maps, or (N, OH, OW, O) if
+    ``last``) or ``direct_forward_pool2`` (``pool`` True: ``out`` their 2x2 max pool): each sample
+    split into its phase planes once, then four output maps at a time summed (``_group_sums``) and
+    written."""
     n_count, c_count, o_count = x.shape[0], x.shape[1], w.shape[0]
     qh, qw, size, by0, bx0, bases = _phase_setup(w.shape[2], w.shape[3], sy, sx, dy, dx, pt, pl,
                                                  oh_count, ow_count)
@@ -160,11 +161,28 @@ def _direct(x, w, sy, sx, dy, dx, pt, pl, bias, relu, pool, oh_count, ow_count, 
         for o0 in range(0, o_count, _GROUP):
             group = min(_GROUP, o_count - o0)
             _group_sums(q, w, o0, group, size, bases, bias, oh_count, ow_count, qw, acc)
+            if last:
+                _write_group_last(acc, group, qw, relu, out[n], o0)
+                continue
             for j in range(group):
                 if pool:
                     _write_pooled(acc[j], qw, out[n, o0 + j])
                 else:
                     _write_maps(acc[j], qw, relu, out[n, o0 + j])
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _write_group_last(sums, group, qw, relu, dst, o0):
+    """``dst[oh, ow, o0 + j] = f(sums[j, oh*QW + ow])`` for j < group, f = ReLU if ``relu``: a
+    group's maps into channels-last maps (OH, OW, O), its values for a pixel side by side."""
+    zero = dst.dtype.type(0)
+    for oh in range(dst.shape[0]):
+        row = dst[oh]
+        for ow in range(dst.shape[1]):
+            pixel = row[ow]
+            for j in range(group):
+                v = sums[j, _u(oh * qw + ow)]
+                pixel[_u(o0 + j)] = v if (v > zero or not relu) else zero
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -202,9 +220,17 @@ def direct_forward(x, w, sy, sx, dy, dx, pt, pl, bias, relu, out):
     if ``relu``).
 
     x: (N, C, H, W); w: (O, C, K, K), K 3 or 5; bias: (O, 1) or (O, OH*OW); out (written): (N, O,
-    OH, OW), or a transposed view of channels-last maps.
+    OH, OW).
     """
-    _direct(x, w, sy, sx, dy, dx, pt, pl, bias, relu, False, out.shape[2], out.shape[3], out)
+    _direct(x, w, sy, sx, dy, dx, pt, pl, bias, relu, False, False, out.shape[2], out.shape[3],
+            out)
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"contract"})
+def direct_forward_last(x, w, sy, sx, dy, dx, pt, pl, bias, relu, out):
+    """``direct_forward`` into channels-last maps: ``out`` (written) (N, OH, OW, O)."""
+    _direct(x, w, sy, sx, dy, dx, pt, pl, bias, relu, False, True, out.shape[1], out.shape[2],
+            out)
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})
@@ -212,7 +238,7 @@ def direct_forward_pool2(x, w, sy, sx, dy, dx, pt, pl, bias, oh_count, ow_count,
     """``direct_forward`` with ReLU, then a 2x2 max pool of stride 2 (no padding, the last row and
     column dropped where the map's side is odd) taken from the sums while they are in cache: the
     convolution's (OH, OW) maps are never written. ``out`` (written): (N, O, OH // 2, OW // 2)."""
-    _direct(x, w, sy, sx, dy, dx, pt, pl, bias, True, True, oh_count, ow_count, out)
+    _direct(x, w, sy, sx, dy, dx, pt, pl, bias, True, True, False, oh_count, ow_count, out)
 
 
 def supports(weight_shape: tuple[int, ...], g: WindowGeometry, groups: int) -> bool:
@@ -239,19 +265,17 @@ def forward(
     """``conv2d_forward``'s direct strategy on checked arguments (as ``conv.im2col.forward``;
     ``groups`` is 1, ``backend`` numba). The cache is im2col's with the input kept (``keep``
     does not apply): ``backward`` (im2col's) rebuilds each slice's matrix from it. ``out_last``:
-    the output (N, OH, OW, O), channels-last, for a session's next step to read so (the kernel
-    writes the same values through a transposed view; no backward follows)."""
+    the output (N, OH, OW, O), channels-last, for a session's next step to read so (the same
+    values, each pixel's side by side; no backward follows)."""
     n, out_channels = x.shape[0], weight.shape[0]
-    if out_last:
-        out = np.empty((n, g.oh, g.ow, out_channels), dtype=weight.dtype)
-        maps = out.transpose(0, 3, 1, 2)
-    else:
-        out = maps = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
+    shape = (n, g.oh, g.ow, out_channels) if out_last else (n, out_channels, g.oh, g.ow)
+    out = np.empty(shape, dtype=weight.dtype)
     bias2 = bias_columns(bias, out_channels, weight.dtype)
     w4 = np.ascontiguousarray(weight)
+    kernel = direct_forward_last if out_last else direct_forward
 
     def block(s: slice) -> None:
-        direct_forward(x[s], w4, g.sy, g.sx, g.dy, g.dx, g.top, g.left, bias2, relu, maps[s])
+        kernel(x[s], w4, g.sy, g.sx, g.dy, g.dx, g.top, g.left, bias2, relu, out[s])
         if then is not None:
             then(s, out[s])
 
