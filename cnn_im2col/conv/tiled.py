@@ -38,6 +38,7 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.core import config as numba_config
 from numba.extending import intrinsic
 
 from .. import threads as _threads
@@ -58,17 +59,27 @@ def supports(weight_shape: tuple[int, ...], g: WindowGeometry, groups: int) -> b
 
 
 def _wide_vectors() -> bool:
-    """Whether the CPU Numba compiles for has 512-bit vectors (32 registers of 16 float32)."""
+    """Whether the CPU Numba compiles for has 512-bit vectors (32 registers of 16 float32): the
+    host's, unless ``NUMBA_CPU_NAME`` names another CPU or ``NUMBA_CPU_FEATURES`` leaves them
+    out."""
+    if numba_config.CPU_NAME not in (None, "host"):
+        return False
+    features = numba_config.CPU_FEATURES
+    if features is not None:
+        return "+avx512f" in features.split(",")
     return bool(llvm.get_host_cpu_features().get("avx512f", False))
 
 
 _WIDE_VECTORS = _wide_vectors()
 # the register tile, P pixels x L lanes of float32 (float64 has L // 2): 16 of the 32 registers of
 # 16 float32 hold the sums with AVX-512 (measured, (C, H, O) (16, 32, 32), one thread: 4 x 32 70
-# GMAC/s, 8 x 32 80; (32, 16, 64): 4 x 32 52, 8 x 32 71, 4 x 64 83), 8 of the 16 registers of 8
-# float32 without. With at most L / 2 output channels, the tile has twice the pixels and half the
-# lanes (the same registers, none of them holding padding).
-_PIXELS, _LANES = (8, 32) if _WIDE_VECTORS else (4, 16)
+# GMAC/s, 8 x 32 80; (32, 16, 64): 4 x 32 52, 8 x 32 71, 4 x 64 83), 12 of the 16 registers of 8
+# float32 without (compiled for Haswell, OpenBLAS's Haswell kernels, 2 threads, forward with ReLU,
+# tiled / im2col time, (N, C, H, O, kernel): 4 x 16 / 6 x 16: (64, 16, 32, 32, 3) 0.56 / 0.57;
+# (64, 32, 16, 64, 3) 0.89 / 0.69; (32, 32, 32, 64, 3) 1.03 / 0.84; (64, 16, 32, 32, 1) 0.78 /
+# 0.76). With at most L / 2 output channels, the tile has twice the pixels and half the lanes
+# (the same registers, none of them holding padding).
+_PIXELS, _LANES = (8, 32) if _WIDE_VECTORS else (6, 16)
 
 
 def tile_shape(dtype: np.dtype, out_channels: int) -> tuple[int, int]:

@@ -169,10 +169,10 @@ def test_choose_takes_the_tiled_kernel_for_strided_kernels_under_auto_only():
 
 
 def test_the_tile_has_its_registers_worth_of_lanes():
-    """A tile holds 64 float32 (8 registers of 8) or 256 (16 of 16), float64 half as many; with
+    """A tile holds 96 float32 (12 registers of 8) or 256 (16 of 16), float64 half as many; with
     at most half its lanes of output channels, twice the pixels and half the lanes."""
     pixels, lanes = tiled.tile_shape(np.float32, 64)
-    assert pixels * lanes in (64, 256)
+    assert pixels * lanes in (96, 256)
     assert tiled.tile_shape(np.float64, 64) == (pixels, lanes // 2)
     assert tiled.tile_shape(np.float32, lanes // 2) == (2 * pixels, lanes // 2)
     assert tiled.tile_shape(np.float32, lanes // 2 + 1) == (pixels, lanes)
@@ -205,7 +205,7 @@ print(worst)
 
 
 def test_the_tiles_of_a_cpu_without_512_bit_vectors_compute_the_same(tmp_path):
-    """The narrow tiles (4 x 16 float32, 4 x 8 float64, and their halves), which this CPU may not
+    """The narrow tiles (6 x 16 float32, 6 x 8 float64, and their halves), which this CPU may not
     take itself, built and run in a process that sees a CPU without AVX-512 (its own kernel
     cache, so that no kernel compiled for the wide tiles is loaded)."""
     import os
