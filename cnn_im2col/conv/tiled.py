@@ -194,31 +194,8 @@ def pad_into(x, pt, pl, sy, sx, xp):
     stride; 1 for larger kernels, whose windows overlap). x: (N, C, H, W); xp: (N, C, Hp, Wp), its
     sides only as long as the windows read."""
     n_count, c_count, height, width = x.shape
-    hp, wp = xp.shape[2], xp.shape[3]
-    vlo = min(wp, -(-pl // sx))  # the columns that read the image: [vlo, vhi)
-    vhi = max(vlo, min(wp, (width - 1 + pl) // sx + 1))
-    zero = xp.dtype.type(0)
-    xf = x.reshape(x.size)
-    pf = xp.reshape(xp.size)
-    for plane in range(n_count * c_count):
-        for r in range(hp):
-            d = (plane * hp + r) * wp
-            h = r * sy - pt
-            if h < 0 or h >= height:
-                for v in range(wp):
-                    pf[_u(d + v)] = zero
-                continue
-            src = (plane * height + h) * width - pl
-            for v in range(vlo):
-                pf[_u(d + v)] = zero
-            if sx == 1:
-                for v in range(vlo, vhi):
-                    pf[_u(d + v)] = xf[_u(src + v)]
-            else:
-                for v in range(vlo, vhi):
-                    pf[_u(d + v)] = xf[_u(src + v * sx)]
-            for v in range(vhi, wp):
-                pf[_u(d + v)] = zero
+    _pad_rows(x.reshape(x.size), n_count * c_count, height, width, 1, pt, pl, sy, sx,
+              xp.shape[2], xp.shape[3], xp.reshape(xp.size))
 
 
 @nb.njit(cache=True, nogil=True)
@@ -226,31 +203,36 @@ def pad_into_last(x, pt, pl, sy, sx, xp):
     """``pad_into`` for channels-last maps: ``xp[n, r, v, c] = x[n, r*SY - PT, v*SX - PL, c]`` (0
     outside the image), written whole. x: (N, H, W, C); xp: (N, Hp, Wp, C)."""
     n_count, height, width, channels = x.shape
-    hp, wp = xp.shape[1], xp.shape[2]
+    _pad_rows(x.reshape(x.size), n_count, height, width, channels, pt, pl, sy, sx, xp.shape[1],
+              xp.shape[2], xp.reshape(xp.size))
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _pad_rows(xf, planes, height, width, pixel, pt, pl, sy, sx, hp, wp, pf):
+    """``pad_into``'s copy of ``planes`` maps of (H, W) pixels, each ``pixel`` values long (1:
+    NCHW planes; C: channels-last samples), into (Hp, Wp) maps of pixels."""
     vlo = min(wp, -(-pl // sx))  # the columns that read the image: [vlo, vhi)
     vhi = max(vlo, min(wp, (width - 1 + pl) // sx + 1))
-    zero = xp.dtype.type(0)
-    xf = x.reshape(x.size)
-    pf = xp.reshape(xp.size)
-    for n in range(n_count):
+    zero = pf.dtype.type(0)
+    for plane in range(planes):
         for r in range(hp):
-            d = (n * hp + r) * wp * channels
+            d = (plane * hp + r) * wp * pixel
             h = r * sy - pt
             if h < 0 or h >= height:
-                for k in range(wp * channels):
+                for k in range(wp * pixel):
                     pf[_u(d + k)] = zero
                 continue
-            for k in range(vlo * channels):
+            for k in range(vlo * pixel):
                 pf[_u(d + k)] = zero
-            src = ((n * height + h) * width - pl) * channels
+            src = ((plane * height + h) * width - pl) * pixel
             if sx == 1:  # the row's pixels in one run
-                for k in range(vlo * channels, vhi * channels):
+                for k in range(vlo * pixel, vhi * pixel):
                     pf[_u(d + k)] = xf[_u(src + k)]
             else:
                 for v in range(vlo, vhi):
-                    for c in range(channels):
-                        pf[_u(d + v * channels + c)] = xf[_u(src + v * sx * channels + c)]
-            for k in range(vhi * channels, wp * channels):
+                    for c in range(pixel):
+                        pf[_u(d + v * pixel + c)] = xf[_u(src + v * sx * pixel + c)]
+            for k in range(vhi * pixel, wp * pixel):
                 pf[_u(d + k)] = zero
 
 

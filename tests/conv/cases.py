@@ -5,11 +5,13 @@ kernel is the kernel with DY-1 / DX-1 zeros between its cells, and a grouped con
 convolution per group, concatenated over the output channels."""
 
 import numpy as np
+from conftest import in_memory_order, tolerance
 from hypothesis import strategies as st
 
+from cnn_im2col import conv, reference
 from cnn_im2col import functional as F
-from cnn_im2col import reference
 from cnn_im2col.gradcheck import check_function
+from cnn_im2col.shapes import dilated_geometry
 
 BACKENDS = ["numba", "numpy"]
 
@@ -145,3 +147,60 @@ def check_conv_gradients(x, weight, bias, **kw):
             forward, lambda d, index=index: F.conv2d_backward(d, state["cache"])[index], value
         )
     return state["cache"]
+
+
+def draw_conv_case(draw, n, c, o, kernel, stride, dilation, padding, largest=13):
+    """The rest of a drawn convolution case for these sizes: the input's sides (up to ``largest``,
+    at least one window), dtype, bias mode (tied, untied, none), layout, and the arrays.
+    Returns (x, weight, bias, stride, padding, dilation, dout, order)."""
+    (kh, kw), (dy, dx), (ph, pw) = kernel, dilation, padding
+    h = draw(st.integers(max(1, (kh - 1) * dy + 1 - 2 * ph), largest))
+    w = draw(st.integers(max(1, (kw - 1) * dx + 1 - 2 * pw), largest))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    bias_mode = draw(st.sampled_from(["tied", "untied", None]))
+    g = dilated_geometry(h, w, kernel, stride, dilation, padding, "test")
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    weight = rng.standard_normal((o, c, kh, kw)).astype(dtype)
+    bias = {"tied": rng.standard_normal(o), "untied": rng.standard_normal((o, g.oh, g.ow)),
+            None: None}[bias_mode]
+    bias = None if bias is None else bias.astype(dtype)
+    dout = rng.standard_normal((n, o, g.oh, g.ow)).astype(dtype)
+    order = draw(st.sampled_from(["C", "F", "strided"]))
+    return x, weight, bias, stride, padding, dilation, dout, order
+
+
+def check_strategy_against_im2col(case, relu, input_grad, strategy):
+    """A drawn case through ``algorithm="auto"``, which must choose ``strategy``, against the
+    im2col path (forward and backward, to rounding) and the oracle (without ReLU): each batch slice
+    handed to ``then`` once, right after it is written."""
+    x, weight, bias, stride, padding, dilation, dout, order = case
+    rtol, atol = tolerance(x.dtype)
+    kw = {"stride": stride, "padding": padding, "dilation": dilation, "relu": relu}
+    results = []
+    for algorithm in ("auto", "im2col"):
+        seen = []
+
+        def then(s, out_slice, seen=seen):
+            seen.append((s.start, s.stop, out_slice.copy()))
+
+        out, cache = F.conv2d_forward(in_memory_order(x, order), weight, bias,
+                                      algorithm=algorithm, then=then, **kw)
+        results.append((out, *F.conv2d_backward(dout, cache, input_grad=input_grad)))
+        starts = sorted((start, stop) for start, stop, _ in seen)
+        assert [a for a, _ in starts] == [0] + [b for _, b in starts[:-1]]
+        assert starts[-1][1] == x.shape[0]
+        for start, stop, values in seen:
+            np.testing.assert_array_equal(values, out[start:stop])
+    assert conv.choose("auto", "numba", weight.shape, dilated_geometry(
+        x.shape[2], x.shape[3], weight.shape[2:], stride, dilation, padding, "t"), 1,
+        x.shape[1], x.shape[0], "t") is strategy
+    for a, b in zip(*results):
+        if a is None:
+            assert b is None
+        else:
+            np.testing.assert_allclose(a, b, rtol, atol)
+    if not relu:
+        ref_out, _, ref_dw = oracle_conv(x, weight, bias, stride, padding, dilation, 1, dout)
+        np.testing.assert_allclose(results[0][0], ref_out, rtol, atol)
+        np.testing.assert_allclose(results[0][2], ref_dw, rtol, atol)

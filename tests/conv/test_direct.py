@@ -7,7 +7,6 @@ finite-difference check; ``choose`` takes it for exactly the convolutions it sup
 
 import numpy as np
 import pytest
-from conftest import in_memory_order, tolerance
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,7 +14,7 @@ from cnn_im2col import conv
 from cnn_im2col import functional as F
 from cnn_im2col.conv import direct
 from cnn_im2col.shapes import dilated_geometry
-from conv.cases import check_conv_gradients, oracle_conv
+from conv.cases import check_conv_gradients, check_strategy_against_im2col, draw_conv_case
 
 
 @st.composite
@@ -27,54 +26,12 @@ def few_channel_cases(draw):
     stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
-    h = draw(st.integers(max(1, (k - 1) * dilation[0] + 1 - 2 * padding[0]), 13))
-    w = draw(st.integers(max(1, (k - 1) * dilation[1] + 1 - 2 * padding[1]), 13))
-    dtype = draw(st.sampled_from([np.float32, np.float64]))
-    bias_mode = draw(st.sampled_from(["tied", "untied", None]))
-    g = dilated_geometry(h, w, (k, k), stride, dilation, padding, "test")
-    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    weight = rng.standard_normal((o, c, k, k)).astype(dtype)
-    bias = {"tied": rng.standard_normal(o), "untied": rng.standard_normal((o, g.oh, g.ow)),
-            None: None}[bias_mode]
-    bias = None if bias is None else bias.astype(dtype)
-    dout = rng.standard_normal((n, o, g.oh, g.ow)).astype(dtype)
-    order = draw(st.sampled_from(["C", "F", "strided"]))
-    return x, weight, bias, stride, padding, dilation, dout, order
+    return draw_conv_case(draw, n, c, o, (k, k), stride, dilation, padding)
 
 
 @given(case=few_channel_cases(), relu=st.booleans(), input_grad=st.booleans())
 def test_the_direct_kernel_equals_the_im2col_path_and_the_oracle(case, relu, input_grad):
-    x, weight, bias, stride, padding, dilation, dout, order = case
-    rtol, atol = tolerance(x.dtype)
-    kw = {"stride": stride, "padding": padding, "dilation": dilation, "relu": relu}
-    results = []
-    for algorithm in ("auto", "im2col"):
-        seen = []
-
-        def then(s, out_slice, seen=seen):  # each slice once, right after it is written
-            seen.append((s.start, s.stop, out_slice.copy()))
-
-        out, cache = F.conv2d_forward(in_memory_order(x, order), weight, bias,
-                                      algorithm=algorithm, then=then, **kw)
-        results.append((out, *F.conv2d_backward(dout, cache, input_grad=input_grad)))
-        starts = sorted((start, stop) for start, stop, _ in seen)
-        assert [a for a, _ in starts] == [0] + [b for _, b in starts[:-1]]
-        assert starts[-1][1] == x.shape[0]
-        for start, stop, values in seen:
-            np.testing.assert_array_equal(values, out[start:stop])
-    assert conv.choose("auto", "numba", weight.shape, dilated_geometry(
-        x.shape[2], x.shape[3], weight.shape[2:], stride, dilation, padding, "t"), 1,
-        x.shape[1], x.shape[0], "t") is direct
-    for a, b in zip(*results):
-        if a is None:
-            assert b is None
-        else:
-            np.testing.assert_allclose(a, b, rtol, atol)
-    if not relu:
-        ref_out, ref_dx, ref_dw = oracle_conv(x, weight, bias, stride, padding, dilation, 1, dout)
-        np.testing.assert_allclose(results[0][0], ref_out, rtol, atol)
-        np.testing.assert_allclose(results[0][2], ref_dw, rtol, atol)
+    check_strategy_against_im2col(case, relu, input_grad, direct)
 
 
 @pytest.mark.parametrize("k", [3, 5])

@@ -8,15 +8,13 @@ under ``algorithm="auto"``."""
 
 import numpy as np
 import pytest
-from conftest import in_memory_order, tolerance
 from hypothesis import given
 from hypothesis import strategies as st
 
 from cnn_im2col import conv
-from cnn_im2col import functional as F
 from cnn_im2col.conv import direct, tiled
 from cnn_im2col.shapes import dilated_geometry
-from conv.cases import check_conv_gradients, oracle_conv
+from conv.cases import check_conv_gradients, check_strategy_against_im2col, draw_conv_case
 
 
 @st.composite
@@ -32,54 +30,12 @@ def strided_cases(draw):
         stride = stride[::-1]
     dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
-    h = draw(st.integers(max(1, (kh - 1) * dilation[0] + 1 - 2 * padding[0]), 14))
-    w = draw(st.integers(max(1, (kw - 1) * dilation[1] + 1 - 2 * padding[1]), 14))
-    dtype = draw(st.sampled_from([np.float32, np.float64]))
-    bias_mode = draw(st.sampled_from(["tied", "untied", None]))
-    g = dilated_geometry(h, w, (kh, kw), stride, dilation, padding, "test")
-    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    weight = rng.standard_normal((o, c, kh, kw)).astype(dtype)
-    bias = {"tied": rng.standard_normal(o), "untied": rng.standard_normal((o, g.oh, g.ow)),
-            None: None}[bias_mode]
-    bias = None if bias is None else bias.astype(dtype)
-    dout = rng.standard_normal((n, o, g.oh, g.ow)).astype(dtype)
-    order = draw(st.sampled_from(["C", "F", "strided"]))
-    return x, weight, bias, stride, padding, dilation, dout, order
+    return draw_conv_case(draw, n, c, o, (kh, kw), stride, dilation, padding, largest=14)
 
 
 @given(case=strided_cases(), relu=st.booleans(), input_grad=st.booleans())
 def test_the_tiled_kernel_equals_the_im2col_path_and_the_oracle(case, relu, input_grad):
-    x, weight, bias, stride, padding, dilation, dout, order = case
-    rtol, atol = tolerance(x.dtype)
-    kw = {"stride": stride, "padding": padding, "dilation": dilation, "relu": relu}
-    results = []
-    for algorithm in ("auto", "im2col"):
-        seen = []
-
-        def then(s, out_slice, seen=seen):  # each slice once, right after it is written
-            seen.append((s.start, s.stop, out_slice.copy()))
-
-        out, cache = F.conv2d_forward(in_memory_order(x, order), weight, bias,
-                                      algorithm=algorithm, then=then, **kw)
-        results.append((out, *F.conv2d_backward(dout, cache, input_grad=input_grad)))
-        starts = sorted((start, stop) for start, stop, _ in seen)
-        assert [a for a, _ in starts] == [0] + [b for _, b in starts[:-1]]
-        assert starts[-1][1] == x.shape[0]
-        for start, stop, values in seen:
-            np.testing.assert_array_equal(values, out[start:stop])
-    assert conv.choose("auto", "numba", weight.shape, dilated_geometry(
-        x.shape[2], x.shape[3], weight.shape[2:], stride, dilation, padding, "t"), 1,
-        x.shape[1], x.shape[0], "t") is tiled
-    for a, b in zip(*results):
-        if a is None:
-            assert b is None
-        else:
-            np.testing.assert_allclose(a, b, rtol, atol)
-    if not relu:
-        ref_out, _, ref_dw = oracle_conv(x, weight, bias, stride, padding, dilation, 1, dout)
-        np.testing.assert_allclose(results[0][0], ref_out, rtol, atol)
-        np.testing.assert_allclose(results[0][2], ref_dw, rtol, atol)
+    check_strategy_against_im2col(case, relu, input_grad, tiled)
 
 
 @given(case=strided_cases(), relu=st.booleans())
