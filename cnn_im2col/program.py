@@ -184,18 +184,16 @@ def _winograd(conv: Conv2D | None, shape: tuple[int, ...]) -> bool:
 
 
 def _writes_last(conv: Conv2D | None, shape: tuple[int, ...]) -> bool:
-    """Whether ``conv`` can write its output channels-last here: on Winograd, on the direct
-    kernel, or tiled (``_tiled``)."""
-    if conv is None:
-        return False
-    strategy = conv.plan(shape, frozen=True).strategy
-    return strategy is winograd or strategy is direct or _tiled(conv, shape)
+    """Whether ``conv`` can write its output channels-last here: on Winograd, or in tiles
+    (``_tiled``)."""
+    return _winograd(conv, shape) or _tiled(conv, shape)
 
 
 def _tiled(conv: Conv2D | None, shape: tuple[int, ...]) -> bool:
-    """Whether ``conv`` runs on the tiled strategy here, its bias tied or none (so that its tiles
-    can write channels-last)."""
-    if conv is None or conv.plan(shape, frozen=True).strategy is not tiled:
+    """Whether ``conv`` can run on the tiled kernel here, reading or writing channels-last maps:
+    on the tiled strategy, or on the direct one (whose sums the tiles give bit for bit), its bias
+    tied or none."""
+    if conv is None or conv.plan(shape, frozen=True).strategy not in (tiled, direct):
         return False
     bias = conv.params.get("bias")
     return bias is None or bias.ndim == 1
@@ -250,10 +248,11 @@ def _takes_last(step: Step, shape: tuple[int, ...]) -> bool:
 
 
 def _gives_last(step: Step, shape: tuple[int, ...], first: bool, x_last: bool) -> bool:
-    """Whether ``step`` can write its output channels-last: a Winograd, direct or tiled convolution
-    alone or with its ReLU or its activation (applied in place, in any layout; a pool works on the
-    NCHW output), a compiled block by rows, an identity Residual whose input comes channels-last,
-    a projection Residual whose body and shortcut can, or a stack whose last step can."""
+    """Whether ``step`` can write its output channels-last: a Winograd or tiled (``_tiled``)
+    convolution alone or with its ReLU or its activation (applied in place, in any layout; a pool
+    works on the NCHW output), a compiled block by rows, an identity Residual whose input comes
+    channels-last, a projection Residual whose body and shortcut can, or a stack whose last step
+    can."""
     if _keeps_layout(step, shape):
         return x_last
     if isinstance(step, LayerStep) and type(step.layer) is Sequential:
@@ -299,9 +298,10 @@ def _conv_run(conv: Conv2D, shape: tuple[int, ...], relu: bool, x_last: bool = F
     """``conv`` (ReLU fused if ``relu``) on inputs of ``shape``, its frozen plan's strategy, as
     ``blocks._conv_forward`` runs it in a session: (x, then) -> output; Winograd's also takes
     ``skip``, a shortcut its output transform adds before the ReLU (``winograd.run_forward``), and
-    its input may be channels-last (``x_last``: Winograd's and the tiled strategy's) and its output
-    (``out_last``: theirs and the direct kernel's), and its output max-pooled 2x2 in its output
-    transform (``pool``: Winograd's, ``ConvReLUPool``'s)."""
+    its input may be channels-last (``x_last``) and its output (``out_last``): Winograd's and the
+    tiled kernel's (which also runs the direct strategy's convolutions that read or write maps so:
+    the same bits), and its output max-pooled 2x2 in its output transform (``pool``: Winograd's,
+    ``ConvReLUPool``'s)."""
     plan = conv.plan(shape, frozen=True)
     weight, bias, g = conv.params["weight"], conv.conv_bias(), plan.geometry
     dtype = weight.dtype
@@ -314,11 +314,10 @@ def _conv_run(conv: Conv2D, shape: tuple[int, ...], relu: bool, x_last: bool = F
 
         return run_winograd
     strategy, groups, owner = plan.strategy, conv.groups, repr(conv)
-    if strategy is tiled:
-        extra = {"layout": frozen_tile_layout(conv, g, x_last), "x_last": x_last,
-                 "out_last": out_last}
-    else:
-        extra = {"out_last": out_last} if strategy is direct else {}
+    if strategy is direct and (x_last or out_last):
+        strategy = tiled  # (``_tiled`` held: the bias is tied or none)
+    extra = ({"layout": frozen_tile_layout(conv, g, x_last), "x_last": x_last,
+              "out_last": out_last} if strategy is tiled else {})
 
     def run(x: np.ndarray, then: Any) -> np.ndarray:
         return strategy.forward(np.ascontiguousarray(x, dtype=dtype), weight, bias, g,

@@ -247,19 +247,20 @@ def test_a_block_whose_middle_has_other_channels_runs_its_bodys_program(monkeypa
 @pytest.mark.parametrize("name, counts", [("resnet20", (21, 20, 20)), ("vgg_bn", (1, 1, 0)),
                                           ("every_step_kind", (1, 1, 0))])
 def test_maps_pass_channels_last_from_one_convolution_to_the_next(name, counts, monkeypatch):
-    """Where a Winograd, direct or tiled convolution feeds a Winograd or tiled one (vgg-bn's second
-    convolution; the joined body in ``every_step_kind``; all of ResNet-20 from its stem on, its
-    strided and 1x1 projections and the blocks that join them included), the program plans the
-    first to write channels-last and the second to read it, and nowhere else: a pool, an activation
-    step or another strategy gets NCHW. ``counts``: the convolutions that write channels-last, that
-    read so, and that do both (ResNet-20's last block writes channels-last, and the program copies
-    that to NCHW for the pool). The bits are those of ``Sequential.infer`` (also the test above)."""
-    from cnn_im2col.conv import direct, tiled, winograd
+    """Where a Winograd or tiled convolution (a direct-strategy one runs in tiles there, for the
+    same bits) feeds a Winograd or tiled one (vgg-bn's second convolution; the joined body in
+    ``every_step_kind``; all of ResNet-20 from its stem on, its strided and 1x1 projections and the
+    blocks that join them included), the program plans the first to write channels-last and the
+    second to read it, and nowhere else: a pool, an activation step or another strategy gets NCHW.
+    ``counts``: the convolutions that write channels-last, that read so, and that do both
+    (ResNet-20's last block writes channels-last, and the program copies that to NCHW for the
+    pool). The bits are those of ``Sequential.infer`` (also the test above)."""
+    from cnn_im2col.conv import tiled, winograd
 
     model, shape = NETS[name](np.float32)
     x = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
     writers, readers = set(), set()  # the convolutions (their weights) planned channels-last
-    real, real_tiled, real_direct = winograd.plan_forward, tiled.forward, direct.forward
+    real, real_tiled = winograd.plan_forward, tiled.forward
 
     def seen(weight, kwargs):
         if kwargs.get("out_last"):
@@ -275,13 +276,8 @@ def test_maps_pass_channels_last_from_one_convolution_to_the_next(name, counts, 
         seen(weight, kwargs)
         return real_tiled(x, weight, *args, **kwargs)
 
-    def direct_forward(x, weight, *args, **kwargs):
-        seen(weight, kwargs)
-        return real_direct(x, weight, *args, **kwargs)
-
     monkeypatch.setattr(winograd, "plan_forward", plan_forward)
     monkeypatch.setattr(tiled, "forward", tiled_forward)
-    monkeypatch.setattr(direct, "forward", direct_forward)
     with engine_blas(), blocks.folds_frozen(), finite_scans_skipped():
         program, _ = compile_stack(model, x.shape)
         np.testing.assert_array_equal(program(x), model.infer(x))

@@ -21,6 +21,13 @@ also beat for these few-channel layers (2026-12-05, Intel Xeon, 2 threads, batch
 64x64 one), forward with ReLU, us, direct / tiled: 3 -> 16 at 32x32 691 / 1102; 1 -> 20 5x5 at
 28x28 511 / 746; 3 -> 16 stride 2 at 64x64 516 / 671). The im2col strategy is this one's slow
 twin; the tests hold them equal to rounding.
+
+Each output value is its bias, then one multiply-add per tap in the weight's order (c, i, j): the
+tiled kernel's sums, so the two give the same bits (the tests hold them so). A session whose next
+step reads a map channels-last has the tiled kernel write it so from its registers
+(``program.py``), where this one's maps would need a scatter: ResNet-20's 3 -> 16 stem at batch
+64, 2 threads, forward with ReLU into channels-last maps, direct 666-737 us, tiled 406
+(2026-12-05, Intel Xeon); into NCHW maps this one stays ahead (545-573 against 567-587).
 """
 
 from __future__ import annotations
@@ -37,8 +44,8 @@ from ..shapes import WindowGeometry
 from .depthwise import split_phases, tap_base, taps
 from .im2col import Im2colCache, backward, bias_columns
 
-__all__ = ["MAX_CHANNELS", "backward", "direct_forward", "direct_forward_last",
-           "direct_forward_pool2", "forward", "forward_relu_pool2", "supports"]
+__all__ = ["MAX_CHANNELS", "backward", "direct_forward", "direct_forward_pool2", "forward",
+           "forward_relu_pool2", "supports"]
 
 #: input channels up to which a 3x3 or 5x5 convolution (groups 1) takes this strategy under "auto"
 MAX_CHANNELS = 4
@@ -47,35 +54,52 @@ _GROUP = 4  # output maps accumulated together
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
+def _taps3(a, u, i, x0, x1, x2):
+    """``a`` plus the three taps of kernel row ``i`` (weights ``u[3i:3i+3]``), one multiply-add
+    after another in the taps' order (the tiled strategy's order: its tiles give these bits)."""
+    a = a + u[3 * i] * x0
+    a = a + u[3 * i + 1] * x1
+    return a + u[3 * i + 2] * x2
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
+def _nine(w, o, c):
+    """The nine weights of map ``o``'s 3x3 kernel over channel ``c``, as a tuple."""
+    return (w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2], w[o, c, 1, 0], w[o, c, 1, 1],
+            w[o, c, 1, 2], w[o, c, 2, 0], w[o, c, 2, 1], w[o, c, 2, 2])
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
 def _four_maps_3x3(q, w, o, c, bases, acc):
-    """``acc[j, k] += sum_t w[o + j, c, t] * q[bases[t] + k]`` for j < 4 over the nine taps t
-    of a 3x3 kernel: each tap's value loaded once for the four output maps."""
+    """``acc[j, k] += w[o + j, c, t] * q[bases[t] + k]`` for j < 4 over the nine taps t of a 3x3
+    kernel, in order: each tap's value loaded once for the four output maps."""
     b0, b1, b2, b3, b4 = bases[0], bases[1], bases[2], bases[3], bases[4]
     b5, b6, b7, b8 = bases[5], bases[6], bases[7], bases[8]
-    u0, u1, u2, u3, u4, u5, u6, u7, u8 = w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2], \
-        w[o, c, 1, 0], w[o, c, 1, 1], w[o, c, 1, 2], w[o, c, 2, 0], w[o, c, 2, 1], w[o, c, 2, 2]
-    v0, v1, v2, v3, v4, v5, v6, v7, v8 = w[o + 1, c, 0, 0], w[o + 1, c, 0, 1], \
-        w[o + 1, c, 0, 2], w[o + 1, c, 1, 0], w[o + 1, c, 1, 1], w[o + 1, c, 1, 2], \
-        w[o + 1, c, 2, 0], w[o + 1, c, 2, 1], w[o + 1, c, 2, 2]
-    s0, s1, s2, s3, s4, s5, s6, s7, s8 = w[o + 2, c, 0, 0], w[o + 2, c, 0, 1], \
-        w[o + 2, c, 0, 2], w[o + 2, c, 1, 0], w[o + 2, c, 1, 1], w[o + 2, c, 1, 2], \
-        w[o + 2, c, 2, 0], w[o + 2, c, 2, 1], w[o + 2, c, 2, 2]
-    t0, t1, t2, t3, t4, t5, t6, t7, t8 = w[o + 3, c, 0, 0], w[o + 3, c, 0, 1], \
-        w[o + 3, c, 0, 2], w[o + 3, c, 1, 0], w[o + 3, c, 1, 1], w[o + 3, c, 1, 2], \
-        w[o + 3, c, 2, 0], w[o + 3, c, 2, 1], w[o + 3, c, 2, 2]
+    u, v, s, t = _nine(w, o, c), _nine(w, o + 1, c), _nine(w, o + 2, c), _nine(w, o + 3, c)
     a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
     for k in range(a0.shape[0]):
         x0, x1, x2 = q[_u(b0 + k)], q[_u(b1 + k)], q[_u(b2 + k)]
         x3, x4, x5 = q[_u(b3 + k)], q[_u(b4 + k)], q[_u(b5 + k)]
         x6, x7, x8 = q[_u(b6 + k)], q[_u(b7 + k)], q[_u(b8 + k)]
-        a0[_u(k)] += (u0 * x0 + u1 * x1 + u2 * x2) + (u3 * x3 + u4 * x4 + u5 * x5) + (
-            u6 * x6 + u7 * x7 + u8 * x8)
-        a1[_u(k)] += (v0 * x0 + v1 * x1 + v2 * x2) + (v3 * x3 + v4 * x4 + v5 * x5) + (
-            v6 * x6 + v7 * x7 + v8 * x8)
-        a2[_u(k)] += (s0 * x0 + s1 * x1 + s2 * x2) + (s3 * x3 + s4 * x4 + s5 * x5) + (
-            s6 * x6 + s7 * x7 + s8 * x8)
-        a3[_u(k)] += (t0 * x0 + t1 * x1 + t2 * x2) + (t3 * x3 + t4 * x4 + t5 * x5) + (
-            t6 * x6 + t7 * x7 + t8 * x8)
+        a0[_u(k)] = _taps3(_taps3(_taps3(a0[_u(k)], u, 0, x0, x1, x2), u, 1, x3, x4, x5), u, 2,
+                           x6, x7, x8)
+        a1[_u(k)] = _taps3(_taps3(_taps3(a1[_u(k)], v, 0, x0, x1, x2), v, 1, x3, x4, x5), v, 2,
+                           x6, x7, x8)
+        a2[_u(k)] = _taps3(_taps3(_taps3(a2[_u(k)], s, 0, x0, x1, x2), s, 1, x3, x4, x5), s, 2,
+                           x6, x7, x8)
+        a3[_u(k)] = _taps3(_taps3(_taps3(a3[_u(k)], t, 0, x0, x1, x2), t, 1, x3, x4, x5), t, 2,
+                           x6, x7, x8)
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
+def _taps5(a, w, o, c, i, x0, x1, x2, x3, x4):
+    """``a`` plus the five taps of row ``i`` of map ``o``'s 5x5 kernel over channel ``c``, one
+    multiply-add after another in the taps' order."""
+    a = a + w[o, c, i, 0] * x0
+    a = a + w[o, c, i, 1] * x1
+    a = a + w[o, c, i, 2] * x2
+    a = a + w[o, c, i, 3] * x3
+    return a + w[o, c, i, 4] * x4
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
@@ -84,21 +108,14 @@ def _four_maps_row5(q, w, o, c, i, bases, acc):
     pass, 20 multiply-adds for the five loads."""
     b0, b1, b2 = bases[5 * i], bases[5 * i + 1], bases[5 * i + 2]
     b3, b4 = bases[5 * i + 3], bases[5 * i + 4]
-    u0, u1, u2, u3, u4 = w[o, c, i, 0], w[o, c, i, 1], w[o, c, i, 2], w[o, c, i, 3], w[o, c, i, 4]
-    v0, v1, v2, v3, v4 = w[o + 1, c, i, 0], w[o + 1, c, i, 1], w[o + 1, c, i, 2], \
-        w[o + 1, c, i, 3], w[o + 1, c, i, 4]
-    s0, s1, s2, s3, s4 = w[o + 2, c, i, 0], w[o + 2, c, i, 1], w[o + 2, c, i, 2], \
-        w[o + 2, c, i, 3], w[o + 2, c, i, 4]
-    t0, t1, t2, t3, t4 = w[o + 3, c, i, 0], w[o + 3, c, i, 1], w[o + 3, c, i, 2], \
-        w[o + 3, c, i, 3], w[o + 3, c, i, 4]
     a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
     for k in range(a0.shape[0]):
         x0, x1, x2 = q[_u(b0 + k)], q[_u(b1 + k)], q[_u(b2 + k)]
         x3, x4 = q[_u(b3 + k)], q[_u(b4 + k)]
-        a0[_u(k)] += (u0 * x0 + u1 * x1 + u2 * x2) + (u3 * x3 + u4 * x4)
-        a1[_u(k)] += (v0 * x0 + v1 * x1 + v2 * x2) + (v3 * x3 + v4 * x4)
-        a2[_u(k)] += (s0 * x0 + s1 * x1 + s2 * x2) + (s3 * x3 + s4 * x4)
-        a3[_u(k)] += (t0 * x0 + t1 * x1 + t2 * x2) + (t3 * x3 + t4 * x4)
+        a0[_u(k)] = _taps5(a0[_u(k)], w, o, c, i, x0, x1, x2, x3, x4)
+        a1[_u(k)] = _taps5(a1[_u(k)], w, o + 1, c, i, x0, x1, x2, x3, x4)
+        a2[_u(k)] = _taps5(a2[_u(k)], w, o + 2, c, i, x0, x1, x2, x3, x4)
+        a3[_u(k)] = _taps5(a3[_u(k)], w, o + 3, c, i, x0, x1, x2, x3, x4)
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
@@ -145,9 +162,9 @@ def _group_sums(q, w, o0, group, size, bases, bias, oh_count, ow_count, qw, acc)
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
-def _direct(x, w, sy, sx, dy, dx, pt, pl, bias, relu, pool, last, oh_count, ow_count, out):
-    """``direct_forward`` (``pool`` False: ``out`` the (N, O, OH, OW) maps, or (N, OH, OW, O) if
-    ``last``) or ``direct_forward_pool2`` (``pool`` True: ``out`` their 2x2 max pool): each sample
+def _direct(x, w, sy, sx, dy, dx, pt, pl, bias, relu, pool, oh_count, ow_count, out):
+    """``direct_forward`` (``pool`` False: ``out`` the (N, O, OH, OW) maps) or
+    ``direct_forward_pool2`` (``pool`` True: ``out`` their 2x2 max pool): each sample
     split into its phase planes once, then four output maps at a time summed (``_group_sums``) and
     written."""
     n_count, c_count, o_count = x.shape[0], x.shape[1], w.shape[0]
@@ -161,28 +178,11 @@ def _direct(x, w, sy, sx, dy, dx, pt, pl, bias, relu, pool, last, oh_count, ow_c
         for o0 in range(0, o_count, _GROUP):
             group = min(_GROUP, o_count - o0)
             _group_sums(q, w, o0, group, size, bases, bias, oh_count, ow_count, qw, acc)
-            if last:
-                _write_group_last(acc, group, qw, relu, out[n], o0)
-                continue
             for j in range(group):
                 if pool:
                     _write_pooled(acc[j], qw, out[n, o0 + j])
                 else:
                     _write_maps(acc[j], qw, relu, out[n, o0 + j])
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _write_group_last(sums, group, qw, relu, dst, o0):
-    """``dst[oh, ow, o0 + j] = f(sums[j, oh*QW + ow])`` for j < group, f = ReLU if ``relu``: a
-    group's maps into channels-last maps (OH, OW, O), its values for a pixel side by side."""
-    zero = dst.dtype.type(0)
-    for oh in range(dst.shape[0]):
-        row = dst[oh]
-        for ow in range(dst.shape[1]):
-            pixel = row[ow]
-            for j in range(group):
-                v = sums[j, _u(oh * qw + ow)]
-                pixel[_u(o0 + j)] = v if (v > zero or not relu) else zero
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -222,15 +222,7 @@ def direct_forward(x, w, sy, sx, dy, dx, pt, pl, bias, relu, out):
     x: (N, C, H, W); w: (O, C, K, K), K 3 or 5; bias: (O, 1) or (O, OH*OW); out (written): (N, O,
     OH, OW).
     """
-    _direct(x, w, sy, sx, dy, dx, pt, pl, bias, relu, False, False, out.shape[2], out.shape[3],
-            out)
-
-
-@nb.njit(cache=True, nogil=True, fastmath={"contract"})
-def direct_forward_last(x, w, sy, sx, dy, dx, pt, pl, bias, relu, out):
-    """``direct_forward`` into channels-last maps: ``out`` (written) (N, OH, OW, O)."""
-    _direct(x, w, sy, sx, dy, dx, pt, pl, bias, relu, False, True, out.shape[1], out.shape[2],
-            out)
+    _direct(x, w, sy, sx, dy, dx, pt, pl, bias, relu, False, out.shape[2], out.shape[3], out)
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})
@@ -238,7 +230,7 @@ def direct_forward_pool2(x, w, sy, sx, dy, dx, pt, pl, bias, oh_count, ow_count,
     """``direct_forward`` with ReLU, then a 2x2 max pool of stride 2 (no padding, the last row and
     column dropped where the map's side is odd) taken from the sums while they are in cache: the
     convolution's (OH, OW) maps are never written. ``out`` (written): (N, O, OH // 2, OW // 2)."""
-    _direct(x, w, sy, sx, dy, dx, pt, pl, bias, True, True, False, oh_count, ow_count, out)
+    _direct(x, w, sy, sx, dy, dx, pt, pl, bias, True, True, oh_count, ow_count, out)
 
 
 def supports(weight_shape: tuple[int, ...], g: WindowGeometry, groups: int) -> bool:
@@ -260,22 +252,17 @@ def forward(
     keep: bool = True,
     relu: bool = False,
     then: Callable[[slice, np.ndarray], None] | None = None,
-    out_last: bool = False,
 ) -> tuple[np.ndarray, Im2colCache]:
     """``conv2d_forward``'s direct strategy on checked arguments (as ``conv.im2col.forward``;
     ``groups`` is 1, ``backend`` numba). The cache is im2col's with the input kept (``keep``
-    does not apply): ``backward`` (im2col's) rebuilds each slice's matrix from it. ``out_last``:
-    the output (N, OH, OW, O), channels-last, for a session's next step to read so (the same
-    values, each pixel's side by side; no backward follows)."""
+    does not apply): ``backward`` (im2col's) rebuilds each slice's matrix from it."""
     n, out_channels = x.shape[0], weight.shape[0]
-    shape = (n, g.oh, g.ow, out_channels) if out_last else (n, out_channels, g.oh, g.ow)
-    out = np.empty(shape, dtype=weight.dtype)
+    out = np.empty((n, out_channels, g.oh, g.ow), dtype=weight.dtype)
     bias2 = bias_columns(bias, out_channels, weight.dtype)
     w4 = np.ascontiguousarray(weight)
-    kernel = direct_forward_last if out_last else direct_forward
 
     def block(s: slice) -> None:
-        kernel(x[s], w4, g.sy, g.sx, g.dy, g.dx, g.top, g.left, bias2, relu, out[s])
+        direct_forward(x[s], w4, g.sy, g.sx, g.dy, g.dx, g.top, g.left, bias2, relu, out[s])
         if then is not None:
             then(s, out[s])
 

@@ -92,18 +92,21 @@ def tile_shape(dtype: np.dtype, out_channels: int) -> tuple[int, int]:
 
 
 def _make_tile(pixels: int, lanes: int):
-    """The intrinsic ``tile(xf, bases, q0, npix, offsets, wf, ob, bias, relu, tmp)`` of a tile of
-    ``pixels`` x ``lanes``: ``tmp[p*lanes + l] = f(bias[ob + l] + sum_t wf[t*Lp + ob + l] *
-    xf[bases[q0 + p] + offsets[t]])`` for every p and l (f = ReLU if ``relu``), Lp =
-    ``bias.shape[0]``, the weight's row length (a multiple of ``lanes``). A pixel p >= npix is
-    computed on pixel q0's input (in bounds; the caller does not copy it out)."""
+    """The intrinsic ``tile(xf, bases, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride)``
+    of a tile of ``pixels`` x ``lanes``: ``dst[d0 + p*stride + l] = f(bias[ob + l] + sum_t
+    wf[t*Lp + ob + l] * xf[bases[q0 + p] + offsets[t]])`` for every p and l (f = ReLU if
+    ``relu``), Lp = ``bias.shape[0]``, the weight's row length (a multiple of ``lanes``). ``dst``
+    is a scratch tile (d0 0, stride ``lanes``), or a channels-last output's pixels when the tile
+    is whole there (its stride the output's channels). A pixel p >= npix is computed on pixel
+    q0's input (in bounds; the caller does not copy it out)."""
 
     @intrinsic
-    def tile(typingctx, xf, bases, q0, npix, offsets, wf, ob, bias, relu, tmp):
-        sig = types.void(xf, bases, q0, npix, offsets, wf, ob, bias, relu, tmp)
+    def tile(typingctx, xf, bases, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride):
+        sig = types.void(xf, bases, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride)
 
         def codegen(context, builder, signature, args):
-            xf_v, bases_v, q0_v, npix_v, off_v, wf_v, ob_v, bias_v, relu_v, tmp_v = args
+            (xf_v, bases_v, q0_v, npix_v, off_v, wf_v, ob_v, bias_v, relu_v, dst_v, d0_v,
+             stride_v) = args
             arrays = {i: context.make_array(signature.args[i])(context, builder, args[i])
                       for i in (0, 1, 4, 5, 7, 9)}
             xp, basep, offp, wp, bp, tp = (arrays[i].data for i in (0, 1, 4, 5, 7, 9))
@@ -166,10 +169,13 @@ def _make_tile(pixels: int, lanes: int):
                 total.add_incoming(s_next, last)
             zero = ir.Constant(vt, [0.0] * lanes)
             use_relu = builder.icmp_unsigned("!=", relu_v, ir.Constant(relu_v.type, 0))
+            d0_64 = context.cast(builder, d0_v, signature.args[10], types.int64)
+            stride_64 = context.cast(builder, stride_v, signature.args[11], types.int64)
             for p, total in enumerate(totals):
                 clipped = builder.select(builder.fcmp_ordered(">", total, zero), total, zero)
-                builder.store(builder.select(use_relu, clipped, total),
-                              vector_at(tp, const(p * lanes)), align=1)
+                at = builder.add(d0_64, builder.mul(const(p), stride_64))
+                builder.store(builder.select(use_relu, clipped, total), vector_at(tp, at),
+                              align=1)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -257,6 +263,7 @@ def tiled_forward(x, x_last, pt, pl, steps, padded_shape, offsets, pix, wt, bias
     pixels = 2 * _PIXELS if half else _PIXELS
     lanes = whole // 2 if half else whole
     tmp = np.empty(pixels * lanes, dtype=x.dtype)
+    of = out.reshape(out.size)
     for n in range(x.shape[0]):
         if x_last:
             pad_into_last(x[n : n + 1], pt, pl, steps[0], steps[1], xp)
@@ -265,29 +272,37 @@ def tiled_forward(x, x_last, pt, pl, steps, padded_shape, offsets, pix, wt, bias
         for q0 in range(0, plane, pixels):
             npix = min(pixels, plane - q0)
             for ob in range(0, padded, lanes):
-                if x.itemsize == 4 and half:
-                    _half_tile32(xf, pix, q0, npix, offsets, wf, ob, bias, relu, tmp)
-                elif x.itemsize == 4:
-                    _tile32(xf, pix, q0, npix, offsets, wf, ob, bias, relu, tmp)
-                elif half:
-                    _half_tile64(xf, pix, q0, npix, offsets, wf, ob, bias, relu, tmp)
-                else:
-                    _tile64(xf, pix, q0, npix, offsets, wf, ob, bias, relu, tmp)
                 nlanes = min(lanes, out_channels - ob)
+                # a whole tile of a channels-last output goes there from the registers
+                in_place = channels_last and npix == pixels and nlanes == lanes
+                if in_place:
+                    dst, d0, stride = of, (n * plane + q0) * out_channels + ob, out_channels
+                else:
+                    dst, d0, stride = tmp, 0, lanes
+                if x.itemsize == 4 and half:
+                    _half_tile32(xf, pix, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride)
+                elif x.itemsize == 4:
+                    _tile32(xf, pix, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride)
+                elif half:
+                    _half_tile64(xf, pix, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride)
+                else:
+                    _tile64(xf, pix, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride)
+                if in_place:
+                    continue
                 if npix == pixels and nlanes == lanes and half:  # whole: loops of fixed length
                     _copy_tile(tmp, out, n, q0, ob, 2 * _PIXELS, whole // 2, channels_last)
                 elif npix == pixels and nlanes == lanes:
                     _copy_tile(tmp, out, n, q0, ob, _PIXELS, whole, channels_last)
                 elif channels_last:
                     for p in range(npix):
-                        dst = out[n, q0 + p]
+                        dst_row = out[n, q0 + p]
                         for lane in range(nlanes):
-                            dst[ob + lane] = tmp[p * lanes + lane]
+                            dst_row[ob + lane] = tmp[p * lanes + lane]
                 else:
                     for lane in range(nlanes):
-                        dst = out[n, ob + lane]
+                        dst_row = out[n, ob + lane]
                         for p in range(npix):
-                            dst[q0 + p] = tmp[p * lanes + lane]
+                            dst_row[q0 + p] = tmp[p * lanes + lane]
 
 
 @nb.njit(cache=True, nogil=True, inline="always")

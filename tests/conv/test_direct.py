@@ -1,18 +1,18 @@
 """The direct strategy of a 3x3 or 5x5 convolution with few input channels (``conv/direct.py``)
-equals its twin, the im2col path, and the oracle, on drawn
-shapes, strides, dilations, paddings, biases, dtypes and layouts, with and without the fused ReLU
-and a per-slice ``then``; its backward (im2col's, from the kept input) passes a float64
+equals its twin, the im2col path, and the oracle, on drawn shapes, strides, dilations, paddings,
+biases and dtypes, with and without the fused ReLU and a per-slice ``then``, and gives the tiled
+kernel's bits in every layout; its backward (im2col's, from the kept input) passes a float64
 finite-difference check; ``choose`` takes it for exactly the convolutions it supports, under
 ``algorithm="auto"``."""
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from cnn_im2col import conv
 from cnn_im2col import functional as F
-from cnn_im2col.conv import direct
+from cnn_im2col.conv import direct, tiled
 from cnn_im2col.shapes import dilated_geometry
 from conv.cases import check_conv_gradients, check_strategy_against_im2col, draw_conv_case
 
@@ -87,17 +87,20 @@ def test_the_pooled_kernel_equals_the_direct_kernel_then_relu_and_a_2x2_max_pool
 
 
 @given(case=few_channel_cases(), relu=st.booleans())
-def test_a_channels_last_output_holds_the_nchw_output_bit_for_bit(case, relu):
-    """``forward(out_last=True)`` (a session's, for a next step that reads channels-last) writes
-    (N, OH, OW, O) through a transposed view: the NCHW output's values, each slice handed to
-    ``then`` in that layout."""
+def test_the_tiled_kernel_gives_the_direct_kernels_bits(case, relu):
+    """Both sum a value's bias, then its taps in the weight's order, one multiply-add each: a
+    session runs a direct-strategy convolution in tiles where it reads or writes channels-last maps
+    (``program._conv_run``), and its numbers must stay those of ``Sequential.infer``, which runs
+    the direct kernel. In every layout, for a tied bias or none (an untied one stays direct)."""
     x, weight, bias, stride, padding, dilation, _, _ = case
+    assume(bias is None or bias.ndim == 1)
     g = dilated_geometry(x.shape[2], x.shape[3], weight.shape[2:], stride, dilation, padding, "t")
-    seen = []
-    last = direct.forward(x, weight, bias, g, relu=relu, out_last=True,
-                          then=lambda s, y: seen.append((s, y.copy())))[0]
-    nchw = direct.forward(x, weight, bias, g, relu=relu)[0]
-    assert last.shape == (x.shape[0], g.oh, g.ow, weight.shape[0]) and last.flags.c_contiguous
-    np.testing.assert_array_equal(last, nchw.transpose(0, 2, 3, 1))
-    for s, values in seen:
-        np.testing.assert_array_equal(values, last[s])
+    want = direct.forward(x, weight, bias, g, relu=relu)[0]
+    x_last = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    for inputs, from_last in ((x, False), (x_last, True)):
+        layout = tiled.tile_layout(weight, bias, g, x_last=from_last)
+        nchw = tiled.forward(inputs, weight, bias, g, relu=relu, layout=layout, x_last=from_last)[0]
+        last = tiled.forward(inputs, weight, bias, g, relu=relu, layout=layout, x_last=from_last,
+                             out_last=True)[0]
+        np.testing.assert_array_equal(nchw, want)
+        np.testing.assert_array_equal(last, want.transpose(0, 2, 3, 1))

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cnn_im2col import conv
-from cnn_im2col.conv import direct, tiled
+from cnn_im2col.conv import direct, im2col, tiled
 from cnn_im2col.shapes import dilated_geometry
 from conv.cases import check_conv_gradients, check_strategy_against_im2col, draw_conv_case
 
@@ -191,3 +191,21 @@ def test_a_channels_last_output_holds_the_nchw_output_bit_for_bit(case, relu):
     np.testing.assert_array_equal(last, nchw.transpose(0, 2, 3, 1))
     for s, values in seen:
         np.testing.assert_array_equal(values, last[s])
+
+
+@pytest.mark.parametrize("out_channels", [8, 16, 32, 40, 64, 70])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_whole_tiles_written_from_the_registers_hold_the_nchw_values(out_channels, dtype):
+    """A channels-last output takes each whole tile straight from the tile's registers (its
+    stride the output's channels) and the partial ones through the scratch tile: 13 x 13 output
+    pixels and these channel counts make both kinds, whole and half tiles, side by side."""
+    rng = np.random.default_rng(out_channels)
+    x = rng.standard_normal((2, 5, 26, 26)).astype(dtype)
+    weight = rng.standard_normal((out_channels, 5, 3, 3)).astype(dtype)
+    bias = rng.standard_normal(out_channels).astype(dtype)
+    g = dilated_geometry(26, 26, (3, 3), (2, 2), (1, 1), (1, 1), "t")
+    last = tiled.forward(x, weight, bias, g, relu=True, out_last=True)[0]
+    nchw = tiled.forward(x, weight, bias, g, relu=True)[0]
+    np.testing.assert_array_equal(last, nchw.transpose(0, 2, 3, 1))
+    want = im2col.forward(x, weight, bias, g, relu=True)[0]
+    np.testing.assert_allclose(nchw, want, rtol=1e-4, atol=1e-4)
