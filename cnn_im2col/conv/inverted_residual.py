@@ -31,6 +31,10 @@ from typing import NamedTuple
 
 import numba as nb
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .. import threads as _threads
 from ..arrays import cache_slices, matmul
@@ -38,13 +42,18 @@ from ..arrays import unsigned as _u
 from ..shapes import WindowGeometry
 from .depthwise import nine_taps, split_phases, taps
 from .im2col import bias_columns
+from .vectors import FLOAT32_LANES, I64, const, fmuladd, vector_at
 
 #: input maps of at least this many pixels run plane by plane at stride 1; smaller ones, and
 #: strided blocks, channels-last (measured 2026-12-04, Intel Xeon, 2 threads, batch 64, ms,
 #: planes / channels-last: 16 -> 96 -> 16 at 32x32 5.74 / 6.83, at 16x16 1.92 / 3.57; 16 -> 96
 #: -> 24 at 32x32 stride 2 4.48 / 3.76, 16 -> 96 -> 32 at 16x16 stride 2 1.74 / 1.03; 8 -> 48 ->
-#: 12 at 32x32 2.23 / 3.49)
-MIN_PLANE = 256
+#: 12 at 32x32 2.23 / 3.49). Since the depthwise rows are summed in vector registers
+#: (``_make_depthwise_pixels``), 16x16 maps run faster by rows (2026-12-05, Intel Xeon, one
+#: thread, 8 samples, 16 -> 96 -> 16, us: planes 367, rows 232; at 32x32 planes 1006, rows 1056;
+#: MobileNetV2's session at batch 64, 2 threads: its 16x16 blocks 1620 / 1591 / 882 -> 1126 /
+#: 1216 / 667 us with 1024 here in place of 256)
+MIN_PLANE = 1024
 
 _GROUP = 4  # expanded channels computed together: four planes of the L1 cache
 
@@ -238,18 +247,95 @@ def _tap_row(base, r, c, height, width, zero_row):
     return base + r * width + c if 0 <= r < height and 0 <= c < width else zero_row
 
 
+def _make_depthwise_pixels(lanes: int):
+    """The intrinsic ``pixels(hf, starts, wf, bias, count, df, dst)``: for each output pixel q <
+    P = ``starts.shape[0] // 9`` and the channels e < ``count`` (a multiple of ``lanes``),
+    ``df[dst + q*E + e] = ReLU6(bias[e] + sum_t wf[t*E + e] * hf[starts[9q + t] + e])``, the nine
+    taps t added one multiply-add after another in their order, E = ``bias.shape[0]``: ``lanes``
+    channels at a time in one vector, the nine products summed in a register and stored once. (A
+    Numba loop over the channels with nine rows and nine weight rows needs more pointers than LLVM
+    checks for overlap: it ran 8 lanes wide with its pointers spilled, 12 GMAC/s.)"""
+
+    @intrinsic
+    def pixels(typingctx, hf, starts, wf, bias, count, df, dst):
+        sig = types.void(hf, starts, wf, bias, count, df, dst)
+
+        def codegen(context, builder, signature, args):
+            arrays = {i: context.make_array(signature.args[i])(context, builder, args[i])
+                      for i in (0, 1, 2, 3, 5)}
+            hp, sp, wp, bp, dp = (arrays[i].data for i in (0, 1, 2, 3, 5))
+            channels = cgutils.unpack_tuple(builder, arrays[3].shape, 1)[0]
+            taps = cgutils.unpack_tuple(builder, arrays[1].shape, 1)[0]
+            count_v = context.cast(builder, args[4], signature.args[4], types.int64)
+            dst_v = context.cast(builder, args[6], signature.args[6], types.int64)
+            vt = ir.VectorType(context.get_data_type(signature.args[0].dtype), lanes)
+            fma = fmuladd(builder, vt)
+            zero, six = ir.Constant(vt, [0.0] * lanes), ir.Constant(vt, [6.0] * lanes)
+            entry = builder.basic_block
+            pixel_loop = builder.append_basic_block("pixels.pixel")
+            channel_loop = builder.append_basic_block("pixels.channels")
+            pixel_end = builder.append_basic_block("pixels.next")
+            done = builder.append_basic_block("pixels.done")
+            go = builder.and_(builder.icmp_signed(">", count_v, const(0)),
+                              builder.icmp_signed(">", taps, const(0)))
+            builder.cbranch(go, pixel_loop, done)
+
+            builder.position_at_end(pixel_loop)  # t0 = 9q: the pixel's first tap
+            t0 = builder.phi(I64)
+            t0.add_incoming(const(0), entry)
+            rows = [builder.load(builder.gep(sp, [builder.add(t0, const(t))])) for t in range(9)]
+            out_row = builder.add(dst_v, builder.mul(builder.sdiv(t0, const(9)), channels))
+            builder.branch(channel_loop)
+
+            builder.position_at_end(channel_loop)
+            e = builder.phi(I64)
+            e.add_incoming(const(0), pixel_loop)
+            total = builder.load(vector_at(builder, bp, e, vt), align=1)
+            for t in range(9):
+                weights = builder.load(
+                    vector_at(builder, wp, builder.add(builder.mul(const(t), channels), e), vt),
+                    align=1)
+                values = builder.load(vector_at(builder, hp, builder.add(rows[t], e), vt),
+                                      align=1)
+                total = builder.call(fma, [weights, values, total])
+            # ReLU6 as ``_relu6``: 0 below 0, 6 above 6, else the value (a NaN stays NaN)
+            capped = builder.select(builder.fcmp_ordered(">", total, six), six, total)
+            clipped = builder.select(builder.fcmp_ordered("<", total, zero), zero, capped)
+            builder.store(clipped, vector_at(builder, dp, builder.add(out_row, e), vt), align=1)
+            e_next = builder.add(e, const(lanes))
+            e.add_incoming(e_next, channel_loop)
+            builder.cbranch(builder.icmp_signed("<", e_next, count_v), channel_loop, pixel_end)
+
+            builder.position_at_end(pixel_end)
+            t0_next = builder.add(t0, const(9))
+            t0.add_incoming(t0_next, pixel_end)
+            builder.cbranch(builder.icmp_signed("<", t0_next, taps), pixel_loop, done)
+            builder.position_at_end(done)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return pixels
+
+
+_pixels32 = _make_depthwise_pixels(FLOAT32_LANES)
+_pixels64 = _make_depthwise_pixels(FLOAT32_LANES // 2)
+
+
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})
 def depthwise_channels_last(h, be, activate, wd, bd, height, width, sy, sx, dy, dx, pt, pl,
                             oh_count, ow_count, d):
     """The depthwise step in channels-last rows: ``h`` (k*H*W + 1, E), its last row zeros (what
     padding reads), the others with ``activate`` first made ReLU6(h + be) in place (the
     expansion's bias and activation); ``d`` (k*OH*OW, E, written) = ReLU6(bd + the 3x3 taps ``wd``
-    (3, 3, E)). At each output position the nine rows a window reads are found first, then its E
-    outputs are one vector loop over all nine taps (each output stored once, not once per tap:
-    64x192 8x8 maps 0.96 -> 0.xx ms on one thread)."""
+    (3, 3, E)), each output's taps added in their order. The rows each output's nine taps read
+    are found once for the first sample (``first``, ``inside``: the zero row for padding) and
+    shifted for each sample; its channels are then summed a vector at a time
+    (``_make_depthwise_pixels``) and the last few one by one."""
     e_count = h.shape[1]
     zero_row = h.shape[0] - 1
-    k = zero_row // (height * width)
+    plane = height * width
+    k = zero_row // plane
     out_plane = oh_count * ow_count
     zero, six = h.dtype.type(0), h.dtype.type(6)
     if activate:
@@ -257,31 +343,37 @@ def depthwise_channels_last(h, be, activate, wd, bd, height, width, sy, sx, dy, 
             row = h[r]
             for e in range(e_count):
                 row[e] = _relu6(row[e] + be[e], zero, six)
-    w0, w1, w2, w3, w4 = wd[0, 0], wd[0, 1], wd[0, 2], wd[1, 0], wd[1, 1]
-    w5, w6, w7, w8 = wd[1, 2], wd[2, 0], wd[2, 1], wd[2, 2]
+    first = np.empty(out_plane * 9, dtype=np.int64)  # sample 0's rows, as indices into hf
+    inside = np.empty(out_plane * 9, dtype=np.int64)  # 1: an image row (shifted per sample)
+    for oh in range(oh_count):
+        for ow in range(ow_count):
+            for i in range(3):
+                r = oh * sy - pt + i * dy
+                for j in range(3):
+                    c = ow * sx - pl + j * dx
+                    t = (oh * ow_count + ow) * 9 + i * 3 + j
+                    row = _tap_row(0, r, c, height, width, zero_row)
+                    first[t] = row * e_count
+                    inside[t] = 1 if row != zero_row else 0
+    lanes = FLOAT32_LANES if h.itemsize == 4 else FLOAT32_LANES // 2
+    vectors = e_count - e_count % lanes  # the channels summed a vector at a time
+    hf, wf, df = h.reshape(h.size), wd.reshape(wd.size), d.reshape(d.size)
+    starts = np.empty(out_plane * 9, dtype=np.int64)
     for n in range(k):
-        base = n * height * width
-        for oh in range(oh_count):
-            r0, r1, r2 = oh * sy - pt, oh * sy - pt + dy, oh * sy - pt + 2 * dy
-            for ow in range(ow_count):
-                c0, c1, c2 = ow * sx - pl, ow * sx - pl + dx, ow * sx - pl + 2 * dx
-                i0 = _tap_row(base, r0, c0, height, width, zero_row)
-                i1 = _tap_row(base, r0, c1, height, width, zero_row)
-                i2 = _tap_row(base, r0, c2, height, width, zero_row)
-                i3 = _tap_row(base, r1, c0, height, width, zero_row)
-                i4 = _tap_row(base, r1, c1, height, width, zero_row)
-                i5 = _tap_row(base, r1, c2, height, width, zero_row)
-                i6 = _tap_row(base, r2, c0, height, width, zero_row)
-                i7 = _tap_row(base, r2, c1, height, width, zero_row)
-                i8 = _tap_row(base, r2, c2, height, width, zero_row)
-                h0, h1, h2, h3, h4 = h[i0], h[i1], h[i2], h[i3], h[i4]
-                h5, h6, h7, h8 = h[i5], h[i6], h[i7], h[i8]
-                a = d[n * out_plane + oh * ow_count + ow]
-                for e in range(e_count):
-                    v = bd[e] + w0[e] * h0[e] + w1[e] * h1[e] + w2[e] * h2[e]
-                    v += w3[e] * h3[e] + w4[e] * h4[e] + w5[e] * h5[e]
-                    v += w6[e] * h6[e] + w7[e] * h7[e] + w8[e] * h8[e]
-                    a[e] = _relu6(v, zero, six)
+        shift = n * plane * e_count
+        for t in range(out_plane * 9):
+            starts[t] = first[t] + inside[t] * shift
+        dst = n * out_plane * e_count
+        if h.itemsize == 4:
+            _pixels32(hf, starts, wf, bd, vectors, df, dst)
+        else:
+            _pixels64(hf, starts, wf, bd, vectors, df, dst)
+        for q in range(out_plane):
+            for e in range(vectors, e_count):
+                v = bd[e]
+                for t in range(9):
+                    v += wf[t * e_count + e] * hf[starts[q * 9 + t] + e]
+                df[dst + q * e_count + e] = _relu6(v, zero, six)
 
 
 @nb.njit(cache=True, nogil=True)

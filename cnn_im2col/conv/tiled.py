@@ -11,10 +11,13 @@ oh*SY*Wp + ow*SX``. For a tile, each tap loads one vector of L weights (``W.T``'
 channels are contiguous) and P input values, and does P vector multiply-adds: the P x L sums stay in
 registers from the first tap to the last, as oneDNN's and XNNPACK's direct kernels keep theirs. A
 1x1 kernel (a ResNet's strided projection) reads one pixel of each stride, so its copy of the
-input takes only those, and its tiles then run at stride 1. The
-tile is written in LLVM IR (``_tile``, a Numba intrinsic) because Numba's loops cannot hold vectors
-in registers across a loop (its SLP vectoriser is off, for miscompilations); LLVM lowers the L-wide
-vectors to whatever the CPU has (16 or 8 float32 lanes a register).
+input takes only those, and its tiles then run at stride 1. The tile is written in LLVM IR
+(``_make_tile``, a Numba intrinsic: ``conv/vectors.py`` says why); LLVM lowers the L-wide vectors
+to whatever the CPU has (16 or 8 float32 lanes a register). A whole tile of a channels-last output
+is stored from the registers straight into it; an NCHW output, and the tiles at the edges, go
+through a scratch tile (one thread, batch 64, channels-last in and out: (C, H, O, kernel) (16, 32,
+32, 3) 1158 -> 988 us, (32, 16, 64, 3) 1089-1199 -> 929-1012, (16, 32, 32, 1) 350-380 -> 319;
+2026-12-05, Intel Xeon).
 
 Why: a strided convolution's im2col matrix has K rows and a quarter of the input's columns, so
 copying it costs about as much as its GEMM, which is short (O rows). Measured 2026-12-05, Intel Xeon
@@ -32,13 +35,11 @@ import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
-import llvmlite.binding as llvm
 import numba as nb
 import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.core import config as numba_config
 from numba.extending import intrinsic
 
 from .. import threads as _threads
@@ -47,6 +48,7 @@ from ..arrays import unsigned as _u
 from ..shapes import WindowGeometry
 from .im2col import Im2colCache, backward
 from .im2col import forward as im2col_forward
+from .vectors import FLOAT32_LANES, I64, WIDE, const, fmuladd, splat, vector_at
 
 __all__ = ["TileGeometry", "TileLayout", "backward", "forward", "pad_into", "run_tiles", "supports",
            "tile_geometry", "tile_layout", "tile_shape", "tiled_forward"]
@@ -58,19 +60,6 @@ def supports(weight_shape: tuple[int, ...], g: WindowGeometry, groups: int) -> b
     return groups == 1 and max(g.sy, g.sx) >= 2
 
 
-def _wide_vectors() -> bool:
-    """Whether the CPU Numba compiles for has 512-bit vectors (32 registers of 16 float32): the
-    host's, unless ``NUMBA_CPU_NAME`` names another CPU or ``NUMBA_CPU_FEATURES`` leaves them
-    out."""
-    if numba_config.CPU_NAME not in (None, "host"):
-        return False
-    features = numba_config.CPU_FEATURES
-    if features is not None:
-        return "+avx512f" in features.split(",")
-    return bool(llvm.get_host_cpu_features().get("avx512f", False))
-
-
-_WIDE_VECTORS = _wide_vectors()
 # the register tile, P pixels x L lanes of float32 (float64 has L // 2): 16 of the 32 registers of
 # 16 float32 hold the sums with AVX-512 (measured, (C, H, O) (16, 32, 32), one thread: 4 x 32 70
 # GMAC/s, 8 x 32 80; (32, 16, 64): 4 x 32 52, 8 x 32 71, 4 x 64 83), 12 of the 16 registers of 8
@@ -79,7 +68,7 @@ _WIDE_VECTORS = _wide_vectors()
 # (64, 32, 16, 64, 3) 0.89 / 0.69; (32, 32, 32, 64, 3) 1.03 / 0.84; (64, 16, 32, 32, 1) 0.78 /
 # 0.76). With at most L / 2 output channels, the tile has twice the pixels and half the lanes
 # (the same registers, none of them holding padding).
-_PIXELS, _LANES = (8, 32) if _WIDE_VECTORS else (6, 16)
+_PIXELS, _LANES = (8, 2 * FLOAT32_LANES) if WIDE else (6, 2 * FLOAT32_LANES)
 
 
 def tile_shape(dtype: np.dtype, out_channels: int) -> tuple[int, int]:
@@ -114,19 +103,8 @@ def _make_tile(pixels: int, lanes: int):
             row = cgutils.unpack_tuple(builder, arrays[7].shape, 1)[0]
             ft = context.get_data_type(signature.args[0].dtype)
             vt = ir.VectorType(ft, lanes)
-            i64, i32 = ir.IntType(64), ir.IntType(32)
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vt, [vt] * 3),
-                f"llvm.fmuladd.v{lanes}{'f32' if ft == ir.FloatType() else 'f64'}")
-
-            def const(v: int) -> ir.Constant:
-                return ir.Constant(i64, v)
-
-            def vector_at(ptr, index):
-                return builder.gep(builder.bitcast(builder.gep(ptr, [index]), vt.as_pointer()),
-                                   [const(0)])
-
-            start = builder.load(vector_at(bp, ob_v), align=1)
+            fma = fmuladd(builder, vt)
+            start = builder.load(vector_at(builder, bp, ob_v, vt), align=1)
             pixel_bases = []
             for p in range(pixels):
                 q = builder.select(builder.icmp_signed("<", const(p), npix_v),
@@ -139,21 +117,18 @@ def _make_tile(pixels: int, lanes: int):
 
             # the taps: one vector of weights and a value per pixel each, the sums in registers
             builder.position_at_end(loop)
-            t = builder.phi(i64)
+            t = builder.phi(I64)
             t.add_incoming(const(0), entry)
             sums = [builder.phi(vt) for _ in range(pixels)]
             for s in sums:
                 s.add_incoming(start, entry)
             offset = builder.load(builder.gep(offp, [t]))
-            weights = builder.load(vector_at(wp, builder.add(builder.mul(t, row), ob_v)), align=1)
-            undef = ir.Constant(vt, ir.Undefined)
-            broadcast = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+            weight_at = builder.add(builder.mul(t, row), ob_v)
+            weights = builder.load(vector_at(builder, wp, weight_at, vt), align=1)
             summed = []
             for p, s in enumerate(sums):
                 value = builder.load(builder.gep(xp, [builder.add(pixel_bases[p], offset)]))
-                splat = builder.shuffle_vector(
-                    builder.insert_element(undef, value, ir.Constant(i32, 0)), undef, broadcast)
-                summed.append(builder.call(fma, [splat, weights, s]))
+                summed.append(builder.call(fma, [splat(builder, value, vt), weights, s]))
             t_next = builder.add(t, const(1))
             last = builder.basic_block
             t.add_incoming(t_next, last)
@@ -174,8 +149,8 @@ def _make_tile(pixels: int, lanes: int):
             for p, total in enumerate(totals):
                 clipped = builder.select(builder.fcmp_ordered(">", total, zero), total, zero)
                 at = builder.add(d0_64, builder.mul(const(p), stride_64))
-                builder.store(builder.select(use_relu, clipped, total), vector_at(tp, at),
-                              align=1)
+                builder.store(builder.select(use_relu, clipped, total),
+                              vector_at(builder, tp, at, vt), align=1)
             return context.get_dummy_value()
 
         return sig, codegen

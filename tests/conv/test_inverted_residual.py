@@ -43,8 +43,10 @@ def unfused(layers, x):
 def blocks(draw):
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     expand = draw(st.booleans())
-    c = draw(st.integers(1 if expand else 2, 9))  # a depthwise layer has 2 channels or more
-    e = draw(st.integers(2, 13)) if expand else c  # any count: groups of four and the rest
+    # a depthwise layer has 2 channels or more; any count: groups of four, vectors of 8 or 16
+    # channels (the depthwise rows), and the rest
+    c = draw(st.integers(1 if expand else 2, 9 if expand else 40))
+    e = draw(st.integers(2, 40)) if expand else c
     o = draw(st.integers(1, 7))
     stride, dilation = draw(st.integers(1, 3)), draw(st.integers(1, 2))
     padding = draw(st.integers(0, 2))
@@ -116,7 +118,7 @@ def test_channels_last_maps_give_the_very_bits_of_nchw_ones(case, x_last, out_la
             inverted_residual.forward(x, w, g, out_last=True)
 
 
-@pytest.mark.parametrize("h", [16, 15, 8, 4, 1])
+@pytest.mark.parametrize("h", [32, 31, 16, 15, 8, 4, 1])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_mobilenet_shapes_on_both_sides_of_the_threshold(h, stride):
     """Float64, the default threshold: MobileNetV2's own block shapes, 6x expansion."""

@@ -143,7 +143,8 @@ llvm.get_host_cpu_features = lambda: features  # as on a CPU without 512-bit vec
 import numpy as np
 from cnn_im2col.conv import im2col, tiled
 from cnn_im2col.shapes import dilated_geometry
-assert not tiled._WIDE_VECTORS
+from cnn_im2col.conv import vectors
+assert not vectors.WIDE
 rng = np.random.default_rng(0)
 worst = 0.0
 for dtype in (np.float32, np.float64):
