@@ -187,7 +187,7 @@ def _conv_forward(
     if plan.strategy is winograd and frozen:
         extra["transformed"] = frozen_transform(conv, weight)
     elif plan.strategy is tiled and frozen:
-        extra["layout"] = frozen_tile_layout(conv, plan.geometry)
+        extra["layout"] = frozen_tile_layout(conv, plan.geometry, image=x.shape[2:])
     return plan.strategy.forward(
         np.ascontiguousarray(x, dtype=weight.dtype),
         weight,
@@ -215,18 +215,20 @@ def frozen_transform(conv: Conv2D, weight: np.ndarray) -> tuple[np.ndarray, np.n
     return kept[1]
 
 
-def frozen_tile_layout(conv: Conv2D, g: WindowGeometry, x_last: bool = False) -> tiled.TileLayout:
+def frozen_tile_layout(conv: Conv2D, g: WindowGeometry, x_last: bool = False,
+                       image: tuple[int, ...] | None = None) -> tiled.TileLayout:
     """``tiled.tile_layout`` of the layer's weight and bias for geometry ``g`` (and an input
-    channels-last if ``x_last``), made at the first call for these arrays and kept on the layer, as
-    ``frozen_transform`` keeps Winograd's: only for a network nothing can change
-    (``folds_frozen``). Measured 2026-12-05, Intel Xeon: 30-40 us of a strided 32 -> 64 layer's
-    80-95 at batch 1."""
+    channels-last if ``x_last``, of (H, W) ``image``), made at the first call for these arrays and
+    kept on the layer, as ``frozen_transform`` keeps Winograd's: only for a network nothing can
+    change (``folds_frozen``). Measured 2026-12-05, Intel Xeon: 30-40 us of a strided 32 -> 64
+    layer's 80-95 at batch 1."""
     weight, bias = conv.params["weight"], conv.params.get("bias")
     kept = conv.__dict__.setdefault("_frozen_tile_layouts", {})
-    entry = kept.get((g, x_last))
+    key = (g, x_last, None if image is None else tuple(image))
+    entry = kept.get(key)
     if entry is None or entry[0] is not weight or entry[1] is not bias:
-        entry = kept[(g, x_last)] = (weight, bias, tiled.tile_layout(weight, conv.conv_bias(), g,
-                                                                     x_last))
+        layout = tiled.tile_layout(weight, conv.conv_bias(), g, x_last, key[2])
+        entry = kept[key] = (weight, bias, layout)
     return entry[2]
 
 

@@ -316,7 +316,7 @@ def _conv_run(conv: Conv2D, shape: tuple[int, ...], relu: bool, x_last: bool = F
     strategy, groups, owner = plan.strategy, conv.groups, repr(conv)
     if strategy is direct and (x_last or out_last):
         strategy = tiled  # (``_tiled`` held: the bias is tied or none)
-    extra = ({"layout": frozen_tile_layout(conv, g, x_last), "x_last": x_last,
+    extra = ({"layout": frozen_tile_layout(conv, g, x_last, shape[2:]), "x_last": x_last,
               "out_last": out_last} if strategy is tiled else {})
 
     def run(x: np.ndarray, then: Any) -> np.ndarray:

@@ -218,12 +218,13 @@ def _pad_rows(xf, planes, height, width, pixel, pt, pl, sy, sx, hp, wp, pf):
 
 
 @nb.njit(cache=True, nogil=True)
-def tiled_forward(x, x_last, pt, pl, steps, padded_shape, offsets, pix, wt, bias, relu,
+def tiled_forward(x, x_last, pt, pl, steps, padded_shape, in_place, offsets, pix, wt, bias, relu,
                   channels_last, out):
     """The convolution of samples ``x`` (N, C, H, W), or (N, H, W, C) if ``x_last``, in tiles (see
     the module's docstring), each sample padded first (``pad_into`` or ``pad_into_last``, with the
     row and column ``steps``) into a buffer of ``padded_shape`` (C, Hp, Wp) or (Hp, Wp, C) that
-    stays in cache: ``offsets`` (K,) each tap's offset in it,
+    stays in cache, or read where it lies if ``in_place`` (no padding: the offsets are the
+    sample's own): ``offsets`` (K,) each tap's offset in it,
     ``pix`` (OH*OW,) each output pixel's base, ``wt`` (K, Lp) the weight as (C*KH*KW, O) with its
     columns padded with zeros to Lp (a multiple of the tile's lanes), ``bias`` (Lp,) likewise.
     ``out`` (written whole, ReLU'd if ``relu``): (N, O, OH*OW) NCHW, or (N, OH*OW, O) if
@@ -240,7 +241,9 @@ def tiled_forward(x, x_last, pt, pl, steps, padded_shape, offsets, pix, wt, bias
     tmp = np.empty(pixels * lanes, dtype=x.dtype)
     of = out.reshape(out.size)
     for n in range(x.shape[0]):
-        if x_last:
+        if in_place:
+            xf = x[n].reshape(x[n].size)
+        elif x_last:
             pad_into_last(x[n : n + 1], pt, pl, steps[0], steps[1], xp)
         else:
             pad_into(x[n : n + 1], pt, pl, steps[0], steps[1], xp)
@@ -249,8 +252,8 @@ def tiled_forward(x, x_last, pt, pl, steps, padded_shape, offsets, pix, wt, bias
             for ob in range(0, padded, lanes):
                 nlanes = min(lanes, out_channels - ob)
                 # a whole tile of a channels-last output goes there from the registers
-                in_place = channels_last and npix == pixels and nlanes == lanes
-                if in_place:
+                stored = channels_last and npix == pixels and nlanes == lanes
+                if stored:
                     dst, d0, stride = of, (n * plane + q0) * out_channels + ob, out_channels
                 else:
                     dst, d0, stride = tmp, 0, lanes
@@ -262,7 +265,7 @@ def tiled_forward(x, x_last, pt, pl, steps, padded_shape, offsets, pix, wt, bias
                     _half_tile64(xf, pix, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride)
                 else:
                     _tile64(xf, pix, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride)
-                if in_place:
+                if stored:
                     continue
                 if npix == pixels and nlanes == lanes and half:  # whole: loops of fixed length
                     _copy_tile(tmp, out, n, q0, ob, 2 * _PIXELS, whole // 2, channels_last)
@@ -307,6 +310,7 @@ class TileGeometry(NamedTuple):
     padded_shape: tuple[int, int, int]  # (C, Hp, Wp), or (Hp, Wp, C) for channels-last input
     steps: tuple[int, int]  # the padded copy's row and column steps (a 1x1 kernel's stride, else 1)
     x_last: bool  # for channels-last input
+    in_place: bool  # no padding: each sample read where it lies, not copied
 
 
 class TileLayout(NamedTuple):
@@ -318,17 +322,23 @@ class TileLayout(NamedTuple):
 
 
 @functools.lru_cache(maxsize=256)
-def tile_geometry(channels: int, kh: int, kw: int, g: WindowGeometry,
-                  x_last: bool = False) -> TileGeometry:
+def tile_geometry(channels: int, kh: int, kw: int, g: WindowGeometry, x_last: bool = False,
+                  image: tuple[int, int] | None = None) -> TileGeometry:
     """The taps' and the output pixels' offsets in a padded sample, and that sample's shape, for
     an input NCHW or (``x_last``) channels-last; made once per convolution shape (18 us of a
     strided layer's 50-80 at batch 1 when made per call). The taps stay in the weight's order
-    (c, i, j) either way: the same sums in the same order, whatever the layout."""
+    (c, i, j) either way: the same sums in the same order, whatever the layout. ``image``: the
+    input's (H, W); given, a convolution without padding reads each sample where it lies (a
+    ResNet's strided 1x1 projection: no copy to make)."""
+    in_place = image is not None and (g.top, g.bottom, g.left, g.right) == (0, 0, 0, 0)
     # a 1x1 kernel reads one pixel of each stride: the padded copy takes only those
-    steps = (g.sy, g.sx) if (kh, kw) == (1, 1) else (1, 1)
+    steps = (g.sy, g.sx) if (kh, kw) == (1, 1) and not in_place else (1, 1)
     sy, sx = g.sy // steps[0], g.sx // steps[1]  # the windows' stride in the copy
-    hp = (g.oh - 1) * sy + (kh - 1) * g.dy + 1  # the rows the windows read, padding included
-    wp = (g.ow - 1) * sx + (kw - 1) * g.dx + 1
+    if in_place:
+        hp, wp = image
+    else:
+        hp = (g.oh - 1) * sy + (kh - 1) * g.dy + 1  # the rows the windows read, padding included
+        wp = (g.ow - 1) * sx + (kw - 1) * g.dx + 1
     c = np.arange(channels)[:, None, None]
     i, j = np.arange(kh)[None, :, None], np.arange(kw)[None, None, :]
     oh, ow = np.arange(g.oh)[:, None], np.arange(g.ow)[None, :]
@@ -342,13 +352,13 @@ def tile_geometry(channels: int, kh: int, kw: int, g: WindowGeometry,
         shape = (channels, hp, wp)
     offsets, pixels = taps.reshape(-1).astype(np.int64), pixels.reshape(-1).astype(np.int64)
     offsets.flags.writeable = pixels.flags.writeable = False
-    return TileGeometry(offsets, pixels, shape, steps, x_last)
+    return TileGeometry(offsets, pixels, shape, steps, x_last, in_place)
 
 
 def tile_layout(weight: np.ndarray, bias: np.ndarray | None, g: WindowGeometry,
-                x_last: bool = False) -> TileLayout:
+                x_last: bool = False, image: tuple[int, int] | None = None) -> TileLayout:
     """``weight`` (O, C, KH, KW) and its tied ``bias`` (O,) or None laid out for ``g``, and for an
-    input NCHW or (``x_last``) channels-last."""
+    input NCHW or (``x_last``) channels-last of (H, W) ``image`` (``tile_geometry``)."""
     out_channels, channels, kh, kw = weight.shape
     lanes = tile_shape(weight.dtype, out_channels)[1]
     padded = -(-out_channels // lanes) * lanes
@@ -357,7 +367,7 @@ def tile_layout(weight: np.ndarray, bias: np.ndarray | None, g: WindowGeometry,
     b = np.zeros(padded, dtype=weight.dtype)
     if bias is not None and bias.ndim == 1:  # (an untied bias runs im2col's forward instead)
         b[:out_channels] = bias
-    return TileLayout(wt, b, tile_geometry(channels, kh, kw, g, x_last))
+    return TileLayout(wt, b, tile_geometry(channels, kh, kw, g, x_last, image))
 
 
 def run_tiles(x: np.ndarray, layout: TileLayout, g: WindowGeometry, relu: bool,
@@ -366,8 +376,8 @@ def run_tiles(x: np.ndarray, layout: TileLayout, g: WindowGeometry, relu: bool,
     layout is for channels-last input; ``out``: (n, O, OH*OW), or (n, OH*OW, O) if
     ``channels_last``."""
     tg = layout.geometry
-    tiled_forward(x, tg.x_last, g.top, g.left, tg.steps, tg.padded_shape, tg.offsets, tg.pixels,
-                  layout.weight, layout.bias, relu, channels_last, out)
+    tiled_forward(x, tg.x_last, g.top, g.left, tg.steps, tg.padded_shape, tg.in_place,
+                  tg.offsets, tg.pixels, layout.weight, layout.bias, relu, channels_last, out)
 
 
 def forward(
@@ -389,15 +399,16 @@ def forward(
     """``conv2d_forward``'s tiled strategy on checked arguments (as ``conv.im2col.forward``;
     ``groups`` is 1, ``backend`` numba). The cache is im2col's with the input kept (``keep`` does
     not apply): ``backward`` (im2col's) rebuilds each slice's matrix from it. An untied bias runs
-    im2col's forward. ``layout``: ``tile_layout(weight, bias, g)``, made once by a caller whose
-    weight does not change (a session's). ``x_last`` / ``out_last``: x comes (N, H, W, C) / the
-    output goes (N, OH, OW, O), channels-last, from or to a session's steps that take them so (a
-    tied bias or none; the layout for that input; no backward follows)."""
+    im2col's forward. ``layout``: ``tile_layout(weight, bias, g, x_last, image)`` for x's (H, W),
+    made once by a caller whose weight does not change (a session's). ``x_last`` / ``out_last``:
+    x comes (N, H, W, C) / the output goes (N, OH, OW, O), channels-last, from or to a session's
+    steps that take them so (a tied bias or none; the layout for that input; no backward
+    follows)."""
     if bias is not None and bias.ndim != 1:
         return im2col_forward(x, weight, bias, g, owner=owner, keep=keep, relu=relu, then=then)
     n, out_channels = x.shape[0], weight.shape[0]
     if layout is None:
-        layout = tile_layout(weight, bias, g, x_last)
+        layout = tile_layout(weight, bias, g, x_last, x.shape[1:3] if x_last else x.shape[2:])
     plane = g.oh * g.ow
     if out_last:
         out = np.empty((n, g.oh, g.ow, out_channels), dtype=weight.dtype)

@@ -57,6 +57,26 @@ def test_channels_last_tiles_hold_the_nchw_values(case, relu):
     np.testing.assert_array_equal(nchw.reshape(want.shape), want)
 
 
+@given(case=strided_cases(), relu=st.booleans(), x_last=st.booleans())
+def test_an_unpadded_sample_read_where_it_lies_gives_the_copys_bits(case, relu, x_last):
+    """Given the image's size, a layout without padding reads each sample in place (the offsets
+    are the sample's own; no copy); with padding it still copies. The same sums either way."""
+    x, weight, bias, stride, padding, dilation, _, _ = case
+    if bias is not None and bias.ndim != 1:
+        bias = None
+    g = dilated_geometry(x.shape[2], x.shape[3], weight.shape[2:], stride, dilation, padding, "t")
+    inputs = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x_last else x
+    copied = tiled.tile_layout(weight, bias, g, x_last)
+    in_place = tiled.tile_layout(weight, bias, g, x_last, image=x.shape[2:])
+    assert in_place.geometry.in_place == (padding == (0, 0)) and not copied.geometry.in_place
+    n, o = x.shape[0], weight.shape[0]
+    want = np.empty((n, o, g.oh * g.ow), dtype=x.dtype)
+    got = np.empty_like(want)
+    tiled.run_tiles(inputs, copied, g, relu, want)
+    tiled.run_tiles(inputs, in_place, g, relu, got)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_a_nan_stays_in_its_own_sample():
     """A NaN in one sample's input reaches that sample's outputs only (and the ReLU makes it 0, as
     the other strategies' epilogues do); the padding the kernel makes is zeros, never a
