@@ -1,5 +1,5 @@
-"""arrays: the GEMM split over the pool (by rows or by columns) and the column-blocked matmul equal
-one product."""
+"""arrays: the GEMM split over the pool (by rows or by columns), a few rows against a transposed
+matrix, and the column-blocked matmul equal one product."""
 
 from unittest import mock
 
@@ -29,6 +29,34 @@ def test_gemm_split_over_the_pool_equals_one_product(monkeypatch, rows, columns,
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+@settings(deadline=None, max_examples=40)
+@given(rows=st.integers(1, 20), k=st.integers(1, 40), n=st.integers(1, 90),
+       transposed=st.booleans(), split=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_a_few_rows_against_a_transposed_matrix_equal_one_product(rows, k, n, transposed, split,
+                                                                   dtype):
+    """``x @ W.T`` with 2 to ``_FEW_ROWS`` rows is taken as ``(W @ x.T).T`` (whole, or split over
+    the pool by W's rows), here for every size (no product is left to the small-matrix
+    kernels); any other shape or layout goes the usual way."""
+    rng = np.random.default_rng(rows * 1000 + k * 10 + n)
+    a = rng.standard_normal((rows, k)).astype(dtype)
+    b = rng.standard_normal((n, k)).astype(dtype).T if transposed else \
+        rng.standard_normal((k, n)).astype(dtype)
+    taken = []
+    real = arrays._few_rows
+    with mock.patch.object(arrays, "_SMALL_PRODUCT", 0), \
+            mock.patch.object(arrays, "_PARALLEL_GEMM_MACS", 1 if split else 10**12), \
+            mock.patch.object(arrays, "_few_rows",
+                              lambda *args: taken.append(1) or real(*args)):
+        got = arrays.gemm(a, b)
+    assert got.shape == (rows, n) and got.dtype == dtype and got.flags.c_contiguous
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, a.astype(np.float64) @ b.astype(np.float64), rtol=rtol,
+                               atol=rtol * k)
+    few = 2 <= rows <= arrays._FEW_ROWS and transposed and not b.flags.c_contiguous
+    assert bool(taken) == few
 
 
 @settings(deadline=None, max_examples=40)
