@@ -27,6 +27,7 @@ in `benchmarks/README.md`.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numba as nb
@@ -49,7 +50,7 @@ from .vectors import FLOAT32_LANES, I64, const, fmuladd, vector_at
 #: planes / channels-last: 16 -> 96 -> 16 at 32x32 5.74 / 6.83, at 16x16 1.92 / 3.57; 16 -> 96
 #: -> 24 at 32x32 stride 2 4.48 / 3.76, 16 -> 96 -> 32 at 16x16 stride 2 1.74 / 1.03; 8 -> 48 ->
 #: 12 at 32x32 2.23 / 3.49). Since the depthwise rows are summed in vector registers
-#: (``_make_depthwise_pixels``), 16x16 maps run faster by rows (2026-12-05, Intel Xeon, one
+#: (``_make_depthwise_runs``), 16x16 maps run faster by rows (2026-12-05, Intel Xeon, one
 #: thread, 8 samples, 16 -> 96 -> 16, us: planes 367, rows 232; at 32x32 planes 1006, rows 1056;
 #: MobileNetV2's session at batch 64, 2 threads: its 16x16 blocks 1620 / 1591 / 882 -> 1126 /
 #: 1216 / 667 us with 1024 here in place of 256)
@@ -241,138 +242,229 @@ def to_channels_last(x, xc):
                     xc[n * plane + p, c] = xf[_u(src + p)]
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def _tap_row(base, r, c, height, width, zero_row):
-    """The row of h that a tap at image cell (r, c) reads: the zero row outside the image."""
-    return base + r * width + c if 0 <= r < height and 0 <= c < width else zero_row
+#: adjacent output pixels of an output row summed together by the depthwise rows' kernel, the
+#: longest runs first: eight at stride 1 read 10 input vectors a kernel row for 24 multiply-adds
+#: (one pixel: 3 for 3), and keep eight sums in flight; the pixels left over one at a time
+#: (measured 2026-12-05, Intel Xeon, one thread, 8 samples of 96 channels at 16x16, us: one pixel
+#: at a time 74-94, runs of four 57, runs of eight then four 45-51; 64 samples of 192 at 8x8 in
+#: one call 45 -> 23; the 16 -> 96 -> 16 block at batch 64 on one thread 2,121 -> 1,751)
+RUNS = (8, 4)
 
 
-def _make_depthwise_pixels(lanes: int):
-    """The intrinsic ``pixels(hf, starts, wf, bias, count, df, dst)``: for each output pixel q <
-    P = ``starts.shape[0] // 9`` and the channels e < ``count`` (a multiple of ``lanes``),
-    ``df[dst + q*E + e] = ReLU6(bias[e] + sum_t wf[t*E + e] * hf[starts[9q + t] + e])``, the nine
-    taps t added one multiply-add after another in their order, E = ``bias.shape[0]``: ``lanes``
-    channels at a time in one vector, the nine products summed in a register and stored once. (A
-    Numba loop over the channels with nine rows and nine weight rows needs more pointers than LLVM
-    checks for overlap: it ran 8 lanes wide with its pointers spilled, 12 GMAC/s.)"""
+def run_columns(pixels: int, sx: int, dx: int) -> list[int]:
+    """The input columns, counted from the first one, that ``pixels`` adjacent output pixels'
+    three taps read in one kernel row (strides ``sx``, dilation ``dx``), in ascending order."""
+    return sorted({p * sx + j * dx for p in range(pixels) for j in range(3)})
+
+
+def _make_depthwise_runs(lanes: int, pixels: int, sx: int):
+    """The intrinsic ``runs(hf, offsets, wf, bias, count, df, dsts, dst)``: for each run r of
+    ``pixels`` adjacent output pixels (R = ``dsts.shape[0]``) and the channels e < ``count`` (a
+    multiple of ``lanes``), ``lanes`` channels at a time in vector registers:
+    ``df[dst + dsts[r] + p*E + e] = ReLU6(bias[e] + sum_t wf[t*E + e] * hf[row_t + e])``, pixel p's
+    nine taps t = 3i + j added one multiply-add after another in their order, E =
+    ``bias.shape[0]``. ``offsets`` holds each run's rows: for each kernel row i, the offset in
+    ``hf`` of each input column the run reads (``run_columns(pixels, sx, 1)``: with one pixel, the
+    three taps' columns at any dilation). Each input vector is loaded once for all the run's pixels
+    that read it, and each weight vector once for all of them. (A Numba loop over the channels with
+    nine rows and nine weight rows needs more pointers than LLVM checks for overlap: it ran 8 lanes
+    wide with its pointers spilled, 12 GMAC/s; this kernel one pixel at a time was bound by its
+    loads, 19 for 9 multiply-adds.)"""
+    columns = run_columns(pixels, sx, 1)
+    span = len(columns)
+    # uses[c]: the (pixel, tap column) pairs that read column c; for any one pixel its taps come
+    # in ascending column order, hence in order, as the scalar sum takes them
+    uses = [[(p, j) for p in range(pixels) for j in range(3) if p * sx + j == column]
+            for column in columns]
 
     @intrinsic
-    def pixels(typingctx, hf, starts, wf, bias, count, df, dst):
-        sig = types.void(hf, starts, wf, bias, count, df, dst)
+    def runs(typingctx, hf, offsets, wf, bias, count, df, dsts, dst):
+        sig = types.void(hf, offsets, wf, bias, count, df, dsts, dst)
 
         def codegen(context, builder, signature, args):
             arrays = {i: context.make_array(signature.args[i])(context, builder, args[i])
-                      for i in (0, 1, 2, 3, 5)}
-            hp, sp, wp, bp, dp = (arrays[i].data for i in (0, 1, 2, 3, 5))
+                      for i in (0, 1, 2, 3, 5, 6)}
+            hp, op, wp, bp, dp, sp = (arrays[i].data for i in (0, 1, 2, 3, 5, 6))
             channels = cgutils.unpack_tuple(builder, arrays[3].shape, 1)[0]
-            taps = cgutils.unpack_tuple(builder, arrays[1].shape, 1)[0]
+            run_count = cgutils.unpack_tuple(builder, arrays[6].shape, 1)[0]
             count_v = context.cast(builder, args[4], signature.args[4], types.int64)
-            dst_v = context.cast(builder, args[6], signature.args[6], types.int64)
+            dst_v = context.cast(builder, args[7], signature.args[7], types.int64)
             vt = ir.VectorType(context.get_data_type(signature.args[0].dtype), lanes)
             fma = fmuladd(builder, vt)
             zero, six = ir.Constant(vt, [0.0] * lanes), ir.Constant(vt, [6.0] * lanes)
             entry = builder.basic_block
-            pixel_loop = builder.append_basic_block("pixels.pixel")
-            channel_loop = builder.append_basic_block("pixels.channels")
-            pixel_end = builder.append_basic_block("pixels.next")
-            done = builder.append_basic_block("pixels.done")
+            run_loop = builder.append_basic_block("runs.run")
+            channel_loop = builder.append_basic_block("runs.channels")
+            run_end = builder.append_basic_block("runs.next")
+            done = builder.append_basic_block("runs.done")
             go = builder.and_(builder.icmp_signed(">", count_v, const(0)),
-                              builder.icmp_signed(">", taps, const(0)))
-            builder.cbranch(go, pixel_loop, done)
+                              builder.icmp_signed(">", run_count, const(0)))
+            builder.cbranch(go, run_loop, done)
 
-            builder.position_at_end(pixel_loop)  # t0 = 9q: the pixel's first tap
-            t0 = builder.phi(I64)
-            t0.add_incoming(const(0), entry)
-            rows = [builder.load(builder.gep(sp, [builder.add(t0, const(t))])) for t in range(9)]
-            out_row = builder.add(dst_v, builder.mul(builder.sdiv(t0, const(9)), channels))
+            builder.position_at_end(run_loop)
+            r = builder.phi(I64)
+            r.add_incoming(const(0), entry)
+            first = builder.mul(r, const(3 * span))  # the run's first offset
+            out0 = builder.add(dst_v, builder.load(builder.gep(sp, [r])))
             builder.branch(channel_loop)
 
             builder.position_at_end(channel_loop)
             e = builder.phi(I64)
-            e.add_incoming(const(0), pixel_loop)
-            total = builder.load(vector_at(builder, bp, e, vt), align=1)
-            for t in range(9):
-                weights = builder.load(
-                    vector_at(builder, wp, builder.add(builder.mul(const(t), channels), e), vt),
-                    align=1)
-                values = builder.load(vector_at(builder, hp, builder.add(rows[t], e), vt),
-                                      align=1)
-                total = builder.call(fma, [weights, values, total])
-            # ReLU6 as ``_relu6``: 0 below 0, 6 above 6, else the value (a NaN stays NaN)
-            capped = builder.select(builder.fcmp_ordered(">", total, six), six, total)
-            clipped = builder.select(builder.fcmp_ordered("<", total, zero), zero, capped)
-            builder.store(clipped, vector_at(builder, dp, builder.add(out_row, e), vt), align=1)
+            e.add_incoming(const(0), run_loop)
+            total = [builder.load(vector_at(builder, bp, e, vt), align=1)] * pixels
+            for i in range(3):
+                weights = [builder.load(vector_at(
+                    builder, wp, builder.add(builder.mul(const(3 * i + j), channels), e), vt),
+                    align=1) for j in range(3)]
+                for c in range(span):
+                    row = builder.load(builder.gep(op, [builder.add(first, const(i * span + c))]))
+                    values = builder.load(vector_at(builder, hp, builder.add(row, e), vt),
+                                          align=1)
+                    for p, j in uses[c]:
+                        total[p] = builder.call(fma, [weights[j], values, total[p]])
+            for p in range(pixels):  # ReLU6 as ``_relu6``: a NaN stays NaN
+                capped = builder.select(builder.fcmp_ordered(">", total[p], six), six, total[p])
+                clipped = builder.select(builder.fcmp_ordered("<", total[p], zero), zero, capped)
+                at = builder.add(builder.add(out0, builder.mul(const(p), channels)), e)
+                builder.store(clipped, vector_at(builder, dp, at, vt), align=1)
             e_next = builder.add(e, const(lanes))
             e.add_incoming(e_next, channel_loop)
-            builder.cbranch(builder.icmp_signed("<", e_next, count_v), channel_loop, pixel_end)
+            builder.cbranch(builder.icmp_signed("<", e_next, count_v), channel_loop, run_end)
 
-            builder.position_at_end(pixel_end)
-            t0_next = builder.add(t0, const(9))
-            t0.add_incoming(t0_next, pixel_end)
-            builder.cbranch(builder.icmp_signed("<", t0_next, taps), pixel_loop, done)
+            builder.position_at_end(run_end)
+            r_next = builder.add(r, const(1))
+            r.add_incoming(r_next, run_end)
+            builder.cbranch(builder.icmp_signed("<", r_next, run_count), run_loop, done)
             builder.position_at_end(done)
             return context.get_dummy_value()
 
         return sig, codegen
 
-    return pixels
+    return runs
 
 
-_pixels32 = _make_depthwise_pixels(FLOAT32_LANES)
-_pixels64 = _make_depthwise_pixels(FLOAT32_LANES // 2)
+# the kernels by dtype (lanes), run length and stride (a run of one pixel serves any stride)
+_one32 = _make_depthwise_runs(FLOAT32_LANES, 1, 1)
+_one64 = _make_depthwise_runs(FLOAT32_LANES // 2, 1, 1)
+_long32 = _make_depthwise_runs(FLOAT32_LANES, RUNS[0], 1)
+_long64 = _make_depthwise_runs(FLOAT32_LANES // 2, RUNS[0], 1)
+_short32 = _make_depthwise_runs(FLOAT32_LANES, RUNS[1], 1)
+_short64 = _make_depthwise_runs(FLOAT32_LANES // 2, RUNS[1], 1)
+_strided_long32 = _make_depthwise_runs(FLOAT32_LANES, RUNS[0], 2)
+_strided_long64 = _make_depthwise_runs(FLOAT32_LANES // 2, RUNS[0], 2)
+_strided_short32 = _make_depthwise_runs(FLOAT32_LANES, RUNS[1], 2)
+_strided_short64 = _make_depthwise_runs(FLOAT32_LANES // 2, RUNS[1], 2)
+
+
+class DepthwiseTables(NamedTuple):
+    """Where the depthwise rows' taps read, in one sample (``depthwise_tables``): four groups of
+    runs of adjacent output pixels, one after the other in each array: runs of ``RUNS[0]`` pixels,
+    of ``RUNS[1]``, the pixels left over one at a time, then every pixel alone (for the channels
+    after the last whole vector). Offsets point into the sample's flat rows (H*W image rows of E
+    channels), each with an ``inside`` flag (1: an image row, shifted to each sample's rows; 0:
+    padding, which reads the zero row after all samples). Four arrays, not a tuple of twelve: a
+    call unboxes each one (about 0.3 us an array)."""
+
+    offsets: np.ndarray  # per run and kernel row, each input column's offset
+    inside: np.ndarray
+    dsts: np.ndarray  # per run of the first three groups: its first output pixel, times E
+    bounds: np.ndarray  # the runs' stride (0: no runs), the ends of the four offset groups,
+    #                     the ends of the three dsts groups
+
+
+@functools.lru_cache(maxsize=128)
+def depthwise_tables(height: int, width: int, g: WindowGeometry, channels: int,
+                     runs: bool = True) -> DepthwiseTables:
+    """The tables of ``depthwise_channels_last`` for H x W maps of ``channels`` and the depthwise
+    geometry ``g`` (3x3), made once a geometry: each output row as runs of ``RUNS[0]`` adjacent
+    pixels, then of ``RUNS[1]``, then single pixels; runs only at stride 1 or 2 and dilation 1
+    across the row (the kernels' column patterns). ``runs=False``: every pixel alone (the runs'
+    twin in the tests)."""
+    stride = g.sx if runs and g.dx == 1 and g.sx in (1, 2) else 0
+    groups: list[tuple[int, list[tuple[int, int]]]] = [(length, []) for length in (*RUNS, 1)]
+    for oh in range(g.oh):
+        ow = 0
+        for length, starts in groups if stride else groups[-1:]:
+            while ow + length <= g.ow:
+                starts.append((oh, ow))
+                ow += length
+    groups.append((1, [(oh, ow) for oh in range(g.oh) for ow in range(g.ow)]))
+    offsets, inside, dsts, bounds = [], [], [], [stride]
+    for number, (length, starts) in enumerate(groups):
+        columns = run_columns(length, g.sx, g.dx)
+        for oh, ow in starts:
+            for i in range(3):
+                r = oh * g.sy - g.top + i * g.dy
+                for column in columns:
+                    c = ow * g.sx - g.left + column
+                    image = 0 <= r < height and 0 <= c < width
+                    offsets.append((r * width + c) * channels if image else 0)
+                    inside.append(int(image))
+            if number < 3:
+                dsts.append((oh * g.ow + ow) * channels)
+        bounds.append(len(offsets))
+    bounds += [len(groups[0][1]), len(groups[0][1]) + len(groups[1][1]), len(dsts)]
+    tables = DepthwiseTables(*(np.array(values, dtype=np.int64)
+                               for values in (offsets, inside, dsts, bounds)))
+    for array in tables:
+        array.flags.writeable = False  # shared by every call with this geometry
+    return tables
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})
-def depthwise_channels_last(h, be, activate, wd, bd, height, width, sy, sx, dy, dx, pt, pl,
-                            oh_count, ow_count, d):
+def depthwise_channels_last(h, be, activate, wd, bd, tables, out_plane, d):
     """The depthwise step in channels-last rows: ``h`` (k*H*W + 1, E), its last row zeros (what
     padding reads), the others with ``activate`` first made ReLU6(h + be) in place (the
     expansion's bias and activation); ``d`` (k*OH*OW, E, written) = ReLU6(bd + the 3x3 taps ``wd``
-    (3, 3, E)), each output's taps added in their order. The rows each output's nine taps read
-    are found once for the first sample (``first``, ``inside``: the zero row for padding) and
-    shifted for each sample; its channels are then summed a vector at a time
-    (``_make_depthwise_pixels``) and the last few one by one."""
+    (3, 3, E)), each output's taps added in their order. ``tables`` (``depthwise_tables``, for one
+    sample, shifted for each) say which rows each output's taps read; its channels are summed a
+    vector at a time, runs of adjacent pixels together (``_make_depthwise_runs``), and the last
+    few channels one by one."""
     e_count = h.shape[1]
     zero_row = h.shape[0] - 1
-    plane = height * width
-    k = zero_row // plane
-    out_plane = oh_count * ow_count
+    k = d.shape[0] // out_plane
+    plane = zero_row // k
+    zero_at = zero_row * e_count
     zero, six = h.dtype.type(0), h.dtype.type(6)
     if activate:
         for r in range(zero_row):
             row = h[r]
             for e in range(e_count):
                 row[e] = _relu6(row[e] + be[e], zero, six)
-    first = np.empty(out_plane * 9, dtype=np.int64)  # sample 0's rows, as indices into hf
-    inside = np.empty(out_plane * 9, dtype=np.int64)  # 1: an image row (shifted per sample)
-    for oh in range(oh_count):
-        for ow in range(ow_count):
-            for i in range(3):
-                r = oh * sy - pt + i * dy
-                for j in range(3):
-                    c = ow * sx - pl + j * dx
-                    t = (oh * ow_count + ow) * 9 + i * 3 + j
-                    row = _tap_row(0, r, c, height, width, zero_row)
-                    first[t] = row * e_count
-                    inside[t] = 1 if row != zero_row else 0
     lanes = FLOAT32_LANES if h.itemsize == 4 else FLOAT32_LANES // 2
     vectors = e_count - e_count % lanes  # the channels summed a vector at a time
     hf, wf, df = h.reshape(h.size), wd.reshape(wd.size), d.reshape(d.size)
-    starts = np.empty(out_plane * 9, dtype=np.int64)
+    stride, b1, b2, b3, b4, d1, d2, d3 = tables.bounds
+    used = b3 if vectors == e_count else b4  # the last group only for a channel tail
+    rows = np.empty(used, dtype=np.int64)
     for n in range(k):
-        shift = n * plane * e_count
-        for t in range(out_plane * 9):
-            starts[t] = first[t] + inside[t] * shift
-        dst = n * out_plane * e_count
+        shift, dst = n * plane * e_count, n * out_plane * e_count
+        for t in range(used):
+            rows[t] = tables.offsets[t] + shift if tables.inside[t] else zero_at
+        long_rows, short_rows, one_rows = rows[:b1], rows[b1:b2], rows[b2:b3]
+        long_dsts, short_dsts, one_dsts = tables.dsts[:d1], tables.dsts[d1:d2], tables.dsts[d2:d3]
         if h.itemsize == 4:
-            _pixels32(hf, starts, wf, bd, vectors, df, dst)
+            if stride == 1:
+                _long32(hf, long_rows, wf, bd, vectors, df, long_dsts, dst)
+                _short32(hf, short_rows, wf, bd, vectors, df, short_dsts, dst)
+            elif stride == 2:
+                _strided_long32(hf, long_rows, wf, bd, vectors, df, long_dsts, dst)
+                _strided_short32(hf, short_rows, wf, bd, vectors, df, short_dsts, dst)
+            _one32(hf, one_rows, wf, bd, vectors, df, one_dsts, dst)
         else:
-            _pixels64(hf, starts, wf, bd, vectors, df, dst)
-        for q in range(out_plane):
+            if stride == 1:
+                _long64(hf, long_rows, wf, bd, vectors, df, long_dsts, dst)
+                _short64(hf, short_rows, wf, bd, vectors, df, short_dsts, dst)
+            elif stride == 2:
+                _strided_long64(hf, long_rows, wf, bd, vectors, df, long_dsts, dst)
+                _strided_short64(hf, short_rows, wf, bd, vectors, df, short_dsts, dst)
+            _one64(hf, one_rows, wf, bd, vectors, df, one_dsts, dst)
+        every = rows[b3:used]
+        for q in range(every.shape[0] // 9):
             for e in range(vectors, e_count):
                 v = bd[e]
                 for t in range(9):
-                    v += wf[t * e_count + e] * hf[starts[q * 9 + t] + e]
+                    v += wf[t * e_count + e] * hf[every[q * 9 + t] + e]
                 df[dst + q * e_count + e] = _relu6(v, zero, six)
 
 
@@ -504,6 +596,7 @@ def forward(x: np.ndarray, w: BlockWeights, g: WindowGeometry, skip: np.ndarray 
         _threads.parallel_map(planes, cache_slices(n, x[0].nbytes + out[0].nbytes))
         return out
     plane, out_plane = height * width, g.oh * g.ow
+    tables = depthwise_tables(height, width, g, channels)
 
     def rows(s: slice) -> None:
         k = s.stop - s.start
@@ -523,8 +616,7 @@ def forward(x: np.ndarray, w: BlockWeights, g: WindowGeometry, skip: np.ndarray 
         h[-1] = 0
         d = np.empty((k * out_plane, channels), dtype)
         depthwise_channels_last(h, w.expand_bias, expand, w.depthwise_last, w.depthwise_bias,
-                                height, width, g.sy, g.sx, g.dy, g.dx, g.top, g.left, g.oh,
-                                g.ow, d)
+                                tables, out_plane, d)
         if out_last:
             y = out[s].reshape(k * out_plane, o_count)
             matmul(d, w.project_t, out=y)

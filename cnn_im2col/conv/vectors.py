@@ -5,7 +5,7 @@ Numba's loop vectoriser handles a plain loop over contiguous values, but not a k
 keep vectors in registers across a loop (its SLP vectoriser is off, for miscompilations), nor a
 loop with more pointers than LLVM will check for overlap at run time (eight), which it leaves
 scalar or spills. Those kernels are Numba intrinsics written in LLVM IR with explicit vector
-types (``conv/tiled.py``'s tile, ``conv/inverted_residual.py``'s depthwise pixel); LLVM lowers
+types (``conv/tiled.py``'s tile, ``conv/inverted_residual.py``'s depthwise runs); LLVM lowers
 an L-wide vector to whatever registers the CPU has.
 """
 

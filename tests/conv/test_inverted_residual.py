@@ -118,6 +118,64 @@ def test_channels_last_maps_give_the_very_bits_of_nchw_ones(case, x_last, out_la
             inverted_residual.forward(x, w, g, out_last=True)
 
 
+@st.composite
+def depthwise_rows(draw):
+    """The depthwise rows' operands: k samples of H x W maps of E channels as rows (k*H*W + 1, E),
+    the last row zeros, and a 3x3 geometry; E draws whole vectors and tails."""
+    from cnn_im2col.shapes import dilated_geometry
+
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    e = draw(st.integers(1, 40))
+    stride, dilation = draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    padding = draw(st.integers(0, 2))
+    size = max(1, 2 * dilation + 1 - 2 * padding)
+    height, width = draw(st.integers(size, 20)), draw(st.integers(size, 20))
+    k = draw(st.integers(1, 3))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    h = (rng.standard_normal((k * height * width + 1, e)) * 3).astype(dtype)
+    h[-1] = 0
+    g = dilated_geometry(height, width, (3, 3), (stride, stride), (dilation, dilation),
+                         (padding, padding), "t")
+    return h, rng.standard_normal((3, 3, e)).astype(dtype), rng.standard_normal(e).astype(dtype), \
+        height, width, g
+
+
+def depthwise_rows_twin(h, wd, bd, height, width, g):
+    """ReLU6(bd + the 3x3 depthwise taps), written plainly over padded NCHW maps."""
+    e = h.shape[1]
+    x = h[:-1].reshape(-1, height, width, e)
+    padded = np.zeros((x.shape[0], height + 2 * g.top + 2 * g.dy * 2, width + 2 * g.left
+                       + 2 * g.dx * 2, e), x.dtype)
+    padded[:, g.top:g.top + height, g.left:g.left + width] = x
+    out = np.broadcast_to(bd, (x.shape[0], g.oh, g.ow, e)).copy()
+    for i in range(3):
+        for j in range(3):
+            r0, c0 = i * g.dy, j * g.dx
+            out += wd[i, j] * padded[:, r0:r0 + g.sy * (g.oh - 1) + 1:g.sy,
+                                     c0:c0 + g.sx * (g.ow - 1) + 1:g.sx]
+    return np.clip(out, 0, 6).reshape(-1, e)
+
+
+@given(case=depthwise_rows())
+def test_runs_of_pixels_give_the_bits_of_pixels_one_at_a_time(case):
+    """The depthwise rows summed in runs of adjacent pixels (each input vector loaded once for
+    the run) equal, bit for bit, each pixel summed alone, and the plain twin to rounding."""
+    h, wd, bd, height, width, g = case
+    out_plane = g.oh * g.ow
+    k = (h.shape[0] - 1) // (height * width)
+    outs = []
+    for runs in (True, False):
+        tables = inverted_residual.depthwise_tables(height, width, g, h.shape[1], runs)
+        d = np.empty((k * out_plane, h.shape[1]), h.dtype)
+        inverted_residual.depthwise_channels_last(h.copy(), bd, False, wd, bd, tables,
+                                                  out_plane, d)
+        outs.append(d)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    rtol, atol = tolerance(h.dtype)
+    np.testing.assert_allclose(outs[0], depthwise_rows_twin(h, wd, bd, height, width, g),
+                               rtol=rtol, atol=atol)
+
+
 @pytest.mark.parametrize("h", [32, 31, 16, 15, 8, 4, 1])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_mobilenet_shapes_on_both_sides_of_the_threshold(h, stride):
