@@ -176,15 +176,31 @@ def test_runs_of_pixels_give_the_bits_of_pixels_one_at_a_time(case):
                                rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("h", [32, 31, 16, 15, 8, 4, 1])
+@pytest.mark.parametrize("h", [64, 63, 32, 31, 16, 15, 8, 4, 1])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_mobilenet_shapes_on_both_sides_of_the_threshold(h, stride):
-    """Float64, the default threshold: MobileNetV2's own block shapes, 6x expansion."""
-    layers = block_layers(8, 48, 8, stride, 1, 1, True, True, np.float64)
+@pytest.mark.parametrize("expand", [True, False])
+def test_mobilenet_shapes_on_both_sides_of_the_threshold(h, stride, expand):
+    """Float64, the default thresholds: MobileNetV2's own block shapes, 6x expansion or none."""
+    layers = block_layers(8, 48, 8, stride, 1, 1, expand, True, np.float64)
     x = np.random.default_rng(h).standard_normal((3, 8, h, h)) * 3
     step = plan(layers, inference=True)[0]
     np.testing.assert_allclose(step.forward(x, False), unfused(layers, x), rtol=1e-12,
                                atol=1e-12)
+
+
+def test_maps_go_by_rows_below_the_threshold_and_strided():
+    """By rows: maps under MIN_PLANE pixels (a quarter of that without an expansion), and every
+    strided block; plane by plane the rest."""
+    from cnn_im2col.shapes import dilated_geometry
+
+    def rows(h, stride, expand):
+        g = dilated_geometry(h, h, (3, 3), (stride, stride), (1, 1), (1, 1), "t")
+        return inverted_residual.by_rows((1, 8, h, h), g, expand)
+
+    side = int(inverted_residual.MIN_PLANE ** 0.5)
+    assert rows(side - 1, 1, True) and not rows(side, 1, True) and rows(side, 2, True)
+    assert rows(side // 2 - 1, 1, False) and not rows(side // 2, 1, False)
+    assert rows(side // 2, 1, True) and rows(side, 2, False)
 
 
 def test_plan_makes_the_step_for_the_exact_pattern_at_inference_only():
