@@ -264,10 +264,11 @@ def run_columns(pixels: int, sx: int, dx: int) -> list[int]:
     return sorted({p * sx + j * dx for p in range(pixels) for j in range(3)})
 
 
-def _make_depthwise_runs(lanes: int, pixels: int, sx: int):
+def _make_depthwise_runs(pixels: int, sx: int):
     """The intrinsic ``runs(hf, offsets, wf, bias, count, df, dsts, dst)``: for each run r of
     ``pixels`` adjacent output pixels (R = ``dsts.shape[0]``) and the channels e < ``count`` (a
-    multiple of ``lanes``), ``lanes`` channels at a time in vector registers:
+    multiple of L, a vector's lanes: ``FLOAT32_LANES`` float32 or half as many float64), L
+    channels at a time in vector registers:
     ``df[dst + dsts[r] + p*E + e] = ReLU6(bias[e] + sum_t wf[t*E + e] * hf[row_t + e])``, pixel p's
     nine taps t = 3i + j added one multiply-add after another in their order, E =
     ``bias.shape[0]``. ``offsets`` holds each run's rows: for each kernel row i, the offset in
@@ -296,7 +297,9 @@ def _make_depthwise_runs(lanes: int, pixels: int, sx: int):
             run_count = cgutils.unpack_tuple(builder, arrays[6].shape, 1)[0]
             count_v = context.cast(builder, args[4], signature.args[4], types.int64)
             dst_v = context.cast(builder, args[7], signature.args[7], types.int64)
-            vt = ir.VectorType(context.get_data_type(signature.args[0].dtype), lanes)
+            ft = context.get_data_type(signature.args[0].dtype)
+            lanes = FLOAT32_LANES if ft == ir.FloatType() else FLOAT32_LANES // 2
+            vt = ir.VectorType(ft, lanes)
             fma = fmuladd(builder, vt)
             zero, six = ir.Constant(vt, [0.0] * lanes), ir.Constant(vt, [6.0] * lanes)
             entry = builder.basic_block
@@ -350,17 +353,13 @@ def _make_depthwise_runs(lanes: int, pixels: int, sx: int):
     return runs
 
 
-# the kernels by dtype (lanes), run length and stride (a run of one pixel serves any stride)
-_one32 = _make_depthwise_runs(FLOAT32_LANES, 1, 1)
-_one64 = _make_depthwise_runs(FLOAT32_LANES // 2, 1, 1)
-_long32 = _make_depthwise_runs(FLOAT32_LANES, RUNS[0], 1)
-_long64 = _make_depthwise_runs(FLOAT32_LANES // 2, RUNS[0], 1)
-_short32 = _make_depthwise_runs(FLOAT32_LANES, RUNS[1], 1)
-_short64 = _make_depthwise_runs(FLOAT32_LANES // 2, RUNS[1], 1)
-_strided_long32 = _make_depthwise_runs(FLOAT32_LANES, RUNS[0], 2)
-_strided_long64 = _make_depthwise_runs(FLOAT32_LANES // 2, RUNS[0], 2)
-_strided_short32 = _make_depthwise_runs(FLOAT32_LANES, RUNS[1], 2)
-_strided_short64 = _make_depthwise_runs(FLOAT32_LANES // 2, RUNS[1], 2)
+# the kernels by run length and stride (a run of one pixel serves any stride), each compiled for
+# the dtype it is called with
+_one = _make_depthwise_runs(1, 1)
+_long = _make_depthwise_runs(RUNS[0], 1)
+_short = _make_depthwise_runs(RUNS[1], 1)
+_strided_long = _make_depthwise_runs(RUNS[0], 2)
+_strided_short = _make_depthwise_runs(RUNS[1], 2)
 
 
 class DepthwiseTables(NamedTuple):
@@ -450,22 +449,13 @@ def depthwise_channels_last(h, be, activate, wd, bd, tables, out_plane, d):
             rows[t] = tables.offsets[t] + shift if tables.inside[t] else zero_at
         long_rows, short_rows, one_rows = rows[:b1], rows[b1:b2], rows[b2:b3]
         long_dsts, short_dsts, one_dsts = tables.dsts[:d1], tables.dsts[d1:d2], tables.dsts[d2:d3]
-        if h.itemsize == 4:
-            if stride == 1:
-                _long32(hf, long_rows, wf, bd, vectors, df, long_dsts, dst)
-                _short32(hf, short_rows, wf, bd, vectors, df, short_dsts, dst)
-            elif stride == 2:
-                _strided_long32(hf, long_rows, wf, bd, vectors, df, long_dsts, dst)
-                _strided_short32(hf, short_rows, wf, bd, vectors, df, short_dsts, dst)
-            _one32(hf, one_rows, wf, bd, vectors, df, one_dsts, dst)
-        else:
-            if stride == 1:
-                _long64(hf, long_rows, wf, bd, vectors, df, long_dsts, dst)
-                _short64(hf, short_rows, wf, bd, vectors, df, short_dsts, dst)
-            elif stride == 2:
-                _strided_long64(hf, long_rows, wf, bd, vectors, df, long_dsts, dst)
-                _strided_short64(hf, short_rows, wf, bd, vectors, df, short_dsts, dst)
-            _one64(hf, one_rows, wf, bd, vectors, df, one_dsts, dst)
+        if stride == 1:
+            _long(hf, long_rows, wf, bd, vectors, df, long_dsts, dst)
+            _short(hf, short_rows, wf, bd, vectors, df, short_dsts, dst)
+        elif stride == 2:
+            _strided_long(hf, long_rows, wf, bd, vectors, df, long_dsts, dst)
+            _strided_short(hf, short_rows, wf, bd, vectors, df, short_dsts, dst)
+        _one(hf, one_rows, wf, bd, vectors, df, one_dsts, dst)
         every = rows[b3:used]
         for q in range(every.shape[0] // 9):
             for e in range(vectors, e_count):
