@@ -37,15 +37,11 @@ cache and calls the engine's strategy code itself. The layers stay in ``Sequenti
   ReLU's derivative applied once before the block's backward.
 - ``LayerStep``: any other layer, alone.
 
-At inference without a backward to follow (``predict``, ``evaluate``), :func:`inference_plan`
-first folds each Conv2D -> BatchNorm2D pair (running statistics) into one convolution, as
-onnxruntime and PyTorch's ``fuse_conv_bn_eval`` do: weight * s and (bias - mean) * s + beta, with
-s = gamma / sqrt(var + eps), so a following ReLU (and MaxPool2D) fuses into its epilogue too; and
-it leaves out each Dropout, the identity at inference (as an exported ONNX graph has none).
-
-Only these exact classes are fused (a subclass may change ``forward``), so users' layers and the
-layer protocol work as before. A layer inside a block is not run by itself: its own ``forward``
-cache is left as it was, and its ``backward`` alone says it has not run.
+Which layers make which step is ``planning.py``'s (``plan``; at inference ``inference_plan``,
+which first folds each Conv2D -> BatchNorm2D pair into one convolution). Only these exact classes
+are fused (a subclass may change ``forward``), so users' layers and the layer protocol work as
+before. A layer inside a block is not run by itself: its own ``forward`` cache is left as it was,
+and its ``backward`` alone says it has not run.
 
 Every step has ``forward(x, training)`` (checks ``x`` where it enters, as its first layer's
 ``forward`` does), ``run(x, training)`` (the unchecked internal path, for the steps after the
@@ -57,9 +53,7 @@ check, so that a first step can be checked and then take its inference path.
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -81,8 +75,6 @@ from .layers import (
     BatchNorm2D,
     Conv2D,
     Dense,
-    Dropout,
-    GlobalAvgPool2D,
     HardSigmoid,
     HardSwish,
     MaxPool2D,
@@ -105,6 +97,10 @@ from .shapes import WindowGeometry, as_float_array, check_dout
 # the layers whose unchecked ``run`` a step may call: exactly these classes (a subclass may change
 # ``forward``, so it is run through ``forward``, as a user's layer is)
 _BUILT_IN = frozenset(LAYERS.values())
+
+# .on: True inside ``planning.folds_frozen()`` (per thread), where nothing changes the network (a
+# session's private copy): the steps keep the plans, transforms and weights they make from it
+FROZEN = threading.local()
 
 
 class LayerStep:
@@ -177,10 +173,10 @@ def _conv_forward(
     conv: Conv2D, x: np.ndarray, training: bool, then: Any = None, relu: bool = True
 ) -> tuple[np.ndarray, ConvCache]:
     """``conv``'s strategy (its plan for ``x.shape``) with the ReLU fused (``relu``), ``then`` per
-    slice. Inside ``folds_frozen`` (a session, whose weights never change) the plan is the frozen
-    one (``Conv2D.plan``) and a Winograd weight is transformed once and kept
+    slice. Inside ``planning.folds_frozen`` (a session, whose weights never change) the plan is
+    the frozen one (``Conv2D.plan``) and a Winograd weight is transformed once and kept
     (``frozen_transform``)."""
-    frozen = bool(getattr(_frozen, "on", False))
+    frozen = bool(getattr(FROZEN, "on", False))
     plan = conv.plan(x.shape, frozen)
     weight = conv.params["weight"]
     extra = {}
@@ -347,8 +343,8 @@ class ConvReLUPool(_Block):
 class ConvActivation(_Block):
     """Inference only: Conv2D -> ReLU6 / HardSigmoid / HardSwish, the activation's kernel run in
     place on each batch slice by the worker that computed it (the same numbers as the two layers,
-    without the activation's own pass over memory). No backward: :func:`inference_plan` makes it
-    only for ``infer``, which has none."""
+    without the activation's own pass over memory). No backward: ``planning.inference_plan``
+    makes it only for ``infer``, which has none."""
 
     kind = "conv_activation"
     FUSED = (ReLU6, HardSigmoid, HardSwish)
@@ -436,7 +432,7 @@ class ConvGlobalPool(_Block):
     def run(self, x: np.ndarray, training: bool) -> np.ndarray:
         if training:
             raise RuntimeError(f"{self!r} is an inference step: it keeps nothing for backward")
-        frozen = bool(getattr(_frozen, "on", False))
+        frozen = bool(getattr(FROZEN, "on", False))
         if not self.fused(x.shape, frozen):
             out = _conv_forward(self.conv, x, False, relu=False)[0]
             for layer in self.layers[1:]:
@@ -458,7 +454,7 @@ class InvertedResidual(_Block):
     dtype, it runs the fused kernels of ``conv/inverted_residual.py`` (the numbers of the layers
     one by one to rounding); otherwise its ``parts``: ``ConvActivation`` steps and the projection
     alone. ``skip`` (a Residual's identity shortcut) is added to the output, inside the kernel
-    where it can. No backward: :func:`plan` makes it only for inference."""
+    where it can. No backward: ``planning.plan`` makes it only for inference."""
 
     kind = "inverted_residual"
 
@@ -554,7 +550,7 @@ class InvertedResidual(_Block):
         """The kernels' copies of the weights: made on every call, as the layers' parameters may
         have changed in place, except inside ``folds_frozen`` (a session's private network, which
         nothing changes), where they are made once."""
-        frozen = getattr(_frozen, "on", False)
+        frozen = getattr(FROZEN, "on", False)
         if frozen and self._frozen_weights is not None:
             return self._frozen_weights
         expand = None if self.expand is None else (self.expand.params["weight"],
@@ -699,163 +695,3 @@ def infer_step(step: Step, x: np.ndarray, first: bool) -> np.ndarray:
             return step.layer.infer(as_float_array(x, "x", type(step.layer).__name__))
         return step.forward(x, False)
     return step.infer(step.check_input(x))
-
-
-def foldable(conv: Any, norm: Any) -> bool:
-    """Whether ``conv -> norm`` folds into one convolution at inference: exact classes, running
-    statistics in use, and a tied bias or none (a folded convolution always has a tied bias)."""
-    return (type(conv) is Conv2D and type(norm) is BatchNorm2D and norm.track_running_stats
-            and conv.bias_mode != "untied" and norm.num_features == conv.out_channels)
-
-
-_frozen = threading.local()  # .on: True inside folds_frozen() (per thread)
-
-
-@contextlib.contextmanager
-def folds_frozen() -> Iterator[None]:
-    """Inside, a fold already made is used as it is, not compared with its sources again: for a
-    network nothing else can change (``session.InferenceSession``'s private copy)."""
-    before = getattr(_frozen, "on", False)
-    _frozen.on = True
-    try:
-        yield
-    finally:
-        _frozen.on = before
-
-
-class Fold:
-    """A Conv2D -> BatchNorm2D pair and the convolution that stands for both at inference."""
-
-    def __init__(self, conv: Conv2D, norm: BatchNorm2D, folded: Conv2D) -> None:
-        self.conv, self.norm, self.folded = conv, norm, folded
-        self._folded_from: list[bytes] | None = None  # the bytes of the arrays last folded
-
-    def _sources(self) -> list[np.ndarray]:
-        """Every array the fold is computed from, and eps."""
-        arrays = [*self.conv.params.values(), *self.norm.params.values(),
-                  self.norm.buffers["running_mean"], self.norm.buffers["running_var"]]
-        return [*arrays, np.array(self.norm.eps)]
-
-    def refresh(self) -> None:
-        """Write the pair's current parameters and running statistics into ``folded`` (in place,
-        so its plans stay): weight * s and (bias - mean) * s + beta, s = gamma / sqrt(var + eps),
-        computed in float64. Skipped when none of them changed since the last fold (they are
-        compared with copies of their bytes: a parameter changed in place, by an optimizer or by
-        hand, refolds; comparing bytes costs a tenth of ``np.array_equal`` on small arrays).
-        Inside ``folds_frozen``, only a fold never made is made."""
-        if self._folded_from is not None and getattr(_frozen, "on", False):
-            return
-        sources = [a.tobytes() for a in self._sources()]
-        if sources == self._folded_from:
-            return
-        running = self.norm.buffers
-        if (running["running_var"] < 0).any():  # as BatchNorm2D itself refuses it
-            raise ValueError(f"{self.norm!r}: var must be >= 0, got min "
-                             f"{running['running_var'].min()}")
-        scale = 1.0 / np.sqrt(running["running_var"].astype(np.float64) + self.norm.eps)
-        shift = -running["running_mean"].astype(np.float64) * scale
-        if "weight" in self.norm.params:
-            gamma = self.norm.params["weight"].astype(np.float64)
-            scale, shift = scale * gamma, shift * gamma + self.norm.params["bias"]
-        bias = self.conv.params.get("bias")
-        if bias is not None:
-            shift = shift + bias.astype(np.float64) * scale
-        weight = self.folded.params["weight"]
-        np.multiply(self.conv.params["weight"], scale[:, None, None, None], out=weight,
-                    casting="unsafe")
-        self.folded.params["bias"][...] = shift
-        self._folded_from = sources
-
-
-def inference_plan(layers: list[Any]) -> tuple[list[Step], list[Fold]]:
-    """The steps of a stack for inference with no backward to follow, and the folds whose
-    ``refresh`` must run before each use (the parameters may have been trained since)."""
-    folds: list[Fold] = []
-    inference_layers: list[Any] = []
-    i = 0
-    while i < len(layers):
-        if type(layers[i]) is Dropout and (inference_layers or i + 1 < len(layers)):
-            i += 1  # the identity at inference (kept only where it is the whole stack)
-            continue
-        if i + 1 < len(layers) and foldable(layers[i], layers[i + 1]):
-            conv = layers[i]
-            config = {**conv.config(), "bias": "tied", "seed": 0}
-            folds.append(Fold(conv, layers[i + 1], Conv2D.from_config(config)))
-            inference_layers.append(folds[-1].folded)
-            i += 2
-        else:
-            inference_layers.append(layers[i])
-            i += 1
-    return plan(inference_layers, inference=True), folds
-
-
-def _inverted_residual_length(layers: list[Any], i: int) -> int:
-    """How many layers from ``layers[i]`` make MobileNetV2's block (exact classes): 5 with the
-    expansion (Conv2D 1x1, ReLU6, Conv2D depthwise, ReLU6, Conv2D 1x1), 3 without; else 0."""
-    for count in (5, 3):
-        block = layers[i : i + count]
-        if [type(layer) for layer in block] != [Conv2D, ReLU6] * (count // 2) + [Conv2D]:
-            continue
-        convs = block[::2]
-        middle = convs[-2]
-        if (middle.groups == middle.in_channels == middle.out_channels > 1
-                and all(c.groups == 1 and tuple(c.kernel_size) == (1, 1)
-                        for c in convs if c is not middle)):
-            return count
-    return 0
-
-
-def _pools_globally(layers: list[Any], i: int) -> int:
-    """How many layers from the Conv2D ``layers[i]`` make ``ConvGlobalPool`` (exact classes): 3
-    with an activation it fuses, 2 without; 0 if the convolution is not 1x1 (stride 1, dilation 1,
-    groups 1) or no GlobalAvgPool2D follows. (A padded one runs the layers one by one:
-    ``ConvGlobalPool.fused``.)"""
-    conv = layers[i]
-    if not (tuple(conv.kernel_size) == (1, 1) and tuple(conv.stride) == (1, 1)
-            and tuple(conv.dilation) == (1, 1) and conv.groups == 1):
-        return 0
-    after = [type(layer) for layer in layers[i + 1 : i + 3]]
-    if after[:1] == [GlobalAvgPool2D]:
-        return 2
-    if len(after) == 2 and after[0] in ConvGlobalPool.FUSED and after[1] is GlobalAvgPool2D:
-        return 3
-    return 0
-
-
-def plan(layers: list[Any], inference: bool = False) -> list[Step]:
-    """The steps of a stack, left to right, greedily fusing the blocks listed in the module
-    docstring (exact classes only); ``ConvActivation``, ``DenseActivation``, ``ConvGlobalPool``
-    and ``InvertedResidual`` only for ``inference`` (no backward)."""
-    steps: list[Step] = []
-    i = 0
-    while i < len(layers):
-        block = _inverted_residual_length(layers, i) if inference else 0
-        if block:
-            steps.append(InvertedResidual(tuple(layers[i : i + block]), i))
-            i += block
-            continue
-        here = type(layers[i])
-        after = type(layers[i + 1]) if i + 1 < len(layers) else None
-        third = type(layers[i + 2]) if i + 2 < len(layers) else None
-        if third is MaxPool2D and layers[i + 2].dilation != (1, 1):
-            third = None  # a dilated pool runs on its own (the fused slices use adjacent windows)
-        if here is Conv2D and after is ReLU and third is MaxPool2D:
-            steps.append(ConvReLUPool(*layers[i : i + 3], i))
-        elif inference and here is Conv2D and (head := _pools_globally(layers, i)):
-            steps.append(ConvGlobalPool(layers[i : i + head], i))
-        elif here is Conv2D and after is ReLU:
-            steps.append(ConvReLU(*layers[i : i + 2], i))
-        elif here is ReLU and after is MaxPool2D:
-            steps.append(ReLUPool(*layers[i : i + 2], i))
-        elif here is BatchNorm2D and after is ReLU:
-            steps.append(BatchNormReLU(*layers[i : i + 2], i))
-        elif here is Residual and after is ReLU:
-            steps.append(ResidualReLU(*layers[i : i + 2], i))
-        elif inference and here is Conv2D and after in ConvActivation.FUSED:
-            steps.append(ConvActivation(*layers[i : i + 2], i))
-        elif inference and here is Dense and after in DenseActivation.FUSED:
-            steps.append(DenseActivation(*layers[i : i + 2], i))
-        else:
-            steps.append(LayerStep(layers[i], i))
-        i = steps[-1].last + 1
-    return steps

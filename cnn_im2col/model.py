@@ -23,6 +23,7 @@ import numpy as np
 from . import blocks as _blocks
 from . import functional as F
 from . import model_files
+from . import planning as _planning
 from ._files import path_text
 from .containers import CONTAINERS, generator_slots, is_container, layer_entry, state_entries
 from .layers import LAYERS, Conv2D, Dense, Dropout, ReLU, Sigmoid, Softmax, Tanh
@@ -213,7 +214,7 @@ class Sequential(Trainer):
         if (
             steps is None or steps[-1].last != len(self.layers) - 1
         ):  # no forward yet, or layers changed
-            steps = _blocks.plan(self.layers)
+            steps = _planning.plan(self.layers)
         if len(steps) == 1 and steps[0].kind == "conv_relu" and not input_grad:
             steps[0].backward(dout, input_grad=False)
             return None
@@ -517,10 +518,10 @@ class Sequential(Trainer):
         return tuple(id(layer) for layer in self.layers)
 
     def _planned_steps(self) -> list:
-        """The fused steps of ``blocks.plan``, made again only when the layers changed."""
+        """The fused steps of ``planning.plan``, made again only when the layers changed."""
         key = self._layers_key()
         if self.__dict__.get("_steps_key") != key:
-            self._steps = _blocks.plan(self.layers)
+            self._steps = _planning.plan(self.layers)
             self._steps_key = key
         return self._steps
 
@@ -540,18 +541,18 @@ class Sequential(Trainer):
             yield out
 
     def inference_steps(self) -> tuple[list, list]:
-        """``blocks.inference_plan`` of the layers (steps, folds), made again only when the layers
+        """``planning.inference_plan`` of the layers (steps, folds), made again only when the layers
         changed."""
         key = self._layers_key()
         if self.__dict__.get("_inference_key") != key:
-            self._inference = _blocks.inference_plan(self.layers)
+            self._inference = _planning.inference_plan(self.layers)
             self._inference_key = key
         return self._inference
 
     def infer(self, x: np.ndarray, skip: np.ndarray | None = None, relu: bool = False
               ) -> np.ndarray:
         """Inference on ``x`` already checked (a batch, finite), with no backward to follow: the
-        steps of ``blocks.inference_plan``, Conv2D -> BatchNorm2D pairs folded into one
+        steps of ``planning.inference_plan``, Conv2D -> BatchNorm2D pairs folded into one
         convolution whose parameters are refreshed from the pair on every call (outputs equal to
         ``forward(x)`` to rounding). Nested stacks and containers fold their own.
 

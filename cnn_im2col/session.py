@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from .blocks import folds_frozen
 from .containers import leaves
 from .layers import LAYERS
 from .model import Sequential, _refuse_raw_integers
+from .planning import folds_frozen
 from .program import compile_stack
 from .shapes import as_float_array, check_int, finite_scans_skipped
 from .threads import engine_blas

@@ -1,5 +1,5 @@
-"""Small seeded networks and data shared by the model, training and checkpoint tests, and the
-assertions that compare their weights. A helper, not a test module."""
+"""Small seeded networks and data shared by the model, training, checkpoint, blocks and planning
+tests, and the assertions that compare their weights. A helper, not a test module."""
 
 import numpy as np
 
@@ -16,6 +16,26 @@ from cnn_im2col.layers import (
 from cnn_im2col.losses import SoftmaxCrossEntropy
 from cnn_im2col.model import Sequential
 from cnn_im2col.optim import Adam
+
+
+class MyReLU(ReLU):
+    """A user's subclass: it may change forward, so it is never fused."""
+
+
+def lenet(dtype=np.float32):
+    """The layers of a small LeNet, (1, 14, 14) -> 3, every layer seeded."""
+    return [
+        Conv2D(1, 4, 3, dtype=dtype, seed=0),
+        ReLU(),
+        MaxPool2D(2),
+        Conv2D(4, 6, 3, padding=1, groups=2, dtype=dtype, seed=1),
+        ReLU(),
+        MaxPool2D(2),
+        Flatten(),
+        Dense(6 * 3 * 3, 5, dtype=dtype, seed=2),
+        ReLU(),
+        Dense(5, 3, dtype=dtype, seed=3),
+    ]
 
 
 def small_net(seed=0, dropout=0.0, dtype=np.float32):

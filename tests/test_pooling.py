@@ -415,13 +415,13 @@ def test_layers_config_repr_and_errors():
 
 
 def test_a_dilated_pool_after_conv_relu_is_not_fused_and_still_right():
-    from cnn_im2col import blocks
     from cnn_im2col.layers import Conv2D, ReLU
+    from cnn_im2col.planning import plan
 
     layers = [Conv2D(2, 3, 3, padding=1, dtype=np.float64, seed=0), ReLU(),
               MaxPool2D(2, 1, dilation=2, ceil_mode=True)]
-    assert [step.kind for step in blocks.plan(layers)] == ["conv_relu", "layer"]
-    assert [step.kind for step in blocks.plan(layers[:2] + [MaxPool2D(2, ceil_mode=True)])] == [
+    assert [step.kind for step in plan(layers)] == ["conv_relu", "layer"]
+    assert [step.kind for step in plan(layers[:2] + [MaxPool2D(2, ceil_mode=True)])] == [
         "conv_relu_pool"]
     x = np.random.default_rng(0).standard_normal((2, 2, 7, 7))
     model = Sequential(layers)

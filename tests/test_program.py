@@ -22,6 +22,7 @@ from cnn_im2col.layers import (
     ReLU6,
 )
 from cnn_im2col.model import Sequential
+from cnn_im2col.planning import folds_frozen
 from cnn_im2col.program import compile_stack
 from cnn_im2col.shapes import finite_scans_skipped
 from cnn_im2col.threads import engine_blas
@@ -116,7 +117,7 @@ def test_the_program_computes_what_infer_computes(name, n, dtype, data):
     _with_statistics(model)
     seed = data.draw(st.integers(0, 2**16), label="seed")
     x = np.random.default_rng(seed).standard_normal((n, *shape)).astype(dtype)
-    with engine_blas(), blocks.folds_frozen(), finite_scans_skipped():
+    with engine_blas(), folds_frozen(), finite_scans_skipped():
         program, out_shape = compile_stack(model, x.shape)
         got = program(x)
         expected = model.infer(x)
@@ -137,7 +138,7 @@ def test_a_program_runs_its_convolutions_without_the_per_call_lookups(name, monk
     real = blocks._conv_forward
     monkeypatch.setattr(blocks, "_conv_forward",
                         lambda conv, *a, **k: calls.append(conv) or real(conv, *a, **k))
-    with engine_blas(), blocks.folds_frozen(), finite_scans_skipped():
+    with engine_blas(), folds_frozen(), finite_scans_skipped():
         model.infer(x)
         assert calls  # the slow path does go through it
         calls.clear()
@@ -164,7 +165,7 @@ def test_resnet_joins_its_shortcuts_in_winograds_output_transform(monkeypatch):
             joined.add(id(p))
         return slice_forward(x, p, out, skip)
 
-    with engine_blas(), blocks.folds_frozen(), finite_scans_skipped():
+    with engine_blas(), folds_frozen(), finite_scans_skipped():
         program, _ = compile_stack(model, x.shape)
         want = model.infer(x)
         monkeypatch.setattr(winograd, "slice_forward", spy_slice)
@@ -208,7 +209,7 @@ def test_a_basic_block_by_slices_takes_what_it_cannot_run_to_the_body(dtype, rel
     x = np.random.default_rng(1).standard_normal((6, 8, 10, 10)).astype(dtype)
     whole = []  # the convolutions run over the whole batch
     run_forward = winograd.run_forward
-    with engine_blas(), blocks.folds_frozen(), finite_scans_skipped():
+    with engine_blas(), folds_frozen(), finite_scans_skipped():
         program, _ = compile_stack(block, x.shape)
         want = block.infer(x)
         monkeypatch.setattr(winograd, "run_forward",
@@ -230,7 +231,7 @@ def test_a_block_whose_middle_has_other_channels_runs_its_bodys_program(monkeypa
         Conv2D(8, 32, 3, padding=1, bias=None, seed=0), BatchNorm2D(32), ReLU(),
         Conv2D(32, 8, 3, padding=1, seed=1)])), ReLU()]))
     x = np.random.default_rng(2).standard_normal((64, 8, 16, 16)).astype(np.float32)
-    with engine_blas(), blocks.folds_frozen(), finite_scans_skipped():
+    with engine_blas(), folds_frozen(), finite_scans_skipped():
         program, _ = compile_stack(block, x.shape)
         plans = [winograd.plan_forward((64, c, 16, 16), np.ones((k, c, 3, 3), np.float32), None,
                                        block.layers[1].body.layers[0].plan(x.shape).geometry)
@@ -278,7 +279,7 @@ def test_maps_pass_channels_last_from_one_convolution_to_the_next(name, counts, 
 
     monkeypatch.setattr(winograd, "plan_forward", plan_forward)
     monkeypatch.setattr(tiled, "forward", tiled_forward)
-    with engine_blas(), blocks.folds_frozen(), finite_scans_skipped():
+    with engine_blas(), folds_frozen(), finite_scans_skipped():
         program, _ = compile_stack(model, x.shape)
         np.testing.assert_array_equal(program(x), model.infer(x))
     assert (len(writers), len(readers), len(writers & readers)) == counts
@@ -298,7 +299,7 @@ def test_a_winograd_convolution_then_relu_then_2x2_pool_pools_in_its_output_tran
     real = winograd.plan_forward
     monkeypatch.setattr(winograd, "plan_forward",
                         lambda *a, **k: pools.append(k.get("pool", False)) or real(*a, **k))
-    with engine_blas(), blocks.folds_frozen(), finite_scans_skipped():
+    with engine_blas(), folds_frozen(), finite_scans_skipped():
         program, _ = compile_stack(model, x.shape)
         np.testing.assert_array_equal(program(x), model.infer(x))
     assert sum(pools) == pooled
@@ -330,7 +331,7 @@ def test_mobilenets_blocks_by_rows_pass_channels_last_maps_along_their_chain(mon
 
     with engine_blas(), finite_scans_skipped():
         expected = copy.deepcopy(model).infer(x)  # the model's own folds not yet made
-        with blocks.folds_frozen():
+        with folds_frozen():
             program, _ = compile_stack(model, x.shape)  # a session's order: planned first
             monkeypatch.setattr(inverted_residual, "forward", forward)
             monkeypatch.setattr(pointwise, "forward_pooled", head)

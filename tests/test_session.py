@@ -63,13 +63,13 @@ def test_the_session_is_a_snapshot_that_training_does_not_change():
 
 
 def test_folds_are_made_once_and_not_compared_again(monkeypatch):
-    from cnn_im2col import blocks
+    from cnn_im2col import planning
 
     model, x = _trained_bn_net()
     session = InferenceSession(model)
     calls = []
-    real = blocks.Fold._sources
-    monkeypatch.setattr(blocks.Fold, "_sources", lambda self: calls.append(1) or real(self))
+    real = planning.Fold._sources
+    monkeypatch.setattr(planning.Fold, "_sources", lambda self: calls.append(1) or real(self))
     session.run(x)
     assert len(calls) == 2  # the two pairs folded at the first run
     session.run(x)

@@ -1,8 +1,8 @@
 """MobileNetV2's fused inverted residual (``conv/inverted_residual.py``, both its plane-by-plane and
 its channels-last kernels) equals its slow twin, the three convolutions and two ReLU6 layers run
-one by one, on drawn shapes, strides, dilations, paddings, biases and dtypes; ``blocks.plan`` makes
-the step for exactly that pattern, at inference only, and it falls back to its parts where the
-kernels do not apply."""
+one by one, on drawn shapes, strides, dilations, paddings, biases and dtypes; ``planning.plan``
+makes the step for exactly that pattern, at inference only, and it falls back to its parts where
+the kernels do not apply."""
 
 import numpy as np
 import pytest
@@ -10,11 +10,12 @@ from conftest import tolerance
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cnn_im2col.blocks import InvertedResidual, plan
+from cnn_im2col.blocks import InvertedResidual
 from cnn_im2col.containers import Residual
 from cnn_im2col.conv import inverted_residual
 from cnn_im2col.layers import Conv2D, ReLU, ReLU6
 from cnn_im2col.model import Sequential
+from cnn_im2col.planning import plan
 
 
 def block_layers(c, e, o, stride, padding, dilation, expand, bias, dtype, seed=0):
