@@ -12,7 +12,7 @@ channels are contiguous) and P input values, and does P vector multiply-adds: th
 registers from the first tap to the last, as oneDNN's and XNNPACK's direct kernels keep theirs. A
 1x1 kernel (a ResNet's strided projection) reads one pixel of each stride, so its copy of the
 input takes only those, and its tiles then run at stride 1. The tile is written in LLVM IR
-(``_make_tile``, a Numba intrinsic: ``conv/vectors.py`` says why); LLVM lowers the L-wide vectors
+(``_tile``, a Numba intrinsic: ``conv/vectors.py`` says why); LLVM lowers the L-wide vectors
 to whatever the CPU has (16 or 8 float32 lanes a register). A whole tile of a channels-last output
 is stored from the registers straight into it; an NCHW output, and the tiles at the edges, go
 through a scratch tile (one thread, batch 64, channels-last in and out: (C, H, O, kernel) (16, 32,
@@ -80,89 +80,95 @@ def tile_shape(dtype: np.dtype, out_channels: int) -> tuple[int, int]:
 # --------------------------------------------------------------------------- the tile, in LLVM IR
 
 
-def _make_tile(pixels: int, lanes: int):
-    """The intrinsic ``tile(xf, bases, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride)``
-    of a tile of ``pixels`` x ``lanes``: ``dst[d0 + p*stride + l] = f(bias[ob + l] + sum_t
-    wf[t*Lp + ob + l] * xf[bases[q0 + p] + offsets[t]])`` for every p and l (f = ReLU if
-    ``relu``), Lp = ``bias.shape[0]``, the weight's row length (a multiple of ``lanes``). ``dst``
-    is a scratch tile (d0 0, stride ``lanes``), or a channels-last output's pixels when the tile
-    is whole there (its stride the output's channels). A pixel p >= npix is computed on pixel
-    q0's input (in bounds; the caller does not copy it out)."""
+@intrinsic
+def _tile(typingctx, xf, bases, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride, half):
+    """``_tile(xf, bases, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride, half)``: this
+    CPU's tile for ``xf``'s dtype, P x L (``tile_shape``'s), or 2P x L/2 if ``half``:
+    ``dst[d0 + p*stride + l] = f(bias[ob + l] + sum_t wf[t*Lp + ob + l] * xf[bases[q0 + p] +
+    offsets[t]])`` for every p and l (f = ReLU if ``relu``), Lp = ``bias.shape[0]``, the weight's
+    row length (a multiple of the tile's lanes). ``dst`` is a scratch tile (d0 0, stride the
+    tile's lanes), or a channels-last output's pixels when the tile is whole there (its stride the
+    output's channels). A pixel p >= npix is computed on pixel q0's input (in bounds; the caller
+    does not copy it out). Both shapes are compiled in; ``half`` picks one at run time."""
+    sig = types.void(xf, bases, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride, half)
+    whole = _LANES if xf.dtype == types.float32 else _LANES // 2
+    tiles = (_tile_ir(_PIXELS, whole), _tile_ir(2 * _PIXELS, whole // 2))
 
-    @intrinsic
-    def tile(typingctx, xf, bases, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride):
-        sig = types.void(xf, bases, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride)
+    def codegen(context, builder, signature, args):
+        is_half = builder.icmp_unsigned("!=", args[12], ir.Constant(args[12].type, 0))
+        with builder.if_else(is_half) as (halved, otherwise):
+            with halved:
+                tiles[1](context, builder, signature, args)
+            with otherwise:
+                tiles[0](context, builder, signature, args)
+        return context.get_dummy_value()
 
-        def codegen(context, builder, signature, args):
-            (xf_v, bases_v, q0_v, npix_v, off_v, wf_v, ob_v, bias_v, relu_v, dst_v, d0_v,
-             stride_v) = args
-            arrays = {i: context.make_array(signature.args[i])(context, builder, args[i])
-                      for i in (0, 1, 4, 5, 7, 9)}
-            xp, basep, offp, wp, bp, tp = (arrays[i].data for i in (0, 1, 4, 5, 7, 9))
-            taps = cgutils.unpack_tuple(builder, arrays[4].shape, 1)[0]
-            row = cgutils.unpack_tuple(builder, arrays[7].shape, 1)[0]
-            ft = context.get_data_type(signature.args[0].dtype)
-            vt = ir.VectorType(ft, lanes)
-            fma = fmuladd(builder, vt)
-            start = builder.load(vector_at(builder, bp, ob_v, vt), align=1)
-            pixel_bases = []
-            for p in range(pixels):
-                q = builder.select(builder.icmp_signed("<", const(p), npix_v),
-                                   builder.add(q0_v, const(p)), q0_v)
-                pixel_bases.append(builder.load(builder.gep(basep, [q])))
-            entry = builder.basic_block
-            loop = builder.append_basic_block("tile.taps")
-            done = builder.append_basic_block("tile.done")
-            builder.cbranch(builder.icmp_signed(">", taps, const(0)), loop, done)
-
-            # the taps: one vector of weights and a value per pixel each, the sums in registers
-            builder.position_at_end(loop)
-            t = builder.phi(I64)
-            t.add_incoming(const(0), entry)
-            sums = [builder.phi(vt) for _ in range(pixels)]
-            for s in sums:
-                s.add_incoming(start, entry)
-            offset = builder.load(builder.gep(offp, [t]))
-            weight_at = builder.add(builder.mul(t, row), ob_v)
-            weights = builder.load(vector_at(builder, wp, weight_at, vt), align=1)
-            summed = []
-            for p, s in enumerate(sums):
-                value = builder.load(builder.gep(xp, [builder.add(pixel_bases[p], offset)]))
-                summed.append(builder.call(fma, [splat(builder, value, vt), weights, s]))
-            t_next = builder.add(t, const(1))
-            last = builder.basic_block
-            t.add_incoming(t_next, last)
-            for s, s_next in zip(sums, summed):
-                s.add_incoming(s_next, last)
-            builder.cbranch(builder.icmp_signed("<", t_next, taps), loop, done)
-
-            # ReLU as the other epilogues take it: v if v > 0 else 0 (a NaN becomes 0)
-            builder.position_at_end(done)
-            totals = [builder.phi(vt) for _ in summed]  # (phi nodes lead their block)
-            for total, s_next in zip(totals, summed):
-                total.add_incoming(start, entry)
-                total.add_incoming(s_next, last)
-            zero = ir.Constant(vt, [0.0] * lanes)
-            use_relu = builder.icmp_unsigned("!=", relu_v, ir.Constant(relu_v.type, 0))
-            d0_64 = context.cast(builder, d0_v, signature.args[10], types.int64)
-            stride_64 = context.cast(builder, stride_v, signature.args[11], types.int64)
-            for p, total in enumerate(totals):
-                clipped = builder.select(builder.fcmp_ordered(">", total, zero), total, zero)
-                at = builder.add(d0_64, builder.mul(const(p), stride_64))
-                builder.store(builder.select(use_relu, clipped, total),
-                              vector_at(builder, tp, at, vt), align=1)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return tile
+    return sig, codegen
 
 
-# this CPU's tiles: float32 and float64, each whole and with half the lanes
-_tile32 = _make_tile(_PIXELS, _LANES)
-_tile64 = _make_tile(_PIXELS, _LANES // 2)
-_half_tile32 = _make_tile(2 * _PIXELS, _LANES // 2)
-_half_tile64 = _make_tile(2 * _PIXELS, _LANES // 4)
+def _tile_ir(pixels: int, lanes: int):
+    """The IR of a tile of ``pixels`` x ``lanes`` (``_tile``'s), emitted where the builder is."""
+
+    def emit(context, builder, signature, args):
+        (xf_v, bases_v, q0_v, npix_v, off_v, wf_v, ob_v, bias_v, relu_v, dst_v, d0_v,
+         stride_v) = args[:12]
+        arrays = {i: context.make_array(signature.args[i])(context, builder, args[i])
+                  for i in (0, 1, 4, 5, 7, 9)}
+        xp, basep, offp, wp, bp, tp = (arrays[i].data for i in (0, 1, 4, 5, 7, 9))
+        taps = cgutils.unpack_tuple(builder, arrays[4].shape, 1)[0]
+        row = cgutils.unpack_tuple(builder, arrays[7].shape, 1)[0]
+        ft = context.get_data_type(signature.args[0].dtype)
+        vt = ir.VectorType(ft, lanes)
+        fma = fmuladd(builder, vt)
+        start = builder.load(vector_at(builder, bp, ob_v, vt), align=1)
+        pixel_bases = []
+        for p in range(pixels):
+            q = builder.select(builder.icmp_signed("<", const(p), npix_v),
+                               builder.add(q0_v, const(p)), q0_v)
+            pixel_bases.append(builder.load(builder.gep(basep, [q])))
+        entry = builder.basic_block
+        loop = builder.append_basic_block("tile.taps")
+        done = builder.append_basic_block("tile.done")
+        builder.cbranch(builder.icmp_signed(">", taps, const(0)), loop, done)
+
+        # the taps: one vector of weights and a value per pixel each, the sums in registers
+        builder.position_at_end(loop)
+        t = builder.phi(I64)
+        t.add_incoming(const(0), entry)
+        sums = [builder.phi(vt) for _ in range(pixels)]
+        for s in sums:
+            s.add_incoming(start, entry)
+        offset = builder.load(builder.gep(offp, [t]))
+        weight_at = builder.add(builder.mul(t, row), ob_v)
+        weights = builder.load(vector_at(builder, wp, weight_at, vt), align=1)
+        summed = []
+        for p, s in enumerate(sums):
+            value = builder.load(builder.gep(xp, [builder.add(pixel_bases[p], offset)]))
+            summed.append(builder.call(fma, [splat(builder, value, vt), weights, s]))
+        t_next = builder.add(t, const(1))
+        last = builder.basic_block
+        t.add_incoming(t_next, last)
+        for s, s_next in zip(sums, summed):
+            s.add_incoming(s_next, last)
+        builder.cbranch(builder.icmp_signed("<", t_next, taps), loop, done)
+
+        # ReLU as the other epilogues take it: v if v > 0 else 0 (a NaN becomes 0)
+        builder.position_at_end(done)
+        totals = [builder.phi(vt) for _ in summed]  # (phi nodes lead their block)
+        for total, s_next in zip(totals, summed):
+            total.add_incoming(start, entry)
+            total.add_incoming(s_next, last)
+        zero = ir.Constant(vt, [0.0] * lanes)
+        use_relu = builder.icmp_unsigned("!=", relu_v, ir.Constant(relu_v.type, 0))
+        d0_64 = context.cast(builder, d0_v, signature.args[10], types.int64)
+        stride_64 = context.cast(builder, stride_v, signature.args[11], types.int64)
+        for p, total in enumerate(totals):
+            clipped = builder.select(builder.fcmp_ordered(">", total, zero), total, zero)
+            at = builder.add(d0_64, builder.mul(const(p), stride_64))
+            builder.store(builder.select(use_relu, clipped, total),
+                          vector_at(builder, tp, at, vt), align=1)
+
+    return emit
 
 
 # --------------------------------------------------------------------------- the kernels
@@ -257,14 +263,7 @@ def tiled_forward(x, x_last, pt, pl, steps, padded_shape, in_place, offsets, pix
                     dst, d0, stride = of, (n * plane + q0) * out_channels + ob, out_channels
                 else:
                     dst, d0, stride = tmp, 0, lanes
-                if x.itemsize == 4 and half:
-                    _half_tile32(xf, pix, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride)
-                elif x.itemsize == 4:
-                    _tile32(xf, pix, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride)
-                elif half:
-                    _half_tile64(xf, pix, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride)
-                else:
-                    _tile64(xf, pix, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride)
+                _tile(xf, pix, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride, half)
                 if stored:
                     continue
                 if npix == pixels and nlanes == lanes and half:  # whole: loops of fixed length
