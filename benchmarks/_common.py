@@ -21,10 +21,13 @@ Nothing here knows about a particular benchmark. The scripts (``bench_layers.py`
 - Profiling: ``StageProfiler`` wraps named functions of the engine and attributes every call's
   *exclusive* time (minus the time of wrapped functions it calls) to a stage; what no wrapper
   covers is the Python overhead.
+- Output: ``check_out_dir`` refuses an ``--out`` folder the results could not be written to, as
+  soon as the arguments are parsed; ``publish`` writes them there at the end.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import gc
@@ -303,6 +306,27 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
     for row in rows:
         lines.append("| " + " | ".join(fmt(cell) for cell in row) + " |")
     return "\n".join(lines)
+
+
+def check_out_dir(parser: argparse.ArgumentParser, out: str | Path | None,
+                  option: str = "--out") -> None:
+    """Refuse ``out``, the folder a script writes its results to at the end, if they could not be
+    written there (it does not exist, is not a folder, or is not writable): ``parser.error``, so
+    the usage and a message naming ``option``, the path and what it takes, exit status 2 and no
+    traceback, right after the arguments are parsed rather than from ``publish`` after minutes of
+    timing. None (the script's default folder) passes."""
+    if out is None:
+        return
+    path = Path(out)
+    if not path.exists():
+        problem = "does not exist"
+    elif not path.is_dir():
+        problem = "is not a folder"
+    elif not os.access(path, os.W_OK | os.X_OK):
+        problem = "is not writable"
+    else:
+        return
+    parser.error(f"{option} {str(out)!r} {problem}: it takes an existing writable folder")
 
 
 def publish(name: str, data: dict, markdown: str,

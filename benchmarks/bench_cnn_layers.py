@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--worker", nargs=3, metavar=("IMPL", "SPEC", "REPS"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    C.check_out_dir(parser, args.out)
     if args.worker:
         impl, spec, reps = args.worker
         print(json.dumps(worker(impl, tuple(json.loads(spec)), int(reps))))

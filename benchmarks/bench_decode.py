@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="100 images, one round")
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     args = parser.parse_args(argv)
+    C.check_out_dir(parser, args.out)
     if args.quick:
         args.images, args.rounds = 100, 1
     name = "decode-quick" if args.quick else "decode"

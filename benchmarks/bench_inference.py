@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--worker", nargs=5, metavar=("IMPL", "PATH", "BATCH", "REPS", "THREADS"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    C.check_out_dir(parser, args.out)
     if args.worker:
         impl, path, batch, reps, threads = args.worker
         print(json.dumps(worker(impl, path, int(batch), int(reps), int(threads))))

@@ -575,6 +575,7 @@ def main(argv=None) -> dict:
         "--name", default=None, help="results file stem (default layers, or layers-quick)"
     )
     args = parser.parse_args(argv)
+    C.check_out_dir(parser, args.out)
 
     from cnn_im2col import threads
 

@@ -184,6 +184,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--name", default=None)
     args = parser.parse_args(argv)
+    C.check_out_dir(parser, args.out)
     quick = args.quick
     args.rounds = args.rounds or (1 if quick else 2)
     args.epochs = args.epochs or (1 if quick else 2)

@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--worker", nargs=4, metavar=("IMPL", "NAME", "STEPS", "QUICK"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    C.check_out_dir(parser, args.out)
     if args.worker:
         impl, name, steps, quick = args.worker
         print(json.dumps(worker(impl, name, int(steps), quick == "1")))

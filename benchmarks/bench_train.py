@@ -548,6 +548,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--name", default=None)
     args = parser.parse_args(argv)
+    C.check_out_dir(parser, args.out)
     args.train = args.train or (512 if args.quick else 50_000)
     args.test = args.test or (256 if args.quick else 10_000)
     args.infer_batch = min(args.infer_batch, args.test)

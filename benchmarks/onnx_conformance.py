@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from _common import publish
+from _common import check_out_dir, publish
 
 CNN_OPERATORS = frozenset({
     "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Conv", "Dropout", "Flatten",
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"),
                         help="folder for onnx-conformance.json / .md")
     args = parser.parse_args(argv)
+    check_out_dir(parser, args.out)
     results = run_all(cnn_cases())
     wrong = [r for r in results if r["verdict"] == "wrong"]
     for r in wrong:

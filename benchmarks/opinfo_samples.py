@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import publish
+from _common import check_out_dir, publish
 
 OPS = ("nn.functional.conv2d", "nn.functional.max_pool2d", "nn.functional.avg_pool2d",
        "nn.functional.batch_norm", "nn.functional.adaptive_avg_pool2d",
@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"),
                         help="folder for opinfo-samples.json / .md")
     args = parser.parse_args(argv)
+    check_out_dir(parser, args.out)
     results = run_all()
     wrong = [r for r in results if r["verdict"] == "wrong"]
     for r in wrong:

@@ -149,6 +149,7 @@ def main(argv=None) -> dict:
         "--name", default=None, help="results file stem (default profile-conv[-quick])"
     )
     args = parser.parse_args(argv)
+    C.check_out_dir(parser, args.out)
     shape = tuple(args.shape or ((2, 16, 16, 8) if args.quick else (32, 32, 64, 32)))
     rounds = args.rounds or (3 if args.quick else 15)
     machine = C.machine_info()

@@ -1,6 +1,7 @@
 """The benchmark scripts run at tiny sizes and write well-formed JSON (no timing is asserted), the
 shared helpers do what they say, and Numba's cache is reused from NUMBA_CACHE_DIR."""
 
+import argparse
 import json
 import math
 import os
@@ -98,6 +99,40 @@ def test_bench_train_quick_writes_well_formed_json(tmp_path):
             "total"} <= set(stages)
     covered = sum(v["ms_per_batch"] for k, v in stages.items() if k != "total")
     assert covered == pytest.approx(stages["total"]["ms_per_batch"], rel=1e-6)
+
+
+# every script that writes its results to --out DIR
+OUT_DIR_SCRIPTS = ["bench_cnn_layers.py", "bench_decode.py", "bench_inference.py",
+                   "bench_layers.py", "bench_mpi.py", "bench_networks.py", "bench_train.py",
+                   "profile_conv.py", "onnx_conformance.py", "opinfo_samples.py"]
+
+
+@pytest.mark.parametrize("script", OUT_DIR_SCRIPTS)
+def test_a_missing_out_folder_stops_the_script_before_it_times_anything(script, tmp_path):
+    """Not --quick: a full run would time for minutes before writing; the folder is checked first,
+    and the error names the option, the path and what it takes (argparse's: usage, status 2)."""
+    missing = tmp_path / "nowhere"
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--out", str(missing)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert (f"error: --out '{missing}' does not exist: it takes an existing writable folder"
+            in proc.stderr)
+    assert proc.stderr.startswith("usage: ") and "Traceback" not in proc.stderr
+    assert proc.stdout == "" and not missing.exists()
+
+
+def test_check_out_dir_passes_a_writable_folder_or_none_and_refuses_a_file(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="bench")
+    C.check_out_dir(parser, None)
+    C.check_out_dir(parser, tmp_path)
+    C.check_out_dir(parser, str(tmp_path))
+    afile = tmp_path / "results.json"
+    afile.write_text("{}")
+    with pytest.raises(SystemExit) as exit_:
+        C.check_out_dir(parser, afile)
+    assert exit_.value.code == 2
+    assert (f"bench: error: --out '{afile}' is not a folder: it takes an existing writable folder"
+            in capsys.readouterr().err)
 
 
 def test_stage_profiler_counts_exclusive_time_and_restores_targets():
