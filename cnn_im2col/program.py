@@ -7,7 +7,7 @@ ResNet-20's latency (measured 2026-12-04, Intel Xeon: 0.55-0.65 of 1.23-1.5 ms o
 ~0.6). A program makes all of that once, for one input shape (N, ...), and keeps closures that
 only call kernels, as an onnxruntime session runs the graph it planned when it was made:
 
-- each step of ``blocks.inference_plan``, its Conv2D -> BatchNorm2D pairs folded once;
+- each step of ``planning.inference_plan``, its Conv2D -> BatchNorm2D pairs folded once;
 - each convolution's strategy for the frozen plan (``Conv2D.plan(shape, frozen=True)``), its
   bias, for Winograd the whole ``winograd.ForwardPlan`` (its weight transformed once), for the
   tiled strategy its operands' layout (``tiled.tile_layout``, made once);
@@ -21,7 +21,7 @@ layers take other strategies), as does a first step that checks its input: the
 program is ``Sequential.infer`` with the lookups taken out, the same kernels on the same plans,
 so it gives the same numbers (``tests/test_program.py`` compares them bit for bit). Nothing is
 compared with its sources again: only for a network nothing can change, a session's private copy
-(``session.py``), run inside ``blocks.folds_frozen``.
+(``session.py``), run inside ``planning.folds_frozen``.
 """
 
 from __future__ import annotations
