@@ -204,7 +204,7 @@ def _ir_by_rows(step: Step, shape: tuple[int, ...]) -> bool:
     if not isinstance(step, InvertedResidual):
         return False
     g = step.kernel_geometry(shape)
-    return g is not None and inverted_residual.by_rows(shape, g, step.expand is not None)
+    return g is not None and inverted_residual.by_rows(shape, g)
 
 
 def _projection(step: Step) -> Residual | None:

@@ -8,8 +8,7 @@ the expansion, read and written whole by the depthwise layer and read again by t
 one short GEMM per sample (an inner axis of 16, or 16 pixels a sample at 4x4), and every layer
 pays its Python. Two kernels instead:
 
-- **Plane by plane** (stride 1, maps of at least ``MIN_PLANE`` pixels, a quarter of that
-  without an expansion): each sample four expanded
+- **Plane by plane** (stride 1, maps of at least ``MIN_PLANE`` pixels): each sample four expanded
   channels at a time. Their four maps (one plane each, in the core's first-level cache) are
   expanded together from the sample's input (each input plane read once for the four), clipped,
   convolved through their phase planes (``depthwise.nine_taps``, the depthwise strategy's
@@ -55,12 +54,14 @@ from .vectors import FLOAT32_LANES, I64, const, fmuladd, vector_at
 #: thread, 8 samples, 16 -> 96 -> 16, us: planes 367, rows 232; at 32x32 planes 1006, rows 1056;
 #: MobileNetV2's session at batch 64, 2 threads: its 16x16 blocks 1620 / 1591 / 882 -> 1126 /
 #: 1216 / 667 us with 1024 here in place of 256). Since they are summed in runs of pixels, 32x32
-#: maps too, but for a block without an expansion (its rows would be a copy of its input and its
-#: one product 16 wide): measured 2026-12-05, Intel Xeon, one thread, us, planes / rows from
-#: channels-last input: 16 -> 96 -> 16 at 32x32 148 / 115 at batch 1, 8,920 / 7,599 at 64; at
-#: 64x64, 8 samples, 4,422 / 3,974, but 8 -> 48 -> 8 1,570 / 1,896; the block without expansion
-#: at 32x32 in MobileNetV2's session 25 / 38 at batch 1; the session with 4096 here in place of
-#: 1024, alternated processes, 2 threads: batch 1 970-1063 -> 918-968 us, batch 64 unchanged
+#: maps too (measured 2026-12-05, Intel Xeon, one thread, us, planes / rows from channels-last
+#: input: 16 -> 96 -> 16 at 32x32 148 / 115 at batch 1, 8,920 / 7,599 at 64; at 64x64, 8 samples,
+#: 4,422 / 3,974, but 8 -> 48 -> 8 1,570 / 1,896). In MobileNetV2's session (2 threads, medians
+#: of 3 alternated processes, us) its block without an expansion is slower by rows (682 -> 877 at
+#: batch 64, 24 -> 37 at batch 1: its rows are a copy of its input), but then the stem before it
+#: and the block after it pass channels-last maps (745 -> 654 and 2,543 -> 2,190 at batch 64):
+#: every block by rows at 32x32 beats planes for that one block alone. The session with 4096
+#: here in place of 1024: batch 1 970-1063 -> 915 us, batch 64 27.0 -> 25.5-26.0 ms
 MIN_PLANE = 4096
 
 _GROUP = 4  # expanded channels computed together: four planes of the L1 cache
@@ -502,12 +503,10 @@ def add_bias_rows(rows, bp, skip):
                 row[o] = row[o] + bp[o]
 
 
-def by_rows(x_shape: tuple[int, ...], g: WindowGeometry, expand: bool = True) -> bool:
+def by_rows(x_shape: tuple[int, ...], g: WindowGeometry) -> bool:
     """Whether ``forward`` runs a block on inputs of ``x_shape`` (N, C, H, W) channels-last, by
-    rows (maps under ``MIN_PLANE`` pixels, or a quarter of that for a block without an
-    expansion; or strided), rather than plane by plane."""
-    least = MIN_PLANE if expand else MIN_PLANE // 4
-    return not (x_shape[2] * x_shape[3] >= least and g.sy == g.sx == 1)
+    rows (maps under ``MIN_PLANE`` pixels, or strided), rather than plane by plane."""
+    return not (x_shape[2] * x_shape[3] >= MIN_PLANE and g.sy == g.sx == 1)
 
 
 def supports(dw_weight_shape: tuple[int, ...]) -> bool:
@@ -578,7 +577,7 @@ def forward(x: np.ndarray, w: BlockWeights, g: WindowGeometry, skip: np.ndarray 
     else:
         n, c_in, height, width = x.shape
     channels, expand = w.depthwise.shape[0], w.expand.shape[0] > 0
-    rows_path = by_rows((n, c_in, height, width), g, expand)
+    rows_path = by_rows((n, c_in, height, width), g)
     if (x_last or out_last) and not rows_path:
         raise ValueError(f"inverted_residual.forward: channels-last maps run by rows only, not "
                          f"{height}x{width} maps at stride {(g.sy, g.sx)}")
