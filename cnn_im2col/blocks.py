@@ -639,8 +639,7 @@ class ReLUPool(_Block):
 
 
 Step = (LayerStep | ConvReLU | ConvReLUPool | ReLUPool | ConvActivation | DenseActivation
-        | InvertedResidual
-        | ResidualReLU | BatchNormReLU)
+        | ConvGlobalPool | InvertedResidual | ResidualReLU | BatchNormReLU)
 
 
 def infer_with_skip(step: Step, x: np.ndarray, skip: np.ndarray, relu: bool, first: bool
