@@ -59,9 +59,10 @@ from .vectors import FLOAT32_LANES, I64, const, fmuladd, vector_at
 #: 4,422 / 3,974, but 8 -> 48 -> 8 1,570 / 1,896). In MobileNetV2's session (2 threads, medians
 #: of 3 alternated processes, us) its block without an expansion is slower by rows (682 -> 877 at
 #: batch 64, 24 -> 37 at batch 1: its rows are a copy of its input), but then the stem before it
-#: and the block after it pass channels-last maps (745 -> 654 and 2,543 -> 2,190 at batch 64):
-#: every block by rows at 32x32 beats planes for that one block alone. The session with 4096
-#: here in place of 1024: batch 1 970-1063 -> 915 us, batch 64 27.0 -> 25.5-26.0 ms
+#: and the block after it pass channels-last maps (745 -> 654 and 2,543 -> 2,190 at batch 64),
+#: so all blocks by rows beat that one block by planes. The session with 4096 here and the runs
+#: of pixels, against 1024 and one pixel at a time (the same medians): batch 1 1,002 -> 926 us,
+#: batch 64 24.7 -> 23.6 ms
 MIN_PLANE = 4096
 
 _GROUP = 4  # expanded channels computed together: four planes of the L1 cache

@@ -145,9 +145,7 @@ def depthwise_rows_twin(h, wd, bd, height, width, g):
     """ReLU6(bd + the 3x3 depthwise taps), written plainly over padded NCHW maps."""
     e = h.shape[1]
     x = h[:-1].reshape(-1, height, width, e)
-    padded = np.zeros((x.shape[0], height + 2 * g.top + 2 * g.dy * 2, width + 2 * g.left
-                       + 2 * g.dx * 2, e), x.dtype)
-    padded[:, g.top:g.top + height, g.left:g.left + width] = x
+    padded = np.pad(x, ((0, 0), (g.top, g.bottom), (g.left, g.right), (0, 0)))
     out = np.broadcast_to(bd, (x.shape[0], g.oh, g.ow, e)).copy()
     for i in range(3):
         for j in range(3):
