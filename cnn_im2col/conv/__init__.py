@@ -11,7 +11,8 @@ module with its forward/backward pair, its cache type and its Numba kernels:
 - ``conv/direct.py``: a 3x3 or 5x5 kernel of at most 4 input channels (a first layer), from the
   input's phase planes four output maps at a time;
 - ``conv/tiled.py``: any other strided kernel (groups 1), a tile of output pixels
-  x output channels held in vector registers over the taps (no im2col matrix);
+  x output channels held in vector registers over the taps (no im2col matrix), its backward on
+  the same tile;
 - ``conv/dilated.py``: a dilated stride-1 convolution as the undilated one of its polyphase
   components, by Winograd, where Winograd pays for those;
 - ``conv/winograd.py``: F(4x4, 3x3) or F(2x2, 5x5) for 3x3 or 5x5 kernels with stride 1,
@@ -96,11 +97,12 @@ _STRATEGY_OF_CACHE = {
     pointwise.PointwiseCache: pointwise,
     winograd.WinogradCache: winograd,
     dilated.DilatedCache: dilated,
+    tiled.TiledCache: tiled,
 }
 
 ConvCache = (
     im2col.Im2colCache | depthwise.DepthwiseCache | pointwise.PointwiseCache
-    | winograd.WinogradCache | dilated.DilatedCache
+    | winograd.WinogradCache | dilated.DilatedCache | tiled.TiledCache
 )
 
 

@@ -2,8 +2,9 @@
 path, and the oracle, on drawn shapes, kernels, strides, dilations, paddings, biases, dtypes and
 layouts, with and without the fused ReLU and a per-slice ``then``, and whatever the tile's
 remainders (pixels past the last whole tile, output channels past the last whole vector); its
-channels-last output holds the same values; its backward (im2col's, from the kept input) passes a
-float64 finite-difference check; ``choose`` takes it for exactly the convolutions it supports,
+channels-last output holds the same values; its backward (the weight gradient in tiles, the input
+gradient one stride phase at a time) equals im2col's and passes a float64 finite-difference check;
+the phases cover every input pixel and every tap once; ``choose`` takes it for exactly the convolutions it supports,
 under ``algorithm="auto"``."""
 
 import numpy as np
@@ -36,6 +37,48 @@ def strided_cases(draw):
 @given(case=strided_cases(), relu=st.booleans(), input_grad=st.booleans())
 def test_the_tiled_kernel_equals_the_im2col_path_and_the_oracle(case, relu, input_grad):
     check_strategy_against_im2col(case, relu, input_grad, tiled)
+
+
+@given(case=strided_cases())
+def test_the_phases_cover_every_input_pixel_and_every_tap_once(case):
+    """Each input pixel lies in one phase, where it reads dZ at the taps that land on it, inside
+    the padded dZ; each tap (o, i, j) serves one phase."""
+    x, weight, _, stride, padding, dilation, _, _ = case
+    height, width = x.shape[2:]
+    g = dilated_geometry(height, width, weight.shape[2:], stride, dilation, padding, "t")
+    phases = tiled.input_phases(weight.shape[0], g, height, width)
+    np.testing.assert_array_equal(np.sort(phases.dests), np.arange(height * width))
+    np.testing.assert_array_equal(np.sort(phases.rows), np.arange(weight[:, 0].size))
+    size = int(np.prod(phases.padded_shape))
+    for k in range(phases.pixel_starts.size - 1):
+        bases = phases.bases[phases.pixel_starts[k] : phases.pixel_starts[k + 1]]
+        offsets = phases.offsets[phases.tap_starts[k] : phases.tap_starts[k + 1]]
+        if bases.size and offsets.size:
+            reads = bases[:, None] + offsets[None, :]
+            assert reads.min() >= 0 and reads.max() < size
+
+
+@given(case=strided_cases(), relu=st.booleans())
+def test_the_backward_per_slice_gives_the_bits_of_the_whole_gradient(case, relu):
+    """``dout_of`` (a fused step's gradient, slice by slice) and ``input_grad=False`` change
+    nothing in what is computed: the same bits as the whole output gradient given at once."""
+    x, weight, bias, stride, padding, dilation, dout, _ = case
+    if bias is not None and bias.ndim != 1:
+        bias = None
+    g = dilated_geometry(x.shape[2], x.shape[3], weight.shape[2:], stride, dilation, padding, "t")
+    _, cache = tiled.forward(x, weight, bias, g, relu=relu)
+    dout = dout.astype(x.dtype)
+    whole = tiled.backward(dout, cache)
+    sliced = tiled.backward(None, cache, dout_of=lambda s: np.ascontiguousarray(dout[s]))
+    no_dx = tiled.backward(dout, cache, input_grad=False)
+    assert no_dx[0] is None
+    for want, got, got_no_dx in zip(whole, sliced, no_dx):
+        if want is None:
+            assert got is None and got_no_dx is None
+            continue
+        np.testing.assert_array_equal(got, want)
+        if got_no_dx is not None:
+            np.testing.assert_array_equal(got_no_dx, want)
 
 
 @given(case=strided_cases(), relu=st.booleans())
@@ -174,16 +217,21 @@ for dtype in (np.float32, np.float64):
             w = rng.standard_normal((o, c, k, k)).astype(dtype)
             b = rng.standard_normal(o).astype(dtype)
             g = dilated_geometry(h, h, (k, k), (s, s), (1, 1), (k // 2, k // 2), "t")
-            want = im2col.forward(x, w, b, g, backend="numpy", relu=True)[0]
-            got = tiled.forward(x, w, b, g, relu=True)[0]
-            worst = max(worst, float(np.abs(got - want).max() / max(1.0, np.abs(want).max())))
+            want, want_cache = im2col.forward(x, w, b, g, backend="numpy", relu=True)
+            got, got_cache = tiled.forward(x, w, b, g, relu=True)
+            dout = rng.standard_normal(want.shape).astype(dtype)
+            pairs = [(got, want), *zip(tiled.backward(dout, got_cache),
+                                       im2col.backward(dout, want_cache))]
+            for mine, theirs in pairs:
+                scale = max(1.0, float(np.abs(theirs).max()))
+                worst = max(worst, float(np.abs(mine - theirs).max()) / scale)
 print(worst)
 """
 
 
 def test_the_tiles_of_a_cpu_without_512_bit_vectors_compute_the_same(tmp_path):
     """The narrow tiles (6 x 16 float32, 6 x 8 float64, and their halves), which this CPU may not
-    take itself, built and run in a process that sees a CPU without AVX-512 (its own kernel
+    take itself, forward and backward, built and run in a process that sees a CPU without AVX-512 (its own kernel
     cache, so that no kernel compiled for the wide tiles is loaded)."""
     import os
     import subprocess
