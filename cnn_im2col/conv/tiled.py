@@ -9,11 +9,9 @@ where ``xp`` is the sample's input with its padding made real (zeros), ``t = (c*
 runs over the K = C*KH*KW taps, ``offset[t] = c*Hp*Wp + i*DY*Wp + j*DX`` and ``base[q] =
 oh*SY*Wp + ow*SX``. For a tile, each tap loads one vector of L weights (``W.T``'s row t, so the
 channels are contiguous) and P input values, and does P vector multiply-adds: the P x L sums stay in
-registers from the first tap to the last, as oneDNN's and XNNPACK's direct kernels keep theirs. A
-1x1 kernel (a ResNet's strided projection) reads one pixel of each stride, so its copy of the
-input takes only those, and its tiles then run at stride 1. The tile is written in LLVM IR
-(``_tile``, a Numba intrinsic: ``conv/vectors.py`` says why); LLVM lowers the L-wide vectors
-to whatever the CPU has (16 or 8 float32 lanes a register). A whole tile of a channels-last output
+registers from the first tap to the last (``conv/tile_kernel.py``, in LLVM IR). A 1x1 kernel (a
+ResNet's strided projection) reads one pixel of each stride, so its copy of the input takes only
+those, and its tiles then run at stride 1. A whole tile of a channels-last output
 is stored from the registers straight into it; an NCHW output, and the tiles at the edges, go
 through a scratch tile (one thread, batch 64, channels-last in and out: (C, H, O, kernel) (16, 32,
 32, 3) 1158 -> 988 us, (32, 16, 64, 3) 1089-1199 -> 929-1012, (16, 32, 32, 1) 350-380 -> 319;
@@ -48,10 +46,6 @@ from typing import NamedTuple
 
 import numba as nb
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from .. import threads as _threads
 from ..arrays import cache_slices, summed
@@ -59,128 +53,20 @@ from ..arrays import unsigned as _u
 from ..shapes import WindowGeometry
 from .im2col import Im2colCache
 from .im2col import forward as im2col_forward
-from .vectors import FLOAT32_LANES, I64, WIDE, const, fmuladd, splat, vector_at
+from .tile_kernel import LANES as _LANES
+from .tile_kernel import PIXELS as _PIXELS
+from .tile_kernel import tile as _tile
+from .tile_kernel import tile_shape
 
 __all__ = ["InputPhases", "TileGeometry", "TileLayout", "TiledCache", "backward", "forward",
-           "input_phases", "pad_into", "run_tiles", "supports", "tile_geometry", "tile_layout",
-           "tile_shape", "tiled_forward"]
+           "input_phases", "pad_into", "run_tiles", "slice_grads", "supports", "tile_geometry",
+           "tile_layout", "tile_shape", "tiled_forward"]
 
 
 def supports(weight_shape: tuple[int, ...], g: WindowGeometry, groups: int) -> bool:
     """Whether a convolution takes this strategy (under "auto", numba): groups 1 and a stride of 2
     or more in either axis (a 1x1 kernel too: a ResNet's projection)."""
     return groups == 1 and max(g.sy, g.sx) >= 2
-
-
-# the register tile, P pixels x L lanes of float32 (float64 has L // 2): 16 of the 32 registers of
-# 16 float32 hold the sums with AVX-512 (measured, (C, H, O) (16, 32, 32), one thread: 4 x 32 70
-# GMAC/s, 8 x 32 80; (32, 16, 64): 4 x 32 52, 8 x 32 71, 4 x 64 83), 12 of the 16 registers of 8
-# float32 without (compiled for Haswell, OpenBLAS's Haswell kernels, 2 threads, forward with ReLU,
-# tiled / im2col time, (N, C, H, O, kernel): 4 x 16 / 6 x 16: (64, 16, 32, 32, 3) 0.56 / 0.57;
-# (64, 32, 16, 64, 3) 0.89 / 0.69; (32, 32, 32, 64, 3) 1.03 / 0.84; (64, 16, 32, 32, 1) 0.78 /
-# 0.76). With at most L / 2 output channels, the tile has twice the pixels and half the lanes
-# (the same registers, none of them holding padding).
-_PIXELS, _LANES = (8, 2 * FLOAT32_LANES) if WIDE else (6, 2 * FLOAT32_LANES)
-
-
-def tile_shape(dtype: np.dtype, out_channels: int) -> tuple[int, int]:
-    """(P, L): the pixels and the output channels of a tile for ``dtype`` on this CPU."""
-    lanes = _LANES if np.dtype(dtype) == np.float32 else _LANES // 2
-    return (2 * _PIXELS, lanes // 2) if out_channels <= lanes // 2 else (_PIXELS, lanes)
-
-
-# --------------------------------------------------------------------------- the tile, in LLVM IR
-
-
-@intrinsic
-def _tile(typingctx, xf, bases, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride, half):
-    """``_tile(xf, bases, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride, half)``: this
-    CPU's tile for ``xf``'s dtype, P x L (``tile_shape``'s), or 2P x L/2 if ``half``:
-    ``dst[d0 + p*stride + l] = f(bias[ob + l] + sum_t wf[t*Lp + ob + l] * xf[bases[q0 + p] +
-    offsets[t]])`` for every p and l (f = ReLU if ``relu``), Lp = ``bias.shape[0]``, the weight's
-    row length (a multiple of the tile's lanes). ``dst`` is a scratch tile (d0 0, stride the
-    tile's lanes), or a channels-last output's pixels when the tile is whole there (its stride the
-    output's channels). A pixel p >= npix is computed on pixel q0's input (in bounds; the caller
-    does not copy it out). Both shapes are compiled in; ``half`` picks one at run time."""
-    sig = types.void(xf, bases, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride, half)
-    whole = _LANES if xf.dtype == types.float32 else _LANES // 2
-    tiles = (_tile_ir(_PIXELS, whole), _tile_ir(2 * _PIXELS, whole // 2))
-
-    def codegen(context, builder, signature, args):
-        is_half = builder.icmp_unsigned("!=", args[12], ir.Constant(args[12].type, 0))
-        with builder.if_else(is_half) as (halved, otherwise):
-            with halved:
-                tiles[1](context, builder, signature, args)
-            with otherwise:
-                tiles[0](context, builder, signature, args)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-def _tile_ir(pixels: int, lanes: int):
-    """The IR of a tile of ``pixels`` x ``lanes`` (``_tile``'s), emitted where the builder is."""
-
-    def emit(context, builder, signature, args):
-        (xf_v, bases_v, q0_v, npix_v, off_v, wf_v, ob_v, bias_v, relu_v, dst_v, d0_v,
-         stride_v) = args[:12]
-        arrays = {i: context.make_array(signature.args[i])(context, builder, args[i])
-                  for i in (0, 1, 4, 5, 7, 9)}
-        xp, basep, offp, wp, bp, tp = (arrays[i].data for i in (0, 1, 4, 5, 7, 9))
-        taps = cgutils.unpack_tuple(builder, arrays[4].shape, 1)[0]
-        row = cgutils.unpack_tuple(builder, arrays[7].shape, 1)[0]
-        ft = context.get_data_type(signature.args[0].dtype)
-        vt = ir.VectorType(ft, lanes)
-        fma = fmuladd(builder, vt)
-        start = builder.load(vector_at(builder, bp, ob_v, vt), align=1)
-        pixel_bases = []
-        for p in range(pixels):
-            q = builder.select(builder.icmp_signed("<", const(p), npix_v),
-                               builder.add(q0_v, const(p)), q0_v)
-            pixel_bases.append(builder.load(builder.gep(basep, [q])))
-        entry = builder.basic_block
-        loop = builder.append_basic_block("tile.taps")
-        done = builder.append_basic_block("tile.done")
-        builder.cbranch(builder.icmp_signed(">", taps, const(0)), loop, done)
-
-        # the taps: one vector of weights and a value per pixel each, the sums in registers
-        builder.position_at_end(loop)
-        t = builder.phi(I64)
-        t.add_incoming(const(0), entry)
-        sums = [builder.phi(vt) for _ in range(pixels)]
-        for s in sums:
-            s.add_incoming(start, entry)
-        offset = builder.load(builder.gep(offp, [t]))
-        weight_at = builder.add(builder.mul(t, row), ob_v)
-        weights = builder.load(vector_at(builder, wp, weight_at, vt), align=1)
-        summed = []
-        for p, s in enumerate(sums):
-            value = builder.load(builder.gep(xp, [builder.add(pixel_bases[p], offset)]))
-            summed.append(builder.call(fma, [splat(builder, value, vt), weights, s]))
-        t_next = builder.add(t, const(1))
-        last = builder.basic_block
-        t.add_incoming(t_next, last)
-        for s, s_next in zip(sums, summed):
-            s.add_incoming(s_next, last)
-        builder.cbranch(builder.icmp_signed("<", t_next, taps), loop, done)
-
-        # ReLU as the other epilogues take it: v if v > 0 else 0 (a NaN becomes 0)
-        builder.position_at_end(done)
-        totals = [builder.phi(vt) for _ in summed]  # (phi nodes lead their block)
-        for total, s_next in zip(totals, summed):
-            total.add_incoming(start, entry)
-            total.add_incoming(s_next, last)
-        zero = ir.Constant(vt, [0.0] * lanes)
-        use_relu = builder.icmp_unsigned("!=", relu_v, ir.Constant(relu_v.type, 0))
-        d0_64 = context.cast(builder, d0_v, signature.args[10], types.int64)
-        stride_64 = context.cast(builder, stride_v, signature.args[11], types.int64)
-        for p, total in enumerate(totals):
-            clipped = builder.select(builder.fcmp_ordered(">", total, zero), total, zero)
-            at = builder.add(d0_64, builder.mul(const(p), stride_64))
-            builder.store(builder.select(use_relu, clipped, total),
-                          vector_at(builder, tp, at, vt), align=1)
-
-    return emit
 
 
 # --------------------------------------------------------------------------- the kernels
@@ -408,9 +294,10 @@ def forward(
     out_last: bool = False,
 ) -> tuple[np.ndarray, TiledCache | Im2colCache]:
     """``conv2d_forward``'s tiled strategy on checked arguments (as ``conv.im2col.forward``;
-    ``groups`` is 1, ``backend`` numba). The cache keeps the input (``keep`` does not apply). An
-    untied bias runs im2col's forward (and its backward then). ``layout``: ``tile_layout(weight, bias, g, x_last, image)`` for x's (H, W),
-    made once by a caller whose weight does not change (a session's). ``x_last`` / ``out_last``:
+    ``groups`` is 1, ``backend`` numba). The cache keeps the input (``keep`` does not apply).
+    An untied bias runs im2col's forward (and its backward then). ``layout``: ``tile_layout(weight,
+    bias, g, x_last, image)`` for x's (H, W), made once by a caller whose weight does not change
+    (a session's). ``x_last`` / ``out_last``:
     x comes (N, H, W, C) / the output goes (N, OH, OW, O), channels-last, from or to a session's
     steps that take them so (a tied bias or none; the layout for that input; no backward
     follows)."""

@@ -4,8 +4,8 @@ layouts, with and without the fused ReLU and a per-slice ``then``, and whatever 
 remainders (pixels past the last whole tile, output channels past the last whole vector); its
 channels-last output holds the same values; its backward (the weight gradient in tiles, the input
 gradient one stride phase at a time) equals im2col's and passes a float64 finite-difference check;
-the phases cover every input pixel and every tap once; ``choose`` takes it for exactly the convolutions it supports,
-under ``algorithm="auto"``."""
+the phases cover every input pixel and every tap once; ``choose`` takes it for exactly the
+convolutions it supports, under ``algorithm="auto"``."""
 
 import numpy as np
 import pytest
@@ -185,63 +185,6 @@ def test_choose_takes_the_tiled_kernel_for_strided_kernels_under_auto_only():
     assert conv.choose("auto", "numba", (32, 16, 1, 1), p1, 1, 16, 64, "t") is conv.pointwise
     s1 = dilated_geometry(32, 32, (3, 3), (1, 1), (1, 1), (1, 1), "t")  # stride 1
     assert conv.choose("auto", "numba", (32, 16, 3, 3), s1, 1, 16, 64, "t") is not tiled
-
-
-def test_the_tile_has_its_registers_worth_of_lanes():
-    """A tile holds 96 float32 (12 registers of 8) or 256 (16 of 16), float64 half as many; with
-    at most half its lanes of output channels, twice the pixels and half the lanes."""
-    pixels, lanes = tiled.tile_shape(np.float32, 64)
-    assert pixels * lanes in (96, 256)
-    assert tiled.tile_shape(np.float64, 64) == (pixels, lanes // 2)
-    assert tiled.tile_shape(np.float32, lanes // 2) == (2 * pixels, lanes // 2)
-    assert tiled.tile_shape(np.float32, lanes // 2 + 1) == (pixels, lanes)
-    assert tiled.tile_shape(np.float64, lanes // 4) == (2 * pixels, lanes // 4)
-
-
-NARROW_PROBE = r"""
-import llvmlite.binding as llvm
-features = llvm.get_host_cpu_features()
-features.pop("avx512f", None)
-llvm.get_host_cpu_features = lambda: features  # as on a CPU without 512-bit vectors
-import numpy as np
-from cnn_im2col.conv import im2col, tiled
-from cnn_im2col.shapes import dilated_geometry
-from cnn_im2col.conv import vectors
-assert not vectors.WIDE
-rng = np.random.default_rng(0)
-worst = 0.0
-for dtype in (np.float32, np.float64):
-    for o in (3, 4, 8, 9, 16, 17, 40):  # half tiles, whole tiles, and their remainders
-        for (c, h, k, s) in ((5, 9, 3, 2), (3, 7, 1, 2)):
-            x = rng.standard_normal((2, c, h, h)).astype(dtype)
-            w = rng.standard_normal((o, c, k, k)).astype(dtype)
-            b = rng.standard_normal(o).astype(dtype)
-            g = dilated_geometry(h, h, (k, k), (s, s), (1, 1), (k // 2, k // 2), "t")
-            want, want_cache = im2col.forward(x, w, b, g, backend="numpy", relu=True)
-            got, got_cache = tiled.forward(x, w, b, g, relu=True)
-            dout = rng.standard_normal(want.shape).astype(dtype)
-            pairs = [(got, want), *zip(tiled.backward(dout, got_cache),
-                                       im2col.backward(dout, want_cache))]
-            for mine, theirs in pairs:
-                scale = max(1.0, float(np.abs(theirs).max()))
-                worst = max(worst, float(np.abs(mine - theirs).max()) / scale)
-print(worst)
-"""
-
-
-def test_the_tiles_of_a_cpu_without_512_bit_vectors_compute_the_same(tmp_path):
-    """The narrow tiles (6 x 16 float32, 6 x 8 float64, and their halves), which this CPU may not
-    take itself, forward and backward, built and run in a process that sees a CPU without AVX-512 (its own kernel
-    cache, so that no kernel compiled for the wide tiles is loaded)."""
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", NARROW_PROBE], capture_output=True, text=True,
-                          env=env, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert float(done.stdout.strip().splitlines()[-1]) < 1e-5
 
 
 @given(case=strided_cases(), relu=st.booleans())

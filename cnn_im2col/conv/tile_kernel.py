@@ -1,0 +1,132 @@
+"""The register tile of the tiled convolution (``conv/tiled.py``): P pixels x L output channels
+of sums kept in vector registers while a loop runs over the taps, each tap one vector of L weights
+and P input values (P vector multiply-adds), as oneDNN's and XNNPACK's direct kernels keep theirs.
+
+``tile`` is a Numba intrinsic written in LLVM IR (``conv/vectors.py`` says why); LLVM lowers the
+L-wide vectors to whatever the CPU has (16 or 8 float32 lanes a register). The forward, the weight
+gradient and the input gradient of the tiled strategy all run on it, with different arrays in its
+places: what it computes is only ``dst[d0 + p*stride + l] = bias[ob + l] + sum_t wf[t*Lp + ob + l] *
+xf[bases[q0 + p] + offsets[t]]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .vectors import FLOAT32_LANES, I64, WIDE, const, fmuladd, splat, vector_at
+
+__all__ = ["LANES", "PIXELS", "tile", "tile_shape"]
+
+# the register tile, P pixels x L lanes of float32 (float64 has L // 2): 16 of the 32 registers of
+# 16 float32 hold the sums with AVX-512 (measured, (C, H, O) (16, 32, 32), one thread: 4 x 32 70
+# GMAC/s, 8 x 32 80; (32, 16, 64): 4 x 32 52, 8 x 32 71, 4 x 64 83), 12 of the 16 registers of 8
+# float32 without (compiled for Haswell, OpenBLAS's Haswell kernels, 2 threads, forward with ReLU,
+# tiled / im2col time, (N, C, H, O, kernel): 4 x 16 / 6 x 16: (64, 16, 32, 32, 3) 0.56 / 0.57;
+# (64, 32, 16, 64, 3) 0.89 / 0.69; (32, 32, 32, 64, 3) 1.03 / 0.84; (64, 16, 32, 32, 1) 0.78 /
+# 0.76). With at most L / 2 output channels, the tile has twice the pixels and half the lanes
+# (the same registers, none of them holding padding).
+PIXELS, LANES = (8, 2 * FLOAT32_LANES) if WIDE else (6, 2 * FLOAT32_LANES)
+
+
+def tile_shape(dtype: np.dtype, out_channels: int) -> tuple[int, int]:
+    """(P, L): the pixels and the output channels of a tile for ``dtype`` on this CPU."""
+    lanes = LANES if np.dtype(dtype) == np.float32 else LANES // 2
+    return (2 * PIXELS, lanes // 2) if out_channels <= lanes // 2 else (PIXELS, lanes)
+
+
+# --------------------------------------------------------------------------- the tile, in LLVM IR
+
+
+@intrinsic
+def tile(typingctx, xf, bases, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride, half):
+    """``tile(xf, bases, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride, half)``: this
+    CPU's tile for ``xf``'s dtype, P x L (``tile_shape``'s), or 2P x L/2 if ``half``:
+    ``dst[d0 + p*stride + l] = f(bias[ob + l] + sum_t wf[t*Lp + ob + l] * xf[bases[q0 + p] +
+    offsets[t]])`` for every p and l (f = ReLU if ``relu``), Lp = ``bias.shape[0]``, the weight's
+    row length (a multiple of the tile's lanes). ``dst`` is a scratch tile (d0 0, stride the
+    tile's lanes), or a channels-last output's pixels when the tile is whole there (its stride the
+    output's channels). A pixel p >= npix is computed on pixel q0's input (in bounds; the caller
+    does not copy it out). Both shapes are compiled in; ``half`` picks one at run time."""
+    sig = types.void(xf, bases, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride, half)
+    whole = LANES if xf.dtype == types.float32 else LANES // 2
+    tiles = (tile_ir(PIXELS, whole), tile_ir(2 * PIXELS, whole // 2))
+
+    def codegen(context, builder, signature, args):
+        is_half = builder.icmp_unsigned("!=", args[12], ir.Constant(args[12].type, 0))
+        with builder.if_else(is_half) as (halved, otherwise):
+            with halved:
+                tiles[1](context, builder, signature, args)
+            with otherwise:
+                tiles[0](context, builder, signature, args)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def tile_ir(pixels: int, lanes: int):
+    """The IR of a tile of ``pixels`` x ``lanes`` (``_tile``'s), emitted where the builder is."""
+
+    def emit(context, builder, signature, args):
+        (xf_v, bases_v, q0_v, npix_v, off_v, wf_v, ob_v, bias_v, relu_v, dst_v, d0_v,
+         stride_v) = args[:12]
+        arrays = {i: context.make_array(signature.args[i])(context, builder, args[i])
+                  for i in (0, 1, 4, 5, 7, 9)}
+        xp, basep, offp, wp, bp, tp = (arrays[i].data for i in (0, 1, 4, 5, 7, 9))
+        taps = cgutils.unpack_tuple(builder, arrays[4].shape, 1)[0]
+        row = cgutils.unpack_tuple(builder, arrays[7].shape, 1)[0]
+        ft = context.get_data_type(signature.args[0].dtype)
+        vt = ir.VectorType(ft, lanes)
+        fma = fmuladd(builder, vt)
+        start = builder.load(vector_at(builder, bp, ob_v, vt), align=1)
+        pixel_bases = []
+        for p in range(pixels):
+            q = builder.select(builder.icmp_signed("<", const(p), npix_v),
+                               builder.add(q0_v, const(p)), q0_v)
+            pixel_bases.append(builder.load(builder.gep(basep, [q])))
+        entry = builder.basic_block
+        loop = builder.append_basic_block("tile.taps")
+        done = builder.append_basic_block("tile.done")
+        builder.cbranch(builder.icmp_signed(">", taps, const(0)), loop, done)
+
+        # the taps: one vector of weights and a value per pixel each, the sums in registers
+        builder.position_at_end(loop)
+        t = builder.phi(I64)
+        t.add_incoming(const(0), entry)
+        sums = [builder.phi(vt) for _ in range(pixels)]
+        for s in sums:
+            s.add_incoming(start, entry)
+        offset = builder.load(builder.gep(offp, [t]))
+        weight_at = builder.add(builder.mul(t, row), ob_v)
+        weights = builder.load(vector_at(builder, wp, weight_at, vt), align=1)
+        summed = []
+        for p, s in enumerate(sums):
+            value = builder.load(builder.gep(xp, [builder.add(pixel_bases[p], offset)]))
+            summed.append(builder.call(fma, [splat(builder, value, vt), weights, s]))
+        t_next = builder.add(t, const(1))
+        last = builder.basic_block
+        t.add_incoming(t_next, last)
+        for s, s_next in zip(sums, summed):
+            s.add_incoming(s_next, last)
+        builder.cbranch(builder.icmp_signed("<", t_next, taps), loop, done)
+
+        # ReLU as the other epilogues take it: v if v > 0 else 0 (a NaN becomes 0)
+        builder.position_at_end(done)
+        totals = [builder.phi(vt) for _ in summed]  # (phi nodes lead their block)
+        for total, s_next in zip(totals, summed):
+            total.add_incoming(start, entry)
+            total.add_incoming(s_next, last)
+        zero = ir.Constant(vt, [0.0] * lanes)
+        use_relu = builder.icmp_unsigned("!=", relu_v, ir.Constant(relu_v.type, 0))
+        d0_64 = context.cast(builder, d0_v, signature.args[10], types.int64)
+        stride_64 = context.cast(builder, stride_v, signature.args[11], types.int64)
+        for p, total in enumerate(totals):
+            clipped = builder.select(builder.fcmp_ordered(">", total, zero), total, zero)
+            at = builder.add(d0_64, builder.mul(const(p), stride_64))
+            builder.store(builder.select(use_relu, clipped, total),
+                          vector_at(builder, tp, at, vt), align=1)
+
+    return emit
