@@ -329,6 +329,25 @@ def check_out_dir(parser: argparse.ArgumentParser, out: str | Path | None,
     parser.error(f"{option} {str(out)!r} {problem}: it takes an existing writable folder")
 
 
+def check_out_file(parser: argparse.ArgumentParser, out: str | Path,
+                   option: str = "--out") -> None:
+    """Refuse ``out``, the file a script writes its results to at the end, if it could not be
+    written there (its folder does not exist or is not writable, or it is a folder), as
+    ``check_out_dir`` refuses a folder: ``parser.error`` right after the arguments are parsed."""
+    path = Path(out)
+    folder = path.parent
+    if path.is_dir():
+        problem = "is a folder"
+    elif not folder.is_dir():
+        problem = f"is in a folder that does not exist ({str(folder)!r})"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        problem = f"is in a folder that is not writable ({str(folder)!r})"
+    else:
+        return
+    parser.error(f"{option} {str(out)!r} {problem}: it takes a file path in an existing writable "
+                 f"folder")
+
+
 def publish(name: str, data: dict, markdown: str,
             directory: Path | None = None) -> tuple[Path, Path]:
     """Write ``<name>.json`` and ``<name>.md`` atomically, print the table, say where it went."""

@@ -25,6 +25,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402 - benchmarks/ must be on sys.path first
+
 WORKER = """
 import sys, time, json
 import numpy as np
@@ -67,6 +70,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "threads.json"))
     args = parser.parse_args()
+    C.check_out_file(parser, args.out)
     results: dict[str, list[dict]] = {"polite": [], "pinned": []}
     for r in range(args.rounds):
         for kind in (("polite", "pinned") if r % 2 == 0 else ("pinned", "polite")):

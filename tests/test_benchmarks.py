@@ -135,6 +135,32 @@ def test_check_out_dir_passes_a_writable_folder_or_none_and_refuses_a_file(tmp_p
             in capsys.readouterr().err)
 
 
+def test_a_results_file_in_a_missing_folder_stops_the_threads_script_at_once(tmp_path):
+    """bench_threads.py writes one file (``--out FILE``): a path it could not write is refused
+    before its minutes of timing, as the folder scripts refuse theirs."""
+    target = tmp_path / "nowhere" / "threads.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_threads.py"), "--out", str(target)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert (f"error: --out '{target}' is in a folder that does not exist "
+            f"('{target.parent}'): it takes a file path in an existing writable folder"
+            in proc.stderr)
+    assert proc.stderr.startswith("usage: ") and "Traceback" not in proc.stderr
+    assert proc.stdout == "" and not target.parent.exists()
+
+
+def test_check_out_file_passes_a_path_in_a_writable_folder_and_refuses_a_folder(tmp_path,
+                                                                                 capsys):
+    parser = argparse.ArgumentParser(prog="bench")
+    C.check_out_file(parser, tmp_path / "threads.json")
+    C.check_out_file(parser, str(tmp_path / "threads.json"))
+    with pytest.raises(SystemExit) as exit_:
+        C.check_out_file(parser, tmp_path)
+    assert exit_.value.code == 2
+    assert (f"bench: error: --out '{tmp_path}' is a folder: it takes a file path in an existing "
+            f"writable folder" in capsys.readouterr().err)
+
+
 def test_stage_profiler_counts_exclusive_time_and_restores_targets():
     class Target:
         @staticmethod
