@@ -290,6 +290,16 @@ def profile_targets():
     A, CV, N, P = module("arrays"), module("conv"), module("normalization"), module("pooling")
     CI, D, W = module("conv.im2col"), module("conv.depthwise"), module("conv.winograd")
     WK = module("conv.winograd_kernels") or W  # an engine version before its own module: W's
+
+    def layer_modules(*names: str) -> list:
+        """The modules of the layers package that validate (an engine version before the package:
+        its one module, layers.py)."""
+        return [m for m in (module(f"layers.{name}") for name in names) if m is not None] or [L]
+
+    LV = layer_modules("base", "conv", "dense", "pooling", "passthrough", "normalization",
+                       "padding")  # the layers' as_float_array
+    LD = layer_modules("dense", "pooling", "activation", "passthrough", "normalization",
+                       "padding")  # the layers' check_dout
     return [
         (I, "unfold", "im2col"),
         (CI, "unfold_t", "im2col"),
@@ -323,8 +333,8 @@ def profile_targets():
         (W, "slice_backward", "GEMM"),  # kernels wrapped: the 36 products
         (L.ReLU, "_forward", "activations"),
         (L.ReLU, "_backward", "activations"),
-        *[(module, "as_float_array", "validation") for module in (CV, P, N, L, I, LS, M)],
-        *[(module, "check_dout", "validation") for module in (CV, P, N, L)],
+        *[(module, "as_float_array", "validation") for module in (CV, P, N, *LV, I, LS, M)],
+        *[(module, "check_dout", "validation") for module in (CV, P, N, *LD)],
         (M, "_finite", "validation"),
         (SoftmaxCrossEntropy, "forward", "loss"),
         (SoftmaxCrossEntropy, "backward", "loss"),

@@ -45,7 +45,7 @@ and its ``backward`` alone says it has not run.
 
 Every step has ``forward(x, training)`` (checks ``x`` where it enters, as its first layer's
 ``forward`` does), ``run(x, training)`` (the unchecked internal path, for the steps after the
-first: each layer's plan for the input shape, see ``layers.py``), ``infer(x)`` (``run`` with no
+first: each layer's plan for the input shape, see ``layers/``), ``infer(x)`` (``run`` with no
 backward to follow) and ``backward(dout, input_grad=True)``; ``first``/``last`` (the layers'
 indices) and ``kind`` say what it covers. A fused block's ``check_input`` is its ``forward``'s
 check, so that a first step can be checked and then take its inference path.

@@ -1,7 +1,7 @@
 """Stateless forward/backward pairs, as ``torch.nn.functional``: one import for all of them.
 
 Each ``*_forward`` validates its arguments, computes the output and returns ``(out, cache)``;
-the matching ``*_backward(dout, cache)`` returns the gradients. Layers (``layers.py``) hold the
+the matching ``*_backward(dout, cache)`` returns the gradients. Layers (``layers/``) hold the
 state; these functions hold the mathematics. They live by concern: convolution in ``conv/``
 (one module per strategy), pooling in ``pooling.py``, batch normalisation in
 ``normalization.py``, activations in ``activations.py``; ``gemm`` in ``arrays.py``.
