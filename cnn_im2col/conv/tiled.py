@@ -30,9 +30,12 @@ pixels, reading dZ channels-last. The input gradient of a stride-S convolution i
 convolutions of dZ, one per phase of the input (its pixels a stride apart), each with only the
 taps that land there (a 3x3 stride-2 kernel's 9 taps split 1 + 2 + 2 + 4): every product is made
 once, and each lands on its own input pixel (``InputPhases``). Measured 2026-12-05, Intel Xeon, 2
-threads, training forward + backward, (N, C, H, O, kernel), im2col's backward / this one: (32, 32,
-32, 64, 3) 5.9-6.0 -> 4.6-4.9 ms; (64, 16, 32, 32, 3) 4.2 -> 3.2-3.3; (64, 32, 16, 64, 3) 3.6-3.7
--> 2.5-2.8; (64, 16, 32, 32, 1) 1.5-2.2 -> 1.5; (64, 32, 16, 64, 1) 1.2 -> 1.1.
+threads, training forward + backward, medians of 25 steps in three alternated process pairs,
+(N, C, H, O, kernel), im2col's backward -> this one, ms: (32, 32, 32, 64, 3) 5.0-5.4 -> 4.2-4.3;
+(64, 16, 32, 32, 3) 3.6-3.7 -> 2.8-2.9; (64, 32, 16, 64, 3) 3.1-3.2 -> 2.3; ResNet's 1x1
+projections (64, 32, 16, 64, 1) 1.1-1.4 -> 0.9-1.3 and (64, 16, 32, 32, 1) 1.27-1.40 -> 1.40-1.48
+(there its weight gradient alone takes 0.63-0.77 ms against im2col's 0.53-0.65: a wash over
+ResNet-20's two).
 
 The im2col strategy is this one's slow twin: the tests hold them equal to rounding, forward and
 backward.
