@@ -150,9 +150,11 @@ def test_a_program_runs_its_convolutions_without_the_per_call_lookups(name, monk
 def test_resnet_joins_its_shortcuts_in_winograds_output_transform(monkeypatch):
     """Each of ResNet-20's nine blocks ends in a Winograd convolution (a session's, at any size),
     and the program adds the block's shortcut inside its output transform (``slice_forward``'s
-    ``skip``): no join of its own. The seven identity blocks run a batch slice at a time through
-    both their convolutions (``_two_winograd_by_slices``): ``run_forward``, which runs one
-    convolution over the whole batch, is left to the two blocks with a projection."""
+    ``skip``): no join of its own. All nine run a batch slice at a time: the seven identity
+    blocks through both their convolutions (``_two_winograd_by_slices``), the two with a
+    projection through their strided convolution, their shortcut and their Winograd convolution
+    (``_projection_by_slices``): ``run_forward``, which runs one convolution over the whole
+    batch, is never called."""
     from cnn_im2col.conv import winograd
 
     model, shape = NETS["resnet20"](np.float32)
@@ -173,7 +175,7 @@ def test_resnet_joins_its_shortcuts_in_winograds_output_transform(monkeypatch):
                             lambda p, *a, **k: whole.append(p.geometry) or run_forward(p, *a, **k))
         np.testing.assert_array_equal(program(x), want)
     assert len(joined) == 9
-    assert len(whole) == 2
+    assert len(whole) == 0
 
 
 class Strided(Layer):
@@ -221,6 +223,46 @@ def test_a_basic_block_by_slices_takes_what_it_cannot_run_to_the_body(dtype, rel
     assert len(whole) == (before == "Winograd") + (0 if by_slices else 2)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("before", ["user's layer", "a view", "Winograd"])
+@pytest.mark.parametrize("after", ["nothing", "Winograd"])
+def test_a_downsampling_block_by_slices_takes_what_it_cannot_run_to_the_whole(dtype, before,
+                                                                             after, monkeypatch):
+    """A Residual around a strided Conv2D -> BN -> ReLU -> Conv2D -> BN with a strided 1x1
+    Conv2D -> BN shortcut (ResNet's downsampling block) runs a batch slice at a time when its
+    input is C-contiguous in its weights' dtype (NCHW after a user's layer, channels-last after a
+    Winograd convolution; its output channels-last when a Winograd convolution follows): no
+    convolution over the whole batch. Input of another dtype or a view goes to the block's
+    program, each convolution over the whole batch. Both equal ``infer`` bit for bit."""
+    from cnn_im2col.conv import tiled, winograd
+
+    first = {"user's layer": Halve(), "a view": Strided(),
+             "Winograd": Conv2D(8, 8, 3, padding=1, dtype=dtype, seed=2)}[before]
+    layers = [first, Residual(
+        Sequential([Conv2D(8, 16, 3, stride=2, padding=1, bias=None, seed=0), BatchNorm2D(16),
+                    ReLU(), Conv2D(16, 16, 3, padding=1, bias=None, seed=1), BatchNorm2D(16)]),
+        Sequential([Conv2D(8, 16, 1, stride=2, bias=None, seed=3), BatchNorm2D(16)])), ReLU()]
+    if after == "Winograd":
+        layers.append(Conv2D(16, 8, 3, padding=1, seed=4))
+    block = _with_statistics(Sequential(layers))
+    x = np.random.default_rng(3).standard_normal((6, 8, 12, 12)).astype(dtype)
+    whole = []  # the convolutions run over the whole batch
+    run_forward, tiled_forward = winograd.run_forward, tiled.forward
+    with engine_blas(), folds_frozen(), finite_scans_skipped():
+        program, _ = compile_stack(block, x.shape)
+        want = block.infer(x)
+        monkeypatch.setattr(winograd, "run_forward",
+                            lambda p, *a, **k: whole.append(p) or run_forward(p, *a, **k))
+        monkeypatch.setattr(tiled, "forward",
+                            lambda *a, **k: whole.append(a[1].shape) or tiled_forward(*a, **k))
+        got = program(x)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    by_slices = dtype == np.float32 and before != "a view"
+    outside = (before == "Winograd") + (after == "Winograd")
+    assert len(whole) == outside + (0 if by_slices else 3)
+
+
 def test_a_block_whose_middle_has_other_channels_runs_its_bodys_program(monkeypatch):
     """8 -> 32 -> 8 channels: the two convolutions' batch slices differ (a transformed input of 8
     or 32 channels a sample), so the block runs the body's program, whose products keep their
@@ -260,25 +302,28 @@ def test_maps_pass_channels_last_from_one_convolution_to_the_next(name, counts, 
 
     model, shape = NETS[name](np.float32)
     x = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
-    writers, readers = set(), set()  # the convolutions (their weights) planned channels-last
-    real, real_tiled = winograd.plan_forward, tiled.forward
+    # the convolutions planned channels-last: Winograd's by their weights, the tiles' by their
+    # layouts (made once per convolution; ``run_tiles`` runs both a whole tiled step and a
+    # downsampling block's slices)
+    writers, readers = set(), set()
+    real, real_tiles = winograd.plan_forward, tiled.run_tiles
 
-    def seen(weight, kwargs):
-        if kwargs.get("out_last"):
-            writers.add(id(weight))
-        if kwargs.get("x_last"):
-            readers.add(id(weight))
+    def seen(key, out_last, x_last):
+        if out_last:
+            writers.add(key)
+        if x_last:
+            readers.add(key)
 
     def plan_forward(x_shape, weight, *args, **kwargs):
-        seen(weight, kwargs)
+        seen(id(weight), kwargs.get("out_last"), kwargs.get("x_last"))
         return real(x_shape, weight, *args, **kwargs)
 
-    def tiled_forward(x, weight, *args, **kwargs):
-        seen(weight, kwargs)
-        return real_tiled(x, weight, *args, **kwargs)
+    def run_tiles(x, layout, g, relu, out, channels_last=False):
+        seen(id(layout), channels_last, layout.geometry.x_last)
+        return real_tiles(x, layout, g, relu, out, channels_last)
 
     monkeypatch.setattr(winograd, "plan_forward", plan_forward)
-    monkeypatch.setattr(tiled, "forward", tiled_forward)
+    monkeypatch.setattr(tiled, "run_tiles", run_tiles)
     with engine_blas(), folds_frozen(), finite_scans_skipped():
         program, _ = compile_stack(model, x.shape)
         np.testing.assert_array_equal(program(x), model.infer(x))
