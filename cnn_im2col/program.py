@@ -12,7 +12,9 @@ only call kernels, as an onnxruntime session runs the graph it planned when it w
   bias, for Winograd the whole ``winograd.ForwardPlan`` (its weight transformed once), for the
   tiled strategy its operands' layout (``tiled.tile_layout``, made once);
 - ResNet's and MobileNetV2's Residual blocks: the body's program with the shortcut joined in its
-  last convolution's slices (``blocks.infer_with_skip``'s join), the shortcut's program;
+  last convolution's slices (``blocks.infer_with_skip``'s join), the shortcut's program; ResNet's
+  identity and downsampling blocks a batch slice at a time through all their convolutions
+  (``_two_winograd_by_slices``, ``_projection_by_slices``);
 - MobileNetV2's fused block: its kernels' weights and geometry (``InvertedResidual.kernel_plan``).
 - a MobileNet's fused head (``ConvGlobalPool``): its weight as the rows' operand, made once.
 
