@@ -11,6 +11,7 @@ xf[bases[q0 + p] + offsets[t]]``.
 
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 from llvmlite import ir
 from numba import types
@@ -19,7 +20,7 @@ from numba.extending import intrinsic
 
 from .vectors import FLOAT32_LANES, I64, WIDE, const, fmuladd, splat, vector_at
 
-__all__ = ["LANES", "PIXELS", "tile", "tile_shape"]
+__all__ = ["LANES", "PIXELS", "tile", "tile_dims", "tile_shape"]
 
 # the register tile, P pixels x L lanes of float32 (float64 has L // 2): 16 of the 32 registers of
 # 16 float32 hold the sums with AVX-512 (measured, (C, H, O) (16, 32, 32), one thread: 4 x 32 70
@@ -32,10 +33,21 @@ __all__ = ["LANES", "PIXELS", "tile", "tile_shape"]
 PIXELS, LANES = (8, 2 * FLOAT32_LANES) if WIDE else (6, 2 * FLOAT32_LANES)
 
 
+@nb.njit(cache=True, inline="always")
+def tile_dims(itemsize, row):
+    """(half, P, L) of the tile whose lanes run over ``row`` values (the output channels, or a
+    weight row already padded to a whole number of lanes) of ``itemsize``-byte floats on this
+    CPU: the half tile, 2P pixels x L/2 lanes, where they fit in half the lanes. The one rule
+    the kernels (in Numba) and ``tile_shape`` (in Python) share."""
+    whole = LANES if itemsize == 4 else LANES // 2
+    half = row <= whole // 2
+    return half, (2 * PIXELS if half else PIXELS), (whole // 2 if half else whole)
+
+
 def tile_shape(dtype: np.dtype, out_channels: int) -> tuple[int, int]:
     """(P, L): the pixels and the output channels of a tile for ``dtype`` on this CPU."""
-    lanes = LANES if np.dtype(dtype) == np.float32 else LANES // 2
-    return (2 * PIXELS, lanes // 2) if out_channels <= lanes // 2 else (PIXELS, lanes)
+    _, pixels, lanes = tile_dims(np.dtype(dtype).itemsize, out_channels)
+    return pixels, lanes
 
 
 # --------------------------------------------------------------------------- the tile, in LLVM IR

@@ -59,7 +59,7 @@ from .im2col import forward as im2col_forward
 from .tile_kernel import LANES as _LANES
 from .tile_kernel import PIXELS as _PIXELS
 from .tile_kernel import tile as _tile
-from .tile_kernel import tile_shape
+from .tile_kernel import tile_dims, tile_shape
 
 __all__ = ["InputPhases", "TileGeometry", "TileLayout", "TiledCache", "backward", "forward",
            "input_phases", "pad_into", "run_tiles", "slice_grads", "supports", "tile_geometry",
@@ -141,10 +141,8 @@ def tiled_forward(x, x_last, pt, pl, steps, padded_shape, in_place, offsets, pix
     xp = np.empty((1, padded_shape[0], padded_shape[1], padded_shape[2]), dtype=x.dtype)
     xf = xp.reshape(xp.size)
     wf = wt.reshape(wt.size)
-    whole = _LANES if x.itemsize == 4 else _LANES // 2
-    half = padded <= whole // 2  # (tile_shape's choice: the weight's rows are that long)
-    pixels = 2 * _PIXELS if half else _PIXELS
-    lanes = whole // 2 if half else whole
+    half, pixels, lanes = tile_dims(x.itemsize, padded)  # (tile_shape's: the rows are that long)
+    whole = _LANES if x.itemsize == 4 else _LANES // 2  # (constants for the whole tiles' copies)
     tmp = np.empty(pixels * lanes, dtype=x.dtype)
     of = out.reshape(out.size)
     for n in range(x.shape[0]):
@@ -260,8 +258,7 @@ def tile_layout(weight: np.ndarray, bias: np.ndarray | None, g: WindowGeometry,
     """``weight`` (O, C, KH, KW) and its tied ``bias`` (O,) or None laid out for ``g``, and for an
     input NCHW or (``x_last``) channels-last of (H, W) ``image`` (``tile_geometry``)."""
     out_channels, channels, kh, kw = weight.shape
-    lanes = tile_shape(weight.dtype, out_channels)[1]
-    padded = -(-out_channels // lanes) * lanes
+    padded = _lanes_padded(out_channels, weight.dtype)
     wt = np.zeros((channels * kh * kw, padded), dtype=weight.dtype)
     wt[:, :out_channels] = weight.reshape(out_channels, -1).T
     b = np.zeros(padded, dtype=weight.dtype)
@@ -376,9 +373,7 @@ def _axis_phases(size: int, out: int, k: int, stride: int, dilation: int, before
         first = max(0, -((r - before) // stride))  # the first a whose input pixel is >= 0
         last = (size - 1 + before - r) // stride  # the last whose pixel is < size
         phases.append((taps, first, last))
-    pad = max([m - first for taps, first, last in phases if last >= first for _, m in taps],
-              default=0)
-    pad = max(pad, 0)
+    pad = max([0] + [m - first for taps, first, last in phases if last >= first for _, m in taps])
     return phases, pad, pad + max([out] + [last + 1 for _, _, last in phases])
 
 
@@ -457,10 +452,7 @@ def weight_tiles(xf, taps, pixels, dzt, zeros, dwt):
     flat; ``pixels`` (n*OH*OW,): each output pixel's base in it; dzt (n*OH*OW, Lo); zeros (Lo,);
     dwt (K, Lo) written whole."""
     k, lo = taps.shape[0], dzt.shape[1]
-    whole = _LANES if xf.itemsize == 4 else _LANES // 2
-    half = lo <= whole // 2
-    count = 2 * _PIXELS if half else _PIXELS
-    lanes = whole // 2 if half else whole
+    half, count, lanes = tile_dims(xf.itemsize, lo)
     tmp = np.empty(count * lanes, dtype=xf.dtype)
     df, of = dzt.reshape(dzt.size), dwt.reshape(dwt.size)
     for t0 in range(0, k, count):
@@ -484,10 +476,7 @@ def input_tiles(dzp, bases, dests, pixel_starts, offsets, tap_starts, wf, zeros,
     zeros (Lc,); dx (n, C, H*W) written whole."""
     n_count, c_count = dx.shape[0], dx.shape[1]
     lc = zeros.shape[0]
-    whole = _LANES if dx.itemsize == 4 else _LANES // 2
-    half = lc <= whole // 2
-    count = 2 * _PIXELS if half else _PIXELS
-    lanes = whole // 2 if half else whole
+    half, count, lanes = tile_dims(dx.itemsize, lc)
     tmp = np.empty(count * lanes, dtype=dx.dtype)
     zero = dx.dtype.type(0)
     hw = dx.shape[2]
