@@ -123,6 +123,38 @@ _MIN_SPLIT_COLUMNS = 64
 _FEW_ROWS = 16
 
 
+# A small batch runs serially while the pool's other cores idle (``threads.cores_idle``); a product
+# this large then runs on OpenBLAS's own threads too (``threads.idle_cores_blas``): one with at
+# most _FEW_ROWS rows or columns (a Dense layer at batch 1-7: its weight streamed once, each core
+# then streaming its part) whose large operand has at least _WIDE_STREAMED elements (larger than
+# one core's L2); another of at least _WIDE_GEMM_MACS multiply-adds and _WIDE_GEMM_OUTPUT outputs.
+# Measured 2026-12-05, Intel Xeon, float32, us, 1 / 2 BLAS threads, 2 MiB of other data touched
+# between calls: x @ W.T with W (256, 4096) at 1 row 140 / 77, 2 rows 274 / 146, 7 rows 497 / 268;
+# W (1000, 1280) at 1 row 170 / 93, 4 rows 369 / 235; W (512, 512) at 1 row 34 / 39, W (128, 1024)
+# at 2 rows 14 / 18; (64, 288) @ (288, 256) 80 / 61, (64, 576) @ (576, 256) 156 / 108, (32, 32) @
+# (32, 4096) 106 / 69, (256, 64) @ (64, 256) 66 / 57; (64, 576) @ (576, 64) 43 / 51, (64, 1152) @
+# (1152, 64) 88 / 89, (32, 144) @ (144, 256) 28 / 28 (below the thresholds OpenBLAS's split does
+# not pay, and switching its threads costs ~4 us).
+_WIDE_STREAMED = 2**20
+_WIDE_GEMM_MACS = 4_000_000
+_WIDE_GEMM_OUTPUT = 16_384
+
+
+def _on_idle_cores(m: int, k: int, n: int) -> bool:
+    """Whether an (m, k) @ (k, n) product of this thread takes the idle cores' BLAS threads."""
+    if min(m, n) <= _FEW_ROWS:
+        wide = k * max(m, n) >= _WIDE_STREAMED
+    else:
+        wide = m * k * n >= _WIDE_GEMM_MACS and m * n >= _WIDE_GEMM_OUTPUT
+    return wide and _threads.cores_idle()
+
+
+def _wide_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``np.matmul(a, b, out=out)`` with the BLAS on the idle cores (``_on_idle_cores``)."""
+    with _threads.idle_cores_blas():
+        return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+
+
 def gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` (2-D) through NumPy's BLAS, whose every call is single-threaded (``threads.py``):
     a large product is split over the engine's pool, by columns of ``b`` where it has
@@ -135,6 +167,8 @@ def gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if (2 <= rows <= _FEW_ROWS and b.T.flags.c_contiguous and not b.flags.c_contiguous
             and a.size * columns > _SMALL_PRODUCT):
         return _few_rows(a, b, threads)
+    if _on_idle_cores(rows, a.shape[1], columns):
+        return _wide_matmul(a, b)
     if threads == 1 or rows * a.shape[1] * columns < _PARALLEL_GEMM_MACS:
         return np.matmul(a, b)
     by_columns = columns >= _MIN_SPLIT_COLUMNS * threads
@@ -158,7 +192,8 @@ def gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _few_rows(a: np.ndarray, b: np.ndarray, threads: int) -> np.ndarray:
     """``a @ b`` as ``(b.T @ a.T).T`` (``_FEW_ROWS``), ``b.T`` C-contiguous; split over the pool
-    by the rows of ``b.T`` (each worker streams its part) above ``_PARALLEL_GEMM_MACS``."""
+    by the rows of ``b.T`` (each worker streams its part) above ``_PARALLEL_GEMM_MACS``, or on the
+    idle cores' BLAS threads where a small batch runs serially (``_on_idle_cores``)."""
     bt = b.T
     out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
 
@@ -166,6 +201,10 @@ def _few_rows(a: np.ndarray, b: np.ndarray, threads: int) -> np.ndarray:
         out[:, s] = np.dot(bt[s], a.T).T
 
     parts = threads if a.size * b.shape[1] >= _PARALLEL_GEMM_MACS else 1
+    if parts == 1 and _on_idle_cores(*a.shape, b.shape[1]):
+        with _threads.idle_cores_blas():
+            part(slice(None))
+        return out
     _threads.parallel_map(part, _threads.split(b.shape[1], parts))
     return out
 
@@ -189,6 +228,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     in column blocks of b and out (the same sums, rounded as another BLAS kernel may round them)."""
     m, k = a.shape[-2:]
     n = b.shape[-1]
+    if a.ndim == b.ndim == 2 and _on_idle_cores(m, k, n):
+        return _wide_matmul(a, b, out)
     columns = _SMALL_PRODUCT // max(1, m * k)
     if (m * k * n <= _SMALL_PRODUCT or columns < _MIN_BLOCK_COLUMNS
             or a.strides[-1] != a.itemsize or b.strides[-1] != b.itemsize

@@ -6,8 +6,11 @@ batch (a convolution's im2col -> GEMM -> bias/ReLU epilogue; a pooling or activa
 that slice is in its core's cache. The Numba kernels they call are serial and release the GIL
 (``nogil``), and while the engine computes NumPy's BLAS runs on 1 thread (:func:`engine_blas`), so
 each GEMM runs on the worker that called it. Nothing else computes: no OpenBLAS worker is woken (so
-none spins), and no kernel is a parallel Numba loop (Numba starts no threads). Outside the engine
-the BLAS has the threads the user gave it: a user's own ``a @ b`` keeps its speed.
+none spins), and no kernel is a parallel Numba loop (Numba starts no threads). The one exception is
+a small batch, whose maps run serially (``batch_maps``) while the other cores idle: there a large
+product takes OpenBLAS's own threads for its duration (``idle_cores_blas``, ``arrays.gemm``), as
+handing it to the pool's Python workers costs more than it saves. Outside the engine the BLAS has
+the threads the user gave it: a user's own ``a @ b`` keeps its speed.
 
 Why (measured on the 2-core machine of ``benchmarks/``, with a probe described in
 ``benchmarks/README.md``): LeNet's conv2 im2col + its 3 GEMMs took 7.8 ms with one 2-thread BLAS
@@ -27,6 +30,8 @@ before NumPy loaded it); with a single-threaded BLAS the import order no longer 
 - ``batch_maps(samples)``: the context in which this thread's maps run serially
   (``serial_maps``) for a batch too small to pay for the hand-offs (training steps, predict, a
   session's run).
+- ``cores_idle()`` / ``idle_cores_blas()``: whether this thread runs a small batch serially inside
+  the engine, and the context that gives the BLAS the pool's threads meanwhile.
 - ``split(count, parts)``: ``count`` items as at most ``parts`` contiguous slices.
 
 **Keeping the cores awake** (the active wait policy, as OpenMP's ``OMP_WAIT_POLICY=active``):
@@ -66,8 +71,8 @@ import threadpoolctl
 from . import allocator
 
 __all__ = ["SPINNER_NAME", "WAIT_POLICIES", "default_num_threads", "engine_blas", "get_num_threads",
-           "parallel_map", "batch_maps", "serial_maps", "set_num_threads", "split",
-           "thread_info", "uses_engine_blas", "SAMPLES_PER_THREAD"]
+           "parallel_map", "batch_maps", "serial_maps", "cores_idle", "idle_cores_blas",
+           "set_num_threads", "split", "thread_info", "uses_engine_blas", "SAMPLES_PER_THREAD"]
 
 WAIT_POLICIES = ("active", "passive")
 
@@ -341,22 +346,49 @@ SAMPLES_PER_THREAD = 4
 
 def batch_maps(samples: int) -> contextlib.AbstractContextManager:
     """The context for the maps of a batch of ``samples``: ``serial_maps`` below
-    ``SAMPLES_PER_THREAD`` samples a thread, else nothing to change."""
+    ``SAMPLES_PER_THREAD`` samples a thread (the pool's other threads then idle: see
+    ``idle_cores_blas``), else nothing to change."""
     if samples < get_num_threads() * SAMPLES_PER_THREAD:
-        return serial_maps()
+        return serial_maps(cores_idle=not getattr(_in_worker, "active", False))
     return contextlib.nullcontext()
 
 
 @contextlib.contextmanager
-def serial_maps() -> Iterator[None]:
+def serial_maps(cores_idle: bool = False) -> Iterator[None]:
     """Inside, this thread's ``parallel_map`` calls run their items in it, one after another, as a
-    worker's own nested maps do: for work too small to pay for the hand-offs."""
-    before = getattr(_in_worker, "active", False)
+    worker's own nested maps do: for work too small to pay for the hand-offs. ``cores_idle``: the
+    pool's other threads have nothing to do meanwhile (a small batch, ``batch_maps``), so a large
+    BLAS call of this thread may take their cores (``idle_cores_blas``)."""
+    before = getattr(_in_worker, "active", False), getattr(_in_worker, "cores_idle", False)
     _in_worker.active = True
+    _in_worker.cores_idle = cores_idle
     try:
         yield
     finally:
-        _in_worker.active = before
+        _in_worker.active, _in_worker.cores_idle = before
+
+
+def cores_idle() -> bool:
+    """Whether this thread runs a small batch serially while the pool's other cores idle
+    (``batch_maps``), inside the engine, with a pool of more than one thread."""
+    return (getattr(_in_worker, "cores_idle", False) and getattr(_inside, "depth", 0)
+            and _state["n"] > 1)
+
+
+@contextlib.contextmanager
+def idle_cores_blas() -> Iterator[None]:
+    """Inside, NumPy's BLAS runs on the pool's ``n`` threads (OpenBLAS's own workers, which wait
+    for work spinning, without the GIL), then on 1 again: for one large product of a small batch
+    run serially (``cores_idle``), whose other cores would idle. A hand-off to the pool's Python
+    workers costs 15-60 us on these KVM guests (the GIL's wake-ups); OpenBLAS's costs a few. Only
+    where ``cores_idle()``; the pool's maps never run meanwhile (the batch's maps are serial)."""
+    for lib in _blas_libs:
+        lib.set_num_threads(_state["n"])
+    try:
+        yield
+    finally:
+        for lib in _blas_libs:
+            lib.set_num_threads(1)
 
 
 def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:

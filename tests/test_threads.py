@@ -103,6 +103,40 @@ def test_a_small_batch_runs_its_maps_in_the_calling_thread(monkeypatch):
     assert len(seen) == 2  # the worker took items too
 
 
+def test_only_a_small_batch_run_serially_inside_the_engine_leaves_cores_idle():
+    """``cores_idle`` (a large product may then take OpenBLAS's threads): a small batch's serial
+    maps, inside the engine, with 2+ threads; not a large batch, not a pool worker (the other
+    cores work), not outside the engine, not with one thread. ``idle_cores_blas`` gives the BLAS
+    the pool's threads and then 1 again, which the engine gives back to the user on leaving."""
+    def blas():
+        return [lib.num_threads for lib in threads._blas_libs]
+
+    threads.set_num_threads(2)
+    try:
+        with threads.batch_maps(1):
+            assert not threads.cores_idle()  # outside the engine: the user's BLAS is untouched
+        with threads.engine_blas():
+            assert not threads.cores_idle()
+            with threads.batch_maps(2 * threads.SAMPLES_PER_THREAD):
+                assert not threads.cores_idle()
+            with threads.batch_maps(1):
+                assert threads.cores_idle()
+                assert threads.parallel_map(lambda _: threads.cores_idle(), [0, 1]) == [True, True]
+                with threads.idle_cores_blas():
+                    assert blas() == [2] * len(blas())
+                assert blas() == [1] * len(blas())
+            assert not threads.cores_idle()
+            seen = threads.parallel_map(lambda _: threads.cores_idle(), list(range(4)))
+            assert seen == [False] * 4  # the pool's workers: the cores are busy
+            with threads.serial_maps():
+                assert not threads.cores_idle()  # serial for another reason: nothing said
+        threads.set_num_threads(1)
+        with threads.engine_blas(), threads.batch_maps(1):
+            assert not threads.cores_idle()
+    finally:
+        threads.set_num_threads()
+
+
 @pytest.mark.parametrize("count, parts", [(1, 1), (1, 4), (7, 2), (64, 3), (10, 10), (5, 1)])
 def test_split_covers_the_range_in_near_equal_slices(count, parts):
     slices = threads.split(count, parts)
