@@ -124,35 +124,29 @@ _FEW_ROWS = 16
 
 
 # A small batch runs serially while the pool's other cores idle (``threads.cores_idle``); a product
-# this large then runs on OpenBLAS's own threads too (``threads.idle_cores_blas``): one with at
-# most _FEW_ROWS rows or columns (a Dense layer at batch 1-7: its weight streamed once, each core
-# then streaming its part) whose large operand has at least _WIDE_STREAMED elements (larger than
-# one core's L2); another of at least _WIDE_GEMM_MACS multiply-adds and _WIDE_GEMM_OUTPUT outputs.
-# Measured 2026-12-05, Intel Xeon, float32, us, 1 / 2 BLAS threads, 2 MiB of other data touched
-# between calls: x @ W.T with W (256, 4096) at 1 row 140 / 77, 2 rows 274 / 146, 7 rows 497 / 268;
-# W (1000, 1280) at 1 row 170 / 93, 4 rows 369 / 235; W (512, 512) at 1 row 34 / 39, W (128, 1024)
-# at 2 rows 14 / 18; (64, 288) @ (288, 256) 80 / 61, (64, 576) @ (576, 256) 156 / 108, (32, 32) @
-# (32, 4096) 106 / 69, (256, 64) @ (64, 256) 66 / 57; (64, 576) @ (576, 64) 43 / 51, (64, 1152) @
-# (1152, 64) 88 / 89, (32, 144) @ (144, 256) 28 / 28 (below the thresholds OpenBLAS's split does
-# not pay, and switching its threads costs ~4 us).
+# with at most _FEW_ROWS rows or columns (a Dense layer at batch 1-7) whose large operand has at
+# least _WIDE_STREAMED elements (larger than one core's L2) then runs on OpenBLAS's own threads
+# too (``threads.idle_cores_blas``): each core streams its part of the weight. Measured 2026-12-05,
+# Intel Xeon, float32, us, 1 / 2 BLAS threads, 2 MiB of other data touched between calls: x @ W.T
+# with W (256, 4096) at 1 row 140 / 77, 2 rows 274 / 146, 7 rows 497 / 268; W (1000, 1280) at 1
+# row 170 / 93, 4 rows 369 / 235; W (512, 512) at 1 row 34 / 39, W (128, 1024) at 2 rows 14 / 18.
+# A convolution's products stay on one thread: alone, those that OpenBLAS threads ran 1.2-1.6x
+# faster on two ((1024, 16) @ (16, 96) 40 / 26 us), but in a session its worker then spins on the
+# other core between calls, and MobileNetV2's at batch 1 took 1,093-1,104 us against 1,023-1,057
+# with its four such products on one thread (vgg-bn's two: 308-316 against 305-314).
 _WIDE_STREAMED = 2**20
-_WIDE_GEMM_MACS = 4_000_000
-_WIDE_GEMM_OUTPUT = 16_384
 
 
 def _on_idle_cores(m: int, k: int, n: int) -> bool:
     """Whether an (m, k) @ (k, n) product of this thread takes the idle cores' BLAS threads."""
-    if min(m, n) <= _FEW_ROWS:
-        wide = k * max(m, n) >= _WIDE_STREAMED
-    else:
-        wide = m * k * n >= _WIDE_GEMM_MACS and m * n >= _WIDE_GEMM_OUTPUT
-    return wide and _threads.cores_idle()
+    return (min(m, n) <= _FEW_ROWS and k * max(m, n) >= _WIDE_STREAMED
+            and _threads.cores_idle())
 
 
-def _wide_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``np.matmul(a, b, out=out)`` with the BLAS on the idle cores (``_on_idle_cores``)."""
+def _wide_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.matmul(a, b)`` with the BLAS on the idle cores (``_on_idle_cores``)."""
     with _threads.idle_cores_blas():
-        return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+        return np.matmul(a, b)
 
 
 def gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -228,8 +222,6 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     in column blocks of b and out (the same sums, rounded as another BLAS kernel may round them)."""
     m, k = a.shape[-2:]
     n = b.shape[-1]
-    if a.ndim == b.ndim == 2 and _on_idle_cores(m, k, n):
-        return _wide_matmul(a, b, out)
     columns = _SMALL_PRODUCT // max(1, m * k)
     if (m * k * n <= _SMALL_PRODUCT or columns < _MIN_BLOCK_COLUMNS
             or a.strides[-1] != a.itemsize or b.strides[-1] != b.itemsize

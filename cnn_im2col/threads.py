@@ -7,9 +7,10 @@ that slice is in its core's cache. The Numba kernels they call are serial and re
 (``nogil``), and while the engine computes NumPy's BLAS runs on 1 thread (:func:`engine_blas`), so
 each GEMM runs on the worker that called it. Nothing else computes: no OpenBLAS worker is woken (so
 none spins), and no kernel is a parallel Numba loop (Numba starts no threads). The one exception is
-a small batch, whose maps run serially (``batch_maps``) while the other cores idle: there a large
-product takes OpenBLAS's own threads for its duration (``idle_cores_blas``, ``arrays.gemm``), as
-handing it to the pool's Python workers costs more than it saves. Outside the engine the BLAS has
+a small batch, whose maps run serially (``batch_maps``) while the other cores idle: there a Dense
+layer's product with a large weight takes OpenBLAS's own threads for its duration
+(``idle_cores_blas``, ``arrays.gemm``), as handing it to the pool's Python workers costs more than
+it saves. Outside the engine the BLAS has
 the threads the user gave it: a user's own ``a @ b`` keeps its speed.
 
 Why (measured on the 2-core machine of ``benchmarks/``, with a probe described in

@@ -113,26 +113,22 @@ def test_matmul_cuts_a_large_product_with_a_short_inner_axis_into_blocks(monkeyp
     assert calls == [1024]  # blocks would be 32 columns wide: kept whole
 
 
-@pytest.mark.parametrize("m, k, n, layout, wide", [
-    (1, 4096, 256, "dense", True), (3, 2048, 512, "dense", True),  # a Dense layer's weight streamed
-    (1, 512, 512, "dense", False), (2, 1024, 128, "dense", False),  # fits one core's L2: stays
-    (64, 288, 256, "c", True), (32, 32, 4096, "c", True),  # a convolution's GEMM at batch 1
-    (64, 576, 64, "c", False), (40, 100, 300, "c", False),  # too narrow or too small
+@pytest.mark.parametrize("m, k, n, wide", [
+    (1, 4096, 256, True), (3, 2048, 512, True),  # a Dense layer's weight larger than a core's L2
+    (1, 512, 512, False), (2, 1024, 128, False),  # it fits: stays on one thread
+    (64, 288, 256, False), (17, 4096, 256, False),  # not a few rows: stays
 ])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_a_small_batchs_large_product_takes_the_idle_cores_blas_and_the_same_numbers(
-        monkeypatch, m, k, n, layout, wide, dtype):
-    """Where a small batch runs serially (``threads.cores_idle``), a product above the thresholds
-    runs with OpenBLAS on the pool's threads (``_on_idle_cores``): a Dense layer's product gives
-    the bits of the single-threaded one (OpenBLAS splits the outputs, not the sums), a
-    convolution's the same numbers to rounding (``matmul`` no longer cuts it into blocks)."""
+def test_a_small_batchs_dense_product_takes_the_idle_cores_blas_for_the_same_bits(
+        monkeypatch, m, k, n, wide, dtype):
+    """Where a small batch runs serially (``threads.cores_idle``), a Dense layer's product with a
+    weight above ``_WIDE_STREAMED`` runs with OpenBLAS on the pool's threads (``_on_idle_cores``)
+    and gives the bits of the single-threaded one: OpenBLAS splits the outputs, not the sums."""
     from cnn_im2col import threads
 
     rng = np.random.default_rng(m * k + n)
-    a = rng.standard_normal((m, k)).astype(dtype)
-    b = (rng.standard_normal((n, k)).astype(dtype).T if layout == "dense"
-         else rng.standard_normal((k, n)).astype(dtype))
-    product = arrays.gemm if layout == "dense" else arrays.matmul
+    x = rng.standard_normal((m, k)).astype(dtype)
+    weight = rng.standard_normal((n, k)).astype(dtype)
     threads.set_num_threads(2)
     widened = []
     real = threads.idle_cores_blas
@@ -143,16 +139,12 @@ def test_a_small_batchs_large_product_takes_the_idle_cores_blas_and_the_same_num
 
     monkeypatch.setattr(threads, "idle_cores_blas", noting)
     with threads.engine_blas():
-        alone = product(a, b)
+        alone = arrays.gemm(x, weight.T)
         assert not widened
         with threads.batch_maps(1):
-            got = product(a, b)
+            got = arrays.gemm(x, weight.T)
     assert bool(widened) == wide
-    if layout == "dense":
-        np.testing.assert_array_equal(got, alone)
-    else:
-        tol = 1e-5 if dtype == np.float32 else 1e-12
-        np.testing.assert_allclose(got, alone, rtol=tol, atol=tol * k)
+    np.testing.assert_array_equal(got, alone)
 
 
 @given(n=st.integers(1, 300), per_sample=st.integers(1, 2**22), per_thread=st.integers(1, 3),
