@@ -27,7 +27,8 @@ import numpy as np
 from ..containers import Concat, Gate, Residual
 from ..layers import Identity
 from ..model import Sequential
-from .operators import CLASS_NAMES_KEY, IMPORTERS, Reader, onnx_package
+from .graph import CLASS_NAMES_KEY, Reader, onnx_package
+from .operators import IMPORTERS
 
 
 def _constant_value(onnx: Any, node: Any, source: str) -> np.ndarray:
@@ -168,7 +169,7 @@ class _Walk:
     """Reads the graph from its input to its output as a tree of layers and containers.
 
     A run of nodes each reading the one computed tensor before it is a chain, read by the operator
-    table's importers (:class:`.operators.Reader`). A tensor read by several nodes is a fork: each
+    table's importers (:class:`.graph.Reader`). A tensor read by several nodes is a fork: each
     branch is read on from its first node until it reaches a node that reads two or more computed
     tensors, a join; every branch must reach the same join, which reads exactly the branches' ends
     (a branch that is the fork's tensor itself is the identity), at once or in steps. The join
