@@ -9,10 +9,10 @@ more (a :class:`~cnn_im2col.containers.Residual`, one branch the identity or all
 than two nest as ``b0 + (b1 + (b2 + ...))``), ``Mul`` of a tensor and a branch computed from it (a
 :class:`~cnn_im2col.containers.Gate`, squeeze-and-excitation) or ``Concat`` on the channel axis (a
 :class:`~cnn_im2col.containers.Concat`). Branches nest. Each node of a chain is read by the
-importer its operator has in the operator table (:mod:`.operators`, which lists what each one
-accepts). Anything else is a ``ValueError`` naming the node, its operator and what is supported;
-an unreadable file is a ``ValueError`` naming the file. Files are parsed by the ``onnx`` package
-(protobuf), never unpickled.
+importer its operator has in the operator table (:mod:`.operators`; :mod:`.node_importers` lists
+what each one accepts). Anything else is a ``ValueError`` naming the node, its operator and what
+is supported; an unreadable file is a ``ValueError`` naming the file. Files are parsed by the
+``onnx`` package (protobuf), never unpickled.
 """
 
 from __future__ import annotations
