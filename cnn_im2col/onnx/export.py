@@ -19,7 +19,8 @@ from .._files import atomic_write
 from .._version import __version__
 from ..model import Sequential
 from ..shapes import float_dtype
-from .operators import CLASS_NAMES_KEY, Graph, onnx_package, write_chain
+from .graph import CLASS_NAMES_KEY, Graph, onnx_package
+from .operators import write_chain
 
 OPSET = 17
 IR_VERSION = (

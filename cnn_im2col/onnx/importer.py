@@ -9,10 +9,10 @@ more (a :class:`~cnn_im2col.containers.Residual`, one branch the identity or all
 than two nest as ``b0 + (b1 + (b2 + ...))``), ``Mul`` of a tensor and a branch computed from it (a
 :class:`~cnn_im2col.containers.Gate`, squeeze-and-excitation) or ``Concat`` on the channel axis (a
 :class:`~cnn_im2col.containers.Concat`). Branches nest. Each node of a chain is read by the
-importer its operator has in the operator table (:mod:`.operators`, which lists what each one
-accepts). Anything else is a ``ValueError`` naming the node, its operator and what is supported;
-an unreadable file is a ``ValueError`` naming the file. Files are parsed by the ``onnx`` package
-(protobuf), never unpickled.
+importer its operator has in the operator table (:mod:`.operators`; :mod:`.node_importers` lists
+what each one accepts). Anything else is a ``ValueError`` naming the node, its operator and what
+is supported; an unreadable file is a ``ValueError`` naming the file. Files are parsed by the
+``onnx`` package (protobuf), never unpickled.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ import numpy as np
 from ..containers import Concat, Gate, Residual
 from ..layers import Identity
 from ..model import Sequential
-from .operators import CLASS_NAMES_KEY, IMPORTERS, Reader, onnx_package
+from .graph import CLASS_NAMES_KEY, Reader, onnx_package
+from .operators import IMPORTERS
 
 
 def _constant_value(onnx: Any, node: Any, source: str) -> np.ndarray:
@@ -168,7 +169,7 @@ class _Walk:
     """Reads the graph from its input to its output as a tree of layers and containers.
 
     A run of nodes each reading the one computed tensor before it is a chain, read by the operator
-    table's importers (:class:`.operators.Reader`). A tensor read by several nodes is a fork: each
+    table's importers (:class:`.graph.Reader`). A tensor read by several nodes is a fork: each
     branch is read on from its first node until it reaches a node that reads two or more computed
     tensors, a join; every branch must reach the same join, which reads exactly the branches' ends
     (a branch that is the fork's tensor itself is the identity), at once or in steps. The join
