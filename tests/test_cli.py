@@ -13,6 +13,10 @@ import pytest
 from conftest import synthetic_digits
 
 from cnn_im2col import cli
+from cnn_im2col.cli.arguments import build_parser
+from cnn_im2col.cli.commands import default_model
+from cnn_im2col.cli.settings import DEFAULTS, TRAIN_DEFAULTS, _resolve_settings
+from cnn_im2col.cli.train import _StopRequest
 from cnn_im2col.datasets import write_idx
 from cnn_im2col.model import Sequential
 
@@ -120,7 +124,7 @@ def test_sigint_checkpoints_and_resume_matches_an_uninterrupted_run(
     assert cli.main(train_args(idx_dir, reference, "--epochs", "2")) == 0
 
     calls = {"n": 0}
-    original = cli._StopRequest.__call__
+    original = _StopRequest.__call__
 
     def signal_on_seventh_batch(self):
         calls["n"] += 1
@@ -130,7 +134,7 @@ def test_sigint_checkpoints_and_resume_matches_an_uninterrupted_run(
 
     out = tmp_path / "run"
     before = signal.getsignal(signal.SIGINT)  # Python's handler, or SIG_IGN in a background job
-    monkeypatch.setattr(cli._StopRequest, "__call__", signal_on_seventh_batch)
+    monkeypatch.setattr(_StopRequest, "__call__", signal_on_seventh_batch)
     assert cli.main(train_args(idx_dir, out, "--epochs", "2")) == 130
     monkeypatch.undo()
     err = capsys.readouterr().err
@@ -174,7 +178,7 @@ def test_sigterm_exits_143_and_resume_at_epoch_end(idx_dir, tmp_path, monkeypatc
     reference = tmp_path / "reference"
     assert cli.main(train_args(idx_dir, reference, "--epochs", "2", "--optimizer", "sgd")) == 0
     calls = {"n": 0}
-    original = cli._StopRequest.__call__
+    original = _StopRequest.__call__
 
     def term_at_epoch_end(self):
         calls["n"] += 1
@@ -183,7 +187,7 @@ def test_sigterm_exits_143_and_resume_at_epoch_end(idx_dir, tmp_path, monkeypatc
         return original(self)
 
     out = tmp_path / "run"
-    monkeypatch.setattr(cli._StopRequest, "__call__", term_at_epoch_end)
+    monkeypatch.setattr(_StopRequest, "__call__", term_at_epoch_end)
     assert cli.main(train_args(idx_dir, out, "--epochs", "2", "--optimizer", "sgd")) == 143
     monkeypatch.undo()
     assert "SIGTERM received" in capsys.readouterr().err
@@ -267,7 +271,7 @@ def test_bench_prints_a_row_per_layer(capsys):
 
 
 def test_default_model_is_deterministic():
-    a, b = cli.default_model(3), cli.default_model(3)
+    a, b = default_model(3), default_model(3)
     assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
     assert a.check_shapes((1, 28, 28))[-1] == (10,)
 
@@ -393,23 +397,23 @@ def test_train_model_by_name_records_it_and_evaluate_reads_it(idx_dir, tmp_path,
 
 
 def test_vgg_bn_trains_with_its_own_default_epochs(monkeypatch):
-    args = cli.build_parser().parse_args(["train", "--model", "vgg-bn"])
-    settings, _ = cli._resolve_settings(args)
+    args = build_parser().parse_args(["train", "--model", "vgg-bn"])
+    settings, _ = _resolve_settings(args)
     assert (
-        settings["epochs"] == cli.TRAIN_DEFAULTS["vgg-bn"]["epochs"]
+        settings["epochs"] == TRAIN_DEFAULTS["vgg-bn"]["epochs"]
         and settings["model"] == "vgg-bn"
     )
-    args = cli.build_parser().parse_args(["train", "--model", "vgg-bn", "--epochs", "2"])
-    assert cli._resolve_settings(args)[0]["epochs"] == 2  # a flag beats the architecture's default
+    args = build_parser().parse_args(["train", "--model", "vgg-bn", "--epochs", "2"])
+    assert _resolve_settings(args)[0]["epochs"] == 2  # a flag beats the architecture's default
     assert (
-        cli._resolve_settings(cli.build_parser().parse_args(["train"]))[0]["epochs"]
-        == cli.DEFAULTS["epochs"]
+        _resolve_settings(build_parser().parse_args(["train"]))[0]["epochs"]
+        == DEFAULTS["epochs"]
     )
 
 
 def test_resnet20_brings_he_et_al_s_recipe_flips_included_and_no_flip_turns_them_off():
     def settings(*flags):
-        return cli._resolve_settings(cli.build_parser().parse_args(["train", *flags]))[0]
+        return _resolve_settings(build_parser().parse_args(["train", *flags]))[0]
 
     recipe = settings("--model", "resnet20")
     assert (recipe["epochs"], recipe["optimizer"], recipe["lr"], recipe["flip"]) == (
@@ -449,7 +453,7 @@ def test_resume_keeps_the_model_of_the_run(idx_dir, tmp_path, monkeypatch, capsy
         return calls["n"] == 3
 
     out = tmp_path / "run"
-    monkeypatch.setattr(cli._StopRequest, "__call__", stop_on_third_batch)
+    monkeypatch.setattr(_StopRequest, "__call__", stop_on_third_batch)
     assert cli.main(train_args(idx_dir, out, "--epochs", "2", "--model", "lenet")) == 130
     monkeypatch.undo()
     capsys.readouterr()
