@@ -1,6 +1,7 @@
 """Data-parallel scaling benchmark: 1 process on 1 thread, 1 process on 2 threads, 2 MPI ranks on
-1 thread each, training the ``cnn-im2col train`` network (cli.default_model: two conv-pool groups
-and two dense layers, 317,066 parameters) on MNIST with Adam, batch 128, shifts of up to 2 pixels.
+1 thread each, training the ``cnn-im2col train`` network (architectures.default_model: two
+conv-pool groups and two dense layers, 317,066 parameters) on MNIST with Adam, batch 128, shifts of
+up to 2 pixels.
 
 Every configuration runs in its own launch (``python bench_mpi.py --worker`` or ``mpiexec -n 2
 python -m mpi4py bench_mpi.py --worker``), alternated ``1x1, 1x2, 2x1, 1x1, ...`` for ``--rounds``.
@@ -74,7 +75,7 @@ def median_call(fn, calls: int) -> float:
 
 def worker(args: argparse.Namespace) -> dict | None:
     from cnn_im2col import Adam, RandomShift, SoftmaxCrossEntropy, distributed
-    from cnn_im2col.cli import default_model
+    from cnn_im2col.architectures import default_model
 
     comm = distributed.detect_comm()
     cnn_im2col.set_num_threads(args.threads)

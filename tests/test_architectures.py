@@ -48,9 +48,9 @@ def test_vgg_bn_has_3x3_convolutions_each_followed_by_batch_norm():
 
 
 def test_default_model_is_the_command_default():
-    from cnn_im2col import cli
+    from cnn_im2col.cli import commands
 
-    assert cli.default_model is A.default_model
+    assert commands.default_model is A.default_model
     assert repr(A.build("default")) == repr(A.default_model(0))
 
 

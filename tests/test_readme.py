@@ -94,7 +94,7 @@ def test_python_blocks_run_in_order(page, tmp_path):
     if any("load_mnist(" in code for _, code in blocks):
         from cnn_im2col.datasets import load_mnist
 
-        try:  # the per-user cache (or $CNN_IM2COL_DATA), fetched once, as tests/test_cli.py does
+        try:  # the per-user cache (or $CNN_IM2COL_DATA), fetched once, as tests/cli/ does
             load_mnist(progress=False, log=lambda message: None)
         except ConnectionError as exc:
             pytest.skip(f"MNIST not cached and no source reachable: {exc}")

@@ -1,6 +1,6 @@
 """Tests for cnn_im2col.reports: what the commands report (metrics.json, the curves, the confusion
 matrix of ``evaluate``, the per-layer profile of ``bench``), called directly. The commands that
-print and write them are tested in test_cli.py."""
+print and write them are tested in tests/cli/."""
 
 import json
 from pathlib import Path

@@ -41,7 +41,9 @@ from conftest import synthetic_digits
 
 from cnn_im2col import cli, losses, threads
 from cnn_im2col import functional as F
+from cnn_im2col.architectures import default_model
 from cnn_im2col.augment import RandomShift
+from cnn_im2col.cli.settings import CHECKPOINT, LEARNING_RATES
 from cnn_im2col.datasets import IDX_NAMES, mnist, write_idx
 from cnn_im2col.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sigmoid, Softmax
 from cnn_im2col.model import Sequential
@@ -312,7 +314,7 @@ class Victim:
 
 def checkpoint_state(out: Path):
     """``(epoch, batch, params)`` of ``out/checkpoint.npz``, or None; the file must be complete."""
-    path = out / cli.CHECKPOINT
+    path = out / CHECKPOINT
     if not path.exists():
         return None
     with zipfile.ZipFile(path) as archive:
@@ -691,8 +693,8 @@ def test_sigmoid_has_no_overflow_anywhere(strict_floats, dtype):
 def test_float32_training_of_the_default_network_has_no_nan(strict_floats):
     (x, y), _ = (synthetic_digits(64, 3), None)
     x = (x[:, None] / np.float32(255)).astype(np.float32)
-    model = cli.default_model(0)
-    optimizer = Adam(cli.LEARNING_RATES["adam"])
+    model = default_model(0)
+    optimizer = Adam(LEARNING_RATES["adam"])
     scheduler = CosineAnnealingLR(optimizer, t_max=8)
     with np.errstate(under="ignore"):
         history = model.fit(x, y.astype(np.int64), epochs=2, batch_size=16, optimizer=optimizer,
