@@ -5,7 +5,7 @@ from cnn_im2col.cli.arguments import build_parser
 from cnn_im2col.cli.settings import DEFAULTS, TRAIN_DEFAULTS, _resolve_settings
 
 
-def test_vgg_bn_trains_with_its_own_default_epochs(monkeypatch):
+def test_vgg_bn_trains_with_its_own_default_epochs():
     args = build_parser().parse_args(["train", "--model", "vgg-bn"])
     settings, _ = _resolve_settings(args)
     assert (
