@@ -1,11 +1,11 @@
 """The ``train`` command.
 
-``cnn-im2col train`` with no flags trains ``architectures.default_model`` (two conv-pool groups
-and two dense layers, Fig. 8.11 style; ``--model`` picks another of ``architectures.ARCHITECTURES``
-or a JSON file holding ``Sequential.config()``, and an architecture may bring its own defaults,
-``TRAIN_DEFAULTS``) with Adam, a per-batch cosine learning-rate schedule and random shifts of up to ``--shift`` pixels,
-holding out the last ``--val-split`` training images for validation, and reports the accuracy on
-the 10,000 test images. It writes, atomically, to ``--out``:
+``cnn-im2col train`` with no flags trains ``architectures.default_model`` (two conv-pool groups and
+two dense layers, Fig. 8.11 style; ``--model`` picks another of ``architectures.ARCHITECTURES`` or
+a JSON file holding ``Sequential.config()``, and an architecture may bring its own defaults,
+``TRAIN_DEFAULTS``) with Adam, a per-batch cosine learning-rate schedule and random shifts of up to
+``--shift`` pixels, holding out the last ``--val-split`` training images for validation, and
+reports the accuracy on the 10,000 test images. It writes, atomically, to ``--out``:
 
 - ``model.npz``: the trained model (``Sequential.load``);
 - ``metrics.json``: history, test accuracy and loss, times, throughput, the settings;
