@@ -287,7 +287,7 @@ def cli_resume(out):
     from conftest import synthetic_digits
 
     from cnn_im2col import cli
-    from cnn_im2col.cli.train import _StopRequest
+    from cnn_im2col.cli.train import StopRequest
     from cnn_im2col.datasets import write_idx
 
     idx = out / "idx"
@@ -307,7 +307,7 @@ def cli_resume(out):
 
     codes = {"full": cli.main(args("full"))}
     polls = []
-    original = _StopRequest.__call__
+    original = StopRequest.__call__
 
     def sigterm_to_rank_1_at_batch_9(self):
         polls.append(1)
@@ -315,9 +315,9 @@ def cli_resume(out):
             self.signum = signal.SIGTERM
         return original(self)
 
-    _StopRequest.__call__ = sigterm_to_rank_1_at_batch_9
+    StopRequest.__call__ = sigterm_to_rank_1_at_batch_9
     codes["interrupted"] = cli.main(args("part"))
-    _StopRequest.__call__ = original
+    StopRequest.__call__ = original
     codes["resumed"] = cli.main(["train", "--resume", str(out / "part"), "--no-progress"])
     result = {"codes": comm.allgather(codes)}
     if rank == 0:

@@ -18,7 +18,7 @@ from ..architectures import default_model
 from ..image_predictions import predict_images
 from ..model import Sequential
 from ..reports import confusion_matrix, format_confusion, format_profile, profile_layers
-from .data import _load_data
+from .data import load_data
 from .errors import PROG, CLIError
 from .settings import DEFAULTS
 
@@ -46,7 +46,7 @@ def load_model(path: str) -> Sequential:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.model)
-    dataset = _load_data(args.data_dir, True, {**DEFAULTS, "image_size": args.image_size})
+    dataset = load_data(args.data_dir, True, {**DEFAULTS, "image_size": args.image_size})
     x_test, y_test = dataset.x_test, dataset.y_test
     metrics = model.evaluate(x_test, y_test, batch_size=args.batch_size)
     outputs = model.predict(x_test, batch_size=args.batch_size)  # class scores (N, K)

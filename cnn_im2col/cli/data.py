@@ -1,6 +1,6 @@
 """The images a command runs on: MNIST (fetched into the user cache on first use) or the data set
-in ``--data-dir`` (``_load_data``); under MPI rank 0 loads first and the other ranks read its cache
-(``_load_data_once``); ``_split`` holds out the last ``--val-split`` training images for
+in ``--data-dir`` (``load_data``); under MPI rank 0 loads first and the other ranks read its cache
+(``load_data_once``); ``split_validation`` holds out the last ``--val-split`` training images for
 validation."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from .errors import CLIError
 from .settings import DEFAULTS
 
 
-def _load_data(data_dir: str | None, progress: bool, settings: dict | None = None) -> Dataset:
+def load_data(data_dir: str | None, progress: bool, settings: dict | None = None) -> Dataset:
     """MNIST (fetched into the user cache on first use) without ``data_dir``; else whatever data
     set the folder holds (:func:`cnn_im2col.datasets.open_data_dir`, which never writes there and
     refuses a folder holding none)."""
@@ -39,16 +39,16 @@ def _load_data(data_dir: str | None, progress: bool, settings: dict | None = Non
     )
 
 
-def _load_data_once(data_dir: str | None, progress: bool, comm: Any, settings: dict) -> Dataset:
-    """``_load_data``; under MPI rank 0 goes first (it downloads and caches MNIST, or decodes
+def load_data_once(data_dir: str | None, progress: bool, comm: Any, settings: dict) -> Dataset:
+    """``load_data``; under MPI rank 0 goes first (it downloads and caches MNIST, or decodes
     and caches an image folder, if needed), then the others read the cache, so K ranks never
     fetch or decode the same files at once."""
     if comm is None:
-        return _load_data(data_dir, progress, settings)
+        return load_data(data_dir, progress, settings)
     failure = None
     if comm.Get_rank() == 0:
         try:
-            data = _load_data(data_dir, progress, settings)
+            data = load_data(data_dir, progress, settings)
         except Exception as exc:
             comm.bcast(f"rank 0 could not load the data: {exc}", root=0)
             raise
@@ -57,10 +57,10 @@ def _load_data_once(data_dir: str | None, progress: bool, comm: Any, settings: d
     failure = comm.bcast(None, root=0)
     if failure is not None:
         raise CLIError(failure)
-    return _load_data(data_dir, False, settings)
+    return load_data(data_dir, False, settings)
 
 
-def _split(x: np.ndarray, y: np.ndarray, settings: dict) -> tuple:
+def split_validation(x: np.ndarray, y: np.ndarray, settings: dict) -> tuple:
     if settings["limit"] is not None:
         x, y = x[: settings["limit"]], y[: settings["limit"]]
     n = x.shape[0]

@@ -1,6 +1,6 @@
 """The settings of a ``train`` run: ``DEFAULTS`` where a flag is not given (an architecture may
 bring its own, ``architectures.TRAIN_DEFAULTS``), the ``RUN_FLAGS`` that define a run, and
-``_resolve_settings``: flags over defaults, or with ``--resume`` the settings of the interrupted
+``resolve_settings``: flags over defaults, or with ``--resume`` the settings of the interrupted
 run, stored in its ``CHECKPOINT`` (``--resume OUT --epochs N`` extends a finished run instead)."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ RUN_FLAGS = (
 CHECKPOINT = "checkpoint.npz"
 
 
-def _resolve_settings(args: argparse.Namespace) -> tuple[dict, Any]:
+def resolve_settings(args: argparse.Namespace) -> tuple[dict, Any]:
     """The run's settings: flags over defaults, or (with --resume) the checkpoint's, plus the
     checkpoint."""
     given = {key: getattr(args, key) for key in RUN_FLAGS if getattr(args, key) is not None}

@@ -49,15 +49,15 @@ from ..model import Sequential
 from ..optim import SGD, Adam, CosineAnnealingLR
 from ..reports import plot_history, write_json
 from ..threads import set_num_threads
-from .data import _load_data_once, _split
+from .data import load_data_once, split_validation
 from .errors import PROG, CLIError
-from .settings import CHECKPOINT, _resolve_settings
+from .settings import CHECKPOINT, resolve_settings
 
 #: Data set kinds of MNIST's format (grayscale digits or clothes in [0, 1]): not standardised.
 MNIST_KINDS = ("idx", "mnist")
 
 
-class _StopRequest:
+class StopRequest:
     """Signal handlers for SIGINT/SIGTERM: the first asks training to stop after the current batch;
     a second SIGINT raises KeyboardInterrupt at once."""
 
@@ -183,16 +183,16 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
             print(*parts, **{"flush": True, **kwargs})
 
     progress = not args.no_progress and rank == 0
-    settings, ckpt = _resolve_settings(args)
+    settings, ckpt = resolve_settings(args)
     if ckpt is None:
         read_spec(settings["model"])  # a bad --model fails before anything is read or written
     out = Path(settings["out"])
     _check_out(out, resuming=ckpt is not None, overwrite=args.overwrite)
 
     t_data = time.perf_counter()
-    dataset = _load_data_once(args.data_dir, progress, comm, settings)
+    dataset = load_data_once(args.data_dir, progress, comm, settings)
     say(dataset.describe())  # the first line: what is trained on
-    (x_fit, y_fit), validation, n_val = _split(dataset.x_train, dataset.y_train, settings)
+    (x_fit, y_fit), validation, n_val = split_validation(dataset.x_train, dataset.y_train, settings)
     x_test, y_test = dataset.x_test, dataset.y_test
     data_seconds = time.perf_counter() - t_data
     if rank == 0:
@@ -274,7 +274,7 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
         f"seed {settings['seed']}" + (f", {world_size} MPI ranks" if comm is not None else "")
     )
 
-    stop = _StopRequest(verbose=rank == 0)
+    stop = StopRequest(verbose=rank == 0)
     stop.install()
     checkpoint = out / CHECKPOINT
     try:

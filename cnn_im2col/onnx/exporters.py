@@ -69,19 +69,19 @@ from ..layers import (
     ReLU6,
 )
 from ..shapes import resolve_padding
-from .graph import Graph, _span
+from .graph import Graph, window_span
 
 
 def _pads_onnx(top: int, bottom: int, left: int, right: int) -> list[int]:
     return [top, left, bottom, right]  # ONNX: all the begins, then all the ends
 
 
-def _export_conv(g: Graph, layer: Conv2D, name: str, in_shape: tuple) -> None:
+def export_conv(g: Graph, layer: Conv2D, name: str, in_shape: tuple) -> None:
     weight = layer.params["weight"]
     g.cast_to(weight.dtype, name)
     dilation = tuple(layer.dilation)
     pads = resolve_padding(
-        layer.padding, _span(layer.kernel_size, dilation), layer.stride, repr(layer),
+        layer.padding, window_span(layer.kernel_size, dilation), layer.stride, repr(layer),
         size=tuple(in_shape[-2:]),
     )
     inputs = [g.constant(f"{name}.weight", weight)]
@@ -111,11 +111,11 @@ def _pool_attributes(layer: Any) -> dict:
     }
 
 
-def _export_max_pool(g: Graph, layer: MaxPool2D, name: str, in_shape: tuple) -> None:
+def export_max_pool(g: Graph, layer: MaxPool2D, name: str, in_shape: tuple) -> None:
     g.add("MaxPool", name=name, dilations=list(layer.dilation), **_pool_attributes(layer))
 
 
-def _export_avg_pool(g: Graph, layer: AvgPool2D, name: str, in_shape: tuple) -> None:
+def export_avg_pool(g: Graph, layer: AvgPool2D, name: str, in_shape: tuple) -> None:
     scale = layer.params.get("weight")
     if scale is not None:
         g.cast_to(scale.dtype, name)
@@ -135,7 +135,7 @@ def _export_avg_pool(g: Graph, layer: AvgPool2D, name: str, in_shape: tuple) -> 
         g.add("Mul", g.constant(f"{name}.scale", (scale * area).reshape(-1, 1, 1)), name=name)
 
 
-def _export_normalization(g: Graph, layer: Normalization, name: str, in_shape: tuple) -> None:
+def export_normalization(g: Graph, layer: Normalization, name: str, in_shape: tuple) -> None:
     """(x - mean) / std as ONNX's inference BatchNormalization: scale 1, shift 0, the mean, and
     a variance std**2 - epsilon, so that sqrt(var + epsilon) is std (to float rounding); it
     imports back as a BatchNorm2D with the same numbers."""
@@ -158,7 +158,7 @@ def _export_normalization(g: Graph, layer: Normalization, name: str, in_shape: t
     g.add("BatchNormalization", *inputs, name=name, epsilon=epsilon)
 
 
-def _export_batch_norm(g: Graph, layer: BatchNorm2D, name: str, in_shape: tuple) -> None:
+def export_batch_norm(g: Graph, layer: BatchNorm2D, name: str, in_shape: tuple) -> None:
     if not layer.track_running_stats:
         # in eval mode it normalises with each batch's own statistics: not ONNX's (inference)
         # operator
@@ -187,12 +187,12 @@ def _export_batch_norm(g: Graph, layer: BatchNorm2D, name: str, in_shape: tuple)
     g.add("BatchNormalization", *inputs, name=name, epsilon=layer.eps, **momentum)
 
 
-def _export_global_avg_pool(g: Graph, layer: GlobalAvgPool2D, name: str, in_shape: tuple) -> None:
+def export_global_avg_pool(g: Graph, layer: GlobalAvgPool2D, name: str, in_shape: tuple) -> None:
     g.add("GlobalAveragePool", name=name)  # (N, C, 1, 1)
     g.add("Flatten", name=name, axis=1)  # (N, C), as the layer's output
 
 
-def _export_adaptive(global_op: str, window_op: str) -> Callable:
+def export_adaptive(global_op: str, window_op: str) -> Callable:
     """The exporter of an adaptive pool: ``global_op`` for output (1, 1); ``window_op`` with kernel
     and stride (H / OH, W / OW) where those divide (the same windows); other sizes have no ONNX
     operator."""
@@ -215,7 +215,7 @@ def _export_adaptive(global_op: str, window_op: str) -> Callable:
     return export
 
 
-def _export_pad(g: Graph, layer: ConstantPad2D, name: str, in_shape: tuple) -> None:
+def export_pad(g: Graph, layer: ConstantPad2D, name: str, in_shape: tuple) -> None:
     """``Pad`` (mode constant) with the pads and the value as initializers (opset 11 and on)."""
     top, bottom, left, right = layer.pads
     pads = g.constant(f"{name}.pads", np.array([0, 0, top, left, 0, 0, bottom, right], np.int64),
@@ -224,13 +224,13 @@ def _export_pad(g: Graph, layer: ConstantPad2D, name: str, in_shape: tuple) -> N
     g.add("Pad", pads, value, name=name, mode="constant")
 
 
-def _export_flatten(g: Graph, layer: Flatten, name: str, in_shape: tuple) -> None:
+def export_flatten(g: Graph, layer: Flatten, name: str, in_shape: tuple) -> None:
     if layer.order == "F" and len(in_shape) == 3:  # (C, H, W): each map's columns become contiguous
         g.add("Transpose", name=name, perm=[0, 1, 3, 2])
     g.add("Flatten", name=name, axis=1)
 
 
-def _export_dense(g: Graph, layer: Dense, name: str, in_shape: tuple) -> None:
+def export_dense(g: Graph, layer: Dense, name: str, in_shape: tuple) -> None:
     weight = layer.params["weight"]
     g.cast_to(weight.dtype, name)
     inputs = [g.constant(f"{name}.weight", weight)]
@@ -239,29 +239,29 @@ def _export_dense(g: Graph, layer: Dense, name: str, in_shape: tuple) -> None:
     g.add("Gemm", *inputs, name=name, transB=1)
 
 
-def _export_activation(op: str) -> Callable:
+def export_activation(op: str) -> Callable:
     def export_activation(g: Graph, layer: Any, name: str, in_shape: tuple) -> None:
         g.add(op, name=name, **({"axis": 1} if op == "Softmax" else {}))
 
     return export_activation
 
 
-def _export_relu6(g: Graph, layer: ReLU6, name: str, in_shape: tuple) -> None:
+def export_relu6(g: Graph, layer: ReLU6, name: str, in_shape: tuple) -> None:
     """``Clip(x, 0, 6)``, as torch.onnx writes ReLU6 (min and max are inputs from opset 11)."""
     low = g.constant(f"{name}.min", np.array(0.0, dtype=g.dtype))
     high = g.constant(f"{name}.max", np.array(6.0, dtype=g.dtype))
     g.add("Clip", low, high, name=name)
 
 
-def _export_hard_sigmoid(g: Graph, layer: HardSigmoid, name: str, in_shape: tuple) -> None:
+def export_hard_sigmoid(g: Graph, layer: HardSigmoid, name: str, in_shape: tuple) -> None:
     g.add("HardSigmoid", name=name, alpha=1.0 / 6.0, beta=0.5)
 
 
-def _export_leaky_relu(g: Graph, layer: LeakyReLU, name: str, in_shape: tuple) -> None:
+def export_leaky_relu(g: Graph, layer: LeakyReLU, name: str, in_shape: tuple) -> None:
     g.add("LeakyRelu", name=name, alpha=float(layer.negative_slope))
 
 
-def _export_dropout(g: Graph, layer: Dropout, name: str, in_shape: tuple) -> None:
+def export_dropout(g: Graph, layer: Dropout, name: str, in_shape: tuple) -> None:
     # no training_mode input: false, so every runtime runs it as the identity (inference)
     ratio = g.constant(
         f"{name}.ratio", np.array(layer.p, dtype=np.float64), keep_dtype=True

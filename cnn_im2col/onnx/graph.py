@@ -4,7 +4,7 @@ the importers read from a :class:`Reader` (the chain of nodes being read, and th
 it); the drivers (:func:`.export.to_onnx`, :func:`.importer.from_onnx`) build them. With them,
 what writing and reading share: the metadata key of the class names, a dilated kernel's span,
 loading arrays into a layer's parameters, and the folding of a zero ``Pad`` into the ``Conv`` or
-``AveragePool`` after it (:func:`_fold_zero_pad`), which the Reader does as it appends a layer.
+``AveragePool`` after it (:func:`fold_zero_pad`), which the Reader does as it appends a layer.
 
 The third-party ``onnx`` package is imported on first use (:func:`onnx_package`), so ``import
 cnn_im2col`` works without it.
@@ -175,7 +175,7 @@ class Reader:
             except ValueError as exc:
                 raise ValueError(f"{self.label(node)}: {exc}") from None
         if self.layers and type(self.layers[-1]) in (ConstantPad2D, ZeroPad2D):
-            folded = _fold_zero_pad(self.layers[-1], layer)
+            folded = fold_zero_pad(self.layers[-1], layer)
             if folded is not None:  # a Pad before a Conv or AveragePool: one layer, same numbers
                 self.layers[-1] = folded
                 return
@@ -187,18 +187,18 @@ class Reader:
 # ============================================================================================
 
 
-def _span(kernel: tuple, dilation: tuple) -> tuple[int, int]:
+def window_span(kernel: tuple, dilation: tuple) -> tuple[int, int]:
     """The extent of a dilated kernel, ``dil*(k - 1) + 1``: what ``"same"`` pads (as PyTorch)."""
     return (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
 
 
-def _load_into(layer: Any, **arrays: np.ndarray) -> Any:
+def load_into(layer: Any, **arrays: np.ndarray) -> Any:
     for name, value in arrays.items():
         np.copyto(layer.params[name], value.reshape(layer.params[name].shape), casting="same_kind")
     return layer
 
 
-def _fold_zero_pad(pad: ConstantPad2D, layer: Any) -> Any:
+def fold_zero_pad(pad: ConstantPad2D, layer: Any) -> Any:
     """``layer`` with the zeros of ``pad`` (just before it) as its own padding, where that
     computes the same numbers: a ``Conv2D`` whose padding then is symmetric or stride-1
     ``"same"``; an ``AvgPool2D`` without padding or ceil_mode, whose divisor then counts the pad
@@ -207,7 +207,7 @@ def _fold_zero_pad(pad: ConstantPad2D, layer: Any) -> Any:
         return None
     if type(layer) is Conv2D and layer.bias_mode != "untied" and not (
             layer.padding == "same" and layer.stride != (1, 1)):
-        span = _span(layer.kernel_size, layer.dilation)
+        span = window_span(layer.kernel_size, layer.dilation)
         own = resolve_padding(layer.padding, span, layer.stride)
         top, bottom, left, right = (a + b for a, b in zip(pad.pads, own))
         if (top, left) == (bottom, right):
@@ -229,4 +229,4 @@ def _fold_zero_pad(pad: ConstantPad2D, layer: Any) -> Any:
             return None
     else:
         return None
-    return _load_into(folded, **layer.params)
+    return load_into(folded, **layer.params)

@@ -58,7 +58,7 @@ from ..layers import (
     ZeroPad2D,
 )
 from ..shapes import resolve_padding
-from .graph import Reader, _load_into, _span
+from .graph import Reader, load_into, window_span
 
 
 def _float_dtype(reader: Reader, node: Any, array: np.ndarray, what: str) -> np.dtype:
@@ -122,7 +122,7 @@ def _auto_pad(
     )
 
 
-def _import_conv(reader: Reader, node: Any) -> None:
+def import_conv(reader: Reader, node: Any) -> None:
     attrs = reader.attributes(
         node,
         {
@@ -157,7 +157,7 @@ def _import_conv(reader: Reader, node: Any) -> None:
             f"kernel_shape {list(kernel)} differs from the weight's {weight.shape}",
             "a kernel_shape equal to the weight's (KH, KW)",
         )
-    span = _span(kernel, dilation)  # what auto_pad and "same" pad: the dilated kernel's extent
+    span = window_span(kernel, dilation)  # auto_pad and "same" pad the dilated kernel's extent
     pads = _auto_pad(reader, node, attrs, span, stride, pads, allow_same=True)
     top, bottom, left, right = (0, 0, 0, 0) if pads == "same" else pads
     if pads == "same":
@@ -211,10 +211,10 @@ def _import_conv(reader: Reader, node: Any) -> None:
         groups=groups,
     )
     arrays = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
-    reader.add_layer(node, _load_into(layer, **arrays))
+    reader.add_layer(node, load_into(layer, **arrays))
 
 
-def _import_pool(reader: Reader, node: Any) -> None:
+def import_pool(reader: Reader, node: Any) -> None:
     average = node.op_type == "AveragePool"
     allowed = {
         "auto_pad": "NOTSET",
@@ -266,7 +266,7 @@ def _import_pool(reader: Reader, node: Any) -> None:
                 count_include_pad=include_pad,
                 ceil_mode=ceil_mode,
             )
-            _load_into(layer, weight=factor.reshape(-1) / (kernel[0] * kernel[1]))
+            load_into(layer, weight=factor.reshape(-1) / (kernel[0] * kernel[1]))
         else:
             layer = AvgPool2D(kernel, stride, (top, left), count_include_pad=include_pad,
                               ceil_mode=ceil_mode)
@@ -281,7 +281,7 @@ def _float32_value(value: float) -> float:
     return float(str(np.float32(value)))
 
 
-def _import_batch_norm(reader: Reader, node: Any) -> None:
+def import_batch_norm(reader: Reader, node: Any) -> None:
     attrs = reader.attributes(node, {"epsilon": 1e-5, "momentum": 0.9, "training_mode": 0})
     extra = [name for name in node.output[1:] if name]
     if attrs["training_mode"] != 0 or extra:
@@ -312,13 +312,13 @@ def _import_batch_norm(reader: Reader, node: Any) -> None:
         momentum=float(f"{momentum:.12g}"),
         dtype=dtype,
     )
-    _load_into(layer, weight=arrays["scale"], bias=arrays["bias"])
+    load_into(layer, weight=arrays["scale"], bias=arrays["bias"])
     np.copyto(layer.buffers["running_mean"], arrays["mean"], casting="same_kind")
     np.copyto(layer.buffers["running_var"], arrays["var"], casting="same_kind")
     reader.add_layer(node, layer)
 
 
-def _import_global_avg_pool(reader: Reader, node: Any) -> None:
+def import_global_avg_pool(reader: Reader, node: Any) -> None:
     """``GlobalAveragePool`` + ``Flatten`` / ``Reshape`` to (N, -1): the (N, C) of
     GlobalAvgPool2D; alone, the (N, C, 1, 1) of ``AdaptiveAvgPool2D(1)``."""
     reader.attributes(node, {})
@@ -332,22 +332,22 @@ def _import_global_avg_pool(reader: Reader, node: Any) -> None:
             raise reader.fail(node, f"input of per-sample shape {reader.shape}", "(C, H, W) input")
         reader.shape = (reader.shape[0], 1, 1)
     reader.position += 1
-    (_import_flatten if following.op_type == "Flatten" else _import_reshape)(
+    (import_flatten if following.op_type == "Flatten" else import_reshape)(
         reader, following
     )  # checks it
     reader.layers[-1] = GlobalAvgPool2D()  # the Flatten of (C, 1, 1) is the pool's (N, C) already
 
 
-def _import_global_max_pool(reader: Reader, node: Any) -> None:
+def import_global_max_pool(reader: Reader, node: Any) -> None:
     """``GlobalMaxPool``: the (N, C, 1, 1) of ``AdaptiveMaxPool2D(1)``."""
     reader.attributes(node, {})
     reader.add_layer(node, AdaptiveMaxPool2D(1))
 
 
-def _import_pad(reader: Reader, node: Any) -> None:
+def import_pad(reader: Reader, node: Any) -> None:
     """``Pad`` of the two spatial axes of (N, C, H, W) with a constant: a ``ZeroPad2D`` or a
     ``ConstantPad2D``, folded into a following ``Conv`` or ``AveragePool`` where that computes the
-    same numbers (:func:`.graph._fold_zero_pad`)."""
+    same numbers (:func:`.graph.fold_zero_pad`)."""
     if reader.opset < 11:  # pads and value were attributes
         attrs = reader.attributes(node, {"mode": "constant", "pads": None, "value": 0.0})
         pads, value = np.asarray(attrs["pads"] or [], np.int64), np.float64(attrs["value"])
@@ -378,7 +378,7 @@ def _import_pad(reader: Reader, node: Any) -> None:
     reader.add_layer(node, layer)
 
 
-def _import_activation(cls: type) -> Callable:
+def import_activation(cls: type) -> Callable:
     def import_activation(reader: Reader, node: Any) -> None:
         reader.attributes(node, {})
         reader.add_layer(node, cls())
@@ -386,7 +386,7 @@ def _import_activation(cls: type) -> Callable:
     return import_activation
 
 
-def _import_softmax(reader: Reader, node: Any) -> None:
+def import_softmax(reader: Reader, node: Any) -> None:
     default = -1 if reader.opset >= 13 else 1
     axis = reader.attributes(node, {"axis": default})["axis"]
     rank = None if reader.shape is None else len(reader.shape) + 1
@@ -404,7 +404,7 @@ def _import_softmax(reader: Reader, node: Any) -> None:
     )
 
 
-def _import_flatten(reader: Reader, node: Any, order: str = "C") -> None:
+def import_flatten(reader: Reader, node: Any, order: str = "C") -> None:
     axis = reader.attributes(node, {"axis": 1})["axis"]
     if axis < 0 and reader.shape is not None:
         axis += len(reader.shape) + 1
@@ -413,7 +413,7 @@ def _import_flatten(reader: Reader, node: Any, order: str = "C") -> None:
     reader.add_layer(node, Flatten(order))
 
 
-def _import_reshape(reader: Reader, node: Any, order: str = "C") -> None:
+def import_reshape(reader: Reader, node: Any, order: str = "C") -> None:
     if reader.attributes(node, {"allowzero": 0})["allowzero"] != 0:
         raise reader.fail(node, "allowzero 1", "allowzero 0")
     target = [int(v) for v in np.asarray(reader.constant(node, 1, "shape")).reshape(-1)]
@@ -434,7 +434,7 @@ def _import_reshape(reader: Reader, node: Any, order: str = "C") -> None:
     )
 
 
-def _import_transpose(reader: Reader, node: Any) -> None:
+def import_transpose(reader: Reader, node: Any) -> None:
     perm = reader.attributes(node, {"perm": None})["perm"]
     following = reader.nodes[reader.position] if reader.position < len(reader.nodes) else None
     if (
@@ -445,7 +445,7 @@ def _import_transpose(reader: Reader, node: Any) -> None:
         reader.position += (
             1  # Transpose + Flatten: Flatten(order="F"), the column stacking of Eq. 8.26
         )
-        (_import_flatten if following.op_type == "Flatten" else _import_reshape)(
+        (import_flatten if following.op_type == "Flatten" else import_reshape)(
             reader, following, "F"
         )
         return
@@ -470,10 +470,10 @@ def _dense(reader: Reader, node: Any, weight: np.ndarray, bias: np.ndarray | Non
     arrays = {"weight": weight}
     if bias is not None:
         arrays["bias"] = np.broadcast_to(bias.reshape(-1), (out_features,))
-    reader.add_layer(node, _load_into(layer, **arrays))
+    reader.add_layer(node, load_into(layer, **arrays))
 
 
-def _import_gemm(reader: Reader, node: Any) -> None:
+def import_gemm(reader: Reader, node: Any) -> None:
     attrs = reader.attributes(node, {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0})
     if attrs["transA"] != 0:
         raise reader.fail(node, "transA 1", "transA 0 (the input as (N, features))")
@@ -487,7 +487,7 @@ def _import_gemm(reader: Reader, node: Any) -> None:
     _dense(reader, node, weight, bias)
 
 
-def _import_matmul(reader: Reader, node: Any) -> None:
+def import_matmul(reader: Reader, node: Any) -> None:
     reader.attributes(node, {})
     weight = reader.constant(node, 1, "weight")
     if weight.ndim != 2:
@@ -498,7 +498,7 @@ def _import_matmul(reader: Reader, node: Any) -> None:
     )
 
 
-def _import_clip(reader: Reader, node: Any) -> None:
+def import_clip(reader: Reader, node: Any) -> None:
     """``Clip`` with constant bounds 0 and 6 is ReLU6 (min and max are inputs from opset 11,
     attributes before)."""
     attrs = reader.attributes(node, {"min": None, "max": None})
@@ -512,7 +512,7 @@ def _import_clip(reader: Reader, node: Any) -> None:
     reader.add_layer(node, ReLU6())
 
 
-def _import_hard_sigmoid(reader: Reader, node: Any) -> None:
+def import_hard_sigmoid(reader: Reader, node: Any) -> None:
     attrs = reader.attributes(node, {"alpha": 0.2, "beta": 0.5})
     alpha, beta = float(attrs["alpha"]), float(attrs["beta"])
     if not (np.isclose(alpha, 1 / 6, rtol=1e-6) and np.isclose(beta, 0.5, rtol=1e-6)):
@@ -522,7 +522,7 @@ def _import_hard_sigmoid(reader: Reader, node: Any) -> None:
     reader.add_layer(node, HardSigmoid())
 
 
-def _import_leaky_relu(reader: Reader, node: Any) -> None:
+def import_leaky_relu(reader: Reader, node: Any) -> None:
     alpha = _float32_value(reader.attributes(node, {"alpha": 0.01})["alpha"])
     try:
         layer = LeakyReLU(alpha)
@@ -531,7 +531,7 @@ def _import_leaky_relu(reader: Reader, node: Any) -> None:
     reader.add_layer(node, layer)
 
 
-def _import_dropout(reader: Reader, node: Any) -> None:
+def import_dropout(reader: Reader, node: Any) -> None:
     attrs = reader.attributes(node, {"seed": 0, "ratio": 0.5, "is_test": 0})
     ratio = reader.constant(node, 1, "ratio", required=False)
     training = reader.constant(node, 2, "training_mode", required=False)
@@ -547,5 +547,5 @@ def _import_dropout(reader: Reader, node: Any) -> None:
     reader.add_layer(node, layer)
 
 
-def _import_identity(reader: Reader, node: Any) -> None:
+def import_identity(reader: Reader, node: Any) -> None:
     reader.attributes(node, {})  # nothing to compute: no layer

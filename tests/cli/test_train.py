@@ -14,7 +14,7 @@ import pytest
 
 from cli.cases import train_args
 from cnn_im2col import cli
-from cnn_im2col.cli.train import _StopRequest
+from cnn_im2col.cli.train import StopRequest
 from cnn_im2col.model import Sequential
 
 
@@ -72,7 +72,7 @@ def test_sigint_checkpoints_and_resume_matches_an_uninterrupted_run(
     assert cli.main(train_args(idx_dir, reference, "--epochs", "2")) == 0
 
     calls = {"n": 0}
-    original = _StopRequest.__call__
+    original = StopRequest.__call__
 
     def signal_on_seventh_batch(self):
         calls["n"] += 1
@@ -82,7 +82,7 @@ def test_sigint_checkpoints_and_resume_matches_an_uninterrupted_run(
 
     out = tmp_path / "run"
     before = signal.getsignal(signal.SIGINT)  # Python's handler, or SIG_IGN in a background job
-    monkeypatch.setattr(_StopRequest, "__call__", signal_on_seventh_batch)
+    monkeypatch.setattr(StopRequest, "__call__", signal_on_seventh_batch)
     assert cli.main(train_args(idx_dir, out, "--epochs", "2")) == 130
     monkeypatch.undo()
     err = capsys.readouterr().err
@@ -126,7 +126,7 @@ def test_sigterm_exits_143_and_resume_at_epoch_end(idx_dir, tmp_path, monkeypatc
     reference = tmp_path / "reference"
     assert cli.main(train_args(idx_dir, reference, "--epochs", "2", "--optimizer", "sgd")) == 0
     calls = {"n": 0}
-    original = _StopRequest.__call__
+    original = StopRequest.__call__
 
     def term_at_epoch_end(self):
         calls["n"] += 1
@@ -135,7 +135,7 @@ def test_sigterm_exits_143_and_resume_at_epoch_end(idx_dir, tmp_path, monkeypatc
         return original(self)
 
     out = tmp_path / "run"
-    monkeypatch.setattr(_StopRequest, "__call__", term_at_epoch_end)
+    monkeypatch.setattr(StopRequest, "__call__", term_at_epoch_end)
     assert cli.main(train_args(idx_dir, out, "--epochs", "2", "--optimizer", "sgd")) == 143
     monkeypatch.undo()
     assert "SIGTERM received" in capsys.readouterr().err
@@ -314,7 +314,7 @@ def test_resume_keeps_the_model_of_the_run(idx_dir, tmp_path, monkeypatch, capsy
         return calls["n"] == 3
 
     out = tmp_path / "run"
-    monkeypatch.setattr(_StopRequest, "__call__", stop_on_third_batch)
+    monkeypatch.setattr(StopRequest, "__call__", stop_on_third_batch)
     assert cli.main(train_args(idx_dir, out, "--epochs", "2", "--model", "lenet")) == 130
     monkeypatch.undo()
     capsys.readouterr()
