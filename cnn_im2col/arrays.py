@@ -194,11 +194,11 @@ def _few_rows(a: np.ndarray, b: np.ndarray, threads: int) -> np.ndarray:
     def part(s: slice) -> None:
         out[:, s] = np.dot(bt[s], a.T).T
 
-    parts = threads if a.size * b.shape[1] >= _PARALLEL_GEMM_MACS else 1
-    if parts == 1 and _on_idle_cores(*a.shape, b.shape[1]):
+    if _on_idle_cores(*a.shape, b.shape[1]):  # (the pool's maps are serial there: no split)
         with _threads.idle_cores_blas():
             part(slice(None))
         return out
+    parts = threads if a.size * b.shape[1] >= _PARALLEL_GEMM_MACS else 1
     _threads.parallel_map(part, _threads.split(b.shape[1], parts))
     return out
 

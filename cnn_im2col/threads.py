@@ -10,8 +10,8 @@ none spins), and no kernel is a parallel Numba loop (Numba starts no threads). T
 a small batch, whose maps run serially (``batch_maps``) while the other cores idle: there a Dense
 layer's product with a large weight takes OpenBLAS's own threads for its duration
 (``idle_cores_blas``, ``arrays.gemm``), as handing it to the pool's Python workers costs more than
-it saves. Outside the engine the BLAS has
-the threads the user gave it: a user's own ``a @ b`` keeps its speed.
+it saves. Outside the engine the BLAS has the threads the user gave it: a user's own ``a @ b``
+keeps its speed.
 
 Why (measured on the 2-core machine of ``benchmarks/``, with a probe described in
 ``benchmarks/README.md``): LeNet's conv2 im2col + its 3 GEMMs took 7.8 ms with one 2-thread BLAS

@@ -115,6 +115,7 @@ def test_matmul_cuts_a_large_product_with_a_short_inner_axis_into_blocks(monkeyp
 
 @pytest.mark.parametrize("m, k, n, wide", [
     (1, 4096, 256, True), (3, 2048, 512, True),  # a Dense layer's weight larger than a core's L2
+    (7, 4096, 600, True),  # large enough that the pool would split it, were its maps not serial
     (1, 512, 512, False), (2, 1024, 128, False),  # it fits: stays on one thread
     (64, 288, 256, False), (17, 4096, 256, False),  # not a few rows: stays
 ])
