@@ -184,18 +184,7 @@ def _conv_forward(
         extra["transformed"] = frozen_transform(conv, weight)
     elif plan.strategy is tiled and frozen:
         extra["layout"] = frozen_tile_layout(conv, plan.geometry, image=x.shape[2:])
-    return plan.strategy.forward(
-        np.ascontiguousarray(x, dtype=weight.dtype),
-        weight,
-        conv.conv_bias(),
-        plan.geometry,
-        groups=conv.groups,
-        owner=repr(conv),
-        keep=bool(training),
-        relu=relu,
-        then=then,
-        **extra,
-    )
+    return conv.strategy_forward(x, plan, training, then, relu, **extra)
 
 
 def frozen_transform(conv: Conv2D, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -172,11 +172,19 @@ class Conv2D(Layer):
             then: Callable[[slice, np.ndarray], None] | None = None) -> np.ndarray:
         """``forward`` on ``x`` already checked; ``then(s, out[s])`` after each batch slice is
         written (the strategies' hook)."""
-        plan = self.plan(x.shape)
+        out, self._cache = self.strategy_forward(x, self.plan(x.shape), training, then)
+        return out
+
+    def strategy_forward(self, x: np.ndarray, plan: ConvPlan, training: bool,
+                         then: Callable[[slice, np.ndarray], None] | None = None,
+                         relu: bool = False, **extra: Any) -> tuple[np.ndarray, Any]:
+        """``plan``'s strategy on checked ``x`` with this layer's weight and bias: (output, the
+        cache its backward takes). ``relu``: fused; ``extra``: what a session's caller made once
+        for the strategy (``transformed``, ``layout``)."""
         weight = self.params["weight"]
         # at inference the im2col matrix is not kept (it is the layer's largest array); backward
         # still works after forward(training=False): it rebuilds it from x
-        out, self._cache = plan.strategy.forward(
+        return plan.strategy.forward(
             np.ascontiguousarray(x, dtype=weight.dtype),
             weight,
             self.conv_bias(),
@@ -184,9 +192,10 @@ class Conv2D(Layer):
             groups=self.groups,
             owner=repr(self),
             keep=bool(training),
+            relu=relu,
             then=then,
+            **extra,
         )
-        return out
 
     def conv_bias(self) -> np.ndarray | None:
         """The bias as the strategies take it: None, or C-contiguous in the weight's dtype."""
