@@ -26,6 +26,7 @@ from . import model_files
 from . import planning as _planning
 from ._files import path_text
 from .containers import CONTAINERS, generator_slots, is_container, layer_entry, state_entries
+from .fit_arguments import check_loss
 from .layers import LAYERS, Conv2D, Dense, Dropout, ReLU, Sigmoid, Softmax, Tanh
 from .losses import MeanSquaredError, SoftmaxCrossEntropy
 from .metrics import accuracy_for, resolve, wants_accuracy
@@ -38,7 +39,7 @@ from .shapes import (
     is_finite,
 )
 from .threads import batch_maps, uses_engine_blas
-from .training import Trainer, check_loss
+from .training import Trainer
 
 __all__ = ["IncompatibleKeys", "Sequential"]
 

@@ -9,8 +9,8 @@ Public API
   input checks.
 - :class:`TrainingRun` — one ``fit`` call: its position, history and callbacks
   (:mod:`cnn_im2col.callbacks`); :meth:`TrainingRun.train_step` is the one place a batch is
-  trained. The divergence guard (:class:`DivergenceGuard`) checks every step before it is
-  applied: a batch whose loss or gradient is NaN/Inf raises
+  trained. The divergence guard (:class:`~cnn_im2col.divergence.DivergenceGuard`) checks every
+  step before it is applied: a batch whose loss or gradient is NaN/Inf raises
   :class:`~cnn_im2col.exceptions.TrainingDiverged` naming the epoch and the batch, and
   ``should_stop()`` returning True after a batch raises
   :class:`~cnn_im2col.exceptions.TrainingInterrupted` (the checkpoint, if any, written first).
@@ -39,7 +39,6 @@ shows progress, logs and writes the checkpoint.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
@@ -60,153 +59,23 @@ from .callbacks import (
     wants_stop,
 )
 from .checkpoint import HISTORY_KEYS, Position
+from .divergence import DivergenceGuard, NonFiniteStep
 from .exceptions import TrainingDiverged, TrainingInterrupted
+from .fit_arguments import OWNER, checked_fit_arguments, checked_seed
 from .metrics import Accuracy, accuracy_for
-from .shapes import NonFiniteError, as_float_array, check_choice, check_int, is_finite
-from .threads import batch_maps, uses_engine_blas
+from .shapes import as_float_array, is_finite
+from .threads import uses_engine_blas
 
-__all__ = ["DivergenceGuard", "Trainer", "TrainingRun", "check_loss"]
-
-OWNER = "Sequential.fit"
+__all__ = ["Trainer", "TrainingRun"]
 
 
 def _print(message: str) -> None:
     print(message, flush=True)
 
 
-def _not_a_class(value: Any, name: str, owner: str, example: str) -> None:
-    if isinstance(value, type):
-        raise TypeError(
-            f"{owner}: {name} must be an instance, got the class {value.__name__} "
-            f"(instantiate it, e.g. {example})"
-        )
-
-
-def check_loss(loss: Any, owner: str) -> None:
-    """TypeError unless ``loss`` is a loss object (``forward(pred, target)``, ``backward()``)."""
-    _not_a_class(loss, "loss", owner, "SoftmaxCrossEntropy()")
-    if not (hasattr(loss, "forward") and hasattr(loss, "backward")):
-        raise TypeError(
-            f"{owner}: loss must have forward(pred, target) and backward() "
-            f"(e.g. losses.SoftmaxCrossEntropy()), got {loss!r}"
-        )
-
-
-# --------------------------------------------------------------------------------------------
-# Callbacks
-# --------------------------------------------------------------------------------------------
-
-
-class _NonFinite(Exception):
-    def __init__(self, what: str, value: float) -> None:
-        super().__init__(what)
-        self.what, self.value = what, value
-
-
-class DivergenceGuard:
-    """Runs a step's forward/backward and its optimizer update so that a NaN/Inf never lands in the
-    model: a non-finite loss or gradient raises ``_NonFinite`` before the update, and an update
-    that makes a parameter non-finite is undone (the parameters are copied back from ``backup``).
-    Either way the layers' buffers (BatchNorm2D's running statistics, which the step's forward
-    already moved) are put back as they were before the step (``restore_buffers``), so a step
-    reported as not applied left nothing of itself behind."""
-
-    def __init__(self) -> None:
-        self.backup: dict[str, np.ndarray] = {}  # the parameters before the current step
-        self.buffer_backup: dict[
-            str, np.ndarray
-        ] = {}  # the buffers before the current step's forward
-
-    @staticmethod
-    def _keep(store: dict[str, np.ndarray], arrays: dict[str, np.ndarray]) -> None:
-        """Copy ``arrays`` into ``store``, reusing its arrays where shape and dtype still match."""
-        for key, a in arrays.items():
-            kept = store.get(key)
-            if kept is None or kept.shape != a.shape or kept.dtype != a.dtype:
-                store[key] = np.array(a, copy=True)
-            else:
-                np.copyto(kept, a)
-
-    def restore_buffers(self, model: Any) -> None:
-        """Put the buffers back as ``forward_backward`` found them (in place: model files and
-        state_dict hold these arrays)."""
-        for key, a in model.buffers.items():
-            np.copyto(a, self.buffer_backup[key])
-
-    def forward_backward(
-        self,
-        model: Any,
-        xb: np.ndarray,
-        yb: np.ndarray,
-        loss: Any,
-        check_grads: bool = True,
-        weights: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, float, dict]:
-        """Forward, loss, backward; raise ``_NonFinite`` if the loss or (``check_grads``) a gradient
-        is NaN/Inf, with the buffers restored. ``weights`` (N,): each sample's loss is weighed
-        (the loss is ``mean(weights * loss.sample_losses())`` and each row of its gradient is
-        scaled by its weight), as Keras's ``sample_weight``."""
-        self._keep(self.buffer_backup, model.buffers)
-        try:
-            try:
-                # reported below as a divergence; a small batch's maps in the calling thread
-                with np.errstate(over="ignore", invalid="ignore"), batch_maps(xb.shape[0]):
-                    out = model.forward(xb, training=True)
-                    value = float(loss.forward(out, yb))
-                    if weights is not None:
-                        value = float(np.mean(weights * loss.sample_losses()))
-                    if not math.isfinite(value):
-                        raise _NonFinite(f"the loss is {value}", value)
-                    dout = loss.backward()
-                    if weights is not None:
-                        shape = (-1,) + (1,) * (dout.ndim - 1)
-                        dout = dout * weights.reshape(shape).astype(dout.dtype)
-                    model.backward(dout, input_grad=False)
-            except NonFiniteError as exc:
-                # the layers and losses refuse non-finite inputs: an activation or a gradient
-                # overflowed
-                raise _NonFinite(f"a value overflowed ({exc})", math.nan) from None
-            grads = model.grads
-            if check_grads:
-                for key, g in grads.items():
-                    if not is_finite(g):
-                        raise _NonFinite(
-                            f"the gradient of {key} is not finite (loss {value:.6g})", value
-                        )
-        except _NonFinite:
-            self.restore_buffers(model)
-            raise
-        return out, value, grads
-
-    def apply(self, model: Any, optimizer: Any, grads: dict, value: float) -> None:
-        """``optimizer.step``; if it makes a parameter NaN/Inf, put every parameter and buffer back
-        as it was and raise ``_NonFinite`` (the optimizer's own state, e.g. momentum, has
-        advanced)."""
-        params = model.params
-        self._keep(self.backup, params)
-        with np.errstate(over="ignore", invalid="ignore"):  # reported below as a divergence
-            optimizer.step(params, grads)
-            bad = next((key for key, p in params.items() if not is_finite(p)), None)
-        if bad is not None:
-            for key, p in params.items():
-                np.copyto(p, self.backup[key])
-            self.restore_buffers(model)
-            raise _NonFinite(
-                f"the optimizer step made {bad} non-finite (loss {value:.6g}; the parameters were "
-                f"restored to before the step)",
-                value,
-            )
-
-
 # --------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------
-
-
-def _seed_value(seed: Any, owner: str) -> int:
-    if seed is None:
-        return int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
-    return check_int(seed, "seed", owner, minimum=0)
 
 
 def _augmented(xb: Any, shape: tuple[int, ...], owner: str) -> np.ndarray:
@@ -266,7 +135,7 @@ class TrainingRun:
         return [float(fn(yb, out)) * out.shape[0] for fn in self.metrics.values()]
 
     # --- one step ----------------------------------------------------------------------------
-    def _diverged(self, exc: _NonFinite, epoch: int, b: int, batches: int) -> TrainingDiverged:
+    def _diverged(self, exc: NonFiniteStep, epoch: int, b: int, batches: int) -> TrainingDiverged:
         epochs = self.position.run["epochs"]
         lr = float(self.optimizer.lr) if hasattr(self.optimizer, "lr") else None
         lr_text = f"{lr:.3g}" if lr is not None else "?"
@@ -323,7 +192,7 @@ class TrainingRun:
                     )
                 loss_sum, correct = value * count, self._correct(out, yb[lo:hi])
                 metric_sums = self._metric_sums(out, yb[lo:hi])
-            except _NonFinite as exc:
+            except NonFiniteStep as exc:
                 failure, grads = exc, self.model.grads
         else:
             grads = self.model.grads  # no sample in this rank's share: it contributes zeros
@@ -339,7 +208,7 @@ class TrainingRun:
         if failed_ranks or not is_finite(dp.buffer):
             self.guard.restore_buffers(self.model)  # this rank's forward moved them too
             if failure is None:
-                failure = _NonFinite(
+                failure = NonFiniteStep(
                     "the loss or a gradient on another rank is not finite"
                     if failed_ranks
                     else "the sum of the ranks' gradients is not finite",
@@ -395,7 +264,7 @@ class TrainingRun:
                         loss_sum, correct, count, stop, metric_sums = self.train_step(
                             xb, yb, [seed, epoch, b]
                         )
-                    except _NonFinite as exc:
+                    except NonFiniteStep as exc:
                         raise self._diverged(exc, epoch, b, batches) from None
                     if self.scheduler is not None and self.scheduler_interval == "batch":
                         self.scheduler.step()
@@ -591,7 +460,7 @@ class Trainer:
             else None
         )
         try:
-            args = _checked(
+            args = checked_fit_arguments(
                 self,
                 x,
                 y,
@@ -622,7 +491,7 @@ class Trainer:
                 parallel.agree({"error": f"{type(exc).__name__}: {exc}"}, owner)
             raise
         epochs, batch_size, x, y, val, callbacks, checkpoint, weights = args
-        seed_value = _seed_value(seed, owner)
+        seed_value = checked_seed(seed, owner)
         if parallel is not None:
             if seed is None:
                 seed_value = parallel.from_root_object(seed_value)
@@ -719,190 +588,3 @@ class Trainer:
         return _checkpoint.load_checkpoint(
             path_text(path, "Sequential.load_checkpoint"), cls._builder(custom_layers)
         )
-
-
-def _checked(
-    model: Any,
-    x: Any,
-    y: Any,
-    *,
-    epochs: Any,
-    batch_size: Any,
-    optimizer: Any,
-    loss: Any,
-    validation_data: Any,
-    validation_split: Any,
-    sample_weight: Any,
-    class_weight: Any,
-    seed: Any,
-    shuffle: Any,
-    scheduler: Any,
-    scheduler_interval: Any,
-    augment: Any,
-    callbacks: Any,
-    checkpoint: Any,
-    checkpoint_extra: Any,
-    should_stop: Any,
-) -> tuple:
-    """Validate ``fit``'s arguments (TypeError/ValueError naming the argument); return ``(epochs,
-    batch_size, x, y, validation pair or None, callbacks as a list, checkpoint path or None,
-    each training sample's weight or None)``."""
-    owner = OWNER
-    epochs = check_int(epochs, "epochs", owner, minimum=1)
-    batch_size = check_int(batch_size, "batch_size", owner, minimum=1)
-    check_choice(scheduler_interval, "scheduler_interval", ("epoch", "batch"), owner)
-    if not isinstance(shuffle, (bool, np.bool_)):
-        raise TypeError(f"{owner}: shuffle must be True or False, got {shuffle!r}")
-    _not_a_class(optimizer, "optimizer", owner, "Adam(1e-3)")
-    if not (hasattr(optimizer, "step") and hasattr(optimizer, "lr")):
-        raise TypeError(
-            f"{owner}: optimizer must have step(params, grads) and lr (e.g. optim.Adam), "
-            f"got {type(optimizer).__name__}"
-        )
-    check_loss(loss, owner)
-    _not_a_class(scheduler, "scheduler", owner, "CosineAnnealingLR(optimizer, t_max=10)")
-    if scheduler is not None and not hasattr(scheduler, "step"):
-        raise TypeError(
-            f"{owner}: scheduler must have step() (e.g. optim.CosineAnnealingLR), "
-            f"got {type(scheduler).__name__}"
-        )
-    bound = getattr(scheduler, "optimizer", optimizer)
-    if bound is not optimizer:
-        raise ValueError(
-            f"{owner}: scheduler {type(scheduler).__name__} was built on another "
-            f"optimizer ({type(bound).__name__} at {id(bound):#x}), not on the one "
-            f"given to fit ({type(optimizer).__name__} at {id(optimizer):#x}), so the "
-            f"learning rate would never change; build it on fit's optimizer"
-        )
-    if augment is not None and not callable(augment):
-        raise TypeError(
-            f"{owner}: augment must be a callable augment(x, rng) -> x, got {augment!r}"
-        )
-    callbacks = list(callbacks)
-    for cb in callbacks:
-        if not callable(cb) and not isinstance(cb, Callback):
-            raise TypeError(
-                f"{owner}: callbacks must be callables cb(model, logs) or callbacks.Callback "
-                f"instances, got {cb!r}"
-            )
-    if should_stop is not None and not callable(should_stop):
-        raise TypeError(
-            f"{owner}: should_stop must be a callable returning bool, got {should_stop!r}"
-        )
-    if checkpoint is not None:
-        checkpoint = path_text(checkpoint, owner, "checkpoint")
-        if not (hasattr(optimizer, "state_dict") and hasattr(optimizer, "config")):
-            raise TypeError(
-                f"{owner}: checkpointing needs an optimizer with state_dict() and config() "
-                f"(optim.SGD, optim.Adam), got {type(optimizer).__name__}"
-            )
-    if checkpoint_extra is not None:
-        try:
-            json.dumps(dict(checkpoint_extra))
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"{owner}: checkpoint_extra must be a JSON-able dict, got {checkpoint_extra!r} "
-                f"({exc})"
-            ) from None
-
-    model._check_loss_fits(loss, owner)
-    x = model._check_inputs(x, owner)
-    out_shape = model.check_shapes(x.shape[1:])[-1]
-    y = model._check_targets(y, x.shape[0], out_shape, owner)
-    weights = _sample_weights(sample_weight, class_weight, y, loss, owner)
-    if augment is not None and hasattr(augment, "check"):
-        augment.check(x.shape[1:], owner)
-    val = None
-    if (
-        isinstance(validation_split, (bool, np.bool_))
-        or not isinstance(validation_split, (int, float))
-        or not 0.0 <= validation_split < 1.0
-    ):
-        raise ValueError(
-            f"{owner}: validation_split must be a number in [0, 1), got {validation_split!r}"
-        )
-    if validation_split:
-        if validation_data is not None:
-            raise ValueError(f"{owner}: give validation_data or validation_split, not both")
-        held = int(x.shape[0] * validation_split)
-        if held < 1 or held == x.shape[0]:
-            raise ValueError(
-                f"{owner}: validation_split={validation_split} of {x.shape[0]} samples "
-                f"holds out {held}; it must leave at least one sample on each side"
-            )
-        x, y, validation_data = x[:-held], y[:-held], (x[-held:], y[-held:])
-        weights = None if weights is None else weights[:-held]
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise TypeError(
-                f"{owner}: validation_data must be a pair (x_val, y_val), got "
-                f"{type(validation_data).__name__}"
-            )
-        xv = as_float_array(validation_data[0], "validation x", owner)
-        if xv.shape[1:] != x.shape[1:]:
-            raise ValueError(
-                f"{owner}: validation x must have per-sample shape {x.shape[1:]} like x, "
-                f"got {xv.shape[1:]} (shape {xv.shape})"
-            )
-        yv = model._check_targets(
-            validation_data[1], xv.shape[0], out_shape, owner, name="validation y"
-        )
-        val = (xv, yv)
-    model._learn_input_shape(x.shape[1:])  # every argument checked: the model learns the shape
-    return epochs, batch_size, x, y, val, callbacks, checkpoint, weights
-
-
-def _sample_weights(
-    sample_weight: Any, class_weight: Any, y: np.ndarray, loss: Any, owner: str
-) -> np.ndarray | None:
-    """Each sample's weight, float64 (N,): ``sample_weight`` times its class's ``class_weight``
-    (classes it does not name weigh 1, as in Keras), or None without either."""
-    if sample_weight is None and class_weight is None:
-        return None
-    if not callable(getattr(loss, "sample_losses", None)):
-        raise TypeError(
-            f"{owner}: sample_weight and class_weight need a loss with sample_losses() "
-            f"(losses.SoftmaxCrossEntropy, losses.MeanSquaredError), got {loss!r}"
-        )
-    weights = np.ones(y.shape[0])
-    if sample_weight is not None:
-        try:
-            given = np.asarray(sample_weight, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"{owner}: sample_weight must be an array of numbers, got {sample_weight!r}"
-            ) from None
-        if given.shape != (y.shape[0],):
-            raise ValueError(
-                f"{owner}: sample_weight must have one weight per sample, shape ({y.shape[0]},), "
-                f"got shape {given.shape}"
-            )
-        if not (np.isfinite(given).all() and (given >= 0).all()):
-            raise ValueError(f"{owner}: sample_weight must be finite and >= 0")
-        weights *= given
-    if class_weight is not None:
-        if not isinstance(class_weight, Mapping):
-            raise TypeError(
-                f"{owner}: class_weight must be a dict {{class: weight}}, got {class_weight!r}"
-            )
-        labels = y if y.ndim == 1 else (y.argmax(axis=1) if y.ndim == 2 else None)
-        if labels is None or y.ndim == 2 and y.shape[1] < 2:
-            raise ValueError(f"{owner}: class_weight needs class labels or probability rows")
-        classes = int(labels.max()) + 1 if y.ndim == 1 else y.shape[1]
-        for cls, weight in class_weight.items():
-            if isinstance(cls, (bool, np.bool_)) or not isinstance(cls, (int, np.integer)):
-                raise TypeError(f"{owner}: class_weight keys must be class indices, got {cls!r}")
-            if (
-                isinstance(weight, (bool, np.bool_))
-                or not isinstance(weight, (int, float))
-                or not (math.isfinite(weight) and weight >= 0)
-            ):
-                raise ValueError(
-                    f"{owner}: class_weight[{cls}] must be a finite number >= 0, got {weight!r}"
-                )
-            if cls < 0 or (y.ndim == 2 and cls >= classes):
-                raise ValueError(
-                    f"{owner}: class_weight names class {cls}, outside 0..{classes - 1}"
-                )
-            weights[labels == cls] *= float(weight)
-    return weights
