@@ -1,5 +1,6 @@
-"""Small seeded networks and data shared by the model, training, checkpoint, blocks and planning
-tests, and the assertions that compare their weights. A helper, not a test module."""
+"""Small seeded networks and data shared by the model, training (fit's arguments and the divergence
+guard too), checkpoint, blocks and planning tests, and the assertions that compare their weights. A
+helper, not a test module."""
 
 import numpy as np
 
@@ -46,6 +47,18 @@ def small_net(seed=0, dropout=0.0, dtype=np.float32):
         Dense(4 * 3 * 3, 16, dtype=dtype, seed=seed + 1), ReLU(), Dropout(dropout, seed=seed + 2),
         Dense(16, 10, dtype=dtype, seed=seed + 3),
     ])
+
+
+def small():
+    rng = np.random.default_rng(0)
+    x, y = rng.random((10, 6)), rng.integers(0, 3, 10)
+    return (
+        Sequential(
+            [Dense(6, 8, dtype=np.float64, seed=0), ReLU(), Dense(8, 3, dtype=np.float64, seed=1)]
+        ),
+        x,
+        y,
+    )
 
 
 def data(n=16, seed=0, classes=10, size=8):

@@ -29,13 +29,13 @@ import pytest
 import test_augment
 import test_checkpoint
 import test_datasets_errors
+import test_fit_arguments
 import test_gradcheck
 import test_init
 import test_losses
 import test_model
 import test_optim
 import test_threads
-import test_training
 from bad_input import (
     BAD_DTYPE,
     BAD_FLOAT,
@@ -549,7 +549,7 @@ def test_bad_input(tmp_path, call, error, who, got, allowed):
 TABLES = {
     "test_errors": CASES,
     "test_model": test_model.BAD_INPUTS,
-    "test_training": test_training.BAD_INPUTS,
+    "test_fit_arguments": test_fit_arguments.BAD_INPUTS,
     "test_checkpoint": test_checkpoint.BAD_INPUTS,
     "test_augment": test_augment.BAD_INPUTS,
     "test_losses": test_losses.BAD_INPUTS,

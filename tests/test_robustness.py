@@ -1,5 +1,5 @@
 """Robustness of the whole engine: interruption, untrusted files, numerical stability, determinism.
-(The divergence guard of the training loop is tested in test_training.py.)
+(The divergence guard of the training loop is tested in test_divergence.py.)
 
 - Interruption: ``atomic_write`` and ``cnn-im2col train`` are SIGKILLed at seeded random moments
   (and at moments when a checkpoint is being written); the target file is always absent, the

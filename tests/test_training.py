@@ -1,48 +1,30 @@
 """Tests for cnn_im2col.training, the loop of ``Sequential.fit``: learning, history and log lines,
-callbacks, the validation of its arguments (its bad inputs included), the divergence guard (a
-NaN/Inf loss or an overflowing step stops it, the step not applied, the last good checkpoint kept),
-checkpoints written during training, interruption and bit-identical resume, and where the loop's
-public names live."""
+callbacks, checkpoints written during training, interruption and bit-identical resume, and where
+the loop's public names live. The divergence guard is tested in test_divergence.py, the checks of
+fit's arguments (its bad inputs included) in test_fit_arguments.py."""
 
 import json
 import math
-import re
-import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
-from bad_input import (
-    FINITE,
-    INT0,
-    INT1,
-    REAL,
-    ROW_FIELDS,
-    XM,
-    YM,
-    bad_labels,
-    check_bad_input,
-    fit_tiny,
-    rows,
-    with_value,
-)
-from hypothesis import given
 from small_nets import (
     assert_same_buffers,
     assert_same_params,
     bn_net,
     data,
     fit,
+    small,
     small_net,
     snapshot,
 )
 
 import cnn_im2col
-from cnn_im2col import callbacks, losses, optim, training
+from cnn_im2col import callbacks, training
 from cnn_im2col import model as model_module
 from cnn_im2col.augment import RandomShift
-from cnn_im2col.exceptions import TrainingDiverged, TrainingInterrupted
-from cnn_im2col.layers import BatchNorm2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid
+from cnn_im2col.exceptions import TrainingInterrupted
+from cnn_im2col.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid
 from cnn_im2col.losses import MeanSquaredError, SoftmaxCrossEntropy
 from cnn_im2col.model import Sequential
 from cnn_im2col.optim import SGD, Adam, CosineAnnealingLR
@@ -65,18 +47,6 @@ class Recorder(callbacks.Callback):
     def on_epoch_end(self, trainer, epoch, logs):
         self.events.append(("end", epoch, logs["epoch"], len(trainer.history["loss"])))
         return epoch == 1  # stop after the second epoch
-
-
-def small():
-    rng = np.random.default_rng(0)
-    x, y = rng.random((10, 6)), rng.integers(0, 3, 10)
-    return (
-        Sequential(
-            [Dense(6, 8, dtype=np.float64, seed=0), ReLU(), Dense(8, 3, dtype=np.float64, seed=1)]
-        ),
-        x,
-        y,
-    )
 
 
 def test_callback_instances_get_every_hook_in_order_and_can_stop():
@@ -112,24 +82,6 @@ def test_callback_instances_get_every_hook_in_order_and_can_stop():
     ]
 
 
-def test_a_callback_that_is_neither_callable_nor_a_callback_is_refused():
-    model, x, y = small()
-    with pytest.raises(
-        TypeError,
-        match=r"callbacks must be callables cb\(model, logs\) or callbacks\.Callback "
-        r"instances, got 'no'",
-    ):
-        model.fit(
-            x,
-            y,
-            epochs=1,
-            batch_size=4,
-            optimizer=SGD(0.1),
-            loss=SoftmaxCrossEntropy(),
-            callbacks=["no"],
-        )
-
-
 def test_the_model_module_does_not_re_export_the_loops_names():
     assert training.TrainingDiverged is cnn_im2col.TrainingDiverged
     assert training.TrainingInterrupted is cnn_im2col.TrainingInterrupted
@@ -161,12 +113,8 @@ def test_imports_run_one_way_the_model_inherits_the_loop_which_never_imports_the
     assert Sequential.fit is training.Trainer.fit  # an ordinary method, not one patched in
 
 
-def listing(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
-
-
 # ------------------------------------------------------------------------------------------
-# fit: learning, history, logs, callbacks, validation up front
+# fit: learning, history, logs, callbacks
 # ------------------------------------------------------------------------------------------
 
 
@@ -286,83 +234,6 @@ def test_fit_accepts_dense_targets_with_mse():
     assert history["loss"][-1] < history["loss"][0]
 
 
-BAD_FIT = [
-    ({"y": np.zeros(15, dtype=np.int64)}, ValueError, "x has 16 samples but y has 15"),
-    ({"y": np.full(16, 10)}, ValueError, r"labels must be in \[0, 10\).*got 10 at index 0"),
-    ({"y": np.full(16, -1)}, ValueError, r"labels must be in \[0, 10\)"),
-    ({"y": np.zeros(16, dtype=np.float32)}, TypeError, "labels must be integers"),
-    ({"y": np.zeros((16, 3), dtype=np.float32)}, ValueError, "targets must have shape"),
-    ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1"),
-    ({"batch_size": 2.5}, TypeError, "batch_size"),
-    ({"epochs": 0}, ValueError, "epochs must be an int >= 1"),
-    (
-        {"x": np.zeros((0, 1, 8, 8), np.float32), "y": np.zeros(0, np.int64)},
-        ValueError,
-        "must not be empty",
-    ),
-    ({"x": np.full((16, 1, 8, 8), np.nan, np.float32)}, ValueError, "NaN or Inf"),
-    ({"x": np.zeros((16, 1, 10, 10), np.float32)}, ValueError, "layer 4 Dense"),
-    ({"x": np.zeros(16, np.float32)}, ValueError, "at least 2 dimensions"),
-    ({"optimizer": "adam"}, TypeError, "optimizer must have step"),
-    ({"loss": "ce"}, TypeError, "loss must have forward"),
-    ({"scheduler": 3}, TypeError, "scheduler must have step"),
-    ({"scheduler_interval": "step"}, ValueError, "scheduler_interval"),
-    ({"seed": -1}, ValueError, "seed"),
-    (
-        {"validation_data": (np.zeros((4, 1, 8, 8), np.float32),)},
-        TypeError,
-        "validation_data must be a pair",
-    ),
-    (
-        {"validation_data": (np.zeros((4, 1, 7, 7), np.float32), np.zeros(4, np.int64))},
-        ValueError,
-        "validation x must have per-sample shape",
-    ),
-    (
-        {"validation_data": (np.zeros((4, 1, 8, 8), np.float32), np.full(4, 12))},
-        ValueError,
-        r"validation y labels must be in \[0, 10\)",
-    ),
-    ({"augment": 2}, TypeError, "augment must be a callable"),
-]
-
-
-@pytest.mark.parametrize(("change", "error", "match"), BAD_FIT)
-def test_fit_validates_up_front(change, error, match):
-    x, y = data(16)
-    model = small_net()
-    before = snapshot(model)
-    args = {"x": x, "y": y}
-    args.update(change)
-    with pytest.raises(error, match=match):
-        fit(model, args.pop("x"), args.pop("y"), **args)
-    assert_same_params(model, before)  # nothing was trained
-
-
-@pytest.mark.parametrize(
-    ("change", "match"),
-    [
-        ({"optimizer": SGD}, r"optimizer must be an instance, got the class SGD \(instantiate it"),
-        (
-            {"loss": SoftmaxCrossEntropy},
-            r"loss must be an instance, got the class SoftmaxCrossEntropy",
-        ),
-        (
-            {"scheduler": CosineAnnealingLR},
-            r"scheduler must be an instance, got the class CosineAnnealingLR",
-        ),
-        ({"checkpoint": 3}, r"checkpoint must be a str or os.PathLike, got 3"),
-        ({"checkpoint_extra": {"f": object()}}, r"checkpoint_extra must be a JSON-able dict"),
-    ],
-)
-def test_fit_refuses_classes_and_bad_checkpoint_arguments(change, match):
-    x, y = data(16)
-    with pytest.raises(TypeError, match=match):
-        fit(small_net(), x, y, **change)
-    with pytest.raises(TypeError, match="loss must be an instance"):
-        small_net().evaluate(x, y, loss=MeanSquaredError)
-
-
 @pytest.mark.parametrize(
     "augment, error, message",
     [
@@ -401,210 +272,6 @@ def test_a_broken_augmentation_is_named_not_reported_as_a_divergence(augment, er
             progress=False,
             log=None,
         )
-
-
-# ------------------------------------------------------------------------------------------
-# the divergence guard: a NaN/Inf loss or an overflowing step stops fit, the step not applied
-# ------------------------------------------------------------------------------------------
-
-
-class NaNOnCall(SoftmaxCrossEntropy):
-    """SoftmaxCrossEntropy whose ``k``-th forward returns NaN; remembers the params at that call."""
-
-    def __init__(self, model, k):
-        super().__init__()
-        self.model, self.k, self.calls, self.params_then = model, k, 0, None
-
-    def forward(self, pred, target):
-        self.calls += 1
-        value = super().forward(pred, target)
-        if self.calls == self.k:
-            self.params_then = snapshot(self.model)
-            return math.nan
-        return value
-
-
-def test_divergence_names_epoch_and_batch_and_skips_the_step():
-    x, y = data(24)
-    model = small_net()
-    loss = NaNOnCall(model, k=5)  # 3 batches per epoch: epoch 2, batch 2
-    with pytest.raises(TrainingDiverged) as info:
-        fit(model, x, y, epochs=3, loss=loss, optimizer=SGD(0.1))
-    err = info.value
-    assert isinstance(err, FloatingPointError)
-    assert (err.epoch, err.batch) == (2, 2) and math.isnan(err.loss) and err.lr == 0.1
-    assert "epoch 2/3, batch 2/3" in str(err) and "learning rate (0.1)" in str(err)
-    assert "not applied" in str(err)
-    assert_same_params(model, loss.params_then)
-
-
-class NaNOnCallKeepingBuffers(NaNOnCall):
-    """NaNOnCall that also remembers the buffers as the failing step found them (after the forward
-    of the call before: only a forward moves them)."""
-
-    def forward(self, pred, target):
-        if self.calls + 1 == self.k - 1:
-            self.buffers_then = {k: v.copy() for k, v in self.model.buffers.items()}
-        return super().forward(pred, target)
-
-
-def test_divergence_puts_the_batchnorm_running_statistics_back():
-    """The step reported as not applied leaves nothing behind: its forward had already moved
-    BatchNorm2D's running statistics (and the batch count), and they are restored."""
-    x, y = data(24)
-    model = Sequential(
-        [Conv2D(1, 4, 3, seed=0), BatchNorm2D(4), ReLU(), Flatten(), Dense(4 * 6 * 6, 10, seed=1)]
-    )
-    loss = NaNOnCallKeepingBuffers(model, k=5)
-    with pytest.raises(TrainingDiverged, match="not applied"):
-        fit(model, x, y, epochs=3, loss=loss, optimizer=SGD(0.1))
-    assert model.buffers.keys() == loss.buffers_then.keys() and loss.buffers_then
-    for key, value in model.buffers.items():
-        np.testing.assert_array_equal(value, loss.buffers_then[key], err_msg=key)
-    assert int(model.buffers["1.num_batches_tracked"]) == 4  # the 4 applied steps, not the 5th
-
-
-def test_real_divergence_with_a_huge_learning_rate():
-    x, y = data(64)
-    model = Sequential([Conv2D(1, 4, 3, seed=1), ReLU(), Flatten(), Dense(144, 10, seed=2)])
-    with pytest.raises(TrainingDiverged, match=r"epoch \d+/50, batch \d+/4.*learning rate \(50\)"):
-        fit(model, x, y, epochs=50, batch_size=16, optimizer=SGD(50.0), loss=MeanSquaredError())
-    assert all(np.isfinite(p).all() for p in model.params.values())
-
-
-def test_an_optimizer_step_that_overflows_is_undone_and_reported(tmp_path):
-    x, y = data(8)
-    model = Sequential([Flatten(), Dense(64, 10, seed=0)])
-    optimizer = SGD(0.01)
-    at_end = {}
-
-    def huge_lr_after_epoch_1(m, logs):
-        at_end[logs["epoch"]] = snapshot(m)
-        optimizer.lr = 1e38  # lr * gradient overflows float32
-
-    with pytest.raises(
-        TrainingDiverged,
-        match=r"epoch 2/3, batch 1/1: the optimizer step made 1\.weight non-finite",
-    ):
-        fit(
-            model,
-            x * 100,
-            y,
-            epochs=3,
-            batch_size=8,
-            optimizer=optimizer,
-            checkpoint=tmp_path / "c.npz",
-            callbacks=[huge_lr_after_epoch_1],
-        )
-    assert_same_params(model, at_end[1])  # restored
-    ckpt = Sequential.load_checkpoint(tmp_path / "c.npz")
-    assert (ckpt.state["epoch"], ckpt.state["batch"]) == (1, 0)
-    assert_same_params(ckpt.model, at_end[1])
-
-
-class BadLossAt(losses.SoftmaxCrossEntropy):
-    """Cross-entropy whose ``k``-th forward returns ``value`` (NaN or +-Inf)."""
-
-    def __init__(self, k, value):
-        super().__init__()
-        self.k, self.value, self.calls = k, value, 0
-
-    def forward(self, pred, target):
-        self.calls += 1
-        result = super().forward(pred, target)
-        return self.value if self.calls == self.k else result
-
-
-@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_divergence_names_epoch_batch_and_lr_and_keeps_the_last_good_checkpoint(tmp_path, bad):
-    x, y = data(24)
-    model = small_net(dropout=0.25)
-    path = tmp_path / "ckpt.npz"
-    at_epoch_end = {}
-
-    def remember(m, logs):
-        at_epoch_end[logs["epoch"]] = snapshot(m)
-
-    with pytest.raises(
-        TrainingDiverged, match=r"(?s)epoch 2/3, batch 2/3.*learning rate \(0\.05\).*smaller"
-    ):
-        model.fit(
-            x,
-            y,
-            epochs=3,
-            batch_size=8,
-            optimizer=SGD(0.05, momentum=0.9),
-            loss=BadLossAt(5, bad),
-            seed=0,
-            progress=False,
-            log=None,
-            checkpoint=path,
-            callbacks=[remember],
-        )
-    assert list(at_epoch_end) == [1]
-    ckpt = Sequential.load_checkpoint(path)
-    assert (ckpt.state["epoch"], ckpt.state["batch"]) == (1, 0)
-    assert_same_params(ckpt.model.params, at_epoch_end[1])  # the last good weights, exactly
-    assert listing(tmp_path) == ["ckpt.npz"]  # nothing half-written beside it
-
-
-def test_a_real_float32_overflow_is_a_divergence_not_a_crash(tmp_path):
-    x, y = data(32)
-    model = Sequential(
-        [Flatten(), Dense(64, 10, seed=0)]
-    )  # logits grow by lr * x per step: float32 overflows
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no RuntimeWarning (overflow, invalid value) escapes
-        with pytest.raises(
-            TrainingDiverged, match=r"epoch \d+/40, batch \d+/4.*learning rate \(1e\+36\)"
-        ):
-            model.fit(
-                x * 100,
-                y,
-                epochs=40,
-                batch_size=8,
-                optimizer=SGD(1e36),
-                loss=losses.SoftmaxCrossEntropy(),
-                seed=0,
-                progress=False,
-                log=None,
-                checkpoint=tmp_path / "c.npz",
-            )
-    assert all(np.isfinite(p).all() for p in model.params.values())
-    if (tmp_path / "c.npz").exists():
-        ckpt = Sequential.load_checkpoint(tmp_path / "c.npz")
-        assert all(np.isfinite(p).all() for p in ckpt.model.params.values())
-
-
-def test_weights_that_overflow_in_the_optimizer_never_replace_the_last_good_checkpoint(tmp_path):
-    x, y = data(8)
-    model = Sequential([Flatten(), Dense(64, 10, seed=0)])
-    optimizer = SGD(0.01)
-    saved = {}
-
-    def raise_lr_after_epoch_1(m, logs):
-        saved[logs["epoch"]] = snapshot(m)
-        optimizer.lr = 1e38  # lr * gradient overflows float32 in the next step
-
-    with pytest.raises(TrainingDiverged, match=r"epoch 2/3, batch 1/1"):
-        model.fit(
-            x * 100,
-            y,
-            epochs=3,
-            batch_size=8,
-            optimizer=optimizer,
-            loss=losses.SoftmaxCrossEntropy(),
-            seed=0,
-            progress=False,
-            log=None,
-            checkpoint=tmp_path / "c.npz",
-            callbacks=[raise_lr_after_epoch_1],
-        )
-    ckpt = Sequential.load_checkpoint(
-        tmp_path / "c.npz"
-    )  # the epoch-1 state, never the overflowed one
-    assert (ckpt.state["epoch"], ckpt.state["batch"]) == (1, 0)
-    assert_same_params(ckpt.model.params, saved[1])
 
 
 # ------------------------------------------------------------------------------------------
@@ -708,17 +375,6 @@ def test_resume_refuses_different_settings(tmp_path):
         Sequential.load_checkpoint(tmp_path / "m.npz")
 
 
-def test_divergence_leaves_the_last_epoch_checkpoint(tmp_path):
-    x, y = data(24)
-    model = small_net()
-    path = tmp_path / "c.npz"
-    loss = NaNOnCall(model, k=5)  # epoch 2, batch 2
-    with pytest.raises(TrainingDiverged):
-        fit(model, x, y, epochs=3, loss=loss, optimizer=SGD(0.1), checkpoint=path)
-    ckpt = Sequential.load_checkpoint(path)
-    assert (ckpt.state["epoch"], ckpt.state["batch"]) == (1, 0)
-
-
 @pytest.mark.parametrize("stop_after", [3, 4])
 def test_resume_with_batch_norm_is_bit_identical(tmp_path, stop_after):
     """Running statistics travel in the checkpoint: the resumed run ends with the same weights AND
@@ -755,315 +411,6 @@ def test_resume_with_batch_norm_is_bit_identical(tmp_path, stop_after):
     run(ckpt.model, ckpt.optimizer, resume=ckpt.state)
     assert_same_params(ckpt.model, reference)
     assert_same_buffers(ckpt.model, reference)
-
-
-# ------------------------------------------------------------------------------------------
-# bad inputs: the battery's rows for the training loop (Sequential.fit) (machinery: bad_input.py)
-# ------------------------------------------------------------------------------------------
-
-BAD_INPUTS = {
-    "fit epochs=0": (
-        lambda t: fit_tiny(epochs=0),
-        ValueError,
-        r"Sequential\.fit: epochs",
-        r"got 0",
-        INT1,
-    ),
-    "fit epochs=-1": (
-        lambda t: fit_tiny(epochs=-1),
-        ValueError,
-        r"Sequential\.fit: epochs",
-        r"got -1",
-        INT1,
-    ),
-    "fit epochs=1.5": (
-        lambda t: fit_tiny(epochs=1.5),
-        TypeError,
-        r"Sequential\.fit: epochs",
-        r"got 1\.5",
-        INT1,
-    ),
-    "fit batch_size=0": (
-        lambda t: fit_tiny(batch_size=0),
-        ValueError,
-        r"Sequential\.fit: batch_size",
-        r"got 0",
-        INT1,
-    ),
-    "fit batch_size=True": (
-        lambda t: fit_tiny(batch_size=True),
-        TypeError,
-        r"Sequential\.fit: batch_size",
-        r"got True",
-        INT1,
-    ),
-    "fit x and y of different lengths": (
-        lambda t: fit_tiny(y=YM[:4]),
-        ValueError,
-        r"Sequential\.fit: x",
-        r"y has 4 rows",
-        r"x has 5 samples .* must match",
-    ),
-    "fit label == number of classes": (
-        lambda t: fit_tiny(y=np.array([0, 1, 3, 0, 1])),
-        ValueError,
-        r"Sequential\.fit: y labels",
-        r"got 3 at index 2",
-        r"\[0, 3\) for the network's 3 outputs",
-    ),
-    "fit negative label": (
-        lambda t: fit_tiny(y=np.array([0, 1, -1, 0, 1])),
-        ValueError,
-        r"Sequential\.fit: y labels",
-        r"got -1 at index 2",
-        r"\[0, 3\)",
-    ),
-    "fit non-integer labels": (
-        lambda t: fit_tiny(y=np.array([0, 1, 1.5, 0, 1])),
-        TypeError,
-        r"Sequential\.fit: y labels",
-        r"dtype float64",
-        r"must be integers",
-    ),
-    "fit string labels": (
-        lambda t: fit_tiny(y=np.array(list("abcde"))),
-        TypeError,
-        r"Sequential\.fit: y",
-        r"dtype <U1",
-        r"integer class labels",
-    ),
-    "fit bool labels": (
-        lambda t: fit_tiny(y=np.ones(5, bool)),
-        TypeError,
-        r"Sequential\.fit: y",
-        r"dtype bool",
-        r"integer class labels",
-    ),
-    "fit y=None": (
-        lambda t: fit_tiny(y=None),
-        TypeError,
-        r"Sequential\.fit: y",
-        r"dtype object",
-        r"integer class labels",
-    ),
-    "fit scalar y": (
-        lambda t: fit_tiny(y=3),
-        ValueError,
-        r"Sequential\.fit: x",
-        r"y has a scalar",
-        r"must match",
-    ),
-    "fit labels of shape (N, 1)": (
-        lambda t: fit_tiny(y=YM[:, None]),
-        ValueError,
-        r"Sequential\.fit: y targets",
-        r"got \(5, 1\)",
-        r"shape \(N, \*\(3,\)\)",
-    ),
-    "fit x with NaN": (
-        lambda t: fit_tiny(x=with_value(XM, np.nan, (3, 0, 2, 2))),
-        ValueError,
-        r"Sequential\.fit: x",
-        *FINITE,
-    ),
-    "fit x with Inf": (
-        lambda t: fit_tiny(x=with_value(XM, np.inf)),
-        ValueError,
-        r"Sequential\.fit: x",
-        *FINITE,
-    ),
-    "fit empty batch": (
-        lambda t: fit_tiny(x=XM[:0], y=YM[:0]),
-        ValueError,
-        r"Sequential\.fit: x",
-        r"got shape \(0, 1, 6, 6\)",
-        r"must not be empty",
-    ),
-    "fit object x": (
-        lambda t: fit_tiny(x=XM.astype(object)),
-        TypeError,
-        r"Sequential\.fit: x",
-        r"dtype object",
-        REAL,
-    ),
-    "fit complex x": (
-        lambda t: fit_tiny(x=XM.astype(complex)),
-        TypeError,
-        r"Sequential\.fit: x",
-        r"complex128",
-        REAL,
-    ),
-    "fit wrong channel count": (
-        lambda t: fit_tiny(x=np.repeat(XM, 2, axis=1)),
-        ValueError,
-        r"Sequential: layer 0 Conv2D\(1, 2, 3",
-        r"input of shape \(2, 6, 6\)",
-        r"input must be \(1, H, W\)",
-    ),
-    "fit 3-D x": (
-        lambda t: fit_tiny(x=XM[:, 0]),
-        ValueError,
-        r"Sequential: layer 0 Conv2D",
-        r"shape \(6, 6\)",
-        r"input must be \(1, H, W\)",
-    ),
-    "fit images smaller than the kernel": (
-        lambda t: fit_tiny(x=XM[:, :, :2, :2]),
-        ValueError,
-        r"Sequential: layer 0 Conv2D",
-        r"padded input \(2, 2\)",
-        r"must fit inside",
-    ),
-    "fit scheduler_interval='step'": (
-        lambda t: fit_tiny(scheduler_interval="step"),
-        ValueError,
-        r"Sequential\.fit: scheduler_interval",
-        r"got 'step'",
-        r"one of \('epoch', 'batch'\)",
-    ),
-    "fit optimizer=None": (
-        lambda t: fit_tiny(optimizer=None),
-        TypeError,
-        r"Sequential\.fit: optimizer",
-        r"got NoneType",
-        r"step\(params, grads\) and lr",
-    ),
-    "fit loss=None": (
-        lambda t: fit_tiny(loss=None),
-        TypeError,
-        r"Sequential\.fit: loss",
-        r"got None",
-        r"forward\(pred, target\) and backward\(\)",
-    ),
-    "fit validation images of another size": (
-        lambda t: fit_tiny(validation_data=(XM[:, :, :5], YM)),
-        ValueError,
-        r"Sequential\.fit: validation x",
-        r"got \(1, 5, 6\)",
-        r"per-sample shape \(1, 6, 6\)",
-    ),
-    "fit validation label out of range": (
-        lambda t: fit_tiny(validation_data=(XM, YM + 5)),
-        ValueError,
-        r"Sequential\.fit: validation y labels",
-        r"got 5 at index 0",
-        r"\[0, 3\)",
-    ),
-    "fit validation_data not a pair": (
-        lambda t: fit_tiny(validation_data=XM),
-        TypeError,
-        r"Sequential\.fit: validation_data",
-        r"got ndarray",
-        r"a pair",
-    ),
-    "fit seed=-1": (
-        lambda t: fit_tiny(seed=-1),
-        ValueError,
-        r"Sequential\.fit: seed",
-        r"got -1",
-        INT0,
-    ),
-    "fit shuffle='yes'": (
-        lambda t: fit_tiny(shuffle="yes"),
-        TypeError,
-        r"Sequential\.fit: shuffle",
-        r"got 'yes'",
-        r"True or False",
-    ),
-    "fit augment=3": (
-        lambda t: fit_tiny(augment=3),
-        TypeError,
-        r"Sequential\.fit: augment",
-        r"got 3",
-        r"a callable",
-    ),
-    "fit callbacks=[3]": (
-        lambda t: fit_tiny(callbacks=[3]),
-        TypeError,
-        r"Sequential\.fit: callbacks",
-        r"got 3",
-        r"callables",
-    ),
-    "fit should_stop=3": (
-        lambda t: fit_tiny(should_stop=3),
-        TypeError,
-        r"Sequential\.fit: should_stop",
-        r"got 3",
-        r"a callable",
-    ),
-    "fit scheduler=3": (
-        lambda t: fit_tiny(scheduler=3),
-        TypeError,
-        r"Sequential\.fit: scheduler",
-        r"got int",
-        r"must have step\(\)",
-    ),
-    "fit resume='x'": (
-        lambda t: fit_tiny(resume="x"),
-        TypeError,
-        r"Sequential\.fit: resume",
-        r"got str",
-        r"a dict",
-    ),
-    "fit resume={}": (
-        lambda t: fit_tiny(resume={}),
-        ValueError,
-        r"Sequential\.fit: resume",
-        r"KeyError\('epoch'\)",
-        r"valid checkpoint state",
-    ),
-    "fit optimizer=SGD (the class)": (
-        lambda t: fit_tiny(optimizer=optim.SGD),
-        TypeError,
-        r"Sequential\.fit: optimizer",
-        r"SGD",
-        r"instan",
-    ),
-    "fit loss=SoftmaxCrossEntropy (the class)": (
-        lambda t: fit_tiny(loss=losses.SoftmaxCrossEntropy),
-        TypeError,
-        r"Sequential\.fit: loss",
-        r"SoftmaxCrossEntropy",
-        r"instan",
-    ),
-    "fit checkpoint=3": (
-        lambda t: fit_tiny(checkpoint=3),
-        TypeError,
-        r"Sequential\.fit: checkpoint",
-        r"got 3",
-        r"str or os\.PathLike",
-    ),
-}
-
-
-@pytest.mark.parametrize(ROW_FIELDS, rows(BAD_INPUTS))
-def test_bad_input(tmp_path, call, error, who, got, allowed):
-    check_bad_input(tmp_path, call, error, who, got, allowed)
-
-
-@given(bad_labels())
-def test_random_bad_labels_for_fit_and_evaluate(case):
-    n, k, labels, _ = case
-    net = Sequential([Flatten(), Dense(4, k, seed=0)])
-    x = np.random.default_rng(1).random((n, 1, 2, 2)).astype(np.float32)
-    for call, owner in (
-        (
-            lambda: net.fit(
-                x,
-                labels,
-                epochs=1,
-                batch_size=2,
-                optimizer=optim.SGD(0.1),
-                loss=losses.SoftmaxCrossEntropy(),
-                progress=False,
-                log=None,
-            ),
-            "Sequential.fit",
-        ),
-        (lambda: net.evaluate(x, labels), "Sequential.evaluate"),
-    ):
-        with pytest.raises((TypeError, ValueError), match=re.escape(owner) + r": (x|y)"):
-            call()
 
 
 # ------------------------------------------------------------------------------------------
@@ -1156,24 +503,6 @@ def test_reduce_lr_on_plateau_divides_the_rate_after_patience_epochs():
     assert min(lrs) < 0.5
 
 
-def test_a_scheduler_built_on_another_optimizer_is_refused_before_training():
-    from cnn_im2col.optim import StepLR
-
-    model, x, y = small()
-    with pytest.raises(ValueError, match=r"scheduler StepLR was built on another optimizer"):
-        model.fit(
-            x,
-            y,
-            epochs=1,
-            batch_size=4,
-            optimizer=SGD(0.1),
-            loss=SoftmaxCrossEntropy(),
-            scheduler=StepLR(SGD(0.1), step_size=1),
-            progress=False,
-            log=None,
-        )
-
-
 def test_raw_integer_pixels_are_refused_with_the_fix():
     model = Sequential([Dense(4, 3, seed=0)])
     x = np.full((6, 4), 255, dtype=np.uint8)
@@ -1197,30 +526,6 @@ def test_raw_integer_pixels_are_refused_with_the_fix():
     np.testing.assert_array_equal(
         model.predict(np.ones((2, 4), np.uint8)), model.predict(np.ones((2, 4), np.float32))
     )  # 0/1 pass
-
-
-def test_a_shift_larger_than_half_the_image_is_refused_before_training():
-    from cnn_im2col.augment import RandomShift
-    from cnn_im2col.layers import Flatten
-
-    model = Sequential([Flatten(), Dense(28 * 28, 3, seed=0)])
-    x = np.zeros((4, 1, 28, 28), np.float32)
-    with pytest.raises(
-        ValueError,
-        match=r"RandomShift\(max_shift=30, fill=0.0\) is too large for "
-        r"28x28 images: max_shift must be at most half",
-    ):
-        model.fit(
-            x,
-            np.zeros(4, np.int64),
-            epochs=1,
-            batch_size=2,
-            optimizer=SGD(0.1),
-            loss=SoftmaxCrossEntropy(),
-            augment=RandomShift(30),
-            progress=False,
-            log=None,
-        )
 
 
 def test_a_softmax_output_fed_to_softmax_cross_entropy_is_refused():
@@ -1278,34 +583,6 @@ def test_the_epoch_line_shows_where_a_per_batch_schedule_took_the_rate():
         log=lines.append,
     )
     assert ", lr 0.1, " in lines[1]  # a constant rate is printed once
-
-
-def test_validation_split_holds_out_the_last_samples_as_keras_does():
-    rng = np.random.default_rng(4)
-    x, y = rng.random((20, 6)), rng.integers(0, 3, 20)
-    args = {
-        "epochs": 2,
-        "batch_size": 4,
-        "loss": SoftmaxCrossEntropy(),
-        "seed": 0,
-        "progress": False,
-        "log": None,
-    }
-    split, _, _ = small()
-    explicit, _, _ = small()
-    a = split.fit(x, y, optimizer=SGD(0.1), validation_split=0.25, **args)
-    b = explicit.fit(x[:15], y[:15], optimizer=SGD(0.1), validation_data=(x[15:], y[15:]), **args)
-    assert a["val_loss"] == b["val_loss"] and a["loss"] == b["loss"]
-    for bad, message in (
-        (1.0, r"validation_split must be a number in \[0, 1\), got 1.0"),
-        (0.01, r"holds out 0; it must leave at least one sample"),
-    ):
-        with pytest.raises(ValueError, match=message):
-            small()[0].fit(x, y, optimizer=SGD(0.1), validation_split=bad, **args)
-    with pytest.raises(ValueError, match="validation_data or validation_split, not both"):
-        small()[0].fit(
-            x, y, optimizer=SGD(0.1), validation_split=0.5, validation_data=(x, y), **args
-        )
 
 
 def test_metrics_by_name_and_callable_are_recorded_per_epoch_and_resume_exactly(tmp_path):
