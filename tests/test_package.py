@@ -45,3 +45,72 @@ def test_the_onnx_functions_come_with_the_package_and_the_onnx_package_only_on_u
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "False"
+
+
+def _documented_order() -> list[str]:
+    """docs/architecture.md's list of the package's modules, top to bottom: file paths relative
+    to the package, and packages whose modules are one unit (``datasets/``)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "architecture.md").read_text()
+    block = text.split("## The layers of the package")[1].split("```")[1]
+    return [m.group(1) for m in re.finditer(r"^  (\S+)", block, re.M)]
+
+
+def _relative_imports(path, package) -> list[str]:
+    """The package's modules that ``path`` imports (anywhere in it: a lazy import is still a
+    circle), as paths relative to the package."""
+    import ast
+
+    here = path.parent.relative_to(package).parts
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (isinstance(node, ast.ImportFrom) and node.level):
+            continue
+        base = "/".join(here[: len(here) - (node.level - 1)] + tuple(
+            node.module.split(".") if node.module else ()))
+        base = base + "/" if base else ""
+        modules = [base + alias.name for alias in node.names
+                   if (package / (base + alias.name + ".py")).exists()
+                   or (package / base / alias.name / "__init__.py").exists()]
+        if not modules and node.module:  # names from a module, or from a package's __init__
+            modules = [base.rstrip("/")]
+        for module in modules:
+            for candidate in (module + ".py", module + "/__init__.py"):
+                if (package / candidate).exists():
+                    found.append(candidate)
+    return found
+
+
+def test_imports_run_one_way_down_the_documented_list_of_modules():
+    """Every module is in docs/architecture.md's list, and imports only modules above it there
+    (or in its own unit; a package's ``__init__`` its own modules), so the list is the true order
+    and the package has no circles."""
+    from pathlib import Path
+
+    package = Path(cnn_im2col.__file__).parent
+    order = _documented_order()
+
+    def unit(relative: str) -> str:
+        return next((name for name in order if name.endswith("/") and relative.startswith(name)),
+                    relative)
+
+    wrong = []
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package).as_posix()
+        if relative in ("__init__.py", "__main__.py"):
+            continue
+        mine = unit(relative)
+        if mine not in order:
+            wrong.append(f"{relative} is not in the list")
+            continue
+        for target in _relative_imports(path, package):
+            theirs = unit(target)
+            own_package = relative.endswith("/__init__.py") and target.startswith(
+                relative[: -len("__init__.py")])
+            if theirs == mine or own_package or target == "__init__.py":
+                continue
+            if theirs not in order or order.index(theirs) > order.index(mine):
+                wrong.append(f"{relative} imports {target}, listed below it")
+    assert not wrong, wrong
