@@ -74,6 +74,22 @@ def test_matmul_in_column_blocks_equals_one_product(m, k, n, stack, dtype, layou
         _check_matmul(m, k, n, stack, dtype, layout)
 
 
+@settings(deadline=None, max_examples=40)
+@given(
+    m=st.integers(1, 300), k=st.integers(1, 12), n=st.integers(1, 40), stack=st.integers(0, 3),
+    dtype=st.sampled_from([np.float32, np.float64]), layout=st.sampled_from(["c", "bt", "out"]),
+    block=st.sampled_from([8, 16, 33, 100]),
+)
+def test_matmul_in_row_blocks_equals_one_product(m, k, n, stack, dtype, layout, block):
+    # the threshold lowered, so that products with too few columns for column blocks are cut
+    # into near-equal blocks of about `block` rows, the whole ones as one stacked product
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(arrays, "_SMALL_PRODUCT", k * n * block)
+        patch.setattr(arrays, "_MIN_BLOCK_COLUMNS", 10**9)
+        patch.setattr(arrays, "_MIN_BLOCK_ROWS", 4)
+        _check_matmul(m, k, n, stack, dtype, layout)
+
+
 def _check_matmul(m, k, n, stack, dtype, layout):
     rng = np.random.default_rng(m * 1000 + n)
     a = rng.standard_normal((m, k)).astype(dtype)
@@ -111,6 +127,33 @@ def test_matmul_cuts_a_large_product_with_a_short_inner_axis_into_blocks(monkeyp
     calls.clear()
     arrays.matmul(np.ones((96, 288), np.float32), np.ones((288, 1024), np.float32))
     assert calls == [1024]  # blocks would be 32 columns wide: kept whole
+
+
+def test_matmul_cuts_many_rows_with_few_columns_into_one_stacked_product_of_row_blocks(
+        monkeypatch):
+    calls = []
+    real = np.matmul
+
+    def spy(a, b, *args, **kwargs):
+        calls.append(a.shape)
+        return real(a, b, *args, **kwargs)
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4100, 16)).astype(np.float32)
+    b = rng.standard_normal((16, 96)).astype(np.float32)
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    monkeypatch.setattr(arrays.np, "matmul", spy)
+    out = arrays.matmul(a, b)
+    # 4100 * 16 * 96 multiply-adds: 7 blocks of ceil(4100 / 7) = 586 rows, the whole ones (6)
+    # stacked into one call, the 584 left in another
+    assert calls == [(6, 586, 16), (584, 16)]
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+    calls.clear()
+    arrays.matmul(np.ones((4096, 288), np.float32), np.ones((288, 48), np.float32))
+    assert calls == [(4096, 288)]  # blocks would be 73 rows: kept whole
+    calls.clear()
+    arrays.matmul(np.ones((1024, 16), np.float32), np.ones((16, 48), np.float32))
+    assert calls == [(1024, 16)]  # a small product (786,432 multiply-adds): whole
 
 
 @pytest.mark.parametrize("m, k, n, wide", [
