@@ -37,6 +37,7 @@ from .shapes import (
     finite_scans_on,
     finite_scans_skipped,
     is_finite,
+    refuse_raw_integers,
 )
 from .threads import batch_maps, uses_engine_blas
 from .training import Trainer
@@ -501,7 +502,7 @@ class Sequential(Trainer):
             )
 
     def _check_inputs(self, x: Any, owner: str) -> np.ndarray:
-        _refuse_raw_integers(x, owner)
+        refuse_raw_integers(x, owner)
         x = as_float_array(x, "x", owner)
         if x.ndim < 2:
             raise ValueError(
@@ -788,19 +789,6 @@ def _summary_rows(
                                        layer.child_input_shapes(input_shape)):
         rows += _summary_rows(child, f"{path}.{name}", child_in, depth + 1)
     return rows
-
-
-def _refuse_raw_integers(x: Any, owner: str) -> None:
-    """Integer inputs beyond [0, 1] are almost always raw pixels (uint8 0..255): a network fed
-    those trains with huge losses and no hint, so they are refused with the fix."""
-    if isinstance(x, np.ndarray) and x.dtype.kind in "iu" and x.size:
-        low, high = int(x.min()), int(x.max())
-        if low < 0 or high > 1:
-            raise ValueError(
-                f"{owner}: x holds integers from {low} to {high} (dtype {x.dtype}); the "
-                f"network takes floats, images scaled to [0, 1]: pass x / 255 for 8-bit "
-                f"pixels, or x.astype(np.float32) for integer features"
-            )
 
 
 _SHAPE_KEEPING = (ReLU, Sigmoid, Tanh, Dropout)  # layers whose output has their input's shape

@@ -26,10 +26,10 @@ import numpy as np
 
 from .containers import leaves
 from .layers import LAYERS
-from .model import Sequential, _refuse_raw_integers
+from .model import Sequential
 from .planning import folds_frozen
 from .program import compile_stack
-from .shapes import as_float_array, check_int, finite_scans_skipped
+from .shapes import as_float_array, check_int, finite_scans_skipped, refuse_raw_integers
 from .threads import engine_blas
 
 __all__ = ["InferenceSession"]
@@ -99,7 +99,7 @@ class InferenceSession:
         ValueError naming the shape expected otherwise."""
         owner = "InferenceSession.run"
         batch_size = check_int(batch_size, "batch_size", owner, minimum=1)
-        _refuse_raw_integers(x, owner)
+        refuse_raw_integers(x, owner)
         x = as_float_array(x, "x", owner)
         if x.shape[1:] != self.input_shape:
             expected = ", ".join(str(s) for s in self.input_shape)

@@ -475,3 +475,16 @@ def pool_geometry(
                     f"or dilation"
                 )
     return g._replace(kh=kernel[0], kw=kernel[1], dy=dy, dx=dx)
+
+
+def refuse_raw_integers(x: Any, owner: str) -> None:
+    """Integer inputs beyond [0, 1] are almost always raw pixels (uint8 0..255): a network fed
+    those trains with huge losses and no hint, so they are refused with the fix."""
+    if isinstance(x, np.ndarray) and x.dtype.kind in "iu" and x.size:
+        low, high = int(x.min()), int(x.max())
+        if low < 0 or high > 1:
+            raise ValueError(
+                f"{owner}: x holds integers from {low} to {high} (dtype {x.dtype}); the "
+                f"network takes floats, images scaled to [0, 1]: pass x / 255 for 8-bit "
+                f"pixels, or x.astype(np.float32) for integer features"
+            )
