@@ -57,6 +57,7 @@ from .conv import direct, inverted_residual, pointwise, tiled, winograd
 from .layers import Conv2D
 from .model import Sequential
 from .pooling import max_pool2d_values_into
+from .shapes import WindowGeometry
 
 # x (N, ...) -> output; with a join, (x, skip) -> output + skip (then ReLU)
 Run = Callable[..., np.ndarray]
@@ -140,11 +141,8 @@ def _compile_step(step: Step, shape: tuple[int, ...], first: bool, join: bool, r
     kernels = (step.kernel_plan(shape) if isinstance(step, InvertedResidual) and not first
                else None)
     if kernels is not None and not (join and relu):  # MobileNetV2's block: no ReLU after a join
-        weights, g = kernels
-        if join:
-            return (lambda x, skip: step.run_kernels(x, weights, g, skip, x_last, out_last)
-                    ), out_shape
-        return (lambda x: step.run_kernels(x, weights, g, None, x_last, out_last)), out_shape
+        run = _inverted_residual(step, shape, *kernels, x_last, out_last)
+        return (run if join else lambda x: run(x, None)), out_shape
     if join:
         if type(layer) is Conv2D and not first:
             return _conv_with_skip(layer, shape, out_shape, relu, x_last, out_last), out_shape
@@ -325,6 +323,24 @@ def _conv_run(conv: Conv2D, shape: tuple[int, ...], relu: bool, x_last: bool = F
         return strategy.forward(np.ascontiguousarray(x, dtype=dtype), weight, bias, g,
                                 groups=groups, owner=owner, keep=False, relu=relu, then=then,
                                 **extra)[0]
+
+    return run
+
+
+def _inverted_residual(step: InvertedResidual, shape: tuple[int, ...],
+                       weights: inverted_residual.BlockWeights, g: WindowGeometry, x_last: bool,
+                       out_last: bool) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
+    """MobileNetV2's block as ``run(x, skip)``: where its batch is one slice by rows, planned once
+    (``inverted_residual.planned_forward``: its buffers made once, the same bits), else
+    ``run_kernels`` (which also takes an input or shortcut of another dtype or layout)."""
+    planned = inverted_residual.planned_forward(shape, weights, g, x_last, out_last)
+    dtype = weights.depthwise.dtype
+
+    def run(x: np.ndarray, skip: np.ndarray | None) -> np.ndarray:
+        if planned is not None and x.dtype == dtype and x.flags.c_contiguous and (
+                skip is None or (skip.dtype == dtype and skip.flags.c_contiguous)):
+            return planned(x, skip)
+        return step.run_kernels(x, weights, g, skip, x_last, out_last)
 
     return run
 

@@ -28,6 +28,7 @@ in `benchmarks/README.md`.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numba as nb
@@ -577,7 +578,7 @@ def forward(x: np.ndarray, w: BlockWeights, g: WindowGeometry, skip: np.ndarray 
         n, height, width, c_in = x.shape
     else:
         n, c_in, height, width = x.shape
-    channels, expand = w.depthwise.shape[0], w.expand.shape[0] > 0
+    channels = w.depthwise.shape[0]
     rows_path = by_rows((n, c_in, height, width), g)
     if (x_last or out_last) and not rows_path:
         raise ValueError(f"inverted_residual.forward: channels-last maps run by rows only, not "
@@ -599,30 +600,84 @@ def forward(x: np.ndarray, w: BlockWeights, g: WindowGeometry, skip: np.ndarray 
 
     def rows(s: slice) -> None:
         k = s.stop - s.start
-        if x_last and expand:  # the expansion reads the rows in place
-            xc = x[s].reshape(k * plane, c_in)
-        else:  # without an expansion, h is xc with a row of zeros under it
-            xc = np.empty((k * plane + (0 if expand else 1), c_in), dtype)
-            if x_last:
-                xc[: k * plane] = x[s].reshape(k * plane, c_in)
-            else:
-                to_channels_last(x[s], xc)
-        if expand:
-            h = np.empty((k * plane + 1, channels), dtype)  # + a row of zeros: the padding
-            matmul(xc, w.expand_t, out=h[:-1])
-        else:
-            h = xc
-        h[-1] = 0
-        d = np.empty((k * out_plane, channels), dtype)
-        depthwise_channels_last(h, w.expand_bias, expand, w.depthwise_last, w.depthwise_bias,
-                                tables, out_plane, d)
-        if out_last:
-            y = out[s].reshape(k * out_plane, o_count)
-            matmul(d, w.project_t, out=y)
-            add_bias_rows(y, w.project_bias, skips[s].reshape(-1, o_count))
-        else:
-            from_channels_last(matmul(d, w.project_t), w.project_bias, skips[s], out[s])
+        xc, h, d = _row_buffers(k, plane, out_plane, c_in, w, dtype, x_last)
+        _rows(x[s], w, tables, out_plane, x_last, out_last, skips[s], out[s], xc, h, d)
 
-    _threads.parallel_map(rows, cache_slices(n, (plane + out_plane) * channels * x.itemsize,
-                                             _ROWS_CHUNK_BYTES, per_thread=2))
+    _threads.parallel_map(rows, _row_slices(n, plane, out_plane, channels, x.itemsize))
     return out
+
+
+def _row_slices(n: int, plane: int, out_plane: int, channels: int, itemsize: int) -> list[slice]:
+    """``forward``'s batch slices by rows: the expanded and depthwise rows of a slice about
+    ``_ROWS_CHUNK_BYTES``, two slices a thread at least."""
+    return cache_slices(n, (plane + out_plane) * channels * itemsize, _ROWS_CHUNK_BYTES,
+                        per_thread=2)
+
+
+def _row_buffers(k: int, plane: int, out_plane: int, c_in: int, w: BlockWeights,
+                 dtype: np.dtype, x_last: bool) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """The rows of a slice of ``k`` samples: ``xc`` the input's (k*H*W, C) channels-last (None
+    where an expansion reads a channels-last x in place; without an expansion, h itself, with a
+    row of zeros under it), ``h`` the expanded rows plus that row of zeros (the depthwise
+    kernel's padding), ``d`` the depthwise output's rows."""
+    channels, expand = w.depthwise.shape[0], w.expand.shape[0] > 0
+    xc = None if x_last and expand else np.empty((k * plane + (0 if expand else 1), c_in), dtype)
+    h = np.empty((k * plane + 1, channels), dtype) if expand else xc
+    h[-1] = 0  # nothing else writes it
+    return xc, h, np.empty((k * out_plane, channels), dtype)
+
+
+def _rows(x: np.ndarray, w: BlockWeights, tables: DepthwiseTables, out_plane: int, x_last: bool,
+          out_last: bool, skip: np.ndarray, out: np.ndarray, xc: np.ndarray | None,
+          h: np.ndarray, d: np.ndarray) -> None:
+    """The block by rows on a slice ``x`` of k samples into ``out`` (``skip`` of out's shape, or
+    with no samples: none), through the buffers of ``_row_buffers``: the expansion (a BLAS
+    product), the depthwise rows, the projection (another) with its bias and the shortcut."""
+    k, expand, o_count = x.shape[0], w.expand.shape[0] > 0, w.project.shape[0]
+    if x_last and expand:  # the expansion reads the rows in place
+        xc = x.reshape(-1, x.shape[3])
+    elif x_last:
+        xc[:-1] = x.reshape(-1, x.shape[3])
+    else:
+        to_channels_last(x, xc)
+    if expand:
+        matmul(xc, w.expand_t, out=h[:-1])
+    depthwise_channels_last(h, w.expand_bias, expand, w.depthwise_last, w.depthwise_bias, tables,
+                            out_plane, d)
+    if out_last:
+        y = out.reshape(k * out_plane, o_count)
+        matmul(d, w.project_t, out=y)
+        add_bias_rows(y, w.project_bias, skip.reshape(-1, o_count))
+    else:
+        from_channels_last(matmul(d, w.project_t), w.project_bias, skip, out)
+
+
+def planned_forward(shape: tuple[int, ...], w: BlockWeights, g: WindowGeometry,
+                    x_last: bool = False, out_last: bool = False
+                    ) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray] | None:
+    """``forward`` for inputs of ``shape`` (N, C, H, W), laid out channels-last if ``x_last``,
+    where it runs by rows in one slice (a small batch): ``run(x, skip)`` with its tables and its
+    buffers made once, so that a run is the kernels and little else (a session's program at
+    batch 1: MobileNetV2's blocks spent as long again in ``forward``'s own Python). The same
+    kernels on the same rows, so the same bits; ``run`` takes x and skip as ``forward`` does,
+    C-contiguous, of the weights' dtype. None where ``forward`` would cut the batch or run
+    plane by plane."""
+    n, c_in, height, width = shape
+    channels, dtype = w.depthwise.shape[0], w.depthwise.dtype
+    plane, out_plane = height * width, g.oh * g.ow
+    if (not by_rows(shape, g)
+            or len(_row_slices(n, plane, out_plane, channels, dtype.itemsize)) != 1):
+        return None
+    tables = depthwise_tables(height, width, g, channels)
+    xc, h, d = _row_buffers(n, plane, out_plane, c_in, w, dtype, x_last)
+    o_count = w.project.shape[0]
+    out_shape = (n, g.oh, g.ow, o_count) if out_last else (n, o_count, g.oh, g.ow)
+    none = np.empty((0, 0, 0, 0), dtype)
+
+    def run(x: np.ndarray, skip: np.ndarray | None) -> np.ndarray:
+        out = np.empty(out_shape, dtype)
+        _rows(x, w, tables, out_plane, x_last, out_last, none if skip is None else skip, out,
+              xc, h, d)
+        return out
+
+    return run

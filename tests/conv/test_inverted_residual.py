@@ -119,6 +119,47 @@ def test_channels_last_maps_give_the_very_bits_of_nchw_ones(case, x_last, out_la
             inverted_residual.forward(x, w, g, out_last=True)
 
 
+@given(case=blocks(), x_last=st.booleans(), out_last=st.booleans(), joined=st.booleans())
+def test_a_planned_block_gives_forwards_bits_run_after_run(case, x_last, out_last, joined):
+    """``planned_forward`` (a session's block at a small batch: its buffers made once) gives
+    ``forward``'s very bits, on every run (its buffers reused, on other inputs), in every layout;
+    it declines where ``forward`` would cut the batch or go plane by plane."""
+    from cnn_im2col.shapes import dilated_geometry
+
+    layers, x = case
+    x = x[:1]  # a batch of one: one slice (two samples or more are cut for the pool's threads)
+    expand = len(layers) == 5
+    convs = [layer for layer in layers if isinstance(layer, Conv2D)]
+    middle = convs[-2]
+    w = inverted_residual.block_weights(
+        (convs[0].params["weight"], convs[0].params.get("bias")) if expand else None,
+        (middle.params["weight"], middle.params.get("bias")),
+        (convs[-1].params["weight"], convs[-1].params.get("bias")))
+    g = dilated_geometry(x.shape[2], x.shape[3], (3, 3), middle.stride, middle.dilation,
+                         middle.padding, "t")
+    out_shape = (x.shape[0], convs[-1].out_channels, g.oh, g.ow)
+    rng = np.random.default_rng(2)
+
+    def layout(a, last):
+        return np.ascontiguousarray(a.transpose(0, 2, 3, 1)) if last else a
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(inverted_residual, "MIN_PLANE", KERNELS["channels-last"])
+        run = inverted_residual.planned_forward(x.shape, w, g, x_last, out_last)
+        assert run is not None
+        for _ in range(2):
+            xs = (rng.standard_normal(x.shape) * 3).astype(x.dtype)
+            skip = (layout(rng.standard_normal(out_shape).astype(x.dtype), out_last) if joined
+                    else None)
+            want = inverted_residual.forward(layout(xs, x_last), w, g, skip, x_last, out_last)
+            np.testing.assert_array_equal(run(layout(xs, x_last), skip), want)
+        patch.setattr(inverted_residual, "MIN_PLANE", 1)
+        if g.sy == g.sx == 1:  # plane by plane: not planned
+            assert inverted_residual.planned_forward(x.shape, w, g) is None
+    big = (4, *x.shape[1:])  # a batch that forward cuts into slices for the pool
+    assert inverted_residual.planned_forward(big, w, g, x_last, out_last) is None
+
+
 @st.composite
 def depthwise_rows(draw):
     """The depthwise rows' operands: k samples of H x W maps of E channels as rows (k*H*W + 1, E),
