@@ -121,9 +121,9 @@ def test_channels_last_maps_give_the_very_bits_of_nchw_ones(case, x_last, out_la
 
 @given(case=blocks(), x_last=st.booleans(), out_last=st.booleans(), joined=st.booleans())
 def test_a_planned_block_gives_forwards_bits_run_after_run(case, x_last, out_last, joined):
-    """``planned_forward`` (a session's block at a small batch: its buffers made once) gives
-    ``forward``'s very bits, on every run (its buffers reused, on other inputs), in every layout;
-    it declines where ``forward`` would cut the batch or go plane by plane."""
+    """``planned_forward`` (a session's block at batch 1: its tables and slicing decided once)
+    gives ``forward``'s very bits, run after run on other inputs, in every layout; it declines
+    where ``forward`` would cut the batch or go plane by plane."""
     from cnn_im2col.shapes import dilated_geometry
 
     layers, x = case
