@@ -7,22 +7,22 @@ Public API
   ``"{index}.{name}"`` holding the layers' own arrays), ``predict`` (the outputs),
   ``predict_proba`` (class probabilities), ``evaluate``, ``check_shapes``, ``summary``,
   ``save`` / ``load`` (the model file, :mod:`cnn_im2col.model_files`), ``state_dict`` /
-  ``load_state_dict`` (PyTorch's ``nn.Sequential`` key names); from the loop: ``fit``,
-  ``load_checkpoint``. It follows the layer protocol itself, so a gradient check or a nested
-  stack can treat it as a layer.
+  ``load_state_dict`` (PyTorch's ``nn.Sequential`` key names; the loading,
+  :mod:`cnn_im2col.state_dicts`); from the loop: ``fit``, ``load_checkpoint``. It follows the
+  layer protocol itself, so a gradient check or a nested stack can treat it as a layer.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from . import blocks as _blocks
 from . import functional as F
-from . import model_files
+from . import model_files, state_dicts
 from . import planning as _planning
 from ._files import path_text
 from .containers import CONTAINERS, generator_slots, is_container, layer_entry, state_entries
@@ -39,10 +39,11 @@ from .shapes import (
     is_finite,
     refuse_raw_integers,
 )
+from .state_dicts import IncompatibleKeys
 from .threads import batch_maps, uses_engine_blas
 from .training import Trainer
 
-__all__ = ["IncompatibleKeys", "Sequential"]
+__all__ = ["Sequential"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -52,22 +53,6 @@ __all__ = ["IncompatibleKeys", "Sequential"]
 
 def _fmt_shape(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
-class IncompatibleKeys(NamedTuple):
-    """What :meth:`Sequential.load_state_dict` returns, as PyTorch's: the model's keys absent from
-    the state, and the state's keys the model does not have (both empty after a strict load)."""
-
-    missing_keys: list[str]
-    unexpected_keys: list[str]
-
-
-
-def _shape_of(value: Any) -> Any:
-    try:
-        return np.shape(value)
-    except (TypeError, ValueError, RuntimeError):
-        return f"<{type(value).__name__}>"
 
 
 # --------------------------------------------------------------------------------------------
@@ -429,56 +414,7 @@ class Sequential(Trainer):
         every value checks out. Returns ``IncompatibleKeys(missing_keys, unexpected_keys)``.
         """
         owner = "Sequential.load_state_dict"
-        if not isinstance(state, Mapping):
-            raise TypeError(
-                f"{owner}: state must be a mapping {{name: array}}, got {type(state).__name__}"
-            )
-        if not isinstance(strict, (bool, np.bool_)):
-            raise TypeError(f"{owner}: strict must be True or False, got {strict!r}")
-        entries = self._state_entries()
-        missing = [key for key in entries if key not in state]
-        unexpected = [key for key in state if key not in entries]
-        problems = []
-        if strict:
-            problems += [
-                f"missing key {key!r} (expected shape {entries[key][0].shape})" for key in missing
-            ]
-            problems += [
-                f"unexpected key {key!r} (received shape {_shape_of(state[key])})"
-                for key in unexpected
-            ]
-        ready = []
-        for key, (target, holder, name) in entries.items():
-            if key not in state:
-                continue
-            try:
-                value = np.asarray(state[key])
-            except (
-                TypeError,
-                ValueError,
-                RuntimeError,
-            ) as exc:  # e.g. a CUDA tensor, a ragged list
-                problems.append(f"key {key!r}: cannot be read as an array ({exc})")
-                continue
-            target_shape = np.shape(target)
-            if value.shape != target_shape:
-                problems.append(
-                    f"key {key!r}: expected shape {target_shape}, received {value.shape}"
-                )
-            elif value.dtype.kind not in "biuf":
-                problems.append(f"key {key!r}: expected numbers, received dtype {value.dtype}")
-            elif value.dtype.kind == "f" and not np.isfinite(value).all():
-                problems.append(f"key {key!r}: contains NaN or Inf")
-            else:
-                ready.append((target, holder, name, value))
-        if problems:
-            raise ValueError(f"{owner}: the state does not fit this model: " + "; ".join(problems))
-        for target, holder, name, value in ready:
-            if isinstance(target, np.ndarray) and target.ndim > 0:
-                np.copyto(target, value, casting="unsafe")  # in place: optimizers hold these arrays
-            else:  # a scalar buffer (a count): keep its type
-                holder[name] = np.asarray(value, dtype=np.asarray(target).dtype)
-        return IncompatibleKeys(missing, unexpected)
+        return state_dicts.load_state_dict(self, state, strict, owner)
 
     def _state_entries(self, prefix: str = "") -> dict[str, tuple[Any, dict, str]]:
         """``{key: (array, the dict holding it, its name there)}`` for every parameter and buffer.
