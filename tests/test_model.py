@@ -585,36 +585,6 @@ def test_buffers_mismatch_is_a_clear_error(tmp_path):
         Sequential.load(tmp_path / "nan.npz")
 
 
-def test_load_state_dict_of_a_torch_model_with_batch_norm_and_global_pooling():
-    torch = pytest.importorskip("torch")
-    nn = torch.nn
-    theirs = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1, bias=False),
-        nn.BatchNorm2d(4),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(4, 6, 3, padding=1),
-        nn.BatchNorm2d(6, momentum=None),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(6, 10),
-    )
-    x = torch.rand(8, 1, 8, 8)
-    theirs.train()
-    theirs(x)
-    theirs(x * 2)  # running statistics and counters away from their initial values
-    theirs.eval()
-    ours = Sequential(
-        [*bn_net().layers[:8], Flatten(), Dense(6, 10)]
-    )  # torch's indices: GAP is 2 layers there
-    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
-    assert int(ours.buffers["5.num_batches_tracked"]) == 2
-    np.testing.assert_allclose(
-        ours.forward(x.numpy()), theirs(x).detach().numpy(), rtol=1e-5, atol=1e-6
-    )
-
-
 # ------------------------------------------------------------------------------------------
 # bad inputs: the battery's rows for Sequential (machinery: bad_input.py)
 # ------------------------------------------------------------------------------------------

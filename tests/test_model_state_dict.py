@@ -1,9 +1,11 @@
-"""Tests for Sequential.state_dict / load_state_dict (cnn_im2col.model): PyTorch's key names, both
-directions with a PyTorch nn.Sequential of the same structure (when torch is importable; fixed
-arrays otherwise), strict and non-strict loading, and every error."""
+"""Tests for Sequential.state_dict / load_state_dict (cnn_im2col.model; the loading,
+cnn_im2col.state_dicts): PyTorch's key names, both directions with a PyTorch nn.Sequential of the
+same structure (when torch is importable; fixed arrays otherwise), strict and non-strict loading,
+and every error."""
 
 import numpy as np
 import pytest
+from small_nets import bn_net
 
 from cnn_im2col.layers import (
     AvgPool2D,
@@ -16,7 +18,8 @@ from cnn_im2col.layers import (
     ReLU,
     Tanh,
 )
-from cnn_im2col.model import IncompatibleKeys, Sequential
+from cnn_im2col.model import Sequential
+from cnn_im2col.state_dicts import IncompatibleKeys
 
 
 def lenet(dtype=np.float32):
@@ -176,6 +179,36 @@ def test_grouped_and_dilated_conv_both_directions_with_pytorch():
     with torch.no_grad():
         np.testing.assert_allclose(other(torch.from_numpy(x)).numpy(), model.forward(x), rtol=1e-4,
                                    atol=1e-5)
+
+
+def test_load_state_dict_of_a_torch_model_with_batch_norm_and_global_pooling():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    theirs = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3, padding=1),
+        nn.BatchNorm2d(6, momentum=None),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 10),
+    )
+    x = torch.rand(8, 1, 8, 8)
+    theirs.train()
+    theirs(x)
+    theirs(x * 2)  # running statistics and counters away from their initial values
+    theirs.eval()
+    ours = Sequential(
+        [*bn_net().layers[:8], Flatten(), Dense(6, 10)]
+    )  # torch's indices: GAP is 2 layers there
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    assert int(ours.buffers["5.num_batches_tracked"]) == 2
+    np.testing.assert_allclose(
+        ours.forward(x.numpy()), theirs(x).detach().numpy(), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_non_strict_loads_what_matches_and_returns_the_rest():
