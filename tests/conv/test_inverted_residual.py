@@ -83,14 +83,11 @@ def test_the_fused_block_equals_its_layers_one_by_one(kernel, case):
     assert step[0]._fused == {x.shape: True}  # the kernel ran, not the parts
 
 
-@given(case=blocks(), x_last=st.booleans(), out_last=st.booleans(), joined=st.booleans())
-def test_channels_last_maps_give_the_very_bits_of_nchw_ones(case, x_last, out_last, joined):
-    """By rows, the kernel reads its input and writes its output (and reads the shortcut)
-    channels-last where asked (a session's program chains such blocks): the same values, bit for
-    bit, as the NCHW maps transposed; the plane kernel refuses them."""
+def kernel_operands(layers, x):
+    """The block's kernel weights (``block_weights``), its depthwise geometry for ``x`` and its
+    output's shape (NCHW)."""
     from cnn_im2col.shapes import dilated_geometry
 
-    layers, x = case
     expand = len(layers) == 5
     convs = [layer for layer in layers if isinstance(layer, Conv2D)]
     middle = convs[-2]
@@ -100,7 +97,16 @@ def test_channels_last_maps_give_the_very_bits_of_nchw_ones(case, x_last, out_la
         (convs[-1].params["weight"], convs[-1].params.get("bias")))
     g = dilated_geometry(x.shape[2], x.shape[3], (3, 3), middle.stride, middle.dilation,
                          middle.padding, "t")
-    out_shape = (x.shape[0], convs[-1].out_channels, g.oh, g.ow)
+    return w, g, (x.shape[0], convs[-1].out_channels, g.oh, g.ow)
+
+
+@given(case=blocks(), x_last=st.booleans(), out_last=st.booleans(), joined=st.booleans())
+def test_channels_last_maps_give_the_very_bits_of_nchw_ones(case, x_last, out_last, joined):
+    """By rows, the kernel reads its input and writes its output (and reads the shortcut)
+    channels-last where asked (a session's program chains such blocks): the same values, bit for
+    bit, as the NCHW maps transposed; the plane kernel refuses them."""
+    layers, x = case
+    w, g, out_shape = kernel_operands(layers, x)
     skip = (np.random.default_rng(1).standard_normal(out_shape).astype(x.dtype) if joined
             else None)
     with pytest.MonkeyPatch.context() as patch:
@@ -124,20 +130,9 @@ def test_a_planned_block_gives_forwards_bits_run_after_run(case, x_last, out_las
     """``planned_forward`` (a session's block at batch 1: its tables and slicing decided once)
     gives ``forward``'s very bits, run after run on other inputs, in every layout; it declines
     where ``forward`` would cut the batch or go plane by plane."""
-    from cnn_im2col.shapes import dilated_geometry
-
     layers, x = case
     x = x[:1]  # a batch of one: one slice (two samples or more are cut for the pool's threads)
-    expand = len(layers) == 5
-    convs = [layer for layer in layers if isinstance(layer, Conv2D)]
-    middle = convs[-2]
-    w = inverted_residual.block_weights(
-        (convs[0].params["weight"], convs[0].params.get("bias")) if expand else None,
-        (middle.params["weight"], middle.params.get("bias")),
-        (convs[-1].params["weight"], convs[-1].params.get("bias")))
-    g = dilated_geometry(x.shape[2], x.shape[3], (3, 3), middle.stride, middle.dilation,
-                         middle.padding, "t")
-    out_shape = (x.shape[0], convs[-1].out_channels, g.oh, g.ow)
+    w, g, out_shape = kernel_operands(layers, x)
     rng = np.random.default_rng(2)
 
     def layout(a, last):
