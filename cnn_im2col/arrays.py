@@ -233,8 +233,9 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     m, k = a.shape[-2:]
     n = b.shape[-1]
     columns = _SMALL_PRODUCT // max(1, m * k)
-    rows = _block_rows(m, k, n)
-    if (m * k * n <= _SMALL_PRODUCT or (columns < _MIN_BLOCK_COLUMNS and rows == 0)
+    rows = 0  # (worked out only for a large product that column blocks cannot take)
+    if (m * k * n <= _SMALL_PRODUCT
+            or (columns < _MIN_BLOCK_COLUMNS and (rows := _block_rows(m, k, n)) == 0)
             or a.strides[-1] != a.itemsize or b.strides[-1] != b.itemsize
             or (out is not None and out.strides[-1] != out.itemsize)):
         return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
