@@ -331,8 +331,8 @@ def _inverted_residual(step: InvertedResidual, shape: tuple[int, ...],
                        weights: inverted_residual.BlockWeights, g: WindowGeometry, x_last: bool,
                        out_last: bool) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
     """MobileNetV2's block as ``run(x, skip)``: where its batch is one slice by rows, planned once
-    (``inverted_residual.planned_forward``: its buffers made once, the same bits), else
-    ``run_kernels`` (which also takes an input or shortcut of another dtype or layout)."""
+    (``inverted_residual.planned_forward``: its tables and slicing decided once, the same bits),
+    else ``run_kernels`` (which also takes an input or shortcut of another dtype or layout)."""
     planned = inverted_residual.planned_forward(shape, weights, g, x_last, out_last)
     dtype = weights.depthwise.dtype
 
