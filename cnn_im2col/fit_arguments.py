@@ -71,7 +71,6 @@ def checked_fit_arguments(
     validation_split: Any,
     sample_weight: Any,
     class_weight: Any,
-    seed: Any,
     shuffle: Any,
     scheduler: Any,
     scheduler_interval: Any,

@@ -472,7 +472,6 @@ class Trainer:
                 validation_split=validation_split,
                 sample_weight=sample_weight,
                 class_weight=class_weight,
-                seed=seed,
                 shuffle=shuffle,
                 scheduler=scheduler,
                 scheduler_interval=scheduler_interval,
