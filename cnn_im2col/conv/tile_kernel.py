@@ -6,7 +6,10 @@ and P input values (P vector multiply-adds), as oneDNN's and XNNPACK's direct ke
 L-wide vectors to whatever the CPU has (16 or 8 float32 lanes a register). The forward, the weight
 gradient and the input gradient of the tiled strategy all run on it, with different arrays in its
 places: what it computes is only ``dst[d0 + p*stride + l] = bias[ob + l] + sum_t wf[t*Lp + ob + l] *
-xf[bases[q0 + p] + offsets[t]]``.
+xf[bases[q0 + p] + offsets[t]]``. ``tile_columns`` is the same tap loop with its tile stored
+transposed, each lane's P pixels together (the input gradient's lanes are channels, whose pixels
+lie a plane apart); both are emitted from ``_tap_sums``, so their sums are the same, in the same
+order.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .vectors import FLOAT32_LANES, I64, WIDE, const, fmuladd, splat, vector_at
+from .vectors import FLOAT32_LANES, I32, I64, WIDE, const, fmuladd, splat, vector_at
 
-__all__ = ["LANES", "PIXELS", "tile", "tile_dims", "tile_shape"]
+__all__ = ["LANES", "PIXELS", "tile", "tile_columns", "tile_dims", "tile_shape"]
 
 # the register tile, P pixels x L lanes of float32 (float64 has L // 2): 16 of the 32 registers of
 # 16 float32 hold the sums with AVX-512 (measured, (C, H, O) (16, 32, 32), one thread: 4 x 32 70
@@ -79,66 +82,135 @@ def tile(typingctx, xf, bases, q0, npix, offsets, wf, ob, bias, relu, dst, d0, s
     return sig, codegen
 
 
+@intrinsic
+def tile_columns(typingctx, xf, bases, q0, offsets, wf, ob, row, dst, d0, stride, half):
+    """``tile_columns(xf, bases, q0, offsets, wf, ob, row, dst, d0, stride, half)``: a whole tile
+    of ``tile``'s sums, no bias, stored transposed: ``dst[d0 + l*stride + p] = sum_t wf[t*row +
+    ob + l] * xf[bases[q0 + p] + offsets[t]]`` for every pixel p < P and lane l < L (this CPU's
+    P x L, or 2P x L/2 if ``half``), each lane's P values one vector store. For the input
+    gradient's tiles (``conv/tiled.py``), whose lanes are channels a plane apart: the transpose is
+    done in registers (log2 P rounds of shuffles), not by P x L scalar stores."""
+    sig = types.void(xf, bases, q0, offsets, wf, ob, row, dst, d0, stride, half)
+    whole = LANES if xf.dtype == types.float32 else LANES // 2
+    tiles = (columns_ir(PIXELS, whole), columns_ir(2 * PIXELS, whole // 2))
+
+    def codegen(context, builder, signature, args):
+        is_half = builder.icmp_unsigned("!=", args[10], ir.Constant(args[10].type, 0))
+        with builder.if_else(is_half) as (halved, otherwise):
+            with halved:
+                tiles[1](context, builder, signature, args)
+            with otherwise:
+                tiles[0](context, builder, signature, args)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 def tile_ir(pixels: int, lanes: int):
     """The IR of a tile of ``pixels`` x ``lanes`` (``_tile``'s), emitted where the builder is."""
 
     def emit(context, builder, signature, args):
-        (xf_v, bases_v, q0_v, npix_v, off_v, wf_v, ob_v, bias_v, relu_v, dst_v, d0_v,
-         stride_v) = args[:12]
         arrays = {i: context.make_array(signature.args[i])(context, builder, args[i])
                   for i in (0, 1, 4, 5, 7, 9)}
-        xp, basep, offp, wp, bp, tp = (arrays[i].data for i in (0, 1, 4, 5, 7, 9))
-        taps = cgutils.unpack_tuple(builder, arrays[4].shape, 1)[0]
+        vt = ir.VectorType(context.get_data_type(signature.args[0].dtype), lanes)
         row = cgutils.unpack_tuple(builder, arrays[7].shape, 1)[0]
-        ft = context.get_data_type(signature.args[0].dtype)
-        vt = ir.VectorType(ft, lanes)
-        fma = fmuladd(builder, vt)
-        start = builder.load(vector_at(builder, bp, ob_v, vt), align=1)
-        pixel_bases = []
-        for p in range(pixels):
-            q = builder.select(builder.icmp_signed("<", const(p), npix_v),
-                               builder.add(q0_v, const(p)), q0_v)
-            pixel_bases.append(builder.load(builder.gep(basep, [q])))
-        entry = builder.basic_block
-        loop = builder.append_basic_block("tile.taps")
-        done = builder.append_basic_block("tile.done")
-        builder.cbranch(builder.icmp_signed(">", taps, const(0)), loop, done)
-
-        # the taps: one vector of weights and a value per pixel each, the sums in registers
-        builder.position_at_end(loop)
-        t = builder.phi(I64)
-        t.add_incoming(const(0), entry)
-        sums = [builder.phi(vt) for _ in range(pixels)]
-        for s in sums:
-            s.add_incoming(start, entry)
-        offset = builder.load(builder.gep(offp, [t]))
-        weight_at = builder.add(builder.mul(t, row), ob_v)
-        weights = builder.load(vector_at(builder, wp, weight_at, vt), align=1)
-        summed = []
-        for p, s in enumerate(sums):
-            value = builder.load(builder.gep(xp, [builder.add(pixel_bases[p], offset)]))
-            summed.append(builder.call(fma, [splat(builder, value, vt), weights, s]))
-        t_next = builder.add(t, const(1))
-        last = builder.basic_block
-        t.add_incoming(t_next, last)
-        for s, s_next in zip(sums, summed):
-            s.add_incoming(s_next, last)
-        builder.cbranch(builder.icmp_signed("<", t_next, taps), loop, done)
-
+        start = builder.load(vector_at(builder, arrays[7].data, args[6], vt), align=1)
+        totals = _tap_sums(builder, arrays[0], arrays[1], args[2], args[3], arrays[4], arrays[5],
+                           args[6], row, start, pixels, vt)
         # ReLU as the other epilogues take it: v if v > 0 else 0 (a NaN becomes 0)
-        builder.position_at_end(done)
-        totals = [builder.phi(vt) for _ in summed]  # (phi nodes lead their block)
-        for total, s_next in zip(totals, summed):
-            total.add_incoming(start, entry)
-            total.add_incoming(s_next, last)
+        relu_v = args[8]
         zero = ir.Constant(vt, [0.0] * lanes)
         use_relu = builder.icmp_unsigned("!=", relu_v, ir.Constant(relu_v.type, 0))
-        d0_64 = context.cast(builder, d0_v, signature.args[10], types.int64)
-        stride_64 = context.cast(builder, stride_v, signature.args[11], types.int64)
+        d0 = context.cast(builder, args[10], signature.args[10], types.int64)
+        stride = context.cast(builder, args[11], signature.args[11], types.int64)
         for p, total in enumerate(totals):
             clipped = builder.select(builder.fcmp_ordered(">", total, zero), total, zero)
-            at = builder.add(d0_64, builder.mul(const(p), stride_64))
+            at = builder.add(d0, builder.mul(const(p), stride))
             builder.store(builder.select(use_relu, clipped, total),
-                          vector_at(builder, tp, at, vt), align=1)
+                          vector_at(builder, arrays[9].data, at, vt), align=1)
 
     return emit
+
+
+def columns_ir(pixels: int, lanes: int):
+    """The IR of ``tile_columns``'s tile of ``pixels`` x ``lanes``, emitted where the builder is."""
+
+    def emit(context, builder, signature, args):
+        arrays = {i: context.make_array(signature.args[i])(context, builder, args[i])
+                  for i in (0, 1, 3, 4, 7)}
+        ft = context.get_data_type(signature.args[0].dtype)
+        vt = ir.VectorType(ft, lanes)
+        row = context.cast(builder, args[6], signature.args[6], types.int64)
+        rows = _tap_sums(builder, arrays[0], arrays[1], args[2], const(pixels), arrays[3],
+                         arrays[4], args[5], row, ir.Constant(vt, [0.0] * lanes), pixels, vt)
+        # the transpose: log2 stages of zip(R_i, R_{i+h}), h half the rows, put element (p, l) at
+        # l*P2 + p (P2: the pixels rounded up to a power of two, the missing rows undefined)
+        rows += [ir.Constant(vt, ir.Undefined)] * ((1 << (pixels - 1).bit_length()) - pixels)
+        padded = len(rows)
+        while len(rows) > 1:
+            h = len(rows) // 2
+            rows = [_zip(builder, rows[i], rows[i + h]) for i in range(h)]
+        d0 = context.cast(builder, args[8], signature.args[8], types.int64)
+        stride = context.cast(builder, args[9], signature.args[9], types.int64)
+        column_t = ir.VectorType(ft, pixels)
+        for lane in range(lanes):
+            first = lane * padded
+            column = builder.shuffle_vector(rows[0], rows[0], ir.Constant(
+                ir.VectorType(I32, pixels), list(range(first, first + pixels))))
+            at = builder.add(d0, builder.mul(const(lane), stride))
+            builder.store(column, vector_at(builder, arrays[7].data, at, column_t), align=1)
+
+    return emit
+
+
+def _zip(builder: ir.IRBuilder, a: ir.Value, b: ir.Value) -> ir.Value:
+    """``[a0, b0, a1, b1, ...]``: two n-vectors interleaved into one of 2n."""
+    n = a.type.count
+    order = [i for pair in zip(range(n), range(n, 2 * n)) for i in pair]
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(I32, 2 * n), order))
+
+
+def _tap_sums(builder, xf, bases, q0, npix, offsets, wf, ob, row, start, pixels, vt):
+    """The tap loop the tiles share, emitted where the builder is, which it leaves after the
+    loop: the ``pixels`` vectors of sums, each ``start + sum_t wf[t*row + ob + l] * xf[bases[q] +
+    offsets[t]]`` with q = q0 + p (q0 for a pixel p >= npix: its input is in bounds, its sums
+    unused)."""
+    fma = fmuladd(builder, vt)
+    taps = cgutils.unpack_tuple(builder, offsets.shape, 1)[0]
+    pixel_bases = []
+    for p in range(pixels):
+        q = builder.select(builder.icmp_signed("<", const(p), npix), builder.add(q0, const(p)),
+                           q0)
+        pixel_bases.append(builder.load(builder.gep(bases.data, [q])))
+    entry = builder.basic_block
+    loop = builder.append_basic_block("tile.taps")
+    done = builder.append_basic_block("tile.done")
+    builder.cbranch(builder.icmp_signed(">", taps, const(0)), loop, done)
+
+    # the taps: one vector of weights and a value per pixel each, the sums in registers
+    builder.position_at_end(loop)
+    t = builder.phi(I64)
+    t.add_incoming(const(0), entry)
+    sums = [builder.phi(vt) for _ in range(pixels)]
+    for s in sums:
+        s.add_incoming(start, entry)
+    offset = builder.load(builder.gep(offsets.data, [t]))
+    weights = builder.load(vector_at(builder, wf.data, builder.add(builder.mul(t, row), ob), vt),
+                           align=1)
+    summed = []
+    for p, s in enumerate(sums):
+        value = builder.load(builder.gep(xf.data, [builder.add(pixel_bases[p], offset)]))
+        summed.append(builder.call(fma, [splat(builder, value, vt), weights, s]))
+    t_next = builder.add(t, const(1))
+    last = builder.basic_block
+    t.add_incoming(t_next, last)
+    for s, s_next in zip(sums, summed):
+        s.add_incoming(s_next, last)
+    builder.cbranch(builder.icmp_signed("<", t_next, taps), loop, done)
+
+    builder.position_at_end(done)
+    totals = [builder.phi(vt) for _ in summed]  # (phi nodes lead their block)
+    for total, s_next in zip(totals, summed):
+        total.add_incoming(start, entry)
+        total.add_incoming(s_next, last)
+    return totals

@@ -59,6 +59,7 @@ from .im2col import forward as im2col_forward
 from .tile_kernel import LANES as _LANES
 from .tile_kernel import PIXELS as _PIXELS
 from .tile_kernel import tile as _tile
+from .tile_kernel import tile_columns as _tile_columns
 from .tile_kernel import tile_dims, tile_shape
 
 __all__ = ["InputPhases", "TileGeometry", "TileLayout", "TiledCache", "backward", "forward",
@@ -473,37 +474,45 @@ def input_tiles(dzp, bases, dests, pixel_starts, offsets, tap_starts, wf, zeros,
     """The input gradient in tiles, phase by phase (``InputPhases``): ``dx[n, c, dests[q]] =
     sum_t wf[t*Lc + c] * dzp[n].flat[bases[q] + offsets[t]]`` over the taps t of q's phase (0
     where a phase has none). dzp (n, O, OHp, OWp); wf: the phases' weight rows (T, Lc), flat;
-    zeros (Lc,); dx (n, C, H*W) written whole."""
+    zeros (Lc,); dx (n, C, H*W) written whole. A sample's tiles go to a (C, H*W) buffer in the
+    phases' pixel order, each channel's pixels of a tile one vector store (a whole tile's lanes
+    transposed in registers, ``tile_columns``; a tile at an edge through a scratch tile), and
+    then each channel's row to its pixels: one tile's lanes scattered straight into dx were 24-32
+    of a 32x32x32 sample's 75-77 us (Intel Xeon, 3x3 stride 2, 64 output channels), this way 8."""
     n_count, c_count = dx.shape[0], dx.shape[1]
     lc = zeros.shape[0]
     half, count, lanes = tile_dims(dx.itemsize, lc)
     tmp = np.empty(count * lanes, dtype=dx.dtype)
-    zero = dx.dtype.type(0)
     hw = dx.shape[2]
-    xf = dx.reshape(dx.size)
+    phased = np.empty((c_count, hw), dtype=dx.dtype)  # a sample's, its pixels in phase order
+    pf = phased.reshape(phased.size)
     for n in range(n_count):
         zf = dzp[n].reshape(dzp[n].size)
         for k in range(pixel_starts.shape[0] - 1):
             q_start, q_stop = pixel_starts[k], pixel_starts[k + 1]
             t_start, t_stop = tap_starts[k], tap_starts[k + 1]
-            where = dests[q_start:q_stop]
             if t_start == t_stop:  # no tap lands on this phase
-                for c in range(c_count):
-                    at = (n * c_count + c) * hw
-                    for q in range(q_stop - q_start):
-                        xf[_u(at + where[q])] = zero
+                phased[:, q_start:q_stop] = 0
                 continue
             phase_bases, phase_offsets = bases[q_start:q_stop], offsets[t_start:t_stop]
             phase_w = wf[t_start * lc : t_stop * lc]
             for q0 in range(0, q_stop - q_start, count):
                 npix = min(count, q_stop - q_start - q0)
                 for ob in range(0, c_count, lanes):
+                    at = ob * hw + q_start + q0
+                    if npix == count and ob + lanes <= c_count:
+                        _tile_columns(zf, phase_bases, q0, phase_offsets, phase_w, ob, lc, pf, at,
+                                      hw, half)
+                        continue
                     _tile(zf, phase_bases, q0, npix, phase_offsets, phase_w, ob, zeros, False,
                           tmp, 0, lanes, half)
                     for lane in range(min(lanes, c_count - ob)):
-                        at = (n * c_count + ob + lane) * hw
                         for p in range(npix):
-                            xf[_u(at + where[q0 + p])] = tmp[_u(p * lanes + lane)]
+                            pf[_u(at + lane * hw + p)] = tmp[_u(p * lanes + lane)]
+        for c in range(c_count):
+            src, dst = phased[c], dx[n, c]
+            for q in range(hw):
+                dst[_u(dests[q])] = src[q]
 
 
 @nb.njit(cache=True, nogil=True)

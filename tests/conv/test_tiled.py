@@ -205,6 +205,27 @@ def test_a_channels_last_output_holds_the_nchw_output_bit_for_bit(case, relu):
         np.testing.assert_array_equal(values, last[s])
 
 
+@pytest.mark.parametrize("channels", [16, 32, 40, 64, 70])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_input_gradient_tiles_stored_transposed_equal_the_im2col_gradient(channels, dtype,
+                                                                          kernel):
+    """The input gradient's whole tiles are stored transposed from the registers, the ones at the
+    edges (13 x 13 pixels a phase, the last channels past a whole number of lanes) through the
+    scratch tile: these channel counts make both, with half and whole tiles; a 1x1 kernel leaves
+    three of the four phases without taps (zeros). Against im2col's backward."""
+    rng = np.random.default_rng(channels + kernel)
+    x = rng.standard_normal((2, channels, 26, 26)).astype(dtype)
+    weight = rng.standard_normal((24, channels, kernel, kernel)).astype(dtype)
+    g = dilated_geometry(26, 26, (kernel, kernel), (2, 2), (1, 1), (kernel // 2, kernel // 2), "t")
+    out, cache = tiled.forward(x, weight, None, g)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dx = tiled.backward(dout, cache)[0]
+    want = im2col.backward(dout, im2col.forward(x, weight, None, g)[1])[0]
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(dx, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
 @pytest.mark.parametrize("out_channels", [8, 16, 32, 40, 64, 70])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_whole_tiles_written_from_the_registers_hold_the_nchw_values(out_channels, dtype):
