@@ -67,19 +67,7 @@ def tile(typingctx, xf, bases, q0, npix, offsets, wf, ob, bias, relu, dst, d0, s
     output's channels). A pixel p >= npix is computed on pixel q0's input (in bounds; the caller
     does not copy it out). Both shapes are compiled in; ``half`` picks one at run time."""
     sig = types.void(xf, bases, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride, half)
-    whole = LANES if xf.dtype == types.float32 else LANES // 2
-    tiles = (tile_ir(PIXELS, whole), tile_ir(2 * PIXELS, whole // 2))
-
-    def codegen(context, builder, signature, args):
-        is_half = builder.icmp_unsigned("!=", args[12], ir.Constant(args[12].type, 0))
-        with builder.if_else(is_half) as (halved, otherwise):
-            with halved:
-                tiles[1](context, builder, signature, args)
-            with otherwise:
-                tiles[0](context, builder, signature, args)
-        return context.get_dummy_value()
-
-    return sig, codegen
+    return sig, _whole_or_half(tile_ir, xf.dtype)
 
 
 @intrinsic
@@ -91,11 +79,18 @@ def tile_columns(typingctx, xf, bases, q0, offsets, wf, ob, row, dst, d0, stride
     gradient's tiles (``conv/tiled.py``), whose lanes are channels a plane apart: the transpose is
     done in registers (log2 P rounds of shuffles), not by P x L scalar stores."""
     sig = types.void(xf, bases, q0, offsets, wf, ob, row, dst, d0, stride, half)
-    whole = LANES if xf.dtype == types.float32 else LANES // 2
-    tiles = (columns_ir(PIXELS, whole), columns_ir(2 * PIXELS, whole // 2))
+    return sig, _whole_or_half(columns_ir, xf.dtype)
+
+
+def _whole_or_half(make_ir, dtype):
+    """The codegen of a tile intrinsic whose last argument is ``half``: both of this CPU's tile
+    shapes for ``dtype`` emitted by ``make_ir(pixels, lanes)``, P x L and 2P x L/2, one picked at
+    run time."""
+    whole = LANES if dtype == types.float32 else LANES // 2
+    tiles = (make_ir(PIXELS, whole), make_ir(2 * PIXELS, whole // 2))
 
     def codegen(context, builder, signature, args):
-        is_half = builder.icmp_unsigned("!=", args[10], ir.Constant(args[10].type, 0))
+        is_half = builder.icmp_unsigned("!=", args[-1], ir.Constant(args[-1].type, 0))
         with builder.if_else(is_half) as (halved, otherwise):
             with halved:
                 tiles[1](context, builder, signature, args)
@@ -103,7 +98,7 @@ def tile_columns(typingctx, xf, bases, q0, offsets, wf, ob, row, dst, d0, stride
                 tiles[0](context, builder, signature, args)
         return context.get_dummy_value()
 
-    return sig, codegen
+    return codegen
 
 
 def tile_ir(pixels: int, lanes: int):

@@ -12,6 +12,30 @@ from hypothesis import strategies as st
 from cnn_im2col.conv import tile_kernel
 
 
+def _operands(rng, dtype, half, taps, blocks):
+    """A tile's shape (P, L) on this CPU, whole or ``half``, and drawn operands: a weight of
+    ``taps`` rows of ``blocks`` x L values (``row``), the lane block ``ob``, 500 input values,
+    ``taps`` offsets, 40 pixel bases and the first pixel ``q0``."""
+    whole, lanes = tile_kernel.tile_shape(dtype, 1000)
+    pixels, lanes = (2 * whole, lanes // 2) if half else (whole, lanes)
+    row = lanes * blocks  # Lp: a whole number of the tile's lanes
+    ob = lanes * int(rng.integers(0, blocks))
+    xf = rng.standard_normal(500).astype(dtype)
+    offsets = rng.integers(0, 200, taps).astype(np.int64)
+    bases = rng.integers(0, 300, 40).astype(np.int64)
+    q0 = int(rng.integers(0, 40 - pixels + 1))
+    wf = rng.standard_normal(max(taps, 1) * row).astype(dtype)
+    return pixels, lanes, row, ob, xf, offsets, bases, q0, wf
+
+
+def _sums(xf, bases, q0, count, offsets, wf, row, ob, lanes):
+    """The tile's sums in NumPy, (count, lanes): ``sum_t wf[t*row + ob + l] * xf[bases[q0 + p] +
+    offsets[t]]``."""
+    taps = offsets.shape[0]
+    w = wf[: taps * row].reshape(taps, row)[:, ob : ob + lanes]
+    return xf[bases[q0 : q0 + count, None] + offsets[None, :]] @ w
+
+
 @nb.njit(cache=True)
 def _one_tile(xf, bases, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride, half):
     tile_kernel.tile(xf, bases, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride, half)
@@ -24,23 +48,13 @@ def test_a_tile_computes_its_formula(dtype, half, taps, npix, blocks, relu, seed
     """``dst[d0 + p*stride + l] = f(bias[ob + l] + sum_t wf[t*Lp + ob + l] * xf[bases[q0 + p] +
     offsets[t]])`` for p < npix; the rows of the pixels past npix are the caller's to ignore."""
     rng = np.random.default_rng(seed)
-    whole, lanes = tile_kernel.tile_shape(dtype, 1000)
-    pixels, lanes = (2 * whole, lanes // 2) if half else (whole, lanes)
+    pixels, lanes, row, ob, xf, offsets, bases, q0, wf = _operands(rng, dtype, half, taps, blocks)
     npix = min(npix, pixels)
-    row = lanes * blocks  # Lp: a whole number of the tile's lanes
-    ob = lanes * int(rng.integers(0, blocks))
-    xf = rng.standard_normal(500).astype(dtype)
-    offsets = rng.integers(0, 200, taps).astype(np.int64)
-    bases = rng.integers(0, 300, 40).astype(np.int64)
-    q0 = int(rng.integers(0, 40 - pixels + 1))
-    wf = rng.standard_normal(max(taps, 1) * row).astype(dtype)
     bias = rng.standard_normal(row).astype(dtype)
     stride = lanes + 3
     dst = np.full(5 + pixels * stride, np.nan, dtype=dtype)
     _one_tile(xf, bases, q0, npix, offsets, wf, ob, bias, relu, dst, 5, stride, half)
-    w = wf[: taps * row].reshape(taps, row)[:, ob : ob + lanes]
-    values = xf[bases[q0 : q0 + npix, None] + offsets[None, :]]  # (npix, taps)
-    want = bias[ob : ob + lanes] + values @ w
+    want = bias[ob : ob + lanes] + _sums(xf, bases, q0, npix, offsets, wf, row, ob, lanes)
     if relu:
         want = np.maximum(want, 0)
     got = np.stack([dst[5 + p * stride : 5 + p * stride + lanes] for p in range(npix)])
@@ -60,20 +74,11 @@ def test_a_tile_stored_transposed_computes_its_formula_and_writes_nothing_else(d
     """``dst[d0 + l*stride + p] = sum_t wf[t*row + ob + l] * xf[bases[q0 + p] + offsets[t]]`` for
     every pixel p and lane l of a whole tile; every other value of ``dst`` untouched."""
     rng = np.random.default_rng(seed)
-    whole, lanes = tile_kernel.tile_shape(dtype, 1000)
-    pixels, lanes = (2 * whole, lanes // 2) if half else (whole, lanes)
-    row = lanes * blocks
-    ob = lanes * int(rng.integers(0, blocks))
-    xf = rng.standard_normal(500).astype(dtype)
-    offsets = rng.integers(0, 200, taps).astype(np.int64)
-    bases = rng.integers(0, 300, 40).astype(np.int64)
-    q0 = int(rng.integers(0, 40 - pixels + 1))
-    wf = rng.standard_normal(max(taps, 1) * row).astype(dtype)
+    pixels, lanes, row, ob, xf, offsets, bases, q0, wf = _operands(rng, dtype, half, taps, blocks)
     stride = pixels + 3
     dst = np.full(5 + lanes * stride, np.nan, dtype=dtype)
     _one_column_tile(xf, bases, q0, offsets, wf, ob, row, dst, 5, stride, half)
-    w = wf[: taps * row].reshape(taps, row)[:, ob : ob + lanes]
-    want = (xf[bases[q0 : q0 + pixels, None] + offsets[None, :]] @ w).T  # (lanes, pixels)
+    want = _sums(xf, bases, q0, pixels, offsets, wf, row, ob, lanes).T  # (lanes, pixels)
     got = np.stack([dst[5 + lane * stride : 5 + lane * stride + pixels] for lane in range(lanes)])
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
