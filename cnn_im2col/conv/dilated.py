@@ -11,10 +11,11 @@ the batch, so the inner convolution is an ordinary 3x3 (or 5x5) one that Winogra
 backward). ``conv.choose`` picks this strategy only where that inner convolution passes
 Winograd's own thresholds; im2col (which computes any dilation) is its twin in the tests.
 
-The per-slice hook ``then`` (a layer's NaN/Inf scan, a fused pool) sees the batch's slices once
-the output is put back together: the phases' slices are not the batch's. An untied bias (one per
-output position) does not split into phases: those calls run im2col, whose cache then takes the
-backward.
+The work goes a batch slice at a time, each slice's samples split into their phases, convolved
+and merged back while the slice is in cache (the whole batch's reorderings, one pass each over
+memory, were 1.8 ms of the benchmark layer's 10-12). So the per-slice hook ``then`` (a layer's
+NaN/Inf scan, a fused pool) sees the batch's own slices. An untied bias (one per output position)
+does not split into phases: those calls run im2col, whose cache then takes the backward.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numba as nb
 import numpy as np
 
 from .. import threads as _threads
-from ..arrays import thread_slices
+from ..arrays import cache_slices, summed
 from ..arrays import unsigned as _u
 from ..shapes import WindowGeometry
 from . import im2col, winograd
@@ -55,13 +56,13 @@ def inner_geometry(g: WindowGeometry) -> WindowGeometry:
 
 
 @nb.njit(cache=True, nogil=True)
-def _split(x, n_lo, n_hi, dy, dx, out):
-    """``out[n, a, b] = x[n, :, a::dy, b::dx]`` for samples n_lo..n_hi-1; x (N, C, H, W), out
-    (N, dy, dx, C, H/dy, W/dx), both C-contiguous. A row goes to one row phase; with dx == 2 its
-    two column phases are filled in one loop, so the row is read as whole vectors and
-    deinterleaved (NumPy's strided copy, which this replaces, read it element by element)."""
+def _split(x, dy, dx, out):
+    """``out[n, a, b] = x[n, :, a::dy, b::dx]``; x (N, C, H, W), out (N, dy, dx, C, H/dy, W/dx),
+    both C-contiguous. A row goes to one row phase; with dx == 2 its two column phases are filled
+    in one loop, so the row is read as whole vectors and deinterleaved (NumPy's strided copy,
+    ``_split_numpy``, reads it element by element)."""
     channels, h, w = x.shape[1], x.shape[2] // dy, x.shape[3] // dx
-    for n in range(n_lo, n_hi):
+    for n in range(x.shape[0]):
         for c in range(channels):
             for r in range(h * dy):
                 a, i = r % dy, r // dy
@@ -79,11 +80,11 @@ def _split(x, n_lo, n_hi, dy, dx, out):
 
 
 @nb.njit(cache=True, nogil=True)
-def _merge(p, n_lo, n_hi, dy, dx, out):
-    """The inverse of ``_split``: ``out[n, :, a::dy, b::dx] = p[n, a, b]`` for samples
-    n_lo..n_hi-1; p (N, dy, dx, C, h, w), out (N, C, h*dy, w*dx), both C-contiguous."""
+def _merge(p, dy, dx, out):
+    """The inverse of ``_split``: ``out[n, :, a::dy, b::dx] = p[n, a, b]``; p (N, dy, dx, C, h,
+    w), out (N, C, h*dy, w*dx), both C-contiguous."""
     channels, h, w = p.shape[3], p.shape[4], p.shape[5]
-    for n in range(n_lo, n_hi):
+    for n in range(p.shape[0]):
         for c in range(channels):
             for r in range(h * dy):
                 a, i = r % dy, r // dy
@@ -101,23 +102,20 @@ def _merge(p, n_lo, n_hi, dy, dx, out):
 
 
 def to_phases(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """(N, C, H, W) -> (N*dy*dx, C, H/dy, W/dx), C-contiguous: sample ``(n*dy + a)*dx + b`` is
-    ``x[n, :, a::dy, b::dx]``; x C-contiguous, its sides multiples of the dilation. Samples
-    side by side on the pool. ``_split_numpy`` is the twin."""
+    """(n, C, H, W) -> (n*dy*dx, C, H/dy, W/dx), C-contiguous: sample ``(i*dy + a)*dx + b`` is
+    ``x[i, :, a::dy, b::dx]``; x C-contiguous (a batch slice), its sides multiples of the
+    dilation. ``_split_numpy`` is the twin."""
     n, c, h, w = x.shape
     out = np.empty((n, dy, dx, c, h // dy, w // dx), dtype=x.dtype)
-    _threads.parallel_map(lambda s: _split(x, s.start, s.stop, dy, dx, out), thread_slices(n))
+    _split(x, dy, dx, out)
     return out.reshape(n * dy * dx, c, h // dy, w // dx)
 
 
-def from_phases(p: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """The inverse of :func:`to_phases`: (N*dy*dx, C, h, w) -> (N, C, h*dy, w*dx), C-contiguous
-    (p C-contiguous). ``_merge_numpy`` is the twin."""
+def from_phases(p: np.ndarray, dy: int, dx: int, out: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`to_phases`: (n*dy*dx, C, h, w) into ``out`` (n, C, h*dy, w*dx); both
+    C-contiguous. Returns out. ``_merge_numpy`` is the twin."""
     nd, c, h, w = p.shape
-    n = nd // (dy * dx)
-    out = np.empty((n, c, h * dy, w * dx), dtype=p.dtype)
-    src = np.ascontiguousarray(p).reshape(n, dy, dx, c, h, w)
-    _threads.parallel_map(lambda s: _merge(src, s.start, s.stop, dy, dx, out), thread_slices(n))
+    _merge(p.reshape(nd // (dy * dx), dy, dx, c, h, w), dy, dx, out)
     return out
 
 
@@ -145,14 +143,19 @@ def _merge_numpy(p: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 
 class DilatedCache(NamedTuple):
-    """What backward needs: the outer convolution's shapes and the inner Winograd cache."""
+    """What backward needs of a dilated convolution run through its phases."""
 
     x_shape: tuple[int, int, int, int]
     weight: np.ndarray
     bias_shape: tuple[int, ...] | None
     geometry: WindowGeometry  # the dilated convolution's
     owner: str
-    inner: winograd.WinogradCache  # of the phases' undilated convolution
+    transformed: np.ndarray  # the transformed weight U (36, K, C / groups)
+    v: list[np.ndarray] | None  # each batch slice's phases' transformed input V; None: from x
+    x: np.ndarray | None  # the input, kept instead of V (keep=False)
+    slices: list[slice]  # the batch's slices, whole samples (each with all its phases)
+    out: np.ndarray | None  # relu=True: the output, whose sign is ReLU's derivative
+    groups: int = 1
 
 
 def forward(
@@ -168,20 +171,33 @@ def forward(
     relu: bool = False,
     then: Callable[[slice, np.ndarray], None] | None = None,
 ) -> tuple[np.ndarray, Any]:
-    """``conv2d_forward``'s dilated strategy on checked arguments (``supports`` holds): out (N, O,
-    OH, OW) and the cache; im2col's pair for an untied bias. ``then(s, out[s])`` per batch slice
-    of the pool, once out is whole."""
+    """``conv2d_forward``'s dilated strategy on checked arguments (``supports`` holds), x
+    C-contiguous: out (N, O, OH, OW) and the cache; im2col's pair for an untied bias. Each batch
+    slice: its phases, their Winograd forward, merged into ``out[s]``, then ``then(s, out[s])``."""
     if bias is not None and bias.ndim == 3:
         return im2col.forward(x, weight, bias, g, groups=groups, backend=backend, owner=owner,
                               keep=keep, relu=relu, then=then)
-    out_phases, inner = winograd.forward(
-        to_phases(x, g.dy, g.dx), weight, bias, inner_geometry(g), groups=groups,
-        backend=backend, owner=owner, keep=keep, relu=relu,
-    )
-    cache = DilatedCache(x.shape, weight, None if bias is None else bias.shape, g, owner, inner)
-    out = from_phases(out_phases, g.dy, g.dx)
-    if then is not None:
-        _threads.parallel_map(lambda s: then(s, out[s]), thread_slices(x.shape[0]))
+    n, phases, inner = x.shape[0], g.dy * g.dx, inner_geometry(g)
+    p = winograd.plan_forward((n * phases, *x.shape[1:]), weight, bias, inner, groups=groups,
+                              relu=relu)
+    slices = cache_slices(n, phases * winograd.ALPHA**2 * x.shape[1] * p.ty * p.tx
+                          * weight.itemsize)
+    out = np.empty((n, weight.shape[0], g.oh, g.ow), dtype=weight.dtype)
+
+    def block(s: slice) -> np.ndarray | None:
+        x_phases = to_phases(x[s], g.dy, g.dx)
+        out_phases = np.empty((x_phases.shape[0], weight.shape[0], inner.oh, inner.ow),
+                              dtype=weight.dtype)
+        v = winograd.slice_forward(x_phases, p, out_phases)
+        from_phases(out_phases, g.dy, g.dx, out[s])
+        if then is not None:
+            then(s, out[s])
+        return v if keep else None
+
+    kept = _threads.parallel_map(block, slices)
+    cache = DilatedCache(x.shape, weight, None if bias is None else bias.shape, g, owner, p.u,
+                         kept if keep else None, None if keep else x, slices,
+                         out if relu else None, groups)
     return out, cache
 
 
@@ -193,13 +209,30 @@ def backward(
     dout_of: Callable[[slice], np.ndarray] | None = None,
     dz_into: Callable[[slice, np.ndarray, np.ndarray], None] | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
-    """``conv2d_backward`` through the phases: dout split as the input was, the inner backward,
-    dx interleaved back (dW and the bias gradient are sums over the phases' batch already)."""
-    g = cache.geometry
-    if dout is None:  # (dout_of is a fused pool's, which never reaches this strategy; honoured)
-        dout = dout_of(slice(0, cache.x_shape[0]))
-    dx_phases, dweight, dbias = winograd.backward(
-        to_phases(np.ascontiguousarray(dout), g.dy, g.dx), cache.inner, input_grad
-    )
-    dx = None if dx_phases is None else from_phases(dx_phases, g.dy, g.dx)
+    """``conv2d_backward`` through the phases, a batch slice at a time: dout's slice (``dout``
+    checked, or None and ``dout_of(s)``) split as the input was, Winograd's slice backward, its
+    dx merged into ``dx[s]``; dW and the bias gradient are sums over all slices' phases
+    (``dz_into`` is the im2col layout's, unused)."""
+    g, weight = cache.geometry, cache.weight
+    inner, dy, dx_ = inner_geometry(g), g.dy, g.dx
+    dx = np.empty(cache.x_shape, dtype=weight.dtype) if input_grad else None
+
+    def block(i: int) -> tuple[np.ndarray, np.ndarray]:
+        s = cache.slices[i]
+        d = np.ascontiguousarray(dout[s]) if dout_of is None else np.ascontiguousarray(dout_of(s))
+        y = None if cache.out is None else to_phases(cache.out[s], dy, dx_)
+        v = cache.v[i] if cache.v is not None else winograd.transform_input(
+            to_phases(cache.x[s], dy, dx_), inner)
+        n, channels, h, w = s.stop - s.start, *cache.x_shape[1:]
+        dx_phases = None if dx is None else np.empty(
+            (n * dy * dx_, channels, h // dy, w // dx_), dtype=weight.dtype)
+        du, tied = winograd.slice_backward(to_phases(d, dy, dx_), y, v, cache.transformed, inner,
+                                           dx_phases, cache.groups)
+        if dx is not None:
+            from_phases(dx_phases, dy, dx_, dx[s])
+        return du, tied
+
+    parts = _threads.parallel_map(block, list(range(len(cache.slices))))
+    dweight = winograd.weight_grad(summed([part[0] for part in parts]), weight.shape[2])
+    dbias = None if cache.bias_shape is None else sum(p[1] for p in parts).astype(weight.dtype)
     return dx, dweight, dbias

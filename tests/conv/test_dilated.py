@@ -14,7 +14,6 @@ from cnn_im2col import conv
 from cnn_im2col import functional as F
 from cnn_im2col.conv import dilated, im2col
 from cnn_im2col.gradcheck import check_function
-from cnn_im2col.threads import get_num_threads, set_num_threads
 from conv.cases import oracle_conv
 
 
@@ -76,9 +75,7 @@ def test_dilated_equals_im2col_and_the_oracle(case, relu, input_grad):
     plain, dxp, dw = oracle_conv(padded, weight, bias, 1, 0, dilation, groups, masked)
     np.testing.assert_allclose(fast, np.maximum(plain, 0) if relu else plain, rtol, atol)
     # the same ReLU mask for both (outputs of ~0 may round to different signs)
-    fast_cache = fast_cache._replace(
-        inner=fast_cache.inner._replace(out=dilated.to_phases(twin, *dilation))
-    ) if relu else fast_cache
+    fast_cache = fast_cache._replace(out=twin) if relu else fast_cache
     got = F.conv2d_backward(in_memory_order(dout, order), fast_cache, input_grad=input_grad)
     want = F.conv2d_backward(dout, twin_cache, input_grad=input_grad)
     oracle = (dxp[:, :, top:top + x.shape[2], left:left + x.shape[3]], dw,
@@ -98,22 +95,21 @@ def test_dilated_equals_im2col_and_the_oracle(case, relu, input_grad):
 @given(
     dilation=st.sampled_from([(2, 2), (2, 1), (1, 2), (1, 3), (3, 2), (4, 4)]),
     n=st.integers(1, 3), c=st.integers(1, 4), ph=st.integers(1, 6), pw=st.integers(1, 6),
-    dtype=st.sampled_from([np.float32, np.float64]), threads=st.sampled_from([1, 2]),
+    dtype=st.sampled_from([np.float32, np.float64]),
 )
-def test_phase_split_and_merge_equal_their_numpy_twins(dilation, n, c, ph, pw, dtype, threads):
-    """The compiled polyphase split and merge (the dx == 2 rows deinterleaved in one loop, the
-    samples on the pool) against the strided NumPy copies, and the merge undoes the split."""
+def test_phase_split_and_merge_equal_their_numpy_twins(dilation, n, c, ph, pw, dtype):
+    """The compiled polyphase split and merge (the dx == 2 rows deinterleaved in one loop)
+    against the strided NumPy copies, and the merge undoes the split; the merge writes into a
+    slice of a larger batch and nowhere else."""
     dy, dx = dilation
     x = np.random.default_rng(n * 7 + c).standard_normal((n, c, ph * dy, pw * dx)).astype(dtype)
-    before = get_num_threads()
-    set_num_threads(threads)
-    try:
-        phases = dilated.to_phases(x, dy, dx)
-        np.testing.assert_array_equal(phases, dilated._split_numpy(x, dy, dx))
-        np.testing.assert_array_equal(dilated.from_phases(phases, dy, dx), x)
-        np.testing.assert_array_equal(dilated._merge_numpy(phases, dy, dx), x)
-    finally:
-        set_num_threads(before)
+    phases = dilated.to_phases(x, dy, dx)
+    np.testing.assert_array_equal(phases, dilated._split_numpy(x, dy, dx))
+    np.testing.assert_array_equal(dilated._merge_numpy(phases, dy, dx), x)
+    batch = np.full((n + 2, *x.shape[1:]), np.nan, dtype=dtype)
+    dilated.from_phases(phases, dy, dx, batch[1:n + 1])
+    np.testing.assert_array_equal(batch[1:n + 1], x)
+    assert np.isnan(batch[[0, n + 1]]).all()
 
 
 @pytest.mark.parametrize("relu", [False, True])
@@ -155,6 +151,24 @@ def test_the_slice_hook_sees_the_whole_output_and_an_untied_bias_runs_im2col():
     np.testing.assert_array_equal(out, plain)
     out, cache = dilated.forward(x, weight, rng.standard_normal((3, 8, 8)), g)
     assert isinstance(cache, im2col.Im2colCache)
+
+
+def test_the_backward_without_the_kept_transforms_equals_the_one_with_them():
+    """``keep=False`` (inference-time forward, kept input instead of each slice's V) gives the
+    same gradients, bit for bit, over several batch slices."""
+    from cnn_im2col.shapes import window_geometry
+
+    rng = np.random.default_rng(3)
+    x, weight = rng.standard_normal((6, 3, 8, 12)), rng.standard_normal((4, 3, 3, 3))
+    g = window_geometry(8, 12, (5, 5), (1, 1), (2, 2, 2, 2))._replace(kh=3, kw=3, dy=2, dx=2)
+    for relu in (False, True):
+        out, kept = dilated.forward(x, weight, np.ones(4), g, relu=relu)
+        again, rebuilt = dilated.forward(x, weight, np.ones(4), g, relu=relu, keep=False)
+        assert kept.v is not None and rebuilt.v is None and len(kept.slices) >= 2
+        np.testing.assert_array_equal(out, again)
+        dout = rng.standard_normal(out.shape)
+        for got, want in zip(dilated.backward(dout, rebuilt), dilated.backward(dout, kept)):
+            np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize(
