@@ -1,4 +1,5 @@
-"""Helpers every room of the engine shares: how work is cut for the pool, and GEMMs.
+"""Helpers every room of the engine shares: how work is cut for the pool, GEMMs, and the small
+helpers compiled kernels inline.
 
 - ``thread_slices`` / ``cache_slices`` / ``flat_slices``: a batch (or a flat array) as slices for
   the engine's pool (``threads.py``), one per worker or as many as keep a slice's working set in
@@ -7,7 +8,8 @@
   large;
 - ``matmul``: a product on the calling thread, in column blocks that OpenBLAS's small-matrix
   kernels take (every GEMM of a convolution strategy);
-- ``unsigned`` / ``valid_range``: index helpers that the convolution strategies' kernels inline.
+- ``unsigned`` / ``valid_range``: index helpers that the convolution strategies' kernels inline;
+- ``prefetch``: a hint that brings values into cache ahead of a kernel's loop over them.
 
 The kernels here trust their callers, as every kernel of the engine: C-contiguous float arrays,
 consistent sizes. They are serial and release the GIL; the pool runs them on slices.
@@ -17,6 +19,10 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from . import threads as _threads
 
@@ -286,3 +292,33 @@ def valid_range(offset, stride, size, count):
     lo = min(max(-(offset // stride), 0), count)
     hi = max(min((size - 1 - offset) // stride + 1, count), lo)
     return lo, hi
+
+
+@intrinsic
+def _prefetch_line(typingctx, flat, index):
+    """LLVM's prefetch hint (for reading, kept in every cache level) of the cache line that holds
+    ``flat[index]``, flat a 1-D array. A hint: it never faults, and changes no value."""
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        byte = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        hint = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte, i32, i32, i32]),
+            "llvm.prefetch.p0i8")
+        address = builder.bitcast(builder.gep(array.data, [args[1]]), byte)
+        builder.call(hint, [address, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(flat, index), codegen
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def prefetch(flat, start, count):
+    """Ask for ``flat[start:start + count]`` (a 1-D array, the range inside it) to be brought into
+    cache, one hint per 64-byte line, while the caller works on other values: for a kernel that
+    reads many short runs far apart (each sample's map of one channel), which the CPU's own
+    prefetcher, working within a 4 KiB page, only starts to fetch after its first misses."""
+    step = max(64 // flat.itemsize, 1)
+    for q in range(0, count, step):
+        _prefetch_line(flat, start + q)

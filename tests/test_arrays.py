@@ -249,3 +249,27 @@ def test_added_is_numpys_add_into_a_new_array(size, same, seed):
     np.add(a, b, out=expected)
     assert got.dtype == np.float32 and not np.shares_memory(got, a)
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_prefetch_hint_compiles_for_both_dtypes_and_changes_nothing(dtype):
+    """``arrays.prefetch`` inside a compiled loop (as the batch-norm kernels use it: the next
+    run's values, up to the array's last one) leaves the array and the loop's result as they
+    were."""
+    import numba as nb
+
+    @nb.njit
+    def sum_with_hints(flat, run):
+        total = 0.0
+        for start in range(0, flat.size, run):
+            count = min(run, flat.size - start)
+            arrays.prefetch(flat, start, count)
+            for i in range(start, start + count):
+                total += flat[i]
+        return total
+
+    flat = np.random.default_rng(0).standard_normal(1000).astype(dtype)
+    before = flat.copy()
+    for run in (1, 7, 16, 333, 1000):
+        assert sum_with_hints(flat, run) == pytest.approx(float(flat.astype(np.float64).sum()))
+    np.testing.assert_array_equal(flat, before)
