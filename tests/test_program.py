@@ -364,11 +364,12 @@ def test_mobilenets_blocks_by_rows_pass_channels_last_maps_along_their_chain(mon
     _with_statistics(model)  # folds that matter, made after the program is planned
     x = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
     calls = []
-    real, real_head = inverted_residual.forward, pointwise.forward_pooled
+    real, real_head = inverted_residual._rows, pointwise.forward_pooled
 
-    def forward(x, w, g, skip=None, x_last=False, out_last=False):
-        calls.append((x_last, out_last))
-        return real(x, w, g, skip, x_last, out_last)
+    def rows(x, w, tables, out_plane, x_last, out_last, *rest):
+        if not calls or calls[-1][2] is not w:  # a block's first slice
+            calls.append((x_last, out_last, w))
+        return real(x, w, tables, out_plane, x_last, out_last, *rest)
 
     def head(x, weight_t, bias, activation=None, x_last=False):
         calls.append((x_last, "head"))
@@ -378,12 +379,46 @@ def test_mobilenets_blocks_by_rows_pass_channels_last_maps_along_their_chain(mon
         expected = copy.deepcopy(model).infer(x)  # the model's own folds not yet made
         with folds_frozen():
             program, _ = compile_stack(model, x.shape)  # a session's order: planned first
-            monkeypatch.setattr(inverted_residual, "forward", forward)
+            monkeypatch.setattr(inverted_residual, "_rows", rows)
             monkeypatch.setattr(pointwise, "forward_pooled", head)
             out = program(x)
             monkeypatch.undo()
     np.testing.assert_array_equal(out, expected)
+    calls = [call[:2] for call in calls]
     chain = [i for i, (x_last, out_last) in enumerate(calls) if x_last or out_last is True]
     assert len(chain) >= 10 and chain == list(range(len(calls)))  # every block, then the head
     assert calls[-1] == (True, "head")
     assert all(calls[i] == (True, True) for i in chain[:-1])
+
+
+@pytest.mark.parametrize("n", [2, 64])
+def test_mobilenets_blocks_that_slice_a_batch_alike_run_as_one_chain(n, monkeypatch):
+    """Consecutive blocks by rows, alone or in identity Residuals, whose batch slices agree
+    (``inverted_residual.link_slices``) run as one chain: each slice through all of them in one
+    map (``planned_chain``); a block that slices otherwise starts the next chain. The same
+    kernels on the same rows: ``Sequential.infer``'s bits, which runs them block by block."""
+    from cnn_im2col.conv import inverted_residual
+
+    model, shape = NETS["mobilenetv2"](np.float32)
+    _with_statistics(model)
+    x = np.random.default_rng(n).random((n, *shape), dtype=np.float32)
+    chains = []
+    real = inverted_residual.planned_chain
+
+    def planned_chain(links):
+        chains.append(links)
+        return real(links)
+
+    monkeypatch.setattr(inverted_residual, "planned_chain", planned_chain)
+    with engine_blas(), finite_scans_skipped():
+        expected = copy.deepcopy(model).infer(x)
+        with folds_frozen():
+            program, _ = compile_stack(model, x.shape)
+            out = program(x)
+    np.testing.assert_array_equal(out, expected)
+    assert chains and all(len(links) >= 2 for links in chains)
+    assert any(link.residual for links in chains for link in links)
+    for links in chains:
+        slices = inverted_residual.link_slices(links[0])
+        assert all(inverted_residual.link_slices(link) == slices for link in links)
+        assert all(a.shape[0] == b.shape[0] for a, b in zip(links, links[1:]))
