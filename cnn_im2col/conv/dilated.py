@@ -219,7 +219,7 @@ def backward(
 
     def block(i: int) -> tuple[np.ndarray, np.ndarray]:
         s = cache.slices[i]
-        d = np.ascontiguousarray(dout[s]) if dout_of is None else np.ascontiguousarray(dout_of(s))
+        d = np.ascontiguousarray(dout[s] if dout_of is None else dout_of(s))
         y = None if cache.out is None else to_phases(cache.out[s], dy, dx_)
         v = cache.v[i] if cache.v is not None else winograd.transform_input(
             to_phases(cache.x[s], dy, dx_), inner)

@@ -710,28 +710,27 @@ def planned_chain(links: list[ChainLink]) -> Callable[[np.ndarray], np.ndarray]:
     must slice the batch alike (``link_slices``): the same kernels on the same rows as each
     block's own ``forward``, so the same bits."""
     slices = link_slices(links[0])
-    dtype = links[0].weights.depthwise.dtype
+    n, dtype = links[0].shape[0], links[0].weights.depthwise.dtype
     none = np.empty((0, 0, 0, 0), dtype)
-    steps = []
-    for link in links:
-        n, c_in, height, width = link.shape
-        g = link.geometry
-        steps.append((link, depthwise_tables(height, width, g, link.weights.depthwise.shape[0]),
-                      height * width, g.oh * g.ow, c_in, (g.oh, g.ow,
-                                                          link.weights.project.shape[0])))
-    n = links[0].shape[0]
+    tables = [depthwise_tables(link.shape[2], link.shape[3], link.geometry,
+                               link.weights.depthwise.shape[0]) for link in links]
+    last = links[-1]
+    out_shape = (n, last.geometry.oh, last.geometry.ow, last.weights.project.shape[0])
 
     def run(x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=dtype)
-        out = np.empty((n, *steps[-1][5]), dtype)
+        out = np.empty(out_shape, dtype)
 
         def through(s: slice) -> None:
             k, current = s.stop - s.start, x[s]
-            for i, (link, tables, plane, out_plane, c_in, out_sides) in enumerate(steps):
-                into = out[s] if i == len(steps) - 1 else np.empty((k, *out_sides), dtype)
-                _rows(current, link.weights, tables, out_plane, True, True,
+            for i, (link, table) in enumerate(zip(links, tables)):
+                _, c_in, height, width = link.shape
+                g, w = link.geometry, link.weights
+                into = (out[s] if i == len(links) - 1
+                        else np.empty((k, g.oh, g.ow, w.project.shape[0]), dtype))
+                _rows(current, w, table, g.oh * g.ow, True, True,
                       current if link.residual else none, into,
-                      *_row_buffers(k, plane, out_plane, c_in, link.weights, dtype, True))
+                      *_row_buffers(k, height * width, g.oh * g.ow, c_in, w, dtype, True))
                 current = into
 
         _threads.parallel_map(through, slices)
