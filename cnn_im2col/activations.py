@@ -93,6 +93,35 @@ def relu_backward(dout: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where(y > 0, dout, 0).astype(dout.dtype, copy=False)
 
 
+@nb.njit(cache=True, nogil=True)
+def _add_relu_grad_kernel(a, dout, y, out):
+    """``out = a + (dout where y > 0 else 0)`` over flat arrays of one dtype."""
+    zero = out.dtype.type(0)
+    for i in range(out.shape[0]):
+        out[i] = a[i] + (dout[i] if y[i] > zero else zero)
+
+
+def add_relu_grad(a: np.ndarray, dout: np.ndarray, y: np.ndarray, dtype: np.dtype
+                  ) -> np.ndarray:
+    """``a + relu_backward(dout, y)`` in one pass, into a new array of ``dtype`` (a ResNet block's
+    input gradient: its body's plus its identity shortcut's, which is the gradient after the ReLU
+    that follows the block, never stored); where all three are C-contiguous arrays of ``dtype``
+    and one shape, else ``relu_backward`` and NumPy's add (the twin)."""
+    if not (a.dtype == dout.dtype == y.dtype == dtype and dtype.char in "fd"
+            and a.shape == dout.shape == y.shape
+            and a.flags.c_contiguous and dout.flags.c_contiguous and y.flags.c_contiguous):
+        return np.add(a, relu_backward(dout, y), dtype=dtype)
+    out = np.empty_like(a)
+    flat_a, flat_d, flat_y = a.reshape(-1), dout.reshape(-1), y.reshape(-1)
+    flat_out = out.reshape(-1)
+
+    def work(s: slice) -> None:
+        _add_relu_grad_kernel(flat_a[s], flat_d[s], flat_y[s], flat_out[s])
+
+    _threads.parallel_map(work, flat_slices(flat_out.size))
+    return out
+
+
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """1 / (1 + exp(-x)) computed from exp(-|x|), so no overflow warning for any finite x."""
     e = np.exp(-np.abs(x))

@@ -58,7 +58,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .activations import IN_PLACE_KERNELS, add_into, add_relu, relu_backward
+from .activations import IN_PLACE_KERNELS, add_into, add_relu
 from .containers import Concat, Gate, Residual
 from .conv import (
     ConvCache,
@@ -575,7 +575,9 @@ class BatchNormReLU(_Block):
 
 class ResidualReLU(_Block):
     """Residual -> ReLU (ResNet's block and the activation after it): ReLU(body + shortcut) in
-    the join's one pass; backward, the ReLU's derivative, then the block's backward."""
+    the join's one pass, which is the body's last batch norm's output pass where it ends in one
+    (``run_joined``); backward, the block's backward given the output, whose sign is the ReLU's
+    derivative (``Residual.backward``'s ``relu_out``)."""
 
     kind = "residual_relu"
 
@@ -597,7 +599,7 @@ class ResidualReLU(_Block):
     def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray:
         y = self._cached()
         dout = check_dout(dout, y.shape, y.dtype, repr(self.layers[1]))
-        return self.residual.backward(relu_backward(dout, y))
+        return self.residual.backward(dout, relu_out=y)
 
 
 class ReLUPool(_Block):
@@ -629,6 +631,25 @@ class ReLUPool(_Block):
 
 Step = (LayerStep | ConvReLU | ConvReLUPool | ReLUPool | ConvActivation | DenseActivation
         | ConvGlobalPool | InvertedResidual | ResidualReLU | BatchNormReLU)
+
+
+def joins_in_training(steps: list[Step], skip: np.ndarray) -> bool:
+    """Whether a stack of ``steps`` (a Residual's body) can add the shortcut's output ``skip`` in
+    its last step's output pass, in training or not (``run_joined``): a BatchNorm2D (exact class)
+    after another step, ``skip`` C-contiguous in its dtype (ResNet's body, Conv2D -> BatchNorm2D
+    -> ReLU -> Conv2D -> BatchNorm2D). There the join is no pass of its own over memory, and with
+    a ReLU after the block the normalisation's backward takes its derivative from the block's
+    output."""
+    last = steps[-1]
+    return (len(steps) >= 2 and isinstance(last, LayerStep) and type(last.layer) is BatchNorm2D
+            and skip.dtype == last.layer._dtype and skip.flags.c_contiguous)
+
+
+def run_joined(step: Step, x: np.ndarray, training: bool, skip: np.ndarray, relu: bool
+               ) -> np.ndarray:
+    """A stack's last ``step`` (``joins_in_training`` held) on ``x``: its output plus ``skip``,
+    then ReLU if ``relu``, in its one output pass."""
+    return step.layer.run(x, training, relu=relu, skip=skip)
 
 
 def infer_with_skip(step: Step, x: np.ndarray, skip: np.ndarray, relu: bool, first: bool

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .activations import add_relu
+from .activations import add_relu, add_relu_grad, relu_backward
 from .arrays import added
 from .shapes import as_float_array, check_dout, finite_scans_skipped
 
@@ -292,8 +292,24 @@ class Residual(Container):
     def run(self, x: np.ndarray, training: bool = False, relu: bool = False) -> np.ndarray:
         """``forward`` on ``x`` already checked. ``relu=True``: ReLU(body + shortcut), in the
         join's one pass (``blocks.ResidualReLU``, a Residual -> ReLU); ``backward`` then takes the
-        gradient after the ReLU's derivative."""
-        y, self._cache = self._join(x, self._forward_children(x, training), relu)
+        output as ``relu_out``. A body that can (``joins_skip``: a Sequential ending in a
+        BatchNorm2D, as ResNet's) adds the shortcut, and takes the ReLU, in its last step's
+        output pass (``run_joined``): the shortcut runs first, and the join has no pass of its
+        own."""
+        joins = getattr(self.body, "joins_skip", None)
+        if joins is None:
+            y, cache = self._join(x, self._forward_children(x, training), relu)
+            self._cache = (*cache, False)
+            return y
+        self._check_shapes(x)
+        with finite_scans_skipped():  # x was checked where it entered
+            shortcut = x if self.shortcut is None else self.shortcut.forward(x, training=training)
+            joined = joins(shortcut)
+            if joined:
+                y = self.body.run_joined(x, training, shortcut, relu)
+            else:
+                y = self._join(x, [self.body.forward(x, training=training), shortcut], relu)[0]
+        self._cache = (x.shape, x.dtype, y.shape, y.dtype, joined)
         return y
 
     def infer(self, x: np.ndarray, relu: bool = False) -> np.ndarray:
@@ -318,16 +334,27 @@ class Residual(Container):
             y = np.add(body, shortcut, dtype=np.result_type(body, shortcut))
         return y, (x.shape, x.dtype, y.shape, y.dtype)
 
-    def backward(self, dout: Any) -> np.ndarray:
-        x_shape, x_dtype, y_shape, y_dtype = self._cached()
+    def backward(self, dout: Any, relu_out: np.ndarray | None = None) -> np.ndarray:
+        """The input gradient for ``dout``, the output's. ``relu_out``: the output of ``run``
+        with ``relu=True`` (its sign is the ReLU's derivative), and dout the ReLU's output's
+        gradient: a body that joined the shortcut takes the derivative in its last step, and the
+        identity shortcut in the final sum; otherwise it is taken first."""
+        x_shape, x_dtype, y_shape, y_dtype, joined = self._cached()
         dout = check_dout(dout, y_shape, y_dtype, type(self).__name__)
+        if relu_out is not None and not joined:
+            dout, relu_out = relu_backward(dout, relu_out), None
         with finite_scans_skipped():
-            body_dx = self.body.backward(dout)
-            other = dout if self.shortcut is None else self.shortcut.backward(dout)
+            body_dx = _branch_gradient("Residual", "body", self.body.backward(dout), x_shape)
+            if self.shortcut is None and relu_out is not None:
+                return add_relu_grad(body_dx, dout, relu_out, x_dtype)
+            if self.shortcut is None:
+                other = dout
+            else:
+                other = self.shortcut.backward(
+                    dout if relu_out is None else relu_backward(dout, relu_out))
         # one pass into a new array, on the pool (never in place: a branch's gradient may be a
         # view of dout, or of an array a user's layer keeps)
-        return added(_branch_gradient("Residual", "body", body_dx, x_shape),
-                     _branch_gradient("Residual", "shortcut", other, x_shape), x_dtype)
+        return added(body_dx, _branch_gradient("Residual", "shortcut", other, x_shape), x_dtype)
 
     def config(self) -> dict:
         return {

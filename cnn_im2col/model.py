@@ -191,6 +191,24 @@ class Sequential(Trainer):
 
     __call__ = forward
 
+    def joins_skip(self, skip: np.ndarray) -> bool:
+        """Whether ``run_joined`` can add a Residual's shortcut output ``skip`` inside this
+        stack's last step (``blocks.joins_in_training``)."""
+        return _blocks.joins_in_training(self._planned_steps(), skip)
+
+    def run_joined(self, x: np.ndarray, training: bool, skip: np.ndarray, relu: bool
+                   ) -> np.ndarray:
+        """``forward`` (nested: the outermost stack checks) with ``skip`` added to the output in
+        the last step's output pass, then ReLU if ``relu``: a Residual's join, where
+        ``joins_skip(skip)`` held. With ``relu``, ``backward`` then takes the gradient of the
+        ReLU's output (its last step takes the derivative)."""
+        steps = self._planned_steps()
+        x = steps[0].forward(x, training)
+        with finite_scans_skipped():
+            for step in steps[1:-1]:
+                x = step.run(x, training)
+            return _blocks.run_joined(steps[-1], x, training, skip, relu)
+
     @uses_engine_blas
     def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
         """Backpropagate ``dout`` (shaped like the output); fills every layer's ``grads`` and

@@ -90,15 +90,26 @@ def _affine(v, a, b):
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})
-def _channel_apply(flat, out, samples, c, channels, plane, a, b, relu):
-    """``out = flat * a + b`` on channel ``c`` of flat (N, C, H*W) arrays (ReLU of it with
-    ``relu``)."""
+def _channel_apply(flat, out, samples, c, channels, plane, a, b, relu, skip):
+    """``out = flat * a + b`` on channel ``c`` of flat (N, C, H*W) arrays, plus ``skip`` (of
+    out's size; empty: none) after the output is rounded, then ReLU with ``relu``: the very
+    values of the unfused layer, a separate add and the ReLU after it."""
     zero = out.dtype.type(0)
+    joined = skip.size > 0
     for n in range(samples):
         start = (n * channels + c) * plane
         src = flat[start:start + plane]
         dst = out[start:start + plane]
-        if relu:
+        if joined:
+            other = skip[start:start + plane]
+            if relu:
+                for i in range(plane):
+                    v = _affine(src[i], a, b) + other[i]
+                    dst[i] = v if v > zero else zero
+            else:
+                for i in range(plane):
+                    dst[i] = _affine(src[i], a, b) + other[i]
+        elif relu:
             for i in range(plane):
                 v = _affine(src[i], a, b)
                 dst[i] = v if v > zero else zero
@@ -108,35 +119,37 @@ def _channel_apply(flat, out, samples, c, channels, plane, a, b, relu):
 
 
 @nb.njit(cache=True, nogil=True)
-def batch_norm_train(x, c_lo, c_hi, weight, bias, eps, relu, mean, var, out):
+def batch_norm_train(x, c_lo, c_hi, weight, bias, eps, relu, skip, mean, var, out):
     """Training's forward for channels c_lo..c_hi-1 of x (N, C, H, W): each channel's batch
     mean and biased variance (written to mean, var: (C,) float64), then
-    ``out = (x - mean) / sqrt(var + eps) * weight + bias`` (ReLU of it with ``relu``) while the
-    channel is in cache. weight, bias: (C,) float64 (ones and zeros without the affine map)."""
+    ``out = (x - mean) / sqrt(var + eps) * weight + bias`` (plus ``skip``, of x's shape, unless
+    it is empty; then ReLU of it with ``relu``) while the channel is in cache. weight, bias: (C,)
+    float64 (ones and zeros without the affine map)."""
     samples, channels, plane = x.shape[0], x.shape[1], x.shape[2] * x.shape[3]
-    flat, flat_out = x.reshape(x.size), out.reshape(out.size)
+    flat, flat_out, flat_skip = x.reshape(x.size), out.reshape(out.size), skip.reshape(skip.size)
     for c in range(c_lo, c_hi):
         m, v = _channel_moments(flat, samples, c, channels, plane)
         mean[c] = m
         var[c] = v
         scale, shift = _channel_affine(m, v, eps, weight[c], bias[c])
         _channel_apply(flat, flat_out, samples, c, channels, plane, out.dtype.type(scale),
-                       out.dtype.type(shift), relu)
+                       out.dtype.type(shift), relu, flat_skip)
 
 
 @nb.njit(cache=True, nogil=True)
-def batch_norm_apply(x, c_lo, c_hi, scale, shift, relu, out):
+def batch_norm_apply(x, c_lo, c_hi, scale, shift, relu, skip, out):
     """``out[n, c] = x[n, c] * scale[c] + shift[c]`` for channels c_lo..c_hi-1 (fixed statistics:
-    the normalisation and the affine map in one pass); with ``relu``, ReLU of it in the same
-    pass. scale, shift: (C,) in x's dtype."""
+    the normalisation and the affine map in one pass), plus ``skip`` (of x's shape) unless it is
+    empty; with ``relu``, ReLU of it in the same pass. scale, shift: (C,) in x's dtype."""
     samples, channels, plane = x.shape[0], x.shape[1], x.shape[2] * x.shape[3]
-    flat, flat_out = x.reshape(x.size), out.reshape(out.size)
+    flat, flat_out, flat_skip = x.reshape(x.size), out.reshape(out.size), skip.reshape(skip.size)
     for c in range(c_lo, c_hi):
-        _channel_apply(flat, flat_out, samples, c, channels, plane, scale[c], shift[c], relu)
+        _channel_apply(flat, flat_out, samples, c, channels, plane, scale[c], shift[c], relu,
+                       flat_skip)
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def batch_norm_backward(dout, x, relu, scale, shift, c_lo, c_hi, mean, invstd, gamma,
+def batch_norm_backward(dout, x, relu, scale, shift, y, c_lo, c_hi, mean, invstd, gamma,
                         batch_stats, dx, dgamma, dbeta):
     """Fused batch-norm backward over (N, C, H, W) for channels c_lo..c_hi-1, with
     xhat = (x - mean) * invstd recomputed.
@@ -145,13 +158,17 @@ def batch_norm_backward(dout, x, relu, scale, shift, c_lo, c_hi, mean, invstd, g
     statistics (training) dx = gamma * invstd / M * (M * dout - dbeta - xhat * dgamma), M = N*H*W;
     with fixed statistics (eval) dx = gamma * invstd * dout. dx (written) has dout's shape.
     With ``relu`` (a fused ReLU after the normalisation), dout is first taken only where the
-    forward's ``x * scale + shift`` (scale, shift: (C,) in x's dtype, the values it used) was
-    > 0, ReLU's derivative (it is read twice, so masked twice, never stored).
+    output was > 0, ReLU's derivative (it is read twice, so masked twice, never stored): where
+    ``y`` (the forward's output) is given, from its sign (a shortcut was added before the ReLU);
+    where ``y`` is empty, from the sign of ``x * scale + shift`` recomputed (scale, shift: (C,)
+    in x's dtype, the values the forward used).
     """
     samples, channels, plane = x.shape[0], x.shape[1], x.shape[2] * x.shape[3]
     count = samples * plane
     zero = dout.dtype.type(0)
     flat_dout, flat_x, flat_dx = dout.reshape(dout.size), x.reshape(x.size), dx.reshape(dx.size)
+    flat_y = y.reshape(y.size)
+    from_y = relu and y.size > 0
     for c in range(c_lo, c_hi):
         m = mean[c]
         s = invstd[c]
@@ -164,7 +181,14 @@ def batch_norm_backward(dout, x, relu, scale, shift, c_lo, c_hi, mean, invstd, g
             _fetch_next(flat_x, start, samples, n, channels, plane)
             g = flat_dout[start:start + plane]
             v = flat_x[start:start + plane]
-            if relu:
+            if from_y:
+                _fetch_next(flat_y, start, samples, n, channels, plane)
+                o = flat_y[start:start + plane]
+                for i in range(plane):
+                    gi = g[i] if o[i] > zero else zero
+                    sum_dy += gi
+                    sum_dy_x += gi * (v[i] - m)
+            elif relu:
                 for i in range(plane):
                     gi = g[i] if _affine(v[i], ra, rb) > zero else zero
                     sum_dy += gi
@@ -188,7 +212,12 @@ def batch_norm_backward(dout, x, relu, scale, shift, c_lo, c_hi, mean, invstd, g
                 g = flat_dout[start:start + plane]
                 v = flat_x[start:start + plane]
                 out = flat_dx[start:start + plane]
-                if relu:
+                if from_y:
+                    o = flat_y[start:start + plane]
+                    for i in range(plane):
+                        gi = g[i] if o[i] > zero else zero
+                        out[i] = kk * gi - ka - (v[i] - km) * kb
+                elif relu:
                     for i in range(plane):
                         gi = g[i] if _affine(v[i], ra, rb) > zero else zero
                         out[i] = kk * gi - ka - (v[i] - km) * kb
@@ -202,12 +231,21 @@ def batch_norm_backward(dout, x, relu, scale, shift, c_lo, c_hi, mean, invstd, g
                 g = flat_dout[start:start + plane]
                 v = flat_x[start:start + plane]
                 out = flat_dx[start:start + plane]
-                if relu:
+                if from_y:
+                    o = flat_y[start:start + plane]
+                    for i in range(plane):
+                        out[i] = kk * g[i] if o[i] > zero else zero
+                elif relu:
                     for i in range(plane):
                         out[i] = kk * g[i] if _affine(v[i], ra, rb) > zero else zero
                 else:
                     for i in range(plane):
                         out[i] = kk * g[i]
+
+
+# "no skip" and "no output to mask by", per dtype: empty, four dimensions, so that one compiled
+# kernel a dtype serves both
+_NO_SKIP = {np.dtype(t): np.empty((0, 0, 0, 0), dtype=t) for t in (np.float32, np.float64)}
 
 
 def _over_channels(work: Any, channels: int) -> None:
@@ -228,6 +266,8 @@ class BatchNormCache(NamedTuple):
     # relu=True: the forward's (scale, shift), (C,) in x's dtype: the sign of x * scale + shift
     # is ReLU's derivative
     relu_affine: tuple[np.ndarray, np.ndarray] | None = None
+    # relu=True with a skip added before it: the output, whose sign is ReLU's derivative
+    relu_out: np.ndarray | None = None
 
 
 def batch_norm2d_forward(
@@ -272,22 +312,28 @@ def batch_norm2d(
     eps: float,
     owner: str = "batch_norm2d",
     relu: bool = False,
+    skip: np.ndarray | None = None,
 ) -> tuple[np.ndarray, BatchNormCache, np.ndarray, np.ndarray]:
     """``batch_norm2d_forward`` of checked input: ``x`` (N, C, H, W) C-contiguous float;
     ``weight``/``bias`` None or (C,) in x's dtype; ``mean``/``var`` both None (batch statistics)
-    or both (C,) float64 with var >= 0 (a layer's running statistics). ``relu=True``: the output
-    is ReLU of the normalisation, in the same pass (a fused BatchNorm2D -> ReLU); the backward
-    then takes the gradient after the ReLU."""
+    or both (C,) float64 with var >= 0 (a layer's running statistics). ``skip`` (x's shape and
+    dtype, C-contiguous): added to the normalisation in its output pass (a Residual's shortcut
+    joined where its body ends in this layer). ``relu=True``: the output is ReLU of that, in the
+    same pass (a fused BatchNorm2D -> ReLU, or a Residual -> ReLU); the backward then takes the
+    gradient after the ReLU (and, with ``skip``, returns the normalisation's gradient only: the
+    shortcut's is the caller's)."""
     c = x.shape[1]
     batch_stats = mean is None
     out = np.empty_like(x)
+    joined = _NO_SKIP[x.dtype] if skip is None else skip
     if batch_stats:
         mean = np.empty(c)
         var = np.empty(c)
         w = np.ones(c) if weight is None else weight.astype(np.float64)
         b = np.zeros(c) if bias is None else bias.astype(np.float64)
         _over_channels(
-            lambda lo, hi: batch_norm_train(x, lo, hi, w, b, float(eps), relu, mean, var, out), c)
+            lambda lo, hi: batch_norm_train(x, lo, hi, w, b, float(eps), relu, joined, mean, var,
+                                            out), c)
         invstd = 1.0 / np.sqrt(var + eps)
         # the kernel's own (``_channel_affine``), the same float64 operations in the same order
         scale = invstd * w
@@ -297,9 +343,11 @@ def batch_norm2d(
         scale = invstd if weight is None else invstd * weight
         shift = -mean * scale if bias is None else bias - mean * scale
         scale, shift = scale.astype(x.dtype), shift.astype(x.dtype)
-        _over_channels(lambda lo, hi: batch_norm_apply(x, lo, hi, scale, shift, relu, out), c)
+        _over_channels(lambda lo, hi: batch_norm_apply(x, lo, hi, scale, shift, relu, joined,
+                                                       out), c)
     cache = BatchNormCache(x, mean, invstd, weight, batch_stats, owner,
-                           (scale, shift) if relu else None)
+                           (scale, shift) if relu and skip is None else None,
+                           out if relu and skip is not None else None)
     return out, cache, mean, var
 
 
@@ -314,18 +362,20 @@ def batch_norm2d_backward(
     statistics dx = weight * invstd * dout. Without affine, weight is 1 (dweight, dbias are still
     returned; the layer drops them).
     """
-    x, mean, invstd, gamma, batch_stats, owner, relu_affine = cache
+    x, mean, invstd, gamma, batch_stats, owner, relu_affine, relu_out = cache
     dout = np.ascontiguousarray(check_dout(dout, x.shape, x.dtype, owner))
     c = x.shape[1]
     dx = np.empty_like(x)
     dgamma = np.empty(c)
     dbeta = np.empty(c)
     g = np.ones(c) if gamma is None else gamma.astype(np.float64)
-    relu = relu_affine is not None
-    scale, shift = relu_affine if relu else (np.zeros(c, x.dtype), np.zeros(c, x.dtype))
-    _over_channels(lambda lo, hi: batch_norm_backward(dout, x, relu, scale, shift, lo, hi, mean,
-                                                      invstd, g, batch_stats, dx, dgamma, dbeta),
-                   c)
+    relu = relu_affine is not None or relu_out is not None
+    scale, shift = (relu_affine if relu_affine is not None
+                    else (np.zeros(c, x.dtype), np.zeros(c, x.dtype)))
+    y = _NO_SKIP[x.dtype] if relu_out is None else relu_out
+    _over_channels(lambda lo, hi: batch_norm_backward(dout, x, relu, scale, shift, y, lo, hi,
+                                                      mean, invstd, g, batch_stats, dx, dgamma,
+                                                      dbeta), c)
     return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)
 
 

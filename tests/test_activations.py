@@ -86,3 +86,23 @@ def test_add_relu_is_its_numpy_formula_bit_for_bit(dtypes):
     np.testing.assert_array_equal(got, np.maximum(a + b, 0))
     np.testing.assert_array_equal(add_relu(a[:, :, ::2], b[:, :, ::2]),
                                   np.maximum(a[:, :, ::2] + b[:, :, ::2], 0))  # strided
+
+
+@pytest.mark.parametrize("dtypes", [(np.float32,) * 3, (np.float64,) * 3,
+                                    (np.float32, np.float64, np.float32)])
+def test_add_relu_grad_is_the_sum_of_the_masked_gradient_bit_for_bit(dtypes):
+    """A ResNet block's input gradient, body's plus shortcut's: ``a + relu_backward(dout, y)`` in
+    one pass (the kernel on one dtype, split over the pool), the twin otherwise (mixed dtypes, a
+    strided view)."""
+    rng = np.random.default_rng(1)
+    shape = (3, 4, 50, 70)  # large: split over the pool
+    a, dout = (rng.standard_normal(shape).astype(t) for t in dtypes[:2])
+    y = np.maximum(rng.standard_normal(shape), 0).astype(dtypes[2])  # a ReLU's output: zeros too
+    dtype = np.dtype(dtypes[0])
+    got = A.add_relu_grad(a, dout, y, dtype)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, np.add(a, np.where(y > 0, dout, 0), dtype=dtype))
+    view = (slice(None), slice(None), slice(None, None, 2))
+    np.testing.assert_array_equal(A.add_relu_grad(a[view], dout[view], y[view], dtype),
+                                  np.add(a[view], np.where(y[view] > 0, dout[view], 0),
+                                         dtype=dtype))

@@ -108,6 +108,72 @@ def test_gradients_float64(make, training):
     assert set(errors) == {"x", *block.params}
 
 
+@pytest.mark.parametrize("stride, cout", [(1, 4), (2, 6)], ids=["identity", "projection"])
+def test_a_basic_block_then_relu_gradient_checks_with_the_join_in_its_last_batch_norm(stride,
+                                                                                      cout):
+    """Residual -> ReLU whose body ends in a BatchNorm2D: the shortcut added and the ReLU taken in
+    that normalisation's output pass, its derivative inside its backward (and, for an identity
+    shortcut, in the final sum): float64 finite differences through the whole."""
+    manual_seed(5)
+    net = Sequential([basic_block(4, cout, stride, F64), ReLU()])
+    randomize(net)
+    x = rand((2, 4, 6, 6), seed=2)
+    net.forward(x, training=True)
+    assert net.layers[0]._cache[-1]  # joined in the body
+    errors = check_layer(net, x, training=True)
+    assert max(errors.values()) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, F64])
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("stride, cout", [(1, 8), (2, 12)], ids=["identity", "projection"])
+def test_the_join_in_the_body_gives_the_bits_of_the_join_after_it(monkeypatch, dtype, relu,
+                                                                   stride, cout):
+    """A Residual (-> ReLU) whose body ends in a BatchNorm2D adds the shortcut there: outputs,
+    input gradient and every parameter's gradient equal, bit for bit, those of the body run whole
+    and joined after it (``joins_skip`` refused), in training and in evaluation."""
+    def run(joins):
+        if not joins:
+            monkeypatch.setattr(Sequential, "joins_skip", lambda self, skip: False)
+        manual_seed(1)
+        net = Sequential([basic_block(8, cout, stride, dtype)] + ([ReLU()] if relu else []))
+        randomize(net)
+        x = rand((4, 8, 12, 12), seed=3, dtype=dtype)
+        out = net.forward(x, training=True)
+        dx = net.backward(rand(out.shape, seed=4, dtype=dtype))
+        evaluated = net.forward(x)
+        monkeypatch.undo()
+        return out, dx, evaluated, {k: v.copy() for k, v in net.grads.items()}, net
+
+    out, dx, evaluated, grads, net = run(True)
+    assert net.layers[0]._cache[-1]
+    assert [s.kind for s in net._steps] == (["residual_relu"] if relu else ["layer"])
+    out2, dx2, evaluated2, grads2, net2 = run(False)
+    assert not net2.layers[0]._cache[-1]
+    for a, b in [(out, out2), (dx, dx2), (evaluated, evaluated2)]:
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+    assert grads.keys() == grads2.keys()
+    for key in grads:
+        np.testing.assert_array_equal(grads[key], grads2[key])
+
+
+def test_a_body_that_cannot_join_the_shortcut_adds_it_after():
+    """The join stays after the body where its last step is not a BatchNorm2D, or where the
+    shortcut's output is not in the normalisation's dtype; the numbers are the same formula."""
+    manual_seed(2)
+    x = rand((2, 4, 6, 6), dtype=np.float32)
+    conv_last = Residual(Sequential([Conv2D(4, 4, 3, padding=1), ReLU(),
+                                     Conv2D(4, 4, 3, padding=1)]))
+    y = Sequential([conv_last, ReLU()]).forward(x, training=True)
+    assert not conv_last._cache[-1]
+    np.testing.assert_array_equal(y, np.maximum(conv_last.body.forward(x) + x, 0))
+    other_dtype = Residual(Sequential([Conv2D(4, 4, 3, padding=1, dtype=F64),
+                                       BatchNorm2D(4, dtype=np.float32)]))
+    y = other_dtype.forward(x.astype(F64), training=True)
+    assert not other_dtype._cache[-1] and y.dtype == F64
+
+
 def randomize(layer, seed=7):
     """Random biases and BatchNorm affine parameters: zero biases after a ReLU that output zeros put
     the next ReLU exactly on its kink, where finite differences see half a derivative."""

@@ -81,6 +81,25 @@ def test_batch_norm_relu_equals_reference_then_relu(case):
     np.testing.assert_allclose(dbias, ref_dbias, rtol, atol * x.size)
 
 
+@given(case=batch_norm_cases(), relu=st.booleans())
+def test_a_shortcut_joined_in_the_output_pass_equals_the_add_after_it_bit_for_bit(case, relu):
+    """``skip`` (a Residual's shortcut, added in the output pass, then the ReLU) gives the bits of
+    the plain normalisation, then NumPy's add, then the ReLU; with the ReLU the backward, which
+    masks dout by the output's sign, gives those of the plain backward of the masked dout."""
+    x, weight, bias, mean, var, dout, _ = case
+    x = np.ascontiguousarray(x)
+    skip = np.random.default_rng(1).standard_normal(x.shape).astype(x.dtype)
+    out, cache, _, _ = batch_norm2d(x, weight, bias, mean, var, 1e-5, relu=relu, skip=skip)
+    plain, plain_cache, _, _ = batch_norm2d(x, weight, bias, mean, var, 1e-5)
+    added = plain + skip
+    np.testing.assert_array_equal(out, np.maximum(added, 0) if relu else added)
+    got = batch_norm2d_backward(dout, cache)
+    expected = batch_norm2d_backward(np.where(out > 0, dout, 0).astype(x.dtype) if relu else dout,
+                                     plain_cache)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("fixed", [False, True])
 def test_batch_norm_relu_backward_masks_exactly_where_the_forward_output_is_positive(dtype, fixed):

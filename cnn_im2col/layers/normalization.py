@@ -88,10 +88,14 @@ class BatchNorm2D(Layer):
         check_nchw(shape, self.num_features, repr(self))
         return True
 
-    def run(self, x: np.ndarray, training: bool = False, relu: bool = False) -> np.ndarray:
-        """``forward`` on checked input; ``relu=True``: ReLU of the output in the same pass (a
-        fused BatchNorm2D -> ReLU, ``blocks.BatchNormReLU``), and ``backward`` then takes the
-        gradient after the ReLU."""
+    def run(self, x: np.ndarray, training: bool = False, relu: bool = False,
+            skip: np.ndarray | None = None) -> np.ndarray:
+        """``forward`` on checked input. ``skip`` (of the output's shape and this layer's dtype,
+        C-contiguous): added to the output in the same pass (a Residual's shortcut, where its
+        body ends here: ``blocks.run_joined``). ``relu=True``: ReLU of the output in the same
+        pass (a fused BatchNorm2D -> ReLU, ``blocks.BatchNormReLU``, or a Residual -> ReLU), and
+        ``backward`` then takes the gradient of that output (the ReLU's derivative applied
+        inside)."""
         owner = repr(self)
         self.plan(x.shape)
         use_batch = training or not self.track_running_stats
@@ -108,7 +112,8 @@ class BatchNorm2D(Layer):
                 raise ValueError(f"{owner}: var must be >= 0, got min {var.min()}")
         x = np.ascontiguousarray(x, dtype=self._dtype)
         out, self._cache, mean, var = batch_norm2d(
-            x, self.params.get("weight"), self.params.get("bias"), mean, var, self.eps, owner, relu
+            x, self.params.get("weight"), self.params.get("bias"), mean, var, self.eps, owner, relu,
+            skip
         )
         if training and self.track_running_stats:
             self._update_running(mean, var, x.shape[0] * x.shape[2] * x.shape[3])
