@@ -490,11 +490,17 @@ class Sequential(Trainer):
         ``owner``."""
         infer = self.infer if infer is None else infer
         for start in range(0, x.shape[0], batch_size):
-            chunk = x[start : start + batch_size]
-            with batch_maps(chunk.shape[0]):  # a small batch's maps in the calling thread
-                out = infer(chunk)
-            _check_finite(out, "output", "the input", owner)
-            yield out
+            yield self._batch_output(x[start : start + batch_size], owner, infer)
+
+    @staticmethod
+    def _batch_output(x: np.ndarray, owner: str, infer: Callable[[np.ndarray], np.ndarray]
+                      ) -> np.ndarray:
+        """``infer(x)`` for one batch ``x`` (``_outputs``'s), a small batch's maps in the calling
+        thread; an output with NaN or Inf is refused naming ``owner``."""
+        with batch_maps(x.shape[0]):
+            out = infer(x)
+        _check_finite(out, "output", "the input", owner)
+        return out
 
     def inference_steps(self) -> tuple[list, list]:
         """``planning.inference_plan`` of the layers (steps, folds), made again only when the layers

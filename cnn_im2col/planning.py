@@ -17,7 +17,6 @@ except inside :func:`folds_frozen` (a session's private network), where it is ma
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -56,17 +55,25 @@ def foldable(conv: Any, norm: Any) -> bool:
             and conv.bias_mode != "untied" and norm.num_features == conv.out_channels)
 
 
-@contextlib.contextmanager
-def folds_frozen() -> Iterator[None]:
+class _FoldsFrozen:
+    """``folds_frozen``'s block: a class rather than a generator (entered by each call of a
+    session), two method calls."""
+
+    __slots__ = ("before",)
+
+    def __enter__(self) -> None:
+        self.before = getattr(FROZEN, "on", False)
+        FROZEN.on = True
+
+    def __exit__(self, *exc: object) -> None:
+        FROZEN.on = self.before
+
+
+def folds_frozen() -> contextlib.AbstractContextManager:
     """Inside, a fold already made is used as it is, not compared with its sources again: for a
     network nothing else can change (``session.InferenceSession``'s private copy). The steps keep
     what they make from its weights too (``blocks.FROZEN``, the flag this sets for the thread)."""
-    before = getattr(FROZEN, "on", False)
-    FROZEN.on = True
-    try:
-        yield
-    finally:
-        FROZEN.on = before
+    return _FoldsFrozen()
 
 
 class Fold:

@@ -106,8 +106,10 @@ class InferenceSession:
             raise ValueError(f"{owner}: x must have shape (N, {expected}) (the session's input "
                              f"shape), got {x.shape}")
         with engine_blas(), folds_frozen(), finite_scans_skipped():
+            if x.shape[0] <= batch_size:  # one batch: no generator, no concatenation
+                return self._net._batch_output(x, owner, self._run_batch)
             parts = list(self._net._outputs(x, batch_size, owner, infer=self._run_batch))
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return np.concatenate(parts)
 
     def _run_batch(self, x: np.ndarray) -> np.ndarray:
         """The program for ``x``'s batch size (``program.compile_stack``, compiled at its first

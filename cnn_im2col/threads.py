@@ -86,6 +86,7 @@ _in_worker = threading.local()  # .active: True on the pool's own threads
 # 2026-12-05, Intel Xeon, vgg-bn 458 -> 449 us, MobileNetV2 x0.5 1297 -> 1283, alternated in one
 # process
 _blas_libs: list[Any] | None = None
+_blas_threads: list[tuple[Callable[[], int], Callable[[int], Any]]] = []  # (get, set) of each
 # engine_blas: how many engine calls are under way (nested ones count), and the BLAS threads each
 # library had before the outermost one
 _blas: dict[str, Any] = {"depth": 0, "saved": []}
@@ -148,6 +149,7 @@ def set_num_threads(n: int | None = None, wait_policy: str | None = None) -> dic
         if _blas_libs is None:
             _blas_libs = threadpoolctl.ThreadpoolController().select(
                 user_api="blas").lib_controllers
+            _blas_threads[:] = [_thread_functions(lib) for lib in _blas_libs]
         if wait_policy is not None and wait_policy != _state["wait_policy"]:
             _stop_spinners()
             _state["wait_policy"] = wait_policy
@@ -271,39 +273,72 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_spinners)
 
 
-@contextlib.contextmanager
-def engine_blas() -> Iterator[None]:
+class _EngineCall:
+    """One entry into the engine (``engine_blas``): a class rather than a generator, so that
+    entering and leaving cost two method calls."""
+
+    __slots__ = ("outermost",)
+
+    def __enter__(self) -> None:
+        # this thread is inside already: nothing to set or undo
+        self.outermost = not getattr(_inside, "depth", 0)
+        if self.outermost:
+            _enter_engine()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.outermost:
+            _leave_engine()
+
+
+def engine_blas() -> contextlib.AbstractContextManager:
     """While the engine computes, NumPy's BLAS runs on 1 thread (each GEMM on the worker that
     calls it, so no OpenBLAS worker wakes and none spins beside the pool); on leaving the
     outermost call, every BLAS gets back the threads it had, so the user's own ``a @ b`` keeps
     its speed. Nested calls (a fit, its forward passes, their pool maps) set nothing more;
     entering and leaving costs a few microseconds. The outermost call also keeps the engine's
     large arrays on the C heap while it runs (``allocator.engine_heap``)."""
-    if getattr(_inside, "depth", 0):  # this thread is inside already: nothing to set or undo
-        yield
-        return
+    return _EngineCall()
+
+
+def _enter_engine() -> None:
     get_num_threads()  # the BLAS libraries are found (after Numba's warm-up: set_num_threads)
     with _blas_lock:
         if _blas["depth"] == 0:
             allocator.engine_heap(True)
-            _blas["saved"] = [(lib, lib.num_threads) for lib in _blas_libs]
-            for lib, threads in _blas["saved"]:
+            _blas["saved"] = [(set_threads, get_threads()) for get_threads, set_threads
+                              in _blas_threads]
+            for set_threads, threads in _blas["saved"]:
                 if threads != 1:
-                    lib.set_num_threads(1)
+                    set_threads(1)
         _blas["depth"] += 1
     _inside.depth = 1
-    try:
-        yield
-    finally:
-        _inside.depth = 0
-        with _blas_lock:
-            _blas["depth"] -= 1
-            if _blas["depth"] == 0:
-                _let_cores_sleep()
-                allocator.engine_heap(False)
-                for lib, threads in _blas["saved"]:
-                    if threads != 1:
-                        lib.set_num_threads(threads)
+
+
+def _leave_engine() -> None:
+    _inside.depth = 0
+    with _blas_lock:
+        _blas["depth"] -= 1
+        if _blas["depth"] == 0:
+            _let_cores_sleep()
+            allocator.engine_heap(False)
+            for set_threads, threads in _blas["saved"]:
+                if threads != 1:
+                    set_threads(threads)
+
+
+def _thread_functions(lib: Any) -> tuple[Callable[[], int], Callable[[int], Any]]:
+    """(get, set) of a BLAS library's thread count: for OpenBLAS built on its own threads (not
+    OpenMP, whose limit is per thread), its C functions themselves, found as threadpoolctl finds
+    them (the names carry the build's prefix and suffix); else the controller's methods. Through
+    threadpoolctl's Python, each entry and exit of the engine cost 25-30 us of a batch-1
+    session's run (the code cold after the network's kernels), about 3% of ResNet-20's."""
+    get_symbol = getattr(lib, "_get_symbol", None)  # threadpoolctl's own lookup, if it has it
+    if (get_symbol is not None and lib.internal_api == "openblas"
+            and lib.threading_layer != "openmp"):
+        get, set_ = get_symbol("openblas_get_num_threads"), get_symbol("openblas_set_num_threads")
+        if get is not None and set_ is not None:
+            return get, set_
+    return (lambda: lib.num_threads), lib.set_num_threads
 
 
 def uses_engine_blas(method: Callable) -> Callable:
@@ -354,19 +389,30 @@ def batch_maps(samples: int) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-@contextlib.contextmanager
-def serial_maps(cores_idle: bool = False) -> Iterator[None]:
+class _SerialMaps:
+    """``serial_maps``'s block: a class rather than a generator (entered by each call of a
+    session at a small batch), two method calls."""
+
+    __slots__ = ("cores_idle", "before")
+
+    def __init__(self, cores_idle: bool) -> None:
+        self.cores_idle = cores_idle
+
+    def __enter__(self) -> None:
+        self.before = getattr(_in_worker, "active", False), getattr(_in_worker, "cores_idle", False)
+        _in_worker.active = True
+        _in_worker.cores_idle = self.cores_idle
+
+    def __exit__(self, *exc: object) -> None:
+        _in_worker.active, _in_worker.cores_idle = self.before
+
+
+def serial_maps(cores_idle: bool = False) -> contextlib.AbstractContextManager:
     """Inside, this thread's ``parallel_map`` calls run their items in it, one after another, as a
     worker's own nested maps do: for work too small to pay for the hand-offs. ``cores_idle``: the
     pool's other threads have nothing to do meanwhile (a small batch, ``batch_maps``), so a large
     BLAS call of this thread may take their cores (``idle_cores_blas``)."""
-    before = getattr(_in_worker, "active", False), getattr(_in_worker, "cores_idle", False)
-    _in_worker.active = True
-    _in_worker.cores_idle = cores_idle
-    try:
-        yield
-    finally:
-        _in_worker.active, _in_worker.cores_idle = before
+    return _SerialMaps(cores_idle)
 
 
 def cores_idle() -> bool:
@@ -383,13 +429,13 @@ def idle_cores_blas() -> Iterator[None]:
     run serially (``cores_idle``), whose other cores would idle. A hand-off to the pool's Python
     workers costs 15-60 us on these KVM guests (the GIL's wake-ups); OpenBLAS's costs a few. Only
     where ``cores_idle()``; the pool's maps never run meanwhile (the batch's maps are serial)."""
-    for lib in _blas_libs:
-        lib.set_num_threads(_state["n"])
+    for _, set_threads in _blas_threads:
+        set_threads(_state["n"])
     try:
         yield
     finally:
-        for lib in _blas_libs:
-            lib.set_num_threads(1)
+        for _, set_threads in _blas_threads:
+            set_threads(1)
 
 
 def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:

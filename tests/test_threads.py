@@ -28,6 +28,33 @@ def restore_default():
     threads.set_num_threads(wait_policy="active")  # the default, its cores recomputed
 
 
+def test_the_engine_sets_the_blas_threads_through_the_libraries_own_functions():
+    """OpenBLAS's thread count is read and set through its C functions (what threadpoolctl calls),
+    which threadpoolctl then sees; a controller without them (another BLAS, another
+    threadpoolctl) is driven through its methods."""
+    threads.set_num_threads(2)
+    for lib, (get, set_) in zip(threads._blas_libs, threads._blas_threads):
+        before = lib.num_threads
+        assert get() == before
+        if lib.internal_api == "openblas" and lib.threading_layer != "openmp":
+            assert not hasattr(set_, "__self__")  # the C function, not the controller's method
+        set_(3)
+        assert lib.num_threads == get() == 3
+        set_(before)
+        assert lib.num_threads == before
+
+    class Controller:  # a BLAS threadpoolctl knows only by its methods
+        internal_api, threading_layer, num_threads = "mkl", "intel", 4
+
+        def set_num_threads(self, n):
+            self.num_threads = n
+
+    other = Controller()
+    get, set_ = threads._thread_functions(other)
+    set_(1)
+    assert get() == other.num_threads == 1
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 8])
 def test_set_num_threads_sizes_the_pool_and_the_blas_runs_on_one_thread_only_inside(n):
     users = blas_threads()
