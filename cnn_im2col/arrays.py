@@ -17,6 +17,8 @@ consistent sizes. They are serial and release the GIL; the pool runs them on sli
 
 from __future__ import annotations
 
+import os
+
 import numba as nb
 import numpy as np
 from llvmlite import ir
@@ -34,6 +36,34 @@ from . import threads as _threads
 # 256-512 KiB best for LeNet's), and at least as many slices as threads. Training keeps every
 # slice's matrix for backward.
 _CHUNK_BYTES = 2**19
+
+
+
+def core_cache_bytes(cpu_cache: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
+    """The size of one core's second-level cache, in bytes, as Linux reports it (the level-2
+    data or unified cache of cpu0); ``_DEFAULT_CORE_CACHE`` where it cannot be read (another
+    system, a container that hides it)."""
+    try:
+        for entry in sorted(os.listdir(cpu_cache)):
+            folder = os.path.join(cpu_cache, entry)
+            if not entry.startswith("index"):
+                continue
+            with open(os.path.join(folder, "level")) as level, \
+                    open(os.path.join(folder, "type")) as kind:
+                if level.read().strip() != "2" or kind.read().strip() == "Instruction":
+                    continue
+            with open(os.path.join(folder, "size")) as size:
+                text = size.read().strip().upper()
+            units = {"K": 2**10, "M": 2**20, "G": 2**30}
+            value = int(text[:-1]) * units[text[-1]] if text[-1:] in units else int(text)
+            if value > 0:
+                return value
+    except (OSError, ValueError):
+        pass
+    return _DEFAULT_CORE_CACHE
+
+
+_DEFAULT_CORE_CACHE = 2**20
 
 # Element-wise passes over big arrays run on the pool in flat slices (below this many elements, one
 # thread: a hand-off costs more than the pass).

@@ -273,3 +273,26 @@ def test_the_prefetch_hint_compiles_for_both_dtypes_and_changes_nothing(dtype):
     for run in (1, 7, 16, 333, 1000):
         assert sum_with_hints(flat, run) == pytest.approx(float(flat.astype(np.float64).sum()))
     np.testing.assert_array_equal(flat, before)
+
+
+def test_core_cache_bytes_reads_the_level_2_cache_linux_reports(tmp_path):
+    """The level-2 data or unified cache of cpu0 (not an instruction cache, not another level),
+    in K or M; the default where the folder is missing or unreadable."""
+    from cnn_im2col.arrays import _DEFAULT_CORE_CACHE, core_cache_bytes
+
+    def cache(index, level, kind, size):
+        folder = tmp_path / f"index{index}"
+        folder.mkdir()
+        for name, text in (("level", level), ("type", kind), ("size", size)):
+            (folder / name).write_text(f"{text}\n")
+
+    cache(0, 1, "Data", "48K")
+    cache(1, 2, "Instruction", "64K")
+    cache(2, 2, "Unified", "2048K")
+    cache(3, 3, "Unified", "32M")
+    assert core_cache_bytes(str(tmp_path)) == 2 * 2**20
+    (tmp_path / "index2" / "size").write_text("1M\n")
+    assert core_cache_bytes(str(tmp_path)) == 2**20
+    (tmp_path / "index2" / "size").write_text("lots\n")
+    assert core_cache_bytes(str(tmp_path)) == _DEFAULT_CORE_CACHE
+    assert core_cache_bytes(str(tmp_path / "missing")) == _DEFAULT_CORE_CACHE
