@@ -38,11 +38,10 @@ from . import threads as _threads
 _CHUNK_BYTES = 2**19
 
 
-
-def core_cache_bytes(cpu_cache: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
+def core_cache_bytes(cpu_cache: str = "/sys/devices/system/cpu/cpu0/cache") -> int | None:
     """The size of one core's second-level cache, in bytes, as Linux reports it (the level-2
-    data or unified cache of cpu0); ``_DEFAULT_CORE_CACHE`` where it cannot be read (another
-    system, a container that hides it)."""
+    data or unified cache of cpu0); None where it cannot be read (another system, a container
+    that hides it)."""
     try:
         for entry in sorted(os.listdir(cpu_cache)):
             folder = os.path.join(cpu_cache, entry)
@@ -60,10 +59,7 @@ def core_cache_bytes(cpu_cache: str = "/sys/devices/system/cpu/cpu0/cache") -> i
                 return value
     except (OSError, ValueError):
         pass
-    return _DEFAULT_CORE_CACHE
-
-
-_DEFAULT_CORE_CACHE = 2**20
+    return None
 
 # Element-wise passes over big arrays run on the pool in flat slices (below this many elements, one
 # thread: a hand-off costs more than the pass).
@@ -75,16 +71,18 @@ def thread_slices(n: int) -> list[slice]:
     return _threads.split(n, _threads.get_num_threads())
 
 
-def cache_slices(n: int, per_sample_bytes: int, chunk_bytes: int = _CHUNK_BYTES,
+def cache_slices(n: int, per_sample_bytes: int, chunk_bytes: int | None = None,
                  per_thread: int = 1) -> list[slice]:
     """A batch of ``n`` as slices for the pool: at least ``per_thread`` per thread, the slices'
-    temporaries (``per_sample_bytes`` a sample) ``chunk_bytes`` on average, a multiple of the
+    temporaries (``per_sample_bytes`` a sample) ``chunk_bytes`` (default ``_CHUNK_BYTES``) on
+    average, a multiple of the
     threads in all; and as few slices as give the largest no more samples, so that they are all
     of one size where they can be (32 samples of 288 KiB: 16 slices of 2, not 14 of 2 and 4 of 1).
     Measured 2026-12-04, Intel Xeon, 2 threads, a 32x32x32x32 -> 64 3x3 stride-2 layer's forward
     + backward, medians of five alternated process pairs 7.54 -> 7.15 ms (6.92-7.68 and
     6.78-7.64)."""
     threads = _threads.get_num_threads()
+    chunk_bytes = _CHUNK_BYTES if chunk_bytes is None else chunk_bytes
     by_cache = -(-n * per_sample_bytes // chunk_bytes)
     parts = max(threads * per_thread, by_cache)
     parts = -(-parts // threads) * threads  # a multiple of the threads: no worker idles at the end

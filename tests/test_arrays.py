@@ -277,8 +277,8 @@ def test_the_prefetch_hint_compiles_for_both_dtypes_and_changes_nothing(dtype):
 
 def test_core_cache_bytes_reads_the_level_2_cache_linux_reports(tmp_path):
     """The level-2 data or unified cache of cpu0 (not an instruction cache, not another level),
-    in K or M; the default where the folder is missing or unreadable."""
-    from cnn_im2col.arrays import _DEFAULT_CORE_CACHE, core_cache_bytes
+    in K or M; None where the folder is missing or unreadable."""
+    from cnn_im2col.arrays import core_cache_bytes
 
     def cache(index, level, kind, size):
         folder = tmp_path / f"index{index}"
@@ -294,5 +294,5 @@ def test_core_cache_bytes_reads_the_level_2_cache_linux_reports(tmp_path):
     (tmp_path / "index2" / "size").write_text("1M\n")
     assert core_cache_bytes(str(tmp_path)) == 2**20
     (tmp_path / "index2" / "size").write_text("lots\n")
-    assert core_cache_bytes(str(tmp_path)) == _DEFAULT_CORE_CACHE
-    assert core_cache_bytes(str(tmp_path / "missing")) == _DEFAULT_CORE_CACHE
+    assert core_cache_bytes(str(tmp_path)) is None
+    assert core_cache_bytes(str(tmp_path / "missing")) is None

@@ -9,7 +9,7 @@ from conftest import in_memory_order, tolerance
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cnn_im2col import arrays, conv, reference
+from cnn_im2col import conv, reference
 from cnn_im2col import functional as F
 from cnn_im2col.conv import winograd
 from cnn_im2col.gradcheck import check_function
@@ -79,7 +79,7 @@ def test_winograd_equals_im2col_and_the_reference(monkeypatch_module, case, relu
     or the whole batch in one."""
     x, weight, bias, bias_mode, padding, dout, order, groups = case
     rtol, atol = tolerance(x.dtype)
-    monkeypatch_module.setattr(arrays, "_CHUNK_BYTES", chunk)
+    monkeypatch_module.setattr(winograd, "_SLICE_BYTES", chunk)
     kw = {"padding": padding, "relu": relu, "keep_cols": keep_cols, "groups": groups}
     fast, fast_cache = F.conv2d_forward(
         in_memory_order(x, order), weight, bias, algorithm="winograd", **kw
