@@ -38,39 +38,68 @@ from .shapes import as_float_array, check_dout
 # one (``arrays.prefetch``): a channel's maps are far apart, a map of 16x16 values is one page or
 # less, and the CPU's prefetcher only starts on a page after its first misses. Measured
 # 2026-12-06, Intel Xeon, one thread, arrays out of every cache, backward ns a value, without /
-# with: 64x16x32x32 1.48 / 0.99 (with the ReLU 1.75 / 1.03), 64x32x16x16 1.38 / 0.96; at 8x8
-# (64 values a map) the hints cost more than they save (1.68 / 1.70, 1.72 / 2.04), so maps below
-# ``_PREFETCH_MIN_PLANE`` values go without.
+# with: 64x16x32x32 1.48 / 0.99 (with the ReLU 1.75 / 1.03), 64x32x16x16 1.38 / 0.96; runs of 64
+# values (an 8x8 map alone) cost more with the hints than without (1.68 / 1.70, 1.72 / 2.04), so
+# runs below ``_PREFETCH_MIN_PLANE`` values go without.
 _PREFETCH_MIN_PLANE = 256
+# Channels a kernel visits together (``block_channels``): a sample's maps of a block of channels
+# lie side by side, one run of at least ``_BLOCK_BYTES`` where one map is shorter, visited sample by
+# sample and, within a sample, channel by channel. Channel by channel alone, an 8x8 map is a run
+# of 256 bytes, the next sample's 16 KiB further at 64 channels, each on a page of its own:
+# ResNet-20's 8x8 batch norms took 4.3 ns a value (thread time) in its training step's backward
+# against 1.5 at 32x32. Each channel's sums still add its values in the same order, sample by
+# sample, so a block gives the bits of one channel at a time. Measured 2026-12-06, Intel Xeon, 2
+# threads, arrays out of cache, with the ReLU, us, one channel / blocks of 4 KiB / 8 / 16 / 64:
+# 64x64x8x8 backward 767-818 / 512-529 / 526-530 / 496-521 / 509-545, forward 264-284 / 222-235
+# / 231-233 / 217-232 / 222-238; 64x32x16x16 backward 791-947 / 745-746 / 653-749 / 800-973 /
+# 788-811 (the host's noise). ResNet-20's training step, alternated processes: 0.97x.
+_BLOCK_BYTES = 4096
+
+
+def block_channels(plane: int, itemsize: int) -> int:
+    """The channels a kernel takes together (``_BLOCK_BYTES``) for maps of ``plane`` values."""
+    return max(1, -(-_BLOCK_BYTES // (plane * itemsize)))
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _fetch_next(flat, start, samples, n, channels, plane):
-    """Prefetch sample n + 1's map of the channel whose sample-n map starts at ``start``."""
-    if plane >= _PREFETCH_MIN_PLANE and n + 1 < samples:
-        prefetch(flat, start + channels * plane, plane)
+def _fetch_next(flat, start, samples, n, channels, plane, run):
+    """Prefetch sample n + 1's ``run`` values from where sample n's start, at ``start`` (its maps
+    of a block of channels), for runs of ``_PREFETCH_MIN_PLANE`` values and more."""
+    if run >= _PREFETCH_MIN_PLANE and n + 1 < samples:
+        prefetch(flat, start + channels * plane, run)
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _channel_moments(flat, samples, c, channels, plane):
-    """Mean and biased variance of channel ``c`` of a flat (N, C, H*W) array; two passes (the
-    squares about the mean: no cancellation)."""
-    total = 0.0
+def _block_moments(flat, samples, c0, k, channels, plane, mean, var):
+    """Mean and biased variance of channels c0..c0+k-1 of a flat (N, C, H*W) array, written to
+    ``mean`` and ``var`` (float64 (C,)); two passes (the squares about the mean: no
+    cancellation)."""
+    for j in range(k):
+        mean[c0 + j] = 0.0
+        var[c0 + j] = 0.0
     for n in range(samples):
-        start = (n * channels + c) * plane
-        _fetch_next(flat, start, samples, n, channels, plane)
-        values = flat[start:start + plane]
-        for i in range(plane):
-            total += values[i]
-    m = total / (samples * plane)
-    squares = 0.0
+        start = (n * channels + c0) * plane
+        _fetch_next(flat, start, samples, n, channels, plane, k * plane)
+        for j in range(k):
+            values = flat[start + j * plane:start + (j + 1) * plane]
+            total = mean[c0 + j]
+            for i in range(plane):
+                total += values[i]
+            mean[c0 + j] = total
+    for j in range(k):
+        mean[c0 + j] = mean[c0 + j] / (samples * plane)
     for n in range(samples):
-        start = (n * channels + c) * plane
-        values = flat[start:start + plane]
-        for i in range(plane):
-            d = values[i] - m
-            squares += d * d
-    return m, squares / (samples * plane)
+        start = (n * channels + c0) * plane
+        for j in range(k):
+            values = flat[start + j * plane:start + (j + 1) * plane]
+            m = mean[c0 + j]
+            squares = var[c0 + j]
+            for i in range(plane):
+                d = values[i] - m
+                squares += d * d
+            var[c0 + j] = squares
+    for j in range(k):
+        var[c0 + j] = var[c0 + j] / (samples * plane)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -90,69 +119,75 @@ def _affine(v, a, b):
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})
-def _channel_apply(flat, out, samples, c, channels, plane, a, b, relu, skip):
-    """``out = flat * a + b`` on channel ``c`` of flat (N, C, H*W) arrays, plus ``skip`` (of
-    out's size; empty: none) after the output is rounded, then ReLU with ``relu``: the very
-    values of the unfused layer, a separate add and the ReLU after it."""
+def _block_apply(flat, out, samples, c0, k, channels, plane, a, b, relu, skip):
+    """``out = flat * a[c] + b[c]`` on channels c0..c0+k-1 of flat (N, C, H*W) arrays (a, b: (C,)
+    in out's dtype), plus ``skip`` (of out's size; empty: none) after the output is rounded, then
+    ReLU with ``relu``: the very values of the unfused layer, a separate add and the ReLU after
+    it."""
     zero = out.dtype.type(0)
     joined = skip.size > 0
     for n in range(samples):
-        start = (n * channels + c) * plane
-        src = flat[start:start + plane]
-        dst = out[start:start + plane]
-        if joined:
-            other = skip[start:start + plane]
-            if relu:
+        for j in range(k):
+            start = (n * channels + c0 + j) * plane
+            aj, bj = a[c0 + j], b[c0 + j]
+            src = flat[start:start + plane]
+            dst = out[start:start + plane]
+            if joined:
+                other = skip[start:start + plane]
+                if relu:
+                    for i in range(plane):
+                        v = _affine(src[i], aj, bj) + other[i]
+                        dst[i] = v if v > zero else zero
+                else:
+                    for i in range(plane):
+                        dst[i] = _affine(src[i], aj, bj) + other[i]
+            elif relu:
                 for i in range(plane):
-                    v = _affine(src[i], a, b) + other[i]
+                    v = _affine(src[i], aj, bj)
                     dst[i] = v if v > zero else zero
             else:
                 for i in range(plane):
-                    dst[i] = _affine(src[i], a, b) + other[i]
-        elif relu:
-            for i in range(plane):
-                v = _affine(src[i], a, b)
-                dst[i] = v if v > zero else zero
-        else:
-            for i in range(plane):
-                dst[i] = _affine(src[i], a, b)
+                    dst[i] = _affine(src[i], aj, bj)
 
 
 @nb.njit(cache=True, nogil=True)
-def batch_norm_train(x, c_lo, c_hi, weight, bias, eps, relu, skip, mean, var, out):
-    """Training's forward for channels c_lo..c_hi-1 of x (N, C, H, W): each channel's batch
-    mean and biased variance (written to mean, var: (C,) float64), then
+def batch_norm_train(x, c_lo, c_hi, block, weight, bias, eps, relu, skip, mean, var, out):
+    """Training's forward for channels c_lo..c_hi-1 of x (N, C, H, W), ``block`` channels at a
+    time: their batch mean and biased variance (written to mean, var: (C,) float64), then
     ``out = (x - mean) / sqrt(var + eps) * weight + bias`` (plus ``skip``, of x's shape, unless
-    it is empty; then ReLU of it with ``relu``) while the channel is in cache. weight, bias: (C,)
+    it is empty; then ReLU of it with ``relu``) while the block is in cache. weight, bias: (C,)
     float64 (ones and zeros without the affine map)."""
     samples, channels, plane = x.shape[0], x.shape[1], x.shape[2] * x.shape[3]
     flat, flat_out, flat_skip = x.reshape(x.size), out.reshape(out.size), skip.reshape(skip.size)
-    for c in range(c_lo, c_hi):
-        m, v = _channel_moments(flat, samples, c, channels, plane)
-        mean[c] = m
-        var[c] = v
-        scale, shift = _channel_affine(m, v, eps, weight[c], bias[c])
-        _channel_apply(flat, flat_out, samples, c, channels, plane, out.dtype.type(scale),
-                       out.dtype.type(shift), relu, flat_skip)
+    a = np.empty(channels, out.dtype)
+    b = np.empty(channels, out.dtype)
+    for c0 in range(c_lo, c_hi, block):
+        k = min(block, c_hi - c0)
+        _block_moments(flat, samples, c0, k, channels, plane, mean, var)
+        for c in range(c0, c0 + k):
+            scale, shift = _channel_affine(mean[c], var[c], eps, weight[c], bias[c])
+            a[c], b[c] = out.dtype.type(scale), out.dtype.type(shift)
+        _block_apply(flat, flat_out, samples, c0, k, channels, plane, a, b, relu, flat_skip)
 
 
 @nb.njit(cache=True, nogil=True)
-def batch_norm_apply(x, c_lo, c_hi, scale, shift, relu, skip, out):
-    """``out[n, c] = x[n, c] * scale[c] + shift[c]`` for channels c_lo..c_hi-1 (fixed statistics:
-    the normalisation and the affine map in one pass), plus ``skip`` (of x's shape) unless it is
-    empty; with ``relu``, ReLU of it in the same pass. scale, shift: (C,) in x's dtype."""
+def batch_norm_apply(x, c_lo, c_hi, block, scale, shift, relu, skip, out):
+    """``out[n, c] = x[n, c] * scale[c] + shift[c]`` for channels c_lo..c_hi-1, ``block`` at a
+    time (fixed statistics: the normalisation and the affine map in one pass), plus ``skip`` (of
+    x's shape) unless it is empty; with ``relu``, ReLU of it in the same pass. scale, shift: (C,)
+    in x's dtype."""
     samples, channels, plane = x.shape[0], x.shape[1], x.shape[2] * x.shape[3]
     flat, flat_out, flat_skip = x.reshape(x.size), out.reshape(out.size), skip.reshape(skip.size)
-    for c in range(c_lo, c_hi):
-        _channel_apply(flat, flat_out, samples, c, channels, plane, scale[c], shift[c], relu,
-                       flat_skip)
+    for c0 in range(c_lo, c_hi, block):
+        _block_apply(flat, flat_out, samples, c0, min(block, c_hi - c0), channels, plane, scale,
+                     shift, relu, flat_skip)
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def batch_norm_backward(dout, x, relu, scale, shift, y, c_lo, c_hi, mean, invstd, gamma,
+def batch_norm_backward(dout, x, relu, scale, shift, y, c_lo, c_hi, block, mean, invstd, gamma,
                         batch_stats, dx, dgamma, dbeta):
-    """Fused batch-norm backward over (N, C, H, W) for channels c_lo..c_hi-1, with
-    xhat = (x - mean) * invstd recomputed.
+    """Fused batch-norm backward over (N, C, H, W) for channels c_lo..c_hi-1, ``block`` at a
+    time, with xhat = (x - mean) * invstd recomputed.
 
     dbeta[c] = sum dout, dgamma[c] = sum dout * xhat (written, float64 (C,)). With batch
     statistics (training) dx = gamma * invstd / M * (M * dout - dbeta - xhat * dgamma), M = N*H*W;
@@ -169,78 +204,92 @@ def batch_norm_backward(dout, x, relu, scale, shift, y, c_lo, c_hi, mean, invstd
     flat_dout, flat_x, flat_dx = dout.reshape(dout.size), x.reshape(x.size), dx.reshape(dx.size)
     flat_y = y.reshape(y.size)
     from_y = relu and y.size > 0
-    for c in range(c_lo, c_hi):
-        m = mean[c]
-        s = invstd[c]
-        ra, rb = scale[c], shift[c]
-        sum_dy = 0.0
-        sum_dy_x = 0.0  # sum of dout * (x - mean); times invstd it is dgamma
+    sums_x = np.empty(channels)  # sum of dout * (x - mean); times invstd it is dgamma
+    kk, ka = np.empty(channels, dx.dtype), np.empty(channels, dx.dtype)
+    kb, km = np.empty(channels, dx.dtype), np.empty(channels, dx.dtype)
+    for c0 in range(c_lo, c_hi, block):
+        k = min(block, c_hi - c0)
+        for c in range(c0, c0 + k):
+            dbeta[c] = 0.0
+            sums_x[c] = 0.0
         for n in range(samples):
-            start = (n * channels + c) * plane
-            _fetch_next(flat_dout, start, samples, n, channels, plane)
-            _fetch_next(flat_x, start, samples, n, channels, plane)
-            g = flat_dout[start:start + plane]
-            v = flat_x[start:start + plane]
+            run = (n * channels + c0) * plane
+            _fetch_next(flat_dout, run, samples, n, channels, plane, k * plane)
+            _fetch_next(flat_x, run, samples, n, channels, plane, k * plane)
             if from_y:
-                _fetch_next(flat_y, start, samples, n, channels, plane)
-                o = flat_y[start:start + plane]
-                for i in range(plane):
-                    gi = g[i] if o[i] > zero else zero
-                    sum_dy += gi
-                    sum_dy_x += gi * (v[i] - m)
-            elif relu:
-                for i in range(plane):
-                    gi = g[i] if _affine(v[i], ra, rb) > zero else zero
-                    sum_dy += gi
-                    sum_dy_x += gi * (v[i] - m)
-            else:
-                for i in range(plane):
-                    sum_dy += g[i]
-                    sum_dy_x += g[i] * (v[i] - m)
-        sum_dy_xhat = sum_dy_x * s
-        dbeta[c] = sum_dy
-        dgamma[c] = sum_dy_xhat
-        k = gamma[c] * s
-        if batch_stats:
-            a = sum_dy / count
-            b = sum_dy_xhat / count * s  # xhat * b = (x - mean) * (s * b)
-            # in the data's dtype: k * (dout - a - (x - m) * b), with the constants rounded once
-            kk, ka, kb, km = (dx.dtype.type(k), dx.dtype.type(k * a), dx.dtype.type(k * b),
-                              dx.dtype.type(m))
-            for n in range(samples):
+                _fetch_next(flat_y, run, samples, n, channels, plane, k * plane)
+            for c in range(c0, c0 + k):
                 start = (n * channels + c) * plane
                 g = flat_dout[start:start + plane]
                 v = flat_x[start:start + plane]
-                out = flat_dx[start:start + plane]
+                m = mean[c]
+                sum_dy = dbeta[c]
+                sum_dy_x = sums_x[c]
                 if from_y:
                     o = flat_y[start:start + plane]
                     for i in range(plane):
                         gi = g[i] if o[i] > zero else zero
-                        out[i] = kk * gi - ka - (v[i] - km) * kb
+                        sum_dy += gi
+                        sum_dy_x += gi * (v[i] - m)
                 elif relu:
+                    ra, rb = scale[c], shift[c]
                     for i in range(plane):
                         gi = g[i] if _affine(v[i], ra, rb) > zero else zero
-                        out[i] = kk * gi - ka - (v[i] - km) * kb
+                        sum_dy += gi
+                        sum_dy_x += gi * (v[i] - m)
                 else:
                     for i in range(plane):
-                        out[i] = kk * g[i] - ka - (v[i] - km) * kb
-        else:
-            kk = dx.dtype.type(k)
-            for n in range(samples):
+                        sum_dy += g[i]
+                        sum_dy_x += g[i] * (v[i] - m)
+                dbeta[c] = sum_dy
+                sums_x[c] = sum_dy_x
+        for c in range(c0, c0 + k):
+            s = invstd[c]
+            sum_dy_xhat = sums_x[c] * s
+            dgamma[c] = sum_dy_xhat
+            gk = gamma[c] * s
+            if batch_stats:
+                # in the data's dtype: k * (dout - a - (x - m) * b), with the constants rounded
+                # once (xhat * b = (x - mean) * (s * b))
+                kk[c] = dx.dtype.type(gk)
+                ka[c] = dx.dtype.type(gk * (dbeta[c] / count))
+                kb[c] = dx.dtype.type(gk * (sum_dy_xhat / count * s))
+                km[c] = dx.dtype.type(mean[c])
+            else:
+                kk[c] = dx.dtype.type(gk)
+        for n in range(samples):
+            for c in range(c0, c0 + k):
                 start = (n * channels + c) * plane
                 g = flat_dout[start:start + plane]
                 v = flat_x[start:start + plane]
                 out = flat_dx[start:start + plane]
-                if from_y:
+                k1 = kk[c]
+                if batch_stats:
+                    k2, k3, k4 = ka[c], kb[c], km[c]
+                    if from_y:
+                        o = flat_y[start:start + plane]
+                        for i in range(plane):
+                            gi = g[i] if o[i] > zero else zero
+                            out[i] = k1 * gi - k2 - (v[i] - k4) * k3
+                    elif relu:
+                        ra, rb = scale[c], shift[c]
+                        for i in range(plane):
+                            gi = g[i] if _affine(v[i], ra, rb) > zero else zero
+                            out[i] = k1 * gi - k2 - (v[i] - k4) * k3
+                    else:
+                        for i in range(plane):
+                            out[i] = k1 * g[i] - k2 - (v[i] - k4) * k3
+                elif from_y:
                     o = flat_y[start:start + plane]
                     for i in range(plane):
-                        out[i] = kk * g[i] if o[i] > zero else zero
+                        out[i] = k1 * g[i] if o[i] > zero else zero
                 elif relu:
+                    ra, rb = scale[c], shift[c]
                     for i in range(plane):
-                        out[i] = kk * g[i] if _affine(v[i], ra, rb) > zero else zero
+                        out[i] = k1 * g[i] if _affine(v[i], ra, rb) > zero else zero
                 else:
                     for i in range(plane):
-                        out[i] = kk * g[i]
+                        out[i] = k1 * g[i]
 
 
 # "no skip" and "no output to mask by", per dtype: empty, four dimensions, so that one compiled
@@ -326,14 +375,15 @@ def batch_norm2d(
     batch_stats = mean is None
     out = np.empty_like(x)
     joined = _NO_SKIP[x.dtype] if skip is None else skip
+    block = block_channels(x.shape[2] * x.shape[3], x.itemsize)
     if batch_stats:
         mean = np.empty(c)
         var = np.empty(c)
         w = np.ones(c) if weight is None else weight.astype(np.float64)
         b = np.zeros(c) if bias is None else bias.astype(np.float64)
         _over_channels(
-            lambda lo, hi: batch_norm_train(x, lo, hi, w, b, float(eps), relu, joined, mean, var,
-                                            out), c)
+            lambda lo, hi: batch_norm_train(x, lo, hi, block, w, b, float(eps), relu, joined,
+                                            mean, var, out), c)
         invstd = 1.0 / np.sqrt(var + eps)
         # the kernel's own (``_channel_affine``), the same float64 operations in the same order
         scale = invstd * w
@@ -343,8 +393,8 @@ def batch_norm2d(
         scale = invstd if weight is None else invstd * weight
         shift = -mean * scale if bias is None else bias - mean * scale
         scale, shift = scale.astype(x.dtype), shift.astype(x.dtype)
-        _over_channels(lambda lo, hi: batch_norm_apply(x, lo, hi, scale, shift, relu, joined,
-                                                       out), c)
+        _over_channels(lambda lo, hi: batch_norm_apply(x, lo, hi, block, scale, shift, relu,
+                                                       joined, out), c)
     cache = BatchNormCache(x, mean, invstd, weight, batch_stats, owner,
                            (scale, shift) if relu and skip is None else None,
                            out if relu and skip is not None else None)
@@ -373,9 +423,10 @@ def batch_norm2d_backward(
     scale, shift = (relu_affine if relu_affine is not None
                     else (np.zeros(c, x.dtype), np.zeros(c, x.dtype)))
     y = _NO_SKIP[x.dtype] if relu_out is None else relu_out
+    block = block_channels(x.shape[2] * x.shape[3], x.itemsize)
     _over_channels(lambda lo, hi: batch_norm_backward(dout, x, relu, scale, shift, y, lo, hi,
-                                                      mean, invstd, g, batch_stats, dx, dgamma,
-                                                      dbeta), c)
+                                                      block, mean, invstd, g, batch_stats, dx,
+                                                      dgamma, dbeta), c)
     return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)
 
 

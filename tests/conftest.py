@@ -49,3 +49,11 @@ def synthetic_digits(n, seed):
         r, c = 3 + 7 * (k // 4), 3 + 7 * (k % 4)
         images[i, r:r + 6, c:c + 6] = 255
     return images, labels
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    """A monkeypatch undone at the module's end: for hypothesis tests (a function-scoped fixture
+    would not be reset between the examples)."""
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch

@@ -223,3 +223,24 @@ def test_float32_batch_norm_keeps_its_digits_far_from_zero():
         x.astype(np.float64), dout.astype(np.float64), weight, None, None, training=True)
     for ours, ref in ((out, ref_out), (dx, ref_dx), (dweight, ref_dweight)):
         assert np.abs(ours - ref).max() <= 2e-5 * np.abs(ref).max()
+
+
+@given(case=batch_norm_cases(), relu=st.booleans(), joined=st.booleans())
+def test_channels_in_blocks_give_the_bits_of_one_channel_at_a_time(monkeypatch_module, case,
+                                                                   relu, joined):
+    """Small maps are visited a block of channels at a time (a sample's maps of the block side
+    by side, ``block_channels``); each channel's sums keep their order, so the outputs, the
+    statistics and every gradient equal those of one channel at a time bit for bit."""
+    from cnn_im2col import normalization
+
+    x, weight, bias, mean, var, dout, _ = case
+    x = np.ascontiguousarray(x)
+    skip = np.random.default_rng(2).standard_normal(x.shape).astype(x.dtype) if joined else None
+    results = []
+    for block_bytes in (normalization._BLOCK_BYTES, 1):
+        monkeypatch_module.setattr(normalization, "_BLOCK_BYTES", block_bytes)
+        out, cache, used_mean, used_var = batch_norm2d(x, weight, bias, mean, var, 1e-5,
+                                                       relu=relu, skip=skip)
+        results.append((out, used_mean, used_var, *batch_norm2d_backward(dout, cache)))
+    for blocked, single in zip(*results):
+        np.testing.assert_array_equal(blocked, single)

@@ -60,13 +60,6 @@ def test_depthwise_direct_kernels_equal_the_grouped_gemm_path(monkeypatch_module
             np.testing.assert_allclose(a, b, rtol, atol)
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
-
-
 @pytest.mark.parametrize("bias_mode", ["tied", "untied", None])
 @pytest.mark.parametrize("plane", [10**9, 0])  # every map channels-last, then none
 def test_depthwise_gradcheck_float64(monkeypatch, bias_mode, plane):

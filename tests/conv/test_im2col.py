@@ -220,13 +220,6 @@ def test_dilated_grouped_conv2d_equals_torch(case):
         np.testing.assert_allclose(dbias, tb.grad.numpy(), rtol, atol)
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
-
-
 @given(
     groups=st.sampled_from([1, 2, 3]),
     o=st.integers(1, 12),

@@ -124,12 +124,6 @@ def test_winograd_equals_im2col_and_the_reference(monkeypatch_module, case, relu
         np.testing.assert_allclose(got, oracle, rtol, scaled)
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
-
-
 @given(
     k=st.integers(1, 20),
     c=st.integers(1, 20),
