@@ -3,7 +3,7 @@ helpers compiled kernels inline.
 
 - ``thread_slices`` / ``cache_slices`` / ``flat_slices``: a batch (or a flat array) as slices for
   the engine's pool (``threads.py``), one per worker or as many as keep a slice's working set in
-  cache;
+  cache; ``core_cache_bytes``, one core's second-level cache as Linux reports it;
 - ``gemm``: a 2-D product through NumPy's BLAS, split by columns or rows over the pool when it is
   large;
 - ``matmul``: a product on the calling thread, in column blocks that OpenBLAS's small-matrix
@@ -31,11 +31,17 @@ from . import threads as _threads
 # --------------------------------------------------------------------------- slicing for the pool
 
 # A worker's batch slice of a convolution: at most this many bytes of its largest temporary (the
-# im2col matrix, Winograd's V), so that it is still in the core's cache (L2 here: 1 MiB per core)
+# im2col matrix, Winograd's V), so that it is still in the core's cache (L2: 1 MiB a core where
+# this was measured; Winograd's slices follow the core's own, ``winograd._SLICE_BYTES``)
 # when the GEMM reads it (measured, single thread: 256 KiB to 4 MiB within noise for the 3x3 case,
 # 256-512 KiB best for LeNet's), and at least as many slices as threads. Training keeps every
 # slice's matrix for backward.
 _CHUNK_BYTES = 2**19
+
+
+# Element-wise passes over big arrays run on the pool in flat slices (below this many elements, one
+# thread: a hand-off costs more than the pass).
+_PARALLEL_ELEMENTS = 1 << 16
 
 
 def core_cache_bytes(cpu_cache: str = "/sys/devices/system/cpu/cpu0/cache") -> int | None:
@@ -61,10 +67,6 @@ def core_cache_bytes(cpu_cache: str = "/sys/devices/system/cpu/cpu0/cache") -> i
         pass
     return None
 
-# Element-wise passes over big arrays run on the pool in flat slices (below this many elements, one
-# thread: a hand-off costs more than the pass).
-_PARALLEL_ELEMENTS = 1 << 16
-
 
 def thread_slices(n: int) -> list[slice]:
     """``range(n)`` (a batch, or channels) as one near-equal slice per thread of the pool."""
@@ -75,9 +77,9 @@ def cache_slices(n: int, per_sample_bytes: int, chunk_bytes: int | None = None,
                  per_thread: int = 1) -> list[slice]:
     """A batch of ``n`` as slices for the pool: at least ``per_thread`` per thread, the slices'
     temporaries (``per_sample_bytes`` a sample) ``chunk_bytes`` (default ``_CHUNK_BYTES``) on
-    average, a multiple of the
-    threads in all; and as few slices as give the largest no more samples, so that they are all
-    of one size where they can be (32 samples of 288 KiB: 16 slices of 2, not 14 of 2 and 4 of 1).
+    average, a multiple of the threads in all; and as few slices as give the largest no more
+    samples, so that they are all of one size where they can be (32 samples of 288 KiB: 16 slices
+    of 2, not 14 of 2 and 4 of 1).
     Measured 2026-12-04, Intel Xeon, 2 threads, a 32x32x32x32 -> 64 3x3 stride-2 layer's forward
     + backward, medians of five alternated process pairs 7.54 -> 7.15 ms (6.92-7.68 and
     6.78-7.64)."""

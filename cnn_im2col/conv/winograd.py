@@ -163,8 +163,9 @@ def products_layout(u: np.ndarray) -> np.ndarray:
 # (16 rounds), slices of at most 512 KiB (the engine's default) / 2 MiB: ResNet-20 at batch 64
 # 22.9 -> 20.8 ms (0.91x; 3 and 4 MiB 0.996x and 1.000x of 2, 8 MiB 1.07x), vgg-bn 6.97 -> 6.63
 # (0.95x; 3 MiB 1.03x of 2); longer products for OpenBLAS and fewer slices' Python. A training
-# step did not move (ResNet-20 1.001x). Where the cache is 512 KiB (the AMD EPYC's), or unknown,
-# the slices stay as they were.
+# step did not move (ResNet-20 1.001x). Where the cache is 512 KiB (AMD's Zen 3), or unknown, the
+# slices stay as they were; on a 1 MiB one (Zen 4) they take 1 MiB, unmeasured there (on the Xeon
+# 1 MiB measured 0.963x of 512 KiB).
 _SLICE_BYTES = core_cache_bytes()  # None: cache_slices' default
 
 
