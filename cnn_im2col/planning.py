@@ -46,6 +46,7 @@ from .layers import (
     ReLU,
     ReLU6,
 )
+from .threads import LocalFlag
 
 
 def foldable(conv: Any, norm: Any) -> bool:
@@ -55,25 +56,11 @@ def foldable(conv: Any, norm: Any) -> bool:
             and conv.bias_mode != "untied" and norm.num_features == conv.out_channels)
 
 
-class _FoldsFrozen:
-    """``folds_frozen``'s block: a class rather than a generator (entered by each call of a
-    session), two method calls."""
-
-    __slots__ = ("before",)
-
-    def __enter__(self) -> None:
-        self.before = getattr(FROZEN, "on", False)
-        FROZEN.on = True
-
-    def __exit__(self, *exc: object) -> None:
-        FROZEN.on = self.before
-
-
 def folds_frozen() -> contextlib.AbstractContextManager:
     """Inside, a fold already made is used as it is, not compared with its sources again: for a
     network nothing else can change (``session.InferenceSession``'s private copy). The steps keep
     what they make from its weights too (``blocks.FROZEN``, the flag this sets for the thread)."""
-    return _FoldsFrozen()
+    return LocalFlag(FROZEN, "on", True)
 
 
 class Fold:

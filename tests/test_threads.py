@@ -467,3 +467,24 @@ BAD_INPUTS = {
 @pytest.mark.parametrize(ROW_FIELDS, rows(BAD_INPUTS))
 def test_bad_input(tmp_path, call, error, who, got, allowed):
     check_bad_input(tmp_path, call, error, who, got, allowed)
+
+
+def test_a_local_flag_is_set_inside_and_restored_on_leaving_even_by_an_exception():
+    """``LocalFlag`` (finite_scans_skipped's and folds_frozen's block): the value inside, the one
+    before (False where there was none) after, nested blocks each restoring their own, and only in
+    the thread that entered."""
+    flags = threading.local()
+    seen = []
+    with threads.LocalFlag(flags, "on", True):
+        assert flags.on is True
+        with threads.LocalFlag(flags, "on", "inner"):
+            assert flags.on == "inner"
+            other = threading.Thread(target=lambda: seen.append(getattr(flags, "on", None)))
+            other.start()
+            other.join()
+        assert flags.on is True
+    assert flags.on is False and seen == [None]
+    with pytest.raises(RuntimeError):
+        with threads.LocalFlag(flags, "on", True):
+            raise RuntimeError("inside")
+    assert flags.on is False
