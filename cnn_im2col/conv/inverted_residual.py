@@ -18,7 +18,9 @@ pays its Python. Two kernels instead:
   rows of channels, (k*H*W, C), expanded by one BLAS product with every sample's pixels in its
   long axis, convolved by a loop whose vectors run over the expanded channels (all nine taps of an
   output summed before it is stored), projected by a second product and turned back to NCHW with
-  the bias and the shortcut. Five compiled or BLAS calls a slice, none a layer. A session's
+  the bias and the shortcut. One compiled call a slice, which runs NumPy's BLAS itself
+  (``blas.gemm``) and so holds no GIL between the products (``rows_numpy``, the same passes
+  around NumPy's matmul, is its twin and the path where that BLAS was not found). A session's
   program takes a batch slice through several such blocks in one map (``planned_chain``).
 
 The three layers run one by one are the kernels' slow twin; the tests hold them equal to rounding
@@ -42,6 +44,7 @@ from numba.extending import intrinsic
 from .. import threads as _threads
 from ..arrays import cache_slices, matmul
 from ..arrays import unsigned as _u
+from ..blas import BLAS, gemm
 from ..shapes import WindowGeometry
 from .depthwise import nine_taps, split_phases, taps
 from .im2col import bias_columns
@@ -600,9 +603,7 @@ def forward(x: np.ndarray, w: BlockWeights, g: WindowGeometry, skip: np.ndarray 
     tables = depthwise_tables(height, width, g, channels)
 
     def rows(s: slice) -> None:
-        k = s.stop - s.start
-        xc, h, d = _row_buffers(k, plane, out_plane, c_in, w, dtype, x_last)
-        _rows(x[s], w, tables, out_plane, x_last, out_last, skips[s], out[s], xc, h, d)
+        _rows(x[s], w, tables, out_plane, x_last, out_last, skips[s], out[s])
 
     _threads.parallel_map(rows, _row_slices(n, plane, out_plane, channels, x.itemsize))
     return out
@@ -617,10 +618,10 @@ def _row_slices(n: int, plane: int, out_plane: int, channels: int, itemsize: int
 
 def _row_buffers(k: int, plane: int, out_plane: int, c_in: int, w: BlockWeights,
                  dtype: np.dtype, x_last: bool) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    """The rows of a slice of ``k`` samples: ``xc`` the input's (k*H*W, C) channels-last (None
-    where an expansion reads a channels-last x in place; without an expansion, h itself, with a
-    row of zeros under it), ``h`` the expanded rows plus that row of zeros (the depthwise
-    kernel's padding), ``d`` the depthwise output's rows."""
+    """The rows of a slice of ``k`` samples for ``rows_numpy``: ``xc`` the input's (k*H*W, C)
+    channels-last (None where an expansion reads a channels-last x in place; without an
+    expansion, h itself, with a row of zeros under it), ``h`` the expanded rows plus that row of
+    zeros (the depthwise kernel's padding), ``d`` the depthwise output's rows."""
     channels, expand = w.depthwise.shape[0], w.expand.shape[0] > 0
     xc = None if x_last and expand else np.empty((k * plane + (0 if expand else 1), c_in), dtype)
     h = np.empty((k * plane + 1, channels), dtype) if expand else xc
@@ -629,12 +630,26 @@ def _row_buffers(k: int, plane: int, out_plane: int, c_in: int, w: BlockWeights,
 
 
 def _rows(x: np.ndarray, w: BlockWeights, tables: DepthwiseTables, out_plane: int, x_last: bool,
-          out_last: bool, skip: np.ndarray, out: np.ndarray, xc: np.ndarray | None,
-          h: np.ndarray, d: np.ndarray) -> None:
+          out_last: bool, skip: np.ndarray, out: np.ndarray) -> None:
     """The block by rows on a slice ``x`` of k samples into ``out`` (``skip`` of out's shape, or
-    with no samples: none), through the buffers of ``_row_buffers``: the expansion (a BLAS
-    product), the depthwise rows, the projection (another) with its bias and the shortcut."""
+    with no samples: none): in one compiled call that runs NumPy's BLAS itself
+    (``rows_compiled``) where ``blas.BLAS`` was found, else ``rows_numpy``. The same bits."""
+    if BLAS is not None:
+        rows_compiled(BLAS, x, x_last, out_last, w.expand_t, w.expand_bias, w.depthwise_last,
+                      w.depthwise_bias, w.project_t, w.project_bias, tables, out_plane, skip, out)
+    else:
+        rows_numpy(x, w, tables, out_plane, x_last, out_last, skip, out)
+
+
+def rows_numpy(x: np.ndarray, w: BlockWeights, tables: DepthwiseTables, out_plane: int,
+               x_last: bool, out_last: bool, skip: np.ndarray, out: np.ndarray) -> None:
+    """``_rows`` with NumPy's matmul between the compiled passes: the expansion (a BLAS product),
+    the depthwise rows, the projection (another) with its bias and the shortcut. Five calls, each
+    giving the GIL up and taking it back (``rows_compiled``'s twin)."""
     k, expand, o_count = x.shape[0], w.expand.shape[0] > 0, w.project.shape[0]
+    plane = x.shape[1] * x.shape[2] if x_last else x.shape[2] * x.shape[3]
+    xc, h, d = _row_buffers(k, plane, out_plane, x.shape[3] if x_last else x.shape[1], w,
+                            x.dtype, x_last)
     if x_last and expand:  # the expansion reads the rows in place
         xc = x.reshape(-1, x.shape[3])
     elif x_last:
@@ -651,6 +666,45 @@ def _rows(x: np.ndarray, w: BlockWeights, tables: DepthwiseTables, out_plane: in
         add_bias_rows(y, w.project_bias, skip.reshape(-1, o_count))
     else:
         from_channels_last(matmul(d, w.project_t), w.project_bias, skip, out)
+
+
+@nb.njit(cache=True, nogil=True)
+def rows_compiled(blas, x, x_last, out_last, we_t, be, wd, bd, wp_t, bp, tables, out_plane,
+                  skip, out):
+    """``rows_numpy`` in one call without the GIL (``blas.gemm`` runs the two products): x (k, C,
+    H, W), or (k, H, W, C) if ``x_last``, C-contiguous; ``we_t`` (C, E) (no columns: no
+    expansion), ``be`` (E,), ``wd`` (3, 3, E), ``bd`` (E,), ``wp_t`` (E, O), ``bp`` (O,);
+    ``out`` (k, O, OH, OW) or (k, OH, OW, O) if ``out_last``, ``skip`` its shape or no samples.
+    The same buffers, kernels and products in the same order, so the same bits."""
+    k = x.shape[0]
+    if x_last:
+        height, width, c_in = x.shape[1], x.shape[2], x.shape[3]
+    else:
+        c_in, height, width = x.shape[1], x.shape[2], x.shape[3]
+    rows, channels, o_count = k * height * width, wd.shape[2], wp_t.shape[1]
+    expand = we_t.shape[1] > 0
+    h = np.empty((rows + 1, channels), x.dtype)
+    h[rows] = 0  # the row padding reads
+    if expand and x_last:
+        gemm(blas, x.reshape(rows, c_in), we_t, h[:rows])
+    elif expand:
+        xc = np.empty((rows, c_in), x.dtype)
+        to_channels_last(x, xc)
+        gemm(blas, xc, we_t, h[:rows])
+    elif x_last:
+        h[:rows] = x.reshape(rows, c_in)
+    else:
+        to_channels_last(x, h)
+    d = np.empty((k * out_plane, channels), x.dtype)
+    depthwise_channels_last(h, be, expand, wd, bd, tables, out_plane, d)
+    if out_last:
+        y = out.reshape(k * out_plane, o_count)
+        gemm(blas, d, wp_t, y)
+        add_bias_rows(y, bp, skip.reshape(skip.shape[0] * out_plane, o_count))
+    else:
+        y = np.empty((k * out_plane, o_count), x.dtype)
+        gemm(blas, d, wp_t, y)
+        from_channels_last(y, bp, skip, out)
 
 
 def planned_forward(shape: tuple[int, ...], w: BlockWeights, g: WindowGeometry,
@@ -678,8 +732,7 @@ def planned_forward(shape: tuple[int, ...], w: BlockWeights, g: WindowGeometry,
 
     def run(x: np.ndarray, skip: np.ndarray | None) -> np.ndarray:
         out = np.empty(out_shape, dtype)
-        _rows(x, w, tables, out_plane, x_last, out_last, none if skip is None else skip, out,
-              *_row_buffers(n, plane, out_plane, c_in, w, dtype, x_last))
+        _rows(x, w, tables, out_plane, x_last, out_last, none if skip is None else skip, out)
         return out
 
     return run
@@ -724,13 +777,11 @@ def planned_chain(links: list[ChainLink]) -> Callable[[np.ndarray], np.ndarray]:
         def through(s: slice) -> None:
             k, current = s.stop - s.start, x[s]
             for i, (link, table) in enumerate(zip(links, tables)):
-                _, c_in, height, width = link.shape
                 g, w = link.geometry, link.weights
                 into = (out[s] if i == len(links) - 1
                         else np.empty((k, g.oh, g.ow, w.project.shape[0]), dtype))
                 _rows(current, w, table, g.oh * g.ow, True, True,
-                      current if link.residual else none, into,
-                      *_row_buffers(k, height * width, g.oh * g.ow, c_in, w, dtype, True))
+                      current if link.residual else none, into)
                 current = into
 
         _threads.parallel_map(through, slices)

@@ -1,0 +1,56 @@
+"""``blas.gemm``, NumPy's own BLAS product called from compiled code, gives ``np.matmul``'s very
+bits; ``blas.BLAS`` is found for NumPy's OpenBLAS and is None where it cannot be trusted."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cnn_im2col import blas
+
+
+def test_numpys_openblas_is_found():
+    """NumPy's wheels from PyPI carry OpenBLAS: its two products are found, with its integer
+    width (the wheels' build is ILP64, its symbols suffixed "64_")."""
+    assert blas.BLAS is not None
+    assert blas.BLAS.shape == (3,) and blas.BLAS[0] and blas.BLAS[1]
+    assert blas.BLAS[2] in (0, 1)
+    assert not blas.BLAS.flags.writeable
+
+
+@given(m=st.integers(2, 70), k=st.integers(0, 70), n=st.integers(2, 70),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_gemm_gives_numpys_matmul_bits(m, k, n, dtype, seed):
+    """Where ``np.matmul`` takes its general product (both sides 2 or more), ``gemm`` calls the
+    same ``cblas_?gemm`` the same way: the same bits, on every drawn shape and dtype (an inner
+    axis of 0: zeros)."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    out = np.full((m, n), np.nan, dtype)
+    blas._probe(blas.BLAS, a, b, out)
+    np.testing.assert_array_equal(out, a @ b)
+
+
+@pytest.mark.parametrize("m, n", [(1, 5), (5, 1), (1, 1)])
+def test_gemm_of_a_vector_is_the_product_to_rounding(m, n):
+    """With a side of 1 NumPy's matmul calls gemv or a dot; ``gemm`` still calls gemm: the same
+    product, its sums perhaps rounded otherwise."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((m, 33)), rng.standard_normal((33, n))
+    out = np.empty((m, n))
+    blas._probe(blas.BLAS, a, b, out)
+    np.testing.assert_allclose(out, a @ b, rtol=1e-12, atol=1e-12)
+
+
+def test_without_numpys_library_or_with_other_bits_no_blas_is_used(monkeypatch):
+    """``_find`` gives None (callers keep NumPy's matmul) where NumPy's core cannot be opened, or
+    where the products found do not give NumPy's bits on the probe."""
+    monkeypatch.setattr(blas, "_numpy_library", lambda: None)
+    assert blas._find() is None
+    monkeypatch.undo()
+    monkeypatch.setattr(blas, "_matches_numpy", lambda found: False)
+    assert blas._find() is None
+    monkeypatch.undo()
+    found = blas._find()
+    assert found is not None and np.array_equal(found, blas.BLAS)
