@@ -14,11 +14,12 @@ pays its Python. Two kernels instead:
   convolved through their phase planes (``depthwise.nine_taps``, the depthwise strategy's
   per-plane code) and accumulated into every output map (each read once for the four, two
   outputs at a time). No expanded map leaves the cache.
-- **Channels-last rows** (smaller maps, and strided blocks): a batch slice's input is turned into
-  rows of channels, (k*H*W, C), expanded by one BLAS product with every sample's pixels in its
-  long axis, convolved by a loop whose vectors run over the expanded channels (all nine taps of an
-  output summed before it is stored), projected by a second product and turned back to NCHW with
-  the bias and the shortcut. One compiled call a slice, which runs NumPy's BLAS itself
+- **Channels-last rows** (smaller maps, and strided blocks): a part of a batch slice (a few
+  samples, whose rows stay in the core's cache) is turned into rows of channels, (k*H*W, C),
+  expanded by one BLAS product with every sample's pixels in its long axis, convolved by a loop
+  whose vectors run over the expanded channels (all nine taps of an output summed before it is
+  stored), projected by a second product and turned back to NCHW with the bias and the
+  shortcut. One compiled call a slice, which runs NumPy's BLAS itself
   (``blas.gemm``) and so holds no GIL between the products (``rows_numpy``, the same passes
   around NumPy's matmul, is its twin and the path where that BLAS was not found). A session's
   program takes a batch slice through several such blocks in one map (``planned_chain``).
@@ -72,12 +73,18 @@ MIN_PLANE = 4096
 
 _GROUP = 4  # expanded channels computed together: four planes of the L1 cache
 
-# The channels-last path's batch slices: at least two per thread, each slice's expanded rows and
-# depthwise rows at most this many bytes. Its GEMMs want long slices and each slice costs the
-# Python of five calls; measured 2026-12-04, Intel Xeon, 2 threads, batch 64, ms, 512 KiB slices
-# (12-18 of them) / 2 / 4 / 8 slices: 32 -> 192 -> 32 at 8x8 1.33 / 1.95 / 1.00 / 1.05; 48 -> 288
-# -> 48 at 8x8 2.09 / 3.29 / 1.66 / 1.75; 80 -> 480 -> 80 at 4x4 1.34 / 1.11 / 1.10 / 1.36.
-_ROWS_CHUNK_BYTES = 2**21
+# The channels-last path cuts a batch into the same slices for every block, two a thread
+# (``_row_slices``), so that a session's program takes each slice through all its blocks by rows
+# in one map (``planned_chain``), and each block's compiled call takes its slice a part of
+# ``_PART_BYTES`` at a time (expanded + depthwise rows; one sample at least): the part's rows stay
+# in the core's cache between the expansion, the depthwise pass and the projection. Measured
+# 2026-12-06, Intel Xeon, 2 threads, MobileNetV2's session at batch 64, medians of 5 alternated
+# processes, ms: slices of about 2 MiB per block, chains where they agreed (four), 22.4; every
+# block one chain in 8 slices with parts of 256 KiB 18.9 (512 KiB 20.2, 1 MiB 20.2, 128 KiB
+# 19.5); 2 / 4 / 16 slices with 256 KiB parts 18.4 / 18.5 / 20.4. Against onnxruntime (8
+# alternated processes each): 1.048x its time -> 0.891x.
+_SLICES_PER_THREAD = 2
+_PART_BYTES = 2**18
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -599,26 +606,31 @@ def forward(x: np.ndarray, w: BlockWeights, g: WindowGeometry, skip: np.ndarray 
 
         _threads.parallel_map(planes, cache_slices(n, x[0].nbytes + out[0].nbytes))
         return out
-    plane, out_plane = height * width, g.oh * g.ow
+    out_plane = g.oh * g.ow
     tables = depthwise_tables(height, width, g, channels)
 
     def rows(s: slice) -> None:
         _rows(x[s], w, tables, out_plane, x_last, out_last, skips[s], out[s])
 
-    _threads.parallel_map(rows, _row_slices(n, plane, out_plane, channels, x.itemsize))
+    _threads.parallel_map(rows, _row_slices(n))
     return out
 
 
-def _row_slices(n: int, plane: int, out_plane: int, channels: int, itemsize: int) -> list[slice]:
-    """``forward``'s batch slices by rows: the expanded and depthwise rows of a slice about
-    ``_ROWS_CHUNK_BYTES``, two slices a thread at least."""
-    return cache_slices(n, (plane + out_plane) * channels * itemsize, _ROWS_CHUNK_BYTES,
-                        per_thread=2)
+def _row_slices(n: int) -> list[slice]:
+    """The batch slices of every block by rows (``_SLICES_PER_THREAD`` a thread): the same for
+    all, so that ``planned_chain`` runs any run of them, and so that ``forward`` and the chain
+    cut the same parts (the same products, so the same bits)."""
+    return _threads.split(n, _SLICES_PER_THREAD * _threads.get_num_threads())
+
+
+def _part_samples(plane: int, out_plane: int, channels: int, itemsize: int) -> int:
+    """Samples a part of a slice takes through a block by rows (``_PART_BYTES``)."""
+    return max(1, _PART_BYTES // ((plane + out_plane) * channels * itemsize))
 
 
 def _row_buffers(k: int, plane: int, out_plane: int, c_in: int, w: BlockWeights,
                  dtype: np.dtype, x_last: bool) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    """The rows of a slice of ``k`` samples for ``rows_numpy``: ``xc`` the input's (k*H*W, C)
+    """The rows of a part of ``k`` samples for ``rows_numpy``: ``xc`` the input's (k*H*W, C)
     channels-last (None where an expansion reads a channels-last x in place; without an
     expansion, h itself, with a row of zeros under it), ``h`` the expanded rows plus that row of
     zeros (the depthwise kernel's padding), ``d`` the depthwise output's rows."""
@@ -632,20 +644,35 @@ def _row_buffers(k: int, plane: int, out_plane: int, c_in: int, w: BlockWeights,
 def _rows(x: np.ndarray, w: BlockWeights, tables: DepthwiseTables, out_plane: int, x_last: bool,
           out_last: bool, skip: np.ndarray, out: np.ndarray) -> None:
     """The block by rows on a slice ``x`` of k samples into ``out`` (``skip`` of out's shape, or
-    with no samples: none): in one compiled call that runs NumPy's BLAS itself
-    (``rows_compiled``) where ``blas.BLAS`` was found, else ``rows_numpy``. The same bits."""
+    with no samples: none), ``_part_samples`` samples at a time: in one compiled call that runs
+    NumPy's BLAS itself (``rows_compiled``) where ``blas.BLAS`` was found, else ``rows_numpy``.
+    The same bits."""
+    plane = x.shape[1] * x.shape[2] if x_last else x.shape[2] * x.shape[3]
+    part = _part_samples(plane, out_plane, w.depthwise.shape[0], x.itemsize)
     if BLAS is not None:
         rows_compiled(BLAS, x, x_last, out_last, w.expand_t, w.expand_bias, w.depthwise_last,
-                      w.depthwise_bias, w.project_t, w.project_bias, tables, out_plane, skip, out)
+                      w.depthwise_bias, w.project_t, w.project_bias, tables, out_plane, skip, out,
+                      part)
     else:
-        rows_numpy(x, w, tables, out_plane, x_last, out_last, skip, out)
+        rows_numpy(x, w, tables, out_plane, x_last, out_last, skip, out, part)
 
 
 def rows_numpy(x: np.ndarray, w: BlockWeights, tables: DepthwiseTables, out_plane: int,
-               x_last: bool, out_last: bool, skip: np.ndarray, out: np.ndarray) -> None:
-    """``_rows`` with NumPy's matmul between the compiled passes: the expansion (a BLAS product),
-    the depthwise rows, the projection (another) with its bias and the shortcut. Five calls, each
-    giving the GIL up and taking it back (``rows_compiled``'s twin)."""
+               x_last: bool, out_last: bool, skip: np.ndarray, out: np.ndarray,
+               part: int) -> None:
+    """``_rows`` with NumPy's matmul between the compiled passes, ``part`` samples at a time:
+    the expansion (a BLAS product), the depthwise rows, the projection (another) with its bias
+    and the shortcut. Five calls a part, each giving the GIL up and taking it back
+    (``rows_compiled``'s twin)."""
+    for a in range(0, x.shape[0], part):
+        b = min(x.shape[0], a + part)
+        _part_numpy(x[a:b], w, tables, out_plane, x_last, out_last,
+                    skip[a:b] if skip.shape[0] else skip, out[a:b])
+
+
+def _part_numpy(x: np.ndarray, w: BlockWeights, tables: DepthwiseTables, out_plane: int,
+                x_last: bool, out_last: bool, skip: np.ndarray, out: np.ndarray) -> None:
+    """One part of ``rows_numpy``."""
     k, expand, o_count = x.shape[0], w.expand.shape[0] > 0, w.project.shape[0]
     plane = x.shape[1] * x.shape[2] if x_last else x.shape[2] * x.shape[3]
     xc, h, d = _row_buffers(k, plane, out_plane, x.shape[3] if x_last else x.shape[1], w,
@@ -670,12 +697,23 @@ def rows_numpy(x: np.ndarray, w: BlockWeights, tables: DepthwiseTables, out_plan
 
 @nb.njit(cache=True, nogil=True)
 def rows_compiled(blas, x, x_last, out_last, we_t, be, wd, bd, wp_t, bp, tables, out_plane,
-                  skip, out):
+                  skip, out, part):
     """``rows_numpy`` in one call without the GIL (``blas.gemm`` runs the two products): x (k, C,
     H, W), or (k, H, W, C) if ``x_last``, C-contiguous; ``we_t`` (C, E) (no columns: no
     expansion), ``be`` (E,), ``wd`` (3, 3, E), ``bd`` (E,), ``wp_t`` (E, O), ``bp`` (O,);
-    ``out`` (k, O, OH, OW) or (k, OH, OW, O) if ``out_last``, ``skip`` its shape or no samples.
-    The same buffers, kernels and products in the same order, so the same bits."""
+    ``out`` (k, O, OH, OW) or (k, OH, OW, O) if ``out_last``, ``skip`` its shape or no samples;
+    ``part`` samples at a time. The same buffers, kernels and products in the same order, so the
+    same bits."""
+    for a in range(0, x.shape[0], part):
+        b = min(x.shape[0], a + part)
+        _part_compiled(blas, x[a:b], x_last, out_last, we_t, be, wd, bd, wp_t, bp, tables,
+                       out_plane, skip[a:b] if skip.shape[0] else skip, out[a:b])
+
+
+@nb.njit(cache=True, nogil=True)
+def _part_compiled(blas, x, x_last, out_last, we_t, be, wd, bd, wp_t, bp, tables, out_plane,
+                   skip, out):
+    """One part of ``rows_compiled``."""
     k = x.shape[0]
     if x_last:
         height, width, c_in = x.shape[1], x.shape[2], x.shape[3]
@@ -721,9 +759,8 @@ def planned_forward(shape: tuple[int, ...], w: BlockWeights, g: WindowGeometry,
     plane."""
     n, c_in, height, width = shape
     channels, dtype = w.depthwise.shape[0], w.depthwise.dtype
-    plane, out_plane = height * width, g.oh * g.ow
-    if (not by_rows(shape, g)
-            or len(_row_slices(n, plane, out_plane, channels, dtype.itemsize)) != 1):
+    out_plane = g.oh * g.ow
+    if not by_rows(shape, g) or len(_row_slices(n)) != 1:
         return None
     tables = depthwise_tables(height, width, g, channels)
     o_count = w.project.shape[0]
@@ -750,18 +787,16 @@ class ChainLink(NamedTuple):
 
 def link_slices(link: ChainLink) -> list[slice]:
     """The batch slices ``forward`` would cut for this block by rows."""
-    n, _, height, width = link.shape
-    return _row_slices(n, height * width, link.geometry.oh * link.geometry.ow,
-                       link.weights.depthwise.shape[0], link.weights.depthwise.dtype.itemsize)
+    return _row_slices(link.shape[0])
 
 
 def planned_chain(links: list[ChainLink]) -> Callable[[np.ndarray], np.ndarray]:
     """Blocks run by rows one after the other on channels-last maps, ``run(x)`` (x (N, H, W, C)
     -> (N, OH, OW, O) of the last), each batch slice taken through all of them in one map of the
-    pool: a slice's rows pass from block to block while in the core's cache, and the blocks hand
+    pool: a slice's maps pass from block to block while in the core's cache, and the blocks hand
     off once, not once each (a hand-off cost 60-90 us of a 650 us block at batch 64). Every link
-    must slice the batch alike (``link_slices``): the same kernels on the same rows as each
-    block's own ``forward``, so the same bits."""
+    must slice the batch alike (``link_slices``; all blocks by rows do): the same kernels on the
+    same parts as each block's own ``forward``, so the same bits."""
     slices = link_slices(links[0])
     n, dtype = links[0].shape[0], links[0].weights.depthwise.dtype
     none = np.empty((0, 0, 0, 0), dtype)

@@ -427,14 +427,18 @@ def test_the_transposes_to_and_from_rows_of_channels(k, c, h, w, joined, dtype, 
     np.testing.assert_array_equal(out, want + x if joined else want)
 
 
-@given(case=blocks(), x_last=st.booleans(), out_last=st.booleans(), joined=st.booleans())
+@given(case=blocks(), x_last=st.booleans(), out_last=st.booleans(), joined=st.booleans(),
+       part=st.integers(1, 5))
 def test_the_rows_in_one_compiled_call_equal_the_rows_around_numpys_matmul(case, x_last,
-                                                                           out_last, joined):
+                                                                           out_last, joined,
+                                                                           part):
     """``rows_compiled`` (the products through ``blas.gemm``, one call without the GIL) gives
-    ``rows_numpy``'s bits (NumPy's matmul between the compiled passes) in every layout, with and
-    without an expansion or a shortcut, where both products are general ones (rows and columns
-    both 2 or more: for a vector NumPy's matmul calls gemv); to rounding where one is a vector.
-    ``_rows`` takes the NumPy path where no BLAS was found."""
+    ``rows_numpy``'s bits (NumPy's matmul between the compiled passes), ``part`` samples at a
+    time, in every layout, with and without an expansion or a shortcut, where both products are
+    general ones (rows and columns both 2 or more: for a vector NumPy's matmul calls gemv); to
+    rounding where one is a vector. Parts of any size give the values of the whole slice at once
+    (to rounding: BLAS may round a short product otherwise). ``_rows`` takes the NumPy path where
+    no BLAS was found."""
     from cnn_im2col.blas import BLAS
 
     assert BLAS is not None, "NumPy's OpenBLAS was not found: the compiled rows cannot run here"
@@ -451,18 +455,24 @@ def test_the_rows_in_one_compiled_call_equal_the_rows_around_numpys_matmul(case,
     xs = layout(x, x_last)
     skips = np.empty((0, 0, 0, 0), x.dtype) if skip is None else layout(skip, out_last)
     shape = (out_shape[0], g.oh, g.ow, out_shape[1]) if out_last else out_shape
-    got, want, fallback = (np.full(shape, np.nan, x.dtype) for _ in range(3))
-    inverted_residual.rows_compiled(BLAS, xs, x_last, out_last, w.expand_t, w.expand_bias,
-                                    w.depthwise_last, w.depthwise_bias, w.project_t,
-                                    w.project_bias, tables, g.oh * g.ow, skips, got)
-    inverted_residual.rows_numpy(xs, w, tables, g.oh * g.ow, x_last, out_last, skips, want)
-    general = x.shape[0] * x.shape[2] * x.shape[3] >= 2 and x.shape[0] * g.oh * g.ow >= 2 and \
+    got, want, whole, fallback = (np.full(shape, np.nan, x.dtype) for _ in range(4))
+    operands = (w.expand_t, w.expand_bias, w.depthwise_last, w.depthwise_bias, w.project_t,
+                w.project_bias, tables, g.oh * g.ow, skips)
+    inverted_residual.rows_compiled(BLAS, xs, x_last, out_last, *operands, got, part)
+    inverted_residual.rows_numpy(xs, w, tables, g.oh * g.ow, x_last, out_last, skips, want, part)
+    rows = min(part, x.shape[0], x.shape[0] % part or part)  # the smallest part's samples
+    general = rows * x.shape[2] * x.shape[3] >= 2 and rows * g.oh * g.ow >= 2 and \
         min(channels, out_shape[1]) >= 2
     if general:
         np.testing.assert_array_equal(got, want)
     else:
         np.testing.assert_allclose(got, want, *tolerance(x.dtype))
+    inverted_residual.rows_compiled(BLAS, xs, x_last, out_last, *operands, whole, x.shape[0])
+    np.testing.assert_allclose(got, whole, *tolerance(x.dtype))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(inverted_residual, "BLAS", None)
         inverted_residual._rows(xs, w, tables, g.oh * g.ow, x_last, out_last, skips, fallback)
+    inverted_residual.rows_numpy(xs, w, tables, g.oh * g.ow, x_last, out_last, skips, want,
+                                 inverted_residual._part_samples(
+                                     x.shape[2] * x.shape[3], g.oh * g.ow, channels, x.itemsize))
     np.testing.assert_array_equal(fallback, want)
