@@ -341,9 +341,11 @@ def check_input_channels(x: np.ndarray, expected: int, owner: str, name: str = "
         )
 
 
-def check_dout(dout: Any, expected: tuple[int, ...], dtype: np.dtype, owner: str) -> np.ndarray:
-    """Validate an upstream gradient: numeric, finite, cast to ``dtype``, shaped like the output."""
-    dout = as_float_array(dout, "dout", owner, dtype=dtype)
+def check_dout(dout: Any, expected: tuple[int, ...], dtype: np.dtype, owner: str,
+               finite: bool = True) -> np.ndarray:
+    """Validate an upstream gradient: numeric, finite (unless ``finite`` is False: the caller
+    scans it), cast to ``dtype``, shaped like the output."""
+    dout = as_float_array(dout, "dout", owner, dtype=dtype, finite=finite)
     if dout.shape != tuple(expected):
         raise ValueError(
             f"{owner}: dout must have the output's shape {tuple(expected)}, got {dout.shape}"

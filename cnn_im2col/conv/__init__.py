@@ -36,12 +36,15 @@ import numpy as np
 from ..im2col import BACKENDS
 from ..shapes import (
     WindowGeometry,
+    all_finite,
     as_float_array,
     check_choice,
     check_dout,
     check_input_channels,
     check_int,
     dilated_geometry,
+    finite_scans_on,
+    non_finite,
     pair,
 )
 from . import depthwise, dilated, direct, im2col, pointwise, tiled, winograd
@@ -331,10 +334,27 @@ def conv2d_backward(
     ``dbias`` is None when there was no bias; ``dx`` is None with ``input_grad=False`` (not
     computed: a network's first layer never needs it).
     """
-    if dout_of is None:
-        g, weight = cache.geometry, cache.weight
-        expected = (cache.x_shape[0], weight.shape[0], g.oh, g.ow)
-        dout = check_dout(dout, expected, weight.dtype, cache.owner)
-    return _STRATEGY_OF_CACHE[type(cache)].backward(
-        dout, cache, input_grad, dout_of=dout_of, dz_into=dz_into
-    )
+    strategy = _STRATEGY_OF_CACHE[type(cache)]
+    if dout_of is not None:
+        return strategy.backward(None, cache, input_grad, dout_of=dout_of, dz_into=dz_into)
+    g, weight = cache.geometry, cache.weight
+    expected = (cache.x_shape[0], weight.shape[0], g.oh, g.ow)
+    scan = finite_scans_on()
+    dout = np.ascontiguousarray(check_dout(dout, expected, weight.dtype, cache.owner,
+                                           finite=False))
+    if not scan:
+        return strategy.backward(dout, cache, input_grad)
+    # the NaN/Inf scan rides with the strategy, as the forward's does (``Conv2D.forward``): each
+    # slice scanned by the thread that has just been given it; a non-finite dout is refused as
+    # ``check_dout`` refuses it, once the slices are done (nothing of the layer's is written yet)
+    finite: list[bool] = []
+
+    def scanned(s: slice) -> np.ndarray:
+        part = dout[s]
+        finite.append(bool(all_finite(part.reshape(-1))))
+        return part
+
+    grads = strategy.backward(None, cache, input_grad, dout_of=scanned)
+    if not all(finite):
+        raise non_finite("dout", cache.owner)
+    return grads
