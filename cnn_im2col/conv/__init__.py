@@ -354,7 +354,10 @@ def conv2d_backward(
         finite.append(bool(all_finite(part.reshape(-1))))
         return part
 
-    grads = strategy.backward(None, cache, input_grad, dout_of=scanned)
+    # a NaN or Inf in dout makes NaNs in the products before it is refused: not the user's to see
+    # ("invalid value" is only raised from a finite dout after an overflow, which still warns)
+    with np.errstate(invalid="ignore"):
+        grads = strategy.backward(None, cache, input_grad, dout_of=scanned)
     if not all(finite):
         raise non_finite("dout", cache.owner)
     return grads

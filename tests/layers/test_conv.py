@@ -56,6 +56,37 @@ def test_conv2d_scans_each_batch_slice_and_refuses_a_non_finite_x_leaving_its_st
         conv.forward(bad_x)
 
 
+@pytest.mark.parametrize("conv", [Conv2D(3, 4, 3, padding=1, seed=0),  # im2col or direct
+                                  Conv2D(8, 8, 3, padding=1, groups=8, seed=0),  # depthwise
+                                  Conv2D(8, 8, 3, padding=1, groups=8, bias="untied",
+                                         input_size=(6, 6), seed=0),  # depthwise, dout whole
+                                  Conv2D(8, 16, 3, padding=1, seed=0),  # Winograd
+                                  Conv2D(8, 16, 3, stride=2, padding=1, seed=0),  # tiled
+                                  Conv2D(8, 16, 1, seed=0)])  # pointwise
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_conv2d_scans_dout_with_its_backward_and_refuses_a_non_finite_one(conv, bad):
+    """Conv2D.backward scans dout slice by slice with the strategy: a NaN or Inf in any one sample
+    (the last, a middle one) is refused with check_dout's message, the layer's gradients stay
+    those of its last good backward, and the next backward gives the same gradients as before."""
+    from cnn_im2col.shapes import NonFiniteError
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((9, conv.in_channels, 6, 6)).astype(np.float32)
+    out = conv.forward(x, training=True)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    dx = conv.backward(dout)
+    grads = {name: grad.copy() for name, grad in conv.grads.items()}
+    for sample in (out.shape[0] - 1, out.shape[0] // 2):
+        bad_dout = dout.copy()
+        bad_dout[sample, -1, -1, 0] = bad
+        with pytest.raises(NonFiniteError,
+                           match=re.escape(f"{conv!r}: dout contains NaN or Inf")):
+            conv.backward(bad_dout)
+        for name, grad in grads.items():
+            np.testing.assert_array_equal(conv.grads[name], grad)
+        np.testing.assert_array_equal(conv.backward(dout), dx)
+
+
 def test_conv2d_dilation_and_groups_follow_pytorch_layout_config_and_repr():
     layer = Conv2D(4, 6, 3, padding="same", dilation=2, groups=2, seed=0)
     assert layer.params["weight"].shape == (6, 2, 3, 3)  # (O, C/groups, KH, KW), as PyTorch
