@@ -8,7 +8,9 @@ on one thread and 331-339 us each on two; the same work as one compiled call tha
 products itself, 297-299 us on one thread and 290-300 us each on two.
 
 ``gemm(blas, a, b, out)`` is ``out = a @ b`` through the same ``cblas_?gemm`` that ``np.matmul``
-calls for C-contiguous 2-D operands (row-major, no transposes, alpha 1, beta 0), so the same bits.
+calls for 2-D row-major operands (no transposes, alpha 1, beta 0, the same leading dimensions), so
+the same bits; ``matmul(blas, a, b, out)`` is ``arrays.matmul``'s products (whole, or in the
+column or row blocks that OpenBLAS's small-matrix kernels take), so its bits.
 ``blas`` is ``BLAS``: the two functions' addresses and their integer width, passed in at run time
 so that the kernels compile once and cache (an address differs from process to process). It is
 None where the functions cannot be found or do not give ``np.matmul``'s bits on a probe (another
@@ -27,25 +29,28 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .arrays import _MIN_BLOCK_COLUMNS, _MIN_BLOCK_ROWS, _SMALL_PRODUCT
+
 _I32, _I64 = ir.IntType(32), ir.IntType(64)
 # CBLAS's enums: row-major order, no transpose
 _ROW_MAJOR, _NO_TRANS = 101, 111
 
 
 @intrinsic
-def _cblas_gemm(typingctx, blas, m, n, k, a, b, out):
-    """``cblas_?gemm(RowMajor, NoTrans, NoTrans, m, n, k, 1, a, k, b, n, 0, out, n)`` through
-    the address in ``blas`` (``BLAS``'s layout) for the operands' dtype: 32-bit integers where
-    ``blas[2]`` is 0, 64-bit (an ILP64 build) where it is 1."""
-    sig = types.void(blas, m, n, k, a, b, out)
+def _cblas_gemm(typingctx, blas, m, n, k, a, lda, b, ldb, out, ldc):
+    """``cblas_?gemm(RowMajor, NoTrans, NoTrans, m, n, k, 1, a, lda, b, ldb, 0, out, ldc)``
+    through the address in ``blas`` (``BLAS``'s layout) for the operands' dtype: 32-bit integers
+    where ``blas[2]`` is 0, 64-bit (an ILP64 build) where it is 1."""
+    sig = types.void(blas, m, n, k, a, lda, b, ldb, out, ldc)
 
     def codegen(context, builder, signature, args):
-        blas_value, m_value, n_value, k_value, a_value, b_value, out_value = args
+        blas_value, m_value, n_value, k_value, a_value, lda_value, b_value, ldb_value, \
+            out_value, ldc_value = args
         array_type = signature.args[4]
         float_type = context.get_value_type(array_type.dtype)
         pointer = float_type.as_pointer()
-        data = [cgutils.create_struct_proxy(t)(context, builder, value=v).data
-                for t, v in zip(signature.args[4:], (a_value, b_value, out_value))]
+        data = [cgutils.create_struct_proxy(signature.args[i])(context, builder, value=args[i]).data
+                for i in (4, 6, 8)]
         blas_array = cgutils.create_struct_proxy(signature.args[0])(context, builder,
                                                                    value=blas_value)
         slot = 0 if array_type.dtype == types.float32 else 1
@@ -62,10 +67,11 @@ def _cblas_gemm(typingctx, blas, m, n, k, a, b, out):
                         _I32, _I32, _I32, int_type, int_type, int_type, float_type, pointer,
                         int_type, pointer, int_type, float_type, pointer, int_type])
                     fn = builder.inttoptr(address, fn_type.as_pointer())
-                    mi, ni, ki = (v if int_type is _I64 else builder.trunc(v, int_type)
-                                  for v in (m_value, n_value, k_value))
-                    builder.call(fn, [*enums, mi, ni, ki, one, data[0], ki, data[1], ni, zero,
-                                      data[2], ni])
+                    mi, ni, ki, lda_i, ldb_i, ldc_i = (
+                        v if int_type is _I64 else builder.trunc(v, int_type)
+                        for v in (m_value, n_value, k_value, lda_value, ldb_value, ldc_value))
+                    builder.call(fn, [*enums, mi, ni, ki, one, data[0], lda_i, data[1], ldb_i,
+                                      zero, data[2], ldc_i])
         return context.get_dummy_value()
 
     return sig, codegen
@@ -73,15 +79,52 @@ def _cblas_gemm(typingctx, blas, m, n, k, a, b, out):
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def gemm(blas, a, b, out):
-    """``out[:] = a @ b`` for C-contiguous 2-D ``a`` (M, K), ``b`` (K, N), ``out`` (M, N) of one
-    dtype (float32 or float64): ``np.matmul``'s BLAS call, so its bits (the caller checks the
-    shapes; ``blas`` is ``BLAS``, not None)."""
+    """``out[:] = a @ b`` for 2-D row-major ``a`` (M, K), ``b`` (K, N), ``out`` (M, N) of one dtype
+    (float32 or float64), each with unit stride along its rows (views of larger arrays too):
+    ``np.matmul``'s BLAS call, with the same leading dimensions, so its bits (the caller checks
+    the shapes; ``blas`` is ``BLAS``, not None)."""
     if a.shape[0] > 0 and b.shape[1] > 0:
         if a.shape[1] == 0:
             out[:] = 0
         else:
             _cblas_gemm(blas, np.int64(a.shape[0]), np.int64(b.shape[1]), np.int64(a.shape[1]),
-                        a, b, out)
+                        a, _leading(a), b, _leading(b), out, _leading(out))
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _leading(x):
+    """A 2-D operand's leading dimension: its row stride in elements, or, for a single row (whose
+    stride NumPy leaves arbitrary: a (1, N) transpose of an (N, 1) array keeps the column's), its
+    row length."""
+    if x.shape[0] > 1:
+        return np.int64(x.strides[0] // x.itemsize)
+    return np.int64(max(x.shape[1], 1))
+
+
+@nb.njit(cache=True, nogil=True)
+def matmul(blas, a, b, out):
+    """``arrays.matmul(a, b, out=out)`` for 2-D C-contiguous operands, without the GIL: the same
+    products (whole, in column blocks of b and out, or in row blocks of a and out, decided by
+    the same rule and constants), so the same bits."""
+    m, k, n = a.shape[0], a.shape[1], b.shape[1]
+    columns = _SMALL_PRODUCT // max(1, m * k)
+    if m * k * n <= _SMALL_PRODUCT:
+        gemm(blas, a, b, out)
+    elif columns >= _MIN_BLOCK_COLUMNS:
+        columns -= columns % 16
+        for j in range(0, n, columns):
+            gemm(blas, a, b[:, j : j + columns], out[:, j : j + columns])
+    else:
+        blocks = -(-m * k * n // _SMALL_PRODUCT)
+        rows = -(-m // blocks)
+        if rows < _MIN_BLOCK_ROWS:
+            gemm(blas, a, b, out)
+        else:
+            whole = m - m % rows
+            for r in range(0, whole, rows):
+                gemm(blas, a[r : r + rows], b, out[r : r + rows])
+            if whole < m:
+                gemm(blas, a[whole:], b, out[whole:])
 
 
 @nb.njit(cache=True, nogil=True)

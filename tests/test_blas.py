@@ -32,6 +32,40 @@ def test_gemm_gives_numpys_matmul_bits(m, k, n, dtype, seed):
     np.testing.assert_array_equal(out, a @ b)
 
 
+@given(m=st.integers(2, 40), k=st.integers(1, 40), n=st.integers(2, 40),
+       offset=st.integers(0, 7), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**16))
+def test_gemm_of_views_with_leading_dimensions_gives_numpys_bits(m, k, n, offset, dtype, seed):
+    """Column blocks of larger arrays (rows longer than the block): ``gemm`` passes their leading
+    dimensions as NumPy's matmul does, so the same bits; the rest of ``out`` is left alone."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((m, k + offset)).astype(dtype)[:, offset:]
+    b = rng.standard_normal((k, n + 2 * offset)).astype(dtype)[:, offset : offset + n]
+    whole = np.full((m, n + offset), np.nan, dtype)
+    out = whole[:, offset:]
+    blas._probe(blas.BLAS, a, b, out)
+    np.testing.assert_array_equal(out, np.matmul(a, b))
+    assert np.isnan(whole[:, :offset]).all()
+
+
+@pytest.mark.parametrize("m, k, n", [(50, 16, 96),  # small: one product
+                                     (64, 80, 480),  # column blocks (MobileNetV2's 4x4 blocks)
+                                     (1024, 16, 96), (1024, 96, 16), (1000, 96, 16),  # row blocks
+                                     (96, 480, 80)])  # too few rows and columns for blocks
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_gives_the_engines_matmul_bits(m, k, n, dtype):
+    """``blas.matmul`` cuts a product as ``arrays.matmul`` does (whole, column blocks, row blocks
+    and their remainder) and so gives its very bits."""
+    from cnn_im2col import arrays
+
+    rng = np.random.default_rng(m + k + n)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    out = np.full((m, n), np.nan, dtype)
+    blas.matmul(blas.BLAS, a, b, out)
+    np.testing.assert_array_equal(out, arrays.matmul(a, b))
+
+
 @pytest.mark.parametrize("m, n", [(1, 5), (5, 1), (1, 1)])
 def test_gemm_of_a_vector_is_the_product_to_rounding(m, n):
     """With a side of 1 NumPy's matmul calls gemv or a dot; ``gemm`` still calls gemm: the same

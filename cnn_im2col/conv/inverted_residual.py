@@ -20,7 +20,7 @@ pays its Python. Two kernels instead:
   whose vectors run over the expanded channels (all nine taps of an output summed before it is
   stored), projected by a second product and turned back to NCHW with the bias and the
   shortcut. One compiled call a slice, which runs NumPy's BLAS itself
-  (``blas.gemm``) and so holds no GIL between the products (``rows_numpy``, the same passes
+  (``blas.matmul``) and so holds no GIL between the products (``rows_numpy``, the same passes
   around NumPy's matmul, is its twin and the path where that BLAS was not found). A session's
   program takes a batch slice through several such blocks in one map (``planned_chain``).
 
@@ -45,7 +45,8 @@ from numba.extending import intrinsic
 from .. import threads as _threads
 from ..arrays import cache_slices, matmul
 from ..arrays import unsigned as _u
-from ..blas import BLAS, gemm
+from ..blas import BLAS
+from ..blas import matmul as matmul_compiled
 from ..shapes import WindowGeometry
 from .depthwise import nine_taps, split_phases, taps
 from .im2col import bias_columns
@@ -698,7 +699,8 @@ def _part_numpy(x: np.ndarray, w: BlockWeights, tables: DepthwiseTables, out_pla
 @nb.njit(cache=True, nogil=True)
 def rows_compiled(blas, x, x_last, out_last, we_t, be, wd, bd, wp_t, bp, tables, out_plane,
                   skip, out, part):
-    """``rows_numpy`` in one call without the GIL (``blas.gemm`` runs the two products): x (k, C,
+    """``rows_numpy`` in one call without the GIL (``blas.matmul`` runs the two products as
+    ``arrays.matmul`` runs them): x (k, C,
     H, W), or (k, H, W, C) if ``x_last``, C-contiguous; ``we_t`` (C, E) (no columns: no
     expansion), ``be`` (E,), ``wd`` (3, 3, E), ``bd`` (E,), ``wp_t`` (E, O), ``bp`` (O,);
     ``out`` (k, O, OH, OW) or (k, OH, OW, O) if ``out_last``, ``skip`` its shape or no samples;
@@ -724,11 +726,11 @@ def _part_compiled(blas, x, x_last, out_last, we_t, be, wd, bd, wp_t, bp, tables
     h = np.empty((rows + 1, channels), x.dtype)
     h[rows] = 0  # the row padding reads
     if expand and x_last:
-        gemm(blas, x.reshape(rows, c_in), we_t, h[:rows])
+        matmul_compiled(blas, x.reshape(rows, c_in), we_t, h[:rows])
     elif expand:
         xc = np.empty((rows, c_in), x.dtype)
         to_channels_last(x, xc)
-        gemm(blas, xc, we_t, h[:rows])
+        matmul_compiled(blas, xc, we_t, h[:rows])
     elif x_last:
         h[:rows] = x.reshape(rows, c_in)
     else:
@@ -737,11 +739,11 @@ def _part_compiled(blas, x, x_last, out_last, we_t, be, wd, bd, wp_t, bp, tables
     depthwise_channels_last(h, be, expand, wd, bd, tables, out_plane, d)
     if out_last:
         y = out.reshape(k * out_plane, o_count)
-        gemm(blas, d, wp_t, y)
+        matmul_compiled(blas, d, wp_t, y)
         add_bias_rows(y, bp, skip.reshape(skip.shape[0] * out_plane, o_count))
     else:
         y = np.empty((k * out_plane, o_count), x.dtype)
-        gemm(blas, d, wp_t, y)
+        matmul_compiled(blas, d, wp_t, y)
         from_channels_last(y, bp, skip, out)
 
 

@@ -476,3 +476,29 @@ def test_the_rows_in_one_compiled_call_equal_the_rows_around_numpys_matmul(case,
                                  inverted_residual._part_samples(
                                      x.shape[2] * x.shape[3], g.oh * g.ow, channels, x.itemsize))
     np.testing.assert_array_equal(fallback, want)
+
+
+@pytest.mark.parametrize("c, e, o, h, stride, part", [
+    (80, 480, 80, 4, 1, 4),  # the expansion in column blocks
+    (16, 96, 16, 32, 1, 1),  # both products in row blocks
+    (16, 96, 24, 32, 2, 1),  # strided: the expansion in row blocks
+    (48, 288, 48, 8, 1, 1)])  # whole products
+def test_the_compiled_rows_cut_mobilenets_products_as_the_engines_matmul(c, e, o, h, stride,
+                                                                         part):
+    """On MobileNetV2's own shapes, large enough that ``arrays.matmul`` cuts its products into
+    blocks, the compiled rows cut them alike (``blas.matmul``): ``rows_numpy``'s very bits."""
+    from cnn_im2col.blas import BLAS
+
+    layers = block_layers(c, e, o, stride, 1, 1, True, True, np.float32, seed=c)
+    x = np.random.default_rng(e).standard_normal((part + 1, c, h, h)).astype(np.float32) * 3
+    w, g, out_shape = kernel_operands(layers, x)
+    tables = inverted_residual.depthwise_tables(h, h, g, e)
+    xs = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    skips = np.empty((0, 0, 0, 0), np.float32)
+    shape = (out_shape[0], g.oh, g.ow, out_shape[1])
+    got, want = np.empty(shape, np.float32), np.empty(shape, np.float32)
+    inverted_residual.rows_compiled(BLAS, xs, True, True, w.expand_t, w.expand_bias,
+                                    w.depthwise_last, w.depthwise_bias, w.project_t,
+                                    w.project_bias, tables, g.oh * g.ow, skips, got, part)
+    inverted_residual.rows_numpy(xs, w, tables, g.oh * g.ow, True, True, skips, want, part)
+    np.testing.assert_array_equal(got, want)
