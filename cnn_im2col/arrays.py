@@ -265,21 +265,18 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     M, N), stacks broadcast as NumPy's. Where both are row-major ("NN", the case OpenBLAS's
     small-matrix kernels take) and the product is large with a short inner axis, it is computed
     in column blocks of b and out, or, with too few columns for those, in row blocks of a and out
-    (the same sums, rounded as another BLAS kernel may round them)."""
+    (``product_blocks``; the same sums, rounded as another BLAS kernel may round them)."""
     m, k = a.shape[-2:]
     n = b.shape[-1]
-    columns = _SMALL_PRODUCT // max(1, m * k)
-    rows = 0  # (worked out only for a large product that column blocks cannot take)
-    if (m * k * n <= _SMALL_PRODUCT
-            or (columns < _MIN_BLOCK_COLUMNS and (rows := _block_rows(m, k, n)) == 0)
+    columns, rows = product_blocks.py_func(m, k, n)  # (the rule in Python: no dispatch)
+    if (columns == rows == 0
             or a.strides[-1] != a.itemsize or b.strides[-1] != b.itemsize
             or (out is not None and out.strides[-1] != out.itemsize)):
         return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
     if out is None:
         stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         out = np.empty((*stack, m, n), dtype=np.result_type(a, b))
-    if columns >= _MIN_BLOCK_COLUMNS:
-        columns -= columns % 16  # whole vectors
+    if columns:
         for j in range(0, n, columns):
             np.matmul(a, b[..., j : j + columns], out=out[..., j : j + columns])
         return out
@@ -294,13 +291,20 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     return out
 
 
-def _block_rows(m: int, k: int, n: int) -> int:
-    """The rows of each of ``matmul``'s near-equal row blocks of an (m, k) @ (k, n) product (at
-    most ``_SMALL_PRODUCT`` multiply-adds each), or 0 where they would be under
-    ``_MIN_BLOCK_ROWS``."""
+@nb.njit(cache=True)
+def product_blocks(m, k, n):
+    """How ``matmul`` cuts an (m, k) @ (k, n) product, as (columns, rows): column blocks of
+    ``columns`` columns (whole vectors), or near-equal row blocks of ``rows`` rows (each at most
+    ``_SMALL_PRODUCT`` multiply-adds), or (0, 0): whole (small enough, or blocks too narrow). The
+    one rule of ``matmul`` (through ``py_func``) and of ``blas.matmul`` (compiled)."""
+    if m * k * n <= _SMALL_PRODUCT:
+        return 0, 0
+    columns = _SMALL_PRODUCT // max(1, m * k)
+    if columns >= _MIN_BLOCK_COLUMNS:
+        return columns - columns % 16, 0
     blocks = -(-m * k * n // _SMALL_PRODUCT)
     rows = -(-m // blocks)
-    return rows if rows >= _MIN_BLOCK_ROWS else 0
+    return 0, (rows if rows >= _MIN_BLOCK_ROWS else 0)
 
 
 # --------------------------------------------------------------------------- inlined index helpers

@@ -29,7 +29,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .arrays import _MIN_BLOCK_COLUMNS, _MIN_BLOCK_ROWS, _SMALL_PRODUCT
+from .arrays import product_blocks
 
 _I32, _I64 = ir.IntType(32), ir.IntType(64)
 # CBLAS's enums: row-major order, no transpose
@@ -104,32 +104,21 @@ def _leading(x):
 @nb.njit(cache=True, nogil=True)
 def matmul(blas, a, b, out):
     """``arrays.matmul(a, b, out=out)`` for 2-D C-contiguous operands, without the GIL: the same
-    products (whole, in column blocks of b and out, or in row blocks of a and out, decided by
-    the same rule and constants), so the same bits."""
-    m, k, n = a.shape[0], a.shape[1], b.shape[1]
-    columns = _SMALL_PRODUCT // max(1, m * k)
-    if m * k * n <= _SMALL_PRODUCT:
-        gemm(blas, a, b, out)
-    elif columns >= _MIN_BLOCK_COLUMNS:
-        columns -= columns % 16
-        for j in range(0, n, columns):
+    products (whole, in column blocks of b and out, or in row blocks of a and out, by
+    ``arrays.product_blocks``), so the same bits."""
+    m = a.shape[0]
+    columns, rows = product_blocks(m, a.shape[1], b.shape[1])
+    if columns:
+        for j in range(0, b.shape[1], columns):
             gemm(blas, a, b[:, j : j + columns], out[:, j : j + columns])
+    elif rows:
+        whole = m - m % rows
+        for r in range(0, whole, rows):
+            gemm(blas, a[r : r + rows], b, out[r : r + rows])
+        if whole < m:
+            gemm(blas, a[whole:], b, out[whole:])
     else:
-        blocks = -(-m * k * n // _SMALL_PRODUCT)
-        rows = -(-m // blocks)
-        if rows < _MIN_BLOCK_ROWS:
-            gemm(blas, a, b, out)
-        else:
-            whole = m - m % rows
-            for r in range(0, whole, rows):
-                gemm(blas, a[r : r + rows], b, out[r : r + rows])
-            if whole < m:
-                gemm(blas, a[whole:], b, out[whole:])
-
-
-@nb.njit(cache=True, nogil=True)
-def _probe(blas, a, b, out):
-    gemm(blas, a, b, out)
+        gemm(blas, a, b, out)
 
 
 def _address(function: object) -> int:
@@ -145,7 +134,7 @@ def _matches_numpy(blas: np.ndarray) -> bool:
             a = rng.standard_normal((m, k)).astype(dtype)
             b = rng.standard_normal((k, n)).astype(dtype)
             out = np.empty((m, n), dtype)
-            _probe(blas, a, b, out)
+            gemm(blas, a, b, out)
             if not np.array_equal(out, a @ b):
                 return False
     return True
