@@ -289,6 +289,28 @@ def is_finite(a: np.ndarray) -> bool:
     return all(_threads.parallel_map(lambda part: bool(all_finite(flat[part])), parts))
 
 
+class SliceScans:
+    """NaN/Inf scans of a C-contiguous batch's slices, each made by the thread that has the slice
+    in hand (a strategy's per-slice hook), while it is in that core's cache, instead of a pass of
+    its own over memory; ``finite()`` once the slices are done. A convolution's forward scans x so
+    and its backward dout (``Conv2D.forward``, ``conv.conv2d_backward``)."""
+
+    __slots__ = ("array", "results")
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array, self.results = array, []
+
+    def scan(self, s: slice) -> np.ndarray:
+        """Scan ``array[s]`` and return it."""
+        part = self.array[s]
+        self.results.append(bool(all_finite(part.reshape(-1))))
+        return part
+
+    def finite(self) -> bool:
+        """Whether every slice scanned so far was finite."""
+        return all(self.results)
+
+
 def as_float_array(
     x: Any,
     name: str,

@@ -35,8 +35,8 @@ import numpy as np
 
 from ..im2col import BACKENDS
 from ..shapes import (
+    SliceScans,
     WindowGeometry,
-    all_finite,
     as_float_array,
     check_choice,
     check_dout,
@@ -347,17 +347,11 @@ def conv2d_backward(
     # the NaN/Inf scan rides with the strategy, as the forward's does (``Conv2D.forward``): each
     # slice scanned by the thread that has just been given it; a non-finite dout is refused as
     # ``check_dout`` refuses it, once the slices are done (nothing of the layer's is written yet)
-    finite: list[bool] = []
-
-    def scanned(s: slice) -> np.ndarray:
-        part = dout[s]
-        finite.append(bool(all_finite(part.reshape(-1))))
-        return part
-
+    scans = SliceScans(dout)
     # a NaN or Inf in dout makes NaNs in the products before it is refused: not the user's to see
     # ("invalid value" is only raised from a finite dout after an overflow, which still warns)
     with np.errstate(invalid="ignore"):
-        grads = strategy.backward(None, cache, input_grad, dout_of=scanned)
-    if not all(finite):
+        grads = strategy.backward(None, cache, input_grad, dout_of=scans.scan)
+    if not scans.finite():
         raise non_finite("dout", cache.owner)
     return grads

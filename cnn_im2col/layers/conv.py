@@ -11,7 +11,7 @@ import numpy as np
 from ..conv import ALGORITHMS, ConvPlan, choose, conv2d_backward, conv2d_output_shape, winograd
 from ..init import he_normal, make_rng
 from ..shapes import (
-    all_finite,
+    SliceScans,
     as_float_array,
     check_choice,
     check_int,
@@ -156,14 +156,10 @@ class Conv2D(Layer):
         if not finite_scans_on():  # inside a stack that checks its own input
             return self.run(self.check_input(x), training)
         x = np.ascontiguousarray(self.check_input(x, finite=False))
-        finite: list[bool] = []
-
-        def scan(s: slice, _out: np.ndarray) -> None:
-            finite.append(bool(all_finite(x[s].reshape(-1))))
-
+        scans = SliceScans(x)
         previous = self._cache
-        out = self.run(x, training, then=scan)
-        if not all(finite):
+        out = self.run(x, training, then=lambda s, _out: scans.scan(s))
+        if not scans.finite():
             self._cache = previous
             raise non_finite("x", repr(self))
         return out
