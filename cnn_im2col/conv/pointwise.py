@@ -34,8 +34,8 @@ import numpy as np
 from .. import threads as _threads
 from ..arrays import cache_slices, matmul, summed
 from ..shapes import WindowGeometry
+from .channels_last_rows import to_channels_last
 from .im2col import bias_columns, bias_relu_inplace, cm_to_nchw
-from .inverted_residual import to_channels_last
 
 # Maps of at most this many pixels are multiplied channel-major, as one product per batch slice,
 # W (O, C) @ x (C, k*H*W), then written back to NCHW with the bias and the ReLU: a product per
