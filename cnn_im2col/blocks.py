@@ -25,6 +25,9 @@ cache and calls the engine's strategy code itself. The layers stay in ``Sequenti
   a MobileNet's head), at inference only: each batch slice multiplied as channels-last rows and
   averaged over its pixels while the product is in cache (``pointwise.forward_pooled``); the
   convolution's (N, O, H, W) output is never written.
+- ``GlobalPoolDense`` (GlobalAvgPool2D -> Dense, a ResNet's head), at inference only: the maps
+  averaged and multiplied in one compiled call (``pooled_dense``), not a pool and a product in
+  NumPy.
 - ``InvertedResidual`` (MobileNetV2's block: [Conv2D 1x1 -> ReLU6 ->] Conv2D 3x3 depthwise ->
   ReLU6 -> Conv2D 1x1), at inference only: the kernels of ``conv/inverted_residual.py`` (per
   sample plane by plane, the expanded maps never leaving the core's cache; or channels-last rows
@@ -58,6 +61,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import pooled_dense
 from .activations import IN_PLACE_KERNELS, add_into, add_relu
 from .containers import Concat, Gate, Residual
 from .conv import (
@@ -75,6 +79,7 @@ from .layers import (
     BatchNorm2D,
     Conv2D,
     Dense,
+    GlobalAvgPool2D,
     HardSigmoid,
     HardSwish,
     MaxPool2D,
@@ -436,6 +441,32 @@ class ConvGlobalPool(_Block):
         raise RuntimeError(f"{self!r} is an inference step: it has no backward")
 
 
+class GlobalPoolDense(_Block):
+    """Inference only: GlobalAvgPool2D -> Dense, a ResNet's head, as one compiled call
+    (``pooled_dense``: each sample's maps averaged and multiplied while in cache, the layers'
+    numbers to rounding). A head too large to pay (``pooled_dense.fits``) runs the two layers one
+    after the other. No backward, as ``ConvActivation``."""
+
+    kind = "global_pool_dense"
+
+    def __init__(self, pool: GlobalAvgPool2D, dense: Dense, first: int) -> None:
+        super().__init__((pool, dense), first)
+        self.dense = dense
+
+    def run(self, x: np.ndarray, training: bool) -> np.ndarray:
+        if training:
+            raise RuntimeError(f"{self!r} is an inference step: it keeps nothing for backward")
+        n, c = x.shape[:2]
+        if c != self.dense.in_features or not pooled_dense.fits(n, c, self.dense.out_features):
+            return self.dense.run(self.layers[0].run(x, False), False)  # (its shape error too)
+        self.layers[0].plan(x.shape)  # the pool's own check of the input's shape
+        return pooled_dense.pooled_dense(x, self.dense.params["weight"],
+                                         self.dense.params.get("bias"))
+
+    def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
+        raise RuntimeError(f"{self!r} is an inference step: it has no backward")
+
+
 class InvertedResidual(_Block):
     """Inference only: MobileNetV2's block, [Conv2D 1x1 -> ReLU6 ->] Conv2D 3x3 depthwise -> ReLU6
     -> Conv2D 1x1 (``layers``, 5 or 3 of them), as one step. For an input shape where its three
@@ -630,7 +661,7 @@ class ReLUPool(_Block):
 
 
 Step = (LayerStep | ConvReLU | ConvReLUPool | ReLUPool | ConvActivation | DenseActivation
-        | ConvGlobalPool | InvertedResidual | ResidualReLU | BatchNormReLU)
+        | ConvGlobalPool | GlobalPoolDense | InvertedResidual | ResidualReLU | BatchNormReLU)
 
 
 def joins_in_training(steps: list[Step], skip: np.ndarray) -> bool:

@@ -29,6 +29,7 @@ from .blocks import (
     ConvReLU,
     ConvReLUPool,
     DenseActivation,
+    GlobalPoolDense,
     InvertedResidual,
     LayerStep,
     ReLUPool,
@@ -164,8 +165,8 @@ def _pools_globally(layers: list[Any], i: int) -> int:
 
 def plan(layers: list[Any], inference: bool = False) -> list[Step]:
     """The steps of a stack, left to right, greedily fusing the blocks listed in ``blocks.py``'s
-    docstring (exact classes only); ``ConvActivation``, ``DenseActivation``, ``ConvGlobalPool``
-    and ``InvertedResidual`` only for ``inference`` (no backward)."""
+    docstring (exact classes only); ``ConvActivation``, ``DenseActivation``, ``ConvGlobalPool``,
+    ``GlobalPoolDense`` and ``InvertedResidual`` only for ``inference`` (no backward)."""
     steps: list[Step] = []
     i = 0
     while i < len(layers):
@@ -193,6 +194,8 @@ def plan(layers: list[Any], inference: bool = False) -> list[Step]:
             steps.append(ResidualReLU(*layers[i : i + 2], i))
         elif inference and here is Conv2D and after in ConvActivation.FUSED:
             steps.append(ConvActivation(*layers[i : i + 2], i))
+        elif inference and here is GlobalAvgPool2D and after is Dense:
+            steps.append(GlobalPoolDense(*layers[i : i + 2], i))
         elif inference and here is Dense and after in DenseActivation.FUSED:
             steps.append(DenseActivation(*layers[i : i + 2], i))
         else:

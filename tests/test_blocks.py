@@ -548,6 +548,65 @@ def test_a_pointwise_head_and_its_global_pool_run_as_one_step(monkeypatch, activ
         model.predict(x[:, :2])
 
 
+# ------------------------------------------------ inference: a global pool -> Dense (ResNet's head)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("first", [False, True])
+def test_a_global_pool_and_its_dense_layer_run_as_one_step(monkeypatch, dtype, first):
+    """predict runs GlobalAvgPool2D -> Dense (a ResNet's head) as one step, through
+    ``pooled_dense``: the layers' numbers to rounding; training keeps the layers; the step refuses
+    training and backward; as a first step it checks its input as the pool does."""
+    from cnn_im2col import pooled_dense
+
+    calls = []
+    kernel = pooled_dense.pooled_dense
+    monkeypatch.setattr(pooled_dense, "pooled_dense",
+                        lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    body = [] if first else [Conv2D(3, 6, 3, padding=1, dtype=dtype, seed=0), ReLU()]
+    channels = 3 if first else 6
+    model = Sequential([*body, GlobalAvgPool2D(), Dense(channels, 4, dtype=dtype, seed=1)])
+    model.layers[-1].params["bias"][...] = np.arange(4) - 1.5
+    x = (np.random.default_rng(0).standard_normal((5, 3, 4, 5)) * 3).astype(dtype)
+    np.testing.assert_allclose(model.predict(x), model.forward(x), *tolerance(dtype))
+    steps, _ = model._inference
+    assert steps[-1].kind == "global_pool_dense" and calls == [1]
+    assert "global_pool_dense" not in [s.kind for s in model._planned_steps()]  # training
+    with pytest.raises(RuntimeError, match=r"GlobalPoolDense\(.*\) is an inference step"):
+        steps[-1].run(x, True)
+    with pytest.raises(RuntimeError, match=r"is an inference step: it has no backward"):
+        steps[-1].backward(np.zeros(1))
+    if first:
+        with pytest.raises(ValueError, match=r"GlobalAvgPool2D\(\): input must be \(C, H, W\), got \(4, 5\)"):
+            model.predict(x[0])
+        with pytest.raises(ValueError, match=r"Dense\(3, 4.*must be \(3,\) features.*got \(2,\)"):
+            model.predict(x[:, :2])
+
+
+def test_a_head_too_large_for_the_kernel_runs_its_layers_bit_for_bit(monkeypatch):
+    from cnn_im2col import pooled_dense
+
+    monkeypatch.setattr(pooled_dense, "MAX_MACS", 2 * 6 * 4 - 1)  # below a batch of 2
+    model = Sequential([Conv2D(3, 6, 3, seed=0), GlobalAvgPool2D(), Dense(6, 4, seed=1)])
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 5)).astype(np.float32)
+    np.testing.assert_array_equal(model.predict(x), model.forward(x))
+    assert model._inference[0][-1].kind == "global_pool_dense"
+    np.testing.assert_allclose(model.predict(x[:1]), model.forward(x[:1]), *tolerance(np.float32))
+
+
+def test_the_global_pool_and_dense_step_equals_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 16, 8, 8)).astype(np.float32)
+    model = Sequential([GlobalAvgPool2D(), Dense(16, 10, seed=2)])
+    model.layers[1].params["bias"][...] = rng.standard_normal(10)
+    linear = torch.nn.Linear(16, 10)
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(model.layers[1].params["weight"]))
+        linear.bias.copy_(torch.from_numpy(model.layers[1].params["bias"]))
+        expected = linear(torch.nn.AdaptiveAvgPool2d(1)(torch.from_numpy(x)).flatten(1)).numpy()
+    np.testing.assert_allclose(model.predict(x), expected, *tolerance(np.float32))
+    assert model._inference[0][0].kind == "global_pool_dense"
+
+
 @pytest.mark.parametrize("layer, fused", [
     (Conv2D(4, 5, 1, seed=0), True),
     (Conv2D(4, 5, 1, padding=1, seed=0), False),  # padded: the layers one by one
