@@ -575,7 +575,7 @@ def test_a_global_pool_and_its_dense_layer_run_as_one_step(monkeypatch, dtype, f
     with pytest.raises(RuntimeError, match=r"is an inference step: it has no backward"):
         steps[-1].backward(np.zeros(1))
     if first:
-        with pytest.raises(ValueError, match=r"GlobalAvgPool2D\(\): input must be \(C, H, W\), got \(4, 5\)"):
+        with pytest.raises(ValueError, match=r"GlobalAvgPool2D\(\): input must be \(C, H, W\)"):
             model.predict(x[0])
         with pytest.raises(ValueError, match=r"Dense\(3, 4.*must be \(3,\) features.*got \(2,\)"):
             model.predict(x[:, :2])

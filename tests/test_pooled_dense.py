@@ -1,7 +1,6 @@
 """The compiled classifier head (GlobalAvgPool2D -> Dense) against its twin, the two layers."""
 
 import numpy as np
-import pytest
 from conftest import tolerance
 from hypothesis import given
 from hypothesis import strategies as st
@@ -33,8 +32,9 @@ def test_the_head_equals_the_pool_then_the_product(n, c, h, w, k, bias, x_dtype,
     b = rng.standard_normal(k).astype(w_dtype) if bias else None
     out = pooled_dense.pooled_dense(x, weight, b)
     assert out.shape == (n, k) and out.dtype == w_dtype
-    np.testing.assert_allclose(out, layers_twin(x, weight, b), *tolerance(np.float32
-                                                                          if np.float32 in (x_dtype, w_dtype) else np.float64))
+    single = np.float32 in (x_dtype, w_dtype)
+    np.testing.assert_allclose(out, layers_twin(x, weight, b),
+                               *tolerance(np.float32 if single else np.float64))
 
 
 def test_the_head_equals_the_layers_and_carries_a_nan():
