@@ -44,11 +44,12 @@ kernel halts an idle vCPU at once, ``haltpoll.guest_halt_poll_ns=0``) a wake-up 
 and until the outermost engine call returns, one spinner per core keeps each core busy: a
 compiled loop, without the GIL, that only calls ``sched_yield``, so that any thread of any process
 that wants the core takes it at once. Each is pinned to its core: unpinned, two could share one
-core and leave the pool's threads to share the other. About 0.5 ms of yields after the engine call
-returns, each sleeps until the next parallel map. Measured (2026-12-04, Intel Xeon, 2 threads,
-the two policies alternated in one process): a LeNet training step at batch 64 5.26 -> 4.83 ms,
-ResNet-20's 128 -> 118.5 ms. Only on Linux, and only when the pool has every core this process
-may use (spinning on cores that the pool may not run on would burn them for nothing).
+core and leave the pool's threads to share the other. 0.5 ms after the engine call returns (by
+the clock, however loaded the machine), each sleeps until the next parallel map. Measured
+(2026-12-04, Intel Xeon, 2 threads, the two policies alternated in one process): a LeNet training
+step at batch 64 5.26 -> 4.83 ms, ResNet-20's 128 -> 118.5 ms. Only on Linux, and only when the
+pool has every core this process may use (spinning on cores that the pool may not run on would
+burn them for nothing).
 """
 
 from __future__ import annotations
@@ -171,30 +172,42 @@ def set_num_threads(n: int | None = None, wait_policy: str | None = None) -> dic
 # _SPIN[0]: 1 while the pool is at work (from a map that ran in parallel to the end of the
 # outermost engine call); _SPIN[1]: 1 tells the spinners to end
 _SPIN = np.zeros(2, dtype=np.int64)
-# yields a spinner makes after _SPIN[0] clears before it sleeps: about 0.5 ms on an idle core
-# (0.15 us a yield), so that a user's own loop (forward, a loss in NumPy, backward) keeps its cores
-# awake between the engine's calls
-_SPIN_TAIL = 3000
+# how long a spinner keeps yielding after _SPIN[0] clears before it sleeps, in ns of the monotonic
+# clock, so that a user's own loop (forward, a loss in NumPy, backward) keeps its cores awake
+# between the engine's calls. A time, not a count of yields: on a loaded machine every yield lets
+# another process run for its slice, and 3,000 yields (0.5 ms on an idle core) stretched over
+# seconds, the spinners runnable all along
+_SPIN_TAIL_NS = 500_000
 _spinners: list[tuple[threading.Thread, threading.Event]] = []
 # a spinner's name in /proc/PID/task/TID/comm (what ``top -H`` shows; the benchmarks' samplers of
 # runnable threads leave these out, as they only yield): at most 15 characters
 SPINNER_NAME = "cnn_im2col-spin"
 _sched_yield = nb.types.ExternalFunction("sched_yield", nb.types.int32())
+_clock_gettime = nb.types.ExternalFunction("clock_gettime",
+                                           nb.types.int32(nb.types.int32, nb.types.voidptr))
+_CLOCK_MONOTONIC = 1  # Linux's clockid (the spinners run on Linux only)
 
 
 @nb.njit(cache=True, nogil=True)
-def _spin(flags, tail):
-    """Give the core away (``sched_yield``) in a loop while ``flags[0]``, and for ``tail`` more
-    yields after it clears; return at once when ``flags[1]``. The call after every read keeps the
-    compiler from hoisting the reads out of the loop (the callee could have written them)."""
-    idle = 0
-    while idle < tail and flags[1] == 0:
+def _spin(flags, tail_ns):
+    """Give the core away (``sched_yield``) in a loop while ``flags[0]``, and for ``tail_ns`` more
+    nanoseconds (the monotonic clock) after it clears; return at once when ``flags[1]``. Returns
+    the yields made. The calls after every read keep the compiler from hoisting the reads out of
+    the loop (the callees could have written them)."""
+    now = np.zeros(2, dtype=np.int64)  # (tv_sec, tv_nsec): clock_gettime's timespec
+    _clock_gettime(_CLOCK_MONOTONIC, now.ctypes.data)
+    last_busy = now[0] * 1_000_000_000 + now[1]
+    yields = 0
+    while flags[1] == 0:
+        _clock_gettime(_CLOCK_MONOTONIC, now.ctypes.data)
+        t = now[0] * 1_000_000_000 + now[1]
         if flags[0]:
-            idle = 0
-        else:
-            idle += 1
+            last_busy = t
+        elif t - last_busy >= tail_ns:
+            break
         _sched_yield()
-    return idle
+        yields += 1
+    return yields
 
 
 def _spinner(cpu: int, wake: threading.Event) -> None:
@@ -210,7 +223,7 @@ def _spinner(cpu: int, wake: threading.Event) -> None:
         while not _SPIN[1]:
             wake.wait()
             wake.clear()  # before spinning: a wake-up from now on is not lost
-            _spin(_SPIN, _SPIN_TAIL)
+            _spin(_SPIN, _SPIN_TAIL_NS)
     except Exception as exc:  # noqa: BLE001 - reported as a warning, the engine goes on
         if _state["spin_cores"]:
             _state["spin_cores"] = []  # no more spinners in this process

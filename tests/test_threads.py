@@ -406,6 +406,22 @@ def test_active_wait_spins_one_thread_per_core_while_the_pool_works_then_sleeps(
         threads.thread_info()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the spinners are Linux's")
+def test_a_spinners_tail_is_a_time_not_a_count_of_yields():
+    """Once the pool's flag clears, a spinner yields for ``tail_ns`` of the monotonic clock, then
+    returns (on a loaded machine a count of yields stretched over seconds); the stop flag ends it
+    at once."""
+    import time
+
+    flags = np.zeros(2, dtype=np.int64)
+    threads._spin(flags, 0)  # compiled first
+    for tail_ns in (200_000, 2_000_000):
+        start = time.monotonic_ns()
+        yields = threads._spin(flags, tail_ns)
+        assert time.monotonic_ns() - start >= tail_ns and yields >= 1
+    assert threads._spin(np.array([1, 1], dtype=np.int64), 10**12) == 0  # told to end
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs Linux affinity")
 def test_spinners_only_when_the_pool_has_every_core_and_the_policy_is_active():
     cores = sorted(os.sched_getaffinity(0))
