@@ -272,9 +272,10 @@ def test_import_order_does_not_matter_and_no_idle_worker_spins(order):
         assert max(result["blas_before"]) > 1  # the import did not pin the user's BLAS
     assert result["info"]["n"] == threads.default_num_threads()
     # a woken OpenBLAS worker spins through the whole 20 ms windows (busy in nearly every sample);
-    # on a loaded machine a pool worker may still be runnable for an instant after the engine
-    # returned, waiting for a core to go to sleep on, so a few samples may see it
-    assert result["samples"] > 50 and result["busy"] <= 0.05 * result["samples"], result
+    # on a loaded machine (the suite runs two test processes side by side) a thread of ours that
+    # has just been woken, a pool worker or a spinner on its way to sleep, stays runnable until a
+    # core is free for it (7% of the samples in one such run), so up to a quarter may see one
+    assert result["samples"] > 50 and result["busy"] <= 0.25 * result["samples"], result
 
 
 LOAD_PROBE = """
