@@ -1,5 +1,5 @@
 """``blas.gemm``, NumPy's own BLAS product called from compiled code, gives ``np.matmul``'s very
-bits; ``blas.BLAS`` is found for NumPy's OpenBLAS and is None where it cannot be trusted."""
+bits; ``blas.library()`` finds NumPy's OpenBLAS, and is None where it cannot be trusted."""
 
 import numpy as np
 import pytest
@@ -12,10 +12,10 @@ from cnn_im2col import blas
 def test_numpys_openblas_is_found():
     """NumPy's wheels from PyPI carry OpenBLAS: its two products are found, with its integer
     width (the wheels' build is ILP64, its symbols suffixed "64_")."""
-    assert blas.BLAS is not None
-    assert blas.BLAS.shape == (3,) and blas.BLAS[0] and blas.BLAS[1]
-    assert blas.BLAS[2] in (0, 1)
-    assert not blas.BLAS.flags.writeable
+    assert blas.library() is not None
+    assert blas.library().shape == (3,) and blas.library()[0] and blas.library()[1]
+    assert blas.library()[2] in (0, 1)
+    assert not blas.library().flags.writeable
 
 
 @given(m=st.integers(2, 70), k=st.integers(0, 70), n=st.integers(2, 70),
@@ -28,7 +28,7 @@ def test_gemm_gives_numpys_matmul_bits(m, k, n, dtype, seed):
     a = rng.standard_normal((m, k)).astype(dtype)
     b = rng.standard_normal((k, n)).astype(dtype)
     out = np.full((m, n), np.nan, dtype)
-    blas.gemm(blas.BLAS, a, b, out)
+    blas.gemm(blas.library(), a, b, out)
     np.testing.assert_array_equal(out, a @ b)
 
 
@@ -43,7 +43,7 @@ def test_gemm_of_views_with_leading_dimensions_gives_numpys_bits(m, k, n, offset
     b = rng.standard_normal((k, n + 2 * offset)).astype(dtype)[:, offset : offset + n]
     whole = np.full((m, n + offset), np.nan, dtype)
     out = whole[:, offset:]
-    blas.gemm(blas.BLAS, a, b, out)
+    blas.gemm(blas.library(), a, b, out)
     np.testing.assert_array_equal(out, np.matmul(a, b))
     assert np.isnan(whole[:, :offset]).all()
 
@@ -62,7 +62,7 @@ def test_matmul_gives_the_engines_matmul_bits(m, k, n, dtype):
     a = rng.standard_normal((m, k)).astype(dtype)
     b = rng.standard_normal((k, n)).astype(dtype)
     out = np.full((m, n), np.nan, dtype)
-    blas.matmul(blas.BLAS, a, b, out)
+    blas.matmul(blas.library(), a, b, out)
     np.testing.assert_array_equal(out, arrays.matmul(a, b))
 
 
@@ -73,7 +73,7 @@ def test_gemm_of_a_vector_is_the_product_to_rounding(m, n):
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((m, 33)), rng.standard_normal((33, n))
     out = np.empty((m, n))
-    blas.gemm(blas.BLAS, a, b, out)
+    blas.gemm(blas.library(), a, b, out)
     np.testing.assert_allclose(out, a @ b, rtol=1e-12, atol=1e-12)
 
 
@@ -87,4 +87,4 @@ def test_without_numpys_library_or_with_other_bits_no_blas_is_used(monkeypatch):
     assert blas._find() is None
     monkeypatch.undo()
     found = blas._find()
-    assert found is not None and np.array_equal(found, blas.BLAS)
+    assert found is not None and np.array_equal(found, blas.library())

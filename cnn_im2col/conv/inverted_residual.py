@@ -38,10 +38,10 @@ from typing import NamedTuple
 import numba as nb
 import numpy as np
 
+from .. import blas
 from .. import threads as _threads
 from ..arrays import cache_slices, matmul
 from ..arrays import unsigned as _u
-from ..blas import BLAS
 from ..blas import matmul as matmul_compiled
 from ..shapes import WindowGeometry
 from .channels_last_rows import (
@@ -368,12 +368,13 @@ def _rows(x: np.ndarray, w: BlockWeights, tables: DepthwiseTables, out_plane: in
           out_last: bool, skip: np.ndarray, out: np.ndarray) -> None:
     """The block by rows on a slice ``x`` of k samples into ``out`` (``skip`` of out's shape, or
     with no samples: none), ``_part_samples`` samples at a time: in one compiled call that runs
-    NumPy's BLAS itself (``rows_compiled``) where ``blas.BLAS`` was found, else ``rows_numpy``.
-    The same bits."""
+    NumPy's BLAS itself (``rows_compiled``) where ``blas.library()`` was found, else
+    ``rows_numpy``. The same bits."""
     plane = x.shape[1] * x.shape[2] if x_last else x.shape[2] * x.shape[3]
     part = _part_samples(plane, out_plane, w.depthwise.shape[0], x.itemsize)
-    if BLAS is not None:
-        rows_compiled(BLAS, x, x_last, out_last, w.expand_t, w.expand_bias, w.depthwise_last,
+    library = blas.library()
+    if library is not None:
+        rows_compiled(library, x, x_last, out_last, w.expand_t, w.expand_bias, w.depthwise_last,
                       w.depthwise_bias, w.project_t, w.project_bias, tables, out_plane, skip, out,
                       part)
     else:

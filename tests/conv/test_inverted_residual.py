@@ -362,7 +362,9 @@ def test_the_rows_in_one_compiled_call_equal_the_rows_around_numpys_matmul(case,
     rounding where one is a vector. Parts of any size give the values of the whole slice at once
     (to rounding: BLAS may round a short product otherwise). ``_rows`` takes the NumPy path where
     no BLAS was found."""
-    from cnn_im2col.blas import BLAS
+    from cnn_im2col import blas
+
+    BLAS = blas.library()
 
     assert BLAS is not None, "NumPy's OpenBLAS was not found: the compiled rows cannot run here"
     layers, x = case
@@ -393,7 +395,7 @@ def test_the_rows_in_one_compiled_call_equal_the_rows_around_numpys_matmul(case,
     inverted_residual.rows_compiled(BLAS, xs, x_last, out_last, *operands, whole, x.shape[0])
     np.testing.assert_allclose(got, whole, *tolerance(x.dtype))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(inverted_residual, "BLAS", None)
+        patch.setattr(blas, "library", lambda: None)
         inverted_residual._rows(xs, w, tables, g.oh * g.ow, x_last, out_last, skips, fallback)
     inverted_residual.rows_numpy(xs, w, tables, g.oh * g.ow, x_last, out_last, skips, want,
                                  inverted_residual._part_samples(
@@ -410,7 +412,9 @@ def test_the_compiled_rows_cut_mobilenets_products_as_the_engines_matmul(c, e, o
                                                                          part):
     """On MobileNetV2's own shapes, large enough that ``arrays.matmul`` cuts its products into
     blocks, the compiled rows cut them alike (``blas.matmul``): ``rows_numpy``'s very bits."""
-    from cnn_im2col.blas import BLAS
+    from cnn_im2col import blas
+
+    BLAS = blas.library()
 
     layers = block_layers(c, e, o, stride, 1, 1, True, True, np.float32, seed=c)
     x = np.random.default_rng(e).standard_normal((part + 1, c, h, h)).astype(np.float32) * 3
