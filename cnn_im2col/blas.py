@@ -42,8 +42,8 @@ _ROW_MAJOR, _NO_TRANS = 101, 111
 @intrinsic
 def _cblas_gemm(typingctx, blas, m, n, k, a, lda, b, ldb, out, ldc):
     """``cblas_?gemm(RowMajor, NoTrans, NoTrans, m, n, k, 1, a, lda, b, ldb, 0, out, ldc)``
-    through the address in ``blas`` (``library()``'s layout) for the operands' dtype: 32-bit integers
-    where ``blas[2]`` is 0, 64-bit (an ILP64 build) where it is 1."""
+    through the address in ``blas`` (``library()``'s layout) for the operands' dtype: 32-bit
+    integers where ``blas[2]`` is 0, 64-bit (an ILP64 build) where it is 1."""
     sig = types.void(blas, m, n, k, a, lda, b, ldb, out, ldc)
 
     def codegen(context, builder, signature, args):
