@@ -25,9 +25,9 @@ cache and calls the engine's strategy code itself. The layers stay in ``Sequenti
   a MobileNet's head), at inference only: each batch slice multiplied as channels-last rows and
   averaged over its pixels while the product is in cache (``pointwise.forward_pooled``); the
   convolution's (N, O, H, W) output is never written.
-- ``GlobalPoolDense`` (GlobalAvgPool2D -> Dense, a ResNet's head), at inference only: the maps
-  averaged and multiplied in one compiled call (``pooled_dense``), not a pool and a product in
-  NumPy.
+- ``GlobalPoolDense`` (GlobalAvgPool2D [-> Flatten] -> Dense, a ResNet's head), at inference
+  only: the maps averaged and multiplied in one compiled call (``pooled_dense``), not a pool and
+  a product in NumPy.
 - ``InvertedResidual`` (MobileNetV2's block: [Conv2D 1x1 -> ReLU6 ->] Conv2D 3x3 depthwise ->
   ReLU6 -> Conv2D 1x1), at inference only: the kernels of ``conv/inverted_residual.py`` (per
   sample plane by plane, the expanded maps never leaving the core's cache; or channels-last rows
@@ -79,7 +79,6 @@ from .layers import (
     BatchNorm2D,
     Conv2D,
     Dense,
-    GlobalAvgPool2D,
     HardSigmoid,
     HardSwish,
     MaxPool2D,
@@ -442,23 +441,26 @@ class ConvGlobalPool(_Block):
 
 
 class GlobalPoolDense(_Block):
-    """Inference only: GlobalAvgPool2D -> Dense, a ResNet's head, as one compiled call
-    (``pooled_dense``: each sample's maps averaged and multiplied while in cache, the layers'
-    numbers to rounding). A head too large to pay (``pooled_dense.fits``) runs the two layers one
-    after the other. No backward, as ``ConvActivation``."""
+    """Inference only: GlobalAvgPool2D [-> Flatten] -> Dense, a ResNet's head (``layers``, 2 or
+    3 of them; a Flatten of (N, C) changes nothing), as one compiled call (``pooled_dense``: each
+    sample's maps averaged and multiplied while in cache, the layers' numbers to rounding). A head
+    too large to pay (``pooled_dense.fits``) runs its layers one after the other. No backward, as
+    ``ConvActivation``."""
 
     kind = "global_pool_dense"
 
-    def __init__(self, pool: GlobalAvgPool2D, dense: Dense, first: int) -> None:
-        super().__init__((pool, dense), first)
-        self.dense = dense
+    def __init__(self, layers: tuple[Any, ...], first: int) -> None:
+        super().__init__(tuple(layers), first)
+        self.dense = layers[-1]
 
     def run(self, x: np.ndarray, training: bool) -> np.ndarray:
         if training:
             raise RuntimeError(f"{self!r} is an inference step: it keeps nothing for backward")
         n, c = x.shape[:2]
         if c != self.dense.in_features or not pooled_dense.fits(n, c, self.dense.out_features):
-            return self.dense.run(self.layers[0].run(x, False), False)  # (its shape error too)
+            for layer in self.layers:  # (their own errors for a shape they cannot take)
+                x = layer.run(x, False)
+            return x
         self.layers[0].plan(x.shape)  # the pool's own check of the input's shape
         return pooled_dense.pooled_dense(x, self.dense.params["weight"],
                                          self.dense.params.get("bias"))

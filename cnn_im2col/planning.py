@@ -42,6 +42,7 @@ from .layers import (
     Conv2D,
     Dense,
     Dropout,
+    Flatten,
     GlobalAvgPool2D,
     MaxPool2D,
     ReLU,
@@ -195,7 +196,9 @@ def plan(layers: list[Any], inference: bool = False) -> list[Step]:
         elif inference and here is Conv2D and after in ConvActivation.FUSED:
             steps.append(ConvActivation(*layers[i : i + 2], i))
         elif inference and here is GlobalAvgPool2D and after is Dense:
-            steps.append(GlobalPoolDense(*layers[i : i + 2], i))
+            steps.append(GlobalPoolDense(layers[i : i + 2], i))
+        elif inference and here is GlobalAvgPool2D and after is Flatten and third is Dense:
+            steps.append(GlobalPoolDense(layers[i : i + 3], i))
         elif inference and here is Dense and after in DenseActivation.FUSED:
             steps.append(DenseActivation(*layers[i : i + 2], i))
         else:

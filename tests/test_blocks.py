@@ -551,8 +551,9 @@ def test_a_pointwise_head_and_its_global_pool_run_as_one_step(monkeypatch, activ
 # ------------------------------------------------ inference: a global pool -> Dense (ResNet's head)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("first", [False, True])
-def test_a_global_pool_and_its_dense_layer_run_as_one_step(monkeypatch, dtype, first):
-    """predict runs GlobalAvgPool2D -> Dense (a ResNet's head) as one step, through
+@pytest.mark.parametrize("flatten", [False, True])
+def test_a_global_pool_and_its_dense_layer_run_as_one_step(monkeypatch, dtype, first, flatten):
+    """predict runs GlobalAvgPool2D [-> Flatten] -> Dense (a ResNet's head) as one step, through
     ``pooled_dense``: the layers' numbers to rounding; training keeps the layers; the step refuses
     training and backward; as a first step it checks its input as the pool does."""
     from cnn_im2col import pooled_dense
@@ -563,7 +564,8 @@ def test_a_global_pool_and_its_dense_layer_run_as_one_step(monkeypatch, dtype, f
                         lambda *a, **k: calls.append(1) or kernel(*a, **k))
     body = [] if first else [Conv2D(3, 6, 3, padding=1, dtype=dtype, seed=0), ReLU()]
     channels = 3 if first else 6
-    model = Sequential([*body, GlobalAvgPool2D(), Dense(channels, 4, dtype=dtype, seed=1)])
+    model = Sequential([*body, GlobalAvgPool2D(), *([Flatten()] if flatten else []),
+                        Dense(channels, 4, dtype=dtype, seed=1)])
     model.layers[-1].params["bias"][...] = np.arange(4) - 1.5
     x = (np.random.default_rng(0).standard_normal((5, 3, 4, 5)) * 3).astype(dtype)
     np.testing.assert_allclose(model.predict(x), model.forward(x), *tolerance(dtype))
@@ -585,7 +587,7 @@ def test_a_head_too_large_for_the_kernel_runs_its_layers_bit_for_bit(monkeypatch
     from cnn_im2col import pooled_dense
 
     monkeypatch.setattr(pooled_dense, "MAX_MACS", 2 * 6 * 4 - 1)  # below a batch of 2
-    model = Sequential([Conv2D(3, 6, 3, seed=0), GlobalAvgPool2D(), Dense(6, 4, seed=1)])
+    model = Sequential([Conv2D(3, 6, 3, seed=0), GlobalAvgPool2D(), Flatten(), Dense(6, 4, seed=1)])
     x = np.random.default_rng(0).standard_normal((2, 3, 5, 5)).astype(np.float32)
     np.testing.assert_array_equal(model.predict(x), model.forward(x))
     assert model._inference[0][-1].kind == "global_pool_dense"
