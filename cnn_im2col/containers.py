@@ -316,7 +316,7 @@ class Residual(Container):
         """``Container.infer``, with the ReLU of ``run``. A body whose ``infer`` takes ``skip`` (a
         ``Sequential``) gets the shortcut's output (``x`` itself for an identity) and the ReLU, so
         that its last step may join them while it writes its output (MobileNetV2's fused block,
-        a ResNet block's last convolution: ``blocks.infer_with_skip``)."""
+        a ResNet block's last convolution: ``inference_blocks.infer_with_skip``)."""
         if getattr(self.body, "infer_takes_skip", False):
             self._check_shapes(x)
             with finite_scans_skipped():

@@ -22,6 +22,7 @@ import numpy as np
 
 from . import blocks as _blocks
 from . import functional as F
+from . import inference_blocks as _inference_blocks
 from . import model_files, state_dicts
 from . import planning as _planning
 from ._files import path_text
@@ -519,8 +520,8 @@ class Sequential(Trainer):
         ``forward(x)`` to rounding). Nested stacks and containers fold their own.
 
         ``skip`` (a Residual's shortcut, of the output's shape) is added to the output, then ReLU
-        if ``relu`` (``blocks.infer_with_skip``): inside the last step where it can (a fused
-        ``InvertedResidual``, or a Conv2D slice by slice), else after it."""
+        if ``relu`` (``inference_blocks.infer_with_skip``): inside the last step where it can (a
+        fused ``InvertedResidual``, or a Conv2D slice by slice), else after it."""
         steps, folds = self.inference_steps()
         for fold in folds:
             fold.refresh()
@@ -528,9 +529,9 @@ class Sequential(Trainer):
         with finite_scans_skipped():
             for i, step in enumerate(steps):
                 if i == last and skip is not None:
-                    x = _blocks.infer_with_skip(step, x, skip, relu, first=i == 0)
+                    x = _inference_blocks.infer_with_skip(step, x, skip, relu, first=i == 0)
                 else:
-                    x = _blocks.infer_step(step, x, first=i == 0)
+                    x = _inference_blocks.infer_step(step, x, first=i == 0)
         return x
 
     @uses_engine_blas

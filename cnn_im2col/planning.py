@@ -24,19 +24,21 @@ import numpy as np
 from .blocks import (
     FROZEN,
     BatchNormReLU,
-    ConvActivation,
-    ConvGlobalPool,
     ConvReLU,
     ConvReLUPool,
-    DenseActivation,
-    GlobalPoolDense,
-    InvertedResidual,
     LayerStep,
     ReLUPool,
     ResidualReLU,
-    Step,
 )
 from .containers import Residual
+from .inference_blocks import (
+    ConvActivation,
+    ConvGlobalPool,
+    DenseActivation,
+    GlobalPoolDense,
+    InferenceStep,
+    InvertedResidual,
+)
 from .layers import (
     BatchNorm2D,
     Conv2D,
@@ -109,7 +111,7 @@ class Fold:
         self._folded_from = sources
 
 
-def inference_plan(layers: list[Any]) -> tuple[list[Step], list[Fold]]:
+def inference_plan(layers: list[Any]) -> tuple[list[InferenceStep], list[Fold]]:
     """The steps of a stack for inference with no backward to follow, and the folds whose
     ``refresh`` must run before each use (the parameters may have been trained since)."""
     folds: list[Fold] = []
@@ -164,11 +166,11 @@ def _pools_globally(layers: list[Any], i: int) -> int:
     return 0
 
 
-def plan(layers: list[Any], inference: bool = False) -> list[Step]:
+def plan(layers: list[Any], inference: bool = False) -> list[InferenceStep]:
     """The steps of a stack, left to right, greedily fusing the blocks listed in ``blocks.py``'s
     docstring (exact classes only); ``ConvActivation``, ``DenseActivation``, ``ConvGlobalPool``,
     ``GlobalPoolDense`` and ``InvertedResidual`` only for ``inference`` (no backward)."""
-    steps: list[Step] = []
+    steps: list[InferenceStep] = []
     i = 0
     while i < len(layers):
         block = _inverted_residual_length(layers, i) if inference else 0

@@ -12,9 +12,9 @@ only call kernels, as an onnxruntime session runs the graph it planned when it w
   bias, for Winograd the whole ``winograd.ForwardPlan`` (its weight transformed once), for the
   tiled strategy its operands' layout (``tiled.tile_layout``, made once);
 - ResNet's and MobileNetV2's Residual blocks: the body's program with the shortcut joined in its
-  last convolution's slices (``blocks.infer_with_skip``'s join), the shortcut's program; ResNet's
-  identity and downsampling blocks a batch slice at a time through all their convolutions
-  (``_two_winograd_by_slices``, ``_projection_by_slices``);
+  last convolution's slices (``inference_blocks.infer_with_skip``'s join), the shortcut's
+  program; ResNet's identity and downsampling blocks a batch slice at a time through all their
+  convolutions (``_two_winograd_by_slices``, ``_projection_by_slices``);
 - MobileNetV2's fused block: its kernels' weights and geometry (``InvertedResidual.kernel_plan``);
   consecutive blocks by rows on channels-last maps (alone or in identity Residuals) that slice the
   batch alike run as one chain, each batch slice through all of them in one map
@@ -41,24 +41,26 @@ import numpy as np
 from . import threads as _threads
 from .activations import add_into
 from .blocks import (
-    ConvActivation,
-    ConvGlobalPool,
     ConvReLU,
     ConvReLUPool,
-    InvertedResidual,
     LayerStep,
     ResidualReLU,
-    Step,
-    add_skip,
     frozen_tile_layout,
     frozen_transform,
-    infer_step,
-    infer_with_skip,
-    joins_in_slices,
     pools_2x2,
 )
 from .containers import Residual, infer_child
 from .conv import direct, inverted_residual, pointwise, tiled, winograd
+from .inference_blocks import (
+    ConvActivation,
+    ConvGlobalPool,
+    InferenceStep,
+    InvertedResidual,
+    add_skip,
+    infer_step,
+    infer_with_skip,
+    joins_in_slices,
+)
 from .layers import Conv2D
 from .model import Sequential
 from .pooling import max_pool2d_values_into
@@ -117,7 +119,7 @@ def compile_stack(stack: Sequential, shape: tuple[int, ...], first: bool = True,
     return run_stack, shapes[-1]
 
 
-def _chain_link(step: Step, shape: tuple[int, ...], layout: tuple[bool, bool]
+def _chain_link(step: InferenceStep, shape: tuple[int, ...], layout: tuple[bool, bool]
                 ) -> inverted_residual.ChainLink | None:
     """``step`` as a link of ``inverted_residual.planned_chain``: MobileNetV2's block run by
     rows, channels-last in and out, alone or in an identity Residual (no ReLU after it); else
@@ -154,7 +156,7 @@ def _chain_end(links: list[inverted_residual.ChainLink | None], start: int) -> i
     return end
 
 
-def _shapes(steps: list[Step], shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+def _shapes(steps: list[InferenceStep], shape: tuple[int, ...]) -> list[tuple[int, ...]]:
     """The input shape of each step and, last, the output's."""
     shapes = [shape]
     for step in steps:
@@ -162,7 +164,7 @@ def _shapes(steps: list[Step], shape: tuple[int, ...]) -> list[tuple[int, ...]]:
     return shapes
 
 
-def _layouts(steps: list[Step], shapes: list[tuple[int, ...]], first: bool, x_last: bool,
+def _layouts(steps: list[InferenceStep], shapes: list[tuple[int, ...]], first: bool, x_last: bool,
              out_last: bool) -> list[tuple[bool, bool]]:
     """Per step of a stack: whether its input and its output are channels-last. The stack's
     input and its last step's output are as asked; between two steps, channels-last where the
@@ -184,7 +186,7 @@ def _to_nchw(run: Run) -> Run:
     return lambda x: np.ascontiguousarray(run(x).transpose(0, 3, 1, 2))
 
 
-def _compile_step(step: Step, shape: tuple[int, ...], first: bool, join: bool, relu: bool,
+def _compile_step(step: InferenceStep, shape: tuple[int, ...], first: bool, join: bool, relu: bool,
                   x_last: bool = False, out_last: bool = False) -> tuple[Run, tuple[int, ...]]:
     """``step`` on inputs of ``shape`` (N, ...) as a closure, and its output's shape. ``x_last``
     / ``out_last``: its input comes / its output goes channels-last (only where ``_takes_last`` /
@@ -223,7 +225,7 @@ def _compile_step(step: Step, shape: tuple[int, ...], first: bool, join: bool, r
     return (lambda x: infer_step(step, x, first)), out_shape
 
 
-def _step_conv(step: Step) -> Conv2D | None:
+def _step_conv(step: InferenceStep) -> Conv2D | None:
     """The convolution a step starts with, where the program compiles it (``_compile_step``)."""
     if isinstance(step, (ConvReLU, ConvActivation, ConvReLUPool)):
         return step.conv
@@ -252,7 +254,7 @@ def _tiled(conv: Conv2D | None, shape: tuple[int, ...]) -> bool:
     return bias is None or bias.ndim == 1
 
 
-def _ir_by_rows(step: Step, shape: tuple[int, ...]) -> bool:
+def _ir_by_rows(step: InferenceStep, shape: tuple[int, ...]) -> bool:
     """Whether ``step`` is MobileNetV2's block on its fused kernels, run by rows for this shape."""
     if not isinstance(step, InvertedResidual):
         return False
@@ -260,7 +262,7 @@ def _ir_by_rows(step: Step, shape: tuple[int, ...]) -> bool:
     return g is not None and inverted_residual.by_rows(shape, g)
 
 
-def _projection(step: Step) -> Residual | None:
+def _projection(step: InferenceStep) -> Residual | None:
     """The Residual of ``step`` (then ReLU or not) if its shortcut is a stack (ResNet's
     projection: a strided 1x1 convolution and its folded batch norm) and its body a stack that
     joins the shortcut in its last step: the program can run both with their input and their
@@ -282,7 +284,7 @@ def _stack_gives_last(stack: Sequential, shape: tuple[int, ...], x_last: bool) -
     return _gives_last(steps[-1], shapes[-2], False, into_last)
 
 
-def _takes_last(step: Step, shape: tuple[int, ...]) -> bool:
+def _takes_last(step: InferenceStep, shape: tuple[int, ...]) -> bool:
     """Whether ``step`` (not a stack's first) can read its input channels-last: a Winograd
     convolution (``winograd.plan_forward``), a block by rows (``inverted_residual.forward``), an
     identity Residual around them (``_keeps_layout``), a fused head
@@ -300,7 +302,7 @@ def _takes_last(step: Step, shape: tuple[int, ...]) -> bool:
             or (isinstance(step, ConvGlobalPool) and step.fused(shape, frozen=True)))
 
 
-def _gives_last(step: Step, shape: tuple[int, ...], first: bool, x_last: bool) -> bool:
+def _gives_last(step: InferenceStep, shape: tuple[int, ...], first: bool, x_last: bool) -> bool:
     """Whether ``step`` can write its output channels-last: a Winograd or tiled (``_tiled``)
     convolution alone or with its ReLU or its activation (applied in place, in any layout; a pool
     works on the NCHW output), a compiled block by rows, an identity Residual whose input comes
@@ -319,7 +321,7 @@ def _gives_last(step: Step, shape: tuple[int, ...], first: bool, x_last: bool) -
             or (not first and _ir_by_rows(step, shape)))
 
 
-def _keeps_layout(step: Step, shape: tuple[int, ...]) -> bool:
+def _keeps_layout(step: InferenceStep, shape: tuple[int, ...]) -> bool:
     """Whether ``step`` is a Residual (then ReLU or not) with an identity shortcut whose body can
     run on channels-last input and join the shortcut in that layout: its output is in its input's
     layout, whichever that is."""
@@ -339,7 +341,7 @@ def _keeps_layout(step: Step, shape: tuple[int, ...]) -> bool:
     return joins_last and _takes_last(steps[0], shape)
 
 
-def _output_shape(step: Step, shape: tuple[int, ...]) -> tuple[int, ...]:
+def _output_shape(step: InferenceStep, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The shape of ``step``'s output for an input of ``shape`` (N, ...)."""
     for layer in (step.layer,) if isinstance(step, LayerStep) else step.layers:
         shape = (shape[0], *layer.output_shape(shape[1:]))
@@ -349,7 +351,7 @@ def _output_shape(step: Step, shape: tuple[int, ...]) -> tuple[int, ...]:
 def _conv_run(conv: Conv2D, shape: tuple[int, ...], relu: bool, x_last: bool = False,
               out_last: bool = False, pool: bool = False) -> ConvRun:
     """``conv`` (ReLU fused if ``relu``) on inputs of ``shape``, its frozen plan's strategy, as
-    ``blocks._conv_forward`` runs it in a session: (x, then) -> output; Winograd's also takes
+    ``blocks.conv_forward`` runs it in a session: (x, then) -> output; Winograd's also takes
     ``skip``, a shortcut its output transform adds before the ReLU (``winograd.run_forward``), and
     its input may be channels-last (``x_last``) and its output (``out_last``): Winograd's and the
     tiled kernel's (which also runs the direct strategy's convolutions that read or write maps so:
@@ -401,9 +403,9 @@ def _inverted_residual(step: InvertedResidual, shape: tuple[int, ...],
 def _conv_with_skip(conv: Conv2D, shape: tuple[int, ...], out_shape: tuple[int, ...],
                     relu: bool, x_last: bool = False, out_last: bool = False) -> Run:
     """A stack's last Conv2D with a Residual's shortcut joined in each slice as it is written
-    (``blocks.infer_with_skip``): by Winograd's output transform itself (the same bits as the
-    join after it, one pass over the output fewer), else right after the slice is written; or
-    after the convolution where the shortcut is not in the output's layout."""
+    (``inference_blocks.infer_with_skip``): by Winograd's output transform itself (the same bits
+    as the join after it, one pass over the output fewer), else right after the slice is written;
+    or after the convolution where the shortcut is not in the output's layout."""
     run = _conv_run(conv, shape, relu=False, x_last=x_last, out_last=out_last)
     dtype = conv.params["weight"].dtype
     joined = (_conv_run(conv, shape, relu=relu, x_last=x_last, out_last=out_last)

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from small_nets import MyReLU, lenet
 
-from cnn_im2col import blocks, conv
+from cnn_im2col import blocks, conv, inference_blocks
 from cnn_im2col.containers import Residual
 from cnn_im2col.conv import winograd
 from cnn_im2col.gradcheck import check_layer
@@ -401,8 +401,9 @@ def test_predict_joins_a_residual_in_its_last_convolution_slice_by_slice(
         monkeypatch.setattr(conv, "AUTO_MIN_PIXELS", 1)
     joins = []
     add_into = activations.add_into
-    monkeypatch.setattr(blocks, "add_into", lambda y, b, r: joins.append(r) or add_into(y, b, r))
-    monkeypatch.setattr(blocks, "add_relu", None)  # the join after the step: not taken
+    monkeypatch.setattr(inference_blocks, "add_into",
+                        lambda y, b, r: joins.append(r) or add_into(y, b, r))
+    monkeypatch.setattr(inference_blocks, "add_relu", None)  # the join after the step: not taken
     model = residual_net(relu_cls, dtype)
     x = np.random.default_rng(4).standard_normal((5, 3, 8, 8)).astype(dtype)
     got = model.predict(x)
@@ -418,7 +419,8 @@ def test_a_shortcut_of_another_dtype_or_layout_is_joined_after_the_last_step():
     y = conv_layer.forward(x)
     for skip in (x.astype(np.float64), np.repeat(x, 2, axis=-1)[..., ::2]):
         for relu in (False, True):
-            got = blocks.infer_with_skip(blocks.LayerStep(conv_layer, 0), x, skip, relu, True)
+            got = inference_blocks.infer_with_skip(blocks.LayerStep(conv_layer, 0), x, skip, relu,
+                                                   True)
             want = np.add(y, skip, dtype=np.result_type(y, skip))
             np.testing.assert_array_equal(got, np.maximum(want, 0) if relu else want)
             assert got.dtype == np.result_type(y, skip)

@@ -131,12 +131,12 @@ def test_the_program_computes_what_infer_computes(name, n, dtype, data):
 @pytest.mark.parametrize("name", ["resnet20", "vgg_bn"])
 def test_a_program_runs_its_convolutions_without_the_per_call_lookups(name, monkeypatch):
     """Every convolution of ResNet-20 and vgg-bn is compiled: none goes through
-    ``blocks._conv_forward`` (the per-call plan and weight lookups a program saves)."""
+    ``blocks.conv_forward`` (the per-call plan and weight lookups a program saves)."""
     model, shape = NETS[name](np.float32)
     x = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
     calls = []
-    real = blocks._conv_forward
-    monkeypatch.setattr(blocks, "_conv_forward",
+    real = blocks.conv_forward
+    monkeypatch.setattr(blocks, "conv_forward",
                         lambda conv, *a, **k: calls.append(conv) or real(conv, *a, **k))
     with engine_blas(), folds_frozen(), finite_scans_skipped():
         model.infer(x)

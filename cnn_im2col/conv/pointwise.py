@@ -17,10 +17,10 @@ engine's pool, its BLAS single-threaded, as in the im2col strategy, whose groupe
 one's twin (the tests hold them equal).
 
 ``forward_pooled`` runs a network's head at inference: the 1x1 convolution, its activation and a
-global average pool in one pass over channels-last rows (``blocks.ConvGlobalPool``); its twin is
-the three one by one. MobileNetV2 x0.5's 160 -> 1280 head on 4x4 maps, inside a session at batch
-64, took 2.9 ms as the convolution and the pool, 1.7 ms so (measured 2026-12-05, Intel Xeon, 2
-threads).
+global average pool in one pass over channels-last rows (``inference_blocks.ConvGlobalPool``);
+its twin is the three one by one. MobileNetV2 x0.5's 160 -> 1280 head on 4x4 maps, inside a
+session at batch 64, took 2.9 ms as the convolution and the pool, 1.7 ms so (measured 2026-12-05,
+Intel Xeon, 2 threads).
 """
 
 from __future__ import annotations

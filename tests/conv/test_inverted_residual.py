@@ -10,9 +10,9 @@ from conftest import tolerance
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cnn_im2col.blocks import InvertedResidual
 from cnn_im2col.containers import Residual
 from cnn_im2col.conv import channels_last_rows, inverted_residual
+from cnn_im2col.inference_blocks import InvertedResidual
 from cnn_im2col.layers import Conv2D, ReLU, ReLU6
 from cnn_im2col.model import Sequential
 from cnn_im2col.planning import plan
@@ -341,7 +341,7 @@ def test_the_plane_kernel_itself_handles_strides_and_dilations(stride, dilation,
 @pytest.mark.parametrize("h", [8, 16])
 def test_a_block_in_a_residual_with_a_relu_after_it_joins_after_the_kernel(h):
     """A Residual -> ReLU around the block: the kernels add no ReLU, so the join and the ReLU
-    come after the step (``blocks.infer_with_skip``), equal to forward to rounding."""
+    come after the step (``inference_blocks.infer_with_skip``), equal to forward to rounding."""
     layers = block_layers(8, 24, 8, 1, 1, 1, True, "tied", np.float32)
     model = Sequential([Residual(Sequential(layers)), ReLU()])
     x = np.random.default_rng(6).standard_normal((3, 8, h, h)).astype(np.float32)
