@@ -265,45 +265,74 @@ def matmul_abt(a, b, out):
     """``out = a @ b.T`` as dot products of rows: a (M, L), b (N, L), both C-contiguous; out (M, N).
 
     For a small result and a long L (a convolution's weight gradient on a batch slice). Register
-    blocked: each pass over L reads 2 rows of ``a`` and 4 of ``b`` and keeps their 8 dot products
-    running, so a value loaded is used 2-4 times (one dot product per pass measured 3-4x slower:
-    it is bound by loads). The sums are in the inputs' dtype, as a BLAS keeps them; ``reassoc``
-    lets each be split over vector lanes (no less accurate than a BLAS's) and ``contract`` use
-    fused multiply-adds. Not ``nnan``/``ninf``: a NaN or Inf in a gradient must come out as one,
-    for the training guard to see it.
+    blocked: each pass over L reads 4 rows of ``a`` and 4 of ``b`` and keeps their 16 dot products
+    running, so a value loaded is used 4 times; the rows and columns left over go 4 x 1 and 1 x 4,
+    then one at a time. (One dot product a pass measured 3-4x slower, bound by loads; 2 x 4 blocks,
+    which this replaced, 1.2-1.5x: 2026-12-06, Intel Xeon, one thread, 16 x 27 over 5,120 values
+    (ResNet-20's stem on a 5-sample slice) 61-71 -> 48-53 us, 20 x 25 over 3,136 (LeNet's conv1
+    on 4 samples) 39-45 -> 29-30.) The sums are in the inputs' dtype, as a BLAS keeps them;
+    ``reassoc`` lets each be split over vector lanes (no less accurate than a BLAS's) and
+    ``contract`` use fused multiply-adds. Not ``nnan``/``ninf``: a NaN or Inf in a gradient must
+    come out as one, for the training guard to see it.
     """
     m, length = a.shape
     n = b.shape[0]
-    m2, n4 = m - m % 2, n - n % 4
-    for i in range(0, m2, 2):
-        a0, a1 = a[i], a[i + 1]
+    m4, n4 = m - m % 4, n - n % 4
+    zero = a.dtype.type(0)
+    for i in range(0, m4, 4):
+        a0, a1, a2, a3 = a[i], a[i + 1], a[i + 2], a[i + 3]
         for j in range(0, n4, 4):
             b0, b1, b2, b3 = b[j], b[j + 1], b[j + 2], b[j + 3]
-            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = a.dtype.type(0)
+            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
+            s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zero
             for p in range(length):
-                u, v = a0[p], a1[p]
+                u0, u1, u2, u3 = a0[p], a1[p], a2[p], a3[p]
                 c0, c1, c2, c3 = b0[p], b1[p], b2[p], b3[p]
-                s00 += u * c0
-                s01 += u * c1
-                s02 += u * c2
-                s03 += u * c3
-                s10 += v * c0
-                s11 += v * c1
-                s12 += v * c2
-                s13 += v * c3
+                s00 += u0 * c0
+                s01 += u0 * c1
+                s02 += u0 * c2
+                s03 += u0 * c3
+                s10 += u1 * c0
+                s11 += u1 * c1
+                s12 += u1 * c2
+                s13 += u1 * c3
+                s20 += u2 * c0
+                s21 += u2 * c1
+                s22 += u2 * c2
+                s23 += u2 * c3
+                s30 += u3 * c0
+                s31 += u3 * c1
+                s32 += u3 * c2
+                s33 += u3 * c3
             out[i, j], out[i, j + 1], out[i, j + 2], out[i, j + 3] = s00, s01, s02, s03
             out[i + 1, j], out[i + 1, j + 1], out[i + 1, j + 2], out[i + 1, j + 3] = (
-                s10,
-                s11,
-                s12,
-                s13,
-            )
+                s10, s11, s12, s13)
+            out[i + 2, j], out[i + 2, j + 1], out[i + 2, j + 2], out[i + 2, j + 3] = (
+                s20, s21, s22, s23)
+            out[i + 3, j], out[i + 3, j + 1], out[i + 3, j + 2], out[i + 3, j + 3] = (
+                s30, s31, s32, s33)
         for j in range(n4, n):
-            out[i, j] = _dot(a0, b[j])
-            out[i + 1, j] = _dot(a1, b[j])
-    for i in range(m2, m):
-        for j in range(n):
+            out[i, j], out[i + 1, j], out[i + 2, j], out[i + 3, j] = _four_dots(
+                b[j], a0, a1, a2, a3)
+    for i in range(m4, m):
+        for j in range(0, n4, 4):
+            out[i, j], out[i, j + 1], out[i, j + 2], out[i, j + 3] = _four_dots(
+                a[i], b[j], b[j + 1], b[j + 2], b[j + 3])
+        for j in range(n4, n):
             out[i, j] = _dot(a[i], b[j])
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"}, inline="always")
+def _four_dots(x, y0, y1, y2, y3):
+    """(x . y0, x . y1, x . y2, x . y3) in x's dtype, in one pass over x."""
+    s0 = s1 = s2 = s3 = x.dtype.type(0)
+    for p in range(x.shape[0]):
+        u = x[p]
+        s0 += u * y0[p]
+        s1 += u * y1[p]
+        s2 += u * y2[p]
+        s3 += u * y3[p]
+    return s0, s1, s2, s3
 
 
 # --------------------------------------------------------------------------- conv epilogues
@@ -429,7 +458,10 @@ def fold_t(cols: np.ndarray, g: WindowGeometry, out: np.ndarray) -> np.ndarray:
 # (measured, 20 x 4608 x 25 float32: 0.10 ms alone, 0.21-0.24 ms each when two threads call it
 # together); Numba's loop (``matmul_abt``) takes 0.11 ms alone and 0.13-0.17 ms together. On an
 # Intel Xeon (AVX-512, 2026-12-02), 20 x 2304 x 25: OpenBLAS 0.065 ms alone, 0.17 ms together; the
-# register-blocked matmul_abt 0.041 and 0.061. At 40 x 500 (conv2) OpenBLAS is 1.7-3x faster.
+# register-blocked matmul_abt (2 x 4 then) 0.041 and 0.061. At 40 x 500 (conv2) OpenBLAS is 1.7-3x
+# faster. Its 4 x 4 blocks (2026-12-06, the same Xeon, one thread / both at once, us): 20 x 25 over
+# 2,304 38 / 33 against OpenBLAS's 50 / 42; 64 x 32 over 2,048 86 / 91 against 102 / 107; 40 x 500
+# 1,599 / 1,605 against 801 / 916.
 _DOT_GRAD_MAX = 1024
 
 
