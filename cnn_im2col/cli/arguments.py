@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {d['shift']})",
     )
     train.add_argument("--out", metavar="DIR", help=f"output directory (default {d['out']})")
-    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument("--no-progress", action="store_true",
+                       help="no progress bars (there are none where stderr is not a terminal)")
     train.add_argument(
         "--resume",
         metavar="DIR",

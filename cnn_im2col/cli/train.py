@@ -174,6 +174,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise  # pragma: no cover - Abort does not return
 
 
+def _interactive(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal (its ``isatty``; False where it has none or it fails)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, OSError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
 def _train(args: argparse.Namespace, comm: Any) -> int:
     t_start = time.perf_counter()
     rank, world_size = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
@@ -182,7 +190,9 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
         if rank == 0:
             print(*parts, **{"flush": True, **kwargs})
 
-    progress = not args.no_progress and rank == 0
+    # bars only where someone watches: a log file or a pipe gets the one-line epoch summaries alone
+    # (as tqdm's own default, disable=None, and Keras's progress bar in a non-interactive stream)
+    progress = not args.no_progress and rank == 0 and _interactive(sys.stderr)
     settings, ckpt = resolve_settings(args)
     if ckpt is None:
         read_spec(settings["model"])  # a bad --model fails before anything is read or written

@@ -58,6 +58,20 @@ def test_train_writes_model_metrics_and_curves(idx_dir, tmp_path, capsys):
     assert model.check_shapes((1, 28, 28))[-1] == (10,)
 
 
+@pytest.mark.parametrize("terminal", [False, True])
+def test_progress_bars_only_where_stderr_is_a_terminal(idx_dir, tmp_path, capsys, monkeypatch,
+                                                       terminal):
+    """Without --no-progress, the per-batch bars go to stderr only where it is a terminal: a log
+    file or a pipe gets the one-line epoch summaries alone (tqdm's own default, disable=None)."""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)  # capsys's stream
+    args = [a for a in train_args(idx_dir, tmp_path / "run") if a != "--no-progress"]
+    assert cli.main(args) == 0
+    captured = capsys.readouterr()
+    assert "epoch 1/1: loss" in captured.out  # the summary, either way
+    assert ("epoch 1/1:" in captured.err) == terminal  # the bar's label
+    assert ("batch" in captured.err) == terminal
+
+
 def test_training_learns_the_synthetic_classes(idx_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(train_args(idx_dir, out, "--epochs", "3", "--lr", "0.003")) == 0
