@@ -344,6 +344,12 @@ class Residual(Container):
         if relu_out is not None and not joined:
             dout, relu_out = relu_backward(dout, relu_out), None
         with finite_scans_skipped():
+            if (self.shortcut is None and relu_out is not None
+                    and getattr(self.body, "backward_takes_shortcut", False)):
+                # the identity's gradient added where the body's first step writes its own
+                dout = np.ascontiguousarray(dout)
+                return _branch_gradient("Residual", "body", self.body.backward(
+                    dout, shortcut=(dout, relu_out)), x_shape)
             body_dx = _branch_gradient("Residual", "body", self.body.backward(dout), x_shape)
             if self.shortcut is None and relu_out is not None:
                 return add_relu_grad(body_dx, dout, relu_out, x_dtype)

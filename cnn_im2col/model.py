@@ -26,6 +26,7 @@ from . import inference_blocks as _inference_blocks
 from . import model_files, state_dicts
 from . import planning as _planning
 from ._files import path_text
+from .activations import add_relu_grad
 from .containers import CONTAINERS, generator_slots, is_container, layer_entry, state_entries
 from .fit_arguments import check_loss
 from .layers import LAYERS, Conv2D, Dense, Dropout, ReLU, Sigmoid, Softmax, Tanh
@@ -71,6 +72,7 @@ class Sequential(Trainer):
     """
 
     infer_takes_skip = True  # a Residual hands its identity shortcut to ``infer`` (see there)
+    backward_takes_shortcut = True  # ... and its gradient to ``backward`` (see there)
 
     def __init__(
         self,
@@ -211,11 +213,15 @@ class Sequential(Trainer):
             return _blocks.run_joined(steps[-1], x, training, skip, relu)
 
     @uses_engine_blas
-    def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
+    def backward(self, dout: Any, input_grad: bool = True, *,
+                 shortcut: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray | None:
         """Backpropagate ``dout`` (shaped like the output); fills every layer's ``grads`` and
         returns the gradient with respect to the input. ``input_grad=False`` (training): that last
         gradient is not needed, so a first ``Conv2D``/``Dense`` skips it (a GEMM and, for a
-        convolution, a col2im) and None is returned."""
+        convolution, a col2im) and None is returned. ``shortcut=(g, out)`` (arrays of the
+        input's shape and dtype, with ``input_grad``): the input gradient plus g where out > 0, a
+        Residual's identity shortcut through the ReLU after it (a first ``Conv2D`` adds it as it
+        writes its input gradient: ``conv2d_backward``)."""
         steps = getattr(self, "_steps", None)
         if (
             steps is None or steps[-1].last != len(self.layers) - 1
@@ -231,7 +237,13 @@ class Sequential(Trainer):
                 if k == 0 and not input_grad and isinstance(self.layers[0], _SKIPS_INPUT_GRAD):
                     step.backward(dout, input_grad=False)
                     return None
-                dout = step.backward(dout)
+                if (k == 0 and shortcut is not None and step.kind == "layer"
+                        and type(self.layers[0]) is Conv2D):
+                    dout, shortcut = self.layers[0].backward(dout, shortcut=shortcut), None
+                else:
+                    dout = step.backward(dout)
+            if shortcut is not None:
+                dout = add_relu_grad(dout, shortcut[0], shortcut[1], dout.dtype)
         if finite_scans_on():
             _check_finite(dout, "input gradient", "dout", "Sequential.backward")
         return dout

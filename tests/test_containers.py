@@ -158,6 +158,46 @@ def test_the_join_in_the_body_gives_the_bits_of_the_join_after_it(monkeypatch, d
         np.testing.assert_array_equal(grads[key], grads2[key])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, F64])
+@pytest.mark.parametrize("algorithm", ["winograd", "im2col"])
+def test_an_identity_shortcuts_gradient_is_added_where_the_bodys_first_convolution_writes_dx(
+        monkeypatch, algorithm, dtype):
+    """Residual -> ReLU with an identity shortcut: its gradient through the ReLU is handed to the
+    body's first Conv2D (``shortcut=``), which adds it as it writes its input gradient (Winograd:
+    in its input transform's adjoint; im2col: after it); the block's input gradient and every
+    parameter's gradient equal, bit for bit, those of the body's backward and the sum after it."""
+    from cnn_im2col.conv import winograd
+
+    def run(fused):
+        if not fused:
+            monkeypatch.setattr(Sequential, "backward_takes_shortcut", False)
+        handed = []
+        backward = winograd.backward
+        monkeypatch.setattr(winograd, "backward", lambda *a, **k: (
+            handed.append(k.get("shortcut") is not None), backward(*a, **k))[1])
+        manual_seed(4)
+        body = Sequential([Conv2D(8, 8, 3, padding=1, bias=None, algorithm=algorithm, dtype=dtype),
+                           BatchNorm2D(8, dtype=dtype), ReLU(),
+                           Conv2D(8, 8, 3, padding=1, bias=None, dtype=dtype),
+                           BatchNorm2D(8, dtype=dtype)])
+        net = Sequential([Residual(body), ReLU()])
+        randomize(net)
+        x = rand((4, 8, 12, 12), seed=5, dtype=dtype)
+        out = net.forward(x, training=True)
+        dx = net.backward(rand(out.shape, seed=6, dtype=dtype))
+        monkeypatch.undo()
+        return dx, {k: v.copy() for k, v in net.grads.items()}, handed
+
+    dx, grads, handed = run(True)
+    assert handed == ([False, True] if algorithm == "winograd" else [False])
+    dx2, grads2, handed2 = run(False)
+    assert not any(handed2)
+    assert dx.dtype == dx2.dtype == dtype
+    np.testing.assert_array_equal(dx, dx2)
+    for key in grads:
+        np.testing.assert_array_equal(grads[key], grads2[key])
+
+
 def test_a_body_that_cannot_join_the_shortcut_adds_it_after():
     """The join stays after the body where its last step is not a BatchNorm2D, or where the
     shortcut's output is not in the normalisation's dtype; the numbers are the same formula."""

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..activations import add_relu_grad
 from ..im2col import BACKENDS
 from ..shapes import (
     SliceScans,
@@ -320,6 +321,7 @@ def conv2d_backward(
     *,
     dout_of: Callable[[slice], np.ndarray] | None = None,
     dz_into: Callable[[slice, np.ndarray, np.ndarray], None] | None = None,
+    shortcut: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Gradients of ``conv2d_forward``: ``(dx, dweight, dbias)`` with the shapes of x, weight, bias.
 
@@ -333,17 +335,40 @@ def conv2d_backward(
     gradient there, ``pooling.max_pool2d_grad_cm_into``); the other strategies call ``dout_of``.
     ``dbias`` is None when there was no bias; ``dx`` is None with ``input_grad=False`` (not
     computed: a network's first layer never needs it).
+
+    ``shortcut=(g, out)`` (arrays of x's shape, checked by the caller): dx gets ``g`` where
+    ``out`` > 0 added, an identity shortcut's gradient through the ReLU after a
+    residual block whose body starts with this convolution (``containers.Residual``). The
+    Winograd strategy adds it as it writes dx (where both are C-contiguous, of x's dtype), the
+    others after (``activations.add_relu_grad``); the same bits either way.
     """
     strategy = _STRATEGY_OF_CACHE[type(cache)]
+    fused = (shortcut is not None and strategy is winograd and input_grad
+             and all(a.shape == cache.x_shape and a.dtype == cache.weight.dtype
+                     and a.flags.c_contiguous for a in shortcut))
+    dx, dweight, dbias = _backward(dout, cache, strategy, input_grad, dout_of, dz_into,
+                                   **({"shortcut": shortcut} if fused else {}))
+    if shortcut is not None and not fused and dx is not None:
+        dx = add_relu_grad(dx, shortcut[0], shortcut[1], dx.dtype)
+    return dx, dweight, dbias
+
+
+def _backward(dout: Any, cache: ConvCache, strategy: ModuleType, input_grad: bool,
+              dout_of: Callable[[slice], np.ndarray] | None,
+              dz_into: Callable[[slice, np.ndarray, np.ndarray], None] | None,
+              **shortcut: Any) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """``conv2d_backward`` by ``strategy``, ``dout`` checked here (its NaN/Inf scan included);
+    ``shortcut``: the Winograd strategy's, passed on."""
     if dout_of is not None:
-        return strategy.backward(None, cache, input_grad, dout_of=dout_of, dz_into=dz_into)
+        return strategy.backward(None, cache, input_grad, dout_of=dout_of, dz_into=dz_into,
+                                 **shortcut)
     g, weight = cache.geometry, cache.weight
     expected = (cache.x_shape[0], weight.shape[0], g.oh, g.ow)
     scan = finite_scans_on()
     dout = np.ascontiguousarray(check_dout(dout, expected, weight.dtype, cache.owner,
                                            finite=False))
     if not scan:
-        return strategy.backward(dout, cache, input_grad)
+        return strategy.backward(dout, cache, input_grad, **shortcut)
     # the NaN/Inf scan rides with the strategy, as the forward's does (``Conv2D.forward``): each
     # slice scanned by the thread that has just been given it; a non-finite dout is refused as
     # ``check_dout`` refuses it, once the slices are done (nothing of the layer's is written yet)
@@ -351,7 +376,7 @@ def conv2d_backward(
     # a NaN or Inf in dout makes NaNs in the products before it is refused: not the user's to see
     # ("invalid value" is only raised from a finite dout after an overflow, which still warns)
     with np.errstate(invalid="ignore"):
-        grads = strategy.backward(None, cache, input_grad, dout_of=scans.scan)
+        grads = strategy.backward(None, cache, input_grad, dout_of=scans.scan, **shortcut)
     if not scans.finite():
         raise non_finite("dout", cache.owner)
     return grads

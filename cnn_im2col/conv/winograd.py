@@ -241,11 +241,14 @@ def slice_backward(
     g: WindowGeometry,
     dx: np.ndarray | None,
     groups: int = 1,
+    shortcut: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One batch slice's gradients: dout (n, K, OH, OW), C-contiguous; y: the forward's output when
     it fused a ReLU (its derivative is ``y > 0``), else None; V from ``slice_forward``, U (36, K,
-    C / groups). Writes ``dx`` (n, C, H, W) when it is given. Returns (dU (36, K, C / groups), tied
-    bias gradient (K,), float64); ``weight_grad`` turns the slices' summed dU into dW."""
+    C / groups). Writes ``dx`` (n, C, H, W) when it is given, plus ``g`` where ``out`` > 0 for
+    ``shortcut=(g, out)`` (each of dx's shape, C-contiguous: ``conv2d_backward``'s). Returns (dU
+    (36, K, C / groups), tied bias gradient (K,), float64); ``weight_grad`` turns the slices'
+    summed dU into dW."""
     ty, tx = tiles(g)
     dm = np.empty((ALPHA * ALPHA, dout.shape[1], v.shape[1]), dtype=dout.dtype)
     tied = np.empty(dout.shape[1], dtype=np.float64)
@@ -254,8 +257,10 @@ def slice_backward(
     )
     du = weight_products(dm, v, groups)
     if dx is not None:
+        skip_grad, skip_out = (shortcut if shortcut is not None
+                               else (_NO_SKIP[dx.dtype], _NO_SKIP[dx.dtype]))
         _kernel("winograd_input_adjoint", g)(
-            input_products(u, dm, groups), g.top, g.left, ty, tx, dx
+            input_products(u, dm, groups), g.top, g.left, ty, tx, skip_grad, skip_out, dx
         )
     return du, tied
 
@@ -410,9 +415,11 @@ def backward(
     *,
     dout_of: Callable[[slice], np.ndarray] | None = None,
     dz_into: Callable[[slice, np.ndarray, np.ndarray], None] | None = None,
+    shortcut: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """``conv2d_backward`` of a Winograd convolution, slice by slice (``slice_backward``); ``dout``
-    checked, or None and ``dout_of(s)`` per slice (``dz_into`` is the im2col layout's, unused)."""
+    checked, or None and ``dout_of(s)`` per slice (``dz_into`` is the im2col layout's, unused).
+    ``shortcut=(g, out)``: g where out > 0 is added to dx as each slice writes it."""
     g, weight, bias_shape, slices = cache.geometry, cache.weight, cache.bias_shape, cache.slices
     dx = np.empty(cache.x_shape, dtype=weight.dtype) if input_grad else None
     relu = cache.out is not None
@@ -423,7 +430,8 @@ def backward(
         y = cache.out[s] if relu else None
         v = cache.v[i] if cache.v is not None else transform_input(cache.x[s], g)
         du, tied = slice_backward(
-            d, y, v, cache.transformed, g, None if dx is None else dx[s], cache.groups
+            d, y, v, cache.transformed, g, None if dx is None else dx[s], cache.groups,
+            None if shortcut is None else (shortcut[0][s], shortcut[1][s]),
         )
         untied = None
         if bias_shape is not None and len(bias_shape) == 3:

@@ -411,17 +411,21 @@ def _winograd_input_rows(r, m, ph, cc, rl, plane, span, t0, vf):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _winograd_input_adjoint(dvt, pt, pl, m, ty_count, tx_count, dx):
+def _winograd_input_adjoint(dvt, pt, pl, m, ty_count, tx_count, skip_grad, skip_out, dx):
     """The adjoint of ``_winograd_input``: ``dx`` (written whole) = the sum over tiles of B dV B^T,
-    each on its 6x6 window (windows ``m`` apart overlap; cells in the padding are dropped).
+    each on its 6x6 window (windows ``m`` apart overlap; cells in the padding are dropped), plus,
+    unless ``skip_grad`` is empty, ``skip_grad`` where ``skip_out`` > 0 (an identity shortcut's
+    gradient through the ReLU after its block, added as ``activations.add_relu_grad`` adds it:
+    the same bits, and no pass of its own).
 
-    dvt: (36, N*TY*TX, C), channels innermost as ``_winograd_input`` writes V; dx: (N, C, H, W);
-    both C-contiguous. Its steps in reverse, in its layout: per row of tiles, B along each window
-    row of every tile times the channels at once, each window column added into its column phase
-    of a row buffer (``h``, the layout of ``_winograd_input``'s ``r``); then B down the 6 window
-    rows, added into a channels-last, phase-split copy of dx (``xt``); finally xt is scattered
-    into dx. (The channel-major adjoint this replaced took 1.3x, 1.6x and 1.9x as long on slices
-    of 32x32, 16x16 and 8x8 maps of 16, 32 and 64 channels; Intel Xeon, one thread.)
+    dvt: (36, N*TY*TX, C), channels innermost as ``_winograd_input`` writes V; dx, skip_grad,
+    skip_out: (N, C, H, W) (or both empty); all C-contiguous. Its steps in reverse, in its
+    layout: per row of tiles, B along each window row of every tile times the channels at once,
+    each window column added into its column phase of a row buffer (``h``, the layout of
+    ``_winograd_input``'s ``r``); then B down the 6 window rows, added into a channels-last,
+    phase-split copy of dx (``xt``); finally xt is scattered into dx. (The channel-major adjoint
+    this replaced took 1.3x, 1.6x and 1.9x as long on slices of 32x32, 16x16 and 8x8 maps of 16,
+    32 and 64 channels; Intel Xeon, one thread.)
     """
     n_count, c_count, height, width = dx.shape
     cc, hw = c_count, height * width
@@ -481,8 +485,12 @@ def _winograd_input_adjoint(dvt, pt, pl, m, ty_count, tx_count, dx):
             for c in range(cc):
                 dst = (n * cc + c) * hw + y * width
                 for w in range(width):  # every column lies under a window: w + pl < m*txp
-                    u = w + pl
-                    xf[_u(dst + w)] = xt[_u(row + _padded_column(u, m, ph, cc) + c)]
+                    xf[_u(dst + w)] = xt[_u(row + _padded_column(w + pl, m, ph, cc) + c)]
+    if skip_grad.size > 0:  # a pass of its own over the slice, in cache (in the gather: 5x slower)
+        gf, of = skip_grad.reshape(skip_grad.size), skip_out.reshape(skip_out.size)
+        zero = dx.dtype.type(0)
+        for i in range(xf.size):
+            xf[i] = xf[i] + (gf[i] if of[i] > zero else zero)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -725,13 +733,13 @@ def winograd_input_last_f25(x, pt, pl, ty_count, tx_count, v):
 
 
 @nb.njit(cache=True, nogil=True)
-def winograd_input_adjoint_f43(dv, pt, pl, ty_count, tx_count, dx):
-    _winograd_input_adjoint(dv, pt, pl, 4, ty_count, tx_count, dx)
+def winograd_input_adjoint_f43(dv, pt, pl, ty_count, tx_count, skip_grad, skip_out, dx):
+    _winograd_input_adjoint(dv, pt, pl, 4, ty_count, tx_count, skip_grad, skip_out, dx)
 
 
 @nb.njit(cache=True, nogil=True)
-def winograd_input_adjoint_f25(dv, pt, pl, ty_count, tx_count, dx):
-    _winograd_input_adjoint(dv, pt, pl, 2, ty_count, tx_count, dx)
+def winograd_input_adjoint_f25(dv, pt, pl, ty_count, tx_count, skip_grad, skip_out, dx):
+    _winograd_input_adjoint(dv, pt, pl, 2, ty_count, tx_count, skip_grad, skip_out, dx)
 
 
 @nb.njit(cache=True, nogil=True)

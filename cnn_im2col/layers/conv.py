@@ -245,10 +245,13 @@ class Conv2D(Layer):
         )
         return ConvPlan(g, strategy)
 
-    def backward(self, dout: Any, input_grad: bool = True) -> np.ndarray | None:
+    def backward(self, dout: Any, input_grad: bool = True, *,
+                 shortcut: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray | None:
         """Fill ``grads``; return dx, or None with ``input_grad=False`` (not computed: a first
-        layer's input gradient is never used in training)."""
-        dx, dweight, dbias = conv2d_backward(dout, self._cached(), input_grad=input_grad)
+        layer's input gradient is never used in training). ``shortcut=(g, out)``: dx plus g where
+        out > 0 (``conv2d_backward``'s: a residual block's identity shortcut, through its ReLU)."""
+        dx, dweight, dbias = conv2d_backward(dout, self._cached(), input_grad=input_grad,
+                                             shortcut=shortcut)
         self.grads["weight"] = dweight
         if dbias is not None:
             self.grads["bias"] = dbias

@@ -12,7 +12,7 @@ from conftest import tolerance
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cnn_im2col.activations import add_into
+from cnn_im2col.activations import add_into, add_relu_grad
 from cnn_im2col.conv import winograd
 from cnn_im2col.conv import winograd_kernels as kernels
 from cnn_im2col.shapes import WindowGeometry
@@ -78,9 +78,31 @@ def test_input_transform_adjoint_is_its_transpose(case):
     x = rng.standard_normal((n, c, h, w))
     dvt = rng.standard_normal((36, n * ty * tx, c))
     dx = np.full_like(x, np.nan)  # written whole
-    kernels.compiled("winograd_input_adjoint", g.kh)(dvt, g.top, g.left, ty, tx, dx)
+    kernels.compiled("winograd_input_adjoint", g.kh)(
+        dvt, g.top, g.left, ty, tx, no_shortcut(x.dtype), no_shortcut(x.dtype), dx)
     np.testing.assert_allclose(np.vdot(winograd.transform_input(x, g), dvt), np.vdot(x, dx),
                                rtol=1e-10, atol=1e-10 * np.abs(dvt).sum())
+
+
+@given(case=input_transform_cases(), dtype=st.sampled_from([np.float32, np.float64]))
+def test_input_transform_adjoint_adds_a_gated_shortcut_as_add_relu_grad_does(case, dtype):
+    """With ``skip_grad`` and ``skip_out`` (a residual block's identity shortcut through its
+    ReLU), dx is the plain adjoint's plus skip_grad where skip_out > 0: the bits of
+    ``activations.add_relu_grad`` after it, NaNs and zeros included."""
+    (n, c, h, w), g, seed = case
+    ty, tx = winograd.tiles(g)
+    rng = np.random.default_rng(seed)
+    dvt = rng.standard_normal((36, n * ty * tx, c)).astype(dtype)
+    skip_grad = rng.standard_normal((n, c, h, w)).astype(dtype)
+    skip_out = np.maximum(rng.standard_normal((n, c, h, w)), 0).astype(dtype)
+    skip_out.flat[::7] = np.nan  # a NaN output: its gate is closed, as the ReLU's derivative
+    skip_grad.flat[::5] = np.inf
+    kernel = kernels.compiled("winograd_input_adjoint", g.kh)
+    plain = np.full((n, c, h, w), np.nan, dtype)
+    kernel(dvt, g.top, g.left, ty, tx, no_shortcut(dtype), no_shortcut(dtype), plain)
+    joined = np.full_like(plain, np.nan)
+    kernel(dvt, g.top, g.left, ty, tx, skip_grad, skip_out, joined)
+    np.testing.assert_array_equal(joined, add_relu_grad(plain, skip_grad, skip_out, plain.dtype))
 
 
 class OutputCase(NamedTuple):
