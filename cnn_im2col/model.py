@@ -72,7 +72,6 @@ class Sequential(Trainer):
     """
 
     infer_takes_skip = True  # a Residual hands its identity shortcut to ``infer`` (see there)
-    backward_takes_shortcut = True  # ... and its gradient to ``backward`` (see there)
 
     def __init__(
         self,
@@ -193,6 +192,12 @@ class Sequential(Trainer):
         return x
 
     __call__ = forward
+
+    @property
+    def backward_takes_shortcut(self) -> bool:
+        """Whether a Residual may hand its identity shortcut's gradient to ``backward`` (see
+        there): not to a subclass that replaced ``backward``, which may not take it."""
+        return type(self).backward is Sequential.backward
 
     def joins_skip(self, skip: np.ndarray) -> bool:
         """Whether ``run_joined`` can add a Residual's shortcut output ``skip`` inside this
