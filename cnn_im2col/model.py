@@ -243,12 +243,13 @@ class Sequential(Trainer):
                     step.backward(dout, input_grad=False)
                     return None
                 if (k == 0 and shortcut is not None and step.kind == "layer"
-                        and type(self.layers[0]) is Conv2D):
+                        and type(self.layers[0]) is Conv2D
+                        and self.layers[0].params["weight"].dtype == shortcut[0].dtype):
                     dout, shortcut = self.layers[0].backward(dout, shortcut=shortcut), None
                 else:
                     dout = step.backward(dout)
-            if shortcut is not None:
-                dout = add_relu_grad(dout, shortcut[0], shortcut[1], dout.dtype)
+            if shortcut is not None:  # in the shortcut's dtype, the input's (Residual's sum)
+                dout = add_relu_grad(dout, shortcut[0], shortcut[1], shortcut[0].dtype)
         if finite_scans_on():
             _check_finite(dout, "input gradient", "dout", "Sequential.backward")
         return dout

@@ -303,6 +303,7 @@ def _batch_norm_backward(gate, dout, x, scale, shift, y, c_lo, c_hi, block, mean
         _backward_dx(gate, flat_dout, flat_x, flat_y, scale, shift, samples, c0, k, channels,
                      plane, kk, ka, kb, km, batch_stats, flat_dx)
 
+
 # ``_batch_norm_backward`` compiled once a gate
 @nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def batch_norm_backward(dout, x, scale, shift, y, c_lo, c_hi, block, mean, invstd, gamma,
