@@ -179,7 +179,8 @@ def forward(
                               keep=keep, relu=relu, then=then)
     n, phases, inner = x.shape[0], g.dy * g.dx, inner_geometry(g)
     p = winograd.plan_forward((n * phases, *x.shape[1:]), weight, bias, inner, groups=groups,
-                              relu=relu)
+                              relu=relu, fuse=keep)
+    keep = keep and p.fused is None  # a fused forward keeps no V (as ``winograd.forward``)
     slices = cache_slices(n, phases * winograd.ALPHA**2 * x.shape[1] * p.ty * p.tx
                           * weight.itemsize)
     out = np.empty((n, weight.shape[0], g.oh, g.ow), dtype=weight.dtype)
@@ -188,7 +189,7 @@ def forward(
         x_phases = to_phases(x[s], g.dy, g.dx)
         out_phases = np.empty((x_phases.shape[0], weight.shape[0], inner.oh, inner.ow),
                               dtype=weight.dtype)
-        v = winograd.slice_forward(x_phases, p, out_phases)
+        v = winograd.slice_forward(x_phases, p, out_phases, keep=keep)
         from_phases(out_phases, g.dy, g.dx, out[s])
         if then is not None:
             then(s, out[s])

@@ -52,6 +52,7 @@ import numpy as np
 from .. import threads as _threads
 from ..arrays import cache_slices, core_cache_bytes, matmul, summed
 from ..shapes import WindowGeometry
+from . import winograd_fused
 from . import winograd_kernels as kernels
 from .im2col import bias_columns
 
@@ -168,6 +169,10 @@ def products_layout(u: np.ndarray) -> np.ndarray:
 # 1 MiB measured 0.963x of 512 KiB).
 _SLICE_BYTES = core_cache_bytes()  # None: cache_slices' default
 
+# a slice's forward as one compiled pass where it applies (``winograd_fused.py``); False: always
+# the three steps of ``slice_forward_unfused``
+_FUSED = True
+
 
 # The 36 products of each step, block-diagonal over the groups: group g's K / G filters see only
 # its C / G channels (``groups == 1``: one product of each pair).
@@ -220,11 +225,25 @@ _NO_SKIP = {np.dtype(t): np.empty((0, 0, 0, 0), dtype=t) for t in (np.float32, n
 
 
 def slice_forward(x: np.ndarray, p: ForwardPlan, out: np.ndarray,
-                  skip: np.ndarray | None = None) -> np.ndarray:
+                  skip: np.ndarray | None = None, keep: bool = True) -> np.ndarray | None:
     """One batch slice of ``p``'s forward: ``out`` (n, K, OH, OW) (written) = f(conv(x) + bias
     [+ skip]) from x (n, C, H, W); ``skip``: None, or of out's shape and dtype, C-contiguous.
-    Returns V (36, n*TY*TX, C), for ``slice_backward``. (x and out channels-last where ``p`` was
-    planned so.)"""
+    Returns V (36, n*TY*TX, C), for ``slice_backward``, if ``keep``, else None. (x and out
+    channels-last where ``p`` was planned so.) Without ``keep``, where ``p.fused``, the slice
+    runs as one compiled pass (``winograd_fused.py``), whose slow twin is
+    ``slice_forward_unfused``."""
+    if keep or p.fused is None:
+        v = slice_forward_unfused(x, p, out, skip)
+        return v if keep else None
+    p.fused(x, p.geometry.top, p.geometry.left, p.ty, p.tx, p.ut, p.bias2, p.relu,
+            _NO_SKIP[out.dtype] if skip is None else skip, out, p.chunk)
+    return None
+
+
+def slice_forward_unfused(x: np.ndarray, p: ForwardPlan, out: np.ndarray,
+                          skip: np.ndarray | None = None) -> np.ndarray:
+    """``slice_forward`` as three steps over the whole slice: the input transform (V), the 36
+    products in one BLAS call, the output transform. Returns V."""
     channels = p.ut.shape[1] * p.groups
     v = np.empty((ALPHA * ALPHA, x.shape[0] * p.ty * p.tx, channels), dtype=x.dtype)
     p.input_kernel(x, p.geometry.top, p.geometry.left, p.ty, p.tx, v)
@@ -301,6 +320,8 @@ class ForwardPlan(NamedTuple):
     slices: list[slice]  # the batch slices, each V in a core's cache (``_SLICE_BYTES``)
     input_kernel: Callable  # winograd_input_* and winograd_output_* for the kernel's size
     output_kernel: Callable
+    fused: Callable | None  # winograd_fused_* where it applies (``winograd_fused.fuses``), or None
+    chunk: int  # the fused kernel's samples a chunk
 
 
 def plan_forward(
@@ -315,6 +336,7 @@ def plan_forward(
     x_last: bool = False,
     out_last: bool = False,
     pool: bool = False,
+    fuse: bool = False,
 ) -> ForwardPlan:
     """The plan of ``forward``'s arguments for inputs of ``x_shape`` (N, C, H, W). ``transformed``:
     ``(U, products_layout(U))``, made once by a caller whose weight cannot change (a session's),
@@ -323,7 +345,9 @@ def plan_forward(
     channels innermost, so that these layouts spare their gather and scatter (a session's program
     passes channels-last maps from one Winograd convolution to the next). ``pool``: the output is
     max-pooled 2x2 with stride 2 in the output transform, (N, K, OH // 2, OW // 2) (a session's
-    Conv2D -> ReLU -> MaxPool2D; the bias tied or none, no shortcut). The kernels are looked up
+    Conv2D -> ReLU -> MaxPool2D; the bias tied or none, no shortcut). ``fuse``: a slice's forward
+    runs as one compiled pass where that applies (``winograd_fused.py``), and keeps no V
+    (training's forward; elsewhere the three steps keep the bits a session's program computes). The kernels are looked up
     now, so that a profiler's wrapper of the module attribute is seen by plans made after it."""
     if pool and (out_last or (bias is not None and bias.ndim != 1)):
         raise ValueError("winograd.plan_forward: pool=True takes a tied bias or none, and writes "
@@ -341,11 +365,15 @@ def plan_forward(
         out_shape, output = (n, g.oh, g.ow, out_channels), "winograd_output_last"
     else:
         out_shape, output = (n, out_channels, g.oh, g.ow), "winograd_output"
+    fused = (None if not fuse or x_last or out_last or pool or not _FUSED
+             or not winograd_fused.fuses(out_channels, groups, weight.dtype)
+             else getattr(winograd_fused, f"winograd_fused_{kernels.VARIANTS[g.kh]}"))
     return ForwardPlan(
         g, out_shape,
         bias_columns(bias, out_channels, weight.dtype), *transformed, groups, relu, ty, tx,
         cache_slices(n, per_sample, _SLICE_BYTES),
         _kernel("winograd_input_last" if x_last else "winograd_input", g), _kernel(output, g),
+        fused, winograd_fused.chunk_samples(n, per_sample),
     )
 
 
@@ -364,10 +392,10 @@ def run_forward(
     out = np.empty(p.out_shape, dtype=p.u.dtype)
 
     def tiled(s: slice) -> np.ndarray | None:
-        v = slice_forward(x[s], p, out[s], None if skip is None else skip[s])
+        v = slice_forward(x[s], p, out[s], None if skip is None else skip[s], keep)
         if then is not None:
             then(s, out[s])
-        return v if keep else None
+        return v
 
     kept = _threads.parallel_map(tiled, p.slices)
     return out, kept if keep else None
@@ -389,8 +417,13 @@ def forward(
 ) -> tuple[np.ndarray, WinogradCache]:
     """``conv2d_forward``'s Winograd strategy on checked arguments (as ``conv.im2col.forward``;
     ``supports`` holds, numba): ``plan_forward`` then ``run_forward``. ``keep=False``: V is not
-    kept (the cache keeps x). ``transformed``: as ``plan_forward``'s."""
-    p = plan_forward(x.shape, weight, bias, g, groups=groups, relu=relu, transformed=transformed)
+    kept (the cache keeps x). With ``keep`` (training) the forward is fused where it applies, and
+    then V is not kept either: backward makes it again from x (``winograd_fused.py`` has the
+    measurement). ``transformed``: as
+    ``plan_forward``'s."""
+    p = plan_forward(x.shape, weight, bias, g, groups=groups, relu=relu, transformed=transformed,
+                     fuse=keep)
+    keep = keep and p.fused is None
     out, kept = run_forward(p, x, keep, then)
     cache = WinogradCache(
         x.shape,

@@ -1,0 +1,95 @@
+"""The Winograd forward of a batch slice in one compiled pass, a few samples at a time: each
+chunk's input transform (V), its 36 products (M = V @ U^T, in the register tile of
+``conv/tile_kernel.py``) and its output transform, while the chunk's V and M stay in the core's
+cache; V is not kept (a training step's backward makes it again from the input). The unfused
+forward (``winograd.slice_forward_unfused``: the input transform of the whole slice, one BLAS
+call for its 36 products, the output transform) is this one's slow twin; the tests hold them
+equal to rounding.
+
+Why: V and M are 2.25x the input's size (36 values a tile of 16 pixels). Unfused, each is written
+to memory out of cache and read back: in ResNet-20's training step the input transform took 1.4x
+its time on a buffer in cache. Measured 2026-12-06, Intel Xeon, one thread, a slice's forward,
+unfused / fused, us: 11 samples of 16 channels at 32x32 535-559 / 494-495; 16 of 32 at 16x16
+472-494 / 430-466; 32 of 64 at 8x8 580-591 / 555-576. ResNet-20's training step, V kept and
+unfused / not kept and fused (backward rebuilding it), 94.9 / 92.0 ms (medians of 5 alternated
+processes). Kept, V copied out of each chunk (with plain or non-temporal stores) cost more than
+the fusion saved (96.9 ms).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from .tile_kernel import tile as _tile
+from .tile_kernel import tile_dims
+from .winograd_kernels import _winograd_input, _winograd_output
+
+__all__ = ["CHUNK_BYTES", "chunk_samples", "fuses", "winograd_fused_f43", "winograd_fused_f25"]
+
+# a chunk's V at most this many bytes (with its M, twice that stays in a core's second-level
+# cache). Measured 2026-12-06, Intel Xeon (2 MiB L2), one thread, 12 samples, V not kept, us,
+# chunks of 1 / 2 / 4 samples: 16 channels at 32x32 (147 KiB of V a sample) 532 / 525 / 527,
+# 32 at 16x16 (37 KiB) 342 / 306 / 297
+CHUNK_BYTES = 160 * 1024
+
+
+def chunk_samples(samples: int, per_sample_v_bytes: int) -> int:
+    """The samples of a chunk: as many as keep its V within ``CHUNK_BYTES``, at least 1."""
+    return max(1, min(samples, CHUNK_BYTES // max(1, per_sample_v_bytes)))
+
+
+def fuses(out_channels: int, groups: int, dtype: np.dtype) -> bool:
+    """Whether a slice's forward runs fused: groups 1 and the output channels a whole number of
+    the register tile's lanes (its rows are written straight into M, whose rows are K long)."""
+    _, _, lanes = tile_dims(np.dtype(dtype).itemsize, out_channels)
+    return groups == 1 and out_channels % lanes == 0
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _winograd_fused(x, pt, pl, m, ty_count, tx_count, ut, bias, relu, skip, out, chunk):
+    """``out`` = the output transform of (V @ U^T) + bias [+ skip], ReLU'd if ``relu``, V the input
+    transform of x: ``_winograd_input`` and ``_winograd_output`` (which say what each computes,
+    m the tile) on ``chunk`` samples at a time, their 36 products in the register tile.
+
+    x: (N, C, H, W); ut: U^T (36, C, K), K a whole number of the tile's lanes (``fuses``);
+    bias: (K, 1) or (K, OH*OW); skip: out's shape or empty; out (written): (N, K, OH, OW). All
+    C-contiguous, one dtype."""
+    n_count, c_count = x.shape[0], x.shape[1]
+    k_count = ut.shape[2]
+    per = ty_count * tx_count  # tiles a sample
+    half, pixels, lanes = tile_dims(x.itemsize, k_count)
+    most = min(chunk, n_count) * per  # a chunk's tiles
+    vbuf = np.empty(36 * most * c_count, x.dtype)
+    # a tile past a chunk's last is computed (on a row of V inside it) and stored: room for it
+    mbuf = np.empty(36 * most * k_count + pixels * k_count, x.dtype)
+    wf = ut.reshape(ut.size)
+    no_bias = np.zeros(k_count, x.dtype)
+    bases = np.arange(36 * most) * c_count  # row t of plane p of a chunk's V: (p*T + t) * C
+    offsets = np.arange(c_count)  # the taps: V's channels
+    joined = skip.size > 0
+    for n0 in range(0, n_count, chunk):
+        n1 = min(n0 + chunk, n_count)
+        tiles = (n1 - n0) * per
+        vc = vbuf[: 36 * tiles * c_count].reshape((36, tiles, c_count))
+        _winograd_input(x[n0:n1], pt, pl, m, ty_count, tx_count, vc, False)
+        for p in range(36):  # M's plane p = V's plane p @ U^T's plane p
+            w0 = p * c_count * k_count
+            for q0 in range(0, tiles, pixels):
+                for ob in range(0, k_count, lanes):
+                    _tile(vbuf, bases, p * tiles + q0, min(pixels, tiles - q0), offsets,
+                          wf[w0:], ob, no_bias, False, mbuf, (p * tiles + q0) * k_count + ob,
+                          k_count, half)
+        mc = mbuf[: 36 * tiles * k_count].reshape((36, tiles, k_count))
+        _winograd_output(mc, m, ty_count, tx_count, bias, relu, skip[n0:n1] if joined else skip,
+                         out[n0:n1], False, False)
+
+
+@nb.njit(cache=True, nogil=True)
+def winograd_fused_f43(x, pt, pl, ty_count, tx_count, ut, bias, relu, skip, out, chunk):
+    _winograd_fused(x, pt, pl, 4, ty_count, tx_count, ut, bias, relu, skip, out, chunk)
+
+
+@nb.njit(cache=True, nogil=True)
+def winograd_fused_f25(x, pt, pl, ty_count, tx_count, ut, bias, relu, skip, out, chunk):
+    _winograd_fused(x, pt, pl, 2, ty_count, tx_count, ut, bias, relu, skip, out, chunk)
