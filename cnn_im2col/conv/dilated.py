@@ -178,9 +178,11 @@ def forward(
         return im2col.forward(x, weight, bias, g, groups=groups, backend=backend, owner=owner,
                               keep=keep, relu=relu, then=then)
     n, phases, inner = x.shape[0], g.dy * g.dx, inner_geometry(g)
+    # not fused (``winograd_fused.py``): its backward would make the phases and their V again,
+    # which cost more than the fusion saves (measured 2026-12-06, Intel Xeon, 2 threads, 32x32x32x32
+    # -> 64, dilation 2, forward + backward alone: 10.37-10.61 ms unfused, 11.24-11.32 fused)
     p = winograd.plan_forward((n * phases, *x.shape[1:]), weight, bias, inner, groups=groups,
-                              relu=relu, fuse=keep)
-    keep = keep and p.fused is None  # a fused forward keeps no V (as ``winograd.forward``)
+                              relu=relu)
     slices = cache_slices(n, phases * winograd.ALPHA**2 * x.shape[1] * p.ty * p.tx
                           * weight.itemsize)
     out = np.empty((n, weight.shape[0], g.oh, g.ow), dtype=weight.dtype)
@@ -189,7 +191,7 @@ def forward(
         x_phases = to_phases(x[s], g.dy, g.dx)
         out_phases = np.empty((x_phases.shape[0], weight.shape[0], inner.oh, inner.ow),
                               dtype=weight.dtype)
-        v = winograd.slice_forward(x_phases, p, out_phases, keep=keep)
+        v = winograd.slice_forward(x_phases, p, out_phases)
         from_phases(out_phases, g.dy, g.dx, out[s])
         if then is not None:
             then(s, out[s])

@@ -347,8 +347,9 @@ def plan_forward(
     max-pooled 2x2 with stride 2 in the output transform, (N, K, OH // 2, OW // 2) (a session's
     Conv2D -> ReLU -> MaxPool2D; the bias tied or none, no shortcut). ``fuse``: a slice's forward
     runs as one compiled pass where that applies (``winograd_fused.py``), and keeps no V
-    (training's forward; elsewhere the three steps keep the bits a session's program computes). The kernels are looked up
-    now, so that a profiler's wrapper of the module attribute is seen by plans made after it."""
+    (training's forward; elsewhere the three steps keep the very bits of a session's program).
+    The kernels are looked up now, so that a profiler's wrapper of the module attribute is seen
+    by plans made after it."""
     if pool and (out_last or (bias is not None and bias.ndim != 1)):
         raise ValueError("winograd.plan_forward: pool=True takes a tied bias or none, and writes "
                          f"NCHW; got bias of shape {np.shape(bias)}, out_last={out_last}")
@@ -419,8 +420,7 @@ def forward(
     ``supports`` holds, numba): ``plan_forward`` then ``run_forward``. ``keep=False``: V is not
     kept (the cache keeps x). With ``keep`` (training) the forward is fused where it applies, and
     then V is not kept either: backward makes it again from x (``winograd_fused.py`` has the
-    measurement). ``transformed``: as
-    ``plan_forward``'s."""
+    measurement). ``transformed``: as ``plan_forward``'s."""
     p = plan_forward(x.shape, weight, bias, g, groups=groups, relu=relu, transformed=transformed,
                      fuse=keep)
     keep = keep and p.fused is None

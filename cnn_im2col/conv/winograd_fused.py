@@ -10,10 +10,13 @@ Why: V and M are 2.25x the input's size (36 values a tile of 16 pixels). Unfused
 to memory out of cache and read back: in ResNet-20's training step the input transform took 1.4x
 its time on a buffer in cache. Measured 2026-12-06, Intel Xeon, one thread, a slice's forward,
 unfused / fused, us: 11 samples of 16 channels at 32x32 535-559 / 494-495; 16 of 32 at 16x16
-472-494 / 430-466; 32 of 64 at 8x8 580-591 / 555-576. ResNet-20's training step, V kept and
-unfused / not kept and fused (backward rebuilding it), 94.9 / 92.0 ms (medians of 5 alternated
-processes). Kept, V copied out of each chunk (with plain or non-temporal stores) cost more than
-the fusion saved (96.9 ms).
+472-494 / 430-466; 32 of 64 at 8x8 580-591 / 555-576. ResNet-20's training step, 2 threads, the
+two alternated in one process (medians of 60-96 steps a side, six runs), ms: 94.9 / 93.8, 96.2 /
+93.9, 96.7 / 94.3, 99.9 / 97.7, 101.2 / 100.3, 95.7 / 94.3 (0.9-2.5% faster); its peak RSS 399
+-> 329 MiB. V kept instead (the chunks' input transform writing it where backward finds it): half
+that gain. A layer alone, forward + backward over and over, is 6-11% slower fused (its V, unfused,
+reuses memory still in cache from the call before, and fused it is made again in backward), and a
+dilated layer (whose backward would remake its phases too) is not fused.
 """
 
 from __future__ import annotations
