@@ -86,6 +86,9 @@ def profile(
 
     T.set_num_threads(threads)
     C.keep_freed_memory()  # reuse freed memory, as a training loop reaches by itself (see _common)
+    # each stage a call of its own, so that it can be timed: a training step's Winograd forward
+    # runs them fused and its backward in one compiled call (``conv/winograd_fused.py``)
+    W._FUSED = W._ONE_CALL_BACKWARD = False
     n, c, k, h = shape
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, c, h, h), dtype=np.float32)

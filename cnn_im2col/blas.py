@@ -9,8 +9,9 @@ products itself, 297-299 us on one thread and 290-300 us each on two.
 
 ``gemm(blas, a, b, out)`` is ``out = a @ b`` through the same ``cblas_?gemm`` that ``np.matmul``
 calls for 2-D row-major operands (no transposes, alpha 1, beta 0, the same leading dimensions), so
-the same bits; ``matmul(blas, a, b, out)`` is ``arrays.matmul``'s products (whole, or in the
-column or row blocks that OpenBLAS's small-matrix kernels take), so its bits.
+the same bits; ``gemm_at(blas, a, b, out)`` is ``out = a.T @ b``, as ``np.matmul`` calls it for
+a transposed view (TransA); ``matmul(blas, a, b, out)`` is ``arrays.matmul``'s products (whole,
+or in the column or row blocks that OpenBLAS's small-matrix kernels take), so its bits.
 ``blas`` is ``library()``: the two functions' addresses and their integer width, passed in at run
 time so that the kernels compile once and cache (an address differs from process to process),
 found at the first call (not on import: threadpoolctl's scan and the probe took 11-15 ms of
@@ -35,32 +36,35 @@ from numba.extending import intrinsic
 from .arrays import product_blocks
 
 _I32, _I64 = ir.IntType(32), ir.IntType(64)
-# CBLAS's enums: row-major order, no transpose
-_ROW_MAJOR, _NO_TRANS = 101, 111
+# CBLAS's enums: row-major order, no transpose, transpose
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 
 @intrinsic
-def _cblas_gemm(typingctx, blas, m, n, k, a, lda, b, ldb, out, ldc):
-    """``cblas_?gemm(RowMajor, NoTrans, NoTrans, m, n, k, 1, a, lda, b, ldb, 0, out, ldc)``
-    through the address in ``blas`` (``library()``'s layout) for the operands' dtype: 32-bit
-    integers where ``blas[2]`` is 0, 64-bit (an ILP64 build) where it is 1."""
-    sig = types.void(blas, m, n, k, a, lda, b, ldb, out, ldc)
+def _cblas_gemm(typingctx, blas, trans_a, m, n, k, a, lda, b, ldb, out, ldc):
+    """``cblas_?gemm(RowMajor, TransA, NoTrans, m, n, k, 1, a, lda, b, ldb, 0, out, ldc)``
+    through the address in ``blas`` (``library()``'s layout) for the operands' dtype, TransA
+    Trans where ``trans_a`` is nonzero: 32-bit integers where ``blas[2]`` is 0, 64-bit (an ILP64
+    build) where it is 1."""
+    sig = types.void(blas, trans_a, m, n, k, a, lda, b, ldb, out, ldc)
 
     def codegen(context, builder, signature, args):
-        blas_value, m_value, n_value, k_value, a_value, lda_value, b_value, ldb_value, \
-            out_value, ldc_value = args
-        array_type = signature.args[4]
+        blas_value, trans_value, m_value, n_value, k_value, a_value, lda_value, b_value, \
+            ldb_value, out_value, ldc_value = args
+        array_type = signature.args[5]
         float_type = context.get_value_type(array_type.dtype)
         pointer = float_type.as_pointer()
         data = [cgutils.create_struct_proxy(signature.args[i])(context, builder, value=args[i]).data
-                for i in (4, 6, 8)]
+                for i in (5, 7, 9)]
         blas_array = cgutils.create_struct_proxy(signature.args[0])(context, builder,
                                                                    value=blas_value)
         slot = 0 if array_type.dtype == types.float32 else 1
         address = builder.load(builder.gep(blas_array.data, [ir.Constant(_I64, slot)]))
         wide = builder.load(builder.gep(blas_array.data, [ir.Constant(_I64, 2)]))
-        enums = [ir.Constant(_I32, _ROW_MAJOR), ir.Constant(_I32, _NO_TRANS),
-                 ir.Constant(_I32, _NO_TRANS)]
+        transposed = builder.icmp_signed("!=", trans_value, ir.Constant(trans_value.type, 0))
+        trans = builder.select(transposed, ir.Constant(_I32, _TRANS),
+                               ir.Constant(_I32, _NO_TRANS))
+        enums = [ir.Constant(_I32, _ROW_MAJOR), trans, ir.Constant(_I32, _NO_TRANS)]
         one, zero = ir.Constant(float_type, 1.0), ir.Constant(float_type, 0.0)
         is_wide = builder.icmp_signed("!=", wide, ir.Constant(_I64, 0))
         with builder.if_else(is_wide) as (then, otherwise):
@@ -90,8 +94,21 @@ def gemm(blas, a, b, out):
         if a.shape[1] == 0:
             out[:] = 0
         else:
-            _cblas_gemm(blas, np.int64(a.shape[0]), np.int64(b.shape[1]), np.int64(a.shape[1]),
-                        a, _leading(a), b, _leading(b), out, _leading(out))
+            _cblas_gemm(blas, np.int64(0), np.int64(a.shape[0]), np.int64(b.shape[1]),
+                        np.int64(a.shape[1]), a, _leading(a), b, _leading(b), out, _leading(out))
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def gemm_at(blas, a, b, out):
+    """``out[:] = a.T @ b`` for 2-D row-major ``a`` (K, M), ``b`` (K, N), ``out`` (M, N) of one
+    dtype, each with unit stride along its rows: the call ``np.matmul`` makes for a transposed
+    view of a row-major ``a`` (TransA, a's own leading dimension), so its bits."""
+    if a.shape[1] > 0 and b.shape[1] > 0:
+        if a.shape[0] == 0:
+            out[:] = 0
+        else:
+            _cblas_gemm(blas, np.int64(1), np.int64(a.shape[1]), np.int64(b.shape[1]),
+                        np.int64(a.shape[0]), a, _leading(a), b, _leading(b), out, _leading(out))
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -139,6 +156,10 @@ def _matches_numpy(blas: np.ndarray) -> bool:
             out = np.empty((m, n), dtype)
             gemm(blas, a, b, out)
             if not np.array_equal(out, a @ b):
+                return False
+            at = np.ascontiguousarray(a.T)  # (k, m): out = at.T @ b, as matmul of a view
+            gemm_at(blas, at, b, out)
+            if not np.array_equal(out, at.T @ b):
                 return False
     return True
 

@@ -242,7 +242,9 @@ def test_jit_cache_is_reused_from_numba_cache_dir_with_a_read_only_package(tmp_p
             runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         cold, cached = runs
         assert cold["cache_misses"] > 0
-        assert cached["cache_misses"] == 0 and cached["cache_hits"] == cold["cache_misses"]
+        # every kernel from the cache; one compiled only where another calls it (Winograd's
+        # transforms inside its one-call backward) comes in with its caller, not on its own
+        assert cached["cache_misses"] == 0 and 0 < cached["cache_hits"] <= cold["cache_misses"]
         assert any(cache.rglob("*.nbi"))
         assert not list(package.rglob("*.nbi")) and not list(package.rglob("*.nbc"))
     finally:

@@ -48,6 +48,21 @@ def test_gemm_of_views_with_leading_dimensions_gives_numpys_bits(m, k, n, offset
     assert np.isnan(whole[:, :offset]).all()
 
 
+@given(m=st.integers(2, 70), k=st.integers(0, 70), n=st.integers(2, 70),
+       offset=st.integers(0, 5), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**16))
+def test_gemm_at_gives_the_bits_of_numpys_matmul_of_a_transposed_view(m, k, n, offset, dtype,
+                                                                       seed):
+    """``gemm_at(a, b)`` is ``a.T @ b`` called as NumPy's matmul calls it for the transposed view
+    (TransA, a's own leading dimension): the same bits, rows of a longer than its block too."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((k, m + offset)).astype(dtype)[:, offset:]
+    b = rng.standard_normal((k, n)).astype(dtype)
+    out = np.full((m, n), np.nan, dtype)
+    blas.gemm_at(blas.library(), a, b, out)
+    np.testing.assert_array_equal(out, np.matmul(a.T, b))
+
+
 @pytest.mark.parametrize("m, k, n", [(50, 16, 96),  # small: one product
                                      (64, 80, 480),  # column blocks (MobileNetV2's 4x4 blocks)
                                      (1024, 16, 96), (1024, 96, 16), (1000, 96, 16),  # row blocks

@@ -49,6 +49,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import blas
 from .. import threads as _threads
 from ..arrays import cache_slices, core_cache_bytes, matmul, summed
 from ..shapes import WindowGeometry
@@ -172,6 +173,9 @@ _SLICE_BYTES = core_cache_bytes()  # None: cache_slices' default
 # a slice's forward as one compiled pass where it applies (``winograd_fused.py``); False: always
 # the three steps of ``slice_forward_unfused``
 _FUSED = True
+# a slice's backward as one compiled call where NumPy's BLAS is callable from it; False: its steps
+# from Python (``slice_backward``)
+_ONE_CALL_BACKWARD = True
 
 
 # The 36 products of each step, block-diagonal over the groups: group g's K / G filters see only
@@ -255,21 +259,47 @@ def slice_forward_unfused(x: np.ndarray, p: ForwardPlan, out: np.ndarray,
 def slice_backward(
     dout: np.ndarray,
     y: np.ndarray | None,
-    v: np.ndarray,
+    v: np.ndarray | None,
     u: np.ndarray,
     g: WindowGeometry,
     dx: np.ndarray | None,
     groups: int = 1,
     shortcut: tuple[np.ndarray, np.ndarray] | None = None,
+    x: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One batch slice's gradients: dout (n, K, OH, OW), C-contiguous; y: the forward's output when
-    it fused a ReLU (its derivative is ``y > 0``), else None; V from ``slice_forward``, U (36, K,
-    C / groups). Writes ``dx`` (n, C, H, W) when it is given, plus ``g`` where ``out`` > 0 for
-    ``shortcut=(g, out)`` (each of dx's shape, C-contiguous: ``conv2d_backward``'s). Returns (dU
-    (36, K, C / groups), tied bias gradient (K,), float64); ``weight_grad`` turns the slices'
-    summed dU into dW."""
+    it fused a ReLU (its derivative is ``y > 0``), else None; V from ``slice_forward``, or None
+    and x (n, C, H, W), C-contiguous, to make it again from; U (36, K, C / groups). Writes ``dx``
+    (n, C, H, W) when it is given, plus ``g`` where ``out`` > 0 for ``shortcut=(g, out)`` (each
+    of dx's shape, C-contiguous: ``conv2d_backward``'s). Returns (dU (36, K, C / groups), tied
+    bias gradient (K,), float64); ``weight_grad`` turns the slices' summed dU into dW. With groups
+    1, at least 2 filters, channels and tiles, and NumPy's own BLAS callable (``blas.library``),
+    the steps run as one compiled call (``winograd_fused.winograd_backward_*``: the same
+    products, so the same bits)."""
     ty, tx = tiles(g)
-    dm = np.empty((ALPHA * ALPHA, dout.shape[1], v.shape[1]), dtype=dout.dtype)
+    tiles_ = dout.shape[0] * ty * tx
+    # (a product with one row or column NumPy computes as a vector product, not a GEMM: other bits)
+    general = min(dout.shape[1], u.shape[2], tiles_) >= 2
+    library = blas.library() if groups == 1 and general and _ONE_CALL_BACKWARD else None
+    if library is not None:
+        channels = u.shape[2]
+        dm = np.empty((ALPHA * ALPHA, dout.shape[1], tiles_), dtype=dout.dtype)
+        tied = np.empty(dout.shape[1], dtype=np.float64)
+        du = np.empty((ALPHA * ALPHA, dout.shape[1], channels), dtype=dout.dtype)
+        none = _NO_SKIP[dout.dtype]
+        if v is None:
+            v = np.empty((ALPHA * ALPHA, tiles_, channels), dtype=dout.dtype)
+        else:
+            x = none
+        skip_grad, skip_out = shortcut if shortcut is not None else (none, none)
+        getattr(winograd_fused, f"winograd_backward_{kernels.VARIANTS[g.kh]}")(
+            dout, dout if y is None else y, y is not None, x, g.top, g.left, ty, tx, u, library,
+            skip_grad, skip_out, none if dx is None else dx, dm, v, du, tied,
+        )
+        return du, tied
+    if v is None:
+        v = transform_input(x, g)
+    dm = np.empty((ALPHA * ALPHA, dout.shape[1], tiles_), dtype=dout.dtype)
     tied = np.empty(dout.shape[1], dtype=np.float64)
     _kernel("winograd_output_adjoint", g)(
         dout, dout if y is None else y, y is not None, ty, tx, dm, tied
@@ -461,10 +491,11 @@ def backward(
         s = slices[i]
         d = np.ascontiguousarray(dout[s]) if dout_of is None else dout_of(s)
         y = cache.out[s] if relu else None
-        v = cache.v[i] if cache.v is not None else transform_input(cache.x[s], g)
         du, tied = slice_backward(
-            d, y, v, cache.transformed, g, None if dx is None else dx[s], cache.groups,
+            d, y, None if cache.v is None else cache.v[i], cache.transformed, g,
+            None if dx is None else dx[s], cache.groups,
             None if shortcut is None else (shortcut[0][s], shortcut[1][s]),
+            x=None if cache.v is not None else cache.x[s],
         )
         untied = None
         if bias_shape is not None and len(bias_shape) == 3:

@@ -24,11 +24,23 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ..blas import gemm_at
+from ..blas import matmul as blas_matmul
 from .tile_kernel import tile as _tile
 from .tile_kernel import tile_dims
-from .winograd_kernels import _winograd_input, _winograd_output
+from .winograd_kernels import (
+    _winograd_input,
+    _winograd_output,
+    winograd_input_adjoint_f25,
+    winograd_input_adjoint_f43,
+    winograd_input_f25,
+    winograd_input_f43,
+    winograd_output_adjoint_f25,
+    winograd_output_adjoint_f43,
+)
 
-__all__ = ["CHUNK_BYTES", "chunk_samples", "fuses", "winograd_fused_f43", "winograd_fused_f25"]
+__all__ = ["CHUNK_BYTES", "chunk_samples", "fuses", "winograd_fused_f43", "winograd_fused_f25",
+           "winograd_backward_f43", "winograd_backward_f25"]
 
 # a chunk's V at most this many bytes (with its M, twice that stays in a core's second-level
 # cache). Measured 2026-12-06, Intel Xeon (2 MiB L2), one thread, 12 samples, V not kept, us,
@@ -96,3 +108,52 @@ def winograd_fused_f43(x, pt, pl, ty_count, tx_count, ut, bias, relu, skip, out,
 @nb.njit(cache=True, nogil=True)
 def winograd_fused_f25(x, pt, pl, ty_count, tx_count, ut, bias, relu, skip, out, chunk):
     _winograd_fused(x, pt, pl, 2, ty_count, tx_count, ut, bias, relu, skip, out, chunk)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _winograd_backward(dout, y, relu, x, pt, pl, m, ty_count, tx_count, u, blas, skip_grad,
+                       skip_out, dx, dm, v, du, tied):
+    """``winograd.slice_backward``'s steps as one compiled call (no GIL taken between them): the
+    same compiled transforms (``winograd_kernels``), and each product through NumPy's own BLAS as
+    NumPy's matmul calls it (``blas.py``), so the same bits. dM and the tied bias gradient
+    (``winograd_output_adjoint_*``), V made again from ``x`` unless x is empty
+    (``winograd_input_*``; else ``v`` holds it), dU = dM @ V plane by plane, and, unless ``dx`` is
+    empty, dx = the input adjoint of dV^T = dM^T @ U (plus the shortcut's gradient,
+    ``winograd_input_adjoint_*``).
+
+    dout, y: (N, K, OH, OW); x: (N, C, H, W) or empty; u: (36, K, C); dx, skip_grad, skip_out:
+    (N, C, H, W) or empty; dm (written): (36, K, T); v: (36, T, C) (written if x is given); du
+    (written): (36, K, C); tied (written, float64): (K,). All C-contiguous, one float dtype."""
+    if m == 4:
+        winograd_output_adjoint_f43(dout, y, relu, ty_count, tx_count, dm, tied)
+    else:
+        winograd_output_adjoint_f25(dout, y, relu, ty_count, tx_count, dm, tied)
+    if x.size > 0:
+        if m == 4:
+            winograd_input_f43(x, pt, pl, ty_count, tx_count, v)
+        else:
+            winograd_input_f25(x, pt, pl, ty_count, tx_count, v)
+    for p in range(36):
+        blas_matmul(blas, dm[p], v[p], du[p])
+    if dx.size > 0:
+        dvt = np.empty((36, dm.shape[2], u.shape[2]), dx.dtype)
+        for p in range(36):
+            gemm_at(blas, dm[p], u[p], dvt[p])
+        if m == 4:
+            winograd_input_adjoint_f43(dvt, pt, pl, ty_count, tx_count, skip_grad, skip_out, dx)
+        else:
+            winograd_input_adjoint_f25(dvt, pt, pl, ty_count, tx_count, skip_grad, skip_out, dx)
+
+
+@nb.njit(cache=True, nogil=True)
+def winograd_backward_f43(dout, y, relu, x, pt, pl, ty_count, tx_count, u, blas, skip_grad,
+                          skip_out, dx, dm, v, du, tied):
+    _winograd_backward(dout, y, relu, x, pt, pl, 4, ty_count, tx_count, u, blas, skip_grad,
+                       skip_out, dx, dm, v, du, tied)
+
+
+@nb.njit(cache=True, nogil=True)
+def winograd_backward_f25(dout, y, relu, x, pt, pl, ty_count, tx_count, u, blas, skip_grad,
+                          skip_out, dx, dm, v, du, tied):
+    _winograd_backward(dout, y, relu, x, pt, pl, 2, ty_count, tx_count, u, blas, skip_grad,
+                       skip_out, dx, dm, v, du, tied)

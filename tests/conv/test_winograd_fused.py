@@ -1,8 +1,9 @@
 """winograd_fused: a slice's Winograd forward in one compiled pass equals its slow twin (the input
 transform, one BLAS call for the 36 products, the output transform) on hypothesis-drawn shapes,
-paddings, bias modes, shortcuts, ReLU, dtypes and chunk sizes; a layer whose forward is fused (V
-not kept, rebuilt by backward) gives the unfused layer's outputs and gradients, and its float64
-gradients pass a finite-difference check."""
+paddings, bias modes, shortcuts, ReLU, dtypes and chunk sizes; a slice's backward in one compiled
+call gives the bits of its steps called from Python; a layer whose forward is fused (V not kept,
+rebuilt by backward) gives the unfused layer's outputs and gradients, and its float64 gradients
+pass a finite-difference check."""
 
 import numpy as np
 import pytest
@@ -55,6 +56,48 @@ def test_the_fused_forward_equals_the_unfused_one(case):
     np.testing.assert_allclose(fused, unfused, rtol=rtol, atol=atol)
     if relu:
         assert (fused >= 0).all()
+
+
+@st.composite
+def backward_cases(draw):
+    r = draw(st.sampled_from([3, 5]))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    n, c, k = draw(st.integers(1, 4)), draw(st.integers(1, 20)), draw(st.integers(1, 20))
+    pad = draw(st.integers(0, r))
+    h = draw(st.integers(max(1, r - 2 * pad), 13))
+    g = WindowGeometry(r, r, 1, 1, pad, pad, pad, pad, h + 2 * pad - r + 1, h + 2 * pad - r + 1)
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = rng.standard_normal((n, c, h, h)).astype(dtype)
+    u = winograd.transform_weight(rng.standard_normal((k, c, r, r)).astype(dtype))
+    dout = rng.standard_normal((n, k, g.oh, g.ow)).astype(dtype)
+    dout[0, 0, 0, 0] = draw(st.sampled_from([0.0, np.nan, np.inf]))
+    y = rng.standard_normal(dout.shape).astype(dtype) if draw(st.booleans()) else None
+    shortcut = ((rng.standard_normal(x.shape).astype(dtype),
+                 rng.standard_normal(x.shape).astype(dtype)) if draw(st.booleans()) else None)
+    return x, u, g, dout, y, shortcut, draw(st.booleans()), draw(st.booleans())
+
+
+@settings(deadline=None, max_examples=60)
+@given(backward_cases())
+def test_a_slice_backward_in_one_compiled_call_gives_its_steps_bits(case):
+    """dU, the tied bias gradient and dx (the shortcut's gradient added), V kept or made again
+    from x, NaN and Inf included: bit for bit the steps called from Python."""
+    x, u, g, dout, y, shortcut, kept, input_grad = case
+    results = []
+    try:
+        for one_call in (True, False):
+            winograd._ONE_CALL_BACKWARD = one_call
+            dx = np.full(x.shape, np.nan, x.dtype) if input_grad else None
+            v = winograd.transform_input(x, g) if kept else None
+            with np.errstate(invalid="ignore"):  # (NumPy warns of the NaN's products)
+                du, tied = winograd.slice_backward(dout, y, v, u, g, dx, 1,
+                                                   shortcut if input_grad else None,
+                                                   x=None if kept else x)
+            results.append((du, tied, dx))
+    finally:
+        winograd._ONE_CALL_BACKWARD = True
+    for one, steps in zip(*results):
+        np.testing.assert_array_equal(one, steps)
 
 
 def test_a_plan_fuses_only_where_the_kernel_applies():
