@@ -90,12 +90,7 @@ def gemm(blas, a, b, out):
     (float32 or float64), each with unit stride along its rows (views of larger arrays too):
     ``np.matmul``'s BLAS call, with the same leading dimensions, so its bits (the caller checks
     the shapes; ``blas`` is ``library()``, not None)."""
-    if a.shape[0] > 0 and b.shape[1] > 0:
-        if a.shape[1] == 0:
-            out[:] = 0
-        else:
-            _cblas_gemm(blas, np.int64(0), np.int64(a.shape[0]), np.int64(b.shape[1]),
-                        np.int64(a.shape[1]), a, _leading(a), b, _leading(b), out, _leading(out))
+    _product(blas, 0, a.shape[0], a.shape[1], a, b, out)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -103,12 +98,19 @@ def gemm_at(blas, a, b, out):
     """``out[:] = a.T @ b`` for 2-D row-major ``a`` (K, M), ``b`` (K, N), ``out`` (M, N) of one
     dtype, each with unit stride along its rows: the call ``np.matmul`` makes for a transposed
     view of a row-major ``a`` (TransA, a's own leading dimension), so its bits."""
-    if a.shape[1] > 0 and b.shape[1] > 0:
-        if a.shape[0] == 0:
+    _product(blas, 1, a.shape[1], a.shape[0], a, b, out)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _product(blas, trans_a, m, k, a, b, out):
+    """``gemm``'s and ``gemm_at``'s call: an (m, k) @ (k, N) product, ``a`` read transposed if
+    ``trans_a``; zeros for an inner axis of 0, nothing for an empty ``out``."""
+    if m > 0 and b.shape[1] > 0:
+        if k == 0:
             out[:] = 0
         else:
-            _cblas_gemm(blas, np.int64(1), np.int64(a.shape[1]), np.int64(b.shape[1]),
-                        np.int64(a.shape[0]), a, _leading(a), b, _leading(b), out, _leading(out))
+            _cblas_gemm(blas, np.int64(trans_a), np.int64(m), np.int64(b.shape[1]), np.int64(k),
+                        a, _leading(a), b, _leading(b), out, _leading(out))
 
 
 @nb.njit(cache=True, nogil=True, inline="always")

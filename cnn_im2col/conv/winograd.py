@@ -281,10 +281,10 @@ def slice_backward(
     # (a product with one row or column NumPy computes as a vector product, not a GEMM: other bits)
     general = min(dout.shape[1], u.shape[2], tiles_) >= 2
     library = blas.library() if groups == 1 and general and _ONE_CALL_BACKWARD else None
+    dm = np.empty((ALPHA * ALPHA, dout.shape[1], tiles_), dtype=dout.dtype)
+    tied = np.empty(dout.shape[1], dtype=np.float64)
     if library is not None:
         channels = u.shape[2]
-        dm = np.empty((ALPHA * ALPHA, dout.shape[1], tiles_), dtype=dout.dtype)
-        tied = np.empty(dout.shape[1], dtype=np.float64)
         du = np.empty((ALPHA * ALPHA, dout.shape[1], channels), dtype=dout.dtype)
         none = _NO_SKIP[dout.dtype]
         if v is None:
@@ -299,8 +299,6 @@ def slice_backward(
         return du, tied
     if v is None:
         v = transform_input(x, g)
-    dm = np.empty((ALPHA * ALPHA, dout.shape[1], tiles_), dtype=dout.dtype)
-    tied = np.empty(dout.shape[1], dtype=np.float64)
     _kernel("winograd_output_adjoint", g)(
         dout, dout if y is None else y, y is not None, ty, tx, dm, tied
     )
