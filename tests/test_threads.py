@@ -505,3 +505,47 @@ def test_a_local_flag_is_set_inside_and_restored_on_leaving_even_by_an_exception
         with threads.LocalFlag(flags, "on", True):
             raise RuntimeError("inside")
     assert flags.on is False
+
+
+def test_maps_from_two_user_threads_at_once_give_each_its_own_results():
+    """The pool serves one map at a time: a map called meanwhile from another of the user's
+    threads runs in that thread (nothing is lost, nothing mixed, nothing waits for ever)."""
+    threads.set_num_threads(2)
+    out: dict[int, list[int]] = {}
+
+    def user(k: int) -> None:
+        with threads.engine_blas():
+            for _ in range(200):
+                out[k] = threads.parallel_map(lambda i: i * k + int(np.ones(2000).sum()),
+                                              list(range(7)))
+
+    users = [threading.Thread(target=user, args=(k,)) for k in (3, 5)]
+    for thread in users:
+        thread.start()
+    for thread in users:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in users)
+    assert out == {k: [i * k + 2000 for i in range(7)] for k in (3, 5)}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_maps_on_workers_of_its_own():
+    """A child forked after the pool ran (a data loader's worker, say) gets new workers: its maps
+    use both threads and return, where the parent's workers are not there to take them."""
+    import multiprocessing
+
+    threads.set_num_threads(2)
+    threads.parallel_map(lambda i: i, list(range(4)))  # the parent's workers are up
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as child:
+        seen = child.apply_async(_threads_a_map_uses).get(timeout=60)
+    assert seen == 2
+
+
+def _threads_a_map_uses() -> int:
+    import time
+
+    seen = set()
+    threads.parallel_map(lambda i: seen.add(threading.get_ident()) or time.sleep(0.01),
+                         list(range(8)))
+    return len(seen)
