@@ -527,8 +527,8 @@ def _two_winograd_by_slices(residual: Residual, shape: tuple[int, ...], relu: bo
 
         def block(s: slice) -> None:
             mid = np.empty((s.stop - s.start, oh, ow, k), dtype=dtype)
-            winograd.slice_forward(x[s], p1, mid)
-            winograd.slice_forward(mid, p2, out[s], skip=x[s])
+            winograd.slice_forward(x[s], p1, mid, keep=False)
+            winograd.slice_forward(mid, p2, out[s], skip=x[s], keep=False)
 
         _threads.parallel_map(block, slices)
         return out
@@ -587,7 +587,7 @@ def _projection_by_slices(residual: Residual, shape: tuple[int, ...], relu: bool
             tiled.run_tiles(x[s], layout_s, gs, False,
                             skip.reshape((n, ho * wo, o) if out_last else (n, o, ho * wo)),
                             channels_last=out_last)
-            winograd.slice_forward(mid, p2, out[s], skip=skip)
+            winograd.slice_forward(mid, p2, out[s], skip=skip, keep=False)
 
         _threads.parallel_map(block, p2.slices)
         return out
@@ -598,12 +598,14 @@ def _projection_by_slices(residual: Residual, shape: tuple[int, ...], relu: bool
 def _winograd_plan(conv: Conv2D, shape: tuple[int, ...], relu: bool, x_last: bool,
                    out_last: bool, pool: bool = False) -> winograd.ForwardPlan:
     """``conv``'s Winograd plan for inputs of ``shape`` in a session: its weight transformed once
-    (``frozen_transform``), the layouts and the pool as ``winograd.plan_forward`` takes them."""
+    (``frozen_transform``), the layouts and the pool as ``winograd.plan_forward`` takes them, a
+    slice's forward fused from 2 samples on (``winograd.fuses_inference``)."""
     weight = conv.params["weight"]
     return winograd.plan_forward(shape, weight, conv.conv_bias(),
                                  conv.plan(shape, frozen=True).geometry, groups=conv.groups,
                                  relu=relu, transformed=frozen_transform(conv, weight),
-                                 x_last=x_last, out_last=out_last, pool=pool)
+                                 x_last=x_last, out_last=out_last, pool=pool,
+                                 fuse=winograd.fuses_inference(shape[0]))
 
 
 def _child(child: Any, shape: tuple[int, ...], x_last: bool = False, out_last: bool = False

@@ -62,15 +62,18 @@ def fuses(out_channels: int, groups: int, dtype: np.dtype) -> bool:
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _winograd_fused(x, pt, pl, m, ty_count, tx_count, ut, bias, relu, skip, out, chunk):
+def _winograd_fused(x, pt, pl, m, ty_count, tx_count, ut, bias, relu, skip, out, chunk, x_last,
+                    out_last, pool):
     """``out`` = the output transform of (V @ U^T) + bias [+ skip], ReLU'd if ``relu``, V the input
     transform of x: ``_winograd_input`` and ``_winograd_output`` (which say what each computes,
-    m the tile) on ``chunk`` samples at a time, their 36 products in the register tile.
+    m the tile, and how the layouts and the pool go) on ``chunk`` samples at a time, their 36
+    products in the register tile.
 
-    x: (N, C, H, W); ut: U^T (36, C, K), K a whole number of the tile's lanes (``fuses``);
-    bias: (K, 1) or (K, OH*OW); skip: out's shape or empty; out (written): (N, K, OH, OW). All
-    C-contiguous, one dtype."""
-    n_count, c_count = x.shape[0], x.shape[1]
+    x: (N, C, H, W), or (N, H, W, C) if ``x_last``; ut: U^T (36, C, K), K a whole number of the
+    tile's lanes (``fuses``); bias: (K, 1) or (K, OH*OW); skip: out's shape or empty; out
+    (written): (N, K, OH, OW), (N, OH, OW, K) if ``out_last``, (N, K, OH // 2, OW // 2) if
+    ``pool``. All C-contiguous, one dtype."""
+    n_count, c_count = x.shape[0], ut.shape[1]
     k_count = ut.shape[2]
     per = ty_count * tx_count  # tiles a sample
     half, pixels, lanes = tile_dims(x.itemsize, k_count)
@@ -87,7 +90,7 @@ def _winograd_fused(x, pt, pl, m, ty_count, tx_count, ut, bias, relu, skip, out,
         n1 = min(n0 + chunk, n_count)
         tiles = (n1 - n0) * per
         vc = vbuf[: 36 * tiles * c_count].reshape((36, tiles, c_count))
-        _winograd_input(x[n0:n1], pt, pl, m, ty_count, tx_count, vc, False)
+        _winograd_input(x[n0:n1], pt, pl, m, ty_count, tx_count, vc, x_last)
         for p in range(36):  # M's plane p = V's plane p @ U^T's plane p
             w0 = p * c_count * k_count
             for q0 in range(0, tiles, pixels):
@@ -97,17 +100,21 @@ def _winograd_fused(x, pt, pl, m, ty_count, tx_count, ut, bias, relu, skip, out,
                           k_count, half)
         mc = mbuf[: 36 * tiles * k_count].reshape((36, tiles, k_count))
         _winograd_output(mc, m, ty_count, tx_count, bias, relu, skip[n0:n1] if joined else skip,
-                         out[n0:n1], False, False)
+                         out[n0:n1], out_last, pool)
 
 
 @nb.njit(cache=True, nogil=True)
-def winograd_fused_f43(x, pt, pl, ty_count, tx_count, ut, bias, relu, skip, out, chunk):
-    _winograd_fused(x, pt, pl, 4, ty_count, tx_count, ut, bias, relu, skip, out, chunk)
+def winograd_fused_f43(x, pt, pl, ty_count, tx_count, ut, bias, relu, skip, out, chunk, x_last,
+                       out_last, pool):
+    _winograd_fused(x, pt, pl, 4, ty_count, tx_count, ut, bias, relu, skip, out, chunk, x_last,
+                    out_last, pool)
 
 
 @nb.njit(cache=True, nogil=True)
-def winograd_fused_f25(x, pt, pl, ty_count, tx_count, ut, bias, relu, skip, out, chunk):
-    _winograd_fused(x, pt, pl, 2, ty_count, tx_count, ut, bias, relu, skip, out, chunk)
+def winograd_fused_f25(x, pt, pl, ty_count, tx_count, ut, bias, relu, skip, out, chunk, x_last,
+                       out_last, pool):
+    _winograd_fused(x, pt, pl, 2, ty_count, tx_count, ut, bias, relu, skip, out, chunk, x_last,
+                    out_last, pool)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")

@@ -36,19 +36,29 @@ def fused_cases(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
     weight = (rng.standard_normal((k, c, r, r)) / r).astype(dtype)
-    bias = draw(st.sampled_from([None, (k,), (k, g.oh, g.ow)]))
+    # (x_last, out_last, pool): a training step's NCHW, a session's channels-last maps, its pool
+    x_last, out_last, pool = draw(st.sampled_from([(False, False, False), (True, False, False),
+                                                   (False, True, False), (True, True, False),
+                                                   (False, False, True), (True, False, True)]))
+    bias = draw(st.sampled_from([None, (k,)] if pool else [None, (k,), (k, g.oh, g.ow)]))
     bias = None if bias is None else rng.standard_normal(bias).astype(dtype)
-    skip = rng.standard_normal((n, k, g.oh, g.ow)).astype(dtype) if draw(st.booleans()) else None
-    return x, weight, bias, g, draw(st.booleans()), skip, draw(st.integers(1, n))
+    out_shape = (n, g.oh, g.ow, k) if out_last else (n, k, g.oh, g.ow)
+    skip = (rng.standard_normal(out_shape).astype(dtype) if not pool and draw(st.booleans())
+            else None)
+    return (x, weight, bias, g, draw(st.booleans()), skip, draw(st.integers(1, n)),
+            (x_last, out_last, pool))
 
 
-@settings(deadline=None, max_examples=60)
+@settings(deadline=None, max_examples=80)
 @given(fused_cases())
 def test_the_fused_forward_equals_the_unfused_one(case):
-    x, weight, bias, g, relu, skip, chunk = case
-    p = winograd.plan_forward(x.shape, weight, bias, g, relu=relu, fuse=True)._replace(
-        chunk=chunk)
+    """In every layout the plans take: NCHW, channels-last in or out (a session's), pooled."""
+    x, weight, bias, g, relu, skip, chunk, (x_last, out_last, pool) = case
+    p = winograd.plan_forward(x.shape, weight, bias, g, relu=relu, x_last=x_last,
+                              out_last=out_last, pool=pool, fuse=True)._replace(chunk=chunk)
     assert p.fused is not None
+    if x_last:
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     fused, unfused = np.full(p.out_shape, np.nan, x.dtype), np.empty(p.out_shape, x.dtype)
     assert winograd.slice_forward(x, p, fused, skip, keep=False) is None
     winograd.slice_forward_unfused(x, p, unfused, skip)
@@ -105,17 +115,18 @@ def test_a_plan_fuses_only_where_the_kernel_applies():
     for k in fused_channels(np.float32):
         w = np.ones((k, 4, 3, 3), np.float32)
         assert winograd.plan_forward((2, 4, 8, 8), w, None, g, fuse=True).fused is not None
-        # not asked (inference: the bits of a session's program), channels-last or pooled outputs
-        # (a session's) and grouped products take the three steps
+        for layout in ({"x_last": True, "out_last": True}, {"pool": True}):  # a session's
+            assert winograd.plan_forward((2, 4, 8, 8), w, None, g, fuse=True, **layout
+                                         ).fused is not None
+        # not asked, and grouped products, take the three steps
         assert winograd.plan_forward((2, 4, 8, 8), w, None, g).fused is None
-        assert winograd.plan_forward((2, 4, 8, 8), w, None, g, out_last=True, fuse=True
-                                     ).fused is None
-        assert winograd.plan_forward((2, 4, 8, 8), w, None, g, pool=True, fuse=True).fused is None
         w2 = np.ones((k, 2, 3, 3), np.float32)
         assert winograd.plan_forward((2, 4, 8, 8), w2, None, g, groups=2, fuse=True).fused is None
     assert not winograd_fused.fuses(5, 1, np.float32)  # not a whole number of lanes
     assert winograd_fused.chunk_samples(64, winograd_fused.CHUNK_BYTES + 1) == 1
     assert winograd_fused.chunk_samples(3, 1) == 3
+    # inference fuses from 2 samples on (a single sample's V stays in cache unfused)
+    assert not winograd.fuses_inference(1) and winograd.fuses_inference(2)
 
 
 def counted(monkeypatch):
@@ -159,3 +170,24 @@ def test_a_fused_layers_float64_gradients_pass_finite_differences(monkeypatch):
     x = np.random.default_rng(4).standard_normal((2, 3, 6, 7))
     check_layer(layer, x, seed=0, training=True)  # raises GradientCheckError where it fails
     assert calls
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_inference_fuses_from_two_samples_on_and_gives_the_unfused_numbers(monkeypatch, batch):
+    """A session's program (channels-last maps, shortcuts joined in the output transform) and
+    predict run the fused kernel at batch 4, not at batch 1; both agree with the unfused forward
+    to rounding."""
+    from cnn_im2col import architectures
+    from cnn_im2col.session import InferenceSession
+
+    model = architectures.resnet20(input_shape=(3, 16, 16))
+    x = np.random.default_rng(5).random((batch, 3, 16, 16), dtype=np.float32)
+    calls = counted(monkeypatch)
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(winograd, "_FUSED", fused)
+        before = len(calls)
+        results.append((InferenceSession(model, (3, 16, 16)).run(x), model.predict(x)))
+        assert (len(calls) > before) == (fused and batch >= 2)
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
