@@ -141,8 +141,18 @@ class _Worker:
         self.go.release()
 
     def wait(self) -> None:
-        self.done.acquire()
+        """Return when the job is done, even if the wait is interrupted (a KeyboardInterrupt),
+        which is then raised: a job left running would release ``done`` into the next map."""
+        interrupted: BaseException | None = None
+        while True:
+            try:
+                self.done.acquire()
+                break
+            except BaseException as exc:  # noqa: BLE001 - re-raised once the job is done
+                interrupted = exc
         self.job = None  # drop the map's closure (its items and results) now
+        if interrupted is not None:
+            raise interrupted
 
     def stop(self) -> None:
         self.job = None
@@ -574,9 +584,11 @@ def _parallel_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         drain()
     finally:
         _in_worker.active = was_worker
-        for helper in helpers:
-            helper.wait()
-        _pool_free.release()
+        try:
+            for helper in helpers:
+                helper.wait()
+        finally:
+            _pool_free.release()
     if errors:
         raise errors[0]
     return results

@@ -549,3 +549,33 @@ def _threads_a_map_uses() -> int:
     threads.parallel_map(lambda i: seen.add(threading.get_ident()) or time.sleep(0.01),
                          list(range(8)))
     return len(seen)
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_kill"), reason="needs pthread_kill")
+def test_a_keyboard_interrupt_while_the_caller_waits_leaves_the_pool_whole():
+    """Ctrl-C reaching the caller while it waits for the worker's part: the map raises
+    KeyboardInterrupt once that part is done, and the next maps use both threads again."""
+    import signal
+    import time
+
+    threads.set_num_threads(2)
+    caller = threading.main_thread().ident
+    assert threading.get_ident() == caller
+
+    def item(i):
+        if threading.get_ident() == caller:
+            time.sleep(0.02)  # long enough for the worker to take the other item
+        else:  # the worker's part: the caller is waiting for it by now
+            time.sleep(0.06)
+            signal.pthread_kill(caller, signal.SIGINT)
+            time.sleep(0.05)
+        return i
+
+    with pytest.raises(KeyboardInterrupt):
+        threads.parallel_map(item, [0, 1])
+    for _ in range(20):
+        seen = set()
+        assert threads.parallel_map(
+            lambda i: seen.add(threading.get_ident()) or time.sleep(0.005) or i,
+            list(range(4))) == [0, 1, 2, 3]
+        assert len(seen) == 2
