@@ -575,17 +575,18 @@ def _parallel_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
 
     if not _pool_free.acquire(blocking=False):  # another thread of the user's is mapping on it
         return [fn(item) for item in items]
-    _keep_cores_awake()
-    helpers = pool[:len(items) - 1]
-    for helper in helpers:
-        helper.start(drain)
     was_worker = getattr(_in_worker, "active", False)
+    started: list[_Worker] = []  # (whatever interrupts this, each started worker is waited for)
     try:
+        _keep_cores_awake()
+        for helper in pool[:len(items) - 1]:
+            helper.start(drain)
+            started.append(helper)
         drain()
     finally:
         _in_worker.active = was_worker
         try:
-            for helper in helpers:
+            for helper in started:
                 helper.wait()
         finally:
             _pool_free.release()
