@@ -83,6 +83,7 @@ _lock = threading.Lock()
 # held by the thread whose map the pool's workers are running: a map called meanwhile from another
 # of the user's threads runs in that thread, serially, as a map called from inside a worker does
 _pool_free = threading.Lock()
+_FORKED: list[Any] = []  # the pool in a forked child until its first parallel map starts workers
 _in_worker = threading.local()  # .active: True on the pool's own threads
 # the BLAS libraries threadpoolctl found, made once (after Numba's warm-up, see set_num_threads);
 # selecting them at every engine call cost 9-14 us of a batch-1 session's run, measured
@@ -109,10 +110,13 @@ class _Worker:
     """One of the pool's threads. It sleeps on its ``go`` lock; ``start(job)`` hands it ``job`` (a
     map's ``drain``, which catches its own exceptions) and wakes it, and ``wait()`` returns when the
     job is done. Two locks and no futures: with ``concurrent.futures``' pool (a Future, a work
-    item and a queue a hand-off, about 110 hand-offs a step) ResNet-20's training step at batch 64
-    took 99.2 against 95.6 ms (medians of 6 alternated fresh processes, 2026-12-06, Intel Xeon, 2
-    threads; 1.5-1.8% in two in-process alternations), and an empty two-item map 17-60 against 11
-    us. What remains of a hand-off is its two cross-core wake-ups and the GIL's."""
+    item and a queue a hand-off, about 93 maps a step) ResNet-20's training step at batch 64 took
+    101.9 against 98.0 ms alternated in one process (1.5-1.8% in two earlier runs), 99.2 against
+    95.6 in 6 alternated fresh processes (2026-12-06, Intel Xeon, 2 threads), and an empty two-item
+    map 17-60 against 9-11 us: after its part that pool's worker ran Python (the future's result,
+    its condition, the queue) while the caller wanted the GIL back; this one sleeps at once. What
+    remains of a hand-off is the wake-up across cores (6 us with the cores kept awake) and the GIL,
+    which the caller holds until its own first kernel."""
 
     __slots__ = ("go", "done", "job", "thread")
 
@@ -165,10 +169,10 @@ def _start_workers(count: int) -> list[_Worker]:
 
 
 def _forget_workers() -> None:
-    """In a forked child: the parent's workers are not there (only the forking thread is); new
-    ones, with new locks, take their place."""
+    """In a forked child: the parent's workers are not there (only the forking thread is); the
+    child's first parallel map starts new ones (a child that never maps starts none)."""
     if _state["pool"] is not None:
-        _state["pool"] = _start_workers(len(_state["pool"]))
+        _state["pool"] = _FORKED
 
 
 @nb.njit(cache=True, nogil=True)
@@ -575,6 +579,8 @@ def _parallel_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
 
     if not _pool_free.acquire(blocking=False):  # another thread of the user's is mapping on it
         return [fn(item) for item in items]
+    if pool is _FORKED:
+        pool = _state["pool"] = _start_workers(_state["n"] - 1)
     was_worker = getattr(_in_worker, "active", False)
     started: list[_Worker] = []  # (whatever interrupts this, each started worker is waited for)
     try:
