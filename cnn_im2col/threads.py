@@ -85,6 +85,9 @@ _lock = threading.Lock()
 _pool_free = threading.Lock()
 _FORKED: list[Any] = []  # the pool in a forked child until its first parallel map starts workers
 _in_worker = threading.local()  # .active: True on the pool's own threads
+# .on: True on a thread running a parallel map's part (the caller and the workers), where resizing
+# the pool would wait for that very map
+_in_map = threading.local()
 # the BLAS libraries threadpoolctl found, made once (after Numba's warm-up, see set_num_threads);
 # selecting them at every engine call cost 9-14 us of a batch-1 session's run, measured
 # 2026-12-05, Intel Xeon, vgg-bn 458 -> 449 us, MobileNetV2 x0.5 1297 -> 1283, alternated in one
@@ -135,9 +138,11 @@ class _Worker:
             job = self.job
             if job is None:  # stop()
                 return
+            _in_map.on = True
             try:
                 job()
             finally:
+                _in_map.on = False
                 self.done.release()
 
     def start(self, job: Callable[[], None]) -> None:
@@ -223,6 +228,10 @@ def set_num_threads(n: int | None = None, wait_policy: str | None = None) -> dic
             _stop_spinners()
             _state["wait_policy"] = wait_policy
         if _state["n"] != n:
+            if getattr(_in_map, "on", False):
+                raise RuntimeError(f"{owner}: the pool cannot change size from inside one of its "
+                                   f"parallel maps (n {_state['n']} -> {n}); call it between "
+                                   f"the engine's calls")
             _stop_spinners()
             with _pool_free:  # no map is running on the old workers
                 old = _state["pool"]
@@ -583,6 +592,7 @@ def _parallel_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         pool = _state["pool"] = _start_workers(_state["n"] - 1)
     was_worker = getattr(_in_worker, "active", False)
     started: list[_Worker] = []  # (whatever interrupts this, each started worker is waited for)
+    _in_map.on = True
     try:
         _keep_cores_awake()
         for helper in pool[:len(items) - 1]:
@@ -591,6 +601,7 @@ def _parallel_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         drain()
     finally:
         _in_worker.active = was_worker
+        _in_map.on = False
         try:
             for helper in started:
                 helper.wait()

@@ -579,3 +579,21 @@ def test_a_keyboard_interrupt_while_the_caller_waits_leaves_the_pool_whole():
             lambda i: seen.add(threading.get_ident()) or time.sleep(0.005) or i,
             list(range(4))) == [0, 1, 2, 3]
         assert len(seen) == 2
+
+
+def test_resizing_the_pool_from_inside_a_map_is_refused_not_a_hang():
+    """The map would wait for its own part: a clear error instead, from the caller's part and from
+    a worker's; the same size is no change and passes."""
+    import time
+
+    threads.set_num_threads(2)
+
+    def resize(i):
+        time.sleep(0.01)  # both threads take a part
+        threads.set_num_threads(2)  # no change: fine
+        return threads.set_num_threads(1)
+
+    with pytest.raises(RuntimeError, match=r"set_num_threads: the pool cannot change .*2 -> 1"):
+        threads.parallel_map(resize, [0, 1])
+    assert threads.get_num_threads() == 2
+    assert threads.parallel_map(lambda i: i, [0, 1, 2]) == [0, 1, 2]
