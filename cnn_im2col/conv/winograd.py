@@ -173,6 +173,9 @@ _SLICE_BYTES = core_cache_bytes()  # None: cache_slices' default
 # a slice's forward as one compiled pass where it applies (``winograd_fused.py``); False: always
 # the three steps of ``slice_forward_unfused``
 _FUSED = True
+# a slice's backward as one compiled call where NumPy's BLAS is callable from it; False: its steps
+# from Python (``slice_backward``)
+_ONE_CALL_BACKWARD = True
 
 
 def fuses_inference(samples: int) -> bool:
@@ -183,9 +186,6 @@ def fuses_inference(samples: int) -> bool:
     0.99x, 0.90x, 0.98x; 1 sample 1.11x, 0.84x, 1.15x (a sample's V stays in cache unfused, and
     8x8 maps have 4 tiles, too few rows for the register tile)."""
     return samples >= 2
-# a slice's backward as one compiled call where NumPy's BLAS is callable from it; False: its steps
-# from Python (``slice_backward``)
-_ONE_CALL_BACKWARD = True
 
 
 # The 36 products of each step, block-diagonal over the groups: group g's K / G filters see only
@@ -386,7 +386,7 @@ def plan_forward(
     max-pooled 2x2 with stride 2 in the output transform, (N, K, OH // 2, OW // 2) (a session's
     Conv2D -> ReLU -> MaxPool2D; the bias tied or none, no shortcut). ``fuse``: a slice's forward
     runs as one compiled pass where that applies (``winograd_fused.py``), and keeps no V
-    (training's forward; elsewhere the three steps keep the very bits of a session's program).
+    (training's forward, and inference's from 2 samples on: ``fuses_inference``).
     The kernels are looked up now, so that a profiler's wrapper of the module attribute is seen
     by plans made after it."""
     if pool and (out_last or (bias is not None and bias.ndim != 1)):
