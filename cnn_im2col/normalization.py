@@ -103,10 +103,11 @@ def _block_moments(flat, samples, c0, k, channels, plane, mean, var):
 
 
 @nb.njit(cache=True, nogil=True)
-def _channel_affine(m, v, eps, weight, bias):
-    """(scale, shift) of the normalisation and affine map, float64, rounded as ``batch_norm2d``
-    rounds them in NumPy for fixed statistics (no fused multiply-add here)."""
-    scale = 1.0 / np.sqrt(v + eps) * weight
+def _channel_affine(m, invstd, weight, bias):
+    """(scale, shift) of the normalisation and affine map from the mean and 1 / sqrt(var + eps),
+    float64, rounded as ``batch_norm2d`` rounds them in NumPy for fixed statistics (no fused
+    multiply-add here)."""
+    scale = invstd * weight
     return scale, bias - m * scale
 
 
@@ -167,7 +168,7 @@ def batch_norm_train(x, c_lo, c_hi, block, weight, bias, eps, relu, skip, mean, 
         _block_moments(flat, samples, c0, k, channels, plane, mean, var)
         for c in range(c0, c0 + k):
             invstd[c] = 1.0 / np.sqrt(var[c] + eps)
-            scale, shift = _channel_affine(mean[c], var[c], eps, weight[c], bias[c])
+            scale, shift = _channel_affine(mean[c], invstd[c], weight[c], bias[c])
             a[c], b[c] = out.dtype.type(scale), out.dtype.type(shift)
         _block_apply(flat, flat_out, samples, c0, k, channels, plane, a, b, relu, flat_skip)
 
