@@ -599,13 +599,14 @@ def _winograd_plan(conv: Conv2D, shape: tuple[int, ...], relu: bool, x_last: boo
                    out_last: bool, pool: bool = False) -> winograd.ForwardPlan:
     """``conv``'s Winograd plan for inputs of ``shape`` in a session: its weight transformed once
     (``frozen_transform``), the layouts and the pool as ``winograd.plan_forward`` takes them, a
-    slice's forward fused from 2 samples on (``winograd.fuses_inference``)."""
+    slice's forward fused from 2 samples on (``winograd.fuses_inference``), a single sample's
+    split between two threads where it can be (``winograd_split.py``)."""
     weight = conv.params["weight"]
     return winograd.plan_forward(shape, weight, conv.conv_bias(),
                                  conv.plan(shape, frozen=True).geometry, groups=conv.groups,
                                  relu=relu, transformed=frozen_transform(conv, weight),
                                  x_last=x_last, out_last=out_last, pool=pool,
-                                 fuse=winograd.fuses_inference(shape[0]))
+                                 fuse=winograd.fuses_inference(shape[0]), split=True)
 
 
 def _child(child: Any, shape: tuple[int, ...], x_last: bool = False, out_last: bool = False

@@ -88,6 +88,9 @@ _in_worker = threading.local()  # .active: True on the pool's own threads
 # .on: True on a thread running a parallel map's part (the caller and the workers), where resizing
 # the pool would wait for that very map
 _in_map = threading.local()
+# the worker lent to a compiled loop (``lend_worker``), with the function that asks the loop to end,
+# until the loop is seen to have ended or is reclaimed (``_reclaim``)
+_lent: list[tuple["_Worker", Callable[[], None]]] = []
 # the BLAS libraries threadpoolctl found, made once (after Numba's warm-up, see set_num_threads);
 # selecting them at every engine call cost 9-14 us of a batch-1 session's run, measured
 # 2026-12-05, Intel Xeon, vgg-bn 458 -> 449 us, MobileNetV2 x0.5 1297 -> 1283, alternated in one
@@ -176,8 +179,53 @@ def _start_workers(count: int) -> list[_Worker]:
 def _forget_workers() -> None:
     """In a forked child: the parent's workers are not there (only the forking thread is); the
     child's first parallel map starts new ones (a child that never maps starts none)."""
+    _lent.clear()
     if _state["pool"] is not None:
         _state["pool"] = _FORKED
+
+
+def lend_worker(loop: Callable[[], None], stop: Callable[[], None]) -> bool:
+    """Start the pool's first worker on ``loop``, a compiled loop that waits for work spinning
+    without the GIL and returns by itself once idle (``conv/winograd_split.py``'s), for a small
+    batch whose maps run serially in this thread (``batch_maps``): its worker idles otherwise.
+    ``stop()`` asks the loop to return soon; a parallel map or a resize calls it and waits for the
+    loop before using the workers (``_reclaim``). Returns whether the worker runs ``loop`` now:
+    False with one thread, under the passive wait policy (the loop spins), from inside a map or
+    a worker, or while another of the user's threads maps; True without starting another if the
+    worker still runs the loop lent before."""
+    if (_state["n"] is None or _state["n"] < 2 or _state["wait_policy"] != "active"
+            or getattr(_in_map, "on", False)
+            or (getattr(_in_worker, "active", False)
+                and not getattr(_in_worker, "cores_idle", False))):
+        return False
+    if not _pool_free.acquire(blocking=False):
+        return False
+    try:
+        pool = _state["pool"]
+        if pool is None:
+            return False
+        if pool is _FORKED:
+            pool = _state["pool"] = _start_workers(_state["n"] - 1)
+        if _lent:
+            worker = _lent[0][0]
+            if not worker.done.acquire(blocking=False):
+                return True  # still in the loop lent before
+            worker.job = None
+            _lent.clear()
+        worker = pool[0]
+        worker.start(loop)
+        _lent.append((worker, stop))
+        return True
+    finally:
+        _pool_free.release()
+
+
+def _reclaim() -> None:
+    """With ``_pool_free`` held: end the loop a worker was lent to, if any, and wait for it."""
+    while _lent:
+        worker, stop = _lent.pop()
+        stop()
+        worker.wait()
 
 
 @nb.njit(cache=True, nogil=True)
@@ -234,6 +282,7 @@ def set_num_threads(n: int | None = None, wait_policy: str | None = None) -> dic
                                    f"the engine's calls")
             _stop_spinners()
             with _pool_free:  # no map is running on the old workers
+                _reclaim()
                 old = _state["pool"]
                 _state["pool"] = _start_workers(n - 1) if n > 1 else None
                 _state["n"] = n
@@ -253,7 +302,7 @@ _SPIN = np.zeros(2, dtype=np.int64)
 # between the engine's calls. A time, not a count of yields: on a loaded machine every yield lets
 # another process run for its slice, and 3,000 yields (0.5 ms on an idle core) stretched over
 # seconds, the spinners runnable all along
-_SPIN_TAIL_NS = 500_000
+SPIN_TAIL_NS = 500_000
 _spinners: list[tuple[threading.Thread, threading.Event]] = []
 # a spinner's name in /proc/PID/task/TID/comm (what ``top -H`` shows; the benchmarks' samplers of
 # runnable threads leave these out, as they only yield): at most 15 characters
@@ -299,7 +348,7 @@ def _spinner(cpu: int, wake: threading.Event) -> None:
         while not _SPIN[1]:
             wake.wait()
             wake.clear()  # before spinning: a wake-up from now on is not lost
-            _spin(_SPIN, _SPIN_TAIL_NS)
+            _spin(_SPIN, SPIN_TAIL_NS)
     except Exception as exc:  # noqa: BLE001 - reported as a warning, the engine goes on
         if _state["spin_cores"]:
             _state["spin_cores"] = []  # no more spinners in this process
@@ -590,6 +639,12 @@ def _parallel_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         return [fn(item) for item in items]
     if pool is _FORKED:
         pool = _state["pool"] = _start_workers(_state["n"] - 1)
+    if _lent:
+        try:
+            _reclaim()
+        except BaseException:
+            _pool_free.release()
+            raise
     was_worker = getattr(_in_worker, "active", False)
     started: list[_Worker] = []  # (whatever interrupts this, each started worker is waited for)
     _in_map.on = True

@@ -53,7 +53,7 @@ from .. import blas
 from .. import threads as _threads
 from ..arrays import cache_slices, core_cache_bytes, matmul, summed
 from ..shapes import WindowGeometry
-from . import winograd_fused
+from . import winograd_fused, winograd_split
 from . import winograd_kernels as kernels
 from .im2col import bias_columns
 
@@ -244,9 +244,12 @@ def slice_forward(x: np.ndarray, p: ForwardPlan, out: np.ndarray,
     [+ skip]) from x (n, C, H, W); ``skip``: None, or of out's shape and dtype, C-contiguous.
     Returns V (36, n*TY*TX, C), for ``slice_backward``, if ``keep``, else None. (x and out
     channels-last where ``p`` was planned so.) Without ``keep``, where ``p.fused``, the slice
-    runs as one compiled pass (``winograd_fused.py``), whose slow twin is
-    ``slice_forward_unfused``."""
+    runs as one compiled pass (``winograd_fused.py``), and where ``p.split``, its one sample in two
+    threads' halves (``winograd_split.py``); the slow twin of both is ``slice_forward_unfused``."""
     if keep or p.fused is None:
+        if not keep and p.split is not None and winograd_split.forward(
+                p.split, x, p.geometry.top, p.geometry.left, p.ty, p.tx, p.relu, skip, out):
+            return None
         v = slice_forward_unfused(x, p, out, skip)
         return v if keep else None
     p.fused(x, p.geometry.top, p.geometry.left, p.ty, p.tx, p.ut, p.bias2, p.relu,
@@ -361,6 +364,7 @@ class ForwardPlan(NamedTuple):
     fused: Callable | None  # winograd_fused_* where it applies (``winograd_fused.fuses``), or None
     chunk: int  # the fused kernel's samples a chunk
     layout: tuple[bool, bool, bool]  # (x_last, out_last, pool), as planned
+    split: winograd_split.SplitPlan | None  # a session's sample in two threads' halves, or None
 
 
 def plan_forward(
@@ -376,6 +380,7 @@ def plan_forward(
     out_last: bool = False,
     pool: bool = False,
     fuse: bool = False,
+    split: bool = False,
 ) -> ForwardPlan:
     """The plan of ``forward``'s arguments for inputs of ``x_shape`` (N, C, H, W). ``transformed``:
     ``(U, products_layout(U))``, made once by a caller whose weight cannot change (a session's),
@@ -386,9 +391,10 @@ def plan_forward(
     max-pooled 2x2 with stride 2 in the output transform, (N, K, OH // 2, OW // 2) (a session's
     Conv2D -> ReLU -> MaxPool2D; the bias tied or none, no shortcut). ``fuse``: a slice's forward
     runs as one compiled pass where that applies (``winograd_fused.py``), and keeps no V
-    (training's forward, and inference's from 2 samples on: ``fuses_inference``).
-    The kernels are looked up now, so that a profiler's wrapper of the module attribute is seen
-    by plans made after it."""
+    (training's forward, and inference's from 2 samples on: ``fuses_inference``). ``split``: a
+    batch of one sample unfused runs in two halves, the second on a pool worker lent a compiled
+    loop, where that applies (``winograd_split.py``: a session's). The kernels are looked up now,
+    so that a profiler's wrapper of the module attribute is seen by plans made after it."""
     if pool and (out_last or (bias is not None and bias.ndim != 1)):
         raise ValueError("winograd.plan_forward: pool=True takes a tied bias or none, and writes "
                          f"NCHW; got bias of shape {np.shape(bias)}, out_last={out_last}")
@@ -408,12 +414,15 @@ def plan_forward(
     fused = (None if not fuse or not _FUSED
              or not winograd_fused.fuses(out_channels, groups, weight.dtype)
              else getattr(winograd_fused, f"winograd_fused_{kernels.VARIANTS[g.kh]}"))
+    bias2 = bias_columns(bias, out_channels, weight.dtype)
+    halves = (None if not split or fused is not None
+              else winograd_split.plan(x_shape, transformed[1], bias2, tile(g), g.top, ty, tx,
+                                       groups, (x_last, out_last, pool), out_shape))
     return ForwardPlan(
-        g, out_shape,
-        bias_columns(bias, out_channels, weight.dtype), *transformed, groups, relu, ty, tx,
+        g, out_shape, bias2, *transformed, groups, relu, ty, tx,
         cache_slices(n, per_sample, _SLICE_BYTES),
         _kernel("winograd_input_last" if x_last else "winograd_input", g), _kernel(output, g),
-        fused, winograd_fused.chunk_samples(n, per_sample), (x_last, out_last, pool),
+        fused, winograd_fused.chunk_samples(n, per_sample), (x_last, out_last, pool), halves,
     )
 
 

@@ -1,0 +1,319 @@
+"""A session's Winograd forward of a single sample, split between the calling thread and one of
+the pool's workers that waits for its half spinning, without the GIL.
+
+At batch 1 a session runs its layers in the calling thread (``threads.batch_maps``): a hand-off
+to the pool's Python workers costs more than a layer (the worker's wake-up, then the GIL at each
+hand-off between the two threads' Python; an empty two-item map took 10-45 us on the 2-core
+machine of ``benchmarks/``, a ResNet-20 layer 20-50 us). Here the hand-off is compiled: the
+worker is lent a loop (``serve``, ``threads.lend_worker``) that watches a few shared int64 words
+(``atomics``) until it has been idle for the active wait policy's tail; the caller writes a
+half's arguments (addresses and sizes) into them, posts it, runs its own half, then claims the
+posted half itself if the worker has not (compare-and-swap: whoever wins runs it), or waits for
+the worker to finish it. So the caller never waits for a worker that is late or not there, and
+the results do not depend on who runs which half.
+
+Two ways to halve a layer (``plan``):
+
+- **bands** of tile rows: each half transforms its rows' tiles, multiplies them by all of U and
+  writes its rows of the output (rows of a channels-last sample are contiguous);
+- **halves of the output channels** where U is large (a deep layer of few tiles, whose time is
+  U streaming from memory: two halves read half of U each): each half transforms the whole input
+  (the input transform is the smallest of the three steps), multiplies by its columns of U, and
+  its output transform writes a channels-last buffer of its channels (bias added, nothing else),
+  copied into its channels of the output with the shortcut and the ReLU after (the same
+  operations in the same order as the output transform's, so the same values).
+
+Measured (2026-12-06, Intel Xeon, one layer alone, channels-last, us, whole / bands / halves):
+16 channels at 32x32 38.4 / 21.1 / 50.1; 32 at 16x16 26.8 / 12.3 / 24.0; 64 at 8x8 25.7 / 15.1 /
+16.6; inside ResNet-20's session, where U comes from memory, the 64-channel layers took 187-206
+us whole, 180-219 in bands and 153-161 in halves (the five of them a run).
+
+The slow twin is ``winograd.slice_forward_unfused``: the same transforms and products, the whole
+sample in one thread; the tests hold the two equal to rounding (in practice they are equal bit
+for bit: a row's products do not depend on the rows beside it).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from typing import NamedTuple
+
+import numba as nb
+import numpy as np
+from numba import types
+
+from .. import threads as _threads
+from ..atomics import compare_exchange, load_acquire, pointer, spin_pause, store_release
+from ..blas import library
+from ..blas import matmul as blas_matmul
+from .winograd_kernels import _winograd_input, _winograd_output
+
+__all__ = ["SplitPlan", "plan", "forward", "HALVES_U_BYTES"]
+
+# the mailbox's words, each on a 64-byte line of its own; then two blocks of a half's arguments
+_POSTED, _CLAIMED, _DONE, _STOP, _SERVING = 0, 8, 16, 24, 32
+_POSTED_ARGS, _OWN_ARGS, _ARGS = 40, 72, 24  # the posted half's block, the caller's, their size
+_BOX = np.zeros(_OWN_ARGS + _ARGS + 8, np.int64)
+# one caller at a time: a session run from another of the user's threads meanwhile is not split
+_box_lock = threading.Lock()
+# a half's argument block: its words
+(_X, _TOP, _H, _W, _LEFT, _UT, _C, _K_PART, _BIAS, _SKIP, _OUT, _OH, _OW, _V, _MT, _TY, _TX,
+ _RELU, _TMP, _K0, _K) = range(21)
+# the caller spins this many pauses waiting for the worker's half, then yields the core between
+# pauses (the worker may have been preempted)
+_PATIENT_SPINS = 1 << 14
+# U^T at least this many bytes: halves of the output channels, else bands of tile rows (see the
+# module's measurements: a 64-channel 3x3 layer's U^T is 576 KiB, a 32-channel one's 144 KiB)
+HALVES_U_BYTES = 256 * 1024
+
+_clock_gettime = types.ExternalFunction("clock_gettime",
+                                        types.int32(types.int32, types.voidptr))
+_sched_yield = types.ExternalFunction("sched_yield", types.int32())
+_CLOCK_MONOTONIC = 1
+
+
+class SplitPlan(NamedTuple):
+    """A Winograd layer's forward of one sample in two halves, made once per session program
+    (``plan``): the halves' weights, biases and buffers, used only while ``_box_lock`` is held."""
+
+    halves: bool  # halves of the output channels (else bands of tile rows)
+    rows: int  # bands: the caller's tile rows (the worker's the rest)
+    ut: tuple[np.ndarray, np.ndarray]  # U^T (36, C, K) twice (bands), or its two column halves
+    bias: tuple[np.ndarray, np.ndarray]  # the tied bias (K, 1), or its halves
+    v: tuple[np.ndarray, np.ndarray]  # each half's V (36, its tiles, C)
+    mt: tuple[np.ndarray, np.ndarray]  # each half's M^T (36, its tiles, its channels)
+    tmp: tuple[np.ndarray, np.ndarray]  # halves: each one's output (1, OH, OW, its channels)
+
+
+def plan(x_shape: tuple[int, ...], ut: np.ndarray, bias2: np.ndarray, m: int, top: int,
+         ty: int, tx: int, groups: int, layout: tuple[bool, bool, bool],
+         out_shape: tuple[int, ...]) -> SplitPlan | None:
+    """The split of a forward planned by ``winograd.plan_forward`` (U^T, its bias columns, its
+    tile size ``m``, the padding above ``top``, its tiles, groups, layout and output shape), or
+    None where it does not apply: one sample, float32, F(4x4, 3x3), groups 1, a tied bias, the
+    input and output channels-last (not pooled), a pool of more than one thread, NumPy's BLAS
+    callable from compiled code (``blas.library``), and two halves of work."""
+    if (x_shape[0] != 1 or ut.dtype != np.float32 or m != 4 or groups != 1
+            or bias2.shape[1] != 1 or layout != (True, True, False)
+            or _threads.get_num_threads() < 2 or library() is None):
+        return None
+    c, k = ut.shape[1], ut.shape[2]
+    _, oh, ow, _ = out_shape
+    rows = (ty + 1) // 2
+    # (each half's products at least 2 x 2: NumPy takes a single row or column as a vector
+    # product, whose bits differ from the GEMM's)
+    if (ut.nbytes < HALVES_U_BYTES and ty >= 2 and (ty - rows) * tx >= 2
+            and 0 <= 4 * rows - top < x_shape[2]):
+        counts = (rows * tx, (ty - rows) * tx)
+        none = np.empty((0, 0, 0, 0), np.float32)
+        return SplitPlan(
+            False, rows, (ut, ut), (bias2, bias2),
+            tuple(np.empty((36, t, c), np.float32) for t in counts),
+            tuple(np.empty((36, t, k), np.float32) for t in counts),
+            (none, none),
+        )
+    if k < 4 or ty * tx < 2:
+        return None
+    tiles, parts = ty * tx, ((0, k // 2), (k // 2, k))
+    return SplitPlan(
+        True, ty,
+        tuple(np.ascontiguousarray(ut[:, :, a:b]) for a, b in parts),
+        tuple(np.ascontiguousarray(bias2[a:b]) for a, b in parts),
+        (np.empty((36, tiles, c), np.float32), np.empty((36, tiles, c), np.float32)),
+        tuple(np.empty((36, tiles, b - a), np.float32) for a, b in parts),
+        tuple(np.empty((1, oh, ow, b - a), np.float32) for a, b in parts),
+    )
+
+
+# --------------------------------------------------------------------------- the compiled halves
+
+
+@nb.njit(cache=True, nogil=True)
+def _run_half(a, blas):
+    """One half from its argument block ``a`` (``_fill``'s words): the input transform of its
+    input, its 36 products (``blas.matmul``: ``winograd.output_products``' bits) and its output
+    transform; a half of the channels then copies its buffer into its channels of the output,
+    adding the shortcut, then the ReLU, as ``_winograd_output`` would have."""
+    c, kp, k, k0 = a[_C], a[_K_PART], a[_K], a[_K0]
+    oh, ow, ty, tx = a[_OH], a[_OW], a[_TY], a[_TX]
+    relu = a[_RELU] != 0
+    x = nb.carray(pointer(a[_X]), (1, a[_H], a[_W], c), np.float32)
+    ut = nb.carray(pointer(a[_UT]), (36, c, kp), np.float32)
+    bias = nb.carray(pointer(a[_BIAS]), (kp, 1), np.float32)
+    v = nb.carray(pointer(a[_V]), (36, ty * tx, c), np.float32)
+    mt = nb.carray(pointer(a[_MT]), (36, ty * tx, kp), np.float32)
+    none = nb.carray(pointer(a[_X]), (0, 0, 0, 0), np.float32)
+    _winograd_input(x, a[_TOP], a[_LEFT], 4, ty, tx, v, True)
+    for p in range(36):
+        blas_matmul(blas, v[p], ut[p], mt[p])
+    if a[_TMP] == 0:  # a band: its rows of the output, written by the output transform
+        out = nb.carray(pointer(a[_OUT]), (1, oh, ow, kp), np.float32)
+        skip = (nb.carray(pointer(a[_SKIP]), (1, oh, ow, kp), np.float32) if a[_SKIP] != 0
+                else none)
+        _winograd_output(mt, 4, ty, tx, bias, relu, skip, out, True, False)
+        return
+    tmp = nb.carray(pointer(a[_TMP]), (1, oh, ow, kp), np.float32)
+    _winograd_output(mt, 4, ty, tx, bias, False, none, tmp, True, False)
+    part = tmp.reshape((oh * ow, kp))
+    out = nb.carray(pointer(a[_OUT]), (oh * ow, k), np.float32)
+    joined = a[_SKIP] != 0
+    skip = nb.carray(pointer(a[_SKIP] if joined else a[_OUT]), (oh * ow, k), np.float32)
+    for q in range(oh * ow):
+        for j in range(kp):
+            val = part[q, j]
+            if joined:
+                val += skip[q, k0 + j]
+            out[q, k0 + j] = val if not relu or val > 0 else 0.0
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _fill(a, x, top, left, h, w, ut, bias, relu, skip, out, oh, ow, v, mt, ty, tx, tmp, k0, k):
+    """Write a half's arguments into block ``a``: addresses (x, ut, bias, skip or 0, out, v, mt,
+    tmp or 0) and sizes."""
+    a[_X], a[_TOP], a[_H], a[_W], a[_LEFT] = x, top, h, w, left
+    a[_UT], a[_C], a[_K_PART], a[_BIAS] = ut.ctypes.data, ut.shape[1], ut.shape[2], bias.ctypes.data
+    a[_SKIP], a[_OUT], a[_OH], a[_OW] = skip, out, oh, ow
+    a[_V], a[_MT], a[_TY], a[_TX], a[_RELU] = v.ctypes.data, mt.ctypes.data, ty, tx, relu
+    a[_TMP], a[_K0], a[_K] = tmp, k0, k
+
+
+@nb.njit(cache=True, nogil=True)
+def _split_forward(box, blas, x, top, left, ty, tx, relu, skip, out, halves, rows, ut0, ut1,
+                   bias0, bias1, v0, v1, mt0, mt1, tmp0, tmp1):
+    """One sample's forward in two halves: the second posted to the worker, the first run here,
+    then the second claimed here unless the worker has taken it (then waited for). x: (1, H, W,
+    C); skip: out's shape or empty; out (written): (1, OH, OW, K); all C-contiguous float32.
+    Returns whether the worker ran the posted half."""
+    _, h, w, c = x.shape
+    _, oh, ow, k = out.shape
+    joined = skip.size > 0
+    xa, oa = x.ctypes.data, out.ctypes.data
+    sa = skip.ctypes.data if joined else 0
+    own, posted = box[_OWN_ARGS:_OWN_ARGS + _ARGS], box[_POSTED_ARGS:_POSTED_ARGS + _ARGS]
+    if halves:
+        kp = ut0.shape[2]
+        _fill(posted, xa, top, left, h, w, ut1, bias1, relu, sa, oa, oh, ow, v1, mt1, ty, tx,
+              tmp1.ctypes.data, kp, k)
+        _fill(own, xa, top, left, h, w, ut0, bias0, relu, sa, oa, oh, ow, v0, mt0, ty, tx,
+              tmp0.ctypes.data, 0, k)
+    else:
+        # band 2 reads from input row 4 * rows - top on (top: the padding above band 1), with no
+        # padding above; each band's output rows are contiguous (one sample, channels-last)
+        first = 4 * rows - top
+        row_in, row_out = w * c * 4, ow * k * 4  # bytes
+        _fill(posted, xa + first * row_in, 0, left, h - first, w, ut1, bias1, relu,
+              sa + 4 * rows * row_out if joined else 0, oa + 4 * rows * row_out,
+              oh - 4 * rows, ow, v1, mt1, ty - rows, tx, 0, 0, k)
+        _fill(own, xa, top, left, h, w, ut0, bias0, relu, sa, oa, 4 * rows, ow, v0, mt0, rows,
+              tx, 0, 0, k)
+    job = box[_POSTED] + 1
+    store_release(box, _POSTED, job)
+    _run_half(own, blas)
+    if compare_exchange(box, _CLAIMED, job - 1, job):
+        _run_half(posted, blas)
+        store_release(box, _DONE, job)
+        return False
+    spins = 0
+    while load_acquire(box, _DONE) != job:
+        spin_pause()
+        spins += 1
+        if spins > _PATIENT_SPINS:
+            _sched_yield()
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def serve(box, blas, tail_ns, generation):
+    """The worker's loop: run each half posted and claimed (``_split_forward``), spinning between
+    them; return once ``box[_STOP]`` is no longer ``generation`` (a reclaim, ``_stop``), or after
+    ``tail_ns`` ns of the monotonic clock with nothing posted. Returns the halves run."""
+    store_release(box, _SERVING, 1)
+    now = np.zeros(2, np.int64)  # (tv_sec, tv_nsec)
+    _clock_gettime(_CLOCK_MONOTONIC, now.ctypes.data)
+    last = now[0] * 1_000_000_000 + now[1]
+    served = spins = 0
+    while load_acquire(box, _STOP) == generation:
+        job = load_acquire(box, _POSTED)
+        if job != load_acquire(box, _CLAIMED):
+            if compare_exchange(box, _CLAIMED, job - 1, job):
+                _run_half(box[_POSTED_ARGS:_POSTED_ARGS + _ARGS], blas)
+                store_release(box, _DONE, job)
+                served += 1
+            _clock_gettime(_CLOCK_MONOTONIC, now.ctypes.data)
+            last = now[0] * 1_000_000_000 + now[1]
+            continue
+        spin_pause()
+        spins += 1
+        if spins % 256 == 0:
+            _clock_gettime(_CLOCK_MONOTONIC, now.ctypes.data)
+            if now[0] * 1_000_000_000 + now[1] - last > tail_ns:
+                break
+    store_release(box, _SERVING, 0)
+    return served
+
+
+# --------------------------------------------------------------------------- the Python side
+
+
+@nb.njit(cache=True, nogil=True)
+def _settle(box):
+    """After the caller's half failed (an exception out of ``_split_forward``): the posted half
+    is claimed here and marked done without running, or, taken by the worker, waited for, so
+    that nothing writes the arrays once the caller has let them go."""
+    job = load_acquire(box, _POSTED)
+    if compare_exchange(box, _CLAIMED, job - 1, job):
+        store_release(box, _DONE, job)
+    while load_acquire(box, _DONE) != job:
+        spin_pause()
+
+
+def _loop(generation: int) -> None:
+    serve(_BOX, library(), _threads.SPIN_TAIL_NS, generation)
+
+
+def _stop() -> None:
+    """A reclaim (``threads._reclaim``, with the pool held): the loop returns at its next look."""
+    _BOX[_STOP] += 1
+
+
+def forward(sp: SplitPlan, x: np.ndarray, top: int, left: int, ty: int, tx: int, relu: bool,
+            skip: np.ndarray | None, out: np.ndarray) -> bool:
+    """``sp``'s forward of x (1, H, W, C) into out (1, OH, OW, K) (+ ``skip``, of out's shape),
+    the worker lent the loop unless it runs it already. Returns False, having done nothing, where
+    the arrays are not C-contiguous float32 or another thread is splitting meanwhile (the caller
+    then runs the layer whole)."""
+    if not (x.flags.c_contiguous and out.flags.c_contiguous and x.dtype == np.float32
+            and (skip is None or (skip.flags.c_contiguous and skip.dtype == np.float32))):
+        return False
+    if not _box_lock.acquire(blocking=False):
+        return False
+    try:
+        if not _BOX[_SERVING]:
+            _threads.lend_worker(functools.partial(_loop, int(_BOX[_STOP])), _stop)
+        try:
+            _split_forward(_BOX, library(), x, top, left, ty, tx, relu,
+                           _NO_SKIP if skip is None else skip, out, sp.halves, sp.rows, *sp.ut,
+                           *sp.bias, *sp.v, *sp.mt, *sp.tmp)
+        except BaseException:
+            _settle(_BOX)
+            raise
+    finally:
+        _box_lock.release()
+    return True
+
+
+_NO_SKIP = np.empty((0, 0, 0, 0), np.float32)
+
+
+def _after_fork_in_child() -> None:
+    """The parent's worker is not in the child: no half is claimed or running, none is served."""
+    global _box_lock
+    _BOX[_CLAIMED] = _BOX[_DONE] = _BOX[_POSTED]
+    _BOX[_SERVING] = 0
+    _box_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

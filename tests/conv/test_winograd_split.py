@@ -1,0 +1,247 @@
+"""winograd_split: one sample's Winograd forward in two halves (bands of tile rows, or halves of
+the output channels), the second run by a pool worker lent a compiled loop, equals its slow twin
+(``winograd.slice_forward_unfused``) on hypothesis-drawn shapes, paddings, shortcuts and ReLU,
+whether the worker or the caller runs the posted half; NaN and Inf pass as the twin passes them;
+a session at batch 1 runs split and agrees with its unsplit run; what does not apply is not
+planned; a failed half leaves no half running; a forked child and a second user thread are
+served correctly."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cnn_im2col import threads
+from cnn_im2col.architectures import build
+from cnn_im2col.conv import winograd, winograd_split
+from cnn_im2col.session import InferenceSession
+from cnn_im2col.shapes import WindowGeometry
+
+
+@pytest.fixture(autouse=True, scope="module")
+def two_threads():
+    """The split needs a pool of two threads (any machine can run one)."""
+    before = threads.get_num_threads()
+    threads.set_num_threads(2)
+    yield
+    threads.set_num_threads(before)
+
+
+def _plan(x_shape, weight, bias, g, relu, halves, monkeypatch):
+    monkeypatch.setattr(winograd_split, "HALVES_U_BYTES", 0 if halves else 1 << 40)
+    return winograd.plan_forward(x_shape, weight, bias, g, relu=relu, x_last=True,
+                                 out_last=True, split=True)
+
+
+@st.composite
+def split_cases(draw):
+    c, k = draw(st.integers(1, 24)), draw(st.integers(2, 40))
+    pad = draw(st.integers(0, 2))
+    h = draw(st.integers(max(1, 3 - 2 * pad), 21))
+    w = draw(st.integers(max(1, 3 - 2 * pad), 21))
+    g = WindowGeometry(3, 3, 1, 1, pad, pad, pad, pad, h + 2 * pad - 2, w + 2 * pad - 2)
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = rng.standard_normal((1, h, w, c)).astype(np.float32)
+    weight = (rng.standard_normal((k, c, 3, 3)) / 3).astype(np.float32)
+    bias = rng.standard_normal(k).astype(np.float32) if draw(st.booleans()) else None
+    skip = (rng.standard_normal((1, g.oh, g.ow, k)).astype(np.float32) if draw(st.booleans())
+            else None)
+    return x, weight, bias, g, draw(st.booleans()), skip, draw(st.booleans())
+
+
+def _compare(x, weight, bias, g, relu, skip, halves, monkeypatch, helper):
+    p = _plan((1, x.shape[3], x.shape[1], x.shape[2]), weight, bias, g, relu, halves,
+              monkeypatch)
+    # bands need two tile rows, the second's input inside the map, and 2 tiles or more a band:
+    # else halves, which need 4 channels or more and 2 tiles (each product 2 x 2 at least)
+    band_rows = (p.ty + 1) // 2
+    bands = (not halves and p.ty >= 2 and (p.ty - band_rows) * p.tx >= 2
+             and 4 * band_rows - g.top < x.shape[1])
+    if not bands and (weight.shape[0] < 4 or p.ty * p.tx < 2):
+        assert p.split is None
+        return
+    assert p.split is not None and p.split.halves == (not bands)
+    split, whole = np.full(p.out_shape, np.nan, np.float32), np.empty(p.out_shape, np.float32)
+    with threads.engine_blas():
+        if helper:
+            assert winograd.slice_forward(x, p, split, skip, keep=False) is None
+        else:  # no worker serving: the caller claims the posted half itself
+            threads.parallel_map(abs, [0, 1])  # (a map reclaims a lent worker)
+            assert not winograd_split._BOX[winograd_split._SERVING]
+            monkeypatch.setattr(threads, "lend_worker", lambda loop, stop: False)
+            assert winograd.slice_forward(x, p, split, skip, keep=False) is None
+            monkeypatch.undo()
+        winograd.slice_forward_unfused(x, p, whole, skip)
+    np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-5)
+
+
+@settings(deadline=None, max_examples=60)
+@given(split_cases(), st.booleans())
+def test_the_split_forward_equals_the_whole_one(monkeypatch_module, case, helper):
+    """Bands and halves, with the worker serving (it takes nearly every posted half) or not (the
+    caller runs both)."""
+    x, weight, bias, g, relu, skip, halves = case
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _compare(x, weight, bias, g, relu, skip, halves, monkeypatch, helper)
+
+
+@pytest.mark.parametrize("halves", [False, True])
+def test_nan_and_inf_pass_as_the_whole_forward_passes_them(monkeypatch, halves):
+    rng = np.random.default_rng(3)
+    g = WindowGeometry(3, 3, 1, 1, 1, 1, 1, 1, 12, 12)
+    x = rng.standard_normal((1, 12, 12, 8)).astype(np.float32)
+    x[0, 2, 3, 1], x[0, 9, 10, 4], x[0, 6, 0, 7] = np.nan, np.inf, -np.inf
+    weight = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    skip = rng.standard_normal((1, 12, 12, 16)).astype(np.float32)
+    skip[0, 5, 5, 3] = np.nan
+    for relu in (False, True):
+        p = _plan((1, 8, 12, 12), weight, None, g, relu, halves, monkeypatch)
+        split, whole = np.empty(p.out_shape, np.float32), np.empty(p.out_shape, np.float32)
+        with threads.engine_blas():
+            winograd.slice_forward(x, p, split, skip, keep=False)
+            winograd.slice_forward_unfused(x, p, whole, skip)
+        np.testing.assert_array_equal(np.isnan(split), np.isnan(whole))
+        np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_what_does_not_apply_is_not_planned(monkeypatch):
+    rng = np.random.default_rng(0)
+    g = WindowGeometry(3, 3, 1, 1, 1, 1, 1, 1, 8, 8)
+    weight = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+
+    def split_plan(shape=(1, 4, 8, 8), w=weight, **kwargs):
+        options = {"x_last": True, "out_last": True, "split": True, **kwargs}
+        return winograd.plan_forward(shape, w, None, g, **options).split
+
+    assert split_plan() is not None
+    assert split_plan(shape=(2, 4, 8, 8)) is None  # more than one sample: the slices' map
+    assert split_plan(w=weight.astype(np.float64)) is None
+    assert split_plan(x_last=False) is None and split_plan(out_last=False) is None
+    assert split_plan(split=False) is None
+    untied = winograd.plan_forward((1, 4, 8, 8), weight, np.zeros((8, 8, 8), np.float32), g,
+                                   x_last=True, out_last=True, split=True)
+    assert untied.split is None
+    monkeypatch.setattr(threads, "get_num_threads", lambda: 1)
+    assert split_plan() is None
+
+
+def test_a_session_at_batch_1_runs_split_and_agrees_with_its_unsplit_run(monkeypatch):
+    model = build("resnet20", seed=0, input_shape=(3, 32, 32), classes=10)
+    x = np.random.default_rng(1).random((1, 3, 32, 32), dtype=np.float32)
+    posted = winograd_split._BOX[winograd_split._POSTED]
+    split = InferenceSession(model, (3, 32, 32)).run(x)
+    runs = winograd_split._BOX[winograd_split._POSTED] - posted
+    assert runs >= 10  # ResNet-20's Winograd layers at batch 1
+    monkeypatch.setattr(winograd_split, "plan", lambda *args: None)
+    whole = InferenceSession(model, (3, 32, 32)).run(x)
+    np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-6)
+    batch = np.random.default_rng(2).random((5, 3, 32, 32), dtype=np.float32)
+    monkeypatch.undo()
+    session = InferenceSession(model, (3, 32, 32))
+    np.testing.assert_allclose(session.run(batch[:1]), session.run(batch)[:1], rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_a_parallel_map_and_a_resize_reclaim_the_lent_worker():
+    model = build("resnet20", seed=0, input_shape=(3, 32, 32), classes=10)
+    session = InferenceSession(model, (3, 32, 32))
+    x = np.random.default_rng(1).random((1, 3, 32, 32), dtype=np.float32)
+    session.run(x)
+    assert threads._lent  # the worker serves the loop (its tail is half a millisecond)
+    assert threads.parallel_map(lambda i: i * i, list(range(6))) == [0, 1, 4, 9, 16, 25]
+    assert not threads._lent and not winograd_split._BOX[winograd_split._SERVING]
+    session.run(x)
+    threads.set_num_threads(2, wait_policy="passive")  # no loop lent under the passive policy
+    threads.set_num_threads(3)
+    assert not threads._lent
+    threads.set_num_threads(2, wait_policy="active")
+    np.testing.assert_array_equal(session.run(x), session.run(x))
+
+
+def test_a_failed_half_leaves_no_half_running(monkeypatch):
+    """An exception out of the caller's compiled call: a half it had posted is settled (claimed
+    and marked done, or waited for if the worker took it) before the arrays are let go, and the
+    mailbox is left consistent, so the next split runs normally."""
+    box = np.zeros_like(winograd_split._BOX)  # a mailbox no worker serves
+    box[winograd_split._POSTED] = 5  # posted, not claimed
+    box[winograd_split._CLAIMED] = box[winograd_split._DONE] = 4
+    winograd_split._settle(box)
+    assert box[winograd_split._CLAIMED] == box[winograd_split._DONE] == 5
+    winograd_split._settle(box)  # nothing posted: nothing to do
+    assert box[winograd_split._CLAIMED] == box[winograd_split._DONE] == 5
+
+    def fail(*args):
+        raise MemoryError("made to fail")
+
+    rng = np.random.default_rng(0)
+    g = WindowGeometry(3, 3, 1, 1, 1, 1, 1, 1, 8, 8)
+    weight = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    p = _plan((1, 4, 8, 8), weight, None, g, False, False, monkeypatch)
+    x = rng.standard_normal((1, 8, 8, 4)).astype(np.float32)
+    out = np.empty(p.out_shape, np.float32)
+    with monkeypatch.context() as patch:
+        patch.setattr(winograd_split, "_split_forward", fail)
+        with pytest.raises(MemoryError):
+            winograd.slice_forward(x, p, out, keep=False)
+    box = winograd_split._BOX
+    assert box[winograd_split._CLAIMED] == box[winograd_split._DONE] == box[winograd_split._POSTED]
+    assert not winograd_split._box_lock.locked()
+    whole = np.empty(p.out_shape, np.float32)
+    with threads.engine_blas():
+        winograd.slice_forward(x, p, out, keep=False)
+        winograd.slice_forward_unfused(x, p, whole)
+    np.testing.assert_allclose(out, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_two_user_threads_running_sessions_at_batch_1_get_their_own_answers():
+    """One splits (it holds the mailbox), the other's layers run whole meanwhile."""
+    model = build("resnet20", seed=0, input_shape=(3, 32, 32), classes=10)
+    session = InferenceSession(model, (3, 32, 32))
+    xs = [np.random.default_rng(s).random((1, 3, 32, 32), dtype=np.float32) for s in (1, 2)]
+    expected = [session.run(x) for x in xs]
+    results: dict[int, list] = {0: [], 1: []}
+
+    def run(i):
+        for _ in range(30):
+            results[i].append(session.run(xs[i]))
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    for i in (0, 1):
+        assert len(results[i]) == 30
+        for got in results[i]:
+            np.testing.assert_allclose(got, expected[i], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_runs_split_sessions_without_its_parents_worker():
+    """The parent's worker (serving the loop when the child is forked) is not in the child: the
+    child's first split lends its own, and nothing waits for the parent's."""
+    script = textwrap.dedent("""
+        import os, sys, numpy as np
+        from cnn_im2col.architectures import build
+        from cnn_im2col.session import InferenceSession
+        from cnn_im2col.conv import winograd_split
+        model = build("resnet20", seed=0, input_shape=(3, 32, 32), classes=10)
+        session = InferenceSession(model, (3, 32, 32))
+        x = np.random.default_rng(1).random((1, 3, 32, 32), dtype=np.float32)
+        before = session.run(x)
+        pid = os.fork()
+        if pid == 0:
+            ok = all(np.allclose(session.run(x), before, rtol=1e-5, atol=1e-6) for _ in range(5))
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        sys.exit(os.waitstatus_to_exitcode(status))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
