@@ -10,8 +10,9 @@ none spins), and no kernel is a parallel Numba loop (Numba starts no threads). T
 a small batch, whose maps run serially (``batch_maps``) while the other cores idle: there a Dense
 layer's product with a large weight takes OpenBLAS's own threads for its duration
 (``idle_cores_blas``, ``arrays.gemm``), as handing it to the pool's Python workers costs more than
-it saves. Outside the engine the BLAS has the threads the user gave it: a user's own ``a @ b``
-keeps its speed.
+it saves, and a session's single sample lends the first worker a compiled loop that takes half of
+each Winograd layer without the GIL (``lend_worker``, ``conv/winograd_split.py``). Outside the
+engine the BLAS has the threads the user gave it: a user's own ``a @ b`` keeps its speed.
 
 Why (measured on the 2-core machine of ``benchmarks/``, with a probe described in
 ``benchmarks/README.md``): LeNet's conv2 im2col + its 3 GEMMs took 7.8 ms with one 2-thread BLAS
@@ -34,6 +35,9 @@ before NumPy loaded it); with a single-threaded BLAS the import order no longer 
 - ``cores_idle()`` / ``idle_cores_blas()``: whether this thread runs a small batch serially inside
   the engine, and the context that gives the BLAS the pool's threads meanwhile.
 - ``split(count, parts)``: ``count`` items as at most ``parts`` contiguous slices.
+- ``lend_worker(loop, stop)``: the first worker runs a compiled ``loop`` (it returns by itself
+  once idle) for a small batch run serially; a parallel map or a resize calls ``stop`` and waits
+  for the loop before using the workers.
 
 **Keeping the cores awake** (the active wait policy, as OpenMP's ``OMP_WAIT_POLICY=active``):
 where an idle core halts at once, waking a thread that sleeps on it is slow, and a map wakes
@@ -73,7 +77,8 @@ from . import allocator
 
 __all__ = ["SPINNER_NAME", "WAIT_POLICIES", "default_num_threads", "engine_blas", "get_num_threads",
            "parallel_map", "batch_maps", "serial_maps", "cores_idle", "idle_cores_blas",
-           "set_num_threads", "split", "thread_info", "uses_engine_blas", "SAMPLES_PER_THREAD"]
+           "lend_worker", "set_num_threads", "split", "thread_info", "uses_engine_blas",
+           "SAMPLES_PER_THREAD", "SPIN_TAIL_NS"]
 
 WAIT_POLICIES = ("active", "passive")
 

@@ -64,6 +64,9 @@ _box_lock = threading.Lock()
 # the caller spins this many pauses waiting for the worker's half, then yields the core between
 # pauses (the worker may have been preempted)
 _PATIENT_SPINS = 1 << 14
+# the worker's loop spins with the CPU's pause hint for this long after its last half (a session's
+# layers come tens of microseconds apart), then yields the core between looks until its tail ends
+_PAUSE_NS = 100_000
 # U^T at least this many bytes: halves of the output channels, else bands of tile rows (see the
 # module's measurements: a 64-channel 3x3 layer's U^T is 576 KiB, a 32-channel one's 144 KiB)
 HALVES_U_BYTES = 256 * 1024
@@ -227,13 +230,15 @@ def _split_forward(box, blas, x, top, left, ty, tx, relu, skip, out, halves, row
 @nb.njit(cache=True, nogil=True)
 def serve(box, blas, tail_ns, generation):
     """The worker's loop: run each half posted and claimed (``_split_forward``), spinning between
-    them; return once ``box[_STOP]`` is no longer ``generation`` (a reclaim, ``_stop``), or after
-    ``tail_ns`` ns of the monotonic clock with nothing posted. Returns the halves run."""
+    them (pausing, then yielding the core after ``_PAUSE_NS`` idle); return once ``box[_STOP]``
+    is no longer ``generation`` (a reclaim, ``_stop``), or after ``tail_ns`` ns of the monotonic
+    clock with nothing posted. Returns the halves run."""
     store_release(box, _SERVING, 1)
     now = np.zeros(2, np.int64)  # (tv_sec, tv_nsec)
     _clock_gettime(_CLOCK_MONOTONIC, now.ctypes.data)
     last = now[0] * 1_000_000_000 + now[1]
     served = spins = 0
+    yielding = False
     while load_acquire(box, _STOP) == generation:
         job = load_acquire(box, _POSTED)
         if job != load_acquire(box, _CLAIMED):
@@ -243,13 +248,19 @@ def serve(box, blas, tail_ns, generation):
                 served += 1
             _clock_gettime(_CLOCK_MONOTONIC, now.ctypes.data)
             last = now[0] * 1_000_000_000 + now[1]
+            yielding = False
             continue
-        spin_pause()
         spins += 1
-        if spins % 256 == 0:
+        if yielding or spins % 256 == 0:  # (a yield may last another thread's time slice)
             _clock_gettime(_CLOCK_MONOTONIC, now.ctypes.data)
-            if now[0] * 1_000_000_000 + now[1] - last > tail_ns:
+            idle = now[0] * 1_000_000_000 + now[1] - last
+            if idle > tail_ns:
                 break
+            yielding = idle > _PAUSE_NS
+        if yielding:  # idle a while: any other thread that wants the core takes it at once
+            _sched_yield()
+        else:
+            spin_pause()
     store_release(box, _SERVING, 0)
     return served
 
