@@ -50,7 +50,7 @@ from .blocks import (
     pools_2x2,
 )
 from .containers import Residual, infer_child
-from .conv import direct, inverted_residual, pointwise, tiled, winograd
+from .conv import direct, inverted_residual, pointwise, sample_split, tiled, winograd
 from .inference_blocks import (
     ConvActivation,
     ConvGlobalPool,
@@ -373,11 +373,39 @@ def _conv_run(conv: Conv2D, shape: tuple[int, ...], relu: bool, x_last: bool = F
         strategy = tiled  # (``_tiled`` held: the bias is tied or none)
     extra = ({"layout": frozen_tile_layout(conv, g, x_last, shape[2:]), "x_last": x_last,
               "out_last": out_last} if strategy is tiled else {})
+    if strategy is tiled and out_last and _tiled(conv, shape):
+        halves = _tiles(extra["layout"], g, relu, True, shape)
+        if halves is not None:  # one sample: in two threads' halves
+
+            def run_halves(x: np.ndarray, then: Any) -> np.ndarray:
+                out = np.empty((1, g.oh, g.ow, weight.shape[0]), dtype=dtype)
+                halves(np.ascontiguousarray(x, dtype=dtype), out.reshape(1, g.oh * g.ow, -1))
+                if then is not None:
+                    then(slice(0, 1), out)
+                return out
+
+            return run_halves
 
     def run(x: np.ndarray, then: Any) -> np.ndarray:
         return strategy.forward(np.ascontiguousarray(x, dtype=dtype), weight, bias, g,
                                 groups=groups, owner=owner, keep=False, relu=relu, then=then,
                                 **extra)[0]
+
+    return run
+
+
+def _tiles(layout: tiled.TileLayout, g: WindowGeometry, relu: bool, channels_last: bool,
+           shape: tuple[int, ...]) -> Callable[[np.ndarray, np.ndarray], None] | None:
+    """``tiled.run_tiles`` with ``layout`` as ``run(x, out)`` for one sample in two threads'
+    halves (``sample_split.tiled``; the whole, its twin, where another thread holds the
+    mailbox), or None where the split does not apply (``sample_split.tiled_plan``)."""
+    ts = sample_split.tiled_plan(layout, shape, channels_last)
+    if ts is None:
+        return None
+
+    def run(x: np.ndarray, out: np.ndarray) -> None:
+        if not sample_split.tiled(ts, x, layout, g.top, g.left, relu, out):
+            tiled.run_tiles(x, layout, g, relu, out, channels_last=channels_last)
 
     return run
 
@@ -572,6 +600,9 @@ def _projection_by_slices(residual: Residual, shape: tuple[int, ...], relu: bool
     p2 = _winograd_plan(second, mid_shape, relu=relu, x_last=True, out_last=out_last)
     _, k, oh, ow = mid_shape
     _, o, ho, wo = out_shape
+    # one sample: each convolution in two threads' halves
+    halves1 = _tiles(layout1, g1, True, True, shape)
+    halves_s = _tiles(layout_s, gs, False, True, shape) if out_last else None
 
     def by_slices(x: np.ndarray, whole: Run) -> np.ndarray:
         if x.dtype != dtype or not x.flags.c_contiguous:
@@ -581,12 +612,18 @@ def _projection_by_slices(residual: Residual, shape: tuple[int, ...], relu: bool
         def block(s: slice) -> None:
             n = s.stop - s.start
             mid = np.empty((n, oh, ow, k), dtype=dtype)  # channels-last, as p2 reads it
-            tiled.run_tiles(x[s], layout1, g1, True, mid.reshape(n, oh * ow, k),
-                            channels_last=True)
+            if halves1 is not None:
+                halves1(x[s], mid.reshape(n, oh * ow, k))
+            else:
+                tiled.run_tiles(x[s], layout1, g1, True, mid.reshape(n, oh * ow, k),
+                                channels_last=True)
             skip = np.empty((n, ho, wo, o) if out_last else (n, o, ho, wo), dtype=dtype)
-            tiled.run_tiles(x[s], layout_s, gs, False,
-                            skip.reshape((n, ho * wo, o) if out_last else (n, o, ho * wo)),
-                            channels_last=out_last)
+            if halves_s is not None:
+                halves_s(x[s], skip.reshape(n, ho * wo, o))
+            else:
+                tiled.run_tiles(x[s], layout_s, gs, False,
+                                skip.reshape((n, ho * wo, o) if out_last else (n, o, ho * wo)),
+                                channels_last=out_last)
             winograd.slice_forward(mid, p2, out[s], skip=skip, keep=False)
 
         _threads.parallel_map(block, p2.slices)
@@ -600,7 +637,7 @@ def _winograd_plan(conv: Conv2D, shape: tuple[int, ...], relu: bool, x_last: boo
     """``conv``'s Winograd plan for inputs of ``shape`` in a session: its weight transformed once
     (``frozen_transform``), the layouts and the pool as ``winograd.plan_forward`` takes them, a
     slice's forward fused from 2 samples on (``winograd.fuses_inference``), a single sample's
-    split between two threads where it can be (``winograd_split.py``)."""
+    split between two threads where it can be (``sample_split.py``)."""
     weight = conv.params["weight"]
     return winograd.plan_forward(shape, weight, conv.conv_bias(),
                                  conv.plan(shape, frozen=True).geometry, groups=conv.groups,

@@ -11,7 +11,7 @@ a small batch, whose maps run serially (``batch_maps``) while the other cores id
 layer's product with a large weight takes OpenBLAS's own threads for its duration
 (``idle_cores_blas``, ``arrays.gemm``), as handing it to the pool's Python workers costs more than
 it saves, and a session's single sample lends the first worker a compiled loop that takes half of
-each Winograd layer without the GIL (``lend_worker``, ``conv/winograd_split.py``). Outside the
+each convolution without the GIL (``lend_worker``, ``conv/sample_split.py``). Outside the
 engine the BLAS has the threads the user gave it: a user's own ``a @ b`` keeps its speed.
 
 Why (measured on the 2-core machine of ``benchmarks/``, with a probe described in
@@ -191,7 +191,7 @@ def _forget_workers() -> None:
 
 def lend_worker(loop: Callable[[], None], stop: Callable[[], None]) -> bool:
     """Start the pool's first worker on ``loop``, a compiled loop that waits for work spinning
-    without the GIL and returns by itself once idle (``conv/winograd_split.py``'s), for a small
+    without the GIL and returns by itself once idle (``conv/sample_split.py``'s), for a small
     batch whose maps run serially in this thread (``batch_maps``): its worker idles otherwise.
     ``stop()`` asks the loop to return soon; a parallel map or a resize calls it and waits for the
     loop before using the workers (``_reclaim``). Returns whether the worker runs ``loop`` now:

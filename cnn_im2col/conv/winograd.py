@@ -53,7 +53,7 @@ from .. import blas
 from .. import threads as _threads
 from ..arrays import cache_slices, core_cache_bytes, matmul, summed
 from ..shapes import WindowGeometry
-from . import winograd_fused, winograd_split
+from . import sample_split, winograd_fused
 from . import winograd_kernels as kernels
 from .im2col import bias_columns
 
@@ -245,9 +245,9 @@ def slice_forward(x: np.ndarray, p: ForwardPlan, out: np.ndarray,
     Returns V (36, n*TY*TX, C), for ``slice_backward``, if ``keep``, else None. (x and out
     channels-last where ``p`` was planned so.) Without ``keep``, where ``p.fused``, the slice
     runs as one compiled pass (``winograd_fused.py``), and where ``p.split``, its one sample in two
-    threads' halves (``winograd_split.py``); the slow twin of both is ``slice_forward_unfused``."""
+    threads' halves (``sample_split.py``); the slow twin of both is ``slice_forward_unfused``."""
     if keep or p.fused is None:
-        if not keep and p.split is not None and winograd_split.forward(
+        if not keep and p.split is not None and sample_split.forward(
                 p.split, x, p.geometry.top, p.geometry.left, p.ty, p.tx, p.relu, skip, out):
             return None
         v = slice_forward_unfused(x, p, out, skip)
@@ -364,7 +364,7 @@ class ForwardPlan(NamedTuple):
     fused: Callable | None  # winograd_fused_* where it applies (``winograd_fused.fuses``), or None
     chunk: int  # the fused kernel's samples a chunk
     layout: tuple[bool, bool, bool]  # (x_last, out_last, pool), as planned
-    split: winograd_split.SplitPlan | None  # a session's sample in two threads' halves, or None
+    split: sample_split.SplitPlan | None  # a session's sample in two threads' halves, or None
 
 
 def plan_forward(
@@ -393,7 +393,7 @@ def plan_forward(
     runs as one compiled pass where that applies (``winograd_fused.py``), and keeps no V
     (training's forward, and inference's from 2 samples on: ``fuses_inference``). ``split``: a
     batch of one sample unfused runs in two halves, the second on a pool worker lent a compiled
-    loop, where that applies (``winograd_split.py``: a session's). The kernels are looked up now,
+    loop, where that applies (``sample_split.py``: a session's). The kernels are looked up now,
     so that a profiler's wrapper of the module attribute is seen by plans made after it."""
     if pool and (out_last or (bias is not None and bias.ndim != 1)):
         raise ValueError("winograd.plan_forward: pool=True takes a tied bias or none, and writes "
@@ -416,7 +416,7 @@ def plan_forward(
              else getattr(winograd_fused, f"winograd_fused_{kernels.VARIANTS[g.kh]}"))
     bias2 = bias_columns(bias, out_channels, weight.dtype)
     halves = (None if not split or fused is not None
-              else winograd_split.plan(x_shape, transformed[1], bias2, tile(g), g.top, ty, tx,
+              else sample_split.plan(x_shape, transformed[1], bias2, tile(g), g.top, ty, tx,
                                        groups, (x_last, out_last, pool), out_shape))
     return ForwardPlan(
         g, out_shape, bias2, *transformed, groups, relu, ty, tx,

@@ -1,10 +1,11 @@
-"""winograd_split: one sample's Winograd forward in two halves (bands of tile rows, or halves of
+"""sample_split: one sample's Winograd forward in two halves (bands of tile rows, or halves of
 the output channels), the second run by a pool worker lent a compiled loop, equals its slow twin
 (``winograd.slice_forward_unfused``) on hypothesis-drawn shapes, paddings, shortcuts and ReLU,
-whether the worker or the caller runs the posted half; NaN and Inf pass as the twin passes them;
-a session at batch 1 runs split and agrees with its unsplit run; what does not apply is not
-planned; a failed half leaves no half running; a forked child and a second user thread are
-served correctly."""
+whether the worker or the caller runs the posted half; a tiled convolution's halves of its output
+pixels equal ``tiled.run_tiles`` bit for bit on drawn kernels, strides, dilations, paddings and
+layouts; NaN and Inf pass as the twin passes them; a session at batch 1 runs split and agrees with
+its unsplit run; what does not apply is not planned; a failed half leaves no half running; a
+forked child and a second user thread are served correctly."""
 
 import os
 import subprocess
@@ -19,9 +20,10 @@ from hypothesis import strategies as st
 
 from cnn_im2col import threads
 from cnn_im2col.architectures import build
-from cnn_im2col.conv import winograd, winograd_split
+from cnn_im2col.conv import sample_split, tiled, winograd
+from cnn_im2col.conv.tile_kernel import tile_dims
 from cnn_im2col.session import InferenceSession
-from cnn_im2col.shapes import WindowGeometry
+from cnn_im2col.shapes import WindowGeometry, dilated_geometry
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -34,7 +36,7 @@ def two_threads():
 
 
 def _plan(x_shape, weight, bias, g, relu, halves, monkeypatch):
-    monkeypatch.setattr(winograd_split, "HALVES_U_BYTES", 0 if halves else 1 << 40)
+    monkeypatch.setattr(sample_split, "HALVES_U_BYTES", 0 if halves else 1 << 40)
     return winograd.plan_forward(x_shape, weight, bias, g, relu=relu, x_last=True,
                                  out_last=True, split=True)
 
@@ -73,7 +75,7 @@ def _compare(x, weight, bias, g, relu, skip, halves, monkeypatch, helper):
             assert winograd.slice_forward(x, p, split, skip, keep=False) is None
         else:  # no worker serving: the caller claims the posted half itself
             threads.parallel_map(abs, [0, 1])  # (a map reclaims a lent worker)
-            assert not winograd_split._BOX[winograd_split._SERVING]
+            assert not sample_split._BOX[sample_split._SERVING]
             monkeypatch.setattr(threads, "lend_worker", lambda loop, stop: False)
             assert winograd.slice_forward(x, p, split, skip, keep=False) is None
             monkeypatch.undo()
@@ -89,6 +91,48 @@ def test_the_split_forward_equals_the_whole_one(monkeypatch_module, case, helper
     x, weight, bias, g, relu, skip, halves = case
     with pytest.MonkeyPatch.context() as monkeypatch:
         _compare(x, weight, bias, g, relu, skip, halves, monkeypatch, helper)
+
+
+@st.composite
+def tiled_cases(draw):
+    """One sample through a convolution in tiles: kernels 1 to 5, strides 1 to 3, dilations 1 or
+    2, paddings 0 to 2, up to 70 output channels, the input NCHW or channels-last."""
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    c, o = draw(st.integers(1, 12)), draw(st.integers(1, 70))
+    h = draw(st.integers((kh - 1) * dilation[0] + 1, 24))
+    w = draw(st.integers((kw - 1) * dilation[1] + 1, 24))
+    g = dilated_geometry(h, w, (kh, kw), stride, dilation, padding, "t")
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = rng.standard_normal((1, c, h, w)).astype(np.float32)
+    weight = rng.standard_normal((o, c, kh, kw)).astype(np.float32)
+    bias = rng.standard_normal(o).astype(np.float32) if draw(st.booleans()) else None
+    return x, weight, bias, g, draw(st.booleans()), draw(st.booleans())
+
+
+@settings(deadline=None, max_examples=50)
+@given(tiled_cases(), st.booleans())
+def test_a_tiled_convolution_in_halves_equals_the_whole_one(case, helper):
+    x, weight, bias, g, relu, x_last = case
+    inputs = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x_last else x
+    layout = tiled.tile_layout(weight, bias, g, x_last, image=x.shape[2:])
+    ts = sample_split.tiled_plan(layout, x.shape, True)
+    plane = g.oh * g.ow
+    if ts is None:  # fewer than two of the register tile's rows of pixels
+        assert plane <= tile_dims(4, layout.weight.shape[1])[1]
+        return
+    assert 0 < ts.first < plane
+    split = np.full((1, plane, weight.shape[0]), np.nan, np.float32)
+    whole = np.empty_like(split)
+    with threads.engine_blas(), pytest.MonkeyPatch.context() as monkeypatch:
+        if not helper:
+            threads.parallel_map(abs, [0, 1])  # (a map reclaims a lent worker)
+            monkeypatch.setattr(threads, "lend_worker", lambda loop, stop: False)
+        assert sample_split.tiled(ts, inputs, layout, g.top, g.left, relu, split)
+        tiled.run_tiles(inputs, layout, g, relu, whole, channels_last=True)
+    np.testing.assert_array_equal(split, whole)
 
 
 @pytest.mark.parametrize("halves", [False, True])
@@ -127,18 +171,24 @@ def test_what_does_not_apply_is_not_planned(monkeypatch):
     untied = winograd.plan_forward((1, 4, 8, 8), weight, np.zeros((8, 8, 8), np.float32), g,
                                    x_last=True, out_last=True, split=True)
     assert untied.split is None
+    layout = tiled.tile_layout(weight, None, g)
+    assert sample_split.tiled_plan(layout, (1, 4, 8, 8), True) is not None
+    assert sample_split.tiled_plan(layout, (2, 4, 8, 8), True) is None
+    assert sample_split.tiled_plan(layout, (1, 4, 8, 8), False) is None  # NCHW out: not rows
     monkeypatch.setattr(threads, "get_num_threads", lambda: 1)
     assert split_plan() is None
+    assert sample_split.tiled_plan(layout, (1, 4, 8, 8), True) is None
 
 
 def test_a_session_at_batch_1_runs_split_and_agrees_with_its_unsplit_run(monkeypatch):
     model = build("resnet20", seed=0, input_shape=(3, 32, 32), classes=10)
     x = np.random.default_rng(1).random((1, 3, 32, 32), dtype=np.float32)
-    posted = winograd_split._BOX[winograd_split._POSTED]
+    posted = sample_split._BOX[sample_split._POSTED]
     split = InferenceSession(model, (3, 32, 32)).run(x)
-    runs = winograd_split._BOX[winograd_split._POSTED] - posted
-    assert runs >= 10  # ResNet-20's Winograd layers at batch 1
-    monkeypatch.setattr(winograd_split, "plan", lambda *args: None)
+    runs = sample_split._BOX[sample_split._POSTED] - posted
+    assert runs == 21  # ResNet-20's 16 Winograd layers, its stem, 2 strided layers, 2 projections
+    monkeypatch.setattr(sample_split, "plan", lambda *args: None)
+    monkeypatch.setattr(sample_split, "tiled_plan", lambda *args: None)
     whole = InferenceSession(model, (3, 32, 32)).run(x)
     np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-6)
     batch = np.random.default_rng(2).random((5, 3, 32, 32), dtype=np.float32)
@@ -155,7 +205,7 @@ def test_a_parallel_map_and_a_resize_reclaim_the_lent_worker():
     session.run(x)
     assert threads._lent  # the worker serves the loop (its tail is half a millisecond)
     assert threads.parallel_map(lambda i: i * i, list(range(6))) == [0, 1, 4, 9, 16, 25]
-    assert not threads._lent and not winograd_split._BOX[winograd_split._SERVING]
+    assert not threads._lent and not sample_split._BOX[sample_split._SERVING]
     session.run(x)
     threads.set_num_threads(2, wait_policy="passive")  # no loop lent under the passive policy
     threads.set_num_threads(3)
@@ -168,13 +218,13 @@ def test_a_failed_half_leaves_no_half_running(monkeypatch):
     """An exception out of the caller's compiled call: a half it had posted is settled (claimed
     and marked done, or waited for if the worker took it) before the arrays are let go, and the
     mailbox is left consistent, so the next split runs normally."""
-    box = np.zeros_like(winograd_split._BOX)  # a mailbox no worker serves
-    box[winograd_split._POSTED] = 5  # posted, not claimed
-    box[winograd_split._CLAIMED] = box[winograd_split._DONE] = 4
-    winograd_split._settle(box)
-    assert box[winograd_split._CLAIMED] == box[winograd_split._DONE] == 5
-    winograd_split._settle(box)  # nothing posted: nothing to do
-    assert box[winograd_split._CLAIMED] == box[winograd_split._DONE] == 5
+    box = np.zeros_like(sample_split._BOX)  # a mailbox no worker serves
+    box[sample_split._POSTED] = 5  # posted, not claimed
+    box[sample_split._CLAIMED] = box[sample_split._DONE] = 4
+    sample_split._settle(box)
+    assert box[sample_split._CLAIMED] == box[sample_split._DONE] == 5
+    sample_split._settle(box)  # nothing posted: nothing to do
+    assert box[sample_split._CLAIMED] == box[sample_split._DONE] == 5
 
     def fail(*args):
         raise MemoryError("made to fail")
@@ -186,12 +236,12 @@ def test_a_failed_half_leaves_no_half_running(monkeypatch):
     x = rng.standard_normal((1, 8, 8, 4)).astype(np.float32)
     out = np.empty(p.out_shape, np.float32)
     with monkeypatch.context() as patch:
-        patch.setattr(winograd_split, "_split_forward", fail)
+        patch.setattr(sample_split, "_split_forward", fail)
         with pytest.raises(MemoryError):
             winograd.slice_forward(x, p, out, keep=False)
-    box = winograd_split._BOX
-    assert box[winograd_split._CLAIMED] == box[winograd_split._DONE] == box[winograd_split._POSTED]
-    assert not winograd_split._box_lock.locked()
+    box = sample_split._BOX
+    assert box[sample_split._CLAIMED] == box[sample_split._DONE] == box[sample_split._POSTED]
+    assert not sample_split._box_lock.locked()
     whole = np.empty(p.out_shape, np.float32)
     with threads.engine_blas():
         winograd.slice_forward(x, p, out, keep=False)
@@ -230,7 +280,7 @@ def test_a_forked_child_runs_split_sessions_without_its_parents_worker():
         import os, sys, numpy as np
         from cnn_im2col.architectures import build
         from cnn_im2col.session import InferenceSession
-        from cnn_im2col.conv import winograd_split
+        from cnn_im2col.conv import sample_split
         model = build("resnet20", seed=0, input_shape=(3, 32, 32), classes=10)
         session = InferenceSession(model, (3, 32, 32))
         x = np.random.default_rng(1).random((1, 3, 32, 32), dtype=np.float32)

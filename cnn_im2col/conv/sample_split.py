@@ -1,5 +1,5 @@
-"""A session's Winograd forward of a single sample, split between the calling thread and one of
-the pool's workers that waits for its half spinning, without the GIL.
+"""A session's single sample through a convolution, split between the calling thread and one
+of the pool's workers that waits for its half spinning, without the GIL.
 
 At batch 1 a session runs its layers in the calling thread (``threads.batch_maps``): a hand-off
 to the pool's Python workers costs more than a layer (the worker's wake-up, then the GIL at each
@@ -11,6 +11,8 @@ half's arguments (addresses and sizes) into them, posts it, runs its own half, t
 posted half itself if the worker has not (compare-and-swap: whoever wins runs it), or waits for
 the worker to finish it. So the caller never waits for a worker that is late or not there, and
 the results do not depend on who runs which half.
+
+A Winograd layer (``plan`` and ``forward``) is halved one of two ways:
 
 Two ways to halve a layer (``plan``):
 
@@ -28,9 +30,16 @@ Measured (2026-12-06, Intel Xeon, one layer alone, channels-last, us, whole / ba
 16.6; inside ResNet-20's session, where U comes from memory, the 64-channel layers took 187-206
 us whole, 180-219 in bands and 153-161 in halves (the five of them a run).
 
-The slow twin is ``winograd.slice_forward_unfused``: the same transforms and products, the whole
-sample in one thread; the tests hold the two equal to rounding (in practice they are equal bit
-for bit: a row's products do not depend on the rows beside it).
+A strided layer in tiles (``tiled_plan`` and ``tiled``: a ResNet's stem, its strided 3x3 and 1x1
+convolutions) is halved by its output pixels, each half padding its own copy of the sample
+(``tiled.tiled_forward`` on a range of its pixel table). ResNet-20's session at batch 1, the
+three alternated in one process (2026-12-06, Intel Xeon): 0.951 ms whole, 0.817 with its Winograd
+layers split, 0.713 with its five tiled ones too.
+
+The slow twins are ``winograd.slice_forward_unfused`` and ``tiled.run_tiles``: the same kernels
+on the whole sample in one thread; the tests hold each pair equal to rounding (in practice they
+are equal bit for bit: a row's products do not depend on the rows beside it, and a tile's sums
+on the tiles beside it).
 """
 
 from __future__ import annotations
@@ -48,19 +57,29 @@ from .. import threads as _threads
 from ..atomics import compare_exchange, load_acquire, pointer, spin_pause, store_release
 from ..blas import library
 from ..blas import matmul as blas_matmul
+from .tile_kernel import tile_dims
+from .tiled import TileLayout, tiled_forward
 from .winograd_kernels import _winograd_input, _winograd_output
 
-__all__ = ["SplitPlan", "plan", "forward", "HALVES_U_BYTES"]
+__all__ = ["SplitPlan", "plan", "forward", "tiled_plan", "tiled", "HALVES_U_BYTES"]
 
 # the mailbox's words, each on a 64-byte line of its own; then two blocks of a half's arguments
 _POSTED, _CLAIMED, _DONE, _STOP, _SERVING = 0, 8, 16, 24, 32
-_POSTED_ARGS, _OWN_ARGS, _ARGS = 40, 72, 24  # the posted half's block, the caller's, their size
+_POSTED_ARGS, _OWN_ARGS, _ARGS = 40, 80, 32  # the posted half's block, the caller's, their size
 _BOX = np.zeros(_OWN_ARGS + _ARGS + 8, np.int64)
+_KIND = _ARGS - 1  # a block's last word: which kind of half it holds
+_WINOGRAD, _TILED = 0, 1
 # one caller at a time: a session run from another of the user's threads meanwhile is not split
 _box_lock = threading.Lock()
-# a half's argument block: its words
+# a Winograd half's argument block: its words
 (_X, _TOP, _H, _W, _LEFT, _UT, _C, _K_PART, _BIAS, _SKIP, _OUT, _OH, _OW, _V, _MT, _TY, _TX,
  _RELU, _TMP, _K0, _K) = range(21)
+# a tiled half's: x (address and 4 dims, layout), padding, the padded copy's steps and shape,
+# in place, the tap and pixel tables (addresses and lengths), the weight (address, rows, columns),
+# the bias (address, length), ReLU, out (address, pixels, channels)
+(_T_X, _T_D0, _T_D1, _T_D2, _T_D3, _T_X_LAST, _T_TOP, _T_LEFT, _T_STEP0, _T_STEP1, _T_P0, _T_P1,
+ _T_P2, _T_IN_PLACE, _T_TAPS, _T_TAP_COUNT, _T_PIX, _T_PIX_COUNT, _T_WT, _T_WT_ROWS, _T_WT_COLS,
+ _T_BIAS, _T_RELU, _T_OUT, _T_OUT_CHANNELS) = range(25)
 # the caller spins this many pauses waiting for the worker's half, then yields the core between
 # pauses (the worker may have been preempted)
 _PATIENT_SPINS = 1 << 14
@@ -133,9 +152,9 @@ def plan(x_shape: tuple[int, ...], ut: np.ndarray, bias2: np.ndarray, m: int, to
 # --------------------------------------------------------------------------- the compiled halves
 
 
-@nb.njit(cache=True, nogil=True)
-def _run_half(a, blas):
-    """One half from its argument block ``a`` (``_fill``'s words): the input transform of its
+@nb.njit(cache=True, nogil=True, inline="always")
+def _run_winograd(a, blas):
+    """A Winograd half from its argument block ``a`` (``_fill``'s words): the input transform of its
     input, its 36 products (``blas.matmul``: ``winograd.output_products``' bits) and its output
     transform; a half of the channels then copies its buffer into its channels of the output,
     adding the shortcut, then the ReLU, as ``_winograd_output`` would have."""
@@ -172,6 +191,50 @@ def _run_half(a, blas):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
+def _run_tiled(a):
+    """A tiled half from its argument block ``a`` (``_fill_tiled``'s words): ``tiled_forward`` on
+    its range of the output pixels, into its rows of the channels-last output."""
+    x = nb.carray(pointer(a[_T_X]), (a[_T_D0], a[_T_D1], a[_T_D2], a[_T_D3]), np.float32)
+    taps = nb.carray(pointer(a[_T_TAPS]), (a[_T_TAP_COUNT],), np.int64)
+    pix = nb.carray(pointer(a[_T_PIX]), (a[_T_PIX_COUNT],), np.int64)
+    wt = nb.carray(pointer(a[_T_WT]), (a[_T_WT_ROWS], a[_T_WT_COLS]), np.float32)
+    bias = nb.carray(pointer(a[_T_BIAS]), (a[_T_WT_COLS],), np.float32)
+    out = nb.carray(pointer(a[_T_OUT]), (1, a[_T_PIX_COUNT], a[_T_OUT_CHANNELS]), np.float32)
+    tiled_forward(x, a[_T_X_LAST] != 0, a[_T_TOP], a[_T_LEFT], (a[_T_STEP0], a[_T_STEP1]),
+                  (a[_T_P0], a[_T_P1], a[_T_P2]), a[_T_IN_PLACE] != 0, taps, pix, wt, bias,
+                  a[_T_RELU] != 0, True, out)
+
+
+@nb.njit(cache=True, nogil=True)
+def _run_half(a, blas):
+    """The half whose argument block is ``a``, of either kind."""
+    if a[_KIND] == _TILED:
+        _run_tiled(a)
+    else:
+        _run_winograd(a, blas)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _post_and_join(box, blas, own, posted):
+    """Post the half in block ``posted``, run block ``own``, then claim the posted half unless the
+    worker took it (then wait for it). Returns whether the worker ran it."""
+    job = box[_POSTED] + 1
+    store_release(box, _POSTED, job)
+    _run_half(own, blas)
+    if compare_exchange(box, _CLAIMED, job - 1, job):
+        _run_half(posted, blas)
+        store_release(box, _DONE, job)
+        return False
+    spins = 0
+    while load_acquire(box, _DONE) != job:
+        spin_pause()
+        spins += 1
+        if spins > _PATIENT_SPINS:
+            _sched_yield()
+    return True
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
 def _fill(a, x, top, left, h, w, ut, bias, relu, skip, out, oh, ow, v, mt, ty, tx, tmp, k0, k):
     """Write a half's arguments into block ``a``: addresses (x, ut, bias, skip or 0, out, v, mt,
     tmp or 0) and sizes."""
@@ -180,6 +243,24 @@ def _fill(a, x, top, left, h, w, ut, bias, relu, skip, out, oh, ow, v, mt, ty, t
     a[_SKIP], a[_OUT], a[_OH], a[_OW] = skip, out, oh, ow
     a[_V], a[_MT], a[_TY], a[_TX], a[_RELU] = v.ctypes.data, mt.ctypes.data, ty, tx, relu
     a[_TMP], a[_K0], a[_K] = tmp, k0, k
+    a[_KIND] = _WINOGRAD
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _fill_tiled(a, x, x_last, top, left, steps, padded_shape, in_place, taps, pix, first, count,
+                wt, bias, relu, out, out_channels):
+    """Write a tiled half's arguments into block ``a``: output pixels [first, first + count)."""
+    a[_T_X], a[_T_D0], a[_T_D1], a[_T_D2], a[_T_D3] = (x.ctypes.data, x.shape[0], x.shape[1],
+                                                       x.shape[2], x.shape[3])
+    a[_T_X_LAST], a[_T_TOP], a[_T_LEFT] = x_last, top, left
+    a[_T_STEP0], a[_T_STEP1] = steps[0], steps[1]
+    a[_T_P0], a[_T_P1], a[_T_P2] = padded_shape[0], padded_shape[1], padded_shape[2]
+    a[_T_IN_PLACE], a[_T_TAPS], a[_T_TAP_COUNT] = in_place, taps.ctypes.data, taps.shape[0]
+    a[_T_PIX], a[_T_PIX_COUNT] = pix.ctypes.data + 8 * first, count
+    a[_T_WT], a[_T_WT_ROWS], a[_T_WT_COLS] = wt.ctypes.data, wt.shape[0], wt.shape[1]
+    a[_T_BIAS], a[_T_RELU] = bias.ctypes.data, relu
+    a[_T_OUT], a[_T_OUT_CHANNELS] = out.ctypes.data + 4 * first * out_channels, out_channels
+    a[_KIND] = _TILED
 
 
 @nb.njit(cache=True, nogil=True)
@@ -211,20 +292,23 @@ def _split_forward(box, blas, x, top, left, ty, tx, relu, skip, out, halves, row
               oh - 4 * rows, ow, v1, mt1, ty - rows, tx, 0, 0, k)
         _fill(own, xa, top, left, h, w, ut0, bias0, relu, sa, oa, 4 * rows, ow, v0, mt0, rows,
               tx, 0, 0, k)
-    job = box[_POSTED] + 1
-    store_release(box, _POSTED, job)
-    _run_half(own, blas)
-    if compare_exchange(box, _CLAIMED, job - 1, job):
-        _run_half(posted, blas)
-        store_release(box, _DONE, job)
-        return False
-    spins = 0
-    while load_acquire(box, _DONE) != job:
-        spin_pause()
-        spins += 1
-        if spins > _PATIENT_SPINS:
-            _sched_yield()
-    return True
+    return _post_and_join(box, blas, own, posted)
+
+
+@nb.njit(cache=True, nogil=True)
+def _split_tiled(box, blas, x, x_last, top, left, steps, padded_shape, in_place, taps, pix, wt,
+                 bias, relu, out, first):
+    """``tiled_forward`` of one sample in two halves of its output pixels, [0, first) run here
+    and the rest posted: x (1, C, H, W) or (1, H, W, C) if ``x_last``; out (written): (1, OH*OW,
+    O), channels-last; all C-contiguous float32. Returns whether the worker ran the posted
+    half."""
+    own, posted = box[_OWN_ARGS:_OWN_ARGS + _ARGS], box[_POSTED_ARGS:_POSTED_ARGS + _ARGS]
+    plane, channels = pix.shape[0], out.shape[2]
+    _fill_tiled(posted, x, x_last, top, left, steps, padded_shape, in_place, taps, pix, first,
+                plane - first, wt, bias, relu, out, channels)
+    _fill_tiled(own, x, x_last, top, left, steps, padded_shape, in_place, taps, pix, 0, first,
+                wt, bias, relu, out, channels)
+    return _post_and_join(box, blas, own, posted)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -289,24 +373,74 @@ def _stop() -> None:
     _BOX[_STOP] += 1
 
 
+def _lend() -> None:
+    """With the mailbox held: lend the worker the loop unless it runs it already."""
+    if not _BOX[_SERVING]:
+        _threads.lend_worker(functools.partial(_loop, int(_BOX[_STOP])), _stop)
+
+
+def _contiguous_float32(*arrays: np.ndarray | None) -> bool:
+    return all(a is None or (a.flags.c_contiguous and a.dtype == np.float32) for a in arrays)
+
+
 def forward(sp: SplitPlan, x: np.ndarray, top: int, left: int, ty: int, tx: int, relu: bool,
             skip: np.ndarray | None, out: np.ndarray) -> bool:
     """``sp``'s forward of x (1, H, W, C) into out (1, OH, OW, K) (+ ``skip``, of out's shape),
     the worker lent the loop unless it runs it already. Returns False, having done nothing, where
     the arrays are not C-contiguous float32 or another thread is splitting meanwhile (the caller
     then runs the layer whole)."""
-    if not (x.flags.c_contiguous and out.flags.c_contiguous and x.dtype == np.float32
-            and (skip is None or (skip.flags.c_contiguous and skip.dtype == np.float32))):
-        return False
-    if not _box_lock.acquire(blocking=False):
+    if not _contiguous_float32(x, out, skip) or not _box_lock.acquire(blocking=False):
         return False
     try:
-        if not _BOX[_SERVING]:
-            _threads.lend_worker(functools.partial(_loop, int(_BOX[_STOP])), _stop)
+        _lend()
         try:
             _split_forward(_BOX, library(), x, top, left, ty, tx, relu,
                            _NO_SKIP if skip is None else skip, out, sp.halves, sp.rows, *sp.ut,
                            *sp.bias, *sp.v, *sp.mt, *sp.tmp)
+        except BaseException:
+            _settle(_BOX)
+            raise
+    finally:
+        _box_lock.release()
+    return True
+
+
+class TiledSplit(NamedTuple):
+    """A tiled layer's forward of one sample in two halves of its output pixels: the caller's
+    [0, first), the worker's the rest (``tiled_plan``)."""
+
+    first: int
+
+
+def tiled_plan(layout: TileLayout, x_shape: tuple[int, ...], out_last: bool
+               ) -> TiledSplit | None:
+    """The split of ``tiled.run_tiles`` with ``layout`` on inputs of ``x_shape`` (N first), or
+    None where it does not apply: one sample, float32, the output channels-last, a pool of more
+    than one thread, and at least two of the register tile's rows of output pixels. The caller's
+    half ends at a whole tile row near the middle."""
+    plane = layout.geometry.pixels.shape[0]
+    if (x_shape[0] != 1 or layout.weight.dtype != np.float32 or not out_last
+            or _threads.get_num_threads() < 2):
+        return None
+    _, pixels, _ = tile_dims(4, layout.weight.shape[1])
+    first = max(1, round(plane / (2 * pixels))) * pixels
+    return TiledSplit(first) if first < plane else None
+
+
+def tiled(ts: TiledSplit, x: np.ndarray, layout: TileLayout, top: int, left: int, relu: bool,
+          out: np.ndarray) -> bool:
+    """``tiled.run_tiles(x, layout, g, relu, out, channels_last=True)`` in ``ts``'s two halves
+    (``top`` and ``left``: g's padding): x one sample, out (1, OH*OW, O). Returns False, having
+    done nothing, as ``forward`` does."""
+    if not _contiguous_float32(x, out) or not _box_lock.acquire(blocking=False):
+        return False
+    tg = layout.geometry
+    try:
+        _lend()
+        try:
+            _split_tiled(_BOX, library(), x, tg.x_last, top, left, tg.steps, tg.padded_shape,
+                         tg.in_place, tg.offsets, tg.pixels, layout.weight, layout.bias, relu,
+                         out, ts.first)
         except BaseException:
             _settle(_BOX)
             raise
