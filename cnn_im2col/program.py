@@ -85,7 +85,19 @@ def compile_stack(stack: Sequential, shape: tuple[int, ...], first: bool = True,
     Maps pass channels-last from a step that can write them so to one that can read them
     (``_layouts``): Winograd convolutions, MobileNetV2's blocks run by rows, identity Residuals
     around them (whose output keeps their input's layout) and stacks of these. Their kernels work
-    channels-innermost, so that these maps spare a gather and a scatter each."""
+    channels-innermost, so that these maps spare a gather and a scatter each.
+
+    A program where input enters (``first``) plans its single sample's convolutions split in two
+    threads' halves only if it has ``sample_split.MIN_LAYERS`` of them (``sample_split.planning``).
+    """
+    if first:
+        with sample_split.planning():
+            return _compile_stack(stack, shape, first, join, relu, x_last, out_last)
+    return _compile_stack(stack, shape, first, join, relu, x_last, out_last)
+
+
+def _compile_stack(stack: Sequential, shape: tuple[int, ...], first: bool, join: bool,
+                   relu: bool, x_last: bool, out_last: bool) -> tuple[Run, tuple[int, ...]]:
     steps, folds = stack.inference_steps()
     for fold in folds:
         fold.refresh()  # inside folds_frozen: made once, never compared again

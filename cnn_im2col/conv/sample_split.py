@@ -44,9 +44,11 @@ on the tiles beside it).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numba as nb
@@ -61,7 +63,8 @@ from .tile_kernel import tile_dims
 from .tiled import TileLayout, tiled_forward
 from .winograd_kernels import _winograd_input, _winograd_output
 
-__all__ = ["SplitPlan", "plan", "forward", "tiled_plan", "tiled", "HALVES_U_BYTES"]
+__all__ = ["SplitPlan", "TiledSplit", "Switch", "plan", "forward", "tiled_plan", "tiled",
+           "planning", "HALVES_U_BYTES", "MIN_LAYERS"]
 
 # the mailbox's words, each on a 64-byte line of its own; then two blocks of a half's arguments
 _POSTED, _CLAIMED, _DONE, _STOP, _SERVING = 0, 8, 16, 24, 32
@@ -96,6 +99,49 @@ _sched_yield = types.ExternalFunction("sched_yield", types.int32())
 _CLOCK_MONOTONIC = 1
 
 
+# a program with fewer split layers than this runs them whole: the lent loop, idle for its tail
+# between them, ends, and lending it again at the next run costs more than the halves save.
+# Measured 2026-12-06, Intel Xeon, sessions at batch 1, alternated in one process: MobileNetV2
+# x0.5 (one split layer, its stem) 1.17 ms unsplit, 1.27-1.32 split; ResNet-20 (21) 0.95 -> 0.71
+MIN_LAYERS = 4
+
+
+class Switch:
+    """Whether the split plans of one program run split (``planning``): one flag they share."""
+
+    __slots__ = ("on",)
+
+    def __init__(self) -> None:
+        self.on = True
+
+
+_planning = threading.local()  # .switch, .count: the planning under way in this thread
+
+
+@contextlib.contextmanager
+def planning() -> Iterator[None]:
+    """The block in which a program is compiled: the split plans made inside share one ``Switch``,
+    turned off on leaving unless at least ``MIN_LAYERS`` were made. Plans made outside any
+    planning run split."""
+    before = getattr(_planning, "switch", None), getattr(_planning, "count", 0)
+    switch = _planning.switch = Switch()
+    _planning.count = 0
+    try:
+        yield
+    finally:
+        switch.on = _planning.count >= MIN_LAYERS
+        _planning.switch, _planning.count = before
+
+
+def _switch() -> Switch:
+    """The switch of the planning under way (counting one more plan), or a new one."""
+    switch = getattr(_planning, "switch", None)
+    if switch is None:
+        return Switch()
+    _planning.count += 1
+    return switch
+
+
 class SplitPlan(NamedTuple):
     """A Winograd layer's forward of one sample in two halves, made once per session program
     (``plan``): the halves' weights, biases and buffers, used only while ``_box_lock`` is held."""
@@ -107,6 +153,7 @@ class SplitPlan(NamedTuple):
     v: tuple[np.ndarray, np.ndarray]  # each half's V (36, its tiles, C)
     mt: tuple[np.ndarray, np.ndarray]  # each half's M^T (36, its tiles, its channels)
     tmp: tuple[np.ndarray, np.ndarray]  # halves: each one's output (1, OH, OW, its channels)
+    switch: Switch  # off: the layer runs whole (``planning``)
 
 
 def plan(x_shape: tuple[int, ...], ut: np.ndarray, bias2: np.ndarray, m: int, top: int,
@@ -134,7 +181,7 @@ def plan(x_shape: tuple[int, ...], ut: np.ndarray, bias2: np.ndarray, m: int, to
             False, rows, (ut, ut), (bias2, bias2),
             tuple(np.empty((36, t, c), np.float32) for t in counts),
             tuple(np.empty((36, t, k), np.float32) for t in counts),
-            (none, none),
+            (none, none), _switch(),
         )
     if k < 4 or ty * tx < 2:
         return None
@@ -145,7 +192,7 @@ def plan(x_shape: tuple[int, ...], ut: np.ndarray, bias2: np.ndarray, m: int, to
         tuple(np.ascontiguousarray(bias2[a:b]) for a, b in parts),
         (np.empty((36, tiles, c), np.float32), np.empty((36, tiles, c), np.float32)),
         tuple(np.empty((36, tiles, b - a), np.float32) for a, b in parts),
-        tuple(np.empty((1, oh, ow, b - a), np.float32) for a, b in parts),
+        tuple(np.empty((1, oh, ow, b - a), np.float32) for a, b in parts), _switch(),
     )
 
 
@@ -388,8 +435,9 @@ def forward(sp: SplitPlan, x: np.ndarray, top: int, left: int, ty: int, tx: int,
     """``sp``'s forward of x (1, H, W, C) into out (1, OH, OW, K) (+ ``skip``, of out's shape),
     the worker lent the loop unless it runs it already. Returns False, having done nothing, where
     the arrays are not C-contiguous float32 or another thread is splitting meanwhile (the caller
-    then runs the layer whole)."""
-    if not _contiguous_float32(x, out, skip) or not _box_lock.acquire(blocking=False):
+    then runs the layer whole), or its program's plans are switched off (``planning``)."""
+    if (not sp.switch.on or not _contiguous_float32(x, out, skip)
+            or not _box_lock.acquire(blocking=False)):
         return False
     try:
         _lend()
@@ -410,6 +458,7 @@ class TiledSplit(NamedTuple):
     [0, first), the worker's the rest (``tiled_plan``)."""
 
     first: int
+    switch: Switch  # off: the layer runs whole (``planning``)
 
 
 def tiled_plan(layout: TileLayout, x_shape: tuple[int, ...], out_last: bool
@@ -424,7 +473,7 @@ def tiled_plan(layout: TileLayout, x_shape: tuple[int, ...], out_last: bool
         return None
     _, pixels, _ = tile_dims(4, layout.weight.shape[1])
     first = max(1, round(plane / (2 * pixels))) * pixels
-    return TiledSplit(first) if first < plane else None
+    return TiledSplit(first, _switch()) if first < plane else None
 
 
 def tiled(ts: TiledSplit, x: np.ndarray, layout: TileLayout, top: int, left: int, relu: bool,
@@ -432,7 +481,8 @@ def tiled(ts: TiledSplit, x: np.ndarray, layout: TileLayout, top: int, left: int
     """``tiled.run_tiles(x, layout, g, relu, out, channels_last=True)`` in ``ts``'s two halves
     (``top`` and ``left``: g's padding): x one sample, out (1, OH*OW, O). Returns False, having
     done nothing, as ``forward`` does."""
-    if not _contiguous_float32(x, out) or not _box_lock.acquire(blocking=False):
+    if (not ts.switch.on or not _contiguous_float32(x, out)
+            or not _box_lock.acquire(blocking=False)):
         return False
     tg = layout.geometry
     try:

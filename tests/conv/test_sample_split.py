@@ -4,8 +4,9 @@ the output channels), the second run by a pool worker lent a compiled loop, equa
 whether the worker or the caller runs the posted half; a tiled convolution's halves of its output
 pixels equal ``tiled.run_tiles`` bit for bit on drawn kernels, strides, dilations, paddings and
 layouts; NaN and Inf pass as the twin passes them; a session at batch 1 runs split and agrees with
-its unsplit run; what does not apply is not planned; a failed half leaves no half running; a
-forked child and a second user thread are served correctly."""
+its unsplit run; what does not apply is not planned, and a program's few split layers run whole;
+a failed half leaves no half running; a forked child and a second user thread are served
+correctly."""
 
 import os
 import subprocess
@@ -196,6 +197,29 @@ def test_a_session_at_batch_1_runs_split_and_agrees_with_its_unsplit_run(monkeyp
     session = InferenceSession(model, (3, 32, 32))
     np.testing.assert_allclose(session.run(batch[:1]), session.run(batch)[:1], rtol=1e-4,
                                atol=1e-5)
+
+
+def test_a_program_with_few_split_layers_runs_them_whole():
+    """MobileNetV2 has one (its stem, in tiles): lending the loop for it costs more than the half
+    saves, so its session posts nothing; the plans made outside a program's planning run split."""
+    model = build("mobilenetv2", seed=0, input_shape=(3, 32, 32), classes=10)
+    session = InferenceSession(model, (3, 32, 32))
+    x = np.random.default_rng(1).random((1, 3, 32, 32), dtype=np.float32)
+    session.run(x)
+    posted = sample_split._BOX[sample_split._POSTED]
+    session.run(x)
+    assert sample_split._BOX[sample_split._POSTED] == posted
+    g = WindowGeometry(3, 3, 1, 1, 1, 1, 1, 1, 8, 8)
+    layout = tiled.tile_layout(np.ones((8, 4, 3, 3), np.float32), None, g)
+    with sample_split.planning():
+        plans = [sample_split.tiled_plan(layout, (1, 4, 8, 8), True)
+                 for _ in range(sample_split.MIN_LAYERS - 1)]
+    assert not any(p.switch.on for p in plans)
+    with sample_split.planning():
+        plans = [sample_split.tiled_plan(layout, (1, 4, 8, 8), True)
+                 for _ in range(sample_split.MIN_LAYERS)]
+    assert all(p.switch.on for p in plans)
+    assert sample_split.tiled_plan(layout, (1, 4, 8, 8), True).switch.on
 
 
 def test_a_parallel_map_and_a_resize_reclaim_the_lent_worker():
