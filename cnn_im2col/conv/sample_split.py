@@ -47,7 +47,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -93,6 +95,10 @@ _PAUSE_NS = 100_000
 # module's measurements: a 64-channel 3x3 layer's U^T is 576 KiB, a 32-channel one's 144 KiB)
 HALVES_U_BYTES = 256 * 1024
 
+# the loop calls the C library's clock_gettime and sched_yield, as the spinners of the active wait
+# policy do (``threads._spin``): Linux only; elsewhere nothing is split
+_SUPPORTED = sys.platform.startswith("linux")
+_lending = {"on": True}  # off for the process once the loop failed to run (a warning said why)
 _clock_gettime = types.ExternalFunction("clock_gettime",
                                         types.int32(types.int32, types.voidptr))
 _sched_yield = types.ExternalFunction("sched_yield", types.int32())
@@ -164,7 +170,7 @@ def plan(x_shape: tuple[int, ...], ut: np.ndarray, bias2: np.ndarray, m: int, to
     None where it does not apply: one sample, float32, F(4x4, 3x3), groups 1, a tied bias, the
     input and output channels-last (not pooled), a pool of more than one thread, NumPy's BLAS
     callable from compiled code (``blas.library``), and two halves of work."""
-    if (x_shape[0] != 1 or ut.dtype != np.float32 or m != 4 or groups != 1
+    if (not _SUPPORTED or x_shape[0] != 1 or ut.dtype != np.float32 or m != 4 or groups != 1
             or bias2.shape[1] != 1 or layout != (True, True, False)
             or _threads.get_num_threads() < 2 or library() is None):
         return None
@@ -412,7 +418,16 @@ def _settle(box):
 
 
 def _loop(generation: int) -> None:
-    serve(_BOX, library(), _threads.SPIN_TAIL_NS, generation)
+    """The lent worker's job. If the loop cannot run here (it failed to compile or load), warn
+    once and lend it no more: the caller then runs both halves, the results never depend on it."""
+    try:
+        serve(_BOX, library(), _threads.SPIN_TAIL_NS, generation)
+    except Exception as exc:  # noqa: BLE001 - reported as a warning, the engine goes on
+        if _lending["on"]:
+            _lending["on"] = False
+            warnings.warn(f"cnn_im2col: a single sample's convolutions cannot use a second "
+                          f"thread here ({type(exc).__name__}: {exc}); they run in the calling "
+                          f"thread", RuntimeWarning, stacklevel=1)
 
 
 def _stop() -> None:
@@ -422,7 +437,7 @@ def _stop() -> None:
 
 def _lend() -> None:
     """With the mailbox held: lend the worker the loop unless it runs it already."""
-    if not _BOX[_SERVING]:
+    if not _BOX[_SERVING] and _lending["on"]:
         _threads.lend_worker(functools.partial(_loop, int(_BOX[_STOP])), _stop)
 
 
@@ -468,7 +483,7 @@ def tiled_plan(layout: TileLayout, x_shape: tuple[int, ...], out_last: bool
     than one thread, and at least two of the register tile's rows of output pixels. The caller's
     half ends at a whole tile row near the middle."""
     plane = layout.geometry.pixels.shape[0]
-    if (x_shape[0] != 1 or layout.weight.dtype != np.float32 or not out_last
+    if (not _SUPPORTED or x_shape[0] != 1 or layout.weight.dtype != np.float32 or not out_last
             or _threads.get_num_threads() < 2):
         return None
     _, pixels, _ = tile_dims(4, layout.weight.shape[1])

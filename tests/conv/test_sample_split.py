@@ -5,8 +5,8 @@ whether the worker or the caller runs the posted half; a tiled convolution's hal
 pixels equal ``tiled.run_tiles`` bit for bit on drawn kernels, strides, dilations, paddings and
 layouts; NaN and Inf pass as the twin passes them; a session at batch 1 runs split and agrees with
 its unsplit run; what does not apply is not planned, and a program's few split layers run whole;
-a failed half leaves no half running; a forked child and a second user thread are served
-correctly."""
+a failed half leaves no half running, a loop that cannot run is lent no more; a forked child and
+a second user thread are served correctly."""
 
 import os
 import subprocess
@@ -271,6 +271,33 @@ def test_a_failed_half_leaves_no_half_running(monkeypatch):
         winograd.slice_forward(x, p, out, keep=False)
         winograd.slice_forward_unfused(x, p, whole)
     np.testing.assert_allclose(out, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_a_loop_that_cannot_run_warns_once_and_is_lent_no_more(monkeypatch):
+    """Where the compiled loop fails (it could not compile or load), the worker's job reports it
+    as one warning and the caller runs both halves from then on, with the same results."""
+    def broken(*args):
+        raise RuntimeError("no loop here")
+
+    monkeypatch.setattr(sample_split, "serve", broken)
+    monkeypatch.setitem(sample_split._lending, "on", True)
+    with pytest.warns(RuntimeWarning, match="no loop here"):
+        sample_split._loop(0)
+    assert not sample_split._lending["on"]
+    threads.parallel_map(abs, [0, 1])  # (a map reclaims a lent worker)
+    lent = []
+    monkeypatch.setattr(threads, "lend_worker", lambda loop, stop: lent.append(loop))
+    rng = np.random.default_rng(0)
+    g = WindowGeometry(3, 3, 1, 1, 1, 1, 1, 1, 8, 8)
+    weight = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    p = _plan((1, 4, 8, 8), weight, None, g, True, False, monkeypatch)
+    x = rng.standard_normal((1, 8, 8, 4)).astype(np.float32)
+    split, whole = np.empty(p.out_shape, np.float32), np.empty(p.out_shape, np.float32)
+    with threads.engine_blas():
+        winograd.slice_forward(x, p, split, keep=False)
+        winograd.slice_forward_unfused(x, p, whole)
+    assert lent == []
+    np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-5)
 
 
 def test_two_user_threads_running_sessions_at_batch_1_get_their_own_answers():
