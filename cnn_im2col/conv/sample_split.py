@@ -14,8 +14,6 @@ the results do not depend on who runs which half.
 
 A Winograd layer (``plan`` and ``forward``) is halved one of two ways:
 
-Two ways to halve a layer (``plan``):
-
 - **bands** of tile rows: each half transforms its rows' tiles, multiplies them by all of U and
   writes its rows of the output (rows of a channels-last sample are contiguous);
 - **halves of the output channels** where U is large (a deep layer of few tiles, whose time is
@@ -27,13 +25,16 @@ Two ways to halve a layer (``plan``):
 
 Measured (2026-12-06, Intel Xeon, one layer alone, channels-last, us, whole / bands / halves):
 16 channels at 32x32 38.4 / 21.1 / 50.1; 32 at 16x16 26.8 / 12.3 / 24.0; 64 at 8x8 25.7 / 15.1 /
-16.6; inside ResNet-20's session, where U comes from memory, the 64-channel layers took 187-206
-us whole, 180-219 in bands and 153-161 in halves (the five of them a run).
+16.6; inside ResNet-20's session, where U comes from memory, its five 64-channel layers took
+185-228 us a run whole, 206-219 in bands and 153-182 in halves, its five 32-channel ones 154-189
+whole, 118-148 in bands and 174-180 in halves (several runs).
 
 A strided layer in tiles (``tiled_plan`` and ``tiled``: a ResNet's stem, its strided 3x3 and 1x1
 convolutions) is halved by its output pixels, each half padding its own copy of the sample
-(``tiled.tiled_forward`` on a range of its pixel table). ResNet-20's session at batch 1, the
-three alternated in one process (2026-12-06, Intel Xeon): 0.951 ms whole, 0.817 with its Winograd
+(``tiled.tiled_forward`` on a range of its pixel table): in ResNet-20's session, us a call whole /
+split, its stem 25 / 19, its strided 3x3 layers 31 / 26 and 33 / 25, its 1x1 projections 9 / 9
+and 9 / 7 (each half copies and pads the whole sample). The session at batch 1, the three
+alternated in one process (2026-12-06, Intel Xeon): 0.951 ms whole, 0.817 with its Winograd
 layers split, 0.713 with its five tiled ones too.
 
 The slow twins are ``winograd.slice_forward_unfused`` and ``tiled.run_tiles``: the same kernels
