@@ -5,7 +5,7 @@ At batch 1 a session runs its layers in the calling thread (``threads.batch_maps
 to the pool's Python workers costs more than a layer (the worker's wake-up, then the GIL at each
 hand-off between the two threads' Python; an empty two-item map took 10-45 us on the 2-core
 machine of ``benchmarks/``, a ResNet-20 layer 20-50 us). Here the hand-off is compiled: the
-worker is lent a loop (``serve``, ``threads.lend_worker``) that watches a few shared int64 words
+worker is lent a loop (``handoff``, ``threads.lend_worker``) that watches a few shared int64 words
 (``atomics``) until it has been idle for the active wait policy's tail; the caller writes a
 half's arguments (addresses and sizes) into them, posts it, runs its own half, then claims the
 posted half itself if the worker has not (compare-and-swap: whoever wins runs it), or waits for
@@ -64,7 +64,7 @@ from ..blas import library
 from ..blas import matmul as blas_matmul
 from .tile_kernel import tile_dims
 from .tiled import TileLayout, tiled_forward
-from .winograd_kernels import _winograd_input, _winograd_output
+from .winograd_kernels import winograd_input_last_f43, winograd_output_last_f43
 
 __all__ = ["SplitPlan", "TiledSplit", "Switch", "plan", "forward", "tiled_plan", "tiled",
            "planning", "HALVES_U_BYTES", "MIN_LAYERS"]
@@ -208,10 +208,11 @@ def plan(x_shape: tuple[int, ...], ut: np.ndarray, bias2: np.ndarray, m: int, to
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _run_winograd(a, blas):
-    """A Winograd half from its argument block ``a`` (``_fill``'s words): the input transform of its
-    input, its 36 products (``blas.matmul``: ``winograd.output_products``' bits) and its output
-    transform; a half of the channels then copies its buffer into its channels of the output,
-    adding the shortcut, then the ReLU, as ``_winograd_output`` would have."""
+    """A Winograd half from its argument block ``a`` (``_fill``'s words): the session's compiled
+    channels-last input transform of its input, its 36 products (``blas.matmul``:
+    ``winograd.output_products``' bits) and its output transform; a half of the channels then
+    copies its buffer into its channels of the output, adding the shortcut, then the ReLU, as the
+    output transform would have."""
     c, kp, k, k0 = a[_C], a[_K_PART], a[_K], a[_K0]
     oh, ow, ty, tx = a[_OH], a[_OW], a[_TY], a[_TX]
     relu = a[_RELU] != 0
@@ -221,17 +222,19 @@ def _run_winograd(a, blas):
     v = nb.carray(pointer(a[_V]), (36, ty * tx, c), np.float32)
     mt = nb.carray(pointer(a[_MT]), (36, ty * tx, kp), np.float32)
     none = nb.carray(pointer(a[_X]), (0, 0, 0, 0), np.float32)
-    _winograd_input(x, a[_TOP], a[_LEFT], 4, ty, tx, v, True)
+    winograd_input_last_f43(x, a[_TOP], a[_LEFT], ty, tx, v)
     for p in range(36):
         blas_matmul(blas, v[p], ut[p], mt[p])
     if a[_TMP] == 0:  # a band: its rows of the output, written by the output transform
         out = nb.carray(pointer(a[_OUT]), (1, oh, ow, kp), np.float32)
         skip = (nb.carray(pointer(a[_SKIP]), (1, oh, ow, kp), np.float32) if a[_SKIP] != 0
                 else none)
-        _winograd_output(mt, 4, ty, tx, bias, relu, skip, out, True, False)
+        winograd_output_last_f43(mt, ty, tx, bias, relu, skip, out)
         return
     tmp = nb.carray(pointer(a[_TMP]), (1, oh, ow, kp), np.float32)
-    _winograd_output(mt, 4, ty, tx, bias, False, none, tmp, True, False)
+    # (no ReLU yet: ``relu and not relu``, a bool of the band's type, not a literal False, which
+    # would compile the output transform a second time)
+    winograd_output_last_f43(mt, ty, tx, bias, relu and not relu, none, tmp)
     part = tmp.reshape((oh * ow, kp))
     out = nb.carray(pointer(a[_OUT]), (oh * ow, k), np.float32)
     joined = a[_SKIP] != 0
@@ -259,7 +262,7 @@ def _run_tiled(a):
                   a[_T_RELU] != 0, True, out)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _run_half(a, blas):
     """The half whose argument block is ``a``, of either kind."""
     if a[_KIND] == _TILED:
@@ -318,12 +321,11 @@ def _fill_tiled(a, x, x_last, top, left, steps, padded_shape, in_place, taps, pi
 
 
 @nb.njit(cache=True, nogil=True)
-def _split_forward(box, blas, x, top, left, ty, tx, relu, skip, out, halves, rows, ut0, ut1,
-                   bias0, bias1, v0, v1, mt0, mt1, tmp0, tmp1):
-    """One sample's forward in two halves: the second posted to the worker, the first run here,
-    then the second claimed here unless the worker has taken it (then waited for). x: (1, H, W,
-    C); skip: out's shape or empty; out (written): (1, OH, OW, K); all C-contiguous float32.
-    Returns whether the worker ran the posted half."""
+def _fill_winograd(box, x, top, left, ty, tx, relu, skip, out, halves, rows, ut0, ut1, bias0,
+                   bias1, v0, v1, mt0, mt1, tmp0, tmp1):
+    """Write a Winograd layer's two halves of one sample into ``box``'s blocks, the caller's and
+    the one to post: x (1, H, W, C); skip: out's shape or empty; out (written by the halves):
+    (1, OH, OW, K); all C-contiguous float32."""
     _, h, w, c = x.shape
     _, oh, ow, k = out.shape
     joined = skip.size > 0
@@ -346,31 +348,28 @@ def _split_forward(box, blas, x, top, left, ty, tx, relu, skip, out, halves, row
               oh - 4 * rows, ow, v1, mt1, ty - rows, tx, 0, 0, k)
         _fill(own, xa, top, left, h, w, ut0, bias0, relu, sa, oa, 4 * rows, ow, v0, mt0, rows,
               tx, 0, 0, k)
-    return _post_and_join(box, blas, own, posted)
 
 
 @nb.njit(cache=True, nogil=True)
-def _split_tiled(box, blas, x, x_last, top, left, steps, padded_shape, in_place, taps, pix, wt,
-                 bias, relu, out, first):
-    """``tiled_forward`` of one sample in two halves of its output pixels, [0, first) run here
-    and the rest posted: x (1, C, H, W) or (1, H, W, C) if ``x_last``; out (written): (1, OH*OW,
-    O), channels-last; all C-contiguous float32. Returns whether the worker ran the posted
-    half."""
+def _fill_tiled_halves(box, x, x_last, top, left, steps, padded_shape, in_place, taps, pix, wt,
+                       bias, relu, out, first):
+    """Write a tiled layer's two halves of one sample's output pixels into ``box``'s blocks: [0,
+    first) the caller's, the rest to post. x (1, C, H, W) or (1, H, W, C) if ``x_last``; out
+    (written by the halves): (1, OH*OW, O), channels-last; all C-contiguous float32."""
     own, posted = box[_OWN_ARGS:_OWN_ARGS + _ARGS], box[_POSTED_ARGS:_POSTED_ARGS + _ARGS]
     plane, channels = pix.shape[0], out.shape[2]
     _fill_tiled(posted, x, x_last, top, left, steps, padded_shape, in_place, taps, pix, first,
                 plane - first, wt, bias, relu, out, channels)
     _fill_tiled(own, x, x_last, top, left, steps, padded_shape, in_place, taps, pix, 0, first,
                 wt, bias, relu, out, channels)
-    return _post_and_join(box, blas, own, posted)
 
 
-@nb.njit(cache=True, nogil=True)
-def serve(box, blas, tail_ns, generation):
-    """The worker's loop: run each half posted and claimed (``_split_forward``), spinning between
-    them (pausing, then yielding the core after ``_PAUSE_NS`` idle); return once ``box[_STOP]``
-    is no longer ``generation`` (a reclaim, ``_stop``), or after ``tail_ns`` ns of the monotonic
-    clock with nothing posted. Returns the halves run."""
+@nb.njit(cache=True, nogil=True, inline="always")
+def _serve(box, blas, tail_ns, generation):
+    """The worker's loop: run each half posted and claimed, spinning between them (pausing, then
+    yielding the core after ``_PAUSE_NS`` idle); return once ``box[_STOP]`` is no longer
+    ``generation`` (a reclaim, ``_stop``), or after ``tail_ns`` ns of the monotonic clock with
+    nothing posted. Returns the halves run."""
     store_release(box, _SERVING, 1)
     now = np.zeros(2, np.int64)  # (tv_sec, tv_nsec)
     _clock_gettime(_CLOCK_MONOTONIC, now.ctypes.data)
@@ -403,12 +402,23 @@ def serve(box, blas, tail_ns, generation):
     return served
 
 
-# --------------------------------------------------------------------------- the Python side
+@nb.njit(cache=True, nogil=True)
+def handoff(box, blas, serving, tail_ns, generation):
+    """Both ends of the hand-off in one compiled function, so that the halves' kernels are
+    compiled once (each compiled entry links its own copy of them: about 5 s each on a fresh
+    cache). ``serving``: the worker's loop (``_serve``; returns the halves it ran). Else the
+    caller's side of the halves written by ``_fill_winograd`` or ``_fill_tiled_halves``: post
+    one, run the other, then claim the posted one unless the worker took it (then wait for it);
+    returns 1 if the worker ran it, else 0."""
+    if serving:
+        return _serve(box, blas, tail_ns, generation)
+    own, posted = box[_OWN_ARGS:_OWN_ARGS + _ARGS], box[_POSTED_ARGS:_POSTED_ARGS + _ARGS]
+    return 1 if _post_and_join(box, blas, own, posted) else 0
 
 
 @nb.njit(cache=True, nogil=True)
 def _settle(box):
-    """After the caller's half failed (an exception out of ``_split_forward``): the posted half
+    """After the caller's half failed (an exception out of ``handoff``): the posted half
     is claimed here and marked done without running, or, taken by the worker, waited for, so
     that nothing writes the arrays once the caller has let them go."""
     job = load_acquire(box, _POSTED)
@@ -422,7 +432,7 @@ def _loop(generation: int) -> None:
     """The lent worker's job. If the loop cannot run here (it failed to compile or load), warn
     once and lend it no more: the caller then runs both halves, the results never depend on it."""
     try:
-        serve(_BOX, library(), _threads.SPIN_TAIL_NS, generation)
+        handoff(_BOX, library(), True, _threads.SPIN_TAIL_NS, generation)
     except Exception as exc:  # noqa: BLE001 - reported as a warning, the engine goes on
         if _lending["on"]:
             _lending["on"] = False
@@ -458,9 +468,9 @@ def forward(sp: SplitPlan, x: np.ndarray, top: int, left: int, ty: int, tx: int,
     try:
         _lend()
         try:
-            _split_forward(_BOX, library(), x, top, left, ty, tx, relu,
-                           _NO_SKIP if skip is None else skip, out, sp.halves, sp.rows, *sp.ut,
-                           *sp.bias, *sp.v, *sp.mt, *sp.tmp)
+            _fill_winograd(_BOX, x, top, left, ty, tx, relu, _NO_SKIP if skip is None else skip,
+                           out, sp.halves, sp.rows, *sp.ut, *sp.bias, *sp.v, *sp.mt, *sp.tmp)
+            handoff(_BOX, library(), False, 0, 0)
         except BaseException:
             _settle(_BOX)
             raise
@@ -504,9 +514,10 @@ def tiled(ts: TiledSplit, x: np.ndarray, layout: TileLayout, top: int, left: int
     try:
         _lend()
         try:
-            _split_tiled(_BOX, library(), x, tg.x_last, top, left, tg.steps, tg.padded_shape,
-                         tg.in_place, tg.offsets, tg.pixels, layout.weight, layout.bias, relu,
-                         out, ts.first)
+            _fill_tiled_halves(_BOX, x, tg.x_last, top, left, tg.steps, tg.padded_shape,
+                               tg.in_place, tg.offsets, tg.pixels, layout.weight, layout.bias,
+                               relu, out, ts.first)
+            handoff(_BOX, library(), False, 0, 0)
         except BaseException:
             _settle(_BOX)
             raise

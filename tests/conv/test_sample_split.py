@@ -260,7 +260,9 @@ def test_a_failed_half_leaves_no_half_running(monkeypatch):
     x = rng.standard_normal((1, 8, 8, 4)).astype(np.float32)
     out = np.empty(p.out_shape, np.float32)
     with monkeypatch.context() as patch:
-        patch.setattr(sample_split, "_split_forward", fail)
+        threads.parallel_map(abs, [0, 1])  # (a map reclaims a lent worker: none runs the fake)
+        patch.setattr(threads, "lend_worker", lambda loop, stop: False)
+        patch.setattr(sample_split, "handoff", fail)
         with pytest.raises(MemoryError):
             winograd.slice_forward(x, p, out, keep=False)
     box = sample_split._BOX
@@ -279,10 +281,11 @@ def test_a_loop_that_cannot_run_warns_once_and_is_lent_no_more(monkeypatch):
     def broken(*args):
         raise RuntimeError("no loop here")
 
-    monkeypatch.setattr(sample_split, "serve", broken)
     monkeypatch.setitem(sample_split._lending, "on", True)
-    with pytest.warns(RuntimeWarning, match="no loop here"):
-        sample_split._loop(0)
+    with monkeypatch.context() as patch:
+        patch.setattr(sample_split, "handoff", broken)
+        with pytest.warns(RuntimeWarning, match="no loop here"):
+            sample_split._loop(0)
     assert not sample_split._lending["on"]
     threads.parallel_map(abs, [0, 1])  # (a map reclaims a lent worker)
     lent = []
