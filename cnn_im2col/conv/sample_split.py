@@ -51,7 +51,7 @@ import os
 import sys
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import numba as nb
@@ -456,20 +456,20 @@ def _contiguous_float32(*arrays: np.ndarray | None) -> bool:
     return all(a is None or (a.flags.c_contiguous and a.dtype == np.float32) for a in arrays)
 
 
-def forward(sp: SplitPlan, x: np.ndarray, top: int, left: int, ty: int, tx: int, relu: bool,
-            skip: np.ndarray | None, out: np.ndarray) -> bool:
-    """``sp``'s forward of x (1, H, W, C) into out (1, OH, OW, K) (+ ``skip``, of out's shape),
-    the worker lent the loop unless it runs it already. Returns False, having done nothing, where
-    the arrays are not C-contiguous float32 or another thread is splitting meanwhile (the caller
-    then runs the layer whole), or its program's plans are switched off (``planning``)."""
-    if (not sp.switch.on or not _contiguous_float32(x, out, skip)
+def _split(switch: Switch, arrays: tuple[np.ndarray | None, ...], fill: Callable[..., None],
+           *args: object) -> bool:
+    """The Python side of a split layer: ``fill(_BOX, *args)`` writes its two halves, then
+    ``handoff`` runs them, the worker lent the loop unless it runs it already. Returns False,
+    having done nothing, where ``arrays`` are not all C-contiguous float32 (None passes), another
+    thread is splitting meanwhile (the caller then runs the layer whole), or ``switch`` is off
+    (``planning``)."""
+    if (not switch.on or not _contiguous_float32(*arrays)
             or not _box_lock.acquire(blocking=False)):
         return False
     try:
         _lend()
         try:
-            _fill_winograd(_BOX, x, top, left, ty, tx, relu, _NO_SKIP if skip is None else skip,
-                           out, sp.halves, sp.rows, *sp.ut, *sp.bias, *sp.v, *sp.mt, *sp.tmp)
+            fill(_BOX, *args)
             handoff(_BOX, library(), False, 0, 0)
         except BaseException:
             _settle(_BOX)
@@ -477,6 +477,15 @@ def forward(sp: SplitPlan, x: np.ndarray, top: int, left: int, ty: int, tx: int,
     finally:
         _box_lock.release()
     return True
+
+
+def forward(sp: SplitPlan, x: np.ndarray, top: int, left: int, ty: int, tx: int, relu: bool,
+            skip: np.ndarray | None, out: np.ndarray) -> bool:
+    """``sp``'s forward of x (1, H, W, C) into out (1, OH, OW, K) (+ ``skip``, of out's shape);
+    False, having done nothing, where it cannot run split (``_split``)."""
+    return _split(sp.switch, (x, out, skip), _fill_winograd, x, top, left, ty, tx, relu,
+                  _NO_SKIP if skip is None else skip, out, sp.halves, sp.rows, *sp.ut, *sp.bias,
+                  *sp.v, *sp.mt, *sp.tmp)
 
 
 class TiledSplit(NamedTuple):
@@ -505,25 +514,12 @@ def tiled_plan(layout: TileLayout, x_shape: tuple[int, ...], out_last: bool
 def tiled(ts: TiledSplit, x: np.ndarray, layout: TileLayout, top: int, left: int, relu: bool,
           out: np.ndarray) -> bool:
     """``tiled.run_tiles(x, layout, g, relu, out, channels_last=True)`` in ``ts``'s two halves
-    (``top`` and ``left``: g's padding): x one sample, out (1, OH*OW, O). Returns False, having
-    done nothing, as ``forward`` does."""
-    if (not ts.switch.on or not _contiguous_float32(x, out)
-            or not _box_lock.acquire(blocking=False)):
-        return False
+    (``top`` and ``left``: g's padding): x one sample, out (1, OH*OW, O). False, having done
+    nothing, where it cannot run split (``_split``)."""
     tg = layout.geometry
-    try:
-        _lend()
-        try:
-            _fill_tiled_halves(_BOX, x, tg.x_last, top, left, tg.steps, tg.padded_shape,
-                               tg.in_place, tg.offsets, tg.pixels, layout.weight, layout.bias,
-                               relu, out, ts.first)
-            handoff(_BOX, library(), False, 0, 0)
-        except BaseException:
-            _settle(_BOX)
-            raise
-    finally:
-        _box_lock.release()
-    return True
+    return _split(ts.switch, (x, out), _fill_tiled_halves, x, tg.x_last, top, left, tg.steps,
+                  tg.padded_shape, tg.in_place, tg.offsets, tg.pixels, layout.weight,
+                  layout.bias, relu, out, ts.first)
 
 
 _NO_SKIP = np.empty((0, 0, 0, 0), np.float32)
