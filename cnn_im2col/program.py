@@ -422,6 +422,16 @@ def _tiles(layout: tiled.TileLayout, g: WindowGeometry, relu: bool, channels_las
     return run
 
 
+def _tiles_or_whole(layout: tiled.TileLayout, g: WindowGeometry, relu: bool,
+                    channels_last: bool, shape: tuple[int, ...]
+                    ) -> Callable[[np.ndarray, np.ndarray], None]:
+    """``_tiles``, or ``tiled.run_tiles`` whole where the split does not apply."""
+    halves = _tiles(layout, g, relu, channels_last, shape)
+    if halves is not None:
+        return halves
+    return lambda x, out: tiled.run_tiles(x, layout, g, relu, out, channels_last=channels_last)
+
+
 def _inverted_residual(step: InvertedResidual, shape: tuple[int, ...],
                        weights: inverted_residual.BlockWeights, g: WindowGeometry, x_last: bool,
                        out_last: bool) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
@@ -612,9 +622,9 @@ def _projection_by_slices(residual: Residual, shape: tuple[int, ...], relu: bool
     p2 = _winograd_plan(second, mid_shape, relu=relu, x_last=True, out_last=out_last)
     _, k, oh, ow = mid_shape
     _, o, ho, wo = out_shape
-    # one sample: each convolution in two threads' halves
-    halves1 = _tiles(layout1, g1, True, True, shape)
-    halves_s = _tiles(layout_s, gs, False, True, shape) if out_last else None
+    # (one sample: each convolution in two threads' halves)
+    tiles1 = _tiles_or_whole(layout1, g1, True, True, shape)
+    tiles_s = _tiles_or_whole(layout_s, gs, False, out_last, shape)
 
     def by_slices(x: np.ndarray, whole: Run) -> np.ndarray:
         if x.dtype != dtype or not x.flags.c_contiguous:
@@ -624,18 +634,9 @@ def _projection_by_slices(residual: Residual, shape: tuple[int, ...], relu: bool
         def block(s: slice) -> None:
             n = s.stop - s.start
             mid = np.empty((n, oh, ow, k), dtype=dtype)  # channels-last, as p2 reads it
-            if halves1 is not None:
-                halves1(x[s], mid.reshape(n, oh * ow, k))
-            else:
-                tiled.run_tiles(x[s], layout1, g1, True, mid.reshape(n, oh * ow, k),
-                                channels_last=True)
+            tiles1(x[s], mid.reshape(n, oh * ow, k))
             skip = np.empty((n, ho, wo, o) if out_last else (n, o, ho, wo), dtype=dtype)
-            if halves_s is not None:
-                halves_s(x[s], skip.reshape(n, ho * wo, o))
-            else:
-                tiled.run_tiles(x[s], layout_s, gs, False,
-                                skip.reshape((n, ho * wo, o) if out_last else (n, o, ho * wo)),
-                                channels_last=out_last)
+            tiles_s(x[s], skip.reshape((n, ho * wo, o) if out_last else (n, o, ho * wo)))
             winograd.slice_forward(mid, p2, out[s], skip=skip, keep=False)
 
         _threads.parallel_map(block, p2.slices)
