@@ -6,10 +6,8 @@ and P input values (P vector multiply-adds), as oneDNN's and XNNPACK's direct ke
 L-wide vectors to whatever the CPU has (16 or 8 float32 lanes a register). The forward, the weight
 gradient and the input gradient of the tiled strategy all run on it, with different arrays in its
 places: what it computes is only ``dst[d0 + p*stride + l] = bias[ob + l] + sum_t wf[t*Lp + ob + l] *
-xf[bases[q0 + p] + offsets[t]]``. ``tile_columns`` is the same tap loop with its tile stored
-transposed, each lane's P pixels together (the input gradient's lanes are channels, whose pixels
-lie a plane apart); both are emitted from ``_tap_sums``, so their sums are the same, in the same
-order.
+xf[bases[q0 + p] + offsets[t]]``. Where the caller wants each lane's pixels together (NCHW maps),
+it transposes whole samples of tiles afterwards (``conv/transpose.py``).
 """
 
 from __future__ import annotations
@@ -21,9 +19,9 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .vectors import FLOAT32_LANES, I32, I64, WIDE, const, fmuladd, splat, vector_at
+from .vectors import FLOAT32_LANES, I64, WIDE, const, fmuladd, splat, vector_at
 
-__all__ = ["LANES", "PIXELS", "tile", "tile_columns", "tile_dims", "tile_shape"]
+__all__ = ["LANES", "PIXELS", "tile", "tile_dims", "tile_shape"]
 
 # the register tile, P pixels x L lanes of float32 (float64 has L // 2): 16 of the 32 registers of
 # 16 float32 hold the sums with AVX-512 (measured, (C, H, O) (16, 32, 32), one thread: 4 x 32 70
@@ -70,18 +68,6 @@ def tile(typingctx, xf, bases, q0, npix, offsets, wf, ob, bias, relu, dst, d0, s
     return sig, _whole_or_half(tile_ir, xf.dtype)
 
 
-@intrinsic
-def tile_columns(typingctx, xf, bases, q0, offsets, wf, ob, row, dst, d0, stride, half):
-    """``tile_columns(xf, bases, q0, offsets, wf, ob, row, dst, d0, stride, half)``: a whole tile
-    of ``tile``'s sums, no bias, stored transposed: ``dst[d0 + l*stride + p] = sum_t wf[t*row +
-    ob + l] * xf[bases[q0 + p] + offsets[t]]`` for every pixel p < P and lane l < L (this CPU's
-    P x L, or 2P x L/2 if ``half``), each lane's P values one vector store. For the input
-    gradient's tiles (``conv/tiled.py``), whose lanes are channels a plane apart: the transpose is
-    done in registers (log2 P rounds of shuffles), not by P x L scalar stores."""
-    sig = types.void(xf, bases, q0, offsets, wf, ob, row, dst, d0, stride, half)
-    return sig, _whole_or_half(columns_ir, xf.dtype)
-
-
 def _whole_or_half(make_ir, dtype):
     """The codegen of a tile intrinsic whose last argument is ``half``: both of this CPU's tile
     shapes for ``dtype`` emitted by ``make_ir(pixels, lanes)``, P x L and 2P x L/2, one picked at
@@ -125,44 +111,6 @@ def tile_ir(pixels: int, lanes: int):
                           vector_at(builder, arrays[9].data, at, vt), align=1)
 
     return emit
-
-
-def columns_ir(pixels: int, lanes: int):
-    """The IR of ``tile_columns``'s tile of ``pixels`` x ``lanes``, emitted where the builder is."""
-
-    def emit(context, builder, signature, args):
-        arrays = {i: context.make_array(signature.args[i])(context, builder, args[i])
-                  for i in (0, 1, 3, 4, 7)}
-        ft = context.get_data_type(signature.args[0].dtype)
-        vt = ir.VectorType(ft, lanes)
-        row = context.cast(builder, args[6], signature.args[6], types.int64)
-        rows = _tap_sums(builder, arrays[0], arrays[1], args[2], const(pixels), arrays[3],
-                         arrays[4], args[5], row, ir.Constant(vt, [0.0] * lanes), pixels, vt)
-        # the transpose: log2 stages of zip(R_i, R_{i+h}), h half the rows, put element (p, l) at
-        # l*P2 + p (P2: the pixels rounded up to a power of two, the missing rows undefined)
-        rows += [ir.Constant(vt, ir.Undefined)] * ((1 << (pixels - 1).bit_length()) - pixels)
-        padded = len(rows)
-        while len(rows) > 1:
-            h = len(rows) // 2
-            rows = [_zip(builder, rows[i], rows[i + h]) for i in range(h)]
-        d0 = context.cast(builder, args[8], signature.args[8], types.int64)
-        stride = context.cast(builder, args[9], signature.args[9], types.int64)
-        column_t = ir.VectorType(ft, pixels)
-        for lane in range(lanes):
-            first = lane * padded
-            column = builder.shuffle_vector(rows[0], rows[0], ir.Constant(
-                ir.VectorType(I32, pixels), list(range(first, first + pixels))))
-            at = builder.add(d0, builder.mul(const(lane), stride))
-            builder.store(column, vector_at(builder, arrays[7].data, at, column_t), align=1)
-
-    return emit
-
-
-def _zip(builder: ir.IRBuilder, a: ir.Value, b: ir.Value) -> ir.Value:
-    """``[a0, b0, a1, b1, ...]``: two n-vectors interleaved into one of 2n."""
-    n = a.type.count
-    order = [i for pair in zip(range(n), range(n, 2 * n)) for i in pair]
-    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(I32, 2 * n), order))
 
 
 def _tap_sums(builder, xf, bases, q0, npix, offsets, wf, ob, row, start, pixels, vt):

@@ -60,11 +60,9 @@ from ..arrays import unsigned as _u
 from ..shapes import WindowGeometry
 from .im2col import Im2colCache
 from .im2col import forward as im2col_forward
-from .tile_kernel import LANES as _LANES
-from .tile_kernel import PIXELS as _PIXELS
 from .tile_kernel import tile as _tile
-from .tile_kernel import tile_columns as _tile_columns
 from .tile_kernel import tile_dims, tile_shape
+from .transpose import transpose_into
 
 __all__ = ["InputPhases", "TileGeometry", "TileLayout", "TiledCache", "backward", "forward",
            "input_phases", "pad_into", "run_tiles", "slice_grads", "supports", "tile_geometry",
@@ -140,15 +138,20 @@ def tiled_forward(x, x_last, pt, pl, steps, padded_shape, in_place, offsets, pix
     ``pix`` (OH*OW,) each output pixel's base, ``wt`` (K, Lp) the weight as (C*KH*KW, O) with its
     columns padded with zeros to Lp (a multiple of the tile's lanes), ``bias`` (Lp,) likewise.
     ``out`` (written whole, ReLU'd if ``relu``): (N, O, OH*OW) NCHW, or (N, OH*OW, O) if
-    ``channels_last``."""
+    ``channels_last``. A whole tile of a channels-last output is stored there from the
+    registers; an NCHW sample's tiles go to a channels-last buffer, transposed into ``out`` once
+    the sample is done (``transpose_into``; a scratch tile copied out a value at a time took 8%
+    of a 32x32x32 -> 64 3x3 stride-2 layer's forward)."""
     plane, padded = pix.shape[0], bias.shape[0]
     out_channels = out.shape[2] if channels_last else out.shape[1]
     xp = np.empty((1, padded_shape[0], padded_shape[1], padded_shape[2]), dtype=x.dtype)
     xf = xp.reshape(xp.size)
     wf = wt.reshape(wt.size)
     half, pixels, lanes = tile_dims(x.itemsize, padded)  # (tile_shape's: the rows are that long)
-    whole = _LANES if x.itemsize == 4 else _LANES // 2  # (constants for the whole tiles' copies)
     tmp = np.empty(pixels * lanes, dtype=x.dtype)
+    # an NCHW sample's sums, channels-last, as many rows as whole tiles cover
+    by_pixel = np.empty(0 if channels_last else -(-plane // pixels) * pixels * padded,
+                        dtype=x.dtype)
     of = out.reshape(out.size)
     for n in range(x.shape[0]):
         if in_place:
@@ -160,45 +163,23 @@ def tiled_forward(x, x_last, pt, pl, steps, padded_shape, in_place, offsets, pix
         for q0 in range(0, plane, pixels):
             npix = min(pixels, plane - q0)
             for ob in range(0, padded, lanes):
-                nlanes = min(lanes, out_channels - ob)
-                # a whole tile of a channels-last output goes there from the registers
-                stored = channels_last and npix == pixels and nlanes == lanes
-                if stored:
-                    dst, d0, stride = of, (n * plane + q0) * out_channels + ob, out_channels
-                else:
-                    dst, d0, stride = tmp, 0, lanes
-                _tile(xf, pix, q0, npix, offsets, wf, ob, bias, relu, dst, d0, stride, half)
-                if stored:
+                if not channels_last:  # (its pixels p >= npix land in rows past the plane)
+                    _tile(xf, pix, q0, npix, offsets, wf, ob, bias, relu, by_pixel,
+                          q0 * padded + ob, padded, half)
                     continue
-                if npix == pixels and nlanes == lanes and half:  # whole: loops of fixed length
-                    _copy_tile(tmp, out, n, q0, ob, 2 * _PIXELS, whole // 2, channels_last)
-                elif npix == pixels and nlanes == lanes:
-                    _copy_tile(tmp, out, n, q0, ob, _PIXELS, whole, channels_last)
-                elif channels_last:
-                    for p in range(npix):
-                        dst_row = out[n, q0 + p]
-                        for lane in range(nlanes):
-                            dst_row[ob + lane] = tmp[p * lanes + lane]
-                else:
+                nlanes = min(lanes, out_channels - ob)
+                if npix == pixels and nlanes == lanes:  # whole: from the registers into out
+                    _tile(xf, pix, q0, npix, offsets, wf, ob, bias, relu, of,
+                          (n * plane + q0) * out_channels + ob, out_channels, half)
+                    continue
+                _tile(xf, pix, q0, npix, offsets, wf, ob, bias, relu, tmp, 0, lanes, half)
+                for p in range(npix):
+                    dst_row = out[n, q0 + p]
                     for lane in range(nlanes):
-                        dst_row = out[n, ob + lane]
-                        for p in range(npix):
-                            dst_row[q0 + p] = tmp[p * lanes + lane]
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _copy_tile(tmp, out, n, q0, ob, pixels, lanes, channels_last):
-    """A whole tile (``pixels`` x ``lanes``, both constants where inlined) out of ``tmp``."""
-    if channels_last:
-        for p in range(pixels):
-            dst = out[n, q0 + p]
-            for lane in range(lanes):
-                dst[_u(ob + lane)] = tmp[_u(p * lanes + lane)]
-    else:
-        for lane in range(lanes):
-            dst = out[n, ob + lane]
-            for p in range(pixels):
-                dst[_u(q0 + p)] = tmp[_u(p * lanes + lane)]
+                        dst_row[ob + lane] = tmp[p * lanes + lane]
+        if not channels_last:
+            transpose_into(by_pixel, 0, padded, plane, out_channels, of, n * out_channels * plane,
+                           plane)
 
 
 # --------------------------------------------------------------------------- the strategy
@@ -415,13 +396,16 @@ def dz_layouts(d, y, relu, top, left, dzp, dzt, bias_grad):
     """The output gradient in the two layouts the backward's tiles read. d, y: (n, O, OH, OW) (y,
     the output, only if ``relu``: dZ = d where y > 0, else 0). Written whole: ``dzp`` (n, O, OHp,
     OWp), dZ at rows ``top`` and columns ``left`` on, zeros around; ``dzt`` (n*OH*OW, Lo), dZ
-    channels-last, columns past O zero; ``bias_grad`` (O,) float64, dZ's sums (``reassoc``: in
-    any order, so that they vectorise, as ``im2col.nchw_to_cm``'s)."""
+    channels-last, columns past O zero, each row of dzp's pixels transposed in blocks
+    (``transpose_into``); ``bias_grad`` (O,) float64, dZ's sums (``reassoc``: in any order, so
+    that they vectorise, as ``im2col.nchw_to_cm``'s)."""
     n_count, o_count, oh, ow = d.shape
-    plane = oh * ow
+    plane, lo = oh * ow, dzt.shape[1]
+    padded_plane = dzp.shape[2] * dzp.shape[3]
     dzp[:] = 0
     bias_grad[:] = 0.0
     zero = d.dtype.type(0)
+    pf, tf = dzp.reshape(dzp.size), dzt.reshape(dzt.size)
     for n in range(n_count):
         for o in range(o_count):
             total = 0.0
@@ -438,15 +422,12 @@ def dz_layouts(d, y, relu, top, left, dzp, dzt, bias_grad):
                         dst[_u(left + v)] = src[v]
                         total += src[v]
             bias_grad[o] += total
-        # channels-last, a pixel's channels at a time: the writes contiguous, the reads (a pixel's
-        # O values, a plane apart) from lines the next pixels read too
-        for r in range(oh):
-            for v in range(ow):
-                row = dzt[n * plane + r * ow + v]
-                for o in range(o_count):
-                    row[o] = dzp[n, o, top + r, left + v]
-                for o in range(o_count, row.shape[0]):
-                    row[o] = zero
+        for r in range(oh):  # row r's pixels: (O, OW) at a plane's stride -> (OW, O) rows of Lo
+            transpose_into(pf, (n * o_count * dzp.shape[2] + top + r) * dzp.shape[3] + left,
+                           padded_plane, o_count, ow, tf, (n * plane + r * ow) * lo, lo)
+        for q in range(n * plane, (n + 1) * plane):
+            for o in range(o_count, lo):
+                tf[_u(q * lo + o)] = zero
 
 
 @nb.njit(cache=True, nogil=True)
@@ -478,45 +459,41 @@ def input_tiles(dzp, bases, dests, pixel_starts, offsets, tap_starts, wf, zeros,
     """The input gradient in tiles, phase by phase (``InputPhases``): ``dx[n, c, dests[q]] =
     sum_t wf[t*Lc + c] * dzp[n].flat[bases[q] + offsets[t]]`` over the taps t of q's phase (0
     where a phase has none). dzp (n, O, OHp, OWp); wf: the phases' weight rows (T, Lc), flat;
-    zeros (Lc,); dx (n, C, H*W) written whole. A sample's tiles go to a (C, H*W) buffer in the
-    phases' pixel order, each channel's pixels of a tile one vector store (a whole tile's lanes
-    transposed in registers, ``tile_columns``; a tile at an edge through a scratch tile), and
-    then each channel's row to its pixels: one tile's lanes scattered straight into dx were 24-32
-    of a 32x32x32 sample's 75-77 us (Intel Xeon, 3x3 stride 2, 64 output channels), this way 8."""
+    zeros (Lc,); dx (n, C, H*W) written whole. A sample's tiles go through a scratch tile to a
+    channels-last buffer (H*W, Lc), each pixel's lanes one contiguous run at its row
+    ``dests[q]``, and the buffer is then transposed into dx[n] (``transpose_into``): the tiles
+    stored transposed from the registers in the phases' pixel order, then moved to their pixels
+    a value at a time, took 68-72 us of a 32x32x32 sample's input gradient (Intel Xeon, 3x3
+    stride 2, 64 output channels, one thread), this way 57-60."""
     n_count, c_count = dx.shape[0], dx.shape[1]
     lc = zeros.shape[0]
     half, count, lanes = tile_dims(dx.itemsize, lc)
     tmp = np.empty(count * lanes, dtype=dx.dtype)
     hw = dx.shape[2]
-    phased = np.empty((c_count, hw), dtype=dx.dtype)  # a sample's, its pixels in phase order
-    pf = phased.reshape(phased.size)
+    by_pixel = np.empty(hw * lc, dtype=dx.dtype)  # a sample's input gradient, channels-last
+    zero = dx.dtype.type(0)
     for n in range(n_count):
         zf = dzp[n].reshape(dzp[n].size)
         for k in range(pixel_starts.shape[0] - 1):
             q_start, q_stop = pixel_starts[k], pixel_starts[k + 1]
             t_start, t_stop = tap_starts[k], tap_starts[k + 1]
             if t_start == t_stop:  # no tap lands on this phase
-                phased[:, q_start:q_stop] = 0
+                for q in range(q_start, q_stop):
+                    for lane in range(lc):
+                        by_pixel[_u(dests[q] * lc + lane)] = zero
                 continue
             phase_bases, phase_offsets = bases[q_start:q_stop], offsets[t_start:t_stop]
             phase_w = wf[t_start * lc : t_stop * lc]
             for q0 in range(0, q_stop - q_start, count):
                 npix = min(count, q_stop - q_start - q0)
-                for ob in range(0, c_count, lanes):
-                    at = ob * hw + q_start + q0
-                    if npix == count and ob + lanes <= c_count:
-                        _tile_columns(zf, phase_bases, q0, phase_offsets, phase_w, ob, lc, pf, at,
-                                      hw, half)
-                        continue
+                for ob in range(0, lc, lanes):
                     _tile(zf, phase_bases, q0, npix, phase_offsets, phase_w, ob, zeros, False,
                           tmp, 0, lanes, half)
-                    for lane in range(min(lanes, c_count - ob)):
-                        for p in range(npix):
-                            pf[_u(at + lane * hw + p)] = tmp[_u(p * lanes + lane)]
-        for c in range(c_count):
-            src, dst = phased[c], dx[n, c]
-            for q in range(hw):
-                dst[_u(dests[q])] = src[q]
+                    for p in range(npix):
+                        at = dests[q_start + q0 + p] * lc + ob
+                        for lane in range(lanes):
+                            by_pixel[_u(at + lane)] = tmp[_u(p * lanes + lane)]
+        transpose_into(by_pixel, 0, lc, hw, c_count, dx[n].reshape(dx[n].size), 0, hw)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -603,7 +580,9 @@ def backward(
 
     parts = _threads.parallel_map(block, cache_slices(n, per_sample))
     dwt = summed([part[0] for part in parts])
-    dweight = np.ascontiguousarray(dwt[:, :out_channels].T).reshape(weight.shape)
+    dweight = np.empty(weight.shape, dtype=dtype)  # dwt's first O columns, transposed
+    transpose_into(dwt.reshape(-1), 0, lo, dwt.shape[0], out_channels, dweight.reshape(-1), 0,
+                   dwt.shape[0])
     dbias = None
     if cache.bias_shape is not None:
         dbias = sum(part[1] for part in parts).astype(dtype)

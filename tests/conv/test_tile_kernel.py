@@ -1,8 +1,7 @@
 """The register tile (``conv/tile_kernel.py``) computes its formula, against NumPy, whole and
-half, with the pixels past ``npix`` left out, for float32 and float64, and so does the tile stored
-transposed (``tile_columns``), writing nothing else; it has its registers' worth of lanes; the
-narrow tiles of a CPU without 512-bit vectors compute the tiled strategy's forward and backward
-too."""
+half, with the pixels past ``npix`` left out, for float32 and float64; it has its registers' worth
+of lanes; the narrow tiles of a CPU without 512-bit vectors compute the tiled strategy's forward
+and backward too."""
 
 import numba as nb
 import numpy as np
@@ -62,32 +61,6 @@ def test_a_tile_computes_its_formula(dtype, half, taps, npix, blocks, relu, seed
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
 
-@nb.njit(cache=True)
-def _one_column_tile(xf, bases, q0, offsets, wf, ob, row, dst, d0, stride, half):
-    tile_kernel.tile_columns(xf, bases, q0, offsets, wf, ob, row, dst, d0, stride, half)
-
-
-@given(dtype=st.sampled_from([np.float32, np.float64]), half=st.booleans(),
-       taps=st.integers(0, 40), blocks=st.integers(1, 3), seed=st.integers(0, 2**16))
-def test_a_tile_stored_transposed_computes_its_formula_and_writes_nothing_else(dtype, half, taps,
-                                                                               blocks, seed):
-    """``dst[d0 + l*stride + p] = sum_t wf[t*row + ob + l] * xf[bases[q0 + p] + offsets[t]]`` for
-    every pixel p and lane l of a whole tile; every other value of ``dst`` untouched."""
-    rng = np.random.default_rng(seed)
-    pixels, lanes, row, ob, xf, offsets, bases, q0, wf = _operands(rng, dtype, half, taps, blocks)
-    stride = pixels + 3
-    dst = np.full(5 + lanes * stride, np.nan, dtype=dtype)
-    _one_column_tile(xf, bases, q0, offsets, wf, ob, row, dst, 5, stride, half)
-    want = _sums(xf, bases, q0, pixels, offsets, wf, row, ob, lanes).T  # (lanes, pixels)
-    got = np.stack([dst[5 + lane * stride : 5 + lane * stride + pixels] for lane in range(lanes)])
-    tol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
-    written = np.zeros(dst.shape, dtype=bool)
-    for lane in range(lanes):
-        written[5 + lane * stride : 5 + lane * stride + pixels] = True
-    assert np.isnan(dst[~written]).all()
-
-
 def test_the_tile_has_its_registers_worth_of_lanes():
     """A tile holds 96 float32 (12 registers of 8) or 256 (16 of 16), float64 half as many; with
     at most half its lanes of output channels, twice the pixels and half the lanes."""
@@ -113,7 +86,7 @@ rng = np.random.default_rng(0)
 worst = 0.0
 for dtype in (np.float32, np.float64):
     for o in (3, 4, 8, 9, 16, 17, 40):  # half tiles, whole tiles, and their remainders
-        # (16 and 40 input channels: whole input-gradient tiles, stored transposed, and edge ones)
+        # (16 and 40 input channels: whole transpose blocks of the input gradient, and edge ones)
         for (c, h, k, s) in ((5, 9, 3, 2), (3, 7, 1, 2), (16, 9, 3, 2), (40, 7, 1, 2)):
             x = rng.standard_normal((2, c, h, h)).astype(dtype)
             w = rng.standard_normal((o, c, k, k)).astype(dtype)
