@@ -29,11 +29,16 @@ taps and the pixels swapped: a tile of P taps x L output channels, its loop over
 pixels, reading dZ channels-last. The input gradient of a stride-S convolution is S*S stride-1
 convolutions of dZ, one per phase of the input (its pixels a stride apart), each with only the
 taps that land there (a 3x3 stride-2 kernel's 9 taps split 1 + 2 + 2 + 4): every product is made
-once, and each lands on its own input pixel (``InputPhases``). Its whole tiles, whose lanes are
-input channels a plane apart, are stored transposed from the registers (``tile_columns``) into a
-buffer in the phases' pixel order, then moved to their pixels a channel's row at a time
-(2026-12-06, Intel Xeon, 2 threads: a 32x32x32x32 -> 64 3x3 stride-2 layer's forward + backward
-4.16 -> 3.99 ms, medians of 16 alternated process pairs). Measured 2026-12-05, Intel Xeon, 2
+once, and each lands on its own input pixel (``InputPhases``). Its tiles, whose lanes are input
+channels, go to a channels-last buffer of the sample, each pixel's lanes one run at the pixel's
+row, and the buffer is transposed into the NCHW gradient in blocks of a vector register's width
+(``conv/transpose.py``); an NCHW forward's sums go the same way. Before, the input gradient's
+tiles were stored transposed from the registers in the phases' pixel order and then moved to
+their pixels a value at a time, and the forward's went through a scratch tile copied out a value
+at a time. Measured 2026-12-06, Intel Xeon, one thread, us a 32x32x32 sample (3x3 stride 2, 64
+output channels): input gradient 82-83 -> 70-72, dZ's layouts 11-13 -> 8; 2 threads, the layer's
+forward + backward at batch 32 alternated with the old code in one process (12 rounds of 15
+steps, three runs), 5.59-5.67 -> 5.15-5.22 ms (0.91-0.93x). Measured 2026-12-05, Intel Xeon, 2
 threads, training forward + backward, medians of 25 steps in three alternated process pairs,
 (N, C, H, O, kernel), im2col's backward -> this one, ms: (32, 32, 32, 64, 3) 5.0-5.4 -> 4.2-4.3;
 (64, 16, 32, 32, 3) 3.6-3.7 -> 2.8-2.9; (64, 32, 16, 64, 3) 3.1-3.2 -> 2.3; ResNet's 1x1
@@ -463,8 +468,9 @@ def input_tiles(dzp, bases, dests, pixel_starts, offsets, tap_starts, wf, zeros,
     channels-last buffer (H*W, Lc), each pixel's lanes one contiguous run at its row
     ``dests[q]``, and the buffer is then transposed into dx[n] (``transpose_into``): the tiles
     stored transposed from the registers in the phases' pixel order, then moved to their pixels
-    a value at a time, took 68-72 us of a 32x32x32 sample's input gradient (Intel Xeon, 3x3
-    stride 2, 64 output channels, one thread), this way 57-60."""
+    a value at a time, took 82-83 us of a 32x32x32 sample's input gradient (Intel Xeon, 3x3
+    stride 2, 64 output channels, one thread), this way 70-72 (of which the tiles alone 57-59,
+    the copies to the buffer 2-5 and the transpose 5-7)."""
     n_count, c_count = dx.shape[0], dx.shape[1]
     lc = zeros.shape[0]
     half, count, lanes = tile_dims(dx.itemsize, lc)
