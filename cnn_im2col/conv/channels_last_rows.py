@@ -21,7 +21,7 @@ from numba.extending import intrinsic
 
 from ..arrays import unsigned as _u
 from ..shapes import WindowGeometry
-from .vectors import FLOAT32_LANES, I64, const, fmuladd, vector_at
+from .vectors import I64, const, fmuladd, lanes_of, vector_at
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -72,7 +72,7 @@ def run_columns(pixels: int, sx: int, dx: int) -> list[int]:
 def _make_depthwise_runs(pixels: int, sx: int):
     """The intrinsic ``runs(hf, offsets, wf, bias, count, df, dsts, dst)``: for each run r of
     ``pixels`` adjacent output pixels (R = ``dsts.shape[0]``) and the channels e < ``count`` (a
-    multiple of L, a vector's lanes: ``FLOAT32_LANES`` float32 or half as many float64), L
+    multiple of L, a vector's lanes, ``vectors.lanes_of``: 16 or 8 float32, half as many float64), L
     channels at a time in vector registers:
     ``df[dst + dsts[r] + p*E + e] = ReLU6(bias[e] + sum_t wf[t*E + e] * hf[row_t + e])``, pixel p's
     nine taps t = 3i + j added one multiply-add after another in their order, E =
@@ -103,7 +103,7 @@ def _make_depthwise_runs(pixels: int, sx: int):
             count_v = context.cast(builder, args[4], signature.args[4], types.int64)
             dst_v = context.cast(builder, args[7], signature.args[7], types.int64)
             ft = context.get_data_type(signature.args[0].dtype)
-            lanes = FLOAT32_LANES if ft == ir.FloatType() else FLOAT32_LANES // 2
+            lanes = lanes_of.py_func(signature.args[0].dtype.bitwidth // 8)
             vt = ir.VectorType(ft, lanes)
             fma = fmuladd(builder, vt)
             zero, six = ir.Constant(vt, [0.0] * lanes), ir.Constant(vt, [6.0] * lanes)
@@ -242,7 +242,7 @@ def depthwise_channels_last(h, be, activate, wd, bd, tables, out_plane, d):
             row = h[r]
             for e in range(e_count):
                 row[e] = relu6(row[e] + be[e], zero, six)
-    lanes = FLOAT32_LANES if h.itemsize == 4 else FLOAT32_LANES // 2
+    lanes = lanes_of(h.itemsize)
     vectors = e_count - e_count % lanes  # the channels summed a vector at a time
     hf, wf, df = h.reshape(h.size), wd.reshape(wd.size), d.reshape(d.size)
     stride, b1, b2, b3, b4, d1, d2, d3 = tables.bounds

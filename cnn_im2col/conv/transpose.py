@@ -23,27 +23,21 @@ from numba import types
 from numba.extending import intrinsic
 
 from ..arrays import unsigned as _u
-from .vectors import FLOAT32_LANES, I32, const, vector_at
+from .vectors import I32, const, lanes_of, vector_at
 
-__all__ = ["block_size", "transpose_block", "transpose_into"]
+__all__ = ["transpose_block", "transpose_into"]
 
 _LINE = 64  # bytes in a cache line
-
-
-@nb.njit(cache=True, inline="always")
-def block_size(itemsize):
-    """B: the floats of ``itemsize`` bytes in one vector register of this CPU."""
-    return FLOAT32_LANES if itemsize == 4 else FLOAT32_LANES // 2
 
 
 @intrinsic
 def transpose_block(typingctx, src, s0, s_stride, dst, d0, d_stride):
     """``transpose_block(src, s0, s_stride, dst, d0, d_stride)``: ``dst[d0 + j*d_stride + i] =
-    src[s0 + i*s_stride + j]`` for i, j < B (``block_size``), src and dst flat arrays of one
+    src[s0 + i*s_stride + j]`` for i, j < B (``vectors.lanes_of``), src and dst flat arrays of one
     float dtype: B rows loaded as vectors, log2(B) rounds of interleaving pairs of rows (after
     them, row j holds column j), B vectors stored. No bounds are checked."""
     sig = types.void(src, s0, s_stride, dst, d0, d_stride)
-    lanes = FLOAT32_LANES if src.dtype == types.float32 else FLOAT32_LANES // 2
+    lanes = lanes_of.py_func(src.dtype.bitwidth // 8)
 
     def codegen(context, builder, signature, args):
         source = context.make_array(signature.args[0])(context, builder, args[0])
@@ -79,7 +73,7 @@ def transpose_into(src, s0, s_stride, rows, cols, dst, d0, d_stride):
     (src and dst flat, one float dtype, not overlapping): whole B x B blocks in registers
     (``transpose_block``), taken row-block by row-block of dst so that its lines fill in turn,
     and the rest one value at a time."""
-    b = block_size(src.itemsize)
+    b = lanes_of(src.itemsize)
     item = dst.itemsize
     lead = 0  # the i written one at a time before dst's rows reach a line boundary
     if d_stride * item % _LINE == 0:

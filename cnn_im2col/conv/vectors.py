@@ -12,6 +12,7 @@ an L-wide vector to whatever registers the CPU has.
 from __future__ import annotations
 
 import llvmlite.binding as llvm
+import numba as nb
 from llvmlite import ir
 from numba.core import cgutils
 from numba.core import config as numba_config
@@ -32,6 +33,13 @@ def _wide_vectors() -> bool:
 WIDE = _wide_vectors()
 #: float32 values in one vector register (float64: half as many)
 FLOAT32_LANES = 16 if WIDE else 8
+
+
+@nb.njit(cache=True, inline="always")
+def lanes_of(itemsize):
+    """The floats of ``itemsize`` bytes (4 or 8) in one vector register of this CPU. From an
+    intrinsic's codegen, ``lanes_of.py_func``."""
+    return FLOAT32_LANES if itemsize == 4 else FLOAT32_LANES // 2
 
 I64 = ir.IntType(64)
 I32 = ir.IntType(32)

@@ -35,9 +35,3 @@ def test_transpose_into_equals_numpy(dtype, rows, cols, s_extra, d_extra, lines,
     want = np.full_like(dst, np.nan)
     _view(want, d0, (cols, rows), d_stride)[...] = _view(src, s0, (rows, cols), s_stride).T
     np.testing.assert_array_equal(dst, want)
-
-
-def test_a_block_is_one_register_wide():
-    """B is a vector register's floats: 16 or 8 float32, float64 half as many."""
-    b32, b64 = transpose.block_size(4), transpose.block_size(8)
-    assert b32 in (8, 16) and b64 == b32 // 2
