@@ -282,13 +282,20 @@ def _post_and_join(box, blas, own, posted):
         _run_half(posted, blas)
         store_release(box, _DONE, job)
         return False
+    _wait_done(box, job)
+    return True
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _wait_done(box, job):
+    """Wait until the worker has marked half ``job`` done: pausing, then yielding the core
+    between looks after ``_PATIENT_SPINS`` (the worker may have been preempted)."""
     spins = 0
     while load_acquire(box, _DONE) != job:
         spin_pause()
         spins += 1
         if spins > _PATIENT_SPINS:
             _sched_yield()
-    return True
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -365,6 +372,13 @@ def _fill_tiled_halves(box, x, x_last, top, left, steps, padded_shape, in_place,
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
+def _now_ns(now):
+    """The monotonic clock in ns, read into ``now`` (an int64 pair: tv_sec, tv_nsec)."""
+    _clock_gettime(_CLOCK_MONOTONIC, now.ctypes.data)
+    return now[0] * 1_000_000_000 + now[1]
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
 def _serve(box, blas, tail_ns, generation):
     """The worker's loop: run each half posted and claimed, spinning between them (pausing, then
     yielding the core after ``_PAUSE_NS`` idle); return once ``box[_STOP]`` is no longer
@@ -372,8 +386,7 @@ def _serve(box, blas, tail_ns, generation):
     nothing posted. Returns the halves run."""
     store_release(box, _SERVING, 1)
     now = np.zeros(2, np.int64)  # (tv_sec, tv_nsec)
-    _clock_gettime(_CLOCK_MONOTONIC, now.ctypes.data)
-    last = now[0] * 1_000_000_000 + now[1]
+    last = _now_ns(now)
     served = spins = 0
     yielding = False
     while load_acquire(box, _STOP) == generation:
@@ -383,14 +396,12 @@ def _serve(box, blas, tail_ns, generation):
                 _run_half(box[_POSTED_ARGS:_POSTED_ARGS + _ARGS], blas)
                 store_release(box, _DONE, job)
                 served += 1
-            _clock_gettime(_CLOCK_MONOTONIC, now.ctypes.data)
-            last = now[0] * 1_000_000_000 + now[1]
+            last = _now_ns(now)
             yielding = False
             continue
         spins += 1
         if yielding or spins % 256 == 0:  # (a yield may last another thread's time slice)
-            _clock_gettime(_CLOCK_MONOTONIC, now.ctypes.data)
-            idle = now[0] * 1_000_000_000 + now[1] - last
+            idle = _now_ns(now) - last
             if idle > tail_ns:
                 break
             yielding = idle > _PAUSE_NS
@@ -424,8 +435,7 @@ def _settle(box):
     job = load_acquire(box, _POSTED)
     if compare_exchange(box, _CLAIMED, job - 1, job):
         store_release(box, _DONE, job)
-    while load_acquire(box, _DONE) != job:
-        spin_pause()
+    _wait_done(box, job)
 
 
 def _loop(generation: int) -> None:
