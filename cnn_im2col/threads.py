@@ -181,6 +181,14 @@ def _start_workers(count: int) -> list[_Worker]:
     return [_Worker(f"cnn_im2col_{i}") for i in range(count)]
 
 
+def _started(pool: list[_Worker]) -> list[_Worker]:
+    """With ``_pool_free`` held: ``pool``, or, in a forked child whose pool is still ``_FORKED``,
+    the workers started now (``_forget_workers``)."""
+    if pool is _FORKED:
+        pool = _state["pool"] = _start_workers(_state["n"] - 1)
+    return pool
+
+
 def _forget_workers() -> None:
     """In a forked child: the parent's workers are not there (only the forking thread is); the
     child's first parallel map starts new ones (a child that never maps starts none)."""
@@ -209,8 +217,7 @@ def lend_worker(loop: Callable[[], None], stop: Callable[[], None]) -> bool:
         pool = _state["pool"]
         if pool is None:
             return False
-        if pool is _FORKED:
-            pool = _state["pool"] = _start_workers(_state["n"] - 1)
+        pool = _started(pool)
         if _lent:
             worker = _lent[0][0]
             if not worker.done.acquire(blocking=False):
@@ -642,8 +649,7 @@ def _parallel_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
 
     if not _pool_free.acquire(blocking=False):  # another thread of the user's is mapping on it
         return [fn(item) for item in items]
-    if pool is _FORKED:
-        pool = _state["pool"] = _start_workers(_state["n"] - 1)
+    pool = _started(pool)
     if _lent:
         try:
             _reclaim()
