@@ -249,6 +249,26 @@ def _few_rows(a: np.ndarray, b: np.ndarray, threads: int) -> np.ndarray:
 # _MIN_BLOCK_COLUMNS columns, slower below that (0.53-0.84x at 48-80 columns), so it stays whole.
 _SMALL_PRODUCT = 100**3
 _MIN_BLOCK_COLUMNS = 96
+# The Intel Xeon (2 MiB of second-level cache a core) disagrees above a short inner axis: there
+# OpenBLAS packs fast enough that column blocks only help up to K = 48. Measured 2026-12-06, one
+# thread, float32, us, whole / in column blocks: K of 8-16 0.53-0.86x the time in blocks at every
+# M (16-512) and N (1024, 4096) tried; MobileNetV2's (8, 48) @ (48, 4096) 70 / 50, (192, 48) @
+# (48, 256) 51 / 41; but (128, 64) @ (64, 1024) 152 / 222, (64, 128) @ (128, 1024) 155 / 246,
+# (96, 96) @ (96, 4096) 735 / 1158 (K of 64-288: 0.77-1.58x, most above 1.0). So on a core with
+# that much cache, column blocks are cut only where K <= 48; a pointwise 64 -> 128 layer's
+# forward + backward (32x64x32x32, 2 threads) took 21.9 -> 14.1 ms in alternated runs,
+# MobileNetV2's training step 1.004x. The machines are told apart by the cache size that the
+# engine reads anyway (``core_cache_bytes``); the AMD EPYC's (512 KiB - 1 MiB) keeps the rule
+# measured there.
+
+
+def _max_blocked_inner(cache_bytes: int | None) -> int:
+    """The longest inner axis that ``product_blocks`` cuts in column blocks, for a core with
+    ``cache_bytes`` of second-level cache (None: unknown): 48 from 2 MiB on, else no limit."""
+    return 48 if (cache_bytes or 0) >= 2**21 else 2**62
+
+
+_MAX_BLOCKED_INNER = _max_blocked_inner(core_cache_bytes())
 # A product with many rows and few columns (a channels-last 1x1 convolution: pixels x channels) is
 # cut into row blocks of a and out instead, near-equal, each at most 100**3 multiply-adds, while a
 # block keeps at least _MIN_BLOCK_ROWS rows. Measured 2026-12-05, Intel Xeon, one thread, float32,
@@ -294,13 +314,14 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
 @nb.njit(cache=True)
 def product_blocks(m, k, n):
     """How ``matmul`` cuts an (m, k) @ (k, n) product, as (columns, rows): column blocks of
-    ``columns`` columns (whole vectors), or near-equal row blocks of ``rows`` rows (each at most
+    ``columns`` columns (whole vectors; only for an inner axis k of at most
+    ``_MAX_BLOCKED_INNER``), or near-equal row blocks of ``rows`` rows (each at most
     ``_SMALL_PRODUCT`` multiply-adds), or (0, 0): whole (small enough, or blocks too narrow). The
     one rule of ``matmul`` (through ``py_func``) and of ``blas.matmul`` (compiled)."""
     if m * k * n <= _SMALL_PRODUCT:
         return 0, 0
     columns = _SMALL_PRODUCT // max(1, m * k)
-    if columns >= _MIN_BLOCK_COLUMNS:
+    if columns >= _MIN_BLOCK_COLUMNS and k <= _MAX_BLOCKED_INNER:
         return columns - columns % 16, 0
     blocks = -(-m * k * n // _SMALL_PRODUCT)
     rows = -(-m // blocks)

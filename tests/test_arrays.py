@@ -296,3 +296,20 @@ def test_core_cache_bytes_reads_the_level_2_cache_linux_reports(tmp_path):
     (tmp_path / "index2" / "size").write_text("lots\n")
     assert core_cache_bytes(str(tmp_path)) is None
     assert core_cache_bytes(str(tmp_path / "missing")) is None
+
+
+def test_column_blocks_only_for_a_short_inner_axis_where_the_core_cache_is_large():
+    # the Intel Xeon's rule (2 MiB of L2 a core): K <= 48; elsewhere (or unknown) no limit
+    assert arrays._max_blocked_inner(2 * 2**20) == 48
+    assert arrays._max_blocked_inner(2**20) > 10**9 and arrays._max_blocked_inner(None) > 10**9
+    rule = arrays.product_blocks.py_func
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(arrays, "_MAX_BLOCKED_INNER", 48)
+        assert rule(128, 48, 4096) == (160, 0)  # 10**6 // (128 * 48) = 162 columns, whole vectors
+        assert rule(128, 64, 1024) == (0, 0)  # K = 64: whole (row blocks would be 15 rows)
+        assert rule(4096, 64, 96) == (0, 158)  # too few columns anyway: the row rule, as before
+        patch.setattr(arrays, "_MAX_BLOCKED_INNER", 2**62)
+        assert rule(128, 64, 1024) == (112, 0)
+    # the compiled rule (blas.matmul's) reads the same limit as arrays.matmul's
+    for m, k, n in ((128, 48, 4096), (128, 64, 1024), (16, 96, 4096), (4096, 64, 96)):
+        assert arrays.product_blocks(m, k, n) == rule(m, k, n)
