@@ -251,15 +251,15 @@ _SMALL_PRODUCT = 100**3
 _MIN_BLOCK_COLUMNS = 96
 # The Intel Xeon (2 MiB of second-level cache a core) disagrees above a short inner axis: there
 # OpenBLAS packs fast enough that column blocks only help up to K = 48. Measured 2026-12-06, one
-# thread, float32, us, whole / in column blocks: K of 8-16 0.53-0.86x the time in blocks at every
+# thread, float32, us, whole / in column blocks: K of 8-16 0.53-0.90x the time in blocks at every
 # M (16-512) and N (1024, 4096) tried; MobileNetV2's (8, 48) @ (48, 4096) 70 / 50, (192, 48) @
 # (48, 256) 51 / 41; but (128, 64) @ (64, 1024) 152 / 222, (64, 128) @ (128, 1024) 155 / 246,
-# (96, 96) @ (96, 4096) 735 / 1158 (K of 64-288: 0.77-1.58x, most above 1.0). So on a core with
-# that much cache, column blocks are cut only where K <= 48; a pointwise 64 -> 128 layer's
-# forward + backward (32x64x32x32, 2 threads) took 21.9 -> 14.1 ms in alternated runs,
-# MobileNetV2's training step 1.004x. The machines are told apart by the cache size that the
-# engine reads anyway (``core_cache_bytes``); the AMD EPYC's (512 KiB - 1 MiB) keeps the rule
-# measured there.
+# (96, 96) @ (96, 4096) 735 / 1158 (K of 64-288: 0.70-1.58x, 26 of 34 products above 1.0). So
+# on a core with that much cache, column blocks are cut only where K <= 48; a pointwise 64 -> 128
+# layer's forward + backward (32x64x32x32, 2 threads) took 22.5 -> 14.6 ms in fresh-process
+# pairs, MobileNetV2's training step 639 -> 641 ms. The machines are told apart by the cache size
+# that the engine reads anyway (``core_cache_bytes``); the AMD EPYC's (512 KiB - 1 MiB) keeps the
+# rule measured there.
 
 
 def _max_blocked_inner(cache_bytes: int | None) -> int:
