@@ -3,7 +3,8 @@ helpers compiled kernels inline.
 
 - ``thread_slices`` / ``cache_slices`` / ``flat_slices``: a batch (or a flat array) as slices for
   the engine's pool (``threads.py``), one per worker or as many as keep a slice's working set in
-  cache; ``core_cache_bytes``, one core's second-level cache as Linux reports it;
+  cache; ``core_cache_bytes``, one core's second-level cache as Linux reports it, read once
+  on import as ``CORE_CACHE_BYTES``;
 - ``gemm``: a 2-D product through NumPy's BLAS, split by columns or rows over the pool when it is
   large;
 - ``matmul``: a product on the calling thread, in column blocks that OpenBLAS's small-matrix
@@ -66,6 +67,11 @@ def core_cache_bytes(cpu_cache: str = "/sys/devices/system/cpu/cpu0/cache") -> i
     except (OSError, ValueError):
         pass
     return None
+
+
+#: this machine's ``core_cache_bytes()``, read once (the Winograd slices and ``product_blocks``'s
+#: rule follow it)
+CORE_CACHE_BYTES = core_cache_bytes()
 
 
 def thread_slices(n: int) -> list[slice]:
@@ -268,7 +274,7 @@ def _max_blocked_inner(cache_bytes: int | None) -> int:
     return 48 if (cache_bytes or 0) >= 2**21 else 2**62
 
 
-_MAX_BLOCKED_INNER = _max_blocked_inner(core_cache_bytes())
+_MAX_BLOCKED_INNER = _max_blocked_inner(CORE_CACHE_BYTES)
 # A product with many rows and few columns (a channels-last 1x1 convolution: pixels x channels) is
 # cut into row blocks of a and out instead, near-equal, each at most 100**3 multiply-adds, while a
 # block keeps at least _MIN_BLOCK_ROWS rows. Measured 2026-12-05, Intel Xeon, one thread, float32,

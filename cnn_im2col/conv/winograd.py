@@ -51,7 +51,7 @@ import numpy as np
 
 from .. import blas
 from .. import threads as _threads
-from ..arrays import cache_slices, core_cache_bytes, matmul, summed
+from ..arrays import CORE_CACHE_BYTES, cache_slices, matmul, summed
 from ..shapes import WindowGeometry
 from . import sample_split, winograd_fused
 from . import winograd_kernels as kernels
@@ -168,7 +168,7 @@ def products_layout(u: np.ndarray) -> np.ndarray:
 # step did not move (ResNet-20 1.001x). Where the cache is 512 KiB (AMD's Zen 3), or unknown, the
 # slices stay as they were; on a 1 MiB one (Zen 4) they take 1 MiB, unmeasured there (on the Xeon
 # 1 MiB measured 0.963x of 512 KiB).
-_SLICE_BYTES = core_cache_bytes()  # None: cache_slices' default
+_SLICE_BYTES = CORE_CACHE_BYTES  # None: cache_slices' default
 
 # a slice's forward as one compiled pass where it applies (``winograd_fused.py``); False: always
 # the three steps of ``slice_forward_unfused``
